@@ -1,0 +1,143 @@
+"""RunConfig: one flat params YAML (params/*.yaml) plus overrides, validated with pydantic.
+
+Unknown keys are rejected (papermill only warns about them), and every problem in a file is
+reported together, each line naming the file and the key.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from routerlib.errors import InputError
+from routerlib.paths import resolve
+
+TuningMode = Literal["PEFT_ADAPTER", "FULL"]
+Backend = Literal["local", "vertex"]
+ADAPTER_SIZES = (1, 4, 8, 16, 32)
+
+
+class RunConfig(BaseModel):
+    """Every setting of one pipeline run. Field names follow the Vertex SDK where it has one."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    # --- run ---
+    name: str = Field("local", description="Run name; the run folder is outputs/<name>-<time>.")
+    backend: Backend = "local"
+
+    # --- data (01_prepare) ---
+    input_path: str = Field("", description="Week-2 rows JSONL; empty = embedded synthetic rows.")
+    synth_rows: int = Field(400, ge=1)
+    synth_seed: int = 7
+    val_ratio: float = Field(0.1, ge=0.0, lt=1.0)
+    test_ratio: float = Field(0.05, ge=0.0, lt=1.0)
+    seed: int = 7
+    limit: int | None = Field(None, ge=1)
+    max_seq_len: int | None = Field(None, ge=1, description="None = the base model's limit.")
+    strict: bool = False
+    gcs_prefix: str = Field("", description="gs://bucket/prefix to upload the splits to.")
+
+    # --- smoke tune (02_smoke_tune) ---
+    smoke_limit: int = Field(40, ge=3)
+    smoke_epochs: int = Field(1, ge=1)
+
+    # --- tuning (03_full_tune) ---
+    base_model: str = "routerlib/tiny-router-lm"
+    tuning_mode: TuningMode = "PEFT_ADAPTER"
+    adapter_size: int | None = 16
+    epochs: int = Field(3, ge=1)
+    learning_rate: float | None = Field(None, gt=0)
+    learning_rate_multiplier: float | None = Field(None, gt=0)
+    tuned_model_display_name: str = ""
+    output_uri: str = Field("", description="Tuning output; empty = the run folder (local).")
+    custom_base_model: str = Field("", description="Continue from this checkpoint.")
+    labels: dict[str, str] = Field(default_factory=dict)
+    batch_size: int = Field(4, ge=1, description="local backend only")
+    max_train_tokens: int | None = Field(None, ge=16, description="local: truncate examples")
+
+    # --- Google Cloud (vertex backend; credentials never go here) ---
+    project: str = ""
+    location: str = "us-central1"
+    api_endpoint: str = ""
+
+    # --- deploy (04_deploy_eval, vertex) ---
+    machine_type: str = "g2-standard-12"
+    accelerator_type: str = "NVIDIA_L4"
+    accelerator_count: int = Field(1, ge=1)
+    endpoint: str = Field("", description="Evaluate this endpoint instead of deploying.")
+
+    # --- evaluation (04_deploy_eval) ---
+    eval_limit: int | None = Field(None, ge=1)
+    max_tokens: int = Field(1536, ge=1)
+    concurrency: int = Field(8, ge=1)
+    thresholds: str = Field("", description="Gate file; empty = the packaged original gates.")
+    baseline: Literal["majority", "rules"] = "majority"
+
+    @model_validator(mode="after")
+    def _check_combinations(self) -> RunConfig:
+        problems = []
+        if self.val_ratio + self.test_ratio >= 1.0:
+            problems.append("val_ratio + test_ratio must leave rows for training (sum < 1)")
+        if self.learning_rate is not None and self.learning_rate_multiplier is not None:
+            problems.append("set learning_rate or learning_rate_multiplier, not both")
+        if self.tuning_mode == "PEFT_ADAPTER" and self.adapter_size not in ADAPTER_SIZES:
+            problems.append(f"adapter_size must be one of {ADAPTER_SIZES} under PEFT_ADAPTER")
+        if self.tuning_mode == "FULL" and self.adapter_size is not None:
+            problems.append("adapter_size applies to PEFT_ADAPTER only: set it to null for FULL")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+
+def _format_errors(source: str, error: ValidationError) -> list[str]:
+    lines = []
+    for item in error.errors():
+        key = ".".join(str(part) for part in item["loc"]) or "(config)"
+        if item["type"] == "extra_forbidden":
+            lines.append(f"{source}: {key}: unknown key")
+        else:
+            message = item["msg"].removeprefix("Value error, ")
+            lines.append(f"{source}: {key}: {message}")
+    return lines
+
+
+def read_params_file(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The flat mapping in a params YAML; an error names the file when it is not one."""
+    file = resolve(path)
+    try:
+        data = yaml.safe_load(file.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise InputError(f"{path}: params file not found") from None
+    except yaml.YAMLError as exc:
+        raise InputError(f"{path}: not valid YAML: {exc}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise InputError(f"{path}: must be a flat mapping of keys to values")
+    return data
+
+
+def load_config(
+    params_file: str | os.PathLike[str] | None = None, overrides: dict[str, Any] | None = None
+) -> RunConfig:
+    """Validate ``params_file`` merged with ``overrides``; collect every problem into one error."""
+    data = read_params_file(params_file) if params_file else {}
+    source = str(params_file) if params_file else "config"
+    merged = {**data, **(overrides or {})}
+    try:
+        return RunConfig(**merged)
+    except ValidationError as exc:
+        lines = _format_errors(source, exc)
+        raise InputError(f"{source}: {len(lines)} problem(s) in the config", lines) from None
+
+
+def dump_config(config: RunConfig, path: str | os.PathLike[str]) -> None:
+    """Write the resolved config as YAML (atomically)."""
+    from routerlib.atomic import write_text
+
+    write_text(Path(path), yaml.safe_dump(config.model_dump(), sort_keys=False))

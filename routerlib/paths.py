@@ -1,0 +1,68 @@
+"""Where things live: the project root, the outputs root (ROUTERLIB_OUTPUTS) and run folders."""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from pathlib import Path
+
+#: Fixed layout of a run folder, relative to the run folder.
+DATA_DIR = "data"
+SMOKE_DATA_DIR = "data/smoke"
+SMOKE_TUNING_DIR = "tuning/smoke"
+FULL_TUNING_DIR = "tuning/full"
+EVAL_DIR = "eval"
+NOTEBOOKS_DIR = "notebooks"
+PARAMS_FILE = "params.yaml"
+METRICS_FILE = "metrics.json"
+LOG_FILE = "run.log"
+#: Suffix of the final checkpoint below a tuning output URI (Vertex's layout).
+FINAL_CHECKPOINT = "postprocess/node-0/checkpoints/final"
+
+
+def project_root() -> Path:
+    """The checkout holding notebooks/ and params/: ROUTERLIB_ROOT, else the nearest parent of
+    the working folder with both, else the folder above the installed package."""
+    env = os.environ.get("ROUTERLIB_ROOT")
+    if env:
+        return Path(env).resolve()
+    here = Path.cwd().resolve()
+    for candidate in (here, *here.parents):
+        if (candidate / "params").is_dir() and (candidate / "notebooks").is_dir():
+            return candidate
+    return Path(__file__).resolve().parent.parent
+
+
+def outputs_root() -> Path:
+    """ROUTERLIB_OUTPUTS when set, else outputs/ under the project root."""
+    env = os.environ.get("ROUTERLIB_OUTPUTS")
+    return Path(env).resolve() if env else project_root() / "outputs"
+
+
+def cache_root() -> Path:
+    """Where built artifacts (the embedded tiny model) are cached: ROUTERLIB_CACHE or
+    ~/.cache/routerlib. Never inside the repository."""
+    env = os.environ.get("ROUTERLIB_CACHE")
+    return Path(env).resolve() if env else Path.home() / ".cache" / "routerlib"
+
+
+def resolve(path: str | os.PathLike[str]) -> Path:
+    """A user path: absolute as given, relative to the project root otherwise."""
+    p = Path(path).expanduser()
+    return p if p.is_absolute() else project_root() / p
+
+
+def new_run_dir(name: str, root: Path | None = None) -> Path:
+    """Create ``<outputs>/<name>-<YYYYmmdd-HHMMSS>`` (suffixed when taken) and return it."""
+    base = root or outputs_root()
+    slug = re.sub(r"[^A-Za-z0-9_.-]+", "-", name).strip("-") or "run"
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    for attempt in range(1000):
+        candidate = base / (f"{slug}-{stamp}" + (f"-{attempt}" if attempt else ""))
+        try:
+            candidate.mkdir(parents=True, exist_ok=False)
+            return candidate
+        except FileExistsError:
+            continue
+    raise RuntimeError(f"could not create a run folder under {base}")
