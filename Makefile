@@ -1,0 +1,58 @@
+# routerlib — two commands: `make run` (the whole local pipeline) and `make test` (every test).
+# Both create .venv with `python -m venv` when missing and install what they need.
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.routerlib-installed
+export PATH := $(abspath $(BIN)):$(PATH)
+# Runs and the embedded model cache stay out of git.
+export ROUTERLIB_CACHE ?= $(abspath .cache)
+
+.PHONY: help setup run test lint typecheck unit notebooks bench lab clean
+
+help:
+	@echo "make run    set up, then run the whole local pipeline on the embedded default"
+	@echo "make test   set up, then run lint, type checks and every test"
+	@echo "make bench  run every benchmark and print one table of ratios vs goals"
+	@echo "make lab    open JupyterLab on notebooks/ with the project's kernel"
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	# torch is pinned to 2.13.0 in pyproject.toml (CPU wheel; any other spec pulls CUDA builds)
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	# a "python3" kernel that runs this venv's interpreter (papermill -k python3, nbval)
+	$(BIN)/python -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (routerlib)" >/dev/null
+	@touch $(STAMP)
+
+setup: $(STAMP)
+
+run: setup
+	$(BIN)/routerlib run params/local.yaml params/local_full.yaml --compare --report
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: setup
+	$(BIN)/mypy routerlib
+
+unit: setup
+	$(BIN)/pytest -q -m "not notebook" 
+
+notebooks: setup
+	$(BIN)/pytest -q -m notebook
+
+test: lint typecheck
+	$(BIN)/pytest -q
+
+bench: setup
+	$(BIN)/python benchmarks/run_all.py
+
+lab: setup
+	$(BIN)/python -m pip install --quiet -e '.[dev,lab]'
+	$(BIN)/jupyter lab notebooks/
+
+clean:
+	rm -rf $(VENV) .cache .pytest_cache .mypy_cache .ruff_cache
