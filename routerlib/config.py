@@ -7,6 +7,7 @@ reported together, each line naming the file and the key.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -19,6 +20,8 @@ from routerlib.paths import resolve
 TuningMode = Literal["PEFT_ADAPTER", "FULL"]
 Backend = Literal["local", "vertex"]
 ADAPTER_SIZES = (1, 4, 8, 16, 32)
+#: gs://bucket[/prefix] with a bucket name as Cloud Storage allows it.
+_GCS_PREFIX = re.compile(r"^gs://[a-z0-9][a-z0-9._-]{1,220}[a-z0-9](/.*)?$")
 
 
 class RunConfig(BaseModel):
@@ -80,29 +83,53 @@ class RunConfig(BaseModel):
 
     @model_validator(mode="after")
     def _check_combinations(self) -> RunConfig:
-        problems = []
-        if self.val_ratio + self.test_ratio >= 1.0:
-            problems.append("val_ratio + test_ratio must leave rows for training (sum < 1)")
-        if self.learning_rate is not None and self.learning_rate_multiplier is not None:
-            problems.append("set learning_rate or learning_rate_multiplier, not both")
-        if self.tuning_mode == "PEFT_ADAPTER" and self.adapter_size not in ADAPTER_SIZES:
-            problems.append(f"adapter_size must be one of {ADAPTER_SIZES} under PEFT_ADAPTER")
-        if self.tuning_mode == "FULL" and self.adapter_size is not None:
-            problems.append("adapter_size applies to PEFT_ADAPTER only: set it to null for FULL")
+        problems = cross_field_problems(self.model_dump())
         if problems:
-            raise ValueError("; ".join(problems))
+            raise ValueError("\n".join(problems))
         return self
+
+
+def cross_field_problems(values: dict[str, Any]) -> list[str]:
+    """Problems between fields; each line starts with the key to change."""
+    v = {n: f.get_default(call_default_factory=True) for n, f in RunConfig.model_fields.items()}
+    v.update(values)
+    problems = []
+    try:
+        if v["val_ratio"] + v["test_ratio"] >= 1.0:
+            problems.append(
+                "val_ratio: val_ratio + test_ratio must be < 1 (rows are left to train)"
+            )
+        if v["learning_rate"] is not None and v["learning_rate_multiplier"] is not None:
+            problems.append(
+                "learning_rate: set learning_rate or learning_rate_multiplier, not both"
+            )
+        if v["tuning_mode"] == "PEFT_ADAPTER" and v["adapter_size"] not in ADAPTER_SIZES:
+            problems.append(f"adapter_size: must be one of {ADAPTER_SIZES} under PEFT_ADAPTER")
+        if v["tuning_mode"] == "FULL" and v["adapter_size"] is not None:
+            problems.append("adapter_size: applies to PEFT_ADAPTER only; set it to null for FULL")
+        prefix = v["gcs_prefix"]
+        if prefix and not _GCS_PREFIX.match(str(prefix)):
+            problems.append(f"gcs_prefix: {prefix!r} is not gs://bucket[/prefix]")
+        if v["backend"] == "vertex" and not (prefix or v["output_uri"]):
+            problems.append(
+                "gcs_prefix: backend vertex needs it (datasets and checkpoints live in GCS)"
+            )
+    except TypeError:  # ill-typed values are reported by field validation
+        pass
+    return problems
 
 
 def _format_errors(source: str, error: ValidationError) -> list[str]:
     lines = []
     for item in error.errors():
-        key = ".".join(str(part) for part in item["loc"]) or "(config)"
+        key = ".".join(str(part) for part in item["loc"])
+        message = item["msg"].removeprefix("Value error, ")
         if item["type"] == "extra_forbidden":
             lines.append(f"{source}: {key}: unknown key")
-        else:
-            message = item["msg"].removeprefix("Value error, ")
+        elif key:
             lines.append(f"{source}: {key}: {message}")
+        else:  # cross-field checks: one line each, already naming their key
+            lines.extend(f"{source}: {line}" for line in message.splitlines())
     return lines
 
 
@@ -129,11 +156,18 @@ def load_config(
     data = read_params_file(params_file) if params_file else {}
     source = str(params_file) if params_file else "config"
     merged = {**data, **(overrides or {})}
+    # Unknown keys are reported beside every other problem, not instead of them.
+    lines = [f"{source}: {key}: unknown key" for key in merged if key not in RunConfig.model_fields]
+    known = {key: value for key, value in merged.items() if key in RunConfig.model_fields}
     try:
-        return RunConfig(**merged)
+        config = RunConfig(**known)
     except ValidationError as exc:
-        lines = _format_errors(source, exc)
-        raise InputError(f"{source}: {len(lines)} problem(s) in the config", lines) from None
+        lines += _format_errors(source, exc)
+        if not any(not e["loc"] for e in exc.errors()):  # cross-field checks did not run yet
+            lines += [f"{source}: {line}" for line in cross_field_problems(known)]
+    if lines:
+        raise InputError(f"{source}: {len(lines)} problem(s) in the config", lines)
+    return config
 
 
 def dump_config(config: RunConfig, path: str | os.PathLike[str]) -> None:
