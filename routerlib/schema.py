@@ -184,7 +184,9 @@ def _validate_fields(obj: dict[str, Any], keys: tuple[str, ...]) -> list[Violati
         elif not _type_ok(value, expected):
             out.append(Violation(key, f"must be {expected}, got {_json_type(value)}"))
         elif key == "difficulty" and value not in DIFFICULTIES:
-            out.append(Violation(key, f"unknown difficulty {value!r} (expected {', '.join(DIFFICULTIES)})"))
+            out.append(
+                Violation(key, f"unknown difficulty {value!r} (expected {', '.join(DIFFICULTIES)})")
+            )
     return out
 
 

@@ -92,7 +92,9 @@ def prepare(run: Run, smoke: bool = False) -> Any:
 
     cfg = run.config
     limit = cfg.smoke_limit if smoke else cfg.limit
-    gcs_prefix = cfg.gcs_prefix.rstrip("/") + ("/smoke" if smoke else "") if cfg.gcs_prefix else None
+    gcs_prefix = (
+        cfg.gcs_prefix.rstrip("/") + ("/smoke" if smoke else "") if cfg.gcs_prefix else None
+    )
     return dataset.prepare(
         source_rows(run),
         run.sub(paths.SMOKE_DATA_DIR if smoke else paths.DATA_DIR),
@@ -118,7 +120,6 @@ def prepared_manifest(run: Run, smoke: bool = False) -> dict[str, Any]:
 
 def split_table(run: Run, smoke: bool = False) -> Any:
     """A pandas table of the splits: rows, first-tool and difficulty mix, token estimate."""
-    import pandas as pd
 
     from routerlib import dataset
 
@@ -204,8 +205,10 @@ def tune(run: Run, smoke: bool = False) -> Job:
         location=cfg.location,
         api_endpoint=cfg.api_endpoint or None,
     )
-    write_json(run.sub(paths.SMOKE_TUNING_DIR if smoke else paths.FULL_TUNING_DIR) / "job.json",
-               job.model_dump(mode="json"))
+    write_json(
+        run.sub(paths.SMOKE_TUNING_DIR if smoke else paths.FULL_TUNING_DIR) / "job.json",
+        job.model_dump(mode="json"),
+    )
     if not job.succeeded:
         raise InputError(f"tuning job {job.name} ended in {job.state}: {job.error or 'no message'}")
     return job
@@ -299,8 +302,10 @@ def thresholds_path(run: Run) -> Path:
     """The gate file: the configured one, else the team's original gates in params/."""
     from routerlib import metrics
 
-    return paths.resolve(run.config.thresholds) if run.config.thresholds else Path(
-        metrics.DEFAULT_THRESHOLDS_PATH
+    return (
+        paths.resolve(run.config.thresholds)
+        if run.config.thresholds
+        else Path(metrics.DEFAULT_THRESHOLDS_PATH)
     )
 
 
@@ -367,7 +372,9 @@ def headline_table(reports: dict[str, dict[str, Any]]) -> Any:
         overall = report["metrics"].get("overall", {})
         strict = (report.get("strict") or {}).get("overall", {})
         row = {m: overall.get(m) for m in HEADLINE}
-        row.update({f"strict:{m}": strict.get(m) for m in ("route_plan_exact", "route_tool_recall")})
+        row.update(
+            {f"strict:{m}": strict.get(m) for m in ("route_plan_exact", "route_tool_recall")}
+        )
         row["gate_pass"] = (report.get("threshold_results") or {}).get("overall_pass")
         rows[label] = row
     return pd.DataFrame(rows).T
@@ -393,15 +400,29 @@ def worst_errors(run: Run, n: int = 10) -> Any:
     import pandas as pd
 
     samples = run.sub(f"{paths.EVAL_DIR}/samples.jsonl")
-    records = [json.loads(line) for line in samples.read_text(encoding="utf-8").splitlines() if line]
-    binary = ("route_plan_exact", "route_first_tool_match", "metrics_keys_match",
-              "todo_covers_all_tools", "handoff_tools_covered")
+    records = [
+        json.loads(line) for line in samples.read_text(encoding="utf-8").splitlines() if line
+    ]
+    binary = (
+        "route_plan_exact",
+        "route_first_tool_match",
+        "metrics_keys_match",
+        "todo_covers_all_tools",
+        "handoff_tools_covered",
+    )
     rows = []
     for rec in records:
         met = sum(bool(rec.get(m)) for m in binary) if rec.get("valid") else -1
         raw = str(rec.get("raw") or "")
-        rows.append({"index": rec.get("index"), "valid": rec.get("valid"), "metrics_met": met,
-                     "length_ratio": rec.get("length_ratio"), "output_start": raw[:120]})
+        rows.append(
+            {
+                "index": rec.get("index"),
+                "valid": rec.get("valid"),
+                "metrics_met": met,
+                "length_ratio": rec.get("length_ratio"),
+                "output_start": raw[:120],
+            }
+        )
     frame = pd.DataFrame(rows)
     return frame.sort_values(["metrics_met", "index"]).head(n).set_index("index")
 
@@ -426,8 +447,9 @@ def bucket_figure(reports: dict[str, dict[str, Any]], metric: str = "route_plan_
     return fig
 
 
-def write_metrics(run: Run, job: Job, report: dict[str, Any],
-                  baseline_reports: dict[str, dict[str, Any]]) -> Path:
+def write_metrics(
+    run: Run, job: Job, report: dict[str, Any], baseline_reports: dict[str, dict[str, Any]]
+) -> Path:
     """Write the run's metrics.json: the run, its tuning, the evaluation and baseline summaries."""
     cfg = run.config
     overall = report["metrics"].get("overall", {})
@@ -458,8 +480,10 @@ def write_metrics(run: Run, job: Job, report: dict[str, Any],
             "strict": {m: strict.get(m) for m in HEADLINE},
         },
         "baselines": {
-            kind: {"report": f"{paths.EVAL_DIR}/baselines/{kind}/report.json",
-                   "gate_pass": (r.get("threshold_results") or {}).get("overall_pass")}
+            kind: {
+                "report": f"{paths.EVAL_DIR}/baselines/{kind}/report.json",
+                "gate_pass": (r.get("threshold_results") or {}).get("overall_pass"),
+            }
             for kind, r in baseline_reports.items()
         },
     }
@@ -525,6 +549,11 @@ def write_comparison(run: Run, board: Any, significance: Any) -> Path:
     write_text(run.sub("leaderboard.csv"), board.to_csv())
     write_text(run.sub("significance.csv"), significance.to_csv())
     target = run.sub("comparison.json")
-    write_json(target, {"leaderboard": json.loads(board.to_json(orient="index")),
-                        "significance": json.loads(significance.to_json(orient="records"))})
+    write_json(
+        target,
+        {
+            "leaderboard": json.loads(board.to_json(orient="index")),
+            "significance": json.loads(significance.to_json(orient="records")),
+        },
+    )
     return target

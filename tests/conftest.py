@@ -20,7 +20,9 @@ def shared_data() -> Path:
 
 
 @pytest.fixture(autouse=True)
-def _isolated_outputs(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+def _isolated_outputs(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Every test writes run folders and registries to its own outputs root, never outputs/."""
     monkeypatch.setenv("ROUTERLIB_OUTPUTS", str(tmp_path_factory.mktemp("outputs")))
     monkeypatch.setenv("ROUTERLIB_ROOT", str(ROOT))

@@ -42,8 +42,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except RouterlibError as exc:
         for line in exc.lines():
-            print(f"routerlib {args.command}: {line}" if line is exc.lines()[-1] else line,
-                  file=sys.stderr)
+            print(
+                f"routerlib {args.command}: {line}" if line is exc.lines()[-1] else line,
+                file=sys.stderr,
+            )
         return exc.exit_code
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
