@@ -9,7 +9,7 @@ export PATH := $(abspath $(BIN)):$(PATH)
 # Runs and the embedded model cache stay out of git.
 export ROUTERLIB_CACHE ?= $(abspath .cache)
 
-.PHONY: help setup run test lint typecheck unit notebooks bench lab clean
+.PHONY: help setup run test lint typecheck bench lab docs clean
 
 help:
 	@echo "make run    set up, then run the whole local pipeline on the embedded default"
@@ -38,17 +38,14 @@ lint: setup
 typecheck: setup
 	$(BIN)/mypy routerlib
 
-unit: setup
-	$(BIN)/pytest -q -m "not notebook" 
-
-notebooks: setup
-	$(BIN)/pytest -q -m notebook
-
 test: lint typecheck
 	$(BIN)/pytest -q
 
 bench: setup
 	$(BIN)/python benchmarks/run_all.py
+
+docs: setup
+	$(BIN)/python -m routerlib.cli.reference README.md
 
 lab: setup
 	$(BIN)/python -m pip install --quiet -e '.[dev,lab]'

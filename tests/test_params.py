@@ -12,7 +12,10 @@ from routerlib.errors import InputError
 
 PARAMS = Path(__file__).resolve().parent.parent / "params"
 #: Files in params/ that are not run configs, and the validator of each.
-SPECIAL = {"pricing.yaml": "routerlib.pricing:load_pricing", "thresholds.yaml": "routerlib.metrics:load_thresholds"}
+SPECIAL = {
+    "pricing.yaml": "routerlib.pricing:load_pricing",
+    "thresholds.yaml": "routerlib.metrics:load_thresholds",
+}
 
 
 def run_params() -> list[Path]:
@@ -25,7 +28,9 @@ def test_run_params_validate(path: Path) -> None:
     assert isinstance(config, RunConfig)
     text = path.read_text(encoding="utf-8")
     # the header holds the exact papermill command for this file, kernel named
-    assert re.search(rf"papermill notebooks/\S+\.ipynb \S+ -k python3 -p params_file params/{path.name}", text)
+    assert re.search(
+        rf"papermill notebooks/\S+\.ipynb \S+ -k python3 -p params_file params/{path.name}", text
+    )
     assert text.splitlines()[0].startswith("#")
     # flat: every value is a scalar except labels
     import yaml
