@@ -1,9 +1,202 @@
-"""CLI: placeholder until its stage lands."""
+"""CLI: ``routerlib evaluate`` (score predictions, generating them when asked) and ``routerlib
+baseline`` (the previous router logic written as a prediction file)."""
 
 from __future__ import annotations
 
 import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from routerlib.errors import InputError
+
+#: Overall metrics shown in the summary table (original figure beside the strict one).
+SUMMARY_METRICS = (
+    "json_valid",
+    "schema_valid",
+    "route_plan_exact",
+    "route_tool_precision",
+    "route_tool_recall",
+    "route_first_tool_match",
+    "metrics_keys_match",
+    "todo_tool_alignment",
+    "todo_covers_all_tools",
+    "handoff_tools_covered",
+    "length_ratio",
+)
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:  # noqa: D103
-    return None
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add ``evaluate`` and ``baseline``."""
+    p = subparsers.add_parser(
+        "evaluate",
+        help="score predictions (or generate them from an endpoint / checkpoint) against gold",
+        description=(
+            "Score predictions against gold exactly as the team's earlier evaluator, plus strict "
+            "figures, schema validity, intervals and per-sample records. With --endpoint or "
+            "--checkpoint the predictions are generated first (cached beside the report; a "
+            "killed run resumes). Exit 1 when a --thresholds gate fails."
+        ),
+    )
+    p.add_argument("--gold", required=True, help="gold JSONL (prompt, completion)")
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--pred", help="prediction JSONL, one line per gold row")
+    source.add_argument(
+        "--endpoint",
+        help="http://host:port/v1 (OpenAI-compatible), an http URL ending in :predict (vLLM "
+        "predict JSON), or a Vertex endpoint (projects/…/endpoints/ID or numeric id)",
+    )
+    source.add_argument("--checkpoint", help="local checkpoint folder: serve it here and evaluate")
+    p.add_argument(
+        "--out", required=True, help="report JSON; samples, cache, predictions go beside"
+    )
+    p.add_argument("--thresholds", help="gate file (router_benchmark_thresholds.json format)")
+    p.add_argument("--compare-to", dest="compare_to", help="previous router's prediction JSONL")
+    p.add_argument("--concurrency", type=int, default=8, help="requests in flight (default 8)")
+    p.add_argument("--max-tokens", dest="max_tokens", type=int, default=1536)
+    p.add_argument("--limit", type=int, help="evaluate the first N gold rows only")
+    p.add_argument(
+        "--model", help="model name for an OpenAI-compatible endpoint (default: first listed)"
+    )
+    p.add_argument("--timeout", type=float, default=120.0, help="seconds per request (default 120)")
+    p.add_argument("--retries", type=int, default=5, help="retries per row on 429/5xx/timeouts")
+    p.add_argument("--project")
+    p.add_argument("--location")
+    p.add_argument(
+        "--api-endpoint", dest="api_endpoint", help="Vertex API address (tests: loopback)"
+    )
+    p.add_argument(
+        "--no-progress", dest="progress", action="store_false", help="hide the progress bar"
+    )
+    p.set_defaults(func=run_evaluate)
+
+    b = subparsers.add_parser(
+        "baseline",
+        help="write the previous router logic's predictions (majority template or keyword rules)",
+    )
+    b.add_argument("--gold", required=True, help="gold JSONL whose prompts to route")
+    b.add_argument("--out", required=True, help="prediction JSONL to write")
+    b.add_argument("--kind", choices=("majority", "rules"), default="majority")
+    b.set_defaults(func=run_baseline)
+
+
+def _positive(name: str, value: int | float | None) -> None:
+    if value is not None and value < 1:
+        raise InputError(f"{name} must be >= 1, got {value}")
+
+
+def run_evaluate(args: argparse.Namespace) -> int:
+    """Handler of ``routerlib evaluate``: 0 on success, 1 when the gate fails."""
+    from routerlib.evaluate import evaluate
+
+    _positive("--concurrency", args.concurrency)
+    _positive("--max-tokens", args.max_tokens)
+    _positive("--limit", args.limit)
+    if args.retries < 0:
+        raise InputError(f"--retries must be >= 0, got {args.retries}")
+    for flag, value in (
+        ("--gold", args.gold),
+        ("--pred", args.pred),
+        ("--thresholds", args.thresholds),
+        ("--compare-to", args.compare_to),
+    ):
+        if value is not None and not Path(value).is_file():
+            raise InputError(f"{value}: {flag} file not found")
+    report = evaluate(
+        args.gold,
+        pred=args.pred,
+        endpoint=args.endpoint,
+        checkpoint=args.checkpoint,
+        out=args.out,
+        thresholds=args.thresholds,
+        compare_to=args.compare_to,
+        concurrency=args.concurrency,
+        max_tokens=args.max_tokens,
+        limit=args.limit,
+        project=args.project,
+        location=args.location,
+        api_endpoint=args.api_endpoint,
+        model=args.model,
+        timeout=args.timeout,
+        retries=args.retries,
+        progress=args.progress,
+    )
+    print(summary(report, args.out))
+    gate = report.get("threshold_results") or {}
+    if args.thresholds and gate.get("overall_pass") is not True:
+        return 1
+    return 0
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, bool) or value is None:
+        return "-" if value is None else str(value)
+    if isinstance(value, float):
+        return f"{value:.3f}"
+    return str(value)
+
+
+def _strict_overall(report: dict[str, Any]) -> dict[str, Any]:
+    strict = report.get("strict") or report.get("metrics_strict") or {}
+    overall = strict.get("overall", strict) if isinstance(strict, dict) else {}
+    return overall if isinstance(overall, dict) else {}
+
+
+def summary(report: dict[str, Any], out: str | Path) -> str:
+    """A short text table: overall original and strict figures, latency, the gate, deltas."""
+    overall = (report.get("metrics") or {}).get("overall", {})
+    strict = _strict_overall(report)
+    n = overall.get("samples", (report.get("config") or {}).get("total_samples"))
+    lines = [f"report: {out}  ({n} samples)", f"{'metric':<26}{'original':>10}{'strict':>10}"]
+    for name in SUMMARY_METRICS:
+        if name in overall or name in strict:
+            lines.append(f"{name:<26}{_fmt(overall.get(name)):>10}{_fmt(strict.get(name)):>10}")
+    latency = report.get("latency") or {}
+    if isinstance(latency, dict) and latency:
+        p50 = latency.get("p50_s", latency.get("p50"))
+        p95 = latency.get("p95_s", latency.get("p95"))
+        lines.append(f"latency p50 {_fmt(p50)} s, p95 {_fmt(p95)} s")
+    gate = report.get("threshold_results")
+    if isinstance(gate, dict) and "overall_pass" in gate:
+        verdict = "PASS" if gate["overall_pass"] else "FAIL"
+        failed = _failed_checks(gate)
+        lines.append(
+            f"gate: {verdict}"
+            + (
+                f" ({len(failed)} checks failed: "
+                f"{', '.join(failed[:5])}{' …' if len(failed) > 5 else ''})"
+                if failed
+                else ""
+            )
+        )
+    return "\n".join(lines)
+
+
+def _failed_checks(gate: dict[str, Any]) -> list[str]:
+    """Names of failed checks, tolerant of the gate layout (bucket → checks)."""
+    failed: list[str] = []
+    checks = gate.get("checks", gate.get("buckets", gate))
+    if isinstance(checks, list):
+        for check in checks:
+            if isinstance(check, dict) and check.get("passed") is False:
+                failed.append(f"{check.get('bucket', '')}.{check.get('metric', '')}".strip("."))
+    elif isinstance(checks, dict):
+        for bucket, value in checks.items():
+            if not isinstance(value, dict):
+                continue
+            for kind in ("min", "max"):
+                for metric, res in (value.get(kind) or {}).items():
+                    if isinstance(res, dict) and res.get("passed") is False:
+                        failed.append(f"{bucket}.{metric}")
+    return failed
+
+
+def run_baseline(args: argparse.Namespace) -> int:
+    """Handler of ``routerlib baseline``."""
+    from routerlib.baselines import write_baseline
+
+    if not Path(args.gold).is_file():
+        raise InputError(f"{args.gold}: --gold file not found")
+    out = write_baseline(args.gold, args.out, args.kind)
+    print(f"baseline {args.kind}: {out or args.out}", file=sys.stdout)
+    return 0

@@ -1,0 +1,875 @@
+"""Generate predictions from a served model and score them against gold.
+
+One small client protocol, three transports:
+
+- :class:`PredictClient` — the vLLM predict JSON (a local ``routerlib serve`` or any ``…:predict`` URL),
+- :class:`VertexEndpointClient` — a Vertex endpoint resource name or numeric id (aiplatform),
+- :class:`OpenAIClient` — an OpenAI-compatible ``http://host:port/v1`` (vLLM, Ollama, TGI).
+
+:func:`generate_predictions` sends every gold prompt with bounded concurrency, retries transient
+failures (429, 5xx, timeouts, dropped connections) with exponential backoff and jitter a bounded
+number of times, and appends each answer to a cache JSONL the moment it arrives (fsync'd), so a
+killed run resumes where it stopped. It then writes the prediction file in gold order.
+:func:`evaluate` ties generation (or a given prediction file) to the scorer in ``metrics.py``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import http.client
+import json
+import os
+import queue
+import random
+import re
+import select
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Protocol
+from urllib.parse import urlsplit
+
+from routerlib.atomic import atomic_writer
+from routerlib.errors import InputError, RemoteError
+from routerlib.models import estimate_tokens
+
+#: Longest wait between two attempts of one request, in seconds.
+MAX_BACKOFF_S = 30.0
+
+
+@dataclass(frozen=True)
+class Completion:
+    """One generated answer. Token counts are None when the server does not report them."""
+
+    text: str
+    latency_s: float
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+
+
+class Client(Protocol):
+    """Anything that completes a prompt. ``name`` identifies the model behind it (cache key)."""
+
+    name: str
+
+    def complete(self, prompt: str, max_tokens: int) -> Completion: ...
+
+
+class TransientError(Exception):
+    """A failure worth retrying: 429, 5xx, a timeout or a dropped connection."""
+
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+# --------------------------------------------------------------------------------------------
+# HTTP transport: one keep-alive connection per worker thread (stdlib http.client)
+# --------------------------------------------------------------------------------------------
+
+
+def _retry_after(value: str | None) -> float | None:
+    try:
+        return max(0.0, float(value)) if value else None
+    except ValueError:
+        return None
+
+
+def _error_text(payload: bytes) -> str:
+    """A short message out of an error body (JSON ``error.message`` / ``detail`` or raw text)."""
+    text = payload.decode("utf-8", "replace").strip()
+    try:
+        body = json.loads(text)
+    except ValueError:
+        return text[:200]
+    if isinstance(body, dict):
+        err = body.get("error", body.get("detail", body.get("message")))
+        if isinstance(err, dict):
+            err = err.get("message", err)
+        if err is not None:
+            return str(err)[:200]
+    return text[:200]
+
+
+class _JsonHttp:
+    """POST/GET JSON to one host, reusing a keep-alive connection per thread."""
+
+    def __init__(
+        self, base_url: str, timeout: float, headers: dict[str, str] | None = None
+    ) -> None:
+        parts = urlsplit(base_url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise InputError(f"{base_url}: not an http(s) URL")
+        self.base_url = base_url
+        self.scheme = parts.scheme
+        self.host = parts.hostname
+        self.port = parts.port
+        self.timeout = timeout
+        self.headers = {"Content-Type": "application/json", "Accept": "application/json"}
+        self.headers.update(headers or {})
+        self._local = threading.local()
+
+    def _connection(self) -> http.client.HTTPConnection:
+        conn: http.client.HTTPConnection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            cls = (
+                http.client.HTTPSConnection
+                if self.scheme == "https"
+                else http.client.HTTPConnection
+            )
+            conn = cls(self.host, self.port, timeout=self.timeout)
+            self._local.conn = conn
+        elif conn.sock is not None:
+            # A keep-alive socket that is readable while idle was closed by the server: reopen.
+            try:
+                readable = select.select([conn.sock], [], [], 0)[0]
+            except (OSError, ValueError):
+                readable = [True]
+            if readable:
+                conn.close()
+        return conn
+
+    def _drop(self) -> None:
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.close()
+
+    def request(self, method: str, path: str, body: Any = None) -> Any:
+        """Send one request; return the parsed JSON of a 2xx answer.
+
+        Raises TransientError on 429, 5xx, timeouts and connection failures, RemoteError on any
+        other status or a 2xx answer that is not JSON.
+        """
+        data = None if body is None else json.dumps(body).encode("utf-8")
+        conn = self._connection()
+        try:
+            conn.request(method, path, body=data, headers=self.headers)
+            resp = conn.getresponse()
+            payload = resp.read()
+        except TimeoutError:
+            self._drop()
+            raise TransientError(f"no answer within {self.timeout:g} s") from None
+        except (OSError, http.client.HTTPException) as exc:
+            self._drop()
+            raise TransientError(f"connection failed: {type(exc).__name__}: {exc}") from None
+        status = resp.status
+        if status == 429 or status >= 500:
+            raise TransientError(
+                f"HTTP {status}: {_error_text(payload)}",
+                _retry_after(resp.getheader("Retry-After")),
+            )
+        if not 200 <= status < 300:
+            raise RemoteError(f"{self.base_url}: HTTP {status}: {_error_text(payload)}")
+        try:
+            return json.loads(payload)
+        except ValueError:
+            raise RemoteError(
+                f"{self.base_url}: HTTP {status} answer is not JSON: {payload[:120]!r}"
+            ) from None
+
+
+def _path_of(url: str) -> str:
+    parts = urlsplit(url)
+    return (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+
+
+# --------------------------------------------------------------------------------------------
+# Clients
+# --------------------------------------------------------------------------------------------
+
+
+def _prediction_text(pred: Any, where: str) -> str:
+    """The text of one predict-JSON prediction (a string, or an object holding the text)."""
+    if isinstance(pred, str):
+        return pred
+    if isinstance(pred, list) and pred:
+        return _prediction_text(pred[0], where)
+    if isinstance(pred, dict):
+        for key in ("text", "output", "generated_text", "content", "completion"):
+            if isinstance(pred.get(key), str):
+                return pred[key]
+    raise RemoteError(f"{where}: prediction is not text: {json.dumps(pred)[:120]}")
+
+
+class PredictClient:
+    """vLLM predict JSON: ``POST URL {"instances": [{prompt, max_tokens, temperature, raw_response}]}``.
+
+    ``url`` ends with ``:predict`` (a local ``routerlib serve`` or a Vertex-style REST address).
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        timeout: float = 120.0,
+        name: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        self.url = url
+        self.name = name or url
+        self._http = _JsonHttp(url, timeout, headers)
+        self._path = _path_of(url)
+
+    def instance(self, prompt: str, max_tokens: int) -> dict[str, Any]:
+        """The predict instance sent for ``prompt`` (greedy; raw text, no Prompt/Output wrapper)."""
+        return {"prompt": prompt, "max_tokens": max_tokens, "temperature": 0, "raw_response": True}
+
+    def complete(self, prompt: str, max_tokens: int) -> Completion:
+        start = time.perf_counter()
+        body = self._http.request(
+            "POST", self._path, {"instances": [self.instance(prompt, max_tokens)]}
+        )
+        latency = time.perf_counter() - start
+        preds = body.get("predictions") if isinstance(body, dict) else None
+        if not isinstance(preds, list) or not preds:
+            raise RemoteError(f"{self.url}: answer has no predictions: {json.dumps(body)[:120]}")
+        return Completion(_prediction_text(preds[0], self.url), latency)
+
+
+class OpenAIClient:
+    """An OpenAI-compatible server (vLLM, Ollama, TGI): ``POST {base}/completions``.
+
+    ``base_url`` is ``http://host:port/v1``. Without ``model`` the first id of ``GET {base}/models``
+    is used. A bearer key is read from ``OPENAI_API_KEY`` when set (never written anywhere).
+    """
+
+    def __init__(self, base_url: str, *, model: str | None = None, timeout: float = 120.0) -> None:
+        self.base_url = base_url.rstrip("/")
+        if self.base_url.endswith("/completions"):
+            self.base_url = self.base_url[: -len("/completions")]
+        key = os.environ.get("OPENAI_API_KEY")
+        headers = {"Authorization": f"Bearer {key}"} if key else None
+        self._http = _JsonHttp(self.base_url, timeout, headers)
+        self._base_path = _path_of(self.base_url).rstrip("/")
+        self._model = model
+        self._lock = threading.Lock()
+        self.name = f"{self.base_url}#{model}" if model else self.base_url
+
+    def model(self) -> str:
+        """The model id to request (given, else the first one the server lists)."""
+        with self._lock:
+            if self._model is None:
+                body = self._http.request("GET", f"{self._base_path}/models")
+                data = body.get("data") if isinstance(body, dict) else None
+                ids = [m.get("id") for m in data or [] if isinstance(m, dict) and m.get("id")]
+                if not ids:
+                    raise RemoteError(f"{self.base_url}/models lists no model; pass a model name")
+                self._model = str(ids[0])
+            return self._model
+
+    def complete(self, prompt: str, max_tokens: int) -> Completion:
+        request = {
+            "model": self.model(),
+            "prompt": prompt,
+            "max_tokens": max_tokens,
+            "temperature": 0,
+        }
+        start = time.perf_counter()
+        body = self._http.request("POST", f"{self._base_path}/completions", request)
+        latency = time.perf_counter() - start
+        choices = body.get("choices") if isinstance(body, dict) else None
+        if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
+            raise RemoteError(f"{self.base_url}/completions: answer has no choices")
+        text = choices[0].get("text")
+        if not isinstance(text, str):
+            raise RemoteError(f"{self.base_url}/completions: choice has no text")
+        usage = body.get("usage") if isinstance(body.get("usage"), dict) else {}
+        return Completion(text, latency, usage.get("prompt_tokens"), usage.get("completion_tokens"))
+
+
+class VertexEndpointClient:
+    """A Vertex AI endpoint (resource name ``projects/…/endpoints/…`` or a numeric id) through
+    ``routerlib.serving.vertex.predict``; instances are the same vLLM form as PredictClient's."""
+
+    def __init__(
+        self,
+        endpoint: str,
+        *,
+        project: str | None = None,
+        location: str | None = None,
+        api_endpoint: str | None = None,
+        timeout: float = 120.0,
+    ) -> None:
+        if endpoint.isdigit() and project and location:
+            endpoint = f"projects/{project}/locations/{location}/endpoints/{endpoint}"
+        self.endpoint = endpoint
+        self.name = endpoint
+        self.project = project
+        self.location = location
+        self.api_endpoint = api_endpoint
+        self.timeout = timeout
+
+    def complete(self, prompt: str, max_tokens: int) -> Completion:
+        from routerlib.serving import vertex
+
+        instance = {
+            "prompt": prompt,
+            "max_tokens": max_tokens,
+            "temperature": 0,
+            "raw_response": True,
+        }
+        start = time.perf_counter()
+        try:
+            preds = vertex.predict(
+                self.endpoint,
+                [instance],
+                project=self.project,
+                location=self.location,
+                api_endpoint=self.api_endpoint,
+            )
+        except Exception as exc:  # classify: transient ones are retried by the caller
+            _raise_classified(exc, self.endpoint)
+        latency = time.perf_counter() - start
+        if not isinstance(preds, list) or not preds:
+            raise RemoteError(f"{self.endpoint}: answer has no predictions")
+        return Completion(_prediction_text(preds[0], self.endpoint), latency)
+
+
+def _raise_classified(exc: Exception, where: str) -> None:
+    """Re-raise an SDK failure as TransientError (429, 5xx, timeout, connection) or as is."""
+    if isinstance(exc, (TransientError, InputError)):
+        raise exc
+    code = getattr(exc, "code", None)
+    code = getattr(code, "value", code)  # grpc StatusCode or int
+    if isinstance(code, tuple):
+        code = code[0]
+    status = getattr(getattr(exc, "response", None), "status_code", None) or code
+    name = type(exc).__name__
+    transient_names = (
+        "TooManyRequests",
+        "ServiceUnavailable",
+        "InternalServerError",
+        "GatewayTimeout",
+        "DeadlineExceeded",
+        "ResourceExhausted",
+        "BadGateway",
+        "RetryError",
+        "ConnectionError",
+        "Timeout",
+        "ReadTimeout",
+        "ConnectTimeout",
+    )
+    cause = exc.__cause__ or exc.__context__
+    if (
+        (isinstance(status, int) and (status == 429 or status >= 500))
+        or name in transient_names
+        or isinstance(exc, (TimeoutError, ConnectionError))
+        or (cause is not None and type(cause).__name__ in transient_names)
+    ):
+        raise TransientError(f"{where}: {name}: {exc}") from exc
+    if isinstance(exc, RemoteError):
+        raise exc
+    raise RemoteError(f"{where}: {name}: {exc}") from exc
+
+
+_PREDICT_PATH = re.compile(r"/endpoints/[^/:]+$")
+
+
+def make_client(
+    target: str,
+    *,
+    timeout: float = 120.0,
+    model: str | None = None,
+    project: str | None = None,
+    location: str | None = None,
+    api_endpoint: str | None = None,
+) -> Client:
+    """The client for an ``--endpoint`` value.
+
+    - ``http(s)://…/v1`` (or ``…/v1/completions``): OpenAI-compatible completions;
+    - ``http(s)://…:predict`` (or ``…/endpoints/ID``): vLLM predict JSON;
+    - ``projects/P/locations/L/endpoints/ID`` or a numeric id: a Vertex endpoint.
+    """
+    target = target.strip()
+    if target.startswith(("http://", "https://")):
+        path = urlsplit(target).path.rstrip("/")
+        if path.endswith("/v1") or path.endswith("/v1/completions"):
+            return OpenAIClient(target, model=model, timeout=timeout)
+        if path.endswith(":predict"):
+            return PredictClient(target, timeout=timeout)
+        if _PREDICT_PATH.search(path):
+            return PredictClient(target.rstrip("/") + ":predict", timeout=timeout)
+        raise InputError(
+            f"--endpoint {target}: cannot tell the protocol; end the URL with ':predict' "
+            "(vLLM predict JSON) or '/v1' (OpenAI-compatible)"
+        )
+    if target.isdigit() or re.fullmatch(r"projects/[^/]+/locations/[^/]+/endpoints/[^/]+", target):
+        if target.isdigit() and not (project and location):
+            raise InputError(
+                f"--endpoint {target}: a numeric endpoint id needs --project and --location"
+            )
+        return VertexEndpointClient(
+            target, project=project, location=location, api_endpoint=api_endpoint, timeout=timeout
+        )
+    raise InputError(
+        f"--endpoint {target!r}: expected an http(s) URL (…:predict or …/v1), "
+        "projects/P/locations/L/endpoints/ID, or a numeric endpoint id"
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Gold prompts and the resumable cache
+# --------------------------------------------------------------------------------------------
+
+
+def read_gold_prompts(gold_path: str | os.PathLike[str], limit: int | None = None) -> list[str]:
+    """The ``prompt`` of every non-blank gold line, in order (the first ``limit`` when given)."""
+    path = Path(gold_path)
+    if not path.is_file():
+        raise InputError(f"{path}: gold file not found")
+    prompts: list[str] = []
+    with open(path, encoding="utf-8") as handle:
+        for lineno, line in enumerate(handle, 1):
+            line = line.strip()
+            if not line:
+                continue
+            if limit is not None and len(prompts) >= limit:
+                break
+            try:
+                row = json.loads(line)
+            except ValueError as exc:
+                raise InputError(f"{path}:{lineno}: not JSON ({exc.msg})") from None
+            if not isinstance(row, dict) or not isinstance(row.get("prompt"), str):
+                raise InputError(f"{path}:{lineno}: prompt: missing or not a string")
+            prompts.append(row["prompt"])
+    if not prompts:
+        raise InputError(f"{path}: no gold rows")
+    return prompts
+
+
+def _sha(text: str) -> str:
+    return hashlib.sha1(text.encode("utf-8")).hexdigest()[:16]
+
+
+def load_cache(cache_path: str | os.PathLike[str]) -> dict[int, dict[str, Any]]:
+    """Records of a prediction cache by gold index (the last one wins).
+
+    A torn last line (a run killed mid-write) is cut off the file so appends stay line-aligned;
+    any other line that does not parse is skipped (its row is simply asked again).
+    """
+    path = Path(cache_path)
+    if not path.exists():
+        return {}
+    data = path.read_bytes()
+    end = data.rfind(b"\n") + 1
+    if end < len(data):  # torn tail: keep only whole lines
+        with open(path, "r+b") as handle:
+            handle.truncate(end)
+            handle.flush()
+            os.fsync(handle.fileno())
+        data = data[:end]
+    records: dict[int, dict[str, Any]] = {}
+    for line in data.splitlines():
+        try:
+            rec = json.loads(line)
+        except ValueError:
+            continue
+        if (
+            isinstance(rec, dict)
+            and isinstance(rec.get("index"), int)
+            and isinstance(rec.get("text"), str)
+        ):
+            records[rec["index"]] = rec
+    return records
+
+
+def _backoff(attempt: int, base: float, retry_after: float | None) -> float:
+    """Exponential backoff with jitter (0.5x–1.5x), at least Retry-After, capped."""
+    delay = base * (2**attempt) * (0.5 + random.random())
+    if retry_after is not None:
+        delay = max(delay, retry_after)
+    return min(delay, MAX_BACKOFF_S)
+
+
+class _Stopped(Exception):
+    """Another worker failed for good; this one stops between attempts."""
+
+
+def _complete_with_retries(
+    client: Client,
+    prompt: str,
+    max_tokens: int,
+    retries: int,
+    backoff_s: float,
+    stop: threading.Event,
+) -> tuple[Completion, int]:
+    """Call ``client.complete`` up to ``retries + 1`` times; return the answer and attempts used."""
+    attempt = 0
+    while True:
+        if stop.is_set():
+            raise _Stopped
+        try:
+            return client.complete(prompt, max_tokens), attempt + 1
+        except TransientError as exc:
+            if attempt >= retries:
+                raise RemoteError(
+                    f"gave up after {attempt + 1} attempts (retries={retries}): {exc}"
+                ) from None
+            if stop.wait(_backoff(attempt, backoff_s, exc.retry_after)):
+                raise _Stopped from None
+            attempt += 1
+
+
+# --------------------------------------------------------------------------------------------
+# Generation
+# --------------------------------------------------------------------------------------------
+
+
+def prediction_path_for(cache_path: str | os.PathLike[str]) -> Path:
+    """``x.cache.jsonl`` → ``x.predictions.jsonl`` (else ``<cache stem>.predictions.jsonl``)."""
+    cache = Path(cache_path)
+    name = cache.name
+    stem = name[: -len(".cache.jsonl")] if name.endswith(".cache.jsonl") else cache.stem
+    return cache.with_name(f"{stem}.predictions.jsonl")
+
+
+def prediction_record(index: int, rec: dict[str, Any]) -> dict[str, Any]:
+    """One prediction-file line from a cache record: the extracted JSON text plus the raw text."""
+    from routerlib.extract import extract_json_object
+
+    raw = rec["text"]
+    obj, note = extract_json_object(raw)
+    completion = json.dumps(obj, ensure_ascii=False) if obj is not None else raw
+    out: dict[str, Any] = {
+        "index": index,
+        "completion": completion,
+        "raw": raw,
+        "extraction": note,
+        "latency_s": rec.get("latency_s"),
+        "prompt_tokens": rec.get("prompt_tokens"),
+        "completion_tokens": rec.get("completion_tokens"),
+    }
+    if rec.get("tokens_estimated"):
+        out["tokens_estimated"] = True
+    return out
+
+
+def generate_predictions(
+    gold_path: str | os.PathLike[str],
+    *,
+    client: Client | str,
+    cache_path: str | os.PathLike[str],
+    concurrency: int = 8,
+    max_tokens: int = 1536,
+    limit: int | None = None,
+    retries: int = 5,
+    timeout: float = 120.0,
+    progress: bool = True,
+    pred_path: str | os.PathLike[str] | None = None,
+    backoff_s: float = 0.5,
+    on_record: Callable[[int], None] | None = None,
+) -> Path:
+    """Ask ``client`` for every gold prompt not yet cached; write the prediction file; return it.
+
+    ``client`` is a Client or an ``--endpoint`` value (then built with ``timeout`` seconds per
+    request). Each answer is appended to ``cache_path`` as it arrives; rows already there (same
+    prompt, same model, same max_tokens) are not asked again. A row still failing after
+    ``retries`` retries stops the run with a RemoteError; what arrived stays cached. The
+    prediction file (default beside the cache, ``*.predictions.jsonl``) has one line per gold row.
+    """
+    if concurrency < 1:
+        raise InputError(f"concurrency must be >= 1, got {concurrency}")
+    if retries < 0:
+        raise InputError(f"retries must be >= 0, got {retries}")
+    prompts = read_gold_prompts(gold_path, limit)
+    if isinstance(client, str):
+        client = make_client(client, timeout=timeout)
+    cache = Path(cache_path)
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    name = getattr(client, "name", type(client).__name__)
+
+    records: dict[int, dict[str, Any]] = {}
+    for index, rec in load_cache(cache).items():
+        if index >= len(prompts) or rec.get("prompt_sha") != _sha(prompts[index]):
+            continue  # another gold row now sits at this index: ask again
+        if rec.get("target") != name or rec.get("max_tokens") != max_tokens:
+            raise InputError(
+                f"{cache}: cached predictions come from {rec.get('target')} with max_tokens="
+                f"{rec.get('max_tokens')}, not {name} with max_tokens={max_tokens}; "
+                "delete the cache or write the report elsewhere"
+            )
+        records[index] = rec
+    pending = [i for i in range(len(prompts)) if i not in records]
+
+    if pending:
+        _run_pending(
+            client,
+            name,
+            prompts,
+            pending,
+            records,
+            cache,
+            concurrency,
+            max_tokens,
+            retries,
+            backoff_s,
+            progress,
+            on_record,
+        )
+
+    out = Path(pred_path) if pred_path else prediction_path_for(cache)
+    with atomic_writer(out) as handle:
+        for index in range(len(prompts)):
+            handle.write(
+                json.dumps(prediction_record(index, records[index]), ensure_ascii=False) + "\n"
+            )
+    return out
+
+
+def _run_pending(
+    client: Client,
+    name: str,
+    prompts: list[str],
+    pending: list[int],
+    records: dict[int, dict[str, Any]],
+    cache: Path,
+    concurrency: int,
+    max_tokens: int,
+    retries: int,
+    backoff_s: float,
+    progress: bool,
+    on_record: Callable[[int], None] | None,
+) -> None:
+    """Workers call the client; this thread appends their answers to the cache in small fsync'd
+    batches (one fsync per batch of answers that arrived together) and moves the progress bar."""
+    from tqdm.auto import tqdm
+
+    work: queue.SimpleQueue[int] = queue.SimpleQueue()
+    for index in pending:
+        work.put(index)
+    results: queue.SimpleQueue[tuple[str, int, Any]] = queue.SimpleQueue()
+    stop = threading.Event()
+
+    def worker() -> None:
+        try:
+            while not stop.is_set():
+                try:
+                    index = work.get_nowait()
+                except queue.Empty:
+                    return
+                try:
+                    answer, attempts = _complete_with_retries(
+                        client, prompts[index], max_tokens, retries, backoff_s, stop
+                    )
+                except _Stopped:
+                    return
+                except BaseException as exc:  # noqa: BLE001 - reported by the writer thread
+                    results.put(("error", index, exc))
+                    stop.set()
+                    return
+                results.put(("ok", index, (answer, attempts)))
+        finally:
+            results.put(("done", -1, None))
+
+    threads = [
+        threading.Thread(target=worker, name=f"predict-{n}", daemon=True)
+        for n in range(min(concurrency, len(pending)))
+    ]
+    errors: list[tuple[int, BaseException]] = []
+    total = len(prompts)
+    bar = tqdm(
+        total=total,
+        initial=total - len(pending),
+        desc="predict",
+        unit="row",
+        disable=not progress,
+        file=sys.stderr,
+        dynamic_ncols=True,
+    )
+    live = len(threads)
+    try:
+        with open(cache, "a", encoding="utf-8") as handle:
+            for thread in threads:
+                thread.start()
+            while live:
+                batch = [results.get()]
+                while True:
+                    try:
+                        batch.append(results.get_nowait())
+                    except queue.Empty:
+                        break
+                lines: list[str] = []
+                for kind, index, payload in batch:
+                    if kind == "done":
+                        live -= 1
+                    elif kind == "error":
+                        errors.append((index, payload))
+                    else:
+                        answer, attempts = payload
+                        rec = _cache_record(
+                            index, prompts[index], name, max_tokens, answer, attempts
+                        )
+                        records[index] = rec
+                        lines.append(json.dumps(rec, ensure_ascii=False) + "\n")
+                if lines:
+                    handle.write("".join(lines))
+                    handle.flush()
+                    os.fsync(handle.fileno())
+                    bar.update(len(lines))
+                    if on_record is not None:
+                        on_record(len(records))
+    except BaseException:
+        stop.set()
+        raise
+    finally:
+        bar.close()
+    if errors:
+        index, exc = min(errors, key=lambda e: e[0])
+        done = len(records)
+        message = (
+            f"row {index}: {exc}"
+            if isinstance(exc, RemoteError)
+            else (f"row {index}: {type(exc).__name__}: {exc}")
+        )
+        raise RemoteError(
+            f"{message} — {done}/{total} predictions cached in {cache}; run again to resume"
+        )
+
+
+def _cache_record(
+    index: int, prompt: str, name: str, max_tokens: int, answer: Completion, attempts: int
+) -> dict[str, Any]:
+    rec: dict[str, Any] = {
+        "index": index,
+        "prompt_sha": _sha(prompt),
+        "target": name,
+        "max_tokens": max_tokens,
+        "attempts": attempts,
+        **asdict(answer),
+    }
+    if answer.prompt_tokens is None or answer.completion_tokens is None:
+        # The predict JSON reports no usage: estimate (chars/4) and say so.
+        rec["prompt_tokens"] = (
+            estimate_tokens(prompt) if answer.prompt_tokens is None else answer.prompt_tokens
+        )
+        rec["completion_tokens"] = (
+            estimate_tokens(answer.text)
+            if answer.completion_tokens is None
+            else answer.completion_tokens
+        )
+        rec["tokens_estimated"] = True
+    return rec
+
+
+# --------------------------------------------------------------------------------------------
+# evaluate: predictions (given or generated) → scored report
+# --------------------------------------------------------------------------------------------
+
+
+def artifact_paths(out: str | os.PathLike[str]) -> dict[str, Path]:
+    """Files written beside a report ``X.json``: cache, predictions, and the gold/pred subsets of
+    ``--limit``."""
+    report = Path(out)
+    stem = report.name[:-5] if report.name.endswith(".json") else report.name
+    return {
+        "report": report,
+        "cache": report.with_name(f"{stem}.cache.jsonl"),
+        "predictions": report.with_name(f"{stem}.predictions.jsonl"),
+        "gold_subset": report.with_name(f"{stem}.gold.jsonl"),
+        "pred_subset": report.with_name(f"{stem}.pred.jsonl"),
+        "compare_subset": report.with_name(f"{stem}.compare.jsonl"),
+    }
+
+
+def _first_lines(src: Path, dst: Path, limit: int, what: str) -> Path:
+    """Copy the first ``limit`` non-blank lines of ``src`` to ``dst`` (atomically)."""
+    if not src.is_file():
+        raise InputError(f"{src}: {what} file not found")
+    kept = 0
+    with open(src, encoding="utf-8") as reader, atomic_writer(dst) as writer:
+        for line in reader:
+            if kept >= limit:
+                break
+            if line.strip():
+                writer.write(line.rstrip("\n") + "\n")
+                kept += 1
+    return dst
+
+
+def evaluate(
+    gold: str | os.PathLike[str],
+    *,
+    pred: str | os.PathLike[str] | None = None,
+    endpoint: str | None = None,
+    checkpoint: str | os.PathLike[str] | None = None,
+    out: str | os.PathLike[str],
+    thresholds: str | os.PathLike[str] | dict[str, Any] | None = None,
+    compare_to: str | os.PathLike[str] | None = None,
+    concurrency: int = 8,
+    max_tokens: int = 1536,
+    limit: int | None = None,
+    project: str | None = None,
+    location: str | None = None,
+    api_endpoint: str | None = None,
+    model: str | None = None,
+    timeout: float = 120.0,
+    retries: int = 5,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Score ``pred`` — or predictions generated from ``endpoint`` / a local ``checkpoint`` —
+    against ``gold``; write the report to ``out`` (with samples, cache and predictions beside it)
+    and return it. ``--limit N`` scores the first N gold rows (subset files are written beside)."""
+    from routerlib.metrics import score_files
+
+    sources = [s for s in (pred, endpoint, checkpoint) if s is not None]
+    if len(sources) != 1:
+        raise InputError("give exactly one of --pred, --endpoint, --checkpoint")
+    if limit is not None and limit < 1:
+        raise InputError(f"--limit must be >= 1, got {limit}")
+    gold_path = Path(gold)
+    if not gold_path.is_file():
+        raise InputError(f"{gold_path}: gold file not found")
+    paths = artifact_paths(out)
+    paths["report"].parent.mkdir(parents=True, exist_ok=True)
+    if limit is not None:
+        gold_path = _first_lines(gold_path, paths["gold_subset"], limit, "gold")
+    if compare_to is not None:
+        if not Path(compare_to).is_file():
+            raise InputError(f"{compare_to}: --compare-to prediction file not found")
+        if limit is not None:
+            compare_to = _first_lines(Path(compare_to), paths["compare_subset"], limit, "previous")
+
+    if pred is not None:
+        pred_path = Path(pred)
+        if not pred_path.is_file():
+            raise InputError(f"{pred_path}: prediction file not found")
+        if limit is not None:
+            pred_path = _first_lines(pred_path, paths["pred_subset"], limit, "prediction")
+    else:
+        common = dict(
+            cache_path=paths["cache"],
+            pred_path=paths["predictions"],
+            concurrency=concurrency,
+            max_tokens=max_tokens,
+            retries=retries,
+            timeout=timeout,
+            progress=progress,
+        )
+        if endpoint is not None:
+            client = make_client(
+                endpoint,
+                timeout=timeout,
+                model=model,
+                project=project,
+                location=location,
+                api_endpoint=api_endpoint,
+            )
+            pred_path = generate_predictions(gold_path, client=client, **common)  # type: ignore[arg-type]
+        else:
+            from routerlib.serving.local import LocalServer
+
+            ckpt = Path(checkpoint)  # type: ignore[arg-type]
+            if not ckpt.exists():
+                raise InputError(f"{ckpt}: checkpoint folder not found")
+            with LocalServer(ckpt) as server:
+                client = PredictClient(
+                    server.endpoint_url, timeout=timeout, name=f"checkpoint:{ckpt.resolve()}"
+                )
+                pred_path = generate_predictions(gold_path, client=client, **common)  # type: ignore[arg-type]
+
+    return score_files(
+        gold_path, pred_path, out_path=paths["report"], thresholds=thresholds, compare_to=compare_to
+    )

@@ -1,0 +1,371 @@
+"""Generating predictions: fault drills, kill-and-resume, extraction, the three transports."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from routerlib import evaluate as ev
+from routerlib.errors import InputError, RemoteError
+from tests.support.fault_server import MODEL_ID, FaultServer, gold_answers, schedule
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _gold(shared_data: Path, tmp_path: Path, n: int) -> Path:
+    """The first ``n`` real benchmark rows as a gold file."""
+    lines = (shared_data / "deep_router_benchmark.jsonl").read_text(encoding="utf-8").splitlines()
+    path = tmp_path / "gold.jsonl"
+    path.write_text("\n".join(lines[:n]) + "\n", encoding="utf-8")
+    return path
+
+
+def _rows(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
+
+
+def _gold_rows(path: Path) -> list[dict]:
+    return _rows(path)
+
+
+def _assert_complete(pred: Path, gold: Path) -> None:
+    """One prediction per gold row, in order, each equal to the gold completion."""
+    preds, golds = _rows(pred), _gold_rows(gold)
+    assert [p["index"] for p in preds] == list(range(len(golds)))
+    for p, g in zip(preds, golds, strict=True):
+        assert json.loads(p["completion"]) == json.loads(g["completion"])
+
+
+def test_fault_drill_completes_within_retry_bound(shared_data: Path, tmp_path: Path) -> None:
+    gold = _gold(shared_data, tmp_path, 12)
+    prompts = [r["prompt"] for r in _gold_rows(gold)]
+    faults = {
+        0: ["429", "429"],
+        1: ["503"],
+        2: ["timeout"],
+        3: ["torn", "503"],
+        4: ["500", "torn", "429"],
+    }
+    with FaultServer(gold_answers(gold), plan=schedule(faults, prompts), hang_s=1.0) as srv:
+        client = ev.PredictClient(srv.predict_url, timeout=0.3)
+        pred = ev.generate_predictions(
+            gold,
+            client=client,
+            cache_path=tmp_path / "r.cache.jsonl",
+            concurrency=4,
+            retries=3,
+            backoff_s=0.01,
+            progress=False,
+        )
+        attempts = dict(srv.attempts)
+    _assert_complete(pred, gold)
+    # Every faulty row took exactly faults + 1 attempts; the others one.
+    for i, prompt in enumerate(prompts):
+        assert attempts[prompt] == len(faults.get(i, [])) + 1, i
+    cache = _rows(tmp_path / "r.cache.jsonl")
+    assert sorted(r["index"] for r in cache) == list(range(12))
+    assert {r["index"]: r["attempts"] for r in cache if r["index"] in faults} == {
+        i: len(seq) + 1 for i, seq in faults.items()
+    }
+
+
+def test_run_beyond_retry_bound_fails_clearly_and_resumes(
+    shared_data: Path, tmp_path: Path
+) -> None:
+    gold = _gold(shared_data, tmp_path, 6)
+    prompts = [r["prompt"] for r in _gold_rows(gold)]
+    cache = tmp_path / "r.cache.jsonl"
+    broken = {"on": True}
+
+    def plan(prompt: str, attempt: int) -> str | None:
+        return "503" if broken["on"] and prompt == prompts[2] else None
+
+    with FaultServer(gold_answers(gold), plan=plan) as srv:
+        client = ev.PredictClient(srv.predict_url, timeout=5)
+        with pytest.raises(RemoteError) as info:
+            ev.generate_predictions(
+                gold,
+                client=client,
+                cache_path=cache,
+                concurrency=1,
+                retries=2,
+                backoff_s=0.01,
+                progress=False,
+            )
+        message = str(info.value)
+        assert "row 2" in message and "gave up after 3 attempts" in message
+        assert "HTTP 503" in message and "run again to resume" in message
+        assert srv.attempts[prompts[2]] == 3
+        # Rows answered before the failure are cached; nothing was written for row 2.
+        cached = {r["index"] for r in _rows(cache)}
+        assert cached == {0, 1}
+        assert not (tmp_path / "r.predictions.jsonl").exists()
+
+        broken["on"] = False
+        pred = ev.generate_predictions(
+            gold,
+            client=client,
+            cache_path=cache,
+            concurrency=1,
+            retries=2,
+            backoff_s=0.01,
+            progress=False,
+        )
+        assert srv.attempts[prompts[0]] == 1 and srv.attempts[prompts[1]] == 1
+    _assert_complete(pred, gold)
+
+
+def test_client_error_is_not_retried(shared_data: Path, tmp_path: Path) -> None:
+    gold = _gold(shared_data, tmp_path, 2)
+    with FaultServer(gold_answers(gold), plan=lambda p, a: "400") as srv:
+        with pytest.raises(RemoteError, match="HTTP 400: bad instance"):
+            ev.generate_predictions(
+                gold,
+                client=ev.PredictClient(srv.predict_url),
+                cache_path=tmp_path / "c.jsonl",
+                concurrency=1,
+                retries=5,
+                backoff_s=0.01,
+                progress=False,
+            )
+        assert len(srv.requests) == 1
+
+
+def test_predict_instances_on_the_wire(shared_data: Path, tmp_path: Path) -> None:
+    gold = _gold(shared_data, tmp_path, 3)
+    with FaultServer(gold_answers(gold)) as srv:
+        pred = ev.generate_predictions(
+            gold,
+            client=srv.predict_url,
+            cache_path=tmp_path / "c.jsonl",
+            max_tokens=99,
+            concurrency=2,
+            progress=False,
+        )
+        bodies = srv.bodies("POST", r":predict$")
+    prompts = {r["prompt"] for r in _gold_rows(gold)}
+    assert len(bodies) == 3
+    for body in bodies:
+        (instance,) = body["instances"]
+        assert instance["prompt"] in prompts
+        assert instance == {
+            "prompt": instance["prompt"],
+            "max_tokens": 99,
+            "temperature": 0,
+            "raw_response": True,
+        }
+    rows = _rows(pred)
+    # The predict JSON reports no usage: token counts are estimates and say so.
+    assert all(r["tokens_estimated"] and r["prompt_tokens"] > 0 for r in rows)
+    assert all(r["latency_s"] >= 0 and r["extraction"] == "whole" for r in rows)
+
+
+WRAPPERS = {
+    "fenced": lambda t: f"Here is the plan:\n```json\n{t}\n```\nLet me know if you need more.",
+    "model_garden": lambda t: 'Prompt:\nRespond with {"route_plan": []}\nOutput:\n' + t,
+    "trailing": lambda t: t + "\n\nI hope this routing plan helps!",
+}
+
+
+@pytest.mark.parametrize("kind", sorted(WRAPPERS))
+def test_extraction_from_wrapped_outputs(shared_data: Path, tmp_path: Path, kind: str) -> None:
+    gold = _gold(shared_data, tmp_path, 3)
+    wrap = WRAPPERS[kind]
+    with FaultServer(gold_answers(gold), wrap=wrap) as srv:
+        pred = ev.generate_predictions(
+            gold, client=srv.predict_url, cache_path=tmp_path / "c.jsonl", progress=False
+        )
+    _assert_complete(pred, gold)
+    for p, g in zip(_rows(pred), _gold_rows(gold), strict=True):
+        assert p["raw"] == wrap(g["completion"])
+        assert p["extraction"] != "whole"
+
+
+def test_unextractable_text_is_kept_raw(shared_data: Path, tmp_path: Path) -> None:
+    gold = _gold(shared_data, tmp_path, 2)
+    with FaultServer(default="I cannot route this query.") as srv:
+        pred = ev.generate_predictions(
+            gold, client=srv.predict_url, cache_path=tmp_path / "c.jsonl", progress=False
+        )
+    rows = _rows(pred)
+    assert [r["completion"] for r in rows] == ["I cannot route this query."] * 2
+    assert all(r["raw"] == r["completion"] and "no JSON" in r["extraction"] for r in rows)
+
+
+def test_openai_compatible_path(shared_data: Path, tmp_path: Path) -> None:
+    gold = _gold(shared_data, tmp_path, 4)
+    with FaultServer(gold_answers(gold), plan=lambda p, a: "429" if a == 0 else None) as srv:
+        client = ev.make_client(srv.openai_url)
+        assert isinstance(client, ev.OpenAIClient)
+        pred = ev.generate_predictions(
+            gold,
+            client=client,
+            cache_path=tmp_path / "c.jsonl",
+            max_tokens=77,
+            concurrency=2,
+            backoff_s=0.01,
+            progress=False,
+        )
+        bodies = srv.bodies("POST", r"^/v1/completions$")
+        assert len(srv.bodies("GET", r"^/v1/models$")) == 1
+    assert len(bodies) == 8  # each prompt: one 429, then the answer
+    for body in bodies:
+        assert body["model"] == MODEL_ID
+        assert body["max_tokens"] == 77 and body["temperature"] == 0
+    _assert_complete(pred, gold)
+    rows = _rows(pred)
+    assert all("tokens_estimated" not in r for r in rows)
+    assert [r["completion_tokens"] for r in rows] == [
+        len(g["completion"].split()) for g in _gold_rows(gold)
+    ]
+
+
+def test_openai_model_given_skips_listing(shared_data: Path, tmp_path: Path) -> None:
+    gold = _gold(shared_data, tmp_path, 1)
+    with FaultServer(gold_answers(gold)) as srv:
+        client = ev.make_client(srv.openai_url + "/", model="my-router")
+        ev.generate_predictions(
+            gold, client=client, cache_path=tmp_path / "c.jsonl", progress=False
+        )
+        assert srv.bodies("GET", r"/models") == []
+        assert srv.bodies("POST", r"/completions")[0]["model"] == "my-router"
+
+
+def test_torn_cache_tail_and_foreign_cache(shared_data: Path, tmp_path: Path) -> None:
+    gold = _gold(shared_data, tmp_path, 5)
+    prompts = [r["prompt"] for r in _gold_rows(gold)]
+    cache = tmp_path / "c.jsonl"
+    with FaultServer(gold_answers(gold)) as srv:
+        client = ev.PredictClient(srv.predict_url)
+        ev.generate_predictions(gold, client=client, cache_path=cache, limit=2, progress=False)
+        # A run killed mid-write leaves half a line.
+        with open(cache, "a", encoding="utf-8") as handle:
+            handle.write('{"index": 2, "text": "half a li')
+        pred = ev.generate_predictions(gold, client=client, cache_path=cache, progress=False)
+        assert [srv.attempts[p] for p in prompts] == [1, 1, 1, 1, 1]
+        # The same cache answered by another model is refused, not mixed in.
+        with pytest.raises(InputError, match="delete the cache or write the report elsewhere"):
+            ev.generate_predictions(
+                gold,
+                client=ev.PredictClient(srv.predict_url, name="other-model"),
+                cache_path=cache,
+                progress=False,
+            )
+    _assert_complete(pred, gold)
+    assert sorted(r["index"] for r in _rows(cache)) == [0, 1, 2, 3, 4]
+
+
+_CHILD = """
+import sys
+from routerlib.evaluate import generate_predictions
+generate_predictions(sys.argv[1], client=sys.argv[2], cache_path=sys.argv[3], concurrency=2,
+                     progress=False)
+"""
+
+
+def test_kill_and_resume_loses_and_repeats_nothing(shared_data: Path, tmp_path: Path) -> None:
+    n = 40
+    gold = _gold(shared_data, tmp_path, n)
+    prompts = [r["prompt"] for r in _gold_rows(gold)]
+    cache = tmp_path / "r.cache.jsonl"
+    with FaultServer(gold_answers(gold), delay_s=0.05) as srv:
+        env = {**os.environ, "PYTHONPATH": str(ROOT)}
+        child = subprocess.Popen(
+            [sys.executable, "-c", _CHILD, str(gold), srv.predict_url, str(cache)], env=env
+        )
+        try:
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:
+                if cache.exists() and cache.read_text(encoding="utf-8").count("\n") >= 8:
+                    break
+                if child.poll() is not None:
+                    pytest.fail(f"generation ended before it was killed (exit {child.returncode})")
+                time.sleep(0.01)
+            child.send_signal(signal.SIGKILL)
+        finally:
+            child.wait(timeout=10)
+        assert child.returncode == -signal.SIGKILL
+        before = {r["index"] for r in _rows(cache)}
+        assert 8 <= len(before) < n
+        asked_before = sum(srv.attempts.values())
+
+        pred = ev.generate_predictions(
+            gold, client=srv.predict_url, cache_path=cache, concurrency=2, progress=False
+        )
+        for i in before:  # cached rows were not asked again
+            assert srv.attempts[prompts[i]] == 1, i
+        # At most the two requests in flight at the kill were asked twice.
+        assert sum(srv.attempts.values()) - n <= 2
+        assert sum(srv.attempts.values()) - asked_before == n - len(before)
+    _assert_complete(pred, gold)
+    counts = Counter(r["index"] for r in _rows(cache))
+    assert sorted(counts) == list(range(n)) and set(counts.values()) == {1}
+
+
+@pytest.mark.parametrize(
+    ("target", "kind"),
+    [
+        ("http://127.0.0.1:8000/v1", ev.OpenAIClient),
+        ("http://127.0.0.1:8000/v1/completions", ev.OpenAIClient),
+        ("http://h:1/v1/projects/p/locations/l/endpoints/7:predict", ev.PredictClient),
+        ("http://h:1/v1/projects/p/locations/l/endpoints/7", ev.PredictClient),
+        ("projects/p/locations/us-central1/endpoints/123", ev.VertexEndpointClient),
+    ],
+)
+def test_endpoint_kinds(target: str, kind: type) -> None:
+    assert isinstance(ev.make_client(target), kind)
+
+
+def test_endpoint_numeric_id_and_bad_values() -> None:
+    client = ev.make_client("123", project="p", location="us-central1")
+    assert isinstance(client, ev.VertexEndpointClient)
+    assert client.endpoint == "projects/p/locations/us-central1/endpoints/123"
+    with pytest.raises(InputError, match="needs --project and --location"):
+        ev.make_client("123")
+    with pytest.raises(InputError, match="cannot tell the protocol"):
+        ev.make_client("http://127.0.0.1:8000/generate")
+    with pytest.raises(InputError, match="expected an http"):
+        ev.make_client("my-endpoint")
+
+
+def test_bad_gold_lines_name_file_and_line(tmp_path: Path) -> None:
+    gold = tmp_path / "g.jsonl"
+    gold.write_text('{"prompt": "a"}\n\n{"completion": "x"}\n', encoding="utf-8")
+    with pytest.raises(InputError, match=r"g\.jsonl:3: prompt: missing"):
+        ev.read_gold_prompts(gold)
+    gold.write_text('{"prompt": "a"}\nnot json\n', encoding="utf-8")
+    with pytest.raises(InputError, match=r"g\.jsonl:2: not JSON"):
+        ev.read_gold_prompts(gold)
+    with pytest.raises(InputError, match="gold file not found"):
+        ev.read_gold_prompts(tmp_path / "missing.jsonl")
+
+
+def test_evaluate_through_endpoint_scores_perfect(shared_data: Path, tmp_path: Path) -> None:
+    gold = _gold(shared_data, tmp_path, 20)
+    with FaultServer(gold_answers(gold), wrap=WRAPPERS["fenced"]) as srv:
+        report = ev.evaluate(
+            gold, endpoint=srv.predict_url, out=tmp_path / "eval" / "report.json", progress=False
+        )
+    overall = report["metrics"]["overall"]
+    assert overall["samples"] == 20
+    for name in (
+        "json_valid",
+        "route_plan_exact",
+        "route_tool_precision",
+        "route_tool_recall",
+        "metrics_keys_match",
+        "todo_covers_all_tools",
+        "length_ratio",
+    ):
+        assert overall[name] == 1.0, name
+    assert (tmp_path / "eval" / "report.json").exists()
+    assert (tmp_path / "eval" / "report.predictions.jsonl").exists()
+    assert (tmp_path / "eval" / "report.cache.jsonl").exists()
