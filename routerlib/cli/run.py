@@ -1,9 +1,83 @@
-"""CLI: placeholder until its stage lands."""
+"""CLI: ``routerlib run`` (papermill batch runs of the notebook chain) and ``routerlib report``."""
 
 from __future__ import annotations
 
 import argparse
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:  # noqa: D103
-    return None
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the ``run`` and ``report`` subcommands."""
+    run = subparsers.add_parser(
+        "run",
+        help="execute the notebook chain for each params file into its own run folder",
+        description=(
+            "Execute notebooks/01_… to 04_… with papermill for each params file into "
+            "outputs/<params-name>-<time>/. A failing stage stops that run only. With --resume, "
+            "each argument is a run folder, or a params file whose newest unfinished run continues "
+            "from its first unfinished stage."
+        ),
+    )
+    run.add_argument(
+        "params",
+        nargs="+",
+        metavar="PARAMS_OR_RUN",
+        help="params/*.yaml (or, with --resume, a run folder)",
+    )
+    run.add_argument(
+        "--stages", default=None, help="comma-separated stages to run, default 01,02,03,04"
+    )
+    run.add_argument(
+        "--outputs",
+        default=None,
+        metavar="DIR",
+        help="outputs root for run folders (default: ROUTERLIB_OUTPUTS or outputs/)",
+    )
+    run.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue unfinished runs instead of starting new ones",
+    )
+    run.set_defaults(func=_run)
+
+    report = subparsers.add_parser(
+        "report",
+        help="render executed notebooks to HTML (code hidden) with an index and the comparison",
+        description="Render run folders to HTML and print the path of index.html.",
+    )
+    report.add_argument(
+        "runs",
+        nargs="*",
+        metavar="RUN",
+        help="run folders (default: every run under the outputs root)",
+    )
+    report.add_argument(
+        "--out", default=None, metavar="DIR", help="report folder (default: <outputs>/report)"
+    )
+    report.set_defaults(func=_report)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from routerlib.pipeline import DEFAULT_STAGES, run_pipeline
+
+    stages = args.stages.split(",") if args.stages else (None if args.resume else DEFAULT_STAGES)
+    results = run_pipeline(
+        args.params,
+        stages=stages,
+        outputs=args.outputs,
+        resume=args.resume,
+        out=lambda line: print(line, flush=True),
+    )
+    failed = [r for r in results if not r.ok]
+    for result in failed:
+        print(f"FAILED {result.run_dir}: {result.message}", flush=True)
+    if len(results) > 1:
+        print(f"{len(results) - len(failed)} of {len(results)} run(s) finished", flush=True)
+    return 1 if failed else 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from routerlib.report import render_report
+
+    index = render_report(args.runs or None, args.out)
+    print(index)
+    return 0

@@ -1,0 +1,337 @@
+"""Batch runs: execute the numbered notebook chain with papermill into one run folder per params file.
+
+Each run folder records its stages in ``pipeline.json`` (written atomically after every change):
+``{"params_file", "params_name", "run_dir", "stages": [{"stage", "notebook", "status", "seconds",
+"error"}], "status": "running" | "failed" | "finished", "created", "finished"}``. A stage status is
+``pending``, ``running``, ``ok`` or ``failed``. A finished run folder is never touched again;
+``resume`` continues an unfinished one from its first stage that is not ``ok``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from routerlib import paths
+from routerlib.atomic import write_json
+from routerlib.errors import InputError
+
+DEFAULT_STAGES: tuple[str, ...] = ("01", "02", "03", "04")
+PIPELINE_FILE = "pipeline.json"
+#: The only parameters papermill ever passes to a notebook (never credentials).
+NOTEBOOK_PARAMETERS = frozenset({"params_file", "run_dir"})
+
+STATUS_RUNNING = "running"
+STATUS_FAILED = "failed"
+STATUS_FINISHED = "finished"
+
+
+@dataclass
+class RunResult:
+    """What happened to one params file: its run folder, final status and one message line."""
+
+    params_file: str
+    run_dir: Path
+    status: str  # "finished" | "failed"
+    message: str = ""
+    stages: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        """True when every stage finished."""
+        return self.status == STATUS_FINISHED
+
+
+def find_notebook(stage: str, root: Path | None = None) -> Path:
+    """``notebooks/<stage>_*.ipynb`` under the project root; InputError when none or several."""
+    folder = (root or paths.project_root()) / "notebooks"
+    found = sorted(p for p in folder.glob(f"{stage}_*.ipynb") if not p.name.startswith("."))
+    if not found:
+        raise InputError(f"stage {stage}: no notebook {folder}/{stage}_*.ipynb")
+    if len(found) > 1:
+        names = ", ".join(p.name for p in found)
+        raise InputError(f"stage {stage}: several notebooks match ({names})")
+    return found[0]
+
+
+def read_state(run_dir: Path) -> dict[str, Any]:
+    """The run's pipeline.json; InputError when it is missing or unreadable."""
+    file = Path(run_dir) / PIPELINE_FILE
+    try:
+        state = json.loads(file.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise InputError(f"{file}: not a pipeline run folder (no {PIPELINE_FILE})") from None
+    except json.JSONDecodeError as exc:
+        raise InputError(f"{file}: line {exc.lineno}: not valid JSON") from None
+    if not isinstance(state, dict) or not isinstance(state.get("stages"), list):
+        raise InputError(f"{file}: stages: missing")
+    return state
+
+
+def _save_state(run_dir: Path, state: dict[str, Any]) -> None:
+    write_json(run_dir / PIPELINE_FILE, state)
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S%z")
+
+
+def _params_name(params_file: str | os.PathLike[str]) -> str:
+    return Path(params_file).stem
+
+
+def find_unfinished_run(params_name: str, outputs: Path | None = None) -> Path | None:
+    """The newest run folder of ``params_name`` under the outputs root that is not finished."""
+    root = outputs or paths.outputs_root()
+    candidates = []
+    for state_file in root.glob(f"*/{PIPELINE_FILE}"):
+        try:
+            state = json.loads(state_file.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError):
+            continue
+        if state.get("params_name") == params_name and state.get("status") != STATUS_FINISHED:
+            candidates.append(
+                (str(state.get("created", "")), state_file.parent.name, state_file.parent)
+            )
+    return max(candidates)[2] if candidates else None
+
+
+def _failure_line(notebook: str, exc: Exception, params_cell: int | None) -> str:
+    """One line naming the notebook, the failing cell (in the source notebook) and the error."""
+    from papermill.exceptions import PapermillExecutionError
+
+    if isinstance(exc, PapermillExecutionError):
+        index = exc.cell_index
+        # papermill inserted its injected-parameters cell right after the parameters cell.
+        if params_cell is not None and index > params_cell:
+            index -= 1
+        first = next((ln.strip() for ln in str(exc.source).splitlines() if ln.strip()), "")
+        where = f"cell {index + 1} (In [{exc.exec_count}]"
+        where += f": {first[:60]!r})" if first else ")"
+        evalue = " ".join(str(exc.evalue).split())[:200]
+        return f"{notebook}: {where} raised {exc.ename}: {evalue}"
+    text = " ".join(str(exc).split())[:200]
+    return f"{notebook}: {type(exc).__name__}: {text}"
+
+
+def _parameters_cell_index(notebook: Path) -> int | None:
+    try:
+        nb = json.loads(notebook.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return None
+    for index, cell in enumerate(nb.get("cells", [])):
+        if "parameters" in cell.get("metadata", {}).get("tags", []):
+            return index
+    return None
+
+
+def notebook_parameters(params_file: Path, run_dir: Path) -> dict[str, str]:
+    """The papermill parameters for one stage: exactly ``params_file`` and ``run_dir``."""
+    parameters = {
+        "params_file": str(Path(params_file).resolve()),
+        "run_dir": str(Path(run_dir).resolve()),
+    }
+    assert set(parameters) == NOTEBOOK_PARAMETERS, "papermill receives only params_file and run_dir"
+    from routerlib.report import scan_text
+
+    leaks = [hit for value in parameters.values() for hit in scan_text(value)]
+    assert not leaks, "papermill parameters must never carry credentials"
+    return parameters
+
+
+@contextlib.contextmanager
+def _outputs_env(outputs: Path | None) -> Iterator[None]:
+    """Point ROUTERLIB_OUTPUTS at ``outputs`` while kernels start, so notebooks agree with us."""
+    if outputs is None:
+        yield
+        return
+    old = os.environ.get("ROUTERLIB_OUTPUTS")
+    os.environ["ROUTERLIB_OUTPUTS"] = str(outputs)
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop("ROUTERLIB_OUTPUTS", None)
+        else:
+            os.environ["ROUTERLIB_OUTPUTS"] = old
+
+
+def _execute_stage(notebook: Path, run_dir: Path, params_file: Path, log: Any) -> None:
+    import papermill as pm
+
+    output = run_dir / paths.NOTEBOOKS_DIR / notebook.name
+    output.parent.mkdir(parents=True, exist_ok=True)
+    pm.execute_notebook(
+        str(notebook),
+        str(output),
+        parameters=notebook_parameters(params_file, run_dir),
+        kernel_name="python3",
+        cwd=str(paths.project_root()),
+        progress_bar=False,
+        stdout_file=log,
+        stderr_file=log,
+    )
+
+
+def _run_one(
+    run_dir: Path, state: dict[str, Any], label: str, out: Callable[[str], None]
+) -> RunResult:
+    """Execute every stage of ``state`` that is not ``ok`` yet, in order; stop at the first failure."""
+    root = paths.project_root()
+    params_copy = run_dir / paths.PARAMS_FILE
+    state["status"] = STATUS_RUNNING
+    _save_state(run_dir, state)
+    with open(run_dir / paths.LOG_FILE, "a", encoding="utf-8") as log:
+        for entry in state["stages"]:
+            if entry["status"] == "ok":
+                continue
+            notebook = root / "notebooks" / entry["notebook"]
+            name = notebook.stem
+            entry.update(status=STATUS_RUNNING, started=_now(), error=None, seconds=None)
+            _save_state(run_dir, state)
+            log.write(f"\n==== {_now()} {name} ====\n")
+            log.flush()
+            start = time.perf_counter()
+            try:
+                if not notebook.is_file():
+                    raise InputError(f"notebook {notebook} is missing")
+                _execute_stage(notebook, run_dir, params_copy, log)
+            except Exception as exc:  # a stage failure never stops the other runs
+                seconds = time.perf_counter() - start
+                line = _failure_line(
+                    f"notebooks/{notebook.name}", exc, _parameters_cell_index(notebook)
+                )
+                entry.update(status=STATUS_FAILED, seconds=round(seconds, 3), error=line)
+                state["status"] = STATUS_FAILED
+                _save_state(run_dir, state)
+                log.write(f"==== {name} FAILED ({seconds:.1f} s): {line}\n")
+                out(f"[{label}] {name} ... FAILED ({seconds:.1f} s)")
+                out(f"[{label}] {line}")
+                out(f"[{label}] executed notebook: {run_dir / paths.NOTEBOOKS_DIR / notebook.name}")
+                return RunResult(
+                    state["params_file"], run_dir, STATUS_FAILED, line, state["stages"]
+                )
+            seconds = time.perf_counter() - start
+            entry.update(status="ok", seconds=round(seconds, 3))
+            _save_state(run_dir, state)
+            log.write(f"==== {name} ok ({seconds:.1f} s)\n")
+            out(f"[{label}] {name} ... ok ({seconds:.1f} s)")
+        state["status"] = STATUS_FINISHED
+        state["finished"] = _now()
+        _save_state(run_dir, state)
+        log.write(f"==== {_now()} run finished\n")
+    out(f"[{label}] finished: {run_dir}")
+    return RunResult(state["params_file"], run_dir, STATUS_FINISHED, "", state["stages"])
+
+
+def _new_run(params_file: str, stages: Sequence[str], outputs: Path | None) -> tuple[Path, dict]:
+    from routerlib.config import dump_config, load_config
+
+    config = load_config(params_file)
+    notebooks = [find_notebook(stage).name for stage in stages]
+    run_dir = paths.new_run_dir(_params_name(params_file), root=outputs)
+    dump_config(config, run_dir / paths.PARAMS_FILE)
+    state = {
+        "params_file": str(paths.resolve(params_file)),
+        "params_name": _params_name(params_file),
+        "run_dir": str(run_dir),
+        "stages": [
+            {"stage": s, "notebook": nb, "status": "pending", "seconds": None, "error": None}
+            for s, nb in zip(stages, notebooks, strict=True)
+        ],
+        "status": STATUS_RUNNING,
+        "created": _now(),
+        "finished": None,
+    }
+    _save_state(run_dir, state)
+    return run_dir, state
+
+
+def _resume_target(target: str, outputs: Path | None) -> Path:
+    """A run folder given directly, or the newest unfinished run of a params file's name."""
+    path = paths.resolve(target)
+    if path.is_dir():
+        run_dir = path
+    else:
+        found = find_unfinished_run(_params_name(target), outputs)
+        if found is None:
+            root = outputs or paths.outputs_root()
+            raise InputError(
+                f"{target}: no unfinished run of {_params_name(target)!r} under {root}"
+            )
+        run_dir = found
+    state = read_state(run_dir)
+    if state.get("status") == STATUS_FINISHED:
+        raise InputError(f"{run_dir}: run is finished and is never edited again; start a new run")
+    if not (run_dir / paths.PARAMS_FILE).is_file():
+        raise InputError(f"{run_dir}: {paths.PARAMS_FILE} is missing; cannot resume")
+    return run_dir
+
+
+def _check_stages(stages: Sequence[str]) -> list[str]:
+    stages = [str(s).strip() for s in stages if str(s).strip()]
+    if not stages:
+        raise InputError("--stages: name at least one stage (e.g. 01,02,03,04)")
+    if len(set(stages)) != len(stages):
+        raise InputError(f"--stages: a stage is listed twice ({','.join(stages)})")
+    return stages
+
+
+def run_pipeline(
+    params_files: list[str],
+    *,
+    stages: Sequence[str] | None = DEFAULT_STAGES,
+    outputs: str | os.PathLike[str] | None = None,
+    resume: bool = False,
+    out: Callable[[str], None] = print,
+) -> list[RunResult]:
+    """Run the notebook chain for each params file into its own run folder; return one result each.
+
+    Every params file (and, with ``resume``, every run folder or params name) is checked before any
+    notebook runs, so a typo fails at once. A failing stage stops its own run only. With ``resume``,
+    each item is a run folder, or a params file whose newest unfinished run is continued from its
+    first stage that is not ``ok``; a finished run is refused.
+    """
+    if not params_files:
+        raise InputError("name at least one params file (e.g. params/local.yaml)")
+    outputs_dir = paths.resolve(outputs) if outputs else None
+    chosen = _check_stages(stages if stages is not None else DEFAULT_STAGES)
+    # Check everything first: bad input fails before hours of work start.
+    plans: list[tuple[str, Path | None]] = []
+    problems: list[str] = []
+    for item in params_files:
+        try:
+            if resume:
+                plans.append((item, _resume_target(item, outputs_dir)))
+            else:
+                from routerlib.config import load_config
+
+                load_config(item)
+                for stage in chosen:
+                    find_notebook(stage)
+                plans.append((item, None))
+        except InputError as exc:
+            problems.extend(exc.lines())
+    if problems:
+        raise InputError(f"{len(problems)} problem(s) in the arguments; nothing was run", problems)
+
+    results: list[RunResult] = []
+    with _outputs_env(outputs_dir):
+        for item, existing in plans:
+            if existing is None:
+                run_dir, state = _new_run(item, chosen, outputs_dir)
+                label = state["params_name"]
+                out(f"[{label}] run folder: {run_dir}")
+            else:
+                run_dir, state = existing, read_state(existing)
+                label = str(state.get("params_name") or run_dir.name)
+                todo = [e["stage"] for e in state["stages"] if e.get("status") != "ok"]
+                out(f"[{label}] resuming {run_dir} from stage {todo[0] if todo else '(none left)'}")
+            results.append(_run_one(run_dir, state, label, out))
+    return results

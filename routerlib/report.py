@@ -1,0 +1,343 @@
+"""Shared reports: executed notebooks → HTML with code hidden, plus an ``index.html`` that links
+every run and carries the comparison (leaderboard, significance, conclusion, plots as data URIs), so
+every page opens straight from disk.
+
+No report is written when a credential-like string appears in a source notebook or a rendered page:
+``scan_for_secrets`` finds them and ``render_report`` refuses.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import html
+import json
+import os
+import re
+import shutil
+import tempfile
+import time
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+from routerlib import paths
+from routerlib.errors import RouterlibError
+
+#: (what it is, pattern). Kept specific so rendered numbers and base64 images do not match.
+SECRET_PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
+    (kind, re.compile(pattern))
+    for kind, pattern in (
+        ("private key", r"-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY-----"),
+        ("service-account private key field", r"\"private_key(?:_id)?\"\s*:\s*\"[^\"\s]{8,}"),
+        ("Google OAuth access token", r"\bya29\.[0-9A-Za-z_\-]{16,}"),
+        ("Google OAuth refresh token", r"\b1//0[0-9A-Za-z_\-]{30,}"),
+        ("Google API key", r"(?<![0-9A-Za-z_\-])AIza[0-9A-Za-z_\-]{35}"),
+        ("OAuth client secret", r"(?i)client[_-]?secret[\"']?\s*[:=]\s*[\"']?[^\s\"',;<>]{6,}"),
+        ("OAuth client secret", r"\bGOCSPX-[0-9A-Za-z_\-]{20,}"),
+        ("bearer token", r"(?i)\bbearer\s+[A-Za-z0-9\-._~+/]{20,}=*"),
+        (
+            "password",
+            r"(?i)\b(?:password|passwd|pwd)\s*[=:]\s*[\"']?(?!\*+[\"'\s])[^\s\"'<>,;&]{4,}",
+        ),
+        ("AWS access key", r"\bAKIA[0-9A-Z]{16}\b"),
+        ("GitHub token", r"\bgh[pousr]_[A-Za-z0-9]{30,}\b"),
+    )
+)
+_DATA_URI = re.compile(r"data:[\w/+.\-]+;base64,[A-Za-z0-9+/=\s]+")
+
+COMPARISON_STAGE = "05"
+
+
+class SecretFound(RouterlibError):
+    """A credential-like string was found in what would be published (exit 2)."""
+
+
+def _mask(text: str) -> str:
+    return text[:6] + "…" if len(text) > 6 else "…"
+
+
+def scan_text(text: str) -> list[str]:
+    """Credential-like strings in ``text`` as ``"<kind> (<first chars>…)"`` (never the whole value).
+    Base64 data URIs (embedded images) are skipped."""
+    text = _DATA_URI.sub("data:,", text)
+    hits = []
+    for kind, pattern in SECRET_PATTERNS:
+        hits.extend(f"{kind} ({_mask(m.group(0))})" for m in pattern.finditer(text))
+    return hits
+
+
+def _notebook_texts(nb: dict[str, Any]) -> Iterable[tuple[str, str]]:
+    """(where, text) pieces of a notebook, without base64 image payloads."""
+    yield "metadata", json.dumps(nb.get("metadata", {}))
+    for index, cell in enumerate(nb.get("cells", []), 1):
+        where = f"cell {index}"
+        source = cell.get("source", "")
+        yield where, "".join(source) if isinstance(source, list) else str(source)
+        for output in cell.get("outputs", []) or []:
+            for key in ("text", "traceback", "evalue"):
+                value = output.get(key)
+                if value:
+                    yield where, "\n".join(value) if isinstance(value, list) else str(value)
+            for mime, value in (output.get("data") or {}).items():
+                if mime.startswith("image/") and not mime.endswith("svg+xml"):
+                    continue
+                text = "".join(value) if isinstance(value, list) else value
+                yield where, text if isinstance(text, str) else json.dumps(text)
+
+
+def scan_for_secrets(targets: Sequence[str | os.PathLike[str]]) -> list[str]:
+    """Scan notebooks (.ipynb, cell by cell), HTML and any other text files, or folders of them;
+    return one line per finding: ``<file>: <where>: <kind> (<first chars>…)``."""
+    findings: list[str] = []
+    files: list[Path] = []
+    for target in targets:
+        path = Path(target)
+        if path.is_dir():
+            files.extend(sorted(p for p in path.rglob("*") if p.is_file()))
+        elif path.is_file():
+            files.append(path)
+    for file in files:
+        if file.suffix.lower() in (".png", ".jpg", ".jpeg", ".gif", ".pt", ".bin", ".safetensors"):
+            continue
+        try:
+            text = file.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError):
+            continue
+        if file.suffix == ".ipynb":
+            try:
+                pieces = list(_notebook_texts(json.loads(text)))
+            except (json.JSONDecodeError, AttributeError):
+                pieces = [("text", text)]
+            findings.extend(
+                f"{file}: {where}: {hit}" for where, t in pieces for hit in scan_text(t)
+            )
+        else:
+            for number, line in enumerate(text.splitlines(), 1):
+                findings.extend(f"{file}:{number}: {hit}" for hit in scan_text(line))
+    return findings
+
+
+# ----------------------------------------------------------------------------- rendering
+
+
+def notebook_to_html(notebook: Path) -> str:
+    """One executed notebook as a standalone HTML page: outputs only (no code, no prompts), images
+    embedded as data URIs."""
+    from nbconvert import HTMLExporter
+
+    exporter = HTMLExporter(
+        exclude_input=True,
+        exclude_input_prompt=True,
+        exclude_output_prompt=True,
+        embed_images=True,
+    )
+    body, _ = exporter.from_filename(str(notebook))
+    return body
+
+
+def _is_run_dir(path: Path) -> bool:
+    return any((path / name).exists() for name in ("pipeline.json", paths.METRICS_FILE)) or any(
+        (path / paths.NOTEBOOKS_DIR).glob("*.ipynb")
+    )
+
+
+def find_runs(root: Path | None = None) -> list[Path]:
+    """Run folders under the outputs root (with pipeline.json, metrics.json or executed notebooks)."""
+    root = root or paths.outputs_root()
+    if not root.is_dir():
+        return []
+    return sorted(
+        p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".") and _is_run_dir(p)
+    )
+
+
+def _run_status(run: Path) -> str:
+    try:
+        state = json.loads((run / "pipeline.json").read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return "finished" if (run / paths.METRICS_FILE).is_file() else "unknown"
+    return str(state.get("status", "unknown"))
+
+
+def _data_uri(png: Path) -> str:
+    return "data:image/png;base64," + base64.b64encode(png.read_bytes()).decode("ascii")
+
+
+_STYLE = """
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2rem;max-width:1400px;color:#222}
+table{border-collapse:collapse;font-size:.85rem;margin:.5rem 0 1.5rem}
+th,td{border:1px solid #ccc;padding:.25rem .5rem;text-align:right}
+th{background:#f3f3f3} td:first-child,th:first-child{text-align:left}
+.plots img{max-width:48%;margin:.5rem;border:1px solid #eee;vertical-align:top}
+.conclusion{background:#f6f9ff;border-left:4px solid #4a7bd0;padding:.5rem 1rem}
+.wrap{overflow-x:auto}
+"""
+
+
+def _markdown(text: str) -> str:
+    try:
+        import mistune
+
+        return str(mistune.html(text))
+    except ImportError:  # pragma: no cover - nbconvert depends on mistune
+        return f"<p>{html.escape(text)}</p>"
+
+
+def _index_html(
+    run_links: list[tuple[str, str, list[tuple[str, str]]]],
+    comparison_links: list[tuple[str, str]],
+    board_html: str,
+    sig_html: str,
+    conclusion_md: str,
+    plots: list[Path],
+) -> str:
+    e = html.escape
+    parts = [
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        "<title>routerlib report</title>",
+        f"<style>{_STYLE}</style></head><body>",
+        "<h1>routerlib report</h1>",
+        f"<p>Generated {e(time.strftime('%Y-%m-%d %H:%M:%S %Z'))}.</p>",
+        '<h2 id="comparison">Comparison</h2>',
+    ]
+    if comparison_links:
+        parts.append(
+            "<p>Comparison notebook: "
+            + ", ".join(
+                f'<a class="comparison-link" href="{e(href)}">{e(label)}</a>'
+                for label, href in comparison_links
+            )
+            + "</p>"
+        )
+    parts += [
+        f'<div class="conclusion">{_markdown(conclusion_md)}</div>',
+        "<h3>Leaderboard</h3>",
+        f'<div class="wrap">{board_html}</div>',
+        "<h3>Paired significance against the previous router</h3>",
+        f'<div class="wrap">{sig_html}</div>',
+        '<h3>Plots</h3><div class="plots">',
+    ]
+    for png in plots:
+        alt = png.stem.replace("_", " ")
+        parts.append(f'<img class="plot" alt="{e(alt)}" title="{e(alt)}" src="{_data_uri(png)}">')
+    parts += [
+        "</div>",
+        '<h2 id="runs">Runs</h2>',
+        '<table class="runs"><thead><tr><th>run</th>'
+        "<th>status</th><th>notebooks</th></tr></thead><tbody>",
+    ]
+    for run_name, status, links in run_links:
+        cells = " · ".join(
+            f'<a class="run-link" href="{e(href)}">{e(label)}</a>' for label, href in links
+        )
+        parts.append(f"<tr><td>{e(run_name)}</td><td>{e(status)}</td><td>{cells or '—'}</td></tr>")
+    parts += ["</tbody></table>", "</body></html>"]
+    return "\n".join(parts)
+
+
+def _comparison(run_dirs: list[Path], plot_dir: Path) -> tuple[str, str, str, list[Path]]:
+    """Leaderboard HTML, significance HTML, conclusion markdown and plot PNGs for these runs."""
+    from routerlib import compare, compare_plots
+
+    scored = [r for r in run_dirs if (r / paths.METRICS_FILE).is_file()]
+    runs = compare.load_runs(scored) if scored else []
+    board = compare.leaderboard(runs)
+    try:
+        sig = compare.significance_table(runs)
+    except ImportError:  # routerlib.stats missing: still publish the rest
+        import pandas as pd
+
+        sig = pd.DataFrame(columns=compare.SIGNIFICANCE_COLUMNS)
+    text = compare.conclusion(board, sig)
+    board_html = (
+        board.to_html(
+            index=False,
+            classes="leaderboard",
+            table_id="leaderboard",
+            float_format="%.3f",
+            na_rep="–",
+        )
+        if not board.empty
+        else '<table class="leaderboard" id="leaderboard"><tr><td>no scored runs</td></tr></table>'
+    )
+    sig_html = (
+        sig.to_html(index=False, classes="significance", float_format="%.4f", na_rep="–")
+        if not sig.empty
+        else "<p>No paired per-sample records to test.</p>"
+    )
+    plots = compare_plots.all_plots(runs, plot_dir, board)
+    return board_html, sig_html, text, plots
+
+
+def _replace_dir(staging: Path, out_dir: Path) -> None:
+    """Swap ``staging`` into place as ``out_dir`` (the old report is removed only afterwards)."""
+    old = None
+    if out_dir.exists():
+        old = out_dir.with_name(f".{out_dir.name}.old-{os.getpid()}")
+        os.replace(out_dir, old)
+    os.replace(staging, out_dir)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def render_report(
+    runs: Sequence[str | os.PathLike[str]] | None = None,
+    out_dir: str | os.PathLike[str] | None = None,
+) -> Path:
+    """Render the runs' executed notebooks and an index into ``out_dir`` (default
+    ``<outputs>/report``); return the path of ``index.html``. Raises SecretFound, writing nothing,
+    when a notebook or page holds a credential-like string."""
+    from routerlib.errors import InputError
+
+    run_dirs = [paths.resolve(r) for r in runs] if runs else find_runs()
+    missing = [str(r) for r in run_dirs if not r.is_dir()]
+    if missing:
+        raise InputError(f"{missing[0]}: run folder not found")
+    out = paths.resolve(out_dir) if out_dir else paths.outputs_root() / "report"
+    notebooks = {run: sorted((run / paths.NOTEBOOKS_DIR).glob("*.ipynb")) for run in run_dirs}
+    found = scan_for_secrets([nb for nbs in notebooks.values() for nb in nbs])
+    if found:
+        raise SecretFound(
+            f"refusing to write a report: {len(found)} credential-like string(s)", found
+        )
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    try:
+        run_links: list[tuple[str, str, list[tuple[str, str]]]] = []
+        comparison_links: list[tuple[str, str]] = []
+        used: set[str] = set()
+        for run in run_dirs:
+            slug = run.name if run.name not in used else f"{run.name}-{len(used)}"
+            used.add(slug)
+            links = []
+            for nb in notebooks[run]:
+                page = Path("runs") / slug / f"{nb.stem}.html"
+                target = staging / page
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.write_text(notebook_to_html(nb), encoding="utf-8")
+                href = quote(page.as_posix())
+                links.append((nb.stem, href))
+                if nb.name.startswith(COMPARISON_STAGE):
+                    comparison_links.append((f"{run.name} / {nb.stem}", href))
+            run_links.append((run.name, _run_status(run), links))
+        board_html, sig_html, text, plots = _comparison(run_dirs, staging / "plots")
+        index = staging / "index.html"
+        index.write_text(
+            _index_html(run_links, comparison_links, board_html, sig_html, text, plots),
+            encoding="utf-8",
+        )
+        found = scan_for_secrets([staging])
+        if found:
+            raise SecretFound(
+                f"refusing to write a report: {len(found)} credential-like string(s)", found
+            )
+        _replace_dir(staging, out)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            shutil.rmtree(staging)
+        raise
+    return out / "index.html"
