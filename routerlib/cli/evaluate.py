@@ -128,67 +128,64 @@ def run_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _fmt(value: Any) -> str:
-    if isinstance(value, bool) or value is None:
-        return "-" if value is None else str(value)
-    if isinstance(value, float):
-        return f"{value:.3f}"
+def _fmt(value: Any, signed: bool = False) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float | int) and not isinstance(value, bool):
+        return (
+            f"{value:+.3f}"
+            if signed
+            else f"{value:.3f}"
+            if isinstance(value, float)
+            else str(value)
+        )
     return str(value)
 
 
-def _strict_overall(report: dict[str, Any]) -> dict[str, Any]:
-    strict = report.get("strict") or report.get("metrics_strict") or {}
-    overall = strict.get("overall", strict) if isinstance(strict, dict) else {}
-    return overall if isinstance(overall, dict) else {}
-
-
 def summary(report: dict[str, Any], out: str | Path) -> str:
-    """A short text table: overall original and strict figures, latency, the gate, deltas."""
-    overall = (report.get("metrics") or {}).get("overall", {})
-    strict = _strict_overall(report)
+    """A short text table: overall original (valid predictions) and strict (every sample)
+    figures, the change against the previous router when compared, latency, and the gate."""
+    overall = dict((report.get("extra") or {}).get("overall", {}))
+    overall.update((report.get("metrics") or {}).get("overall", {}))
+    strict = (report.get("strict") or {}).get("overall", {})
+    comparison = report.get("comparison") or {}
+    deltas = (comparison.get("strict") or {}).get("overall", {})
+    tests = (comparison.get("significance") or {}).get("overall", {})
     n = overall.get("samples", (report.get("config") or {}).get("total_samples"))
-    lines = [f"report: {out}  ({n} samples)", f"{'metric':<26}{'original':>10}{'strict':>10}"]
+    header = f"{'metric':<26}{'original':>10}{'strict':>10}"
+    if comparison:
+        header += f"{'Δ strict':>10}{'p':>8}"
+    lines = [f"report: {out}  ({n} samples)", header]
     for name in SUMMARY_METRICS:
-        if name in overall or name in strict:
-            lines.append(f"{name:<26}{_fmt(overall.get(name)):>10}{_fmt(strict.get(name)):>10}")
+        if name not in overall and name not in strict:
+            continue
+        line = f"{name:<26}{_fmt(overall.get(name)):>10}{_fmt(strict.get(name)):>10}"
+        if comparison:
+            delta = (deltas.get(name) or {}).get("delta")
+            p_value = (tests.get(name) or {}).get("p_value")
+            line += f"{_fmt(delta, signed=True):>10}{_fmt(p_value):>8}"
+        lines.append(line)
     latency = report.get("latency") or {}
-    if isinstance(latency, dict) and latency:
-        p50 = latency.get("p50_s", latency.get("p50"))
-        p95 = latency.get("p95_s", latency.get("p95"))
-        lines.append(f"latency p50 {_fmt(p50)} s, p95 {_fmt(p95)} s")
+    if latency:
+        lines.append(
+            f"latency p50 {_fmt(latency.get('p50_s'))} s, p95 {_fmt(latency.get('p95_s'))} s"
+        )
+    tokens = report.get("tokens") or {}
+    if tokens:
+        lines.append(
+            f"tokens: prompt {tokens.get('prompt_tokens_total')}, "
+            f"completion {tokens.get('completion_tokens_total')}"
+        )
     gate = report.get("threshold_results")
     if isinstance(gate, dict) and "overall_pass" in gate:
+        failed = list(gate.get("failed") or [])
         verdict = "PASS" if gate["overall_pass"] else "FAIL"
-        failed = _failed_checks(gate)
-        lines.append(
-            f"gate: {verdict}"
-            + (
-                f" ({len(failed)} checks failed: "
-                f"{', '.join(failed[:5])}{' …' if len(failed) > 5 else ''})"
-                if failed
-                else ""
-            )
-        )
+        detail = ""
+        if failed:
+            more = " …" if len(failed) > 6 else ""
+            detail = f" ({len(failed)} checks failed: {', '.join(failed[:6])}{more})"
+        lines.append(f"gate: {verdict}{detail}")
     return "\n".join(lines)
-
-
-def _failed_checks(gate: dict[str, Any]) -> list[str]:
-    """Names of failed checks, tolerant of the gate layout (bucket → checks)."""
-    failed: list[str] = []
-    checks = gate.get("checks", gate.get("buckets", gate))
-    if isinstance(checks, list):
-        for check in checks:
-            if isinstance(check, dict) and check.get("passed") is False:
-                failed.append(f"{check.get('bucket', '')}.{check.get('metric', '')}".strip("."))
-    elif isinstance(checks, dict):
-        for bucket, value in checks.items():
-            if not isinstance(value, dict):
-                continue
-            for kind in ("min", "max"):
-                for metric, res in (value.get(kind) or {}).items():
-                    if isinstance(res, dict) and res.get("passed") is False:
-                        failed.append(f"{bucket}.{metric}")
-    return failed
 
 
 def run_baseline(args: argparse.Namespace) -> int:
