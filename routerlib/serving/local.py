@@ -1,0 +1,522 @@
+"""Serve a checkpoint on this machine: a batched predictor and an HTTP server speaking the
+predict JSON of a vLLM-backed Vertex AI endpoint, so one client evaluates both.
+
+Wire format (the same as Model Garden's vLLM containers behind ``Endpoint.predict``)::
+
+    POST /v1/projects/<P>/locations/<L>/endpoints/<ID>:predict
+    {"instances": [{"prompt": "...", "max_tokens": 256, "temperature": 0, "raw_response": true}]}
+    -> {"predictions": ["..."], "deployedModelId": "...", ...}
+
+Without ``raw_response: true`` a prediction reads ``Prompt:\\n<prompt>\\nOutput:\\n<text>`` as
+Model Garden's containers answer. Concurrent requests are gathered by one worker thread into
+batches (a short window, up to ``max_batch`` prompts) and run as one left-padded ``generate``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import queue
+import re
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from routerlib.errors import InputError, RouterlibError
+
+#: ``loader(checkpoint_dir) -> (model, tokenizer)``.
+Loader = Callable[[str | Path], tuple[Any, Any]]
+
+#: What a prediction without ``raw_response`` looks like (Model Garden vLLM containers).
+MODEL_GARDEN_FORMAT = "Prompt:\n{prompt}\nOutput:\n{text}"
+
+#: Default for an instance without ``max_tokens``.
+DEFAULT_MAX_TOKENS = 256
+
+PREDICT_PATH = re.compile(
+    r"/(?P<version>v1|v1beta1)/projects/(?P<project>[^/]+)/locations/(?P<location>[^/]+)"
+    r"/endpoints/(?P<endpoint>[^/:]+):predict"
+)
+
+
+@dataclass(frozen=True)
+class GenerationResult:
+    """One completion: its text (EOS and padding removed), token counts and the batch's time."""
+
+    text: str
+    prompt_tokens: int
+    completion_tokens: int
+    seconds: float
+    finish_reason: str = "stop"  # "stop" (EOS) or "length" (max_tokens reached)
+
+
+def _default_loader(checkpoint_dir: str | Path) -> tuple[Any, Any]:
+    from routerlib.tuning.local import load_for_inference
+
+    return load_for_inference(checkpoint_dir)
+
+
+class LocalPredictor:
+    """Greedy (temperature 0) or sampled batched generation from a checkpoint folder (with the
+    default loader also anything ``routerlib.tuning.local.load_for_inference`` takes, such as
+    the embedded base model's name).
+
+    Thread-safe: calls to :meth:`generate` run one at a time.
+    """
+
+    def __init__(
+        self, checkpoint_dir: str | Path, *, loader: Loader | None = None, max_batch: int = 16
+    ) -> None:
+        path = Path(checkpoint_dir)
+        if path.exists() and not path.is_dir():
+            raise InputError(f"{checkpoint_dir}: not a checkpoint folder")
+        if not path.exists() and loader is not None:
+            raise InputError(f"{checkpoint_dir}: checkpoint folder not found")
+        if max_batch < 1:
+            raise InputError(f"max_batch must be at least 1, got {max_batch}")
+        self.checkpoint_dir = path
+        self.max_batch = max_batch
+        self.model, self.tokenizer = (loader or _default_loader)(path)
+        self.model.eval()
+        self.tokenizer.padding_side = "left"
+        if self.tokenizer.pad_token_id is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        self.eos_token_ids: list[int] = self._eos_ids()
+        self._lock = threading.Lock()
+
+    def _eos_ids(self) -> list[int]:
+        ids: set[int] = set()
+        if self.tokenizer.eos_token_id is not None:
+            ids.add(int(self.tokenizer.eos_token_id))
+        config_eos = getattr(getattr(self.model, "generation_config", None), "eos_token_id", None)
+        if isinstance(config_eos, int):
+            ids.add(config_eos)
+        elif config_eos:
+            ids.update(int(i) for i in config_eos)
+        return sorted(ids)
+
+    def generate(
+        self,
+        prompts: Sequence[str],
+        max_tokens: int | Sequence[int],
+        temperature: float = 0.0,
+    ) -> list[GenerationResult]:
+        """Complete every prompt. ``max_tokens`` is one limit or one per prompt; each sequence
+        stops at its own EOS or limit. Prompts run in left-padded batches of ``max_batch``."""
+        prompts = list(prompts)
+        limits = [max_tokens] * len(prompts) if isinstance(max_tokens, int) else list(max_tokens)
+        if len(limits) != len(prompts):
+            raise InputError(f"max_tokens: {len(limits)} limits for {len(prompts)} prompts")
+        for i, prompt in enumerate(prompts):
+            if not isinstance(prompt, str):
+                raise InputError(f"prompts[{i}]: must be a string")
+        for i, limit in enumerate(limits):
+            if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+                raise InputError(f"max_tokens[{i}]: must be a positive integer, got {limit!r}")
+        if not isinstance(temperature, int | float) or temperature < 0:
+            raise InputError(f"temperature: must be a number >= 0, got {temperature!r}")
+        results: list[GenerationResult] = []
+        with self._lock:
+            for start in range(0, len(prompts), self.max_batch):
+                stop = start + self.max_batch
+                results.extend(self._generate_batch(prompts[start:stop], limits[start:stop],
+                                                    float(temperature)))
+        return results
+
+    def _generate_batch(
+        self, prompts: list[str], limits: list[int], temperature: float
+    ) -> list[GenerationResult]:
+        import torch
+        from transformers import GenerationConfig
+
+        begin = time.perf_counter()
+        encoded = self.tokenizer(prompts, return_tensors="pt", padding=True)
+        device = next(self.model.parameters()).device
+        input_ids = encoded["input_ids"].to(device)
+        attention_mask = encoded["attention_mask"].to(device)
+        sampling = {"do_sample": True, "temperature": temperature, "top_k": 0, "top_p": 1.0}
+        config = GenerationConfig(
+            max_new_tokens=max(limits),
+            pad_token_id=self.tokenizer.pad_token_id,
+            eos_token_id=self.eos_token_ids or None,
+            bos_token_id=self.tokenizer.bos_token_id,
+            use_cache=True,
+            **(sampling if temperature > 0 else {"do_sample": False}),
+        )
+        with torch.inference_mode():
+            output = self.model.generate(
+                input_ids=input_ids, attention_mask=attention_mask, generation_config=config
+            )
+        seconds = time.perf_counter() - begin
+        eos = set(self.eos_token_ids)
+        results = []
+        for row, limit in enumerate(limits):
+            new_tokens = output[row, input_ids.shape[1]:].tolist()[:limit]
+            finish, kept = "length", new_tokens
+            for pos, token in enumerate(new_tokens):
+                if token in eos:
+                    finish, kept, new_tokens = "stop", new_tokens[:pos], new_tokens[: pos + 1]
+                    break
+            text = self.tokenizer.decode(kept, skip_special_tokens=True)
+            results.append(GenerationResult(
+                text=text,
+                prompt_tokens=int(attention_mask[row].sum()),
+                completion_tokens=len(new_tokens),
+                seconds=seconds,
+                finish_reason=finish,
+            ))
+        return results
+
+
+# --------------------------------------------------------------------------- request parsing
+
+
+@dataclass(frozen=True)
+class Instance:
+    """One parsed predict instance."""
+
+    prompt: str
+    max_tokens: int = DEFAULT_MAX_TOKENS
+    temperature: float = 0.0
+    raw_response: bool = False
+
+
+def parse_predict_body(body: bytes) -> list[Instance]:
+    """The instances of a predict request; ValueError names the first bad field."""
+    try:
+        data = json.loads(body or b"")
+    except (ValueError, UnicodeDecodeError):
+        raise ValueError("body: not valid JSON") from None
+    if not isinstance(data, dict):
+        raise ValueError("body: must be a JSON object with an 'instances' list")
+    instances = data.get("instances")
+    if not isinstance(instances, list) or not instances:
+        raise ValueError("instances: must be a non-empty list")
+    parsed = []
+    for i, item in enumerate(instances):
+        where = f"instances[{i}]"
+        if not isinstance(item, dict):
+            raise ValueError(f"{where}: must be an object with a 'prompt'")
+        prompt = item.get("prompt")
+        if not isinstance(prompt, str):
+            raise ValueError(f"{where}.prompt: must be a string")
+        max_tokens = item.get("max_tokens", DEFAULT_MAX_TOKENS)
+        # Endpoint.predict sends numbers as protobuf Values, so 256 arrives as 256.0.
+        if isinstance(max_tokens, float) and max_tokens.is_integer():
+            max_tokens = int(max_tokens)
+        if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1:
+            raise ValueError(f"{where}.max_tokens: must be a positive integer")
+        temperature = item.get("temperature", 0.0)
+        if isinstance(temperature, bool) or not isinstance(temperature, int | float) \
+                or temperature < 0:
+            raise ValueError(f"{where}.temperature: must be a number >= 0")
+        raw = item.get("raw_response", False)
+        if not isinstance(raw, bool):
+            raise ValueError(f"{where}.raw_response: must be true or false")
+        parsed.append(Instance(prompt, max_tokens, float(temperature), raw))
+    return parsed
+
+
+def format_prediction(instance: Instance, text: str) -> str:
+    """The prediction string: the bare text with raw_response, Model Garden's frame without."""
+    if instance.raw_response:
+        return text
+    return MODEL_GARDEN_FORMAT.format(prompt=instance.prompt, text=text)
+
+
+# --------------------------------------------------------------------------- batching server
+
+
+@dataclass
+class _Pending:
+    instance: Instance
+    enqueued: float
+    done: threading.Event = field(default_factory=threading.Event)
+    result: GenerationResult | None = None
+    error: str | None = None
+
+
+@dataclass
+class ServerStats:
+    """Counters of a running server (read them for tests and logs)."""
+
+    requests: int = 0
+    instances: int = 0
+    batches: int = 0
+    batch_sizes: list[int] = field(default_factory=list)
+
+
+_STOP = object()
+
+
+class LocalServer:
+    """A checkpoint served over HTTP on ``host:port`` (port 0 = any free port).
+
+    Use as a context manager. ``url`` is the base address, ``endpoint_url`` the full predict URL.
+    """
+
+    def __init__(
+        self,
+        checkpoint_dir: str | Path | None = None,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        predictor: LocalPredictor | None = None,
+        loader: Loader | None = None,
+        max_batch: int = 16,
+        batch_window: float = 0.02,
+        endpoint_id: str = "local",
+        request_timeout: float = 600.0,
+        on_batch: Callable[[int], None] | None = None,
+    ) -> None:
+        if predictor is None:
+            if checkpoint_dir is None:
+                raise InputError("serve: give a checkpoint folder or a predictor")
+            predictor = LocalPredictor(checkpoint_dir, loader=loader, max_batch=max_batch)
+        self.predictor = predictor
+        self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir else predictor.checkpoint_dir
+        self.host, self.port = host, port
+        self.max_batch = max_batch
+        self.batch_window = batch_window
+        self.endpoint_id = endpoint_id
+        self.request_timeout = request_timeout
+        self.on_batch = on_batch
+        self.stats = ServerStats()
+        self._queue: queue.Queue[Any] = queue.Queue()
+        self._gate = threading.Event()
+        self._gate.set()
+        self._queued = 0
+        self._queued_cond = threading.Condition()
+        self._stats_lock = threading.Lock()
+        self._httpd: ThreadingHTTPServer | None = None
+        self._threads: list[threading.Thread] = []
+
+    # ---- lifecycle
+
+    def start(self) -> LocalServer:
+        """Bind, start the HTTP and batch-worker threads; returns self."""
+        if self._httpd is not None:
+            return self
+        try:
+            self._httpd = ThreadingHTTPServer((self.host, self.port), self._handler_class())
+        except OSError as exc:
+            raise InputError(f"serve: cannot listen on {self.host}:{self.port}: {exc}") from None
+        self._httpd.daemon_threads = True
+        worker = threading.Thread(target=self._work, name="routerlib-batcher", daemon=True)
+        http = threading.Thread(target=self._httpd.serve_forever, name="routerlib-http",
+                                daemon=True)
+        self._threads = [worker, http]
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def close(self) -> None:
+        """Stop accepting requests, fail what is still queued, and join the threads."""
+        if self._httpd is None:
+            return
+        self._httpd.shutdown()
+        self._httpd.server_close()
+        self._gate.set()
+        self._queue.put(_STOP)
+        for thread in self._threads:
+            thread.join(timeout=30)
+        while True:  # anything left behind gets an answer instead of hanging
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if isinstance(item, _Pending):
+                item.error = "server shutting down"
+                item.done.set()
+        self._httpd = None
+
+    def __enter__(self) -> LocalServer:
+        return self.start()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    @property
+    def url(self) -> str:
+        """Base address, e.g. ``http://127.0.0.1:8080``."""
+        if self._httpd is None:
+            raise RouterlibError("the server is not running")
+        host, port = self._httpd.server_address[:2]
+        return f"http://{host}:{port}"
+
+    @property
+    def endpoint_url(self) -> str:
+        """The full predict URL a Vertex-style client posts to."""
+        return f"{self.url}/v1/projects/local/locations/local/endpoints/{self.endpoint_id}:predict"
+
+    # ---- batching control (tests and benchmarks)
+
+    @contextlib.contextmanager
+    def hold(self) -> Iterator[None]:
+        """Pause the batch worker inside the block; queued prompts run together on exit."""
+        self._gate.clear()
+        try:
+            yield
+        finally:
+            self._gate.set()
+
+    def wait_queued(self, count: int, timeout: float = 30.0) -> bool:
+        """Block until ``count`` instances have been queued in total (or ``timeout``)."""
+        with self._queued_cond:
+            return self._queued_cond.wait_for(lambda: self._queued >= count, timeout=timeout)
+
+    # ---- request path
+
+    def predict(self, instances: list[Instance]) -> list[str]:
+        """Queue ``instances`` for the batch worker and wait for their predictions."""
+        items = [_Pending(inst, time.monotonic()) for inst in instances]
+        for item in items:
+            self._queue.put(item)
+        with self._queued_cond:
+            self._queued += len(items)
+            self._queued_cond.notify_all()
+        with self._stats_lock:
+            self.stats.requests += 1
+            self.stats.instances += len(items)
+        deadline = time.monotonic() + self.request_timeout
+        for item in items:
+            if not item.done.wait(max(0.0, deadline - time.monotonic())):
+                raise TimeoutError("prediction timed out")
+            if item.error is not None:
+                raise RuntimeError(item.error)
+        return [format_prediction(item.instance, item.result.text) for item in items
+                if item.result is not None]
+
+    def _work(self) -> None:
+        stopping = False
+        while not stopping:
+            first = self._queue.get()
+            if first is _STOP:
+                return
+            self._gate.wait()
+            batch = [first]
+            deadline = first.enqueued + self.batch_window
+            while len(batch) < self.max_batch:
+                remaining = deadline - time.monotonic()
+                try:
+                    item = (self._queue.get(timeout=remaining) if remaining > 0
+                            else self._queue.get_nowait())
+                except queue.Empty:
+                    break
+                if item is _STOP:
+                    stopping = True
+                    break
+                batch.append(item)
+            self._run(batch)
+
+    def _run(self, batch: list[_Pending]) -> None:
+        with self._stats_lock:
+            self.stats.batches += 1
+            self.stats.batch_sizes.append(len(batch))
+        if self.on_batch is not None:
+            self.on_batch(len(batch))
+        groups: dict[float, list[_Pending]] = {}
+        for item in batch:
+            groups.setdefault(item.instance.temperature, []).append(item)
+        for temperature, items in groups.items():
+            try:
+                results = self.predictor.generate(
+                    [i.instance.prompt for i in items],
+                    [i.instance.max_tokens for i in items],
+                    temperature,
+                )
+            except Exception as exc:  # answer every waiter, keep the worker alive
+                for item in items:
+                    item.error = f"generation failed: {exc}"
+                    item.done.set()
+                continue
+            for item, result in zip(items, results, strict=True):
+                item.result = result
+                item.done.set()
+
+    def _handler_class(self) -> type[BaseHTTPRequestHandler]:
+        server = self
+
+        class _Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def _reply(self, status: int, body: dict[str, Any]) -> None:
+                payload = json.dumps(body, ensure_ascii=False).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
+            def _error(self, status: int, state: str, message: str) -> None:
+                self._reply(status, {"error": {"code": status, "message": message,
+                                               "status": state}})
+
+            def do_GET(self) -> None:  # noqa: N802
+                path = urlsplit(self.path).path
+                if path in ("/health", "/"):
+                    self._reply(200, {"status": "ok", "checkpoint": str(server.checkpoint_dir),
+                                      "deployedModelId": server.endpoint_id})
+                else:
+                    self._error(404, "NOT_FOUND", f"no route GET {path}")
+
+            def do_POST(self) -> None:  # noqa: N802
+                path = urlsplit(self.path).path
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length) if length else b""
+                if not PREDICT_PATH.fullmatch(path):
+                    self._error(404, "NOT_FOUND", f"no route POST {path}")
+                    return
+                try:
+                    instances = parse_predict_body(body)
+                except ValueError as exc:
+                    self._error(400, "INVALID_ARGUMENT", str(exc))
+                    return
+                try:
+                    predictions = server.predict(instances)
+                except TimeoutError as exc:
+                    self._error(504, "DEADLINE_EXCEEDED", str(exc))
+                    return
+                except RuntimeError as exc:
+                    self._error(503 if "shutting down" in str(exc) else 500,
+                                "UNAVAILABLE" if "shutting down" in str(exc) else "INTERNAL",
+                                str(exc))
+                    return
+                self._reply(200, {
+                    "predictions": predictions,
+                    "deployedModelId": server.endpoint_id,
+                    "model": f"local/{server.checkpoint_dir.name}",
+                    "modelDisplayName": str(server.checkpoint_dir),
+                })
+
+        return _Handler
+
+
+def serve(
+    checkpoint_dir: str | Path,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    *,
+    on_ready: Callable[[LocalServer], None] | None = None,
+    loader: Loader | None = None,
+    max_batch: int = 16,
+) -> None:
+    """Serve ``checkpoint_dir`` until interrupted (Ctrl-C); ``on_ready`` gets the running server."""
+    with LocalServer(checkpoint_dir, host=host, port=port, loader=loader,
+                     max_batch=max_batch) as server:
+        if on_ready is not None:
+            on_ready(server)
+        stop = threading.Event()
+        try:
+            while not stop.wait(3600):
+                pass
+        except KeyboardInterrupt:
+            pass
