@@ -1,0 +1,167 @@
+"""Turn prediction lines and raw model text into completion objects.
+
+Two jobs, kept apart on purpose:
+
+* :func:`parse_prediction_line` reads one line of a prediction file exactly as the team's earlier
+  evaluator did (see ../shared/EVALUATOR.md, "Inputs"). It is strict: whatever cannot be read as a
+  JSON object is an *invalid* prediction (``None``). Scoring uses only this.
+* :func:`extract_json_object` is for the generation step: a model's raw text may wrap the JSON in
+  an echoed prompt, a ``Prompt:\\n…\\nOutput:\\n…`` envelope (Model Garden vLLM containers without
+  ``raw_response``), code fences, chatter before or words after. It finds the best JSON object in
+  the text and says how it found it, so the prediction file can hold the object and the raw text.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+from routerlib.schema import COMPLETION_KEYS
+
+_DECODER = json.JSONDecoder()
+_FENCE_RE = re.compile(r"```[ \t]*(?:json|JSON)?[ \t]*\r?\n?(.*?)```", re.DOTALL)
+_OUTPUT_MARKER = "Output:"
+
+
+def parse_prediction_line(obj: Any) -> dict[str, Any] | None:
+    """The completion object held by one decoded prediction line, or None when it is invalid.
+
+    Accepted shapes (as the original evaluator): ``{"completion": "<json string>"}``,
+    ``{"completion": {...}}``, the completion object itself (a dict without a ``completion``
+    key) and a JSON string holding the object. A ``completion`` that is neither a string nor a
+    dict, a string that is not JSON, and JSON that is not an object are all invalid.
+    """
+    if isinstance(obj, dict):
+        if "completion" not in obj:
+            return obj
+        obj = obj["completion"]
+        if isinstance(obj, dict):
+            return obj
+    if isinstance(obj, str):
+        try:
+            value = json.loads(obj)
+        except (ValueError, RecursionError):
+            return None
+        return value if isinstance(value, dict) else None
+    return None
+
+
+def why_invalid(obj: Any) -> str:
+    """A short reason why :func:`parse_prediction_line` rejects ``obj`` ("" when it accepts it)."""
+    if isinstance(obj, dict):
+        if "completion" not in obj:
+            return ""
+        obj = obj["completion"]
+        if isinstance(obj, dict):
+            return ""
+        if not isinstance(obj, str):
+            return f"completion is {_kind(obj)}, not a JSON string or object"
+    if isinstance(obj, str):
+        try:
+            value = json.loads(obj)
+        except ValueError as exc:
+            return f"not valid JSON ({exc})"
+        except RecursionError:
+            return "JSON nested too deeply"
+        return "" if isinstance(value, dict) else f"JSON is {_kind(value)}, not an object"
+    return f"prediction is {_kind(obj)}, not a JSON object"
+
+
+def _kind(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "a list"
+    return type(value).__name__
+
+
+def _objects_in(text: str) -> list[tuple[int, int, dict[str, Any]]]:
+    """Every top-level JSON object decodable from ``text``, as (start, end, object)."""
+    found: list[tuple[int, int, dict[str, Any]]] = []
+    pos = text.find("{")
+    while pos != -1:
+        try:
+            value, end = _DECODER.raw_decode(text, pos)
+        except (ValueError, RecursionError):
+            pos = text.find("{", pos + 1)
+            continue
+        if isinstance(value, dict):
+            found.append((pos, end, value))
+            pos = text.find("{", end)
+        else:  # pragma: no cover - raw_decode at "{" always yields a dict
+            pos = text.find("{", pos + 1)
+    return found
+
+
+def _score(obj: dict[str, Any]) -> int:
+    """How much ``obj`` looks like a completion: route_plan dominates, then contract keys."""
+    keys = sum(1 for key in COMPLETION_KEYS if key in obj)
+    return (100 if "route_plan" in obj else 0) + keys
+
+
+def _best(candidates: list[tuple[int, int, dict[str, Any]]]) -> dict[str, Any] | None:
+    if not candidates:
+        return None
+    # Highest score wins; among equals the longest, then the earliest.
+    best = max(candidates, key=lambda c: (_score(c[2]), c[1] - c[0], -c[0]))
+    return best[2]
+
+
+def extract_json_object(text: str) -> tuple[dict[str, Any] | None, str]:
+    """The best JSON object in raw model ``text`` and a short note of how it was found.
+
+    Order of attempts: the whole text is an object ("whole"); the part after the last
+    ``Output:`` marker ("after Output:"); the contents of code fences ("fenced"); a scan of
+    every decodable ``{…}`` in the text ("scan"). Within an attempt, an object holding
+    ``route_plan`` (and the most contract keys) is preferred over any other. When nothing decodes
+    to an object the result is ``(None, reason)``; truncated JSON is not repaired.
+    """
+    if not isinstance(text, str):
+        return None, f"not text ({_kind(text)})"
+    stripped = text.strip().lstrip("\ufeff")
+    if not stripped:
+        return None, "empty text"
+    try:
+        whole = json.loads(stripped)
+    except (ValueError, RecursionError):
+        whole = None
+    if isinstance(whole, dict):
+        return whole, "whole"
+    if isinstance(whole, str):
+        inner = parse_prediction_line(whole)
+        if inner is not None:
+            return inner, "whole (JSON string)"
+
+    tail_found: dict[str, Any] | None = None
+    marker = stripped.rfind(_OUTPUT_MARKER)
+    if marker != -1:
+        tail = stripped[marker + len(_OUTPUT_MARKER) :]
+        tail_found = _best(_objects_in(tail))
+        if tail_found is not None and "route_plan" in tail_found:
+            return tail_found, "after Output:"
+
+    fenced: list[tuple[int, int, dict[str, Any]]] = []
+    for match in _FENCE_RE.finditer(stripped):
+        fenced.extend(_objects_in(match.group(1)))
+    fenced_best = _best(fenced)
+    if fenced_best is not None and "route_plan" in fenced_best:
+        return fenced_best, "fenced"
+
+    scanned = _best(_objects_in(stripped))
+    if scanned is not None and "route_plan" in scanned:
+        return scanned, "scan"
+    for candidate, note in ((tail_found, "after Output:"), (fenced_best, "fenced")):
+        if candidate is not None:
+            return candidate, f"{note}, no route_plan"
+    if scanned is not None:
+        return scanned, "scan, no route_plan"
+    if "{" in stripped:
+        return None, "no complete JSON object (truncated or malformed)"
+    return None, "no JSON object in text"

@@ -1,0 +1,763 @@
+"""Scoring of routing plans: the team's earlier evaluator reproduced exactly, plus what it lacked.
+
+The original figures (../shared/EVALUATOR.md) live under ``report["metrics"]`` with the original
+layout and identical floats: per-sample values are computed the same way and averaged by plain
+left-to-right float summation in sample order, per bucket, over the samples that recorded each
+metric (so everything except ``json_valid`` is averaged over valid predictions only).
+
+Added beside them, never instead:
+
+``strict``
+    Same layout, every sample counts. An invalid prediction takes the failing value of each metric:
+    0 for the booleans and rates, and 1 for the three lower-is-better flags ``length_ratio_gt_1.1``,
+    ``length_ratio_gt_1.25`` and ``length_ratio_lt_0.9`` (a broken output is out of band, so it can
+    never make a ``max`` gate look better). ``total_token_count`` and ``length_ratio`` have no
+    "miss" value and are left out of ``strict`` (read them, over valid predictions, in ``metrics``).
+    ``{k}_retained`` stays recorded only for samples whose gold has ``k``, as in the original.
+    Strict also holds ``schema_valid`` (the prediction passes ``schema.validate_completion``) and
+    ``tool_sequence_exact`` (the tool names of the plan equal the gold's, in order).
+``extra``
+    ``schema_valid`` and ``tool_sequence_exact`` averaged like the original metrics (over valid
+    predictions), so ``metrics`` itself keeps exactly the original names.
+``intervals``
+    ``{bucket: {metric: [lo, hi]}}``: 95% percentile bootstrap of the strict per-sample values
+    (seeded; ``bootstrap`` resamples).
+``latency`` / ``tokens``
+    From ``latency_s`` / ``prompt_tokens`` / ``completion_tokens`` fields of the prediction lines
+    when present, else null.
+``error_samples``
+    As the original: the first 15 samples with anything to show, each
+    ``{"index", "prompt_preview" (first 140 characters of the gold prompt), "details"}``; details hold
+    ``error`` for an invalid prediction ("Failed to parse prediction: <reason>"), else
+    ``route_plan_pred``/``route_plan_gold`` when the plan is not exact,
+    ``metrics_keys_pred``/``metrics_keys_gold`` when the metric keys differ, and ``todo_list`` when
+    todo alignment is below 1.
+``samples.jsonl``
+    Written beside the report: one record per sample (index, buckets, valid, reason, every original
+    metric, the strict values, schema violations, and the raw text when the prediction line has
+    ``raw``).
+
+Decisions where the original evaluator would crash or is silent (documented, used consistently):
+a ``todo_list`` that is not a list counts as an empty list (as the original); a todo entry that is
+not a string has no tool; a ``route_plan`` that is null, a number or a boolean has no steps (a
+string or dict is iterated as Python iterates it, as the original did); a non-string step's tool is
+the text of ``str(step)`` before ``(``; a ``handoff_plan`` that is not a string covers no tool and
+mentions no router QA (with no gold tools, any non-empty value covers, as the original).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from routerlib.errors import InputError
+from routerlib.extract import parse_prediction_line, why_invalid
+from routerlib.schema import validate_completion
+
+#: Buckets besides ``overall``, in the order the original evaluator tested them.
+BUCKETS: tuple[str, ...] = (
+    "math_first",
+    "four_step",
+    "has_guidance",
+    "has_computation",
+    "advanced",
+)
+ALL_BUCKETS: tuple[str, ...] = ("overall", *BUCKETS)
+
+RETAINED_KEYS: tuple[str, ...] = (
+    "primary_guidance",
+    "secondary_guidance",
+    "primary_computation",
+    "secondary_computation",
+)
+
+#: Every metric name the original evaluator can record, in the order it records them.
+ORIGINAL_METRICS: tuple[str, ...] = (
+    "json_valid",
+    "route_plan_exact",
+    "route_length_match",
+    "route_first_tool_match",
+    "route_last_tool_match",
+    "route_tool_precision",
+    "route_tool_recall",
+    "metrics_keys_match",
+    "metrics_primary_list",
+    "metrics_primary_nonempty",
+    "metrics_secondary_list",
+    "metrics_secondary_nonempty",
+    *(f"{key}_retained" for key in RETAINED_KEYS),
+    "todo_tool_alignment",
+    "todo_covers_all_tools",
+    "expected_artifacts_nonempty",
+    "acceptance_criteria_nonempty",
+    "handoff_tools_covered",
+    "handoff_router_qa",
+    "total_token_count",
+    "length_ratio",
+    "length_ratio_gt_1.1",
+    "length_ratio_gt_1.25",
+    "length_ratio_lt_0.9",
+)
+#: Metrics added by routerlib (only in ``strict`` and ``extra``).
+EXTRA_METRICS: tuple[str, ...] = ("schema_valid", "tool_sequence_exact")
+#: Original metrics that have no "miss" value and are left out of ``strict``.
+NOT_STRICT: frozenset[str] = frozenset({"total_token_count", "length_ratio"})
+#: Flags where 1 is the bad value (their gates are ``max``); an invalid prediction scores 1.
+LOWER_IS_BETTER: frozenset[str] = frozenset(
+    {"length_ratio_gt_1.1", "length_ratio_gt_1.25", "length_ratio_lt_0.9"}
+)
+#: Per-sample values in [0, 1] that are not booleans.
+RATE_METRICS: frozenset[str] = frozenset(
+    {"route_tool_precision", "route_tool_recall", "todo_tool_alignment"}
+)
+KNOWN_METRICS: frozenset[str] = frozenset(ORIGINAL_METRICS) | frozenset(EXTRA_METRICS)
+
+MAX_ERROR_SAMPLES = 15
+PROMPT_PREVIEW_CHARS = 140
+DEFAULT_THRESHOLDS_PATH = Path(__file__).resolve().parent.parent / "params" / "thresholds.yaml"
+
+_TODO_TOOL_RE = re.compile(r"/[a-zA-Z0-9_-]+")
+
+
+# --------------------------------------------------------------------------- per-sample pieces
+
+
+def plan_steps(plan: Any) -> list[Any]:
+    """The steps of a route plan as the original iterated it (null/number/bool: no steps)."""
+    if isinstance(plan, list | str | dict | tuple):
+        return list(plan)
+    return []
+
+
+def step_tool(step: Any) -> str:
+    """The text before the first ``(`` of a step, stripped."""
+    return str(step).split("(", 1)[0].strip()
+
+
+def plan_tools(plan: Any) -> list[str]:
+    """tools(plan): each step's tool name, in order."""
+    return [step_tool(step) for step in plan_steps(plan)]
+
+
+def _metrics_keys(block: Any) -> frozenset[str]:
+    return frozenset(block.keys()) if isinstance(block, dict) else frozenset()
+
+
+def _value_type(block: Any, key: str) -> str:
+    """The original's type tag of ``block[key]``: list, dict, missing (absent or null), or the
+    Python type name (str, int, float, bool)."""
+    if not isinstance(block, dict):
+        return "missing"
+    value = block.get(key)
+    if value is None:
+        return "missing"
+    if isinstance(value, list):
+        return "list"
+    if isinstance(value, dict):
+        return "dict"
+    return type(value).__name__
+
+
+def todo_tool(entry: Any) -> str | None:
+    """A todo entry's tool: first ``/name`` in it, else "router QA" when it mentions router qa."""
+    if not isinstance(entry, str):
+        return None
+    match = _TODO_TOOL_RE.search(entry)
+    if match:
+        return match.group(0)
+    return "router QA" if "router qa" in entry.lower() else None
+
+
+def todo_alignment(todo: list[Any], gold_tools: list[str]) -> float:
+    """Share of todo entries whose tool is a gold tool or starts with "router"."""
+    if not todo:
+        return 1.0 if not gold_tools else 0.0
+    hits = 0
+    for entry in todo:
+        tool = todo_tool(entry)
+        if tool is not None and (tool in gold_tools or tool.lower().startswith("router")):
+            hits += 1
+    return hits / len(todo)
+
+
+def todo_covers(todo: list[Any], gold_tools: list[str]) -> bool:
+    """Every gold tool is the tool of some todo entry."""
+    if not gold_tools:
+        return True
+    seen = {todo_tool(entry) for entry in todo}
+    return all(tool in seen for tool in gold_tools)
+
+
+def handoff_covers(handoff: Any, gold_tools: list[str]) -> bool:
+    """Every gold tool occurs in the handoff plan (any case); with no gold tools: non-empty."""
+    if not gold_tools:
+        return bool(handoff)
+    if not isinstance(handoff, str):
+        return False
+    lowered = handoff.lower()
+    return all(tool.lower() in lowered for tool in gold_tools)
+
+
+def count_tokens(value: Any) -> int:
+    """Whitespace-split words over every string leaf (lists and dict values recursively)."""
+    if isinstance(value, str):
+        return len(value.split())
+    if isinstance(value, list | tuple):
+        return sum(count_tokens(item) for item in value)
+    if isinstance(value, dict):
+        return sum(count_tokens(item) for item in value.values())
+    return 0
+
+
+def bucket_flags(gold: dict[str, Any]) -> dict[str, bool]:
+    """Bucket membership of a sample, from its gold completion."""
+    tools = plan_tools(gold.get("route_plan", []))
+    keys = _metrics_keys(gold.get("metrics", {}))
+    return {
+        "math_first": bool(tools) and tools[0] == "/math",
+        "four_step": len(plan_steps(gold.get("route_plan", []))) >= 4,
+        "has_guidance": any("guidance" in key for key in keys),
+        "has_computation": any("computation" in key for key in keys),
+        "advanced": gold.get("difficulty") == "advanced",
+    }
+
+
+def sample_metrics(
+    gold: dict[str, Any], pred: dict[str, Any] | None
+) -> tuple[dict[str, bool | float | int], dict[str, Any]]:
+    """The original per-sample metrics of one prediction, and the original's debug details."""
+    out: dict[str, bool | float | int] = {"json_valid": pred is not None}
+    debug: dict[str, Any] = {}
+    if pred is None:
+        return out, debug
+    gold_plan = gold.get("route_plan", [])
+    gold_tools = plan_tools(gold_plan)
+    gold_metrics = gold.get("metrics", {})
+    pred_plan = pred.get("route_plan", [])
+    pred_tools = plan_tools(pred_plan)
+    pred_metrics = pred.get("metrics", {})
+
+    out["route_plan_exact"] = pred_plan == gold_plan
+    out["route_length_match"] = len(plan_steps(pred_plan)) == len(plan_steps(gold_plan))
+    out["route_first_tool_match"] = (pred_tools[0] if pred_tools else None) == (
+        gold_tools[0] if gold_tools else None
+    )
+    out["route_last_tool_match"] = (pred_tools[-1] if pred_tools else None) == (
+        gold_tools[-1] if gold_tools else None
+    )
+    gold_set, pred_set = set(gold_tools), set(pred_tools)
+    common = len(gold_set & pred_set)
+    out["route_tool_precision"] = common / len(pred_set) if pred_set else 1.0
+    out["route_tool_recall"] = common / len(gold_set) if gold_set else 1.0
+
+    out["metrics_keys_match"] = _metrics_keys(pred_metrics) == _metrics_keys(gold_metrics)
+    for key in ("primary", "secondary"):
+        value = pred_metrics.get(key) if isinstance(pred_metrics, dict) else None
+        out[f"metrics_{key}_list"] = isinstance(value, list)
+        out[f"metrics_{key}_nonempty"] = isinstance(value, list) and len(value) > 0
+    for key in RETAINED_KEYS:
+        expected = _value_type(gold_metrics, key)
+        if expected != "missing":
+            out[f"{key}_retained"] = _value_type(pred_metrics, key) == expected
+
+    raw_todo = pred.get("todo_list")
+    todo = raw_todo if isinstance(raw_todo, list) else []
+    out["todo_tool_alignment"] = todo_alignment(todo, gold_tools)
+    out["todo_covers_all_tools"] = todo_covers(todo, gold_tools)
+
+    for key in ("expected_artifacts", "acceptance_criteria"):
+        value = pred.get(key, [])
+        out[f"{key}_nonempty"] = isinstance(value, list) and len(value) > 0
+
+    handoff = pred.get("handoff_plan", "")
+    out["handoff_tools_covered"] = handoff_covers(handoff, gold_tools)
+    out["handoff_router_qa"] = isinstance(handoff, str) and "router qa" in handoff.lower()
+
+    out["total_token_count"] = count_tokens(pred)
+    gold_json = json.dumps(gold, sort_keys=True)
+    pred_json = json.dumps(pred, sort_keys=True)
+    ratio = len(pred_json) / len(gold_json)
+    out["length_ratio"] = ratio
+    out["length_ratio_gt_1.1"] = ratio > 1.1
+    out["length_ratio_gt_1.25"] = ratio > 1.25
+    out["length_ratio_lt_0.9"] = ratio < 0.9
+
+    if not out["route_plan_exact"]:
+        debug["route_plan_pred"] = pred_plan
+        debug["route_plan_gold"] = gold_plan
+    if not out["metrics_keys_match"]:
+        debug["metrics_keys_pred"] = sorted(_metrics_keys(pred_metrics))
+        debug["metrics_keys_gold"] = sorted(_metrics_keys(gold_metrics))
+    if out["todo_tool_alignment"] < 1.0:
+        debug["todo_list"] = todo
+    return out, debug
+
+
+def strict_metrics(
+    gold: dict[str, Any], pred: dict[str, Any] | None, original: dict[str, Any]
+) -> dict[str, bool | float]:
+    """Strict per-sample values: the original ones, or the failing value when ``pred`` is invalid,
+    plus ``schema_valid`` and ``tool_sequence_exact``."""
+    out: dict[str, bool | float] = {}
+    if pred is None:
+        gold_metrics = gold.get("metrics", {})
+        for name in ORIGINAL_METRICS:
+            if name in NOT_STRICT:
+                continue
+            if name.endswith("_retained"):
+                key = name[: -len("_retained")]
+                if _value_type(gold_metrics, key) == "missing":
+                    continue
+            if name in RATE_METRICS:
+                out[name] = 0.0
+            else:
+                out[name] = name in LOWER_IS_BETTER
+        out["schema_valid"] = False
+        out["tool_sequence_exact"] = False
+        return out
+    for name, value in original.items():
+        if name not in NOT_STRICT:
+            out[name] = value  # type: ignore[assignment]
+    out["schema_valid"] = not validate_completion(pred)
+    out["tool_sequence_exact"] = plan_tools(pred.get("route_plan", [])) == plan_tools(
+        gold.get("route_plan", [])
+    )
+    return out
+
+
+# --------------------------------------------------------------------------- scoring
+
+
+def gold_completion(row: Any) -> dict[str, Any]:
+    """The gold completion object of a gold row (``completion`` string or dict, or the object)."""
+    value = parse_prediction_line(row)
+    if value is None:
+        raise ValueError(why_invalid(row) or "completion is not a JSON object")
+    return value
+
+
+def score(
+    gold_rows: list[dict[str, Any]],
+    preds: list[dict[str, Any] | None],
+    *,
+    reasons: list[str] | None = None,
+    pred_rows: list[Any] | None = None,
+) -> list[dict[str, Any]]:
+    """Per-sample records for aligned gold rows and parsed predictions (None = invalid).
+
+    Each record: ``index``, ``buckets`` (names incl. "overall"), ``valid``, ``reason`` (why invalid,
+    else ""), ``metrics`` (the original per-sample values), ``strict``, ``extra``
+    (schema_valid/tool_sequence_exact when valid), ``schema_violations``, ``debug`` (the original's
+    error details) and ``raw`` when the prediction line carried one (``pred_rows``).
+    """
+    if len(gold_rows) != len(preds):
+        raise InputError(f"gold has {len(gold_rows)} rows but predictions have {len(preds)}")
+    records: list[dict[str, Any]] = []
+    for index, (row, pred) in enumerate(zip(gold_rows, preds, strict=True)):
+        gold = gold_completion(row)
+        flags = bucket_flags(gold)
+        original, debug = sample_metrics(gold, pred)
+        strict = strict_metrics(gold, pred, original)
+        reason = ""
+        if pred is None:
+            reason = (reasons[index] if reasons else "") or "not a JSON object"
+            debug = {"error": f"Failed to parse prediction: {reason}"}
+        violations = [str(v) for v in validate_completion(pred)] if pred is not None else []
+        record: dict[str, Any] = {
+            "index": index,
+            "buckets": ["overall", *(name for name in BUCKETS if flags[name])],
+            "valid": pred is not None,
+            "reason": reason,
+            "metrics": original,
+            "strict": strict,
+            "extra": {name: strict[name] for name in EXTRA_METRICS} if pred is not None else {},
+            "schema_violations": violations if pred is not None else ["completion: invalid"],
+            "debug": debug,
+        }
+        if pred_rows is not None and isinstance(pred_rows[index], dict):
+            if "raw" in pred_rows[index]:
+                record["raw"] = pred_rows[index]["raw"]
+        if isinstance(row, dict) and "prompt" in row:
+            record["prompt_preview"] = str(row.get("prompt", ""))[:PROMPT_PREVIEW_CHARS]
+        records.append(record)
+    return records
+
+
+def aggregate(records: list[dict[str, Any]], field: str = "metrics") -> dict[str, dict[str, Any]]:
+    """Per-bucket means of ``record[field]`` exactly as the original: booleans count 1/0, None and
+    NaN are skipped, sums are plain float additions in sample order; buckets and metric names
+    sorted, ``samples`` first, a bucket only when it has samples (``overall`` always)."""
+    sums: dict[str, dict[str, float]] = {"overall": {}}
+    counts: dict[str, dict[str, int]] = {"overall": {}}
+    samples: dict[str, int] = {"overall": 0}
+    for record in records:
+        values = record[field]
+        for bucket in record["buckets"]:
+            samples[bucket] = samples.get(bucket, 0) + 1
+            bucket_sums = sums.setdefault(bucket, {})
+            bucket_counts = counts.setdefault(bucket, {})
+            for name, value in values.items():
+                if value is None:
+                    continue
+                if isinstance(value, bool):
+                    number = 1.0 if value else 0.0
+                elif isinstance(value, int | float):
+                    if math.isnan(value):
+                        continue
+                    number = float(value)
+                else:
+                    continue
+                bucket_sums[name] = bucket_sums.get(name, 0.0) + number
+                bucket_counts[name] = bucket_counts.get(name, 0) + 1
+    out: dict[str, dict[str, Any]] = {}
+    for bucket in sorted(samples):
+        rendered: dict[str, Any] = {"samples": samples[bucket]}
+        for name in sorted(sums[bucket]):
+            if counts[bucket][name]:
+                rendered[name] = sums[bucket][name] / counts[bucket][name]
+        out[bucket] = rendered
+    return out
+
+
+def error_samples(records: list[dict[str, Any]], limit: int = MAX_ERROR_SAMPLES) -> list[dict]:
+    """The original's error listing: the first ``limit`` samples with details to show."""
+    out = []
+    for record in records:
+        if record["debug"] and len(out) < limit:
+            out.append(
+                {
+                    "index": record["index"],
+                    "prompt_preview": record.get("prompt_preview", ""),
+                    "details": record["debug"],
+                }
+            )
+    return out
+
+
+def intervals(
+    records: list[dict[str, Any]], n: int = 1000, seed: int = 0
+) -> dict[str, dict[str, list[float]]]:
+    """95% percentile bootstrap interval of each strict metric per bucket."""
+    from routerlib.stats import bootstrap_ci
+
+    per_bucket: dict[str, dict[str, list[float]]] = {}
+    for record in records:
+        for bucket in record["buckets"]:
+            store = per_bucket.setdefault(bucket, {})
+            for name, value in record["strict"].items():
+                store.setdefault(name, []).append(float(value))
+    out: dict[str, dict[str, list[float]]] = {}
+    for bucket in sorted(per_bucket):
+        out[bucket] = {}
+        for name in sorted(per_bucket[bucket]):
+            lo, hi = bootstrap_ci(per_bucket[bucket][name], n=n, seed=seed)
+            out[bucket][name] = [lo, hi]
+    return out
+
+
+def _numbers(rows: Iterable[Any], key: str) -> list[float]:
+    found = []
+    for row in rows:
+        if isinstance(row, dict):
+            value = row.get(key)
+            if isinstance(value, int | float) and not isinstance(value, bool):
+                if not math.isnan(value):
+                    found.append(float(value))
+    return found
+
+
+def latency_summary(pred_rows: list[Any]) -> dict[str, float | int] | None:
+    """p50/p95/mean of ``latency_s`` over prediction lines that carry it, else None."""
+    import numpy as np
+
+    values = _numbers(pred_rows, "latency_s")
+    if not values:
+        return None
+    p50, p95 = np.percentile(np.asarray(values), [50, 95])
+    return {
+        "p50_s": float(p50),
+        "p95_s": float(p95),
+        "mean_s": sum(values) / len(values),
+        "n": len(values),
+    }
+
+
+def token_summary(pred_rows: list[Any]) -> dict[str, float | int] | None:
+    """Token totals from ``prompt_tokens`` / ``completion_tokens`` fields, else None."""
+    prompt = _numbers(pred_rows, "prompt_tokens")
+    completion = _numbers(pred_rows, "completion_tokens")
+    if not prompt and not completion:
+        return None
+    return {
+        "prompt_tokens_total": int(sum(prompt)),
+        "completion_tokens_total": int(sum(completion)),
+        "completion_tokens_mean": (sum(completion) / len(completion)) if completion else None,
+        "n": max(len(prompt), len(completion)),
+    }
+
+
+# --------------------------------------------------------------------------- files
+
+
+def read_jsonl(path: str | os.PathLike[str], what: str) -> list[tuple[int, Any]]:
+    """Decoded non-blank lines of a JSONL file with their 1-based line numbers."""
+    file = Path(path)
+    if not file.is_file():
+        raise InputError(f"{what} file not found: {file}")
+    rows: list[tuple[int, Any]] = []
+    problems: list[str] = []
+    try:
+        with file.open("r", encoding="utf-8") as handle:
+            for number, line in enumerate(handle, start=1):
+                line = line.strip()
+                if not line:
+                    continue
+                try:
+                    rows.append((number, json.loads(line)))
+                except (ValueError, RecursionError) as exc:
+                    problems.append(f"{file}:{number}: not valid JSON ({exc})")
+    except UnicodeDecodeError as exc:
+        raise InputError(f"{file}: not UTF-8 text ({exc})") from None
+    except OSError as exc:
+        raise InputError(f"cannot read {what} file {file}: {exc.strerror or exc}") from None
+    if problems:
+        shown = problems[:10]
+        if len(problems) > len(shown):
+            shown.append(f"... and {len(problems) - len(shown)} more unreadable lines")
+        raise InputError(f"{file}: {len(problems)} unreadable line(s)", problems=shown)
+    return rows
+
+
+def load_gold(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
+    """Gold rows; each must hold a ``completion`` that is a JSON object (string or dict)."""
+    rows = read_jsonl(path, "gold")
+    problems = []
+    out = []
+    for number, row in rows:
+        if not isinstance(row, dict) or "completion" not in row:
+            problems.append(f"{path}:{number}: completion: missing")
+            continue
+        try:
+            gold_completion(row)
+        except ValueError as exc:
+            problems.append(f"{path}:{number}: completion: {exc}")
+            continue
+        out.append(row)
+    if problems:
+        raise InputError(f"{path}: {len(problems)} bad gold row(s)", problems=problems[:10])
+    return out
+
+
+def score_files(
+    gold_path: str | os.PathLike[str],
+    pred_path: str | os.PathLike[str],
+    *,
+    out_path: str | os.PathLike[str] | None = None,
+    thresholds: dict[str, Any] | str | os.PathLike[str] | None = None,
+    compare_to: str | os.PathLike[str] | None = None,
+    bootstrap: int = 1000,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Score a prediction file against a gold file and return the report.
+
+    Raises InputError for a missing file, an unreadable line (file:line) or a gold/pred count
+    mismatch (both counts named). With ``out_path`` the report JSON and ``samples.jsonl`` beside it
+    are written atomically. ``thresholds`` (a dict or a gate file path) adds ``threshold_results``;
+    ``compare_to`` (a previous prediction file) adds ``comparison``.
+    """
+    gold_rows = load_gold(gold_path)
+    pred_lines = read_jsonl(pred_path, "pred")
+    if len(pred_lines) != len(gold_rows):
+        raise InputError(
+            f"gold {gold_path} has {len(gold_rows)} rows but pred {pred_path} has "
+            f"{len(pred_lines)} rows; they must match line for line"
+        )
+    pred_rows = [row for _, row in pred_lines]
+    preds = [parse_prediction_line(row) for row in pred_rows]
+    reasons = [why_invalid(row) if pred is None else "" for row, pred in zip(pred_rows, preds)]
+    records = score(gold_rows, preds, reasons=reasons, pred_rows=pred_rows)
+    report = build_report(records, gold_path, pred_path, pred_rows, bootstrap=bootstrap, seed=seed)
+    if thresholds is not None:
+        gate = thresholds if isinstance(thresholds, dict) else load_thresholds(thresholds)
+        apply_gate(report, gate)
+    if compare_to is not None:
+        from routerlib.compare_preds import compare_records, load_records
+
+        previous = load_records(gold_path, compare_to)
+        report["comparison"] = compare_records(records, previous, seed=seed)
+        report["comparison"]["previous_pred_path"] = str(compare_to)
+    if out_path is not None:
+        write_report(report, records, out_path)
+    return report
+
+
+def build_report(
+    records: list[dict[str, Any]],
+    gold_path: Any,
+    pred_path: Any,
+    pred_rows: list[Any] | None = None,
+    *,
+    bootstrap: int = 1000,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """The report dict: the original three sections first, then routerlib's additions."""
+    rows = pred_rows or []
+    return {
+        "config": {
+            "gold_path": str(gold_path),
+            "pred_path": str(pred_path),
+            "total_samples": len(records),
+        },
+        "metrics": aggregate(records, "metrics"),
+        "error_samples": error_samples(records),
+        "strict": aggregate(records, "strict"),
+        "extra": aggregate(records, "extra"),
+        "intervals": intervals(records, n=bootstrap, seed=seed) if bootstrap > 0 else None,
+        "intervals_config": {
+            "method": "percentile bootstrap",
+            "level": 0.95,
+            "resamples": bootstrap,
+            "seed": seed,
+            "over": "strict",
+        },
+        "latency": latency_summary(rows),
+        "tokens": token_summary(rows),
+    }
+
+
+def sample_line(record: dict[str, Any]) -> dict[str, Any]:
+    """The ``samples.jsonl`` form of a per-sample record."""
+    keys = (
+        "index",
+        "buckets",
+        "valid",
+        "reason",
+        "metrics",
+        "strict",
+        "extra",
+        "schema_violations",
+        "debug",
+        "raw",
+    )
+    return {key: record[key] for key in keys if key in record}
+
+
+def write_report(
+    report: dict[str, Any], records: list[dict[str, Any]], out_path: str | os.PathLike[str]
+) -> Path:
+    """Write the report JSON and ``samples.jsonl`` beside it, each atomically."""
+    from routerlib.atomic import atomic_writer, write_json
+
+    target = Path(out_path)
+    samples_path = target.with_name("samples.jsonl")
+    report["samples_path"] = str(samples_path)
+    with atomic_writer(samples_path) as handle:
+        for record in records:
+            handle.write(json.dumps(sample_line(record), ensure_ascii=False) + "\n")
+    write_json(target, report)
+    return target
+
+
+# --------------------------------------------------------------------------- thresholds gate
+
+
+def validate_thresholds(data: Any, source: str = "thresholds") -> list[str]:
+    """Problems of a gate mapping ``{bucket: {"min"|"max": {metric: number}}}`` (one line each)."""
+    if not isinstance(data, dict):
+        return [f"{source}: must be a mapping of bucket -> {{min, max}}"]
+    problems = []
+    for bucket, checks in data.items():
+        where = f"{source}: {bucket}"
+        if bucket not in ALL_BUCKETS:
+            problems.append(f"{where}: unknown bucket (expected one of {', '.join(ALL_BUCKETS)})")
+            continue
+        if not isinstance(checks, dict):
+            problems.append(f"{where}: must be a mapping with min and/or max")
+            continue
+        for kind, block in checks.items():
+            if kind not in ("min", "max"):
+                problems.append(f"{where}.{kind}: unknown kind (expected min or max)")
+                continue
+            if not isinstance(block, dict):
+                problems.append(f"{where}.{kind}: must be a mapping of metric -> number")
+                continue
+            for metric, value in block.items():
+                if metric not in KNOWN_METRICS:
+                    problems.append(f"{where}.{kind}.{metric}: unknown metric")
+                elif isinstance(value, bool) or not isinstance(value, int | float):
+                    problems.append(f"{where}.{kind}.{metric}: must be a number, got {value!r}")
+    return problems
+
+
+def load_thresholds(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Read a gate file: the original JSON format or the same structure in YAML."""
+    file = Path(path)
+    if not file.is_file():
+        raise InputError(f"thresholds file not found: {file}")
+    text = file.read_text(encoding="utf-8")
+    try:
+        if file.suffix.lower() == ".json":
+            data = json.loads(text)
+        else:
+            import yaml
+
+            data = yaml.safe_load(text)
+    except Exception as exc:  # json and yaml raise different types
+        raise InputError(f"{file}: cannot parse thresholds ({exc})") from None
+    problems = validate_thresholds(data, str(file))
+    if problems:
+        raise InputError(f"{file}: invalid thresholds file", problems=problems)
+    return data
+
+
+def validate_thresholds_file(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Load and validate a gate file; raises InputError listing every problem."""
+    return load_thresholds(path)
+
+
+def apply_gate(
+    report: dict[str, Any], thresholds: dict[str, Any], *, figures: str = "metrics"
+) -> dict[str, Any]:
+    """Check ``report[figures]`` (``metrics`` or ``strict``) against a gate; set and return
+    ``report["threshold_results"]``: ``{bucket: {metric: {value, threshold, kind, passed}}}`` plus
+    ``overall_pass`` and ``failed`` ("bucket.metric" of each failing check). A metric missing from
+    the report (or a bucket with no samples) fails its check. Extra metrics (schema_valid,
+    tool_sequence_exact) named under ``metrics`` are read from ``extra``."""
+    problems = validate_thresholds(thresholds)
+    if problems:
+        raise InputError("invalid thresholds", problems=problems)
+    source = report.get(figures) or {}
+    extra = report.get("extra") or {}
+    results: dict[str, Any] = {}
+    failed: list[str] = []
+    for bucket, checks in thresholds.items():
+        bucket_values = source.get(bucket, {})
+        for kind in ("min", "max"):
+            for metric, threshold in (checks.get(kind) or {}).items():
+                value = bucket_values.get(metric)
+                if value is None and figures == "metrics" and metric in EXTRA_METRICS:
+                    value = extra.get(bucket, {}).get(metric)
+                if value is None:
+                    passed = False
+                elif kind == "min":
+                    passed = value >= threshold
+                else:
+                    passed = value <= threshold
+                results.setdefault(bucket, {})[metric] = {
+                    "value": value,
+                    "threshold": threshold,
+                    "kind": kind,
+                    "passed": passed,
+                }
+                if not passed:
+                    failed.append(f"{bucket}.{metric}")
+    results["overall_pass"] = not failed
+    results["failed"] = failed
+    results["figures"] = figures
+    report["threshold_results"] = results
+    return report

@@ -1,0 +1,99 @@
+"""Small statistics for evaluation reports: bootstrap intervals and paired tests (numpy only).
+
+Conventions: in the paired functions ``a`` is the *before* system (previous router) and ``b`` the
+*after* system (new model), sample by sample in the same order.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+
+#: Below this many discordant pairs McNemar uses the exact binomial test.
+MCNEMAR_EXACT_BELOW = 25
+
+
+def _as_array(values: Sequence[float] | Sequence[bool], name: str) -> np.ndarray:
+    arr = np.asarray([float(v) for v in values], dtype=float)
+    if arr.ndim != 1:
+        raise ValueError(f"{name} must be one-dimensional")
+    return arr
+
+
+def bootstrap_ci(
+    values: Sequence[float] | Sequence[bool], n: int = 1000, seed: int = 0, level: float = 0.95
+) -> tuple[float, float]:
+    """Percentile bootstrap interval of the mean of ``values`` (``n`` resamples, seeded).
+
+    Empty input gives ``(nan, nan)``; a constant input gives ``(c, c)``.
+    """
+    arr = _as_array(values, "values")
+    if arr.size == 0 or n <= 0:
+        return (math.nan, math.nan)
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, arr.size, size=(n, arr.size))
+    means = arr[idx].mean(axis=1)
+    tail = (1.0 - level) / 2.0 * 100.0
+    lo, hi = np.percentile(means, [tail, 100.0 - tail])
+    return (float(lo), float(hi))
+
+
+def _binom_two_sided(k: int, n: int) -> float:
+    """Exact two-sided binomial p-value for k successes of n at p = 1/2."""
+    if n == 0:
+        return 1.0
+    k = min(k, n - k)
+    tail = sum(math.comb(n, i) for i in range(k + 1)) / 2.0**n
+    return min(1.0, 2.0 * tail)
+
+
+def mcnemar(a: Sequence[bool], b: Sequence[bool]) -> dict[str, float | int | str]:
+    """McNemar's test on paired binary outcomes.
+
+    ``b01`` counts pairs where ``a`` failed and ``b`` passed (fixed), ``b10`` where ``a`` passed
+    and ``b`` failed (broken). With fewer than 25 discordant pairs the p-value is the exact
+    two-sided binomial test (b01 of b01+b10 at 1/2); otherwise the chi-square statistic with
+    continuity correction, ``(|b01 - b10| - 1)^2 / (b01 + b10)``, on 1 degree of freedom.
+    No discordant pairs gives p = 1.
+    """
+    if len(a) != len(b):
+        raise ValueError(f"paired samples differ in length: {len(a)} vs {len(b)}")
+    b01 = sum(1 for x, y in zip(a, b, strict=True) if not x and y)
+    b10 = sum(1 for x, y in zip(a, b, strict=True) if x and not y)
+    n = b01 + b10
+    if n < MCNEMAR_EXACT_BELOW:
+        return {"b01": b01, "b10": b10, "p_value": _binom_two_sided(b01, n), "method": "exact"}
+    stat = (abs(b01 - b10) - 1.0) ** 2 / n
+    p_value = math.erfc(math.sqrt(stat / 2.0))  # chi-square(1) survival function
+    return {"b01": b01, "b10": b10, "p_value": p_value, "method": "chi2-cc", "statistic": stat}
+
+
+def paired_bootstrap(
+    a: Sequence[float], b: Sequence[float], n: int = 2000, seed: int = 0, level: float = 0.95
+) -> dict[str, float]:
+    """Paired bootstrap of the mean difference ``mean(b) - mean(a)``.
+
+    Resamples sample indices (the same for both systems). ``ci_low``/``ci_high`` are percentile
+    bounds; ``p_value`` is two-sided against "no difference", from the resampled differences
+    shifted to mean zero: ``(1 + #{|d* - delta| >= |delta|}) / (n + 1)`` (1.0 when delta is 0).
+    """
+    xa = _as_array(a, "a")
+    xb = _as_array(b, "b")
+    if xa.size != xb.size:
+        raise ValueError(f"paired samples differ in length: {xa.size} vs {xb.size}")
+    if xa.size == 0:
+        return {"delta": math.nan, "ci_low": math.nan, "ci_high": math.nan, "p_value": math.nan}
+    diff = xb - xa
+    delta = float(diff.mean())
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, diff.size, size=(n, diff.size))
+    boots = diff[idx].mean(axis=1)
+    tail = (1.0 - level) / 2.0 * 100.0
+    lo, hi = np.percentile(boots, [tail, 100.0 - tail])
+    # A tolerance keeps float noise in the resampled means from deciding ties.
+    tol = 1e-12
+    extreme = int(np.count_nonzero(np.abs(boots - delta) >= abs(delta) - tol))
+    p_value = 1.0 if abs(delta) <= tol else min(1.0, (1 + extreme) / (n + 1))
+    return {"delta": delta, "ci_low": float(lo), "ci_high": float(hi), "p_value": p_value}
