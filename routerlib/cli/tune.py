@@ -1,9 +1,166 @@
-"""CLI: placeholder until its stage lands."""
+"""CLI: ``routerlib tune`` (submit a tuning job) and ``routerlib jobs list|show|wait|cancel``."""
 
 from __future__ import annotations
 
 import argparse
+import os
+
+from routerlib.errors import InputError
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:  # noqa: D103
-    return None
+def _labels(items: list[str] | None) -> dict[str, str]:
+    labels: dict[str, str] = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise InputError(f"--labels {item!r}: expected KEY=VALUE")
+        labels[key.strip()] = value.strip()
+    return labels
+
+
+def _tune(args: argparse.Namespace) -> int:
+    from routerlib import jobs
+    from routerlib.models import EMBEDDED_MODEL
+    from routerlib.tuning import choose_backend
+    from routerlib.tuning.base import DEFAULT_BASE_MODEL, TuningSpec
+
+    backend = choose_backend(args.train_uri, args.backend)
+    base_model = args.base_model or (DEFAULT_BASE_MODEL if backend == "vertex" else EMBEDDED_MODEL)
+    adapter_size = args.adapter_size
+    if adapter_size is None and args.tuning_mode == "PEFT_ADAPTER":
+        adapter_size = 16
+    spec = TuningSpec.build(
+        base_model=base_model,
+        training_dataset_uri=args.train_uri,
+        validation_dataset_uri=args.validation_uri,
+        output_uri=args.output_uri,
+        tuning_mode=args.tuning_mode,
+        adapter_size=adapter_size,
+        epochs=args.epochs,
+        learning_rate=args.learning_rate,
+        learning_rate_multiplier=args.learning_rate_multiplier,
+        tuned_model_display_name=args.display_name,
+        labels=_labels(args.labels),
+        custom_base_model=args.custom_base,
+    )
+    job = jobs.tune(
+        spec,
+        backend=backend,
+        wait=args.wait,
+        force=args.force,
+        dry_run=args.dry_run,
+        project=args.project,
+        location=args.location,
+        api_endpoint=args.api_endpoint,
+        poll_interval=args.poll_interval,
+    )
+    if not args.dry_run:
+        print(jobs.describe(job))
+    return 0
+
+
+def _jobs_list(args: argparse.Namespace) -> int:
+    from routerlib import jobs
+
+    print(jobs.jobs_table(jobs.list_jobs(refresh=not args.no_refresh)))
+    return 0
+
+
+def _jobs_show(args: argparse.Namespace) -> int:
+    from routerlib import jobs
+
+    print(jobs.describe(jobs.show(args.name)))
+    return 0
+
+
+def _jobs_wait(args: argparse.Namespace) -> int:
+    from routerlib import jobs
+
+    print(jobs.describe(jobs.wait(args.name, poll_interval=args.poll_interval)))
+    return 0
+
+
+def _jobs_cancel(args: argparse.Namespace) -> int:
+    from routerlib import jobs
+
+    print(jobs.describe(jobs.cancel(args.name)))
+    return 0
+
+
+def _positive(value: str) -> float:
+    number = float(value)
+    if number <= 0:
+        raise argparse.ArgumentTypeError("must be > 0")
+    return number
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the ``tune`` and ``jobs`` subcommands."""
+    p = subparsers.add_parser(
+        "tune",
+        help="submit a tuning job (Vertex AI or local) and optionally wait for it",
+        description=(
+            "Tune a base model on prompt/completion JSONL. gs:// datasets go to Vertex AI managed "
+            "tuning, local paths to the local CPU backend (override with --backend). Prints a cost "
+            "estimate first; --dry-run prints the request and sends nothing. Exit 0 only on success."
+        ),
+    )
+    p.add_argument("--train-uri", required=True, help="training JSONL (gs://… or a local path)")
+    p.add_argument("--validation-uri", help="validation JSONL")
+    p.add_argument("--output-uri", required=True, help="where checkpoints go (gs://… or a folder)")
+    p.add_argument(
+        "--base-model",
+        help="vertex: meta/llama3_1@llama-3.1-8b-instruct (default); local: the embedded tiny "
+        "model (default), a Hugging Face id or a local path",
+    )
+    p.add_argument("--tuning-mode", choices=("PEFT_ADAPTER", "FULL"), default="PEFT_ADAPTER")
+    p.add_argument(
+        "--adapter-size", type=int, help="LoRA rank 1, 4, 8, 16 or 32 (PEFT only; default 16)"
+    )
+    p.add_argument("--epochs", type=int, default=3)
+    lr = p.add_mutually_exclusive_group()
+    lr.add_argument("--learning-rate", type=float)
+    lr.add_argument("--learning-rate-multiplier", type=float)
+    p.add_argument("--display-name", help="tuned model display name")
+    p.add_argument("--labels", nargs="*", metavar="KEY=VALUE", help="labels on the job")
+    p.add_argument("--custom-base", help="continue from this checkpoint (…/checkpoints/final)")
+    p.add_argument("--wait", action="store_true", help="poll until the job ends")
+    p.add_argument("--poll-interval", type=_positive, default=30.0, metavar="SECONDS")
+    p.add_argument(
+        "--dry-run", action="store_true", help="print estimate and request, send nothing"
+    )
+    p.add_argument("--force", action="store_true", help="submit even if the same spec has a job")
+    p.add_argument("--backend", choices=("vertex", "local"))
+    p.add_argument(
+        "--project",
+        default=os.environ.get("GOOGLE_CLOUD_PROJECT"),
+        help="Google Cloud project (default $GOOGLE_CLOUD_PROJECT)",
+    )
+    p.add_argument(
+        "--location",
+        default=os.environ.get("GOOGLE_CLOUD_REGION", "us-central1"),
+        help="region (default $GOOGLE_CLOUD_REGION or us-central1)",
+    )
+    p.add_argument(
+        "--api-endpoint",
+        help="regional/private endpoint URL; an http:// loopback address gets a test token",
+    )
+    p.set_defaults(func=_tune)
+
+    j = subparsers.add_parser("jobs", help="list, show, wait for or cancel recorded tuning jobs")
+    sub = j.add_subparsers(dest="jobs_command", metavar="ACTION", required=True)
+    jl = sub.add_parser(
+        "list", help="the Active Tuning Jobs table (states refreshed when reachable)"
+    )
+    jl.add_argument("--no-refresh", action="store_true", help="show recorded states only")
+    jl.set_defaults(func=_jobs_list)
+    js = sub.add_parser("show", help="one job in detail")
+    js.add_argument("name", help="resource name or job id")
+    js.set_defaults(func=_jobs_show)
+    jw = sub.add_parser("wait", help="re-attach and wait until the job ends (exit 0 on success)")
+    jw.add_argument("name", help="resource name or job id")
+    jw.add_argument("--poll-interval", type=_positive, default=30.0, metavar="SECONDS")
+    jw.set_defaults(func=_jobs_wait)
+    jc = sub.add_parser("cancel", help="cancel a running job")
+    jc.add_argument("name", help="resource name or job id")
+    jc.set_defaults(func=_jobs_cancel)
