@@ -20,16 +20,7 @@ import os
 from typing import Any
 
 from routerlib.errors import InputError
-from routerlib.metrics import (
-    LOWER_IS_BETTER,
-    RATE_METRICS,
-    aggregate,
-    load_gold,
-    parse_prediction_line,
-    read_jsonl,
-    score,
-    why_invalid,
-)
+from routerlib.metrics import LOWER_IS_BETTER, RATE_METRICS, aggregate, score_pred_file
 from routerlib.stats import mcnemar, paired_bootstrap
 
 
@@ -37,16 +28,7 @@ def load_records(
     gold_path: str | os.PathLike[str], pred_path: str | os.PathLike[str]
 ) -> list[dict[str, Any]]:
     """Per-sample records of ``pred_path`` scored against ``gold_path``."""
-    gold_rows = load_gold(gold_path)
-    pred_rows = [row for _, row in read_jsonl(pred_path, "pred")]
-    if len(pred_rows) != len(gold_rows):
-        raise InputError(
-            f"gold {gold_path} has {len(gold_rows)} rows but pred {pred_path} has "
-            f"{len(pred_rows)} rows; they must match line for line"
-        )
-    preds = [parse_prediction_line(row) for row in pred_rows]
-    reasons = [why_invalid(row) if pred is None else "" for row, pred in zip(pred_rows, preds)]
-    return score(gold_rows, preds, reasons=reasons, pred_rows=pred_rows)
+    return score_pred_file(gold_path, pred_path)[0]
 
 
 def _deltas(new: dict[str, dict[str, Any]], old: dict[str, dict[str, Any]]) -> dict[str, Any]:

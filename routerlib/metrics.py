@@ -359,7 +359,10 @@ def score(
         raise InputError(f"gold has {len(gold_rows)} rows but predictions have {len(preds)}")
     records: list[dict[str, Any]] = []
     for index, (row, pred) in enumerate(zip(gold_rows, preds, strict=True)):
-        gold = gold_completion(row)
+        try:
+            gold = gold_completion(row)
+        except ValueError as exc:
+            raise InputError(f"gold row {index + 1}: completion: {exc}") from None
         flags = bucket_flags(gold)
         original, debug = sample_metrics(gold, pred)
         strict = strict_metrics(gold, pred, original)
@@ -376,7 +379,7 @@ def score(
             "metrics": original,
             "strict": strict,
             "extra": {name: strict[name] for name in EXTRA_METRICS} if pred is not None else {},
-            "schema_violations": violations if pred is not None else ["completion: invalid"],
+            "schema_violations": violations if pred is not None else [f"completion: {reason}"],
             "debug": debug,
         }
         if pred_rows is not None and isinstance(pred_rows[index], dict):
@@ -424,9 +427,11 @@ def aggregate(records: list[dict[str, Any]], field: str = "metrics") -> dict[str
     return out
 
 
-def error_samples(records: list[dict[str, Any]], limit: int = MAX_ERROR_SAMPLES) -> list[dict]:
+def error_samples(
+    records: list[dict[str, Any]], limit: int = MAX_ERROR_SAMPLES
+) -> list[dict[str, Any]]:
     """The original's error listing: the first ``limit`` samples with details to show."""
-    out = []
+    out: list[dict[str, Any]] = []
     for record in records:
         if record["debug"] and len(out) < limit:
             out.append(
@@ -487,7 +492,7 @@ def latency_summary(pred_rows: list[Any]) -> dict[str, float | int] | None:
     }
 
 
-def token_summary(pred_rows: list[Any]) -> dict[str, float | int] | None:
+def token_summary(pred_rows: list[Any]) -> dict[str, float | int | None] | None:
     """Token totals from ``prompt_tokens`` / ``completion_tokens`` fields, else None."""
     prompt = _numbers(pred_rows, "prompt_tokens")
     completion = _numbers(pred_rows, "completion_tokens")
@@ -553,6 +558,27 @@ def load_gold(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
     return out
 
 
+def score_pred_file(
+    gold_path: str | os.PathLike[str], pred_path: str | os.PathLike[str]
+) -> tuple[list[dict[str, Any]], list[Any]]:
+    """Per-sample records of a prediction file against a gold file, and the decoded pred lines.
+
+    Raises InputError for a missing file, an unreadable line or a count mismatch."""
+    gold_rows = load_gold(gold_path)
+    pred_lines = read_jsonl(pred_path, "pred")
+    if len(pred_lines) != len(gold_rows):
+        raise InputError(
+            f"gold {gold_path} has {len(gold_rows)} rows but pred {pred_path} has "
+            f"{len(pred_lines)} rows; they must match line for line"
+        )
+    pred_rows = [row for _, row in pred_lines]
+    preds = [parse_prediction_line(row) for row in pred_rows]
+    reasons = [
+        why_invalid(row) if pred is None else "" for row, pred in zip(pred_rows, preds, strict=True)
+    ]
+    return score(gold_rows, preds, reasons=reasons, pred_rows=pred_rows), pred_rows
+
+
 def score_files(
     gold_path: str | os.PathLike[str],
     pred_path: str | os.PathLike[str],
@@ -570,17 +596,7 @@ def score_files(
     are written atomically. ``thresholds`` (a dict or a gate file path) adds ``threshold_results``;
     ``compare_to`` (a previous prediction file) adds ``comparison``.
     """
-    gold_rows = load_gold(gold_path)
-    pred_lines = read_jsonl(pred_path, "pred")
-    if len(pred_lines) != len(gold_rows):
-        raise InputError(
-            f"gold {gold_path} has {len(gold_rows)} rows but pred {pred_path} has "
-            f"{len(pred_lines)} rows; they must match line for line"
-        )
-    pred_rows = [row for _, row in pred_lines]
-    preds = [parse_prediction_line(row) for row in pred_rows]
-    reasons = [why_invalid(row) if pred is None else "" for row, pred in zip(pred_rows, preds)]
-    records = score(gold_rows, preds, reasons=reasons, pred_rows=pred_rows)
+    records, pred_rows = score_pred_file(gold_path, pred_path)
     report = build_report(records, gold_path, pred_path, pred_rows, bootstrap=bootstrap, seed=seed)
     if thresholds is not None:
         gate = thresholds if isinstance(thresholds, dict) else load_thresholds(thresholds)

@@ -1,0 +1,106 @@
+"""Prediction-line parsing (strict, as the original evaluator) and JSON extraction from raw text."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from routerlib.extract import extract_json_object, parse_prediction_line, why_invalid
+from routerlib.schema import PROMPT_TEMPLATE
+
+OBJ = {
+    "route_plan": ['/general-search(query="a {b} c", mode=web)', "/math(x)"],
+    "route_rationale": "uses } and { inside strings",
+    "metrics": {"primary": ["p"], "secondary": []},
+}
+TEXT = json.dumps(OBJ)
+
+
+@pytest.mark.parametrize(
+    "line",
+    [{"completion": TEXT}, {"completion": OBJ}, OBJ, TEXT],
+    ids=["completion-string", "completion-dict", "object", "json-string"],
+)
+def test_parse_prediction_line_accepts_the_four_shapes(line: object) -> None:
+    assert parse_prediction_line(line) == OBJ
+    assert why_invalid(line) == ""
+
+
+@pytest.mark.parametrize(
+    ("line", "reason"),
+    [
+        ({"completion": TEXT[:40]}, "not valid JSON"),
+        ({"completion": "[1, 2]"}, "not an object"),
+        ({"completion": None}, "completion is null"),
+        ({"completion": 3}, "completion is a number"),
+        ("plain words", "not valid JSON"),
+        ('"a string"', "not an object"),
+        ([OBJ], "prediction is a list"),
+        (7, "prediction is a number"),
+        (None, "prediction is null"),
+    ],
+)
+def test_parse_prediction_line_invalid(line: object, reason: str) -> None:
+    assert parse_prediction_line(line) is None
+    assert reason in why_invalid(line)
+
+
+def test_any_object_without_completion_is_valid() -> None:
+    # As the original: a dict without "completion" is the completion object itself.
+    assert parse_prediction_line({"foo": 1}) == {"foo": 1}
+
+
+def test_extract_whole_text() -> None:
+    assert extract_json_object("  " + TEXT + "\n") == (OBJ, "whole")
+
+
+def test_extract_after_output_marker_with_echoed_prompt() -> None:
+    # Model Garden vLLM without raw_response: "Prompt:\n<prompt>\nOutput:\n<text>". The query
+    # itself holds braces that are not JSON.
+    prompt = PROMPT_TEMPLATE + 'Solve f(x) = {x | x > 0} and report {"k": 1}\n'
+    raw = f"Prompt:\n{prompt}\nOutput:\n{TEXT}"
+    assert extract_json_object(raw) == (OBJ, "after Output:")
+
+
+def test_extract_fenced_with_chatter() -> None:
+    raw = f'Sure! Here is the plan:\n```json\n{TEXT}\n```\nLet me know {{"if": "more"}}.'
+    assert extract_json_object(raw) == (OBJ, "fenced")
+
+
+def test_extract_scan_prefers_route_plan_over_other_objects() -> None:
+    raw = f'Note {{"a": 1}} then {TEXT} and finally {{"b": {{"c": 2}}}} thanks'
+    assert extract_json_object(raw) == (OBJ, "scan")
+
+
+def test_extract_trailing_words_and_echoed_prompt_without_marker() -> None:
+    raw = PROMPT_TEMPLATE + "query here\n" + TEXT + " I hope this helps."
+    assert extract_json_object(raw) == (OBJ, "scan")
+
+
+def test_extract_object_without_route_plan_is_still_returned() -> None:
+    assert extract_json_object('answer: {"x": 1} done') == ({"x": 1}, "scan, no route_plan")
+
+
+def test_extract_json_string_holding_object() -> None:
+    assert extract_json_object(json.dumps(TEXT)) == (OBJ, "whole (JSON string)")
+
+
+@pytest.mark.parametrize(
+    ("raw", "note"),
+    [
+        ("", "empty text"),
+        ("no json here", "no JSON object in text"),
+        (TEXT[: len(TEXT) // 2], "no complete JSON object"),  # cut off by max_tokens
+        ("[1, 2, 3]", "no JSON object in text"),
+    ],
+)
+def test_extract_failures(raw: str, note: str) -> None:
+    obj, got = extract_json_object(raw)
+    assert obj is None and note in got
+
+
+def test_extract_prefers_fuller_completion() -> None:
+    small = {"route_plan": ["/math(a)"]}
+    raw = json.dumps(small) + "\n" + TEXT
+    assert extract_json_object(raw)[0] == OBJ  # more contract keys wins
