@@ -140,7 +140,7 @@ def _read_json(file: Path, problems: list[str]) -> Any:
 
 
 def _read_jsonl(file: Path, problems: list[str]) -> list[dict[str, Any]]:
-    rows = []
+    rows: list[dict[str, Any]] = []
     try:
         lines = file.read_text(encoding="utf-8").splitlines()
     except OSError as exc:
@@ -301,9 +301,10 @@ def leaderboard(runs: Sequence[RunSummary]) -> pd.DataFrame:
             rec[metric] = _num(value)
             rec[f"{metric} strict"] = _num(head_strict.get(metric, strict.get(metric)))
             interval = intervals.get(metric)
-            ok = isinstance(interval, (list, tuple)) and len(interval) == 2
-            rec[f"{metric} strict lo"] = _num(interval[0]) if ok else NAN
-            rec[f"{metric} strict hi"] = _num(interval[1]) if ok else NAN
+            if not (isinstance(interval, (list, tuple)) and len(interval) == 2):
+                interval = (NAN, NAN)
+            rec[f"{metric} strict lo"] = _num(interval[0])
+            rec[f"{metric} strict hi"] = _num(interval[1])
         for bucket in BUCKETS[1:]:
             block = _get(report, "strict", bucket) or _get(report, "metrics", bucket) or {}
             rec[f"{bucket}: {PRIMARY}"] = _num(block.get(PRIMARY))
@@ -333,7 +334,8 @@ def _strict_value(sample: dict[str, Any], metric: str) -> float | None:
     if isinstance(strict, dict) and metric in strict:
         value = strict[metric]
     else:
-        block = sample.get("metrics") if isinstance(sample.get("metrics"), dict) else sample
+        nested = sample.get("metrics")
+        block: dict[str, Any] = nested if isinstance(nested, dict) else sample
         if metric == "json_valid":
             value = block.get("json_valid", sample.get("valid"))
         elif sample.get("valid") is False or block.get("json_valid") is False:

@@ -108,8 +108,10 @@ def _failure_line(notebook: str, exc: Exception, params_cell: int | None) -> str
 
     if isinstance(exc, PapermillExecutionError):
         index = exc.cell_index
-        # papermill inserted its injected-parameters cell right after the parameters cell.
-        if params_cell is not None and index > params_cell:
+        # papermill inserted its injected-parameters cell right after the parameters cell (at the
+        # top when there is none); count cells of the notebook as written.
+        after = params_cell if params_cell is not None else -1
+        if index > after:
             index -= 1
         first = next((ln.strip() for ln in str(exc.source).splitlines() if ln.strip()), "")
         where = f"cell {index + 1} (In [{exc.exec_count}]"
@@ -318,6 +320,8 @@ def run_pipeline(
                 plans.append((item, None))
         except InputError as exc:
             problems.extend(exc.lines())
+    if len(problems) == 1:
+        raise InputError(problems[0])
     if problems:
         raise InputError(f"{len(problems)} problem(s) in the arguments; nothing was run", problems)
 

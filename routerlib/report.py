@@ -64,7 +64,11 @@ def scan_text(text: str) -> list[str]:
     text = _DATA_URI.sub("data:,", text)
     hits = []
     for kind, pattern in SECRET_PATTERNS:
-        hits.extend(f"{kind} ({_mask(m.group(0))})" for m in pattern.finditer(text))
+        for match in pattern.finditer(text):
+            value = match.group(0).split("=")[-1].split(":")[-1].strip(" \"'")
+            if value and set(value) <= {"*", "•", "x", "X"}:
+                continue  # an already masked placeholder
+            hits.append(f"{kind} ({_mask(match.group(0))})")
     return hits
 
 
@@ -113,7 +117,7 @@ def scan_for_secrets(targets: Sequence[str | os.PathLike[str]]) -> list[str]:
             findings.extend(
                 f"{file}: {where}: {hit}" for where, t in pieces for hit in scan_text(t)
             )
-        else:
+        elif scan_text(text):  # whole file first (fast); line numbers only for a hit
             for number, line in enumerate(text.splitlines(), 1):
                 findings.extend(f"{file}:{number}: {hit}" for hit in scan_text(line))
     return findings
@@ -122,19 +126,25 @@ def scan_for_secrets(targets: Sequence[str | os.PathLike[str]]) -> list[str]:
 # ----------------------------------------------------------------------------- rendering
 
 
-def notebook_to_html(notebook: Path) -> str:
-    """One executed notebook as a standalone HTML page: outputs only (no code, no prompts), images
-    embedded as data URIs."""
+def html_exporter() -> Any:
+    """nbconvert's HTML exporter set to hide code and prompts and embed images (reuse it: it
+    compiles its templates once)."""
     from nbconvert import HTMLExporter
 
-    exporter = HTMLExporter(
+    return HTMLExporter(
         exclude_input=True,
         exclude_input_prompt=True,
         exclude_output_prompt=True,
         embed_images=True,
     )
-    body, _ = exporter.from_filename(str(notebook))
-    return body
+
+
+def notebook_to_html(notebook: Path, exporter: Any = None) -> str:
+    """One executed notebook as a standalone HTML page: outputs only (no code, no prompts), images
+    embedded as data URIs (nbconvert writes image outputs as ``data:`` URIs; ``embed_images``
+    also inlines images that markdown cells reference by path)."""
+    body, _ = (exporter or html_exporter()).from_filename(str(notebook))
+    return str(body)
 
 
 def _is_run_dir(path: Path) -> bool:
@@ -310,6 +320,7 @@ def render_report(
         run_links: list[tuple[str, str, list[tuple[str, str]]]] = []
         comparison_links: list[tuple[str, str]] = []
         used: set[str] = set()
+        exporter = html_exporter()
         for run in run_dirs:
             slug = run.name if run.name not in used else f"{run.name}-{len(used)}"
             used.add(slug)
@@ -318,7 +329,7 @@ def render_report(
                 page = Path("runs") / slug / f"{nb.stem}.html"
                 target = staging / page
                 target.parent.mkdir(parents=True, exist_ok=True)
-                target.write_text(notebook_to_html(nb), encoding="utf-8")
+                target.write_text(notebook_to_html(nb, exporter), encoding="utf-8")
                 href = quote(page.as_posix())
                 links.append((nb.stem, href))
                 if nb.name.startswith(COMPARISON_STAGE):

@@ -1,0 +1,145 @@
+"""`routerlib run`: papermill chains into run folders, failures, resume, finished runs untouched.
+
+Toy notebooks (tests/support/toy_project.py) in a temporary project root keep kernels few.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import nbformat
+import pytest
+import yaml
+
+from routerlib import pipeline
+from routerlib.cli import main
+from routerlib.errors import InputError
+from tests.support.toy_project import make_project
+
+pytestmark = pytest.mark.timeout(120)
+
+
+@pytest.fixture()
+def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    root = make_project(tmp_path / "proj")
+    monkeypatch.setenv("ROUTERLIB_ROOT", str(root))
+    monkeypatch.setenv("ROUTERLIB_OUTPUTS", str(tmp_path / "outputs"))
+    monkeypatch.chdir(root)
+    return root
+
+
+def _snapshot(folder: Path) -> dict[str, tuple[int, bytes]]:
+    return {
+        str(p.relative_to(folder)): (p.stat().st_mtime_ns, p.read_bytes())
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
+
+
+def _state(run: Path) -> dict:
+    return json.loads((run / "pipeline.json").read_text())
+
+
+@pytest.mark.slow
+def test_failing_stage_stops_its_run_only(
+    project: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = main(["run", "params/boom.yaml", "params/ok.yaml", "--stages", "01,02"])
+    out = capsys.readouterr().out
+    assert code == 1
+    outputs = tmp_path / "outputs"
+    boom = next(outputs.glob("boom-*"))
+    ok = next(outputs.glob("ok-*"))
+
+    # One progress line per stage, with its time.
+    assert [ln.split(" ... ")[0] for ln in out.splitlines() if " ... " in ln] == [
+        "[boom] 01_write",
+        "[boom] 02_check",
+        "[ok] 01_write",
+        "[ok] 02_check",
+    ]
+    assert "[ok] 02_check ... ok (" in out and " s)" in out
+
+    # The failure: one line naming the notebook and the cell (source cell 4, In [4]).
+    state = _state(boom)
+    assert state["status"] == "failed"
+    assert [s["status"] for s in state["stages"]] == ["ok", "failed"]
+    error = state["stages"][1]["error"]
+    assert "\n" not in error
+    assert error.startswith("notebooks/02_check.ipynb: cell 4 (In [4]")
+    assert "ValueError: planted failure in stage 02" in error
+    assert f"FAILED {boom}: {error}" in out
+    # The executed notebook shows the error; the run log has the cell output and the failure.
+    executed = nbformat.read(boom / "notebooks" / "02_check.ipynb", as_version=4)
+    errors = [
+        o
+        for c in executed.cells
+        if c.cell_type == "code"
+        for o in c.get("outputs", [])
+        if o.output_type == "error"
+    ]
+    assert errors and errors[0].ename == "ValueError"
+    assert not (boom / "stage02.txt").exists()
+    log = (boom / "run.log").read_text()
+    assert "stage for boom" in log and "FAILED" in log
+
+    # The other params file still ran to the end.
+    assert _state(ok)["status"] == "finished"
+    assert (ok / "stage01.txt").read_text() == "ran\n" and (ok / "stage02.txt").exists()
+    assert yaml.safe_load((ok / "params.yaml").read_text())["name"] == "ok"
+    # Papermill got exactly the two parameters, as absolute paths, and nothing else.
+    params = nbformat.read(ok / "notebooks" / "01_write.ipynb", as_version=4).metadata.papermill
+    assert params["parameters"] == {"params_file": str(ok / "params.yaml"), "run_dir": str(ok)}
+
+
+@pytest.mark.slow
+def test_resume_continues_from_first_unfinished_stage(project: Path, tmp_path: Path) -> None:
+    (project / "FAIL_02").write_text("")
+    lines: list[str] = []
+    [first] = pipeline.run_pipeline(["params/flaky.yaml"], stages=["01", "02"], out=lines.append)
+    assert first.status == "failed" and "02_check.ipynb" in first.message
+    run = first.run_dir
+
+    (project / "FAIL_02").unlink()
+    lines.clear()
+    [again] = pipeline.run_pipeline(["params/flaky.yaml"], resume=True, out=lines.append)
+    assert again.ok and again.run_dir == run
+    # Stage 01 was not executed again (it appends a line each time it runs).
+    assert (run / "stage01.txt").read_text() == "ran\n"
+    assert (run / "stage02.txt").read_text() == "ok"
+    assert not any("01_write ..." in ln for ln in lines)
+    assert any("02_check ... ok" in ln for ln in lines)
+    state = _state(run)
+    assert state["status"] == "finished" and state["finished"]
+    assert [s["status"] for s in state["stages"]] == ["ok", "ok"]
+
+    # A finished run is never edited again: resume refuses it, by folder or by params name.
+    before = _snapshot(run)
+    with pytest.raises(InputError, match="finished"):
+        pipeline.run_pipeline([str(run)], resume=True, out=lines.append)
+    with pytest.raises(InputError, match="no unfinished run"):
+        pipeline.run_pipeline(["params/flaky.yaml"], resume=True, out=lines.append)
+    assert _snapshot(run) == before
+
+
+def test_bad_input_fails_before_anything_runs(
+    project: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (project / "params" / "typo.yaml").write_text("name: typo\nepochz: 3\n")
+    code = main(["run", "params/ok.yaml", "params/typo.yaml", "params/missing.yaml"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "epochz: unknown key" in err and "missing.yaml: params file not found" in err
+    assert "Traceback" not in err
+    assert "nothing was run" in err
+    assert not (tmp_path / "outputs").exists() or not any((tmp_path / "outputs").iterdir())
+    assert main(["run", "params/ok.yaml", "--stages", "07"]) == 2
+    assert "stage 07: no notebook" in capsys.readouterr().err
+
+
+def test_parameters_never_carry_credentials(tmp_path: Path) -> None:
+    params = pipeline.notebook_parameters(tmp_path / "a.yaml", tmp_path / "run")
+    assert set(params) == {"params_file", "run_dir"}
+    with pytest.raises(AssertionError):
+        pipeline.notebook_parameters(tmp_path / "ya29.a0AfH6SMBxxxxxxxxxxxxxxxxxxxxxxx", tmp_path)
