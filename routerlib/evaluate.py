@@ -171,6 +171,18 @@ class _JsonHttp:
             ) from None
 
 
+_LOOPBACK = ("127.0.0.1", "localhost", "::1", "0.0.0.0")
+
+
+def cache_name(url: str) -> str:
+    """How a URL identifies its model in the cache: a loopback server's port is left out, since a
+    local server restarted to resume a run gets a new free port."""
+    parts = urlsplit(url)
+    if parts.hostname in _LOOPBACK and parts.port is not None:
+        return parts._replace(netloc=f"{parts.hostname}:*").geturl()
+    return url
+
+
 def _path_of(url: str) -> str:
     parts = urlsplit(url)
     return (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
@@ -209,7 +221,7 @@ class PredictClient:
         headers: dict[str, str] | None = None,
     ) -> None:
         self.url = url
-        self.name = name or url
+        self.name = name or cache_name(url)
         self._http = _JsonHttp(url, timeout, headers)
         self._path = _path_of(url)
 
@@ -246,7 +258,7 @@ class OpenAIClient:
         self._base_path = _path_of(self.base_url).rstrip("/")
         self._model = model
         self._lock = threading.Lock()
-        self.name = f"{self.base_url}#{model}" if model else self.base_url
+        self.name = cache_name(self.base_url) + (f"#{model}" if model else "")
 
     def model(self) -> str:
         """The model id to request (given, else the first one the server lists)."""
@@ -319,50 +331,16 @@ class VertexEndpointClient:
                 project=self.project,
                 location=self.location,
                 api_endpoint=self.api_endpoint,
+                timeout=self.timeout,
             )
-        except Exception as exc:  # classify: transient ones are retried by the caller
-            _raise_classified(exc, self.endpoint)
+        except vertex.PredictError as exc:  # carries whether a retry may help
+            if exc.retryable:
+                raise TransientError(str(exc)) from None
+            raise
         latency = time.perf_counter() - start
         if not isinstance(preds, list) or not preds:
             raise RemoteError(f"{self.endpoint}: answer has no predictions")
         return Completion(_prediction_text(preds[0], self.endpoint), latency)
-
-
-def _raise_classified(exc: Exception, where: str) -> None:
-    """Re-raise an SDK failure as TransientError (429, 5xx, timeout, connection) or as is."""
-    if isinstance(exc, (TransientError, InputError)):
-        raise exc
-    code = getattr(exc, "code", None)
-    code = getattr(code, "value", code)  # grpc StatusCode or int
-    if isinstance(code, tuple):
-        code = code[0]
-    status = getattr(getattr(exc, "response", None), "status_code", None) or code
-    name = type(exc).__name__
-    transient_names = (
-        "TooManyRequests",
-        "ServiceUnavailable",
-        "InternalServerError",
-        "GatewayTimeout",
-        "DeadlineExceeded",
-        "ResourceExhausted",
-        "BadGateway",
-        "RetryError",
-        "ConnectionError",
-        "Timeout",
-        "ReadTimeout",
-        "ConnectTimeout",
-    )
-    cause = exc.__cause__ or exc.__context__
-    if (
-        (isinstance(status, int) and (status == 429 or status >= 500))
-        or name in transient_names
-        or isinstance(exc, (TimeoutError, ConnectionError))
-        or (cause is not None and type(cause).__name__ in transient_names)
-    ):
-        raise TransientError(f"{where}: {name}: {exc}") from exc
-    if isinstance(exc, RemoteError):
-        raise exc
-    raise RemoteError(f"{where}: {name}: {exc}") from exc
 
 
 _PREDICT_PATH = re.compile(r"/endpoints/[^/:]+$")
@@ -397,10 +375,6 @@ def make_client(
             "(vLLM predict JSON) or '/v1' (OpenAI-compatible)"
         )
     if target.isdigit() or re.fullmatch(r"projects/[^/]+/locations/[^/]+/endpoints/[^/]+", target):
-        if target.isdigit() and not (project and location):
-            raise InputError(
-                f"--endpoint {target}: a numeric endpoint id needs --project and --location"
-            )
         return VertexEndpointClient(
             target, project=project, location=location, api_endpoint=api_endpoint, timeout=timeout
         )
@@ -421,20 +395,23 @@ def read_gold_prompts(gold_path: str | os.PathLike[str], limit: int | None = Non
     if not path.is_file():
         raise InputError(f"{path}: gold file not found")
     prompts: list[str] = []
-    with open(path, encoding="utf-8") as handle:
-        for lineno, line in enumerate(handle, 1):
-            line = line.strip()
-            if not line:
-                continue
-            if limit is not None and len(prompts) >= limit:
-                break
-            try:
-                row = json.loads(line)
-            except ValueError as exc:
-                raise InputError(f"{path}:{lineno}: not JSON ({exc.msg})") from None
-            if not isinstance(row, dict) or not isinstance(row.get("prompt"), str):
-                raise InputError(f"{path}:{lineno}: prompt: missing or not a string")
-            prompts.append(row["prompt"])
+    try:
+        with open(path, encoding="utf-8") as handle:
+            for lineno, line in enumerate(handle, 1):
+                line = line.strip()
+                if not line:
+                    continue
+                if limit is not None and len(prompts) >= limit:
+                    break
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError as exc:
+                    raise InputError(f"{path}:{lineno}: not JSON ({exc.msg})") from None
+                if not isinstance(row, dict) or not isinstance(row.get("prompt"), str):
+                    raise InputError(f"{path}:{lineno}: prompt: missing or not a string")
+                prompts.append(row["prompt"])
+    except UnicodeDecodeError as exc:
+        raise InputError(f"{path}: not UTF-8 text ({exc.reason})") from None
     if not prompts:
         raise InputError(f"{path}: no gold rows")
     return prompts
@@ -831,6 +808,23 @@ def evaluate(
             raise InputError(f"{compare_to}: --compare-to prediction file not found")
         if limit is not None:
             compare_to = _first_lines(Path(compare_to), paths["compare_subset"], limit, "previous")
+
+    if pred is None:
+        # Check everything scoring will read before spending time on generation.
+        from routerlib.metrics import load_gold, read_jsonl
+
+        n_gold = len(load_gold(gold_path))
+        if compare_to is not None:
+            n_prev = len(read_jsonl(compare_to, "previous prediction"))
+            if n_prev != n_gold:
+                raise InputError(
+                    f"gold {gold_path} has {n_gold} rows but --compare-to {compare_to} has "
+                    f"{n_prev} rows; they must match line for line"
+                )
+        if thresholds is not None and not isinstance(thresholds, dict):
+            from routerlib.metrics import load_thresholds
+
+            load_thresholds(thresholds)
 
     if pred is not None:
         pred_path = Path(pred)

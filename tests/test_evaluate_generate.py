@@ -328,8 +328,7 @@ def test_endpoint_numeric_id_and_bad_values() -> None:
     client = ev.make_client("123", project="p", location="us-central1")
     assert isinstance(client, ev.VertexEndpointClient)
     assert client.endpoint == "projects/p/locations/us-central1/endpoints/123"
-    with pytest.raises(InputError, match="needs --project and --location"):
-        ev.make_client("123")
+    assert ev.make_client("123").endpoint == "123"  # serving.vertex resolves it (registry)
     with pytest.raises(InputError, match="cannot tell the protocol"):
         ev.make_client("http://127.0.0.1:8000/generate")
     with pytest.raises(InputError, match="expected an http"):
@@ -369,3 +368,66 @@ def test_evaluate_through_endpoint_scores_perfect(shared_data: Path, tmp_path: P
     assert (tmp_path / "eval" / "report.json").exists()
     assert (tmp_path / "eval" / "report.predictions.jsonl").exists()
     assert (tmp_path / "eval" / "report.cache.jsonl").exists()
+
+
+@pytest.mark.wire
+def test_vertex_endpoint_through_aiplatform(shared_data: Path, tmp_path: Path) -> None:
+    """The real aiplatform SDK (REST) against the stand-in: instances on the wire, a 503 retried."""
+    gold = _gold(shared_data, tmp_path, 4)
+    name = "projects/p/locations/us-central1/endpoints/77"
+    with FaultServer(gold_answers(gold), plan=lambda p, a: "503" if a == 0 else None) as srv:
+        client = ev.make_client(name, api_endpoint=srv.url, timeout=10)
+        assert isinstance(client, ev.VertexEndpointClient)
+        pred = ev.generate_predictions(
+            gold,
+            client=client,
+            cache_path=tmp_path / "c.jsonl",
+            max_tokens=64,
+            concurrency=2,
+            backoff_s=0.01,
+            progress=False,
+        )
+        bodies = srv.bodies("POST", r"/v1/projects/p/locations/us-central1/endpoints/77:predict$")
+    assert len(bodies) == 8  # each prompt: one 503, then the answer
+    for body in bodies:
+        (instance,) = body["instances"]
+        assert {k: v for k, v in instance.items() if k != "prompt"} == {
+            "max_tokens": 64,
+            "temperature": 0,
+            "raw_response": True,
+        }
+    _assert_complete(pred, gold)
+
+
+def test_resume_through_a_restarted_local_server(shared_data: Path, tmp_path: Path) -> None:
+    """A local server restarted on another free port is the same model: the cache carries over."""
+    gold = _gold(shared_data, tmp_path, 6)
+    prompts = [r["prompt"] for r in _gold_rows(gold)]
+    cache = tmp_path / "c.jsonl"
+    with FaultServer(gold_answers(gold)) as first:
+        ev.generate_predictions(
+            gold, client=first.predict_url, cache_path=cache, limit=4, progress=False
+        )
+    with FaultServer(gold_answers(gold)) as second:
+        assert second.url != first.url
+        pred = ev.generate_predictions(
+            gold, client=second.predict_url, cache_path=cache, progress=False
+        )
+        assert sorted(second.attempts) == sorted(prompts[4:])
+    _assert_complete(pred, gold)
+
+
+def test_evaluate_local_checkpoint(shared_data: Path, tmp_path: Path) -> None:
+    """--checkpoint serves a real (tiny, random) checkpoint in-process and scores what it says."""
+    from tests.support.tiny_serving_model import make_checkpoint
+
+    ckpt = make_checkpoint(tmp_path / "ckpt")
+    gold = _gold(shared_data, tmp_path, 3)
+    out = tmp_path / "eval" / "report.json"
+    report = ev.evaluate(gold, checkpoint=ckpt, out=out, max_tokens=8, progress=False)
+    assert report["config"]["total_samples"] == 3
+    preds = _rows(tmp_path / "eval" / "report.predictions.jsonl")
+    assert [p["index"] for p in preds] == [0, 1, 2]
+    assert all(isinstance(p["raw"], str) and p["tokens_estimated"] for p in preds)
+    cache = _rows(tmp_path / "eval" / "report.cache.jsonl")
+    assert {c["target"] for c in cache} == {f"checkpoint:{ckpt.resolve()}"}

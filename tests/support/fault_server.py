@@ -5,6 +5,7 @@ Routes (on RecordingServer, so every request is logged):
 - ``POST …:predict``           ``{"instances": [{"prompt", …}]}`` → ``{"predictions": [text, …]}``
 - ``POST /v1/completions``     ``{"model", "prompt", …}`` → ``{"choices": [{"text"}], "usage": …}``
 - ``GET  /v1/models``          ``{"data": [{"id": MODEL}]}``
+- ``GET  /v1/projects/…/endpoints/ID``  the endpoint resource (aiplatform reads it first)
 
 Faults, chosen per request by ``plan(prompt, attempt)`` (attempt counts from 0 for each prompt):
 ``"429"`` and ``"503"`` (with a JSON error body; 429 carries ``Retry-After: 0``), ``"timeout"``
@@ -88,6 +89,9 @@ class FaultServer:
         self._srv.route("POST", r".*:predict")(self._predict)
         self._srv.route("POST", r"/v1/completions")(self._completions)
         self._srv.route("GET", r"/v1/models")(self._models)
+        self._srv.route("GET", r"/v1(?:beta1)?/(projects/[^/]+/locations/[^/]+/endpoints/[^/:]+)")(
+            self._endpoint
+        )
 
     # -- lifecycle -------------------------------------------------------------------------
     def __enter__(self) -> FaultServer:
@@ -198,6 +202,17 @@ class FaultServer:
             }
         return 200, answer
 
+    def _endpoint(self, request: Request, match: Any) -> tuple[int, Any]:
+        """The endpoint resource aiplatform's ``Endpoint(name)`` reads before predicting."""
+        name = match.group(1)
+        model = name.split("/endpoints/")[0] + "/models/9"
+        return 200, {
+            "name": name,
+            "displayName": "fault-endpoint",
+            "deployedModels": [{"id": "1", "model": model, "displayName": "fault-model"}],
+            "trafficSplit": {"1": 100},
+        }
+
     def _models(self, request: Request, match: Any) -> tuple[int, Any]:
         return 200, {"object": "list", "data": [{"id": MODEL_ID, "object": "model"}]}
 
@@ -211,6 +226,9 @@ def serve_forever_cli() -> None:  # pragma: no cover - used by benchmarks and su
     parser.add_argument("--delay", type=float, default=0.0)
     parser.add_argument("--default", default="{}")
     args = parser.parse_args()
+    from http.server import ThreadingHTTPServer
+
+    ThreadingHTTPServer.request_queue_size = 128  # many clients connect at once (benchmarks)
     answers = gold_answers(args.gold) if args.gold else {}
     with FaultServer(answers, default=args.default, delay_s=args.delay) as srv:
         print(srv.url, flush=True)

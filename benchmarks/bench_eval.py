@@ -1,0 +1,201 @@
+"""Throughput of prediction generation against a fixed-latency endpoint, vs the ideal C / L.
+
+A stand-in endpoint (tests/support/fault_server.py, in its own process, one thread per
+connection) answers every predict request after L = 50 ms. ``generate_predictions`` (what
+``routerlib evaluate --endpoint`` runs) sends N rows with C = 16 requests in flight. With no
+client overhead it would finish N rows in N·L/C seconds, i.e. C/L = 320 rows/s; the ratio is
+measured rows/s divided by that. Goal: ≥ 0.85.
+
+Side by side in the same run (same server, same rows), to show where client time goes:
+- ``routerlib``        the shipped client: keep-alive connection per worker, batched fsync;
+- ``fsync per row``    plus one open/write/fsync of a side file per answer (routerlib.atomic.append_jsonl);
+- ``new connection``   a fresh TCP connection for every request (no keep-alive).
+
+Prints a table and a final line ``RESULT bench_eval ratio=<x>`` (the shipped client).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from routerlib.atomic import append_jsonl  # noqa: E402
+from routerlib.evaluate import Completion, PredictClient, generate_predictions  # noqa: E402
+from routerlib.schema import build_prompt  # noqa: E402
+
+LATENCY_S = 0.050
+CONCURRENCY = 16
+ROWS = 960  # 3 s at the ideal rate
+GOAL = 0.85
+
+COMPLETION = json.dumps(
+    {
+        "route_plan": [
+            '/general-search(query="site:arxiv.org meta-learning second-order", mode=both)',
+            "/math(Derive the meta-gradient with the Hessian term and its convergence rate.)",
+            "/code(Implement Hessian-vector products in JAX and compare with FOMAML, using Python)",
+        ],
+        "route_rationale": "Search grounds the derivation; math derives; code validates. " * 3,
+        "expected_artifacts": ["derivation", "JAX notebook", "convergence plot", "report"],
+        "thinking_outline": ["1. survey", "2. derive", "3. implement", "4. validate"],
+        "handoff_plan": "/general-search -> /math -> /code -> router QA (verify figures)",
+        "todo_list": [
+            "- [ ] /general-search: papers",
+            "- [ ] /math: derive",
+            "- [ ] /code: run",
+            "- [ ] router QA: review",
+        ],
+        "difficulty": "advanced",
+        "tags": ["meta-learning", "optimization", "jax"],
+        "acceptance_criteria": ["derivation complete", "code runs", "plot shows the trade-off"],
+        "metrics": {"primary": ["adaptation MSE"], "secondary": ["wall time per epoch"]},
+    },
+    ensure_ascii=False,
+)
+
+
+def write_gold(path: Path, n: int) -> None:
+    with open(path, "w", encoding="utf-8") as handle:
+        for i in range(n):
+            prompt = build_prompt(
+                f"Benchmark query {i}: derive and implement a method, then test it."
+            )
+            handle.write(json.dumps({"prompt": prompt, "completion": COMPLETION}) + "\n")
+
+
+class FsyncPerRow:
+    """The shipped client plus one fsync'd append per answer (what per-row commits would cost)."""
+
+    def __init__(self, inner: PredictClient, side: Path) -> None:
+        self.inner, self.side, self.name = inner, side, inner.name
+
+    def complete(self, prompt: str, max_tokens: int) -> Completion:
+        answer = self.inner.complete(prompt, max_tokens)
+        append_jsonl(self.side, {"text": answer.text, "latency_s": answer.latency_s})
+        return answer
+
+
+class NewConnection:
+    """The shipped client, but its connection is closed after every request."""
+
+    def __init__(self, inner: PredictClient) -> None:
+        self.inner, self.name = inner, inner.name
+
+    def complete(self, prompt: str, max_tokens: int) -> Completion:
+        try:
+            return self.inner.complete(prompt, max_tokens)
+        finally:
+            self.inner._http._drop()
+
+
+def measure(label: str, client, gold: Path, work: Path) -> tuple[str, float, float]:
+    cache = work / f"{label.replace(' ', '_')}.cache.jsonl"
+    start = time.perf_counter()
+    pred = generate_predictions(
+        gold, client=client, cache_path=cache, concurrency=CONCURRENCY, progress=False
+    )
+    seconds = time.perf_counter() - start
+    rows = sum(1 for _ in open(pred, encoding="utf-8"))
+    assert rows == ROWS, (label, rows)
+    rate = rows / seconds
+    return label, rate, rate / (CONCURRENCY / LATENCY_S)
+
+
+def main() -> int:
+    with tempfile.TemporaryDirectory(prefix="bench_eval_") as tmp:
+        work = Path(tmp)
+        gold = work / "gold.jsonl"
+        write_gold(gold, ROWS)
+        server = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "tests.support.fault_server",
+                "--delay",
+                str(LATENCY_S),
+                "--default",
+                COMPLETION,
+            ],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            url = server.stdout.readline().strip()
+            endpoint = f"{url}/v1/projects/bench/locations/local/endpoints/1:predict"
+            # Warm-up (imports, first connections) on a few rows, not measured.
+            warm = work / "warm.jsonl"
+            write_gold(warm, 32)
+            generate_predictions(
+                warm,
+                client=PredictClient(endpoint),
+                cache_path=work / "w.jsonl",
+                concurrency=CONCURRENCY,
+                progress=False,
+            )
+            start = time.perf_counter()
+            cli = subprocess.run(
+                [
+                    sys.executable,
+                    "-m",
+                    "routerlib",
+                    "evaluate",
+                    "--gold",
+                    str(gold),
+                    "--endpoint",
+                    endpoint,
+                    "--out",
+                    str(work / "cli" / "report.json"),
+                    "--concurrency",
+                    str(CONCURRENCY),
+                    "--no-progress",
+                ],
+                cwd=ROOT,
+                capture_output=True,
+                text=True,
+            )
+            cli_seconds = time.perf_counter() - start
+            if cli.returncode != 0:
+                print(cli.stdout, cli.stderr)
+                return 1
+            results = [
+                measure("routerlib", PredictClient(endpoint), gold, work),
+                measure(
+                    "fsync per row",
+                    FsyncPerRow(PredictClient(endpoint), work / "side.jsonl"),
+                    gold,
+                    work,
+                ),
+                measure("new connection", NewConnection(PredictClient(endpoint)), gold, work),
+            ]
+        finally:
+            server.terminate()
+            server.wait(timeout=10)
+    ideal = CONCURRENCY / LATENCY_S
+    print(
+        f"endpoint latency L = {LATENCY_S * 1000:.0f} ms, concurrency C = {CONCURRENCY}, "
+        f"{ROWS} rows; ideal C/L = {ideal:.0f} rows/s"
+    )
+    print(f"{'client':<16}{'rows/s':>10}{'ratio':>8}")
+    for label, rate, ratio in results:
+        print(f"{label:<16}{rate:>10.1f}{ratio:>8.3f}")
+    cli_rate = ROWS / cli_seconds
+    print(
+        f"{'CLI end to end':<16}{cli_rate:>10.1f}{cli_rate / ideal:>8.3f}"
+        "  (process start + generation + scoring + report; for information)"
+    )
+    ratio = results[0][2]
+    print(f"goal >= {GOAL}: {'met' if ratio >= GOAL else 'NOT met'}")
+    print(f"RESULT bench_eval ratio={ratio:.3f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
