@@ -124,8 +124,11 @@ class LocalPredictor:
         with self._lock:
             for start in range(0, len(prompts), self.max_batch):
                 stop = start + self.max_batch
-                results.extend(self._generate_batch(prompts[start:stop], limits[start:stop],
-                                                    float(temperature)))
+                results.extend(
+                    self._generate_batch(
+                        prompts[start:stop], limits[start:stop], float(temperature)
+                    )
+                )
         return results
 
     def _generate_batch(
@@ -156,20 +159,22 @@ class LocalPredictor:
         eos = set(self.eos_token_ids)
         results = []
         for row, limit in enumerate(limits):
-            new_tokens = output[row, input_ids.shape[1]:].tolist()[:limit]
+            new_tokens = output[row, input_ids.shape[1] :].tolist()[:limit]
             finish, kept = "length", new_tokens
             for pos, token in enumerate(new_tokens):
                 if token in eos:
                     finish, kept, new_tokens = "stop", new_tokens[:pos], new_tokens[: pos + 1]
                     break
             text = self.tokenizer.decode(kept, skip_special_tokens=True)
-            results.append(GenerationResult(
-                text=text,
-                prompt_tokens=int(attention_mask[row].sum()),
-                completion_tokens=len(new_tokens),
-                seconds=seconds,
-                finish_reason=finish,
-            ))
+            results.append(
+                GenerationResult(
+                    text=text,
+                    prompt_tokens=int(attention_mask[row].sum()),
+                    completion_tokens=len(new_tokens),
+                    seconds=seconds,
+                    finish_reason=finish,
+                )
+            )
         return results
 
 
@@ -212,8 +217,11 @@ def parse_predict_body(body: bytes) -> list[Instance]:
         if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1:
             raise ValueError(f"{where}.max_tokens: must be a positive integer")
         temperature = item.get("temperature", 0.0)
-        if isinstance(temperature, bool) or not isinstance(temperature, int | float) \
-                or temperature < 0:
+        if (
+            isinstance(temperature, bool)
+            or not isinstance(temperature, int | float)
+            or temperature < 0
+        ):
             raise ValueError(f"{where}.temperature: must be a number >= 0")
         raw = item.get("raw_response", False)
         if not isinstance(raw, bool):
@@ -308,8 +316,12 @@ class LocalServer:
             raise InputError(f"serve: cannot listen on {self.host}:{self.port}: {exc}") from None
         self._httpd.daemon_threads = True
         worker = threading.Thread(target=self._work, name="routerlib-batcher", daemon=True)
-        http = threading.Thread(target=self._httpd.serve_forever, name="routerlib-http",
-                                daemon=True)
+        http = threading.Thread(
+            target=self._httpd.serve_forever,
+            kwargs={"poll_interval": 0.05},
+            name="routerlib-http",
+            daemon=True,
+        )
         self._threads = [worker, http]
         for thread in self._threads:
             thread.start()
@@ -347,6 +359,8 @@ class LocalServer:
         if self._httpd is None:
             raise RouterlibError("the server is not running")
         host, port = self._httpd.server_address[:2]
+        if isinstance(host, bytes):
+            host = host.decode()
         return f"http://{host}:{port}"
 
     @property
@@ -389,8 +403,11 @@ class LocalServer:
                 raise TimeoutError("prediction timed out")
             if item.error is not None:
                 raise RuntimeError(item.error)
-        return [format_prediction(item.instance, item.result.text) for item in items
-                if item.result is not None]
+        return [
+            format_prediction(item.instance, item.result.text)
+            for item in items
+            if item.result is not None
+        ]
 
     def _work(self) -> None:
         stopping = False
@@ -404,8 +421,11 @@ class LocalServer:
             while len(batch) < self.max_batch:
                 remaining = deadline - time.monotonic()
                 try:
-                    item = (self._queue.get(timeout=remaining) if remaining > 0
-                            else self._queue.get_nowait())
+                    item = (
+                        self._queue.get(timeout=remaining)
+                        if remaining > 0
+                        else self._queue.get_nowait()
+                    )
                 except queue.Empty:
                     break
                 if item is _STOP:
@@ -457,14 +477,21 @@ class LocalServer:
                 self.wfile.write(payload)
 
             def _error(self, status: int, state: str, message: str) -> None:
-                self._reply(status, {"error": {"code": status, "message": message,
-                                               "status": state}})
+                self._reply(
+                    status, {"error": {"code": status, "message": message, "status": state}}
+                )
 
             def do_GET(self) -> None:  # noqa: N802
                 path = urlsplit(self.path).path
                 if path in ("/health", "/"):
-                    self._reply(200, {"status": "ok", "checkpoint": str(server.checkpoint_dir),
-                                      "deployedModelId": server.endpoint_id})
+                    self._reply(
+                        200,
+                        {
+                            "status": "ok",
+                            "checkpoint": str(server.checkpoint_dir),
+                            "deployedModelId": server.endpoint_id,
+                        },
+                    )
                 else:
                     self._error(404, "NOT_FOUND", f"no route GET {path}")
 
@@ -486,16 +513,21 @@ class LocalServer:
                     self._error(504, "DEADLINE_EXCEEDED", str(exc))
                     return
                 except RuntimeError as exc:
-                    self._error(503 if "shutting down" in str(exc) else 500,
-                                "UNAVAILABLE" if "shutting down" in str(exc) else "INTERNAL",
-                                str(exc))
+                    self._error(
+                        503 if "shutting down" in str(exc) else 500,
+                        "UNAVAILABLE" if "shutting down" in str(exc) else "INTERNAL",
+                        str(exc),
+                    )
                     return
-                self._reply(200, {
-                    "predictions": predictions,
-                    "deployedModelId": server.endpoint_id,
-                    "model": f"local/{server.checkpoint_dir.name}",
-                    "modelDisplayName": str(server.checkpoint_dir),
-                })
+                self._reply(
+                    200,
+                    {
+                        "predictions": predictions,
+                        "deployedModelId": server.endpoint_id,
+                        "model": f"local/{server.checkpoint_dir.name}",
+                        "modelDisplayName": str(server.checkpoint_dir),
+                    },
+                )
 
         return _Handler
 
@@ -510,8 +542,9 @@ def serve(
     max_batch: int = 16,
 ) -> None:
     """Serve ``checkpoint_dir`` until interrupted (Ctrl-C); ``on_ready`` gets the running server."""
-    with LocalServer(checkpoint_dir, host=host, port=port, loader=loader,
-                     max_batch=max_batch) as server:
+    with LocalServer(
+        checkpoint_dir, host=host, port=port, loader=loader, max_batch=max_batch
+    ) as server:
         if on_ready is not None:
             on_ready(server)
         stop = threading.Event()

@@ -219,8 +219,12 @@ def _resolve(
     entry = _registry_entry(endpoint_name) or {}
     match = ENDPOINT_NAME.fullmatch(endpoint_name)
     project = (match["project"] if match else None) or project or entry.get("project") or ""
-    location = ((match["location"] if match else None) or location or entry.get("location")
-                or DEFAULT_LOCATION)
+    location = (
+        (match["location"] if match else None)
+        or location
+        or entry.get("location")
+        or DEFAULT_LOCATION
+    )
     api = api_endpoint if api_endpoint is not None else entry.get("api_endpoint", "")
     if not project:
         raise InputError(f"{endpoint_name}: give the full endpoint resource name or --project")
@@ -335,11 +339,17 @@ def list_endpoints(
     endpoints of that project/location, annotated with the recorded checkpoint."""
     records = read_registry()
     if not project:
-        return [EndpointInfo(r["endpoint_name"], r.get("endpoint_display_name", ""),
-                             list(r.get("deployed_model_ids", [])),
-                             [r["model_name"]] if r.get("model_name") else [],
-                             r.get("checkpoint_uri", ""), r.get("state", "deployed"))
-                for r in records]
+        return [
+            EndpointInfo(
+                r["endpoint_name"],
+                r.get("endpoint_display_name", ""),
+                list(r.get("deployed_model_ids", [])),
+                [r["model_name"]] if r.get("model_name") else [],
+                r.get("checkpoint_uri", ""),
+                r.get("state", "deployed"),
+            )
+            for r in records
+        ]
     init_vertex(project, location, api_endpoint)
     from google.api_core import exceptions as gexc
     from google.cloud import aiplatform
@@ -353,23 +363,27 @@ def list_endpoints(
     for endpoint in endpoints:
         gca = endpoint.gca_resource
         models = list(gca.deployed_models)
-        out.append(EndpointInfo(
-            endpoint_name=gca.name,
-            display_name=gca.display_name,
-            deployed_model_ids=[d.id for d in models],
-            model_names=[d.model for d in models],
-            checkpoint_uri=known.get(gca.name, {}).get("checkpoint_uri", ""),
-        ))
+        out.append(
+            EndpointInfo(
+                endpoint_name=gca.name,
+                display_name=gca.display_name,
+                deployed_model_ids=[d.id for d in models],
+                model_names=[d.model for d in models],
+                checkpoint_uri=known.get(gca.name, {}).get("checkpoint_uri", ""),
+            )
+        )
     return out
 
 
-def _find_by_display_name(project: str, location: str, api_endpoint: str,
-                          display_name: str) -> list[str]:
+def _find_by_display_name(
+    project: str, location: str, api_endpoint: str, display_name: str
+) -> list[str]:
     init_vertex(project, location, api_endpoint)
     from google.cloud import aiplatform
 
-    found = aiplatform.Endpoint.list(filter=f'display_name="{display_name}"',
-                                     project=project, location=location)
+    found = aiplatform.Endpoint.list(
+        filter=f'display_name="{display_name}"', project=project, location=location
+    )
     return [e.resource_name for e in found if e.display_name == display_name]
 
 
@@ -386,16 +400,17 @@ def deployed(checkpoint_uri: str, **deploy_args: Any) -> Iterator[Deployment]:
         deployment = deploy(checkpoint_uri, **deploy_args)
     except BaseException:
         with contextlib.suppress(Exception):
-            for name in _find_by_display_name(project, location, api_endpoint,
-                                              deploy_args["endpoint_display_name"]):
-                delete_endpoint(name, project=project, location=location,
-                                api_endpoint=api_endpoint)
+            for name in _find_by_display_name(
+                project, location, api_endpoint, deploy_args["endpoint_display_name"]
+            ):
+                delete_endpoint(name, project=project, location=location, api_endpoint=api_endpoint)
         raise
     try:
         yield deployment
     finally:
-        delete_endpoint(deployment.endpoint_name, project=project, location=location,
-                        api_endpoint=api_endpoint)
+        delete_endpoint(
+            deployment.endpoint_name, project=project, location=location, api_endpoint=api_endpoint
+        )
 
 
 # --------------------------------------------------------------------------- predict
@@ -437,8 +452,13 @@ def predict(
         response = endpoint.predict(instances=instances, timeout=timeout)
     except gexc.GoogleAPICallError as exc:
         code = exc.code if isinstance(exc.code, int) else None
-        retryable = code == 429 or (code is not None and code >= 500) or isinstance(
-            exc, gexc.DeadlineExceeded | gexc.ServiceUnavailable | gexc.TooManyRequests)
+        retryable = (
+            code == 429
+            or (code is not None and code >= 500)
+            or isinstance(
+                exc, gexc.DeadlineExceeded | gexc.ServiceUnavailable | gexc.TooManyRequests
+            )
+        )
         raise PredictError(f"predict {name}: {code} {exc.message}", code, retryable) from None
     except gexc.RetryError as exc:
         raise PredictError(f"predict {name}: {exc}", None, True) from None

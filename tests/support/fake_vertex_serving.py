@@ -81,6 +81,22 @@ class ServingState:
     lock: threading.Lock = field(default_factory=threading.Lock)
     _ids: Any = field(default_factory=lambda: itertools.count(1000))
 
+    def reset(self) -> None:
+        """Forget every resource and setting (ids keep counting, so names never repeat)."""
+        fresh = ServingState()
+        with self.lock:
+            for name in (
+                "endpoints",
+                "models",
+                "operations",
+                "deleted",
+                "predict_fn",
+                "lro_polls",
+                "deploy_error",
+                "predict_status",
+            ):
+                setattr(self, name, getattr(fresh, name))
+
     def next_id(self) -> str:
         return str(next(self._ids))
 
@@ -93,8 +109,9 @@ class ServingState:
         for n in range(models):
             model_name = f"projects/{project}/locations/{location}/models/{self.next_id()}"
             self.models[model_name] = {"name": model_name, "displayName": f"{display_name}-m{n}"}
-            deployed.append({"id": self.next_id(), "model": model_name,
-                             "displayName": f"{display_name}-m{n}"})
+            deployed.append(
+                {"id": self.next_id(), "model": model_name, "displayName": f"{display_name}-m{n}"}
+            )
         split = {d["id"]: 0 for d in deployed}
         if deployed:
             split[deployed[-1]["id"]] = 100
@@ -109,8 +126,12 @@ class ServingState:
 
 
 def _operation(
-    state: ServingState, parent: str, *, response: dict[str, Any] | None = None,
-    error: dict[str, Any] | None = None, metadata_type: str = "GenericOperationMetadata",
+    state: ServingState,
+    parent: str,
+    *,
+    response: dict[str, Any] | None = None,
+    error: dict[str, Any] | None = None,
+    metadata_type: str = "GenericOperationMetadata",
 ) -> dict[str, Any]:
     name = f"{parent}/operations/{state.next_id()}"
     op: dict[str, Any] = {
@@ -118,8 +139,11 @@ def _operation(
         "metadata": {"@type": f"type.googleapis.com/google.cloud.aiplatform.v1.{metadata_type}"},
         "done": state.lro_polls == 0,
     }
-    final = {"error": error} if error else {"response": response or {
-        "@type": "type.googleapis.com/google.protobuf.Empty"}}
+    final = (
+        {"error": error}
+        if error
+        else {"response": response or {"@type": "type.googleapis.com/google.protobuf.Empty"}}
+    )
     state.operations[name] = {"op": op, "final": final, "polls_left": state.lro_polls}
     return {**op, **(final if op["done"] else {})}
 
@@ -136,8 +160,13 @@ def add_serving_routes(server: RecordingServer, state: ServingState) -> ServingS
         body = req.json() or {}
         gcs_uri = (body.get("customModel") or {}).get("gcsUri")
         if not gcs_uri:
-            return 400, {"error": {"code": 400, "message": "customModel.gcsUri is required",
-                                   "status": "INVALID_ARGUMENT"}}
+            return 400, {
+                "error": {
+                    "code": 400,
+                    "message": "customModel.gcsUri is required",
+                    "status": "INVALID_ARGUMENT",
+                }
+            }
         project, location = m["project"], m["location"]
         parent = f"projects/{project}/locations/{location}"
         with state.lock:
@@ -150,15 +179,17 @@ def add_serving_routes(server: RecordingServer, state: ServingState) -> ServingS
             state.models[model_name]["artifactUri"] = gcs_uri
             if state.deploy_error:
                 error = {"code": 9, "message": state.deploy_error}
-                return 200, _operation(state, parent, error=error,
-                                       metadata_type="DeployOperationMetadata")
+                return 200, _operation(
+                    state, parent, error=error, metadata_type="DeployOperationMetadata"
+                )
             response = {
                 "@type": "type.googleapis.com/google.cloud.aiplatform.v1beta1.DeployResponse",
                 "endpoint": endpoint["name"],
                 "model": model_name,
             }
-            return 200, _operation(state, parent, response=response,
-                                   metadata_type="DeployOperationMetadata")
+            return 200, _operation(
+                state, parent, response=response, metadata_type="DeployOperationMetadata"
+            )
 
     @server.route("GET", r"/(?:ui|v1|v1beta1)/(?P<name>" + _PARENT + r"/operations/[^/]+)")
     def get_operation(req: Request, m: Any) -> tuple[int, Any]:
@@ -197,15 +228,19 @@ def add_serving_routes(server: RecordingServer, state: ServingState) -> ServingS
                 return _not_found(m["name"])
             model_id = body.get("deployedModelId")
             before = len(endpoint["deployedModels"])
-            endpoint["deployedModels"] = [d for d in endpoint["deployedModels"]
-                                          if d["id"] != model_id]
+            endpoint["deployedModels"] = [
+                d for d in endpoint["deployedModels"] if d["id"] != model_id
+            ]
             if len(endpoint["deployedModels"]) == before:
                 return _not_found(f"deployed model {model_id}")
             endpoint["trafficSplit"] = body.get("trafficSplit") or {}
             parent = m["name"].rsplit("/endpoints/", 1)[0]
-            response = {"@type": "type.googleapis.com/google.cloud.aiplatform.v1.UndeployModelResponse"}
-            return 200, _operation(state, parent, response=response,
-                                   metadata_type="UndeployModelOperationMetadata")
+            response = {
+                "@type": "type.googleapis.com/google.cloud.aiplatform.v1.UndeployModelResponse"
+            }
+            return 200, _operation(
+                state, parent, response=response, metadata_type="UndeployModelOperationMetadata"
+            )
 
     @server.route("DELETE", _VERSION + r"(?P<name>" + _PARENT + r"/endpoints/[^/:]+)")
     def delete(req: Request, m: Any) -> tuple[int, Any]:
@@ -214,9 +249,13 @@ def add_serving_routes(server: RecordingServer, state: ServingState) -> ServingS
             if endpoint is None:
                 return _not_found(m["name"])
             if endpoint["deployedModels"]:
-                return 400, {"error": {
-                    "code": 400, "status": "FAILED_PRECONDITION",
-                    "message": "endpoint has deployed models; undeploy them first"}}
+                return 400, {
+                    "error": {
+                        "code": 400,
+                        "status": "FAILED_PRECONDITION",
+                        "message": "endpoint has deployed models; undeploy them first",
+                    }
+                }
             del state.endpoints[m["name"]]
             state.deleted.append(m["name"])
             parent = m["name"].rsplit("/endpoints/", 1)[0]
@@ -232,11 +271,40 @@ def add_serving_routes(server: RecordingServer, state: ServingState) -> ServingS
             code = state.predict_status
             return code, {"error": {"code": code, "message": "injected", "status": "UNAVAILABLE"}}
         if not endpoint["deployedModels"]:
-            return 400, {"error": {"code": 400, "status": "FAILED_PRECONDITION",
-                                   "message": "no model deployed"}}
+            return 400, {
+                "error": {
+                    "code": 400,
+                    "status": "FAILED_PRECONDITION",
+                    "message": "no model deployed",
+                }
+            }
         instances = (req.json() or {}).get("instances") or []
         deployed = endpoint["deployedModels"][0]
-        return 200, {"predictions": state.predict_fn(instances), "deployedModelId": deployed["id"],
-                     "model": deployed["model"]}
+        return 200, {
+            "predictions": state.predict_fn(instances),
+            "deployedModelId": deployed["id"],
+            "model": deployed["model"],
+        }
 
     return state
+
+
+class ServingStandIn:
+    """One RecordingServer with the serving routes, reusable across tests: ``fresh()`` clears
+    the request log and the state (saves a server start and stop per test)."""
+
+    def __init__(self) -> None:
+        self.server = RecordingServer()
+        self.state = add_serving_routes(self.server, ServingState())
+
+    def __enter__(self) -> ServingStandIn:
+        self.server.__enter__()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.server.__exit__(*exc)
+
+    def fresh(self) -> tuple[RecordingServer, ServingState]:
+        self.server.requests.clear()
+        self.state.reset()
+        return self.server, self.state

@@ -45,9 +45,7 @@ def build_tokenizer() -> Any:
     )
 
 
-def make_checkpoint(
-    directory: str | Path, *, seed: int = 0, init_range: float = 0.3
-) -> Path:
+def make_checkpoint(directory: str | Path, *, seed: int = 0, init_range: float = 0.3) -> Path:
     """Save a tiny random Llama + tokenizer into ``directory``.
 
     ``init_range`` is large so the greedy choice is rarely a near-tie (batched and one-by-one
@@ -89,3 +87,8 @@ def load_plain(checkpoint_dir: str | Path) -> tuple[Any, Any]:
     tokenizer = AutoTokenizer.from_pretrained(str(checkpoint_dir))
     model.eval()
     return model, tokenizer
+
+
+def tiny_checkpoint_fixture(tmp_path_factory: Any) -> Path:
+    """Body of a session fixture: one tiny checkpoint shared by the serving test modules."""
+    return make_checkpoint(tmp_path_factory.mktemp("tiny-serving-ckpt"))
