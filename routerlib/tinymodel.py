@@ -1,0 +1,203 @@
+"""The embedded base model: a tiny Llama-style causal LM that routerlib builds offline.
+
+On first use, :func:`ensure_embedded_model` trains a byte-level BPE tokenizer on synthetic Week-2
+rows (``routerlib.synth``), initialises a small ``LlamaForCausalLM`` from a fixed seed and saves
+both with ``save_pretrained`` under ``cache_root()/tiny-router-lm-<hash>``. Everything else loads
+it back with ``from_pretrained``, exactly as it would load a Hugging Face model. The same settings
+rebuild the same bytes, so the folder is a cache (never committed), not an artifact.
+
+The weights are random: tuning teaches the model the router format from scratch. A tiny model
+proves the pipeline runs end to end on a CPU; it says nothing about routing quality.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from routerlib import paths
+from routerlib.models import EMBEDDED_MODEL
+
+#: Bump when the build recipe changes in a way the settings below do not capture.
+RECIPE_VERSION = 1
+
+#: Special tokens; ids 0, 1, 2 in this order.
+PAD_TOKEN, BOS_TOKEN, EOS_TOKEN = "<|pad|>", "<|bos|>", "<|eos|>"
+
+#: Tokenizer settings: vocabulary size and the synthetic corpus it is trained on.
+TOKENIZER = {"vocab_size": 4096, "min_frequency": 2, "corpus_rows": 1000, "corpus_seed": 20261125}
+
+#: Model architecture (about 5.3M parameters) and the seed of its random initialisation.
+ARCHITECTURE = {
+    "hidden_size": 256,
+    "intermediate_size": 704,
+    "num_hidden_layers": 4,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 4,
+    "max_position_embeddings": 4096,
+    "rms_norm_eps": 1e-5,
+    "rope_theta": 10000.0,
+    "initializer_range": 0.02,
+    "tie_word_embeddings": False,
+}
+INIT_SEED = 0
+
+#: File written last into a built model folder; its presence means the build finished.
+BUILD_MARKER = "routerlib_build.json"
+
+_corpus_digest_cache: dict[tuple[int, int], str] = {}
+
+
+def corpus_texts(rows: int, seed: int) -> list[str]:
+    """Prompt + completion text of ``rows`` synthetic Week-2 rows: the tokenizer's corpus."""
+    from routerlib import schema, synth
+
+    return [
+        schema.build_prompt(row["user_query"]) + schema.completion_text(row)
+        for row in synth.generate_rows(rows, seed)
+    ]
+
+
+def _corpus_digest(rows: int, seed: int) -> str:
+    key = (rows, seed)
+    if key not in _corpus_digest_cache:
+        digest = hashlib.sha256()
+        for text in corpus_texts(rows, seed):
+            digest.update(text.encode("utf-8"))
+            digest.update(b"\0")
+        _corpus_digest_cache[key] = digest.hexdigest()
+    return _corpus_digest_cache[key]
+
+
+def build_settings(seed: int = INIT_SEED) -> dict[str, Any]:
+    """Everything that determines the built model's bytes, including a digest of the corpus."""
+    return {
+        "recipe_version": RECIPE_VERSION,
+        "tokenizer": dict(TOKENIZER),
+        "architecture": dict(ARCHITECTURE),
+        "init_seed": seed,
+        "corpus_sha256": _corpus_digest(TOKENIZER["corpus_rows"], TOKENIZER["corpus_seed"]),
+    }
+
+
+def config_hash(seed: int = INIT_SEED) -> str:
+    """Short hash of :func:`build_settings`; names the cache folder."""
+    blob = json.dumps(build_settings(seed), sort_keys=True).encode("utf-8")
+    return hashlib.sha256(blob).hexdigest()[:12]
+
+
+def embedded_model_dir(seed: int = INIT_SEED) -> Path:
+    """Where the embedded model for these settings lives (built or not)."""
+    return paths.cache_root() / f"tiny-router-lm-{config_hash(seed)}"
+
+
+def train_tokenizer(texts: list[str], vocab_size: int, min_frequency: int = 2) -> Any:
+    """A byte-level BPE ``tokenizers.Tokenizer`` trained on ``texts``; prepends BOS on encode."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        min_frequency=min_frequency,
+        special_tokens=[PAD_TOKEN, BOS_TOKEN, EOS_TOKEN],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tokenizer.train_from_iterator(texts, trainer=trainer, length=len(texts))
+    bos = tokenizer.token_to_id(BOS_TOKEN)
+    tokenizer.post_processor = processors.TemplateProcessing(
+        single=f"{BOS_TOKEN} $A", pair=f"{BOS_TOKEN} $A $B:1", special_tokens=[(BOS_TOKEN, bos)]
+    )
+    return tokenizer
+
+
+def build_model(dest: Path, seed: int = INIT_SEED) -> Path:
+    """Build the embedded model into ``dest`` (which must not exist) atomically: everything is
+    written to a temp folder beside it, then renamed. Returns ``dest``."""
+    from transformers import (
+        GenerationConfig,
+        LlamaConfig,
+        LlamaForCausalLM,
+        PreTrainedTokenizerFast,
+    )
+
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    settings = build_settings(seed)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent))
+    try:
+        texts = corpus_texts(TOKENIZER["corpus_rows"], TOKENIZER["corpus_seed"])
+        raw = train_tokenizer(texts, TOKENIZER["vocab_size"], TOKENIZER["min_frequency"])
+        tokenizer = PreTrainedTokenizerFast(
+            tokenizer_object=raw,
+            bos_token=BOS_TOKEN,
+            eos_token=EOS_TOKEN,
+            pad_token=PAD_TOKEN,
+            model_max_length=ARCHITECTURE["max_position_embeddings"],
+            padding_side="right",
+            clean_up_tokenization_spaces=False,
+        )
+        ids = {"pad_token_id": 0, "bos_token_id": 1, "eos_token_id": 2}
+        assert [tokenizer.pad_token_id, tokenizer.bos_token_id, tokenizer.eos_token_id] == [0, 1, 2]
+        config = LlamaConfig(vocab_size=raw.get_vocab_size(), **ARCHITECTURE, **ids)
+        with _fork_rng(seed):
+            model = LlamaForCausalLM(config)
+        model.generation_config = GenerationConfig(**ids)
+        model.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+        params = sum(p.numel() for p in model.parameters())
+        info = {"model": EMBEDDED_MODEL, "parameters": params, **settings}
+        (tmp / BUILD_MARKER).write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
+        try:
+            os.rename(tmp, dest)
+        except OSError:
+            if not (dest / BUILD_MARKER).exists():  # not a concurrent builder that won the race
+                raise
+            shutil.rmtree(tmp, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return dest
+
+
+@contextlib.contextmanager
+def _fork_rng(seed: int) -> Any:
+    """Seed torch's CPU generator for the block, restoring the caller's state afterwards."""
+    import torch
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        yield
+
+
+def ensure_embedded_model(seed: int = INIT_SEED) -> Path:
+    """The folder of the embedded model, building it on first use (a few seconds)."""
+    dest = embedded_model_dir(seed)
+    if (dest / BUILD_MARKER).exists():
+        return dest
+    if dest.exists():  # a folder without the marker is not ours to trust; rebuild it
+        shutil.rmtree(dest)
+    return build_model(dest, seed)
+
+
+def resolve_base_model(base_model: str) -> str:
+    """The path or Hugging Face id to load: the built folder for EMBEDDED_MODEL, else unchanged."""
+    if base_model == EMBEDDED_MODEL:
+        return str(ensure_embedded_model())
+    return base_model
+
+
+def load_embedded(seed: int = INIT_SEED) -> tuple[Any, Any]:
+    """(model, tokenizer) of the embedded model, loaded with ``from_pretrained``."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    folder = ensure_embedded_model(seed)
+    return AutoModelForCausalLM.from_pretrained(folder), AutoTokenizer.from_pretrained(folder)
