@@ -2,9 +2,13 @@
 
 Each run folder records its stages in ``pipeline.json`` (written atomically after every change):
 ``{"params_file", "params_name", "run_dir", "stages": [{"stage", "notebook", "status", "seconds",
-"error"}], "status": "running" | "failed" | "finished", "created", "finished"}``. A stage status is
-``pending``, ``running``, ``ok`` or ``failed``. A finished run folder is never touched again;
-``resume`` continues an unfinished one from its first stage that is not ``ok``.
+"error"}], "status": "running" | "failed" | "interrupted" | "finished", "created", "finished"}``.
+A stage status is ``pending``, ``running``, ``ok``, ``failed`` or ``interrupted`` (Ctrl-C). A
+finished run folder is never touched again; ``resume`` continues an unfinished one from its first
+stage that is not ``ok``, with the run's own params.yaml and stage list.
+
+Each notebook gets exactly two papermill parameters: ``params_file`` (the run's resolved
+params.yaml, so a resumed run uses the params it started with) and ``run_dir``.
 """
 
 from __future__ import annotations
@@ -204,6 +208,12 @@ def _run_one(
                 if not notebook.is_file():
                     raise InputError(f"notebook {notebook} is missing")
                 _execute_stage(notebook, run_dir, params_copy, log)
+            except KeyboardInterrupt:
+                entry.update(status="interrupted", seconds=round(time.perf_counter() - start, 3))
+                state["status"] = "interrupted"
+                _save_state(run_dir, state)
+                log.write(f"==== {name} interrupted\n")
+                raise
             except Exception as exc:  # a stage failure never stops the other runs
                 seconds = time.perf_counter() - start
                 line = _failure_line(
@@ -255,7 +265,7 @@ def _new_run(params_file: str, stages: Sequence[str], outputs: Path | None) -> t
     return run_dir, state
 
 
-def _resume_target(target: str, outputs: Path | None) -> Path:
+def _resume_target(target: str, outputs: Path | None, stages: Sequence[str] | None) -> Path:
     """A run folder given directly, or the newest unfinished run of a params file's name."""
     path = paths.resolve(target)
     if path.is_dir():
@@ -273,6 +283,12 @@ def _resume_target(target: str, outputs: Path | None) -> Path:
         raise InputError(f"{run_dir}: run is finished and is never edited again; start a new run")
     if not (run_dir / paths.PARAMS_FILE).is_file():
         raise InputError(f"{run_dir}: {paths.PARAMS_FILE} is missing; cannot resume")
+    recorded = [str(e.get("stage")) for e in state["stages"]]
+    if stages is not None and tuple(stages) != DEFAULT_STAGES and list(stages) != recorded:
+        raise InputError(
+            f"{run_dir}: --stages {','.join(stages)} differs from the run's own stages "
+            f"{','.join(recorded)}; a resumed run continues its own stages"
+        )
     return run_dir
 
 
@@ -310,7 +326,7 @@ def run_pipeline(
     for item in params_files:
         try:
             if resume:
-                plans.append((item, _resume_target(item, outputs_dir)))
+                plans.append((item, _resume_target(item, outputs_dir, stages)))
             else:
                 from routerlib.config import load_config
 

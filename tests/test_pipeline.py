@@ -97,13 +97,21 @@ def test_failing_stage_stops_its_run_only(
 def test_resume_continues_from_first_unfinished_stage(project: Path, tmp_path: Path) -> None:
     (project / "FAIL_02").write_text("")
     lines: list[str] = []
-    [first] = pipeline.run_pipeline(["params/flaky.yaml"], stages=["01", "02"], out=lines.append)
+    batch = tmp_path / "batch"
+    [first] = pipeline.run_pipeline(
+        ["params/flaky.yaml"], stages=["01", "02"], outputs=str(batch), out=lines.append
+    )
     assert first.status == "failed" and "02_check.ipynb" in first.message
     run = first.run_dir
+    assert run.parent == batch and run.name.startswith("flaky-")
+    with pytest.raises(InputError, match="differs from the run's own stages"):
+        pipeline.run_pipeline([str(run)], stages=["01"], resume=True, out=lines.append)
 
     (project / "FAIL_02").unlink()
     lines.clear()
-    [again] = pipeline.run_pipeline(["params/flaky.yaml"], resume=True, out=lines.append)
+    [again] = pipeline.run_pipeline(
+        ["params/flaky.yaml"], resume=True, outputs=str(batch), out=lines.append
+    )
     assert again.ok and again.run_dir == run
     # Stage 01 was not executed again (it appends a line each time it runs).
     assert (run / "stage01.txt").read_text() == "ran\n"
@@ -119,7 +127,9 @@ def test_resume_continues_from_first_unfinished_stage(project: Path, tmp_path: P
     with pytest.raises(InputError, match="finished"):
         pipeline.run_pipeline([str(run)], resume=True, out=lines.append)
     with pytest.raises(InputError, match="no unfinished run"):
-        pipeline.run_pipeline(["params/flaky.yaml"], resume=True, out=lines.append)
+        pipeline.run_pipeline(
+            ["params/flaky.yaml"], resume=True, outputs=str(batch), out=lines.append
+        )
     assert _snapshot(run) == before
 
 
