@@ -26,7 +26,6 @@ import select
 import sys
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -537,7 +536,6 @@ def generate_predictions(
     progress: bool = True,
     pred_path: str | os.PathLike[str] | None = None,
     backoff_s: float = 0.5,
-    on_record: Callable[[int], None] | None = None,
 ) -> Path:
     """Ask ``client`` for every gold prompt not yet cached; write the prediction file; return it.
 
@@ -584,7 +582,6 @@ def generate_predictions(
             retries,
             backoff_s,
             progress,
-            on_record,
         )
 
     out = Path(pred_path) if pred_path else prediction_path_for(cache)
@@ -608,11 +605,10 @@ def _run_pending(
     retries: int,
     backoff_s: float,
     progress: bool,
-    on_record: Callable[[int], None] | None,
 ) -> None:
     """Workers call the client; this thread appends their answers to the cache in small fsync'd
     batches (one fsync per batch of answers that arrived together) and moves the progress bar."""
-    from tqdm.auto import tqdm
+    from tqdm import tqdm  # plain text bar: no ipywidgets needed in notebooks
 
     work: queue.SimpleQueue[int] = queue.SimpleQueue()
     for index in pending:
@@ -686,8 +682,6 @@ def _run_pending(
                     handle.flush()
                     os.fsync(handle.fileno())
                     bar.update(len(lines))
-                    if on_record is not None:
-                        on_record(len(records))
     except BaseException:
         stop.set()
         raise
@@ -695,15 +689,12 @@ def _run_pending(
         bar.close()
     if errors:
         index, exc = min(errors, key=lambda e: e[0])
-        done = len(records)
-        message = (
-            f"row {index}: {exc}"
-            if isinstance(exc, RemoteError)
-            else (f"row {index}: {type(exc).__name__}: {exc}")
-        )
-        raise RemoteError(
-            f"{message} — {done}/{total} predictions cached in {cache}; run again to resume"
-        )
+        if isinstance(exc, RemoteError):
+            raise RemoteError(
+                f"row {index}: {exc} — {len(records)}/{total} predictions cached in {cache}; "
+                "run again to resume"
+            )
+        raise exc  # bad input (InputError) or a bug: as it is, with its traceback
 
 
 def _cache_record(

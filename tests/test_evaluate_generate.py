@@ -431,3 +431,26 @@ def test_evaluate_local_checkpoint(shared_data: Path, tmp_path: Path) -> None:
     assert all(isinstance(p["raw"], str) and p["tokens_estimated"] for p in preds)
     cache = _rows(tmp_path / "eval" / "report.cache.jsonl")
     assert {c["target"] for c in cache} == {f"checkpoint:{ckpt.resolve()}"}
+
+
+class _Refusing:
+    """A client of routerlib's own protocol whose endpoint name cannot be resolved."""
+
+    name = "refusing"
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def complete(self, prompt: str, max_tokens: int) -> ev.Completion:
+        self.calls += 1
+        raise InputError("endpoint 42: give the full endpoint resource name or --project")
+
+
+def test_input_error_from_a_client_stays_an_input_error(shared_data: Path, tmp_path: Path) -> None:
+    gold = _gold(shared_data, tmp_path, 3)
+    client = _Refusing()
+    with pytest.raises(InputError, match="--project"):
+        ev.generate_predictions(
+            gold, client=client, cache_path=tmp_path / "c.jsonl", concurrency=1, progress=False
+        )
+    assert client.calls == 1

@@ -38,32 +38,69 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "killed run resumes). Exit 1 when a --thresholds gate fails."
         ),
     )
-    p.add_argument("--gold", required=True, help="gold JSONL (prompt, completion)")
+    p.add_argument("--gold", required=True, metavar="FILE", help="gold JSONL (prompt, completion)")
     source = p.add_mutually_exclusive_group(required=True)
-    source.add_argument("--pred", help="prediction JSONL, one line per gold row")
+    source.add_argument("--pred", metavar="FILE", help="prediction JSONL, one line per gold row")
     source.add_argument(
         "--endpoint",
+        metavar="NAME_OR_URL",
         help="http://host:port/v1 (OpenAI-compatible), an http URL ending in :predict (vLLM "
         "predict JSON), or a Vertex endpoint (projects/…/endpoints/ID or numeric id)",
     )
-    source.add_argument("--checkpoint", help="local checkpoint folder: serve it here and evaluate")
-    p.add_argument(
-        "--out", required=True, help="report JSON; samples, cache, predictions go beside"
+    source.add_argument(
+        "--checkpoint", metavar="DIR", help="local checkpoint folder: serve it here and evaluate"
     )
-    p.add_argument("--thresholds", help="gate file (router_benchmark_thresholds.json format)")
-    p.add_argument("--compare-to", dest="compare_to", help="previous router's prediction JSONL")
-    p.add_argument("--concurrency", type=int, default=8, help="requests in flight (default 8)")
-    p.add_argument("--max-tokens", dest="max_tokens", type=int, default=1536)
-    p.add_argument("--limit", type=int, help="evaluate the first N gold rows only")
     p.add_argument(
-        "--model", help="model name for an OpenAI-compatible endpoint (default: first listed)"
+        "--out",
+        required=True,
+        metavar="REPORT.json",
+        help="report JSON; samples, cache and predictions are written beside it",
     )
-    p.add_argument("--timeout", type=float, default=120.0, help="seconds per request (default 120)")
-    p.add_argument("--retries", type=int, default=5, help="retries per row on 429/5xx/timeouts")
-    p.add_argument("--project")
-    p.add_argument("--location")
     p.add_argument(
-        "--api-endpoint", dest="api_endpoint", help="Vertex API address (tests: loopback)"
+        "--thresholds", metavar="FILE", help="gate file (router_benchmark_thresholds.json format)"
+    )
+    p.add_argument(
+        "--compare-to",
+        dest="compare_to",
+        metavar="PREV_PREDS",
+        help="the previous router's prediction JSONL: deltas, fixed/broken samples, significance",
+    )
+    p.add_argument(
+        "--concurrency", type=int, default=8, metavar="N", help="requests in flight (default 8)"
+    )
+    p.add_argument(
+        "--max-tokens",
+        dest="max_tokens",
+        type=int,
+        default=1536,
+        metavar="N",
+        help="generation limit per row (default 1536)",
+    )
+    p.add_argument("--limit", type=int, metavar="N", help="evaluate the first N gold rows only")
+    p.add_argument(
+        "--model", help="model name for an OpenAI-compatible endpoint (default: the first listed)"
+    )
+    p.add_argument(
+        "--timeout",
+        type=float,
+        default=120.0,
+        metavar="S",
+        help="seconds per request (default 120)",
+    )
+    p.add_argument(
+        "--retries",
+        type=int,
+        default=5,
+        metavar="N",
+        help="retries per row on 429, 5xx, timeouts, dropped connections (default 5)",
+    )
+    p.add_argument("--project", metavar="P", help="Google Cloud project (Vertex endpoints)")
+    p.add_argument("--location", metavar="L", help="Vertex region (Vertex endpoints)")
+    p.add_argument(
+        "--api-endpoint",
+        dest="api_endpoint",
+        metavar="URL",
+        help="Vertex API address (default: the regional Google one)",
     )
     p.add_argument(
         "--no-progress", dest="progress", action="store_false", help="hide the progress bar"
@@ -74,9 +111,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "baseline",
         help="write the previous router logic's predictions (majority template or keyword rules)",
     )
-    b.add_argument("--gold", required=True, help="gold JSONL whose prompts to route")
-    b.add_argument("--out", required=True, help="prediction JSONL to write")
-    b.add_argument("--kind", choices=("majority", "rules"), default="majority")
+    b.add_argument(
+        "--gold", required=True, metavar="FILE", help="gold JSONL whose prompts to route"
+    )
+    b.add_argument("--out", required=True, metavar="PREDS", help="prediction JSONL to write")
+    b.add_argument(
+        "--kind",
+        choices=("majority", "rules"),
+        default="majority",
+        help="majority: /general-search → /math → /code for every row; rules: a keyword router",
+    )
     b.set_defaults(func=run_baseline)
 
 

@@ -8,7 +8,7 @@ Routes (on RecordingServer, so every request is logged):
 - ``GET  /v1/projects/…/endpoints/ID``  the endpoint resource (aiplatform reads it first)
 
 Faults, chosen per request by ``plan(prompt, attempt)`` (attempt counts from 0 for each prompt):
-``"429"`` and ``"503"`` (with a JSON error body; 429 carries ``Retry-After: 0``), ``"timeout"``
+``"429"`` and ``"503"`` (with a JSON error body), ``"timeout"``
 (sleep ``hang_s`` then answer, long after the client gave up), ``"torn"`` (close the connection
 without an answer). ``None`` answers normally.
 """
