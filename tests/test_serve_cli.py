@@ -150,3 +150,31 @@ def test_serve_prints_the_url_answers_and_stops_on_ctrl_c(tiny_checkpoint: Path)
         if process.poll() is None:
             process.kill()
             process.wait()
+
+
+def test_unreachable_api_endpoint_is_exit_3(capsys: pytest.CaptureFixture[str]) -> None:
+    import socket
+
+    with socket.socket() as sock:  # a port nobody listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    code = main(
+        [
+            "deploy",
+            "--checkpoint",
+            CKPT,
+            "--project",
+            "p",
+            "--api-endpoint",
+            f"http://127.0.0.1:{port}",
+        ]
+    )
+    assert code == 3
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("routerlib deploy: deploy gs://")
+    assert not any("Traceback" in line for line in err)
+
+
+def test_serve_refuses_a_gcs_uri(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["serve", "--checkpoint", CKPT]) == 2
+    assert "local folder" in capsys.readouterr().err

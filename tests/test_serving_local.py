@@ -309,3 +309,42 @@ def test_close_answers_held_requests_and_frees_the_port(predictor: LocalPredicto
     assert not any(t.is_alive() for t in server._threads)
     with pytest.raises(OSError):
         urllib.request.urlopen(url.rsplit("/v1/", 1)[0] + "/health", timeout=5)
+
+
+def test_predict_reports_token_usage_in_metadata(predictor: LocalPredictor) -> None:
+    expected = predictor.generate([PROMPTS[0]], max_tokens=5)[0]
+    with LocalServer(predictor=predictor) as server:
+        _, body = post(
+            server.endpoint_url,
+            {"instances": [{"prompt": PROMPTS[0], "max_tokens": 5, "raw_response": True}]},
+        )
+    assert body["metadata"]["usage"] == [
+        {
+            "prompt_tokens": expected.prompt_tokens,
+            "completion_tokens": expected.completion_tokens,
+            "finish_reason": expected.finish_reason,
+        }
+    ]
+
+
+def test_openai_compatible_completions(predictor: LocalPredictor) -> None:
+    expected = predictor.generate(PROMPTS[:2], max_tokens=[6, 6])
+    with LocalServer(predictor=predictor) as server:
+        with urllib.request.urlopen(server.url + "/v1/models", timeout=10) as response:
+            (model,) = json.loads(response.read())["data"]
+        status, body = post(
+            server.url + "/v1/completions",
+            {"model": model["id"], "prompt": PROMPTS[:2], "max_tokens": 6, "temperature": 0},
+        )
+        assert status == 200
+        assert [c["text"] for c in body["choices"]] == [r.text for r in expected]
+        assert body["usage"]["completion_tokens"] == sum(r.completion_tokens for r in expected)
+        status, one = post(
+            server.url + "/v1/completions",
+            {"prompt": PROMPTS[0], "max_tokens": 6, "temperature": 0},
+        )
+        assert one["choices"][0]["text"] == expected[0].text
+        status, bad = post(server.url + "/v1/completions", {"prompt": 3})
+        assert status == 400 and bad["error"]["message"].startswith("prompt:")
+        status, bad = post(server.url + "/v1/completions", {"prompt": "a", "max_tokens": 0})
+        assert status == 400 and bad["error"]["message"].startswith("max_tokens:")

@@ -235,3 +235,15 @@ def test_failed_deploy_removes_the_endpoint_vertex_created(
     assert state.endpoints == {}
     assert len(state.deleted) == 1
     assert vertex.read_registry() == []
+
+
+def test_failed_cleanup_names_the_endpoint_to_delete(
+    stand_in: tuple[RecordingServer, ServingState],
+) -> None:
+    server, state = stand_in
+    with pytest.raises(RemoteError, match="routerlib endpoints delete projects/proj-1/") as info:
+        with vertex.deployed(CKPT, **cloud(server)) as deployment:
+            state.delete_status = 500
+    assert deployment.endpoint_name in str(info.value)
+    (record,) = vertex.read_registry()
+    assert record["state"] == "deployed"  # still listed by `routerlib endpoints list`

@@ -8,7 +8,8 @@ Wire format (the same as Model Garden's vLLM containers behind ``Endpoint.predic
     -> {"predictions": ["..."], "deployedModelId": "...", ...}
 
 Without ``raw_response: true`` a prediction reads ``Prompt:\\n<prompt>\\nOutput:\\n<text>`` as
-Model Garden's containers answer. Concurrent requests are gathered by one worker thread into
+Model Garden's containers answer. The same server also answers OpenAI-style
+``POST /v1/completions`` and ``GET /v1/models``. Concurrent requests are gathered by one worker thread into
 batches (a short window, up to ``max_batch`` prompts) and run as one left-padded ``generate``.
 """
 
@@ -72,6 +73,11 @@ class LocalPredictor:
     def __init__(
         self, checkpoint_dir: str | Path, *, loader: Loader | None = None, max_batch: int = 16
     ) -> None:
+        if str(checkpoint_dir).startswith("gs://"):
+            raise InputError(
+                f"{checkpoint_dir}: local serving needs a local folder; copy the checkpoint "
+                "down first (or deploy it with `routerlib deploy`)"
+            )
         path = Path(checkpoint_dir)
         if path.exists() and not path.is_dir():
             raise InputError(f"{checkpoint_dir}: not a checkpoint folder")
@@ -230,6 +236,31 @@ def parse_predict_body(body: bytes) -> list[Instance]:
     return parsed
 
 
+def parse_completions_body(body: bytes) -> list[Instance]:
+    """The prompts of an OpenAI-style ``/v1/completions`` request (``prompt`` a string or a
+    list of strings; OpenAI's defaults: max_tokens 16, temperature 1)."""
+    try:
+        data = json.loads(body or b"")
+    except (ValueError, UnicodeDecodeError):
+        raise ValueError("body: not valid JSON") from None
+    if not isinstance(data, dict):
+        raise ValueError("body: must be a JSON object with a 'prompt'")
+    prompt = data.get("prompt")
+    prompts = [prompt] if isinstance(prompt, str) else prompt
+    if not isinstance(prompts, list) or not prompts or not all(isinstance(p, str) for p in prompts):
+        raise ValueError("prompt: must be a string or a non-empty list of strings")
+    item = {
+        "max_tokens": data.get("max_tokens", 16),
+        "temperature": data.get("temperature", 1.0),
+        "raw_response": True,
+    }
+    encoded = json.dumps({"instances": [{**item, "prompt": p} for p in prompts]}).encode()
+    try:
+        return parse_predict_body(encoded)
+    except ValueError as exc:
+        raise ValueError(str(exc).split(".", 1)[-1]) from None
+
+
 def format_prediction(instance: Instance, text: str) -> str:
     """The prediction string: the bare text with raw_response, Model Garden's frame without."""
     if instance.raw_response:
@@ -292,6 +323,7 @@ class LocalServer:
         self.max_batch = max_batch
         self.batch_window = batch_window
         self.endpoint_id = endpoint_id
+        self.model_id = f"local/{self.checkpoint_dir.name}"
         self.request_timeout = request_timeout
         self.on_batch = on_batch
         self.stats = ServerStats()
@@ -386,8 +418,11 @@ class LocalServer:
 
     # ---- request path
 
-    def predict(self, instances: list[Instance]) -> list[str]:
-        """Queue ``instances`` for the batch worker and wait for their predictions."""
+    def complete(self, instances: list[Instance]) -> list[GenerationResult]:
+        """Queue ``instances`` for the batch worker and wait for their results (in order).
+
+        Raises TimeoutError after ``request_timeout`` and RuntimeError when generation failed
+        or the server is shutting down."""
         items = [_Pending(inst, time.monotonic()) for inst in instances]
         for item in items:
             self._queue.put(item)
@@ -398,16 +433,19 @@ class LocalServer:
             self.stats.requests += 1
             self.stats.instances += len(items)
         deadline = time.monotonic() + self.request_timeout
+        results = []
         for item in items:
             if not item.done.wait(max(0.0, deadline - time.monotonic())):
                 raise TimeoutError("prediction timed out")
-            if item.error is not None:
-                raise RuntimeError(item.error)
-        return [
-            format_prediction(item.instance, item.result.text)
-            for item in items
-            if item.result is not None
-        ]
+            if item.error is not None or item.result is None:
+                raise RuntimeError(item.error or "no result")
+            results.append(item.result)
+        return results
+
+    def predict(self, instances: list[Instance]) -> list[str]:
+        """The prediction strings of ``instances`` (see :func:`format_prediction`)."""
+        results = self.complete(instances)
+        return [format_prediction(i, r.text) for i, r in zip(instances, results, strict=True)]
 
     def _work(self) -> None:
         stopping = False
@@ -481,6 +519,18 @@ class LocalServer:
                     status, {"error": {"code": status, "message": message, "status": state}}
                 )
 
+            def _run(self, instances: list[Instance]) -> list[GenerationResult] | None:
+                try:
+                    return server.complete(instances)
+                except TimeoutError as exc:
+                    self._error(504, "DEADLINE_EXCEEDED", str(exc))
+                except RuntimeError as exc:
+                    if "shutting down" in str(exc):
+                        self._error(503, "UNAVAILABLE", str(exc))
+                    else:
+                        self._error(500, "INTERNAL", str(exc))
+                return None
+
             def do_GET(self) -> None:  # noqa: N802
                 path = urlsplit(self.path).path
                 if path in ("/health", "/"):
@@ -492,6 +542,16 @@ class LocalServer:
                             "deployedModelId": server.endpoint_id,
                         },
                     )
+                elif path == "/v1/models":
+                    self._reply(
+                        200,
+                        {
+                            "object": "list",
+                            "data": [
+                                {"id": server.model_id, "object": "model", "owned_by": "routerlib"}
+                            ],
+                        },
+                    )
                 else:
                     self._error(404, "NOT_FOUND", f"no route GET {path}")
 
@@ -499,33 +559,78 @@ class LocalServer:
                 path = urlsplit(self.path).path
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else b""
-                if not PREDICT_PATH.fullmatch(path):
+                if path == "/v1/completions":
+                    self._completions(body)
+                elif PREDICT_PATH.fullmatch(path):
+                    self._predict(body)
+                else:
                     self._error(404, "NOT_FOUND", f"no route POST {path}")
-                    return
+
+            def _predict(self, body: bytes) -> None:
                 try:
                     instances = parse_predict_body(body)
                 except ValueError as exc:
                     self._error(400, "INVALID_ARGUMENT", str(exc))
                     return
-                try:
-                    predictions = server.predict(instances)
-                except TimeoutError as exc:
-                    self._error(504, "DEADLINE_EXCEEDED", str(exc))
-                    return
-                except RuntimeError as exc:
-                    self._error(
-                        503 if "shutting down" in str(exc) else 500,
-                        "UNAVAILABLE" if "shutting down" in str(exc) else "INTERNAL",
-                        str(exc),
-                    )
+                results = self._run(instances)
+                if results is None:
                     return
                 self._reply(
                     200,
                     {
-                        "predictions": predictions,
+                        "predictions": [
+                            format_prediction(i, r.text)
+                            for i, r in zip(instances, results, strict=True)
+                        ],
                         "deployedModelId": server.endpoint_id,
-                        "model": f"local/{server.checkpoint_dir.name}",
+                        "model": server.model_id,
                         "modelDisplayName": str(server.checkpoint_dir),
+                        # Not sent by Vertex's vLLM containers; clients may use it when present.
+                        "metadata": {
+                            "usage": [
+                                {
+                                    "prompt_tokens": r.prompt_tokens,
+                                    "completion_tokens": r.completion_tokens,
+                                    "finish_reason": r.finish_reason,
+                                }
+                                for r in results
+                            ]
+                        },
+                    },
+                )
+
+            def _completions(self, body: bytes) -> None:
+                try:
+                    instances = parse_completions_body(body)
+                except ValueError as exc:
+                    self._error(400, "invalid_request_error", str(exc))
+                    return
+                results = self._run(instances)
+                if results is None:
+                    return
+                prompt_tokens = sum(r.prompt_tokens for r in results)
+                completion_tokens = sum(r.completion_tokens for r in results)
+                self._reply(
+                    200,
+                    {
+                        "id": f"cmpl-{time.time_ns()}",
+                        "object": "text_completion",
+                        "created": int(time.time()),
+                        "model": server.model_id,
+                        "choices": [
+                            {
+                                "index": n,
+                                "text": r.text,
+                                "finish_reason": r.finish_reason,
+                                "logprobs": None,
+                            }
+                            for n, r in enumerate(results)
+                        ],
+                        "usage": {
+                            "prompt_tokens": prompt_tokens,
+                            "completion_tokens": completion_tokens,
+                            "total_tokens": prompt_tokens + completion_tokens,
+                        },
                     },
                 )
 

@@ -140,7 +140,16 @@ def init_vertex(project: str, location: str = DEFAULT_LOCATION, api_endpoint: st
         _current = key
 
 
-def _remote_error(action: str, exc: Exception) -> RemoteError:
+def _sdk_errors() -> tuple[type[BaseException], ...]:
+    """What a failed call to the SDK raises: API errors, transport errors, auth errors."""
+    import requests
+    from google.api_core.exceptions import GoogleAPIError
+    from google.auth.exceptions import GoogleAuthError
+
+    return (GoogleAPIError, requests.exceptions.RequestException, GoogleAuthError)
+
+
+def _remote_error(action: str, exc: BaseException) -> RemoteError:
     code = getattr(exc, "code", None)
     message = getattr(exc, "message", None) or str(exc)
     message = " ".join(str(message).split())
@@ -264,7 +273,6 @@ def deploy(
         raise InputError(f"accelerator_count must be at least 1, got {accelerator_count}")
     display_name = endpoint_display_name or default_display_name()
     init_vertex(project, location, api_endpoint)
-    from google.api_core import exceptions as gexc
     from google.cloud import aiplatform
     from vertexai.preview.model_garden import CustomModel
 
@@ -279,7 +287,7 @@ def deploy(
         )
         endpoint = aiplatform.Endpoint(endpoint.resource_name)
         deployed_models = list(endpoint.gca_resource.deployed_models)
-    except (gexc.GoogleAPIError, ValueError) as exc:
+    except (*_sdk_errors(), ValueError) as exc:  # type: ignore[misc]
         raise _remote_error(f"deploy {checkpoint_uri}", exc) from None
     deployment = Deployment(
         endpoint_name=endpoint.resource_name,
@@ -318,7 +326,7 @@ def delete_endpoint(
     except gexc.NotFound:
         _mark_deleted(name)
         return []
-    except gexc.GoogleAPIError as exc:
+    except _sdk_errors() as exc:
         raise _remote_error(f"delete {name}", exc) from None
     try:
         model_ids = [d.id for d in endpoint.list_models()]
@@ -326,7 +334,7 @@ def delete_endpoint(
         endpoint.delete()
     except gexc.NotFound:
         model_ids = []
-    except gexc.GoogleAPIError as exc:
+    except _sdk_errors() as exc:
         raise _remote_error(f"delete {name}", exc) from None
     _mark_deleted(name)
     return model_ids
@@ -351,12 +359,11 @@ def list_endpoints(
             for r in records
         ]
     init_vertex(project, location, api_endpoint)
-    from google.api_core import exceptions as gexc
     from google.cloud import aiplatform
 
     try:
         endpoints = aiplatform.Endpoint.list(project=project, location=location)
-    except gexc.GoogleAPIError as exc:
+    except _sdk_errors() as exc:
         raise _remote_error(f"list endpoints of {project}/{location}", exc) from None
     known = {r["endpoint_name"]: r for r in records}
     out = []
@@ -388,29 +395,52 @@ def _find_by_display_name(
 
 
 @contextlib.contextmanager
-def deployed(checkpoint_uri: str, **deploy_args: Any) -> Iterator[Deployment]:
-    """Deploy for the length of a ``with`` block and always delete what was deployed — when the
-    block raises, and also when the deploy itself fails after Vertex created an endpoint (it is
-    found by its unique display name)."""
-    deploy_args.setdefault("endpoint_display_name", default_display_name())
-    project = deploy_args.get("project", "")
-    location = deploy_args.get("location", DEFAULT_LOCATION)
-    api_endpoint = deploy_args.get("api_endpoint", "")
+def deployed(
+    checkpoint_uri: str,
+    *,
+    machine_type: str = "g2-standard-12",
+    accelerator_type: str = "NVIDIA_L4",
+    accelerator_count: int = 1,
+    endpoint_display_name: str | None = None,
+    model_display_name: str | None = None,
+    project: str,
+    location: str = DEFAULT_LOCATION,
+    api_endpoint: str = "",
+    deploy_timeout: float | None = None,
+) -> Iterator[Deployment]:
+    """Deploy for the length of a ``with`` block and always delete what was deployed: when the
+    block ends, when it raises, and when the deploy itself fails (or is interrupted) after
+    Vertex created an endpoint — that one is found by its unique display name.
+
+    A failed cleanup raises RemoteError naming the endpoint and the command that deletes it."""
+    display_name = endpoint_display_name or default_display_name()
+    cloud = {"project": project, "location": location, "api_endpoint": api_endpoint}
     try:
-        deployment = deploy(checkpoint_uri, **deploy_args)
+        deployment = deploy(
+            checkpoint_uri,
+            machine_type=machine_type,
+            accelerator_type=accelerator_type,
+            accelerator_count=accelerator_count,
+            endpoint_display_name=display_name,
+            model_display_name=model_display_name,
+            deploy_timeout=deploy_timeout,
+            **cloud,
+        )
     except BaseException:
         with contextlib.suppress(Exception):
-            for name in _find_by_display_name(
-                project, location, api_endpoint, deploy_args["endpoint_display_name"]
-            ):
-                delete_endpoint(name, project=project, location=location, api_endpoint=api_endpoint)
+            for name in _find_by_display_name(project, location, api_endpoint, display_name):
+                delete_endpoint(name, **cloud)
         raise
     try:
         yield deployment
     finally:
-        delete_endpoint(
-            deployment.endpoint_name, project=project, location=location, api_endpoint=api_endpoint
-        )
+        try:
+            delete_endpoint(deployment.endpoint_name, **cloud)
+        except RemoteError as exc:
+            raise RemoteError(
+                f"could not delete {deployment.endpoint_name} ({exc}); it still costs money: "
+                f"run `routerlib endpoints delete {deployment.endpoint_name}`"
+            ) from None
 
 
 # --------------------------------------------------------------------------- predict

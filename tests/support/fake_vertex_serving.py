@@ -78,6 +78,8 @@ class ServingState:
     deploy_error: str | None = None
     #: When set, predict answers this HTTP status with an error body.
     predict_status: int | None = None
+    #: When set, deleting an endpoint answers this HTTP status with an error body.
+    delete_status: int | None = None
     lock: threading.Lock = field(default_factory=threading.Lock)
     _ids: Any = field(default_factory=lambda: itertools.count(1000))
 
@@ -248,6 +250,9 @@ def add_serving_routes(server: RecordingServer, state: ServingState) -> ServingS
             endpoint = state.endpoints.get(m["name"])
             if endpoint is None:
                 return _not_found(m["name"])
+            if state.delete_status:
+                code = state.delete_status
+                return code, {"error": {"code": code, "message": "injected", "status": "INTERNAL"}}
             if endpoint["deployedModels"]:
                 return 400, {
                     "error": {
