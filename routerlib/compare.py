@@ -317,6 +317,8 @@ def leaderboard(runs: Sequence[RunSummary]) -> pd.DataFrame:
     board = pd.DataFrame.from_records(records)
     if board.empty:
         return board
+    for column in ("adapter_size", "epochs", "samples"):
+        board[column] = board[column].round().astype("Int64")  # whole numbers; <NA> when unknown
     sort_key = f"{PRIMARY} strict" if f"{PRIMARY} strict" in board else board.columns[0]
     board = board.sort_values(
         [sort_key, "kind"], ascending=[False, False], na_position="last", kind="stable"
@@ -446,7 +448,10 @@ def significance_table(runs: Sequence[RunSummary]) -> pd.DataFrame:
         for b, key_b in keyed[i + 1 :]:
             if key_a is not None and key_a == key_b:
                 records.extend(compare_pair(a, b))
-    return pd.DataFrame.from_records(records, columns=SIGNIFICANCE_COLUMNS)
+    table = pd.DataFrame.from_records(records, columns=SIGNIFICANCE_COLUMNS)
+    for column in ("n", "b01", "b10"):
+        table[column] = table[column].astype("Int64")  # counts; <NA> for bootstrap rows
+    return table
 
 
 # ----------------------------------------------------------------------------- conclusion

@@ -164,13 +164,25 @@ def route_confusion(runs: Sequence[RunSummary], folder: Path) -> Path:
     return _save(fig, folder, "route_confusion.png")
 
 
+def length_ratios(run: RunSummary) -> list[float]:
+    """Per-sample ``length_ratio`` of valid predictions (the scorer's ``metrics`` block, or a
+    top-level key)."""
+    values = []
+    for sample in run.samples():
+        block = sample.get("metrics") if isinstance(sample.get("metrics"), dict) else sample
+        value = block.get("length_ratio")
+        if _valid(value) and not isinstance(value, bool):
+            values.append(float(value))
+    return values
+
+
 def length_ratio(runs: Sequence[RunSummary], folder: Path) -> Path:
     """Histogram of per-sample ``length_ratio`` (prediction chars / gold chars) per router."""
     fig = _figure()
     ax = fig.add_subplot()
     drawn = 0
     for run in runs:
-        values = [s["length_ratio"] for s in run.samples() if _valid(s.get("length_ratio"))]
+        values = length_ratios(run)
         if values:
             ax.hist(values, bins=30, alpha=0.5, label=run.name)
             drawn += 1

@@ -48,6 +48,8 @@ SECRET_PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
 _DATA_URI = re.compile(r"data:[\w/+.\-]+;base64,[A-Za-z0-9+/=\s]+")
 
 COMPARISON_STAGE = "05"
+#: Metrics whose paired tests are shown on the index (the rest sit in a collapsed table).
+SIGNIFICANCE_HEADLINE = ("route_plan_exact", "json_valid", "route_tool_recall")
 
 
 class SecretFound(RouterlibError):
@@ -178,7 +180,7 @@ def _data_uri(png: Path) -> str:
 _STYLE = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2rem;max-width:1400px;color:#222}
 table{border-collapse:collapse;font-size:.85rem;margin:.5rem 0 1.5rem}
-th,td{border:1px solid #ccc;padding:.25rem .5rem;text-align:right}
+th,td{border:1px solid #ccc;padding:.25rem .5rem;text-align:right;white-space:nowrap}
 th{background:#f3f3f3} td:first-child,th:first-child{text-align:left}
 .plots img{max-width:48%;margin:.5rem;border:1px solid #eee;vertical-align:top}
 .conclusion{background:#f6f9ff;border-left:4px solid #4a7bd0;padding:.5rem 1rem}
@@ -248,6 +250,41 @@ def _index_html(
     return "\n".join(parts)
 
 
+def _dashes(frame: Any) -> Any:
+    """Nullable integer columns with a dash for unknown values (``na_rep`` skips ``pd.NA``)."""
+    frame = frame.copy()
+    for column in frame.columns:
+        if str(frame[column].dtype) == "Int64":
+            frame[column] = frame[column].astype(object).where(frame[column].notna(), "–")
+    return frame
+
+
+def display_board(board: Any) -> Any:
+    """The leaderboard for reading: each strict figure with its 95% interval in one cell
+    (``0.900 [0.825, 0.975]``), numbers rounded, the run folder last."""
+    import math
+
+    shown = board.copy()
+    for column in list(shown.columns):
+        if not column.endswith(" strict") or f"{column} lo" not in shown:
+            continue
+
+        def cell(row: Any, c: str = column) -> str:
+            value, lo, hi = row[c], row[f"{c} lo"], row[f"{c} hi"]
+            if value is None or (isinstance(value, float) and math.isnan(value)):
+                return "–"
+            if isinstance(lo, float) and not math.isnan(lo):
+                return f"{value:.3f} [{lo:.3f}, {hi:.3f}]"
+            return f"{value:.3f}"
+
+        shown[column] = shown.apply(cell, axis=1)
+        shown = shown.drop(columns=[f"{column} lo", f"{column} hi"])
+    shown = _dashes(shown)
+    if "run" in shown:
+        shown = shown[[c for c in shown.columns if c != "run"] + ["run"]]
+    return shown
+
+
 def _comparison(run_dirs: list[Path], plot_dir: Path) -> tuple[str, str, str, list[Path]]:
     """Leaderboard HTML, significance HTML, conclusion markdown and plot PNGs for these runs."""
     from routerlib import compare, compare_plots
@@ -263,7 +300,7 @@ def _comparison(run_dirs: list[Path], plot_dir: Path) -> tuple[str, str, str, li
         sig = pd.DataFrame(columns=compare.SIGNIFICANCE_COLUMNS)
     text = compare.conclusion(board, sig)
     board_html = (
-        board.to_html(
+        display_board(board).to_html(
             index=False,
             classes="leaderboard",
             table_id="leaderboard",
@@ -273,11 +310,18 @@ def _comparison(run_dirs: list[Path], plot_dir: Path) -> tuple[str, str, str, li
         if not board.empty
         else '<table class="leaderboard" id="leaderboard"><tr><td>no scored runs</td></tr></table>'
     )
-    sig_html = (
-        sig.to_html(index=False, classes="significance", float_format="%.4f", na_rep="–")
-        if not sig.empty
-        else "<p>No paired per-sample records to test.</p>"
-    )
+    if sig.empty:
+        sig_html = "<p>No paired per-sample records to test.</p>"
+    else:
+        # The headline tests up front; every metric one click away.
+        sig = _dashes(sig)
+        main = sig[sig["metric"].isin(SIGNIFICANCE_HEADLINE)]
+        sig_html = (
+            main.to_html(index=False, classes="significance", float_format="%.4f", na_rep="–")
+            + f"<details><summary>All {len(sig)} paired tests</summary>"
+            + sig.to_html(index=False, classes="significance-all", float_format="%.4f", na_rep="–")
+            + "</details>"
+        )
     plots = compare_plots.all_plots(runs, plot_dir, board)
     return board_html, sig_html, text, plots
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from routerlib import compare, compare_plots
@@ -55,7 +56,7 @@ def test_leaderboard_values(runs: list[compare.RunSummary]) -> None:
     assert good["gate_pass"] is True and weak["gate_pass"] is False
     assert good["route_plan_exact strict lo"] <= 0.9 <= good["route_plan_exact strict hi"]
     assert good["tuning_mode"] == "PEFT_ADAPTER" and good["adapter_size"] == 16
-    assert weak["tuning_mode"] == "FULL" and math.isnan(weak["adapter_size"])
+    assert weak["tuning_mode"] == "FULL" and pd.isna(weak["adapter_size"])
     assert good["cost_usd"] == 1.5 and good["train_seconds"] == 42.0
     assert good["latency_p50_s"] > 0 and good["latency_p95_s"] >= good["latency_p50_s"]
     # Gold rows with i % 5 in {3, 4} start with /math: good gets all 16, the template none.
@@ -130,6 +131,13 @@ def test_plots_are_written(runs: list[compare.RunSummary], tmp_path: Path) -> No
     )
     for png in written:
         assert png.read_bytes()[:8] == PNG_MAGIC and png.stat().st_size > 5000
+
+
+def test_length_ratios_of_valid_predictions(runs: list[compare.RunSummary]) -> None:
+    weak = next(r for r in runs if r.name == "weak")
+    ratios = compare_plots.length_ratios(weak)
+    assert len(ratios) == 30  # the 10 invalid predictions have no ratio
+    assert all(r == pytest.approx(1.0) for r in ratios)  # same content, plan order aside
 
 
 def test_first_tool_pairs_from_gold_and_predictions(runs: list[compare.RunSummary]) -> None:

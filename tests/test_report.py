@@ -55,6 +55,7 @@ def test_report_pages_and_index(
     assert html.count('<img class="plot"') == 6
     assert html.count('src="data:image/png;base64,') == 6
     assert "Ship <strong>good</strong>" in html
+    assert "&lt;NA&gt;" not in html and ">nan<" not in html
     assert 'src="http' not in html and 'href="http' not in html  # nothing fetched from the web
 
 
