@@ -1,9 +1,185 @@
-"""CLI: placeholder until its stage lands."""
+"""CLI: ``routerlib prepare`` (Week-2 rows -> Vertex JSONL splits) and ``routerlib synth``."""
 
 from __future__ import annotations
 
 import argparse
 
+from routerlib import models, synth
 
-def register(subparsers: argparse._SubParsersAction) -> None:  # noqa: D103
-    return None
+_PREPARE_EPILOG = """\
+Output (in --output-dir): train.jsonl, validation.jsonl, test.jsonl, one
+{"prompt": ..., "completion": ...} object per line, byte-identical to the original
+conversion, and prepare.json (input sha256, flags, row counts, sha256 per split,
+distribution stats, warnings).
+
+Every row is validated before anything is written; each problem is printed as
+FILE:LINE: FIELD: MESSAGE and the command exits with status 2.
+
+Warnings (errors under --strict): duplicate ids, the same user_query in two
+splits, and examples whose estimated token count exceeds --max-seq-len.
+Token estimate: ceil((characters of prompt + completion) / 4), about four
+characters per token for Llama/Gemma/Qwen vocabularies on English text.
+--max-seq-len defaults to the limit of --base-model under --tuning-mode
+(e.g. 4096 for Llama 3.1 8B with PEFT_ADAPTER, 8192 with FULL).
+"""
+
+
+def _ratio(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from exc
+    if not 0.0 <= value < 1.0:
+        raise argparse.ArgumentTypeError(f"must be in [0, 1), got {text}")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from exc
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {text}")
+    return value
+
+
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from exc
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be at least 0, got {text}")
+    return value
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add ``prepare`` and ``synth``."""
+    prepare = subparsers.add_parser(
+        "prepare",
+        help="convert Week-2 router rows into train/validation/test JSONL for Vertex AI tuning",
+        description="Convert Week-2 router rows (JSONL) into Vertex AI prompt/completion splits.",
+        epilog=_PREPARE_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    prepare.add_argument(
+        "--input",
+        metavar="FILE",
+        help="Week-2 rows (JSONL, local path or gs://). Default: the embedded synthetic rows "
+        "(see --synth-rows, --synth-seed), written to OUTPUT_DIR/synthetic_rows.jsonl",
+    )
+    prepare.add_argument("--output-dir", required=True, metavar="DIR", help="folder for the splits")
+    prepare.add_argument("--val-ratio", type=_ratio, default=0.1, help="default: 0.1")
+    prepare.add_argument("--test-ratio", type=_ratio, default=0.05, help="default: 0.05")
+    prepare.add_argument("--seed", type=int, default=7, help="shuffle seed (default: 7)")
+    prepare.add_argument(
+        "--limit", type=_positive_int, metavar="N", help="keep only the first N rows of the file"
+    )
+    prepare.add_argument(
+        "--gcs-prefix",
+        metavar="gs://BUCKET/PREFIX",
+        help="also upload the splits and prepare.json there and verify size and crc32c",
+    )
+    prepare.add_argument(
+        "--max-seq-len",
+        type=_positive_int,
+        metavar="N",
+        help="warn above this many estimated tokens (default: the limit of --base-model "
+        "under --tuning-mode)",
+    )
+    prepare.add_argument(
+        "--base-model",
+        default=models.EMBEDDED_MODEL,
+        metavar="MODEL",
+        help=f"model whose sequence limit applies (default: {models.EMBEDDED_MODEL})",
+    )
+    prepare.add_argument(
+        "--tuning-mode",
+        choices=("PEFT_ADAPTER", "FULL"),
+        default="PEFT_ADAPTER",
+        help="default: PEFT_ADAPTER",
+    )
+    prepare.add_argument("--strict", action="store_true", help="treat warnings as errors")
+    prepare.add_argument(
+        "--synth-rows",
+        type=_positive_int,
+        metavar="N",
+        help=f"rows of the embedded input (default {synth.DEFAULT_ROWS})",
+    )
+    prepare.add_argument(
+        "--synth-seed",
+        type=int,
+        metavar="S",
+        help=f"seed of the embedded input (default {synth.DEFAULT_SEED})",
+    )
+    prepare.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    prepare.set_defaults(func=_prepare)
+
+    synth_cmd = subparsers.add_parser(
+        "synth",
+        help="write deterministic, realistic synthetic Week-2 rows (the embedded default input)",
+        description="Write N synthetic Week-2 router rows; the same --seed gives the same bytes.",
+    )
+    synth_cmd.add_argument(
+        "--rows",
+        type=_count,
+        default=synth.DEFAULT_ROWS,
+        metavar="N",
+        help=f"default: {synth.DEFAULT_ROWS}",
+    )
+    synth_cmd.add_argument(
+        "--seed",
+        type=int,
+        default=synth.DEFAULT_SEED,
+        metavar="S",
+        help=f"default: {synth.DEFAULT_SEED}",
+    )
+    synth_cmd.add_argument("--out", required=True, metavar="FILE", help="output JSONL file")
+    synth_cmd.set_defaults(func=_synth)
+
+
+def _prepare(args: argparse.Namespace) -> int:
+    from routerlib import dataset
+
+    if args.input is None:
+        print(
+            "prepare: no --input given; using the embedded synthetic rows "
+            f"({args.synth_rows or synth.DEFAULT_ROWS} rows, seed "
+            f"{synth.DEFAULT_SEED if args.synth_seed is None else args.synth_seed})"
+        )
+    result = dataset.prepare(
+        args.input,
+        args.output_dir,
+        val_ratio=args.val_ratio,
+        test_ratio=args.test_ratio,
+        seed=args.seed,
+        limit=args.limit,
+        max_seq_len=args.max_seq_len,
+        base_model=args.base_model,
+        tuning_mode=args.tuning_mode,
+        strict=args.strict,
+        gcs_prefix=args.gcs_prefix,
+        progress=not args.no_progress,
+        synth_rows=args.synth_rows,
+        synth_seed=args.synth_seed,
+    )
+    for warning in result.warnings:
+        print(f"warning: {warning}")
+    counts = result.counts
+    print(
+        f"prepare: {counts['total']} rows -> train {counts['train']}, "
+        f"validation {counts['validation']}, test {counts['test']}"
+    )
+    for name, path in result.split_paths.items():
+        print(f"  {name}: {path}")
+    print(f"  manifest: {result.manifest_path}")
+    for name, uri in result.uris.items():
+        print(f"  uploaded {name}: {uri}")
+    return 0
+
+
+def _synth(args: argparse.Namespace) -> int:
+    path = synth.write_rows(args.out, args.rows, args.seed)
+    print(f"synth: wrote {args.rows} rows (seed {args.seed}) to {path}")
+    return 0

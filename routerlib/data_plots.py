@@ -1,0 +1,63 @@
+"""Figures of the prepared splits for notebook 01: first tool, route length, difficulty and
+estimated token length per split (from ``dataset.stats_frame``)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import pandas as pd
+    from matplotlib.figure import Figure
+
+_SPLIT_ORDER = ("train", "validation", "test")
+_DIFFICULTY_ORDER = ("introductory", "intermediate", "advanced")
+
+
+def _shares(frame: pd.DataFrame, column: str, order: list | None = None) -> pd.DataFrame:
+    """Share of each value of ``column`` within each split (rows: values, columns: splits)."""
+    import pandas as pd
+
+    counts = pd.crosstab(frame[column], frame["split"].astype(str))
+    splits = [s for s in _SPLIT_ORDER if s in counts.columns]
+    counts = counts.reindex(columns=splits, fill_value=0)
+    if order is not None:
+        counts = counts.reindex([v for v in order if v in counts.index])
+    totals = counts.sum(axis=0).replace(0, 1)
+    return counts / totals
+
+
+def plot_split_stats(frame: pd.DataFrame) -> Figure:
+    """A 2x2 figure: first tool, route length, difficulty (share per split, grouped bars) and
+    the estimated token length distribution per split (box plot)."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(11, 7), layout="constrained")
+    axes = fig.subplots(2, 2)
+    panels = (
+        ("first_tool", "First tool", None),
+        ("route_length", "Route length (steps)", sorted(frame["route_length"].unique().tolist())),
+        ("difficulty", "Difficulty", list(_DIFFICULTY_ORDER)),
+    )
+    for ax, (column, title, order) in zip(axes.flat[:3], panels, strict=True):
+        if frame.empty:
+            ax.set_title(f"{title} (no rows)")
+            continue
+        shares = _shares(frame, column, order)
+        shares.plot.bar(ax=ax, rot=0, width=0.8)
+        ax.set_title(title)
+        ax.set_xlabel("")
+        ax.set_ylabel("share of split")
+        ax.set_ylim(0, 1.05)
+        ax.legend(title="split", fontsize=8)
+    ax = axes.flat[3]
+    groups = [
+        (name, frame.loc[frame["split"].astype(str) == name, "est_tokens"].to_numpy())
+        for name in _SPLIT_ORDER
+    ]
+    groups = [(name, values) for name, values in groups if len(values)]
+    if groups:
+        ax.boxplot([values for _, values in groups], tick_labels=[name for name, _ in groups])
+    ax.set_title("Estimated tokens per example (prompt + completion)")
+    ax.set_ylabel("tokens (ceil(chars / 4))")
+    fig.suptitle("Prepared splits")
+    return fig

@@ -1,0 +1,231 @@
+"""Local paths and Cloud Storage (gs://) URIs: parse, check, upload with verification, read.
+
+This is the only module that imports google-cloud-storage, and it does so inside functions so
+``import routerlib`` stays fast. The client honours STORAGE_EMULATOR_HOST (the library switches to
+that endpoint and to anonymous credentials), which is how the tests run against
+gcp-storage-emulator on 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import re
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+from routerlib.errors import InputError, RemoteError
+
+#: Bucket names per Cloud Storage naming rules (dotted names may be up to 222 characters).
+_BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{1,220}[a-z0-9]$")
+
+#: The files prepare uploads, in upload order.
+SPLIT_FILES: tuple[str, ...] = ("train.jsonl", "validation.jsonl", "test.jsonl")
+
+_CHUNK = 1 << 20
+
+
+def is_gcs_uri(value: str | os.PathLike[str]) -> bool:
+    """True when ``value`` looks like it means Cloud Storage (starts with ``gs:``)."""
+    return str(value).strip().lower().startswith("gs:")
+
+
+def parse_gcs_uri(uri: str, *, allow_empty_path: bool = True) -> tuple[str, str]:
+    """Split ``gs://bucket/path`` into (bucket, path) or raise InputError saying what is wrong.
+
+    The path comes back without leading or trailing ``/``; it may be empty (the bucket root)
+    unless ``allow_empty_path`` is False.
+    """
+    text = str(uri)
+    shown = repr(text)
+    if text != text.strip():
+        raise InputError(f"bad Cloud Storage URI {shown}: remove the surrounding whitespace")
+    if not text.startswith("gs://"):
+        scheme = text.split(":", 1)[0] + ":" if ":" in text else ""
+        if scheme.lower() == "gs:":
+            hint = "write it as gs://BUCKET/PATH (two slashes after gs:)"
+        elif scheme:
+            hint = f"the scheme must be gs://, not {scheme}//"
+        else:
+            hint = "it must start with gs://"
+        raise InputError(f"bad Cloud Storage URI {shown}: {hint}")
+    rest = text[len("gs://") :]
+    bucket, _, path = rest.partition("/")
+    if not bucket:
+        raise InputError(f"bad Cloud Storage URI {shown}: no bucket name after gs://")
+    if not _BUCKET_RE.match(bucket) or ".." in bucket:
+        raise InputError(
+            f"bad Cloud Storage URI {shown}: {bucket!r} is not a valid bucket name "
+            "(3-63 lowercase letters, digits, '-', '_' or '.', starting and ending with a "
+            "letter or digit)"
+        )
+    path = path.rstrip("/")
+    if "//" in path or path.startswith("/"):
+        raise InputError(f"bad Cloud Storage URI {shown}: empty path segment ('//')")
+    if any(ch in path for ch in "\r\n\x00"):
+        raise InputError(f"bad Cloud Storage URI {shown}: control characters in the path")
+    if path in {".", ".."} or "/./" in f"/{path}/" or "/../" in f"/{path}/":
+        raise InputError(f"bad Cloud Storage URI {shown}: '.' and '..' segments are not allowed")
+    if not path and not allow_empty_path:
+        raise InputError(f"bad Cloud Storage URI {shown}: no object path after the bucket")
+    return bucket, path
+
+
+def join_uri(prefix: str, name: str) -> str:
+    """``gs://bucket/prefix`` + ``name`` -> ``gs://bucket/prefix/name``."""
+    bucket, path = parse_gcs_uri(prefix)
+    return f"gs://{bucket}/{path + '/' if path else ''}{name}"
+
+
+def gcs_client(project: str | None = None) -> Any:
+    """A google.cloud.storage Client.
+
+    With STORAGE_EMULATOR_HOST set the library talks to that endpoint with anonymous
+    credentials; ``project`` then defaults to GOOGLE_CLOUD_PROJECT or "routerlib-local".
+    Without it, Application Default Credentials and their project are used.
+    """
+    from google.cloud import storage as gcs
+
+    if os.environ.get("STORAGE_EMULATOR_HOST"):
+        project = project or os.environ.get("GOOGLE_CLOUD_PROJECT") or "routerlib-local"
+    try:
+        return gcs.Client(project=project)
+    except Exception as exc:  # credentials or project missing
+        raise RemoteError(f"cannot create a Cloud Storage client: {exc}") from exc
+
+
+def _blob(uri: str, client: Any = None) -> Any:
+    bucket, path = parse_gcs_uri(uri, allow_empty_path=False)
+    client = client or gcs_client()
+    return client.bucket(bucket).blob(path)
+
+
+def _remote(action: str, uri: str, exc: Exception) -> RemoteError:
+    message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return RemoteError(f"{action} {uri} failed: {message}")
+
+
+def file_crc32c(path: str | os.PathLike[str]) -> str:
+    """CRC32C of a local file, base64 of the big-endian 4 bytes (Cloud Storage's format)."""
+    import google_crc32c
+
+    checksum = google_crc32c.Checksum()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(_CHUNK), b""):
+            checksum.update(chunk)
+    return base64.b64encode(checksum.digest()).decode("ascii")
+
+
+def check_bucket(prefix: str, client: Any = None) -> None:
+    """Raise RemoteError when the bucket of ``prefix`` does not exist or cannot be reached."""
+    bucket_name, _ = parse_gcs_uri(prefix)
+    client = client or gcs_client()
+    try:
+        found = client.bucket(bucket_name).exists()
+    except Exception as exc:
+        raise _remote("checking bucket of", prefix, exc) from exc
+    if not found:
+        raise RemoteError(f"bucket gs://{bucket_name} does not exist (from {prefix})")
+
+
+def exists(uri: str | os.PathLike[str], client: Any = None) -> bool:
+    """Whether a local path or a gs:// object exists."""
+    if not is_gcs_uri(uri):
+        return Path(uri).exists()
+    try:
+        return bool(_blob(str(uri), client).exists())
+    except InputError:
+        raise
+    except Exception as exc:
+        raise _remote("checking", str(uri), exc) from exc
+
+
+def verify_upload(local: str | os.PathLike[str], uri: str, client: Any = None) -> None:
+    """Compare the stored object's size and crc32c with the local file; RemoteError if they differ."""
+    blob = _blob(uri, client)
+    try:
+        blob.reload()
+    except Exception as exc:
+        raise _remote("reading metadata of", uri, exc) from exc
+    size = os.path.getsize(local)
+    crc = file_crc32c(local)
+    if blob.size is None or int(blob.size) != size:
+        raise RemoteError(f"upload check failed for {uri}: size {blob.size} != local {size} bytes")
+    if not blob.crc32c:
+        raise RemoteError(f"upload check failed for {uri}: the service reported no crc32c")
+    if blob.crc32c != crc:
+        raise RemoteError(f"upload check failed for {uri}: crc32c {blob.crc32c} != local {crc}")
+
+
+def upload_file(local: str | os.PathLike[str], gs_uri: str, client: Any = None) -> str:
+    """Upload ``local`` to ``gs_uri`` (the client sends a crc32c the service checks), then verify
+    size and crc32c of the stored object. Returns the URI."""
+    client = client or gcs_client()
+    blob = _blob(gs_uri, client)
+    content_type = "application/json" if str(local).endswith(".json") else "application/jsonl"
+    try:
+        blob.upload_from_filename(str(local), content_type=content_type, checksum="crc32c")
+    except Exception as exc:
+        raise _remote("uploading to", gs_uri, exc) from exc
+    verify_upload(local, gs_uri, client)
+    return gs_uri
+
+
+def upload_splits(
+    local_dir: str | os.PathLike[str],
+    gcs_prefix: str,
+    names: Iterable[str] = SPLIT_FILES,
+    client: Any = None,
+) -> dict[str, str]:
+    """Upload each named file of ``local_dir`` under ``gcs_prefix``; returns file name -> URI."""
+    parse_gcs_uri(gcs_prefix)
+    client = client or gcs_client()
+    out: dict[str, str] = {}
+    for name in names:
+        local = Path(local_dir) / name
+        if not local.is_file():
+            raise InputError(f"{local}: not found, nothing to upload")
+        out[name] = upload_file(local, join_uri(gcs_prefix, name), client)
+    return out
+
+
+def download_file(uri: str, local: str | os.PathLike[str], client: Any = None) -> Path:
+    """Download a gs:// object to ``local`` (atomically) and return the path."""
+    from routerlib.atomic import atomic_writer
+
+    blob = _blob(uri, client)
+    try:
+        with atomic_writer(local, "wb") as handle:
+            blob.download_to_file(handle)
+    except Exception as exc:
+        raise _remote("downloading", uri, exc) from exc
+    return Path(local)
+
+
+def read_text(uri: str | os.PathLike[str], client: Any = None) -> str:
+    """The whole UTF-8 text of a local file or gs:// object."""
+    if not is_gcs_uri(uri):
+        return Path(uri).read_text(encoding="utf-8")
+    try:
+        return str(_blob(str(uri), client).download_as_text(encoding="utf-8"))
+    except InputError:
+        raise
+    except Exception as exc:
+        raise _remote("reading", str(uri), exc) from exc
+
+
+def open_text(uri: str | os.PathLike[str], client: Any = None) -> Iterator[str]:
+    """Lines (with their line ends) of a local file or gs:// object, read as a stream."""
+    if not is_gcs_uri(uri):
+        with open(uri, encoding="utf-8", newline="") as handle:
+            yield from handle
+        return
+    blob = _blob(str(uri), client)
+    try:
+        with blob.open("r", encoding="utf-8", newline="") as handle:
+            yield from handle
+    except InputError:
+        raise
+    except Exception as exc:
+        raise _remote("reading", str(uri), exc) from exc
