@@ -247,3 +247,12 @@ def test_failed_cleanup_names_the_endpoint_to_delete(
     assert deployment.endpoint_name in str(info.value)
     (record,) = vertex.read_registry()
     assert record["state"] == "deployed"  # still listed by `routerlib endpoints list`
+
+
+def test_real_service_without_credentials_is_a_clear_input_error(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.delenv("GOOGLE_APPLICATION_CREDENTIALS", raising=False)
+    monkeypatch.setenv("CLOUDSDK_CONFIG", str(tmp_path))  # no gcloud ADC file here
+    with pytest.raises(vertex.InputError, match="application-default credentials"):
+        vertex.init_vertex("proj-1", "us-central1", "")

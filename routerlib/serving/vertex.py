@@ -108,8 +108,9 @@ def init_vertex(project: str, location: str = DEFAULT_LOCATION, api_endpoint: st
     if not project:
         raise InputError("a Google Cloud project is required: pass --project (or set `project`)")
     key = (project, location, api_endpoint)
-    if _current == key:
-        return
+    with _init_lock:
+        if _current == key:
+            return
     import vertexai
 
     if api_endpoint and _is_loopback(api_endpoint):
@@ -225,8 +226,9 @@ def _resolve(
 ) -> tuple[str, str, str, str]:
     """Full endpoint name, project, location and API endpoint: from the name itself, then the
     arguments, then the registry entry, then the defaults."""
-    entry = _registry_entry(endpoint_name) or {}
     match = ENDPOINT_NAME.fullmatch(endpoint_name)
+    complete = match is not None and api_endpoint is not None
+    entry = {} if complete else (_registry_entry(endpoint_name) or {})
     project = (match["project"] if match else None) or project or entry.get("project") or ""
     location = (
         (match["location"] if match else None)
