@@ -54,8 +54,8 @@ def test_fault_drill_completes_within_retry_bound(shared_data: Path, tmp_path: P
         3: ["torn", "503"],
         4: ["500", "torn", "429"],
     }
-    with FaultServer(gold_answers(gold), plan=schedule(faults, prompts), hang_s=1.0) as srv:
-        client = ev.PredictClient(srv.predict_url, timeout=0.3)
+    with FaultServer(gold_answers(gold), plan=schedule(faults, prompts), hang_s=1.5) as srv:
+        client = ev.PredictClient(srv.predict_url, timeout=1.0)
         pred = ev.generate_predictions(
             gold,
             client=client,
@@ -263,24 +263,31 @@ def test_torn_cache_tail_and_foreign_cache(shared_data: Path, tmp_path: Path) ->
     assert sorted(r["index"] for r in _rows(cache)) == [0, 1, 2, 3, 4]
 
 
-_CHILD = """
-import sys
-from routerlib.evaluate import generate_predictions
-generate_predictions(sys.argv[1], client=sys.argv[2], cache_path=sys.argv[3], concurrency=2,
-                     progress=False)
-"""
-
-
 def test_kill_and_resume_loses_and_repeats_nothing(shared_data: Path, tmp_path: Path) -> None:
+    """`routerlib evaluate --endpoint` killed (SIGKILL) mid-run, then run again: every row once,
+    and no cached row asked twice."""
+    from routerlib.cli import main
+
     n = 40
     gold = _gold(shared_data, tmp_path, n)
     prompts = [r["prompt"] for r in _gold_rows(gold)]
-    cache = tmp_path / "r.cache.jsonl"
+    out = tmp_path / "eval" / "report.json"
+    cache = ev.artifact_paths(out)["cache"]
     with FaultServer(gold_answers(gold), delay_s=0.05) as srv:
+        argv = [
+            "evaluate",
+            "--gold",
+            str(gold),
+            "--endpoint",
+            srv.predict_url,
+            "--out",
+            str(out),
+            "--concurrency",
+            "2",
+            "--no-progress",
+        ]
         env = {**os.environ, "PYTHONPATH": str(ROOT)}
-        child = subprocess.Popen(
-            [sys.executable, "-c", _CHILD, str(gold), srv.predict_url, str(cache)], env=env
-        )
+        child = subprocess.Popen([sys.executable, "-m", "routerlib", *argv], env=env)
         try:
             deadline = time.monotonic() + 30
             while time.monotonic() < deadline:
@@ -293,21 +300,23 @@ def test_kill_and_resume_loses_and_repeats_nothing(shared_data: Path, tmp_path: 
         finally:
             child.wait(timeout=10)
         assert child.returncode == -signal.SIGKILL
+        assert not out.exists()
         before = {r["index"] for r in _rows(cache)}
         assert 8 <= len(before) < n
         asked_before = sum(srv.attempts.values())
 
-        pred = ev.generate_predictions(
-            gold, client=srv.predict_url, cache_path=cache, concurrency=2, progress=False
-        )
+        assert main(argv) == 0
         for i in before:  # cached rows were not asked again
             assert srv.attempts[prompts[i]] == 1, i
-        # At most the two requests in flight at the kill were asked twice.
-        assert sum(srv.attempts.values()) - n <= 2
+        # Only the rows not cached were asked (those in flight at the kill: a second time).
         assert sum(srv.attempts.values()) - asked_before == n - len(before)
-    _assert_complete(pred, gold)
+        assert sum(srv.attempts.values()) - n <= 2
+    _assert_complete(ev.artifact_paths(out)["predictions"], gold)
     counts = Counter(r["index"] for r in _rows(cache))
     assert sorted(counts) == list(range(n)) and set(counts.values()) == {1}
+    report = json.loads(out.read_text(encoding="utf-8"))
+    assert report["metrics"]["overall"]["samples"] == n
+    assert report["strict"]["overall"]["route_plan_exact"] == 1.0
 
 
 @pytest.mark.parametrize(
