@@ -477,7 +477,8 @@ class LocalServer:
             self.stats.batches += 1
             self.stats.batch_sizes.append(len(batch))
         if self.on_batch is not None:
-            self.on_batch(len(batch))
+            with contextlib.suppress(Exception):  # a faulty hook must not stop the worker
+                self.on_batch(len(batch))
         groups: dict[float, list[_Pending]] = {}
         for item in batch:
             groups.setdefault(item.instance.temperature, []).append(item)
