@@ -1,0 +1,305 @@
+# ruff: noqa: F811  (pytest fixtures imported from tests/support are redefined as arguments)
+"""The registry and jobs.tune against gcp-storage-emulator + the Vertex stand-in (real SDKs)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from routerlib import jobs, pricing
+from routerlib.errors import InputError, RemoteError
+from routerlib.tuning.base import DENIED, EXPIRED, FAILED, PENDING, RUNNING, SUCCEEDED, Job
+from tests.support.fake_vertex import FakeVertex
+from tests.support.tuning_env import (  # noqa: F401
+    TuningEnv,
+    fake_vertex,
+    gcs_emulator,
+    tuning_env,
+    write_examples,
+)
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+class Lines(list):
+    """An ``out`` callback collecting printed lines."""
+
+    def __call__(self, line: str) -> None:
+        self.append(line)
+
+    @property
+    def text(self) -> str:
+        return "\n".join(self)
+
+
+def _tune(env: TuningEnv, spec=None, **kwargs):  # type: ignore[no-untyped-def]
+    out = kwargs.pop("out", Lines())
+    job = jobs.tune(
+        spec or env.spec(),
+        poll_interval=0.01,
+        out=out,
+        **env.backend_kwargs(),
+        **kwargs,
+    )
+    return job, out
+
+
+def test_wait_to_success_records_stats_checkpoint_and_estimate(tuning_env: TuningEnv) -> None:
+    job, out = _tune(tuning_env)
+    assert job.state == SUCCEEDED
+    checkpoint = tuning_env.output_uri + "/postprocess/node-0/checkpoints/final"
+    assert job.checkpoint_uri == checkpoint
+    # the estimate: 12 examples of the fixture, default table price for Llama 3.1 8B
+    examples, tokens = pricing.training_tokens(tuning_env.train_uri)
+    assert examples == 12
+    price = pricing.load_pricing().price(job.spec.base_model)
+    assert job.cost_estimate_usd == pytest.approx(tokens * 3 * price / 1e6)
+    assert out[0].startswith(f"cost estimate: 12 examples, ~{tokens:,} tokens x 3 epoch(s)")
+    assert any("RUNNING" in line and "waited" in line for line in out)
+    # the registry holds the finished job with its statistics
+    (recorded,) = jobs.load_registry()
+    assert recorded.name == job.name and recorded.state == SUCCEEDED
+    assert recorded.tuning_data_stats["tuning_dataset_example_count"] == 40
+    assert recorded.tuning_data_stats["total_billable_token_count"] == 61234
+    assert recorded.tuning_data_stats["tuning_step_count"] == 30
+    assert recorded.checkpoint_uri == checkpoint
+    assert (recorded.project, recorded.location) == (tuning_env.project, tuning_env.location)
+    assert recorded.api_endpoint == tuning_env.fake.url
+    assert len(tuning_env.fake.create_bodies()) == 1
+
+
+@pytest.mark.parametrize(
+    ("end", "message"),
+    [(FAILED, "dataset row 17 exceeds 4096 tokens"), (EXPIRED, "waited too long for capacity")],
+)
+def test_unsuccessful_end_raises_with_state_and_message(
+    tuning_env: TuningEnv, end: str, message: str
+) -> None:
+    tuning_env.fake.progression = [PENDING, RUNNING, end]
+    with pytest.raises(RemoteError) as info:
+        _tune(tuning_env)
+    assert end in str(info.value) and message in str(info.value)
+    (recorded,) = jobs.load_registry()
+    assert recorded.state == end and message in (recorded.error or "")
+
+
+def test_refusal_is_recorded_as_denied_with_the_server_message(tuning_env: TuningEnv) -> None:
+    spec = tuning_env.spec(base_model="qwen/qwen3@qwen3-32b")
+    with pytest.raises(RemoteError, match="not supported for managed tuning") as info:
+        _tune(tuning_env, spec)
+    assert DENIED in str(info.value)
+    (recorded,) = jobs.load_registry()
+    assert recorded.state == DENIED
+    assert "not supported for managed tuning" in (recorded.error or "")
+    assert recorded.spec.base_model == "qwen/qwen3@qwen3-32b"
+    assert "DENIED" in jobs.jobs_table(jobs.list_jobs(out=Lines()))
+    # a refused spec is not re-attached: submitting again asks the server again
+    with pytest.raises(RemoteError):
+        _tune(tuning_env, spec)
+    assert len(tuning_env.fake.create_bodies()) == 2
+
+
+def test_same_spec_reattaches_and_force_submits_again(tuning_env: TuningEnv) -> None:
+    fake = tuning_env.fake
+    fake.progression = [PENDING, RUNNING, RUNNING, RUNNING, RUNNING, SUCCEEDED]
+    first, _ = _tune(tuning_env, wait=False)
+    assert first.state == PENDING
+    again, out = _tune(tuning_env, wait=False)
+    assert again.name == first.name
+    assert "re-attaching to " + first.name in out.text
+    assert len(fake.create_bodies()) == 1
+    # waiting on the re-attached job follows the same job to its end
+    done, _ = _tune(tuning_env)
+    assert done.name == first.name and done.state == SUCCEEDED
+    assert len(fake.create_bodies()) == 1
+    # succeeded still re-attaches (no duplicate run) ...
+    assert _tune(tuning_env)[0].name == first.name
+    assert len(fake.create_bodies()) == 1
+    # ... unless forced; a different spec is a different job
+    forced, _ = _tune(tuning_env, force=True)
+    assert forced.name != first.name
+    other, _ = _tune(tuning_env, tuning_env.spec(epochs=1))
+    assert other.name not in {first.name, forced.name}
+    assert len(fake.create_bodies()) == 3
+    assert len(jobs.load_registry()) == 3
+
+
+def test_dry_run_sends_nothing_and_prints_the_request(tuning_env: TuningEnv) -> None:
+    job, out = _tune(tuning_env, dry_run=True)
+    assert job.state == jobs.DRY_RUN
+    assert tuning_env.fake.server.requests == []
+    assert jobs.load_registry() == []
+    printed = json.loads(out.text[out.text.index("{") :])
+    assert printed["method"] == "POST"
+    assert printed["body"]["supervisedTuningSpec"]["trainingDatasetUri"] == tuning_env.train_uri
+    assert out[0].startswith("cost estimate:")
+
+
+@pytest.mark.parametrize(
+    ("fields", "expected"),
+    [
+        ({"adapter_size": 3}, "adapter_size 3 is not allowed"),
+        ({"tuning_mode": "FULL"}, "adapter_size applies to PEFT_ADAPTER only"),
+        ({"learning_rate": 1e-4, "learning_rate_multiplier": 2.0}, "exclusive"),
+        ({"training_dataset_uri": "gs://router-tuning-test/data/missing.jsonl"}, "does not exist"),
+        ({"output_uri": "/tmp/local-folder"}, "must be a gs:// URI"),
+        ({"base_model": "routerlib/tiny-router-lm"}, "embedded local model"),
+    ],
+)
+def test_invalid_specs_fail_before_anything_is_sent(
+    tuning_env: TuningEnv, fields: dict, expected: str
+) -> None:
+    spec = {
+        "training_dataset_uri": tuning_env.train_uri,
+        "output_uri": tuning_env.output_uri,
+        **fields,
+    }
+    with pytest.raises(InputError) as info:
+        jobs.tune(spec, backend="vertex", out=Lines(), **tuning_env.backend_kwargs())
+    assert expected in "\n".join(info.value.lines())
+    assert tuning_env.fake.server.requests == []
+    assert jobs.load_registry() == []
+
+
+def test_bad_training_line_names_file_and_line(tuning_env: TuningEnv, tmp_path: Path) -> None:
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"prompt": "p", "completion": "c"}\n{"prompt": 3}\n', encoding="utf-8")
+    tuning_env.gcs.client().bucket("router-tuning-test").blob(
+        "data/bad.jsonl"
+    ).upload_from_filename(str(bad))
+    uri = "gs://router-tuning-test/data/bad.jsonl"
+    with pytest.raises(InputError, match=f"{uri}:2: prompt: missing or not a string"):
+        _tune(tuning_env, tuning_env.spec(training_dataset_uri=uri))
+    assert tuning_env.fake.server.requests == []
+
+
+def test_ctrl_c_while_waiting_leaves_the_job_and_says_how_to_reattach(
+    tuning_env: TuningEnv,
+) -> None:
+    tuning_env.fake.progression = [PENDING, RUNNING, RUNNING, SUCCEEDED]
+
+    def interrupt(line: str) -> None:
+        if "waited" in line:
+            raise KeyboardInterrupt
+
+    with pytest.raises(jobs.WaitInterrupted) as info:
+        _tune(tuning_env, out=interrupt)
+    (recorded,) = jobs.load_registry()
+    assert recorded.state == RUNNING
+    assert f"routerlib jobs wait {recorded.name}" in str(info.value)
+    assert info.value.exit_code != 0
+    # re-attaching by id later follows it to the end
+    done = jobs.wait(jobs.short_id(recorded.name), poll_interval=0.01, out=Lines())
+    assert done.state == SUCCEEDED and done.checkpoint_uri
+
+
+def test_list_with_api_down_shows_recorded_states(tmp_path: Path, gcs_emulator) -> None:
+    bucket = gcs_emulator.make_bucket("router-down")
+    local = write_examples(tmp_path / "train.jsonl", 4)
+    bucket.blob("train.jsonl").upload_from_filename(str(local))
+    with FakeVertex() as fake:
+        fake.progression = [PENDING, RUNNING, RUNNING]
+        job = jobs.tune(
+            {
+                "training_dataset_uri": "gs://router-down/train.jsonl",
+                "output_uri": "gs://router-down/out",
+            },
+            wait=False,
+            project="p",
+            location="us-central1",
+            api_endpoint=fake.url,
+            out=Lines(),
+        )
+        assert jobs.list_jobs(out=Lines())[0].state == RUNNING  # refreshed while up
+    out = Lines()
+    listed = jobs.list_jobs(out=out)  # the server is gone now
+    assert [j.name for j in listed] == [job.name]
+    assert listed[0].state == RUNNING
+    assert "API unreachable, showing recorded states" in out.text
+    assert "RUNNING" in jobs.jobs_table(listed)
+
+
+def test_cancel_records_cancelled(tuning_env: TuningEnv) -> None:
+    tuning_env.fake.progression = [PENDING, RUNNING, RUNNING, RUNNING]
+    job, _ = _tune(tuning_env, wait=False)
+    cancelled = jobs.cancel(job.name, out=Lines())
+    assert cancelled.state == "JOB_STATE_CANCELLED"
+    assert jobs.find(job.name).state == "JOB_STATE_CANCELLED"
+    with pytest.raises(RemoteError, match="CANCELLED"):
+        jobs.wait(job.name, poll_interval=0.01, out=Lines())
+
+
+def test_registry_survives_a_crash_mid_write() -> None:
+    spec = {"training_dataset_uri": "gs://b/t.jsonl", "output_uri": "gs://b/o"}
+    jobs.record(
+        Job(name="projects/p/locations/l/tuningJobs/1", backend="vertex", state=RUNNING, spec=spec)
+    )
+    before = jobs.registry_path().read_bytes()
+    script = textwrap.dedent(
+        """
+        import os
+        from routerlib import atomic, jobs
+        from routerlib.tuning.base import Job
+
+        def die(fd):  # the process dies after writing the temp file, before the rename
+            os._exit(9)
+
+        atomic.os.fsync = die
+        spec = {"training_dataset_uri": "gs://b/t.jsonl", "output_uri": "gs://b/o"}
+        jobs.record(Job(name="projects/p/locations/l/tuningJobs/2", backend="vertex",
+                        state="JOB_STATE_PENDING", spec=spec))
+        """
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], env=dict(os.environ), cwd=ROOT, check=False
+    )
+    assert result.returncode == 9
+    assert jobs.registry_path().read_bytes() == before
+    assert [j.name for j in jobs.load_registry()] == ["projects/p/locations/l/tuningJobs/1"]
+    # the next write works and keeps the earlier record
+    jobs.record(
+        Job(name="projects/p/locations/l/tuningJobs/3", backend="vertex", state=PENDING, spec=spec)
+    )
+    assert len(jobs.load_registry()) == 2
+
+
+def test_corrupt_registry_is_a_clear_input_error() -> None:
+    path = jobs.registry_path()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("{not json", encoding="utf-8")
+    with pytest.raises(InputError, match="not a routerlib job registry"):
+        jobs.load_registry()
+
+
+def test_pricing_table_validates_and_estimates(tmp_path: Path) -> None:
+    table = pricing.load_pricing(ROOT / "params" / "pricing.yaml")
+    assert table.price("routerlib/tiny-router-lm") == 0.0
+    assert table.price("meta/llama3_1@llama-3.1-8b-instruct") is not None
+    bad = tmp_path / "pricing.yaml"
+    bad.write_text("date: 2026-11-25\nsource: x\nmodels:\n  m:\n    usd: 3\n", encoding="utf-8")
+    with pytest.raises(InputError) as info:
+        pricing.load_pricing(bad)
+    text = "\n".join(info.value.lines())
+    assert f"{bad}: models.m.usd: unknown key" in text
+    assert f"{bad}: models.m.usd_per_million_training_tokens: Field required" in text
+    train = write_examples(tmp_path / "train.jsonl", 10)
+    estimate = pricing.estimate(
+        "m",
+        train,
+        2,
+        table=pricing.PricingTable(
+            date="2026-01-01",
+            source="test",
+            models={"m": {"usd_per_million_training_tokens": 1000}},
+        ),
+    )
+    assert estimate.examples == 10
+    assert estimate.usd == pytest.approx(estimate.tokens * 2 * 1000 / 1e6)
+    unknown = pricing.estimate("other", train, 1, table=table)
+    assert unknown.usd is None and "no price for other" in unknown.line()

@@ -1,0 +1,219 @@
+# ruff: noqa: F811  (pytest fixtures imported from tests/support are redefined as arguments)
+"""VertexBackend drives the real google-genai SDK against the Vertex REST stand-in on 127.0.0.1;
+the assertions are on the requests that arrive."""
+
+from __future__ import annotations
+
+import socket
+
+import pytest
+
+from routerlib.errors import InputError
+from routerlib.tuning import choose_backend, get_backend
+from routerlib.tuning.base import (
+    CANCELLED,
+    EXPIRED,
+    FAILED,
+    PENDING,
+    RUNNING,
+    SUCCEEDED,
+    TuningSpec,
+)
+from routerlib.tuning.vertex import (
+    ApiUnreachable,
+    SubmissionRefused,
+    VertexBackend,
+    normalize_endpoint,
+    request_body,
+)
+from tests.support.fake_vertex import FakeVertex, fake_vertex  # noqa: F401
+
+PROJECT = "wire-project"
+LOCATION = "europe-west4"
+CREATE_PATH = f"/v1beta1/projects/{PROJECT}/locations/{LOCATION}/tuningJobs"
+
+
+def _spec(**overrides: object) -> TuningSpec:
+    fields: dict[str, object] = {
+        "training_dataset_uri": "gs://bkt/data/train.jsonl",
+        "validation_dataset_uri": "gs://bkt/data/validation.jsonl",
+        "output_uri": "gs://bkt/tuning/full",
+    }
+    fields.update(overrides)
+    return TuningSpec.build(**fields)
+
+
+def _backend(fake: FakeVertex) -> VertexBackend:
+    backend = get_backend("vertex", project=PROJECT, location=LOCATION, api_endpoint=fake.url)
+    assert isinstance(backend, VertexBackend)
+    return backend
+
+
+def test_peft_spec_arrives_with_every_field(fake_vertex: FakeVertex) -> None:
+    spec = _spec(
+        adapter_size=8,
+        epochs=5,
+        learning_rate=2e-4,
+        tuned_model_display_name="router-llama",
+        labels={"team": "router", "stage": "full"},
+        custom_base_model="gs://bkt/tuning/smoke/postprocess/node-0/checkpoints/final",
+    )
+    job = _backend(fake_vertex).submit(spec)
+
+    (request,) = [r for r in fake_vertex.server.requests if r.method == "POST"]
+    assert request.path == CREATE_PATH
+    assert request.headers["authorization"] == "Bearer test-token"
+    assert request.json() == {
+        "baseModel": "meta/llama3_1@llama-3.1-8b-instruct",
+        "supervisedTuningSpec": {
+            "trainingDatasetUri": "gs://bkt/data/train.jsonl",
+            "validationDatasetUri": "gs://bkt/data/validation.jsonl",
+            "hyperParameters": {
+                "epochCount": 5,
+                "adapterSize": "ADAPTER_SIZE_EIGHT",
+                "learningRate": 0.0002,
+            },
+            "tuningMode": "TUNING_MODE_PEFT_ADAPTER",
+        },
+        "tunedModelDisplayName": "router-llama",
+        "customBaseModel": "gs://bkt/tuning/smoke/postprocess/node-0/checkpoints/final",
+        "labels": {"team": "router", "stage": "full"},
+        "outputUri": "gs://bkt/tuning/full",
+    }
+    assert job.name.startswith(f"projects/{PROJECT}/locations/{LOCATION}/tuningJobs/")
+    assert job.state == PENDING
+    assert (job.project, job.location, job.api_endpoint) == (PROJECT, LOCATION, fake_vertex.url)
+
+
+def test_full_spec_with_multiplier_has_no_adapter_size(fake_vertex: FakeVertex) -> None:
+    spec = _spec(
+        base_model="google/gemma-3-27b-it",
+        tuning_mode="FULL",
+        adapter_size=None,
+        validation_dataset_uri=None,
+        learning_rate_multiplier=0.5,
+    )
+    _backend(fake_vertex).submit(spec)
+    (body,) = fake_vertex.create_bodies()
+    assert body["baseModel"] == "google/gemma-3-27b-it"
+    sft = body["supervisedTuningSpec"]
+    assert sft["tuningMode"] == "TUNING_MODE_FULL"
+    assert sft["hyperParameters"] == {"epochCount": 3, "learningRateMultiplier": 0.5}
+    assert "validationDatasetUri" not in sft
+    assert "customBaseModel" not in body and "labels" not in body
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {},
+        {"tuning_mode": "FULL", "adapter_size": None, "learning_rate": 1e-5},
+        {"adapter_size": 1, "labels": {"a": "b"}, "custom_base_model": "gs://bkt/ckpt"},
+    ],
+)
+def test_dry_run_body_is_what_the_sdk_sends(fake_vertex: FakeVertex, overrides: dict) -> None:
+    spec = _spec(**overrides)
+    backend = _backend(fake_vertex)
+    preview = backend.request_preview(spec)
+    assert fake_vertex.server.requests == []  # building the preview sends nothing
+    backend.submit(spec)
+    (request,) = fake_vertex.server.requests
+    assert preview["body"] == request.json() == request_body(spec)
+    assert preview["url"] == fake_vertex.url + request.path
+
+
+def test_states_progress_and_success_carries_stats_and_checkpoint(fake_vertex: FakeVertex) -> None:
+    backend = _backend(fake_vertex)
+    job = backend.submit(_spec())
+    assert job.state == PENDING and job.checkpoint_uri is None
+    assert backend.get(job.name).state == RUNNING
+    done = backend.get(job.name)
+    assert done.state == SUCCEEDED and done.ended
+    assert done.tuning_data_stats == {
+        "tuning_dataset_example_count": 40,
+        "total_billable_token_count": 61234,
+        "tuning_step_count": 30,
+        "total_truncated_example_count": 0,
+    }
+    assert done.checkpoint_uri == "gs://bkt/tuning/full/postprocess/node-0/checkpoints/final"
+    # the spec is rebuilt from what the API echoes for a job fetched by name
+    assert done.spec.adapter_size == 16 and done.spec.epochs == 3
+    assert done.spec.training_dataset_uri == "gs://bkt/data/train.jsonl"
+    gets = [r for r in fake_vertex.server.requests if r.method == "GET"]
+    assert [r.path for r in gets] == [f"/v1beta1/{job.name}"] * 2
+
+
+@pytest.mark.parametrize(
+    ("progression", "state", "message"),
+    [
+        ([PENDING, FAILED], FAILED, "dataset row 17 exceeds 4096 tokens"),
+        ([PENDING, EXPIRED], EXPIRED, "waited too long for capacity"),
+    ],
+)
+def test_failed_and_expired_are_end_states_with_messages(
+    fake_vertex: FakeVertex, progression: list[str], state: str, message: str
+) -> None:
+    fake_vertex.progression = progression
+    backend = _backend(fake_vertex)
+    job = backend.get(backend.submit(_spec()).name)
+    assert job.state == state
+    assert job.ended and not job.succeeded
+    assert message in (job.error or "")
+    assert job.checkpoint_uri is None
+
+
+def test_refused_base_model_raises_with_the_server_message(fake_vertex: FakeVertex) -> None:
+    with pytest.raises(SubmissionRefused) as info:
+        _backend(fake_vertex).submit(_spec(base_model="qwen/qwen3@qwen3-32b"))
+    assert info.value.code == 400
+    assert "not supported for managed tuning" in info.value.detail
+    assert "not supported for managed tuning" in str(info.value)
+    assert fake_vertex.tuning_jobs == {}
+
+
+def test_list_and_cancel(fake_vertex: FakeVertex) -> None:
+    fake_vertex.progression = [PENDING, RUNNING, RUNNING, RUNNING]
+    backend = _backend(fake_vertex)
+    first = backend.submit(_spec())
+    second = backend.submit(_spec(epochs=1))
+    listed = backend.list()
+    assert [j.name for j in listed] == [first.name, second.name]
+    assert listed[1].spec.epochs == 1
+    cancelled = backend.cancel(first.name)
+    assert cancelled.state == CANCELLED
+    assert any(r.path == f"/v1beta1/{first.name}:cancel" for r in fake_vertex.server.requests)
+
+
+def test_unreachable_endpoint_is_a_remote_error() -> None:
+    with socket.socket() as sock:  # a port nobody listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    backend = VertexBackend(PROJECT, LOCATION, f"http://127.0.0.1:{port}")
+    with pytest.raises(ApiUnreachable, match="cannot reach Vertex AI"):
+        backend.get(f"projects/{PROJECT}/locations/{LOCATION}/tuningJobs/1")
+
+
+def test_endpoint_and_project_rules(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert normalize_endpoint(None) is None
+    assert normalize_endpoint("us-central1-aiplatform.googleapis.com") == (
+        "https://us-central1-aiplatform.googleapis.com"
+    )
+    assert normalize_endpoint("http://localhost:8080/") == "http://localhost:8080"
+    with pytest.raises(InputError, match="loopback"):
+        normalize_endpoint("http://vertex.example.com")
+    monkeypatch.delenv("GOOGLE_CLOUD_PROJECT", raising=False)
+    with pytest.raises(InputError, match="GOOGLE_CLOUD_PROJECT"):
+        VertexBackend()
+    monkeypatch.setenv("GOOGLE_CLOUD_PROJECT", "env-project")
+    monkeypatch.setenv("GOOGLE_CLOUD_REGION", "europe-west4")
+    backend = VertexBackend()
+    assert (backend.project, backend.location) == ("env-project", "europe-west4")
+    assert backend.base_url == "https://europe-west4-aiplatform.googleapis.com"
+
+
+def test_choose_backend() -> None:
+    assert choose_backend("gs://b/train.jsonl") == "vertex"
+    assert choose_backend("outputs/run/data/train.jsonl") == "local"
+    assert choose_backend("gs://b/train.jsonl", "local") == "local"
+    with pytest.raises(InputError, match="unknown tuning backend"):
+        choose_backend("x", "sagemaker")
