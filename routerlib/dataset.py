@@ -135,7 +135,7 @@ def _check_flags(
             f"--tuning-mode must be one of {', '.join(TUNING_MODES)}, got {tuning_mode!r}"
         )
     if problems:
-        raise InputError("invalid prepare options", problems)
+        raise InputError("invalid prepare options: " + "; ".join(problems))
 
 
 def split_sizes(n: int, val_ratio: float, test_ratio: float) -> dict[str, int]:
@@ -170,8 +170,14 @@ def _decode_problem(raw: bytes, exc: UnicodeDecodeError) -> str:
     return f"row: not valid UTF-8 (byte 0x{bad.hex()} at byte {exc.start + 1} of the line)"
 
 
-def _json_problem(exc: json.JSONDecodeError) -> str:
-    return f"row: invalid JSON: {exc.msg} (column {exc.colno})"
+def _json_problem(text: str) -> str:
+    """The parse error of a line, without its line end (so a cut-off line reads as truncated)."""
+    try:
+        json.loads(text.rstrip("\r\n"))
+    except json.JSONDecodeError as exc:
+        message = exc.msg[: -len(" at")] if exc.msg.endswith(" at") else exc.msg
+        return f"row: invalid JSON: {message} (column {exc.colno})"
+    return "row: invalid JSON"  # pragma: no cover - the line failed to parse just before
 
 
 def _scan(
@@ -216,8 +222,8 @@ def _scan(
                 continue
             try:
                 row = loads(text)
-            except json.JSONDecodeError as exc:
-                scan.problem(f"{label}:{number}: {_json_problem(exc)}")
+            except json.JSONDecodeError:
+                scan.problem(f"{label}:{number}: {_json_problem(text)}")
                 continue
             violations = validate_row(row)
             if violations:
