@@ -26,12 +26,13 @@ import select
 import sys
 import threading
 import time
+from collections import Counter
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
-from routerlib.atomic import atomic_writer
+from routerlib.atomic import atomic_writer, write_json
 from routerlib.errors import InputError, RemoteError
 from routerlib.models import estimate_tokens
 
@@ -174,12 +175,18 @@ _LOOPBACK = ("127.0.0.1", "localhost", "::1", "0.0.0.0")
 
 
 def cache_name(url: str) -> str:
-    """How a URL identifies its model in the cache: a loopback server's port is left out, since a
-    local server restarted to resume a run gets a new free port."""
+    """How a URL identifies its model in the cache and the report: without user info or query
+    (no secrets written), and without a loopback server's port (a local server restarted to
+    resume a run gets a new free port)."""
     parts = urlsplit(url)
-    if parts.hostname in _LOOPBACK and parts.port is not None:
-        return parts._replace(netloc=f"{parts.hostname}:*").geturl()
-    return url
+    if not parts.scheme.startswith("http"):
+        return url
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    if parts.port is not None:
+        host += ":*" if parts.hostname in _LOOPBACK else f":{parts.port}"
+    return parts._replace(netloc=host, query="", fragment="").geturl()
 
 
 def _path_of(url: str) -> str:
@@ -855,6 +862,40 @@ def evaluate(
                 )
                 pred_path = generate_predictions(gold_path, client=client, **common)  # type: ignore[arg-type]
 
-    return score_files(
+    report = score_files(
         gold_path, pred_path, out_path=paths["report"], thresholds=thresholds, compare_to=compare_to
     )
+    if pred is None:
+        report["generation"] = generation_summary(
+            pred_path,
+            paths["cache"],
+            source=cache_name(endpoint) if endpoint is not None else f"checkpoint:{checkpoint}",
+            max_tokens=max_tokens,
+            concurrency=concurrency,
+        )
+        write_json(paths["report"], report)
+    return report
+
+
+def generation_summary(
+    pred_path: Path, cache_path: Path, *, source: str, max_tokens: int, concurrency: int
+) -> dict[str, Any]:
+    """What a report says about generated predictions: where from, how they were extracted
+    (how often the JSON came wrapped), and how many attempts they took."""
+    notes: Counter[str] = Counter()
+    with open(pred_path, encoding="utf-8") as handle:
+        for line in handle:
+            if line.strip():
+                notes[json.loads(line).get("extraction", "")] += 1
+    cached = load_cache(cache_path)
+    attempts = [int(rec.get("attempts", 1)) for rec in cached.values()]
+    return {
+        "source": source,
+        "max_tokens": max_tokens,
+        "concurrency": concurrency,
+        "predictions_path": str(pred_path),
+        "cache_path": str(cache_path),
+        "extraction": dict(sorted(notes.items())),
+        "retried_rows": sum(1 for a in attempts if a > 1),
+        "attempts_total": sum(attempts),
+    }

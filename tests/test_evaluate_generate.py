@@ -374,7 +374,10 @@ def test_evaluate_through_endpoint_scores_perfect(shared_data: Path, tmp_path: P
         "length_ratio",
     ):
         assert overall[name] == 1.0, name
-    assert (tmp_path / "eval" / "report.json").exists()
+    on_disk = json.loads((tmp_path / "eval" / "report.json").read_text(encoding="utf-8"))
+    assert on_disk["generation"] == report["generation"]
+    assert report["generation"]["extraction"] == {"fenced": 20}
+    assert report["generation"]["source"] == ev.cache_name(srv.predict_url)
     assert (tmp_path / "eval" / "report.predictions.jsonl").exists()
     assert (tmp_path / "eval" / "report.cache.jsonl").exists()
 
@@ -463,3 +466,11 @@ def test_input_error_from_a_client_stays_an_input_error(shared_data: Path, tmp_p
             gold, client=client, cache_path=tmp_path / "c.jsonl", concurrency=1, progress=False
         )
     assert client.calls == 1
+
+
+def test_cache_names_hold_no_secrets_and_no_loopback_port() -> None:
+    assert (
+        ev.cache_name("https://user:secret@h.example:8000/v1?key=abc")
+        == "https://h.example:8000/v1"
+    )
+    assert ev.cache_name("http://127.0.0.1:4567/v1/e:predict") == "http://127.0.0.1:*/v1/e:predict"
