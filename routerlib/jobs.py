@@ -26,7 +26,7 @@ from typing import Any
 from routerlib import atomic
 from routerlib.errors import InputError, RemoteError, RouterlibError
 from routerlib.models import EMBEDDED_MODEL, max_seq_len, model_info
-from routerlib.paths import outputs_root
+from routerlib.paths import outputs_root, resolve
 from routerlib.tuning import choose_backend, get_backend
 from routerlib.tuning.base import DENIED, REATTACH_STATES, SUCCEEDED, Job, TuningSpec
 
@@ -186,6 +186,13 @@ def ensure_success(job: Job) -> Job:
     raise RemoteError(f"tuning job {job.name} ended {job.state}{reason}")
 
 
+def _stats_text(job: Job) -> str:
+    """The scalar statistics (example count, billable tokens, steps, ...) as k=v pairs."""
+    return ", ".join(
+        f"{k}={v}" for k, v in job.tuning_data_stats.items() if not isinstance(v, (dict, list))
+    )
+
+
 def describe(job: Job) -> str:
     """Several lines about one job: name, state, spec, statistics, checkpoint."""
     spec = job.spec
@@ -216,8 +223,7 @@ def describe(job: Job) -> str:
     if job.cost_estimate_usd is not None:
         lines.append(f"estimate:    ~${job.cost_estimate_usd:,.2f}")
     if job.tuning_data_stats:
-        stats = ", ".join(f"{k}={v}" for k, v in job.tuning_data_stats.items())
-        lines.append(f"statistics:  {stats}")
+        lines.append(f"statistics:  {_stats_text(job)}")
     if job.checkpoint_uri:
         lines.append(f"checkpoint:  {job.checkpoint_uri}")
     return "\n".join(lines)
@@ -292,7 +298,7 @@ def _check_datasets(spec: TuningSpec, backend: str) -> None:
     problems = []
     for key in ("training_dataset_uri", "validation_dataset_uri"):
         uri = getattr(spec, key)
-        if uri and not storage.exists(uri):
+        if uri and not storage.exists(uri if storage.is_gcs_uri(uri) else resolve(uri)):
             problems.append(f"{key}: {uri} does not exist")
     if problems:
         raise InputError("dataset not found: run prepare (and upload) first", problems)
@@ -337,12 +343,15 @@ def tune(
     api_endpoint: str | None = None,
     poll_interval: float = 30.0,
     out: Out = print,
+    local_options: dict[str, Any] | None = None,
 ) -> Job:
     """Submit ``spec`` (or re-attach to its live job) and, with ``wait``, follow it to the end.
 
     Raises InputError before anything is sent when the spec or its datasets are wrong,
     RemoteError when the server refuses (recorded as DENIED) or the job ends unsuccessfully,
-    WaitInterrupted on Ctrl-C while waiting (the job keeps running).
+    WaitInterrupted on Ctrl-C while waiting (the job keeps running). ``local_options`` go to
+    LocalBackend (batch_size, max_train_tokens, seed, ...); the local backend trains in the
+    foreground, so ``wait`` does not apply to it.
     """
     from routerlib import pricing
 
@@ -360,7 +369,8 @@ def tune(
         project = location = api_endpoint = None
     _check_datasets(spec, name)
 
-    counts = pricing.example_tokens(spec.training_dataset_uri)
+    train = spec.training_dataset_uri
+    counts = pricing.example_tokens(train if name == "vertex" else resolve(train))
     estimate = pricing.estimate(
         spec.base_model, spec.training_dataset_uri, spec.epochs, token_counts=counts
     )
@@ -407,7 +417,11 @@ def tune(
             return existing
 
     tuning_backend = get_backend(
-        name, project=project, location=location, api_endpoint=api_endpoint
+        name,
+        project=project,
+        location=location,
+        api_endpoint=api_endpoint,
+        local_options=local_options,
     )
     from routerlib.tuning.vertex import SubmissionRefused
 
@@ -443,7 +457,7 @@ def tune(
             }
         )
     )
-    out(f"submitted {job.name} ({job.state})")
+    out(f"{'submitted' if name == 'vertex' else 'tuned'} {job.name} ({job.state})")
     if not wait:
         if not job.ended:
             out(f"follow it with: routerlib jobs wait {job.name}")
@@ -503,7 +517,7 @@ def wait_for(
     if job.state == SUCCEEDED:
         out(f"succeeded · checkpoint {job.checkpoint_uri}")
         if job.tuning_data_stats:
-            out("statistics: " + ", ".join(f"{k}={v}" for k, v in job.tuning_data_stats.items()))
+            out(f"statistics: {_stats_text(job)}")
     return ensure_success(job) if check else job
 
 

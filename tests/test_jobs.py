@@ -303,3 +303,36 @@ def test_pricing_table_validates_and_estimates(tmp_path: Path) -> None:
     assert estimate.usd == pytest.approx(estimate.tokens * 2 * 1000 / 1e6)
     unknown = pricing.estimate("other", train, 1, table=table)
     assert unknown.usd is None and "no price for other" in unknown.line()
+
+
+def test_local_backend_checks_and_dry_run(tmp_path: Path) -> None:
+    train = write_examples(tmp_path / "train.jsonl", 5)
+    out = Lines()
+    job = jobs.tune(
+        {
+            "training_dataset_uri": str(train),
+            "output_uri": str(tmp_path / "out"),
+            "base_model": "routerlib/tiny-router-lm",
+        },
+        dry_run=True,
+        out=out,
+    )
+    assert job.backend == "local" and job.state == jobs.DRY_RUN
+    assert "cost estimate: 5 examples" in out[0] and "$0/M = ~$0.00" in out[0]
+    assert not (tmp_path / "out").exists()
+    with pytest.raises(InputError) as info:
+        jobs.tune(
+            {"training_dataset_uri": str(train), "output_uri": "gs://bkt/out"},
+            backend="local",
+            out=Lines(),
+        )
+    assert "output_uri: 'gs://bkt/out': the local backend reads and writes local paths" in (
+        "\n".join(info.value.lines())
+    )
+    with pytest.raises(InputError) as info:
+        jobs.tune(
+            {"training_dataset_uri": str(tmp_path / "nope.jsonl"), "output_uri": str(tmp_path)},
+            out=Lines(),
+        )
+    assert "nope.jsonl does not exist" in "\n".join(info.value.lines())
+    assert jobs.load_registry() == []

@@ -6,7 +6,7 @@ one. Both backend modules are imported lazily, so importing this package costs n
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from routerlib.errors import InputError
 from routerlib.tuning.base import TuningBackend
@@ -32,8 +32,10 @@ def get_backend(
     project: str | None = None,
     location: str | None = None,
     api_endpoint: str | None = None,
+    local_options: dict[str, Any] | None = None,
 ) -> TuningBackend:
-    """A backend instance. project/location/api_endpoint apply to vertex only."""
+    """A backend instance. project/location/api_endpoint apply to vertex only; ``local_options``
+    (batch_size, max_train_tokens, seed, ...) are LocalBackend's settings."""
     if name == "vertex":
         from routerlib.tuning.vertex import VertexBackend
 
@@ -41,7 +43,7 @@ def get_backend(
     if name == "local":
         from routerlib.tuning.local import LocalBackend
 
-        return LocalBackend()  # type: ignore[no-any-return]
+        return LocalBackend(**(local_options or {}))  # type: ignore[no-any-return]
     raise InputError(f"unknown tuning backend {name!r}: use one of {', '.join(BACKENDS)}")
 
 
