@@ -104,6 +104,7 @@ class _JsonHttp:
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise InputError(f"{base_url}: not an http(s) URL")
         self.base_url = base_url
+        self.label = public_url(base_url)
         self.scheme = parts.scheme
         self.host = parts.hostname
         self.port = parts.port
@@ -162,31 +163,36 @@ class _JsonHttp:
                 _retry_after(resp.getheader("Retry-After")),
             )
         if not 200 <= status < 300:
-            raise RemoteError(f"{self.base_url}: HTTP {status}: {_error_text(payload)}")
+            raise RemoteError(f"{self.label}: HTTP {status}: {_error_text(payload)}")
         try:
             return json.loads(payload)
         except ValueError:
             raise RemoteError(
-                f"{self.base_url}: HTTP {status} answer is not JSON: {payload[:120]!r}"
+                f"{self.label}: HTTP {status} answer is not JSON: {payload[:120]!r}"
             ) from None
 
 
 _LOOPBACK = ("127.0.0.1", "localhost", "::1", "0.0.0.0")
 
 
-def cache_name(url: str) -> str:
-    """How a URL identifies its model in the cache and the report: without user info or query
-    (no secrets written), and without a loopback server's port (a local server restarted to
-    resume a run gets a new free port)."""
+def public_url(url: str, *, loopback_port: bool = True) -> str:
+    """``url`` without user info, query or fragment, so no secret lands in a message or file."""
     parts = urlsplit(url)
-    if not parts.scheme.startswith("http"):
+    if parts.scheme not in ("http", "https"):
         return url
     host = parts.hostname or ""
     if ":" in host:
         host = f"[{host}]"
     if parts.port is not None:
-        host += ":*" if parts.hostname in _LOOPBACK else f":{parts.port}"
+        keep = loopback_port or parts.hostname not in _LOOPBACK
+        host += f":{parts.port}" if keep else ":*"
     return parts._replace(netloc=host, query="", fragment="").geturl()
+
+
+def cache_name(url: str) -> str:
+    """How a URL identifies its model in the cache and the report: :func:`public_url` without a
+    loopback server's port (a local server restarted to resume a run gets a new free port)."""
+    return public_url(url, loopback_port=False)
 
 
 def _path_of(url: str) -> str:
@@ -243,8 +249,9 @@ class PredictClient:
         latency = time.perf_counter() - start
         preds = body.get("predictions") if isinstance(body, dict) else None
         if not isinstance(preds, list) or not preds:
-            raise RemoteError(f"{self.url}: answer has no predictions: {json.dumps(body)[:120]}")
-        return Completion(_prediction_text(preds[0], self.url), latency)
+            where = self._http.label
+            raise RemoteError(f"{where}: answer has no predictions: {json.dumps(body)[:120]}")
+        return Completion(_prediction_text(preds[0], self._http.label), latency)
 
 
 class OpenAIClient:
@@ -274,7 +281,9 @@ class OpenAIClient:
                 data = body.get("data") if isinstance(body, dict) else None
                 ids = [m.get("id") for m in data or [] if isinstance(m, dict) and m.get("id")]
                 if not ids:
-                    raise RemoteError(f"{self.base_url}/models lists no model; pass a model name")
+                    raise RemoteError(
+                        f"{self._http.label}/models lists no model; pass a model name"
+                    )
                 self._model = str(ids[0])
             return self._model
 
@@ -290,10 +299,10 @@ class OpenAIClient:
         latency = time.perf_counter() - start
         choices = body.get("choices") if isinstance(body, dict) else None
         if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
-            raise RemoteError(f"{self.base_url}/completions: answer has no choices")
+            raise RemoteError(f"{self._http.label}/completions: answer has no choices")
         text = choices[0].get("text")
         if not isinstance(text, str):
-            raise RemoteError(f"{self.base_url}/completions: choice has no text")
+            raise RemoteError(f"{self._http.label}/completions: choice has no text")
         usage = body.get("usage") if isinstance(body.get("usage"), dict) else {}
         return Completion(text, latency, usage.get("prompt_tokens"), usage.get("completion_tokens"))
 
@@ -377,7 +386,7 @@ def make_client(
         if _PREDICT_PATH.search(path):
             return PredictClient(target.rstrip("/") + ":predict", timeout=timeout)
         raise InputError(
-            f"--endpoint {target}: cannot tell the protocol; end the URL with ':predict' "
+            f"--endpoint {public_url(target)}: cannot tell the protocol; end the URL with ':predict' "
             "(vLLM predict JSON) or '/v1' (OpenAI-compatible)"
         )
     if target.isdigit() or re.fullmatch(r"projects/[^/]+/locations/[^/]+/endpoints/[^/]+", target):
@@ -385,7 +394,7 @@ def make_client(
             target, project=project, location=location, api_endpoint=api_endpoint, timeout=timeout
         )
     raise InputError(
-        f"--endpoint {target!r}: expected an http(s) URL (…:predict or …/v1), "
+        f"--endpoint {public_url(target)!r}: expected an http(s) URL (…:predict or …/v1), "
         "projects/P/locations/L/endpoints/ID, or a numeric endpoint id"
     )
 
@@ -563,33 +572,35 @@ def generate_predictions(
     cache.parent.mkdir(parents=True, exist_ok=True)
     name = getattr(client, "name", type(client).__name__)
 
-    records: dict[int, dict[str, Any]] = {}
-    for index, rec in load_cache(cache).items():
-        if index >= len(prompts) or rec.get("prompt_sha") != _sha(prompts[index]):
-            continue  # another gold row now sits at this index: ask again
-        if rec.get("target") != name or rec.get("max_tokens") != max_tokens:
-            raise InputError(
-                f"{cache}: cached predictions come from {rec.get('target')} with max_tokens="
-                f"{rec.get('max_tokens')}, not {name} with max_tokens={max_tokens}; "
-                "delete the cache or write the report elsewhere"
+    with open(cache, "a", encoding="utf-8") as handle:
+        _lock_or_refuse(handle, cache)  # one writer per cache; the OS drops the lock on a kill
+        records: dict[int, dict[str, Any]] = {}
+        for index, rec in load_cache(cache).items():
+            if index >= len(prompts) or rec.get("prompt_sha") != _sha(prompts[index]):
+                continue  # another gold row now sits at this index: ask again
+            if rec.get("target") != name or rec.get("max_tokens") != max_tokens:
+                raise InputError(
+                    f"{cache}: cached predictions come from {rec.get('target')} with max_tokens="
+                    f"{rec.get('max_tokens')}, not {name} with max_tokens={max_tokens}; "
+                    "delete the cache or write the report elsewhere"
+                )
+            records[index] = rec
+        pending = [i for i in range(len(prompts)) if i not in records]
+        if pending:
+            _run_pending(
+                client,
+                name,
+                prompts,
+                pending,
+                records,
+                handle,
+                cache,
+                concurrency,
+                max_tokens,
+                retries,
+                backoff_s,
+                progress,
             )
-        records[index] = rec
-    pending = [i for i in range(len(prompts)) if i not in records]
-
-    if pending:
-        _run_pending(
-            client,
-            name,
-            prompts,
-            pending,
-            records,
-            cache,
-            concurrency,
-            max_tokens,
-            retries,
-            backoff_s,
-            progress,
-        )
 
     out = Path(pred_path) if pred_path else prediction_path_for(cache)
     with atomic_writer(out) as handle:
@@ -600,12 +611,26 @@ def generate_predictions(
     return out
 
 
+def _lock_or_refuse(handle: Any, cache: Path) -> None:
+    """Take an exclusive lock on the open cache, or refuse: another run is writing it now."""
+    import fcntl
+
+    try:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        raise InputError(
+            f"{cache}: another run is writing this cache right now; wait for it to end or "
+            "write the report elsewhere"
+        ) from None
+
+
 def _run_pending(
     client: Client,
     name: str,
     prompts: list[str],
     pending: list[int],
     records: dict[int, dict[str, Any]],
+    handle: Any,
     cache: Path,
     concurrency: int,
     max_tokens: int,
@@ -661,34 +686,31 @@ def _run_pending(
     )
     live = len(threads)
     try:
-        with open(cache, "a", encoding="utf-8") as handle:
-            for thread in threads:
-                thread.start()
-            while live:
-                batch = [results.get()]
-                while True:
-                    try:
-                        batch.append(results.get_nowait())
-                    except queue.Empty:
-                        break
-                lines: list[str] = []
-                for kind, index, payload in batch:
-                    if kind == "done":
-                        live -= 1
-                    elif kind == "error":
-                        errors.append((index, payload))
-                    else:
-                        answer, attempts = payload
-                        rec = _cache_record(
-                            index, prompts[index], name, max_tokens, answer, attempts
-                        )
-                        records[index] = rec
-                        lines.append(json.dumps(rec, ensure_ascii=False) + "\n")
-                if lines:
-                    handle.write("".join(lines))
-                    handle.flush()
-                    os.fsync(handle.fileno())
-                    bar.update(len(lines))
+        for thread in threads:
+            thread.start()
+        while live:
+            batch = [results.get()]
+            while True:
+                try:
+                    batch.append(results.get_nowait())
+                except queue.Empty:
+                    break
+            lines: list[str] = []
+            for kind, index, payload in batch:
+                if kind == "done":
+                    live -= 1
+                elif kind == "error":
+                    errors.append((index, payload))
+                else:
+                    answer, attempts = payload
+                    rec = _cache_record(index, prompts[index], name, max_tokens, answer, attempts)
+                    records[index] = rec
+                    lines.append(json.dumps(rec, ensure_ascii=False) + "\n")
+            if lines:
+                handle.write("".join(lines))
+                handle.flush()
+                os.fsync(handle.fileno())
+                bar.update(len(lines))
     except BaseException:
         stop.set()
         raise

@@ -474,3 +474,16 @@ def test_cache_names_hold_no_secrets_and_no_loopback_port() -> None:
         == "https://h.example:8000/v1"
     )
     assert ev.cache_name("http://127.0.0.1:4567/v1/e:predict") == "http://127.0.0.1:*/v1/e:predict"
+
+
+def test_a_second_writer_is_refused(shared_data: Path, tmp_path: Path) -> None:
+    import fcntl
+
+    gold = _gold(shared_data, tmp_path, 2)
+    cache = tmp_path / "c.jsonl"
+    with open(cache, "a") as other:
+        fcntl.flock(other.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        with pytest.raises(InputError, match="another run is writing this cache"):
+            ev.generate_predictions(
+                gold, client="http://127.0.0.1:9/v1", cache_path=cache, progress=False
+            )
