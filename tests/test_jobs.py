@@ -336,3 +336,17 @@ def test_local_backend_checks_and_dry_run(tmp_path: Path) -> None:
         )
     assert "nope.jsonl does not exist" in "\n".join(info.value.lines())
     assert jobs.load_registry() == []
+
+
+def test_wait_rides_out_service_blips_but_not_a_long_outage(tuning_env: TuningEnv) -> None:
+    fake = tuning_env.fake
+    fake.progression = [PENDING, RUNNING, SUCCEEDED]
+    fake.get_failures = [503, 503]
+    job, out = _tune(tuning_env)
+    assert job.state == SUCCEEDED
+    assert sum("(retrying)" in line for line in out) == 2
+    fake.progression = [PENDING, RUNNING, RUNNING]
+    fake.get_failures = [503] * 5
+    with pytest.raises(RemoteError) as info:
+        _tune(tuning_env, tuning_env.spec(epochs=1))
+    assert "HTTP 503" in str(info.value) and "routerlib jobs wait projects/" in str(info.value)

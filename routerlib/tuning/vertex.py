@@ -51,7 +51,8 @@ STAT_KEYS = (
 
 
 class ApiUnreachable(RemoteError):
-    """The API endpoint could not be reached (connection refused, DNS, timeout)."""
+    """The API could not be reached or cannot serve right now (connection refused, DNS, timeout,
+    HTTP 429 or 5xx): worth retrying later; the job itself is unaffected."""
 
 
 class SubmissionRefused(RemoteError):
@@ -282,10 +283,12 @@ class VertexBackend:
             detail = exc.message or str(exc)
             where = f"{action} at {self.base_url}"
             message = f"{where} failed: HTTP {exc.code} {exc.status or ''}".rstrip() + f": {detail}"
-            if isinstance(exc, errors.ClientError) and action == "submit":
+            if isinstance(exc, errors.ClientError) and action == "submit" and exc.code != 429:
                 raise SubmissionRefused(
                     message, code=exc.code, status=exc.status, detail=detail
                 ) from None
+            if action != "submit" and (exc.code == 429 or (exc.code or 0) >= 500):
+                raise ApiUnreachable(message) from None
             raise RemoteError(message) from None
         except (httpx.TransportError, OSError) as exc:
             raise ApiUnreachable(

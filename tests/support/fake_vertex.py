@@ -10,6 +10,7 @@ Tuning jobs (``add_tuning_routes``; v1 and v1beta1 paths):
 - get: each call advances the job one step along its progression (default PENDING -> RUNNING ->
   SUCCEEDED) and answers it; a FAILED job carries ``error``, a SUCCEEDED one ``tuningDataStats``.
 - list (paged with pageSize/pageToken) and cancel (the next get says CANCELLED).
+- ``get_failures``: HTTP codes (e.g. 503) answered by the next gets, to test riding out blips.
 - every request must carry ``Authorization: Bearer <token>`` (the static test token), else 401.
 
 Use the ``fake_vertex`` fixture (import it into a test module) or ``with FakeVertex() as fake:``.
@@ -74,6 +75,8 @@ class FakeVertex:
             "tuningStepCount": "30",
             "totalTruncatedExampleCount": "0",
         }
+        #: HTTP codes answered (instead of the job) by the next tuningJobs.get calls, in order.
+        self.get_failures: list[int] = []
         self._ids = itertools.count(4000000000000000001)
         self._lock = threading.Lock()
         self._started = False
@@ -166,6 +169,11 @@ class FakeVertex:
         @guard
         def get(request: Request, match: Any) -> tuple[int, Any]:
             name = f"projects/{match[1]}/locations/{match[2]}/tuningJobs/{match[3]}"
+            if self.get_failures:
+                code = self.get_failures.pop(0)
+                return code, error_body(
+                    code, "UNAVAILABLE", "The service is currently unavailable."
+                )
             if name not in self.tuning_jobs:
                 return 404, error_body(404, "NOT_FOUND", f"TuningJob {name} not found.")
             self.tuning_jobs[name]["step"] += 1
