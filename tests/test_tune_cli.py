@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -215,3 +216,30 @@ def test_jobs_list_with_api_down_exits_zero(
     assert "API unreachable, showing recorded states" in captured.out
     assert "PENDING" in captured.out
     assert SUCCEEDED not in captured.out
+
+
+def test_ctrl_c_during_wait_leaves_the_job_running(tuning_env: TuningEnv) -> None:
+    tuning_env.fake.progression = [PENDING, RUNNING]  # runs forever
+    proc = subprocess.Popen(
+        [sys.executable, "-u", "-m", "routerlib", *_args(tuning_env, "--wait")],
+        env=dict(os.environ),
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        for line in proc.stdout:  # wait for the first progress line
+            if "waited" in line:
+                break
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+    (recorded,) = jobs.load_registry()
+    assert proc.returncode == 130, err
+    assert f"routerlib jobs wait {recorded.name}" in err
+    assert "Traceback" not in err
+    assert recorded.state == RUNNING
+    assert tuning_env.fake.requests("POST", r":cancel$") == []
