@@ -350,3 +350,27 @@ def test_wait_rides_out_service_blips_but_not_a_long_outage(tuning_env: TuningEn
     with pytest.raises(RemoteError) as info:
         _tune(tuning_env, tuning_env.spec(epochs=1))
     assert "HTTP 503" in str(info.value) and "routerlib jobs wait projects/" in str(info.value)
+
+
+def test_concurrent_records_lose_nothing() -> None:
+    import threading
+
+    spec = {"training_dataset_uri": "gs://b/t.jsonl", "output_uri": "gs://b/o"}
+
+    def writer(worker: int) -> None:
+        for i in range(10):
+            jobs.record(
+                Job(
+                    name=f"projects/p/locations/l/tuningJobs/{worker}{i:02d}",
+                    backend="vertex",
+                    state=PENDING,
+                    spec=spec,
+                )
+            )
+
+    threads = [threading.Thread(target=writer, args=(w,)) for w in range(1, 7)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len({j.name for j in jobs.load_registry()}) == 60
