@@ -24,6 +24,7 @@ import random
 import sys
 from array import array
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -46,6 +47,12 @@ MAX_PROBLEMS = 200
 MAX_NAMED_LINES = 20
 
 _BOM = b"\xef\xbb\xbf"
+#: Inputs at least this big are scanned by several processes (no --limit).
+PARALLEL_MIN_BYTES = 32 << 20
+MAX_WORKERS = 4
+CHUNKS_PER_WORKER = 4
+#: The string escaper json.dumps uses with ensure_ascii=False.
+_escape = json.encoder.encode_basestring  # type: ignore[attr-defined]
 _READ_BUFFER = 1 << 20
 _WRITE_BUFFER = 1 << 20
 
@@ -75,8 +82,13 @@ class PrepareResult:
 
 @dataclass
 class _Scan:
-    """Pass-1 result: per-row small numbers (no payloads) and the problems found."""
+    """Pass-1 result: per-row small numbers (no payloads) and the problems found.
 
+    A scan of one byte range of the input numbers its lines from 1 (``line_numbers``,
+    ``problems``); merging ranges shifts them to file line numbers.
+    """
+
+    spool_index: array = field(default_factory=lambda: array("h"))
     spool_offsets: array = field(default_factory=lambda: array("q"))
     spool_lengths: array = field(default_factory=lambda: array("l"))
     line_numbers: array = field(default_factory=lambda: array("l"))
@@ -87,18 +99,15 @@ class _Scan:
     difficulty: array = field(default_factory=lambda: array("b"))
     metrics_shape: array = field(default_factory=lambda: array("l"))
     shapes: dict[str, int] = field(default_factory=dict)
-    id_lines: dict[str, int] = field(default_factory=dict)
-    duplicate_ids: list[tuple[str, int, int]] = field(default_factory=list)
-    problems: list[str] = field(default_factory=list)
+    ids: list[str] = field(default_factory=list)
+    problems: list[tuple[int, str]] = field(default_factory=list)
     problem_count: int = 0
-    physical_lines: int = 0
-    sha256: str = ""
-    size: int = 0
+    lines: int = 0
 
-    def problem(self, text: str) -> None:
+    def problem(self, line: int, text: str) -> None:
         self.problem_count += 1
         if len(self.problems) < MAX_PROBLEMS:
-            self.problems.append(text)
+            self.problems.append((line, text))
 
     @property
     def rows(self) -> int:
@@ -180,66 +189,129 @@ def _json_problem(text: str) -> str:
     return "row: invalid JSON"  # pragma: no cover - the line failed to parse just before
 
 
-def _scan(
-    path: Path,
-    label: str,
-    spool: Any,
-    limit: int | None,
-    progress: bool,
+def _quick_valid(row: Any) -> bool:
+    """A fast check that implies ``schema.validate_row(row) == []``; False means "ask the schema".
+
+    It is stricter than the schema (exact JSON types only), so a False for a valid row only
+    costs the slower full validation.
+    """
+    if type(row) is not dict:
+        return False
+    for key, expected in _FIELD_TYPES:
+        value = row.get(key, _MISSING)
+        if value is _MISSING:
+            if key in _REQUIRED:
+                return False
+            continue
+        kind = type(value)
+        if expected == "str":
+            if kind is not str:
+                return False
+        elif expected == "list[str]":
+            if kind is not list:
+                return False
+            for item in value:
+                if type(item) is not str:
+                    return False
+        elif expected == "dict":
+            if kind is not dict:
+                return False
+        elif expected == "number":
+            if kind is not int and kind is not float:
+                return False
+        elif expected == "bool":
+            if kind is not bool:
+                return False
+        else:
+            return False
+    plan = row["route_plan"]
+    if not plan or row["difficulty"] not in schema.DIFFICULTIES:
+        return False
+    return all(schema.validate_route_step(step) is None for step in plan)
+
+
+_MISSING = object()
+_FIELD_TYPES: tuple[tuple[str, str], ...] = tuple(schema.ROW_FIELD_TYPES.items())
+_REQUIRED = frozenset(schema.REQUIRED_ROW_KEYS)
+
+
+def _encode_line(prompt: str, completion: str) -> bytes:
+    """``json.dumps({"prompt": prompt, "completion": completion}, ensure_ascii=False) + "\n"``
+    as UTF-8, built from the encoder's own string escaper (the same bytes, less overhead).
+
+    ``completion`` is itself json.dumps output, which holds no control characters (the encoder
+    escapes them), so escaping it only means doubling backslashes and escaping quotes: the same
+    result as the escaper, done by two fast ``str.replace`` calls.
+    """
+    quoted = completion.replace("\\", "\\\\").replace('"', '\\"')
+    return ('{"prompt": ' + _escape(prompt) + ', "completion": "' + quoted + '"}\n').encode(
+        "utf-8"
+    )
+
+
+def _scan_range(
+    path: str,
+    start: int,
+    end: int | None,
+    spool_path: str,
+    limit: int | None = None,
+    on_bytes: Callable[[int], None] | None = None,
 ) -> _Scan:
+    """Read, validate and convert the lines in bytes [start, end) of ``path`` (``end`` None: to
+    the end of the file), appending output lines to ``spool_path``. ``start`` is 0 or just
+    after a newline. Stops after ``limit`` rows. ``on_bytes`` hears of progress now and then."""
     scan = _Scan()
-    hasher = hashlib.sha256()
-    size = path.stat().st_size
     loads = json.loads
-    dumps = json.dumps
     build_prompt = schema.build_prompt
     completion_text = schema.completion_text
     validate_row = schema.validate_row
+    quick_valid = _quick_valid
+    encode_line = _encode_line
     difficulties = schema.DIFFICULTIES
     spool_offset = 0
-    bar = _progress_bar(progress, size, f"prepare: reading {path.name}")
-    consumed = 0
-    pending = 0
     number = 0
-    with open(path, "rb", buffering=_READ_BUFFER) as handle:
+    position = start
+    with (
+        open(path, "rb", buffering=_READ_BUFFER) as handle,
+        open(spool_path, "wb", buffering=_WRITE_BUFFER) as spool,
+    ):
+        handle.seek(start)
         for raw in handle:
-            hasher.update(raw)
+            if end is not None and position >= end:
+                break
+            position += len(raw)
             number += 1
-            if number == 1 and raw.startswith(_BOM):
+            if on_bytes is not None and number % 1000 == 0:
+                on_bytes(position)
+            if number == 1 and start == 0 and raw.startswith(_BOM):
                 raw = raw[len(_BOM) :]
-            pending += len(raw)
-            if pending >= _READ_BUFFER:
-                consumed += pending
-                if bar is not None:
-                    bar.update(pending)
-                pending = 0
             try:
                 text = raw.decode("utf-8")
             except UnicodeDecodeError as exc:
-                scan.problem(f"{label}:{number}: {_decode_problem(raw, exc)}")
+                scan.problem(number, _decode_problem(raw, exc))
                 continue
             if not text.strip():
                 continue
             try:
                 row = loads(text)
             except json.JSONDecodeError:
-                scan.problem(f"{label}:{number}: {_json_problem(text)}")
+                scan.problem(number, _json_problem(text))
                 continue
-            violations = validate_row(row)
-            if violations:
-                for violation in violations:
-                    scan.problem(f"{label}:{number}: {violation}")
-                continue
+            if not quick_valid(row):
+                violations = validate_row(row)
+                if violations:
+                    for violation in violations:
+                        scan.problem(number, str(violation))
+                    continue
             prompt = build_prompt(row["user_query"])
             completion = completion_text(row)
             try:
-                encoded = (
-                    dumps({"prompt": prompt, "completion": completion}, ensure_ascii=False) + "\n"
-                ).encode("utf-8")
+                encoded = encode_line(prompt, completion)
             except UnicodeEncodeError as exc:
                 scan.problem(
-                    f"{label}:{number}: row: text holds a lone surrogate "
-                    f"({exc.object[exc.start : exc.end]!r}) that cannot be written as UTF-8"
+                    number,
+                    f"row: text holds a lone surrogate ({exc.object[exc.start : exc.end]!r}) "
+                    "that cannot be written as UTF-8",
                 )
                 continue
             spool.write(encoded)
@@ -254,36 +326,139 @@ def _scan(
             scan.route_length.append(len(plan))
             scan.difficulty.append(difficulties.index(row["difficulty"]))
             shape = ", ".join(sorted(row["metrics"]))
-            shape_id = scan.shapes.setdefault(shape, len(scan.shapes))
-            scan.metrics_shape.append(shape_id)
-            row_id = row["id"]
-            first = scan.id_lines.setdefault(row_id, number)
-            if first != number:
-                scan.duplicate_ids.append((row_id, first, number))
+            scan.metrics_shape.append(scan.shapes.setdefault(shape, len(scan.shapes)))
+            scan.ids.append(row["id"])
             if limit is not None and scan.rows >= limit:
                 break
-        # The input checksum covers the whole file, also lines past --limit.
-        tail_newlines = 0
-        ends_open = False
-        for chunk in iter(lambda: handle.read(_READ_BUFFER), b""):
-            hasher.update(chunk)
-            tail_newlines += chunk.count(b"\n")
-            ends_open = not chunk.endswith(b"\n")
-        scan.physical_lines = number + tail_newlines + (1 if ends_open else 0)
-    if bar is not None:
-        bar.update(size - consumed)
-        bar.close()
-    scan.sha256 = hasher.hexdigest()
-    scan.size = size
+    scan.lines = number
     return scan
 
 
-def _progress_bar(enabled: bool, total: int, desc: str) -> Any:
+def _chunk_bounds(path: Path, size: int, chunks: int) -> list[tuple[int, int | None]]:
+    """Byte ranges of roughly equal size, each starting at 0 or just after a newline."""
+    starts = [0]
+    with open(path, "rb") as handle:
+        for k in range(1, chunks):
+            handle.seek(max(size * k // chunks, starts[-1]))
+            handle.readline()  # move to the start of the next line
+            position = handle.tell()
+            if position >= size:
+                break
+            if position > starts[-1]:
+                starts.append(position)
+    ends: list[int | None] = [*starts[1:], None]
+    return list(zip(starts, ends, strict=True))
+
+
+def _merge(parts: list[_Scan]) -> tuple[_Scan, list[tuple[str, int, int]]]:
+    """Join range scans in file order: shift line numbers, number the spools, remap metrics
+    shapes; returns the merged scan and the duplicate ids (id, first line, line)."""
+    merged = _Scan()
+    id_lines: dict[str, int] = {}
+    duplicates: list[tuple[str, int, int]] = []
+    line_offset = 0
+    for index, part in enumerate(parts):
+        merged.spool_index.extend(array("h", [index]) * part.rows)
+        merged.spool_offsets.extend(part.spool_offsets)
+        merged.spool_lengths.extend(part.spool_lengths)
+        merged.line_numbers.extend(array("l", (n + line_offset for n in part.line_numbers)))
+        for name in ("query_keys", "est_tokens", "first_tool", "route_length", "difficulty"):
+            getattr(merged, name).extend(getattr(part, name))
+        remap = {
+            local: merged.shapes.setdefault(shape, len(merged.shapes))
+            for shape, local in part.shapes.items()
+        }
+        merged.metrics_shape.extend(array("l", (remap[k] for k in part.metrics_shape)))
+        for row_id, line in zip(part.ids, part.line_numbers, strict=True):
+            first = id_lines.setdefault(row_id, line + line_offset)
+            if first != line + line_offset:
+                duplicates.append((row_id, first, line + line_offset))
+        for line, text in part.problems:
+            if len(merged.problems) < MAX_PROBLEMS:
+                merged.problems.append((line + line_offset, text))
+        merged.problem_count += part.problem_count
+        line_offset += part.lines
+    merged.lines = line_offset
+    return merged, duplicates
+
+
+def _hash_file(path: Path) -> tuple[str, int]:
+    """sha256 and the number of physical lines of a file."""
+    hasher = hashlib.sha256()
+    newlines = 0
+    last = b"\n"
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(_READ_BUFFER), b""):
+            hasher.update(chunk)
+            newlines += chunk.count(b"\n")
+            last = chunk[-1:]
+    return hasher.hexdigest(), newlines + (0 if last == b"\n" else 1)
+
+
+def _auto_workers(size: int, limit: int | None) -> int:
+    if limit is not None or size < PARALLEL_MIN_BYTES:
+        return 1
+    return max(1, min(MAX_WORKERS, os.cpu_count() or 1))
+
+
+def _remove_spools(spool_dir: Path) -> None:
+    for spool in spool_dir.glob(f".prepare-spool.{os.getpid()}.*.tmp"):
+        with contextlib.suppress(FileNotFoundError):
+            spool.unlink()
+
+
+def _scan_all(
+    source: Path, spool_dir: Path, limit: int | None, workers: int, progress: bool
+) -> tuple[_Scan, list[tuple[str, int, int]], list[Path], tuple[str, int]]:
+    """Pass 1 over the whole input, in ``workers`` processes when above 1."""
+    size = source.stat().st_size
+    tag = f"{os.getpid()}"
+    if workers <= 1 or limit is not None:
+        spool = spool_dir / f".prepare-spool.{tag}.0.tmp"
+        bar = _progress_bar(progress, size, f"prepare: reading {source.name}", "B")
+        on_bytes = None
+        if bar is not None:
+            bar.unit_scale = True
+
+            def on_bytes(position: int) -> None:
+                bar.update(position - bar.n)
+
+        part = _scan_range(str(source), 0, None, str(spool), limit, on_bytes)
+        if bar is not None:
+            bar.close()
+        merged, duplicates = _merge([part])
+        return merged, duplicates, [spool], _hash_file(source)
+
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    bounds = _chunk_bounds(source, size, workers * CHUNKS_PER_WORKER)
+    spools = [spool_dir / f".prepare-spool.{tag}.{i}.tmp" for i in range(len(bounds))]
+    context = multiprocessing.get_context("fork")
+    bar = _progress_bar(progress, len(bounds), f"prepare: reading {source.name}", "chunk")
+    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+        futures = [
+            pool.submit(_scan_range, str(source), start, end, str(spool))
+            for (start, end), spool in zip(bounds, spools, strict=True)
+        ]
+        digest = _hash_file(source)  # while the workers read
+        parts = []
+        for future in futures:
+            parts.append(future.result())
+            if bar is not None:
+                bar.update(1)
+    if bar is not None:
+        bar.close()
+    merged, duplicates = _merge(parts)
+    return merged, duplicates, spools, digest
+
+
+def _progress_bar(enabled: bool, total: int, desc: str, unit: str = "it") -> Any:
     if not enabled:
         return None
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, unit="B", unit_scale=True, desc=desc, file=sys.stderr, leave=False)
+    return tqdm(total=total, unit=unit, desc=desc, file=sys.stderr, leave=False)
 
 
 # --------------------------------------------------------------------------------------------
@@ -299,6 +474,7 @@ def _name_lines(numbers: list[int]) -> str:
 
 def _warnings(
     scan: _Scan,
+    duplicates: list[tuple[str, int, int]],
     label: str,
     order: list[int],
     sizes: dict[str, int],
@@ -306,10 +482,10 @@ def _warnings(
     limit_note: str,
 ) -> list[str]:
     out: list[str] = []
-    for row_id, first, line in scan.duplicate_ids[:MAX_NAMED_LINES]:
+    for row_id, first, line in duplicates[:MAX_NAMED_LINES]:
         out.append(f"{label}:{line}: id: duplicate id {row_id!r} (first on line {first})")
-    if len(scan.duplicate_ids) > MAX_NAMED_LINES:
-        out.append(f"{label}: {len(scan.duplicate_ids) - MAX_NAMED_LINES} more duplicate ids")
+    if len(duplicates) > MAX_NAMED_LINES:
+        out.append(f"{label}: {len(duplicates) - MAX_NAMED_LINES} more duplicate ids")
 
     # The same (stripped) user_query in two splits leaks evaluation data into training.
     split_of: dict[int, tuple[int, int]] = {}
@@ -347,7 +523,7 @@ def _warnings(
 
 
 def _write_splits(
-    spool_path: Path,
+    spools: list[Path],
     scan: _Scan,
     order: list[int],
     sizes: dict[str, int],
@@ -357,9 +533,10 @@ def _write_splits(
     """Write every split to a temp file, then rename all of them; returns paths and file info."""
     temps: dict[str, Path] = {}
     info: dict[str, dict[str, Any]] = {}
-    offsets, lengths = scan.spool_offsets, scan.spool_lengths
-    bar = _progress_bar(progress, len(order), "prepare: writing splits")
-    fd = os.open(spool_path, os.O_RDONLY)
+    offsets, lengths, which = scan.spool_offsets, scan.spool_lengths, scan.spool_index
+    bar = _progress_bar(progress, len(order), "prepare: writing splits", "row")
+    fds = [os.open(spool, os.O_RDONLY) for spool in spools]
+    pread = os.pread
     try:
         position = 0
         for name in SPLITS:
@@ -371,8 +548,7 @@ def _write_splits(
             with open(temp, "wb", buffering=0) as out:
                 buffer = bytearray()
                 for row in order[position : position + sizes[name]]:
-                    data = os.pread(fd, lengths[row], offsets[row])
-                    buffer += data
+                    buffer += pread(fds[which[row]], lengths[row], offsets[row])
                     if len(buffer) >= _WRITE_BUFFER:
                         hasher.update(buffer)
                         out.write(buffer)
@@ -404,7 +580,8 @@ def _write_splits(
                 temp.unlink()
         raise
     finally:
-        os.close(fd)
+        for fd in fds:
+            os.close(fd)
         if bar is not None:
             bar.close()
 
@@ -469,6 +646,7 @@ def prepare(
     progress: bool = True,
     synth_rows: int | None = None,
     synth_seed: int | None = None,
+    workers: int | None = None,
 ) -> PrepareResult:
     """Convert Week-2 rows at ``input_path`` into train/validation/test JSONL in ``output_dir``.
 
@@ -476,6 +654,8 @@ def prepare(
     ``synth_seed``), written to ``output_dir/synthetic_rows.jsonl`` first. A gs:// input is
     downloaded beside the splits. Raises InputError (every problem, one line each) before
     writing any split when a row is invalid, and under ``strict`` when there are warnings.
+    ``workers`` processes read the input (default: one per core, up to MAX_WORKERS, for inputs
+    of PARALLEL_MIN_BYTES or more without ``limit``); the output does not depend on it.
     """
     _check_flags(val_ratio, test_ratio, limit, max_seq_len, tuning_mode)
     if gcs_prefix is not None:
@@ -511,13 +691,15 @@ def prepare(
         input_info = {"embedded": False}
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    spool_path = out_dir / f".prepare-spool.{os.getpid()}.tmp"
+    n_workers = workers if workers is not None else _auto_workers(source.stat().st_size, limit)
     try:
-        with open(spool_path, "wb", buffering=_WRITE_BUFFER) as spool:
-            scan = _scan(source, label, spool, limit, progress)
+        scan, duplicates, spools, (sha256, physical_lines) = _scan_all(
+            source, out_dir, limit, n_workers, progress
+        )
         if scan.problem_count:
             more = scan.problem_count - len(scan.problems)
-            problems = scan.problems + ([f"... and {more} more problems"] if more > 0 else [])
+            problems = [f"{label}:{line}: {text}" for line, text in scan.problems]
+            problems += [f"... and {more} more problems"] if more > 0 else []
             raise InputError(
                 f"{label}: {scan.problem_count} problem(s) found; nothing was written", problems
             )
@@ -529,21 +711,20 @@ def prepare(
         order = list(range(n))
         random.Random(seed).shuffle(order)
         note = f" ({base_model}, {tuning_mode})" if max_seq_len is None else ""
-        warnings = _warnings(scan, label, order, sizes, limit_seq, note)
+        warnings = _warnings(scan, duplicates, label, order, sizes, limit_seq, note)
         if strict and warnings:
             raise InputError(
                 f"{label}: {len(warnings)} warning(s) are errors under --strict; nothing was written",
                 warnings,
             )
-        split_paths, info = _write_splits(spool_path, scan, order, sizes, out_dir, progress)
+        split_paths, info = _write_splits(spools, scan, order, sizes, out_dir, progress)
     except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            spool_path.unlink()
+        _remove_spools(out_dir)
         if created_dir:
             with contextlib.suppress(OSError):
                 out_dir.rmdir()  # only when empty: never removes anything else
         raise
-    spool_path.unlink()
+    _remove_spools(out_dir)
 
     position = 0
     for name in SPLITS:
@@ -555,9 +736,9 @@ def prepare(
         "routerlib_version": __version__,
         "input": {
             "path": label,
-            "sha256": scan.sha256,
-            "bytes": scan.size,
-            "physical_lines": scan.physical_lines,
+            "sha256": sha256,
+            "bytes": source.stat().st_size,
+            "physical_lines": physical_lines,
             "rows_used": n,
             **input_info,
         },

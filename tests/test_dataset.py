@@ -13,6 +13,7 @@ import pytest
 
 from routerlib import dataset, schema, synth
 from routerlib.cli import main
+from routerlib.errors import InputError
 
 SPLIT_NAMES = ("train.jsonl", "validation.jsonl", "test.jsonl")
 
@@ -311,3 +312,74 @@ def test_memory_does_not_grow_with_payloads(tmp_path: Path) -> None:
         tracemalloc.stop()
     assert size > 40_000_000
     assert peak < 8_000_000, f"peak {peak} bytes for a {size}-byte input"
+
+
+def _tricky_rows(n: int) -> list[dict]:
+    """Rows whose text exercises every escaping rule: quotes, backslashes, control characters,
+    non-ASCII, U+2028, DEL, astral characters, and numbers/nesting inside metrics."""
+    specials = [
+        'say "hi"',
+        "back\\slash",
+        "tab\there",
+        "nl\nx",
+        "\x00\x1f\x7f",
+        "é ü 中 🚀",
+        "\u2028\u2029",
+        "</script>",
+        "  padded  ",
+    ]
+    rows = []
+    for i, row in enumerate(synth.generate_rows(n, 21)):
+        s = specials[i % len(specials)]
+        row["user_query"] = f"  {s} {row['user_query']} {s}\n"
+        row["route_rationale"] += s
+        row["tags"] = [*row["tags"], s]
+        row["metrics"] = {
+            **row["metrics"],
+            "extra": {"x": [1, 2.5, -0.0, 1e300, True, None], "s": s},
+        }
+        rows.append(row)
+    return rows
+
+
+def test_escaping_is_byte_identical(tmp_path: Path) -> None:
+    src = tmp_path / "tricky.jsonl"
+    with open(src, "w", encoding="utf-8") as handle:
+        for row in _tricky_rows(90):
+            handle.write(json.dumps(row, ensure_ascii=bool(len(row["id"]) % 2)) + "\n")
+    reference_convert(src, tmp_path / "ref", 0.1, 0.05, 7, None)
+    dataset.prepare(src, tmp_path / "new", progress=False)
+    assert _bytes(tmp_path / "new") == _bytes(tmp_path / "ref")
+
+
+@pytest.mark.parametrize("workers", [2, 3])
+def test_parallel_scan_is_identical(synth_file: Path, tmp_path: Path, workers: int) -> None:
+    """Several reader processes give the same bytes, manifest numbers, line numbers and warnings."""
+    lines = synth_file.read_bytes().splitlines(keepends=True)
+    lines[250] = lines[3].replace(b'"id": "synth_000003"', b'"id": "dup"')  # same query, new id
+    lines[260] = lines[260].replace(b'"id": "synth_000260"', b'"id": "synth_000001"')
+    src = tmp_path / "rows.jsonl"
+    src.write_bytes(b"\xef\xbb\xbf" + b"".join(lines[:200]) + b"\n\n" + b"".join(lines[200:]))
+    one = dataset.prepare(src, tmp_path / "one", workers=1, progress=False)
+    many = dataset.prepare(src, tmp_path / "many", workers=workers, progress=False)
+    assert _bytes(tmp_path / "one") == _bytes(tmp_path / "many")
+    assert one.warnings == many.warnings
+    assert any(":263: id: duplicate id 'synth_000001' (first on line 2)" in w for w in one.warnings)
+    assert one.manifest["splits"] == many.manifest["splits"]
+    assert one.manifest["input"] == many.manifest["input"]
+    assert one.manifest["input"]["physical_lines"] == 402
+
+    bad = (
+        b"".join(lines[:5])
+        + b"[]\n"
+        + b"".join(lines[5:300])
+        + b'{"id": 1}\n'
+        + b"".join(lines[300:])
+    )
+    src.write_bytes(bad)
+    with pytest.raises(InputError) as caught:
+        dataset.prepare(src, tmp_path / "bad", workers=workers, progress=False)
+    problems = caught.value.problems
+    assert problems[0] == f"{src}:6: row: must be a JSON object, got list"
+    assert problems[1] == f"{src}:302: id: must be str, got number"
+    assert not (tmp_path / "bad").exists()
