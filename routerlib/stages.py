@@ -492,12 +492,30 @@ def write_metrics(
     return target
 
 
-def comparison_table(report: dict[str, Any]) -> Any:
-    """Overall deltas against the previous router with their paired p-values, one row per metric."""
+def comparison_table(report: dict[str, Any], bucket: str = "overall") -> Any:
+    """Strict per-metric deltas against the previous router, with the paired test's p-value and
+    the number of test rows fixed and broken, one row per metric."""
     import pandas as pd
 
     comparison = report.get("comparison") or {}
-    rows = comparison.get("overall_table") or []
+    deltas = (comparison.get("strict") or {}).get(bucket, {})
+    tests = (comparison.get("significance") or {}).get(bucket, {})
+    changes = comparison.get("changes") or {}
+    rows = []
+    for metric, values in deltas.items():
+        test = tests.get(metric, {})
+        rows.append(
+            {
+                "metric": metric,
+                "previous": values.get("previous"),
+                "tuned": values.get("new"),
+                "delta": values.get("delta"),
+                "test": test.get("test"),
+                "p_value": test.get("p_value"),
+                "fixed": len(changes.get(metric, {}).get("fixed", [])),
+                "broken": len(changes.get(metric, {}).get("broken", [])),
+            }
+        )
     return pd.DataFrame(rows).set_index("metric") if rows else pd.DataFrame()
 
 
