@@ -374,3 +374,18 @@ def test_concurrent_records_lose_nothing() -> None:
     for t in threads:
         t.join()
     assert len({j.name for j in jobs.load_registry()}) == 60
+
+
+def test_examples_over_the_model_limit_are_flagged(tmp_path: Path) -> None:
+    train = write_examples(tmp_path / "train.jsonl", 3, width=4 * 4096)  # each > 4,096 tokens
+    out = Lines()
+    jobs.tune(
+        {
+            "training_dataset_uri": str(train),
+            "output_uri": str(tmp_path / "out"),
+            "base_model": "routerlib/tiny-router-lm",
+        },
+        dry_run=True,
+        out=out,
+    )
+    assert "warning: 3 training example(s) exceed ~4096 tokens" in out.text
