@@ -22,6 +22,7 @@ import math
 import os
 import random
 import sys
+import threading
 from array import array
 from collections import Counter
 from collections.abc import Callable
@@ -244,9 +245,7 @@ def _encode_line(prompt: str, completion: str) -> bytes:
     result as the escaper, done by two fast ``str.replace`` calls.
     """
     quoted = completion.replace("\\", "\\\\").replace('"', '\\"')
-    return ('{"prompt": ' + _escape(prompt) + ', "completion": "' + quoted + '"}\n').encode(
-        "utf-8"
-    )
+    return ('{"prompt": ' + _escape(prompt) + ', "completion": "' + quoted + '"}\n').encode("utf-8")
 
 
 def _scan_range(
@@ -401,6 +400,12 @@ def _auto_workers(size: int, limit: int | None) -> int:
     return max(1, min(MAX_WORKERS, os.cpu_count() or 1))
 
 
+def _can_fork() -> bool:
+    import multiprocessing
+
+    return "fork" in multiprocessing.get_all_start_methods()
+
+
 def _remove_spools(spool_dir: Path) -> None:
     for spool in spool_dir.glob(f".prepare-spool.{os.getpid()}.*.tmp"):
         with contextlib.suppress(FileNotFoundError):
@@ -434,7 +439,10 @@ def _scan_all(
 
     bounds = _chunk_bounds(source, size, workers * CHUNKS_PER_WORKER)
     spools = [spool_dir / f".prepare-spool.{tag}.{i}.tmp" for i in range(len(bounds))]
-    context = multiprocessing.get_context("fork")
+    # fork is cheapest, but forking a process that runs other threads (a Jupyter kernel) can
+    # deadlock a child on a lock held at fork time; spawn starts clean interpreters instead.
+    method = "fork" if threading.active_count() == 1 and _can_fork() else "spawn"
+    context = multiprocessing.get_context(method)
     bar = _progress_bar(progress, len(bounds), f"prepare: reading {source.name}", "chunk")
     with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
         futures = [

@@ -306,7 +306,7 @@ def test_memory_does_not_grow_with_payloads(tmp_path: Path) -> None:
     size = src.stat().st_size
     tracemalloc.start()
     try:
-        dataset.prepare(src, tmp_path / "out", max_seq_len=10**9, progress=False)
+        dataset.prepare(src, tmp_path / "out", max_seq_len=10**9, progress=False, workers=1)
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
@@ -383,3 +383,19 @@ def test_parallel_scan_is_identical(synth_file: Path, tmp_path: Path, workers: i
     assert problems[0] == f"{src}:6: row: must be a JSON object, got list"
     assert problems[1] == f"{src}:302: id: must be str, got number"
     assert not (tmp_path / "bad").exists()
+
+
+def test_parallel_scan_with_threads_running(synth_file: Path, tmp_path: Path) -> None:
+    """With other threads alive (as in a notebook kernel) the readers are spawned, not forked."""
+    import threading
+
+    stop = threading.Event()
+    thread = threading.Thread(target=stop.wait, daemon=True)
+    thread.start()
+    try:
+        dataset.prepare(synth_file, tmp_path / "spawned", workers=2, progress=False)
+    finally:
+        stop.set()
+        thread.join()
+    dataset.prepare(synth_file, tmp_path / "serial", workers=1, progress=False)
+    assert _bytes(tmp_path / "spawned") == _bytes(tmp_path / "serial")
