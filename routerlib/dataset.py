@@ -530,6 +530,40 @@ def _warnings(
 # --------------------------------------------------------------------------------------------
 
 
+class _Sink:
+    """Hash and write buffers in one helper thread, in order, one buffer in flight."""
+
+    def __init__(self, hasher: Any, out: Any) -> None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        self._hasher = hasher
+        self._out = out
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="prepare-sink")
+        self._pending: Any = None
+        self.written = 0
+
+    def _consume(self, buffer: bytearray) -> None:
+        self._hasher.update(buffer)
+        view = memoryview(buffer)
+        while view:
+            done = self._out.write(view)
+            view = view[done:]
+        self.written += len(buffer)
+
+    def put(self, buffer: bytearray) -> None:
+        if self._pending is not None:
+            self._pending.result()
+        self._pending = self._pool.submit(self._consume, buffer)
+
+    def close(self) -> int:
+        try:
+            if self._pending is not None:
+                self._pending.result()
+        finally:
+            self._pool.shutdown(wait=True)
+        return self.written
+
+
 def _write_splits(
     spools: list[Path],
     scan: _Scan,
@@ -552,20 +586,20 @@ def _write_splits(
             temp = output_dir / f".{target.name}.{os.getpid()}.tmp"
             temps[name] = temp
             hasher = hashlib.sha256()
-            written = 0
             with open(temp, "wb", buffering=0) as out:
-                buffer = bytearray()
-                for row in order[position : position + sizes[name]]:
-                    buffer += pread(fds[which[row]], lengths[row], offsets[row])
-                    if len(buffer) >= _WRITE_BUFFER:
-                        hasher.update(buffer)
-                        out.write(buffer)
-                        written += len(buffer)
-                        buffer = bytearray()
-                hasher.update(buffer)
-                out.write(buffer)
-                written += len(buffer)
-                out.flush()
+                # hashing and writing release the GIL: a helper thread does them while this
+                # thread gathers the next buffer (at most two buffers exist at a time).
+                sink = _Sink(hasher, out)
+                try:
+                    buffer = bytearray()
+                    for row in order[position : position + sizes[name]]:
+                        buffer += pread(fds[which[row]], lengths[row], offsets[row])
+                        if len(buffer) >= _WRITE_BUFFER:
+                            sink.put(buffer)
+                            buffer = bytearray()
+                    sink.put(buffer)
+                finally:
+                    written = sink.close()
                 os.fsync(out.fileno())
             position += sizes[name]
             if bar is not None:
