@@ -76,6 +76,13 @@ def routerlib_convert(src: str, out: str) -> None:
         raise SystemExit(f"routerlib prepare exited with {code}")
 
 
+def routerlib_one_process(src: str, out: str) -> None:
+    """dataset.prepare with a single reader process (for context: what the parallel scan buys)."""
+    from routerlib import dataset
+
+    dataset.prepare(src, out, progress=False, workers=1, **FLAGS)  # type: ignore[arg-type]
+
+
 def worker(kind: str, src: str, out: str) -> None:
     """Run one conversion in this (fresh) process and print its time and peak RSS as JSON."""
     import resource
@@ -84,7 +91,11 @@ def worker(kind: str, src: str, out: str) -> None:
     import routerlib.dataset
     import routerlib.schema  # noqa: F401
 
-    func = routerlib_convert if kind == "routerlib" else plain_convert
+    func = {
+        "routerlib": routerlib_convert,
+        "plain": plain_convert,
+        "one-proc": routerlib_one_process,
+    }[kind]
     start = time.perf_counter()
     with open(os.devnull, "w") as quiet:
         saved = sys.stdout
@@ -123,6 +134,11 @@ def main() -> int:
     parser.add_argument("--rows", type=int, default=100_000)
     parser.add_argument("--repeat", type=int, default=2)
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument(
+        "--single-process",
+        action="store_true",
+        help="also time prepare with one reader process (context only, not in the RESULT line)",
+    )
     parser.add_argument("--worker", nargs=3, metavar=("KIND", "SRC", "OUT"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
@@ -143,9 +159,11 @@ def main() -> int:
             f"input: {args.rows:,} synthetic rows, {size_mib:,.1f} MiB "
             f"(generated in {time.perf_counter() - start:.1f} s)"
         )
-        results: dict[str, list[dict[str, float]]] = {"plain": [], "routerlib": []}
+        results: dict[str, list[dict[str, float]]] = {"plain": [], "routerlib": [], "one-proc": []}
         for attempt in range(args.repeat):
             order = ("plain", "routerlib") if attempt % 2 == 0 else ("routerlib", "plain")
+            if args.single_process:
+                order = (*order, "one-proc")
             for kind in order:
                 out = root / f"{kind}-{attempt}"
                 report = run_worker(kind, src, out)
@@ -157,13 +175,15 @@ def main() -> int:
                     f"peak RSS {report['peak_mib']:8.1f} MiB{note}"
                 )
         identical = all(
-            filecmp.cmp(root / "plain-0" / name, root / f"routerlib-{i}" / name, shallow=False)
+            filecmp.cmp(root / "plain-0" / name, root / f"{kind}-{i}" / name, shallow=False)
             for name in SPLITS
-            for i in range(args.repeat)
+            for kind in results
+            for i in range(len(results[kind]))
         )
         best = {
             kind: (min(r["seconds"] for r in runs), min(r["peak_mib"] for r in runs))
             for kind, runs in results.items()
+            if runs
         }
     time_ratio = best["routerlib"][0] / best["plain"][0]
     mem_ratio = best["routerlib"][1] / best["plain"][1]
@@ -177,6 +197,11 @@ def main() -> int:
         f"{'peak (MiB)':12s}{best['plain'][1]:12.1f}{best['routerlib'][1]:12.1f}"
         f"{mem_ratio:8.2f}{'<= 0.25':>8s}  {'met' if mem_ratio <= 0.25 else 'NOT met'}"
     )
+    if "one-proc" in best:
+        print(
+            f"{'1 process':12s}{'':12s}{best['one-proc'][0]:12.2f}"
+            f"{best['one-proc'][0] / best['plain'][0]:8.2f}  (time, one reader process; context)"
+        )
     print(f"outputs identical: {'yes' if identical else 'NO'}")
     print(f"machine: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} at the end")
     print(f"RESULT bench_prepare time_ratio={time_ratio:.3f} mem_ratio={mem_ratio:.3f}")

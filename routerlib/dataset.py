@@ -58,7 +58,7 @@ _READ_BUFFER = 1 << 20
 _WRITE_BUFFER = 1 << 20
 
 TOKEN_ESTIMATE_NOTE = (
-    "estimated tokens = ceil(characters of prompt + completion / "
+    "estimated tokens = ceil((characters of prompt + completion) / "
     f"{models.CHARS_PER_TOKEN:g}) (about {models.CHARS_PER_TOKEN:g} characters per token for "
     "Llama/Gemma/Qwen vocabularies on English text)"
 )
@@ -520,7 +520,7 @@ def _warnings(
     if long_lines:
         out.append(
             f"{label}: {len(long_lines)} example(s) exceed --max-seq-len {max_seq_len} estimated "
-            f"tokens{limit_note} on lines {_name_lines(long_lines)}"
+            f"tokens{limit_note} on line(s) {_name_lines(long_lines)}"
         )
     return out
 

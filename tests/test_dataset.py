@@ -237,7 +237,7 @@ def test_warnings_and_strict(tmp_path: Path, capsys: pytest.CaptureFixture[str])
     )
     text = "\n".join(result.warnings)
     assert f"{src}:6: id: duplicate id 'r2' (first on line 3)" in text
-    assert "exceed --max-seq-len 1000 estimated tokens on lines 1, 2, 3" in text
+    assert "exceed --max-seq-len 1000 estimated tokens on line(s) 1, 2, 3" in text
     assert result.manifest["warnings"] == result.warnings
     # Lines 11 and 31 share a query; whether they land in different splits depends on the shuffle.
     order = list(range(40))
@@ -264,7 +264,7 @@ def test_max_seq_len_default_follows_model(tmp_path: Path) -> None:
     peft = dataset.prepare(
         src, tmp_path / "a", base_model="meta/llama3_1@llama-3.1-8b-instruct", progress=False
     )
-    assert any("exceed --max-seq-len 4096" in w and "on lines 2" in w for w in peft.warnings)
+    assert any("exceed --max-seq-len 4096" in w and "on line(s) 2" in w for w in peft.warnings)
     full = dataset.prepare(
         src,
         tmp_path / "b",

@@ -11,7 +11,9 @@ import pytest
 from routerlib import dataset, storage, synth
 from routerlib.cli import main
 from routerlib.errors import InputError, RemoteError
-from tests.support.gcs_emulator import gcs_emulator  # noqa: F401  (fixture)
+from tests.support import gcs_emulator as emulator_support
+
+gcs_emulator = emulator_support.gcs_emulator  # the fixture
 
 pytestmark = pytest.mark.wire
 
@@ -51,7 +53,7 @@ def test_malformed_uris(uri: str) -> None:
         storage.parse_gcs_uri(uri)
 
 
-def test_upload_verify_exists_and_read(gcs_emulator, tmp_path: Path) -> None:  # noqa: F811
+def test_upload_verify_exists_and_read(gcs_emulator, tmp_path: Path) -> None:
     gcs_emulator.make_bucket("data-bucket")
     local = tmp_path / "x.jsonl"
     local.write_text("".join(f'{{"i": {i}, "t": "café"}}\n' for i in range(2000)), encoding="utf-8")
@@ -73,7 +75,7 @@ def test_upload_verify_exists_and_read(gcs_emulator, tmp_path: Path) -> None:  #
         storage.verify_upload(local, uri)
 
 
-def test_missing_bucket_is_a_remote_error(gcs_emulator, tmp_path: Path) -> None:  # noqa: F811
+def test_missing_bucket_is_a_remote_error(gcs_emulator, tmp_path: Path) -> None:
     with pytest.raises(RemoteError, match="bucket gs://nowhere does not exist"):
         storage.check_bucket("gs://nowhere/prefix")
     src = synth.write_rows(tmp_path / "rows.jsonl", 20, 1)
@@ -95,7 +97,7 @@ def test_missing_bucket_is_a_remote_error(gcs_emulator, tmp_path: Path) -> None:
 
 def test_prepare_uploads_and_verifies(
     gcs_emulator,
-    tmp_path: Path,  # noqa: F811
+    tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     gcs_emulator.make_bucket("router-data")
@@ -147,7 +149,7 @@ def test_prepare_uploads_and_verifies(
     assert all(storage.exists(uri) for uri in result.uris.values())
 
 
-def test_prepare_reads_gs_input(gcs_emulator, tmp_path: Path) -> None:  # noqa: F811
+def test_prepare_reads_gs_input(gcs_emulator, tmp_path: Path) -> None:
     gcs_emulator.make_bucket("inputs")
     src = synth.write_rows(tmp_path / "rows.jsonl", 60, 4)
     storage.upload_file(src, "gs://inputs/rows.jsonl")
