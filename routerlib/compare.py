@@ -75,17 +75,29 @@ class RunSummary:
         """The run folder's name."""
         return self.path.name
 
+    def _first_file(self, recorded: Any, names: Sequence[str]) -> Path | None:
+        candidates = [Path(str(recorded))] if recorded else []
+        if self.eval_dir is not None:
+            candidates += [self.eval_dir / name for name in names]
+        for file in candidates:
+            file = file if file.is_absolute() else self.path / file
+            if file.is_file():
+                return file
+        return None
+
     @property
     def samples_path(self) -> Path | None:
-        """eval/…/samples.jsonl, when it exists."""
-        file = self.eval_dir / "samples.jsonl" if self.eval_dir else None
-        return file if file and file.is_file() else None
+        """The per-sample records: the report's ``samples_path``, else samples.jsonl beside it."""
+        return self._first_file(_get(self.report, "samples_path"), ["samples.jsonl"])
 
     @property
     def predictions_path(self) -> Path | None:
-        """eval/…/predictions.jsonl, when it exists."""
-        file = self.eval_dir / "predictions.jsonl" if self.eval_dir else None
-        return file if file and file.is_file() else None
+        """The scored predictions: the report's ``config.pred_path``, else predictions.jsonl or
+        report.predictions.jsonl beside it."""
+        return self._first_file(
+            _get(self.report, "config", "pred_path"),
+            ["predictions.jsonl", "report.predictions.jsonl"],
+        )
 
     def samples(self) -> list[dict[str, Any]]:
         """Per-sample records (unreadable lines are skipped and noted in ``problems``)."""
@@ -554,9 +566,16 @@ def conclusion(board: pd.DataFrame, sig: pd.DataFrame) -> str:
             )
     if not baselines.empty:
         top_base = baselines.sort_values(primary, ascending=False, na_position="last").iloc[0]
-        lines.append(
-            f"The best previous router, `{top_base['model']}`, scores {_fmt(top_base[primary])}."
-        )
+        base_score, best_score = _num(top_base[primary]), _num(best[primary])
+        if passing.empty and not math.isnan(base_score) and not best_score > base_score:
+            lines.append(
+                f"No tuned model beats the previous router on {PRIMARY} (strict): keep "
+                f"`{top_base['model']}` ({_fmt(base_score)}) until one does."
+            )
+        else:
+            lines.append(
+                f"The best previous router, `{top_base['model']}`, scores {_fmt(base_score)}."
+            )
     if sig is not None and not sig.empty:
         rows = sig[
             (sig["model_run"] == best["run"])

@@ -167,11 +167,12 @@ def route_confusion(runs: Sequence[RunSummary], folder: Path) -> Path:
 def length_ratios(run: RunSummary) -> list[float]:
     """Per-sample ``length_ratio`` of valid predictions (the scorer's ``metrics`` block, or a
     top-level key)."""
-    values = []
+    values: list[float] = []
     for sample in run.samples():
-        block = sample.get("metrics") if isinstance(sample.get("metrics"), dict) else sample
+        nested = sample.get("metrics")
+        block: dict[str, Any] = nested if isinstance(nested, dict) else sample
         value = block.get("length_ratio")
-        if _valid(value) and not isinstance(value, bool):
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and _valid(value):
             values.append(float(value))
     return values
 

@@ -141,11 +141,23 @@ def html_exporter() -> Any:
     )
 
 
-def notebook_to_html(notebook: Path, exporter: Any = None) -> str:
+def notebook_to_html(notebook: Path, exporter: Any = None, keep_stderr: bool = False) -> str:
     """One executed notebook as a standalone HTML page: outputs only (no code, no prompts), images
     embedded as data URIs (nbconvert writes image outputs as ``data:`` URIs; ``embed_images``
-    also inlines images that markdown cells reference by path)."""
-    body, _ = (exporter or html_exporter()).from_filename(str(notebook))
+    also inlines images that markdown cells reference by path). Stderr streams (progress bars,
+    library warnings) are left out unless ``keep_stderr``; errors are always shown."""
+    import nbformat
+
+    nb = nbformat.read(str(notebook), as_version=4)
+    if not keep_stderr:
+        for cell in nb.cells:
+            if cell.get("outputs"):
+                cell.outputs = [
+                    o
+                    for o in cell.outputs
+                    if not (o.get("output_type") == "stream" and o.get("name") == "stderr")
+                ]
+    body, _ = (exporter or html_exporter()).from_notebook_node(nb)
     return str(body)
 
 

@@ -113,6 +113,7 @@ def test_conclusion_when_no_model_passes(runs: list[compare.RunSummary]) -> None
     text = compare.conclusion(board, compare.significance_table(weak_only))
     assert "No tuned model passes the gate" in text
     assert "**weak**" in text and "overall.route_plan_exact" in text
+    assert "keep `baseline:majority` (0.600)" in text  # the template beats weak (0.500)
     assert compare.conclusion(compare.leaderboard([]), None).startswith("**No runs")
 
 

@@ -38,6 +38,7 @@ def test_report_pages_and_index(
         text = page.read_text()
         assert CODE_MARKER not in text  # code cells hidden
         assert "stage done" in text  # outputs kept
+        assert "progress_bar_noise" not in text  # stderr streams left out
         assert re.search(r'<img[^>]+src="data:image/png;base64,', text)  # images embedded
         assert not re.search(r'<div class="[^"]*(InputPrompt|OutputPrompt)', text)  # no prompts
 

@@ -30,6 +30,7 @@ def executed_notebook(title: str, extra_text: str = "") -> nbformat.NotebookNode
     code = new_code_cell(f"{CODE_MARKER}()\nprint('stage done')", execution_count=1)
     code.outputs = [
         new_output("stream", name="stdout", text=f"stage done {extra_text}\n"),
+        new_output("stream", name="stderr", text="progress_bar_noise 100%\n"),
         new_output("display_data", data={"image/png": _png_base64(), "text/plain": "<Figure>"}),
         new_output(
             "execute_result",
