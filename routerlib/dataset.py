@@ -464,7 +464,7 @@ def _scan_all(
 def _progress_bar(enabled: bool, total: int, desc: str, unit: str = "it") -> Any:
     if not enabled:
         return None
-    from tqdm.auto import tqdm
+    from tqdm import tqdm  # plain text bar: no ipywidgets needed in notebooks
 
     return tqdm(total=total, unit=unit, desc=desc, file=sys.stderr, leave=False)
 

@@ -136,12 +136,22 @@ def split_table(run: Run, smoke: bool = False) -> Any:
     return table.reindex([s for s in SPLITS if s in table.index]).round(3)
 
 
+def shown(fig: Any) -> Any:
+    """Return ``fig`` ready to be a cell's last expression: displayed once, as PNG, in Jupyter,
+    papermill and nbconvert alike (pyplot activates the inline formatter; closing the figure
+    stops the inline backend from showing it a second time)."""
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+    return fig
+
+
 def split_figure(run: Run) -> Any:
     """Per-split plots of first tool, route length, difficulty and token length."""
     from routerlib import data_plots, dataset
 
     prepared_manifest(run)
-    return data_plots.plot_split_stats(dataset.stats_frame(run.sub(paths.DATA_DIR)))
+    return shown(data_plots.plot_split_stats(dataset.stats_frame(run.sub(paths.DATA_DIR))))
 
 
 def dataset_uris(run: Run, smoke: bool = False) -> dict[str, str]:
@@ -263,7 +273,7 @@ def loss_figure(job: Job) -> Any:
     ax.set_title(f"{job.spec.tuning_mode} · {job.spec.base_model.rsplit('/', 1)[-1]}")
     ax.legend()
     fig.tight_layout()
-    return fig
+    return shown(fig)
 
 
 # ---------------------------------------------------------------- 04 deploy & evaluate
@@ -444,7 +454,7 @@ def bucket_figure(reports: dict[str, dict[str, Any]], metric: str = "route_plan_
     ax.set_ylabel(f"{metric} (strict)")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    return fig
+    return shown(fig)
 
 
 def write_metrics(

@@ -41,7 +41,6 @@ def _state(run: Path) -> dict:
     return json.loads((run / "pipeline.json").read_text())
 
 
-@pytest.mark.slow
 def test_failing_stage_stops_its_run_only(
     project: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -93,7 +92,6 @@ def test_failing_stage_stops_its_run_only(
     assert params["parameters"] == {"params_file": str(ok / "params.yaml"), "run_dir": str(ok)}
 
 
-@pytest.mark.slow
 def test_resume_continues_from_first_unfinished_stage(project: Path, tmp_path: Path) -> None:
     (project / "FAIL_02").write_text("")
     lines: list[str] = []

@@ -336,13 +336,15 @@ def _build_model(spec: TuningSpec, plan: _Plan, resume: Path | None, seed: int) 
 
     if plan.mode == "FULL":
         if resume is not None:
-            return _load_lm(str(resume))
-        if plan.custom is not None and plan.custom_kind == "peft":
+            model = _load_lm(str(resume))
+        elif plan.custom is not None and plan.custom_kind == "peft":
             from peft import PeftModel
 
             base = _load_lm(_adapter_base_of(plan.custom))
-            return PeftModel.from_pretrained(base, str(plan.custom)).merge_and_unload()
-        return _load_lm(str(plan.custom) if plan.custom else spec.base_model)
+            model = PeftModel.from_pretrained(base, str(plan.custom)).merge_and_unload()
+        else:
+            model = _load_lm(str(plan.custom) if plan.custom else spec.base_model)
+        return model.requires_grad_(True)  # a merged adapter leaves the base frozen
 
     from peft import LoraConfig, PeftModel, get_peft_model
 
@@ -648,7 +650,7 @@ class LocalBackend:
 
     def _train(self, spec: TuningSpec, plan: _Plan, job: Job, out: Path, identity: str) -> None:
         import torch
-        from tqdm.auto import tqdm
+        from tqdm import tqdm  # plain text bar: no ipywidgets needed in notebooks
 
         ckpt_root = out / CHECKPOINTS_DIR
         resume_dir, state = _last_epoch_state(ckpt_root, identity)
