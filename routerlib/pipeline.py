@@ -242,16 +242,19 @@ def _run_one(
     return RunResult(state["params_file"], run_dir, STATUS_FINISHED, "", state["stages"])
 
 
-def _new_run(params_file: str, stages: Sequence[str], outputs: Path | None) -> tuple[Path, dict]:
+def _new_run(
+    params_file: str, stages: Sequence[str], outputs: Path | None, name: str | None = None
+) -> tuple[Path, dict]:
     from routerlib.config import dump_config, load_config
 
     config = load_config(params_file)
     notebooks = [find_notebook(stage).name for stage in stages]
-    run_dir = paths.new_run_dir(_params_name(params_file), root=outputs)
+    label = name or _params_name(params_file)
+    run_dir = paths.new_run_dir(label, root=outputs)
     dump_config(config, run_dir / paths.PARAMS_FILE)
     state = {
         "params_file": str(paths.resolve(params_file)),
-        "params_name": _params_name(params_file),
+        "params_name": label,
         "run_dir": str(run_dir),
         "stages": [
             {"stage": s, "notebook": nb, "status": "pending", "seconds": None, "error": None}
@@ -355,3 +358,21 @@ def run_pipeline(
                 out(f"[{label}] resuming {run_dir} from stage {todo[0] if todo else '(none left)'}")
             results.append(_run_one(run_dir, state, label, out))
     return results
+
+
+COMPARISON_STAGE = "05"
+
+
+def run_comparison(
+    params_file: str,
+    *,
+    outputs: str | os.PathLike[str] | None = None,
+    out: Callable[[str], None] = print,
+) -> RunResult:
+    """Execute the comparison notebook (05) into its own ``comparison-<time>`` run folder; it
+    reads every finished run under the outputs root, with ``params_file`` for its defaults."""
+    outputs_dir = paths.resolve(outputs) if outputs else None
+    with _outputs_env(outputs_dir):
+        run_dir, state = _new_run(params_file, [COMPARISON_STAGE], outputs_dir, name="comparison")
+        out(f"[comparison] run folder: {run_dir}")
+        return _run_one(run_dir, state, "comparison", out)

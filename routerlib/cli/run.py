@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -36,6 +37,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--resume",
         action="store_true",
         help="continue unfinished runs instead of starting new ones",
+    )
+    run.add_argument(
+        "--compare",
+        action="store_true",
+        help="then run notebook 05 over every finished run into outputs/comparison-<time>/",
+    )
+    run.add_argument(
+        "--report",
+        action="store_true",
+        help="then render the HTML report of every run and print the path of index.html",
     )
     run.set_defaults(func=_run)
 
@@ -72,6 +83,23 @@ def _run(args: argparse.Namespace) -> int:
         print(f"FAILED {result.run_dir}: {result.message}", flush=True)
     if len(results) > 1:
         print(f"{len(results) - len(failed)} of {len(results)} run(s) finished", flush=True)
+    if args.compare and len(failed) < len(results):
+        from routerlib.pipeline import run_comparison
+
+        comparison = run_comparison(
+            results[0].params_file, outputs=args.outputs, out=lambda line: print(line, flush=True)
+        )
+        if not comparison.ok:
+            print(f"FAILED {comparison.run_dir}: {comparison.message}", flush=True)
+            failed.append(comparison)
+    if args.report:
+        from routerlib.paths import resolve
+        from routerlib.report import render_report
+
+        if args.outputs:  # the report reads the same outputs root the runs were written to
+            os.environ["ROUTERLIB_OUTPUTS"] = str(resolve(args.outputs))
+        index = render_report(None, None)
+        print(f"report: {index}", flush=True)
     return 1 if failed else 0
 
 
