@@ -61,8 +61,9 @@ CHECKPOINT_MARKER = "routerlib_checkpoint.json"
 #: Optimizer state and progress of a finished epoch, kept in the last epoch checkpoint only.
 TRAINING_STATE = "training_state.pt"
 
-#: Default learning rates of the embedded tiny model (random init, learns the format from scratch).
-EMBEDDED_LEARNING_RATES = {"PEFT_ADAPTER": 2e-3, "FULL": 5e-4}
+#: Default learning rates of the embedded tiny model (random init, learns the format from scratch;
+#: the best of 1e-3..1e-2 (PEFT) and 5e-4..2e-3 (FULL) after 24 steps on 48 synthetic rows).
+EMBEDDED_LEARNING_RATES = {"PEFT_ADAPTER": 5e-3, "FULL": 1e-3}
 #: Defaults for a pretrained Hugging Face model (the usual LoRA and full fine-tuning rates).
 PRETRAINED_LEARNING_RATES = {"PEFT_ADAPTER": 2e-4, "FULL": 2e-5}
 WARMUP_FRACTION = 0.06
@@ -330,6 +331,32 @@ def _plan(spec: TuningSpec) -> _Plan:
     return _Plan(spec.tuning_mode, adapter_base, custom, kind)
 
 
+#: LoRA goes on every linear projection of attention and MLP ("all-linear" in peft: any
+#: architecture, the output head excluded).
+LORA_TARGETS = "all-linear"
+#: The embedded model's weights are random, so its embeddings and output head carry no meaning an
+#: adapter on the projections alone could build on (validation loss stalls near 7.5 nats against
+#: 5.1 with these): on it, LoRA also adapts the token embeddings and the LM head.
+EMBEDDED_LORA_TARGETS = (
+    "q_proj",
+    "k_proj",
+    "v_proj",
+    "o_proj",
+    "gate_proj",
+    "up_proj",
+    "down_proj",
+    "embed_tokens",
+    "lm_head",
+)
+
+
+def lora_targets(spec: TuningSpec, plan: _Plan) -> str | list[str]:
+    """Modules LoRA adapts for this spec: see LORA_TARGETS and EMBEDDED_LORA_TARGETS."""
+    if spec.base_model == EMBEDDED_MODEL and plan.custom is None:
+        return list(EMBEDDED_LORA_TARGETS)
+    return LORA_TARGETS
+
+
 def _build_model(spec: TuningSpec, plan: _Plan, resume: Path | None, seed: int) -> Any:
     """The trainable model: from the resume checkpoint, the custom base, or the base model."""
     import torch
@@ -366,7 +393,7 @@ def _build_model(spec: TuningSpec, plan: _Plan, resume: Path | None, seed: int) 
         r=size,
         lora_alpha=2 * size,
         lora_dropout=0.0,
-        target_modules="all-linear",
+        target_modules=lora_targets(spec, plan),
         bias="none",
         task_type="CAUSAL_LM",
     )
@@ -386,7 +413,10 @@ def _save_checkpoint(
     tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent))
     try:
         with _quiet_transformers():
-            model.save_pretrained(tmp, safe_serialization=True)
+            if hasattr(model, "peft_config"):  # the adapter only, not the frozen embeddings
+                model.save_pretrained(tmp, safe_serialization=True, save_embedding_layers=False)
+            else:
+                model.save_pretrained(tmp, safe_serialization=True)
             tokenizer.save_pretrained(tmp)
         write_json(tmp / CHECKPOINT_MARKER, marker)
         if extra is not None:
