@@ -294,16 +294,21 @@ def serving(run: Run, job: Job) -> Iterator[str]:
         with LocalServer(checkpoint) as server:
             yield server.endpoint_url
         return
+    import os
+
     from routerlib.serving import vertex
 
+    project = cfg.project or os.environ.get("GOOGLE_CLOUD_PROJECT", "")
+    if not project:
+        raise InputError(f"{run.params_file}: project: set it or GOOGLE_CLOUD_PROJECT to deploy")
     with vertex.deployed(
         checkpoint,
         machine_type=cfg.machine_type,
         accelerator_type=cfg.accelerator_type,
         accelerator_count=cfg.accelerator_count,
-        project=cfg.project or None,
+        project=project,
         location=cfg.location,
-        api_endpoint=cfg.api_endpoint or None,
+        api_endpoint=cfg.api_endpoint,
     ) as deployment:
         yield deployment.endpoint_name
 

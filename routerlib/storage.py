@@ -85,7 +85,7 @@ def gcs_client(project: str | None = None) -> Any:
     credentials; ``project`` then defaults to GOOGLE_CLOUD_PROJECT or "routerlib-local".
     Without it, Application Default Credentials and their project are used.
     """
-    from google.cloud import storage as gcs
+    from google.cloud import storage as gcs  # type: ignore[attr-defined]
 
     if os.environ.get("STORAGE_EMULATOR_HOST"):
         project = project or os.environ.get("GOOGLE_CLOUD_PROJECT") or "routerlib-local"

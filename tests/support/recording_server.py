@@ -55,7 +55,8 @@ class RecordingServer:
 
         class _Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
-            disable_nagle_algorithm = True  # two writes per answer: avoid the ~40 ms delayed-ACK stall
+            # two writes per answer: without this, Nagle + delayed ACK stall keep-alive ~40 ms
+            disable_nagle_algorithm = True
 
             def log_message(self, *args: Any) -> None:  # keep test output quiet
                 pass
