@@ -570,7 +570,7 @@ class LocalBackend:
             _write_job(out, job)
             raise
         except InputError as exc:
-            job.state, job.error = FAILED, str(exc)
+            job.state, job.error = FAILED, "; ".join(exc.lines()[-4:])
             raise
         except Exception as exc:  # noqa: BLE001 - recorded as the job's error
             job.state, job.error = FAILED, f"{type(exc).__name__}: {exc}"
@@ -847,6 +847,7 @@ class LocalBackend:
         if last.resolve() != final.resolve():
             _copy_checkpoint(last, final)
         stats["train_seconds"] = round(train_seconds, 3)
+        stats["trained_token_count"] = tokens_seen
         stats["train_tokens_per_second"] = (
             round(tokens_seen / train_seconds, 1) if train_seconds else None
         )
