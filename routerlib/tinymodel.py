@@ -31,10 +31,15 @@ RECIPE_VERSION = 1
 PAD_TOKEN, BOS_TOKEN, EOS_TOKEN = "<|pad|>", "<|bos|>", "<|eos|>"
 
 #: Tokenizer settings: vocabulary size and the synthetic corpus it is trained on.
-TOKENIZER = {"vocab_size": 4096, "min_frequency": 2, "corpus_rows": 1000, "corpus_seed": 20261125}
+TOKENIZER: dict[str, Any] = {
+    "vocab_size": 4096,
+    "min_frequency": 2,
+    "corpus_rows": 1000,
+    "corpus_seed": 20261125,
+}
 
 #: Model architecture (about 5.3M parameters) and the seed of its random initialisation.
-ARCHITECTURE = {
+ARCHITECTURE: dict[str, Any] = {
     "hidden_size": 256,
     "intermediate_size": 704,
     "num_hidden_layers": 4,
@@ -149,7 +154,7 @@ def build_model(dest: Path, seed: int = INIT_SEED) -> Path:
             padding_side="right",
             clean_up_tokenization_spaces=False,
         )
-        ids = {"pad_token_id": 0, "bos_token_id": 1, "eos_token_id": 2}
+        ids: dict[str, Any] = {"pad_token_id": 0, "bos_token_id": 1, "eos_token_id": 2}
         assert [tokenizer.pad_token_id, tokenizer.bos_token_id, tokenizer.eos_token_id] == [0, 1, 2]
         config = LlamaConfig(vocab_size=raw.get_vocab_size(), **ARCHITECTURE, **ids)
         with _fork_rng(seed):

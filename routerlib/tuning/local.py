@@ -22,6 +22,7 @@ result equals that of an uninterrupted run.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import math
@@ -806,10 +807,10 @@ class LocalBackend:
                     train_seconds += elapsed
                     epoch_seconds.append(round(elapsed, 3))
                     val_loss = validate()
-                    mean = window_loss / window_tokens if window_tokens else None
-                    curve.append(_point(step, steps_per_epoch, mean, val_loss))
+                    tail = window_loss / window_tokens if window_tokens else None
+                    curve.append(_point(step, steps_per_epoch, tail, val_loss))
                     bar.set_postfix(
-                        loss=f"{mean:.3f}" if mean is not None else "-",
+                        loss=f"{tail:.3f}" if tail is not None else "-",
                         val=f"{val_loss:.3f}" if val_loss is not None else "-",
                     )
                     progress = {
@@ -828,7 +829,7 @@ class LocalBackend:
                         tokenizer,
                         dest,
                         {**marker, "epoch": epoch + 1, "step": step},
-                        lambda tmp, state=progress: torch.save(state, tmp / TRAINING_STATE),
+                        functools.partial(_save_state, progress),
                     )
                     for older in ckpt_root.glob(f"epoch-*/{TRAINING_STATE}"):
                         if older.parent != dest:
@@ -858,6 +859,12 @@ class LocalBackend:
         job.loss_curve, job.train_seconds = curve, round(train_seconds, 3)
         write_json(out / LOSS_CURVE_FILE, curve)
         (last / TRAINING_STATE).unlink(missing_ok=True)
+
+
+def _save_state(state: dict[str, Any], folder: Path) -> None:
+    import torch
+
+    torch.save(state, folder / TRAINING_STATE)
 
 
 def _adamw(params: list[Any], lr: float) -> Any:
