@@ -165,6 +165,7 @@ def build_model(dest: Path, seed: int = INIT_SEED) -> Path:
         params = sum(p.numel() for p in model.parameters())
         info = {"model": EMBEDDED_MODEL, "parameters": params, **settings}
         (tmp / BUILD_MARKER).write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
+        os.chmod(tmp, 0o755)
         try:
             os.rename(tmp, dest)
         except OSError:
