@@ -214,6 +214,7 @@ def tune(run: Run, smoke: bool = False) -> Job:
         project=cfg.project or None,
         location=cfg.location,
         api_endpoint=cfg.api_endpoint or None,
+        local_options={"batch_size": cfg.batch_size, "max_train_tokens": cfg.max_train_tokens},
     )
     write_json(
         run.sub(paths.SMOKE_TUNING_DIR if smoke else paths.FULL_TUNING_DIR) / "job.json",
