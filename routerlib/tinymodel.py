@@ -160,8 +160,16 @@ def build_model(dest: Path, seed: int = INIT_SEED) -> Path:
         with _fork_rng(seed):
             model = LlamaForCausalLM(config)
         model.generation_config = GenerationConfig(**ids)
-        model.save_pretrained(tmp, safe_serialization=True)
-        tokenizer.save_pretrained(tmp)
+        from transformers.utils import logging as hf_logging
+
+        bars = hf_logging.is_progress_bar_enabled()
+        hf_logging.disable_progress_bar()  # no per-file bars for a 20 MB model
+        try:
+            model.save_pretrained(tmp, safe_serialization=True)
+            tokenizer.save_pretrained(tmp)
+        finally:
+            if bars:
+                hf_logging.enable_progress_bar()
         params = sum(p.numel() for p in model.parameters())
         info = {"model": EMBEDDED_MODEL, "parameters": params, **settings}
         (tmp / BUILD_MARKER).write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
@@ -208,6 +216,13 @@ def resolve_base_model(base_model: str) -> str:
 def load_embedded(seed: int = INIT_SEED) -> tuple[Any, Any]:
     """(model, tokenizer) of the embedded model, loaded with ``from_pretrained``."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as hf_logging
 
     folder = ensure_embedded_model(seed)
-    return AutoModelForCausalLM.from_pretrained(folder), AutoTokenizer.from_pretrained(folder)
+    bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        return AutoModelForCausalLM.from_pretrained(folder), AutoTokenizer.from_pretrained(folder)
+    finally:
+        if bars:
+            hf_logging.enable_progress_bar()
