@@ -33,6 +33,7 @@ import socket
 import statistics
 import tempfile
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -437,13 +438,16 @@ def _save_checkpoint(
 
 @contextlib.contextmanager
 def _quiet_transformers() -> Iterator[None]:
-    """Hide transformers' own per-file progress bars while saving."""
+    """Hide transformers' per-file progress bars and peft's deprecation noise (peft asks
+    transformers a deprecated question; nothing a user can act on)."""
     from transformers.utils import logging as hf_logging
 
     was = hf_logging.is_progress_bar_enabled()
     hf_logging.disable_progress_bar()
     try:
-        yield
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", ".*is_gradient_checkpointing", FutureWarning)
+            yield
     finally:
         if was:
             hf_logging.enable_progress_bar()
