@@ -93,7 +93,9 @@ def test_peft_run_writes_vertex_layout_stats_and_curve(splits, tmp_path):
     assert not _same(_weights(ckpts / "epoch-1"), _weights(ckpts / "final"))
     adapter = json.loads((ckpts / "final" / "adapter_config.json").read_text())
     assert adapter["r"] == 4 and adapter["lora_alpha"] == 8
-    assert {"q_proj", "v_proj", "down_proj", "embed_tokens", "lm_head"} <= set(adapter["target_modules"])
+    assert {"q_proj", "v_proj", "down_proj", "embed_tokens", "lm_head"} <= set(
+        adapter["target_modules"]
+    )
 
     # 8 examples, batch 4, 2 epochs; every example cut to SHORT tokens
     stats = job.tuning_data_stats
