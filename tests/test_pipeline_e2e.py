@@ -117,3 +117,20 @@ def test_comparison_and_report(finished) -> None:
     assert f"report: {index}" in proc.stdout
     html = index.read_text()
     assert 'id="leaderboard"' in html and run.name in html
+
+
+@pytest.mark.slow
+def test_comparison_alone_builds_the_run_it_needs() -> None:
+    """Notebook 05 run by itself on an empty outputs root makes one run (stages 01–04 in-process)
+    instead of showing an empty leaderboard."""
+    from routerlib import compare, paths, stages
+
+    assert not list(paths.outputs_root().glob("*/metrics.json"))
+    comparison = stages.open_run(PARAMS)
+    found = stages.runs_to_compare(comparison, [])
+    assert len(found) == 1
+    built = Path(found[0].path)
+    assert built != comparison.path
+    assert (built / "metrics.json").is_file() and (built / "eval/report.json").is_file()
+    board = compare.leaderboard(found)
+    assert {"e2e-tiny", "baseline:majority"} <= set(board["model"])
