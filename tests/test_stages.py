@@ -1,0 +1,45 @@
+"""The notebook glue: run folders keep one config, and a Vertex run tunes from the uploaded splits."""
+
+from __future__ import annotations
+
+import pytest
+
+from routerlib import stages
+from routerlib.errors import InputError
+from tests.support import gcs_emulator as emulator_support
+
+gcs_emulator = emulator_support.gcs_emulator  # the fixture
+
+
+def test_a_run_folder_keeps_its_params(tmp_path) -> None:
+    run = stages.open_run("params/local.yaml", str(tmp_path / "run"))
+    assert (run.path / "params.yaml").is_file()
+    again = stages.open_run("params/local.yaml", str(run.path))
+    assert again.config == run.config
+    with pytest.raises(InputError, match="made with other params"):
+        stages.open_run("params/local.yaml", str(run.path), {"epochs": 5})
+
+
+def test_vertex_run_tunes_from_the_uploaded_splits(gcs_emulator, tmp_path) -> None:
+    gcs_emulator.make_bucket("router-data")
+    run = stages.open_run(
+        "params/llama31_8b.yaml",
+        str(tmp_path / "run"),
+        {"gcs_prefix": "gs://router-data/week2", "synth_rows": 40, "smoke_limit": 20},
+    )
+    result = stages.prepare(run)
+    assert result.uris["train"] == "gs://router-data/week2/train.jsonl"
+    blob = gcs_emulator.client().bucket("router-data").get_blob("week2/test.jsonl")
+    assert blob.size == (run.path / "data" / "test.jsonl").stat().st_size
+
+    spec = stages.tuning_spec(run)
+    assert spec.training_dataset_uri == "gs://router-data/week2/train.jsonl"
+    assert spec.validation_dataset_uri == "gs://router-data/week2/validation.jsonl"
+    assert spec.output_uri == f"gs://router-data/week2/{run.path.name}/tuning/full"
+    assert spec.base_model == "meta/llama3_1@llama-3.1-8b-instruct"
+    assert spec.checkpoint_uri().endswith("/tuning/full/postprocess/node-0/checkpoints/final")
+
+    smoke = stages.tuning_spec(run, smoke=True)
+    assert smoke.training_dataset_uri == "gs://router-data/week2/smoke/train.jsonl"
+    assert smoke.tuning_mode == "PEFT_ADAPTER" and smoke.epochs == 1
+    assert smoke.output_uri.endswith("/tuning/smoke")
