@@ -218,6 +218,48 @@ def _prediction_text(pred: Any, where: str) -> str:
     raise RemoteError(f"{where}: prediction is not text: {json.dumps(pred)[:120]}")
 
 
+#: Appended to a client's name when its requests are constrained (keeps the caches apart).
+CONSTRAINED_SUFFIX = "#constrained"
+
+
+def predict_instance(prompt: str, max_tokens: int, schema: dict[str, Any] | None) -> dict[str, Any]:
+    """One vLLM predict instance. A schema goes in ``guided_json``: the predict handler of vLLM
+    serving containers turns the instance's remaining keys into sampling/guided-decoding options
+    (see README, "Constrained decoding on endpoints")."""
+    instance: dict[str, Any] = {
+        "prompt": prompt,
+        "max_tokens": max_tokens,
+        "temperature": 0,
+        "raw_response": True,
+    }
+    if schema is not None:
+        instance["guided_json"] = schema
+    return instance
+
+
+#: How an OpenAI-compatible request carries a schema: OpenAI's documented ``response_format``,
+#: vLLM's ``structured_outputs`` (v0.12+) or its older ``guided_json``.
+OPENAI_SCHEMA_FIELDS = ("response_format", "structured_outputs", "guided_json")
+
+
+def openai_schema_fields(schema: dict[str, Any], field: str = "response_format") -> dict[str, Any]:
+    """The request fields that send ``schema`` to an OpenAI-compatible server as ``field``."""
+    if field == "response_format":
+        return {
+            "response_format": {
+                "type": "json_schema",
+                "json_schema": {"name": "router_completion", "schema": schema, "strict": True},
+            }
+        }
+    if field == "structured_outputs":
+        return {"structured_outputs": {"json": schema}}
+    if field == "guided_json":
+        return {"guided_json": schema}
+    raise InputError(
+        f"schema field must be one of {', '.join(OPENAI_SCHEMA_FIELDS)}, got {field!r}"
+    )
+
+
 class PredictClient:
     """vLLM predict JSON: ``POST URL {"instances": [{prompt, max_tokens, temperature, raw_response}]}``.
 
@@ -231,15 +273,18 @@ class PredictClient:
         timeout: float = 120.0,
         name: str | None = None,
         headers: dict[str, str] | None = None,
+        schema: dict[str, Any] | None = None,
     ) -> None:
         self.url = url
-        self.name = name or cache_name(url)
+        self.name = (name or cache_name(url)) + (CONSTRAINED_SUFFIX if schema else "")
+        self.schema = schema
         self._http = _JsonHttp(url, timeout, headers)
         self._path = _path_of(url)
 
     def instance(self, prompt: str, max_tokens: int) -> dict[str, Any]:
-        """The predict instance sent for ``prompt`` (greedy; raw text, no Prompt/Output wrapper)."""
-        return {"prompt": prompt, "max_tokens": max_tokens, "temperature": 0, "raw_response": True}
+        """The predict instance sent for ``prompt`` (greedy; raw text, no Prompt/Output wrapper),
+        with the JSON Schema in ``guided_json`` when constrained."""
+        return predict_instance(prompt, max_tokens, self.schema)
 
     def complete(self, prompt: str, max_tokens: int) -> Completion:
         start = time.perf_counter()
@@ -261,7 +306,16 @@ class OpenAIClient:
     is used. A bearer key is read from ``OPENAI_API_KEY`` when set (never written anywhere).
     """
 
-    def __init__(self, base_url: str, *, model: str | None = None, timeout: float = 120.0) -> None:
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        model: str | None = None,
+        timeout: float = 120.0,
+        schema: dict[str, Any] | None = None,
+        schema_field: str = "response_format",
+    ) -> None:
+        self.schema_fields = openai_schema_fields(schema, schema_field) if schema else {}
         self.base_url = base_url.rstrip("/")
         if self.base_url.endswith("/completions"):
             self.base_url = self.base_url[: -len("/completions")]
@@ -272,6 +326,7 @@ class OpenAIClient:
         self._model = model
         self._lock = threading.Lock()
         self.name = cache_name(self.base_url) + (f"#{model}" if model else "")
+        self.name += CONSTRAINED_SUFFIX if schema else ""
 
     def model(self) -> str:
         """The model id to request (given, else the first one the server lists)."""
@@ -293,6 +348,7 @@ class OpenAIClient:
             "prompt": prompt,
             "max_tokens": max_tokens,
             "temperature": 0,
+            **self.schema_fields,
         }
         start = time.perf_counter()
         body = self._http.request("POST", f"{self._base_path}/completions", request)
@@ -319,11 +375,13 @@ class VertexEndpointClient:
         location: str | None = None,
         api_endpoint: str | None = None,
         timeout: float = 120.0,
+        schema: dict[str, Any] | None = None,
     ) -> None:
         if endpoint.isdigit() and project and location:
             endpoint = f"projects/{project}/locations/{location}/endpoints/{endpoint}"
         self.endpoint = endpoint
-        self.name = endpoint
+        self.schema = schema
+        self.name = endpoint + (CONSTRAINED_SUFFIX if schema else "")
         self.project = project
         self.location = location
         self.api_endpoint = api_endpoint
@@ -332,12 +390,7 @@ class VertexEndpointClient:
     def complete(self, prompt: str, max_tokens: int) -> Completion:
         from routerlib.serving import vertex
 
-        instance = {
-            "prompt": prompt,
-            "max_tokens": max_tokens,
-            "temperature": 0,
-            "raw_response": True,
-        }
+        instance = predict_instance(prompt, max_tokens, self.schema)
         start = time.perf_counter()
         try:
             preds = vertex.predict(
@@ -369,8 +422,9 @@ def make_client(
     project: str | None = None,
     location: str | None = None,
     api_endpoint: str | None = None,
+    schema: dict[str, Any] | None = None,
 ) -> Client:
-    """The client for an ``--endpoint`` value.
+    """The client for an ``--endpoint`` value (``schema``: constrain every request to it).
 
     - ``http(s)://…/v1`` (or ``…/v1/completions``): OpenAI-compatible completions;
     - ``http(s)://…:predict`` (or ``…/endpoints/ID``): vLLM predict JSON;
@@ -380,18 +434,23 @@ def make_client(
     if target.startswith(("http://", "https://")):
         path = urlsplit(target).path.rstrip("/")
         if path.endswith("/v1") or path.endswith("/v1/completions"):
-            return OpenAIClient(target, model=model, timeout=timeout)
+            return OpenAIClient(target, model=model, timeout=timeout, schema=schema)
         if path.endswith(":predict"):
-            return PredictClient(target, timeout=timeout)
+            return PredictClient(target, timeout=timeout, schema=schema)
         if _PREDICT_PATH.search(path):
-            return PredictClient(target.rstrip("/") + ":predict", timeout=timeout)
+            return PredictClient(target.rstrip("/") + ":predict", timeout=timeout, schema=schema)
         raise InputError(
             f"--endpoint {public_url(target)}: cannot tell the protocol; end the URL with ':predict' "
             "(vLLM predict JSON) or '/v1' (OpenAI-compatible)"
         )
     if target.isdigit() or re.fullmatch(r"projects/[^/]+/locations/[^/]+/endpoints/[^/]+", target):
         return VertexEndpointClient(
-            target, project=project, location=location, api_endpoint=api_endpoint, timeout=timeout
+            target,
+            project=project,
+            location=location,
+            api_endpoint=api_endpoint,
+            timeout=timeout,
+            schema=schema,
         )
     raise InputError(
         f"--endpoint {public_url(target)!r}: expected an http(s) URL (…:predict or …/v1), "
@@ -805,15 +864,24 @@ def evaluate(
     timeout: float = 120.0,
     retries: int = 5,
     progress: bool = True,
+    constrained: bool = False,
 ) -> dict[str, Any]:
     """Score ``pred`` — or predictions generated from ``endpoint`` / a local ``checkpoint`` —
     against ``gold``; write the report to ``out`` (with samples, cache and predictions beside it)
-    and return it. ``--limit N`` scores the first N gold rows (subset files are written beside)."""
+    and return it. ``--limit N`` scores the first N gold rows (subset files are written beside).
+    ``constrained`` sends the completion's generation JSON Schema with every request."""
     from routerlib.metrics import score_files
 
     sources = [s for s in (pred, endpoint, checkpoint) if s is not None]
     if len(sources) != 1:
         raise InputError("give exactly one of --pred, --endpoint, --checkpoint")
+    if constrained and pred is not None:
+        raise InputError("--constrained applies to --endpoint or --checkpoint, not --pred")
+    schema: dict[str, Any] | None = None
+    if constrained:
+        from routerlib.schema import completion_json_schema
+
+        schema = completion_json_schema(generation=True)
     if limit is not None and limit < 1:
         raise InputError(f"--limit must be >= 1, got {limit}")
     gold_path = Path(gold)
@@ -870,6 +938,7 @@ def evaluate(
                 project=project,
                 location=location,
                 api_endpoint=api_endpoint,
+                schema=schema,
             )
             pred_path = generate_predictions(gold_path, client=client, **common)  # type: ignore[arg-type]
         else:
@@ -880,7 +949,10 @@ def evaluate(
                 raise InputError(f"{ckpt}: checkpoint folder not found")
             with LocalServer(ckpt) as server:
                 client = PredictClient(
-                    server.endpoint_url, timeout=timeout, name=f"checkpoint:{ckpt.resolve()}"
+                    server.endpoint_url,
+                    timeout=timeout,
+                    name=f"checkpoint:{ckpt.resolve()}",
+                    schema=schema,
                 )
                 pred_path = generate_predictions(gold_path, client=client, **common)  # type: ignore[arg-type]
 
@@ -895,6 +967,7 @@ def evaluate(
             max_tokens=max_tokens,
             concurrency=concurrency,
         )
+        report["generation"]["decoding"] = "constrained" if constrained else "free"
         write_json(paths["report"], report)
     return report
 

@@ -204,3 +204,144 @@ def validate_row(obj: Any) -> list[Violation]:
     out = _validate_fields(obj, REQUIRED_ROW_KEYS)
     present = tuple(key for key in SOURCE_ONLY_KEYS if key in obj)
     return out + _validate_fields(obj, present)
+
+
+# --------------------------------------------------------------------------- JSON Schema
+
+#: A search step breaks the grammar when some ``mode=`` in it (as ``_MODE_RE`` reads it: spaces
+#: and one optional quote skipped, then the longest run of letters, ``_`` and ``-``) is not one of
+#: SEARCH_MODES. The lookaheads say exactly that in ECMA-262 regex, the dialect of JSON Schema.
+_MODE_VALUE_OK = "(?:" + "|".join(SEARCH_MODES) + ")(?![A-Za-z_-])"
+_BAD_MODE = rf"mode\s*=\s*(?!\s)(?:[\"'](?!{_MODE_VALUE_OK})|(?![\"'])(?!{_MODE_VALUE_OK}))"
+#: Validation pattern of one route step: what :func:`validate_route_step` accepts.
+STEP_PATTERN = r"^(?:/math\(|/code\(|/general-search\((?![\s\S]*" + _BAD_MODE + "))"
+
+#: Generation bounds, measured on the 291 real rows (../shared deep_router_benchmark.jsonl) and on
+#: 2,000 rows of the embedded generator (synth.py; the embedded model is tuned on them), rounded
+#: up. Real: longest step body 366 characters, search query 203, context 179, text after the mode
+#: 259; at most 4 steps, 5 artifacts, 6 outline lines, 8 todo entries, 4 tags, 5 criteria, 1 item
+#: per metrics list; longest rationale 561, handoff 687, list item 341, tag 37, metrics string
+#: 290. Synthetic: rationale up to 815, 7 outline lines, 11 todo entries. Every real row fits
+#: (tests/test_schema.py checks it).
+GENERATION_BOUNDS: dict[str, int] = {
+    "step_body": 400,
+    "search_query": 240,
+    "search_context": 220,
+    "search_tail": 300,
+    "route_plan_items": 4,
+    "route_rationale": 840,
+    "expected_artifacts_items": 5,
+    "thinking_outline_items": 7,
+    "todo_list_items": 12,
+    "tags_items": 4,
+    "acceptance_criteria_items": 5,
+    "item_chars": 360,
+    "tag_chars": 40,
+    "handoff_plan": 720,
+    "metrics_items": 2,
+    "metrics_chars": 320,
+}
+
+
+def generation_step_pattern(bounds: dict[str, int] | None = None) -> str:
+    """The route-step pattern used to generate: a sublanguage of :data:`STEP_PATTERN` without
+    lookaheads (grammar engines take plain regex), with bounded repetitions. ``mode=`` can only
+    appear in its own slot (free text excludes ``=``), so no bad mode can be written."""
+    b = {**GENERATION_BOUNDS, **(bounds or {})}
+    modes = "|".join(SEARCH_MODES)
+    body = rf"[^\n]{{1,{b['step_body']}}}"
+    search = (
+        rf"/general-search\((?:query=)?[^=\n]{{1,{b['search_query']}}}"
+        rf"(?:, context=[^=\n]{{1,{b['search_context']}}})?, mode=(?:{modes})"
+        rf"(?:(?:[,.)] ?|, (?:context|constraints)=)[^=\n]{{0,{b['search_tail']}}})?\)"
+    )
+    return rf"^(?:/math\({body}\)|/code\({body}\)|{search})$"
+
+
+def _str_list(max_items: int | None = None, max_chars: int | None = None) -> dict[str, Any]:
+    item: dict[str, Any] = {"type": "string"}
+    if max_chars is not None:
+        item["maxLength"] = max_chars
+    out: dict[str, Any] = {"type": "array", "items": item}
+    if max_items is not None:
+        out.update(minItems=1, maxItems=max_items)
+    return out
+
+
+def completion_json_schema(
+    generation: bool = False, bounds: dict[str, int] | None = None
+) -> dict[str, Any]:
+    """The completion's JSON Schema (draft 2020-12), built from the contract above.
+
+    ``generation=False`` (validation): the 10 keys required, their types, the difficulty enum and
+    :data:`STEP_PATTERN`; it accepts what :func:`validate_completion` accepts. ``generation=True``:
+    the same shape with every length and count bounded (:data:`GENERATION_BOUNDS`), no extra keys
+    and :func:`generation_step_pattern`, so a constrained decoder must close the object early."""
+    b = {**GENERATION_BOUNDS, **(bounds or {})}
+    gen = generation
+    step: dict[str, Any] = {
+        "type": "string",
+        "pattern": generation_step_pattern(b) if gen else STEP_PATTERN,
+    }
+    route_plan: dict[str, Any] = {"type": "array", "minItems": 1, "items": step}
+    if gen:
+        route_plan["maxItems"] = b["route_plan_items"]
+    metrics: dict[str, Any] = {"type": "object"}
+    if gen:
+        # Keys in the order real rows write them: primary, its guidance/computation string,
+        # secondary, its string, then the rarer keys; no others (a grammar fixes key order).
+        value = {"type": "string", "maxLength": b["metrics_chars"]}
+        metrics_list = _str_list(b["metrics_items"], b["metrics_chars"])
+        metrics = {
+            "type": "object",
+            "properties": {
+                "primary": metrics_list,
+                "primary_guidance": value,
+                "primary_computation": value,
+                "secondary": metrics_list,
+                "secondary_guidance": value,
+                "secondary_computation": value,
+                "computation_guidance": {  # free-form keys, bounded by pattern
+                    "type": "object",
+                    "patternProperties": {rf"^[A-Za-z0-9_ -]{{1,{b['tag_chars']}}}$": value},
+                    "additionalProperties": False,
+                    "maxProperties": b["metrics_items"] + 2,
+                },
+                "guidance": value,
+            },
+            "required": ["primary", "secondary"],
+            "additionalProperties": False,
+        }
+
+    def text(key: str) -> dict[str, Any]:
+        return {"type": "string", "maxLength": b[key]} if gen else {"type": "string"}
+
+    def items(key: str, chars: str = "item_chars") -> dict[str, Any]:
+        return _str_list(b[f"{key}_items"], b[chars]) if gen else _str_list()
+
+    properties: dict[str, Any] = {
+        "route_plan": route_plan,
+        "route_rationale": text("route_rationale"),
+        "expected_artifacts": items("expected_artifacts"),
+        "thinking_outline": items("thinking_outline"),
+        "handoff_plan": text("handoff_plan"),
+        "todo_list": items("todo_list"),
+        "difficulty": {"type": "string", "enum": list(DIFFICULTIES)},
+        "tags": items("tags", "tag_chars"),
+        "acceptance_criteria": items("acceptance_criteria"),
+        "metrics": metrics,
+    }
+    assert tuple(properties) == COMPLETION_KEYS
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "title": "Router completion" + (" (generation)" if gen else ""),
+        "type": "object",
+        "properties": properties,
+        "required": list(COMPLETION_KEYS),
+        "additionalProperties": not gen,
+    }
+
+
+def schema_text(generation: bool = False) -> str:
+    """The schema as the JSON text ``routerlib schema`` writes (keys in contract order)."""
+    return json.dumps(completion_json_schema(generation), indent=2, ensure_ascii=False) + "\n"

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -104,3 +106,122 @@ def test_real_messy_steps_are_accepted() -> None:
         is None
     )
     assert schema.validate_route_step("/general-search(tutorials on PINNs)") is None
+
+
+# ---------------------------------------------------------------- JSON Schema (issue 12)
+
+
+def _real_completions(shared_data: Path) -> list[dict]:
+    with open(shared_data / "deep_router_benchmark.jsonl", encoding="utf-8") as handle:
+        return [json.loads(json.loads(line)["completion"]) for line in handle if line.strip()]
+
+
+def _validator(generation: bool):
+    import jsonschema
+
+    document = schema.completion_json_schema(generation)
+    jsonschema.Draft202012Validator.check_schema(document)
+    return jsonschema.Draft202012Validator(document)
+
+
+@pytest.mark.parametrize("generation", [False, True], ids=["validation", "generation"])
+def test_every_real_completion_passes_the_json_schema(shared_data: Path, generation: bool) -> None:
+    validator = _validator(generation)
+    rows = _real_completions(shared_data)
+    assert len(rows) == 291
+    errors = [(i, e.message) for i, row in enumerate(rows) for e in validator.iter_errors(row)]
+    assert errors == []
+
+
+def test_real_search_steps_with_text_after_the_mode_are_covered(shared_data: Path) -> None:
+    steps = [s for row in _real_completions(shared_data) for s in row["route_plan"]]
+    trailing = [s for s in steps if re.search(r"mode=(web|rag|both)[^)]", s)]
+    assert len(trailing) >= 10  # "..., mode=both, includes cybersecurity)" and the like
+    generation = re.compile(schema.generation_step_pattern())
+    assert all(re.search(schema.STEP_PATTERN, s) and generation.search(s) for s in trailing)
+
+
+def _valid_completion() -> dict:
+    return schema.completion_object(_valid_row())
+
+
+BAD_STEPS = [
+    "/browse(query=x)",  # unknown tool
+    "math(no slash)",
+    '/general-search(query="x", mode=webs)',  # unknown mode
+    '/general-search(query="x", mode="gpt")',
+    "/general-search(query=x, mode = )",
+    '/general-search(query="x", mode=web, mode=rag_x)',
+    "",
+]
+
+
+@pytest.mark.parametrize("step", BAD_STEPS)
+def test_json_schema_rejects_a_bad_step_like_the_python_validator(step: str) -> None:
+    obj = _valid_completion()
+    obj["route_plan"] = [step]
+    assert schema.validate_completion(obj)  # the contract says no
+    for generation in (False, True):
+        assert not _validator(generation).is_valid(obj), (generation, step)
+
+
+GOOD_STEPS = [
+    '/general-search(query="x", mode=web)',
+    '/general-search(query="a", mode=both, includes cybersecurity)',
+    "/general-search(Search for papers on X., mode=rag)",
+    "/general-search(query=\"x\", mode='rag')",
+    "/math(Derive it; mode of the posterior = argmax)",
+    "/code(Implement it, using Python)",
+]
+
+
+@pytest.mark.parametrize("step", GOOD_STEPS)
+def test_validation_schema_agrees_with_the_python_validator_on_good_steps(step: str) -> None:
+    obj = _valid_completion()
+    obj["route_plan"] = [step]
+    assert schema.validate_completion(obj) == []
+    assert _validator(False).is_valid(obj)
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        (lambda o: o.pop("tags"), "tags"),
+        (lambda o: o.update(difficulty="expert"), "difficulty"),
+        (lambda o: o.update(route_plan=[]), "route_plan"),
+        (lambda o: o.update(todo_list="- [ ] x"), "todo_list"),
+        (lambda o: o.update(metrics=["p"]), "metrics"),
+        (lambda o: o.update(expected_artifacts=[1, 2]), "expected_artifacts"),
+    ],
+)
+def test_json_schema_rejects_hand_made_invalid_completions(change: Any, field: str) -> None:
+    obj = _valid_completion()
+    change(obj)
+    assert any(v.field.startswith(field) for v in schema.validate_completion(obj))
+    assert not _validator(False).is_valid(obj)
+    assert not _validator(True).is_valid(obj)
+
+
+def test_generation_schema_bounds_what_validation_allows() -> None:
+    obj = _valid_completion()
+    obj["route_rationale"] = "x" * (schema.GENERATION_BOUNDS["route_rationale"] + 1)
+    obj["tags"] = ["t"] * (schema.GENERATION_BOUNDS["tags_items"] + 1)
+    assert _validator(False).is_valid(obj)
+    errors = {e.path[0] for e in _validator(True).iter_errors(obj)}
+    assert errors == {"route_rationale", "tags"}
+    extra = {**_valid_completion(), "note": "x"}
+    assert _validator(False).is_valid(extra) and not _validator(True).is_valid(extra)
+
+
+def test_schema_cli_writes_both_variants(tmp_path: Path) -> None:
+    from routerlib.cli import main
+
+    out = tmp_path / "schema.json"
+    assert main(["schema", "--out", str(out)]) == 0
+    written = json.loads(out.read_text(encoding="utf-8"))
+    assert written == schema.completion_json_schema(False)
+    assert list(written["properties"]) == list(schema.COMPLETION_KEYS)
+    assert written["required"] == list(schema.COMPLETION_KEYS)
+    assert written["properties"]["difficulty"]["enum"] == list(schema.DIFFICULTIES)
+    assert main(["schema", "--generation", "--out", str(out)]) == 0
+    assert json.loads(out.read_text(encoding="utf-8")) == schema.completion_json_schema(True)

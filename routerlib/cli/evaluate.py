@@ -103,6 +103,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="Vertex API address (default: the regional Google one)",
     )
     p.add_argument(
+        "--constrained",
+        action="store_true",
+        help="send the completion's JSON Schema with every request (--endpoint, --checkpoint): "
+        "response_format on /v1, guided_json on :predict and Vertex endpoints",
+    )
+    p.add_argument(
         "--no-progress", dest="progress", action="store_false", help="hide the progress bar"
     )
     p.set_defaults(func=run_evaluate)
@@ -164,6 +170,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
         timeout=args.timeout,
         retries=args.retries,
         progress=args.progress,
+        constrained=args.constrained,
     )
     print(summary(report, args.out))
     gate = report.get("threshold_results") or {}

@@ -68,6 +68,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     serve.add_argument("--port", type=int, default=0, help="default: any free port")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--max-batch", type=int, default=16)
+    serve.add_argument(
+        "--constrained",
+        action="store_true",
+        help="decode every request under the completion's JSON Schema (requests may also send "
+        "their own in guided_json / structured_outputs / response_format)",
+    )
     serve.set_defaults(func=_serve)
 
 
@@ -136,5 +142,12 @@ def _serve(args: argparse.Namespace) -> int:
         print(server.endpoint_url, flush=True)  # type: ignore[attr-defined]
         print("serving; Ctrl-C stops", file=sys.stderr, flush=True)
 
-    serve(args.checkpoint, host=args.host, port=args.port, on_ready=ready, max_batch=args.max_batch)
+    serve(
+        args.checkpoint,
+        host=args.host,
+        port=args.port,
+        on_ready=ready,
+        max_batch=args.max_batch,
+        constrained=args.constrained,
+    )
     return 0

@@ -8,7 +8,10 @@ Wire format (the same as Model Garden's vLLM containers behind ``Endpoint.predic
     -> {"predictions": ["..."], "deployedModelId": "...", ...}
 
 Without ``raw_response: true`` a prediction reads ``Prompt:\\n<prompt>\\nOutput:\\n<text>`` as
-Model Garden's containers answer. The same server also answers OpenAI-style
+Model Garden's containers answer. An instance (or a completions body) may carry a JSON Schema in
+``guided_json``, ``structured_outputs: {"json": …}`` or ``response_format: {"type": "json_schema",
+…}``; its answer is then decoded under that schema (``routerlib.constrained``). The same server
+also answers OpenAI-style
 ``POST /v1/completions`` and ``GET /v1/models``. Concurrent requests are gathered by one worker thread into
 batches (a short window, up to ``max_batch`` prompts) and run as one left-padded ``generate``.
 """
@@ -71,7 +74,12 @@ class LocalPredictor:
     """
 
     def __init__(
-        self, checkpoint_dir: str | Path, *, loader: Loader | None = None, max_batch: int = 16
+        self,
+        checkpoint_dir: str | Path,
+        *,
+        loader: Loader | None = None,
+        max_batch: int = 16,
+        constrained: bool = False,
     ) -> None:
         if str(checkpoint_dir).startswith("gs://"):
             raise InputError(
@@ -93,7 +101,20 @@ class LocalPredictor:
         if self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         self.eos_token_ids: list[int] = self._eos_ids()
+        #: The schema every prompt is constrained to unless a request names its own (None: free).
+        self.default_schema: dict[str, Any] | None = None
+        if constrained:
+            from routerlib.schema import completion_json_schema
+
+            self.default_schema = completion_json_schema(generation=True)
         self._lock = threading.Lock()
+
+    def compiled_schema(self, schema: dict[str, Any]) -> Any:
+        """``schema`` compiled for this model's tokenizer (cached across calls)."""
+        from routerlib.constrained import compiled
+
+        width = int(self.model.get_output_embeddings().weight.shape[0])
+        return compiled(self.tokenizer, schema, vocab_size=width, eos_ids=self.eos_token_ids)
 
     def _eos_ids(self) -> list[int]:
         ids: set[int] = set()
@@ -111,10 +132,18 @@ class LocalPredictor:
         prompts: Sequence[str],
         max_tokens: int | Sequence[int],
         temperature: float = 0.0,
+        schemas: Sequence[dict[str, Any] | None] | None = None,
     ) -> list[GenerationResult]:
         """Complete every prompt. ``max_tokens`` is one limit or one per prompt; each sequence
-        stops at its own EOS or limit. Prompts run in left-padded batches of ``max_batch``."""
+        stops at its own EOS or limit. Prompts run in left-padded batches of ``max_batch``.
+        ``schemas`` (one per prompt; None = free) constrains decoding to a JSON Schema; without
+        it every prompt uses :attr:`default_schema`."""
         prompts = list(prompts)
+        if schemas is None:
+            schemas = [self.default_schema] * len(prompts)
+        schemas = list(schemas)
+        if len(schemas) != len(prompts):
+            raise InputError(f"schemas: {len(schemas)} schemas for {len(prompts)} prompts")
         limits = [max_tokens] * len(prompts) if isinstance(max_tokens, int) else list(max_tokens)
         if len(limits) != len(prompts):
             raise InputError(f"max_tokens: {len(limits)} limits for {len(prompts)} prompts")
@@ -132,16 +161,30 @@ class LocalPredictor:
                 stop = start + self.max_batch
                 results.extend(
                     self._generate_batch(
-                        prompts[start:stop], limits[start:stop], float(temperature)
+                        prompts[start:stop],
+                        limits[start:stop],
+                        float(temperature),
+                        schemas[start:stop],
                     )
                 )
         return results
 
     def _generate_batch(
-        self, prompts: list[str], limits: list[int], temperature: float
+        self,
+        prompts: list[str],
+        limits: list[int],
+        temperature: float,
+        schemas: list[dict[str, Any] | None],
     ) -> list[GenerationResult]:
         import torch
-        from transformers import GenerationConfig
+        from transformers import GenerationConfig, LogitsProcessorList
+
+        processors = LogitsProcessorList()
+        if any(schema is not None for schema in schemas):
+            from routerlib.constrained import SchemaLogitsProcessor
+
+            per_row = [self.compiled_schema(s) if s is not None else None for s in schemas]
+            processors.append(SchemaLogitsProcessor(per_row))
 
         begin = time.perf_counter()
         encoded = self.tokenizer(prompts, return_tensors="pt", padding=True)
@@ -159,7 +202,10 @@ class LocalPredictor:
         )
         with torch.inference_mode():
             output = self.model.generate(
-                input_ids=input_ids, attention_mask=attention_mask, generation_config=config
+                input_ids=input_ids,
+                attention_mask=attention_mask,
+                generation_config=config,
+                logits_processor=processors,
             )
         seconds = time.perf_counter() - begin
         eos = set(self.eos_token_ids)
@@ -195,6 +241,49 @@ class Instance:
     max_tokens: int = DEFAULT_MAX_TOKENS
     temperature: float = 0.0
     raw_response: bool = False
+    #: JSON Schema the answer is constrained to (None: the server's default).
+    schema: dict[str, Any] | None = None
+
+
+#: Request fields that carry a JSON Schema, as each server documents them: OpenAI's
+#: ``response_format`` (type json_schema), vLLM's ``structured_outputs.json`` and its older
+#: ``guided_json`` (an object or a JSON string).
+SCHEMA_FIELDS = ("response_format", "structured_outputs", "guided_json")
+
+
+def _as_schema(value: Any, where: str) -> dict[str, Any]:
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except ValueError:
+            raise ValueError(f"{where}: not valid JSON") from None
+    if not isinstance(value, dict):
+        raise ValueError(f"{where}: must be a JSON Schema object")
+    return value
+
+
+def schema_from_fields(item: dict[str, Any], where: str) -> dict[str, Any] | None:
+    """The JSON Schema a request object carries in one of :data:`SCHEMA_FIELDS`, else None.
+    ValueError names the field when its shape is wrong or two fields are given."""
+    given = [name for name in SCHEMA_FIELDS if item.get(name) is not None]
+    if len(given) > 1:
+        raise ValueError(f"{where}: give one of {', '.join(given)}, not several")
+    if not given:
+        return None
+    name = given[0]
+    value = item[name]
+    if name == "guided_json":
+        return _as_schema(value, f"{where}.guided_json")
+    if name == "structured_outputs":
+        if not isinstance(value, dict) or "json" not in value:
+            raise ValueError(f"{where}.structured_outputs: must be an object with 'json'")
+        return _as_schema(value["json"], f"{where}.structured_outputs.json")
+    if not isinstance(value, dict) or value.get("type") != "json_schema":
+        raise ValueError(f"{where}.response_format: type must be 'json_schema'")
+    inner = value.get("json_schema")
+    if not isinstance(inner, dict) or "schema" not in inner:
+        raise ValueError(f"{where}.response_format.json_schema: must be an object with 'schema'")
+    return _as_schema(inner["schema"], f"{where}.response_format.json_schema.schema")
 
 
 def parse_predict_body(body: bytes) -> list[Instance]:
@@ -232,7 +321,8 @@ def parse_predict_body(body: bytes) -> list[Instance]:
         raw = item.get("raw_response", False)
         if not isinstance(raw, bool):
             raise ValueError(f"{where}.raw_response: must be true or false")
-        parsed.append(Instance(prompt, max_tokens, float(temperature), raw))
+        schema = schema_from_fields(item, where)
+        parsed.append(Instance(prompt, max_tokens, float(temperature), raw, schema))
     return parsed
 
 
@@ -253,6 +343,7 @@ def parse_completions_body(body: bytes) -> list[Instance]:
         "max_tokens": data.get("max_tokens", 16),
         "temperature": data.get("temperature", 1.0),
         "raw_response": True,
+        **{name: data[name] for name in SCHEMA_FIELDS if name in data},
     }
     encoded = json.dumps({"instances": [{**item, "prompt": p} for p in prompts]}).encode()
     try:
@@ -312,11 +403,14 @@ class LocalServer:
         endpoint_id: str = "local",
         request_timeout: float = 600.0,
         on_batch: Callable[[int], None] | None = None,
+        constrained: bool = False,
     ) -> None:
         if predictor is None:
             if checkpoint_dir is None:
                 raise InputError("serve: give a checkpoint folder or a predictor")
-            predictor = LocalPredictor(checkpoint_dir, loader=loader, max_batch=max_batch)
+            predictor = LocalPredictor(
+                checkpoint_dir, loader=loader, max_batch=max_batch, constrained=constrained
+            )
         self.predictor = predictor
         self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir else predictor.checkpoint_dir
         self.host, self.port = host, port
@@ -480,15 +574,20 @@ class LocalServer:
             with contextlib.suppress(Exception):  # a faulty hook must not stop the worker
                 self.on_batch(len(batch))
         groups: dict[float, list[_Pending]] = {}
-        for item in batch:
+        for item in batch:  # one generate per temperature; schemas may differ per row
             groups.setdefault(item.instance.temperature, []).append(item)
+        default = getattr(self.predictor, "default_schema", None)
         for temperature, items in groups.items():
+            schemas = [i.instance.schema or default for i in items]
+            args: list[Any] = [
+                [i.instance.prompt for i in items],
+                [i.instance.max_tokens for i in items],
+                temperature,
+            ]
+            if any(s is not None for s in schemas):
+                args.append(schemas)
             try:
-                results = self.predictor.generate(
-                    [i.instance.prompt for i in items],
-                    [i.instance.max_tokens for i in items],
-                    temperature,
-                )
+                results = self.predictor.generate(*args)
             except Exception as exc:  # answer every waiter, keep the worker alive
                 for item in items:
                     item.error = f"generation failed: {exc}"
@@ -648,10 +747,18 @@ def serve(
     on_ready: Callable[[LocalServer], None] | None = None,
     loader: Loader | None = None,
     max_batch: int = 16,
+    constrained: bool = False,
 ) -> None:
-    """Serve ``checkpoint_dir`` until interrupted (Ctrl-C); ``on_ready`` gets the running server."""
+    """Serve ``checkpoint_dir`` until interrupted (Ctrl-C); ``on_ready`` gets the running server.
+    With ``constrained`` every request without a schema of its own is constrained to the
+    completion's generation schema."""
     with LocalServer(
-        checkpoint_dir, host=host, port=port, loader=loader, max_batch=max_batch
+        checkpoint_dir,
+        host=host,
+        port=port,
+        loader=loader,
+        max_batch=max_batch,
+        constrained=constrained,
     ) as server:
         if on_ready is not None:
             on_ready(server)
