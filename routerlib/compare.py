@@ -69,6 +69,8 @@ class RunSummary:
     baseline_kind: str = ""
     baselines: list[RunSummary] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
+    decoding: str = "free"  # "free" | "constrained" (models; baselines write no text)
+    variants: list[RunSummary] = field(default_factory=list)  # the run's other decodings
 
     @property
     def run_name(self) -> str:
@@ -207,6 +209,25 @@ def load_run(run_dir: str | Path) -> RunSummary:
         for folder in sorted(base_dir.iterdir()):
             if (folder / "report.json").is_file():
                 kinds.setdefault(folder.name, folder / "report.json")
+    run.decoding = str(_get(metrics, "evaluation", "decoding") or "free")
+    decodings = _get(metrics, "decodings")
+    for decoding, entry in decodings.items() if isinstance(decodings, dict) else []:
+        if decoding == run.decoding or not _get(entry, "report"):
+            continue
+        file = run_dir / str(entry["report"])
+        run.variants.append(
+            RunSummary(
+                name=f"{name} [{decoding}]",
+                path=run_dir,
+                kind="model",
+                metrics=metrics,
+                report=_load_report(file, problems),
+                eval_dir=file.parent,
+                baselines=run.baselines,
+                problems=problems,
+                decoding=str(decoding),
+            )
+        )
     for kind, file in sorted(kinds.items()):
         base_problems: list[str] = []
         run.baselines.append(
@@ -232,9 +253,14 @@ def find_run_dirs(root: Path | None = None) -> list[Path]:
 
 
 def load_runs(run_paths: Sequence[str | Path] | None = None) -> list[RunSummary]:
-    """The given run folders, or every run folder with a metrics.json under the outputs root."""
+    """The given run folders, or every run folder with a metrics.json under the outputs root; a
+    run scored under several decodings gives one model per decoding (headline first)."""
     dirs = [Path(p) for p in run_paths] if run_paths else find_run_dirs()
-    return [load_run(d) for d in dirs]
+    out: list[RunSummary] = []
+    for folder in dirs:
+        run = load_run(folder)
+        out += [run, *run.variants]
+    return out
 
 
 def _rows(runs: Iterable[RunSummary]) -> list[RunSummary]:
@@ -274,8 +300,14 @@ def _headline_metrics(runs: Sequence[RunSummary]) -> list[str]:
     return names or list(DEFAULT_HEADLINE)
 
 
+def _is_headline(run: RunSummary) -> bool:
+    """Whether ``run`` is its run folder's headline decoding (metrics.json ``evaluation``)."""
+    recorded = _get(run.metrics, "evaluation", "decoding") or "free"
+    return run.kind != "model" or run.decoding == recorded
+
+
 def _gate_pass(run: RunSummary) -> Any:
-    value = _get(run.metrics, "evaluation", "gate_pass")
+    value = _get(run.metrics, "evaluation", "gate_pass") if _is_headline(run) else None
     if value is None:
         value = _get(run.report, "threshold_results", "overall_pass")
     return bool(value) if isinstance(value, bool) else None
@@ -294,11 +326,13 @@ def leaderboard(runs: Sequence[RunSummary]) -> pd.DataFrame:
         overall = _get(report, "metrics", "overall") or {}
         strict = _get(report, "strict", "overall") or {}
         intervals = _get(report, "intervals", "overall") or {}
-        head = _get(run.metrics, "evaluation", "headline") or {}
-        head_strict = _get(run.metrics, "evaluation", "strict") or {}
+        section = ("evaluation",) if _is_headline(run) else ("decodings", run.decoding)
+        head = _get(run.metrics, *section, "headline") or {}
+        head_strict = _get(run.metrics, *section, "strict") or {}
         rec: dict[str, Any] = {
             "model": run.name,
             "kind": run.kind,
+            "decoding": run.decoding if run.kind == "model" else "",
             "run": run.run_name,
             "backend": _get(run.metrics, "run", "backend"),
             "base_model": _get(run.metrics, "run", "base_model"),
@@ -324,6 +358,7 @@ def leaderboard(runs: Sequence[RunSummary]) -> pd.DataFrame:
         rec["train_seconds"] = _num(_get(run.metrics, "tuning", "train_seconds"))
         rec["latency_p50_s"] = _num(_get(report, "latency", "p50_s"))
         rec["latency_p95_s"] = _num(_get(report, "latency", "p95_s"))
+        rec["s_per_token"] = _num(seconds_per_token(report))
         rec["failed_checks"] = "; ".join(_failed_checks(run.report))
         records.append(rec)
     board = pd.DataFrame.from_records(records)
@@ -336,6 +371,13 @@ def leaderboard(runs: Sequence[RunSummary]) -> pd.DataFrame:
         [sort_key, "kind"], ascending=[False, False], na_position="last", kind="stable"
     )
     return board.reset_index(drop=True)
+
+
+def seconds_per_token(report: dict[str, Any] | None) -> float | None:
+    """Mean request latency over mean completion tokens of a report (None without both)."""
+    latency = _get(report, "latency", "mean_s")
+    tokens = _get(report, "tokens", "completion_tokens_mean")
+    return latency / tokens if latency and tokens else None
 
 
 # ----------------------------------------------------------------------------- significance
@@ -425,6 +467,19 @@ def compare_pair(
     return out
 
 
+def paired_reports(
+    a: dict[str, Any], b: dict[str, Any], metrics: Sequence[str] = SIGNIFICANCE_METRICS
+) -> dict[str, dict[str, Any]]:
+    """:func:`compare_pair` of two scored reports (their samples.jsonl), by metric: ``a`` minus
+    ``b``; e.g. constrained against free decoding of one model on the same rows."""
+
+    def summary(report: dict[str, Any], name: str) -> RunSummary:
+        samples = Path(str(report.get("samples_path") or ""))
+        return RunSummary(name, samples.parent, "model", report=report, eval_dir=samples.parent)
+
+    return {rec["metric"]: rec for rec in compare_pair(summary(a, "a"), summary(b, "b"), metrics)}
+
+
 SIGNIFICANCE_COLUMNS = [
     "model",
     "model_run",
@@ -459,7 +514,10 @@ def significance_table(runs: Sequence[RunSummary]) -> pd.DataFrame:
     for i, (a, key_a) in enumerate(keyed):
         for b, key_b in keyed[i + 1 :]:
             if key_a is not None and key_a == key_b:
-                records.extend(compare_pair(a, b))
+                model, reference = a, b
+                if a.path == b.path and _is_headline(a):  # a decoding against its headline
+                    model, reference = b, a
+                records.extend(compare_pair(model, reference))
     table = pd.DataFrame.from_records(records, columns=SIGNIFICANCE_COLUMNS)
     for column in ("n", "b01", "b10"):
         table[column] = table[column].astype("Int64")  # counts; <NA> for bootstrap rows

@@ -18,6 +18,7 @@ from routerlib.errors import InputError
 from routerlib.paths import resolve
 
 TuningMode = Literal["PEFT_ADAPTER", "FULL"]
+Decoding = Literal["free", "constrained"]
 Backend = Literal["local", "vertex"]
 ADAPTER_SIZES = (1, 4, 8, 16, 32)
 #: gs://bucket[/prefix] with a bucket name as Cloud Storage allows it.
@@ -80,6 +81,14 @@ class RunConfig(BaseModel):
     concurrency: int = Field(8, ge=1)
     thresholds: str = Field("", description="Gate file; empty = the packaged original gates.")
     baseline: Literal["majority", "rules"] = "majority"
+    decoding: list[Decoding] = Field(
+        default_factory=lambda: ["free", "constrained"],
+        description="Decodings scored on the same test rows (constrained: the completion's "
+        "JSON Schema is sent with every request); the first is the run's headline report.",
+    )
+    constrained: bool | None = Field(
+        None, description="Shorthand: true = decoding [constrained], false = decoding [free]."
+    )
 
     @model_validator(mode="after")
     def _check_combinations(self) -> RunConfig:
@@ -107,6 +116,14 @@ def cross_field_problems(values: dict[str, Any]) -> list[str]:
             problems.append(f"adapter_size: must be one of {ADAPTER_SIZES} under PEFT_ADAPTER")
         if v["tuning_mode"] == "FULL" and v["adapter_size"] is not None:
             problems.append("adapter_size: applies to PEFT_ADAPTER only; set it to null for FULL")
+        decoding = list(v["decoding"])
+        if not decoding or len(set(decoding)) != len(decoding):
+            problems.append("decoding: give free and/or constrained, each once")
+        default_decoding = RunConfig.model_fields["decoding"].get_default(call_default_factory=True)
+        if v["constrained"] is not None and decoding != default_decoding:
+            wanted = ["constrained"] if v["constrained"] else ["free"]
+            if decoding != wanted:
+                problems.append(f"constrained: {v['constrained']} contradicts decoding {decoding}")
         prefix = v["gcs_prefix"]
         if prefix and not _GCS_PREFIX.match(str(prefix)):
             problems.append(f"gcs_prefix: {prefix!r} is not gs://bucket[/prefix]")

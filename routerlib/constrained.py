@@ -131,6 +131,11 @@ def compiled(
     return result
 
 
+def _bit(position: int) -> int:
+    """The int32 value with only bit ``position`` set (bit 31 is the sign bit)."""
+    return -(1 << 31) if position == 31 else 1 << position
+
+
 def _bit_table(device: Any) -> Any:
     import torch
 
@@ -160,7 +165,8 @@ class SchemaLogitsProcessor:
             if len(per_row) != batch:
                 raise ConstraintError(f"{len(per_row)} schemas for a batch of {batch} rows")
             self.matchers = [s.matcher() if s is not None else None for s in per_row]
-            self.finished = [m is None for m in self.matchers]
+            self.finished = [False] * batch
+            self.eos_ids = sorted({i for s in per_row if s is not None for i in s.eos_ids})
             self.vocab_size = max(s.vocab_size for s in per_row if s is not None)
             self.started = True
         else:
@@ -176,7 +182,13 @@ class SchemaLogitsProcessor:
         words = (self.vocab_size + 31) // 32
         mask = torch.full((batch, words), -1, dtype=torch.int32)
         for row, matcher in enumerate(self.matchers):
-            if not self.finished[row]:
+            if matcher is None:
+                continue  # a free row: every token stays allowed
+            if self.finished[row]:  # the object is complete: only an end token may follow
+                mask[row] = 0
+                for eos in self.eos_ids:
+                    mask[row, eos // 32] |= _bit(eos % 32)
+            else:
                 llt.fill_next_token_bitmask(matcher, mask, row)
         allowed = ((mask.unsqueeze(-1) >> _bit_table(mask.device)) & 1).reshape(batch, -1)
         width = scores.shape[-1]

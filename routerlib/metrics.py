@@ -25,6 +25,10 @@ Added beside them, never instead:
 ``latency`` / ``tokens``
     From ``latency_s`` / ``prompt_tokens`` / ``completion_tokens`` fields of the prediction lines
     when present, else null.
+``diagnostics``
+    Tool-level diagnostics per bucket (per-tool precision/recall/F1, search-mode accuracy,
+    ordered plan edit distance, first-tool confusion matrix, share of valid-JSON answers that
+    break the schema by field); defined in ``routerlib.diagnostics``.
 ``error_samples``
     As the original: the first 15 samples with anything to show, each
     ``{"index", "prompt_preview" (first 140 characters of the gold prompt), "details"}``; details hold
@@ -55,6 +59,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from routerlib.diagnostics import by_bucket as diagnostics_by_bucket
+from routerlib.diagnostics import sample_plan
 from routerlib.errors import InputError
 from routerlib.extract import parse_prediction_line, why_invalid
 from routerlib.schema import validate_completion
@@ -381,6 +387,7 @@ def score(
             "extra": {name: strict[name] for name in EXTRA_METRICS} if pred is not None else {},
             "schema_violations": violations if pred is not None else [f"completion: {reason}"],
             "debug": debug,
+            "plan": sample_plan(gold, pred),
         }
         if pred_rows is not None and isinstance(pred_rows[index], dict):
             if "raw" in pred_rows[index]:
@@ -643,6 +650,7 @@ def build_report(
         },
         "latency": latency_summary(rows),
         "tokens": token_summary(rows),
+        "diagnostics": diagnostics_by_bucket(records),
     }
 
 
@@ -658,6 +666,7 @@ def sample_line(record: dict[str, Any]) -> dict[str, Any]:
         "extra",
         "schema_violations",
         "debug",
+        "plan",
         "raw",
     )
     return {key: record[key] for key in keys if key in record}

@@ -343,9 +343,25 @@ def baselines(run: Run) -> dict[str, dict[str, Any]]:
     return reports
 
 
-def evaluate(run: Run, endpoint: str) -> dict[str, Any]:
-    """Generate predictions for the test split through ``endpoint`` and score them against the
-    gold completions, the gate and the previous router (the configured baseline)."""
+def decodings(run: Run) -> list[str]:
+    """The decodings this run scores, headline first (``constrained`` overrides ``decoding``)."""
+    cfg = run.config
+    if cfg.constrained is not None:
+        return ["constrained" if cfg.constrained else "free"]
+    return list(cfg.decoding)
+
+
+def report_path(run: Run, decoding: str = "free") -> Path:
+    """Where a decoding's report lives: eval/report.json (free), eval/constrained/report.json
+    (each with its samples.jsonl, cache and predictions beside it)."""
+    folder = paths.EVAL_DIR if decoding == "free" else f"{paths.EVAL_DIR}/{decoding}"
+    return run.sub(f"{folder}/report.json")
+
+
+def evaluate(run: Run, endpoint: str, decoding: str = "free") -> dict[str, Any]:
+    """Generate predictions for the test split through ``endpoint`` (``decoding`` free or
+    constrained) and score them against the gold completions, the gate and the previous router
+    (the configured baseline)."""
     from routerlib import evaluate as runner
 
     cfg = run.config
@@ -355,7 +371,7 @@ def evaluate(run: Run, endpoint: str) -> dict[str, Any]:
     return runner.evaluate(
         Path(dataset_uris(run)["test"]),
         endpoint=endpoint,
-        out=run.sub(f"{paths.EVAL_DIR}/report.json"),
+        out=report_path(run, decoding),
         thresholds=thresholds_path(run),
         compare_to=baseline_preds,
         concurrency=cfg.concurrency,
@@ -364,7 +380,42 @@ def evaluate(run: Run, endpoint: str) -> dict[str, Any]:
         project=cfg.project or None,
         location=cfg.location,
         api_endpoint=cfg.api_endpoint or None,
+        constrained=decoding == "constrained",
     )
+
+
+def evaluate_all(run: Run, endpoint: str) -> dict[str, dict[str, Any]]:
+    """:func:`evaluate` once per configured decoding, on the same test rows, headline first."""
+    return {decoding: evaluate(run, endpoint, decoding) for decoding in decodings(run)}
+
+
+def headline_report(reports: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """The report of the first decoding (the run's headline)."""
+    return next(iter(reports.values()))
+
+
+def decoding_table(reports: dict[str, dict[str, Any]]) -> Any:
+    """Free against constrained on the same rows: strict figures, time per token and the paired
+    test of constrained minus free per metric (McNemar / paired bootstrap, compare.py)."""
+    import pandas as pd
+
+    from routerlib import compare
+
+    rows = {}
+    for decoding, report in reports.items():
+        strict = (report.get("strict") or {}).get("overall", {})
+        row = {m: strict.get(m) for m in ("json_valid", "schema_valid", *HEADLINE[1:6])}
+        row["tool_sequence_exact"] = strict.get("tool_sequence_exact")
+        row["s_per_token"] = compare.seconds_per_token(report)
+        rows[decoding] = row
+    table = pd.DataFrame(rows).T
+    if {"free", "constrained"} <= set(reports):
+        tests = compare.paired_reports(reports["constrained"], reports["free"])
+        for metric, test in tests.items():
+            if metric in table.columns:
+                table.loc["Δ constrained−free", metric] = test["delta"]
+                table.loc["p (paired)", metric] = test["p_value"]
+    return table
 
 
 HEADLINE = (
@@ -464,10 +515,20 @@ def bucket_figure(reports: dict[str, dict[str, Any]], metric: str = "route_plan_
 
 
 def write_metrics(
-    run: Run, job: Job, report: dict[str, Any], baseline_reports: dict[str, dict[str, Any]]
+    run: Run,
+    job: Job,
+    report: dict[str, Any],
+    baseline_reports: dict[str, dict[str, Any]],
+    decoding_reports: dict[str, dict[str, Any]] | None = None,
 ) -> Path:
-    """Write the run's metrics.json: the run, its tuning, the evaluation and baseline summaries."""
+    """Write the run's metrics.json: the run, its tuning, the evaluation (``report``, the headline
+    decoding) with one entry per scored decoding, and the baseline summaries."""
+    from routerlib import compare
+
     cfg = run.config
+    decoding_reports = decoding_reports or {decodings(run)[0]: report}
+    matching = [d for d, r in decoding_reports.items() if r is report]
+    headline_decoding = matching[0] if matching else decodings(run)[0]
     overall = report["metrics"].get("overall", {})
     strict = (report.get("strict") or {}).get("overall", {})
     summary = {
@@ -490,10 +551,22 @@ def write_metrics(
             "loss_curve": job.loss_curve,
         },
         "evaluation": {
-            "report": f"{paths.EVAL_DIR}/report.json",
+            "report": str(report_path(run, headline_decoding).relative_to(run.path)),
+            "decoding": headline_decoding,
             "gate_pass": (report.get("threshold_results") or {}).get("overall_pass"),
             "headline": {m: overall.get(m) for m in HEADLINE},
             "strict": {m: strict.get(m) for m in HEADLINE},
+        },
+        "decodings": {
+            decoding: {
+                "report": str(report_path(run, decoding).relative_to(run.path)),
+                "gate_pass": (r.get("threshold_results") or {}).get("overall_pass"),
+                "headline": {m: r["metrics"].get("overall", {}).get(m) for m in HEADLINE},
+                "strict": {m: (r.get("strict") or {}).get("overall", {}).get(m) for m in HEADLINE},
+                "schema_valid": (r.get("strict") or {}).get("overall", {}).get("schema_valid"),
+                "seconds_per_token": compare.seconds_per_token(r),
+            }
+            for decoding, r in decoding_reports.items()
         },
         "baselines": {
             kind: {
@@ -545,8 +618,8 @@ def build_run(params_file: str) -> Path:
     job = tuned_job(run)
     previous = baselines(run)
     with serving(run, job) as endpoint:
-        report = evaluate(run, endpoint)
-    write_metrics(run, job, report, previous)
+        reports = evaluate_all(run, endpoint)
+    write_metrics(run, job, headline_report(reports), previous, reports)
     return run.path
 
 

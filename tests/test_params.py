@@ -32,11 +32,13 @@ def test_run_params_validate(path: Path) -> None:
         rf"papermill notebooks/\S+\.ipynb \S+ -k python3 -p params_file params/{path.name}", text
     )
     assert text.splitlines()[0].startswith("#")
-    # flat: every value is a scalar except labels
+    # flat: every value is a scalar except labels and the decoding list
     import yaml
 
     data = yaml.safe_load(text)
-    assert all(not isinstance(v, (dict, list)) or k == "labels" for k, v in data.items())
+    assert all(
+        not isinstance(v, (dict, list)) or k in ("labels", "decoding") for k, v in data.items()
+    )
     assert set(data) == set(RunConfig.model_fields), "params files spell out every key"
 
 

