@@ -259,6 +259,18 @@ def _as_schema(value: Any, where: str) -> dict[str, Any]:
             raise ValueError(f"{where}: not valid JSON") from None
     if not isinstance(value, dict):
         raise ValueError(f"{where}: must be a JSON Schema object")
+    return _whole_numbers(value)
+
+
+def _whole_numbers(value: Any) -> Any:
+    """``8.0`` → ``8`` throughout: Endpoint.predict sends numbers as protobuf Values, and a
+    schema's maxLength or maxItems must be an integer."""
+    if isinstance(value, dict):
+        return {key: _whole_numbers(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_whole_numbers(item) for item in value]
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
     return value
 
 

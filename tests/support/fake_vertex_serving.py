@@ -57,7 +57,10 @@ def predictor_predict(predictor: Any) -> PredictFn:
         import json
 
         parsed = parse_predict_body(json.dumps({"instances": instances}).encode())
-        results = predictor.generate([i.prompt for i in parsed], [i.max_tokens for i in parsed])
+        args: list[Any] = [[i.prompt for i in parsed], [i.max_tokens for i in parsed]]
+        if any(i.schema is not None for i in parsed):  # guided_json & co. reach the predictor
+            args += [0.0, [i.schema for i in parsed]]
+        results = predictor.generate(*args)
         return [format_prediction(i, r.text) for i, r in zip(parsed, results, strict=True)]
 
     return answer

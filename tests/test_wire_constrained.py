@@ -1,0 +1,157 @@
+"""Constrained decoding on every endpoint kind, end to end: each client puts the schema in the
+field its server documents, the local server (and the Vertex stand-in backed by a real tiny
+model) decodes under it, and the answer is a schema-valid object."""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from routerlib import evaluate, schema
+from routerlib.serving.local import LocalPredictor, LocalServer
+from tests.support.fake_vertex_serving import ServingStandIn, predictor_predict
+from tests.support.tiny_serving_model import load_plain, tiny_checkpoint_fixture
+
+pytestmark = pytest.mark.wire
+
+tiny_checkpoint = pytest.fixture(scope="session")(tiny_checkpoint_fixture)
+SMALL = {key: (1 if key.endswith("_items") else 8) for key in schema.GENERATION_BOUNDS}
+SCHEMA = schema.completion_json_schema(generation=True, bounds=SMALL)
+PROMPT = "Route this request: plan the steps."
+
+
+@pytest.fixture(scope="module")
+def predictor(tiny_checkpoint: Path) -> LocalPredictor:
+    return LocalPredictor(tiny_checkpoint, loader=load_plain)
+
+
+@pytest.fixture(scope="module")
+def server(predictor: LocalPredictor) -> Iterator[LocalServer]:
+    with LocalServer(predictor=predictor) as running:
+        yield running
+
+
+def _valid(text: str) -> dict[str, Any]:
+    import jsonschema
+
+    obj = json.loads(text)
+    assert schema.validate_completion(obj) == []
+    jsonschema.validate(obj, SCHEMA)
+    return obj
+
+
+def test_free_decoding_of_the_tiny_model_is_not_json(server: LocalServer) -> None:
+    answer = evaluate.PredictClient(server.endpoint_url).complete(PROMPT, 40)
+    with pytest.raises(json.JSONDecodeError):
+        json.loads(answer.text)
+
+
+def test_predict_client_sends_guided_json(server: LocalServer) -> None:
+    client = evaluate.PredictClient(server.endpoint_url, schema=SCHEMA)
+    assert client.instance(PROMPT, 500)["guided_json"] == SCHEMA
+    assert client.name.endswith("#constrained")
+    _valid(client.complete(PROMPT, 500).text)
+
+
+@pytest.mark.parametrize("field", evaluate.OPENAI_SCHEMA_FIELDS)
+def test_openai_client_fields(server: LocalServer, field: str) -> None:
+    client = evaluate.OpenAIClient(f"{server.url}/v1", schema=SCHEMA, schema_field=field)
+    assert set(client.schema_fields) == {field}
+    if field == "response_format":
+        fmt = client.schema_fields["response_format"]
+        assert fmt["type"] == "json_schema" and fmt["json_schema"]["schema"] == SCHEMA
+    _valid(client.complete(PROMPT, 500).text)
+
+
+def test_vertex_endpoint_client_sends_guided_json(predictor: LocalPredictor) -> None:
+    with ServingStandIn() as stand_in:
+        recorder, state = stand_in.fresh()
+        state.predict_fn = predictor_predict(predictor)
+        endpoint = state.add_endpoint("proj-1", "us-central1", "router")["name"]
+        client = evaluate.make_client(
+            endpoint,
+            project="proj-1",
+            location="us-central1",
+            api_endpoint=recorder.url,
+            schema=SCHEMA,
+        )
+        _valid(client.complete(PROMPT, 500).text)
+        (body,) = recorder.bodies("POST", r"/endpoints/[^/]+:predict$")
+    assert body["instances"][0]["guided_json"]["properties"]["difficulty"]["enum"] == list(
+        schema.DIFFICULTIES
+    )
+
+
+def _post(url: str, body: Any) -> tuple[int, Any]:
+    request = urllib.request.Request(
+        url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=120) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+@pytest.mark.parametrize(
+    ("extra", "field"),
+    [
+        ({"response_format": {"type": "text"}}, "response_format"),
+        ({"structured_outputs": {"regex": "a+"}}, "structured_outputs"),
+        ({"guided_json": "{not json"}, "guided_json"),
+        ({"guided_json": SCHEMA, "response_format": {"type": "json_schema"}}, "not several"),
+    ],
+)
+def test_server_refuses_bad_schema_fields(server: LocalServer, extra: dict, field: str) -> None:
+    instance = {"prompt": PROMPT, "max_tokens": 4, "raw_response": True, **extra}
+    status, body = _post(server.endpoint_url, {"instances": [instance]})
+    assert status == 400 and field in body["error"]["message"]
+
+
+def test_evaluate_checkpoint_constrained_writes_a_valid_report(
+    tiny_checkpoint: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``evaluate --checkpoint --constrained``: every answer parses and passes the schema."""
+    from routerlib.serving import local
+
+    monkeypatch.setattr(local, "_default_loader", load_plain)
+    monkeypatch.setattr(schema, "GENERATION_BOUNDS", {**schema.GENERATION_BOUNDS, **SMALL})
+    gold = tmp_path / "gold.jsonl"
+    row = {"route_plan": ["/math(x)"], **{k: v for k, v in _gold().items() if k != "route_plan"}}
+    gold.write_text(
+        "".join(
+            json.dumps({"prompt": f"{PROMPT} {i}", "completion": json.dumps(row)}) + "\n"
+            for i in range(3)
+        )
+    )
+    report = evaluate.evaluate(
+        gold,
+        checkpoint=tiny_checkpoint,
+        out=tmp_path / "report.json",
+        constrained=True,
+        max_tokens=500,
+        progress=False,
+    )
+    assert report["generation"]["decoding"] == "constrained"
+    assert report["strict"]["overall"]["json_valid"] == 1.0
+    assert report["strict"]["overall"]["schema_valid"] == 1.0
+
+
+def _gold() -> dict[str, Any]:
+    return {
+        "route_rationale": "r",
+        "expected_artifacts": ["a"],
+        "thinking_outline": ["t"],
+        "handoff_plan": "/math",
+        "todo_list": ["- /math"],
+        "difficulty": "advanced",
+        "tags": ["x"],
+        "acceptance_criteria": ["c"],
+        "metrics": {"primary": ["p"], "secondary": ["s"]},
+    }
