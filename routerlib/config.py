@@ -82,7 +82,7 @@ class RunConfig(BaseModel):
     thresholds: str = Field("", description="Gate file; empty = the packaged original gates.")
     baseline: Literal["majority", "rules"] = "majority"
     decoding: list[Decoding] = Field(
-        default_factory=lambda: ["free", "constrained"],
+        default_factory=lambda: list[Decoding](["free", "constrained"]),
         description="Decodings scored on the same test rows (constrained: the completion's "
         "JSON Schema is sent with every request); the first is the run's headline report.",
     )

@@ -26,7 +26,11 @@ from routerlib.errors import RouterlibError
 
 #: JSON separators of the original conversion (``json.dumps`` defaults): the model was tuned on
 #: exactly these, so the grammar allows exactly these (no free whitespace).
-SEPARATORS = {"item_separator": ", ", "key_separator": ": ", "whitespace_flexible": False}
+SEPARATORS: dict[str, Any] = {
+    "item_separator": ", ",
+    "key_separator": ": ",
+    "whitespace_flexible": False,
+}
 
 _lock = threading.Lock()
 _tokenizers: weakref.WeakKeyDictionary[Any, dict[tuple[Any, ...], Any]] = (
@@ -120,11 +124,13 @@ def compiled(
         return hit
     begin = time.perf_counter()
     ll_tok = _ll_tokenizer(tokenizer, vocab, eos)
-    grammar = llguidance.LLMatcher.grammar_from_json_schema(schema, defaults=dict(SEPARATORS))
+    grammar = llguidance.LLMatcher.grammar_from_json_schema(schema, defaults=dict(SEPARATORS))  # type: ignore[arg-type]
     is_error, messages = llguidance.LLMatcher.validate_grammar_with_warnings(grammar, ll_tok)
     if is_error:
         raise ConstraintError(f"schema cannot be compiled: {'; '.join(messages)}")
-    result = CompiledSchema(ll_tok, grammar, vocab, eos, time.perf_counter() - begin)
+    result = CompiledSchema(ll_tok, grammar, vocab, eos, 0.0)
+    result.matcher()  # the first matcher builds llguidance's per-tokenizer tables: count it here
+    result.compile_seconds = time.perf_counter() - begin
     with _lock:
         _schemas[key] = result
         weakref.finalize(tokenizer, _schemas.pop, key, None)

@@ -389,6 +389,20 @@ def evaluate_all(run: Run, endpoint: str) -> dict[str, dict[str, Any]]:
     return {decoding: evaluate(run, endpoint, decoding) for decoding in decodings(run)}
 
 
+def confusion_figure(report: dict[str, Any], bucket: str = "overall") -> Any:
+    """The first-tool confusion matrix of a report (routerlib.diagnostics)."""
+    from routerlib import diagnostics_plots
+
+    return shown(diagnostics_plots.confusion_matrix(report, bucket))
+
+
+def tool_figure(reports: dict[str, dict[str, Any]], bucket: str = "overall") -> Any:
+    """Per-tool precision / recall / F1 of several reports side by side."""
+    from routerlib import diagnostics_plots
+
+    return shown(diagnostics_plots.tool_bars(reports, bucket))
+
+
 def headline_report(reports: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """The report of the first decoding (the run's headline)."""
     return next(iter(reports.values()))

@@ -1,0 +1,59 @@
+"""Figures of the tool-level diagnostics (routerlib.diagnostics): the first-tool confusion matrix
+and per-tool precision / recall / F1 bars, one group per report (e.g. free and constrained)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def confusion_matrix(report: dict[str, Any], bucket: str = "overall", title: str = "") -> Any:
+    """Heat map of gold first tool (rows) against predicted first tool (columns), with counts."""
+    import matplotlib.pyplot as plt
+
+    from routerlib.diagnostics import confusion_table
+
+    table = confusion_table(report, bucket)
+    fig, ax = plt.subplots(figsize=(5.5, 3.2))
+    if table.empty:
+        ax.text(0.5, 0.5, "no samples", ha="center", va="center")
+        ax.set_axis_off()
+        return fig
+    ax.imshow(table.to_numpy(), cmap="Blues")
+    ax.set_xticks(range(len(table.columns)), table.columns, rotation=20, ha="right")
+    ax.set_yticks(range(len(table.index)), table.index)
+    for i, row in enumerate(table.to_numpy()):
+        for j, count in enumerate(row):
+            ax.text(j, i, str(count), ha="center", va="center", fontsize=9)
+    ax.set_xlabel(table.columns.name)
+    ax.set_ylabel(table.index.name)
+    ax.set_title(title or f"first tool · {bucket}")
+    fig.tight_layout()
+    return fig
+
+
+def tool_bars(reports: dict[str, dict[str, Any]], bucket: str = "overall") -> Any:
+    """Per-tool precision, recall and F1 bars, one panel per metric, one bar per report."""
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    from routerlib.diagnostics import tool_table
+
+    tables = {label: tool_table(report, bucket) for label, report in reports.items()}
+    tools = sorted({tool for table in tables.values() for tool in table.index})
+    fig, axes = plt.subplots(1, 3, figsize=(10, 3.2), sharey=True)
+    width = 0.8 / max(len(tables), 1)
+    for ax, metric in zip(axes, ("precision", "recall", "f1"), strict=True):
+        for i, (label, table) in enumerate(tables.items()):
+            values = [
+                float(table.loc[t, metric])
+                if t in table.index and table.loc[t, metric] is not None
+                else np.nan
+                for t in tools
+            ]
+            ax.bar(np.arange(len(tools)) + i * width, values, width, label=label)
+        ax.set_xticks(np.arange(len(tools)) + width * (len(tables) - 1) / 2, tools, rotation=15)
+        ax.set_ylim(0, 1.05)
+        ax.set_title(metric)
+    axes[0].legend(fontsize=8)
+    fig.tight_layout()
+    return fig
