@@ -18,6 +18,7 @@ from tests.support.fake_vertex_serving import (
     ServingState,
     predictor_predict,
 )
+from tests.support.gcs_emulator import GcsEmulator, gcs_emulator  # noqa: F401
 from tests.support.recording_server import RecordingServer
 from tests.support.tiny_serving_model import load_plain, tiny_checkpoint_fixture
 
@@ -35,7 +36,10 @@ def _stand_in_server() -> Iterator[ServingStandIn]:
 
 
 @pytest.fixture
-def stand_in(_stand_in_server: ServingStandIn) -> tuple[RecordingServer, ServingState]:
+def stand_in(
+    _stand_in_server: ServingStandIn, gcs_emulator: GcsEmulator
+) -> tuple[RecordingServer, ServingState]:
+    gcs_emulator.make_bucket("tuning-bucket")  # the checkpoint's bucket (its size is read)
     return _stand_in_server.fresh()
 
 
@@ -58,7 +62,11 @@ def test_deploy_request_body_and_registry(stand_in: tuple[RecordingServer, Servi
 
     (body,) = server.bodies("POST", r"^/v1beta1/projects/proj-1/locations/us-central1:deploy$")
     assert body["customModel"] == {"gcsUri": CKPT}
-    assert body["endpointConfig"] == {"endpointDisplayName": "router-eval"}
+    assert body["endpointConfig"] == {
+        "endpointDisplayName": "router-eval",
+        "endpointUserId": "router-eval",
+    }
+    assert body["modelConfig"] == {"modelDisplayName": "router-eval", "modelUserId": "router-eval"}
     resources = body["deployConfig"]["dedicatedResources"]
     spec = resources["machineSpec"]
     assert spec["machineType"] == "g2-standard-24"
@@ -68,6 +76,7 @@ def test_deploy_request_body_and_registry(stand_in: tuple[RecordingServer, Servi
     polls = [r for r in server.requests if "/operations/" in r.path]
     assert len(polls) >= 1
 
+    assert deployment.endpoint_name == "projects/proj-1/locations/us-central1/endpoints/router-eval"
     assert deployment.endpoint_name in state.endpoints
     endpoint = state.endpoints[deployment.endpoint_name]
     assert deployment.model_name == endpoint["deployedModels"][0]["model"]
@@ -207,8 +216,8 @@ def test_deployed_cleans_up_when_the_body_raises(
         with vertex.deployed(CKPT, **cloud(server)) as deployment:
             assert deployment.endpoint_name in state.endpoints
             raise RuntimeError("cell failed")
-    assert state.endpoints == {}
-    assert state.deleted == [deployment.endpoint_name]
+    assert state.endpoints == {} and state.models == {}
+    assert state.deleted == [deployment.endpoint_name, deployment.model_name]
     assert server.bodies("POST", r":undeployModel$") == [
         {"deployedModelId": deployment.deployed_model_ids[0]}
     ]
@@ -233,8 +242,9 @@ def test_failed_deploy_removes_the_endpoint_vertex_created(
         with vertex.deployed(CKPT, **cloud(server)):
             pytest.fail("the body must not run when deploy fails")
     assert state.endpoints == {}
-    assert len(state.deleted) == 1
-    assert vertex.read_registry() == []
+    assert len(state.deleted) == 2  # the endpoint and the model it uploaded
+    (record,) = vertex.read_registry()
+    assert record["state"] == "deleted" and record["model_state"] == "deleted"
 
 
 def test_failed_cleanup_names_the_endpoint_to_delete(
