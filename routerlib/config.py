@@ -69,10 +69,17 @@ class RunConfig(BaseModel):
     api_endpoint: str = ""
 
     # --- deploy (04_deploy_eval, vertex) ---
-    machine_type: str = "g2-standard-12"
-    accelerator_type: str = "NVIDIA_L4"
-    accelerator_count: int = Field(1, ge=1)
+    machine_type: str | None = Field(None, description="None = the base model's contract.")
+    accelerator_type: str | None = Field(None, description="None = the base model's contract.")
+    accelerator_count: int | None = Field(None, ge=1, description="None = the contract's.")
     endpoint: str = Field("", description="Evaluate this endpoint instead of deploying.")
+    eval_mode: Literal["endpoint", "batch"] = Field(
+        "endpoint", description="batch: a Vertex batch prediction job instead of an endpoint."
+    )
+    enable_thinking: bool | None = Field(
+        None,
+        description="Qwen 3 thinking switch, sent as chat_template_kwargs; None = not sent.",
+    )
 
     # --- evaluation (04_deploy_eval) ---
     eval_limit: int | None = Field(None, ge=1)

@@ -281,37 +281,15 @@ def loss_figure(job: Job) -> Any:
 
 
 @contextmanager
-def serving(run: Run, job: Job) -> Iterator[str]:
-    """Serve the tuned checkpoint for the block and always clean up: a local HTTP server, or a
-    Vertex endpoint deployed for the block (or the configured ``endpoint``, left as it is)."""
-    cfg = run.config
-    if cfg.endpoint:
-        yield cfg.endpoint
-        return
+def serving(run: Run, job: Job) -> Iterator[Any]:
+    """The serving Predictor for the tuned checkpoint, for the block (routerlib.serving.base):
+    a local server, a Vertex endpoint deployed for the block, a batch job (``eval_mode: batch``)
+    or the configured ``endpoint`` left as it is. Whatever it started is cleaned up."""
+    from routerlib.serving.base import open_predictor
+
     checkpoint = job.checkpoint_uri or job.spec.checkpoint_uri()
-    if cfg.backend == "local":
-        from routerlib.serving.local import LocalServer
-
-        with LocalServer(checkpoint) as server:
-            yield server.endpoint_url
-        return
-    import os
-
-    from routerlib.serving import vertex
-
-    project = cfg.project or os.environ.get("GOOGLE_CLOUD_PROJECT", "")
-    if not project:
-        raise InputError(f"{run.params_file}: project: set it or GOOGLE_CLOUD_PROJECT to deploy")
-    with vertex.deployed(
-        checkpoint,
-        machine_type=cfg.machine_type,
-        accelerator_type=cfg.accelerator_type,
-        accelerator_count=cfg.accelerator_count,
-        project=project,
-        location=cfg.location,
-        api_endpoint=cfg.api_endpoint,
-    ) as deployment:
-        yield deployment.endpoint_name
+    with open_predictor(run.config, str(checkpoint), params_file=str(run.params_file)) as predictor:
+        yield predictor
 
 
 def thresholds_path(run: Run) -> Path:
@@ -343,18 +321,20 @@ def baselines(run: Run) -> dict[str, dict[str, Any]]:
     return reports
 
 
-def evaluate(run: Run, endpoint: str) -> dict[str, Any]:
-    """Generate predictions for the test split through ``endpoint`` and score them against the
-    gold completions, the gate and the previous router (the configured baseline)."""
+def evaluate(run: Run, endpoint: Any) -> dict[str, Any]:
+    """Generate predictions for the test split through ``endpoint`` (a serving Predictor from
+    :func:`serving`, or an endpoint address) and score them against the gold completions, the
+    gate and the previous router (the configured baseline)."""
     from routerlib import evaluate as runner
 
     cfg = run.config
     baseline_preds = run.sub(f"{paths.EVAL_DIR}/baselines/{cfg.baseline}/predictions.jsonl")
     if not baseline_preds.exists():
         baselines(run)
+    source = {"endpoint": endpoint} if isinstance(endpoint, str) else {"predictor": endpoint}
     return runner.evaluate(
         Path(dataset_uris(run)["test"]),
-        endpoint=endpoint,
+        **source,
         out=run.sub(f"{paths.EVAL_DIR}/report.json"),
         thresholds=thresholds_path(run),
         compare_to=baseline_preds,

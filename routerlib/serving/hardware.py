@@ -182,9 +182,9 @@ class DeployOption:
         return self.quota == "QUOTA_STATE_USER_HAS_QUOTA"
 
 
-def deploy_options(checkpoint_uri: str, *, project: str, location: str, api_endpoint: str = "") -> (
-    list[DeployOption]
-):
+def deploy_options(
+    checkpoint_uri: str, *, project: str, location: str, api_endpoint: str = ""
+) -> list[DeployOption]:
     """The request under ``CustomModel.list_deploy_options()`` (ModelService.RecommendSpec) read
     as data: every recommended option, with or without quota (the SDK drops those without)."""
     from routerlib.serving import vertex

@@ -573,7 +573,7 @@ def deployed(
     :func:`deploy` itself; an interrupted one stays recorded for ``routerlib endpoints cleanup``.
 
     A failed cleanup raises RemoteError naming the endpoint and the command that deletes it."""
-    cloud = {"project": project, "location": location, "api_endpoint": api_endpoint}
+    cloud: dict[str, Any] = {"project": project, "location": location, "api_endpoint": api_endpoint}
     deployment = deploy(
         checkpoint_uri,
         machine_type=machine_type,
