@@ -32,7 +32,7 @@ TIMEOUT_MS = 60_000
 _LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 
 TUNING_MODES = {"PEFT_ADAPTER": "TUNING_MODE_PEFT_ADAPTER", "FULL": "TUNING_MODE_FULL"}
-ADAPTER_SIZES = {
+ADAPTER_SIZE_ENUM = {
     1: "ADAPTER_SIZE_ONE",
     2: "ADAPTER_SIZE_TWO",
     4: "ADAPTER_SIZE_FOUR",
@@ -118,7 +118,7 @@ def config_fields(spec: TuningSpec) -> dict[str, Any]:
         "output_uri": spec.output_uri,
     }
     if spec.tuning_mode == "PEFT_ADAPTER" and spec.adapter_size is not None:
-        fields["adapter_size"] = ADAPTER_SIZES[spec.adapter_size]
+        fields["adapter_size"] = ADAPTER_SIZE_ENUM[spec.adapter_size]
     optional = {
         "learning_rate": spec.learning_rate,
         "learning_rate_multiplier": spec.learning_rate_multiplier,
@@ -137,7 +137,7 @@ def request_body(spec: TuningSpec) -> dict[str, Any]:
     """
     hyper: dict[str, Any] = {"epochCount": spec.epochs}
     if spec.tuning_mode == "PEFT_ADAPTER" and spec.adapter_size is not None:
-        hyper["adapterSize"] = ADAPTER_SIZES[spec.adapter_size]
+        hyper["adapterSize"] = ADAPTER_SIZE_ENUM[spec.adapter_size]
     if spec.learning_rate is not None:
         hyper["learningRate"] = spec.learning_rate
     if spec.learning_rate_multiplier is not None:
@@ -182,7 +182,7 @@ def spec_from_job(tuning_job: Any) -> TuningSpec:
     sft = getattr(tuning_job, "supervised_tuning_spec", None)
     hyper = getattr(sft, "hyper_parameters", None) if sft is not None else None
     mode = _state(getattr(sft, "tuning_mode", None)).removeprefix("TUNING_MODE_")
-    sizes = {v: k for k, v in ADAPTER_SIZES.items()}
+    sizes = {v: k for k, v in ADAPTER_SIZE_ENUM.items()}
     fields: dict[str, Any] = {
         "base_model": tuning_job.base_model or "",
         "training_dataset_uri": getattr(sft, "training_dataset_uri", None) or "",
