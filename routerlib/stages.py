@@ -308,7 +308,7 @@ def serving(run: Run, job: Job) -> Iterator[str]:
         accelerator_type=cfg.accelerator_type,
         accelerator_count=cfg.accelerator_count,
         project=project,
-        location=cfg.location,
+        location=cfg.deploy_location,
         api_endpoint=cfg.api_endpoint,
     ) as deployment:
         yield deployment.endpoint_name
@@ -362,7 +362,7 @@ def evaluate(run: Run, endpoint: str) -> dict[str, Any]:
         max_tokens=cfg.max_tokens,
         limit=cfg.eval_limit,
         project=cfg.project or None,
-        location=cfg.location,
+        location=cfg.deploy_location,
         api_endpoint=cfg.api_endpoint or None,
     )
 

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import builtins
 from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from routerlib import models
-from routerlib.errors import InputError
+from routerlib.errors import InputError, RemoteError
 from routerlib.paths import FINAL_CHECKPOINT
 
 DEFAULT_BASE_MODEL = "meta/llama3_1@llama-3.1-8b-instruct"
@@ -52,6 +53,40 @@ END_STATES = frozenset({SUCCEEDED, FAILED, CANCELLED, EXPIRED, PARTIALLY_SUCCEED
 REATTACH_STATES = frozenset({QUEUED, PENDING, RUNNING, SUCCEEDED, UPDATING, PAUSED, CANCELLING})
 #: The label every submission carries: a hash of its spec (see ``TuningSpec.spec_hash``).
 SPEC_LABEL = "routerlib-spec"
+
+
+class ApiUnreachable(RemoteError):
+    """The API could not be reached or cannot serve right now (connection refused, DNS, timeout,
+    HTTP 429 or 5xx on a read): worth retrying later; the job itself is unaffected."""
+
+
+class SubmissionRefused(RemoteError):
+    """The server refused the create request (a 4xx other than 401/403/429): no job exists.
+    routerlib records the refusal as DENIED."""
+
+    def __init__(self, message: str, *, code: int | None, status: str | None, detail: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.status = status
+        self.detail = detail
+
+
+class CredentialsProblem(RemoteError):
+    """401/403: the credentials are missing, expired or lack a permission (``permission`` names
+    it when the server did). Nothing was created and nothing is recorded."""
+
+    def __init__(self, message: str, *, permission: str | None = None) -> None:
+        super().__init__(message)
+        self.permission = permission
+
+
+class QuotaExhausted(RemoteError):
+    """429 RESOURCE_EXHAUSTED on create: no job was created (retried only when asked)."""
+
+
+class SubmissionUnknown(RemoteError):
+    """The create request timed out, lost its answer or answered 5xx: a job may exist.
+    routerlib records the submission as UNKNOWN and looks for it by label before creating again."""
 
 
 class TuningSpec(BaseModel):
@@ -176,8 +211,11 @@ class TuningBackend(Protocol):
     """
 
     name: str
-    #: Where jobs are recorded as submitted to (vertex: project, location, endpoint).
-    where: dict[str, str | None]
+
+    @property
+    def where(self) -> dict[str, str | None]:
+        """Where jobs are recorded as submitted to (vertex: project, location, endpoint)."""
+        ...
 
     def preflight(self, spec: TuningSpec) -> list[str]:
         """What the backend would refuse, found without sending anything (one line each)."""
@@ -207,6 +245,6 @@ class TuningBackend(Protocol):
         """Ask the backend to cancel the job (asynchronous on Vertex: may answer CANCELLING)."""
         ...
 
-    def checkpoints(self, job: Job) -> list[Checkpoint]:
+    def checkpoints(self, job: Job) -> builtins.list[Checkpoint]:
         """The job's saved checkpoints (final and per epoch), oldest first."""
         ...
