@@ -14,12 +14,15 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from routerlib import models
 from routerlib.errors import InputError
 from routerlib.paths import resolve
 
 TuningMode = Literal["PEFT_ADAPTER", "FULL"]
 Backend = Literal["local", "vertex"]
-ADAPTER_SIZES = (1, 4, 8, 16, 32)
+DataFormat = Literal["prompt_completion", "messages"]
+#: A checkpoint a later stage can name: the final one or one epoch's.
+_CHECKPOINT = re.compile(r"^(final|epoch-[1-9][0-9]*)$")
 #: gs://bucket[/prefix] with a bucket name as Cloud Storage allows it.
 _GCS_PREFIX = re.compile(r"^gs://[a-z0-9][a-z0-9._-]{1,220}[a-z0-9](/.*)?$")
 
@@ -44,6 +47,9 @@ class RunConfig(BaseModel):
     max_seq_len: int | None = Field(None, ge=1, description="None = the base model's limit.")
     strict: bool = False
     gcs_prefix: str = Field("", description="gs://bucket/prefix to upload the splits to.")
+    data_format: DataFormat = Field(
+        "prompt_completion", description="prepare's row format: prompt/completion or messages."
+    )
 
     # --- smoke tune (02_smoke_tune) ---
     smoke_limit: int = Field(40, ge=3)
@@ -62,10 +68,14 @@ class RunConfig(BaseModel):
     labels: dict[str, str] = Field(default_factory=dict)
     batch_size: int = Field(4, ge=1, description="local backend only")
     max_train_tokens: int | None = Field(None, ge=16, description="local: truncate examples")
+    checkpoint: str = Field("final", description="Checkpoint later stages use: final | epoch-N.")
 
     # --- Google Cloud (vertex backend; credentials never go here) ---
     project: str = ""
-    location: str = "us-central1"
+    location: str = Field("us-central1", description="Where tuning runs; may be global.")
+    deploy_location: str = Field(
+        models.DEFAULT_DEPLOY_LOCATION, description="Region endpoints live in (not global)."
+    )
     api_endpoint: str = ""
 
     # --- deploy (04_deploy_eval, vertex) ---
@@ -110,10 +120,28 @@ def cross_field_problems(values: dict[str, Any]) -> list[str]:
             problems.append(
                 "learning_rate: set learning_rate or learning_rate_multiplier, not both"
             )
-        if v["tuning_mode"] == "PEFT_ADAPTER" and v["adapter_size"] not in ADAPTER_SIZES:
-            problems.append(f"adapter_size: must be one of {ADAPTER_SIZES} under PEFT_ADAPTER")
+        sizes = models.adapter_sizes(str(v["base_model"]))
+        if v["tuning_mode"] == "PEFT_ADAPTER" and v["adapter_size"] not in sizes:
+            problems.append(f"adapter_size: must be one of {sizes} under PEFT_ADAPTER")
         if v["tuning_mode"] == "FULL" and v["adapter_size"] is not None:
             problems.append("adapter_size: applies to PEFT_ADAPTER only; set it to null for FULL")
+        problems += [
+            line
+            for line in models.contract_problems(
+                str(v["base_model"]),
+                tuning_mode=str(v["tuning_mode"]),
+                adapter_size=v["adapter_size"],
+                learning_rate_multiplier=v["learning_rate_multiplier"],
+                location=str(v["location"]) if v["backend"] == "vertex" else None,
+            )
+            if not line.startswith("adapter_size:")  # said once, above
+        ]
+        if v["deploy_location"] == "global":
+            problems.append(
+                "deploy_location: endpoints live in a region, not global (e.g. us-central1)"
+            )
+        if not _CHECKPOINT.match(str(v["checkpoint"])):
+            problems.append(f"checkpoint: {v['checkpoint']!r} must be final or epoch-N (N >= 1)")
         prefix = v["gcs_prefix"]
         if prefix and not _GCS_PREFIX.match(str(prefix)):
             problems.append(f"gcs_prefix: {prefix!r} is not gs://bucket[/prefix]")

@@ -342,7 +342,7 @@ def evaluate(run: Run, endpoint: Any) -> dict[str, Any]:
         max_tokens=cfg.max_tokens,
         limit=cfg.eval_limit,
         project=cfg.project or None,
-        location=cfg.location,
+        location=cfg.deploy_location,
         api_endpoint=cfg.api_endpoint or None,
     )
 

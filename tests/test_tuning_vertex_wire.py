@@ -12,21 +12,28 @@ from routerlib.errors import InputError
 from routerlib.tuning import choose_backend, get_backend
 from routerlib.tuning.base import (
     CANCELLED,
+    CANCELLING,
     EXPIRED,
     FAILED,
+    JOB_STATES,
     PENDING,
+    QUEUED,
     RUNNING,
+    SPEC_LABEL,
     SUCCEEDED,
     TuningSpec,
 )
 from routerlib.tuning.vertex import (
     ApiUnreachable,
+    CredentialsProblem,
+    QuotaExhausted,
     SubmissionRefused,
+    SubmissionUnknown,
     VertexBackend,
     normalize_endpoint,
     request_body,
 )
-from tests.support.fake_vertex import FakeVertex, fake_vertex  # noqa: F401
+from tests.support.fake_vertex import ALLOWLIST_MODEL, FakeVertex, fake_vertex  # noqa: F401
 
 PROJECT = "wire-project"
 LOCATION = "europe-west4"
@@ -77,30 +84,51 @@ def test_peft_spec_arrives_with_every_field(fake_vertex: FakeVertex) -> None:
         },
         "tunedModelDisplayName": "router-llama",
         "customBaseModel": "gs://bkt/tuning/smoke/postprocess/node-0/checkpoints/final",
-        "labels": {"team": "router", "stage": "full"},
+        "labels": {"team": "router", "stage": "full", SPEC_LABEL: spec.spec_hash()},
         "outputUri": "gs://bkt/tuning/full",
     }
     assert job.name.startswith(f"projects/{PROJECT}/locations/{LOCATION}/tuningJobs/")
-    assert job.state == PENDING
+    assert job.state == QUEUED
     assert (job.project, job.location, job.api_endpoint) == (PROJECT, LOCATION, fake_vertex.url)
 
 
-def test_full_spec_with_multiplier_has_no_adapter_size(fake_vertex: FakeVertex) -> None:
+def test_full_gemma_sends_learning_rate_never_the_multiplier(fake_vertex: FakeVertex) -> None:
+    # This test used to assert that learningRateMultiplier is sent for Gemma: that encoded the
+    # bug. google-genai documents the multiplier for Google's own models only ("1P models only")
+    # and learning_rate for open ones ("OSS models only"); the stand-in refuses it as Vertex does.
     spec = _spec(
-        base_model="google/gemma-3-27b-it",
+        base_model="google/gemma3@gemma-3-27b-it",
         tuning_mode="FULL",
         adapter_size=None,
         validation_dataset_uri=None,
-        learning_rate_multiplier=0.5,
+        learning_rate=5e-5,
     )
-    _backend(fake_vertex).submit(spec)
+    backend = _backend(fake_vertex)
+    assert backend.preflight(spec) == []
+    backend.submit(spec)
     (body,) = fake_vertex.create_bodies()
-    assert body["baseModel"] == "google/gemma-3-27b-it"
+    assert body["baseModel"] == "google/gemma3@gemma-3-27b-it"
     sft = body["supervisedTuningSpec"]
     assert sft["tuningMode"] == "TUNING_MODE_FULL"
-    assert sft["hyperParameters"] == {"epochCount": 3, "learningRateMultiplier": 0.5}
+    assert sft["hyperParameters"] == {"epochCount": 3, "learningRate": 5e-5}
     assert "validationDatasetUri" not in sft
-    assert "customBaseModel" not in body and "labels" not in body
+    assert "customBaseModel" not in body
+    assert body["labels"] == {SPEC_LABEL: spec.spec_hash()}
+
+
+def test_multiplier_on_an_open_model_is_refused_by_preflight_and_by_the_server(
+    fake_vertex: FakeVertex,
+) -> None:
+    spec = _spec(base_model="google/gemma3@gemma-3-27b-it", learning_rate_multiplier=0.5)
+    backend = _backend(fake_vertex)
+    (problem,) = backend.preflight(spec)
+    assert problem.startswith("learning_rate_multiplier:") and "use learning_rate" in problem
+    assert fake_vertex.server.requests == []
+    with pytest.raises(SubmissionRefused) as info:  # sent anyway: Vertex-shaped 400
+        backend.submit(spec)
+    assert (info.value.code, info.value.status) == (400, "INVALID_ARGUMENT")
+    assert "set learning_rate instead" in info.value.detail
+    assert fake_vertex.tuning_jobs == {}
 
 
 @pytest.mark.parametrize(
@@ -118,14 +146,14 @@ def test_dry_run_body_is_what_the_sdk_sends(fake_vertex: FakeVertex, overrides: 
     assert fake_vertex.server.requests == []  # building the preview sends nothing
     backend.submit(spec)
     (request,) = fake_vertex.server.requests
-    assert preview["body"] == request.json() == request_body(spec)
+    assert preview["body"] == request.json() == request_body(spec.labelled())
     assert preview["url"] == fake_vertex.url + request.path
 
 
 def test_states_progress_and_success_carries_stats_and_checkpoint(fake_vertex: FakeVertex) -> None:
     backend = _backend(fake_vertex)
     job = backend.submit(_spec())
-    assert job.state == PENDING and job.checkpoint_uri is None
+    assert job.state == QUEUED and job.checkpoint_uri is None
     assert backend.get(job.name).state == RUNNING
     done = backend.get(job.name)
     assert done.state == SUCCEEDED and done.ended
@@ -146,7 +174,7 @@ def test_states_progress_and_success_carries_stats_and_checkpoint(fake_vertex: F
 @pytest.mark.parametrize(
     ("progression", "state", "message"),
     [
-        ([PENDING, FAILED], FAILED, "dataset row 17 exceeds 4096 tokens"),
+        ([QUEUED, FAILED], FAILED, "dataset row 17 exceeds 4096 tokens"),
         ([PENDING, EXPIRED], EXPIRED, "waited too long for capacity"),
     ],
 )
@@ -164,24 +192,36 @@ def test_failed_and_expired_are_end_states_with_messages(
 
 def test_refused_base_model_raises_with_the_server_message(fake_vertex: FakeVertex) -> None:
     with pytest.raises(SubmissionRefused) as info:
-        _backend(fake_vertex).submit(_spec(base_model="qwen/qwen3@qwen3-32b"))
+        _backend(fake_vertex).submit(_spec(base_model=ALLOWLIST_MODEL))
     assert info.value.code == 400
-    assert "not supported for managed tuning" in info.value.detail
-    assert "not supported for managed tuning" in str(info.value)
+    assert "requires allowlist" in info.value.detail
+    assert "requires allowlist" in str(info.value)
     assert fake_vertex.tuning_jobs == {}
 
 
-def test_list_and_cancel(fake_vertex: FakeVertex) -> None:
-    fake_vertex.progression = [PENDING, RUNNING, RUNNING, RUNNING]
+def test_qwen3_32b_is_tunable_peft_and_full(fake_vertex: FakeVertex) -> None:
+    backend = _backend(fake_vertex)
+    peft = backend.submit(_spec(base_model="qwen/qwen3@qwen3-32b"))
+    full = backend.submit(
+        _spec(base_model="qwen/qwen3@qwen3-32b", tuning_mode="FULL", adapter_size=None)
+    )
+    assert peft.state == full.state == QUEUED
+    assert len(fake_vertex.tuning_jobs) == 2
+
+
+def test_list_and_asynchronous_cancel(fake_vertex: FakeVertex) -> None:
+    fake_vertex.progression = [QUEUED, RUNNING, RUNNING, RUNNING]
     backend = _backend(fake_vertex)
     first = backend.submit(_spec())
     second = backend.submit(_spec(epochs=1))
     listed = backend.list()
     assert [j.name for j in listed] == [first.name, second.name]
     assert listed[1].spec.epochs == 1
-    cancelled = backend.cancel(first.name)
-    assert cancelled.state == CANCELLED
+    cancelling = backend.cancel(first.name)
+    assert cancelling.state == CANCELLING and not cancelling.ended
     assert any(r.path == f"/v1beta1/{first.name}:cancel" for r in fake_vertex.server.requests)
+    done = backend.get(first.name)
+    assert done.state == CANCELLED and done.ended
 
 
 def test_unreachable_endpoint_is_a_remote_error() -> None:

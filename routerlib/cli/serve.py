@@ -18,7 +18,8 @@ def _cloud_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--location",
         default=None,
-        help=f"Vertex AI region (default: {DEFAULT_LOCATION}, or the recorded one)",
+        help=f"Vertex AI region endpoints live in (params: deploy_location; a region, never "
+        f"global; default: {DEFAULT_LOCATION}, or the recorded one)",
     )
     parser.add_argument(
         "--api-endpoint",
@@ -72,8 +73,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _deploy(args: argparse.Namespace) -> int:
+    from routerlib.errors import InputError
     from routerlib.serving import vertex
 
+    if args.location == "global":
+        raise InputError(
+            "deploy --location: endpoints live in a region, not global (e.g. us-central1); "
+            "global is for tuning only (params: location vs deploy_location)"
+        )
     deployment = vertex.deploy(
         args.checkpoint,
         machine_type=args.machine_type,

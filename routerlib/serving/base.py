@@ -169,9 +169,10 @@ def open_predictor(cfg: Any, checkpoint: str, *, params_file: str = "params") ->
     if cfg.enable_thinking is not None:
         extra["chat_template_kwargs"] = {"enable_thinking": cfg.enable_thinking}
     project = cfg.project or os.environ.get("GOOGLE_CLOUD_PROJECT", "")
-    cloud = {
+    region = getattr(cfg, "deploy_location", "") or cfg.location  # endpoints live in a region
+    cloud: dict[str, Any] = {
         "project": project or None,
-        "location": cfg.location,
+        "location": region,
         "api_endpoint": cfg.api_endpoint or None,
     }
     online = {"concurrency": cfg.concurrency}
@@ -209,7 +210,7 @@ def open_predictor(cfg: Any, checkpoint: str, *, params_file: str = "params") ->
         accelerator_count=cfg.accelerator_count,
         base_model=cfg.base_model,
         project=project,
-        location=cfg.location,
+        location=region,
         api_endpoint=cfg.api_endpoint,
     ) as deployment:
         endpoint = VertexEndpointClient(deployment.endpoint_name, extra=extra, **cloud)

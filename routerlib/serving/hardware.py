@@ -62,8 +62,8 @@ def contract_hardware(base_model: str) -> Hardware | None:
     lookup = getattr(models, "contract", None)
     row = lookup(base_model) if lookup and base_model else None
     deploy = getattr(row, "deploy", None)
-    if deploy is None:
-        return None
+    if deploy is None or not deploy.accelerator_type or deploy.accelerator_count < 1:
+        return None  # no Vertex deploy shape (e.g. the embedded CPU model)
     return Hardware(deploy.machine_type, deploy.accelerator_type, int(deploy.accelerator_count))
 
 
