@@ -663,6 +663,7 @@ def predict(
     """
     name, project, location, api = _resolve(endpoint_name, project, location, api_endpoint)
     from google.api_core import exceptions as gexc
+    from google.auth.exceptions import GoogleAuthError
 
     try:
         init_vertex(project, location, api)
@@ -676,6 +677,12 @@ def predict(
         raise PredictError(f"predict {name}: {code} {exc.message}", code, retryable) from None
     except gexc.RetryError as exc:
         raise PredictError(f"predict {name}: {exc}", None, True) from None
+    except GoogleAuthError as exc:
+        # A dedicated endpoint answering 401 makes the SDK's AuthorizedSession refresh the
+        # credentials; credentials that cannot be refreshed end here.
+        raise PredictError(
+            f"predict {name}: HTTP 401: credentials refused and not refreshable: {exc}", 401, False
+        ) from None
     except ValueError as exc:
         found = dedicated_error(exc)
         if found is None:
