@@ -19,13 +19,15 @@ from routerlib.serving import hardware, vertex
 from tests.support.fake_vertex_serving import (
     CANNED_COMPLETION,
     ServingStandIn,
-    ServingState,
     self_signed_cert,
 )
-from tests.support.gcs_emulator import GcsEmulator, gcs_emulator  # noqa: F401
+from tests.support import gcs_emulator as emulator_support
+from tests.support.gcs_emulator import GcsEmulator
 from tests.support.recording_server import RecordingServer
 
 pytestmark = pytest.mark.wire
+
+gcs_emulator = emulator_support.gcs_emulator  # the fixture
 
 CKPT = "gs://tuning-bucket/runs/r1/postprocess/node-0/checkpoints/final"
 

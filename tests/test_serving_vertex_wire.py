@@ -18,11 +18,14 @@ from tests.support.fake_vertex_serving import (
     ServingState,
     predictor_predict,
 )
-from tests.support.gcs_emulator import GcsEmulator, gcs_emulator  # noqa: F401
+from tests.support import gcs_emulator as emulator_support
+from tests.support.gcs_emulator import GcsEmulator
 from tests.support.recording_server import RecordingServer
 from tests.support.tiny_serving_model import load_plain, tiny_checkpoint_fixture
 
 pytestmark = pytest.mark.wire
+
+gcs_emulator = emulator_support.gcs_emulator  # the fixture
 
 tiny_checkpoint = pytest.fixture(scope="session")(tiny_checkpoint_fixture)
 
