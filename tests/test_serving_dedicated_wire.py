@@ -16,12 +16,12 @@ from routerlib import evaluate as ev
 from routerlib.cli import main
 from routerlib.errors import InputError, RemoteError
 from routerlib.serving import hardware, vertex
+from tests.support import gcs_emulator as emulator_support
 from tests.support.fake_vertex_serving import (
     CANNED_COMPLETION,
     ServingStandIn,
     self_signed_cert,
 )
-from tests.support import gcs_emulator as emulator_support
 from tests.support.gcs_emulator import GcsEmulator
 from tests.support.recording_server import RecordingServer
 

@@ -12,13 +12,13 @@ import pytest
 from routerlib.errors import RemoteError
 from routerlib.serving import vertex
 from routerlib.serving.local import LocalPredictor
+from tests.support import gcs_emulator as emulator_support
 from tests.support.fake_vertex_serving import (
     CANNED_COMPLETION,
     ServingStandIn,
     ServingState,
     predictor_predict,
 )
-from tests.support import gcs_emulator as emulator_support
 from tests.support.gcs_emulator import GcsEmulator
 from tests.support.recording_server import RecordingServer
 from tests.support.tiny_serving_model import load_plain, tiny_checkpoint_fixture
