@@ -4,9 +4,9 @@ and the deploy options Vertex recommends for a checkpoint.
 Accelerator memory (GB of device memory per accelerator) is read from Google Cloud's GPU
 machine-type page ("GPU machine types", Compute Engine docs: G2 = L4 24 GB, A2 = A100 40/80 GB,
 A3 = H100 80 GB, A3 Ultra = H200 141 GB, A4 = B200 180 GB, N1 = T4/V100 16 GB, P100 16 GB,
-P4 8 GB). A checkpoint fits when its weights take at most ``WEIGHT_SHARE`` of the machine's
-accelerator memory: the vLLM serving container reserves 90 % of device memory by default
-(``--gpu-memory-utilization 0.9``) and the rest of that share must hold the KV cache.
+P4 8 GB). A checkpoint fits when its weights take at most ``WEIGHT_SHARE`` (80 %) of the
+machine's accelerator memory: the vLLM serving container claims 90 % of device memory by default
+(``--gpu-memory-utilization 0.9``) and what the weights leave of that must hold the KV cache.
 """
 
 from __future__ import annotations
@@ -145,6 +145,7 @@ KNOWN_SHAPES = (
     Hardware("g2-standard-96", "NVIDIA_L4", 8),
     Hardware("a2-highgpu-1g", "NVIDIA_TESLA_A100", 1),
     Hardware("a2-highgpu-2g", "NVIDIA_TESLA_A100", 2),
+    Hardware("a2-highgpu-4g", "NVIDIA_TESLA_A100", 4),
     Hardware("a2-ultragpu-1g", "NVIDIA_A100_80GB", 1),
     Hardware("a2-ultragpu-2g", "NVIDIA_A100_80GB", 2),
     Hardware("a3-highgpu-1g", "NVIDIA_H100_80GB", 1),
