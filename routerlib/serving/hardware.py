@@ -155,8 +155,17 @@ KNOWN_SHAPES = (
 
 def check_fit(checkpoint_uri: str, hardware: Hardware, client: Any = None) -> int | None:
     """Refuse (InputError, before any deploy request) a machine whose accelerator memory is known
-    to be too small for the checkpoint; the message lists shapes that fit. Returns the size."""
-    weights = checkpoint_bytes(checkpoint_uri, client)
+    to be too small for the checkpoint; the message lists shapes that fit. Returns the size.
+
+    A checkpoint whose size cannot be read here (no Cloud Storage access from this machine) is
+    not refused: a warning says the fit was not checked and Vertex judges the deploy itself."""
+    import sys
+
+    try:
+        weights = checkpoint_bytes(checkpoint_uri, client)
+    except RemoteError as exc:
+        print(f"warning: fit not checked: {exc}", file=sys.stderr)
+        return None
     if weights is None or fits(weights, hardware) is not False:
         return weights
     options = fitting(weights, list(KNOWN_SHAPES))

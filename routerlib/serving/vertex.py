@@ -320,6 +320,8 @@ def deploy(
         raise InputError(f"{checkpoint_uri}: a Vertex deploy needs a gs:// checkpoint URI")
     if accelerator_count is not None and accelerator_count < 1:
         raise InputError(f"accelerator_count must be at least 1, got {accelerator_count}")
+    if not project:
+        raise InputError("a Google Cloud project is required: pass --project (or set `project`)")
     chosen = hw.choose(base_model, machine_type, accelerator_type, accelerator_count)
     if check_fit:
         hw.check_fit(checkpoint_uri, chosen)
