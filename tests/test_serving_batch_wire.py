@@ -169,6 +169,7 @@ def test_a_killed_wait_reattaches_and_failed_rows_rerun(
     assert "run the same command again to re-attach" in capsys.readouterr().err
     (record,) = batch.read_registry()
     assert record["job_name"] in state.batch_jobs and len(_creates(server)) == 1
+    assert state.batch_jobs[record["job_name"]]["state"] == "JOB_STATE_RUNNING"
 
     state.batch_polls = 0
     for job in state.batch_jobs.values():
@@ -193,6 +194,44 @@ def test_a_killed_wait_reattaches_and_failed_rows_rerun(
     assert [json.loads(r)["routerlib_key"].split("-")[0] for r in rerun_rows] == ["1"]
     assert rerun["generation"]["failed_rows"] == []
     assert rerun["strict"]["overall"]["json_valid"] == 1.0
+
+
+def test_cleanup_cancels_a_batch_job_left_running(
+    stand_in: tuple[RecordingServer, ServingState],
+    shared_data: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    server, state = stand_in
+    gold = _gold(shared_data, tmp_path, 3)
+    deployment = vertex.deploy(CKPT, **cloud(server))
+    state.batch_polls = 10_000
+    timer = threading.Timer(0.5, _thread.interrupt_main)
+    timer.start()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            evaluate(
+                gold,
+                batch=deployment.model_name,
+                gcs_prefix=PREFIX,
+                out=tmp_path / "r.json",
+                poll_s=0.05,
+                progress=False,
+                **cloud(server),
+            )
+    finally:
+        timer.cancel()
+    capsys.readouterr()
+    (job,) = state.batch_jobs
+
+    assert main(["endpoints", "cleanup"]) == 0
+
+    out = capsys.readouterr().out
+    assert f"cancelled {job}" in out and f"deleted {deployment.endpoint_name}" in out
+    assert state.batch_jobs[job]["state"] == "JOB_STATE_CANCELLED"
+    assert server.bodies("POST", r"batchPredictionJobs/[^/]+:cancel$") == [{}]
+    assert state.endpoints == {} and state.models == {}
+    assert batch.cancel_running() == []  # recorded as cancelled: nothing left
 
 
 def test_submit_refusals_are_vertex_shaped(

@@ -188,8 +188,9 @@ def test_deploy_is_recorded_before_the_wait_and_a_timeout_names_cleanup(
     (record,) = vertex.read_registry()
     assert record["state"] == "deploying"
     assert record["operation_name"] in state.operations
-    assert record["endpoint_name"] == "projects/proj-1/locations/us-central1/endpoints/slow-one"
-    assert record["model_name"] == "projects/proj-1/locations/us-central1/models/slow-one"
+    ids = record["endpoint_name"].rsplit("/", 1)[1]
+    assert ids.startswith("slow-one-") and record["endpoint_name"] in state.endpoints
+    assert record["model_name"] == f"projects/proj-1/locations/us-central1/models/{ids}"
     assert record["endpoint_name"] in str(info.value)
 
     state.lro_polls = 0
@@ -215,6 +216,14 @@ def test_ctrl_c_during_the_wait_leaves_the_record(
     (record,) = vertex.read_registry()
     assert record["state"] == "deploying" and record["endpoint_name"] in state.endpoints
     assert "routerlib endpoints cleanup" in capsys.readouterr().err
+
+
+def test_the_same_display_name_twice_makes_two_endpoints(stand_in: ServingStandIn) -> None:
+    server, state = stand_in.server, stand_in.state
+    first = vertex.deploy(CKPT, endpoint_display_name="Router Eval!", **cloud(server))
+    second = vertex.deploy(CKPT, endpoint_display_name="Router Eval!", **cloud(server))
+    assert first.endpoint_name != second.endpoint_name
+    assert {e["displayName"] for e in state.endpoints.values()} == {"Router Eval!"}
 
 
 def test_endpoints_cleanup_cli_removes_recorded_and_named_but_not_others(

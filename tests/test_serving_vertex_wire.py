@@ -4,6 +4,7 @@ wire against the serving stand-in (tests/support/fake_vertex_serving.py) on 127.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -65,11 +66,10 @@ def test_deploy_request_body_and_registry(stand_in: tuple[RecordingServer, Servi
 
     (body,) = server.bodies("POST", r"^/v1beta1/projects/proj-1/locations/us-central1:deploy$")
     assert body["customModel"] == {"gcsUri": CKPT}
-    assert body["endpointConfig"] == {
-        "endpointDisplayName": "router-eval",
-        "endpointUserId": "router-eval",
-    }
-    assert body["modelConfig"] == {"modelDisplayName": "router-eval", "modelUserId": "router-eval"}
+    ids = body["endpointConfig"]["endpointUserId"]
+    assert re.fullmatch(r"router-eval-[0-9a-f]{6}", ids)  # a caller's name gets a unique suffix
+    assert body["endpointConfig"] == {"endpointDisplayName": "router-eval", "endpointUserId": ids}
+    assert body["modelConfig"] == {"modelDisplayName": "router-eval", "modelUserId": ids}
     resources = body["deployConfig"]["dedicatedResources"]
     spec = resources["machineSpec"]
     assert spec["machineType"] == "g2-standard-24"
@@ -79,7 +79,8 @@ def test_deploy_request_body_and_registry(stand_in: tuple[RecordingServer, Servi
     polls = [r for r in server.requests if "/operations/" in r.path]
     assert len(polls) >= 1
 
-    assert deployment.endpoint_name == "projects/proj-1/locations/us-central1/endpoints/router-eval"
+    assert deployment.endpoint_name == f"projects/proj-1/locations/us-central1/endpoints/{ids}"
+    assert deployment.model_name == f"projects/proj-1/locations/us-central1/models/{ids}"
     assert deployment.endpoint_name in state.endpoints
     endpoint = state.endpoints[deployment.endpoint_name]
     assert deployment.model_name == endpoint["deployedModels"][0]["model"]
@@ -109,6 +110,7 @@ def test_default_deploy_uses_l4_and_a_unique_display_name(
     assert spec["machineType"] == "g2-standard-12" and spec["acceleratorCount"] == 1
     assert first.endpoint_display_name.startswith("routerlib-")
     assert first.endpoint_display_name != second.endpoint_display_name
+    assert first.endpoint_name.endswith("/endpoints/" + first.endpoint_display_name)
     assert len(vertex.read_registry()) == 2
 
 

@@ -84,9 +84,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     clean = actions.add_parser(
         "cleanup",
         help="undeploy and delete every endpoint routerlib recorded (and, with --project, named "
-        "or labelled) plus the Model Registry models those deploys uploaded",
+        "or labelled) plus the Model Registry models those deploys uploaded; cancel recorded "
+        "batch jobs still running",
     )
-    _cloud_args(clean)
+    clean.add_argument(
+        "--project",
+        default="",
+        help="also remove the live endpoints of this project that routerlib named or labelled "
+        "(without it: only what the registry recorded, each in its own project)",
+    )
+    clean.add_argument(
+        "--location", default=None, help=f"with --project (default: {DEFAULT_LOCATION})"
+    )
+    clean.add_argument("--api-endpoint", default=None, help="with --project: Vertex API address")
     clean.set_defaults(func=_cleanup)
 
     serve = subparsers.add_parser(
@@ -172,8 +182,10 @@ def _list_options(args: argparse.Namespace) -> int:
 
 
 def _cleanup(args: argparse.Namespace) -> int:
-    from routerlib.serving import vertex
+    from routerlib.serving import batch, vertex
 
+    for job in batch.cancel_running():
+        print(f"cancelled {job}")
     removed = vertex.cleanup(
         project=args.project or None,
         location=args.location or DEFAULT_LOCATION,

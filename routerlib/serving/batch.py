@@ -99,6 +99,37 @@ def _save(record: dict[str, Any]) -> None:
         jobs.append(record)
 
 
+def cancel_running() -> list[str]:
+    """Cancel every recorded batch job that is still running (what ``routerlib endpoints
+    cleanup`` does for batch jobs); returns the jobs cancelled."""
+    from routerlib.serving import vertex
+
+    cancelled = []
+    for record in read_registry():
+        if record.get("state") in _TERMINAL:
+            continue
+        vertex.init_vertex(
+            record.get("project", ""), record.get("location", ""), record.get("api_endpoint", "")
+        )
+        from google.api_core import exceptions as gexc
+        from google.cloud import aiplatform
+
+        try:
+            job = aiplatform.BatchPredictionJob(record["job_name"])
+            state = _state_name(job)
+            if state not in _TERMINAL:
+                job.cancel()
+                state = "JOB_STATE_CANCELLING"
+                cancelled.append(record["job_name"])
+        except gexc.NotFound:
+            state = "JOB_STATE_CANCELLED"
+        except vertex._sdk_errors() as exc:
+            raise vertex._remote_error(f"cancel {record['job_name']}", exc) from None
+        record["state"] = state
+        _save(record)
+    return cancelled
+
+
 # ------------------------------------------------------------------------------ helpers
 
 
@@ -353,7 +384,7 @@ def batch_predict(
             except KeyboardInterrupt:
                 print(
                     f"\nbatch job {record['job_name']} keeps running on Vertex; run the same "
-                    "command again to re-attach",
+                    "command again to re-attach, or `routerlib endpoints cleanup` to cancel it",
                     file=sys.stderr,
                 )
                 raise

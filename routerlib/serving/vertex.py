@@ -248,16 +248,21 @@ def default_display_name() -> str:
     return f"{NAME_PREFIX}{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(3)}"
 
 
+_DEFAULT_NAME = re.compile(rf"{NAME_PREFIX}\d{{8}}-\d{{6}}-[0-9a-f]{{6}}")
+
+
 def resource_id(display_name: str) -> str:
     """The endpoint and model id routerlib asks for (``endpoint_user_id`` / ``model_user_id``):
     lowercase ``[a-z0-9-]``, starting with a letter, at most 63 characters, so both resource
-    names are known before Vertex answers."""
+    names are known before Vertex answers. A name of the caller's gets a random suffix (a second
+    deploy under the same display name must not collide); routerlib's default names are unique
+    already and are used as they are."""
+    if _DEFAULT_NAME.fullmatch(display_name):
+        return display_name
     slug = re.sub(r"[^a-z0-9-]+", "-", display_name.lower()).strip("-")
     if not slug or not slug[0].isalpha():
         slug = f"r-{slug}"
-    if len(slug) > 63 or slug != display_name:
-        slug = f"{slug[:56].rstrip('-')}-{secrets.token_hex(3)}"
-    return slug
+    return f"{slug[:56].rstrip('-')}-{secrets.token_hex(3)}"
 
 
 def _deploy_request(
