@@ -143,7 +143,9 @@ def test_a_killed_wait_reattaches_and_failed_rows_rerun(
     gold = _gold(shared_data, tmp_path, 6)
     _answering(state, gold)
     _fail_rows(state, {1})
-    deployment = vertex.deploy(CKPT, **cloud(server))
+    deployment = vertex.deploy(
+        CKPT, machine_type="g2-standard-24", accelerator_count=2, **cloud(server)
+    )
     state.batch_polls = 10_000  # the job keeps running
     out = tmp_path / "r.json"
 
@@ -170,6 +172,9 @@ def test_a_killed_wait_reattaches_and_failed_rows_rerun(
     (record,) = batch.read_registry()
     assert record["job_name"] in state.batch_jobs and len(_creates(server)) == 1
     assert state.batch_jobs[record["job_name"]]["state"] == "JOB_STATE_RUNNING"
+    # No machine given: the job runs on what the model's deploy ran on.
+    spec = _creates(server)[0]["dedicatedResources"]["machineSpec"]
+    assert (spec["machineType"], spec["acceleratorCount"]) == ("g2-standard-24", 2)
 
     state.batch_polls = 0
     for job in state.batch_jobs.values():

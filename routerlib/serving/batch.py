@@ -281,7 +281,6 @@ def batch_predict(
     """
     from routerlib import evaluate as ev
     from routerlib import storage
-    from routerlib.serving import hardware as hw
     from routerlib.serving import vertex
 
     if not storage.is_gcs_uri(gcs_prefix):
@@ -333,7 +332,9 @@ def batch_predict(
                 if progress:
                     print(f"re-attached to {existing['job_name']}", file=sys.stderr)
             else:
-                shape = hw.choose("", machine_type, accelerator_type, accelerator_count)
+                shape = _batch_hardware(
+                    model_name, machine_type, accelerator_type, accelerator_count
+                )
                 lines = [
                     json.dumps(
                         {
@@ -430,6 +431,31 @@ def batch_predict(
                 }
             handle.write(json.dumps(line, ensure_ascii=False) + "\n")
     return out, outcome
+
+
+def _batch_hardware(
+    model_name: str,
+    machine_type: str | None,
+    accelerator_type: str | None,
+    accelerator_count: int | None,
+) -> Any:
+    """The batch job's machine: what is given, else what the model's deploy ran on (as
+    recorded), checked against the checkpoint's size like a deploy."""
+    from routerlib.serving import hardware as hw
+    from routerlib.serving import vertex
+
+    record: dict[str, Any] = next(
+        (r for r in reversed(vertex.read_registry()) if r.get("model_name") == model_name), {}
+    )
+    shape = hw.choose(
+        "",
+        machine_type or record.get("machine_type"),
+        accelerator_type or record.get("accelerator_type"),
+        accelerator_count or record.get("accelerator_count"),
+    )
+    if record.get("checkpoint_uri"):
+        hw.check_fit(record["checkpoint_uri"], shape)
+    return shape
 
 
 def _cache_record(
