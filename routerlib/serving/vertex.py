@@ -468,9 +468,8 @@ def cleanup(
     done: list[str] = []
     problems: list[str] = []
     for record in read_registry():
-        if record.get("state") == "deleted" and record.get("model_state") != "present":
-            continue
-        if record.get("state") == "deleted" and not record.get("model_name"):
+        model_left = record.get("model_state") == "present" and record.get("model_name")
+        if record.get("state") == "deleted" and not model_left:
             continue
         name = record["endpoint_name"]
         try:
