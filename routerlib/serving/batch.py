@@ -504,6 +504,6 @@ def _read_back(
         elif "error" in row and index not in answered:
             error = row["error"]
             message = error.get("message", "") if isinstance(error, dict) else str(error)
-            status = error.get("status", "") if isinstance(error, dict) else ""
+            status = error.get("status", error.get("code", "")) if isinstance(error, dict) else ""
             failed[index] = " ".join(f"{status} {message}".split()) or "failed"
     return answered, failed, unmatched
