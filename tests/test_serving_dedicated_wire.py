@@ -201,6 +201,20 @@ def test_deploy_is_recorded_before_the_wait_and_a_timeout_names_cleanup(
     assert (record["state"], record["model_state"]) == ("deleted", "deleted")
 
 
+def test_losing_the_operation_does_not_delete_a_deploy_still_running(
+    stand_in: ServingStandIn,
+) -> None:
+    server, state = stand_in.server, stand_in.state
+    state.lro_polls = 10_000
+    state.operation_status = 500
+    with pytest.raises(RemoteError, match="lost track of the deploy") as info:
+        vertex.deploy(CKPT, deploy_timeout=30, **cloud(server))
+    assert "routerlib endpoints cleanup" in str(info.value)
+    (record,) = vertex.read_registry()
+    assert record["state"] == "deploying" and record["endpoint_name"] in state.endpoints
+    assert not [r for r in server.requests if r.method == "DELETE"]
+
+
 def test_ctrl_c_during_the_wait_leaves_the_record(
     stand_in: ServingStandIn, capsys: pytest.CaptureFixture[str]
 ) -> None:

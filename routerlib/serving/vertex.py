@@ -385,6 +385,12 @@ def _wait_for_deploy(operation: Any, deployment: Deployment, timeout: float) -> 
         ) from None
     except (*_sdk_errors(), ValueError) as exc:  # type: ignore[misc]
         error = _remote_error(f"deploy {deployment.checkpoint_uri}", exc)
+        if not getattr(operation, "_result_set", True):
+            # Polling failed (a lost connection, a 5xx on the operation), not the deploy: it may
+            # still be running, so nothing is deleted under it.
+            raise RemoteError(
+                _still_recorded(deployment, f"lost track of the deploy ({error})")
+            ) from None
         deployment.state = "failed"
         _record(deployment)
         try:

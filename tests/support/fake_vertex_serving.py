@@ -94,6 +94,8 @@ class ServingState:
     predict_status: int | None = None
     #: When set, deleting an endpoint answers this HTTP status with an error body.
     delete_status: int | None = None
+    #: When set, polling an operation answers this HTTP status (the deploy itself goes on).
+    operation_status: int | None = None
     #: host:port of the TLS predict server; when set, deploys make dedicated endpoints.
     dedicated_dns: str = ""
     #: How many endpoint GETs answer an empty ``dedicatedEndpointDns`` (not ready yet).
@@ -124,6 +126,7 @@ class ServingState:
                 "deploy_error",
                 "predict_status",
                 "delete_status",
+                "operation_status",
                 "dns_not_ready_gets",
                 "predict_faults",
                 "recommendations",
@@ -308,6 +311,8 @@ def add_serving_routes(server: RecordingServer, state: ServingState) -> ServingS
 
     @server.route("GET", r"/(?:ui|v1|v1beta1)/(?P<name>" + _PARENT + r"/operations/[^/]+)")
     def get_operation(req: Request, m: Any) -> tuple[int, Any]:
+        if state.operation_status:
+            return _error(state.operation_status, "injected")
         with state.lock:
             entry = state.operations.get(m["name"])
             if entry is None:
