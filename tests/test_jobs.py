@@ -15,7 +15,7 @@ import pytest
 from routerlib import jobs, pricing
 from routerlib.errors import InputError, RemoteError
 from routerlib.tuning.base import DENIED, EXPIRED, FAILED, PENDING, RUNNING, SUCCEEDED, Job
-from tests.support.fake_vertex import FakeVertex
+from tests.support.fake_vertex import ALLOWLIST_MODEL, FakeVertex
 from tests.support.tuning_env import (  # noqa: F401
     TuningEnv,
     fake_vertex,
@@ -90,15 +90,16 @@ def test_unsuccessful_end_raises_with_state_and_message(
 
 
 def test_refusal_is_recorded_as_denied_with_the_server_message(tuning_env: TuningEnv) -> None:
-    spec = tuning_env.spec(base_model="qwen/qwen3@qwen3-32b")
-    with pytest.raises(RemoteError, match="not supported for managed tuning") as info:
+    spec = tuning_env.spec(base_model=ALLOWLIST_MODEL)
+    with pytest.raises(RemoteError, match="requires allowlist") as info:
         _tune(tuning_env, spec)
     assert DENIED in str(info.value)
     (recorded,) = jobs.load_registry()
     assert recorded.state == DENIED
-    assert "not supported for managed tuning" in (recorded.error or "")
-    assert recorded.spec.base_model == "qwen/qwen3@qwen3-32b"
-    assert "DENIED" in jobs.jobs_table(jobs.list_jobs(out=Lines()))
+    assert "requires allowlist" in (recorded.error or "")
+    assert recorded.spec.base_model == ALLOWLIST_MODEL
+    table = jobs.jobs_table(jobs.list_jobs(out=Lines()))
+    assert "*(pending allowlist)*" in table and "Denied – Base model" in table
     # a refused spec is not re-attached: submitting again asks the server again
     with pytest.raises(RemoteError):
         _tune(tuning_env, spec)
@@ -222,13 +223,13 @@ def test_list_with_api_down_shows_recorded_states(tmp_path: Path, gcs_emulator) 
     assert [j.name for j in listed] == [job.name]
     assert listed[0].state == RUNNING
     assert "API unreachable, showing recorded states" in out.text
-    assert "RUNNING" in jobs.jobs_table(listed)
+    assert "Running" in jobs.jobs_table(listed)
 
 
 def test_cancel_records_cancelled(tuning_env: TuningEnv) -> None:
     tuning_env.fake.progression = [PENDING, RUNNING, RUNNING, RUNNING]
     job, _ = _tune(tuning_env, wait=False)
-    cancelled = jobs.cancel(job.name, out=Lines())
+    cancelled = jobs.cancel(job.name, out=Lines(), poll_interval=0.01)
     assert cancelled.state == "JOB_STATE_CANCELLED"
     assert jobs.find(job.name).state == "JOB_STATE_CANCELLED"
     with pytest.raises(RemoteError, match="CANCELLED"):
