@@ -553,6 +553,7 @@ def tune(
             return existing
 
     job = _submit_once(tuning_backend, spec, estimate.usd, wait_for_quota, quota_interval, out)
+    _drop_unknown(spec, tuning_backend)
     job = record(
         job.model_copy(
             update={
@@ -589,6 +590,26 @@ def _record_attempt(
             **_place(backend.where),
         )
     )
+
+
+def _drop_unknown(spec: TuningSpec, backend: TuningBackend) -> None:
+    """Forget UNKNOWN records of ``spec`` at this place once a job was created for it: they were
+    looked for by label first and not found, so no job stands behind them."""
+    key = spec_key(spec)
+    with _locked():
+        jobs = load_registry()
+        kept = [
+            j
+            for j in jobs
+            if not (
+                j.state == UNKNOWN
+                and j.backend == backend.name
+                and spec_key(j.spec) == key
+                and _same_place(j, backend.where)
+            )
+        ]
+        if len(kept) != len(jobs):
+            _write(kept)
 
 
 def _submit_once(

@@ -13,7 +13,8 @@ Tuning jobs (``add_tuning_routes``; v1 and v1beta1 paths) enforce routerlib's co
   RESOURCE_EXHAUSTED when ``concurrent_quota`` jobs are live already; ``refusals`` maps a base
   model to a canned error (e.g. an allowlist refusal).
 - ``create_faults``: per create, ``"drop"`` creates the job and closes the connection without an
-  answer, ``"500-created"`` creates it and answers 500, ``"503"`` answers 503 without creating.
+  answer, ``"500-created"`` creates it and answers 500, ``"503"`` answers 503 without creating,
+  ``"429"`` answers RESOURCE_EXHAUSTED without creating.
 - get: each call advances the job one step along its progression (default QUEUED -> RUNNING ->
   SUCCEEDED). A progression item is ``STATE`` or ``STATE/SUB_STATE`` (``tuningJobState``, e.g.
   ``JOB_STATE_RUNNING/TUNING_JOB_STATE_WAITING_FOR_CAPACITY``). A FAILED job carries ``error``; a
@@ -140,8 +141,10 @@ class FakeVertex:
         self.denied_permissions: set[str] = set()
         #: Live jobs allowed at once (None = no limit); over it create answers 429.
         self.concurrent_quota: int | None = None
-        #: Per create, in order: "drop", "500-created" or "503" (see the module docstring).
+        #: Per create, in order: "drop", "500-created", "503" or "429" (module docstring).
         self.create_faults: list[str] = []
+        #: False: the list filter is refused (400), as a server that does not take labels would.
+        self.label_filter = True
         #: Gets that answer CANCELLING after a cancel, and the state the job then ends in.
         self.cancel_steps = 1
         self.cancel_outcome = CANCELLED
@@ -283,6 +286,8 @@ class FakeVertex:
         def create(request: Request, match: Any) -> tuple[int, Any]:
             body = request.json() or {}
             fault = self.create_faults.pop(0) if self.create_faults else None
+            if fault == "429":
+                return 429, error_body(429, "RESOURCE_EXHAUSTED", "Quota exceeded.")
             if fault == "503":
                 return 503, error_body(503, "UNAVAILABLE", "The service is currently unavailable.")
             refusal = self.refusals.get(body.get("baseModel", ""))
@@ -333,7 +338,7 @@ class FakeVertex:
             names = [n for n in self.tuning_jobs if n.startswith(prefix)]
             text = request.query.get("filter", [""])[0]
             if text:
-                wanted = _LABEL_FILTER.match(text)
+                wanted = _LABEL_FILTER.match(text) if self.label_filter else None
                 if not wanted:
                     return invalid(f"Unsupported filter: {text}")
                 key, value = wanted[1], wanted[2]
