@@ -107,6 +107,7 @@ def prepare(run: Run, smoke: bool = False) -> Any:
         tuning_mode=cfg.tuning_mode,
         strict=cfg.strict,
         gcs_prefix=gcs_prefix,
+        data_format=cfg.data_format,
     )
 
 
