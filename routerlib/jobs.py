@@ -757,6 +757,21 @@ def show(name: str, *, refresh_state: bool = True, out: Out = print) -> Job:
     return job
 
 
+def select_checkpoint(job: Job, checkpoint: str = "final") -> str:
+    """The URI of ``checkpoint`` (``final`` or ``epoch-N``, the config's ``checkpoint`` key)
+    among the job's recorded checkpoints; ``final`` falls back to the job's checkpoint_uri."""
+    for point in job.checkpoints:
+        if point.checkpoint_id == checkpoint and point.uri:
+            return point.uri
+    if checkpoint == "final" and job.checkpoint_uri:
+        return job.checkpoint_uri
+    known = ", ".join(p.checkpoint_id for p in job.checkpoints) or "none recorded"
+    raise InputError(
+        f"checkpoint: {checkpoint!r} is not a checkpoint of {job.name} ({known}); "
+        f"`routerlib jobs show {job.name}` lists them"
+    )
+
+
 def cancel(
     name: str, *, out: Out = print, wait_seconds: float = 60.0, poll_interval: float = 5.0
 ) -> Job:
@@ -805,6 +820,7 @@ __all__ = [
     "list_jobs",
     "load_registry",
     "record",
+    "select_checkpoint",
     "show",
     "tune",
     "wait",

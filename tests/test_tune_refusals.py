@@ -14,6 +14,7 @@ import pytest
 
 from routerlib import jobs
 from routerlib.cli import main
+from routerlib.errors import InputError
 from routerlib.tuning.base import (
     CANCELLING,
     DENIED,
@@ -244,6 +245,12 @@ def test_wait_and_show_display_sub_states_and_checkpoints(
         "epoch-2",
         "final",
     ]
+    recorded = jobs.find(job.name)
+    final = tuning_env.output_uri + "/postprocess/node-0/checkpoints/final"
+    assert jobs.select_checkpoint(recorded, "final") == final
+    # no checkpoint folders in the bucket: an epoch checkpoint has no URI to hand out
+    with pytest.raises(InputError, match="epoch-1, epoch-2, final"):
+        jobs.select_checkpoint(recorded, "epoch-1")
 
 
 def test_show_reports_the_sub_state_of_a_running_job(
