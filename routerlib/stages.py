@@ -212,6 +212,7 @@ def tune(run: Run, smoke: bool = False) -> Job:
         tuning_spec(run, smoke),
         backend=cfg.backend,
         wait=True,
+        strict=cfg.strict,
         project=cfg.project or None,
         location=cfg.location,
         api_endpoint=cfg.api_endpoint or None,

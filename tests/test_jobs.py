@@ -390,3 +390,28 @@ def test_examples_over_the_model_limit_are_flagged(tmp_path: Path) -> None:
         out=out,
     )
     assert "warning: 3 training example(s) exceed ~4096 tokens" in out.text
+
+
+def test_jobs_talks_to_the_backend_interface_only(tmp_path: Path) -> None:
+    """A local dry run and listing never import the Vertex backend or google-genai, and jobs.py
+    holds no backend names to branch on."""
+    source = (ROOT / "routerlib" / "jobs.py").read_text(encoding="utf-8")
+    assert "tuning.vertex" not in source and "tuning.local" not in source
+    assert '== "vertex"' not in source and '== "local"' not in source
+    train = write_examples(tmp_path / "train.jsonl", 3)
+    script = textwrap.dedent(
+        f"""
+        import sys
+        from routerlib import jobs
+        jobs.tune({{"training_dataset_uri": {str(train)!r}, "output_uri": {str(tmp_path / "o")!r},
+                    "base_model": "routerlib/tiny-router-lm"}}, dry_run=True, out=lambda s: None)
+        jobs.list_jobs(out=lambda s: None)
+        loaded = [m for m in sys.modules if m == "routerlib.tuning.vertex" or m.startswith("google.genai")]
+        assert not loaded, loaded
+        """
+    )
+    env = {**os.environ, "ROUTERLIB_OUTPUTS": str(tmp_path / "outputs")}
+    result = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stderr
