@@ -637,6 +637,15 @@ def _submit_once(
                 f"{UNKNOWN}: {job.name}): {exc}. Run the same tune again (or `routerlib jobs "
                 "list`): routerlib first looks for the job by its label; do not pass --force"
             ) from None
+        except KeyboardInterrupt:
+            if not backend.remote:
+                raise
+            job = _record_attempt(spec, backend, UNKNOWN, "interrupted during the create", usd)
+            raise WaitInterrupted(
+                f"interrupted while the create request was in flight: a job may exist (recorded "
+                f"as {UNKNOWN}: {job.name}). Run the same tune again (or `routerlib jobs list`): "
+                "routerlib first looks for the job by its label"
+            ) from None
         except QuotaExhausted as exc:
             if not wait_for_quota:
                 raise

@@ -312,3 +312,42 @@ def test_jobs_list_markdown_is_the_seed_table(
     )
     assert lines[5].endswith(f"| Denied – {denied.error} |")
     assert running.name.startswith(f"projects/{tuning_env.project}/locations/")
+
+
+def test_ctrl_c_during_the_create_records_unknown_and_the_rerun_finds_the_job(
+    tuning_env: TuningEnv,
+) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    fake = tuning_env.fake
+    fake.create_faults = ["hang"]  # the job exists; its answer is late
+    root = Path(__file__).resolve().parent.parent
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "routerlib", *_args(tuning_env)],
+        env=dict(os.environ),
+        cwd=root,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not fake.tuning_jobs and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert fake.tuning_jobs, "the create never arrived"
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, err
+    assert UNKNOWN in err and "Traceback" not in err
+    (unknown,) = jobs.load_registry()
+    assert unknown.state == UNKNOWN
+    assert main(_args(tuning_env)) == 0  # re-attaches by label: no second job
+    (created,) = fake.tuning_jobs
+    assert len(fake.create_bodies()) == 1
+    assert [j.name for j in jobs.load_registry()] == [created]

@@ -527,6 +527,7 @@ class LocalBackend:
     root: Path | None = None
     on_epoch_end: Callable[[int], None] | None = None
     name: str = "local"
+    remote: bool = False
     _known: dict[str, Path] = field(default_factory=dict, repr=False)
 
     # ------------------------------------------------------------ protocol

@@ -242,6 +242,7 @@ class VertexBackend:
     """Preflight, preview, submit, get, list, cancel and checkpoints of Vertex AI tuning jobs."""
 
     name = "vertex"
+    remote = True
     #: Jobs per list page (every page is followed).
     page_size = 100
 
