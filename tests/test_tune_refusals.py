@@ -58,6 +58,9 @@ def _spec_of(env: TuningEnv, extra: tuple[str, ...]) -> TuningSpec:
     """The spec the CLI builds for ``extra`` (to send it past preflight)."""
     fields: dict[str, object] = {}
     flags = dict(zip(extra[::2], extra[1::2], strict=True))
+    if "--labels" in flags:
+        key, _, value = flags["--labels"].partition("=")
+        fields["labels"] = {key: value}
     names = {
         "--base-model": "base_model",
         "--learning-rate-multiplier": "learning_rate_multiplier",
@@ -83,6 +86,13 @@ PREFLIGHT = [
         "location: Llama 3.1 8B Instruct is not tuned in 'asia-east1'",
         "not supported in location asia-east1",
         id="region-not-offered",
+    ),
+    pytest.param(
+        ("--labels", "Team=Router"),
+        None,
+        "labels: Team='Router': Vertex label keys and values",
+        "Invalid label Team='Router'",
+        id="label-not-lowercase",
     ),
     pytest.param(
         ("--base-model", "google/gemma-3-27b-it"),

@@ -76,8 +76,8 @@ ADAPTER_ENUM = {
     "ADAPTER_SIZE_SIXTEEN": 16,
     "ADAPTER_SIZE_THIRTY_TWO": 32,
 }
-_LABEL_KEY = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
-_LABEL_VALUE = re.compile(r"^[a-z0-9_-]{0,63}$")
+_LABEL_KEY = re.compile(r"^[^\W\d_][\w-]{0,63}$")
+_LABEL_VALUE = re.compile(r"^[\w-]{0,64}$")
 _LABEL_FILTER = re.compile(r'^labels\.([a-z][a-z0-9_-]*)\s*=\s*"([^"]*)"$')
 
 
@@ -120,7 +120,8 @@ def contract_refusal(body: dict[str, Any], location: str) -> tuple[int, dict[str
     if location not in row.tuning_regions:
         return invalid(f"Tuning {base} is not supported in location {location}.")
     for key, value in (body.get("labels") or {}).items():
-        if not _LABEL_KEY.match(key) or not _LABEL_VALUE.match(str(value)):
+        lower = key == key.lower() and str(value) == str(value).lower()
+        if not lower or not _LABEL_KEY.match(key) or not _LABEL_VALUE.match(str(value)):
             return invalid(f"Invalid label {key}={value!r}.")
     if not body.get("outputUri", "").startswith("gs://"):
         return invalid("output_uri is required for open models and must be a gs:// URI.")
