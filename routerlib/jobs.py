@@ -526,7 +526,7 @@ def tune(
         spec.base_model, spec.training_dataset_uri, spec.epochs, token_counts=counts
     )
     out(estimate.line())
-    if where and model_info(spec.base_model) is None:
+    if tuning_backend.remote and model_info(spec.base_model) is None:
         out(f"note: {spec.base_model} is not in routerlib's model table; the server decides")
 
     if dry_run:
@@ -553,7 +553,6 @@ def tune(
             return existing
 
     job = _submit_once(tuning_backend, spec, estimate.usd, wait_for_quota, quota_interval, out)
-    _drop_unknown(spec, tuning_backend)
     job = record(
         job.model_copy(
             update={
@@ -563,6 +562,8 @@ def tune(
             }
         )
     )
+    if not force:  # UNKNOWN records of this spec were looked for above and not found
+        _drop_unknown(spec, tuning_backend)
     out(f"{'submitted' if not job.ended else 'tuned'} {job.name} ({job.state})")
     if job.succeeded:
         job = _with_checkpoints(job)
