@@ -291,6 +291,10 @@ def serving(run: Run, job: Job) -> Iterator[str]:
         yield cfg.endpoint
         return
     checkpoint = job.checkpoint_uri or job.spec.checkpoint_uri()
+    if cfg.checkpoint != "final":  # params: checkpoint: epoch-N (routerlib jobs show lists them)
+        from routerlib import jobs
+
+        checkpoint = jobs.select_checkpoint(job, cfg.checkpoint)
     if cfg.backend == "local":
         from routerlib.serving.local import LocalServer
 
