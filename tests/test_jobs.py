@@ -415,3 +415,38 @@ def test_jobs_talks_to_the_backend_interface_only(tmp_path: Path) -> None:
         [sys.executable, "-c", script], env=env, capture_output=True, text=True, check=False
     )
     assert result.returncode == 0, result.stderr
+
+
+def test_show_lists_local_checkpoints_and_a_stage_can_name_one(tmp_path: Path) -> None:
+    out_dir = tmp_path / "tuned"
+    root = out_dir / "postprocess" / "node-0" / "checkpoints"
+    for name in ("epoch-2", "epoch-1", "final", "epoch-10"):
+        (root / name).mkdir(parents=True)
+    train = write_examples(tmp_path / "train.jsonl", 3)
+    spec = {"training_dataset_uri": str(train), "output_uri": str(out_dir), "epochs": 10}
+    jobs.record(
+        Job(
+            name="local-abc",
+            backend="local",
+            state=SUCCEEDED,
+            spec=spec,  # type: ignore[arg-type]
+            checkpoint_uri=str(root / "final"),
+            loss_curve=[
+                {"epoch": 1.0, "step": 3},
+                {"epoch": 1.5, "step": 4},
+                {"epoch": 2, "step": 6},
+            ],
+        )
+    )
+    job = jobs.show("local-abc", out=Lines())
+    assert [(c.checkpoint_id, c.epoch, c.step) for c in job.checkpoints] == [
+        ("epoch-1", 1, 3),
+        ("epoch-2", 2, 6),
+        ("epoch-10", 10, None),
+        ("final", 10, None),
+    ]
+    assert "epoch-10    10" in jobs.describe(job)
+    assert jobs.select_checkpoint(job, "epoch-2") == str(root / "epoch-2")
+    assert jobs.select_checkpoint(job, "final") == str(root / "final")
+    with pytest.raises(InputError, match="'epoch-3' is not a checkpoint of local-abc"):
+        jobs.select_checkpoint(job, "epoch-3")
