@@ -58,6 +58,19 @@ def test_hyperparameters_and_adapter_sizes_agree_with_the_installed_sdk() -> Non
         assert set(row.adapter_sizes) <= sdk_sizes
 
 
+def test_adapter_sizes_are_what_the_vertex_sdk_takes() -> None:
+    import typing
+
+    from vertexai.tuning import _supervised_tuning
+
+    hints = typing.get_type_hints(_supervised_tuning.train)
+    (literal,) = (a for a in typing.get_args(hints["adapter_size"]) if a is not type(None))
+    assert typing.get_args(literal) == models.ADAPTER_SIZES
+    doc = _supervised_tuning.train.__doc__ or ""
+    assert re.search(r"learning_rate: Learning rate for tuning\.\s+Can only be used with OSS", doc)
+    assert re.search(r"learning_rate_multiplier: [^:]*Can only\s+be used with 1P models", doc)
+
+
 def test_the_table_is_the_one_home_of_adapter_sizes() -> None:
     assert not hasattr(config, "ADAPTER_SIZES") and not hasattr(base, "ADAPTER_SIZES")
     hits = [
