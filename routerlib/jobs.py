@@ -526,7 +526,7 @@ def tune(
         spec.base_model, spec.training_dataset_uri, spec.epochs, token_counts=counts
     )
     out(estimate.line())
-    if where and model_info(spec.base_model) is None:
+    if tuning_backend.remote and model_info(spec.base_model) is None:
         out(f"note: {spec.base_model} is not in routerlib's model table; the server decides")
 
     if dry_run:
@@ -562,6 +562,8 @@ def tune(
             }
         )
     )
+    if not force:  # UNKNOWN records of this spec were looked for above and not found
+        _drop_unknown(spec, tuning_backend)
     out(f"{'submitted' if not job.ended else 'tuned'} {job.name} ({job.state})")
     if job.succeeded:
         job = _with_checkpoints(job)
@@ -591,6 +593,26 @@ def _record_attempt(
     )
 
 
+def _drop_unknown(spec: TuningSpec, backend: TuningBackend) -> None:
+    """Forget UNKNOWN records of ``spec`` at this place once a job was created for it: they were
+    looked for by label first and not found, so no job stands behind them."""
+    key = spec_key(spec)
+    with _locked():
+        jobs = load_registry()
+        kept = [
+            j
+            for j in jobs
+            if not (
+                j.state == UNKNOWN
+                and j.backend == backend.name
+                and spec_key(j.spec) == key
+                and _same_place(j, backend.where)
+            )
+        ]
+        if len(kept) != len(jobs):
+            _write(kept)
+
+
 def _submit_once(
     backend: TuningBackend,
     spec: TuningSpec,
@@ -615,6 +637,15 @@ def _submit_once(
                 f"the create request got no usable answer, so a job may exist (recorded as "
                 f"{UNKNOWN}: {job.name}): {exc}. Run the same tune again (or `routerlib jobs "
                 "list`): routerlib first looks for the job by its label; do not pass --force"
+            ) from None
+        except KeyboardInterrupt:
+            if not backend.remote:
+                raise
+            job = _record_attempt(spec, backend, UNKNOWN, "interrupted during the create", usd)
+            raise WaitInterrupted(
+                f"interrupted while the create request was in flight: a job may exist (recorded "
+                f"as {UNKNOWN}: {job.name}). Run the same tune again (or `routerlib jobs list`): "
+                "routerlib first looks for the job by its label"
             ) from None
         except QuotaExhausted as exc:
             if not wait_for_quota:
@@ -736,6 +767,21 @@ def show(name: str, *, refresh_state: bool = True, out: Out = print) -> Job:
     return job
 
 
+def select_checkpoint(job: Job, checkpoint: str = "final") -> str:
+    """The URI of ``checkpoint`` (``final`` or ``epoch-N``, the config's ``checkpoint`` key)
+    among the job's recorded checkpoints; ``final`` falls back to the job's checkpoint_uri."""
+    for point in job.checkpoints:
+        if point.checkpoint_id == checkpoint and point.uri:
+            return point.uri
+    if checkpoint == "final" and job.checkpoint_uri:
+        return job.checkpoint_uri
+    known = ", ".join(p.checkpoint_id for p in job.checkpoints) or "none recorded"
+    raise InputError(
+        f"checkpoint: {checkpoint!r} is not a checkpoint of {job.name} ({known}); "
+        f"`routerlib jobs show {job.name}` lists them"
+    )
+
+
 def cancel(
     name: str, *, out: Out = print, wait_seconds: float = 60.0, poll_interval: float = 5.0
 ) -> Job:
@@ -784,6 +830,7 @@ __all__ = [
     "list_jobs",
     "load_registry",
     "record",
+    "select_checkpoint",
     "show",
     "tune",
     "wait",

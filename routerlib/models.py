@@ -32,6 +32,10 @@ OPEN_MODEL_TUNING_OLD = (
 #: ``learning_rate_multiplier`` "1P models only. Mutually exclusive with learning_rate",
 #: ``batch_size`` "only supported for OSS models"; AdapterSize has 1, 2, 4, 8, 16, 32.
 SDK_SOURCE = "google-genai 2.34.0 google/genai/types.py CreateTuningJobConfig, AdapterSize"
+#: google-cloud-aiplatform 2.7.0 vertexai/tuning/_supervised_tuning.py ``train``: adapter_size is
+#: ``Literal[1, 4, 8, 16, 32]``; learning_rate "Can only be used with OSS models",
+#: learning_rate_multiplier "Can only be used with 1P models".
+AIPLATFORM_SOURCE = "google-cloud-aiplatform 2.7.0 vertexai/tuning/_supervised_tuning.py train"
 CHECKED = "2026-12-01"
 
 PEFT = "PEFT_ADAPTER"
@@ -51,8 +55,8 @@ OPEN_MODEL_REGIONS = (
 #: Hyperparameters Vertex takes for open models (SDK field names). ``learning_rate_multiplier``
 #: is documented for Google's own (Gemini) models only.
 OPEN_MODEL_HYPERPARAMETERS = frozenset({"epoch_count", "learning_rate", "adapter_size"})
-#: LoRA ranks routerlib offers. The open-model page lists none; the SDK's AdapterSize enum has
-#: 1, 2, 4, 8, 16 and 32, and routerlib keeps the seed's tested set (2 left out).
+#: LoRA ranks. The open-model page lists none; the Vertex AI SDK's sft.train takes exactly
+#: 1, 4, 8, 16, 32 (AIPLATFORM_SOURCE); google-genai's AdapterSize enum also has 2.
 ADAPTER_SIZES: tuple[int, ...] = (1, 4, 8, 16, 32)
 #: Used for a base model that is not in the table (a Hugging Face id or local path).
 DEFAULT_MAX_SEQ_LEN = 4096

@@ -107,6 +107,7 @@ def prepare(run: Run, smoke: bool = False) -> Any:
         tuning_mode=cfg.tuning_mode,
         strict=cfg.strict,
         gcs_prefix=gcs_prefix,
+        data_format=cfg.data_format,
     )
 
 
@@ -211,6 +212,7 @@ def tune(run: Run, smoke: bool = False) -> Job:
         tuning_spec(run, smoke),
         backend=cfg.backend,
         wait=True,
+        strict=cfg.strict,
         project=cfg.project or None,
         location=cfg.location,
         api_endpoint=cfg.api_endpoint or None,
@@ -288,6 +290,10 @@ def serving(run: Run, job: Job) -> Iterator[Any]:
     from routerlib.serving.base import open_predictor
 
     checkpoint = job.checkpoint_uri or job.spec.checkpoint_uri()
+    if run.config.checkpoint != "final" and not run.config.endpoint:  # checkpoint: epoch-N
+        from routerlib import jobs
+
+        checkpoint = jobs.select_checkpoint(job, run.config.checkpoint)
     with open_predictor(run.config, str(checkpoint), params_file=str(run.params_file)) as predictor:
         yield predictor
 

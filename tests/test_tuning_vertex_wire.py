@@ -9,7 +9,7 @@ import socket
 import pytest
 
 from routerlib.errors import InputError
-from routerlib.tuning import choose_backend, get_backend
+from routerlib.tuning import base, choose_backend, get_backend
 from routerlib.tuning.base import (
     CANCELLED,
     CANCELLING,
@@ -34,6 +34,7 @@ from routerlib.tuning.vertex import (
     request_body,
 )
 from tests.support.fake_vertex import ALLOWLIST_MODEL, FakeVertex, fake_vertex  # noqa: F401
+from tests.support.tuning_env import gcs_emulator, tuning_env  # noqa: F401
 
 PROJECT = "wire-project"
 LOCATION = "europe-west4"
@@ -257,3 +258,128 @@ def test_choose_backend() -> None:
     assert choose_backend("gs://b/train.jsonl", "local") == "local"
     with pytest.raises(InputError, match="unknown tuning backend"):
         choose_backend("x", "sagemaker")
+
+
+def test_every_sdk_job_state_is_known() -> None:
+    from google.genai import types
+
+    assert set(JOB_STATES) == {state.value for state in types.JobState}
+    assert CANCELLING not in base.END_STATES  # a cancelling job may still end SUCCEEDED
+
+
+def test_sub_states_are_reported(fake_vertex: FakeVertex) -> None:
+    fake_vertex.progression = [
+        f"{QUEUED}/TUNING_JOB_STATE_WAITING_FOR_QUOTA",
+        f"{RUNNING}/TUNING_JOB_STATE_WAITING_FOR_CAPACITY",
+        f"{RUNNING}/TUNING_JOB_STATE_TUNING",
+        SUCCEEDED,
+    ]
+    backend = _backend(fake_vertex)
+    job = backend.submit(_spec())
+    seen = [(job.state, job.sub_state)]
+    for _ in range(3):
+        got = backend.get(job.name)
+        seen.append((got.state, got.sub_state))
+    assert seen == [
+        (QUEUED, "TUNING_JOB_STATE_WAITING_FOR_QUOTA"),
+        (RUNNING, "TUNING_JOB_STATE_WAITING_FOR_CAPACITY"),
+        (RUNNING, "TUNING_JOB_STATE_TUNING"),
+        (SUCCEEDED, None),
+    ]
+
+
+@pytest.mark.parametrize("fault", ["503", "500-created", "drop"])
+def test_create_is_sent_once_and_an_unanswered_create_is_unknown(
+    fake_vertex: FakeVertex, fault: str
+) -> None:
+    fake_vertex.create_faults = [fault]
+    with pytest.raises(SubmissionUnknown):
+        _backend(fake_vertex).submit(_spec())
+    # the SDK's transport did not re-send it: a second POST would be a second billed job
+    assert len(fake_vertex.create_bodies()) == 1
+    assert len(fake_vertex.tuning_jobs) == (0 if fault == "503" else 1)
+
+
+def test_credentials_problems_name_the_permission(fake_vertex: FakeVertex) -> None:
+    fake_vertex.denied_permissions = {"aiplatform.tuningJobs.create"}
+    with pytest.raises(CredentialsProblem) as info:
+        _backend(fake_vertex).submit(_spec())
+    assert info.value.permission == "aiplatform.tuningJobs.create"
+    assert "lack the IAM permission aiplatform.tuningJobs.create" in str(info.value)
+    assert not isinstance(info.value, SubmissionRefused)
+    fake_vertex.denied_permissions = set()
+    fake_vertex.token = "another-token"  # our static token is now rejected: 401
+    with pytest.raises(CredentialsProblem, match="HTTP 401"):
+        _backend(fake_vertex).submit(_spec())
+    assert fake_vertex.tuning_jobs == {}
+
+
+def test_quota_exhausted_is_its_own_error(fake_vertex: FakeVertex) -> None:
+    fake_vertex.concurrent_quota = 1
+    fake_vertex.progression = [QUEUED, RUNNING]
+    backend = _backend(fake_vertex)
+    backend.submit(_spec())
+    with pytest.raises(QuotaExhausted, match="one concurrent open-model tuning job"):
+        backend.submit(_spec(epochs=1))
+    assert len(fake_vertex.tuning_jobs) == 1
+
+
+def test_global_location_uses_the_global_endpoint(fake_vertex: FakeVertex) -> None:
+    backend = VertexBackend(PROJECT, "global", fake_vertex.url)
+    job = backend.submit(_spec())
+    assert job.name.startswith(f"projects/{PROJECT}/locations/global/tuningJobs/")
+    (request,) = fake_vertex.server.requests
+    assert request.path == f"/v1beta1/projects/{PROJECT}/locations/global/tuningJobs"
+    assert VertexBackend(PROJECT, "global").base_url == "https://aiplatform.googleapis.com"
+    assert (
+        VertexBackend(PROJECT, "us-east5").base_url == "https://us-east5-aiplatform.googleapis.com"
+    )
+    # a region the table does not list for tuning is refused before sending, and by the server
+    elsewhere = VertexBackend(PROJECT, "asia-east1", fake_vertex.url)
+    (problem,) = elsewhere.preflight(_spec())
+    assert problem.startswith("location:") and "global" in problem
+    with pytest.raises(SubmissionRefused, match="not supported in location asia-east1"):
+        elsewhere.submit(_spec())
+
+
+@pytest.mark.parametrize("label_filter", [True, False])
+def test_find_submitted_follows_every_page_and_matches_labels(
+    fake_vertex: FakeVertex, label_filter: bool
+) -> None:
+    fake_vertex.progression = [QUEUED, RUNNING]
+    fake_vertex.label_filter = label_filter  # False: the server refuses the filter (400)
+    backend = _backend(fake_vertex)
+    backend.page_size = 2
+    for epochs in (1, 2, 4, 5):  # other specs: other labels
+        backend.submit(_spec(epochs=epochs))
+    mine = backend.submit(_spec(epochs=3))
+    assert backend.find_submitted(_spec(epochs=6)) is None
+    found = backend.find_submitted(_spec(epochs=3))
+    assert found is not None and found.name == mine.name
+    lists = fake_vertex.requests("GET", r"/tuningJobs$")
+    tokens = {r.query.get("pageToken", [""])[0] for r in lists}
+    if not label_filter:
+        assert {"2", "4"} <= tokens  # all five jobs, two per page, every page read
+
+
+def test_checkpoints_pair_the_api_with_the_bucket(tuning_env) -> None:  # type: ignore[no-untyped-def]
+    from routerlib import storage
+
+    fake = tuning_env.fake
+    backend = VertexBackend(**tuning_env.backend_kwargs())
+    job = backend.submit(tuning_env.spec(epochs=2))
+    backend.get(job.name)
+    done = backend.get(job.name)
+    assert done.state == SUCCEEDED
+    base = tuning_env.output_uri + "/postprocess/node-0/checkpoints"
+    client = storage.gcs_client()
+    bucket, prefix = storage.parse_gcs_uri(base)
+    for folder in ("checkpoint-20", "checkpoint-10", "final"):
+        client.bucket(bucket).blob(f"{prefix}/{folder}/model.safetensors").upload_from_string("w")
+    points = backend.checkpoints(done)
+    assert [(c.checkpoint_id, c.epoch, c.step, c.uri) for c in points] == [
+        ("epoch-1", 1, 10, f"{base}/checkpoint-10"),
+        ("epoch-2", 2, 20, f"{base}/checkpoint-20"),
+        ("final", 2, 20, f"{base}/final"),
+    ]
+    assert fake.tuning_jobs[job.name]["resource"]["outputUri"] == tuning_env.output_uri

@@ -86,7 +86,8 @@ def _jobs_wait(args: argparse.Namespace) -> int:
 def _jobs_cancel(args: argparse.Namespace) -> int:
     from routerlib import jobs
 
-    print(jobs.describe(jobs.cancel(args.name, wait_seconds=args.wait_seconds)))
+    job = jobs.cancel(args.name, wait_seconds=args.wait_seconds, poll_interval=args.poll_interval)
+    print(jobs.describe(job))
     return 0
 
 
@@ -199,4 +200,5 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="SECONDS",
         help="how long to wait for the cancellation to take effect (default 60)",
     )
+    jc.add_argument("--poll-interval", type=_positive, default=5.0, metavar="SECONDS")
     jc.set_defaults(func=_jobs_cancel)

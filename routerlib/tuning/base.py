@@ -211,6 +211,9 @@ class TuningBackend(Protocol):
     """
 
     name: str
+    #: True when ``submit`` creates a job elsewhere that outlives this process (Vertex): an
+    #: interrupted submission is then recorded as UNKNOWN, since a job may exist.
+    remote: bool
 
     @property
     def where(self) -> dict[str, str | None]:

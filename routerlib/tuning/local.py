@@ -107,12 +107,21 @@ def read_prompt_completion(path: str | os.PathLike[str]) -> list[tuple[str, str]
             if not isinstance(obj, dict):
                 problems.append(f"{file}:{number}: expected an object with prompt and completion")
                 continue
-            bad = [k for k in ("prompt", "completion") if not isinstance(obj.get(k), str)]
-            for key in bad:
-                got = "missing" if key not in obj else type(obj[key]).__name__
-                problems.append(f"{file}:{number}: {key}: must be a string (got {got})")
-            if not bad:
-                pairs.append((obj["prompt"], obj["completion"]))
+            from routerlib.dataset import example_pair
+
+            pair = example_pair(obj)  # prompt/completion, or prepare --format messages
+            if pair is not None:
+                pairs.append(pair)
+                continue
+            if "messages" in obj:
+                problems.append(
+                    f"{file}:{number}: messages: expected chat turns ending with the assistant's"
+                )
+                continue
+            for key in ("prompt", "completion"):
+                if not isinstance(obj.get(key), str):
+                    got = "missing" if key not in obj else type(obj[key]).__name__
+                    problems.append(f"{file}:{number}: {key}: must be a string (got {got})")
     if problems:
         raise InputError(f"{file}: {len(problems)} bad line(s)", problems[:20])
     if not pairs:
@@ -518,6 +527,7 @@ class LocalBackend:
     root: Path | None = None
     on_epoch_end: Callable[[int], None] | None = None
     name: str = "local"
+    remote: bool = False
     _known: dict[str, Path] = field(default_factory=dict, repr=False)
 
     # ------------------------------------------------------------ protocol

@@ -72,6 +72,17 @@ STAT_KEYS = (
 _PERMISSION = re.compile(r"\b([a-z]+\.[a-zA-Z]+\.[a-zA-Z]+)\b")
 
 
+#: Vertex label keys and values (google-genai's CreateTuningJobConfig.labels: no longer than 64
+#: characters; lowercase letters, numeric characters, underscores and dashes; international
+#: characters allowed).
+_LABEL = re.compile(r"[\w-]{0,64}")
+
+
+def valid_label(text: str) -> bool:
+    """True for a valid Vertex label key or value."""
+    return bool(_LABEL.fullmatch(text)) and text == text.lower()
+
+
 def named_permission(message: str) -> str | None:
     """The IAM permission a 401/403 message names, if any."""
     match = _PERMISSION.search(message or "")
@@ -242,6 +253,7 @@ class VertexBackend:
     """Preflight, preview, submit, get, list, cancel and checkpoints of Vertex AI tuning jobs."""
 
     name = "vertex"
+    remote = True
     #: Jobs per list page (every page is followed).
     page_size = 100
 
@@ -334,6 +346,12 @@ class VertexBackend:
                 f"base_model: {models.EMBEDDED_MODEL} is the embedded local model: use --backend "
                 "local or a Vertex model id such as meta/llama3_1@llama-3.1-8b-instruct"
             )
+        for key, value in spec.labels.items():
+            if not (valid_label(key) and key[:1].isalpha()) or not valid_label(value):
+                problems.append(
+                    f"labels: {key}={value!r}: Vertex label keys and values are up to 64 lowercase "
+                    "letters, digits, underscores or dashes (keys start with a letter)"
+                )
         problems += models.contract_problems(
             spec.base_model,
             tuning_mode=spec.tuning_mode,

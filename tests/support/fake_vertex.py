@@ -13,9 +13,11 @@ Tuning jobs (``add_tuning_routes``; v1 and v1beta1 paths) enforce routerlib's co
   RESOURCE_EXHAUSTED when ``concurrent_quota`` jobs are live already; ``refusals`` maps a base
   model to a canned error (e.g. an allowlist refusal).
 - ``create_faults``: per create, ``"drop"`` creates the job and closes the connection without an
-  answer, ``"500-created"`` creates it and answers 500, ``"503"`` answers 503 without creating.
-- get: each call advances the job one step along its progression (default QUEUED -> RUNNING ->
-  SUCCEEDED). A progression item is ``STATE`` or ``STATE/SUB_STATE`` (``tuningJobState``, e.g.
+  answer, ``"500-created"`` creates it and answers 500, ``"503"`` answers 503 without creating,
+  ``"429"`` answers RESOURCE_EXHAUSTED without creating, ``"hang"`` creates it and answers only
+  after ``hang_s`` seconds (to interrupt the client mid-request).
+- get: each call advances the job one step along its progression (default QUEUED -> RUNNING
+  (sub-state TUNING) -> SUCCEEDED). A progression item is ``STATE`` or ``STATE/SUB_STATE`` (``tuningJobState``, e.g.
   ``JOB_STATE_RUNNING/TUNING_JOB_STATE_WAITING_FOR_CAPACITY``). A FAILED job carries ``error``; a
   SUCCEEDED one ``tuningDataStats`` and ``tunedModel.checkpoints`` (one per epoch).
 - cancel is asynchronous: the next ``cancel_steps`` gets answer CANCELLING, then the job ends
@@ -33,6 +35,7 @@ import copy
 import itertools
 import re
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -49,6 +52,8 @@ FAILED = "JOB_STATE_FAILED"
 CANCELLING = "JOB_STATE_CANCELLING"
 CANCELLED = "JOB_STATE_CANCELLED"
 EXPIRED = "JOB_STATE_EXPIRED"
+#: The sub-state (tuningJobState) of a job that is training.
+TUNING = "TUNING_JOB_STATE_TUNING"
 END_STATES = {SUCCEEDED, FAILED, CANCELLED, EXPIRED, "JOB_STATE_PARTIALLY_SUCCEEDED"}
 
 #: Path prefix of a location: /v1beta1/projects/P/locations/L
@@ -71,8 +76,8 @@ ADAPTER_ENUM = {
     "ADAPTER_SIZE_SIXTEEN": 16,
     "ADAPTER_SIZE_THIRTY_TWO": 32,
 }
-_LABEL_KEY = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
-_LABEL_VALUE = re.compile(r"^[a-z0-9_-]{0,63}$")
+_LABEL_KEY = re.compile(r"^[^\W\d_][\w-]{0,63}$")
+_LABEL_VALUE = re.compile(r"^[\w-]{0,64}$")
 _LABEL_FILTER = re.compile(r'^labels\.([a-z][a-z0-9_-]*)\s*=\s*"([^"]*)"$')
 
 
@@ -115,7 +120,8 @@ def contract_refusal(body: dict[str, Any], location: str) -> tuple[int, dict[str
     if location not in row.tuning_regions:
         return invalid(f"Tuning {base} is not supported in location {location}.")
     for key, value in (body.get("labels") or {}).items():
-        if not _LABEL_KEY.match(key) or not _LABEL_VALUE.match(str(value)):
+        lower = key == key.lower() and str(value) == str(value).lower()
+        if not lower or not _LABEL_KEY.match(key) or not _LABEL_VALUE.match(str(value)):
             return invalid(f"Invalid label {key}={value!r}.")
     if not body.get("outputUri", "").startswith("gs://"):
         return invalid("output_uri is required for open models and must be a gs:// URI.")
@@ -131,7 +137,7 @@ class FakeVertex:
         #: name -> {"resource": dict (what create stored), "progression": [...], "step": int}
         self.tuning_jobs: dict[str, dict[str, Any]] = {}
         #: States a new job walks through, one per get (the create answer shows the first).
-        self.progression: list[str] = [QUEUED, RUNNING, SUCCEEDED]
+        self.progression: list[str] = [QUEUED, f"{RUNNING}/{TUNING}", SUCCEEDED]
         #: Progressions for the next created jobs, used first-in first-out before ``progression``.
         self.next_progressions: list[list[str]] = []
         #: base model -> (HTTP code, status, message): create answers this error instead.
@@ -140,8 +146,12 @@ class FakeVertex:
         self.denied_permissions: set[str] = set()
         #: Live jobs allowed at once (None = no limit); over it create answers 429.
         self.concurrent_quota: int | None = None
-        #: Per create, in order: "drop", "500-created" or "503" (see the module docstring).
+        #: Per create, in order: "drop", "500-created", "503", "429", "hang" (module docstring).
         self.create_faults: list[str] = []
+        #: Seconds a "hang" create waits before answering.
+        self.hang_s = 5.0
+        #: False: the list filter is refused (400), as a server that does not take labels would.
+        self.label_filter = True
         #: Gets that answer CANCELLING after a cancel, and the state the job then ends in.
         self.cancel_steps = 1
         self.cancel_outcome = CANCELLED
@@ -283,6 +293,8 @@ class FakeVertex:
         def create(request: Request, match: Any) -> tuple[int, Any]:
             body = request.json() or {}
             fault = self.create_faults.pop(0) if self.create_faults else None
+            if fault == "429":
+                return 429, error_body(429, "RESOURCE_EXHAUSTED", "Quota exceeded.")
             if fault == "503":
                 return 503, error_body(503, "UNAVAILABLE", "The service is currently unavailable.")
             refusal = self.refusals.get(body.get("baseModel", ""))
@@ -308,6 +320,12 @@ class FakeVertex:
             self.tuning_jobs[name] = {"resource": resource, "progression": progression, "step": 0}
             if fault == "drop":
                 raise DroppedAnswer("job created; closing without an answer")
+            if fault == "hang":  # created; the answer comes late (without holding the lock)
+                self._lock.release()
+                try:
+                    time.sleep(self.hang_s)
+                finally:
+                    self._lock.acquire()
             if fault == "500-created":
                 return 500, error_body(500, "INTERNAL", "Internal error encountered.")
             return 200, self._resource(name)
@@ -333,7 +351,7 @@ class FakeVertex:
             names = [n for n in self.tuning_jobs if n.startswith(prefix)]
             text = request.query.get("filter", [""])[0]
             if text:
-                wanted = _LABEL_FILTER.match(text)
+                wanted = _LABEL_FILTER.match(text) if self.label_filter else None
                 if not wanted:
                     return invalid(f"Unsupported filter: {text}")
                 key, value = wanted[1], wanted[2]
