@@ -245,7 +245,10 @@ def test_endpoints_cleanup_cli_removes_recorded_and_named_but_not_others(
 ) -> None:
     server, state = stand_in.server, stand_in.state
     recorded = vertex.deploy(CKPT, **cloud(server))
+    assert state.endpoints[recorded.endpoint_name]["labels"] == {"routerlib": "deploy"}
     stray = state.add_endpoint("proj-1", "us-central1", "routerlib-20261130-000000-abcdef")
+    labelled = vertex.deploy(CKPT, endpoint_display_name="custom", **cloud(server))
+    vertex.registry_path().unlink()  # another machine: only the label and the name remain
     other = state.add_endpoint("proj-1", "us-central1", "someone-elses")
 
     code = main(["endpoints", "cleanup", "--project", "proj-1", "--api-endpoint", server.url])
@@ -253,8 +256,9 @@ def test_endpoints_cleanup_cli_removes_recorded_and_named_but_not_others(
     out = capsys.readouterr().out
     assert code == 0
     assert set(state.endpoints) == {other["name"]}
-    assert recorded.endpoint_name in out and stray["name"] in out
-    assert recorded.model_name not in state.models  # the uploaded model went too
+    assert {recorded.endpoint_name, stray["name"], labelled.endpoint_name} <= set(out.split())
+    assert recorded.model_name not in state.models  # the uploaded models went too
+    assert labelled.model_name not in state.models
     assert other["deployedModels"][0]["model"] in state.models
 
 

@@ -241,6 +241,8 @@ DEFAULT_DEPLOY_TIMEOUT_S = 2 * 60 * 60
 CLEANUP_COMMAND = "routerlib endpoints cleanup"
 #: Display names routerlib gives; `endpoints cleanup --project` also removes live ones so named.
 NAME_PREFIX = "routerlib-"
+#: The label routerlib puts on every endpoint it deployed.
+LABEL = "routerlib"
 
 
 def default_display_name() -> str:
@@ -405,6 +407,12 @@ def _wait_for_deploy(operation: Any, deployment: Deployment, timeout: float) -> 
         raise RemoteError(
             _still_recorded(deployment, str(_remote_error("read the deployed endpoint", exc)))
         ) from None
+    try:  # a label lets `endpoints cleanup --project` find it without this machine's registry
+        endpoint.update(labels={**dict(endpoint.gca_resource.labels), LABEL: "deploy"})
+    except _sdk_errors() as exc:
+        import sys
+
+        print(f"warning: could not label {endpoint.resource_name}: {exc}", file=sys.stderr)
     deployment.endpoint_name = endpoint.resource_name
     deployment.model_name = response.model or (
         deployed_models[0].model if deployed_models else deployment.model_name
@@ -499,7 +507,7 @@ def cleanup(
             raise _remote_error(f"list endpoints of {project}/{location}", exc) from None
         for endpoint in live:
             gca = endpoint.gca_resource
-            ours = gca.display_name.startswith(NAME_PREFIX) or "routerlib" in gca.labels
+            ours = gca.display_name.startswith(NAME_PREFIX) or LABEL in gca.labels
             if not ours or gca.name in done:
                 continue
             models = [

@@ -333,6 +333,21 @@ def add_serving_routes(server: RecordingServer, state: ServingState) -> ServingS
                 return 200, {**endpoint, "dedicatedEndpointDns": ""}
             return 200, endpoint
 
+    @server.route("PATCH", _VERSION + r"(?P<name>" + _PARENT + r"/endpoints/[^/:]+)")
+    def update_endpoint(req: Request, m: Any) -> tuple[int, Any]:
+        body = req.json() or {}
+        mask = (req.query.get("updateMask") or [""])[0].split(",")
+        with state.lock:
+            endpoint = state.endpoints.get(m["name"])
+            if endpoint is None:
+                return _not_found(m["name"])
+            for key, value in (body.get("labels") or {}).items():
+                if not re.fullmatch(r"[a-z][a-z0-9_-]{0,62}", key) or len(str(value)) > 63:
+                    return _error(400, f"labels: invalid label {key}={value}")
+            if "labels" in mask:
+                endpoint["labels"] = dict(body.get("labels") or {})
+            return 200, endpoint
+
     @server.route("GET", _VERSION + _PARENT + r"/endpoints")
     def list_endpoints(req: Request, m: Any) -> tuple[int, Any]:
         prefix = f"projects/{m['project']}/locations/{m['location']}/endpoints/"
