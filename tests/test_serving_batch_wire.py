@@ -176,6 +176,8 @@ def test_a_killed_wait_reattaches_and_failed_rows_rerun(
     spec = _creates(server)[0]["dedicatedResources"]["machineSpec"]
     assert (spec["machineType"], spec["acceleratorCount"]) == ("g2-standard-24", 2)
 
+    # Killed between submit and the record: the job is found by its display name instead.
+    batch.registry_path().unlink()
     state.batch_polls = 0
     for job in state.batch_jobs.values():
         job["_polls"] = 0

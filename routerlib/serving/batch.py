@@ -325,6 +325,8 @@ def batch_predict(
             from google.cloud import aiplatform
 
             base = f"{gcs_prefix.rstrip('/')}/batch/{key}"
+            if existing is None:
+                existing = _submitted_unrecorded(key, project, location, api, model_name, gold_id)
             if existing is not None:
                 job = aiplatform.BatchPredictionJob(existing["job_name"])
                 outcome.reattached = True
@@ -431,6 +433,45 @@ def batch_predict(
                 }
             handle.write(json.dumps(line, ensure_ascii=False) + "\n")
     return out, outcome
+
+
+def _submitted_unrecorded(
+    key: str, project: str, location: str, api: str, model_name: str, gold_id: str
+) -> dict[str, Any] | None:
+    """A job for ``key`` that Vertex has but the registry lacks (killed between submit and the
+    record): found by its display name, recorded now, so it is re-attached, not paid twice."""
+    from google.cloud import aiplatform
+
+    from routerlib.serving import vertex
+
+    name = f"routerlib-batch-{key}"
+    try:
+        found = aiplatform.BatchPredictionJob.list(
+            filter=f'display_name="{name}"', project=project, location=location
+        )
+    except vertex._sdk_errors() as exc:
+        raise vertex._remote_error(f"list batch jobs of {project}/{location}", exc) from None
+    alive = [
+        j
+        for j in found
+        if j.display_name == name
+        and _state_name(j) not in ("JOB_STATE_FAILED", "JOB_STATE_CANCELLED", "JOB_STATE_EXPIRED")
+    ]
+    if not alive:
+        return None
+    record = {
+        "key": key,
+        "job_name": alive[0].resource_name,
+        "model": model_name,
+        "gold": gold_id,
+        "state": _state_name(alive[0]),
+        "project": project,
+        "location": location,
+        "api_endpoint": api,
+        "submitted_at": "",
+    }
+    _save(record)
+    return record
 
 
 def _batch_hardware(

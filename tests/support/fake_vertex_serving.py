@@ -531,6 +531,20 @@ def _add_batch_routes(server: RecordingServer, state: ServingState) -> None:
             state.batch_jobs[name] = job
         return 200, {k: v for k, v in job.items() if not k.startswith("_")}
 
+    @server.route("GET", r"/v1/(?P<parent>" + _PARENT + r")/batchPredictionJobs")
+    def list_jobs(req: Request, m: Any) -> tuple[int, Any]:
+        wanted = (req.query.get("filter") or [""])[0]
+        with state.lock:
+            jobs = [
+                {k: v for k, v in j.items() if not k.startswith("_")}
+                for n, j in state.batch_jobs.items()
+                if n.startswith(m["parent"] + "/")
+            ]
+        if wanted.startswith("display_name="):
+            display = wanted.split("=", 1)[1].strip('"')
+            jobs = [j for j in jobs if j["displayName"] == display]
+        return 200, {"batchPredictionJobs": jobs}
+
     @server.route("GET", r"/v1/(?P<name>" + _PARENT + r"/batchPredictionJobs/[^/:]+)")
     def get(req: Request, m: Any) -> tuple[int, Any]:
         with state.lock:
