@@ -232,6 +232,28 @@ def test_ctrl_c_during_the_wait_leaves_the_record(
     assert "routerlib endpoints cleanup" in capsys.readouterr().err
 
 
+def test_a_refused_deploy_is_recorded_as_refused_and_left_alone(
+    stand_in: ServingStandIn,
+) -> None:
+    server, state = stand_in.server, stand_in.state
+    taken = "routerlib-20261201-000000-abcdef"  # an endpoint id someone else already uses
+    state.add_endpoint("proj-1", "us-central1", "not ours", endpoint_id=taken)
+    with pytest.raises(RemoteError, match="409"):
+        vertex.deploy(CKPT, endpoint_display_name=taken, **cloud(server))
+    (refused,) = vertex.read_registry()
+    assert (refused["state"], refused["model_state"], refused["operation_name"]) == (
+        "refused",
+        "deleted",
+        "",
+    )
+    assert vertex.cleanup() == []  # nothing of ours to remove; theirs stays
+    assert f"projects/proj-1/locations/us-central1/endpoints/{taken}" in state.endpoints
+
+    mine = vertex.deploy(CKPT, **cloud(server))
+    with pytest.raises(InputError, match="already recorded"):
+        vertex.deploy(CKPT, endpoint_display_name=mine.endpoint_display_name, **cloud(server))
+
+
 def test_the_same_display_name_twice_makes_two_endpoints(stand_in: ServingStandIn) -> None:
     server, state = stand_in.server, stand_in.state
     first = vertex.deploy(CKPT, endpoint_display_name="Router Eval!", **cloud(server))

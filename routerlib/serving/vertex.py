@@ -47,7 +47,8 @@ class Deployment:
     location: str
     api_endpoint: str = ""
     deployed_at: str = ""
-    #: deploying (recorded before the wait) | deployed | failed | deleted
+    #: requested (recorded before the request) | deploying (the operation runs) | deployed |
+    #: failed | refused (nothing created) | deleted
     state: str = "deployed"
     deleted_at: str = ""
     operation_name: str = ""
@@ -340,10 +341,6 @@ def deploy(
     parent = f"projects/{project}/locations/{location}"
     request = _deploy_request(checkpoint_uri, parent, chosen, display_name, model_display_name, ids)
     client = CustomModel(gcs_uri=checkpoint_uri)._model_garden_client
-    try:
-        operation = client.deploy(request)
-    except _sdk_errors() as exc:
-        raise _remote_error(f"deploy {checkpoint_uri}", exc) from None
     deployment = Deployment(
         endpoint_name=f"{parent}/endpoints/{ids}",
         model_name=f"{parent}/models/{ids}",
@@ -356,9 +353,29 @@ def deploy(
         project=project,
         location=location,
         api_endpoint=api_endpoint,
-        state="deploying",
-        operation_name=operation.operation.name,
+        state="requested",  # recorded before the request: a kill right after it leaves a trace
     )
+    known = _registry_entry(deployment.endpoint_name)
+    if known and known.get("state") not in ("deleted", "refused"):
+        raise InputError(
+            f"{deployment.endpoint_name} is already recorded ({known.get('state')}); "
+            "choose another --endpoint-display-name"
+        )
+    _record(deployment)
+    try:
+        operation = client.deploy(request)
+    except _sdk_errors() as exc:
+        error = _remote_error(f"deploy {checkpoint_uri}", exc)
+        code = getattr(exc, "code", None)
+        if isinstance(code, int) and 400 <= code < 500:  # refused: nothing was created
+            deployment.state, deployment.model_state = "refused", "deleted"
+            _record(deployment)
+            raise error from None
+        raise RemoteError(
+            _still_recorded(deployment, f"no answer to the deploy ({error})")
+        ) from None
+    deployment.state = "deploying"
+    deployment.operation_name = operation.operation.name
     _record(deployment)
     return _wait_for_deploy(operation, deployment, deploy_timeout or DEFAULT_DEPLOY_TIMEOUT_S)
 
@@ -366,7 +383,7 @@ def deploy(
 def _still_recorded(deployment: Deployment, why: str) -> str:
     return (
         f"{why}; {deployment.endpoint_name} stays recorded (operation "
-        f"{deployment.operation_name}) and may cost money: run `{CLEANUP_COMMAND}`"
+        f"{deployment.operation_name or 'unknown'}) and may cost money: run `{CLEANUP_COMMAND}`"
     )
 
 
@@ -483,7 +500,7 @@ def cleanup(
     problems: list[str] = []
     for record in read_registry():
         model_left = record.get("model_state") == "present" and record.get("model_name")
-        if record.get("state") == "deleted" and not model_left:
+        if record.get("state") in ("deleted", "refused") and not model_left:
             continue
         name = record["endpoint_name"]
         try:
