@@ -371,9 +371,7 @@ def deploy(
             deployment.state, deployment.model_state = "refused", "deleted"
             _record(deployment)
             raise error from None
-        raise RemoteError(
-            _still_recorded(deployment, f"no answer to the deploy ({error})")
-        ) from None
+        raise RemoteError(f"{error}; {_still_recorded(deployment, 'no answer')}") from None
     deployment.state = "deploying"
     deployment.operation_name = operation.operation.name
     _record(deployment)
