@@ -233,6 +233,12 @@ def predict_instance(
     return instance
 
 
+def _extra_tag(extra: dict[str, Any]) -> str:
+    """What extra instance fields add to a client's name, so a cache made without them (or with
+    others) is not mistaken for this one's."""
+    return f"#{json.dumps(extra, sort_keys=True)}" if extra else ""
+
+
 class PredictClient:
     """vLLM predict JSON: ``POST URL {"instances": [{prompt, max_tokens, temperature, raw_response}]}``.
 
@@ -252,11 +258,11 @@ class PredictClient:
         from routerlib import auth
 
         self.url = url
-        self.name = name or cache_name(url)
+        self.extra = dict(extra or {})
+        self.name = (name or cache_name(url)) + _extra_tag(self.extra)
         self._http = _JsonHttp(url, timeout, headers)
         self._http.token = auth.headers_for(url)
         self._path = _path_of(url)
-        self.extra = dict(extra or {})
 
     def instance(self, prompt: str, max_tokens: int) -> dict[str, Any]:
         """The predict instance sent for ``prompt``."""
@@ -351,6 +357,7 @@ class VertexEndpointClient:
         self.api_endpoint = api_endpoint
         self.timeout = timeout
         self.extra = dict(extra or {})
+        self.name += _extra_tag(self.extra)
 
     def complete(self, prompt: str, max_tokens: int) -> Completion:
         from routerlib.serving import vertex
