@@ -292,7 +292,7 @@ def batch_predict(
     api = api_endpoint if api_endpoint is not None else api_r
     if not project:
         raise InputError(f"--batch {model}: give --project (or a full model resource name)")
-    target = f"batch:{model_name}"
+    target = f"batch:{model_name}" + ev._extra_tag(dict(extra or {}))
     cache = Path(cache_path)
     cache.parent.mkdir(parents=True, exist_ok=True)
     records = {
