@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import _thread
 import json
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -161,13 +160,9 @@ def test_a_killed_wait_reattaches_and_failed_rows_rerun(
             **kw,
         )
 
-    timer = threading.Timer(0.5, _thread.interrupt_main)
-    timer.start()
-    try:
-        with pytest.raises(KeyboardInterrupt):
-            run()
-    finally:
-        timer.cancel()
+    state.on_poll = _thread.interrupt_main  # Ctrl-C while it waits
+    with pytest.raises(KeyboardInterrupt):
+        run()
     assert "run the same command again to re-attach" in capsys.readouterr().err
     (record,) = batch.read_registry()
     assert record["job_name"] in state.batch_jobs and len(_creates(server)) == 1
@@ -213,21 +208,17 @@ def test_cleanup_cancels_a_batch_job_left_running(
     gold = _gold(shared_data, tmp_path, 3)
     deployment = vertex.deploy(CKPT, **cloud(server))
     state.batch_polls = 10_000
-    timer = threading.Timer(0.5, _thread.interrupt_main)
-    timer.start()
-    try:
-        with pytest.raises(KeyboardInterrupt):
-            evaluate(
-                gold,
-                batch=deployment.model_name,
-                gcs_prefix=PREFIX,
-                out=tmp_path / "r.json",
-                poll_s=0.05,
-                progress=False,
-                **cloud(server),
-            )
-    finally:
-        timer.cancel()
+    state.on_poll = _thread.interrupt_main  # Ctrl-C while it waits
+    with pytest.raises(KeyboardInterrupt):
+        evaluate(
+            gold,
+            batch=deployment.model_name,
+            gcs_prefix=PREFIX,
+            out=tmp_path / "r.json",
+            poll_s=0.05,
+            progress=False,
+            **cloud(server),
+        )
     capsys.readouterr()
     (job,) = state.batch_jobs
 

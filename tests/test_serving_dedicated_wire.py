@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import _thread
 import json
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -220,13 +219,9 @@ def test_ctrl_c_during_the_wait_leaves_the_record(
 ) -> None:
     server, state = stand_in.server, stand_in.state
     state.lro_polls = 10_000
-    timer = threading.Timer(0.5, _thread.interrupt_main)
-    timer.start()
-    try:
-        with pytest.raises(KeyboardInterrupt):
-            vertex.deploy(CKPT, **cloud(server))
-    finally:
-        timer.cancel()
+    state.on_poll = _thread.interrupt_main  # Ctrl-C while it waits
+    with pytest.raises(KeyboardInterrupt):
+        vertex.deploy(CKPT, **cloud(server))
     (record,) = vertex.read_registry()
     assert record["state"] == "deploying" and record["endpoint_name"] in state.endpoints
     assert "routerlib endpoints cleanup" in capsys.readouterr().err

@@ -94,6 +94,9 @@ class ServingState:
     predict_status: int | None = None
     #: When set, deleting an endpoint answers this HTTP status with an error body.
     delete_status: int | None = None
+    #: Called (once) when an operation or a batch job is next polled: tests use it to press
+    #: Ctrl-C at a known point (``_thread.interrupt_main``).
+    on_poll: Callable[[], None] | None = None
     #: When set, polling an operation answers this HTTP status (the deploy itself goes on).
     operation_status: int | None = None
     #: host:port of the TLS predict server; when set, deploys make dedicated endpoints.
@@ -127,6 +130,7 @@ class ServingState:
                 "predict_status",
                 "delete_status",
                 "operation_status",
+                "on_poll",
                 "dns_not_ready_gets",
                 "predict_faults",
                 "recommendations",
@@ -169,6 +173,12 @@ class ServingState:
             "createTime": "2026-11-25T12:00:00Z",
         }
         return self.endpoints[name]
+
+    def polled(self) -> None:
+        """Run ``on_poll`` once, if set."""
+        hook, self.on_poll = self.on_poll, None
+        if hook is not None:
+            hook()
 
     def take_fault(self) -> int | None:
         """The status the next predict must answer (a queued fault or predict_status)."""
@@ -311,6 +321,7 @@ def add_serving_routes(server: RecordingServer, state: ServingState) -> ServingS
 
     @server.route("GET", r"/(?:ui|v1|v1beta1)/(?P<name>" + _PARENT + r"/operations/[^/]+)")
     def get_operation(req: Request, m: Any) -> tuple[int, Any]:
+        state.polled()
         if state.operation_status:
             return _error(state.operation_status, "injected")
         with state.lock:
@@ -547,6 +558,7 @@ def _add_batch_routes(server: RecordingServer, state: ServingState) -> None:
 
     @server.route("GET", r"/v1/(?P<name>" + _PARENT + r"/batchPredictionJobs/[^/:]+)")
     def get(req: Request, m: Any) -> tuple[int, Any]:
+        state.polled()
         with state.lock:
             job = state.batch_jobs.get(m["name"])
             if job is None:
