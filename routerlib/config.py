@@ -118,17 +118,18 @@ def cross_field_problems(values: dict[str, Any]) -> list[str]:
             problems.append(f"adapter_size: must be one of {sizes} under PEFT_ADAPTER")
         if v["tuning_mode"] == "FULL" and v["adapter_size"] is not None:
             problems.append("adapter_size: applies to PEFT_ADAPTER only; set it to null for FULL")
-        problems += [
-            line
-            for line in models.contract_problems(
-                str(v["base_model"]),
-                tuning_mode=str(v["tuning_mode"]),
-                adapter_size=v["adapter_size"],
-                learning_rate_multiplier=v["learning_rate_multiplier"],
-                location=str(v["location"]) if v["backend"] == "vertex" else None,
-            )
-            if not line.startswith("adapter_size:")  # said once, above
-        ]
+        if v["backend"] == "vertex":  # the table is Vertex's contract; local takes any HF id
+            problems += [
+                line
+                for line in models.contract_problems(
+                    str(v["base_model"]),
+                    tuning_mode=str(v["tuning_mode"]),
+                    adapter_size=v["adapter_size"],
+                    learning_rate_multiplier=v["learning_rate_multiplier"],
+                    location=str(v["location"]),
+                )
+                if not line.startswith("adapter_size:")  # said once, above
+            ]
         if v["deploy_location"] == "global":
             problems.append(
                 "deploy_location: endpoints live in a region, not global (e.g. us-central1)"

@@ -139,5 +139,8 @@ def test_config_accepts_global_and_epoch_checkpoints() -> None:
         "us-central1",
         "epoch-2",
     )
-    # the local backend keeps the multiplier (it scales its own default learning rate)
+    # the local backend keeps the multiplier (it scales its own default learning rate) and takes
+    # any Hugging Face id, including the one Vertex renamed
     assert load_config(overrides={"learning_rate_multiplier": 2.0}).learning_rate_multiplier == 2.0
+    local = load_config(overrides={"base_model": "google/gemma-3-27b-it", "location": "global"})
+    assert local.base_model == "google/gemma-3-27b-it"
