@@ -26,11 +26,14 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from routerlib.errors import InputError
+
+if TYPE_CHECKING:
+    from routerlib.tuning.base import Job
 
 # ----------------------------------------------------------------------------- names
 
@@ -402,12 +405,89 @@ def write_record(path: str | os.PathLike[str], record: BaseModel) -> Path:
 
 
 def write_records(path: str | os.PathLike[str], records: list[BaseModel]) -> Path:
-    """Write records as JSONL, one per line, atomically."""
+    """Write records as JSONL, one per line (the fields that were given), atomically."""
     from routerlib.atomic import atomic_writer
 
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     with atomic_writer(target) as handle:
         for record in records:
-            handle.write(json.dumps(record.model_dump(mode="json"), ensure_ascii=False) + "\n")
+            line = record.model_dump(mode="json", exclude_unset=True)
+            handle.write(json.dumps(line, ensure_ascii=False) + "\n")
     return target
+
+
+# ----------------------------------------------------------------------------- per file
+
+
+def write_report(path: str | os.PathLike[str], report: dict[str, Any]) -> Path:
+    """Check ``report`` against ReportRecord, then write it as it is (key order and numbers
+    kept: the original sections come first)."""
+    from routerlib.atomic import write_json
+
+    validate(report, ReportRecord, str(path))
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    write_json(target, report)
+    return target
+
+
+def read_report(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """A report.json, checked against ReportRecord, as the dict the scorer wrote."""
+    read_json(path, ReportRecord)
+    data: dict[str, Any] = json.loads(Path(path).read_text(encoding="utf-8"))
+    return data
+
+
+def write_samples(path: str | os.PathLike[str], lines: list[dict[str, Any]]) -> Path:
+    """Write ``samples.jsonl``, every line checked against SampleRecord."""
+    return write_records(
+        path, [validate(line, SampleRecord, f"{path}:{n}") for n, line in enumerate(lines, 1)]
+    )
+
+
+def read_samples(path: str | os.PathLike[str]) -> list[SampleRecord]:
+    """The per-sample records of a samples.jsonl."""
+    return read_jsonl(path, SampleRecord)
+
+
+def read_metrics(run_dir: str | os.PathLike[str]) -> MetricsRecord:
+    """A run's metrics.json."""
+    return read_json(Path(run_dir) / METRICS_FILE, MetricsRecord)
+
+
+def write_metrics(run_dir: str | os.PathLike[str], record: MetricsRecord) -> Path:
+    """Write a run's metrics.json (stages.write_metrics is its one caller)."""
+    return write_record(Path(run_dir) / METRICS_FILE, record)
+
+
+def read_job(path: str | os.PathLike[str]) -> Job:
+    """A job.json as the tuning interface's Job."""
+    from routerlib.tuning.base import Job
+
+    return read_json(path, Job)
+
+
+def write_job(path: str | os.PathLike[str], job: Job) -> Path:
+    """Write a run's job.json (stages.tune is its one writer)."""
+    return write_record(path, job)
+
+
+def write_predictions(path: str | os.PathLike[str], lines: list[PredictionRecord]) -> Path:
+    """Write a predictions file, one PredictionRecord a line."""
+    return write_records(path, list(lines))
+
+
+def write_comparison(
+    run_dir: str | os.PathLike[str],
+    leaderboard_csv: str,
+    significance_csv: str,
+    record: ComparisonRecord,
+) -> Path:
+    """Write a comparison run's leaderboard.csv, significance.csv and comparison.json."""
+    from routerlib.atomic import write_text
+
+    folder = Path(run_dir)
+    write_text(folder / LEADERBOARD_FILE, leaderboard_csv)
+    write_text(folder / SIGNIFICANCE_FILE, significance_csv)
+    return write_record(folder / COMPARISON_FILE, record)
