@@ -65,16 +65,13 @@ def find_notebook(stage: str, root: Path | None = None) -> Path:
 
 
 def read_state(run_dir: Path) -> dict[str, Any]:
-    """The run's pipeline.json; InputError when it is missing or unreadable."""
+    """The run's pipeline.json (checked against ``runfolder.PipelineRecord``); InputError when it
+    is missing, unreadable or not a pipeline state."""
     file = Path(run_dir) / PIPELINE_FILE
-    try:
-        state = json.loads(file.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise InputError(f"{file}: not a pipeline run folder (no {PIPELINE_FILE})") from None
-    except json.JSONDecodeError as exc:
-        raise InputError(f"{file}: line {exc.lineno}: not valid JSON") from None
-    if not isinstance(state, dict) or not isinstance(state.get("stages"), list):
-        raise InputError(f"{file}: stages: missing")
+    if not file.is_file():
+        raise InputError(f"{file}: not a pipeline run folder (no {PIPELINE_FILE})")
+    runfolder.read_json(file, runfolder.PipelineRecord)
+    state: dict[str, Any] = json.loads(file.read_text(encoding="utf-8"))
     return state
 
 

@@ -4,7 +4,8 @@ module touches.
 Layout of ``<outputs>/<name>-<time>/`` (names relative to the run folder)::
 
     params.yaml                        the resolved RunConfig (stages.open_run / pipeline)
-    pipeline.json, run.log, notebooks/ the batch runner's state, log and executed notebooks
+    pipeline.json                      PipelineRecord: the batch runner's state (pipeline)
+    run.log, notebooks/                the batch runner's log and executed notebooks
     data/ (data/smoke/)                synthetic_rows.jsonl, train/validation/test.jsonl, prepare.json
     tuning/full/ (tuning/smoke/)       job.json (JobRecord = tuning.base.Job), loss_curve.json,
                                        the local backend's own files and checkpoints
@@ -130,6 +131,32 @@ class OpenRecord(BaseModel):
     versions may extend)."""
 
     model_config = ConfigDict(extra="allow")
+
+
+# --- pipeline.json
+
+
+class StageRecord(Record):
+    """One stage of a batch run."""
+
+    stage: str
+    notebook: str
+    status: Literal["pending", "running", "ok", "failed", "interrupted"]
+    seconds: float | None = None
+    error: str | None = None
+    started: str | None = None
+
+
+class PipelineRecord(Record):
+    """``pipeline.json``: the batch runner's state of a run folder (pipeline.py writes it)."""
+
+    params_file: str | None = None
+    params_name: str | None = None
+    run_dir: str | None = None
+    stages: list[StageRecord]
+    status: Literal["running", "failed", "interrupted", "finished"]
+    created: str | None = None
+    finished: str | None = None
 
 
 # --- metrics.json
