@@ -602,13 +602,11 @@ def generate_predictions(
                 progress,
             )
 
+    from routerlib.runfolder import PredictionRecord, write_predictions
+
     out = Path(pred_path) if pred_path else prediction_path_for(cache)
-    with atomic_writer(out) as handle:
-        for index in range(len(prompts)):
-            handle.write(
-                json.dumps(prediction_record(index, records[index]), ensure_ascii=False) + "\n"
-            )
-    return out
+    lines = [PredictionRecord(**prediction_record(i, records[i])) for i in range(len(prompts))]
+    return write_predictions(out, lines)
 
 
 def _lock_or_refuse(handle: Any, cache: Path) -> None:

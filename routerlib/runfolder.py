@@ -320,16 +320,20 @@ class SampleRecord(Record):
     raw: str | None = None
 
 
-class PredictionRecord(OpenRecord):
+class PredictionRecord(Record):
     """One line of a predictions file routerlib writes (evaluate, baselines): the completion text
-    and, when generated, the raw answer, timing and token counts."""
+    and, when generated, the test row, the raw answer, how the JSON was extracted, timing and
+    token counts (``tokens_estimated`` when they are chars/4 estimates). Files from elsewhere are
+    read by the scorer in every shape the original evaluator accepts."""
 
-    completion: str | None
+    index: int | None = None
+    completion: str
     raw: str | None = None
+    extraction: str | None = None
     latency_s: float | None = None
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
-    extraction: str | None = None
+    tokens_estimated: bool | None = None
 
 
 # --- comparison run
