@@ -28,15 +28,16 @@ import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-import pandas as pd
+from typing import TYPE_CHECKING, Any
 
 from routerlib import metrics, paths, runfolder
 from routerlib.errors import InputError
 from routerlib.metrics import ALL_BUCKETS as BUCKETS
 from routerlib.metrics import HEADLINE, LOWER_IS_BETTER, RATE_METRICS
 from routerlib.runfolder import MetricsRecord, RunFolderError, SampleRecord
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 #: The metric a bucket column and the ranking use.
 PRIMARY = "route_plan_exact"
@@ -457,6 +458,8 @@ def leaderboard(runs: Sequence[RunSummary]) -> pd.DataFrame:
         rec["latency_p95_s"] = _num(_get(report, "latency", "p95_s"))
         rec["failed_checks"] = "; ".join(_failed_checks(run.report))
         records.append(rec)
+    import pandas as pd
+
     board = pd.DataFrame.from_records(records)
     if board.empty:
         return board
@@ -557,6 +560,8 @@ def significance_table(runs: Sequence[RunSummary]) -> pd.DataFrame:
         for b, key_b in keyed[i + 1 :]:
             if key_a is not None and key_a == key_b:
                 records.extend(compare_pair(a, b))
+    import pandas as pd
+
     table = pd.DataFrame.from_records(records, columns=SIGNIFICANCE_COLUMNS)
     for column in ("n", "b01", "b10"):
         table[column] = table[column].astype("Int64")  # counts; <NA> for bootstrap rows
