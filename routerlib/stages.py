@@ -411,6 +411,11 @@ def worst_errors(run: Run, n: int = 10) -> pd.DataFrame:
     return frame.sort_values(["metrics_met", "index"]).head(n).set_index("index")
 
 
+#: What metrics.json copies from the RunConfig and from the Job.
+RUN_FIELDS = {"name", "backend", "base_model", "tuning_mode", "adapter_size", "epochs"}
+TUNING_FIELDS = {"state", "train_seconds", "cost_estimate_usd", "tuning_data_stats", "loss_curve"}
+
+
 def write_metrics(run: Run, job: Job, report: Report, baseline_reports: dict[str, Report]) -> Path:
     """Write the run's metrics.json: the run, its tuning, the evaluation and baseline summaries."""
     from routerlib.runfolder import (
@@ -426,23 +431,11 @@ def write_metrics(run: Run, job: Job, report: Report, baseline_reports: dict[str
     strict = (report.get("strict") or {}).get("overall", {})
     record = MetricsRecord(
         run=RunInfo(
-            name=cfg.name,
             params_file=run.params_file,
-            backend=cfg.backend,
-            base_model=cfg.base_model,
-            tuning_mode=cfg.tuning_mode,
-            adapter_size=cfg.adapter_size,
-            epochs=cfg.epochs,
             created=time.strftime("%Y-%m-%dT%H:%M:%S"),
+            **cfg.model_dump(include=RUN_FIELDS),
         ),
-        tuning=TuningInfo(
-            job_name=job.name,
-            state=job.state,
-            train_seconds=job.train_seconds,
-            cost_estimate_usd=job.cost_estimate_usd,
-            tuning_data_stats=job.tuning_data_stats,
-            loss_curve=job.loss_curve,
-        ),
+        tuning=TuningInfo(job_name=job.name, **job.model_dump(include=TUNING_FIELDS)),
         evaluation=EvaluationInfo(
             report=runfolder.REPORT_FILE,
             gate_pass=(report.get("threshold_results") or {}).get("overall_pass"),

@@ -161,3 +161,38 @@ def test_runconfig_defaults_are_the_embedded_default_run() -> None:
     from routerlib import synth
 
     assert synth.DEFAULT_ROWS == defaults.synth_rows and synth.DEFAULT_SEED == defaults.synth_seed
+
+
+def test_write_metrics_is_what_the_comparison_reads(tmp_path: Path, good_run: Path) -> None:
+    from routerlib.tuning.base import Job, TuningSpec
+
+    run = stages.open_run(str(PARAMS / "local.yaml"), str(tmp_path / "run"))
+    eval_dir = run.path / "eval"
+    eval_dir.mkdir()
+    report = metrics.score_files(
+        good_run / "data" / "test.jsonl",
+        good_run / "eval" / "predictions.jsonl",
+        out_path=eval_dir / "report.json",
+        thresholds={"overall": {"min": {"route_plan_exact": 0.8}}},
+        bootstrap=0,
+    )
+    spec = TuningSpec.build(training_dataset_uri="t.jsonl", output_uri=str(tmp_path / "o"))
+    curve = [{"epoch": 1, "step": 5, "train_loss": 1.5, "val_loss": 1.6}]
+    job = Job(
+        name="local/x",
+        backend="local",
+        state="JOB_STATE_SUCCEEDED",
+        spec=spec,
+        loss_curve=curve,
+        train_seconds=12.5,
+    )
+    target = stages.write_metrics(run, job, report, {})
+    record = runfolder.read_metrics(run.path)
+    assert target == run.path / "metrics.json"
+    assert record.run.name == "local" and record.run.epochs == 2
+    assert record.tuning is not None and record.tuning.loss_curve == curve
+    assert record.evaluation is not None and record.evaluation.gate_pass is True
+    assert list(record.evaluation.headline) == list(metrics.HEADLINE)
+    row = compare.leaderboard([compare.load_run(run.path)]).iloc[0]
+    assert row["route_plan_exact strict"] == pytest.approx(36 / 40)
+    assert row["train_seconds"] == 12.5 and row["epochs"] == 2
