@@ -57,7 +57,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="report JSON; samples, cache and predictions are written beside it",
     )
     p.add_argument(
-        "--thresholds", metavar="FILE", help="gate file (router_benchmark_thresholds.json format)"
+        "--thresholds",
+        metavar="FILE",
+        help="gate file (router_benchmark_thresholds.json format); 'default' = the packaged gates",
     )
     p.add_argument(
         "--compare-to",
