@@ -16,7 +16,9 @@ A checkpoint loads on its own: a PEFT one holds the adapter, the tokenizer and a
 ``routerlib_checkpoint.json`` naming the base model; a FULL one the whole model and tokenizer.
 A run that stopped (killed, failed, interrupted) resumes from its last finished epoch when the
 same spec is submitted again with the same output_uri; finished epochs are not redone, and the
-result equals that of an uninterrupted run.
+result equals that of an uninterrupted run. A finished tuning is also kept in the tuning cache
+(routerlib/tuning/cache.py): the same spec on the same data in another output folder copies it
+instead of training again.
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ from routerlib import paths
 from routerlib.atomic import write_json
 from routerlib.errors import InputError
 from routerlib.models import EMBEDDED_MODEL
+from routerlib.tuning import cache
 from routerlib.tuning.base import (
     CANCELLED,
     FAILED,
@@ -545,6 +548,13 @@ class LocalBackend:
         ):
             if uri and not paths.resolve(uri).is_file():
                 raise InputError(f"{key_name}: {uri} does not exist")
+        cache_key, cache_inputs = None, None
+        if cache.cache_dir() is not None:
+            cache_inputs = cache.key_inputs(spec, self._options())
+            cache_key = cache.cache_key(cache_inputs)
+            entry = cache.lookup(cache_key)
+            if entry is not None:
+                return self._attach(spec, out, name, identity, entry, previous)
         job = Job(
             name=name,
             backend="local",
@@ -588,6 +598,8 @@ class LocalBackend:
             job.update_time = _now()
             if job.state != RUNNING:
                 _write_job(out, job)
+        if job.succeeded and cache_key is not None and cache_inputs is not None:
+            cache.store(cache_key, cache_inputs, out)
         return job
 
     def get(self, name: str) -> Job:
@@ -622,6 +634,46 @@ class LocalBackend:
         return job
 
     # ------------------------------------------------------------ helpers
+
+    def _attach(
+        self,
+        spec: TuningSpec,
+        out: Path,
+        name: str,
+        identity: str,
+        entry: Path,
+        previous: Job | None,
+    ) -> Job:
+        """Finish ``spec`` from a cached tuning with the same key: its checkpoints and curve are
+        copied into ``out``; local_run.json records where they came from."""
+        cached = Job.model_validate(cache.restore(entry, out))
+        job = Job(
+            name=name,
+            backend="local",
+            state=SUCCEEDED,
+            spec=spec,
+            create_time=previous.create_time if previous else _now(),
+            update_time=_now(),
+            checkpoint_uri=str(out / paths.FINAL_CHECKPOINT),
+            tuning_data_stats=cached.tuning_data_stats,
+            loss_curve=cached.loss_curve,
+            train_seconds=cached.train_seconds,
+        )
+        write_json(
+            out / RUN_FILE,
+            {
+                "identity": identity,
+                "pid": os.getpid(),
+                "host": socket.gethostname(),
+                "options": self._options(),
+                "from_cache": {"entry": str(entry), "job": cached.name},
+            },
+        )
+        _write_job(out, job)
+        self._known[name] = out
+        if self.progress:
+            print(f"tune (local): same spec and data as {cached.name}; re-attached from {entry}")
+        return job
 
     def _root(self) -> Path:
         return Path(self.root) if self.root else paths.outputs_root()
