@@ -33,6 +33,11 @@ PIPELINE_FILE = "pipeline.json"
 NOTEBOOK_PARAMETERS = frozenset({"params_file", "run_dir"})
 COMPARISON_PARAMETERS = NOTEBOOK_PARAMETERS | {"runs"}
 
+#: Arguments for every kernel papermill starts: ipykernel's own log stays quiet below ERROR, so
+#: its "Kernel is running over TCP without encryption" warning (the kernel listens on 127.0.0.1
+#: only) is not printed once per notebook. Output of the notebook's code is not affected.
+KERNEL_ARGUMENTS = ("--IPKernelApp.log_level=ERROR",)
+
 STATUS_RUNNING = "running"
 STATUS_FAILED = "failed"
 STATUS_FINISHED = "finished"
@@ -202,6 +207,7 @@ def _execute_stage(
         kernel_name="python3",
         cwd=str(paths.project_root()),
         progress_bar=False,
+        extra_arguments=list(KERNEL_ARGUMENTS),
         stdout_file=log,
         stderr_file=log,
     )
