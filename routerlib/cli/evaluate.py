@@ -140,6 +140,10 @@ def run_evaluate(args: argparse.Namespace) -> int:
     _positive("--limit", args.limit)
     if args.retries < 0:
         raise InputError(f"--retries must be >= 0, got {args.retries}")
+    if args.thresholds is not None:
+        from routerlib.metrics import thresholds_file
+
+        args.thresholds = str(thresholds_file(args.thresholds))  # "default": the packaged gates
     for flag, value in (
         ("--gold", args.gold),
         ("--pred", args.pred),
