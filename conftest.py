@@ -23,7 +23,8 @@ def pytest_configure(config: pytest.Config) -> None:
     base = Path(tempfile.mkdtemp(prefix="routerlib-tests-"))
     config.stash[_SESSION_DIR] = base
     os.environ["ROUTERLIB_OUTPUTS"] = str(base / "outputs")
-    os.environ["ROUTERLIB_TUNING_CACHE"] = str(base / "tuning-cache")
+    if os.environ.get("ROUTERLIB_TUNING_CACHE", "").strip().lower() not in {"off", "0", "no"}:
+        os.environ["ROUTERLIB_TUNING_CACHE"] = str(base / "tuning-cache")  # "off" stays off
     os.environ.setdefault("ROUTERLIB_CACHE", str(ROOT / ".cache"))
     os.environ.setdefault("ROUTERLIB_ROOT", str(ROOT))
 

@@ -33,6 +33,7 @@ import random
 import shutil
 import socket
 import statistics
+import sys
 import tempfile
 import time
 import warnings
@@ -827,13 +828,17 @@ class LocalBackend:
         if not curve:
             curve.append({"epoch": 0, "step": 0, "train_loss": None, "val_loss": validate()})
         log_every = max(1, total_steps // 25)
+        # A terminal redraws one line every second; a notebook or a log file keeps every redraw
+        # as output, so there the bar is drawn at the start, at each epoch's end and at the end.
+        live = _is_terminal(sys.stderr)
         bar = tqdm(
             total=total_steps,
             initial=step,
             desc=f"tune {spec.tuning_mode} (local)",
             unit="step",
             disable=not self.progress,
-            mininterval=1.0,
+            mininterval=1.0 if live else math.inf,
+            maxinterval=10.0 if live else math.inf,
         )
         try:
             with _threads(self.num_threads):
@@ -919,6 +924,14 @@ class LocalBackend:
         job.loss_curve, job.train_seconds = curve, round(train_seconds, 3)
         write_json(out / LOSS_CURVE_FILE, curve)
         (last / TRAINING_STATE).unlink(missing_ok=True)
+
+
+def _is_terminal(stream: Any) -> bool:
+    """True for an interactive terminal (a Jupyter kernel's stderr and a log file are not)."""
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError):
+        return False
 
 
 def _save_state(state: dict[str, Any], folder: Path) -> None:
