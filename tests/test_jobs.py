@@ -278,7 +278,7 @@ def test_corrupt_registry_is_a_clear_input_error() -> None:
 
 
 def test_pricing_table_validates_and_estimates(tmp_path: Path) -> None:
-    table = pricing.load_pricing(ROOT / "params" / "pricing.yaml")
+    table = pricing.load_pricing(ROOT / "routerlib" / "data" / "pricing.yaml")
     assert table.price("routerlib/tiny-router-lm") == 0.0
     assert table.price("meta/llama3_1@llama-3.1-8b-instruct") is not None
     bad = tmp_path / "pricing.yaml"
