@@ -429,6 +429,8 @@ def score(
         if pred_rows is not None and isinstance(pred_rows[index], dict):
             if "raw" in pred_rows[index]:
                 record["raw"] = pred_rows[index]["raw"]
+            if "thinking" in pred_rows[index]:  # a <think> block dropped before extraction
+                record["thinking"] = pred_rows[index]["thinking"]
         if isinstance(row, dict) and "prompt" in row:
             record["prompt_preview"] = str(row.get("prompt", ""))[:PROMPT_PREVIEW_CHARS]
         records.append(record)
@@ -716,6 +718,7 @@ def sample_line(record: dict[str, Any]) -> dict[str, Any]:
         "gold_first_tool",
         "pred_first_tool",
         "raw",
+        "thinking",
     )
     return {key: record[key] for key in keys if key in record}
 
