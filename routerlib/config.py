@@ -4,7 +4,7 @@ RunConfig's defaults are the embedded default run (``make run`` with params/loca
 the only defaults of a run setting, and a params file overrides them. Unknown keys are rejected
 (papermill only warns about them), and every problem in a file is reported together, each line
 naming the file and the key. The rules between fields are :func:`cross_field_problems` (the
-tuning ones are :func:`tuning_problems`, for every caller that checks a tuning setup).
+tuning ones are :func:`routerlib.models.tuning_problems`, shared with ``TuningSpec``).
 """
 
 from __future__ import annotations
@@ -82,10 +82,17 @@ class RunConfig(BaseModel):
     api_endpoint: str = ""
 
     # --- deploy (04_deploy_eval, vertex) ---
-    machine_type: str = "g2-standard-12"
-    accelerator_type: str = "NVIDIA_L4"
-    accelerator_count: int = Field(1, ge=1)
+    machine_type: str | None = Field(None, description="None = the base model's contract.")
+    accelerator_type: str | None = Field(None, description="None = the base model's contract.")
+    accelerator_count: int | None = Field(None, ge=1, description="None = the contract's.")
     endpoint: str = Field("", description="Evaluate this endpoint instead of deploying.")
+    eval_mode: Literal["endpoint", "batch"] = Field(
+        "endpoint", description="batch: a Vertex batch prediction job instead of an endpoint."
+    )
+    enable_thinking: bool | None = Field(
+        None,
+        description="Qwen 3 thinking switch, sent as chat_template_kwargs; None = not sent.",
+    )
 
     # --- evaluation (04_deploy_eval) ---
     eval_limit: int | None = Field(None, ge=1)
@@ -102,26 +109,6 @@ class RunConfig(BaseModel):
         return self
 
 
-def tuning_problems(
-    tuning_mode: str,
-    adapter_size: int | None,
-    learning_rate: float | None,
-    learning_rate_multiplier: float | None,
-    base_model: str | None = None,
-) -> list[str]:
-    """Problems of a tuning setup; each line starts with the key to change. Adapter sizes come
-    from the contract table (routerlib/models.py) for ``base_model``."""
-    problems = []
-    sizes = models.adapter_sizes(base_model) if base_model else models.ADAPTER_SIZES
-    if learning_rate is not None and learning_rate_multiplier is not None:
-        problems.append("learning_rate: set learning_rate or learning_rate_multiplier, not both")
-    if tuning_mode == "PEFT_ADAPTER" and adapter_size not in sizes:
-        problems.append(f"adapter_size: must be one of {sizes} under PEFT_ADAPTER")
-    if tuning_mode == "FULL" and adapter_size is not None:
-        problems.append("adapter_size: applies to PEFT_ADAPTER only; set it to null for FULL")
-    return problems
-
-
 def cross_field_problems(values: dict[str, Any]) -> list[str]:
     """Problems between fields; each line starts with the key to change."""
     v = {n: f.get_default(call_default_factory=True) for n, f in RunConfig.model_fields.items()}
@@ -132,12 +119,12 @@ def cross_field_problems(values: dict[str, Any]) -> list[str]:
             problems.append(
                 "val_ratio: val_ratio + test_ratio must be < 1 (rows are left to train)"
             )
-        problems += tuning_problems(
-            v["tuning_mode"],
+        problems += models.tuning_problems(
+            str(v["base_model"]),
+            str(v["tuning_mode"]),
             v["adapter_size"],
             v["learning_rate"],
             v["learning_rate_multiplier"],
-            base_model=str(v["base_model"]),
         )
         if v["backend"] == "vertex":  # the table is Vertex's contract; local takes any HF id
             problems += [

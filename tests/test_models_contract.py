@@ -81,7 +81,7 @@ def test_the_table_is_the_one_home_of_adapter_sizes() -> None:
     assert hits == ["routerlib/models.py"]
     with pytest.raises(InputError) as info:
         TuningSpec.build(training_dataset_uri="gs://b/t", output_uri="gs://b/o", adapter_size=2)
-    assert any("use one of (1, 4, 8, 16, 32)" in line for line in info.value.lines())
+    assert any("one of (1, 4, 8, 16, 32)" in line for line in info.value.lines())
 
 
 @pytest.mark.parametrize(("name", "model_id"), sorted(VERTEX_PARAMS.items()))
