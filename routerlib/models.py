@@ -237,7 +237,10 @@ def tuning_problems(
         )
     sizes = adapter_sizes(base_model)
     if tuning_mode == PEFT and adapter_size not in sizes:
-        problems.append(f"adapter_size: must be one of {sizes} under PEFT_ADAPTER")
+        problems.append(
+            f"adapter_size: adapter_size {adapter_size} is not allowed under PEFT_ADAPTER; "
+            f"use one of {sizes}"
+        )
     if tuning_mode != PEFT and adapter_size is not None:
         problems.append(
             "adapter_size: adapter_size applies to PEFT_ADAPTER only; set it to null for FULL"
