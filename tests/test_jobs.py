@@ -145,7 +145,7 @@ def test_dry_run_sends_nothing_and_prints_the_request(tuning_env: TuningEnv) -> 
 @pytest.mark.parametrize(
     ("fields", "expected"),
     [
-        ({"adapter_size": 3}, "adapter_size: must be one of (1, 4, 8, 16, 32)"),
+        ({"adapter_size": 3}, "one of (1, 4, 8, 16, 32)"),
         ({"tuning_mode": "FULL"}, "adapter_size applies to PEFT_ADAPTER only"),
         ({"learning_rate": 1e-4, "learning_rate_multiplier": 2.0}, "exclusive"),
         ({"training_dataset_uri": "gs://router-tuning-test/data/missing.jsonl"}, "does not exist"),
