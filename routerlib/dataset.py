@@ -33,13 +33,14 @@ from typing import TYPE_CHECKING, Any
 from routerlib import __version__, models, schema, storage
 from routerlib.atomic import write_json
 from routerlib.errors import InputError
+from routerlib.runfolder import PREPARE_FILE
 
 if TYPE_CHECKING:
     import pandas as pd
 
 SPLITS: tuple[str, ...] = ("train", "validation", "test")
 SPLIT_FILES: dict[str, str] = {name: f"{name}.jsonl" for name in SPLITS}
-MANIFEST_FILE = "prepare.json"
+MANIFEST_FILE = PREPARE_FILE
 #: Line formats of the training splits. ``prompt_completion`` is the original conversion's
 #: (byte-identical); ``messages`` is the turn-based chat format Vertex documents for open models:
 #: one user turn (the prompt) and one assistant turn (the completion). The test split keeps

@@ -219,6 +219,35 @@ def adapter_sizes(base_model: str) -> tuple[int, ...]:
     return info.adapter_sizes if info else ADAPTER_SIZES
 
 
+def tuning_problems(
+    base_model: str,
+    tuning_mode: str,
+    adapter_size: int | None,
+    learning_rate: float | None,
+    learning_rate_multiplier: float | None,
+) -> list[str]:
+    """The cross-field rules of a tuning setup, for RunConfig and TuningSpec alike.
+
+    Each line starts with the key to change.
+    """
+    problems = []
+    if learning_rate is not None and learning_rate_multiplier is not None:
+        problems.append(
+            "learning_rate: learning_rate and learning_rate_multiplier are exclusive; set one, not both"
+        )
+    sizes = adapter_sizes(base_model)
+    if tuning_mode == PEFT and adapter_size not in sizes:
+        problems.append(
+            f"adapter_size: adapter_size {adapter_size} is not allowed under PEFT_ADAPTER; "
+            f"use one of {sizes}"
+        )
+    if tuning_mode != PEFT and adapter_size is not None:
+        problems.append(
+            "adapter_size: adapter_size applies to PEFT_ADAPTER only; set it to null for FULL"
+        )
+    return problems
+
+
 def contract_problems(
     base_model: str,
     *,

@@ -145,7 +145,7 @@ def test_dry_run_sends_nothing_and_prints_the_request(tuning_env: TuningEnv) -> 
 @pytest.mark.parametrize(
     ("fields", "expected"),
     [
-        ({"adapter_size": 3}, "adapter_size 3 is not allowed"),
+        ({"adapter_size": 3}, "one of (1, 4, 8, 16, 32)"),
         ({"tuning_mode": "FULL"}, "adapter_size applies to PEFT_ADAPTER only"),
         ({"learning_rate": 1e-4, "learning_rate_multiplier": 2.0}, "exclusive"),
         ({"training_dataset_uri": "gs://router-tuning-test/data/missing.jsonl"}, "does not exist"),
@@ -279,7 +279,7 @@ def test_corrupt_registry_is_a_clear_input_error() -> None:
 
 
 def test_pricing_table_validates_and_estimates(tmp_path: Path) -> None:
-    table = pricing.load_pricing(ROOT / "params" / "pricing.yaml")
+    table = pricing.load_pricing(ROOT / "routerlib" / "data" / "pricing.yaml")
     assert table.price("routerlib/tiny-router-lm") == 0.0
     assert table.price("meta/llama3_1@llama-3.1-8b-instruct") is not None
     bad = tmp_path / "pricing.yaml"

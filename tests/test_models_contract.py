@@ -81,7 +81,7 @@ def test_the_table_is_the_one_home_of_adapter_sizes() -> None:
     assert hits == ["routerlib/models.py"]
     with pytest.raises(InputError) as info:
         TuningSpec.build(training_dataset_uri="gs://b/t", output_uri="gs://b/o", adapter_size=2)
-    assert any("use one of (1, 4, 8, 16, 32)" in line for line in info.value.lines())
+    assert any("one of (1, 4, 8, 16, 32)" in line for line in info.value.lines())
 
 
 @pytest.mark.parametrize(("name", "model_id"), sorted(VERTEX_PARAMS.items()))
@@ -139,5 +139,8 @@ def test_config_accepts_global_and_epoch_checkpoints() -> None:
         "us-central1",
         "epoch-2",
     )
-    # the local backend keeps the multiplier (it scales its own default learning rate)
+    # the local backend keeps the multiplier (it scales its own default learning rate) and takes
+    # any Hugging Face id, including the one Vertex renamed
     assert load_config(overrides={"learning_rate_multiplier": 2.0}).learning_rate_multiplier == 2.0
+    local = load_config(overrides={"base_model": "google/gemma-3-27b-it", "location": "global"})
+    assert local.base_model == "google/gemma-3-27b-it"

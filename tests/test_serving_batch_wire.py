@@ -50,8 +50,8 @@ def cloud(server: RecordingServer) -> dict[str, str]:
     return {"project": "proj-1", "location": "us-central1", "api_endpoint": server.url}
 
 
-def _gold(shared_data: Path, tmp_path: Path, n: int) -> Path:
-    lines = (shared_data / "deep_router_benchmark.jsonl").read_text(encoding="utf-8").splitlines()
+def _gold(real_data: Path, tmp_path: Path, n: int) -> Path:
+    lines = (real_data / "deep_router_benchmark.jsonl").read_text(encoding="utf-8").splitlines()
     path = tmp_path / "gold.jsonl"
     path.write_text("\n".join(lines[:n]) + "\n", encoding="utf-8")
     return path
@@ -75,12 +75,12 @@ def _creates(server: RecordingServer) -> list[Any]:
 
 def test_batch_evaluate_matches_rows_by_key_and_scores_like_an_endpoint(
     stand_in: tuple[RecordingServer, ServingState],
-    shared_data: Path,
+    real_data: Path,
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     server, state = stand_in
-    gold = _gold(shared_data, tmp_path, 12)
+    gold = _gold(real_data, tmp_path, 12)
     _answering(state, gold)
     _fail_rows(state, {3, 7})
     deployment = vertex.deploy(CKPT, **cloud(server))
@@ -134,12 +134,12 @@ def test_batch_evaluate_matches_rows_by_key_and_scores_like_an_endpoint(
 
 def test_a_killed_wait_reattaches_and_failed_rows_rerun(
     stand_in: tuple[RecordingServer, ServingState],
-    shared_data: Path,
+    real_data: Path,
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     server, state = stand_in
-    gold = _gold(shared_data, tmp_path, 6)
+    gold = _gold(real_data, tmp_path, 6)
     _answering(state, gold)
     _fail_rows(state, {1})
     deployment = vertex.deploy(
@@ -200,12 +200,12 @@ def test_a_killed_wait_reattaches_and_failed_rows_rerun(
 
 def test_cleanup_cancels_a_batch_job_left_running(
     stand_in: tuple[RecordingServer, ServingState],
-    shared_data: Path,
+    real_data: Path,
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     server, state = stand_in
-    gold = _gold(shared_data, tmp_path, 3)
+    gold = _gold(real_data, tmp_path, 3)
     deployment = vertex.deploy(CKPT, **cloud(server))
     state.batch_polls = 10_000
     state.on_poll = _thread.interrupt_main  # Ctrl-C while it waits
@@ -233,10 +233,10 @@ def test_cleanup_cancels_a_batch_job_left_running(
 
 
 def test_submit_refusals_are_vertex_shaped(
-    stand_in: tuple[RecordingServer, ServingState], shared_data: Path, tmp_path: Path
+    stand_in: tuple[RecordingServer, ServingState], real_data: Path, tmp_path: Path
 ) -> None:
     server, _ = stand_in
-    gold = _gold(shared_data, tmp_path, 2)
+    gold = _gold(real_data, tmp_path, 2)
     model = "projects/proj-1/locations/us-central1/models/does-not-exist"
     with pytest.raises(vertex.RemoteError, match="404"):
         evaluate(gold, batch=model, gcs_prefix=PREFIX, out=tmp_path / "r.json", **cloud(server))
@@ -245,7 +245,7 @@ def test_submit_refusals_are_vertex_shaped(
 
 
 def test_open_predictor_picks_batch_or_endpoint_from_the_params(
-    stand_in: tuple[RecordingServer, ServingState], shared_data: Path, tmp_path: Path
+    stand_in: tuple[RecordingServer, ServingState], real_data: Path, tmp_path: Path
 ) -> None:
     server, state = stand_in
     deployment = vertex.deploy(CKPT, **cloud(server))
@@ -260,7 +260,7 @@ def test_open_predictor_picks_batch_or_endpoint_from_the_params(
     # Qwen params on an endpoint: the thinking switch travels in each instance, on the wire.
     endpoint = state.add_endpoint("proj-1", "us-central1", "made-elsewhere")
     cfg = load_config("params/qwen3_32b.yaml", {**overrides, "endpoint": endpoint["name"]})
-    gold = _gold(shared_data, tmp_path, 1)
+    gold = _gold(real_data, tmp_path, 1)
     with open_predictor(cfg, CKPT) as predictor:
         assert isinstance(predictor, OnlinePredictor)
         predictor.predict_file(

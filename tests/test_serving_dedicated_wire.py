@@ -59,8 +59,8 @@ def cloud(server: RecordingServer) -> dict[str, str]:
     return {"project": "proj-1", "location": "us-central1", "api_endpoint": server.url}
 
 
-def _gold(shared_data: Path, tmp_path: Path, n: int) -> Path:
-    lines = (shared_data / "deep_router_benchmark.jsonl").read_text(encoding="utf-8").splitlines()
+def _gold(real_data: Path, tmp_path: Path, n: int) -> Path:
+    lines = (real_data / "deep_router_benchmark.jsonl").read_text(encoding="utf-8").splitlines()
     path = tmp_path / "gold.jsonl"
     path.write_text("\n".join(lines[:n]) + "\n", encoding="utf-8")
     return path
@@ -116,14 +116,14 @@ def test_deploy_is_dedicated_and_predict_goes_over_https(stand_in: ServingStandI
 
 
 def test_429_503_and_not_ready_are_retried_then_answered(
-    stand_in: ServingStandIn, shared_data: Path, tmp_path: Path
+    stand_in: ServingStandIn, real_data: Path, tmp_path: Path
 ) -> None:
     server, state = stand_in.server, stand_in.state
     deployment = vertex.deploy(CKPT, **cloud(server))
     vertex._endpoint_cache.clear()
     state.dns_not_ready_gets = 2  # the first GET and the SDK's own re-fetch see no DNS
     state.predict_faults = [429, 503]
-    gold = _gold(shared_data, tmp_path, 1)
+    gold = _gold(real_data, tmp_path, 1)
     client = ev.VertexEndpointClient(deployment.endpoint_name, **cloud(server))
 
     pred = ev.generate_predictions(
@@ -144,7 +144,7 @@ def test_429_503_and_not_ready_are_retried_then_answered(
 @pytest.mark.parametrize("status", [400, 401, 403])
 def test_client_errors_stop_with_one_line(
     stand_in: ServingStandIn,
-    shared_data: Path,
+    real_data: Path,
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
     status: int,
@@ -152,7 +152,7 @@ def test_client_errors_stop_with_one_line(
     server, state = stand_in.server, stand_in.state
     deployment = vertex.deploy(CKPT, **cloud(server))
     state.predict_status = status
-    gold = _gold(shared_data, tmp_path, 2)
+    gold = _gold(real_data, tmp_path, 2)
     argv = ["evaluate", "--gold", str(gold), "--endpoint", deployment.endpoint_name]
     argv += ["--out", str(tmp_path / "r.json"), "--api-endpoint", server.url, "--no-progress"]
     argv += ["--concurrency", "1"]

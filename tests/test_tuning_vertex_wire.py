@@ -342,12 +342,12 @@ def test_global_location_uses_the_global_endpoint(fake_vertex: FakeVertex) -> No
         elsewhere.submit(_spec())
 
 
-@pytest.mark.parametrize("label_filter", [True, False])
+@pytest.mark.parametrize("label_filter", [True, False, "empty"])
 def test_find_submitted_follows_every_page_and_matches_labels(
-    fake_vertex: FakeVertex, label_filter: bool
+    fake_vertex: FakeVertex, label_filter: bool | str
 ) -> None:
     fake_vertex.progression = [QUEUED, RUNNING]
-    fake_vertex.label_filter = label_filter  # False: the server refuses the filter (400)
+    fake_vertex.label_filter = label_filter  # False: refused (400); "empty": matches nothing
     backend = _backend(fake_vertex)
     backend.page_size = 2
     for epochs in (1, 2, 4, 5):  # other specs: other labels
@@ -358,8 +358,9 @@ def test_find_submitted_follows_every_page_and_matches_labels(
     assert found is not None and found.name == mine.name
     lists = fake_vertex.requests("GET", r"/tuningJobs$")
     tokens = {r.query.get("pageToken", [""])[0] for r in lists}
-    if not label_filter:
-        assert {"2", "4"} <= tokens  # all five jobs, two per page, every page read
+    assert {"2", "4"} <= tokens  # all five jobs, two per page, every page read (for epochs=6)
+    unfiltered = [r for r in lists if "filter" not in r.query]
+    assert unfiltered  # a search without a match always ends with a full listing
 
 
 def test_checkpoints_pair_the_api_with_the_bucket(tuning_env) -> None:  # type: ignore[no-untyped-def]

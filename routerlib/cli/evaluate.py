@@ -63,7 +63,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="report JSON; samples, cache and predictions are written beside it",
     )
     p.add_argument(
-        "--thresholds", metavar="FILE", help="gate file (router_benchmark_thresholds.json format)"
+        "--thresholds",
+        metavar="FILE",
+        help="gate file (router_benchmark_thresholds.json format); 'default' = the packaged gates",
     )
     p.add_argument(
         "--compare-to",
@@ -170,6 +172,10 @@ def run_evaluate(args: argparse.Namespace) -> int:
     _positive("--limit", args.limit)
     if args.retries < 0:
         raise InputError(f"--retries must be >= 0, got {args.retries}")
+    if args.thresholds is not None:
+        from routerlib.metrics import thresholds_file
+
+        args.thresholds = str(thresholds_file(args.thresholds))  # "default": the packaged gates
     for flag, value in (
         ("--gold", args.gold),
         ("--pred", args.pred),

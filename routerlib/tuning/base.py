@@ -109,19 +109,13 @@ class TuningSpec(BaseModel):
 
     @model_validator(mode="after")
     def _check(self) -> TuningSpec:
-        problems = []
-        if self.learning_rate is not None and self.learning_rate_multiplier is not None:
-            problems.append(
-                "learning_rate and learning_rate_multiplier are exclusive: drop one of them"
-            )
-        if self.tuning_mode == "PEFT_ADAPTER":
-            sizes = models.adapter_sizes(self.base_model)
-            if self.adapter_size not in sizes:
-                problems.append(
-                    f"adapter_size {self.adapter_size} is not allowed: use one of {sizes}"
-                )
-        elif self.adapter_size is not None:
-            problems.append("adapter_size applies to PEFT_ADAPTER only: remove it for FULL tuning")
+        problems = models.tuning_problems(
+            self.base_model,
+            self.tuning_mode,
+            self.adapter_size,
+            self.learning_rate,
+            self.learning_rate_multiplier,
+        )
         if problems:
             raise ValueError("; ".join(problems))
         return self

@@ -6,7 +6,8 @@ masked) and an EOS token closes each completion, so the model learns where to st
 
 Output folder (``spec.output_uri``, a local path), in Vertex AI's layout::
 
-    job.json                                   the Job (state, stats, loss curve)
+    local_job.json                             the backend's Job (state, stats, loss curve);
+                                               the run folder's job.json is stages.tune's
     loss_curve.json                            [{"epoch", "step", "train_loss", "val_loss"}]
     local_run.json                             what identifies the run (for resume), pid
     postprocess/node-0/checkpoints/epoch-<n>/  one loadable checkpoint per finished epoch
@@ -16,7 +17,9 @@ A checkpoint loads on its own: a PEFT one holds the adapter, the tokenizer and a
 ``routerlib_checkpoint.json`` naming the base model; a FULL one the whole model and tokenizer.
 A run that stopped (killed, failed, interrupted) resumes from its last finished epoch when the
 same spec is submitted again with the same output_uri; finished epochs are not redone, and the
-result equals that of an uninterrupted run.
+result equals that of an uninterrupted run. A finished tuning is also kept in the tuning cache
+(routerlib/tuning/cache.py): the same spec on the same data in another output folder copies it
+instead of training again.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ import random
 import shutil
 import socket
 import statistics
+import sys
 import tempfile
 import time
 import warnings
@@ -44,6 +48,7 @@ from routerlib import paths
 from routerlib.atomic import write_json
 from routerlib.errors import InputError
 from routerlib.models import EMBEDDED_MODEL
+from routerlib.tuning import cache
 from routerlib.tuning.base import (
     CANCELLED,
     FAILED,
@@ -55,7 +60,7 @@ from routerlib.tuning.base import (
 )
 
 CHECKPOINTS_DIR = "postprocess/node-0/checkpoints"
-JOB_FILE = "job.json"
+JOB_FILE = "local_job.json"
 RUN_FILE = "local_run.json"
 LOSS_CURVE_FILE = "loss_curve.json"
 CANCEL_FILE = "CANCEL"
@@ -76,7 +81,7 @@ MIN_LR_FRACTION = 0.1
 MAX_GRAD_NORM = 1.0
 IGNORE_INDEX = -100
 
-# Output folders trained by this process right now (a job.json saying RUNNING with our pid is
+# Output folders trained by this process right now (a local_job.json saying RUNNING with our pid is
 # only alive when its folder is in here).
 _ACTIVE: set[str] = set()
 
@@ -629,6 +634,13 @@ class LocalBackend:
         ):
             if uri and not paths.resolve(uri).is_file():
                 raise InputError(f"{key_name}: {uri} does not exist")
+        cache_key, cache_inputs = None, None
+        if cache.cache_dir() is not None:
+            cache_inputs = cache.key_inputs(spec, self._options())
+            cache_key = cache.cache_key(cache_inputs)
+            entry = cache.lookup(cache_key)
+            if entry is not None:
+                return self._attach(spec, out, name, identity, entry, previous)
         job = Job(
             name=name,
             backend="local",
@@ -672,6 +684,8 @@ class LocalBackend:
             job.update_time = _now()
             if job.state != RUNNING:
                 _write_job(out, job)
+        if job.succeeded and cache_key is not None and cache_inputs is not None:
+            cache.store(cache_key, cache_inputs, out)
         return job
 
     def get(self, name: str) -> Job:
@@ -706,6 +720,46 @@ class LocalBackend:
         return job
 
     # ------------------------------------------------------------ helpers
+
+    def _attach(
+        self,
+        spec: TuningSpec,
+        out: Path,
+        name: str,
+        identity: str,
+        entry: Path,
+        previous: Job | None,
+    ) -> Job:
+        """Finish ``spec`` from a cached tuning with the same key: its checkpoints and curve are
+        copied into ``out``; local_run.json records where they came from."""
+        cached = Job.model_validate(cache.restore(entry, out))
+        job = Job(
+            name=name,
+            backend="local",
+            state=SUCCEEDED,
+            spec=spec,
+            create_time=previous.create_time if previous else _now(),
+            update_time=_now(),
+            checkpoint_uri=str(out / paths.FINAL_CHECKPOINT),
+            tuning_data_stats=cached.tuning_data_stats,
+            loss_curve=cached.loss_curve,
+            train_seconds=cached.train_seconds,
+        )
+        write_json(
+            out / RUN_FILE,
+            {
+                "identity": identity,
+                "pid": os.getpid(),
+                "host": socket.gethostname(),
+                "options": self._options(),
+                "from_cache": {"entry": str(entry), "job": cached.name},
+            },
+        )
+        _write_job(out, job)
+        self._known[name] = out
+        if self.progress:
+            print(f"tune (local): same spec and data as {cached.name}; re-attached from {entry}")
+        return job
 
     def _root(self) -> Path:
         return Path(self.root) if self.root else paths.outputs_root()
@@ -859,13 +913,17 @@ class LocalBackend:
         if not curve:
             curve.append({"epoch": 0, "step": 0, "train_loss": None, "val_loss": validate()})
         log_every = max(1, total_steps // 25)
+        # A terminal redraws one line every second; a notebook or a log file keeps every redraw
+        # as output, so there the bar is drawn at the start, at each epoch's end and at the end.
+        live = _is_terminal(sys.stderr)
         bar = tqdm(
             total=total_steps,
             initial=step,
             desc=f"tune {spec.tuning_mode} (local)",
             unit="step",
             disable=not self.progress,
-            mininterval=1.0,
+            mininterval=1.0 if live else math.inf,
+            maxinterval=10.0 if live else math.inf,
         )
         try:
             with _threads(self.num_threads):
@@ -951,6 +1009,14 @@ class LocalBackend:
         job.loss_curve, job.train_seconds = curve, round(train_seconds, 3)
         write_json(out / LOSS_CURVE_FILE, curve)
         (last / TRAINING_STATE).unlink(missing_ok=True)
+
+
+def _is_terminal(stream: Any) -> bool:
+    """True for an interactive terminal (a Jupyter kernel's stderr and a log file are not)."""
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError):
+        return False
 
 
 def _save_state(state: dict[str, Any], folder: Path) -> None:

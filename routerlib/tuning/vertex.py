@@ -498,7 +498,9 @@ class VertexBackend:
     def list(self, label: tuple[str, str] | None = None) -> list[Job]:
         """Every tuning job of the project and location (all pages); with ``label`` (key, value)
         only the jobs carrying it. The label goes to the list filter too, but matching is done
-        here: a filter the server ignores or refuses (400) cannot return someone else's job."""
+        here, and when the filtered list has no match (or the filter is refused) every job is
+        listed and matched: a filter the server reads differently can neither return someone
+        else's job nor hide ours."""
 
         def fetch_all(filter_text: str | None) -> builtins.list[Any]:
             config: dict[str, Any] = {"page_size": self.page_size}
@@ -510,11 +512,16 @@ class VertexBackend:
         if label is None:
             items = self._call("list", fetch_all, filter_text=None)
         else:
+
+            def matching(found: builtins.list[Any]) -> builtins.list[Any]:
+                return [i for i in found if (i.labels or {}).get(label[0]) == label[1]]
+
             try:
-                items = fetch_all(f'labels.{label[0]}="{label[1]}"')
+                items = matching(fetch_all(f'labels.{label[0]}="{label[1]}"'))
             except Exception:  # noqa: BLE001 - filter refused or a blip: list all, match here
-                items = self._call("list", fetch_all, filter_text=None)
-            items = [i for i in items if (i.labels or {}).get(label[0]) == label[1]]
+                items = []
+            if not items:
+                items = matching(self._call("list", fetch_all, filter_text=None))
         return [self.to_job(item) for item in items]
 
     def find_submitted(self, spec: TuningSpec) -> Job | None:

@@ -150,8 +150,9 @@ class FakeVertex:
         self.create_faults: list[str] = []
         #: Seconds a "hang" create waits before answering.
         self.hang_s = 5.0
-        #: False: the list filter is refused (400), as a server that does not take labels would.
-        self.label_filter = True
+        #: False: the list filter is refused (400), as a server that does not take labels would;
+        #: "empty": it is taken but matches nothing (a filter read differently).
+        self.label_filter: bool | str = True
         #: Gets that answer CANCELLING after a cancel, and the state the job then ends in.
         self.cancel_steps = 1
         self.cancel_outcome = CANCELLED
@@ -350,7 +351,9 @@ class FakeVertex:
             prefix = f"projects/{match[1]}/locations/{match[2]}/"
             names = [n for n in self.tuning_jobs if n.startswith(prefix)]
             text = request.query.get("filter", [""])[0]
-            if text:
+            if text and self.label_filter == "empty":  # takes the filter, matches nothing
+                names = []
+            elif text:
                 wanted = _LABEL_FILTER.match(text) if self.label_filter else None
                 if not wanted:
                     return invalid(f"Unsupported filter: {text}")
