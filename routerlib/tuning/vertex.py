@@ -22,7 +22,7 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit
 
-from routerlib import models
+from routerlib import auth, models
 from routerlib.errors import InputError, RemoteError
 from routerlib.paths import FINAL_CHECKPOINT
 from routerlib.tuning.base import (
@@ -44,7 +44,6 @@ DEFAULT_LOCATION = "us-central1"
 TEST_TOKEN = "test-token"
 #: Per-request HTTP timeout (milliseconds, as google-genai's HttpOptions counts it).
 TIMEOUT_MS = 60_000
-_LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 #: The SDK's endpoint for location ``global`` (google-genai _api_client: no region prefix).
 GLOBAL_HOST = "https://aiplatform.googleapis.com"
 CHECKPOINTS_DIR = FINAL_CHECKPOINT.rsplit("/", 1)[0]
@@ -114,13 +113,6 @@ def resolve_location(location: str | None) -> str:
     return (location or os.environ.get("GOOGLE_CLOUD_REGION") or DEFAULT_LOCATION).strip()
 
 
-def is_loopback(url: str | None) -> bool:
-    """True for an http(s):// address on 127.0.0.1, localhost or ::1."""
-    if not url:
-        return False
-    return (urlsplit(url).hostname or "") in _LOOPBACK
-
-
 def normalize_endpoint(api_endpoint: str | None) -> str | None:
     """The base URL to give the SDK (None = its regional default).
 
@@ -136,7 +128,7 @@ def normalize_endpoint(api_endpoint: str | None) -> str | None:
         raise InputError(
             f"api_endpoint {api_endpoint!r}: expected https://HOST[:PORT] or a host name"
         )
-    if parts.scheme == "http" and not is_loopback(value):
+    if parts.scheme == "http" and not auth.is_loopback(value):
         raise InputError(
             f"api_endpoint {api_endpoint!r}: plain http:// is allowed only for a loopback stand-in "
             "(127.0.0.1/localhost); use https:// for a real endpoint"
@@ -290,23 +282,16 @@ class VertexBackend:
         return f"projects/{self.project}/locations/{self.location}"
 
     def _credentials(self) -> Any:
-        if is_loopback(self.api_endpoint):
+        """Under routerlib.auth's rule: a loopback stand-in gets a placeholder token (genai wants
+        one; the stand-in ignores it), anything else application-default credentials."""
+        if self.api_endpoint and auth.is_loopback(self.api_endpoint):
             from google.oauth2.credentials import Credentials
 
             return Credentials(token=TEST_TOKEN)
-        import google.auth
-        from google.auth.exceptions import DefaultCredentialsError
-
         try:
-            credentials, _ = google.auth.default(
-                scopes=["https://www.googleapis.com/auth/cloud-platform"]
-            )
-        except DefaultCredentialsError as exc:
-            raise CredentialsProblem(
-                "no Google Cloud credentials: run `gcloud auth application-default login` "
-                f"(or set GOOGLE_APPLICATION_CREDENTIALS): {str(exc).splitlines()[0]}"
-            ) from None
-        return credentials
+            return auth.application_default_credentials()
+        except InputError as exc:
+            raise CredentialsProblem(str(exc)) from None
 
     def client(self) -> Any:
         """The google-genai client, built on first use. No client-level retry options are set,
