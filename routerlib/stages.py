@@ -1,8 +1,9 @@
 """The pipeline stages as the notebooks call them: one function per README step.
 
-Each stage reads what the stage before it wrote into the run folder and writes its own part.
-When an earlier stage's output is missing (a notebook run alone), ``ensure_*`` makes it first, so
-every notebook runs by itself with its default parameters.
+Each stage reads what the stage before it wrote into the run folder and writes its own part, by
+the names and records of ``runfolder``. When an earlier stage's output is missing (a notebook run
+alone), the stage makes it first, so every notebook runs by itself with its default parameters.
+Figures live in the ``*_plots`` modules; the batch runner is ``pipeline``.
 """
 
 from __future__ import annotations
@@ -13,15 +14,25 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from routerlib import paths
-from routerlib.atomic import write_json
+from routerlib import paths, runfolder
 from routerlib.config import RunConfig, dump_config, load_config
 from routerlib.errors import InputError
+from routerlib.metrics import HEADLINE
+from routerlib.runfolder import SPLITS
 from routerlib.tuning.base import Job, TuningSpec
 
-SPLITS = ("train", "validation", "test")
+if TYPE_CHECKING:
+    import pandas as pd
+    from IPython.display import Image
+
+    from routerlib.compare import RunSummary
+    from routerlib.dataset import PrepareResult
+    from routerlib.serving.base import Predictor
+
+#: A scored report (``runfolder.ReportRecord``) as the scorer returns it.
+Report = dict[str, Any]
 
 
 @dataclass
@@ -38,10 +49,13 @@ class Run:
 
     def _repr_markdown_(self) -> str:
         cfg = self.config
-        mode = cfg.tuning_mode + (f" r={cfg.adapter_size}" if cfg.adapter_size else "")
+        full = cfg.tuning_mode + (f" r={cfg.adapter_size}" if cfg.adapter_size else "")
+        smoke = f"PEFT_ADAPTER r={cfg.adapter_size or 16}"
         return (
-            f"**Run** `{self.path.name}` · params `{self.params_file}` · backend `{cfg.backend}` · "
-            f"base model `{cfg.base_model}` · {mode} · {cfg.epochs} epoch(s)"
+            f"**Run** `{self.path.name}` · params `{Path(self.params_file).name}` · backend "
+            f"`{cfg.backend}` · base model `{cfg.base_model}`  \n"
+            f"smoke tune (02): {smoke}, {cfg.smoke_epochs} epoch(s) on the first "
+            f"{cfg.smoke_limit} rows · full tune (03): {full}, {cfg.epochs} epoch(s)"
         )
 
 
@@ -54,7 +68,7 @@ def open_run(params_file: str, run_dir: str = "", overrides: dict[str, Any] | No
     config = load_config(params_file, overrides)
     folder = Path(run_dir).resolve() if run_dir else paths.new_run_dir(config.name)
     folder.mkdir(parents=True, exist_ok=True)
-    resolved = folder / paths.PARAMS_FILE
+    resolved = folder / runfolder.PARAMS_FILE
     if resolved.exists():
         recorded = load_config(resolved)
         if recorded != config:
@@ -80,13 +94,13 @@ def source_rows(run: Run) -> Path:
         return path
     from routerlib import synth
 
-    target = run.sub(f"{paths.DATA_DIR}/synthetic_rows.jsonl")
+    target = run.sub(f"{runfolder.DATA_DIR}/{runfolder.SYNTHETIC_ROWS_FILE}")
     if not target.exists():
         synth.write_rows(target, cfg.synth_rows, cfg.synth_seed)
     return target
 
 
-def prepare(run: Run, smoke: bool = False) -> Any:
+def prepare(run: Run, smoke: bool = False) -> PrepareResult:
     """Convert, validate and split the rows (the smoke subset keeps the first ``smoke_limit``)."""
     from routerlib import dataset
 
@@ -97,7 +111,7 @@ def prepare(run: Run, smoke: bool = False) -> Any:
     )
     return dataset.prepare(
         source_rows(run),
-        run.sub(paths.SMOKE_DATA_DIR if smoke else paths.DATA_DIR),
+        run.sub(runfolder.data_dir(smoke)),
         val_ratio=cfg.val_ratio,
         test_ratio=cfg.test_ratio,
         seed=cfg.seed,
@@ -107,24 +121,30 @@ def prepare(run: Run, smoke: bool = False) -> Any:
         tuning_mode=cfg.tuning_mode,
         strict=cfg.strict,
         gcs_prefix=gcs_prefix,
+        data_format=cfg.data_format,
     )
 
 
 def prepared_manifest(run: Run, smoke: bool = False) -> dict[str, Any]:
     """prepare.json of the run, running prepare first when it is missing."""
-    manifest = run.sub(paths.SMOKE_DATA_DIR if smoke else paths.DATA_DIR) / "prepare.json"
+    manifest = run.sub(runfolder.data_dir(smoke)) / runfolder.PREPARE_FILE
     if not manifest.exists():
         prepare(run, smoke=smoke)
-    return json.loads(manifest.read_text(encoding="utf-8"))
+    data: dict[str, Any] = json.loads(manifest.read_text(encoding="utf-8"))
+    return data
 
 
-def split_table(run: Run, smoke: bool = False) -> Any:
-    """A pandas table of the splits: rows, first-tool and difficulty mix, token estimate."""
-
+def split_frame(run: Run, smoke: bool = False) -> pd.DataFrame:
+    """One row per prepared example (``dataset.stats_frame``), preparing first when needed."""
     from routerlib import dataset
 
     prepared_manifest(run, smoke)
-    frame = dataset.stats_frame(run.sub(paths.SMOKE_DATA_DIR if smoke else paths.DATA_DIR))
+    return dataset.stats_frame(run.sub(runfolder.data_dir(smoke)))
+
+
+def split_table(run: Run, smoke: bool = False) -> pd.DataFrame:
+    """A pandas table of the splits: rows, first-tool and difficulty mix, token estimate."""
+    frame = split_frame(run, smoke)
     table = frame.groupby("split", sort=False).agg(
         rows=("split", "size"),
         math_first=("first_tool", lambda s: float((s == "/math").mean())),
@@ -136,30 +156,27 @@ def split_table(run: Run, smoke: bool = False) -> Any:
     return table.reindex([s for s in SPLITS if s in table.index]).round(3)
 
 
-def shown(fig: Any) -> Any:
-    """Return ``fig`` ready to be a cell's last expression: displayed once, as PNG, in Jupyter,
-    papermill and nbconvert alike (pyplot activates the inline formatter; closing the figure
-    stops the inline backend from showing it a second time)."""
-    import matplotlib.pyplot as plt
-
-    plt.close(fig)
-    return fig
-
-
-def split_figure(run: Run) -> Any:
-    """Per-split plots of first tool, route length, difficulty and token length."""
-    from routerlib import data_plots, dataset
-
-    prepared_manifest(run)
-    return shown(data_plots.plot_split_stats(dataset.stats_frame(run.sub(paths.DATA_DIR))))
-
-
 def dataset_uris(run: Run, smoke: bool = False) -> dict[str, str]:
     """Where tuning reads the splits: the gs:// URIs when uploaded, else local paths."""
     manifest = prepared_manifest(run, smoke)
-    folder = run.sub(paths.SMOKE_DATA_DIR if smoke else paths.DATA_DIR)
     uploaded = manifest.get("uris") or {}
-    return {name: uploaded.get(name) or str(folder / f"{name}.jsonl") for name in SPLITS}
+    return {
+        name: uploaded.get(name) or str(run.sub(runfolder.split_file(name, smoke)))
+        for name in SPLITS
+    }
+
+
+def split_files(run: Run, smoke: bool = False) -> Any:
+    """Where each split is, as a table: the gs:// URI when uploaded, else the path in the run."""
+    rows = {}
+    for name, uri in dataset_uris(run, smoke).items():
+        local = Path(uri)
+        rows[name] = (
+            uri
+            if uri.startswith("gs://") or not local.is_relative_to(run.path)
+            else str(local.relative_to(run.path))
+        )
+    return fields(rows)
 
 
 # ---------------------------------------------------------------- 02/03 tune
@@ -167,7 +184,7 @@ def dataset_uris(run: Run, smoke: bool = False) -> dict[str, str]:
 
 def _output_uri(run: Run, smoke: bool) -> str:
     cfg = run.config
-    leaf = paths.SMOKE_TUNING_DIR if smoke else paths.FULL_TUNING_DIR
+    leaf = runfolder.tuning_dir(smoke)
     if cfg.output_uri:
         return cfg.output_uri.rstrip("/") + ("/smoke" if smoke else "")
     if cfg.backend == "vertex":
@@ -211,15 +228,13 @@ def tune(run: Run, smoke: bool = False) -> Job:
         tuning_spec(run, smoke),
         backend=cfg.backend,
         wait=True,
+        strict=cfg.strict,
         project=cfg.project or None,
         location=cfg.location,
         api_endpoint=cfg.api_endpoint or None,
         local_options={"batch_size": cfg.batch_size, "max_train_tokens": cfg.max_train_tokens},
     )
-    write_json(
-        run.sub(paths.SMOKE_TUNING_DIR if smoke else paths.FULL_TUNING_DIR) / "job.json",
-        job.model_dump(mode="json"),
-    )
+    runfolder.write_job(run.sub(runfolder.job_file(smoke)), job)
     if not job.succeeded:
         raise InputError(f"tuning job {job.name} ended in {job.state}: {job.error or 'no message'}")
     return job
@@ -227,91 +242,85 @@ def tune(run: Run, smoke: bool = False) -> Job:
 
 def tuned_job(run: Run, smoke: bool = False) -> Job:
     """The run's finished tuning job, tuning first when there is none yet."""
-    record = run.sub(paths.SMOKE_TUNING_DIR if smoke else paths.FULL_TUNING_DIR) / "job.json"
+    record = run.sub(runfolder.job_file(smoke))
     if record.exists():
-        job = Job.model_validate_json(record.read_text(encoding="utf-8"))
+        job = runfolder.read_job(record)
         if job.succeeded:
             return job
     return tune(run, smoke)
 
 
-def job_table(job: Job) -> Any:
-    """One-row pandas table of a job: state, mode, adapter, epochs, stats, time, cost."""
-    import pandas as pd
+def job_table(job: Job) -> pd.DataFrame:
+    """A job as a two-column table: state, mode, adapter, epochs, data statistics, time, cost and
+    where the checkpoint is (numbers rounded; the job.json keeps them whole)."""
+    from routerlib import display
 
     stats = job.tuning_data_stats or {}
-    row = {
-        "job": job.name,
-        "state": job.state,
-        "base_model": job.spec.base_model,
-        "tuning_mode": job.spec.tuning_mode,
-        "adapter_size": job.spec.adapter_size,
-        "epochs": job.spec.epochs,
-        "examples": stats.get("tuning_dataset_example_count"),
-        "billable_tokens": stats.get("total_billable_token_count"),
-        "steps": stats.get("tuning_step_count"),
-        "train_seconds": job.train_seconds,
-        "cost_estimate_usd": job.cost_estimate_usd,
-        "checkpoint": job.checkpoint_uri,
-    }
-    return pd.DataFrame([row]).set_index("job")
+    cost = job.cost_estimate_usd
+    seconds = job.train_seconds
+    return display.fields(
+        {
+            "job": job.name,
+            "state": job.state,
+            "base model": job.spec.base_model,
+            "tuning mode": job.spec.tuning_mode,
+            "adapter size": job.spec.adapter_size,
+            "epochs": job.spec.epochs,
+            "examples": stats.get("tuning_dataset_example_count"),
+            "billable tokens": stats.get("total_billable_token_count"),
+            "steps": stats.get("tuning_step_count"),
+            "train time": None if seconds is None else f"{seconds:,.0f} s",
+            "cost estimate": None if cost is None else f"${cost:,.2f}",
+            "checkpoint": _short_path(job.checkpoint_uri),
+        }
+    )
 
 
-def loss_figure(job: Job) -> Any:
-    """Training and validation loss against step."""
-    import matplotlib.pyplot as plt
+def _short_path(uri: str | None) -> str | None:
+    """A checkpoint location for reading: gs:// URIs whole, local paths from the run folder on."""
+    if not uri or uri.startswith("gs://"):
+        return uri
+    parts = Path(uri).parts
+    for anchor in ("tuning",):
+        if anchor in parts:
+            return str(Path(*parts[parts.index(anchor) :]))
+    return Path(uri).name
 
-    fig, ax = plt.subplots(figsize=(6, 3.2))
-    curve = job.loss_curve
-    train = [(p["step"], p["train_loss"]) for p in curve if p.get("train_loss") is not None]
-    val = [(p["step"], p["val_loss"]) for p in curve if p.get("val_loss") is not None]
-    if train:
-        ax.plot(*zip(*train, strict=True), label="train", lw=1)
-    if val:
-        ax.plot(*zip(*val, strict=True), "o-", label="validation")
-    ax.set_xlabel("step")
-    ax.set_ylabel("loss (completion tokens)")
-    ax.set_title(f"{job.spec.tuning_mode} · {job.spec.base_model.rsplit('/', 1)[-1]}")
-    ax.legend()
-    fig.tight_layout()
-    return shown(fig)
+
+def spec_table(spec: TuningSpec) -> Any:
+    """The tuning spec as a two-column table (field names as the Vertex SDK spells them)."""
+    from routerlib import display
+
+    fields = spec.model_dump()
+    for key in ("training_dataset_uri", "validation_dataset_uri", "output_uri"):
+        fields[key] = _short_path(fields.get(key)) if fields.get(key) else None
+    return display.fields(fields)
+
+
+def fields(mapping: dict[str, Any]) -> Any:
+    """Any flat or nested dict (counts, statistics, URIs) as a two-column table."""
+    from routerlib import display
+
+    return display.fields(mapping)
 
 
 # ---------------------------------------------------------------- 04 deploy & evaluate
 
 
 @contextmanager
-def serving(run: Run, job: Job) -> Iterator[str]:
-    """Serve the tuned checkpoint for the block and always clean up: a local HTTP server, or a
-    Vertex endpoint deployed for the block (or the configured ``endpoint``, left as it is)."""
-    cfg = run.config
-    if cfg.endpoint:
-        yield cfg.endpoint
-        return
+def serving(run: Run, job: Job) -> Iterator[Predictor]:
+    """The serving Predictor for the tuned checkpoint, for the block (routerlib.serving.base):
+    a local server, a Vertex endpoint deployed for the block, a batch job (``eval_mode: batch``)
+    or the configured ``endpoint`` left as it is. Whatever it started is cleaned up."""
+    from routerlib.serving.base import open_predictor
+
     checkpoint = job.checkpoint_uri or job.spec.checkpoint_uri()
-    if cfg.backend == "local":
-        from routerlib.serving.local import LocalServer
+    if run.config.checkpoint != "final" and not run.config.endpoint:  # checkpoint: epoch-N
+        from routerlib import jobs
 
-        with LocalServer(checkpoint) as server:
-            yield server.endpoint_url
-        return
-    import os
-
-    from routerlib.serving import vertex
-
-    project = cfg.project or os.environ.get("GOOGLE_CLOUD_PROJECT", "")
-    if not project:
-        raise InputError(f"{run.params_file}: project: set it or GOOGLE_CLOUD_PROJECT to deploy")
-    with vertex.deployed(
-        checkpoint,
-        machine_type=cfg.machine_type,
-        accelerator_type=cfg.accelerator_type,
-        accelerator_count=cfg.accelerator_count,
-        project=project,
-        location=cfg.location,
-        api_endpoint=cfg.api_endpoint,
-    ) as deployment:
-        yield deployment.endpoint_name
+        checkpoint = jobs.select_checkpoint(job, run.config.checkpoint)
+    with open_predictor(run.config, str(checkpoint), params_file=str(run.params_file)) as predictor:
+        yield predictor
 
 
 def thresholds_path(run: Run) -> Path:
@@ -325,20 +334,26 @@ def thresholds_path(run: Run) -> Path:
     )
 
 
-def baselines(run: Run) -> dict[str, dict[str, Any]]:
+def _baseline_predictions(run: Run, kind: str) -> Path:
+    return runfolder.predictions_path(run.sub(runfolder.baseline_report_file(kind)))
+
+
+def baselines(run: Run) -> dict[str, Report]:
     """Score the previous router logic (majority template and keyword rules) on the test split."""
     from routerlib import baselines as previous
     from routerlib import metrics
 
     gold = Path(dataset_uris(run)["test"])
     reports = {}
-    for kind in ("majority", "rules"):
-        folder = run.sub(f"{paths.EVAL_DIR}/baselines/{kind}")
-        preds = folder / "predictions.jsonl"
+    for kind in previous.KINDS:
+        preds = _baseline_predictions(run, kind)
         if not preds.exists():
             previous.write_baseline(gold, preds, kind=kind)
         reports[kind] = metrics.score_files(
-            gold, preds, out_path=folder / "report.json", thresholds=thresholds_path(run)
+            gold,
+            preds,
+            out_path=run.sub(runfolder.baseline_report_file(kind)),
+            thresholds=thresholds_path(run),
         )
     return reports
 
@@ -354,23 +369,25 @@ def decodings(run: Run) -> list[str]:
 def report_path(run: Run, decoding: str = "free") -> Path:
     """Where a decoding's report lives: eval/report.json (free), eval/constrained/report.json
     (each with its samples.jsonl, cache and predictions beside it)."""
-    folder = paths.EVAL_DIR if decoding == "free" else f"{paths.EVAL_DIR}/{decoding}"
-    return run.sub(f"{folder}/report.json")
+    if decoding == "free":
+        return run.sub(runfolder.REPORT_FILE)
+    return run.sub(f"{paths.EVAL_DIR}/{decoding}/report.json")
 
 
-def evaluate(run: Run, endpoint: str, decoding: str = "free") -> dict[str, Any]:
-    """Generate predictions for the test split through ``endpoint`` (``decoding`` free or
-    constrained) and score them against the gold completions, the gate and the previous router
-    (the configured baseline)."""
+def evaluate(run: Run, endpoint: Predictor | str, decoding: str = "free") -> Report:
+    """Generate predictions for the test split through ``endpoint`` (a serving Predictor from
+    :func:`serving`, or an endpoint address; ``decoding`` free or constrained) and score them
+    against the gold completions, the gate and the previous router (the configured baseline)."""
     from routerlib import evaluate as runner
 
     cfg = run.config
-    baseline_preds = run.sub(f"{paths.EVAL_DIR}/baselines/{cfg.baseline}/predictions.jsonl")
+    baseline_preds = _baseline_predictions(run, cfg.baseline)
     if not baseline_preds.exists():
         baselines(run)
+    source = {"endpoint": endpoint} if isinstance(endpoint, str) else {"predictor": endpoint}
     return runner.evaluate(
         Path(dataset_uris(run)["test"]),
-        endpoint=endpoint,
+        **source,
         out=report_path(run, decoding),
         thresholds=thresholds_path(run),
         compare_to=baseline_preds,
@@ -378,48 +395,35 @@ def evaluate(run: Run, endpoint: str, decoding: str = "free") -> dict[str, Any]:
         max_tokens=cfg.max_tokens,
         limit=cfg.eval_limit,
         project=cfg.project or None,
-        location=cfg.location,
+        location=cfg.deploy_location,
         api_endpoint=cfg.api_endpoint or None,
         constrained=decoding == "constrained",
     )
 
 
-def evaluate_all(run: Run, endpoint: str) -> dict[str, dict[str, Any]]:
+#: Columns of the per-notebook headline table: (metric, label); strict values with intervals.
+def evaluate_all(run: Run, endpoint: Predictor | str) -> dict[str, Report]:
     """:func:`evaluate` once per configured decoding, on the same test rows, headline first."""
     return {decoding: evaluate(run, endpoint, decoding) for decoding in decodings(run)}
 
 
-def confusion_figure(report: dict[str, Any], bucket: str = "overall") -> Any:
-    """The first-tool confusion matrix of a report (routerlib.diagnostics)."""
-    from routerlib import diagnostics_plots
-
-    return shown(diagnostics_plots.confusion_matrix(report, bucket))
-
-
-def tool_figure(reports: dict[str, dict[str, Any]], bucket: str = "overall") -> Any:
-    """Per-tool precision / recall / F1 of several reports side by side."""
-    from routerlib import diagnostics_plots
-
-    return shown(diagnostics_plots.tool_bars(reports, bucket))
-
-
-def headline_report(reports: dict[str, dict[str, Any]]) -> dict[str, Any]:
+def headline_report(reports: dict[str, Report]) -> Report:
     """The report of the first decoding (the run's headline)."""
     return next(iter(reports.values()))
 
 
-def decoding_table(reports: dict[str, dict[str, Any]]) -> Any:
+def decoding_table(reports: dict[str, Report]) -> pd.DataFrame:
     """Free against constrained on the same rows: strict figures, time per token and the paired
     test of constrained minus free per metric (McNemar / paired bootstrap, compare.py)."""
     import pandas as pd
 
     from routerlib import compare
 
+    shown_metrics = ("json_valid", "schema_valid", *HEADLINE[1:6], "tool_sequence_exact")
     rows = {}
     for decoding, report in reports.items():
         strict = (report.get("strict") or {}).get("overall", {})
-        row = {m: strict.get(m) for m in ("json_valid", "schema_valid", *HEADLINE[1:6])}
-        row["tool_sequence_exact"] = strict.get("tool_sequence_exact")
+        row: dict[str, Any] = {m: strict.get(m) for m in shown_metrics}
         row["s_per_token"] = compare.seconds_per_token(report)
         rows[decoding] = row
     table = pd.DataFrame(rows).T
@@ -432,173 +436,244 @@ def decoding_table(reports: dict[str, dict[str, Any]]) -> Any:
     return table
 
 
-HEADLINE = (
-    "json_valid",
-    "route_plan_exact",
-    "route_tool_precision",
-    "route_tool_recall",
-    "metrics_keys_match",
-    "todo_tool_alignment",
-    "handoff_tools_covered",
-    "length_ratio",
+def confusion_figure(report: Report, bucket: str = "overall") -> Any:
+    """The first-tool confusion matrix of a report (routerlib.diagnostics)."""
+    from routerlib import diagnostics_plots
+    from routerlib.data_plots import shown
+
+    return shown(diagnostics_plots.confusion_matrix(report, bucket))
+
+
+def tool_figure(reports: dict[str, Report], bucket: str = "overall") -> Any:
+    """Per-tool precision / recall / F1 of several reports side by side."""
+    from routerlib import diagnostics_plots
+    from routerlib.data_plots import shown
+
+    return shown(diagnostics_plots.tool_bars(reports, bucket))
+
+
+HEADLINE_VIEW = (
+    ("json_valid", "JSON valid"),
+    ("route_plan_exact", "plan exact"),
+    ("tool_sequence_exact", "tool sequence exact"),
+    ("route_tool_recall", "tool recall"),
+    ("route_tool_precision", "tool precision"),
 )
 
 
-def headline_table(reports: dict[str, dict[str, Any]]) -> Any:
-    """Overall original and strict figures of several reports, side by side."""
+def headline_table(reports: dict[str, Report]) -> pd.DataFrame:
+    """Routers side by side: gate, the headline metrics (strict, with their 95% intervals) and the
+    median length ratio of valid predictions; text rounded for reading."""
     import pandas as pd
+
+    from routerlib import display
 
     rows = {}
     for label, report in reports.items():
-        overall = report["metrics"].get("overall", {})
         strict = (report.get("strict") or {}).get("overall", {})
-        row = {m: overall.get(m) for m in HEADLINE}
-        row.update(
-            {f"strict:{m}": strict.get(m) for m in ("route_plan_exact", "route_tool_recall")}
-        )
-        row["gate_pass"] = (report.get("threshold_results") or {}).get("overall_pass")
+        intervals = (report.get("intervals") or {}).get("overall", {})
+        passed = (report.get("threshold_results") or {}).get("overall_pass")
+        row: dict[str, Any] = {
+            "gate": display.MISSING if passed is None else "pass" if passed else "fail"
+        }
+        for metric, name in HEADLINE_VIEW:
+            lo, hi = (intervals.get(metric) or [None, None])[:2]
+            row[name] = display.with_interval(
+                {
+                    f"{metric} strict": strict.get(metric),
+                    f"{metric} strict lo": lo,
+                    f"{metric} strict hi": hi,
+                },
+                metric,
+            )
+        ratio = report["metrics"].get("overall", {}).get("length_ratio")
+        row["length ratio"] = display.fmt(ratio, 2)
         rows[label] = row
     return pd.DataFrame(rows).T
 
 
-def gate_table(report: dict[str, Any]) -> Any:
-    """The failed checks of the gate (all checks when ``all``), one row each."""
+def gate_table(report: Report) -> pd.DataFrame:
+    """Every check of the report's gate, one row each (indexed by bucket): metric, value, the rule
+    (``≥ 0.98`` / ``≤ 0.30``) and ``passed``; a bucket the test split has no rows of is one line
+    that says so. Empty when the report was not gated."""
     import pandas as pd
 
-    results = report.get("threshold_results") or {}
+    from routerlib import display
+
+    columns = ["bucket", "metric", "value", "rule", "passed"]
+    results = report.get("threshold_results")
+    if not results:
+        return pd.DataFrame(columns=columns).set_index("bucket")
+    gate = runfolder.validate(results, runfolder.GateResults, "threshold_results")
     rows = []
-    for bucket, checks in results.items():
-        if not isinstance(checks, dict):
+    for bucket, checks in gate.checks().items():
+        if checks and all(c.value is None for c in checks.values()):
+            rows.append(  # one line for a bucket the test split has no rows of
+                {
+                    "bucket": bucket,
+                    "metric": f"all {len(checks)} checks",
+                    "value": "no test rows",
+                    "rule": display.MISSING,
+                    "passed": all(c.passed for c in checks.values()),
+                }
+            )
             continue
         for metric, check in checks.items():
-            if isinstance(check, dict) and "passed" in check:
-                rows.append({"bucket": bucket, "metric": metric, **check})
-    return pd.DataFrame(rows)
+            sign = "≤" if check.kind == "max" else "≥"
+            rows.append(
+                {
+                    "bucket": bucket,
+                    "metric": metric,
+                    "value": "no test rows" if check.value is None else display.fmt(check.value),
+                    "rule": f"{sign} {display.fmt(check.threshold, 2)}",
+                    "passed": check.passed,
+                }
+            )
+    return pd.DataFrame(rows, columns=columns).set_index("bucket")
+
+
+#: Per-sample yes/no checks counted in ``worst_errors``.
+ERROR_CHECKS = (
+    "route_plan_exact",
+    "route_first_tool_match",
+    "metrics_keys_match",
+    "todo_covers_all_tools",
+    "handoff_tools_covered",
+)
+
+
+def _problem(record: runfolder.SampleRecord) -> str:
+    """What went wrong with one prediction, without character positions (so alike failures
+    group together)."""
+    import re
+
+    if not record.valid:
+        reason = record.reason or "invalid"
+        return re.sub(r":? ?(line \d+ column \d+ )?\(char \d+\)", "", reason).strip()
+    missed = [m for m in ERROR_CHECKS if not record.metrics.get(m)]
+    return "missed " + ", ".join(missed) if missed else "all checks met"
 
 
 def worst_errors(run: Run, n: int = 10) -> Any:
-    """The n test rows the tuned model got most wrong (invalid first, then fewest metrics met)."""
+    """The tuned model's worst failures, alike ones grouped: each row is one kind of problem with
+    how many test rows have it, which ones, the checks met and how the first one's output starts
+    (shown whole; the table is in ``.frame``)."""
     import pandas as pd
 
-    samples = run.sub(f"{paths.EVAL_DIR}/samples.jsonl")
-    records = [
-        json.loads(line) for line in samples.read_text(encoding="utf-8").splitlines() if line
-    ]
-    binary = (
-        "route_plan_exact",
-        "route_first_tool_match",
-        "metrics_keys_match",
-        "todo_covers_all_tools",
-        "handoff_tools_covered",
-    )
-    rows = []
+    from routerlib import display
+
+    records = runfolder.read_samples(runfolder.samples_path(run.sub(runfolder.REPORT_FILE)))
+    groups: dict[tuple[str, int], list[int]] = {}
+    starts: dict[tuple[str, int], str] = {}
     for rec in records:
-        met = sum(bool(rec.get(m)) for m in binary) if rec.get("valid") else -1
-        raw = str(rec.get("raw") or "")
+        met = sum(bool(rec.metrics.get(m)) for m in ERROR_CHECKS) if rec.valid else -1
+        key = (_problem(rec), met)
+        groups.setdefault(key, []).append(rec.index)
+        starts.setdefault(key, " ".join((rec.raw or "").split())[:60])
+    rows = []
+    for (problem, met), indices in groups.items():
+        if met == len(ERROR_CHECKS):
+            continue  # nothing wrong to show
+        shown = ", ".join(str(i) for i in indices[:6]) + (
+            f" … (+{len(indices) - 6})" if len(indices) > 6 else ""
+        )
         rows.append(
             {
-                "index": rec.get("index"),
-                "valid": rec.get("valid"),
-                "metrics_met": met,
-                "length_ratio": rec.get("length_ratio"),
-                "output_start": raw[:120],
+                "problem": problem,
+                "rows": len(indices),
+                "test rows": shown,
+                "checks met": "invalid" if met < 0 else f"{met}/{len(ERROR_CHECKS)}",
+                "first output starts": starts[(problem, met)] or "(empty)",
+                "_met": met,
             }
         )
     frame = pd.DataFrame(rows)
-    return frame.sort_values(["metrics_met", "index"]).head(n).set_index("index")
+    if not frame.empty:
+        frame = frame.sort_values(["_met", "rows"], ascending=[True, False], kind="stable")
+        frame = frame.drop(columns="_met").head(n).reset_index(drop=True)
+    return display.whole(frame)
 
 
-def bucket_figure(reports: dict[str, dict[str, Any]], metric: str = "route_plan_exact") -> Any:
-    """A grouped bar chart of one metric per bucket, strict figures, for several reports."""
-    import matplotlib.pyplot as plt
-    import numpy as np
-
-    buckets = sorted({b for r in reports.values() for b in (r.get("strict") or r["metrics"])})
-    fig, ax = plt.subplots(figsize=(7, 3.2))
-    width = 0.8 / max(len(reports), 1)
-    for i, (label, report) in enumerate(reports.items()):
-        table = report.get("strict") or report["metrics"]
-        values = [table.get(b, {}).get(metric, np.nan) for b in buckets]
-        ax.bar(np.arange(len(buckets)) + i * width, values, width, label=label)
-    ax.set_xticks(np.arange(len(buckets)) + width * (len(reports) - 1) / 2, buckets)
-    ax.set_ylim(0, 1.05)
-    ax.set_ylabel(f"{metric} (strict)")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    return shown(fig)
+#: What metrics.json copies from the RunConfig and from the Job.
+RUN_FIELDS = {"name", "backend", "base_model", "tuning_mode", "adapter_size", "epochs"}
+TUNING_FIELDS = {"state", "train_seconds", "cost_estimate_usd", "tuning_data_stats", "loss_curve"}
 
 
 def write_metrics(
     run: Run,
     job: Job,
-    report: dict[str, Any],
-    baseline_reports: dict[str, dict[str, Any]],
-    decoding_reports: dict[str, dict[str, Any]] | None = None,
+    report: Report,
+    baseline_reports: dict[str, Report],
+    decoding_reports: dict[str, Report] | None = None,
 ) -> Path:
-    """Write the run's metrics.json: the run, its tuning, the evaluation (``report``, the headline
-    decoding) with one entry per scored decoding, and the baseline summaries."""
-    from routerlib import compare
+    """Write the run's metrics.json: the run, its tuning, the evaluation (``report``: the headline
+    decoding), one entry per scored decoding, and the baseline summaries."""
+    from routerlib.compare import seconds_per_token
+    from routerlib.runfolder import (
+        BaselineInfo,
+        DecodingInfo,
+        EvaluationInfo,
+        MetricsRecord,
+        RunInfo,
+        TuningInfo,
+    )
 
     cfg = run.config
     decoding_reports = decoding_reports or {decodings(run)[0]: report}
     matching = [d for d, r in decoding_reports.items() if r is report]
     headline_decoding = matching[0] if matching else decodings(run)[0]
+
+    def relative(decoding: str) -> str:
+        return str(report_path(run, decoding).relative_to(run.path))
+
+    def figures(r: Report, block: str) -> dict[str, Any]:
+        values = (r.get(block) or {}).get("overall", {})
+        return {m: values.get(m) for m in HEADLINE}
+
     overall = report["metrics"].get("overall", {})
     strict = (report.get("strict") or {}).get("overall", {})
-    summary = {
-        "run": {
-            "name": cfg.name,
-            "params_file": run.params_file,
-            "backend": cfg.backend,
-            "base_model": cfg.base_model,
-            "tuning_mode": cfg.tuning_mode,
-            "adapter_size": cfg.adapter_size,
-            "epochs": cfg.epochs,
-            "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
-        },
-        "tuning": {
-            "job_name": job.name,
-            "state": job.state,
-            "train_seconds": job.train_seconds,
-            "cost_estimate_usd": job.cost_estimate_usd,
-            "tuning_data_stats": job.tuning_data_stats,
-            "loss_curve": job.loss_curve,
-        },
-        "evaluation": {
-            "report": str(report_path(run, headline_decoding).relative_to(run.path)),
-            "decoding": headline_decoding,
-            "gate_pass": (report.get("threshold_results") or {}).get("overall_pass"),
-            "headline": {m: overall.get(m) for m in HEADLINE},
-            "strict": {m: strict.get(m) for m in HEADLINE},
-        },
-        "decodings": {
-            decoding: {
-                "report": str(report_path(run, decoding).relative_to(run.path)),
-                "gate_pass": (r.get("threshold_results") or {}).get("overall_pass"),
-                "headline": {m: r["metrics"].get("overall", {}).get(m) for m in HEADLINE},
-                "strict": {m: (r.get("strict") or {}).get("overall", {}).get(m) for m in HEADLINE},
-                "schema_valid": (r.get("strict") or {}).get("overall", {}).get("schema_valid"),
-                "seconds_per_token": compare.seconds_per_token(r),
-            }
+    record = MetricsRecord(
+        run=RunInfo(
+            params_file=run.params_file,
+            created=time.strftime("%Y-%m-%dT%H:%M:%S"),
+            **cfg.model_dump(include=RUN_FIELDS),
+        ),
+        tuning=TuningInfo(job_name=job.name, **job.model_dump(include=TUNING_FIELDS)),
+        evaluation=EvaluationInfo(
+            report=relative(headline_decoding),
+            decoding=headline_decoding,
+            gate_pass=(report.get("threshold_results") or {}).get("overall_pass"),
+            headline={m: overall.get(m) for m in HEADLINE},
+            strict={m: strict.get(m) for m in HEADLINE},
+        ),
+        decodings={
+            decoding: DecodingInfo(
+                report=relative(decoding),
+                gate_pass=(r.get("threshold_results") or {}).get("overall_pass"),
+                headline=figures(r, "metrics"),
+                strict=figures(r, "strict"),
+                schema_valid=(r.get("strict") or {}).get("overall", {}).get("schema_valid"),
+                seconds_per_token=seconds_per_token(r),
+            )
             for decoding, r in decoding_reports.items()
         },
-        "baselines": {
-            kind: {
-                "report": f"{paths.EVAL_DIR}/baselines/{kind}/report.json",
-                "gate_pass": (r.get("threshold_results") or {}).get("overall_pass"),
-            }
+        baselines={
+            kind: BaselineInfo(
+                report=runfolder.baseline_report_file(kind),
+                gate_pass=(r.get("threshold_results") or {}).get("overall_pass"),
+            )
             for kind, r in baseline_reports.items()
         },
-    }
-    target = run.sub(paths.METRICS_FILE)
-    write_json(target, summary)
-    return target
+    )
+    return runfolder.write_metrics(run.path, record)
 
 
-def comparison_table(report: dict[str, Any], bucket: str = "overall") -> Any:
+def comparison_table(report: Report, bucket: str = "overall") -> pd.DataFrame:
     """Strict per-metric deltas against the previous router, with the paired test's p-value and
-    the number of test rows fixed and broken, one row per metric."""
+    the number of test rows fixed and broken, one row per metric (rounded for reading)."""
     import pandas as pd
+
+    from routerlib import display
 
     comparison = report.get("comparison") or {}
     deltas = (comparison.get("strict") or {}).get(bucket, {})
@@ -607,14 +682,15 @@ def comparison_table(report: dict[str, Any], bucket: str = "overall") -> Any:
     rows = []
     for metric, values in deltas.items():
         test = tests.get(metric, {})
+        delta = values.get("delta")
         rows.append(
             {
                 "metric": metric,
-                "previous": values.get("previous"),
-                "tuned": values.get("new"),
-                "delta": values.get("delta"),
-                "test": test.get("test"),
-                "p_value": test.get("p_value"),
+                "previous": display.fmt(values.get("previous")),
+                "tuned": display.fmt(values.get("new")),
+                "delta": display.MISSING if display.missing(delta) else f"{delta:+.3f}",
+                "test": display.fmt(test.get("test")),
+                "p_value": display.fmt(test.get("p_value"), 4),
                 "fixed": len(changes.get(metric, {}).get("fixed", [])),
                 "broken": len(changes.get(metric, {}).get("broken", [])),
             }
@@ -625,56 +701,55 @@ def comparison_table(report: dict[str, Any], bucket: str = "overall") -> Any:
 # ---------------------------------------------------------------- 05 compare
 
 
-def build_run(params_file: str) -> Path:
-    """Run stages 01–04 in-process into a new run folder (used when there is nothing to compare)."""
-    run = open_run(params_file)
-    prepare(run)
-    job = tuned_job(run)
-    previous = baselines(run)
-    with serving(run, job) as endpoint:
-        reports = evaluate_all(run, endpoint)
-    write_metrics(run, job, headline_report(reports), previous, reports)
-    return run.path
+#: The stages the comparison runs when it has nothing to compare (the smoke tune adds nothing).
+BUILD_STAGES = ("01", "03", "04")
 
 
-def runs_to_compare(run: Run, runs: list[str]) -> list[Any]:
+def runs_to_compare(run: Run, runs: list[str]) -> list[RunSummary]:
     """The given run folders, else every finished run under the outputs root; when there is none,
-    one is made from this notebook's params so the comparison always has a model to show."""
-    from routerlib import compare
+    the pipeline makes one from this notebook's params (stages 01, 03, 04) so the comparison
+    always has a model to show."""
+    from routerlib import compare, pipeline
 
     found = [r for r in compare.load_runs(runs or None) if Path(r.path) != run.path]
     if not found and not runs:
-        build_run(run.params_file)
+        (result,) = pipeline.run_pipeline(
+            [run.params_file], stages=BUILD_STAGES, name=run.config.name
+        )
+        if not result.ok:
+            raise InputError(f"building a run to compare failed: {result.message}")
         found = [r for r in compare.load_runs(None) if Path(r.path) != run.path]
     return found
 
 
-def comparison_plots(run: Run, found: list[Any]) -> list[Path]:
+def comparison_plots(run: Run, found: list[RunSummary]) -> list[Path]:
     """Every comparison plot, saved as PNG in the run folder."""
     from routerlib import compare_plots
 
-    return compare_plots.all_plots(found, run.sub("plots"))
+    return compare_plots.all_plots(found, run.sub(runfolder.PLOTS_DIR))
 
 
-def image(path: Path) -> Any:
+def image(path: Path) -> Image:
     """A PNG for display in the notebook."""
     from IPython.display import Image
 
     return Image(filename=str(path))
 
 
-def write_comparison(run: Run, board: Any, significance: Any) -> Path:
-    """Save the leaderboard and significance table (CSV and JSON) in the comparison run folder."""
-    from routerlib.atomic import write_text
+def saved(path: Path) -> Any:
+    """A one-line Markdown note of a file written into the run folder (its name, not its path)."""
+    from IPython.display import Markdown
 
-    write_text(run.sub("leaderboard.csv"), board.to_csv())
-    write_text(run.sub("significance.csv"), significance.to_csv())
-    target = run.sub("comparison.json")
-    write_json(
-        target,
-        {
-            "leaderboard": json.loads(board.to_json(orient="index")),
-            "significance": json.loads(significance.to_json(orient="records")),
-        },
+    return Markdown(f"Saved `{path.name}` in `{path.parent.name}/`.")
+
+
+COMPARISON_FILES = ("leaderboard.csv", "significance.csv", "comparison.json")
+
+
+def write_comparison(run: Run, board: pd.DataFrame, significance: pd.DataFrame) -> Path:
+    """Save the leaderboard and significance table (CSV and JSON) in the comparison run folder."""
+    record = runfolder.ComparisonRecord(
+        leaderboard=json.loads(board.to_json(orient="index")),
+        significance=json.loads(significance.to_json(orient="records")),
     )
-    return target
+    return runfolder.write_comparison(run.path, board.to_csv(), significance.to_csv(), record)
