@@ -61,9 +61,9 @@ def run_labels(routers: Sequence[RunSummary]) -> list[str]:
 
 
 def _note(fig: Any, lines: Sequence[str]) -> None:
-    """A grey note under the axes for what the figure leaves out."""
+    """A grey note at the foot of the figure for what it leaves out (the layout makes room)."""
     if lines:
-        fig.text(0.01, 0.005, "\n".join(lines), ha="left", va="bottom", fontsize=8, color="0.35")
+        fig.supxlabel("\n".join(lines), x=0.01, ha="left", fontsize=8, color="0.35")
 
 
 def _bucket_values(run: RunSummary, metric: str, buckets: Sequence[str]) -> list[float]:
@@ -84,6 +84,13 @@ def bucket_scores(
     metric: str = PRIMARY,
     routers: Sequence[RunSummary] | None = None,
 ) -> Path:
+    """``bucket_figure`` saved as bucket_scores.png."""
+    return _save(bucket_figure(board, metric, routers), folder, "bucket_scores.png")
+
+
+def bucket_figure(
+    board: pd.DataFrame, metric: str = PRIMARY, routers: Sequence[RunSummary] | None = None
+) -> Any:
     """Grouped bars per bucket, one bar per router: ``metric`` (strict) and, from the routers'
     reports when given, ``tool_sequence_exact``, which still separates routers when no plan is
     exact. A zero bar is marked with a 0 so it is not mistaken for a missing one."""
@@ -148,7 +155,7 @@ def bucket_scores(
         axes[0].legend(
             fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False
         )
-    return _save(fig, folder, "bucket_scores.png")
+    return fig
 
 
 def _parse_prediction(obj: Any) -> dict[str, Any] | None:
@@ -200,6 +207,11 @@ def first_tool_pairs(run: RunSummary) -> list[tuple[str, str]]:
 
 
 def route_confusion(runs: Sequence[RunSummary], folder: Path) -> Path:
+    """``confusion_figure`` saved as route_confusion.png."""
+    return _save(confusion_figure(runs), folder, "route_confusion.png")
+
+
+def confusion_figure(runs: Sequence[RunSummary]) -> Any:
     """One confusion matrix per router, titled by router and run: first tool of the gold plan
     (rows) vs predicted (columns). Routers without predictions are named in a note."""
     labels = run_labels(runs)
@@ -211,7 +223,7 @@ def route_confusion(runs: Sequence[RunSummary], folder: Path) -> Path:
     fig = _figure(4.6 * per_row, 4.2 * n_rows + (0.3 if skipped else 0))
     if not items:
         _empty(fig.add_subplot(), "no predictions")
-        return _save(fig, folder, "route_confusion.png")
+        return fig
     for k, (label, run, pairs) in enumerate(items, 1):
         ax = fig.add_subplot(n_rows, per_row, k)
         gold_labels = sorted({g for g, _ in pairs})
@@ -236,7 +248,7 @@ def route_confusion(runs: Sequence[RunSummary], folder: Path) -> Path:
         )
     if skipped:
         _note(fig, [f"No predictions to tabulate: {', '.join(skipped)}."])
-    return _save(fig, folder, "route_confusion.png")
+    return fig
 
 
 def length_ratios(run: RunSummary) -> list[float]:
@@ -253,36 +265,53 @@ def length_ratios(run: RunSummary) -> list[float]:
 
 
 #: The gate's length-ratio bands: (value, label).
-LENGTH_BANDS = ((0.9, "0.9 (too short)"), (1.1, "1.1"), (1.25, "1.25 (too long)"))
+LENGTH_BANDS = ((0.9, "0.9 short"), (1.1, "1.1 long"), (1.25, "1.25 too long"))
 
 
 def length_ratio(runs: Sequence[RunSummary], folder: Path) -> Path:
+    """``length_figure`` saved as length_ratio.png."""
+    return _save(length_figure(runs), folder, "length_ratio.png")
+
+
+def length_figure(runs: Sequence[RunSummary]) -> Any:
     """Histogram of per-sample ``length_ratio`` (prediction chars / gold chars) per router, with
     the gate's bands labelled; routers without a valid prediction are named in a note."""
-    fig = _figure()
+    import numpy as np
+
+    fig = _figure(9, 4.5)
     ax = fig.add_subplot()
-    drawn, skipped = 0, []
+    series, skipped = [], []
     for label, run in zip(run_labels(runs), runs, strict=True):
         values = length_ratios(run)
         if values:
-            ax.hist(values, bins=30, alpha=0.5, label=f"{label} ({len(values)} valid)")
-            drawn += 1
+            series.append((f"{label} ({len(values)} valid)", values))
         else:
             skipped.append(label)
-    if drawn:
-        top = ax.get_ylim()[1]
-        for x, text in LENGTH_BANDS:
+    if series:
+        every = [v for _, values in series for v in values]
+        lo = min(min(every), LENGTH_BANDS[0][0]) - 0.05
+        hi = max(max(every), LENGTH_BANDS[-1][0]) + 0.05
+        bins = np.linspace(lo, hi, 40)  # one set of bins, so the routers compare bar for bar
+        for k, (label, values) in enumerate(series):
+            color = f"C{k % 10}"
+            ax.hist(values, bins=bins, alpha=0.35, color=color, label=label)
+            ax.hist(values, bins=bins, histtype="step", color=color, linewidth=1)
+        for x, _ in LENGTH_BANDS:
             ax.axvline(x, color="0.4", linestyle="--", linewidth=0.8)
-            ax.text(x, top, f" {text}", rotation=90, va="top", ha="right", fontsize=7, color="0.3")
+        top = ax.secondary_xaxis("top")
+        top.set_xticks([x for x, _ in LENGTH_BANDS], [text for _, text in LENGTH_BANDS])
+        top.tick_params(labelsize=8, colors="0.3")
+        top.set_xlabel("gate bands", fontsize=8, color="0.3")
+        ax.set_xlim(lo, hi)
         ax.set_xlabel("length ratio (prediction / gold, JSON characters)")
         ax.set_ylabel("samples")
-        ax.legend(fontsize="small", loc="upper right")
+        ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
     else:
         _empty(ax, "no valid predictions, so no length ratios")
-    if skipped and drawn:
+    if skipped and series:
         _note(fig, [f"Not drawn (no valid prediction): {', '.join(skipped)}."])
     ax.set_title("Length-ratio distribution (valid predictions)")
-    return _save(fig, folder, "length_ratio.png")
+    return fig
 
 
 def _place_labels(ax: Any, points: list[tuple[float, float, str]]) -> None:
@@ -316,7 +345,8 @@ def _place_labels(ax: Any, points: list[tuple[float, float, str]]) -> None:
             placed.append(note.get_window_extent(renderer))
 
 
-def _scatter(board: pd.DataFrame, folder: Path, column: str, xlabel: str, name: str) -> Path:
+def scatter_figure(board: pd.DataFrame, column: str, xlabel: str) -> Any:
+    """Strict route-plan accuracy against ``column``, one labelled point per router."""
     from routerlib.display import router_labels
 
     fig = _figure(7.5, 4.8)
@@ -370,20 +400,27 @@ def _scatter(board: pd.DataFrame, folder: Path, column: str, xlabel: str, name: 
     else:
         _empty(ax, f"no runs with both {xlabel} and {PRIMARY}")
     ax.set_title(f"Quality vs {xlabel}")
-    return _save(fig, folder, name)
+    return fig
 
 
 def quality_vs_cost(board: pd.DataFrame, folder: Path) -> Path:
     """Strict route-plan accuracy against the tuning cost estimate (USD)."""
-    return _scatter(board, folder, "cost_usd", "tuning cost estimate (USD)", "quality_vs_cost.png")
+    fig = scatter_figure(board, "cost_usd", "tuning cost estimate (USD)")
+    return _save(fig, folder, "quality_vs_cost.png")
 
 
 def quality_vs_latency(board: pd.DataFrame, folder: Path) -> Path:
     """Strict route-plan accuracy against p95 prediction latency (s)."""
-    return _scatter(board, folder, "latency_p95_s", "latency p95 (s)", "quality_vs_latency.png")
+    fig = scatter_figure(board, "latency_p95_s", "latency p95 (s)")
+    return _save(fig, folder, "quality_vs_latency.png")
 
 
 def loss_curves(runs: Sequence[RunSummary], folder: Path) -> Path:
+    """``loss_figure`` saved as loss_curves.png."""
+    return _save(loss_figure(runs), folder, "loss_curves.png")
+
+
+def loss_figure(runs: Sequence[RunSummary]) -> Any:
     """Train (solid) and validation (dashed, dots) loss per step of each tuned model, one colour
     per model and run; a curve identical to an earlier one says so in the legend."""
     from matplotlib.lines import Line2D
@@ -438,7 +475,7 @@ def loss_curves(runs: Sequence[RunSummary], folder: Path) -> Path:
     else:
         _empty(ax, "no loss curves recorded")
     ax.set_title("Tuning loss")
-    return _save(fig, folder, "loss_curves.png")
+    return fig
 
 
 def all_plots(

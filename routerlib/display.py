@@ -20,6 +20,8 @@ SHORT_NAMES = {
     "route_tool_recall": "tool recall",
     "json_valid": "JSON valid",
 }
+#: Metrics whose paired tests are shown up front (the rest one click or one CSV away).
+HEADLINE_TESTS = ("route_plan_exact", "tool_sequence_exact", "route_tool_recall", "json_valid")
 #: The headline table never has more columns than this (router, run, gate, four metrics, cost,
 #: latency).
 HEADLINE_MAX_COLUMNS = 9
@@ -133,34 +135,39 @@ def full_board(board: pd.DataFrame) -> pd.DataFrame:
 
 
 def significance_view(sig: pd.DataFrame, metrics: Iterable[str] | None = None) -> pd.DataFrame:
-    """Paired tests for reading: which router (and run) against which, rates, Δ with its interval,
-    p-value and verdict."""
+    """Paired tests for reading: router against router (each with its run when one name has
+    several runs), rates, Δ with its 95% interval, p-value and verdict."""
+    columns = ["router", "against", "metric", "rows", "router rate", "against rate"]
+    columns += ["Δ [95% CI]", "p", "significant"]
     if sig is None or sig.empty:
-        return pd.DataFrame(columns=["router", "against", "metric"])
+        return pd.DataFrame(columns=columns)
     rows = sig if metrics is None else sig[sig["metric"].isin(list(metrics))]
+    runs_of: dict[str, set[str]] = {}
+    for _, row in sig.iterrows():
+        runs_of.setdefault(str(row["model"]), set()).add(str(row["model_run"]))
+        if not str(row["reference"]).startswith("baseline:"):
+            runs_of.setdefault(str(row["reference"]), set()).add(str(row.get("reference_run")))
+
+    def name(router: str, run: Any) -> str:
+        several = len(runs_of.get(router, ())) > 1 and not router.startswith("baseline:")
+        return f"{router} · {run_suffix(router, str(run))}" if several else router
+
     out = []
     for _, row in rows.iterrows():
-        model, ref = str(row["model"]), str(row["reference"])
-        ref_run = str(row.get("reference_run") or "")
-        same_name = model == ref
         out.append(
             {
-                "router": f"{model} · {run_suffix(model, str(row['model_run']))}"
-                if same_name
-                else model,
-                "against": f"{ref} · {run_suffix(ref, ref_run)}" if same_name and ref_run else ref,
-                "run": str(row["model_run"]),
+                "router": name(str(row["model"]), row["model_run"]),
+                "against": name(str(row["reference"]), row.get("reference_run")),
                 "metric": row["metric"],
                 "rows": fmt(row.get("n")),
                 "router rate": fmt(row.get("model_rate")),
                 "against rate": fmt(row.get("reference_rate")),
                 "Δ [95% CI]": _delta(row),
-                "test": row.get("test"),
                 "p": fmt(row.get("p_value"), 4),
                 "significant": "yes" if row.get("significant") else "no",
             }
         )
-    return pd.DataFrame(out)
+    return pd.DataFrame(out, columns=columns)
 
 
 def _delta(row: Mapping[str, Any]) -> str:
@@ -214,3 +221,37 @@ class HTMLTable:
 def whole(frame: pd.DataFrame, index: bool = False) -> HTMLTable:
     """``frame`` for a notebook cell's last line: every row and column, rounded."""
     return HTMLTable(frame, index=index)
+
+
+def runs_table(runs: Iterable[Any]) -> pd.DataFrame:
+    """The run folders being compared: folder, model, base model, mode, epochs, routers scored."""
+    rows = []
+    for run in runs:
+        settings = (run.metrics or {}).get("run") or {}
+        mode = settings.get("tuning_mode")
+        if mode and settings.get("adapter_size"):
+            mode = f"{mode} r={settings['adapter_size']}"
+        rows.append(
+            {
+                "run": run.run_name,
+                "model": run.name,
+                "base model": settings.get("base_model"),
+                "tuning": mode,
+                "epochs": settings.get("epochs"),
+                "baselines": ", ".join(b.baseline_kind for b in run.baselines) or None,
+                "problems": len(run.problems) or None,
+            }
+        )
+    return readable(
+        pd.DataFrame(
+            rows,
+            columns=["run", "model", "base model", "tuning", "epochs", "baselines", "problems"],
+        )
+    )
+
+
+def saved(folder: Path, files: Iterable[str]) -> str:
+    """Markdown naming the files written into a run folder (names only, no absolute paths)."""
+    present = [name for name in files if (Path(folder) / name).exists()]
+    names = ", ".join(f"`{name}`" for name in present) or "nothing"
+    return f"Saved in `{Path(folder).name}/`: {names}."

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from routerlib import paths
+from routerlib import display, paths
 from routerlib.errors import RouterlibError
 
 #: (what it is, pattern). Kept specific so rendered numbers and base64 images do not match.
@@ -209,6 +209,8 @@ th{background:#f3f3f3} td:first-child,th:first-child{text-align:left}
 .note{background:#fff8e6;border-left:4px solid #d09a2a;padding:.1rem 1rem;margin-top:.75rem}
 .wrap{overflow-x:auto}
 .small{font-size:.8rem;color:#555}
+.leaderboard td:nth-child(-n+3),.significance td:nth-child(-n+3),.significance-all td:nth-child(-n+3),
+.leaderboard-full td:nth-child(-n+6),table th{text-align:left}
 details summary{cursor:pointer;margin:.25rem 0}
 """
 
@@ -281,8 +283,6 @@ def _index_html(
 
 def display_board(board: Any) -> Any:
     """The full leaderboard for reading (kept for callers; see ``display.full_board``)."""
-    from routerlib import display
-
     return display.full_board(board)
 
 
@@ -293,7 +293,7 @@ def _table(frame: Any, **kwargs: Any) -> str:
 def _comparison(run_dirs: list[Path], out: Path) -> tuple[str, str, str, list[Path]]:
     """Leaderboard HTML (compact table, the full one folded, both as CSV in ``out``),
     significance HTML, conclusion markdown and plot PNGs for these runs."""
-    from routerlib import compare, compare_plots, display
+    from routerlib import compare, compare_plots
     from routerlib.atomic import write_text
 
     scored = [r for r in run_dirs if (r / paths.METRICS_FILE).is_file()]
@@ -334,7 +334,9 @@ def _comparison(run_dirs: list[Path], out: Path) -> tuple[str, str, str, list[Pa
         write_text(out / SIGNIFICANCE_CSV, sig.to_csv(index=False))
         main = display.significance_view(sig, SIGNIFICANCE_HEADLINE)
         sig_html = (
-            _table(main, classes="significance")
+            '<p class="small">McNemar on yes/no metrics, paired bootstrap on rates; strict '
+            "values; Δ is router minus the router it is tested against.</p>"
+            + _table(main, classes="significance")
             + f"<details><summary>All {len(sig)} paired tests</summary>"
             + '<div class="wrap">'
             + _table(display.significance_view(sig), classes="significance-all")

@@ -38,10 +38,13 @@ class Run:
 
     def _repr_markdown_(self) -> str:
         cfg = self.config
-        mode = cfg.tuning_mode + (f" r={cfg.adapter_size}" if cfg.adapter_size else "")
+        full = cfg.tuning_mode + (f" r={cfg.adapter_size}" if cfg.adapter_size else "")
+        smoke = f"PEFT_ADAPTER r={cfg.adapter_size or 16}"
         return (
-            f"**Run** `{self.path.name}` · params `{self.params_file}` · backend `{cfg.backend}` · "
-            f"base model `{cfg.base_model}` · {mode} · {cfg.epochs} epoch(s)"
+            f"**Run** `{self.path.name}` · params `{Path(self.params_file).name}` · backend "
+            f"`{cfg.backend}` · base model `{cfg.base_model}`  \n"
+            f"smoke tune (02): {smoke}, {cfg.smoke_epochs} epoch(s) on the first "
+            f"{cfg.smoke_limit} rows · full tune (03): {full}, {cfg.epochs} epoch(s)"
         )
 
 
@@ -162,6 +165,19 @@ def dataset_uris(run: Run, smoke: bool = False) -> dict[str, str]:
     return {name: uploaded.get(name) or str(folder / f"{name}.jsonl") for name in SPLITS}
 
 
+def split_files(run: Run, smoke: bool = False) -> Any:
+    """Where each split is, as a table: the gs:// URI when uploaded, else the path in the run."""
+    rows = {}
+    for name, uri in dataset_uris(run, smoke).items():
+        local = Path(uri)
+        rows[name] = (
+            uri
+            if uri.startswith("gs://") or not local.is_relative_to(run.path)
+            else str(local.relative_to(run.path))
+        )
+    return fields(rows)
+
+
 # ---------------------------------------------------------------- 02/03 tune
 
 
@@ -236,25 +252,57 @@ def tuned_job(run: Run, smoke: bool = False) -> Job:
 
 
 def job_table(job: Job) -> Any:
-    """One-row pandas table of a job: state, mode, adapter, epochs, stats, time, cost."""
-    import pandas as pd
+    """A job as a two-column table: state, mode, adapter, epochs, data statistics, time, cost and
+    where the checkpoint is (numbers rounded; the job.json keeps them whole)."""
+    from routerlib import display
 
     stats = job.tuning_data_stats or {}
-    row = {
-        "job": job.name,
-        "state": job.state,
-        "base_model": job.spec.base_model,
-        "tuning_mode": job.spec.tuning_mode,
-        "adapter_size": job.spec.adapter_size,
-        "epochs": job.spec.epochs,
-        "examples": stats.get("tuning_dataset_example_count"),
-        "billable_tokens": stats.get("total_billable_token_count"),
-        "steps": stats.get("tuning_step_count"),
-        "train_seconds": job.train_seconds,
-        "cost_estimate_usd": job.cost_estimate_usd,
-        "checkpoint": job.checkpoint_uri,
-    }
-    return pd.DataFrame([row]).set_index("job")
+    cost = job.cost_estimate_usd
+    seconds = job.train_seconds
+    return display.fields(
+        {
+            "job": job.name,
+            "state": job.state,
+            "base model": job.spec.base_model,
+            "tuning mode": job.spec.tuning_mode,
+            "adapter size": job.spec.adapter_size,
+            "epochs": job.spec.epochs,
+            "examples": stats.get("tuning_dataset_example_count"),
+            "billable tokens": stats.get("total_billable_token_count"),
+            "steps": stats.get("tuning_step_count"),
+            "train time": None if seconds is None else f"{seconds:,.0f} s",
+            "cost estimate": None if cost is None else f"${cost:,.2f}",
+            "checkpoint": _short_path(job.checkpoint_uri),
+        }
+    )
+
+
+def _short_path(uri: str | None) -> str | None:
+    """A checkpoint location for reading: gs:// URIs whole, local paths from the run folder on."""
+    if not uri or uri.startswith("gs://"):
+        return uri
+    parts = Path(uri).parts
+    for anchor in ("tuning",):
+        if anchor in parts:
+            return str(Path(*parts[parts.index(anchor) :]))
+    return Path(uri).name
+
+
+def spec_table(spec: TuningSpec) -> Any:
+    """The tuning spec as a two-column table (field names as the Vertex SDK spells them)."""
+    from routerlib import display
+
+    fields = spec.model_dump()
+    for key in ("training_dataset_uri", "validation_dataset_uri", "output_uri"):
+        fields[key] = _short_path(fields.get(key)) if fields.get(key) else None
+    return display.fields(fields)
+
+
+def fields(mapping: dict[str, Any]) -> Any:
+    """Any flat or nested dict (counts, statistics, URIs) as a two-column table."""
+    from routerlib import display
+
+    return display.fields(mapping)
 
 
 def loss_figure(job: Job) -> Any:
@@ -379,26 +427,53 @@ HEADLINE = (
 )
 
 
+#: Columns of the per-notebook headline table: (metric, label); strict values with intervals.
+HEADLINE_VIEW = (
+    ("json_valid", "JSON valid"),
+    ("route_plan_exact", "plan exact"),
+    ("tool_sequence_exact", "tool sequence exact"),
+    ("route_tool_recall", "tool recall"),
+    ("route_tool_precision", "tool precision"),
+)
+
+
 def headline_table(reports: dict[str, dict[str, Any]]) -> Any:
-    """Overall original and strict figures of several reports, side by side."""
+    """Routers side by side: gate, the headline metrics (strict, with their 95% intervals) and the
+    median length ratio of valid predictions; text rounded for reading."""
     import pandas as pd
+
+    from routerlib import display
 
     rows = {}
     for label, report in reports.items():
-        overall = report["metrics"].get("overall", {})
         strict = (report.get("strict") or {}).get("overall", {})
-        row = {m: overall.get(m) for m in HEADLINE}
-        row.update(
-            {f"strict:{m}": strict.get(m) for m in ("route_plan_exact", "route_tool_recall")}
-        )
-        row["gate_pass"] = (report.get("threshold_results") or {}).get("overall_pass")
+        intervals = (report.get("intervals") or {}).get("overall", {})
+        passed = (report.get("threshold_results") or {}).get("overall_pass")
+        row: dict[str, Any] = {
+            "gate": display.MISSING if passed is None else "pass" if passed else "fail"
+        }
+        for metric, name in HEADLINE_VIEW:
+            lo, hi = (intervals.get(metric) or [None, None])[:2]
+            row[name] = display.with_interval(
+                {
+                    f"{metric} strict": strict.get(metric),
+                    f"{metric} strict lo": lo,
+                    f"{metric} strict hi": hi,
+                },
+                metric,
+            )
+        ratio = report["metrics"].get("overall", {}).get("length_ratio")
+        row["length ratio"] = display.fmt(ratio, 2)
         rows[label] = row
     return pd.DataFrame(rows).T
 
 
 def gate_table(report: dict[str, Any]) -> Any:
-    """The failed checks of the gate (all checks when ``all``), one row each."""
+    """Every check of the gate, one row each: bucket, metric, value, the rule and ``passed``.
+    A bucket with no test rows says so instead of showing an empty value."""
     import pandas as pd
+
+    from routerlib import display
 
     results = report.get("threshold_results") or {}
     rows = []
@@ -407,40 +482,77 @@ def gate_table(report: dict[str, Any]) -> Any:
             continue
         for metric, check in checks.items():
             if isinstance(check, dict) and "passed" in check:
-                rows.append({"bucket": bucket, "metric": metric, **check})
-    return pd.DataFrame(rows)
+                value, threshold = check.get("value"), check.get("threshold")
+                sign = "≤" if check.get("kind") == "max" else "≥"
+                rows.append(
+                    {
+                        "bucket": bucket,
+                        "metric": metric,
+                        "value": "no test rows" if value is None else display.fmt(value),
+                        "rule": f"{sign} {display.fmt(threshold, 2)}",
+                        "passed": bool(check["passed"]),
+                    }
+                )
+    return pd.DataFrame(rows, columns=["bucket", "metric", "value", "rule", "passed"])
+
+
+#: Per-sample yes/no checks counted in ``worst_errors``.
+ERROR_CHECKS = (
+    "route_plan_exact",
+    "route_first_tool_match",
+    "metrics_keys_match",
+    "todo_covers_all_tools",
+    "handoff_tools_covered",
+)
+
+
+def _problem(record: dict[str, Any]) -> str:
+    """What went wrong with one prediction, without the character positions (so alike failures
+    group together)."""
+    import re
+
+    if not record.get("valid"):
+        reason = str(record.get("reason") or "invalid")
+        return re.sub(r":? ?(line \d+ column \d+ )?\(char \d+\)", "", reason).strip()
+    missed = [m for m in ERROR_CHECKS if not record.get(m, (record.get("metrics") or {}).get(m))]
+    return "missed " + ", ".join(missed) if missed else "all checks met"
 
 
 def worst_errors(run: Run, n: int = 10) -> Any:
-    """The n test rows the tuned model got most wrong (invalid first, then fewest metrics met)."""
+    """The tuned model's worst failures, alike ones grouped: each row is one kind of problem with
+    how many test rows have it, which ones, the checks met and how the output starts."""
     import pandas as pd
 
     samples = run.sub(f"{paths.EVAL_DIR}/samples.jsonl")
     records = [
         json.loads(line) for line in samples.read_text(encoding="utf-8").splitlines() if line
     ]
-    binary = (
-        "route_plan_exact",
-        "route_first_tool_match",
-        "metrics_keys_match",
-        "todo_covers_all_tools",
-        "handoff_tools_covered",
-    )
-    rows = []
+    groups: dict[tuple[str, int, str], list[int]] = {}
     for rec in records:
-        met = sum(bool(rec.get(m)) for m in binary) if rec.get("valid") else -1
-        raw = str(rec.get("raw") or "")
+        block = rec.get("metrics") if isinstance(rec.get("metrics"), dict) else rec
+        met = sum(bool(block.get(m, rec.get(m))) for m in ERROR_CHECKS) if rec.get("valid") else -1
+        start = " ".join(str(rec.get("raw") or "").split())[:70]
+        groups.setdefault((_problem(rec), met, start), []).append(int(rec.get("index", -1)))
+    rows = []
+    for (problem, met, start), indices in groups.items():
+        shown = ", ".join(str(i) for i in indices[:6]) + (
+            f" … (+{len(indices) - 6})" if len(indices) > 6 else ""
+        )
         rows.append(
             {
-                "index": rec.get("index"),
-                "valid": rec.get("valid"),
-                "metrics_met": met,
-                "length_ratio": rec.get("length_ratio"),
-                "output_start": raw[:120],
+                "problem": problem,
+                "rows": len(indices),
+                "test rows": shown,
+                "checks met": "invalid" if met < 0 else f"{met}/{len(ERROR_CHECKS)}",
+                "output starts": start or "(empty)",
+                "_met": met,
             }
         )
     frame = pd.DataFrame(rows)
-    return frame.sort_values(["metrics_met", "index"]).head(n).set_index("index")
+    if frame.empty:
+        return frame
+    frame = frame.sort_values(["_met", "rows"], ascending=[True, False], kind="stable")
+    return frame.drop(columns="_met").head(n).reset_index(drop=True)
 
 
 def bucket_figure(reports: dict[str, dict[str, Any]], metric: str = "route_plan_exact") -> Any:
@@ -449,7 +561,7 @@ def bucket_figure(reports: dict[str, dict[str, Any]], metric: str = "route_plan_
     import numpy as np
 
     buckets = sorted({b for r in reports.values() for b in (r.get("strict") or r["metrics"])})
-    fig, ax = plt.subplots(figsize=(7, 3.2))
+    fig, ax = plt.subplots(figsize=(9, 3.4))
     width = 0.8 / max(len(reports), 1)
     for i, (label, report) in enumerate(reports.items()):
         table = report.get("strict") or report["metrics"]
@@ -458,6 +570,16 @@ def bucket_figure(reports: dict[str, dict[str, Any]], metric: str = "route_plan_
     ax.set_xticks(np.arange(len(buckets)) + width * (len(reports) - 1) / 2, buckets)
     ax.set_ylim(0, 1.05)
     ax.set_ylabel(f"{metric} (strict)")
+    scores = [
+        v
+        for r in reports.values()
+        for b in (r.get("strict") or r["metrics"]).values()
+        if isinstance(v := b.get(metric), (int, float))
+    ]
+    title = f"{metric} by bucket (strict)"
+    if scores and not any(scores):
+        title += ": every router scores 0 in every bucket"
+    ax.set_title(title, fontsize=10)
     ax.legend(fontsize=8)
     fig.tight_layout()
     return shown(fig)
@@ -510,8 +632,10 @@ def write_metrics(
 
 def comparison_table(report: dict[str, Any], bucket: str = "overall") -> Any:
     """Strict per-metric deltas against the previous router, with the paired test's p-value and
-    the number of test rows fixed and broken, one row per metric."""
+    the number of test rows fixed and broken, one row per metric (rounded for reading)."""
     import pandas as pd
+
+    from routerlib import display
 
     comparison = report.get("comparison") or {}
     deltas = (comparison.get("strict") or {}).get(bucket, {})
@@ -520,14 +644,15 @@ def comparison_table(report: dict[str, Any], bucket: str = "overall") -> Any:
     rows = []
     for metric, values in deltas.items():
         test = tests.get(metric, {})
+        delta = values.get("delta")
         rows.append(
             {
                 "metric": metric,
-                "previous": values.get("previous"),
-                "tuned": values.get("new"),
-                "delta": values.get("delta"),
-                "test": test.get("test"),
-                "p_value": test.get("p_value"),
+                "previous": display.fmt(values.get("previous")),
+                "tuned": display.fmt(values.get("new")),
+                "delta": display.MISSING if display.missing(delta) else f"{delta:+.3f}",
+                "test": display.fmt(test.get("test")),
+                "p_value": display.fmt(test.get("p_value"), 4),
                 "fixed": len(changes.get(metric, {}).get("fixed", [])),
                 "broken": len(changes.get(metric, {}).get("broken", [])),
             }
@@ -574,6 +699,9 @@ def image(path: Path) -> Any:
     from IPython.display import Image
 
     return Image(filename=str(path))
+
+
+COMPARISON_FILES = ("leaderboard.csv", "significance.csv", "comparison.json")
 
 
 def write_comparison(run: Run, board: Any, significance: Any) -> Path:
