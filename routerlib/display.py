@@ -211,8 +211,11 @@ class HTMLTable:
 
     def _repr_html_(self) -> str:
         body = readable(self.frame).to_html(index=self.index, border=0, classes="routerlib")
-        body = body.replace("<table ", '<table style="white-space:nowrap" ', 1)
-        return f'<div style="overflow-x:auto">{body}</div>'
+        style = (
+            "<style>table.routerlib td,table.routerlib th{white-space:nowrap}"
+            "table.routerlib td:first-child,table.routerlib th{text-align:left}</style>"
+        )
+        return f'{style}<div style="overflow-x:auto">{body}</div>'
 
     def __repr__(self) -> str:
         return readable(self.frame).to_string(index=self.index)

@@ -469,8 +469,8 @@ def headline_table(reports: dict[str, dict[str, Any]]) -> Any:
 
 
 def gate_table(report: dict[str, Any]) -> Any:
-    """Every check of the gate, one row each: bucket, metric, value, the rule and ``passed``.
-    A bucket with no test rows says so instead of showing an empty value."""
+    """Every check of the gate, one row each (indexed by bucket): metric, value, the rule and
+    ``passed``. A bucket the test split has no rows of is one line that says so."""
     import pandas as pd
 
     from routerlib import display
@@ -479,6 +479,18 @@ def gate_table(report: dict[str, Any]) -> Any:
     rows = []
     for bucket, checks in results.items():
         if not isinstance(checks, dict):
+            continue
+        listed = [c for c in checks.values() if isinstance(c, dict) and "passed" in c]
+        if listed and all(c.get("value") is None for c in listed):
+            rows.append(  # one line for a bucket the test split has no rows of
+                {
+                    "bucket": bucket,
+                    "metric": f"all {len(listed)} checks",
+                    "value": "no test rows",
+                    "rule": display.MISSING,
+                    "passed": all(bool(c["passed"]) for c in listed),
+                }
+            )
             continue
         for metric, check in checks.items():
             if isinstance(check, dict) and "passed" in check:
@@ -493,7 +505,8 @@ def gate_table(report: dict[str, Any]) -> Any:
                         "passed": bool(check["passed"]),
                     }
                 )
-    return pd.DataFrame(rows, columns=["bucket", "metric", "value", "rule", "passed"])
+    frame = pd.DataFrame(rows, columns=["bucket", "metric", "value", "rule", "passed"])
+    return frame.set_index("bucket")
 
 
 #: Per-sample yes/no checks counted in ``worst_errors``.
@@ -520,21 +533,29 @@ def _problem(record: dict[str, Any]) -> str:
 
 def worst_errors(run: Run, n: int = 10) -> Any:
     """The tuned model's worst failures, alike ones grouped: each row is one kind of problem with
-    how many test rows have it, which ones, the checks met and how the output starts."""
+    how many test rows have it, which ones, the checks met and how the first one's output starts
+    (shown whole; the table is in ``.frame``)."""
     import pandas as pd
+
+    from routerlib import display
 
     samples = run.sub(f"{paths.EVAL_DIR}/samples.jsonl")
     records = [
         json.loads(line) for line in samples.read_text(encoding="utf-8").splitlines() if line
     ]
-    groups: dict[tuple[str, int, str], list[int]] = {}
+    groups: dict[tuple[str, int], list[int]] = {}
+    starts: dict[tuple[str, int], str] = {}
     for rec in records:
         block = rec.get("metrics") if isinstance(rec.get("metrics"), dict) else rec
         met = sum(bool(block.get(m, rec.get(m))) for m in ERROR_CHECKS) if rec.get("valid") else -1
-        start = " ".join(str(rec.get("raw") or "").split())[:70]
-        groups.setdefault((_problem(rec), met, start), []).append(int(rec.get("index", -1)))
+        key = (_problem(rec), met)
+        groups.setdefault(key, []).append(int(rec.get("index", -1)))
+        starts.setdefault(key, " ".join(str(rec.get("raw") or "").split())[:60])
     rows = []
-    for (problem, met, start), indices in groups.items():
+    for (problem, met), indices in groups.items():
+        if met == len(ERROR_CHECKS):
+            continue  # nothing wrong to show
+        start = starts[(problem, met)]
         shown = ", ".join(str(i) for i in indices[:6]) + (
             f" … (+{len(indices) - 6})" if len(indices) > 6 else ""
         )
@@ -544,15 +565,15 @@ def worst_errors(run: Run, n: int = 10) -> Any:
                 "rows": len(indices),
                 "test rows": shown,
                 "checks met": "invalid" if met < 0 else f"{met}/{len(ERROR_CHECKS)}",
-                "output starts": start or "(empty)",
+                "first output starts": start or "(empty)",
                 "_met": met,
             }
         )
     frame = pd.DataFrame(rows)
-    if frame.empty:
-        return frame
-    frame = frame.sort_values(["_met", "rows"], ascending=[True, False], kind="stable")
-    return frame.drop(columns="_met").head(n).reset_index(drop=True)
+    if not frame.empty:
+        frame = frame.sort_values(["_met", "rows"], ascending=[True, False], kind="stable")
+        frame = frame.drop(columns="_met").head(n).reset_index(drop=True)
+    return display.whole(frame)
 
 
 def bucket_figure(reports: dict[str, dict[str, Any]], metric: str = "route_plan_exact") -> Any:
@@ -560,7 +581,10 @@ def bucket_figure(reports: dict[str, dict[str, Any]], metric: str = "route_plan_
     import matplotlib.pyplot as plt
     import numpy as np
 
-    buckets = sorted({b for r in reports.values() for b in (r.get("strict") or r["metrics"])})
+    from routerlib.compare import BUCKETS
+
+    found = {b for r in reports.values() for b in (r.get("strict") or r["metrics"])}
+    buckets = [b for b in BUCKETS if b in found] + sorted(found - set(BUCKETS))
     fig, ax = plt.subplots(figsize=(9, 3.4))
     width = 0.8 / max(len(reports), 1)
     for i, (label, report) in enumerate(reports.items()):
@@ -699,6 +723,13 @@ def image(path: Path) -> Any:
     from IPython.display import Image
 
     return Image(filename=str(path))
+
+
+def saved(path: Path) -> Any:
+    """A one-line Markdown note of a file written into the run folder (its name, not its path)."""
+    from IPython.display import Markdown
+
+    return Markdown(f"Saved `{path.name}` in `{path.parent.name}/`.")
 
 
 COMPARISON_FILES = ("leaderboard.csv", "significance.csv", "comparison.json")
