@@ -12,7 +12,6 @@ import pytest
 
 from routerlib import dataset, synth
 
-
 SCALED = re.compile(r"0\.00/\d+(\.\d+)?k ")
 
 
