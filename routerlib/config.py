@@ -1,7 +1,10 @@
 """RunConfig: one flat params YAML (params/*.yaml) plus overrides, validated with pydantic.
 
-Unknown keys are rejected (papermill only warns about them), and every problem in a file is
-reported together, each line naming the file and the key.
+RunConfig's defaults are the embedded default run (``make run`` with params/local.yaml); they are
+the only defaults of a run setting, and a params file overrides them. Unknown keys are rejected
+(papermill only warns about them), and every problem in a file is reported together, each line
+naming the file and the key. The rules between fields are :func:`cross_field_problems` (the
+tuning ones are :func:`tuning_problems`, for every caller that checks a tuning setup).
 """
 
 from __future__ import annotations
@@ -35,7 +38,7 @@ class RunConfig(BaseModel):
 
     # --- data (01_prepare) ---
     input_path: str = Field("", description="Week-2 rows JSONL; empty = embedded synthetic rows.")
-    synth_rows: int = Field(400, ge=1)
+    synth_rows: int = Field(300, ge=1)
     synth_seed: int = 7
     val_ratio: float = Field(0.1, ge=0.0, lt=1.0)
     test_ratio: float = Field(0.05, ge=0.0, lt=1.0)
@@ -53,7 +56,7 @@ class RunConfig(BaseModel):
     base_model: str = "routerlib/tiny-router-lm"
     tuning_mode: TuningMode = "PEFT_ADAPTER"
     adapter_size: int | None = 16
-    epochs: int = Field(3, ge=1)
+    epochs: int = Field(2, ge=1)
     learning_rate: float | None = Field(None, gt=0)
     learning_rate_multiplier: float | None = Field(None, gt=0)
     tuned_model_display_name: str = ""
@@ -76,7 +79,7 @@ class RunConfig(BaseModel):
 
     # --- evaluation (04_deploy_eval) ---
     eval_limit: int | None = Field(None, ge=1)
-    max_tokens: int = Field(1536, ge=1)
+    max_tokens: int = Field(1280, ge=1, description="synthetic completions fit in ~1,140")
     concurrency: int = Field(8, ge=1)
     thresholds: str = Field("", description="Gate file; empty = the packaged original gates.")
     baseline: Literal["majority", "rules"] = "majority"
@@ -89,6 +92,23 @@ class RunConfig(BaseModel):
         return self
 
 
+def tuning_problems(
+    tuning_mode: str,
+    adapter_size: int | None,
+    learning_rate: float | None,
+    learning_rate_multiplier: float | None,
+) -> list[str]:
+    """Problems of a tuning setup; each line starts with the key to change."""
+    problems = []
+    if learning_rate is not None and learning_rate_multiplier is not None:
+        problems.append("learning_rate: set learning_rate or learning_rate_multiplier, not both")
+    if tuning_mode == "PEFT_ADAPTER" and adapter_size not in ADAPTER_SIZES:
+        problems.append(f"adapter_size: must be one of {ADAPTER_SIZES} under PEFT_ADAPTER")
+    if tuning_mode == "FULL" and adapter_size is not None:
+        problems.append("adapter_size: applies to PEFT_ADAPTER only; set it to null for FULL")
+    return problems
+
+
 def cross_field_problems(values: dict[str, Any]) -> list[str]:
     """Problems between fields; each line starts with the key to change."""
     v = {n: f.get_default(call_default_factory=True) for n, f in RunConfig.model_fields.items()}
@@ -99,14 +119,9 @@ def cross_field_problems(values: dict[str, Any]) -> list[str]:
             problems.append(
                 "val_ratio: val_ratio + test_ratio must be < 1 (rows are left to train)"
             )
-        if v["learning_rate"] is not None and v["learning_rate_multiplier"] is not None:
-            problems.append(
-                "learning_rate: set learning_rate or learning_rate_multiplier, not both"
-            )
-        if v["tuning_mode"] == "PEFT_ADAPTER" and v["adapter_size"] not in ADAPTER_SIZES:
-            problems.append(f"adapter_size: must be one of {ADAPTER_SIZES} under PEFT_ADAPTER")
-        if v["tuning_mode"] == "FULL" and v["adapter_size"] is not None:
-            problems.append("adapter_size: applies to PEFT_ADAPTER only; set it to null for FULL")
+        problems += tuning_problems(
+            v["tuning_mode"], v["adapter_size"], v["learning_rate"], v["learning_rate_multiplier"]
+        )
         prefix = v["gcs_prefix"]
         if prefix and not _GCS_PREFIX.match(str(prefix)):
             problems.append(f"gcs_prefix: {prefix!r} is not gs://bucket[/prefix]")

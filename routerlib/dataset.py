@@ -33,13 +33,14 @@ from typing import TYPE_CHECKING, Any
 from routerlib import __version__, models, schema, storage
 from routerlib.atomic import write_json
 from routerlib.errors import InputError
+from routerlib.runfolder import PREPARE_FILE
 
 if TYPE_CHECKING:
     import pandas as pd
 
 SPLITS: tuple[str, ...] = ("train", "validation", "test")
 SPLIT_FILES: dict[str, str] = {name: f"{name}.jsonl" for name in SPLITS}
-MANIFEST_FILE = "prepare.json"
+MANIFEST_FILE = PREPARE_FILE
 TUNING_MODES: tuple[str, ...] = ("PEFT_ADAPTER", "FULL")
 
 #: At most this many problem lines are listed in one error (the count of the rest follows).

@@ -230,7 +230,8 @@ def runs_table(runs: Iterable[Any]) -> pd.DataFrame:
     """The run folders being compared: folder, model, base model, mode, epochs, routers scored."""
     rows = []
     for run in runs:
-        settings = (run.metrics or {}).get("run") or {}
+        info = run.metrics.run if run.metrics is not None else None
+        settings = info.model_dump() if info is not None else {}
         mode = settings.get("tuning_mode")
         if mode and settings.get("adapter_size"):
             mode = f"{mode} r={settings['adapter_size']}"

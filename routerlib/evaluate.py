@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
-from routerlib.atomic import atomic_writer, write_json
+from routerlib.atomic import atomic_writer
 from routerlib.errors import InputError, RemoteError
 from routerlib.models import estimate_tokens
 
@@ -602,13 +602,11 @@ def generate_predictions(
                 progress,
             )
 
+    from routerlib.runfolder import PredictionRecord, write_predictions
+
     out = Path(pred_path) if pred_path else prediction_path_for(cache)
-    with atomic_writer(out) as handle:
-        for index in range(len(prompts)):
-            handle.write(
-                json.dumps(prediction_record(index, records[index]), ensure_ascii=False) + "\n"
-            )
-    return out
+    lines = [PredictionRecord(**prediction_record(i, records[i])) for i in range(len(prompts))]
+    return write_predictions(out, lines)
 
 
 def _lock_or_refuse(handle: Any, cache: Path) -> None:
@@ -759,15 +757,16 @@ def _cache_record(
 def artifact_paths(out: str | os.PathLike[str]) -> dict[str, Path]:
     """Files written beside a report ``X.json``: cache, predictions, and the gold/pred subsets of
     ``--limit``."""
+    from routerlib import runfolder
+
     report = Path(out)
-    stem = report.name[:-5] if report.name.endswith(".json") else report.name
     return {
         "report": report,
-        "cache": report.with_name(f"{stem}.cache.jsonl"),
-        "predictions": report.with_name(f"{stem}.predictions.jsonl"),
-        "gold_subset": report.with_name(f"{stem}.gold.jsonl"),
-        "pred_subset": report.with_name(f"{stem}.pred.jsonl"),
-        "compare_subset": report.with_name(f"{stem}.compare.jsonl"),
+        "cache": runfolder.report_artifact(report, "cache"),
+        "predictions": runfolder.predictions_path(report),
+        "gold_subset": runfolder.report_artifact(report, "gold"),
+        "pred_subset": runfolder.report_artifact(report, "pred"),
+        "compare_subset": runfolder.report_artifact(report, "compare"),
     }
 
 
@@ -809,7 +808,7 @@ def evaluate(
     """Score ``pred`` — or predictions generated from ``endpoint`` / a local ``checkpoint`` —
     against ``gold``; write the report to ``out`` (with samples, cache and predictions beside it)
     and return it. ``--limit N`` scores the first N gold rows (subset files are written beside)."""
-    from routerlib.metrics import score_files
+    from routerlib.compare import score_files
 
     sources = [s for s in (pred, endpoint, checkpoint) if s is not None]
     if len(sources) != 1:
@@ -895,7 +894,9 @@ def evaluate(
             max_tokens=max_tokens,
             concurrency=concurrency,
         )
-        write_json(paths["report"], report)
+        from routerlib import runfolder
+
+        runfolder.write_report(paths["report"], report)
     return report
 
 

@@ -69,7 +69,7 @@ def test_loss_legend_names_each_run_once(twins: list[compare.RunSummary]) -> Non
 def test_length_ratio_names_every_router_and_labels_the_bands(
     twins: list[compare.RunSummary],
 ) -> None:
-    routers = compare._rows(twins)
+    routers = compare.routers(twins)
     fig = compare_plots.length_figure(routers)
     shown = " ".join(_legend(fig)) + fig.get_supxlabel()
     for label in compare_plots.run_labels(routers):
@@ -80,7 +80,7 @@ def test_length_ratio_names_every_router_and_labels_the_bands(
 
 
 def test_confusion_panels_are_titled_by_router_and_run(twins: list[compare.RunSummary]) -> None:
-    fig = compare_plots.confusion_figure(compare._rows(twins))
+    fig = compare_plots.confusion_figure(compare.routers(twins))
     titles = [ax.get_title() for ax in fig.axes]
     assert len(titles) == len(set(titles)) == 4  # local twice, weak, the shared baseline
     assert "local · 20260102-000000" in titles

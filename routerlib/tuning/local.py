@@ -6,7 +6,8 @@ masked) and an EOS token closes each completion, so the model learns where to st
 
 Output folder (``spec.output_uri``, a local path), in Vertex AI's layout::
 
-    job.json                                   the Job (state, stats, loss curve)
+    local_job.json                             the backend's Job (state, stats, loss curve);
+                                               the run folder's job.json is stages.tune's
     loss_curve.json                            [{"epoch", "step", "train_loss", "val_loss"}]
     local_run.json                             what identifies the run (for resume), pid
     postprocess/node-0/checkpoints/epoch-<n>/  one loadable checkpoint per finished epoch
@@ -54,7 +55,7 @@ from routerlib.tuning.base import (
 )
 
 CHECKPOINTS_DIR = "postprocess/node-0/checkpoints"
-JOB_FILE = "job.json"
+JOB_FILE = "local_job.json"
 RUN_FILE = "local_run.json"
 LOSS_CURVE_FILE = "loss_curve.json"
 CANCEL_FILE = "CANCEL"
@@ -75,7 +76,7 @@ MIN_LR_FRACTION = 0.1
 MAX_GRAD_NORM = 1.0
 IGNORE_INDEX = -100
 
-# Output folders trained by this process right now (a job.json saying RUNNING with our pid is
+# Output folders trained by this process right now (a local_job.json saying RUNNING with our pid is
 # only alive when its folder is in here).
 _ACTIVE: set[str] = set()
 
