@@ -1,5 +1,7 @@
-"""Comparison figures (matplotlib, no pyplot state): each function writes one PNG into a folder and
-returns its Path. Notebooks show them with ``IPython.display.Image(path)``."""
+"""Comparison figures (matplotlib, no pyplot state). Each ``*_figure`` builds one Figure; the
+function beside it writes it as a PNG into a folder and returns its Path (notebooks show them with
+``IPython.display.Image(path)``). Routers are named by ``run_labels`` (the run is added when two
+share a name); whatever a figure cannot draw is named in a note at its foot."""
 
 from __future__ import annotations
 
