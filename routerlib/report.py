@@ -344,6 +344,17 @@ def _comparison(run_dirs: list[Path], out: Path) -> tuple[str, str, str, list[Pa
             + f"{SIGNIFICANCE_CSV}</a>.</p></details>"
         )
     plots = compare_plots.all_plots(runs, out / "plots", board)
+    root = f"{paths.outputs_root()}/"
+    problems = [
+        line.replace(root, "") for run in runs for r in (run, *run.baselines) for line in r.problems
+    ]
+    if problems:  # files that could not be read leave gaps: say which
+        shown = "".join(f"<li><code>{html.escape(line)}</code></li>" for line in problems[:20])
+        more = f"<li>… and {len(problems) - 20} more</li>" if len(problems) > 20 else ""
+        board_html += (
+            f'<details class="problems"><summary>{len(problems)} problem(s) reading the run '
+            f"folders (their numbers are missing above)</summary><ul>{shown}{more}</ul></details>"
+        )
     return board_html, sig_html, text, plots
 
 

@@ -140,3 +140,17 @@ def test_stage_tables_read_cleanly(tmp_path: Path) -> None:
     banner = run._repr_markdown_()
     assert "smoke tune (02): PEFT_ADAPTER r=16, 1 epoch(s)" in banner
     assert "full tune (03): FULL, 2 epoch(s)" in banner
+
+
+def test_unreadable_files_are_named_on_the_index(tmp_path: Path) -> None:
+    root = tmp_path / "outputs"
+    run = make_run(root, "good", "good")
+    samples = run / "eval" / "samples.jsonl"
+    samples.write_text("{not json\n" + samples.read_text(encoding="utf-8"), encoding="utf-8")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("ROUTERLIB_OUTPUTS", str(root))
+        index = report.render_report([run], tmp_path / "site").read_text(encoding="utf-8")
+    assert _problems(index) == []
+    assert "problem(s) reading the run folders" in index
+    assert "good-20260101-000000/eval/samples.jsonl:1" in index
+    assert str(root) not in index  # named from the outputs root, not by absolute path
