@@ -100,11 +100,14 @@ def bucket_figure(
     axes = [fig.add_subplot(len(metrics), 1, k + 1) for k in range(len(metrics))]
     series: list[tuple[str, bool, dict[str, list[float]]]] = []
     buckets = list(BUCKETS)
+    skipped: list[str] = []
     if routers:
         for label, run in zip(run_labels(routers), routers, strict=True):
             values = {m: _bucket_values(run, m, buckets) for m in metrics}
             if any(_valid(v) for vals in values.values() for v in vals):
                 series.append((label, run.kind == "baseline", values))
+            else:
+                skipped.append(label)
     elif not board.empty:
         from routerlib.display import router_labels
 
@@ -113,6 +116,8 @@ def bucket_figure(
             vals = [float(row[c]) if c in board and _valid(row[c]) else math.nan for c in columns]
             if any(_valid(v) for v in vals):
                 series.append((label, row.get("kind") == "baseline", {metric: vals}))
+            else:
+                skipped.append(label)
     for ax, name in zip(axes, metrics, strict=True):
         if not series:
             _empty(ax, "no scored runs")
@@ -156,6 +161,8 @@ def bucket_figure(
         axes[0].legend(
             fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False
         )
+        if skipped:
+            _note(fig, [f"Not drawn (no scores): {', '.join(skipped)}."])
     return fig
 
 

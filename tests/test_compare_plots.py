@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from routerlib import compare, compare_plots
-from tests.support.compare_runs import make_run
+from tests.support.compare_runs import make_partial_run, make_run
 
 
 @pytest.fixture(scope="module")
@@ -96,3 +96,12 @@ def test_all_zero_buckets_say_so(tmp_path: Path) -> None:
     assert "every router scores 0 in every bucket" in fig.axes[0].get_title()
     assert "0" in _texts(fig)  # zero bars are marked, not left blank
     assert fig.axes[1].get_title().startswith("tool_sequence_exact by bucket")
+
+
+def test_a_router_without_scores_is_named_not_dropped(
+    twins: list[compare.RunSummary], tmp_path: Path
+) -> None:
+    partial = compare.load_run(make_partial_run(tmp_path))
+    routers = [*compare.routers(twins), partial]
+    fig = compare_plots.bucket_figure(compare.leaderboard(routers), routers=routers)
+    assert "Not drawn (no scores): partial" in fig.get_supxlabel()
