@@ -60,6 +60,11 @@ LEADERBOARD_FILE = "leaderboard.csv"
 SIGNIFICANCE_FILE = "significance.csv"
 COMPARISON_FILE = "comparison.json"
 PLOTS_DIR = "plots"
+#: Files of issue 13's checkpoint choice and sweeps (their records live in checkpoints.py and
+#: sweep.py): named here so the layout has one list.
+CHECKPOINTS_FILE = "checkpoints.json"
+SWEEP_FILE = "sweep.json"
+THROUGHPUT_FILE = "eval/throughput.json"
 
 
 def data_dir(smoke: bool = False) -> str:
@@ -184,6 +189,7 @@ class TuningInfo(Record):
     cost_estimate_usd: float | None = None
     tuning_data_stats: dict[str, Any] = Field(default_factory=dict)
     loss_curve: list[dict[str, Any]] = Field(default_factory=list)
+    checkpoint: dict[str, Any] | None = None  # the served checkpoint (checkpoints.json)
 
 
 class EvaluationInfo(Record):
@@ -207,6 +213,7 @@ class MetricsRecord(Record):
 
     run: RunInfo
     tuning: TuningInfo | None = None
+    cost: dict[str, Any] | None = None  # pricing.RunCost as a dict
     evaluation: EvaluationInfo | None = None
     baselines: dict[str, BaselineInfo] = Field(default_factory=dict)
 
