@@ -7,7 +7,7 @@ Layout of ``<outputs>/<name>-<time>/`` (names relative to the run folder)::
     pipeline.json                      PipelineRecord: the batch runner's state (pipeline)
     run.log, notebooks/                the batch runner's log and executed notebooks
     data/ (data/smoke/)                synthetic_rows.jsonl, train/validation/test.jsonl, prepare.json
-    tuning/full/ (tuning/smoke/)       job.json (JobRecord = tuning.base.Job), loss_curve.json,
+    tuning/full/ (tuning/smoke/)       job.json (tuning.base.Job), loss_curve.json (LossPoint),
                                        the local backend's own files and checkpoints
     eval/report.json                   ReportRecord (metrics.write_report)
     eval/samples.jsonl                 one SampleRecord per test row (metrics.write_report)
@@ -162,6 +162,18 @@ class PipelineRecord(Record):
     status: Literal["running", "failed", "interrupted", "finished"]
     created: str | None = None
     finished: str | None = None
+
+
+# --- loss_curve.json
+
+
+class LossPoint(OpenRecord):
+    """One point of a tuning loss curve (``loss_curve.json`` is a list of them)."""
+
+    epoch: float | None = None
+    step: int
+    train_loss: float | None = None
+    val_loss: float | None = None
 
 
 # --- metrics.json
@@ -487,6 +499,22 @@ def write_samples(path: str | os.PathLike[str], lines: list[dict[str, Any]]) -> 
 def read_samples(path: str | os.PathLike[str]) -> list[SampleRecord]:
     """The per-sample records of a samples.jsonl."""
     return read_jsonl(path, SampleRecord)
+
+
+def read_loss_curve(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
+    """A tuning folder's loss_curve.json: its points, each checked against LossPoint."""
+    file = Path(path)
+    try:
+        data = json.loads(file.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise RunFolderError(f"{file}: missing") from None
+    except (OSError, ValueError) as exc:
+        raise RunFolderError(f"{file}: unreadable ({exc})") from None
+    if not isinstance(data, list):
+        raise RunFolderError(f"{file}: (file): not a list of loss points")
+    for n, point in enumerate(data):
+        validate(point, LossPoint, f"{file}: [{n}]")
+    return data
 
 
 def read_metrics(run_dir: str | os.PathLike[str]) -> MetricsRecord:
