@@ -60,6 +60,7 @@ from typing import Any
 
 from routerlib.errors import InputError
 from routerlib.extract import parse_prediction_line, why_invalid
+from routerlib.paths import packaged_file
 from routerlib.schema import validate_completion
 
 #: Buckets besides ``overall``, in the order the original evaluator tested them.
@@ -135,7 +136,10 @@ HEADLINE: tuple[str, ...] = (
 
 MAX_ERROR_SAMPLES = 15
 PROMPT_PREVIEW_CHARS = 140
-DEFAULT_THRESHOLDS_PATH = Path(__file__).resolve().parent.parent / "params" / "thresholds.yaml"
+#: The original team's gates, shipped inside the package (routerlib/data/thresholds.yaml).
+DEFAULT_THRESHOLDS_PATH = packaged_file("thresholds.yaml")
+#: The word that names DEFAULT_THRESHOLDS_PATH on the command line (``--thresholds default``).
+DEFAULT_THRESHOLDS = "default"
 
 _TODO_TOOL_RE = re.compile(r"/[a-zA-Z0-9_-]+")
 
@@ -425,6 +429,8 @@ def score(
         if pred_rows is not None and isinstance(pred_rows[index], dict):
             if "raw" in pred_rows[index]:
                 record["raw"] = pred_rows[index]["raw"]
+            if "thinking" in pred_rows[index]:  # a <think> block dropped before extraction
+                record["thinking"] = pred_rows[index]["thinking"]
         if isinstance(row, dict) and "prompt" in row:
             record["prompt_preview"] = str(row.get("prompt", ""))[:PROMPT_PREVIEW_CHARS]
         records.append(record)
@@ -712,6 +718,7 @@ def sample_line(record: dict[str, Any]) -> dict[str, Any]:
         "gold_first_tool",
         "pred_first_tool",
         "raw",
+        "thinking",
     )
     return {key: record[key] for key in keys if key in record}
 
@@ -762,9 +769,19 @@ def validate_thresholds(data: Any, source: str = "thresholds") -> list[str]:
     return problems
 
 
-def load_thresholds(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """Read a gate file: the original JSON format or the same structure in YAML."""
+def thresholds_file(path: str | os.PathLike[str]) -> Path:
+    """The gate file ``path`` names: ``default`` is the packaged gates unless a file of that
+    name exists (an existing file always wins)."""
     file = Path(path)
+    if str(path) == DEFAULT_THRESHOLDS and not file.exists():
+        return DEFAULT_THRESHOLDS_PATH
+    return file
+
+
+def load_thresholds(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Read a gate file (the original JSON format or the same structure in YAML); ``default``
+    is the packaged gates (see thresholds_file)."""
+    file = thresholds_file(path)
     if not file.is_file():
         raise InputError(f"thresholds file not found: {file}")
     text = file.read_text(encoding="utf-8")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.resources
 import os
 import re
 import time
@@ -35,6 +36,13 @@ def project_root() -> Path:
         if (candidate / "params").is_dir() and (candidate / "notebooks").is_dir():
             return candidate
     return Path(__file__).resolve().parent.parent
+
+
+def packaged_file(name: str) -> Path:
+    """A default file shipped inside the package, ``routerlib/data/<name>`` (the gates
+    thresholds.yaml, the price table pricing.yaml); found the same way in a clone and in an
+    installed wheel."""
+    return Path(str(importlib.resources.files("routerlib").joinpath("data", name)))
 
 
 def outputs_root() -> Path:

@@ -28,8 +28,15 @@ from routerlib.errors import InputError
 
 DEFAULT_STAGES: tuple[str, ...] = ("01", "02", "03", "04")
 PIPELINE_FILE = runfolder.PIPELINE_FILE
-#: The only parameters papermill ever passes to a notebook (never credentials).
+#: The only parameters papermill ever passes to a notebook (never credentials); ``runs`` (the
+#: run folders to compare) goes to the comparison notebook only.
 NOTEBOOK_PARAMETERS = frozenset({"params_file", "run_dir"})
+COMPARISON_PARAMETERS = NOTEBOOK_PARAMETERS | {"runs"}
+
+#: Arguments for every kernel papermill starts: ipykernel's own log stays quiet below ERROR, so
+#: its "Kernel is running over TCP without encryption" warning (the kernel listens on 127.0.0.1
+#: only) is not printed once per notebook. Output of the notebook's code is not affected.
+KERNEL_ARGUMENTS = ("--IPKernelApp.log_level=ERROR",)
 
 STATUS_RUNNING = "running"
 STATUS_FAILED = "failed"
@@ -50,6 +57,17 @@ class RunResult:
     def ok(self) -> bool:
         """True when every stage finished."""
         return self.status == STATUS_FINISHED
+
+
+def require_notebooks() -> Path:
+    """The project's notebooks/ folder; outside a clone, one InputError line saying so."""
+    folder = paths.project_root() / "notebooks"
+    if not any(folder.glob("[0-9][0-9]_*.ipynb")):
+        raise InputError(
+            f"routerlib run executes the project's notebooks, and there are none under {Path.cwd()}: "
+            "run it inside a clone of the routerlib repository (or set ROUTERLIB_ROOT to one)"
+        )
+    return folder
 
 
 def find_notebook(stage: str, root: Path | None = None) -> Path:
@@ -134,16 +152,23 @@ def _parameters_cell_index(notebook: Path) -> int | None:
     return None
 
 
-def notebook_parameters(params_file: Path, run_dir: Path) -> dict[str, str]:
-    """The papermill parameters for one stage: exactly ``params_file`` and ``run_dir``."""
-    parameters = {
+def notebook_parameters(
+    params_file: Path, run_dir: Path, runs: Sequence[Path] | None = None
+) -> dict[str, Any]:
+    """The papermill parameters for one stage: exactly ``params_file`` and ``run_dir``, plus
+    ``runs`` (run folders) for the comparison notebook."""
+    parameters: dict[str, Any] = {
         "params_file": str(Path(params_file).resolve()),
         "run_dir": str(Path(run_dir).resolve()),
     }
-    assert set(parameters) == NOTEBOOK_PARAMETERS, "papermill receives only params_file and run_dir"
+    if runs is not None:
+        parameters["runs"] = [str(Path(r).resolve()) for r in runs]
+    allowed = COMPARISON_PARAMETERS if runs is not None else NOTEBOOK_PARAMETERS
+    assert set(parameters) == allowed, "papermill receives only params_file and run_dir"
     from routerlib.report import scan_text
 
-    leaks = [hit for value in parameters.values() for hit in scan_text(value)]
+    values = [parameters["params_file"], parameters["run_dir"], *parameters.get("runs", [])]
+    leaks = [hit for value in values for hit in scan_text(value)]
     assert not leaks, "papermill parameters must never carry credentials"
     return parameters
 
@@ -165,7 +190,9 @@ def _outputs_env(outputs: Path | None) -> Iterator[None]:
             os.environ["ROUTERLIB_OUTPUTS"] = old
 
 
-def _execute_stage(notebook: Path, run_dir: Path, params_file: Path, log: Any) -> None:
+def _execute_stage(
+    notebook: Path, run_dir: Path, params_file: Path, log: Any, runs: Sequence[Path] | None
+) -> None:
     import papermill as pm
 
     output = run_dir / runfolder.NOTEBOOKS_DIR / notebook.name
@@ -173,17 +200,22 @@ def _execute_stage(notebook: Path, run_dir: Path, params_file: Path, log: Any) -
     pm.execute_notebook(
         str(notebook),
         str(output),
-        parameters=notebook_parameters(params_file, run_dir),
+        parameters=notebook_parameters(params_file, run_dir, runs),
         kernel_name="python3",
         cwd=str(paths.project_root()),
         progress_bar=False,
+        extra_arguments=list(KERNEL_ARGUMENTS),
         stdout_file=log,
         stderr_file=log,
     )
 
 
 def _run_one(
-    run_dir: Path, state: dict[str, Any], label: str, out: Callable[[str], None]
+    run_dir: Path,
+    state: dict[str, Any],
+    label: str,
+    out: Callable[[str], None],
+    runs: Sequence[Path] | None = None,
 ) -> RunResult:
     """Execute every stage of ``state`` that is not ``ok`` yet, in order; stop at the first failure."""
     root = paths.project_root()
@@ -204,7 +236,7 @@ def _run_one(
             try:
                 if not notebook.is_file():
                     raise InputError(f"notebook {notebook} is missing")
-                _execute_stage(notebook, run_dir, params_copy, log)
+                _execute_stage(notebook, run_dir, params_copy, log, runs)
             except KeyboardInterrupt:
                 entry.update(status="interrupted", seconds=round(time.perf_counter() - start, 3))
                 state["status"] = "interrupted"
@@ -322,6 +354,7 @@ def run_pipeline(
     """
     if not params_files:
         raise InputError("name at least one params file (e.g. params/local.yaml)")
+    require_notebooks()
     outputs_dir = paths.resolve(outputs) if outputs else None
     chosen = _check_stages(stages if stages is not None else DEFAULT_STAGES)
     # Check everything first: bad input fails before hours of work start.
@@ -364,16 +397,60 @@ def run_pipeline(
 COMPARISON_STAGE = "05"
 
 
+#: ``--with all``: every finished run under the outputs root joins the comparison.
+ALL_RUNS = "all"
+
+
+def comparison_runs(
+    made: Sequence[Path],
+    extra: Sequence[str] = (),
+    outputs: str | os.PathLike[str] | None = None,
+) -> list[Path]:
+    """The run folders a comparison shows: the runs just made, then each ``extra`` one (a run
+    folder path, or a folder name under the outputs root; ``all`` adds every finished run), each
+    once. A name that is no finished run folder is an InputError naming it."""
+    from routerlib.compare import find_run_dirs
+
+    root = paths.resolve(outputs) if outputs else paths.outputs_root()
+    chosen = [Path(p).resolve() for p in made]
+    problems = []
+    for item in extra:
+        if item == ALL_RUNS:
+            chosen.extend(find_run_dirs(root))
+            continue
+        given = Path(item).expanduser()
+        candidates = [given] if given.is_absolute() else [Path.cwd() / given, root / given]
+        found = next((c for c in candidates if (c / runfolder.METRICS_FILE).is_file()), None)
+        if found is None:
+            problems.append(
+                f"--with {item}: not a finished run folder (no {runfolder.METRICS_FILE})"
+            )
+        else:
+            chosen.append(found)
+    if len(problems) == 1:
+        raise InputError(problems[0])
+    if problems:
+        raise InputError(f"{len(problems)} --with run(s) are not finished run folders", problems)
+    unique: list[Path] = []
+    for path in (p.resolve() for p in chosen):
+        if path not in unique:
+            unique.append(path)
+    return unique
+
+
 def run_comparison(
     params_file: str,
     *,
     outputs: str | os.PathLike[str] | None = None,
     out: Callable[[str], None] = print,
+    runs: Sequence[Path] | None = None,
 ) -> RunResult:
-    """Execute the comparison notebook (05) into its own ``comparison-<time>`` run folder; it
-    reads every finished run under the outputs root, with ``params_file`` for its defaults."""
+    """Execute the comparison notebook (05) into its own ``comparison-<time>`` run folder, with
+    ``params_file`` for its defaults. It compares ``runs`` (see comparison_runs) when given, else
+    every finished run under the outputs root."""
+    require_notebooks()
     outputs_dir = paths.resolve(outputs) if outputs else None
     with _outputs_env(outputs_dir):
         run_dir, state = _new_run(params_file, [COMPARISON_STAGE], outputs_dir, name="comparison")
         out(f"[comparison] run folder: {run_dir}")
-        return _run_one(run_dir, state, "comparison", out)
+        return _run_one(run_dir, state, "comparison", out, runs)

@@ -1,6 +1,7 @@
-"""Tuning cost estimate: training tokens x epochs x a price per million tokens from params/pricing.yaml.
+"""Tuning cost estimate: training tokens x epochs x a price per million tokens from a price table.
 
-The price table is a dated, user-editable YAML file; ``load_pricing`` validates it (unknown keys are
+The price table is a dated, user-editable YAML file (the default ships inside the package as
+routerlib/data/pricing.yaml); ``load_pricing`` validates it (unknown keys are
 rejected, every problem reported together). Tokens are estimated with ``models.estimate_tokens`` over
 prompt + completion of every training example, so the estimate needs no tokenizer.
 """
@@ -19,9 +20,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from routerlib.errors import InputError
 from routerlib.models import estimate_tokens
-from routerlib.paths import project_root
+from routerlib.paths import packaged_file, project_root
 
-PRICING_FILE = "params/pricing.yaml"
+PRICING_FILE = "pricing.yaml"
 
 
 class ModelPrice(BaseModel):
@@ -34,7 +35,7 @@ class ModelPrice(BaseModel):
 
 
 class PricingTable(BaseModel):
-    """params/pricing.yaml: when the rates were written down, where from, and the rates."""
+    """A price table file: when the rates were written down, where from, and the rates."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -54,8 +55,8 @@ class PricingTable(BaseModel):
 
 
 def default_pricing_path() -> Path:
-    """params/pricing.yaml under the project root."""
-    return project_root() / PRICING_FILE
+    """The packaged price table, routerlib/data/pricing.yaml."""
+    return packaged_file(PRICING_FILE)
 
 
 def load_pricing(path: str | os.PathLike[str] | None = None) -> PricingTable:
@@ -98,10 +99,18 @@ def example_tokens(uri: str | os.PathLike[str]) -> list[int]:
             raise InputError(f"{uri}:{number}: not valid JSON ({exc.msg})") from None
         if not isinstance(obj, dict):
             raise InputError(f"{uri}:{number}: expected a JSON object with prompt and completion")
+        from routerlib.dataset import example_pair
+
+        pair = example_pair(obj)
+        if pair is None and "messages" in obj:
+            raise InputError(
+                f"{uri}:{number}: messages: expected chat turns ending with the assistant's"
+            )
         for key in ("prompt", "completion"):
-            if not isinstance(obj.get(key), str):
+            if pair is None and not isinstance(obj.get(key), str):
                 raise InputError(f"{uri}:{number}: {key}: missing or not a string")
-        counts.append(estimate_tokens(obj["prompt"] + obj["completion"]))
+        assert pair is not None
+        counts.append(estimate_tokens(pair[0] + pair[1]))
     return counts
 
 
@@ -160,7 +169,7 @@ def estimate(
 ) -> CostEstimate:
     """Estimate the cost of tuning ``base_model`` on ``train_uri`` for ``epochs`` epochs.
 
-    Without ``table`` the table is loaded from ``table_path`` (default params/pricing.yaml); a
+    Without ``table`` the table is loaded from ``table_path`` (default: the packaged table); a
     missing table gives an estimate without a price, an invalid one raises InputError.
     ``token_counts`` (from ``example_tokens``) saves reading the file a second time.
     """

@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 
     from routerlib.compare import RunSummary
     from routerlib.dataset import PrepareResult
+    from routerlib.serving.base import Predictor
 
 #: A scored report (``runfolder.ReportRecord``) as the scorer returns it.
 Report = dict[str, Any]
@@ -117,6 +118,7 @@ def prepare(run: Run, smoke: bool = False) -> PrepareResult:
         tuning_mode=cfg.tuning_mode,
         strict=cfg.strict,
         gcs_prefix=gcs_prefix,
+        data_format=cfg.data_format,
     )
 
 
@@ -210,6 +212,7 @@ def tune(run: Run, smoke: bool = False) -> Job:
         tuning_spec(run, smoke),
         backend=cfg.backend,
         wait=True,
+        strict=cfg.strict,
         project=cfg.project or None,
         location=cfg.location,
         api_endpoint=cfg.api_endpoint or None,
@@ -257,37 +260,19 @@ def job_table(job: Job) -> pd.DataFrame:
 
 
 @contextmanager
-def serving(run: Run, job: Job) -> Iterator[str]:
-    """Serve the tuned checkpoint for the block and always clean up: a local HTTP server, or a
-    Vertex endpoint deployed for the block (or the configured ``endpoint``, left as it is)."""
-    cfg = run.config
-    if cfg.endpoint:
-        yield cfg.endpoint
-        return
+def serving(run: Run, job: Job) -> Iterator[Predictor]:
+    """The serving Predictor for the tuned checkpoint, for the block (routerlib.serving.base):
+    a local server, a Vertex endpoint deployed for the block, a batch job (``eval_mode: batch``)
+    or the configured ``endpoint`` left as it is. Whatever it started is cleaned up."""
+    from routerlib.serving.base import open_predictor
+
     checkpoint = job.checkpoint_uri or job.spec.checkpoint_uri()
-    if cfg.backend == "local":
-        from routerlib.serving.local import LocalServer
+    if run.config.checkpoint != "final" and not run.config.endpoint:  # checkpoint: epoch-N
+        from routerlib import jobs
 
-        with LocalServer(checkpoint) as server:
-            yield server.endpoint_url
-        return
-    import os
-
-    from routerlib.serving import vertex
-
-    project = cfg.project or os.environ.get("GOOGLE_CLOUD_PROJECT", "")
-    if not project:
-        raise InputError(f"{run.params_file}: project: set it or GOOGLE_CLOUD_PROJECT to deploy")
-    with vertex.deployed(
-        checkpoint,
-        machine_type=cfg.machine_type,
-        accelerator_type=cfg.accelerator_type,
-        accelerator_count=cfg.accelerator_count,
-        project=project,
-        location=cfg.location,
-        api_endpoint=cfg.api_endpoint,
-    ) as deployment:
-        yield deployment.endpoint_name
+        checkpoint = jobs.select_checkpoint(job, run.config.checkpoint)
+    with open_predictor(run.config, str(checkpoint), params_file=str(run.params_file)) as predictor:
+        yield predictor
 
 
 def thresholds_path(run: Run) -> Path:
@@ -325,18 +310,20 @@ def baselines(run: Run) -> dict[str, Report]:
     return reports
 
 
-def evaluate(run: Run, endpoint: str) -> Report:
-    """Generate predictions for the test split through ``endpoint`` and score them against the
-    gold completions, the gate and the previous router (the configured baseline)."""
+def evaluate(run: Run, endpoint: Predictor | str) -> Report:
+    """Generate predictions for the test split through ``endpoint`` (a serving Predictor from
+    :func:`serving`, or an endpoint address) and score them against the gold completions, the
+    gate and the previous router (the configured baseline)."""
     from routerlib import evaluate as runner
 
     cfg = run.config
     baseline_preds = _baseline_predictions(run, cfg.baseline)
     if not baseline_preds.exists():
         baselines(run)
+    source = {"endpoint": endpoint} if isinstance(endpoint, str) else {"predictor": endpoint}
     return runner.evaluate(
         Path(dataset_uris(run)["test"]),
-        endpoint=endpoint,
+        **source,
         out=run.sub(runfolder.REPORT_FILE),
         thresholds=thresholds_path(run),
         compare_to=baseline_preds,
@@ -344,7 +331,7 @@ def evaluate(run: Run, endpoint: str) -> Report:
         max_tokens=cfg.max_tokens,
         limit=cfg.eval_limit,
         project=cfg.project or None,
-        location=cfg.location,
+        location=cfg.deploy_location,
         api_endpoint=cfg.api_endpoint or None,
     )
 
