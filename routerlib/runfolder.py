@@ -50,6 +50,9 @@ SPLITS: tuple[str, ...] = ("train", "validation", "test")
 SMOKE_TUNING_DIR = "tuning/smoke"
 FULL_TUNING_DIR = "tuning/full"
 JOB_FILE = "job.json"
+#: The local backend's own Job record in its output folder (tuning/full for a local run), apart
+#: from the run's job.json so that each file has one writer.
+LOCAL_JOB_FILE = "local_job.json"
 LOSS_CURVE_FILE = "loss_curve.json"
 EVAL_DIR = "eval"
 REPORT_FILE = "eval/report.json"
@@ -337,6 +340,7 @@ class SampleRecord(Record):
     gold_first_tool: str | None
     pred_first_tool: str | None
     raw: str | None = None
+    thinking: str | None = None  # a <think> block dropped before extraction (Qwen 3)
 
 
 class PredictionRecord(Record):
@@ -346,13 +350,15 @@ class PredictionRecord(Record):
     read by the scorer in every shape the original evaluator accepts."""
 
     index: int | None = None
-    completion: str
+    completion: str | None  # None: a batch row that got no answer (``batch_error`` says why)
     raw: str | None = None
     extraction: str | None = None
     latency_s: float | None = None
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
     tokens_estimated: bool | None = None
+    thinking: str | None = None
+    batch_error: str | None = None
 
 
 # --- comparison run
