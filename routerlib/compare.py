@@ -275,11 +275,10 @@ class RunSummary:
         if not file.is_file():
             return []
         try:
-            data = json.loads(file.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as exc:
-            self.problems.append(f"{file}: unreadable ({exc})")
+            return runfolder.read_loss_curve(file)
+        except RunFolderError as exc:
+            self.problems.extend(exc.lines())
             return []
-        return [p for p in data if isinstance(p, dict)] if isinstance(data, list) else []
 
     def test_key(self) -> str | None:
         """A fingerprint of the gold test rows (the gold file's bytes), to pair two routers."""

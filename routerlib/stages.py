@@ -602,15 +602,21 @@ def comparison_table(report: Report, bucket: str = "overall") -> pd.DataFrame:
 # ---------------------------------------------------------------- 05 compare
 
 
+#: The stages the comparison runs when it has nothing to compare (the smoke tune adds nothing).
+BUILD_STAGES = ("01", "03", "04")
+
+
 def runs_to_compare(run: Run, runs: list[str]) -> list[RunSummary]:
     """The given run folders, else every finished run under the outputs root; when there is none,
-    the pipeline makes one from this notebook's params (stages 01–04) so the comparison always
-    has a model to show."""
+    the pipeline makes one from this notebook's params (stages 01, 03, 04) so the comparison
+    always has a model to show."""
     from routerlib import compare, pipeline
 
     found = [r for r in compare.load_runs(runs or None) if Path(r.path) != run.path]
     if not found and not runs:
-        (result,) = pipeline.run_pipeline([run.params_file], name=run.config.name)
+        (result,) = pipeline.run_pipeline(
+            [run.params_file], stages=BUILD_STAGES, name=run.config.name
+        )
         if not result.ok:
             raise InputError(f"building a run to compare failed: {result.message}")
         found = [r for r in compare.load_runs(None) if Path(r.path) != run.path]
