@@ -412,7 +412,9 @@ class VertexEndpointClient:
     def complete(self, prompt: str, max_tokens: int) -> Completion:
         from routerlib.serving import vertex
 
-        instance = predict_instance(prompt, max_tokens, {**self.extra, **_schema_field(self.schema)})
+        instance = predict_instance(
+            prompt, max_tokens, {**self.extra, **_schema_field(self.schema)}
+        )
         start = time.perf_counter()
         try:
             preds = vertex.predict(

@@ -49,12 +49,12 @@ def test_compiled_once_per_tokenizer_and_schema(embedded: LocalPredictor) -> Non
     assert embedded.compiled_schema(schema.completion_json_schema(True)) is not first
 
 
-def test_grammar_accepts_real_completion_texts(shared_data: Path, embedded: LocalPredictor) -> None:
+def test_grammar_accepts_real_completion_texts(real_data: Path, embedded: LocalPredictor) -> None:
     """The generation grammar, on the embedded tokenizer, accepts the real rows token by token
     (all but rows whose metrics keys come in an order a grammar with fixed key order excludes)."""
     compiled = embedded.compiled_schema(schema.completion_json_schema(True))
     tok = embedded.tokenizer
-    lines = (shared_data / "deep_router_benchmark.jsonl").read_text(encoding="utf-8").splitlines()
+    lines = (real_data / "deep_router_benchmark.jsonl").read_text(encoding="utf-8").splitlines()
     texts = [json.loads(line)["completion"] for line in lines if line.strip()]
     rejected = [
         i

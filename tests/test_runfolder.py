@@ -196,3 +196,17 @@ def test_write_metrics_is_what_the_comparison_reads(tmp_path: Path, good_run: Pa
     row = compare.leaderboard([compare.load_run(run.path)]).iloc[0]
     assert row["route_plan_exact strict"] == pytest.approx(36 / 40)
     assert row["train_seconds"] == 12.5 and row["epochs"] == 2
+
+
+def test_loss_curve_file_is_read_through_its_record(tmp_path: Path) -> None:
+    folder = tmp_path / runfolder.FULL_TUNING_DIR
+    folder.mkdir(parents=True)
+    curve = folder / runfolder.LOSS_CURVE_FILE
+    curve.write_text(json.dumps([{"epoch": 0.5, "step": 3, "train_loss": 2.0, "val_loss": None}]))
+    (tmp_path / "metrics.json").write_text(json.dumps({"run": {"name": "curve"}}))
+    assert [p["step"] for p in compare.load_run(tmp_path).loss_curve()] == [3]
+    curve.write_text(json.dumps([{"epoch": 1, "step": "late", "train_loss": 2.0}]))
+    with pytest.raises(RunFolderError, match=r"loss_curve.json: \[0\]: step:"):
+        runfolder.read_loss_curve(curve)
+    run = compare.load_run(tmp_path)
+    assert run.loss_curve() == [] and any("[0]: step:" in p for p in run.problems)

@@ -111,8 +111,8 @@ def test_real_messy_steps_are_accepted() -> None:
 # ---------------------------------------------------------------- JSON Schema (issue 12)
 
 
-def _real_completions(shared_data: Path) -> list[dict]:
-    with open(shared_data / "deep_router_benchmark.jsonl", encoding="utf-8") as handle:
+def _real_completions(real_data: Path) -> list[dict]:
+    with open(real_data / "deep_router_benchmark.jsonl", encoding="utf-8") as handle:
         return [json.loads(json.loads(line)["completion"]) for line in handle if line.strip()]
 
 
@@ -125,16 +125,16 @@ def _validator(generation: bool):
 
 
 @pytest.mark.parametrize("generation", [False, True], ids=["validation", "generation"])
-def test_every_real_completion_passes_the_json_schema(shared_data: Path, generation: bool) -> None:
+def test_every_real_completion_passes_the_json_schema(real_data: Path, generation: bool) -> None:
     validator = _validator(generation)
-    rows = _real_completions(shared_data)
+    rows = _real_completions(real_data)
     assert len(rows) == 291
     errors = [(i, e.message) for i, row in enumerate(rows) for e in validator.iter_errors(row)]
     assert errors == []
 
 
-def test_real_search_steps_with_text_after_the_mode_are_covered(shared_data: Path) -> None:
-    steps = [s for row in _real_completions(shared_data) for s in row["route_plan"]]
+def test_real_search_steps_with_text_after_the_mode_are_covered(real_data: Path) -> None:
+    steps = [s for row in _real_completions(real_data) for s in row["route_plan"]]
     trailing = [s for s in steps if re.search(r"mode=(web|rag|both)[^)]", s)]
     assert len(trailing) >= 10  # "..., mode=both, includes cybersecurity)" and the like
     generation = re.compile(schema.generation_step_pattern())
