@@ -76,3 +76,39 @@ def test_decoding_keys_in_run_config() -> None:
     assert "decoding: give free and/or constrained" in _problems({"decoding": ["free", "free"]})
     assert "constrained: True contradicts" in _problems({"constrained": True, "decoding": ["free"]})
     assert "decoding.0" in _problems({"decoding": ["beam"]})
+
+
+def test_a_run_scores_both_decodings_end_to_end(tmp_path: Path) -> None:
+    """stages: evaluate_all through one local server, the decoding table, the diagnostics
+    figures, metrics.json with both decodings, and the leaderboard reading them back."""
+    from routerlib import stages
+    from routerlib.serving.local import LocalPredictor, LocalServer
+    from routerlib.tuning.base import Job
+    from tests.support.tiny_serving_model import load_plain, make_checkpoint
+
+    overrides = {"name": "both", "synth_rows": 40, "eval_limit": 2, "max_tokens": 24}
+    run = stages.open_run("tests/data/e2e_tiny.yaml", str(tmp_path / "run"), overrides)
+    stages.prepare(run)
+    job = Job(
+        name="local/both",
+        backend="local",
+        state="JOB_STATE_SUCCEEDED",
+        spec=stages.tuning_spec(run),
+    )
+    previous = stages.baselines(run)
+    predictor = LocalPredictor(make_checkpoint(tmp_path / "ckpt"), loader=load_plain)
+    with LocalServer(predictor=predictor) as server:
+        reports = stages.evaluate_all(run, server.endpoint_url)
+    assert list(reports) == ["free", "constrained"]
+    assert (run.path / "eval" / "constrained" / "samples.jsonl").is_file()
+    assert reports["constrained"]["generation"]["decoding"] == "constrained"
+    table = stages.decoding_table(reports)
+    assert {"free", "constrained", "Δ constrained−free"} <= set(table.index)
+    assert stages.confusion_figure(reports["free"]) is not None
+    assert stages.tool_figure(reports) is not None
+    stages.write_metrics(run, job, stages.headline_report(reports), previous, reports)
+    record = json.loads((run.path / "metrics.json").read_text())
+    assert record["evaluation"]["decoding"] == "free"
+    assert record["decodings"]["constrained"]["report"] == "eval/constrained/report.json"
+    board = compare.leaderboard(compare.load_runs([run.path]))
+    assert sorted(board[board["kind"] == "model"]["decoding"]) == ["constrained", "free"]
