@@ -63,6 +63,11 @@ class RunConfig(BaseModel):
     batch_size: int = Field(4, ge=1, description="local backend only")
     max_train_tokens: int | None = Field(None, ge=16, description="local: truncate examples")
 
+    # --- checkpoint choice (03_full_tune scores, 04_deploy_eval serves) ---
+    checkpoint: str = Field("best", description="best (by select_metric) | final | epoch-<n>")
+    select_metric: str = Field("route_plan_exact", description="strict metric picking 'best'")
+    select_limit: int | None = Field(None, ge=1, description="validation rows scored; None = all")
+
     # --- Google Cloud (vertex backend; credentials never go here) ---
     project: str = ""
     location: str = "us-central1"
@@ -107,6 +112,7 @@ def cross_field_problems(values: dict[str, Any]) -> list[str]:
             problems.append(f"adapter_size: must be one of {ADAPTER_SIZES} under PEFT_ADAPTER")
         if v["tuning_mode"] == "FULL" and v["adapter_size"] is not None:
             problems.append("adapter_size: applies to PEFT_ADAPTER only; set it to null for FULL")
+        problems.extend(_checkpoint_problems(v))
         prefix = v["gcs_prefix"]
         if prefix and not _GCS_PREFIX.match(str(prefix)):
             problems.append(f"gcs_prefix: {prefix!r} is not gs://bucket[/prefix]")
@@ -116,6 +122,24 @@ def cross_field_problems(values: dict[str, Any]) -> list[str]:
             )
     except TypeError:  # ill-typed values are reported by field validation
         pass
+    return problems
+
+
+def _checkpoint_problems(v: dict[str, Any]) -> list[str]:
+    """``checkpoint`` names best, final or an epoch the run has; ``select_metric`` a strict one."""
+    from routerlib.checkpoints import parse_checkpoint_key
+    from routerlib.metrics import KNOWN_METRICS, NOT_STRICT
+
+    problems = []
+    try:
+        key = parse_checkpoint_key(str(v["checkpoint"]))
+        if isinstance(key, int) and key > int(v["epochs"]):
+            problems.append(f"checkpoint: epoch-{key} is past the last epoch ({v['epochs']})")
+    except ValueError as exc:
+        problems.append(f"checkpoint: {exc}")
+    if v["select_metric"] not in KNOWN_METRICS - NOT_STRICT:
+        names = ", ".join(sorted(KNOWN_METRICS - NOT_STRICT))
+        problems.append(f"select_metric: {v['select_metric']!r} is not a strict metric ({names})")
     return problems
 
 

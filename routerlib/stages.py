@@ -277,6 +277,103 @@ def loss_figure(job: Job) -> Any:
     return shown(fig)
 
 
+def _checkpoint_scorer(run: Run) -> Any:
+    """How this run scores a checkpoint on validation: served locally, or deployed on Vertex."""
+    import os
+
+    from routerlib import checkpoints
+
+    cfg = run.config
+    common: dict[str, Any] = {
+        "max_tokens": cfg.max_tokens,
+        "limit": cfg.select_limit,
+        "concurrency": cfg.concurrency,
+        "thresholds": thresholds_path(run),
+    }
+    if cfg.backend == "local":
+        return checkpoints.local_scorer(**common)
+    project = cfg.project or os.environ.get("GOOGLE_CLOUD_PROJECT", "")
+    if not project:
+        raise InputError(f"{run.params_file}: project: set it or GOOGLE_CLOUD_PROJECT to deploy")
+    return checkpoints.endpoint_scorer(
+        **common,
+        project=project,
+        location=cfg.location,
+        api_endpoint=cfg.api_endpoint,
+        machine_type=cfg.machine_type,
+        accelerator_type=cfg.accelerator_type,
+        accelerator_count=cfg.accelerator_count,
+    )
+
+
+def choose_checkpoint(run: Run, job: Job) -> Any:
+    """Score each epoch checkpoint of ``job`` on the validation split (skipping those already
+    scored), pick one by ``select_metric`` and record it in checkpoints.json. With
+    ``checkpoint: final`` nothing is scored: the last epoch is served, as before."""
+    from routerlib import checkpoints
+
+    cfg = run.config
+    if cfg.checkpoint == checkpoints.FINAL:
+        choice = checkpoints.CheckpointChoice(
+            select_metric=cfg.select_metric,
+            mode=checkpoints.FINAL,
+            chosen="final",
+            chosen_uri=job.checkpoint_uri or job.spec.checkpoint_uri(),
+            reason="checkpoint: final: the last epoch is served; checkpoints were not scored",
+            complete=True,
+        )
+        write_json(run.sub(checkpoints.CHECKPOINTS_FILE), choice.model_dump(mode="json"))
+        return choice
+    prepared_manifest(run)
+    return checkpoints.score_checkpoints(
+        job,
+        run.sub(f"{paths.DATA_DIR}/validation.jsonl"),
+        run.path,
+        _checkpoint_scorer(run),
+        select_metric=cfg.select_metric,
+        mode=cfg.checkpoint,
+        settings={"max_tokens": cfg.max_tokens, "limit": cfg.select_limit},
+        out=print,
+    )
+
+
+def chosen_checkpoint(run: Run, job: Job) -> str:
+    """The checkpoint notebook 04 serves: from checkpoints.json, scoring first when the record is
+    missing or stale (a notebook run alone); ``checkpoint: final`` is the job's final checkpoint."""
+    from routerlib import checkpoints
+
+    if run.config.checkpoint == checkpoints.FINAL:
+        return job.checkpoint_uri or job.spec.checkpoint_uri()
+    choice = checkpoints.read_choice(run.path)
+    fresh = (
+        choice is not None
+        and choice.complete
+        and choice.chosen_uri
+        and choice.mode == run.config.checkpoint
+        and choice.select_metric == run.config.select_metric
+    )
+    if not fresh:
+        choice = choose_checkpoint(run, job)
+    assert choice is not None and choice.chosen_uri
+    return choice.chosen_uri
+
+
+def checkpoint_table(choice: Any) -> Any:
+    """One row per scored checkpoint: validation loss, the selection figures, the pick."""
+    from routerlib import checkpoints
+
+    return checkpoints.scores_frame(choice)
+
+
+def checkpoint_figure(choice: Any, job: Job) -> Any:
+    """The selection metric per epoch beside the validation loss, the served checkpoint marked."""
+    import matplotlib.pyplot  # noqa: F401  (activates the notebook's figure display)
+
+    from routerlib import checkpoint_plots
+
+    return shown(checkpoint_plots.checkpoint_figure(choice, job.loss_curve))
+
+
 # ---------------------------------------------------------------- 04 deploy & evaluate
 
 
@@ -288,7 +385,7 @@ def serving(run: Run, job: Job) -> Iterator[str]:
     if cfg.endpoint:
         yield cfg.endpoint
         return
-    checkpoint = job.checkpoint_uri or job.spec.checkpoint_uri()
+    checkpoint = chosen_checkpoint(run, job)
     if cfg.backend == "local":
         from routerlib.serving.local import LocalServer
 
