@@ -449,7 +449,11 @@ def evaluate(run: Run, endpoint: str) -> dict[str, Any]:
     baseline_preds = run.sub(f"{paths.EVAL_DIR}/baselines/{cfg.baseline}/predictions.jsonl")
     if not baseline_preds.exists():
         baselines(run)
-    return runner.evaluate(
+    out = run.sub(f"{paths.EVAL_DIR}/report.json")
+    cache = runner.artifact_paths(out)["cache"]
+    before = len(runner.load_cache(cache)) if cache.exists() else 0
+    start = time.perf_counter()
+    report = runner.evaluate(
         Path(dataset_uris(run)["test"]),
         endpoint=endpoint,
         out=run.sub(f"{paths.EVAL_DIR}/report.json"),
@@ -462,6 +466,55 @@ def evaluate(run: Run, endpoint: str) -> dict[str, Any]:
         location=cfg.location,
         api_endpoint=cfg.api_endpoint or None,
     )
+    generated = len(runner.load_cache(cache)) - before
+    if generated > 0:  # rows answered now (a resumed evaluation measures only its new rows)
+        seconds = time.perf_counter() - start
+        write_json(
+            run.sub(THROUGHPUT_FILE),
+            {
+                "rows": generated,
+                "seconds": round(seconds, 3),
+                "routes_per_hour": round(generated / seconds * 3600, 3),
+                "concurrency": cfg.concurrency,
+                "max_tokens": cfg.max_tokens,
+            },
+        )
+    return report
+
+
+#: Routes per hour measured while notebook 04 predicted the test split (with its scoring).
+THROUGHPUT_FILE = f"{paths.EVAL_DIR}/throughput.json"
+
+
+def run_cost(run: Run, job: Job, report: dict[str, Any]) -> dict[str, Any]:
+    """What the run cost or would cost (pricing.RunCost as a dict): tuning from the job's billable
+    tokens x epochs, serving per 1,000 routes from the machine's hourly price and the measured
+    throughput, latency p50/p95 from the report."""
+    from dataclasses import asdict
+
+    from routerlib import pricing
+
+    cfg = run.config
+    stats = job.tuning_data_stats or {}
+    tokens = stats.get("total_billable_token_count")
+    if isinstance(tokens, int) and job.backend == "local" and stats.get("epochs"):
+        tokens //= int(stats["epochs"])  # the local backend counts every epoch; Vertex one pass
+    throughput_file = run.sub(THROUGHPUT_FILE)
+    throughput = (
+        json.loads(throughput_file.read_text(encoding="utf-8")) if throughput_file.exists() else {}
+    )
+    machine = pricing.serving_machine(
+        cfg.backend, cfg.machine_type, cfg.accelerator_type, cfg.accelerator_count
+    )
+    cost = pricing.run_cost(
+        base_model=job.spec.base_model,
+        billable_tokens=tokens if isinstance(tokens, int) else None,
+        epochs=job.spec.epochs,
+        machine=machine,
+        routes_per_hour=throughput.get("routes_per_hour"),
+        latency=report.get("latency"),
+    )
+    return asdict(cost)
 
 
 HEADLINE = (
@@ -560,6 +613,23 @@ def bucket_figure(reports: dict[str, dict[str, Any]], metric: str = "route_plan_
     return shown(fig)
 
 
+def _checkpoint_summary(run: Run) -> dict[str, Any] | None:
+    """What checkpoints.json says about the served checkpoint (None when there is none)."""
+    from routerlib import checkpoints
+
+    choice = checkpoints.read_choice(run.path)
+    if choice is None:
+        return None
+    return {
+        "served": choice.chosen,
+        "best": choice.best,
+        "mode": choice.mode,
+        "select_metric": choice.select_metric,
+        "reason": choice.reason,
+        "record": checkpoints.CHECKPOINTS_FILE,
+    }
+
+
 def write_metrics(
     run: Run, job: Job, report: dict[str, Any], baseline_reports: dict[str, dict[str, Any]]
 ) -> Path:
@@ -585,7 +655,9 @@ def write_metrics(
             "cost_estimate_usd": job.cost_estimate_usd,
             "tuning_data_stats": job.tuning_data_stats,
             "loss_curve": job.loss_curve,
+            "checkpoint": _checkpoint_summary(run),
         },
+        "cost": run_cost(run, job, report),
         "evaluation": {
             "report": f"{paths.EVAL_DIR}/report.json",
             "gate_pass": (report.get("threshold_results") or {}).get("overall_pass"),
@@ -664,6 +736,13 @@ def comparison_plots(run: Run, found: list[Any]) -> list[Path]:
     from routerlib import compare_plots
 
     return compare_plots.all_plots(found, run.sub("plots"))
+
+
+def sweep_plot(run: Run, rows: Any) -> Path:
+    """The newest sweep's metric against each varied key (``compare.sweep_board`` rows), as PNG."""
+    from routerlib import compare_plots
+
+    return compare_plots.sweep_metric(rows, run.sub("plots"))
 
 
 def image(path: Path) -> Any:
