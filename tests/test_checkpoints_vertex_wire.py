@@ -60,9 +60,7 @@ def test_each_vertex_checkpoint_is_deployed_scored_and_deleted(
         name="projects/proj-1/locations/us-central1/tuningJobs/7",
         backend="vertex",
         state=SUCCEEDED,
-        spec=TuningSpec.build(
-            training_dataset_uri="gs://b/train.jsonl", output_uri=OUT, epochs=3
-        ),
+        spec=TuningSpec.build(training_dataset_uri="gs://b/train.jsonl", output_uri=OUT, epochs=3),
         checkpoint_uri=f"{OUT}/postprocess/node-0/checkpoints/final",
         checkpoints=[{"epoch": e, "uri": u} for e, u in uris.items()],
         loss_curve=[{"epoch": float(e), "val_loss": 2.0 - e / 10} for e in (1, 2, 3)],
