@@ -152,3 +152,27 @@ def test_sweep_board_puts_varied_keys_first(tmp_path: Path) -> None:
     assert png.read_bytes()[:4] == b"\x89PNG"
     assert not math.isnan(table[Q].sum())
     assert json.loads((folder / "sweep.json").read_text())["grid"] == grid
+
+
+def test_throughput_is_measured_on_new_rows_only(tmp_path: Path) -> None:
+    """Notebook 04's evaluation records routes per hour from the rows it predicted; a resumed
+    evaluation with nothing left to predict keeps the measurement it has."""
+    from tests.support.fake_vertex_serving import ServingStandIn
+
+    run = stages.open_run(
+        "params/local.yaml", str(tmp_path / "run"), {"synth_rows": 60, "eval_limit": 3}
+    )
+    stages.prepare(run)
+    with ServingStandIn() as stand_in:
+        server, state = stand_in.fresh()
+        endpoint = state.add_endpoint("p", "us-central1", "router")
+        url = f"{server.url}/v1/{endpoint['name']}:predict"
+        stages.evaluate(run, url)
+        measured = json.loads(run.sub(stages.THROUGHPUT_FILE).read_text())
+        assert measured["rows"] == 3 and measured["seconds"] > 0
+        assert measured["routes_per_hour"] == pytest.approx(
+            3 / measured["seconds"] * 3600, rel=0.02
+        )
+        before = run.sub(stages.THROUGHPUT_FILE).stat().st_mtime_ns
+        stages.evaluate(run, url)  # every row cached: nothing new to measure
+        assert run.sub(stages.THROUGHPUT_FILE).stat().st_mtime_ns == before
