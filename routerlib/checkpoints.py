@@ -225,7 +225,8 @@ def score_checkpoints(
     settings: dict[str, Any] | None = None,
     out: Callable[[str], None] | None = None,
 ) -> CheckpointChoice:
-    """Score every candidate of ``job`` not scored yet with the same ``settings``, then pick.
+    """Score every candidate of ``job`` not scored yet with the same ``settings``, then pick
+    (a job with a single checkpoint is not scored: there is nothing to choose).
 
     ``scorer`` writes one validation report per checkpoint; ``settings`` (max tokens, row limit,
     what was scored) must match for a recorded score to be reused. The record is rewritten after
@@ -238,6 +239,14 @@ def score_checkpoints(
     kept = {s.name: s for s in previous.scores} if previous else {}
     target = parse_checkpoint_key(mode)
     todo = candidates(job)
+    if len(todo) == 1 and target in (BEST, FINAL, todo[0].epoch):
+        # One checkpoint: nothing to choose, so nothing is served or deployed to score it.
+        only = CheckpointScore(**todo[0].model_dump(), settings=settings, scored_at=_now())
+        choice.scores, choice.best, choice.chosen = [only], only.name, only.name
+        choice.chosen_uri, choice.complete = only.uri, True
+        choice.reason = f"{only.name} is the only checkpoint: nothing to choose, not scored"
+        write_json(run_dir / CHECKPOINTS_FILE, choice.model_dump(mode="json"))
+        return choice
     for cand in todo:
         old = kept.get(cand.name)
         if old is not None and old.uri == cand.uri and old.settings == settings:

@@ -234,3 +234,11 @@ def test_local_epoch_checkpoints_are_served_and_scored(tmp_path: Path) -> None:
     assert choice.chosen == pick(choice.scores, "route_plan_exact").name
     checkpoints.score_checkpoints(job, val, run, counted, settings={"max_tokens": 12})
     assert calls == ["epoch-1", "epoch-2"]
+
+
+def test_a_single_checkpoint_is_not_scored(tmp_path: Path, validation: Path) -> None:
+    job = _job(tmp_path, 1, [1.0])
+    scorer = FileScorer({"epoch-1": 4})
+    choice = checkpoints.score_checkpoints(job, validation, tmp_path / "run", scorer)
+    assert scorer.calls == [] and choice.chosen == "epoch-1" and choice.complete
+    assert "only checkpoint" in choice.reason and choice.scores[0].metric is None
