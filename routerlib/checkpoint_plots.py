@@ -6,15 +6,16 @@ from __future__ import annotations
 from typing import Any
 
 from routerlib.checkpoints import CheckpointChoice
+from routerlib.data_plots import shown
 
 
-def checkpoint_figure(choice: CheckpointChoice, loss_curve: list[dict[str, Any]]) -> Any:
-    """Validation loss (left axis, every epoch end of ``loss_curve``) beside the strict
+def checkpoint_figure(choice: CheckpointChoice, job: Any) -> Any:
+    """Validation loss (left axis, at every epoch end of the job's loss curve) beside the strict
     ``select_metric`` of each scored checkpoint (right axis); the served checkpoint is starred."""
-    from matplotlib.figure import Figure
+    import matplotlib.pyplot as plt
 
-    fig = Figure(figsize=(6.5, 3.4), dpi=100, layout="constrained")
-    ax = fig.add_subplot()
+    loss_curve: list[dict[str, Any]] = job.loss_curve
+    fig, ax = plt.subplots(figsize=(6.5, 3.4), layout="constrained")
     losses = [
         (float(p["epoch"]), float(p["val_loss"]))
         for p in loss_curve
@@ -40,4 +41,4 @@ def checkpoint_figure(choice: CheckpointChoice, loss_curve: list[dict[str, Any]]
     if handles:
         ax.legend(handles=handles, fontsize=8, loc="upper center")
     ax.set_title(f"checkpoint served: {choice.chosen or 'none'}", fontsize=10)
-    return fig
+    return shown(fig)

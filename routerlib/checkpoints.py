@@ -26,14 +26,15 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from routerlib import runfolder
 from routerlib.atomic import write_json
 from routerlib.errors import InputError
 from routerlib.paths import FINAL_CHECKPOINT
 
 #: The choice record in the run folder.
-CHECKPOINTS_FILE = "checkpoints.json"
+CHECKPOINTS_FILE = runfolder.CHECKPOINTS_FILE
 #: Per-checkpoint validation reports: ``eval/checkpoints/<name>/report.json``.
-SCORES_DIR = "eval/checkpoints"
+SCORES_DIR = runfolder.CHECKPOINT_REPORTS_DIR
 #: Breaks ties of ``select_metric`` (strict, overall).
 TIE_BREAK = "tool_sequence_exact"
 DEFAULT_SELECT_METRIC = "route_plan_exact"
@@ -350,9 +351,10 @@ def endpoint_scorer(
     project: str,
     location: str,
     api_endpoint: str = "",
-    machine_type: str,
-    accelerator_type: str,
-    accelerator_count: int,
+    machine_type: str | None,
+    accelerator_type: str | None,
+    accelerator_count: int | None,
+    base_model: str = "",
     thresholds: Any = None,
 ) -> Scorer:
     """Score a Vertex checkpoint (gs://): deploy it to its own endpoint, predict the validation
@@ -368,6 +370,7 @@ def endpoint_scorer(
             machine_type=machine_type,
             accelerator_type=accelerator_type,
             accelerator_count=accelerator_count,
+            base_model=base_model,
             project=project,
             location=location,
             api_endpoint=api_endpoint,

@@ -22,14 +22,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from routerlib import paths
+from routerlib import paths, runfolder
 from routerlib.atomic import write_json
 from routerlib.errors import InputError
 
 DEFAULT_STAGES: tuple[str, ...] = ("01", "02", "03", "04")
-PIPELINE_FILE = "pipeline.json"
-#: The only parameters papermill ever passes to a notebook (never credentials).
+PIPELINE_FILE = runfolder.PIPELINE_FILE
+#: The only parameters papermill ever passes to a notebook (never credentials); ``runs`` (the
+#: run folders to compare) goes to the comparison notebook only.
 NOTEBOOK_PARAMETERS = frozenset({"params_file", "run_dir"})
+COMPARISON_PARAMETERS = NOTEBOOK_PARAMETERS | {"runs"}
+
+#: Arguments for every kernel papermill starts: ipykernel's own log stays quiet below ERROR, so
+#: its "Kernel is running over TCP without encryption" warning (the kernel listens on 127.0.0.1
+#: only) is not printed once per notebook. Output of the notebook's code is not affected.
+KERNEL_ARGUMENTS = ("--IPKernelApp.log_level=ERROR",)
 
 STATUS_RUNNING = "running"
 STATUS_FAILED = "failed"
@@ -52,6 +59,17 @@ class RunResult:
         return self.status == STATUS_FINISHED
 
 
+def require_notebooks() -> Path:
+    """The project's notebooks/ folder; outside a clone, one InputError line saying so."""
+    folder = paths.project_root() / "notebooks"
+    if not any(folder.glob("[0-9][0-9]_*.ipynb")):
+        raise InputError(
+            f"routerlib run executes the project's notebooks, and there are none under {Path.cwd()}: "
+            "run it inside a clone of the routerlib repository (or set ROUTERLIB_ROOT to one)"
+        )
+    return folder
+
+
 def find_notebook(stage: str, root: Path | None = None) -> Path:
     """``notebooks/<stage>_*.ipynb`` under the project root; InputError when none or several."""
     folder = (root or paths.project_root()) / "notebooks"
@@ -65,16 +83,13 @@ def find_notebook(stage: str, root: Path | None = None) -> Path:
 
 
 def read_state(run_dir: Path) -> dict[str, Any]:
-    """The run's pipeline.json; InputError when it is missing or unreadable."""
+    """The run's pipeline.json (checked against ``runfolder.PipelineRecord``); InputError when it
+    is missing, unreadable or not a pipeline state."""
     file = Path(run_dir) / PIPELINE_FILE
-    try:
-        state = json.loads(file.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise InputError(f"{file}: not a pipeline run folder (no {PIPELINE_FILE})") from None
-    except json.JSONDecodeError as exc:
-        raise InputError(f"{file}: line {exc.lineno}: not valid JSON") from None
-    if not isinstance(state, dict) or not isinstance(state.get("stages"), list):
-        raise InputError(f"{file}: stages: missing")
+    if not file.is_file():
+        raise InputError(f"{file}: not a pipeline run folder (no {PIPELINE_FILE})")
+    runfolder.read_json(file, runfolder.PipelineRecord)
+    state: dict[str, Any] = json.loads(file.read_text(encoding="utf-8"))
     return state
 
 
@@ -137,16 +152,23 @@ def _parameters_cell_index(notebook: Path) -> int | None:
     return None
 
 
-def notebook_parameters(params_file: Path, run_dir: Path) -> dict[str, str]:
-    """The papermill parameters for one stage: exactly ``params_file`` and ``run_dir``."""
-    parameters = {
+def notebook_parameters(
+    params_file: Path, run_dir: Path, runs: Sequence[Path] | None = None
+) -> dict[str, Any]:
+    """The papermill parameters for one stage: exactly ``params_file`` and ``run_dir``, plus
+    ``runs`` (run folders) for the comparison notebook."""
+    parameters: dict[str, Any] = {
         "params_file": str(Path(params_file).resolve()),
         "run_dir": str(Path(run_dir).resolve()),
     }
-    assert set(parameters) == NOTEBOOK_PARAMETERS, "papermill receives only params_file and run_dir"
+    if runs is not None:
+        parameters["runs"] = [str(Path(r).resolve()) for r in runs]
+    allowed = COMPARISON_PARAMETERS if runs is not None else NOTEBOOK_PARAMETERS
+    assert set(parameters) == allowed, "papermill receives only params_file and run_dir"
     from routerlib.report import scan_text
 
-    leaks = [hit for value in parameters.values() for hit in scan_text(value)]
+    values = [parameters["params_file"], parameters["run_dir"], *parameters.get("runs", [])]
+    leaks = [hit for value in values for hit in scan_text(value)]
     assert not leaks, "papermill parameters must never carry credentials"
     return parameters
 
@@ -168,32 +190,39 @@ def _outputs_env(outputs: Path | None) -> Iterator[None]:
             os.environ["ROUTERLIB_OUTPUTS"] = old
 
 
-def _execute_stage(notebook: Path, run_dir: Path, params_file: Path, log: Any) -> None:
+def _execute_stage(
+    notebook: Path, run_dir: Path, params_file: Path, log: Any, runs: Sequence[Path] | None
+) -> None:
     import papermill as pm
 
-    output = run_dir / paths.NOTEBOOKS_DIR / notebook.name
+    output = run_dir / runfolder.NOTEBOOKS_DIR / notebook.name
     output.parent.mkdir(parents=True, exist_ok=True)
     pm.execute_notebook(
         str(notebook),
         str(output),
-        parameters=notebook_parameters(params_file, run_dir),
+        parameters=notebook_parameters(params_file, run_dir, runs),
         kernel_name="python3",
         cwd=str(paths.project_root()),
         progress_bar=False,
+        extra_arguments=list(KERNEL_ARGUMENTS),
         stdout_file=log,
         stderr_file=log,
     )
 
 
 def _run_one(
-    run_dir: Path, state: dict[str, Any], label: str, out: Callable[[str], None]
+    run_dir: Path,
+    state: dict[str, Any],
+    label: str,
+    out: Callable[[str], None],
+    runs: Sequence[Path] | None = None,
 ) -> RunResult:
     """Execute every stage of ``state`` that is not ``ok`` yet, in order; stop at the first failure."""
     root = paths.project_root()
-    params_copy = run_dir / paths.PARAMS_FILE
+    params_copy = run_dir / runfolder.PARAMS_FILE
     state["status"] = STATUS_RUNNING
     _save_state(run_dir, state)
-    with open(run_dir / paths.LOG_FILE, "a", encoding="utf-8") as log:
+    with open(run_dir / runfolder.LOG_FILE, "a", encoding="utf-8") as log:
         for entry in state["stages"]:
             if entry["status"] == "ok":
                 continue
@@ -207,7 +236,7 @@ def _run_one(
             try:
                 if not notebook.is_file():
                     raise InputError(f"notebook {notebook} is missing")
-                _execute_stage(notebook, run_dir, params_copy, log)
+                _execute_stage(notebook, run_dir, params_copy, log, runs)
             except KeyboardInterrupt:
                 entry.update(status="interrupted", seconds=round(time.perf_counter() - start, 3))
                 state["status"] = "interrupted"
@@ -225,7 +254,9 @@ def _run_one(
                 log.write(f"==== {name} FAILED ({seconds:.1f} s): {line}\n")
                 out(f"[{label}] {name} ... FAILED ({seconds:.1f} s)")
                 out(f"[{label}] {line}")
-                out(f"[{label}] executed notebook: {run_dir / paths.NOTEBOOKS_DIR / notebook.name}")
+                out(
+                    f"[{label}] executed notebook: {run_dir / runfolder.NOTEBOOKS_DIR / notebook.name}"
+                )
                 return RunResult(
                     state["params_file"], run_dir, STATUS_FAILED, line, state["stages"]
                 )
@@ -251,7 +282,7 @@ def _new_run(
     notebooks = [find_notebook(stage).name for stage in stages]
     label = name or _params_name(params_file)
     run_dir = paths.new_run_dir(label, root=outputs)
-    dump_config(config, run_dir / paths.PARAMS_FILE)
+    dump_config(config, run_dir / runfolder.PARAMS_FILE)
     state = {
         "params_file": str(paths.resolve(params_file)),
         "params_name": label,
@@ -284,8 +315,8 @@ def _resume_target(target: str, outputs: Path | None, stages: Sequence[str] | No
     state = read_state(run_dir)
     if state.get("status") == STATUS_FINISHED:
         raise InputError(f"{run_dir}: run is finished and is never edited again; start a new run")
-    if not (run_dir / paths.PARAMS_FILE).is_file():
-        raise InputError(f"{run_dir}: {paths.PARAMS_FILE} is missing; cannot resume")
+    if not (run_dir / runfolder.PARAMS_FILE).is_file():
+        raise InputError(f"{run_dir}: {runfolder.PARAMS_FILE} is missing; cannot resume")
     recorded = [str(e.get("stage")) for e in state["stages"]]
     if stages is not None and tuple(stages) != DEFAULT_STAGES and list(stages) != recorded:
         raise InputError(
@@ -311,16 +342,19 @@ def run_pipeline(
     outputs: str | os.PathLike[str] | None = None,
     resume: bool = False,
     out: Callable[[str], None] = print,
+    name: str | None = None,
 ) -> list[RunResult]:
     """Run the notebook chain for each params file into its own run folder; return one result each.
 
     Every params file (and, with ``resume``, every run folder or params name) is checked before any
     notebook runs, so a typo fails at once. A failing stage stops its own run only. With ``resume``,
     each item is a run folder, or a params file whose newest unfinished run is continued from its
-    first stage that is not ``ok``; a finished run is refused.
+    first stage that is not ``ok``; a finished run is refused. ``name`` names new run folders
+    (default: the params file's stem).
     """
     if not params_files:
         raise InputError("name at least one params file (e.g. params/local.yaml)")
+    require_notebooks()
     outputs_dir = paths.resolve(outputs) if outputs else None
     chosen = _check_stages(stages if stages is not None else DEFAULT_STAGES)
     # Check everything first: bad input fails before hours of work start.
@@ -348,7 +382,7 @@ def run_pipeline(
     with _outputs_env(outputs_dir):
         for item, existing in plans:
             if existing is None:
-                run_dir, state = _new_run(item, chosen, outputs_dir)
+                run_dir, state = _new_run(item, chosen, outputs_dir, name=name)
                 label = state["params_name"]
                 out(f"[{label}] run folder: {run_dir}")
             else:
@@ -363,19 +397,63 @@ def run_pipeline(
 COMPARISON_STAGE = "05"
 
 
+#: ``--with all``: every finished run under the outputs root joins the comparison.
+ALL_RUNS = "all"
+
+
+def comparison_runs(
+    made: Sequence[Path],
+    extra: Sequence[str] = (),
+    outputs: str | os.PathLike[str] | None = None,
+) -> list[Path]:
+    """The run folders a comparison shows: the runs just made, then each ``extra`` one (a run
+    folder path, or a folder name under the outputs root; ``all`` adds every finished run), each
+    once. A name that is no finished run folder is an InputError naming it."""
+    from routerlib.compare import find_run_dirs
+
+    root = paths.resolve(outputs) if outputs else paths.outputs_root()
+    chosen = [Path(p).resolve() for p in made]
+    problems = []
+    for item in extra:
+        if item == ALL_RUNS:
+            chosen.extend(find_run_dirs(root))
+            continue
+        given = Path(item).expanduser()
+        candidates = [given] if given.is_absolute() else [Path.cwd() / given, root / given]
+        found = next((c for c in candidates if (c / runfolder.METRICS_FILE).is_file()), None)
+        if found is None:
+            problems.append(
+                f"--with {item}: not a finished run folder (no {runfolder.METRICS_FILE})"
+            )
+        else:
+            chosen.append(found)
+    if len(problems) == 1:
+        raise InputError(problems[0])
+    if problems:
+        raise InputError(f"{len(problems)} --with run(s) are not finished run folders", problems)
+    unique: list[Path] = []
+    for path in (p.resolve() for p in chosen):
+        if path not in unique:
+            unique.append(path)
+    return unique
+
+
 def run_comparison(
     params_file: str,
     *,
     outputs: str | os.PathLike[str] | None = None,
     out: Callable[[str], None] = print,
+    runs: Sequence[Path] | None = None,
 ) -> RunResult:
-    """Execute the comparison notebook (05) into its own ``comparison-<time>`` run folder; it
-    reads every finished run under the outputs root, with ``params_file`` for its defaults."""
+    """Execute the comparison notebook (05) into its own ``comparison-<time>`` run folder, with
+    ``params_file`` for its defaults. It compares ``runs`` (see comparison_runs) when given, else
+    every finished run under the outputs root."""
+    require_notebooks()
     outputs_dir = paths.resolve(outputs) if outputs else None
     with _outputs_env(outputs_dir):
         run_dir, state = _new_run(params_file, [COMPARISON_STAGE], outputs_dir, name="comparison")
         out(f"[comparison] run folder: {run_dir}")
-        return _run_one(run_dir, state, "comparison", out)
+        return _run_one(run_dir, state, "comparison", out, runs)
 
 
 def start_run(

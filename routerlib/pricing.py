@@ -1,7 +1,8 @@
 """What a run costs: tuning (training tokens x epochs x a price per million tokens) and serving (a
-machine's hourly price / measured routes per hour), from the dated table params/pricing.yaml.
+machine's hourly price / measured routes per hour), from a dated price table.
 
-The price table is a dated, user-editable YAML file; ``load_pricing`` validates it (unknown keys are
+The price table is a dated, user-editable YAML file (the default ships inside the package as
+routerlib/data/pricing.yaml); ``load_pricing`` validates it (unknown keys are
 rejected, every problem reported together). Tokens are estimated with ``models.estimate_tokens`` over
 prompt + completion of every training example, so the estimate needs no tokenizer.
 """
@@ -20,9 +21,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from routerlib.errors import InputError
 from routerlib.models import estimate_tokens
-from routerlib.paths import project_root
+from routerlib.paths import packaged_file, project_root
 
-PRICING_FILE = "params/pricing.yaml"
+PRICING_FILE = "pricing.yaml"
 
 
 class ModelPrice(BaseModel):
@@ -44,7 +45,7 @@ class MachinePrice(BaseModel):
 
 
 class PricingTable(BaseModel):
-    """params/pricing.yaml: when the rates were written down, where from, and the rates."""
+    """A price table file: when the rates were written down, where from, and the rates."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -70,8 +71,8 @@ class PricingTable(BaseModel):
 
 
 def default_pricing_path() -> Path:
-    """params/pricing.yaml under the project root."""
-    return project_root() / PRICING_FILE
+    """The packaged price table, routerlib/data/pricing.yaml."""
+    return packaged_file(PRICING_FILE)
 
 
 def load_pricing(path: str | os.PathLike[str] | None = None) -> PricingTable:
@@ -114,10 +115,18 @@ def example_tokens(uri: str | os.PathLike[str]) -> list[int]:
             raise InputError(f"{uri}:{number}: not valid JSON ({exc.msg})") from None
         if not isinstance(obj, dict):
             raise InputError(f"{uri}:{number}: expected a JSON object with prompt and completion")
+        from routerlib.dataset import example_pair
+
+        pair = example_pair(obj)
+        if pair is None and "messages" in obj:
+            raise InputError(
+                f"{uri}:{number}: messages: expected chat turns ending with the assistant's"
+            )
         for key in ("prompt", "completion"):
-            if not isinstance(obj.get(key), str):
+            if pair is None and not isinstance(obj.get(key), str):
                 raise InputError(f"{uri}:{number}: {key}: missing or not a string")
-        counts.append(estimate_tokens(obj["prompt"] + obj["completion"]))
+        assert pair is not None
+        counts.append(estimate_tokens(pair[0] + pair[1]))
     return counts
 
 
@@ -176,7 +185,7 @@ def estimate(
 ) -> CostEstimate:
     """Estimate the cost of tuning ``base_model`` on ``train_uri`` for ``epochs`` epochs.
 
-    Without ``table`` the table is loaded from ``table_path`` (default params/pricing.yaml); a
+    Without ``table`` the table is loaded from ``table_path`` (default: the packaged table); a
     missing table gives an estimate without a price, an invalid one raises InputError.
     ``token_counts`` (from ``example_tokens``) saves reading the file a second time.
     """
@@ -212,12 +221,10 @@ def _shown(path: Path) -> str:
 LOCAL_MACHINE = "local-cpu"
 
 
-def serving_machine(backend: str, machine_type: str, accelerator_type: str, count: int) -> str:
+def serving_machine(backend: str, machine_type: str) -> str:
     """The ``machines`` key of a deployment: ``local-cpu`` on the local backend, else the machine
-    type, with ``+<count>x<accelerator>`` when more accelerators than the shape's one are asked."""
-    if backend == "local":
-        return LOCAL_MACHINE
-    return machine_type if count <= 1 else f"{machine_type}+{count}x{accelerator_type}"
+    type (its price includes the accelerators the shape comes with)."""
+    return LOCAL_MACHINE if backend == "local" else machine_type
 
 
 @dataclass(frozen=True)
@@ -257,7 +264,7 @@ def run_cost(
     table_path: str | os.PathLike[str] | None = None,
 ) -> RunCost:
     """The run's tuning and serving cost from the price table (loaded from ``table_path``, default
-    params/pricing.yaml, when ``table`` is not given; a missing table gives no prices)."""
+    the packaged table, when ``table`` is not given; a missing table gives no prices)."""
     path = Path(table_path) if table_path is not None else default_pricing_path()
     if table is None and path.is_file():
         table = load_pricing(path)

@@ -19,8 +19,8 @@ def _tools(plan: list[str]) -> list[str]:
 
 
 @pytest.mark.parametrize("kind", ["majority", "rules"])
-def test_baseline_files_are_valid_and_aligned(shared_data: Path, tmp_path: Path, kind: str) -> None:
-    gold = shared_data / BENCH
+def test_baseline_files_are_valid_and_aligned(real_data: Path, tmp_path: Path, kind: str) -> None:
+    gold = real_data / BENCH
     out = baselines.write_baseline(gold, tmp_path / f"{kind}.jsonl", kind=kind)
     lines = out.read_text("utf-8").splitlines()
     gold_rows = [json.loads(x) for x in gold.read_text("utf-8").splitlines() if x.strip()]
@@ -36,8 +36,8 @@ def test_baseline_files_are_valid_and_aligned(shared_data: Path, tmp_path: Path,
         assert any(word in search.lower() for word in query.lower().split()[:30] if len(word) > 3)
 
 
-def test_majority_scores_tool_sequence_on_majority_rows(shared_data: Path, tmp_path: Path) -> None:
-    gold = shared_data / BENCH
+def test_majority_scores_tool_sequence_on_majority_rows(real_data: Path, tmp_path: Path) -> None:
+    gold = real_data / BENCH
     pred = baselines.write_baseline(gold, tmp_path / "majority.jsonl", kind="majority")
     report = metrics.score_files(gold, pred, out_path=tmp_path / "report.json", bootstrap=0)
     samples = [json.loads(x) for x in (tmp_path / "samples.jsonl").read_text().splitlines()]

@@ -58,9 +58,9 @@ def synth_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return synth.write_rows(tmp_path_factory.mktemp("synth") / "rows.jsonl", 400, 11)
 
 
-def test_real_rows_reproduce_the_benchmark(shared_data: Path, tmp_path: Path) -> None:
+def test_real_rows_reproduce_the_benchmark(real_data: Path, tmp_path: Path) -> None:
     result = dataset.prepare(
-        shared_data / "week2_rows_sample.jsonl", tmp_path / "out", progress=False
+        real_data / "week2_rows_sample.jsonl", tmp_path / "out", progress=False
     )
     assert result.counts == {"total": 291, "train": 248, "validation": 29, "test": 14}
     produced: dict[str, str] = {}
@@ -69,7 +69,7 @@ def test_real_rows_reproduce_the_benchmark(shared_data: Path, tmp_path: Path) ->
             example = json.loads(line)
             assert list(example) == ["prompt", "completion"]
             produced[example["prompt"]] = example["completion"]
-    with open(shared_data / "deep_router_benchmark.jsonl", encoding="utf-8") as handle:
+    with open(real_data / "deep_router_benchmark.jsonl", encoding="utf-8") as handle:
         bench = {b["prompt"]: b["completion"] for b in map(json.loads, handle)}
     assert len(bench) == 291
     assert produced == bench
@@ -108,8 +108,8 @@ def test_byte_identical_to_reference(
     assert _bytes(tmp_path / "new") == _bytes(tmp_path / "ref")
 
 
-def test_real_rows_byte_identical_to_reference(shared_data: Path, tmp_path: Path) -> None:
-    src = shared_data / "week2_rows_sample.jsonl"
+def test_real_rows_byte_identical_to_reference(real_data: Path, tmp_path: Path) -> None:
+    src = real_data / "week2_rows_sample.jsonl"
     for seed, limit in ((7, None), (13, 200)):
         reference_convert(src, tmp_path / f"ref{seed}", 0.1, 0.05, seed, limit)
         code = main(

@@ -11,8 +11,8 @@ from routerlib.cli import main
 from tests.support.fault_server import FaultServer, gold_answers
 
 
-def _gold(shared_data: Path, tmp_path: Path, n: int = 30) -> Path:
-    lines = (shared_data / "deep_router_benchmark.jsonl").read_text(encoding="utf-8").splitlines()
+def _gold(real_data: Path, tmp_path: Path, n: int = 30) -> Path:
+    lines = (real_data / "deep_router_benchmark.jsonl").read_text(encoding="utf-8").splitlines()
     path = tmp_path / "gold.jsonl"
     path.write_text("\n".join(lines[:n]) + "\n", encoding="utf-8")
     return path
@@ -56,9 +56,9 @@ def _one_clean_line(err: str) -> str:
 
 
 def test_pred_perfect_scores_one_and_passes_gate(
-    shared_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    real_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    gold = _gold(shared_data, tmp_path)
+    gold = _gold(real_data, tmp_path)
     out = tmp_path / "eval" / "report.json"
     code, stdout, _ = _run(
         [
@@ -85,9 +85,9 @@ def test_pred_perfect_scores_one_and_passes_gate(
 
 
 def test_gate_failure_exits_one(
-    shared_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    real_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    gold = _gold(shared_data, tmp_path)
+    gold = _gold(real_data, tmp_path)
     base = tmp_path / "majority.jsonl"
     assert _run(["baseline", "--gold", str(gold), "--out", str(base)], capsys)[0] == 0
     assert len(base.read_text(encoding="utf-8").splitlines()) == 30
@@ -112,9 +112,9 @@ def test_gate_failure_exits_one(
 
 
 def test_compare_to_previous_router(
-    shared_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    real_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    gold = _gold(shared_data, tmp_path)
+    gold = _gold(real_data, tmp_path)
     rules = tmp_path / "rules.jsonl"
     assert (
         _run(["baseline", "--gold", str(gold), "--out", str(rules), "--kind", "rules"], capsys)[0]
@@ -143,9 +143,9 @@ def test_compare_to_previous_router(
 
 
 def test_count_mismatch_is_one_line(
-    shared_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    real_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    gold = _gold(shared_data, tmp_path)
+    gold = _gold(real_data, tmp_path)
     pred = _perfect(gold, tmp_path)
     pred.write_text("".join(pred.read_text(encoding="utf-8").splitlines(True)[:29]))
     code, _, err = _run(
@@ -160,9 +160,9 @@ def test_count_mismatch_is_one_line(
 
 @pytest.mark.parametrize("which", ["gold", "pred", "thresholds", "compare-to"])
 def test_missing_file_is_one_line(
-    shared_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], which: str
+    real_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], which: str
 ) -> None:
-    gold = _gold(shared_data, tmp_path)
+    gold = _gold(real_data, tmp_path)
     files = {"gold": str(gold), "pred": str(_perfect(gold, tmp_path))}
     files[which] = str(tmp_path / "nowhere.jsonl")
     argv = [
@@ -182,9 +182,9 @@ def test_missing_file_is_one_line(
 
 
 def test_unreadable_pred_line_names_file_and_line(
-    shared_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    real_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    gold = _gold(shared_data, tmp_path, 3)
+    gold = _gold(real_data, tmp_path, 3)
     pred = tmp_path / "p.jsonl"
     pred.write_text('{"completion": "{}"}\n{oops\n{"completion": "{}"}\n')
     code, _, err = _run(
@@ -196,9 +196,9 @@ def test_unreadable_pred_line_names_file_and_line(
 
 
 def test_endpoint_with_limit(
-    shared_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    real_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    gold = _gold(shared_data, tmp_path)
+    gold = _gold(real_data, tmp_path)
     out = tmp_path / "eval" / "report.json"
     with FaultServer(gold_answers(gold), wrap=lambda t: f"```json\n{t}\n```") as srv:
         code, stdout, _ = _run(
@@ -229,9 +229,9 @@ def test_endpoint_with_limit(
 
 
 def test_endpoint_giving_up_is_one_line(
-    shared_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    real_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    gold = _gold(shared_data, tmp_path, 2)
+    gold = _gold(real_data, tmp_path, 2)
     with FaultServer(gold_answers(gold), plan=lambda p, a: "503") as srv:
         code, _, err = _run(
             [
@@ -264,13 +264,13 @@ def test_endpoint_giving_up_is_one_line(
     ],
 )
 def test_bad_values_are_one_line(
-    shared_data: Path,
+    real_data: Path,
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
     extra: list[str],
     needle: str,
 ) -> None:
-    gold = _gold(shared_data, tmp_path, 2)
+    gold = _gold(real_data, tmp_path, 2)
     code, _, err = _run(
         ["evaluate", "--gold", str(gold), "--out", str(tmp_path / "r.json"), *extra], capsys
     )

@@ -20,9 +20,9 @@ from tests.support.fault_server import MODEL_ID, FaultServer, gold_answers, sche
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def _gold(shared_data: Path, tmp_path: Path, n: int) -> Path:
+def _gold(real_data: Path, tmp_path: Path, n: int) -> Path:
     """The first ``n`` real benchmark rows as a gold file."""
-    lines = (shared_data / "deep_router_benchmark.jsonl").read_text(encoding="utf-8").splitlines()
+    lines = (real_data / "deep_router_benchmark.jsonl").read_text(encoding="utf-8").splitlines()
     path = tmp_path / "gold.jsonl"
     path.write_text("\n".join(lines[:n]) + "\n", encoding="utf-8")
     return path
@@ -44,8 +44,8 @@ def _assert_complete(pred: Path, gold: Path) -> None:
         assert json.loads(p["completion"]) == json.loads(g["completion"])
 
 
-def test_fault_drill_completes_within_retry_bound(shared_data: Path, tmp_path: Path) -> None:
-    gold = _gold(shared_data, tmp_path, 12)
+def test_fault_drill_completes_within_retry_bound(real_data: Path, tmp_path: Path) -> None:
+    gold = _gold(real_data, tmp_path, 12)
     prompts = [r["prompt"] for r in _gold_rows(gold)]
     faults = {
         0: ["429", "429"],
@@ -77,10 +77,8 @@ def test_fault_drill_completes_within_retry_bound(shared_data: Path, tmp_path: P
     }
 
 
-def test_run_beyond_retry_bound_fails_clearly_and_resumes(
-    shared_data: Path, tmp_path: Path
-) -> None:
-    gold = _gold(shared_data, tmp_path, 6)
+def test_run_beyond_retry_bound_fails_clearly_and_resumes(real_data: Path, tmp_path: Path) -> None:
+    gold = _gold(real_data, tmp_path, 6)
     prompts = [r["prompt"] for r in _gold_rows(gold)]
     cache = tmp_path / "r.cache.jsonl"
     broken = {"on": True}
@@ -123,8 +121,8 @@ def test_run_beyond_retry_bound_fails_clearly_and_resumes(
     _assert_complete(pred, gold)
 
 
-def test_client_error_is_not_retried(shared_data: Path, tmp_path: Path) -> None:
-    gold = _gold(shared_data, tmp_path, 2)
+def test_client_error_is_not_retried(real_data: Path, tmp_path: Path) -> None:
+    gold = _gold(real_data, tmp_path, 2)
     with FaultServer(gold_answers(gold), plan=lambda p, a: "400") as srv:
         with pytest.raises(RemoteError, match="HTTP 400: bad instance"):
             ev.generate_predictions(
@@ -139,8 +137,8 @@ def test_client_error_is_not_retried(shared_data: Path, tmp_path: Path) -> None:
         assert len(srv.requests) == 1
 
 
-def test_predict_instances_on_the_wire(shared_data: Path, tmp_path: Path) -> None:
-    gold = _gold(shared_data, tmp_path, 3)
+def test_predict_instances_on_the_wire(real_data: Path, tmp_path: Path) -> None:
+    gold = _gold(real_data, tmp_path, 3)
     with FaultServer(gold_answers(gold)) as srv:
         pred = ev.generate_predictions(
             gold,
@@ -176,8 +174,8 @@ WRAPPERS = {
 
 
 @pytest.mark.parametrize("kind", sorted(WRAPPERS))
-def test_extraction_from_wrapped_outputs(shared_data: Path, tmp_path: Path, kind: str) -> None:
-    gold = _gold(shared_data, tmp_path, 3)
+def test_extraction_from_wrapped_outputs(real_data: Path, tmp_path: Path, kind: str) -> None:
+    gold = _gold(real_data, tmp_path, 3)
     wrap = WRAPPERS[kind]
     with FaultServer(gold_answers(gold), wrap=wrap) as srv:
         pred = ev.generate_predictions(
@@ -189,8 +187,8 @@ def test_extraction_from_wrapped_outputs(shared_data: Path, tmp_path: Path, kind
         assert p["extraction"] != "whole"
 
 
-def test_unextractable_text_is_kept_raw(shared_data: Path, tmp_path: Path) -> None:
-    gold = _gold(shared_data, tmp_path, 2)
+def test_unextractable_text_is_kept_raw(real_data: Path, tmp_path: Path) -> None:
+    gold = _gold(real_data, tmp_path, 2)
     with FaultServer(default="I cannot route this query.") as srv:
         pred = ev.generate_predictions(
             gold, client=srv.predict_url, cache_path=tmp_path / "c.jsonl", progress=False
@@ -200,8 +198,8 @@ def test_unextractable_text_is_kept_raw(shared_data: Path, tmp_path: Path) -> No
     assert all(r["raw"] == r["completion"] and "no JSON" in r["extraction"] for r in rows)
 
 
-def test_openai_compatible_path(shared_data: Path, tmp_path: Path) -> None:
-    gold = _gold(shared_data, tmp_path, 4)
+def test_openai_compatible_path(real_data: Path, tmp_path: Path) -> None:
+    gold = _gold(real_data, tmp_path, 4)
     with FaultServer(gold_answers(gold), plan=lambda p, a: "429" if a == 0 else None) as srv:
         client = ev.make_client(srv.openai_url)
         assert isinstance(client, ev.OpenAIClient)
@@ -228,8 +226,8 @@ def test_openai_compatible_path(shared_data: Path, tmp_path: Path) -> None:
     ]
 
 
-def test_openai_model_given_skips_listing(shared_data: Path, tmp_path: Path) -> None:
-    gold = _gold(shared_data, tmp_path, 1)
+def test_openai_model_given_skips_listing(real_data: Path, tmp_path: Path) -> None:
+    gold = _gold(real_data, tmp_path, 1)
     with FaultServer(gold_answers(gold)) as srv:
         client = ev.make_client(srv.openai_url + "/", model="my-router")
         ev.generate_predictions(
@@ -239,8 +237,8 @@ def test_openai_model_given_skips_listing(shared_data: Path, tmp_path: Path) -> 
         assert srv.bodies("POST", r"/completions")[0]["model"] == "my-router"
 
 
-def test_torn_cache_tail_and_foreign_cache(shared_data: Path, tmp_path: Path) -> None:
-    gold = _gold(shared_data, tmp_path, 5)
+def test_torn_cache_tail_and_foreign_cache(real_data: Path, tmp_path: Path) -> None:
+    gold = _gold(real_data, tmp_path, 5)
     prompts = [r["prompt"] for r in _gold_rows(gold)]
     cache = tmp_path / "c.jsonl"
     with FaultServer(gold_answers(gold)) as srv:
@@ -263,13 +261,13 @@ def test_torn_cache_tail_and_foreign_cache(shared_data: Path, tmp_path: Path) ->
     assert sorted(r["index"] for r in _rows(cache)) == [0, 1, 2, 3, 4]
 
 
-def test_kill_and_resume_loses_and_repeats_nothing(shared_data: Path, tmp_path: Path) -> None:
+def test_kill_and_resume_loses_and_repeats_nothing(real_data: Path, tmp_path: Path) -> None:
     """`routerlib evaluate --endpoint` killed (SIGKILL) mid-run, then run again: every row once,
     and no cached row asked twice."""
     from routerlib.cli import main
 
     n = 40
-    gold = _gold(shared_data, tmp_path, n)
+    gold = _gold(real_data, tmp_path, n)
     prompts = [r["prompt"] for r in _gold_rows(gold)]
     out = tmp_path / "eval" / "report.json"
     cache = ev.artifact_paths(out)["cache"]
@@ -356,8 +354,8 @@ def test_bad_gold_lines_name_file_and_line(tmp_path: Path) -> None:
         ev.read_gold_prompts(tmp_path / "missing.jsonl")
 
 
-def test_evaluate_through_endpoint_scores_perfect(shared_data: Path, tmp_path: Path) -> None:
-    gold = _gold(shared_data, tmp_path, 20)
+def test_evaluate_through_endpoint_scores_perfect(real_data: Path, tmp_path: Path) -> None:
+    gold = _gold(real_data, tmp_path, 20)
     with FaultServer(gold_answers(gold), wrap=WRAPPERS["fenced"]) as srv:
         report = ev.evaluate(
             gold, endpoint=srv.predict_url, out=tmp_path / "eval" / "report.json", progress=False
@@ -383,9 +381,9 @@ def test_evaluate_through_endpoint_scores_perfect(shared_data: Path, tmp_path: P
 
 
 @pytest.mark.wire
-def test_vertex_endpoint_through_aiplatform(shared_data: Path, tmp_path: Path) -> None:
+def test_vertex_endpoint_through_aiplatform(real_data: Path, tmp_path: Path) -> None:
     """The real aiplatform SDK (REST) against the stand-in: instances on the wire, a 503 retried."""
-    gold = _gold(shared_data, tmp_path, 4)
+    gold = _gold(real_data, tmp_path, 4)
     name = "projects/p/locations/us-central1/endpoints/77"
     with FaultServer(gold_answers(gold), plan=lambda p, a: "503" if a == 0 else None) as srv:
         client = ev.make_client(name, api_endpoint=srv.url, timeout=10)
@@ -411,9 +409,9 @@ def test_vertex_endpoint_through_aiplatform(shared_data: Path, tmp_path: Path) -
     _assert_complete(pred, gold)
 
 
-def test_resume_through_a_restarted_local_server(shared_data: Path, tmp_path: Path) -> None:
+def test_resume_through_a_restarted_local_server(real_data: Path, tmp_path: Path) -> None:
     """A local server restarted on another free port is the same model: the cache carries over."""
-    gold = _gold(shared_data, tmp_path, 6)
+    gold = _gold(real_data, tmp_path, 6)
     prompts = [r["prompt"] for r in _gold_rows(gold)]
     cache = tmp_path / "c.jsonl"
     with FaultServer(gold_answers(gold)) as first:
@@ -429,12 +427,12 @@ def test_resume_through_a_restarted_local_server(shared_data: Path, tmp_path: Pa
     _assert_complete(pred, gold)
 
 
-def test_evaluate_local_checkpoint(shared_data: Path, tmp_path: Path) -> None:
+def test_evaluate_local_checkpoint(real_data: Path, tmp_path: Path) -> None:
     """--checkpoint serves a real (tiny, random) checkpoint in-process and scores what it says."""
     from tests.support.tiny_serving_model import make_checkpoint
 
     ckpt = make_checkpoint(tmp_path / "ckpt")
-    gold = _gold(shared_data, tmp_path, 3)
+    gold = _gold(real_data, tmp_path, 3)
     out = tmp_path / "eval" / "report.json"
     report = ev.evaluate(gold, checkpoint=ckpt, out=out, max_tokens=8, progress=False)
     assert report["config"]["total_samples"] == 3
@@ -458,8 +456,8 @@ class _Refusing:
         raise InputError("endpoint 42: give the full endpoint resource name or --project")
 
 
-def test_input_error_from_a_client_stays_an_input_error(shared_data: Path, tmp_path: Path) -> None:
-    gold = _gold(shared_data, tmp_path, 3)
+def test_input_error_from_a_client_stays_an_input_error(real_data: Path, tmp_path: Path) -> None:
+    gold = _gold(real_data, tmp_path, 3)
     client = _Refusing()
     with pytest.raises(InputError, match="--project"):
         ev.generate_predictions(
@@ -476,10 +474,10 @@ def test_cache_names_hold_no_secrets_and_no_loopback_port() -> None:
     assert ev.cache_name("http://127.0.0.1:4567/v1/e:predict") == "http://127.0.0.1:*/v1/e:predict"
 
 
-def test_a_second_writer_is_refused(shared_data: Path, tmp_path: Path) -> None:
+def test_a_second_writer_is_refused(real_data: Path, tmp_path: Path) -> None:
     import fcntl
 
-    gold = _gold(shared_data, tmp_path, 2)
+    gold = _gold(real_data, tmp_path, 2)
     cache = tmp_path / "c.jsonl"
     with open(cache, "a") as other:
         fcntl.flock(other.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)

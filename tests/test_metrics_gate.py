@@ -8,13 +8,16 @@ from typing import Any
 
 import pytest
 
-from routerlib import metrics
-from routerlib.compare_preds import compare_predictions
+from routerlib import compare, metrics
+from routerlib.compare import compare_predictions
 from routerlib.errors import InputError
 
 BENCH = "deep_router_benchmark.jsonl"
 GATE = "router_benchmark_thresholds.json"
-PARAMS = Path(__file__).resolve().parent.parent / "params"
+ROOT = Path(__file__).resolve().parent.parent
+PARAMS = ROOT / "params"
+#: Default files shipped inside the package (importlib.resources).
+PACKAGED = ROOT / "routerlib" / "data"
 
 
 def _write(path: Path, lines: list[Any]) -> Path:
@@ -22,20 +25,22 @@ def _write(path: Path, lines: list[Any]) -> Path:
     return path
 
 
-def _rows(shared_data: Path, n: int | None = None) -> list[dict[str, Any]]:
-    rows = [json.loads(x) for x in (shared_data / BENCH).read_text("utf-8").splitlines() if x]
+def _rows(real_data: Path, n: int | None = None) -> list[dict[str, Any]]:
+    rows = [json.loads(x) for x in (real_data / BENCH).read_text("utf-8").splitlines() if x]
     return rows[:n] if n else rows
 
 
-def test_default_yaml_equals_the_original_json(shared_data: Path) -> None:
-    assert metrics.DEFAULT_THRESHOLDS_PATH == PARAMS / "thresholds.yaml"
+def test_default_yaml_equals_the_original_json(real_data: Path) -> None:
+    assert metrics.DEFAULT_THRESHOLDS_PATH == PACKAGED / "thresholds.yaml"
     assert metrics.load_thresholds(metrics.DEFAULT_THRESHOLDS_PATH) == json.loads(
-        (shared_data / GATE).read_text("utf-8")
+        (real_data / GATE).read_text("utf-8")
     )
 
 
 @pytest.mark.parametrize(
-    "path", sorted(p for p in PARAMS.glob("*.y*ml") if "threshold" in p.name), ids=lambda p: p.name
+    "path",
+    sorted(p for d in (PARAMS, PACKAGED) for p in d.glob("*.y*ml") if "threshold" in p.name),
+    ids=lambda p: p.name,
 )
 def test_every_thresholds_file_in_params_validates(path: Path) -> None:
     assert metrics.validate_thresholds_file(path)
@@ -59,13 +64,9 @@ def test_invalid_thresholds_list_every_problem(tmp_path: Path) -> None:
         metrics.load_thresholds(tmp_path / "none.yaml")
 
 
-def test_gate_passes_for_perfect_predictions(shared_data: Path, tmp_path: Path) -> None:
-    pred = _write(
-        tmp_path / "p.jsonl", [{"completion": r["completion"]} for r in _rows(shared_data)]
-    )
-    report = metrics.score_files(
-        shared_data / BENCH, pred, thresholds=shared_data / GATE, bootstrap=0
-    )
+def test_gate_passes_for_perfect_predictions(real_data: Path, tmp_path: Path) -> None:
+    pred = _write(tmp_path / "p.jsonl", [{"completion": r["completion"]} for r in _rows(real_data)])
+    report = metrics.score_files(real_data / BENCH, pred, thresholds=real_data / GATE, bootstrap=0)
     results = report["threshold_results"]
     assert results["overall_pass"] is True and results["failed"] == []
     check = results["overall"]["length_ratio_gt_1.1"]
@@ -73,8 +74,8 @@ def test_gate_passes_for_perfect_predictions(shared_data: Path, tmp_path: Path) 
     assert results["math_first"]["route_plan_exact"]["passed"] is True
 
 
-def test_gate_missing_value_fails_and_strict_figures(shared_data: Path, tmp_path: Path) -> None:
-    rows = _rows(shared_data, 20)  # row 12 is the only math_first row among these
+def test_gate_missing_value_fails_and_strict_figures(real_data: Path, tmp_path: Path) -> None:
+    rows = _rows(real_data, 20)  # row 12 is the only math_first row among these
     preds = [{"completion": r["completion"]} for r in rows]
     preds[12] = {"completion": "not json"}
     report = metrics.score_files(
@@ -103,8 +104,8 @@ def test_gate_missing_value_fails_and_strict_figures(shared_data: Path, tmp_path
     assert report["threshold_results"]["overall_pass"] is False
 
 
-def test_compare_to_previous_predictions(shared_data: Path, tmp_path: Path) -> None:
-    rows = _rows(shared_data, 30)
+def test_compare_to_previous_predictions(real_data: Path, tmp_path: Path) -> None:
+    rows = _rows(real_data, 30)
     gold = _write(tmp_path / "g.jsonl", rows)
     new = [{"completion": r["completion"]} for r in rows]
     old = [dict(x) for x in new]
@@ -115,7 +116,7 @@ def test_compare_to_previous_predictions(shared_data: Path, tmp_path: Path) -> N
     new[4] = {"completion": swapped}  # new model regresses row 4's plan
     prev = _write(tmp_path / "prev.jsonl", old)
     cur = _write(tmp_path / "new.jsonl", new)
-    report = metrics.score_files(gold, cur, compare_to=prev, bootstrap=0)
+    report = compare.score_files(gold, cur, compare_to=prev, bootstrap=0)
     comp = report["comparison"]
     assert comp["previous_pred_path"] == str(prev)
     assert comp["changes"]["json_valid"] == {"fixed": [1, 2, 3], "broken": []}

@@ -1,4 +1,4 @@
-"""Scoring parity with the team's earlier evaluator (../shared/EVALUATOR.md) on real rows.
+"""Scoring parity with the team's earlier evaluator on real rows.
 
 Expected values are worked out by hand from the definitions and the row contents (quoted in the
 comments), never by calling routerlib's own scoring helpers.
@@ -24,8 +24,8 @@ BENCH = "deep_router_benchmark.jsonl"
 PICK = (0, 42, 12, 14, 15, 34)
 
 
-def _rows(shared_data: Path) -> list[dict[str, Any]]:
-    with (shared_data / BENCH).open(encoding="utf-8") as handle:
+def _rows(real_data: Path) -> list[dict[str, Any]]:
+    with (real_data / BENCH).open(encoding="utf-8") as handle:
         return [json.loads(line) for line in handle if line.strip()]
 
 
@@ -71,8 +71,8 @@ def _gold_todo_alignment(gold: dict[str, Any]) -> float:
 
 
 @pytest.mark.parametrize("form", ["string", "dict", "object", "json_string"])
-def test_perfect_predictions_score_one(shared_data: Path, tmp_path: Path, form: str) -> None:
-    rows = _rows(shared_data)
+def test_perfect_predictions_score_one(real_data: Path, tmp_path: Path, form: str) -> None:
+    rows = _rows(real_data)
     lines: list[Any] = []
     for row in rows:
         obj = json.loads(row["completion"])
@@ -85,7 +85,7 @@ def test_perfect_predictions_score_one(shared_data: Path, tmp_path: Path, form: 
             }[form]
         )
     pred = _write(tmp_path / "pred.jsonl", lines)
-    report = metrics.score_files(shared_data / BENCH, pred, bootstrap=50)
+    report = metrics.score_files(real_data / BENCH, pred, bootstrap=50)
     overall = report["metrics"]["overall"]
     assert report["config"]["total_samples"] == 291 and overall["samples"] == 291
     golds = [json.loads(row["completion"]) for row in rows]
@@ -125,8 +125,8 @@ def test_perfect_predictions_score_one(shared_data: Path, tmp_path: Path, form: 
     }
 
 
-def test_report_layout_and_sorting(shared_data: Path, tmp_path: Path) -> None:
-    rows = _rows(shared_data)[:20]
+def test_report_layout_and_sorting(real_data: Path, tmp_path: Path) -> None:
+    rows = _rows(real_data)[:20]
     gold = _write(tmp_path / "gold.jsonl", rows)
     pred = _write(tmp_path / "pred.jsonl", [{"completion": r["completion"]} for r in rows])
     out = tmp_path / "eval" / "report.json"
@@ -149,8 +149,8 @@ def test_report_layout_and_sorting(shared_data: Path, tmp_path: Path) -> None:
 
 
 @pytest.fixture()
-def perturbed(shared_data: Path, tmp_path: Path) -> tuple[dict[str, Any], dict[int, dict]]:
-    rows = _rows(shared_data)
+def perturbed(real_data: Path, tmp_path: Path) -> tuple[dict[str, Any], dict[int, dict]]:
+    rows = _rows(real_data)
     gold_rows = [rows[i] for i in PICK]
     golds = {i: json.loads(rows[i]["completion"]) for i in PICK}
     preds: list[Any] = []
@@ -341,8 +341,8 @@ def test_buckets_and_aggregation(perturbed: tuple[dict[str, Any], dict[int, dict
     assert samples[2]["schema_violations"] and samples[1]["schema_violations"] == []
 
 
-def test_ascii_escaping_in_length_ratio(shared_data: Path, tmp_path: Path) -> None:
-    row = _rows(shared_data)[0]
+def test_ascii_escaping_in_length_ratio(real_data: Path, tmp_path: Path) -> None:
+    row = _rows(real_data)[0]
     gold = json.loads(row["completion"])
     pred = copy.deepcopy(gold)
     pred["route_rationale"] += "é" * 100  # each is written as \u00e9: 6 characters
@@ -401,10 +401,8 @@ def test_small_definitions_by_hand() -> None:
     assert odd["metrics_keys_match"] is True and odd["metrics_primary_list"] is False
 
 
-def test_half_invalid_model_looks_perfect_only_in_original(
-    shared_data: Path, tmp_path: Path
-) -> None:
-    rows = _rows(shared_data)[:10]
+def test_half_invalid_model_looks_perfect_only_in_original(real_data: Path, tmp_path: Path) -> None:
+    rows = _rows(real_data)[:10]
     preds = [
         {"completion": r["completion"]} if i % 2 == 0 else {"completion": "oops"}
         for i, r in enumerate(rows)
@@ -420,16 +418,16 @@ def test_half_invalid_model_looks_perfect_only_in_original(
 # --------------------------------------------------------------------------- bad input
 
 
-def test_count_mismatch_names_both_counts(shared_data: Path, tmp_path: Path) -> None:
-    rows = _rows(shared_data)[:3]
+def test_count_mismatch_names_both_counts(real_data: Path, tmp_path: Path) -> None:
+    rows = _rows(real_data)[:3]
     gold = _write(tmp_path / "g.jsonl", rows)
     pred = _write(tmp_path / "p.jsonl", [{"completion": r["completion"]} for r in rows[:2]])
     with pytest.raises(InputError, match=r"has 3 rows but pred .* has 2 rows"):
         metrics.score_files(gold, pred)
 
 
-def test_unreadable_line_and_missing_file(shared_data: Path, tmp_path: Path) -> None:
-    rows = _rows(shared_data)[:2]
+def test_unreadable_line_and_missing_file(real_data: Path, tmp_path: Path) -> None:
+    rows = _rows(real_data)[:2]
     gold = _write(tmp_path / "g.jsonl", rows)
     pred = tmp_path / "p.jsonl"
     pred.write_text(json.dumps({"completion": rows[0]["completion"]}) + "\n\n{broken\n", "utf-8")
@@ -444,8 +442,8 @@ def test_unreadable_line_and_missing_file(shared_data: Path, tmp_path: Path) -> 
     assert info.value.problems == [f"{bad_gold}:1: completion: missing"]
 
 
-def test_latency_and_tokens(shared_data: Path, tmp_path: Path) -> None:
-    rows = _rows(shared_data)[:4]
+def test_latency_and_tokens(real_data: Path, tmp_path: Path) -> None:
+    rows = _rows(real_data)[:4]
     preds = [
         {
             "completion": r["completion"],

@@ -11,7 +11,9 @@ from routerlib.config import RunConfig, load_config
 from routerlib.errors import InputError
 
 PARAMS = Path(__file__).resolve().parent.parent / "params"
-#: Files in params/ that are not run configs, and the validator of each.
+#: Default files shipped inside the package (routerlib/data), and the validator of each.
+PACKAGED = PARAMS.parent / "routerlib" / "data"
+#: Files in params/ or routerlib/data/ that are not run configs, and the validator of each.
 SPECIAL = {
     "pricing.yaml": "routerlib.pricing:load_pricing",
     "thresholds.yaml": "routerlib.metrics:load_thresholds",
@@ -44,7 +46,7 @@ def test_run_params_validate(path: Path) -> None:
 def test_special_params_validate(name: str) -> None:
     module_name, func = SPECIAL[name].split(":")
     module = pytest.importorskip(module_name)
-    getattr(module, func)(PARAMS / name)
+    getattr(module, func)(PACKAGED / name)
 
 
 def test_every_params_file_is_covered() -> None:

@@ -120,9 +120,10 @@ def test_comparison_and_report(finished) -> None:
 
 
 @pytest.mark.slow
-def test_comparison_alone_builds_the_run_it_needs() -> None:
+def test_comparison_alone_builds_the_run_it_needs(tuning_cache: str) -> None:
     """Notebook 05 run by itself on an empty outputs root makes one run (stages 01–04 in-process)
-    instead of showing an empty leaderboard."""
+    instead of showing an empty leaderboard. (Its tuning re-attaches to the identical one the
+    pipeline run above made, through the session's tuning cache.)"""
     from routerlib import compare, paths, stages
 
     assert not list(paths.outputs_root().glob("*/metrics.json"))

@@ -10,31 +10,31 @@ import pytest
 from routerlib import schema
 
 
-def _rows(shared_data: Path) -> list[dict]:
-    lines = (shared_data / "week2_rows_sample.jsonl").read_text(encoding="utf-8").splitlines()
+def _rows(real_data: Path) -> list[dict]:
+    lines = (real_data / "week2_rows_sample.jsonl").read_text(encoding="utf-8").splitlines()
     return [json.loads(line) for line in lines if line.strip()]
 
 
-def test_every_real_row_is_valid(shared_data: Path) -> None:
-    rows = _rows(shared_data)
+def test_every_real_row_is_valid(real_data: Path) -> None:
+    rows = _rows(real_data)
     assert len(rows) == 291
     problems = [(row["id"], str(v)) for row in rows for v in schema.validate_row(row)]
     assert problems == []
 
 
-def test_every_real_completion_is_valid(shared_data: Path) -> None:
-    with open(shared_data / "deep_router_benchmark.jsonl", encoding="utf-8") as handle:
+def test_every_real_completion_is_valid(real_data: Path) -> None:
+    with open(real_data / "deep_router_benchmark.jsonl", encoding="utf-8") as handle:
         for line in handle:
             completion = json.loads(json.loads(line)["completion"])
             assert list(completion) == list(schema.COMPLETION_KEYS)
             assert schema.validate_completion(completion) == []
 
 
-def test_prompt_and_completion_reproduce_benchmark(shared_data: Path) -> None:
+def test_prompt_and_completion_reproduce_benchmark(real_data: Path) -> None:
     rows = {
-        schema.build_prompt(r["user_query"]): schema.completion_text(r) for r in _rows(shared_data)
+        schema.build_prompt(r["user_query"]): schema.completion_text(r) for r in _rows(real_data)
     }
-    with open(shared_data / "deep_router_benchmark.jsonl", encoding="utf-8") as handle:
+    with open(real_data / "deep_router_benchmark.jsonl", encoding="utf-8") as handle:
         bench = [json.loads(line) for line in handle]
     assert {b["prompt"]: b["completion"] for b in bench} == rows
 

@@ -75,10 +75,10 @@ def test_distributions(rows: list[dict]) -> None:
     assert statistics.mean(len(r["tags"]) for r in rows) == pytest.approx(3.05, abs=0.1)
 
 
-def test_queries_and_shapes_look_real(rows: list[dict], shared_data: Path) -> None:
+def test_queries_and_shapes_look_real(rows: list[dict], real_data: Path) -> None:
     assert len({r["user_query"] for r in rows}) == len(rows)  # no query repeats
     lengths = [len(schema.completion_text(r)) for r in rows]
-    with open(shared_data / "week2_rows_sample.jsonl", encoding="utf-8") as handle:
+    with open(real_data / "week2_rows_sample.jsonl", encoding="utf-8") as handle:
         real = [len(schema.completion_text(json.loads(line))) for line in handle]
     assert statistics.mean(lengths) == pytest.approx(statistics.mean(real), rel=0.08)
     assert 3000 < min(lengths) and max(lengths) < 7500

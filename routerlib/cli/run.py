@@ -66,7 +66,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     run.add_argument(
         "--compare",
         action="store_true",
-        help="then run notebook 05 over every finished run into outputs/comparison-<time>/",
+        help="then run notebook 05 over the runs just made into outputs/comparison-<time>/",
+    )
+    run.add_argument(
+        "--with",
+        dest="with_runs",
+        nargs="+",
+        default=[],
+        metavar="RUN",
+        help="compare these finished run folders too ('all': every finished run); implies --compare",
     )
     run.add_argument(
         "--report",
@@ -152,8 +160,9 @@ def _sweep(args: argparse.Namespace, folders: list[str]) -> list:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from routerlib.pipeline import DEFAULT_STAGES, run_pipeline
+    from routerlib.pipeline import DEFAULT_STAGES, comparison_runs, run_pipeline
 
+    comparison_runs([], args.with_runs, args.outputs)  # a bad --with fails before any run starts
     folders = _sweep_folders(args)
     if args.grid or folders:
         results = _sweep(args, folders)
@@ -173,11 +182,16 @@ def _run(args: argparse.Namespace) -> int:
         print(f"FAILED {result.run_dir}: {result.message}", flush=True)
     if len(results) > 1:
         print(f"{len(results) - len(failed)} of {len(results)} run(s) finished", flush=True)
-    if args.compare and len(failed) < len(results):
+    compare = args.compare or bool(args.with_runs)
+    if compare and len(failed) < len(results):
         from routerlib.pipeline import run_comparison
 
+        made = [r.run_dir for r in results if r.ok]
         comparison = run_comparison(
-            results[0].params_file, outputs=args.outputs, out=lambda line: print(line, flush=True)
+            results[0].params_file,
+            outputs=args.outputs,
+            out=lambda line: print(line, flush=True),
+            runs=comparison_runs(made, args.with_runs, args.outputs),
         )
         if not comparison.ok:
             print(f"FAILED {comparison.run_dir}: {comparison.message}", flush=True)

@@ -6,7 +6,8 @@ masked) and an EOS token closes each completion, so the model learns where to st
 
 Output folder (``spec.output_uri``, a local path), in Vertex AI's layout::
 
-    job.json                                   the Job (state, stats, loss curve)
+    local_job.json                             the backend's Job (state, stats, loss curve);
+                                               the run folder's job.json is stages.tune's
     loss_curve.json                            [{"epoch", "step", "train_loss", "val_loss"}]
     local_run.json                             what identifies the run (for resume), pid
     postprocess/node-0/checkpoints/epoch-<n>/  one loadable checkpoint per finished epoch
@@ -16,7 +17,9 @@ A checkpoint loads on its own: a PEFT one holds the adapter, the tokenizer and a
 ``routerlib_checkpoint.json`` naming the base model; a FULL one the whole model and tokenizer.
 A run that stopped (killed, failed, interrupted) resumes from its last finished epoch when the
 same spec is submitted again with the same output_uri; finished epochs are not redone, and the
-result equals that of an uninterrupted run.
+result equals that of an uninterrupted run. A finished tuning is also kept in the tuning cache
+(routerlib/tuning/cache.py): the same spec on the same data in another output folder copies it
+instead of training again.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ import random
 import shutil
 import socket
 import statistics
+import sys
 import tempfile
 import time
 import warnings
@@ -44,17 +48,19 @@ from routerlib import paths
 from routerlib.atomic import write_json
 from routerlib.errors import InputError
 from routerlib.models import EMBEDDED_MODEL
+from routerlib.tuning import cache
 from routerlib.tuning.base import (
     CANCELLED,
     FAILED,
     RUNNING,
     SUCCEEDED,
+    Checkpoint,
     Job,
     TuningSpec,
 )
 
 CHECKPOINTS_DIR = "postprocess/node-0/checkpoints"
-JOB_FILE = "job.json"
+JOB_FILE = "local_job.json"
 RUN_FILE = "local_run.json"
 LOSS_CURVE_FILE = "loss_curve.json"
 CANCEL_FILE = "CANCEL"
@@ -75,7 +81,7 @@ MIN_LR_FRACTION = 0.1
 MAX_GRAD_NORM = 1.0
 IGNORE_INDEX = -100
 
-# Output folders trained by this process right now (a job.json saying RUNNING with our pid is
+# Output folders trained by this process right now (a local_job.json saying RUNNING with our pid is
 # only alive when its folder is in here).
 _ACTIVE: set[str] = set()
 
@@ -106,12 +112,21 @@ def read_prompt_completion(path: str | os.PathLike[str]) -> list[tuple[str, str]
             if not isinstance(obj, dict):
                 problems.append(f"{file}:{number}: expected an object with prompt and completion")
                 continue
-            bad = [k for k in ("prompt", "completion") if not isinstance(obj.get(k), str)]
-            for key in bad:
-                got = "missing" if key not in obj else type(obj[key]).__name__
-                problems.append(f"{file}:{number}: {key}: must be a string (got {got})")
-            if not bad:
-                pairs.append((obj["prompt"], obj["completion"]))
+            from routerlib.dataset import example_pair
+
+            pair = example_pair(obj)  # prompt/completion, or prepare --format messages
+            if pair is not None:
+                pairs.append(pair)
+                continue
+            if "messages" in obj:
+                problems.append(
+                    f"{file}:{number}: messages: expected chat turns ending with the assistant's"
+                )
+                continue
+            for key in ("prompt", "completion"):
+                if not isinstance(obj.get(key), str):
+                    got = "missing" if key not in obj else type(obj[key]).__name__
+                    problems.append(f"{file}:{number}: {key}: must be a string (got {got})")
     if problems:
         raise InputError(f"{file}: {len(problems)} bad line(s)", problems[:20])
     if not pairs:
@@ -490,6 +505,13 @@ class _Cancelled(Exception):
     pass
 
 
+def _int_or_none(value: Any) -> int | None:
+    try:
+        return int(value) if value is not None else None
+    except (TypeError, ValueError):
+        return None
+
+
 @dataclass
 class LocalBackend:
     """Tune on this machine. ``submit`` trains synchronously and returns the finished Job.
@@ -510,9 +532,76 @@ class LocalBackend:
     root: Path | None = None
     on_epoch_end: Callable[[int], None] | None = None
     name: str = "local"
+    remote: bool = False
     _known: dict[str, Path] = field(default_factory=dict, repr=False)
 
     # ------------------------------------------------------------ protocol
+
+    @property
+    def where(self) -> dict[str, str | None]:
+        """Local jobs are found by name under the outputs root: nothing to keep."""
+        return {}
+
+    def preflight(self, spec: TuningSpec) -> list[str]:
+        """Local runs read and write local paths only."""
+        problems = []
+        for key in (
+            "training_dataset_uri",
+            "validation_dataset_uri",
+            "output_uri",
+            "custom_base_model",
+        ):
+            value = getattr(spec, key)
+            if value and value.startswith("gs:"):
+                problems.append(
+                    f"{key}: {value!r}: the local backend reads and writes local paths (download "
+                    "it, or use --backend vertex)"
+                )
+        return problems
+
+    def preview(self, spec: TuningSpec) -> dict[str, Any]:
+        """What ``submit`` would train (for --dry-run)."""
+        return {"backend": "local", "spec": spec.model_dump(mode="json")}
+
+    def find_submitted(self, spec: TuningSpec) -> Job | None:
+        """Local jobs are re-attached through the registry and their output folder."""
+        return None
+
+    def checkpoints(self, job: Job) -> list[Checkpoint]:
+        """``epoch-<n>/`` folders (oldest first), then ``final/``, under the job's output."""
+        root = self._output_dir(job.spec) / CHECKPOINTS_DIR
+        found = []
+        epochs = sorted(
+            (int(p.name.split("-", 1)[1]), p)
+            for p in root.glob("epoch-*")
+            if p.is_dir() and p.name.split("-", 1)[1].isdigit()
+        )
+        steps = {  # the loss curve's epoch-end points (epoch is step / steps per epoch)
+            int(e["epoch"]): e.get("step")
+            for e in job.loss_curve
+            if isinstance(e.get("epoch"), (int, float)) and float(e["epoch"]).is_integer()
+        }
+        for epoch, folder in epochs:
+            found.append(
+                Checkpoint(
+                    checkpoint_id=f"epoch-{epoch}",
+                    epoch=epoch,
+                    step=_int_or_none(steps.get(epoch)),
+                    uri=str(folder),
+                )
+            )
+        final = root / "final"
+        if final.is_dir():
+            last = found[-1] if found else None
+            found.append(
+                Checkpoint(
+                    checkpoint_id="final",
+                    epoch=last.epoch if last else None,
+                    step=last.step if last else None,
+                    uri=str(final),
+                )
+            )
+        return found
 
     def submit(self, spec: TuningSpec) -> Job:
         """Train ``spec`` (resuming a stopped run of the same spec) and return the ended Job."""
@@ -545,6 +634,13 @@ class LocalBackend:
         ):
             if uri and not paths.resolve(uri).is_file():
                 raise InputError(f"{key_name}: {uri} does not exist")
+        cache_key, cache_inputs = None, None
+        if cache.cache_dir() is not None:
+            cache_inputs = cache.key_inputs(spec, self._options())
+            cache_key = cache.cache_key(cache_inputs)
+            entry = cache.lookup(cache_key)
+            if entry is not None:
+                return self._attach(spec, out, name, identity, entry, previous)
         job = Job(
             name=name,
             backend="local",
@@ -588,6 +684,8 @@ class LocalBackend:
             job.update_time = _now()
             if job.state != RUNNING:
                 _write_job(out, job)
+        if job.succeeded and cache_key is not None and cache_inputs is not None:
+            cache.store(cache_key, cache_inputs, out)
         return job
 
     def get(self, name: str) -> Job:
@@ -622,6 +720,46 @@ class LocalBackend:
         return job
 
     # ------------------------------------------------------------ helpers
+
+    def _attach(
+        self,
+        spec: TuningSpec,
+        out: Path,
+        name: str,
+        identity: str,
+        entry: Path,
+        previous: Job | None,
+    ) -> Job:
+        """Finish ``spec`` from a cached tuning with the same key: its checkpoints and curve are
+        copied into ``out``; local_run.json records where they came from."""
+        cached = Job.model_validate(cache.restore(entry, out))
+        job = Job(
+            name=name,
+            backend="local",
+            state=SUCCEEDED,
+            spec=spec,
+            create_time=previous.create_time if previous else _now(),
+            update_time=_now(),
+            checkpoint_uri=str(out / paths.FINAL_CHECKPOINT),
+            tuning_data_stats=cached.tuning_data_stats,
+            loss_curve=cached.loss_curve,
+            train_seconds=cached.train_seconds,
+        )
+        write_json(
+            out / RUN_FILE,
+            {
+                "identity": identity,
+                "pid": os.getpid(),
+                "host": socket.gethostname(),
+                "options": self._options(),
+                "from_cache": {"entry": str(entry), "job": cached.name},
+            },
+        )
+        _write_job(out, job)
+        self._known[name] = out
+        if self.progress:
+            print(f"tune (local): same spec and data as {cached.name}; re-attached from {entry}")
+        return job
 
     def _root(self) -> Path:
         return Path(self.root) if self.root else paths.outputs_root()
@@ -775,13 +913,17 @@ class LocalBackend:
         if not curve:
             curve.append({"epoch": 0, "step": 0, "train_loss": None, "val_loss": validate()})
         log_every = max(1, total_steps // 25)
+        # A terminal redraws one line every second; a notebook or a log file keeps every redraw
+        # as output, so there the bar is drawn at the start, at each epoch's end and at the end.
+        live = _is_terminal(sys.stderr)
         bar = tqdm(
             total=total_steps,
             initial=step,
             desc=f"tune {spec.tuning_mode} (local)",
             unit="step",
             disable=not self.progress,
-            mininterval=1.0,
+            mininterval=1.0 if live else math.inf,
+            maxinterval=10.0 if live else math.inf,
         )
         try:
             with _threads(self.num_threads):
@@ -867,6 +1009,14 @@ class LocalBackend:
         job.loss_curve, job.train_seconds = curve, round(train_seconds, 3)
         write_json(out / LOSS_CURVE_FILE, curve)
         (last / TRAINING_STATE).unlink(missing_ok=True)
+
+
+def _is_terminal(stream: Any) -> bool:
+    """True for an interactive terminal (a Jupyter kernel's stderr and a log file are not)."""
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError):
+        return False
 
 
 def _save_state(state: dict[str, Any], folder: Path) -> None:

@@ -3,7 +3,8 @@
 ``01_write.ipynb`` appends one line to ``<run_dir>/stage01.txt``. ``02_check.ipynb`` raises
 ``ValueError("planted failure …")`` when the run's name is ``boom`` or the file ``FAIL_02`` exists
 in the project root, else writes ``<run_dir>/stage02.txt``. Both have one ``parameters``-tagged
-cell with ``params_file`` and ``run_dir``.
+cell with ``params_file`` and ``run_dir``. ``05_compare.ipynb`` (the comparison stage) also takes
+``runs`` and writes it to ``<run_dir>/compared.json``.
 """
 
 from __future__ import annotations
@@ -23,8 +24,8 @@ READ = (
 )
 
 
-def _notebook(*cells: str, title: str) -> nbformat.NotebookNode:
-    params = new_code_cell(PARAMS_CELL)
+def _notebook(*cells: str, title: str, params_cell: str = PARAMS_CELL) -> nbformat.NotebookNode:
+    params = new_code_cell(params_cell)
     params.metadata["tags"] = ["parameters"]
     nb = new_notebook(
         cells=[new_markdown_cell(f"# {title}"), params, new_code_cell(READ)]
@@ -58,5 +59,13 @@ def make_project(root: Path) -> Path:
             title="02 check",
         ),
         root / "notebooks" / "02_check.ipynb",
+    )
+    nbformat.write(
+        _notebook(
+            "import json\n(run / 'compared.json').write_text(json.dumps(runs))",
+            title="05 compare",
+            params_cell=PARAMS_CELL + "\nruns = []",
+        ),
+        root / "notebooks" / "05_compare.ipynb",
     )
     return root

@@ -1,0 +1,192 @@
+"""A cache of finished local tunings, keyed by what decides the trained weights.
+
+The local backend is deterministic: the same spec on the same data, with the same options and the
+same training code, gives the same checkpoint. So a finished tuning is kept under
+``<cache>/tuning/<key>/`` and a later submission with the same key (a notebook run alone, a second
+run folder of the same params) copies it instead of training again.
+
+The key hashes the spec without where it writes or how it is labelled (output_uri, labels,
+display name), the *contents* of the training and validation files (not their paths), the base
+model (the embedded model's build hash, or the contents of a local checkpoint folder), the
+backend options (batch size, token limit, seed, bf16), the training code and the versions of
+torch, transformers and peft. Anything else changes the key, so a hit is always a tuning that
+would have come out identical.
+
+``ROUTERLIB_TUNING_CACHE`` moves the cache (a folder) or turns it off (``off``, ``0``, ``no``);
+by default it lives under ``ROUTERLIB_CACHE`` (see paths.cache_root).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from routerlib import paths
+from routerlib.tuning.base import TuningSpec
+
+ENV = "ROUTERLIB_TUNING_CACHE"
+OFF_VALUES = frozenset({"off", "0", "no", "false"})
+#: Written into each entry: the key's inputs (for a reader wondering why two runs share it).
+KEY_FILE = "cache_key.json"
+#: What an entry holds, relative to a tuning output folder.
+ENTRY_ITEMS = ("job.json", "loss_curve.json", "postprocess")
+#: Spec fields that say where a tuning writes or how it is labelled, not what it learns.
+NOT_IN_KEY = frozenset(
+    {
+        "output_uri",
+        "labels",
+        "tuned_model_display_name",
+        "training_dataset_uri",
+        "validation_dataset_uri",
+        "custom_base_model",
+    }
+)
+_CHUNK = 1 << 20
+
+
+def cache_dir() -> Path | None:
+    """The cache folder, or None when ROUTERLIB_TUNING_CACHE turns it off."""
+    env = os.environ.get(ENV, "").strip()
+    if env.lower() in OFF_VALUES:
+        return None
+    return Path(env).expanduser().resolve() if env else paths.cache_root() / "tuning"
+
+
+def file_digest(path: Path) -> str:
+    """sha256 of a file's bytes."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(_CHUNK), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def folder_digest(folder: Path) -> str:
+    """sha256 over every file below ``folder``: relative path and contents, in sorted order."""
+    digest = hashlib.sha256()
+    for file in sorted(p for p in folder.rglob("*") if p.is_file()):
+        digest.update(file.relative_to(folder).as_posix().encode("utf-8") + b"\0")
+        digest.update(file_digest(file).encode("ascii"))
+    return digest.hexdigest()
+
+
+def _code_fingerprint() -> dict[str, str]:
+    """The training code and the libraries whose versions can change the weights."""
+    from importlib import metadata
+
+    from routerlib import tinymodel
+    from routerlib.tuning import local
+
+    versions = {}
+    for name in ("torch", "transformers", "peft"):
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = "absent"
+    code = hashlib.sha256()
+    for module in (local, tinymodel):
+        code.update(Path(str(module.__file__)).read_bytes())
+    return {"code": code.hexdigest(), **versions}
+
+
+def _base_model(spec: TuningSpec) -> dict[str, str]:
+    from routerlib.models import EMBEDDED_MODEL
+    from routerlib.tinymodel import config_hash
+
+    base = {"base_model": spec.base_model}
+    if spec.base_model == EMBEDDED_MODEL:
+        base["embedded_build"] = config_hash()
+    elif Path(spec.base_model).expanduser().is_dir():
+        base["base_model_contents"] = folder_digest(Path(spec.base_model).expanduser())
+    if spec.custom_base_model:
+        base["custom_base_model_contents"] = folder_digest(paths.resolve(spec.custom_base_model))
+    return base
+
+
+def key_inputs(spec: TuningSpec, options: dict[str, Any]) -> dict[str, Any]:
+    """Everything the key hashes (see the module docstring)."""
+    data = {
+        "train": file_digest(paths.resolve(spec.training_dataset_uri)),
+        "validation": (
+            file_digest(paths.resolve(spec.validation_dataset_uri))
+            if spec.validation_dataset_uri
+            else None
+        ),
+    }
+    return {
+        "spec": spec.model_dump(mode="json", exclude=set(NOT_IN_KEY)),
+        "data": data,
+        "base": _base_model(spec),
+        "options": options,
+        "code": _code_fingerprint(),
+    }
+
+
+def cache_key(inputs: dict[str, Any]) -> str:
+    """The hex sha256 of ``inputs`` (see key_inputs)."""
+    return hashlib.sha256(json.dumps(inputs, sort_keys=True).encode("utf-8")).hexdigest()
+
+
+def lookup(key: str) -> Path | None:
+    """The complete entry for ``key``, or None (cache off, no entry, or a torn one)."""
+    root = cache_dir()
+    if root is None:
+        return None
+    entry = root / key
+    final = entry / paths.FINAL_CHECKPOINT
+    if (entry / "job.json").is_file() and final.is_dir() and any(final.iterdir()):
+        return entry
+    return None
+
+
+def store(key: str, inputs: dict[str, Any], out: Path) -> Path | None:
+    """Copy a finished tuning folder ``out`` into the cache as ``key`` (atomically: a temporary
+    folder renamed into place; an entry another process wrote first is kept)."""
+    root = cache_dir()
+    if root is None:
+        return None
+    entry = root / key
+    if lookup(key) is not None:
+        return entry
+    root.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{key[:12]}.", suffix=".tmp", dir=root))
+    try:
+        for item in ENTRY_ITEMS:
+            src = out / item
+            if src.is_dir():
+                shutil.copytree(src, tmp / item)
+            elif src.is_file():
+                shutil.copy2(src, tmp / item)
+        (tmp / KEY_FILE).write_text(json.dumps(inputs, indent=1, sort_keys=True), "utf-8")
+        if entry.exists():
+            shutil.rmtree(entry)
+        os.rename(tmp, entry)
+    except OSError:
+        shutil.rmtree(tmp, ignore_errors=True)
+        return entry if lookup(key) is not None else None
+    return entry
+
+
+def restore(entry: Path, out: Path) -> dict[str, Any]:
+    """Copy an entry's checkpoints and loss curve into the output folder ``out`` (each folder
+    atomically) and return the job record the entry was made from."""
+    for item in ENTRY_ITEMS:
+        src = entry / item
+        if item == "job.json" or not src.exists():
+            continue
+        dest = out / item
+        tmp = out / f".{item}.from-cache.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        if src.is_dir():
+            shutil.copytree(src, tmp)
+        else:
+            shutil.copy2(src, tmp)
+        if dest.is_dir():
+            shutil.rmtree(dest)
+        os.replace(tmp, dest)
+    return dict(json.loads((entry / "job.json").read_text(encoding="utf-8")))

@@ -1,0 +1,83 @@
+"""The README's module map lists every module of the package once, and nothing else; every module
+imports on its own in a fresh interpreter (no hidden import order, no import circle)."""
+
+from __future__ import annotations
+
+import os
+import pkgutil
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import routerlib
+
+ROOT = Path(__file__).resolve().parent.parent
+PACKAGE = ROOT / "routerlib"
+START, END = "<!-- module-map:start -->", "<!-- module-map:end -->"
+
+
+def _module_files() -> set[str]:
+    """Every .py file of the package, plus each data folder (no .py inside), as README paths."""
+    files = {p.relative_to(ROOT).as_posix() for p in PACKAGE.rglob("*.py")}
+    folders = {
+        p.relative_to(ROOT).as_posix() + "/"
+        for p in PACKAGE.rglob("*")
+        if p.is_dir() and p.name != "__pycache__" and not any(p.glob("*.py"))
+    }
+    return files | folders
+
+
+def _map_entries() -> list[str]:
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert START in text and END in text, "README.md lost its module map markers"
+    block = text.split(START, 1)[1].split(END, 1)[0]
+    entries = []
+    for line in block.strip().splitlines():
+        match = re.fullmatch(r"- `([^`]+)` — \S.*", line)
+        assert match, f"README module map: not '- `path` — what it does': {line!r}"
+        entries.append(match.group(1))
+    return entries
+
+
+def test_readme_module_map_matches_the_files() -> None:
+    entries = _map_entries()
+    assert len(entries) == len(set(entries)), "a module is listed twice in the README map"
+    files = _module_files()
+    missing, stale = sorted(files - set(entries)), sorted(set(entries) - files)
+    assert not missing and not stale, (
+        f"README module map: add a line for {missing}; remove the line for {stale}"
+    )
+
+
+def _modules() -> list[str]:
+    return sorted(m.name for m in pkgutil.walk_packages(routerlib.__path__, "routerlib."))
+
+
+def test_every_module_file_is_an_importable_module() -> None:
+    names = {n.removesuffix(".__init__") for n in _modules()}
+    for path in PACKAGE.rglob("*.py"):
+        dotted = ".".join(path.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__")
+        assert dotted in names | {"routerlib"}, f"{path} is not reachable as a module"
+
+
+@pytest.mark.parametrize("module", _modules())
+def test_module_imports_in_isolation(module: str) -> None:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    # a __main__ module runs the CLI when imported: run it the way it is meant to be run
+    code = (
+        ["-m", module.removesuffix(".__main__"), "--help"]
+        if module.endswith(".__main__")
+        else ["-c", f"import {module}"]
+    )
+    proc = subprocess.run(
+        [sys.executable, *code],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]

@@ -1,0 +1,148 @@
+"""The local tuning cache: the same spec on the same data re-attaches to the finished checkpoint
+(byte-identical files, no training); other data, another spec or the cache turned off trains.
+Each tuning here is one epoch of 4 tiny examples, a few seconds on the embedded model."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from routerlib import paths
+from routerlib.models import EMBEDDED_MODEL
+from routerlib.tuning import cache, local
+from routerlib.tuning.base import SUCCEEDED, TuningSpec
+from routerlib.tuning.local import LocalBackend
+from tests.support.local_tuning_data import synthetic_splits
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def splits(tmp_path: Path) -> tuple[Path, Path]:
+    return synthetic_splits(tmp_path / "splits", n_train=4, n_val=2)
+
+
+@pytest.fixture
+def cache_on(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    folder = tmp_path / "tuning-cache"
+    monkeypatch.setenv(cache.ENV, str(folder))
+    return folder
+
+
+def _spec(train: Path, val: Path, out: Path, **fields) -> TuningSpec:
+    base = {
+        "base_model": EMBEDDED_MODEL,
+        "training_dataset_uri": str(train),
+        "validation_dataset_uri": str(val),
+        "output_uri": str(out),
+        "adapter_size": 1,
+        "epochs": 1,
+    }
+    return TuningSpec.build(**{**base, **fields})
+
+
+def _backend(epochs_run: list[int]) -> LocalBackend:
+    return LocalBackend(
+        batch_size=4, max_train_tokens=96, progress=False, on_epoch_end=epochs_run.append
+    )
+
+
+def _files(folder: Path) -> dict[str, bytes]:
+    return {
+        p.relative_to(folder).as_posix(): p.read_bytes()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
+
+
+def test_same_spec_and_data_is_a_hit_with_identical_checkpoints(splits, cache_on, tmp_path):
+    train, val = splits
+    trained: list[int] = []
+    first = _backend(trained).submit(_spec(train, val, tmp_path / "a", labels={"run": "a"}))
+    assert first.state == SUCCEEDED and trained == [1]
+    entries = [p for p in cache_on.iterdir() if not p.name.startswith(".")]
+    assert len(entries) == 1 and (entries[0] / cache.KEY_FILE).is_file()
+
+    # the same data at another path, another output folder, other labels and display name
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    shutil.copy(train, copy / "t.jsonl")
+    shutil.copy(val, copy / "v.jsonl")
+    again: list[int] = []
+    spec = _spec(
+        copy / "t.jsonl",
+        copy / "v.jsonl",
+        tmp_path / "b",
+        labels={"run": "b"},
+        tuned_model_display_name="other",
+    )
+    second = _backend(again).submit(spec)
+    assert again == []  # nothing trained
+    assert second.state == SUCCEEDED and second.spec == spec
+    assert second.checkpoint_uri == str(tmp_path / "b" / paths.FINAL_CHECKPOINT)
+    ckpts_a = tmp_path / "a" / local.CHECKPOINTS_DIR
+    ckpts_b = tmp_path / "b" / local.CHECKPOINTS_DIR
+    assert _files(ckpts_b) == _files(ckpts_a)  # epoch-1 and final, byte for byte
+    assert second.loss_curve == first.loss_curve
+    assert second.tuning_data_stats == first.tuning_data_stats
+    recorded = json.loads((tmp_path / "b" / local.JOB_FILE).read_text())
+    assert recorded["state"] == SUCCEEDED and recorded["spec"]["output_uri"] == str(tmp_path / "b")
+    run = json.loads((tmp_path / "b" / local.RUN_FILE).read_text())
+    assert run["from_cache"]["job"] == first.name
+    # the attached job is found like any other, and a resubmit re-attaches to the folder itself
+    assert LocalBackend(root=tmp_path).get(second.name).state == SUCCEEDED
+    assert _backend(again).submit(spec).name == second.name and again == []
+
+
+def test_other_data_is_a_miss(splits, cache_on, tmp_path):
+    train, val = splits
+    _backend([]).submit(_spec(train, val, tmp_path / "a"))
+
+    changed = tmp_path / "changed.jsonl"
+    lines = train.read_text(encoding="utf-8").splitlines(keepends=True)
+    changed.write_text("".join(lines[:-1]), encoding="utf-8")  # one training row fewer
+    trained: list[int] = []
+    job = _backend(trained).submit(_spec(changed, val, tmp_path / "b"))
+    assert job.state == SUCCEEDED and trained == [1]
+    assert "from_cache" not in json.loads((tmp_path / "b" / local.RUN_FILE).read_text())
+    assert len([p for p in cache_on.iterdir() if not p.name.startswith(".")]) == 2
+
+
+def test_the_key_ignores_places_and_labels_only(splits, tmp_path):
+    train, val = splits
+    options = LocalBackend(batch_size=4)._options()
+
+    def key(**fields) -> str:
+        return cache.cache_key(
+            cache.key_inputs(_spec(train, val, tmp_path / "x", **fields), options)
+        )
+
+    assert key() == key(output_uri=str(tmp_path / "y"), labels={"a": "b"})
+    assert key() != key(epochs=2)
+    assert key() != key(learning_rate=1e-3)
+    assert key() != cache.cache_key(
+        cache.key_inputs(_spec(train, val, tmp_path / "x"), {**options, "seed": 1})
+    )
+
+
+def test_cache_off_and_a_torn_entry_train(splits, tmp_path, monkeypatch):
+    train, val = splits
+    monkeypatch.setenv(cache.ENV, "off")
+    assert cache.cache_dir() is None
+    trained: list[int] = []
+    _backend(trained).submit(_spec(train, val, tmp_path / "a"))
+    assert trained == [1]
+
+    folder = tmp_path / "tuning-cache"
+    monkeypatch.setenv(cache.ENV, str(folder))
+    spec = _spec(train, val, tmp_path / "b")
+    key = cache.cache_key(cache.key_inputs(spec, _backend([])._options()))
+    (folder / key).mkdir(parents=True)
+    (folder / key / "job.json").write_text("{}")  # no checkpoint: not an entry
+    assert cache.lookup(key) is None
+    trained.clear()
+    _backend(trained).submit(spec)
+    assert trained == [1] and cache.lookup(key) is not None
