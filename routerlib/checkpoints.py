@@ -92,7 +92,7 @@ def parse_checkpoint_key(value: str) -> str | int:
         return value
     match = _EPOCH.match(value)
     if not match or int(match.group(1)) < 1:
-        raise ValueError(f"must be best, final or epoch-<n> (n >= 1), got {value!r}")
+        raise ValueError(f"{value!r} must be best, final or epoch-N (N >= 1)")
     return int(match.group(1))
 
 

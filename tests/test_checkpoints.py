@@ -60,7 +60,7 @@ def test_run_keys_are_checked() -> None:
     assert any(ln.startswith("params/local.yaml: select_metric: 'length_ratio'") for ln in lines)
     with pytest.raises(InputError) as err:
         load_config("params/local.yaml", {"checkpoint": "latest"})
-    assert "checkpoint: must be best, final or epoch-<n>" in err.value.lines()[0]
+    assert "checkpoint: 'latest' must be best, final or epoch-N" in err.value.lines()[0]
     assert load_config("params/local.yaml", {"checkpoint": "epoch-2"}).checkpoint == "epoch-2"
 
 
