@@ -5,6 +5,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.routerlib-installed
+LAB_STAMP := $(VENV)/.routerlib-lab-installed
 export PATH := $(abspath $(BIN)):$(PATH)
 # Runs and the embedded model cache stay out of git.
 export ROUTERLIB_CACHE ?= $(abspath .cache)
@@ -15,7 +16,7 @@ help:
 	@echo "make run    set up, then run the whole local pipeline on the embedded default"
 	@echo "make test   set up, then run lint, type checks and every test"
 	@echo "make bench  run every benchmark and print one table of ratios vs goals"
-	@echo "make lab    open JupyterLab on notebooks/ with the project's kernel"
+	@echo "make lab    open JupyterLab at the project root (notebooks/ in view) with the project's kernel"
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -47,9 +48,16 @@ bench: setup
 docs: setup
 	$(BIN)/python -m routerlib.cli.reference README.md
 
-lab: setup
+# JupyterLab is installed once (the stamp is redone only when pyproject.toml changes). The server
+# root is the project root, so params/ and outputs/ are in the file browser; it opens on notebooks/.
+# Jupyter refuses to start as root without --allow-root (containers often run as root).
+$(LAB_STAMP): $(STAMP) pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev,lab]'
-	$(BIN)/jupyter lab notebooks/
+	@touch $(LAB_STAMP)
+
+lab: $(LAB_STAMP)
+	$(BIN)/jupyter lab --ServerApp.root_dir="$(CURDIR)" --ContentsManager.preferred_dir=notebooks \
+		$(if $(filter 0,$(shell id -u)),--allow-root)
 
 clean:
 	rm -rf $(VENV) .cache .pytest_cache .mypy_cache .ruff_cache

@@ -41,11 +41,17 @@ if TYPE_CHECKING:
 
 #: The metric a bucket column and the ranking use.
 PRIMARY = "route_plan_exact"
+#: The metrics that rank routers, in order (strict values): the exact plan, then the exact tool
+#: sequence and tool recall, which still separate routers when no plan is exact, then JSON validity.
+DECIDING_METRICS = ("route_plan_exact", "tool_sequence_exact", "route_tool_recall", "json_valid")
+#: Two values closer than this are a tie.
+TIE_TOLERANCE = 1e-9
 #: Per-sample metrics tested for paired significance between runs (binary → McNemar, rates →
 #: bootstrap).
 SIGNIFICANCE_METRICS = (
     "json_valid",
     "route_plan_exact",
+    "tool_sequence_exact",
     "route_first_tool_match",
     "route_length_match",
     "metrics_keys_match",
@@ -272,11 +278,10 @@ class RunSummary:
         if not file.is_file():
             return []
         try:
-            data = json.loads(file.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as exc:
-            self.problems.append(f"{file}: unreadable ({exc})")
+            return runfolder.read_loss_curve(file)
+        except RunFolderError as exc:
+            self.problems.extend(exc.lines())
             return []
-        return [p for p in data if isinstance(p, dict)] if isinstance(data, list) else []
 
     def test_key(self) -> str | None:
         """A fingerprint of the gold test rows (the gold file's bytes), to pair two routers."""
@@ -395,14 +400,22 @@ def _num(value: Any) -> float:
 
 
 def _headline_metrics(runs: Sequence[RunSummary]) -> list[str]:
-    """The headline metrics the runs' metrics.json recorded, else ``metrics.HEADLINE``."""
-    names: list[str] = []
+    """The deciding metrics, then the headline metrics the runs' metrics.json recorded, else
+    ``metrics.HEADLINE``."""
+    names: list[str] = list(DECIDING_METRICS)
     for run in runs:
         evaluation = run.metrics.evaluation if run.metrics else None
         if evaluation is not None:
             for block in (evaluation.headline, evaluation.strict):
                 names.extend(k for k in block if k not in names)
-    return names or list(HEADLINE)
+    return (
+        names
+        if len(names) > len(DECIDING_METRICS)
+        else [
+            *names,
+            *(m for m in HEADLINE if m not in names),
+        ]
+    )
 
 
 def _gate_pass(run: RunSummary) -> bool | None:
@@ -415,7 +428,7 @@ def _gate_pass(run: RunSummary) -> bool | None:
 
 def leaderboard(runs: Sequence[RunSummary]) -> pd.DataFrame:
     """One row per tuned model and per distinct baseline router, best ``route_plan_exact`` (strict)
-    first. Columns: identity and settings, gate pass, each headline metric (original value, strict
+    first (ties broken by the other deciding metrics). Columns: identity and settings, gate pass, each headline metric (original value, strict
     value, 95% bootstrap interval of the strict value as ``<m> strict lo/hi``), the primary metric
     per bucket (strict), cost, train time, latency p50/p95 and the failing gate checks."""
     rows = routers(runs)
@@ -473,9 +486,9 @@ def leaderboard(runs: Sequence[RunSummary]) -> pd.DataFrame:
         return board
     for column in ("adapter_size", "epochs", "samples"):
         board[column] = board[column].round().astype("Int64")  # whole numbers; <NA> when unknown
-    sort_key = f"{PRIMARY} strict" if f"{PRIMARY} strict" in board else board.columns[0]
+    keys = [f"{m} strict" for m in DECIDING_METRICS if f"{m} strict" in board]
     board = board.sort_values(
-        [sort_key, "kind"], ascending=[False, False], na_position="last", kind="stable"
+        [*keys, "kind"], ascending=[False] * (len(keys) + 1), na_position="last", kind="stable"
     )
     return board.reset_index(drop=True)
 
@@ -516,6 +529,7 @@ def compare_pair(
                 "model": a.name,
                 "model_run": a.run_name,
                 "reference": b.name,
+                "reference_run": b.run_name,
                 "metric": metric,
                 "n": len(xs),
                 "model_rate": sum(xs) / len(xs),
@@ -537,6 +551,7 @@ SIGNIFICANCE_COLUMNS = [
     "model",
     "model_run",
     "reference",
+    "reference_run",
     "metric",
     "test",
     "n",
@@ -590,86 +605,182 @@ def _failed_checks(report: dict[str, Any] | None, limit: int = 4) -> list[str]:
     return [str(item) for item in failed[:limit]] if isinstance(failed, list) else []
 
 
-def conclusion(board: pd.DataFrame, sig: pd.DataFrame) -> str:
-    """A short markdown paragraph from the numbers: which model to ship and why, or that none passes
-    the gate and which comes closest."""
+def _score(row: pd.Series, metric: str) -> float:
+    return _num(row.get(f"{metric} strict", row.get(metric)))
+
+
+def _rank_key(row: pd.Series) -> tuple[float, ...]:
+    """Lexicographic on the deciding metrics (strict); unknown values rank last."""
+    return tuple(-math.inf if math.isnan(v := _score(row, m)) else v for m in DECIDING_METRICS)
+
+
+def _label(row: pd.Series, board: pd.DataFrame) -> str:
+    from routerlib.display import router_label
+
+    return router_label(row, board)
+
+
+def deciding_metric(a: pd.Series, b: pd.Series) -> str:
+    """The first deciding metric on which routers ``a`` and ``b`` differ (PRIMARY when none)."""
+    for metric in DECIDING_METRICS:
+        x, y = _score(a, metric), _score(b, metric)
+        if math.isnan(x) != math.isnan(y) or abs(x - y) >= TIE_TOLERANCE:
+            return metric
+    return PRIMARY
+
+
+def why_ranked(a: pd.Series, b: pd.Series, board: pd.DataFrame) -> str:
+    """One sentence with the numbers that put router ``a`` above ``b`` (or say they tie)."""
+    first, second = f"`{_label(a, board)}`", f"`{_label(b, board)}`"
+    tied: list[str] = []
+    for metric in DECIDING_METRICS:
+        x, y = _score(a, metric), _score(b, metric)
+        if math.isnan(x) and math.isnan(y):
+            continue
+        if not (math.isnan(x) or math.isnan(y)) and abs(x - y) < TIE_TOLERANCE:
+            tied.append(f"{metric} {_fmt(x)}")
+            continue
+        same = f" after tying on {', '.join(tied)}" if tied else ""
+        return f"{first} ranks above {second} on {metric} ({_fmt(x)} vs {_fmt(y)}){same}."
+    shown = ", ".join(tied) if tied else "no recorded metric"
+    return f"{first} and {second} tie on every headline metric ({shown})."
+
+
+def _and(items: Sequence[str]) -> str:
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
+
+
+def tie_sentence(board: pd.DataFrame) -> str:
+    """Which deciding metrics every scored router shares the same value on ('' when none)."""
+    scored = board[board.apply(lambda r: not math.isnan(_score(r, PRIMARY)), axis=1)]
+    if len(scored) < 2:
+        return ""
+    tied, separating = [], []
+    for metric in DECIDING_METRICS:
+        values = [_score(r, metric) for _, r in scored.iterrows()]
+        values = [v for v in values if not math.isnan(v)]
+        if values and max(values) - min(values) < TIE_TOLERANCE:
+            tied.append(f"{metric} {_fmt(values[0])}")
+        elif values:
+            separating.append(metric)
+    if not tied:
+        return ""
+    if not separating:
+        return (
+            f"All {len(scored)} candidates tie on every headline metric ({', '.join(tied)}): "
+            "these numbers do not separate them."
+        )
+    return (
+        f"All {len(scored)} candidates tie on {', '.join(tied)}; what separates them is "
+        f"{_and(separating)}."
+    )
+
+
+def embedded_note(board: pd.DataFrame) -> str:
+    """What the numbers of runs on the embedded tiny model do and do not show ('' otherwise)."""
+    from routerlib.models import EMBEDDED_MODEL
+
+    if board is None or board.empty or "base_model" not in board:
+        return ""
+    if not (board["base_model"] == EMBEDDED_MODEL).any():
+        return ""
+    return (
+        f"**What these numbers show.** Runs on `{EMBEDDED_MODEL}` tune the embedded tiny model "
+        "(about 5 M parameters from random weights, a few hundred synthetic rows, CPU only). "
+        "They show that every stage runs end to end and that tuning lowers the loss; they do not "
+        "measure routing quality, so low scores, failed gates and losing to the baseline routers "
+        "are expected. Routing numbers come from the Vertex params or a real checkpoint."
+    )
+
+
+def conclusion(board: pd.DataFrame, sig: pd.DataFrame | None, with_note: bool = True) -> str:
+    """Short markdown from the numbers: which router to use and why (one sentence per pick, with
+    its numbers), whether the candidates tie, and (``with_note``) what embedded-model runs do not
+    show."""
     if board is None or board.empty or "kind" not in board:
         return "**No runs to compare yet.** Run `routerlib run params/local.yaml` first."
     models = board[board["kind"] == "model"]
     baselines = board[board["kind"] == "baseline"]
-    primary = f"{PRIMARY} strict" if f"{PRIMARY} strict" in board else PRIMARY
     if models.empty:
         return "**No tuned model has been evaluated yet**; only the baseline routers are scored."
+
+    def rank(frame: pd.DataFrame) -> list[pd.Series]:
+        rows = [row for _, row in frame.iterrows()]
+        return sorted(rows, key=_rank_key, reverse=True)  # stable: board order breaks ties
 
     def describe(row: pd.Series) -> str:
         bits = [str(row.get("tuning_mode") or "?")]
         if not math.isnan(_num(row.get("adapter_size"))):
             bits.append(f"adapter {int(row['adapter_size'])}")
-        base = row.get("base_model")
-        return f"**{row['model']}** ({base}, {', '.join(bits)}; run `{row['run']}`)"
+        return (
+            f"**{row['model']}** ({row.get('base_model')}, {', '.join(bits)}; run `{row['run']}`)"
+        )
 
-    def interval(row: pd.Series) -> str:
-        lo, hi = _num(row.get(f"{PRIMARY} strict lo")), _num(row.get(f"{PRIMARY} strict hi"))
+    def interval(row: pd.Series, metric: str = PRIMARY) -> str:
+        lo, hi = _num(row.get(f"{metric} strict lo")), _num(row.get(f"{metric} strict hi"))
         return "" if math.isnan(lo) or math.isnan(hi) else f" (95% interval {lo:.3f}–{hi:.3f})"
 
-    ranked = models.sort_values(
-        [primary, "json_valid strict" if "json_valid strict" in models else primary],
-        ascending=False,
-        na_position="last",
-        kind="stable",
-    )
-    passing = ranked[ranked["gate_pass"] == True]  # noqa: E712 (object column with None)
-    best = passing.iloc[0] if not passing.empty else ranked.iloc[0]
-    lines = []
-    if not passing.empty:
+    ranked_models, ranked_bases = rank(models), rank(baselines)
+    passing = [r for r in ranked_models if r["gate_pass"] is True]
+    best = passing[0] if passing else ranked_models[0]
+    top_base = ranked_bases[0] if ranked_bases else None
+    beats_base = top_base is None or _rank_key(best) > _rank_key(top_base)
+    lines: list[str] = []
+    if passing:
         lines.append(
             f"Ship {describe(best)}: it passes the evaluation gate and scores {PRIMARY} "
-            f"{_fmt(best[primary])} strict{interval(best)}"
-            + (
-                f", JSON valid {_fmt(best.get('json_valid strict'))}"
-                if "json_valid strict" in best
-                else ""
-            )
-            + "."
+            f"{_fmt(_score(best, PRIMARY))} strict{interval(best)}, JSON valid "
+            f"{_fmt(_score(best, 'json_valid'))}."
         )
-        if len(passing) > 1:
-            runner = passing.iloc[1]
-            lines.append(
-                f"Runner-up among passing models: {describe(runner)} at {_fmt(runner[primary])}."
-            )
     else:
-        lines.append(
-            f"**No tuned model passes the gate.** Closest: {describe(best)} with {PRIMARY} "
-            f"{_fmt(best[primary])} strict{interval(best)}."
-        )
+        lines.append("**No tuned model passes the gate.**")
+        if top_base is not None and not beats_base:
+            lines.append(
+                f"Keep the previous router `{_label(top_base, board)}` "
+                f"({PRIMARY} {_fmt(_score(top_base, PRIMARY))}): no tuned model ranks above it."
+            )
+            lines.append(f"Closest tuned model: {describe(best)}.")
+        else:
+            lines.append(
+                f"Closest: {describe(best)} with {PRIMARY} {_fmt(_score(best, PRIMARY))} "
+                f"strict{interval(best)}."
+            )
         failed = str(best.get("failed_checks") or "")
         if failed and failed != "nan":
             lines.append(
-                "Failing checks include: " + ", ".join(f"`{c}`" for c in failed.split("; ")) + "."
+                "Its failing checks include: "
+                + ", ".join(f"`{c}`" for c in failed.split("; "))
+                + "."
             )
-    if not baselines.empty:
-        top_base = baselines.sort_values(primary, ascending=False, na_position="last").iloc[0]
-        base_score, best_score = _num(top_base[primary]), _num(best[primary])
-        if passing.empty and not math.isnan(base_score) and not best_score > base_score:
-            lines.append(
-                f"No tuned model beats the previous router on {PRIMARY} (strict): keep "
-                f"`{top_base['model']}` ({_fmt(base_score)}) until one does."
-            )
-        else:
-            lines.append(
-                f"The best previous router, `{top_base['model']}`, scores {_fmt(base_score)}."
-            )
+    reasons: list[str] = []
+    tie = tie_sentence(board)
+    if tie:
+        reasons.append(tie)
+    # One sentence per pick: the chosen model against the router it was preferred to, the
+    # runner-up model, and the previous router chosen among the baselines.
+    if top_base is not None:
+        pair = (best, top_base) if beats_base else (top_base, best)
+        reasons.append(why_ranked(*pair, board))
+    others = [r for r in ranked_models if r is not best]
+    if others:
+        reasons.append(why_ranked(best, others[0], board))
+    if len(ranked_bases) > 1:
+        reasons.append(why_ranked(ranked_bases[0], ranked_bases[1], board))
+    tested = deciding_metric(best, top_base) if top_base is not None else PRIMARY
     if sig is not None and not sig.empty:
         rows = sig[
             (sig["model_run"] == best["run"])
-            & (sig["metric"] == PRIMARY)
+            & (sig["model"] == best["model"])
+            & (sig["metric"] == tested)
             & sig["reference"].astype(str).str.startswith("baseline:")
         ]
         for _, row in rows.iterrows():
+            if math.isnan(_num(row["p_value"])):
+                continue
             verdict = "significant" if row["significant"] else "not significant"
-            lines.append(
+            reasons.append(
                 f"Against `{row['reference']}` on the same {int(row['n'])} test rows: "
-                f"Δ{PRIMARY} = {row['delta']:+.3f} ({row['test']} p = {_fmt(row['p_value'], 4)}, "
+                f"Δ{tested} = {row['delta']:+.3f} ({row['test']} p = {_fmt(row['p_value'], 4)}, "
                 f"{verdict} at {ALPHA})."
             )
     extras = []
@@ -680,8 +791,12 @@ def conclusion(board: pd.DataFrame, sig: pd.DataFrame) -> str:
     if not math.isnan(_num(best.get("latency_p95_s"))):
         extras.append(f"latency p95 {_num(best['latency_p95_s']):.2f} s")
     if extras:
-        lines.append("For it: " + ", ".join(extras) + ".")
-    return " ".join(lines)
+        reasons.append(f"For **{best['model']}**: " + ", ".join(extras) + ".")
+    text = " ".join(lines) + "".join(f"\n- {reason}" for reason in reasons)
+    if reasons:
+        text = text.replace("\n- ", "\n\n- ", 1)
+    note = embedded_note(board) if with_note else ""
+    return text + ("\n\n" + note if note else "")
 
 
 # ----------------------------------------------------------------------------- quality vs cost

@@ -1,8 +1,11 @@
-"""Comparison figures (matplotlib, no pyplot state): each function writes one PNG into a folder and
-returns its Path. Notebooks show them with ``IPython.display.Image(path)``."""
+"""Comparison figures (matplotlib, no pyplot state). Each ``*_figure`` builds one Figure; the
+function beside it writes it as a PNG into a folder and returns its Path (notebooks show them with
+``IPython.display.Image(path)``). Routers are named by ``run_labels`` (the run is added when two
+share a name); whatever a figure cannot draw is named in a note at its foot."""
 
 from __future__ import annotations
 
+import json
 import math
 from collections import Counter
 from collections.abc import Sequence
@@ -18,9 +21,12 @@ DPI = 100
 
 
 def _figure(width: float = 8.0, height: float = 4.5) -> Any:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    return Figure(figsize=(width, height), dpi=DPI, layout="constrained")
+    fig = Figure(figsize=(width, height), dpi=DPI, layout="constrained")
+    FigureCanvasAgg(fig)  # a renderer to measure label boxes with
+    return fig
 
 
 def _save(fig: Any, folder: Path, name: str) -> Path:
@@ -44,35 +50,120 @@ def _valid(value: Any) -> bool:
     return isinstance(value, (int, float)) and not (isinstance(value, float) and math.isnan(value))
 
 
-def bucket_scores(board: pd.DataFrame, folder: Path, metric: str = PRIMARY) -> Path:
-    """Grouped bars: ``metric`` (strict) per bucket, one bar per leaderboard row."""
-    fig = _figure(9, 4.5)
-    ax = fig.add_subplot()
-    columns = [f"{metric} strict"] + [f"{b}: {metric}" for b in BUCKETS[1:]]
-    labels = ["overall", *BUCKETS[1:]]
-    present = [(c, lab) for c, lab in zip(columns, labels, strict=True) if c in board]
-    if board.empty or not present:
-        _empty(ax, "no scored runs")
-    else:
-        width = 0.8 / max(len(board), 1)
-        for i, (_, row) in enumerate(board.iterrows()):
-            values = [row[c] if _valid(row[c]) else 0.0 for c, _ in present]
-            xs = [j + i * width for j in range(len(present))]
-            ax.bar(
+def run_labels(routers: Sequence[RunSummary]) -> list[str]:
+    """Each router's name, with its run when another router has the same name."""
+    from routerlib.display import run_suffix
+
+    counts = Counter(r.name for r in routers)
+    return [
+        f"{r.name} · {run_suffix(r.name, r.run_name)}" if counts[r.name] > 1 else r.name
+        for r in routers
+    ]
+
+
+def _note(fig: Any, lines: Sequence[str]) -> None:
+    """A grey note at the foot of the figure for what it leaves out (the layout makes room)."""
+    if lines:
+        fig.supxlabel("\n".join(lines), x=0.01, ha="left", fontsize=8, color="0.35")
+
+
+def _bucket_values(run: RunSummary, metric: str, buckets: Sequence[str]) -> list[float]:
+    strict = (run.report or {}).get("strict") or {}
+    out = []
+    for bucket in buckets:
+        value: Any = (strict.get(bucket) or {}).get(metric)
+        out.append(float(value) if _valid(value) else math.nan)
+    return out
+
+
+BUCKET_METRICS = (PRIMARY, "tool_sequence_exact")
+
+
+def bucket_scores(
+    board: pd.DataFrame,
+    folder: Path,
+    metric: str = PRIMARY,
+    routers: Sequence[RunSummary] | None = None,
+) -> Path:
+    """``bucket_figure`` saved as bucket_scores.png."""
+    return _save(bucket_figure(board, metric, routers), folder, "bucket_scores.png")
+
+
+def bucket_figure(
+    board: pd.DataFrame, metric: str = PRIMARY, routers: Sequence[RunSummary] | None = None
+) -> Any:
+    """Grouped bars per bucket, one bar per router: ``metric`` (strict) and, from the routers'
+    reports when given, ``tool_sequence_exact``, which still separates routers when no plan is
+    exact. A zero bar is marked with a 0 so it is not mistaken for a missing one."""
+    metrics = [metric] + ([m for m in BUCKET_METRICS if m != metric] if routers else [])
+    fig = _figure(12, 3.6 * len(metrics) + 0.6)
+    axes = [fig.add_subplot(len(metrics), 1, k + 1) for k in range(len(metrics))]
+    series: list[tuple[str, bool, dict[str, list[float]]]] = []
+    buckets = list(BUCKETS)
+    skipped: list[str] = []
+    if routers:
+        for label, run in zip(run_labels(routers), routers, strict=True):
+            values = {m: _bucket_values(run, m, buckets) for m in metrics}
+            if any(_valid(v) for vals in values.values() for v in vals):
+                series.append((label, run.kind == "baseline", values))
+            else:
+                skipped.append(label)
+    elif not board.empty:
+        from routerlib.display import router_labels
+
+        columns = [f"{metric} strict"] + [f"{b}: {metric}" for b in BUCKETS[1:]]
+        for label, (_, row) in zip(router_labels(board), board.iterrows(), strict=True):
+            vals = [float(row[c]) if c in board and _valid(row[c]) else math.nan for c in columns]
+            if any(_valid(v) for v in vals):
+                series.append((label, row.get("kind") == "baseline", {metric: vals}))
+            else:
+                skipped.append(label)
+    for ax, name in zip(axes, metrics, strict=True):
+        if not series:
+            _empty(ax, "no scored runs")
+            ax.set_title(f"{name} by bucket (strict)")
+            continue
+        width = 0.8 / len(series)
+        all_zero = True
+        for i, (label, baseline, values) in enumerate(series):
+            xs = [j + (i - (len(series) - 1) / 2) * width for j in range(len(buckets))]
+            ys = values[name]
+            bars = ax.bar(
                 xs,
-                values,
-                width=width,
-                label=str(row["model"]),
-                hatch="//" if row.get("kind") == "baseline" else None,
+                [0.0 if math.isnan(v) else v for v in ys],
+                width=width * 0.95,
+                label=label,
+                color=f"C{i % 10}",
+                hatch="//" if baseline else None,
+                edgecolor="white" if not baseline else "0.3",
             )
-        ax.set_xticks(
-            [j + 0.4 - width / 2 for j in range(len(present))], [lab for _, lab in present]
-        )
+            for bar, value in zip(bars, ys, strict=True):
+                if math.isnan(value) or value == 0:
+                    ax.text(
+                        bar.get_x() + bar.get_width() / 2,
+                        0.01,
+                        "–" if math.isnan(value) else "0",
+                        ha="center",
+                        va="bottom",
+                        fontsize=7,
+                        color="0.3",
+                    )
+                if _valid(value) and value > 0:
+                    all_zero = False
+        ax.set_xticks(range(len(buckets)), buckets)
         ax.set_ylim(0, 1.05)
-        ax.set_ylabel(f"{metric} (strict)")
-        ax.legend(fontsize="small", loc="lower right")
-    ax.set_title(f"{metric} by bucket")
-    return _save(fig, folder, "bucket_scores.png")
+        ax.set_ylabel("strict rate")
+        title = f"{name} by bucket (strict)"
+        if all_zero:
+            title += ": every router scores 0 in every bucket"
+        ax.set_title(title, fontsize="medium")
+    if series:
+        axes[0].legend(
+            fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False
+        )
+        if skipped:
+            _note(fig, [f"Not drawn (no scores): {', '.join(skipped)}."])
+    return fig
 
 
 def _tool_label(tool: str | None) -> str:
@@ -92,20 +183,25 @@ def first_tool_pairs(run: RunSummary) -> list[tuple[str, str]]:
 
 
 def route_confusion(runs: Sequence[RunSummary], folder: Path) -> Path:
-    """One confusion matrix per router: first tool of the gold plan (rows) vs predicted (columns)."""
-    items = [(r, first_tool_pairs(r)) for r in runs]
-    items = [(r, p) for r, p in items if p] or items[:1]
-    n = max(len(items), 1)
-    fig = _figure(4.2 * min(n, 3), 3.8 * math.ceil(n / 3))
+    """``confusion_figure`` saved as route_confusion.png."""
+    return _save(confusion_figure(runs), folder, "route_confusion.png")
+
+
+def confusion_figure(runs: Sequence[RunSummary]) -> Any:
+    """One confusion matrix per router, titled by router and run: first tool of the gold plan
+    (rows) vs predicted (columns). Routers without predictions are named in a note."""
+    labels = run_labels(runs)
+    items = [(label, r, first_tool_pairs(r)) for label, r in zip(labels, runs, strict=True)]
+    skipped = [label for label, _, pairs in items if not pairs]
+    items = [item for item in items if item[2]]
+    per_row = min(max(len(items), 1), 3)
+    n_rows = max(math.ceil(len(items) / per_row), 1)
+    fig = _figure(4.6 * per_row, 4.2 * n_rows + (0.3 if skipped else 0))
     if not items:
         _empty(fig.add_subplot(), "no predictions")
-        return _save(fig, folder, "route_confusion.png")
-    for k, (run, pairs) in enumerate(items, 1):
-        ax = fig.add_subplot(math.ceil(n / 3), min(n, 3), k)
-        if not pairs:
-            _empty(ax, "no predictions")
-            ax.set_title(run.name, fontsize="small")
-            continue
+        return fig
+    for k, (label, run, pairs) in enumerate(items, 1):
+        ax = fig.add_subplot(n_rows, per_row, k)
         gold_labels = sorted({g for g, _ in pairs})
         # Gold tools first, in the same order, so agreement lies on the diagonal.
         pred_labels = gold_labels + sorted({p for _, p in pairs} - set(gold_labels))
@@ -117,17 +213,18 @@ def route_confusion(runs: Sequence[RunSummary], folder: Path) -> Path:
             for j, value in enumerate(row):
                 if value:
                     color = "white" if value > peak / 2 else "black"
-                    ax.text(
-                        j, i, str(value), ha="center", va="center", fontsize="small", color=color
-                    )
-        ax.set_xticks(
-            range(len(pred_labels)), pred_labels, rotation=30, ha="right", fontsize="small"
-        )
-        ax.set_yticks(range(len(gold_labels)), gold_labels, fontsize="small")
+                    ax.text(j, i, str(value), ha="center", va="center", fontsize=10, color=color)
+        ax.set_xticks(range(len(pred_labels)), pred_labels, rotation=30, ha="right", fontsize=9)
+        ax.set_yticks(range(len(gold_labels)), gold_labels, fontsize=9)
         ax.set_xlabel("predicted first tool")
         ax.set_ylabel("gold first tool")
-        ax.set_title(run.name, fontsize="small")
-    return _save(fig, folder, "route_confusion.png")
+        ax.set_title(
+            label if run.kind == "baseline" or " · " in label else f"{label} ({run.run_name})",
+            fontsize=10,
+        )
+    if skipped:
+        _note(fig, [f"No predictions to tabulate: {', '.join(skipped)}."])
+    return fig
 
 
 def length_ratios(run: RunSummary) -> list[float]:
@@ -140,60 +237,149 @@ def length_ratios(run: RunSummary) -> list[float]:
     return values
 
 
+#: The gate's length-ratio bands: (value, label).
+LENGTH_BANDS = ((0.9, "0.9 short"), (1.1, "1.1 long"), (1.25, "1.25 too long"))
+
+
 def length_ratio(runs: Sequence[RunSummary], folder: Path) -> Path:
-    """Histogram of per-sample ``length_ratio`` (prediction chars / gold chars) per router."""
-    fig = _figure()
+    """``length_figure`` saved as length_ratio.png."""
+    return _save(length_figure(runs), folder, "length_ratio.png")
+
+
+def length_figure(runs: Sequence[RunSummary]) -> Any:
+    """Histogram of per-sample ``length_ratio`` (prediction chars / gold chars) per router, with
+    the gate's bands labelled; routers without a valid prediction are named in a note."""
+    import numpy as np
+
+    fig = _figure(9, 4.5)
     ax = fig.add_subplot()
-    drawn = 0
-    for run in runs:
+    series, skipped = [], []
+    for label, run in zip(run_labels(runs), runs, strict=True):
         values = length_ratios(run)
         if values:
-            ax.hist(values, bins=30, alpha=0.5, label=run.name)
-            drawn += 1
-    if drawn:
-        for x in (0.9, 1.1, 1.25):
-            ax.axvline(x, color="0.5", linestyle="--", linewidth=0.8)
+            series.append((f"{label} ({len(values)} valid)", values))
+        else:
+            skipped.append(label)
+    if series:
+        every = [v for _, values in series for v in values]
+        lo = min(min(every), LENGTH_BANDS[0][0]) - 0.05
+        hi = max(max(every), LENGTH_BANDS[-1][0]) + 0.05
+        bins = np.linspace(lo, hi, 40)  # one set of bins, so the routers compare bar for bar
+        for k, (label, values) in enumerate(series):
+            color = f"C{k % 10}"
+            ax.hist(values, bins=bins, alpha=0.35, color=color, label=label)
+            ax.hist(values, bins=bins, histtype="step", color=color, linewidth=1)
+        for x, _ in LENGTH_BANDS:
+            ax.axvline(x, color="0.4", linestyle="--", linewidth=0.8)
+        top = ax.secondary_xaxis("top")
+        top.set_xticks([x for x, _ in LENGTH_BANDS], [text for _, text in LENGTH_BANDS])
+        top.tick_params(labelsize=8, colors="0.3")
+        top.set_xlabel("gate bands", fontsize=8, color="0.3")
+        ax.set_xlim(lo, hi)
         ax.set_xlabel("length ratio (prediction / gold, JSON characters)")
         ax.set_ylabel("samples")
-        ax.legend(fontsize="small")
+        ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
     else:
-        _empty(ax, "no per-sample length ratios")
-    ax.set_title("Length-ratio distribution")
-    return _save(fig, folder, "length_ratio.png")
+        _empty(ax, "no valid predictions, so no length ratios")
+    if skipped and series:
+        _note(fig, [f"Not drawn (no valid prediction): {', '.join(skipped)}."])
+    ax.set_title("Length-ratio distribution (valid predictions)")
+    return fig
 
 
-def _scatter(board: pd.DataFrame, folder: Path, column: str, xlabel: str, name: str) -> Path:
-    fig = _figure(6.5, 4.5)
+def _place_labels(ax: Any, points: list[tuple[float, float, str]]) -> None:
+    """Annotate points without overlap: routers at the same spot share one label; other labels
+    move up or down in steps until their boxes clear the ones already placed."""
+    groups: dict[tuple[float, float], list[str]] = {}
+    for x, y, label in points:
+        groups.setdefault((round(x, 9), round(y, 9)), []).append(label)
+    fig = ax.figure
+    fig.draw_without_rendering()  # settle the layout first, so the boxes measured are final
+    renderer = fig.canvas.get_renderer()
+    placed: list[Any] = []
+    for (x, y), names in sorted(groups.items()):
+        text = ", ".join(names)
+        for step in (0, 1, -1, 2, -2, 3, -3, 4, -4, 5, -5, 6, -6):
+            note = ax.annotate(
+                text,
+                (x, y),
+                textcoords="offset points",
+                xytext=(7, 4 + 12 * step),
+                fontsize=8,
+                arrowprops={"arrowstyle": "-", "color": "0.6", "lw": 0.5} if step else None,
+            )
+            note.set_in_layout(False)
+            box = note.get_window_extent(renderer)
+            if not any(box.overlaps(other) for other in placed):
+                placed.append(box)
+                break
+            note.remove()
+        else:
+            placed.append(note.get_window_extent(renderer))
+
+
+def scatter_figure(board: pd.DataFrame, column: str, xlabel: str) -> Any:
+    """Strict route-plan accuracy against ``column``, one labelled point per router."""
+    from routerlib.display import router_labels
+
+    fig = _figure(7.5, 4.8)
     ax = fig.add_subplot()
     quality = f"{PRIMARY} strict"
-    drawn = 0
+    points: list[tuple[float, float, str]] = []
+    skipped: list[str] = []
     if not board.empty and column in board and quality in board:
-        for _, row in board.iterrows():
+        for label, (_, row) in zip(router_labels(board), board.iterrows(), strict=True):
             x, y = row[column], row[quality]
+            baseline = row.get("kind") == "baseline"
+            if column == "cost_usd" and baseline and not _valid(x):
+                x = 0.0  # a baseline router is not tuned: nothing to pay
             if _valid(x) and _valid(y):
-                marker = "s" if row.get("kind") == "baseline" else "o"
-                ax.scatter([x], [y], marker=marker, s=60)
-                ax.annotate(
-                    str(row["model"]),
-                    (x, y),
-                    textcoords="offset points",
-                    xytext=(5, 5),
-                    fontsize="small",
+                ax.scatter(
+                    [x],
+                    [y],
+                    marker="s" if baseline else "o",
+                    s=60,
+                    color="0.45" if baseline else "C0",
+                    zorder=3,
                 )
-                drawn += 1
-    if drawn:
+                points.append((float(x), float(y), label))
+            else:
+                skipped.append(label)
+    if points:
+        xs = [p[0] for p in points]
+        lo, hi = min(xs), max(xs)
+        span = hi - lo
+        if span < 1e-12:  # every router at one x: a readable window around it
+            pad = max(abs(hi) * 0.5, 1.0 if column == "cost_usd" else 0.1)
+            lo, hi = lo - pad, hi + pad
+        else:
+            lo, hi = lo - 0.1 * span, hi + 0.35 * span  # room for the labels on the right
+        if column in ("cost_usd", "latency_p95_s"):
+            lo = max(lo, -0.05 * (hi - max(lo, 0.0)))
+        ax.set_xlim(lo, hi)
+        ax.set_ylim(-0.05, 1.05)
         ax.set_xlabel(xlabel)
         ax.set_ylabel(f"{PRIMARY} (strict)")
-        ax.set_ylim(-0.05, 1.05)
+        ax.scatter([], [], marker="o", color="C0", label="tuned model")
+        ax.scatter([], [], marker="s", color="0.45", label="baseline router")
+        ax.legend(fontsize="small", loc="upper left")
+        _place_labels(ax, points)
+        notes = []
+        if column == "cost_usd" and any(lab.startswith("baseline:") for *_, lab in points):
+            notes.append("Baseline routers are not tuned: drawn at $0.")
+        if skipped:
+            notes.append(f"Not drawn (no {xlabel}): {', '.join(skipped)}.")
+        _note(fig, notes)
     else:
-        _empty(ax, f"no runs with both {column} and {PRIMARY}")
+        _empty(ax, f"no runs with both {xlabel} and {PRIMARY}")
     ax.set_title(f"Quality vs {xlabel}")
-    return _save(fig, folder, name)
+    return fig
 
 
 def quality_vs_cost(board: pd.DataFrame, folder: Path) -> Path:
     """Strict route-plan accuracy against the tuning cost estimate (USD)."""
-    return _scatter(board, folder, "cost_usd", "tuning cost estimate (USD)", "quality_vs_cost.png")
+    fig = scatter_figure(board, "cost_usd", "tuning cost estimate (USD)")
+    return _save(fig, folder, "quality_vs_cost.png")
 
 
 def quality_vs_serving_cost(board: pd.DataFrame, folder: Path) -> Path:
@@ -274,36 +460,71 @@ def sweep_metric(rows: pd.DataFrame, folder: Path, metric: str = f"{PRIMARY} str
 
 def quality_vs_latency(board: pd.DataFrame, folder: Path) -> Path:
     """Strict route-plan accuracy against p95 prediction latency (s)."""
-    return _scatter(board, folder, "latency_p95_s", "latency p95 (s)", "quality_vs_latency.png")
+    fig = scatter_figure(board, "latency_p95_s", "latency p95 (s)")
+    return _save(fig, folder, "quality_vs_latency.png")
 
 
 def loss_curves(runs: Sequence[RunSummary], folder: Path) -> Path:
-    """Train (solid) and validation (dashed) loss per step of each tuned model."""
+    """``loss_figure`` saved as loss_curves.png."""
+    return _save(loss_figure(runs), folder, "loss_curves.png")
+
+
+def loss_figure(runs: Sequence[RunSummary]) -> Any:
+    """Train (solid) and validation (dashed, dots) loss per step of each tuned model, one colour
+    per model and run; a curve identical to an earlier one says so in the legend."""
+    from matplotlib.lines import Line2D
+
     fig = _figure()
     ax = fig.add_subplot()
-    drawn = 0
     models = [r for r in runs if r.kind == "model"]
-    for k, run in enumerate(models):
+    seen: dict[str, str] = {}
+    handles: list[Any] = []
+    skipped: list[str] = []
+    for k, (label, run) in enumerate(zip(run_labels(models), models, strict=True)):
         curve = run.loss_curve()
-        for key, style in (("train_loss", "-"), ("val_loss", "--")):
+        color = f"C{k % 10}"
+        drawn = False
+        lines = {}
+        for key, style, marker in (("train_loss", "-", None), ("val_loss", "--", "o")):
             points = [(p.get("step", i), p.get(key)) for i, p in enumerate(curve)]
             points = [(x, y) for x, y in points if _valid(x) and _valid(y)]
+            lines[key] = points
             if points:
                 ax.plot(
                     *zip(*points, strict=True),
-                    style,
-                    color=f"C{k % 10}",
-                    label=f"{run.name} {key.split('_')[0]}",
+                    linestyle=style,
+                    marker=marker,
+                    markersize=3,
+                    color=color,
+                    linewidth=1.6 - 0.3 * (k % 3),
                 )
-                drawn += 1
-    if drawn:
+                drawn = True
+        if not drawn:
+            skipped.append(label)
+            continue
+        fingerprint = json.dumps(lines, sort_keys=True)
+        legend = label
+        if fingerprint in seen:
+            legend = f"{label} (same curve as {seen[fingerprint]})"
+        else:
+            seen[fingerprint] = label
+        handles.append(Line2D([], [], color=color, label=legend))
+    if handles:
+        handles += [
+            Line2D([], [], color="0.3", linestyle="-", label="train"),
+            Line2D(
+                [], [], color="0.3", linestyle="--", marker="o", markersize=3, label="validation"
+            ),
+        ]
         ax.set_xlabel("step")
         ax.set_ylabel("loss")
-        ax.legend(fontsize="small")
+        ax.legend(handles=handles, fontsize="small", loc="upper right")
+        if skipped:
+            _note(fig, [f"No loss curve recorded: {', '.join(skipped)}."])
     else:
         _empty(ax, "no loss curves recorded")
     ax.set_title("Tuning loss")
-    return _save(fig, folder, "loss_curves.png")
+    return fig
 
 
 def all_plots(
@@ -317,7 +538,7 @@ def all_plots(
         board = leaderboard(runs)
     rows = routers(runs)
     return [
-        bucket_scores(board, folder),
+        bucket_scores(board, folder, routers=rows),
         route_confusion(rows, folder),
         length_ratio(rows, folder),
         quality_vs_cost(board, folder),

@@ -73,7 +73,7 @@ class RunConfig(BaseModel):
     # --- checkpoint choice (03_full_tune scores, 04_deploy_eval serves) ---
     checkpoint: str = Field("best", description="best (by select_metric) | final | epoch-<n>")
     select_metric: str = Field("route_plan_exact", description="strict metric picking 'best'")
-    select_limit: int | None = Field(None, ge=1, description="validation rows scored; None = all")
+    select_limit: int | None = Field(8, ge=1, description="validation rows scored; None = all")
 
     # --- Google Cloud (vertex backend; credentials never go here) ---
     project: str = ""

@@ -463,7 +463,6 @@ def _scan_all(
         bar = _progress_bar(progress, size, f"prepare: reading {source.name}", "B")
         on_bytes = None
         if bar is not None:
-            bar.unit_scale = True
 
             def on_bytes(position: int) -> None:
                 bar.update(position - bar.n)
@@ -502,11 +501,22 @@ def _scan_all(
 
 
 def _progress_bar(enabled: bool, total: int, desc: str, unit: str = "it") -> Any:
+    """A plain text bar on stderr (no ipywidgets needed), or None. ``disable=None`` is tqdm's own
+    rule: no bar when stderr is not a terminal, so logs and captured notebook streams never get
+    partial ``0%|  | 0/7039058`` lines; byte counts are shown scaled (kB, MB)."""
     if not enabled:
         return None
-    from tqdm import tqdm  # plain text bar: no ipywidgets needed in notebooks
+    from tqdm import tqdm
 
-    return tqdm(total=total, unit=unit, desc=desc, file=sys.stderr, leave=False)
+    return tqdm(
+        total=total,
+        unit=unit,
+        unit_scale=unit == "B",
+        desc=desc,
+        file=sys.stderr,
+        leave=False,
+        disable=None,
+    )
 
 
 # --------------------------------------------------------------------------------------------

@@ -15,8 +15,11 @@ def bucket_figure(reports: dict[str, dict[str, Any]], metric: str = "route_plan_
     import matplotlib.pyplot as plt
     import numpy as np
 
-    buckets = sorted({b for r in reports.values() for b in (r.get("strict") or r["metrics"])})
-    fig, ax = plt.subplots(figsize=(7, 3.2))
+    from routerlib.metrics import ALL_BUCKETS
+
+    found = {b for r in reports.values() for b in (r.get("strict") or r["metrics"])}
+    buckets = [b for b in ALL_BUCKETS if b in found] + sorted(found - set(ALL_BUCKETS))
+    fig, ax = plt.subplots(figsize=(9, 3.4))
     width = 0.8 / max(len(reports), 1)
     for i, (label, report) in enumerate(reports.items()):
         table = report.get("strict") or report["metrics"]
@@ -25,6 +28,16 @@ def bucket_figure(reports: dict[str, dict[str, Any]], metric: str = "route_plan_
     ax.set_xticks(np.arange(len(buckets)) + width * (len(reports) - 1) / 2, buckets)
     ax.set_ylim(0, 1.05)
     ax.set_ylabel(f"{metric} (strict)")
+    scores = [
+        v
+        for r in reports.values()
+        for b in (r.get("strict") or r["metrics"]).values()
+        if isinstance(v := b.get(metric), (int, float))
+    ]
+    title = f"{metric} by bucket (strict)"
+    if scores and not any(scores):
+        title += ": every router scores 0 in every bucket"
+    ax.set_title(title, fontsize=10)
     ax.legend(fontsize=8)
     fig.tight_layout()
     result: Figure = shown(fig)

@@ -94,7 +94,10 @@ def read_state(run_dir: Path) -> dict[str, Any]:
 
 
 def _save_state(run_dir: Path, state: dict[str, Any]) -> None:
-    write_json(run_dir / PIPELINE_FILE, state)
+    """Write pipeline.json (checked against ``runfolder.PipelineRecord`` first)."""
+    file = run_dir / PIPELINE_FILE
+    runfolder.validate(state, runfolder.PipelineRecord, str(file))
+    write_json(file, state)
 
 
 def _now() -> str:

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from routerlib import paths
+from routerlib import display, paths
 from routerlib.errors import RouterlibError
 
 #: (what it is, pattern). Kept specific so rendered numbers and base64 images do not match.
@@ -49,7 +49,16 @@ _DATA_URI = re.compile(r"data:[\w/+.\-]+;base64,[A-Za-z0-9+/=\s]+")
 
 COMPARISON_STAGE = "05"
 #: Metrics whose paired tests are shown on the index (the rest sit in a collapsed table).
-SIGNIFICANCE_HEADLINE = ("route_plan_exact", "json_valid", "route_tool_recall")
+SIGNIFICANCE_HEADLINE = (
+    "route_plan_exact",
+    "tool_sequence_exact",
+    "route_tool_recall",
+    "json_valid",
+)
+LEADERBOARD_CSV = "leaderboard.csv"
+#: Plots shown at full page width (many panels or bars).
+WIDE_PLOTS = ("bucket_scores", "route_confusion")
+SIGNIFICANCE_CSV = "significance.csv"
 
 
 class SecretFound(RouterlibError):
@@ -195,8 +204,14 @@ table{border-collapse:collapse;font-size:.85rem;margin:.5rem 0 1.5rem}
 th,td{border:1px solid #ccc;padding:.25rem .5rem;text-align:right;white-space:nowrap}
 th{background:#f3f3f3} td:first-child,th:first-child{text-align:left}
 .plots img{max-width:48%;margin:.5rem;border:1px solid #eee;vertical-align:top}
+.plots img[data-size=wide]{max-width:98%}
 .conclusion{background:#f6f9ff;border-left:4px solid #4a7bd0;padding:.5rem 1rem}
+.note{background:#fff8e6;border-left:4px solid #d09a2a;padding:.1rem 1rem;margin-top:.75rem}
 .wrap{overflow-x:auto}
+.small{font-size:.8rem;color:#555}
+.leaderboard td:nth-child(-n+3),.significance td:nth-child(-n+3),.significance-all td:nth-child(-n+3),
+.leaderboard-full td:nth-child(-n+6),table th{text-align:left}
+details summary{cursor:pointer;margin:.25rem 0}
 """
 
 
@@ -246,7 +261,11 @@ def _index_html(
     ]
     for png in plots:
         alt = png.stem.replace("_", " ")
-        parts.append(f'<img class="plot" alt="{e(alt)}" title="{e(alt)}" src="{_data_uri(png)}">')
+        size = "wide" if png.stem in WIDE_PLOTS else "half"
+        parts.append(
+            f'<img class="plot" alt="{e(alt)}" data-size="{size}" title="{e(alt)}" '
+            f'src="{_data_uri(png)}">'
+        )
     parts += [
         "</div>",
         '<h2 id="runs">Runs</h2>',
@@ -262,44 +281,20 @@ def _index_html(
     return "\n".join(parts)
 
 
-def _dashes(frame: Any) -> Any:
-    """Nullable integer columns with a dash for unknown values (``na_rep`` skips ``pd.NA``)."""
-    frame = frame.copy()
-    for column in frame.columns:
-        if str(frame[column].dtype) == "Int64":
-            frame[column] = frame[column].astype(object).where(frame[column].notna(), "–")
-    return frame
-
-
 def display_board(board: Any) -> Any:
-    """The leaderboard for reading: each strict figure with its 95% interval in one cell
-    (``0.900 [0.825, 0.975]``), numbers rounded, the run folder last."""
-    import math
-
-    shown = board.copy()
-    for column in list(shown.columns):
-        if not column.endswith(" strict") or f"{column} lo" not in shown:
-            continue
-
-        def cell(row: Any, c: str = column) -> str:
-            value, lo, hi = row[c], row[f"{c} lo"], row[f"{c} hi"]
-            if value is None or (isinstance(value, float) and math.isnan(value)):
-                return "–"
-            if isinstance(lo, float) and not math.isnan(lo):
-                return f"{value:.3f} [{lo:.3f}, {hi:.3f}]"
-            return f"{value:.3f}"
-
-        shown[column] = shown.apply(cell, axis=1)
-        shown = shown.drop(columns=[f"{column} lo", f"{column} hi"])
-    shown = _dashes(shown)
-    if "run" in shown:
-        shown = shown[[c for c in shown.columns if c != "run"] + ["run"]]
-    return shown
+    """The full leaderboard for reading (kept for callers; see ``display.full_board``)."""
+    return display.full_board(board)
 
 
-def _comparison(run_dirs: list[Path], plot_dir: Path) -> tuple[str, str, str, list[Path]]:
-    """Leaderboard HTML, significance HTML, conclusion markdown and plot PNGs for these runs."""
+def _table(frame: Any, **kwargs: Any) -> str:
+    return str(frame.to_html(index=False, border=0, **kwargs))
+
+
+def _comparison(run_dirs: list[Path], out: Path) -> tuple[str, str, str, list[Path]]:
+    """Leaderboard HTML (compact table, the full one folded, both as CSV in ``out``),
+    significance HTML, conclusion markdown and plot PNGs for these runs."""
     from routerlib import compare, compare_plots
+    from routerlib.atomic import write_text
 
     scored = [r for r in run_dirs if (r / paths.METRICS_FILE).is_file()]
     runs = compare.load_runs(scored) if scored else []
@@ -310,31 +305,56 @@ def _comparison(run_dirs: list[Path], plot_dir: Path) -> tuple[str, str, str, li
         import pandas as pd
 
         sig = pd.DataFrame(columns=compare.SIGNIFICANCE_COLUMNS)
-    text = compare.conclusion(board, sig)
-    board_html = (
-        display_board(board).to_html(
-            index=False,
-            classes="leaderboard",
-            table_id="leaderboard",
-            float_format="%.3f",
-            na_rep="–",
+    text = compare.conclusion(board, sig, with_note=False)
+    note = compare.embedded_note(board)
+    if note:
+        text += f'\n\n<div class="note">\n\n{note}\n\n</div>'
+    if board.empty:
+        board_html = (
+            '<table class="leaderboard" id="leaderboard"><tr><td>no scored runs</td></tr></table>'
         )
-        if not board.empty
-        else '<table class="leaderboard" id="leaderboard"><tr><td>no scored runs</td></tr></table>'
-    )
+    else:
+        out.mkdir(parents=True, exist_ok=True)
+        write_text(out / LEADERBOARD_CSV, board.to_csv(index=False))
+        full = display.full_board(board)
+        board_html = (
+            _table(display.headline_board(board), classes="leaderboard", table_id="leaderboard")
+            + f'<p class="small">Strict figures (an invalid prediction counts as a miss) with 95% '
+            f'intervals. Every column, unrounded: <a class="csv-link" href="{LEADERBOARD_CSV}">'
+            f"{LEADERBOARD_CSV}</a>.</p>"
+            + f"<details><summary>Full leaderboard ({len(full.columns)} columns)</summary>"
+            + '<div class="wrap">'
+            + _table(full, classes="leaderboard-full")
+            + "</div></details>"
+        )
     if sig.empty:
         sig_html = "<p>No paired per-sample records to test.</p>"
     else:
         # The headline tests up front; every metric one click away.
-        sig = _dashes(sig)
-        main = sig[sig["metric"].isin(SIGNIFICANCE_HEADLINE)]
+        write_text(out / SIGNIFICANCE_CSV, sig.to_csv(index=False))
+        main = display.significance_view(sig, SIGNIFICANCE_HEADLINE)
         sig_html = (
-            main.to_html(index=False, classes="significance", float_format="%.4f", na_rep="–")
+            '<p class="small">McNemar on yes/no metrics, paired bootstrap on rates; strict '
+            "values; Δ is router minus the router it is tested against.</p>"
+            + _table(main, classes="significance")
             + f"<details><summary>All {len(sig)} paired tests</summary>"
-            + sig.to_html(index=False, classes="significance-all", float_format="%.4f", na_rep="–")
-            + "</details>"
+            + '<div class="wrap">'
+            + _table(display.significance_view(sig), classes="significance-all")
+            + f'</div><p class="small">As CSV: <a class="csv-link" href="{SIGNIFICANCE_CSV}">'
+            + f"{SIGNIFICANCE_CSV}</a>.</p></details>"
         )
-    plots = compare_plots.all_plots(runs, plot_dir, board)
+    plots = compare_plots.all_plots(runs, out / "plots", board)
+    root = f"{paths.outputs_root()}/"
+    problems = [
+        line.replace(root, "") for run in runs for r in (run, *run.baselines) for line in r.problems
+    ]
+    if problems:  # files that could not be read leave gaps: say which
+        shown = "".join(f"<li><code>{html.escape(line)}</code></li>" for line in problems[:20])
+        more = f"<li>… and {len(problems) - 20} more</li>" if len(problems) > 20 else ""
+        board_html += (
+            f'<details class="problems"><summary>{len(problems)} problem(s) reading the run '
+            f"folders (their numbers are missing above)</summary><ul>{shown}{more}</ul></details>"
+        )
     return board_html, sig_html, text, plots
 
 
@@ -391,7 +411,7 @@ def render_report(
                 if nb.name.startswith(COMPARISON_STAGE):
                     comparison_links.append((f"{run.name} / {nb.stem}", href))
             run_links.append((run.name, _run_status(run), links))
-        board_html, sig_html, text, plots = _comparison(run_dirs, staging / "plots")
+        board_html, sig_html, text, plots = _comparison(run_dirs, staging)
         index = staging / "index.html"
         index.write_text(
             _index_html(run_links, comparison_links, board_html, sig_html, text, plots),

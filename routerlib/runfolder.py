@@ -7,7 +7,7 @@ Layout of ``<outputs>/<name>-<time>/`` (names relative to the run folder)::
     pipeline.json                      PipelineRecord: the batch runner's state (pipeline)
     run.log, notebooks/                the batch runner's log and executed notebooks
     data/ (data/smoke/)                synthetic_rows.jsonl, train/validation/test.jsonl, prepare.json
-    tuning/full/ (tuning/smoke/)       job.json (JobRecord = tuning.base.Job), loss_curve.json,
+    tuning/full/ (tuning/smoke/)       job.json (tuning.base.Job), loss_curve.json (LossPoint),
                                        the local backend's own files and checkpoints
     eval/report.json                   ReportRecord (metrics.write_report)
     eval/samples.jsonl                 one SampleRecord per test row (metrics.write_report)
@@ -54,6 +54,9 @@ SPLITS: tuple[str, ...] = ("train", "validation", "test")
 SMOKE_TUNING_DIR = "tuning/smoke"
 FULL_TUNING_DIR = "tuning/full"
 JOB_FILE = "job.json"
+#: The local backend's own Job record in its output folder (tuning/full for a local run), apart
+#: from the run's job.json so that each file has one writer.
+LOCAL_JOB_FILE = "local_job.json"
 LOSS_CURVE_FILE = "loss_curve.json"
 EVAL_DIR = "eval"
 REPORT_FILE = "eval/report.json"
@@ -67,6 +70,11 @@ LEADERBOARD_FILE = "leaderboard.csv"
 SIGNIFICANCE_FILE = "significance.csv"
 COMPARISON_FILE = "comparison.json"
 PLOTS_DIR = "plots"
+#: Files of issue 13's checkpoint choice and sweeps (their records live in checkpoints.py and
+#: sweep.py): named here so the layout has one list.
+CHECKPOINTS_FILE = "checkpoints.json"
+SWEEP_FILE = "sweep.json"
+THROUGHPUT_FILE = "eval/throughput.json"
 
 
 def data_dir(smoke: bool = False) -> str:
@@ -164,6 +172,18 @@ class PipelineRecord(Record):
     status: Literal["running", "failed", "interrupted", "finished"]
     created: str | None = None
     finished: str | None = None
+
+
+# --- loss_curve.json
+
+
+class LossPoint(OpenRecord):
+    """One point of a tuning loss curve (``loss_curve.json`` is a list of them)."""
+
+    epoch: float | None = None
+    step: int
+    train_loss: float | None = None
+    val_loss: float | None = None
 
 
 # --- metrics.json
@@ -329,6 +349,7 @@ class SampleRecord(Record):
     gold_first_tool: str | None
     pred_first_tool: str | None
     raw: str | None = None
+    thinking: str | None = None  # a <think> block dropped before extraction (Qwen 3)
 
 
 class PredictionRecord(Record):
@@ -338,13 +359,15 @@ class PredictionRecord(Record):
     read by the scorer in every shape the original evaluator accepts."""
 
     index: int | None = None
-    completion: str
+    completion: str | None  # None: a batch row that got no answer (``batch_error`` says why)
     raw: str | None = None
     extraction: str | None = None
     latency_s: float | None = None
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
     tokens_estimated: bool | None = None
+    thinking: str | None = None
+    batch_error: str | None = None
 
 
 # --- comparison run
@@ -491,6 +514,22 @@ def write_samples(path: str | os.PathLike[str], lines: list[dict[str, Any]]) -> 
 def read_samples(path: str | os.PathLike[str]) -> list[SampleRecord]:
     """The per-sample records of a samples.jsonl."""
     return read_jsonl(path, SampleRecord)
+
+
+def read_loss_curve(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
+    """A tuning folder's loss_curve.json: its points, each checked against LossPoint."""
+    file = Path(path)
+    try:
+        data = json.loads(file.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise RunFolderError(f"{file}: missing") from None
+    except (OSError, ValueError) as exc:
+        raise RunFolderError(f"{file}: unreadable ({exc})") from None
+    if not isinstance(data, list):
+        raise RunFolderError(f"{file}: (file): not a list of loss points")
+    for n, point in enumerate(data):
+        validate(point, LossPoint, f"{file}: [{n}]")
+    return data
 
 
 def read_metrics(run_dir: str | os.PathLike[str]) -> MetricsRecord:

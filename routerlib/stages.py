@@ -50,10 +50,13 @@ class Run:
 
     def _repr_markdown_(self) -> str:
         cfg = self.config
-        mode = cfg.tuning_mode + (f" r={cfg.adapter_size}" if cfg.adapter_size else "")
+        full = cfg.tuning_mode + (f" r={cfg.adapter_size}" if cfg.adapter_size else "")
+        smoke = f"PEFT_ADAPTER r={cfg.adapter_size or 16}"
         return (
-            f"**Run** `{self.path.name}` · params `{self.params_file}` · backend `{cfg.backend}` · "
-            f"base model `{cfg.base_model}` · {mode} · {cfg.epochs} epoch(s)"
+            f"**Run** `{self.path.name}` · params `{Path(self.params_file).name}` · backend "
+            f"`{cfg.backend}` · base model `{cfg.base_model}`  \n"
+            f"smoke tune (02): {smoke}, {cfg.smoke_epochs} epoch(s) on the first "
+            f"{cfg.smoke_limit} rows · full tune (03): {full}, {cfg.epochs} epoch(s)"
         )
 
 
@@ -164,6 +167,19 @@ def dataset_uris(run: Run, smoke: bool = False) -> dict[str, str]:
     }
 
 
+def split_files(run: Run, smoke: bool = False) -> Any:
+    """Where each split is, as a table: the gs:// URI when uploaded, else the path in the run."""
+    rows = {}
+    for name, uri in dataset_uris(run, smoke).items():
+        local = Path(uri)
+        rows[name] = (
+            uri
+            if uri.startswith("gs://") or not local.is_relative_to(run.path)
+            else str(local.relative_to(run.path))
+        )
+    return fields(rows)
+
+
 # ---------------------------------------------------------------- 02/03 tune
 
 
@@ -236,25 +252,57 @@ def tuned_job(run: Run, smoke: bool = False) -> Job:
 
 
 def job_table(job: Job) -> pd.DataFrame:
-    """One-row pandas table of a job: state, mode, adapter, epochs, stats, time, cost."""
-    import pandas as pd
+    """A job as a two-column table: state, mode, adapter, epochs, data statistics, time, cost and
+    where the checkpoint is (numbers rounded; the job.json keeps them whole)."""
+    from routerlib import display
 
     stats = job.tuning_data_stats or {}
-    row = {
-        "job": job.name,
-        "state": job.state,
-        "base_model": job.spec.base_model,
-        "tuning_mode": job.spec.tuning_mode,
-        "adapter_size": job.spec.adapter_size,
-        "epochs": job.spec.epochs,
-        "examples": stats.get("tuning_dataset_example_count"),
-        "billable_tokens": stats.get("total_billable_token_count"),
-        "steps": stats.get("tuning_step_count"),
-        "train_seconds": job.train_seconds,
-        "cost_estimate_usd": job.cost_estimate_usd,
-        "checkpoint": job.checkpoint_uri,
-    }
-    return pd.DataFrame([row]).set_index("job")
+    cost = job.cost_estimate_usd
+    seconds = job.train_seconds
+    return display.fields(
+        {
+            "job": job.name,
+            "state": job.state,
+            "base model": job.spec.base_model,
+            "tuning mode": job.spec.tuning_mode,
+            "adapter size": job.spec.adapter_size,
+            "epochs": job.spec.epochs,
+            "examples": stats.get("tuning_dataset_example_count"),
+            "billable tokens": stats.get("total_billable_token_count"),
+            "steps": stats.get("tuning_step_count"),
+            "train time": None if seconds is None else f"{seconds:,.0f} s",
+            "cost estimate": None if cost is None else f"${cost:,.2f}",
+            "checkpoint": _short_path(job.checkpoint_uri),
+        }
+    )
+
+
+def _short_path(uri: str | None) -> str | None:
+    """A checkpoint location for reading: gs:// URIs whole, local paths from the run folder on."""
+    if not uri or uri.startswith("gs://"):
+        return uri
+    parts = Path(uri).parts
+    for anchor in ("tuning",):
+        if anchor in parts:
+            return str(Path(*parts[parts.index(anchor) :]))
+    return Path(uri).name
+
+
+def spec_table(spec: TuningSpec) -> Any:
+    """The tuning spec as a two-column table (field names as the Vertex SDK spells them)."""
+    from routerlib import display
+
+    fields = spec.model_dump()
+    for key in ("training_dataset_uri", "validation_dataset_uri", "output_uri"):
+        fields[key] = _short_path(fields.get(key)) if fields.get(key) else None
+    return display.fields(fields)
+
+
+def fields(mapping: dict[str, Any]) -> Any:
+    """Any flat or nested dict (counts, statistics, URIs) as a two-column table."""
+    from routerlib import display
+
+    return display.fields(mapping)
 
 
 def _checkpoint_scorer(run: Run) -> Any:
@@ -485,66 +533,147 @@ def run_cost(run: Run, job: Job, report: dict[str, Any]) -> dict[str, Any]:
     return asdict(cost)
 
 
+#: Columns of the per-notebook headline table: (metric, label); strict values with intervals.
+HEADLINE_VIEW = (
+    ("json_valid", "JSON valid"),
+    ("route_plan_exact", "plan exact"),
+    ("tool_sequence_exact", "tool sequence exact"),
+    ("route_tool_recall", "tool recall"),
+    ("route_tool_precision", "tool precision"),
+)
+
+
 def headline_table(reports: dict[str, Report]) -> pd.DataFrame:
-    """Overall original and strict figures of several reports, side by side."""
+    """Routers side by side: gate, the headline metrics (strict, with their 95% intervals) and the
+    median length ratio of valid predictions; text rounded for reading."""
     import pandas as pd
+
+    from routerlib import display
 
     rows = {}
     for label, report in reports.items():
-        overall = report["metrics"].get("overall", {})
         strict = (report.get("strict") or {}).get("overall", {})
-        row = {m: overall.get(m) for m in HEADLINE}
-        row.update(
-            {f"strict:{m}": strict.get(m) for m in ("route_plan_exact", "route_tool_recall")}
-        )
-        row["gate_pass"] = (report.get("threshold_results") or {}).get("overall_pass")
+        intervals = (report.get("intervals") or {}).get("overall", {})
+        passed = (report.get("threshold_results") or {}).get("overall_pass")
+        row: dict[str, Any] = {
+            "gate": display.MISSING if passed is None else "pass" if passed else "fail"
+        }
+        for metric, name in HEADLINE_VIEW:
+            lo, hi = (intervals.get(metric) or [None, None])[:2]
+            row[name] = display.with_interval(
+                {
+                    f"{metric} strict": strict.get(metric),
+                    f"{metric} strict lo": lo,
+                    f"{metric} strict hi": hi,
+                },
+                metric,
+            )
+        ratio = report["metrics"].get("overall", {}).get("length_ratio")
+        row["length ratio"] = display.fmt(ratio, 2)
         rows[label] = row
     return pd.DataFrame(rows).T
 
 
 def gate_table(report: Report) -> pd.DataFrame:
-    """Every check of the report's gate, passed or failed, one row each: bucket, metric, value,
-    threshold, kind (min/max) and passed. Empty when the report was not gated."""
+    """Every check of the report's gate, one row each (indexed by bucket): metric, value, the rule
+    (``≥ 0.98`` / ``≤ 0.30``) and ``passed``; a bucket the test split has no rows of is one line
+    that says so. Empty when the report was not gated."""
     import pandas as pd
 
+    from routerlib import display
+
+    columns = ["bucket", "metric", "value", "rule", "passed"]
     results = report.get("threshold_results")
     if not results:
-        return pd.DataFrame()
+        return pd.DataFrame(columns=columns).set_index("bucket")
     gate = runfolder.validate(results, runfolder.GateResults, "threshold_results")
-    rows = [
-        {"bucket": bucket, "metric": metric, **check.model_dump()}
-        for bucket, checks in gate.checks().items()
-        for metric, check in checks.items()
-    ]
-    return pd.DataFrame(rows)
+    rows = []
+    for bucket, checks in gate.checks().items():
+        if checks and all(c.value is None for c in checks.values()):
+            rows.append(  # one line for a bucket the test split has no rows of
+                {
+                    "bucket": bucket,
+                    "metric": f"all {len(checks)} checks",
+                    "value": "no test rows",
+                    "rule": display.MISSING,
+                    "passed": all(c.passed for c in checks.values()),
+                }
+            )
+            continue
+        for metric, check in checks.items():
+            sign = "≤" if check.kind == "max" else "≥"
+            rows.append(
+                {
+                    "bucket": bucket,
+                    "metric": metric,
+                    "value": "no test rows" if check.value is None else display.fmt(check.value),
+                    "rule": f"{sign} {display.fmt(check.threshold, 2)}",
+                    "passed": check.passed,
+                }
+            )
+    return pd.DataFrame(rows, columns=columns).set_index("bucket")
 
 
-def worst_errors(run: Run, n: int = 10) -> pd.DataFrame:
-    """The n test rows the tuned model got most wrong (invalid first, then fewest metrics met)."""
+#: Per-sample yes/no checks counted in ``worst_errors``.
+ERROR_CHECKS = (
+    "route_plan_exact",
+    "route_first_tool_match",
+    "metrics_keys_match",
+    "todo_covers_all_tools",
+    "handoff_tools_covered",
+)
+
+
+def _problem(record: runfolder.SampleRecord) -> str:
+    """What went wrong with one prediction, without character positions (so alike failures
+    group together)."""
+    import re
+
+    if not record.valid:
+        reason = record.reason or "invalid"
+        return re.sub(r":? ?(line \d+ column \d+ )?\(char \d+\)", "", reason).strip()
+    missed = [m for m in ERROR_CHECKS if not record.metrics.get(m)]
+    return "missed " + ", ".join(missed) if missed else "all checks met"
+
+
+def worst_errors(run: Run, n: int = 10) -> Any:
+    """The tuned model's worst failures, alike ones grouped: each row is one kind of problem with
+    how many test rows have it, which ones, the checks met and how the first one's output starts
+    (shown whole; the table is in ``.frame``)."""
     import pandas as pd
 
+    from routerlib import display
+
     records = runfolder.read_samples(runfolder.samples_path(run.sub(runfolder.REPORT_FILE)))
-    binary = (
-        "route_plan_exact",
-        "route_first_tool_match",
-        "metrics_keys_match",
-        "todo_covers_all_tools",
-        "handoff_tools_covered",
-    )
-    rows = []
+    groups: dict[tuple[str, int], list[int]] = {}
+    starts: dict[tuple[str, int], str] = {}
     for rec in records:
-        met = sum(bool(rec.metrics.get(m)) for m in binary) if rec.valid else -1
+        met = sum(bool(rec.metrics.get(m)) for m in ERROR_CHECKS) if rec.valid else -1
+        key = (_problem(rec), met)
+        groups.setdefault(key, []).append(rec.index)
+        starts.setdefault(key, " ".join((rec.raw or "").split())[:60])
+    rows = []
+    for (problem, met), indices in groups.items():
+        if met == len(ERROR_CHECKS):
+            continue  # nothing wrong to show
+        shown = ", ".join(str(i) for i in indices[:6]) + (
+            f" … (+{len(indices) - 6})" if len(indices) > 6 else ""
+        )
         rows.append(
             {
-                "index": rec.index,
-                "valid": rec.valid,
-                "metrics_met": met,
-                "length_ratio": rec.metrics.get("length_ratio"),
-                "output_start": (rec.raw or "")[:120],
+                "problem": problem,
+                "rows": len(indices),
+                "test rows": shown,
+                "checks met": "invalid" if met < 0 else f"{met}/{len(ERROR_CHECKS)}",
+                "first output starts": starts[(problem, met)] or "(empty)",
+                "_met": met,
             }
         )
     frame = pd.DataFrame(rows)
-    return frame.sort_values(["metrics_met", "index"]).head(n).set_index("index")
+    if not frame.empty:
+        frame = frame.sort_values(["_met", "rows"], ascending=[True, False], kind="stable")
+        frame = frame.drop(columns="_met").head(n).reset_index(drop=True)
+    return display.whole(frame)
 
 
 #: What metrics.json copies from the RunConfig and from the Job.
@@ -613,8 +742,10 @@ def write_metrics(run: Run, job: Job, report: Report, baseline_reports: dict[str
 
 def comparison_table(report: Report, bucket: str = "overall") -> pd.DataFrame:
     """Strict per-metric deltas against the previous router, with the paired test's p-value and
-    the number of test rows fixed and broken, one row per metric."""
+    the number of test rows fixed and broken, one row per metric (rounded for reading)."""
     import pandas as pd
+
+    from routerlib import display
 
     comparison = report.get("comparison") or {}
     deltas = (comparison.get("strict") or {}).get(bucket, {})
@@ -623,14 +754,15 @@ def comparison_table(report: Report, bucket: str = "overall") -> pd.DataFrame:
     rows = []
     for metric, values in deltas.items():
         test = tests.get(metric, {})
+        delta = values.get("delta")
         rows.append(
             {
                 "metric": metric,
-                "previous": values.get("previous"),
-                "tuned": values.get("new"),
-                "delta": values.get("delta"),
-                "test": test.get("test"),
-                "p_value": test.get("p_value"),
+                "previous": display.fmt(values.get("previous")),
+                "tuned": display.fmt(values.get("new")),
+                "delta": display.MISSING if display.missing(delta) else f"{delta:+.3f}",
+                "test": display.fmt(test.get("test")),
+                "p_value": display.fmt(test.get("p_value"), 4),
                 "fixed": len(changes.get(metric, {}).get("fixed", [])),
                 "broken": len(changes.get(metric, {}).get("broken", [])),
             }
@@ -641,15 +773,21 @@ def comparison_table(report: Report, bucket: str = "overall") -> pd.DataFrame:
 # ---------------------------------------------------------------- 05 compare
 
 
+#: The stages the comparison runs when it has nothing to compare (the smoke tune adds nothing).
+BUILD_STAGES = ("01", "03", "04")
+
+
 def runs_to_compare(run: Run, runs: list[str]) -> list[RunSummary]:
     """The given run folders, else every finished run under the outputs root; when there is none,
-    the pipeline makes one from this notebook's params (stages 01–04) so the comparison always
-    has a model to show."""
+    the pipeline makes one from this notebook's params (stages 01, 03, 04) so the comparison
+    always has a model to show."""
     from routerlib import compare, pipeline
 
     found = [r for r in compare.load_runs(runs or None) if Path(r.path) != run.path]
     if not found and not runs:
-        (result,) = pipeline.run_pipeline([run.params_file], name=run.config.name)
+        (result,) = pipeline.run_pipeline(
+            [run.params_file], stages=BUILD_STAGES, name=run.config.name
+        )
         if not result.ok:
             raise InputError(f"building a run to compare failed: {result.message}")
         found = [r for r in compare.load_runs(None) if Path(r.path) != run.path]
@@ -675,6 +813,16 @@ def image(path: Path) -> Image:
     from IPython.display import Image
 
     return Image(filename=str(path))
+
+
+def saved(path: Path) -> Any:
+    """A one-line Markdown note of a file written into the run folder (its name, not its path)."""
+    from IPython.display import Markdown
+
+    return Markdown(f"Saved `{path.name}` in `{path.parent.name}/`.")
+
+
+COMPARISON_FILES = ("leaderboard.csv", "significance.csv", "comparison.json")
 
 
 def write_comparison(run: Run, board: pd.DataFrame, significance: pd.DataFrame) -> Path:

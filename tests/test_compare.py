@@ -113,7 +113,9 @@ def test_conclusion_when_no_model_passes(runs: list[compare.RunSummary]) -> None
     text = compare.conclusion(board, compare.significance_table(weak_only))
     assert "No tuned model passes the gate" in text
     assert "**weak**" in text and "overall.route_plan_exact" in text
-    assert "keep `baseline:majority` (0.600)" in text  # the template beats weak (0.500)
+    # The template beats weak (0.600 vs 0.500): kept, with the numbers that decided it.
+    assert "Keep the previous router `baseline:majority` (route_plan_exact 0.600)" in text
+    assert "`baseline:majority` ranks above `weak` on route_plan_exact (0.600 vs 0.500)" in text
     assert compare.conclusion(compare.leaderboard([]), None).startswith("**No runs")
 
 

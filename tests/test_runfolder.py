@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from routerlib import compare, metrics, runfolder, stages
+from routerlib import compare, display, metrics, runfolder, stages
 from routerlib.config import RunConfig, load_config
 from routerlib.runfolder import RunFolderError
 from tests.support.compare_runs import gold_rows, make_run, predictions
@@ -125,10 +125,12 @@ def test_notebooks_04_and_05_show_the_same_p_values(good_run: Path) -> None:
     sig = compare.significance_table([compare.load_run(good_run)])
     in_05 = sig[sig["reference"] == "baseline:majority"].set_index("metric")
     assert len(in_05) == len(compare.SIGNIFICANCE_METRICS)
+    # notebook 04 shows its table rounded for reading (routerlib.display); the numbers behind
+    # both tables are the same paired test's
     for metric, row in in_05.iterrows():
         assert in_04.loc[metric, "test"] == row["test"], metric
-        assert in_04.loc[metric, "p_value"] == pytest.approx(row["p_value"], abs=0), metric
-        assert in_04.loc[metric, "delta"] == pytest.approx(row["delta"]), metric
+        assert in_04.loc[metric, "p_value"] == display.fmt(row["p_value"], 4), metric
+        assert in_04.loc[metric, "delta"] == f"{row['delta']:+.3f}", metric
     assert in_05.loc["route_plan_exact", "p_value"] < 0.05
 
 
@@ -196,3 +198,17 @@ def test_write_metrics_is_what_the_comparison_reads(tmp_path: Path, good_run: Pa
     row = compare.leaderboard([compare.load_run(run.path)]).iloc[0]
     assert row["route_plan_exact strict"] == pytest.approx(36 / 40)
     assert row["train_seconds"] == 12.5 and row["epochs"] == 2
+
+
+def test_loss_curve_file_is_read_through_its_record(tmp_path: Path) -> None:
+    folder = tmp_path / runfolder.FULL_TUNING_DIR
+    folder.mkdir(parents=True)
+    curve = folder / runfolder.LOSS_CURVE_FILE
+    curve.write_text(json.dumps([{"epoch": 0.5, "step": 3, "train_loss": 2.0, "val_loss": None}]))
+    (tmp_path / "metrics.json").write_text(json.dumps({"run": {"name": "curve"}}))
+    assert [p["step"] for p in compare.load_run(tmp_path).loss_curve()] == [3]
+    curve.write_text(json.dumps([{"epoch": 1, "step": "late", "train_loss": 2.0}]))
+    with pytest.raises(RunFolderError, match=r"loss_curve.json: \[0\]: step:"):
+        runfolder.read_loss_curve(curve)
+    run = compare.load_run(tmp_path)
+    assert run.loss_curve() == [] and any("[0]: step:" in p for p in run.problems)

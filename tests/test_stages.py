@@ -43,3 +43,38 @@ def test_vertex_run_tunes_from_the_uploaded_splits(gcs_emulator, tmp_path) -> No
     assert smoke.training_dataset_uri == "gs://router-data/week2/smoke/train.jsonl"
     assert smoke.tuning_mode == "PEFT_ADAPTER" and smoke.epochs == 1
     assert smoke.output_uri.endswith("/tuning/smoke")
+
+
+def test_comparison_with_nothing_to_compare_runs_the_pipeline(tmp_path, monkeypatch) -> None:
+    """Notebook 05 alone makes its run through the one pipeline (stages 01, 03, 04; the smoke
+    tune is skipped), in toy notebooks here: 02 would fail, 04 writes the run's metrics.json."""
+    import nbformat
+
+    from routerlib import runfolder
+    from tests.support.toy_project import _notebook, make_project
+
+    root = make_project(tmp_path / "project")
+    nbformat.write(
+        _notebook("raise ValueError('the smoke stage must not run')", title="02 smoke"),
+        root / "notebooks" / "02_check.ipynb",
+    )
+    nbformat.write(_notebook("print('tune')", title="03 tune"), root / "notebooks" / "03_t.ipynb")
+    nbformat.write(
+        _notebook(
+            "import json\n(run / 'metrics.json').write_text(json.dumps({'run': {'name': "
+            "cfg['name'], 'epochs': cfg['epochs']}}))",
+            title="04 evaluate",
+        ),
+        root / "notebooks" / "04_e.ipynb",
+    )
+    outputs = tmp_path / "outputs"
+    monkeypatch.setenv("ROUTERLIB_ROOT", str(root))
+    monkeypatch.setenv("ROUTERLIB_OUTPUTS", str(outputs))
+    comparison = stages.open_run(str(root / "params" / "ok.yaml"))
+    found = stages.runs_to_compare(comparison, [])
+    assert [r.name for r in found] == ["ok"]
+    built = found[0].path
+    assert built != comparison.path and built.name.startswith("ok-")
+    state = runfolder.read_json(built / "pipeline.json", runfolder.PipelineRecord)
+    assert [s.stage for s in state.stages] == ["01", "03", "04"] and state.status == "finished"
+    assert (built / "stage01.txt").is_file()

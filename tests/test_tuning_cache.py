@@ -141,7 +141,7 @@ def test_cache_off_and_a_torn_entry_train(splits, tmp_path, monkeypatch):
     spec = _spec(train, val, tmp_path / "b")
     key = cache.cache_key(cache.key_inputs(spec, _backend([])._options()))
     (folder / key).mkdir(parents=True)
-    (folder / key / "job.json").write_text("{}")  # no checkpoint: not an entry
+    (folder / key / cache.ENTRY_ITEMS[0]).write_text("{}")  # no checkpoint: not an entry
     assert cache.lookup(key) is None
     trained.clear()
     _backend(trained).submit(spec)

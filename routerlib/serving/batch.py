@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from routerlib.atomic import atomic_writer, write_json
+from routerlib.atomic import write_json
 from routerlib.errors import InputError, RemoteError
 from routerlib.paths import outputs_root
 
@@ -417,21 +417,24 @@ def batch_predict(
             record["output_dir"] = outcome.output_dir
             _save(record)
 
-    out = Path(pred_path)
-    with atomic_writer(out) as handle:
-        for index in range(len(prompts)):
-            if index in records:
-                line = ev.prediction_record(index, records[index])
-            else:
-                message = outcome.failed_rows.get(index) or known_failed.get(index, "not predicted")
-                line = {
-                    "index": index,
-                    "completion": None,
-                    "raw": None,
-                    "extraction": f"batch error: {message}",
-                    "batch_error": message,
-                }
-            handle.write(json.dumps(line, ensure_ascii=False) + "\n")
+    from routerlib.runfolder import PredictionRecord, write_predictions
+
+    predictions: list[PredictionRecord] = []
+    for index in range(len(prompts)):
+        if index in records:
+            predictions.append(PredictionRecord(**ev.prediction_record(index, records[index])))
+        else:
+            message = outcome.failed_rows.get(index) or known_failed.get(index, "not predicted")
+            predictions.append(
+                PredictionRecord(
+                    index=index,
+                    completion=None,
+                    raw=None,
+                    extraction=f"batch error: {message}",
+                    batch_error=message,
+                )
+            )
+    out = write_predictions(pred_path, predictions)
     return out, outcome
 
 

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from routerlib import paths
+from routerlib.runfolder import LOCAL_JOB_FILE, LOSS_CURVE_FILE
 from routerlib.tuning.base import TuningSpec
 
 ENV = "ROUTERLIB_TUNING_CACHE"
@@ -34,7 +35,7 @@ OFF_VALUES = frozenset({"off", "0", "no", "false"})
 #: Written into each entry: the key's inputs (for a reader wondering why two runs share it).
 KEY_FILE = "cache_key.json"
 #: What an entry holds, relative to a tuning output folder.
-ENTRY_ITEMS = ("job.json", "loss_curve.json", "postprocess")
+ENTRY_ITEMS = (LOCAL_JOB_FILE, LOSS_CURVE_FILE, "postprocess")
 #: Spec fields that say where a tuning writes or how it is labelled, not what it learns.
 NOT_IN_KEY = frozenset(
     {
@@ -139,7 +140,7 @@ def lookup(key: str) -> Path | None:
         return None
     entry = root / key
     final = entry / paths.FINAL_CHECKPOINT
-    if (entry / "job.json").is_file() and final.is_dir() and any(final.iterdir()):
+    if (entry / LOCAL_JOB_FILE).is_file() and final.is_dir() and any(final.iterdir()):
         return entry
     return None
 
@@ -177,7 +178,7 @@ def restore(entry: Path, out: Path) -> dict[str, Any]:
     atomically) and return the job record the entry was made from."""
     for item in ENTRY_ITEMS:
         src = entry / item
-        if item == "job.json" or not src.exists():
+        if item == LOCAL_JOB_FILE or not src.exists():
             continue
         dest = out / item
         tmp = out / f".{item}.from-cache.tmp"
@@ -189,4 +190,4 @@ def restore(entry: Path, out: Path) -> dict[str, Any]:
         if dest.is_dir():
             shutil.rmtree(dest)
         os.replace(tmp, dest)
-    return dict(json.loads((entry / "job.json").read_text(encoding="utf-8")))
+    return dict(json.loads((entry / LOCAL_JOB_FILE).read_text(encoding="utf-8")))

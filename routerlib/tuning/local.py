@@ -44,7 +44,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from routerlib import paths
+from routerlib import paths, runfolder
 from routerlib.atomic import write_json
 from routerlib.errors import InputError
 from routerlib.models import EMBEDDED_MODEL
@@ -60,9 +60,9 @@ from routerlib.tuning.base import (
 )
 
 CHECKPOINTS_DIR = "postprocess/node-0/checkpoints"
-JOB_FILE = "local_job.json"
+JOB_FILE = runfolder.LOCAL_JOB_FILE
 RUN_FILE = "local_run.json"
-LOSS_CURVE_FILE = "loss_curve.json"
+LOSS_CURVE_FILE = runfolder.LOSS_CURVE_FILE
 CANCEL_FILE = "CANCEL"
 #: Written into every checkpoint folder: what kind it is and which base model it sits on.
 CHECKPOINT_MARKER = "routerlib_checkpoint.json"

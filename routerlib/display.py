@@ -1,0 +1,259 @@
+"""Results as a reader meets them in notebooks and the report: router labels that say which run,
+the compact headline table, rounded numbers, one marker for a missing value, short Markdown and
+two-column tables instead of dicts, lists and paths. Full precision stays in the files.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+#: The one marker for a value that is not known (NaN, None, pd.NA all show as this).
+MISSING = "–"
+#: Short column names of the deciding metrics in the headline table.
+SHORT_NAMES = {
+    "route_plan_exact": "plan exact",
+    "tool_sequence_exact": "tool sequence exact",
+    "route_tool_recall": "tool recall",
+    "json_valid": "JSON valid",
+}
+#: Metrics whose paired tests are shown up front (the rest one click or one CSV away).
+HEADLINE_TESTS = ("route_plan_exact", "tool_sequence_exact", "route_tool_recall", "json_valid")
+#: The headline table never has more columns than this (router, run, gate, four metrics, cost,
+#: latency).
+HEADLINE_MAX_COLUMNS = 9
+
+
+def missing(value: Any) -> bool:
+    """True for None, NaN and pandas' NA."""
+    if value is None:
+        return True
+    try:
+        return bool(pd.isna(value))
+    except (TypeError, ValueError):
+        return False
+
+
+def fmt(value: Any, digits: int = 3) -> str:
+    """A number rounded for reading, a bool as yes/no, a path as its name, MISSING when unknown."""
+    if missing(value):
+        return MISSING
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, Path):
+        return value.name
+    if isinstance(value, int):
+        return f"{value:,}"
+    if isinstance(value, float):
+        if value.is_integer() and abs(value) >= 1000:
+            return f"{int(value):,}"
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def readable(frame: pd.DataFrame, digits: int = 3) -> pd.DataFrame:
+    """Every cell as display text: rounded numbers, yes/no, one missing-value marker."""
+    out = frame.copy().astype(object)
+    for column in out.columns:
+        out[column] = [fmt(v, digits) for v in frame[column]]
+    return out
+
+
+def run_suffix(model: str, run: str) -> str:
+    """What tells two runs of one model apart: the run folder without the model's name."""
+    return run[len(model) + 1 :] if run.startswith(f"{model}-") else run
+
+
+def router_label(row: Mapping[str, Any], board: pd.DataFrame) -> str:
+    """The router's name, with its run when another leaderboard row has the same name."""
+    name = str(row.get("model"))
+    if board is not None and "model" in board and (board["model"] == name).sum() > 1:
+        return f"{name} · {run_suffix(name, str(row.get('run')))}"
+    return name
+
+
+def router_labels(board: pd.DataFrame) -> list[str]:
+    """``router_label`` of every leaderboard row, in order."""
+    return [router_label(row, board) for _, row in board.iterrows()]
+
+
+def with_interval(row: Mapping[str, Any], metric: str) -> str:
+    """``0.900 [0.825, 0.975]``: the strict value and its 95% interval (value alone without one)."""
+    value = row.get(f"{metric} strict", row.get(metric))
+    if missing(value):
+        return MISSING
+    lo, hi = row.get(f"{metric} strict lo"), row.get(f"{metric} strict hi")
+    if missing(lo) or missing(hi):
+        return f"{value:.3f}"
+    return f"{value:.3f} [{lo:.2f}, {hi:.2f}]"
+
+
+def headline_board(board: pd.DataFrame) -> pd.DataFrame:
+    """The compact leaderboard: router, run, gate, the deciding metrics (strict, with intervals),
+    tuning cost and p95 latency; at most HEADLINE_MAX_COLUMNS columns, all text."""
+    from routerlib.compare import DECIDING_METRICS
+
+    if board is None or board.empty:
+        return pd.DataFrame(columns=["router"])
+    rows = []
+    for label, (_, row) in zip(router_labels(board), board.iterrows(), strict=True):
+        gate = row.get("gate_pass")
+        rec: dict[str, Any] = {
+            "router": label,
+            "run": str(row.get("run")),
+            "gate": MISSING if missing(gate) else ("pass" if gate else "fail"),
+        }
+        for metric in DECIDING_METRICS:
+            rec[SHORT_NAMES.get(metric, metric)] = with_interval(row, metric)
+        cost = row.get("cost_usd")
+        rec["tuning cost"] = MISSING if missing(cost) else f"${cost:,.2f}"
+        latency = row.get("latency_p95_s")
+        rec["latency p95"] = MISSING if missing(latency) else f"{latency:.2f} s"
+        rows.append(rec)
+    return pd.DataFrame(rows)
+
+
+def full_board(board: pd.DataFrame) -> pd.DataFrame:
+    """Every leaderboard column for reading: each strict figure with its interval in one cell,
+    numbers rounded, one missing-value marker, labels that name the run."""
+    if board is None or board.empty:
+        return pd.DataFrame(columns=["router"])
+    shown = board.copy()
+    for column in list(shown.columns):
+        if column.endswith(" strict") and f"{column} lo" in shown:
+            metric = column[: -len(" strict")]
+            shown[column] = [with_interval(row, metric) for _, row in board.iterrows()]
+            shown = shown.drop(columns=[f"{column} lo", f"{column} hi"])
+    shown.insert(0, "router", router_labels(board))
+    shown = shown.drop(columns=["model"])
+    return readable(shown)
+
+
+def significance_view(sig: pd.DataFrame, metrics: Iterable[str] | None = None) -> pd.DataFrame:
+    """Paired tests for reading: router against router (each with its run when one name has
+    several runs), rates, Δ with its 95% interval, p-value and verdict."""
+    columns = ["router", "against", "metric", "rows", "router rate", "against rate"]
+    columns += ["Δ [95% CI]", "p", "significant"]
+    if sig is None or sig.empty:
+        return pd.DataFrame(columns=columns)
+    rows = sig if metrics is None else sig[sig["metric"].isin(list(metrics))]
+    runs_of: dict[str, set[str]] = {}
+    for _, row in sig.iterrows():
+        runs_of.setdefault(str(row["model"]), set()).add(str(row["model_run"]))
+        if not str(row["reference"]).startswith("baseline:"):
+            runs_of.setdefault(str(row["reference"]), set()).add(str(row.get("reference_run")))
+
+    def name(router: str, run: Any) -> str:
+        several = len(runs_of.get(router, ())) > 1 and not router.startswith("baseline:")
+        return f"{router} · {run_suffix(router, str(run))}" if several else router
+
+    out = []
+    for _, row in rows.iterrows():
+        out.append(
+            {
+                "router": name(str(row["model"]), row["model_run"]),
+                "against": name(str(row["reference"]), row.get("reference_run")),
+                "metric": row["metric"],
+                "rows": fmt(row.get("n")),
+                "router rate": fmt(row.get("model_rate")),
+                "against rate": fmt(row.get("reference_rate")),
+                "Δ [95% CI]": _delta(row),
+                "p": fmt(row.get("p_value"), 4),
+                "significant": "yes" if row.get("significant") else "no",
+            }
+        )
+    return pd.DataFrame(out, columns=columns)
+
+
+def _delta(row: Mapping[str, Any]) -> str:
+    if missing(row.get("delta")):
+        return MISSING
+    return f"{row['delta']:+.3f} [{fmt(row.get('ci_low'), 2)}, {fmt(row.get('ci_high'), 2)}]"
+
+
+def facts(mapping: Mapping[str, Any], digits: int = 3) -> str:
+    """One line of Markdown, ``**key** value · **key** value``, for a few short facts."""
+    return " · ".join(f"**{key}** {fmt(value, digits)}" for key, value in mapping.items())
+
+
+def fields(mapping: Mapping[str, Any], digits: int = 3) -> pd.DataFrame:
+    """A two-column table (field, value) of a flat or nested dict; nested keys joined with dots,
+    lists joined with commas."""
+    rows: list[tuple[str, str]] = []
+
+    def walk(prefix: str, value: Any) -> None:
+        if isinstance(value, Mapping):
+            if not value:
+                rows.append((prefix, MISSING))
+            for key, inner in value.items():
+                walk(f"{prefix}.{key}" if prefix else str(key), inner)
+        elif isinstance(value, (list, tuple)):
+            rows.append((prefix, ", ".join(fmt(v, digits) for v in value) or MISSING))
+        else:
+            rows.append((prefix, fmt(value, digits)))
+
+    walk("", mapping)
+    return pd.DataFrame(rows, columns=["field", "value"]).set_index("field")
+
+
+class HTMLTable:
+    """A DataFrame shown whole (no pandas truncation), rounded, on one line per row, scrolling
+    sideways when wide."""
+
+    def __init__(self, frame: pd.DataFrame, index: bool = False) -> None:
+        self.frame = frame
+        self.index = index
+
+    def _repr_html_(self) -> str:
+        body = readable(self.frame).to_html(index=self.index, border=0, classes="routerlib")
+        style = (
+            "<style>table.routerlib td,table.routerlib th{white-space:nowrap}"
+            "table.routerlib td:first-child,table.routerlib th{text-align:left}</style>"
+        )
+        return f'{style}<div style="overflow-x:auto">{body}</div>'
+
+    def __repr__(self) -> str:
+        return readable(self.frame).to_string(index=self.index)
+
+
+def whole(frame: pd.DataFrame, index: bool = False) -> HTMLTable:
+    """``frame`` for a notebook cell's last line: every row and column, rounded."""
+    return HTMLTable(frame, index=index)
+
+
+def runs_table(runs: Iterable[Any]) -> pd.DataFrame:
+    """The run folders being compared: folder, model, base model, mode, epochs, routers scored."""
+    rows = []
+    for run in runs:
+        info = run.metrics.run if run.metrics is not None else None
+        settings = info.model_dump() if info is not None else {}
+        mode = settings.get("tuning_mode")
+        if mode and settings.get("adapter_size"):
+            mode = f"{mode} r={settings['adapter_size']}"
+        rows.append(
+            {
+                "run": run.run_name,
+                "model": run.name,
+                "base model": settings.get("base_model"),
+                "tuning": mode,
+                "epochs": settings.get("epochs"),
+                "baselines": ", ".join(b.baseline_kind for b in run.baselines) or None,
+                "problems": len(run.problems) or None,
+            }
+        )
+    return readable(
+        pd.DataFrame(
+            rows,
+            columns=["run", "model", "base model", "tuning", "epochs", "baselines", "problems"],
+        )
+    )
+
+
+def saved(folder: Path, files: Iterable[str]) -> str:
+    """Markdown naming the files written into a run folder (names only, no absolute paths)."""
+    present = [name for name in files if (Path(folder) / name).exists()]
+    names = ", ".join(f"`{name}`" for name in present) or "nothing"
+    return f"Saved in `{Path(folder).name}/`: {names}."
