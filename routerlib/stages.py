@@ -397,7 +397,8 @@ def headline_table(reports: dict[str, dict[str, Any]]) -> Any:
 
 
 def gate_table(report: dict[str, Any]) -> Any:
-    """The failed checks of the gate (all checks when ``all``), one row each."""
+    """Every check of the gate, one row each (bucket, metric, value, threshold, kind, passed);
+    the notebook filters it to the failed ones."""
     import pandas as pd
 
     results = report.get("threshold_results") or {}
