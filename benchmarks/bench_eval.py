@@ -12,6 +12,15 @@ Side by side in the same run (same server, same rows), to show where client time
 - ``new connection``   a fresh TCP connection for every request (no keep-alive).
 
 Prints a table and a final line ``RESULT bench_eval ratio=<x>`` (the shipped client).
+
+Batch vs endpoint (``--batch-rows N``, default 10,000; ``--only batch`` skips the part above):
+the same N gold rows evaluated through a Vertex endpoint (``routerlib evaluate --endpoint
+projects/…``, the aiplatform SDK's predict, one request per row) and through one batch
+prediction job (``--batch MODEL``: instances to Cloud Storage, submit, poll, read the output),
+both against the serving stand-in and gcp-storage-emulator in this process. The stand-in's model
+answers at once, so wall times compare client/API overhead, not model time; the API call counts
+are the point: the endpoint path makes one predict call per row (each a 429 candidate on a real
+endpoint), the batch path a handful whatever N is.
 """
 
 from __future__ import annotations
@@ -108,7 +117,81 @@ def measure(label: str, client, gold: Path, work: Path) -> tuple[str, float, flo
     return label, rate, rate / (CONCURRENCY / LATENCY_S)
 
 
+def batch_vs_endpoint(rows: int) -> None:
+    """Evaluate ``rows`` gold rows through an endpoint and through a batch job; print both."""
+    import os
+
+    from routerlib.evaluate import evaluate
+    from routerlib.serving import batch
+    from routerlib.storage import gcs_client
+    from tests.support.fake_vertex_serving import ServingStandIn
+    from tests.support.gcs_emulator import start_emulator
+
+    emulator, port = start_emulator()
+    with tempfile.TemporaryDirectory(prefix="bench_batch_") as tmp, ServingStandIn() as stand_in:
+        work = Path(tmp)
+        os.environ.update(
+            STORAGE_EMULATOR_HOST=f"http://127.0.0.1:{port}",
+            GOOGLE_CLOUD_PROJECT="bench",
+            ROUTERLIB_OUTPUTS=str(work / "outputs"),
+        )
+        gcs_client().create_bucket("bench-bucket")
+        gold = work / "gold.jsonl"
+        write_gold(gold, rows)
+        server, state = stand_in.fresh()
+        state.predict_fn = lambda instances: [COMPLETION for _ in instances]
+        endpoint = state.add_endpoint("bench", "us-central1", "bench-endpoint")
+        model = endpoint["deployedModels"][0]["model"]
+        cloud = {"project": "bench", "location": "us-central1", "api_endpoint": server.url}
+        table = []
+        for label, source in (
+            ("endpoint", {"endpoint": endpoint["name"], "concurrency": CONCURRENCY}),
+            ("batch", {"batch": model, "gcs_prefix": "gs://bench-bucket/eval", "poll_s": 0.5}),
+        ):
+            server.requests.clear()
+            start = time.perf_counter()
+            report = evaluate(
+                gold, out=work / label / "report.json", progress=False, **cloud, **source
+            )
+            seconds = time.perf_counter() - start
+            preds = Path(report["generation"]["predictions_path"])
+            assert sum(1 for _ in open(preds, encoding="utf-8")) == rows, label
+            vertex_calls = len(server.requests)
+            gcs_calls = 0
+            if label == "batch":
+                (job,) = batch.read_registry()
+                assert len(list(batch.output_lines(job["output_dir"]))) == rows
+                gcs_calls = 1 + 1 + 3  # instances upload, output listing, 3 output files read
+            table.append((label, vertex_calls, gcs_calls, seconds))
+    emulator.stop()
+    print(f"\nbatch vs endpoint, {rows} gold rows, serving stand-in + gcp-storage-emulator")
+    print(f"{'path':<10}{'Vertex API calls':>18}{'GCS calls':>11}{'wall s':>9}{'rows/s':>9}")
+    for label, calls, gcs, seconds in table:
+        print(f"{label:<10}{calls:>18}{gcs:>11}{seconds:>9.1f}{rows / seconds:>9.0f}")
+    (_, e_calls, _, e_s), (_, b_calls, b_gcs, b_s) = table
+    print(
+        f"batch / endpoint: API calls {(b_calls + b_gcs) / e_calls:.4f}x, wall time "
+        f"{b_s / e_s:.2f}x (stand-in answers at once: no model time in either)"
+    )
+
+
 def main() -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--batch-rows", type=int, default=10_000)
+    parser.add_argument("--only", choices=("endpoint", "batch"), default=None)
+    args = parser.parse_args()
+    if args.only != "batch":
+        code = throughput()
+        if code:
+            return code
+    if args.only != "endpoint":
+        batch_vs_endpoint(args.batch_rows)
+    return 0
+
+
+def throughput() -> int:
     with tempfile.TemporaryDirectory(prefix="bench_eval_") as tmp:
         work = Path(tmp)
         gold = work / "gold.jsonl"

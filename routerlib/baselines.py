@@ -21,7 +21,6 @@ import re
 from pathlib import Path
 from typing import Any
 
-from routerlib.atomic import atomic_writer
 from routerlib.errors import InputError
 from routerlib.metrics import read_jsonl
 from routerlib.schema import COMPLETION_KEYS
@@ -280,19 +279,13 @@ def write_baseline(
     """Write baseline predictions for every gold row (same count and order); returns out_path."""
     if kind not in KINDS:
         raise InputError(f"unknown baseline kind {kind!r} (expected {' or '.join(KINDS)})")
+    from routerlib.runfolder import PredictionRecord, write_predictions
+
     build = majority_completion if kind == "majority" else rules_completion
     lines = []
     for number, row in read_jsonl(gold_path, "gold"):
         if not isinstance(row, dict) or not isinstance(row.get("prompt"), str):
             raise InputError(f"{gold_path}:{number}: prompt: missing or not a string")
         completion = build(query_of(row["prompt"]))
-        lines.append(
-            json.dumps(
-                {"completion": json.dumps(completion, ensure_ascii=False)}, ensure_ascii=False
-            )
-        )
-    target = Path(out_path)
-    with atomic_writer(target) as handle:
-        for line in lines:
-            handle.write(line + "\n")
-    return target
+        lines.append(PredictionRecord(completion=json.dumps(completion, ensure_ascii=False)))
+    return write_predictions(out_path, lines)

@@ -1,10 +1,22 @@
-"""Reading finished runs: the leaderboard, paired significance against the previous router, and a
-conclusion written from the numbers.
+"""Comparing routers: the paired test, a prediction file against a previous one (the report's
+``comparison``), and finished runs side by side (the leaderboard, paired significance and a
+conclusion written from the numbers).
 
-A run folder (written by notebook 04) holds ``metrics.json``, ``eval/report.json``,
-``eval/samples.jsonl``, ``eval/predictions.jsonl``, ``eval/baselines/<kind>/…`` and
-``tuning/full/loss_curve.json``. Every piece is optional here: a run with a missing or unreadable
-file still gets a leaderboard row, with NaN where the number would be.
+Scoring is metrics.py's; this module reads what it wrote (through runfolder's records) and never
+recomputes a per-sample or strict value. A run folder's pieces are optional here: a run with a
+missing, unreadable or foreign file still gets a leaderboard row, with NaN where the number would
+be, and the file's problem (file and field) in ``RunSummary.problems``.
+
+The comparison of two prediction files on the same gold holds:
+
+* ``metrics`` / ``strict`` / ``extra``: per bucket, per metric ``{new, previous, delta}`` with
+  ``delta = new - previous`` (a metric present on one side only has ``delta`` null), read from the
+  two reports' own figures;
+* ``changes``: for every binary strict metric over all samples, the indices ``fixed`` (the previous
+  prediction missed, the new one hits) and ``broken`` (the reverse). For the lower-is-better flags
+  (``length_ratio_gt_1.1`` …) "hit" means the flag is off;
+* ``significance``: per bucket, per strict metric, :func:`paired_test` of the previous against the
+  new per-sample strict values.
 """
 
 from __future__ import annotations
@@ -12,30 +24,25 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pandas as pd
+from routerlib import metrics, paths, runfolder
+from routerlib.errors import InputError
+from routerlib.metrics import ALL_BUCKETS as BUCKETS
+from routerlib.metrics import HEADLINE, LOWER_IS_BETTER, RATE_METRICS
+from routerlib.runfolder import MetricsRecord, RunFolderError, SampleRecord
 
-from routerlib import paths
+if TYPE_CHECKING:
+    import pandas as pd
 
-#: Buckets of the original evaluator, in report order (``overall`` first).
-BUCKETS = ("overall", "math_first", "four_step", "has_guidance", "has_computation", "advanced")
 #: The metric a bucket column and the ranking use.
 PRIMARY = "route_plan_exact"
-#: Headline metrics shown when a run's metrics.json names none.
-DEFAULT_HEADLINE = (
-    "json_valid",
-    "route_plan_exact",
-    "route_first_tool_match",
-    "route_tool_recall",
-    "metrics_keys_match",
-    "todo_covers_all_tools",
-    "handoff_tools_covered",
-)
-#: Per-sample metrics tested for paired significance (binary → McNemar, rates → bootstrap).
+#: Per-sample metrics tested for paired significance between runs (binary → McNemar, rates →
+#: bootstrap).
 SIGNIFICANCE_METRICS = (
     "json_valid",
     "route_plan_exact",
@@ -48,12 +55,160 @@ SIGNIFICANCE_METRICS = (
     "route_tool_recall",
     "todo_tool_alignment",
 )
-#: Per-sample rates (not yes/no): always tested with the paired bootstrap.
-RATE_METRICS = ("route_tool_precision", "route_tool_recall", "todo_tool_alignment")
-#: Metrics where a lower value is better (never used to pick a winner).
-LOWER_IS_BETTER = ("length_ratio_gt_1.1", "length_ratio_gt_1.25", "length_ratio_lt_0.9")
 ALPHA = 0.05
+#: Resamples of the paired bootstrap.
+N_BOOT = 2000
 NAN = float("nan")
+
+__all__ = ["BUCKETS", "HEADLINE", "PRIMARY", "paired_test", "compare_predictions", "score_files"]
+
+
+# ----------------------------------------------------------------------------- the paired test
+
+
+def _good(metric: str, value: float) -> bool:
+    """A hit: the value is true, or off for a lower-is-better flag."""
+    return (not value) if metric in LOWER_IS_BETTER else bool(value)
+
+
+def paired_test(
+    previous: Sequence[float], new: Sequence[float], metric: str, *, seed: int = 0
+) -> dict[str, Any]:
+    """The one paired test of routerlib (the report's comparison, notebook 04, and the
+    significance table, notebook 05): ``previous`` and ``new`` are the strict per-sample values
+    of one metric on the same test rows, in the same order.
+
+    Always ``delta`` (mean new - mean previous), ``ci_low``/``ci_high`` (paired bootstrap, 95%,
+    ``N_BOOT`` resamples, seeded). Binary metrics: ``test = "mcnemar"`` on hits (b01 = fixed,
+    b10 = broken) with its ``p_value``; rates: ``test = "paired_bootstrap"`` and the bootstrap's
+    ``p_value``, ``b01``/``b10`` None."""
+    from routerlib import stats
+
+    boot = stats.paired_bootstrap(previous, new, n=N_BOOT, seed=seed)
+    binary = metric not in RATE_METRICS and all(v in (0.0, 1.0) for v in (*previous, *new))
+    if not binary:
+        return {"test": "paired_bootstrap", **boot, "b01": None, "b10": None}
+    test = stats.mcnemar([_good(metric, v) for v in previous], [_good(metric, v) for v in new])
+    return {
+        "test": "mcnemar",
+        **test,
+        "delta": boot["delta"],
+        "ci_low": boot["ci_low"],
+        "ci_high": boot["ci_high"],
+    }
+
+
+# ----------------------------------------------------------------------------- two prediction files
+
+
+def _deltas(new: dict[str, dict[str, Any]], old: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for bucket in sorted(set(new) | set(old)):
+        a, b = old.get(bucket, {}), new.get(bucket, {})
+        rows = {}
+        for name in sorted(set(a) | set(b)):
+            if name == "samples":
+                continue
+            n_val, p_val = b.get(name), a.get(name)
+            delta = n_val - p_val if n_val is not None and p_val is not None else None
+            rows[name] = {"new": n_val, "previous": p_val, "delta": delta}
+        out[bucket] = rows
+    return out
+
+
+def compare_scored(
+    new: tuple[dict[str, Any], list[dict[str, Any]]],
+    previous: tuple[dict[str, Any], list[dict[str, Any]]],
+    *,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """The comparison block of two scored prediction files on the same gold: each a
+    ``(report, records)`` pair from ``metrics.score_report``."""
+    (new_report, new_records), (old_report, old_records) = new, previous
+    if len(new_records) != len(old_records):
+        raise InputError(
+            f"cannot compare {len(new_records)} predictions with {len(old_records)} previous ones"
+        )
+    result: dict[str, Any] = {
+        block: _deltas(new_report.get(block) or {}, old_report.get(block) or {})
+        for block in ("metrics", "strict", "extra")
+    }
+    pairs = list(zip(old_records, new_records, strict=True))
+    names = sorted({name for record in new_records for name in record["strict"]})
+    changes: dict[str, dict[str, list[int]]] = {}
+    for name in names:
+        if name in RATE_METRICS:
+            continue
+        fixed, broken = [], []
+        for old, cur in pairs:
+            if name not in cur["strict"] or name not in old["strict"]:
+                continue
+            was, now = _good(name, old["strict"][name]), _good(name, cur["strict"][name])
+            if now and not was:
+                fixed.append(cur["index"])
+            elif was and not now:
+                broken.append(cur["index"])
+        changes[name] = {"fixed": fixed, "broken": broken}
+    result["changes"] = changes
+    significance: dict[str, dict[str, Any]] = {}
+    for bucket in sorted({bucket for record in new_records for bucket in record["buckets"]}):
+        in_bucket = [(old, cur) for old, cur in pairs if bucket in cur["buckets"]]
+        tests: dict[str, Any] = {}
+        for name in names:
+            both = [
+                (o["strict"][name], c["strict"][name]) for o, c in in_bucket if name in o["strict"]
+            ]
+            if both:
+                a, b = zip(*both, strict=True)
+                tests[name] = paired_test(
+                    [float(x) for x in a], [float(x) for x in b], name, seed=seed
+                )
+        significance[bucket] = tests
+    result["significance"] = significance
+    return result
+
+
+def compare_predictions(
+    gold_path: str | os.PathLike[str],
+    pred_path: str | os.PathLike[str],
+    prev_pred_path: str | os.PathLike[str],
+    *,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Compare ``pred_path`` with ``prev_pred_path`` on the same gold (see the module docstring)."""
+    new = metrics.score_report(gold_path, pred_path, bootstrap=0)
+    result = compare_scored(
+        new, metrics.score_report(gold_path, prev_pred_path, bootstrap=0), seed=seed
+    )
+    result["previous_pred_path"] = str(prev_pred_path)
+    return result
+
+
+def score_files(
+    gold_path: str | os.PathLike[str],
+    pred_path: str | os.PathLike[str],
+    *,
+    compare_to: str | os.PathLike[str] | None = None,
+    out_path: str | os.PathLike[str] | None = None,
+    thresholds: dict[str, Any] | str | os.PathLike[str] | None = None,
+    bootstrap: int = 1000,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """``metrics.score_files``, plus ``comparison`` against the previous prediction file
+    ``compare_to`` when given (written into the report before it is saved)."""
+    report, records = metrics.score_report(
+        gold_path, pred_path, thresholds=thresholds, bootstrap=bootstrap, seed=seed
+    )
+    if compare_to is not None:
+        previous = metrics.score_report(gold_path, compare_to, bootstrap=0)
+        report["comparison"] = compare_scored((report, records), previous, seed=seed)
+        report["comparison"]["previous_pred_path"] = str(compare_to)
+    if out_path is not None:
+        metrics.write_report(report, records, out_path)
+    return report
+
+
+# ----------------------------------------------------------------------------- finished runs
 
 
 @dataclass
@@ -63,9 +218,9 @@ class RunSummary:
     name: str
     path: Path
     kind: str  # "model" | "baseline"
-    metrics: dict[str, Any] = field(default_factory=dict)  # metrics.json (models only)
-    report: dict[str, Any] | None = None  # eval/report.json
-    eval_dir: Path | None = None  # folder of report.json, samples.jsonl, predictions.jsonl
+    metrics: MetricsRecord | None = None  # metrics.json (models only)
+    report: dict[str, Any] | None = None  # report.json, checked against runfolder.ReportRecord
+    report_path: Path | None = None
     baseline_kind: str = ""
     baselines: list[RunSummary] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
@@ -75,48 +230,54 @@ class RunSummary:
         """The run folder's name."""
         return self.path.name
 
-    def _first_file(self, recorded: Any, names: Sequence[str]) -> Path | None:
-        candidates = [Path(str(recorded))] if recorded else []
-        if self.eval_dir is not None:
-            candidates += [self.eval_dir / name for name in names]
-        for file in candidates:
-            file = file if file.is_absolute() else self.path / file
-            if file.is_file():
-                return file
-        return None
+    def _recorded(self, value: str | None, default: Path | None) -> Path | None:
+        file = Path(value) if value else default
+        if file is None:
+            return None
+        file = file if file.is_absolute() else self.path / file
+        return file if file.is_file() else None
 
     @property
     def samples_path(self) -> Path | None:
         """The per-sample records: the report's ``samples_path``, else samples.jsonl beside it."""
-        return self._first_file(_get(self.report, "samples_path"), ["samples.jsonl"])
+        default = runfolder.samples_path(self.report_path) if self.report_path else None
+        return self._recorded((self.report or {}).get("samples_path"), default)
 
     @property
     def predictions_path(self) -> Path | None:
-        """The scored predictions: the report's ``config.pred_path``, else predictions.jsonl or
-        report.predictions.jsonl beside it."""
-        return self._first_file(
-            _get(self.report, "config", "pred_path"),
-            ["predictions.jsonl", "report.predictions.jsonl"],
-        )
+        """The scored predictions: the report's ``config.pred_path``, else the run folder's name
+        for them (``runfolder.predictions_path``)."""
+        default = runfolder.predictions_path(self.report_path) if self.report_path else None
+        return self._recorded(((self.report or {}).get("config") or {}).get("pred_path"), default)
 
-    def samples(self) -> list[dict[str, Any]]:
-        """Per-sample records (unreadable lines are skipped and noted in ``problems``)."""
-        return _read_jsonl(self.samples_path, self.problems) if self.samples_path else []
+    def samples(self) -> list[SampleRecord]:
+        """Per-sample records (none, and a line in ``problems``, when the file is bad)."""
+        if self.samples_path is None:
+            return []
+        try:
+            return runfolder.read_samples(self.samples_path)
+        except RunFolderError as exc:
+            self.problems.extend(exc.lines())
+            return []
 
     def loss_curve(self) -> list[dict[str, Any]]:
-        """Tuning loss points ``{"epoch", "step", "train_loss", "val_loss"}``."""
-        curve = _get(self.metrics, "tuning", "loss_curve")
-        if isinstance(curve, list) and curve:
-            return [p for p in curve if isinstance(p, dict)]
-        file = self.path / paths.FULL_TUNING_DIR / "loss_curve.json"
-        data = _read_json(file, self.problems) if file.is_file() else None
-        if isinstance(data, dict):
-            data = data.get("loss_curve") or data.get("points")
+        """Tuning loss points ``{"epoch", "step", "train_loss", "val_loss"}``: metrics.json's,
+        else the tuning folder's loss_curve.json."""
+        if self.metrics is not None and self.metrics.tuning and self.metrics.tuning.loss_curve:
+            return self.metrics.tuning.loss_curve
+        file = self.path / runfolder.FULL_TUNING_DIR / runfolder.LOSS_CURVE_FILE
+        if not file.is_file():
+            return []
+        try:
+            data = json.loads(file.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            self.problems.append(f"{file}: unreadable ({exc})")
+            return []
         return [p for p in data if isinstance(p, dict)] if isinstance(data, list) else []
 
     def test_key(self) -> str | None:
         """A fingerprint of the gold test rows (the gold file's bytes), to pair two routers."""
-        gold = _get(self.report, "config", "gold_path")
+        gold = ((self.report or {}).get("config") or {}).get("gold_path")
         if not gold:
             return None
         file = Path(gold)
@@ -128,9 +289,6 @@ class RunSummary:
             return None
 
 
-# ----------------------------------------------------------------------------- reading
-
-
 def _get(obj: Any, *keys: str) -> Any:
     for key in keys:
         if not isinstance(obj, dict):
@@ -139,74 +297,43 @@ def _get(obj: Any, *keys: str) -> Any:
     return obj
 
 
-def _read_json(file: Path, problems: list[str]) -> Any:
-    try:
-        return json.loads(file.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        problems.append(f"{file}: missing")
-    except (OSError, UnicodeDecodeError) as exc:
-        problems.append(f"{file}: unreadable ({exc})")
-    except json.JSONDecodeError as exc:
-        problems.append(f"{file}: line {exc.lineno}: not valid JSON")
-    return None
-
-
-def _read_jsonl(file: Path, problems: list[str]) -> list[dict[str, Any]]:
-    rows: list[dict[str, Any]] = []
-    try:
-        lines = file.read_text(encoding="utf-8").splitlines()
-    except OSError as exc:
-        problems.append(f"{file}: unreadable ({exc})")
-        return rows
-    for number, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError:
-            problems.append(f"{file}: line {number}: not valid JSON")
-            continue
-        if isinstance(obj, dict):
-            rows.append(obj)
-    return rows
-
-
 def _load_report(file: Path, problems: list[str]) -> dict[str, Any] | None:
-    data = _read_json(file, problems) if file.is_file() else None
-    if data is None and not file.is_file():
-        problems.append(f"{file}: missing")
-    return data if isinstance(data, dict) else None
+    try:
+        return runfolder.read_report(file)
+    except RunFolderError as exc:
+        problems.extend(exc.lines())
+        return None
 
 
 def load_run(run_dir: str | Path) -> RunSummary:
     """Read one run folder into a RunSummary (model) with its baseline routers attached."""
     run_dir = Path(run_dir).resolve()
     problems: list[str] = []
-    metrics = _read_json(run_dir / paths.METRICS_FILE, problems)
-    metrics = metrics if isinstance(metrics, dict) else {}
-    name = str(_get(metrics, "run", "name") or run_dir.name)
-    report_rel = _get(metrics, "evaluation", "report") or f"{paths.EVAL_DIR}/report.json"
-    report_file = run_dir / str(report_rel)
+    record: MetricsRecord | None = None
+    try:
+        record = runfolder.read_metrics(run_dir)
+    except RunFolderError as exc:
+        problems.extend(exc.lines())
+    evaluation = record.evaluation if record else None
+    report_file = run_dir / (evaluation.report if evaluation else runfolder.REPORT_FILE)
     run = RunSummary(
-        name=name,
+        name=record.run.name if record else run_dir.name,
         path=run_dir,
         kind="model",
-        metrics=metrics,
+        metrics=record,
         report=_load_report(report_file, problems),
-        eval_dir=report_file.parent,
+        report_path=report_file,
         problems=problems,
     )
     kinds: dict[str, Path] = {}
-    listed = _get(metrics, "baselines")
-    if isinstance(listed, dict):
-        for kind, entry in listed.items():
-            rel = _get(entry, "report") or f"{paths.EVAL_DIR}/baselines/{kind}/report.json"
-            kinds[str(kind)] = run_dir / str(rel)
-    base_dir = run_dir / paths.EVAL_DIR / "baselines"
+    for kind, entry in (record.baselines if record else {}).items():
+        kinds[kind] = run_dir / entry.report
+    base_dir = run_dir / runfolder.BASELINES_DIR
     if base_dir.is_dir():
         for folder in sorted(base_dir.iterdir()):
-            if (folder / "report.json").is_file():
-                kinds.setdefault(folder.name, folder / "report.json")
+            file = run_dir / runfolder.baseline_report_file(folder.name)
+            if file.is_file():
+                kinds.setdefault(folder.name, file)
     for kind, file in sorted(kinds.items()):
         base_problems: list[str] = []
         run.baselines.append(
@@ -215,7 +342,7 @@ def load_run(run_dir: str | Path) -> RunSummary:
                 path=run_dir,
                 kind="baseline",
                 report=_load_report(file, base_problems),
-                eval_dir=file.parent,
+                report_path=file,
                 baseline_kind=kind,
                 problems=base_problems,
             )
@@ -228,7 +355,7 @@ def find_run_dirs(root: Path | None = None) -> list[Path]:
     root = root or paths.outputs_root()
     if not root.is_dir():
         return []
-    return sorted(p.parent for p in root.glob(f"*/{paths.METRICS_FILE}"))
+    return sorted(p.parent for p in root.glob(f"*/{runfolder.METRICS_FILE}"))
 
 
 def load_runs(run_paths: Sequence[str | Path] | None = None) -> list[RunSummary]:
@@ -237,7 +364,7 @@ def load_runs(run_paths: Sequence[str | Path] | None = None) -> list[RunSummary]
     return [load_run(d) for d in dirs]
 
 
-def _rows(runs: Iterable[RunSummary]) -> list[RunSummary]:
+def routers(runs: Iterable[RunSummary]) -> list[RunSummary]:
     """Models, then their baselines, with identical baseline results (same kind, same test rows,
     same numbers) shown once."""
     runs = list(runs)
@@ -265,20 +392,22 @@ def _num(value: Any) -> float:
 
 
 def _headline_metrics(runs: Sequence[RunSummary]) -> list[str]:
+    """The headline metrics the runs' metrics.json recorded, else ``metrics.HEADLINE``."""
     names: list[str] = []
     for run in runs:
-        for section in ("headline", "strict"):
-            block = _get(run.metrics, "evaluation", section)
-            if isinstance(block, dict):
+        evaluation = run.metrics.evaluation if run.metrics else None
+        if evaluation is not None:
+            for block in (evaluation.headline, evaluation.strict):
                 names.extend(k for k in block if k not in names)
-    return names or list(DEFAULT_HEADLINE)
+    return names or list(HEADLINE)
 
 
-def _gate_pass(run: RunSummary) -> Any:
-    value = _get(run.metrics, "evaluation", "gate_pass")
+def _gate_pass(run: RunSummary) -> bool | None:
+    evaluation = run.metrics.evaluation if run.metrics else None
+    value = evaluation.gate_pass if evaluation else None
     if value is None:
         value = _get(run.report, "threshold_results", "overall_pass")
-    return bool(value) if isinstance(value, bool) else None
+    return value if isinstance(value, bool) else None
 
 
 def leaderboard(runs: Sequence[RunSummary]) -> pd.DataFrame:
@@ -286,7 +415,7 @@ def leaderboard(runs: Sequence[RunSummary]) -> pd.DataFrame:
     first. Columns: identity and settings, gate pass, each headline metric (original value, strict
     value, 95% bootstrap interval of the strict value as ``<m> strict lo/hi``), the primary metric
     per bucket (strict), cost, train time, latency p50/p95 and the failing gate checks."""
-    rows = _rows(runs)
+    rows = routers(runs)
     headline = _headline_metrics([r for r in rows if r.kind == "model"])
     records = []
     for run in rows:
@@ -294,23 +423,26 @@ def leaderboard(runs: Sequence[RunSummary]) -> pd.DataFrame:
         overall = _get(report, "metrics", "overall") or {}
         strict = _get(report, "strict", "overall") or {}
         intervals = _get(report, "intervals", "overall") or {}
-        head = _get(run.metrics, "evaluation", "headline") or {}
-        head_strict = _get(run.metrics, "evaluation", "strict") or {}
+        record = run.metrics
+        info = record.run if record else None
+        tuning = record.tuning if record else None
+        evaluation = record.evaluation if record else None
+        head = evaluation.headline if evaluation else {}
+        head_strict = evaluation.strict if evaluation else {}
         rec: dict[str, Any] = {
             "model": run.name,
             "kind": run.kind,
             "run": run.run_name,
-            "backend": _get(run.metrics, "run", "backend"),
-            "base_model": _get(run.metrics, "run", "base_model"),
-            "tuning_mode": _get(run.metrics, "run", "tuning_mode"),
-            "adapter_size": _num(_get(run.metrics, "run", "adapter_size")),
-            "epochs": _num(_get(run.metrics, "run", "epochs")),
+            "backend": info.backend if info else None,
+            "base_model": info.base_model if info else None,
+            "tuning_mode": info.tuning_mode if info else None,
+            "adapter_size": _num(info.adapter_size if info else None),
+            "epochs": _num(info.epochs if info else None),
             "gate_pass": _gate_pass(run),
             "samples": _num(overall.get("samples")),
         }
         for metric in headline:
-            value = head.get(metric, overall.get(metric))
-            rec[metric] = _num(value)
+            rec[metric] = _num(head.get(metric, overall.get(metric)))
             rec[f"{metric} strict"] = _num(head_strict.get(metric, strict.get(metric)))
             interval = intervals.get(metric)
             if not (isinstance(interval, (list, tuple)) and len(interval) == 2):
@@ -320,12 +452,14 @@ def leaderboard(runs: Sequence[RunSummary]) -> pd.DataFrame:
         for bucket in BUCKETS[1:]:
             block = _get(report, "strict", bucket) or _get(report, "metrics", bucket) or {}
             rec[f"{bucket}: {PRIMARY}"] = _num(block.get(PRIMARY))
-        rec["cost_usd"] = _num(_get(run.metrics, "tuning", "cost_estimate_usd"))
-        rec["train_seconds"] = _num(_get(run.metrics, "tuning", "train_seconds"))
+        rec["cost_usd"] = _num(tuning.cost_estimate_usd if tuning else None)
+        rec["train_seconds"] = _num(tuning.train_seconds if tuning else None)
         rec["latency_p50_s"] = _num(_get(report, "latency", "p50_s"))
         rec["latency_p95_s"] = _num(_get(report, "latency", "p95_s"))
         rec["failed_checks"] = "; ".join(_failed_checks(run.report))
         records.append(rec)
+    import pandas as pd
+
     board = pd.DataFrame.from_records(records)
     if board.empty:
         return board
@@ -341,87 +475,53 @@ def leaderboard(runs: Sequence[RunSummary]) -> pd.DataFrame:
 # ----------------------------------------------------------------------------- significance
 
 
-def _strict_value(sample: dict[str, Any], metric: str) -> float | None:
-    """A sample's strict value (an invalid prediction counts as a miss). Reads the scorer's
-    ``strict`` block, else its ``metrics`` block, else a top-level key."""
-    strict = sample.get("strict")
-    if isinstance(strict, dict) and metric in strict:
-        value = strict[metric]
-    else:
-        nested = sample.get("metrics")
-        block: dict[str, Any] = nested if isinstance(nested, dict) else sample
-        if metric == "json_valid":
-            value = block.get("json_valid", sample.get("valid"))
-        elif sample.get("valid") is False or block.get("json_valid") is False:
-            return 1.0 if metric in LOWER_IS_BETTER else 0.0
-        else:
-            value = block.get(metric)
-    if isinstance(value, bool):
-        return float(value)
-    if isinstance(value, (int, float)) and not math.isnan(float(value)):
-        return float(value)
-    return None
-
-
-def _paired(a_rows: list[dict], b_rows: list[dict], metric: str) -> tuple[list[float], list[float]]:
-    b_by_index = {row.get("index"): row for row in b_rows if "index" in row}
+def _paired(
+    a_rows: list[SampleRecord], b_rows: list[SampleRecord], metric: str
+) -> tuple[list[float], list[float]]:
+    """The strict values metrics.py recorded for ``metric`` on the test rows both scored."""
+    b_by_index = {row.index: row for row in b_rows}
     xs, ys = [], []
     for row in a_rows:
-        other = b_by_index.get(row.get("index"))
-        if other is None:
-            continue
-        x, y = _strict_value(row, metric), _strict_value(other, metric)
-        if x is not None and y is not None:
-            xs.append(x)
-            ys.append(y)
+        other = b_by_index.get(row.index)
+        if other is not None and metric in row.strict and metric in other.strict:
+            xs.append(float(row.strict[metric]))
+            ys.append(float(other.strict[metric]))
     return xs, ys
 
 
 def compare_pair(
     a: RunSummary, b: RunSummary, metrics: Sequence[str] = SIGNIFICANCE_METRICS, seed: int = 0
 ) -> list[dict[str, Any]]:
-    """Paired tests of router ``a`` against ``b`` on the test rows both scored (by ``index``):
-    McNemar on binary metrics, paired bootstrap of the mean difference on the others. Values are
-    strict (an invalid prediction is a miss)."""
-    from routerlib import stats
-
+    """Paired tests (:func:`paired_test`) of router ``a`` against ``b`` on the test rows both
+    scored (by ``index``), on the strict values (an invalid prediction is a miss)."""
     a_rows, b_rows = a.samples(), b.samples()
     out = []
     for metric in metrics:
         xs, ys = _paired(a_rows, b_rows, metric)
         if not xs:
             continue
-        rec: dict[str, Any] = {
-            "model": a.name,
-            "model_run": a.run_name,
-            "reference": b.name,
-            "metric": metric,
-            "n": len(xs),
-            "model_rate": sum(xs) / len(xs),
-            "reference_rate": sum(ys) / len(ys),
-        }
-        rec["delta"] = rec["model_rate"] - rec["reference_rate"]
-        binary = metric not in RATE_METRICS and all(v in (0.0, 1.0) for v in (*xs, *ys))
-        # stats gives delta = mean(second) - mean(first) and b01 = fixed (first 0, second 1):
-        # the reference goes first, so both read "model minus reference".
-        boot = stats.paired_bootstrap(ys, xs, n=2000, seed=seed)
-        rec["ci_low"], rec["ci_high"] = _num(boot.get("ci_low")), _num(boot.get("ci_high"))
-        if binary:
-            test = stats.mcnemar([bool(v) for v in ys], [bool(v) for v in xs])
-            rec.update(
-                test="mcnemar",
-                p_value=_num(test.get("p_value")),
-                b01=test.get("b01"),
-                b10=test.get("b10"),
-            )
-        else:
-            rec.update(
-                test="paired_bootstrap", p_value=_num(boot.get("p_value")), b01=None, b10=None
-            )
-        rec["significant"] = (
-            bool(rec["p_value"] < ALPHA) if not math.isnan(rec["p_value"]) else False
+        # The reference goes first, so delta and b01 (fixed) read "model minus reference".
+        test = paired_test(ys, xs, metric, seed=seed)
+        p_value = _num(test.get("p_value"))
+        out.append(
+            {
+                "model": a.name,
+                "model_run": a.run_name,
+                "reference": b.name,
+                "metric": metric,
+                "n": len(xs),
+                "model_rate": sum(xs) / len(xs),
+                "reference_rate": sum(ys) / len(ys),
+                "delta": sum(xs) / len(xs) - sum(ys) / len(ys),
+                "ci_low": _num(test.get("ci_low")),
+                "ci_high": _num(test.get("ci_high")),
+                "test": test["test"],
+                "p_value": p_value,
+                "b01": test.get("b01"),
+                "b10": test.get("b10"),
+                "significant": bool(p_value < ALPHA) if not math.isnan(p_value) else False,
+            }
         )
-        out.append(rec)
     return out
 
 
@@ -460,6 +560,8 @@ def significance_table(runs: Sequence[RunSummary]) -> pd.DataFrame:
         for b, key_b in keyed[i + 1 :]:
             if key_a is not None and key_a == key_b:
                 records.extend(compare_pair(a, b))
+    import pandas as pd
+
     table = pd.DataFrame.from_records(records, columns=SIGNIFICANCE_COLUMNS)
     for column in ("n", "b01", "b10"):
         table[column] = table[column].astype("Int64")  # counts; <NA> for bootstrap rows
@@ -475,36 +577,9 @@ def _fmt(value: Any, digits: int = 3) -> str:
 
 
 def _failed_checks(report: dict[str, Any] | None, limit: int = 4) -> list[str]:
-    """Names of gate checks that failed, read defensively from threshold_results."""
-    results = _get(report, "threshold_results")
-    listed = _get(results, "failed")
-    if isinstance(listed, list):
-        return [str(item) for item in listed[:limit]]
-    found: list[str] = []
-
-    def walk(obj: Any, trail: list[str]) -> None:
-        if isinstance(obj, dict):
-            flag = obj.get("pass", obj.get("passed"))
-            if flag is False and trail:
-                detail = "/".join(trail)
-                if "value" in obj:
-                    detail += f" = {_fmt(obj.get('value'))}"
-                found.append(detail)
-                return
-            for key, value in obj.items():
-                if key != "overall_pass":
-                    walk(value, [*trail, str(key)])
-        elif isinstance(obj, list):
-            for item in obj:
-                if isinstance(item, dict):
-                    name = "/".join(str(item.get(k)) for k in ("bucket", "metric") if item.get(k))
-                    walk(
-                        {k: v for k, v in item.items() if k not in ("bucket", "metric")},
-                        [*trail, name] if name else trail,
-                    )
-
-    walk(results, [])
-    return found[:limit]
+    """The gate checks that failed ("bucket.metric"), as ``metrics.apply_gate`` lists them."""
+    failed = _get(report, "threshold_results", "failed")
+    return [str(item) for item in failed[:limit]] if isinstance(failed, list) else []
 
 
 def conclusion(board: pd.DataFrame, sig: pd.DataFrame) -> str:

@@ -3,7 +3,6 @@ returns its Path. Notebooks show them with ``IPython.display.Image(path)``."""
 
 from __future__ import annotations
 
-import json
 import math
 from collections import Counter
 from collections.abc import Sequence
@@ -12,9 +11,8 @@ from typing import Any
 
 import pandas as pd
 
-from routerlib.compare import BUCKETS, PRIMARY, RunSummary
-from routerlib.paths import resolve
-from routerlib.schema import tool_name
+from routerlib.compare import PRIMARY, RunSummary
+from routerlib.metrics import ALL_BUCKETS as BUCKETS
 
 DPI = 100
 
@@ -77,52 +75,20 @@ def bucket_scores(board: pd.DataFrame, folder: Path, metric: str = PRIMARY) -> P
     return _save(fig, folder, "bucket_scores.png")
 
 
-def _parse_prediction(obj: Any) -> dict[str, Any] | None:
-    """The completion object inside one decoded predictions.jsonl / gold line, or None."""
-    from routerlib.extract import parse_prediction_line
-
-    return parse_prediction_line(obj)
-
-
-def _first_tool(plan: Any) -> str:
-    if isinstance(plan, list) and plan:
-        return tool_name(plan[0]) or "(empty)"
-    return "(none)"
+def _tool_label(tool: str | None) -> str:
+    return "(none)" if tool is None else (tool or "(empty)")
 
 
 def first_tool_pairs(run: RunSummary) -> list[tuple[str, str]]:
-    """(gold first tool, predicted first tool) per test row. Read from the per-sample records when
-    they carry both, else from the gold file (report config) and predictions.jsonl."""
-    pairs = []
-    for sample in run.samples():
-        gold, pred = sample.get("gold_first_tool"), sample.get("pred_first_tool")
-        if gold is not None or pred is not None:
-            pairs.append((str(gold or "(none)"), str(pred or "(invalid)")))
-    if pairs:
-        return pairs
-    gold_path = ((run.report or {}).get("config") or {}).get("gold_path")
-    preds = run.predictions_path
-    if gold_path and not Path(gold_path).is_absolute():
-        gold_path = str(resolve(gold_path))
-    if not gold_path or preds is None or not Path(gold_path).is_file():
-        return []
-    gold_lines = [
-        ln for ln in Path(gold_path).read_text(encoding="utf-8").splitlines() if ln.strip()
+    """(gold first tool, predicted first tool) per test row, from the per-sample records
+    (``(invalid)`` for an invalid prediction, ``(none)`` for a plan with no steps)."""
+    return [
+        (
+            _tool_label(sample.gold_first_tool),
+            _tool_label(sample.pred_first_tool) if sample.valid else "(invalid)",
+        )
+        for sample in run.samples()
     ]
-    pred_lines = [ln for ln in preds.read_text(encoding="utf-8").splitlines() if ln.strip()]
-    for g_line, p_line in zip(gold_lines, pred_lines, strict=False):
-        try:
-            gold = _parse_prediction(json.loads(g_line))
-        except json.JSONDecodeError:
-            gold = None
-        try:
-            pred = _parse_prediction(json.loads(p_line))
-        except json.JSONDecodeError:
-            pred = None
-        g_tool = _first_tool(gold.get("route_plan")) if gold else "(none)"
-        p_tool = _first_tool(pred.get("route_plan")) if pred else "(invalid)"
-        pairs.append((g_tool, p_tool))
-    return pairs
 
 
 def route_confusion(runs: Sequence[RunSummary], folder: Path) -> Path:
@@ -165,13 +131,10 @@ def route_confusion(runs: Sequence[RunSummary], folder: Path) -> Path:
 
 
 def length_ratios(run: RunSummary) -> list[float]:
-    """Per-sample ``length_ratio`` of valid predictions (the scorer's ``metrics`` block, or a
-    top-level key)."""
+    """Per-sample ``length_ratio`` of valid predictions (the scorer's ``metrics`` block)."""
     values: list[float] = []
     for sample in run.samples():
-        nested = sample.get("metrics")
-        block: dict[str, Any] = nested if isinstance(nested, dict) else sample
-        value = block.get("length_ratio")
+        value = sample.metrics.get("length_ratio")
         if isinstance(value, (int, float)) and not isinstance(value, bool) and _valid(value):
             values.append(float(value))
     return values
@@ -272,15 +235,15 @@ def all_plots(
 ) -> list[Path]:
     """Every comparison figure for these runs and their baselines (the leaderboard is built from
     ``runs`` when not given)."""
-    from routerlib.compare import _rows, leaderboard
+    from routerlib.compare import leaderboard, routers
 
     if board is None:
         board = leaderboard(runs)
-    routers = _rows(runs)
+    rows = routers(runs)
     return [
         bucket_scores(board, folder),
-        route_confusion(routers, folder),
-        length_ratio(routers, folder),
+        route_confusion(rows, folder),
+        length_ratio(rows, folder),
         quality_vs_cost(board, folder),
         quality_vs_latency(board, folder),
         loss_curves(runs, folder),

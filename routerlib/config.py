@@ -1,7 +1,10 @@
 """RunConfig: one flat params YAML (params/*.yaml) plus overrides, validated with pydantic.
 
-Unknown keys are rejected (papermill only warns about them), and every problem in a file is
-reported together, each line naming the file and the key.
+RunConfig's defaults are the embedded default run (``make run`` with params/local.yaml); they are
+the only defaults of a run setting, and a params file overrides them. Unknown keys are rejected
+(papermill only warns about them), and every problem in a file is reported together, each line
+naming the file and the key. The rules between fields are :func:`cross_field_problems` (the
+tuning ones are :func:`routerlib.models.tuning_problems`, shared with ``TuningSpec``).
 """
 
 from __future__ import annotations
@@ -14,12 +17,15 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from routerlib import models
 from routerlib.errors import InputError
 from routerlib.paths import resolve
 
 TuningMode = Literal["PEFT_ADAPTER", "FULL"]
 Backend = Literal["local", "vertex"]
-ADAPTER_SIZES = (1, 4, 8, 16, 32)
+DataFormat = Literal["prompt_completion", "messages"]
+#: A checkpoint a later stage can name: the final one or one epoch's.
+_CHECKPOINT = re.compile(r"^(final|epoch-[1-9][0-9]*)$")
 #: gs://bucket[/prefix] with a bucket name as Cloud Storage allows it.
 _GCS_PREFIX = re.compile(r"^gs://[a-z0-9][a-z0-9._-]{1,220}[a-z0-9](/.*)?$")
 
@@ -35,7 +41,7 @@ class RunConfig(BaseModel):
 
     # --- data (01_prepare) ---
     input_path: str = Field("", description="Week-2 rows JSONL; empty = embedded synthetic rows.")
-    synth_rows: int = Field(400, ge=1)
+    synth_rows: int = Field(300, ge=1)
     synth_seed: int = 7
     val_ratio: float = Field(0.1, ge=0.0, lt=1.0)
     test_ratio: float = Field(0.05, ge=0.0, lt=1.0)
@@ -44,6 +50,9 @@ class RunConfig(BaseModel):
     max_seq_len: int | None = Field(None, ge=1, description="None = the base model's limit.")
     strict: bool = False
     gcs_prefix: str = Field("", description="gs://bucket/prefix to upload the splits to.")
+    data_format: DataFormat = Field(
+        "prompt_completion", description="prepare's row format: prompt/completion or messages."
+    )
 
     # --- smoke tune (02_smoke_tune) ---
     smoke_limit: int = Field(40, ge=3)
@@ -53,7 +62,7 @@ class RunConfig(BaseModel):
     base_model: str = "routerlib/tiny-router-lm"
     tuning_mode: TuningMode = "PEFT_ADAPTER"
     adapter_size: int | None = 16
-    epochs: int = Field(3, ge=1)
+    epochs: int = Field(2, ge=1)
     learning_rate: float | None = Field(None, gt=0)
     learning_rate_multiplier: float | None = Field(None, gt=0)
     tuned_model_display_name: str = ""
@@ -62,21 +71,32 @@ class RunConfig(BaseModel):
     labels: dict[str, str] = Field(default_factory=dict)
     batch_size: int = Field(4, ge=1, description="local backend only")
     max_train_tokens: int | None = Field(None, ge=16, description="local: truncate examples")
+    checkpoint: str = Field("final", description="Checkpoint later stages use: final | epoch-N.")
 
     # --- Google Cloud (vertex backend; credentials never go here) ---
     project: str = ""
-    location: str = "us-central1"
+    location: str = Field("us-central1", description="Where tuning runs; may be global.")
+    deploy_location: str = Field(
+        models.DEFAULT_DEPLOY_LOCATION, description="Region endpoints live in (not global)."
+    )
     api_endpoint: str = ""
 
     # --- deploy (04_deploy_eval, vertex) ---
-    machine_type: str = "g2-standard-12"
-    accelerator_type: str = "NVIDIA_L4"
-    accelerator_count: int = Field(1, ge=1)
+    machine_type: str | None = Field(None, description="None = the base model's contract.")
+    accelerator_type: str | None = Field(None, description="None = the base model's contract.")
+    accelerator_count: int | None = Field(None, ge=1, description="None = the contract's.")
     endpoint: str = Field("", description="Evaluate this endpoint instead of deploying.")
+    eval_mode: Literal["endpoint", "batch"] = Field(
+        "endpoint", description="batch: a Vertex batch prediction job instead of an endpoint."
+    )
+    enable_thinking: bool | None = Field(
+        None,
+        description="Qwen 3 thinking switch, sent as chat_template_kwargs; None = not sent.",
+    )
 
     # --- evaluation (04_deploy_eval) ---
     eval_limit: int | None = Field(None, ge=1)
-    max_tokens: int = Field(1536, ge=1)
+    max_tokens: int = Field(1280, ge=1, description="synthetic completions fit in ~1,140")
     concurrency: int = Field(8, ge=1)
     thresholds: str = Field("", description="Gate file; empty = the packaged original gates.")
     baseline: Literal["majority", "rules"] = "majority"
@@ -99,14 +119,31 @@ def cross_field_problems(values: dict[str, Any]) -> list[str]:
             problems.append(
                 "val_ratio: val_ratio + test_ratio must be < 1 (rows are left to train)"
             )
-        if v["learning_rate"] is not None and v["learning_rate_multiplier"] is not None:
+        problems += models.tuning_problems(
+            str(v["base_model"]),
+            str(v["tuning_mode"]),
+            v["adapter_size"],
+            v["learning_rate"],
+            v["learning_rate_multiplier"],
+        )
+        if v["backend"] == "vertex":  # the table is Vertex's contract; local takes any HF id
+            problems += [
+                line
+                for line in models.contract_problems(
+                    str(v["base_model"]),
+                    tuning_mode=str(v["tuning_mode"]),
+                    adapter_size=v["adapter_size"],
+                    learning_rate_multiplier=v["learning_rate_multiplier"],
+                    location=str(v["location"]),
+                )
+                if not line.startswith("adapter_size:")  # said once, above
+            ]
+        if v["deploy_location"] == "global":
             problems.append(
-                "learning_rate: set learning_rate or learning_rate_multiplier, not both"
+                "deploy_location: endpoints live in a region, not global (e.g. us-central1)"
             )
-        if v["tuning_mode"] == "PEFT_ADAPTER" and v["adapter_size"] not in ADAPTER_SIZES:
-            problems.append(f"adapter_size: must be one of {ADAPTER_SIZES} under PEFT_ADAPTER")
-        if v["tuning_mode"] == "FULL" and v["adapter_size"] is not None:
-            problems.append("adapter_size: applies to PEFT_ADAPTER only; set it to null for FULL")
+        if not _CHECKPOINT.match(str(v["checkpoint"])):
+            problems.append(f"checkpoint: {v['checkpoint']!r} must be final or epoch-N (N >= 1)")
         prefix = v["gcs_prefix"]
         if prefix and not _GCS_PREFIX.match(str(prefix)):
             problems.append(f"gcs_prefix: {prefix!r} is not gs://bucket[/prefix]")

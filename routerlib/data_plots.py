@@ -3,7 +3,7 @@ estimated token length per split (from ``dataset.stats_frame``)."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -60,4 +60,20 @@ def plot_split_stats(frame: pd.DataFrame) -> Figure:
     ax.set_title("Estimated tokens per example (prompt + completion)")
     ax.set_ylabel("tokens (ceil(chars / 4))")
     fig.suptitle("Prepared splits")
+    return fig
+
+
+def shown(fig: Any) -> Any:
+    """Return ``fig`` ready to be a notebook cell's last expression: displayed once, as PNG, in
+    Jupyter, papermill and nbconvert alike (importing pyplot activates the inline formatter;
+    closing the figure stops the inline backend from showing it a second time)."""
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+    return fig
+
+
+def split_figure(frame: pd.DataFrame) -> Figure:
+    """Notebook 01's figure of the prepared splits (``stages.split_frame``)."""
+    fig: Figure = shown(plot_split_stats(frame))
     return fig

@@ -33,13 +33,20 @@ from typing import TYPE_CHECKING, Any
 from routerlib import __version__, models, schema, storage
 from routerlib.atomic import write_json
 from routerlib.errors import InputError
+from routerlib.runfolder import PREPARE_FILE
 
 if TYPE_CHECKING:
     import pandas as pd
 
 SPLITS: tuple[str, ...] = ("train", "validation", "test")
 SPLIT_FILES: dict[str, str] = {name: f"{name}.jsonl" for name in SPLITS}
-MANIFEST_FILE = "prepare.json"
+MANIFEST_FILE = PREPARE_FILE
+#: Line formats of the training splits. ``prompt_completion`` is the original conversion's
+#: (byte-identical); ``messages`` is the turn-based chat format Vertex documents for open models:
+#: one user turn (the prompt) and one assistant turn (the completion). The test split keeps
+#: prompt/completion in both: the evaluator reads its prompts and gold completions.
+DATA_FORMATS: tuple[str, ...] = ("prompt_completion", "messages")
+MESSAGES_SPLITS: tuple[str, ...] = ("train", "validation")
 TUNING_MODES: tuple[str, ...] = ("PEFT_ADAPTER", "FULL")
 
 #: At most this many problem lines are listed in one error (the count of the rest follows).
@@ -246,6 +253,39 @@ def _encode_line(prompt: str, completion: str) -> bytes:
     """
     quoted = completion.replace("\\", "\\\\").replace('"', '\\"')
     return ('{"prompt": ' + _escape(prompt) + ', "completion": "' + quoted + '"}\n').encode("utf-8")
+
+
+def messages_line(prompt: str, completion: str) -> bytes:
+    """One ``messages`` line: ``{"messages": [user prompt, assistant completion]}`` + newline."""
+    turns = [{"role": "user", "content": prompt}, {"role": "assistant", "content": completion}]
+    return (json.dumps({"messages": turns}, ensure_ascii=False) + "\n").encode("utf-8")
+
+
+def _to_messages(line: bytes) -> bytes:
+    obj = json.loads(line)
+    return messages_line(obj["prompt"], obj["completion"])
+
+
+def example_pair(obj: Any) -> tuple[str, str] | None:
+    """(prompt, completion) of one training line in either format, or None when it is neither.
+
+    A ``messages`` line's prompt is its turns before the last joined by newlines (one user turn
+    for the lines prepare writes), its completion the last turn, which must be the assistant's.
+    """
+    if not isinstance(obj, dict):
+        return None
+    prompt, completion = obj.get("prompt"), obj.get("completion")
+    if isinstance(prompt, str) and isinstance(completion, str):
+        return prompt, completion
+    turns = obj.get("messages")
+    if (
+        isinstance(turns, list)
+        and len(turns) >= 2
+        and all(isinstance(t, dict) and isinstance(t.get("content"), str) for t in turns)
+        and turns[-1].get("role") == "assistant"
+    ):
+        return "\n".join(t["content"] for t in turns[:-1]), turns[-1]["content"]
+    return None
 
 
 def _scan_range(
@@ -571,8 +611,10 @@ def _write_splits(
     sizes: dict[str, int],
     output_dir: Path,
     progress: bool,
+    data_format: str = "prompt_completion",
 ) -> tuple[dict[str, Path], dict[str, dict[str, Any]]]:
-    """Write every split to a temp file, then rename all of them; returns paths and file info."""
+    """Write every split to a temp file, then rename all of them; returns paths and file info.
+    Under ``messages`` the training splits' lines are rewritten as chat turns."""
     temps: dict[str, Path] = {}
     info: dict[str, dict[str, Any]] = {}
     offsets, lengths, which = scan.spool_offsets, scan.spool_lengths, scan.spool_index
@@ -586,6 +628,9 @@ def _write_splits(
             temp = output_dir / f".{target.name}.{os.getpid()}.tmp"
             temps[name] = temp
             hasher = hashlib.sha256()
+            convert = (
+                _to_messages if data_format == "messages" and name in MESSAGES_SPLITS else None
+            )
             with open(temp, "wb", buffering=0) as out:
                 # hashing and writing release the GIL: a helper thread does them while this
                 # thread gathers the next buffer (at most two buffers exist at a time).
@@ -593,7 +638,8 @@ def _write_splits(
                 try:
                     buffer = bytearray()
                     for row in order[position : position + sizes[name]]:
-                        buffer += pread(fds[which[row]], lengths[row], offsets[row])
+                        line = pread(fds[which[row]], lengths[row], offsets[row])
+                        buffer += convert(line) if convert is not None else line
                         if len(buffer) >= _WRITE_BUFFER:
                             sink.put(buffer)
                             buffer = bytearray()
@@ -689,6 +735,7 @@ def prepare(
     synth_rows: int | None = None,
     synth_seed: int | None = None,
     workers: int | None = None,
+    data_format: str = "prompt_completion",
 ) -> PrepareResult:
     """Convert Week-2 rows at ``input_path`` into train/validation/test JSONL in ``output_dir``.
 
@@ -698,8 +745,12 @@ def prepare(
     writing any split when a row is invalid, and under ``strict`` when there are warnings.
     ``workers`` processes read the input (default: one per core, up to MAX_WORKERS, for inputs
     of PARALLEL_MIN_BYTES or more without ``limit``); the output does not depend on it.
+    ``data_format`` is the training splits' line format (DATA_FORMATS; the default is the
+    original prompt/completion, byte for byte).
     """
     _check_flags(val_ratio, test_ratio, limit, max_seq_len, tuning_mode)
+    if data_format not in DATA_FORMATS:
+        raise InputError(f"--format {data_format!r}: use one of {', '.join(DATA_FORMATS)}")
     if gcs_prefix is not None:
         storage.parse_gcs_uri(gcs_prefix)  # a malformed prefix fails before any work
     limit_seq = max_seq_len or models.max_seq_len(base_model, tuning_mode)
@@ -759,7 +810,9 @@ def prepare(
                 f"{label}: {len(warnings)} warning(s) are errors under --strict; nothing was written",
                 warnings,
             )
-        split_paths, info = _write_splits(spools, scan, order, sizes, out_dir, progress)
+        split_paths, info = _write_splits(
+            spools, scan, order, sizes, out_dir, progress, data_format
+        )
     except BaseException:
         _remove_spools(out_dir)
         if created_dir:
@@ -797,6 +850,7 @@ def prepare(
             "tuning_mode": tuning_mode,
             "strict": strict,
             "gcs_prefix": gcs_prefix,
+            "data_format": data_format,
         },
         "token_estimate": TOKEN_ESTIMATE_NOTE,
         "counts": {"total": n, **sizes},
@@ -861,7 +915,10 @@ def stats_frame(output_dir: str | os.PathLike[str]) -> pd.DataFrame:
             raise InputError(f"{path}: not found (run routerlib prepare first)")
         with open(path, encoding="utf-8") as handle:
             for line in handle:
-                example = json.loads(line)
+                pair = example_pair(json.loads(line))
+                if pair is None:
+                    raise InputError(f"{path}: a line is neither prompt/completion nor messages")
+                example = {"prompt": pair[0], "completion": pair[1]}
                 completion = json.loads(example["completion"])
                 plan = completion["route_plan"]
                 records.append(

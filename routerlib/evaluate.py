@@ -15,6 +15,7 @@ killed run resumes where it stopped. It then writes the prediction file in gold 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import http.client
 import json
@@ -32,7 +33,7 @@ from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
-from routerlib.atomic import atomic_writer, write_json
+from routerlib.atomic import atomic_writer
 from routerlib.errors import InputError, RemoteError
 from routerlib.models import estimate_tokens
 
@@ -111,6 +112,8 @@ class _JsonHttp:
         self.timeout = timeout
         self.headers = {"Content-Type": "application/json", "Accept": "application/json"}
         self.headers.update(headers or {})
+        #: Google bearer token source for a Vertex https address (routerlib.auth's rule).
+        self.token: Any = None
         self._local = threading.local()
 
     def _connection(self) -> http.client.HTTPConnection:
@@ -145,9 +148,10 @@ class _JsonHttp:
         other status or a 2xx answer that is not JSON.
         """
         data = None if body is None else json.dumps(body).encode("utf-8")
+        headers = {**self.headers, **self.token.header()} if self.token else self.headers
         conn = self._connection()
         try:
-            conn.request(method, path, body=data, headers=self.headers)
+            conn.request(method, path, body=data, headers=headers)
             resp = conn.getresponse()
             payload = resp.read()
         except TimeoutError:
@@ -218,10 +222,22 @@ def _prediction_text(pred: Any, where: str) -> str:
     raise RemoteError(f"{where}: prediction is not text: {json.dumps(pred)[:120]}")
 
 
+def predict_instance(
+    prompt: str, max_tokens: int, extra: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """The vLLM predict instance for ``prompt`` (greedy; raw text, no Prompt/Output wrapper), the
+    same for a local server, a Vertex endpoint and a batch job. ``extra`` adds container fields
+    (e.g. ``chat_template_kwargs``)."""
+    instance = {"prompt": prompt, "max_tokens": max_tokens, "temperature": 0, "raw_response": True}
+    instance.update(extra or {})
+    return instance
+
+
 class PredictClient:
     """vLLM predict JSON: ``POST URL {"instances": [{prompt, max_tokens, temperature, raw_response}]}``.
 
     ``url`` ends with ``:predict`` (a local ``routerlib serve`` or a Vertex-style REST address).
+    An https Vertex predict address is sent application-default credentials (routerlib.auth).
     """
 
     def __init__(
@@ -231,15 +247,20 @@ class PredictClient:
         timeout: float = 120.0,
         name: str | None = None,
         headers: dict[str, str] | None = None,
+        extra: dict[str, Any] | None = None,
     ) -> None:
+        from routerlib import auth
+
         self.url = url
         self.name = name or cache_name(url)
         self._http = _JsonHttp(url, timeout, headers)
+        self._http.token = auth.headers_for(url)
         self._path = _path_of(url)
+        self.extra = dict(extra or {})
 
     def instance(self, prompt: str, max_tokens: int) -> dict[str, Any]:
-        """The predict instance sent for ``prompt`` (greedy; raw text, no Prompt/Output wrapper)."""
-        return {"prompt": prompt, "max_tokens": max_tokens, "temperature": 0, "raw_response": True}
+        """The predict instance sent for ``prompt``."""
+        return predict_instance(prompt, max_tokens, self.extra)
 
     def complete(self, prompt: str, max_tokens: int) -> Completion:
         start = time.perf_counter()
@@ -319,6 +340,7 @@ class VertexEndpointClient:
         location: str | None = None,
         api_endpoint: str | None = None,
         timeout: float = 120.0,
+        extra: dict[str, Any] | None = None,
     ) -> None:
         if endpoint.isdigit() and project and location:
             endpoint = f"projects/{project}/locations/{location}/endpoints/{endpoint}"
@@ -328,16 +350,12 @@ class VertexEndpointClient:
         self.location = location
         self.api_endpoint = api_endpoint
         self.timeout = timeout
+        self.extra = dict(extra or {})
 
     def complete(self, prompt: str, max_tokens: int) -> Completion:
         from routerlib.serving import vertex
 
-        instance = {
-            "prompt": prompt,
-            "max_tokens": max_tokens,
-            "temperature": 0,
-            "raw_response": True,
-        }
+        instance = predict_instance(prompt, max_tokens, self.extra)
         start = time.perf_counter()
         try:
             preds = vertex.predict(
@@ -369,8 +387,9 @@ def make_client(
     project: str | None = None,
     location: str | None = None,
     api_endpoint: str | None = None,
+    extra: dict[str, Any] | None = None,
 ) -> Client:
-    """The client for an ``--endpoint`` value.
+    """The client for an ``--endpoint`` value (``extra``: more predict-instance fields).
 
     - ``http(s)://…/v1`` (or ``…/v1/completions``): OpenAI-compatible completions;
     - ``http(s)://…:predict`` (or ``…/endpoints/ID``): vLLM predict JSON;
@@ -382,16 +401,21 @@ def make_client(
         if path.endswith("/v1") or path.endswith("/v1/completions"):
             return OpenAIClient(target, model=model, timeout=timeout)
         if path.endswith(":predict"):
-            return PredictClient(target, timeout=timeout)
+            return PredictClient(target, timeout=timeout, extra=extra)
         if _PREDICT_PATH.search(path):
-            return PredictClient(target.rstrip("/") + ":predict", timeout=timeout)
+            return PredictClient(target.rstrip("/") + ":predict", timeout=timeout, extra=extra)
         raise InputError(
             f"--endpoint {public_url(target)}: cannot tell the protocol; end the URL with ':predict' "
             "(vLLM predict JSON) or '/v1' (OpenAI-compatible)"
         )
     if target.isdigit() or re.fullmatch(r"projects/[^/]+/locations/[^/]+/endpoints/[^/]+", target):
         return VertexEndpointClient(
-            target, project=project, location=location, api_endpoint=api_endpoint, timeout=timeout
+            target,
+            project=project,
+            location=location,
+            api_endpoint=api_endpoint,
+            timeout=timeout,
+            extra=extra,
         )
     raise InputError(
         f"--endpoint {public_url(target)!r}: expected an http(s) URL (…:predict or …/v1), "
@@ -520,10 +544,11 @@ def prediction_path_for(cache_path: str | os.PathLike[str]) -> Path:
 
 def prediction_record(index: int, rec: dict[str, Any]) -> dict[str, Any]:
     """One prediction-file line from a cache record: the extracted JSON text plus the raw text."""
-    from routerlib.extract import extract_json_object
+    from routerlib.extract import extract_json_object, split_thinking
 
     raw = rec["text"]
     obj, note = extract_json_object(raw)
+    thinking, _ = split_thinking(raw)
     completion = json.dumps(obj, ensure_ascii=False) if obj is not None else raw
     out: dict[str, Any] = {
         "index": index,
@@ -536,6 +561,8 @@ def prediction_record(index: int, rec: dict[str, Any]) -> dict[str, Any]:
     }
     if rec.get("tokens_estimated"):
         out["tokens_estimated"] = True
+    if thinking is not None:
+        out["thinking"] = thinking  # dropped before extraction (Qwen 3 <think> block)
     return out
 
 
@@ -602,13 +629,11 @@ def generate_predictions(
                 progress,
             )
 
+    from routerlib.runfolder import PredictionRecord, write_predictions
+
     out = Path(pred_path) if pred_path else prediction_path_for(cache)
-    with atomic_writer(out) as handle:
-        for index in range(len(prompts)):
-            handle.write(
-                json.dumps(prediction_record(index, records[index]), ensure_ascii=False) + "\n"
-            )
-    return out
+    lines = [PredictionRecord(**prediction_record(i, records[i])) for i in range(len(prompts))]
+    return write_predictions(out, lines)
 
 
 def _lock_or_refuse(handle: Any, cache: Path) -> None:
@@ -759,15 +784,16 @@ def _cache_record(
 def artifact_paths(out: str | os.PathLike[str]) -> dict[str, Path]:
     """Files written beside a report ``X.json``: cache, predictions, and the gold/pred subsets of
     ``--limit``."""
+    from routerlib import runfolder
+
     report = Path(out)
-    stem = report.name[:-5] if report.name.endswith(".json") else report.name
     return {
         "report": report,
-        "cache": report.with_name(f"{stem}.cache.jsonl"),
-        "predictions": report.with_name(f"{stem}.predictions.jsonl"),
-        "gold_subset": report.with_name(f"{stem}.gold.jsonl"),
-        "pred_subset": report.with_name(f"{stem}.pred.jsonl"),
-        "compare_subset": report.with_name(f"{stem}.compare.jsonl"),
+        "cache": runfolder.report_artifact(report, "cache"),
+        "predictions": runfolder.predictions_path(report),
+        "gold_subset": runfolder.report_artifact(report, "gold"),
+        "pred_subset": runfolder.report_artifact(report, "pred"),
+        "compare_subset": runfolder.report_artifact(report, "compare"),
     }
 
 
@@ -805,15 +831,27 @@ def evaluate(
     timeout: float = 120.0,
     retries: int = 5,
     progress: bool = True,
+    predictor: Any = None,
+    batch: str | None = None,
+    gcs_prefix: str | None = None,
+    machine_type: str | None = None,
+    accelerator_type: str | None = None,
+    accelerator_count: int | None = None,
+    rerun_failed: bool = False,
+    poll_s: float = 30.0,
 ) -> dict[str, Any]:
-    """Score ``pred`` — or predictions generated from ``endpoint`` / a local ``checkpoint`` —
-    against ``gold``; write the report to ``out`` (with samples, cache and predictions beside it)
-    and return it. ``--limit N`` scores the first N gold rows (subset files are written beside)."""
-    from routerlib.metrics import score_files
+    """Score ``pred`` — or predictions generated from ``endpoint``, a local ``checkpoint``, a
+    ``batch`` prediction job on a Model Registry model, or any serving ``predictor``
+    (routerlib.serving.base.Predictor) — against ``gold``; write the report to ``out`` (with
+    samples, cache and predictions beside it) and return it. ``--limit N`` scores the first N
+    gold rows (subset files are written beside)."""
+    from routerlib.compare import score_files
 
-    sources = [s for s in (pred, endpoint, checkpoint) if s is not None]
+    sources = [s for s in (pred, endpoint, checkpoint, predictor, batch) if s is not None]
     if len(sources) != 1:
-        raise InputError("give exactly one of --pred, --endpoint, --checkpoint")
+        raise InputError("give exactly one of --pred, --endpoint, --checkpoint, --batch")
+    if batch is not None and not gcs_prefix:
+        raise InputError("--batch needs --gcs-prefix gs://BUCKET/PREFIX (instances and outputs)")
     if limit is not None and limit < 1:
         raise InputError(f"--limit must be >= 1, got {limit}")
     gold_path = Path(gold)
@@ -853,36 +891,55 @@ def evaluate(
         if limit is not None:
             pred_path = _first_lines(pred_path, paths["pred_subset"], limit, "prediction")
     else:
-        common = dict(
-            cache_path=paths["cache"],
-            pred_path=paths["predictions"],
-            concurrency=concurrency,
-            max_tokens=max_tokens,
-            retries=retries,
-            timeout=timeout,
-            progress=progress,
-        )
-        if endpoint is not None:
-            client = make_client(
-                endpoint,
-                timeout=timeout,
-                model=model,
-                project=project,
-                location=location,
-                api_endpoint=api_endpoint,
-            )
-            pred_path = generate_predictions(gold_path, client=client, **common)  # type: ignore[arg-type]
-        else:
-            from routerlib.serving.local import LocalServer
+        from routerlib.serving.base import BatchPredictor, OnlinePredictor
 
-            ckpt = Path(checkpoint)  # type: ignore[arg-type]
-            if not ckpt.exists():
-                raise InputError(f"{ckpt}: checkpoint folder not found")
-            with LocalServer(ckpt) as server:
+        online: dict[str, Any] = {
+            "concurrency": concurrency,
+            "retries": retries,
+            "timeout": timeout,
+        }
+        with contextlib.ExitStack() as stack:
+            if endpoint is not None:
+                client = make_client(
+                    endpoint,
+                    timeout=timeout,
+                    model=model,
+                    project=project,
+                    location=location,
+                    api_endpoint=api_endpoint,
+                )
+                predictor = OnlinePredictor(client, name=cache_name(endpoint), **online)
+            elif batch is not None:
+                predictor = BatchPredictor(
+                    batch,
+                    str(gcs_prefix),
+                    machine_type=machine_type,
+                    accelerator_type=accelerator_type,
+                    accelerator_count=accelerator_count,
+                    project=project,
+                    location=location,
+                    api_endpoint=api_endpoint,
+                    rerun_failed=rerun_failed,
+                    poll_s=poll_s,
+                )
+            elif checkpoint is not None:
+                from routerlib.serving.local import LocalServer
+
+                ckpt = Path(checkpoint)
+                if not ckpt.exists():
+                    raise InputError(f"{ckpt}: checkpoint folder not found")
+                server = stack.enter_context(LocalServer(ckpt))
                 client = PredictClient(
                     server.endpoint_url, timeout=timeout, name=f"checkpoint:{ckpt.resolve()}"
                 )
-                pred_path = generate_predictions(gold_path, client=client, **common)  # type: ignore[arg-type]
+                predictor = OnlinePredictor(client, name=f"checkpoint:{checkpoint}", **online)
+            pred_path = predictor.predict_file(
+                gold_path,
+                cache_path=paths["cache"],
+                pred_path=paths["predictions"],
+                max_tokens=max_tokens,
+                progress=progress,
+            )
 
     report = score_files(
         gold_path, pred_path, out_path=paths["report"], thresholds=thresholds, compare_to=compare_to
@@ -891,11 +948,14 @@ def evaluate(
         report["generation"] = generation_summary(
             pred_path,
             paths["cache"],
-            source=cache_name(endpoint) if endpoint is not None else f"checkpoint:{checkpoint}",
+            source=predictor.name,
             max_tokens=max_tokens,
             concurrency=concurrency,
         )
-        write_json(paths["report"], report)
+        from routerlib import runfolder
+
+        report["generation"].update(predictor.summary())
+        runfolder.write_report(paths["report"], report)
     return report
 
 

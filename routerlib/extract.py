@@ -22,6 +22,8 @@ from routerlib.schema import COMPLETION_KEYS
 _DECODER = json.JSONDecoder()
 _FENCE_RE = re.compile(r"```[ \t]*(?:json|JSON)?[ \t]*\r?\n?(.*?)```", re.DOTALL)
 _OUTPUT_MARKER = "Output:"
+_THINK_OPEN, _THINK_CLOSE = "<think>", "</think>"
+THINK_NOTE = " (after a <think> block)"
 
 
 def parse_prediction_line(obj: Any) -> dict[str, Any] | None:
@@ -114,17 +116,41 @@ def _best(candidates: list[tuple[int, int, dict[str, Any]]]) -> dict[str, Any] |
     return best[2]
 
 
+def split_thinking(text: str) -> tuple[str | None, str]:
+    """A leading ``<think>…</think>`` block (Qwen 3's reasoning) and the text after it.
+
+    Returns ``(None, text)`` when the text does not start with one. An unclosed block (generation
+    stopped while thinking) is all thinking: ``(block, "")``.
+    """
+    if not isinstance(text, str):
+        return None, text
+    stripped = text.lstrip().lstrip("\ufeff").lstrip()
+    if not stripped.startswith(_THINK_OPEN):
+        return None, text
+    body = stripped[len(_THINK_OPEN) :]
+    end = body.find(_THINK_CLOSE)
+    if end == -1:
+        return body.strip(), ""
+    return body[:end].strip(), body[end + len(_THINK_CLOSE) :]
+
+
 def extract_json_object(text: str) -> tuple[dict[str, Any] | None, str]:
     """The best JSON object in raw model ``text`` and a short note of how it was found.
 
     Order of attempts: the whole text is an object ("whole"); the part after the last
     ``Output:`` marker ("after Output:"); the contents of code fences ("fenced"); a scan of
     every decodable ``{…}`` in the text ("scan"). Within an attempt, an object holding
-    ``route_plan`` (and the most contract keys) is preferred over any other. When nothing decodes
-    to an object the result is ``(None, reason)``; truncated JSON is not repaired.
+    ``route_plan`` (and the most contract keys) is preferred over any other. A leading
+    ``<think>…</think>`` block is dropped first (the note then says so; braces inside it are never
+    taken for the answer). When nothing decodes to an object the result is ``(None, reason)``;
+    truncated JSON is not repaired.
     """
     if not isinstance(text, str):
         return None, f"not text ({_kind(text)})"
+    thinking, rest = split_thinking(text)
+    if thinking is not None:
+        found, note = extract_json_object(rest)
+        return found, note + THINK_NOTE
     stripped = text.strip().lstrip("\ufeff")
     if not stripped:
         return None, "empty text"

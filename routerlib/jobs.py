@@ -6,9 +6,13 @@ and replace the file atomically (temp file + fsync + rename), so a crash mid-wri
 previous registry intact. Each record keeps the project, location and endpoint it was submitted
 to, so ``show``/``wait``/``cancel`` re-attach by name from any process.
 
-``tune`` is the whole submission path: validate the spec, check the datasets exist, print a cost
-estimate, (dry run: print the request and stop), re-attach to a live job of the same spec, submit,
-record, wait.
+``tune`` is the whole submission path: validate the spec, run the backend's preflight (the
+contract table: nothing is sent or recorded when it refuses), check the datasets exist, print a
+cost estimate, (dry run: print the request and stop), re-attach to a job of the same spec (in the
+registry, or on the server by the spec-hash label), submit once, record, wait.
+
+This module talks to the tuning backend interface only (routerlib.tuning.base.TuningBackend): it
+never branches on a backend's name and never imports a backend module.
 """
 
 from __future__ import annotations
@@ -25,10 +29,23 @@ from typing import Any
 
 from routerlib import atomic
 from routerlib.errors import InputError, RemoteError, RouterlibError
-from routerlib.models import EMBEDDED_MODEL, max_seq_len, model_info
+from routerlib.models import max_seq_len, model_info
 from routerlib.paths import outputs_root, resolve
 from routerlib.tuning import choose_backend, get_backend
-from routerlib.tuning.base import DENIED, REATTACH_STATES, SUCCEEDED, Job, TuningSpec
+from routerlib.tuning.base import (
+    CANCELLING,
+    DENIED,
+    REATTACH_STATES,
+    SUCCEEDED,
+    UNKNOWN,
+    ApiUnreachable,
+    Job,
+    QuotaExhausted,
+    SubmissionRefused,
+    SubmissionUnknown,
+    TuningBackend,
+    TuningSpec,
+)
 
 REGISTRY_FILE = "jobs.json"
 REGISTRY_VERSION = 1
@@ -123,8 +140,23 @@ def find(name: str) -> Job:
 
 
 def spec_key(spec: TuningSpec) -> str:
-    """A canonical text of the spec, equal for equal specs."""
-    return json.dumps(spec.model_dump(mode="json"), sort_keys=True)
+    """The spec's hash (its label value), equal for equal specs with or without the label."""
+    return spec.spec_hash()
+
+
+def replace(old_name: str, job: Job) -> Job:
+    """Put ``job`` in the place of the record called ``old_name`` (an UNKNOWN submission that was
+    found on the server), atomically; a record already called ``job.name`` is dropped."""
+    with _locked():
+        jobs = [j for j in load_registry() if j.name != job.name or j.name == old_name]
+        for i, existing in enumerate(jobs):
+            if existing.name == old_name:
+                jobs[i] = job
+                break
+        else:
+            jobs.append(job)
+        _write(jobs)
+    return job
 
 
 # --------------------------------------------------------------------------- helpers
@@ -134,7 +166,7 @@ def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
-def _backend_for(job: Job) -> Any:
+def _backend_for(job: Job) -> TuningBackend:
     return get_backend(
         job.backend, project=job.project, location=job.location, api_endpoint=job.api_endpoint
     )
@@ -142,13 +174,19 @@ def _backend_for(job: Job) -> Any:
 
 def _merge(recorded: Job, remote: Job) -> Job:
     """The recorded job updated with what the API says now (the recorded spec is kept)."""
-    update: dict[str, Any] = {"state": remote.state, "error": remote.error}
+    update: dict[str, Any] = {
+        "state": remote.state,
+        "error": remote.error,
+        "sub_state": remote.sub_state,
+    }
     if remote.update_time:
         update["update_time"] = remote.update_time
     if remote.create_time and not recorded.create_time:
         update["create_time"] = remote.create_time
     if remote.tuning_data_stats:
         update["tuning_data_stats"] = remote.tuning_data_stats
+    if remote.checkpoints:
+        update["checkpoints"] = remote.checkpoints
     if remote.state == SUCCEEDED:
         update["checkpoint_uri"] = remote.checkpoint_uri or recorded.spec.checkpoint_uri()
     return recorded.model_copy(update=update)
@@ -159,15 +197,17 @@ def short_id(name: str) -> str:
     return name.rsplit("/", 1)[-1]
 
 
-def _unreachable_error() -> type[RemoteError]:
-    from routerlib.tuning.vertex import ApiUnreachable
-
-    return ApiUnreachable
+def _asks_server(job: Job) -> bool:
+    """True when the job exists on a backend and can change: not refused, unknown or ended."""
+    return job.state not in (DENIED, UNKNOWN) and not job.ended
 
 
 def refresh(job: Job, out: Out | None = None) -> Job:
-    """Ask the API for the job's state and record it; on failure keep the record and say why."""
-    if job.backend != "vertex" or job.state == DENIED:
+    """Ask the backend for the job's state and record it; on failure keep the record and say why.
+    An UNKNOWN submission is looked for on the server by its label first."""
+    if job.state == UNKNOWN:
+        return resolve_unknown(job, out)
+    if not _asks_server(job):
         return job
     try:
         remote = _backend_for(job).get(job.name)
@@ -176,6 +216,31 @@ def refresh(job: Job, out: Out | None = None) -> Job:
             out(f"{short_id(job.name)}: showing the recorded state ({exc})")
         return job
     return record(_merge(job, remote))
+
+
+def resolve_unknown(job: Job, out: Out | None = None) -> Job:
+    """Look for an UNKNOWN submission's job by its spec-hash label (every page of the list):
+    found, it replaces the UNKNOWN record; not found, the record stays UNKNOWN."""
+    try:
+        found = _backend_for(job).find_submitted(job.spec)
+    except RemoteError as exc:
+        if out is not None:
+            out(f"{job.name}: could not look for the job on the server ({exc})")
+        return job
+    if found is None:
+        return job
+    found = found.model_copy(
+        update={
+            "cost_estimate_usd": job.cost_estimate_usd,
+            "project": found.project or job.project,
+            "location": found.location or job.location,
+            "api_endpoint": found.api_endpoint or job.api_endpoint,
+            "create_time": found.create_time or job.create_time,
+        }
+    )
+    if out is not None:
+        out(f"found {found.name} ({found.state}) for the unanswered submission {job.name}")
+    return replace(job.name, found)
 
 
 def ensure_success(job: Job) -> Job:
@@ -193,12 +258,23 @@ def _stats_text(job: Job) -> str:
     )
 
 
+def state_text(job: Job) -> str:
+    """The state with its sub-state, e.g. ``RUNNING (waiting for capacity)``."""
+    text = job.state.removeprefix("JOB_STATE_")
+    if job.sub_state:
+        sub = job.sub_state.removeprefix("TUNING_JOB_STATE_").replace("_", " ").lower()
+        text += f" ({sub})"
+    return text
+
+
 def describe(job: Job) -> str:
-    """Several lines about one job: name, state, spec, statistics, checkpoint."""
+    """Several lines about one job: name, state, spec, statistics, checkpoints."""
     spec = job.spec
     lines = [
         f"job:         {job.name}",
-        f"state:       {job.state}" + (f" ({job.error})" if job.error else ""),
+        f"state:       {job.state}"
+        + (f" · {job.sub_state}" if job.sub_state else "")
+        + (f" ({job.error})" if job.error else ""),
         f"backend:     {job.backend}"
         + (f" · {job.project}/{job.location}" if job.project else "")
         + (f" · {job.api_endpoint}" if job.api_endpoint else ""),
@@ -226,73 +302,108 @@ def describe(job: Job) -> str:
         lines.append(f"statistics:  {_stats_text(job)}")
     if job.checkpoint_uri:
         lines.append(f"checkpoint:  {job.checkpoint_uri}")
+    if job.checkpoints:
+        lines.append("checkpoints: ID          EPOCH  STEP    URI")
+        for c in job.checkpoints:
+            epoch = "-" if c.epoch is None else str(c.epoch)
+            step = "-" if c.step is None else str(c.step)
+            lines.append(f"             {c.checkpoint_id:<11} {epoch:<6} {step:<7} {c.uri or '-'}")
     return "\n".join(lines)
 
 
-def jobs_table(jobs: list[Job]) -> str:
-    """The "Active Tuning Jobs" table: job id, base model, tuning mode, adapter size, output, status."""
-    header = ("JOB ID", "BASE MODEL", "TUNING MODE", "ADAPTER", "OUTPUT URI", "STATUS")
-    rows = [
+def _job_cell(job: Job) -> str:
+    """The job column: the full resource name, or why there is none."""
+    if job.state == DENIED:
+        reason = (job.error or "").lower()
+        return "*(pending allowlist)*" if "allowlist" in reason else "*(refused)*"
+    if job.state == UNKNOWN:
+        return "*(unknown: create unanswered)*"
+    return job.name
+
+
+def _status_cell(job: Job) -> str:
+    """Status in words, with the reason of a denial or failure."""
+    if job.state == DENIED:
+        return f"Denied – {job.error}" if job.error else "Denied"
+    words = state_text(job).capitalize() if job.state != UNKNOWN else "Unknown"
+    if job.error and job.ended:
+        words += f" – {job.error}"
+    return words
+
+
+def _rows(jobs: list[Job]) -> list[tuple[str, ...]]:
+    return [
         (
-            short_id(j.name),
+            _job_cell(j),
             j.spec.base_model,
-            j.spec.tuning_mode,
+            "PEFT" if j.spec.tuning_mode == "PEFT_ADAPTER" else j.spec.tuning_mode,
             str(j.spec.adapter_size) if j.spec.tuning_mode == "PEFT_ADAPTER" else "-",
             j.spec.output_uri,
-            j.state.removeprefix("JOB_STATE_"),
+            _status_cell(j),
         )
         for j in jobs
     ]
+
+
+TABLE_HEADER = (
+    "Vertex Job ID",
+    "Base model",
+    "Tuning mode",
+    "Adapter size",
+    "Output URI",
+    "Status",
+)
+
+
+def jobs_table(jobs: list[Job], fmt: str = "plain") -> str:
+    """The "Active Tuning Jobs" table: full job name (or why none), base model, tuning mode,
+    adapter size, output URI, status with the reason of a denial. ``fmt`` is ``plain`` (aligned
+    columns) or ``markdown`` (the seed README's table, ready to paste)."""
+    rows = _rows(jobs)
+    if fmt == "markdown":
+        lines = [
+            "Active Tuning Jobs",
+            "------------------",
+            "| " + " | ".join(TABLE_HEADER) + " |",
+            "| " + " | ".join("---" for _ in TABLE_HEADER) + " |",
+        ]
+        for r in rows:
+            job, model, mode, size, output, status = (c.replace("|", "\\|") for c in r)
+            if not job.startswith("*"):
+                job = f"`{job}`"
+            lines.append(f"| {job} | `{model}` | {mode} | {size} | `{output}` | {status} |")
+        return "\n".join(lines)
+    if fmt != "plain":
+        raise InputError(f"--format {fmt!r}: use plain or markdown")
     if not rows:
         return f"Active Tuning Jobs\n(no jobs recorded in {registry_path()})"
+    header = tuple(h.upper() for h in TABLE_HEADER)
     widths = [max(len(r[i]) for r in (header, *rows)) for i in range(len(header))]
-    fmt = "  ".join(f"{{:<{w}}}" for w in widths)
-    lines = [
+    line = "  ".join(f"{{:<{w}}}" for w in widths)
+    out = [
         "Active Tuning Jobs",
-        fmt.format(*header).rstrip(),
-        fmt.format(*("-" * w for w in widths)),
+        line.format(*header).rstrip(),
+        line.format(*("-" * w for w in widths)),
     ]
-    lines += [fmt.format(*r).rstrip() for r in rows]
-    return "\n".join(lines)
+    out += [line.format(*r).rstrip() for r in rows]
+    return "\n".join(out)
 
 
 # --------------------------------------------------------------------------- checks before submit
 
 
-def _check_spec_for_backend(spec: TuningSpec, backend: str) -> None:
-    """Backend-specific rules; InputError lists every problem with what to change."""
-    problems = []
-    gs = {
-        "training_dataset_uri": spec.training_dataset_uri,
-        "validation_dataset_uri": spec.validation_dataset_uri,
-        "output_uri": spec.output_uri,
-        "custom_base_model": spec.custom_base_model,
-    }
-    if backend == "vertex":
-        for key, value in gs.items():
-            if value and not value.startswith("gs://"):
-                problems.append(
-                    f"{key}: {value!r} must be a gs:// URI for Vertex AI (upload it, or use "
-                    "--backend local)"
-                )
-        if spec.base_model == EMBEDDED_MODEL:
-            problems.append(
-                f"base_model: {EMBEDDED_MODEL} is the embedded local model: use --backend local or "
-                "a Vertex model id such as meta/llama3_1@llama-3.1-8b-instruct"
-            )
-    else:
-        for key, value in gs.items():
-            if value and value.startswith("gs:"):
-                problems.append(
-                    f"{key}: {value!r}: the local backend reads and writes local paths (download "
-                    "it, or use --backend vertex)"
-                )
+def preflight(spec: TuningSpec, backend: TuningBackend) -> None:
+    """The backend's refusals found before sending: InputError (exit 2), one line."""
+    problems = backend.preflight(spec)
     if problems:
-        raise InputError("tuning spec does not fit the backend", problems)
+        extra = (
+            f" (+{len(problems) - 1} more: {'; '.join(problems[1:])})" if len(problems) > 1 else ""
+        )
+        raise InputError(f"preflight: {problems[0]}{extra}; nothing was sent")
 
 
-def _check_datasets(spec: TuningSpec, backend: str) -> None:
-    """The datasets must exist (and, for vertex, the output bucket)."""
+def _check_datasets(spec: TuningSpec) -> None:
+    """The datasets must exist (and a gs:// output's bucket)."""
     from routerlib import storage
 
     problems = []
@@ -302,29 +413,64 @@ def _check_datasets(spec: TuningSpec, backend: str) -> None:
             problems.append(f"{key}: {uri} does not exist")
     if problems:
         raise InputError("dataset not found: run prepare (and upload) first", problems)
-    if backend == "vertex":
+    if storage.is_gcs_uri(spec.output_uri):
         storage.check_bucket(spec.output_uri)
 
 
-def _find_reattachable(
-    spec: TuningSpec, backend: str, project: str | None, location: str | None, out: Out
-) -> Job | None:
-    """A recorded job of the same spec (backend, project, location) that is live or succeeded."""
+def _check_lengths(spec: TuningSpec, counts: list[int], strict: bool, out: Out) -> None:
+    """Examples over the model's sequence limit: an error under ``strict``, else a warning."""
+    limit = max_seq_len(spec.base_model, spec.tuning_mode)
+    over = sum(1 for c in counts if c > limit)
+    if not over:
+        return
+    text = (
+        f"{over} training example(s) exceed ~{limit} tokens, the limit of {spec.base_model} "
+        f"under {spec.tuning_mode}"
+    )
+    if strict:
+        raise InputError(f"preflight: {text} (strict); nothing was sent")
+    out(f"warning: {text}; they may be truncated or dropped")
+
+
+def _place(where: dict[str, str | None]) -> dict[str, Any]:
+    """Job keyword arguments for where a backend submits (project, location, endpoint)."""
+    return {key: where.get(key) for key in ("project", "location", "api_endpoint")}
+
+
+def _same_place(job: Job, where: dict[str, str | None]) -> bool:
+    return all(getattr(job, key) == value for key, value in where.items())
+
+
+def _find_reattachable(spec: TuningSpec, backend: TuningBackend, out: Out) -> Job | None:
+    """A job of the same spec at the same place: a recorded live or succeeded one, a recorded
+    UNKNOWN submission the server turns out to have, or (records lost) one the server has."""
     key = spec_key(spec)
+    unknown_seen = False
     for job in reversed(load_registry()):
-        if job.backend != backend or spec_key(job.spec) != key or job.state not in REATTACH_STATES:
+        if job.backend != backend.name or spec_key(job.spec) != key:
             continue
-        if backend == "vertex" and (job.project, job.location) != (project, location):
+        if not _same_place(job, backend.where):
             continue
-        if backend == "vertex":
-            job = refresh(job, out)
-            if job.state not in REATTACH_STATES:
+        if job.state == UNKNOWN:
+            unknown_seen = True
+            job = resolve_unknown(job, out)
+            if job.state == UNKNOWN:
                 continue
-        elif job.state == SUCCEEDED and not (
-            job.checkpoint_uri and os.path.exists(job.checkpoint_uri)
-        ):
-            continue  # the local checkpoint is gone: train again
+        elif job.state not in REATTACH_STATES:
+            continue
+        job = refresh(job, out)
+        if job.state not in REATTACH_STATES:
+            continue
+        if job.state == SUCCEEDED and job.checkpoint_uri and "://" not in job.checkpoint_uri:
+            if not os.path.exists(job.checkpoint_uri):
+                continue  # the local checkpoint is gone: train again
         return job
+    if unknown_seen:
+        return None  # already looked on the server
+    found = backend.find_submitted(spec)
+    if found is not None:
+        out(f"found {found.name} ({found.state}) on the server with this spec's label")
+        return record(found)
     return None
 
 
@@ -338,6 +484,9 @@ def tune(
     wait: bool = True,
     force: bool = False,
     dry_run: bool = False,
+    strict: bool = False,
+    wait_for_quota: bool = False,
+    quota_interval: float = 300.0,
     project: str | None = None,
     location: str | None = None,
     api_endpoint: str | None = None,
@@ -345,68 +494,55 @@ def tune(
     out: Out = print,
     local_options: dict[str, Any] | None = None,
 ) -> Job:
-    """Submit ``spec`` (or re-attach to its live job) and, with ``wait``, follow it to the end.
+    """Submit ``spec`` (or re-attach to its job) and, with ``wait``, follow it to the end.
 
-    Raises InputError before anything is sent when the spec or its datasets are wrong,
-    RemoteError when the server refuses (recorded as DENIED) or the job ends unsuccessfully,
-    WaitInterrupted on Ctrl-C while waiting (the job keeps running). ``local_options`` go to
-    LocalBackend (batch_size, max_train_tokens, seed, ...); the local backend trains in the
-    foreground, so ``wait`` does not apply to it.
+    Raises InputError (exit 2) before anything is sent when preflight refuses (the contract
+    table, datasets, ``strict`` sequence limits); RemoteError when the server refuses (recorded
+    as DENIED), the credentials lack a permission (not recorded), quota is exhausted (not
+    recorded; retried every ``quota_interval`` seconds with ``wait_for_quota``), the create
+    request went unanswered (recorded as UNKNOWN: the next tune or ``jobs list`` finds the job by
+    its label), or the job ends unsuccessfully; WaitInterrupted on Ctrl-C while waiting.
     """
     from routerlib import pricing
 
     if not isinstance(spec, TuningSpec):
         spec = TuningSpec.build(**spec)
     name = choose_backend(spec.training_dataset_uri, backend)
-    _check_spec_for_backend(spec, name)
-    if name == "vertex":
-        from routerlib.tuning.vertex import normalize_endpoint, resolve_location, resolve_project
-
-        project = resolve_project(project)
-        location = resolve_location(location)
-        api_endpoint = normalize_endpoint(api_endpoint)
-    else:
-        project = location = api_endpoint = None
-    _check_datasets(spec, name)
+    tuning_backend = get_backend(
+        name,
+        project=project,
+        location=location,
+        api_endpoint=api_endpoint,
+        local_options=local_options,
+    )
+    where = tuning_backend.where
+    preflight(spec, tuning_backend)
+    _check_datasets(spec)
 
     train = spec.training_dataset_uri
-    counts = pricing.example_tokens(train if name == "vertex" else resolve(train))
+    counts = pricing.example_tokens(train if "://" in train else resolve(train))
+    _check_lengths(spec, counts, strict, out)
     estimate = pricing.estimate(
         spec.base_model, spec.training_dataset_uri, spec.epochs, token_counts=counts
     )
     out(estimate.line())
-    limit = max_seq_len(spec.base_model, spec.tuning_mode)
-    over = sum(1 for c in counts if c > limit)
-    if over:
-        out(
-            f"warning: {over} training example(s) exceed ~{limit} tokens, the limit of "
-            f"{spec.base_model} under {spec.tuning_mode}; they may be truncated or dropped"
-        )
-    if name == "vertex" and model_info(spec.base_model) is None:
+    if tuning_backend.remote and model_info(spec.base_model) is None:
         out(f"note: {spec.base_model} is not in routerlib's model table; the server decides")
 
     if dry_run:
-        if name == "vertex":
-            preview: dict[str, Any] = get_backend(
-                name, project=project, location=location, api_endpoint=api_endpoint
-            ).request_preview(spec)  # type: ignore[attr-defined]
-        else:
-            preview = {"backend": "local", "spec": spec.model_dump(mode="json")}
         out("dry run: nothing was sent. The request would be:")
-        out(json.dumps(preview, indent=2))
+        out(json.dumps(tuning_backend.preview(spec), indent=2))
         return Job(
             name="(dry run)",
             backend=name,  # type: ignore[arg-type]
             state=DRY_RUN,
             spec=spec,
-            project=project,
-            location=location,
-            api_endpoint=api_endpoint,
             cost_estimate_usd=estimate.usd,
+            **_place(where),
         )
 
     if not force:
-        existing = _find_reattachable(spec, name, project, location, out)
+        existing = _find_reattachable(spec, tuning_backend, out)
         if existing is not None:
             out(
                 f"re-attaching to {existing.name} ({existing.state}), submitted earlier with the same "
@@ -416,53 +552,115 @@ def tune(
                 return wait_for(existing, poll_interval=poll_interval, out=out)
             return existing
 
-    tuning_backend = get_backend(
-        name,
-        project=project,
-        location=location,
-        api_endpoint=api_endpoint,
-        local_options=local_options,
-    )
-    from routerlib.tuning.vertex import SubmissionRefused
-
-    try:
-        job = tuning_backend.submit(spec)
-    except SubmissionRefused as exc:
-        record(
-            Job(
-                name=f"denied/{datetime.now(timezone.utc):%Y%m%d-%H%M%S}-{uuid.uuid4().hex[:6]}",
-                backend=name,  # type: ignore[arg-type]
-                state=DENIED,
-                spec=spec,
-                create_time=_now(),
-                update_time=_now(),
-                error=exc.detail,
-                project=project,
-                location=location,
-                api_endpoint=api_endpoint,
-                cost_estimate_usd=estimate.usd,
-            )
-        )
-        raise RemoteError(
-            f"the server refused the tuning job (recorded as {DENIED}): {exc}"
-        ) from None
+    job = _submit_once(tuning_backend, spec, estimate.usd, wait_for_quota, quota_interval, out)
     job = record(
         job.model_copy(
             update={
                 "cost_estimate_usd": estimate.usd,
-                "project": job.project or project,
-                "location": job.location or location,
-                "api_endpoint": job.api_endpoint or api_endpoint,
                 "create_time": job.create_time or _now(),
+                **{k: getattr(job, k) or v for k, v in where.items()},
             }
         )
     )
-    out(f"{'submitted' if name == 'vertex' else 'tuned'} {job.name} ({job.state})")
+    if not force:  # UNKNOWN records of this spec were looked for above and not found
+        _drop_unknown(spec, tuning_backend)
+    out(f"{'submitted' if not job.ended else 'tuned'} {job.name} ({job.state})")
+    if job.succeeded:
+        job = _with_checkpoints(job)
     if not wait:
         if not job.ended:
             out(f"follow it with: routerlib jobs wait {job.name}")
         return job
     return wait_for(job, poll_interval=poll_interval, out=out)
+
+
+def _record_attempt(
+    spec: TuningSpec, backend: TuningBackend, state: str, error: str, usd: Any
+) -> Job:
+    prefix = "denied" if state == DENIED else "unknown"
+    return record(
+        Job(
+            name=f"{prefix}/{datetime.now(timezone.utc):%Y%m%d-%H%M%S}-{uuid.uuid4().hex[:6]}",
+            backend=backend.name,  # type: ignore[arg-type]
+            state=state,
+            spec=spec.labelled() if state == UNKNOWN else spec,
+            create_time=_now(),
+            update_time=_now(),
+            error=error,
+            cost_estimate_usd=usd,
+            **_place(backend.where),
+        )
+    )
+
+
+def _drop_unknown(spec: TuningSpec, backend: TuningBackend) -> None:
+    """Forget UNKNOWN records of ``spec`` at this place once a job was created for it: they were
+    looked for by label first and not found, so no job stands behind them."""
+    key = spec_key(spec)
+    with _locked():
+        jobs = load_registry()
+        kept = [
+            j
+            for j in jobs
+            if not (
+                j.state == UNKNOWN
+                and j.backend == backend.name
+                and spec_key(j.spec) == key
+                and _same_place(j, backend.where)
+            )
+        ]
+        if len(kept) != len(jobs):
+            _write(kept)
+
+
+def _submit_once(
+    backend: TuningBackend,
+    spec: TuningSpec,
+    usd: Any,
+    wait_for_quota: bool,
+    quota_interval: float,
+    out: Out,
+) -> Job:
+    """One create request (again after a 429 only with ``wait_for_quota``); refusals and
+    unanswered requests are recorded, credential problems and quota are not."""
+    while True:
+        try:
+            return backend.submit(spec)
+        except SubmissionRefused as exc:
+            _record_attempt(spec, backend, DENIED, exc.detail, usd)
+            raise RemoteError(
+                f"the server refused the tuning job (recorded as {DENIED}): {exc}"
+            ) from None
+        except SubmissionUnknown as exc:
+            job = _record_attempt(spec, backend, UNKNOWN, str(exc), usd)
+            raise RemoteError(
+                f"the create request got no usable answer, so a job may exist (recorded as "
+                f"{UNKNOWN}: {job.name}): {exc}. Run the same tune again (or `routerlib jobs "
+                "list`): routerlib first looks for the job by its label; do not pass --force"
+            ) from None
+        except KeyboardInterrupt:
+            if not backend.remote:
+                raise
+            job = _record_attempt(spec, backend, UNKNOWN, "interrupted during the create", usd)
+            raise WaitInterrupted(
+                f"interrupted while the create request was in flight: a job may exist (recorded "
+                f"as {UNKNOWN}: {job.name}). Run the same tune again (or `routerlib jobs list`): "
+                "routerlib first looks for the job by its label"
+            ) from None
+        except QuotaExhausted as exc:
+            if not wait_for_quota:
+                raise
+            out(f"{exc}; trying again in {quota_interval:g}s (--wait-for-quota)")
+            time.sleep(quota_interval)
+
+
+def _with_checkpoints(job: Job) -> Job:
+    """The job with the backend's checkpoint list recorded (kept as it was when unreachable)."""
+    try:
+        points = _backend_for(job).checkpoints(job)
+    except RemoteError:
+        return job
+    return record(job.model_copy(update={"checkpoints": points})) if points else job
 
 
 def wait_for(
@@ -473,19 +671,23 @@ def wait_for(
     check: bool = True,
     max_unreachable: int = 5,
 ) -> Job:
-    """Poll ``job`` until one of our end states, printing a progress line (state, time waited).
+    """Poll ``job`` until one of our end states, printing a progress line (state and sub-state,
+    time waited) whenever either changes.
 
     With ``check`` a job that did not succeed raises RemoteError with its state and message.
     The API being unreachable ``max_unreachable`` polls in a row raises RemoteError; Ctrl-C raises
     WaitInterrupted. Either way the job keeps running and can be re-attached.
     """
     hint = f"re-attach with: routerlib jobs wait {job.name}"
-    if job.backend != "vertex" or job.ended:
+    if job.state == UNKNOWN:
+        job = resolve_unknown(job, out)
+        if job.state == UNKNOWN:
+            raise RemoteError(f"{job.name}: no job with this spec's label was found yet; {hint}")
+    if not _asks_server(job):
         return ensure_success(job) if check else job
     backend = _backend_for(job)
-    unreachable = _unreachable_error()
     start = time.monotonic()
-    last_state = None
+    last = None
     failures = polls = 0
     heartbeat = max(1, int(300 / max(poll_interval, 1e-3)))
     try:
@@ -493,19 +695,20 @@ def wait_for(
             try:
                 job = record(_merge(job, backend.get(job.name)))
                 failures = 0
-            except unreachable as exc:
+            except ApiUnreachable as exc:
                 failures += 1
                 if failures >= max_unreachable:
                     raise RemoteError(f"{exc}; the job may still be running: {hint}") from None
                 out(f"{exc} (retrying)")
             else:
                 waited = int(time.monotonic() - start)
-                if job.state != last_state or polls % heartbeat == 0 or job.ended:
+                now = state_text(job)
+                if now != last or polls % heartbeat == 0 or job.ended:
                     out(
-                        f"{short_id(job.name)}: {job.state.removeprefix('JOB_STATE_')} · waited "
+                        f"{short_id(job.name)}: {now} · waited "
                         f"{waited // 3600}:{waited % 3600 // 60:02d}:{waited % 60:02d}"
                     )
-                    last_state = job.state
+                    last = now
                 if job.ended:
                     break
             polls += 1
@@ -515,6 +718,7 @@ def wait_for(
             f"stopped waiting; tuning job {job.name} keeps running ({job.state}): {hint}"
         ) from None
     if job.state == SUCCEEDED:
+        job = _with_checkpoints(job)
         out(f"succeeded · checkpoint {job.checkpoint_uri}")
         if job.tuning_data_stats:
             out(f"statistics: {_stats_text(job)}")
@@ -527,20 +731,22 @@ def wait(name: str, *, poll_interval: float = 30.0, out: Out = print, check: boo
 
 
 def list_jobs(refresh: bool = True, out: Out = print) -> list[Job]:
-    """Recorded jobs; with ``refresh`` the live vertex ones are updated from the API where it can
-    be reached (otherwise their recorded states are kept and ``out`` says so)."""
+    """Recorded jobs; with ``refresh`` the live ones are updated from their backend where it can
+    be reached (otherwise their recorded states are kept and ``out`` says so), and UNKNOWN
+    submissions are looked for on the server by their label."""
     jobs = load_registry()
     if not refresh:
         return jobs
-    unreachable = _unreachable_error()
     down: set[tuple[Any, ...]] = set()
     result = []
     for job in jobs:
-        where = (job.project, job.location, job.api_endpoint)
-        if job.backend == "vertex" and not job.ended and where not in down:
+        where = (job.backend, job.project, job.location, job.api_endpoint)
+        if job.state == UNKNOWN and where not in down:
+            job = resolve_unknown(job, out)
+        elif _asks_server(job) and where not in down:
             try:
                 job = record(_merge(job, _backend_for(job).get(job.name)))
-            except unreachable as exc:
+            except ApiUnreachable as exc:
                 down.add(where)
                 out(
                     f"API unreachable, showing recorded states for {job.project}/{job.location}: {exc}"
@@ -552,25 +758,81 @@ def list_jobs(refresh: bool = True, out: Out = print) -> list[Job]:
 
 
 def show(name: str, *, refresh_state: bool = True, out: Out = print) -> Job:
-    """One recorded job, refreshed from the API when it has not ended."""
+    """One recorded job, refreshed from its backend when it has not ended, with its checkpoints."""
     job = find(name)
-    if refresh_state and not job.ended:
+    if refresh_state and (not job.ended or job.state == UNKNOWN):
         job = refresh(job, out)
+    if refresh_state and job.state not in (DENIED, UNKNOWN) and (job.succeeded or not job.ended):
+        job = _with_checkpoints(job)
     return job
 
 
-def cancel(name: str, *, out: Out = print) -> Job:
-    """Cancel a running vertex job and record the state the API reports."""
+def select_checkpoint(job: Job, checkpoint: str = "final") -> str:
+    """The URI of ``checkpoint`` (``final`` or ``epoch-N``, the config's ``checkpoint`` key)
+    among the job's recorded checkpoints; ``final`` falls back to the job's checkpoint_uri."""
+    for point in job.checkpoints:
+        if point.checkpoint_id == checkpoint and point.uri:
+            return point.uri
+    if checkpoint == "final" and job.checkpoint_uri:
+        return job.checkpoint_uri
+    known = ", ".join(p.checkpoint_id for p in job.checkpoints) or "none recorded"
+    raise InputError(
+        f"checkpoint: {checkpoint!r} is not a checkpoint of {job.name} ({known}); "
+        f"`routerlib jobs show {job.name}` lists them"
+    )
+
+
+def cancel(
+    name: str, *, out: Out = print, wait_seconds: float = 60.0, poll_interval: float = 5.0
+) -> Job:
+    """Cancel a job. Cancellation is asynchronous on Vertex: this polls until the job has ended
+    (CANCELLED, or SUCCEEDED/FAILED if it finished first) for up to ``wait_seconds``, and says so
+    when it is still CANCELLING."""
     job = find(name)
     if job.state == DENIED:
         raise InputError(f"{job.name} was refused by the server: there is no job to cancel")
-    if job.backend != "vertex":
-        raise InputError(
-            f"{job.name} is a local job: it runs in the foreground (stop it with Ctrl-C)"
-        )
+    if job.state == UNKNOWN:
+        job = resolve_unknown(job, out)
+        if job.state == UNKNOWN:
+            raise InputError(
+                f"{job.name}: no job with its label was found on the server; nothing to cancel"
+            )
     if job.ended:
         out(f"{job.name} has already ended ({job.state}); nothing to cancel")
         return job
-    job = record(_merge(job, _backend_for(job).cancel(job.name)))
-    out(f"cancel requested for {job.name}: now {job.state}")
+    backend = _backend_for(job)
+    job = record(_merge(job, backend.cancel(job.name)))
+    deadline = time.monotonic() + wait_seconds
+    while not job.ended and time.monotonic() < deadline:
+        time.sleep(poll_interval)
+        try:
+            job = record(_merge(job, backend.get(job.name)))
+        except ApiUnreachable as exc:
+            out(f"{exc} (retrying)")
+    if job.ended:
+        out(f"cancel requested for {job.name}: it ended {job.state}")
+    else:
+        out(
+            f"cancel requested for {job.name}: still {state_text(job)}; a cancelling job may still "
+            f"end SUCCEEDED or FAILED; check with: routerlib jobs show {job.name}"
+        )
     return job
+
+
+__all__ = [
+    "CANCELLING",
+    "DRY_RUN",
+    "WaitInterrupted",
+    "cancel",
+    "describe",
+    "find",
+    "jobs_table",
+    "list_jobs",
+    "load_registry",
+    "record",
+    "select_checkpoint",
+    "show",
+    "tune",
+    "wait",
+    "wait_for",
+]

@@ -26,16 +26,19 @@ Added beside them, never instead:
     From ``latency_s`` / ``prompt_tokens`` / ``completion_tokens`` fields of the prediction lines
     when present, else null.
 ``error_samples``
-    As the original: the first 15 samples with anything to show, each
+    As the original chooses them: the first 15 samples with anything to show, each
     ``{"index", "prompt_preview" (first 140 characters of the gold prompt), "details"}``; details hold
     ``error`` for an invalid prediction ("Failed to parse prediction: <reason>"), else
     ``route_plan_pred``/``route_plan_gold`` when the plan is not exact,
     ``metrics_keys_pred``/``metrics_keys_gold`` when the metric keys differ, and ``todo_list`` when
-    todo alignment is below 1.
+    todo alignment is below 1. A prediction whose completion is the JSON text ``null`` is invalid
+    but, as in the original, not listed.
+``error_samples_all``
+    routerlib's fuller listing, same form and limit: also the predictions that decode to ``null``.
 ``samples.jsonl``
     Written beside the report: one record per sample (index, buckets, valid, reason, every original
-    metric, the strict values, schema violations, and the raw text when the prediction line has
-    ``raw``).
+    metric, the strict values, schema violations, the first tool of the gold and predicted plans,
+    and the raw text when the prediction line has ``raw``); see ``runfolder.SampleRecord``.
 
 Decisions where the original evaluator would crash or is silent (documented, used consistently):
 a ``todo_list`` that is not a list counts as an empty list (as the original); a todo entry that is
@@ -117,6 +120,19 @@ RATE_METRICS: frozenset[str] = frozenset(
     {"route_tool_precision", "route_tool_recall", "todo_tool_alignment"}
 )
 KNOWN_METRICS: frozenset[str] = frozenset(ORIGINAL_METRICS) | frozenset(EXTRA_METRICS)
+#: The headline metrics every summary and table shows (metrics.json, notebooks 04 and 05).
+HEADLINE: tuple[str, ...] = (
+    "json_valid",
+    "route_plan_exact",
+    "route_first_tool_match",
+    "route_tool_precision",
+    "route_tool_recall",
+    "metrics_keys_match",
+    "todo_tool_alignment",
+    "todo_covers_all_tools",
+    "handoff_tools_covered",
+    "length_ratio",
+)
 
 MAX_ERROR_SAMPLES = 15
 PROMPT_PREVIEW_CHARS = 140
@@ -337,6 +353,23 @@ def strict_metrics(
 # --------------------------------------------------------------------------- scoring
 
 
+def _decodes_to_null(row: Any) -> bool:
+    """The prediction line's completion is the JSON text ``null`` (the original lists no error)."""
+    text = row.get("completion") if isinstance(row, dict) and "completion" in row else row
+    if not isinstance(text, str):
+        return False
+    try:
+        return json.loads(text) is None
+    except (ValueError, RecursionError):
+        return False
+
+
+def first_tool(plan: Any) -> str | None:
+    """The first step's tool of a plan; None when it has no steps."""
+    tools = plan_tools(plan)
+    return tools[0] if tools else None
+
+
 def gold_completion(row: Any) -> dict[str, Any]:
     """The gold completion object of a gold row (``completion`` string or dict, or the object)."""
     value = parse_prediction_line(row)
@@ -357,7 +390,9 @@ def score(
     Each record: ``index``, ``buckets`` (names incl. "overall"), ``valid``, ``reason`` (why invalid,
     else ""), ``metrics`` (the original per-sample values), ``strict``, ``extra``
     (schema_valid/tool_sequence_exact when valid), ``schema_violations``, ``debug`` (the original's
-    error details) and ``raw`` when the prediction line carried one (``pred_rows``).
+    error details), ``listed_by_original`` (whether the original shows ``debug`` in its
+    error_samples), ``gold_first_tool``/``pred_first_tool`` (None: no steps, or invalid) and
+    ``raw`` when the prediction line carried one (``pred_rows``).
     """
     if len(gold_rows) != len(preds):
         raise InputError(f"gold has {len(gold_rows)} rows but predictions have {len(preds)}")
@@ -385,10 +420,17 @@ def score(
             "extra": {name: strict[name] for name in EXTRA_METRICS} if pred is not None else {},
             "schema_violations": violations if pred is not None else [f"completion: {reason}"],
             "debug": debug,
+            "listed_by_original": not (
+                pred is None and pred_rows is not None and _decodes_to_null(pred_rows[index])
+            ),
+            "gold_first_tool": first_tool(gold.get("route_plan", [])),
+            "pred_first_tool": first_tool(pred.get("route_plan", [])) if pred is not None else None,
         }
         if pred_rows is not None and isinstance(pred_rows[index], dict):
             if "raw" in pred_rows[index]:
                 record["raw"] = pred_rows[index]["raw"]
+            if "thinking" in pred_rows[index]:  # a <think> block dropped before extraction
+                record["thinking"] = pred_rows[index]["thinking"]
         if isinstance(row, dict) and "prompt" in row:
             record["prompt_preview"] = str(row.get("prompt", ""))[:PROMPT_PREVIEW_CHARS]
         records.append(record)
@@ -432,12 +474,14 @@ def aggregate(records: list[dict[str, Any]], field: str = "metrics") -> dict[str
 
 
 def error_samples(
-    records: list[dict[str, Any]], limit: int = MAX_ERROR_SAMPLES
+    records: list[dict[str, Any]], limit: int = MAX_ERROR_SAMPLES, *, as_original: bool = True
 ) -> list[dict[str, Any]]:
-    """The original's error listing: the first ``limit`` samples with details to show."""
+    """The first ``limit`` samples with details to show: as the original chooses them, else
+    (``as_original=False``) routerlib's fuller list."""
     out: list[dict[str, Any]] = []
     for record in records:
-        if record["debug"] and len(out) < limit:
+        shown = record.get("listed_by_original", True) or not as_original
+        if record["debug"] and shown and len(out) < limit:
             out.append(
                 {
                     "index": record["index"],
@@ -583,34 +627,42 @@ def score_pred_file(
     return score(gold_rows, preds, reasons=reasons, pred_rows=pred_rows), pred_rows
 
 
+def score_report(
+    gold_path: str | os.PathLike[str],
+    pred_path: str | os.PathLike[str],
+    *,
+    thresholds: dict[str, Any] | str | os.PathLike[str] | None = None,
+    bootstrap: int = 1000,
+    seed: int = 0,
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The report of a prediction file against a gold file, and its per-sample records.
+
+    Raises InputError for a missing file, an unreadable line (file:line) or a gold/pred count
+    mismatch (both counts named). ``thresholds`` (a dict or a gate file path) adds
+    ``threshold_results``."""
+    records, pred_rows = score_pred_file(gold_path, pred_path)
+    report = build_report(records, gold_path, pred_path, pred_rows, bootstrap=bootstrap, seed=seed)
+    if thresholds is not None:
+        gate = thresholds if isinstance(thresholds, dict) else load_thresholds(thresholds)
+        apply_gate(report, gate)
+    return report, records
+
+
 def score_files(
     gold_path: str | os.PathLike[str],
     pred_path: str | os.PathLike[str],
     *,
     out_path: str | os.PathLike[str] | None = None,
     thresholds: dict[str, Any] | str | os.PathLike[str] | None = None,
-    compare_to: str | os.PathLike[str] | None = None,
     bootstrap: int = 1000,
     seed: int = 0,
 ) -> dict[str, Any]:
-    """Score a prediction file against a gold file and return the report.
-
-    Raises InputError for a missing file, an unreadable line (file:line) or a gold/pred count
-    mismatch (both counts named). With ``out_path`` the report JSON and ``samples.jsonl`` beside it
-    are written atomically. ``thresholds`` (a dict or a gate file path) adds ``threshold_results``;
-    ``compare_to`` (a previous prediction file) adds ``comparison``.
-    """
-    records, pred_rows = score_pred_file(gold_path, pred_path)
-    report = build_report(records, gold_path, pred_path, pred_rows, bootstrap=bootstrap, seed=seed)
-    if thresholds is not None:
-        gate = thresholds if isinstance(thresholds, dict) else load_thresholds(thresholds)
-        apply_gate(report, gate)
-    if compare_to is not None:
-        from routerlib.compare_preds import compare_records, load_records
-
-        previous = load_records(gold_path, compare_to)
-        report["comparison"] = compare_records(records, previous, seed=seed)
-        report["comparison"]["previous_pred_path"] = str(compare_to)
+    """Score a prediction file against a gold file and return the report (see
+    :func:`score_report`). With ``out_path`` the report JSON and ``samples.jsonl`` beside it are
+    written atomically. Comparing with a previous prediction file is ``compare.score_files``."""
+    report, records = score_report(
+        gold_path, pred_path, thresholds=thresholds, bootstrap=bootstrap, seed=seed
+    )
     if out_path is not None:
         write_report(report, records, out_path)
     return report
@@ -635,6 +687,7 @@ def build_report(
         },
         "metrics": aggregate(records, "metrics"),
         "error_samples": error_samples(records),
+        "error_samples_all": error_samples(records, as_original=False),
         "strict": aggregate(records, "strict"),
         "extra": aggregate(records, "extra"),
         "intervals": intervals(records, n=bootstrap, seed=seed) if bootstrap > 0 else None,
@@ -662,7 +715,10 @@ def sample_line(record: dict[str, Any]) -> dict[str, Any]:
         "extra",
         "schema_violations",
         "debug",
+        "gold_first_tool",
+        "pred_first_tool",
         "raw",
+        "thinking",
     )
     return {key: record[key] for key in keys if key in record}
 
@@ -670,16 +726,15 @@ def sample_line(record: dict[str, Any]) -> dict[str, Any]:
 def write_report(
     report: dict[str, Any], records: list[dict[str, Any]], out_path: str | os.PathLike[str]
 ) -> Path:
-    """Write the report JSON and ``samples.jsonl`` beside it, each atomically."""
-    from routerlib.atomic import atomic_writer, write_json
+    """Write the report JSON and ``samples.jsonl`` beside it, each atomically, through their
+    run-folder records (the one writer of both files)."""
+    from routerlib import runfolder
 
     target = Path(out_path)
-    samples_path = target.with_name("samples.jsonl")
-    report["samples_path"] = str(samples_path)
-    with atomic_writer(samples_path) as handle:
-        for record in records:
-            handle.write(json.dumps(sample_line(record), ensure_ascii=False) + "\n")
-    write_json(target, report)
+    samples = runfolder.samples_path(target)
+    report["samples_path"] = str(samples)
+    runfolder.write_samples(samples, [sample_line(record) for record in records])
+    runfolder.write_report(target, report)
     return target
 
 

@@ -8,16 +8,19 @@ import re
 import time
 from pathlib import Path
 
-#: Fixed layout of a run folder, relative to the run folder.
-DATA_DIR = "data"
-SMOKE_DATA_DIR = "data/smoke"
-SMOKE_TUNING_DIR = "tuning/smoke"
-FULL_TUNING_DIR = "tuning/full"
-EVAL_DIR = "eval"
-NOTEBOOKS_DIR = "notebooks"
-PARAMS_FILE = "params.yaml"
-METRICS_FILE = "metrics.json"
-LOG_FILE = "run.log"
+# The run folder's names live in runfolder; these are re-exported for older callers.
+from routerlib.runfolder import (  # noqa: E402, F401
+    DATA_DIR,
+    EVAL_DIR,
+    FULL_TUNING_DIR,
+    LOG_FILE,
+    METRICS_FILE,
+    NOTEBOOKS_DIR,
+    PARAMS_FILE,
+    SMOKE_DATA_DIR,
+    SMOKE_TUNING_DIR,
+)
+
 #: Suffix of the final checkpoint below a tuning output URI (Vertex's layout).
 FINAL_CHECKPOINT = "postprocess/node-0/checkpoints/final"
 

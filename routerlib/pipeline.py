@@ -22,12 +22,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from routerlib import paths
+from routerlib import paths, runfolder
 from routerlib.atomic import write_json
 from routerlib.errors import InputError
 
 DEFAULT_STAGES: tuple[str, ...] = ("01", "02", "03", "04")
-PIPELINE_FILE = "pipeline.json"
+PIPELINE_FILE = runfolder.PIPELINE_FILE
 #: The only parameters papermill ever passes to a notebook (never credentials); ``runs`` (the
 #: run folders to compare) goes to the comparison notebook only.
 NOTEBOOK_PARAMETERS = frozenset({"params_file", "run_dir"})
@@ -83,16 +83,13 @@ def find_notebook(stage: str, root: Path | None = None) -> Path:
 
 
 def read_state(run_dir: Path) -> dict[str, Any]:
-    """The run's pipeline.json; InputError when it is missing or unreadable."""
+    """The run's pipeline.json (checked against ``runfolder.PipelineRecord``); InputError when it
+    is missing, unreadable or not a pipeline state."""
     file = Path(run_dir) / PIPELINE_FILE
-    try:
-        state = json.loads(file.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise InputError(f"{file}: not a pipeline run folder (no {PIPELINE_FILE})") from None
-    except json.JSONDecodeError as exc:
-        raise InputError(f"{file}: line {exc.lineno}: not valid JSON") from None
-    if not isinstance(state, dict) or not isinstance(state.get("stages"), list):
-        raise InputError(f"{file}: stages: missing")
+    if not file.is_file():
+        raise InputError(f"{file}: not a pipeline run folder (no {PIPELINE_FILE})")
+    runfolder.read_json(file, runfolder.PipelineRecord)
+    state: dict[str, Any] = json.loads(file.read_text(encoding="utf-8"))
     return state
 
 
@@ -198,7 +195,7 @@ def _execute_stage(
 ) -> None:
     import papermill as pm
 
-    output = run_dir / paths.NOTEBOOKS_DIR / notebook.name
+    output = run_dir / runfolder.NOTEBOOKS_DIR / notebook.name
     output.parent.mkdir(parents=True, exist_ok=True)
     pm.execute_notebook(
         str(notebook),
@@ -222,10 +219,10 @@ def _run_one(
 ) -> RunResult:
     """Execute every stage of ``state`` that is not ``ok`` yet, in order; stop at the first failure."""
     root = paths.project_root()
-    params_copy = run_dir / paths.PARAMS_FILE
+    params_copy = run_dir / runfolder.PARAMS_FILE
     state["status"] = STATUS_RUNNING
     _save_state(run_dir, state)
-    with open(run_dir / paths.LOG_FILE, "a", encoding="utf-8") as log:
+    with open(run_dir / runfolder.LOG_FILE, "a", encoding="utf-8") as log:
         for entry in state["stages"]:
             if entry["status"] == "ok":
                 continue
@@ -257,7 +254,9 @@ def _run_one(
                 log.write(f"==== {name} FAILED ({seconds:.1f} s): {line}\n")
                 out(f"[{label}] {name} ... FAILED ({seconds:.1f} s)")
                 out(f"[{label}] {line}")
-                out(f"[{label}] executed notebook: {run_dir / paths.NOTEBOOKS_DIR / notebook.name}")
+                out(
+                    f"[{label}] executed notebook: {run_dir / runfolder.NOTEBOOKS_DIR / notebook.name}"
+                )
                 return RunResult(
                     state["params_file"], run_dir, STATUS_FAILED, line, state["stages"]
                 )
@@ -283,7 +282,7 @@ def _new_run(
     notebooks = [find_notebook(stage).name for stage in stages]
     label = name or _params_name(params_file)
     run_dir = paths.new_run_dir(label, root=outputs)
-    dump_config(config, run_dir / paths.PARAMS_FILE)
+    dump_config(config, run_dir / runfolder.PARAMS_FILE)
     state = {
         "params_file": str(paths.resolve(params_file)),
         "params_name": label,
@@ -316,8 +315,8 @@ def _resume_target(target: str, outputs: Path | None, stages: Sequence[str] | No
     state = read_state(run_dir)
     if state.get("status") == STATUS_FINISHED:
         raise InputError(f"{run_dir}: run is finished and is never edited again; start a new run")
-    if not (run_dir / paths.PARAMS_FILE).is_file():
-        raise InputError(f"{run_dir}: {paths.PARAMS_FILE} is missing; cannot resume")
+    if not (run_dir / runfolder.PARAMS_FILE).is_file():
+        raise InputError(f"{run_dir}: {runfolder.PARAMS_FILE} is missing; cannot resume")
     recorded = [str(e.get("stage")) for e in state["stages"]]
     if stages is not None and tuple(stages) != DEFAULT_STAGES and list(stages) != recorded:
         raise InputError(
@@ -343,13 +342,15 @@ def run_pipeline(
     outputs: str | os.PathLike[str] | None = None,
     resume: bool = False,
     out: Callable[[str], None] = print,
+    name: str | None = None,
 ) -> list[RunResult]:
     """Run the notebook chain for each params file into its own run folder; return one result each.
 
     Every params file (and, with ``resume``, every run folder or params name) is checked before any
     notebook runs, so a typo fails at once. A failing stage stops its own run only. With ``resume``,
     each item is a run folder, or a params file whose newest unfinished run is continued from its
-    first stage that is not ``ok``; a finished run is refused.
+    first stage that is not ``ok``; a finished run is refused. ``name`` names new run folders
+    (default: the params file's stem).
     """
     if not params_files:
         raise InputError("name at least one params file (e.g. params/local.yaml)")
@@ -381,7 +382,7 @@ def run_pipeline(
     with _outputs_env(outputs_dir):
         for item, existing in plans:
             if existing is None:
-                run_dir, state = _new_run(item, chosen, outputs_dir)
+                run_dir, state = _new_run(item, chosen, outputs_dir, name=name)
                 label = state["params_name"]
                 out(f"[{label}] run folder: {run_dir}")
             else:
@@ -419,9 +420,11 @@ def comparison_runs(
             continue
         given = Path(item).expanduser()
         candidates = [given] if given.is_absolute() else [Path.cwd() / given, root / given]
-        found = next((c for c in candidates if (c / paths.METRICS_FILE).is_file()), None)
+        found = next((c for c in candidates if (c / runfolder.METRICS_FILE).is_file()), None)
         if found is None:
-            problems.append(f"--with {item}: not a finished run folder (no {paths.METRICS_FILE})")
+            problems.append(
+                f"--with {item}: not a finished run folder (no {runfolder.METRICS_FILE})"
+            )
         else:
             chosen.append(found)
     if len(problems) == 1:

@@ -99,10 +99,18 @@ def example_tokens(uri: str | os.PathLike[str]) -> list[int]:
             raise InputError(f"{uri}:{number}: not valid JSON ({exc.msg})") from None
         if not isinstance(obj, dict):
             raise InputError(f"{uri}:{number}: expected a JSON object with prompt and completion")
+        from routerlib.dataset import example_pair
+
+        pair = example_pair(obj)
+        if pair is None and "messages" in obj:
+            raise InputError(
+                f"{uri}:{number}: messages: expected chat turns ending with the assistant's"
+            )
         for key in ("prompt", "completion"):
-            if not isinstance(obj.get(key), str):
+            if pair is None and not isinstance(obj.get(key), str):
                 raise InputError(f"{uri}:{number}: {key}: missing or not a string")
-        counts.append(estimate_tokens(obj["prompt"] + obj["completion"]))
+        assert pair is not None
+        counts.append(estimate_tokens(pair[0] + pair[1]))
     return counts
 
 

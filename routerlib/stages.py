@@ -1,8 +1,9 @@
 """The pipeline stages as the notebooks call them: one function per README step.
 
-Each stage reads what the stage before it wrote into the run folder and writes its own part.
-When an earlier stage's output is missing (a notebook run alone), ``ensure_*`` makes it first, so
-every notebook runs by itself with its default parameters.
+Each stage reads what the stage before it wrote into the run folder and writes its own part, by
+the names and records of ``runfolder``. When an earlier stage's output is missing (a notebook run
+alone), the stage makes it first, so every notebook runs by itself with its default parameters.
+Figures live in the ``*_plots`` modules; the batch runner is ``pipeline``.
 """
 
 from __future__ import annotations
@@ -13,15 +14,25 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from routerlib import paths
-from routerlib.atomic import write_json
+from routerlib import paths, runfolder
 from routerlib.config import RunConfig, dump_config, load_config
 from routerlib.errors import InputError
+from routerlib.metrics import HEADLINE
+from routerlib.runfolder import SPLITS
 from routerlib.tuning.base import Job, TuningSpec
 
-SPLITS = ("train", "validation", "test")
+if TYPE_CHECKING:
+    import pandas as pd
+    from IPython.display import Image
+
+    from routerlib.compare import RunSummary
+    from routerlib.dataset import PrepareResult
+    from routerlib.serving.base import Predictor
+
+#: A scored report (``runfolder.ReportRecord``) as the scorer returns it.
+Report = dict[str, Any]
 
 
 @dataclass
@@ -54,7 +65,7 @@ def open_run(params_file: str, run_dir: str = "", overrides: dict[str, Any] | No
     config = load_config(params_file, overrides)
     folder = Path(run_dir).resolve() if run_dir else paths.new_run_dir(config.name)
     folder.mkdir(parents=True, exist_ok=True)
-    resolved = folder / paths.PARAMS_FILE
+    resolved = folder / runfolder.PARAMS_FILE
     if resolved.exists():
         recorded = load_config(resolved)
         if recorded != config:
@@ -80,13 +91,13 @@ def source_rows(run: Run) -> Path:
         return path
     from routerlib import synth
 
-    target = run.sub(f"{paths.DATA_DIR}/synthetic_rows.jsonl")
+    target = run.sub(f"{runfolder.DATA_DIR}/{runfolder.SYNTHETIC_ROWS_FILE}")
     if not target.exists():
         synth.write_rows(target, cfg.synth_rows, cfg.synth_seed)
     return target
 
 
-def prepare(run: Run, smoke: bool = False) -> Any:
+def prepare(run: Run, smoke: bool = False) -> PrepareResult:
     """Convert, validate and split the rows (the smoke subset keeps the first ``smoke_limit``)."""
     from routerlib import dataset
 
@@ -97,7 +108,7 @@ def prepare(run: Run, smoke: bool = False) -> Any:
     )
     return dataset.prepare(
         source_rows(run),
-        run.sub(paths.SMOKE_DATA_DIR if smoke else paths.DATA_DIR),
+        run.sub(runfolder.data_dir(smoke)),
         val_ratio=cfg.val_ratio,
         test_ratio=cfg.test_ratio,
         seed=cfg.seed,
@@ -107,24 +118,30 @@ def prepare(run: Run, smoke: bool = False) -> Any:
         tuning_mode=cfg.tuning_mode,
         strict=cfg.strict,
         gcs_prefix=gcs_prefix,
+        data_format=cfg.data_format,
     )
 
 
 def prepared_manifest(run: Run, smoke: bool = False) -> dict[str, Any]:
     """prepare.json of the run, running prepare first when it is missing."""
-    manifest = run.sub(paths.SMOKE_DATA_DIR if smoke else paths.DATA_DIR) / "prepare.json"
+    manifest = run.sub(runfolder.data_dir(smoke)) / runfolder.PREPARE_FILE
     if not manifest.exists():
         prepare(run, smoke=smoke)
-    return json.loads(manifest.read_text(encoding="utf-8"))
+    data: dict[str, Any] = json.loads(manifest.read_text(encoding="utf-8"))
+    return data
 
 
-def split_table(run: Run, smoke: bool = False) -> Any:
-    """A pandas table of the splits: rows, first-tool and difficulty mix, token estimate."""
-
+def split_frame(run: Run, smoke: bool = False) -> pd.DataFrame:
+    """One row per prepared example (``dataset.stats_frame``), preparing first when needed."""
     from routerlib import dataset
 
     prepared_manifest(run, smoke)
-    frame = dataset.stats_frame(run.sub(paths.SMOKE_DATA_DIR if smoke else paths.DATA_DIR))
+    return dataset.stats_frame(run.sub(runfolder.data_dir(smoke)))
+
+
+def split_table(run: Run, smoke: bool = False) -> pd.DataFrame:
+    """A pandas table of the splits: rows, first-tool and difficulty mix, token estimate."""
+    frame = split_frame(run, smoke)
     table = frame.groupby("split", sort=False).agg(
         rows=("split", "size"),
         math_first=("first_tool", lambda s: float((s == "/math").mean())),
@@ -136,30 +153,14 @@ def split_table(run: Run, smoke: bool = False) -> Any:
     return table.reindex([s for s in SPLITS if s in table.index]).round(3)
 
 
-def shown(fig: Any) -> Any:
-    """Return ``fig`` ready to be a cell's last expression: displayed once, as PNG, in Jupyter,
-    papermill and nbconvert alike (pyplot activates the inline formatter; closing the figure
-    stops the inline backend from showing it a second time)."""
-    import matplotlib.pyplot as plt
-
-    plt.close(fig)
-    return fig
-
-
-def split_figure(run: Run) -> Any:
-    """Per-split plots of first tool, route length, difficulty and token length."""
-    from routerlib import data_plots, dataset
-
-    prepared_manifest(run)
-    return shown(data_plots.plot_split_stats(dataset.stats_frame(run.sub(paths.DATA_DIR))))
-
-
 def dataset_uris(run: Run, smoke: bool = False) -> dict[str, str]:
     """Where tuning reads the splits: the gs:// URIs when uploaded, else local paths."""
     manifest = prepared_manifest(run, smoke)
-    folder = run.sub(paths.SMOKE_DATA_DIR if smoke else paths.DATA_DIR)
     uploaded = manifest.get("uris") or {}
-    return {name: uploaded.get(name) or str(folder / f"{name}.jsonl") for name in SPLITS}
+    return {
+        name: uploaded.get(name) or str(run.sub(runfolder.split_file(name, smoke)))
+        for name in SPLITS
+    }
 
 
 # ---------------------------------------------------------------- 02/03 tune
@@ -167,7 +168,7 @@ def dataset_uris(run: Run, smoke: bool = False) -> dict[str, str]:
 
 def _output_uri(run: Run, smoke: bool) -> str:
     cfg = run.config
-    leaf = paths.SMOKE_TUNING_DIR if smoke else paths.FULL_TUNING_DIR
+    leaf = runfolder.tuning_dir(smoke)
     if cfg.output_uri:
         return cfg.output_uri.rstrip("/") + ("/smoke" if smoke else "")
     if cfg.backend == "vertex":
@@ -211,15 +212,13 @@ def tune(run: Run, smoke: bool = False) -> Job:
         tuning_spec(run, smoke),
         backend=cfg.backend,
         wait=True,
+        strict=cfg.strict,
         project=cfg.project or None,
         location=cfg.location,
         api_endpoint=cfg.api_endpoint or None,
         local_options={"batch_size": cfg.batch_size, "max_train_tokens": cfg.max_train_tokens},
     )
-    write_json(
-        run.sub(paths.SMOKE_TUNING_DIR if smoke else paths.FULL_TUNING_DIR) / "job.json",
-        job.model_dump(mode="json"),
-    )
+    runfolder.write_job(run.sub(runfolder.job_file(smoke)), job)
     if not job.succeeded:
         raise InputError(f"tuning job {job.name} ended in {job.state}: {job.error or 'no message'}")
     return job
@@ -227,15 +226,15 @@ def tune(run: Run, smoke: bool = False) -> Job:
 
 def tuned_job(run: Run, smoke: bool = False) -> Job:
     """The run's finished tuning job, tuning first when there is none yet."""
-    record = run.sub(paths.SMOKE_TUNING_DIR if smoke else paths.FULL_TUNING_DIR) / "job.json"
+    record = run.sub(runfolder.job_file(smoke))
     if record.exists():
-        job = Job.model_validate_json(record.read_text(encoding="utf-8"))
+        job = runfolder.read_job(record)
         if job.succeeded:
             return job
     return tune(run, smoke)
 
 
-def job_table(job: Job) -> Any:
+def job_table(job: Job) -> pd.DataFrame:
     """One-row pandas table of a job: state, mode, adapter, epochs, stats, time, cost."""
     import pandas as pd
 
@@ -257,61 +256,23 @@ def job_table(job: Job) -> Any:
     return pd.DataFrame([row]).set_index("job")
 
 
-def loss_figure(job: Job) -> Any:
-    """Training and validation loss against step."""
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 3.2))
-    curve = job.loss_curve
-    train = [(p["step"], p["train_loss"]) for p in curve if p.get("train_loss") is not None]
-    val = [(p["step"], p["val_loss"]) for p in curve if p.get("val_loss") is not None]
-    if train:
-        ax.plot(*zip(*train, strict=True), label="train", lw=1)
-    if val:
-        ax.plot(*zip(*val, strict=True), "o-", label="validation")
-    ax.set_xlabel("step")
-    ax.set_ylabel("loss (completion tokens)")
-    ax.set_title(f"{job.spec.tuning_mode} · {job.spec.base_model.rsplit('/', 1)[-1]}")
-    ax.legend()
-    fig.tight_layout()
-    return shown(fig)
-
-
 # ---------------------------------------------------------------- 04 deploy & evaluate
 
 
 @contextmanager
-def serving(run: Run, job: Job) -> Iterator[str]:
-    """Serve the tuned checkpoint for the block and always clean up: a local HTTP server, or a
-    Vertex endpoint deployed for the block (or the configured ``endpoint``, left as it is)."""
-    cfg = run.config
-    if cfg.endpoint:
-        yield cfg.endpoint
-        return
+def serving(run: Run, job: Job) -> Iterator[Predictor]:
+    """The serving Predictor for the tuned checkpoint, for the block (routerlib.serving.base):
+    a local server, a Vertex endpoint deployed for the block, a batch job (``eval_mode: batch``)
+    or the configured ``endpoint`` left as it is. Whatever it started is cleaned up."""
+    from routerlib.serving.base import open_predictor
+
     checkpoint = job.checkpoint_uri or job.spec.checkpoint_uri()
-    if cfg.backend == "local":
-        from routerlib.serving.local import LocalServer
+    if run.config.checkpoint != "final" and not run.config.endpoint:  # checkpoint: epoch-N
+        from routerlib import jobs
 
-        with LocalServer(checkpoint) as server:
-            yield server.endpoint_url
-        return
-    import os
-
-    from routerlib.serving import vertex
-
-    project = cfg.project or os.environ.get("GOOGLE_CLOUD_PROJECT", "")
-    if not project:
-        raise InputError(f"{run.params_file}: project: set it or GOOGLE_CLOUD_PROJECT to deploy")
-    with vertex.deployed(
-        checkpoint,
-        machine_type=cfg.machine_type,
-        accelerator_type=cfg.accelerator_type,
-        accelerator_count=cfg.accelerator_count,
-        project=project,
-        location=cfg.location,
-        api_endpoint=cfg.api_endpoint,
-    ) as deployment:
-        yield deployment.endpoint_name
+        checkpoint = jobs.select_checkpoint(job, run.config.checkpoint)
+    with open_predictor(run.config, str(checkpoint), params_file=str(run.params_file)) as predictor:
+        yield predictor
 
 
 def thresholds_path(run: Run) -> Path:
@@ -325,61 +286,57 @@ def thresholds_path(run: Run) -> Path:
     )
 
 
-def baselines(run: Run) -> dict[str, dict[str, Any]]:
+def _baseline_predictions(run: Run, kind: str) -> Path:
+    return runfolder.predictions_path(run.sub(runfolder.baseline_report_file(kind)))
+
+
+def baselines(run: Run) -> dict[str, Report]:
     """Score the previous router logic (majority template and keyword rules) on the test split."""
     from routerlib import baselines as previous
     from routerlib import metrics
 
     gold = Path(dataset_uris(run)["test"])
     reports = {}
-    for kind in ("majority", "rules"):
-        folder = run.sub(f"{paths.EVAL_DIR}/baselines/{kind}")
-        preds = folder / "predictions.jsonl"
+    for kind in previous.KINDS:
+        preds = _baseline_predictions(run, kind)
         if not preds.exists():
             previous.write_baseline(gold, preds, kind=kind)
         reports[kind] = metrics.score_files(
-            gold, preds, out_path=folder / "report.json", thresholds=thresholds_path(run)
+            gold,
+            preds,
+            out_path=run.sub(runfolder.baseline_report_file(kind)),
+            thresholds=thresholds_path(run),
         )
     return reports
 
 
-def evaluate(run: Run, endpoint: str) -> dict[str, Any]:
-    """Generate predictions for the test split through ``endpoint`` and score them against the
-    gold completions, the gate and the previous router (the configured baseline)."""
+def evaluate(run: Run, endpoint: Predictor | str) -> Report:
+    """Generate predictions for the test split through ``endpoint`` (a serving Predictor from
+    :func:`serving`, or an endpoint address) and score them against the gold completions, the
+    gate and the previous router (the configured baseline)."""
     from routerlib import evaluate as runner
 
     cfg = run.config
-    baseline_preds = run.sub(f"{paths.EVAL_DIR}/baselines/{cfg.baseline}/predictions.jsonl")
+    baseline_preds = _baseline_predictions(run, cfg.baseline)
     if not baseline_preds.exists():
         baselines(run)
+    source = {"endpoint": endpoint} if isinstance(endpoint, str) else {"predictor": endpoint}
     return runner.evaluate(
         Path(dataset_uris(run)["test"]),
-        endpoint=endpoint,
-        out=run.sub(f"{paths.EVAL_DIR}/report.json"),
+        **source,
+        out=run.sub(runfolder.REPORT_FILE),
         thresholds=thresholds_path(run),
         compare_to=baseline_preds,
         concurrency=cfg.concurrency,
         max_tokens=cfg.max_tokens,
         limit=cfg.eval_limit,
         project=cfg.project or None,
-        location=cfg.location,
+        location=cfg.deploy_location,
         api_endpoint=cfg.api_endpoint or None,
     )
 
 
-HEADLINE = (
-    "json_valid",
-    "route_plan_exact",
-    "route_tool_precision",
-    "route_tool_recall",
-    "metrics_keys_match",
-    "todo_tool_alignment",
-    "handoff_tools_covered",
-    "length_ratio",
-)
-
-
-def headline_table(reports: dict[str, dict[str, Any]]) -> Any:
+def headline_table(reports: dict[str, Report]) -> pd.DataFrame:
     """Overall original and strict figures of several reports, side by side."""
     import pandas as pd
 
@@ -396,30 +353,28 @@ def headline_table(reports: dict[str, dict[str, Any]]) -> Any:
     return pd.DataFrame(rows).T
 
 
-def gate_table(report: dict[str, Any]) -> Any:
-    """Every check of the gate, one row each (bucket, metric, value, threshold, kind, passed);
-    the notebook filters it to the failed ones."""
+def gate_table(report: Report) -> pd.DataFrame:
+    """Every check of the report's gate, passed or failed, one row each: bucket, metric, value,
+    threshold, kind (min/max) and passed. Empty when the report was not gated."""
     import pandas as pd
 
-    results = report.get("threshold_results") or {}
-    rows = []
-    for bucket, checks in results.items():
-        if not isinstance(checks, dict):
-            continue
-        for metric, check in checks.items():
-            if isinstance(check, dict) and "passed" in check:
-                rows.append({"bucket": bucket, "metric": metric, **check})
+    results = report.get("threshold_results")
+    if not results:
+        return pd.DataFrame()
+    gate = runfolder.validate(results, runfolder.GateResults, "threshold_results")
+    rows = [
+        {"bucket": bucket, "metric": metric, **check.model_dump()}
+        for bucket, checks in gate.checks().items()
+        for metric, check in checks.items()
+    ]
     return pd.DataFrame(rows)
 
 
-def worst_errors(run: Run, n: int = 10) -> Any:
+def worst_errors(run: Run, n: int = 10) -> pd.DataFrame:
     """The n test rows the tuned model got most wrong (invalid first, then fewest metrics met)."""
     import pandas as pd
 
-    samples = run.sub(f"{paths.EVAL_DIR}/samples.jsonl")
-    records = [
-        json.loads(line) for line in samples.read_text(encoding="utf-8").splitlines() if line
-    ]
+    records = runfolder.read_samples(runfolder.samples_path(run.sub(runfolder.REPORT_FILE)))
     binary = (
         "route_plan_exact",
         "route_first_tool_match",
@@ -429,87 +384,63 @@ def worst_errors(run: Run, n: int = 10) -> Any:
     )
     rows = []
     for rec in records:
-        met = sum(bool(rec.get(m)) for m in binary) if rec.get("valid") else -1
-        raw = str(rec.get("raw") or "")
+        met = sum(bool(rec.metrics.get(m)) for m in binary) if rec.valid else -1
         rows.append(
             {
-                "index": rec.get("index"),
-                "valid": rec.get("valid"),
+                "index": rec.index,
+                "valid": rec.valid,
                 "metrics_met": met,
-                "length_ratio": rec.get("length_ratio"),
-                "output_start": raw[:120],
+                "length_ratio": rec.metrics.get("length_ratio"),
+                "output_start": (rec.raw or "")[:120],
             }
         )
     frame = pd.DataFrame(rows)
     return frame.sort_values(["metrics_met", "index"]).head(n).set_index("index")
 
 
-def bucket_figure(reports: dict[str, dict[str, Any]], metric: str = "route_plan_exact") -> Any:
-    """A grouped bar chart of one metric per bucket, strict figures, for several reports."""
-    import matplotlib.pyplot as plt
-    import numpy as np
-
-    buckets = sorted({b for r in reports.values() for b in (r.get("strict") or r["metrics"])})
-    fig, ax = plt.subplots(figsize=(7, 3.2))
-    width = 0.8 / max(len(reports), 1)
-    for i, (label, report) in enumerate(reports.items()):
-        table = report.get("strict") or report["metrics"]
-        values = [table.get(b, {}).get(metric, np.nan) for b in buckets]
-        ax.bar(np.arange(len(buckets)) + i * width, values, width, label=label)
-    ax.set_xticks(np.arange(len(buckets)) + width * (len(reports) - 1) / 2, buckets)
-    ax.set_ylim(0, 1.05)
-    ax.set_ylabel(f"{metric} (strict)")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    return shown(fig)
+#: What metrics.json copies from the RunConfig and from the Job.
+RUN_FIELDS = {"name", "backend", "base_model", "tuning_mode", "adapter_size", "epochs"}
+TUNING_FIELDS = {"state", "train_seconds", "cost_estimate_usd", "tuning_data_stats", "loss_curve"}
 
 
-def write_metrics(
-    run: Run, job: Job, report: dict[str, Any], baseline_reports: dict[str, dict[str, Any]]
-) -> Path:
+def write_metrics(run: Run, job: Job, report: Report, baseline_reports: dict[str, Report]) -> Path:
     """Write the run's metrics.json: the run, its tuning, the evaluation and baseline summaries."""
+    from routerlib.runfolder import (
+        BaselineInfo,
+        EvaluationInfo,
+        MetricsRecord,
+        RunInfo,
+        TuningInfo,
+    )
+
     cfg = run.config
     overall = report["metrics"].get("overall", {})
     strict = (report.get("strict") or {}).get("overall", {})
-    summary = {
-        "run": {
-            "name": cfg.name,
-            "params_file": run.params_file,
-            "backend": cfg.backend,
-            "base_model": cfg.base_model,
-            "tuning_mode": cfg.tuning_mode,
-            "adapter_size": cfg.adapter_size,
-            "epochs": cfg.epochs,
-            "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
-        },
-        "tuning": {
-            "job_name": job.name,
-            "state": job.state,
-            "train_seconds": job.train_seconds,
-            "cost_estimate_usd": job.cost_estimate_usd,
-            "tuning_data_stats": job.tuning_data_stats,
-            "loss_curve": job.loss_curve,
-        },
-        "evaluation": {
-            "report": f"{paths.EVAL_DIR}/report.json",
-            "gate_pass": (report.get("threshold_results") or {}).get("overall_pass"),
-            "headline": {m: overall.get(m) for m in HEADLINE},
-            "strict": {m: strict.get(m) for m in HEADLINE},
-        },
-        "baselines": {
-            kind: {
-                "report": f"{paths.EVAL_DIR}/baselines/{kind}/report.json",
-                "gate_pass": (r.get("threshold_results") or {}).get("overall_pass"),
-            }
+    record = MetricsRecord(
+        run=RunInfo(
+            params_file=run.params_file,
+            created=time.strftime("%Y-%m-%dT%H:%M:%S"),
+            **cfg.model_dump(include=RUN_FIELDS),
+        ),
+        tuning=TuningInfo(job_name=job.name, **job.model_dump(include=TUNING_FIELDS)),
+        evaluation=EvaluationInfo(
+            report=runfolder.REPORT_FILE,
+            gate_pass=(report.get("threshold_results") or {}).get("overall_pass"),
+            headline={m: overall.get(m) for m in HEADLINE},
+            strict={m: strict.get(m) for m in HEADLINE},
+        ),
+        baselines={
+            kind: BaselineInfo(
+                report=runfolder.baseline_report_file(kind),
+                gate_pass=(r.get("threshold_results") or {}).get("overall_pass"),
+            )
             for kind, r in baseline_reports.items()
         },
-    }
-    target = run.sub(paths.METRICS_FILE)
-    write_json(target, summary)
-    return target
+    )
+    return runfolder.write_metrics(run.path, record)
 
 
-def comparison_table(report: dict[str, Any], bucket: str = "overall") -> Any:
+def comparison_table(report: Report, bucket: str = "overall") -> pd.DataFrame:
     """Strict per-metric deltas against the previous router, with the paired test's p-value and
     the number of test rows fixed and broken, one row per metric."""
     import pandas as pd
@@ -539,56 +470,39 @@ def comparison_table(report: dict[str, Any], bucket: str = "overall") -> Any:
 # ---------------------------------------------------------------- 05 compare
 
 
-def build_run(params_file: str) -> Path:
-    """Run stages 01–04 in-process into a new run folder (used when there is nothing to compare)."""
-    run = open_run(params_file)
-    prepare(run)
-    job = tuned_job(run)
-    previous = baselines(run)
-    with serving(run, job) as endpoint:
-        report = evaluate(run, endpoint)
-    write_metrics(run, job, report, previous)
-    return run.path
-
-
-def runs_to_compare(run: Run, runs: list[str]) -> list[Any]:
+def runs_to_compare(run: Run, runs: list[str]) -> list[RunSummary]:
     """The given run folders, else every finished run under the outputs root; when there is none,
-    one is made from this notebook's params so the comparison always has a model to show."""
-    from routerlib import compare
+    the pipeline makes one from this notebook's params (stages 01–04) so the comparison always
+    has a model to show."""
+    from routerlib import compare, pipeline
 
     found = [r for r in compare.load_runs(runs or None) if Path(r.path) != run.path]
     if not found and not runs:
-        build_run(run.params_file)
+        (result,) = pipeline.run_pipeline([run.params_file], name=run.config.name)
+        if not result.ok:
+            raise InputError(f"building a run to compare failed: {result.message}")
         found = [r for r in compare.load_runs(None) if Path(r.path) != run.path]
     return found
 
 
-def comparison_plots(run: Run, found: list[Any]) -> list[Path]:
+def comparison_plots(run: Run, found: list[RunSummary]) -> list[Path]:
     """Every comparison plot, saved as PNG in the run folder."""
     from routerlib import compare_plots
 
-    return compare_plots.all_plots(found, run.sub("plots"))
+    return compare_plots.all_plots(found, run.sub(runfolder.PLOTS_DIR))
 
 
-def image(path: Path) -> Any:
+def image(path: Path) -> Image:
     """A PNG for display in the notebook."""
     from IPython.display import Image
 
     return Image(filename=str(path))
 
 
-def write_comparison(run: Run, board: Any, significance: Any) -> Path:
+def write_comparison(run: Run, board: pd.DataFrame, significance: pd.DataFrame) -> Path:
     """Save the leaderboard and significance table (CSV and JSON) in the comparison run folder."""
-    from routerlib.atomic import write_text
-
-    write_text(run.sub("leaderboard.csv"), board.to_csv())
-    write_text(run.sub("significance.csv"), significance.to_csv())
-    target = run.sub("comparison.json")
-    write_json(
-        target,
-        {
-            "leaderboard": json.loads(board.to_json(orient="index")),
-            "significance": json.loads(significance.to_json(orient="records")),
-        },
+    record = runfolder.ComparisonRecord(
+        leaderboard=json.loads(board.to_json(orient="index")),
+        significance=json.loads(significance.to_json(orient="records")),
     )
-    return target
+    return runfolder.write_comparison(run.path, board.to_csv(), significance.to_csv(), record)

@@ -20,12 +20,15 @@ from pathlib import Path
 from typing import Any
 
 from routerlib.atomic import atomic_writer
+from routerlib.config import RunConfig
 from routerlib.errors import InputError
+from routerlib.runfolder import SYNTHETIC_ROWS_FILE
 
-DEFAULT_ROWS = 1200
-DEFAULT_SEED = 7
+#: Rows and seed of the embedded input: RunConfig's defaults (``synth_rows``, ``synth_seed``).
+DEFAULT_ROWS: int = RunConfig.model_fields["synth_rows"].default
+DEFAULT_SEED: int = RunConfig.model_fields["synth_seed"].default
 #: File name of the embedded rows prepare writes when no --input is given.
-EMBEDDED_FILE = "synthetic_rows.jsonl"
+EMBEDDED_FILE = SYNTHETIC_ROWS_FILE
 
 # --------------------------------------------------------------------------------------------
 # Distributions (counts from router_eval_metrics.json, dataset.train)

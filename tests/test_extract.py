@@ -6,7 +6,13 @@ import json
 
 import pytest
 
-from routerlib.extract import extract_json_object, parse_prediction_line, why_invalid
+from routerlib.extract import (
+    THINK_NOTE,
+    extract_json_object,
+    parse_prediction_line,
+    split_thinking,
+    why_invalid,
+)
 from routerlib.schema import PROMPT_TEMPLATE
 
 OBJ = {
@@ -104,3 +110,27 @@ def test_extract_prefers_fuller_completion() -> None:
     small = {"route_plan": ["/math(a)"]}
     raw = json.dumps(small) + "\n" + TEXT
     assert extract_json_object(raw)[0] == OBJ  # more contract keys wins
+
+
+def test_a_leading_think_block_is_dropped_and_kept_apart() -> None:
+    thinking = 'The user wants math. Maybe {"route_plan": ["/code(x)"]}? No, math first.'
+    raw = f"<think>\n{thinking}\n</think>\n\n{TEXT}"
+    obj, note = extract_json_object(raw)
+    assert obj == OBJ  # not the object inside the reasoning
+    assert note == "whole" + THINK_NOTE
+    assert split_thinking(raw) == (thinking, f"\n\n{TEXT}")
+
+
+def test_an_unclosed_think_block_is_all_thinking() -> None:
+    obj, note = extract_json_object('<think>still {"route_plan": ["/math(a)"]} thinking')
+    assert obj is None and note == "empty text" + THINK_NOTE
+    assert split_thinking("no think here") == (None, "no think here")
+
+
+def test_the_prediction_record_carries_the_thinking() -> None:
+    from routerlib.evaluate import prediction_record
+
+    rec = prediction_record(0, {"text": f"<think>hmm</think>{TEXT}", "latency_s": 0.1})
+    assert json.loads(rec["completion"]) == OBJ
+    assert rec["thinking"] == "hmm" and rec["extraction"].endswith(THINK_NOTE)
+    assert "thinking" not in prediction_record(1, {"text": TEXT})

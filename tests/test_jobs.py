@@ -15,7 +15,7 @@ import pytest
 from routerlib import jobs, pricing
 from routerlib.errors import InputError, RemoteError
 from routerlib.tuning.base import DENIED, EXPIRED, FAILED, PENDING, RUNNING, SUCCEEDED, Job
-from tests.support.fake_vertex import FakeVertex
+from tests.support.fake_vertex import ALLOWLIST_MODEL, FakeVertex
 from tests.support.tuning_env import (  # noqa: F401
     TuningEnv,
     fake_vertex,
@@ -90,15 +90,16 @@ def test_unsuccessful_end_raises_with_state_and_message(
 
 
 def test_refusal_is_recorded_as_denied_with_the_server_message(tuning_env: TuningEnv) -> None:
-    spec = tuning_env.spec(base_model="qwen/qwen3@qwen3-32b")
-    with pytest.raises(RemoteError, match="not supported for managed tuning") as info:
+    spec = tuning_env.spec(base_model=ALLOWLIST_MODEL)
+    with pytest.raises(RemoteError, match="requires allowlist") as info:
         _tune(tuning_env, spec)
     assert DENIED in str(info.value)
     (recorded,) = jobs.load_registry()
     assert recorded.state == DENIED
-    assert "not supported for managed tuning" in (recorded.error or "")
-    assert recorded.spec.base_model == "qwen/qwen3@qwen3-32b"
-    assert "DENIED" in jobs.jobs_table(jobs.list_jobs(out=Lines()))
+    assert "requires allowlist" in (recorded.error or "")
+    assert recorded.spec.base_model == ALLOWLIST_MODEL
+    table = jobs.jobs_table(jobs.list_jobs(out=Lines()))
+    assert "*(pending allowlist)*" in table and "Denied – Base model" in table
     # a refused spec is not re-attached: submitting again asks the server again
     with pytest.raises(RemoteError):
         _tune(tuning_env, spec)
@@ -144,7 +145,7 @@ def test_dry_run_sends_nothing_and_prints_the_request(tuning_env: TuningEnv) -> 
 @pytest.mark.parametrize(
     ("fields", "expected"),
     [
-        ({"adapter_size": 3}, "adapter_size 3 is not allowed"),
+        ({"adapter_size": 3}, "one of (1, 4, 8, 16, 32)"),
         ({"tuning_mode": "FULL"}, "adapter_size applies to PEFT_ADAPTER only"),
         ({"learning_rate": 1e-4, "learning_rate_multiplier": 2.0}, "exclusive"),
         ({"training_dataset_uri": "gs://router-tuning-test/data/missing.jsonl"}, "does not exist"),
@@ -222,13 +223,13 @@ def test_list_with_api_down_shows_recorded_states(tmp_path: Path, gcs_emulator) 
     assert [j.name for j in listed] == [job.name]
     assert listed[0].state == RUNNING
     assert "API unreachable, showing recorded states" in out.text
-    assert "RUNNING" in jobs.jobs_table(listed)
+    assert "Running" in jobs.jobs_table(listed)
 
 
 def test_cancel_records_cancelled(tuning_env: TuningEnv) -> None:
     tuning_env.fake.progression = [PENDING, RUNNING, RUNNING, RUNNING]
     job, _ = _tune(tuning_env, wait=False)
-    cancelled = jobs.cancel(job.name, out=Lines())
+    cancelled = jobs.cancel(job.name, out=Lines(), poll_interval=0.01)
     assert cancelled.state == "JOB_STATE_CANCELLED"
     assert jobs.find(job.name).state == "JOB_STATE_CANCELLED"
     with pytest.raises(RemoteError, match="CANCELLED"):
@@ -389,3 +390,63 @@ def test_examples_over_the_model_limit_are_flagged(tmp_path: Path) -> None:
         out=out,
     )
     assert "warning: 3 training example(s) exceed ~4096 tokens" in out.text
+
+
+def test_jobs_talks_to_the_backend_interface_only(tmp_path: Path) -> None:
+    """A local dry run and listing never import the Vertex backend or google-genai, and jobs.py
+    holds no backend names to branch on."""
+    source = (ROOT / "routerlib" / "jobs.py").read_text(encoding="utf-8")
+    assert "tuning.vertex" not in source and "tuning.local" not in source
+    assert '== "vertex"' not in source and '== "local"' not in source
+    train = write_examples(tmp_path / "train.jsonl", 3)
+    script = textwrap.dedent(
+        f"""
+        import sys
+        from routerlib import jobs
+        jobs.tune({{"training_dataset_uri": {str(train)!r}, "output_uri": {str(tmp_path / "o")!r},
+                    "base_model": "routerlib/tiny-router-lm"}}, dry_run=True, out=lambda s: None)
+        jobs.list_jobs(out=lambda s: None)
+        loaded = [m for m in sys.modules if m == "routerlib.tuning.vertex" or m.startswith("google.genai")]
+        assert not loaded, loaded
+        """
+    )
+    env = {**os.environ, "ROUTERLIB_OUTPUTS": str(tmp_path / "outputs")}
+    result = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stderr
+
+
+def test_show_lists_local_checkpoints_and_a_stage_can_name_one(tmp_path: Path) -> None:
+    out_dir = tmp_path / "tuned"
+    root = out_dir / "postprocess" / "node-0" / "checkpoints"
+    for name in ("epoch-2", "epoch-1", "final", "epoch-10"):
+        (root / name).mkdir(parents=True)
+    train = write_examples(tmp_path / "train.jsonl", 3)
+    spec = {"training_dataset_uri": str(train), "output_uri": str(out_dir), "epochs": 10}
+    jobs.record(
+        Job(
+            name="local-abc",
+            backend="local",
+            state=SUCCEEDED,
+            spec=spec,  # type: ignore[arg-type]
+            checkpoint_uri=str(root / "final"),
+            loss_curve=[
+                {"epoch": 1.0, "step": 3},
+                {"epoch": 1.5, "step": 4},
+                {"epoch": 2, "step": 6},
+            ],
+        )
+    )
+    job = jobs.show("local-abc", out=Lines())
+    assert [(c.checkpoint_id, c.epoch, c.step) for c in job.checkpoints] == [
+        ("epoch-1", 1, 3),
+        ("epoch-2", 2, 6),
+        ("epoch-10", 10, None),
+        ("final", 10, None),
+    ]
+    assert "epoch-10    10" in jobs.describe(job)
+    assert jobs.select_checkpoint(job, "epoch-2") == str(root / "epoch-2")
+    assert jobs.select_checkpoint(job, "final") == str(root / "final")
+    with pytest.raises(InputError, match="'epoch-3' is not a checkpoint of local-abc"):
+        jobs.select_checkpoint(job, "epoch-3")

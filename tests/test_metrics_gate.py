@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from routerlib import metrics
-from routerlib.compare_preds import compare_predictions
+from routerlib import compare, metrics
+from routerlib.compare import compare_predictions
 from routerlib.errors import InputError
 
 BENCH = "deep_router_benchmark.jsonl"
@@ -116,7 +116,7 @@ def test_compare_to_previous_predictions(real_data: Path, tmp_path: Path) -> Non
     new[4] = {"completion": swapped}  # new model regresses row 4's plan
     prev = _write(tmp_path / "prev.jsonl", old)
     cur = _write(tmp_path / "new.jsonl", new)
-    report = metrics.score_files(gold, cur, compare_to=prev, bootstrap=0)
+    report = compare.score_files(gold, cur, compare_to=prev, bootstrap=0)
     comp = report["comparison"]
     assert comp["previous_pred_path"] == str(prev)
     assert comp["changes"]["json_valid"] == {"fixed": [1, 2, 3], "broken": []}

@@ -4,6 +4,7 @@ wire against the serving stand-in (tests/support/fake_vertex_serving.py) on 127.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,16 +13,20 @@ import pytest
 from routerlib.errors import RemoteError
 from routerlib.serving import vertex
 from routerlib.serving.local import LocalPredictor
+from tests.support import gcs_emulator as emulator_support
 from tests.support.fake_vertex_serving import (
     CANNED_COMPLETION,
     ServingStandIn,
     ServingState,
     predictor_predict,
 )
+from tests.support.gcs_emulator import GcsEmulator
 from tests.support.recording_server import RecordingServer
 from tests.support.tiny_serving_model import load_plain, tiny_checkpoint_fixture
 
 pytestmark = pytest.mark.wire
+
+gcs_emulator = emulator_support.gcs_emulator  # the fixture
 
 tiny_checkpoint = pytest.fixture(scope="session")(tiny_checkpoint_fixture)
 
@@ -35,7 +40,10 @@ def _stand_in_server() -> Iterator[ServingStandIn]:
 
 
 @pytest.fixture
-def stand_in(_stand_in_server: ServingStandIn) -> tuple[RecordingServer, ServingState]:
+def stand_in(
+    _stand_in_server: ServingStandIn, gcs_emulator: GcsEmulator
+) -> tuple[RecordingServer, ServingState]:
+    gcs_emulator.make_bucket("tuning-bucket")  # the checkpoint's bucket (its size is read)
     return _stand_in_server.fresh()
 
 
@@ -58,7 +66,10 @@ def test_deploy_request_body_and_registry(stand_in: tuple[RecordingServer, Servi
 
     (body,) = server.bodies("POST", r"^/v1beta1/projects/proj-1/locations/us-central1:deploy$")
     assert body["customModel"] == {"gcsUri": CKPT}
-    assert body["endpointConfig"] == {"endpointDisplayName": "router-eval"}
+    ids = body["endpointConfig"]["endpointUserId"]
+    assert re.fullmatch(r"router-eval-[0-9a-f]{6}", ids)  # a caller's name gets a unique suffix
+    assert body["endpointConfig"] == {"endpointDisplayName": "router-eval", "endpointUserId": ids}
+    assert body["modelConfig"] == {"modelDisplayName": "router-eval", "modelUserId": ids}
     resources = body["deployConfig"]["dedicatedResources"]
     spec = resources["machineSpec"]
     assert spec["machineType"] == "g2-standard-24"
@@ -68,6 +79,8 @@ def test_deploy_request_body_and_registry(stand_in: tuple[RecordingServer, Servi
     polls = [r for r in server.requests if "/operations/" in r.path]
     assert len(polls) >= 1
 
+    assert deployment.endpoint_name == f"projects/proj-1/locations/us-central1/endpoints/{ids}"
+    assert deployment.model_name == f"projects/proj-1/locations/us-central1/models/{ids}"
     assert deployment.endpoint_name in state.endpoints
     endpoint = state.endpoints[deployment.endpoint_name]
     assert deployment.model_name == endpoint["deployedModels"][0]["model"]
@@ -97,6 +110,7 @@ def test_default_deploy_uses_l4_and_a_unique_display_name(
     assert spec["machineType"] == "g2-standard-12" and spec["acceleratorCount"] == 1
     assert first.endpoint_display_name.startswith("routerlib-")
     assert first.endpoint_display_name != second.endpoint_display_name
+    assert first.endpoint_name.endswith("/endpoints/" + first.endpoint_display_name)
     assert len(vertex.read_registry()) == 2
 
 
@@ -207,8 +221,8 @@ def test_deployed_cleans_up_when_the_body_raises(
         with vertex.deployed(CKPT, **cloud(server)) as deployment:
             assert deployment.endpoint_name in state.endpoints
             raise RuntimeError("cell failed")
-    assert state.endpoints == {}
-    assert state.deleted == [deployment.endpoint_name]
+    assert state.endpoints == {} and state.models == {}
+    assert state.deleted == [deployment.endpoint_name, deployment.model_name]
     assert server.bodies("POST", r":undeployModel$") == [
         {"deployedModelId": deployment.deployed_model_ids[0]}
     ]
@@ -233,8 +247,9 @@ def test_failed_deploy_removes_the_endpoint_vertex_created(
         with vertex.deployed(CKPT, **cloud(server)):
             pytest.fail("the body must not run when deploy fails")
     assert state.endpoints == {}
-    assert len(state.deleted) == 1
-    assert vertex.read_registry() == []
+    assert len(state.deleted) == 2  # the endpoint and the model it uploaded
+    (record,) = vertex.read_registry()
+    assert record["state"] == "deleted" and record["model_state"] == "deleted"
 
 
 def test_failed_cleanup_names_the_endpoint_to_delete(

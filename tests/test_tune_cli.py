@@ -13,8 +13,8 @@ import pytest
 
 from routerlib import jobs
 from routerlib.cli import main
-from routerlib.tuning.base import DENIED, FAILED, PENDING, RUNNING, SUCCEEDED
-from tests.support.fake_vertex import FakeVertex
+from routerlib.tuning.base import DENIED, FAILED, PENDING, RUNNING, SPEC_LABEL, SUCCEEDED
+from tests.support.fake_vertex import ALLOWLIST_MODEL, FakeVertex
 from tests.support.tuning_env import TuningEnv, fake_vertex, gcs_emulator, tuning_env  # noqa: F401
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -74,7 +74,9 @@ def test_tune_wait_success_sends_the_flags(
         "learningRate": 0.0003,
     }
     assert body["supervisedTuningSpec"]["validationDatasetUri"] == tuning_env.validation_uri
-    assert body["labels"] == {"team": "router", "run": "wire"}
+    labels = body["labels"]
+    assert labels.pop(SPEC_LABEL) == jobs.load_registry()[0].spec.spec_hash()
+    assert labels == {"team": "router", "run": "wire"}
     assert body["customBaseModel"].endswith("/smoke/postprocess/node-0/checkpoints/final")
     assert body["tunedModelDisplayName"] == "router-llama-full"
     assert body["outputUri"] == tuning_env.output_uri
@@ -82,16 +84,18 @@ def test_tune_wait_success_sends_the_flags(
     assert "checkpoint:  " + tuning_env.output_uri + "/postprocess/node-0/checkpoints/final" in out
 
 
-def test_tune_full_with_multiplier(
+def test_tune_full_with_learning_rate(
     tuning_env: TuningEnv, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    code = main(_args(tuning_env, "--tuning-mode", "FULL", "--learning-rate-multiplier", "0.5"))
+    # Formerly sent --learning-rate-multiplier for an open model: Vertex takes learning_rate for
+    # open models (the multiplier is Gemini-only), so preflight now refuses the multiplier.
+    code = main(_args(tuning_env, "--tuning-mode", "FULL", "--learning-rate", "1e-5"))
     assert code == 0
     (body,) = tuning_env.fake.create_bodies()
     assert body["supervisedTuningSpec"]["tuningMode"] == "TUNING_MODE_FULL"
     assert body["supervisedTuningSpec"]["hyperParameters"] == {
         "epochCount": 3,
-        "learningRateMultiplier": 0.5,
+        "learningRate": 1e-5,
     }
     out = capsys.readouterr().out
     assert "routerlib jobs wait projects/" in out  # without --wait it says how to follow the job
@@ -109,7 +113,7 @@ def test_failed_job_exits_nonzero_with_state_and_message(
 
 
 def test_refusal_in_a_real_process_exits_nonzero_without_traceback(tuning_env: TuningEnv) -> None:
-    argv = _args(tuning_env, "--base-model", "qwen/qwen3@qwen3-32b", "--wait")
+    argv = _args(tuning_env, "--base-model", ALLOWLIST_MODEL, "--wait")
     result = subprocess.run(
         [sys.executable, "-m", "routerlib", *argv],
         env=dict(os.environ),
@@ -120,7 +124,7 @@ def test_refusal_in_a_real_process_exits_nonzero_without_traceback(tuning_env: T
         check=False,
     )
     assert result.returncode == 3, result.stderr
-    assert "not supported for managed tuning" in result.stderr
+    assert "requires allowlist" in result.stderr
     assert "Traceback" not in result.stderr
     (recorded,) = jobs.load_registry()
     assert recorded.state == DENIED
@@ -146,7 +150,7 @@ def test_invalid_flags_fail_before_sending(
 ) -> None:
     assert main(_args(tuning_env, "--adapter-size", "3")) == 2
     err = capsys.readouterr().err
-    assert "adapter_size 3 is not allowed" in err and "Traceback" not in err
+    assert "adapter_size" in err and "one of (1, 4, 8, 16, 32)" in err and "Traceback" not in err
     assert main(_args(tuning_env, "--labels", "novalue")) == 2
     assert "--labels 'novalue': expected KEY=VALUE" in capsys.readouterr().err
     with pytest.raises(
@@ -170,7 +174,7 @@ def test_jobs_commands(tuning_env: TuningEnv, capsys: pytest.CaptureFixture[str]
     assert table.startswith("Active Tuning Jobs")
     for header in ("JOB ID", "BASE MODEL", "TUNING MODE", "ADAPTER", "OUTPUT URI", "STATUS"):
         assert header in table
-    assert jobs.short_id(first.name) in table and "RUNNING" in table
+    assert first.name in table and "Running" in table  # full resource names
 
     assert main(["jobs", "wait", jobs.short_id(first.name), "--poll-interval", "0.01"]) == 0
     assert "JOB_STATE_SUCCEEDED" in capsys.readouterr().out
@@ -178,7 +182,7 @@ def test_jobs_commands(tuning_env: TuningEnv, capsys: pytest.CaptureFixture[str]
     shown = capsys.readouterr().out
     assert "statistics:  tuning_dataset_example_count=40" in shown
 
-    assert main(["jobs", "cancel", second.name]) == 0
+    assert main(["jobs", "cancel", second.name, "--poll-interval", "0.01"]) == 0
     assert "JOB_STATE_CANCELLED" in capsys.readouterr().out
     assert main(["jobs", "wait", second.name, "--poll-interval", "0.01"]) == 3
     assert "ended JOB_STATE_CANCELLED" in capsys.readouterr().err
@@ -214,7 +218,7 @@ def test_jobs_list_with_api_down_exits_zero(
     assert main(["jobs", "list"]) == 0
     captured = capsys.readouterr()
     assert "API unreachable, showing recorded states" in captured.out
-    assert "PENDING" in captured.out
+    assert "Pending" in captured.out
     assert SUCCEEDED not in captured.out
 
 

@@ -91,6 +91,14 @@ def test_peft_run_writes_vertex_layout_stats_and_curve(splits, tmp_path):
     assert json.loads((ckpts / "epoch-1" / local.CHECKPOINT_MARKER).read_text())["epoch"] == 1
     assert _same(_weights(ckpts / "epoch-2"), _weights(ckpts / "final"))
     assert not _same(_weights(ckpts / "epoch-1"), _weights(ckpts / "final"))
+    # the backend lists the same layout as Vertex's checkpoints (id, epoch, step, URI)
+    points = backend.checkpoints(job)
+    assert [(c.checkpoint_id, c.epoch, c.uri) for c in points] == [
+        ("epoch-1", 1, str(ckpts / "epoch-1")),
+        ("epoch-2", 2, str(ckpts / "epoch-2")),
+        ("final", 2, str(ckpts / "final")),
+    ]
+    assert [c.step for c in points] == [2, 4, 4]  # 8 examples, batch 4: 2 steps an epoch
     adapter = json.loads((ckpts / "final" / "adapter_config.json").read_text())
     assert adapter["r"] == 4 and adapter["lora_alpha"] == 8
     assert {"q_proj", "v_proj", "down_proj", "embed_tokens", "lm_head"} <= set(

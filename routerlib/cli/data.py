@@ -102,6 +102,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     prepare.add_argument("--strict", action="store_true", help="treat warnings as errors")
     prepare.add_argument(
+        "--format",
+        dest="data_format",
+        choices=("prompt_completion", "messages"),
+        default="prompt_completion",
+        help="training splits' line format: prompt_completion (default: the original "
+        "conversion, byte for byte) or messages (user/assistant chat turns, the format Vertex "
+        "documents for chat; test.jsonl stays prompt/completion)",
+    )
+    prepare.add_argument(
         "--synth-rows",
         type=_positive_int,
         metavar="N",
@@ -163,6 +172,7 @@ def _prepare(args: argparse.Namespace) -> int:
         progress=not args.no_progress,
         synth_rows=args.synth_rows,
         synth_seed=args.synth_seed,
+        data_format=args.data_format,
     )
     for warning in result.warnings:
         print(f"warning: {warning}")

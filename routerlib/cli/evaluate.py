@@ -50,6 +50,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     source.add_argument(
         "--checkpoint", metavar="DIR", help="local checkpoint folder: serve it here and evaluate"
     )
+    source.add_argument(
+        "--batch",
+        metavar="MODEL",
+        help="a Vertex batch prediction job on this Model Registry model (the one a deploy "
+        "uploaded, as recorded; or projects/…/models/ID): no endpoint, no 429s",
+    )
     p.add_argument(
         "--out",
         required=True,
@@ -103,6 +109,32 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         dest="api_endpoint",
         metavar="URL",
         help="Vertex API address (default: the regional Google one)",
+    )
+    batch = p.add_argument_group("batch prediction (--batch)")
+    batch.add_argument(
+        "--gcs-prefix",
+        dest="gcs_prefix",
+        metavar="gs://BUCKET/PREFIX",
+        help="where the instances JSONL and the job's output go",
+    )
+    batch.add_argument("--machine-type", dest="machine_type", help="default: g2-standard-12")
+    batch.add_argument("--accelerator-type", dest="accelerator_type", help="default: NVIDIA_L4")
+    batch.add_argument(
+        "--accelerator-count", dest="accelerator_count", type=int, metavar="N", help="default 1"
+    )
+    batch.add_argument(
+        "--rerun-failed",
+        dest="rerun_failed",
+        action="store_true",
+        help="submit a job for the rows the last job failed (otherwise they are only listed)",
+    )
+    batch.add_argument(
+        "--poll-interval",
+        dest="poll_s",
+        type=float,
+        default=30.0,
+        metavar="S",
+        help="seconds between job status checks (default 30)",
     )
     p.add_argument(
         "--no-progress", dest="progress", action="store_false", help="hide the progress bar"
@@ -170,8 +202,23 @@ def run_evaluate(args: argparse.Namespace) -> int:
         timeout=args.timeout,
         retries=args.retries,
         progress=args.progress,
+        batch=args.batch,
+        gcs_prefix=args.gcs_prefix,
+        machine_type=args.machine_type,
+        accelerator_type=args.accelerator_type,
+        accelerator_count=args.accelerator_count,
+        rerun_failed=args.rerun_failed,
+        poll_s=args.poll_s,
     )
     print(summary(report, args.out))
+    failed = (report.get("generation") or {}).get("failed_rows") or []
+    if failed:
+        shown = ", ".join(str(i) for i in failed[:10]) + (" …" if len(failed) > 10 else "")
+        print(
+            f"{len(failed)} row(s) failed in the batch job (scored invalid): {shown}; "
+            "add --rerun-failed to predict them again",
+            file=sys.stderr,
+        )
     gate = report.get("threshold_results") or {}
     if args.thresholds and gate.get("overall_pass") is not True:
         return 1

@@ -18,7 +18,8 @@ def _cloud_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--location",
         default=None,
-        help=f"Vertex AI region (default: {DEFAULT_LOCATION}, or the recorded one)",
+        help=f"Vertex AI region endpoints live in (params: deploy_location; a region, never "
+        f"global; default: {DEFAULT_LOCATION}, or the recorded one)",
     )
     parser.add_argument(
         "--api-endpoint",
@@ -32,13 +33,35 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     deploy = subparsers.add_parser(
         "deploy",
         help="deploy a tuned checkpoint to a Vertex AI endpoint",
-        description="Deploy gs://…/checkpoints/final with Model Garden's CustomModel; prints the "
-        "endpoint resource name and records it in <outputs>/endpoints.json.",
+        description="Deploy gs://…/checkpoints/final through Model Garden; the endpoint is "
+        "recorded in <outputs>/endpoints.json before the wait (state deploying), a failed deploy "
+        "is cleaned up, an interrupted one is left for `routerlib endpoints cleanup`. Prints the "
+        "endpoint resource name. A machine too small for the checkpoint is refused up front.",
     )
     deploy.add_argument("--checkpoint", required=True, help="gs:// URI of the final checkpoint")
-    deploy.add_argument("--machine-type", default="g2-standard-12")
-    deploy.add_argument("--accelerator-type", default="NVIDIA_L4")
-    deploy.add_argument("--accelerator-count", type=int, default=1)
+    deploy.add_argument(
+        "--base-model",
+        default="",
+        help="Vertex base model id: its contract gives the default hardware",
+    )
+    deploy.add_argument(
+        "--machine-type", default=None, help="default: the contract's (or g2-standard-12)"
+    )
+    deploy.add_argument(
+        "--accelerator-type", default=None, help="default: the contract's (or NVIDIA_L4)"
+    )
+    deploy.add_argument(
+        "--accelerator-count", type=int, default=None, help="default: the contract's (or 1)"
+    )
+    deploy.add_argument(
+        "--list-options",
+        action="store_true",
+        help="print the deploy options Vertex recommends for the checkpoint (with quota state) "
+        "and whether each fits its size; deploys nothing",
+    )
+    deploy.add_argument(
+        "--deploy-timeout", type=float, default=None, metavar="S", help="default: 2 hours"
+    )
     deploy.add_argument(
         "--endpoint-display-name",
         default=None,
@@ -58,6 +81,23 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     delete.add_argument("name", help="endpoint resource name (or id with --project)")
     _cloud_args(delete)
     delete.set_defaults(func=_delete)
+    clean = actions.add_parser(
+        "cleanup",
+        help="undeploy and delete every endpoint routerlib recorded (and, with --project, named "
+        "or labelled) plus the Model Registry models those deploys uploaded; cancel recorded "
+        "batch jobs still running",
+    )
+    clean.add_argument(
+        "--project",
+        default="",
+        help="also remove the live endpoints of this project that routerlib named or labelled "
+        "(without it: only what the registry recorded, each in its own project)",
+    )
+    clean.add_argument(
+        "--location", default=None, help=f"with --project (default: {DEFAULT_LOCATION})"
+    )
+    clean.add_argument("--api-endpoint", default=None, help="with --project: Vertex API address")
+    clean.set_defaults(func=_cleanup)
 
     serve = subparsers.add_parser(
         "serve",
@@ -72,19 +112,89 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _deploy(args: argparse.Namespace) -> int:
+    from routerlib.errors import InputError
     from routerlib.serving import vertex
 
+    if args.location == "global":
+        raise InputError(
+            "deploy --location: endpoints live in a region, not global (e.g. us-central1); "
+            "global is for tuning only (params: location vs deploy_location)"
+        )
+    if args.list_options:
+        return _list_options(args)
     deployment = vertex.deploy(
         args.checkpoint,
         machine_type=args.machine_type,
         accelerator_type=args.accelerator_type,
         accelerator_count=args.accelerator_count,
+        base_model=args.base_model,
+        deploy_timeout=args.deploy_timeout,
         endpoint_display_name=args.endpoint_display_name,
         project=args.project,
         location=args.location or DEFAULT_LOCATION,
         api_endpoint=args.api_endpoint or "",
     )
     print(deployment.endpoint_name)
+    return 0
+
+
+def _list_options(args: argparse.Namespace) -> int:
+    from routerlib.serving import hardware as hw
+
+    options = hw.deploy_options(
+        args.checkpoint,
+        project=args.project,
+        location=args.location or DEFAULT_LOCATION,
+        api_endpoint=args.api_endpoint or "",
+    )
+    size = hw.checkpoint_bytes(args.checkpoint)
+    if size is not None:
+        print(f"checkpoint weights: {size / hw.GB:.1f} GB", file=sys.stderr)
+    if not options:
+        print("Vertex recommends no deploy option for this checkpoint", file=sys.stderr)
+        return 0
+    quota_label = {True: "has quota", False: "NO QUOTA", None: "not checked"}
+    fit_label = {True: "fits", False: "too small", None: "unknown memory"}
+    print("\t".join(["machine_type", "accelerator_type", "count", "region", "quota", "fit"]))
+    for option in options:
+        h = option.hardware
+        fit = hw.fits(size, h) if size is not None else None
+        print(
+            "\t".join(
+                [
+                    h.machine_type,
+                    h.accelerator_type,
+                    str(h.accelerator_count),
+                    option.region or "-",
+                    quota_label[option.has_quota],
+                    fit_label[fit],
+                ]
+            )
+        )
+    lacking = [o for o in options if o.has_quota is False]
+    if lacking:
+        print(
+            f"{len(lacking)} option(s) lack quota in this project (request it, or pick another); "
+            "CustomModel.list_deploy_options() would not show them",
+            file=sys.stderr,
+        )
+    return 0
+
+
+def _cleanup(args: argparse.Namespace) -> int:
+    from routerlib.serving import batch, vertex
+
+    for job in batch.cancel_running():
+        print(f"cancelled {job}")
+    removed = vertex.cleanup(
+        project=args.project or None,
+        location=args.location or DEFAULT_LOCATION,
+        api_endpoint=args.api_endpoint or "",
+    )
+    for name in removed:
+        print(f"deleted {name}")
+    if not removed:
+        print("nothing to clean up", file=sys.stderr)
     return 0
 
 

@@ -49,6 +49,9 @@ def _tune(args: argparse.Namespace) -> int:
         wait=args.wait,
         force=args.force,
         dry_run=args.dry_run,
+        strict=args.strict,
+        wait_for_quota=args.wait_for_quota,
+        quota_interval=args.quota_interval,
         project=args.project,
         location=args.location,
         api_endpoint=args.api_endpoint,
@@ -62,7 +65,7 @@ def _tune(args: argparse.Namespace) -> int:
 def _jobs_list(args: argparse.Namespace) -> int:
     from routerlib import jobs
 
-    print(jobs.jobs_table(jobs.list_jobs(refresh=not args.no_refresh)))
+    print(jobs.jobs_table(jobs.list_jobs(refresh=not args.no_refresh), fmt=args.format))
     return 0
 
 
@@ -83,7 +86,8 @@ def _jobs_wait(args: argparse.Namespace) -> int:
 def _jobs_cancel(args: argparse.Namespace) -> int:
     from routerlib import jobs
 
-    print(jobs.describe(jobs.cancel(args.name)))
+    job = jobs.cancel(args.name, wait_seconds=args.wait_seconds, poll_interval=args.poll_interval)
+    print(jobs.describe(job))
     return 0
 
 
@@ -119,8 +123,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--epochs", type=int, default=3)
     lr = p.add_mutually_exclusive_group()
-    lr.add_argument("--learning-rate", type=float)
-    lr.add_argument("--learning-rate-multiplier", type=float)
+    lr.add_argument("--learning-rate", type=float, help="the learning rate (open models on Vertex)")
+    lr.add_argument(
+        "--learning-rate-multiplier",
+        type=float,
+        help="scales the default learning rate (Gemini and the local backend; open models on "
+        "Vertex take --learning-rate)",
+    )
     p.add_argument("--display-name", help="tuned model display name")
     p.add_argument("--labels", nargs="*", metavar="KEY=VALUE", help="labels on the job")
     p.add_argument("--custom-base", help="continue from this checkpoint (…/checkpoints/final)")
@@ -130,6 +139,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--dry-run", action="store_true", help="print estimate and request, send nothing"
     )
     p.add_argument("--force", action="store_true", help="submit even if the same spec has a job")
+    p.add_argument(
+        "--strict",
+        action="store_true",
+        help="refuse (exit 2) when training examples exceed the model's sequence limit",
+    )
+    p.add_argument(
+        "--wait-for-quota",
+        action="store_true",
+        help="on 429 RESOURCE_EXHAUSTED (quota: one concurrent open-model job by default), "
+        "try again every --quota-interval seconds instead of stopping",
+    )
+    p.add_argument("--quota-interval", type=_positive, default=300.0, metavar="SECONDS")
     p.add_argument("--backend", choices=("vertex", "local"))
     p.add_argument(
         "--project",
@@ -139,7 +160,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--location",
         default=os.environ.get("GOOGLE_CLOUD_REGION", "us-central1"),
-        help="region (default $GOOGLE_CLOUD_REGION or us-central1)",
+        help="where tuning runs: global (Vertex picks a region with capacity) or a tuning region "
+        "(default $GOOGLE_CLOUD_REGION or us-central1); endpoints: `routerlib deploy --location`",
     )
     p.add_argument(
         "--api-endpoint",
@@ -153,14 +175,30 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "list", help="the Active Tuning Jobs table (states refreshed when reachable)"
     )
     jl.add_argument("--no-refresh", action="store_true", help="show recorded states only")
+    jl.add_argument(
+        "--format",
+        choices=("plain", "markdown"),
+        default="plain",
+        help="markdown: the README's Active Tuning Jobs table, ready to paste",
+    )
     jl.set_defaults(func=_jobs_list)
-    js = sub.add_parser("show", help="one job in detail")
+    js = sub.add_parser("show", help="one job in detail, with its sub-state and checkpoints")
     js.add_argument("name", help="resource name or job id")
     js.set_defaults(func=_jobs_show)
     jw = sub.add_parser("wait", help="re-attach and wait until the job ends (exit 0 on success)")
     jw.add_argument("name", help="resource name or job id")
     jw.add_argument("--poll-interval", type=_positive, default=30.0, metavar="SECONDS")
     jw.set_defaults(func=_jobs_wait)
-    jc = sub.add_parser("cancel", help="cancel a running job")
+    jc = sub.add_parser(
+        "cancel", help="cancel a running job; returns once it ended or says it is still CANCELLING"
+    )
     jc.add_argument("name", help="resource name or job id")
+    jc.add_argument(
+        "--wait-seconds",
+        type=float,
+        default=60.0,
+        metavar="SECONDS",
+        help="how long to wait for the cancellation to take effect (default 60)",
+    )
+    jc.add_argument("--poll-interval", type=_positive, default=5.0, metavar="SECONDS")
     jc.set_defaults(func=_jobs_cancel)

@@ -1,4 +1,6 @@
-"""Serving: a local batched predictor + HTTP server (local.py) and Vertex AI deploy (vertex.py).
+"""Serving: the Predictor interface evaluation drives (base.py), a local batched predictor + HTTP
+server (local.py), Vertex AI deploy/predict/cleanup (vertex.py), deploy hardware (hardware.py)
+and Vertex batch prediction (batch.py).
 
 Neither import pulls in torch or a Google SDK; they load lazily when first used.
 """

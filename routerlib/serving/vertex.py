@@ -19,7 +19,6 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 from routerlib.atomic import write_json
 from routerlib.errors import InputError, RemoteError
@@ -48,8 +47,13 @@ class Deployment:
     location: str
     api_endpoint: str = ""
     deployed_at: str = ""
-    state: str = "deployed"  # deployed | deleted
+    #: deploying (recorded before the wait) | deployed | failed | deleted
+    state: str = "deployed"
     deleted_at: str = ""
+    operation_name: str = ""
+    dedicated_endpoint_dns: str = ""
+    #: present | deleted: the Model Registry model the deploy uploaded
+    model_state: str = "present"
 
 
 @dataclass
@@ -76,10 +80,6 @@ class PredictError(RemoteError):
 
 
 # --------------------------------------------------------------------------- SDK setup
-
-
-def _is_loopback(api_endpoint: str) -> bool:
-    return urlsplit(api_endpoint).scheme == "http"
 
 
 def _default_api_endpoint(location: str) -> str:
@@ -113,23 +113,9 @@ def init_vertex(project: str, location: str = DEFAULT_LOCATION, api_endpoint: st
             return
     import vertexai
 
-    if api_endpoint and _is_loopback(api_endpoint):
-        from google.auth.credentials import AnonymousCredentials
+    from routerlib import auth
 
-        credentials: Any = AnonymousCredentials()
-    else:
-        import google.auth
-        from google.auth.exceptions import DefaultCredentialsError
-
-        try:
-            credentials, _ = google.auth.default(
-                scopes=["https://www.googleapis.com/auth/cloud-platform"]
-            )
-        except DefaultCredentialsError:
-            raise InputError(
-                "no Google application-default credentials: run "
-                "`gcloud auth application-default login` or set GOOGLE_APPLICATION_CREDENTIALS"
-            ) from None
+    credentials = auth.sdk_credentials(api_endpoint)
     with _init_lock:
         vertexai.init(
             project=project,
@@ -205,12 +191,14 @@ def _record(deployment: Deployment) -> None:
         records.append(asdict(deployment))
 
 
-def _mark_deleted(endpoint_name: str) -> None:
+def _mark_deleted(endpoint_name: str, models_deleted: bool = False) -> None:
     with _registry_locked() as records:
         for record in records:
             if record.get("endpoint_name") == endpoint_name:
                 record["state"] = "deleted"
                 record["deleted_at"] = _now()
+                if models_deleted:
+                    record["model_state"] = "deleted"
 
 
 def _registry_entry(endpoint_name: str) -> dict[str, Any] | None:
@@ -248,65 +236,206 @@ def _resolve(
 
 # --------------------------------------------------------------------------- deploy / delete
 
+#: How long a deploy may take before routerlib stops waiting (the SDK's own default: 2 hours).
+DEFAULT_DEPLOY_TIMEOUT_S = 2 * 60 * 60
+CLEANUP_COMMAND = "routerlib endpoints cleanup"
+#: Display names routerlib gives; `endpoints cleanup --project` also removes live ones so named.
+NAME_PREFIX = "routerlib-"
+#: The label routerlib puts on every endpoint it deployed.
+LABEL = "routerlib"
+
 
 def default_display_name() -> str:
     """A unique endpoint display name, so a failed deploy can still be found and removed."""
-    return f"routerlib-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(3)}"
+    return f"{NAME_PREFIX}{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(3)}"
+
+
+_DEFAULT_NAME = re.compile(rf"{NAME_PREFIX}\d{{8}}-\d{{6}}-[0-9a-f]{{6}}")
+
+
+def resource_id(display_name: str) -> str:
+    """The endpoint and model id routerlib asks for (``endpoint_user_id`` / ``model_user_id``):
+    lowercase ``[a-z0-9-]``, starting with a letter, at most 63 characters, so both resource
+    names are known before Vertex answers. A name of the caller's gets a random suffix (a second
+    deploy under the same display name must not collide); routerlib's default names are unique
+    already and are used as they are."""
+    if _DEFAULT_NAME.fullmatch(display_name):
+        return display_name
+    slug = re.sub(r"[^a-z0-9-]+", "-", display_name.lower()).strip("-")
+    if not slug or not slug[0].isalpha():
+        slug = f"r-{slug}"
+    return f"{slug[:56].rstrip('-')}-{secrets.token_hex(3)}"
+
+
+def _deploy_request(
+    checkpoint_uri: str,
+    parent: str,
+    hardware: Any,
+    display_name: str,
+    model_display_name: str | None,
+    ids: str,
+) -> Any:
+    """The Model Garden DeployRequest ``CustomModel.deploy`` builds, plus the endpoint and
+    model ids routerlib chooses (so the resources can be recorded before the wait)."""
+    from google.cloud.aiplatform_v1beta1 import types
+
+    request = types.DeployRequest(destination=parent)
+    request.custom_model = types.DeployRequest.CustomModel(gcs_uri=checkpoint_uri)
+    request.endpoint_config.endpoint_display_name = display_name
+    request.endpoint_config.endpoint_user_id = ids
+    request.model_config.model_display_name = model_display_name or display_name
+    request.model_config.model_user_id = ids
+    request.deploy_config.dedicated_resources = types.DedicatedResources(
+        machine_spec=types.MachineSpec(
+            machine_type=hardware.machine_type,
+            accelerator_type=hardware.accelerator_type,
+            accelerator_count=hardware.accelerator_count,
+        ),
+        min_replica_count=1,
+        max_replica_count=1,
+    )
+    return request
 
 
 def deploy(
     checkpoint_uri: str,
     *,
-    machine_type: str = "g2-standard-12",
-    accelerator_type: str = "NVIDIA_L4",
-    accelerator_count: int = 1,
+    machine_type: str | None = None,
+    accelerator_type: str | None = None,
+    accelerator_count: int | None = None,
+    base_model: str = "",
     endpoint_display_name: str | None = None,
     model_display_name: str | None = None,
     project: str,
     location: str = DEFAULT_LOCATION,
     api_endpoint: str = "",
     deploy_timeout: float | None = None,
+    check_fit: bool = True,
 ) -> Deployment:
-    """Deploy a tuned checkpoint (``gs://…/checkpoints/final``) with Model Garden's
-    ``CustomModel(gcs_uri=…).deploy(…)`` and record it. Blocks until the endpoint serves."""
+    """Deploy a tuned checkpoint (``gs://…/checkpoints/final``) through Model Garden and record it.
+
+    Hardware left unset comes from the base model's contract (routerlib.serving.hardware); a
+    machine whose accelerator memory cannot hold the checkpoint is refused before any request.
+    The deploy starts through the Model Garden service client the SDK's ``CustomModel.deploy``
+    uses; the endpoint is recorded (state ``deploying``, with the operation name) before the
+    wait. A deploy that fails is cleaned up at once; Ctrl-C or the timeout leaves the record and
+    names the cleanup command. Blocks until the endpoint serves.
+    """
+    from routerlib.serving import hardware as hw
+
     if not checkpoint_uri.startswith("gs://"):
         raise InputError(f"{checkpoint_uri}: a Vertex deploy needs a gs:// checkpoint URI")
-    if accelerator_count < 1:
+    if accelerator_count is not None and accelerator_count < 1:
         raise InputError(f"accelerator_count must be at least 1, got {accelerator_count}")
+    if not project:
+        raise InputError("a Google Cloud project is required: pass --project (or set `project`)")
+    chosen = hw.choose(base_model, machine_type, accelerator_type, accelerator_count)
+    if check_fit:
+        hw.check_fit(checkpoint_uri, chosen)
     display_name = endpoint_display_name or default_display_name()
+    ids = resource_id(display_name)
     init_vertex(project, location, api_endpoint)
-    from google.cloud import aiplatform
     from vertexai.preview.model_garden import CustomModel
 
+    parent = f"projects/{project}/locations/{location}"
+    request = _deploy_request(checkpoint_uri, parent, chosen, display_name, model_display_name, ids)
+    client = CustomModel(gcs_uri=checkpoint_uri)._model_garden_client
     try:
-        endpoint = CustomModel(gcs_uri=checkpoint_uri).deploy(
-            machine_type=machine_type,
-            accelerator_type=accelerator_type,
-            accelerator_count=accelerator_count,
-            endpoint_display_name=display_name,
-            model_display_name=model_display_name,
-            deploy_request_timeout=deploy_timeout,
-        )
-        endpoint = aiplatform.Endpoint(endpoint.resource_name)
-        deployed_models = list(endpoint.gca_resource.deployed_models)
-    except (*_sdk_errors(), ValueError) as exc:  # type: ignore[misc]
+        operation = client.deploy(request)
+    except _sdk_errors() as exc:
         raise _remote_error(f"deploy {checkpoint_uri}", exc) from None
     deployment = Deployment(
-        endpoint_name=endpoint.resource_name,
-        model_name=deployed_models[0].model if deployed_models else "",
-        deployed_model_ids=[d.id for d in deployed_models],
+        endpoint_name=f"{parent}/endpoints/{ids}",
+        model_name=f"{parent}/models/{ids}",
+        deployed_model_ids=[],
         checkpoint_uri=checkpoint_uri,
         endpoint_display_name=display_name,
-        machine_type=machine_type,
-        accelerator_type=accelerator_type,
-        accelerator_count=accelerator_count,
+        machine_type=chosen.machine_type,
+        accelerator_type=chosen.accelerator_type,
+        accelerator_count=chosen.accelerator_count,
         project=project,
         location=location,
         api_endpoint=api_endpoint,
-        deployed_at=_now(),
+        state="deploying",
+        operation_name=operation.operation.name,
     )
     _record(deployment)
+    return _wait_for_deploy(operation, deployment, deploy_timeout or DEFAULT_DEPLOY_TIMEOUT_S)
+
+
+def _still_recorded(deployment: Deployment, why: str) -> str:
+    return (
+        f"{why}; {deployment.endpoint_name} stays recorded (operation "
+        f"{deployment.operation_name}) and may cost money: run `{CLEANUP_COMMAND}`"
+    )
+
+
+def _wait_for_deploy(operation: Any, deployment: Deployment, timeout: float) -> Deployment:
+    import concurrent.futures
+    import sys
+
+    from google.cloud import aiplatform
+
+    try:
+        response = operation.result(timeout=timeout)
+    except KeyboardInterrupt:
+        print(_still_recorded(deployment, "deploy interrupted"), file=sys.stderr, flush=True)
+        raise
+    except concurrent.futures.TimeoutError:
+        raise RemoteError(
+            _still_recorded(deployment, f"deploy still running after {timeout:g} s")
+        ) from None
+    except (*_sdk_errors(), ValueError) as exc:  # type: ignore[misc]
+        error = _remote_error(f"deploy {deployment.checkpoint_uri}", exc)
+        if not getattr(operation, "_result_set", True):
+            # Polling failed (a lost connection, a 5xx on the operation), not the deploy: it may
+            # still be running, so nothing is deleted under it.
+            raise RemoteError(
+                _still_recorded(deployment, f"lost track of the deploy ({error})")
+            ) from None
+        deployment.state = "failed"
+        _record(deployment)
+        try:
+            delete_endpoint(deployment.endpoint_name, delete_models=[deployment.model_name])
+        except RemoteError as cleanup:
+            raise RemoteError(f"{error}; {_still_recorded(deployment, str(cleanup))}") from None
+        raise error from None
+    try:
+        endpoint = aiplatform.Endpoint(response.endpoint or deployment.endpoint_name)
+        deployed_models = list(endpoint.gca_resource.deployed_models)
+    except _sdk_errors() as exc:
+        raise RemoteError(
+            _still_recorded(deployment, str(_remote_error("read the deployed endpoint", exc)))
+        ) from None
+    try:  # a label lets `endpoints cleanup --project` find it without this machine's registry
+        endpoint.update(labels={**dict(endpoint.gca_resource.labels), LABEL: "deploy"})
+    except _sdk_errors() as exc:
+        import sys
+
+        print(f"warning: could not label {endpoint.resource_name}: {exc}", file=sys.stderr)
+    deployment.endpoint_name = endpoint.resource_name
+    deployment.model_name = response.model or (
+        deployed_models[0].model if deployed_models else deployment.model_name
+    )
+    deployment.deployed_model_ids = [d.id for d in deployed_models]
+    deployment.dedicated_endpoint_dns = endpoint.gca_resource.dedicated_endpoint_dns or ""
+    deployment.state = "deployed"
+    deployment.deployed_at = _now()
+    _record(deployment)
     return deployment
+
+
+def _delete_models(names: list[str]) -> None:
+    from google.api_core import exceptions as gexc
+    from google.cloud import aiplatform
+
+    for name in names:
+        try:
+            aiplatform.Model(name).delete()
+        except gexc.NotFound:
+            continue
+        except _sdk_errors() as exc:
+            raise _remote_error(f"delete model {name}", exc) from None
 
 
 def delete_endpoint(
@@ -315,31 +444,91 @@ def delete_endpoint(
     project: str | None = None,
     location: str | None = None,
     api_endpoint: str | None = None,
+    delete_models: list[str] | None = None,
 ) -> list[str]:
-    """Undeploy every model from the endpoint, then delete it. Returns the undeployed model ids.
-    An endpoint that is already gone counts as deleted."""
+    """Undeploy every model from the endpoint, delete it, then delete the Model Registry models
+    named in ``delete_models`` (the ones a routerlib deploy uploaded). Returns the undeployed
+    model ids. An endpoint or model that is already gone counts as deleted."""
     name, project, location, api = _resolve(endpoint_name, project, location, api_endpoint)
     init_vertex(project, location, api)
     from google.api_core import exceptions as gexc
     from google.cloud import aiplatform
 
+    model_ids: list[str] = []
     try:
         endpoint = aiplatform.Endpoint(name)
-    except gexc.NotFound:
-        _mark_deleted(name)
-        return []
-    except _sdk_errors() as exc:
-        raise _remote_error(f"delete {name}", exc) from None
-    try:
         model_ids = [d.id for d in endpoint.list_models()]
         endpoint.undeploy_all()
         endpoint.delete()
     except gexc.NotFound:
-        model_ids = []
+        pass
     except _sdk_errors() as exc:
         raise _remote_error(f"delete {name}", exc) from None
-    _mark_deleted(name)
+    with _endpoint_cache_lock:
+        _endpoint_cache.pop((name, api), None)
+    _delete_models(list(delete_models or []))
+    _mark_deleted(name, models_deleted=bool(delete_models))
     return model_ids
+
+
+def cleanup(
+    *, project: str | None = None, location: str = DEFAULT_LOCATION, api_endpoint: str = ""
+) -> list[str]:
+    """Undeploy and delete every endpoint routerlib recorded that is not deleted yet (deploying,
+    deployed or failed), and the Model Registry models those deploys uploaded. With ``project``
+    also every live endpoint of that project/location that routerlib named (``routerlib-…``) or
+    labelled (``routerlib`` label). Returns the endpoints removed. Errors are collected: one
+    failure does not stop the rest, and the RemoteError at the end lists what is left."""
+    done: list[str] = []
+    problems: list[str] = []
+    for record in read_registry():
+        model_left = record.get("model_state") == "present" and record.get("model_name")
+        if record.get("state") == "deleted" and not model_left:
+            continue
+        name = record["endpoint_name"]
+        try:
+            delete_endpoint(
+                name,
+                project=record.get("project"),
+                location=record.get("location"),
+                api_endpoint=record.get("api_endpoint", ""),
+                delete_models=[record["model_name"]] if record.get("model_name") else [],
+            )
+            done.append(name)
+        except RemoteError as exc:
+            problems.append(f"{name}: {exc}")
+    if project:
+        init_vertex(project, location, api_endpoint)
+        from google.cloud import aiplatform
+
+        try:
+            live = aiplatform.Endpoint.list(project=project, location=location)
+        except _sdk_errors() as exc:
+            raise _remote_error(f"list endpoints of {project}/{location}", exc) from None
+        for endpoint in live:
+            gca = endpoint.gca_resource
+            ours = gca.display_name.startswith(NAME_PREFIX) or LABEL in gca.labels
+            if not ours or gca.name in done:
+                continue
+            models = [
+                d.model
+                for d in gca.deployed_models
+                if d.model.rsplit("/", 1)[-1] == gca.name.rsplit("/", 1)[-1]
+            ]
+            try:
+                delete_endpoint(
+                    gca.name,
+                    project=project,
+                    location=location,
+                    api_endpoint=api_endpoint,
+                    delete_models=models,
+                )
+                done.append(gca.name)
+            except RemoteError as exc:
+                problems.append(f"{gca.name}: {exc}")
+    if problems:
+        raise RemoteError(f"{len(problems)} endpoint(s) could not be cleaned up", problems)
+    return done
 
 
 def list_endpoints(
@@ -384,25 +573,14 @@ def list_endpoints(
     return out
 
 
-def _find_by_display_name(
-    project: str, location: str, api_endpoint: str, display_name: str
-) -> list[str]:
-    init_vertex(project, location, api_endpoint)
-    from google.cloud import aiplatform
-
-    found = aiplatform.Endpoint.list(
-        filter=f'display_name="{display_name}"', project=project, location=location
-    )
-    return [e.resource_name for e in found if e.display_name == display_name]
-
-
 @contextlib.contextmanager
 def deployed(
     checkpoint_uri: str,
     *,
-    machine_type: str = "g2-standard-12",
-    accelerator_type: str = "NVIDIA_L4",
-    accelerator_count: int = 1,
+    machine_type: str | None = None,
+    accelerator_type: str | None = None,
+    accelerator_count: int | None = None,
+    base_model: str = "",
     endpoint_display_name: str | None = None,
     model_display_name: str | None = None,
     project: str,
@@ -410,38 +588,35 @@ def deployed(
     api_endpoint: str = "",
     deploy_timeout: float | None = None,
 ) -> Iterator[Deployment]:
-    """Deploy for the length of a ``with`` block and always delete what was deployed: when the
-    block ends, when it raises, and when the deploy itself fails (or is interrupted) after
-    Vertex created an endpoint — that one is found by its unique display name.
+    """Deploy for the length of a ``with`` block and always delete the endpoint and the model
+    it uploaded when the block ends or raises. A deploy that fails is cleaned up by
+    :func:`deploy` itself; an interrupted one stays recorded for ``routerlib endpoints cleanup``.
 
     A failed cleanup raises RemoteError naming the endpoint and the command that deletes it."""
-    display_name = endpoint_display_name or default_display_name()
-    cloud = {"project": project, "location": location, "api_endpoint": api_endpoint}
-    try:
-        deployment = deploy(
-            checkpoint_uri,
-            machine_type=machine_type,
-            accelerator_type=accelerator_type,
-            accelerator_count=accelerator_count,
-            endpoint_display_name=display_name,
-            model_display_name=model_display_name,
-            deploy_timeout=deploy_timeout,
-            **cloud,
-        )
-    except BaseException:
-        with contextlib.suppress(Exception):
-            for name in _find_by_display_name(project, location, api_endpoint, display_name):
-                delete_endpoint(name, **cloud)
-        raise
+    cloud: dict[str, Any] = {"project": project, "location": location, "api_endpoint": api_endpoint}
+    deployment = deploy(
+        checkpoint_uri,
+        machine_type=machine_type,
+        accelerator_type=accelerator_type,
+        accelerator_count=accelerator_count,
+        base_model=base_model,
+        endpoint_display_name=endpoint_display_name,
+        model_display_name=model_display_name,
+        deploy_timeout=deploy_timeout,
+        **cloud,
+    )
     try:
         yield deployment
     finally:
         try:
-            delete_endpoint(deployment.endpoint_name, **cloud)
+            delete_endpoint(
+                deployment.endpoint_name, delete_models=[deployment.model_name], **cloud
+            )
         except RemoteError as exc:
             raise RemoteError(
                 f"could not delete {deployment.endpoint_name} ({exc}); it still costs money: "
-                f"run `routerlib endpoints delete {deployment.endpoint_name}`"
+                f"run `{CLEANUP_COMMAND}` (or `routerlib endpoints delete "
+                f"{deployment.endpoint_name}`)"
             ) from None
 
 
@@ -449,6 +624,8 @@ def deployed(
 
 _endpoint_cache: dict[tuple[str, str], Any] = {}
 _endpoint_cache_lock = threading.Lock()
+_STATUS_IN_TEXT = re.compile(r"Status code:\s*(\d{3})")
+_NOT_READY = "Dedicated endpoint DNS is empty"
 
 
 def _endpoint_for(name: str, api_endpoint: str) -> Any:
@@ -459,6 +636,33 @@ def _endpoint_for(name: str, api_endpoint: str) -> Any:
         if key not in _endpoint_cache:
             _endpoint_cache[key] = aiplatform.Endpoint(name)
         return _endpoint_cache[key]
+
+
+def is_retryable(status: int | None) -> bool:
+    """Whether a predict failure with this HTTP status may pass when tried again (429, 5xx;
+    None = a timeout, a dropped connection or an endpoint not ready yet)."""
+    return status is None or status == 429 or status >= 500
+
+
+def dedicated_error(exc: ValueError) -> tuple[int | None, str] | None:
+    """What a dedicated-endpoint ``ValueError`` from ``Endpoint.predict`` says: (status, message)
+    for a non-200 answer ("Status code:429, response: …"), (None, …) for a DNS not assigned yet
+    (not ready), None for any other ValueError (a bug, not the endpoint)."""
+    text = " ".join(str(exc).split())
+    if _NOT_READY in text:
+        return None, "dedicated endpoint not ready yet (no DNS assigned)"
+    match = _STATUS_IN_TEXT.search(text)
+    if not match:
+        return None if "prediction request" not in text else (None, text[:200])
+    body = text.split("response:", 1)[1].strip().rstrip(".") if "response:" in text else ""
+    message = body
+    try:
+        parsed = json.loads(body)
+        error = parsed.get("error", parsed) if isinstance(parsed, dict) else parsed
+        message = error.get("message", body) if isinstance(error, dict) else str(error)
+    except ValueError:
+        pass
+    return int(match.group(1)), " ".join(str(message).split())[:200]
 
 
 def predict(
@@ -472,11 +676,14 @@ def predict(
 ) -> list[Any]:
     """``Endpoint.predict(instances)`` on a deployed endpoint; returns the predictions.
 
-    Raises PredictError carrying the HTTP status and whether a retry may help. Thread-safe;
-    the Endpoint object is looked up once per endpoint and reused.
+    Works on both paths the SDK takes: the shared regional address (gRPC-style API errors) and a
+    dedicated endpoint (``https://{dedicatedEndpointDns}/v1/…:predict``, whose failures arrive as
+    ValueError text). Raises PredictError carrying the HTTP status and whether a retry may help.
+    Thread-safe; the Endpoint object is looked up once per endpoint and reused.
     """
     name, project, location, api = _resolve(endpoint_name, project, location, api_endpoint)
     from google.api_core import exceptions as gexc
+    from google.auth.exceptions import GoogleAuthError
 
     try:
         init_vertex(project, location, api)
@@ -484,16 +691,29 @@ def predict(
         response = endpoint.predict(instances=instances, timeout=timeout)
     except gexc.GoogleAPICallError as exc:
         code = exc.code if isinstance(exc.code, int) else None
-        retryable = (
-            code == 429
-            or (code is not None and code >= 500)
-            or isinstance(
-                exc, gexc.DeadlineExceeded | gexc.ServiceUnavailable | gexc.TooManyRequests
-            )
+        retryable = is_retryable(code) or isinstance(
+            exc, gexc.DeadlineExceeded | gexc.ServiceUnavailable | gexc.TooManyRequests
         )
         raise PredictError(f"predict {name}: {code} {exc.message}", code, retryable) from None
     except gexc.RetryError as exc:
         raise PredictError(f"predict {name}: {exc}", None, True) from None
+    except GoogleAuthError as exc:
+        # A dedicated endpoint answering 401 makes the SDK's AuthorizedSession refresh the
+        # credentials; credentials that cannot be refreshed end here.
+        raise PredictError(
+            f"predict {name}: HTTP 401: credentials refused and not refreshable: {exc}", 401, False
+        ) from None
+    except ValueError as exc:
+        found = dedicated_error(exc)
+        if found is None:
+            raise
+        status, message = found
+        label = f"HTTP {status}" if status else "not ready"
+        raise PredictError(
+            f"predict {name} (dedicated endpoint): {label}: {message}",
+            status,
+            is_retryable(status),
+        ) from None
     except Exception as exc:  # requests timeouts and dropped connections
         kind = type(exc).__name__
         if "Timeout" in kind or "Connection" in kind:

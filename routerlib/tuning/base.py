@@ -2,31 +2,91 @@
 
 from __future__ import annotations
 
+import builtins
 from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from routerlib.errors import InputError
+from routerlib import models
+from routerlib.errors import InputError, RemoteError
 from routerlib.paths import FINAL_CHECKPOINT
 
-ADAPTER_SIZES = (1, 4, 8, 16, 32)
 DEFAULT_BASE_MODEL = "meta/llama3_1@llama-3.1-8b-instruct"
 
-#: Job states (Vertex JobState names). DENIED is routerlib's own: the server refused the submission.
+#: Job states: every name of google-genai's JobState (2.34.0), plus two of routerlib's own:
+#: DENIED (the server refused the submission: no job exists) and UNKNOWN (the create request
+#: timed out or answered 5xx: a job may exist; the next tune or jobs list looks for it by label).
+UNSPECIFIED = "JOB_STATE_UNSPECIFIED"
+QUEUED = "JOB_STATE_QUEUED"
+PENDING = "JOB_STATE_PENDING"
+RUNNING = "JOB_STATE_RUNNING"
 SUCCEEDED = "JOB_STATE_SUCCEEDED"
 FAILED = "JOB_STATE_FAILED"
+CANCELLING = "JOB_STATE_CANCELLING"
 CANCELLED = "JOB_STATE_CANCELLED"
+PAUSED = "JOB_STATE_PAUSED"
 EXPIRED = "JOB_STATE_EXPIRED"
+UPDATING = "JOB_STATE_UPDATING"
 PARTIALLY_SUCCEEDED = "JOB_STATE_PARTIALLY_SUCCEEDED"
 DENIED = "DENIED"
-PENDING = "JOB_STATE_PENDING"
-QUEUED = "JOB_STATE_QUEUED"
-RUNNING = "JOB_STATE_RUNNING"
+UNKNOWN = "UNKNOWN"
 
-#: Our own list of end states (the SDK's misses EXPIRED and PARTIALLY_SUCCEEDED).
+#: Every JobState of the SDK (a test checks this against google.genai.types.JobState).
+JOB_STATES = (
+    UNSPECIFIED,
+    QUEUED,
+    PENDING,
+    RUNNING,
+    SUCCEEDED,
+    FAILED,
+    CANCELLING,
+    CANCELLED,
+    PAUSED,
+    EXPIRED,
+    UPDATING,
+    PARTIALLY_SUCCEEDED,
+)
+#: Our own list of end states (the SDK's misses EXPIRED and PARTIALLY_SUCCEEDED). CANCELLING is
+#: not one: a cancelling job may still end SUCCEEDED or FAILED. PAUSED can be resumed.
 END_STATES = frozenset({SUCCEEDED, FAILED, CANCELLED, EXPIRED, PARTIALLY_SUCCEEDED, DENIED})
 #: States in which re-submitting the same spec re-attaches instead of creating a duplicate.
-REATTACH_STATES = frozenset({QUEUED, PENDING, RUNNING, SUCCEEDED, "JOB_STATE_UPDATING"})
+REATTACH_STATES = frozenset({QUEUED, PENDING, RUNNING, SUCCEEDED, UPDATING, PAUSED, CANCELLING})
+#: The label every submission carries: a hash of its spec (see ``TuningSpec.spec_hash``).
+SPEC_LABEL = "routerlib-spec"
+
+
+class ApiUnreachable(RemoteError):
+    """The API could not be reached or cannot serve right now (connection refused, DNS, timeout,
+    HTTP 429 or 5xx on a read): worth retrying later; the job itself is unaffected."""
+
+
+class SubmissionRefused(RemoteError):
+    """The server refused the create request (a 4xx other than 401/403/429): no job exists.
+    routerlib records the refusal as DENIED."""
+
+    def __init__(self, message: str, *, code: int | None, status: str | None, detail: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.status = status
+        self.detail = detail
+
+
+class CredentialsProblem(RemoteError):
+    """401/403: the credentials are missing, expired or lack a permission (``permission`` names
+    it when the server did). Nothing was created and nothing is recorded."""
+
+    def __init__(self, message: str, *, permission: str | None = None) -> None:
+        super().__init__(message)
+        self.permission = permission
+
+
+class QuotaExhausted(RemoteError):
+    """429 RESOURCE_EXHAUSTED on create: no job was created (retried only when asked)."""
+
+
+class SubmissionUnknown(RemoteError):
+    """The create request timed out, lost its answer or answered 5xx: a job may exist.
+    routerlib records the submission as UNKNOWN and looks for it by label before creating again."""
 
 
 class TuningSpec(BaseModel):
@@ -49,18 +109,13 @@ class TuningSpec(BaseModel):
 
     @model_validator(mode="after")
     def _check(self) -> TuningSpec:
-        problems = []
-        if self.learning_rate is not None and self.learning_rate_multiplier is not None:
-            problems.append(
-                "learning_rate and learning_rate_multiplier are exclusive: drop one of them"
-            )
-        if self.tuning_mode == "PEFT_ADAPTER":
-            if self.adapter_size not in ADAPTER_SIZES:
-                problems.append(
-                    f"adapter_size {self.adapter_size} is not allowed: use one of {ADAPTER_SIZES}"
-                )
-        elif self.adapter_size is not None:
-            problems.append("adapter_size applies to PEFT_ADAPTER only: remove it for FULL tuning")
+        problems = models.tuning_problems(
+            self.base_model,
+            self.tuning_mode,
+            self.adapter_size,
+            self.learning_rate,
+            self.learning_rate_multiplier,
+        )
         if problems:
             raise ValueError("; ".join(problems))
         return self
@@ -81,6 +136,34 @@ class TuningSpec(BaseModel):
         """Where the final checkpoint lands: ``<output_uri>/postprocess/node-0/checkpoints/final``."""
         return self.output_uri.rstrip("/") + "/" + FINAL_CHECKPOINT
 
+    def spec_hash(self) -> str:
+        """A short hash of the spec without its routerlib label: equal specs, equal hashes.
+
+        Lowercase hex, so it is a valid Vertex label value (<= 63 chars, [a-z0-9_-]).
+        """
+        import hashlib
+        import json
+
+        data = self.model_dump(mode="json")
+        data["labels"] = {k: v for k, v in self.labels.items() if k != SPEC_LABEL}
+        text = json.dumps(data, sort_keys=True)
+        return hashlib.sha256(text.encode("utf-8")).hexdigest()[:20]
+
+    def labelled(self) -> TuningSpec:
+        """This spec with its hash label added (what is sent)."""
+        return self.model_copy(update={"labels": {**self.labels, SPEC_LABEL: self.spec_hash()}})
+
+
+class Checkpoint(BaseModel):
+    """One saved checkpoint of a tuning job: ``final`` or one epoch's."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    checkpoint_id: str
+    epoch: int | None = None
+    step: int | None = None
+    uri: str
+
 
 class Job(BaseModel):
     """One tuning job as the registry records it."""
@@ -96,6 +179,8 @@ class Job(BaseModel):
     error: str | None = None
     tuning_data_stats: dict[str, Any] = Field(default_factory=dict)
     checkpoint_uri: str | None = None
+    checkpoints: list[Checkpoint] = Field(default_factory=list)
+    sub_state: str | None = None  # Vertex tuning_job_state, e.g. waiting for quota
     project: str | None = None
     location: str | None = None
     api_endpoint: str | None = None
@@ -114,9 +199,32 @@ class Job(BaseModel):
 
 
 class TuningBackend(Protocol):
-    """What a tuning backend provides. Local runs synchronously; vertex returns at once."""
+    """What a tuning backend provides. Local runs synchronously; vertex returns at once.
+
+    jobs.py talks to this interface only: it never branches on the backend's name.
+    """
 
     name: str
+    #: True when ``submit`` creates a job elsewhere that outlives this process (Vertex): an
+    #: interrupted submission is then recorded as UNKNOWN, since a job may exist.
+    remote: bool
+
+    @property
+    def where(self) -> dict[str, str | None]:
+        """Where jobs are recorded as submitted to (vertex: project, location, endpoint)."""
+        ...
+
+    def preflight(self, spec: TuningSpec) -> list[str]:
+        """What the backend would refuse, found without sending anything (one line each)."""
+        ...
+
+    def preview(self, spec: TuningSpec) -> dict[str, Any]:
+        """What ``submit`` would send (for --dry-run); nothing is sent."""
+        ...
+
+    def find_submitted(self, spec: TuningSpec) -> Job | None:
+        """A job the backend already has for ``spec`` (by its hash label), or None."""
+        ...
 
     def submit(self, spec: TuningSpec) -> Job:
         """Start a job for ``spec`` (refusals raise RemoteError)."""
@@ -131,5 +239,9 @@ class TuningBackend(Protocol):
         ...
 
     def cancel(self, name: str) -> Job:
-        """Ask the backend to cancel the job."""
+        """Ask the backend to cancel the job (asynchronous on Vertex: may answer CANCELLING)."""
+        ...
+
+    def checkpoints(self, job: Job) -> builtins.list[Checkpoint]:
+        """The job's saved checkpoints (final and per epoch), oldest first."""
         ...

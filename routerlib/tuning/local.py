@@ -6,7 +6,8 @@ masked) and an EOS token closes each completion, so the model learns where to st
 
 Output folder (``spec.output_uri``, a local path), in Vertex AI's layout::
 
-    job.json                                   the Job (state, stats, loss curve)
+    local_job.json                             the backend's Job (state, stats, loss curve);
+                                               the run folder's job.json is stages.tune's
     loss_curve.json                            [{"epoch", "step", "train_loss", "val_loss"}]
     local_run.json                             what identifies the run (for resume), pid
     postprocess/node-0/checkpoints/epoch-<n>/  one loadable checkpoint per finished epoch
@@ -53,12 +54,13 @@ from routerlib.tuning.base import (
     FAILED,
     RUNNING,
     SUCCEEDED,
+    Checkpoint,
     Job,
     TuningSpec,
 )
 
 CHECKPOINTS_DIR = "postprocess/node-0/checkpoints"
-JOB_FILE = "job.json"
+JOB_FILE = "local_job.json"
 RUN_FILE = "local_run.json"
 LOSS_CURVE_FILE = "loss_curve.json"
 CANCEL_FILE = "CANCEL"
@@ -79,7 +81,7 @@ MIN_LR_FRACTION = 0.1
 MAX_GRAD_NORM = 1.0
 IGNORE_INDEX = -100
 
-# Output folders trained by this process right now (a job.json saying RUNNING with our pid is
+# Output folders trained by this process right now (a local_job.json saying RUNNING with our pid is
 # only alive when its folder is in here).
 _ACTIVE: set[str] = set()
 
@@ -110,12 +112,21 @@ def read_prompt_completion(path: str | os.PathLike[str]) -> list[tuple[str, str]
             if not isinstance(obj, dict):
                 problems.append(f"{file}:{number}: expected an object with prompt and completion")
                 continue
-            bad = [k for k in ("prompt", "completion") if not isinstance(obj.get(k), str)]
-            for key in bad:
-                got = "missing" if key not in obj else type(obj[key]).__name__
-                problems.append(f"{file}:{number}: {key}: must be a string (got {got})")
-            if not bad:
-                pairs.append((obj["prompt"], obj["completion"]))
+            from routerlib.dataset import example_pair
+
+            pair = example_pair(obj)  # prompt/completion, or prepare --format messages
+            if pair is not None:
+                pairs.append(pair)
+                continue
+            if "messages" in obj:
+                problems.append(
+                    f"{file}:{number}: messages: expected chat turns ending with the assistant's"
+                )
+                continue
+            for key in ("prompt", "completion"):
+                if not isinstance(obj.get(key), str):
+                    got = "missing" if key not in obj else type(obj[key]).__name__
+                    problems.append(f"{file}:{number}: {key}: must be a string (got {got})")
     if problems:
         raise InputError(f"{file}: {len(problems)} bad line(s)", problems[:20])
     if not pairs:
@@ -494,6 +505,13 @@ class _Cancelled(Exception):
     pass
 
 
+def _int_or_none(value: Any) -> int | None:
+    try:
+        return int(value) if value is not None else None
+    except (TypeError, ValueError):
+        return None
+
+
 @dataclass
 class LocalBackend:
     """Tune on this machine. ``submit`` trains synchronously and returns the finished Job.
@@ -514,9 +532,76 @@ class LocalBackend:
     root: Path | None = None
     on_epoch_end: Callable[[int], None] | None = None
     name: str = "local"
+    remote: bool = False
     _known: dict[str, Path] = field(default_factory=dict, repr=False)
 
     # ------------------------------------------------------------ protocol
+
+    @property
+    def where(self) -> dict[str, str | None]:
+        """Local jobs are found by name under the outputs root: nothing to keep."""
+        return {}
+
+    def preflight(self, spec: TuningSpec) -> list[str]:
+        """Local runs read and write local paths only."""
+        problems = []
+        for key in (
+            "training_dataset_uri",
+            "validation_dataset_uri",
+            "output_uri",
+            "custom_base_model",
+        ):
+            value = getattr(spec, key)
+            if value and value.startswith("gs:"):
+                problems.append(
+                    f"{key}: {value!r}: the local backend reads and writes local paths (download "
+                    "it, or use --backend vertex)"
+                )
+        return problems
+
+    def preview(self, spec: TuningSpec) -> dict[str, Any]:
+        """What ``submit`` would train (for --dry-run)."""
+        return {"backend": "local", "spec": spec.model_dump(mode="json")}
+
+    def find_submitted(self, spec: TuningSpec) -> Job | None:
+        """Local jobs are re-attached through the registry and their output folder."""
+        return None
+
+    def checkpoints(self, job: Job) -> list[Checkpoint]:
+        """``epoch-<n>/`` folders (oldest first), then ``final/``, under the job's output."""
+        root = self._output_dir(job.spec) / CHECKPOINTS_DIR
+        found = []
+        epochs = sorted(
+            (int(p.name.split("-", 1)[1]), p)
+            for p in root.glob("epoch-*")
+            if p.is_dir() and p.name.split("-", 1)[1].isdigit()
+        )
+        steps = {  # the loss curve's epoch-end points (epoch is step / steps per epoch)
+            int(e["epoch"]): e.get("step")
+            for e in job.loss_curve
+            if isinstance(e.get("epoch"), (int, float)) and float(e["epoch"]).is_integer()
+        }
+        for epoch, folder in epochs:
+            found.append(
+                Checkpoint(
+                    checkpoint_id=f"epoch-{epoch}",
+                    epoch=epoch,
+                    step=_int_or_none(steps.get(epoch)),
+                    uri=str(folder),
+                )
+            )
+        final = root / "final"
+        if final.is_dir():
+            last = found[-1] if found else None
+            found.append(
+                Checkpoint(
+                    checkpoint_id="final",
+                    epoch=last.epoch if last else None,
+                    step=last.step if last else None,
+                    uri=str(final),
+                )
+            )
+        return found
 
     def submit(self, spec: TuningSpec) -> Job:
         """Train ``spec`` (resuming a stopped run of the same spec) and return the ended Job."""

@@ -15,14 +15,29 @@ Open models (Llama, Gemma, Qwen) are tuned by naming them as ``base_model``; the
 
 from __future__ import annotations
 
+import builtins
 import os
+import re
 from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit
 
+from routerlib import models
 from routerlib.errors import InputError, RemoteError
 from routerlib.paths import FINAL_CHECKPOINT
-from routerlib.tuning.base import SUCCEEDED, Job, TuningSpec
+from routerlib.tuning.base import (
+    REATTACH_STATES,
+    SPEC_LABEL,
+    SUCCEEDED,
+    ApiUnreachable,
+    Checkpoint,
+    CredentialsProblem,
+    Job,
+    QuotaExhausted,
+    SubmissionRefused,
+    SubmissionUnknown,
+    TuningSpec,
+)
 
 API_VERSION = "v1beta1"
 DEFAULT_LOCATION = "us-central1"
@@ -30,9 +45,12 @@ TEST_TOKEN = "test-token"
 #: Per-request HTTP timeout (milliseconds, as google-genai's HttpOptions counts it).
 TIMEOUT_MS = 60_000
 _LOOPBACK = {"127.0.0.1", "localhost", "::1"}
+#: The SDK's endpoint for location ``global`` (google-genai _api_client: no region prefix).
+GLOBAL_HOST = "https://aiplatform.googleapis.com"
+CHECKPOINTS_DIR = FINAL_CHECKPOINT.rsplit("/", 1)[0]
 
 TUNING_MODES = {"PEFT_ADAPTER": "TUNING_MODE_PEFT_ADAPTER", "FULL": "TUNING_MODE_FULL"}
-ADAPTER_SIZES = {
+ADAPTER_SIZE_ENUM = {
     1: "ADAPTER_SIZE_ONE",
     2: "ADAPTER_SIZE_TWO",
     4: "ADAPTER_SIZE_FOUR",
@@ -50,19 +68,35 @@ STAT_KEYS = (
 )
 
 
-class ApiUnreachable(RemoteError):
-    """The API could not be reached or cannot serve right now (connection refused, DNS, timeout,
-    HTTP 429 or 5xx): worth retrying later; the job itself is unaffected."""
+#: A permission named in a 403 message, e.g. "Permission 'aiplatform.tuningJobs.create' denied".
+_PERMISSION = re.compile(r"\b([a-z]+\.[a-zA-Z]+\.[a-zA-Z]+)\b")
 
 
-class SubmissionRefused(RemoteError):
-    """The server answered the create request with a 4xx: the job was not created."""
+#: Vertex label keys and values (google-genai's CreateTuningJobConfig.labels: no longer than 64
+#: characters; lowercase letters, numeric characters, underscores and dashes; international
+#: characters allowed).
+_LABEL = re.compile(r"[\w-]{0,64}")
 
-    def __init__(self, message: str, *, code: int | None, status: str | None, detail: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.status = status
-        self.detail = detail
+
+def valid_label(text: str) -> bool:
+    """True for a valid Vertex label key or value."""
+    return bool(_LABEL.fullmatch(text)) and text == text.lower()
+
+
+def named_permission(message: str) -> str | None:
+    """The IAM permission a 401/403 message names, if any."""
+    match = _PERMISSION.search(message or "")
+    return match.group(1) if match else None
+
+
+__all__ = [
+    "ApiUnreachable",
+    "CredentialsProblem",
+    "QuotaExhausted",
+    "SubmissionRefused",
+    "SubmissionUnknown",
+    "VertexBackend",
+]
 
 
 def resolve_project(project: str | None) -> str:
@@ -118,7 +152,7 @@ def config_fields(spec: TuningSpec) -> dict[str, Any]:
         "output_uri": spec.output_uri,
     }
     if spec.tuning_mode == "PEFT_ADAPTER" and spec.adapter_size is not None:
-        fields["adapter_size"] = ADAPTER_SIZES[spec.adapter_size]
+        fields["adapter_size"] = ADAPTER_SIZE_ENUM[spec.adapter_size]
     optional = {
         "learning_rate": spec.learning_rate,
         "learning_rate_multiplier": spec.learning_rate_multiplier,
@@ -137,7 +171,7 @@ def request_body(spec: TuningSpec) -> dict[str, Any]:
     """
     hyper: dict[str, Any] = {"epochCount": spec.epochs}
     if spec.tuning_mode == "PEFT_ADAPTER" and spec.adapter_size is not None:
-        hyper["adapterSize"] = ADAPTER_SIZES[spec.adapter_size]
+        hyper["adapterSize"] = ADAPTER_SIZE_ENUM[spec.adapter_size]
     if spec.learning_rate is not None:
         hyper["learningRate"] = spec.learning_rate
     if spec.learning_rate_multiplier is not None:
@@ -182,7 +216,7 @@ def spec_from_job(tuning_job: Any) -> TuningSpec:
     sft = getattr(tuning_job, "supervised_tuning_spec", None)
     hyper = getattr(sft, "hyper_parameters", None) if sft is not None else None
     mode = _state(getattr(sft, "tuning_mode", None)).removeprefix("TUNING_MODE_")
-    sizes = {v: k for k, v in ADAPTER_SIZES.items()}
+    sizes = {v: k for k, v in ADAPTER_SIZE_ENUM.items()}
     fields: dict[str, Any] = {
         "base_model": tuning_job.base_model or "",
         "training_dataset_uri": getattr(sft, "training_dataset_uri", None) or "",
@@ -203,10 +237,25 @@ def spec_from_job(tuning_job: Any) -> TuningSpec:
         return TuningSpec.model_construct(**fields)
 
 
+def _num(value: Any) -> int | None:
+    try:
+        return int(value) if value is not None else None
+    except (TypeError, ValueError):
+        return None
+
+
+def _dir_order(name: str) -> tuple[int, str]:
+    digits = re.findall(r"\d+", name)
+    return (int(digits[-1]) if digits else 0, name)
+
+
 class VertexBackend:
-    """Submit, get, list and cancel Vertex AI tuning jobs."""
+    """Preflight, preview, submit, get, list, cancel and checkpoints of Vertex AI tuning jobs."""
 
     name = "vertex"
+    remote = True
+    #: Jobs per list page (every page is followed).
+    page_size = 100
 
     def __init__(
         self,
@@ -220,9 +269,22 @@ class VertexBackend:
         self._client: Any = None
 
     @property
+    def where(self) -> dict[str, str | None]:
+        """What the registry keeps to re-attach to this backend's jobs."""
+        return {
+            "project": self.project,
+            "location": self.location,
+            "api_endpoint": self.api_endpoint,
+        }
+
+    @property
     def base_url(self) -> str:
-        """Where requests go (for messages and the registry)."""
-        return self.api_endpoint or f"https://{self.location}-aiplatform.googleapis.com"
+        """Where requests go: the endpoint given, the global host for ``global``, else regional."""
+        if self.api_endpoint:
+            return self.api_endpoint
+        if self.location == "global":
+            return GLOBAL_HOST
+        return f"https://{self.location}-aiplatform.googleapis.com"
 
     def parent(self) -> str:
         return f"projects/{self.project}/locations/{self.location}"
@@ -240,14 +302,15 @@ class VertexBackend:
                 scopes=["https://www.googleapis.com/auth/cloud-platform"]
             )
         except DefaultCredentialsError as exc:
-            raise RemoteError(
+            raise CredentialsProblem(
                 "no Google Cloud credentials: run `gcloud auth application-default login` "
                 f"(or set GOOGLE_APPLICATION_CREDENTIALS): {str(exc).splitlines()[0]}"
             ) from None
         return credentials
 
     def client(self) -> Any:
-        """The google-genai client, built on first use."""
+        """The google-genai client, built on first use. No client-level retry options are set,
+        so the SDK sends each request once (its default when retry_options is None)."""
         if self._client is None:
             from google import genai
             from google.genai import types
@@ -264,16 +327,59 @@ class VertexBackend:
             )
         return self._client
 
+    # ------------------------------------------------------------------ before sending
+
+    def preflight(self, spec: TuningSpec) -> list[str]:
+        """What Vertex would refuse, from routerlib's contract table; nothing is sent."""
+        problems = []
+        for key in ("training_dataset_uri", "validation_dataset_uri", "output_uri"):
+            value = getattr(spec, key)
+            if value and not value.startswith("gs://"):
+                problems.append(
+                    f"{key}: {value!r} must be a gs:// URI for Vertex AI (upload it, or use "
+                    "--backend local)"
+                )
+        if spec.custom_base_model and not spec.custom_base_model.startswith("gs://"):
+            problems.append(f"custom_base_model: {spec.custom_base_model!r} must be a gs:// URI")
+        if spec.base_model == models.EMBEDDED_MODEL:
+            problems.append(
+                f"base_model: {models.EMBEDDED_MODEL} is the embedded local model: use --backend "
+                "local or a Vertex model id such as meta/llama3_1@llama-3.1-8b-instruct"
+            )
+        for key, value in spec.labels.items():
+            if not (valid_label(key) and key[:1].isalpha()) or not valid_label(value):
+                problems.append(
+                    f"labels: {key}={value!r}: Vertex label keys and values are up to 64 lowercase "
+                    "letters, digits, underscores or dashes (keys start with a letter)"
+                )
+        problems += models.contract_problems(
+            spec.base_model,
+            tuning_mode=spec.tuning_mode,
+            adapter_size=spec.adapter_size,
+            learning_rate_multiplier=spec.learning_rate_multiplier,
+            location=self.location,
+        )
+        return problems
+
     def request_preview(self, spec: TuningSpec) -> dict[str, Any]:
         """The request ``submit`` would send: method, URL and body (nothing is sent)."""
         return {
             "method": "POST",
             "url": f"{self.base_url}/{API_VERSION}/{self.parent()}/tuningJobs",
-            "body": request_body(spec),
+            "body": request_body(spec.labelled()),
         }
 
+    preview = request_preview
+
+    # ------------------------------------------------------------------ SDK calls
+
     def _call(self, action: str, fn: Any, **kwargs: Any) -> Any:
-        """Run one SDK call, turning its exceptions into RemoteError subclasses."""
+        """Run one SDK call, turning its exceptions into RemoteError subclasses.
+
+        On ``submit``: 401/403 -> CredentialsProblem, 429 -> QuotaExhausted, other 4xx ->
+        SubmissionRefused, 5xx or a lost answer -> SubmissionUnknown (a job may exist), connection
+        refused -> ApiUnreachable (nothing arrived). On reads: 429/5xx/transport -> ApiUnreachable.
+        """
         import httpx
         from google.genai import errors
 
@@ -281,19 +387,45 @@ class VertexBackend:
             return fn(**kwargs)
         except errors.APIError as exc:
             detail = exc.message or str(exc)
+            code = exc.code or 0
             where = f"{action} at {self.base_url}"
             message = f"{where} failed: HTTP {exc.code} {exc.status or ''}".rstrip() + f": {detail}"
-            if isinstance(exc, errors.ClientError) and action == "submit" and exc.code != 429:
+            if code in (401, 403):
+                permission = named_permission(detail)
+                hint = (
+                    f"the credentials lack the IAM permission {permission}"
+                    if permission
+                    else "the credentials are missing, expired or lack a permission"
+                )
+                raise CredentialsProblem(
+                    f"{where}: {hint} (HTTP {code} {exc.status or ''}): {detail}; grant it (e.g. "
+                    "roles/aiplatform.user) or run `gcloud auth application-default login`",
+                    permission=permission,
+                ) from None
+            if action == "submit":
+                if code == 429:
+                    raise QuotaExhausted(
+                        f"{where}: quota exhausted (HTTP 429 {exc.status or ''}): {detail}; the "
+                        "default quota is one concurrent open-model tuning job per project: wait "
+                        "for the running one, or pass --wait-for-quota"
+                    ) from None
+                if code >= 500:
+                    raise SubmissionUnknown(message) from None
                 raise SubmissionRefused(
                     message, code=exc.code, status=exc.status, detail=detail
                 ) from None
-            if action != "submit" and (exc.code == 429 or (exc.code or 0) >= 500):
+            if code == 429 or code >= 500:
                 raise ApiUnreachable(message) from None
             raise RemoteError(message) from None
-        except (httpx.TransportError, OSError) as exc:
+        except httpx.ConnectError as exc:
             raise ApiUnreachable(
                 f"{action}: cannot reach Vertex AI at {self.base_url}: {exc or type(exc).__name__}"
             ) from None
+        except (httpx.TransportError, OSError) as exc:
+            text = f"{action}: no answer from Vertex AI at {self.base_url}: {exc or type(exc).__name__}"
+            if action == "submit":
+                raise SubmissionUnknown(text) from None
+            raise ApiUnreachable(text) from None
 
     def to_job(self, tuning_job: Any, spec: TuningSpec | None = None) -> Job:
         """A registry Job from an SDK TuningJob (``spec`` wins over what the API echoes)."""
@@ -307,6 +439,10 @@ class VertexBackend:
         if state == SUCCEEDED:
             output = (tuning_job.output_uri or spec.output_uri or "").rstrip("/")
             checkpoint = f"{output}/{FINAL_CHECKPOINT}" if output else None
+        sub = getattr(tuning_job, "tuning_job_state", None)
+        sub_state = _state(sub) if sub is not None else None
+        if sub_state == "TUNING_JOB_STATE_UNSPECIFIED":
+            sub_state = None
         return Job(
             name=tuning_job.name or "",
             backend="vertex",
@@ -317,22 +453,29 @@ class VertexBackend:
             error=message,
             tuning_data_stats=data_stats(tuning_job),
             checkpoint_uri=checkpoint,
+            sub_state=sub_state,
             project=self.project,
             location=self.location,
             api_endpoint=self.api_endpoint,
         )
 
     def submit(self, spec: TuningSpec) -> Job:
-        """Create the tuning job; a 4xx answer raises SubmissionRefused with the server's message."""
+        """Create the tuning job, labelled with the spec's hash, sent exactly once.
+
+        The create request carries HttpRetryOptions(attempts=1): a re-sent create is a second
+        billed job, so a timeout or 5xx raises SubmissionUnknown instead of retrying.
+        """
         import warnings
 
         from google.genai import types
 
+        spec = spec.labelled()
         fields = config_fields(spec)
         if spec.validation_dataset_uri:
             fields["validation_dataset"] = types.TuningValidationDataset(
                 gcs_uri=spec.validation_dataset_uri
             )
+        fields["http_options"] = types.HttpOptions(retry_options=types.HttpRetryOptions(attempts=1))
         config = types.CreateTuningJobConfig(**fields)
         with warnings.catch_warnings():  # "tuning is experimental" on every call
             warnings.simplefilter("ignore")
@@ -347,17 +490,108 @@ class VertexBackend:
 
     def get(self, name: str) -> Job:
         """The job's current state from the API."""
-        return self.to_job(self._call("get", self.client().tunings.get, name=name))
+        return self.to_job(self._raw(name))
 
-    def list(self) -> list[Job]:
-        """Every tuning job of the project and location (all pages)."""
+    def _raw(self, name: str) -> Any:
+        return self._call("get", self.client().tunings.get, name=name)
 
-        def fetch_all() -> list[Any]:
-            return list(self.client().tunings.list(config={"page_size": 100}))
+    def list(self, label: tuple[str, str] | None = None) -> list[Job]:
+        """Every tuning job of the project and location (all pages); with ``label`` (key, value)
+        only the jobs carrying it. The label goes to the list filter too, but matching is done
+        here, and when the filtered list has no match (or the filter is refused) every job is
+        listed and matched: a filter the server reads differently can neither return someone
+        else's job nor hide ours."""
 
-        return [self.to_job(item) for item in self._call("list", fetch_all)]
+        def fetch_all(filter_text: str | None) -> builtins.list[Any]:
+            config: dict[str, Any] = {"page_size": self.page_size}
+            if filter_text:
+                config["filter"] = filter_text
+            return list(self.client().tunings.list(config=config))
+
+        items: list[Any]
+        if label is None:
+            items = self._call("list", fetch_all, filter_text=None)
+        else:
+
+            def matching(found: builtins.list[Any]) -> builtins.list[Any]:
+                return [i for i in found if (i.labels or {}).get(label[0]) == label[1]]
+
+            try:
+                items = matching(fetch_all(f'labels.{label[0]}="{label[1]}"'))
+            except Exception:  # noqa: BLE001 - filter refused or a blip: list all, match here
+                items = []
+            if not items:
+                items = matching(self._call("list", fetch_all, filter_text=None))
+        return [self.to_job(item) for item in items]
+
+    def find_submitted(self, spec: TuningSpec) -> Job | None:
+        """The newest live or succeeded job labelled with ``spec``'s hash, or None."""
+        found = [
+            j for j in self.list(label=(SPEC_LABEL, spec.spec_hash())) if j.state in REATTACH_STATES
+        ]
+        if not found:
+            return None
+        newest = max(found, key=lambda j: j.create_time or "")
+        return newest.model_copy(update={"spec": spec.labelled()})
 
     def cancel(self, name: str) -> Job:
-        """Ask the API to cancel, then return the job as it stands."""
+        """Ask the API to cancel (asynchronous: the job may answer CANCELLING for a while, and
+        may still end SUCCEEDED or FAILED), then return the job as it stands."""
         self._call("cancel", self.client().tunings.cancel, name=name)
         return self.get(name)
+
+    def checkpoints(self, job: Job) -> builtins.list[Checkpoint]:
+        """The job's checkpoints: the API's ``tuned_model.checkpoints`` (id, epoch, step) paired in
+        order with the checkpoint folders under ``<output>/postprocess/node-0/checkpoints/``, then
+        ``final`` once the job succeeded. A folder the bucket does not show leaves ``uri`` empty."""
+        raw = self._raw(job.name)
+        tuned = getattr(raw, "tuned_model", None)
+        api = sorted(
+            getattr(tuned, "checkpoints", None) or [],
+            key=lambda c: (_num(c.step) or 0, _num(c.epoch) or 0),
+        )
+        output = (raw.output_uri or job.spec.output_uri or "").rstrip("/")
+        base = f"{output}/{CHECKPOINTS_DIR}" if output else ""
+        folders = [d for d in self._folders(base) if d != "final"]
+        result = []
+        for i, point in enumerate(api):
+            epoch = _num(point.epoch)
+            result.append(
+                Checkpoint(
+                    checkpoint_id=f"epoch-{epoch}" if epoch else str(point.checkpoint_id or i + 1),
+                    epoch=epoch,
+                    step=_num(point.step),
+                    uri=f"{base}/{folders[i]}" if i < len(folders) else "",
+                )
+            )
+        if not api:
+            result += [Checkpoint(checkpoint_id=d, uri=f"{base}/{d}") for d in folders]
+        if _state(raw.state) == SUCCEEDED and base:
+            last = result[-1] if result else None
+            result.append(
+                Checkpoint(
+                    checkpoint_id="final",
+                    epoch=last.epoch if last else None,
+                    step=last.step if last else None,
+                    uri=f"{base}/final",
+                )
+            )
+        return result
+
+    def _folders(self, base: str) -> builtins.list[str]:
+        """Sub-folder names under a gs:// prefix, in checkpoint order ([] when not readable)."""
+        if not base.startswith("gs://"):
+            return []
+        from routerlib import storage
+
+        try:
+            bucket, prefix = storage.parse_gcs_uri(base)
+            client = storage.gcs_client(self.project)
+            names = {
+                blob.name[len(prefix) + 1 :].split("/", 1)[0]
+                for blob in client.list_blobs(bucket, prefix=prefix + "/")
+                if "/" in blob.name[len(prefix) + 1 :]
+            }
+        except Exception:  # noqa: BLE001 - URIs are best effort; the API's list stands
+            return []
+        return sorted(names, key=_dir_order)

@@ -18,7 +18,10 @@ holds the fake resources so tests can inspect and seed them.
 
 from __future__ import annotations
 
+import datetime
 import itertools
+import json
+import re
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -29,6 +32,17 @@ from tests.support.recording_server import RecordingServer, Request
 #: Resource name prefix: ``projects/P/locations/L``.
 _PARENT = r"projects/(?P<project>[^/]+)/locations/(?P<location>[^/:]+)"
 _VERSION = r"/(?:v1|v1beta1)/"
+
+_ENDPOINT_ID = r"[a-z][a-z0-9-]{0,61}[a-z0-9]|[1-9][0-9]{0,8}"
+_MODEL_ID = r"[a-z_][a-z0-9_-]{0,62}"
+_STATUS = {
+    400: "INVALID_ARGUMENT",
+    401: "UNAUTHENTICATED",
+    403: "PERMISSION_DENIED",
+    429: "RESOURCE_EXHAUSTED",
+    500: "INTERNAL",
+    503: "UNAVAILABLE",
+}
 
 #: ``predict_fn(instances) -> predictions`` answers the predict route.
 PredictFn = Callable[[list[dict[str, Any]]], list[Any]]
@@ -80,6 +94,21 @@ class ServingState:
     predict_status: int | None = None
     #: When set, deleting an endpoint answers this HTTP status with an error body.
     delete_status: int | None = None
+    #: When set, polling an operation answers this HTTP status (the deploy itself goes on).
+    operation_status: int | None = None
+    #: host:port of the TLS predict server; when set, deploys make dedicated endpoints.
+    dedicated_dns: str = ""
+    #: How many endpoint GETs answer an empty ``dedicatedEndpointDns`` (not ready yet).
+    dns_not_ready_gets: int = 0
+    #: Statuses the next predict calls answer, one per call, before answering normally.
+    predict_faults: list[int] = field(default_factory=list)
+    #: RecommendSpec answer: ``recommendations`` as the REST JSON has them.
+    recommendations: list[dict[str, Any]] = field(default_factory=list)
+    #: Batch prediction jobs by name, and how many GETs a job answers RUNNING before it runs.
+    batch_jobs: dict[str, dict[str, Any]] = field(default_factory=dict)
+    batch_polls: int = 1
+    #: ``batch_error(instance) -> message | None``: rows the batch job fails.
+    batch_error: Callable[[dict[str, Any]], str | None] = lambda instance: None
     lock: threading.Lock = field(default_factory=threading.Lock)
     _ids: Any = field(default_factory=lambda: itertools.count(1000))
 
@@ -96,6 +125,14 @@ class ServingState:
                 "lro_polls",
                 "deploy_error",
                 "predict_status",
+                "delete_status",
+                "operation_status",
+                "dns_not_ready_gets",
+                "predict_faults",
+                "recommendations",
+                "batch_jobs",
+                "batch_polls",
+                "batch_error",
             ):
                 setattr(self, name, getattr(fresh, name))
 
@@ -103,13 +140,20 @@ class ServingState:
         return str(next(self._ids))
 
     def add_endpoint(
-        self, project: str, location: str, display_name: str, models: int = 1
+        self,
+        project: str,
+        location: str,
+        display_name: str,
+        models: int = 1,
+        endpoint_id: str = "",
+        model_id: str = "",
     ) -> dict[str, Any]:
         """Seed an endpoint with ``models`` deployed models (ids d1, d2, ...)."""
-        name = f"projects/{project}/locations/{location}/endpoints/{self.next_id()}"
+        name = f"projects/{project}/locations/{location}/endpoints/{endpoint_id or self.next_id()}"
         deployed = []
         for n in range(models):
-            model_name = f"projects/{project}/locations/{location}/models/{self.next_id()}"
+            mid = model_id if (model_id and n == 0) else self.next_id()
+            model_name = f"projects/{project}/locations/{location}/models/{mid}"
             self.models[model_name] = {"name": model_name, "displayName": f"{display_name}-m{n}"}
             deployed.append(
                 {"id": self.next_id(), "model": model_name, "displayName": f"{display_name}-m{n}"}
@@ -125,6 +169,13 @@ class ServingState:
             "createTime": "2026-11-25T12:00:00Z",
         }
         return self.endpoints[name]
+
+    def take_fault(self) -> int | None:
+        """The status the next predict must answer (a queued fault or predict_status)."""
+        with self.lock:
+            if self.predict_faults:
+                return self.predict_faults.pop(0)
+        return self.predict_status
 
 
 def _operation(
@@ -154,6 +205,47 @@ def _not_found(what: str) -> tuple[int, Any]:
     return 404, {"error": {"code": 404, "message": f"{what} not found", "status": "NOT_FOUND"}}
 
 
+_PREDICT = _VERSION + r"(?P<name>" + _PARENT + r"/endpoints/[^/:]+):predict"
+
+
+def _error(code: int, message: str) -> tuple[int, Any]:
+    return code, {
+        "error": {"code": code, "message": message, "status": _STATUS.get(code, "UNKNOWN")}
+    }
+
+
+def _predict_handler(state: ServingState, *, dedicated: bool) -> Any:
+    """The predict route, on the shared API server or on the dedicated (TLS) server. A
+    dedicated endpoint refuses the shared address, as Vertex does."""
+
+    def predict(req: Request, m: Any) -> tuple[int, Any]:
+        with state.lock:
+            endpoint = state.endpoints.get(m["name"])
+        if endpoint is None:
+            return _not_found(m["name"])
+        if bool(endpoint.get("dedicatedEndpointEnabled")) != dedicated:
+            return _error(
+                400,
+                "Dedicated endpoint: send requests to its dedicatedEndpointDns"
+                if not dedicated
+                else "This endpoint is not a dedicated endpoint",
+            )
+        code = state.take_fault()
+        if code:
+            return _error(code, "injected")
+        if not endpoint["deployedModels"]:
+            return _error(400, "no model deployed")
+        instances = (req.json() or {}).get("instances") or []
+        deployed = endpoint["deployedModels"][0]
+        return 200, {
+            "predictions": state.predict_fn(instances),
+            "deployedModelId": deployed["id"],
+            "model": deployed["model"],
+        }
+
+    return predict
+
+
 def add_serving_routes(server: RecordingServer, state: ServingState) -> ServingState:
     """Register deploy, endpoint, operation and predict routes on ``server``."""
 
@@ -171,9 +263,33 @@ def add_serving_routes(server: RecordingServer, state: ServingState) -> ServingS
             }
         project, location = m["project"], m["location"]
         parent = f"projects/{project}/locations/{location}"
+        endpoint_config = body.get("endpointConfig") or {}
+        endpoint_id = endpoint_config.get("endpointUserId", "")
+        model_id = (body.get("modelConfig") or {}).get("modelUserId", "")
+        for field_name, value, pattern in (
+            ("endpointConfig.endpointUserId", endpoint_id, _ENDPOINT_ID),
+            ("modelConfig.modelUserId", model_id, _MODEL_ID),
+        ):
+            if value and not re.fullmatch(pattern, value):
+                return 400, {
+                    "error": {
+                        "code": 400,
+                        "message": f"{field_name}: invalid id {value!r}",
+                        "status": "INVALID_ARGUMENT",
+                    }
+                }
         with state.lock:
-            display = (body.get("endpointConfig") or {}).get("endpointDisplayName") or "endpoint"
-            endpoint = state.add_endpoint(project, location, display)
+            if endpoint_id and f"{parent}/endpoints/{endpoint_id}" in state.endpoints:
+                return 409, {
+                    "error": {"code": 409, "message": "endpoint exists", "status": "ALREADY_EXISTS"}
+                }
+            display = endpoint_config.get("endpointDisplayName") or "endpoint"
+            endpoint = state.add_endpoint(
+                project, location, display, endpoint_id=endpoint_id, model_id=model_id
+            )
+            if state.dedicated_dns and not endpoint_config.get("dedicatedEndpointDisabled"):
+                endpoint["dedicatedEndpointEnabled"] = True
+                endpoint["dedicatedEndpointDns"] = state.dedicated_dns
             resources = (body.get("deployConfig") or {}).get("dedicatedResources")
             if resources:
                 endpoint["deployedModels"][0]["dedicatedResources"] = resources
@@ -195,6 +311,8 @@ def add_serving_routes(server: RecordingServer, state: ServingState) -> ServingS
 
     @server.route("GET", r"/(?:ui|v1|v1beta1)/(?P<name>" + _PARENT + r"/operations/[^/]+)")
     def get_operation(req: Request, m: Any) -> tuple[int, Any]:
+        if state.operation_status:
+            return _error(state.operation_status, "injected")
         with state.lock:
             entry = state.operations.get(m["name"])
             if entry is None:
@@ -208,7 +326,27 @@ def add_serving_routes(server: RecordingServer, state: ServingState) -> ServingS
     def get_endpoint(req: Request, m: Any) -> tuple[int, Any]:
         with state.lock:
             endpoint = state.endpoints.get(m["name"])
-            return (200, endpoint) if endpoint else _not_found(m["name"])
+            if endpoint is None:
+                return _not_found(m["name"])
+            if endpoint.get("dedicatedEndpointEnabled") and state.dns_not_ready_gets > 0:
+                state.dns_not_ready_gets -= 1
+                return 200, {**endpoint, "dedicatedEndpointDns": ""}
+            return 200, endpoint
+
+    @server.route("PATCH", _VERSION + r"(?P<name>" + _PARENT + r"/endpoints/[^/:]+)")
+    def update_endpoint(req: Request, m: Any) -> tuple[int, Any]:
+        body = req.json() or {}
+        mask = (req.query.get("updateMask") or [""])[0].split(",")
+        with state.lock:
+            endpoint = state.endpoints.get(m["name"])
+            if endpoint is None:
+                return _not_found(m["name"])
+            for key, value in (body.get("labels") or {}).items():
+                if not re.fullmatch(r"[a-z][a-z0-9_-]{0,62}", key) or len(str(value)) > 63:
+                    return _error(400, f"labels: invalid label {key}={value}")
+            if "labels" in mask:
+                endpoint["labels"] = dict(body.get("labels") or {})
+            return 200, endpoint
 
     @server.route("GET", _VERSION + _PARENT + r"/endpoints")
     def list_endpoints(req: Request, m: Any) -> tuple[int, Any]:
@@ -266,50 +404,249 @@ def add_serving_routes(server: RecordingServer, state: ServingState) -> ServingS
             parent = m["name"].rsplit("/endpoints/", 1)[0]
             return 200, _operation(state, parent, metadata_type="DeleteOperationMetadata")
 
-    @server.route("POST", _VERSION + r"(?P<name>" + _PARENT + r"/endpoints/[^/:]+):predict")
-    def predict(req: Request, m: Any) -> tuple[int, Any]:
-        with state.lock:
-            endpoint = state.endpoints.get(m["name"])
-        if endpoint is None:
-            return _not_found(m["name"])
-        if state.predict_status:
-            code = state.predict_status
-            return code, {"error": {"code": code, "message": "injected", "status": "UNAVAILABLE"}}
-        if not endpoint["deployedModels"]:
-            return 400, {
-                "error": {
-                    "code": 400,
-                    "status": "FAILED_PRECONDITION",
-                    "message": "no model deployed",
-                }
-            }
-        instances = (req.json() or {}).get("instances") or []
-        deployed = endpoint["deployedModels"][0]
-        return 200, {
-            "predictions": state.predict_fn(instances),
-            "deployedModelId": deployed["id"],
-            "model": deployed["model"],
-        }
+    server.route("POST", _PREDICT)(_predict_handler(state, dedicated=False))
+    _add_model_routes(server, state)
+    _add_batch_routes(server, state)
 
     return state
 
 
+def _add_model_routes(server: RecordingServer, state: ServingState) -> None:
+    """Model Registry (GET/DELETE a model) and ModelService.RecommendSpec."""
+
+    @server.route("GET", _VERSION + r"(?P<name>" + _PARENT + r"/models/[^/:@]+)")
+    def get_model(req: Request, m: Any) -> tuple[int, Any]:
+        with state.lock:
+            model = state.models.get(m["name"])
+        return (200, {**model, "versionId": "1"}) if model else _not_found(m["name"])
+
+    @server.route("DELETE", _VERSION + r"(?P<name>" + _PARENT + r"/models/[^/:@]+)")
+    def delete_model(req: Request, m: Any) -> tuple[int, Any]:
+        with state.lock:
+            if m["name"] not in state.models:
+                return _not_found(m["name"])
+            for endpoint in state.endpoints.values():
+                if any(d["model"] == m["name"] for d in endpoint["deployedModels"]):
+                    return 400, {
+                        "error": {
+                            "code": 400,
+                            "status": "FAILED_PRECONDITION",
+                            "message": f"Model {m['name']} is deployed to {endpoint['name']}",
+                        }
+                    }
+            del state.models[m["name"]]
+            state.deleted.append(m["name"])
+            parent = m["name"].rsplit("/models/", 1)[0]
+            return 200, _operation(state, parent, metadata_type="DeleteOperationMetadata")
+
+    @server.route("POST", r"/v1beta1/" + _PARENT + r":recommendSpec")
+    def recommend_spec(req: Request, m: Any) -> tuple[int, Any]:
+        body = req.json() or {}
+        if not str(body.get("gcsUri", "")).startswith("gs://"):
+            return _error(400, "gcsUri is required")
+        return 200, {"baseModel": "custom", "recommendations": state.recommendations}
+
+
+def _gcs() -> Any:
+    from google.auth.credentials import AnonymousCredentials
+    from google.cloud import storage as gcs
+
+    return gcs.Client(project="stand-in", credentials=AnonymousCredentials())
+
+
+def _split(uri: str) -> tuple[str, str]:
+    bucket, _, path = uri.removeprefix("gs://").partition("/")
+    return bucket, path
+
+
+def _run_batch_job(state: ServingState, job: dict[str, Any]) -> None:
+    """Read the job's JSONL instances from Cloud Storage (the emulator), predict each, and write
+    Vertex's output layout: ``prediction-<model>-<time>/prediction.results-0000N-of-0000M`` and
+    ``prediction.errors_stats-00000-of-00001``, in no particular row order."""
+    client = _gcs()
+    instances: list[dict[str, Any]] = []
+    for uri in job["inputConfig"]["gcsSource"]["uris"]:
+        bucket, path = _split(uri)
+        text = client.bucket(bucket).blob(path).download_as_text()
+        instances.extend(json.loads(line) for line in text.splitlines() if line.strip())
+    ok: list[str] = []
+    failed: list[str] = []
+    for instance in instances:
+        message = state.batch_error(instance)
+        if message:
+            error = {"status": "INTERNAL", "message": message}
+            failed.append(json.dumps({"instance": instance, "error": error}))
+        else:
+            (prediction,) = state.predict_fn([instance])
+            ok.append(json.dumps({"instance": instance, "prediction": prediction}))
+    ok.reverse()  # the order of output rows is not the input order
+    model = state.models.get(job["model"], {}).get("displayName", "model")
+    stamp = datetime.datetime(2026, 12, 1, 12, 0, 0).strftime("%Y_%m_%dT%H_%M_%S_000Z")
+    prefix = job["outputConfig"]["gcsDestination"]["outputUriPrefix"].rstrip("/")
+    out_dir = f"{prefix}/prediction-{model}-{stamp}"
+    bucket, path = _split(out_dir)
+    halves = [ok[: len(ok) // 2], ok[len(ok) // 2 :]]
+    for n, lines in enumerate(halves):
+        blob = client.bucket(bucket).blob(f"{path}/prediction.results-{n:05d}-of-00002")
+        blob.upload_from_string("".join(line + "\n" for line in lines))
+    blob = client.bucket(bucket).blob(f"{path}/prediction.errors_stats-00000-of-00001")
+    blob.upload_from_string("".join(line + "\n" for line in failed))
+    job["outputInfo"] = {"gcsOutputDirectory": out_dir}
+    job["completionStats"] = {
+        "successfulCount": str(len(ok)),
+        "failedCount": str(len(failed)),
+        "incompleteCount": "0",
+    }
+    job["state"] = "JOB_STATE_SUCCEEDED"
+
+
+def _add_batch_routes(server: RecordingServer, state: ServingState) -> None:
+    """JobService batch prediction: create, get, cancel; the job runs on its last poll."""
+
+    @server.route("POST", r"/v1/(?P<parent>" + _PARENT + r")/batchPredictionJobs")
+    def create(req: Request, m: Any) -> tuple[int, Any]:
+        body = req.json() or {}
+        problems = []
+        if not body.get("displayName"):
+            problems.append("displayName is required")
+        uris = ((body.get("inputConfig") or {}).get("gcsSource") or {}).get("uris") or []
+        if not uris:
+            problems.append("inputConfig.gcsSource.uris is required")
+        dest = ((body.get("outputConfig") or {}).get("gcsDestination") or {}).get("outputUriPrefix")
+        if not dest:
+            problems.append("outputConfig.gcsDestination.outputUriPrefix is required")
+        if problems:
+            return _error(400, "; ".join(problems))
+        with state.lock:
+            if body.get("model") not in state.models:
+                return _not_found(f"Model {body.get('model')}")
+            name = f"{m['parent']}/batchPredictionJobs/{state.next_id()}"
+            job = {
+                **body,
+                "name": name,
+                "state": "JOB_STATE_PENDING",
+                "createTime": "2026-12-01T12:00:00Z",
+                "_polls": state.batch_polls,
+            }
+            state.batch_jobs[name] = job
+        return 200, {k: v for k, v in job.items() if not k.startswith("_")}
+
+    @server.route("GET", r"/v1/(?P<parent>" + _PARENT + r")/batchPredictionJobs")
+    def list_jobs(req: Request, m: Any) -> tuple[int, Any]:
+        wanted = (req.query.get("filter") or [""])[0]
+        with state.lock:
+            jobs = [
+                {k: v for k, v in j.items() if not k.startswith("_")}
+                for n, j in state.batch_jobs.items()
+                if n.startswith(m["parent"] + "/")
+            ]
+        if wanted.startswith("display_name="):
+            display = wanted.split("=", 1)[1].strip('"')
+            jobs = [j for j in jobs if j["displayName"] == display]
+        return 200, {"batchPredictionJobs": jobs}
+
+    @server.route("GET", r"/v1/(?P<name>" + _PARENT + r"/batchPredictionJobs/[^/:]+)")
+    def get(req: Request, m: Any) -> tuple[int, Any]:
+        with state.lock:
+            job = state.batch_jobs.get(m["name"])
+            if job is None:
+                return _not_found(m["name"])
+            if job["state"] in ("JOB_STATE_PENDING", "JOB_STATE_RUNNING"):
+                if job["_polls"] > 0:
+                    job["_polls"] -= 1
+                    job["state"] = "JOB_STATE_RUNNING"
+                else:
+                    _run_batch_job(state, job)
+            return 200, {k: v for k, v in job.items() if not k.startswith("_")}
+
+    @server.route("POST", r"/v1/(?P<name>" + _PARENT + r"/batchPredictionJobs/[^/:]+):cancel")
+    def cancel(req: Request, m: Any) -> tuple[int, Any]:
+        with state.lock:
+            job = state.batch_jobs.get(m["name"])
+            if job is None:
+                return _not_found(m["name"])
+            job["state"] = "JOB_STATE_CANCELLED"
+        return 200, {}
+
+
+def self_signed_cert(folder: Any) -> tuple[str, str]:
+    """A certificate for 127.0.0.1 and localhost (SAN IP and DNS), made with ``cryptography``;
+    returns (cert.pem, key.pem) paths in ``folder``. Point REQUESTS_CA_BUNDLE at the cert."""
+    import ipaddress
+    from pathlib import Path
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "routerlib dedicated stand-in")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName(
+                [x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.DNSName("localhost")]
+            ),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    folder = Path(folder)
+    cert_path, key_path = folder / "cert.pem", folder / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return str(cert_path), str(key_path)
+
+
 class ServingStandIn:
     """One RecordingServer with the serving routes, reusable across tests: ``fresh()`` clears
-    the request log and the state (saves a server start and stop per test)."""
+    the request log and the state (saves a server start and stop per test).
 
-    def __init__(self) -> None:
+    With ``cert=(cert.pem, key.pem)`` a second server speaks HTTPS on 127.0.0.1 and answers
+    dedicated-endpoint predicts; ``fresh(dedicated=True)`` makes deploys dedicated."""
+
+    def __init__(self, cert: tuple[str, str] | None = None) -> None:
         self.server = RecordingServer()
         self.state = add_serving_routes(self.server, ServingState())
+        self.tls: RecordingServer | None = None
+        if cert is not None:
+            import ssl
+
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.load_cert_chain(*cert)
+            self.tls = RecordingServer(ssl_context=context)
+            self.tls.route("POST", _PREDICT)(_predict_handler(self.state, dedicated=True))
 
     def __enter__(self) -> ServingStandIn:
         self.server.__enter__()
+        if self.tls is not None:
+            self.tls.__enter__()
         return self
 
     def __exit__(self, *exc: Any) -> None:
+        if self.tls is not None:
+            self.tls.__exit__(*exc)
         self.server.__exit__(*exc)
 
-    def fresh(self) -> tuple[RecordingServer, ServingState]:
+    def fresh(self, dedicated: bool = False) -> tuple[RecordingServer, ServingState]:
         self.server.requests.clear()
         self.state.reset()
+        if self.tls is not None:
+            self.tls.requests.clear()
+            self.state.dedicated_dns = self.tls.url.removeprefix("https://") if dedicated else ""
         return self.server, self.state

@@ -40,6 +40,8 @@ class RecordingServer:
 
     routes: list[tuple[str, re.Pattern[str], Handler]] = field(default_factory=list)
     requests: list[Request] = field(default_factory=list)
+    #: When set, the server speaks HTTPS with this context (``url`` then starts with https).
+    ssl_context: Any = None
 
     def route(self, method: str, pattern: str) -> Callable[[Handler], Handler]:
         """Decorator: register ``handler`` for ``method`` and a full-match path regex."""
@@ -89,6 +91,8 @@ class RecordingServer:
 
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
         self._httpd.daemon_threads = True
+        if self.ssl_context is not None:
+            self._httpd.socket = self.ssl_context.wrap_socket(self._httpd.socket, server_side=True)
         self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
         self._thread.start()
         return self
@@ -100,7 +104,8 @@ class RecordingServer:
     @property
     def url(self) -> str:
         host, port = self._httpd.server_address[:2]
-        return f"http://{host}:{port}"
+        scheme = "https" if self.ssl_context is not None else "http"
+        return f"{scheme}://{host}:{port}"
 
     def bodies(self, method: str, path_regex: str) -> list[Any]:
         """JSON bodies of recorded requests matching ``method`` and ``path_regex``."""

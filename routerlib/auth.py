@@ -1,0 +1,96 @@
+"""Which Vertex addresses get Google credentials, and how: the one rule for tuning and serving.
+
+- A loopback ``http://`` address (a stand-in in tests, a local ``routerlib serve``) is anonymous.
+- An ``https://`` address on ``*aiplatform.googleapis.com`` or a dedicated endpoint host
+  ``*.prediction.vertexai.goog`` whose path is a Vertex predict path
+  (``/v1…/projects/P/locations/L/endpoints/E:predict``) gets an application-default bearer token
+  (``google.auth.default()``, cloud-platform scope), refreshed when it expires.
+- Anything else (an OpenAI-compatible server, a vLLM box of your own) gets no Google token.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from typing import Any
+from urllib.parse import urlsplit
+
+from routerlib.errors import InputError
+
+SCOPES = ("https://www.googleapis.com/auth/cloud-platform",)
+_LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+_VERTEX_HOST = re.compile(r"(^|.*[.-])aiplatform\.googleapis\.com$|.*\.prediction\.vertexai\.goog$")
+_PREDICT_PATH = re.compile(
+    r"^/v1(beta1)?/projects/[^/]+/locations/[^/]+/endpoints/[^/:]+:(predict|rawPredict)$"
+)
+
+
+def is_loopback(url: str) -> bool:
+    """``http://`` on this machine: a stand-in or a local server; never sent a token."""
+    parts = urlsplit(url if "://" in url else f"http://{url}")
+    return parts.scheme == "http" and (parts.hostname or "") in _LOOPBACK_HOSTS
+
+
+def is_vertex_host(host: str) -> bool:
+    """A Google Vertex AI API host or a dedicated-endpoint host."""
+    return bool(_VERTEX_HOST.match(host.lower()))
+
+
+def needs_credentials(url: str) -> bool:
+    """True for an https Vertex predict address (shared regional or dedicated DNS)."""
+    parts = urlsplit(url)
+    return (
+        parts.scheme == "https"
+        and is_vertex_host(parts.hostname or "")
+        and bool(_PREDICT_PATH.match(parts.path))
+    )
+
+
+def application_default_credentials() -> Any:
+    """``google.auth.default()`` with the cloud-platform scope, or an InputError saying how to
+    set it up (no traceback, no secret in the message)."""
+    import google.auth
+    from google.auth.exceptions import DefaultCredentialsError
+
+    try:
+        credentials, _ = google.auth.default(scopes=list(SCOPES))
+    except DefaultCredentialsError:
+        raise InputError(
+            "no Google application-default credentials: run "
+            "`gcloud auth application-default login` or set GOOGLE_APPLICATION_CREDENTIALS"
+        ) from None
+    return credentials
+
+
+def sdk_credentials(api_endpoint: str) -> Any:
+    """Credentials for an SDK client aimed at ``api_endpoint``: anonymous for a loopback
+    ``http://`` stand-in, application-default otherwise."""
+    if api_endpoint and is_loopback(api_endpoint):
+        from google.auth.credentials import AnonymousCredentials
+
+        return AnonymousCredentials()
+    return application_default_credentials()
+
+
+class BearerToken:
+    """An ``Authorization`` header from application-default credentials, refreshed when stale.
+    Thread-safe; the token is never logged or written anywhere."""
+
+    def __init__(self, credentials: Any = None) -> None:
+        self._credentials = credentials
+        self._lock = threading.Lock()
+
+    def header(self) -> dict[str, str]:
+        import google.auth.transport.requests
+
+        with self._lock:
+            if self._credentials is None:
+                self._credentials = application_default_credentials()
+            if not self._credentials.valid:
+                self._credentials.refresh(google.auth.transport.requests.Request())
+            return {"Authorization": f"Bearer {self._credentials.token}"}
+
+
+def headers_for(url: str) -> BearerToken | None:
+    """The token source for requests to ``url`` under the rule above (None: send no token)."""
+    return BearerToken() if needs_credentials(url) else None

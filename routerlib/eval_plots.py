@@ -1,0 +1,31 @@
+"""Figures of an evaluation for notebook 04: one metric per bucket for several reports."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from routerlib.data_plots import shown
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+
+def bucket_figure(reports: dict[str, dict[str, Any]], metric: str = "route_plan_exact") -> Figure:
+    """A grouped bar chart of one metric per bucket, strict figures, for several reports."""
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    buckets = sorted({b for r in reports.values() for b in (r.get("strict") or r["metrics"])})
+    fig, ax = plt.subplots(figsize=(7, 3.2))
+    width = 0.8 / max(len(reports), 1)
+    for i, (label, report) in enumerate(reports.items()):
+        table = report.get("strict") or report["metrics"]
+        values = [table.get(b, {}).get(metric, np.nan) for b in buckets]
+        ax.bar(np.arange(len(buckets)) + i * width, values, width, label=label)
+    ax.set_xticks(np.arange(len(buckets)) + width * (len(reports) - 1) / 2, buckets)
+    ax.set_ylim(0, 1.05)
+    ax.set_ylabel(f"{metric} (strict)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    result: Figure = shown(fig)
+    return result

@@ -1,0 +1,524 @@
+"""What a run folder holds: every file name, and a pydantic record for each file that more than one
+module touches.
+
+Layout of ``<outputs>/<name>-<time>/`` (names relative to the run folder)::
+
+    params.yaml                        the resolved RunConfig (stages.open_run / pipeline)
+    pipeline.json                      PipelineRecord: the batch runner's state (pipeline)
+    run.log, notebooks/                the batch runner's log and executed notebooks
+    data/ (data/smoke/)                synthetic_rows.jsonl, train/validation/test.jsonl, prepare.json
+    tuning/full/ (tuning/smoke/)       job.json (JobRecord = tuning.base.Job), loss_curve.json,
+                                       the local backend's own files and checkpoints
+    eval/report.json                   ReportRecord (metrics.write_report)
+    eval/samples.jsonl                 one SampleRecord per test row (metrics.write_report)
+    eval/report.predictions.jsonl      one PredictionRecord per test row (evaluate)
+    eval/baselines/<kind>/             the same three files for a previous router (baselines)
+    metrics.json                       MetricsRecord: the run's summary (stages.write_metrics)
+    leaderboard.csv, significance.csv, comparison.json, plots/
+                                       a comparison run (notebook 05; ComparisonRecord)
+
+Every file has one writer; readers load through :func:`read_json` / :func:`read_jsonl` with a
+record, so an old or foreign file fails with one line per problem naming the file (and line) and
+the field.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from routerlib.errors import InputError
+
+if TYPE_CHECKING:
+    from routerlib.tuning.base import Job
+
+# ----------------------------------------------------------------------------- names
+
+PARAMS_FILE = "params.yaml"
+PIPELINE_FILE = "pipeline.json"
+LOG_FILE = "run.log"
+NOTEBOOKS_DIR = "notebooks"
+DATA_DIR = "data"
+SMOKE_DATA_DIR = "data/smoke"
+SYNTHETIC_ROWS_FILE = "synthetic_rows.jsonl"
+PREPARE_FILE = "prepare.json"
+SPLITS: tuple[str, ...] = ("train", "validation", "test")
+SMOKE_TUNING_DIR = "tuning/smoke"
+FULL_TUNING_DIR = "tuning/full"
+JOB_FILE = "job.json"
+LOSS_CURVE_FILE = "loss_curve.json"
+EVAL_DIR = "eval"
+REPORT_FILE = "eval/report.json"
+SAMPLES_FILE = "samples.jsonl"
+BASELINES_DIR = "eval/baselines"
+METRICS_FILE = "metrics.json"
+LEADERBOARD_FILE = "leaderboard.csv"
+SIGNIFICANCE_FILE = "significance.csv"
+COMPARISON_FILE = "comparison.json"
+PLOTS_DIR = "plots"
+
+
+def data_dir(smoke: bool = False) -> str:
+    """The folder of the prepared splits (the smoke subset's when ``smoke``)."""
+    return SMOKE_DATA_DIR if smoke else DATA_DIR
+
+
+def split_file(split: str, smoke: bool = False) -> str:
+    """``data/<split>.jsonl`` (or under data/smoke)."""
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r} (expected one of {', '.join(SPLITS)})")
+    return f"{data_dir(smoke)}/{split}.jsonl"
+
+
+def tuning_dir(smoke: bool = False) -> str:
+    """The folder of a tuning run: tuning/smoke or tuning/full."""
+    return SMOKE_TUNING_DIR if smoke else FULL_TUNING_DIR
+
+
+def job_file(smoke: bool = False) -> str:
+    """The run's record of its tuning job (written by stages.tune only)."""
+    return f"{tuning_dir(smoke)}/{JOB_FILE}"
+
+
+def baseline_dir(kind: str) -> str:
+    """The evaluation folder of one previous router (``majority`` or ``rules``)."""
+    return f"{BASELINES_DIR}/{kind}"
+
+
+def baseline_report_file(kind: str) -> str:
+    """``eval/baselines/<kind>/report.json``."""
+    return f"{baseline_dir(kind)}/report.json"
+
+
+def samples_path(report: str | os.PathLike[str]) -> Path:
+    """The per-sample records written beside a report: ``samples.jsonl``."""
+    return Path(report).with_name(SAMPLES_FILE)
+
+
+def _stem(report: Path) -> str:
+    return report.name[:-5] if report.name.endswith(".json") else report.name
+
+
+def predictions_path(report: str | os.PathLike[str]) -> Path:
+    """The predictions scored by a report ``X.json``: ``X.predictions.jsonl`` beside it (models
+    and baselines alike)."""
+    report = Path(report)
+    return report.with_name(f"{_stem(report)}.predictions.jsonl")
+
+
+def report_artifact(report: str | os.PathLike[str], kind: str) -> Path:
+    """Another file evaluate writes beside a report ``X.json``: ``X.<kind>.jsonl`` (kind is
+    ``cache``, ``gold``, ``pred`` or ``compare``)."""
+    report = Path(report)
+    return report.with_name(f"{_stem(report)}.{kind}.jsonl")
+
+
+# ----------------------------------------------------------------------------- records
+
+
+class Record(BaseModel):
+    """A record routerlib writes: unknown fields are refused, so a foreign file is named."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class OpenRecord(BaseModel):
+    """A record whose known fields are checked; other fields are kept (files other tools or later
+    versions may extend)."""
+
+    model_config = ConfigDict(extra="allow")
+
+
+# --- pipeline.json
+
+
+class StageRecord(Record):
+    """One stage of a batch run."""
+
+    stage: str
+    notebook: str
+    status: Literal["pending", "running", "ok", "failed", "interrupted"]
+    seconds: float | None = None
+    error: str | None = None
+    started: str | None = None
+
+
+class PipelineRecord(Record):
+    """``pipeline.json``: the batch runner's state of a run folder (pipeline.py writes it)."""
+
+    params_file: str | None = None
+    params_name: str | None = None
+    run_dir: str | None = None
+    stages: list[StageRecord]
+    status: Literal["running", "failed", "interrupted", "finished"]
+    created: str | None = None
+    finished: str | None = None
+
+
+# --- metrics.json
+
+
+class RunInfo(Record):
+    """Which run this is and how it was configured."""
+
+    name: str
+    params_file: str | None = None
+    backend: str | None = None
+    base_model: str | None = None
+    tuning_mode: str | None = None
+    adapter_size: int | None = None
+    epochs: int | None = None
+    created: str | None = None
+
+
+class TuningInfo(Record):
+    """The tuning job's outcome."""
+
+    job_name: str | None = None
+    state: str | None = None
+    train_seconds: float | None = None
+    cost_estimate_usd: float | None = None
+    tuning_data_stats: dict[str, Any] = Field(default_factory=dict)
+    loss_curve: list[dict[str, Any]] = Field(default_factory=list)
+
+
+class EvaluationInfo(Record):
+    """Where the evaluation report is and its headline figures."""
+
+    report: str = REPORT_FILE
+    gate_pass: bool | None = None
+    headline: dict[str, float | None] = Field(default_factory=dict)
+    strict: dict[str, float | None] = Field(default_factory=dict)
+
+
+class BaselineInfo(Record):
+    """One previous router scored in the run."""
+
+    report: str
+    gate_pass: bool | None = None
+
+
+class MetricsRecord(Record):
+    """``metrics.json``: the summary of a finished run (a partial run may hold ``run`` only)."""
+
+    run: RunInfo
+    tuning: TuningInfo | None = None
+    evaluation: EvaluationInfo | None = None
+    baselines: dict[str, BaselineInfo] = Field(default_factory=dict)
+
+
+# --- report.json
+
+
+class ReportConfig(OpenRecord):
+    """The original evaluator's ``config`` block."""
+
+    gold_path: str
+    pred_path: str
+    total_samples: int
+
+
+class GateCheck(Record):
+    """One check of the gate."""
+
+    value: float | None
+    threshold: float
+    kind: Literal["min", "max"]
+    passed: bool
+
+
+class GateResults(BaseModel):
+    """``threshold_results``: ``{bucket: {metric: GateCheck}}`` plus the verdict. This is the
+    only gate shape; readers take the failed checks from ``failed``."""
+
+    model_config = ConfigDict(extra="allow")
+    __pydantic_extra__: dict[str, dict[str, GateCheck]] = Field(init=False)  # type: ignore[assignment]
+
+    overall_pass: bool
+    failed: list[str]
+    figures: Literal["metrics", "strict"] = "metrics"
+
+    def checks(self) -> dict[str, dict[str, GateCheck]]:
+        """The checks per bucket, in gate order."""
+        return dict(self.__pydantic_extra__ or {})
+
+
+class Delta(Record):
+    """A figure of the new predictions beside the previous ones."""
+
+    new: float | None
+    previous: float | None
+    delta: float | None
+
+
+class Changes(Record):
+    """Test rows a binary metric fixed and broke against the previous predictions."""
+
+    fixed: list[int]
+    broken: list[int]
+
+
+class ComparisonBlock(Record):
+    """``comparison``: the report against a previous prediction file on the same gold."""
+
+    metrics: dict[str, dict[str, Delta]]
+    strict: dict[str, dict[str, Delta]]
+    extra: dict[str, dict[str, Delta]]
+    changes: dict[str, Changes]
+    significance: dict[str, dict[str, dict[str, Any]]]
+    previous_pred_path: str | None = None
+
+
+class ErrorSample(Record):
+    """One entry of ``error_samples`` (the original's listing) or ``error_samples_all``."""
+
+    index: int
+    prompt_preview: str
+    details: dict[str, Any]
+
+
+class ReportRecord(OpenRecord):
+    """``report.json``: the original three sections, then routerlib's additions."""
+
+    config: ReportConfig
+    metrics: dict[str, dict[str, float | int]]
+    error_samples: list[ErrorSample] = Field(default_factory=list)
+    error_samples_all: list[ErrorSample] | None = None
+    strict: dict[str, dict[str, float | int]] | None = None
+    extra: dict[str, dict[str, float | int]] | None = None
+    intervals: dict[str, dict[str, list[float]]] | None = None
+    intervals_config: dict[str, Any] | None = None
+    latency: dict[str, float | int] | None = None
+    tokens: dict[str, float | int | None] | None = None
+    threshold_results: GateResults | None = None
+    comparison: ComparisonBlock | None = None
+    samples_path: str | None = None
+    generation: dict[str, Any] | None = None
+
+
+# --- samples.jsonl, predictions
+
+
+class SampleRecord(Record):
+    """One line of ``samples.jsonl``: one scored test row."""
+
+    index: int
+    buckets: list[str]
+    valid: bool
+    reason: str
+    metrics: dict[str, bool | int | float]
+    strict: dict[str, bool | int | float]
+    extra: dict[str, bool | int | float]
+    schema_violations: list[str]
+    debug: dict[str, Any]
+    gold_first_tool: str | None
+    pred_first_tool: str | None
+    raw: str | None = None
+
+
+class PredictionRecord(Record):
+    """One line of a predictions file routerlib writes (evaluate, baselines): the completion text
+    and, when generated, the test row, the raw answer, how the JSON was extracted, timing and
+    token counts (``tokens_estimated`` when they are chars/4 estimates). Files from elsewhere are
+    read by the scorer in every shape the original evaluator accepts."""
+
+    index: int | None = None
+    completion: str
+    raw: str | None = None
+    extraction: str | None = None
+    latency_s: float | None = None
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    tokens_estimated: bool | None = None
+
+
+# --- comparison run
+
+
+class ComparisonRecord(Record):
+    """``comparison.json`` of a comparison run: the leaderboard (by row) and the paired tests."""
+
+    leaderboard: dict[str, dict[str, Any]]
+    significance: list[dict[str, Any]]
+
+
+# ----------------------------------------------------------------------------- reading
+
+M = TypeVar("M", bound=BaseModel)
+
+
+class RunFolderError(InputError):
+    """A run-folder file that is missing, unreadable or not what its record says."""
+
+
+def _problems(where: str, error: ValidationError) -> list[str]:
+    lines = []
+    for item in error.errors():
+        field = ".".join(str(part) for part in item["loc"]) or "(file)"
+        lines.append(f"{where}: {field}: {item['msg']}")
+    return lines
+
+
+def validate(data: Any, record: type[M], where: str) -> M:
+    """``data`` as ``record``; RunFolderError with one line per field otherwise."""
+    try:
+        return record.model_validate(data)
+    except ValidationError as exc:
+        problems = _problems(where, exc)
+        if len(problems) == 1:
+            raise RunFolderError(problems[0]) from None
+        raise RunFolderError(f"{where}: {len(problems)} problem(s)", problems) from None
+
+
+def read_json(path: str | os.PathLike[str], record: type[M]) -> M:
+    """Load one JSON file of the run folder as ``record``."""
+    file = Path(path)
+    try:
+        data = json.loads(file.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise RunFolderError(f"{file}: missing") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise RunFolderError(f"{file}: unreadable ({exc})") from None
+    except json.JSONDecodeError as exc:
+        raise RunFolderError(f"{file}: line {exc.lineno}: not valid JSON") from None
+    name = record.__name__.removesuffix("Record")
+    if not isinstance(data, dict):
+        raise RunFolderError(f"{file}: (file): not a {name} object")
+    return validate(data, record, str(file))
+
+
+def read_jsonl(path: str | os.PathLike[str], record: type[M]) -> list[M]:
+    """Load every non-blank line of a JSONL file of the run folder as ``record``."""
+    file = Path(path)
+    try:
+        lines = file.read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        raise RunFolderError(f"{file}: missing") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise RunFolderError(f"{file}: unreadable ({exc})") from None
+    out: list[M] = []
+    problems: list[str] = []
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        where = f"{file}:{number}"
+        try:
+            out.append(validate(json.loads(line), record, where))
+        except json.JSONDecodeError:
+            problems.append(f"{where}: not valid JSON")
+        except RunFolderError as exc:
+            problems.extend(exc.problems or exc.lines())
+        if len(problems) >= 10:
+            break
+    if problems:
+        raise RunFolderError(
+            problems[0] if len(problems) == 1 else f"{file}: {len(problems)} bad line(s)",
+            problems if len(problems) > 1 else None,
+        )
+    return out
+
+
+# ----------------------------------------------------------------------------- writing
+
+
+def write_record(path: str | os.PathLike[str], record: BaseModel) -> Path:
+    """Write a record as JSON, atomically."""
+    from routerlib.atomic import write_json
+
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    write_json(target, record.model_dump(mode="json"))
+    return target
+
+
+def write_records(path: str | os.PathLike[str], records: list[BaseModel]) -> Path:
+    """Write records as JSONL, one per line (the fields that were given), atomically."""
+    from routerlib.atomic import atomic_writer
+
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_writer(target) as handle:
+        for record in records:
+            line = record.model_dump(mode="json", exclude_unset=True)
+            handle.write(json.dumps(line, ensure_ascii=False) + "\n")
+    return target
+
+
+# ----------------------------------------------------------------------------- per file
+
+
+def write_report(path: str | os.PathLike[str], report: dict[str, Any]) -> Path:
+    """Check ``report`` against ReportRecord, then write it as it is (key order and numbers
+    kept: the original sections come first)."""
+    from routerlib.atomic import write_json
+
+    validate(report, ReportRecord, str(path))
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    write_json(target, report)
+    return target
+
+
+def read_report(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """A report.json, checked against ReportRecord, as the dict the scorer wrote."""
+    read_json(path, ReportRecord)
+    data: dict[str, Any] = json.loads(Path(path).read_text(encoding="utf-8"))
+    return data
+
+
+def write_samples(path: str | os.PathLike[str], lines: list[dict[str, Any]]) -> Path:
+    """Write ``samples.jsonl``, every line checked against SampleRecord."""
+    return write_records(
+        path, [validate(line, SampleRecord, f"{path}:{n}") for n, line in enumerate(lines, 1)]
+    )
+
+
+def read_samples(path: str | os.PathLike[str]) -> list[SampleRecord]:
+    """The per-sample records of a samples.jsonl."""
+    return read_jsonl(path, SampleRecord)
+
+
+def read_metrics(run_dir: str | os.PathLike[str]) -> MetricsRecord:
+    """A run's metrics.json."""
+    return read_json(Path(run_dir) / METRICS_FILE, MetricsRecord)
+
+
+def write_metrics(run_dir: str | os.PathLike[str], record: MetricsRecord) -> Path:
+    """Write a run's metrics.json (stages.write_metrics is its one caller)."""
+    return write_record(Path(run_dir) / METRICS_FILE, record)
+
+
+def read_job(path: str | os.PathLike[str]) -> Job:
+    """A job.json as the tuning interface's Job."""
+    from routerlib.tuning.base import Job
+
+    return read_json(path, Job)
+
+
+def write_job(path: str | os.PathLike[str], job: Job) -> Path:
+    """Write a run's job.json (stages.tune is its one writer)."""
+    return write_record(path, job)
+
+
+def write_predictions(path: str | os.PathLike[str], lines: list[PredictionRecord]) -> Path:
+    """Write a predictions file, one PredictionRecord a line."""
+    return write_records(path, list(lines))
+
+
+def write_comparison(
+    run_dir: str | os.PathLike[str],
+    leaderboard_csv: str,
+    significance_csv: str,
+    record: ComparisonRecord,
+) -> Path:
+    """Write a comparison run's leaderboard.csv, significance.csv and comparison.json."""
+    from routerlib.atomic import write_text
+
+    folder = Path(run_dir)
+    write_text(folder / LEADERBOARD_FILE, leaderboard_csv)
+    write_text(folder / SIGNIFICANCE_FILE, significance_csv)
+    return write_record(folder / COMPARISON_FILE, record)
