@@ -119,8 +119,12 @@ def candidates(job: Any) -> list[Candidate]:
     found: dict[int, str] = {}
     for record in getattr(job, "checkpoints", None) or []:
         get = record.get if isinstance(record, dict) else lambda k, r=record: getattr(r, k, None)
-        epoch = get("epoch")
-        uri = get("uri") or get("checkpoint_uri")
+        name, epoch, uri = str(get("checkpoint_id") or ""), get("epoch"), get("uri")
+        if name == FINAL:  # a copy of the last epoch's (same epoch number): not a candidate
+            continue
+        match = _EPOCH.match(name)
+        if epoch is None and match:
+            epoch = int(match.group(1))
         if isinstance(epoch, int) and epoch >= 1 and uri:
             found[epoch] = str(uri)
     output = str(job.spec.output_uri).rstrip("/")

@@ -12,19 +12,13 @@ from typing import Any
 import pytest
 
 from routerlib import checkpoints
-from routerlib.tuning.base import SUCCEEDED, Job, TuningSpec
+from routerlib.tuning.base import SUCCEEDED, Checkpoint, Job, TuningSpec
 from tests.support.fake_vertex_serving import ServingStandIn
 from tests.support.local_tuning_data import synthetic_splits
 
 pytestmark = pytest.mark.wire
 
 OUT = "gs://tuning-bucket/runs/r1"
-
-
-class JobWithCheckpoints(Job):
-    """A Job carrying per-epoch checkpoint records, as the Vertex backend records them."""
-
-    checkpoints: list[dict[str, Any]] = []
 
 
 @pytest.fixture()
@@ -56,13 +50,16 @@ def test_each_vertex_checkpoint_is_deployed_scored_and_deleted(
 
     state.predict_fn = answer
     uris = {e: f"{OUT}/postprocess/node-0/checkpoints/epoch-{e}" for e in (1, 2, 3)}
-    job = JobWithCheckpoints(
+    job = Job(
         name="projects/proj-1/locations/us-central1/tuningJobs/7",
         backend="vertex",
         state=SUCCEEDED,
         spec=TuningSpec.build(training_dataset_uri="gs://b/train.jsonl", output_uri=OUT, epochs=3),
         checkpoint_uri=f"{OUT}/postprocess/node-0/checkpoints/final",
-        checkpoints=[{"epoch": e, "uri": u} for e, u in uris.items()],
+        checkpoints=[
+            *(Checkpoint(checkpoint_id=f"epoch-{e}", epoch=e, uri=u) for e, u in uris.items()),
+            Checkpoint(checkpoint_id="final", epoch=3, uri=f"{OUT}/postprocess/node-0/final"),
+        ],
         loss_curve=[{"epoch": float(e), "val_loss": 2.0 - e / 10} for e in (1, 2, 3)],
     )
     scorer = checkpoints.endpoint_scorer(
