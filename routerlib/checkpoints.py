@@ -22,14 +22,16 @@ import re
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, Field
 
 from routerlib import runfolder
-from routerlib.atomic import write_json
 from routerlib.errors import InputError
 from routerlib.paths import FINAL_CHECKPOINT
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 #: The choice record in the run folder.
 CHECKPOINTS_FILE = runfolder.CHECKPOINTS_FILE
@@ -204,6 +206,11 @@ def _reason(best: CheckpointScore, scores: Sequence[CheckpointScore], metric: st
     return f"{best.name}: ties on every figure; the later epoch"
 
 
+def write_choice(run_dir: Path, choice: CheckpointChoice) -> Path:
+    """Write the run's checkpoints.json (the one writer of it)."""
+    return runfolder.write_record(Path(run_dir) / CHECKPOINTS_FILE, choice)
+
+
 def read_choice(run_dir: Path) -> CheckpointChoice | None:
     """The run's ``checkpoints.json``, or None when there is none yet."""
     file = Path(run_dir) / CHECKPOINTS_FILE
@@ -250,7 +257,7 @@ def score_checkpoints(
         choice.scores, choice.best, choice.chosen = [only], only.name, only.name
         choice.chosen_uri, choice.complete = only.uri, True
         choice.reason = f"{only.name} is the only checkpoint: nothing to choose, not scored"
-        write_json(run_dir / CHECKPOINTS_FILE, choice.model_dump(mode="json"))
+        write_choice(run_dir, choice)
         return choice
     for cand in todo:
         old = kept.get(cand.name)
@@ -273,7 +280,7 @@ def score_checkpoints(
                 scored_at=_now(),
             )
         choice.scores.append(score)
-        write_json(run_dir / CHECKPOINTS_FILE, choice.model_dump(mode="json"))
+        write_choice(run_dir, choice)
     best = pick(choice.scores, select_metric)
     choice.best = best.name
     if target == BEST:
@@ -288,7 +295,7 @@ def score_checkpoints(
         why = f"{match.name}: named by checkpoint: {mode} (select_metric would pick {best.name})"
     choice.chosen, choice.chosen_uri, choice.reason = chosen.name, chosen.uri, why
     choice.complete = True
-    write_json(run_dir / CHECKPOINTS_FILE, choice.model_dump(mode="json"))
+    write_choice(run_dir, choice)
     return choice
 
 
@@ -303,7 +310,7 @@ def _recorded(run_dir: Path, score: CheckpointScore, metric: str, fallback: floa
         return fallback
 
 
-def scores_frame(choice: CheckpointChoice) -> Any:
+def scores_frame(choice: CheckpointChoice) -> pd.DataFrame:
     """A pandas table: one row per checkpoint, its figures and whether it is the pick."""
     import pandas as pd
 

@@ -370,6 +370,20 @@ class PredictionRecord(Record):
     batch_error: str | None = None
 
 
+# --- eval/throughput.json
+
+
+class ThroughputRecord(Record):
+    """Routes per hour measured while notebook 04 predicted the test split (stages writes and
+    reads it for the serving cost)."""
+
+    rows: int
+    seconds: float
+    routes_per_hour: float
+    concurrency: int | None = None
+    max_tokens: int | None = None
+
+
 # --- comparison run
 
 

@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from routerlib import paths, runfolder
-from routerlib.atomic import write_json
 from routerlib.config import RunConfig, dump_config, load_config
 from routerlib.errors import InputError
 from routerlib.metrics import HEADLINE
@@ -26,10 +25,12 @@ from routerlib.tuning.base import Job, TuningSpec
 
 if TYPE_CHECKING:
     import pandas as pd
-    from IPython.display import Image
+    from IPython.display import Image, Markdown
 
+    from routerlib.checkpoints import CheckpointChoice, Scorer
     from routerlib.compare import RunSummary
     from routerlib.dataset import PrepareResult
+    from routerlib.display import HTMLTable
     from routerlib.serving.base import Predictor
 
 #: A scored report (``runfolder.ReportRecord``) as the scorer returns it.
@@ -167,7 +168,7 @@ def dataset_uris(run: Run, smoke: bool = False) -> dict[str, str]:
     }
 
 
-def split_files(run: Run, smoke: bool = False) -> Any:
+def split_files(run: Run, smoke: bool = False) -> pd.DataFrame:
     """Where each split is, as a table: the gs:// URI when uploaded, else the path in the run."""
     rows = {}
     for name, uri in dataset_uris(run, smoke).items():
@@ -288,7 +289,7 @@ def _short_path(uri: str | None) -> str | None:
     return Path(uri).name
 
 
-def spec_table(spec: TuningSpec) -> Any:
+def spec_table(spec: TuningSpec) -> pd.DataFrame:
     """The tuning spec as a two-column table (field names as the Vertex SDK spells them)."""
     from routerlib import display
 
@@ -298,14 +299,14 @@ def spec_table(spec: TuningSpec) -> Any:
     return display.fields(fields)
 
 
-def fields(mapping: dict[str, Any]) -> Any:
+def fields(mapping: dict[str, Any]) -> pd.DataFrame:
     """Any flat or nested dict (counts, statistics, URIs) as a two-column table."""
     from routerlib import display
 
     return display.fields(mapping)
 
 
-def _checkpoint_scorer(run: Run) -> Any:
+def _checkpoint_scorer(run: Run) -> Scorer:
     """How this run scores a checkpoint on validation: served locally, or deployed on Vertex."""
     import os
 
@@ -335,7 +336,7 @@ def _checkpoint_scorer(run: Run) -> Any:
     )
 
 
-def choose_checkpoint(run: Run, job: Job) -> Any:
+def choose_checkpoint(run: Run, job: Job) -> CheckpointChoice:
     """Score each epoch checkpoint of ``job`` on the validation split (skipping those already
     scored), pick one by ``select_metric`` and record it in checkpoints.json. With ``checkpoint:
     final`` or ``epoch-N`` (or a configured ``endpoint``) nothing is scored: that one is served."""
@@ -356,7 +357,7 @@ def choose_checkpoint(run: Run, job: Job) -> Any:
             ),
             complete=True,
         )
-        write_json(run.sub(checkpoints.CHECKPOINTS_FILE), choice.model_dump(mode="json"))
+        checkpoints.write_choice(run.path, choice)
         return choice
     prepared_manifest(run)
     return checkpoints.score_checkpoints(
@@ -392,7 +393,7 @@ def chosen_checkpoint(run: Run, job: Job) -> str:
     return choice.chosen_uri
 
 
-def checkpoint_table(choice: Any) -> Any:
+def checkpoint_table(choice: CheckpointChoice) -> pd.DataFrame:
     """One row per scored checkpoint: validation loss, the selection figures, the pick."""
     from routerlib import checkpoints
 
@@ -482,15 +483,15 @@ def evaluate(run: Run, endpoint: Predictor | str) -> Report:
     generated = len(runner.load_cache(cache)) - before
     if generated > 0:  # rows answered now (a resumed evaluation measures only its new rows)
         seconds = time.perf_counter() - start
-        write_json(
+        runfolder.write_record(
             run.sub(THROUGHPUT_FILE),
-            {
-                "rows": generated,
-                "seconds": round(seconds, 3),
-                "routes_per_hour": round(generated / seconds * 3600, 3),
-                "concurrency": cfg.concurrency,
-                "max_tokens": cfg.max_tokens,
-            },
+            runfolder.ThroughputRecord(
+                rows=generated,
+                seconds=round(seconds, 3),
+                routes_per_hour=round(generated / seconds * 3600, 3),
+                concurrency=cfg.concurrency,
+                max_tokens=cfg.max_tokens,
+            ),
         )
     return report
 
@@ -514,7 +515,9 @@ def run_cost(run: Run, job: Job, report: dict[str, Any]) -> dict[str, Any]:
         tokens //= int(stats["epochs"])  # the local backend counts every epoch; Vertex one pass
     throughput_file = run.sub(THROUGHPUT_FILE)
     throughput = (
-        json.loads(throughput_file.read_text(encoding="utf-8")) if throughput_file.exists() else {}
+        runfolder.read_json(throughput_file, runfolder.ThroughputRecord)
+        if throughput_file.exists()
+        else None
     )
     from routerlib.serving import hardware
 
@@ -527,7 +530,7 @@ def run_cost(run: Run, job: Job, report: dict[str, Any]) -> dict[str, Any]:
         billable_tokens=tokens if isinstance(tokens, int) else None,
         epochs=job.spec.epochs,
         machine=machine,
-        routes_per_hour=throughput.get("routes_per_hour"),
+        routes_per_hour=throughput.routes_per_hour if throughput else None,
         latency=report.get("latency"),
     )
     return asdict(cost)
@@ -636,7 +639,7 @@ def _problem(record: runfolder.SampleRecord) -> str:
     return "missed " + ", ".join(missed) if missed else "all checks met"
 
 
-def worst_errors(run: Run, n: int = 10) -> Any:
+def worst_errors(run: Run, n: int = 10) -> HTMLTable:
     """The tuned model's worst failures, alike ones grouped: each row is one kind of problem with
     how many test rows have it, which ones, the checks met and how the first one's output starts
     (shown whole; the table is in ``.frame``)."""
@@ -815,7 +818,7 @@ def image(path: Path) -> Image:
     return Image(filename=str(path))
 
 
-def saved(path: Path) -> Any:
+def saved(path: Path) -> Markdown:
     """A one-line Markdown note of a file written into the run folder (its name, not its path)."""
     from IPython.display import Markdown
 
