@@ -410,18 +410,17 @@ def quality_vs_serving_cost(board: pd.DataFrame, folder: Path) -> Path:
             edgecolors="C3",
             label="Pareto front",
         )
-        for _, row in rows.iterrows():
-            ax.annotate(
-                str(row["model"]),
-                (row[SERVING_USD], row[quality]),
-                textcoords="offset points",
-                xytext=(5, 5),
-                fontsize="small",
-            )
+        from routerlib.display import router_labels
+
+        labels = dict(zip(board.index, router_labels(board), strict=True))
         ax.set_xlabel("serving USD per 1,000 routes")
         ax.set_ylabel(f"{PRIMARY} (strict)")
         ax.set_ylim(-0.05, 1.05)
         ax.legend(fontsize="small")
+        _place_labels(  # one label per spot, none over another
+            ax,
+            [(float(r[SERVING_USD]), float(r[quality]), labels[i]) for i, r in rows.iterrows()],
+        )
     best = cheapest_passing(board)
     title = "Quality vs serving cost"
     ax.set_title(title + (f" · cheapest passing: {best['model']}" if best is not None else ""))
