@@ -64,6 +64,9 @@ SIGNIFICANCE_METRICS = (
 ALPHA = 0.05
 #: Resamples of the paired bootstrap.
 N_BOOT = 2000
+#: Cost columns of the leaderboard (from metrics.json ``cost``, priced by the pricing table).
+TUNING_USD = "tuning_usd"
+SERVING_USD = "serving_usd_per_1000_routes"
 NAN = float("nan")
 
 __all__ = ["BUCKETS", "HEADLINE", "PRIMARY", "paired_test", "compare_predictions", "score_files"]
@@ -502,6 +505,11 @@ def leaderboard(runs: Sequence[RunSummary]) -> pd.DataFrame:
             rec[f"{bucket}: {PRIMARY}"] = _num(block.get(PRIMARY))
         rec["cost_usd"] = _num(tuning.cost_estimate_usd if tuning else None)
         rec["train_seconds"] = _num(tuning.train_seconds if tuning else None)
+        cost = (record.cost if record else None) or {}
+        rec["checkpoint"] = ((tuning.checkpoint if tuning else None) or {}).get("served")
+        rec[TUNING_USD] = _num(cost.get("tuning_usd"))
+        rec[SERVING_USD] = _num(cost.get("serving_usd_per_1000_routes"))
+        rec["routes_per_hour"] = _num(cost.get("routes_per_hour"))
         rec["latency_p50_s"] = _num(_get(report, "latency", "p50_s"))
         rec["latency_p95_s"] = _num(_get(report, "latency", "p95_s"))
         rec["s_per_token"] = _num(seconds_per_token(report))
@@ -850,3 +858,77 @@ def conclusion(board: pd.DataFrame, sig: pd.DataFrame | None, with_note: bool = 
         text = text.replace("\n- ", "\n\n- ", 1)
     note = embedded_note(board) if with_note else ""
     return text + ("\n\n" + note if note else "")
+
+
+# ----------------------------------------------------------------------------- quality vs cost
+
+
+def pareto_front(
+    board: pd.DataFrame, quality: str = f"{PRIMARY} strict", cost: str = SERVING_USD
+) -> pd.Series:
+    """True for each row no other row beats: none has at least its ``quality`` at no more than
+    its ``cost`` and is better in one of them. Rows missing either figure are never on it."""
+    import pandas as pd
+
+    front = pd.Series(False, index=board.index, dtype=bool)
+    if board.empty or quality not in board or cost not in board:
+        return front
+    q = pd.to_numeric(board[quality], errors="coerce")
+    c = pd.to_numeric(board[cost], errors="coerce")
+    known = [i for i in board.index if not (math.isnan(q[i]) or math.isnan(c[i]))]
+    for i in known:
+        front[i] = not any(
+            q[j] >= q[i] and c[j] <= c[i] and (q[j] > q[i] or c[j] < c[i]) for j in known
+        )
+    return front
+
+
+def cheapest_passing(board: pd.DataFrame, cost: str = SERVING_USD) -> pd.Series | None:
+    """The cheapest row by ``cost`` whose gate passes and whose quality is known (ties: the
+    better strict primary metric); None when no such row."""
+    if board.empty or cost not in board or "gate_pass" not in board:
+        return None
+    quality = f"{PRIMARY} strict"
+    keep = (board["gate_pass"] == True) & board[cost].notna()  # noqa: E712
+    if quality in board:
+        keep &= board[quality].notna()
+    priced = board[keep]
+    if priced.empty:
+        return None
+    order = [cost, quality] if quality in priced else [cost]
+    return priced.sort_values(order, ascending=[True, False][: len(order)]).iloc[0]
+
+
+def cost_line(board: pd.DataFrame, cost: str = SERVING_USD) -> str:
+    """One sentence naming the cheapest run that passes the gate, or saying none does."""
+    row = cheapest_passing(board, cost)
+    if row is None:
+        return f"No priced run passes the gate (cost column `{cost}`)."
+    return (
+        f"Cheapest run that passes the gate: **{row['model']}** ({row['run']}) at "
+        f"${row[cost]:,.4f} per 1,000 routes, strict {PRIMARY} {_fmt(row.get(f'{PRIMARY} strict'))}."
+    )
+
+
+# ----------------------------------------------------------------------------- sweeps
+
+
+def sweep_board(board: pd.DataFrame, sweep_dir: str | Path | None = None) -> pd.DataFrame:
+    """The leaderboard rows of one sweep (default: the newest under the outputs root) with its
+    varied keys as the first columns, best first. Empty when there is no sweep."""
+    import pandas as pd
+
+    from routerlib import sweep
+
+    folders = [Path(sweep_dir)] if sweep_dir else sweep.find_sweeps()[-1:]
+    if not folders or board.empty:
+        return pd.DataFrame()
+    record = sweep.read_sweep(folders[0])
+    keys = record.varied_keys() or list(record.grid)
+    by_run = {Path(p.run_dir).name: p.values for p in record.points if p.run_dir is not None}
+    rows = board[(board["kind"] == "model") & board["run"].isin(list(by_run))].copy()
+    for position, key in enumerate(keys):
+        rows.insert(position, key, [by_run[r].get(key) for r in rows["run"]])
+    rows.attrs["sweep"] = record.sweep
+    rows.attrs["varied_keys"] = keys
+    return rows.reset_index(drop=True)

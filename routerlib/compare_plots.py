@@ -382,6 +382,81 @@ def quality_vs_cost(board: pd.DataFrame, folder: Path) -> Path:
     return _save(fig, folder, "quality_vs_cost.png")
 
 
+def quality_vs_serving_cost(board: pd.DataFrame, folder: Path) -> Path:
+    """Strict route-plan accuracy against serving USD per 1,000 routes: the Pareto front joined
+    and ringed, the cheapest run that passes the gate named in the title."""
+    from routerlib.compare import SERVING_USD, cheapest_passing, pareto_front
+
+    fig = _figure(6.5, 4.5)
+    ax = fig.add_subplot()
+    quality = f"{PRIMARY} strict"
+    rows = (
+        board[board[SERVING_USD].notna() & board[quality].notna()]
+        if SERVING_USD in board
+        else board.iloc[0:0]
+    )
+    if rows.empty:
+        _empty(ax, f"no runs with both {SERVING_USD} and {PRIMARY}")
+    else:
+        front = pareto_front(rows)
+        ax.scatter(rows[SERVING_USD], rows[quality], s=50, color="C0", label="run")
+        on = rows[front].sort_values(SERVING_USD)
+        ax.step(on[SERVING_USD], on[quality], where="post", color="C3", lw=1)
+        ax.scatter(
+            on[SERVING_USD],
+            on[quality],
+            s=160,
+            facecolors="none",
+            edgecolors="C3",
+            label="Pareto front",
+        )
+        from routerlib.display import router_labels
+
+        labels = dict(zip(board.index, router_labels(board), strict=True))
+        ax.set_xlabel("serving USD per 1,000 routes")
+        ax.set_ylabel(f"{PRIMARY} (strict)")
+        ax.set_ylim(-0.05, 1.05)
+        ax.legend(fontsize="small")
+        _place_labels(  # one label per spot, none over another
+            ax,
+            [(float(r[SERVING_USD]), float(r[quality]), labels[i]) for i, r in rows.iterrows()],
+        )
+    best = cheapest_passing(board)
+    title = "Quality vs serving cost"
+    ax.set_title(title + (f" · cheapest passing: {best['model']}" if best is not None else ""))
+    return _save(fig, folder, "quality_vs_serving_cost.png")
+
+
+def sweep_metric(rows: pd.DataFrame, folder: Path, metric: str = f"{PRIMARY} strict") -> Path:
+    """``metric`` against each varied key of a sweep (``compare.sweep_board``), one panel per
+    key; points sharing the other keys' values are joined."""
+    keys = list(rows.attrs.get("varied_keys", [])) if not rows.empty else []
+    fig = _figure(4.0 * max(len(keys), 1), 3.8)
+    if not keys or metric not in rows:
+        _empty(fig.add_subplot(), "no sweep to show")
+        return _save(fig, folder, "sweep_metric.png")
+    for n, key in enumerate(keys, start=1):
+        ax = fig.add_subplot(1, len(keys), n)
+        others = [k for k in keys if k != key]
+        groups = rows.groupby(others, dropna=False) if others else [((), rows)]
+        for label, group in groups:
+            group = group.sort_values(key)
+            text = ", ".join(
+                f"{k}={v}"
+                for k, v in zip(
+                    others, (label if isinstance(label, tuple) else (label,)), strict=False
+                )
+            )
+            ax.plot(group[key].astype(str), group[metric], "o-", label=text or None)
+        ax.set_xlabel(key)
+        ax.set_ylabel(metric)
+        ax.set_ylim(-0.05, 1.05)
+        if others:
+            ax.legend(fontsize="x-small")
+    fig.suptitle(f"sweep {rows.attrs.get('sweep', '')}")
+    return _save(fig, folder, "sweep_metric.png")
+
+
 def quality_vs_latency(board: pd.DataFrame, folder: Path) -> Path:
     """Strict route-plan accuracy against p95 prediction latency (s)."""
     fig = scatter_figure(board, "latency_p95_s", "latency p95 (s)")
@@ -467,5 +542,6 @@ def all_plots(
         length_ratio(rows, folder),
         quality_vs_cost(board, folder),
         quality_vs_latency(board, folder),
+        quality_vs_serving_cost(board, folder),
         loss_curves(runs, folder),
     ]

@@ -25,8 +25,6 @@ TuningMode = Literal["PEFT_ADAPTER", "FULL"]
 Decoding = Literal["free", "constrained"]
 Backend = Literal["local", "vertex"]
 DataFormat = Literal["prompt_completion", "messages"]
-#: A checkpoint a later stage can name: the final one or one epoch's.
-_CHECKPOINT = re.compile(r"^(final|epoch-[1-9][0-9]*)$")
 #: gs://bucket[/prefix] with a bucket name as Cloud Storage allows it.
 _GCS_PREFIX = re.compile(r"^gs://[a-z0-9][a-z0-9._-]{1,220}[a-z0-9](/.*)?$")
 
@@ -72,7 +70,11 @@ class RunConfig(BaseModel):
     labels: dict[str, str] = Field(default_factory=dict)
     batch_size: int = Field(4, ge=1, description="local backend only")
     max_train_tokens: int | None = Field(None, ge=16, description="local: truncate examples")
-    checkpoint: str = Field("final", description="Checkpoint later stages use: final | epoch-N.")
+
+    # --- checkpoint choice (03_full_tune scores, 04_deploy_eval serves) ---
+    checkpoint: str = Field("best", description="best (by select_metric) | final | epoch-<n>")
+    select_metric: str = Field("route_plan_exact", description="strict metric picking 'best'")
+    select_limit: int | None = Field(8, ge=1, description="validation rows scored; None = all")
 
     # --- Google Cloud (vertex backend; credentials never go here) ---
     project: str = ""
@@ -151,8 +153,7 @@ def cross_field_problems(values: dict[str, Any]) -> list[str]:
             problems.append(
                 "deploy_location: endpoints live in a region, not global (e.g. us-central1)"
             )
-        if not _CHECKPOINT.match(str(v["checkpoint"])):
-            problems.append(f"checkpoint: {v['checkpoint']!r} must be final or epoch-N (N >= 1)")
+        problems.extend(_checkpoint_problems(v))
         decoding = list(v["decoding"])
         if not decoding or len(set(decoding)) != len(decoding):
             problems.append("decoding: give free and/or constrained, each once")
@@ -170,6 +171,24 @@ def cross_field_problems(values: dict[str, Any]) -> list[str]:
             )
     except TypeError:  # ill-typed values are reported by field validation
         pass
+    return problems
+
+
+def _checkpoint_problems(v: dict[str, Any]) -> list[str]:
+    """``checkpoint`` names best, final or an epoch the run has; ``select_metric`` a strict one."""
+    from routerlib.checkpoints import parse_checkpoint_key
+    from routerlib.metrics import KNOWN_METRICS, NOT_STRICT
+
+    problems = []
+    try:
+        key = parse_checkpoint_key(str(v["checkpoint"]))
+        if isinstance(key, int) and key > int(v["epochs"]):
+            problems.append(f"checkpoint: epoch-{key} is past the last epoch ({v['epochs']})")
+    except ValueError as exc:
+        problems.append(f"checkpoint: {exc}")
+    if v["select_metric"] not in KNOWN_METRICS - NOT_STRICT:
+        names = ", ".join(sorted(KNOWN_METRICS - NOT_STRICT))
+        problems.append(f"select_metric: {v['select_metric']!r} is not a strict metric ({names})")
     return problems
 
 

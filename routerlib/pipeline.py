@@ -457,3 +457,29 @@ def run_comparison(
         run_dir, state = _new_run(params_file, [COMPARISON_STAGE], outputs_dir, name="comparison")
         out(f"[comparison] run folder: {run_dir}")
         return _run_one(run_dir, state, "comparison", out, runs)
+
+
+def start_run(
+    params_file: str,
+    stages: Sequence[str] = DEFAULT_STAGES,
+    *,
+    outputs: Path | None = None,
+    name: str | None = None,
+) -> Path:
+    """Make a new run folder for ``params_file`` (named ``name``, default the file's stem) with
+    every stage pending; run it with :func:`continue_run`. Used by sweeps, which record the
+    folder before its first notebook starts."""
+    run_dir, _ = _new_run(params_file, _check_stages(stages), outputs, name=name)
+    return run_dir
+
+
+def continue_run(run_dir: Path, out: Callable[[str], None] = print) -> RunResult:
+    """Execute every stage of ``run_dir`` that is not ``ok`` yet (a finished run is refused)."""
+    state = read_state(run_dir)
+    if state.get("status") == STATUS_FINISHED:
+        raise InputError(f"{run_dir}: run is finished and is never edited again; start a new run")
+    label = str(state.get("params_name") or Path(run_dir).name)
+    return _run_one(Path(run_dir), state, label, out)
+
+
+outputs_env = _outputs_env

@@ -1,4 +1,5 @@
-"""Tuning cost estimate: training tokens x epochs x a price per million tokens from a price table.
+"""What a run costs: tuning (training tokens x epochs x a price per million tokens) and serving (a
+machine's hourly price / measured routes per hour), from a dated price table.
 
 The price table is a dated, user-editable YAML file (the default ships inside the package as
 routerlib/data/pricing.yaml); ``load_pricing`` validates it (unknown keys are
@@ -34,6 +35,15 @@ class ModelPrice(BaseModel):
     note: str = ""
 
 
+class MachinePrice(BaseModel):
+    """The hourly price of one serving replica of a machine shape (accelerators included)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    usd_per_hour: float = Field(ge=0)
+    note: str = ""
+
+
 class PricingTable(BaseModel):
     """A price table file: when the rates were written down, where from, and the rates."""
 
@@ -45,6 +55,12 @@ class PricingTable(BaseModel):
     currency: Literal["USD"] = "USD"
     default_usd_per_million_training_tokens: float | None = Field(None, ge=0)
     models: dict[str, ModelPrice] = Field(default_factory=dict)
+    machines: dict[str, MachinePrice] = Field(default_factory=dict)
+
+    def machine_price(self, machine: str) -> float | None:
+        """USD per hour of one replica of ``machine`` (None when the table has no price)."""
+        row = self.machines.get(machine)
+        return None if row is None else row.usd_per_hour
 
     def price(self, base_model: str) -> float | None:
         """USD per million training tokens for ``base_model`` (None when unknown)."""
@@ -199,3 +215,83 @@ def _shown(path: Path) -> str:
         return str(path.resolve().relative_to(project_root()))
     except ValueError:
         return str(path)
+
+
+#: The machine name the local backend serves on (priced in the table's ``machines``).
+LOCAL_MACHINE = "local-cpu"
+
+
+def serving_machine(backend: str, machine_type: str) -> str:
+    """The ``machines`` key of a deployment: ``local-cpu`` on the local backend, else the machine
+    type (its price includes the accelerators the shape comes with)."""
+    return LOCAL_MACHINE if backend == "local" else machine_type
+
+
+@dataclass(frozen=True)
+class RunCost:
+    """What one run cost or would cost; any figure is None when its input is unknown.
+
+    ``tuning_usd`` = billable tokens (of one pass over the training file) x epochs x the model's
+    price per million tokens. ``serving_usd_per_1000_routes`` = the machine's hourly price /
+    measured routes per hour x 1,000.
+    """
+
+    base_model: str
+    billable_tokens: int | None
+    epochs: int
+    usd_per_million_training_tokens: float | None
+    tuning_usd: float | None
+    machine: str
+    usd_per_hour: float | None
+    routes_per_hour: float | None
+    serving_usd_per_1000_routes: float | None
+    latency_p50_s: float | None
+    latency_p95_s: float | None
+    table_date: str | None
+    verified: bool
+    table_path: str
+
+
+def run_cost(
+    *,
+    base_model: str,
+    billable_tokens: int | None,
+    epochs: int,
+    machine: str,
+    routes_per_hour: float | None,
+    latency: dict | None = None,
+    table: PricingTable | None = None,
+    table_path: str | os.PathLike[str] | None = None,
+) -> RunCost:
+    """The run's tuning and serving cost from the price table (loaded from ``table_path``, default
+    the packaged table, when ``table`` is not given; a missing table gives no prices)."""
+    path = Path(table_path) if table_path is not None else default_pricing_path()
+    if table is None and path.is_file():
+        table = load_pricing(path)
+    per_million = table.price(base_model) if table is not None else None
+    hourly = table.machine_price(machine) if table is not None else None
+    tuning = (
+        None
+        if per_million is None or billable_tokens is None
+        else round(billable_tokens * epochs * per_million / 1e6, 6)
+    )
+    serving = (
+        None if hourly is None or not routes_per_hour else round(hourly / routes_per_hour * 1000, 6)
+    )
+    latency = latency or {}
+    return RunCost(
+        base_model=base_model,
+        billable_tokens=billable_tokens,
+        epochs=epochs,
+        usd_per_million_training_tokens=per_million,
+        tuning_usd=tuning,
+        machine=machine,
+        usd_per_hour=hourly,
+        routes_per_hour=routes_per_hour,
+        serving_usd_per_1000_routes=serving,
+        latency_p50_s=latency.get("p50_s"),
+        latency_p95_s=latency.get("p95_s"),
+        table_date=table.date.isoformat() if table is not None else None,
+        verified=bool(table and table.verified),
+        table_path=_shown(path),
+    )

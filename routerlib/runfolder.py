@@ -14,6 +14,10 @@ Layout of ``<outputs>/<name>-<time>/`` (names relative to the run folder)::
     eval/report.predictions.jsonl      one PredictionRecord per test row (evaluate)
     eval/baselines/<kind>/             the same three files for a previous router (baselines)
     metrics.json                       MetricsRecord: the run's summary (stages.write_metrics)
+    checkpoints.json                   checkpoints.CheckpointChoice: each epoch checkpoint's
+                                       validation score, the pick and why (stages.choose_checkpoint)
+    eval/checkpoints/<epoch>/          the validation report of each scored checkpoint
+    eval/throughput.json               routes per hour measured on the test split (stages.evaluate)
     leaderboard.csv, significance.csv, comparison.json, plots/
                                        a comparison run (notebook 05; ComparisonRecord)
 
@@ -59,6 +63,9 @@ REPORT_FILE = "eval/report.json"
 SAMPLES_FILE = "samples.jsonl"
 BASELINES_DIR = "eval/baselines"
 METRICS_FILE = "metrics.json"
+CHECKPOINTS_FILE = "checkpoints.json"
+CHECKPOINT_REPORTS_DIR = "eval/checkpoints"
+THROUGHPUT_FILE = "eval/throughput.json"
 LEADERBOARD_FILE = "leaderboard.csv"
 SIGNIFICANCE_FILE = "significance.csv"
 COMPARISON_FILE = "comparison.json"
@@ -204,7 +211,8 @@ class TuningInfo(Record):
     cost_estimate_usd: float | None = None
     tuning_data_stats: dict[str, Any] = Field(default_factory=dict)
     loss_curve: list[dict[str, Any]] = Field(default_factory=list)
-    checkpoint: dict[str, Any] | None = None  # the served checkpoint (checkpoints.json)
+    #: which checkpoint was served and why (checkpoints.json's summary)
+    checkpoint: dict[str, Any] | None = None
 
 
 class EvaluationInfo(Record):
@@ -240,10 +248,11 @@ class MetricsRecord(Record):
 
     run: RunInfo
     tuning: TuningInfo | None = None
-    cost: dict[str, Any] | None = None  # pricing.RunCost as a dict
     evaluation: EvaluationInfo | None = None
     decodings: dict[str, DecodingInfo] = Field(default_factory=dict)
     baselines: dict[str, BaselineInfo] = Field(default_factory=dict)
+    #: pricing.RunCost: tuning USD, serving USD per 1,000 routes, latency, the table's date
+    cost: dict[str, Any] | None = None
 
 
 # --- report.json
@@ -373,6 +382,20 @@ class PredictionRecord(Record):
     tokens_estimated: bool | None = None
     thinking: str | None = None
     batch_error: str | None = None
+
+
+# --- eval/throughput.json
+
+
+class ThroughputRecord(Record):
+    """Routes per hour measured while notebook 04 predicted the test split (stages writes and
+    reads it for the serving cost)."""
+
+    rows: int
+    seconds: float
+    routes_per_hour: float
+    concurrency: int | None = None
+    max_tokens: int | None = None
 
 
 # --- comparison run

@@ -25,10 +25,12 @@ from routerlib.tuning.base import Job, TuningSpec
 
 if TYPE_CHECKING:
     import pandas as pd
-    from IPython.display import Image
+    from IPython.display import Image, Markdown
 
+    from routerlib.checkpoints import CheckpointChoice, Scorer
     from routerlib.compare import RunSummary
     from routerlib.dataset import PrepareResult
+    from routerlib.display import HTMLTable
     from routerlib.serving.base import Predictor
 
 #: A scored report (``runfolder.ReportRecord``) as the scorer returns it.
@@ -166,7 +168,7 @@ def dataset_uris(run: Run, smoke: bool = False) -> dict[str, str]:
     }
 
 
-def split_files(run: Run, smoke: bool = False) -> Any:
+def split_files(run: Run, smoke: bool = False) -> pd.DataFrame:
     """Where each split is, as a table: the gs:// URI when uploaded, else the path in the run."""
     rows = {}
     for name, uri in dataset_uris(run, smoke).items():
@@ -287,7 +289,7 @@ def _short_path(uri: str | None) -> str | None:
     return Path(uri).name
 
 
-def spec_table(spec: TuningSpec) -> Any:
+def spec_table(spec: TuningSpec) -> pd.DataFrame:
     """The tuning spec as a two-column table (field names as the Vertex SDK spells them)."""
     from routerlib import display
 
@@ -297,11 +299,105 @@ def spec_table(spec: TuningSpec) -> Any:
     return display.fields(fields)
 
 
-def fields(mapping: dict[str, Any]) -> Any:
+def fields(mapping: dict[str, Any]) -> pd.DataFrame:
     """Any flat or nested dict (counts, statistics, URIs) as a two-column table."""
     from routerlib import display
 
     return display.fields(mapping)
+
+
+def _checkpoint_scorer(run: Run) -> Scorer:
+    """How this run scores a checkpoint on validation: served locally, or deployed on Vertex."""
+    import os
+
+    from routerlib import checkpoints
+
+    cfg = run.config
+    common: dict[str, Any] = {
+        "max_tokens": cfg.max_tokens,
+        "limit": cfg.select_limit,
+        "concurrency": cfg.concurrency,
+        "thresholds": thresholds_path(run),
+    }
+    if cfg.backend == "local":
+        return checkpoints.local_scorer(**common)
+    project = cfg.project or os.environ.get("GOOGLE_CLOUD_PROJECT", "")
+    if not project:
+        raise InputError(f"{run.params_file}: project: set it or GOOGLE_CLOUD_PROJECT to deploy")
+    return checkpoints.endpoint_scorer(
+        **common,
+        project=project,
+        location=cfg.deploy_location or cfg.location,
+        api_endpoint=cfg.api_endpoint,
+        machine_type=cfg.machine_type,
+        accelerator_type=cfg.accelerator_type,
+        accelerator_count=cfg.accelerator_count,
+        base_model=cfg.base_model,
+    )
+
+
+def choose_checkpoint(run: Run, job: Job) -> CheckpointChoice:
+    """Score each epoch checkpoint of ``job`` on the validation split (skipping those already
+    scored), pick one by ``select_metric`` and record it in checkpoints.json. With ``checkpoint:
+    final`` or ``epoch-N`` (or a configured ``endpoint``) nothing is scored: that one is served."""
+    from routerlib import checkpoints, jobs
+
+    cfg = run.config
+    if cfg.checkpoint != checkpoints.BEST or cfg.endpoint:
+        named = cfg.checkpoint if cfg.checkpoint != checkpoints.BEST else checkpoints.FINAL
+        choice = checkpoints.CheckpointChoice(
+            select_metric=cfg.select_metric,
+            mode=cfg.checkpoint,
+            chosen=named,
+            chosen_uri=cfg.endpoint or jobs.select_checkpoint(job, named),
+            reason=(
+                f"endpoint: {cfg.endpoint} is evaluated as it is; checkpoints were not scored"
+                if cfg.endpoint
+                else f"checkpoint: {named} names it; checkpoints were not scored"
+            ),
+            complete=True,
+        )
+        checkpoints.write_choice(run.path, choice)
+        return choice
+    prepared_manifest(run)
+    return checkpoints.score_checkpoints(
+        job,
+        run.sub(runfolder.split_file("validation")),
+        run.path,
+        _checkpoint_scorer(run),
+        select_metric=cfg.select_metric,
+        mode=cfg.checkpoint,
+        settings={"max_tokens": cfg.max_tokens, "limit": cfg.select_limit},
+        out=print,
+    )
+
+
+def chosen_checkpoint(run: Run, job: Job) -> str:
+    """The checkpoint notebook 04 serves: ``final`` / ``epoch-N`` as named; ``best`` from
+    checkpoints.json, scoring first when the record is missing or stale (a notebook run alone)."""
+    from routerlib import checkpoints, jobs
+
+    if run.config.checkpoint != checkpoints.BEST:
+        return jobs.select_checkpoint(job, run.config.checkpoint)
+    choice = checkpoints.read_choice(run.path)
+    fresh = (
+        choice is not None
+        and choice.complete
+        and choice.chosen_uri
+        and choice.mode == run.config.checkpoint
+        and choice.select_metric == run.config.select_metric
+    )
+    if not fresh:
+        choice = choose_checkpoint(run, job)
+    assert choice is not None and choice.chosen_uri
+    return choice.chosen_uri
+
+
+def checkpoint_table(choice: CheckpointChoice) -> pd.DataFrame:
+    """One row per scored checkpoint: validation loss, the selection figures, the pick."""
+    from routerlib import checkpoints
+
+    return checkpoints.scores_frame(choice)
 
 
 # ---------------------------------------------------------------- 04 deploy & evaluate
@@ -315,10 +411,8 @@ def serving(run: Run, job: Job) -> Iterator[Predictor]:
     from routerlib.serving.base import open_predictor
 
     checkpoint = job.checkpoint_uri or job.spec.checkpoint_uri()
-    if run.config.checkpoint != "final" and not run.config.endpoint:  # checkpoint: epoch-N
-        from routerlib import jobs
-
-        checkpoint = jobs.select_checkpoint(job, run.config.checkpoint)
+    if not run.config.endpoint:  # best (checkpoints.json), final, or epoch-N
+        checkpoint = chosen_checkpoint(run, job)
     with open_predictor(run.config, str(checkpoint), params_file=str(run.params_file)) as predictor:
         yield predictor
 
@@ -384,8 +478,12 @@ def evaluate(run: Run, endpoint: Predictor | str, decoding: str = "free") -> Rep
     baseline_preds = _baseline_predictions(run, cfg.baseline)
     if not baseline_preds.exists():
         baselines(run)
+    out = run.sub(runfolder.REPORT_FILE)
+    cache = runner.artifact_paths(out)["cache"]
+    before = len(runner.load_cache(cache)) if cache.exists() else 0
+    start = time.perf_counter()
     source = {"endpoint": endpoint} if isinstance(endpoint, str) else {"predictor": endpoint}
-    return runner.evaluate(
+    report = runner.evaluate(
         Path(dataset_uris(run)["test"]),
         **source,
         out=report_path(run, decoding),
@@ -399,6 +497,60 @@ def evaluate(run: Run, endpoint: Predictor | str, decoding: str = "free") -> Rep
         api_endpoint=cfg.api_endpoint or None,
         constrained=decoding == "constrained",
     )
+    generated = len(runner.load_cache(cache)) - before
+    if generated > 0:  # rows answered now (a resumed evaluation measures only its new rows)
+        seconds = time.perf_counter() - start
+        runfolder.write_record(
+            run.sub(THROUGHPUT_FILE),
+            runfolder.ThroughputRecord(
+                rows=generated,
+                seconds=round(seconds, 3),
+                routes_per_hour=round(generated / seconds * 3600, 3),
+                concurrency=cfg.concurrency,
+                max_tokens=cfg.max_tokens,
+            ),
+        )
+    return report
+
+
+#: Routes per hour measured while notebook 04 predicted the test split (with its scoring).
+THROUGHPUT_FILE = runfolder.THROUGHPUT_FILE
+
+
+def run_cost(run: Run, job: Job, report: dict[str, Any]) -> dict[str, Any]:
+    """What the run cost or would cost (pricing.RunCost as a dict): tuning from the job's billable
+    tokens x epochs, serving per 1,000 routes from the machine's hourly price and the measured
+    throughput, latency p50/p95 from the report."""
+    from dataclasses import asdict
+
+    from routerlib import pricing
+
+    cfg = run.config
+    stats = job.tuning_data_stats or {}
+    tokens = stats.get("total_billable_token_count")
+    if isinstance(tokens, int) and job.backend == "local" and stats.get("epochs"):
+        tokens //= int(stats["epochs"])  # the local backend counts every epoch; Vertex one pass
+    throughput_file = run.sub(THROUGHPUT_FILE)
+    throughput = (
+        runfolder.read_json(throughput_file, runfolder.ThroughputRecord)
+        if throughput_file.exists()
+        else None
+    )
+    from routerlib.serving import hardware
+
+    shape = hardware.choose(
+        cfg.base_model, cfg.machine_type, cfg.accelerator_type, cfg.accelerator_count
+    )
+    machine = pricing.serving_machine(cfg.backend, shape.machine_type)
+    cost = pricing.run_cost(
+        base_model=job.spec.base_model,
+        billable_tokens=tokens if isinstance(tokens, int) else None,
+        epochs=job.spec.epochs,
+        machine=machine,
+        routes_per_hour=throughput.routes_per_hour if throughput else None,
+        latency=report.get("latency"),
+    )
+    return asdict(cost)
 
 
 #: Columns of the per-notebook headline table: (metric, label); strict values with intervals.
@@ -554,7 +706,7 @@ def _problem(record: runfolder.SampleRecord) -> str:
     return "missed " + ", ".join(missed) if missed else "all checks met"
 
 
-def worst_errors(run: Run, n: int = 10) -> Any:
+def worst_errors(run: Run, n: int = 10) -> HTMLTable:
     """The tuned model's worst failures, alike ones grouped: each row is one kind of problem with
     how many test rows have it, which ones, the checks met and how the first one's output starts
     (shown whole; the table is in ``.frame``)."""
@@ -599,6 +751,23 @@ RUN_FIELDS = {"name", "backend", "base_model", "tuning_mode", "adapter_size", "e
 TUNING_FIELDS = {"state", "train_seconds", "cost_estimate_usd", "tuning_data_stats", "loss_curve"}
 
 
+def _checkpoint_summary(run: Run) -> dict[str, Any] | None:
+    """What checkpoints.json says about the served checkpoint (None when there is none)."""
+    from routerlib import checkpoints
+
+    choice = checkpoints.read_choice(run.path)
+    if choice is None:
+        return None
+    return {
+        "served": choice.chosen,
+        "best": choice.best,
+        "mode": choice.mode,
+        "select_metric": choice.select_metric,
+        "reason": choice.reason,
+        "record": runfolder.CHECKPOINTS_FILE,
+    }
+
+
 def write_metrics(
     run: Run,
     job: Job,
@@ -638,7 +807,12 @@ def write_metrics(
             created=time.strftime("%Y-%m-%dT%H:%M:%S"),
             **cfg.model_dump(include=RUN_FIELDS),
         ),
-        tuning=TuningInfo(job_name=job.name, **job.model_dump(include=TUNING_FIELDS)),
+        tuning=TuningInfo(
+            job_name=job.name,
+            checkpoint=_checkpoint_summary(run),
+            **job.model_dump(include=TUNING_FIELDS),
+        ),
+        cost=run_cost(run, job, report),
         evaluation=EvaluationInfo(
             report=relative(headline_decoding),
             decoding=headline_decoding,
@@ -729,6 +903,13 @@ def comparison_plots(run: Run, found: list[RunSummary]) -> list[Path]:
     return compare_plots.all_plots(found, run.sub(runfolder.PLOTS_DIR))
 
 
+def sweep_plot(run: Run, rows: Any) -> Path:
+    """The newest sweep's metric against each varied key (``compare.sweep_board`` rows), as PNG."""
+    from routerlib import compare_plots
+
+    return compare_plots.sweep_metric(rows, run.sub(runfolder.PLOTS_DIR))
+
+
 def image(path: Path) -> Image:
     """A PNG for display in the notebook."""
     from IPython.display import Image
@@ -736,7 +917,7 @@ def image(path: Path) -> Image:
     return Image(filename=str(path))
 
 
-def saved(path: Path) -> Any:
+def saved(path: Path) -> Markdown:
     """A one-line Markdown note of a file written into the run folder (its name, not its path)."""
     from IPython.display import Markdown
 

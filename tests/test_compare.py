@@ -129,6 +129,7 @@ def test_plots_are_written(runs: list[compare.RunSummary], tmp_path: Path) -> No
             "length_ratio.png",
             "quality_vs_cost.png",
             "quality_vs_latency.png",
+            "quality_vs_serving_cost.png",
             "loss_curves.png",
         ]
     )

@@ -115,8 +115,8 @@ def test_vertex_params_files_validate_against_the_table(name: str, model_id: str
         ),
         ({"location": "asia-east1"}, "location: Llama 3.1 8B Instruct is not tuned in"),
         ({"deploy_location": "global"}, "deploy_location: endpoints live in a region"),
-        ({"checkpoint": "epoch-0"}, "checkpoint: 'epoch-0' must be final or epoch-N"),
-        ({"checkpoint": "best"}, "checkpoint: 'best' must be final or epoch-N"),
+        ({"checkpoint": "epoch-0"}, "checkpoint: 'epoch-0' must be best, final or epoch-N"),
+        ({"checkpoint": "latest"}, "checkpoint: 'latest' must be best, final or epoch-N"),
         (
             {"base_model": "google/gemma-3-27b-it"},
             "base_model: google/gemma-3-27b-it is an older id; the current Vertex id is "

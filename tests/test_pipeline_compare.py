@@ -100,3 +100,17 @@ def test_comparison_parameters_carry_run_folders_only(tmp_path: Path) -> None:
         pipeline.notebook_parameters(
             tmp_path / "a.yaml", tmp_path, [tmp_path / "ya29.a0AfH6SMBxxxxxxxxxxxxxxxxxxxxxxx"]
         )
+
+
+def test_two_runs_of_one_model_are_told_apart_by_their_run_folder(tmp_path: Path) -> None:
+    from routerlib import compare
+    from tests.support.compare_runs import make_run
+
+    first = make_run(tmp_path, "local", "good")
+    second = first.rename(tmp_path / "local-20260101-000001")
+    make_run(tmp_path, "local", "weak")
+    runs = compare.load_runs([second, tmp_path / "local-20260101-000000"])
+    board = compare.leaderboard(runs)
+    models = board[board["kind"] == "model"]
+    assert list(models["model"]) == ["local", "local"]
+    assert sorted(models["run"]) == ["local-20260101-000000", "local-20260101-000001"]

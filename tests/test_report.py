@@ -53,8 +53,9 @@ def test_report_pages_and_index(
         'class="comparison-link" href="runs/local-20260101-000009/05_model_comparison.html"' in html
     )
     assert re.search(r'<table[^>]*class="dataframe leaderboard"[^>]*id="leaderboard"', html)
-    assert html.count('<img class="plot"') == 6
-    assert html.count('src="data:image/png;base64,') == 6
+    # every comparison figure: the six of the first version plus quality vs serving cost
+    assert html.count('<img class="plot"') == 7
+    assert html.count('src="data:image/png;base64,') == 7
     assert "Ship <strong>good</strong>" in html
     assert "&lt;NA&gt;" not in html and ">nan<" not in html
     assert 'src="http' not in html and 'href="http' not in html  # nothing fetched from the web

@@ -76,6 +76,7 @@ def test_index_renders_leaderboard_and_plots(
             "length ratio",
             "quality vs cost",
             "quality vs latency",
+            "quality vs serving cost",
             "loss curves",
         ]
     )

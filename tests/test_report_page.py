@@ -89,7 +89,7 @@ def test_index_leads_with_a_headline_table_that_fits(site: Path) -> None:
     assert "What these numbers show" in index  # runs on the embedded model
     assert "Ship <strong>good</strong>" in index
     assert "ranks above" in index  # each pick explained with its numbers
-    assert index.count('<img class="plot"') == 6
+    assert index.count('<img class="plot"') == 7  # every comparison figure
 
 
 def test_tie_sentence_when_all_candidates_tie(tmp_path: Path) -> None:

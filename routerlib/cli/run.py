@@ -15,7 +15,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "Execute notebooks/01_… to 04_… with papermill for each params file into "
             "outputs/<params-name>-<time>/. A failing stage stops that run only. With --resume, "
             "each argument is a run folder, or a params file whose newest unfinished run continues "
-            "from its first unfinished stage."
+            "from its first unfinished stage. With --grid, one params file is swept: one run "
+            "folder per point, recorded in outputs/sweep-<time>/sweep.json (--resume with the same "
+            "--grid, or with the sweep folder, continues it)."
         ),
     )
     run.add_argument(
@@ -37,6 +39,29 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--resume",
         action="store_true",
         help="continue unfinished runs instead of starting new ones",
+    )
+    run.add_argument(
+        "--grid",
+        action="append",
+        default=None,
+        metavar="KEY=V1,V2",
+        help="sweep: one run per point of the cross product of every --grid (any params key); "
+        "records sweep-<time>/sweep.json; with --resume continues it",
+    )
+    run.add_argument(
+        "--max-runs",
+        type=int,
+        default=None,
+        metavar="N",
+        help="refuse a sweep of more than N points (default 16)",
+    )
+    run.add_argument(
+        "--max-concurrent",
+        type=int,
+        default=1,
+        metavar="N",
+        help="vertex sweeps: tuning jobs at once, the project's tuning quota (default 1); "
+        "local points always run one at a time",
     )
     run.add_argument(
         "--compare",
@@ -75,18 +100,83 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     report.set_defaults(func=_report)
 
 
+def _sweep_folders(args: argparse.Namespace) -> list[str]:
+    """With --resume and no --grid: the arguments that are sweep folders."""
+    from routerlib.paths import resolve
+    from routerlib.sweep import SWEEP_FILE
+
+    if not args.resume or args.grid:
+        return []
+    return [p for p in args.params if (resolve(p) / SWEEP_FILE).is_file()]
+
+
+def _sweep(args: argparse.Namespace, folders: list[str]) -> list:
+    """Run or resume a sweep; one RunResult-like (params_file, ok) per point."""
+    from routerlib import sweep
+    from routerlib.errors import InputError
+    from routerlib.paths import resolve
+    from routerlib.pipeline import DEFAULT_STAGES, RunResult
+
+    outputs = resolve(args.outputs) if args.outputs else None
+    out = lambda line: print(line, flush=True)  # noqa: E731
+    if folders:
+        targets = [resolve(f) for f in folders]
+    else:
+        if len(args.params) != 1:
+            raise InputError("--grid: give exactly one params file (the base of the sweep)")
+        grid = sweep.parse_grid(args.grid)
+        params = args.params[0]
+        if args.resume:
+            found = sweep.find_unfinished_sweep(params, grid, outputs)
+            if found is None:
+                raise InputError(f"{params}: no unfinished sweep with this --grid to resume")
+            targets = [found]
+        else:
+            stages = args.stages.split(",") if args.stages else DEFAULT_STAGES
+            targets = [
+                sweep.new_sweep(
+                    params,
+                    grid,
+                    stages=stages,
+                    outputs=outputs,
+                    max_runs=args.max_runs or sweep.DEFAULT_MAX_RUNS,
+                    max_concurrent=args.max_concurrent,
+                )
+            ]
+    results = []
+    for folder in targets:
+        print(f"[sweep] {folder / sweep.SWEEP_FILE}", flush=True)
+        record = sweep.run_sweep(folder, outputs=outputs, out=out)
+        for point in record.points:
+            results.append(
+                RunResult(
+                    str(folder / point.params),
+                    folder if point.run_dir is None else resolve(point.run_dir),
+                    "finished" if point.status == sweep.FINISHED else "failed",
+                    point.message,
+                )
+            )
+    return results
+
+
 def _run(args: argparse.Namespace) -> int:
     from routerlib.pipeline import DEFAULT_STAGES, comparison_runs, run_pipeline
 
     comparison_runs([], args.with_runs, args.outputs)  # a bad --with fails before any run starts
-    stages = args.stages.split(",") if args.stages else (None if args.resume else DEFAULT_STAGES)
-    results = run_pipeline(
-        args.params,
-        stages=stages,
-        outputs=args.outputs,
-        resume=args.resume,
-        out=lambda line: print(line, flush=True),
-    )
+    folders = _sweep_folders(args)
+    if args.grid or folders:
+        results = _sweep(args, folders)
+    else:
+        stages = (
+            args.stages.split(",") if args.stages else (None if args.resume else DEFAULT_STAGES)
+        )
+        results = run_pipeline(
+            args.params,
+            stages=stages,
+            outputs=args.outputs,
+            resume=args.resume,
+            out=lambda line: print(line, flush=True),
+        )
     failed = [r for r in results if not r.ok]
     for result in failed:
         print(f"FAILED {result.run_dir}: {result.message}", flush=True)

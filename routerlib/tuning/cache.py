@@ -27,15 +27,16 @@ from pathlib import Path
 from typing import Any
 
 from routerlib import paths
-from routerlib.runfolder import LOCAL_JOB_FILE, LOSS_CURVE_FILE
 from routerlib.tuning.base import TuningSpec
 
 ENV = "ROUTERLIB_TUNING_CACHE"
 OFF_VALUES = frozenset({"off", "0", "no", "false"})
 #: Written into each entry: the key's inputs (for a reader wondering why two runs share it).
 KEY_FILE = "cache_key.json"
-#: What an entry holds, relative to a tuning output folder.
-ENTRY_ITEMS = (LOCAL_JOB_FILE, LOSS_CURVE_FILE, "postprocess")
+#: The entry's copy of the finished Job (the backend's own record of it, under the cache's name).
+JOB_RECORD = "job.json"
+#: What an entry copies from a tuning output folder (checkpoints and loss curve).
+ENTRY_ITEMS = ("loss_curve.json", "postprocess")
 #: Spec fields that say where a tuning writes or how it is labelled, not what it learns.
 NOT_IN_KEY = frozenset(
     {
@@ -140,14 +141,15 @@ def lookup(key: str) -> Path | None:
         return None
     entry = root / key
     final = entry / paths.FINAL_CHECKPOINT
-    if (entry / LOCAL_JOB_FILE).is_file() and final.is_dir() and any(final.iterdir()):
+    if (entry / JOB_RECORD).is_file() and final.is_dir() and any(final.iterdir()):
         return entry
     return None
 
 
-def store(key: str, inputs: dict[str, Any], out: Path) -> Path | None:
-    """Copy a finished tuning folder ``out`` into the cache as ``key`` (atomically: a temporary
-    folder renamed into place; an entry another process wrote first is kept)."""
+def store(key: str, inputs: dict[str, Any], out: Path, job: dict[str, Any]) -> Path | None:
+    """Copy a finished tuning folder ``out`` and its Job record ``job`` into the cache as ``key``
+    (atomically: a temporary folder renamed into place; an entry another process wrote first is
+    kept)."""
     root = cache_dir()
     if root is None:
         return None
@@ -163,6 +165,7 @@ def store(key: str, inputs: dict[str, Any], out: Path) -> Path | None:
                 shutil.copytree(src, tmp / item)
             elif src.is_file():
                 shutil.copy2(src, tmp / item)
+        (tmp / JOB_RECORD).write_text(json.dumps(job, indent=1), "utf-8")
         (tmp / KEY_FILE).write_text(json.dumps(inputs, indent=1, sort_keys=True), "utf-8")
         if entry.exists():
             shutil.rmtree(entry)
@@ -178,7 +181,7 @@ def restore(entry: Path, out: Path) -> dict[str, Any]:
     atomically) and return the job record the entry was made from."""
     for item in ENTRY_ITEMS:
         src = entry / item
-        if item == LOCAL_JOB_FILE or not src.exists():
+        if not src.exists():
             continue
         dest = out / item
         tmp = out / f".{item}.from-cache.tmp"
@@ -190,4 +193,4 @@ def restore(entry: Path, out: Path) -> dict[str, Any]:
         if dest.is_dir():
             shutil.rmtree(dest)
         os.replace(tmp, dest)
-    return dict(json.loads((entry / LOCAL_JOB_FILE).read_text(encoding="utf-8")))
+    return dict(json.loads((entry / JOB_RECORD).read_text(encoding="utf-8")))

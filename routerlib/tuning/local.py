@@ -685,7 +685,7 @@ class LocalBackend:
             if job.state != RUNNING:
                 _write_job(out, job)
         if job.succeeded and cache_key is not None and cache_inputs is not None:
-            cache.store(cache_key, cache_inputs, out)
+            cache.store(cache_key, cache_inputs, out, job.model_dump(mode="json"))
         return job
 
     def get(self, name: str) -> Job:

@@ -1,0 +1,403 @@
+"""Choosing the checkpoint: score every per-epoch checkpoint on the validation split with the
+router scorer, pick one by ``select_metric`` and record why.
+
+Candidates come from the tuning job: the epoch checkpoints the local backend writes under
+``<output_uri>/postprocess/node-0/checkpoints/epoch-<n>/`` (``final`` is a copy of the last epoch,
+so it is not scored twice), or the job's own ``checkpoints`` records when the job model has them
+(Vertex). Each checkpoint's validation report lands in ``eval/checkpoints/<name>/report.json`` and
+the choice in ``checkpoints.json`` in the run folder (:class:`CheckpointChoice`), rewritten after
+every checkpoint, so an interrupted scoring resumes and a checkpoint already scored with the same
+settings is never scored again.
+
+The pick: highest strict ``select_metric`` (overall bucket); ties go to the higher strict
+``tool_sequence_exact``, then the lower validation loss, then the later epoch. The
+``checkpoint`` key of the run decides what notebook 04 serves: ``best`` (this pick, the default),
+``final`` (the last epoch, as before) or ``epoch-<n>``.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pydantic import BaseModel, Field
+
+from routerlib import runfolder
+from routerlib.errors import InputError
+from routerlib.paths import FINAL_CHECKPOINT
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+#: The choice record in the run folder.
+CHECKPOINTS_FILE = runfolder.CHECKPOINTS_FILE
+#: Per-checkpoint validation reports: ``eval/checkpoints/<name>/report.json``.
+SCORES_DIR = runfolder.CHECKPOINT_REPORTS_DIR
+#: Breaks ties of ``select_metric`` (strict, overall).
+TIE_BREAK = "tool_sequence_exact"
+DEFAULT_SELECT_METRIC = "route_plan_exact"
+#: Values of the ``checkpoint`` run key besides ``epoch-<n>``.
+BEST, FINAL = "best", "final"
+_EPOCH = re.compile(r"^epoch-(\d+)$")
+CHECKPOINTS_ROOT = FINAL_CHECKPOINT.rsplit("/", 1)[0]
+
+#: ``scorer(checkpoint_uri, validation_path, report_path) -> report dict`` (metrics.py layout).
+Scorer = Callable[[str, Path, Path], dict[str, Any]]
+
+
+class Candidate(BaseModel):
+    """One checkpoint that can be served."""
+
+    name: str  # "epoch-<n>"
+    epoch: int
+    uri: str
+    val_loss: float | None = None
+
+
+class CheckpointScore(Candidate):
+    """A candidate with its validation figures (strict, overall bucket)."""
+
+    metric: float | None = None
+    tie_break: float | None = None
+    rows: int = 0
+    report: str = ""  # relative to the run folder
+    settings: dict[str, Any] = Field(default_factory=dict)
+    scored_at: str = ""
+
+
+class CheckpointChoice(BaseModel):
+    """``checkpoints.json``: every scored checkpoint and which one notebook 04 serves, and why."""
+
+    select_metric: str
+    tie_break: str = TIE_BREAK
+    split: str = "validation"
+    mode: str = BEST  # the run's ``checkpoint`` key
+    scores: list[CheckpointScore] = Field(default_factory=list)
+    best: str | None = None  # the checkpoint ``select_metric`` picks
+    chosen: str | None = None  # the checkpoint served (``best`` unless the key names another)
+    chosen_uri: str | None = None
+    reason: str = ""
+    complete: bool = False
+
+    def score(self, name: str) -> CheckpointScore | None:
+        """The recorded score of checkpoint ``name``."""
+        return next((s for s in self.scores if s.name == name), None)
+
+
+def parse_checkpoint_key(value: str) -> str | int:
+    """``best`` / ``final`` as they are, ``epoch-<n>`` as the epoch number; else ValueError."""
+    if value in (BEST, FINAL):
+        return value
+    match = _EPOCH.match(value)
+    if not match or int(match.group(1)) < 1:
+        raise ValueError(f"{value!r} must be best, final or epoch-N (N >= 1)")
+    return int(match.group(1))
+
+
+def _val_losses(job: Any) -> dict[int, float]:
+    """Validation loss at the end of each whole epoch, from the job's loss curve."""
+    out: dict[int, float] = {}
+    for point in getattr(job, "loss_curve", None) or []:
+        epoch, loss = point.get("epoch"), point.get("val_loss")
+        if isinstance(epoch, int | float) and loss is not None and float(epoch).is_integer():
+            out[int(epoch)] = float(loss)
+    return out
+
+
+def candidates(job: Any) -> list[Candidate]:
+    """The job's per-epoch checkpoints, first epoch first.
+
+    Reads ``job.checkpoints`` when the job records them (each with an epoch and a URI); otherwise
+    the local layout under the spec's output URI. A job without per-epoch checkpoints (a remote
+    job that keeps only ``final``) gives one candidate: its final checkpoint as the last epoch.
+    """
+    losses = _val_losses(job)
+    found: dict[int, str] = {}
+    for record in getattr(job, "checkpoints", None) or []:
+        get = record.get if isinstance(record, dict) else lambda k, r=record: getattr(r, k, None)
+        name, epoch, uri = str(get("checkpoint_id") or ""), get("epoch"), get("uri")
+        if name == FINAL:  # a copy of the last epoch's (same epoch number): not a candidate
+            continue
+        match = _EPOCH.match(name)
+        if epoch is None and match:
+            epoch = int(match.group(1))
+        if isinstance(epoch, int) and epoch >= 1 and uri:
+            found[epoch] = str(uri)
+    output = str(job.spec.output_uri).rstrip("/")
+    if not found and not output.startswith("gs://"):
+        from routerlib.tuning.local import CHECKPOINT_MARKER
+
+        for folder in (Path(output) / CHECKPOINTS_ROOT).glob("epoch-*"):
+            match = _EPOCH.match(folder.name)
+            if match and (folder / CHECKPOINT_MARKER).is_file():
+                found[int(match.group(1))] = str(folder)
+    if not found:
+        final = job.checkpoint_uri or job.spec.checkpoint_uri()
+        found[int(job.spec.epochs)] = str(final)
+    return [
+        Candidate(name=f"epoch-{e}", epoch=e, uri=found[e], val_loss=losses.get(e))
+        for e in sorted(found)
+    ]
+
+
+def strict_value(report: dict[str, Any], metric: str) -> float | None:
+    """The strict overall figure of ``metric`` in a scorer report (None when absent)."""
+    value = ((report.get("strict") or {}).get("overall") or {}).get(metric)
+    if isinstance(value, bool):
+        return float(value)
+    if isinstance(value, int | float) and not math.isnan(float(value)):
+        return float(value)
+    return None
+
+
+def _lower_is_better(metric: str) -> bool:
+    from routerlib.metrics import LOWER_IS_BETTER
+
+    return metric in LOWER_IS_BETTER
+
+
+def rank_key(score: CheckpointScore, metric: str) -> tuple[float, float, float, int]:
+    """Sort key, larger is better: metric (sign-flipped when lower is better), tie-break metric,
+    minus validation loss, epoch. A missing figure ranks last."""
+    value = score.metric
+    primary = -math.inf if value is None else (-value if _lower_is_better(metric) else value)
+    tie = -math.inf if score.tie_break is None else score.tie_break
+    loss = -math.inf if score.val_loss is None else -score.val_loss
+    return (primary, tie, loss, score.epoch)
+
+
+def pick(scores: Sequence[CheckpointScore], metric: str) -> CheckpointScore:
+    """The best checkpoint by ``metric`` (strict), then ``tool_sequence_exact``, then validation
+    loss, then the later epoch. InputError when there is nothing to pick from."""
+    if not scores:
+        raise InputError("no checkpoints to choose from")
+    return max(scores, key=lambda s: rank_key(s, metric))
+
+
+def _reason(best: CheckpointScore, scores: Sequence[CheckpointScore], metric: str) -> str:
+    """Why ``best`` won, in one sentence."""
+    if len(scores) == 1:
+        return f"{best.name} is the only checkpoint"
+    others = [s for s in scores if s is not best]
+    key = rank_key(best, metric)
+    runner = max(others, key=lambda s: rank_key(s, metric))
+    runner_key = rank_key(runner, metric)
+    fmt = "{:.3f}".format
+    if key[0] != runner_key[0]:
+        why = f"highest strict {metric}" if not _lower_is_better(metric) else f"lowest {metric}"
+        return (
+            f"{best.name}: {why} on validation ({fmt(best.metric or 0)} vs "
+            f"{fmt(runner.metric or 0)} for {runner.name})"
+        )
+    if key[1] != runner_key[1]:
+        return (
+            f"{best.name}: ties on strict {metric} ({fmt(best.metric or 0)}); higher strict "
+            f"{TIE_BREAK} ({fmt(best.tie_break or 0)} vs {fmt(runner.tie_break or 0)})"
+        )
+    if key[2] != runner_key[2]:
+        return (
+            f"{best.name}: ties on strict {metric} and {TIE_BREAK}; lower validation loss "
+            f"({best.val_loss:.4f} vs {runner.val_loss if runner.val_loss is not None else 'n/a'})"
+        )
+    return f"{best.name}: ties on every figure; the later epoch"
+
+
+def write_choice(run_dir: Path, choice: CheckpointChoice) -> Path:
+    """Write the run's checkpoints.json (the one writer of it)."""
+    return runfolder.write_record(Path(run_dir) / CHECKPOINTS_FILE, choice)
+
+
+def read_choice(run_dir: Path) -> CheckpointChoice | None:
+    """The run's ``checkpoints.json``, or None when there is none yet."""
+    file = Path(run_dir) / CHECKPOINTS_FILE
+    if not file.is_file():
+        return None
+    try:
+        return CheckpointChoice.model_validate_json(file.read_text(encoding="utf-8"))
+    except ValueError as exc:
+        raise InputError(f"{file}: not a checkpoints record ({exc.__class__.__name__})") from None
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S%z")
+
+
+def score_checkpoints(
+    job: Any,
+    validation: Path,
+    run_dir: Path,
+    scorer: Scorer,
+    *,
+    select_metric: str = DEFAULT_SELECT_METRIC,
+    mode: str = BEST,
+    settings: dict[str, Any] | None = None,
+    out: Callable[[str], None] | None = None,
+) -> CheckpointChoice:
+    """Score every candidate of ``job`` not scored yet with the same ``settings``, then pick
+    (a job with a single checkpoint is not scored: there is nothing to choose).
+
+    ``scorer`` writes one validation report per checkpoint; ``settings`` (max tokens, row limit,
+    what was scored) must match for a recorded score to be reused. The record is rewritten after
+    each checkpoint, so Ctrl-C loses at most the checkpoint being scored.
+    """
+    run_dir = Path(run_dir)
+    settings = dict(settings or {})
+    previous = read_choice(run_dir)
+    choice = CheckpointChoice(select_metric=select_metric, mode=mode)
+    kept = {s.name: s for s in previous.scores} if previous else {}
+    target = parse_checkpoint_key(mode)
+    todo = candidates(job)
+    if len(todo) == 1 and target in (BEST, FINAL, todo[0].epoch):
+        # One checkpoint: nothing to choose, so nothing is served or deployed to score it.
+        only = CheckpointScore(**todo[0].model_dump(), settings=settings, scored_at=_now())
+        choice.scores, choice.best, choice.chosen = [only], only.name, only.name
+        choice.chosen_uri, choice.complete = only.uri, True
+        choice.reason = f"{only.name} is the only checkpoint: nothing to choose, not scored"
+        write_choice(run_dir, choice)
+        return choice
+    for cand in todo:
+        old = kept.get(cand.name)
+        if old is not None and old.uri == cand.uri and old.settings == settings:
+            score = old.model_copy(update={"val_loss": cand.val_loss})
+            score.metric = _recorded(run_dir, score, select_metric, score.metric)
+            score.tie_break = _recorded(run_dir, score, TIE_BREAK, score.tie_break)
+        else:
+            if out:
+                out(f"scoring {cand.name} on {validation.name}")
+            report_rel = f"{SCORES_DIR}/{cand.name}/report.json"
+            report = scorer(cand.uri, Path(validation), run_dir / report_rel)
+            score = CheckpointScore(
+                **cand.model_dump(),
+                metric=strict_value(report, select_metric),
+                tie_break=strict_value(report, TIE_BREAK),
+                rows=int((report.get("config") or {}).get("total_samples") or 0),
+                report=report_rel,
+                settings=settings,
+                scored_at=_now(),
+            )
+        choice.scores.append(score)
+        write_choice(run_dir, choice)
+    best = pick(choice.scores, select_metric)
+    choice.best = best.name
+    if target == BEST:
+        chosen, why = best, _reason(best, choice.scores, select_metric)
+    else:
+        epoch = choice.scores[-1].epoch if target == FINAL else int(target)
+        match = next((s for s in choice.scores if s.epoch == epoch), None)
+        if match is None:
+            names = ", ".join(s.name for s in choice.scores)
+            raise InputError(f"checkpoint: {mode} is not among the job's checkpoints ({names})")
+        chosen = match
+        why = f"{match.name}: named by checkpoint: {mode} (select_metric would pick {best.name})"
+    choice.chosen, choice.chosen_uri, choice.reason = chosen.name, chosen.uri, why
+    choice.complete = True
+    write_choice(run_dir, choice)
+    return choice
+
+
+def _recorded(run_dir: Path, score: CheckpointScore, metric: str, fallback: float | None) -> Any:
+    """``metric`` re-read from a reused checkpoint's saved report (select_metric may change)."""
+    import json
+
+    file = run_dir / score.report
+    try:
+        return strict_value(json.loads(file.read_text(encoding="utf-8")), metric)
+    except (OSError, ValueError):
+        return fallback
+
+
+def scores_frame(choice: CheckpointChoice) -> pd.DataFrame:
+    """A pandas table: one row per checkpoint, its figures and whether it is the pick."""
+    import pandas as pd
+
+    rows = [
+        {
+            "checkpoint": s.name,
+            "epoch": s.epoch,
+            "val_loss": s.val_loss,
+            f"strict {choice.select_metric}": s.metric,
+            f"strict {choice.tie_break}": s.tie_break,
+            "rows": s.rows,
+            "best": s.name == choice.best,
+            "served": s.name == choice.chosen,
+            "why": choice.reason if s.name == choice.chosen else "",
+        }
+        for s in choice.scores
+    ]
+    return pd.DataFrame(rows).set_index("checkpoint") if rows else pd.DataFrame()
+
+
+def local_scorer(
+    *, max_tokens: int, limit: int | None = None, concurrency: int = 8, thresholds: Any = None
+) -> Scorer:
+    """Score a local checkpoint folder: serve it on this machine (serving/local.py's predictor
+    behind its HTTP server), predict the validation rows, score them (metrics.py)."""
+
+    def score(uri: str, validation: Path, report_path: Path) -> dict[str, Any]:
+        from routerlib import evaluate
+
+        return evaluate.evaluate(
+            validation,
+            checkpoint=uri,
+            out=report_path,
+            thresholds=thresholds,
+            max_tokens=max_tokens,
+            limit=limit,
+            concurrency=concurrency,
+            progress=False,
+        )
+
+    return score
+
+
+def endpoint_scorer(
+    *,
+    max_tokens: int,
+    limit: int | None,
+    concurrency: int,
+    project: str,
+    location: str,
+    api_endpoint: str = "",
+    machine_type: str | None,
+    accelerator_type: str | None,
+    accelerator_count: int | None,
+    base_model: str = "",
+    thresholds: Any = None,
+) -> Scorer:
+    """Score a Vertex checkpoint (gs://): deploy it to its own endpoint, predict the validation
+    rows, score them; the endpoint is deleted when the checkpoint is scored (also on errors), so
+    one endpoint at a time is ever up."""
+
+    def score(uri: str, validation: Path, report_path: Path) -> dict[str, Any]:
+        from routerlib import evaluate
+        from routerlib.serving import vertex
+
+        with vertex.deployed(
+            uri,
+            machine_type=machine_type,
+            accelerator_type=accelerator_type,
+            accelerator_count=accelerator_count,
+            base_model=base_model,
+            project=project,
+            location=location,
+            api_endpoint=api_endpoint,
+        ) as deployment:
+            return evaluate.evaluate(
+                validation,
+                endpoint=deployment.endpoint_name,
+                out=report_path,
+                thresholds=thresholds,
+                max_tokens=max_tokens,
+                limit=limit,
+                concurrency=concurrency,
+                project=project,
+                location=location,
+                api_endpoint=api_endpoint or None,
+                progress=False,
+            )
+
+    return score
