@@ -96,6 +96,53 @@ def test_free_and_constrained_rows_share_a_batch(tiny_checkpoint: Path) -> None:
         json.loads(free[1].text)
 
 
+def test_rows_close_their_object_before_their_own_token_limit(tiny_checkpoint: Path) -> None:
+    """The full generation schema (bounds that fit real rows) with budgets far below what the
+    weak model would fill: each row switches to closing mode in time and ends schema-valid."""
+    import jsonschema
+
+    predictor = LocalPredictor(tiny_checkpoint, loader=load_plain, constrained=True)
+    limits = [220, 300, 380]
+    results = predictor.generate(_prompts(3), limits)
+    validation = schema.completion_json_schema()
+    for result, limit in zip(results, limits, strict=True):
+        assert result.finish_reason == "stop", result.text
+        assert result.completion_tokens <= limit
+        obj = json.loads(result.text)
+        assert schema.validate_completion(obj) == [], result.text
+        jsonschema.validate(obj, validation)
+
+
+def test_closing_priority_on_hand_made_masks(embedded: LocalPredictor) -> None:
+    """``"`` before ``)`` before ``]`` before ``}`` (bare closers first); else the shortest."""
+    import torch
+
+    compiled = embedded.compiled_schema(SMALL_SCHEMA)
+    table = compiled.token_table()
+    tok = embedded.tokenizer
+
+    def ids(text: str) -> list[int]:
+        return tok(text, add_special_tokens=False)["input_ids"]
+
+    def mask(*tokens: int) -> Any:
+        allowed = torch.zeros(compiled.vocab_size, dtype=torch.bool)
+        allowed[list(tokens)] = True
+        return allowed
+
+    quote, paren, bracket, brace = (ids(c)[0] for c in '")]}')
+    word, letter = ids("route")[0], ids("x")[0]
+    both = mask(word, letter, brace, bracket, paren, quote)
+    assert torch.nonzero(table.closer(both)).flatten().tolist() == [quote]
+    assert torch.nonzero(table.closer(mask(brace, bracket, paren))).flatten().tolist() == [paren]
+    assert torch.nonzero(table.closer(mask(brace, bracket))).flatten().tolist() == [bracket]
+    assert torch.nonzero(table.closer(mask(word, brace))).flatten().tolist() == [brace]
+    assert table.closer(mask(word, letter)) is None
+    assert torch.nonzero(table.shortest(mask(word, letter))).flatten().tolist() == [letter]
+    # from the start, closing mode writes a whole minimal object the grammar accepts
+    cost = compiled.start_cost()
+    assert 0 < cost == constrained.simulate_closing(compiled, compiled.matcher(), 10_000)
+
+
 def test_constrained_predictor_uses_the_generation_schema_by_default(tiny_checkpoint: Path) -> None:
     predictor = LocalPredictor(tiny_checkpoint, loader=load_plain, constrained=True)
     assert predictor.default_schema == schema.completion_json_schema(generation=True)

@@ -184,7 +184,7 @@ class LocalPredictor:
             from routerlib.constrained import SchemaLogitsProcessor
 
             per_row = [self.compiled_schema(s) if s is not None else None for s in schemas]
-            processors.append(SchemaLogitsProcessor(per_row))
+            processors.append(SchemaLogitsProcessor(per_row, max_new_tokens=list(limits)))
 
         begin = time.perf_counter()
         encoded = self.tokenizer(prompts, return_tensors="pt", padding=True)
