@@ -4,7 +4,10 @@
 (the tokenizer conversion is the costly part; the grammar text is shared by every matcher).
 :meth:`CompiledSchema.processor` gives a fresh ``LogitsProcessor`` for one ``generate`` call: one
 matcher per batch row, a token bitmask filled per step, disallowed logits set to -inf. A row whose
-object is complete may only end (EOS); padding rows of a finished sequence are left alone.
+object is complete may only end (EOS); padding rows of a finished sequence are left alone. Given
+each row's token limit, a row whose remaining budget only just covers closing the object (closing
+mode simulated on a copy of its matcher) switches to closing mode: only the tokens that end the
+object soonest stay allowed (see :func:`closing_choice`), so it is complete before the limit.
 
 Why llguidance (measured in ``benchmarks/bench_constrained.py`` on the embedded model): its
 ``pattern`` support works on the decoded JSON string (route steps hold escaped quotes, which
