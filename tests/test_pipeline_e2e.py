@@ -129,7 +129,9 @@ def test_comparison_alone_builds_the_run_it_needs(tuning_cache: str) -> None:
     assert not list(paths.outputs_root().glob("*/metrics.json"))
     comparison = stages.open_run(PARAMS)
     found = stages.runs_to_compare(comparison, [])
-    assert len(found) == 1
+    # one run folder, scored with free and with constrained decoding (one summary each)
+    assert len({Path(f.path) for f in found}) == 1
+    assert sorted(f.decoding for f in found) == ["constrained", "free"]
     built = Path(found[0].path)
     assert built != comparison.path
     assert (built / "metrics.json").is_file() and (built / "eval/report.json").is_file()
