@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from routerlib.schema import TOOLS
+
 
 def confusion_matrix(report: dict[str, Any], bucket: str = "overall", title: str = "") -> Any:
     """Heat map of gold first tool (rows) against predicted first tool (columns), with counts."""
@@ -39,7 +41,10 @@ def tool_bars(reports: dict[str, dict[str, Any]], bucket: str = "overall") -> An
     from routerlib.diagnostics import tool_table
 
     tables = {label: tool_table(report, bucket) for label, report in reports.items()}
-    tools = sorted({tool for table in tables.values() for tool in table.index})
+    named = {tool for table in tables.values() for tool in table.index}
+    # the router's tools only: an invalid step's text is no tool name and would swamp the axis
+    tools = [tool for tool in TOOLS if tool in named] or list(TOOLS)
+    others = len(named - set(TOOLS))
     fig, axes = plt.subplots(1, 3, figsize=(10, 3.2), sharey=True)
     width = 0.8 / max(len(tables), 1)
     for ax, metric in zip(axes, ("precision", "recall", "f1"), strict=True):
@@ -55,5 +60,12 @@ def tool_bars(reports: dict[str, dict[str, Any]], bucket: str = "overall") -> An
         ax.set_ylim(0, 1.05)
         ax.set_title(metric)
     axes[0].legend(fontsize=8)
-    fig.tight_layout()
+    if others:
+        fig.text(
+            0.01,
+            0.01,
+            f"{others} other predicted step name(s) (not a router tool) are left out",
+            fontsize=8,
+        )
+    fig.tight_layout(rect=(0, 0.05 if others else 0, 1, 1))
     return fig
