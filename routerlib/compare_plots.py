@@ -287,6 +287,21 @@ def length_figure(runs: Sequence[RunSummary]) -> Any:
     return fig
 
 
+def _x_window(xs: Sequence[float], unit: float, non_negative: bool = False) -> tuple[float, float]:
+    """An x range that reads: a window of ``unit`` around equal values (all $0, say), else the
+    data with room for labels on the right; a non-negative axis starts just left of zero."""
+    lo, hi = min(xs), max(xs)
+    span = hi - lo
+    if span < 1e-12:
+        pad = max(abs(hi) * 0.5, unit)
+        lo, hi = lo - pad, hi + pad
+    else:
+        lo, hi = lo - 0.1 * span, hi + 0.35 * span
+    if non_negative:
+        lo = max(lo, -0.05 * (hi - max(lo, 0.0)))
+    return lo, hi
+
+
 def _place_labels(ax: Any, points: list[tuple[float, float, str]]) -> None:
     """Annotate points without overlap: routers at the same spot share one label; other labels
     move up or down in steps until their boxes clear the ones already placed."""
@@ -346,17 +361,13 @@ def scatter_figure(board: pd.DataFrame, column: str, xlabel: str) -> Any:
             else:
                 skipped.append(label)
     if points:
-        xs = [p[0] for p in points]
-        lo, hi = min(xs), max(xs)
-        span = hi - lo
-        if span < 1e-12:  # every router at one x: a readable window around it
-            pad = max(abs(hi) * 0.5, 1.0 if column == "cost_usd" else 0.1)
-            lo, hi = lo - pad, hi + pad
-        else:
-            lo, hi = lo - 0.1 * span, hi + 0.35 * span  # room for the labels on the right
-        if column in ("cost_usd", "latency_p95_s"):
-            lo = max(lo, -0.05 * (hi - max(lo, 0.0)))
-        ax.set_xlim(lo, hi)
+        ax.set_xlim(
+            *_x_window(
+                [p[0] for p in points],
+                unit=1.0 if column == "cost_usd" else 0.1,
+                non_negative=column in ("cost_usd", "latency_p95_s"),
+            )
+        )
         ax.set_ylim(-0.05, 1.05)
         ax.set_xlabel(xlabel)
         ax.set_ylabel(f"{PRIMARY} (strict)")
@@ -416,6 +427,7 @@ def quality_vs_serving_cost(board: pd.DataFrame, folder: Path) -> Path:
         ax.set_xlabel("serving USD per 1,000 routes")
         ax.set_ylabel(f"{PRIMARY} (strict)")
         ax.set_ylim(-0.05, 1.05)
+        ax.set_xlim(*_x_window(list(rows[SERVING_USD].astype(float)), unit=1.0, non_negative=True))
         ax.legend(fontsize="small")
         _place_labels(  # one label per spot, none over another
             ax,
