@@ -329,7 +329,9 @@ def _place_labels(ax: Any, points: list[tuple[float, float, str]]) -> None:
                 placed.append(box)
                 break
             note.remove()
-        else:
+        else:  # no free spot left: keep the label beside its point, even if it overlaps
+            note = ax.annotate(text, (x, y), textcoords="offset points", xytext=(7, 4), fontsize=8)
+            note.set_in_layout(False)
             placed.append(note.get_window_extent(renderer))
 
 

@@ -105,3 +105,19 @@ def test_a_router_without_scores_is_named_not_dropped(
     routers = [*compare.routers(twins), partial]
     fig = compare_plots.bucket_figure(compare.leaderboard(routers), routers=routers)
     assert "Not drawn (no scores): partial" in fig.get_supxlabel()
+
+
+def test_labels_with_no_free_spot_are_kept_beside_their_point() -> None:
+    """More routers in a row than label slots (a sweep): every label is still drawn."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(4, 3))
+    points = [(i * 1e-3, 0.5, f"e2e-tiny-adapter_size{i}") for i in range(40)]
+    ax.scatter([p[0] for p in points], [p[1] for p in points])
+    ax.set_xlim(0, 0.04)
+    compare_plots._place_labels(ax, points)
+    assert sorted(t.get_text() for t in ax.texts) == sorted(p[2] for p in points)
+    plt.close(fig)
