@@ -928,7 +928,10 @@ def sweep_board(board: pd.DataFrame, sweep_dir: str | Path | None = None) -> pd.
     by_run = {Path(p.run_dir).name: p.values for p in record.points if p.run_dir is not None}
     rows = board[(board["kind"] == "model") & board["run"].isin(list(by_run))].copy()
     for position, key in enumerate(keys):
-        rows.insert(position, key, [by_run[r].get(key) for r in rows["run"]])
+        values = [by_run[r].get(key) for r in rows["run"]]
+        if key in rows:  # a leaderboard column already (adapter_size, say): the sweep's value first
+            rows.pop(key)
+        rows.insert(position, key, values)
     rows.attrs["sweep"] = record.sweep
     rows.attrs["varied_keys"] = keys
     return rows.reset_index(drop=True)

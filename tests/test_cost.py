@@ -137,7 +137,16 @@ def test_sweep_board_puts_varied_keys_first(tmp_path: Path) -> None:
     rows = []
     for point, score in zip(record.points, (0.1, 0.4, 0.2, 0.3), strict=True):
         point.run_dir, point.status = str(tmp_path / f"{point.name}-x"), sweep.FINISHED
-        rows.append({"model": point.name, "kind": "model", "run": f"{point.name}-x", Q: score})
+        rows.append(
+            # the leaderboard has an adapter_size column of its own: the sweep's value replaces it
+            {
+                "model": point.name,
+                "kind": "model",
+                "run": f"{point.name}-x",
+                Q: score,
+                "adapter_size": None,
+            }
+        )
     write_json(folder / sweep.SWEEP_FILE, record.model_dump(mode="json"))
     rows.append({"model": "baseline:majority", "kind": "baseline", "run": "other", Q: 0.6})
     rows.append({"model": "other", "kind": "model", "run": "not-in-sweep", Q: 0.9})
