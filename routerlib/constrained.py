@@ -106,20 +106,15 @@ class CompiledSchema:
         ``"`` from being allowed yet (an open ``/math(`` call, a ``/general-search(`` without
         its ``mode=``): the first of :data:`STEP_ENDINGS` the grammar takes, after which ``"``
         is allowed. None when none applies."""
-        import torch
-
         table = self.token_table()
-        words = torch.empty((1, (self.vocab_size + 31) // 32), dtype=torch.int32)
+        words = new_bitmask(1, self.vocab_size)
         for ending in STEP_ENDINGS:
             ids = list(self.ll_tokenizer.tokenize_str(ending))
             copy = matcher.deep_copy()
             if copy.try_consume_tokens(ids) != len(ids):
                 continue
-            import llguidance.torch as llt
-
-            llt.fill_next_token_bitmask(copy, words, 0)
-            allowed = _unpack(words[0], self.vocab_size)[: table.category.shape[0]]
-            if bool((allowed & (table.category == 0)).any()):
+            fill_bitmask(copy, words, 0)
+            if table.has_category(allowed_tokens(words[0], self.vocab_size), 0):
                 return ids
         return None
 
@@ -175,7 +170,11 @@ def compiled(
     if is_error:
         raise ConstraintError(f"schema cannot be compiled: {'; '.join(messages)}")
     result = CompiledSchema(ll_tok, grammar, vocab, eos, 0.0)
-    result.matcher()  # the first matcher builds llguidance's per-tokenizer tables: count it here
+    # One-off work a first processor would otherwise pay, counted here: the first matcher and
+    # mask (llguidance's lazily built tables), the closing token table and the start cost.
+    fill_bitmask(result.matcher(), new_bitmask(1, vocab), 0)
+    result.token_table()
+    result.start_cost()
     result.compile_seconds = time.perf_counter() - begin
     with _lock:
         _schemas[key] = result
@@ -194,10 +193,19 @@ STEP_ENDINGS = (")", "x)", ", mode=web)", "x, mode=web)")
 
 @dataclass
 class TokenTable:
-    """Per token id: decoded byte length (0 for special or padding ids) and closing category."""
+    """Per token id: decoded byte length (0 for special or padding ids) and closing category,
+    plus the boolean views of them closing mode asks for (computed once)."""
 
     nbytes: Any  # torch int32 [vocab]
     category: Any  # torch int8 [vocab]
+    of_category: list[Any] = field(init=False, repr=False)  # bool [vocab] per closing category
+    single: Any = field(init=False, repr=False)  # bool [vocab]: decodes to one byte
+    sized: Any = field(init=False, repr=False)  # bool [vocab]: decodes to at least one byte
+
+    def __post_init__(self) -> None:
+        self.of_category = [self.category == k for k in range(OTHER)]
+        self.single = self.nbytes == 1
+        self.sized = self.nbytes > 0
 
     @classmethod
     def build(cls, ll_tokenizer: Any, vocab_size: int) -> TokenTable:
@@ -215,19 +223,26 @@ class TokenTable:
                 category[token] = first.get(text[0], OTHER)
         return cls(nbytes, category)
 
+    def has_category(self, allowed: Any, k: int) -> bool:
+        """Whether any token of closing category ``k`` is among ``allowed`` (bool [vocab])."""
+        width = min(int(allowed.shape[0]), int(self.category.shape[0]))
+        return bool((allowed[:width] & self.of_category[k][:width]).any())
+
     def closer(self, allowed: Any) -> Any | None:
         """The tokens of the first closing category present among ``allowed`` (bool [vocab]):
         the bare closer (``"`` alone, ``)`` alone...) when allowed, else every allowed token of
         that category (left to the model's score). None when no closer is allowed."""
+        import torch
+
         width = min(int(allowed.shape[0]), int(self.category.shape[0]))
         allowed = allowed[:width]
-        category, nbytes = self.category[:width], self.nbytes[:width]
-        for k in range(OTHER):
-            chosen = allowed & (category == k)
-            if bool(chosen.any()):
-                bare = chosen & (nbytes == 1)
-                return bare if bool(bare.any()) else chosen
-        return None
+        # the lowest category among the allowed tokens is the first one present
+        k = int(torch.where(allowed, self.category[:width], OTHER).min()) if width else OTHER
+        if k >= OTHER:
+            return None
+        chosen = allowed & self.of_category[k][:width]
+        bare = chosen & self.single[:width]
+        return bare if bool(bare.any()) else chosen
 
     def shortest(self, allowed: Any) -> Any:
         """The allowed tokens of fewest bytes (special tokens only when nothing else is)."""
@@ -236,7 +251,7 @@ class TokenTable:
         width = min(int(allowed.shape[0]), int(self.nbytes.shape[0]))
         allowed = allowed[:width]
         nbytes = self.nbytes[:width]
-        sized = allowed & (nbytes > 0)
+        sized = allowed & self.sized[:width]
         if not bool(sized.any()):
             return allowed
         least = int(torch.where(sized, nbytes, torch.iinfo(torch.int32).max).min())
@@ -248,16 +263,54 @@ def _bit(position: int) -> int:
     return -(1 << 31) if position == 31 else 1 << position
 
 
-def _bit_table(device: Any) -> Any:
+# Token bitmasks are numpy int32 arrays [rows, words] in llguidance's layout: token ``t`` is
+# allowed when bit ``t % 32`` of word ``t // 32`` is set. Read as little-endian bytes, that is bit
+# ``t % 8`` of byte ``t // 8``, which ``np.unpackbits(..., bitorder="little")`` expands in one
+# pass (no [rows, words, 32] intermediate, and no import of ``llguidance.torch``, whose
+# ``torch.compile`` decorator costs seconds the first time).
+
+
+def new_bitmask(rows: int, vocab_size: int) -> Any:
+    """A bitmask [rows, words] with every token allowed."""
+    import numpy as np
+
+    return np.full((rows, (vocab_size + 31) // 32), -1, dtype=np.int32)
+
+
+def fill_bitmask(matcher: Any, bitmask: Any, row: int) -> None:
+    """Write ``matcher``'s allowed next tokens into row ``row`` of ``bitmask`` (llguidance
+    writes the whole row, with the GIL released)."""
+    import numpy as np
+
+    target = bitmask[row]
+    if target.dtype != np.int32 or not target.flags.c_contiguous:
+        raise ConstraintError("a token bitmask must be a C-contiguous int32 array")
+    matcher.unsafe_compute_mask_ptr(target.ctypes.data, target.nbytes)
+
+
+def _bits(bitmask: Any, width: int) -> Any:
+    """The first ``width`` bits of each bitmask row, as numpy uint8 0/1 [..., width]."""
+    import numpy as np
+
+    if width > 32 * bitmask.shape[-1]:
+        raise ConstraintError(f"a bitmask of {bitmask.shape[-1]} words has no bit {width - 1}")
+    little = bitmask.astype("<i4", copy=False)  # a no-op on little-endian machines
+    return np.unpackbits(little.view(np.uint8), axis=-1, count=width, bitorder="little")
+
+
+def allowed_tokens(bitmask: Any, width: int) -> Any:
+    """Torch bool [..., width]: True where ``bitmask`` allows the token."""
     import torch
 
-    return torch.arange(32, dtype=torch.int32, device=device)
+    return torch.from_numpy(_bits(bitmask, width).view(bool))
 
 
-def _unpack(words: Any, width: int) -> Any:
-    """Bool [..., width] from an int32 bitmask [..., words]."""
-    bits = (words.unsqueeze(-1) >> _bit_table(words.device)) & 1
-    return bits.reshape(*words.shape[:-1], -1)[..., :width].bool()
+def blocked_tokens(bitmask: Any, width: int) -> Any:
+    """Torch bool [..., width]: True where ``bitmask`` forbids the token."""
+    import numpy as np
+    import torch
+
+    return torch.from_numpy(_bits(np.invert(bitmask), width).view(bool))
 
 
 def simulate_closing(
@@ -265,17 +318,16 @@ def simulate_closing(
 ) -> int | None:
     """Tokens closing mode needs to complete ``matcher``'s object (run on a copy of it, ties
     broken by the lowest token id), None when more than ``limit``."""
-    import llguidance.torch as llt
     import torch
 
     copy = matcher.deep_copy()
-    words = torch.empty((1, (schema.vocab_size + 31) // 32), dtype=torch.int32)
+    words = new_bitmask(1, schema.vocab_size)
     planned = list(queue or [])
     for count in range(limit + 1):
         if copy.is_accepting() or copy.is_stopped():
             return count
-        llt.fill_next_token_bitmask(copy, words, 0)
-        chosen = closing_choice(schema, copy, _unpack(words[0], schema.vocab_size), planned)
+        fill_bitmask(copy, words, 0)
+        chosen = closing_choice(schema, copy, allowed_tokens(words[0], schema.vocab_size), planned)
         ids = torch.nonzero(chosen).flatten()
         if ids.numel() == 0 or not copy.consume_token(int(ids[0])):
             return None
@@ -298,8 +350,7 @@ def closing_choice(schema: CompiledSchema, matcher: Any, allowed: Any, queue: li
     if queue and bool(allowed[queue[0]]):
         return only(queue.pop(0))
     queue.clear()
-    width = table.category.shape[0]
-    if not bool((allowed[:width] & (table.category == 0)).any()):
+    if not table.has_category(allowed, 0):
         plan = schema.step_ending(matcher)
         if plan:
             queue.extend(plan[1:])
@@ -330,7 +381,11 @@ class SchemaLogitsProcessor:
     on a copy of the row's matcher) no longer fits the remaining budget, the row switches to
     closing mode, where only the first allowed category of :data:`CLOSERS` (else the shortest
     allowed tokens) stays open to the model. Use one instance per ``generate`` call (it tracks
-    each row from the first step)."""
+    each row from the first step).
+
+    Per step it only touches the rows still inside their object: one bitmask is allocated per
+    call (free rows stay all-allowed, a finished row's EOS-only row is written once), unpacked
+    in one pass and applied with one ``masked_fill``."""
 
     def __init__(
         self,
@@ -365,12 +420,17 @@ class SchemaLogitsProcessor:
         self.queues: list[list[int]] = [[] for _ in range(batch)]
         self.eos_ids = sorted({i for s in per_row if s is not None for i in s.eos_ids})
         self.vocab_size = max(s.vocab_size for s in per_row if s is not None)
+        self.bitmask = new_bitmask(batch, self.vocab_size)
+        #: constrained rows whose object is not complete yet
+        self.live = [row for row, m in enumerate(self.matchers) if m is not None]
         self.started = True
 
-    def _fill(self, matcher: Any, mask: Any, row: int) -> None:
-        import llguidance.torch as llt
-
-        llt.fill_next_token_bitmask(matcher, mask, row)
+    def _finish(self, row: int) -> None:
+        """The object is complete: from now on only an end token may follow."""
+        self.finished[row] = True
+        self.bitmask[row] = 0
+        for eos in self.eos_ids:
+            self.bitmask[row, eos // 32] |= _bit(eos % 32)
 
     def closing_cost(self, row: int, limit: int) -> int | None:
         """Tokens closing mode needs to complete row ``row``'s object from here (simulated on
@@ -398,42 +458,32 @@ class SchemaLogitsProcessor:
     def __call__(self, input_ids: Any, scores: Any) -> Any:
         import torch
 
-        batch = int(input_ids.shape[0])
         if not self.started:
-            self._start(batch)
-        else:
+            self._start(int(input_ids.shape[0]))
+        elif self.live:
             last = input_ids[:, -1].tolist()
-            for row, matcher in enumerate(self.matchers):
-                if self.finished[row] or matcher is None:
-                    continue
+            for row in self.live:
+                matcher = self.matchers[row]
                 if not matcher.consume_token(int(last[row])):
                     raise ConstraintError(f"row {row}: {matcher.get_error()}")
                 if matcher.is_stopped():
-                    self.finished[row] = True
+                    self._finish(row)
+            self.live = [row for row in self.live if not self.finished[row]]
         self.steps += 1
-        words = (self.vocab_size + 31) // 32
-        mask = torch.full((batch, words), -1, dtype=torch.int32)
-        for row, matcher in enumerate(self.matchers):
-            if matcher is None:
-                continue  # a free row: every token stays allowed
-            if self.finished[row]:  # the object is complete: only an end token may follow
-                mask[row] = 0
-                for eos in self.eos_ids:
-                    mask[row, eos // 32] |= _bit(eos % 32)
-            else:
-                self._fill(matcher, mask, row)
-                self._update_closing(row)
-        allowed = _unpack(mask, self.vocab_size)
-        for row, closing in enumerate(self.closing):
-            if closing and not self.finished[row]:
+        for row in self.live:
+            fill_bitmask(self.matchers[row], self.bitmask, row)
+            self._update_closing(row)
+        blocked = blocked_tokens(self.bitmask, self.vocab_size)
+        for row in self.live:
+            if self.closing[row]:
                 schema = self.row_schemas[row]
                 assert schema is not None
-                choice = closing_choice(schema, self.matchers[row], allowed[row], self.queues[row])
-                allowed[row] = False
-                allowed[row, : choice.shape[0]] = choice
-        width = scores.shape[-1]
-        allowed = allowed[:, :width].to(scores.device)
-        if allowed.shape[1] < width:  # logits wider than the vocabulary: padding ids stay off
-            pad = torch.zeros((batch, width - allowed.shape[1]), dtype=torch.bool)
-            allowed = torch.cat([allowed, pad.to(scores.device)], dim=1)
-        return scores.masked_fill(~allowed, float("-inf"))
+                allowed = ~blocked[row]
+                choice = closing_choice(schema, self.matchers[row], allowed, self.queues[row])
+                blocked[row] = True
+                blocked[row, : choice.shape[0]] = ~choice
+        width = int(scores.shape[-1])
+        if width > self.vocab_size:  # logits wider than the vocabulary: padding ids stay off
+            pad = torch.ones((blocked.shape[0], width - self.vocab_size), dtype=torch.bool)
+            blocked = torch.cat([blocked, pad], dim=1)
+        return scores.masked_fill(blocked[:, :width].to(scores.device), float("-inf"))

@@ -143,6 +143,90 @@ def test_closing_priority_on_hand_made_masks(embedded: LocalPredictor) -> None:
     assert 0 < cost == constrained.simulate_closing(compiled, compiled.matcher(), 10_000)
 
 
+def _reference_allowed(words: Any, width: int) -> Any:
+    """Bit arithmetic on int32 words (the unpacking the processor used before numpy's)."""
+    import torch
+
+    words = torch.as_tensor(words)
+    bits = (words.unsqueeze(-1) >> torch.arange(32, dtype=torch.int32)) & 1
+    return bits.reshape(*words.shape[:-1], -1)[..., :width].bool()
+
+
+def test_bitmask_unpacking_matches_bit_arithmetic() -> None:
+    import numpy as np
+    import torch
+
+    rng = np.random.default_rng(7)
+    words = rng.integers(-(2**31), 2**31, size=(3, 7), dtype=np.int64).astype(np.int32)
+    words[0, 0] = -(2**31)  # only the sign bit: token 31
+    for width in (224, 200, 193, 1):
+        expected = _reference_allowed(words, width)
+        assert torch.equal(constrained.allowed_tokens(words, width), expected)
+        assert torch.equal(constrained.blocked_tokens(words, width), ~expected)
+        assert torch.equal(constrained.allowed_tokens(words[1], width), expected[1])
+    with pytest.raises(constrained.ConstraintError, match="no bit 224"):
+        constrained.allowed_tokens(words, 225)
+
+
+def test_fill_bitmask_matches_llguidance(embedded: LocalPredictor) -> None:
+    import numpy as np
+
+    compiled = embedded.compiled_schema(SMALL_SCHEMA)
+    matcher = compiled.matcher()
+    assert matcher.consume_tokens(
+        embedded.tokenizer('{"route_plan": ["/math(x', add_special_tokens=False)["input_ids"]
+    )
+    bitmask = constrained.new_bitmask(2, compiled.vocab_size)
+    constrained.fill_bitmask(matcher, bitmask, 1)
+    expected = np.frombuffer(matcher.compute_bitmask(), dtype=np.int32)
+    assert (bitmask[1] == expected).all() and (bitmask[0] == -1).all()
+    with pytest.raises(constrained.ConstraintError, match="C-contiguous int32"):
+        constrained.fill_bitmask(matcher, bitmask.astype(np.int64), 0)
+    with pytest.raises(constrained.ConstraintError, match="C-contiguous int32"):
+        constrained.fill_bitmask(matcher, np.repeat(bitmask, 2, axis=1)[:, ::2], 0)
+
+
+def test_processor_masks_each_step_like_the_matcher(embedded: LocalPredictor) -> None:
+    """Step by step through a whole synthetic completion, a constrained row's logits are -inf
+    exactly where its matcher forbids the token (and beyond the vocabulary), a free row's are
+    untouched and the input is not modified; once the object is complete only EOS is left."""
+    import numpy as np
+    import torch
+
+    compiled = embedded.compiled_schema(schema.completion_json_schema(True))
+    vocab, eos = compiled.vocab_size, embedded.tokenizer.eos_token_id
+    text = schema.completion_text(next(iter(synth.generate_rows(1, 5))))
+    ids = embedded.tokenizer(text, add_special_tokens=False)["input_ids"]
+    processor = constrained.SchemaLogitsProcessor([compiled, None])
+    reference = compiled.matcher()
+    generator = torch.Generator().manual_seed(3)
+    input_ids = torch.zeros((2, 1), dtype=torch.long)
+    checked = 0
+    for step, token in enumerate([*ids, None]):
+        scores = torch.randn((2, vocab + 5), generator=generator)
+        before = scores.clone()
+        out = processor(input_ids, scores)
+        if step % 50 == 0 or token is None:  # every step would be slow; these suffice
+            assert torch.equal(scores, before)
+            if reference.is_stopped():
+                allowed = torch.zeros(vocab, dtype=torch.bool)
+                allowed[eos] = True
+            else:
+                words = np.frombuffer(reference.compute_bitmask(), dtype=np.int32)
+                allowed = _reference_allowed(words.copy(), vocab)
+            expected = before.clone()
+            expected[0, :vocab][~allowed] = float("-inf")
+            expected[:, vocab:] = float("-inf")
+            assert torch.equal(out, expected), step
+            checked += 1
+        if token is not None:
+            assert reference.consume_token(token)
+            column = torch.tensor([[token], [int(before[1].argmax())]])
+            input_ids = torch.cat([input_ids, column], dim=1)
+    assert reference.is_stopped() and processor.finished == [True, False] and checked > 5
+    assert torch.isfinite(out[0]).nonzero().flatten().tolist() == [eos]
+
+
 def test_constrained_predictor_uses_the_generation_schema_by_default(tiny_checkpoint: Path) -> None:
     predictor = LocalPredictor(tiny_checkpoint, loader=load_plain, constrained=True)
     assert predictor.default_schema == schema.completion_json_schema(generation=True)
