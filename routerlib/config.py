@@ -243,6 +243,18 @@ def load_config(
     return config
 
 
+#: The params file a notebook opens when its ``params_file`` parameter is empty and
+#: :data:`PARAMS_ENV` is unset: the embedded default run.
+DEFAULT_PARAMS_FILE = "params/local.yaml"
+#: Environment variable naming the params file for notebooks opened without one (JupyterLab, nbval).
+PARAMS_ENV = "ROUTERLIB_PARAMS"
+
+
+def default_params_file() -> str:
+    """``$ROUTERLIB_PARAMS`` when set, else :data:`DEFAULT_PARAMS_FILE`."""
+    return os.environ.get(PARAMS_ENV, "").strip() or DEFAULT_PARAMS_FILE
+
+
 def dump_config(config: RunConfig, path: str | os.PathLike[str]) -> None:
     """Write the resolved config as YAML (atomically)."""
     from routerlib.atomic import write_text

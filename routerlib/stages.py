@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from routerlib import paths, runfolder
-from routerlib.config import RunConfig, dump_config, load_config
+from routerlib.config import RunConfig, default_params_file, dump_config, load_config
 from routerlib.errors import InputError
 from routerlib.metrics import HEADLINE
 from routerlib.runfolder import SPLITS
@@ -64,9 +64,13 @@ class Run:
 def open_run(params_file: str, run_dir: str = "", overrides: dict[str, Any] | None = None) -> Run:
     """Validate the params file and open the run folder (a new one when ``run_dir`` is empty).
 
+    An empty ``params_file`` (the notebooks' default) is :func:`config.default_params_file`:
+    ``$ROUTERLIB_PARAMS``, else params/local.yaml.
+
     The resolved params are written once as params.yaml; a run folder whose params.yaml differs
     from the given params is refused, so one folder never mixes two configurations.
     """
+    params_file = params_file or default_params_file()
     config = load_config(params_file, overrides)
     folder = Path(run_dir).resolve() if run_dir else paths.new_run_dir(config.name)
     folder.mkdir(parents=True, exist_ok=True)

@@ -470,10 +470,13 @@ def _quiet_transformers() -> Iterator[None]:
 
 @contextlib.contextmanager
 def _threads(count: int | None) -> Iterator[None]:
+    """``count`` torch threads; None = ``$OMP_NUM_THREADS`` when set, else every core."""
     import torch
 
     before = torch.get_num_threads()
-    torch.set_num_threads(max(1, count or os.cpu_count() or 1))
+    env = os.environ.get("OMP_NUM_THREADS", "").strip()
+    default = int(env) if env.isdigit() else os.cpu_count()
+    torch.set_num_threads(max(1, count or default or 1))
     try:
         yield
     finally:
