@@ -29,7 +29,9 @@ def test_an_empty_params_file_is_routerlib_params_else_local(tmp_path, monkeypat
     run = stages.open_run("", str(tmp_path / "b"))
     assert run.params_file == "tests/data/e2e_tiny.yaml" and run.config.name == "e2e-tiny"
     # an explicit file (papermill -p params_file ...) wins over the variable
-    assert stages.open_run("params/local_full.yaml", str(tmp_path / "c")).config.name == "local-full"
+    assert (
+        stages.open_run("params/local_full.yaml", str(tmp_path / "c")).config.name == "local-full"
+    )
     monkeypatch.setenv("ROUTERLIB_PARAMS", "params/missing.yaml")
     with pytest.raises(InputError, match="missing.yaml"):
         stages.open_run("", str(tmp_path / "d"))
