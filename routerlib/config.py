@@ -120,9 +120,15 @@ class RunConfig(BaseModel):
         return self
 
 
+def run_default(key: str) -> Any:
+    """RunConfig's default for ``key``: the one home of a run setting's default (CLI flags and
+    function signatures that take the same setting use this)."""
+    return RunConfig.model_fields[key].get_default(call_default_factory=True)
+
+
 def cross_field_problems(values: dict[str, Any]) -> list[str]:
     """Problems between fields; each line starts with the key to change."""
-    v = {n: f.get_default(call_default_factory=True) for n, f in RunConfig.model_fields.items()}
+    v = {name: run_default(name) for name in RunConfig.model_fields}
     v.update(values)
     problems = []
     try:
@@ -157,8 +163,7 @@ def cross_field_problems(values: dict[str, Any]) -> list[str]:
         decoding = list(v["decoding"])
         if not decoding or len(set(decoding)) != len(decoding):
             problems.append("decoding: give free and/or constrained, each once")
-        default_decoding = RunConfig.model_fields["decoding"].get_default(call_default_factory=True)
-        if v["constrained"] is not None and decoding != default_decoding:
+        if v["constrained"] is not None and decoding != run_default("decoding"):
             wanted = ["constrained"] if v["constrained"] else ["free"]
             if decoding != wanted:
                 problems.append(f"constrained: {v['constrained']} contradicts decoding {decoding}")

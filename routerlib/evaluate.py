@@ -34,6 +34,7 @@ from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 from routerlib.atomic import atomic_writer
+from routerlib.config import run_default
 from routerlib.errors import InputError, RemoteError
 from routerlib.models import estimate_tokens
 
@@ -634,8 +635,8 @@ def generate_predictions(
     *,
     client: Client | str,
     cache_path: str | os.PathLike[str],
-    concurrency: int = 8,
-    max_tokens: int = 1536,
+    concurrency: int = run_default("concurrency"),
+    max_tokens: int = run_default("max_tokens"),
     limit: int | None = None,
     retries: int = 5,
     timeout: float = 120.0,
@@ -884,8 +885,8 @@ def evaluate(
     out: str | os.PathLike[str],
     thresholds: str | os.PathLike[str] | dict[str, Any] | None = None,
     compare_to: str | os.PathLike[str] | None = None,
-    concurrency: int = 8,
-    max_tokens: int = 1536,
+    concurrency: int = run_default("concurrency"),
+    max_tokens: int = run_default("max_tokens"),
     limit: int | None = None,
     project: str | None = None,
     location: str | None = None,

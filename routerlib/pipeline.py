@@ -88,8 +88,7 @@ def read_state(run_dir: Path) -> dict[str, Any]:
     file = Path(run_dir) / PIPELINE_FILE
     if not file.is_file():
         raise InputError(f"{file}: not a pipeline run folder (no {PIPELINE_FILE})")
-    runfolder.read_json(file, runfolder.PipelineRecord)
-    state: dict[str, Any] = json.loads(file.read_text(encoding="utf-8"))
+    state: dict[str, Any] = runfolder.read_pipeline(run_dir).model_dump(exclude_unset=True)
     return state
 
 
@@ -114,13 +113,11 @@ def find_unfinished_run(params_name: str, outputs: Path | None = None) -> Path |
     candidates = []
     for state_file in root.glob(f"*/{PIPELINE_FILE}"):
         try:
-            state = json.loads(state_file.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError):
+            state = runfolder.read_pipeline(state_file.parent)
+        except runfolder.RunFolderError:  # not a pipeline state: not a run to resume
             continue
-        if state.get("params_name") == params_name and state.get("status") != STATUS_FINISHED:
-            candidates.append(
-                (str(state.get("created", "")), state_file.parent.name, state_file.parent)
-            )
+        if state.params_name == params_name and state.status != STATUS_FINISHED:
+            candidates.append((state.created or "", state_file.parent.name, state_file.parent))
     return max(candidates)[2] if candidates else None
 
 

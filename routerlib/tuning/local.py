@@ -46,6 +46,7 @@ from typing import Any
 
 from routerlib import paths, runfolder
 from routerlib.atomic import write_json
+from routerlib.config import run_default
 from routerlib.errors import InputError
 from routerlib.models import EMBEDDED_MODEL
 from routerlib.tuning import cache
@@ -523,8 +524,8 @@ class LocalBackend:
     (None = the outputs root); on_epoch_end: test hook called with the epoch after its checkpoint.
     """
 
-    batch_size: int = 4
-    max_train_tokens: int | None = None
+    batch_size: int = run_default("batch_size")
+    max_train_tokens: int | None = run_default("max_train_tokens")
     seed: int = 0
     bf16: bool | None = None
     num_threads: int | None = None
@@ -641,26 +642,7 @@ class LocalBackend:
             entry = cache.lookup(cache_key)
             if entry is not None:
                 return self._attach(spec, out, name, identity, entry, previous)
-        job = Job(
-            name=name,
-            backend="local",
-            state=RUNNING,
-            spec=spec,
-            create_time=previous.create_time if previous else _now(),
-            update_time=_now(),
-            checkpoint_uri=None,
-        )
-        write_json(
-            out / RUN_FILE,
-            {
-                "identity": identity,
-                "pid": os.getpid(),
-                "host": socket.gethostname(),
-                "options": self._options(),
-            },
-        )
-        _write_job(out, job)
-        self._known[name] = out
+        job = self._open_job(spec, out, name, identity, previous, state=RUNNING)
         _ACTIVE.add(key)
         try:
             self._train(spec, plan, job, out, identity)
@@ -733,32 +715,58 @@ class LocalBackend:
         """Finish ``spec`` from a cached tuning with the same key: its checkpoints and curve are
         copied into ``out``; local_run.json records where they came from."""
         cached = Job.model_validate(cache.restore(entry, out))
-        job = Job(
-            name=name,
-            backend="local",
+        job = self._open_job(
+            spec,
+            out,
+            name,
+            identity,
+            previous,
             state=SUCCEEDED,
-            spec=spec,
-            create_time=previous.create_time if previous else _now(),
-            update_time=_now(),
+            from_cache={"entry": str(entry), "job": cached.name},
             checkpoint_uri=str(out / paths.FINAL_CHECKPOINT),
             tuning_data_stats=cached.tuning_data_stats,
             loss_curve=cached.loss_curve,
             train_seconds=cached.train_seconds,
         )
-        write_json(
-            out / RUN_FILE,
-            {
-                "identity": identity,
-                "pid": os.getpid(),
-                "host": socket.gethostname(),
-                "options": self._options(),
-                "from_cache": {"entry": str(entry), "job": cached.name},
-            },
-        )
-        _write_job(out, job)
-        self._known[name] = out
         if self.progress:
             print(f"tune (local): same spec and data as {cached.name}; re-attached from {entry}")
+        return job
+
+    def _open_job(
+        self,
+        spec: TuningSpec,
+        out: Path,
+        name: str,
+        identity: str,
+        previous: Job | None,
+        *,
+        state: str,
+        from_cache: dict[str, str] | None = None,
+        **fields: Any,
+    ) -> Job:
+        """Record a (re)started or re-attached job in ``out``: local_run.json says which spec,
+        process and options own the folder (and the cache entry it came from), then the Job
+        (keeping the first submission's create_time) is written and remembered."""
+        job = Job(
+            name=name,
+            backend="local",
+            state=state,
+            spec=spec,
+            create_time=previous.create_time if previous else _now(),
+            update_time=_now(),
+            **fields,
+        )
+        run: dict[str, Any] = {
+            "identity": identity,
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "options": self._options(),
+        }
+        if from_cache is not None:
+            run["from_cache"] = from_cache
+        write_json(out / RUN_FILE, run)
+        _write_job(out, job)
+        self._known[name] = out
         return job
 
     def _root(self) -> Path:
