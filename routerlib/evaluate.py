@@ -24,7 +24,6 @@ import queue
 import random
 import re
 import select
-import sys
 import threading
 import time
 from collections import Counter
@@ -728,8 +727,9 @@ def _run_pending(
     progress: bool,
 ) -> None:
     """Workers call the client; this thread appends their answers to the cache in small fsync'd
-    batches (one fsync per batch of answers that arrived together) and moves the progress bar."""
-    from tqdm import tqdm  # plain text bar: no ipywidgets needed in notebooks
+    batches (one fsync per batch of answers that arrived together) and moves the progress bar
+    (off a terminal: one whole line per tenth of the rows)."""
+    from routerlib.progress import progress_bar
 
     work: queue.SimpleQueue[int] = queue.SimpleQueue()
     for index in pending:
@@ -764,13 +764,12 @@ def _run_pending(
     ]
     errors: list[tuple[int, BaseException]] = []
     total = len(prompts)
-    bar = tqdm(
-        total=total,
-        initial=total - len(pending),
+    bar = progress_bar(
+        progress,
+        total,
         desc="predict",
         unit="row",
-        disable=not progress,
-        file=sys.stderr,
+        initial=total - len(pending),
         dynamic_ncols=True,
     )
     live = len(threads)

@@ -20,11 +20,12 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from routerlib import paths, runfolder
 from routerlib.atomic import write_json
 from routerlib.errors import InputError
+from routerlib.progress import WholeLines
 
 DEFAULT_STAGES: tuple[str, ...] = ("01", "02", "03", "04")
 PIPELINE_FILE = runfolder.PIPELINE_FILE
@@ -191,23 +192,30 @@ def _outputs_env(outputs: Path | None) -> Iterator[None]:
 
 
 def _execute_stage(
-    notebook: Path, run_dir: Path, params_file: Path, log: Any, runs: Sequence[Path] | None
+    notebook: Path, run_dir: Path, params_file: Path, log: IO[str], runs: Sequence[Path] | None
 ) -> None:
+    """Run one notebook; its stdout and stderr go to ``log`` as whole lines (a progress bar's
+    carriage-return redraws leave only the state each line ends with)."""
     import papermill as pm
 
+    stdout, stderr = WholeLines(log), WholeLines(log)
     output = run_dir / runfolder.NOTEBOOKS_DIR / notebook.name
     output.parent.mkdir(parents=True, exist_ok=True)
-    pm.execute_notebook(
-        str(notebook),
-        str(output),
-        parameters=notebook_parameters(params_file, run_dir, runs),
-        kernel_name="python3",
-        cwd=str(paths.project_root()),
-        progress_bar=False,
-        extra_arguments=list(KERNEL_ARGUMENTS),
-        stdout_file=log,
-        stderr_file=log,
-    )
+    try:
+        pm.execute_notebook(
+            str(notebook),
+            str(output),
+            parameters=notebook_parameters(params_file, run_dir, runs),
+            kernel_name="python3",
+            cwd=str(paths.project_root()),
+            progress_bar=False,
+            extra_arguments=list(KERNEL_ARGUMENTS),
+            stdout_file=stdout,
+            stderr_file=stderr,
+        )
+    finally:
+        stdout.finish()
+        stderr.finish()
 
 
 def _run_one(

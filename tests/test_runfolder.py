@@ -156,7 +156,7 @@ def test_a_null_completion_is_invalid_but_not_listed_as_the_original(tmp_path: P
 
 
 def test_runconfig_defaults_are_the_embedded_default_run() -> None:
-    """params/local.yaml (make run) spells out RunConfig's defaults; it sets nothing else."""
+    """params/local.yaml (make run) is RunConfig's defaults: it sets only name and backend."""
     assert load_config(PARAMS / "local.yaml") == RunConfig()
     defaults = RunConfig()
     assert (defaults.synth_rows, defaults.epochs, defaults.max_tokens) == (300, 2, 1280)

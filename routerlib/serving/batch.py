@@ -207,22 +207,26 @@ def _state_name(job: Any) -> str:
 
 
 def _wait(job: Any, rows: int, poll_s: float, progress: bool) -> str:
-    """Poll the job until it ends, printing one progress line; returns the final state."""
+    """Poll the job until it ends, printing one progress line (redrawn on a terminal; elsewhere a
+    whole line each time the state or the row count changes); returns the final state."""
+    from routerlib.progress import is_terminal
+
     start = time.monotonic()
+    live, last = is_terminal(sys.stderr), ""
     while True:
         job._sync_gca_resource()
         state = _state_name(job)
         stats = job.gca_resource.completion_stats
         done = int(stats.successful_count) + int(stats.failed_count) if stats else 0
         failed = int(stats.failed_count) if stats else 0
-        if progress:
-            print(
-                f"\rbatch {job.resource_name.rsplit('/', 1)[-1]}: {state} {done}/{rows} rows "
-                f"({failed} failed), {time.monotonic() - start:.0f} s",
-                end="\n" if state in _TERMINAL else "",
-                file=sys.stderr,
-                flush=True,
-            )
+        what = f"batch {job.resource_name.rsplit('/', 1)[-1]}: {state} {done}/{rows} rows"
+        line = f"{what} ({failed} failed), {time.monotonic() - start:.0f} s"
+        if progress and live:
+            end = "\n" if state in _TERMINAL else ""
+            print("\r" + line, end=end, file=sys.stderr, flush=True)
+        elif progress and what != last:
+            print(line, file=sys.stderr, flush=True)
+        last = what
         if state in _TERMINAL:
             return state
         time.sleep(poll_s)

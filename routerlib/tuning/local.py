@@ -34,7 +34,6 @@ import random
 import shutil
 import socket
 import statistics
-import sys
 import tempfile
 import time
 import warnings
@@ -49,6 +48,7 @@ from routerlib.atomic import write_json
 from routerlib.config import run_default
 from routerlib.errors import InputError
 from routerlib.models import EMBEDDED_MODEL
+from routerlib.progress import milestone, progress_bar
 from routerlib.tuning import cache
 from routerlib.tuning.base import (
     CANCELLED,
@@ -835,7 +835,6 @@ class LocalBackend:
 
     def _train(self, spec: TuningSpec, plan: _Plan, job: Job, out: Path, identity: str) -> None:
         import torch
-        from tqdm import tqdm  # plain text bar: no ipywidgets needed in notebooks
 
         ckpt_root = out / CHECKPOINTS_DIR
         resume_dir, state = _last_epoch_state(ckpt_root, identity)
@@ -921,17 +920,17 @@ class LocalBackend:
         if not curve:
             curve.append({"epoch": 0, "step": 0, "train_loss": None, "val_loss": validate()})
         log_every = max(1, total_steps // 25)
-        # A terminal redraws one line every second; a notebook or a log file keeps every redraw
-        # as output, so there the bar is drawn at the start, at each epoch's end and at the end.
-        live = _is_terminal(sys.stderr)
-        bar = tqdm(
-            total=total_steps,
-            initial=step,
+        # A terminal redraws one line every second; a notebook or run.log gets one whole line at
+        # each epoch's end instead (every redraw there would be kept as a partial line).
+        bar = progress_bar(
+            self.progress,
+            total_steps,
             desc=f"tune {spec.tuning_mode} (local)",
             unit="step",
-            disable=not self.progress,
-            mininterval=1.0 if live else math.inf,
-            maxinterval=10.0 if live else math.inf,
+            initial=step,
+            every=None,
+            mininterval=1.0,
+            maxinterval=10.0,
         )
         try:
             with _threads(self.num_threads):
@@ -971,6 +970,7 @@ class LocalBackend:
                         loss=f"{tail:.3f}" if tail is not None else "-",
                         val=f"{val_loss:.3f}" if val_loss is not None else "-",
                     )
+                    milestone(bar)
                     progress = {
                         "optimizer": optimizer.state_dict(),
                         "epoch": epoch + 1,
@@ -1017,14 +1017,6 @@ class LocalBackend:
         job.loss_curve, job.train_seconds = curve, round(train_seconds, 3)
         write_json(out / LOSS_CURVE_FILE, curve)
         (last / TRAINING_STATE).unlink(missing_ok=True)
-
-
-def _is_terminal(stream: Any) -> bool:
-    """True for an interactive terminal (a Jupyter kernel's stderr and a log file are not)."""
-    try:
-        return bool(stream.isatty())
-    except (AttributeError, ValueError):
-        return False
 
 
 def _save_state(state: dict[str, Any], folder: Path) -> None:
