@@ -80,8 +80,8 @@ def test_cli_defaults_are_runconfigs_and_help_says_so(
     (action,) = [a for a in parser._actions if a.dest == dest]
     expected = RunConfig().model_dump()[key]
     assert action.default == expected
-    if action.help and "default" in action.help:
-        assert f"default {expected}" in action.help or f"default: {expected}" in action.help
+    if action.help and "default" in action.help:  # a help that names a default names this one
+        assert str(expected) in action.help
 
 
 def test_the_help_of_evaluate_prints_runconfigs_max_tokens(monkeypatch: pytest.MonkeyPatch) -> None:

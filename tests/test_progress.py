@@ -73,7 +73,10 @@ def test_line_progress_writes_a_line_per_tenth_and_one_at_the_end() -> None:
     bar.close()  # the same state is not written twice
     lines = out.getvalue().splitlines()
     assert "\r" not in out.getvalue()
-    assert lines[0] == "predict: 6/25 row (24%)" and len(lines) == 7
+    assert [ln.split(" row")[0] for ln in lines] == [
+        f"predict: {n}/25" for n in (6, 9, 12, 15, 18, 21, 24, 25)
+    ]  # every 3 rows (a tenth, rounded up), from where it resumed
+    assert lines[0] == "predict: 6/25 row (24%)"
     assert lines[-1] == "predict: 25/25 row (100%) failed=0"
 
 
