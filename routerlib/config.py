@@ -1,7 +1,8 @@
 """RunConfig: one flat params YAML (params/*.yaml) plus overrides, validated with pydantic.
 
 RunConfig's defaults are the embedded default run (``make run`` with params/local.yaml); they are
-the only defaults of a run setting, and a params file overrides them. Unknown keys are rejected
+the only defaults of a run setting: a params file states only what it changes, and a CLI flag or
+function parameter taking the same setting defaults to :func:`run_default`. Unknown keys are rejected
 (papermill only warns about them), and every problem in a file is reported together, each line
 naming the file and the key. The rules between fields are :func:`cross_field_problems` (the
 tuning ones are :func:`routerlib.models.tuning_problems`, shared with ``TuningSpec``).
