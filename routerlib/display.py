@@ -11,6 +11,8 @@ from typing import Any
 
 import pandas as pd
 
+from routerlib.compare import DECIDING_METRICS
+
 #: The one marker for a value that is not known (NaN, None, pd.NA all show as this).
 MISSING = "–"
 #: Short column names of the deciding metrics in the headline table.
@@ -20,8 +22,10 @@ SHORT_NAMES = {
     "route_tool_recall": "tool recall",
     "json_valid": "JSON valid",
 }
-#: Metrics whose paired tests are shown up front (the rest one click or one CSV away).
-HEADLINE_TESTS = ("route_plan_exact", "tool_sequence_exact", "route_tool_recall", "json_valid")
+#: Metrics whose paired tests are shown up front (the rest one click or one CSV away): the
+#: leaderboard's deciding metrics (compare.DECIDING_METRICS), not metrics.HEADLINE, which is the
+#: wider list of rates a summary shows and lacks the strict-only tool_sequence_exact.
+HEADLINE_TESTS: tuple[str, ...] = DECIDING_METRICS
 #: The headline table never has more columns than this (router, run, gate, four metrics, cost,
 #: latency).
 HEADLINE_MAX_COLUMNS = 9
@@ -94,8 +98,6 @@ def with_interval(row: Mapping[str, Any], metric: str) -> str:
 def headline_board(board: pd.DataFrame) -> pd.DataFrame:
     """The compact leaderboard: router, run, gate, the deciding metrics (strict, with intervals),
     tuning cost and p95 latency; at most HEADLINE_MAX_COLUMNS columns, all text."""
-    from routerlib.compare import DECIDING_METRICS
-
     if board is None or board.empty:
         return pd.DataFrame(columns=["router"])
     rows = []

@@ -24,7 +24,6 @@ import queue
 import random
 import re
 import select
-import sys
 import threading
 import time
 from collections import Counter
@@ -34,6 +33,7 @@ from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 from routerlib.atomic import atomic_writer
+from routerlib.config import run_default
 from routerlib.errors import InputError, RemoteError
 from routerlib.models import estimate_tokens
 
@@ -634,8 +634,8 @@ def generate_predictions(
     *,
     client: Client | str,
     cache_path: str | os.PathLike[str],
-    concurrency: int = 8,
-    max_tokens: int = 1536,
+    concurrency: int = run_default("concurrency"),
+    max_tokens: int = run_default("max_tokens"),
     limit: int | None = None,
     retries: int = 5,
     timeout: float = 120.0,
@@ -727,8 +727,9 @@ def _run_pending(
     progress: bool,
 ) -> None:
     """Workers call the client; this thread appends their answers to the cache in small fsync'd
-    batches (one fsync per batch of answers that arrived together) and moves the progress bar."""
-    from tqdm import tqdm  # plain text bar: no ipywidgets needed in notebooks
+    batches (one fsync per batch of answers that arrived together) and moves the progress bar
+    (off a terminal: one whole line per tenth of the rows)."""
+    from routerlib.progress import progress_bar
 
     work: queue.SimpleQueue[int] = queue.SimpleQueue()
     for index in pending:
@@ -763,13 +764,12 @@ def _run_pending(
     ]
     errors: list[tuple[int, BaseException]] = []
     total = len(prompts)
-    bar = tqdm(
-        total=total,
-        initial=total - len(pending),
+    bar = progress_bar(
+        progress,
+        total,
         desc="predict",
         unit="row",
-        disable=not progress,
-        file=sys.stderr,
+        initial=total - len(pending),
         dynamic_ncols=True,
     )
     live = len(threads)
@@ -884,8 +884,8 @@ def evaluate(
     out: str | os.PathLike[str],
     thresholds: str | os.PathLike[str] | dict[str, Any] | None = None,
     compare_to: str | os.PathLike[str] | None = None,
-    concurrency: int = 8,
-    max_tokens: int = 1536,
+    concurrency: int = run_default("concurrency"),
+    max_tokens: int = run_default("max_tokens"),
     limit: int | None = None,
     project: str | None = None,
     location: str | None = None,

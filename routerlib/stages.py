@@ -469,7 +469,7 @@ def report_path(run: Run, decoding: str = "free") -> Path:
     (each with its samples.jsonl, cache and predictions beside it)."""
     if decoding == "free":
         return run.sub(runfolder.REPORT_FILE)
-    return run.sub(f"{paths.EVAL_DIR}/{decoding}/report.json")
+    return run.sub(f"{runfolder.EVAL_DIR}/{decoding}/report.json")
 
 
 def evaluate(run: Run, endpoint: Predictor | str, decoding: str = "free") -> Report:
