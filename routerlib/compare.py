@@ -378,6 +378,13 @@ def load_run(run_dir: str | Path) -> RunSummary:
     return run
 
 
+def has_evaluation(folder: str | Path) -> bool:
+    """Whether a run folder is a comparison candidate: its evaluation wrote metrics.json. A folder
+    without one (a run that stopped early, or one that ran only the comparison) is never a model
+    row."""
+    return (Path(folder) / runfolder.METRICS_FILE).is_file()
+
+
 def find_run_dirs(root: Path | None = None) -> list[Path]:
     """Every folder directly under the outputs root that holds a metrics.json, oldest first."""
     root = root or paths.outputs_root()
