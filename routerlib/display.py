@@ -202,7 +202,7 @@ def _significance_pairs_view(sig: pd.DataFrame, metrics: list[str]) -> pd.DataFr
                 **dict.fromkeys(heads, MISSING),
             },
         )
-        if rec["rows"] == MISSING and not missing(row.get("n")):  # bootstrap rows carry no n
+        if rec["rows"] == MISSING and not missing(row.get("n")):
             rec["rows"] = fmt(row.get("n"))
         metric = str(row["metric"])
         cell = MISSING
