@@ -110,6 +110,29 @@ def test_vertex_endpoint_client_sends_a_chat_instance(predictor: LocalPredictor)
     assert sent["properties"]["difficulty"]["enum"] == list(schema.DIFFICULTIES)
 
 
+def test_a_dedicated_endpoint_answers_the_chat_completion_object(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Over a dedicated endpoint the SDK hands back ``predictions`` as the container sent it: one
+    chat completion object, not a list; the client reads its message."""
+    from routerlib.serving import vertex
+    from tests.support.fake_vertex_serving import CANNED_COMPLETION, self_signed_cert
+
+    cert = self_signed_cert(tmp_path)
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", cert[0])
+    with ServingStandIn(cert=cert) as stand_in:
+        recorder, state = stand_in.fresh(dedicated=True)
+        endpoint = state.add_endpoint("proj-1", "us-central1", "router")
+        endpoint.update(dedicatedEndpointEnabled=True, dedicatedEndpointDns=state.dedicated_dns)
+        cloud = {"project": "proj-1", "location": "us-central1", "api_endpoint": recorder.url}
+        instance = evaluate.predict_instance(PROMPT, 50, schema=SCHEMA)
+        (prediction,) = vertex.predict(endpoint["name"], [instance], **cloud)
+        assert prediction["choices"][0]["message"]["content"] == CANNED_COMPLETION
+        client = evaluate.make_client(endpoint["name"], schema=SCHEMA, **cloud)
+        assert client.complete(PROMPT, 50).text == CANNED_COMPLETION
+        assert stand_in.tls is not None and len(stand_in.tls.bodies("POST", r":predict$")) == 2
+
+
 @pytest.mark.parametrize("field", ["guided_json", "response_format"])
 def test_vertex_stand_in_refuses_a_schema_field_on_a_prompt_instance(field: str) -> None:
     """Model Garden's vLLM handler passes a prompt instance's other fields to SamplingParams,

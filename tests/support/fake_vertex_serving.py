@@ -67,11 +67,15 @@ NOT_SAMPLING_PARAMS = (
 )
 
 
+def _is_chat(instance: Any) -> bool:
+    return isinstance(instance, dict) and instance.get("@requestFormat") == "chatCompletions"
+
+
 def refused_fields(instances: list[dict[str, Any]]) -> str:
     """The container's failure for the first prompt instance with a field SamplingParams has
     not ('' when none)."""
     for inst in instances:
-        if not isinstance(inst, dict) or inst.get("@requestFormat") == "chatCompletions":
+        if not isinstance(inst, dict) or _is_chat(inst):
             continue
         for name in NOT_SAMPLING_PARAMS:
             if name in inst:
@@ -86,7 +90,7 @@ def canned_predict(instances: list[dict[str, Any]]) -> list[Any]:
     """Each instance gets CANNED_COMPLETION, framed like Model Garden unless raw_response."""
     out = []
     for inst in instances:
-        if inst.get("@requestFormat") == "chatCompletions":
+        if _is_chat(inst):
             message = {"role": "assistant", "content": CANNED_COMPLETION}
             out.append({"object": "chat.completion", "choices": [{"index": 0, "message": message}]})
         elif inst.get("raw_response"):
@@ -286,8 +290,14 @@ def _predict_handler(state: ServingState, *, dedicated: bool) -> Any:
         if refused:
             return _error(500, refused)
         deployed = endpoint["deployedModels"][0]
+        predictions: Any = state.predict_fn(instances)
+        if dedicated and len(instances) == 1 and _is_chat(instances[0]):
+            # Model Garden's handler answers a chat instance with one chat completion object,
+            # which a dedicated endpoint returns as it is (the Model Garden samples read
+            # ``predictions["choices"]``); the shared address's protobuf answer is a list.
+            (predictions,) = predictions
         return 200, {
-            "predictions": state.predict_fn(instances),
+            "predictions": predictions,
             "deployedModelId": deployed["id"],
             "model": deployed["model"],
         }
