@@ -118,3 +118,27 @@ def test_report_index_shows_pairs_and_links_every_test(sweep: list[Path], tmp_pa
     csv = (tmp_path / report.SIGNIFICANCE_CSV).read_text().splitlines()
     assert len(csv) == 1 + 18 * len(compare.SIGNIFICANCE_METRICS)
     assert f'href="{report.SIGNIFICANCE_CSV}"' in sig_html
+
+
+def test_notebook_05_pair_cells_show_notebook_04s_p_values(tmp_path: Path) -> None:
+    """The run's model against the previous router: the cell notebook 05 shows per headline
+    metric carries the Δ and p-value notebook 04's comparison table shows for it."""
+    from routerlib import stages
+
+    run = compare_runs.make_run(tmp_path, "good", "good")
+    eval_dir = run / "eval"
+    report_04 = compare.score_files(
+        run / "data" / "test.jsonl",
+        eval_dir / "predictions.jsonl",
+        compare_to=eval_dir / "baselines" / "majority" / "predictions.jsonl",
+        bootstrap=0,
+    )
+    in_04 = stages.comparison_table(report_04)
+    sig = compare.significance_table(compare.load_runs([run]))
+    view = display.significance_view(sig, display.HEADLINE_TESTS)
+    (row,) = [r for _, r in view.iterrows() if r["against"] == "baseline:majority"]
+    for metric in display.HEADLINE_TESTS:
+        shown = in_04.loc[metric]
+        assert row[display.SHORT_NAMES[metric]].startswith(
+            f"{shown['delta']} (p {shown['p_value']})"
+        ), metric

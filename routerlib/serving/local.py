@@ -594,7 +594,7 @@ class LocalServer:
         return results
 
     def predict(self, instances: list[Instance]) -> list[Any]:
-        """The prediction strings of ``instances`` (see :func:`format_prediction`)."""
+        """The predictions of ``instances``, texts or chat completions (:func:`format_prediction`)."""
         results = self.complete(instances)
         return [format_prediction(i, r.text) for i, r in zip(instances, results, strict=True)]
 
