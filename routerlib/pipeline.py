@@ -414,13 +414,14 @@ def comparison_runs(
     extra: Sequence[str] = (),
     outputs: str | os.PathLike[str] | None = None,
 ) -> list[Path]:
-    """The run folders a comparison shows: the runs just made, then each ``extra`` one (a run
-    folder path, or a folder name under the outputs root; ``all`` adds every finished run), each
-    once. A name that is no finished run folder is an InputError naming it."""
-    from routerlib.compare import find_run_dirs
+    """The run folders a comparison shows: the runs just made that finished an evaluation (a run
+    of only the comparison stage, or one that stopped early, is no candidate), then each ``extra``
+    one (a run folder path, or a folder name under the outputs root; ``all`` adds every finished
+    run), each once. A name that is no finished run folder is an InputError naming it."""
+    from routerlib.compare import find_run_dirs, has_evaluation
 
     root = paths.resolve(outputs) if outputs else paths.outputs_root()
-    chosen = [Path(p).resolve() for p in made]
+    chosen = [Path(p).resolve() for p in made if has_evaluation(p)]
     problems = []
     for item in extra:
         if item == ALL_RUNS:
@@ -428,7 +429,7 @@ def comparison_runs(
             continue
         given = Path(item).expanduser()
         candidates = [given] if given.is_absolute() else [Path.cwd() / given, root / given]
-        found = next((c for c in candidates if (c / runfolder.METRICS_FILE).is_file()), None)
+        found = next((c for c in candidates if has_evaluation(c)), None)
         if found is None:
             problems.append(
                 f"--with {item}: not a finished run folder (no {runfolder.METRICS_FILE})"

@@ -259,7 +259,7 @@ def _index_html(
         f'<div class="conclusion">{_markdown(conclusion_md)}</div>',
         "<h3>Leaderboard</h3>",
         f'<div class="wrap">{board_html}</div>',
-        "<h3>Paired significance against the previous router</h3>",
+        "<h3>Paired significance</h3>",
         f'<div class="wrap">{sig_html}</div>',
         '<h3>Plots</h3><div class="plots">',
     ]
@@ -338,8 +338,11 @@ def _comparison(run_dirs: list[Path], out: Path) -> tuple[str, str, str, list[Pa
         write_text(out / SIGNIFICANCE_CSV, sig.to_csv(index=False))
         main = display.significance_view(sig, SIGNIFICANCE_HEADLINE)
         sig_html = (
-            '<p class="small">McNemar on yes/no metrics, paired bootstrap on rates; strict '
-            "values; Δ is router minus the router it is tested against.</p>"
+            '<p class="small">Each router against the previous router(s), each further '
+            "decoding against its run's headline decoding, and the best-ranked model against "
+            "every other model on the same test rows. McNemar on yes/no metrics, paired "
+            "bootstrap on rates; strict values; Δ is router minus the router it is tested "
+            "against (p-value in brackets).</p>"
             + _table(main, classes="significance")
             + f"<details><summary>All {len(sig)} paired tests</summary>"
             + '<div class="wrap">'

@@ -884,19 +884,29 @@ BUILD_STAGES = ("01", "03", "04")
 
 
 def runs_to_compare(run: Run, runs: list[str]) -> list[RunSummary]:
-    """The given run folders, else every finished run under the outputs root; when there is none,
-    the pipeline makes one from this notebook's params (stages 01, 03, 04) so the comparison
-    always has a model to show."""
+    """The given run folders that finished an evaluation (others are named in one printed line,
+    never a model row), else every finished run under the outputs root; when there is none, the
+    pipeline makes one from this notebook's params (stages 01, 03, 04) so the comparison always
+    has a model to show. This notebook's own run folder is never among them."""
     from routerlib import compare, pipeline
 
-    found = [r for r in compare.load_runs(runs or None) if Path(r.path) != run.path]
+    own = run.path.resolve()
+    given = [Path(p) for p in runs]
+    skipped = [p for p in given if not compare.has_evaluation(p) or p.resolve() == own]
+    if skipped:
+        names = ", ".join(p.name for p in skipped)
+        print(f"Not compared (no finished evaluation, or this comparison's own folder): {names}")
+    runs = [str(p) for p in given if p not in skipped]
+    if given and not runs:
+        raise InputError(f"runs: no finished run folder to compare among {len(given)} given")
+    found = [r for r in compare.load_runs(runs or None) if Path(r.path) != own]
     if not found and not runs:
         (result,) = pipeline.run_pipeline(
             [run.params_file], stages=BUILD_STAGES, name=run.config.name
         )
         if not result.ok:
             raise InputError(f"building a run to compare failed: {result.message}")
-        found = [r for r in compare.load_runs(None) if Path(r.path) != run.path]
+        found = [r for r in compare.load_runs(None) if Path(r.path) != own]
     return found
 
 

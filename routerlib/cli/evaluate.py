@@ -145,7 +145,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--constrained",
         action="store_true",
         help="send the completion's JSON Schema with every request (--endpoint, --checkpoint): "
-        "response_format on /v1, guided_json on :predict and Vertex endpoints",
+        "response_format on /v1; on :predict and Vertex endpoints a chatCompletions instance "
+        "with response_format",
     )
     p.add_argument(
         "--no-progress", dest="progress", action="store_false", help="hide the progress bar"

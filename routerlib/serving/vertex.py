@@ -712,4 +712,7 @@ def predict(
         if "Timeout" in kind or "Connection" in kind:
             raise PredictError(f"predict {name}: {kind}: {exc}", None, True) from None
         raise
-    return list(response.predictions)
+    predictions = response.predictions
+    # A chatCompletions instance is answered with one chat completion object, which the SDK
+    # hands back as it is (Model Garden's samples read ``predictions["choices"]``).
+    return [predictions] if isinstance(predictions, dict) else list(predictions)
