@@ -87,7 +87,9 @@ class RunConfig(BaseModel):
         "PEFT_ADAPTER", description="PEFT_ADAPTER (LoRA) or FULL (every weight)."
     )
     adapter_size: int | None = Field(
-        16, description="LoRA rank (1, 4, 8, 16, 32): more capacity, more memory; null for FULL."
+        16,
+        description=f"LoRA rank ({', '.join(map(str, models.ADAPTER_SIZES))} on Vertex): more "
+        "capacity, more memory; null for FULL.",
     )
     epochs: int = Field(2, ge=1, description="Epochs of the full tune.")
     learning_rate: float | None = Field(
