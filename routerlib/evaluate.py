@@ -245,8 +245,11 @@ def predict_instance(
     chat-completions instance carrying it in ``response_format``, the one way Model Garden's
     vLLM predict handler documents to reach vLLM's structured outputs; its prompt instances pass
     every other field to vLLM's ``SamplingParams``, which has no ``guided_json`` (README,
-    "Structured output"). The server then applies the model's chat template to the prompt."""
-    if schema is None:
+    "Structured output"). The server then applies the model's chat template to the prompt.
+    ``chat_template_kwargs`` in ``extra`` (Qwen 3's thinking switch) also makes a chat instance:
+    only the chat route applies a template, and ``SamplingParams`` refuses the field."""
+    chat = schema is not None or "chat_template_kwargs" in (extra or {})
+    if not chat:
         instance: dict[str, Any] = {
             "prompt": prompt,
             "max_tokens": max_tokens,
@@ -259,7 +262,7 @@ def predict_instance(
             "messages": [{"role": "user", "content": prompt}],
             "max_tokens": max_tokens,
             "temperature": 0,
-            **openai_schema_fields(schema),
+            **(openai_schema_fields(schema) if schema is not None else {}),
         }
     instance.update(extra or {})
     return instance

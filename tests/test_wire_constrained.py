@@ -133,7 +133,7 @@ def test_a_dedicated_endpoint_answers_the_chat_completion_object(
         assert stand_in.tls is not None and len(stand_in.tls.bodies("POST", r":predict$")) == 2
 
 
-@pytest.mark.parametrize("field", ["guided_json", "response_format"])
+@pytest.mark.parametrize("field", ["guided_json", "response_format", "chat_template_kwargs"])
 def test_vertex_stand_in_refuses_a_schema_field_on_a_prompt_instance(field: str) -> None:
     """Model Garden's vLLM handler passes a prompt instance's other fields to SamplingParams,
     which has no such argument: the request fails, as the stand-in's does."""

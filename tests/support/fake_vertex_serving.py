@@ -64,6 +64,7 @@ NOT_SAMPLING_PARAMS = (
     "guided_grammar",
     "guided_decoding_backend",
     "response_format",
+    "chat_template_kwargs",  # vLLM's chat request field (applies the chat template)
 )
 
 
