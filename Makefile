@@ -9,6 +9,9 @@ LAB_STAMP := $(VENV)/.routerlib-lab-installed
 export PATH := $(abspath $(BIN)):$(PATH)
 # Runs and the embedded model cache stay out of git.
 export ROUTERLIB_CACHE ?= $(abspath .cache)
+# pytest-xdist workers for `make test` (conftest.py keeps the notebooks and the end-to-end run on
+# one worker); one torch thread each, so two workers share two cores without oversubscribing.
+TEST_WORKERS ?= 2
 
 .PHONY: help setup run test lint typecheck bench lab docs clean
 
@@ -43,7 +46,7 @@ typecheck: setup
 	$(BIN)/mypy routerlib
 
 test: lint typecheck
-	$(BIN)/pytest -q
+	OMP_NUM_THREADS=1 $(BIN)/pytest -q -n $(TEST_WORKERS)
 
 bench: setup
 	$(BIN)/python benchmarks/run_all.py

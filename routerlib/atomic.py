@@ -1,14 +1,19 @@
-"""Atomic file writes: write to a temp file in the same folder, fsync, then rename."""
+"""Atomic file writes (write to a temp file in the same folder, fsync, then rename), and the
+locked read-modify-write of a registry: a JSON object holding one list of records under one key
+(``<outputs>/endpoints.json``, ``<outputs>/batch_jobs.json``)."""
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
+
+from routerlib.errors import InputError
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)
@@ -56,3 +61,46 @@ def append_jsonl(path: str | os.PathLike[str], obj: Any) -> None:
         handle.write(line)
         handle.flush()
         os.fsync(handle.fileno())
+
+
+@contextlib.contextmanager
+def file_lock(lock_path: str | os.PathLike[str]) -> Iterator[None]:
+    """Hold an exclusive lock on ``lock_path`` (created when missing) for one read-modify-write."""
+    lock = Path(lock_path)
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def read_registry(path: str | os.PathLike[str], key: str) -> list[dict[str, Any]]:
+    """The records under ``key`` of the registry at ``path`` (newest last); [] when there is no
+    file yet. InputError naming the file and the field when it is not such a registry."""
+    file = Path(path)
+    try:
+        data = json.loads(file.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return []
+    except ValueError as exc:
+        raise InputError(f"{file}: not valid JSON: {exc}") from None
+    records = data.get(key) if isinstance(data, dict) else None
+    if not isinstance(records, list):
+        raise InputError(f"{file}: {key}: must be a list")
+    for number, record in enumerate(records):
+        if not isinstance(record, dict):
+            raise InputError(f"{file}: {key}[{number}]: must be an object")
+    return records
+
+
+@contextlib.contextmanager
+def update_registry(path: str | os.PathLike[str], key: str) -> Iterator[list[dict[str, Any]]]:
+    """Read the registry's records under a lock (``<name>.lock`` beside it), let the caller
+    change the list in place, then write it back atomically (not when the block raises)."""
+    file = Path(path)
+    with file_lock(file.with_suffix(".lock")):
+        records = read_registry(file, key)
+        yield records
+        write_json(file, {key: records})

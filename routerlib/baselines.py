@@ -21,6 +21,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+from routerlib.config import run_default
 from routerlib.errors import InputError
 from routerlib.metrics import read_jsonl
 from routerlib.schema import COMPLETION_KEYS
@@ -274,7 +275,9 @@ def rules_completion(query: str) -> dict[str, Any]:
 
 
 def write_baseline(
-    gold_path: str | os.PathLike[str], out_path: str | os.PathLike[str], kind: str = "majority"
+    gold_path: str | os.PathLike[str],
+    out_path: str | os.PathLike[str],
+    kind: str = run_default("baseline"),
 ) -> Path:
     """Write baseline predictions for every gold row (same count and order); returns out_path."""
     if kind not in KINDS:

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel, Field
 
 from routerlib import runfolder
+from routerlib.config import run_default
 from routerlib.errors import InputError
 from routerlib.paths import FINAL_CHECKPOINT
 
@@ -39,7 +40,7 @@ CHECKPOINTS_FILE = runfolder.CHECKPOINTS_FILE
 SCORES_DIR = runfolder.CHECKPOINT_REPORTS_DIR
 #: Breaks ties of ``select_metric`` (strict, overall).
 TIE_BREAK = "tool_sequence_exact"
-DEFAULT_SELECT_METRIC = "route_plan_exact"
+DEFAULT_SELECT_METRIC: str = run_default("select_metric")
 #: Values of the ``checkpoint`` run key besides ``epoch-<n>``.
 BEST, FINAL = "best", "final"
 _EPOCH = re.compile(r"^epoch-(\d+)$")
@@ -332,7 +333,11 @@ def scores_frame(choice: CheckpointChoice) -> pd.DataFrame:
 
 
 def local_scorer(
-    *, max_tokens: int, limit: int | None = None, concurrency: int = 8, thresholds: Any = None
+    *,
+    max_tokens: int,
+    limit: int | None = None,
+    concurrency: int = run_default("concurrency"),
+    thresholds: Any = None,
 ) -> Scorer:
     """Score a local checkpoint folder: serve it on this machine (serving/local.py's predictor
     behind its HTTP server), predict the validation rows, score them (metrics.py)."""

@@ -378,6 +378,13 @@ def load_run(run_dir: str | Path) -> RunSummary:
     return run
 
 
+def has_evaluation(folder: str | Path) -> bool:
+    """Whether a run folder is a comparison candidate: its evaluation wrote metrics.json. A folder
+    without one (a run that stopped early, or one that ran only the comparison) is never a model
+    row."""
+    return (Path(folder) / runfolder.METRICS_FILE).is_file()
+
+
 def find_run_dirs(root: Path | None = None) -> list[Path]:
     """Every folder directly under the outputs root that holds a metrics.json, oldest first."""
     root = root or paths.outputs_root()
@@ -625,25 +632,56 @@ SIGNIFICANCE_COLUMNS = [
 ]
 
 
-def significance_table(runs: Sequence[RunSummary]) -> pd.DataFrame:
-    """Each tuned model against the previous router(s) evaluated on its own test rows, and against
-    each other model scored on identical test rows. One row per (model, reference, metric)."""
-    models = [r for r in runs if r.kind == "model"]
-    records: list[dict[str, Any]] = []
+def _strength(run: RunSummary) -> tuple[float, ...]:
+    """How a model ranks for picking the comparison's reference: passing the gate first, then the
+    deciding metrics (strict), as the leaderboard and the conclusion order them."""
+    strict = _get(run.report, "strict", "overall") or {}
+    values = [_num(strict.get(m)) for m in DECIDING_METRICS]
+    gate = 1.0 if _gate_pass(run) is True else 0.0
+    return (gate, *(-math.inf if math.isnan(v) else v for v in values))
+
+
+def significance_pairs(runs: Sequence[RunSummary]) -> list[tuple[RunSummary, RunSummary]]:
+    """The (router, reference) pairs the significance table tests, each once:
+
+    * every tuned model against each previous router (baseline) scored on its own test rows;
+    * every further decoding of a run against that run's headline decoding (same rows);
+    * the best-ranked model (gate first, then the deciding metrics) against every other model
+      scored on identical test rows, one star per set of test rows.
+
+    Testing every candidate against one reference keeps the table linear in the number of runs
+    (a sweep of n runs under two decodings has about 3n pairs, not n²)."""
+    models = [r for r in runs if r.kind == "model" and r.samples_path is not None]
+    pairs: list[tuple[RunSummary, RunSummary]] = []
     for run in models:
-        if run.samples_path is None:
-            continue
-        for base in run.baselines:
-            if base.samples_path is not None:
-                records.extend(compare_pair(run, base))
-    keyed = [(m, m.test_key()) for m in models if m.samples_path is not None]
-    for i, (a, key_a) in enumerate(keyed):
-        for b, key_b in keyed[i + 1 :]:
-            if key_a is not None and key_a == key_b:
-                model, reference = a, b
-                if a.path == b.path and _is_headline(a):  # a decoding against its headline
-                    model, reference = b, a
-                records.extend(compare_pair(model, reference))
+        pairs.extend((run, base) for base in run.baselines if base.samples_path is not None)
+    seen: set[tuple[int, int]] = set()
+    heads = {r.path: r for r in models if _is_headline(r)}
+    for run in models:
+        head = heads.get(run.path)
+        if head is not None and head is not run and run.test_key() == head.test_key():
+            pairs.append((run, head))
+            seen.add((id(run), id(head)))
+    groups: dict[str, list[RunSummary]] = {}
+    for run in models:
+        key = run.test_key()
+        if key is not None:
+            groups.setdefault(key, []).append(run)
+    for group in groups.values():
+        best = max(group, key=_strength)  # max keeps the first of equals: run order breaks ties
+        for other in group:
+            if other is best or {(id(best), id(other)), (id(other), id(best))} & seen:
+                continue
+            pairs.append((best, other))
+    return pairs
+
+
+def significance_table(runs: Sequence[RunSummary]) -> pd.DataFrame:
+    """Paired tests of the :func:`significance_pairs` of ``runs``; one row per (model, reference,
+    metric), Δ = model minus reference."""
+    records: list[dict[str, Any]] = []
+    for model, reference in significance_pairs(runs):
+        records.extend(compare_pair(model, reference))
     import pandas as pd
 
     table = pd.DataFrame.from_records(records, columns=SIGNIFICANCE_COLUMNS)

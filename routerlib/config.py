@@ -1,7 +1,8 @@
 """RunConfig: one flat params YAML (params/*.yaml) plus overrides, validated with pydantic.
 
 RunConfig's defaults are the embedded default run (``make run`` with params/local.yaml); they are
-the only defaults of a run setting, and a params file overrides them. Unknown keys are rejected
+the only defaults of a run setting: a params file states only what it changes, and a CLI flag or
+function parameter taking the same setting defaults to :func:`run_default`. Unknown keys are rejected
 (papermill only warns about them), and every problem in a file is reported together, each line
 naming the file and the key. The rules between fields are :func:`cross_field_problems` (the
 tuning ones are :func:`routerlib.models.tuning_problems`, shared with ``TuningSpec``).
@@ -30,86 +31,142 @@ _GCS_PREFIX = re.compile(r"^gs://[a-z0-9][a-z0-9._-]{1,220}[a-z0-9](/.*)?$")
 
 
 class RunConfig(BaseModel):
-    """Every setting of one pipeline run. Field names follow the Vertex SDK where it has one."""
+    """Every setting of one pipeline run. Field names follow the Vertex SDK where it has one; each
+    field's description is what README's params table says about it (cli/reference.py)."""
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
     # --- run ---
-    name: str = Field("local", description="Run name; the run folder is outputs/<name>-<time>.")
-    backend: Backend = "local"
+    name: str = Field("local", description="Run name; the run folder is outputs/NAME-TIME.")
+    backend: Backend = Field(
+        "local", description="local (CPU, offline) or vertex (Vertex AI managed tuning)."
+    )
 
     # --- data (01_prepare) ---
-    input_path: str = Field("", description="Week-2 rows JSONL; empty = embedded synthetic rows.")
-    synth_rows: int = Field(300, ge=1)
-    synth_seed: int = 7
-    val_ratio: float = Field(0.1, ge=0.0, lt=1.0)
-    test_ratio: float = Field(0.05, ge=0.0, lt=1.0)
-    seed: int = 7
-    limit: int | None = Field(None, ge=1)
-    max_seq_len: int | None = Field(None, ge=1, description="None = the base model's limit.")
-    strict: bool = False
-    gcs_prefix: str = Field("", description="gs://bucket/prefix to upload the splits to.")
+    input_path: str = Field(
+        "", description="Week-2 rows JSONL (a path or gs://); empty = the embedded synthetic rows."
+    )
+    synth_rows: int = Field(300, ge=1, description="Synthetic rows made when input_path is empty.")
+    synth_seed: int = Field(7, description="Seed of the synthetic rows (same seed, same bytes).")
+    val_ratio: float = Field(
+        0.1, ge=0.0, lt=1.0, description="Share of rows in validation (the original conversion's)."
+    )
+    test_ratio: float = Field(
+        0.05, ge=0.0, lt=1.0, description="Share of rows in test (the original conversion's)."
+    )
+    seed: int = Field(7, description="Shuffle seed of the split (the original conversion's).")
+    limit: int | None = Field(
+        None, ge=1, description="Keep only the first N rows (smoke subsets); null = all."
+    )
+    max_seq_len: int | None = Field(
+        None, ge=1, description="Warn above this many estimated tokens; null = the model's limit."
+    )
+    strict: bool = Field(
+        False, description="true: duplicate ids, cross-split queries, long rows are errors."
+    )
+    gcs_prefix: str = Field(
+        "",
+        description="gs://bucket/prefix for the splits (vertex: and checkpoints); empty = none.",
+    )
     data_format: DataFormat = Field(
-        "prompt_completion", description="prepare's row format: prompt/completion or messages."
+        "prompt_completion",
+        description="Training splits' format: prompt_completion (the original rows) or messages.",
     )
 
     # --- smoke tune (02_smoke_tune) ---
-    smoke_limit: int = Field(40, ge=3)
-    smoke_epochs: int = Field(1, ge=1)
+    smoke_limit: int = Field(40, ge=3, description="Rows in the smoke subset.")
+    smoke_epochs: int = Field(1, ge=1, description="Epochs of the smoke tune.")
 
-    # --- tuning (03_full_tune) ---
-    base_model: str = "routerlib/tiny-router-lm"
-    tuning_mode: TuningMode = "PEFT_ADAPTER"
-    adapter_size: int | None = 16
-    epochs: int = Field(2, ge=1)
-    learning_rate: float | None = Field(None, gt=0)
-    learning_rate_multiplier: float | None = Field(None, gt=0)
-    tuned_model_display_name: str = ""
-    output_uri: str = Field("", description="Tuning output; empty = the run folder (local).")
-    custom_base_model: str = Field("", description="Continue from this checkpoint.")
-    labels: dict[str, str] = Field(default_factory=dict)
-    batch_size: int = Field(4, ge=1, description="local backend only")
-    max_train_tokens: int | None = Field(None, ge=16, description="local: truncate examples")
+    # --- tuning (03_full_tune); names as in Vertex's CreateTuningJobConfig ---
+    base_model: str = Field(
+        models.EMBEDDED_MODEL,
+        description="Vertex model id (routerlib/models.py); local: any HF id or path, by default "
+        "the embedded tiny model (built offline).",
+    )
+    tuning_mode: TuningMode = Field(
+        "PEFT_ADAPTER", description="PEFT_ADAPTER (LoRA) or FULL (every weight)."
+    )
+    adapter_size: int | None = Field(
+        16,
+        description=f"LoRA rank ({', '.join(map(str, models.ADAPTER_SIZES))} on Vertex): more "
+        "capacity, more memory; null for FULL.",
+    )
+    epochs: int = Field(2, ge=1, description="Epochs of the full tune.")
+    learning_rate: float | None = Field(
+        None, gt=0, description="Open models on Vertex; null = the backend's default for the mode."
+    )
+    learning_rate_multiplier: float | None = Field(
+        None, gt=0, description="Scales the default rate (Gemini and the local backend only)."
+    )
+    tuned_model_display_name: str = Field("", description="Empty = router-NAME.")
+    output_uri: str = Field(
+        "", description="Tuning output; empty = tuning/ in the run folder (vertex: gcs_prefix)."
+    )
+    custom_base_model: str = Field(
+        "", description="Continue from this checkpoint (…/checkpoints/final)."
+    )
+    labels: dict[str, str] = Field(default_factory=dict, description="Labels on the tuning job.")
+    batch_size: int = Field(4, ge=1, description="Examples per optimizer step (local backend).")
+    max_train_tokens: int | None = Field(
+        None, ge=16, description="Local backend: truncate longer examples; null = the context."
+    )
 
     # --- checkpoint choice (03_full_tune scores, 04_deploy_eval serves) ---
-    checkpoint: str = Field("best", description="best (by select_metric) | final | epoch-<n>")
-    select_metric: str = Field("route_plan_exact", description="strict metric picking 'best'")
-    select_limit: int | None = Field(8, ge=1, description="validation rows scored; None = all")
+    checkpoint: str = Field(
+        "best", description="best (by select_metric on validation), final or epoch-N."
+    )
+    select_metric: str = Field(
+        "route_plan_exact", description="Strict metric picking best; ties: tool_sequence_exact."
+    )
+    select_limit: int | None = Field(
+        8, ge=1, description="Validation rows scored per checkpoint; null = all."
+    )
 
     # --- Google Cloud (vertex backend; credentials never go here) ---
-    project: str = ""
-    location: str = Field("us-central1", description="Where tuning runs; may be global.")
-    deploy_location: str = Field(
-        models.DEFAULT_DEPLOY_LOCATION, description="Region endpoints live in (not global)."
+    project: str = Field("", description="Google Cloud project; empty = $GOOGLE_CLOUD_PROJECT.")
+    location: str = Field(
+        "us-central1", description="Where tuning runs: global or a tuning region."
     )
-    api_endpoint: str = ""
+    deploy_location: str = Field(
+        models.DEFAULT_DEPLOY_LOCATION, description="Region endpoints live in (never global)."
+    )
+    api_endpoint: str = Field("", description="Regional or private API endpoint URL.")
 
     # --- deploy (04_deploy_eval, vertex) ---
-    machine_type: str | None = Field(None, description="None = the base model's contract.")
-    accelerator_type: str | None = Field(None, description="None = the base model's contract.")
-    accelerator_count: int | None = Field(None, ge=1, description="None = the contract's.")
+    machine_type: str | None = Field(None, description="null = the base model's contract.")
+    accelerator_type: str | None = Field(None, description="null = the base model's contract.")
+    accelerator_count: int | None = Field(
+        None, ge=1, description="null = the base model's contract."
+    )
     endpoint: str = Field("", description="Evaluate this endpoint instead of deploying.")
     eval_mode: Literal["endpoint", "batch"] = Field(
-        "endpoint", description="batch: a Vertex batch prediction job instead of an endpoint."
+        "endpoint",
+        description="endpoint (online predict) or batch (a Vertex batch prediction job).",
     )
     enable_thinking: bool | None = Field(
         None,
-        description="Qwen 3 thinking switch, sent as chat_template_kwargs; None = not sent.",
+        description="Qwen 3 thinking switch, sent as chat_template_kwargs; null = not sent.",
     )
 
     # --- evaluation (04_deploy_eval) ---
-    eval_limit: int | None = Field(None, ge=1)
-    max_tokens: int = Field(1280, ge=1, description="synthetic completions fit in ~1,140")
-    concurrency: int = Field(8, ge=1)
+    eval_limit: int | None = Field(
+        None, ge=1, description="Score the first N test rows; null = all."
+    )
+    max_tokens: int = Field(
+        1280, ge=1, description="Generation limit per test prompt (synthetic rows need ~1,140)."
+    )
+    concurrency: int = Field(8, ge=1, description="Requests in flight.")
     thresholds: str = Field("", description="Gate file; empty = the packaged original gates.")
-    baseline: Literal["majority", "rules"] = "majority"
+    baseline: Literal["majority", "rules"] = Field(
+        "majority", description="Previous router to diff against: majority or rules."
+    )
     decoding: list[Decoding] = Field(
         default_factory=lambda: list[Decoding](["free", "constrained"]),
         description="Decodings scored on the same test rows (constrained: the completion's "
-        "JSON Schema is sent with every request); the first is the run's headline report.",
+        "JSON Schema goes with every request); the first is the headline.",
     )
     constrained: bool | None = Field(
-        None, description="Shorthand: true = decoding [constrained], false = decoding [free]."
+        None, description="Shorthand: true = decoding [constrained], false = [free]."
     )
 
     @model_validator(mode="after")
@@ -120,9 +177,15 @@ class RunConfig(BaseModel):
         return self
 
 
+def run_default(key: str) -> Any:
+    """RunConfig's default for ``key``: the one home of a run setting's default (CLI flags and
+    function signatures that take the same setting use this)."""
+    return RunConfig.model_fields[key].get_default(call_default_factory=True)
+
+
 def cross_field_problems(values: dict[str, Any]) -> list[str]:
     """Problems between fields; each line starts with the key to change."""
-    v = {n: f.get_default(call_default_factory=True) for n, f in RunConfig.model_fields.items()}
+    v = {name: run_default(name) for name in RunConfig.model_fields}
     v.update(values)
     problems = []
     try:
@@ -157,8 +220,7 @@ def cross_field_problems(values: dict[str, Any]) -> list[str]:
         decoding = list(v["decoding"])
         if not decoding or len(set(decoding)) != len(decoding):
             problems.append("decoding: give free and/or constrained, each once")
-        default_decoding = RunConfig.model_fields["decoding"].get_default(call_default_factory=True)
-        if v["constrained"] is not None and decoding != default_decoding:
+        if v["constrained"] is not None and decoding != run_default("decoding"):
             wanted = ["constrained"] if v["constrained"] else ["free"]
             if decoding != wanted:
                 problems.append(f"constrained: {v['constrained']} contradicts decoding {decoding}")
@@ -241,6 +303,18 @@ def load_config(
     if lines:
         raise InputError(f"{source}: {len(lines)} problem(s) in the config", lines)
     return config
+
+
+#: The params file a notebook opens when its ``params_file`` parameter is empty and
+#: :data:`PARAMS_ENV` is unset: the embedded default run.
+DEFAULT_PARAMS_FILE = "params/local.yaml"
+#: Environment variable naming the params file for notebooks opened without one (JupyterLab, nbval).
+PARAMS_ENV = "ROUTERLIB_PARAMS"
+
+
+def default_params_file() -> str:
+    """``$ROUTERLIB_PARAMS`` when set, else :data:`DEFAULT_PARAMS_FILE`."""
+    return os.environ.get(PARAMS_ENV, "").strip() or DEFAULT_PARAMS_FILE
 
 
 def dump_config(config: RunConfig, path: str | os.PathLike[str]) -> None:

@@ -1,6 +1,7 @@
 """Week-2 router rows -> Vertex AI prompt/completion JSONL splits (``routerlib prepare``).
 
-The output is byte-identical to the original conversion (../shared/README.md): rows in file order,
+The output is byte-identical to the original conversion (README "The data contract"; the tests
+check it on the real rows in tests/data/coursegpt_router): rows in file order,
 blank lines skipped, ``--limit`` keeps the first N, ``random.Random(seed).shuffle`` of the list,
 ``val = int(N * val_ratio)``, ``test = int(N * test_ratio)``, train first, then validation, then
 test; each line ``json.dumps({"prompt": ..., "completion": ...}, ensure_ascii=False)``.
@@ -32,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 from routerlib import __version__, models, schema, storage
 from routerlib.atomic import write_json
+from routerlib.config import run_default
 from routerlib.errors import InputError
 from routerlib.runfolder import PREPARE_FILE
 
@@ -732,20 +734,20 @@ def prepare(
     input_path: str | os.PathLike[str] | None,
     output_dir: str | os.PathLike[str],
     *,
-    val_ratio: float = 0.1,
-    test_ratio: float = 0.05,
-    seed: int = 7,
+    val_ratio: float = run_default("val_ratio"),
+    test_ratio: float = run_default("test_ratio"),
+    seed: int = run_default("seed"),
     limit: int | None = None,
     max_seq_len: int | None = None,
-    base_model: str = models.EMBEDDED_MODEL,
-    tuning_mode: str = "PEFT_ADAPTER",
+    base_model: str = run_default("base_model"),
+    tuning_mode: str = run_default("tuning_mode"),
     strict: bool = False,
     gcs_prefix: str | None = None,
     progress: bool = True,
     synth_rows: int | None = None,
     synth_seed: int | None = None,
     workers: int | None = None,
-    data_format: str = "prompt_completion",
+    data_format: str = run_default("data_format"),
 ) -> PrepareResult:
     """Convert Week-2 rows at ``input_path`` into train/validation/test JSONL in ``output_dir``.
 

@@ -11,6 +11,8 @@ from typing import Any
 
 import pandas as pd
 
+from routerlib.compare import DECIDING_METRICS
+
 #: The one marker for a value that is not known (NaN, None, pd.NA all show as this).
 MISSING = "–"
 #: Short column names of the deciding metrics in the headline table.
@@ -20,8 +22,10 @@ SHORT_NAMES = {
     "route_tool_recall": "tool recall",
     "json_valid": "JSON valid",
 }
-#: Metrics whose paired tests are shown up front (the rest one click or one CSV away).
-HEADLINE_TESTS = ("route_plan_exact", "tool_sequence_exact", "route_tool_recall", "json_valid")
+#: Metrics whose paired tests are shown up front (the rest one click or one CSV away): the
+#: leaderboard's deciding metrics (compare.DECIDING_METRICS), not metrics.HEADLINE, which is the
+#: wider list of rates a summary shows and lacks the strict-only tool_sequence_exact.
+HEADLINE_TESTS: tuple[str, ...] = DECIDING_METRICS
 #: The headline table never has more columns than this (router, run, gate, four metrics, cost,
 #: latency).
 HEADLINE_MAX_COLUMNS = 9
@@ -94,8 +98,6 @@ def with_interval(row: Mapping[str, Any], metric: str) -> str:
 def headline_board(board: pd.DataFrame) -> pd.DataFrame:
     """The compact leaderboard: router, run, gate, the deciding metrics (strict, with intervals),
     tuning cost and p95 latency; at most HEADLINE_MAX_COLUMNS columns, all text."""
-    from routerlib.compare import DECIDING_METRICS
-
     if board is None or board.empty:
         return pd.DataFrame(columns=["router"])
     rows = []
@@ -133,25 +135,20 @@ def full_board(board: pd.DataFrame) -> pd.DataFrame:
 
 
 def significance_view(sig: pd.DataFrame, metrics: Iterable[str] | None = None) -> pd.DataFrame:
-    """Paired tests for reading: router against router (each with its run when one name has
-    several runs), rates, Δ with its 95% interval, p-value and verdict."""
+    """Paired tests for reading, routers named with their run when one name has several runs.
+
+    Without ``metrics``: one row per test (router, against, metric, rows, both rates, Δ with its
+    95% interval, p-value, verdict). With ``metrics``: one row per pair of routers and one column
+    per metric, ``Δ (p …)`` with "significant" when it is, so many runs stay readable."""
+    if metrics is not None:
+        return _significance_pairs_view(sig, list(metrics))
     columns = ["router", "against", "metric", "rows", "router rate", "against rate"]
     columns += ["Δ [95% CI]", "p", "significant"]
     if sig is None or sig.empty:
         return pd.DataFrame(columns=columns)
-    rows = sig if metrics is None else sig[sig["metric"].isin(list(metrics))]
-    runs_of: dict[str, set[str]] = {}
-    for _, row in sig.iterrows():
-        runs_of.setdefault(str(row["model"]), set()).add(str(row["model_run"]))
-        if not str(row["reference"]).startswith("baseline:"):
-            runs_of.setdefault(str(row["reference"]), set()).add(str(row.get("reference_run")))
-
-    def name(router: str, run: Any) -> str:
-        several = len(runs_of.get(router, ())) > 1 and not router.startswith("baseline:")
-        return f"{router} · {run_suffix(router, str(run))}" if several else router
-
+    name = _pair_namer(sig)
     out = []
-    for _, row in rows.iterrows():
+    for _, row in sig.iterrows():
         out.append(
             {
                 "router": name(str(row["model"]), row["model_run"]),
@@ -166,6 +163,56 @@ def significance_view(sig: pd.DataFrame, metrics: Iterable[str] | None = None) -
             }
         )
     return pd.DataFrame(out, columns=columns)
+
+
+def _pair_namer(sig: pd.DataFrame) -> Any:
+    """A function naming a router of ``sig``: its name, plus its run when the name has several."""
+    runs_of: dict[str, set[str]] = {}
+    for _, row in sig.iterrows():
+        runs_of.setdefault(str(row["model"]), set()).add(str(row["model_run"]))
+        if not str(row["reference"]).startswith("baseline:"):
+            runs_of.setdefault(str(row["reference"]), set()).add(str(row.get("reference_run")))
+
+    def name(router: str, run: Any) -> str:
+        several = len(runs_of.get(router, ())) > 1 and not router.startswith("baseline:")
+        return f"{router} · {run_suffix(router, str(run))}" if several else router
+
+    return name
+
+
+def _significance_pairs_view(sig: pd.DataFrame, metrics: list[str]) -> pd.DataFrame:
+    """One row per (router, against) pair in table order, one ``Δ (p …)`` cell per metric."""
+    heads = [SHORT_NAMES.get(m, m) for m in metrics]
+    columns = ["router", "against", "rows", *heads]
+    if sig is None or sig.empty:
+        return pd.DataFrame(columns=columns)
+    name = _pair_namer(sig)
+    pairs: dict[tuple[str, str, str, str], dict[str, Any]] = {}
+    for _, row in sig[sig["metric"].isin(metrics)].iterrows():
+        key = (
+            str(row["model"]),
+            str(row["model_run"]),
+            str(row["reference"]),
+            str(row.get("reference_run")),
+        )
+        rec = pairs.setdefault(
+            key,
+            {
+                "router": name(key[0], row["model_run"]),
+                "against": name(key[2], row.get("reference_run")),
+                "rows": MISSING,
+                **dict.fromkeys(heads, MISSING),
+            },
+        )
+        if rec["rows"] == MISSING and not missing(row.get("n")):
+            rec["rows"] = fmt(row.get("n"))
+        metric = str(row["metric"])
+        cell = MISSING
+        if not missing(row.get("delta")):
+            cell = f"{row['delta']:+.3f} (p {fmt(row.get('p_value'), 4)})"
+            cell += " significant" if row.get("significant") else ""
+        rec[SHORT_NAMES.get(metric, metric)] = cell
+    return pd.DataFrame(list(pairs.values()), columns=columns)
 
 
 def _delta(row: Mapping[str, Any]) -> str:

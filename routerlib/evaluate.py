@@ -24,7 +24,6 @@ import queue
 import random
 import re
 import select
-import sys
 import threading
 import time
 from collections import Counter
@@ -34,8 +33,10 @@ from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 from routerlib.atomic import atomic_writer
+from routerlib.config import run_default
 from routerlib.errors import InputError, RemoteError
 from routerlib.models import estimate_tokens
+from routerlib.serving.local import CHAT_COMPLETIONS, REQUEST_FORMAT
 
 #: Longest wait between two attempts of one request, in seconds.
 MAX_BACKOFF_S = 30.0
@@ -219,6 +220,11 @@ def _prediction_text(pred: Any, where: str) -> str:
         for key in ("text", "output", "generated_text", "content", "completion"):
             if isinstance(pred.get(key), str):
                 return pred[key]
+        choices = pred.get("choices")  # a chat completion (a chatCompletions instance's answer)
+        if isinstance(choices, list) and choices and isinstance(choices[0], dict):
+            message = choices[0].get("message")
+            if isinstance(message, dict) and isinstance(message.get("content"), str):
+                return str(message["content"])
     raise RemoteError(f"{where}: prediction is not text: {json.dumps(pred)[:120]}")
 
 
@@ -227,12 +233,37 @@ CONSTRAINED_SUFFIX = "#constrained"
 
 
 def predict_instance(
-    prompt: str, max_tokens: int, extra: dict[str, Any] | None = None
+    prompt: str,
+    max_tokens: int,
+    extra: dict[str, Any] | None = None,
+    schema: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The vLLM predict instance for ``prompt`` (greedy; raw text, no Prompt/Output wrapper), the
-    same for a local server, a Vertex endpoint and a batch job. ``extra`` adds container fields
-    (e.g. ``chat_template_kwargs``)."""
-    instance = {"prompt": prompt, "max_tokens": max_tokens, "temperature": 0, "raw_response": True}
+    """The vLLM predict instance for ``prompt`` (greedy), the same for a local server, a Vertex
+    endpoint and a batch job. ``extra`` adds container fields (e.g. ``chat_template_kwargs``).
+
+    Free: a prompt instance (raw text, no Prompt/Output wrapper). With ``schema``: a
+    chat-completions instance carrying it in ``response_format``, the one way Model Garden's
+    vLLM predict handler documents to reach vLLM's structured outputs; its prompt instances pass
+    every other field to vLLM's ``SamplingParams``, which has no ``guided_json`` (README,
+    "Structured output"). The server then applies the model's chat template to the prompt.
+    ``chat_template_kwargs`` in ``extra`` (Qwen 3's thinking switch) also makes a chat instance:
+    only the chat route applies a template, and ``SamplingParams`` refuses the field."""
+    chat = schema is not None or "chat_template_kwargs" in (extra or {})
+    if not chat:
+        instance: dict[str, Any] = {
+            "prompt": prompt,
+            "max_tokens": max_tokens,
+            "temperature": 0,
+            "raw_response": True,
+        }
+    else:
+        instance = {
+            REQUEST_FORMAT: CHAT_COMPLETIONS,
+            "messages": [{"role": "user", "content": prompt}],
+            "max_tokens": max_tokens,
+            "temperature": 0,
+            **(openai_schema_fields(schema) if schema is not None else {}),
+        }
     instance.update(extra or {})
     return instance
 
@@ -241,12 +272,6 @@ def _extra_tag(extra: dict[str, Any]) -> str:
     """What extra instance fields add to a client's name, so a cache made without them (or with
     others) is not mistaken for this one's."""
     return f"#{json.dumps(extra, sort_keys=True)}" if extra else ""
-
-
-def _schema_field(schema: dict[str, Any] | None) -> dict[str, Any]:
-    """The predict-instance field carrying a JSON Schema: ``guided_json`` (see README,
-    "Structured output"), or nothing."""
-    return {"guided_json": schema} if schema is not None else {}
 
 
 #: How an OpenAI-compatible request carries a schema: OpenAI's documented ``response_format``,
@@ -301,9 +326,9 @@ class PredictClient:
         self._path = _path_of(url)
 
     def instance(self, prompt: str, max_tokens: int) -> dict[str, Any]:
-        """The predict instance sent for ``prompt`` (the JSON Schema in ``guided_json`` when
-        constrained)."""
-        return predict_instance(prompt, max_tokens, {**self.extra, **_schema_field(self.schema)})
+        """The predict instance sent for ``prompt`` (a chat-completions instance with the JSON
+        Schema in ``response_format`` when constrained; see :func:`predict_instance`)."""
+        return predict_instance(prompt, max_tokens, self.extra, self.schema)
 
     def complete(self, prompt: str, max_tokens: int) -> Completion:
         start = time.perf_counter()
@@ -412,9 +437,7 @@ class VertexEndpointClient:
     def complete(self, prompt: str, max_tokens: int) -> Completion:
         from routerlib.serving import vertex
 
-        instance = predict_instance(
-            prompt, max_tokens, {**self.extra, **_schema_field(self.schema)}
-        )
+        instance = predict_instance(prompt, max_tokens, self.extra, self.schema)
         start = time.perf_counter()
         try:
             preds = vertex.predict(
@@ -634,8 +657,8 @@ def generate_predictions(
     *,
     client: Client | str,
     cache_path: str | os.PathLike[str],
-    concurrency: int = 8,
-    max_tokens: int = 1536,
+    concurrency: int = run_default("concurrency"),
+    max_tokens: int = run_default("max_tokens"),
     limit: int | None = None,
     retries: int = 5,
     timeout: float = 120.0,
@@ -727,8 +750,9 @@ def _run_pending(
     progress: bool,
 ) -> None:
     """Workers call the client; this thread appends their answers to the cache in small fsync'd
-    batches (one fsync per batch of answers that arrived together) and moves the progress bar."""
-    from tqdm import tqdm  # plain text bar: no ipywidgets needed in notebooks
+    batches (one fsync per batch of answers that arrived together) and moves the progress bar
+    (off a terminal: one whole line per tenth of the rows)."""
+    from routerlib.progress import progress_bar
 
     work: queue.SimpleQueue[int] = queue.SimpleQueue()
     for index in pending:
@@ -763,13 +787,12 @@ def _run_pending(
     ]
     errors: list[tuple[int, BaseException]] = []
     total = len(prompts)
-    bar = tqdm(
-        total=total,
-        initial=total - len(pending),
+    bar = progress_bar(
+        progress,
+        total,
         desc="predict",
         unit="row",
-        disable=not progress,
-        file=sys.stderr,
+        initial=total - len(pending),
         dynamic_ncols=True,
     )
     live = len(threads)
@@ -884,8 +907,8 @@ def evaluate(
     out: str | os.PathLike[str],
     thresholds: str | os.PathLike[str] | dict[str, Any] | None = None,
     compare_to: str | os.PathLike[str] | None = None,
-    concurrency: int = 8,
-    max_tokens: int = 1536,
+    concurrency: int = run_default("concurrency"),
+    max_tokens: int = run_default("max_tokens"),
     limit: int | None = None,
     project: str | None = None,
     location: str | None = None,

@@ -3,8 +3,8 @@
 Two jobs, kept apart on purpose:
 
 * :func:`parse_prediction_line` reads one line of a prediction file exactly as the team's earlier
-  evaluator did (see ../shared/EVALUATOR.md, "Inputs"). It is strict: whatever cannot be read as a
-  JSON object is an *invalid* prediction (``None``). Scoring uses only this.
+  evaluator did (the shapes it accepts are listed in its docstring). It is strict: whatever
+  cannot be read as a JSON object is an *invalid* prediction (``None``). Scoring uses only this.
 * :func:`extract_json_object` is for the generation step: a model's raw text may wrap the JSON in
   an echoed prompt, a ``Prompt:\\n…\\nOutput:\\n…`` envelope (Model Garden vLLM containers without
   ``raw_response``), code fences, chatter before or words after. It finds the best JSON object in

@@ -22,7 +22,7 @@ import json
 import os
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -69,19 +69,9 @@ def registry_path() -> Path:
     return outputs_root() / REGISTRY_FILE
 
 
-@contextlib.contextmanager
-def _locked() -> Iterator[None]:
+def _locked() -> contextlib.AbstractContextManager[None]:
     """An exclusive lock beside the registry, held for one read-modify-write."""
-    import fcntl
-
-    path = registry_path()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path.with_name(REGISTRY_FILE + ".lock"), "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    return atomic.file_lock(registry_path().with_name(REGISTRY_FILE + ".lock"))
 
 
 def load_registry() -> list[Job]:

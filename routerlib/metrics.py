@@ -1,6 +1,7 @@
 """Scoring of routing plans: the team's earlier evaluator reproduced exactly, plus what it lacked.
 
-The original figures (../shared/EVALUATOR.md) live under ``report["metrics"]`` with the original
+The original figures (README "Scoring"; tests/test_metrics_parity.py holds them to the original's
+values) live under ``report["metrics"]`` with the original
 layout and identical floats: per-sample values are computed the same way and averaged by plain
 left-to-right float summation in sample order, per bucket, over the samples that recorded each
 metric (so everything except ``json_valid`` is averaged over valid predictions only).

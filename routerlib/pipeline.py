@@ -20,11 +20,12 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from routerlib import paths, runfolder
 from routerlib.atomic import write_json
 from routerlib.errors import InputError
+from routerlib.progress import WholeLines
 
 DEFAULT_STAGES: tuple[str, ...] = ("01", "02", "03", "04")
 PIPELINE_FILE = runfolder.PIPELINE_FILE
@@ -88,8 +89,7 @@ def read_state(run_dir: Path) -> dict[str, Any]:
     file = Path(run_dir) / PIPELINE_FILE
     if not file.is_file():
         raise InputError(f"{file}: not a pipeline run folder (no {PIPELINE_FILE})")
-    runfolder.read_json(file, runfolder.PipelineRecord)
-    state: dict[str, Any] = json.loads(file.read_text(encoding="utf-8"))
+    state: dict[str, Any] = runfolder.read_pipeline(run_dir).model_dump(exclude_unset=True)
     return state
 
 
@@ -114,13 +114,11 @@ def find_unfinished_run(params_name: str, outputs: Path | None = None) -> Path |
     candidates = []
     for state_file in root.glob(f"*/{PIPELINE_FILE}"):
         try:
-            state = json.loads(state_file.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError):
+            state = runfolder.read_pipeline(state_file.parent)
+        except runfolder.RunFolderError:  # not a pipeline state: not a run to resume
             continue
-        if state.get("params_name") == params_name and state.get("status") != STATUS_FINISHED:
-            candidates.append(
-                (str(state.get("created", "")), state_file.parent.name, state_file.parent)
-            )
+        if state.params_name == params_name and state.status != STATUS_FINISHED:
+            candidates.append((state.created or "", state_file.parent.name, state_file.parent))
     return max(candidates)[2] if candidates else None
 
 
@@ -194,23 +192,30 @@ def _outputs_env(outputs: Path | None) -> Iterator[None]:
 
 
 def _execute_stage(
-    notebook: Path, run_dir: Path, params_file: Path, log: Any, runs: Sequence[Path] | None
+    notebook: Path, run_dir: Path, params_file: Path, log: IO[str], runs: Sequence[Path] | None
 ) -> None:
+    """Run one notebook; its stdout and stderr go to ``log`` as whole lines (a progress bar's
+    carriage-return redraws leave only the state each line ends with)."""
     import papermill as pm
 
+    stdout, stderr = WholeLines(log), WholeLines(log)
     output = run_dir / runfolder.NOTEBOOKS_DIR / notebook.name
     output.parent.mkdir(parents=True, exist_ok=True)
-    pm.execute_notebook(
-        str(notebook),
-        str(output),
-        parameters=notebook_parameters(params_file, run_dir, runs),
-        kernel_name="python3",
-        cwd=str(paths.project_root()),
-        progress_bar=False,
-        extra_arguments=list(KERNEL_ARGUMENTS),
-        stdout_file=log,
-        stderr_file=log,
-    )
+    try:
+        pm.execute_notebook(
+            str(notebook),
+            str(output),
+            parameters=notebook_parameters(params_file, run_dir, runs),
+            kernel_name="python3",
+            cwd=str(paths.project_root()),
+            progress_bar=False,
+            extra_arguments=list(KERNEL_ARGUMENTS),
+            stdout_file=stdout,
+            stderr_file=stderr,
+        )
+    finally:
+        stdout.finish()
+        stderr.finish()
 
 
 def _run_one(
@@ -409,13 +414,14 @@ def comparison_runs(
     extra: Sequence[str] = (),
     outputs: str | os.PathLike[str] | None = None,
 ) -> list[Path]:
-    """The run folders a comparison shows: the runs just made, then each ``extra`` one (a run
-    folder path, or a folder name under the outputs root; ``all`` adds every finished run), each
-    once. A name that is no finished run folder is an InputError naming it."""
-    from routerlib.compare import find_run_dirs
+    """The run folders a comparison shows: the runs just made that finished an evaluation (a run
+    of only the comparison stage, or one that stopped early, is no candidate), then each ``extra``
+    one (a run folder path, or a folder name under the outputs root; ``all`` adds every finished
+    run), each once. A name that is no finished run folder is an InputError naming it."""
+    from routerlib.compare import find_run_dirs, has_evaluation
 
     root = paths.resolve(outputs) if outputs else paths.outputs_root()
-    chosen = [Path(p).resolve() for p in made]
+    chosen = [Path(p).resolve() for p in made if has_evaluation(p)]
     problems = []
     for item in extra:
         if item == ALL_RUNS:
@@ -423,7 +429,7 @@ def comparison_runs(
             continue
         given = Path(item).expanduser()
         candidates = [given] if given.is_absolute() else [Path.cwd() / given, root / given]
-        found = next((c for c in candidates if (c / runfolder.METRICS_FILE).is_file()), None)
+        found = next((c for c in candidates if has_evaluation(c)), None)
         if found is None:
             problems.append(
                 f"--with {item}: not a finished run folder (no {runfolder.METRICS_FILE})"

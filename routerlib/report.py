@@ -22,8 +22,16 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from routerlib import display, paths
+from routerlib import display, runfolder
 from routerlib.errors import RouterlibError
+from routerlib.paths import outputs_root, resolve
+from routerlib.runfolder import (
+    LEADERBOARD_FILE,
+    METRICS_FILE,
+    NOTEBOOKS_DIR,
+    PIPELINE_FILE,
+    SIGNIFICANCE_FILE,
+)
 
 #: (what it is, pattern). Kept specific so rendered numbers and base64 images do not match.
 SECRET_PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
@@ -48,17 +56,14 @@ SECRET_PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
 _DATA_URI = re.compile(r"data:[\w/+.\-]+;base64,[A-Za-z0-9+/=\s]+")
 
 COMPARISON_STAGE = "05"
-#: Metrics whose paired tests are shown on the index (the rest sit in a collapsed table).
-SIGNIFICANCE_HEADLINE = (
-    "route_plan_exact",
-    "tool_sequence_exact",
-    "route_tool_recall",
-    "json_valid",
-)
-LEADERBOARD_CSV = "leaderboard.csv"
+#: Metrics whose paired tests are shown on the index (the rest sit in a collapsed table): the
+#: headline table's deciding metrics, as notebook 05 shows them (display.HEADLINE_TESTS).
+SIGNIFICANCE_HEADLINE = display.HEADLINE_TESTS
+#: The page's CSV downloads carry the names a comparison run gives the same tables.
+LEADERBOARD_CSV = LEADERBOARD_FILE
 #: Plots shown at full page width (many panels or bars).
 WIDE_PLOTS = ("bucket_scores", "route_confusion")
-SIGNIFICANCE_CSV = "significance.csv"
+SIGNIFICANCE_CSV = SIGNIFICANCE_FILE
 
 
 class SecretFound(RouterlibError):
@@ -171,14 +176,14 @@ def notebook_to_html(notebook: Path, exporter: Any = None, keep_stderr: bool = F
 
 
 def _is_run_dir(path: Path) -> bool:
-    return any((path / name).exists() for name in ("pipeline.json", paths.METRICS_FILE)) or any(
-        (path / paths.NOTEBOOKS_DIR).glob("*.ipynb")
+    return any((path / name).exists() for name in (PIPELINE_FILE, METRICS_FILE)) or any(
+        (path / NOTEBOOKS_DIR).glob("*.ipynb")
     )
 
 
 def find_runs(root: Path | None = None) -> list[Path]:
     """Run folders under the outputs root (with pipeline.json, metrics.json or executed notebooks)."""
-    root = root or paths.outputs_root()
+    root = root or outputs_root()
     if not root.is_dir():
         return []
     return sorted(
@@ -188,10 +193,9 @@ def find_runs(root: Path | None = None) -> list[Path]:
 
 def _run_status(run: Path) -> str:
     try:
-        state = json.loads((run / "pipeline.json").read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError):
-        return "finished" if (run / paths.METRICS_FILE).is_file() else "unknown"
-    return str(state.get("status", "unknown"))
+        return runfolder.read_pipeline(run).status
+    except runfolder.RunFolderError:  # no batch runner state (notebooks run by hand)
+        return "finished" if (run / METRICS_FILE).is_file() else "unknown"
 
 
 def _data_uri(png: Path) -> str:
@@ -255,7 +259,7 @@ def _index_html(
         f'<div class="conclusion">{_markdown(conclusion_md)}</div>',
         "<h3>Leaderboard</h3>",
         f'<div class="wrap">{board_html}</div>',
-        "<h3>Paired significance against the previous router</h3>",
+        "<h3>Paired significance</h3>",
         f'<div class="wrap">{sig_html}</div>',
         '<h3>Plots</h3><div class="plots">',
     ]
@@ -296,7 +300,7 @@ def _comparison(run_dirs: list[Path], out: Path) -> tuple[str, str, str, list[Pa
     from routerlib import compare, compare_plots
     from routerlib.atomic import write_text
 
-    scored = [r for r in run_dirs if (r / paths.METRICS_FILE).is_file()]
+    scored = [r for r in run_dirs if (r / METRICS_FILE).is_file()]
     runs = compare.load_runs(scored) if scored else []
     board = compare.leaderboard(runs)
     try:
@@ -334,8 +338,11 @@ def _comparison(run_dirs: list[Path], out: Path) -> tuple[str, str, str, list[Pa
         write_text(out / SIGNIFICANCE_CSV, sig.to_csv(index=False))
         main = display.significance_view(sig, SIGNIFICANCE_HEADLINE)
         sig_html = (
-            '<p class="small">McNemar on yes/no metrics, paired bootstrap on rates; strict '
-            "values; Δ is router minus the router it is tested against.</p>"
+            '<p class="small">Each router against the previous router(s), each further '
+            "decoding against its run's headline decoding, and the best-ranked model against "
+            "every other model on the same test rows. McNemar on yes/no metrics, paired "
+            "bootstrap on rates; strict values; Δ is router minus the router it is tested "
+            "against (p-value in brackets).</p>"
             + _table(main, classes="significance")
             + f"<details><summary>All {len(sig)} paired tests</summary>"
             + '<div class="wrap">'
@@ -344,7 +351,7 @@ def _comparison(run_dirs: list[Path], out: Path) -> tuple[str, str, str, list[Pa
             + f"{SIGNIFICANCE_CSV}</a>.</p></details>"
         )
     plots = compare_plots.all_plots(runs, out / "plots", board)
-    root = f"{paths.outputs_root()}/"
+    root = f"{outputs_root()}/"
     problems = [
         line.replace(root, "") for run in runs for r in (run, *run.baselines) for line in r.problems
     ]
@@ -378,12 +385,12 @@ def render_report(
     when a notebook or page holds a credential-like string."""
     from routerlib.errors import InputError
 
-    run_dirs = [paths.resolve(r) for r in runs] if runs else find_runs()
+    run_dirs = [resolve(r) for r in runs] if runs else find_runs()
     missing = [str(r) for r in run_dirs if not r.is_dir()]
     if missing:
         raise InputError(f"{missing[0]}: run folder not found")
-    out = paths.resolve(out_dir) if out_dir else paths.outputs_root() / "report"
-    notebooks = {run: sorted((run / paths.NOTEBOOKS_DIR).glob("*.ipynb")) for run in run_dirs}
+    out = resolve(out_dir) if out_dir else outputs_root() / "report"
+    notebooks = {run: sorted((run / NOTEBOOKS_DIR).glob("*.ipynb")) for run in run_dirs}
     found = scan_for_secrets([nb for nbs in notebooks.values() for nb in nbs])
     if found:
         raise SecretFound(

@@ -560,6 +560,11 @@ def read_loss_curve(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
     return data
 
 
+def read_pipeline(run_dir: str | os.PathLike[str]) -> PipelineRecord:
+    """A run's pipeline.json (the batch runner's state; pipeline.py writes it)."""
+    return read_json(Path(run_dir) / PIPELINE_FILE, PipelineRecord)
+
+
 def read_metrics(run_dir: str | os.PathLike[str]) -> MetricsRecord:
     """A run's metrics.json."""
     return read_json(Path(run_dir) / METRICS_FILE, MetricsRecord)

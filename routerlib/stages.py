@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from routerlib import paths, runfolder
-from routerlib.config import RunConfig, dump_config, load_config
+from routerlib.config import RunConfig, default_params_file, dump_config, load_config
 from routerlib.errors import InputError
 from routerlib.metrics import HEADLINE
 from routerlib.runfolder import SPLITS
@@ -64,9 +64,13 @@ class Run:
 def open_run(params_file: str, run_dir: str = "", overrides: dict[str, Any] | None = None) -> Run:
     """Validate the params file and open the run folder (a new one when ``run_dir`` is empty).
 
+    An empty ``params_file`` (the notebooks' default) is :func:`config.default_params_file`:
+    ``$ROUTERLIB_PARAMS``, else params/local.yaml.
+
     The resolved params are written once as params.yaml; a run folder whose params.yaml differs
     from the given params is refused, so one folder never mixes two configurations.
     """
+    params_file = params_file or default_params_file()
     config = load_config(params_file, overrides)
     folder = Path(run_dir).resolve() if run_dir else paths.new_run_dir(config.name)
     folder.mkdir(parents=True, exist_ok=True)
@@ -465,7 +469,7 @@ def report_path(run: Run, decoding: str = "free") -> Path:
     (each with its samples.jsonl, cache and predictions beside it)."""
     if decoding == "free":
         return run.sub(runfolder.REPORT_FILE)
-    return run.sub(f"{paths.EVAL_DIR}/{decoding}/report.json")
+    return run.sub(f"{runfolder.EVAL_DIR}/{decoding}/report.json")
 
 
 def evaluate(run: Run, endpoint: Predictor | str, decoding: str = "free") -> Report:
@@ -880,19 +884,29 @@ BUILD_STAGES = ("01", "03", "04")
 
 
 def runs_to_compare(run: Run, runs: list[str]) -> list[RunSummary]:
-    """The given run folders, else every finished run under the outputs root; when there is none,
-    the pipeline makes one from this notebook's params (stages 01, 03, 04) so the comparison
-    always has a model to show."""
+    """The given run folders that finished an evaluation (others are named in one printed line,
+    never a model row), else every finished run under the outputs root; when there is none, the
+    pipeline makes one from this notebook's params (stages 01, 03, 04) so the comparison always
+    has a model to show. This notebook's own run folder is never among them."""
     from routerlib import compare, pipeline
 
-    found = [r for r in compare.load_runs(runs or None) if Path(r.path) != run.path]
+    own = run.path.resolve()
+    given = [Path(p) for p in runs]
+    skipped = [p for p in given if not compare.has_evaluation(p) or p.resolve() == own]
+    if skipped:
+        names = ", ".join(p.name for p in skipped)
+        print(f"Not compared (no finished evaluation, or this comparison's own folder): {names}")
+    runs = [str(p) for p in given if p not in skipped]
+    if given and not runs:
+        raise InputError(f"runs: no finished run folder to compare among {len(given)} given")
+    found = [r for r in compare.load_runs(runs or None) if Path(r.path) != own]
     if not found and not runs:
         (result,) = pipeline.run_pipeline(
             [run.params_file], stages=BUILD_STAGES, name=run.config.name
         )
         if not result.ok:
             raise InputError(f"building a run to compare failed: {result.message}")
-        found = [r for r in compare.load_runs(None) if Path(r.path) != run.path]
+        found = [r for r in compare.load_runs(None) if Path(r.path) != own]
     return found
 
 

@@ -1,7 +1,7 @@
 """Deterministic, realistic synthetic Week-2 router rows: the embedded default input.
 
-Distributions follow the original team's full-dataset statistics
-(../shared/data/coursegpt_router/router_eval_metrics.json, train split of 6,962 rows): first tool,
+Distributions follow the original team's statistics of its full train split (6,962 rows; the
+figures are the constants below, copied from that split's metrics file): first tool,
 route length and template, difficulty mix, metrics key shapes and value types, top tags. Queries
 are composed from templates and per-topic vocabularies with numeric details, and a query is never
 repeated within one file. Every row passes ``schema.validate_row``; the same (n, seed) always gives
@@ -20,13 +20,13 @@ from pathlib import Path
 from typing import Any
 
 from routerlib.atomic import atomic_writer
-from routerlib.config import RunConfig
+from routerlib.config import run_default
 from routerlib.errors import InputError
 from routerlib.runfolder import SYNTHETIC_ROWS_FILE
 
 #: Rows and seed of the embedded input: RunConfig's defaults (``synth_rows``, ``synth_seed``).
-DEFAULT_ROWS: int = RunConfig.model_fields["synth_rows"].default
-DEFAULT_SEED: int = RunConfig.model_fields["synth_seed"].default
+DEFAULT_ROWS: int = run_default("synth_rows")
+DEFAULT_SEED: int = run_default("synth_seed")
 #: File name of the embedded rows prepare writes when no --input is given.
 EMBEDDED_FILE = SYNTHETIC_ROWS_FILE
 

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from routerlib import jobs, pricing
+from routerlib.config import run_default
 from routerlib.errors import InputError, RemoteError
 from routerlib.tuning.base import DENIED, EXPIRED, FAILED, PENDING, RUNNING, SUCCEEDED, Job
 from tests.support.fake_vertex import ALLOWLIST_MODEL, FakeVertex
@@ -59,8 +60,9 @@ def test_wait_to_success_records_stats_checkpoint_and_estimate(tuning_env: Tunin
     examples, tokens = pricing.training_tokens(tuning_env.train_uri)
     assert examples == 12
     price = pricing.load_pricing().price(job.spec.base_model)
-    assert job.cost_estimate_usd == pytest.approx(tokens * 3 * price / 1e6)
-    assert out[0].startswith(f"cost estimate: 12 examples, ~{tokens:,} tokens x 3 epoch(s)")
+    epochs = run_default("epochs")  # the spec's default epoch count is RunConfig's
+    assert job.cost_estimate_usd == pytest.approx(tokens * epochs * price / 1e6)
+    assert out[0].startswith(f"cost estimate: 12 examples, ~{tokens:,} tokens x {epochs} epoch(s)")
     assert any("RUNNING" in line and "waited" in line for line in out)
     # the registry holds the finished job with its statistics
     (recorded,) = jobs.load_registry()

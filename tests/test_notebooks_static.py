@@ -38,8 +38,22 @@ def test_one_parameters_cell_of_typed_literals(path: Path) -> None:
     for node in tree.body:
         assert isinstance(node, ast.Assign), "only assignments in the parameters cell"
         names[node.targets[0].id] = ast.literal_eval(node.value)  # literals only
-    assert names["params_file"] == "params/local.yaml"
+    assert names["params_file"] == ""  # config.default_params_file(): $ROUTERLIB_PARAMS or local
     assert names["run_dir"] == ""
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_papermill_reads_every_parameter(path: Path) -> None:
+    """papermill parses the parameters cell (else it warns "Unable to parse line" and calls the
+    parameters a chain passes unknown)."""
+    import nbformat
+    from papermill.translators import PythonTranslator
+
+    book = nbformat.read(path, as_version=4)
+    cell = next(c for c in book.cells if "parameters" in c.metadata.get("tags", []))
+    found = [p.name for p in PythonTranslator.inspect(cell)]
+    assert found[:2] == ["params_file", "run_dir"]
+    assert len(found) == len(cell.source.strip().splitlines())
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)

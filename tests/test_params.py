@@ -6,11 +6,16 @@ import re
 from pathlib import Path
 
 import pytest
+import yaml
 
-from routerlib.config import RunConfig, load_config
+from routerlib.config import RunConfig, load_config, run_default
 from routerlib.errors import InputError
 
 PARAMS = Path(__file__).resolve().parent.parent / "params"
+#: The test suite's own run configs (the end-to-end run's smallest params).
+TEST_PARAMS = Path(__file__).resolve().parent / "data"
+#: Keys every params file states although they may equal RunConfig's default.
+STATED = ("name", "backend")
 #: Default files shipped inside the package (routerlib/data), and the validator of each.
 PACKAGED = PARAMS.parent / "routerlib" / "data"
 #: Files in params/ or routerlib/data/ that are not run configs, and the validator of each.
@@ -35,13 +40,52 @@ def test_run_params_validate(path: Path) -> None:
     )
     assert text.splitlines()[0].startswith("#")
     # flat: every value is a scalar except labels and the decoding list
-    import yaml
-
     data = yaml.safe_load(text)
     assert all(
         not isinstance(v, (dict, list)) or k in ("labels", "decoding") for k, v in data.items()
     )
-    assert set(data) == set(RunConfig.model_fields), "params files spell out every key"
+    # one line says where every key the file leaves out gets its default
+    assert re.search(
+        r"^# Every other key takes RunConfig's default .*README \"Params\"", text, re.M
+    )
+
+
+def _overrides_problems(path: Path) -> list[str]:
+    """Keys of a params file beyond name and backend that repeat RunConfig's default."""
+    data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    resolved = load_config(path).model_dump()  # as validated: 300.0 is 300
+    problems = [
+        f"{path.name}: {key}: missing (every file states it)" for key in STATED if key not in data
+    ]
+    for key, value in data.items():
+        if key not in STATED and resolved[key] == run_default(key):
+            problems.append(f"{path.name}: {key}: {value!r} is RunConfig's default; drop the line")
+    return problems
+
+
+@pytest.mark.parametrize(
+    "path", [*run_params(), *sorted(TEST_PARAMS.glob("*.yaml"))], ids=lambda p: p.name
+)
+def test_params_files_state_name_and_backend_and_override_only(path: Path) -> None:
+    assert _overrides_problems(path) == []
+
+
+def test_a_key_repeating_its_default_is_refused(tmp_path: Path) -> None:
+    copy = tmp_path / "copy.yaml"
+    copy.write_text("name: x\nbackend: local\nepochs: 2\nmax_tokens: 64\nsynth_rows: 300.0\n")
+    assert _overrides_problems(copy) == [
+        "copy.yaml: epochs: 2 is RunConfig's default; drop the line",
+        "copy.yaml: synth_rows: 300.0 is RunConfig's default; drop the line",
+    ]
+    (tmp_path / "bare.yaml").write_text("epochs: 3\n")
+    assert _overrides_problems(tmp_path / "bare.yaml") == [
+        "bare.yaml: name: missing (every file states it)",
+        "bare.yaml: backend: missing (every file states it)",
+    ]
+
+
+def test_every_runconfig_key_has_a_description() -> None:
+    assert [k for k, f in RunConfig.model_fields.items() if not (f.description or "").strip()] == []
 
 
 @pytest.mark.parametrize("name", sorted(SPECIAL))

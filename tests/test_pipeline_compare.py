@@ -9,11 +9,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import nbformat
 import pytest
 
-from routerlib import pipeline
+from routerlib import pipeline, stages
 from routerlib.cli import main
-from tests.support.toy_project import make_project
+from routerlib.errors import InputError
+from tests.support.toy_project import _notebook, make_project
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -21,6 +23,16 @@ pytestmark = pytest.mark.timeout(180)
 @pytest.fixture()
 def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     root = make_project(tmp_path / "proj")
+    # Stage 01 stands for a whole run here: it also writes the run's metrics.json, as notebook 04
+    # does when its evaluation finishes (only such a run is a comparison candidate).
+    nbformat.write(
+        _notebook(
+            "import json\n(run / 'stage01.txt').write_text('ran')\n"
+            "(run / 'metrics.json').write_text(json.dumps({'run': {'name': cfg['name']}}))",
+            title="01 evaluate",
+        ),
+        root / "notebooks" / "01_write.ipynb",
+    )
     monkeypatch.setenv("ROUTERLIB_ROOT", str(root))
     monkeypatch.setenv("ROUTERLIB_OUTPUTS", str(tmp_path / "outputs"))
     monkeypatch.chdir(root)
@@ -77,6 +89,42 @@ def test_a_bad_with_fails_before_any_run(
     err = capsys.readouterr().err
     assert "--with nope-123: not a finished run folder (no metrics.json)" in err
     assert not (tmp_path / "outputs").exists() or not any((tmp_path / "outputs").iterdir())
+
+
+def test_a_comparison_only_run_is_not_a_candidate(
+    project: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`--stages 05 --compare`: the folder that ran only the comparison has no evaluation, so it is
+    not handed to the comparison (which then compares every finished run), and the CLI says so."""
+    outputs = tmp_path / "outputs"
+    older = _finished_run(outputs, "ok-20000101-000000")
+    assert main(["run", "params/ok.yaml", "--stages", "05", "--compare"]) == 0
+    (made,) = [p for p in outputs.glob("ok-*") if p != older]
+    assert not (made / "metrics.json").exists()
+    assert (
+        f"[comparison] {made.name}: no finished evaluation, not compared" in capsys.readouterr().out
+    )
+    assert _compared(outputs) == []  # empty: every finished run, found by metrics.json
+    assert pipeline.comparison_runs([made], [], outputs) == []
+    assert pipeline.comparison_runs([made, older], [], outputs) == [older.resolve()]
+
+
+def test_runs_without_an_evaluation_are_never_model_rows(
+    project: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Notebook 05 given run folders: an unevaluated one and its own folder are named in a line
+    and left out; given only unevaluated ones, it stops with a clear error."""
+    outputs = tmp_path / "outputs"
+    older = _finished_run(outputs, "ok-20000101-000000")
+    empty = outputs / "ok-20000101-000001"
+    empty.mkdir()
+    comparison = stages.open_run("params/ok.yaml", str(outputs / "comparison-1"))
+    found = stages.runs_to_compare(comparison, [str(empty), str(older), str(comparison.path)])
+    assert [r.path for r in found] == [older.resolve()]
+    out = capsys.readouterr().out
+    assert "Not compared" in out and empty.name in out and "comparison-1" in out
+    with pytest.raises(InputError, match="runs: no finished run folder to compare among 1 given"):
+        stages.runs_to_compare(comparison, [str(empty)])
 
 
 def test_run_outside_a_clone_says_so_in_one_line(

@@ -156,7 +156,7 @@ def test_a_null_completion_is_invalid_but_not_listed_as_the_original(tmp_path: P
 
 
 def test_runconfig_defaults_are_the_embedded_default_run() -> None:
-    """params/local.yaml (make run) spells out RunConfig's defaults; it sets nothing else."""
+    """params/local.yaml (make run) is RunConfig's defaults: it sets only name and backend."""
     assert load_config(PARAMS / "local.yaml") == RunConfig()
     defaults = RunConfig()
     assert (defaults.synth_rows, defaults.epochs, defaults.max_tokens) == (300, 2, 1280)
@@ -212,3 +212,29 @@ def test_loss_curve_file_is_read_through_its_record(tmp_path: Path) -> None:
         runfolder.read_loss_curve(curve)
     run = compare.load_run(tmp_path)
     assert run.loss_curve() == [] and any("[0]: step:" in p for p in run.problems)
+
+
+def test_pipeline_json_has_one_reader_that_names_a_foreign_field(tmp_path: Path) -> None:
+    from routerlib import pipeline, report
+
+    run = tmp_path / "local-20260101-000000"
+    run.mkdir()
+    assert report._run_status(run) == "unknown"  # neither pipeline.json nor metrics.json
+    (run / runfolder.PIPELINE_FILE).write_text(
+        json.dumps({"status": "running", "stages": [], "params_name": "local"})
+    )
+    assert runfolder.read_pipeline(run).status == "running"
+    assert report._run_status(run) == "running"
+    assert pipeline.find_unfinished_run("local", tmp_path) == run
+    assert pipeline.read_state(run) == {"status": "running", "stages": [], "params_name": "local"}
+    (run / runfolder.PIPELINE_FILE).write_text(json.dumps({"status": "done", "stages": []}))
+    with pytest.raises(RunFolderError, match=r"pipeline\.json: status: "):
+        runfolder.read_pipeline(run)
+    assert report._run_status(run) == "unknown"  # a foreign state is not reported as a status
+    assert pipeline.find_unfinished_run("local", tmp_path) is None
+
+
+def test_the_significance_headline_is_the_deciding_metrics() -> None:
+    from routerlib import report
+
+    assert report.SIGNIFICANCE_HEADLINE == display.HEADLINE_TESTS == compare.DECIDING_METRICS

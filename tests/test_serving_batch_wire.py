@@ -271,4 +271,9 @@ def test_open_predictor_picks_batch_or_endpoint_from_the_params(
             progress=False,
         )
     (body,) = server.bodies("POST", r":predict$")
-    assert body["instances"][0]["chat_template_kwargs"] == {"enable_thinking": False}
+    (instance,) = body["instances"]
+    assert instance["chat_template_kwargs"] == {"enable_thinking": False}
+    # a chat instance: only the chat route applies the template (a prompt instance would be
+    # refused, its fields going to SamplingParams)
+    assert instance["@requestFormat"] == "chatCompletions"
+    assert instance["messages"][0]["role"] == "user" and "prompt" not in instance

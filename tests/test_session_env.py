@@ -20,6 +20,8 @@ root = paths.outputs_root()
 assert "routerlib-tests-" in str(root), root
 assert root != paths.project_root() / "outputs", root
 assert os.environ["ROUTERLIB_TUNING_CACHE"].endswith("tuning-cache"), os.environ
+from routerlib import config
+assert config.default_params_file().endswith("tests/data/e2e_tiny.yaml"), os.environ
 """
 
 
@@ -35,7 +37,14 @@ def test_nbval_kernels_get_the_temporary_outputs_root(tmp_path: Path) -> None:
     env = {
         k: v
         for k, v in os.environ.items()
-        if k not in ("ROUTERLIB_OUTPUTS", "ROUTERLIB_TUNING_CACHE")
+        if k
+        not in (
+            "ROUTERLIB_OUTPUTS",
+            "ROUTERLIB_TUNING_CACHE",
+            "ROUTERLIB_PARAMS",
+            "ROUTERLIB_TEST_SESSION",
+            "PYTEST_XDIST_WORKER",
+        )
     }
     proc = subprocess.run(
         [

@@ -20,6 +20,23 @@ def test_a_run_folder_keeps_its_params(tmp_path) -> None:
         stages.open_run("params/local.yaml", str(run.path), {"epochs": 5})
 
 
+def test_an_empty_params_file_is_routerlib_params_else_local(tmp_path, monkeypatch) -> None:
+    """The notebooks' default ``params_file = ""``: $ROUTERLIB_PARAMS when set, else local.yaml."""
+    monkeypatch.delenv("ROUTERLIB_PARAMS", raising=False)
+    run = stages.open_run("", str(tmp_path / "a"))
+    assert run.params_file == "params/local.yaml" and run.config.name == "local"
+    monkeypatch.setenv("ROUTERLIB_PARAMS", "tests/data/e2e_tiny.yaml")
+    run = stages.open_run("", str(tmp_path / "b"))
+    assert run.params_file == "tests/data/e2e_tiny.yaml" and run.config.name == "e2e-tiny"
+    # an explicit file (papermill -p params_file ...) wins over the variable
+    assert (
+        stages.open_run("params/local_full.yaml", str(tmp_path / "c")).config.name == "local-full"
+    )
+    monkeypatch.setenv("ROUTERLIB_PARAMS", "params/missing.yaml")
+    with pytest.raises(InputError, match="missing.yaml"):
+        stages.open_run("", str(tmp_path / "d"))
+
+
 def test_vertex_run_tunes_from_the_uploaded_splits(gcs_emulator, tmp_path) -> None:
     gcs_emulator.make_bucket("router-data")
     run = stages.open_run(

@@ -13,6 +13,7 @@ import pytest
 
 from routerlib import jobs
 from routerlib.cli import main
+from routerlib.config import run_default
 from routerlib.tuning.base import DENIED, FAILED, PENDING, RUNNING, SPEC_LABEL, SUCCEEDED
 from tests.support.fake_vertex import ALLOWLIST_MODEL, FakeVertex
 from tests.support.tuning_env import TuningEnv, fake_vertex, gcs_emulator, tuning_env  # noqa: F401
@@ -94,7 +95,7 @@ def test_tune_full_with_learning_rate(
     (body,) = tuning_env.fake.create_bodies()
     assert body["supervisedTuningSpec"]["tuningMode"] == "TUNING_MODE_FULL"
     assert body["supervisedTuningSpec"]["hyperParameters"] == {
-        "epochCount": 3,
+        "epochCount": run_default("epochs"),  # the CLI's default is RunConfig's
         "learningRate": 1e-5,
     }
     out = capsys.readouterr().out

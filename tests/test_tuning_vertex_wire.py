@@ -8,6 +8,7 @@ import socket
 
 import pytest
 
+from routerlib.config import run_default
 from routerlib.errors import InputError
 from routerlib.tuning import base, choose_backend, get_backend
 from routerlib.tuning.base import (
@@ -111,7 +112,7 @@ def test_full_gemma_sends_learning_rate_never_the_multiplier(fake_vertex: FakeVe
     assert body["baseModel"] == "google/gemma3@gemma-3-27b-it"
     sft = body["supervisedTuningSpec"]
     assert sft["tuningMode"] == "TUNING_MODE_FULL"
-    assert sft["hyperParameters"] == {"epochCount": 3, "learningRate": 5e-5}
+    assert sft["hyperParameters"] == {"epochCount": run_default("epochs"), "learningRate": 5e-5}
     assert "validationDatasetUri" not in sft
     assert "customBaseModel" not in body
     assert body["labels"] == {SPEC_LABEL: spec.spec_hash()}
@@ -166,7 +167,7 @@ def test_states_progress_and_success_carries_stats_and_checkpoint(fake_vertex: F
     }
     assert done.checkpoint_uri == "gs://bkt/tuning/full/postprocess/node-0/checkpoints/final"
     # the spec is rebuilt from what the API echoes for a job fetched by name
-    assert done.spec.adapter_size == 16 and done.spec.epochs == 3
+    assert done.spec.adapter_size == 16 and done.spec.epochs == run_default("epochs")
     assert done.spec.training_dataset_uri == "gs://bkt/data/train.jsonl"
     gets = [r for r in fake_vertex.server.requests if r.method == "GET"]
     assert [r.path for r in gets] == [f"/v1beta1/{job.name}"] * 2

@@ -1,5 +1,6 @@
 """Constrained decoding on every endpoint kind, end to end: each client puts the schema in the
-field its server documents, the local server (and the Vertex stand-in backed by a real tiny
+field its server documents (on a Vertex / ``:predict`` URL: a chatCompletions instance with
+``response_format``), the local server (and the Vertex stand-in backed by a real tiny
 model) decodes under it, and the answer is a schema-valid object."""
 
 from __future__ import annotations
@@ -52,11 +53,33 @@ def test_free_decoding_of_the_tiny_model_is_not_json(server: LocalServer) -> Non
         json.loads(answer.text)
 
 
-def test_predict_client_sends_guided_json(server: LocalServer) -> None:
+def _chat_instance_schema(instance: dict[str, Any]) -> dict[str, Any]:
+    """The schema a constrained predict instance carries, after checking its documented shape:
+    a chatCompletions instance (Model Garden's vLLM handler), the schema in response_format."""
+    assert instance["@requestFormat"] == "chatCompletions"
+    assert instance["messages"] == [{"role": "user", "content": PROMPT}]
+    assert "prompt" not in instance and "guided_json" not in instance
+    fmt = instance["response_format"]
+    assert fmt["type"] == "json_schema"
+    return fmt["json_schema"]["schema"]
+
+
+def test_predict_client_sends_a_chat_instance_with_response_format(server: LocalServer) -> None:
     client = evaluate.PredictClient(server.endpoint_url, schema=SCHEMA)
-    assert client.instance(PROMPT, 500)["guided_json"] == SCHEMA
+    assert _chat_instance_schema(client.instance(PROMPT, 500)) == SCHEMA
     assert client.name.endswith("#constrained")
     _valid(client.complete(PROMPT, 500).text)
+    # free decoding keeps the prompt instance
+    assert evaluate.PredictClient(server.endpoint_url).instance(PROMPT, 5)["prompt"] == PROMPT
+
+
+def test_chat_instance_is_answered_with_a_chat_completion(server: LocalServer) -> None:
+    instance = evaluate.predict_instance(PROMPT, 500, schema=SCHEMA)
+    status, body = _post(server.endpoint_url, {"instances": [instance]})
+    assert status == 200
+    (prediction,) = body["predictions"]
+    assert prediction["object"] == "chat.completion"
+    _valid(prediction["choices"][0]["message"]["content"])
 
 
 @pytest.mark.parametrize("field", evaluate.OPENAI_SCHEMA_FIELDS)
@@ -69,7 +92,7 @@ def test_openai_client_fields(server: LocalServer, field: str) -> None:
     _valid(client.complete(PROMPT, 500).text)
 
 
-def test_vertex_endpoint_client_sends_guided_json(predictor: LocalPredictor) -> None:
+def test_vertex_endpoint_client_sends_a_chat_instance(predictor: LocalPredictor) -> None:
     with ServingStandIn() as stand_in:
         recorder, state = stand_in.fresh()
         state.predict_fn = predictor_predict(predictor)
@@ -83,9 +106,53 @@ def test_vertex_endpoint_client_sends_guided_json(predictor: LocalPredictor) -> 
         )
         _valid(client.complete(PROMPT, 500).text)
         (body,) = recorder.bodies("POST", r"/endpoints/[^/]+:predict$")
-    assert body["instances"][0]["guided_json"]["properties"]["difficulty"]["enum"] == list(
-        schema.DIFFICULTIES
-    )
+    sent = _chat_instance_schema(body["instances"][0])
+    assert sent["properties"]["difficulty"]["enum"] == list(schema.DIFFICULTIES)
+
+
+def test_a_dedicated_endpoint_answers_the_chat_completion_object(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Over a dedicated endpoint the SDK hands back ``predictions`` as the container sent it: one
+    chat completion object, not a list; the client reads its message."""
+    from routerlib.serving import vertex
+    from tests.support.fake_vertex_serving import CANNED_COMPLETION, self_signed_cert
+
+    cert = self_signed_cert(tmp_path)
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", cert[0])
+    with ServingStandIn(cert=cert) as stand_in:
+        recorder, state = stand_in.fresh(dedicated=True)
+        endpoint = state.add_endpoint("proj-1", "us-central1", "router")
+        endpoint.update(dedicatedEndpointEnabled=True, dedicatedEndpointDns=state.dedicated_dns)
+        cloud = {"project": "proj-1", "location": "us-central1", "api_endpoint": recorder.url}
+        instance = evaluate.predict_instance(PROMPT, 50, schema=SCHEMA)
+        (prediction,) = vertex.predict(endpoint["name"], [instance], **cloud)
+        assert prediction["choices"][0]["message"]["content"] == CANNED_COMPLETION
+        client = evaluate.make_client(endpoint["name"], schema=SCHEMA, **cloud)
+        assert client.complete(PROMPT, 50).text == CANNED_COMPLETION
+        assert stand_in.tls is not None and len(stand_in.tls.bodies("POST", r":predict$")) == 2
+
+
+@pytest.mark.parametrize("field", ["guided_json", "response_format", "chat_template_kwargs"])
+def test_vertex_stand_in_refuses_a_schema_field_on_a_prompt_instance(field: str) -> None:
+    """Model Garden's vLLM handler passes a prompt instance's other fields to SamplingParams,
+    which has no such argument: the request fails, as the stand-in's does."""
+    from routerlib.serving import vertex
+
+    with ServingStandIn() as stand_in:
+        recorder, state = stand_in.fresh()
+        endpoint = state.add_endpoint("proj-1", "us-central1", "router")["name"]
+        instance = {"prompt": PROMPT, "max_tokens": 5, "raw_response": True, field: SCHEMA}
+        with pytest.raises(vertex.PredictError) as caught:
+            vertex.predict(
+                endpoint,
+                [instance],
+                project="proj-1",
+                location="us-central1",
+                api_endpoint=recorder.url,
+            )
+    assert caught.value.status_code == 500
+    assert f"unexpected keyword argument '{field}'" in str(caught.value)
 
 
 def _post(url: str, body: Any) -> tuple[int, Any]:

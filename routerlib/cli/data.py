@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from routerlib import models, synth
+from routerlib import synth
+from routerlib.config import run_default
 
 _PREPARE_EPILOG = """\
 Output (in --output-dir): train.jsonl, validation.jsonl, test.jsonl, one
@@ -70,9 +71,24 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "(see --synth-rows, --synth-seed), written to OUTPUT_DIR/synthetic_rows.jsonl",
     )
     prepare.add_argument("--output-dir", required=True, metavar="DIR", help="folder for the splits")
-    prepare.add_argument("--val-ratio", type=_ratio, default=0.1, help="default: 0.1")
-    prepare.add_argument("--test-ratio", type=_ratio, default=0.05, help="default: 0.05")
-    prepare.add_argument("--seed", type=int, default=7, help="shuffle seed (default: 7)")
+    prepare.add_argument(
+        "--val-ratio",
+        type=_ratio,
+        default=run_default("val_ratio"),
+        help=f"default: {run_default('val_ratio')}",
+    )
+    prepare.add_argument(
+        "--test-ratio",
+        type=_ratio,
+        default=run_default("test_ratio"),
+        help=f"default: {run_default('test_ratio')}",
+    )
+    prepare.add_argument(
+        "--seed",
+        type=int,
+        default=run_default("seed"),
+        help=f"shuffle seed (default: {run_default('seed')})",
+    )
     prepare.add_argument(
         "--limit", type=_positive_int, metavar="N", help="keep only the first N rows of the file"
     )
@@ -90,22 +106,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     prepare.add_argument(
         "--base-model",
-        default=models.EMBEDDED_MODEL,
+        default=run_default("base_model"),
         metavar="MODEL",
-        help=f"model whose sequence limit applies (default: {models.EMBEDDED_MODEL})",
+        help=f"model whose sequence limit applies (default: {run_default('base_model')})",
     )
     prepare.add_argument(
         "--tuning-mode",
         choices=("PEFT_ADAPTER", "FULL"),
-        default="PEFT_ADAPTER",
-        help="default: PEFT_ADAPTER",
+        default=run_default("tuning_mode"),
+        help=f"default: {run_default('tuning_mode')}",
     )
     prepare.add_argument("--strict", action="store_true", help="treat warnings as errors")
     prepare.add_argument(
         "--format",
         dest="data_format",
         choices=("prompt_completion", "messages"),
-        default="prompt_completion",
+        default=run_default("data_format"),
         help="training splits' line format: prompt_completion (default: the original "
         "conversion, byte for byte) or messages (user/assistant chat turns, the format Vertex "
         "documents for chat; test.jsonl stays prompt/completion)",

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from routerlib.config import run_default
 from routerlib.errors import InputError
 
 #: Overall metrics shown in the summary table (original figure beside the strict one).
@@ -74,15 +75,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="the previous router's prediction JSONL: deltas, fixed/broken samples, significance",
     )
     p.add_argument(
-        "--concurrency", type=int, default=8, metavar="N", help="requests in flight (default 8)"
+        "--concurrency",
+        type=int,
+        default=run_default("concurrency"),
+        metavar="N",
+        help=f"requests in flight (default {run_default('concurrency')})",
     )
     p.add_argument(
         "--max-tokens",
         dest="max_tokens",
         type=int,
-        default=1536,
+        default=run_default("max_tokens"),
         metavar="N",
-        help="generation limit per row (default 1536)",
+        help=f"generation limit per row (default {run_default('max_tokens')})",
     )
     p.add_argument("--limit", type=int, metavar="N", help="evaluate the first N gold rows only")
     p.add_argument(
@@ -140,7 +145,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--constrained",
         action="store_true",
         help="send the completion's JSON Schema with every request (--endpoint, --checkpoint): "
-        "response_format on /v1, guided_json on :predict and Vertex endpoints",
+        "response_format on /v1; on :predict and Vertex endpoints a chatCompletions instance "
+        "with response_format",
     )
     p.add_argument(
         "--no-progress", dest="progress", action="store_false", help="hide the progress bar"
@@ -158,7 +164,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     b.add_argument(
         "--kind",
         choices=("majority", "rules"),
-        default="majority",
+        default=run_default("baseline"),
         help="majority: /general-search → /math → /code for every row; rules: a keyword router",
     )
     b.set_defaults(func=run_baseline)

@@ -184,9 +184,15 @@ def _run(args: argparse.Namespace) -> int:
         print(f"{len(results) - len(failed)} of {len(results)} run(s) finished", flush=True)
     compare = args.compare or bool(args.with_runs)
     if compare and len(failed) < len(results):
+        from routerlib.compare import has_evaluation
         from routerlib.pipeline import run_comparison
 
         made = [r.run_dir for r in results if r.ok]
+        for folder in made:
+            if not has_evaluation(folder):
+                print(
+                    f"[comparison] {folder.name}: no finished evaluation, not compared", flush=True
+                )
         comparison = run_comparison(
             results[0].params_file,
             outputs=args.outputs,

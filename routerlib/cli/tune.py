@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import os
 
+from routerlib.config import run_default
 from routerlib.errors import InputError
+from routerlib.models import ADAPTER_SIZES
 
 
 def _labels(items: list[str] | None) -> dict[str, str]:
@@ -28,7 +30,7 @@ def _tune(args: argparse.Namespace) -> int:
     base_model = args.base_model or (DEFAULT_BASE_MODEL if backend == "vertex" else EMBEDDED_MODEL)
     adapter_size = args.adapter_size
     if adapter_size is None and args.tuning_mode == "PEFT_ADAPTER":
-        adapter_size = 16
+        adapter_size = run_default("adapter_size")
     spec = TuningSpec.build(
         base_model=base_model,
         training_dataset_uri=args.train_uri,
@@ -91,6 +93,10 @@ def _jobs_cancel(args: argparse.Namespace) -> int:
     return 0
 
 
+#: The LoRA ranks the help names (models.ADAPTER_SIZES).
+_SIZES = ", ".join(map(str, ADAPTER_SIZES[:-1])) + f" or {ADAPTER_SIZES[-1]}"
+
+
 def _positive(value: str) -> float:
     number = float(value)
     if number <= 0:
@@ -117,11 +123,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="vertex: meta/llama3_1@llama-3.1-8b-instruct (default); local: the embedded tiny "
         "model (default), a Hugging Face id or a local path",
     )
-    p.add_argument("--tuning-mode", choices=("PEFT_ADAPTER", "FULL"), default="PEFT_ADAPTER")
     p.add_argument(
-        "--adapter-size", type=int, help="LoRA rank 1, 4, 8, 16 or 32 (PEFT only; default 16)"
+        "--tuning-mode", choices=("PEFT_ADAPTER", "FULL"), default=run_default("tuning_mode")
     )
-    p.add_argument("--epochs", type=int, default=3)
+    p.add_argument(
+        "--adapter-size",
+        type=int,
+        help=f"LoRA rank {_SIZES} (PEFT only; default {run_default('adapter_size')})",
+    )
+    p.add_argument(
+        "--epochs",
+        type=int,
+        default=run_default("epochs"),
+        help=f"default {run_default('epochs')}",
+    )
     lr = p.add_mutually_exclusive_group()
     lr.add_argument("--learning-rate", type=float, help="the learning rate (open models on Vertex)")
     lr.add_argument(
@@ -159,9 +174,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--location",
-        default=os.environ.get("GOOGLE_CLOUD_REGION", "us-central1"),
+        default=os.environ.get("GOOGLE_CLOUD_REGION", run_default("location")),
         help="where tuning runs: global (Vertex picks a region with capacity) or a tuning region "
-        "(default $GOOGLE_CLOUD_REGION or us-central1); endpoints: `routerlib deploy --location`",
+        f"(default $GOOGLE_CLOUD_REGION or {run_default('location')}); endpoints: `routerlib deploy --location`",
     )
     p.add_argument(
         "--api-endpoint",

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
+from routerlib.config import run_default
 from routerlib.errors import InputError
 
 
@@ -46,7 +47,7 @@ class OnlinePredictor:
     bounded concurrency, retries with jittered backoff and a resumable cache."""
 
     client: Any
-    concurrency: int = 8
+    concurrency: int = run_default("concurrency")
     retries: int = 5
     timeout: float = 120.0
     name: str = ""

@@ -15,8 +15,6 @@ predictions and are scored the same way; rows the job failed are listed and re-r
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import hashlib
 import json
 import sys
@@ -26,11 +24,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from routerlib.atomic import write_json
+from routerlib import atomic
+from routerlib.config import run_default
 from routerlib.errors import InputError, RemoteError
 from routerlib.paths import outputs_root
 
 REGISTRY_FILE = "batch_jobs.json"
+#: The key of the registry's list of jobs.
+REGISTRY_KEY = "jobs"
 KEY_FIELD = "routerlib_key"
 RESULT_PREFIXES = ("prediction.results-", "prediction.errors_stats-")
 _TERMINAL = {
@@ -66,35 +67,11 @@ def registry_path() -> Path:
 
 def read_registry() -> list[dict[str, Any]]:
     """Every recorded batch job (newest last)."""
-    path = registry_path()
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        return []
-    except ValueError as exc:
-        raise InputError(f"{path}: not valid JSON: {exc}") from None
-    jobs = data.get("jobs") if isinstance(data, dict) else None
-    if not isinstance(jobs, list):
-        raise InputError(f"{path}: jobs: must be a list")
-    return jobs
-
-
-@contextlib.contextmanager
-def _registry_locked() -> Iterator[list[dict[str, Any]]]:
-    path = registry_path()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path.with_suffix(".lock"), "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            jobs = read_registry()
-            yield jobs
-            write_json(path, {"jobs": jobs})
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
+    return atomic.read_registry(registry_path(), REGISTRY_KEY)
 
 
 def _save(record: dict[str, Any]) -> None:
-    with _registry_locked() as jobs:
+    with atomic.update_registry(registry_path(), REGISTRY_KEY) as jobs:
         jobs[:] = [j for j in jobs if j.get("key") != record["key"]]
         jobs.append(record)
 
@@ -230,22 +207,26 @@ def _state_name(job: Any) -> str:
 
 
 def _wait(job: Any, rows: int, poll_s: float, progress: bool) -> str:
-    """Poll the job until it ends, printing one progress line; returns the final state."""
+    """Poll the job until it ends, printing one progress line (redrawn on a terminal; elsewhere a
+    whole line each time the state or the row count changes); returns the final state."""
+    from routerlib.progress import is_terminal
+
     start = time.monotonic()
+    live, last = is_terminal(sys.stderr), ""
     while True:
         job._sync_gca_resource()
         state = _state_name(job)
         stats = job.gca_resource.completion_stats
         done = int(stats.successful_count) + int(stats.failed_count) if stats else 0
         failed = int(stats.failed_count) if stats else 0
-        if progress:
-            print(
-                f"\rbatch {job.resource_name.rsplit('/', 1)[-1]}: {state} {done}/{rows} rows "
-                f"({failed} failed), {time.monotonic() - start:.0f} s",
-                end="\n" if state in _TERMINAL else "",
-                file=sys.stderr,
-                flush=True,
-            )
+        what = f"batch {job.resource_name.rsplit('/', 1)[-1]}: {state} {done}/{rows} rows"
+        line = f"{what} ({failed} failed), {time.monotonic() - start:.0f} s"
+        if progress and live:
+            end = "\n" if state in _TERMINAL else ""
+            print("\r" + line, end=end, file=sys.stderr, flush=True)
+        elif progress and what != last:
+            print(line, file=sys.stderr, flush=True)
+        last = what
         if state in _TERMINAL:
             return state
         time.sleep(poll_s)
@@ -261,7 +242,7 @@ def batch_predict(
     gcs_prefix: str,
     cache_path: str | Path,
     pred_path: str | Path,
-    max_tokens: int = 1536,
+    max_tokens: int = run_default("max_tokens"),
     limit: int | None = None,
     machine_type: str | None = None,
     accelerator_type: str | None = None,

@@ -8,9 +8,13 @@ Wire format (the same as Model Garden's vLLM containers behind ``Endpoint.predic
     -> {"predictions": ["..."], "deployedModelId": "...", ...}
 
 Without ``raw_response: true`` a prediction reads ``Prompt:\\n<prompt>\\nOutput:\\n<text>`` as
-Model Garden's containers answer. An instance (or a completions body) may carry a JSON Schema in
-``guided_json``, ``structured_outputs: {"json": …}`` or ``response_format: {"type": "json_schema",
-…}``; its answer is then decoded under that schema (``routerlib.constrained``). The same server
+Model Garden's containers answer. An instance with ``"@requestFormat": "chatCompletions"`` is read
+as Model Garden's handler reads it, a chat request (``messages``, ``max_tokens``,
+``response_format``…), and answered with a chat completion object. An instance (or a completions
+body) may carry a JSON Schema in ``guided_json``, ``structured_outputs: {"json": …}`` or
+``response_format: {"type": "json_schema", …}``; its answer is then decoded under that schema
+(``routerlib.constrained``). This server is more lenient than a Vertex container, which refuses a
+schema field on a prompt instance (see README, "Structured output"). The same server
 also answers OpenAI-style
 ``POST /v1/completions`` and ``GET /v1/models``. Concurrent requests are gathered by one worker thread into
 batches (a short window, up to ``max_batch`` prompts) and run as one left-padded ``generate``.
@@ -243,6 +247,17 @@ class Instance:
     raw_response: bool = False
     #: JSON Schema the answer is constrained to (None: the server's default).
     schema: dict[str, Any] | None = None
+    #: Sent as a chat-completions instance (``"@requestFormat": "chatCompletions"``): answered
+    #: with a chat completion object instead of a text.
+    chat: bool = False
+
+
+#: The instance field and value that make Model Garden's vLLM predict handler read an instance
+#: as an OpenAI chat-completions request (``messages``, ``response_format``, …) and answer a
+#: chat completion object (vertex-ai-samples, community-content/vertex_model_garden/model_oss/
+#: vllm/vllm.patch; notebooks/community/model_garden/model_garden_llama_guard_deployment.ipynb).
+REQUEST_FORMAT = "@requestFormat"
+CHAT_COMPLETIONS = "chatCompletions"
 
 
 #: Request fields that carry a JSON Schema, as each server documents them: OpenAI's
@@ -314,7 +329,8 @@ def parse_predict_body(body: bytes) -> list[Instance]:
         where = f"instances[{i}]"
         if not isinstance(item, dict):
             raise ValueError(f"{where}: must be an object with a 'prompt'")
-        prompt = item.get("prompt")
+        chat = item.get(REQUEST_FORMAT) == CHAT_COMPLETIONS
+        prompt = _chat_prompt(item.get("messages"), where) if chat else item.get("prompt")
         if not isinstance(prompt, str):
             raise ValueError(f"{where}.prompt: must be a string")
         max_tokens = item.get("max_tokens", DEFAULT_MAX_TOKENS)
@@ -334,8 +350,25 @@ def parse_predict_body(body: bytes) -> list[Instance]:
         if not isinstance(raw, bool):
             raise ValueError(f"{where}.raw_response: must be true or false")
         schema = schema_from_fields(item, where)
-        parsed.append(Instance(prompt, max_tokens, float(temperature), raw, schema))
+        parsed.append(Instance(prompt, max_tokens, float(temperature), raw, schema, chat))
     return parsed
+
+
+def _chat_prompt(messages: Any, where: str) -> str:
+    """The prompt of a chat-completions instance: its turns' texts joined by newlines (a turn's
+    ``content`` is a string or a list of ``{"type": "text", "text": …}`` parts)."""
+    if not isinstance(messages, list) or not messages:
+        raise ValueError(f"{where}.messages: must be a non-empty list of chat turns")
+    texts = []
+    for j, turn in enumerate(messages):
+        content = turn.get("content") if isinstance(turn, dict) else None
+        if isinstance(content, list):
+            parts = [c.get("text") for c in content if isinstance(c, dict)]
+            content = "".join(p for p in parts if isinstance(p, str)) if parts else None
+        if not isinstance(content, str):
+            raise ValueError(f"{where}.messages[{j}].content: must be text")
+        texts.append(content)
+    return "\n".join(texts)
 
 
 def parse_completions_body(body: bytes) -> list[Instance]:
@@ -364,8 +397,20 @@ def parse_completions_body(body: bytes) -> list[Instance]:
         raise ValueError(str(exc).split(".", 1)[-1]) from None
 
 
-def format_prediction(instance: Instance, text: str) -> str:
-    """The prediction string: the bare text with raw_response, Model Garden's frame without."""
+def format_prediction(instance: Instance, text: str) -> Any:
+    """The prediction: a chat completion object for a chat-completions instance, else the bare
+    text with raw_response and Model Garden's frame without."""
+    if instance.chat:
+        return {
+            "object": "chat.completion",
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": text},
+                    "finish_reason": "stop",
+                }
+            ],
+        }
     if instance.raw_response:
         return text
     return MODEL_GARDEN_FORMAT.format(prompt=instance.prompt, text=text)
@@ -548,8 +593,8 @@ class LocalServer:
             results.append(item.result)
         return results
 
-    def predict(self, instances: list[Instance]) -> list[str]:
-        """The prediction strings of ``instances`` (see :func:`format_prediction`)."""
+    def predict(self, instances: list[Instance]) -> list[Any]:
+        """The predictions of ``instances``, texts or chat completions (:func:`format_prediction`)."""
         results = self.complete(instances)
         return [format_prediction(i, r.text) for i, r in zip(instances, results, strict=True)]
 

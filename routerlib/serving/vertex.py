@@ -9,7 +9,6 @@ safe form notebooks use: whatever it deployed is deleted when the block ends, al
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import re
 import secrets
@@ -20,12 +19,16 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from routerlib.atomic import write_json
+from routerlib import atomic
+from routerlib.config import run_default
 from routerlib.errors import InputError, RemoteError
 from routerlib.paths import outputs_root
 
 REGISTRY_FILE = "endpoints.json"
-DEFAULT_LOCATION = "us-central1"
+#: The key of the registry's list of deployments.
+REGISTRY_KEY = "endpoints"
+#: Where endpoints live by default (RunConfig ``deploy_location``, a region, never global).
+DEFAULT_LOCATION: str = run_default("deploy_location")
 ENDPOINT_NAME = re.compile(
     r"projects/(?P<project>[^/]+)/locations/(?P<location>[^/]+)/endpoints/(?P<id>[^/:]+)"
 )
@@ -156,44 +159,19 @@ def registry_path() -> Path:
     return outputs_root() / REGISTRY_FILE
 
 
-@contextlib.contextmanager
-def _registry_locked() -> Iterator[list[dict[str, Any]]]:
-    """Read-modify-write the registry under a file lock; the list is written back atomically."""
-    path = registry_path()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path.with_suffix(".lock"), "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            records = read_registry()
-            yield records
-            write_json(path, {"endpoints": records})
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
-
-
 def read_registry() -> list[dict[str, Any]]:
     """Every recorded deployment (newest last); [] when none was recorded."""
-    path = registry_path()
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        return []
-    except ValueError as exc:
-        raise InputError(f"{path}: not valid JSON: {exc}") from None
-    records = data.get("endpoints") if isinstance(data, dict) else None
-    if not isinstance(records, list):
-        raise InputError(f"{path}: endpoints: must be a list")
-    return records
+    return atomic.read_registry(registry_path(), REGISTRY_KEY)
 
 
 def _record(deployment: Deployment) -> None:
-    with _registry_locked() as records:
+    with atomic.update_registry(registry_path(), REGISTRY_KEY) as records:
         records[:] = [r for r in records if r.get("endpoint_name") != deployment.endpoint_name]
         records.append(asdict(deployment))
 
 
 def _mark_deleted(endpoint_name: str, models_deleted: bool = False) -> None:
-    with _registry_locked() as records:
+    with atomic.update_registry(registry_path(), REGISTRY_KEY) as records:
         for record in records:
             if record.get("endpoint_name") == endpoint_name:
                 record["state"] = "deleted"
@@ -734,4 +712,7 @@ def predict(
         if "Timeout" in kind or "Connection" in kind:
             raise PredictError(f"predict {name}: {kind}: {exc}", None, True) from None
         raise
-    return list(response.predictions)
+    predictions = response.predictions
+    # A chatCompletions instance is answered with one chat completion object, which the SDK
+    # hands back as it is (Model Garden's samples read ``predictions["choices"]``).
+    return [predictions] if isinstance(predictions, dict) else list(predictions)

@@ -8,6 +8,7 @@ from typing import Any, Literal, Protocol
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from routerlib import models
+from routerlib.config import run_default
 from routerlib.errors import InputError, RemoteError
 from routerlib.paths import FINAL_CHECKPOINT
 
@@ -98,9 +99,9 @@ class TuningSpec(BaseModel):
     training_dataset_uri: str
     validation_dataset_uri: str | None = None
     output_uri: str
-    tuning_mode: Literal["PEFT_ADAPTER", "FULL"] = "PEFT_ADAPTER"
-    adapter_size: int | None = 16
-    epochs: int = Field(3, ge=1)
+    tuning_mode: Literal["PEFT_ADAPTER", "FULL"] = run_default("tuning_mode")
+    adapter_size: int | None = run_default("adapter_size")
+    epochs: int = Field(run_default("epochs"), ge=1)
     learning_rate: float | None = Field(None, gt=0)
     learning_rate_multiplier: float | None = Field(None, gt=0)
     tuned_model_display_name: str | None = None

@@ -34,7 +34,6 @@ import random
 import shutil
 import socket
 import statistics
-import sys
 import tempfile
 import time
 import warnings
@@ -46,8 +45,10 @@ from typing import Any
 
 from routerlib import paths, runfolder
 from routerlib.atomic import write_json
+from routerlib.config import run_default
 from routerlib.errors import InputError
 from routerlib.models import EMBEDDED_MODEL
+from routerlib.progress import milestone, progress_bar
 from routerlib.tuning import cache
 from routerlib.tuning.base import (
     CANCELLED,
@@ -470,10 +471,13 @@ def _quiet_transformers() -> Iterator[None]:
 
 @contextlib.contextmanager
 def _threads(count: int | None) -> Iterator[None]:
+    """``count`` torch threads; None = ``$OMP_NUM_THREADS`` when set, else every core."""
     import torch
 
     before = torch.get_num_threads()
-    torch.set_num_threads(max(1, count or os.cpu_count() or 1))
+    env = os.environ.get("OMP_NUM_THREADS", "").strip()
+    default = int(env) if env.isdigit() else os.cpu_count()
+    torch.set_num_threads(max(1, count or default or 1))
     try:
         yield
     finally:
@@ -523,8 +527,8 @@ class LocalBackend:
     (None = the outputs root); on_epoch_end: test hook called with the epoch after its checkpoint.
     """
 
-    batch_size: int = 4
-    max_train_tokens: int | None = None
+    batch_size: int = run_default("batch_size")
+    max_train_tokens: int | None = run_default("max_train_tokens")
     seed: int = 0
     bf16: bool | None = None
     num_threads: int | None = None
@@ -641,26 +645,7 @@ class LocalBackend:
             entry = cache.lookup(cache_key)
             if entry is not None:
                 return self._attach(spec, out, name, identity, entry, previous)
-        job = Job(
-            name=name,
-            backend="local",
-            state=RUNNING,
-            spec=spec,
-            create_time=previous.create_time if previous else _now(),
-            update_time=_now(),
-            checkpoint_uri=None,
-        )
-        write_json(
-            out / RUN_FILE,
-            {
-                "identity": identity,
-                "pid": os.getpid(),
-                "host": socket.gethostname(),
-                "options": self._options(),
-            },
-        )
-        _write_job(out, job)
-        self._known[name] = out
+        job = self._open_job(spec, out, name, identity, previous, state=RUNNING)
         _ACTIVE.add(key)
         try:
             self._train(spec, plan, job, out, identity)
@@ -733,32 +718,58 @@ class LocalBackend:
         """Finish ``spec`` from a cached tuning with the same key: its checkpoints and curve are
         copied into ``out``; local_run.json records where they came from."""
         cached = Job.model_validate(cache.restore(entry, out))
-        job = Job(
-            name=name,
-            backend="local",
+        job = self._open_job(
+            spec,
+            out,
+            name,
+            identity,
+            previous,
             state=SUCCEEDED,
-            spec=spec,
-            create_time=previous.create_time if previous else _now(),
-            update_time=_now(),
+            from_cache={"entry": str(entry), "job": cached.name},
             checkpoint_uri=str(out / paths.FINAL_CHECKPOINT),
             tuning_data_stats=cached.tuning_data_stats,
             loss_curve=cached.loss_curve,
             train_seconds=cached.train_seconds,
         )
-        write_json(
-            out / RUN_FILE,
-            {
-                "identity": identity,
-                "pid": os.getpid(),
-                "host": socket.gethostname(),
-                "options": self._options(),
-                "from_cache": {"entry": str(entry), "job": cached.name},
-            },
-        )
-        _write_job(out, job)
-        self._known[name] = out
         if self.progress:
             print(f"tune (local): same spec and data as {cached.name}; re-attached from {entry}")
+        return job
+
+    def _open_job(
+        self,
+        spec: TuningSpec,
+        out: Path,
+        name: str,
+        identity: str,
+        previous: Job | None,
+        *,
+        state: str,
+        from_cache: dict[str, str] | None = None,
+        **fields: Any,
+    ) -> Job:
+        """Record a (re)started or re-attached job in ``out``: local_run.json says which spec,
+        process and options own the folder (and the cache entry it came from), then the Job
+        (keeping the first submission's create_time) is written and remembered."""
+        job = Job(
+            name=name,
+            backend="local",
+            state=state,
+            spec=spec,
+            create_time=previous.create_time if previous else _now(),
+            update_time=_now(),
+            **fields,
+        )
+        run: dict[str, Any] = {
+            "identity": identity,
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "options": self._options(),
+        }
+        if from_cache is not None:
+            run["from_cache"] = from_cache
+        write_json(out / RUN_FILE, run)
+        _write_job(out, job)
+        self._known[name] = out
         return job
 
     def _root(self) -> Path:
@@ -827,7 +838,6 @@ class LocalBackend:
 
     def _train(self, spec: TuningSpec, plan: _Plan, job: Job, out: Path, identity: str) -> None:
         import torch
-        from tqdm import tqdm  # plain text bar: no ipywidgets needed in notebooks
 
         ckpt_root = out / CHECKPOINTS_DIR
         resume_dir, state = _last_epoch_state(ckpt_root, identity)
@@ -913,17 +923,17 @@ class LocalBackend:
         if not curve:
             curve.append({"epoch": 0, "step": 0, "train_loss": None, "val_loss": validate()})
         log_every = max(1, total_steps // 25)
-        # A terminal redraws one line every second; a notebook or a log file keeps every redraw
-        # as output, so there the bar is drawn at the start, at each epoch's end and at the end.
-        live = _is_terminal(sys.stderr)
-        bar = tqdm(
-            total=total_steps,
-            initial=step,
+        # A terminal redraws one line every second; a notebook or run.log gets one whole line at
+        # each epoch's end instead (every redraw there would be kept as a partial line).
+        bar = progress_bar(
+            self.progress,
+            total_steps,
             desc=f"tune {spec.tuning_mode} (local)",
             unit="step",
-            disable=not self.progress,
-            mininterval=1.0 if live else math.inf,
-            maxinterval=10.0 if live else math.inf,
+            initial=step,
+            every=None,
+            mininterval=1.0,
+            maxinterval=10.0,
         )
         try:
             with _threads(self.num_threads):
@@ -963,6 +973,7 @@ class LocalBackend:
                         loss=f"{tail:.3f}" if tail is not None else "-",
                         val=f"{val_loss:.3f}" if val_loss is not None else "-",
                     )
+                    milestone(bar)
                     progress = {
                         "optimizer": optimizer.state_dict(),
                         "epoch": epoch + 1,
@@ -1009,14 +1020,6 @@ class LocalBackend:
         job.loss_curve, job.train_seconds = curve, round(train_seconds, 3)
         write_json(out / LOSS_CURVE_FILE, curve)
         (last / TRAINING_STATE).unlink(missing_ok=True)
-
-
-def _is_terminal(stream: Any) -> bool:
-    """True for an interactive terminal (a Jupyter kernel's stderr and a log file are not)."""
-    try:
-        return bool(stream.isatty())
-    except (AttributeError, ValueError):
-        return False
 
 
 def _save_state(state: dict[str, Any], folder: Path) -> None:

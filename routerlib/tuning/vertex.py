@@ -23,6 +23,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from routerlib import auth, models
+from routerlib.config import run_default
 from routerlib.errors import InputError, RemoteError
 from routerlib.paths import FINAL_CHECKPOINT
 from routerlib.tuning.base import (
@@ -40,7 +41,8 @@ from routerlib.tuning.base import (
 )
 
 API_VERSION = "v1beta1"
-DEFAULT_LOCATION = "us-central1"
+#: Where tuning runs when neither the call nor GOOGLE_CLOUD_REGION says (RunConfig ``location``).
+DEFAULT_LOCATION: str = run_default("location")
 TEST_TOKEN = "test-token"
 #: Per-request HTTP timeout (milliseconds, as google-genai's HttpOptions counts it).
 TIMEOUT_MS = 60_000

@@ -52,11 +52,49 @@ CANNED_COMPLETION = (
 )
 
 
+#: Fields of vLLM's OpenAI-compatible requests that are no ``SamplingParams`` argument. Model
+#: Garden's vLLM predict handler passes every field of a prompt instance except ``prompt``,
+#: ``stream`` and ``raw_response`` to ``SamplingParams(**instance)``, which raises TypeError on
+#: these (vertex-ai-samples community-content/vertex_model_garden/model_oss/vllm/vllm.patch;
+#: vllm-project/vllm vllm/sampling_params.py). Only a chatCompletions instance takes them.
+NOT_SAMPLING_PARAMS = (
+    "guided_json",
+    "guided_regex",
+    "guided_choice",
+    "guided_grammar",
+    "guided_decoding_backend",
+    "response_format",
+    "chat_template_kwargs",  # vLLM's chat request field (applies the chat template)
+)
+
+
+def _is_chat(instance: Any) -> bool:
+    return isinstance(instance, dict) and instance.get("@requestFormat") == "chatCompletions"
+
+
+def refused_fields(instances: list[dict[str, Any]]) -> str:
+    """The container's failure for the first prompt instance with a field SamplingParams has
+    not ('' when none)."""
+    for inst in instances:
+        if not isinstance(inst, dict) or _is_chat(inst):
+            continue
+        for name in NOT_SAMPLING_PARAMS:
+            if name in inst:
+                return (
+                    "Internal Server Error: TypeError: SamplingParams got an unexpected keyword "
+                    f"argument '{name}'"
+                )
+    return ""
+
+
 def canned_predict(instances: list[dict[str, Any]]) -> list[Any]:
     """Each instance gets CANNED_COMPLETION, framed like Model Garden unless raw_response."""
     out = []
     for inst in instances:
-        if inst.get("raw_response"):
+        if _is_chat(inst):
+            message = {"role": "assistant", "content": CANNED_COMPLETION}
+            out.append({"object": "chat.completion", "choices": [{"index": 0, "message": message}]})
+        elif inst.get("raw_response"):
             out.append(CANNED_COMPLETION)
         else:
             out.append(f"Prompt:\n{inst.get('prompt')}\nOutput:\n{CANNED_COMPLETION}")
@@ -72,7 +110,7 @@ def predictor_predict(predictor: Any) -> PredictFn:
 
         parsed = parse_predict_body(json.dumps({"instances": instances}).encode())
         args: list[Any] = [[i.prompt for i in parsed], [i.max_tokens for i in parsed]]
-        if any(i.schema is not None for i in parsed):  # guided_json & co. reach the predictor
+        if any(i.schema is not None for i in parsed):  # response_format & co. reach the predictor
             args += [0.0, [i.schema for i in parsed]]
         results = predictor.generate(*args)
         return [format_prediction(i, r.text) for i, r in zip(parsed, results, strict=True)]
@@ -249,9 +287,18 @@ def _predict_handler(state: ServingState, *, dedicated: bool) -> Any:
         if not endpoint["deployedModels"]:
             return _error(400, "no model deployed")
         instances = (req.json() or {}).get("instances") or []
+        refused = refused_fields(instances)
+        if refused:
+            return _error(500, refused)
         deployed = endpoint["deployedModels"][0]
+        predictions: Any = state.predict_fn(instances)
+        if dedicated and len(instances) == 1 and _is_chat(instances[0]):
+            # Model Garden's handler answers a chat instance with one chat completion object,
+            # which a dedicated endpoint returns as it is (the Model Garden samples read
+            # ``predictions["choices"]``); the shared address's protobuf answer is a list.
+            (predictions,) = predictions
         return 200, {
-            "predictions": state.predict_fn(instances),
+            "predictions": predictions,
             "deployedModelId": deployed["id"],
             "model": deployed["model"],
         }

@@ -1,0 +1,58 @@
+"""One registry reader and writer (atomic.py) behind endpoints.json and batch_jobs.json: a bad file
+is named with its field, an update is locked and atomic, a failed update writes nothing."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from routerlib import atomic
+from routerlib.errors import InputError
+from routerlib.serving import batch, vertex
+
+
+def test_missing_file_is_an_empty_registry(tmp_path: Path) -> None:
+    assert atomic.read_registry(tmp_path / "none.json", "jobs") == []
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("{not json", "not valid JSON"),
+        ('{"endpoints": []}', "jobs: must be a list"),
+        ('[{"key": 1}]', "jobs: must be a list"),
+        ('{"jobs": [{"key": 1}, 3]}', "jobs[1]: must be an object"),
+    ],
+)
+def test_a_foreign_file_is_named_with_its_field(tmp_path: Path, text: str, message: str) -> None:
+    path = tmp_path / "reg.json"
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(InputError) as info:
+        atomic.read_registry(path, "jobs")
+    assert str(info.value).startswith(f"{path}: ") and message in str(info.value)
+
+
+def test_update_writes_back_and_a_failed_update_writes_nothing(tmp_path: Path) -> None:
+    path = tmp_path / "reg.json"
+    with atomic.update_registry(path, "endpoints") as records:
+        records.append({"endpoint_name": "e1"})
+    assert json.loads(path.read_text()) == {"endpoints": [{"endpoint_name": "e1"}]}
+    assert (tmp_path / "reg.lock").exists()
+    before = path.read_bytes()
+    with pytest.raises(RuntimeError), atomic.update_registry(path, "endpoints") as records:
+        records.clear()
+        raise RuntimeError("stopped half way")
+    assert path.read_bytes() == before
+
+
+def test_vertex_and_batch_read_their_own_key(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("ROUTERLIB_OUTPUTS", str(tmp_path))
+    vertex.registry_path().write_text('{"endpoints": [{"endpoint_name": "e"}]}')
+    batch.registry_path().write_text('{"endpoints": []}')  # the wrong key for batch jobs
+    assert vertex.read_registry() == [{"endpoint_name": "e"}]
+    with pytest.raises(InputError, match=r"batch_jobs\.json: jobs: must be a list"):
+        batch.read_registry()
