@@ -14,7 +14,7 @@ generation schema make its index large). The schema is
    ``--repeats`` times (decoders interleaved) and the median is reported. Each row generates
    ``--tokens`` tokens (free rows are forced to that length; a constrained row that closes its
    object earlier counts what it made).
-3. The pipeline's path: ``processor(max_new_tokens=budget)`` as ``LocalPredictor`` passes it
+3. The pipeline's path: ``processor(max_new_tokens=budget, lookahead=True)`` as ``LocalPredictor`` passes it
    (closing-mode checks included) with ``generate``'s limit at the same budget (default: the
    ``max_tokens`` default of RunConfig). Free decoding of the same rows is forced to the same
    number of steps the constrained batch took, and the two are compared per batch step: rows
@@ -165,7 +165,8 @@ def main() -> None:
     print(HEADER)
     decoders: list[tuple[str, Callable[[], Any] | None]] = [
         ("free", None),
-        ("llguidance", ll.processor),
+        ("llguidance", lambda: ll.processor(lookahead=True)),  # greedy, as LocalPredictor
+        ("ll stepwise", ll.processor),  # the same without the background lookahead step
         ("xgrammar", lambda: xgr_hf.LogitsProcessor(xg)),
     ]
     ratios: dict[str, float] = {}
@@ -186,7 +187,8 @@ def main() -> None:
         ratios[f"ratio_b{batch}"] = statistics.median(times["llguidance"]) / free
 
     print(
-        f"\npipeline path: processor(max_new_tokens={args.budget}) and generate's limit at "
+        f"\npipeline path: processor(max_new_tokens={args.budget}, lookahead=True) and generate's "
+        "limit at "
         f"{args.budget}, as LocalPredictor calls it; free forced to the same number of steps; "
         f"median of {args.pipeline_repeats}. A row that has ended still costs its batch a "
         "step, so both sides are compared per batch step (same rows, same steps)."
@@ -199,11 +201,15 @@ def main() -> None:
         rows = prompts[:batch]
         ll_s: list[float] = []
         free_s: list[float] = []
-        _, _, steps = generate(model, tok, rows, ll.processor(args.budget), args.budget)
+        _, _, steps = generate(
+            model, tok, rows, ll.processor(args.budget, lookahead=True), args.budget
+        )
         generate(model, tok, rows, None, steps)  # one warm-up call each, as above
         n = free_n = 0
         for _ in range(args.pipeline_repeats):
-            s, n, steps = generate(model, tok, rows, ll.processor(args.budget), args.budget)
+            s, n, steps = generate(
+                model, tok, rows, ll.processor(args.budget, lookahead=True), args.budget
+            )
             ll_s.append(s)
             fs, free_n, _ = generate(model, tok, rows, None, steps)
             free_s.append(fs)

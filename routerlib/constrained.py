@@ -127,10 +127,13 @@ class CompiledSchema:
             raise ConstraintError(f"grammar error: {matcher.get_error()}")
         return matcher
 
-    def processor(self, max_new_tokens: int | list[int] | None = None) -> SchemaLogitsProcessor:
+    def processor(
+        self, max_new_tokens: int | list[int] | None = None, lookahead: bool = False
+    ) -> SchemaLogitsProcessor:
         """A logits processor for one (batched) ``generate`` call, every row constrained;
-        ``max_new_tokens`` (the limit given to ``generate``) makes rows close before it."""
-        return SchemaLogitsProcessor(self, max_new_tokens=max_new_tokens)
+        ``max_new_tokens`` (the limit given to ``generate``) makes rows close before it;
+        ``lookahead`` for greedy decoding (see :class:`SchemaLogitsProcessor`)."""
+        return SchemaLogitsProcessor(self, max_new_tokens=max_new_tokens, lookahead=lookahead)
 
     def accepts(self, token_ids: list[int]) -> bool:
         """Whether the grammar accepts this exact token sequence as a complete object."""
@@ -288,6 +291,29 @@ def fill_bitmask(matcher: Any, bitmask: Any, row: int) -> None:
     matcher.unsafe_compute_mask_ptr(target.ctypes.data, target.nbytes)
 
 
+_executor: Any = None
+
+
+def fill_bitmasks(matchers: list[tuple[Any, int]], bitmask: Any) -> None:
+    """Rows ``row`` of ``bitmask`` get the allowed next tokens of their ``matcher``, for every
+    ``(matcher, row)`` pair, in one call to llguidance's executor (the GIL released)."""
+    import numpy as np
+
+    global _executor
+    if not matchers:
+        return
+    if bitmask.dtype != np.int32 or not bitmask.flags.c_contiguous:
+        raise ConstraintError("a token bitmask must be a C-contiguous int32 array")
+    with _lock:
+        if _executor is None:
+            import llguidance
+
+            _executor = llguidance.LLExecutor()
+        executor = _executor
+    rows = int(bitmask.shape[0])
+    executor.unsafe_compute_mask_ptr(matchers, bitmask.ctypes.data, bitmask.nbytes // rows, rows)
+
+
 def _bits(bitmask: Any, width: int) -> Any:
     """The first ``width`` bits of each bitmask row, as numpy uint8 0/1 [..., width]."""
     import numpy as np
@@ -372,6 +398,20 @@ CHECK_EVERY = 8
 SAFETY_MARGIN = 8 + CHECK_EVERY
 
 
+_pool: Any = None
+
+
+def _background() -> Any:
+    """One worker thread for the lookahead steps of every processor (made on first use)."""
+    global _pool
+    with _lock:
+        if _pool is None:
+            from concurrent.futures import ThreadPoolExecutor
+
+            _pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="routerlib-lookahead")
+        return _pool
+
+
 class SchemaLogitsProcessor:
     """A ``transformers`` logits processor keeping rows of a batch inside their schema.
 
@@ -385,15 +425,25 @@ class SchemaLogitsProcessor:
 
     Per step it only touches the rows still inside their object: one bitmask is allocated per
     call (free rows stay all-allowed, a finished row's EOS-only row is written once), unpacked
-    in one pass and applied with one ``masked_fill``."""
+    in one pass and applied with one ``masked_fill``.
+
+    ``lookahead`` (greedy decoding, this processor last, as ``LocalPredictor`` uses it): each call
+    ends by guessing the token ``generate`` will pick (the argmax of the masked scores) and, on a
+    background thread while the model computes the next step, consumes it and fills the next
+    mask; the next call keeps that work when the guess was right and otherwise rolls it back and
+    redoes it, so the tokens are the same either way."""
 
     def __init__(
         self,
         schemas: CompiledSchema | list[CompiledSchema | None],
         max_new_tokens: int | list[int] | None = None,
+        lookahead: bool = False,
     ) -> None:
         self.schemas = schemas
         self.max_new_tokens = max_new_tokens
+        self.lookahead = lookahead
+        #: the background step started at the end of the last call: (future, {row: token})
+        self._ahead: tuple[Any, dict[int, int]] | None = None
         self.matchers: list[Any] = []
         self.started = False
         self.finished: list[bool] = []
@@ -458,20 +508,29 @@ class SchemaLogitsProcessor:
     def __call__(self, input_ids: Any, scores: Any) -> Any:
         import torch
 
+        filled: set[int] = set()
         if not self.started:
             self._start(int(input_ids.shape[0]))
         elif self.live:
             last = input_ids[:, -1].tolist()
+            ahead = self._collect_ahead()
             for row in self.live:
                 matcher = self.matchers[row]
-                if not matcher.consume_token(int(last[row])):
-                    raise ConstraintError(f"row {row}: {matcher.get_error()}")
+                guessed = ahead.get(row)
+                if guessed is not None and guessed == int(last[row]):
+                    filled.add(row)  # consumed and its next mask filled in the background
+                else:
+                    if guessed is not None:
+                        matcher.rollback(1)
+                    if not matcher.consume_token(int(last[row])):
+                        raise ConstraintError(f"row {row}: {matcher.get_error()}")
                 if matcher.is_stopped():
                     self._finish(row)
             self.live = [row for row in self.live if not self.finished[row]]
         self.steps += 1
         for row in self.live:
-            fill_bitmask(self.matchers[row], self.bitmask, row)
+            if row not in filled:
+                fill_bitmask(self.matchers[row], self.bitmask, row)
             self._update_closing(row)
         blocked = blocked_tokens(self.bitmask, self.vocab_size)
         for row in self.live:
@@ -486,4 +545,36 @@ class SchemaLogitsProcessor:
         if width > self.vocab_size:  # logits wider than the vocabulary: padding ids stay off
             pad = torch.ones((blocked.shape[0], width - self.vocab_size), dtype=torch.bool)
             blocked = torch.cat([blocked, pad], dim=1)
-        return scores.masked_fill(blocked[:, :width].to(scores.device), float("-inf"))
+        masked = scores.masked_fill(blocked[:, :width].to(scores.device), float("-inf"))
+        if self.lookahead and self.live:
+            self._start_ahead(masked.argmax(dim=-1).tolist(), blocked)
+        return masked
+
+    def _start_ahead(self, guesses: list[int], blocked: Any) -> None:
+        """Consume each live row's guessed token now (cheap) and fill the next masks on the
+        background thread in one llguidance call, which releases the GIL while the model runs
+        (only a token the row's mask allows is guessed; a refused guess leaves the row alone)."""
+        rows: dict[int, int] = {}
+        pending: list[tuple[Any, int]] = []
+        for row in self.live:
+            token = int(guesses[row])
+            if token >= blocked.shape[1] or bool(blocked[row, token]):
+                continue
+            matcher = self.matchers[row]
+            if not matcher.consume_token(token):
+                raise ConstraintError(f"row {row}: {matcher.get_error()}")
+            rows[row] = token
+            if not matcher.is_stopped():
+                pending.append((matcher, row))
+        bitmask = self.bitmask
+        self._ahead = (_background().submit(fill_bitmasks, pending, bitmask), rows)
+
+    def _collect_ahead(self) -> dict[int, int]:
+        """The rows the last call consumed a guessed token for, and the token (waits until the
+        background step has filled their masks)."""
+        if self._ahead is None:
+            return {}
+        future, rows = self._ahead
+        self._ahead = None
+        future.result()
+        return rows

@@ -186,6 +186,29 @@ def test_fill_bitmask_matches_llguidance(embedded: LocalPredictor) -> None:
         constrained.fill_bitmask(matcher, np.repeat(bitmask, 2, axis=1)[:, ::2], 0)
 
 
+def test_filling_several_rows_at_once_matches_one_row_at_a_time(embedded: LocalPredictor) -> None:
+    import numpy as np
+
+    compiled = embedded.compiled_schema(SMALL_SCHEMA)
+    matchers = []
+    for prefix in ('{"route_plan": ["/math(x', '{"route_plan": [', '{"'):
+        matcher = compiled.matcher()
+        ids = embedded.tokenizer(prefix, add_special_tokens=False)["input_ids"]
+        assert matcher.consume_tokens(ids)
+        matchers.append(matcher)
+    together = constrained.new_bitmask(4, compiled.vocab_size)
+    constrained.fill_bitmasks(
+        [(m, row) for row, m in zip((3, 0, 2), matchers, strict=True)], together
+    )
+    alone = constrained.new_bitmask(4, compiled.vocab_size)
+    for row, matcher in zip((3, 0, 2), matchers, strict=True):
+        constrained.fill_bitmask(matcher, alone, row)
+    assert (together == alone).all() and (together[1] == -1).all()
+    assert not (together[0] == together[3]).all()  # different states, different masks
+    with pytest.raises(constrained.ConstraintError, match="C-contiguous int32"):
+        constrained.fill_bitmasks([(matchers[0], 0)], together.astype(np.int64))
+
+
 def test_processor_masks_each_step_like_the_matcher(embedded: LocalPredictor) -> None:
     """Step by step through a whole synthetic completion, a constrained row's logits are -inf
     exactly where its matcher forbids the token (and beyond the vocabulary), a free row's are
@@ -284,3 +307,35 @@ def test_real_instruct_model_writes_schema_valid_rows() -> None:
     for result in results:
         assert result.finish_reason == "stop"
         _check_valid(result.text)
+
+
+@pytest.mark.parametrize("follow", ["argmax", "forced"])
+def test_lookahead_gives_the_same_masks_as_stepwise(embedded: LocalPredictor, follow: str) -> None:
+    """With lookahead the next mask is made in the background from a guessed token; whether the
+    tokens then chosen follow the guess (argmax, greedy) or not (forced tokens of a real
+    completion: every guess is rolled back), each step's masked logits equal those of the
+    processor without lookahead."""
+    import torch
+
+    compiled = embedded.compiled_schema(schema.completion_json_schema(True))
+    vocab = compiled.vocab_size
+    texts = [schema.completion_text(row) for row in synth.generate_rows(2, 8)]
+    forced = [embedded.tokenizer(t, add_special_tokens=False)["input_ids"][:60] for t in texts]
+    budget = 70 if follow == "argmax" else None  # closing mode would refuse forced tokens
+    plain = constrained.SchemaLogitsProcessor([compiled, compiled, None], max_new_tokens=budget)
+    ahead = constrained.SchemaLogitsProcessor(
+        [compiled, compiled, None], max_new_tokens=budget, lookahead=True
+    )
+    generator = torch.Generator().manual_seed(3)
+    ids = torch.zeros((3, 1), dtype=torch.long)
+    for step in range(60):
+        scores = torch.randn((3, vocab + 5), generator=generator)
+        expected = plain(ids, scores.clone())
+        got = ahead(ids, scores.clone())
+        assert torch.equal(expected, got), step
+        if follow == "argmax":
+            chosen = expected.argmax(dim=-1)
+        else:
+            chosen = torch.tensor([forced[0][step], forced[1][step], 7])
+        ids = torch.cat([ids, chosen[:, None]], dim=1)
+    assert ahead._collect_ahead() is not None  # the last background step finishes cleanly

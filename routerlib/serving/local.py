@@ -188,7 +188,12 @@ class LocalPredictor:
             from routerlib.constrained import SchemaLogitsProcessor
 
             per_row = [self.compiled_schema(s) if s is not None else None for s in schemas]
-            processors.append(SchemaLogitsProcessor(per_row, max_new_tokens=list(limits)))
+            # greedy decoding and no processor after it: the next mask can be made ahead
+            processors.append(
+                SchemaLogitsProcessor(
+                    per_row, max_new_tokens=list(limits), lookahead=temperature <= 0
+                )
+            )
 
         begin = time.perf_counter()
         encoded = self.tokenizer(prompts, return_tensors="pt", padding=True)
