@@ -17,19 +17,7 @@ from tests.support import compare_runs
 def _two_decoding_run(root: Path) -> Path:
     """compare_runs' ``weak`` router as the free decoding, its ``good`` one as constrained."""
     run = compare_runs.make_run(root, "two", "weak")
-    gold = run / "data" / "test.jsonl"
-    preds = compare_runs._write_jsonl(
-        run / "eval" / "constrained" / "predictions.jsonl", compare_runs.predictions("good")
-    )
-    compare_runs._score(gold, preds, run / "eval" / "constrained" / "report.json")
-    record = json.loads((run / "metrics.json").read_text())
-    record["evaluation"]["decoding"] = "free"
-    record["decodings"] = {
-        "free": {"report": "eval/report.json"},
-        "constrained": {"report": "eval/constrained/report.json"},
-    }
-    (run / "metrics.json").write_text(json.dumps(record))
-    return run
+    return compare_runs.add_constrained(run, compare_runs.predictions("good"))
 
 
 def test_leaderboard_has_a_free_and_a_constrained_row(tmp_path: Path) -> None:

@@ -24,18 +24,8 @@ def _sweep_point(root: Path, name: str, free: str, constrained: str | None) -> P
     run = compare_runs.make_run(root, name, free)
     if constrained is None:
         return run
-    gold = run / "data" / "test.jsonl"
     rows = _perfect() if constrained == "perfect" else compare_runs.predictions(constrained)
-    preds = compare_runs._write_jsonl(run / "eval" / "constrained" / "predictions.jsonl", rows)
-    compare_runs._score(gold, preds, run / "eval" / "constrained" / "report.json")
-    record = json.loads((run / "metrics.json").read_text())
-    record["evaluation"]["decoding"] = "free"
-    record["decodings"] = {
-        "free": {"report": "eval/report.json"},
-        "constrained": {"report": "eval/constrained/report.json"},
-    }
-    (run / "metrics.json").write_text(json.dumps(record))
-    return run
+    return compare_runs.add_constrained(run, rows)
 
 
 @pytest.fixture(scope="module")

@@ -149,6 +149,21 @@ def make_run(
     return run
 
 
+def add_constrained(run: Path, rows: list[dict[str, Any]]) -> Path:
+    """Score ``rows`` as ``run``'s constrained decoding (eval/constrained/) and record both
+    decodings in its metrics.json, free first."""
+    preds = _write_jsonl(run / "eval" / "constrained" / "predictions.jsonl", rows)
+    _score(run / "data" / "test.jsonl", preds, run / "eval" / "constrained" / "report.json")
+    record = json.loads((run / "metrics.json").read_text())
+    record["evaluation"]["decoding"] = "free"
+    record["decodings"] = {
+        "free": {"report": "eval/report.json"},
+        "constrained": {"report": "eval/constrained/report.json"},
+    }
+    (run / "metrics.json").write_text(json.dumps(record))
+    return run
+
+
 def make_partial_run(root: Path, name: str = "partial") -> Path:
     """A run folder with a metrics.json and nothing else (evaluation never ran)."""
     run = root / f"{name}-20260101-000001"
