@@ -14,8 +14,12 @@ generation schema make its index large). The schema is
    ``--repeats`` times (decoders interleaved) and the median is reported. Each row generates
    ``--tokens`` tokens (free rows are forced to that length; a constrained row that closes its
    object earlier counts what it made).
-3. The pipeline's path: ``processor(max_new_tokens=budget, lookahead=True)`` as ``LocalPredictor`` passes it
-   (closing-mode checks included) with ``generate``'s limit at the same budget (default: the
+   ``llguidance`` is the processor as ``LocalPredictor`` uses it for greedy decoding
+   (``greedy=True``: a row's mask is made only when its best-scored token breaks the schema or
+   the grammar forces text); ``ll masked`` the same processor masking every row at every step,
+   as sampling needs.
+3. The pipeline's path: ``processor(max_new_tokens=budget, greedy=True)`` as ``LocalPredictor``
+   passes it (closing-mode checks included) with ``generate``'s limit at the same budget (default: the
    ``max_tokens`` default of RunConfig). Free decoding of the same rows is forced to the same
    number of steps the constrained batch took, and the two are compared per batch step: rows
    that closed their object early still cost the batch a step, on both sides alike. One
@@ -165,8 +169,8 @@ def main() -> None:
     print(HEADER)
     decoders: list[tuple[str, Callable[[], Any] | None]] = [
         ("free", None),
-        ("llguidance", lambda: ll.processor(lookahead=True)),  # greedy, as LocalPredictor
-        ("ll stepwise", ll.processor),  # the same without the background lookahead step
+        ("llguidance", lambda: ll.processor(greedy=True)),  # as LocalPredictor (greedy)
+        ("ll masked", ll.processor),  # every row masked every step, as sampling needs
         ("xgrammar", lambda: xgr_hf.LogitsProcessor(xg)),
     ]
     ratios: dict[str, float] = {}
@@ -187,7 +191,7 @@ def main() -> None:
         ratios[f"ratio_b{batch}"] = statistics.median(times["llguidance"]) / free
 
     print(
-        f"\npipeline path: processor(max_new_tokens={args.budget}, lookahead=True) and generate's "
+        f"\npipeline path: processor(max_new_tokens={args.budget}, greedy=True) and generate's "
         "limit at "
         f"{args.budget}, as LocalPredictor calls it; free forced to the same number of steps; "
         f"median of {args.pipeline_repeats}. A row that has ended still costs its batch a "
@@ -202,13 +206,13 @@ def main() -> None:
         ll_s: list[float] = []
         free_s: list[float] = []
         _, _, steps = generate(
-            model, tok, rows, ll.processor(args.budget, lookahead=True), args.budget
+            model, tok, rows, ll.processor(args.budget, greedy=True), args.budget
         )
         generate(model, tok, rows, None, steps)  # one warm-up call each, as above
         n = free_n = 0
         for _ in range(args.pipeline_repeats):
             s, n, steps = generate(
-                model, tok, rows, ll.processor(args.budget, lookahead=True), args.budget
+                model, tok, rows, ll.processor(args.budget, greedy=True), args.budget
             )
             ll_s.append(s)
             fs, free_n, _ = generate(model, tok, rows, None, steps)

@@ -3,18 +3,22 @@
 :func:`compiled` turns (tokenizer, JSON Schema) into a :class:`CompiledSchema` once and caches it
 (the tokenizer conversion is the costly part; the grammar text is shared by every matcher).
 :meth:`CompiledSchema.processor` gives a fresh ``LogitsProcessor`` for one ``generate`` call: one
-matcher per batch row, a token bitmask filled per step, disallowed logits set to -inf. A row whose
-object is complete may only end (EOS); padding rows of a finished sequence are left alone. Given
-each row's token limit, a row whose remaining budget only just covers closing the object (closing
-mode simulated on a copy of its matcher) switches to closing mode: only the tokens that end the
-object soonest stay allowed (see :func:`closing_choice`), so it is complete before the limit.
+matcher per batch row; disallowed logits set to -inf. A row whose object is complete may only
+end (EOS); padding rows of a finished sequence are left alone. Given each row's token limit, a
+row whose remaining budget only just covers closing the object (closing mode simulated on a copy
+of its matcher) switches to closing mode: only the tokens that end the object soonest stay
+allowed (see :func:`closing_choice`), so it is complete before the limit.
+
+For greedy decoding (``greedy=True``, what ``LocalPredictor`` uses) the processor checks each
+row's best-scored token alone and makes the row's whole mask only when the grammar refuses that
+token or forces the next text; the generated tokens are the same as with a mask at every step.
+Closing checks come rarely while the budget is far, and the simulation decides most of its steps
+with single-token checks instead of masks.
 
 Why llguidance (measured in ``benchmarks/bench_constrained.py`` on the embedded model): its
 ``pattern`` support works on the decoded JSON string (route steps hold escaped quotes, which
 xgrammar 0.2.9's pattern rejected on every real row), and it compiles the schema in under 0.1 s.
-outlines-core could not compile the generation schema. Per step the processor only calls the
-matchers of rows still inside their object and applies their numpy bitmask in one pass; what
-remains is llguidance's own mask computation (see the README for the measured ratios).
+outlines-core could not compile the generation schema. See the README for the measured ratios.
 """
 
 from __future__ import annotations
@@ -107,12 +111,16 @@ class CompiledSchema:
         its ``mode=``): the first of :data:`STEP_ENDINGS` the grammar takes, after which ``"``
         is allowed. None when none applies."""
         table = self.token_table()
-        words = new_bitmask(1, self.vocab_size)
+        words = None
         for ending in STEP_ENDINGS:
             ids = list(self.ll_tokenizer.tokenize_str(ending))
             copy = matcher.deep_copy()
             if copy.try_consume_tokens(ids) != len(ids):
                 continue
+            if table.bare_allowed(copy, 0):
+                return ids
+            if words is None:
+                words = new_bitmask(1, self.vocab_size)
             fill_bitmask(copy, words, 0)
             if table.has_category(allowed_tokens(words[0], self.vocab_size), 0):
                 return ids
@@ -128,12 +136,12 @@ class CompiledSchema:
         return matcher
 
     def processor(
-        self, max_new_tokens: int | list[int] | None = None, lookahead: bool = False
+        self, max_new_tokens: int | list[int] | None = None, greedy: bool = False
     ) -> SchemaLogitsProcessor:
         """A logits processor for one (batched) ``generate`` call, every row constrained;
         ``max_new_tokens`` (the limit given to ``generate``) makes rows close before it;
-        ``lookahead`` for greedy decoding (see :class:`SchemaLogitsProcessor`)."""
-        return SchemaLogitsProcessor(self, max_new_tokens=max_new_tokens, lookahead=lookahead)
+        ``greedy`` for greedy decoding (see :class:`SchemaLogitsProcessor`)."""
+        return SchemaLogitsProcessor(self, max_new_tokens=max_new_tokens, greedy=greedy)
 
     def accepts(self, token_ids: list[int]) -> bool:
         """Whether the grammar accepts this exact token sequence as a complete object."""
@@ -201,6 +209,8 @@ class TokenTable:
 
     nbytes: Any  # torch int32 [vocab]
     category: Any  # torch int8 [vocab]
+    #: per closing category, the ids of the tokens that are just that character (ascending)
+    bare: list[list[int]] = field(default_factory=lambda: [[] for _ in CLOSERS])
     of_category: list[Any] = field(init=False, repr=False)  # bool [vocab] per closing category
     single: Any = field(init=False, repr=False)  # bool [vocab]: decodes to one byte
     sized: Any = field(init=False, repr=False)  # bool [vocab]: decodes to at least one byte
@@ -217,6 +227,7 @@ class TokenTable:
         nbytes = torch.zeros(vocab_size, dtype=torch.int32)
         category = torch.full((vocab_size,), OTHER, dtype=torch.int8)
         first = {ord(c): k for k, c in enumerate(CLOSERS)}
+        bare: list[list[int]] = [[] for _ in CLOSERS]
         for token in range(min(vocab_size, int(ll_tokenizer.vocab_size))):
             if ll_tokenizer.is_special_token(token):
                 continue
@@ -224,7 +235,14 @@ class TokenTable:
             nbytes[token] = len(text)
             if text:
                 category[token] = first.get(text[0], OTHER)
-        return cls(nbytes, category)
+                if len(text) == 1 and text[0] in first:
+                    bare[first[text[0]]].append(token)
+        return cls(nbytes, category, bare)
+
+    def bare_allowed(self, matcher: Any, k: int) -> list[int]:
+        """The tokens that are just closer ``k``'s character and ``matcher`` takes now (checked
+        token by token, no mask: a few microseconds)."""
+        return [t for t in self.bare[k] if matcher.validate_tokens([t]) == 1]
 
     def has_category(self, allowed: Any, k: int) -> bool:
         """Whether any token of closing category ``k`` is among ``allowed`` (bool [vocab])."""
@@ -343,21 +361,52 @@ def simulate_closing(
     schema: CompiledSchema, matcher: Any, limit: int, queue: list[int] | None = None
 ) -> int | None:
     """Tokens closing mode needs to complete ``matcher``'s object (run on a copy of it, ties
-    broken by the lowest token id), None when more than ``limit``."""
+    broken by the lowest token id), None when more than ``limit``. Steps that
+    :func:`quick_closing_choice` decides cost one token check instead of a whole mask."""
     import torch
 
     copy = matcher.deep_copy()
-    words = new_bitmask(1, schema.vocab_size)
+    words = None
     planned = list(queue or [])
     for count in range(limit + 1):
         if copy.is_accepting() or copy.is_stopped():
             return count
-        fill_bitmask(copy, words, 0)
-        chosen = closing_choice(schema, copy, allowed_tokens(words[0], schema.vocab_size), planned)
-        ids = torch.nonzero(chosen).flatten()
-        if ids.numel() == 0 or not copy.consume_token(int(ids[0])):
+        quick = quick_closing_choice(schema, copy, planned)
+        if quick:
+            token = quick[0]
+        else:
+            if words is None:
+                words = new_bitmask(1, schema.vocab_size)
+            fill_bitmask(copy, words, 0)
+            allowed = allowed_tokens(words[0], schema.vocab_size)
+            ids = torch.nonzero(closing_choice(schema, copy, allowed, planned)).flatten()
+            if ids.numel() == 0:
+                return None
+            token = int(ids[0])
+        if not copy.consume_token(token):
             return None
     return None
+
+
+def quick_closing_choice(schema: CompiledSchema, matcher: Any, queue: list[int]) -> list[int]:
+    """:func:`closing_choice` without a mask, where token checks decide it: the next planned
+    token when the grammar still takes it (consumed from ``queue``), else the bare ``"`` tokens
+    the grammar takes. Empty when the full choice is needed (a refused plan is dropped from
+    ``queue`` first, as :func:`closing_choice` does)."""
+    if queue:
+        if matcher.validate_tokens(queue[:1]) == 1:
+            return [queue.pop(0)]
+        queue.clear()
+    if has_forced_text(matcher):
+        return []
+    return schema.token_table().bare_allowed(matcher, 0)
+
+
+def has_forced_text(matcher: Any) -> bool:
+    """Whether the grammar forces the next bytes. There llguidance's mask keeps only the tokens
+    of the forced text's own tokenization (after ``"thinking_outline`` it allows ``":`` but not
+    a bare ``"``), so a token check, which takes any split, may allow more than the mask."""
+    return bool(matcher.compute_ff_bytes())
 
 
 def closing_choice(schema: CompiledSchema, matcher: Any, allowed: Any, queue: list[int]) -> Any:
@@ -391,25 +440,26 @@ def closing_choice(schema: CompiledSchema, matcher: Any, allowed: Any, queue: li
     return table.shortest(allowed)
 
 
-#: Closing: first estimate once half the budget is used (earlier when the budget is short
-#: beside closing from the start), then every CHECK_EVERY steps; close when used + needed +
-#: SAFETY_MARGIN reaches the budget.
+#: Closing checks: the first estimate once half the budget is used (earlier when the budget is
+#: short beside closing from the start); the row closes when used + needed + SAFETY_MARGIN
+#: reaches the budget. Otherwise the next check comes when the slack left (budget - margin -
+#: used - needed) could be used up, were the closing cost to grow by COST_GROWTH tokens per
+#: generated token meanwhile, and at least CHECK_EVERY steps later: few checks while the
+#: budget is far, every CHECK_EVERY steps near it.
 CHECK_EVERY = 8
 SAFETY_MARGIN = 8 + CHECK_EVERY
+COST_GROWTH = 2
 
 
-_pool: Any = None
+def first_check(schema: CompiledSchema, budget: int) -> int:
+    """The step of a row's first closing check, for a row limited to ``budget`` tokens."""
+    return max(0, min(budget // 2, budget - 2 * schema.start_cost() - SAFETY_MARGIN))
 
 
-def _background() -> Any:
-    """One worker thread for the lookahead steps of every processor (made on first use)."""
-    global _pool
-    with _lock:
-        if _pool is None:
-            from concurrent.futures import ThreadPoolExecutor
-
-            _pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="routerlib-lookahead")
-        return _pool
+def next_check(used: int, needed: int, budget: int) -> int:
+    """The step of the next closing check after one at ``used`` found ``needed`` tokens."""
+    slack = budget - SAFETY_MARGIN - used - needed
+    return used + max(CHECK_EVERY, slack // (1 + COST_GROWTH))
 
 
 class SchemaLogitsProcessor:
@@ -423,34 +473,46 @@ class SchemaLogitsProcessor:
     allowed tokens) stays open to the model. Use one instance per ``generate`` call (it tracks
     each row from the first step).
 
-    Per step it only touches the rows still inside their object: one bitmask is allocated per
-    call (free rows stay all-allowed, a finished row's EOS-only row is written once), unpacked
-    in one pass and applied with one ``masked_fill``.
+    Two ways to apply the schema:
 
-    ``lookahead`` (greedy decoding, this processor last, as ``LocalPredictor`` uses it): each call
-    ends by guessing the token ``generate`` will pick (the argmax of the masked scores) and, on a
-    background thread while the model computes the next step, consumes it and fills the next
-    mask; the next call keeps that work when the guess was right and otherwise rolls it back and
-    redoes it, so the tokens are the same either way."""
+    - masked (the default, needed for sampling): each step every row still inside its object
+      gets its whole token mask (one llguidance call for the batch), unpacked in one pass and
+      applied with one ``masked_fill``; a finished row may only end (EOS).
+    - ``greedy`` (greedy decoding with this processor last, as ``LocalPredictor`` uses it): the
+      processor picks each row's token itself, the one ``generate`` will take. When the row's
+      best-scored token is one the grammar takes (checked for that token alone), it is the
+      pick and the row's scores are left as they are; only otherwise is the row's mask made
+      and applied, and the pick is the best allowed token. Either way the argmax, hence the
+      generated text, is the masked path's; only the scores of tokens that are not picked can
+      differ. The pick is consumed at once; if ``generate`` takes another token after all, the
+      next call rolls the pick back and consumes that token instead (an error if the grammar
+      refuses it)."""
 
     def __init__(
         self,
         schemas: CompiledSchema | list[CompiledSchema | None],
         max_new_tokens: int | list[int] | None = None,
-        lookahead: bool = False,
+        greedy: bool = False,
     ) -> None:
         self.schemas = schemas
         self.max_new_tokens = max_new_tokens
-        self.lookahead = lookahead
-        #: the background step started at the end of the last call: (future, {row: token})
-        self._ahead: tuple[Any, dict[int, int]] | None = None
+        self.greedy = greedy
         self.matchers: list[Any] = []
         self.started = False
         self.finished: list[bool] = []
         self.closing: list[bool] = []
         #: the step at which each row entered closing mode (None: never), for diagnostics
         self.closed_at: list[int | None] = []
+        #: closing-cost simulations run so far (all rows), for diagnostics
+        self.checks = 0
+        #: rows whose mask was made, summed over steps (greedy: the rows whose best token the
+        #: grammar refused, and closing rows that needed it), for diagnostics
+        self.masked_rows = 0
         self.steps = 0
+        #: greedy: the token consumed for each row at the end of the last call
+        self._picks: dict[int, int] = {}
+        #: rows whose object completed at the last step: this step they may only end
+        self._ending: list[int] = []
 
     def _start(self, batch: int) -> None:
         per_row = self.schemas if isinstance(self.schemas, list) else [self.schemas] * batch
@@ -471,6 +533,10 @@ class SchemaLogitsProcessor:
         self.eos_ids = sorted({i for s in per_row if s is not None for i in s.eos_ids})
         self.vocab_size = max(s.vocab_size for s in per_row if s is not None)
         self.bitmask = new_bitmask(batch, self.vocab_size)
+        self.check_at: list[int | None] = [
+            first_check(s, b) if s is not None and b is not None else None
+            for s, b in zip(per_row, self.budgets, strict=True)
+        ]
         #: constrained rows whose object is not complete yet
         self.live = [row for row, m in enumerate(self.matchers) if m is not None]
         self.started = True
@@ -478,6 +544,7 @@ class SchemaLogitsProcessor:
     def _finish(self, row: int) -> None:
         """The object is complete: from now on only an end token may follow."""
         self.finished[row] = True
+        self._ending.append(row)
         self.bitmask[row] = 0
         for eos in self.eos_ids:
             self.bitmask[row, eos // 32] |= _bit(eos % 32)
@@ -487,94 +554,139 @@ class SchemaLogitsProcessor:
         a copy of its matcher, ties broken by the lowest token id), None if over ``limit``."""
         schema = self.row_schemas[row]
         assert schema is not None
+        self.checks += 1
         return simulate_closing(schema, self.matchers[row], limit, self.queues[row])
 
     def _update_closing(self, row: int) -> None:
-        budget = self.budgets[row]
-        if budget is None or self.closing[row] or self.finished[row]:
+        budget, check_at = self.budgets[row], self.check_at[row]
+        if budget is None or check_at is None or self.closing[row] or self.finished[row]:
             return
         used = self.steps - 1  # tokens this row has generated so far
-        schema = self.row_schemas[row]
-        assert schema is not None
-        first = max(0, min(budget // 2, budget - 2 * schema.start_cost() - SAFETY_MARGIN))
-        if used < first or (used - first) % CHECK_EVERY:
+        if used < check_at:
             return
         left = budget - used - SAFETY_MARGIN
         needed = self.closing_cost(row, max(left, 0))
         if needed is None or used + needed + SAFETY_MARGIN >= budget:
             self.closing[row] = True
             self.closed_at[row] = used
+        else:
+            self.check_at[row] = next_check(used, needed, budget)
+
+    def _advance(self, last: list[int]) -> None:
+        """Each live row takes the token ``generate`` picked at the last step."""
+        for row in self.live:
+            matcher = self.matchers[row]
+            picked = self._picks.get(row)
+            if picked != last[row]:
+                if picked is not None:
+                    matcher.rollback(1)
+                if not matcher.consume_token(int(last[row])):
+                    raise ConstraintError(f"row {row}: {matcher.get_error()}")
+            if matcher.is_stopped():
+                self._finish(row)
+        self._picks.clear()
+        self.live = [row for row in self.live if not self.finished[row]]
 
     def __call__(self, input_ids: Any, scores: Any) -> Any:
-        import torch
-
-        filled: set[int] = set()
         if not self.started:
             self._start(int(input_ids.shape[0]))
         elif self.live:
-            last = input_ids[:, -1].tolist()
-            ahead = self._collect_ahead()
-            for row in self.live:
-                matcher = self.matchers[row]
-                guessed = ahead.get(row)
-                if guessed is not None and guessed == int(last[row]):
-                    filled.add(row)  # consumed and its next mask filled in the background
-                else:
-                    if guessed is not None:
-                        matcher.rollback(1)
-                    if not matcher.consume_token(int(last[row])):
-                        raise ConstraintError(f"row {row}: {matcher.get_error()}")
-                if matcher.is_stopped():
-                    self._finish(row)
-            self.live = [row for row in self.live if not self.finished[row]]
+            self._advance(input_ids[:, -1].tolist())
         self.steps += 1
         for row in self.live:
-            if row not in filled:
-                fill_bitmask(self.matchers[row], self.bitmask, row)
             self._update_closing(row)
-        blocked = blocked_tokens(self.bitmask, self.vocab_size)
+        ending, self._ending = self._ending, []
+        if self.greedy:
+            return self._greedy_step(scores, ending)
+        return self._masked_step(scores)
+
+    def _blocked(self, rows: list[int], width: int) -> Any:
+        """Bool [len(rows), width]: the tokens each row may not take now (its mask, narrowed to
+        closing mode's choice for a closing row; ids beyond the vocabulary always)."""
+        import torch
+
+        blocked = blocked_tokens(self.bitmask[rows], self.vocab_size)
+        for i, row in enumerate(rows):
+            if self.closing[row] and not self.finished[row]:
+                schema = self.row_schemas[row]
+                assert schema is not None
+                allowed = ~blocked[i]
+                choice = closing_choice(schema, self.matchers[row], allowed, self.queues[row])
+                blocked[i] = True
+                blocked[i, : choice.shape[0]] = ~choice
+        if width > self.vocab_size:  # logits wider than the vocabulary: padding ids stay off
+            pad = torch.ones((len(rows), width - self.vocab_size), dtype=torch.bool)
+            blocked = torch.cat([blocked, pad], dim=1)
+        return blocked[:, :width]
+
+    def _masked_step(self, scores: Any) -> Any:
+        """Every constrained row masked (finished rows: EOS only)."""
+        import torch
+
+        fill_bitmasks([(self.matchers[row], row) for row in self.live], self.bitmask)
+        self.masked_rows += len(self.live)
+        blocked = torch.zeros(scores.shape, dtype=torch.bool)
+        rows = [row for row, m in enumerate(self.matchers) if m is not None]
+        blocked[rows] = self._blocked(rows, int(scores.shape[-1]))
+        return scores.masked_fill(blocked.to(scores.device), float("-inf"))
+
+    def _takes(self, row: int, token: int) -> bool:
+        """Whether row ``row``'s grammar takes ``token`` now; if so it is consumed."""
+        schema, matcher = self.row_schemas[row], self.matchers[row]
+        assert schema is not None
+        if token >= schema.vocab_size:
+            return False
+        if token in schema.eos_ids:
+            return bool(matcher.is_accepting()) and bool(matcher.consume_token(token))
+        if has_forced_text(matcher):  # the mask may refuse what a token check takes
+            return False
+        return int(matcher.try_consume_tokens([token])) == 1
+
+    def _greedy_step(self, scores: Any, ending: list[int]) -> Any:
+        """Pick each live row's token (see the class docstring); mask only where needed."""
+        import torch
+
+        top = scores.argmax(dim=-1).tolist() if self.live else []
+        forced: dict[int, list[int]] = {}
+        misses: list[int] = []
         for row in self.live:
             if self.closing[row]:
                 schema = self.row_schemas[row]
                 assert schema is not None
-                allowed = ~blocked[row]
-                choice = closing_choice(schema, self.matchers[row], allowed, self.queues[row])
-                blocked[row] = True
-                blocked[row, : choice.shape[0]] = ~choice
-        width = int(scores.shape[-1])
-        if width > self.vocab_size:  # logits wider than the vocabulary: padding ids stay off
-            pad = torch.ones((blocked.shape[0], width - self.vocab_size), dtype=torch.bool)
-            blocked = torch.cat([blocked, pad], dim=1)
-        masked = scores.masked_fill(blocked[:, :width].to(scores.device), float("-inf"))
-        if self.lookahead and self.live:
-            self._start_ahead(masked.argmax(dim=-1).tolist(), blocked)
-        return masked
-
-    def _start_ahead(self, guesses: list[int], blocked: Any) -> None:
-        """Consume each live row's guessed token now (cheap) and fill the next masks on the
-        background thread in one llguidance call, which releases the GIL while the model runs
-        (only a token the row's mask allows is guessed; a refused guess leaves the row alone)."""
-        rows: dict[int, int] = {}
-        pending: list[tuple[Any, int]] = []
-        for row in self.live:
-            token = int(guesses[row])
-            if token >= blocked.shape[1] or bool(blocked[row, token]):
-                continue
-            matcher = self.matchers[row]
-            if not matcher.consume_token(token):
-                raise ConstraintError(f"row {row}: {matcher.get_error()}")
-            rows[row] = token
-            if not matcher.is_stopped():
-                pending.append((matcher, row))
-        bitmask = self.bitmask
-        self._ahead = (_background().submit(fill_bitmasks, pending, bitmask), rows)
-
-    def _collect_ahead(self) -> dict[int, int]:
-        """The rows the last call consumed a guessed token for, and the token (waits until the
-        background step has filled their masks)."""
-        if self._ahead is None:
-            return {}
-        future, rows = self._ahead
-        self._ahead = None
-        future.result()
-        return rows
+                quick = quick_closing_choice(schema, self.matchers[row], self.queues[row])
+                if quick:
+                    forced[row] = quick
+                else:
+                    misses.append(row)
+            elif self._takes(row, int(top[row])):
+                self._picks[row] = int(top[row])
+            else:
+                misses.append(row)
+        if not (ending or forced or misses):
+            return scores
+        out = scores.clone()
+        for row in ending:
+            keep = out[row, self.eos_ids].clone()
+            out[row] = float("-inf")
+            out[row, self.eos_ids] = keep
+        for row, tokens in forced.items():
+            token = max(tokens, key=lambda t: float(scores[row, t]))  # the first best, as argmax
+            if not self.matchers[row].consume_token(token):
+                raise ConstraintError(f"row {row}: {self.matchers[row].get_error()}")
+            self._picks[row] = token
+            out[row] = float("-inf")
+            out[row, token] = scores[row, token] if torch.isfinite(scores[row, token]) else 0.0
+        if misses:
+            for row in misses:  # few rows: one call each beats the executor's thread hand-off
+                fill_bitmask(self.matchers[row], self.bitmask, row)
+            self.masked_rows += len(misses)
+            index = torch.tensor(misses, device=scores.device)
+            masked = out[index].masked_fill(
+                self._blocked(misses, int(scores.shape[-1])).to(scores.device), float("-inf")
+            )
+            out[index] = masked
+            for row, token in zip(misses, masked.argmax(dim=-1).tolist(), strict=True):
+                if not self.matchers[row].consume_token(int(token)):
+                    raise ConstraintError(f"row {row}: {self.matchers[row].get_error()}")
+                self._picks[row] = int(token)
+        return out

@@ -239,7 +239,7 @@ def test_processor_masks_each_step_like_the_matcher(embedded: LocalPredictor) ->
                 allowed = _reference_allowed(words.copy(), vocab)
             expected = before.clone()
             expected[0, :vocab][~allowed] = float("-inf")
-            expected[:, vocab:] = float("-inf")
+            expected[0, vocab:] = float("-inf")
             assert torch.equal(out, expected), step
             checked += 1
         if token is not None:
@@ -310,11 +310,11 @@ def test_real_instruct_model_writes_schema_valid_rows() -> None:
 
 
 @pytest.mark.parametrize("follow", ["argmax", "forced"])
-def test_lookahead_gives_the_same_masks_as_stepwise(embedded: LocalPredictor, follow: str) -> None:
-    """With lookahead the next mask is made in the background from a guessed token; whether the
-    tokens then chosen follow the guess (argmax, greedy) or not (forced tokens of a real
-    completion: every guess is rolled back), each step's masked logits equal those of the
-    processor without lookahead."""
+def test_greedy_picks_the_masked_argmax(embedded: LocalPredictor, follow: str) -> None:
+    """The greedy processor masks a row only when its best-scored token breaks the schema, yet
+    at every step each row's argmax is the fully masked processor's. Whether the tokens then
+    taken follow its pick (argmax, as ``generate`` does) or not (forced tokens of a real
+    completion: each pick is rolled back), its state stays right; a free row is untouched."""
     import torch
 
     compiled = embedded.compiled_schema(schema.completion_json_schema(True))
@@ -322,21 +322,154 @@ def test_lookahead_gives_the_same_masks_as_stepwise(embedded: LocalPredictor, fo
     texts = [schema.completion_text(row) for row in synth.generate_rows(2, 8)]
     forced = [embedded.tokenizer(t, add_special_tokens=False)["input_ids"][:60] for t in texts]
     budget = 70 if follow == "argmax" else None  # closing mode would refuse forced tokens
-    plain = constrained.SchemaLogitsProcessor([compiled, compiled, None], max_new_tokens=budget)
-    ahead = constrained.SchemaLogitsProcessor(
-        [compiled, compiled, None], max_new_tokens=budget, lookahead=True
+    masked = constrained.SchemaLogitsProcessor([compiled, compiled, None], max_new_tokens=budget)
+    greedy = constrained.SchemaLogitsProcessor(
+        [compiled, compiled, None], max_new_tokens=budget, greedy=True
     )
+    quote = compiled.token_table().bare[0][0]  # a bare `"`: refused by the mask at forced text
     generator = torch.Generator().manual_seed(3)
     ids = torch.zeros((3, 1), dtype=torch.long)
     for step in range(60):
         scores = torch.randn((3, vocab + 5), generator=generator)
-        expected = plain(ids, scores.clone())
-        got = ahead(ids, scores.clone())
-        assert torch.equal(expected, got), step
+        if step % 2 or follow == "forced":
+            scores[:, quote] += 10.0
+        expected = masked(ids, scores.clone())
+        got = greedy(ids, scores.clone())
+        assert torch.equal(expected.argmax(dim=-1), got.argmax(dim=-1)), step
+        assert torch.equal(got[2], scores[2]), step  # the free row
         if follow == "argmax":
             chosen = expected.argmax(dim=-1)
         else:
             chosen = torch.tensor([forced[0][step], forced[1][step], 7])
         ids = torch.cat([ids, chosen[:, None]], dim=1)
-    # the last background step finishes cleanly, and only constrained rows were guessed for
-    assert set(ahead._collect_ahead()) <= {0, 1}
+    if follow == "argmax":
+        assert greedy.masked_rows < masked.masked_rows
+        assert any(greedy.closing) and greedy.closing == masked.closing
+
+
+def test_greedy_leaves_a_row_whose_best_token_fits_alone(embedded: LocalPredictor) -> None:
+    """A row whose best-scored token is one the grammar takes keeps its scores as they came
+    (no mask made), except where the grammar forces the next text (there llguidance's mask is
+    stricter than a token check, so the mask is made); once its object is complete only EOS is
+    left."""
+    import torch
+
+    compiled = embedded.compiled_schema(schema.completion_json_schema(True))
+    vocab, eos = compiled.vocab_size, embedded.tokenizer.eos_token_id
+    text = schema.completion_text(next(iter(synth.generate_rows(1, 5))))
+    tokens = embedded.tokenizer(text, add_special_tokens=False)["input_ids"]
+    greedy = constrained.SchemaLogitsProcessor(compiled, greedy=True)
+    reference = compiled.matcher()
+    generator = torch.Generator().manual_seed(4)
+    ids = torch.zeros((1, 1), dtype=torch.long)
+    forced_steps = 0
+    for token in tokens:
+        scores = torch.randn((1, vocab), generator=generator)
+        scores[0, token] = 50.0
+        out = greedy(ids, scores)
+        if constrained.has_forced_text(reference):
+            forced_steps += 1
+            assert int(out[0].argmax()) == token
+        else:
+            assert out is scores
+        assert reference.consume_token(token)
+        ids = torch.cat([ids, torch.tensor([[token]])], dim=1)
+    out = greedy(ids, torch.randn((1, vocab), generator=generator))
+    assert 0 < greedy.masked_rows == forced_steps < len(tokens) // 4
+    assert greedy.finished == [True]
+    assert torch.isfinite(out[0]).nonzero().flatten().tolist() == [eos]
+
+
+def test_a_token_check_outside_forced_text_agrees_with_the_mask(embedded: LocalPredictor) -> None:
+    """Where the grammar forces no text, the tokens a token check takes are exactly the tokens
+    the mask allows (what lets the greedy processor skip the mask); where it forces text the
+    mask may be stricter (the reason it is made there)."""
+    compiled = embedded.compiled_schema(schema.completion_json_schema(True))
+    vocab = compiled.vocab_size
+    checked = stricter = 0
+    for row in synth.generate_rows(2, 11):
+        tokens = embedded.tokenizer(schema.completion_text(row), add_special_tokens=False)
+        matcher = compiled.matcher()
+        for position, token in enumerate(tokens["input_ids"]):
+            if position % 3 == 0:
+                words = constrained.new_bitmask(1, vocab)
+                constrained.fill_bitmask(matcher, words, 0)
+                allowed = constrained.allowed_tokens(words[0], vocab)
+                sample = range(position % 11, vocab, 11)
+                checks = [matcher.validate_tokens([t]) == 1 for t in sample]
+                masked = [bool(allowed[t]) for t in sample]
+                if constrained.has_forced_text(matcher):
+                    stricter += checks != masked
+                    assert all(c for c, m in zip(checks, masked, strict=True) if m)
+                else:
+                    assert checks == masked, position
+                    checked += 1
+            assert matcher.consume_token(token)
+    assert checked > 100 and stricter > 0
+
+
+def _reference_closing_cost(compiled: Any, matcher: Any, limit: int) -> int | None:
+    """Closing mode simulated with a whole mask at every step (no token-check shortcut)."""
+    import torch
+
+    copy, words, queue = matcher.deep_copy(), constrained.new_bitmask(1, compiled.vocab_size), []
+    for count in range(limit + 1):
+        if copy.is_accepting() or copy.is_stopped():
+            return count
+        constrained.fill_bitmask(copy, words, 0)
+        allowed = constrained.allowed_tokens(words[0], compiled.vocab_size)
+        choice = constrained.closing_choice(compiled, copy, allowed, queue)
+        ids = torch.nonzero(choice).flatten()
+        if ids.numel() == 0 or not copy.consume_token(int(ids[0])):
+            return None
+    return None
+
+
+def test_quick_closing_choice_agrees_with_the_masked_choice(embedded: LocalPredictor) -> None:
+    """Along real completions, wherever token checks decide closing mode's choice they give the
+    masked choice's tokens, and closing costs simulated with the shortcut equal those simulated
+    with a whole mask at every step."""
+    compiled = embedded.compiled_schema(schema.completion_json_schema(True))
+    vocab = compiled.vocab_size
+    quick_steps = compared = 0
+    for row in synth.generate_rows(3, 11):
+        tokens = embedded.tokenizer(schema.completion_text(row), add_special_tokens=False)
+        matcher = compiled.matcher()
+        for position, token in enumerate(tokens["input_ids"]):
+            if position % 7 == 0:
+                quick = constrained.quick_closing_choice(compiled, matcher, [])
+                words = constrained.new_bitmask(1, vocab)
+                constrained.fill_bitmask(matcher, words, 0)
+                allowed = constrained.allowed_tokens(words[0], vocab)
+                full = constrained.closing_choice(compiled, matcher, allowed, [])
+                if quick:
+                    assert full.nonzero().flatten().tolist() == quick, position
+                    quick_steps += 1
+                if position % 21 == 0:
+                    expected = _reference_closing_cost(compiled, matcher, 600)
+                    assert constrained.simulate_closing(compiled, matcher, 600) == expected
+                    compared += 1
+            assert matcher.consume_token(token)
+    assert quick_steps > 20 and compared > 10
+
+
+def test_closing_checks_come_sooner_as_the_budget_runs_out() -> None:
+    """After a check that finds room, the next comes when the slack could be used up with the
+    closing cost growing COST_GROWTH tokens per token, never sooner than CHECK_EVERY steps."""
+    budget, needed = 1280, 60
+    used, checks = 640, [640]
+    while True:
+        slack = budget - constrained.SAFETY_MARGIN - used - needed
+        if slack <= 0:
+            break
+        following = constrained.next_check(used, needed, budget)
+        assert following - used >= constrained.CHECK_EVERY
+        # growing COST_GROWTH per token until the next check still leaves the margin
+        grown = needed + constrained.COST_GROWTH * (following - used)
+        assert following + grown + constrained.SAFETY_MARGIN <= budget or (
+            following - used == constrained.CHECK_EVERY
+        )
+        used = following
+        checks.append(used)
+    assert len(checks) < (budget - 640) // constrained.CHECK_EVERY // 3
+    assert checks[-1] - checks[-2] == constrained.CHECK_EVERY

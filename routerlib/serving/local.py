@@ -188,11 +188,10 @@ class LocalPredictor:
             from routerlib.constrained import SchemaLogitsProcessor
 
             per_row = [self.compiled_schema(s) if s is not None else None for s in schemas]
-            # greedy decoding and no processor after it: the next mask can be made ahead
+            # greedy decoding with no processor after it: the processor picks the token itself
+            # and makes a row's mask only when its best-scored token breaks the schema
             processors.append(
-                SchemaLogitsProcessor(
-                    per_row, max_new_tokens=list(limits), lookahead=temperature <= 0
-                )
+                SchemaLogitsProcessor(per_row, max_new_tokens=list(limits), greedy=temperature <= 0)
             )
 
         begin = time.perf_counter()
