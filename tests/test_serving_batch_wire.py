@@ -469,3 +469,38 @@ def test_the_batch_stand_in_refuses_what_the_container_refuses(
     assert rows[3]["prediction"]["choices"][0]["message"]["content"] == CANNED_COMPLETION
     assert rows[4]["prediction"] == CANNED_COMPLETION
     assert state.batch_instances == lines  # no key field: the model got each line as it is
+
+
+def test_a_run_scores_each_decoding_with_its_own_batch_job(
+    stand_in: tuple[RecordingServer, ServingState], tmp_path: Path
+) -> None:
+    """Notebook 04 with ``eval_mode: batch`` and both decodings: ``stages.evaluate_all`` runs
+    one batch job per decoding on the model the checkpoint's deploy uploaded, prompt instances
+    for free and chat instances with the schema for constrained, one report each."""
+    from routerlib import stages
+
+    server, state = stand_in
+    deployment = vertex.deploy(CKPT, **cloud(server))
+    vertex.delete_endpoint(deployment.endpoint_name)  # keeps the model for batch
+    overrides = {"synth_rows": 60, "eval_limit": 3, "eval_mode": "batch", "gcs_prefix": PREFIX}
+    overrides |= {"project": "proj-1", "api_endpoint": server.url}
+    run = stages.open_run("params/local.yaml", str(tmp_path / "run"), overrides)
+    stages.prepare(run)
+    assert stages.decodings(run) == ["free", "constrained"]
+    assert stages.dataset_uris(run)["test"].startswith("gs://")  # uploaded for tuning
+    gold = stages.gold_file(run)
+    _answering(state, gold)
+    with open_predictor(run.config, CKPT) as predictor:
+        assert isinstance(predictor, BatchPredictor)
+        reports = stages.evaluate_all(run, predictor)
+
+    assert list(reports) == ["free", "constrained"]
+    free, constrained = _creates(server)
+    assert all("@requestFormat" not in line for line in _written(free))
+    assert all(line["response_format"]["type"] == "json_schema" for line in _written(constrained))
+    for decoding, report in reports.items():
+        assert report["generation"]["decoding"] == decoding
+        assert report["generation"]["mode"] == "batch"
+        assert report["strict"]["overall"]["route_plan_exact"] == 1.0
+    assert (run.path / "eval" / "constrained" / "samples.jsonl").is_file()
+    assert [r["decoding"] for r in batch.read_registry()] == ["free", "constrained"]
