@@ -932,7 +932,7 @@ def evaluate(
     (routerlib.serving.base.Predictor) — against ``gold``; write the report to ``out`` (with
     samples, cache and predictions beside it) and return it. ``--limit N`` scores the first N
     gold rows (subset files are written beside). ``constrained`` sends the completion's
-    generation JSON Schema with every request (online sources only)."""
+    generation JSON Schema with every request (or batch instance)."""
     from routerlib.compare import score_files
 
     sources = [s for s in (pred, endpoint, checkpoint, predictor, batch) if s is not None]
@@ -940,8 +940,8 @@ def evaluate(
         raise InputError("give exactly one of --pred, --endpoint, --checkpoint, --batch")
     if batch is not None and not gcs_prefix:
         raise InputError("--batch needs --gcs-prefix gs://BUCKET/PREFIX (instances and outputs)")
-    if constrained and (pred is not None or batch is not None):
-        raise InputError("--constrained applies to --endpoint or --checkpoint")
+    if constrained and pred is not None:
+        raise InputError("--constrained applies to --endpoint, --checkpoint or --batch")
     if limit is not None and limit < 1:
         raise InputError(f"--limit must be >= 1, got {limit}")
     gold_path = Path(gold)
@@ -1070,18 +1070,25 @@ def constrain_client(client: Any, schema: dict[str, Any]) -> Any:
 
 
 def constrained_predictor(predictor: Any) -> Any:
-    """The online ``predictor`` with its client constrained to the completion's generation schema."""
-    from routerlib.schema import completion_json_schema
-    from routerlib.serving.base import OnlinePredictor
+    """``predictor`` (online, or a batch job) constrained to the completion's generation schema:
+    an online client sends it with every request, a batch job in every instance."""
+    import dataclasses
 
+    from routerlib.schema import completion_json_schema
+    from routerlib.serving.base import BatchPredictor, OnlinePredictor
+
+    schema = completion_json_schema(generation=True)
+    name = predictor.name + CONSTRAINED_SUFFIX
+    if isinstance(predictor, BatchPredictor):
+        return dataclasses.replace(predictor, schema=schema, name=name, outcome=None)
     if not isinstance(predictor, OnlinePredictor):
-        raise InputError("constrained decoding needs an online endpoint (not a batch job)")
+        raise InputError(f"constrained decoding is not supported by {type(predictor).__name__}")
     return OnlinePredictor(
-        constrain_client(predictor.client, completion_json_schema(generation=True)),
+        constrain_client(predictor.client, schema),
         concurrency=predictor.concurrency,
         retries=predictor.retries,
         timeout=predictor.timeout,
-        name=predictor.name + CONSTRAINED_SUFFIX,
+        name=name,
     )
 
 

@@ -172,6 +172,13 @@ def dataset_uris(run: Run, smoke: bool = False) -> dict[str, str]:
     }
 
 
+def gold_file(run: Run) -> Path:
+    """The gold file evaluation reads: the test split in the run folder, which prepare writes
+    whether or not it also uploads the splits (a gs:// URI serves tuning, not scoring)."""
+    prepared_manifest(run)
+    return run.sub(runfolder.split_file("test"))
+
+
 def split_files(run: Run, smoke: bool = False) -> pd.DataFrame:
     """Where each split is, as a table: the gs:// URI when uploaded, else the path in the run."""
     rows = {}
@@ -441,7 +448,7 @@ def baselines(run: Run) -> dict[str, Report]:
     from routerlib import baselines as previous
     from routerlib import metrics
 
-    gold = Path(dataset_uris(run)["test"])
+    gold = gold_file(run)
     reports = {}
     for kind in previous.KINDS:
         preds = _baseline_predictions(run, kind)
@@ -488,7 +495,7 @@ def evaluate(run: Run, endpoint: Predictor | str, decoding: str = "free") -> Rep
     start = time.perf_counter()
     source = {"endpoint": endpoint} if isinstance(endpoint, str) else {"predictor": endpoint}
     report = runner.evaluate(
-        Path(dataset_uris(run)["test"]),
+        gold_file(run),
         **source,
         out=report_path(run, decoding),
         thresholds=thresholds_path(run),

@@ -1,7 +1,9 @@
 """Batch prediction on the wire: the real google-cloud-aiplatform SDK submits a job to the serving
-stand-in, which runs it against gcp-storage-emulator (reads the instances JSONL, writes Vertex's
-``prediction.results-*`` / ``prediction.errors_stats-*`` layout, some rows as errors), and the
-real google-cloud-storage client reads the answers back."""
+stand-in, which runs it against gcp-storage-emulator (reads the instances JSONL, sends each line to
+the model as the vLLM container gets it, writes Vertex's ``prediction.results-*`` /
+``prediction.errors_stats-*`` layout, some rows as errors), and the real google-cloud-storage
+client reads the answers back. Free decoding writes prompt instances, constrained decoding
+chatCompletions instances with the generation schema; the row key is the job's keyField."""
 
 from __future__ import annotations
 
@@ -15,11 +17,19 @@ import pytest
 
 from routerlib.cli import main
 from routerlib.config import load_config
+from routerlib.errors import InputError
 from routerlib.evaluate import evaluate
+from routerlib.schema import completion_json_schema
 from routerlib.serving import batch, vertex
 from routerlib.serving.base import BatchPredictor, OnlinePredictor, open_predictor
+from routerlib.serving.local import format_prediction, parse_predict_body
 from tests.support import gcs_emulator as emulator_support
-from tests.support.fake_vertex_serving import ServingStandIn, ServingState
+from tests.support.fake_vertex_serving import (
+    CANNED_COMPLETION,
+    ServingStandIn,
+    ServingState,
+    _gcs,
+)
 from tests.support.fault_server import gold_answers
 from tests.support.gcs_emulator import GcsEmulator
 from tests.support.recording_server import RecordingServer
@@ -58,9 +68,17 @@ def _gold(real_data: Path, tmp_path: Path, n: int) -> Path:
 
 
 def _answering(state: ServingState, gold: Path) -> None:
-    """The stand-in model answers each prompt with its gold completion (so scores mean something)."""
+    """The stand-in model answers each prompt with its gold completion (so scores mean
+    something), shaped as the container shapes it: the text for a raw prompt instance, a chat
+    completion object for a chatCompletions instance. Instances go through the local server's
+    parser, so a malformed one (a bad response_format, no messages) fails the test."""
     answers = gold_answers(gold)
-    state.predict_fn = lambda instances: [answers[i["prompt"]] for i in instances]
+
+    def answer(instances: list[dict[str, Any]]) -> list[Any]:
+        parsed = parse_predict_body(json.dumps({"instances": instances}).encode())
+        return [format_prediction(i, answers[i.prompt]) for i in parsed]
+
+    state.predict_fn = answer
 
 
 def _fail_rows(state: ServingState, rows: set[int]) -> None:
@@ -71,6 +89,25 @@ def _fail_rows(state: ServingState, rows: set[int]) -> None:
 
 def _creates(server: RecordingServer) -> list[Any]:
     return server.bodies("POST", r"/batchPredictionJobs$")
+
+
+def _written(body: dict[str, Any]) -> list[dict[str, Any]]:
+    """The JSONL lines a create request's job reads (from the emulator)."""
+    (uri,) = body["inputConfig"]["gcsSource"]["uris"]
+    bucket, _, path = uri.removeprefix("gs://").partition("/")
+    text = _gcs().bucket(bucket).blob(path).download_as_text()
+    return [json.loads(line) for line in text.splitlines()]
+
+
+def _prompts(gold: Path) -> list[str]:
+    return [json.loads(line)["prompt"] for line in gold.read_text().splitlines() if line.strip()]
+
+
+def _assert_keyed(body: dict[str, Any], lines: list[dict[str, Any]], prompts: list[str]) -> None:
+    """Each line carries its row key, which the job names as its keyField."""
+    assert body["instanceConfig"] == {"keyField": "routerlib_key"}
+    keys = [line["routerlib_key"] for line in lines]
+    assert keys == [batch.row_key(i, prompts[i]) for i in range(len(lines))]
 
 
 def test_batch_evaluate_matches_rows_by_key_and_scores_like_an_endpoint(
@@ -101,6 +138,21 @@ def test_batch_evaluate_matches_rows_by_key_and_scores_like_an_endpoint(
     )
     spec = body["dedicatedResources"]["machineSpec"]
     assert (spec["machineType"], spec["acceleratorCount"]) == ("g2-standard-24", 2)
+    # free decoding: plain prompt instances, no schema; the key stays out of what the model got
+    lines = _written(body)
+    _assert_keyed(body, lines, _prompts(gold))
+    for line, prompt in zip(lines, _prompts(gold), strict=True):
+        assert {k: v for k, v in line.items() if k != "routerlib_key"} == {
+            "prompt": prompt,
+            "max_tokens": 1280,
+            "temperature": 0,
+            "raw_response": True,
+        }
+    assert len(state.batch_instances) == 12
+    assert all(
+        set(i) == {"prompt", "max_tokens", "temperature", "raw_response"}
+        for i in state.batch_instances
+    )
     assert "JOB_STATE_SUCCEEDED 12/12 rows (2 failed)" in err
     assert "2 row(s) failed in the batch job (scored invalid): 3, 7" in err
 
@@ -190,8 +242,6 @@ def test_a_killed_wait_reattaches_and_failed_rows_rerun(
     assert len(creates) == 2
     uri = creates[1]["inputConfig"]["gcsSource"]["uris"][0]
     bucket, _, path = uri.removeprefix("gs://").partition("/")
-    from tests.support.fake_vertex_serving import _gcs
-
     rerun_rows = _gcs().bucket(bucket).blob(path).download_as_text().splitlines()
     assert [json.loads(r)["routerlib_key"].split("-")[0] for r in rerun_rows] == ["1"]
     assert rerun["generation"]["failed_rows"] == []
@@ -277,3 +327,180 @@ def test_open_predictor_picks_batch_or_endpoint_from_the_params(
     # refused, its fields going to SamplingParams)
     assert instance["@requestFormat"] == "chatCompletions"
     assert instance["messages"][0]["role"] == "user" and "prompt" not in instance
+
+
+def test_constrained_batch_sends_the_schema_and_scores_the_chat_answers(
+    stand_in: tuple[RecordingServer, ServingState], real_data: Path, tmp_path: Path
+) -> None:
+    """``evaluate --batch --constrained``: every JSONL line is the endpoint path's chatCompletions
+    instance with the generation schema in response_format; the chat completion objects that
+    come back are read, matched by key and scored."""
+    server, state = stand_in
+    gold = _gold(real_data, tmp_path, 8)
+    prompts = _prompts(gold)
+    _answering(state, gold)
+    _fail_rows(state, {5})
+    deployment = vertex.deploy(CKPT, **cloud(server))
+    out = tmp_path / "c" / "r.json"
+
+    argv = ["evaluate", "--gold", str(gold), "--batch", deployment.model_name, "--constrained"]
+    argv += ["--gcs-prefix", PREFIX, "--out", str(out), "--max-tokens", "900"]
+    argv += ["--poll-interval", "0.01", "--api-endpoint", server.url, "--no-progress"]
+    assert main(argv) == 0
+
+    (body,) = _creates(server)
+    lines = _written(body)
+    _assert_keyed(body, lines, prompts)
+    generation_schema = completion_json_schema(generation=True)
+    for line, prompt in zip(lines, prompts, strict=True):
+        assert line["@requestFormat"] == "chatCompletions"
+        assert line["messages"] == [{"role": "user", "content": prompt}]
+        assert (line["max_tokens"], line["temperature"]) == (900, 0)
+        assert line["response_format"]["type"] == "json_schema"
+        assert line["response_format"]["json_schema"]["schema"] == generation_schema
+        assert "prompt" not in line and "guided_json" not in line
+    # what the model got: the chat instances without the key (the job's keyField)
+    assert len(state.batch_instances) == 8
+    assert all("routerlib_key" not in i and "response_format" in i for i in state.batch_instances)
+
+    report = json.loads(out.read_text())
+    generation = report["generation"]
+    assert generation["decoding"] == "constrained" and generation["mode"] == "batch"
+    assert generation["source"] == f"batch:{deployment.model_name}#constrained"
+    assert generation["failed_rows"] == [5]
+    # the other 7 rows came back as chat completion objects holding the gold completion
+    assert report["metrics"]["overall"]["route_plan_exact"] == 1.0  # over the valid rows
+    assert report["strict"]["overall"]["json_valid"] == pytest.approx(7 / 8)
+    assert report["strict"]["overall"]["route_plan_exact"] == pytest.approx(7 / 8)
+    preds = [json.loads(line) for line in (tmp_path / "c" / "r.predictions.jsonl").open()]
+    answers = gold_answers(gold)
+    for pred, prompt in zip(preds, prompts, strict=True):
+        if pred["index"] == 5:
+            assert pred["completion"] is None and "out of memory" in pred["extraction"]
+        else:
+            assert json.loads(pred["raw"]) == json.loads(answers[prompt])
+    cached = [json.loads(line) for line in (tmp_path / "c" / "r.cache.jsonl").open()]
+    assert {c["target"] for c in cached} == {f"batch:{deployment.model_name}#constrained"}
+    (record,) = batch.read_registry()
+    assert record["decoding"] == "constrained"
+
+
+def test_free_and_constrained_batch_predictions_never_share_a_cache(
+    stand_in: tuple[RecordingServer, ServingState], real_data: Path, tmp_path: Path
+) -> None:
+    """A free cache is refused by a constrained run and the other way round, before any job."""
+    server, state = stand_in
+    gold = _gold(real_data, tmp_path, 3)
+    _answering(state, gold)
+    deployment = vertex.deploy(CKPT, **cloud(server))
+
+    def run(out: Path, constrained: bool) -> dict[str, Any]:
+        return evaluate(
+            gold,
+            batch=deployment.model_name,
+            gcs_prefix=PREFIX,
+            out=out,
+            poll_s=0.01,
+            progress=False,
+            constrained=constrained,
+            **cloud(server),
+        )
+
+    model = deployment.model_name
+    for first in (False, True):
+        out = tmp_path / f"first-{'constrained' if first else 'free'}" / "r.json"
+        assert run(out, first)["strict"]["overall"]["json_valid"] == 1.0
+        jobs = len(_creates(server))
+        with pytest.raises(InputError) as caught:
+            run(out, not first)
+        message = str(caught.value)
+        assert f"come from batch:{model}{'#constrained' if first else ''} with" in message
+        assert f"not batch:{model}{'' if first else '#constrained'} with" in message
+        assert len(_creates(server)) == jobs  # refused before a job was submitted
+    # each decoding ran its own job: prompt instances once, chat instances once
+    kinds = [("@requestFormat" in _written(body)[0]) for body in _creates(server)]
+    assert kinds == [False, True]
+
+
+def test_the_batch_stand_in_refuses_what_the_container_refuses(
+    stand_in: tuple[RecordingServer, ServingState], tmp_path: Path
+) -> None:
+    """Each JSONL line reaches the model as an instance: a prompt instance with a field
+    SamplingParams does not take (a schema field, or a row key the job does not name as its
+    keyField) fails that row as the container's handler fails it; a chatCompletions instance
+    with response_format is answered with a chat completion object."""
+    from google.cloud import aiplatform
+
+    server, state = stand_in
+    deployment = vertex.deploy(CKPT, **cloud(server))
+    schema = completion_json_schema(generation=True)
+    fmt = {"type": "json_schema", "json_schema": {"name": "r", "schema": schema}}
+    prompt = {"prompt": "route this", "max_tokens": 8, "temperature": 0, "raw_response": True}
+    chat = {"@requestFormat": "chatCompletions", "messages": [{"role": "user", "content": "x"}]}
+    lines = [
+        {**prompt, "guided_json": schema},
+        {**prompt, "response_format": fmt},
+        {**prompt, "routerlib_key": "2-abc"},
+        {**chat, "response_format": fmt},
+        prompt,
+    ]
+    uri = f"{PREFIX}/selftest/instances.jsonl"
+    bucket, _, path = uri.removeprefix("gs://").partition("/")
+    _gcs().bucket(bucket).blob(path).upload_from_string(
+        "".join(json.dumps(line) + "\n" for line in lines)
+    )
+    vertex.init_vertex("proj-1", "us-central1", server.url)
+    job = aiplatform.BatchPredictionJob.submit(  # no keyField: each line goes as it is
+        job_display_name="selftest",
+        model_name=deployment.model_name,
+        gcs_source=uri,
+        gcs_destination_prefix=f"{PREFIX}/selftest/out",
+    )
+    assert batch._wait(job, len(lines), 0.01, progress=False) == "JOB_STATE_SUCCEEDED"
+    rows = {
+        lines.index(row["instance"]): row
+        for row in batch.output_lines(job.output_info.gcs_output_directory)
+    }
+    assert sorted(rows) == [0, 1, 2, 3, 4]
+    for i, field in ((0, "guided_json"), (1, "response_format"), (2, "routerlib_key")):
+        assert "prediction" not in rows[i]
+        assert f"unexpected keyword argument '{field}'" in rows[i]["error"]["message"]
+    assert rows[3]["prediction"]["object"] == "chat.completion"
+    assert rows[3]["prediction"]["choices"][0]["message"]["content"] == CANNED_COMPLETION
+    assert rows[4]["prediction"] == CANNED_COMPLETION
+    assert state.batch_instances == lines  # no key field: the model got each line as it is
+
+
+def test_a_run_scores_each_decoding_with_its_own_batch_job(
+    stand_in: tuple[RecordingServer, ServingState], tmp_path: Path
+) -> None:
+    """Notebook 04 with ``eval_mode: batch`` and both decodings: ``stages.evaluate_all`` runs
+    one batch job per decoding on the model the checkpoint's deploy uploaded, prompt instances
+    for free and chat instances with the schema for constrained, one report each."""
+    from routerlib import stages
+
+    server, state = stand_in
+    deployment = vertex.deploy(CKPT, **cloud(server))
+    vertex.delete_endpoint(deployment.endpoint_name)  # keeps the model for batch
+    overrides = {"synth_rows": 60, "eval_limit": 3, "eval_mode": "batch", "gcs_prefix": PREFIX}
+    overrides |= {"project": "proj-1", "api_endpoint": server.url}
+    run = stages.open_run("params/local.yaml", str(tmp_path / "run"), overrides)
+    stages.prepare(run)
+    assert stages.decodings(run) == ["free", "constrained"]
+    assert stages.dataset_uris(run)["test"].startswith("gs://")  # uploaded for tuning
+    gold = stages.gold_file(run)
+    _answering(state, gold)
+    with open_predictor(run.config, CKPT) as predictor:
+        assert isinstance(predictor, BatchPredictor)
+        reports = stages.evaluate_all(run, predictor)
+
+    assert list(reports) == ["free", "constrained"]
+    free, constrained = _creates(server)
+    assert all("@requestFormat" not in line for line in _written(free))
+    assert all(line["response_format"]["type"] == "json_schema" for line in _written(constrained))
+    for decoding, report in reports.items():
+        assert report["generation"]["decoding"] == decoding
+        assert report["generation"]["mode"] == "batch"
+        assert report["strict"]["overall"]["route_plan_exact"] == 1.0
+    assert (run.path / "eval" / "constrained" / "samples.jsonl").is_file()
+    assert [r["decoding"] for r in batch.read_registry()] == ["free", "constrained"]

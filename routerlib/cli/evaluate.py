@@ -144,9 +144,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--constrained",
         action="store_true",
-        help="send the completion's JSON Schema with every request (--endpoint, --checkpoint): "
-        "response_format on /v1; on :predict and Vertex endpoints a chatCompletions instance "
-        "with response_format",
+        help="send the completion's JSON Schema with every request (--endpoint, --checkpoint, "
+        "--batch): response_format on /v1; on :predict, Vertex endpoints and batch jobs a "
+        "chatCompletions instance with response_format",
     )
     p.add_argument(
         "--no-progress", dest="progress", action="store_false", help="hide the progress bar"

@@ -78,7 +78,8 @@ class OnlinePredictor:
 
 @dataclass
 class BatchPredictor:
-    """One Vertex batch prediction job on a Model Registry model (routerlib.serving.batch)."""
+    """One Vertex batch prediction job on a Model Registry model (routerlib.serving.batch).
+    ``schema`` set: constrained decoding (each instance carries it)."""
 
     model: str
     gcs_prefix: str
@@ -89,6 +90,7 @@ class BatchPredictor:
     location: str | None = None
     api_endpoint: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    schema: dict[str, Any] | None = None
     rerun_failed: bool = False
     poll_s: float = 30.0
     name: str = ""
@@ -116,6 +118,7 @@ class BatchPredictor:
             location=self.location,
             api_endpoint=self.api_endpoint,
             extra=self.extra,
+            schema=self.schema,
             rerun_failed=self.rerun_failed,
             progress=progress,
             poll_s=self.poll_s,

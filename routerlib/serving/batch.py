@@ -1,16 +1,20 @@
 """Evaluate through a Vertex AI batch prediction job: no endpoint, no 429s, one job per gold set.
 
-The gold prompts become the same vLLM predict instances an endpoint gets, written as JSONL to
-Cloud Storage; ``BatchPredictionJob.submit`` (returns at once, unlike ``create``) starts the job on
-the Model Registry model a deploy uploaded. The job is recorded in ``<outputs>/batch_jobs.json``
-the moment it exists, so the same command re-attaches after Ctrl-C or a kill instead of paying
-for a second job. The output files are read back by prefix (``prediction.results-*`` and
-``prediction.errors_stats-*``) and by each line's fields, and matched to gold rows by a row key
-carried in each instance (``routerlib_key``): the output order is not the input order, and
-``submit`` exposes no ``instanceConfig.keyField``, so the key travels inside the instance (the
-vLLM container reads only the fields it knows). Answers land in the same cache as endpoint
-predictions and are scored the same way; rows the job failed are listed and re-run with
-``rerun_failed``.
+The gold prompts become the same vLLM predict instances an endpoint gets
+(``routerlib.evaluate.predict_instance``: a prompt instance for free decoding, a chatCompletions
+instance with the generation schema in ``response_format`` for constrained decoding), written as
+JSONL to Cloud Storage; a BatchPredictionJob on the Model Registry model a deploy uploaded runs
+them. The job is recorded in ``<outputs>/batch_jobs.json`` the moment it exists, so the same
+command re-attaches after Ctrl-C or a kill instead of paying for a second job. The output files
+are read back by prefix (``prediction.results-*`` and ``prediction.errors_stats-*``) and matched
+to gold rows by a row key (``routerlib_key``) in each JSONL line: the output order is not the
+input order. The job names that field as ``instanceConfig.keyField``, so Vertex drops it from the
+instance the container gets (Model Garden's vLLM handler passes a prompt instance's other fields
+to ``SamplingParams``, which refuses unknown ones) and writes it back as each output line's
+``key``; ``BatchPredictionJob.submit`` has no such argument, so the job is created through the
+SDK's JobService client. Answers (plain text or a chat completion object) are read by the
+endpoint path's reader, land in the same cache as endpoint predictions and are scored the same
+way; rows the job failed are listed and re-run with ``rerun_failed``.
 """
 
 from __future__ import annotations
@@ -251,13 +255,16 @@ def batch_predict(
     location: str | None = None,
     api_endpoint: str | None = None,
     extra: dict[str, Any] | None = None,
+    schema: dict[str, Any] | None = None,
     rerun_failed: bool = False,
     progress: bool = True,
     poll_s: float = 30.0,
 ) -> tuple[Path, BatchOutcome]:
     """Predict every gold row not yet cached with one batch job; write the prediction file.
 
-    Rows the job failed get an invalid prediction (scored as such) and are listed in the outcome;
+    ``schema``: constrained decoding, each instance a chatCompletions instance carrying it (the
+    endpoint path's instance); its cache records and jobs are kept apart from free ones. Rows
+    the job failed get an invalid prediction (scored as such) and are listed in the outcome;
     ``rerun_failed`` submits a job for just those rows. Returns the prediction file and outcome.
     """
     from routerlib import evaluate as ev
@@ -273,7 +280,9 @@ def batch_predict(
     api = api_endpoint if api_endpoint is not None else api_r
     if not project:
         raise InputError(f"--batch {model}: give --project (or a full model resource name)")
+    decoding = "constrained" if schema is not None else "free"
     target = f"batch:{model_name}" + ev._extra_tag(dict(extra or {}))
+    target += ev.CONSTRAINED_SUFFIX if schema is not None else ""
     cache = Path(cache_path)
     cache.parent.mkdir(parents=True, exist_ok=True)
     records = {
@@ -292,11 +301,15 @@ def batch_predict(
     outcome = BatchOutcome()
     gold_id = _sha("\n".join(prompts))
     known_failed: dict[int, str] = {}
+    this_run = (gold_id, model_name, decoding)
     for rec in read_registry():
-        if rec.get("gold") == gold_id and rec.get("model") == model_name:
+        if (rec.get("gold"), rec.get("model"), rec.get("decoding", "free")) == this_run:
             known_failed.update({int(k): v for k, v in (rec.get("failed_rows") or {}).items()})
     if pending:
-        key = _sha(json.dumps([model_name, gold_id, max_tokens, extra or {}, pending]))
+        parts: list[Any] = [model_name, gold_id, max_tokens, extra or {}, pending]
+        if schema is not None:  # a free job keeps the key it always had
+            parts.append({"schema": _sha(json.dumps(schema, sort_keys=True))})
+        key = _sha(json.dumps(parts))
         existing = next((r for r in read_registry() if r.get("key") == key), None)
         only_failed = bool(known_failed) and set(pending) <= set(known_failed)
         if existing is None and only_failed and not rerun_failed:
@@ -307,9 +320,14 @@ def batch_predict(
 
             base = f"{gcs_prefix.rstrip('/')}/batch/{key}"
             if existing is None:
-                existing = _submitted_unrecorded(key, project, location, api, model_name, gold_id)
+                existing = _submitted_unrecorded(
+                    key,
+                    project,
+                    location,
+                    api,
+                    {"model": model_name, "gold": gold_id, "decoding": decoding},
+                )
             if existing is not None:
-                job = aiplatform.BatchPredictionJob(existing["job_name"])
                 outcome.reattached = True
                 record = existing
                 if progress:
@@ -321,7 +339,7 @@ def batch_predict(
                 lines = [
                     json.dumps(
                         {
-                            **ev.predict_instance(prompts[i], max_tokens, extra),
+                            **ev.predict_instance(prompts[i], max_tokens, extra, schema),
                             KEY_FIELD: row_key(i, prompts[i]),
                         },
                         ensure_ascii=False,
@@ -331,27 +349,15 @@ def batch_predict(
                 ]
                 _gcs_write(f"{base}/instances.jsonl", "".join(lines))
                 try:
-                    job = aiplatform.BatchPredictionJob.submit(
-                        job_display_name=f"routerlib-batch-{key}",
-                        model_name=model_name,
-                        instances_format="jsonl",
-                        predictions_format="jsonl",
-                        gcs_source=f"{base}/instances.jsonl",
-                        gcs_destination_prefix=f"{base}/output",
-                        machine_type=shape.machine_type,
-                        accelerator_type=shape.accelerator_type,
-                        accelerator_count=shape.accelerator_count,
-                        starting_replica_count=1,
-                        max_replica_count=1,
-                        labels={"routerlib": "batch"},
-                    )
+                    job_name = _create_job(key, model_name, base, shape, project, location)
                 except vertex._sdk_errors() as exc:
                     raise vertex._remote_error(f"submit batch job on {model_name}", exc) from None
                 record = {
                     "key": key,
-                    "job_name": job.resource_name,
+                    "job_name": job_name,
                     "model": model_name,
                     "gold": gold_id,
+                    "decoding": decoding,
                     "rows": len(pending),
                     "input_uri": f"{base}/instances.jsonl",
                     "state": "JOB_STATE_PENDING",
@@ -364,6 +370,7 @@ def batch_predict(
                 outcome.submitted = True
             outcome.job_name = record["job_name"]
             try:
+                job = aiplatform.BatchPredictionJob(record["job_name"])
                 state = _wait(job, len(pending), poll_s, progress)
             except KeyboardInterrupt:
                 print(
@@ -419,11 +426,55 @@ def batch_predict(
     return out, outcome
 
 
+def _create_job(
+    key: str, model_name: str, base: str, shape: Any, project: str, location: str
+) -> str:
+    """Create the batch prediction job for ``key``; returns its resource name.
+
+    The request ``BatchPredictionJob.submit`` sends (JSONL in and out, the machine, one replica,
+    the ``routerlib`` label) plus ``instanceConfig.keyField``, which ``submit`` does not offer:
+    created through the JobService client the SDK itself uses, with the SDK's settings."""
+    from google.cloud.aiplatform import initializer, utils
+    from google.cloud.aiplatform_v1 import types
+
+    job = types.BatchPredictionJob(
+        display_name=f"routerlib-batch-{key}",
+        model=model_name,
+        input_config=types.BatchPredictionJob.InputConfig(
+            instances_format="jsonl",
+            gcs_source=types.GcsSource(uris=[f"{base}/instances.jsonl"]),
+        ),
+        output_config=types.BatchPredictionJob.OutputConfig(
+            predictions_format="jsonl",
+            gcs_destination=types.GcsDestination(output_uri_prefix=f"{base}/output"),
+        ),
+        instance_config=types.BatchPredictionJob.InstanceConfig(key_field=KEY_FIELD),
+        dedicated_resources=types.BatchDedicatedResources(
+            machine_spec=types.MachineSpec(
+                machine_type=shape.machine_type,
+                accelerator_type=shape.accelerator_type,
+                accelerator_count=shape.accelerator_count,
+            ),
+            starting_replica_count=1,
+            max_replica_count=1,
+        ),
+        labels={"routerlib": "batch"},
+    )
+    client = initializer.global_config.create_client(
+        client_class=utils.JobClientWithOverride, location_override=location
+    )
+    created = client.create_batch_prediction_job(
+        parent=f"projects/{project}/locations/{location}", batch_prediction_job=job
+    )
+    return str(created.name)
+
+
 def _submitted_unrecorded(
-    key: str, project: str, location: str, api: str, model_name: str, gold_id: str
+    key: str, project: str, location: str, api: str, what: dict[str, Any]
 ) -> dict[str, Any] | None:
     """A job for ``key`` that Vertex has but the registry lacks (killed between submit and the
-    record): found by its display name, recorded now, so it is re-attached, not paid twice."""
+    record): found by its display name, recorded now (with ``what``: model, gold, decoding), so
+    it is re-attached, not paid twice."""
     from google.cloud import aiplatform
 
     from routerlib.serving import vertex
@@ -446,8 +497,7 @@ def _submitted_unrecorded(
     record = {
         "key": key,
         "job_name": alive[0].resource_name,
-        "model": model_name,
-        "gold": gold_id,
+        **what,
         "state": _state_name(alive[0]),
         "project": project,
         "location": location,

@@ -52,19 +52,33 @@ CANNED_COMPLETION = (
 )
 
 
-#: Fields of vLLM's OpenAI-compatible requests that are no ``SamplingParams`` argument. Model
-#: Garden's vLLM predict handler passes every field of a prompt instance except ``prompt``,
-#: ``stream`` and ``raw_response`` to ``SamplingParams(**instance)``, which raises TypeError on
-#: these (vertex-ai-samples community-content/vertex_model_garden/model_oss/vllm/vllm.patch;
-#: vllm-project/vllm vllm/sampling_params.py). Only a chatCompletions instance takes them.
-NOT_SAMPLING_PARAMS = (
-    "guided_json",
-    "guided_regex",
-    "guided_choice",
-    "guided_grammar",
-    "guided_decoding_backend",
-    "response_format",
-    "chat_template_kwargs",  # vLLM's chat request field (applies the chat template)
+#: What Model Garden's vLLM predict handler accepts in a prompt instance: it pops ``prompt``,
+#: ``stream`` and ``raw_response`` and passes every other field to ``SamplingParams(**instance)``
+#: (vertex-ai-samples community-content/vertex_model_garden/model_oss/vllm/vllm.patch), which
+#: raises TypeError on a keyword it does not take. ``SAMPLING_PARAMS`` is a subset of
+#: SamplingParams' keyword arguments (vllm-project/vllm vllm/sampling_params.py): the common
+#: sampling fields, those routerlib and the Model Garden samples send, so the stand-in may refuse
+#: more than the container, never less. Anything else -- ``guided_json``, ``response_format``,
+#: ``chat_template_kwargs`` (OpenAI-request fields), a row key -- fails the request; only a
+#: chatCompletions instance takes OpenAI-request fields.
+HANDLER_FIELDS = ("prompt", "stream", "raw_response")
+SAMPLING_PARAMS = (
+    "n",
+    "presence_penalty",
+    "frequency_penalty",
+    "repetition_penalty",
+    "temperature",
+    "top_p",
+    "top_k",
+    "stop",
+    "stop_token_ids",
+    "ignore_eos",
+    "max_tokens",
+    "logprobs",
+    "prompt_logprobs",
+    "skip_special_tokens",
+    "spaces_between_special_tokens",
+    "include_stop_str_in_output",
 )
 
 
@@ -73,13 +87,13 @@ def _is_chat(instance: Any) -> bool:
 
 
 def refused_fields(instances: list[dict[str, Any]]) -> str:
-    """The container's failure for the first prompt instance with a field SamplingParams has
-    not ('' when none)."""
+    """The container's failure for the first prompt instance with a field SamplingParams does
+    not take ('' when none)."""
     for inst in instances:
         if not isinstance(inst, dict) or _is_chat(inst):
             continue
-        for name in NOT_SAMPLING_PARAMS:
-            if name in inst:
+        for name in inst:
+            if name not in HANDLER_FIELDS and name not in SAMPLING_PARAMS:
                 return (
                     "Internal Server Error: TypeError: SamplingParams got an unexpected keyword "
                     f"argument '{name}'"
@@ -151,8 +165,10 @@ class ServingState:
     #: Batch prediction jobs by name, and how many GETs a job answers RUNNING before it runs.
     batch_jobs: dict[str, dict[str, Any]] = field(default_factory=dict)
     batch_polls: int = 1
-    #: ``batch_error(instance) -> message | None``: rows the batch job fails.
+    #: ``batch_error(line) -> message | None``: rows the batch job fails (given the JSONL line).
     batch_error: Callable[[dict[str, Any]], str | None] = lambda instance: None
+    #: Every instance a batch job sent to the model, as the model got it.
+    batch_instances: list[dict[str, Any]] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
     _ids: Any = field(default_factory=lambda: itertools.count(1000))
 
@@ -178,6 +194,7 @@ class ServingState:
                 "batch_jobs",
                 "batch_polls",
                 "batch_error",
+                "batch_instances",
             ):
                 setattr(self, name, getattr(fresh, name))
 
@@ -523,23 +540,36 @@ def _split(uri: str) -> tuple[str, str]:
 def _run_batch_job(state: ServingState, job: dict[str, Any]) -> None:
     """Read the job's JSONL instances from Cloud Storage (the emulator), predict each, and write
     Vertex's output layout: ``prediction-<model>-<time>/prediction.results-0000N-of-0000M`` and
-    ``prediction.errors_stats-00000-of-00001``, in no particular row order."""
+    ``prediction.errors_stats-00000-of-00001``, in no particular row order.
+
+    As Vertex does for a custom container, each JSONL object goes to the model as an instance
+    of a predict request (``{"instances": [...]}``; here one instance per request), without
+    ``instanceConfig.keyField`` and ``excludedFields``; with a key field an output line carries
+    ``key`` instead of ``instance``. The request is answered as the predict route answers it: a
+    prompt instance with a field SamplingParams does not take fails the row (the container's
+    500), a chatCompletions instance is answered with a chat completion object."""
     client = _gcs()
-    instances: list[dict[str, Any]] = []
+    lines: list[dict[str, Any]] = []
     for uri in job["inputConfig"]["gcsSource"]["uris"]:
         bucket, path = _split(uri)
         text = client.bucket(bucket).blob(path).download_as_text()
-        instances.extend(json.loads(line) for line in text.splitlines() if line.strip())
+        lines.extend(json.loads(line) for line in text.splitlines() if line.strip())
+    config = job.get("instanceConfig") or {}
+    key_field = config.get("keyField", "")
+    dropped = {key_field, *(config.get("excludedFields") or [])} - {""}
     ok: list[str] = []
     failed: list[str] = []
-    for instance in instances:
-        message = state.batch_error(instance)
+    for line in lines:
+        instance = {k: v for k, v in line.items() if k not in dropped}
+        state.batch_instances.append(instance)
+        where = {"key": line.get(key_field)} if key_field else {"instance": line}
+        message = state.batch_error(line) or refused_fields([instance])
         if message:
             error = {"status": "INTERNAL", "message": message}
-            failed.append(json.dumps({"instance": instance, "error": error}))
+            failed.append(json.dumps({**where, "error": error}))
         else:
             (prediction,) = state.predict_fn([instance])
-            ok.append(json.dumps({"instance": instance, "prediction": prediction}))
+            ok.append(json.dumps({**where, "prediction": prediction}))
     ok.reverse()  # the order of output rows is not the input order
     model = state.models.get(job["model"], {}).get("displayName", "model")
     stamp = datetime.datetime(2026, 12, 1, 12, 0, 0).strftime("%Y_%m_%dT%H_%M_%S_000Z")
@@ -547,11 +577,11 @@ def _run_batch_job(state: ServingState, job: dict[str, Any]) -> None:
     out_dir = f"{prefix}/prediction-{model}-{stamp}"
     bucket, path = _split(out_dir)
     halves = [ok[: len(ok) // 2], ok[len(ok) // 2 :]]
-    for n, lines in enumerate(halves):
+    for n, half in enumerate(halves):
         blob = client.bucket(bucket).blob(f"{path}/prediction.results-{n:05d}-of-00002")
-        blob.upload_from_string("".join(line + "\n" for line in lines))
+        blob.upload_from_string("".join(row + "\n" for row in half))
     blob = client.bucket(bucket).blob(f"{path}/prediction.errors_stats-00000-of-00001")
-    blob.upload_from_string("".join(line + "\n" for line in failed))
+    blob.upload_from_string("".join(row + "\n" for row in failed))
     job["outputInfo"] = {"gcsOutputDirectory": out_dir}
     job["completionStats"] = {
         "successfulCount": str(len(ok)),
