@@ -210,12 +210,12 @@ def _path_of(url: str) -> str:
 # --------------------------------------------------------------------------------------------
 
 
-def _prediction_text(pred: Any, where: str) -> str:
+def prediction_text(pred: Any, where: str) -> str:
     """The text of one predict-JSON prediction (a string, or an object holding the text)."""
     if isinstance(pred, str):
         return pred
     if isinstance(pred, list) and pred:
-        return _prediction_text(pred[0], where)
+        return prediction_text(pred[0], where)
     if isinstance(pred, dict):
         for key in ("text", "output", "generated_text", "content", "completion"):
             if isinstance(pred.get(key), str):
@@ -340,7 +340,7 @@ class PredictClient:
         if not isinstance(preds, list) or not preds:
             where = self._http.label
             raise RemoteError(f"{where}: answer has no predictions: {json.dumps(body)[:120]}")
-        return Completion(_prediction_text(preds[0], self._http.label), latency)
+        return Completion(prediction_text(preds[0], self._http.label), latency)
 
 
 class OpenAIClient:
@@ -455,7 +455,7 @@ class VertexEndpointClient:
         latency = time.perf_counter() - start
         if not isinstance(preds, list) or not preds:
             raise RemoteError(f"{self.endpoint}: answer has no predictions")
-        return Completion(_prediction_text(preds[0], self.endpoint), latency)
+        return Completion(prediction_text(preds[0], self.endpoint), latency)
 
 
 _PREDICT_PATH = re.compile(r"/endpoints/[^/:]+$")

@@ -70,11 +70,9 @@ LEADERBOARD_FILE = "leaderboard.csv"
 SIGNIFICANCE_FILE = "significance.csv"
 COMPARISON_FILE = "comparison.json"
 PLOTS_DIR = "plots"
-#: Files of issue 13's checkpoint choice and sweeps (their records live in checkpoints.py and
-#: sweep.py): named here so the layout has one list.
-CHECKPOINTS_FILE = "checkpoints.json"
+#: The sweep record (its model lives in sweep.py, as the checkpoint choice's in checkpoints.py):
+#: named here so the layout has one list.
 SWEEP_FILE = "sweep.json"
-THROUGHPUT_FILE = "eval/throughput.json"
 
 
 def data_dir(smoke: bool = False) -> str:

@@ -489,8 +489,7 @@ def evaluate(run: Run, endpoint: Predictor | str, decoding: str = "free") -> Rep
     baseline_preds = _baseline_predictions(run, cfg.baseline)
     if not baseline_preds.exists():
         baselines(run)
-    out = run.sub(runfolder.REPORT_FILE)
-    cache = runner.artifact_paths(out)["cache"]
+    cache = runner.artifact_paths(report_path(run, decoding))["cache"]
     before = len(runner.load_cache(cache)) if cache.exists() else 0
     start = time.perf_counter()
     source = {"endpoint": endpoint} if isinstance(endpoint, str) else {"predictor": endpoint}
@@ -509,7 +508,9 @@ def evaluate(run: Run, endpoint: Predictor | str, decoding: str = "free") -> Rep
         constrained=decoding == "constrained",
     )
     generated = len(runner.load_cache(cache)) - before
-    if generated > 0:  # rows answered now (a resumed evaluation measures only its new rows)
+    # rows answered now by the headline decoding, the one the serving cost is priced on (a
+    # resumed evaluation measures only its new rows)
+    if generated > 0 and decoding == decodings(run)[0]:
         seconds = time.perf_counter() - start
         runfolder.write_record(
             run.sub(THROUGHPUT_FILE),

@@ -185,3 +185,28 @@ def test_throughput_is_measured_on_new_rows_only(tmp_path: Path) -> None:
         before = run.sub(stages.THROUGHPUT_FILE).stat().st_mtime_ns
         stages.evaluate(run, url)  # every row cached: nothing new to measure
         assert run.sub(stages.THROUGHPUT_FILE).stat().st_mtime_ns == before
+
+
+def test_throughput_is_the_headline_decodings(tmp_path: Path) -> None:
+    """The serving cost is priced on the headline (first) decoding: a run that scores only
+    constrained decoding records its throughput, and in a free-then-constrained run the
+    constrained pass leaves the free measurement alone."""
+    from tests.support.fake_vertex_serving import ServingStandIn
+
+    overrides: dict[str, object] = {"synth_rows": 60, "eval_limit": 2}
+    only = stages.open_run(
+        "params/local.yaml", str(tmp_path / "only"), {**overrides, "constrained": True}
+    )
+    both = stages.open_run("params/local.yaml", str(tmp_path / "both"), overrides)
+    with ServingStandIn() as stand_in:
+        server, state = stand_in.fresh()
+        endpoint = state.add_endpoint("p", "us-central1", "router")
+        url = f"{server.url}/v1/{endpoint['name']}:predict"
+        stages.prepare(only)
+        stages.evaluate(only, url, "constrained")
+        assert json.loads(only.sub(stages.THROUGHPUT_FILE).read_text())["rows"] == 2
+        stages.prepare(both)
+        stages.evaluate(both, url, "free")
+        before = both.sub(stages.THROUGHPUT_FILE).read_bytes()
+        stages.evaluate(both, url, "constrained")
+        assert both.sub(stages.THROUGHPUT_FILE).read_bytes() == before

@@ -572,7 +572,7 @@ def _read_back(
         index = parsed[0]
         if "prediction" in row:
             try:
-                answered[index] = ev._prediction_text(row["prediction"], output_dir)
+                answered[index] = ev.prediction_text(row["prediction"], output_dir)
             except RemoteError as exc:
                 failed[index] = str(exc)
             failed.pop(index, None) if index in answered else None
