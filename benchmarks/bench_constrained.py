@@ -134,9 +134,10 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=REPEATS)
     parser.add_argument("--budget", type=int, default=BUDGET, help="pipeline-path token limit")
     parser.add_argument("--pipeline-repeats", type=int, default=PIPELINE_REPEATS)
+    parser.add_argument("--threads", type=int, default=1, help="torch threads for the model")
     args = parser.parse_args()
 
-    torch.set_num_threads(1)
+    torch.set_num_threads(args.threads)
     model, tok = tinymodel.load_embedded()
     model.eval()
     vocab = int(model.get_output_embeddings().weight.shape[0])
@@ -164,7 +165,7 @@ def main() -> None:
     )
     print(
         f"\nper-step cost: {args.tokens} tokens per row, median of {args.repeats} "
-        "after one warm-up call each"
+        f"after one warm-up call each; {args.threads} torch thread(s)"
     )
     print(HEADER)
     decoders: list[tuple[str, Callable[[], Any] | None]] = [
@@ -189,6 +190,12 @@ def main() -> None:
         for name, _ in decoders:
             print(row(batch, name, counts[name], times[name], free))
         ratios[f"ratio_b{batch}"] = statistics.median(times["llguidance"]) / free
+        greedy = ll.processor(greedy=True)
+        generate(model, tok, rows, greedy, args.tokens)
+        print(
+            f"{'':>5} llguidance made a mask on {greedy.masked_rows} of "
+            f"{counts['llguidance']} row-steps (the rest: one token checked)"
+        )
 
     print(
         f"\npipeline path: processor(max_new_tokens={args.budget}, greedy=True) and generate's "
