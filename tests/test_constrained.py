@@ -85,6 +85,17 @@ def test_embedded_model_batched_constrained_rows_are_schema_valid(embedded: Loca
         _check_valid(result.text)
 
 
+def test_sampled_constrained_rows_are_schema_valid(embedded: LocalPredictor) -> None:
+    """Sampling (temperature > 0) takes the masked path: every row masked at every step."""
+    import torch
+
+    torch.manual_seed(7)
+    results = embedded.generate(_prompts(2), 300, temperature=1.0, schemas=[SMALL_SCHEMA] * 2)
+    assert [r.finish_reason for r in results] == ["stop"] * 2
+    for result in results:
+        _check_valid(result.text)
+
+
 def test_free_and_constrained_rows_share_a_batch(tiny_checkpoint: Path) -> None:
     predictor = LocalPredictor(tiny_checkpoint, loader=load_plain)
     prompts = ["Route this request.", "x", "plan the steps"]
