@@ -121,7 +121,7 @@ class RunConfig(BaseModel):
         "lists it (else free); ties: tool_sequence_exact.",
     )
     select_limit: int | None = Field(
-        8, ge=1, description="Validation rows scored per checkpoint; null = all."
+        4, ge=1, description="Validation rows scored per checkpoint; null = all."
     )
 
     # --- Google Cloud (vertex backend; credentials never go here) ---
