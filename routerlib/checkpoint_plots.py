@@ -11,7 +11,8 @@ from routerlib.data_plots import shown
 
 def checkpoint_figure(choice: CheckpointChoice, job: Any) -> Any:
     """Validation loss (left axis, at every epoch end of the job's loss curve) beside the strict
-    ``select_metric`` of each scored checkpoint (right axis); the served checkpoint is starred."""
+    ``select_metric`` of each scored checkpoint under its decoding (right axis); the served
+    checkpoint is starred."""
     import matplotlib.pyplot as plt
 
     loss_curve: list[dict[str, Any]] = job.loss_curve
@@ -35,7 +36,8 @@ def checkpoint_figure(choice: CheckpointChoice, job: Any) -> Any:
     if chosen is not None:
         ax.axvline(chosen.epoch, color="C3", lw=0.8, ls=":")
     right.set_ylim(-0.02, 1.02)
-    right.set_ylabel(f"strict {choice.select_metric} (validation)", color="C1")
+    decoding = f", {choice.decoding}" if choice.decoding else ""
+    right.set_ylabel(f"strict {choice.select_metric} (validation{decoding})", color="C1")
     ax.set_xticks(sorted({e for e, _ in losses} | {s.epoch for s in choice.scores}))
     handles = ax.get_legend_handles_labels()[0] + right.get_legend_handles_labels()[0]
     if handles:

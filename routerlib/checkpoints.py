@@ -4,10 +4,14 @@ router scorer, pick one by ``select_metric`` and record why.
 Candidates come from the tuning job: the epoch checkpoints the local backend writes under
 ``<output_uri>/postprocess/node-0/checkpoints/epoch-<n>/`` (``final`` is a copy of the last epoch,
 so it is not scored twice), or the job's own ``checkpoints`` records when the job model has them
-(Vertex). Each checkpoint's validation report lands in ``eval/checkpoints/<name>/report.json`` and
-the choice in ``checkpoints.json`` in the run folder (:class:`CheckpointChoice`), rewritten after
-every checkpoint, so an interrupted scoring resumes and a checkpoint already scored with the same
-settings is never scored again.
+(Vertex). Each checkpoint's validation report lands in ``eval/checkpoints/<name>/report.json``
+(``…/<name>/constrained/report.json`` when scored constrained) and the choice in
+``checkpoints.json`` in the run folder (:class:`CheckpointChoice`), rewritten after every
+checkpoint, so an interrupted scoring resumes and a checkpoint already scored with the same
+settings (max tokens, rows, decoding) is never scored again.
+
+The decoding (:func:`scoring_decoding`): constrained when the run evaluates constrained decoding,
+else free, so the pick follows the router's metrics under the decoding whose answers parse.
 
 The pick: highest strict ``select_metric`` (overall bucket); ties go to the higher strict
 ``tool_sequence_exact``, then the lower validation loss, then the later epoch. The
@@ -46,8 +50,27 @@ BEST, FINAL = "best", "final"
 _EPOCH = re.compile(r"^epoch-(\d+)$")
 CHECKPOINTS_ROOT = FINAL_CHECKPOINT.rsplit("/", 1)[0]
 
-#: ``scorer(checkpoint_uri, validation_path, report_path) -> report dict`` (metrics.py layout).
-Scorer = Callable[[str, Path, Path], dict[str, Any]]
+#: The decodings a checkpoint can be scored with (``config.Decoding``).
+FREE, CONSTRAINED = "free", "constrained"
+
+#: ``scorer(checkpoint_uri, validation_path, report_path, decoding) -> report dict`` (metrics.py
+#: layout); ``decoding`` is free or constrained.
+Scorer = Callable[[str, Path, Path, str], dict[str, Any]]
+
+
+def scoring_decoding(decodings: Sequence[str]) -> str:
+    """The decoding checkpoints are scored with, for a run that evaluates ``decodings``:
+    constrained when it is among them, else free.
+
+    Constrained decoding is the one whose answers parse: free decoding of a weak model rarely
+    closes a valid object, so every checkpoint would score 0 and the tie-breaks alone would pick.
+    A run that evaluates constrained decoding can serve it, so its checkpoint is chosen by the
+    router's metrics under it; a free-only run is chosen as it is served."""
+    return CONSTRAINED if CONSTRAINED in decodings else FREE
+
+
+#: The decoding of the default run (``decoding: [free, constrained]``).
+DEFAULT_DECODING = scoring_decoding(run_default("decoding"))
 
 
 class Candidate(BaseModel):
@@ -66,8 +89,14 @@ class CheckpointScore(Candidate):
     tie_break: float | None = None
     rows: int = 0
     report: str = ""  # relative to the run folder
-    settings: dict[str, Any] = Field(default_factory=dict)
+    settings: dict[str, Any] = Field(default_factory=dict)  # max_tokens, limit, decoding
     scored_at: str = ""
+
+    @property
+    def decoding(self) -> str | None:
+        """The decoding this checkpoint was scored with (None when it was not scored); records
+        from before the decoding was recorded were scored free."""
+        return str(self.settings.get("decoding", FREE)) if self.report else None
 
 
 class CheckpointChoice(BaseModel):
@@ -87,6 +116,21 @@ class CheckpointChoice(BaseModel):
     def score(self, name: str) -> CheckpointScore | None:
         """The recorded score of checkpoint ``name``."""
         return next((s for s in self.scores if s.name == name), None)
+
+    def scored_with(self, settings: dict[str, Any]) -> bool:
+        """Whether every checkpoint was scored (or recorded unscored) with ``settings``."""
+        return bool(self.scores) and all(_same_settings(s, settings) for s in self.scores)
+
+    @property
+    def decoding(self) -> str | None:
+        """The decoding the checkpoints were scored with (None when none was scored)."""
+        found = {s.decoding for s in self.scores if s.decoding is not None}
+        return found.pop() if len(found) == 1 else None
+
+
+def _same_settings(score: CheckpointScore, settings: dict[str, Any]) -> bool:
+    """Whether ``score`` was made with ``settings`` (a record without a decoding was free)."""
+    return {"decoding": FREE, **score.settings} == settings
 
 
 def parse_checkpoint_key(value: str) -> str | int:
@@ -242,11 +286,15 @@ def score_checkpoints(
     (a job with a single checkpoint is not scored: there is nothing to choose).
 
     ``scorer`` writes one validation report per checkpoint; ``settings`` (max tokens, row limit,
-    what was scored) must match for a recorded score to be reused. The record is rewritten after
-    each checkpoint, so Ctrl-C loses at most the checkpoint being scored.
+    ``decoding``: free or constrained, :data:`DEFAULT_DECODING` when absent) must match for a
+    recorded score to be reused, and the decoding is what the scorer decodes with. The record is
+    rewritten after each checkpoint, so Ctrl-C loses at most the checkpoint being scored.
     """
     run_dir = Path(run_dir)
-    settings = dict(settings or {})
+    settings = {"decoding": DEFAULT_DECODING, **(settings or {})}
+    decoding = settings["decoding"]
+    if decoding not in (FREE, CONSTRAINED):
+        raise InputError(f"decoding: {decoding!r} must be {FREE} or {CONSTRAINED}")
     previous = read_choice(run_dir)
     choice = CheckpointChoice(select_metric=select_metric, mode=mode)
     kept = {s.name: s for s in previous.scores} if previous else {}
@@ -262,15 +310,15 @@ def score_checkpoints(
         return choice
     for cand in todo:
         old = kept.get(cand.name)
-        if old is not None and old.uri == cand.uri and old.settings == settings:
-            score = old.model_copy(update={"val_loss": cand.val_loss})
+        if old is not None and old.uri == cand.uri and _same_settings(old, settings):
+            score = old.model_copy(update={"val_loss": cand.val_loss, "settings": settings})
             score.metric = _recorded(run_dir, score, select_metric, score.metric)
             score.tie_break = _recorded(run_dir, score, TIE_BREAK, score.tie_break)
         else:
             if out:
-                out(f"scoring {cand.name} on {validation.name}")
-            report_rel = f"{SCORES_DIR}/{cand.name}/report.json"
-            report = scorer(cand.uri, Path(validation), run_dir / report_rel)
+                out(f"scoring {cand.name} on {validation.name} ({decoding} decoding)")
+            report_rel = runfolder.decoding_report_file(f"{SCORES_DIR}/{cand.name}", decoding)
+            report = scorer(cand.uri, Path(validation), run_dir / report_rel, decoding)
             score = CheckpointScore(
                 **cand.model_dump(),
                 metric=strict_value(report, select_metric),
@@ -285,7 +333,8 @@ def score_checkpoints(
     best = pick(choice.scores, select_metric)
     choice.best = best.name
     if target == BEST:
-        chosen, why = best, _reason(best, choice.scores, select_metric)
+        chosen = best
+        why = f"{_reason(best, choice.scores, select_metric)}; scored with {decoding} decoding"
     else:
         epoch = choice.scores[-1].epoch if target == FINAL else int(target)
         match = next((s for s in choice.scores if s.epoch == epoch), None)
@@ -323,6 +372,7 @@ def scores_frame(choice: CheckpointChoice) -> pd.DataFrame:
             f"strict {choice.select_metric}": s.metric,
             f"strict {choice.tie_break}": s.tie_break,
             "rows": s.rows,
+            "decoding": s.decoding,
             "best": s.name == choice.best,
             "served": s.name == choice.chosen,
             "why": choice.reason if s.name == choice.chosen else "",
@@ -340,9 +390,11 @@ def local_scorer(
     thresholds: Any = None,
 ) -> Scorer:
     """Score a local checkpoint folder: serve it on this machine (serving/local.py's predictor
-    behind its HTTP server), predict the validation rows, score them (metrics.py)."""
+    behind its HTTP server), predict the validation rows, score them (metrics.py). Constrained:
+    every request carries the generation schema, as ``evaluate --checkpoint --constrained``
+    sends it, and the server decodes each row under it."""
 
-    def score(uri: str, validation: Path, report_path: Path) -> dict[str, Any]:
+    def score(uri: str, validation: Path, report_path: Path, decoding: str) -> dict[str, Any]:
         from routerlib import evaluate
 
         return evaluate.evaluate(
@@ -354,6 +406,7 @@ def local_scorer(
             limit=limit,
             concurrency=concurrency,
             progress=False,
+            constrained=decoding == CONSTRAINED,
         )
 
     return score
@@ -375,9 +428,11 @@ def endpoint_scorer(
 ) -> Scorer:
     """Score a Vertex checkpoint (gs://): deploy it to its own endpoint, predict the validation
     rows, score them; the endpoint is deleted when the checkpoint is scored (also on errors), so
-    one endpoint at a time is ever up."""
+    one endpoint at a time is ever up. Constrained: each request carries the generation schema as
+    ``evaluate --endpoint --constrained`` sends it (a chat-completions instance with
+    ``response_format``)."""
 
-    def score(uri: str, validation: Path, report_path: Path) -> dict[str, Any]:
+    def score(uri: str, validation: Path, report_path: Path, decoding: str) -> dict[str, Any]:
         from routerlib import evaluate
         from routerlib.serving import vertex
 
@@ -403,6 +458,7 @@ def endpoint_scorer(
                 location=location,
                 api_endpoint=api_endpoint or None,
                 progress=False,
+                constrained=decoding == CONSTRAINED,
             )
 
     return score

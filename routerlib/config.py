@@ -116,10 +116,12 @@ class RunConfig(BaseModel):
         "best", description="best (by select_metric on validation), final or epoch-N."
     )
     select_metric: str = Field(
-        "route_plan_exact", description="Strict metric picking best; ties: tool_sequence_exact."
+        "route_plan_exact",
+        description="Strict metric picking best, scored with constrained decoding when decoding "
+        "lists it (else free); ties: tool_sequence_exact.",
     )
     select_limit: int | None = Field(
-        8, ge=1, description="Validation rows scored per checkpoint; null = all."
+        4, ge=1, description="Validation rows scored per checkpoint; null = all."
     )
 
     # --- Google Cloud (vertex backend; credentials never go here) ---

@@ -17,6 +17,7 @@ Layout of ``<outputs>/<name>-<time>/`` (names relative to the run folder)::
     checkpoints.json                   checkpoints.CheckpointChoice: each epoch checkpoint's
                                        validation score, the pick and why (stages.choose_checkpoint)
     eval/checkpoints/<epoch>/          the validation report of each scored checkpoint
+                                       (constrained/ beneath when scored constrained)
     eval/throughput.json               routes per hour measured on the test split (stages.evaluate)
     leaderboard.csv, significance.csv, comparison.json, plots/
                                        a comparison run (notebook 05; ComparisonRecord)
@@ -95,6 +96,15 @@ def tuning_dir(smoke: bool = False) -> str:
 def job_file(smoke: bool = False) -> str:
     """The run's record of its tuning job (written by stages.tune only)."""
     return f"{tuning_dir(smoke)}/{JOB_FILE}"
+
+
+def decoding_report_file(folder: str, decoding: str) -> str:
+    """Where one decoding's report lives in an evaluation folder: ``<folder>/report.json`` for
+    free decoding, ``<folder>/<decoding>/report.json`` for another (``eval/constrained/…``), so
+    each decoding keeps its own samples, predictions and resume cache."""
+    if decoding == "free":
+        return f"{folder}/report.json"
+    return f"{folder}/{decoding}/report.json"
 
 
 def baseline_dir(kind: str) -> str:

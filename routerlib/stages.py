@@ -317,16 +317,32 @@ def fields(mapping: dict[str, Any]) -> pd.DataFrame:
     return display.fields(mapping)
 
 
+def checkpoint_settings(run: Run) -> dict[str, Any]:
+    """What this run scores each checkpoint with (recorded per checkpoint; a change re-scores):
+    the generation limit, the validation rows, and the decoding, constrained when the run
+    evaluates constrained decoding, else free (:func:`checkpoints.scoring_decoding`)."""
+    from routerlib import checkpoints
+
+    cfg = run.config
+    return {
+        "max_tokens": cfg.max_tokens,
+        "limit": cfg.select_limit,
+        "decoding": checkpoints.scoring_decoding(decodings(run)),
+    }
+
+
 def _checkpoint_scorer(run: Run) -> Scorer:
-    """How this run scores a checkpoint on validation: served locally, or deployed on Vertex."""
+    """How this run scores a checkpoint on validation: served locally, or deployed on Vertex
+    (the decoding comes with each call, from :func:`checkpoint_settings`)."""
     import os
 
     from routerlib import checkpoints
 
     cfg = run.config
+    settings = checkpoint_settings(run)
     common: dict[str, Any] = {
-        "max_tokens": cfg.max_tokens,
-        "limit": cfg.select_limit,
+        "max_tokens": settings["max_tokens"],
+        "limit": settings["limit"],
         "concurrency": cfg.concurrency,
         "thresholds": thresholds_path(run),
     }
@@ -349,7 +365,8 @@ def _checkpoint_scorer(run: Run) -> Scorer:
 
 def choose_checkpoint(run: Run, job: Job) -> CheckpointChoice:
     """Score each epoch checkpoint of ``job`` on the validation split (skipping those already
-    scored), pick one by ``select_metric`` and record it in checkpoints.json. With ``checkpoint:
+    scored with the same :func:`checkpoint_settings`; constrained decoding when the run evaluates
+    it), pick one by ``select_metric`` and record it in checkpoints.json. With ``checkpoint:
     final`` or ``epoch-N`` (or a configured ``endpoint``) nothing is scored: that one is served."""
     from routerlib import checkpoints, jobs
 
@@ -378,14 +395,15 @@ def choose_checkpoint(run: Run, job: Job) -> CheckpointChoice:
         _checkpoint_scorer(run),
         select_metric=cfg.select_metric,
         mode=cfg.checkpoint,
-        settings={"max_tokens": cfg.max_tokens, "limit": cfg.select_limit},
+        settings=checkpoint_settings(run),
         out=print,
     )
 
 
 def chosen_checkpoint(run: Run, job: Job) -> str:
     """The checkpoint notebook 04 serves: ``final`` / ``epoch-N`` as named; ``best`` from
-    checkpoints.json, scoring first when the record is missing or stale (a notebook run alone)."""
+    checkpoints.json, scoring first when the record is missing or stale (a notebook run alone, or
+    scored with other settings, e.g. free decoding by an older routerlib)."""
     from routerlib import checkpoints, jobs
 
     if run.config.checkpoint != checkpoints.BEST:
@@ -397,6 +415,7 @@ def chosen_checkpoint(run: Run, job: Job) -> str:
         and choice.chosen_uri
         and choice.mode == run.config.checkpoint
         and choice.select_metric == run.config.select_metric
+        and choice.scored_with(checkpoint_settings(run))
     )
     if not fresh:
         choice = choose_checkpoint(run, job)
@@ -474,9 +493,7 @@ def decodings(run: Run) -> list[str]:
 def report_path(run: Run, decoding: str = "free") -> Path:
     """Where a decoding's report lives: eval/report.json (free), eval/constrained/report.json
     (each with its samples.jsonl, cache and predictions beside it)."""
-    if decoding == "free":
-        return run.sub(runfolder.REPORT_FILE)
-    return run.sub(f"{runfolder.EVAL_DIR}/{decoding}/report.json")
+    return run.sub(runfolder.decoding_report_file(runfolder.EVAL_DIR, decoding))
 
 
 def evaluate(run: Run, endpoint: Predictor | str, decoding: str = "free") -> Report:

@@ -1,5 +1,7 @@
 """Choosing the checkpoint: every epoch checkpoint scored on validation, the pick is the best by
-the recorded scores, scoring resumes without re-scoring, the run keys are checked."""
+the recorded scores, scoring resumes without re-scoring, the run keys are checked; checkpoints
+are scored with constrained decoding when the run evaluates it, and a change of decoding
+re-scores them."""
 
 from __future__ import annotations
 
@@ -98,21 +100,28 @@ def _job(tmp_path: Path, epochs: int, losses: list[float]) -> Job:
 class FileScorer:
     """Scores a checkpoint with metrics.score_files over predictions written for it: checkpoint
     ``epoch-n`` answers the first ``correct[n]`` validation rows with their gold completion and
-    the rest with invalid text. Counts the checkpoints it scored."""
+    the rest with invalid text (``constrained[n]`` rows under constrained decoding, when given).
+    Counts the checkpoints it scored and the decodings it was asked for."""
 
-    def __init__(self, correct: dict[str, int]) -> None:
+    def __init__(self, correct: dict[str, int], constrained: dict[str, int] | None = None) -> None:
         self.correct = correct
+        self.constrained = constrained
         self.calls: list[str] = []
+        self.decodings: list[str] = []
 
-    def __call__(self, uri: str, validation: Path, report_path: Path) -> dict:
+    def __call__(self, uri: str, validation: Path, report_path: Path, decoding: str) -> dict:
         name = Path(uri).name
         self.calls.append(name)
+        self.decodings.append(decoding)
+        correct = (
+            self.constrained if decoding == "constrained" and self.constrained else self.correct
+        )
         gold = [json.loads(line) for line in validation.read_text().splitlines() if line]
         report_path.parent.mkdir(parents=True, exist_ok=True)
         preds = report_path.with_name("predictions.jsonl")
         with open(preds, "w", encoding="utf-8") as handle:
             for i, row in enumerate(gold):
-                text = row["completion"] if i < self.correct[name] else "{not json"
+                text = row["completion"] if i < correct[name] else "{not json"
                 handle.write(json.dumps({"completion": text}) + "\n")
         return metrics.score_files(validation, preds, out_path=report_path)
 
@@ -166,10 +175,10 @@ def test_scoring_resumes_without_rescoring(tmp_path: Path, validation: Path) -> 
     first = FileScorer({"epoch-1": 1, "epoch-2": 2, "epoch-3": 4})
     stop_at = {"epoch-3"}
 
-    def interrupted(uri: str, validation: Path, report: Path) -> dict:
+    def interrupted(uri: str, validation: Path, report: Path, decoding: str) -> dict:
         if Path(uri).name in stop_at:
             raise Interrupt
-        return first(uri, validation, report)
+        return first(uri, validation, report, decoding)
 
     with pytest.raises(Interrupt):
         checkpoints.score_checkpoints(job, validation, run, interrupted)
@@ -201,7 +210,10 @@ def test_scoring_resumes_without_rescoring(tmp_path: Path, validation: Path) -> 
 @pytest.mark.slow
 def test_local_epoch_checkpoints_are_served_and_scored(tmp_path: Path) -> None:
     """The local path for real: a 2-epoch LoRA run of the embedded model, each epoch checkpoint
-    served by serving/local.py and scored on validation rows; resumed scoring asks nothing."""
+    served by serving/local.py and scored on validation rows, free and then constrained. Free
+    answers of the tiny model do not parse; constrained ones all do (the schema reached the
+    predictor), and the change of decoding scores every checkpoint again. Resumed scoring asks
+    nothing."""
     from routerlib.tuning.local import LocalBackend
 
     train, val = synthetic_splits(tmp_path / "data", n_train=8, n_val=2)
@@ -215,25 +227,41 @@ def test_local_epoch_checkpoints_are_served_and_scored(tmp_path: Path) -> None:
     )
     job = LocalBackend(batch_size=4, progress=False, max_train_tokens=320).submit(spec)
     assert job.state == SUCCEEDED
-    scorer = checkpoints.local_scorer(max_tokens=12, limit=2, concurrency=2)
-    calls: list[str] = []
+    scorer = checkpoints.local_scorer(max_tokens=MAX_TOKENS, limit=2, concurrency=2)
+    calls: list[tuple[str, str]] = []
 
-    def counted(uri: str, validation: Path, report: Path) -> dict:
-        calls.append(Path(uri).name)
-        return scorer(uri, validation, report)
+    def counted(uri: str, validation: Path, report: Path, decoding: str) -> dict:
+        calls.append((Path(uri).name, decoding))
+        return scorer(uri, validation, report, decoding)
 
     run = tmp_path / "run"
-    choice = checkpoints.score_checkpoints(job, val, run, counted, settings={"max_tokens": 12})
-    assert calls == ["epoch-1", "epoch-2"]
-    for score in choice.scores:
-        report = json.loads((run / score.report).read_text())
-        assert report["config"]["total_samples"] == 2 == score.rows
-        assert report["generation"]["source"].startswith("checkpoint:")
-        assert report["generation"]["source"].endswith(score.name)
-        assert score.val_loss is not None
-    assert choice.chosen == pick(choice.scores, "route_plan_exact").name
-    checkpoints.score_checkpoints(job, val, run, counted, settings={"max_tokens": 12})
-    assert calls == ["epoch-1", "epoch-2"]
+    valid: dict[str, list[float]] = {}
+    for decoding in ("free", "constrained"):
+        settings = {"max_tokens": MAX_TOKENS, "decoding": decoding}
+        choice = checkpoints.score_checkpoints(job, val, run, counted, settings=settings)
+        assert calls[-2:] == [("epoch-1", decoding), ("epoch-2", decoding)]
+        assert choice.decoding == decoding and f"scored with {decoding} decoding" in choice.reason
+        for score in choice.scores:
+            report = json.loads((run / score.report).read_text())
+            assert report["config"]["total_samples"] == 2 == score.rows
+            assert report["generation"]["decoding"] == decoding == score.settings["decoding"]
+            source = report["generation"]["source"].removesuffix("#constrained")
+            assert source.startswith("checkpoint:") and source.endswith(score.name)
+            assert score.val_loss is not None
+            valid.setdefault(decoding, []).append(report["strict"]["overall"]["json_valid"])
+        assert choice.chosen == pick(choice.scores, "route_plan_exact").name
+    assert [s.report for s in choice.scores] == [
+        f"eval/checkpoints/{name}/constrained/report.json" for name in ("epoch-1", "epoch-2")
+    ]
+    assert valid["constrained"] == [1.0, 1.0]  # every answer parses under the schema
+    assert max(valid["free"]) < 1.0  # free decoding of the tiny model does not
+    checkpoints.score_checkpoints(job, val, run, counted, settings=settings)
+    assert len(calls) == 4  # resumed: nothing scored again
+
+
+#: Enough generated tokens for the constrained decoder to close a whole object (it closes
+#: early when the budget is short).
+MAX_TOKENS = 200
 
 
 def test_a_single_checkpoint_is_not_scored(tmp_path: Path, validation: Path) -> None:
@@ -242,3 +270,129 @@ def test_a_single_checkpoint_is_not_scored(tmp_path: Path, validation: Path) -> 
     choice = checkpoints.score_checkpoints(job, validation, tmp_path / "run", scorer)
     assert scorer.calls == [] and choice.chosen == "epoch-1" and choice.complete
     assert "only checkpoint" in choice.reason and choice.scores[0].metric is None
+
+
+def test_checkpoints_are_scored_constrained_when_the_run_evaluates_it(tmp_path: Path) -> None:
+    from routerlib import stages
+
+    assert checkpoints.scoring_decoding(["free", "constrained"]) == "constrained"
+    assert checkpoints.scoring_decoding(["constrained", "free"]) == "constrained"
+    assert checkpoints.scoring_decoding(["free"]) == "free"
+    assert checkpoints.DEFAULT_DECODING == "constrained"  # the default run scores both
+    for overrides, decoding in [
+        ({}, "constrained"),
+        ({"decoding": ["free"]}, "free"),
+        ({"constrained": False}, "free"),
+        ({"constrained": True}, "constrained"),
+        ({"decoding": ["constrained", "free"]}, "constrained"),
+    ]:
+        config = load_config("params/local.yaml", overrides)
+        run = stages.Run(tmp_path, config, "params/local.yaml")
+        assert stages.checkpoint_settings(run) == {
+            "max_tokens": config.max_tokens,
+            "limit": config.select_limit,
+            "decoding": decoding,
+        }
+
+
+def test_a_change_of_decoding_rescores_every_checkpoint(tmp_path: Path, validation: Path) -> None:
+    # Free answers never parse, so free scores tie at 0 and the lowest validation loss (epoch-2)
+    # wins; constrained scores rank epoch-3 first.
+    job = _job(tmp_path, 3, [2.0, 1.0, 1.5])
+    run = tmp_path / "run"
+    answers = (
+        {"epoch-1": 0, "epoch-2": 0, "epoch-3": 0},
+        {"epoch-1": 1, "epoch-2": 1, "epoch-3": 3},
+    )
+    free = FileScorer(*answers)
+    choice = checkpoints.score_checkpoints(
+        job, validation, run, free, settings={"max_tokens": 9, "decoding": "free"}
+    )
+    assert free.decodings == ["free"] * 3 and choice.decoding == "free"
+    assert choice.chosen == "epoch-2" and choice.reason.endswith("scored with free decoding")
+    assert [s.report for s in choice.scores] == [
+        f"eval/checkpoints/epoch-{e}/report.json" for e in (1, 2, 3)
+    ]
+    free_stamps = {s.name: (run / s.report).stat().st_mtime_ns for s in choice.scores}
+
+    # A record written before the decoding was recorded was scored free: still reused as such.
+    record = json.loads((run / checkpoints.CHECKPOINTS_FILE).read_text())
+    for entry in record["scores"]:
+        del entry["settings"]["decoding"]
+    (run / checkpoints.CHECKPOINTS_FILE).write_text(json.dumps(record))
+    reused = FileScorer(*answers)
+    again = checkpoints.score_checkpoints(
+        job, validation, run, reused, settings={"max_tokens": 9, "decoding": "free"}
+    )
+    assert reused.calls == [] and again.chosen == "epoch-2" and again.decoding == "free"
+
+    # Now constrained (interrupted after epoch-1): every checkpoint is scored again, into its
+    # own report, and the interrupted scoring resumes where it stopped.
+    constrained = {"max_tokens": 9, "decoding": "constrained"}
+
+    class Interrupt(Exception):
+        pass
+
+    first = FileScorer(*answers)
+
+    def interrupted(uri: str, validation: Path, report: Path, decoding: str) -> dict:
+        if Path(uri).name == "epoch-2":
+            raise Interrupt
+        return first(uri, validation, report, decoding)
+
+    with pytest.raises(Interrupt):
+        checkpoints.score_checkpoints(job, validation, run, interrupted, settings=constrained)
+    assert first.calls == ["epoch-1"] and first.decodings == ["constrained"]
+    rest = FileScorer(*answers)
+    choice = checkpoints.score_checkpoints(job, validation, run, rest, settings=constrained)
+    assert rest.calls == ["epoch-2", "epoch-3"] and rest.decodings == ["constrained"] * 2
+    assert choice.chosen == "epoch-3" and choice.decoding == "constrained"
+    assert "scored with constrained decoding" in choice.reason
+    assert [s.metric for s in choice.scores] == [0.25, 0.25, 0.75]
+    assert [s.report for s in choice.scores] == [
+        f"eval/checkpoints/epoch-{e}/constrained/report.json" for e in (1, 2, 3)
+    ]
+    for name, stamp in free_stamps.items():  # the free reports stay as they were
+        assert (run / f"eval/checkpoints/{name}/report.json").stat().st_mtime_ns == stamp
+    frame = checkpoints.scores_frame(choice)
+    assert list(frame["decoding"]) == ["constrained"] * 3
+
+
+def test_notebook_04_rescores_a_choice_made_with_another_decoding(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """checkpoints.json scored free (by an older routerlib) is stale for a run that evaluates
+    constrained decoding: serving the best checkpoint scores them again first."""
+    from routerlib import stages
+
+    run = stages.open_run("params/local.yaml", str(tmp_path / "run"), {"synth_rows": 60})
+    stages.prepared_manifest(run)
+    job = _job(tmp_path, 3, [2.0, 1.0, 1.5])
+    answers = (
+        {"epoch-1": 0, "epoch-2": 0, "epoch-3": 0},
+        {"epoch-1": 1, "epoch-2": 1, "epoch-3": 3},
+    )
+    scorer = FileScorer(*answers)
+    monkeypatch.setattr(stages, "_checkpoint_scorer", lambda run: scorer)
+    old = {"max_tokens": run.config.max_tokens, "limit": run.config.select_limit}
+    validation = run.sub("data/validation.jsonl")
+    checkpoints.score_checkpoints(
+        job, validation, run.path, scorer, settings={**old, "decoding": "free"}
+    )
+    record = json.loads((run.path / checkpoints.CHECKPOINTS_FILE).read_text())
+    for entry in record["scores"]:
+        entry["settings"] = old  # as routerlib wrote it before the decoding was recorded
+    (run.path / checkpoints.CHECKPOINTS_FILE).write_text(json.dumps(record))
+    # A free-only run would serve that record's pick as it is.
+    free_run = stages.Run(
+        run.path,
+        load_config("params/local.yaml", {"synth_rows": 60, "decoding": ["free"]}),
+        "params/local.yaml",
+    )
+    assert stages.chosen_checkpoint(free_run, job).endswith("checkpoints/epoch-2")
+    assert scorer.decodings == ["free"] * 3
+    # This run evaluates constrained decoding: scored again, constrained, before serving.
+    assert stages.chosen_checkpoint(run, job).endswith("checkpoints/epoch-3")
+    assert scorer.decodings == ["free"] * 3 + ["constrained"] * 3
+    assert stages.chosen_checkpoint(run, job).endswith("checkpoints/epoch-3")
+    assert len(scorer.calls) == 6  # fresh now: not scored again
