@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from routerlib import compare, paths, untuned  # noqa: E402
+from routerlib import compare, display, paths, untuned  # noqa: E402
 from routerlib.errors import InputError  # noqa: E402
 
 if TYPE_CHECKING:
@@ -66,12 +66,17 @@ def result_pairs(tests: pd.DataFrame) -> list[tuple[str, float]]:
         rows = tests[tests["metric"] == metric].set_index("reference")
         if rows.empty:
             continue
-        out.append((f"{short}_tuned_c", float(rows["subject"].iloc[0])))
+        out.append((f"{short}_tuned_c", float(rows["subject_rate"].iloc[0])))
         for reference, key in RESULT_REFERENCES.items():
             if reference in rows.index:
                 out.append((f"{short}_{key}", float(rows.loc[reference, "reference_rate"])))
                 out.append((f"p_{short}_vs_{key}", float(rows.loc[reference, "p_value"])))
     return out
+
+
+def count(value: float) -> str:
+    """A McNemar row count (rows fixed / broken); a rate's bootstrap has none."""
+    return display.MISSING if display.missing(value) else str(int(value))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -111,11 +116,14 @@ def main(argv: list[str] | None = None) -> int:
             print(
                 tests.to_string(
                     index=False,
+                    na_rep=display.MISSING,
                     formatters={
-                        "subject": "{:.3f}".format,
+                        "subject_rate": "{:.3f}".format,
                         "reference_rate": "{:.3f}".format,
                         "delta": "{:+.3f}".format,
                         "p_value": "{:.4f}".format,
+                        "b01": count,
+                        "b10": count,
                     },
                 )
             )

@@ -88,17 +88,15 @@ def finished_local_run(run_dir: str | Path) -> Run:
             f"{folder}: {runfolder.METRICS_FILE} records no constrained decoding (decoding: "
             f"{', '.join(files) or 'none'}); the comparison is about the constrained tuned model"
         )
-    baseline = runfolder.baseline_report_file(cfg.baseline)
-    files[label("baseline", cfg.baseline)] = folder / baseline
-    for file in files.values():
-        for needed_file in (file, runfolder.samples_path(file), runfolder.predictions_path(file)):
-            if not needed_file.is_file():
-                name = (
-                    needed_file.relative_to(folder)
-                    if folder in needed_file.parents
-                    else needed_file
-                )
-                raise InputError(f"{folder}: not a finished local run: no {name}")
+    files[label("baseline", cfg.baseline)] = folder / runfolder.baseline_report_file(cfg.baseline)
+    absent = [
+        str(needed_file.relative_to(folder) if folder in needed_file.parents else needed_file)
+        for file in files.values()
+        for needed_file in (file, runfolder.samples_path(file), runfolder.predictions_path(file))
+        if not needed_file.is_file()
+    ]
+    if absent:
+        raise InputError(f"{folder}: not a finished local run: no {', '.join(absent)}")
     return run
 
 
@@ -214,7 +212,7 @@ def paired_table(
 
     from routerlib import compare
 
-    columns = ["reference", "metric", "test", "n", "subject", "reference_rate", "delta"]
+    columns = ["reference", "metric", "test", "n", "subject_rate", "reference_rate", "delta"]
     columns += ["p_value", "b01", "b10"]
     if subject not in reports:
         raise InputError(f"no {subject!r} report to test (routers: {', '.join(reports)})")
@@ -233,7 +231,7 @@ def paired_table(
                     "metric": metric,
                     "test": test["test"],
                     "n": test["n"],
-                    "subject": test["model_rate"],
+                    "subject_rate": test["model_rate"],
                     "reference_rate": test["reference_rate"],
                     "delta": test["delta"],
                     "p_value": test["p_value"],

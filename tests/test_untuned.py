@@ -191,6 +191,13 @@ def test_a_folder_that_is_not_a_finished_local_run_is_refused(
     (one / "data" / "prepare.json").write_text("{}")
     with pytest.raises(InputError, match="records no constrained decoding"):
         untuned.finished_local_run(one)
+    # a copy of the finished run without the constrained decoding's per-sample records
+    import shutil
+
+    copy = Path(shutil.copytree(tiny_run, tmp_path / "copy"))
+    (copy / "eval" / "constrained" / "samples.jsonl").unlink()
+    with pytest.raises(InputError, match=r"no eval/constrained/samples\.jsonl"):
+        untuned.finished_local_run(copy)
     run = untuned.finished_local_run(tiny_run)
     with pytest.raises(InputError, match="inside the run folder"):
         untuned.evaluate_base(run, tiny_run / "base")
