@@ -179,6 +179,7 @@ def router_reports(run: Run, base: dict[str, Report]) -> dict[str, Report]:
 
 
 def _with_samples(report: Report) -> Report:
+    """``report`` when the samples.jsonl it names exists (the paired test reads it)."""
     file = Path(str(report.get("samples_path") or ""))
     if not file.is_file():
         raise InputError(f"{file}: the report's samples file is missing")
