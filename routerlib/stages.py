@@ -496,6 +496,27 @@ def report_path(run: Run, decoding: str = "free") -> Path:
     return run.sub(runfolder.decoding_report_file(runfolder.EVAL_DIR, decoding))
 
 
+def evaluation_settings(run: Run) -> dict[str, Any]:
+    """The keyword arguments of ``routerlib.evaluate.evaluate`` that a run's evaluation uses
+    besides its source, output and decoding: the gate, the previous router's predictions (the
+    configured baseline, scored first when missing), the limits and the cloud address. Anything
+    scored on a run's test rows (its decodings, a reference model beside it) uses these."""
+    cfg = run.config
+    baseline_preds = _baseline_predictions(run, cfg.baseline)
+    if not baseline_preds.exists():
+        baselines(run)
+    return {
+        "thresholds": thresholds_path(run),
+        "compare_to": baseline_preds,
+        "concurrency": cfg.concurrency,
+        "max_tokens": cfg.max_tokens,
+        "limit": cfg.eval_limit,
+        "project": cfg.project or None,
+        "location": cfg.deploy_location,
+        "api_endpoint": cfg.api_endpoint or None,
+    }
+
+
 def evaluate(run: Run, endpoint: Predictor | str, decoding: str = "free") -> Report:
     """Generate predictions for the test split through ``endpoint`` (a serving Predictor from
     :func:`serving`, or an endpoint address; ``decoding`` free or constrained) and score them
@@ -503,9 +524,7 @@ def evaluate(run: Run, endpoint: Predictor | str, decoding: str = "free") -> Rep
     from routerlib import evaluate as runner
 
     cfg = run.config
-    baseline_preds = _baseline_predictions(run, cfg.baseline)
-    if not baseline_preds.exists():
-        baselines(run)
+    settings = evaluation_settings(run)
     cache = runner.artifact_paths(report_path(run, decoding))["cache"]
     before = len(runner.load_cache(cache)) if cache.exists() else 0
     start = time.perf_counter()
@@ -514,15 +533,8 @@ def evaluate(run: Run, endpoint: Predictor | str, decoding: str = "free") -> Rep
         gold_file(run),
         **source,
         out=report_path(run, decoding),
-        thresholds=thresholds_path(run),
-        compare_to=baseline_preds,
-        concurrency=cfg.concurrency,
-        max_tokens=cfg.max_tokens,
-        limit=cfg.eval_limit,
-        project=cfg.project or None,
-        location=cfg.deploy_location,
-        api_endpoint=cfg.api_endpoint or None,
         constrained=decoding == "constrained",
+        **settings,
     )
     generated = len(runner.load_cache(cache)) - before
     # rows answered now by the headline decoding, the one the serving cost is priced on (a

@@ -1,0 +1,243 @@
+"""The untuned base model beside a finished local run: does tuning beat it, and the majority?
+
+:func:`evaluate_base` scores the run's ``base_model`` as it was before tuning on exactly the
+run's test rows, free and constrained, through the same predictor path and settings as the
+run's own evaluation (``stages.evaluation_settings``), into a folder outside the run (a run
+folder is never edited after the run). :func:`router_reports` sets those reports beside the
+run's own (tuned free and constrained, the previous routers), :func:`figures_table` shows their
+strict figures and :func:`paired_table` tests the tuned model under constrained decoding
+against the others with compare.py's one paired test.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from routerlib import runfolder
+from routerlib.errors import InputError
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from routerlib.stages import Run
+
+#: A scored report (``runfolder.ReportRecord``) as the scorer returns it.
+Report = dict[str, Any]
+
+DECODINGS = ("free", "constrained")
+#: Strict metrics the tables show and test, in this order.
+SHOWN = (
+    "json_valid",
+    "schema_valid",
+    "tool_sequence_exact",
+    "route_plan_exact",
+    "route_tool_recall",
+    "route_first_tool_match",
+)
+TUNED = "tuned"
+BASE = "base"
+#: The router the question is about, and the references it is tested against (when present).
+SUBJECT = "tuned constrained"
+REFERENCES = ("base constrained", "tuned free", "baseline majority")
+
+
+def label(model: str, decoding: str) -> str:
+    """A router's row name: ``tuned constrained``, ``base free``, ``baseline majority``…"""
+    return f"{model} {decoding}"
+
+
+def finished_local_run(run_dir: str | Path) -> Run:
+    """The run folder opened with its own params.yaml, or InputError naming what is missing: a
+    finished local run has its params, prepared test split, metrics.json with a constrained
+    decoding, each decoding's and baseline's report and samples, and (when run by the batch
+    runner) a finished pipeline.json. Runs evaluated on an endpoint or a batch job are refused:
+    their base model is not served here."""
+    from routerlib import stages
+
+    folder = Path(run_dir).resolve()
+    if not folder.is_dir():
+        raise InputError(f"{run_dir}: no such run folder")
+    needed = (
+        runfolder.PARAMS_FILE,
+        f"{runfolder.DATA_DIR}/{runfolder.PREPARE_FILE}",
+        runfolder.split_file("test"),
+        runfolder.METRICS_FILE,
+    )
+    missing = [name for name in needed if not (folder / name).is_file()]
+    if missing:
+        raise InputError(f"{folder}: not a finished local run: no {', '.join(missing)}")
+    if (folder / runfolder.PIPELINE_FILE).is_file():
+        status = runfolder.read_pipeline(folder).status
+        if status != "finished":
+            raise InputError(
+                f"{folder}: not a finished local run: {runfolder.PIPELINE_FILE} says {status}"
+            )
+    run = stages.open_run(str(folder / runfolder.PARAMS_FILE), str(folder))
+    cfg = run.config
+    if cfg.backend != "local" or cfg.endpoint or cfg.eval_mode != "endpoint":
+        how = f"backend {cfg.backend}, eval_mode {cfg.eval_mode}, endpoint {cfg.endpoint or '-'}"
+        raise InputError(
+            f"{folder}: not a local run served on this machine ({how}); only such a run's base "
+            "model is evaluated here"
+        )
+    files = _report_files(folder)
+    if "constrained" not in files:
+        raise InputError(
+            f"{folder}: {runfolder.METRICS_FILE} records no constrained decoding (decoding: "
+            f"{', '.join(files) or 'none'}); the comparison is about the constrained tuned model"
+        )
+    files[label("baseline", cfg.baseline)] = folder / runfolder.baseline_report_file(cfg.baseline)
+    absent = [
+        str(needed_file.relative_to(folder) if folder in needed_file.parents else needed_file)
+        for file in files.values()
+        for needed_file in (file, runfolder.samples_path(file), runfolder.predictions_path(file))
+        if not needed_file.is_file()
+    ]
+    if absent:
+        raise InputError(f"{folder}: not a finished local run: no {', '.join(absent)}")
+    return run
+
+
+def _report_files(folder: Path) -> dict[str, Path]:
+    """The run's scored decodings (``free``/``constrained`` -> report.json) from metrics.json;
+    a run from before decodings were recorded has its one evaluation."""
+    record = runfolder.read_metrics(folder)
+    if record.decodings:
+        return {name: folder / info.report for name, info in record.decodings.items()}
+    if record.evaluation is not None:
+        return {record.evaluation.decoding: folder / record.evaluation.report}
+    return {}
+
+
+def _read(file: Path) -> Report:
+    """A report with its ``samples_path`` pointing at the samples.jsonl beside it (a run folder
+    may have been moved since it was scored)."""
+    report = runfolder.read_report(file)
+    report["samples_path"] = str(runfolder.samples_path(file))
+    return report
+
+
+def run_reports(run: Run) -> dict[str, Report]:
+    """The run's own scored routers: ``tuned free``, ``tuned constrained`` (as scored), then
+    ``baseline <kind>`` for each previous router the run scored."""
+    from routerlib.baselines import KINDS
+
+    reports = {
+        label(TUNED, decoding): _read(file)
+        for decoding, file in sorted(_report_files(run.path).items(), key=lambda i: i[0] != "free")
+    }
+    for kind in KINDS:
+        file = run.sub(runfolder.baseline_report_file(kind))
+        if file.is_file():
+            reports[label("baseline", kind)] = _read(file)
+    return reports
+
+
+def base_dir(run: Run, out_root: str | Path) -> Path:
+    """Where the base model's reports of ``run`` go: ``out_root/<run folder name>``."""
+    return Path(out_root) / run.path.name
+
+
+def evaluate_base(run: Run, out_dir: str | Path, *, progress: bool = True) -> dict[str, Report]:
+    """Score the untuned ``base_model`` of a finished local run on the run's test rows, free then
+    constrained, into ``out_dir/<decoding>/report.json``: served by one local server as
+    ``stages.serving`` serves the tuned checkpoint (``serving.base.open_predictor``), with the
+    run's settings (max_tokens, eval_limit, concurrency, gate, previous router). A second call
+    reuses the prediction cache beside each report."""
+    from routerlib import evaluate, stages, tinymodel
+    from routerlib.serving.base import open_predictor
+
+    out = Path(out_dir).resolve()
+    if out == run.path or run.path in out.parents:
+        raise InputError(f"{out}: inside the run folder; a finished run folder is never edited")
+    settings = stages.evaluation_settings(run)
+    base = tinymodel.resolve_base_model(run.config.base_model)
+    reports = {}
+    with open_predictor(run.config, base, params_file=run.params_file) as predictor:
+        for decoding in DECODINGS:
+            reports[decoding] = evaluate.evaluate(
+                stages.gold_file(run),
+                predictor=predictor,
+                out=out / decoding / "report.json",
+                constrained=decoding == "constrained",
+                progress=progress,
+                **settings,
+            )
+    return reports
+
+
+def router_reports(run: Run, base: dict[str, Report]) -> dict[str, Report]:
+    """Every router on the run's test rows, in table order: tuned free and constrained, base free
+    and constrained (``base``: :func:`evaluate_base`'s reports), then the previous routers."""
+    own = run_reports(run)
+    tuned = {name: report for name, report in own.items() if name.startswith(TUNED)}
+    previous = {name: report for name, report in own.items() if name not in tuned}
+    base_reports = {label(BASE, d): _with_samples(report) for d, report in base.items()}
+    return {**tuned, **base_reports, **previous}
+
+
+def _with_samples(report: Report) -> Report:
+    """``report`` when the samples.jsonl it names exists (the paired test reads it)."""
+    file = Path(str(report.get("samples_path") or ""))
+    if not file.is_file():
+        raise InputError(f"{file}: the report's samples file is missing")
+    return report
+
+
+def figures_table(reports: dict[str, Report], metrics: Sequence[str] = SHOWN) -> pd.DataFrame:
+    """One row per router: test rows scored and the strict overall figure of each metric."""
+    import pandas as pd
+
+    rows = {}
+    for name, report in reports.items():
+        strict = (report.get("strict") or {}).get("overall", {})
+        rows[name] = {
+            "rows": (report.get("config") or {}).get("total_samples"),
+            **{m: strict.get(m) for m in metrics},
+        }
+    return pd.DataFrame.from_dict(rows, orient="index")
+
+
+def paired_table(
+    reports: dict[str, Report],
+    subject: str = SUBJECT,
+    references: Sequence[str] = REFERENCES,
+    metrics: Sequence[str] = SHOWN,
+) -> pd.DataFrame:
+    """``subject`` against each reference present, per metric: compare.paired_reports (McNemar
+    for yes/no metrics, paired bootstrap for rates) on the strict per-sample values of the same
+    test rows; ``delta`` is subject minus reference, ``b01``/``b10`` the rows it fixed/broke."""
+    import pandas as pd
+
+    from routerlib import compare
+
+    columns = ["reference", "metric", "test", "n", "subject_rate", "reference_rate", "delta"]
+    columns += ["p_value", "b01", "b10"]
+    if subject not in reports:
+        raise InputError(f"no {subject!r} report to test (routers: {', '.join(reports)})")
+    rows = []
+    for reference in references:
+        if reference not in reports:
+            continue
+        tests = compare.paired_reports(reports[subject], reports[reference], metrics)
+        for metric in metrics:
+            if metric not in tests:
+                continue
+            test = tests[metric]
+            rows.append(
+                {
+                    "reference": reference,
+                    "metric": metric,
+                    "test": test["test"],
+                    "n": test["n"],
+                    "subject_rate": test["model_rate"],
+                    "reference_rate": test["reference_rate"],
+                    "delta": test["delta"],
+                    "p_value": test["p_value"],
+                    "b01": test["b01"],
+                    "b10": test["b10"],
+                }
+            )
+    return pd.DataFrame(rows, columns=columns)
