@@ -463,9 +463,11 @@ def _baseline_predictions(run: Run, kind: str) -> Path:
 
 
 def baselines(run: Run) -> dict[str, Report]:
-    """Score the previous router logic (majority template and keyword rules) on the test split."""
+    """Score the previous router logic (majority template and keyword rules) on the test rows
+    the models are scored on (the first ``eval_limit`` when set; the predictions cover the whole
+    split, since they are also what each model is compared to)."""
     from routerlib import baselines as previous
-    from routerlib import metrics
+    from routerlib import evaluate as runner
 
     gold = gold_file(run)
     reports = {}
@@ -473,11 +475,13 @@ def baselines(run: Run) -> dict[str, Report]:
         preds = _baseline_predictions(run, kind)
         if not preds.exists():
             previous.write_baseline(gold, preds, kind=kind)
-        reports[kind] = metrics.score_files(
+        reports[kind] = runner.evaluate(
             gold,
-            preds,
-            out_path=run.sub(runfolder.baseline_report_file(kind)),
+            pred=preds,
+            out=run.sub(runfolder.baseline_report_file(kind)),
             thresholds=thresholds_path(run),
+            limit=run.config.eval_limit,
+            progress=False,
         )
     return reports
 
