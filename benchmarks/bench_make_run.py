@@ -2,7 +2,8 @@
 its 10-minute budget on this machine, in a temporary outputs root and an empty tuning cache (a
 cached tuning would re-attach instead of tuning). Prints time / 600 s, each stage's seconds and,
 per report in the run folders (test rows per decoding, validation rows per checkpoint), strict
-json_valid / schema_valid / route_plan_exact / tool_sequence_exact."""
+json_valid / schema_valid / route_plan_exact / tool_sequence_exact and seconds per generated token
+(the leaderboard's: mean request latency over mean completion tokens)."""
 
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ SHOWN = ("json_valid", "schema_valid", "route_plan_exact", "tool_sequence_exact"
 
 def print_decodings(outputs: Path) -> None:
     """One line per run folder and decoding: rows scored and the strict SHOWN metrics."""
-    from routerlib import runfolder
+    from routerlib import compare, runfolder
 
     for report in sorted(outputs.glob("*/**/report.json")):
         where = report.relative_to(outputs)
@@ -31,7 +32,9 @@ def print_decodings(outputs: Path) -> None:
         strict = data["strict"]["overall"]
         figures = "  ".join(f"{name} {strict[name]:.3f}" for name in SHOWN if name in strict)
         rows = data["config"]["total_samples"]
-        print(f"{where.parent}: {rows} rows: {figures}")
+        per_token = compare.seconds_per_token(data)
+        timing = f"  s/token {per_token:.4f}" if per_token else ""
+        print(f"{where.parent}: {rows} rows: {figures}{timing}")
 
 
 def main() -> None:
