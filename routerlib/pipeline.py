@@ -34,10 +34,13 @@ PIPELINE_FILE = runfolder.PIPELINE_FILE
 NOTEBOOK_PARAMETERS = frozenset({"params_file", "run_dir"})
 COMPARISON_PARAMETERS = NOTEBOOK_PARAMETERS | {"runs"}
 
-#: Arguments for every kernel papermill starts: ipykernel's own log stays quiet below ERROR, so
-#: its "Kernel is running over TCP without encryption" warning (the kernel listens on 127.0.0.1
-#: only) is not printed once per notebook. Output of the notebook's code is not affected.
-KERNEL_ARGUMENTS = ("--IPKernelApp.log_level=ERROR",)
+#: Arguments for every kernel papermill starts: ipykernel's own log (the kernel process's stderr,
+#: which is the console's) keeps only CRITICAL lines. Below that it printed a "Kernel is running
+#: over TCP without encryption" warning once per notebook (the kernel listens on 127.0.0.1 only)
+#: and, now and then, "ERROR | KeyboardInterrupt caught in kernel" after a notebook had finished:
+#: jupyter_client interrupts every kernel (SIGINT) before asking it to shut down. A failing cell
+#: still fails the stage (papermill raises), and the notebook's own output is not affected.
+KERNEL_ARGUMENTS = ("--IPKernelApp.log_level=CRITICAL",)
 
 STATUS_RUNNING = "running"
 STATUS_FAILED = "failed"

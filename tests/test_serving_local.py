@@ -262,6 +262,28 @@ def test_concurrent_requests_run_as_one_batch(predictor: LocalPredictor) -> None
     assert [a[1]["predictions"][0] for a in answers] == expected
 
 
+def test_requests_arriving_one_after_another_share_a_batch(predictor: LocalPredictor) -> None:
+    """The batch window slides: requests each within a window of the one before stay one batch
+    although the last comes well after the first window closed (a busy machine spreads the
+    requests an evaluation sends together); a gap longer than the window starts a new batch."""
+    import time
+
+    from routerlib.serving.local import Instance
+
+    with LocalServer(predictor=predictor, batch_window=0.4) as server:
+        threads = []
+        for i, gap in enumerate([0.0, 0.15, 0.15, 0.15, 0.15, 1.5]):
+            time.sleep(gap)
+            thread = threading.Thread(
+                target=server.complete, args=([Instance(PROMPTS[i % len(PROMPTS)], 3)],)
+            )
+            thread.start()
+            threads.append(thread)
+        for thread in threads:
+            thread.join(timeout=60)
+        assert server.stats.batch_sizes == [5, 1]
+
+
 def test_batches_are_capped_at_max_batch(predictor: LocalPredictor) -> None:
     prompts = PROMPTS + ["another prompt", "and one more"]
     with LocalServer(predictor=predictor, max_batch=4) as server:

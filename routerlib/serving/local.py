@@ -423,6 +423,11 @@ def format_prediction(instance: Instance, text: str) -> Any:
 # --------------------------------------------------------------------------- batching server
 
 
+#: How long (in batch windows after the first request) a batch may keep gathering requests
+#: that keep arriving within a window of each other.
+MAX_WINDOWS = 10
+
+
 @dataclass
 class _Pending:
     instance: Instance
@@ -610,9 +615,13 @@ class LocalServer:
                 return
             self._gate.wait()
             batch = [first]
-            deadline = first.enqueued + self.batch_window
+            # the window slides: it closes batch_window after the latest arrival (requests
+            # sent together but spread by a busy machine stay one batch, not 6 + 2), and at the
+            # latest MAX_WINDOWS windows after the first
+            latest = first.enqueued
+            cap = first.enqueued + MAX_WINDOWS * self.batch_window
             while len(batch) < self.max_batch:
-                remaining = deadline - time.monotonic()
+                remaining = min(latest + self.batch_window, cap) - time.monotonic()
                 try:
                     item = (
                         self._queue.get(timeout=remaining)
@@ -625,6 +634,7 @@ class LocalServer:
                     stopping = True
                     break
                 batch.append(item)
+                latest = max(latest, item.enqueued)
             self._run(batch)
 
     def _run(self, batch: list[_Pending]) -> None:
