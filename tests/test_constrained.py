@@ -391,31 +391,38 @@ def test_greedy_leaves_a_row_whose_best_token_fits_alone(embedded: LocalPredicto
     assert torch.isfinite(out[0]).nonzero().flatten().tolist() == [eos]
 
 
+def _states_along_completions(
+    embedded: LocalPredictor, compiled: Any, rows: int, every: int
+) -> Any:
+    """(position, matcher, allowed) at every ``every``-th token of synthetic completions: the
+    matcher after the tokens before ``position`` and its mask (bool [vocab])."""
+    for row in synth.generate_rows(rows, 11):
+        tokens = embedded.tokenizer(schema.completion_text(row), add_special_tokens=False)
+        matcher = compiled.matcher()
+        for position, token in enumerate(tokens["input_ids"]):
+            if position % every == 0:
+                words = constrained.new_bitmask(1, compiled.vocab_size)
+                constrained.fill_bitmask(matcher, words, 0)
+                yield position, matcher, constrained.allowed_tokens(words[0], compiled.vocab_size)
+            assert matcher.consume_token(token)
+
+
 def test_a_token_check_outside_forced_text_agrees_with_the_mask(embedded: LocalPredictor) -> None:
     """Where the grammar forces no text, the tokens a token check takes are exactly the tokens
     the mask allows (what lets the greedy processor skip the mask); where it forces text the
     mask may be stricter (the reason it is made there)."""
     compiled = embedded.compiled_schema(schema.completion_json_schema(True))
-    vocab = compiled.vocab_size
     checked = stricter = 0
-    for row in synth.generate_rows(2, 11):
-        tokens = embedded.tokenizer(schema.completion_text(row), add_special_tokens=False)
-        matcher = compiled.matcher()
-        for position, token in enumerate(tokens["input_ids"]):
-            if position % 3 == 0:
-                words = constrained.new_bitmask(1, vocab)
-                constrained.fill_bitmask(matcher, words, 0)
-                allowed = constrained.allowed_tokens(words[0], vocab)
-                sample = range(position % 11, vocab, 11)
-                checks = [matcher.validate_tokens([t]) == 1 for t in sample]
-                masked = [bool(allowed[t]) for t in sample]
-                if constrained.has_forced_text(matcher):
-                    stricter += checks != masked
-                    assert all(c for c, m in zip(checks, masked, strict=True) if m)
-                else:
-                    assert checks == masked, position
-                    checked += 1
-            assert matcher.consume_token(token)
+    for position, matcher, allowed in _states_along_completions(embedded, compiled, 2, 3):
+        sample = range(position % 11, compiled.vocab_size, 11)
+        checks = [matcher.validate_tokens([t]) == 1 for t in sample]
+        masked = [bool(allowed[t]) for t in sample]
+        if constrained.has_forced_text(matcher):
+            stricter += checks != masked
+            assert all(c for c, m in zip(checks, masked, strict=True) if m)
+        else:
+            assert checks == masked, position
+            checked += 1
     assert checked > 100 and stricter > 0
 
 
@@ -441,26 +448,17 @@ def test_quick_closing_choice_agrees_with_the_masked_choice(embedded: LocalPredi
     masked choice's tokens, and closing costs simulated with the shortcut equal those simulated
     with a whole mask at every step."""
     compiled = embedded.compiled_schema(schema.completion_json_schema(True))
-    vocab = compiled.vocab_size
     quick_steps = compared = 0
-    for row in synth.generate_rows(3, 11):
-        tokens = embedded.tokenizer(schema.completion_text(row), add_special_tokens=False)
-        matcher = compiled.matcher()
-        for position, token in enumerate(tokens["input_ids"]):
-            if position % 7 == 0:
-                quick = constrained.quick_closing_choice(compiled, matcher, [])
-                words = constrained.new_bitmask(1, vocab)
-                constrained.fill_bitmask(matcher, words, 0)
-                allowed = constrained.allowed_tokens(words[0], vocab)
-                full = constrained.closing_choice(compiled, matcher, allowed, [])
-                if quick:
-                    assert full.nonzero().flatten().tolist() == quick, position
-                    quick_steps += 1
-                if position % 21 == 0:
-                    expected = _reference_closing_cost(compiled, matcher, 600)
-                    assert constrained.simulate_closing(compiled, matcher, 600) == expected
-                    compared += 1
-            assert matcher.consume_token(token)
+    for position, matcher, allowed in _states_along_completions(embedded, compiled, 3, 7):
+        quick = constrained.quick_closing_choice(compiled, matcher, [])
+        full = constrained.closing_choice(compiled, matcher, allowed, [])
+        if quick:
+            assert full.nonzero().flatten().tolist() == quick, position
+            quick_steps += 1
+        if position % 21 == 0:
+            expected = _reference_closing_cost(compiled, matcher, 600)
+            assert constrained.simulate_closing(compiled, matcher, 600) == expected
+            compared += 1
     assert quick_steps > 20 and compared > 10
 
 
