@@ -424,10 +424,11 @@ def chosen_checkpoint(run: Run, job: Job) -> str:
 
 
 def checkpoint_table(choice: CheckpointChoice) -> pd.DataFrame:
-    """One row per scored checkpoint: validation loss, the selection figures, the pick."""
-    from routerlib import checkpoints
+    """One row per scored checkpoint: validation loss, the selection figures, the pick, as
+    display text (rounded numbers, yes/no, ``–`` for a checkpoint that was not scored)."""
+    from routerlib import checkpoints, display
 
-    return checkpoints.scores_frame(choice)
+    return display.readable(checkpoints.scores_frame(choice))
 
 
 # ---------------------------------------------------------------- 04 deploy & evaluate

@@ -396,3 +396,35 @@ def test_notebook_04_rescores_a_choice_made_with_another_decoding(
     assert scorer.decodings == ["free"] * 3 + ["constrained"] * 3
     assert stages.chosen_checkpoint(run, job).endswith("checkpoints/epoch-3")
     assert len(scorer.calls) == 6  # fresh now: not scored again
+
+
+def test_checkpoint_table_reads_as_text() -> None:
+    """Notebook 03's table: rounded figures, yes/no, and the missing-value marker for a
+    checkpoint that was not scored (never a raw None)."""
+    from routerlib import display, stages
+
+    choice = checkpoints.CheckpointChoice(
+        select_metric="route_plan_exact",
+        scores=[
+            checkpoints.CheckpointScore(name="epoch-1", epoch=1, uri="a", val_loss=7.24084),
+            checkpoints.CheckpointScore(
+                name="epoch-2",
+                epoch=2,
+                uri="b",
+                val_loss=2.5,
+                metric=0.25,
+                tie_break=0.5,
+                rows=4,
+                report="eval/checkpoints/epoch-2/constrained/report.json",
+                settings={"decoding": "constrained"},
+            ),
+        ],
+        best="epoch-2",
+        chosen="epoch-2",
+    )
+    table = stages.checkpoint_table(choice)
+    first, second = table.iloc[0], table.iloc[1]
+    assert "None" not in table.to_string()
+    assert first["val_loss"] == "7.241" and first["decoding"] == display.MISSING
+    assert (second["decoding"], second["best"], second["served"]) == ("constrained", "yes", "yes")
+    assert second["strict route_plan_exact"] == "0.250"
