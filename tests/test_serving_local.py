@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from routerlib.errors import InputError
-from routerlib.serving.local import LocalPredictor, LocalServer, parse_predict_body
+from routerlib.serving.local import Instance, LocalPredictor, LocalServer, parse_predict_body
 from tests.support.tiny_serving_model import load_plain, tiny_checkpoint_fixture
 
 PROMPTS = [
@@ -268,8 +268,6 @@ def test_requests_arriving_one_after_another_share_a_batch(predictor: LocalPredi
     requests an evaluation sends together); a gap longer than the window starts a new batch."""
     import time
 
-    from routerlib.serving.local import Instance
-
     with LocalServer(predictor=predictor, batch_window=0.4) as server:
         threads = []
         for i, gap in enumerate([0.0, 0.15, 0.15, 0.15, 0.15, 1.5]):
@@ -282,6 +280,29 @@ def test_requests_arriving_one_after_another_share_a_batch(predictor: LocalPredi
         for thread in threads:
             thread.join(timeout=60)
         assert server.stats.batch_sizes == [5, 1]
+
+
+def test_a_sliding_batch_closes_at_its_cap(predictor: LocalPredictor) -> None:
+    """Requests that never stop arriving within a window of each other do not hold a batch
+    open forever: it closes MAX_WINDOWS windows after its first request."""
+    import time
+
+    from routerlib.serving import local
+
+    window = 0.05
+    with LocalServer(predictor=predictor, batch_window=window, max_batch=1000) as server:
+        threads = []
+        start = time.monotonic()
+        while time.monotonic() - start < 1.5 * local.MAX_WINDOWS * window:
+            thread = threading.Thread(target=server.complete, args=([Instance(PROMPTS[0], 2)],))
+            thread.start()
+            threads.append(thread)
+            time.sleep(window / 4)
+        for thread in threads:
+            thread.join(timeout=60)
+        sizes = server.stats.batch_sizes
+        assert sum(sizes) == len(threads) and len(sizes) >= 2
+        assert sizes[0] < len(threads)
 
 
 def test_batches_are_capped_at_max_batch(predictor: LocalPredictor) -> None:
