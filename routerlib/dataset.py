@@ -180,7 +180,7 @@ def _estimate_tokens(chars: int) -> int:
 
 
 def _tool_index(step: str) -> int:
-    name = schema.tool_name(step)
+    name = schema.step_tool(step)
     return schema.TOOLS.index(name) if name in schema.TOOLS else -1
 
 
@@ -936,7 +936,7 @@ def stats_frame(output_dir: str | os.PathLike[str]) -> pd.DataFrame:
                 records.append(
                     {
                         "split": name,
-                        "first_tool": schema.tool_name(plan[0]) if plan else "",
+                        "first_tool": schema.step_tool(plan[0]) if plan else "",
                         "route_length": len(plan),
                         "difficulty": completion["difficulty"],
                         "est_tokens": models.estimate_tokens(

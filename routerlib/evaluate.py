@@ -933,7 +933,7 @@ def evaluate(
     samples, cache and predictions beside it) and return it. ``--limit N`` scores the first N
     gold rows (subset files are written beside). ``constrained`` sends the completion's
     generation JSON Schema with every request (or batch instance)."""
-    from routerlib.compare import score_files
+    from routerlib.metrics import score_files
 
     sources = [s for s in (pred, endpoint, checkpoint, predictor, batch) if s is not None]
     if len(sources) != 1:
