@@ -1,4 +1,4 @@
-"""The pipeline stages as the notebooks call them: one function per README step.
+"""The pipeline stages as the notebooks call them: one function per notebook step.
 
 Each stage reads what the stage before it wrote into the run folder and writes its own part, by
 the names and records of ``runfolder``. When an earlier stage's output is missing (a notebook run
