@@ -35,7 +35,7 @@ _GCS_PREFIX = re.compile(r"^gs://[a-z0-9][a-z0-9._-]{1,220}[a-z0-9](/.*)?$")
 
 class RunConfig(BaseModel):
     """Every setting of one pipeline run. Field names follow the Vertex SDK where it has one; each
-    field's description is what README's params table says about it (cli/reference.py)."""
+    field's description is what docs/params.md's table says about it (cli/reference.py)."""
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 

@@ -1,6 +1,6 @@
 """Week-2 router rows -> Vertex AI prompt/completion JSONL splits (``routerlib prepare``).
 
-The output is byte-identical to the original conversion (README "The data contract"; the tests
+The output is byte-identical to the original conversion (docs/scoring.md, "The data contract"; the tests
 check it on the real rows in tests/data/coursegpt_router): rows in file order,
 blank lines skipped, ``--limit`` keeps the first N, ``random.Random(seed).shuffle`` of the list,
 ``val = int(N * val_ratio)``, ``test = int(N * test_ratio)``, train first, then validation, then

@@ -1,6 +1,6 @@
 """Scoring of routing plans: the team's earlier evaluator reproduced exactly, plus what it lacked.
 
-The original figures (README "Scoring"; tests/test_metrics_parity.py holds them to the original's
+The original figures (docs/scoring.md; tests/test_metrics_parity.py holds them to the original's
 values) live under ``report["metrics"]`` with the original
 layout and identical floats: per-sample values are computed the same way and averaged by plain
 left-to-right float summation in sample order, per bucket, over the samples that recorded each
