@@ -345,6 +345,7 @@ def leaderboard(runs: Sequence[RunSummary]) -> pd.DataFrame:
         rec["latency_p95_s"] = _num(_get(report, "latency", "p95_s"))
         rec["s_per_token"] = _num(seconds_per_token(report))
         rec["failed_checks"] = "; ".join(_failed_checks(run.report))
+        rec["skipped_checks"] = "; ".join(skipped_buckets(run.report))
         records.append(rec)
     import pandas as pd
 
@@ -528,6 +529,25 @@ def _failed_checks(report: dict[str, Any] | None, limit: int = 4) -> list[str]:
     return [str(item) for item in failed[:limit]] if isinstance(failed, list) else []
 
 
+def skipped_buckets(report: dict[str, Any] | None) -> list[str]:
+    """The gate's skipped buckets with their test rows (``has_computation (0 test rows)``): a
+    bucket the test split has none of is not judged (``metrics.apply_gate``)."""
+    rows = _get(report, "threshold_results", "skipped_buckets")
+    return [f"{b} ({n} test rows)" for b, n in rows.items()] if isinstance(rows, dict) else []
+
+
+def _skipped_sentence(row: pd.Series) -> str:
+    """'Skipped by the gate (no test rows): ...' for a leaderboard row, '' when none."""
+    skipped = str(row.get("skipped_checks") or "")
+    if not skipped or skipped == "nan":
+        return ""
+    return (
+        "The gate skipped "
+        + ", ".join(f"`{item}`" for item in skipped.split("; "))
+        + ": the test split has no rows of that bucket, so its checks were not judged."
+    )
+
+
 def _score(row: pd.Series, metric: str) -> float:
     return _num(row.get(f"{metric} strict", row.get(metric)))
 
@@ -671,6 +691,9 @@ def conclusion(board: pd.DataFrame, sig: pd.DataFrame | None, with_note: bool = 
                 + ", ".join(f"`{c}`" for c in failed.split("; "))
                 + "."
             )
+    skipped = _skipped_sentence(best)
+    if skipped:
+        lines.append(skipped)
     reasons: list[str] = []
     tie = tie_sentence(board)
     if tie:

@@ -95,6 +95,21 @@ def with_interval(row: Mapping[str, Any], metric: str) -> str:
     return f"{value:.3f} [{lo:.2f}, {hi:.2f}]"
 
 
+def gate_cell(row: Mapping[str, Any]) -> str:
+    """``pass``, ``fail`` or MISSING, with the buckets the gate skipped for want of test rows
+    (``pass · has_computation skipped (0 rows)``)."""
+    gate = row.get("gate_pass")
+    if missing(gate):
+        return MISSING
+    text = "pass" if gate else "fail"
+    skipped = row.get("skipped_checks")
+    if isinstance(skipped, str) and skipped:
+        for item in skipped.split("; "):  # "has_computation (0 test rows)"
+            name, _, rows = item.partition(" (")
+            text += f" · {name} skipped ({rows.replace(' test rows)', ' rows')})"
+    return text
+
+
 def headline_board(board: pd.DataFrame) -> pd.DataFrame:
     """The compact leaderboard: router, run, gate, the deciding metrics (strict, with intervals),
     tuning cost and p95 latency; at most HEADLINE_MAX_COLUMNS columns, all text."""
@@ -102,11 +117,10 @@ def headline_board(board: pd.DataFrame) -> pd.DataFrame:
         return pd.DataFrame(columns=["router"])
     rows = []
     for label, (_, row) in zip(router_labels(board), board.iterrows(), strict=True):
-        gate = row.get("gate_pass")
         rec: dict[str, Any] = {
             "router": label,
             "run": str(row.get("run")),
-            "gate": MISSING if missing(gate) else ("pass" if gate else "fail"),
+            "gate": gate_cell(row),
         }
         for metric in DECIDING_METRICS:
             rec[SHORT_NAMES.get(metric, metric)] = with_interval(row, metric)

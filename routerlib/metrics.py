@@ -744,14 +744,29 @@ def validate_thresholds_file(path: str | os.PathLike[str]) -> dict[str, Any]:
     return load_thresholds(path)
 
 
+def bucket_rows(report: dict[str, Any], bucket: str) -> int | None:
+    """Test rows of ``bucket`` in a scored report (0 when the report has no row of it; None when
+    the report carries no per-bucket counts to tell)."""
+    block = report.get("metrics")
+    if not isinstance(block, dict) or not isinstance(block.get("overall"), dict):
+        return None
+    samples = (block.get(bucket) or {}).get("samples", 0)
+    return int(samples) if isinstance(samples, int | float) else None
+
+
 def apply_gate(
     report: dict[str, Any], thresholds: dict[str, Any], *, figures: str = "metrics"
 ) -> dict[str, Any]:
     """Check ``report[figures]`` (``metrics`` or ``strict``) against a gate; set and return
     ``report["threshold_results"]``: ``{bucket: {metric: {value, threshold, kind, passed}}}`` plus
-    ``overall_pass`` and ``failed`` ("bucket.metric" of each failing check). A metric missing from
-    the report (or a bucket with no samples) fails its check. Extra metrics (schema_valid,
-    tool_sequence_exact) named under ``metrics`` are read from ``extra``."""
+    ``overall_pass``, ``failed`` ("bucket.metric" of each failing check), ``skipped`` (of each
+    skipped check) and ``skipped_buckets`` (bucket -> its test rows, 0).
+
+    A bucket the test rows have none of (``has_computation`` on a small split) is not judged: its
+    checks are skipped (``passed`` null, ``skipped`` true, ``samples`` 0) and do not fail the gate.
+    ``overall`` is never skipped. A metric missing from a bucket that has rows (no valid
+    prediction in it) fails its check. Extra metrics (schema_valid, tool_sequence_exact) named
+    under ``metrics`` are read from ``extra``."""
     problems = validate_thresholds(thresholds)
     if problems:
         raise InputError("invalid thresholds", problems=problems)
@@ -759,29 +774,66 @@ def apply_gate(
     extra = report.get("extra") or {}
     results: dict[str, Any] = {}
     failed: list[str] = []
+    skipped: list[str] = []
+    skipped_buckets: dict[str, int] = {}
     for bucket, checks in thresholds.items():
         bucket_values = source.get(bucket, {})
+        rows = bucket_rows(report, bucket)
+        empty = rows == 0 and bucket != "overall"
         for kind in ("min", "max"):
             for metric, threshold in (checks.get(kind) or {}).items():
                 value = bucket_values.get(metric)
                 if value is None and figures == "metrics" and metric in EXTRA_METRICS:
                     value = extra.get(bucket, {}).get(metric)
-                if value is None:
-                    passed = False
-                elif kind == "min":
-                    passed = value >= threshold
+                check: dict[str, Any] = {"value": value, "threshold": threshold, "kind": kind}
+                if empty:
+                    check.update(passed=None, skipped=True, samples=0)
+                    skipped.append(f"{bucket}.{metric}")
+                    skipped_buckets[bucket] = 0
                 else:
-                    passed = value <= threshold
-                results.setdefault(bucket, {})[metric] = {
-                    "value": value,
-                    "threshold": threshold,
-                    "kind": kind,
-                    "passed": passed,
-                }
-                if not passed:
-                    failed.append(f"{bucket}.{metric}")
+                    passed = value is not None and (
+                        value >= threshold if kind == "min" else value <= threshold
+                    )
+                    check["passed"] = passed
+                    if not passed:
+                        failed.append(f"{bucket}.{metric}")
+                results.setdefault(bucket, {})[metric] = check
     results["overall_pass"] = not failed
     results["failed"] = failed
+    results["skipped"] = skipped
+    results["skipped_buckets"] = skipped_buckets
     results["figures"] = figures
     report["threshold_results"] = results
     return report
+
+
+def gate_line(results: dict[str, Any] | None, limit: int = 6) -> str:
+    """The gate's verdict in one line (``gate: PASS (24 checks passed; skipped: has_computation
+    (0 test rows, 2 checks))``); ``gate: not checked`` without ``threshold_results``."""
+    if not isinstance(results, dict) or "overall_pass" not in results:
+        return "gate: not checked"
+    failed = [str(c) for c in results.get("failed") or []]
+    skipped = [str(c) for c in results.get("skipped") or []]
+    judged = sum(
+        1
+        for bucket, checks in results.items()
+        if isinstance(checks, dict) and bucket != "skipped_buckets"
+        for check in checks.values()
+        if isinstance(check, dict) and not check.get("skipped")
+    )
+    parts = []
+    if failed:
+        more = " …" if len(failed) > limit else ""
+        parts.append(f"{len(failed)} of {judged} checks failed: {', '.join(failed[:limit])}{more}")
+    else:
+        parts.append(f"{judged} checks passed")
+    rows = results.get("skipped_buckets") or {}
+    if rows:
+        per_bucket = {b: sum(1 for c in skipped if c.split(".", 1)[0] == b) for b in rows}
+        shown = ", ".join(
+            f"{b} ({rows[b]} test rows, {n} check{'s' if n != 1 else ''})"
+            for b, n in per_bucket.items()
+        )
+        parts.append(f"skipped: {shown}")
+    verdict = "PASS" if results["overall_pass"] else "FAIL"
+    return f"gate: {verdict} ({'; '.join(parts)})"

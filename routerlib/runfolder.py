@@ -273,12 +273,15 @@ class ReportConfig(OpenRecord):
 
 
 class GateCheck(Record):
-    """One check of the gate."""
+    """One check of the gate. A check of a bucket the test rows have none of is skipped:
+    ``passed`` null, ``skipped`` true, ``samples`` 0 (metrics.apply_gate)."""
 
     value: float | None
     threshold: float
     kind: Literal["min", "max"]
-    passed: bool
+    passed: bool | None
+    skipped: bool = False
+    samples: int | None = None
 
 
 class GateResults(BaseModel):
@@ -290,6 +293,9 @@ class GateResults(BaseModel):
 
     overall_pass: bool
     failed: list[str]
+    #: "bucket.metric" of each skipped check, and each skipped bucket with its test rows (0).
+    skipped: list[str] = Field(default_factory=list)
+    skipped_buckets: dict[str, int] = Field(default_factory=dict)
     figures: Literal["metrics", "strict"] = "metrics"
 
     def checks(self) -> dict[str, dict[str, GateCheck]]:

@@ -10,6 +10,7 @@ from typing import Any
 
 from routerlib.config import run_default
 from routerlib.errors import InputError
+from routerlib.metrics import gate_line
 
 #: Overall metrics shown in the summary table (original figure beside the strict one).
 SUMMARY_METRICS = (
@@ -289,13 +290,7 @@ def summary(report: dict[str, Any], out: str | Path) -> str:
         )
     gate = report.get("threshold_results")
     if isinstance(gate, dict) and "overall_pass" in gate:
-        failed = list(gate.get("failed") or [])
-        verdict = "PASS" if gate["overall_pass"] else "FAIL"
-        detail = ""
-        if failed:
-            more = " …" if len(failed) > 6 else ""
-            detail = f" ({len(failed)} checks failed: {', '.join(failed[:6])}{more})"
-        lines.append(f"gate: {verdict}{detail}")
+        lines.append(gate_line(gate))
     return "\n".join(lines)
 
 

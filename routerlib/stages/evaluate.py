@@ -12,9 +12,18 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+from IPython.display import Markdown
 
 from routerlib import baselines as previous
-from routerlib import checkpoints, compare, diagnostics_plots, display, pricing, runfolder
+from routerlib import (
+    checkpoints,
+    compare,
+    diagnostics_plots,
+    display,
+    metrics,
+    pricing,
+    runfolder,
+)
 from routerlib import evaluate as runner
 from routerlib.compare import seconds_per_token
 from routerlib.data_plots import shown
@@ -46,6 +55,7 @@ __all__ = [
     "evaluate_run",
     "evaluation_settings",
     "gate_table",
+    "gate_verdict",
     "headline_report",
     "headline_table",
     "job_table",
@@ -278,10 +288,17 @@ def headline_table(reports: dict[str, Report]) -> pd.DataFrame:
     return pd.DataFrame(rows).T
 
 
+def gate_verdict(report: Report) -> Markdown:
+    """The gate's verdict in one line (metrics.gate_line): pass or fail, the failed checks, and
+    each bucket skipped because the test split has no rows of it."""
+    return Markdown(f"**{metrics.gate_line(report.get('threshold_results'))}**")
+
+
 def gate_table(report: Report) -> pd.DataFrame:
     """Every check of the report's gate, one row each (indexed by bucket): metric, value, the rule
     (``≥ 0.98`` / ``≤ 0.30``) and ``passed``; a bucket the test split has no rows of is one line
-    that says so. Empty when the report was not gated."""
+    that says its checks were skipped (``passed``: skipped), as ``metrics.apply_gate`` judged
+    it. Empty when the report was not gated."""
 
     columns = ["bucket", "metric", "value", "rule", "passed"]
     results = report.get("threshold_results")
@@ -290,14 +307,14 @@ def gate_table(report: Report) -> pd.DataFrame:
     gate = runfolder.validate(results, runfolder.GateResults, "threshold_results")
     rows = []
     for bucket, checks in gate.checks().items():
-        if checks and all(c.value is None for c in checks.values()):
+        if checks and all(c.skipped for c in checks.values()):
             rows.append(  # one line for a bucket the test split has no rows of
                 {
                     "bucket": bucket,
                     "metric": f"all {len(checks)} checks",
-                    "value": "no test rows",
+                    "value": f"no test rows ({gate.skipped_buckets.get(bucket, 0)})",
                     "rule": display.MISSING,
-                    "passed": all(c.passed for c in checks.values()),
+                    "passed": "skipped",
                 }
             )
             continue
@@ -307,9 +324,9 @@ def gate_table(report: Report) -> pd.DataFrame:
                 {
                     "bucket": bucket,
                     "metric": metric,
-                    "value": "no test rows" if check.value is None else display.fmt(check.value),
+                    "value": "no value" if check.value is None else display.fmt(check.value),
                     "rule": f"{sign} {display.fmt(check.threshold, 2)}",
-                    "passed": check.passed,
+                    "passed": "skipped" if check.skipped else "pass" if check.passed else "fail",
                 }
             )
     return pd.DataFrame(rows, columns=columns).set_index("bucket")
