@@ -40,7 +40,12 @@ class RunConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
     # --- run ---
-    name: str = Field("local", description="Run name; the run folder is outputs/NAME-TIME.")
+    name: str = Field(
+        "local",
+        description="Run name: the tuned model is router-NAME; a notebook opened alone makes "
+        "outputs/NAME-TIME. `routerlib run` names its folder after the params file "
+        "(outputs/FILE-TIME; --name sets another).",
+    )
     backend: Backend = Field(
         "local", description="local (CPU, offline) or vertex (Vertex AI managed tuning)."
     )
@@ -51,6 +56,11 @@ class RunConfig(BaseModel):
     )
     synth_rows: int = Field(300, ge=1, description="Synthetic rows made when input_path is empty.")
     synth_seed: int = Field(7, description="Seed of the synthetic rows (same seed, same bytes).")
+    allow_synthetic: bool = Field(
+        False,
+        description="vertex: true lets an empty input_path tune on synthetic rows (a paid job on "
+        "made-up data; a dry run of the pipeline); the local backend needs no opt-in.",
+    )
     val_ratio: float = Field(
         0.1, ge=0.0, lt=1.0, description="Share of rows in validation (the original conversion's)."
     )
@@ -188,6 +198,13 @@ def run_default(key: str) -> Any:
     return RunConfig.model_fields[key].get_default(call_default_factory=True)
 
 
+#: The problem line of an empty ``input_path`` on the vertex backend without the opt-in.
+SYNTHETIC_ON_VERTEX = (
+    "input_path: empty, so the vertex backend would tune on synthetic rows (a paid job on "
+    "made-up data): set input_path to your Week-2 rows, or add `allow_synthetic: true`"
+)
+
+
 def cross_field_problems(values: dict[str, Any]) -> list[str]:
     """Problems between fields; each line starts with the key to change."""
     v = {name: run_default(name) for name in RunConfig.model_fields}
@@ -236,6 +253,8 @@ def cross_field_problems(values: dict[str, Any]) -> list[str]:
             problems.append(
                 "gcs_prefix: backend vertex needs it (datasets and checkpoints live in GCS)"
             )
+        if v["backend"] == "vertex" and not v["input_path"] and not v["allow_synthetic"]:
+            problems.append(SYNTHETIC_ON_VERTEX)
     except TypeError:  # ill-typed values are reported by field validation
         pass
     return problems
@@ -286,25 +305,113 @@ def read_params_file(path: str | os.PathLike[str]) -> dict[str, Any]:
     return data
 
 
+#: A value shipped for the user to replace (the Vertex params files' ``gs://your-bucket``):
+#: ``your-…``/``your_…``, ``my-project``/``my-bucket``, ``<…>``, changeme/replace-me/fixme/todo.
+PLACEHOLDER = re.compile(
+    r"\byour[-_][a-z0-9]|\bmy[-_](bucket|project)\b|<[^<>\s][^<>]*>"
+    r"|\b(change[-_]?me|replace[-_]?me|fixme|todo)\b",
+    re.IGNORECASE,
+)
+#: What to put instead of a placeholder, per key.
+_PLACEHOLDER_HINTS = {
+    "gcs_prefix": "set gs://BUCKET/PREFIX in a bucket you own",
+    "output_uri": "set a gs:// folder you own, or leave it empty (gcs_prefix decides)",
+    "input_path": "set your Week-2 rows (a path or gs://), or empty it and add "
+    "`allow_synthetic: true`",
+    "project": "set your Google Cloud project id, or empty it and export GOOGLE_CLOUD_PROJECT",
+}
+
+
+def placeholder_problems(values: dict[str, Any]) -> dict[str, str]:
+    """Key -> problem (without the key) for each value that is a placeholder left to edit."""
+    problems = {}
+    for key, value in values.items():
+        texts = (
+            [value]
+            if isinstance(value, str)
+            else [str(v) for v in value.values()]
+            if isinstance(value, dict)
+            else [str(v) for v in value]
+            if isinstance(value, list)
+            else []
+        )
+        found = next((m for t in texts if (m := PLACEHOLDER.search(t))), None)
+        if found is not None:
+            hint = _PLACEHOLDER_HINTS.get(key, "replace it with your own value")
+            shown = value if isinstance(value, str) else texts
+            problems[key] = f"{shown!r} is a placeholder ({found.group(0)}…): {hint}"
+    return problems
+
+
+def key_lines(path: str | os.PathLike[str]) -> dict[str, int]:
+    """The line (1-based) of each top-level key of a params YAML, from yaml's composed nodes;
+    empty when the file is not a YAML mapping."""
+    try:
+        node = yaml.compose(resolve(path).read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError):
+        return {}
+    if not isinstance(node, yaml.MappingNode):
+        return {}
+    return {str(key.value): key.start_mark.line + 1 for key, _ in node.value}
+
+
+def _where(source: str, lines: dict[str, int], *keys: str) -> str:
+    """``file:line`` of the first of ``keys`` the file sets, else ``file``."""
+    found = next((lines[k] for k in keys if k in lines), None)
+    return f"{source}:{found}" if found is not None else source
+
+
 def load_config(
     params_file: str | os.PathLike[str] | None = None, overrides: dict[str, Any] | None = None
 ) -> RunConfig:
-    """Validate ``params_file`` merged with ``overrides``; collect every problem into one error."""
+    """Validate ``params_file`` merged with ``overrides``; collect every problem into one error.
+
+    A placeholder left in the file (``gs://your-bucket``) and synthetic rows on the vertex backend
+    without ``allow_synthetic`` are refused as ``file:line: key: ...``, naming the line to edit."""
     data = read_params_file(params_file) if params_file else {}
     source = str(params_file) if params_file else "config"
-    merged = {**data, **(overrides or {})}
+    overrides = overrides or {}
+    merged = {**data, **overrides}
+    marks = key_lines(params_file) if params_file else {}
     # Unknown keys are reported beside every other problem, not instead of them.
     lines = [f"{source}: {key}: unknown key" for key in merged if key not in RunConfig.model_fields]
+    for key, problem in placeholder_problems(merged).items():
+        where = _where(source, marks, key) if key not in overrides else source
+        lines.append(f"{where}: {key}: {problem}")
     known = {key: value for key, value in merged.items() if key in RunConfig.model_fields}
     try:
         config = RunConfig(**known)
     except ValidationError as exc:
-        lines += _format_errors(source, exc)
+        found = _format_errors(source, exc)
         if not any(not e["loc"] for e in exc.errors()):  # cross-field checks did not run yet
-            lines += [f"{source}: {line}" for line in cross_field_problems(known)]
+            found += [f"{source}: {line}" for line in cross_field_problems(known)]
+        synthetic = f"{source}: {SYNTHETIC_ON_VERTEX}"
+        where = _where(source, marks, "input_path", "synth_rows", "backend")
+        lines += [f"{where}: {SYNTHETIC_ON_VERTEX}" if x == synthetic else x for x in found]
     if lines:
         raise InputError(f"{source}: {len(lines)} problem(s) in the config", lines)
     return config
+
+
+def cloud_problems(config: RunConfig, source: str = "config") -> list[str]:
+    """What a run on ``config`` lacks from its environment before anything is written or
+    uploaded: the vertex backend needs a project (``project``, else $GOOGLE_CLOUD_PROJECT)."""
+    problems = []
+    if config.backend == "vertex" and not (
+        config.project or os.environ.get("GOOGLE_CLOUD_PROJECT", "").strip()
+    ):
+        problems.append(
+            f"{source}: project: backend vertex needs a Google Cloud project: set `project:` in "
+            "the params file or export GOOGLE_CLOUD_PROJECT (nothing was written or uploaded)"
+        )
+    return problems
+
+
+def require_cloud(config: RunConfig, source: str = "config") -> None:
+    """Raise InputError with :func:`cloud_problems` when there are any."""
+    problems = cloud_problems(config, source)
+    if problems:
+        raise InputError(problems[0] if len(problems) == 1 else f"{source}: not ready", problems)
 
 
 #: The params file a notebook opens when its ``params_file`` parameter is empty and

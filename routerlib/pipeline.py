@@ -24,8 +24,17 @@ from typing import IO, Any
 
 from routerlib import paths, runfolder
 from routerlib.atomic import write_json
-from routerlib.config import dump_config, load_config
-from routerlib.errors import InputError
+from routerlib.config import (
+    RunConfig,
+    cloud_problems,
+    dump_config,
+    load_config,
+    read_params_file,
+    run_default,
+)
+from routerlib.errors import InputError, RouterlibError, lines_from_notebook
+from routerlib.metric_names import DECIDING_METRICS
+from routerlib.metrics import gate_line
 from routerlib.progress import WholeLines
 from routerlib.report import scan_text
 
@@ -58,6 +67,8 @@ class RunResult:
     status: str  # "finished" | "failed"
     message: str = ""
     stages: list[dict[str, Any]] = field(default_factory=list)
+    #: The failing routerlib error's lines before its summary (``file:line: field: …``).
+    problems: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -144,6 +155,19 @@ def _failure_line(notebook: str, exc: Exception, params_cell: int | None) -> str
         return f"{notebook}: {where} raised {exc.ename}: {evalue}"
     text = " ".join(str(exc).split())[:200]
     return f"{notebook}: {type(exc).__name__}: {text}"
+
+
+def error_lines(exc: Exception) -> list[str]:
+    """The lines a routerlib error raised inside a notebook carries (``file:line: field: …``,
+    then its summary), read back from the executed notebook's error output; for a routerlib
+    error raised here, its own lines; empty for anything else (a traceback)."""
+    from papermill.exceptions import PapermillExecutionError
+
+    if isinstance(exc, PapermillExecutionError):
+        return lines_from_notebook(exc.traceback) or []
+    if isinstance(exc, RouterlibError):
+        return exc.lines()
+    return []
 
 
 def _parameters_cell_index(notebook: Path) -> int | None:
@@ -259,17 +283,21 @@ def _run_one(
                 line = _failure_line(
                     f"notebooks/{notebook.name}", exc, _parameters_cell_index(notebook)
                 )
+                problems = error_lines(exc)[:-1]  # the summary is the end of ``line``
                 entry.update(status=STATUS_FAILED, seconds=round(seconds, 3), error=line)
                 state["status"] = STATUS_FAILED
                 _save_state(run_dir, state)
+                log.writelines(f"{problem}\n" for problem in problems)
                 log.write(f"==== {name} FAILED ({seconds:.1f} s): {line}\n")
                 out(f"[{label}] {name} ... FAILED ({seconds:.1f} s)")
+                for problem in problems:  # as the CLI prints them: one line each, no prefix
+                    out(problem)
                 out(f"[{label}] {line}")
                 out(
                     f"[{label}] executed notebook: {run_dir / runfolder.NOTEBOOKS_DIR / notebook.name}"
                 )
                 return RunResult(
-                    state["params_file"], run_dir, STATUS_FAILED, line, state["stages"]
+                    state["params_file"], run_dir, STATUS_FAILED, line, state["stages"], problems
                 )
             seconds = time.perf_counter() - start
             entry.update(status="ok", seconds=round(seconds, 3))
@@ -327,6 +355,9 @@ def _resume_target(target: str, outputs: Path | None, stages: Sequence[str] | No
         raise InputError(f"{run_dir}: run is finished and is never edited again; start a new run")
     if not (run_dir / runfolder.PARAMS_FILE).is_file():
         raise InputError(f"{run_dir}: {runfolder.PARAMS_FILE} is missing; cannot resume")
+    edited = target if not path.is_dir() else str(state.get("params_file") or "")
+    if edited and paths.resolve(edited).is_file():
+        refuse_edited_params(edited, run_dir)
     recorded = [str(e.get("stage")) for e in state["stages"]]
     if stages is not None and tuple(stages) != DEFAULT_STAGES and list(stages) != recorded:
         raise InputError(
@@ -334,6 +365,37 @@ def _resume_target(target: str, outputs: Path | None, stages: Sequence[str] | No
             f"{','.join(recorded)}; a resumed run continues its own stages"
         )
     return run_dir
+
+
+def params_changes(params_file: str, run_dir: Path) -> list[str]:
+    """``key: old -> new`` for each setting ``params_file`` now gives differently from the
+    params.yaml ``run_dir`` was started with (the file validated when it can be, else as
+    written over RunConfig's defaults)."""
+    frozen = load_config(run_dir / runfolder.PARAMS_FILE).model_dump()
+    try:
+        current = load_config(params_file).model_dump()
+    except InputError:
+        defaults = {key: run_default(key) for key in RunConfig.model_fields}
+        current = {**defaults, **read_params_file(params_file)}
+    return [
+        f"{params_file}: {key}: {frozen.get(key)!r} -> {current.get(key)!r}"
+        for key in RunConfig.model_fields
+        if current.get(key) != frozen.get(key)
+    ]
+
+
+def refuse_edited_params(params_file: str, run_dir: Path) -> None:
+    """Refuse to resume ``run_dir`` when ``params_file`` was edited since the run started: a
+    resumed run keeps the params it started with, so the edit would silently not apply."""
+    changes = params_changes(params_file, run_dir)
+    if changes:
+        raise InputError(
+            f"{params_file} was edited after {run_dir.name} started ({len(changes)} key(s) "
+            f"above, started -> now); a resumed run keeps its own {runfolder.PARAMS_FILE}, so "
+            f"the edit would not apply. Start a new run with the edited file: `routerlib run "
+            f"{params_file}` (or undo the edit to resume)",
+            changes,
+        )
 
 
 def _check_stages(stages: Sequence[str]) -> list[str]:
@@ -373,9 +435,12 @@ def run_pipeline(
     for item in params_files:
         try:
             if resume:
-                plans.append((item, _resume_target(item, outputs_dir, stages)))
+                run_dir = _resume_target(item, outputs_dir, stages)
+                frozen = run_dir / runfolder.PARAMS_FILE
+                problems.extend(cloud_problems(load_config(frozen), str(frozen)))
+                plans.append((item, run_dir))
             else:
-                load_config(item)
+                problems.extend(cloud_problems(load_config(item), item))
                 for stage in chosen:
                     find_notebook(stage)
                 plans.append((item, None))
@@ -400,6 +465,45 @@ def run_pipeline(
                 out(f"[{label}] resuming {run_dir} from stage {todo[0] if todo else '(none left)'}")
             results.append(_run_one(run_dir, state, label, out))
     return results
+
+
+def run_headline(result: RunResult) -> list[str]:
+    """What a run came to, for the end of ``routerlib run``: a failed run's stage and error
+    lines; a finished run's deciding metrics (strict, on its test rows), the gate (with skipped
+    buckets), failed batch rows when there were any, and where metrics.json and the report are."""
+    run_dir = Path(result.run_dir)
+    if not result.ok:
+        return [f"FAILED {run_dir}: {result.message}", *result.problems]
+    lines = [f"finished {run_dir}"]
+    if not runfolder.has_evaluation(run_dir):
+        stages = ",".join(str(s.get("stage")) for s in result.stages) or "-"
+        return [*lines, f"  no evaluation in this run (stages {stages}); 04_deploy_eval scores it"]
+    try:
+        record = runfolder.read_metrics(run_dir)
+        evaluation = record.evaluation or runfolder.EvaluationInfo()
+        report = runfolder.read_report(run_dir / evaluation.report)
+    except runfolder.RunFolderError as exc:
+        return [*lines, f"  {exc}"]
+    strict = (report.get("strict") or {}).get("overall", {})
+    rows = (report.get("config") or {}).get("total_samples")
+    figures = ", ".join(
+        f"{m} {strict[m]:.3f}" if isinstance(strict.get(m), float | int) else f"{m} –"
+        for m in DECIDING_METRICS
+    )
+    lines.append(f"  {figures} (strict, {rows} test rows, {evaluation.decoding} decoding)")
+    lines.append(f"  {gate_line(report.get('threshold_results'))}")
+    failed = (report.get("generation") or {}).get("failed_rows") or []
+    if failed:
+        shown = ", ".join(str(i) for i in failed[:10]) + (" …" if len(failed) > 10 else "")
+        lines.append(
+            f"  batch: {len(failed)} row(s) failed in the batch job and were scored invalid: "
+            f"{shown} (`routerlib evaluate --batch … --rerun-failed` predicts them again)"
+        )
+    lines.append(f"  metrics: {run_dir / runfolder.METRICS_FILE}")
+    lines.append(
+        f"  report: {run_dir / evaluation.report} (HTML of every run: `routerlib report`)"
+    )
+    return lines
 
 
 COMPARISON_STAGE = "05"

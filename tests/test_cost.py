@@ -16,6 +16,7 @@ from routerlib.stages import evaluate as evaluate_stage
 from routerlib.stages import prepare as prepare_stage
 from routerlib.stages import run as run_stage
 from routerlib.tuning.base import SUCCEEDED, Job, TuningSpec
+from tests.support.vertex_params import EDITS
 
 NAN = float("nan")
 Q = "route_plan_exact strict"
@@ -75,7 +76,7 @@ def test_cost_columns_follow_from_the_price_table(tmp_path: Path) -> None:
     table = pricing.load_pricing()
     model = "meta/llama3_1@llama-3.1-8b-instruct"
     run = run_stage.open_run(
-        "params/llama31_8b.yaml", str(tmp_path / "run"), {"gcs_prefix": "gs://bucket-x/p"}
+        "params/llama31_8b.yaml", str(tmp_path / "run"), {**EDITS, "gcs_prefix": "gs://bucket-x/p"}
     )
     cfg = run.config
     spec = TuningSpec.build(

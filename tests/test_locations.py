@@ -8,6 +8,7 @@ import pytest
 
 from routerlib.cli import main
 from routerlib.config import load_config
+from tests.support.vertex_params import EDITS
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -20,8 +21,10 @@ def test_deploy_refuses_global_before_anything_is_sent(capsys: pytest.CaptureFix
 
 
 def test_params_keep_tuning_and_deploy_locations_apart() -> None:
-    gemma = load_config(ROOT / "params" / "gemma3_27b.yaml")
+    gemma = load_config(ROOT / "params" / "gemma3_27b.yaml", EDITS)
     assert (gemma.location, gemma.deploy_location) == ("global", "us-central1")
     assert load_config().deploy_location == "us-central1"
-    moved = load_config(ROOT / "params" / "qwen3_32b.yaml", {"deploy_location": "europe-west4"})
+    moved = load_config(
+        ROOT / "params" / "qwen3_32b.yaml", {**EDITS, "deploy_location": "europe-west4"}
+    )
     assert (moved.location, moved.deploy_location) == ("global", "europe-west4")

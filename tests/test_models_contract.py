@@ -14,6 +14,7 @@ from routerlib.config import load_config
 from routerlib.errors import InputError
 from routerlib.tuning import base
 from routerlib.tuning.base import TuningSpec
+from tests.support.vertex_params import EDITS
 
 ROOT = Path(__file__).resolve().parent.parent
 VERTEX_PARAMS = {
@@ -86,7 +87,7 @@ def test_the_table_is_the_one_home_of_adapter_sizes() -> None:
 
 @pytest.mark.parametrize(("name", "model_id"), sorted(VERTEX_PARAMS.items()))
 def test_vertex_params_files_validate_against_the_table(name: str, model_id: str) -> None:
-    cfg = load_config(ROOT / "params" / name)
+    cfg = load_config(ROOT / "params" / name, EDITS)
     row = models.contract(cfg.base_model)
     assert cfg.base_model == model_id and row is not None
     assert cfg.learning_rate_multiplier is None
@@ -132,7 +133,8 @@ def test_config_refuses_what_the_table_refuses(overrides: dict, line: str) -> No
 
 def test_config_accepts_global_and_epoch_checkpoints() -> None:
     cfg = load_config(
-        ROOT / "params" / "llama31_8b.yaml", {"location": "global", "checkpoint": "epoch-2"}
+        ROOT / "params" / "llama31_8b.yaml",
+        {**EDITS, "location": "global", "checkpoint": "epoch-2"},
     )
     assert (cfg.location, cfg.deploy_location, cfg.checkpoint) == (
         "global",

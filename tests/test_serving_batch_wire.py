@@ -33,6 +33,7 @@ from tests.support.fake_vertex_serving import (
 from tests.support.fault_server import gold_answers
 from tests.support.gcs_emulator import GcsEmulator
 from tests.support.recording_server import RecordingServer
+from tests.support.vertex_params import EDITS
 
 pytestmark = pytest.mark.wire
 
@@ -300,7 +301,7 @@ def test_open_predictor_picks_batch_or_endpoint_from_the_params(
     server, state = stand_in
     deployment = vertex.deploy(CKPT, **cloud(server))
     vertex.delete_endpoint(deployment.endpoint_name)  # keeps the model for batch
-    overrides = {"project": "proj-1", "api_endpoint": server.url, "gcs_prefix": PREFIX}
+    overrides = {**EDITS, "project": "proj-1", "api_endpoint": server.url, "gcs_prefix": PREFIX}
     cfg = load_config("params/qwen3_32b.yaml", {**overrides, "eval_mode": "batch"})
     with open_predictor(cfg, CKPT) as predictor:
         assert isinstance(predictor, BatchPredictor)

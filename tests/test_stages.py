@@ -13,6 +13,7 @@ from routerlib.stages import prepare as prepare_stage
 from routerlib.stages import run as run_stage
 from routerlib.stages import tune as tune_stage
 from tests.support import gcs_emulator as emulator_support
+from tests.support.vertex_params import SYNTHETIC
 
 gcs_emulator = emulator_support.gcs_emulator  # the fixture
 
@@ -49,7 +50,7 @@ def test_vertex_run_tunes_from_the_uploaded_splits(gcs_emulator, tmp_path) -> No
     run = run_stage.open_run(
         "params/llama31_8b.yaml",
         str(tmp_path / "run"),
-        {"gcs_prefix": "gs://router-data/week2", "synth_rows": 40, "smoke_limit": 20},
+        {**SYNTHETIC, "gcs_prefix": "gs://router-data/week2", "synth_rows": 40, "smoke_limit": 20},
     )
     result = prepare_stage.prepare(run)
     assert result.uris["train"] == "gs://router-data/week2/train.jsonl"

@@ -37,6 +37,7 @@ def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     nbformat.write(_notebook(QUOTA_CELL, title="03 quota"), root / "notebooks" / "03_quota.ipynb")
     (root / "params" / "vx.yaml").write_text(
         "name: vx\nbackend: vertex\ngcs_prefix: gs://routerlib-sweep-test/p\nepochs: 1\n"
+        "allow_synthetic: true\n"
     )
     monkeypatch.setenv("ROUTERLIB_ROOT", str(root))
     monkeypatch.setenv("ROUTERLIB_OUTPUTS", str(tmp_path / "outputs"))

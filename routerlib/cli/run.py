@@ -160,7 +160,7 @@ def _sweep(args: argparse.Namespace, folders: list[str]) -> list:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from routerlib.pipeline import DEFAULT_STAGES, comparison_runs, run_pipeline
+    from routerlib.pipeline import DEFAULT_STAGES, comparison_runs, run_headline, run_pipeline
 
     comparison_runs([], args.with_runs, args.outputs)  # a bad --with fails before any run starts
     folders = _sweep_folders(args)
@@ -178,8 +178,9 @@ def _run(args: argparse.Namespace) -> int:
             out=lambda line: print(line, flush=True),
         )
     failed = [r for r in results if not r.ok]
-    for result in failed:
-        print(f"FAILED {result.run_dir}: {result.message}", flush=True)
+    for result in results:  # each run's headline last, where the eye lands
+        for line in run_headline(result):
+            print(line, flush=True)
     if len(results) > 1:
         print(f"{len(results) - len(failed)} of {len(results)} run(s) finished", flush=True)
     compare = args.compare or bool(args.with_runs)

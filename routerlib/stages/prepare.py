@@ -9,7 +9,8 @@ from typing import Any
 
 import pandas as pd
 
-from routerlib import dataset, paths, runfolder, synth
+from routerlib import dataset, paths, runfolder, storage, synth
+from routerlib.config import require_cloud
 from routerlib.dataset import PrepareResult
 from routerlib.errors import InputError
 from routerlib.runfolder import SPLITS
@@ -29,9 +30,12 @@ __all__ = [
 ]
 
 
-def source_rows(run: Run) -> Path:
-    """The Week-2 input: the configured file, or synthetic rows written into the run folder."""
+def source_rows(run: Run) -> Path | str:
+    """The Week-2 input: the configured file (a path, or a gs:// URI read in place), or
+    synthetic rows written into the run folder."""
     cfg = run.config
+    if storage.is_gcs_uri(cfg.input_path):
+        return cfg.input_path
     if cfg.input_path:
         path = paths.resolve(cfg.input_path)
         if not path.is_file():
@@ -45,8 +49,10 @@ def source_rows(run: Run) -> Path:
 
 
 def prepare(run: Run, smoke: bool = False) -> PrepareResult:
-    """Convert, validate and split the rows (the smoke subset keeps the first ``smoke_limit``)."""
+    """Convert, validate and split the rows (the smoke subset keeps the first ``smoke_limit``).
+    A vertex run without a project is refused first, before anything is written or uploaded."""
     cfg = run.config
+    require_cloud(cfg, run.params_file)
     limit = cfg.smoke_limit if smoke else cfg.limit
     gcs_prefix = (
         cfg.gcs_prefix.rstrip("/") + ("/smoke" if smoke else "") if cfg.gcs_prefix else None

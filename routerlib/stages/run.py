@@ -7,13 +7,24 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+from IPython import get_ipython
 from IPython.display import Image, Markdown
 
 from routerlib import display, metrics, paths, runfolder
 from routerlib.config import RunConfig, default_params_file, dump_config, load_config
-from routerlib.errors import InputError
+from routerlib.errors import InputError, RouterlibError, notebook_traceback
 
-__all__ = ["Report", "Run", "decodings", "fields", "image", "open_run", "saved", "thresholds_path"]
+__all__ = [
+    "Report",
+    "Run",
+    "decodings",
+    "fields",
+    "image",
+    "open_run",
+    "saved",
+    "show_errors_as_lines",
+    "thresholds_path",
+]
 
 #: A scored report (``runfolder.ReportRecord``) as the scorer returns it.
 Report = dict[str, Any]
@@ -99,3 +110,31 @@ def image(path: Path) -> Image:
 def saved(path: Path) -> Markdown:
     """A one-line Markdown note of a file written into the run folder (its name, not its path)."""
     return Markdown(f"Saved `{path.name}` in `{path.parent.name}/`.")
+
+
+def _error_lines(
+    shell: Any, etype: type, value: BaseException, tb: Any, tb_offset: int | None = None
+) -> list[str]:
+    """IPython's custom exception handler for a RouterlibError: the cell's error output is the
+    error's lines (errors.notebook_traceback), as the CLI prints them, not a traceback."""
+    if not isinstance(value, RouterlibError):  # pragma: no cover - IPython filters by type
+        return list(shell.InteractiveTB.structured_traceback(etype, value, tb, tb_offset))
+    lines = notebook_traceback(value)
+    shell._showtraceback(etype, value, lines)  # what showtraceback ends with: the error output
+    return lines
+
+
+def show_errors_as_lines() -> bool:
+    """In an IPython kernel, show every RouterlibError a cell raises as its lines (``file:line:
+    field: message`` … then the summary) instead of a traceback. The cell still fails (papermill
+    and nbval see an error), and the batch runner reads the lines back from the executed
+    notebook (errors.lines_from_notebook). Every stage module imports this one, so each notebook
+    has it from its first cell. Returns whether a kernel was there to set up."""
+    shell = get_ipython()
+    if shell is None:
+        return False
+    shell.set_custom_exc((RouterlibError,), _error_lines)
+    return True
+
+
+show_errors_as_lines()
