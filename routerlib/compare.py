@@ -17,7 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from routerlib import paths, runfolder
+from routerlib import paths, pricing, runfolder
+from routerlib.config import default_params_file
 from routerlib.display import router_label
 from routerlib.metric_names import ALL_BUCKETS as BUCKETS
 from routerlib.metric_names import DECIDING_METRICS, HEADLINE, PRIMARY
@@ -50,6 +51,8 @@ ALPHA = 0.05
 TUNING_USD = "tuning_usd"
 SERVING_USD = "serving_usd_per_1000_routes"
 NAN = float("nan")
+#: Whether the price table behind a run's cost was verified (pricing.prices_verified).
+PRICES_VERIFIED = "prices_verified"
 
 
 # ----------------------------------------------------------------------------- finished runs
@@ -340,6 +343,7 @@ def leaderboard(runs: Sequence[RunSummary]) -> pd.DataFrame:
         rec["checkpoint"] = ((tuning.checkpoint if tuning else None) or {}).get("served")
         rec[TUNING_USD] = _num(cost.get("tuning_usd"))
         rec[SERVING_USD] = _num(cost.get("serving_usd_per_1000_routes"))
+        rec[PRICES_VERIFIED] = pricing.prices_verified(cost) if record else None
         rec["routes_per_hour"] = _num(cost.get("routes_per_hour"))
         rec["latency_p50_s"] = _num(_get(report, "latency", "p50_s"))
         rec["latency_p95_s"] = _num(_get(report, "latency", "p95_s"))
@@ -632,12 +636,25 @@ def embedded_note(board: pd.DataFrame) -> str:
     )
 
 
+def no_runs_message(params_file: str | None = None) -> str:
+    """What to do when there is nothing to compare: run the chain on the params file in use
+    (``params_file``, else $ROUTERLIB_PARAMS, else params/local.yaml, which runs offline), or
+    gather a run made with the CLI steps into a run folder."""
+    chosen = params_file or default_params_file()
+    return (
+        f"**No runs to compare yet.** Run `routerlib run {chosen}` (notebooks 01–04 into one run "
+        "folder), or, after the CLI steps (`routerlib prepare`, `tune`, `deploy`, `evaluate "
+        "--params FILE --out REPORT.json`), gather them with `routerlib record --params FILE "
+        "--report REPORT.json --job NAME`."
+    )
+
+
 def conclusion(board: pd.DataFrame, sig: pd.DataFrame | None, with_note: bool = True) -> str:
     """Short markdown from the numbers: which router to use and why (one sentence per pick, with
     its numbers), whether the candidates tie, and (``with_note``) what embedded-model runs do not
     show."""
     if board is None or board.empty or "kind" not in board:
-        return "**No runs to compare yet.** Run `routerlib run params/local.yaml` first."
+        return no_runs_message()
     models = board[board["kind"] == "model"]
     baselines = board[board["kind"] == "baseline"]
     if models.empty:
@@ -734,6 +751,9 @@ def conclusion(board: pd.DataFrame, sig: pd.DataFrame | None, with_note: bool = 
         extras.append(f"latency p95 {_num(best['latency_p95_s']):.2f} s")
     if extras:
         reasons.append(f"For **{best['model']}**: " + ", ".join(extras) + ".")
+    note = price_note(board)
+    if note:
+        reasons.append(note)
     text = " ".join(lines) + "".join(f"\n- {reason}" for reason in reasons)
     if reasons:
         text = text.replace("\n- ", "\n\n- ", 1)
@@ -780,14 +800,31 @@ def cheapest_passing(board: pd.DataFrame, cost: str = SERVING_USD) -> pd.Series 
     return priced.sort_values(order, ascending=[True, False][: len(order)]).iloc[0]
 
 
+def price_note(board: pd.DataFrame) -> str:
+    """A sentence saying the costs rest on unverified prices, when any priced run's do ('')."""
+    if board is None or board.empty or PRICES_VERIFIED not in board:
+        return ""
+    unverified = board[board[PRICES_VERIFIED] == False]  # noqa: E712
+    if unverified.empty:
+        return ""
+    return (
+        "**Prices not verified:** the costs above come from routerlib's price table "
+        "(routerlib/data/pricing.yaml, or the `unverified` rows a run names), whose rates are "
+        "not marked verified against Google's published prices; check them at the source the "
+        "table names before you budget by them."
+    )
+
+
 def cost_line(board: pd.DataFrame, cost: str = SERVING_USD) -> str:
     """One sentence naming the cheapest run that passes the gate, or saying none does."""
     row = cheapest_passing(board, cost)
     if row is None:
         return f"No priced run passes the gate (cost column `{cost}`)."
+    trust = " (unverified prices)" if row.get(PRICES_VERIFIED) is False else ""
     return (
         f"Cheapest run that passes the gate: **{row['model']}** ({row['run']}) at "
-        f"${row[cost]:,.4f} per 1,000 routes, strict {PRIMARY} {_fmt(row.get(f'{PRIMARY} strict'))}."
+        f"${row[cost]:,.4f} per 1,000 routes{trust}, strict {PRIMARY} "
+        f"{_fmt(row.get(f'{PRIMARY} strict'))}."
     )
 
 

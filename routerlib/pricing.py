@@ -14,7 +14,8 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from collections.abc import Mapping
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -295,3 +296,28 @@ def run_cost(
         verified=bool(table and table.verified),
         table_path=_shown(path),
     )
+
+
+def table_verified(path: str | os.PathLike[str] | None = None) -> bool | None:
+    """The price table's ``verified`` flag (default: the packaged table); None when there is no
+    table. A table whose rows carry their own flags is verified only when every row is."""
+    file = Path(path) if path is not None else default_pricing_path()
+    if not file.is_file():
+        return None
+    table = load_pricing(file)
+    rows = [*table.models.values(), *table.machines.values()]
+    flags = [getattr(row, "verified", None) for row in rows]
+    return all(table.verified if flag is None else bool(flag) for flag in flags or [None])
+
+
+def prices_verified(cost: Mapping[str, Any] | None) -> bool | None:
+    """Whether the prices behind a run's recorded cost (metrics.json ``cost``: a RunCost as a
+    dict) were verified: False when it names ``unverified`` rows or records ``verified: false``;
+    None without a cost or a flag (a cost recorded before the flag existed: then the table's
+    own flag, :func:`table_verified`)."""
+    if not cost:
+        return None
+    if cost.get("unverified"):
+        return False
+    flag = cost.get("verified")
+    return bool(flag) if isinstance(flag, bool) else table_verified()

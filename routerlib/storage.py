@@ -142,6 +142,40 @@ def exists(uri: str | os.PathLike[str], client: Any = None) -> bool:
         raise _remote("checking", str(uri), exc) from exc
 
 
+def folder_has_files(uri: str | os.PathLike[str], client: Any = None) -> bool:
+    """Whether a local folder or a gs:// "folder" (an object prefix) holds at least one file."""
+    if not is_gcs_uri(uri):
+        folder = Path(uri)
+        return folder.is_dir() and any(p.is_file() for p in folder.rglob("*"))
+    bucket, path = parse_gcs_uri(str(uri))
+    prefix = path.rstrip("/") + "/" if path else ""
+    client = client or gcs_client()
+    try:
+        return any(True for _ in client.list_blobs(bucket, prefix=prefix, max_results=1))
+    except Exception as exc:
+        raise _remote("listing", str(uri), exc) from exc
+
+
+def require_checkpoint(uri: str, client: Any = None) -> bool:
+    """Refuse (InputError) a gs:// checkpoint folder that holds no file, before anything is
+    created for it (a deploy). Returns whether the folder could be checked: a local path is left
+    to the caller, and a folder that cannot be listed from here (no Cloud Storage access; Vertex
+    reads it with its own service account) is not refused."""
+    if not is_gcs_uri(uri):
+        return False
+    try:
+        found = folder_has_files(uri, client)
+    except (RemoteError, InputError):
+        return False
+    if not found:
+        raise InputError(
+            f"{uri}: no checkpoint there (the folder holds no file); nothing was created. A "
+            "tuning job's checkpoint is <output_uri>/postprocess/node-0/checkpoints/final "
+            "(`routerlib jobs show NAME` prints it)"
+        )
+    return True
+
+
 def verify_upload(local: str | os.PathLike[str], uri: str, client: Any = None) -> None:
     """Compare the stored object's size and crc32c with the local file; RemoteError if they differ."""
     blob = _blob(uri, client)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from routerlib import synth
+from routerlib.cli.params import add_params_option, path_flag
 from routerlib.config import run_default
 
 _PREPARE_EPILOG = """\
@@ -23,6 +24,24 @@ characters per token for Llama/Gemma/Qwen vocabularies on English text.
 --max-seq-len defaults to the limit of --base-model under --tuning-mode
 (e.g. 4096 for Llama 3.1 8B with PEFT_ADAPTER, 8192 with FULL).
 """
+
+
+#: ``routerlib prepare --params FILE``: flag dest -> the RunConfig key notebook 01 prepares with.
+PREPARE_PARAMS = {
+    "input": ("input_path", path_flag),
+    "val_ratio": "val_ratio",
+    "test_ratio": "test_ratio",
+    "seed": "seed",
+    "limit": "limit",
+    "gcs_prefix": "gcs_prefix",
+    "max_seq_len": "max_seq_len",
+    "base_model": "base_model",
+    "tuning_mode": "tuning_mode",
+    "strict": "strict",
+    "data_format": "data_format",
+    "synth_rows": "synth_rows",
+    "synth_seed": "synth_seed",
+}
 
 
 def _ratio(text: str) -> float:
@@ -140,6 +159,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     prepare.add_argument("--no-progress", action="store_true", help="hide progress bars")
     prepare.set_defaults(func=_prepare)
+    add_params_option(prepare, PREPARE_PARAMS)
 
     synth_cmd = subparsers.add_parser(
         "synth",

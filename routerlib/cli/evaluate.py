@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from routerlib.cli.params import add_params_option, thresholds_flag
 from routerlib.config import run_default
 from routerlib.errors import InputError
 from routerlib.metrics import gate_line
@@ -26,6 +27,23 @@ SUMMARY_METRICS = (
     "handoff_tools_covered",
     "length_ratio",
 )
+
+
+#: ``routerlib evaluate --params FILE``: flag dest -> the RunConfig key notebook 04 scores with
+#: (with --params the run is gated as notebook 04 gates it: ``thresholds``, else the packaged).
+EVALUATE_PARAMS = {
+    "max_tokens": "max_tokens",
+    "concurrency": "concurrency",
+    "limit": "eval_limit",
+    "thresholds": ("thresholds", thresholds_flag),
+    "project": "project",
+    "location": "deploy_location",
+    "api_endpoint": "api_endpoint",
+    "gcs_prefix": "gcs_prefix",
+    "machine_type": "machine_type",
+    "accelerator_type": "accelerator_type",
+    "accelerator_count": "accelerator_count",
+}
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -154,6 +172,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--no-progress", dest="progress", action="store_false", help="hide the progress bar"
     )
     p.set_defaults(func=run_evaluate)
+    add_params_option(p, EVALUATE_PARAMS)
 
     b = subparsers.add_parser(
         "baseline",

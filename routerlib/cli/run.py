@@ -1,4 +1,5 @@
-"""CLI: ``routerlib run`` (papermill batch runs of the notebook chain) and ``routerlib report``."""
+"""CLI: ``routerlib run`` (papermill batch runs of the notebook chain), ``routerlib report`` and
+``routerlib record`` (a run made with the CLI steps, gathered into a run folder)."""
 
 from __future__ import annotations
 
@@ -98,6 +99,37 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--out", default=None, metavar="DIR", help="report folder (default: <outputs>/report)"
     )
     report.set_defaults(func=_report)
+
+    record = subparsers.add_parser(
+        "record",
+        help="gather a run made with the CLI steps into a run folder the comparison reads",
+        description=(
+            "Make outputs/<params-name>-<time>/ from a run done step by step (routerlib prepare, "
+            "tune, deploy, evaluate --params): params.yaml, the test split, the evaluation report "
+            "and its per-sample records, both previous routers scored on the same rows, the "
+            "tuning job and metrics.json, as notebook 04 writes them. `routerlib report` and "
+            "notebook 05 then compare it with every other run. Prints the run folder."
+        ),
+    )
+    record.add_argument(
+        "--params", required=True, metavar="FILE", help="the params file the steps used"
+    )
+    record.add_argument(
+        "--report",
+        required=True,
+        metavar="REPORT.json",
+        help="the report `routerlib evaluate --out` wrote (samples.jsonl beside it)",
+    )
+    record.add_argument(
+        "--job",
+        required=True,
+        metavar="NAME",
+        help="the tuning job whose checkpoint was evaluated (`routerlib jobs list` names it)",
+    )
+    record.add_argument(
+        "--name", default="", help="run folder name (default: the params file's name)"
+    )
+    record.set_defaults(func=_record)
 
 
 def _sweep_folders(args: argparse.Namespace) -> list[str]:
@@ -219,4 +251,12 @@ def _report(args: argparse.Namespace) -> int:
 
     index = render_report(args.runs or None, args.out)
     print(index)
+    return 0
+
+
+def _record(args: argparse.Namespace) -> int:
+    from routerlib.stages.evaluate import record_run
+
+    run_dir = record_run(args.params, args.report, args.job, args.name)
+    print(run_dir)
     return 0

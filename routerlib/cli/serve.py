@@ -6,7 +6,21 @@ import argparse
 import os
 import sys
 
+from routerlib import storage
+from routerlib.cli.params import add_params_option
 from routerlib.serving.vertex import DEFAULT_LOCATION
+
+
+#: ``routerlib deploy --params FILE``: flag dest -> the RunConfig key notebook 04 deploys with.
+DEPLOY_PARAMS = {
+    "base_model": "base_model",
+    "machine_type": "machine_type",
+    "accelerator_type": "accelerator_type",
+    "accelerator_count": "accelerator_count",
+    "project": "project",
+    "location": "deploy_location",
+    "api_endpoint": "api_endpoint",
+}
 
 
 def _cloud_args(parser: argparse.ArgumentParser) -> None:
@@ -69,6 +83,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     _cloud_args(deploy)
     deploy.set_defaults(func=_deploy)
+    add_params_option(deploy, DEPLOY_PARAMS)
 
     endpoints = subparsers.add_parser("endpoints", help="list or delete deployed endpoints")
     actions = endpoints.add_subparsers(dest="action", metavar="ACTION", required=True)
@@ -128,6 +143,7 @@ def _deploy(args: argparse.Namespace) -> int:
         )
     if args.list_options:
         return _list_options(args)
+    storage.require_checkpoint(args.checkpoint)  # a missing checkpoint: refused, nothing created
     deployment = vertex.deploy(
         args.checkpoint,
         machine_type=args.machine_type,

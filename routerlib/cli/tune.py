@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 
+from routerlib.cli.params import add_params_option, labels_flag
 from routerlib.config import run_default
 from routerlib.errors import InputError
 from routerlib.models import ADAPTER_SIZES
@@ -92,6 +93,24 @@ def _jobs_cancel(args: argparse.Namespace) -> int:
     print(jobs.describe(job))
     return 0
 
+
+#: ``routerlib tune --params FILE``: flag dest -> the RunConfig key notebook 03 tunes with.
+TUNE_PARAMS = {
+    "backend": "backend",
+    "base_model": "base_model",
+    "tuning_mode": "tuning_mode",
+    "adapter_size": "adapter_size",
+    "epochs": "epochs",
+    "learning_rate": "learning_rate",
+    "learning_rate_multiplier": "learning_rate_multiplier",
+    "display_name": "tuned_model_display_name",
+    "labels": ("labels", labels_flag),
+    "custom_base": "custom_base_model",
+    "strict": "strict",
+    "project": "project",
+    "location": "location",
+    "api_endpoint": "api_endpoint",
+}
 
 #: The LoRA ranks the help names (models.ADAPTER_SIZES).
 _SIZES = ", ".join(map(str, ADAPTER_SIZES[:-1])) + f" or {ADAPTER_SIZES[-1]}"
@@ -183,6 +202,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="regional/private endpoint URL; an http:// loopback address gets a test token",
     )
     p.set_defaults(func=_tune)
+    add_params_option(p, TUNE_PARAMS)
 
     j = subparsers.add_parser("jobs", help="list, show, wait for or cancel recorded tuning jobs")
     sub = j.add_subparsers(dest="jobs_command", metavar="ACTION", required=True)

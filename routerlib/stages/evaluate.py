@@ -3,7 +3,9 @@ gold completions, the gate and the previous router, and write the run's metrics.
 
 from __future__ import annotations
 
+import json
 import re
+import shutil
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -20,10 +22,14 @@ from routerlib import (
     compare,
     diagnostics_plots,
     display,
+    jobs,
     metrics,
+    paths,
     pricing,
     runfolder,
 )
+from routerlib.config import load_config
+from routerlib.errors import InputError
 from routerlib import evaluate as runner
 from routerlib.compare import seconds_per_token
 from routerlib.data_plots import shown
@@ -42,7 +48,7 @@ from routerlib.serving.base import Predictor, open_predictor
 from routerlib.stages.prepare import gold_file
 from routerlib.stages.run import Report, Run, decodings, open_run, saved, thresholds_path
 from routerlib.stages.tune import chosen_checkpoint, job_table, tuned_job
-from routerlib.tuning.base import Job
+from routerlib.tuning.base import Job, write_job
 
 __all__ = [
     "THROUGHPUT_FILE",
@@ -60,6 +66,7 @@ __all__ = [
     "headline_table",
     "job_table",
     "open_run",
+    "record_run",
     "report_path",
     "run_cost",
     "saved",
@@ -88,12 +95,13 @@ def _baseline_predictions(run: Run, kind: str) -> Path:
     return runfolder.predictions_path(run.sub(runfolder.baseline_report_file(kind)))
 
 
-def baselines(run: Run) -> dict[str, Report]:
+def baselines(run: Run, gold: Path | None = None) -> dict[str, Report]:
     """Score the previous router logic (majority template and keyword rules) on the test rows
     the models are scored on (the first ``eval_limit`` when set; the predictions cover the whole
-    split, since they are also what each model is compared to)."""
+    split, since they are also what each model is compared to). ``gold``: the run's test split
+    unless given."""
 
-    gold = gold_file(run)
+    gold = gold or gold_file(run)
     reports = {}
     for kind in previous.KINDS:
         preds = _baseline_predictions(run, kind)
@@ -513,3 +521,41 @@ def evaluate_run(run: Run) -> Path:
     with serving(run, job) as endpoint:
         reports = evaluate_all(run, endpoint)
     return write_metrics(run, job, headline_report(reports), baseline_reports, reports)
+
+
+def record_run(
+    params_file: str, report_file: str | Path, job_name: str, name: str = ""
+) -> Path:
+    """Gather a run made with the CLI steps (``routerlib prepare``, ``tune``, ``deploy``,
+    ``evaluate --params``) into a run folder the comparison and ``routerlib report`` read, as
+    notebook 04 would have written it: params.yaml, the test split (data/test.jsonl), the
+    evaluation report with its per-sample records, both previous routers scored on the same
+    rows, the tuning job (from the job registry) and metrics.json. The folder is
+    ``<outputs>/<name>-<time>`` (``name`` defaults to the params file's name, as ``routerlib
+    run`` names its folders). Returns the run folder."""
+
+    source = Path(report_file)
+    report = runfolder.read_report(source)
+    gold = Path(report["config"]["gold_path"])
+    if not gold.is_absolute():
+        gold = paths.resolve(gold)
+    samples = runfolder.samples_path(source)
+    for needed, what in ((gold, "its gold file"), (samples, "its samples.jsonl")):
+        if not needed.is_file():
+            raise InputError(f"{source}: {what} {needed} is missing; cannot record the run")
+    job = jobs.find(job_name)
+    if not job.succeeded:
+        raise InputError(f"{job.name}: ended {job.state}, not succeeded; record a tuned run")
+    load_config(params_file)  # every problem of the params file before a folder is made
+    folder = paths.new_run_dir(name or Path(params_file).stem)
+    run = open_run(params_file, str(folder))
+    test = run.sub(runfolder.split_file("test"))
+    test.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(gold, test)
+    report["config"]["gold_path"] = str(test)
+    records = [json.loads(line) for line in samples.read_text(encoding="utf-8").splitlines() if line]
+    metrics.write_report(report, records, report_path(run))
+    baseline_reports = baselines(run, gold=test)
+    write_job(run.sub(runfolder.job_file(False)), job)
+    write_metrics(run, job, report, baseline_reports)
+    return run.path

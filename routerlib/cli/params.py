@@ -1,0 +1,119 @@
+"""``--params FILE`` for the CLI steps: a command takes the settings the notebooks use from a
+params file (validated as a RunConfig, placeholders refused), each flag the user gives
+overriding its key. Without ``--params`` nothing changes: every flag's default is RunConfig's.
+
+A command adds it in one line, after its ``set_defaults(func=...)``::
+
+    add_params_option(parser, {"epochs": "epochs", "display_name": "tuned_model_display_name"})
+
+The mapping is flag dest -> RunConfig key; a value may instead be ``(key, convert)`` where
+``convert`` turns the params value into the flag's (then it is applied even when the value is
+RunConfig's default). The handler then sees the merged settings in ``args``.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from routerlib.config import RunConfig, load_config, run_default
+from routerlib.paths import resolve
+
+#: Namespace attribute holding the dests the user gave on the command line.
+_GIVEN = "_params_given"
+
+Convert = Callable[[Any], Any]
+Keys = Mapping[str, "str | tuple[str, Convert]"]
+
+
+def _record_given(action: argparse.Action) -> None:
+    """Make ``action`` note its dest in the namespace when the user gives the flag."""
+    base = type(action)
+
+    class Given(base):  # type: ignore[valid-type,misc]
+        def __call__(
+            self,
+            parser: argparse.ArgumentParser,
+            namespace: argparse.Namespace,
+            values: Any,
+            option_string: str | None = None,
+        ) -> None:
+            super().__call__(parser, namespace, values, option_string)
+            if getattr(namespace, _GIVEN, None) is None:
+                setattr(namespace, _GIVEN, set())
+            getattr(namespace, _GIVEN).add(self.dest)
+
+    Given.__name__ = base.__name__
+    action.__class__ = Given
+
+
+def add_params_option(parser: argparse.ArgumentParser, keys: Keys) -> None:
+    """Add ``--params FILE`` to ``parser``; its handler (``func``) first merges the file's
+    settings into ``args`` for the flags ``keys`` maps (dest -> RunConfig key)."""
+    known = {a.dest: a for a in parser._actions}
+    missing = [dest for dest in keys if dest not in known]
+    assert not missing, f"no such flags: {missing}"
+    for dest in keys:
+        _record_given(known[dest])
+    parser.add_argument(
+        "--params",
+        metavar="FILE",
+        default=None,
+        help="params YAML (params/*.yaml): take the settings the notebooks use from it; a flag "
+        "given overrides its key (docs/params.md)",
+    )
+    parser.set_defaults(**{_GIVEN: None})
+    handler = parser.get_default("func")
+    assert handler is not None, "call add_params_option after set_defaults(func=...)"
+
+    def with_params(args: argparse.Namespace) -> Any:
+        apply_params(args, keys)
+        return handler(args)
+
+    parser.set_defaults(func=with_params)
+
+
+def apply_params(args: argparse.Namespace, keys: Keys) -> RunConfig | None:
+    """Merge ``args.params`` into ``args``: validate the file with the flags given as overrides
+    (every problem named with file and key), then set each flag not given from the file when
+    the file changes its RunConfig default. Returns the merged config (None without --params)."""
+    params = getattr(args, "params", None)
+    if not params:
+        return None
+    given: set[str] = set(getattr(args, _GIVEN, None) or ())
+    mapping = {dest: (spec, None) if isinstance(spec, str) else spec for dest, spec in keys.items()}
+    overrides = {
+        key: getattr(args, dest)
+        for dest, (key, convert) in mapping.items()
+        if dest in given and convert is None
+    }
+    config = load_config(params, overrides)
+    for dest, (key, convert) in mapping.items():
+        if dest in given:
+            continue
+        value = getattr(config, key)
+        if convert is not None:
+            setattr(args, dest, convert(value))
+        elif value != run_default(key):
+            setattr(args, dest, value)
+    return config
+
+
+def labels_flag(labels: dict[str, str]) -> list[str] | None:
+    """A params ``labels`` mapping as ``--labels KEY=VALUE`` items."""
+    return [f"{k}={v}" for k, v in labels.items()] or None
+
+
+def thresholds_flag(thresholds: str) -> str:
+    """A params ``thresholds`` as ``--thresholds``: empty is the packaged gates (``default``),
+    as in the notebooks, so a command run with ``--params`` is gated as notebook 04 is."""
+    return path_flag(thresholds) or "default"
+
+
+def path_flag(path: str) -> str | None:
+    """A params path as a flag's: empty is None, gs:// as it is, a relative path from the
+    project root (where the notebooks read it)."""
+    if not path:
+        return None
+    return path if path.startswith("gs://") else str(resolve(path))
