@@ -500,9 +500,7 @@ def run_headline(result: RunResult) -> list[str]:
             f"{shown} (`routerlib evaluate --batch … --rerun-failed` predicts them again)"
         )
     lines.append(f"  metrics: {run_dir / runfolder.METRICS_FILE}")
-    lines.append(
-        f"  report: {run_dir / evaluation.report} (HTML of every run: `routerlib report`)"
-    )
+    lines.append(f"  report: {run_dir / evaluation.report} (HTML of every run: `routerlib report`)")
     return lines
 
 

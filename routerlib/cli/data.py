@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from routerlib import synth
-from routerlib.cli.params import add_params_option, path_flag
+from routerlib.cli.params import Keys, add_params_option, path_flag
 from routerlib.config import run_default
 
 _PREPARE_EPILOG = """\
@@ -27,7 +27,7 @@ characters per token for Llama/Gemma/Qwen vocabularies on English text.
 
 
 #: ``routerlib prepare --params FILE``: flag dest -> the RunConfig key notebook 01 prepares with.
-PREPARE_PARAMS = {
+PREPARE_PARAMS: Keys = {
     "input": ("input_path", path_flag),
     "val_ratio": "val_ratio",
     "test_ratio": "test_ratio",

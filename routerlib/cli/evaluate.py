@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from routerlib.cli.params import add_params_option, thresholds_flag
+from routerlib.cli.params import Keys, add_params_option, thresholds_flag
 from routerlib.config import run_default
 from routerlib.errors import InputError
 from routerlib.metrics import gate_line
@@ -31,7 +31,7 @@ SUMMARY_METRICS = (
 
 #: ``routerlib evaluate --params FILE``: flag dest -> the RunConfig key notebook 04 scores with
 #: (with --params the run is gated as notebook 04 gates it: ``thresholds``, else the packaged).
-EVALUATE_PARAMS = {
+EVALUATE_PARAMS: Keys = {
     "max_tokens": "max_tokens",
     "concurrency": "concurrency",
     "limit": "eval_limit",

@@ -23,8 +23,10 @@ from routerlib.paths import resolve
 #: Namespace attribute holding the dests the user gave on the command line.
 _GIVEN = "_params_given"
 
+#: Turns a params value into the flag's value.
 Convert = Callable[[Any], Any]
-Keys = Mapping[str, "str | tuple[str, Convert]"]
+#: Flag dest -> RunConfig key, or (key, Convert).
+Keys = Mapping[str, str | tuple[str, Convert]]
 
 
 def _record_given(action: argparse.Action) -> None:

@@ -7,12 +7,11 @@ import os
 import sys
 
 from routerlib import storage
-from routerlib.cli.params import add_params_option
+from routerlib.cli.params import Keys, add_params_option
 from routerlib.serving.vertex import DEFAULT_LOCATION
 
-
 #: ``routerlib deploy --params FILE``: flag dest -> the RunConfig key notebook 04 deploys with.
-DEPLOY_PARAMS = {
+DEPLOY_PARAMS: Keys = {
     "base_model": "base_model",
     "machine_type": "machine_type",
     "accelerator_type": "accelerator_type",

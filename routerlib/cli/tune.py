@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 
-from routerlib.cli.params import add_params_option, labels_flag
+from routerlib.cli.params import Keys, add_params_option, labels_flag
 from routerlib.config import run_default
 from routerlib.errors import InputError
 from routerlib.models import ADAPTER_SIZES
@@ -95,7 +95,7 @@ def _jobs_cancel(args: argparse.Namespace) -> int:
 
 
 #: ``routerlib tune --params FILE``: flag dest -> the RunConfig key notebook 03 tunes with.
-TUNE_PARAMS = {
+TUNE_PARAMS: Keys = {
     "backend": "backend",
     "base_model": "base_model",
     "tuning_mode": "tuning_mode",

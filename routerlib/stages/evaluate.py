@@ -28,12 +28,12 @@ from routerlib import (
     pricing,
     runfolder,
 )
-from routerlib.config import load_config
-from routerlib.errors import InputError
 from routerlib import evaluate as runner
 from routerlib.compare import seconds_per_token
+from routerlib.config import load_config
 from routerlib.data_plots import shown
 from routerlib.display import HTMLTable
+from routerlib.errors import InputError
 from routerlib.metric_names import HEADLINE
 from routerlib.runfolder import (
     BaselineInfo,
@@ -523,9 +523,7 @@ def evaluate_run(run: Run) -> Path:
     return write_metrics(run, job, headline_report(reports), baseline_reports, reports)
 
 
-def record_run(
-    params_file: str, report_file: str | Path, job_name: str, name: str = ""
-) -> Path:
+def record_run(params_file: str, report_file: str | Path, job_name: str, name: str = "") -> Path:
     """Gather a run made with the CLI steps (``routerlib prepare``, ``tune``, ``deploy``,
     ``evaluate --params``) into a run folder the comparison and ``routerlib report`` read, as
     notebook 04 would have written it: params.yaml, the test split (data/test.jsonl), the
@@ -553,7 +551,9 @@ def record_run(
     test.parent.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(gold, test)
     report["config"]["gold_path"] = str(test)
-    records = [json.loads(line) for line in samples.read_text(encoding="utf-8").splitlines() if line]
+    records = [
+        json.loads(line) for line in samples.read_text(encoding="utf-8").splitlines() if line
+    ]
     metrics.write_report(report, records, report_path(run))
     baseline_reports = baselines(run, gold=test)
     write_job(run.sub(runfolder.job_file(False)), job)
