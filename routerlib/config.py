@@ -308,7 +308,7 @@ def read_params_file(path: str | os.PathLike[str]) -> dict[str, Any]:
 #: A value shipped for the user to replace (the Vertex params files' ``gs://your-bucket``):
 #: ``your-…``/``your_…``, ``my-project``/``my-bucket``, ``<…>``, changeme/replace-me/fixme/todo.
 PLACEHOLDER = re.compile(
-    r"\byour[-_][a-z0-9]|\bmy[-_](bucket|project)\b|<[^<>\s][^<>]*>"
+    r"\byour[-_][a-z0-9][a-z0-9_-]*|\bmy[-_](bucket|project)\b|<[^<>\s][^<>]*>"
     r"|\b(change[-_]?me|replace[-_]?me|fixme|todo)\b",
     re.IGNORECASE,
 )
@@ -339,7 +339,7 @@ def placeholder_problems(values: dict[str, Any]) -> dict[str, str]:
         if found is not None:
             hint = _PLACEHOLDER_HINTS.get(key, "replace it with your own value")
             shown = value if isinstance(value, str) else texts
-            problems[key] = f"{shown!r} is a placeholder ({found.group(0)}…): {hint}"
+            problems[key] = f"{shown!r} is a placeholder ({found.group(0)}): {hint}"
     return problems
 
 

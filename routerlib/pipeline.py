@@ -445,6 +445,8 @@ def run_pipeline(
                     find_notebook(stage)
                 plans.append((item, None))
         except InputError as exc:
+            if len(params_files) == 1 and not problems:
+                raise  # one params file: its own error, summary last
             problems.extend(exc.lines())
     if len(problems) == 1:
         raise InputError(problems[0])
