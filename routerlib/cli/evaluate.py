@@ -86,7 +86,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--thresholds",
         metavar="FILE",
-        help="gate file (router_benchmark_thresholds.json format); 'default' = the packaged gates",
+        help="gate file (router_benchmark_thresholds.json format); 'default' = the packaged gates "
+        "(with --params: the params' thresholds, else the packaged gates, as notebook 04)",
     )
     p.add_argument(
         "--compare-to",
