@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from routerlib import paths, pricing, runfolder
+from routerlib import metrics, paths, pricing, runfolder
 from routerlib.config import default_params_file
 from routerlib.display import router_label
 from routerlib.metric_names import ALL_BUCKETS as BUCKETS
@@ -536,8 +536,9 @@ def _failed_checks(report: dict[str, Any] | None, limit: int = 4) -> list[str]:
 def skipped_buckets(report: dict[str, Any] | None) -> list[str]:
     """The gate's skipped buckets with their test rows (``has_computation (0 test rows)``): a
     bucket the test split has none of is not judged (``metrics.apply_gate``)."""
-    rows = _get(report, "threshold_results", "skipped_buckets")
-    return [f"{b} ({n} test rows)" for b, n in rows.items()] if isinstance(rows, dict) else []
+    results = _get(report, "threshold_results")
+    skipped = metrics.skipped_buckets(results if isinstance(results, dict) else None)
+    return [f"{b} ({rows} test rows)" for b, (rows, _) in skipped.items()]
 
 
 def _skipped_sentence(row: pd.Series) -> str:

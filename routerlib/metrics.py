@@ -759,11 +759,11 @@ def apply_gate(
 ) -> dict[str, Any]:
     """Check ``report[figures]`` (``metrics`` or ``strict``) against a gate; set and return
     ``report["threshold_results"]``: ``{bucket: {metric: {value, threshold, kind, passed}}}`` plus
-    ``overall_pass``, ``failed`` ("bucket.metric" of each failing check), ``skipped`` (of each
-    skipped check) and ``skipped_buckets`` (bucket -> its test rows, 0).
+    ``overall_pass`` and ``failed`` ("bucket.metric" of each failing check).
 
     A bucket the test rows have none of (``has_computation`` on a small split) is not judged: its
-    checks are skipped (``passed`` null, ``skipped`` true, ``samples`` 0) and do not fail the gate.
+    checks are skipped (``passed`` null, ``skipped`` true, ``samples`` 0; :func:`skipped_buckets`
+    lists them) and do not fail the gate.
     ``overall`` is never skipped. A metric missing from a bucket that has rows (no valid
     prediction in it) fails its check. Extra metrics (schema_valid, tool_sequence_exact) named
     under ``metrics`` are read from ``extra``."""
@@ -774,8 +774,6 @@ def apply_gate(
     extra = report.get("extra") or {}
     results: dict[str, Any] = {}
     failed: list[str] = []
-    skipped: list[str] = []
-    skipped_buckets: dict[str, int] = {}
     for bucket, checks in thresholds.items():
         bucket_values = source.get(bucket, {})
         rows = bucket_rows(report, bucket)
@@ -788,8 +786,6 @@ def apply_gate(
                 check: dict[str, Any] = {"value": value, "threshold": threshold, "kind": kind}
                 if empty:
                     check.update(passed=None, skipped=True, samples=0)
-                    skipped.append(f"{bucket}.{metric}")
-                    skipped_buckets[bucket] = 0
                 else:
                     passed = value is not None and (
                         value >= threshold if kind == "min" else value <= threshold
@@ -800,11 +796,22 @@ def apply_gate(
                 results.setdefault(bucket, {})[metric] = check
     results["overall_pass"] = not failed
     results["failed"] = failed
-    results["skipped"] = skipped
-    results["skipped_buckets"] = skipped_buckets
     results["figures"] = figures
     report["threshold_results"] = results
     return report
+
+
+def skipped_buckets(results: dict[str, Any] | None) -> dict[str, tuple[int, int]]:
+    """Each bucket whose gate checks were skipped (no test rows): bucket -> (its test rows, the
+    checks skipped), in gate order; empty without ``threshold_results``."""
+    out: dict[str, tuple[int, int]] = {}
+    for bucket, checks in (results or {}).items():
+        if not isinstance(checks, dict):
+            continue
+        skipped = [c for c in checks.values() if isinstance(c, dict) and c.get("skipped")]
+        if skipped:
+            out[bucket] = (int(skipped[0].get("samples") or 0), len(skipped))
+    return out
 
 
 def gate_line(results: dict[str, Any] | None, limit: int = 6) -> str:
@@ -813,11 +820,10 @@ def gate_line(results: dict[str, Any] | None, limit: int = 6) -> str:
     if not isinstance(results, dict) or "overall_pass" not in results:
         return "gate: not checked"
     failed = [str(c) for c in results.get("failed") or []]
-    skipped = [str(c) for c in results.get("skipped") or []]
     judged = sum(
         1
-        for bucket, checks in results.items()
-        if isinstance(checks, dict) and bucket != "skipped_buckets"
+        for checks in results.values()
+        if isinstance(checks, dict)
         for check in checks.values()
         if isinstance(check, dict) and not check.get("skipped")
     )
@@ -827,12 +833,11 @@ def gate_line(results: dict[str, Any] | None, limit: int = 6) -> str:
         parts.append(f"{len(failed)} of {judged} checks failed: {', '.join(failed[:limit])}{more}")
     else:
         parts.append(f"{judged} checks passed")
-    rows = results.get("skipped_buckets") or {}
-    if rows:
-        per_bucket = {b: sum(1 for c in skipped if c.split(".", 1)[0] == b) for b in rows}
+    skipped = skipped_buckets(results)
+    if skipped:
         shown = ", ".join(
-            f"{b} ({rows[b]} test rows, {n} check{'s' if n != 1 else ''})"
-            for b, n in per_bucket.items()
+            f"{b} ({rows} test rows, {n} check{'s' if n != 1 else ''})"
+            for b, (rows, n) in skipped.items()
         )
         parts.append(f"skipped: {shown}")
     verdict = "PASS" if results["overall_pass"] else "FAIL"

@@ -293,14 +293,19 @@ class GateResults(BaseModel):
 
     overall_pass: bool
     failed: list[str]
-    #: "bucket.metric" of each skipped check, and each skipped bucket with its test rows (0).
-    skipped: list[str] = Field(default_factory=list)
-    skipped_buckets: dict[str, int] = Field(default_factory=dict)
     figures: Literal["metrics", "strict"] = "metrics"
 
     def checks(self) -> dict[str, dict[str, GateCheck]]:
         """The checks per bucket, in gate order."""
         return dict(self.__pydantic_extra__ or {})
+
+    def skipped_buckets(self) -> dict[str, int]:
+        """Each bucket whose checks were skipped (the test rows have none of it) -> its rows."""
+        return {
+            bucket: next(iter(checks.values())).samples or 0
+            for bucket, checks in self.checks().items()
+            if checks and all(c.skipped for c in checks.values())
+        }
 
 
 class Delta(Record):

@@ -280,9 +280,10 @@ def test_endpoints_cleanup_cli_removes_recorded_and_named_but_not_others(
 
 
 def test_routerlib_deploy_cli_cleans_up_a_failed_deploy(
-    stand_in: ServingStandIn, capsys: pytest.CaptureFixture[str]
+    stand_in: ServingStandIn, gcs_emulator: GcsEmulator, capsys: pytest.CaptureFixture[str]
 ) -> None:
     server, state = stand_in.server, stand_in.state
+    _index(gcs_emulator, 16 * 10**9)  # the tuned checkpoint is there (the CLI checks it first)
     state.deploy_error = "quota exceeded for NVIDIA_L4"
     argv = ["deploy", "--checkpoint", CKPT, "--project", "proj-1", "--api-endpoint", server.url]
     assert main(argv) == 3

@@ -320,7 +320,7 @@ def gate_table(report: Report) -> pd.DataFrame:
                 {
                     "bucket": bucket,
                     "metric": f"all {len(checks)} checks",
-                    "value": f"no test rows ({gate.skipped_buckets.get(bucket, 0)})",
+                    "value": f"no test rows ({gate.skipped_buckets().get(bucket, 0)})",
                     "rule": display.MISSING,
                     "passed": "skipped",
                 }
