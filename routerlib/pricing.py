@@ -427,9 +427,7 @@ def run_cost(
         if per_million is None or billable_tokens is None
         else billable_tokens * epochs * per_million / 1e6
     )
-    serving = (
-        None if hourly is None or not routes_per_hour else hourly / routes_per_hour * 1000
-    )
+    serving = None if hourly is None or not routes_per_hour else hourly / routes_per_hour * 1000
     latency = latency or {}
     unverified = table.unverified(base_model, machine) if table is not None else []
     machine_row = table.machine_row(machine) if table is not None else None
