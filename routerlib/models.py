@@ -46,7 +46,7 @@ FULL = "FULL"
 #: skills/cloud/agent-platform-tuning/SKILL.md section 0.2 "Open Models", commit 1730bfd of
 #: 2026-08-19; the file states no date of its own): "These are the only locations available for
 #: open model tuning": ``global`` (recommended: the service picks a region with capacity) and five
-#: regions. vertex-ai-samples skills/vertex-tuning/open-model/SKILL.md (2026-08-19) lists the same
+#: regions. vertex-ai-samples skills/vertex-tuning/open-model/SKILL.md (2026-03-11) lists the same
 #: five regions. No source read lists asia-southeast2, which the table held before.
 REGIONS_SOURCE = (
     "google/skills skills/cloud/agent-platform-tuning/SKILL.md (0.2 Open Models; commit "
