@@ -14,9 +14,11 @@ from typing import Any
 
 import pytest
 
-from routerlib import jobs, models, pricing, runfolder, stages
+from routerlib import jobs, models, pricing, runfolder
 from routerlib.errors import InputError, RemoteError
-from routerlib.tuning.base import SUCCEEDED, SubmissionRefused
+from routerlib.stages import run as stage_run
+from routerlib.stages import tune as stage_tune
+from routerlib.tuning.base import SUCCEEDED, SubmissionRefused, write_job
 from routerlib.tuning.vertex import VertexBackend
 from tests.support.tuning_env import (  # noqa: F401  (pytest fixtures)
     BUCKET,
@@ -285,12 +287,12 @@ def test_a_global_job_is_deployed_where_it_ran(tuning_env: TuningEnv, tmp_path: 
     regional = job.model_copy(update={"location": "us-west1", "region": "us-west1"})
     assert jobs.deploy_region(regional, "us-central1") == "us-central1"
     # notebook 04 reads the recorded job and deploys in its region
-    run = stages.open_run(
+    run = stage_run.open_run(
         "params/llama31_8b.yaml", str(tmp_path / "run"), {"gcs_prefix": f"gs://{BUCKET}/p"}
     )
-    runfolder.write_job(run.sub(runfolder.job_file(False)), job)
+    write_job(run.sub(runfolder.job_file(False)), job)
     assert run.config.deploy_location == "us-central1"
-    stages.tuned_job(run)
+    stage_tune.tuned_job(run)
     assert run.config.deploy_location == "europe-west4"
 
 
