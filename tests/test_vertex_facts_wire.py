@@ -193,6 +193,26 @@ def test_serving_cost_and_its_trust_reach_the_comparison(tmp_path: Path) -> None
     )
 
 
+def test_the_leaderboard_names_unverified_price_rows_from_metrics_json(tmp_path: Path) -> None:
+    from routerlib import compare
+    from routerlib.atomic import write_json
+
+    runs = []
+    for name, base, machine in (
+        ("vertex", LLAMA, "g2-standard-12"),
+        ("local", models.EMBEDDED_MODEL, "local-cpu"),
+    ):
+        run = stage_run.open_run("params/local.yaml", str(tmp_path / name), {})
+        cost = pricing.run_cost(
+            base_model=base, billable_tokens=100, epochs=1, machine=machine, routes_per_hour=60.0
+        )
+        write_json(run.sub("metrics.json"), {"run": {"name": name}, "cost": cost.__dict__})
+        runs.append(run.path)
+    board = compare.leaderboard(compare.load_runs(runs))
+    got = dict(zip(board["model"], board[compare.UNVERIFIED], strict=True))
+    assert got == {"vertex": "", "local": "routerlib/tiny-router-lm, local-cpu"}
+
+
 # ----------------------------------------------------------------------------- 2. every id form
 
 
