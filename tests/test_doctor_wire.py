@@ -223,3 +223,11 @@ def test_an_untuned_run_skips_the_deploy_check_and_says_why(env: DoctorEnv) -> N
     (line,) = [row for row in out.splitlines() if row.startswith("deploy machine")]
     assert "  skip  " in line and "RecommendSpec needs a checkpoint folder" in line
     assert not env.fake.server.bodies("POST", r":recommendSpec$")
+
+
+def test_a_local_run_needs_no_cloud(env: DoctorEnv) -> None:
+    code = main(["doctor", str(ROOT / "params/local.yaml")])
+    out = env.capsys.readouterr().out
+    assert code == 0
+    assert "cloud checks" in out and "backend local: this run needs no cloud" in out
+    assert env.fake.server.requests == [] and env.gcs.server.requests == []
