@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import statistics
 from collections import Counter
@@ -95,3 +96,24 @@ def test_queries_and_shapes_look_real(rows: list[dict], real_data: Path) -> None
                     and step.rsplit("mode=", 1)[1][:-1] in schema.SEARCH_MODES
                 )
         assert row["requires_browse"] == ("/general-search" in tools)
+
+
+#: sha256 of the bytes the generator writes, pinned when its tables moved from code to
+#: routerlib/data/synth_topics.yaml: the same (rows, seed) must keep giving the same file.
+PINNED_DIGESTS = {
+    # `routerlib synth` and the embedded default input: RunConfig's synth_rows / synth_seed
+    (300, 7): "0199c438578fdd75887b5ef540256c6153942437bce1b952f534225cfa45c3cb",
+    (2000, 12345): "179ec121f841db5650902b17fa322c0204bbdd45232300a0edf0bc69dcd8722f",
+}
+
+
+def test_default_rows_keep_their_digest(tmp_path: Path) -> None:
+    assert (synth.DEFAULT_ROWS, synth.DEFAULT_SEED) == (300, 7)
+    assert main(["synth", "--out", str(tmp_path / "default.jsonl")]) == 0
+    digest = hashlib.sha256((tmp_path / "default.jsonl").read_bytes()).hexdigest()
+    assert digest == PINNED_DIGESTS[(300, 7)]
+
+
+def test_a_second_seed_keeps_its_digest(tmp_path: Path) -> None:
+    path = synth.write_rows(tmp_path / "rows.jsonl", 2000, 12345)
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == PINNED_DIGESTS[(2000, 12345)]
