@@ -160,3 +160,16 @@ def test_wheel_ships_the_synthetic_tables(
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     digest = hashlib.sha256((tmp_path / "rows.jsonl").read_bytes()).hexdigest()
     assert digest == PINNED_DIGESTS[(300, 7)]
+
+
+def test_wheel_ships_the_report_templates(
+    installed: tuple[Path, dict[str, str]], tmp_path: Path
+) -> None:
+    bin_dir, env = installed
+    code = (
+        "from routerlib import report; "
+        "print(report._render('report_significance.html', headline=None, csv='s.csv'))"
+    )
+    proc = _run([str(bin_dir / "python"), "-c", code], tmp_path, env)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert proc.stdout.strip() == "<p>No paired per-sample records to test.</p>"
