@@ -238,7 +238,7 @@ def _index_html(
     comparison_links: list[tuple[str, str]],
     board_html: str,
     sig_html: str,
-    conclusion_md: str,
+    conclusion_html: str,
     plots: list[Path],
 ) -> str:
     """The index page: the comparison (conclusion, leaderboard, significance, plots as data
@@ -247,7 +247,7 @@ def _index_html(
         "report_index.html",
         generated=time.strftime("%Y-%m-%d %H:%M:%S %Z"),
         comparison_links=comparison_links,
-        conclusion=_markdown(conclusion_md),
+        conclusion=Markup(conclusion_html),
         leaderboard=Markup(board_html),
         significance=Markup(sig_html),
         plots=[
@@ -276,7 +276,7 @@ def _table(frame: Any, **kwargs: Any) -> Markup:
 
 def _comparison(run_dirs: list[Path], out: Path) -> tuple[str, str, str, list[Path]]:
     """Leaderboard HTML (compact table, the full one folded, both as CSV in ``out``),
-    significance HTML, conclusion markdown and plot PNGs for these runs."""
+    significance HTML, conclusion HTML and plot PNGs for these runs."""
     from routerlib import compare, compare_plots
     from routerlib.atomic import write_text
 
@@ -289,10 +289,12 @@ def _comparison(run_dirs: list[Path], out: Path) -> tuple[str, str, str, list[Pa
         import pandas as pd
 
         sig = pd.DataFrame(columns=compare.SIGNIFICANCE_COLUMNS)
-    text = compare.conclusion(board, sig, with_note=False)
     note = compare.embedded_note(board)
-    if note:
-        text += f'\n\n<div class="note">\n\n{note}\n\n</div>'
+    conclusion_html = _render(
+        "report_conclusion.html",
+        conclusion=_markdown(compare.conclusion(board, sig, with_note=False)),
+        note=_markdown(note) if note else None,
+    )
     board_values: dict[str, Any] = {"headline": None, "csv": LEADERBOARD_CSV}
     if not board.empty:
         out.mkdir(parents=True, exist_ok=True)
@@ -324,7 +326,7 @@ def _comparison(run_dirs: list[Path], out: Path) -> tuple[str, str, str, list[Pa
     ]
     board_html = _render("report_leaderboard.html", **board_values)
     sig_html = _render("report_significance.html", **sig_values)
-    return board_html, sig_html, text, plots
+    return board_html, sig_html, conclusion_html, plots
 
 
 def _replace_dir(staging: Path, out_dir: Path) -> None:
@@ -380,10 +382,10 @@ def render_report(
                 if nb.name.startswith(COMPARISON_STAGE):
                     comparison_links.append((f"{run.name} / {nb.stem}", href))
             run_links.append((run.name, _run_status(run), links))
-        board_html, sig_html, text, plots = _comparison(run_dirs, staging)
+        board_html, sig_html, conclusion_html, plots = _comparison(run_dirs, staging)
         index = staging / "index.html"
         index.write_text(
-            _index_html(run_links, comparison_links, board_html, sig_html, text, plots),
+            _index_html(run_links, comparison_links, board_html, sig_html, conclusion_html, plots),
             encoding="utf-8",
         )
         found = scan_for_secrets([staging])
