@@ -88,7 +88,7 @@ def _estimate_tokens(chars: int) -> int:
 
 
 def _tool_index(step: str) -> int:
-    name = schema.tool_name(step)
+    name = schema.step_tool(step)
     return schema.TOOLS.index(name) if name in schema.TOOLS else -1
 
 

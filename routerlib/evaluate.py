@@ -244,8 +244,9 @@ def predict_instance(
     Free: a prompt instance (raw text, no Prompt/Output wrapper). With ``schema``: a
     chat-completions instance carrying it in ``response_format``, the one way Model Garden's
     vLLM predict handler documents to reach vLLM's structured outputs; its prompt instances pass
-    every other field to vLLM's ``SamplingParams``, which has no ``guided_json`` (README,
-    "Structured output"). The server then applies the model's chat template to the prompt.
+    every other field to vLLM's ``SamplingParams``, which has no ``guided_json``
+    (docs/structured-output.md, "Endpoints"). The server then applies the model's chat template
+    to the prompt.
     ``chat_template_kwargs`` in ``extra`` (Qwen 3's thinking switch) also makes a chat instance:
     only the chat route applies a template, and ``SamplingParams`` refuses the field."""
     chat = schema is not None or "chat_template_kwargs" in (extra or {})
@@ -933,7 +934,7 @@ def evaluate(
     samples, cache and predictions beside it) and return it. ``--limit N`` scores the first N
     gold rows (subset files are written beside). ``constrained`` sends the completion's
     generation JSON Schema with every request (or batch instance)."""
-    from routerlib.compare import score_files
+    from routerlib.metrics import score_files
 
     sources = [s for s in (pred, endpoint, checkpoint, predictor, batch) if s is not None]
     if len(sources) != 1:

@@ -14,7 +14,7 @@ as Model Garden's handler reads it, a chat request (``messages``, ``max_tokens``
 body) may carry a JSON Schema in ``guided_json``, ``structured_outputs: {"json": …}`` or
 ``response_format: {"type": "json_schema", …}``; its answer is then decoded under that schema
 (``routerlib.constrained``). This server is more lenient than a Vertex container, which refuses a
-schema field on a prompt instance (see README, "Structured output"). The same server
+schema field on a prompt instance (see docs/structured-output.md). The same server
 also answers OpenAI-style
 ``POST /v1/completions`` and ``GET /v1/models``. Concurrent requests are gathered by one worker thread into
 batches (a short window, up to ``max_batch`` prompts) and run as one left-padded ``generate``.
