@@ -50,6 +50,8 @@ ALPHA = 0.05
 #: Cost columns of the leaderboard (from metrics.json ``cost``, priced by the pricing table).
 TUNING_USD = "tuning_usd"
 SERVING_USD = "serving_usd_per_1000_routes"
+#: The price rows of a run's cost that are not verified (empty: every row used is).
+UNVERIFIED = "unverified_prices"
 NAN = float("nan")
 #: Whether the price table behind a run's cost was verified (pricing.prices_verified).
 PRICES_VERIFIED = "prices_verified"
@@ -345,6 +347,8 @@ def leaderboard(runs: Sequence[RunSummary]) -> pd.DataFrame:
         rec[SERVING_USD] = _num(cost.get("serving_usd_per_1000_routes"))
         rec[PRICES_VERIFIED] = pricing.prices_verified(cost) if record else None
         rec["routes_per_hour"] = _num(cost.get("routes_per_hour"))
+        # which price rows were not read from a Google source (pricing.RunCost.unverified)
+        rec[UNVERIFIED] = ", ".join(cost.get("unverified") or []) if cost else ""
         rec["latency_p50_s"] = _num(_get(report, "latency", "p50_s"))
         rec["latency_p95_s"] = _num(_get(report, "latency", "p95_s"))
         rec["s_per_token"] = _num(seconds_per_token(report))
@@ -808,11 +812,15 @@ def price_note(board: pd.DataFrame) -> str:
     unverified = board[board[PRICES_VERIFIED] == False]  # noqa: E712
     if unverified.empty:
         return ""
+    rows = sorted(
+        {name.strip() for names in unverified.get(UNVERIFIED, []) for name in str(names).split(",")}
+        - {"", "nan"}
+    )
+    which = f" (rows {', '.join(f'`{r}`' for r in rows)})" if rows else ""
     return (
-        "**Prices not verified:** the costs above come from routerlib's price table "
-        "(routerlib/data/pricing.yaml, or the `unverified` rows a run names), whose rates are "
-        "not marked verified against Google's published prices; check them at the source the "
-        "table names before you budget by them."
+        f"**Prices not verified:** some costs above rest on rows of routerlib's price table "
+        f"(routerlib/data/pricing.yaml){which} that were not read from a Google source; check "
+        "them at the source the table names before you budget by them."
     )
 
 
@@ -821,11 +829,16 @@ def cost_line(board: pd.DataFrame, cost: str = SERVING_USD) -> str:
     row = cheapest_passing(board, cost)
     if row is None:
         return f"No priced run passes the gate (cost column `{cost}`)."
-    trust = " (unverified prices)" if row.get(PRICES_VERIFIED) is False else ""
+    unverified = row.get(UNVERIFIED)
+    trust = (
+        f" The price is not verified ({unverified}: not read from a Google source)."
+        if isinstance(unverified, str) and unverified
+        else ""
+    )
     return (
         f"Cheapest run that passes the gate: **{row['model']}** ({row['run']}) at "
-        f"${row[cost]:,.4f} per 1,000 routes{trust}, strict {PRIMARY} "
-        f"{_fmt(row.get(f'{PRIMARY} strict'))}."
+        f"${row[cost]:,.4f} per 1,000 routes, strict {PRIMARY} {_fmt(row.get(f'{PRIMARY} strict'))}."
+        + trust
     )
 
 

@@ -184,10 +184,15 @@ def test_the_report_says_when_prices_are_not_verified(tmp_path: Path) -> None:
     board = compare.leaderboard(compare.load_runs([run]))
     assert "Prices not verified" not in compare.conclusion(board, None)
     # the flag as the price table says it (and rows that name themselves unverified)
-    assert pricing.table_verified() is pricing.load_pricing().verified
     table = tmp_path / "prices.yaml"
     table.write_text("date: 2026-12-01\nsource: x\nverified: true\n")
     assert pricing.table_verified(table) is True
+    table.write_text(
+        "date: 2026-12-01\nsource: x\nverified: true\nmodels:\n"
+        "  m: {usd_per_million_training_tokens: 1.0, verified: false}\n"
+    )
+    assert pricing.table_verified(table) is False  # a row's own flag wins
+    assert pricing.table_verified() is False  # the packaged table: local rows are no Google price
     assert pricing.prices_verified({"verified": True, "unverified": ["g2-standard-12"]}) is False
     assert pricing.prices_verified(None) is None
     assert metrics.gate_line(None) == "gate: not checked"
