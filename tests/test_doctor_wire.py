@@ -12,12 +12,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import yaml
 
 from routerlib.cli import main
 from tests.support.fake_vertex import FakeVertex
 from tests.support.fake_vertex_serving import ServingState, add_serving_routes
 from tests.support.gcs_stand_in import ALL_BUCKET_PERMISSIONS, GcsStandIn
 from tests.support.recording_server import RecordingServer
+from tests.support.vertex_params import EDITS
 
 ROOT = Path(__file__).resolve().parent.parent
 PROJECT = "proj-doctor"
@@ -46,11 +48,13 @@ class DoctorEnv:
     fake: FakeVertex
     serving: ServingState
     capsys: pytest.CaptureFixture[str]
+    #: params/llama31_8b.yaml with its input_path EDIT line edited (placeholders are refused)
+    params: Path = ROOT / "params/llama31_8b.yaml"
 
     def run(self, *extra: str, checkpoint: str | None = CHECKPOINT) -> tuple[int, str]:
         argv = [
             "doctor",
-            str(ROOT / "params/llama31_8b.yaml"),
+            str(self.params),
             "--project",
             PROJECT,
             "--location",
@@ -105,7 +109,10 @@ def env(
     with GcsStandIn(caller=USER) as gcs, fake:
         gcs.add_bucket(BUCKET, "US-CENTRAL1", "region")
         monkeypatch.setenv("STORAGE_EMULATOR_HOST", gcs.url)
-        yield DoctorEnv(gcs, fake, serving, capsys)
+        params = tmp_path / "llama31_8b.yaml"
+        shipped = yaml.safe_load((ROOT / "params/llama31_8b.yaml").read_text(encoding="utf-8"))
+        params.write_text(yaml.safe_dump({**shipped, **EDITS}), encoding="utf-8")
+        yield DoctorEnv(gcs, fake, serving, capsys, params)
 
 
 def test_a_ready_project_passes_every_check_and_names_the_account(env: DoctorEnv) -> None:

@@ -28,6 +28,7 @@ from tests.support.tuning_env import (  # noqa: F401  (pytest fixtures)
     tuning_env,
     write_examples,
 )
+from tests.support.vertex_params import EDITS
 
 LLAMA = "meta/llama3_1@llama-3.1-8b-instruct"
 #: The seed's three models in the long form Vertex also accepts (Google's notebooks build them:
@@ -308,7 +309,7 @@ def test_a_global_job_is_deployed_where_it_ran(tuning_env: TuningEnv, tmp_path: 
     assert jobs.deploy_region(regional, "us-central1") == "us-central1"
     # notebook 04 reads the recorded job and deploys in its region
     run = stage_run.open_run(
-        "params/llama31_8b.yaml", str(tmp_path / "run"), {"gcs_prefix": f"gs://{BUCKET}/p"}
+        "params/llama31_8b.yaml", str(tmp_path / "run"), {**EDITS, "gcs_prefix": f"gs://{BUCKET}/p"}
     )
     write_job(run.sub(runfolder.job_file(False)), job)
     assert run.config.deploy_location == "us-central1"
