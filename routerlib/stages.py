@@ -21,6 +21,9 @@ from routerlib.config import RunConfig, default_params_file, dump_config, load_c
 from routerlib.errors import InputError
 from routerlib.metrics import HEADLINE
 from routerlib.runfolder import SPLITS
+from routerlib.serving import factory
+from routerlib.serving.base import Predictor
+from routerlib.serving.cache import load_cache
 from routerlib.tuning.base import Job, TuningSpec
 
 if TYPE_CHECKING:
@@ -31,7 +34,6 @@ if TYPE_CHECKING:
     from routerlib.compare import RunSummary
     from routerlib.dataset import PrepareResult
     from routerlib.display import HTMLTable
-    from routerlib.serving.base import Predictor
 
 #: A scored report (``runfolder.ReportRecord``) as the scorer returns it.
 Report = dict[str, Any]
@@ -332,34 +334,23 @@ def checkpoint_settings(run: Run) -> dict[str, Any]:
 
 
 def _checkpoint_scorer(run: Run) -> Scorer:
-    """How this run scores a checkpoint on validation: served locally, or deployed on Vertex
-    (the decoding comes with each call, from :func:`checkpoint_settings`)."""
-    import os
-
+    """How this run scores a checkpoint on validation: each through the predictor the serving
+    factory makes for it (served locally, or deployed on Vertex); the decoding comes with each
+    call, from :func:`checkpoint_settings`."""
     from routerlib import checkpoints
 
     cfg = run.config
     settings = checkpoint_settings(run)
-    common: dict[str, Any] = {
-        "max_tokens": settings["max_tokens"],
-        "limit": settings["limit"],
-        "concurrency": cfg.concurrency,
-        "thresholds": thresholds_path(run),
-    }
-    if cfg.backend == "local":
-        return checkpoints.local_scorer(**common)
-    project = cfg.project or os.environ.get("GOOGLE_CLOUD_PROJECT", "")
-    if not project:
-        raise InputError(f"{run.params_file}: project: set it or GOOGLE_CLOUD_PROJECT to deploy")
-    return checkpoints.endpoint_scorer(
-        **common,
-        project=project,
-        location=cfg.deploy_location or cfg.location,
-        api_endpoint=cfg.api_endpoint,
-        machine_type=cfg.machine_type,
-        accelerator_type=cfg.accelerator_type,
-        accelerator_count=cfg.accelerator_count,
-        base_model=cfg.base_model,
+
+    def serve(uri: str) -> Predictor:
+        spec = factory.for_run(cfg, uri, params_file=str(run.params_file), scoring=True)
+        return factory.make_spec(spec)
+
+    return checkpoints.predictor_scorer(
+        serve,
+        max_tokens=settings["max_tokens"],
+        limit=settings["limit"],
+        thresholds=thresholds_path(run),
     )
 
 
@@ -439,12 +430,11 @@ def serving(run: Run, job: Job) -> Iterator[Predictor]:
     """The serving Predictor for the tuned checkpoint, for the block (routerlib.serving.base):
     a local server, a Vertex endpoint deployed for the block, a batch job (``eval_mode: batch``)
     or the configured ``endpoint`` left as it is. Whatever it started is cleaned up."""
-    from routerlib.serving.base import open_predictor
-
     checkpoint = job.checkpoint_uri or job.spec.checkpoint_uri()
     if not run.config.endpoint:  # best (checkpoints.json), final, or epoch-N
         checkpoint = chosen_checkpoint(run, job)
-    with open_predictor(run.config, str(checkpoint), params_file=str(run.params_file)) as predictor:
+    params_file = str(run.params_file)
+    with factory.open_predictor(run.config, str(checkpoint), params_file=params_file) as predictor:
         yield predictor
 
 
@@ -476,13 +466,12 @@ def baselines(run: Run) -> dict[str, Report]:
         preds = _baseline_predictions(run, kind)
         if not preds.exists():
             previous.write_baseline(gold, preds, kind=kind)
-        reports[kind] = runner.evaluate(
+        reports[kind] = runner.score_predictions(
             gold,
-            pred=preds,
+            preds,
             out=run.sub(runfolder.baseline_report_file(kind)),
             thresholds=thresholds_path(run),
             limit=run.config.eval_limit,
-            progress=False,
         )
     return reports
 
@@ -503,9 +492,9 @@ def report_path(run: Run, decoding: str = "free") -> Path:
 
 def evaluation_settings(run: Run) -> dict[str, Any]:
     """The keyword arguments of ``routerlib.evaluate.evaluate`` that a run's evaluation uses
-    besides its source, output and decoding: the gate, the previous router's predictions (the
-    configured baseline, scored first when missing), the limits and the cloud address. Anything
-    scored on a run's test rows (its decodings, a reference model beside it) uses these."""
+    besides its predictor, output and decoding: the gate, the previous router's predictions (the
+    configured baseline, scored first when missing) and the limits. Anything scored on a run's
+    test rows (its decodings, a reference model beside it) uses these."""
     cfg = run.config
     baseline_preds = _baseline_predictions(run, cfg.baseline)
     if not baseline_preds.exists():
@@ -513,12 +502,8 @@ def evaluation_settings(run: Run) -> dict[str, Any]:
     return {
         "thresholds": thresholds_path(run),
         "compare_to": baseline_preds,
-        "concurrency": cfg.concurrency,
         "max_tokens": cfg.max_tokens,
         "limit": cfg.eval_limit,
-        "project": cfg.project or None,
-        "location": cfg.deploy_location,
-        "api_endpoint": cfg.api_endpoint or None,
     }
 
 
@@ -529,19 +514,22 @@ def evaluate(run: Run, endpoint: Predictor | str, decoding: str = "free") -> Rep
     from routerlib import evaluate as runner
 
     cfg = run.config
+    if isinstance(endpoint, str):  # an address: the predictor the run's settings make for it
+        spec = factory.for_address(cfg, endpoint)
+        with factory.opened(spec.kind, spec.target, **spec.options) as predictor:
+            return evaluate(run, predictor, decoding)
     settings = evaluation_settings(run)
     cache = runner.artifact_paths(report_path(run, decoding))["cache"]
-    before = len(runner.load_cache(cache)) if cache.exists() else 0
+    before = len(load_cache(cache)) if cache.exists() else 0
     start = time.perf_counter()
-    source = {"endpoint": endpoint} if isinstance(endpoint, str) else {"predictor": endpoint}
     report = runner.evaluate(
+        endpoint,
         gold_file(run),
-        **source,
         out=report_path(run, decoding),
         constrained=decoding == "constrained",
         **settings,
     )
-    generated = len(runner.load_cache(cache)) - before
+    generated = len(load_cache(cache)) - before
     # rows answered now by the headline decoding, the one the serving cost is priced on (a
     # resumed evaluation measures only its new rows)
     if generated > 0 and decoding == decodings(run)[0]:
@@ -602,6 +590,10 @@ def run_cost(run: Run, job: Job, report: dict[str, Any]) -> dict[str, Any]:
 #: Columns of the per-notebook headline table: (metric, label); strict values with intervals.
 def evaluate_all(run: Run, endpoint: Predictor | str) -> dict[str, Report]:
     """:func:`evaluate` once per configured decoding, on the same test rows, headline first."""
+    if isinstance(endpoint, str):  # an address: one predictor for every decoding
+        spec = factory.for_address(run.config, endpoint)
+        with factory.opened(spec.kind, spec.target, **spec.options) as predictor:
+            return evaluate_all(run, predictor)
     return {decoding: evaluate(run, endpoint, decoding) for decoding in decodings(run)}
 
 

@@ -15,13 +15,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from routerlib import runfolder
+from routerlib import compare, evaluate, runfolder, stages, tinymodel
+from routerlib.baselines import KINDS
 from routerlib.errors import InputError
+from routerlib.serving import factory
+from routerlib.stages import Run
 
 if TYPE_CHECKING:
     import pandas as pd
-
-    from routerlib.stages import Run
 
 #: A scored report (``runfolder.ReportRecord``) as the scorer returns it.
 Report = dict[str, Any]
@@ -54,8 +55,6 @@ def finished_local_run(run_dir: str | Path) -> Run:
     decoding, each decoding's and baseline's report and samples, and (when run by the batch
     runner) a finished pipeline.json. Runs evaluated on an endpoint or a batch job are refused:
     their base model is not served here."""
-    from routerlib import stages
-
     folder = Path(run_dir).resolve()
     if not folder.is_dir():
         raise InputError(f"{run_dir}: no such run folder")
@@ -122,8 +121,6 @@ def _read(file: Path) -> Report:
 def run_reports(run: Run) -> dict[str, Report]:
     """The run's own scored routers: ``tuned free``, ``tuned constrained`` (as scored), then
     ``baseline <kind>`` for each previous router the run scored."""
-    from routerlib.baselines import KINDS
-
     reports = {
         label(TUNED, decoding): _read(file)
         for decoding, file in sorted(_report_files(run.path).items(), key=lambda i: i[0] != "free")
@@ -143,23 +140,20 @@ def base_dir(run: Run, out_root: str | Path) -> Path:
 def evaluate_base(run: Run, out_dir: str | Path, *, progress: bool = True) -> dict[str, Report]:
     """Score the untuned ``base_model`` of a finished local run on the run's test rows, free then
     constrained, into ``out_dir/<decoding>/report.json``: served by one local server as
-    ``stages.serving`` serves the tuned checkpoint (``serving.base.open_predictor``), with the
+    ``stages.serving`` serves the tuned checkpoint (``serving.factory.open_predictor``), with the
     run's settings (max_tokens, eval_limit, concurrency, gate, previous router). A second call
     reuses the prediction cache beside each report."""
-    from routerlib import evaluate, stages, tinymodel
-    from routerlib.serving.base import open_predictor
-
     out = Path(out_dir).resolve()
     if out == run.path or run.path in out.parents:
         raise InputError(f"{out}: inside the run folder; a finished run folder is never edited")
     settings = stages.evaluation_settings(run)
     base = tinymodel.resolve_base_model(run.config.base_model)
     reports = {}
-    with open_predictor(run.config, base, params_file=run.params_file) as predictor:
+    with factory.open_predictor(run.config, base, params_file=run.params_file) as predictor:
         for decoding in DECODINGS:
             reports[decoding] = evaluate.evaluate(
+                predictor,
                 stages.gold_file(run),
-                predictor=predictor,
                 out=out / decoding / "report.json",
                 constrained=decoding == "constrained",
                 progress=progress,
@@ -210,8 +204,6 @@ def paired_table(
     for yes/no metrics, paired bootstrap for rates) on the strict per-sample values of the same
     test rows; ``delta`` is subject minus reference, ``b01``/``b10`` the rows it fixed/broke."""
     import pandas as pd
-
-    from routerlib import compare
 
     columns = ["reference", "metric", "test", "n", "subject_rate", "reference_rate", "delta"]
     columns += ["p_value", "b01", "b10"]

@@ -6,7 +6,7 @@ import argparse
 import os
 import sys
 
-from routerlib.serving.vertex import DEFAULT_LOCATION
+from routerlib.serving.settings import DEFAULT_LOCATION
 
 
 def _cloud_args(parser: argparse.ArgumentParser) -> None:
@@ -120,6 +120,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def _deploy(args: argparse.Namespace) -> int:
     from routerlib.errors import InputError
     from routerlib.serving import vertex
+    from routerlib.serving.settings import VertexSettings
 
     if args.location == "global":
         raise InputError(
@@ -128,17 +129,20 @@ def _deploy(args: argparse.Namespace) -> int:
         )
     if args.list_options:
         return _list_options(args)
-    deployment = vertex.deploy(
-        args.checkpoint,
-        machine_type=args.machine_type,
-        accelerator_type=args.accelerator_type,
-        accelerator_count=args.accelerator_count,
-        base_model=args.base_model,
-        deploy_timeout=args.deploy_timeout,
-        endpoint_display_name=args.endpoint_display_name,
+    settings = VertexSettings(
         project=args.project,
         location=args.location or DEFAULT_LOCATION,
         api_endpoint=args.api_endpoint or "",
+        machine_type=args.machine_type,
+        accelerator_type=args.accelerator_type,
+        accelerator_count=args.accelerator_count,
+    )
+    deployment = vertex.deploy(
+        args.checkpoint,
+        settings,
+        base_model=args.base_model,
+        deploy_timeout=args.deploy_timeout,
+        endpoint_display_name=args.endpoint_display_name,
     )
     print(deployment.endpoint_name)
     return 0
@@ -146,8 +150,9 @@ def _deploy(args: argparse.Namespace) -> int:
 
 def _list_options(args: argparse.Namespace) -> int:
     from routerlib.serving import hardware as hw
+    from routerlib.serving import vertex
 
-    options = hw.deploy_options(
+    options = vertex.deploy_options(
         args.checkpoint,
         project=args.project,
         location=args.location or DEFAULT_LOCATION,
@@ -246,18 +251,18 @@ def _delete(args: argparse.Namespace) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from routerlib.serving.local import serve
+    import threading
 
-    def ready(server: object) -> None:
-        print(server.endpoint_url, flush=True)  # type: ignore[attr-defined]
+    from routerlib.serving import factory
+
+    options = {"host": args.host, "port": args.port, "max_batch": args.max_batch}
+    with factory.opened(
+        "local-server", args.checkpoint, constrained=args.constrained, **options
+    ) as predictor:
+        print(predictor.server.endpoint_url, flush=True)  # type: ignore[attr-defined]
         print("serving; Ctrl-C stops", file=sys.stderr, flush=True)
-
-    serve(
-        args.checkpoint,
-        host=args.host,
-        port=args.port,
-        on_ready=ready,
-        max_batch=args.max_batch,
-        constrained=args.constrained,
-    )
+        try:
+            threading.Event().wait()
+        except KeyboardInterrupt:
+            pass
     return 0

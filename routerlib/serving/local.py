@@ -13,7 +13,7 @@ as Model Garden's handler reads it, a chat request (``messages``, ``max_tokens``
 ``response_format``…), and answered with a chat completion object. An instance (or a completions
 body) may carry a JSON Schema in ``guided_json``, ``structured_outputs: {"json": …}`` or
 ``response_format: {"type": "json_schema", …}``; its answer is then decoded under that schema
-(``routerlib.constrained``). This server is more lenient than a Vertex container, which refuses a
+(``routerlib.serving.constrained``). This server is more lenient than a Vertex container, which refuses a
 schema field on a prompt instance (see README, "Structured output"). The same server
 also answers OpenAI-style
 ``POST /v1/completions`` and ``GET /v1/models``. Concurrent requests are gathered by one worker thread into
@@ -28,7 +28,7 @@ import queue
 import re
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -36,15 +36,19 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from routerlib.errors import InputError, RouterlibError
+from routerlib.schema import completion_json_schema
+from routerlib.serving.base import Completion, Result
+from routerlib.serving.constrained import SchemaLogitsProcessor, compiled
+from routerlib.serving.wire import (
+    Instance,
+    format_prediction,
+    parse_completions_body,
+    parse_predict_body,
+)
+from routerlib.tuning.local import load_for_inference
 
 #: ``loader(checkpoint_dir) -> (model, tokenizer)``.
 Loader = Callable[[str | Path], tuple[Any, Any]]
-
-#: What a prediction without ``raw_response`` looks like (Model Garden vLLM containers).
-MODEL_GARDEN_FORMAT = "Prompt:\n{prompt}\nOutput:\n{text}"
-
-#: Default for an instance without ``max_tokens``.
-DEFAULT_MAX_TOKENS = 256
 
 PREDICT_PATH = re.compile(
     r"/(?P<version>v1|v1beta1)/projects/(?P<project>[^/]+)/locations/(?P<location>[^/]+)"
@@ -64,8 +68,6 @@ class GenerationResult:
 
 
 def _default_loader(checkpoint_dir: str | Path) -> tuple[Any, Any]:
-    from routerlib.tuning.local import load_for_inference
-
     return load_for_inference(checkpoint_dir)
 
 
@@ -108,15 +110,11 @@ class LocalPredictor:
         #: The schema every prompt is constrained to unless a request names its own (None: free).
         self.default_schema: dict[str, Any] | None = None
         if constrained:
-            from routerlib.schema import completion_json_schema
-
             self.default_schema = completion_json_schema(generation=True)
         self._lock = threading.Lock()
 
     def compiled_schema(self, schema: dict[str, Any]) -> Any:
         """``schema`` compiled for this model's tokenizer (cached across calls)."""
-        from routerlib.constrained import compiled
-
         width = int(self.model.get_output_embeddings().weight.shape[0])
         return compiled(self.tokenizer, schema, vocab_size=width, eos_ids=self.eos_token_ids)
 
@@ -185,8 +183,6 @@ class LocalPredictor:
 
         processors = LogitsProcessorList()
         if any(schema is not None for schema in schemas):
-            from routerlib.constrained import SchemaLogitsProcessor
-
             per_row = [self.compiled_schema(s) if s is not None else None for s in schemas]
             # greedy decoding with no processor after it: the processor picks the token itself
             # and makes a row's mask only when its best-scored token breaks the schema
@@ -238,186 +234,54 @@ class LocalPredictor:
         return results
 
 
-# --------------------------------------------------------------------------- request parsing
+def checkpoint_name(checkpoint: str | Path) -> str:
+    """How a checkpoint served on this machine names its model (cache key, report source):
+    ``checkpoint:<absolute folder>`` (a base model's name as it is)."""
+    path = Path(checkpoint)
+    return f"checkpoint:{path.resolve() if path.exists() else checkpoint}"
 
 
-@dataclass(frozen=True)
-class Instance:
-    """One parsed predict instance."""
+class InProcessPredictor:
+    """Kind ``local``: a checkpoint generated from in this process, no HTTP: the prompts go to
+    :class:`LocalPredictor` in batches of ``max_batch`` (greedy; constrained: every row under the
+    generation schema). ``loader``: how the folder is loaded (default: the local trainer's)."""
 
-    prompt: str
-    max_tokens: int = DEFAULT_MAX_TOKENS
-    temperature: float = 0.0
-    raw_response: bool = False
-    #: JSON Schema the answer is constrained to (None: the server's default).
-    schema: dict[str, Any] | None = None
-    #: Sent as a chat-completions instance (``"@requestFormat": "chatCompletions"``): answered
-    #: with a chat completion object instead of a text.
-    chat: bool = False
+    kind = "local"
+    mode = "local"
 
+    def __init__(
+        self, checkpoint: str | Path, *, loader: Loader | None = None, max_batch: int = 16
+    ) -> None:
+        self.generator = LocalPredictor(checkpoint, loader=loader, max_batch=max_batch)
+        self.name = checkpoint_name(checkpoint)
 
-#: The instance field and value that make Model Garden's vLLM predict handler read an instance
-#: as an OpenAI chat-completions request (``messages``, ``response_format``, …) and answer a
-#: chat completion object (vertex-ai-samples, community-content/vertex_model_garden/model_oss/
-#: vllm/vllm.patch; notebooks/community/model_garden/model_garden_llama_guard_deployment.ipynb).
-REQUEST_FORMAT = "@requestFormat"
-CHAT_COMPLETIONS = "chatCompletions"
+    def predict(
+        self,
+        prompts: Mapping[int, str],
+        *,
+        max_tokens: int,
+        constrained: bool = False,
+        progress: bool = False,
+    ) -> Iterator[dict[int, Result]]:
+        """One group of answers per generation batch."""
+        schema = completion_json_schema(generation=True) if constrained else None
+        rows = list(prompts.items())
+        size = self.generator.max_batch
+        for start in range(0, len(rows), size):
+            batch = rows[start : start + size]
+            results = self.generator.generate(
+                [prompt for _, prompt in batch], max_tokens, schemas=[schema] * len(batch)
+            )
+            yield {
+                index: Completion(r.text, r.seconds, r.prompt_tokens, r.completion_tokens)
+                for (index, _), r in zip(batch, results, strict=True)
+            }
 
+    def describe(self) -> dict[str, Any]:
+        return {"mode": self.mode, "kind": self.kind, "max_batch": self.generator.max_batch}
 
-#: Request fields that carry a JSON Schema, as each server documents them: OpenAI's
-#: ``response_format`` (type json_schema), vLLM's ``structured_outputs.json`` and its older
-#: ``guided_json`` (an object or a JSON string).
-SCHEMA_FIELDS = ("response_format", "structured_outputs", "guided_json")
-
-
-def _as_schema(value: Any, where: str) -> dict[str, Any]:
-    if isinstance(value, str):
-        try:
-            value = json.loads(value)
-        except ValueError:
-            raise ValueError(f"{where}: not valid JSON") from None
-    if not isinstance(value, dict):
-        raise ValueError(f"{where}: must be a JSON Schema object")
-    return _whole_numbers(value)
-
-
-def _whole_numbers(value: Any) -> Any:
-    """``8.0`` → ``8`` throughout: Endpoint.predict sends numbers as protobuf Values, and a
-    schema's maxLength or maxItems must be an integer."""
-    if isinstance(value, dict):
-        return {key: _whole_numbers(item) for key, item in value.items()}
-    if isinstance(value, list):
-        return [_whole_numbers(item) for item in value]
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    return value
-
-
-def schema_from_fields(item: dict[str, Any], where: str) -> dict[str, Any] | None:
-    """The JSON Schema a request object carries in one of :data:`SCHEMA_FIELDS`, else None.
-    ValueError names the field when its shape is wrong or two fields are given."""
-    given = [name for name in SCHEMA_FIELDS if item.get(name) is not None]
-    if len(given) > 1:
-        raise ValueError(f"{where}: give one of {', '.join(given)}, not several")
-    if not given:
-        return None
-    name = given[0]
-    value = item[name]
-    if name == "guided_json":
-        return _as_schema(value, f"{where}.guided_json")
-    if name == "structured_outputs":
-        if not isinstance(value, dict) or "json" not in value:
-            raise ValueError(f"{where}.structured_outputs: must be an object with 'json'")
-        return _as_schema(value["json"], f"{where}.structured_outputs.json")
-    if not isinstance(value, dict) or value.get("type") != "json_schema":
-        raise ValueError(f"{where}.response_format: type must be 'json_schema'")
-    inner = value.get("json_schema")
-    if not isinstance(inner, dict) or "schema" not in inner:
-        raise ValueError(f"{where}.response_format.json_schema: must be an object with 'schema'")
-    return _as_schema(inner["schema"], f"{where}.response_format.json_schema.schema")
-
-
-def parse_predict_body(body: bytes) -> list[Instance]:
-    """The instances of a predict request; ValueError names the first bad field."""
-    try:
-        data = json.loads(body or b"")
-    except (ValueError, UnicodeDecodeError):
-        raise ValueError("body: not valid JSON") from None
-    if not isinstance(data, dict):
-        raise ValueError("body: must be a JSON object with an 'instances' list")
-    instances = data.get("instances")
-    if not isinstance(instances, list) or not instances:
-        raise ValueError("instances: must be a non-empty list")
-    parsed = []
-    for i, item in enumerate(instances):
-        where = f"instances[{i}]"
-        if not isinstance(item, dict):
-            raise ValueError(f"{where}: must be an object with a 'prompt'")
-        chat = item.get(REQUEST_FORMAT) == CHAT_COMPLETIONS
-        prompt = _chat_prompt(item.get("messages"), where) if chat else item.get("prompt")
-        if not isinstance(prompt, str):
-            raise ValueError(f"{where}.prompt: must be a string")
-        max_tokens = item.get("max_tokens", DEFAULT_MAX_TOKENS)
-        # Endpoint.predict sends numbers as protobuf Values, so 256 arrives as 256.0.
-        if isinstance(max_tokens, float) and max_tokens.is_integer():
-            max_tokens = int(max_tokens)
-        if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1:
-            raise ValueError(f"{where}.max_tokens: must be a positive integer")
-        temperature = item.get("temperature", 0.0)
-        if (
-            isinstance(temperature, bool)
-            or not isinstance(temperature, int | float)
-            or temperature < 0
-        ):
-            raise ValueError(f"{where}.temperature: must be a number >= 0")
-        raw = item.get("raw_response", False)
-        if not isinstance(raw, bool):
-            raise ValueError(f"{where}.raw_response: must be true or false")
-        schema = schema_from_fields(item, where)
-        parsed.append(Instance(prompt, max_tokens, float(temperature), raw, schema, chat))
-    return parsed
-
-
-def _chat_prompt(messages: Any, where: str) -> str:
-    """The prompt of a chat-completions instance: its turns' texts joined by newlines (a turn's
-    ``content`` is a string or a list of ``{"type": "text", "text": …}`` parts)."""
-    if not isinstance(messages, list) or not messages:
-        raise ValueError(f"{where}.messages: must be a non-empty list of chat turns")
-    texts = []
-    for j, turn in enumerate(messages):
-        content = turn.get("content") if isinstance(turn, dict) else None
-        if isinstance(content, list):
-            parts = [c.get("text") for c in content if isinstance(c, dict)]
-            content = "".join(p for p in parts if isinstance(p, str)) if parts else None
-        if not isinstance(content, str):
-            raise ValueError(f"{where}.messages[{j}].content: must be text")
-        texts.append(content)
-    return "\n".join(texts)
-
-
-def parse_completions_body(body: bytes) -> list[Instance]:
-    """The prompts of an OpenAI-style ``/v1/completions`` request (``prompt`` a string or a
-    list of strings; OpenAI's defaults: max_tokens 16, temperature 1)."""
-    try:
-        data = json.loads(body or b"")
-    except (ValueError, UnicodeDecodeError):
-        raise ValueError("body: not valid JSON") from None
-    if not isinstance(data, dict):
-        raise ValueError("body: must be a JSON object with a 'prompt'")
-    prompt = data.get("prompt")
-    prompts = [prompt] if isinstance(prompt, str) else prompt
-    if not isinstance(prompts, list) or not prompts or not all(isinstance(p, str) for p in prompts):
-        raise ValueError("prompt: must be a string or a non-empty list of strings")
-    item = {
-        "max_tokens": data.get("max_tokens", 16),
-        "temperature": data.get("temperature", 1.0),
-        "raw_response": True,
-        **{name: data[name] for name in SCHEMA_FIELDS if name in data},
-    }
-    encoded = json.dumps({"instances": [{**item, "prompt": p} for p in prompts]}).encode()
-    try:
-        return parse_predict_body(encoded)
-    except ValueError as exc:
-        raise ValueError(str(exc).split(".", 1)[-1]) from None
-
-
-def format_prediction(instance: Instance, text: str) -> Any:
-    """The prediction: a chat completion object for a chat-completions instance, else the bare
-    text with raw_response and Model Garden's frame without."""
-    if instance.chat:
-        return {
-            "object": "chat.completion",
-            "choices": [
-                {
-                    "index": 0,
-                    "message": {"role": "assistant", "content": text},
-                    "finish_reason": "stop",
-                }
-            ],
-        }
-    if instance.raw_response:
-        return text
-    return MODEL_GARDEN_FORMAT.format(prompt=instance.prompt, text=text)
+    def close(self) -> None:
+        """Nothing to stop: the model is freed with the predictor."""
 
 
 # --------------------------------------------------------------------------- batching server
@@ -808,34 +672,3 @@ class LocalServer:
                 )
 
         return _Handler
-
-
-def serve(
-    checkpoint_dir: str | Path,
-    host: str = "127.0.0.1",
-    port: int = 0,
-    *,
-    on_ready: Callable[[LocalServer], None] | None = None,
-    loader: Loader | None = None,
-    max_batch: int = 16,
-    constrained: bool = False,
-) -> None:
-    """Serve ``checkpoint_dir`` until interrupted (Ctrl-C); ``on_ready`` gets the running server.
-    With ``constrained`` every request without a schema of its own is constrained to the
-    completion's generation schema."""
-    with LocalServer(
-        checkpoint_dir,
-        host=host,
-        port=port,
-        loader=loader,
-        max_batch=max_batch,
-        constrained=constrained,
-    ) as server:
-        if on_ready is not None:
-            on_ready(server)
-        stop = threading.Event()
-        try:
-            while not stop.wait(3600):
-                pass
-        except KeyboardInterrupt:
-            pass
