@@ -1,23 +1,16 @@
-"""Serve a checkpoint on this machine: a batched predictor and an HTTP server speaking the
-predict JSON of a vLLM-backed Vertex AI endpoint, so one client evaluates both.
+"""Serve a checkpoint on this machine: batched generation (:class:`LocalPredictor`), the
+in-process serving kind (:class:`InProcessPredictor`) and an HTTP server speaking the predict JSON
+of a vLLM-backed Vertex AI endpoint (:class:`LocalServer`), so one client evaluates both.
 
-Wire format (the same as Model Garden's vLLM containers behind ``Endpoint.predict``)::
-
-    POST /v1/projects/<P>/locations/<L>/endpoints/<ID>:predict
-    {"instances": [{"prompt": "...", "max_tokens": 256, "temperature": 0, "raw_response": true}]}
-    -> {"predictions": ["..."], "deployedModelId": "...", ...}
-
-Without ``raw_response: true`` a prediction reads ``Prompt:\\n<prompt>\\nOutput:\\n<text>`` as
-Model Garden's containers answer. An instance with ``"@requestFormat": "chatCompletions"`` is read
-as Model Garden's handler reads it, a chat request (``messages``, ``max_tokens``,
-``response_format``…), and answered with a chat completion object. An instance (or a completions
-body) may carry a JSON Schema in ``guided_json``, ``structured_outputs: {"json": …}`` or
-``response_format: {"type": "json_schema", …}``; its answer is then decoded under that schema
-(``routerlib.serving.constrained``). This server is more lenient than a Vertex container, which refuses a
-schema field on a prompt instance (see README, "Structured output"). The same server
-also answers OpenAI-style
-``POST /v1/completions`` and ``GET /v1/models``. Concurrent requests are gathered by one worker thread into
-batches (a short window, up to ``max_batch`` prompts) and run as one left-padded ``generate``.
+The server reads requests as ``serving.wire`` parses them (Model Garden's prompt and
+chatCompletions instances, a JSON Schema in ``guided_json`` / ``structured_outputs`` /
+``response_format``, decoded under it by ``serving.constrained``; more lenient than a Vertex
+container, which refuses a schema field on a prompt instance) and also answers OpenAI-style
+``POST /v1/completions`` and ``GET /v1/models``. Concurrent requests are gathered by one worker
+thread into batches (a sliding window, up to ``max_batch`` prompts) and run as one left-padded
+``generate``. A malformed request (a ``Content-Length`` that is not a byte count, a chunked body,
+a body that ends early, a bad request line) gets a 400-class JSON error and the connection is
+closed; a body over :data:`MAX_BODY_BYTES` a 413 before any of it is read; never a traceback.
 """
 
 from __future__ import annotations
@@ -26,6 +19,7 @@ import contextlib
 import json
 import queue
 import re
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -287,6 +281,47 @@ class InProcessPredictor:
 # --------------------------------------------------------------------------- batching server
 
 
+#: The largest request body the server reads, in bytes; a larger one is refused with 413 before
+#: any of it is read. The size Vertex AI accepts for one online prediction request ("the payload
+#: limit size (currently, 1.5MB)", ``gcloud ai endpoints predict`` reference), so a request that
+#: works here is not refused by an endpoint for its size.
+MAX_BODY_BYTES = 1_500_000
+#: Seconds a connection may stay silent (idle between requests, or stalled mid-request) before
+#: the server closes it.
+READ_TIMEOUT_S = 60.0
+#: google.rpc status names of the HTTP errors the server answers.
+_STATUS = {
+    400: "INVALID_ARGUMENT",
+    404: "NOT_FOUND",
+    411: "INVALID_ARGUMENT",
+    413: "INVALID_ARGUMENT",
+    414: "INVALID_ARGUMENT",
+    431: "INVALID_ARGUMENT",
+    500: "INTERNAL",
+    501: "UNIMPLEMENTED",
+    503: "UNAVAILABLE",
+    504: "DEADLINE_EXCEEDED",
+    505: "UNIMPLEMENTED",
+}
+_DIGITS = re.compile(r"[0-9]+")
+
+
+class _HTTPServer(ThreadingHTTPServer):
+    """A threading server whose failures outside a request handler (a client that hung up while
+    its request line was read) cost one line on stderr, never a traceback."""
+
+    daemon_threads = True
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        error = sys.exc_info()[1]
+        if isinstance(error, ConnectionError | TimeoutError):
+            return  # the client went away: nothing to answer
+        print(
+            f"routerlib serve: {client_address[0]}: {type(error).__name__}: {error}",
+            file=sys.stderr,
+        )
+
+
 #: How long (in batch windows after the first request) a batch may keep gathering requests
 #: that keep arriving within a window of each other.
 MAX_WINDOWS = 10
@@ -367,10 +402,9 @@ class LocalServer:
         if self._httpd is not None:
             return self
         try:
-            self._httpd = ThreadingHTTPServer((self.host, self.port), self._handler_class())
+            self._httpd = _HTTPServer((self.host, self.port), self._handler_class())
         except OSError as exc:
             raise InputError(f"serve: cannot listen on {self.host}:{self.port}: {exc}") from None
-        self._httpd.daemon_threads = True
         worker = threading.Thread(target=self._work, name="routerlib-batcher", daemon=True)
         http = threading.Thread(
             target=self._httpd.serve_forever,
@@ -539,9 +573,64 @@ class LocalServer:
             protocol_version = "HTTP/1.1"
             # headers and body go out in two writes: without this, Nagle + delayed ACK add ~40 ms
             disable_nagle_algorithm = True
+            timeout = READ_TIMEOUT_S
 
             def log_message(self, *args: Any) -> None:
                 pass
+
+            def send_error(
+                self, code: int, message: str | None = None, explain: str | None = None
+            ) -> None:
+                """http.server's own refusals (a bad request line, headers too long, a method
+                with no route) as JSON errors too; the connection is closed after them."""
+                self.close_connection = True
+                if self.request_version == "HTTP/0.9":  # no version on the line: answer 1.1
+                    self.request_version = self.protocol_version
+                reason = self.responses.get(code, ("error",))[0]
+                self._error(code, _STATUS.get(code, "UNKNOWN"), message or reason)
+
+            def _refuse(self, status: int, message: str) -> None:
+                """Answer an error and close the connection: the bytes still on it (an unread
+                or half-sent body) cannot be told from the next request."""
+                self.close_connection = True
+                self._error(status, _STATUS.get(status, "INVALID_ARGUMENT"), message)
+
+            def _body(self) -> bytes | None:
+                """The request body (``Content-Length`` bytes; none without the header), or None
+                once a refusal was sent: a length that is not a byte count, two lengths, a
+                chunked body, more than MAX_BODY_BYTES, or a body that ends early."""
+                if self.headers.get("Transfer-Encoding"):
+                    self._refuse(
+                        411, "Transfer-Encoding (chunked) is not read; send Content-Length"
+                    )
+                    return None
+                values = {v.strip() for v in self.headers.get_all("Content-Length") or []}
+                if not values:
+                    return b""
+                if len(values) > 1:
+                    self._refuse(400, f"Content-Length: given twice ({', '.join(sorted(values))})")
+                    return None
+                (value,) = values
+                if not _DIGITS.fullmatch(value):
+                    self._refuse(400, f"Content-Length: {value[:40]!r} is not a byte count")
+                    return None
+                length = int(value)
+                if length > MAX_BODY_BYTES:
+                    self._refuse(
+                        413,
+                        f"body: {length} bytes is over the limit of {MAX_BODY_BYTES} bytes "
+                        "(routerlib.serving.local.MAX_BODY_BYTES)",
+                    )
+                    return None
+                try:
+                    body = self.rfile.read(length)
+                except (TimeoutError, ConnectionError):
+                    self.close_connection = True  # stalled or gone: nobody to answer
+                    return None
+                if len(body) < length:
+                    self._refuse(400, f"body: ended after {len(body)} of {length} bytes")
+                    return None
+                return body
 
             def _reply(self, status: int, body: dict[str, Any]) -> None:
                 payload = json.dumps(body, ensure_ascii=False).encode()
@@ -594,14 +683,20 @@ class LocalServer:
 
             def do_POST(self) -> None:  # noqa: N802
                 path = urlsplit(self.path).path
-                length = int(self.headers.get("Content-Length") or 0)
-                body = self.rfile.read(length) if length else b""
-                if path == "/v1/completions":
-                    self._completions(body)
-                elif PREDICT_PATH.fullmatch(path):
-                    self._predict(body)
-                else:
-                    self._error(404, "NOT_FOUND", f"no route POST {path}")
+                body = self._body()
+                if body is None:
+                    return
+                try:
+                    if path == "/v1/completions":
+                        self._completions(body)
+                    elif PREDICT_PATH.fullmatch(path):
+                        self._predict(body)
+                    else:
+                        self._error(404, "NOT_FOUND", f"no route POST {path}")
+                except (ConnectionError, TimeoutError):
+                    self.close_connection = True  # the client went away mid-answer
+                except Exception as exc:  # a bug: one JSON error, the server keeps serving
+                    self._refuse(500, f"internal error: {type(exc).__name__}: {exc}")
 
             def _predict(self, body: bytes) -> None:
                 try:
