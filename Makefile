@@ -20,6 +20,7 @@ help:
 	@echo "make test   set up, then run lint, type checks and every test"
 	@echo "make bench  run every benchmark and print one table of ratios vs goals"
 	@echo "make lab    open JupyterLab at the project root (notebooks/ in view) with the project's kernel"
+	@echo "make docs   regenerate the CLI reference (docs/cli.md) and the params table (docs/params.md)"
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -52,7 +53,7 @@ bench: setup
 	$(BIN)/python benchmarks/run_all.py
 
 docs: setup
-	$(BIN)/python -m routerlib.cli.reference README.md
+	$(BIN)/python -m routerlib.cli.reference docs
 
 # JupyterLab is installed once (the stamp is redone only when pyproject.toml changes). The server
 # root is the project root, so params/ and outputs/ are in the file browser; it opens on notebooks/.

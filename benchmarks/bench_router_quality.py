@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from routerlib import compare, display, paths, untuned  # noqa: E402
+from routerlib import display, paths, runfolder, untuned  # noqa: E402
 from routerlib.errors import InputError  # noqa: E402
 
 if TYPE_CHECKING:
@@ -44,7 +44,8 @@ RESULT_REFERENCES = {"base constrained": "base_c", "baseline majority": "majorit
 def newest_local_run() -> Path:
     """The newest finished local run folder under the outputs root (by its metrics.json)."""
     for folder in sorted(
-        compare.find_run_dirs(), key=lambda p: (p / "metrics.json").stat().st_mtime
+        runfolder.find_folders(runfolder.METRICS_FILE),
+        key=lambda p: (p / "metrics.json").stat().st_mtime,
     )[::-1]:
         try:
             untuned.finished_local_run(folder)

@@ -24,6 +24,7 @@ from typing import Any
 from routerlib.config import run_default
 from routerlib.errors import InputError
 from routerlib.metrics import read_jsonl
+from routerlib.runfolder import PredictionRecord, write_predictions
 from routerlib.schema import COMPLETION_KEYS
 
 KINDS: tuple[str, ...] = ("majority", "rules")
@@ -282,7 +283,6 @@ def write_baseline(
     """Write baseline predictions for every gold row (same count and order); returns out_path."""
     if kind not in KINDS:
         raise InputError(f"unknown baseline kind {kind!r} (expected {' or '.join(KINDS)})")
-    from routerlib.runfolder import PredictionRecord, write_predictions
 
     build = majority_completion if kind == "majority" else rules_completion
     lines = []

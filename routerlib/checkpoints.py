@@ -22,7 +22,6 @@ The pick: highest strict ``select_metric`` (overall bucket); ties go to the high
 from __future__ import annotations
 
 import math
-import re
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -31,9 +30,17 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel, Field
 
 from routerlib import evaluate, runfolder
+from routerlib.checkpoint_names import (
+    BEST,
+    CHECKPOINT_MARKER,
+    CHECKPOINTS_DIR,
+    EPOCH_NAME,
+    FINAL,
+    parse_checkpoint_key,
+)
 from routerlib.config import run_default
 from routerlib.errors import InputError
-from routerlib.paths import FINAL_CHECKPOINT
+from routerlib.metric_names import LOWER_IS_BETTER
 from routerlib.serving.base import Predictor
 
 if TYPE_CHECKING:
@@ -46,10 +53,6 @@ SCORES_DIR = runfolder.CHECKPOINT_REPORTS_DIR
 #: Breaks ties of ``select_metric`` (strict, overall).
 TIE_BREAK = "tool_sequence_exact"
 DEFAULT_SELECT_METRIC: str = run_default("select_metric")
-#: Values of the ``checkpoint`` run key besides ``epoch-<n>``.
-BEST, FINAL = "best", "final"
-_EPOCH = re.compile(r"^epoch-(\d+)$")
-CHECKPOINTS_ROOT = FINAL_CHECKPOINT.rsplit("/", 1)[0]
 
 #: The decodings a checkpoint can be scored with (``config.Decoding``).
 FREE, CONSTRAINED = "free", "constrained"
@@ -134,16 +137,6 @@ def _same_settings(score: CheckpointScore, settings: dict[str, Any]) -> bool:
     return {"decoding": FREE, **score.settings} == settings
 
 
-def parse_checkpoint_key(value: str) -> str | int:
-    """``best`` / ``final`` as they are, ``epoch-<n>`` as the epoch number; else ValueError."""
-    if value in (BEST, FINAL):
-        return value
-    match = _EPOCH.match(value)
-    if not match or int(match.group(1)) < 1:
-        raise ValueError(f"{value!r} must be best, final or epoch-N (N >= 1)")
-    return int(match.group(1))
-
-
 def _val_losses(job: Any) -> dict[int, float]:
     """Validation loss at the end of each whole epoch, from the job's loss curve."""
     out: dict[int, float] = {}
@@ -168,17 +161,15 @@ def candidates(job: Any) -> list[Candidate]:
         name, epoch, uri = str(get("checkpoint_id") or ""), get("epoch"), get("uri")
         if name == FINAL:  # a copy of the last epoch's (same epoch number): not a candidate
             continue
-        match = _EPOCH.match(name)
+        match = EPOCH_NAME.match(name)
         if epoch is None and match:
             epoch = int(match.group(1))
         if isinstance(epoch, int) and epoch >= 1 and uri:
             found[epoch] = str(uri)
     output = str(job.spec.output_uri).rstrip("/")
     if not found and not output.startswith("gs://"):
-        from routerlib.tuning.local import CHECKPOINT_MARKER
-
-        for folder in (Path(output) / CHECKPOINTS_ROOT).glob("epoch-*"):
-            match = _EPOCH.match(folder.name)
+        for folder in (Path(output) / CHECKPOINTS_DIR).glob("epoch-*"):
+            match = EPOCH_NAME.match(folder.name)
             if match and (folder / CHECKPOINT_MARKER).is_file():
                 found[int(match.group(1))] = str(folder)
     if not found:
@@ -201,8 +192,6 @@ def strict_value(report: dict[str, Any], metric: str) -> float | None:
 
 
 def _lower_is_better(metric: str) -> bool:
-    from routerlib.metrics import LOWER_IS_BETTER
-
     return metric in LOWER_IS_BETTER
 
 

@@ -1,22 +1,10 @@
-"""Comparing routers: the paired test, a prediction file against a previous one (the report's
-``comparison``), and finished runs side by side (the leaderboard, paired significance and a
+"""Comparing finished runs side by side (the leaderboard, paired significance and a
 conclusion written from the numbers).
 
 Scoring is metrics.py's; this module reads what it wrote (through runfolder's records) and never
 recomputes a per-sample or strict value. A run folder's pieces are optional here: a run with a
 missing, unreadable or foreign file still gets a leaderboard row, with NaN where the number would
 be, and the file's problem (file and field) in ``RunSummary.problems``.
-
-The comparison of two prediction files on the same gold holds:
-
-* ``metrics`` / ``strict`` / ``extra``: per bucket, per metric ``{new, previous, delta}`` with
-  ``delta = new - previous`` (a metric present on one side only has ``delta`` null), read from the
-  two reports' own figures;
-* ``changes``: for every binary strict metric over all samples, the indices ``fixed`` (the previous
-  prediction missed, the new one hits) and ``broken`` (the reverse). For the lower-is-better flags
-  (``length_ratio_gt_1.1`` …) "hit" means the flag is off;
-* ``significance``: per bucket, per strict metric, :func:`paired_test` of the previous against the
-  new per-sample strict values.
 """
 
 from __future__ import annotations
@@ -24,26 +12,22 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from routerlib import metrics, paths, runfolder
-from routerlib.errors import InputError
-from routerlib.metrics import ALL_BUCKETS as BUCKETS
-from routerlib.metrics import HEADLINE, LOWER_IS_BETTER, RATE_METRICS
+from routerlib import paths, runfolder
+from routerlib.display import router_label
+from routerlib.metric_names import ALL_BUCKETS as BUCKETS
+from routerlib.metric_names import DECIDING_METRICS, HEADLINE, PRIMARY
+from routerlib.models import EMBEDDED_MODEL
+from routerlib.paired import paired_test
 from routerlib.runfolder import MetricsRecord, RunFolderError, SampleRecord
 
 if TYPE_CHECKING:
     import pandas as pd
 
-#: The metric a bucket column and the ranking use.
-PRIMARY = "route_plan_exact"
-#: The metrics that rank routers, in order (strict values): the exact plan, then the exact tool
-#: sequence and tool recall, which still separate routers when no plan is exact, then JSON validity.
-DECIDING_METRICS = ("route_plan_exact", "tool_sequence_exact", "route_tool_recall", "json_valid")
 #: Two values closer than this are a tie.
 TIE_TOLERANCE = 1e-9
 #: Per-sample metrics tested for paired significance between runs (binary → McNemar, rates →
@@ -62,159 +46,10 @@ SIGNIFICANCE_METRICS = (
     "todo_tool_alignment",
 )
 ALPHA = 0.05
-#: Resamples of the paired bootstrap.
-N_BOOT = 2000
 #: Cost columns of the leaderboard (from metrics.json ``cost``, priced by the pricing table).
 TUNING_USD = "tuning_usd"
 SERVING_USD = "serving_usd_per_1000_routes"
 NAN = float("nan")
-
-__all__ = ["BUCKETS", "HEADLINE", "PRIMARY", "paired_test", "compare_predictions", "score_files"]
-
-
-# ----------------------------------------------------------------------------- the paired test
-
-
-def _good(metric: str, value: float) -> bool:
-    """A hit: the value is true, or off for a lower-is-better flag."""
-    return (not value) if metric in LOWER_IS_BETTER else bool(value)
-
-
-def paired_test(
-    previous: Sequence[float], new: Sequence[float], metric: str, *, seed: int = 0
-) -> dict[str, Any]:
-    """The one paired test of routerlib (the report's comparison, notebook 04, and the
-    significance table, notebook 05): ``previous`` and ``new`` are the strict per-sample values
-    of one metric on the same test rows, in the same order.
-
-    Always ``delta`` (mean new - mean previous), ``ci_low``/``ci_high`` (paired bootstrap, 95%,
-    ``N_BOOT`` resamples, seeded). Binary metrics: ``test = "mcnemar"`` on hits (b01 = fixed,
-    b10 = broken) with its ``p_value``; rates: ``test = "paired_bootstrap"`` and the bootstrap's
-    ``p_value``, ``b01``/``b10`` None."""
-    from routerlib import stats
-
-    boot = stats.paired_bootstrap(previous, new, n=N_BOOT, seed=seed)
-    binary = metric not in RATE_METRICS and all(v in (0.0, 1.0) for v in (*previous, *new))
-    if not binary:
-        return {"test": "paired_bootstrap", **boot, "b01": None, "b10": None}
-    test = stats.mcnemar([_good(metric, v) for v in previous], [_good(metric, v) for v in new])
-    return {
-        "test": "mcnemar",
-        **test,
-        "delta": boot["delta"],
-        "ci_low": boot["ci_low"],
-        "ci_high": boot["ci_high"],
-    }
-
-
-# ----------------------------------------------------------------------------- two prediction files
-
-
-def _deltas(new: dict[str, dict[str, Any]], old: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for bucket in sorted(set(new) | set(old)):
-        a, b = old.get(bucket, {}), new.get(bucket, {})
-        rows = {}
-        for name in sorted(set(a) | set(b)):
-            if name == "samples":
-                continue
-            n_val, p_val = b.get(name), a.get(name)
-            delta = n_val - p_val if n_val is not None and p_val is not None else None
-            rows[name] = {"new": n_val, "previous": p_val, "delta": delta}
-        out[bucket] = rows
-    return out
-
-
-def compare_scored(
-    new: tuple[dict[str, Any], list[dict[str, Any]]],
-    previous: tuple[dict[str, Any], list[dict[str, Any]]],
-    *,
-    seed: int = 0,
-) -> dict[str, Any]:
-    """The comparison block of two scored prediction files on the same gold: each a
-    ``(report, records)`` pair from ``metrics.score_report``."""
-    (new_report, new_records), (old_report, old_records) = new, previous
-    if len(new_records) != len(old_records):
-        raise InputError(
-            f"cannot compare {len(new_records)} predictions with {len(old_records)} previous ones"
-        )
-    result: dict[str, Any] = {
-        block: _deltas(new_report.get(block) or {}, old_report.get(block) or {})
-        for block in ("metrics", "strict", "extra")
-    }
-    pairs = list(zip(old_records, new_records, strict=True))
-    names = sorted({name for record in new_records for name in record["strict"]})
-    changes: dict[str, dict[str, list[int]]] = {}
-    for name in names:
-        if name in RATE_METRICS:
-            continue
-        fixed, broken = [], []
-        for old, cur in pairs:
-            if name not in cur["strict"] or name not in old["strict"]:
-                continue
-            was, now = _good(name, old["strict"][name]), _good(name, cur["strict"][name])
-            if now and not was:
-                fixed.append(cur["index"])
-            elif was and not now:
-                broken.append(cur["index"])
-        changes[name] = {"fixed": fixed, "broken": broken}
-    result["changes"] = changes
-    significance: dict[str, dict[str, Any]] = {}
-    for bucket in sorted({bucket for record in new_records for bucket in record["buckets"]}):
-        in_bucket = [(old, cur) for old, cur in pairs if bucket in cur["buckets"]]
-        tests: dict[str, Any] = {}
-        for name in names:
-            both = [
-                (o["strict"][name], c["strict"][name]) for o, c in in_bucket if name in o["strict"]
-            ]
-            if both:
-                a, b = zip(*both, strict=True)
-                tests[name] = paired_test(
-                    [float(x) for x in a], [float(x) for x in b], name, seed=seed
-                )
-        significance[bucket] = tests
-    result["significance"] = significance
-    return result
-
-
-def compare_predictions(
-    gold_path: str | os.PathLike[str],
-    pred_path: str | os.PathLike[str],
-    prev_pred_path: str | os.PathLike[str],
-    *,
-    seed: int = 0,
-) -> dict[str, Any]:
-    """Compare ``pred_path`` with ``prev_pred_path`` on the same gold (see the module docstring)."""
-    new = metrics.score_report(gold_path, pred_path, bootstrap=0)
-    result = compare_scored(
-        new, metrics.score_report(gold_path, prev_pred_path, bootstrap=0), seed=seed
-    )
-    result["previous_pred_path"] = str(prev_pred_path)
-    return result
-
-
-def score_files(
-    gold_path: str | os.PathLike[str],
-    pred_path: str | os.PathLike[str],
-    *,
-    compare_to: str | os.PathLike[str] | None = None,
-    out_path: str | os.PathLike[str] | None = None,
-    thresholds: dict[str, Any] | str | os.PathLike[str] | None = None,
-    bootstrap: int = 1000,
-    seed: int = 0,
-) -> dict[str, Any]:
-    """``metrics.score_files``, plus ``comparison`` against the previous prediction file
-    ``compare_to`` when given (written into the report before it is saved)."""
-    report, records = metrics.score_report(
-        gold_path, pred_path, thresholds=thresholds, bootstrap=bootstrap, seed=seed
-    )
-    if compare_to is not None:
-        previous = metrics.score_report(gold_path, compare_to, bootstrap=0)
-        report["comparison"] = compare_scored((report, records), previous, seed=seed)
-        report["comparison"]["previous_pred_path"] = str(compare_to)
-    if out_path is not None:
-        metrics.write_report(report, records, out_path)
-    return report
 
 
 # ----------------------------------------------------------------------------- finished runs
@@ -378,25 +213,14 @@ def load_run(run_dir: str | Path) -> RunSummary:
     return run
 
 
-def has_evaluation(folder: str | Path) -> bool:
-    """Whether a run folder is a comparison candidate: its evaluation wrote metrics.json. A folder
-    without one (a run that stopped early, or one that ran only the comparison) is never a model
-    row."""
-    return (Path(folder) / runfolder.METRICS_FILE).is_file()
-
-
-def find_run_dirs(root: Path | None = None) -> list[Path]:
-    """Every folder directly under the outputs root that holds a metrics.json, oldest first."""
-    root = root or paths.outputs_root()
-    if not root.is_dir():
-        return []
-    return sorted(p.parent for p in root.glob(f"*/{runfolder.METRICS_FILE}"))
-
-
 def load_runs(run_paths: Sequence[str | Path] | None = None) -> list[RunSummary]:
     """The given run folders, or every run folder with a metrics.json under the outputs root; a
     run scored under several decodings gives one model per decoding (headline first)."""
-    dirs = [Path(p) for p in run_paths] if run_paths else find_run_dirs()
+    dirs = (
+        [Path(p) for p in run_paths]
+        if run_paths
+        else runfolder.find_folders(runfolder.METRICS_FILE)
+    )
     out: list[RunSummary] = []
     for folder in dirs:
         run = load_run(folder)
@@ -714,8 +538,6 @@ def _rank_key(row: pd.Series) -> tuple[float, ...]:
 
 
 def _label(row: pd.Series, board: pd.DataFrame) -> str:
-    from routerlib.display import router_label
-
     return router_label(row, board)
 
 
@@ -777,8 +599,6 @@ def tie_sentence(board: pd.DataFrame) -> str:
 
 def embedded_note(board: pd.DataFrame) -> str:
     """What the numbers of runs on the embedded tiny model do and do not show ('' otherwise)."""
-    from routerlib.models import EMBEDDED_MODEL
-
     if board is None or board.empty or "base_model" not in board:
         return ""
     if not (board["base_model"] == EMBEDDED_MODEL).any():
@@ -956,12 +776,10 @@ def sweep_board(board: pd.DataFrame, sweep_dir: str | Path | None = None) -> pd.
     varied keys as the first columns, best first. Empty when there is no sweep."""
     import pandas as pd
 
-    from routerlib import sweep
-
-    folders = [Path(sweep_dir)] if sweep_dir else sweep.find_sweeps()[-1:]
+    folders = [Path(sweep_dir)] if sweep_dir else runfolder.find_folders(runfolder.SWEEP_FILE)[-1:]
     if not folders or board.empty:
         return pd.DataFrame()
-    record = sweep.read_sweep(folders[0])
+    record = runfolder.read_sweep(folders[0])
     keys = record.varied_keys() or list(record.grid)
     by_run = {Path(p.run_dir).name: p.values for p in record.points if p.run_dir is not None}
     rows = board[(board["kind"] == "model") & board["run"].isin(list(by_run))].copy()

@@ -14,8 +14,18 @@ from typing import Any
 
 import pandas as pd
 
-from routerlib.compare import PRIMARY, RunSummary
-from routerlib.metrics import ALL_BUCKETS as BUCKETS
+from routerlib.atomic import atomic_writer
+from routerlib.compare import (
+    PRIMARY,
+    SERVING_USD,
+    RunSummary,
+    cheapest_passing,
+    leaderboard,
+    pareto_front,
+    routers,
+)
+from routerlib.display import router_labels, run_suffix
+from routerlib.metric_names import ALL_BUCKETS as BUCKETS
 
 DPI = 100
 
@@ -30,7 +40,6 @@ def _figure(width: float = 8.0, height: float = 4.5) -> Any:
 
 
 def _save(fig: Any, folder: Path, name: str) -> Path:
-    from routerlib.atomic import atomic_writer
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -52,8 +61,6 @@ def _valid(value: Any) -> bool:
 
 def run_labels(routers: Sequence[RunSummary]) -> list[str]:
     """Each router's name, with its run when another router has the same name."""
-    from routerlib.display import run_suffix
-
     counts = Counter(r.name for r in routers)
     return [
         f"{r.name} · {run_suffix(r.name, r.run_name)}" if counts[r.name] > 1 else r.name
@@ -109,8 +116,6 @@ def bucket_figure(
             else:
                 skipped.append(label)
     elif not board.empty:
-        from routerlib.display import router_labels
-
         columns = [f"{metric} strict"] + [f"{b}: {metric}" for b in BUCKETS[1:]]
         for label, (_, row) in zip(router_labels(board), board.iterrows(), strict=True):
             vals = [float(row[c]) if c in board and _valid(row[c]) else math.nan for c in columns]
@@ -337,8 +342,6 @@ def _place_labels(ax: Any, points: list[tuple[float, float, str]]) -> None:
 
 def scatter_figure(board: pd.DataFrame, column: str, xlabel: str) -> Any:
     """Strict route-plan accuracy against ``column``, one labelled point per router."""
-    from routerlib.display import router_labels
-
     fig = _figure(7.5, 4.8)
     ax = fig.add_subplot()
     quality = f"{PRIMARY} strict"
@@ -398,7 +401,6 @@ def quality_vs_cost(board: pd.DataFrame, folder: Path) -> Path:
 def quality_vs_serving_cost(board: pd.DataFrame, folder: Path) -> Path:
     """Strict route-plan accuracy against serving USD per 1,000 routes: the Pareto front joined
     and ringed, the cheapest run that passes the gate named in the title."""
-    from routerlib.compare import SERVING_USD, cheapest_passing, pareto_front
 
     fig = _figure(6.5, 4.5)
     ax = fig.add_subplot()
@@ -423,7 +425,6 @@ def quality_vs_serving_cost(board: pd.DataFrame, folder: Path) -> Path:
             edgecolors="C3",
             label="Pareto front",
         )
-        from routerlib.display import router_labels
 
         labels = dict(zip(board.index, router_labels(board), strict=True))
         ax.set_xlabel("serving USD per 1,000 routes")
@@ -545,7 +546,6 @@ def all_plots(
 ) -> list[Path]:
     """Every comparison figure for these runs and their baselines (the leaderboard is built from
     ``runs`` when not given)."""
-    from routerlib.compare import leaderboard, routers
 
     if board is None:
         board = leaderboard(runs)

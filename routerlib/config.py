@@ -19,7 +19,10 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from routerlib import models
+from routerlib.atomic import write_text
+from routerlib.checkpoint_names import parse_checkpoint_key
 from routerlib.errors import InputError
+from routerlib.metric_names import KNOWN_METRICS, NOT_STRICT
 from routerlib.paths import resolve
 
 TuningMode = Literal["PEFT_ADAPTER", "FULL"]
@@ -32,7 +35,7 @@ _GCS_PREFIX = re.compile(r"^gs://[a-z0-9][a-z0-9._-]{1,220}[a-z0-9](/.*)?$")
 
 class RunConfig(BaseModel):
     """Every setting of one pipeline run. Field names follow the Vertex SDK where it has one; each
-    field's description is what README's params table says about it (cli/reference.py)."""
+    field's description is what docs/params.md's table says about it (cli/reference.py)."""
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
@@ -240,9 +243,6 @@ def cross_field_problems(values: dict[str, Any]) -> list[str]:
 
 def _checkpoint_problems(v: dict[str, Any]) -> list[str]:
     """``checkpoint`` names best, final or an epoch the run has; ``select_metric`` a strict one."""
-    from routerlib.checkpoints import parse_checkpoint_key
-    from routerlib.metrics import KNOWN_METRICS, NOT_STRICT
-
     problems = []
     try:
         key = parse_checkpoint_key(str(v["checkpoint"]))
@@ -321,6 +321,4 @@ def default_params_file() -> str:
 
 def dump_config(config: RunConfig, path: str | os.PathLike[str]) -> None:
     """Write the resolved config as YAML (atomically)."""
-    from routerlib.atomic import write_text
-
     write_text(Path(path), yaml.safe_dump(config.model_dump(), sort_keys=False))

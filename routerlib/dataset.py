@@ -1,6 +1,6 @@
 """Week-2 router rows -> Vertex AI prompt/completion JSONL splits (``routerlib prepare``).
 
-The output is byte-identical to the original conversion (README "The data contract"; the tests
+The output is byte-identical to the original conversion (docs/scoring.md, "The data contract"; the tests
 check it on the real rows in tests/data/coursegpt_router): rows in file order,
 blank lines skipped, ``--limit`` keeps the first N, ``random.Random(seed).shuffle`` of the list,
 ``val = int(N * val_ratio)``, ``test = int(N * test_ratio)``, train first, then validation, then
@@ -180,7 +180,7 @@ def _estimate_tokens(chars: int) -> int:
 
 
 def _tool_index(step: str) -> int:
-    name = schema.tool_name(step)
+    name = schema.step_tool(step)
     return schema.TOOLS.index(name) if name in schema.TOOLS else -1
 
 
@@ -936,7 +936,7 @@ def stats_frame(output_dir: str | os.PathLike[str]) -> pd.DataFrame:
                 records.append(
                     {
                         "split": name,
-                        "first_tool": schema.tool_name(plan[0]) if plan else "",
+                        "first_tool": schema.step_tool(plan[0]) if plan else "",
                         "route_length": len(plan),
                         "difficulty": completion["difficulty"],
                         "est_tokens": models.estimate_tokens(

@@ -37,7 +37,7 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
-from routerlib.schema import TOOLS
+from routerlib.schema import TOOLS, plan_steps, plan_tools, step_tool
 
 _MODE = re.compile(r"mode\s*=\s*[\"']?([A-Za-z_-]*)")
 SEARCH = "/general-search"
@@ -45,14 +45,10 @@ INVALID, NONE = "(invalid)", "(none)"
 
 
 def _tools(plan: Any) -> list[str]:
-    from routerlib.metrics import plan_tools
-
     return plan_tools(plan)
 
 
 def _modes(plan: Any) -> list[str | None]:
-    from routerlib.metrics import plan_steps, step_tool
-
     modes: list[str | None] = []
     for step in plan_steps(plan):
         if step_tool(step) == SEARCH:

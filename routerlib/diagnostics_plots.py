@@ -5,14 +5,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from routerlib.diagnostics import confusion_table, tool_table
 from routerlib.schema import TOOLS
 
 
 def confusion_matrix(report: dict[str, Any], bucket: str = "overall", title: str = "") -> Any:
     """Heat map of gold first tool (rows) against predicted first tool (columns), with counts."""
     import matplotlib.pyplot as plt
-
-    from routerlib.diagnostics import confusion_table
 
     table = confusion_table(report, bucket)
     fig, ax = plt.subplots(figsize=(5.5, 3.2))
@@ -37,8 +36,6 @@ def tool_bars(reports: dict[str, dict[str, Any]], bucket: str = "overall") -> An
     """Per-tool precision, recall and F1 bars, one panel per metric, one bar per report."""
     import matplotlib.pyplot as plt
     import numpy as np
-
-    from routerlib.diagnostics import tool_table
 
     tables = {label: tool_table(report, bucket) for label, report in reports.items()}
     named = {tool for table in tables.values() for tool in table.index}

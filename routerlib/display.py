@@ -11,7 +11,7 @@ from typing import Any
 
 import pandas as pd
 
-from routerlib.compare import DECIDING_METRICS
+from routerlib.metric_names import DECIDING_METRICS
 
 #: The one marker for a value that is not known (NaN, None, pd.NA all show as this).
 MISSING = "–"
@@ -23,7 +23,7 @@ SHORT_NAMES = {
     "json_valid": "JSON valid",
 }
 #: Metrics whose paired tests are shown up front (the rest one click or one CSV away): the
-#: leaderboard's deciding metrics (compare.DECIDING_METRICS), not metrics.HEADLINE, which is the
+#: leaderboard's deciding metrics (metric_names.DECIDING_METRICS), not metric_names.HEADLINE, which is the
 #: wider list of rates a summary shows and lacks the strict-only tool_sequence_exact.
 HEADLINE_TESTS: tuple[str, ...] = DECIDING_METRICS
 #: The headline table never has more columns than this (router, run, gate, four metrics, cost,

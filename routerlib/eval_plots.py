@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from routerlib.data_plots import shown
+from routerlib.metric_names import ALL_BUCKETS
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -14,8 +15,6 @@ def bucket_figure(reports: dict[str, dict[str, Any]], metric: str = "route_plan_
     """A grouped bar chart of one metric per bucket, strict figures, for several reports."""
     import matplotlib.pyplot as plt
     import numpy as np
-
-    from routerlib.metrics import ALL_BUCKETS
 
     found = {b for r in reports.values() for b in (r.get("strict") or r["metrics"])}
     buckets = [b for b in ALL_BUCKETS if b in found] + sorted(found - set(ALL_BUCKETS))

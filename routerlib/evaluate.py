@@ -15,7 +15,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from routerlib import compare, metrics, runfolder
+from routerlib import metrics, runfolder
 from routerlib.atomic import atomic_writer
 from routerlib.config import run_default
 from routerlib.errors import InputError, RouterlibError
@@ -209,7 +209,7 @@ def _score(
     gold: Path, pred: Path, out: Path, thresholds: Any, compare_to: Path | None
 ) -> dict[str, Any]:
     """The report of ``pred`` against ``gold`` (with the paired comparison to ``compare_to``)."""
-    return compare.score_files(
+    return metrics.score_files(
         gold, pred, out_path=out, thresholds=thresholds, compare_to=compare_to
     )
 

@@ -27,7 +27,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from routerlib import atomic
+from routerlib import atomic, pricing, storage
 from routerlib.errors import InputError, RemoteError, RouterlibError
 from routerlib.models import max_seq_len, model_info
 from routerlib.paths import outputs_root, resolve
@@ -394,8 +394,6 @@ def preflight(spec: TuningSpec, backend: TuningBackend) -> None:
 
 def _check_datasets(spec: TuningSpec) -> None:
     """The datasets must exist (and a gs:// output's bucket)."""
-    from routerlib import storage
-
     problems = []
     for key in ("training_dataset_uri", "validation_dataset_uri"):
         uri = getattr(spec, key)
@@ -493,7 +491,6 @@ def tune(
     request went unanswered (recorded as UNKNOWN: the next tune or ``jobs list`` finds the job by
     its label), or the job ends unsuccessfully; WaitInterrupted on Ctrl-C while waiting.
     """
-    from routerlib import pricing
 
     if not isinstance(spec, TuningSpec):
         spec = TuningSpec.build(**spec)

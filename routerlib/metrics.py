@@ -1,6 +1,6 @@
 """Scoring of routing plans: the team's earlier evaluator reproduced exactly, plus what it lacked.
 
-The original figures (README "Scoring"; tests/test_metrics_parity.py holds them to the original's
+The original figures (docs/scoring.md; tests/test_metrics_parity.py holds them to the original's
 values) live under ``report["metrics"]`` with the original
 layout and identical floats: per-sample values are computed the same way and averaged by plain
 left-to-right float summation in sample order, per bucket, over the samples that recorded each
@@ -63,83 +63,26 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from routerlib import runfolder
 from routerlib.diagnostics import by_bucket as diagnostics_by_bucket
 from routerlib.diagnostics import sample_plan
 from routerlib.errors import InputError
 from routerlib.extract import parse_prediction_line, why_invalid
+from routerlib.metric_names import (
+    ALL_BUCKETS,
+    BUCKETS,
+    EXTRA_METRICS,
+    KNOWN_METRICS,
+    LOWER_IS_BETTER,
+    NOT_STRICT,
+    ORIGINAL_METRICS,
+    RATE_METRICS,
+    RETAINED_KEYS,
+)
+from routerlib.paired import compare_scored
 from routerlib.paths import packaged_file
-from routerlib.schema import validate_completion
-
-#: Buckets besides ``overall``, in the order the original evaluator tested them.
-BUCKETS: tuple[str, ...] = (
-    "math_first",
-    "four_step",
-    "has_guidance",
-    "has_computation",
-    "advanced",
-)
-ALL_BUCKETS: tuple[str, ...] = ("overall", *BUCKETS)
-
-RETAINED_KEYS: tuple[str, ...] = (
-    "primary_guidance",
-    "secondary_guidance",
-    "primary_computation",
-    "secondary_computation",
-)
-
-#: Every metric name the original evaluator can record, in the order it records them.
-ORIGINAL_METRICS: tuple[str, ...] = (
-    "json_valid",
-    "route_plan_exact",
-    "route_length_match",
-    "route_first_tool_match",
-    "route_last_tool_match",
-    "route_tool_precision",
-    "route_tool_recall",
-    "metrics_keys_match",
-    "metrics_primary_list",
-    "metrics_primary_nonempty",
-    "metrics_secondary_list",
-    "metrics_secondary_nonempty",
-    *(f"{key}_retained" for key in RETAINED_KEYS),
-    "todo_tool_alignment",
-    "todo_covers_all_tools",
-    "expected_artifacts_nonempty",
-    "acceptance_criteria_nonempty",
-    "handoff_tools_covered",
-    "handoff_router_qa",
-    "total_token_count",
-    "length_ratio",
-    "length_ratio_gt_1.1",
-    "length_ratio_gt_1.25",
-    "length_ratio_lt_0.9",
-)
-#: Metrics added by routerlib (only in ``strict`` and ``extra``).
-EXTRA_METRICS: tuple[str, ...] = ("schema_valid", "tool_sequence_exact")
-#: Original metrics that have no "miss" value and are left out of ``strict``.
-NOT_STRICT: frozenset[str] = frozenset({"total_token_count", "length_ratio"})
-#: Flags where 1 is the bad value (their gates are ``max``); an invalid prediction scores 1.
-LOWER_IS_BETTER: frozenset[str] = frozenset(
-    {"length_ratio_gt_1.1", "length_ratio_gt_1.25", "length_ratio_lt_0.9"}
-)
-#: Per-sample values in [0, 1] that are not booleans.
-RATE_METRICS: frozenset[str] = frozenset(
-    {"route_tool_precision", "route_tool_recall", "todo_tool_alignment"}
-)
-KNOWN_METRICS: frozenset[str] = frozenset(ORIGINAL_METRICS) | frozenset(EXTRA_METRICS)
-#: The headline metrics every summary and table shows (metrics.json, notebooks 04 and 05).
-HEADLINE: tuple[str, ...] = (
-    "json_valid",
-    "route_plan_exact",
-    "route_first_tool_match",
-    "route_tool_precision",
-    "route_tool_recall",
-    "metrics_keys_match",
-    "todo_tool_alignment",
-    "todo_covers_all_tools",
-    "handoff_tools_covered",
-    "length_ratio",
-)
+from routerlib.schema import plan_steps, plan_tools, validate_completion
+from routerlib.stats import bootstrap_ci
 
 MAX_ERROR_SAMPLES = 15
 PROMPT_PREVIEW_CHARS = 140
@@ -152,23 +95,6 @@ _TODO_TOOL_RE = re.compile(r"/[a-zA-Z0-9_-]+")
 
 
 # --------------------------------------------------------------------------- per-sample pieces
-
-
-def plan_steps(plan: Any) -> list[Any]:
-    """The steps of a route plan as the original iterated it (null/number/bool: no steps)."""
-    if isinstance(plan, list | str | dict | tuple):
-        return list(plan)
-    return []
-
-
-def step_tool(step: Any) -> str:
-    """The text before the first ``(`` of a step, stripped."""
-    return str(step).split("(", 1)[0].strip()
-
-
-def plan_tools(plan: Any) -> list[str]:
-    """tools(plan): each step's tool name, in order."""
-    return [step_tool(step) for step in plan_steps(plan)]
 
 
 def _metrics_keys(block: Any) -> frozenset[str]:
@@ -504,8 +430,6 @@ def intervals(
     records: list[dict[str, Any]], n: int = 1000, seed: int = 0
 ) -> dict[str, dict[str, list[float]]]:
     """95% percentile bootstrap interval of each strict metric per bucket."""
-    from routerlib.stats import bootstrap_ci
-
     per_bucket: dict[str, dict[str, list[float]]] = {}
     for record in records:
         for bucket in record["buckets"]:
@@ -660,17 +584,23 @@ def score_files(
     gold_path: str | os.PathLike[str],
     pred_path: str | os.PathLike[str],
     *,
+    compare_to: str | os.PathLike[str] | None = None,
     out_path: str | os.PathLike[str] | None = None,
     thresholds: dict[str, Any] | str | os.PathLike[str] | None = None,
     bootstrap: int = 1000,
     seed: int = 0,
 ) -> dict[str, Any]:
     """Score a prediction file against a gold file and return the report (see
-    :func:`score_report`). With ``out_path`` the report JSON and ``samples.jsonl`` beside it are
-    written atomically. Comparing with a previous prediction file is ``compare.score_files``."""
+    :func:`score_report`). With ``compare_to`` (the previous router's prediction file on the same
+    gold) the report gets its ``comparison`` block (``paired.compare_scored``). With ``out_path``
+    the report JSON and ``samples.jsonl`` beside it are written atomically."""
     report, records = score_report(
         gold_path, pred_path, thresholds=thresholds, bootstrap=bootstrap, seed=seed
     )
+    if compare_to is not None:
+        previous = score_report(gold_path, compare_to, bootstrap=0)
+        report["comparison"] = compare_scored((report, records), previous, seed=seed)
+        report["comparison"]["previous_pred_path"] = str(compare_to)
     if out_path is not None:
         write_report(report, records, out_path)
     return report
@@ -738,7 +668,6 @@ def write_report(
 ) -> Path:
     """Write the report JSON and ``samples.jsonl`` beside it, each atomically, through their
     run-folder records (the one writer of both files)."""
-    from routerlib import runfolder
 
     target = Path(out_path)
     samples = runfolder.samples_path(target)

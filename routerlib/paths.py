@@ -8,22 +8,6 @@ import re
 import time
 from pathlib import Path
 
-# The run folder's names live in runfolder; these are re-exported for older callers.
-from routerlib.runfolder import (  # noqa: E402, F401
-    DATA_DIR,
-    EVAL_DIR,
-    FULL_TUNING_DIR,
-    LOG_FILE,
-    METRICS_FILE,
-    NOTEBOOKS_DIR,
-    PARAMS_FILE,
-    SMOKE_DATA_DIR,
-    SMOKE_TUNING_DIR,
-)
-
-#: Suffix of the final checkpoint below a tuning output URI (Vertex's layout).
-FINAL_CHECKPOINT = "postprocess/node-0/checkpoints/final"
-
 
 def project_root() -> Path:
     """The checkout holding notebooks/ and params/: ROUTERLIB_ROOT, else the nearest parent of

@@ -24,8 +24,10 @@ from typing import IO, Any
 
 from routerlib import paths, runfolder
 from routerlib.atomic import write_json
+from routerlib.config import dump_config, load_config
 from routerlib.errors import InputError
 from routerlib.progress import WholeLines
+from routerlib.report import scan_text
 
 DEFAULT_STAGES: tuple[str, ...] = ("01", "02", "03", "04")
 PIPELINE_FILE = runfolder.PIPELINE_FILE
@@ -113,15 +115,14 @@ def _params_name(params_file: str | os.PathLike[str]) -> str:
 
 def find_unfinished_run(params_name: str, outputs: Path | None = None) -> Path | None:
     """The newest run folder of ``params_name`` under the outputs root that is not finished."""
-    root = outputs or paths.outputs_root()
     candidates = []
-    for state_file in root.glob(f"*/{PIPELINE_FILE}"):
+    for folder in runfolder.find_folders(PIPELINE_FILE, root=outputs):
         try:
-            state = runfolder.read_pipeline(state_file.parent)
+            state = runfolder.read_pipeline(folder)
         except runfolder.RunFolderError:  # not a pipeline state: not a run to resume
             continue
         if state.params_name == params_name and state.status != STATUS_FINISHED:
-            candidates.append((state.created or "", state_file.parent.name, state_file.parent))
+            candidates.append((state.created or "", folder.name, folder))
     return max(candidates)[2] if candidates else None
 
 
@@ -169,7 +170,6 @@ def notebook_parameters(
         parameters["runs"] = [str(Path(r).resolve()) for r in runs]
     allowed = COMPARISON_PARAMETERS if runs is not None else NOTEBOOK_PARAMETERS
     assert set(parameters) == allowed, "papermill receives only params_file and run_dir"
-    from routerlib.report import scan_text
 
     values = [parameters["params_file"], parameters["run_dir"], *parameters.get("runs", [])]
     leaks = [hit for value in values for hit in scan_text(value)]
@@ -287,7 +287,6 @@ def _run_one(
 def _new_run(
     params_file: str, stages: Sequence[str], outputs: Path | None, name: str | None = None
 ) -> tuple[Path, dict]:
-    from routerlib.config import dump_config, load_config
 
     config = load_config(params_file)
     notebooks = [find_notebook(stage).name for stage in stages]
@@ -376,8 +375,6 @@ def run_pipeline(
             if resume:
                 plans.append((item, _resume_target(item, outputs_dir, stages)))
             else:
-                from routerlib.config import load_config
-
                 load_config(item)
                 for stage in chosen:
                     find_notebook(stage)
@@ -421,18 +418,16 @@ def comparison_runs(
     of only the comparison stage, or one that stopped early, is no candidate), then each ``extra``
     one (a run folder path, or a folder name under the outputs root; ``all`` adds every finished
     run), each once. A name that is no finished run folder is an InputError naming it."""
-    from routerlib.compare import find_run_dirs, has_evaluation
-
     root = paths.resolve(outputs) if outputs else paths.outputs_root()
-    chosen = [Path(p).resolve() for p in made if has_evaluation(p)]
+    chosen = [Path(p).resolve() for p in made if runfolder.has_evaluation(p)]
     problems = []
     for item in extra:
         if item == ALL_RUNS:
-            chosen.extend(find_run_dirs(root))
+            chosen.extend(runfolder.find_folders(runfolder.METRICS_FILE, root=root))
             continue
         given = Path(item).expanduser()
         candidates = [given] if given.is_absolute() else [Path.cwd() / given, root / given]
-        found = next((c for c in candidates if has_evaluation(c)), None)
+        found = next((c for c in candidates if runfolder.has_evaluation(c)), None)
         if found is None:
             problems.append(
                 f"--with {item}: not a finished run folder (no {runfolder.METRICS_FILE})"

@@ -19,6 +19,8 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from routerlib import storage
+from routerlib.dataset import example_pair
 from routerlib.errors import InputError
 from routerlib.models import estimate_tokens
 from routerlib.paths import packaged_file, project_root
@@ -103,7 +105,6 @@ def example_tokens(uri: str | os.PathLike[str]) -> list[int]:
     Reads local paths and gs:// URIs (through routerlib.storage). A line that is not a JSON object
     with string ``prompt`` and ``completion`` raises InputError naming the file and line.
     """
-    from routerlib import storage
 
     counts = []
     for number, line in enumerate(storage.open_text(uri), start=1):
@@ -115,7 +116,6 @@ def example_tokens(uri: str | os.PathLike[str]) -> list[int]:
             raise InputError(f"{uri}:{number}: not valid JSON ({exc.msg})") from None
         if not isinstance(obj, dict):
             raise InputError(f"{uri}:{number}: expected a JSON object with prompt and completion")
-        from routerlib.dataset import example_pair
 
         pair = example_pair(obj)
         if pair is None and "messages" in obj:

@@ -22,8 +22,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from routerlib import display, runfolder
-from routerlib.errors import RouterlibError
+from routerlib import compare, compare_plots, display, runfolder
+from routerlib.atomic import write_text
+from routerlib.errors import InputError, RouterlibError
 from routerlib.paths import outputs_root, resolve
 from routerlib.runfolder import (
     LEADERBOARD_FILE,
@@ -175,20 +176,9 @@ def notebook_to_html(notebook: Path, exporter: Any = None, keep_stderr: bool = F
     return str(body)
 
 
-def _is_run_dir(path: Path) -> bool:
-    return any((path / name).exists() for name in (PIPELINE_FILE, METRICS_FILE)) or any(
-        (path / NOTEBOOKS_DIR).glob("*.ipynb")
-    )
-
-
 def find_runs(root: Path | None = None) -> list[Path]:
     """Run folders under the outputs root (with pipeline.json, metrics.json or executed notebooks)."""
-    root = root or outputs_root()
-    if not root.is_dir():
-        return []
-    return sorted(
-        p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".") and _is_run_dir(p)
-    )
+    return runfolder.find_folders(PIPELINE_FILE, METRICS_FILE, NOTEBOOKS_DIR, root=root)
 
 
 def _run_status(run: Path) -> str:
@@ -297,8 +287,6 @@ def _table(frame: Any, **kwargs: Any) -> str:
 def _comparison(run_dirs: list[Path], out: Path) -> tuple[str, str, str, list[Path]]:
     """Leaderboard HTML (compact table, the full one folded, both as CSV in ``out``),
     significance HTML, conclusion markdown and plot PNGs for these runs."""
-    from routerlib import compare, compare_plots
-    from routerlib.atomic import write_text
 
     scored = [r for r in run_dirs if (r / METRICS_FILE).is_file()]
     runs = compare.load_runs(scored) if scored else []
@@ -383,7 +371,6 @@ def render_report(
     """Render the runs' executed notebooks and an index into ``out_dir`` (default
     ``<outputs>/report``); return the path of ``index.html``. Raises SecretFound, writing nothing,
     when a notebook or page holds a credential-like string."""
-    from routerlib.errors import InputError
 
     run_dirs = [resolve(r) for r in runs] if runs else find_runs()
     missing = [str(r) for r in run_dirs if not r.is_dir()]

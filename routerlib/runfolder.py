@@ -32,14 +32,13 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, TypeVar
+from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from routerlib import paths
+from routerlib.atomic import atomic_writer, write_json, write_text
 from routerlib.errors import InputError
-
-if TYPE_CHECKING:
-    from routerlib.tuning.base import Job
 
 # ----------------------------------------------------------------------------- names
 
@@ -71,8 +70,7 @@ LEADERBOARD_FILE = "leaderboard.csv"
 SIGNIFICANCE_FILE = "significance.csv"
 COMPARISON_FILE = "comparison.json"
 PLOTS_DIR = "plots"
-#: The sweep record (its model lives in sweep.py, as the checkpoint choice's in checkpoints.py):
-#: named here so the layout has one list.
+#: A sweep folder's record (:class:`SweepRecord`).
 SWEEP_FILE = "sweep.json"
 
 
@@ -497,8 +495,6 @@ def read_jsonl(path: str | os.PathLike[str], record: type[M]) -> list[M]:
 
 def write_record(path: str | os.PathLike[str], record: BaseModel) -> Path:
     """Write a record as JSON, atomically."""
-    from routerlib.atomic import write_json
-
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     write_json(target, record.model_dump(mode="json"))
@@ -507,8 +503,6 @@ def write_record(path: str | os.PathLike[str], record: BaseModel) -> Path:
 
 def write_records(path: str | os.PathLike[str], records: list[BaseModel]) -> Path:
     """Write records as JSONL, one per line (the fields that were given), atomically."""
-    from routerlib.atomic import atomic_writer
-
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     with atomic_writer(target) as handle:
@@ -524,7 +518,6 @@ def write_records(path: str | os.PathLike[str], records: list[BaseModel]) -> Pat
 def write_report(path: str | os.PathLike[str], report: dict[str, Any]) -> Path:
     """Check ``report`` against ReportRecord, then write it as it is (key order and numbers
     kept: the original sections come first)."""
-    from routerlib.atomic import write_json
 
     validate(report, ReportRecord, str(path))
     target = Path(path)
@@ -583,18 +576,6 @@ def write_metrics(run_dir: str | os.PathLike[str], record: MetricsRecord) -> Pat
     return write_record(Path(run_dir) / METRICS_FILE, record)
 
 
-def read_job(path: str | os.PathLike[str]) -> Job:
-    """A job.json as the tuning interface's Job."""
-    from routerlib.tuning.base import Job
-
-    return read_json(path, Job)
-
-
-def write_job(path: str | os.PathLike[str], job: Job) -> Path:
-    """Write a run's job.json (stages.tune is its one writer)."""
-    return write_record(path, job)
-
-
 def write_predictions(path: str | os.PathLike[str], lines: list[PredictionRecord]) -> Path:
     """Write a predictions file, one PredictionRecord a line."""
     return write_records(path, list(lines))
@@ -607,9 +588,85 @@ def write_comparison(
     record: ComparisonRecord,
 ) -> Path:
     """Write a comparison run's leaderboard.csv, significance.csv and comparison.json."""
-    from routerlib.atomic import write_text
-
     folder = Path(run_dir)
     write_text(folder / LEADERBOARD_FILE, leaderboard_csv)
     write_text(folder / SIGNIFICANCE_FILE, significance_csv)
     return write_record(folder / COMPARISON_FILE, record)
+
+
+# ----------------------------------------------------------------------------- sweeps
+
+
+#: States of a sweep and of its points.
+PENDING, RUNNING, WAITING = "pending", "running", "waiting"
+FINISHED, FAILED, INTERRUPTED = "finished", "failed", "interrupted"
+
+
+class SweepPoint(BaseModel):
+    """One point of a sweep's grid and what became of it."""
+
+    index: int
+    values: dict[str, Any]
+    name: str
+    params: str  # relative to the sweep folder
+    run_dir: str | None = None
+    status: str = PENDING
+    message: str = ""
+    quota_waits: int = 0
+
+
+class SweepRecord(BaseModel):
+    """A sweep folder's ``sweep.json`` (routerlib.sweep writes it after every change)."""
+
+    sweep: str
+    params_file: str
+    grid: dict[str, list[Any]]
+    stages: list[str]
+    backend: str
+    max_concurrent: int = 1
+    points: list[SweepPoint] = Field(default_factory=list)
+    status: str = RUNNING
+    created: str = ""
+    finished: str | None = None
+
+    def varied_keys(self) -> list[str]:
+        """Keys that take more than one value across the grid."""
+        return [k for k, values in self.grid.items() if len(values) > 1]
+
+
+def read_sweep(folder: str | os.PathLike[str]) -> SweepRecord:
+    """The sweep.json of ``folder``; InputError when it is missing or unreadable."""
+    file = Path(folder) / SWEEP_FILE
+    try:
+        return SweepRecord.model_validate_json(file.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise InputError(f"{file}: not a sweep folder (no {SWEEP_FILE})") from None
+    except ValueError as exc:
+        raise InputError(f"{file}: not a sweep record ({type(exc).__name__})") from None
+
+
+# ----------------------------------------------------------------------------- finding folders
+
+
+def find_folders(*markers: str, root: str | os.PathLike[str] | None = None) -> list[Path]:
+    """The folders directly under the outputs root (or ``root``) that hold any of the files or
+    folders ``markers`` (names relative to the folder: ``METRICS_FILE`` for runs that finished an
+    evaluation, ``PIPELINE_FILE`` for batch runs, ``SWEEP_FILE`` for sweeps), sorted by name;
+    hidden folders are skipped. The one finder of run and sweep folders."""
+    base = Path(root) if root is not None else paths.outputs_root()
+    if not base.is_dir():
+        return []
+    return sorted(
+        folder
+        for folder in base.iterdir()
+        if folder.is_dir()
+        and not folder.name.startswith(".")
+        and any((folder / marker).exists() for marker in markers)
+    )
+
+
+def has_evaluation(folder: str | os.PathLike[str]) -> bool:
+    """Whether a run folder is a comparison candidate: its evaluation wrote metrics.json. A folder
+    without one (a run that stopped early, or one that ran only the comparison) is never a model
+    row."""
+    return (Path(folder) / METRICS_FILE).is_file()

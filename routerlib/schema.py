@@ -110,9 +110,25 @@ def completion_text(row: dict[str, Any]) -> str:
     return json.dumps(completion_object(row), ensure_ascii=False)
 
 
-def tool_name(step: Any) -> str:
-    """The evaluator's tool of a step: the text before the first ``(``, stripped."""
+# --------------------------------------------------------------- tool sequences of a plan
+# (as the original evaluator read them: metrics, diagnostics and the baselines share them)
+
+
+def plan_steps(plan: Any) -> list[Any]:
+    """The steps of a route plan as the original iterated it (null/number/bool: no steps)."""
+    if isinstance(plan, list | str | dict | tuple):
+        return list(plan)
+    return []
+
+
+def step_tool(step: Any) -> str:
+    """The text before the first ``(`` of a step, stripped."""
     return str(step).split("(", 1)[0].strip()
+
+
+def plan_tools(plan: Any) -> list[str]:
+    """tools(plan): each step's tool name, in order."""
+    return [step_tool(step) for step in plan_steps(plan)]
 
 
 def _type_ok(value: Any, expected: str) -> bool:

@@ -15,6 +15,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+from routerlib.atomic import atomic_writer
 from routerlib.errors import InputError, RemoteError
 
 #: Bucket names per Cloud Storage naming rules (dotted names may be up to 222 characters).
@@ -192,8 +193,6 @@ def upload_splits(
 
 def download_file(uri: str, local: str | os.PathLike[str], client: Any = None) -> Path:
     """Download a gs:// object to ``local`` (atomically) and return the path."""
-    from routerlib.atomic import atomic_writer
-
     blob = _blob(uri, client)
     try:
         with atomic_writer(local, "wb") as handle:

@@ -27,53 +27,28 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, Field
 
-from routerlib import paths, pipeline
+from routerlib import paths, pipeline, runfolder
 from routerlib.atomic import write_json, write_text
+from routerlib.config import RunConfig, dump_config, load_config
 from routerlib.errors import InputError
+from routerlib.runfolder import (
+    FAILED,
+    FINISHED,
+    INTERRUPTED,
+    RUNNING,
+    SWEEP_FILE,
+    WAITING,
+    SweepPoint,
+    SweepRecord,
+    read_sweep,
+)
 
-SWEEP_FILE = "sweep.json"
 DEFAULT_MAX_RUNS = 16
 #: How a refused create because of the tuning quota reads in a stage's failure line.
 QUOTA_REFUSAL = re.compile(r"HTTP 429|RESOURCE_EXHAUSTED")
 #: Keys a grid may not vary: the sweep names its points itself.
 FIXED_KEYS = frozenset({"name"})
-
-PENDING, RUNNING, WAITING = "pending", "running", "waiting"
-FINISHED, FAILED, INTERRUPTED = "finished", "failed", "interrupted"
-
-
-class SweepPoint(BaseModel):
-    """One point of the grid and what became of it."""
-
-    index: int
-    values: dict[str, Any]
-    name: str
-    params: str  # relative to the sweep folder
-    run_dir: str | None = None
-    status: str = PENDING
-    message: str = ""
-    quota_waits: int = 0
-
-
-class SweepRecord(BaseModel):
-    """``sweep.json``."""
-
-    sweep: str
-    params_file: str
-    grid: dict[str, list[Any]]
-    stages: list[str]
-    backend: str
-    max_concurrent: int = 1
-    points: list[SweepPoint] = Field(default_factory=list)
-    status: str = RUNNING
-    created: str = ""
-    finished: str | None = None
-
-    def varied_keys(self) -> list[str]:
-        """Keys that take more than one value across the grid."""
-        return [k for k, values in self.grid.items() if len(values) > 1]
 
 
 def _now() -> str:
@@ -93,8 +68,6 @@ def parse_value(text: str) -> Any:
 
 def parse_grid(items: Sequence[str]) -> dict[str, list[Any]]:
     """``["key=v1,v2", ...]`` as ``{key: [v1, v2]}``; InputError naming the bad item."""
-    from routerlib.config import RunConfig
-
     grid: dict[str, list[Any]] = {}
     problems = []
     for item in items:
@@ -144,7 +117,6 @@ def check_points(params_file: str, grid: dict[str, list[Any]], max_runs: int) ->
     Each value is first checked alone against the base params, so a bad one is named by key and
     value; then every combination. Nothing runs when anything is wrong.
     """
-    from routerlib.config import load_config
 
     points = grid_points(grid)
     if len(points) > max_runs:
@@ -175,21 +147,9 @@ def check_points(params_file: str, grid: dict[str, list[Any]], max_runs: int) ->
     return configs
 
 
-def read_sweep(folder: Path) -> SweepRecord:
-    """The sweep.json of ``folder``; InputError when it is missing or unreadable."""
-    file = Path(folder) / SWEEP_FILE
-    try:
-        return SweepRecord.model_validate_json(file.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise InputError(f"{file}: not a sweep folder (no {SWEEP_FILE})") from None
-    except ValueError as exc:
-        raise InputError(f"{file}: not a sweep record ({type(exc).__name__})") from None
-
-
 def find_sweeps(root: Path | None = None) -> list[Path]:
-    """Every sweep folder under the outputs root, oldest first."""
-    root = root or paths.outputs_root()
-    return sorted(p.parent for p in root.glob(f"sweep-*/{SWEEP_FILE}")) if root.is_dir() else []
+    """Every sweep folder under the outputs root (or ``root``), by name (oldest first)."""
+    return runfolder.find_folders(SWEEP_FILE, root=root)
 
 
 def find_unfinished_sweep(
@@ -233,7 +193,6 @@ def new_sweep(
 ) -> Path:
     """Validate the grid, then make ``sweep-<time>/`` with one params file per point and its
     sweep.json (every point pending). Nothing is written when a point is invalid."""
-    from routerlib.config import dump_config
 
     if max_concurrent < 1:
         raise InputError(f"--max-concurrent must be at least 1, got {max_concurrent}")

@@ -21,7 +21,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from routerlib import paths
+from routerlib import paths, schema, synth
 from routerlib.models import EMBEDDED_MODEL
 
 #: Bump when the build recipe changes in a way the settings below do not capture.
@@ -61,8 +61,6 @@ _corpus_digest_cache: dict[tuple[int, int], str] = {}
 
 def corpus_texts(rows: int, seed: int) -> list[str]:
     """Prompt + completion text of ``rows`` synthetic Week-2 rows: the tokenizer's corpus."""
-    from routerlib import schema, synth
-
     return [
         schema.build_prompt(row["user_query"]) + schema.completion_text(row)
         for row in synth.generate_rows(rows, seed)

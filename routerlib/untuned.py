@@ -2,7 +2,7 @@
 
 :func:`evaluate_base` scores the run's ``base_model`` as it was before tuning on exactly the
 run's test rows, free and constrained, through the same predictor path and settings as the
-run's own evaluation (``stages.evaluation_settings``), into a folder outside the run (a run
+run's own evaluation (``stages.evaluate.evaluation_settings``), into a folder outside the run (a run
 folder is never edited after the run). :func:`router_reports` sets those reports beside the
 run's own (tuned free and constrained, the previous routers), :func:`figures_table` shows their
 strict figures and :func:`paired_table` tests the tuned model under constrained decoding
@@ -13,16 +13,17 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from routerlib import compare, evaluate, runfolder, stages, tinymodel
+import pandas as pd
+
+from routerlib import compare, evaluate, runfolder, tinymodel
 from routerlib.baselines import KINDS
 from routerlib.errors import InputError
-from routerlib.serving import factory
-from routerlib.stages import Run
-
-if TYPE_CHECKING:
-    import pandas as pd
+from routerlib.serving.factory import open_predictor
+from routerlib.stages.evaluate import evaluation_settings
+from routerlib.stages.prepare import gold_file
+from routerlib.stages.run import Run, open_run
 
 #: A scored report (``runfolder.ReportRecord``) as the scorer returns it.
 Report = dict[str, Any]
@@ -55,6 +56,7 @@ def finished_local_run(run_dir: str | Path) -> Run:
     decoding, each decoding's and baseline's report and samples, and (when run by the batch
     runner) a finished pipeline.json. Runs evaluated on an endpoint or a batch job are refused:
     their base model is not served here."""
+
     folder = Path(run_dir).resolve()
     if not folder.is_dir():
         raise InputError(f"{run_dir}: no such run folder")
@@ -73,7 +75,7 @@ def finished_local_run(run_dir: str | Path) -> Run:
             raise InputError(
                 f"{folder}: not a finished local run: {runfolder.PIPELINE_FILE} says {status}"
             )
-    run = stages.open_run(str(folder / runfolder.PARAMS_FILE), str(folder))
+    run = open_run(str(folder / runfolder.PARAMS_FILE), str(folder))
     cfg = run.config
     if cfg.backend != "local" or cfg.endpoint or cfg.eval_mode != "endpoint":
         how = f"backend {cfg.backend}, eval_mode {cfg.eval_mode}, endpoint {cfg.endpoint or '-'}"
@@ -121,6 +123,7 @@ def _read(file: Path) -> Report:
 def run_reports(run: Run) -> dict[str, Report]:
     """The run's own scored routers: ``tuned free``, ``tuned constrained`` (as scored), then
     ``baseline <kind>`` for each previous router the run scored."""
+
     reports = {
         label(TUNED, decoding): _read(file)
         for decoding, file in sorted(_report_files(run.path).items(), key=lambda i: i[0] != "free")
@@ -140,20 +143,20 @@ def base_dir(run: Run, out_root: str | Path) -> Path:
 def evaluate_base(run: Run, out_dir: str | Path, *, progress: bool = True) -> dict[str, Report]:
     """Score the untuned ``base_model`` of a finished local run on the run's test rows, free then
     constrained, into ``out_dir/<decoding>/report.json``: served by one local server as
-    ``stages.serving`` serves the tuned checkpoint (``serving.factory.open_predictor``), with the
-    run's settings (max_tokens, eval_limit, concurrency, gate, previous router). A second call
-    reuses the prediction cache beside each report."""
+    ``stages.evaluate.serving`` serves the tuned checkpoint (``serving.factory.open_predictor``),
+    with the run's settings (max_tokens, eval_limit, concurrency, gate, previous router). A
+    second call reuses the prediction cache beside each report."""
     out = Path(out_dir).resolve()
     if out == run.path or run.path in out.parents:
         raise InputError(f"{out}: inside the run folder; a finished run folder is never edited")
-    settings = stages.evaluation_settings(run)
+    settings = evaluation_settings(run)
     base = tinymodel.resolve_base_model(run.config.base_model)
     reports = {}
-    with factory.open_predictor(run.config, base, params_file=run.params_file) as predictor:
+    with open_predictor(run.config, base, params_file=run.params_file) as predictor:
         for decoding in DECODINGS:
             reports[decoding] = evaluate.evaluate(
                 predictor,
-                stages.gold_file(run),
+                gold_file(run),
                 out=out / decoding / "report.json",
                 constrained=decoding == "constrained",
                 progress=progress,
@@ -182,8 +185,6 @@ def _with_samples(report: Report) -> Report:
 
 def figures_table(reports: dict[str, Report], metrics: Sequence[str] = SHOWN) -> pd.DataFrame:
     """One row per router: test rows scored and the strict overall figure of each metric."""
-    import pandas as pd
-
     rows = {}
     for name, report in reports.items():
         strict = (report.get("strict") or {}).get("overall", {})
@@ -203,7 +204,6 @@ def paired_table(
     """``subject`` against each reference present, per metric: compare.paired_reports (McNemar
     for yes/no metrics, paired bootstrap for rates) on the strict per-sample values of the same
     test rows; ``delta`` is subject minus reference, ``b01``/``b10`` the rows it fixed/broke."""
-    import pandas as pd
 
     columns = ["reference", "metric", "test", "n", "subject_rate", "reference_rate", "delta"]
     columns += ["p_value", "b01", "b10"]

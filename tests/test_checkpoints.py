@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from routerlib import checkpoints, metrics
+from routerlib.checkpoint_names import CHECKPOINTS_DIR
 from routerlib.checkpoints import CheckpointScore, pick
 from routerlib.config import load_config
 from routerlib.errors import InputError
@@ -72,7 +73,7 @@ def test_run_keys_are_checked() -> None:
 
 def _job(tmp_path: Path, epochs: int, losses: list[float]) -> Job:
     out = tmp_path / "tuning"
-    root = out / checkpoints.CHECKPOINTS_ROOT
+    root = out / CHECKPOINTS_DIR
     for epoch in range(1, epochs + 1):
         (root / f"epoch-{epoch}").mkdir(parents=True)
         (root / f"epoch-{epoch}" / CHECKPOINT_MARKER).write_text("{}")
@@ -276,7 +277,8 @@ def test_a_single_checkpoint_is_not_scored(tmp_path: Path, validation: Path) -> 
 
 
 def test_checkpoints_are_scored_constrained_when_the_run_evaluates_it(tmp_path: Path) -> None:
-    from routerlib import stages
+    from routerlib.stages import run as run_stage
+    from routerlib.stages import tune as tune_stage
 
     assert checkpoints.scoring_decoding(["free", "constrained"]) == "constrained"
     assert checkpoints.scoring_decoding(["constrained", "free"]) == "constrained"
@@ -290,8 +292,8 @@ def test_checkpoints_are_scored_constrained_when_the_run_evaluates_it(tmp_path: 
         ({"decoding": ["constrained", "free"]}, "constrained"),
     ]:
         config = load_config("params/local.yaml", overrides)
-        run = stages.Run(tmp_path, config, "params/local.yaml")
-        assert stages.checkpoint_settings(run) == {
+        run = run_stage.Run(tmp_path, config, "params/local.yaml")
+        assert tune_stage.checkpoint_settings(run) == {
             "max_tokens": config.max_tokens,
             "limit": config.select_limit,
             "decoding": decoding,
@@ -366,17 +368,19 @@ def test_notebook_04_rescores_a_choice_made_with_another_decoding(
 ) -> None:
     """checkpoints.json scored free (by an older routerlib) is stale for a run that evaluates
     constrained decoding: serving the best checkpoint scores them again first."""
-    from routerlib import stages
+    from routerlib.stages import prepare as prepare_stage
+    from routerlib.stages import run as run_stage
+    from routerlib.stages import tune as tune_stage
 
-    run = stages.open_run("params/local.yaml", str(tmp_path / "run"), {"synth_rows": 60})
-    stages.prepared_manifest(run)
+    run = run_stage.open_run("params/local.yaml", str(tmp_path / "run"), {"synth_rows": 60})
+    prepare_stage.prepared_manifest(run)
     job = _job(tmp_path, 3, [2.0, 1.0, 1.5])
     answers = (
         {"epoch-1": 0, "epoch-2": 0, "epoch-3": 0},
         {"epoch-1": 1, "epoch-2": 1, "epoch-3": 3},
     )
     scorer = FileScorer(*answers)
-    monkeypatch.setattr(stages, "_checkpoint_scorer", lambda run: scorer)
+    monkeypatch.setattr(tune_stage, "_checkpoint_scorer", lambda run: scorer)
     old = {"max_tokens": run.config.max_tokens, "limit": run.config.select_limit}
     validation = run.sub("data/validation.jsonl")
     checkpoints.score_checkpoints(
@@ -387,24 +391,25 @@ def test_notebook_04_rescores_a_choice_made_with_another_decoding(
         entry["settings"] = old  # as routerlib wrote it before the decoding was recorded
     (run.path / checkpoints.CHECKPOINTS_FILE).write_text(json.dumps(record))
     # A free-only run would serve that record's pick as it is.
-    free_run = stages.Run(
+    free_run = run_stage.Run(
         run.path,
         load_config("params/local.yaml", {"synth_rows": 60, "decoding": ["free"]}),
         "params/local.yaml",
     )
-    assert stages.chosen_checkpoint(free_run, job).endswith("checkpoints/epoch-2")
+    assert tune_stage.chosen_checkpoint(free_run, job).endswith("checkpoints/epoch-2")
     assert scorer.decodings == ["free"] * 3
     # This run evaluates constrained decoding: scored again, constrained, before serving.
-    assert stages.chosen_checkpoint(run, job).endswith("checkpoints/epoch-3")
+    assert tune_stage.chosen_checkpoint(run, job).endswith("checkpoints/epoch-3")
     assert scorer.decodings == ["free"] * 3 + ["constrained"] * 3
-    assert stages.chosen_checkpoint(run, job).endswith("checkpoints/epoch-3")
+    assert tune_stage.chosen_checkpoint(run, job).endswith("checkpoints/epoch-3")
     assert len(scorer.calls) == 6  # fresh now: not scored again
 
 
 def test_checkpoint_table_reads_as_text() -> None:
     """Notebook 03's table: rounded figures, yes/no, and the missing-value marker for a
     checkpoint that was not scored (never a raw None)."""
-    from routerlib import display, stages
+    from routerlib import display
+    from routerlib.stages import tune as tune_stage
 
     choice = checkpoints.CheckpointChoice(
         select_metric="route_plan_exact",
@@ -425,7 +430,7 @@ def test_checkpoint_table_reads_as_text() -> None:
         best="epoch-2",
         chosen="epoch-2",
     )
-    table = stages.checkpoint_table(choice)
+    table = tune_stage.checkpoint_table(choice)
     first, second = table.iloc[0], table.iloc[1]
     assert "None" not in table.to_string()
     assert first["val_loss"] == "7.241" and first["decoding"] == display.MISSING

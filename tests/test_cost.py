@@ -10,8 +10,11 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from routerlib import compare, compare_plots, pricing, stages, sweep
+from routerlib import compare, compare_plots, pricing, sweep
 from routerlib.atomic import write_json
+from routerlib.stages import evaluate as evaluate_stage
+from routerlib.stages import prepare as prepare_stage
+from routerlib.stages import run as run_stage
 from routerlib.tuning.base import SUCCEEDED, Job, TuningSpec
 
 NAN = float("nan")
@@ -71,7 +74,7 @@ def test_quality_vs_serving_cost_plot(tmp_path: Path) -> None:
 def test_cost_columns_follow_from_the_price_table(tmp_path: Path) -> None:
     table = pricing.load_pricing()
     model = "meta/llama3_1@llama-3.1-8b-instruct"
-    run = stages.open_run(
+    run = run_stage.open_run(
         "params/llama31_8b.yaml", str(tmp_path / "run"), {"gcs_prefix": "gs://bucket-x/p"}
     )
     cfg = run.config
@@ -89,10 +92,11 @@ def test_cost_columns_follow_from_the_price_table(tmp_path: Path) -> None:
         tuning_data_stats={"total_billable_token_count": 1_234_567},
     )
     write_json(
-        run.sub(stages.THROUGHPUT_FILE), {"rows": 40, "seconds": 90.0, "routes_per_hour": 1600.0}
+        run.sub(evaluate_stage.THROUGHPUT_FILE),
+        {"rows": 40, "seconds": 90.0, "routes_per_hour": 1600.0},
     )
     report = {"latency": {"p50_s": 0.8, "p95_s": 2.5, "mean_s": 1.0, "n": 40}}
-    cost = stages.run_cost(run, job, report)
+    cost = evaluate_stage.run_cost(run, job, report)
 
     price = table.price(model)
     hourly = table.machine_price(cfg.machine_type)
@@ -127,7 +131,7 @@ def test_cost_columns_follow_from_the_price_table(tmp_path: Path) -> None:
             "tuning_data_stats": {"total_billable_token_count": 300, "epochs": 3},
         }
     )
-    assert stages.run_cost(run, local, report)["billable_tokens"] == 100
+    assert evaluate_stage.run_cost(run, local, report)["billable_tokens"] == 100
 
 
 def test_sweep_board_puts_varied_keys_first(tmp_path: Path) -> None:
@@ -168,23 +172,23 @@ def test_throughput_is_measured_on_new_rows_only(tmp_path: Path) -> None:
     evaluation with nothing left to predict keeps the measurement it has."""
     from tests.support.fake_vertex_serving import ServingStandIn
 
-    run = stages.open_run(
+    run = run_stage.open_run(
         "params/local.yaml", str(tmp_path / "run"), {"synth_rows": 60, "eval_limit": 3}
     )
-    stages.prepare(run)
+    prepare_stage.prepare(run)
     with ServingStandIn() as stand_in:
         server, state = stand_in.fresh()
         endpoint = state.add_endpoint("p", "us-central1", "router")
         url = f"{server.url}/v1/{endpoint['name']}:predict"
-        stages.evaluate(run, url)
-        measured = json.loads(run.sub(stages.THROUGHPUT_FILE).read_text())
+        evaluate_stage.evaluate(run, url)
+        measured = json.loads(run.sub(evaluate_stage.THROUGHPUT_FILE).read_text())
         assert measured["rows"] == 3 and measured["seconds"] > 0
         assert measured["routes_per_hour"] == pytest.approx(
             3 / measured["seconds"] * 3600, rel=0.02
         )
-        before = run.sub(stages.THROUGHPUT_FILE).stat().st_mtime_ns
-        stages.evaluate(run, url)  # every row cached: nothing new to measure
-        assert run.sub(stages.THROUGHPUT_FILE).stat().st_mtime_ns == before
+        before = run.sub(evaluate_stage.THROUGHPUT_FILE).stat().st_mtime_ns
+        evaluate_stage.evaluate(run, url)  # every row cached: nothing new to measure
+        assert run.sub(evaluate_stage.THROUGHPUT_FILE).stat().st_mtime_ns == before
 
 
 def test_throughput_is_the_headline_decodings(tmp_path: Path) -> None:
@@ -194,19 +198,19 @@ def test_throughput_is_the_headline_decodings(tmp_path: Path) -> None:
     from tests.support.fake_vertex_serving import ServingStandIn
 
     overrides: dict[str, object] = {"synth_rows": 60, "eval_limit": 2}
-    only = stages.open_run(
+    only = run_stage.open_run(
         "params/local.yaml", str(tmp_path / "only"), {**overrides, "constrained": True}
     )
-    both = stages.open_run("params/local.yaml", str(tmp_path / "both"), overrides)
+    both = run_stage.open_run("params/local.yaml", str(tmp_path / "both"), overrides)
     with ServingStandIn() as stand_in:
         server, state = stand_in.fresh()
         endpoint = state.add_endpoint("p", "us-central1", "router")
         url = f"{server.url}/v1/{endpoint['name']}:predict"
-        stages.prepare(only)
-        stages.evaluate(only, url, "constrained")
-        assert json.loads(only.sub(stages.THROUGHPUT_FILE).read_text())["rows"] == 2
-        stages.prepare(both)
-        stages.evaluate(both, url, "free")
-        before = both.sub(stages.THROUGHPUT_FILE).read_bytes()
-        stages.evaluate(both, url, "constrained")
-        assert both.sub(stages.THROUGHPUT_FILE).read_bytes() == before
+        prepare_stage.prepare(only)
+        evaluate_stage.evaluate(only, url, "constrained")
+        assert json.loads(only.sub(evaluate_stage.THROUGHPUT_FILE).read_text())["rows"] == 2
+        prepare_stage.prepare(both)
+        evaluate_stage.evaluate(both, url, "free")
+        before = both.sub(evaluate_stage.THROUGHPUT_FILE).read_bytes()
+        evaluate_stage.evaluate(both, url, "constrained")
+        assert both.sub(evaluate_stage.THROUGHPUT_FILE).read_bytes() == before

@@ -69,32 +69,37 @@ def test_decoding_keys_in_run_config() -> None:
 def test_a_run_scores_both_decodings_end_to_end(tmp_path: Path) -> None:
     """stages: evaluate_all through one local server, the decoding table, the diagnostics
     figures, metrics.json with both decodings, and the leaderboard reading them back."""
-    from routerlib import stages
     from routerlib.serving.local import LocalPredictor, LocalServer
+    from routerlib.stages import evaluate as evaluate_stage
+    from routerlib.stages import prepare as prepare_stage
+    from routerlib.stages import run as run_stage
+    from routerlib.stages import tune as tune_stage
     from routerlib.tuning.base import Job
     from tests.support.tiny_serving_model import load_plain, make_checkpoint
 
     overrides = {"name": "both", "synth_rows": 40, "eval_limit": 2, "max_tokens": 24}
-    run = stages.open_run("tests/data/e2e_tiny.yaml", str(tmp_path / "run"), overrides)
-    stages.prepare(run)
+    run = run_stage.open_run("tests/data/e2e_tiny.yaml", str(tmp_path / "run"), overrides)
+    prepare_stage.prepare(run)
     job = Job(
         name="local/both",
         backend="local",
         state="JOB_STATE_SUCCEEDED",
-        spec=stages.tuning_spec(run),
+        spec=tune_stage.tuning_spec(run),
     )
-    previous = stages.baselines(run)
+    previous = evaluate_stage.baselines(run)
     predictor = LocalPredictor(make_checkpoint(tmp_path / "ckpt"), loader=load_plain)
     with LocalServer(predictor=predictor) as server:
-        reports = stages.evaluate_all(run, server.endpoint_url)
+        reports = evaluate_stage.evaluate_all(run, server.endpoint_url)
     assert list(reports) == ["free", "constrained"]
     assert (run.path / "eval" / "constrained" / "samples.jsonl").is_file()
     assert reports["constrained"]["generation"]["decoding"] == "constrained"
-    table = stages.decoding_table(reports)
+    table = evaluate_stage.decoding_table(reports)
     assert {"free", "constrained", "Δ constrained−free"} <= set(table.index)
-    assert stages.confusion_figure(reports["free"]) is not None
-    assert stages.tool_figure(reports) is not None
-    stages.write_metrics(run, job, stages.headline_report(reports), previous, reports)
+    assert evaluate_stage.confusion_figure(reports["free"]) is not None
+    assert evaluate_stage.tool_figure(reports) is not None
+    evaluate_stage.write_metrics(
+        run, job, evaluate_stage.headline_report(reports), previous, reports
+    )
     record = json.loads((run.path / "metrics.json").read_text())
     assert record["evaluation"]["decoding"] == "free"
     assert record["decodings"]["constrained"]["report"] == "eval/constrained/report.json"

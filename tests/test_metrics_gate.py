@@ -8,8 +8,7 @@ from typing import Any
 
 import pytest
 
-from routerlib import compare, metrics
-from routerlib.compare import compare_predictions
+from routerlib import metrics
 from routerlib.errors import InputError
 
 BENCH = "deep_router_benchmark.jsonl"
@@ -116,7 +115,7 @@ def test_compare_to_previous_predictions(real_data: Path, tmp_path: Path) -> Non
     new[4] = {"completion": swapped}  # new model regresses row 4's plan
     prev = _write(tmp_path / "prev.jsonl", old)
     cur = _write(tmp_path / "new.jsonl", new)
-    report = compare.score_files(gold, cur, compare_to=prev, bootstrap=0)
+    report = metrics.score_files(gold, cur, compare_to=prev, bootstrap=0)
     comp = report["comparison"]
     assert comp["previous_pred_path"] == str(prev)
     assert comp["changes"]["json_valid"] == {"fixed": [1, 2, 3], "broken": []}
@@ -132,6 +131,6 @@ def test_compare_to_previous_predictions(real_data: Path, tmp_path: Path) -> Non
     assert test["p_value"] == pytest.approx(0.625)
     boot = comp["significance"]["overall"]["todo_tool_alignment"]
     assert boot["test"] == "paired_bootstrap" and boot["delta"] > 0
-    same = compare_predictions(gold, cur, cur)
+    same = metrics.score_files(gold, cur, compare_to=cur, bootstrap=0)["comparison"]
     assert all(v["delta"] == 0 for v in same["strict"]["overall"].values())
     assert all(c == {"fixed": [], "broken": []} for c in same["changes"].values())

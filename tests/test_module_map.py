@@ -1,5 +1,6 @@
-"""The README's module map lists every module of the package once, and nothing else; every module
-imports on its own in a fresh interpreter (no hidden import order, no import circle)."""
+"""docs/architecture.md's module map lists every module of the package once, and nothing else;
+every module imports on its own in a fresh interpreter (no hidden import order, no import
+circle)."""
 
 from __future__ import annotations
 
@@ -16,11 +17,12 @@ import routerlib
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "routerlib"
+MAP_PAGE = ROOT / "docs" / "architecture.md"
 START, END = "<!-- module-map:start -->", "<!-- module-map:end -->"
 
 
 def _module_files() -> set[str]:
-    """Every .py file of the package, plus each data folder (no .py inside), as README paths."""
+    """Every .py file of the package, plus each data folder (no .py inside), as map paths."""
     files = {p.relative_to(ROOT).as_posix() for p in PACKAGE.rglob("*.py")}
     folders = {
         p.relative_to(ROOT).as_posix() + "/"
@@ -31,24 +33,26 @@ def _module_files() -> set[str]:
 
 
 def _map_entries() -> list[str]:
-    text = (ROOT / "README.md").read_text(encoding="utf-8")
-    assert START in text and END in text, "README.md lost its module map markers"
+    text = MAP_PAGE.read_text(encoding="utf-8")
+    assert START in text and END in text, "docs/architecture.md lost its module map markers"
     block = text.split(START, 1)[1].split(END, 1)[0]
     entries = []
     for line in block.strip().splitlines():
         match = re.fullmatch(r"- `([^`]+)` — \S.*", line)
-        assert match, f"README module map: not '- `path` — what it does': {line!r}"
+        assert match, f"docs/architecture.md module map: not '- `path` — what it does': {line!r}"
         entries.append(match.group(1))
     return entries
 
 
-def test_readme_module_map_matches_the_files() -> None:
+def test_architecture_module_map_matches_the_files() -> None:
     entries = _map_entries()
-    assert len(entries) == len(set(entries)), "a module is listed twice in the README map"
+    assert len(entries) == len(set(entries)), (
+        "a module is listed twice in the module map (docs/architecture.md)"
+    )
     files = _module_files()
     missing, stale = sorted(files - set(entries)), sorted(set(entries) - files)
     assert not missing and not stale, (
-        f"README module map: add a line for {missing}; remove the line for {stale}"
+        f"docs/architecture.md module map: add a line for {missing}; remove the line for {stale}"
     )
 
 

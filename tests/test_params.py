@@ -45,9 +45,7 @@ def test_run_params_validate(path: Path) -> None:
         not isinstance(v, (dict, list)) or k in ("labels", "decoding") for k, v in data.items()
     )
     # one line says where every key the file leaves out gets its default
-    assert re.search(
-        r"^# Every other key takes RunConfig's default .*README \"Params\"", text, re.M
-    )
+    assert re.search(r"^# Every other key takes RunConfig's default .*docs/params\.md", text, re.M)
 
 
 def _overrides_problems(path: Path) -> list[str]:

@@ -12,9 +12,11 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from routerlib import pipeline, stages
+from routerlib import pipeline
 from routerlib.cli import main
 from routerlib.errors import InputError
+from routerlib.stages import compare as compare_stage
+from routerlib.stages import run as run_stage
 from tests.support.toy_project import _notebook, make_project
 
 pytestmark = pytest.mark.timeout(180)
@@ -118,13 +120,15 @@ def test_runs_without_an_evaluation_are_never_model_rows(
     older = _finished_run(outputs, "ok-20000101-000000")
     empty = outputs / "ok-20000101-000001"
     empty.mkdir()
-    comparison = stages.open_run("params/ok.yaml", str(outputs / "comparison-1"))
-    found = stages.runs_to_compare(comparison, [str(empty), str(older), str(comparison.path)])
+    comparison = run_stage.open_run("params/ok.yaml", str(outputs / "comparison-1"))
+    found = compare_stage.runs_to_compare(
+        comparison, [str(empty), str(older), str(comparison.path)]
+    )
     assert [r.path for r in found] == [older.resolve()]
     out = capsys.readouterr().out
     assert "Not compared" in out and empty.name in out and "comparison-1" in out
     with pytest.raises(InputError, match="runs: no finished run folder to compare among 1 given"):
-        stages.runs_to_compare(comparison, [str(empty)])
+        compare_stage.runs_to_compare(comparison, [str(empty)])
 
 
 def test_run_outside_a_clone_says_so_in_one_line(

@@ -124,11 +124,13 @@ def test_comparison_alone_builds_the_run_it_needs(tuning_cache: str) -> None:
     """Notebook 05 run by itself on an empty outputs root makes one run (stages 01–04 in-process)
     instead of showing an empty leaderboard. (Its tuning re-attaches to the identical one the
     pipeline run above made, through the session's tuning cache.)"""
-    from routerlib import compare, paths, stages
+    from routerlib import compare, paths
+    from routerlib.stages import compare as compare_stage
+    from routerlib.stages import run as run_stage
 
     assert not list(paths.outputs_root().glob("*/metrics.json"))
-    comparison = stages.open_run(PARAMS)
-    found = stages.runs_to_compare(comparison, [])
+    comparison = run_stage.open_run(PARAMS)
+    found = compare_stage.runs_to_compare(comparison, [])
     # one run folder, scored with free and with constrained decoding (one summary each)
     assert len({Path(f.path) for f in found}) == 1
     assert sorted(f.decoding for f in found) == ["constrained", "free"]

@@ -113,24 +113,25 @@ def _html(obj: object) -> str:
 def test_stage_tables_read_cleanly(tmp_path: Path) -> None:
     import json
 
-    from routerlib import stages
     from routerlib.config import load_config
+    from routerlib.stages import evaluate as evaluate_stage
+    from routerlib.stages import run as run_stage
 
     run_dir = make_run(tmp_path, "weak", "weak")
-    run = stages.Run(run_dir, load_config("params/local_full.yaml"), "params/local_full.yaml")
+    run = run_stage.Run(run_dir, load_config("params/local_full.yaml"), "params/local_full.yaml")
     scored = json.loads((run_dir / "eval" / "report.json").read_text())
     tables = [
-        stages.headline_table({"tuned": scored}),
-        stages.gate_table(scored),
-        stages.worst_errors(run),
-        stages.fields({"total": 300, "nested": {"mean": 196.49411764705883, "none": None}}),
+        evaluate_stage.headline_table({"tuned": scored}),
+        evaluate_stage.gate_table(scored),
+        evaluate_stage.worst_errors(run),
+        run_stage.fields({"total": 300, "nested": {"mean": 196.49411764705883, "none": None}}),
     ]
     for table in tables:
         assert _problems(_html(table)) == []
     assert "196.494" in _html(tables[3]) and "196.4941176" not in _html(tables[3])
     # weak: 10 invalid rows (one kind of problem, whatever the character position) and 10
     # reversed plans (4-step plans also lose the first tool); exact rows are not listed.
-    errors = stages.worst_errors(run).frame
+    errors = evaluate_stage.worst_errors(run).frame
     assert list(errors["rows"]) == [10, 6, 4]
     assert errors["problem"].iloc[0].startswith("not valid JSON (Expecting property name")
     assert errors["problem"].iloc[1] == "missed route_plan_exact, route_first_tool_match"

@@ -10,9 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from routerlib import compare, display, metrics, runfolder, stages
+from routerlib import compare, display, metric_names, metrics, runfolder
 from routerlib.config import RunConfig, load_config
 from routerlib.runfolder import RunFolderError
+from routerlib.stages import evaluate as evaluate_stage
+from routerlib.stages import run as run_stage
 from tests.support.compare_runs import gold_rows, make_run, predictions
 
 PARAMS = Path(__file__).resolve().parent.parent / "params"
@@ -75,8 +77,8 @@ def test_only_the_written_gate_shape_is_read(tmp_path: Path, good_run: Path) -> 
 
 
 def test_models_and_baselines_share_one_predictions_name(tmp_path: Path) -> None:
-    run = stages.open_run(str(PARAMS / "local.yaml"), str(tmp_path / "run"), {"synth_rows": 40})
-    reports = stages.baselines(run)
+    run = run_stage.open_run(str(PARAMS / "local.yaml"), str(tmp_path / "run"), {"synth_rows": 40})
+    reports = evaluate_stage.baselines(run)
     for kind, report in reports.items():
         folder = run.path / runfolder.baseline_dir(kind)
         assert Path(report["config"]["pred_path"]) == folder / "report.predictions.jsonl"
@@ -94,34 +96,34 @@ def test_models_and_baselines_share_one_predictions_name(tmp_path: Path) -> None
 
 def test_job_json_has_one_writer(tmp_path: Path) -> None:
     from routerlib.tuning import local
-    from routerlib.tuning.base import Job, TuningSpec
+    from routerlib.tuning.base import Job, TuningSpec, read_job, write_job
 
     # The local backend keeps its own record in its output folder, which is the run's
-    # tuning/full: a different name from the run's job.json, which stages.tune alone writes.
+    # tuning/full: a different name from the run's job.json, which tune_stage.tune alone writes.
     assert local.JOB_FILE != runfolder.JOB_FILE
     spec = TuningSpec.build(training_dataset_uri="t.jsonl", output_uri=str(tmp_path / "o"))
     job = Job(name="local/x", backend="local", state="JOB_STATE_SUCCEEDED", spec=spec)
     target = tmp_path / runfolder.job_file()
-    runfolder.write_job(target, job)
-    assert runfolder.read_job(target) == job
+    write_job(target, job)
+    assert read_job(target) == job
     data = json.loads(target.read_text())
     data["spec"]["epochs"] = 0
     target.write_text(json.dumps(data))
     with pytest.raises(RunFolderError, match=r"job.json: spec.epochs:"):
-        runfolder.read_job(target)
+        read_job(target)
 
 
 def test_notebooks_04_and_05_show_the_same_p_values(good_run: Path) -> None:
     """Notebook 04's comparison table (the report's comparison against the baseline) and notebook
     05's significance table (two run folders' samples) come from the same paired test."""
     eval_dir = good_run / "eval"
-    report = compare.score_files(
+    report = metrics.score_files(
         good_run / "data" / "test.jsonl",
         eval_dir / "predictions.jsonl",
         compare_to=eval_dir / "baselines" / "majority" / "predictions.jsonl",
         bootstrap=0,
     )
-    in_04 = stages.comparison_table(report)
+    in_04 = evaluate_stage.comparison_table(report)
     sig = compare.significance_table([compare.load_run(good_run)])
     in_05 = sig[sig["reference"] == "baseline:majority"].set_index("metric")
     assert len(in_05) == len(compare.SIGNIFICANCE_METRICS)
@@ -168,7 +170,7 @@ def test_runconfig_defaults_are_the_embedded_default_run() -> None:
 def test_write_metrics_is_what_the_comparison_reads(tmp_path: Path, good_run: Path) -> None:
     from routerlib.tuning.base import Job, TuningSpec
 
-    run = stages.open_run(str(PARAMS / "local.yaml"), str(tmp_path / "run"))
+    run = run_stage.open_run(str(PARAMS / "local.yaml"), str(tmp_path / "run"))
     eval_dir = run.path / "eval"
     eval_dir.mkdir()
     report = metrics.score_files(
@@ -188,13 +190,13 @@ def test_write_metrics_is_what_the_comparison_reads(tmp_path: Path, good_run: Pa
         loss_curve=curve,
         train_seconds=12.5,
     )
-    target = stages.write_metrics(run, job, report, {})
+    target = evaluate_stage.write_metrics(run, job, report, {})
     record = runfolder.read_metrics(run.path)
     assert target == run.path / "metrics.json"
     assert record.run.name == "local" and record.run.epochs == 2
     assert record.tuning is not None and record.tuning.loss_curve == curve
     assert record.evaluation is not None and record.evaluation.gate_pass is True
-    assert list(record.evaluation.headline) == list(metrics.HEADLINE)
+    assert list(record.evaluation.headline) == list(metric_names.HEADLINE)
     row = compare.leaderboard([compare.load_run(run.path)]).iloc[0]
     assert row["route_plan_exact strict"] == pytest.approx(36 / 40)
     assert row["train_seconds"] == 12.5 and row["epochs"] == 2

@@ -471,25 +471,27 @@ def test_the_batch_stand_in_refuses_what_the_container_refuses(
 def test_a_run_scores_each_decoding_with_its_own_batch_job(
     stand_in: tuple[RecordingServer, ServingState], tmp_path: Path
 ) -> None:
-    """Notebook 04 with ``eval_mode: batch`` and both decodings: ``stages.evaluate_all`` runs
+    """Notebook 04 with ``eval_mode: batch`` and both decodings: ``evaluate_stage.evaluate_all`` runs
     one batch job per decoding on the model the checkpoint's deploy uploaded, prompt instances
     for free and chat instances with the schema for constrained, one report each."""
-    from routerlib import stages
+    from routerlib.stages import evaluate as evaluate_stage
+    from routerlib.stages import prepare as prepare_stage
+    from routerlib.stages import run as run_stage
 
     server, state = stand_in
     deployment = vertex.deploy(CKPT, VertexSettings(**cloud(server)))
     vertex.delete_endpoint(deployment.endpoint_name)  # keeps the model for batch
     overrides = {"synth_rows": 60, "eval_limit": 3, "eval_mode": "batch", "gcs_prefix": PREFIX}
     overrides |= {"project": "proj-1", "api_endpoint": server.url}
-    run = stages.open_run("params/local.yaml", str(tmp_path / "run"), overrides)
-    stages.prepare(run)
-    assert stages.decodings(run) == ["free", "constrained"]
-    assert stages.dataset_uris(run)["test"].startswith("gs://")  # uploaded for tuning
-    gold = stages.gold_file(run)
+    run = run_stage.open_run("params/local.yaml", str(tmp_path / "run"), overrides)
+    prepare_stage.prepare(run)
+    assert run_stage.decodings(run) == ["free", "constrained"]
+    assert prepare_stage.dataset_uris(run)["test"].startswith("gs://")  # uploaded for tuning
+    gold = prepare_stage.gold_file(run)
     _answering(state, gold)
     with open_predictor(run.config, CKPT) as predictor:
         assert isinstance(predictor, BatchPredictor)
-        reports = stages.evaluate_all(run, predictor)
+        reports = evaluate_stage.evaluate_all(run, predictor)
 
     assert list(reports) == ["free", "constrained"]
     free, constrained = _creates(server)

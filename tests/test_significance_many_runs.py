@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from routerlib import compare, display, report
+from routerlib import compare, display, metrics, report
 from tests.support import compare_runs
 from tests.support.compare_runs import gold_object
 
@@ -113,17 +113,17 @@ def test_report_index_shows_pairs_and_links_every_test(sweep: list[Path], tmp_pa
 def test_notebook_05_pair_cells_show_notebook_04s_p_values(tmp_path: Path) -> None:
     """The run's model against the previous router: the cell notebook 05 shows per headline
     metric carries the Δ and p-value notebook 04's comparison table shows for it."""
-    from routerlib import stages
+    from routerlib.stages import evaluate as evaluate_stage
 
     run = compare_runs.make_run(tmp_path, "good", "good")
     eval_dir = run / "eval"
-    report_04 = compare.score_files(
+    report_04 = metrics.score_files(
         run / "data" / "test.jsonl",
         eval_dir / "predictions.jsonl",
         compare_to=eval_dir / "baselines" / "majority" / "predictions.jsonl",
         bootstrap=0,
     )
-    in_04 = stages.comparison_table(report_04)
+    in_04 = evaluate_stage.comparison_table(report_04)
     sig = compare.significance_table(compare.load_runs([run]))
     view = display.significance_view(sig, display.HEADLINE_TESTS)
     (row,) = [r for _, r in view.iterrows() if r["against"] == "baseline:majority"]

@@ -44,7 +44,7 @@ def test_distributions(rows: list[dict]) -> None:
     def share(counter: Counter, key) -> float:
         return counter[key] / n
 
-    first = Counter(schema.tool_name(r["route_plan"][0]) for r in rows)
+    first = Counter(schema.step_tool(r["route_plan"][0]) for r in rows)
     assert share(first, "/general-search") == pytest.approx(6846 / 6962, abs=0.006)
     assert share(first, "/math") == pytest.approx(116 / 6962, abs=0.006)
     length = Counter(len(r["route_plan"]) for r in rows)
@@ -83,7 +83,7 @@ def test_queries_and_shapes_look_real(rows: list[dict], real_data: Path) -> None
     assert statistics.mean(lengths) == pytest.approx(statistics.mean(real), rel=0.08)
     assert 3000 < min(lengths) and max(lengths) < 7500
     for row in rows[:500]:
-        tools = [schema.tool_name(step) for step in row["route_plan"]]
+        tools = [schema.step_tool(step) for step in row["route_plan"]]
         assert row["handoff_plan"].startswith(" -> ".join(tools) + " -> router QA")
         assert row["todo_list"][-1].startswith("- [ ] router QA:")
         assert all(item.startswith("- [ ] /") for item in row["todo_list"][:-1])

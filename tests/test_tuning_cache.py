@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from routerlib import paths
+from routerlib.checkpoint_names import FINAL_CHECKPOINT
 from routerlib.models import EMBEDDED_MODEL
 from routerlib.tuning import cache, local
 from routerlib.tuning.base import SUCCEEDED, TuningSpec
@@ -82,7 +82,7 @@ def test_same_spec_and_data_is_a_hit_with_identical_checkpoints(splits, cache_on
     second = _backend(again).submit(spec)
     assert again == []  # nothing trained
     assert second.state == SUCCEEDED and second.spec == spec
-    assert second.checkpoint_uri == str(tmp_path / "b" / paths.FINAL_CHECKPOINT)
+    assert second.checkpoint_uri == str(tmp_path / "b" / FINAL_CHECKPOINT)
     ckpts_a = tmp_path / "a" / local.CHECKPOINTS_DIR
     ckpts_b = tmp_path / "b" / local.CHECKPOINTS_DIR
     assert _files(ckpts_b) == _files(ckpts_a)  # epoch-1 and final, byte for byte

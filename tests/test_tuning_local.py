@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from routerlib import paths
+from routerlib.checkpoint_names import FINAL_CHECKPOINT
 from routerlib.errors import InputError
 from routerlib.models import EMBEDDED_MODEL
 from routerlib.tuning import local
@@ -77,7 +77,7 @@ def test_peft_run_writes_vertex_layout_stats_and_curve(splits, tmp_path):
 
     assert job.state == SUCCEEDED, job.error
     assert job.backend == "local"
-    assert job.checkpoint_uri == spec.checkpoint_uri() == str(out / paths.FINAL_CHECKPOINT)
+    assert job.checkpoint_uri == spec.checkpoint_uri() == str(out / FINAL_CHECKPOINT)
     ckpts = out / local.CHECKPOINTS_DIR
     assert sorted(p.name for p in ckpts.iterdir()) == ["epoch-1", "epoch-2", "final"]
     for name in ("epoch-1", "epoch-2", "final"):
@@ -184,7 +184,7 @@ def test_interrupted_run_resumes_from_last_epoch_and_matches_uninterrupted(split
     failed = _backend(on_epoch_end=crash).submit(spec_b)
     assert failed.state == FAILED and "power cut" in failed.error
     assert (out / local.CHECKPOINTS_DIR / "epoch-1" / local.TRAINING_STATE).is_file()
-    assert not (out / paths.FINAL_CHECKPOINT).exists()
+    assert not (out / FINAL_CHECKPOINT).exists()
 
     # as if the process had been killed: the record says RUNNING, its process is gone
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
@@ -201,7 +201,7 @@ def test_interrupted_run_resumes_from_last_epoch_and_matches_uninterrupted(split
     resumed = _backend(on_epoch_end=epochs_run.append).submit(spec_b)
     assert resumed.state == SUCCEEDED and resumed.name == failed.name
     assert epochs_run == [2, 3]  # epoch 1 was not redone
-    final = out / paths.FINAL_CHECKPOINT
+    final = out / FINAL_CHECKPOINT
     assert _same(_weights(final), _weights(Path(straight.checkpoint_uri)))
     # the curve carries on where it stopped and equals the uninterrupted one
     strip = [

@@ -27,23 +27,31 @@ MAX_TOKENS = 24
 def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A finished local run of tests/data/e2e_tiny.yaml, both decodings scored through a local
     server as notebook 04 does; a tiny random checkpoint stands in for the tuned one."""
-    from routerlib import stages
     from routerlib.serving.local import LocalPredictor, LocalServer
+    from routerlib.stages import evaluate as evaluate_stage
+    from routerlib.stages import prepare as prepare_stage
+    from routerlib.stages import run as run_stage
+    from routerlib.stages import tune as tune_stage
     from routerlib.tuning.base import Job
     from tests.support.tiny_serving_model import load_plain, make_checkpoint
 
     root = tmp_path_factory.mktemp("untuned")
     overrides = {"name": "quality", "synth_rows": 40, "eval_limit": ROWS, "max_tokens": MAX_TOKENS}
-    run = stages.open_run("tests/data/e2e_tiny.yaml", str(root / "run"), overrides)
-    stages.prepare(run)
+    run = run_stage.open_run("tests/data/e2e_tiny.yaml", str(root / "run"), overrides)
+    prepare_stage.prepare(run)
     job = Job(
-        name="local/q", backend="local", state="JOB_STATE_SUCCEEDED", spec=stages.tuning_spec(run)
+        name="local/q",
+        backend="local",
+        state="JOB_STATE_SUCCEEDED",
+        spec=tune_stage.tuning_spec(run),
     )
-    previous = stages.baselines(run)
+    previous = evaluate_stage.baselines(run)
     predictor = LocalPredictor(make_checkpoint(root / "ckpt"), loader=load_plain)
     with LocalServer(predictor=predictor) as server:
-        reports = stages.evaluate_all(run, server.endpoint_url)
-    stages.write_metrics(run, job, stages.headline_report(reports), previous, reports)
+        reports = evaluate_stage.evaluate_all(run, server.endpoint_url)
+    evaluate_stage.write_metrics(
+        run, job, evaluate_stage.headline_report(reports), previous, reports
+    )
     return run.path
 
 

@@ -1,6 +1,7 @@
-"""The README's generated references: ``python -m routerlib.cli.reference`` rewrites the CLI help
-(between the cli-reference markers, from the parsers) and the params table (between the
-params-reference markers, from RunConfig's fields); a test fails when either is out of date."""
+"""The generated references in docs/: ``python -m routerlib.cli.reference [DOCS_DIR]`` rewrites the
+CLI help in docs/cli.md (between the cli-reference markers, from the parsers) and the params table
+in docs/params.md (between the params-reference markers, from RunConfig's fields); a test fails
+when either is out of date (``make docs`` regenerates both)."""
 
 from __future__ import annotations
 
@@ -11,9 +12,13 @@ from pathlib import Path
 from typing import Any
 
 from routerlib.cli import build_parser
+from routerlib.config import RunConfig, run_default
+from routerlib.errors import InputError
 
 START, END = "<!-- cli-reference:start -->", "<!-- cli-reference:end -->"
 PARAMS_START, PARAMS_END = "<!-- params-reference:start -->", "<!-- params-reference:end -->"
+#: The pages (in the docs folder) that hold the generated blocks.
+CLI_PAGE, PARAMS_PAGE = "cli.md", "params.md"
 
 
 def _subparsers(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
@@ -53,8 +58,6 @@ def _yaml_value(value: Any) -> str:
 
 def params_markdown() -> str:
     """Every params key, its default and what it does, in RunConfig's order, as a Markdown table."""
-    from routerlib.config import RunConfig, run_default
-
     lines = ["| key | default | what it does |", "| --- | --- | --- |"]
     for key, field in RunConfig.model_fields.items():
         what = (field.description or "").replace("|", "\\|").replace("<", "&lt;")
@@ -62,36 +65,71 @@ def params_markdown() -> str:
     return "\n".join(lines) + "\n"
 
 
-def _between(readme: Path, start: str, end: str) -> str:
-    text = readme.read_text(encoding="utf-8")
-    return text[text.index(start) + len(start) : text.index(end)].strip("\n")
-
-
-def readme_block(readme: Path) -> str:
-    """The CLI reference currently between its markers."""
-    return _between(readme, START, END)
-
-
-def readme_params_block(readme: Path) -> str:
-    """The params table currently between its markers."""
-    return _between(readme, PARAMS_START, PARAMS_END)
-
-
-def _replace(text: str, start: str, end: str, body: str) -> str:
+def _split(page: Path, start: str, end: str) -> tuple[str, str, str]:
+    """The page's text before the start marker, between the markers, and from the end marker on;
+    a page without both markers (in that order) is an InputError naming the page and the marker."""
+    if not page.is_file():
+        raise InputError(f"{page}: no such page (it holds the generated block {start} … {end})")
+    text = page.read_text(encoding="utf-8")
+    for marker in (start, end):
+        if text.count(marker) != 1:
+            found = "is missing" if marker not in text else "appears more than once"
+            raise InputError(f"{page}: the marker {marker} {found}")
+    if text.index(end) < text.index(start):
+        raise InputError(f"{page}: the marker {end} comes before {start}")
     head, rest = text.split(start, 1)
-    tail = rest.split(end, 1)[1]
-    return f"{head}{start}\n{body}\n{end}{tail}"
+    body, tail = rest.split(end, 1)
+    return head, body, tail
 
 
-def write_readme(readme: Path) -> None:
-    """Replace both generated blocks with the current CLI reference and params table."""
-    text = readme.read_text(encoding="utf-8")
-    text = _replace(text, START, END, reference_markdown())
-    text = _replace(text, PARAMS_START, PARAMS_END, params_markdown())
-    readme.write_text(text, encoding="utf-8")
+def cli_block(page: Path) -> str:
+    """The CLI reference currently between its markers in ``page`` (docs/cli.md)."""
+    return _split(page, START, END)[1].strip("\n")
+
+
+def params_block(page: Path) -> str:
+    """The params table currently between its markers in ``page`` (docs/params.md)."""
+    return _split(page, PARAMS_START, PARAMS_END)[1].strip("\n")
+
+
+def _rewrite(page: Path, start: str, end: str, body: str) -> None:
+    head, _, tail = _split(page, start, end)
+    page.write_text(f"{head}{start}\n{body}\n{end}{tail}", encoding="utf-8")
+
+
+def write_cli_reference(page: Path) -> None:
+    """Replace the generated CLI reference in ``page`` with the parsers' current help."""
+    _rewrite(page, START, END, reference_markdown())
+
+
+def write_params_reference(page: Path) -> None:
+    """Replace the generated params table in ``page`` with RunConfig's current fields."""
+    _rewrite(page, PARAMS_START, PARAMS_END, params_markdown())
+
+
+def write_docs(docs: Path) -> list[Path]:
+    """Regenerate both references in the docs folder; returns the pages written. Both pages are
+    checked for their markers before either is written, so a bad page leaves both as they were."""
+    cli_page, params_page = docs / CLI_PAGE, docs / PARAMS_PAGE
+    _split(cli_page, START, END)
+    _split(params_page, PARAMS_START, PARAMS_END)
+    write_cli_reference(cli_page)
+    write_params_reference(params_page)
+    return [cli_page, params_page]
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m routerlib.cli.reference [DOCS_DIR]`` (default: docs)."""
+    args = sys.argv[1:] if argv is None else argv
+    docs = Path(args[0]) if args else Path("docs")
+    try:
+        pages = write_docs(docs)
+    except InputError as err:
+        print(f"routerlib: {err}", file=sys.stderr)
+        return err.exit_code
+    print("updated " + " and ".join(str(p) for p in pages))
+    return 0
 
 
 if __name__ == "__main__":
-    target = Path(sys.argv[1]) if len(sys.argv) > 1 else Path("README.md")
-    write_readme(target)
-    print(f"updated the CLI reference and the params table in {target}")
+    sys.exit(main())

@@ -184,8 +184,8 @@ def _run(args: argparse.Namespace) -> int:
         print(f"{len(results) - len(failed)} of {len(results)} run(s) finished", flush=True)
     compare = args.compare or bool(args.with_runs)
     if compare and len(failed) < len(results):
-        from routerlib.compare import has_evaluation
         from routerlib.pipeline import run_comparison
+        from routerlib.runfolder import has_evaluation
 
         made = [r.run_dir for r in results if r.ok]
         for folder in made:

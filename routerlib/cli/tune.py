@@ -194,7 +194,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--format",
         choices=("plain", "markdown"),
         default="plain",
-        help="markdown: the README's Active Tuning Jobs table, ready to paste",
+        help="markdown: the original team's Active Tuning Jobs table, ready to paste",
     )
     jl.set_defaults(func=_jobs_list)
     js = sub.add_parser("show", help="one job in detail, with its sub-state and checkpoints")

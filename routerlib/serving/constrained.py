@@ -18,7 +18,7 @@ with single-token checks instead of masks.
 Why llguidance (measured in ``benchmarks/bench_constrained.py`` on the embedded model): its
 ``pattern`` support works on the decoded JSON string (route steps hold escaped quotes, which
 xgrammar 0.2.9's pattern rejected on every real row), and it compiles the schema in under 0.1 s.
-outlines-core could not compile the generation schema. See the README for the measured ratios.
+outlines-core could not compile the generation schema. docs/structured-output.md has the measured ratios.
 """
 
 from __future__ import annotations

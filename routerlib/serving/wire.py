@@ -10,7 +10,7 @@ Wire format (Model Garden's vLLM containers behind ``Endpoint.predict``)::
 An instance with ``"@requestFormat": "chatCompletions"`` is a chat request (``messages``,
 ``max_tokens``, ``response_format``…) answered with a chat completion object. A schema may also
 travel in ``guided_json`` or ``structured_outputs: {"json": …}`` (vLLM's own fields; see
-docs/serving.md, "Structured output").
+docs/structured-output.md, "Endpoints").
 """
 
 from __future__ import annotations
@@ -59,8 +59,9 @@ def predict_instance(
     Free: a prompt instance (raw text, no Prompt/Output wrapper). With ``schema``: a
     chat-completions instance carrying it in ``response_format``, the one way Model Garden's
     vLLM predict handler documents to reach vLLM's structured outputs; its prompt instances pass
-    every other field to vLLM's ``SamplingParams``, which has no ``guided_json``. The server
-    then applies the model's chat template to the prompt. ``chat_template_kwargs`` in ``extra``
+    every other field to vLLM's ``SamplingParams``, which has no ``guided_json``
+    (docs/structured-output.md, "Endpoints"). The server then applies the model's chat template
+    to the prompt. ``chat_template_kwargs`` in ``extra``
     (Qwen 3's thinking switch) also makes a chat instance: only the chat route applies a
     template, and ``SamplingParams`` refuses the field."""
     chat = schema is not None or "chat_template_kwargs" in (extra or {})

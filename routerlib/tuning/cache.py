@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from routerlib import paths
+from routerlib.checkpoint_names import FINAL_CHECKPOINT
 from routerlib.tuning.base import TuningSpec
 
 ENV = "ROUTERLIB_TUNING_CACHE"
@@ -140,7 +141,7 @@ def lookup(key: str) -> Path | None:
     if root is None:
         return None
     entry = root / key
-    final = entry / paths.FINAL_CHECKPOINT
+    final = entry / FINAL_CHECKPOINT
     if (entry / JOB_RECORD).is_file() and final.is_dir() and any(final.iterdir()):
         return entry
     return None

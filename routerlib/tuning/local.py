@@ -45,6 +45,7 @@ from typing import Any
 
 from routerlib import paths, runfolder
 from routerlib.atomic import write_json
+from routerlib.checkpoint_names import CHECKPOINT_MARKER, FINAL_CHECKPOINT
 from routerlib.config import run_default
 from routerlib.errors import InputError
 from routerlib.models import EMBEDDED_MODEL
@@ -66,7 +67,7 @@ RUN_FILE = "local_run.json"
 LOSS_CURVE_FILE = runfolder.LOSS_CURVE_FILE
 CANCEL_FILE = "CANCEL"
 #: Written into every checkpoint folder: what kind it is and which base model it sits on.
-CHECKPOINT_MARKER = "routerlib_checkpoint.json"
+
 #: Optimizer state and progress of a finished epoch, kept in the last epoch checkpoint only.
 TRAINING_STATE = "training_state.pt"
 
@@ -650,7 +651,7 @@ class LocalBackend:
         try:
             self._train(spec, plan, job, out, identity)
             job.state, job.error = SUCCEEDED, None
-            job.checkpoint_uri = str(out / paths.FINAL_CHECKPOINT)
+            job.checkpoint_uri = str(out / FINAL_CHECKPOINT)
         except _Cancelled:
             job.state, job.error = CANCELLED, "cancelled; submit the same spec again to resume"
         except KeyboardInterrupt:
@@ -726,7 +727,7 @@ class LocalBackend:
             previous,
             state=SUCCEEDED,
             from_cache={"entry": str(entry), "job": cached.name},
-            checkpoint_uri=str(out / paths.FINAL_CHECKPOINT),
+            checkpoint_uri=str(out / FINAL_CHECKPOINT),
             tuning_data_stats=cached.tuning_data_stats,
             loss_curve=cached.loss_curve,
             train_seconds=cached.train_seconds,
@@ -1005,7 +1006,7 @@ class LocalBackend:
             bar.close()
 
         last = ckpt_root / f"epoch-{spec.epochs}"
-        final = out / paths.FINAL_CHECKPOINT
+        final = out / FINAL_CHECKPOINT
         if last.resolve() != final.resolve():
             _copy_checkpoint(last, final)
         stats["train_seconds"] = round(train_seconds, 3)
@@ -1102,7 +1103,7 @@ def _last_epoch_state(ckpt_root: Path, identity: str) -> tuple[Path | None, dict
 
 
 def _final_ok(out: Path) -> bool:
-    return (out / paths.FINAL_CHECKPOINT / CHECKPOINT_MARKER).is_file()
+    return (out / FINAL_CHECKPOINT / CHECKPOINT_MARKER).is_file()
 
 
 def _read_json(path: Path) -> dict[str, Any]:

@@ -23,9 +23,9 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from routerlib import auth, models
+from routerlib.checkpoint_names import CHECKPOINTS_DIR, FINAL_CHECKPOINT
 from routerlib.config import run_default
 from routerlib.errors import InputError, RemoteError
-from routerlib.paths import FINAL_CHECKPOINT
 from routerlib.tuning.base import (
     REATTACH_STATES,
     SPEC_LABEL,
@@ -48,7 +48,7 @@ TEST_TOKEN = "test-token"
 TIMEOUT_MS = 60_000
 #: The SDK's endpoint for location ``global`` (google-genai _api_client: no region prefix).
 GLOBAL_HOST = "https://aiplatform.googleapis.com"
-CHECKPOINTS_DIR = FINAL_CHECKPOINT.rsplit("/", 1)[0]
+
 
 TUNING_MODES = {"PEFT_ADAPTER": "TUNING_MODE_PEFT_ADAPTER", "FULL": "TUNING_MODE_FULL"}
 ADAPTER_SIZE_ENUM = {

@@ -1,0 +1,124 @@
+"""The paired comparison of two routers on the same test rows: the one paired test of routerlib
+(the report's ``comparison``, notebook 04, and the significance table of notebook 05) and the
+comparison block of two scored prediction files.
+
+The comparison of two prediction files on the same gold holds:
+
+* ``metrics`` / ``strict`` / ``extra``: per bucket, per metric ``{new, previous, delta}`` with
+  ``delta = new - previous`` (a metric present on one side only has ``delta`` null), read from the
+  two reports' own figures;
+* ``changes``: for every binary strict metric over all samples, the indices ``fixed`` (the previous
+  prediction missed, the new one hits) and ``broken`` (the reverse). For the lower-is-better flags
+  (``length_ratio_gt_1.1`` …) "hit" means the flag is off;
+* ``significance``: per bucket, per strict metric, :func:`paired_test` of the previous against the
+  new per-sample strict values.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from routerlib import stats
+from routerlib.errors import InputError
+from routerlib.metric_names import LOWER_IS_BETTER, RATE_METRICS
+
+#: Resamples of the paired bootstrap.
+N_BOOT = 2000
+
+
+def _good(metric: str, value: float) -> bool:
+    """A hit: the value is true, or off for a lower-is-better flag."""
+    return (not value) if metric in LOWER_IS_BETTER else bool(value)
+
+
+def paired_test(
+    previous: Sequence[float], new: Sequence[float], metric: str, *, seed: int = 0
+) -> dict[str, Any]:
+    """The one paired test of routerlib (the report's comparison, notebook 04, and the
+    significance table, notebook 05): ``previous`` and ``new`` are the strict per-sample values
+    of one metric on the same test rows, in the same order.
+
+    Always ``delta`` (mean new - mean previous), ``ci_low``/``ci_high`` (paired bootstrap, 95%,
+    ``N_BOOT`` resamples, seeded). Binary metrics: ``test = "mcnemar"`` on hits (b01 = fixed,
+    b10 = broken) with its ``p_value``; rates: ``test = "paired_bootstrap"`` and the bootstrap's
+    ``p_value``, ``b01``/``b10`` None."""
+    boot = stats.paired_bootstrap(previous, new, n=N_BOOT, seed=seed)
+    binary = metric not in RATE_METRICS and all(v in (0.0, 1.0) for v in (*previous, *new))
+    if not binary:
+        return {"test": "paired_bootstrap", **boot, "b01": None, "b10": None}
+    test = stats.mcnemar([_good(metric, v) for v in previous], [_good(metric, v) for v in new])
+    return {
+        "test": "mcnemar",
+        **test,
+        "delta": boot["delta"],
+        "ci_low": boot["ci_low"],
+        "ci_high": boot["ci_high"],
+    }
+
+
+def _deltas(new: dict[str, dict[str, Any]], old: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for bucket in sorted(set(new) | set(old)):
+        a, b = old.get(bucket, {}), new.get(bucket, {})
+        rows = {}
+        for name in sorted(set(a) | set(b)):
+            if name == "samples":
+                continue
+            n_val, p_val = b.get(name), a.get(name)
+            delta = n_val - p_val if n_val is not None and p_val is not None else None
+            rows[name] = {"new": n_val, "previous": p_val, "delta": delta}
+        out[bucket] = rows
+    return out
+
+
+def compare_scored(
+    new: tuple[dict[str, Any], list[dict[str, Any]]],
+    previous: tuple[dict[str, Any], list[dict[str, Any]]],
+    *,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """The comparison block of two scored prediction files on the same gold: each a
+    ``(report, records)`` pair from ``metrics.score_report``."""
+    (new_report, new_records), (old_report, old_records) = new, previous
+    if len(new_records) != len(old_records):
+        raise InputError(
+            f"cannot compare {len(new_records)} predictions with {len(old_records)} previous ones"
+        )
+    result: dict[str, Any] = {
+        block: _deltas(new_report.get(block) or {}, old_report.get(block) or {})
+        for block in ("metrics", "strict", "extra")
+    }
+    pairs = list(zip(old_records, new_records, strict=True))
+    names = sorted({name for record in new_records for name in record["strict"]})
+    changes: dict[str, dict[str, list[int]]] = {}
+    for name in names:
+        if name in RATE_METRICS:
+            continue
+        fixed, broken = [], []
+        for old, cur in pairs:
+            if name not in cur["strict"] or name not in old["strict"]:
+                continue
+            was, now = _good(name, old["strict"][name]), _good(name, cur["strict"][name])
+            if now and not was:
+                fixed.append(cur["index"])
+            elif was and not now:
+                broken.append(cur["index"])
+        changes[name] = {"fixed": fixed, "broken": broken}
+    result["changes"] = changes
+    significance: dict[str, dict[str, Any]] = {}
+    for bucket in sorted({bucket for record in new_records for bucket in record["buckets"]}):
+        in_bucket = [(old, cur) for old, cur in pairs if bucket in cur["buckets"]]
+        tests: dict[str, Any] = {}
+        for name in names:
+            both = [
+                (o["strict"][name], c["strict"][name]) for o, c in in_bucket if name in o["strict"]
+            ]
+            if both:
+                a, b = zip(*both, strict=True)
+                tests[name] = paired_test(
+                    [float(x) for x in a], [float(x) for x in b], name, seed=seed
+                )
+        significance[bucket] = tests
+    result["significance"] = significance
+    return result

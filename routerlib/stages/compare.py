@@ -1,0 +1,79 @@
+"""Notebook 05: finished runs side by side (which runs, the plots, the saved comparison).
+
+The comparison never starts papermill: ``routerlib run PARAMS... --compare`` makes the runs first.
+Run alone with nothing to compare, it makes one run of its own params in this process
+(:func:`routerlib.stages.evaluate.evaluate_run`), so the notebook always has a model to show.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from routerlib import compare, compare_plots, runfolder
+from routerlib.compare import RunSummary
+from routerlib.errors import InputError
+from routerlib.stages.evaluate import evaluate_run
+from routerlib.stages.run import Run, image, open_run
+
+__all__ = [
+    "COMPARISON_FILES",
+    "comparison_plots",
+    "image",
+    "open_run",
+    "runs_to_compare",
+    "sweep_plot",
+    "write_comparison",
+]
+
+
+def runs_to_compare(run: Run, runs: list[str]) -> list[RunSummary]:
+    """The given run folders that finished an evaluation (others are named in one printed line,
+    never a model row), else every finished run under the outputs root; when there is none, one
+    run of this notebook's params is made first (tuned, served and evaluated in this process) so
+    the comparison always has a model to show. This notebook's own run folder is never among
+    them."""
+    own = run.path.resolve()
+    given = [Path(p) for p in runs]
+    skipped = [p for p in given if not runfolder.has_evaluation(p) or p.resolve() == own]
+    if skipped:
+        names = ", ".join(p.name for p in skipped)
+        print(f"Not compared (no finished evaluation, or this comparison's own folder): {names}")
+    runs = [str(p) for p in given if p not in skipped]
+    if given and not runs:
+        raise InputError(f"runs: no finished run folder to compare among {len(given)} given")
+    found = [r for r in compare.load_runs(runs or None) if Path(r.path) != own]
+    if not found and not runs:
+        built = open_run(run.params_file)
+        print(
+            f"No finished run to compare: making {built.path.name} from {run.params_file} "
+            "(`routerlib run PARAMS... --compare` makes runs before comparing them)"
+        )
+        evaluate_run(built)
+        found = [r for r in compare.load_runs(None) if Path(r.path) != own]
+    return found
+
+
+def comparison_plots(run: Run, found: list[RunSummary]) -> list[Path]:
+    """Every comparison plot, saved as PNG in the run folder."""
+    return compare_plots.all_plots(found, run.sub(runfolder.PLOTS_DIR))
+
+
+def sweep_plot(run: Run, rows: Any) -> Path:
+    """The newest sweep's metric against each varied key (``compare.sweep_board`` rows), as PNG."""
+    return compare_plots.sweep_metric(rows, run.sub(runfolder.PLOTS_DIR))
+
+
+COMPARISON_FILES = ("leaderboard.csv", "significance.csv", "comparison.json")
+
+
+def write_comparison(run: Run, board: pd.DataFrame, significance: pd.DataFrame) -> Path:
+    """Save the leaderboard and significance table (CSV and JSON) in the comparison run folder."""
+    record = runfolder.ComparisonRecord(
+        leaderboard=json.loads(board.to_json(orient="index")),
+        significance=json.loads(significance.to_json(orient="records")),
+    )
+    return runfolder.write_comparison(run.path, board.to_csv(), significance.to_csv(), record)

@@ -1,0 +1,503 @@
+"""Notebook 04: serve the run's checkpoint, evaluate it (each configured decoding) against the
+gold completions, the gate and the previous router, and write the run's metrics.json."""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from routerlib import baselines as previous
+from routerlib import checkpoints, compare, diagnostics_plots, display, pricing, runfolder
+from routerlib import evaluate as runner
+from routerlib.compare import seconds_per_token
+from routerlib.data_plots import shown
+from routerlib.display import HTMLTable
+from routerlib.metric_names import HEADLINE
+from routerlib.runfolder import (
+    BaselineInfo,
+    DecodingInfo,
+    EvaluationInfo,
+    MetricsRecord,
+    RunInfo,
+    TuningInfo,
+)
+from routerlib.serving import factory, hardware
+from routerlib.serving.base import Predictor
+from routerlib.serving.cache import load_cache
+from routerlib.stages.prepare import gold_file
+from routerlib.stages.run import Report, Run, decodings, open_run, saved, thresholds_path
+from routerlib.stages.tune import chosen_checkpoint, job_table, tuned_job
+from routerlib.tuning.base import Job
+
+__all__ = [
+    "THROUGHPUT_FILE",
+    "baselines",
+    "comparison_table",
+    "confusion_figure",
+    "decoding_table",
+    "evaluate",
+    "evaluate_all",
+    "evaluate_run",
+    "evaluation_settings",
+    "gate_table",
+    "headline_report",
+    "headline_table",
+    "job_table",
+    "open_run",
+    "report_path",
+    "run_cost",
+    "saved",
+    "serving",
+    "tool_figure",
+    "tuned_job",
+    "worst_errors",
+    "write_metrics",
+]
+
+
+@contextmanager
+def serving(run: Run, job: Job) -> Iterator[Predictor]:
+    """The serving Predictor for the tuned checkpoint, for the block (the serving factory's
+    choice, ``factory.for_run``): a local server, a Vertex endpoint deployed for the block, a
+    batch job (``eval_mode: batch``) or the configured ``endpoint`` left as it is. Whatever it
+    started is cleaned up."""
+
+    checkpoint = job.checkpoint_uri or job.spec.checkpoint_uri()
+    if not run.config.endpoint:  # best (checkpoints.json), final, or epoch-N
+        checkpoint = chosen_checkpoint(run, job)
+    params_file = str(run.params_file)
+    with factory.open_predictor(run.config, str(checkpoint), params_file=params_file) as predictor:
+        yield predictor
+
+
+def _baseline_predictions(run: Run, kind: str) -> Path:
+    return runfolder.predictions_path(run.sub(runfolder.baseline_report_file(kind)))
+
+
+def baselines(run: Run) -> dict[str, Report]:
+    """Score the previous router logic (majority template and keyword rules) on the test rows
+    the models are scored on (the first ``eval_limit`` when set; the predictions cover the whole
+    split, since they are also what each model is compared to)."""
+
+    gold = gold_file(run)
+    reports = {}
+    for kind in previous.KINDS:
+        preds = _baseline_predictions(run, kind)
+        if not preds.exists():
+            previous.write_baseline(gold, preds, kind=kind)
+        reports[kind] = runner.score_predictions(
+            gold,
+            preds,
+            out=run.sub(runfolder.baseline_report_file(kind)),
+            thresholds=thresholds_path(run),
+            limit=run.config.eval_limit,
+        )
+    return reports
+
+
+def report_path(run: Run, decoding: str = "free") -> Path:
+    """Where a decoding's report lives: eval/report.json (free), eval/constrained/report.json
+    (each with its samples.jsonl, cache and predictions beside it)."""
+    return run.sub(runfolder.decoding_report_file(runfolder.EVAL_DIR, decoding))
+
+
+def evaluation_settings(run: Run) -> dict[str, Any]:
+    """The keyword arguments of ``routerlib.evaluate.evaluate`` that a run's evaluation uses
+    besides its predictor, output and decoding: the gate, the previous router's predictions (the
+    configured baseline, scored first when missing) and the limits. Anything scored on a run's
+    test rows (its decodings, a reference model beside it) uses these."""
+    cfg = run.config
+    baseline_preds = _baseline_predictions(run, cfg.baseline)
+    if not baseline_preds.exists():
+        baselines(run)
+    return {
+        "thresholds": thresholds_path(run),
+        "compare_to": baseline_preds,
+        "max_tokens": cfg.max_tokens,
+        "limit": cfg.eval_limit,
+    }
+
+
+def evaluate(run: Run, endpoint: Predictor | str, decoding: str = "free") -> Report:
+    """Generate predictions for the test split through ``endpoint`` (a serving Predictor from
+    :func:`serving`, or an endpoint address; ``decoding`` free or constrained) and score them
+    against the gold completions, the gate and the previous router (the configured baseline)."""
+
+    cfg = run.config
+    if isinstance(endpoint, str):  # an address: the predictor the run's settings make for it
+        spec = factory.for_address(cfg, endpoint)
+        with factory.opened(spec.kind, spec.target, **spec.options) as predictor:
+            return evaluate(run, predictor, decoding)
+    settings = evaluation_settings(run)
+    cache = runner.artifact_paths(report_path(run, decoding))["cache"]
+    before = len(load_cache(cache)) if cache.exists() else 0
+    start = time.perf_counter()
+    report = runner.evaluate(
+        endpoint,
+        gold_file(run),
+        out=report_path(run, decoding),
+        constrained=decoding == "constrained",
+        **settings,
+    )
+    generated = len(load_cache(cache)) - before
+    # rows answered now by the headline decoding, the one the serving cost is priced on (a
+    # resumed evaluation measures only its new rows)
+    if generated > 0 and decoding == decodings(run)[0]:
+        seconds = time.perf_counter() - start
+        runfolder.write_record(
+            run.sub(THROUGHPUT_FILE),
+            runfolder.ThroughputRecord(
+                rows=generated,
+                seconds=round(seconds, 3),
+                routes_per_hour=round(generated / seconds * 3600, 3),
+                concurrency=cfg.concurrency,
+                max_tokens=cfg.max_tokens,
+            ),
+        )
+    return report
+
+
+#: Routes per hour measured while notebook 04 predicted the test split (with its scoring).
+THROUGHPUT_FILE = runfolder.THROUGHPUT_FILE
+
+
+def run_cost(run: Run, job: Job, report: dict[str, Any]) -> dict[str, Any]:
+    """What the run cost or would cost (pricing.RunCost as a dict): tuning from the job's billable
+    tokens x epochs, serving per 1,000 routes from the machine's hourly price and the measured
+    throughput, latency p50/p95 from the report."""
+
+    cfg = run.config
+    stats = job.tuning_data_stats or {}
+    tokens = stats.get("total_billable_token_count")
+    if isinstance(tokens, int) and job.backend == "local" and stats.get("epochs"):
+        tokens //= int(stats["epochs"])  # the local backend counts every epoch; Vertex one pass
+    throughput_file = run.sub(THROUGHPUT_FILE)
+    throughput = (
+        runfolder.read_json(throughput_file, runfolder.ThroughputRecord)
+        if throughput_file.exists()
+        else None
+    )
+
+    shape = hardware.choose(
+        cfg.base_model, cfg.machine_type, cfg.accelerator_type, cfg.accelerator_count
+    )
+    machine = pricing.serving_machine(cfg.backend, shape.machine_type)
+    cost = pricing.run_cost(
+        base_model=job.spec.base_model,
+        billable_tokens=tokens if isinstance(tokens, int) else None,
+        epochs=job.spec.epochs,
+        machine=machine,
+        routes_per_hour=throughput.routes_per_hour if throughput else None,
+        latency=report.get("latency"),
+    )
+    return asdict(cost)
+
+
+#: Columns of the per-notebook headline table: (metric, label); strict values with intervals.
+def evaluate_all(run: Run, endpoint: Predictor | str) -> dict[str, Report]:
+    """:func:`evaluate` once per configured decoding, on the same test rows, headline first."""
+    if isinstance(endpoint, str):  # an address: one predictor for every decoding
+        spec = factory.for_address(run.config, endpoint)
+        with factory.opened(spec.kind, spec.target, **spec.options) as predictor:
+            return evaluate_all(run, predictor)
+    return {decoding: evaluate(run, endpoint, decoding) for decoding in decodings(run)}
+
+
+def headline_report(reports: dict[str, Report]) -> Report:
+    """The report of the first decoding (the run's headline)."""
+    return next(iter(reports.values()))
+
+
+def decoding_table(reports: dict[str, Report]) -> pd.DataFrame:
+    """Free against constrained on the same rows: strict figures, time per token and the paired
+    test of constrained minus free per metric (McNemar / paired bootstrap, compare.py)."""
+
+    shown_metrics = ("json_valid", "schema_valid", *HEADLINE[1:6], "tool_sequence_exact")
+    rows = {}
+    for decoding, report in reports.items():
+        strict = (report.get("strict") or {}).get("overall", {})
+        row: dict[str, Any] = {m: strict.get(m) for m in shown_metrics}
+        row["s_per_token"] = compare.seconds_per_token(report)
+        rows[decoding] = row
+    table = pd.DataFrame(rows).T
+    if {"free", "constrained"} <= set(reports):
+        tests = compare.paired_reports(reports["constrained"], reports["free"])
+        for metric, test in tests.items():
+            if metric in table.columns:
+                table.loc["Δ constrained−free", metric] = test["delta"]
+                table.loc["p (paired)", metric] = test["p_value"]
+    return table
+
+
+def confusion_figure(report: Report, bucket: str = "overall") -> Any:
+    """The first-tool confusion matrix of a report (routerlib.diagnostics)."""
+    return shown(diagnostics_plots.confusion_matrix(report, bucket))
+
+
+def tool_figure(reports: dict[str, Report], bucket: str = "overall") -> Any:
+    """Per-tool precision / recall / F1 of several reports side by side."""
+    return shown(diagnostics_plots.tool_bars(reports, bucket))
+
+
+HEADLINE_VIEW = (
+    ("json_valid", "JSON valid"),
+    ("route_plan_exact", "plan exact"),
+    ("tool_sequence_exact", "tool sequence exact"),
+    ("route_tool_recall", "tool recall"),
+    ("route_tool_precision", "tool precision"),
+)
+
+
+def headline_table(reports: dict[str, Report]) -> pd.DataFrame:
+    """Routers side by side: gate, the headline metrics (strict, with their 95% intervals) and the
+    median length ratio of valid predictions; text rounded for reading."""
+
+    rows = {}
+    for label, report in reports.items():
+        strict = (report.get("strict") or {}).get("overall", {})
+        intervals = (report.get("intervals") or {}).get("overall", {})
+        passed = (report.get("threshold_results") or {}).get("overall_pass")
+        row: dict[str, Any] = {
+            "gate": display.MISSING if passed is None else "pass" if passed else "fail"
+        }
+        for metric, name in HEADLINE_VIEW:
+            lo, hi = (intervals.get(metric) or [None, None])[:2]
+            row[name] = display.with_interval(
+                {
+                    f"{metric} strict": strict.get(metric),
+                    f"{metric} strict lo": lo,
+                    f"{metric} strict hi": hi,
+                },
+                metric,
+            )
+        ratio = report["metrics"].get("overall", {}).get("length_ratio")
+        row["length ratio"] = display.fmt(ratio, 2)
+        rows[label] = row
+    return pd.DataFrame(rows).T
+
+
+def gate_table(report: Report) -> pd.DataFrame:
+    """Every check of the report's gate, one row each (indexed by bucket): metric, value, the rule
+    (``≥ 0.98`` / ``≤ 0.30``) and ``passed``; a bucket the test split has no rows of is one line
+    that says so. Empty when the report was not gated."""
+
+    columns = ["bucket", "metric", "value", "rule", "passed"]
+    results = report.get("threshold_results")
+    if not results:
+        return pd.DataFrame(columns=columns).set_index("bucket")
+    gate = runfolder.validate(results, runfolder.GateResults, "threshold_results")
+    rows = []
+    for bucket, checks in gate.checks().items():
+        if checks and all(c.value is None for c in checks.values()):
+            rows.append(  # one line for a bucket the test split has no rows of
+                {
+                    "bucket": bucket,
+                    "metric": f"all {len(checks)} checks",
+                    "value": "no test rows",
+                    "rule": display.MISSING,
+                    "passed": all(c.passed for c in checks.values()),
+                }
+            )
+            continue
+        for metric, check in checks.items():
+            sign = "≤" if check.kind == "max" else "≥"
+            rows.append(
+                {
+                    "bucket": bucket,
+                    "metric": metric,
+                    "value": "no test rows" if check.value is None else display.fmt(check.value),
+                    "rule": f"{sign} {display.fmt(check.threshold, 2)}",
+                    "passed": check.passed,
+                }
+            )
+    return pd.DataFrame(rows, columns=columns).set_index("bucket")
+
+
+#: Per-sample yes/no checks counted in ``worst_errors``.
+ERROR_CHECKS = (
+    "route_plan_exact",
+    "route_first_tool_match",
+    "metrics_keys_match",
+    "todo_covers_all_tools",
+    "handoff_tools_covered",
+)
+
+
+def _problem(record: runfolder.SampleRecord) -> str:
+    """What went wrong with one prediction, without character positions (so alike failures
+    group together)."""
+
+    if not record.valid:
+        reason = record.reason or "invalid"
+        return re.sub(r":? ?(line \d+ column \d+ )?\(char \d+\)", "", reason).strip()
+    missed = [m for m in ERROR_CHECKS if not record.metrics.get(m)]
+    return "missed " + ", ".join(missed) if missed else "all checks met"
+
+
+def worst_errors(run: Run, n: int = 10) -> HTMLTable:
+    """The tuned model's worst failures, alike ones grouped: each row is one kind of problem with
+    how many test rows have it, which ones, the checks met and how the first one's output starts
+    (shown whole; the table is in ``.frame``)."""
+
+    records = runfolder.read_samples(runfolder.samples_path(run.sub(runfolder.REPORT_FILE)))
+    groups: dict[tuple[str, int], list[int]] = {}
+    starts: dict[tuple[str, int], str] = {}
+    for rec in records:
+        met = sum(bool(rec.metrics.get(m)) for m in ERROR_CHECKS) if rec.valid else -1
+        key = (_problem(rec), met)
+        groups.setdefault(key, []).append(rec.index)
+        starts.setdefault(key, " ".join((rec.raw or "").split())[:60])
+    rows = []
+    for (problem, met), indices in groups.items():
+        if met == len(ERROR_CHECKS):
+            continue  # nothing wrong to show
+        shown = ", ".join(str(i) for i in indices[:6]) + (
+            f" … (+{len(indices) - 6})" if len(indices) > 6 else ""
+        )
+        rows.append(
+            {
+                "problem": problem,
+                "rows": len(indices),
+                "test rows": shown,
+                "checks met": "invalid" if met < 0 else f"{met}/{len(ERROR_CHECKS)}",
+                "first output starts": starts[(problem, met)] or "(empty)",
+                "_met": met,
+            }
+        )
+    frame = pd.DataFrame(rows)
+    if not frame.empty:
+        frame = frame.sort_values(["_met", "rows"], ascending=[True, False], kind="stable")
+        frame = frame.drop(columns="_met").head(n).reset_index(drop=True)
+    return display.whole(frame)
+
+
+#: What metrics.json copies from the RunConfig and from the Job.
+RUN_FIELDS = {"name", "backend", "base_model", "tuning_mode", "adapter_size", "epochs"}
+
+
+TUNING_FIELDS = {"state", "train_seconds", "cost_estimate_usd", "tuning_data_stats", "loss_curve"}
+
+
+def _checkpoint_summary(run: Run) -> dict[str, Any] | None:
+    """What checkpoints.json says about the served checkpoint (None when there is none)."""
+    choice = checkpoints.read_choice(run.path)
+    if choice is None:
+        return None
+    return {
+        "served": choice.chosen,
+        "best": choice.best,
+        "mode": choice.mode,
+        "select_metric": choice.select_metric,
+        "reason": choice.reason,
+        "record": runfolder.CHECKPOINTS_FILE,
+    }
+
+
+def write_metrics(
+    run: Run,
+    job: Job,
+    report: Report,
+    baseline_reports: dict[str, Report],
+    decoding_reports: dict[str, Report] | None = None,
+) -> Path:
+    """Write the run's metrics.json: the run, its tuning, the evaluation (``report``: the headline
+    decoding), one entry per scored decoding, and the baseline summaries."""
+
+    cfg = run.config
+    decoding_reports = decoding_reports or {decodings(run)[0]: report}
+    matching = [d for d, r in decoding_reports.items() if r is report]
+    headline_decoding = matching[0] if matching else decodings(run)[0]
+
+    def relative(decoding: str) -> str:
+        return str(report_path(run, decoding).relative_to(run.path))
+
+    def figures(r: Report, block: str) -> dict[str, Any]:
+        values = (r.get(block) or {}).get("overall", {})
+        return {m: values.get(m) for m in HEADLINE}
+
+    overall = report["metrics"].get("overall", {})
+    strict = (report.get("strict") or {}).get("overall", {})
+    record = MetricsRecord(
+        run=RunInfo(
+            params_file=run.params_file,
+            created=time.strftime("%Y-%m-%dT%H:%M:%S"),
+            **cfg.model_dump(include=RUN_FIELDS),
+        ),
+        tuning=TuningInfo(
+            job_name=job.name,
+            checkpoint=_checkpoint_summary(run),
+            **job.model_dump(include=TUNING_FIELDS),
+        ),
+        cost=run_cost(run, job, report),
+        evaluation=EvaluationInfo(
+            report=relative(headline_decoding),
+            decoding=headline_decoding,
+            gate_pass=(report.get("threshold_results") or {}).get("overall_pass"),
+            headline={m: overall.get(m) for m in HEADLINE},
+            strict={m: strict.get(m) for m in HEADLINE},
+        ),
+        decodings={
+            decoding: DecodingInfo(
+                report=relative(decoding),
+                gate_pass=(r.get("threshold_results") or {}).get("overall_pass"),
+                headline=figures(r, "metrics"),
+                strict=figures(r, "strict"),
+                schema_valid=(r.get("strict") or {}).get("overall", {}).get("schema_valid"),
+                seconds_per_token=seconds_per_token(r),
+            )
+            for decoding, r in decoding_reports.items()
+        },
+        baselines={
+            kind: BaselineInfo(
+                report=runfolder.baseline_report_file(kind),
+                gate_pass=(r.get("threshold_results") or {}).get("overall_pass"),
+            )
+            for kind, r in baseline_reports.items()
+        },
+    )
+    return runfolder.write_metrics(run.path, record)
+
+
+def comparison_table(report: Report, bucket: str = "overall") -> pd.DataFrame:
+    """Strict per-metric deltas against the previous router, with the paired test's p-value and
+    the number of test rows fixed and broken, one row per metric (rounded for reading)."""
+
+    comparison = report.get("comparison") or {}
+    deltas = (comparison.get("strict") or {}).get(bucket, {})
+    tests = (comparison.get("significance") or {}).get(bucket, {})
+    changes = comparison.get("changes") or {}
+    rows = []
+    for metric, values in deltas.items():
+        test = tests.get(metric, {})
+        delta = values.get("delta")
+        rows.append(
+            {
+                "metric": metric,
+                "previous": display.fmt(values.get("previous")),
+                "tuned": display.fmt(values.get("new")),
+                "delta": display.MISSING if display.missing(delta) else f"{delta:+.3f}",
+                "test": display.fmt(test.get("test")),
+                "p_value": display.fmt(test.get("p_value"), 4),
+                "fixed": len(changes.get(metric, {}).get("fixed", [])),
+                "broken": len(changes.get(metric, {}).get("broken", [])),
+            }
+        )
+    return pd.DataFrame(rows).set_index("metric") if rows else pd.DataFrame()
+
+
+def evaluate_run(run: Run) -> Path:
+    """What notebook 04 does, without its tables: the tuned job (tuning first when there is
+    none), the baselines, each decoding served and scored, and the run's metrics.json (its path
+    is returned). Notebook 05 uses it to make a run when it has none to compare."""
+    job = tuned_job(run)
+    baseline_reports = baselines(run)
+    with serving(run, job) as endpoint:
+        reports = evaluate_all(run, endpoint)
+    return write_metrics(run, job, headline_report(reports), baseline_reports, reports)

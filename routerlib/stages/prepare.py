@@ -1,0 +1,126 @@
+"""Notebook 01: the Week-2 rows converted, validated and split into the run folder (and uploaded
+to Cloud Storage when ``gcs_prefix`` is set), with the tables the notebook shows."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from routerlib import dataset, paths, runfolder, synth
+from routerlib.dataset import PrepareResult
+from routerlib.errors import InputError
+from routerlib.runfolder import SPLITS
+from routerlib.stages.run import Run, fields, open_run
+
+__all__ = [
+    "dataset_uris",
+    "fields",
+    "gold_file",
+    "open_run",
+    "prepare",
+    "prepared_manifest",
+    "source_rows",
+    "split_files",
+    "split_frame",
+    "split_table",
+]
+
+
+def source_rows(run: Run) -> Path:
+    """The Week-2 input: the configured file, or synthetic rows written into the run folder."""
+    cfg = run.config
+    if cfg.input_path:
+        path = paths.resolve(cfg.input_path)
+        if not path.is_file():
+            raise InputError(f"{cfg.input_path}: input file not found")
+        return path
+
+    target = run.sub(f"{runfolder.DATA_DIR}/{runfolder.SYNTHETIC_ROWS_FILE}")
+    if not target.exists():
+        synth.write_rows(target, cfg.synth_rows, cfg.synth_seed)
+    return target
+
+
+def prepare(run: Run, smoke: bool = False) -> PrepareResult:
+    """Convert, validate and split the rows (the smoke subset keeps the first ``smoke_limit``)."""
+    cfg = run.config
+    limit = cfg.smoke_limit if smoke else cfg.limit
+    gcs_prefix = (
+        cfg.gcs_prefix.rstrip("/") + ("/smoke" if smoke else "") if cfg.gcs_prefix else None
+    )
+    return dataset.prepare(
+        source_rows(run),
+        run.sub(runfolder.data_dir(smoke)),
+        val_ratio=cfg.val_ratio,
+        test_ratio=cfg.test_ratio,
+        seed=cfg.seed,
+        limit=limit,
+        max_seq_len=cfg.max_seq_len,
+        base_model=cfg.base_model,
+        tuning_mode=cfg.tuning_mode,
+        strict=cfg.strict,
+        gcs_prefix=gcs_prefix,
+        data_format=cfg.data_format,
+    )
+
+
+def prepared_manifest(run: Run, smoke: bool = False) -> dict[str, Any]:
+    """prepare.json of the run, running prepare first when it is missing."""
+    manifest = run.sub(runfolder.data_dir(smoke)) / runfolder.PREPARE_FILE
+    if not manifest.exists():
+        prepare(run, smoke=smoke)
+    data: dict[str, Any] = json.loads(manifest.read_text(encoding="utf-8"))
+    return data
+
+
+def split_frame(run: Run, smoke: bool = False) -> pd.DataFrame:
+    """One row per prepared example (``dataset.stats_frame``), preparing first when needed."""
+    prepared_manifest(run, smoke)
+    return dataset.stats_frame(run.sub(runfolder.data_dir(smoke)))
+
+
+def split_table(run: Run, smoke: bool = False) -> pd.DataFrame:
+    """A pandas table of the splits: rows, first-tool and difficulty mix, token estimate."""
+    frame = split_frame(run, smoke)
+    table = frame.groupby("split", sort=False).agg(
+        rows=("split", "size"),
+        math_first=("first_tool", lambda s: float((s == "/math").mean())),
+        four_plus_steps=("route_length", lambda s: float((s >= 4).mean())),
+        advanced=("difficulty", lambda s: float((s == "advanced").mean())),
+        est_tokens_mean=("est_tokens", "mean"),
+        est_tokens_max=("est_tokens", "max"),
+    )
+    return table.reindex([s for s in SPLITS if s in table.index]).round(3)
+
+
+def dataset_uris(run: Run, smoke: bool = False) -> dict[str, str]:
+    """Where tuning reads the splits: the gs:// URIs when uploaded, else local paths."""
+    manifest = prepared_manifest(run, smoke)
+    uploaded = manifest.get("uris") or {}
+    return {
+        name: uploaded.get(name) or str(run.sub(runfolder.split_file(name, smoke)))
+        for name in SPLITS
+    }
+
+
+def gold_file(run: Run) -> Path:
+    """The gold file evaluation reads: the test split in the run folder, which prepare writes
+    whether or not it also uploads the splits (a gs:// URI serves tuning, not scoring)."""
+    prepared_manifest(run)
+    return run.sub(runfolder.split_file("test"))
+
+
+def split_files(run: Run, smoke: bool = False) -> pd.DataFrame:
+    """Where each split is, as a table: the gs:// URI when uploaded, else the path in the run."""
+    rows = {}
+    for name, uri in dataset_uris(run, smoke).items():
+        local = Path(uri)
+        rows[name] = (
+            uri
+            if uri.startswith("gs://") or not local.is_relative_to(run.path)
+            else str(local.relative_to(run.path))
+        )
+    return fields(rows)

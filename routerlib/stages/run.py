@@ -1,0 +1,101 @@
+"""The run folder a notebook works in, and the display helpers every notebook shares."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from IPython.display import Image, Markdown
+
+from routerlib import display, metrics, paths, runfolder
+from routerlib.config import RunConfig, default_params_file, dump_config, load_config
+from routerlib.errors import InputError
+
+__all__ = ["Report", "Run", "decodings", "fields", "image", "open_run", "saved", "thresholds_path"]
+
+#: A scored report (``runfolder.ReportRecord``) as the scorer returns it.
+Report = dict[str, Any]
+
+
+@dataclass
+class Run:
+    """One run folder and its validated config."""
+
+    path: Path
+    config: RunConfig
+    params_file: str
+
+    def sub(self, relative: str) -> Path:
+        """A path inside the run folder."""
+        return self.path / relative
+
+    def _repr_markdown_(self) -> str:
+        cfg = self.config
+        full = cfg.tuning_mode + (f" r={cfg.adapter_size}" if cfg.adapter_size else "")
+        smoke = f"PEFT_ADAPTER r={cfg.adapter_size or 16}"
+        return (
+            f"**Run** `{self.path.name}` · params `{Path(self.params_file).name}` · backend "
+            f"`{cfg.backend}` · base model `{cfg.base_model}`  \n"
+            f"smoke tune (02): {smoke}, {cfg.smoke_epochs} epoch(s) on the first "
+            f"{cfg.smoke_limit} rows · full tune (03): {full}, {cfg.epochs} epoch(s)"
+        )
+
+
+def open_run(params_file: str, run_dir: str = "", overrides: dict[str, Any] | None = None) -> Run:
+    """Validate the params file and open the run folder (a new one when ``run_dir`` is empty).
+
+    An empty ``params_file`` (the notebooks' default) is :func:`config.default_params_file`:
+    ``$ROUTERLIB_PARAMS``, else params/local.yaml.
+
+    The resolved params are written once as params.yaml; a run folder whose params.yaml differs
+    from the given params is refused, so one folder never mixes two configurations.
+    """
+    params_file = params_file or default_params_file()
+    config = load_config(params_file, overrides)
+    folder = Path(run_dir).resolve() if run_dir else paths.new_run_dir(config.name)
+    folder.mkdir(parents=True, exist_ok=True)
+    resolved = folder / runfolder.PARAMS_FILE
+    if resolved.exists():
+        recorded = load_config(resolved)
+        if recorded != config:
+            raise InputError(
+                f"{resolved}: the run folder was made with other params; "
+                "use an empty run_dir for a new run"
+            )
+    else:
+        dump_config(config, resolved)
+    return Run(folder, config, str(params_file))
+
+
+def fields(mapping: dict[str, Any]) -> pd.DataFrame:
+    """Any flat or nested dict (counts, statistics, URIs) as a two-column table."""
+    return display.fields(mapping)
+
+
+def thresholds_path(run: Run) -> Path:
+    """The gate file: the configured one, else the team's original gates in params/."""
+    return (
+        paths.resolve(run.config.thresholds)
+        if run.config.thresholds
+        else Path(metrics.DEFAULT_THRESHOLDS_PATH)
+    )
+
+
+def decodings(run: Run) -> list[str]:
+    """The decodings this run scores, headline first (``constrained`` overrides ``decoding``)."""
+    cfg = run.config
+    if cfg.constrained is not None:
+        return ["constrained" if cfg.constrained else "free"]
+    return list(cfg.decoding)
+
+
+def image(path: Path) -> Image:
+    """A PNG for display in the notebook."""
+    return Image(filename=str(path))
+
+
+def saved(path: Path) -> Markdown:
+    """A one-line Markdown note of a file written into the run folder (its name, not its path)."""
+    return Markdown(f"Saved `{path.name}` in `{path.parent.name}/`.")

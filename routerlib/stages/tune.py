@@ -1,0 +1,242 @@
+"""Notebooks 02 and 03: the smoke and the full tuning job of a run (submitted, or re-attached to,
+and recorded in the run folder), and the checkpoint the run serves."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from routerlib import checkpoints, display, jobs, runfolder
+from routerlib.checkpoint_names import BEST, FINAL
+from routerlib.checkpoints import CheckpointChoice, Scorer
+from routerlib.errors import InputError
+from routerlib.serving import factory
+from routerlib.serving.base import Predictor
+from routerlib.stages.prepare import dataset_uris, prepare, prepared_manifest, split_table
+from routerlib.stages.run import Run, decodings, fields, open_run, thresholds_path
+from routerlib.tuning.base import Job, TuningSpec, read_job, write_job
+
+__all__ = [
+    "checkpoint_settings",
+    "checkpoint_table",
+    "choose_checkpoint",
+    "chosen_checkpoint",
+    "fields",
+    "job_table",
+    "open_run",
+    "prepare",
+    "spec_table",
+    "split_table",
+    "tune",
+    "tuned_job",
+    "tuning_spec",
+]
+
+
+def _output_uri(run: Run, smoke: bool) -> str:
+    cfg = run.config
+    leaf = runfolder.tuning_dir(smoke)
+    if cfg.output_uri:
+        return cfg.output_uri.rstrip("/") + ("/smoke" if smoke else "")
+    if cfg.backend == "vertex":
+        if not cfg.gcs_prefix:
+            raise InputError(f"{run.params_file}: output_uri: set it (or gcs_prefix) for vertex")
+        return f"{cfg.gcs_prefix.rstrip('/')}/{run.path.name}/{leaf}"
+    return str(run.sub(leaf))
+
+
+def tuning_spec(run: Run, smoke: bool = False) -> TuningSpec:
+    """The TuningSpec of the smoke run (PEFT, few epochs, smoke subset) or the full run."""
+    cfg = run.config
+    uris = dataset_uris(run, smoke)
+    name = cfg.tuned_model_display_name or f"router-{cfg.name}"
+    return TuningSpec.build(
+        base_model=cfg.base_model,
+        training_dataset_uri=uris["train"],
+        validation_dataset_uri=uris["validation"],
+        output_uri=_output_uri(run, smoke),
+        tuning_mode="PEFT_ADAPTER" if smoke else cfg.tuning_mode,
+        adapter_size=(cfg.adapter_size or 16) if smoke else cfg.adapter_size,
+        epochs=cfg.smoke_epochs if smoke else cfg.epochs,
+        learning_rate=cfg.learning_rate,
+        learning_rate_multiplier=cfg.learning_rate_multiplier,
+        tuned_model_display_name=name + ("-smoke" if smoke else ""),
+        labels={"routerlib-run": _label(run.path.name), **cfg.labels},
+        custom_base_model=None if smoke else (cfg.custom_base_model or None),
+    )
+
+
+def _label(value: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_" else "-" for c in value.lower())[:63]
+
+
+def tune(run: Run, smoke: bool = False) -> Job:
+    """Submit (or re-attach to) the tuning job, wait for it, record it as job.json in the run."""
+    cfg = run.config
+    job = jobs.tune(
+        tuning_spec(run, smoke),
+        backend=cfg.backend,
+        wait=True,
+        strict=cfg.strict,
+        project=cfg.project or None,
+        location=cfg.location,
+        api_endpoint=cfg.api_endpoint or None,
+        local_options={"batch_size": cfg.batch_size, "max_train_tokens": cfg.max_train_tokens},
+    )
+    write_job(run.sub(runfolder.job_file(smoke)), job)
+    if not job.succeeded:
+        raise InputError(f"tuning job {job.name} ended in {job.state}: {job.error or 'no message'}")
+    return job
+
+
+def tuned_job(run: Run, smoke: bool = False) -> Job:
+    """The run's finished tuning job, tuning first when there is none yet."""
+    record = run.sub(runfolder.job_file(smoke))
+    if record.exists():
+        job = read_job(record)
+        if job.succeeded:
+            return job
+    return tune(run, smoke)
+
+
+def job_table(job: Job) -> pd.DataFrame:
+    """A job as a two-column table: state, mode, adapter, epochs, data statistics, time, cost and
+    where the checkpoint is (numbers rounded; the job.json keeps them whole)."""
+
+    stats = job.tuning_data_stats or {}
+    cost = job.cost_estimate_usd
+    seconds = job.train_seconds
+    return display.fields(
+        {
+            "job": job.name,
+            "state": job.state,
+            "base model": job.spec.base_model,
+            "tuning mode": job.spec.tuning_mode,
+            "adapter size": job.spec.adapter_size,
+            "epochs": job.spec.epochs,
+            "examples": stats.get("tuning_dataset_example_count"),
+            "billable tokens": stats.get("total_billable_token_count"),
+            "steps": stats.get("tuning_step_count"),
+            "train time": None if seconds is None else f"{seconds:,.0f} s",
+            "cost estimate": None if cost is None else f"${cost:,.2f}",
+            "checkpoint": _short_path(job.checkpoint_uri),
+        }
+    )
+
+
+def _short_path(uri: str | None) -> str | None:
+    """A checkpoint location for reading: gs:// URIs whole, local paths from the run folder on."""
+    if not uri or uri.startswith("gs://"):
+        return uri
+    parts = Path(uri).parts
+    for anchor in ("tuning",):
+        if anchor in parts:
+            return str(Path(*parts[parts.index(anchor) :]))
+    return Path(uri).name
+
+
+def spec_table(spec: TuningSpec) -> pd.DataFrame:
+    """The tuning spec as a two-column table (field names as the Vertex SDK spells them)."""
+    fields = spec.model_dump()
+    for key in ("training_dataset_uri", "validation_dataset_uri", "output_uri"):
+        fields[key] = _short_path(fields.get(key)) if fields.get(key) else None
+    return display.fields(fields)
+
+
+def checkpoint_settings(run: Run) -> dict[str, Any]:
+    """What this run scores each checkpoint with (recorded per checkpoint; a change re-scores):
+    the generation limit, the validation rows, and the decoding, constrained when the run
+    evaluates constrained decoding, else free (:func:`checkpoints.scoring_decoding`)."""
+
+    cfg = run.config
+    return {
+        "max_tokens": cfg.max_tokens,
+        "limit": cfg.select_limit,
+        "decoding": checkpoints.scoring_decoding(decodings(run)),
+    }
+
+
+def _checkpoint_scorer(run: Run) -> Scorer:
+    """How this run scores a checkpoint on validation: each through the predictor the serving
+    factory makes for it (served locally, or deployed on Vertex; ``factory.for_run`` decides),
+    the decoding with each call, from :func:`checkpoint_settings`."""
+    cfg = run.config
+    settings = checkpoint_settings(run)
+
+    def serve(uri: str) -> Predictor:
+        spec = factory.for_run(cfg, uri, params_file=str(run.params_file), scoring=True)
+        return factory.make_spec(spec)
+
+    return checkpoints.predictor_scorer(
+        serve,
+        max_tokens=settings["max_tokens"],
+        limit=settings["limit"],
+        thresholds=thresholds_path(run),
+    )
+
+
+def choose_checkpoint(run: Run, job: Job) -> CheckpointChoice:
+    """Score each epoch checkpoint of ``job`` on the validation split (skipping those already
+    scored with the same :func:`checkpoint_settings`; constrained decoding when the run evaluates
+    it), pick one by ``select_metric`` and record it in checkpoints.json. With ``checkpoint:
+    final`` or ``epoch-N`` (or a configured ``endpoint``) nothing is scored: that one is served."""
+
+    cfg = run.config
+    if cfg.checkpoint != BEST or cfg.endpoint:
+        named = cfg.checkpoint if cfg.checkpoint != BEST else FINAL
+        choice = checkpoints.CheckpointChoice(
+            select_metric=cfg.select_metric,
+            mode=cfg.checkpoint,
+            chosen=named,
+            chosen_uri=cfg.endpoint or jobs.select_checkpoint(job, named),
+            reason=(
+                f"endpoint: {cfg.endpoint} is evaluated as it is; checkpoints were not scored"
+                if cfg.endpoint
+                else f"checkpoint: {named} names it; checkpoints were not scored"
+            ),
+            complete=True,
+        )
+        checkpoints.write_choice(run.path, choice)
+        return choice
+    prepared_manifest(run)
+    return checkpoints.score_checkpoints(
+        job,
+        run.sub(runfolder.split_file("validation")),
+        run.path,
+        _checkpoint_scorer(run),
+        select_metric=cfg.select_metric,
+        mode=cfg.checkpoint,
+        settings=checkpoint_settings(run),
+        out=print,
+    )
+
+
+def chosen_checkpoint(run: Run, job: Job) -> str:
+    """The checkpoint notebook 04 serves: ``final`` / ``epoch-N`` as named; ``best`` from
+    checkpoints.json, scoring first when the record is missing or stale (a notebook run alone, or
+    scored with other settings, e.g. free decoding by an older routerlib)."""
+
+    if run.config.checkpoint != BEST:
+        return jobs.select_checkpoint(job, run.config.checkpoint)
+    choice = checkpoints.read_choice(run.path)
+    fresh = (
+        choice is not None
+        and choice.complete
+        and choice.chosen_uri
+        and choice.mode == run.config.checkpoint
+        and choice.select_metric == run.config.select_metric
+        and choice.scored_with(checkpoint_settings(run))
+    )
+    if not fresh:
+        choice = choose_checkpoint(run, job)
+    assert choice is not None and choice.chosen_uri
+    return choice.chosen_uri
+
+
+def checkpoint_table(choice: CheckpointChoice) -> pd.DataFrame:
+    """One row per scored checkpoint: validation loss, the selection figures, the pick, as
+    display text (rounded numbers, yes/no, ``–`` for a checkpoint that was not scored)."""
+
+    return display.readable(checkpoints.scores_frame(choice))
