@@ -52,6 +52,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     source.add_argument(
         "--checkpoint", metavar="DIR", help="local checkpoint folder: serve it here and evaluate"
     )
+    p.add_argument(
+        "--in-process",
+        dest="in_process",
+        action="store_true",
+        help="with --checkpoint: generate in this process (batches of 16), no local HTTP server",
+    )
     source.add_argument(
         "--batch",
         metavar="MODEL",
@@ -198,6 +204,8 @@ def predictor_from_args(args: argparse.Namespace) -> Any:
     if args.checkpoint is not None:
         if not Path(args.checkpoint).exists():
             raise InputError(f"{args.checkpoint}: checkpoint folder not found")
+        if args.in_process:
+            return factory.make("local", args.checkpoint)
         return factory.make("local-server", args.checkpoint, **online)
     return factory.make(
         "batch",
@@ -220,6 +228,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
         raise InputError(f"--retries must be >= 0, got {args.retries}")
     if args.constrained and args.pred is not None:
         raise InputError("--constrained applies to --endpoint, --checkpoint or --batch")
+    if args.in_process and args.checkpoint is None:
+        raise InputError("--in-process applies to --checkpoint")
     if args.thresholds is not None:
         from routerlib.metrics import thresholds_file
 

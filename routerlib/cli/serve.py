@@ -250,9 +250,16 @@ def _delete(args: argparse.Namespace) -> int:
     return 0
 
 
-def _serve(args: argparse.Namespace) -> int:
+def _wait_for_ctrl_c() -> None:
     import threading
 
+    try:
+        threading.Event().wait()
+    except KeyboardInterrupt:
+        pass
+
+
+def _serve(args: argparse.Namespace) -> int:
     from routerlib.serving import factory
 
     options = {"host": args.host, "port": args.port, "max_batch": args.max_batch}
@@ -261,8 +268,5 @@ def _serve(args: argparse.Namespace) -> int:
     ) as predictor:
         print(predictor.server.endpoint_url, flush=True)  # type: ignore[attr-defined]
         print("serving; Ctrl-C stops", file=sys.stderr, flush=True)
-        try:
-            threading.Event().wait()
-        except KeyboardInterrupt:
-            pass
+        _wait_for_ctrl_c()
     return 0
