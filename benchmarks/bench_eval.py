@@ -37,11 +37,13 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from routerlib.atomic import append_jsonl  # noqa: E402
-from routerlib.evaluate import generate_predictions  # noqa: E402
+from routerlib.evaluate import evaluate, generate_predictions  # noqa: E402
 from routerlib.schema import build_prompt  # noqa: E402
-from routerlib.serving import factory  # noqa: E402
+from routerlib.serving import batch, factory  # noqa: E402
 from routerlib.serving.base import Completion, Predictor  # noqa: E402
+from routerlib.serving.settings import VertexSettings  # noqa: E402
 from routerlib.serving.transports import PredictClient, Transport  # noqa: E402
+from routerlib.storage import gcs_client  # noqa: E402
 
 LATENCY_S = 0.050
 CONCURRENCY = 16
@@ -119,10 +121,6 @@ def batch_vs_endpoint(rows: int) -> None:
     """Evaluate ``rows`` gold rows through an endpoint and through a batch job; print both."""
     import os
 
-    from routerlib.evaluate import evaluate
-    from routerlib.serving import batch
-    from routerlib.serving.settings import VertexSettings
-    from routerlib.storage import gcs_client
     from tests.support.fake_vertex_serving import ServingStandIn
     from tests.support.gcs_emulator import start_emulator
 
