@@ -2,8 +2,8 @@
 (``concurrent.futures``), each retried under the one retry policy (``serving.client``).
 
 The serving kinds that answer request by request are subclasses that only choose the transport:
-a ``:predict`` URL, an OpenAI-compatible URL, a Vertex endpoint (``serving.vertex`` adds the
-endpoint deployed for the predictor's life) and the local HTTP server.
+a ``:predict`` URL, an OpenAI-compatible URL, a Vertex endpoint, a checkpoint deployed to its own
+Vertex endpoint for the predictor's life, and the local HTTP server.
 """
 
 from __future__ import annotations
@@ -98,27 +98,38 @@ class OnlinePredictor:
         pool = ThreadPoolExecutor(
             max_workers=min(self.concurrency, len(prompts)), thread_name_prefix="predict"
         )
-        rows: dict[Future[Completion], int] = {
-            pool.submit(ask, prompt): index for index, prompt in prompts.items()
-        }
+        todo = iter(prompts.items())
+        rows: dict[Future[Completion], int] = {}
         errors: list[tuple[int, BaseException]] = []
         finished = False
+
+        def submit() -> None:
+            """Keep twice ``concurrency`` rows queued, so no worker waits for the next one (and
+            waiting on them stays cheap however many rows there are)."""
+            while not errors and len(rows) < 2 * self.concurrency:
+                item = next(todo, None)
+                if item is None:
+                    return
+                rows[pool.submit(ask, item[1])] = item[0]
+
         try:
-            waiting = set(rows)
-            while waiting:
-                done, waiting = wait(waiting, return_when=FIRST_COMPLETED)
+            submit()
+            while rows:
+                done, _ = wait(rows, return_when=FIRST_COMPLETED)
                 chunk: dict[int, Result] = {}
                 for future in done:
+                    index = rows.pop(future)
                     if future.cancelled():
                         continue
                     error = future.exception()
                     if error is None:
-                        chunk[rows[future]] = future.result()
+                        chunk[index] = future.result()
                     elif not isinstance(error, Stopped):
-                        errors.append((rows[future], error))
-                if errors:
-                    for other in waiting:
-                        other.cancel()
+                        errors.append((index, error))
+                if errors:  # send nothing more; what is in flight finishes
+                    for future in rows:
+                        future.cancel()
+                submit()
                 if chunk:
                     yield chunk
             finished = True
