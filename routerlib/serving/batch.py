@@ -28,7 +28,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from routerlib import atomic, storage
+from routerlib import atomic, pricing, storage
 from routerlib.errors import InputError, RemoteError
 from routerlib.paths import outputs_root
 from routerlib.progress import is_terminal
@@ -380,6 +380,8 @@ class BatchPredictor:
             for i, prompt in sorted(prompts.items())
         ]
         _gcs_write(f"{base}/instances.jsonl", "".join(lines))
+        estimate = pricing.batch_estimate(shape.machine_type, len(prompts), read_registry())
+        print(estimate.line(), file=sys.stderr)
         try:
             job_name = _create_job(key, self.model, base, shape, s.project, s.location)
         except vertex._sdk_errors() as exc:
@@ -395,6 +397,7 @@ class BatchPredictor:
             "location": s.location,
             "api_endpoint": s.api_endpoint,
             "submitted_at": vertex._now(),
+            **estimate.record(),
         }
         _save(record)
         self.outcome.submitted = True
@@ -437,6 +440,14 @@ class BatchPredictor:
         record["failed_rows"] = {str(k): v for k, v in outcome.failed_rows.items()}
         record["failed_keys"] = {row_key(i, prompts[i]): v for i, v in outcome.failed_rows.items()}
         record["output_dir"] = outcome.output_dir
+        done = job.gca_resource  # billed: node hours of its machine x the machine's rate
+        spent = pricing.batch_cost(
+            done.dedicated_resources.machine_spec.machine_type,
+            int(record.get("rows") or 0),
+            done.resources_consumed.replica_hours or None,
+        )
+        record.update(spent.record())
+        print(spent.line(), file=sys.stderr)
         _save(record)
         return answered, outcome.failed_rows
 
