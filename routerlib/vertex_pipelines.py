@@ -44,7 +44,7 @@ import yaml
 from routerlib import paths, pipeline, runfolder, storage, sweep
 from routerlib.atomic import write_json, write_text
 from routerlib.config import RunConfig, load_config
-from routerlib.errors import InputError
+from routerlib.errors import InputError, RouterlibError
 from routerlib.report import render_report
 from routerlib.runfolder import FAILED, FINISHED, SweepPoint, SweepRecord
 
@@ -222,7 +222,8 @@ def run_point(
             result = pipeline.continue_run(made, out=lambda line: print(line, flush=True))
         return _outcome(index, label, run_dir, result.status, result.message)
     except Exception as exc:  # noqa: BLE001 - the fan-in reports it; the pipeline goes on
-        text = " ".join(str(exc).split())[:300]
+        lines = exc.lines() if isinstance(exc, RouterlibError) else [str(exc)]
+        text = " ".join("; ".join(lines).split())[:500]
         print(f"[{label}] FAILED: {type(exc).__name__}: {text}", flush=True)
         return _outcome(index, label, run_dir, FAILED, f"{type(exc).__name__}: {text}")
 
