@@ -34,6 +34,7 @@ import os
 import re
 import tempfile
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -452,7 +453,12 @@ def run_local(
         runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(root / ".kfp-local")
     )
     before = set(runfolder.find_folders(runfolder.SWEEP_FILE, root=root))
-    task = func()
+    with warnings.catch_warnings():
+        # The local runner ignores display names and runs the tasks with this Python, not in
+        # the image: both are what a local run means, not something to fix.
+        warnings.filterwarnings("ignore", message=r"Task '.*': settings \['display_name'\]")
+        warnings.filterwarnings("ignore", message=r"You may be attemping to run a task")
+        task = func()
     summary = str(task.output)
     made = [f for f in runfolder.find_folders(runfolder.SWEEP_FILE, root=root) if f not in before]
     if len(made) != 1:
