@@ -249,6 +249,7 @@ def test_local_runner_two_points_one_failing_ends_with_comparison_and_report(
     copy = tmp_path / "copy" / folder.name
     shutil.copytree(folder, copy)
     shutil.rmtree(copy / "report")
+    shutil.move(str(folder), str(tmp_path / "moved-away"))  # the paths recorded inside are gone
     monkeypatch.setenv("ROUTERLIB_OUTPUTS", str(copy))
     assert main(["report"]) == 0
     copied_index = (copy / "report" / "index.html").read_text(encoding="utf-8")
