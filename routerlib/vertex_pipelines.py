@@ -178,8 +178,12 @@ def fuse_path(uri: str) -> Path:
 
 
 def run_folder_name(job: str) -> str:
-    """The pipeline run's folder name from its job name (KFP's local runner adds ``/task``)."""
-    head = str(job).split("/", 1)[0]
+    """The pipeline run's folder name from its job name: the job id, whether the placeholder
+    gives the id, the resource name (``projects/.../pipelineJobs/ID``) or, under KFP's local
+    runner, ``RUN/for-loop-...`` inside a loop."""
+    text = str(job)
+    head = text.split("/pipelineJobs/", 1)[1] if "/pipelineJobs/" in text else text
+    head = head.split("/", 1)[0]
     return re.sub(r"[^A-Za-z0-9_.-]+", "-", head).strip("-.") or "pipeline-run"
 
 
@@ -381,8 +385,6 @@ def compile_pipeline(
     network and no account."""
     kfp = require_kfp()
     storage.parse_gcs_uri(outputs)
-    if not storage.is_gcs_uri(outputs):  # pragma: no cover - parse_gcs_uri refuses it first
-        raise InputError(f"--outputs {outputs}: must be gs://BUCKET/PREFIX")
     chosen = check_stages(stages)
     points, parsed_grid = plan_points(params_files, grid, max_runs=max_runs)
     func = build_pipeline(

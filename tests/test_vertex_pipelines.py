@@ -154,6 +154,8 @@ def test_paths_a_task_sees() -> None:
         "routerlib-chain-2026"
     )
     assert vertex_pipelines.run_folder_name("routerlib-abc-1") == "routerlib-abc-1"
+    name = "projects/p/locations/us-central1/pipelineJobs/routerlib-abc-1"
+    assert vertex_pipelines.run_folder_name(name) == "routerlib-abc-1"
 
 
 def test_a_point_never_raises(tmp_path: Path) -> None:
