@@ -88,7 +88,8 @@ def worker(kind: str, src: str, out: str) -> None:
     import resource
 
     import routerlib.cli  # noqa: F401  same imports on both sides before the clock starts
-    import routerlib.dataset
+    import routerlib.convert
+    import routerlib.dataset  # noqa: F401
     import routerlib.schema  # noqa: F401
 
     func = {
@@ -112,7 +113,7 @@ def worker(kind: str, src: str, out: str) -> None:
     child = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     workers = 0
     if kind == "routerlib":
-        workers = routerlib.dataset._auto_workers(os.path.getsize(src), None)
+        workers = routerlib.convert.auto_workers(os.path.getsize(src), None)
         workers = workers if workers > 1 else 0
     peak = own + workers * child
     print(json.dumps({"seconds": seconds, "peak_mib": peak, "own_mib": own, "workers": workers}))

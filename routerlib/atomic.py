@@ -1,17 +1,19 @@
 """Atomic file writes (write to a temp file in the same folder, fsync, then rename), and the
 locked read-modify-write of a registry: a JSON object holding one list of records under one key
-(``<outputs>/endpoints.json``, ``<outputs>/batch_jobs.json``)."""
+(``<outputs>/endpoints.json``, ``<outputs>/batch_jobs.json``). Locks are the ``filelock``
+library's OS file locks (flock on Linux and macOS)."""
 
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import os
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
+
+import filelock
 
 from routerlib.errors import InputError
 
@@ -65,15 +67,13 @@ def append_jsonl(path: str | os.PathLike[str], obj: Any) -> None:
 
 @contextlib.contextmanager
 def file_lock(lock_path: str | os.PathLike[str]) -> Iterator[None]:
-    """Hold an exclusive lock on ``lock_path`` (created when missing) for one read-modify-write."""
+    """Hold an exclusive lock on ``lock_path`` (created when missing) for one read-modify-write,
+    waiting as long as another process or thread holds it. The operating system drops the lock
+    when its holder exits, even on a crash; the lock file stays in place."""
     lock = Path(lock_path)
     lock.parent.mkdir(parents=True, exist_ok=True)
-    with open(lock, "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    with filelock.FileLock(lock):
+        yield
 
 
 def read_registry(path: str | os.PathLike[str], key: str) -> list[dict[str, Any]]:

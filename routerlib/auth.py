@@ -62,6 +62,38 @@ def application_default_credentials() -> Any:
     return credentials
 
 
+def application_default() -> tuple[Any, str | None]:
+    """(credentials, project) of the application-default credentials (the project the
+    credentials or the environment name, if any); InputError when there are none. Nothing is
+    sent: the token is not fetched."""
+    import google.auth
+    from google.auth.exceptions import DefaultCredentialsError
+
+    try:
+        credentials, project = google.auth.default(scopes=list(SCOPES))
+    except DefaultCredentialsError as exc:
+        raise InputError(
+            "no Google application-default credentials: run "
+            "`gcloud auth application-default login` or set GOOGLE_APPLICATION_CREDENTIALS "
+            f"({str(exc).splitlines()[0][:160]})"
+        ) from None
+    return credentials, project or None
+
+
+def principal(credentials: Any) -> str | None:
+    """The account the credentials say they are for (a user's email, a service account's), or
+    None when they do not say."""
+    info = getattr(credentials, "get_cred_info", lambda: None)() or {}
+    for value in (
+        info.get("principal"),
+        getattr(credentials, "service_account_email", None),
+        getattr(credentials, "account", None),
+    ):
+        if isinstance(value, str) and "@" in value:
+            return value
+    return None
+
+
 def sdk_credentials(api_endpoint: str) -> Any:
     """Credentials for an SDK client aimed at ``api_endpoint``: anonymous for a loopback
     ``http://`` stand-in, application-default otherwise."""

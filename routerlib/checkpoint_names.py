@@ -18,11 +18,6 @@ BEST, FINAL = "best", "final"
 EPOCH_NAME = re.compile(r"^epoch-(\d+)$")
 
 
-def epoch_name(epoch: int) -> str:
-    """The folder and key of one epoch's checkpoint: ``epoch-<n>``."""
-    return f"epoch-{epoch}"
-
-
 def parse_checkpoint_key(value: str) -> str | int:
     """``best`` / ``final`` as they are, ``epoch-<n>`` as the epoch number; else ValueError."""
     if value in (BEST, FINAL):

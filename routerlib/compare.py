@@ -49,6 +49,8 @@ ALPHA = 0.05
 #: Cost columns of the leaderboard (from metrics.json ``cost``, priced by the pricing table).
 TUNING_USD = "tuning_usd"
 SERVING_USD = "serving_usd_per_1000_routes"
+#: The price rows of a run's cost that are not verified (empty: every row used is).
+UNVERIFIED = "unverified_prices"
 NAN = float("nan")
 
 
@@ -341,6 +343,8 @@ def leaderboard(runs: Sequence[RunSummary]) -> pd.DataFrame:
         rec[TUNING_USD] = _num(cost.get("tuning_usd"))
         rec[SERVING_USD] = _num(cost.get("serving_usd_per_1000_routes"))
         rec["routes_per_hour"] = _num(cost.get("routes_per_hour"))
+        # which price rows were not read from a Google source (pricing.RunCost.unverified)
+        rec[UNVERIFIED] = ", ".join(cost.get("unverified") or []) if cost else ""
         rec["latency_p50_s"] = _num(_get(report, "latency", "p50_s"))
         rec["latency_p95_s"] = _num(_get(report, "latency", "p95_s"))
         rec["s_per_token"] = _num(seconds_per_token(report))
@@ -762,9 +766,16 @@ def cost_line(board: pd.DataFrame, cost: str = SERVING_USD) -> str:
     row = cheapest_passing(board, cost)
     if row is None:
         return f"No priced run passes the gate (cost column `{cost}`)."
+    unverified = row.get(UNVERIFIED)
+    trust = (
+        f" The price is not verified ({unverified}: not read from a Google source)."
+        if isinstance(unverified, str) and unverified
+        else ""
+    )
     return (
         f"Cheapest run that passes the gate: **{row['model']}** ({row['run']}) at "
         f"${row[cost]:,.4f} per 1,000 routes, strict {PRIMARY} {_fmt(row.get(f'{PRIMARY} strict'))}."
+        + trust
     )
 
 

@@ -29,7 +29,7 @@ from typing import Any
 
 from routerlib import atomic, pricing, storage
 from routerlib.errors import InputError, RemoteError, RouterlibError
-from routerlib.models import max_seq_len, model_info
+from routerlib.models import max_seq_len
 from routerlib.paths import outputs_root, resolve
 from routerlib.tuning import choose_backend, get_backend
 from routerlib.tuning.base import (
@@ -38,6 +38,7 @@ from routerlib.tuning.base import (
     REATTACH_STATES,
     SUCCEEDED,
     UNKNOWN,
+    Advice,
     ApiUnreachable,
     Job,
     QuotaExhausted,
@@ -177,6 +178,10 @@ def _merge(recorded: Job, remote: Job) -> Job:
         update["tuning_data_stats"] = remote.tuning_data_stats
     if remote.checkpoints:
         update["checkpoints"] = remote.checkpoints
+    if remote.region:
+        update["region"] = remote.region
+    if remote.tuned_model:
+        update["tuned_model"] = remote.tuned_model
     if remote.state == SUCCEEDED:
         update["checkpoint_uri"] = remote.checkpoint_uri or recorded.spec.checkpoint_uri()
     return recorded.model_copy(update=update)
@@ -267,6 +272,7 @@ def describe(job: Job) -> str:
         + (f" ({job.error})" if job.error else ""),
         f"backend:     {job.backend}"
         + (f" · {job.project}/{job.location}" if job.project else "")
+        + (f" (ran in {job.region})" if job.region and job.region != job.location else "")
         + (f" · {job.api_endpoint}" if job.api_endpoint else ""),
         f"base model:  {spec.base_model}"
         + (f" (continuing from {spec.custom_base_model})" if spec.custom_base_model else ""),
@@ -382,9 +388,14 @@ def jobs_table(jobs: list[Job], fmt: str = "plain") -> str:
 # --------------------------------------------------------------------------- checks before submit
 
 
-def preflight(spec: TuningSpec, backend: TuningBackend) -> None:
-    """The backend's refusals found before sending: InputError (exit 2), one line."""
-    problems = backend.preflight(spec)
+def preflight(spec: TuningSpec, backend: TuningBackend, out: Out = print) -> None:
+    """The backend's refusals found before sending: InputError (exit 2), one line; its advice
+    lines (``tuning.base.Advice``: an unchecked id, a bucket elsewhere) are printed."""
+    lines = backend.preflight(spec)
+    for line in lines:
+        if isinstance(line, Advice):
+            out(line)
+    problems = [line for line in lines if not isinstance(line, Advice)]
     if problems:
         extra = (
             f" (+{len(problems) - 1} more: {'; '.join(problems[1:])})" if len(problems) > 1 else ""
@@ -503,18 +514,22 @@ def tune(
         local_options=local_options,
     )
     where = tuning_backend.where
-    preflight(spec, tuning_backend)
+    preflight(spec, tuning_backend, out)
     _check_datasets(spec)
 
     train = spec.training_dataset_uri
-    counts = pricing.example_tokens(train if "://" in train else resolve(train))
+    characters = pricing.example_characters(train if "://" in train else resolve(train))
+    ratio = pricing.billed_ratio(spec.base_model, spec.tuning_mode)
+    counts = [pricing.tokens_from_characters(c, ratio) for c in characters]
     _check_lengths(spec, counts, strict, out)
     estimate = pricing.estimate(
-        spec.base_model, spec.training_dataset_uri, spec.epochs, token_counts=counts
+        spec.base_model,
+        spec.training_dataset_uri,
+        spec.epochs,
+        tuning_mode=spec.tuning_mode,
+        char_counts=characters,
     )
     out(estimate.line())
-    if tuning_backend.remote and model_info(spec.base_model) is None:
-        out(f"note: {spec.base_model} is not in routerlib's model table; the server decides")
 
     if dry_run:
         out("dry run: nothing was sent. The request would be:")
@@ -752,6 +767,14 @@ def show(name: str, *, refresh_state: bool = True, out: Out = print) -> Job:
     if refresh_state and job.state not in (DENIED, UNKNOWN) and (job.succeeded or not job.ended):
         job = _with_checkpoints(job)
     return job
+
+
+def deploy_region(job: Job, configured: str) -> str:
+    """Where a tuned copy of ``job`` is deployed: the region a ``global`` job ran in (its tuned
+    model and checkpoints live there; Vertex deploys need a real region), else ``configured``."""
+    if job.location == "global" and job.region and job.region != "global":
+        return job.region
+    return configured
 
 
 def select_checkpoint(job: Job, checkpoint: str = "final") -> str:

@@ -13,7 +13,8 @@ re-check them (and the installed google-genai's ``CreateTuningJobConfig``) befor
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, field
 
 #: The embedded default: a tiny Llama-style model routerlib builds offline (see tinymodel.py).
 EMBEDDED_MODEL = "routerlib/tiny-router-lm"
@@ -41,8 +42,16 @@ CHECKED = "2026-12-01"
 PEFT = "PEFT_ADAPTER"
 FULL = "FULL"
 
-#: The page's "Supported regions": ``global`` (recommended; Vertex picks a region with capacity)
-#: and the region-specific ones.
+#: Where the tuning regions were read: Google's agent skill for open-model tuning (google/skills,
+#: skills/cloud/agent-platform-tuning/SKILL.md section 0.2 "Open Models", commit 1730bfd of
+#: 2026-08-19; the file states no date of its own): "These are the only locations available for
+#: open model tuning": ``global`` (recommended: the service picks a region with capacity) and five
+#: regions. vertex-ai-samples skills/vertex-tuning/open-model/SKILL.md (2026-03-11) lists the same
+#: five regions. No source read lists asia-southeast2, which the table held before.
+REGIONS_SOURCE = (
+    "google/skills skills/cloud/agent-platform-tuning/SKILL.md (0.2 Open Models; commit "
+    "2026-08-19, no date stated in the file)"
+)
 OPEN_MODEL_REGIONS = (
     "global",
     "us-central1",
@@ -50,8 +59,14 @@ OPEN_MODEL_REGIONS = (
     "us-west1",
     "us-east5",
     "asia-southeast1",
-    "asia-southeast2",
 )
+#: Where a ``global`` job really runs (same SKILL.md: "`global` currently runs the job in either
+#: `us-central1` or `europe-west4`"); its tuned model and checkpoints carry that region.
+GLOBAL_RUNS_IN = ("us-central1", "europe-west4")
+#: The long form of a publisher model id Vertex also accepts (google/skills
+#: skills/cloud/agent-platform-tuning/references/models.md, "Model Resource Name Format": "The
+#: longer form `publishers/{publisher}/models/{model_id}@{version_id}` is also accepted").
+LONG_ID = re.compile(r"publishers/([^/]+)/models/([^/]+)")
 #: Hyperparameters Vertex takes for open models (SDK field names). ``learning_rate_multiplier``
 #: is documented for Google's own (Gemini) models only.
 OPEN_MODEL_HYPERPARAMETERS = frozenset({"epoch_count", "learning_rate", "adapter_size"})
@@ -63,18 +78,32 @@ DEFAULT_MAX_SEQ_LEN = 4096
 #: Where endpoints live when the config does not say: a deployment needs a real region.
 DEFAULT_DEPLOY_LOCATION = "us-central1"
 
-#: Characters per token of the estimate. Llama/Gemma/Qwen BPE vocabularies average about four
-#: characters of English per token; the estimate is ceil(characters / 4) of prompt + completion.
+#: Validation split limits of open-model tuning (google/skills
+#: skills/cloud/agent-platform-tuning/references/data_prep.md, "Dataset Requirements": "no more
+#: than 25% of the training dataset **file size in bytes**, and no more than 5000 rows"; its
+#: scripts/prepare_dataset.py: MAX_VALIDATION_RATIO = 0.25; commit 2026-08-19, no date stated).
+MAX_VALIDATION_ROWS = 5000
+MAX_VALIDATION_BYTES_SHARE = 0.25
+VALIDATION_SOURCE = (
+    "google/skills skills/cloud/agent-platform-tuning/references/data_prep.md (Dataset "
+    "Requirements; commit 2026-08-19, no date stated in the file)"
+)
+
+#: Characters per token of the generic estimate (sequence limits at prepare, a model without a
+#: billed ratio in the price table): ceil(characters / 4) of prompt + completion. The cost estimate
+#: uses each model's billed tokens per character instead (routerlib/data/pricing.yaml).
 CHARS_PER_TOKEN = 4.0
 
 
 @dataclass(frozen=True)
 class DeployHardware:
-    """The machine an endpoint for a tuned copy of the model runs on."""
+    """The machine an endpoint for a tuned copy of the model runs on (``source``: where it was
+    read; not part of equality, so a params file's three values compare equal to the row)."""
 
     machine_type: str
     accelerator_type: str
     accelerator_count: int
+    source: str = field(default="", compare=False)
 
 
 @dataclass(frozen=True)
@@ -92,7 +121,10 @@ class ModelContract:
     adapter_sizes: tuple[int, ...] = ADAPTER_SIZES
     hyperparameters: frozenset[str] = OPEN_MODEL_HYPERPARAMETERS
     tuning_regions: tuple[str, ...] = OPEN_MODEL_REGIONS
+    regions_source: str = REGIONS_SOURCE
     deploy_source: str = ""
+    #: Other machines Google's own notebooks deploy this model on (e.g. H100 instead of L4).
+    deploy_alternatives: tuple[DeployHardware, ...] = ()
     managed_tuning: bool = True
     note: str = ""
 
@@ -108,17 +140,25 @@ class ModelContract:
 #: Kept for callers of the older name: a contract row is what ``model_info`` returns.
 ModelInfo = ModelContract
 
-_L4_ONE = DeployHardware("g2-standard-12", "NVIDIA_L4", 1)
-_L4_FOUR = DeployHardware("g2-standard-48", "NVIDIA_L4", 4)
-#: The open-model page deploys a tuned Llama 3.1 8B with g2-standard-12 + 1 NVIDIA_L4.
-_DEPLOY_DOC = OPEN_MODEL_TUNING + " (Deploy tuned model)"
-#: No page gives a per-model machine for the 27B/32B models; Google's MedGemma 27B Model Garden
-#: quick start deploys that size class on g2-standard-48 with 4 NVIDIA_L4 (bf16 weights ~54 GB).
-#: Confirm with `gcloud ai model-garden models list-deployment-config --model=<id>`.
-_DEPLOY_27B = (
-    "google-health/medgemma notebooks/quick_start_with_model_garden.ipynb (27B on 4x L4); "
-    "not a per-model doc"
+#: Deploy hardware, each row read from a Google notebook that deploys that model (dates: the
+#: notebook's last commit in GoogleCloudPlatform/vertex-ai-samples; the notebooks state none).
+VAS = "GoogleCloudPlatform/vertex-ai-samples"
+_LLAMA_NOTEBOOK = (
+    f"{VAS} notebooks/community/model_garden/model_garden_pytorch_llama3_1_deployment.ipynb "
+    "(vLLM: an 8B model on g2-standard-12 with 1 NVIDIA_L4; Fast Deployment of "
+    "llama-3.1-8b-instruct on a2-ultragpu-1g; last commit 2026-02-05)"
 )
+_AGENT_NOTEBOOK = (
+    f"{VAS} notebooks/community/model_garden/model_garden_integration_with_agent.ipynb "
+    "(deploy cell: gemma-3-27b-it and Qwen3-32B on g2-standard-48 with 4 NVIDIA_L4, or "
+    "a3-highgpu-2g with 2 NVIDIA_H100_80GB; last commit 2026-06-03)"
+)
+#: The open-model tuning page deploys a tuned Llama 3.1 8B with g2-standard-12 + 1 NVIDIA_L4.
+_DEPLOY_DOC = OPEN_MODEL_TUNING + " (Deploy tuned model)"
+_L4_ONE = DeployHardware("g2-standard-12", "NVIDIA_L4", 1, _LLAMA_NOTEBOOK)
+_A100_80_ONE = DeployHardware("a2-ultragpu-1g", "NVIDIA_A100_80GB", 1, _LLAMA_NOTEBOOK)
+_L4_FOUR = DeployHardware("g2-standard-48", "NVIDIA_L4", 4, _AGENT_NOTEBOOK)
+_H100_TWO = DeployHardware("a3-highgpu-2g", "NVIDIA_H100_80GB", 2, _AGENT_NOTEBOOK)
 
 CONTRACTS: dict[str, ModelContract] = {
     c.model_id: c
@@ -130,7 +170,8 @@ CONTRACTS: dict[str, ModelContract] = {
             max_seq_len_peft=4096,
             max_seq_len_full=8192,
             deploy=_L4_ONE,
-            deploy_source=_DEPLOY_DOC,
+            deploy_source=f"{_LLAMA_NOTEBOOK}; {_DEPLOY_DOC}",
+            deploy_alternatives=(_A100_80_ONE,),
             checked=CHECKED,
             source=OPEN_MODEL_TUNING,
             note="4,096 (PEFT) / 8,192 (FULL) as the older page states; the 2026-09-25 page's "
@@ -143,7 +184,8 @@ CONTRACTS: dict[str, ModelContract] = {
             max_seq_len_peft=4096,
             max_seq_len_full=8192,
             deploy=_L4_ONE,
-            deploy_source=_DEPLOY_DOC,
+            deploy_source=f"{_LLAMA_NOTEBOOK}; {_DEPLOY_DOC}",
+            deploy_alternatives=(_A100_80_ONE,),
             checked=CHECKED,
             source=OPEN_MODEL_TUNING,
         ),
@@ -154,7 +196,8 @@ CONTRACTS: dict[str, ModelContract] = {
             max_seq_len_peft=8192,
             max_seq_len_full=8192,
             deploy=_L4_FOUR,
-            deploy_source=_DEPLOY_27B,
+            deploy_source=_AGENT_NOTEBOOK,
+            deploy_alternatives=(_H100_TWO,),
             checked=CHECKED,
             source=OPEN_MODEL_TUNING,
             note="was google/gemma-3-27b-it on the older page",
@@ -166,7 +209,8 @@ CONTRACTS: dict[str, ModelContract] = {
             max_seq_len_peft=8192,
             max_seq_len_full=8192,
             deploy=_L4_FOUR,
-            deploy_source=_DEPLOY_27B,
+            deploy_source=_AGENT_NOTEBOOK,
+            deploy_alternatives=(_H100_TWO,),
             checked=CHECKED,
             source=OPEN_MODEL_TUNING,
             note="listed as tunable (PEFT and FULL); the seed's refusal was for "
@@ -197,14 +241,30 @@ EMBEDDED_INFO = ModelContract(
 MODELS: dict[str, ModelContract] = {**CONTRACTS, EMBEDDED_MODEL: EMBEDDED_INFO}
 
 
+def short_id(base_model: str) -> str:
+    """``base_model`` in the table's short form: ``publishers/{publisher}/models/{model}@{v}``
+    becomes ``{publisher}/{model}@{v}``; any other id comes back as it is."""
+    match = LONG_ID.fullmatch(base_model.strip())
+    return f"{match[1]}/{match[2]}" if match else base_model
+
+
 def contract(base_model: str) -> ModelContract | None:
-    """The Vertex contract of ``base_model`` (None for the embedded model and unknown ids)."""
-    return CONTRACTS.get(base_model)
+    """The Vertex contract of ``base_model``, short or ``publishers/…/models/…`` form (None for
+    the embedded model and unknown ids)."""
+    return CONTRACTS.get(short_id(base_model))
 
 
 def model_info(base_model: str) -> ModelContract | None:
     """The table row of ``base_model`` (the embedded model included), or None when unknown."""
-    return MODELS.get(base_model)
+    return MODELS.get(short_id(base_model))
+
+
+def unchecked_line(base_model: str) -> str:
+    """The one line printed when an id the table does not know goes to the server."""
+    return (
+        f"note: {base_model} is not in routerlib's model table (routerlib/models.py): preflight "
+        "could not check its modes, adapter sizes, regions or sequence limit; the server decides"
+    )
 
 
 def max_seq_len(base_model: str, tuning_mode: str = PEFT) -> int:
@@ -262,10 +322,10 @@ def contract_problems(
     tuning region); an id the table does not know gives one line naming the current id when it
     was renamed, and nothing otherwise (the server decides).
     """
-    if base_model in RENAMED:
+    if short_id(base_model) in RENAMED:
         return [
             f"base_model: {base_model} is an older id; the current Vertex id is "
-            f"{RENAMED[base_model]} (routerlib/models.py, checked {CHECKED})"
+            f"{RENAMED[short_id(base_model)]} (routerlib/models.py, checked {CHECKED})"
         ]
     row = contract(base_model)
     if row is None:
@@ -289,9 +349,74 @@ def contract_problems(
     if location is not None and location not in row.tuning_regions:
         problems.append(
             f"location: {row.display} is not tuned in {location!r}; use one of "
-            f"{', '.join(row.tuning_regions)}"
+            f"{', '.join(row.tuning_regions)} ({row.regions_source})"
         )
     return problems
+
+
+def validation_problems(train_bytes: int, validation_bytes: int, validation_rows: int) -> list[str]:
+    """Where a validation file breaks Vertex's limits (at most MAX_VALIDATION_ROWS rows and
+    MAX_VALIDATION_BYTES_SHARE of the training file's bytes); each line names the numbers and the
+    fix and starts with the key to change."""
+    problems = []
+    if validation_rows > MAX_VALIDATION_ROWS:
+        problems.append(
+            f"val_ratio: the validation file has {validation_rows:,} rows; Vertex takes at most "
+            f"{MAX_VALIDATION_ROWS:,}: lower val_ratio (or limit the validation rows)"
+        )
+    limit = MAX_VALIDATION_BYTES_SHARE * train_bytes
+    if validation_bytes > limit:
+        share = validation_bytes / train_bytes if train_bytes else float("inf")
+        problems.append(
+            f"val_ratio: the validation file is {validation_bytes:,} bytes, {share:.1%} of the "
+            f"training file's {train_bytes:,}; Vertex takes at most "
+            f"{MAX_VALIDATION_BYTES_SHARE:.0%}: lower val_ratio (0.1 leaves about 11%)"
+        )
+    return problems
+
+
+#: Cloud Storage multi-regions and the region prefixes they hold (Cloud Storage bucket
+#: locations: US, EU and ASIA are the multi-regions).
+_MULTI_REGIONS = {"us": ("us-",), "eu": ("europe-",), "asia": ("asia-",)}
+
+
+def bucket_problem(
+    tuning_location: str,
+    bucket: str,
+    bucket_location: str,
+    location_type: str,
+    data_locations: tuple[str, ...] = (),
+) -> str | None:
+    """Why a bucket in ``bucket_location`` (``location_type`` region / dual-region /
+    multi-region, as Cloud Storage reports them) may not serve tuning in ``tuning_location``, or
+    None when it fits.
+
+    google/skills data_prep.md (Bucket Considerations): a ``global`` job may run in us-central1 or
+    europe-west4, so its bucket should be a multi-region (US, or EU); "Only pin the bucket to a
+    single region when the tuning job itself is pinned to that region". vertex-ai-samples
+    open-model data_prep.md: "create one in the same region as your tuning job".
+    """
+    where = bucket_location.lower()
+    kind = location_type.lower()
+    placed = tuple(d.lower() for d in data_locations)
+    if tuning_location == "global":
+        if kind == "multi-region" and where in ("us", "eu"):
+            return None
+        return (
+            f"bucket gs://{bucket} is in {bucket_location} ({location_type}); a "
+            f"global tuning job runs in {' or '.join(GLOBAL_RUNS_IN)}, so Google advises a "
+            "multi-region bucket (US, or EU): use one, or pin location to the bucket's region"
+        )
+    region = tuning_location.lower()
+    if where == region or region in placed:
+        return None
+    if kind == "multi-region" and region.startswith(_MULTI_REGIONS.get(where, ("\0",))):
+        return None
+    return (
+        f"bucket gs://{bucket} is in {bucket_location} ({location_type}), not in "
+        f"{tuning_location} where the job tunes: use a bucket in {tuning_location} (or a "
+        "multi-region holding it), or tune where the bucket is"
+    )
 
 
 def estimate_tokens(text: str) -> int:

@@ -1,20 +1,26 @@
-"""What a run costs: tuning (training tokens x epochs x a price per million tokens) and serving (a
-machine's hourly price / measured routes per hour), from a dated price table.
+"""What a run costs: tuning (training tokens x epochs x a price per million tokens), serving (a
+machine's hourly price / measured routes per hour) and batch prediction (node hours x the
+machine's hourly price), from a dated price table whose every row names its source.
 
-The price table is a dated, user-editable YAML file (the default ships inside the package as
-routerlib/data/pricing.yaml); ``load_pricing`` validates it (unknown keys are
-rejected, every problem reported together). Tokens are estimated with ``models.estimate_tokens`` over
-prompt + completion of every training example, so the estimate needs no tokenizer.
+The price table is a user-editable YAML file (the default ships inside the package as
+routerlib/data/pricing.yaml); ``load_pricing`` validates it (unknown keys are rejected, every
+problem reported together). A row is ``verified`` only when it was read from a Google source; a
+row without the flag takes the table's. Training tokens are the training file's characters
+(prompt + completion, or every message's content) x the model's billed tokens per character for
+the tuning mode (Google's measured ratio, kept beside the price), so the estimate needs no
+tokenizer; a model without a ratio is estimated at ``1 / models.CHARS_PER_TOKEN``.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import json
+import math
 import os
-from dataclasses import dataclass
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -22,32 +28,55 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from routerlib import storage
 from routerlib.dataset import example_pair
 from routerlib.errors import InputError
-from routerlib.models import estimate_tokens
+from routerlib.models import CHARS_PER_TOKEN, FULL, PEFT, short_id
 from routerlib.paths import packaged_file, project_root
 
 PRICING_FILE = "pricing.yaml"
+#: Google's deploy cost script warns when its price snapshot is older than this many days
+#: (google/skills skills/cloud/agent-platform-deploy/scripts/calculate_cost.py,
+#: _STALENESS_THRESHOLD_DAYS); routerlib's doctor warns the same way.
+STALE_AFTER_DAYS = 90
+TuningMode = Literal["PEFT_ADAPTER", "FULL"]
 
 
-class ModelPrice(BaseModel):
-    """The tuning price of one base model."""
+class _Sourced(BaseModel):
+    """Where a row was read and when (``date``: the date its source states; ``date_note`` says
+    when the source states none), and whether it was read from a Google source."""
 
     model_config = ConfigDict(extra="forbid")
+
+    source: str = ""
+    date: dt.date | None = None
+    date_note: str = ""
+    verified: bool | None = None
+    note: str = ""
+
+
+class ModelPrice(_Sourced):
+    """The tuning price of one base model, and its billed tokens per character per mode."""
 
     usd_per_million_training_tokens: float = Field(ge=0)
-    note: str = ""
+    billed_tokens_per_character: float | dict[TuningMode, float] | None = None
+
+    def ratio(self, tuning_mode: str) -> float | None:
+        """Billed training tokens per dataset character under ``tuning_mode`` (None: unknown)."""
+        value = self.billed_tokens_per_character
+        if isinstance(value, dict):
+            return value.get(FULL if tuning_mode == FULL else PEFT)  # type: ignore[call-overload]
+        return value
 
 
-class MachinePrice(BaseModel):
-    """The hourly price of one serving replica of a machine shape (accelerators included)."""
-
-    model_config = ConfigDict(extra="forbid")
+class MachinePrice(_Sourced):
+    """The hourly price of one replica of a machine type (its accelerators included)."""
 
     usd_per_hour: float = Field(ge=0)
-    note: str = ""
+    accelerator_type: str = ""
+    accelerator_count: int | None = Field(None, ge=0)
+    region: str = ""
 
 
 class PricingTable(BaseModel):
-    """A price table file: when the rates were written down, where from, and the rates."""
+    """A price table file: when it was last read against its sources, and the rows."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -56,20 +85,64 @@ class PricingTable(BaseModel):
     verified: bool = False
     currency: Literal["USD"] = "USD"
     default_usd_per_million_training_tokens: float | None = Field(None, ge=0)
+    #: The sources the rows share (YAML anchors), kept for readers of the file.
+    tuning_source: str = ""
+    deploy_source: str = ""
     models: dict[str, ModelPrice] = Field(default_factory=dict)
     machines: dict[str, MachinePrice] = Field(default_factory=dict)
+
+    def model_row(self, base_model: str) -> ModelPrice | None:
+        """The row of ``base_model`` (short or ``publishers/…/models/…`` form), or None."""
+        return self.models.get(base_model) or self.models.get(short_id(base_model))
+
+    def price(self, base_model: str) -> float | None:
+        """USD per million training tokens for ``base_model`` (None when unknown)."""
+        row = self.model_row(base_model)
+        if row is not None:
+            return row.usd_per_million_training_tokens
+        return self.default_usd_per_million_training_tokens
+
+    def tokens_per_character(self, base_model: str, tuning_mode: str = PEFT) -> float | None:
+        """The model's billed tokens per character under ``tuning_mode`` (None: not in the table)."""
+        row = self.model_row(base_model)
+        return row.ratio(tuning_mode) if row is not None else None
+
+    def machine_row(self, machine: str) -> MachinePrice | None:
+        return self.machines.get(machine)
 
     def machine_price(self, machine: str) -> float | None:
         """USD per hour of one replica of ``machine`` (None when the table has no price)."""
         row = self.machines.get(machine)
         return None if row is None else row.usd_per_hour
 
-    def price(self, base_model: str) -> float | None:
-        """USD per million training tokens for ``base_model`` (None when unknown)."""
-        row = self.models.get(base_model)
-        if row is not None:
-            return row.usd_per_million_training_tokens
-        return self.default_usd_per_million_training_tokens
+    def is_verified(self, row: _Sourced | None) -> bool:
+        """A row's flag (the table's when the row has none); False for a missing row."""
+        if row is None:
+            return False
+        return self.verified if row.verified is None else row.verified
+
+    def unverified(self, base_model: str | None = None, machine: str | None = None) -> list[str]:
+        """The names of the rows used for ``base_model`` / ``machine`` that are priced but not
+        verified (a row the table lacks gives no price, so it is not listed)."""
+        names = []
+        if base_model is not None:
+            row = self.model_row(base_model)
+            if row is not None and not self.is_verified(row):
+                names.append(short_id(base_model))
+        if machine is not None:
+            row_m = self.machines.get(machine)
+            if row_m is not None and not self.is_verified(row_m):
+                names.append(machine)
+        return names
+
+    def oldest_source_date(self) -> dt.date | None:
+        """The oldest date a verified row's source states (how old the newest price can be)."""
+        dates = [
+            r.date
+            for r in [*self.models.values(), *self.machines.values()]
+            if r.date is not None and self.is_verified(r)
+        ]
+        return min(dates) if dates else None
 
 
 def default_pricing_path() -> Path:
@@ -99,13 +172,23 @@ def load_pricing(path: str | os.PathLike[str] | None = None) -> PricingTable:
         raise InputError(f"{file}: invalid pricing table", lines) from None
 
 
-def example_tokens(uri: str | os.PathLike[str]) -> list[int]:
-    """Estimated tokens of prompt + completion for each example of a prompt/completion JSONL file.
+def _table(
+    table: PricingTable | None, table_path: str | os.PathLike[str] | None
+) -> tuple[PricingTable | None, Path]:
+    """``table`` or the one at ``table_path`` (default: packaged); None when no file is there."""
+    path = Path(table_path) if table_path is not None else default_pricing_path()
+    if table is None and path.is_file():
+        table = load_pricing(path)
+    return table, path
 
-    Reads local paths and gs:// URIs (through routerlib.storage). A line that is not a JSON object
-    with string ``prompt`` and ``completion`` raises InputError naming the file and line.
-    """
 
+# ----------------------------------------------------------------------------- training tokens
+
+
+def example_characters(uri: str | os.PathLike[str]) -> list[int]:
+    """Characters of each example of a training JSONL file: prompt + completion, or the content
+    of every message (what Google's cost script counts). Reads local paths and gs:// URIs; a line
+    that is not a training example raises InputError naming the file and line."""
     counts = []
     for number, line in enumerate(storage.open_text(uri), start=1):
         if not line.strip():
@@ -116,7 +199,6 @@ def example_tokens(uri: str | os.PathLike[str]) -> list[int]:
             raise InputError(f"{uri}:{number}: not valid JSON ({exc.msg})") from None
         if not isinstance(obj, dict):
             raise InputError(f"{uri}:{number}: expected a JSON object with prompt and completion")
-
         pair = example_pair(obj)
         if pair is None and "messages" in obj:
             raise InputError(
@@ -125,15 +207,52 @@ def example_tokens(uri: str | os.PathLike[str]) -> list[int]:
         for key in ("prompt", "completion"):
             if pair is None and not isinstance(obj.get(key), str):
                 raise InputError(f"{uri}:{number}: {key}: missing or not a string")
-        assert pair is not None
-        counts.append(estimate_tokens(pair[0] + pair[1]))
+        if isinstance(obj.get("messages"), list) and not isinstance(obj.get("prompt"), str):
+            counts.append(sum(len(turn["content"]) for turn in obj["messages"]))
+        else:
+            assert pair is not None
+            counts.append(len(pair[0]) + len(pair[1]))
     return counts
 
 
-def training_tokens(uri: str | os.PathLike[str]) -> tuple[int, int]:
-    """(examples, estimated tokens of prompt + completion) of a prompt/completion JSONL file."""
-    counts = example_tokens(uri)
-    return len(counts), sum(counts)
+def tokens_from_characters(characters: int, tokens_per_character: float | None = None) -> int:
+    """ceil(characters x ratio); the generic 1 / CHARS_PER_TOKEN when no ratio is known."""
+    ratio = tokens_per_character if tokens_per_character is not None else 1 / CHARS_PER_TOKEN
+    return math.ceil(round(characters * ratio, 9))
+
+
+def example_tokens(
+    uri: str | os.PathLike[str], tokens_per_character: float | None = None
+) -> list[int]:
+    """Estimated tokens of each example (``tokens_from_characters`` of its characters)."""
+    return [tokens_from_characters(c, tokens_per_character) for c in example_characters(uri)]
+
+
+def billed_ratio(
+    base_model: str,
+    tuning_mode: str = PEFT,
+    table: PricingTable | None = None,
+    table_path: str | os.PathLike[str] | None = None,
+) -> float | None:
+    """The model's billed tokens per character under ``tuning_mode`` (None: not in the table)."""
+    table, _ = _table(table, table_path)
+    return table.tokens_per_character(base_model, tuning_mode) if table is not None else None
+
+
+def training_tokens(
+    uri: str | os.PathLike[str],
+    base_model: str | None = None,
+    tuning_mode: str = PEFT,
+    table: PricingTable | None = None,
+) -> tuple[int, int]:
+    """(examples, estimated training tokens of one pass) of a training JSONL file: its
+    characters x ``base_model``'s billed ratio (the generic ratio without a model or a ratio)."""
+    counts = example_characters(uri)
+    ratio = billed_ratio(base_model, tuning_mode, table) if base_model else None
+    return len(counts), tokens_from_characters(sum(counts), ratio)
+
+
+# ----------------------------------------------------------------------------- tuning estimate
 
 
 @dataclass(frozen=True)
@@ -149,6 +268,11 @@ class CostEstimate:
     table_date: str | None
     verified: bool
     table_path: str
+    characters: int | None = None
+    tokens_per_character: float | None = None
+    tuning_mode: str = PEFT
+    source: str = ""
+    source_date: str | None = None
 
     @property
     def training_tokens(self) -> int:
@@ -161,6 +285,13 @@ class CostEstimate:
             f"cost estimate: {self.examples:,} examples, ~{self.tokens:,} tokens x {self.epochs} "
             f"epoch(s) = ~{self.training_tokens:,} training tokens"
         )
+        if self.characters is not None:
+            how = (
+                f"{self.tokens_per_character:g} billed tokens per character ({self.tuning_mode})"
+                if self.tokens_per_character is not None
+                else f"1 token per {CHARS_PER_TOKEN:g} characters (no billed ratio in the table)"
+            )
+            head += f" ({self.characters:,} characters x {how})"
         if self.usd is None:
             if self.table_date is None:
                 return f"{head}; no price table at {self.table_path}: cost unknown"
@@ -168,10 +299,12 @@ class CostEstimate:
                 f"{head}; no price for {self.base_model} in {self.table_path}: add one to get a "
                 "cost"
             )
-        trust = "" if self.verified else ", UNVERIFIED rates: check the table"
+        where = self.source or self.table_path
+        when = f" of {self.source_date}" if self.source_date else ""
+        trust = "" if self.verified else "; UNVERIFIED price: not read from a Google source"
         return (
             f"{head} x ${self.usd_per_million:g}/M = ~${self.usd:,.2f} "
-            f"({self.table_path} dated {self.table_date}{trust})"
+            f"({self.table_path} dated {self.table_date}: {where}{when}{trust})"
         )
 
 
@@ -182,20 +315,30 @@ def estimate(
     table: PricingTable | None = None,
     table_path: str | os.PathLike[str] | None = None,
     token_counts: list[int] | None = None,
+    *,
+    tuning_mode: str = PEFT,
+    char_counts: list[int] | None = None,
 ) -> CostEstimate:
     """Estimate the cost of tuning ``base_model`` on ``train_uri`` for ``epochs`` epochs.
 
-    Without ``table`` the table is loaded from ``table_path`` (default: the packaged table); a
-    missing table gives an estimate without a price, an invalid one raises InputError.
-    ``token_counts`` (from ``example_tokens``) saves reading the file a second time.
+    Tokens = the file's characters x the model's billed ratio under ``tuning_mode``. Without
+    ``table`` the table is loaded from ``table_path`` (default: the packaged table); a missing
+    table gives an estimate without a price, an invalid one raises InputError. ``char_counts``
+    (from ``example_characters``) saves reading the file a second time; ``token_counts`` (older
+    callers) gives the tokens directly.
     """
-    path = Path(table_path) if table_path is not None else default_pricing_path()
-    if table is None and path.is_file():
-        table = load_pricing(path)
-    counts = example_tokens(train_uri) if token_counts is None else token_counts
-    examples, tokens = len(counts), sum(counts)
+    table, path = _table(table, table_path)
+    row = table.model_row(base_model) if table is not None else None
+    ratio = table.tokens_per_character(base_model, tuning_mode) if table is not None else None
+    characters: int | None = None
+    if token_counts is not None and char_counts is None:
+        examples, tokens = len(token_counts), sum(token_counts)
+    else:
+        counts = example_characters(train_uri) if char_counts is None else char_counts
+        examples, characters = len(counts), sum(counts)
+        tokens = tokens_from_characters(characters, ratio)
     price = table.price(base_model) if table is not None else None
-    usd = None if price is None else round(tokens * epochs * price / 1e6, 6)
+    usd = None if price is None else tokens * epochs * price / 1e6
     return CostEstimate(
         base_model=base_model,
         examples=examples,
@@ -204,8 +347,13 @@ def estimate(
         usd_per_million=price,
         usd=usd,
         table_date=table.date.isoformat() if table is not None else None,
-        verified=bool(table and table.verified),
+        verified=table.is_verified(row) if table is not None else False,
         table_path=_shown(path),
+        characters=characters,
+        tokens_per_character=ratio,
+        tuning_mode=tuning_mode,
+        source=row.source if row is not None else "",
+        source_date=row.date.isoformat() if row is not None and row.date else None,
     )
 
 
@@ -215,6 +363,9 @@ def _shown(path: Path) -> str:
         return str(path.resolve().relative_to(project_root()))
     except ValueError:
         return str(path)
+
+
+# ----------------------------------------------------------------------------- serving
 
 
 #: The machine name the local backend serves on (priced in the table's ``machines``).
@@ -233,7 +384,8 @@ class RunCost:
 
     ``tuning_usd`` = billable tokens (of one pass over the training file) x epochs x the model's
     price per million tokens. ``serving_usd_per_1000_routes`` = the machine's hourly price /
-    measured routes per hour x 1,000.
+    measured routes per hour x 1,000. ``verified`` is True only when every priced row used is
+    verified; ``unverified`` names the rows that are not.
     """
 
     base_model: str
@@ -250,6 +402,8 @@ class RunCost:
     table_date: str | None
     verified: bool
     table_path: str
+    unverified: list[str] = field(default_factory=list)
+    machine_region: str = ""
 
 
 def run_cost(
@@ -265,20 +419,18 @@ def run_cost(
 ) -> RunCost:
     """The run's tuning and serving cost from the price table (loaded from ``table_path``, default
     the packaged table, when ``table`` is not given; a missing table gives no prices)."""
-    path = Path(table_path) if table_path is not None else default_pricing_path()
-    if table is None and path.is_file():
-        table = load_pricing(path)
+    table, path = _table(table, table_path)
     per_million = table.price(base_model) if table is not None else None
     hourly = table.machine_price(machine) if table is not None else None
     tuning = (
         None
         if per_million is None or billable_tokens is None
-        else round(billable_tokens * epochs * per_million / 1e6, 6)
+        else billable_tokens * epochs * per_million / 1e6
     )
-    serving = (
-        None if hourly is None or not routes_per_hour else round(hourly / routes_per_hour * 1000, 6)
-    )
+    serving = None if hourly is None or not routes_per_hour else hourly / routes_per_hour * 1000
     latency = latency or {}
+    unverified = table.unverified(base_model, machine) if table is not None else []
+    machine_row = table.machine_row(machine) if table is not None else None
     return RunCost(
         base_model=base_model,
         billable_tokens=billable_tokens,
@@ -292,6 +444,130 @@ def run_cost(
         latency_p50_s=latency.get("p50_s"),
         latency_p95_s=latency.get("p95_s"),
         table_date=table.date.isoformat() if table is not None else None,
-        verified=bool(table and table.verified),
+        verified=bool(table and table.verified and not unverified),
         table_path=_shown(path),
+        unverified=unverified,
+        machine_region=machine_row.region if machine_row is not None else "",
     )
+
+
+# ----------------------------------------------------------------------------- batch prediction
+
+
+@dataclass(frozen=True)
+class BatchCost:
+    """A batch prediction job's cost: node hours of its machine x the machine's hourly price.
+
+    Before the job ``node_hours`` is an estimate from earlier jobs of the same model and machine
+    (their rows per node hour), or None when there were none; after it, the job's own
+    ``resourcesConsumed.replicaHours``."""
+
+    machine: str
+    rows: int
+    usd_per_node_hour: float | None
+    node_hours: float | None
+    usd: float | None
+    measured: bool
+    verified: bool
+    source: str
+    source_date: str | None
+    basis: str = ""
+
+    def line(self) -> str:
+        """One human line: the estimate before the job, or the cost after it."""
+        if self.usd_per_node_hour is None:
+            return (
+                f"batch cost: no price for {self.machine} in the price table: add one to get a cost"
+            )
+        rate = f"${self.usd_per_node_hour:g} per node hour of {self.machine}"
+        trust = "" if self.verified else "; UNVERIFIED price: not read from a Google source"
+        cited = f" ({self.source}{' of ' + self.source_date if self.source_date else ''}{trust})"
+        if self.measured:
+            return (
+                f"batch cost: {self.node_hours:.4g} node hour(s) x {rate} = ~${self.usd:,.2f}"
+                + cited
+            )
+        if self.node_hours is None:
+            return (
+                f"batch cost estimate: {self.rows:,} rows at {rate}; the job bills the node hours "
+                "it runs (no earlier job on this machine to estimate them from)" + cited
+            )
+        return (
+            f"batch cost estimate: {self.rows:,} rows ~ {self.node_hours:.4g} node hour(s) "
+            f"({self.basis}) x {rate} = ~${self.usd:,.2f}" + cited
+        )
+
+    def record(self) -> dict[str, Any]:
+        """The fields a batch job's registry record keeps."""
+        key = "cost" if self.measured else "cost_estimate"
+        return {
+            key: {
+                "machine": self.machine,
+                "node_hours": self.node_hours,
+                "usd_per_node_hour": self.usd_per_node_hour,
+                "usd": self.usd,
+                "verified": self.verified,
+            }
+        }
+
+
+def _batch(
+    machine: str,
+    rows: int,
+    node_hours: float | None,
+    measured: bool,
+    table: PricingTable | None,
+    basis: str = "",
+) -> BatchCost:
+    row = table.machine_row(machine) if table is not None else None
+    rate = row.usd_per_hour if row is not None else None
+    usd = None if rate is None or node_hours is None else node_hours * rate
+    return BatchCost(
+        machine=machine,
+        rows=rows,
+        usd_per_node_hour=rate,
+        node_hours=node_hours,
+        usd=usd,
+        measured=measured,
+        verified=table.is_verified(row) if table is not None else False,
+        source=row.source if row is not None else "",
+        source_date=row.date.isoformat() if row is not None and row.date else None,
+        basis=basis,
+    )
+
+
+def batch_estimate(
+    machine: str,
+    rows: int,
+    earlier: Iterable[dict[str, Any]] = (),
+    table: PricingTable | None = None,
+    table_path: str | os.PathLike[str] | None = None,
+) -> BatchCost:
+    """Before a batch job: node hours estimated from ``earlier`` job records on the same machine
+    (each with ``rows`` and ``cost.node_hours``: rows per node hour measured by Vertex), x the
+    machine's hourly price. Without such a record only the rate is known."""
+    table, _ = _table(table, table_path)
+    done_rows, done_hours = 0, 0.0
+    for record in earlier:
+        cost = record.get("cost") or {}
+        hours = cost.get("node_hours")
+        if cost.get("machine") == machine and isinstance(hours, (int, float)) and hours > 0:
+            done_rows += int(record.get("rows") or 0)
+            done_hours += float(hours)
+    if done_rows and done_hours:
+        per_hour = done_rows / done_hours
+        basis = f"{per_hour:,.0f} rows per node hour measured on earlier jobs"
+        return _batch(machine, rows, rows / per_hour, False, table, basis)
+    return _batch(machine, rows, None, False, table)
+
+
+def batch_cost(
+    machine: str,
+    rows: int,
+    node_hours: float | None,
+    table: PricingTable | None = None,
+    table_path: str | os.PathLike[str] | None = None,
+) -> BatchCost:
+    """After a batch job: its node hours (``resourcesConsumed.replicaHours``) x the rate."""
+    table, _ = _table(table, table_path)
+    return _batch(machine, rows, node_hours, True, table)

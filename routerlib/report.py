@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import html
+import functools
 import json
 import os
 import re
@@ -21,6 +21,9 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
+
+import jinja2
+from markupsafe import Markup
 
 from routerlib import compare, compare_plots, display, runfolder
 from routerlib.atomic import write_text
@@ -195,30 +198,32 @@ def _data_uri(png: Path) -> str:
     return "data:image/png;base64," + base64.b64encode(png.read_bytes()).decode("ascii")
 
 
-_STYLE = """
-body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2rem;max-width:1400px;color:#222}
-table{border-collapse:collapse;font-size:.85rem;margin:.5rem 0 1.5rem}
-th,td{border:1px solid #ccc;padding:.25rem .5rem;text-align:right;white-space:nowrap}
-th{background:#f3f3f3} td:first-child,th:first-child{text-align:left}
-.plots img{max-width:48%;margin:.5rem;border:1px solid #eee;vertical-align:top}
-.plots img[data-size=wide]{max-width:98%}
-.conclusion{background:#f6f9ff;border-left:4px solid #4a7bd0;padding:.5rem 1rem}
-.note{background:#fff8e6;border-left:4px solid #d09a2a;padding:.1rem 1rem;margin-top:.75rem}
-.wrap{overflow-x:auto}
-.small{font-size:.8rem;color:#555}
-.leaderboard td:nth-child(-n+3),.significance td:nth-child(-n+3),.significance-all td:nth-child(-n+3),
-.leaderboard-full td:nth-child(-n+6),table th{text-align:left}
-details summary{cursor:pointer;margin:.25rem 0}
-"""
+@functools.cache
+def _templates() -> jinja2.Environment:
+    """The page templates shipped in routerlib/templates (autoescaped: every value is escaped
+    unless it is passed as ``Markup``, trusted HTML)."""
+    return jinja2.Environment(
+        loader=jinja2.PackageLoader("routerlib", "templates"),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
 
 
-def _markdown(text: str) -> str:
+def _render(template: str, **values: Any) -> Markup:
+    """One template of routerlib/templates filled with ``values``, as trusted HTML."""
+    return Markup(_templates().get_template(template).render(**values))
+
+
+def _markdown(text: str) -> Markup:
+    """Markdown to HTML (the conclusion; routerlib writes it, so its inline HTML is trusted)."""
     try:
         import mistune
 
-        return str(mistune.html(text))
+        return Markup(str(mistune.html(text)))
     except ImportError:  # pragma: no cover - nbconvert depends on mistune
-        return f"<p>{html.escape(text)}</p>"
+        return Markup("<p>{}</p>").format(text)
 
 
 def _index_html(
@@ -226,56 +231,30 @@ def _index_html(
     comparison_links: list[tuple[str, str]],
     board_html: str,
     sig_html: str,
-    conclusion_md: str,
+    conclusion_html: str,
     plots: list[Path],
 ) -> str:
-    e = html.escape
-    parts = [
-        "<!DOCTYPE html>",
-        '<html lang="en"><head><meta charset="utf-8">',
-        "<title>routerlib report</title>",
-        f"<style>{_STYLE}</style></head><body>",
-        "<h1>routerlib report</h1>",
-        f"<p>Generated {e(time.strftime('%Y-%m-%d %H:%M:%S %Z'))}.</p>",
-        '<h2 id="comparison">Comparison</h2>',
-    ]
-    if comparison_links:
-        parts.append(
-            "<p>Comparison notebook: "
-            + ", ".join(
-                f'<a class="comparison-link" href="{e(href)}">{e(label)}</a>'
-                for label, href in comparison_links
-            )
-            + "</p>"
-        )
-    parts += [
-        f'<div class="conclusion">{_markdown(conclusion_md)}</div>',
-        "<h3>Leaderboard</h3>",
-        f'<div class="wrap">{board_html}</div>',
-        "<h3>Paired significance</h3>",
-        f'<div class="wrap">{sig_html}</div>',
-        '<h3>Plots</h3><div class="plots">',
-    ]
-    for png in plots:
-        alt = png.stem.replace("_", " ")
-        size = "wide" if png.stem in WIDE_PLOTS else "half"
-        parts.append(
-            f'<img class="plot" alt="{e(alt)}" data-size="{size}" title="{e(alt)}" '
-            f'src="{_data_uri(png)}">'
-        )
-    parts += [
-        "</div>",
-        '<h2 id="runs">Runs</h2>',
-        '<table class="runs"><thead><tr><th>run</th>'
-        "<th>status</th><th>notebooks</th></tr></thead><tbody>",
-    ]
-    for run_name, status, links in run_links:
-        cells = " · ".join(
-            f'<a class="run-link" href="{e(href)}">{e(label)}</a>' for label, href in links
-        )
-        parts.append(f"<tr><td>{e(run_name)}</td><td>{e(status)}</td><td>{cells or '—'}</td></tr>")
-    parts += ["</tbody></table>", "</body></html>"]
-    return "\n".join(parts)
+    """The index page: the comparison (conclusion, leaderboard, significance, plots as data
+    URIs) above the table of runs and their notebook pages."""
+    return _render(
+        "report_index.html",
+        generated=time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+        comparison_links=comparison_links,
+        conclusion=Markup(conclusion_html),
+        leaderboard=Markup(board_html),
+        significance=Markup(sig_html),
+        plots=[
+            {
+                "alt": png.stem.replace("_", " "),
+                "size": "wide" if png.stem in WIDE_PLOTS else "half",
+                "src": _data_uri(png),
+            }
+            for png in plots
+        ],
+        runs=[
+            {"name": name, "status": status, "links": links} for name, status, links in run_links
+        ],
+    )
 
 
 def display_board(board: Any) -> Any:
@@ -283,13 +262,14 @@ def display_board(board: Any) -> Any:
     return display.full_board(board)
 
 
-def _table(frame: Any, **kwargs: Any) -> str:
-    return str(frame.to_html(index=False, border=0, **kwargs))
+def _table(frame: Any, **kwargs: Any) -> Markup:
+    """A frame as an HTML table (pandas escapes the cells)."""
+    return Markup(frame.to_html(index=False, border=0, **kwargs))
 
 
 def _comparison(run_dirs: list[Path], out: Path) -> tuple[str, str, str, list[Path]]:
     """Leaderboard HTML (compact table, the full one folded, both as CSV in ``out``),
-    significance HTML, conclusion markdown and plot PNGs for these runs."""
+    significance HTML, conclusion HTML and plot PNGs for these runs."""
 
     scored = [r for r in run_dirs if (r / METRICS_FILE).is_file()]
     runs = compare.load_runs(scored) if scored else []
@@ -300,60 +280,44 @@ def _comparison(run_dirs: list[Path], out: Path) -> tuple[str, str, str, list[Pa
         import pandas as pd
 
         sig = pd.DataFrame(columns=compare.SIGNIFICANCE_COLUMNS)
-    text = compare.conclusion(board, sig, with_note=False)
     note = compare.embedded_note(board)
-    if note:
-        text += f'\n\n<div class="note">\n\n{note}\n\n</div>'
-    if board.empty:
-        board_html = (
-            '<table class="leaderboard" id="leaderboard"><tr><td>no scored runs</td></tr></table>'
-        )
-    else:
+    conclusion_html = _render(
+        "report_conclusion.html",
+        conclusion=_markdown(compare.conclusion(board, sig, with_note=False)),
+        note=_markdown(note) if note else None,
+    )
+    board_values: dict[str, Any] = {"headline": None, "csv": LEADERBOARD_CSV}
+    if not board.empty:
         out.mkdir(parents=True, exist_ok=True)
         write_text(out / LEADERBOARD_CSV, board.to_csv(index=False))
         full = display.full_board(board)
-        board_html = (
-            _table(display.headline_board(board), classes="leaderboard", table_id="leaderboard")
-            + f'<p class="small">Strict figures (an invalid prediction counts as a miss) with 95% '
-            f'intervals. Every column, unrounded: <a class="csv-link" href="{LEADERBOARD_CSV}">'
-            f"{LEADERBOARD_CSV}</a>.</p>"
-            + f"<details><summary>Full leaderboard ({len(full.columns)} columns)</summary>"
-            + '<div class="wrap">'
-            + _table(full, classes="leaderboard-full")
-            + "</div></details>"
+        board_values.update(
+            headline=_table(
+                display.headline_board(board), classes="leaderboard", table_id="leaderboard"
+            ),
+            full=_table(full, classes="leaderboard-full"),
+            full_columns=len(full.columns),
         )
-    if sig.empty:
-        sig_html = "<p>No paired per-sample records to test.</p>"
-    else:
+    sig_values: dict[str, Any] = {"headline": None, "csv": SIGNIFICANCE_CSV}
+    if not sig.empty:
         # The headline tests up front; every metric one click away.
         write_text(out / SIGNIFICANCE_CSV, sig.to_csv(index=False))
-        main = display.significance_view(sig, SIGNIFICANCE_HEADLINE)
-        sig_html = (
-            '<p class="small">Each router against the previous router(s), each further '
-            "decoding against its run's headline decoding, and the best-ranked model against "
-            "every other model on the same test rows. McNemar on yes/no metrics, paired "
-            "bootstrap on rates; strict values; Δ is router minus the router it is tested "
-            "against (p-value in brackets).</p>"
-            + _table(main, classes="significance")
-            + f"<details><summary>All {len(sig)} paired tests</summary>"
-            + '<div class="wrap">'
-            + _table(display.significance_view(sig), classes="significance-all")
-            + f'</div><p class="small">As CSV: <a class="csv-link" href="{SIGNIFICANCE_CSV}">'
-            + f"{SIGNIFICANCE_CSV}</a>.</p></details>"
+        sig_values.update(
+            headline=_table(
+                display.significance_view(sig, SIGNIFICANCE_HEADLINE), classes="significance"
+            ),
+            full=_table(display.significance_view(sig), classes="significance-all"),
+            count=len(sig),
         )
     plots = compare_plots.all_plots(runs, out / "plots", board)
     root = f"{outputs_root()}/"
-    problems = [
+    # files that could not be read leave gaps: the leaderboard block says which
+    board_values["problems"] = [
         line.replace(root, "") for run in runs for r in (run, *run.baselines) for line in r.problems
     ]
-    if problems:  # files that could not be read leave gaps: say which
-        shown = "".join(f"<li><code>{html.escape(line)}</code></li>" for line in problems[:20])
-        more = f"<li>… and {len(problems) - 20} more</li>" if len(problems) > 20 else ""
-        board_html += (
-            f'<details class="problems"><summary>{len(problems)} problem(s) reading the run '
-            f"folders (their numbers are missing above)</summary><ul>{shown}{more}</ul></details>"
-        )
-    return board_html, sig_html, text, plots
+    board_html = _render("report_leaderboard.html", **board_values)
+    sig_html = _render("report_significance.html", **sig_values)
+    return board_html, sig_html, conclusion_html, plots
 
 
 def _replace_dir(staging: Path, out_dir: Path) -> None:
@@ -408,10 +372,10 @@ def render_report(
                 if nb.name.startswith(COMPARISON_STAGE):
                     comparison_links.append((f"{run.name} / {nb.stem}", href))
             run_links.append((run.name, _run_status(run), links))
-        board_html, sig_html, text, plots = _comparison(run_dirs, staging)
+        board_html, sig_html, conclusion_html, plots = _comparison(run_dirs, staging)
         index = staging / "index.html"
         index.write_text(
-            _index_html(run_links, comparison_links, board_html, sig_html, text, plots),
+            _index_html(run_links, comparison_links, board_html, sig_html, conclusion_html, plots),
             encoding="utf-8",
         )
         found = scan_for_secrets([staging])

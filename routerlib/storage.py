@@ -12,6 +12,7 @@ import base64
 import os
 import re
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -128,6 +129,73 @@ def check_bucket(prefix: str, client: Any = None) -> None:
         raise _remote("checking bucket of", prefix, exc) from exc
     if not found:
         raise RemoteError(f"bucket gs://{bucket_name} does not exist (from {prefix})")
+
+
+@dataclass(frozen=True)
+class BucketInfo:
+    """A bucket's placement as Cloud Storage reports it (``location`` e.g. US-CENTRAL1, US, NAM4;
+    ``location_type`` region, dual-region or multi-region; ``data_locations`` the regions of a
+    configurable dual-region)."""
+
+    name: str
+    location: str
+    location_type: str
+    data_locations: tuple[str, ...] = ()
+
+
+class BucketNotFound(RemoteError):
+    """The bucket does not exist (Cloud Storage answered 404)."""
+
+
+def bucket_info(prefix: str, client: Any = None) -> BucketInfo:
+    """The location of the bucket of ``prefix`` (a bucket get: metadata only, nothing written).
+
+    BucketNotFound when it does not exist; RemoteError when it cannot be read (403, no answer)."""
+    from google.api_core import exceptions
+
+    bucket_name, _ = parse_gcs_uri(prefix)
+    client = client or gcs_client()
+    try:
+        bucket = client.get_bucket(bucket_name)
+    except exceptions.NotFound:
+        raise BucketNotFound(f"bucket gs://{bucket_name} does not exist (from {prefix})") from None
+    except Exception as exc:
+        raise _remote("reading the metadata of bucket", f"gs://{bucket_name}", exc) from exc
+    return BucketInfo(
+        name=bucket_name,
+        location=str(bucket.location or ""),
+        location_type=str(bucket.location_type or ""),
+        data_locations=tuple(bucket.data_locations or ()),
+    )
+
+
+def missing_permissions(prefix: str, permissions: Iterable[str], client: Any = None) -> list[str]:
+    """The ``permissions`` the caller lacks on the bucket of ``prefix`` (Cloud Storage
+    ``testIamPermissions``: it answers the subset the caller holds; nothing is written)."""
+    from google.api_core import exceptions
+
+    bucket_name, _ = parse_gcs_uri(prefix)
+    wanted = list(permissions)
+    client = client or gcs_client()
+    try:
+        held = set(client.bucket(bucket_name).test_iam_permissions(wanted))
+    except exceptions.NotFound:
+        raise BucketNotFound(f"bucket gs://{bucket_name} does not exist (from {prefix})") from None
+    except Exception as exc:
+        raise _remote("testing permissions on bucket", f"gs://{bucket_name}", exc) from exc
+    return [p for p in wanted if p not in held]
+
+
+def size(uri: str | os.PathLike[str], client: Any = None) -> int:
+    """Bytes of a local file or gs:// object (RemoteError when it cannot be read)."""
+    if not is_gcs_uri(uri):
+        return Path(uri).stat().st_size
+    blob = _blob(str(uri), client)
+    try:
+        blob.reload()
+    except Exception as exc:
+        raise _remote("reading metadata of", str(uri), exc) from exc
+    return int(blob.size or 0)
 
 
 def exists(uri: str | os.PathLike[str], client: Any = None) -> bool:

@@ -56,8 +56,11 @@ def test_wait_to_success_records_stats_checkpoint_and_estimate(tuning_env: Tunin
     assert job.state == SUCCEEDED
     checkpoint = tuning_env.output_uri + "/postprocess/node-0/checkpoints/final"
     assert job.checkpoint_uri == checkpoint
-    # the estimate: 12 examples of the fixture, default table price for Llama 3.1 8B
-    examples, tokens = pricing.training_tokens(tuning_env.train_uri)
+    # the estimate: 12 examples of the fixture, default table price for Llama 3.1 8B, tokens from
+    # the model's billed tokens per character under the spec's mode
+    examples, tokens = pricing.training_tokens(
+        tuning_env.train_uri, job.spec.base_model, job.spec.tuning_mode
+    )
     assert examples == 12
     price = pricing.load_pricing().price(job.spec.base_model)
     epochs = run_default("epochs")  # the spec's default epoch count is RunConfig's
@@ -177,8 +180,10 @@ def test_bad_training_line_names_file_and_line(tuning_env: TuningEnv, tmp_path: 
         "data/bad.jsonl"
     ).upload_from_filename(str(bad))
     uri = "gs://router-tuning-test/data/bad.jsonl"
+    # no validation file: the fixture's would be 10x this training file, which preflight refuses
+    spec = tuning_env.spec(training_dataset_uri=uri, validation_dataset_uri=None)
     with pytest.raises(InputError, match=f"{uri}:2: prompt: missing or not a string"):
-        _tune(tuning_env, tuning_env.spec(training_dataset_uri=uri))
+        _tune(tuning_env, spec)
     assert tuning_env.fake.server.requests == []
 
 

@@ -9,6 +9,7 @@ wheel's own copy of routerlib, so nothing is downloaded.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -21,6 +22,7 @@ from pathlib import Path
 import pytest
 
 from routerlib import metrics, paths, pricing
+from tests.test_synth import PINNED_DIGESTS
 
 ROOT = Path(__file__).resolve().parent.parent
 GOLD_ROWS = 6
@@ -146,3 +148,28 @@ def test_wheel_run_outside_a_clone_says_so_in_one_line(
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "inside a clone of the routerlib repository" in lines[0], proc.stderr
+
+
+def test_wheel_ships_the_synthetic_tables(
+    installed: tuple[Path, dict[str, str]], tmp_path: Path
+) -> None:
+    """The generator's YAML tables are in the wheel: its default rows are byte for byte those of
+    the clone (the digest tests/test_synth.py pins)."""
+    bin_dir, env = installed
+    proc = _run([str(bin_dir / "routerlib"), "synth", "--out", "rows.jsonl"], tmp_path, env)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    digest = hashlib.sha256((tmp_path / "rows.jsonl").read_bytes()).hexdigest()
+    assert digest == PINNED_DIGESTS[(300, 7)]
+
+
+def test_wheel_ships_the_report_templates(
+    installed: tuple[Path, dict[str, str]], tmp_path: Path
+) -> None:
+    bin_dir, env = installed
+    code = (
+        "from routerlib import report; "
+        "print(report._render('report_significance.html', headline=None, csv='s.csv'))"
+    )
+    proc = _run([str(bin_dir / "python"), "-c", code], tmp_path, env)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert proc.stdout.strip() == "<p>No paired per-sample records to test.</p>"

@@ -4,6 +4,9 @@ is named with its field, an update is locked and atomic, a failed update writes 
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -56,3 +59,47 @@ def test_vertex_and_batch_read_their_own_key(
     assert vertex.read_registry() == [{"endpoint_name": "e"}]
     with pytest.raises(InputError, match=r"batch_jobs\.json: jobs: must be a list"):
         batch.read_registry()
+
+
+_HOLDER = """
+import sys, time
+from routerlib import atomic
+with atomic.update_registry(sys.argv[1], "jobs") as records:
+    print("holding", flush=True)
+    time.sleep(float(sys.argv[2]))
+    records.append({"by": "other process"})
+"""
+
+
+def test_an_update_waits_for_another_process_holding_the_lock(tmp_path: Path) -> None:
+    """Another process reads, holds the lock a while, then writes: an update started meanwhile
+    waits for it and then sees its record (without the lock one of the two records is lost)."""
+    path = tmp_path / "reg.json"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", _HOLDER, str(path), "1.0"], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "holding"
+        started = time.monotonic()
+        with atomic.update_registry(path, "jobs") as records:
+            waited = time.monotonic() - started
+            records.append({"by": "this process"})
+    finally:
+        assert holder.wait(timeout=60) == 0
+    assert waited > 0.5
+    assert json.loads(path.read_text()) == {
+        "jobs": [{"by": "other process"}, {"by": "this process"}]
+    }
+
+
+def test_the_lock_is_released_when_its_holder_dies(tmp_path: Path) -> None:
+    path = tmp_path / "reg.json"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", _HOLDER, str(path), "600"], stdout=subprocess.PIPE, text=True
+    )
+    assert holder.stdout is not None and holder.stdout.readline().strip() == "holding"
+    holder.kill()
+    holder.wait(timeout=60)
+    with atomic.update_registry(path, "jobs") as records:  # would wait forever if still held
+        records.append({"by": "this process"})
+    assert json.loads(path.read_text()) == {"jobs": [{"by": "this process"}]}

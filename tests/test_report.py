@@ -124,3 +124,30 @@ def test_scan_ignores_ordinary_report_content(tmp_path: Path) -> None:
         "<td>0.925</td><td>route_plan_exact</td>\n"
     )
     assert report.scan_for_secrets([file]) == []
+
+
+def test_index_escapes_what_it_did_not_write(tmp_path: Path) -> None:
+    """Run names and notebook names reach the page as text (the templates escape every value),
+    while the tables and the conclusion stay HTML."""
+    root = tmp_path / "outputs"
+    run = root / 'x<b>&"q"'
+    add_notebooks(run, ["01_<i>prep"])
+    index = report.render_report([run], tmp_path / "site").read_text(encoding="utf-8")
+    assert "<b>" not in index and "<i>" not in index
+    assert "<td>x&lt;b&gt;&amp;&#34;q&#34;</td>" in index
+    assert ">01_&lt;i&gt;prep</a>" in index
+    assert '<table class="leaderboard" id="leaderboard"><tr><td>no scored runs</td>' in index
+    assert "<p>No paired per-sample records to test.</p>" in index
+    assert '<div class="conclusion"><p>' in index  # markdown rendered, not escaped
+
+
+def test_the_problems_list_names_twenty_and_counts_the_rest() -> None:
+    html = report._render(
+        "report_leaderboard.html",
+        headline=None,
+        csv="leaderboard.csv",
+        problems=[f"run/eval/samples.jsonl:{n}: <not json>" for n in range(1, 26)],
+    )
+    assert "25 problem(s) reading the run folders" in html
+    assert html.count("<li><code>") == 20 and "<li>… and 5 more</li>" in html
+    assert "<code>run/eval/samples.jsonl:1: &lt;not json&gt;</code>" in html

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from routerlib import atomic
+from routerlib import atomic, pricing
 from routerlib.config import run_default
 from routerlib.errors import InputError, RemoteError
 from routerlib.paths import outputs_root
@@ -348,6 +348,8 @@ def batch_predict(
                     for i in pending
                 ]
                 _gcs_write(f"{base}/instances.jsonl", "".join(lines))
+                estimate = pricing.batch_estimate(shape.machine_type, len(pending), read_registry())
+                print(estimate.line(), file=sys.stderr)
                 try:
                     job_name = _create_job(key, model_name, base, shape, project, location)
                 except vertex._sdk_errors() as exc:
@@ -365,6 +367,7 @@ def batch_predict(
                     "location": location,
                     "api_endpoint": api,
                     "submitted_at": vertex._now(),
+                    **estimate.record(),
                 }
                 _save(record)
                 outcome.submitted = True
@@ -403,6 +406,14 @@ def batch_predict(
             outcome.unmatched_lines = unmatched
             record["failed_rows"] = {str(k): v for k, v in outcome.failed_rows.items()}
             record["output_dir"] = outcome.output_dir
+            done = job.gca_resource  # billed: node hours of its machine x the machine's rate
+            spent = pricing.batch_cost(
+                done.dedicated_resources.machine_spec.machine_type,
+                int(record.get("rows") or 0),
+                done.resources_consumed.replica_hours or None,
+            )
+            record.update(spent.record())
+            print(spent.line(), file=sys.stderr)
             _save(record)
 
     from routerlib.runfolder import PredictionRecord, write_predictions

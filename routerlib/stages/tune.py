@@ -87,6 +87,16 @@ def tune(run: Run, smoke: bool = False) -> Job:
     write_job(run.sub(runfolder.job_file(smoke)), job)
     if not job.succeeded:
         raise InputError(f"tuning job {job.name} ended in {job.state}: {job.error or 'no message'}")
+    return _deploy_where_it_ran(run, job)
+
+
+def _deploy_where_it_ran(run: Run, job: Job) -> Job:
+    """A ``global`` job ran in a region Vertex chose: deploy there (``jobs.deploy_region``)."""
+    region = jobs.deploy_region(job, run.config.deploy_location)
+    if region != run.config.deploy_location:
+        was = run.config.deploy_location
+        print(f"{job.name} ran in {region}: deploy_location {region} (was {was})")
+        run.config.deploy_location = region
     return job
 
 
@@ -96,7 +106,7 @@ def tuned_job(run: Run, smoke: bool = False) -> Job:
     if record.exists():
         job = read_job(record)
         if job.succeeded:
-            return job
+            return _deploy_where_it_ran(run, job)
     return tune(run, smoke)
 
 

@@ -58,6 +58,13 @@ REATTACH_STATES = frozenset({QUEUED, PENDING, RUNNING, SUCCEEDED, UPDATING, PAUS
 SPEC_LABEL = "routerlib-spec"
 
 
+class Advice(str):
+    """A preflight line that is printed before submission, not a refusal (e.g. an id the table
+    does not know, a bucket in another region than the tuning job)."""
+
+    __slots__ = ()
+
+
 class ApiUnreachable(RemoteError):
     """The API could not be reached or cannot serve right now (connection refused, DNS, timeout,
     HTTP 429 or 5xx on a read): worth retrying later; the job itself is unaffected."""
@@ -186,6 +193,11 @@ class Job(BaseModel):
     sub_state: str | None = None  # Vertex tuning_job_state, e.g. waiting for quota
     project: str | None = None
     location: str | None = None
+    #: The region the job ran in: its location, or for a ``global`` job the region its tuned
+    #: model's resource names carry (None until the API shows it).
+    region: str | None = None
+    #: The tuned model's Model Registry resource name, when the API gives it.
+    tuned_model: str | None = None
     api_endpoint: str | None = None
     loss_curve: list[dict[str, Any]] = Field(default_factory=list)
     train_seconds: float | None = None
@@ -218,7 +230,8 @@ class TuningBackend(Protocol):
         ...
 
     def preflight(self, spec: TuningSpec) -> list[str]:
-        """What the backend would refuse, found without sending anything (one line each)."""
+        """What the backend would refuse, found without sending anything (one line each); an
+        ``Advice`` line is printed, not refused."""
         ...
 
     def preview(self, spec: TuningSpec) -> dict[str, Any]:

@@ -22,7 +22,7 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit
 
-from routerlib import auth, models
+from routerlib import auth, models, storage
 from routerlib.checkpoint_names import CHECKPOINTS_DIR, FINAL_CHECKPOINT
 from routerlib.config import run_default
 from routerlib.errors import InputError, RemoteError
@@ -30,6 +30,7 @@ from routerlib.tuning.base import (
     REATTACH_STATES,
     SPEC_LABEL,
     SUCCEEDED,
+    Advice,
     ApiUnreachable,
     Checkpoint,
     CredentialsProblem,
@@ -67,6 +68,23 @@ STAT_KEYS = (
     "total_truncated_example_count",
     "total_billable_character_count",
 )
+
+
+#: The region in a resource name, e.g. projects/P/locations/europe-west4/models/M.
+_LOCATION = re.compile(r"/locations/([^/]+)/")
+
+
+def ran_in(tuning_job: Any) -> str | None:
+    """The real region a job's resources name (its tuned model, endpoint or checkpoints): for a
+    ``global`` job Vertex picks the region, and these carry it, not ``global``."""
+    tuned = getattr(tuning_job, "tuned_model", None)
+    names = [getattr(tuned, "model", None), getattr(tuned, "endpoint", None)]
+    names += [getattr(c, "endpoint", None) for c in getattr(tuned, "checkpoints", None) or []]
+    for name in names:
+        match = _LOCATION.search(f"{name or ''}/")
+        if match and match[1] != "global":
+            return match[1]
+    return None
 
 
 #: A permission named in a 403 message, e.g. "Permission 'aiplatform.tuningJobs.create' denied".
@@ -261,6 +279,7 @@ class VertexBackend:
         self.location = resolve_location(location)
         self.api_endpoint = normalize_endpoint(api_endpoint)
         self._client: Any = None
+        self._gcs: Any = None
 
     @property
     def where(self) -> dict[str, str | None]:
@@ -346,7 +365,82 @@ class VertexBackend:
             learning_rate_multiplier=spec.learning_rate_multiplier,
             location=self.location,
         )
+        known = models.contract(spec.base_model) or models.short_id(spec.base_model) in (
+            *models.RENAMED,
+            models.EMBEDDED_MODEL,
+        )
+        if not known:
+            problems.append(Advice(models.unchecked_line(spec.base_model)))
+        problems += self.validation_problems(spec)
+        problems += self.bucket_advice(spec)
         return problems
+
+    def validation_problems(self, spec: TuningSpec) -> list[str]:
+        """The validation file against Vertex's limits (rows, share of the training file's
+        bytes); files that cannot be read here are left to the dataset check that follows."""
+        if not (spec.validation_dataset_uri and spec.training_dataset_uri.startswith("gs://")):
+            return []
+        client = self._storage_client()
+        if client is None:
+            return []
+        try:
+            train = storage.size(spec.training_dataset_uri, client)
+            validation = storage.size(spec.validation_dataset_uri, client)
+            rows = sum(
+                1 for line in storage.open_text(spec.validation_dataset_uri, client) if line.strip()
+            )
+        except (RemoteError, OSError):
+            return []
+        return models.validation_problems(train, validation, rows)
+
+    def bucket_advice(self, spec: TuningSpec) -> list[str]:
+        """A warning per bucket (datasets, output) whose location may not serve the tuning
+        location (Cloud Storage bucket metadata; a bucket that cannot be read is left to the
+        dataset check)."""
+        advice: list[str] = []
+        seen: set[str] = set()
+        client = self._storage_client()
+        if client is None:
+            return []
+        for key in ("training_dataset_uri", "validation_dataset_uri", "output_uri"):
+            uri = getattr(spec, key)
+            if not uri or not uri.startswith("gs://"):
+                continue
+            bucket, _ = storage.parse_gcs_uri(uri)
+            if bucket in seen:
+                continue
+            seen.add(bucket)
+            try:
+                info = storage.bucket_info(uri, client)
+            except RemoteError:
+                continue
+            problem = models.bucket_problem(
+                self.location, bucket, info.location, info.location_type, info.data_locations
+            )
+            if problem:
+                advice.append(Advice(f"warning: {key}: {problem}"))
+        return advice
+
+    def _storage_client(self) -> Any:
+        """A Cloud Storage client for preflight reads (None when none can be made here: no
+        credentials; the dataset check that follows reports what it cannot read)."""
+        if self._gcs is None:
+            try:
+                self._gcs = storage.gcs_client(self.project)
+            except RemoteError:
+                return None
+        return self._gcs
+
+    def probe(self) -> str:
+        """One cheap read (the first page of at most one tuning job): raises the classified
+        RemoteError when Vertex AI does not answer; returns what was read. Nothing is created."""
+
+        def first_page() -> int:
+            pager = self.client().tunings.list(config={"page_size": 1})
+            return len(getattr(pager, "page", None) or [])
+
+        count = self._call("list", first_page)
+        return f"{self.base_url}: tuningJobs.list answered ({count} job(s) on the first page)"
 
     def request_preview(self, spec: TuningSpec) -> dict[str, Any]:
         """The request ``submit`` would send: method, URL and body (nothing is sent)."""
@@ -430,11 +524,15 @@ class VertexBackend:
         sub_state = _state(sub) if sub is not None else None
         if sub_state == "TUNING_JOB_STATE_UNSPECIFIED":
             sub_state = None
+        tuned = getattr(tuning_job, "tuned_model", None)
+        region = self.location if self.location != "global" else ran_in(tuning_job)
         return Job(
             name=tuning_job.name or "",
             backend="vertex",
             state=state,
             spec=spec,
+            region=region,
+            tuned_model=getattr(tuned, "model", None) or None,
             create_time=_iso(tuning_job.create_time),
             update_time=_iso(tuning_job.update_time or tuning_job.end_time),
             error=message,
@@ -569,8 +667,6 @@ class VertexBackend:
         """Sub-folder names under a gs:// prefix, in checkpoint order ([] when not readable)."""
         if not base.startswith("gs://"):
             return []
-        from routerlib import storage
-
         try:
             bucket, prefix = storage.parse_gcs_uri(base)
             client = storage.gcs_client(self.project)

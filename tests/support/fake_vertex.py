@@ -25,6 +25,14 @@ Tuning jobs (``add_tuning_routes``; v1 and v1beta1 paths) enforce routerlib's co
 - list follows pageSize/pageToken and takes a ``labels.KEY="VALUE"`` filter (other filters: 400).
 - ``get_failures``: HTTP codes (e.g. 503) answered by the next gets, to test riding out blips.
 - every request must carry ``Authorization: Bearer <token>`` (the static test token), else 401.
+- ``api_disabled``: every route answers 403 PERMISSION_DENIED with an ErrorInfo of reason
+  SERVICE_DISABLED, as Google APIs do for a project that has not enabled aiplatform.googleapis.com.
+- A job created in ``global`` runs in ``global_region`` (Vertex picks us-central1 or
+  europe-west4): its name stays under ``locations/global``, its tuned model, endpoint and
+  checkpoints carry the real region.
+- ``dataset_reader`` (a function gs:// URI -> bytes, e.g. reading the Cloud Storage emulator):
+  create refuses a validation file over 5,000 rows or over 25% of the training file's bytes
+  (google/skills agent-platform-tuning references/data_prep.md).
 
 Use the ``fake_vertex`` fixture (import it into a test module) or ``with FakeVertex() as fake:``.
 """
@@ -88,6 +96,28 @@ class DroppedAnswer(Exception):
 def error_body(code: int, status: str, message: str) -> dict[str, Any]:
     """Google's JSON error envelope."""
     return {"error": {"code": code, "message": message, "status": status}}
+
+
+def service_disabled(project: str, service: str = "aiplatform.googleapis.com") -> dict[str, Any]:
+    """Google's 403 for a project that has not enabled ``service`` (an ErrorInfo detail with
+    reason SERVICE_DISABLED, as every Google API answers it)."""
+    return {
+        "error": {
+            "code": 403,
+            "message": f"{service} has not been used in project {project} before or it is "
+            f"disabled. Enable it by visiting https://console.developers.google.com/apis/api/"
+            f"{service}/overview?project={project} then retry.",
+            "status": "PERMISSION_DENIED",
+            "details": [
+                {
+                    "@type": "type.googleapis.com/google.rpc.ErrorInfo",
+                    "reason": "SERVICE_DISABLED",
+                    "domain": "googleapis.com",
+                    "metadata": {"service": service, "consumer": f"projects/{project}"},
+                }
+            ],
+        }
+    }
 
 
 def invalid(message: str) -> tuple[int, dict[str, Any]]:
@@ -168,6 +198,12 @@ class FakeVertex:
         }
         #: HTTP codes answered (instead of the job) by the next tuningJobs.get calls, in order.
         self.get_failures: list[int] = []
+        #: True: the project has not enabled the Vertex AI API (every route answers 403).
+        self.api_disabled = False
+        #: Where a ``global`` job really runs (its tuned model's resource names carry it).
+        self.global_region = "us-central1"
+        #: gs:// URI -> bytes; when set, create checks the validation file's limits.
+        self.dataset_reader: Any = None
         self._ids = itertools.count(4000000000000000001)
         self._lock = threading.Lock()
         self._started = False
@@ -251,14 +287,40 @@ class FakeVertex:
             epochs = int(
                 body_get(resource, "supervisedTuningSpec", "hyperParameters", "epochCount") or 1
             )
+            # a global job's sub-resources name the region it ran in, never "global"
+            ran = name.replace("/locations/global/", f"/locations/{job['region']}/")
+            endpoint = ran.split("/tuningJobs/")[0] + "/endpoints/" + name.rsplit("/", 1)[-1]
             resource["tunedModel"] = {
-                "model": name.replace("tuningJobs", "models") + "@1",
+                "model": ran.replace("tuningJobs", "models") + "@1",
+                "endpoint": endpoint,
                 "checkpoints": [
-                    {"checkpointId": str(e), "epoch": str(e), "step": str(10 * e)}
+                    {
+                        "checkpointId": str(e),
+                        "epoch": str(e),
+                        "step": str(10 * e),
+                        "endpoint": f"{endpoint}-{e}",
+                    }
                     for e in range(1, epochs + 1)
                 ],
             }
         return resource
+
+    def _dataset_refusal(self, body: dict[str, Any]) -> tuple[int, dict[str, Any]] | None:
+        """Vertex's validation limits, checked on the files (when a reader is set)."""
+        sft = body.get("supervisedTuningSpec") or {}
+        validation = sft.get("validationDatasetUri")
+        if self.dataset_reader is None or not validation:
+            return None
+        train_bytes = len(self.dataset_reader(sft["trainingDatasetUri"]))
+        data = self.dataset_reader(validation)
+        rows = sum(1 for line in data.splitlines() if line.strip())
+        if rows > models.MAX_VALIDATION_ROWS:
+            return invalid(f"Validation dataset has {rows} rows; at most 5000 are allowed.")
+        if len(data) > models.MAX_VALIDATION_BYTES_SHARE * train_bytes:
+            return invalid(
+                "Validation dataset must be no more than 25% of the training dataset size."
+            )
+        return None
 
     def add_tuning_routes(self) -> None:
         """Register tuningJobs create/get/list/cancel on the server."""
@@ -268,6 +330,8 @@ class FakeVertex:
         def guard(permission: str) -> Any:
             def decorate(handler: Any) -> Any:
                 def wrapped(request: Request, match: Any) -> tuple[int, Any]:
+                    if self.api_disabled:
+                        return 403, service_disabled(match[1])
                     if not self.authorized(request):
                         return 401, error_body(
                             401,
@@ -301,7 +365,7 @@ class FakeVertex:
             refusal = self.refusals.get(body.get("baseModel", ""))
             if refusal:
                 return refusal[0], error_body(*refusal)
-            problem = contract_refusal(body, match[2])
+            problem = contract_refusal(body, match[2]) or self._dataset_refusal(body)
             if problem:
                 return problem
             if self.concurrent_quota is not None and self._live() >= self.concurrent_quota:
@@ -318,7 +382,13 @@ class FakeVertex:
             resource = dict(
                 body, name=name, createTime=f"2026-11-25T10:00:{len(self.tuning_jobs):02d}Z"
             )
-            self.tuning_jobs[name] = {"resource": resource, "progression": progression, "step": 0}
+            region = self.global_region if match[2] == "global" else match[2]
+            self.tuning_jobs[name] = {
+                "resource": resource,
+                "progression": progression,
+                "step": 0,
+                "region": region,
+            }
             if fault == "drop":
                 raise DroppedAnswer("job created; closing without an answer")
             if fault == "hang":  # created; the answer comes late (without holding the lock)

@@ -169,6 +169,8 @@ class ServingState:
     batch_error: Callable[[dict[str, Any]], str | None] = lambda instance: None
     #: Every instance a batch job sent to the model, as the model got it.
     batch_instances: list[dict[str, Any]] = field(default_factory=list)
+    #: Node hours a finished batch job reports (``resourcesConsumed.replicaHours``).
+    batch_replica_hours: float = 0.25
     lock: threading.Lock = field(default_factory=threading.Lock)
     _ids: Any = field(default_factory=lambda: itertools.count(1000))
 
@@ -195,6 +197,7 @@ class ServingState:
                 "batch_polls",
                 "batch_error",
                 "batch_instances",
+                "batch_replica_hours",
             ):
                 setattr(self, name, getattr(fresh, name))
 
@@ -588,6 +591,7 @@ def _run_batch_job(state: ServingState, job: dict[str, Any]) -> None:
         "failedCount": str(len(failed)),
         "incompleteCount": "0",
     }
+    job["resourcesConsumed"] = {"replicaHours": state.batch_replica_hours}
     job["state"] = "JOB_STATE_SUCCEEDED"
 
 

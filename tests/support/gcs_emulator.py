@@ -62,6 +62,18 @@ class GcsEmulator:
         """Create bucket ``name`` in the emulator and return it."""
         return self.client().create_bucket(name)
 
+    def place_bucket(self, name: str, location: str, location_type: str = "region") -> None:
+        """Report bucket ``name`` at ``location`` (e.g. EUROPE-WEST4, region) as Cloud Storage
+        does. The emulator creates every bucket in US (multi-region) and its bucket insert ignores
+        ``location``, so the bucket's stored metadata is set directly."""
+        bucket = self.server._storage.buckets[name]  # noqa: SLF001 - see the docstring
+        bucket.update({"location": location.upper(), "locationType": location_type})
+
+    def read(self, uri: str) -> bytes:
+        """The bytes of a gs:// object in the emulator."""
+        bucket, _, path = uri.removeprefix("gs://").partition("/")
+        return bytes(self.client().bucket(bucket).blob(path).download_as_bytes())
+
     def wipe(self) -> None:
         """Delete every bucket and object."""
         self.server.wipe()

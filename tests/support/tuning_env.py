@@ -71,6 +71,8 @@ def tuning_env(
 ) -> Iterator[TuningEnv]:
     """Bucket with train.jsonl (12 rows) and validation.jsonl (3 rows) + a running FakeVertex."""
     bucket = gcs_emulator.make_bucket(BUCKET)
+    gcs_emulator.place_bucket(BUCKET, LOCATION)  # a bucket in the region the jobs tune in
+    fake_vertex.dataset_reader = gcs_emulator.read  # the stand-in checks validation limits
     for name, n in (("train.jsonl", 12), ("validation.jsonl", 3)):
         local = write_examples(tmp_path / name, n)
         bucket.blob(f"data/{name}").upload_from_filename(str(local))

@@ -1,0 +1,422 @@
+"""Week-2 rows -> training lines: read, validate and convert every row (pass 1 of ``prepare``).
+
+Memory does not grow with row payloads. The input is read line by line; each row is validated
+(``schema.validate_row``, behind a fast exact-type check), converted to its prompt/completion
+line and appended to a spool file beside the splits, keeping only the spool offset, length and a
+few small numbers per row (a ``Scan``). Inputs of PARALLEL_MIN_BYTES or more are scanned in byte
+ranges by several processes and the range scans merged in file order, so the result does not
+depend on the number of workers. The line formats (prompt/completion, messages) live here too.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import math
+import multiprocessing
+import os
+import sys
+import threading
+from array import array
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+from routerlib import models, schema
+
+#: At most this many problem lines are listed in one error (the count of the rest follows).
+MAX_PROBLEMS = 200
+
+_BOM = b"\xef\xbb\xbf"
+#: Inputs at least this big are scanned by several processes (no --limit).
+PARALLEL_MIN_BYTES = 32 << 20
+MAX_WORKERS = 4
+CHUNKS_PER_WORKER = 4
+#: The string escaper json.dumps uses with ensure_ascii=False.
+_escape = json.encoder.encode_basestring  # type: ignore[attr-defined]
+_READ_BUFFER = 1 << 20
+_WRITE_BUFFER = 1 << 20
+
+
+@dataclass
+class Scan:
+    """Pass-1 result: per-row small numbers (no payloads) and the problems found.
+
+    A scan of one byte range of the input numbers its lines from 1 (``line_numbers``,
+    ``problems``); merging ranges shifts them to file line numbers.
+    """
+
+    spool_index: array = field(default_factory=lambda: array("h"))
+    spool_offsets: array = field(default_factory=lambda: array("q"))
+    spool_lengths: array = field(default_factory=lambda: array("l"))
+    line_numbers: array = field(default_factory=lambda: array("l"))
+    query_keys: array = field(default_factory=lambda: array("q"))
+    est_tokens: array = field(default_factory=lambda: array("l"))
+    first_tool: array = field(default_factory=lambda: array("b"))
+    route_length: array = field(default_factory=lambda: array("l"))
+    difficulty: array = field(default_factory=lambda: array("b"))
+    metrics_shape: array = field(default_factory=lambda: array("l"))
+    shapes: dict[str, int] = field(default_factory=dict)
+    ids: list[str] = field(default_factory=list)
+    problems: list[tuple[int, str]] = field(default_factory=list)
+    problem_count: int = 0
+    lines: int = 0
+
+    def problem(self, line: int, text: str) -> None:
+        self.problem_count += 1
+        if len(self.problems) < MAX_PROBLEMS:
+            self.problems.append((line, text))
+
+    @property
+    def rows(self) -> int:
+        return len(self.spool_offsets)
+
+
+def _query_key(query: str) -> int:
+    digest = hashlib.blake2b(query.strip().encode("utf-8", "surrogatepass"), digest_size=8).digest()
+    return int.from_bytes(digest, "little", signed=True)
+
+
+def _estimate_tokens(chars: int) -> int:
+    """models.estimate_tokens of a text of ``chars`` characters, without building the text."""
+    return math.ceil(chars / models.CHARS_PER_TOKEN)
+
+
+def _tool_index(step: str) -> int:
+    name = schema.step_tool(step)
+    return schema.TOOLS.index(name) if name in schema.TOOLS else -1
+
+
+def _decode_problem(raw: bytes, exc: UnicodeDecodeError) -> str:
+    bad = raw[exc.start : exc.start + 1]
+    return f"row: not valid UTF-8 (byte 0x{bad.hex()} at byte {exc.start + 1} of the line)"
+
+
+def _json_problem(text: str) -> str:
+    """The parse error of a line, without its line end (so a cut-off line reads as truncated)."""
+    try:
+        json.loads(text.rstrip("\r\n"))
+    except json.JSONDecodeError as exc:
+        message = exc.msg[: -len(" at")] if exc.msg.endswith(" at") else exc.msg
+        return f"row: invalid JSON: {message} (column {exc.colno})"
+    return "row: invalid JSON"  # pragma: no cover - the line failed to parse just before
+
+
+def _quick_valid(row: Any) -> bool:
+    """A fast check that implies ``schema.validate_row(row) == []``; False means "ask the schema".
+
+    It is stricter than the schema (exact JSON types only), so a False for a valid row only
+    costs the slower full validation.
+    """
+    if type(row) is not dict:
+        return False
+    for key, expected in _FIELD_TYPES:
+        value = row.get(key, _MISSING)
+        if value is _MISSING:
+            if key in _REQUIRED:
+                return False
+            continue
+        kind = type(value)
+        if expected == "str":
+            if kind is not str:
+                return False
+        elif expected == "list[str]":
+            if kind is not list:
+                return False
+            for item in value:
+                if type(item) is not str:
+                    return False
+        elif expected == "dict":
+            if kind is not dict:
+                return False
+        elif expected == "number":
+            if kind is not int and kind is not float:
+                return False
+        elif expected == "bool":
+            if kind is not bool:
+                return False
+        else:
+            return False
+    plan = row["route_plan"]
+    if not plan or row["difficulty"] not in schema.DIFFICULTIES:
+        return False
+    return all(schema.validate_route_step(step) is None for step in plan)
+
+
+_MISSING = object()
+_FIELD_TYPES: tuple[tuple[str, str], ...] = tuple(schema.ROW_FIELD_TYPES.items())
+_REQUIRED = frozenset(schema.REQUIRED_ROW_KEYS)
+
+
+def _encode_line(prompt: str, completion: str) -> bytes:
+    """``json.dumps({"prompt": prompt, "completion": completion}, ensure_ascii=False) + "\n"``
+    as UTF-8, built from the encoder's own string escaper (the same bytes, less overhead).
+
+    ``completion`` is itself json.dumps output, which holds no control characters (the encoder
+    escapes them), so escaping it only means doubling backslashes and escaping quotes: the same
+    result as the escaper, done by two fast ``str.replace`` calls.
+    """
+    quoted = completion.replace("\\", "\\\\").replace('"', '\\"')
+    return ('{"prompt": ' + _escape(prompt) + ', "completion": "' + quoted + '"}\n').encode("utf-8")
+
+
+def messages_line(prompt: str, completion: str) -> bytes:
+    """One ``messages`` line: ``{"messages": [user prompt, assistant completion]}`` + newline."""
+    turns = [{"role": "user", "content": prompt}, {"role": "assistant", "content": completion}]
+    return (json.dumps({"messages": turns}, ensure_ascii=False) + "\n").encode("utf-8")
+
+
+def to_messages(line: bytes) -> bytes:
+    obj = json.loads(line)
+    return messages_line(obj["prompt"], obj["completion"])
+
+
+def example_pair(obj: Any) -> tuple[str, str] | None:
+    """(prompt, completion) of one training line in either format, or None when it is neither.
+
+    A ``messages`` line's prompt is its turns before the last joined by newlines (one user turn
+    for the lines prepare writes), its completion the last turn, which must be the assistant's.
+    """
+    if not isinstance(obj, dict):
+        return None
+    prompt, completion = obj.get("prompt"), obj.get("completion")
+    if isinstance(prompt, str) and isinstance(completion, str):
+        return prompt, completion
+    turns = obj.get("messages")
+    if (
+        isinstance(turns, list)
+        and len(turns) >= 2
+        and all(isinstance(t, dict) and isinstance(t.get("content"), str) for t in turns)
+        and turns[-1].get("role") == "assistant"
+    ):
+        return "\n".join(t["content"] for t in turns[:-1]), turns[-1]["content"]
+    return None
+
+
+def _scan_range(
+    path: str,
+    start: int,
+    end: int | None,
+    spool_path: str,
+    limit: int | None = None,
+    on_bytes: Callable[[int], None] | None = None,
+) -> Scan:
+    """Read, validate and convert the lines in bytes [start, end) of ``path`` (``end`` None: to
+    the end of the file), appending output lines to ``spool_path``. ``start`` is 0 or just
+    after a newline. Stops after ``limit`` rows. ``on_bytes`` hears of progress now and then."""
+    scan = Scan()
+    loads = json.loads
+    build_prompt = schema.build_prompt
+    completion_text = schema.completion_text
+    validate_row = schema.validate_row
+    quick_valid = _quick_valid
+    encode_line = _encode_line
+    difficulties = schema.DIFFICULTIES
+    spool_offset = 0
+    number = 0
+    position = start
+    with (
+        open(path, "rb", buffering=_READ_BUFFER) as handle,
+        open(spool_path, "wb", buffering=_WRITE_BUFFER) as spool,
+    ):
+        handle.seek(start)
+        for raw in handle:
+            if end is not None and position >= end:
+                break
+            position += len(raw)
+            number += 1
+            if on_bytes is not None and number % 1000 == 0:
+                on_bytes(position)
+            if number == 1 and start == 0 and raw.startswith(_BOM):
+                raw = raw[len(_BOM) :]
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                scan.problem(number, _decode_problem(raw, exc))
+                continue
+            if not text.strip():
+                continue
+            try:
+                row = loads(text)
+            except json.JSONDecodeError:
+                scan.problem(number, _json_problem(text))
+                continue
+            if not quick_valid(row):
+                violations = validate_row(row)
+                if violations:
+                    for violation in violations:
+                        scan.problem(number, str(violation))
+                    continue
+            prompt = build_prompt(row["user_query"])
+            completion = completion_text(row)
+            try:
+                encoded = encode_line(prompt, completion)
+            except UnicodeEncodeError as exc:
+                scan.problem(
+                    number,
+                    f"row: text holds a lone surrogate ({exc.object[exc.start : exc.end]!r}) "
+                    "that cannot be written as UTF-8",
+                )
+                continue
+            spool.write(encoded)
+            scan.spool_offsets.append(spool_offset)
+            scan.spool_lengths.append(len(encoded))
+            spool_offset += len(encoded)
+            scan.line_numbers.append(number)
+            scan.query_keys.append(_query_key(row["user_query"]))
+            scan.est_tokens.append(_estimate_tokens(len(prompt) + len(completion)))
+            plan = row["route_plan"]
+            scan.first_tool.append(_tool_index(plan[0]))
+            scan.route_length.append(len(plan))
+            scan.difficulty.append(difficulties.index(row["difficulty"]))
+            shape = ", ".join(sorted(row["metrics"]))
+            scan.metrics_shape.append(scan.shapes.setdefault(shape, len(scan.shapes)))
+            scan.ids.append(row["id"])
+            if limit is not None and scan.rows >= limit:
+                break
+    scan.lines = number
+    return scan
+
+
+def _chunk_bounds(path: Path, size: int, chunks: int) -> list[tuple[int, int | None]]:
+    """Byte ranges of roughly equal size, each starting at 0 or just after a newline."""
+    starts = [0]
+    with open(path, "rb") as handle:
+        for k in range(1, chunks):
+            handle.seek(max(size * k // chunks, starts[-1]))
+            handle.readline()  # move to the start of the next line
+            position = handle.tell()
+            if position >= size:
+                break
+            if position > starts[-1]:
+                starts.append(position)
+    ends: list[int | None] = [*starts[1:], None]
+    return list(zip(starts, ends, strict=True))
+
+
+def _merge(parts: list[Scan]) -> tuple[Scan, list[tuple[str, int, int]]]:
+    """Join range scans in file order: shift line numbers, number the spools, remap metrics
+    shapes; returns the merged scan and the duplicate ids (id, first line, line)."""
+    merged = Scan()
+    id_lines: dict[str, int] = {}
+    duplicates: list[tuple[str, int, int]] = []
+    line_offset = 0
+    for index, part in enumerate(parts):
+        merged.spool_index.extend(array("h", [index]) * part.rows)
+        merged.spool_offsets.extend(part.spool_offsets)
+        merged.spool_lengths.extend(part.spool_lengths)
+        merged.line_numbers.extend(array("l", (n + line_offset for n in part.line_numbers)))
+        for name in ("query_keys", "est_tokens", "first_tool", "route_length", "difficulty"):
+            getattr(merged, name).extend(getattr(part, name))
+        remap = {
+            local: merged.shapes.setdefault(shape, len(merged.shapes))
+            for shape, local in part.shapes.items()
+        }
+        merged.metrics_shape.extend(array("l", (remap[k] for k in part.metrics_shape)))
+        for row_id, line in zip(part.ids, part.line_numbers, strict=True):
+            first = id_lines.setdefault(row_id, line + line_offset)
+            if first != line + line_offset:
+                duplicates.append((row_id, first, line + line_offset))
+        for line, text in part.problems:
+            if len(merged.problems) < MAX_PROBLEMS:
+                merged.problems.append((line + line_offset, text))
+        merged.problem_count += part.problem_count
+        line_offset += part.lines
+    merged.lines = line_offset
+    return merged, duplicates
+
+
+def hash_file(path: Path) -> tuple[str, int]:
+    """sha256 and the number of physical lines of a file."""
+    hasher = hashlib.sha256()
+    newlines = 0
+    last = b"\n"
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(_READ_BUFFER), b""):
+            hasher.update(chunk)
+            newlines += chunk.count(b"\n")
+            last = chunk[-1:]
+    return hasher.hexdigest(), newlines + (0 if last == b"\n" else 1)
+
+
+def auto_workers(size: int, limit: int | None) -> int:
+    if limit is not None or size < PARALLEL_MIN_BYTES:
+        return 1
+    return max(1, min(MAX_WORKERS, os.cpu_count() or 1))
+
+
+def _can_fork() -> bool:
+    return "fork" in multiprocessing.get_all_start_methods()
+
+
+def remove_spools(spool_dir: Path) -> None:
+    for spool in spool_dir.glob(f".prepare-spool.{os.getpid()}.*.tmp"):
+        with contextlib.suppress(FileNotFoundError):
+            spool.unlink()
+
+
+def scan_all(
+    source: Path, spool_dir: Path, limit: int | None, workers: int, progress: bool
+) -> tuple[Scan, list[tuple[str, int, int]], list[Path], tuple[str, int]]:
+    """Pass 1 over the whole input, in ``workers`` processes when above 1."""
+    size = source.stat().st_size
+    tag = f"{os.getpid()}"
+    if workers <= 1 or limit is not None:
+        spool = spool_dir / f".prepare-spool.{tag}.0.tmp"
+        bar = progress_bar(progress, size, f"prepare: reading {source.name}", "B")
+        on_bytes = None
+        if bar is not None:
+
+            def on_bytes(position: int) -> None:
+                bar.update(position - bar.n)
+
+        part = _scan_range(str(source), 0, None, str(spool), limit, on_bytes)
+        if bar is not None:
+            bar.close()
+        merged, duplicates = _merge([part])
+        return merged, duplicates, [spool], hash_file(source)
+
+    bounds = _chunk_bounds(source, size, workers * CHUNKS_PER_WORKER)
+    spools = [spool_dir / f".prepare-spool.{tag}.{i}.tmp" for i in range(len(bounds))]
+    # fork is cheapest, but forking a process that runs other threads (a Jupyter kernel) can
+    # deadlock a child on a lock held at fork time; spawn starts clean interpreters instead.
+    method = "fork" if threading.active_count() == 1 and _can_fork() else "spawn"
+    context = multiprocessing.get_context(method)
+    bar = progress_bar(progress, len(bounds), f"prepare: reading {source.name}", "chunk")
+    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+        futures = [
+            pool.submit(_scan_range, str(source), start, end, str(spool))
+            for (start, end), spool in zip(bounds, spools, strict=True)
+        ]
+        digest = hash_file(source)  # while the workers read
+        parts = []
+        for future in futures:
+            parts.append(future.result())
+            if bar is not None:
+                bar.update(1)
+    if bar is not None:
+        bar.close()
+    merged, duplicates = _merge(parts)
+    return merged, duplicates, spools, digest
+
+
+def progress_bar(enabled: bool, total: int, desc: str, unit: str = "it") -> Any:
+    """A plain text bar on stderr (no ipywidgets needed), or None. ``disable=None`` is tqdm's own
+    rule: no bar when stderr is not a terminal, so logs and captured notebook streams never get
+    partial ``0%|  | 0/7039058`` lines; byte counts are shown scaled (kB, MB)."""
+    if not enabled:
+        return None
+    return tqdm(
+        total=total,
+        unit=unit,
+        unit_scale=unit == "B",
+        desc=desc,
+        file=sys.stderr,
+        leave=False,
+        disable=None,
+    )

@@ -1,0 +1,419 @@
+"""``routerlib doctor``: before a first real run, check what would make it fail late, and say the
+fix for each. Nothing is created or billed: every check reads (credentials from the environment,
+one page of the tuning-job list, bucket metadata, Cloud Storage ``testIamPermissions``,
+``ModelService.RecommendSpec``, the price table).
+
+Checks, in order (docs/vertex-facts.md lists each with its fix):
+
+1. application-default credentials found, and whose (the account the credentials name);
+2. the project is set (params ``project``, $GOOGLE_CLOUD_PROJECT or the credentials' project);
+3. the Vertex AI API answers (tuningJobs.list in the tuning location, first page only);
+4. the Cloud Storage API answers (the ``gcs_prefix`` bucket's metadata);
+5. the ``gcs_prefix`` bucket exists;
+6. its location fits the tuning location (routerlib.models.bucket_problem);
+7. the caller may write to it (``testIamPermissions``: object create, get, list);
+8. the tuning location is offered for the base model (routerlib/models.py);
+9. the deploy machine is available in the deploy region with quota (RecommendSpec with
+   ``check_machine_availability`` and ``check_user_quota``; it needs a checkpoint folder);
+10. the price table: its date, the age of its sources, the rows this run uses.
+
+A check is ``ok``, ``warn`` (worth knowing, not blocking), ``FAIL`` (fix it first; the command
+exits non-zero) or ``skip`` (an earlier check failed, or nothing to check).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from dataclasses import dataclass
+from typing import Protocol, cast
+
+from routerlib import auth, jobs, models, pricing, storage
+from routerlib.config import RunConfig
+from routerlib.errors import InputError, RemoteError
+from routerlib.serving import hardware
+from routerlib.tuning import get_backend
+
+OK, WARN, FAIL, SKIP = "ok", "warn", "FAIL", "skip"
+#: What the caller needs on the bucket: write outputs, read datasets, list checkpoint folders.
+BUCKET_PERMISSIONS = ("storage.objects.create", "storage.objects.get", "storage.objects.list")
+
+
+@dataclass(frozen=True)
+class Check:
+    """One row of the doctor's table: what was checked, how it went, what was found, the fix."""
+
+    name: str
+    status: str
+    found: str
+    fix: str = ""
+
+
+class _Probe(Protocol):
+    def probe(self) -> str: ...
+
+
+def _bucket_cmd(bucket: str, location: str) -> str:
+    where = "US" if location == "global" else location
+    return f"gcloud storage buckets create gs://{bucket} --location={where}"
+
+
+def _api_fix(message: str, service: str, project: str) -> str:
+    """The fix for an API call that failed with ``message``."""
+    if "SERVICE_DISABLED" in message or "has not been used in project" in message:
+        return f"gcloud services enable {service} --project={project}"
+    if "403" in message or "PERMISSION_DENIED" in message or "permission" in message.lower():
+        role = (
+            "roles/aiplatform.user" if service.startswith("aiplatform") else "roles/storage.admin"
+        )
+        return f"grant the caller {role} on project {project} (or the permission named above)"
+    if "401" in message or "credentials" in message.lower():
+        return "gcloud auth application-default login"
+    return "check the network and the API endpoint, then run the doctor again"
+
+
+class Doctor:
+    """The checks for one run configuration (``checkpoint``: a checkpoint folder for the deploy
+    check; default: the params' custom_base_model, else the newest succeeded job's)."""
+
+    def __init__(self, cfg: RunConfig, checkpoint: str | None = None) -> None:
+        self.cfg = cfg
+        self.checkpoint = checkpoint
+        self.checks: list[Check] = []
+        self.project = ""
+        self.who: str | None = None
+        self._adc_project: str | None = None
+
+    def add(self, name: str, status: str, found: str, fix: str = "") -> Check:
+        check = Check(name, status, found, fix if status in (FAIL, WARN) else "")
+        self.checks.append(check)
+        return check
+
+    def run(self) -> list[Check]:
+        """Every check, in order; later checks are skipped when what they need failed."""
+        cfg = self.cfg
+        if cfg.backend != "vertex":
+            self.add(
+                "cloud checks",
+                SKIP,
+                f"backend {cfg.backend}: this run needs no cloud (pass a vertex params file)",
+            )
+        else:
+            self.credentials()
+            self.project_set()
+            self.vertex_api()
+            self.bucket()
+            self.tuning_location()
+            self.deploy_machine()
+        self.price_table()
+        return self.checks
+
+    # ------------------------------------------------------------------ the checks
+
+    def credentials(self) -> None:
+        try:
+            found, project = auth.application_default()
+        except InputError as exc:
+            self.add(
+                "credentials",
+                FAIL,
+                str(exc).split(":", 1)[0],
+                "gcloud auth application-default login (or set GOOGLE_APPLICATION_CREDENTIALS)",
+            )
+            return
+        self.who = auth.principal(found)
+        info = getattr(found, "get_cred_info", lambda: None)() or {}
+        kind = info.get("credential_type") or type(found).__name__
+        whose = self.who or "an account the credentials do not name"
+        self.add("credentials", OK, f"application-default credentials of {whose} ({kind})")
+        self._adc_project = project
+
+    def project_set(self) -> None:
+        cfg = self.cfg
+        env = os.environ.get("GOOGLE_CLOUD_PROJECT", "").strip()
+        adc = self._adc_project or ""
+        self.project = cfg.project or env or adc
+        if not self.project:
+            self.add(
+                "project",
+                FAIL,
+                "no project: params project is empty, GOOGLE_CLOUD_PROJECT is unset",
+                "set project in the params file or `export GOOGLE_CLOUD_PROJECT=<id>`",
+            )
+            return
+        origin = "params" if cfg.project else "GOOGLE_CLOUD_PROJECT" if env else "credentials"
+        self.add("project", OK, f"{self.project} (from {origin})")
+
+    def vertex_api(self) -> None:
+        cfg = self.cfg
+        if not self.project:
+            self.add("Vertex AI API", SKIP, "no project")
+            return
+        try:
+            backend = get_backend(
+                "vertex",
+                project=self.project,
+                location=cfg.location,
+                api_endpoint=cfg.api_endpoint or None,
+            )
+            found = cast(_Probe, backend).probe()
+        except RemoteError as exc:
+            message = str(exc)
+            self.add(
+                "Vertex AI API",
+                FAIL,
+                message,
+                _api_fix(message, "aiplatform.googleapis.com", self.project),
+            )
+            return
+        self.add("Vertex AI API", OK, found)
+
+    def bucket(self) -> None:
+        cfg = self.cfg
+        prefix = cfg.gcs_prefix or (cfg.output_uri if cfg.output_uri.startswith("gs://") else "")
+        names = ("Cloud Storage API", "bucket exists", "bucket location", "bucket write access")
+        if not prefix:
+            for name in names:
+                self.add(name, SKIP, "no gcs_prefix in the params")
+            return
+        bucket, _ = storage.parse_gcs_uri(prefix)
+        try:
+            client = storage.gcs_client(self.project or None)
+            info = storage.bucket_info(prefix, client)
+        except storage.BucketNotFound:
+            self.add("Cloud Storage API", OK, "answered (bucket metadata: 404)")
+            self.add(
+                "bucket exists",
+                FAIL,
+                f"gs://{bucket} does not exist (gcs_prefix {prefix})",
+                _bucket_cmd(bucket, cfg.location),
+            )
+            self.add("bucket location", SKIP, "no bucket")
+            self.add("bucket write access", SKIP, "no bucket")
+            return
+        except RemoteError as exc:
+            message = str(exc)
+            self.add(
+                "Cloud Storage API",
+                FAIL,
+                message,
+                _api_fix(message, "storage.googleapis.com", self.project),
+            )
+            for name in names[1:]:
+                self.add(name, SKIP, "Cloud Storage did not answer")
+            return
+        self.add("Cloud Storage API", OK, "answered (bucket metadata)")
+        self.add("bucket exists", OK, f"gs://{bucket}")
+        problem = models.bucket_problem(
+            cfg.location, bucket, info.location, info.location_type, info.data_locations
+        )
+        if problem:
+            self.add(
+                "bucket location",
+                FAIL,
+                problem,
+                f"{_bucket_cmd(bucket + '-' + cfg.location.lower(), cfg.location)} "
+                "and point gcs_prefix at it",
+            )
+        else:
+            self.add(
+                "bucket location",
+                OK,
+                f"{info.location} ({info.location_type}) serves tuning in {cfg.location}",
+            )
+        try:
+            missing = storage.missing_permissions(prefix, BUCKET_PERMISSIONS, client)
+        except RemoteError as exc:
+            self.add("bucket write access", FAIL, str(exc), "check the bucket's IAM policy")
+            return
+        caller = self.who or "the caller"
+        if missing:
+            self.add(
+                "bucket write access",
+                FAIL,
+                f"{caller} lacks {', '.join(missing)} on gs://{bucket}",
+                f"gcloud storage buckets add-iam-policy-binding gs://{bucket} "
+                f"--member=user:{self.who or 'YOU'} --role=roles/storage.objectUser",
+            )
+        else:
+            self.add("bucket write access", OK, f"{caller} holds {', '.join(BUCKET_PERMISSIONS)}")
+
+    def tuning_location(self) -> None:
+        cfg = self.cfg
+        row = models.contract(cfg.base_model)
+        if row is None:
+            self.add(
+                "tuning location",
+                WARN,
+                models.unchecked_line(cfg.base_model).removeprefix("note: "),
+                "use a model from routerlib/models.py to have its region checked",
+            )
+            return
+        if cfg.location not in row.tuning_regions:
+            self.add(
+                "tuning location",
+                FAIL,
+                f"{row.display} is not tuned in {cfg.location!r}",
+                f"set location to one of {', '.join(row.tuning_regions)} ({row.regions_source})",
+            )
+            return
+        note = (
+            f"; Vertex runs a global job in {' or '.join(models.GLOBAL_RUNS_IN)}"
+            if cfg.location == "global"
+            else ""
+        )
+        self.add("tuning location", OK, f"{row.display} is tuned in {cfg.location}{note}")
+
+    def _checkpoint(self) -> str | None:
+        if self.checkpoint:
+            return self.checkpoint
+        if self.cfg.custom_base_model.startswith("gs://"):
+            return self.cfg.custom_base_model
+        wanted = models.short_id(self.cfg.base_model)
+        for job in reversed(jobs.load_registry()):
+            uri = job.checkpoint_uri or ""
+            if job.succeeded and uri.startswith("gs://"):
+                if models.short_id(job.spec.base_model) == wanted:
+                    return uri
+        return None
+
+    def deploy_machine(self) -> None:
+        cfg = self.cfg
+        shape = hardware.choose(
+            cfg.base_model, cfg.machine_type, cfg.accelerator_type, cfg.accelerator_count
+        )
+        region = cfg.deploy_location
+        what = f"{shape.label()} in {region}"
+        if not self.project:
+            self.add("deploy machine", SKIP, "no project")
+            return
+        checkpoint = self._checkpoint()
+        if checkpoint is None:
+            self.add(
+                "deploy machine",
+                SKIP,
+                f"{what}: RecommendSpec needs a checkpoint folder and this run has none yet",
+                "",
+            )
+            return
+        try:
+            options = hardware.deploy_options(
+                checkpoint,
+                project=self.project,
+                location=region,
+                api_endpoint=cfg.api_endpoint,
+            )
+        except RemoteError as exc:
+            message = str(exc)
+            self.add(
+                "deploy machine",
+                FAIL,
+                message,
+                _api_fix(message, "aiplatform.googleapis.com", self.project),
+            )
+            return
+        same = [
+            o
+            for o in options
+            if o.hardware.machine_type == shape.machine_type
+            and o.hardware.accelerator_count == shape.accelerator_count
+            and (o.region or region) == region
+        ]
+        offered = "; ".join(
+            f"{o.hardware.machine_type} in {o.region or region}" for o in options[:4]
+        )
+        if not same:
+            self.add(
+                "deploy machine",
+                FAIL,
+                f"{what} is not available (RecommendSpec offers: {offered or 'nothing'})",
+                "set machine_type/accelerator_type/accelerator_count and deploy_location to an "
+                "offered option (`routerlib deploy --list-options --checkpoint ...` lists them)",
+            )
+        elif any(o.has_quota is False for o in same) and not any(o.has_quota for o in same):
+            self.add(
+                "deploy machine",
+                FAIL,
+                f"no quota for {what}",
+                f"request quota for {shape.accelerator_count} x {shape.accelerator_type} "
+                f"(Vertex AI custom model serving) in {region} on project {self.project}, or "
+                "choose an option with quota",
+            )
+        else:
+            quota = "with quota" if any(o.has_quota for o in same) else "quota not reported"
+            self.add("deploy machine", OK, f"{what} available, {quota}")
+
+    def price_table(self, today: dt.date | None = None) -> None:
+        cfg = self.cfg
+        try:
+            table = pricing.load_pricing()
+        except InputError as exc:
+            self.add("price table", FAIL, str(exc), "fix the file named above")
+            return
+        today = today or dt.date.today()
+        oldest = table.oldest_source_date()
+        age = (today - oldest).days if oldest else None
+        machine = pricing.serving_machine(
+            cfg.backend,
+            hardware.choose(
+                cfg.base_model, cfg.machine_type, cfg.accelerator_type, cfg.accelerator_count
+            ).machine_type,
+        )
+        found = f"dated {table.date}; oldest source {oldest} ({age} days)"
+        missing = [
+            name
+            for name, price in (
+                (cfg.base_model, table.price(cfg.base_model)),
+                (machine, table.machine_price(machine)),
+            )
+            if price is None
+        ]
+        unverified = table.unverified(cfg.base_model, machine) if cfg.backend == "vertex" else []
+        if missing or unverified or (age is not None and age > pricing.STALE_AFTER_DAYS):
+            notes = []
+            if missing:
+                notes.append(f"no price for {', '.join(missing)}")
+            if unverified:
+                notes.append(f"not verified: {', '.join(unverified)}")
+            if age is not None and age > pricing.STALE_AFTER_DAYS:
+                notes.append(f"older than {pricing.STALE_AFTER_DAYS} days")
+            self.add(
+                "price table",
+                WARN,
+                f"{found}; {'; '.join(notes)}",
+                "re-read the sources docs/vertex-facts.md names and update "
+                f"{pricing.default_pricing_path().name} (rows, sources, dates)",
+            )
+        else:
+            self.add("price table", OK, found)
+
+
+def run_checks(cfg: RunConfig, checkpoint: str | None = None) -> list[Check]:
+    """Every check for ``cfg`` (see the module docstring)."""
+    return Doctor(cfg, checkpoint).run()
+
+
+def failed(checks: list[Check]) -> bool:
+    """True when a check failed (the command then exits non-zero)."""
+    return any(c.status == FAIL for c in checks)
+
+
+def render(checks: list[Check]) -> str:
+    """One table: check, status, what was found, the fix."""
+    rows = [("CHECK", "STATUS", "FOUND", "FIX")] + [
+        (c.name, c.status, c.found, c.fix or "-") for c in checks
+    ]
+    widths = [max(len(r[i]) for r in rows) for i in range(2)]
+    lines = [f"{r[0]:<{widths[0]}}  {r[1]:<{widths[1]}}  {r[2]}  |  fix: {r[3]}" for r in rows[1:]]
+    head = f"{'CHECK':<{widths[0]}}  {'STATUS':<{widths[1]}}  FOUND  |  fix: FIX"
+    summary = {s: sum(1 for c in checks if c.status == s) for s in (OK, WARN, FAIL, SKIP)}
+    tail = ", ".join(f"{n} {s}" for s, n in summary.items() if n)
+    return "\n".join([head, *lines, f"({tail}; nothing was created or billed)"])
+
+
+def explain(checks: list[Check]) -> list[str]:
+    """The failed checks as one line each (for the exit message)."""
+    return [f"{c.name}: {c.found} -> {c.fix}" for c in checks if c.status == FAIL]
+
+
+__all__ = ["Check", "Doctor", "explain", "failed", "render", "run_checks"]
