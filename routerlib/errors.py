@@ -31,3 +31,7 @@ class RemoteError(RouterlibError):
     """A remote service refused or failed a request (exit 3)."""
 
     exit_code = 3
+
+
+class PermissionDenied(RemoteError):
+    """The credentials lack a permission for the request (HTTP 403); the message names it."""
