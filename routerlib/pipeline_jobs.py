@@ -28,7 +28,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from routerlib import atomic, runfolder, storage
+from routerlib import atomic, auth, runfolder, storage
 from routerlib.errors import InputError, PermissionDenied, RemoteError
 from routerlib.paths import outputs_root, resolve
 from routerlib.serving import vertex
@@ -191,7 +191,7 @@ def _get(record: dict[str, Any]) -> Any | None:
     from google.api_core.exceptions import NotFound
     from google.cloud import aiplatform
 
-    vertex.init_vertex(record["project"], record["location"], record.get("api_endpoint", ""))
+    auth.init_vertex(record["project"], record["location"], record.get("api_endpoint", ""))
     try:
         if record["kind"] == JOB:
             name = record.get("name") or _job_name(record)
@@ -258,7 +258,7 @@ def submit(
     kind = SCHEDULE if cron else JOB
     place = {"project": project, "location": location, "api_endpoint": api_endpoint}
     key = submission_key(spec, service_account=service_account, cron=cron, **place)
-    vertex.init_vertex(project, location, api_endpoint)
+    auth.init_vertex(project, location, api_endpoint)
     found, attempt = _reattach(kind, key, place, out)
     if found is not None:
         return found
@@ -459,7 +459,7 @@ def cancel(ref: str, out: Out = print) -> dict[str, Any]:
         raise InputError(f"{record['name']}: already ended ({record['state']}); nothing to cancel")
     if record["kind"] == SCHEDULE and record.get("state") != "ACTIVE":
         raise InputError(f"{record['name']}: schedule is {record.get('state')}; nothing to pause")
-    vertex.init_vertex(record["project"], record["location"], record.get("api_endpoint", ""))
+    auth.init_vertex(record["project"], record["location"], record.get("api_endpoint", ""))
     action = "cancel" if record["kind"] == JOB else "pause"
     try:
         if record["kind"] == JOB:

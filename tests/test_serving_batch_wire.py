@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from routerlib import auth
 from routerlib.cli import main
 from routerlib.config import load_config
 from routerlib.errors import InputError
@@ -446,7 +447,7 @@ def test_the_batch_stand_in_refuses_what_the_container_refuses(
     _gcs().bucket(bucket).blob(path).upload_from_string(
         "".join(json.dumps(line) + "\n" for line in lines)
     )
-    vertex.init_vertex("proj-1", "us-central1", server.url)
+    auth.init_vertex("proj-1", "us-central1", server.url)
     job = aiplatform.BatchPredictionJob.submit(  # no keyField: each line goes as it is
         job_display_name="selftest",
         model_name=deployment.model_name,

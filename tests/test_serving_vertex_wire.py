@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from routerlib import auth
 from routerlib.errors import RemoteError
 from routerlib.serving import vertex
 from routerlib.serving.local import LocalPredictor
@@ -269,4 +270,4 @@ def test_real_service_without_credentials_is_a_clear_input_error(
     monkeypatch.delenv("GOOGLE_APPLICATION_CREDENTIALS", raising=False)
     monkeypatch.setenv("CLOUDSDK_CONFIG", str(tmp_path))  # no gcloud ADC file here
     with pytest.raises(vertex.InputError, match="application-default credentials"):
-        vertex.init_vertex("proj-1", "us-central1", "")
+        auth.init_vertex("proj-1", "us-central1", "")

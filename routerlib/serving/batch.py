@@ -28,7 +28,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from routerlib import atomic, pricing, storage
+from routerlib import atomic, auth, pricing, storage
 from routerlib.errors import InputError, RemoteError
 from routerlib.paths import outputs_root
 from routerlib.progress import is_terminal
@@ -94,7 +94,7 @@ def cancel_running() -> list[str]:
     for record in read_registry():
         if record.get("state") in _TERMINAL:
             continue
-        vertex.init_vertex(
+        auth.init_vertex(
             record.get("project", ""), record.get("location", ""), record.get("api_endpoint", "")
         )
         from google.api_core import exceptions as gexc
@@ -360,7 +360,7 @@ class BatchPredictor:
         job for ``prompts``, recorded the moment it exists."""
         assert self.outcome is not None
         s = self.settings
-        vertex.init_vertex(s.project, s.location, s.api_endpoint)
+        auth.init_vertex(s.project, s.location, s.api_endpoint)
         if existing is None:
             existing = _submitted_unrecorded(key, s.project, s.location, s.api_endpoint, what)
         if existing is not None:

@@ -85,52 +85,6 @@ class PredictError(RemoteError):
         self.retryable = retryable
 
 
-# --------------------------------------------------------------------------- SDK setup
-
-
-def _default_api_endpoint(location: str) -> str:
-    from google.cloud.aiplatform import utils
-
-    if location == "global":
-        return "aiplatform.googleapis.com"
-    if utils.is_mrep_location(location):
-        return utils.mrep_endpoint("aiplatform.googleapis.com", location)
-    return f"{location}-aiplatform.googleapis.com"
-
-
-_init_lock = threading.Lock()
-_current: tuple[str, str, str] | None = None
-
-
-def init_vertex(project: str, location: str = DEFAULT_LOCATION, api_endpoint: str = "") -> None:
-    """Point the aiplatform SDK (REST transport) at ``api_endpoint`` for ``project``/``location``.
-
-    An ``http://`` endpoint is a local stand-in and gets anonymous credentials (aiplatform's
-    REST transport keeps the ``http://`` scheme it is given); anything else uses the
-    application-default credentials. Without ``api_endpoint`` the regional Google endpoint is
-    set explicitly, so an earlier stand-in address never lingers in the SDK's global config.
-    """
-    global _current
-    if not project:
-        raise InputError("a Google Cloud project is required: pass --project (or set `project`)")
-    key = (project, location, api_endpoint)
-    with _init_lock:
-        if _current == key:
-            return
-    import vertexai
-
-    credentials = auth.sdk_credentials(api_endpoint)
-    with _init_lock:
-        vertexai.init(
-            project=project,
-            location=location,
-            api_transport="rest",
-            api_endpoint=api_endpoint or _default_api_endpoint(location),
-            credentials=credentials,
-        )
-        _current = key
-
-
 def _sdk_errors() -> tuple[type[BaseException], ...]:
     """What a failed call to the SDK raises: API errors, transport errors, auth errors."""
     import requests
@@ -309,7 +263,7 @@ def deploy(
         hw.check_fit(checkpoint_uri, chosen)
     display_name = endpoint_display_name or default_display_name()
     ids = resource_id(display_name)
-    init_vertex(project, location, api_endpoint)
+    auth.init_vertex(project, location, api_endpoint)
     from vertexai.preview.model_garden import CustomModel
 
     parent = f"projects/{project}/locations/{location}"
@@ -434,7 +388,7 @@ def delete_endpoint(
     named in ``delete_models`` (the ones a routerlib deploy uploaded). Returns the undeployed
     model ids. An endpoint or model that is already gone counts as deleted."""
     name, project, location, api = _resolve(endpoint_name, project, location, api_endpoint)
-    init_vertex(project, location, api)
+    auth.init_vertex(project, location, api)
     from google.api_core import exceptions as gexc
     from google.cloud import aiplatform
 
@@ -482,7 +436,7 @@ def cleanup(
         except RemoteError as exc:
             problems.append(f"{name}: {exc}")
     if project:
-        init_vertex(project, location, api_endpoint)
+        auth.init_vertex(project, location, api_endpoint)
         from google.cloud import aiplatform
 
         try:
@@ -533,7 +487,7 @@ def list_endpoints(
             )
             for r in records
         ]
-    init_vertex(project, location, api_endpoint)
+    auth.init_vertex(project, location, api_endpoint)
     from google.cloud import aiplatform
 
     try:
@@ -622,7 +576,7 @@ def deploy_options(
 ) -> list[DeployOption]:
     """The request under ``CustomModel.list_deploy_options()`` (ModelService.RecommendSpec) read
     as data: every recommended option, with or without quota (the SDK drops those without)."""
-    init_vertex(project, location, api_endpoint)
+    auth.init_vertex(project, location, api_endpoint)
     from google.cloud.aiplatform_v1beta1 import types
     from vertexai.preview.model_garden import CustomModel
 
@@ -716,7 +670,7 @@ def predict(
     from google.auth.exceptions import GoogleAuthError
 
     try:
-        init_vertex(project, location, api)
+        auth.init_vertex(project, location, api)
         endpoint = _endpoint_for(name, api)
         response = endpoint.predict(instances=instances, timeout=timeout)
     except gexc.GoogleAPICallError as exc:
