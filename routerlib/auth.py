@@ -174,3 +174,12 @@ def init_vertex(project: str, location: str, api_endpoint: str = "") -> None:
             credentials=credentials,
         )
         _current = key
+
+
+def sdk_errors() -> tuple[type[BaseException], ...]:
+    """What a failed call to the SDK raises: API errors, transport errors, auth errors."""
+    import requests
+    from google.api_core.exceptions import GoogleAPIError
+    from google.auth.exceptions import GoogleAuthError
+
+    return (GoogleAPIError, requests.exceptions.RequestException, GoogleAuthError)

@@ -31,7 +31,7 @@ from typing import Any
 from routerlib import atomic, auth, runfolder, storage
 from routerlib.errors import InputError, PermissionDenied, RemoteError
 from routerlib.paths import outputs_root, resolve
-from routerlib.serving import vertex
+from routerlib.serving.settings import DEFAULT_LOCATION
 from routerlib.vertex_pipelines import (
     compiled_defaults,
     compiled_images,
@@ -144,10 +144,6 @@ def preflight(template: str | os.PathLike[str]) -> tuple[dict[str, Any], dict[st
 # --------------------------------------------------------------------------- SDK calls
 
 
-def _sdk_errors() -> tuple[type[BaseException], ...]:
-    return vertex._sdk_errors()  # noqa: SLF001 - the one list of what a failed SDK call raises
-
-
 def _failure(action: str, exc: BaseException, needs: str) -> RemoteError:
     """RemoteError for a failed call; a 403 is a PermissionDenied naming the permission."""
     code = getattr(exc, "code", None)
@@ -214,7 +210,7 @@ def refresh(record: dict[str, Any], out: Out | None = None) -> dict[str, Any]:
     """Ask Vertex for the state of ``record`` and record it (on failure keep the record)."""
     try:
         resource = _get(record)
-    except _sdk_errors() as exc:
+    except auth.sdk_errors() as exc:
         if out is not None:
             out(f"{record['ref']}: showing the recorded state ({_failure('get', exc, '')})")
         return record
@@ -242,7 +238,7 @@ def submit(
     template: str | os.PathLike[str],
     *,
     project: str,
-    location: str = vertex.DEFAULT_LOCATION,
+    location: str = DEFAULT_LOCATION,
     api_endpoint: str = "",
     service_account: str = "",
     schedule: str = "",
@@ -355,13 +351,13 @@ def _create(
             resource = job.gca_resource
     except Conflict:  # the same id exists already: this submission made it
         resource = _get(record)
-    except _sdk_errors() as exc:
+    except auth.sdk_errors() as exc:
         if not _is_lost_answer(exc):
             _drop(record)
             raise _failure(f"create {kind} {ref}", exc, needs) from None
         try:
             resource = _get(record)
-        except _sdk_errors():
+        except auth.sdk_errors():
             resource = None
         if resource is None:
             raise RemoteError(
@@ -466,7 +462,7 @@ def cancel(ref: str, out: Out = print) -> dict[str, Any]:
             aiplatform.PipelineJob.get(record["name"]).cancel()
         else:
             aiplatform.PipelineJobSchedule.get(record["name"]).pause()
-    except _sdk_errors() as exc:
+    except auth.sdk_errors() as exc:
         needs = (
             "aiplatform.pipelineJobs.cancel"
             if action == "cancel"

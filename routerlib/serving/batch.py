@@ -109,7 +109,7 @@ def cancel_running() -> list[str]:
                 cancelled.append(record["job_name"])
         except gexc.NotFound:
             state = "JOB_STATE_CANCELLED"
-        except vertex._sdk_errors() as exc:
+        except auth.sdk_errors() as exc:
             raise vertex._remote_error(f"cancel {record['job_name']}", exc) from None
         record["state"] = state
         _save(record)
@@ -384,7 +384,7 @@ class BatchPredictor:
         print(estimate.line(), file=sys.stderr)
         try:
             job_name = _create_job(key, self.model, base, shape, s.project, s.location)
-        except vertex._sdk_errors() as exc:
+        except auth.sdk_errors() as exc:
             raise vertex._remote_error(f"submit batch job on {self.model}", exc) from None
         record = {
             "key": key,
@@ -422,7 +422,7 @@ class BatchPredictor:
                 file=sys.stderr,
             )
             raise
-        except vertex._sdk_errors() as exc:
+        except auth.sdk_errors() as exc:
             raise vertex._remote_error(f"poll {record['job_name']}", exc) from None
         outcome.state = record["state"] = state
         if state not in ("JOB_STATE_SUCCEEDED", "JOB_STATE_PARTIALLY_SUCCEEDED"):
@@ -526,7 +526,7 @@ def _submitted_unrecorded(
         found = aiplatform.BatchPredictionJob.list(
             filter=f'display_name="{name}"', project=project, location=location
         )
-    except vertex._sdk_errors() as exc:
+    except auth.sdk_errors() as exc:
         raise vertex._remote_error(f"list batch jobs of {project}/{location}", exc) from None
     alive = [
         j

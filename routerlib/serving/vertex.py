@@ -85,15 +85,6 @@ class PredictError(RemoteError):
         self.retryable = retryable
 
 
-def _sdk_errors() -> tuple[type[BaseException], ...]:
-    """What a failed call to the SDK raises: API errors, transport errors, auth errors."""
-    import requests
-    from google.api_core.exceptions import GoogleAPIError
-    from google.auth.exceptions import GoogleAuthError
-
-    return (GoogleAPIError, requests.exceptions.RequestException, GoogleAuthError)
-
-
 def _remote_error(action: str, exc: BaseException) -> RemoteError:
     code = getattr(exc, "code", None)
     message = getattr(exc, "message", None) or str(exc)
@@ -292,7 +283,7 @@ def deploy(
     _record(deployment)
     try:
         operation = client.deploy(request)
-    except _sdk_errors() as exc:
+    except auth.sdk_errors() as exc:
         error = _remote_error(f"deploy {checkpoint_uri}", exc)
         code = getattr(exc, "code", None)
         if isinstance(code, int) and 400 <= code < 500:  # refused: nothing was created
@@ -325,7 +316,7 @@ def _wait_for_deploy(operation: Any, deployment: Deployment, timeout: float) -> 
         raise RemoteError(
             _still_recorded(deployment, f"deploy still running after {timeout:g} s")
         ) from None
-    except (*_sdk_errors(), ValueError) as exc:  # type: ignore[misc]
+    except (*auth.sdk_errors(), ValueError) as exc:  # type: ignore[misc]
         error = _remote_error(f"deploy {deployment.checkpoint_uri}", exc)
         if not getattr(operation, "_result_set", True):
             # Polling failed (a lost connection, a 5xx on the operation), not the deploy: it may
@@ -343,13 +334,13 @@ def _wait_for_deploy(operation: Any, deployment: Deployment, timeout: float) -> 
     try:
         endpoint = aiplatform.Endpoint(response.endpoint or deployment.endpoint_name)
         deployed_models = list(endpoint.gca_resource.deployed_models)
-    except _sdk_errors() as exc:
+    except auth.sdk_errors() as exc:
         raise RemoteError(
             _still_recorded(deployment, str(_remote_error("read the deployed endpoint", exc)))
         ) from None
     try:  # a label lets `endpoints cleanup --project` find it without this machine's registry
         endpoint.update(labels={**dict(endpoint.gca_resource.labels), LABEL: "deploy"})
-    except _sdk_errors() as exc:
+    except auth.sdk_errors() as exc:
         print(f"warning: could not label {endpoint.resource_name}: {exc}", file=sys.stderr)
     deployment.endpoint_name = endpoint.resource_name
     deployment.model_name = response.model or (
@@ -372,7 +363,7 @@ def _delete_models(names: list[str]) -> None:
             aiplatform.Model(name).delete()
         except gexc.NotFound:
             continue
-        except _sdk_errors() as exc:
+        except auth.sdk_errors() as exc:
             raise _remote_error(f"delete model {name}", exc) from None
 
 
@@ -400,7 +391,7 @@ def delete_endpoint(
         endpoint.delete()
     except gexc.NotFound:
         pass
-    except _sdk_errors() as exc:
+    except auth.sdk_errors() as exc:
         raise _remote_error(f"delete {name}", exc) from None
     with _endpoint_cache_lock:
         _endpoint_cache.pop((name, api), None)
@@ -441,7 +432,7 @@ def cleanup(
 
         try:
             live = aiplatform.Endpoint.list(project=project, location=location)
-        except _sdk_errors() as exc:
+        except auth.sdk_errors() as exc:
             raise _remote_error(f"list endpoints of {project}/{location}", exc) from None
         for endpoint in live:
             gca = endpoint.gca_resource
@@ -492,7 +483,7 @@ def list_endpoints(
 
     try:
         endpoints = aiplatform.Endpoint.list(project=project, location=location)
-    except _sdk_errors() as exc:
+    except auth.sdk_errors() as exc:
         raise _remote_error(f"list endpoints of {project}/{location}", exc) from None
     known = {r["endpoint_name"]: r for r in records}
     out = []
