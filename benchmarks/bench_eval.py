@@ -7,7 +7,8 @@ client overhead it would finish N rows in N·L/C seconds, i.e. C/L = 320 rows/s;
 measured rows/s divided by that. Goal: ≥ 0.85.
 
 Side by side in the same run (same server, same rows), to show where client time goes:
-- ``routerlib``        the shipped client: keep-alive connection per worker, batched fsync;
+- ``routerlib``        the shipped predictor (the serving factory's ``predict`` kind: one pooled
+                       keep-alive httpx client, a concurrent.futures pool, fsync per group);
 - ``fsync per row``    plus one open/write/fsync of a side file per answer (routerlib.atomic.append_jsonl);
 - ``new connection``   a fresh TCP connection for every request (no keep-alive).
 
@@ -36,8 +37,13 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from routerlib.atomic import append_jsonl  # noqa: E402
-from routerlib.evaluate import Completion, PredictClient, generate_predictions  # noqa: E402
+from routerlib.evaluate import evaluate, generate_predictions  # noqa: E402
 from routerlib.schema import build_prompt  # noqa: E402
+from routerlib.serving import batch, factory  # noqa: E402
+from routerlib.serving.base import Completion, Predictor  # noqa: E402
+from routerlib.serving.settings import VertexSettings  # noqa: E402
+from routerlib.serving.transports import PredictClient, Transport  # noqa: E402
+from routerlib.storage import gcs_client  # noqa: E402
 
 LATENCY_S = 0.050
 CONCURRENCY = 16
@@ -80,36 +86,30 @@ def write_gold(path: Path, n: int) -> None:
 
 
 class FsyncPerRow:
-    """The shipped client plus one fsync'd append per answer (what per-row commits would cost)."""
+    """The shipped transport plus one fsync'd append per answer (what per-row commits cost)."""
 
-    def __init__(self, inner: PredictClient, side: Path) -> None:
+    def __init__(self, inner: Transport, side: Path) -> None:
         self.inner, self.side, self.name = inner, side, inner.name
 
-    def complete(self, prompt: str, max_tokens: int) -> Completion:
-        answer = self.inner.complete(prompt, max_tokens)
+    def complete(self, prompt: str, max_tokens: int, schema: dict | None = None) -> Completion:
+        answer = self.inner.complete(prompt, max_tokens, schema)
         append_jsonl(self.side, {"text": answer.text, "latency_s": answer.latency_s})
         return answer
 
-
-class NewConnection:
-    """The shipped client, but its connection is closed after every request."""
-
-    def __init__(self, inner: PredictClient) -> None:
-        self.inner, self.name = inner, inner.name
-
-    def complete(self, prompt: str, max_tokens: int) -> Completion:
-        try:
-            return self.inner.complete(prompt, max_tokens)
-        finally:
-            self.inner._http._drop()
+    def close(self) -> None:
+        self.inner.close()
 
 
-def measure(label: str, client, gold: Path, work: Path) -> tuple[str, float, float]:
+def shipped(endpoint: str) -> Predictor:
+    """What ``routerlib evaluate --endpoint URL --concurrency C`` asks with (the factory's)."""
+    return factory.make(*factory.kind_of(endpoint), concurrency=CONCURRENCY)
+
+
+def measure(label: str, predictor: Predictor, gold: Path, work: Path) -> tuple[str, float, float]:
     cache = work / f"{label.replace(' ', '_')}.cache.jsonl"
     start = time.perf_counter()
-    pred = generate_predictions(
-        gold, client=client, cache_path=cache, concurrency=CONCURRENCY, progress=False
-    )
+    pred = generate_predictions(gold, predictor=predictor, cache_path=cache, progress=False)
+    predictor.close()
     seconds = time.perf_counter() - start
     rows = sum(1 for _ in open(pred, encoding="utf-8"))
     assert rows == ROWS, (label, rows)
@@ -121,9 +121,6 @@ def batch_vs_endpoint(rows: int) -> None:
     """Evaluate ``rows`` gold rows through an endpoint and through a batch job; print both."""
     import os
 
-    from routerlib.evaluate import evaluate
-    from routerlib.serving import batch
-    from routerlib.storage import gcs_client
     from tests.support.fake_vertex_serving import ServingStandIn
     from tests.support.gcs_emulator import start_emulator
 
@@ -143,16 +140,16 @@ def batch_vs_endpoint(rows: int) -> None:
         endpoint = state.add_endpoint("bench", "us-central1", "bench-endpoint")
         model = endpoint["deployedModels"][0]["model"]
         cloud = {"project": "bench", "location": "us-central1", "api_endpoint": server.url}
+        batch_options = {"gcs_prefix": "gs://bench-bucket/eval", "poll_s": 0.5}
         table = []
-        for label, source in (
-            ("endpoint", {"endpoint": endpoint["name"], "concurrency": CONCURRENCY}),
-            ("batch", {"batch": model, "gcs_prefix": "gs://bench-bucket/eval", "poll_s": 0.5}),
+        for label, kind, target, options in (
+            ("endpoint", "endpoint", endpoint["name"], {**cloud, "concurrency": CONCURRENCY}),
+            ("batch", "batch", model, {**batch_options, "settings": VertexSettings(**cloud)}),
         ):
             server.requests.clear()
             start = time.perf_counter()
-            report = evaluate(
-                gold, out=work / label / "report.json", progress=False, **cloud, **source
-            )
+            with factory.opened(kind, target, **options) as predictor:
+                report = evaluate(predictor, gold, out=work / label / "report.json", progress=False)
             seconds = time.perf_counter() - start
             preds = Path(report["generation"]["predictions_path"])
             assert sum(1 for _ in open(preds, encoding="utf-8")) == rows, label
@@ -217,11 +214,7 @@ def throughput() -> int:
             warm = work / "warm.jsonl"
             write_gold(warm, 32)
             generate_predictions(
-                warm,
-                client=PredictClient(endpoint),
-                cache_path=work / "w.jsonl",
-                concurrency=CONCURRENCY,
-                progress=False,
+                warm, predictor=shipped(endpoint), cache_path=work / "w.jsonl", progress=False
             )
             start = time.perf_counter()
             cli = subprocess.run(
@@ -248,15 +241,14 @@ def throughput() -> int:
             if cli.returncode != 0:
                 print(cli.stdout, cli.stderr)
                 return 1
+            fsync_per_row = shipped(endpoint)
+            fsync_per_row.transport = FsyncPerRow(fsync_per_row.transport, work / "side.jsonl")
+            new_connection = shipped(endpoint)
+            new_connection.transport = PredictClient(endpoint, keepalive=False)
             results = [
-                measure("routerlib", PredictClient(endpoint), gold, work),
-                measure(
-                    "fsync per row",
-                    FsyncPerRow(PredictClient(endpoint), work / "side.jsonl"),
-                    gold,
-                    work,
-                ),
-                measure("new connection", NewConnection(PredictClient(endpoint)), gold, work),
+                measure("routerlib", shipped(endpoint), gold, work),
+                measure("fsync per row", fsync_per_row, gold, work),
+                measure("new connection", new_connection, gold, work),
             ]
         finally:
             server.terminate()

@@ -1,4 +1,6 @@
-"""Which Vertex addresses get Google credentials, and how: the one rule for tuning and serving.
+"""Which Vertex addresses get Google credentials, and how: the one rule for tuning and serving;
+and the aiplatform SDK pointed at a project, region and address (:func:`init_vertex`), for
+serving, batch prediction and pipeline submission alike.
 
 - A loopback ``http://`` address (a stand-in in tests, a local ``routerlib serve``) is anonymous.
 - An ``https://`` address on ``*aiplatform.googleapis.com`` or a dedicated endpoint host
@@ -126,3 +128,58 @@ class BearerToken:
 def headers_for(url: str) -> BearerToken | None:
     """The token source for requests to ``url`` under the rule above (None: send no token)."""
     return BearerToken() if needs_credentials(url) else None
+
+
+# --------------------------------------------------------------------------- the aiplatform SDK
+
+
+def _default_api_endpoint(location: str) -> str:
+    from google.cloud.aiplatform import utils
+
+    if location == "global":
+        return "aiplatform.googleapis.com"
+    if utils.is_mrep_location(location):
+        return utils.mrep_endpoint("aiplatform.googleapis.com", location)
+    return f"{location}-aiplatform.googleapis.com"
+
+
+_init_lock = threading.Lock()
+_current: tuple[str, str, str] | None = None
+
+
+def init_vertex(project: str, location: str, api_endpoint: str = "") -> None:
+    """Point the aiplatform SDK (REST transport) at ``api_endpoint`` for ``project``/``location``.
+
+    An ``http://`` endpoint is a local stand-in and gets anonymous credentials (aiplatform's
+    REST transport keeps the ``http://`` scheme it is given); anything else uses the
+    application-default credentials. Without ``api_endpoint`` the regional Google endpoint is
+    set explicitly, so an earlier stand-in address never lingers in the SDK's global config.
+    """
+    global _current
+    if not project:
+        raise InputError("a Google Cloud project is required: pass --project (or set `project`)")
+    key = (project, location, api_endpoint)
+    with _init_lock:
+        if _current == key:
+            return
+    import vertexai
+
+    credentials = sdk_credentials(api_endpoint)
+    with _init_lock:
+        vertexai.init(
+            project=project,
+            location=location,
+            api_transport="rest",
+            api_endpoint=api_endpoint or _default_api_endpoint(location),
+            credentials=credentials,
+        )
+        _current = key
+
+
+def sdk_errors() -> tuple[type[BaseException], ...]:
+    """What a failed call to the SDK raises: API errors, transport errors, auth errors."""
+    import requests
+    from google.api_core.exceptions import GoogleAPIError
+    from google.auth.exceptions import GoogleAuthError
+
+    return (GoogleAPIError, requests.exceptions.RequestException, GoogleAuthError)

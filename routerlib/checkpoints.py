@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, Field
 
-from routerlib import runfolder
+from routerlib import evaluate, runfolder
 from routerlib.checkpoint_names import (
     BEST,
     CHECKPOINT_MARKER,
@@ -41,6 +41,7 @@ from routerlib.checkpoint_names import (
 from routerlib.config import run_default
 from routerlib.errors import InputError
 from routerlib.metric_names import LOWER_IS_BETTER
+from routerlib.serving.base import Predictor
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -371,83 +372,33 @@ def scores_frame(choice: CheckpointChoice) -> pd.DataFrame:
     return pd.DataFrame(rows).set_index("checkpoint") if rows else pd.DataFrame()
 
 
-def local_scorer(
+def predictor_scorer(
+    serve: Callable[[str], Predictor],
     *,
     max_tokens: int,
     limit: int | None = None,
-    concurrency: int = run_default("concurrency"),
     thresholds: Any = None,
 ) -> Scorer:
-    """Score a local checkpoint folder: serve it on this machine (serving/local.py's predictor
-    behind its HTTP server), predict the validation rows, score them (metrics.py). Constrained:
-    every request carries the generation schema, as ``evaluate --checkpoint --constrained``
-    sends it, and the server decodes each row under it."""
+    """Score each checkpoint through the predictor ``serve(uri)`` makes for it (the serving
+    factory's: a local server on this machine, or an endpoint deployed for that checkpoint
+    alone), closed as soon as the checkpoint is scored, also on errors, so at most one
+    endpoint is ever up. Constrained: every request carries the generation schema as
+    ``evaluate --constrained`` sends it."""
 
     def score(uri: str, validation: Path, report_path: Path, decoding: str) -> dict[str, Any]:
-        from routerlib import evaluate
-
-        return evaluate.evaluate(
-            validation,
-            checkpoint=uri,
-            out=report_path,
-            thresholds=thresholds,
-            max_tokens=max_tokens,
-            limit=limit,
-            concurrency=concurrency,
-            progress=False,
-            constrained=decoding == CONSTRAINED,
-        )
-
-    return score
-
-
-def endpoint_scorer(
-    *,
-    max_tokens: int,
-    limit: int | None,
-    concurrency: int,
-    project: str,
-    location: str,
-    api_endpoint: str = "",
-    machine_type: str | None,
-    accelerator_type: str | None,
-    accelerator_count: int | None,
-    base_model: str = "",
-    thresholds: Any = None,
-) -> Scorer:
-    """Score a Vertex checkpoint (gs://): deploy it to its own endpoint, predict the validation
-    rows, score them; the endpoint is deleted when the checkpoint is scored (also on errors), so
-    one endpoint at a time is ever up. Constrained: each request carries the generation schema as
-    ``evaluate --endpoint --constrained`` sends it (a chat-completions instance with
-    ``response_format``)."""
-
-    def score(uri: str, validation: Path, report_path: Path, decoding: str) -> dict[str, Any]:
-        from routerlib import evaluate
-        from routerlib.serving import vertex
-
-        with vertex.deployed(
-            uri,
-            machine_type=machine_type,
-            accelerator_type=accelerator_type,
-            accelerator_count=accelerator_count,
-            base_model=base_model,
-            project=project,
-            location=location,
-            api_endpoint=api_endpoint,
-        ) as deployment:
+        predictor = serve(uri)
+        try:
             return evaluate.evaluate(
+                predictor,
                 validation,
-                endpoint=deployment.endpoint_name,
                 out=report_path,
                 thresholds=thresholds,
                 max_tokens=max_tokens,
                 limit=limit,
-                concurrency=concurrency,
-                project=project,
-                location=location,
-                api_endpoint=api_endpoint or None,
-                progress=False,
                 constrained=decoding == CONSTRAINED,
+                progress=False,
             )
+        finally:
+            predictor.close()
 
     return score

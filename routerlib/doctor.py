@@ -31,7 +31,7 @@ from typing import Protocol, cast
 from routerlib import auth, jobs, models, pricing, storage
 from routerlib.config import RunConfig
 from routerlib.errors import InputError, RemoteError
-from routerlib.serving import hardware
+from routerlib.serving import hardware, vertex
 from routerlib.tuning import get_backend
 
 OK, WARN, FAIL, SKIP = "ok", "warn", "FAIL", "skip"
@@ -297,7 +297,7 @@ class Doctor:
             )
             return
         try:
-            options = hardware.deploy_options(
+            options = vertex.deploy_options(
                 checkpoint,
                 project=self.project,
                 location=region,

@@ -36,6 +36,10 @@ class RemoteError(RouterlibError):
     exit_code = 3
 
 
+class PermissionDenied(RemoteError):
+    """The credentials lack a permission for the request (HTTP 403); the message names it."""
+
+
 #: The first line of a RouterlibError's error output in a notebook (routerlib.stages shows the
 #: error this way in a kernel): the lines after it are exactly what the CLI prints, no traceback,
 #: and the batch runner reads them back from the executed notebook.

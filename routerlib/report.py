@@ -185,10 +185,13 @@ def find_runs(root: Path | None = None) -> list[Path]:
 
 
 def _run_status(run: Path) -> str:
+    """The run's status; a failed run says which stage failed and why."""
     try:
-        return runfolder.read_pipeline(run).status
+        state = runfolder.read_pipeline(run)
     except runfolder.RunFolderError:  # no batch runner state (notebooks run by hand)
         return "finished" if (run / METRICS_FILE).is_file() else "unknown"
+    failed = [s for s in state.stages if s.status == "failed" and s.error]
+    return f"{state.status}: {failed[0].error}" if failed else state.status
 
 
 def _data_uri(png: Path) -> str:

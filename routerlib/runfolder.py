@@ -72,6 +72,8 @@ COMPARISON_FILE = "comparison.json"
 PLOTS_DIR = "plots"
 #: A sweep folder's record (:class:`SweepRecord`).
 SWEEP_FILE = "sweep.json"
+#: The registry of submitted Vertex AI pipelines, beside jobs.json under the outputs root.
+PIPELINES_FILE = "pipelines.json"
 
 
 def data_dir(smoke: bool = False) -> str:

@@ -107,6 +107,11 @@ def _slug(values: dict[str, Any]) -> str:
     return re.sub(r"[^A-Za-z0-9_.]+", "-", text).strip("-")
 
 
+def point_name(base: str, values: dict[str, Any]) -> str:
+    """A point's run name: the base params' name and its grid values (``local-adapter_size4``)."""
+    return f"{base}-{_slug(values)}"
+
+
 def _value_line(key: str, value: Any) -> str:
     return f"{key}={value}"
 
@@ -203,7 +208,7 @@ def new_sweep(
     folder = paths.new_run_dir("sweep", root=outputs)
     points = []
     for index, (values, config) in enumerate(zip(grid_points(grid), configs, strict=True)):
-        name = f"{config.name}-{_slug(values)}"
+        name = point_name(config.name, values)
         rel = f"points/{index:02d}.yaml"
         (folder / "points").mkdir(exist_ok=True)
         dump_config(config.model_copy(update={"name": name}), folder / rel)

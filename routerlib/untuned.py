@@ -20,7 +20,7 @@ import pandas as pd
 from routerlib import compare, evaluate, runfolder, tinymodel
 from routerlib.baselines import KINDS
 from routerlib.errors import InputError
-from routerlib.serving.base import open_predictor
+from routerlib.serving.factory import open_predictor
 from routerlib.stages.evaluate import evaluation_settings
 from routerlib.stages.prepare import gold_file
 from routerlib.stages.run import Run, open_run
@@ -143,10 +143,9 @@ def base_dir(run: Run, out_root: str | Path) -> Path:
 def evaluate_base(run: Run, out_dir: str | Path, *, progress: bool = True) -> dict[str, Report]:
     """Score the untuned ``base_model`` of a finished local run on the run's test rows, free then
     constrained, into ``out_dir/<decoding>/report.json``: served by one local server as
-    ``stages.evaluate.serving`` serves the tuned checkpoint (``serving.base.open_predictor``), with the
-    run's settings (max_tokens, eval_limit, concurrency, gate, previous router). A second call
-    reuses the prediction cache beside each report."""
-
+    ``stages.evaluate.serving`` serves the tuned checkpoint (``serving.factory.open_predictor``),
+    with the run's settings (max_tokens, eval_limit, concurrency, gate, previous router). A
+    second call reuses the prediction cache beside each report."""
     out = Path(out_dir).resolve()
     if out == run.path or run.path in out.parents:
         raise InputError(f"{out}: inside the run folder; a finished run folder is never edited")
@@ -156,8 +155,8 @@ def evaluate_base(run: Run, out_dir: str | Path, *, progress: bool = True) -> di
     with open_predictor(run.config, base, params_file=run.params_file) as predictor:
         for decoding in DECODINGS:
             reports[decoding] = evaluate.evaluate(
+                predictor,
                 gold_file(run),
-                predictor=predictor,
                 out=out / decoding / "report.json",
                 constrained=decoding == "constrained",
                 progress=progress,

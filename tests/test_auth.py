@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from routerlib import auth
-from routerlib.evaluate import PredictClient
+from routerlib.serving.transports import PredictClient
 from tests.support.recording_server import RecordingServer
 
 P = "/v1/projects/p/locations/us-central1/endpoints/123:predict"

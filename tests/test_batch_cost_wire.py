@@ -12,7 +12,9 @@ from pathlib import Path
 import pytest
 
 from routerlib import pricing
-from routerlib.serving import batch, vertex
+from routerlib.evaluate import generate_predictions
+from routerlib.serving import batch, factory, vertex
+from routerlib.serving.settings import VertexSettings
 from tests.support.fake_vertex_serving import CANNED_COMPLETION, ServingStandIn, ServingState
 from tests.support.gcs_emulator import GcsEmulator, gcs_emulator  # noqa: F401
 from tests.support.recording_server import RecordingServer
@@ -46,22 +48,20 @@ def test_batch_cost_is_estimated_before_and_recorded_after(
 ) -> None:
     server, state = stand_in
     cloud = {"project": "proj-1", "location": "us-central1", "api_endpoint": server.url}
-    deployment = vertex.deploy(
-        CKPT, machine_type="g2-standard-24", accelerator_count=2, base_model="", **cloud
-    )
+    machine = VertexSettings(**cloud, machine_type="g2-standard-24", accelerator_count=2)
+    deployment = vertex.deploy(CKPT, machine, base_model="")
     state.batch_replica_hours = 0.5
 
     def run(gold: Path) -> str:
-        batch.batch_predict(
-            gold,
-            model=deployment.model_name,
-            gcs_prefix=PREFIX,
-            cache_path=tmp_path / f"{gold.stem}.cache.jsonl",
-            pred_path=tmp_path / f"{gold.stem}.pred.jsonl",
-            poll_s=0.01,
-            progress=False,
-            **cloud,
-        )
+        options = {"gcs_prefix": PREFIX, "settings": VertexSettings(**cloud), "poll_s": 0.01}
+        with factory.opened("batch", deployment.model_name, **options) as predictor:
+            generate_predictions(
+                gold,
+                predictor=predictor,
+                cache_path=tmp_path / f"{gold.stem}.cache.jsonl",
+                pred_path=tmp_path / f"{gold.stem}.pred.jsonl",
+                progress=False,
+            )
         return capsys.readouterr().err
 
     err = run(_gold(tmp_path, "first", 12))

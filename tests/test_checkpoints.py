@@ -15,6 +15,7 @@ from routerlib.checkpoint_names import CHECKPOINTS_DIR
 from routerlib.checkpoints import CheckpointScore, pick
 from routerlib.config import load_config
 from routerlib.errors import InputError
+from routerlib.serving import factory
 from routerlib.tuning.base import SUCCEEDED, Job, TuningSpec
 from routerlib.tuning.local import CHECKPOINT_MARKER
 from tests.support.local_tuning_data import synthetic_splits
@@ -228,7 +229,9 @@ def test_local_epoch_checkpoints_are_served_and_scored(tmp_path: Path) -> None:
     )
     job = LocalBackend(batch_size=4, progress=False, max_train_tokens=320).submit(spec)
     assert job.state == SUCCEEDED
-    scorer = checkpoints.local_scorer(max_tokens=MAX_TOKENS, limit=2, concurrency=2)
+    scorer = checkpoints.predictor_scorer(
+        lambda uri: factory.make("local-server", uri, concurrency=2), max_tokens=MAX_TOKENS, limit=2
+    )
     calls: list[tuple[str, str]] = []
 
     def counted(uri: str, validation: Path, report: Path, decoding: str) -> dict:

@@ -15,7 +15,9 @@ import pytest
 
 from routerlib import checkpoints
 from routerlib.schema import completion_json_schema
-from routerlib.serving.local import schema_from_fields
+from routerlib.serving import factory
+from routerlib.serving.settings import VertexSettings
+from routerlib.serving.wire import schema_from_fields
 from routerlib.tuning.base import SUCCEEDED, Checkpoint, Job, TuningSpec
 from tests.support.fake_vertex_serving import ServingStandIn
 from tests.support.local_tuning_data import synthetic_splits
@@ -76,16 +78,18 @@ def test_each_vertex_checkpoint_is_deployed_scored_and_deleted(
         ],
         loss_curve=[{"epoch": float(e), "val_loss": 2.0 - e / 10} for e in (1, 2, 3)],
     )
-    scorer = checkpoints.endpoint_scorer(
-        max_tokens=64,
-        limit=None,
-        concurrency=2,
+    machine = VertexSettings(
         project="proj-1",
         location="us-central1",
         api_endpoint=server.url,
         machine_type="g2-standard-12",
         accelerator_type="NVIDIA_L4",
         accelerator_count=1,
+    )
+    scorer = checkpoints.predictor_scorer(
+        lambda uri: factory.make("vertex", uri, settings=machine, concurrency=2),
+        max_tokens=64,
+        limit=None,
     )
     run = tmp_path / "run"
     settings = {"max_tokens": 64, "decoding": decoding}

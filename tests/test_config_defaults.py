@@ -14,8 +14,7 @@ import pytest
 from routerlib import baselines, checkpoints, dataset, evaluate
 from routerlib.cli import build_parser
 from routerlib.config import RunConfig, run_default
-from routerlib.serving import batch
-from routerlib.serving.base import OnlinePredictor
+from routerlib.serving.online import OnlinePredictor
 from routerlib.tuning import vertex as tuning_vertex
 from routerlib.tuning.base import TuningSpec
 from routerlib.tuning.local import LocalBackend
@@ -23,11 +22,8 @@ from routerlib.tuning.local import LocalBackend
 #: (function, its parameter, the RunConfig key it takes).
 SIGNATURES: list[tuple[Callable[..., Any], str, str]] = [
     (evaluate.generate_predictions, "max_tokens", "max_tokens"),
-    (evaluate.generate_predictions, "concurrency", "concurrency"),
     (evaluate.evaluate, "max_tokens", "max_tokens"),
-    (evaluate.evaluate, "concurrency", "concurrency"),
-    (batch.batch_predict, "max_tokens", "max_tokens"),
-    (checkpoints.local_scorer, "concurrency", "concurrency"),
+    (OnlinePredictor, "concurrency", "concurrency"),
     (checkpoints.score_checkpoints, "select_metric", "select_metric"),
     (dataset.prepare, "val_ratio", "val_ratio"),
     (dataset.prepare, "test_ratio", "test_ratio"),
@@ -102,7 +98,7 @@ def test_tuning_spec_and_backends_default_to_runconfig() -> None:
     fields = {f.name: f.default for f in dataclasses.fields(LocalBackend)}
     assert fields["batch_size"] == defaults.batch_size
     assert fields["max_train_tokens"] == defaults.max_train_tokens
-    assert {f.name: f.default for f in dataclasses.fields(OnlinePredictor)}["concurrency"] == (
+    assert inspect.signature(OnlinePredictor).parameters["concurrency"].default == (
         defaults.concurrency
     )
     assert checkpoints.DEFAULT_SELECT_METRIC == defaults.select_metric

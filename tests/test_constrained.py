@@ -11,7 +11,8 @@ from typing import Any
 
 import pytest
 
-from routerlib import constrained, schema, synth
+from routerlib import schema, synth
+from routerlib.serving import constrained
 from routerlib.serving.local import LocalPredictor
 from tests.support.tiny_serving_model import load_plain, tiny_checkpoint_fixture
 

@@ -15,6 +15,11 @@ import pytest
 
 from routerlib import evaluate as ev
 from routerlib.errors import InputError, RemoteError
+from routerlib.serving import factory
+from routerlib.serving.base import Completion, Predictor
+from routerlib.serving.client import cache_name
+from routerlib.serving.online import OnlinePredictor
+from routerlib.serving.transports import OpenAIClient, PredictClient, VertexEndpointClient
 from tests.support.fault_server import MODEL_ID, FaultServer, gold_answers, schedule
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -26,6 +31,11 @@ def _gold(real_data: Path, tmp_path: Path, n: int) -> Path:
     path = tmp_path / "gold.jsonl"
     path.write_text("\n".join(lines[:n]) + "\n", encoding="utf-8")
     return path
+
+
+def _address(target: str, **options: object) -> Predictor:
+    """The predictor ``routerlib evaluate --endpoint TARGET`` gets from the factory."""
+    return factory.make(*factory.kind_of(target), **options)
 
 
 def _rows(path: Path) -> list[dict]:
@@ -55,14 +65,11 @@ def test_fault_drill_completes_within_retry_bound(real_data: Path, tmp_path: Pat
         4: ["500", "torn", "429"],
     }
     with FaultServer(gold_answers(gold), plan=schedule(faults, prompts), hang_s=1.5) as srv:
-        client = ev.PredictClient(srv.predict_url, timeout=1.0)
+        client = PredictClient(srv.predict_url, timeout=1.0)
         pred = ev.generate_predictions(
             gold,
-            client=client,
+            predictor=OnlinePredictor(client, concurrency=4, retries=3, backoff_s=0.01),
             cache_path=tmp_path / "r.cache.jsonl",
-            concurrency=4,
-            retries=3,
-            backoff_s=0.01,
             progress=False,
         )
         attempts = dict(srv.attempts)
@@ -87,17 +94,11 @@ def test_run_beyond_retry_bound_fails_clearly_and_resumes(real_data: Path, tmp_p
         return "503" if broken["on"] and prompt == prompts[2] else None
 
     with FaultServer(gold_answers(gold), plan=plan) as srv:
-        client = ev.PredictClient(srv.predict_url, timeout=5)
+        predictor = OnlinePredictor(
+            PredictClient(srv.predict_url, timeout=5), concurrency=1, retries=2, backoff_s=0.01
+        )
         with pytest.raises(RemoteError) as info:
-            ev.generate_predictions(
-                gold,
-                client=client,
-                cache_path=cache,
-                concurrency=1,
-                retries=2,
-                backoff_s=0.01,
-                progress=False,
-            )
+            ev.generate_predictions(gold, predictor=predictor, cache_path=cache, progress=False)
         message = str(info.value)
         assert "row 2" in message and "gave up after 3 attempts" in message
         assert "HTTP 503" in message and "run again to resume" in message
@@ -108,15 +109,7 @@ def test_run_beyond_retry_bound_fails_clearly_and_resumes(real_data: Path, tmp_p
         assert not (tmp_path / "r.predictions.jsonl").exists()
 
         broken["on"] = False
-        pred = ev.generate_predictions(
-            gold,
-            client=client,
-            cache_path=cache,
-            concurrency=1,
-            retries=2,
-            backoff_s=0.01,
-            progress=False,
-        )
+        pred = ev.generate_predictions(gold, predictor=predictor, cache_path=cache, progress=False)
         assert srv.attempts[prompts[0]] == 1 and srv.attempts[prompts[1]] == 1
     _assert_complete(pred, gold)
 
@@ -127,11 +120,10 @@ def test_client_error_is_not_retried(real_data: Path, tmp_path: Path) -> None:
         with pytest.raises(RemoteError, match="HTTP 400: bad instance"):
             ev.generate_predictions(
                 gold,
-                client=ev.PredictClient(srv.predict_url),
+                predictor=OnlinePredictor(
+                    PredictClient(srv.predict_url), concurrency=1, retries=5, backoff_s=0.01
+                ),
                 cache_path=tmp_path / "c.jsonl",
-                concurrency=1,
-                retries=5,
-                backoff_s=0.01,
                 progress=False,
             )
         assert len(srv.requests) == 1
@@ -142,10 +134,9 @@ def test_predict_instances_on_the_wire(real_data: Path, tmp_path: Path) -> None:
     with FaultServer(gold_answers(gold)) as srv:
         pred = ev.generate_predictions(
             gold,
-            client=srv.predict_url,
+            predictor=_address(srv.predict_url, concurrency=2),
             cache_path=tmp_path / "c.jsonl",
             max_tokens=99,
-            concurrency=2,
             progress=False,
         )
         bodies = srv.bodies("POST", r":predict$")
@@ -179,7 +170,10 @@ def test_extraction_from_wrapped_outputs(real_data: Path, tmp_path: Path, kind: 
     wrap = WRAPPERS[kind]
     with FaultServer(gold_answers(gold), wrap=wrap) as srv:
         pred = ev.generate_predictions(
-            gold, client=srv.predict_url, cache_path=tmp_path / "c.jsonl", progress=False
+            gold,
+            predictor=_address(srv.predict_url),
+            cache_path=tmp_path / "c.jsonl",
+            progress=False,
         )
     _assert_complete(pred, gold)
     for p, g in zip(_rows(pred), _gold_rows(gold), strict=True):
@@ -191,7 +185,10 @@ def test_unextractable_text_is_kept_raw(real_data: Path, tmp_path: Path) -> None
     gold = _gold(real_data, tmp_path, 2)
     with FaultServer(default="I cannot route this query.") as srv:
         pred = ev.generate_predictions(
-            gold, client=srv.predict_url, cache_path=tmp_path / "c.jsonl", progress=False
+            gold,
+            predictor=_address(srv.predict_url),
+            cache_path=tmp_path / "c.jsonl",
+            progress=False,
         )
     rows = _rows(pred)
     assert [r["completion"] for r in rows] == ["I cannot route this query."] * 2
@@ -201,15 +198,14 @@ def test_unextractable_text_is_kept_raw(real_data: Path, tmp_path: Path) -> None
 def test_openai_compatible_path(real_data: Path, tmp_path: Path) -> None:
     gold = _gold(real_data, tmp_path, 4)
     with FaultServer(gold_answers(gold), plan=lambda p, a: "429" if a == 0 else None) as srv:
-        client = ev.make_client(srv.openai_url)
-        assert isinstance(client, ev.OpenAIClient)
+        predictor = _address(srv.openai_url, concurrency=2, backoff_s=0.01)
+        assert isinstance(predictor, OnlinePredictor)
+        assert isinstance(predictor.transport, OpenAIClient)
         pred = ev.generate_predictions(
             gold,
-            client=client,
+            predictor=predictor,
             cache_path=tmp_path / "c.jsonl",
             max_tokens=77,
-            concurrency=2,
-            backoff_s=0.01,
             progress=False,
         )
         bodies = srv.bodies("POST", r"^/v1/completions$")
@@ -229,9 +225,9 @@ def test_openai_compatible_path(real_data: Path, tmp_path: Path) -> None:
 def test_openai_model_given_skips_listing(real_data: Path, tmp_path: Path) -> None:
     gold = _gold(real_data, tmp_path, 1)
     with FaultServer(gold_answers(gold)) as srv:
-        client = ev.make_client(srv.openai_url + "/", model="my-router")
+        predictor = _address(srv.openai_url + "/", model="my-router")
         ev.generate_predictions(
-            gold, client=client, cache_path=tmp_path / "c.jsonl", progress=False
+            gold, predictor=predictor, cache_path=tmp_path / "c.jsonl", progress=False
         )
         assert srv.bodies("GET", r"/models") == []
         assert srv.bodies("POST", r"/completions")[0]["model"] == "my-router"
@@ -242,18 +238,20 @@ def test_torn_cache_tail_and_foreign_cache(real_data: Path, tmp_path: Path) -> N
     prompts = [r["prompt"] for r in _gold_rows(gold)]
     cache = tmp_path / "c.jsonl"
     with FaultServer(gold_answers(gold)) as srv:
-        client = ev.PredictClient(srv.predict_url)
-        ev.generate_predictions(gold, client=client, cache_path=cache, limit=2, progress=False)
+        predictor = OnlinePredictor(PredictClient(srv.predict_url))
+        ev.generate_predictions(
+            gold, predictor=predictor, cache_path=cache, limit=2, progress=False
+        )
         # A run killed mid-write leaves half a line.
         with open(cache, "a", encoding="utf-8") as handle:
             handle.write('{"index": 2, "text": "half a li')
-        pred = ev.generate_predictions(gold, client=client, cache_path=cache, progress=False)
+        pred = ev.generate_predictions(gold, predictor=predictor, cache_path=cache, progress=False)
         assert [srv.attempts[p] for p in prompts] == [1, 1, 1, 1, 1]
         # The same cache answered by another model is refused, not mixed in.
         with pytest.raises(InputError, match="delete the cache or write the report elsewhere"):
             ev.generate_predictions(
                 gold,
-                client=ev.PredictClient(srv.predict_url, name="other-model"),
+                predictor=OnlinePredictor(PredictClient(srv.predict_url, name="other-model")),
                 cache_path=cache,
                 progress=False,
             )
@@ -320,26 +318,27 @@ def test_kill_and_resume_loses_and_repeats_nothing(real_data: Path, tmp_path: Pa
 @pytest.mark.parametrize(
     ("target", "kind"),
     [
-        ("http://127.0.0.1:8000/v1", ev.OpenAIClient),
-        ("http://127.0.0.1:8000/v1/completions", ev.OpenAIClient),
-        ("http://h:1/v1/projects/p/locations/l/endpoints/7:predict", ev.PredictClient),
-        ("http://h:1/v1/projects/p/locations/l/endpoints/7", ev.PredictClient),
-        ("projects/p/locations/us-central1/endpoints/123", ev.VertexEndpointClient),
+        ("http://127.0.0.1:8000/v1", OpenAIClient),
+        ("http://127.0.0.1:8000/v1/completions", OpenAIClient),
+        ("http://h:1/v1/projects/p/locations/l/endpoints/7:predict", PredictClient),
+        ("http://h:1/v1/projects/p/locations/l/endpoints/7", PredictClient),
+        ("projects/p/locations/us-central1/endpoints/123", VertexEndpointClient),
     ],
 )
 def test_endpoint_kinds(target: str, kind: type) -> None:
-    assert isinstance(ev.make_client(target), kind)
+    predictor = _address(target)
+    assert isinstance(predictor, OnlinePredictor) and isinstance(predictor.transport, kind)
 
 
 def test_endpoint_numeric_id_and_bad_values() -> None:
-    client = ev.make_client("123", project="p", location="us-central1")
-    assert isinstance(client, ev.VertexEndpointClient)
+    client = _address("123", project="p", location="us-central1").transport
+    assert isinstance(client, VertexEndpointClient)
     assert client.endpoint == "projects/p/locations/us-central1/endpoints/123"
-    assert ev.make_client("123").endpoint == "123"  # serving.vertex resolves it (registry)
+    assert _address("123").transport.endpoint == "123"  # serving.vertex resolves it (registry)
     with pytest.raises(InputError, match="cannot tell the protocol"):
-        ev.make_client("http://127.0.0.1:8000/generate")
+        _address("http://127.0.0.1:8000/generate")
     with pytest.raises(InputError, match="expected an http"):
-        ev.make_client("my-endpoint")
+        _address("my-endpoint")
 
 
 def test_bad_gold_lines_name_file_and_line(tmp_path: Path) -> None:
@@ -357,9 +356,10 @@ def test_bad_gold_lines_name_file_and_line(tmp_path: Path) -> None:
 def test_evaluate_through_endpoint_scores_perfect(real_data: Path, tmp_path: Path) -> None:
     gold = _gold(real_data, tmp_path, 20)
     with FaultServer(gold_answers(gold), wrap=WRAPPERS["fenced"]) as srv:
-        report = ev.evaluate(
-            gold, endpoint=srv.predict_url, out=tmp_path / "eval" / "report.json", progress=False
-        )
+        with factory.opened(*factory.kind_of(srv.predict_url)) as predictor:
+            report = ev.evaluate(
+                predictor, gold, out=tmp_path / "eval" / "report.json", progress=False
+            )
     overall = report["metrics"]["overall"]
     assert overall["samples"] == 20
     for name in (
@@ -375,7 +375,7 @@ def test_evaluate_through_endpoint_scores_perfect(real_data: Path, tmp_path: Pat
     on_disk = json.loads((tmp_path / "eval" / "report.json").read_text(encoding="utf-8"))
     assert on_disk["generation"] == report["generation"]
     assert report["generation"]["extraction"] == {"fenced": 20}
-    assert report["generation"]["source"] == ev.cache_name(srv.predict_url)
+    assert report["generation"]["source"] == cache_name(srv.predict_url)
     assert (tmp_path / "eval" / "report.predictions.jsonl").exists()
     assert (tmp_path / "eval" / "report.cache.jsonl").exists()
 
@@ -386,15 +386,13 @@ def test_vertex_endpoint_through_aiplatform(real_data: Path, tmp_path: Path) -> 
     gold = _gold(real_data, tmp_path, 4)
     name = "projects/p/locations/us-central1/endpoints/77"
     with FaultServer(gold_answers(gold), plan=lambda p, a: "503" if a == 0 else None) as srv:
-        client = ev.make_client(name, api_endpoint=srv.url, timeout=10)
-        assert isinstance(client, ev.VertexEndpointClient)
+        predictor = _address(name, api_endpoint=srv.url, timeout=10, concurrency=2, backoff_s=0.01)
+        assert isinstance(predictor.transport, VertexEndpointClient)
         pred = ev.generate_predictions(
             gold,
-            client=client,
+            predictor=predictor,
             cache_path=tmp_path / "c.jsonl",
             max_tokens=64,
-            concurrency=2,
-            backoff_s=0.01,
             progress=False,
         )
         bodies = srv.bodies("POST", r"/v1/projects/p/locations/us-central1/endpoints/77:predict$")
@@ -416,12 +414,12 @@ def test_resume_through_a_restarted_local_server(real_data: Path, tmp_path: Path
     cache = tmp_path / "c.jsonl"
     with FaultServer(gold_answers(gold)) as first:
         ev.generate_predictions(
-            gold, client=first.predict_url, cache_path=cache, limit=4, progress=False
+            gold, predictor=_address(first.predict_url), cache_path=cache, limit=4, progress=False
         )
     with FaultServer(gold_answers(gold)) as second:
         assert second.url != first.url
         pred = ev.generate_predictions(
-            gold, client=second.predict_url, cache_path=cache, progress=False
+            gold, predictor=_address(second.predict_url), cache_path=cache, progress=False
         )
         assert sorted(second.attempts) == sorted(prompts[4:])
     _assert_complete(pred, gold)
@@ -434,7 +432,8 @@ def test_evaluate_local_checkpoint(real_data: Path, tmp_path: Path) -> None:
     ckpt = make_checkpoint(tmp_path / "ckpt")
     gold = _gold(real_data, tmp_path, 3)
     out = tmp_path / "eval" / "report.json"
-    report = ev.evaluate(gold, checkpoint=ckpt, out=out, max_tokens=8, progress=False)
+    with factory.opened("local-server", str(ckpt)) as predictor:
+        report = ev.evaluate(predictor, gold, out=out, max_tokens=8, progress=False)
     assert report["config"]["total_samples"] == 3
     preds = _rows(tmp_path / "eval" / "report.predictions.jsonl")
     assert [p["index"] for p in preds] == [0, 1, 2]
@@ -451,9 +450,12 @@ class _Refusing:
     def __init__(self) -> None:
         self.calls = 0
 
-    def complete(self, prompt: str, max_tokens: int) -> ev.Completion:
+    def complete(self, prompt: str, max_tokens: int, schema: object = None) -> Completion:
         self.calls += 1
         raise InputError("endpoint 42: give the full endpoint resource name or --project")
+
+    def close(self) -> None:
+        pass
 
 
 def test_input_error_from_a_client_stays_an_input_error(real_data: Path, tmp_path: Path) -> None:
@@ -461,17 +463,19 @@ def test_input_error_from_a_client_stays_an_input_error(real_data: Path, tmp_pat
     client = _Refusing()
     with pytest.raises(InputError, match="--project"):
         ev.generate_predictions(
-            gold, client=client, cache_path=tmp_path / "c.jsonl", concurrency=1, progress=False
+            gold,
+            predictor=OnlinePredictor(client, concurrency=1),
+            cache_path=tmp_path / "c.jsonl",
+            progress=False,
         )
     assert client.calls == 1
 
 
 def test_cache_names_hold_no_secrets_and_no_loopback_port() -> None:
     assert (
-        ev.cache_name("https://user:secret@h.example:8000/v1?key=abc")
-        == "https://h.example:8000/v1"
+        cache_name("https://user:secret@h.example:8000/v1?key=abc") == "https://h.example:8000/v1"
     )
-    assert ev.cache_name("http://127.0.0.1:4567/v1/e:predict") == "http://127.0.0.1:*/v1/e:predict"
+    assert cache_name("http://127.0.0.1:4567/v1/e:predict") == "http://127.0.0.1:*/v1/e:predict"
 
 
 def test_a_second_writer_is_refused(real_data: Path, tmp_path: Path) -> None:
@@ -483,5 +487,8 @@ def test_a_second_writer_is_refused(real_data: Path, tmp_path: Path) -> None:
         fcntl.flock(other.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         with pytest.raises(InputError, match="another run is writing this cache"):
             ev.generate_predictions(
-                gold, client="http://127.0.0.1:9/v1", cache_path=cache, progress=False
+                gold,
+                predictor=_address("http://127.0.0.1:9/v1"),
+                cache_path=cache,
+                progress=False,
             )

@@ -15,14 +15,18 @@ from typing import Any
 
 import pytest
 
+from routerlib import auth
 from routerlib.cli import main
 from routerlib.config import load_config
 from routerlib.errors import InputError
-from routerlib.evaluate import evaluate
+from routerlib.evaluate import evaluate, generate_predictions
 from routerlib.schema import completion_json_schema
-from routerlib.serving import batch, vertex
-from routerlib.serving.base import BatchPredictor, OnlinePredictor, open_predictor
-from routerlib.serving.local import format_prediction, parse_predict_body
+from routerlib.serving import batch, factory, vertex
+from routerlib.serving.batch import BatchPredictor
+from routerlib.serving.factory import open_predictor
+from routerlib.serving.online import OnlinePredictor
+from routerlib.serving.settings import VertexSettings
+from routerlib.serving.wire import format_prediction, parse_predict_body
 from tests.support import gcs_emulator as emulator_support
 from tests.support.fake_vertex_serving import (
     CANNED_COMPLETION,
@@ -59,6 +63,30 @@ def stand_in(
 
 def cloud(server: RecordingServer) -> dict[str, str]:
     return {"project": "proj-1", "location": "us-central1", "api_endpoint": server.url}
+
+
+def evaluate_batch(
+    gold: Path,
+    model: str,
+    server: RecordingServer,
+    *,
+    out: Path,
+    gcs_prefix: str = PREFIX,
+    poll_s: float = 0.01,
+    rerun_failed: bool = False,
+    constrained: bool = False,
+    progress: bool = False,
+) -> dict[str, Any]:
+    """``routerlib evaluate --batch MODEL`` as a library call: the factory's batch predictor."""
+    with factory.opened(
+        "batch",
+        model,
+        gcs_prefix=gcs_prefix,
+        settings=VertexSettings(**cloud(server)),
+        poll_s=poll_s,
+        rerun_failed=rerun_failed,
+    ) as predictor:
+        return evaluate(predictor, gold, out=out, constrained=constrained, progress=progress)
 
 
 def _gold(real_data: Path, tmp_path: Path, n: int) -> Path:
@@ -121,7 +149,7 @@ def test_batch_evaluate_matches_rows_by_key_and_scores_like_an_endpoint(
     gold = _gold(real_data, tmp_path, 12)
     _answering(state, gold)
     _fail_rows(state, {3, 7})
-    deployment = vertex.deploy(CKPT, **cloud(server))
+    deployment = vertex.deploy(CKPT, VertexSettings(**cloud(server)))
 
     argv = ["evaluate", "--gold", str(gold), "--batch", deployment.model_name]
     argv += ["--gcs-prefix", PREFIX, "--out", str(tmp_path / "batch" / "r.json")]
@@ -166,13 +194,8 @@ def test_batch_evaluate_matches_rows_by_key_and_scores_like_an_endpoint(
     assert preds[3]["completion"] is None and "batch error" in preds[3]["extraction"]
 
     # The same gold through the endpoint, same answers: identical per-row scores off the failures.
-    online = evaluate(
-        gold,
-        endpoint=deployment.endpoint_name,
-        out=tmp_path / "online" / "r.json",
-        progress=False,
-        **cloud(server),
-    )
+    with factory.opened("endpoint", deployment.endpoint_name, **cloud(server)) as endpoint:
+        online = evaluate(endpoint, gold, out=tmp_path / "online" / "r.json", progress=False)
     assert online["generation"]["mode"] == "endpoint"
     samples = {
         kind: [json.loads(line) for line in (tmp_path / kind / "samples.jsonl").open()]
@@ -196,22 +219,13 @@ def test_a_killed_wait_reattaches_and_failed_rows_rerun(
     _answering(state, gold)
     _fail_rows(state, {1})
     deployment = vertex.deploy(
-        CKPT, machine_type="g2-standard-24", accelerator_count=2, **cloud(server)
+        CKPT, VertexSettings(**cloud(server), machine_type="g2-standard-24", accelerator_count=2)
     )
     state.batch_polls = 10_000  # the job keeps running
     out = tmp_path / "r.json"
 
     def run(**kw: Any) -> dict[str, Any]:
-        return evaluate(
-            gold,
-            batch=deployment.model_name,
-            gcs_prefix=PREFIX,
-            out=out,
-            poll_s=0.05,
-            progress=False,
-            **cloud(server),
-            **kw,
-        )
+        return evaluate_batch(gold, deployment.model_name, server, out=out, poll_s=0.05, **kw)
 
     state.on_poll = _thread.interrupt_main  # Ctrl-C while it waits
     with pytest.raises(KeyboardInterrupt):
@@ -257,19 +271,11 @@ def test_cleanup_cancels_a_batch_job_left_running(
 ) -> None:
     server, state = stand_in
     gold = _gold(real_data, tmp_path, 3)
-    deployment = vertex.deploy(CKPT, **cloud(server))
+    deployment = vertex.deploy(CKPT, VertexSettings(**cloud(server)))
     state.batch_polls = 10_000
     state.on_poll = _thread.interrupt_main  # Ctrl-C while it waits
     with pytest.raises(KeyboardInterrupt):
-        evaluate(
-            gold,
-            batch=deployment.model_name,
-            gcs_prefix=PREFIX,
-            out=tmp_path / "r.json",
-            poll_s=0.05,
-            progress=False,
-            **cloud(server),
-        )
+        evaluate_batch(gold, deployment.model_name, server, out=tmp_path / "r.json", poll_s=0.05)
     capsys.readouterr()
     (job,) = state.batch_jobs
 
@@ -290,16 +296,16 @@ def test_submit_refusals_are_vertex_shaped(
     gold = _gold(real_data, tmp_path, 2)
     model = "projects/proj-1/locations/us-central1/models/does-not-exist"
     with pytest.raises(vertex.RemoteError, match="404"):
-        evaluate(gold, batch=model, gcs_prefix=PREFIX, out=tmp_path / "r.json", **cloud(server))
+        evaluate_batch(gold, model, server, out=tmp_path / "r.json", progress=True)
     with pytest.raises(vertex.InputError, match="--gcs-prefix"):
-        evaluate(gold, batch=model, out=tmp_path / "r.json", **cloud(server))
+        evaluate_batch(gold, model, server, out=tmp_path / "r.json", gcs_prefix="")
 
 
 def test_open_predictor_picks_batch_or_endpoint_from_the_params(
     stand_in: tuple[RecordingServer, ServingState], real_data: Path, tmp_path: Path
 ) -> None:
     server, state = stand_in
-    deployment = vertex.deploy(CKPT, **cloud(server))
+    deployment = vertex.deploy(CKPT, VertexSettings(**cloud(server)))
     vertex.delete_endpoint(deployment.endpoint_name)  # keeps the model for batch
     overrides = {**EDITS, "project": "proj-1", "api_endpoint": server.url, "gcs_prefix": PREFIX}
     cfg = load_config("params/qwen3_32b.yaml", {**overrides, "eval_mode": "batch"})
@@ -314,8 +320,9 @@ def test_open_predictor_picks_batch_or_endpoint_from_the_params(
     gold = _gold(real_data, tmp_path, 1)
     with open_predictor(cfg, CKPT) as predictor:
         assert isinstance(predictor, OnlinePredictor)
-        predictor.predict_file(
+        generate_predictions(
             gold,
+            predictor=predictor,
             cache_path=tmp_path / "c.cache.jsonl",
             pred_path=tmp_path / "c.predictions.jsonl",
             max_tokens=16,
@@ -341,7 +348,7 @@ def test_constrained_batch_sends_the_schema_and_scores_the_chat_answers(
     prompts = _prompts(gold)
     _answering(state, gold)
     _fail_rows(state, {5})
-    deployment = vertex.deploy(CKPT, **cloud(server))
+    deployment = vertex.deploy(CKPT, VertexSettings(**cloud(server)))
     out = tmp_path / "c" / "r.json"
 
     argv = ["evaluate", "--gold", str(gold), "--batch", deployment.model_name, "--constrained"]
@@ -393,19 +400,10 @@ def test_free_and_constrained_batch_predictions_never_share_a_cache(
     server, state = stand_in
     gold = _gold(real_data, tmp_path, 3)
     _answering(state, gold)
-    deployment = vertex.deploy(CKPT, **cloud(server))
+    deployment = vertex.deploy(CKPT, VertexSettings(**cloud(server)))
 
     def run(out: Path, constrained: bool) -> dict[str, Any]:
-        return evaluate(
-            gold,
-            batch=deployment.model_name,
-            gcs_prefix=PREFIX,
-            out=out,
-            poll_s=0.01,
-            progress=False,
-            constrained=constrained,
-            **cloud(server),
-        )
+        return evaluate_batch(gold, deployment.model_name, server, out=out, constrained=constrained)
 
     model = deployment.model_name
     for first in (False, True):
@@ -433,7 +431,7 @@ def test_the_batch_stand_in_refuses_what_the_container_refuses(
     from google.cloud import aiplatform
 
     server, state = stand_in
-    deployment = vertex.deploy(CKPT, **cloud(server))
+    deployment = vertex.deploy(CKPT, VertexSettings(**cloud(server)))
     schema = completion_json_schema(generation=True)
     fmt = {"type": "json_schema", "json_schema": {"name": "r", "schema": schema}}
     prompt = {"prompt": "route this", "max_tokens": 8, "temperature": 0, "raw_response": True}
@@ -450,7 +448,7 @@ def test_the_batch_stand_in_refuses_what_the_container_refuses(
     _gcs().bucket(bucket).blob(path).upload_from_string(
         "".join(json.dumps(line) + "\n" for line in lines)
     )
-    vertex.init_vertex("proj-1", "us-central1", server.url)
+    auth.init_vertex("proj-1", "us-central1", server.url)
     job = aiplatform.BatchPredictionJob.submit(  # no keyField: each line goes as it is
         job_display_name="selftest",
         model_name=deployment.model_name,
@@ -483,7 +481,7 @@ def test_a_run_scores_each_decoding_with_its_own_batch_job(
     from routerlib.stages import run as run_stage
 
     server, state = stand_in
-    deployment = vertex.deploy(CKPT, **cloud(server))
+    deployment = vertex.deploy(CKPT, VertexSettings(**cloud(server)))
     vertex.delete_endpoint(deployment.endpoint_name)  # keeps the model for batch
     overrides = {"synth_rows": 60, "eval_limit": 3, "eval_mode": "batch", "gcs_prefix": PREFIX}
     overrides |= {"project": "proj-1", "api_endpoint": server.url}

@@ -15,6 +15,10 @@ from routerlib import evaluate as ev
 from routerlib.cli import main
 from routerlib.errors import InputError, RemoteError
 from routerlib.serving import hardware, vertex
+from routerlib.serving.cache import load_cache
+from routerlib.serving.online import OnlinePredictor
+from routerlib.serving.settings import VertexSettings
+from routerlib.serving.transports import VertexEndpointClient
 from tests.support import gcs_emulator as emulator_support
 from tests.support.fake_vertex_serving import (
     CANNED_COMPLETION,
@@ -100,7 +104,7 @@ def test_dedicated_error_reads_the_status_from_the_text(
 def test_deploy_is_dedicated_and_predict_goes_over_https(stand_in: ServingStandIn) -> None:
     server, state, tls = stand_in.server, stand_in.state, stand_in.tls
     assert tls is not None
-    deployment = vertex.deploy(CKPT, **cloud(server))
+    deployment = vertex.deploy(CKPT, VertexSettings(**cloud(server)))
     assert deployment.dedicated_endpoint_dns == state.dedicated_dns
     assert state.endpoints[deployment.endpoint_name]["dedicatedEndpointEnabled"] is True
 
@@ -119,23 +123,21 @@ def test_429_503_and_not_ready_are_retried_then_answered(
     stand_in: ServingStandIn, real_data: Path, tmp_path: Path
 ) -> None:
     server, state = stand_in.server, stand_in.state
-    deployment = vertex.deploy(CKPT, **cloud(server))
+    deployment = vertex.deploy(CKPT, VertexSettings(**cloud(server)))
     vertex._endpoint_cache.clear()
     state.dns_not_ready_gets = 2  # the first GET and the SDK's own re-fetch see no DNS
     state.predict_faults = [429, 503]
     gold = _gold(real_data, tmp_path, 1)
-    client = ev.VertexEndpointClient(deployment.endpoint_name, **cloud(server))
+    client = VertexEndpointClient(deployment.endpoint_name, **cloud(server))
 
     pred = ev.generate_predictions(
         gold,
-        client=client,
+        predictor=OnlinePredictor(client, retries=5, backoff_s=0.01),
         cache_path=tmp_path / "c.cache.jsonl",
-        retries=5,
-        backoff_s=0.01,
         progress=False,
     )
 
-    (record,) = ev.load_cache(tmp_path / "c.cache.jsonl").values()
+    (record,) = load_cache(tmp_path / "c.cache.jsonl").values()
     assert record["attempts"] == 4  # not ready, 429, 503, answer
     assert json.loads(pred.read_text())["completion"].startswith('{"route_plan"')
     assert len(stand_in.tls.bodies("POST", r":predict$")) == 3  # type: ignore[union-attr]
@@ -150,7 +152,7 @@ def test_client_errors_stop_with_one_line(
     status: int,
 ) -> None:
     server, state = stand_in.server, stand_in.state
-    deployment = vertex.deploy(CKPT, **cloud(server))
+    deployment = vertex.deploy(CKPT, VertexSettings(**cloud(server)))
     state.predict_status = status
     gold = _gold(real_data, tmp_path, 2)
     argv = ["evaluate", "--gold", str(gold), "--endpoint", deployment.endpoint_name]
@@ -183,7 +185,12 @@ def test_deploy_is_recorded_before_the_wait_and_a_timeout_names_cleanup(
     server, state = stand_in.server, stand_in.state
     state.lro_polls = 10_000  # the deploy never finishes
     with pytest.raises(RemoteError, match="routerlib endpoints cleanup") as info:
-        vertex.deploy(CKPT, endpoint_display_name="slow-one", deploy_timeout=1.0, **cloud(server))
+        vertex.deploy(
+            CKPT,
+            VertexSettings(**cloud(server)),
+            endpoint_display_name="slow-one",
+            deploy_timeout=1.0,
+        )
     (record,) = vertex.read_registry()
     assert record["state"] == "deploying"
     assert record["operation_name"] in state.operations
@@ -207,7 +214,7 @@ def test_losing_the_operation_does_not_delete_a_deploy_still_running(
     state.lro_polls = 10_000
     state.operation_status = 500
     with pytest.raises(RemoteError, match="lost track of the deploy") as info:
-        vertex.deploy(CKPT, deploy_timeout=30, **cloud(server))
+        vertex.deploy(CKPT, VertexSettings(**cloud(server)), deploy_timeout=30)
     assert "routerlib endpoints cleanup" in str(info.value)
     (record,) = vertex.read_registry()
     assert record["state"] == "deploying" and record["endpoint_name"] in state.endpoints
@@ -221,7 +228,7 @@ def test_ctrl_c_during_the_wait_leaves_the_record(
     state.lro_polls = 10_000
     state.on_poll = _thread.interrupt_main  # Ctrl-C while it waits
     with pytest.raises(KeyboardInterrupt):
-        vertex.deploy(CKPT, **cloud(server))
+        vertex.deploy(CKPT, VertexSettings(**cloud(server)))
     (record,) = vertex.read_registry()
     assert record["state"] == "deploying" and record["endpoint_name"] in state.endpoints
     assert "routerlib endpoints cleanup" in capsys.readouterr().err
@@ -234,7 +241,7 @@ def test_a_refused_deploy_is_recorded_as_refused_and_left_alone(
     taken = "routerlib-20261201-000000-abcdef"  # an endpoint id someone else already uses
     state.add_endpoint("proj-1", "us-central1", "not ours", endpoint_id=taken)
     with pytest.raises(RemoteError, match="409"):
-        vertex.deploy(CKPT, endpoint_display_name=taken, **cloud(server))
+        vertex.deploy(CKPT, VertexSettings(**cloud(server)), endpoint_display_name=taken)
     (refused,) = vertex.read_registry()
     assert (refused["state"], refused["model_state"], refused["operation_name"]) == (
         "refused",
@@ -244,15 +251,21 @@ def test_a_refused_deploy_is_recorded_as_refused_and_left_alone(
     assert vertex.cleanup() == []  # nothing of ours to remove; theirs stays
     assert f"projects/proj-1/locations/us-central1/endpoints/{taken}" in state.endpoints
 
-    mine = vertex.deploy(CKPT, **cloud(server))
+    mine = vertex.deploy(CKPT, VertexSettings(**cloud(server)))
     with pytest.raises(InputError, match="already recorded"):
-        vertex.deploy(CKPT, endpoint_display_name=mine.endpoint_display_name, **cloud(server))
+        vertex.deploy(
+            CKPT, VertexSettings(**cloud(server)), endpoint_display_name=mine.endpoint_display_name
+        )
 
 
 def test_the_same_display_name_twice_makes_two_endpoints(stand_in: ServingStandIn) -> None:
     server, state = stand_in.server, stand_in.state
-    first = vertex.deploy(CKPT, endpoint_display_name="Router Eval!", **cloud(server))
-    second = vertex.deploy(CKPT, endpoint_display_name="Router Eval!", **cloud(server))
+    first = vertex.deploy(
+        CKPT, VertexSettings(**cloud(server)), endpoint_display_name="Router Eval!"
+    )
+    second = vertex.deploy(
+        CKPT, VertexSettings(**cloud(server)), endpoint_display_name="Router Eval!"
+    )
     assert first.endpoint_name != second.endpoint_name
     assert {e["displayName"] for e in state.endpoints.values()} == {"Router Eval!"}
 
@@ -261,10 +274,10 @@ def test_endpoints_cleanup_cli_removes_recorded_and_named_but_not_others(
     stand_in: ServingStandIn, capsys: pytest.CaptureFixture[str]
 ) -> None:
     server, state = stand_in.server, stand_in.state
-    recorded = vertex.deploy(CKPT, **cloud(server))
+    recorded = vertex.deploy(CKPT, VertexSettings(**cloud(server)))
     assert state.endpoints[recorded.endpoint_name]["labels"] == {"routerlib": "deploy"}
     stray = state.add_endpoint("proj-1", "us-central1", "routerlib-20261130-000000-abcdef")
-    labelled = vertex.deploy(CKPT, endpoint_display_name="custom", **cloud(server))
+    labelled = vertex.deploy(CKPT, VertexSettings(**cloud(server)), endpoint_display_name="custom")
     vertex.registry_path().unlink()  # another machine: only the label and the name remain
     other = state.add_endpoint("proj-1", "us-central1", "someone-elses")
 
@@ -310,15 +323,19 @@ def test_a_checkpoint_too_big_for_the_machine_is_refused_before_sending(
     with pytest.raises(InputError, match="do not fit g2-standard-12 with 1 x NVIDIA_L4") as info:
         vertex.deploy(
             CKPT,
-            machine_type="g2-standard-12",
-            accelerator_type="NVIDIA_L4",
-            accelerator_count=1,
-            **cloud(server),
+            VertexSettings(
+                **cloud(server),
+                machine_type="g2-standard-12",
+                accelerator_type="NVIDIA_L4",
+                accelerator_count=1,
+            ),
         )
     assert "g2-standard-48 with 4 x NVIDIA_L4" in str(info.value)
     assert not server.requests
 
-    deployment = vertex.deploy(CKPT, base_model="google/gemma3@gemma-3-27b-it", **cloud(server))
+    deployment = vertex.deploy(
+        CKPT, VertexSettings(**cloud(server)), base_model="google/gemma3@gemma-3-27b-it"
+    )
     (body,) = server.bodies("POST", r":deploy$")
     spec = body["deployConfig"]["dedicatedResources"]["machineSpec"]
     assert (spec["machineType"], spec["acceleratorCount"]) == ("g2-standard-48", 4)

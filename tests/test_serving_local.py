@@ -14,7 +14,8 @@ from typing import Any
 import pytest
 
 from routerlib.errors import InputError
-from routerlib.serving.local import Instance, LocalPredictor, LocalServer, parse_predict_body
+from routerlib.serving.local import LocalPredictor, LocalServer
+from routerlib.serving.wire import Instance, parse_predict_body
 from tests.support.tiny_serving_model import load_plain, tiny_checkpoint_fixture
 
 PROMPTS = [

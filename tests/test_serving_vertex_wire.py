@@ -10,9 +10,11 @@ from pathlib import Path
 
 import pytest
 
+from routerlib import auth
 from routerlib.errors import RemoteError
 from routerlib.serving import vertex
 from routerlib.serving.local import LocalPredictor
+from routerlib.serving.settings import VertexSettings
 from tests.support import gcs_emulator as emulator_support
 from tests.support.fake_vertex_serving import (
     CANNED_COMPLETION,
@@ -58,10 +60,8 @@ def test_deploy_request_body_and_registry(stand_in: tuple[RecordingServer, Servi
     state.lro_polls = 1  # the SDK must poll the deploy operation once
     deployment = vertex.deploy(
         CKPT,
-        machine_type="g2-standard-24",
-        accelerator_count=2,
+        VertexSettings(**cloud(server), machine_type="g2-standard-24", accelerator_count=2),
         endpoint_display_name="router-eval",
-        **cloud(server),
     )
 
     (body,) = server.bodies("POST", r"^/v1beta1/projects/proj-1/locations/us-central1:deploy$")
@@ -103,8 +103,8 @@ def test_default_deploy_uses_l4_and_a_unique_display_name(
     stand_in: tuple[RecordingServer, ServingState],
 ) -> None:
     server, _ = stand_in
-    first = vertex.deploy(CKPT, **cloud(server))
-    second = vertex.deploy(CKPT, **cloud(server))
+    first = vertex.deploy(CKPT, VertexSettings(**cloud(server)))
+    second = vertex.deploy(CKPT, VertexSettings(**cloud(server)))
     bodies = server.bodies("POST", r":deploy$")
     spec = bodies[0]["deployConfig"]["dedicatedResources"]["machineSpec"]
     assert spec["machineType"] == "g2-standard-12" and spec["acceleratorCount"] == 1
@@ -119,7 +119,7 @@ def test_non_gcs_checkpoint_is_refused_before_any_request(
 ) -> None:
     server, _ = stand_in
     with pytest.raises(vertex.InputError, match="gs://"):
-        vertex.deploy("/tmp/ckpt", **cloud(server))
+        vertex.deploy("/tmp/ckpt", VertexSettings(**cloud(server)))
     assert server.requests == []
 
 
@@ -129,7 +129,7 @@ def test_predict_instances_reach_the_endpoint(
     server, state = stand_in
     predictor = LocalPredictor(tiny_checkpoint, loader=load_plain)
     state.predict_fn = predictor_predict(predictor)
-    deployment = vertex.deploy(CKPT, **cloud(server))
+    deployment = vertex.deploy(CKPT, VertexSettings(**cloud(server)))
     instances = [
         {"prompt": "Route this request", "max_tokens": 8, "temperature": 0, "raw_response": True},
         {"prompt": "x", "max_tokens": 5, "temperature": 0, "raw_response": True},
@@ -144,7 +144,7 @@ def test_predict_instances_reach_the_endpoint(
 
 def test_predict_by_id_uses_the_registry(stand_in: tuple[RecordingServer, ServingState]) -> None:
     server, _ = stand_in
-    deployment = vertex.deploy(CKPT, **cloud(server))
+    deployment = vertex.deploy(CKPT, VertexSettings(**cloud(server)))
     endpoint_id = deployment.endpoint_name.rsplit("/", 1)[1]
     got = vertex.predict(endpoint_id, [{"prompt": "p", "max_tokens": 4, "raw_response": True}])
     assert got == [CANNED_COMPLETION]
@@ -155,7 +155,7 @@ def test_predict_errors_carry_status(
     stand_in: tuple[RecordingServer, ServingState], status: int, retryable: bool
 ) -> None:
     server, state = stand_in
-    deployment = vertex.deploy(CKPT, **cloud(server))
+    deployment = vertex.deploy(CKPT, VertexSettings(**cloud(server)))
     state.predict_status = status
     with pytest.raises(vertex.PredictError) as info:
         vertex.predict(deployment.endpoint_name, [{"prompt": "p"}], **cloud(server))
@@ -166,7 +166,7 @@ def test_predict_errors_carry_status(
 
 def test_list_endpoints_live_and_recorded(stand_in: tuple[RecordingServer, ServingState]) -> None:
     server, state = stand_in
-    deployment = vertex.deploy(CKPT, **cloud(server))
+    deployment = vertex.deploy(CKPT, VertexSettings(**cloud(server)))
     other = state.add_endpoint("proj-1", "us-central1", "made-elsewhere", models=2)
     state.add_endpoint("proj-2", "us-central1", "another-project")
 
@@ -204,7 +204,7 @@ def test_delete_by_name_alone_finds_the_recorded_stand_in(
     stand_in: tuple[RecordingServer, ServingState],
 ) -> None:
     server, state = stand_in
-    deployment = vertex.deploy(CKPT, **cloud(server))
+    deployment = vertex.deploy(CKPT, VertexSettings(**cloud(server)))
     assert vertex.delete_endpoint(deployment.endpoint_name) == deployment.deployed_model_ids
     assert state.endpoints == {}
     (record,) = vertex.read_registry()
@@ -218,7 +218,7 @@ def test_deployed_cleans_up_when_the_body_raises(
 ) -> None:
     server, state = stand_in
     with pytest.raises(RuntimeError, match="cell failed"):
-        with vertex.deployed(CKPT, **cloud(server)) as deployment:
+        with vertex.deployed(CKPT, VertexSettings(**cloud(server))) as deployment:
             assert deployment.endpoint_name in state.endpoints
             raise RuntimeError("cell failed")
     assert state.endpoints == {} and state.models == {}
@@ -230,7 +230,7 @@ def test_deployed_cleans_up_when_the_body_raises(
 
 def test_deployed_cleans_up_on_success(stand_in: tuple[RecordingServer, ServingState]) -> None:
     server, state = stand_in
-    with vertex.deployed(CKPT, **cloud(server)) as deployment:
+    with vertex.deployed(CKPT, VertexSettings(**cloud(server))) as deployment:
         got = vertex.predict(
             deployment.endpoint_name, [{"prompt": "p", "raw_response": True}], **cloud(server)
         )
@@ -244,7 +244,7 @@ def test_failed_deploy_removes_the_endpoint_vertex_created(
     server, state = stand_in
     state.deploy_error = "quota exceeded for NVIDIA_L4"
     with pytest.raises(RemoteError, match="quota exceeded"):
-        with vertex.deployed(CKPT, **cloud(server)):
+        with vertex.deployed(CKPT, VertexSettings(**cloud(server))):
             pytest.fail("the body must not run when deploy fails")
     assert state.endpoints == {}
     assert len(state.deleted) == 2  # the endpoint and the model it uploaded
@@ -257,7 +257,7 @@ def test_failed_cleanup_names_the_endpoint_to_delete(
 ) -> None:
     server, state = stand_in
     with pytest.raises(RemoteError, match="routerlib endpoints delete projects/proj-1/") as info:
-        with vertex.deployed(CKPT, **cloud(server)) as deployment:
+        with vertex.deployed(CKPT, VertexSettings(**cloud(server))) as deployment:
             state.delete_status = 500
     assert deployment.endpoint_name in str(info.value)
     (record,) = vertex.read_registry()
@@ -270,4 +270,4 @@ def test_real_service_without_credentials_is_a_clear_input_error(
     monkeypatch.delenv("GOOGLE_APPLICATION_CREDENTIALS", raising=False)
     monkeypatch.setenv("CLOUDSDK_CONFIG", str(tmp_path))  # no gcloud ADC file here
     with pytest.raises(vertex.InputError, match="application-default credentials"):
-        vertex.init_vertex("proj-1", "us-central1", "")
+        auth.init_vertex("proj-1", "us-central1", "")

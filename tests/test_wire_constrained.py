@@ -15,7 +15,10 @@ from typing import Any
 import pytest
 
 from routerlib import evaluate, schema
+from routerlib.serving import factory
 from routerlib.serving.local import LocalPredictor, LocalServer
+from routerlib.serving.transports import OpenAIClient, PredictClient
+from routerlib.serving.wire import OPENAI_SCHEMA_FIELDS, predict_instance
 from tests.support.fake_vertex_serving import ServingStandIn, predictor_predict
 from tests.support.tiny_serving_model import load_plain, tiny_checkpoint_fixture
 
@@ -48,7 +51,7 @@ def _valid(text: str) -> dict[str, Any]:
 
 
 def test_free_decoding_of_the_tiny_model_is_not_json(server: LocalServer) -> None:
-    answer = evaluate.PredictClient(server.endpoint_url).complete(PROMPT, 40)
+    answer = PredictClient(server.endpoint_url).complete(PROMPT, 40)
     with pytest.raises(json.JSONDecodeError):
         json.loads(answer.text)
 
@@ -65,16 +68,16 @@ def _chat_instance_schema(instance: dict[str, Any]) -> dict[str, Any]:
 
 
 def test_predict_client_sends_a_chat_instance_with_response_format(server: LocalServer) -> None:
-    client = evaluate.PredictClient(server.endpoint_url, schema=SCHEMA)
+    client = PredictClient(server.endpoint_url, schema=SCHEMA)
     assert _chat_instance_schema(client.instance(PROMPT, 500)) == SCHEMA
     assert client.name.endswith("#constrained")
     _valid(client.complete(PROMPT, 500).text)
     # free decoding keeps the prompt instance
-    assert evaluate.PredictClient(server.endpoint_url).instance(PROMPT, 5)["prompt"] == PROMPT
+    assert PredictClient(server.endpoint_url).instance(PROMPT, 5)["prompt"] == PROMPT
 
 
 def test_chat_instance_is_answered_with_a_chat_completion(server: LocalServer) -> None:
-    instance = evaluate.predict_instance(PROMPT, 500, schema=SCHEMA)
+    instance = predict_instance(PROMPT, 500, schema=SCHEMA)
     status, body = _post(server.endpoint_url, {"instances": [instance]})
     assert status == 200
     (prediction,) = body["predictions"]
@@ -82,9 +85,9 @@ def test_chat_instance_is_answered_with_a_chat_completion(server: LocalServer) -
     _valid(prediction["choices"][0]["message"]["content"])
 
 
-@pytest.mark.parametrize("field", evaluate.OPENAI_SCHEMA_FIELDS)
+@pytest.mark.parametrize("field", OPENAI_SCHEMA_FIELDS)
 def test_openai_client_fields(server: LocalServer, field: str) -> None:
-    client = evaluate.OpenAIClient(f"{server.url}/v1", schema=SCHEMA, schema_field=field)
+    client = OpenAIClient(f"{server.url}/v1", schema=SCHEMA, schema_field=field)
     assert set(client.schema_fields) == {field}
     if field == "response_format":
         fmt = client.schema_fields["response_format"]
@@ -97,14 +100,14 @@ def test_vertex_endpoint_client_sends_a_chat_instance(predictor: LocalPredictor)
         recorder, state = stand_in.fresh()
         state.predict_fn = predictor_predict(predictor)
         endpoint = state.add_endpoint("proj-1", "us-central1", "router")["name"]
-        client = evaluate.make_client(
+        client = factory.make(
+            "endpoint",
             endpoint,
             project="proj-1",
             location="us-central1",
             api_endpoint=recorder.url,
-            schema=SCHEMA,
-        )
-        _valid(client.complete(PROMPT, 500).text)
+        ).transport
+        _valid(client.complete(PROMPT, 500, SCHEMA).text)
         (body,) = recorder.bodies("POST", r"/endpoints/[^/]+:predict$")
     sent = _chat_instance_schema(body["instances"][0])
     assert sent["properties"]["difficulty"]["enum"] == list(schema.DIFFICULTIES)
@@ -125,11 +128,11 @@ def test_a_dedicated_endpoint_answers_the_chat_completion_object(
         endpoint = state.add_endpoint("proj-1", "us-central1", "router")
         endpoint.update(dedicatedEndpointEnabled=True, dedicatedEndpointDns=state.dedicated_dns)
         cloud = {"project": "proj-1", "location": "us-central1", "api_endpoint": recorder.url}
-        instance = evaluate.predict_instance(PROMPT, 50, schema=SCHEMA)
+        instance = predict_instance(PROMPT, 50, schema=SCHEMA)
         (prediction,) = vertex.predict(endpoint["name"], [instance], **cloud)
         assert prediction["choices"][0]["message"]["content"] == CANNED_COMPLETION
-        client = evaluate.make_client(endpoint["name"], schema=SCHEMA, **cloud)
-        assert client.complete(PROMPT, 50).text == CANNED_COMPLETION
+        client = factory.make("endpoint", endpoint["name"], **cloud).transport
+        assert client.complete(PROMPT, 50, SCHEMA).text == CANNED_COMPLETION
         assert stand_in.tls is not None and len(stand_in.tls.bodies("POST", r":predict$")) == 2
 
 
@@ -197,14 +200,15 @@ def test_evaluate_checkpoint_constrained_writes_a_valid_report(
             for i in range(3)
         )
     )
-    report = evaluate.evaluate(
-        gold,
-        checkpoint=tiny_checkpoint,
-        out=tmp_path / "report.json",
-        constrained=True,
-        max_tokens=500,
-        progress=False,
-    )
+    with factory.opened("local-server", str(tiny_checkpoint)) as served:
+        report = evaluate.evaluate(
+            served,
+            gold,
+            out=tmp_path / "report.json",
+            constrained=True,
+            max_tokens=500,
+            progress=False,
+        )
     assert report["generation"]["decoding"] == "constrained"
     assert report["strict"]["overall"]["json_valid"] == 1.0
     assert report["strict"]["overall"]["schema_valid"] == 1.0

@@ -14,7 +14,7 @@ from routerlib import __version__
 from routerlib.errors import RouterlibError
 
 #: Modules under routerlib.cli that each define ``register(subparsers)``, in help order.
-COMMAND_MODULES = ("data", "tune", "serve", "evaluate", "run", "schema", "doctor")
+COMMAND_MODULES = ("data", "tune", "serve", "evaluate", "run", "pipeline", "schema", "doctor")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -71,6 +71,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     source.add_argument(
         "--checkpoint", metavar="DIR", help="local checkpoint folder: serve it here and evaluate"
     )
+    p.add_argument(
+        "--in-process",
+        dest="in_process",
+        action="store_true",
+        help="with --checkpoint: generate in this process (batches of 16), no local HTTP server",
+    )
     source.add_argument(
         "--batch",
         metavar="MODEL",
@@ -197,15 +203,54 @@ def _positive(name: str, value: int | float | None) -> None:
         raise InputError(f"{name} must be >= 1, got {value}")
 
 
+def predictor_from_args(args: argparse.Namespace) -> Any:
+    """The predictor ``--endpoint``, ``--checkpoint`` or ``--batch`` names, made by the serving
+    factory (close it when done)."""
+    from routerlib.serving import factory
+    from routerlib.serving.settings import VertexSettings
+
+    settings = VertexSettings(
+        project=args.project or "",
+        location=args.location or "",
+        api_endpoint=args.api_endpoint or "",
+        machine_type=args.machine_type,
+        accelerator_type=args.accelerator_type,
+        accelerator_count=args.accelerator_count,
+    )
+    online = {"concurrency": args.concurrency, "retries": args.retries, "timeout": args.timeout}
+    if args.endpoint is not None:
+        kind, target = factory.kind_of(args.endpoint)
+        options = factory.address_options(kind, settings, model=args.model, **online)
+        return factory.make(kind, target, **options)
+    if args.checkpoint is not None:
+        if not Path(args.checkpoint).exists():
+            raise InputError(f"{args.checkpoint}: checkpoint folder not found")
+        if args.in_process:
+            return factory.make("local", args.checkpoint)
+        return factory.make("local-server", args.checkpoint, **online)
+    return factory.make(
+        "batch",
+        args.batch,
+        gcs_prefix=args.gcs_prefix or "",
+        settings=settings,
+        rerun_failed=args.rerun_failed,
+        poll_s=args.poll_s,
+    )
+
+
 def run_evaluate(args: argparse.Namespace) -> int:
     """Handler of ``routerlib evaluate``: 0 on success, 1 when the gate fails."""
-    from routerlib.evaluate import evaluate
+    from routerlib.evaluate import evaluate, score_predictions
 
     _positive("--concurrency", args.concurrency)
     _positive("--max-tokens", args.max_tokens)
     _positive("--limit", args.limit)
     if args.retries < 0:
         raise InputError(f"--retries must be >= 0, got {args.retries}")
+    if args.constrained and args.pred is not None:
+        raise InputError("--constrained applies to --endpoint, --checkpoint or --batch")
+    if args.in_process and args.checkpoint is None:
+        raise InputError("--in-process applies to --checkpoint")
     if args.thresholds is not None:
         from routerlib.metrics import thresholds_file
 
@@ -218,33 +263,23 @@ def run_evaluate(args: argparse.Namespace) -> int:
     ):
         if value is not None and not Path(value).is_file():
             raise InputError(f"{value}: {flag} file not found")
-    report = evaluate(
-        args.gold,
-        pred=args.pred,
-        endpoint=args.endpoint,
-        checkpoint=args.checkpoint,
-        out=args.out,
-        thresholds=args.thresholds,
-        compare_to=args.compare_to,
-        concurrency=args.concurrency,
-        max_tokens=args.max_tokens,
-        limit=args.limit,
-        project=args.project,
-        location=args.location,
-        api_endpoint=args.api_endpoint,
-        model=args.model,
-        timeout=args.timeout,
-        retries=args.retries,
-        progress=args.progress,
-        batch=args.batch,
-        gcs_prefix=args.gcs_prefix,
-        machine_type=args.machine_type,
-        accelerator_type=args.accelerator_type,
-        accelerator_count=args.accelerator_count,
-        rerun_failed=args.rerun_failed,
-        poll_s=args.poll_s,
-        constrained=args.constrained,
-    )
+    scoring = {"out": args.out, "thresholds": args.thresholds, "compare_to": args.compare_to}
+    if args.pred is not None:
+        report = score_predictions(args.gold, args.pred, limit=args.limit, **scoring)
+    else:
+        predictor = predictor_from_args(args)
+        try:
+            report = evaluate(
+                predictor,
+                args.gold,
+                max_tokens=args.max_tokens,
+                limit=args.limit,
+                constrained=args.constrained,
+                progress=args.progress,
+                **scoring,
+            )
+        finally:
+            predictor.close()
     print(summary(report, args.out))
     failed = (report.get("generation") or {}).get("failed_rows") or []
     if failed:

@@ -8,7 +8,7 @@ import sys
 
 from routerlib import storage
 from routerlib.cli.params import Keys, add_params_option
-from routerlib.serving.vertex import DEFAULT_LOCATION
+from routerlib.serving.settings import DEFAULT_LOCATION
 
 #: ``routerlib deploy --params FILE``: flag dest -> the RunConfig key notebook 04 deploys with.
 DEPLOY_PARAMS: Keys = {
@@ -134,6 +134,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def _deploy(args: argparse.Namespace) -> int:
     from routerlib.errors import InputError
     from routerlib.serving import vertex
+    from routerlib.serving.settings import VertexSettings
 
     if args.location == "global":
         raise InputError(
@@ -143,17 +144,20 @@ def _deploy(args: argparse.Namespace) -> int:
     if args.list_options:
         return _list_options(args)
     storage.require_checkpoint(args.checkpoint)  # a missing checkpoint: refused, nothing created
-    deployment = vertex.deploy(
-        args.checkpoint,
-        machine_type=args.machine_type,
-        accelerator_type=args.accelerator_type,
-        accelerator_count=args.accelerator_count,
-        base_model=args.base_model,
-        deploy_timeout=args.deploy_timeout,
-        endpoint_display_name=args.endpoint_display_name,
+    settings = VertexSettings(
         project=args.project,
         location=args.location or DEFAULT_LOCATION,
         api_endpoint=args.api_endpoint or "",
+        machine_type=args.machine_type,
+        accelerator_type=args.accelerator_type,
+        accelerator_count=args.accelerator_count,
+    )
+    deployment = vertex.deploy(
+        args.checkpoint,
+        settings,
+        base_model=args.base_model,
+        deploy_timeout=args.deploy_timeout,
+        endpoint_display_name=args.endpoint_display_name,
     )
     print(deployment.endpoint_name)
     return 0
@@ -161,8 +165,9 @@ def _deploy(args: argparse.Namespace) -> int:
 
 def _list_options(args: argparse.Namespace) -> int:
     from routerlib.serving import hardware as hw
+    from routerlib.serving import vertex
 
-    options = hw.deploy_options(
+    options = vertex.deploy_options(
         args.checkpoint,
         project=args.project,
         location=args.location or DEFAULT_LOCATION,
@@ -260,19 +265,23 @@ def _delete(args: argparse.Namespace) -> int:
     return 0
 
 
+def _wait_for_ctrl_c() -> None:
+    import threading
+
+    try:
+        threading.Event().wait()
+    except KeyboardInterrupt:
+        pass
+
+
 def _serve(args: argparse.Namespace) -> int:
-    from routerlib.serving.local import serve
+    from routerlib.serving import factory
 
-    def ready(server: object) -> None:
-        print(server.endpoint_url, flush=True)  # type: ignore[attr-defined]
+    options = {"host": args.host, "port": args.port, "max_batch": args.max_batch}
+    with factory.opened(
+        "local-server", args.checkpoint, constrained=args.constrained, **options
+    ) as predictor:
+        print(predictor.server.endpoint_url, flush=True)  # type: ignore[attr-defined]
         print("serving; Ctrl-C stops", file=sys.stderr, flush=True)
-
-    serve(
-        args.checkpoint,
-        host=args.host,
-        port=args.port,
-        on_ready=ready,
-        max_batch=args.max_batch,
-        constrained=args.constrained,
-    )
+        _wait_for_ctrl_c()
     return 0

@@ -1,7 +1,7 @@
 """Evaluate through a Vertex AI batch prediction job: no endpoint, no 429s, one job per gold set.
 
 The gold prompts become the same vLLM predict instances an endpoint gets
-(``routerlib.evaluate.predict_instance``: a prompt instance for free decoding, a chatCompletions
+(``serving.wire.predict_instance``: a prompt instance for free decoding, a chatCompletions
 instance with the generation schema in ``response_format`` for constrained decoding), written as
 JSONL to Cloud Storage; a BatchPredictionJob on the Model Registry model a deploy uploaded runs
 them. The job is recorded in ``<outputs>/batch_jobs.json`` the moment it exists, so the same
@@ -13,25 +13,32 @@ instance the container gets (Model Garden's vLLM handler passes a prompt instanc
 to ``SamplingParams``, which refuses unknown ones) and writes it back as each output line's
 ``key``; ``BatchPredictionJob.submit`` has no such argument, so the job is created through the
 SDK's JobService client. Answers (plain text or a chat completion object) are read by the
-endpoint path's reader, land in the same cache as endpoint predictions and are scored the same
-way; rows the job failed are listed and re-run with ``rerun_failed``.
+endpoint path's reader and, behind the cache wrapper (``serving.cache``), land in the same cache
+as endpoint predictions; rows the job failed are listed and re-run with ``rerun_failed``.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
+import re
 import sys
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass, field
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from routerlib import atomic, pricing
-from routerlib.config import run_default
+from routerlib import atomic, auth, pricing, storage
 from routerlib.errors import InputError, RemoteError
 from routerlib.paths import outputs_root
+from routerlib.progress import is_terminal
+from routerlib.schema import completion_json_schema
+from routerlib.serving import hardware as hw
+from routerlib.serving import vertex
+from routerlib.serving.base import Completion, Failed, Result
+from routerlib.serving.cache import prompt_sha as _sha
+from routerlib.serving.settings import DEFAULT_LOCATION, VertexSettings
+from routerlib.serving.wire import extra_tag, predict_instance, prediction_text
 
 REGISTRY_FILE = "batch_jobs.json"
 #: The key of the registry's list of jobs.
@@ -83,13 +90,11 @@ def _save(record: dict[str, Any]) -> None:
 def cancel_running() -> list[str]:
     """Cancel every recorded batch job that is still running (what ``routerlib endpoints
     cleanup`` does for batch jobs); returns the jobs cancelled."""
-    from routerlib.serving import vertex
-
     cancelled = []
     for record in read_registry():
         if record.get("state") in _TERMINAL:
             continue
-        vertex.init_vertex(
+        auth.init_vertex(
             record.get("project", ""), record.get("location", ""), record.get("api_endpoint", "")
         )
         from google.api_core import exceptions as gexc
@@ -104,7 +109,7 @@ def cancel_running() -> list[str]:
                 cancelled.append(record["job_name"])
         except gexc.NotFound:
             state = "JOB_STATE_CANCELLED"
-        except vertex._sdk_errors() as exc:
+        except auth.sdk_errors() as exc:
             raise vertex._remote_error(f"cancel {record['job_name']}", exc) from None
         record["state"] = state
         _save(record)
@@ -112,10 +117,6 @@ def cancel_running() -> list[str]:
 
 
 # ------------------------------------------------------------------------------ helpers
-
-
-def _sha(text: str) -> str:
-    return hashlib.sha1(text.encode("utf-8")).hexdigest()[:16]
 
 
 def row_key(index: int, prompt: str) -> str:
@@ -134,12 +135,11 @@ def resolve_model(
     model: str, project: str | None, location: str | None
 ) -> tuple[str, str, str, str]:
     """Model resource name, project, location and API endpoint for ``--batch MODEL``: a full
-    ``projects/…/models/ID``, an id with ``project``, or an endpoint routerlib recorded (then the
-    model its deploy uploaded)."""
-    import re
-
-    from routerlib.serving import vertex
-
+    ``projects/…/models/ID``, an id with ``project``, an endpoint routerlib recorded (then the
+    model its deploy uploaded) or a checkpoint's ``gs://`` URI (the model its latest deploy
+    uploaded, as ``eval_mode: batch`` asks)."""
+    if storage.is_gcs_uri(model):
+        model = recorded_model(model)
     for record in reversed(vertex.read_registry()):
         names = (record.get("endpoint_name", ""), record.get("model_name", ""))
         if model in names or any(n.rsplit("/", 1)[-1] == model for n in names if n):
@@ -167,8 +167,6 @@ def resolve_model(
 
 
 def _gcs_write(uri: str, text: str) -> None:
-    from routerlib import storage
-
     bucket, path = storage.parse_gcs_uri(uri, allow_empty_path=False)
     try:
         storage.gcs_client().bucket(bucket).blob(path).upload_from_string(
@@ -181,8 +179,6 @@ def _gcs_write(uri: str, text: str) -> None:
 def output_lines(output_dir: str) -> Iterator[dict[str, Any]]:
     """Every JSON line of the job's ``prediction.results-*`` and ``prediction.errors_stats-*``
     files (whatever their shard numbers). A line that is not a JSON object is skipped."""
-    from routerlib import storage
-
     bucket, path = storage.parse_gcs_uri(output_dir)
     prefix = path.rstrip("/") + "/" if path else ""
     client = storage.gcs_client()
@@ -213,8 +209,6 @@ def _state_name(job: Any) -> str:
 def _wait(job: Any, rows: int, poll_s: float, progress: bool) -> str:
     """Poll the job until it ends, printing one progress line (redrawn on a terminal; elsewhere a
     whole line each time the state or the row count changes); returns the final state."""
-    from routerlib.progress import is_terminal
-
     start = time.monotonic()
     live, last = is_terminal(sys.stderr), ""
     while True:
@@ -236,205 +230,244 @@ def _wait(job: Any, rows: int, poll_s: float, progress: bool) -> str:
         time.sleep(poll_s)
 
 
-# ------------------------------------------------------------------------------ the run
+# ------------------------------------------------------------------------------ the predictor
 
 
-def batch_predict(
-    gold_path: str | Path,
-    *,
-    model: str,
-    gcs_prefix: str,
-    cache_path: str | Path,
-    pred_path: str | Path,
-    max_tokens: int = run_default("max_tokens"),
-    limit: int | None = None,
-    machine_type: str | None = None,
-    accelerator_type: str | None = None,
-    accelerator_count: int | None = None,
-    project: str | None = None,
-    location: str | None = None,
-    api_endpoint: str | None = None,
-    extra: dict[str, Any] | None = None,
-    schema: dict[str, Any] | None = None,
-    rerun_failed: bool = False,
-    progress: bool = True,
-    poll_s: float = 30.0,
-) -> tuple[Path, BatchOutcome]:
-    """Predict every gold row not yet cached with one batch job; write the prediction file.
+def recorded_model(checkpoint_uri: str) -> str:
+    """The Model Registry model the latest routerlib deploy of ``checkpoint_uri`` uploaded and
+    that still exists (what ``eval_mode: batch`` predicts with)."""
+    for record in reversed(vertex.read_registry()):
+        if (
+            record.get("checkpoint_uri") == checkpoint_uri
+            and record.get("model_name")
+            and record.get("model_state", "present") == "present"
+        ):
+            return str(record["model_name"])
+    raise InputError(
+        f"eval_mode batch: no Model Registry model recorded for {checkpoint_uri}; run "
+        f"`routerlib deploy --checkpoint {checkpoint_uri}` then `routerlib endpoints delete "
+        "NAME` (keeps the model), or use eval_mode: endpoint"
+    )
 
-    ``schema``: constrained decoding, each instance a chatCompletions instance carrying it (the
-    endpoint path's instance); its cache records and jobs are kept apart from free ones. Rows
-    the job failed get an invalid prediction (scored as such) and are listed in the outcome;
-    ``rerun_failed`` submits a job for just those rows. Returns the prediction file and outcome.
+
+class BatchPredictor:
+    """Kind ``batch``: one Vertex batch prediction job on a Model Registry model per call.
+
+    ``model``: a full ``projects/…/models/ID``, an id with the settings' project, or an endpoint
+    or model routerlib recorded. ``settings``: project, region, API address and the job's machine
+    (unset: what the model's deploy ran on). Rows a job failed come back as :class:`Failed`;
+    they are submitted again only with ``rerun_failed`` (otherwise listed from the record).
     """
-    from routerlib import evaluate as ev
-    from routerlib import storage
-    from routerlib.serving import vertex
 
-    if not storage.is_gcs_uri(gcs_prefix):
-        raise InputError(f"--gcs-prefix {gcs_prefix!r}: must be gs://BUCKET/PREFIX")
-    prompts = ev.read_gold_prompts(gold_path, limit)
-    model_name, project_r, location_r, api_r = resolve_model(model, project, location)
-    project = project or project_r
-    location = location or location_r or vertex.DEFAULT_LOCATION
-    api = api_endpoint if api_endpoint is not None else api_r
-    if not project:
-        raise InputError(f"--batch {model}: give --project (or a full model resource name)")
-    decoding = "constrained" if schema is not None else "free"
-    target = f"batch:{model_name}" + ev._extra_tag(dict(extra or {}))
-    target += ev.CONSTRAINED_SUFFIX if schema is not None else ""
-    cache = Path(cache_path)
-    cache.parent.mkdir(parents=True, exist_ok=True)
-    records = {
-        i: r
-        for i, r in ev.load_cache(cache).items()
-        if i < len(prompts) and r.get("prompt_sha") == ev._sha(prompts[i])
-    }
-    for rec in records.values():
-        if rec.get("target") != target or rec.get("max_tokens") != max_tokens:
+    kind = "batch"
+    mode = "batch"
+
+    def __init__(
+        self,
+        model: str,
+        *,
+        gcs_prefix: str,
+        settings: VertexSettings | None = None,
+        extra: dict[str, Any] | None = None,
+        rerun_failed: bool = False,
+        poll_s: float = 30.0,
+    ) -> None:
+        if not gcs_prefix:
             raise InputError(
-                f"{cache}: cached predictions come from {rec.get('target')} with max_tokens="
-                f"{rec.get('max_tokens')}, not {target} with max_tokens={max_tokens}; "
-                "delete the cache or write the report elsewhere"
+                "--batch needs --gcs-prefix gs://BUCKET/PREFIX (instances and outputs)"
             )
-    pending = [i for i in range(len(prompts)) if i not in records]
-    outcome = BatchOutcome()
-    gold_id = _sha("\n".join(prompts))
-    known_failed: dict[int, str] = {}
-    this_run = (gold_id, model_name, decoding)
-    for rec in read_registry():
-        if (rec.get("gold"), rec.get("model"), rec.get("decoding", "free")) == this_run:
-            known_failed.update({int(k): v for k, v in (rec.get("failed_rows") or {}).items()})
-    if pending:
-        parts: list[Any] = [model_name, gold_id, max_tokens, extra or {}, pending]
+        if not storage.is_gcs_uri(gcs_prefix):
+            raise InputError(f"--gcs-prefix {gcs_prefix!r}: must be gs://BUCKET/PREFIX")
+        settings = settings or VertexSettings()
+        model_name, project, location, api = resolve_model(
+            model, settings.project or None, settings.location or None
+        )
+        self.model = model_name
+        self.gcs_prefix = gcs_prefix
+        self.settings = replace(
+            settings,
+            project=settings.project or project,
+            location=settings.location or location or DEFAULT_LOCATION,
+            api_endpoint=settings.api_endpoint or api,
+        )
+        if not self.settings.project:
+            raise InputError(f"--batch {model}: give --project (or a full model resource name)")
+        self.extra = dict(extra or {})
+        self.rerun_failed = rerun_failed
+        self.poll_s = poll_s
+        self.name = f"batch:{model_name}" + extra_tag(self.extra)
+        self.outcome: BatchOutcome | None = None
+
+    def predict(
+        self,
+        prompts: Mapping[int, str],
+        *,
+        max_tokens: int,
+        constrained: bool = False,
+        progress: bool = False,
+    ) -> Iterator[dict[int, Result]]:
+        """One job for every prompt (none when each is a row a recorded job failed and
+        ``rerun_failed`` is off); yields all answers when the job has ended."""
+        schema = completion_json_schema(generation=True) if constrained else None
+        self.outcome = outcome = BatchOutcome()
+        if not prompts:
+            return
+        keys = {i: row_key(i, p) for i, p in prompts.items()}
+        decoding = "constrained" if schema is not None else "free"
+        known_failed = self._known_failures(keys, decoding)
+        parts: list[Any] = [self.model, sorted(keys.values()), max_tokens, self.extra]
         if schema is not None:  # a free job keeps the key it always had
             parts.append({"schema": _sha(json.dumps(schema, sort_keys=True))})
         key = _sha(json.dumps(parts))
         existing = next((r for r in read_registry() if r.get("key") == key), None)
-        only_failed = bool(known_failed) and set(pending) <= set(known_failed)
-        if existing is None and only_failed and not rerun_failed:
-            outcome.failed_rows = {i: known_failed[i] for i in pending}
-        else:
-            vertex.init_vertex(project, location, api)
-            from google.cloud import aiplatform
+        if existing is None and set(prompts) <= set(known_failed) and not self.rerun_failed:
+            outcome.failed_rows = {i: known_failed[i] for i in sorted(prompts)}
+            yield {i: Failed(known_failed[i]) for i in prompts}
+            return
+        rows_id = _sha("\n".join(sorted(keys.values())))
+        what = {"model": self.model, "gold": rows_id, "decoding": decoding}
+        record = self._attach_or_submit(key, existing, what, prompts, keys, max_tokens, schema)
+        if progress and outcome.reattached:
+            print(f"re-attached to {record['job_name']}", file=sys.stderr)
+        answered, failed = self._run(record, prompts, progress)
+        yield {
+            **{
+                i: Completion(text, None, meta={"batch_job": record["job_name"]})
+                for i, text in answered.items()
+            },
+            **{i: Failed(message) for i, message in failed.items()},
+        }
 
-            base = f"{gcs_prefix.rstrip('/')}/batch/{key}"
-            if existing is None:
-                existing = _submitted_unrecorded(
-                    key,
-                    project,
-                    location,
-                    api,
-                    {"model": model_name, "gold": gold_id, "decoding": decoding},
-                )
-            if existing is not None:
-                outcome.reattached = True
-                record = existing
-                if progress:
-                    print(f"re-attached to {existing['job_name']}", file=sys.stderr)
-            else:
-                shape = _batch_hardware(
-                    model_name, machine_type, accelerator_type, accelerator_count
-                )
-                lines = [
-                    json.dumps(
-                        {
-                            **ev.predict_instance(prompts[i], max_tokens, extra, schema),
-                            KEY_FIELD: row_key(i, prompts[i]),
-                        },
-                        ensure_ascii=False,
-                    )
-                    + "\n"
-                    for i in pending
-                ]
-                _gcs_write(f"{base}/instances.jsonl", "".join(lines))
-                estimate = pricing.batch_estimate(shape.machine_type, len(pending), read_registry())
-                print(estimate.line(), file=sys.stderr)
-                try:
-                    job_name = _create_job(key, model_name, base, shape, project, location)
-                except vertex._sdk_errors() as exc:
-                    raise vertex._remote_error(f"submit batch job on {model_name}", exc) from None
-                record = {
-                    "key": key,
-                    "job_name": job_name,
-                    "model": model_name,
-                    "gold": gold_id,
-                    "decoding": decoding,
-                    "rows": len(pending),
-                    "input_uri": f"{base}/instances.jsonl",
-                    "state": "JOB_STATE_PENDING",
-                    "project": project,
-                    "location": location,
-                    "api_endpoint": api,
-                    "submitted_at": vertex._now(),
-                    **estimate.record(),
-                }
-                _save(record)
-                outcome.submitted = True
-            outcome.job_name = record["job_name"]
-            try:
-                job = aiplatform.BatchPredictionJob(record["job_name"])
-                state = _wait(job, len(pending), poll_s, progress)
-            except KeyboardInterrupt:
-                print(
-                    f"\nbatch job {record['job_name']} keeps running on Vertex; run the same "
-                    "command again to re-attach, or `routerlib endpoints cleanup` to cancel it",
-                    file=sys.stderr,
-                )
-                raise
-            except vertex._sdk_errors() as exc:
-                raise vertex._remote_error(f"poll {record['job_name']}", exc) from None
-            outcome.state = state
-            record["state"] = state
-            if state not in ("JOB_STATE_SUCCEEDED", "JOB_STATE_PARTIALLY_SUCCEEDED"):
-                _save(record)
-                error = job.gca_resource.error.message or "no message"
-                raise RemoteError(f"batch job {record['job_name']} ended {state}: {error}")
-            info = job.output_info
-            outcome.output_dir = info.gcs_output_directory if info is not None else ""
-            answered, failed, unmatched = _read_back(outcome.output_dir, prompts, set(pending))
-            with open(cache, "a", encoding="utf-8") as handle:
-                for index, text in sorted(answered.items()):
-                    rec = _cache_record(index, prompts[index], text, target, max_tokens)
-                    rec["batch_job"] = record["job_name"]
-                    records[index] = rec
-                    handle.write(json.dumps(rec, ensure_ascii=False) + "\n")
-            missing = {i: "no output line for this row" for i in pending if i not in answered}
-            missing.update(failed)
-            outcome.answered = len(answered)
-            outcome.failed_rows = dict(sorted(missing.items()))
-            outcome.unmatched_lines = unmatched
-            record["failed_rows"] = {str(k): v for k, v in outcome.failed_rows.items()}
-            record["output_dir"] = outcome.output_dir
-            done = job.gca_resource  # billed: node hours of its machine x the machine's rate
-            spent = pricing.batch_cost(
-                done.dedicated_resources.machine_spec.machine_type,
-                int(record.get("rows") or 0),
-                done.resources_consumed.replica_hours or None,
+    def _known_failures(self, keys: dict[int, str], decoding: str) -> dict[int, str]:
+        """Rows (by index) a recorded job on this model and decoding failed, by their row key."""
+        by_key: dict[str, str] = {}
+        for rec in read_registry():
+            if (rec.get("model"), rec.get("decoding", "free")) == (self.model, decoding):
+                by_key.update(rec.get("failed_keys") or {})
+        return {i: by_key[k] for i, k in keys.items() if k in by_key}
+
+    def _attach_or_submit(
+        self,
+        key: str,
+        existing: dict[str, Any] | None,
+        what: dict[str, Any],
+        prompts: Mapping[int, str],
+        keys: dict[int, str],
+        max_tokens: int,
+        schema: dict[str, Any] | None,
+    ) -> dict[str, Any]:
+        """The recorded job for ``key`` (also one Vertex has but the registry lost), else a new
+        job for ``prompts``, recorded the moment it exists."""
+        assert self.outcome is not None
+        s = self.settings
+        auth.init_vertex(s.project, s.location, s.api_endpoint)
+        if existing is None:
+            existing = _submitted_unrecorded(key, s.project, s.location, s.api_endpoint, what)
+        if existing is not None:
+            self.outcome.reattached = True
+            return existing
+        base = f"{self.gcs_prefix.rstrip('/')}/batch/{key}"
+        shape = _batch_hardware(self.model, s)
+        lines = [
+            json.dumps(
+                {
+                    **predict_instance(prompt, max_tokens, self.extra, schema),
+                    KEY_FIELD: keys[i],
+                },
+                ensure_ascii=False,
             )
-            record.update(spent.record())
-            print(spent.line(), file=sys.stderr)
+            + "\n"
+            for i, prompt in sorted(prompts.items())
+        ]
+        _gcs_write(f"{base}/instances.jsonl", "".join(lines))
+        estimate = pricing.batch_estimate(shape.machine_type, len(prompts), read_registry())
+        print(estimate.line(), file=sys.stderr)
+        try:
+            job_name = _create_job(key, self.model, base, shape, s.project, s.location)
+        except auth.sdk_errors() as exc:
+            raise vertex._remote_error(f"submit batch job on {self.model}", exc) from None
+        record = {
+            "key": key,
+            "job_name": job_name,
+            **what,
+            "rows": len(prompts),
+            "input_uri": f"{base}/instances.jsonl",
+            "state": "JOB_STATE_PENDING",
+            "project": s.project,
+            "location": s.location,
+            "api_endpoint": s.api_endpoint,
+            "submitted_at": vertex._now(),
+            **estimate.record(),
+        }
+        _save(record)
+        self.outcome.submitted = True
+        return record
+
+    def _run(
+        self, record: dict[str, Any], prompts: Mapping[int, str], progress: bool
+    ) -> tuple[dict[int, str], dict[int, str]]:
+        """Wait for the job, read its output back; the answers and the failures by row."""
+        from google.cloud import aiplatform
+
+        outcome = self.outcome
+        assert outcome is not None
+        outcome.job_name = record["job_name"]
+        try:
+            job = aiplatform.BatchPredictionJob(record["job_name"])
+            state = _wait(job, len(prompts), self.poll_s, progress)
+        except KeyboardInterrupt:
+            print(
+                f"\nbatch job {record['job_name']} keeps running on Vertex; run the same "
+                "command again to re-attach, or `routerlib endpoints cleanup` to cancel it",
+                file=sys.stderr,
+            )
+            raise
+        except auth.sdk_errors() as exc:
+            raise vertex._remote_error(f"poll {record['job_name']}", exc) from None
+        outcome.state = record["state"] = state
+        if state not in ("JOB_STATE_SUCCEEDED", "JOB_STATE_PARTIALLY_SUCCEEDED"):
             _save(record)
+            error = job.gca_resource.error.message or "no message"
+            raise RemoteError(f"batch job {record['job_name']} ended {state}: {error}")
+        info = job.output_info
+        outcome.output_dir = info.gcs_output_directory if info is not None else ""
+        answered, failed, unmatched = _read_back(outcome.output_dir, prompts)
+        missing = {i: "no output line for this row" for i in prompts if i not in answered}
+        missing.update(failed)
+        outcome.answered = len(answered)
+        outcome.failed_rows = dict(sorted(missing.items()))
+        outcome.unmatched_lines = unmatched
+        record["failed_rows"] = {str(k): v for k, v in outcome.failed_rows.items()}
+        record["failed_keys"] = {row_key(i, prompts[i]): v for i, v in outcome.failed_rows.items()}
+        record["output_dir"] = outcome.output_dir
+        done = job.gca_resource  # billed: node hours of its machine x the machine's rate
+        spent = pricing.batch_cost(
+            done.dedicated_resources.machine_spec.machine_type,
+            int(record.get("rows") or 0),
+            done.resources_consumed.replica_hours or None,
+        )
+        record.update(spent.record())
+        print(spent.line(), file=sys.stderr)
+        _save(record)
+        return answered, outcome.failed_rows
 
-    from routerlib.runfolder import PredictionRecord, write_predictions
+    def describe(self) -> dict[str, Any]:
+        o = self.outcome
+        info: dict[str, Any] = {"mode": self.mode, "kind": self.kind}
+        if o is None:
+            return info
+        return {
+            **info,
+            "batch_job": o.job_name,
+            "batch_state": o.state,
+            "batch_output_dir": o.output_dir,
+            "batch_reattached": o.reattached,
+            "failed_rows": sorted(o.failed_rows),
+            "failed_reasons": {str(k): v for k, v in o.failed_rows.items()},
+        }
 
-    predictions: list[PredictionRecord] = []
-    for index in range(len(prompts)):
-        if index in records:
-            predictions.append(PredictionRecord(**ev.prediction_record(index, records[index])))
-        else:
-            message = outcome.failed_rows.get(index) or known_failed.get(index, "not predicted")
-            predictions.append(
-                PredictionRecord(
-                    index=index,
-                    completion=None,
-                    raw=None,
-                    extraction=f"batch error: {message}",
-                    batch_error=message,
-                )
-            )
-    out = write_predictions(pred_path, predictions)
-    return out, outcome
+    def close(self) -> None:
+        """Nothing to release: a finished job holds no machine."""
 
 
 def _create_job(
@@ -488,14 +521,12 @@ def _submitted_unrecorded(
     it is re-attached, not paid twice."""
     from google.cloud import aiplatform
 
-    from routerlib.serving import vertex
-
     name = f"routerlib-batch-{key}"
     try:
         found = aiplatform.BatchPredictionJob.list(
             filter=f'display_name="{name}"', project=project, location=location
         )
-    except vertex._sdk_errors() as exc:
+    except auth.sdk_errors() as exc:
         raise vertex._remote_error(f"list batch jobs of {project}/{location}", exc) from None
     alive = [
         j
@@ -519,57 +550,28 @@ def _submitted_unrecorded(
     return record
 
 
-def _batch_hardware(
-    model_name: str,
-    machine_type: str | None,
-    accelerator_type: str | None,
-    accelerator_count: int | None,
-) -> Any:
-    """The batch job's machine: what is given, else what the model's deploy ran on (as
+def _batch_hardware(model_name: str, settings: VertexSettings) -> hw.Hardware:
+    """The batch job's machine: what ``settings`` give, else what the model's deploy ran on (as
     recorded), checked against the checkpoint's size like a deploy."""
-    from routerlib.serving import hardware as hw
-    from routerlib.serving import vertex
-
     record: dict[str, Any] = next(
         (r for r in reversed(vertex.read_registry()) if r.get("model_name") == model_name), {}
     )
     shape = hw.choose(
         "",
-        machine_type or record.get("machine_type"),
-        accelerator_type or record.get("accelerator_type"),
-        accelerator_count or record.get("accelerator_count"),
+        settings.machine_type or record.get("machine_type"),
+        settings.accelerator_type or record.get("accelerator_type"),
+        settings.accelerator_count or record.get("accelerator_count"),
     )
     if record.get("checkpoint_uri"):
         hw.check_fit(record["checkpoint_uri"], shape)
     return shape
 
 
-def _cache_record(
-    index: int, prompt: str, text: str, target: str, max_tokens: int
-) -> dict[str, Any]:
-    from routerlib.models import estimate_tokens
-
-    return {
-        "index": index,
-        "prompt_sha": _sha(prompt),
-        "target": target,
-        "max_tokens": max_tokens,
-        "attempts": 1,
-        "text": text,
-        "latency_s": None,
-        "prompt_tokens": estimate_tokens(prompt),
-        "completion_tokens": estimate_tokens(text),
-        "tokens_estimated": True,
-    }
-
-
 def _read_back(
-    output_dir: str, prompts: list[str], wanted: set[int]
+    output_dir: str, prompts: Mapping[int, str]
 ) -> tuple[dict[int, str], dict[int, str], int]:
     """Answers and failures by gold index out of the job's output files; also the number of
     lines whose key matched no wanted row."""
-    from routerlib import evaluate as ev
-
     answered: dict[int, str] = {}
     failed: dict[int, str] = {}
     unmatched = 0
@@ -577,13 +579,13 @@ def _read_back(
         found = row.get("instance")
         instance: dict[str, Any] = found if isinstance(found, dict) else {}
         parsed = _parse_key(row.get("key") or instance.get(KEY_FIELD))
-        if parsed is None or parsed[0] not in wanted or parsed[1] != _sha(prompts[parsed[0]]):
+        if parsed is None or parsed[0] not in prompts or parsed[1] != _sha(prompts[parsed[0]]):
             unmatched += 1
             continue
         index = parsed[0]
         if "prediction" in row:
             try:
-                answered[index] = ev.prediction_text(row["prediction"], output_dir)
+                answered[index] = prediction_text(row["prediction"], output_dir)
             except RemoteError as exc:
                 failed[index] = str(exc)
             failed.pop(index, None) if index in answered else None

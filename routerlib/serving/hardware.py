@@ -1,5 +1,5 @@
 """Deploy hardware that fits: accelerator memory per type, the checkpoint's size, the fit check,
-and the deploy options Vertex recommends for a checkpoint.
+(Vertex's own recommendations are ``serving.vertex.deploy_options``).
 
 Accelerator memory (GB of device memory per accelerator) is read from Google Cloud's GPU
 machine-type page ("GPU machine types", Compute Engine docs: G2 = L4 24 GB, A2 = A100 40/80 GB,
@@ -12,9 +12,12 @@ machine's accelerator memory: the vLLM serving container claims 90 % of device m
 from __future__ import annotations
 
 import json
+import sys
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+from routerlib import models, storage
 from routerlib.errors import InputError, RemoteError
 
 #: GB of memory per accelerator, by the Vertex AcceleratorType name.
@@ -57,10 +60,7 @@ class Hardware:
 
 def contract_hardware(base_model: str) -> Hardware | None:
     """The deploy hardware of ``base_model``'s contract (routerlib.models), when it has one."""
-    from routerlib import models
-
-    lookup = getattr(models, "contract", None)
-    row = lookup(base_model) if lookup and base_model else None
+    row = models.contract(base_model) if base_model else None
     deploy = getattr(row, "deploy", None)
     if deploy is None or not deploy.accelerator_type or deploy.accelerator_count < 1:
         return None  # no Vertex deploy shape (e.g. the embedded CPU model)
@@ -87,10 +87,6 @@ def checkpoint_bytes(checkpoint_uri: str, client: Any = None) -> int | None:
     """Size of the weights in a checkpoint folder (gs:// or local): ``metadata.total_size`` of
     ``model.safetensors.index.json`` when present, else the sum of ``*.safetensors`` (or
     ``*.bin``) sizes. None when the folder holds no weights routerlib recognises."""
-    from pathlib import Path
-
-    from routerlib import storage
-
     if not storage.is_gcs_uri(checkpoint_uri):
         folder = Path(checkpoint_uri)
         files = {p.name: p.stat().st_size for p in folder.glob("*") if p.is_file()}
@@ -159,8 +155,6 @@ def check_fit(checkpoint_uri: str, hardware: Hardware, client: Any = None) -> in
 
     A checkpoint whose size cannot be read here (no Cloud Storage access from this machine) is
     not refused: a warning says the fit was not checked and Vertex judges the deploy itself."""
-    import sys
-
     try:
         weights = checkpoint_bytes(checkpoint_uri, client)
     except RemoteError as exc:
@@ -175,59 +169,3 @@ def check_fit(checkpoint_uri: str, hardware: Hardware, client: Any = None) -> in
         f"({hardware.memory_gb():g} GB, weights may use {WEIGHT_SHARE:.0%}); shapes that fit: "
         f"{listed} (`routerlib deploy --list-options --checkpoint {checkpoint_uri}` asks Vertex)"
     )
-
-
-@dataclass(frozen=True)
-class DeployOption:
-    """One deploy option Vertex recommends for a checkpoint."""
-
-    hardware: Hardware
-    region: str = ""
-    quota: str = ""  # QUOTA_STATE_USER_HAS_QUOTA | QUOTA_STATE_NO_USER_QUOTA | "" (not checked)
-
-    @property
-    def has_quota(self) -> bool | None:
-        if not self.quota:
-            return None
-        return self.quota == "QUOTA_STATE_USER_HAS_QUOTA"
-
-
-def deploy_options(
-    checkpoint_uri: str, *, project: str, location: str, api_endpoint: str = ""
-) -> list[DeployOption]:
-    """The request under ``CustomModel.list_deploy_options()`` (ModelService.RecommendSpec) read
-    as data: every recommended option, with or without quota (the SDK drops those without)."""
-    from routerlib.serving import vertex
-
-    vertex.init_vertex(project, location, api_endpoint)
-    from google.cloud.aiplatform_v1beta1 import types
-    from vertexai.preview.model_garden import CustomModel
-
-    model = CustomModel(gcs_uri=checkpoint_uri)
-    request = types.RecommendSpecRequest(
-        gcs_uri=checkpoint_uri,
-        parent=f"projects/{project}/locations/{location}",
-        check_machine_availability=True,
-        check_user_quota=True,
-    )
-    try:
-        response = model._model_service_client.recommend_spec(request, timeout=60)
-    except Exception as exc:  # API, transport and auth errors alike
-        raise RemoteError(f"recommend deploy options for {checkpoint_uri}: {exc}") from None
-
-    def shape(spec: Any) -> Hardware:
-        m = spec.machine_spec
-        return Hardware(m.machine_type, m.accelerator_type.name, int(m.accelerator_count))
-
-    unspecified = types.RecommendSpecResponse.Recommendation.QuotaState.QUOTA_STATE_UNSPECIFIED
-    if response.recommendations:
-        return [
-            DeployOption(
-                shape(r.spec),
-                r.region,
-                r.user_quota_state.name if r.user_quota_state != unspecified else "",
-            )
-            for r in response.recommendations
-            if r.spec
-        ]
-    return [DeployOption(shape(s)) for s in response.specs]

@@ -1,23 +1,16 @@
-"""Serve a checkpoint on this machine: a batched predictor and an HTTP server speaking the
-predict JSON of a vLLM-backed Vertex AI endpoint, so one client evaluates both.
+"""Serve a checkpoint on this machine: batched generation (:class:`LocalPredictor`), the
+in-process serving kind (:class:`InProcessPredictor`) and an HTTP server speaking the predict JSON
+of a vLLM-backed Vertex AI endpoint (:class:`LocalServer`), so one client evaluates both.
 
-Wire format (the same as Model Garden's vLLM containers behind ``Endpoint.predict``)::
-
-    POST /v1/projects/<P>/locations/<L>/endpoints/<ID>:predict
-    {"instances": [{"prompt": "...", "max_tokens": 256, "temperature": 0, "raw_response": true}]}
-    -> {"predictions": ["..."], "deployedModelId": "...", ...}
-
-Without ``raw_response: true`` a prediction reads ``Prompt:\\n<prompt>\\nOutput:\\n<text>`` as
-Model Garden's containers answer. An instance with ``"@requestFormat": "chatCompletions"`` is read
-as Model Garden's handler reads it, a chat request (``messages``, ``max_tokens``,
-``response_format``…), and answered with a chat completion object. An instance (or a completions
-body) may carry a JSON Schema in ``guided_json``, ``structured_outputs: {"json": …}`` or
-``response_format: {"type": "json_schema", …}``; its answer is then decoded under that schema
-(``routerlib.constrained``). This server is more lenient than a Vertex container, which refuses a
-schema field on a prompt instance (see docs/structured-output.md). The same server
-also answers OpenAI-style
-``POST /v1/completions`` and ``GET /v1/models``. Concurrent requests are gathered by one worker thread into
-batches (a short window, up to ``max_batch`` prompts) and run as one left-padded ``generate``.
+The server reads requests as ``serving.wire`` parses them (Model Garden's prompt and
+chatCompletions instances, a JSON Schema in ``guided_json`` / ``structured_outputs`` /
+``response_format``, decoded under it by ``serving.constrained``; more lenient than a Vertex
+container, which refuses a schema field on a prompt instance) and also answers OpenAI-style
+``POST /v1/completions`` and ``GET /v1/models``. Concurrent requests are gathered by one worker
+thread into batches (a sliding window, up to ``max_batch`` prompts) and run as one left-padded
+``generate``. A malformed request (a ``Content-Length`` that is not a byte count, a chunked body,
+a body that ends early, a bad request line) gets a 400-class JSON error and the connection is
+closed; a body over :data:`MAX_BODY_BYTES` a 413 before any of it is read; never a traceback.
 """
 
 from __future__ import annotations
@@ -26,9 +19,10 @@ import contextlib
 import json
 import queue
 import re
+import sys
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -36,15 +30,19 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from routerlib.errors import InputError, RouterlibError
+from routerlib.schema import completion_json_schema
+from routerlib.serving.base import Completion, Result
+from routerlib.serving.constrained import SchemaLogitsProcessor, compiled
+from routerlib.serving.wire import (
+    Instance,
+    format_prediction,
+    parse_completions_body,
+    parse_predict_body,
+)
+from routerlib.tuning.local import load_for_inference
 
 #: ``loader(checkpoint_dir) -> (model, tokenizer)``.
 Loader = Callable[[str | Path], tuple[Any, Any]]
-
-#: What a prediction without ``raw_response`` looks like (Model Garden vLLM containers).
-MODEL_GARDEN_FORMAT = "Prompt:\n{prompt}\nOutput:\n{text}"
-
-#: Default for an instance without ``max_tokens``.
-DEFAULT_MAX_TOKENS = 256
 
 PREDICT_PATH = re.compile(
     r"/(?P<version>v1|v1beta1)/projects/(?P<project>[^/]+)/locations/(?P<location>[^/]+)"
@@ -64,8 +62,6 @@ class GenerationResult:
 
 
 def _default_loader(checkpoint_dir: str | Path) -> tuple[Any, Any]:
-    from routerlib.tuning.local import load_for_inference
-
     return load_for_inference(checkpoint_dir)
 
 
@@ -108,15 +104,11 @@ class LocalPredictor:
         #: The schema every prompt is constrained to unless a request names its own (None: free).
         self.default_schema: dict[str, Any] | None = None
         if constrained:
-            from routerlib.schema import completion_json_schema
-
             self.default_schema = completion_json_schema(generation=True)
         self._lock = threading.Lock()
 
     def compiled_schema(self, schema: dict[str, Any]) -> Any:
         """``schema`` compiled for this model's tokenizer (cached across calls)."""
-        from routerlib.constrained import compiled
-
         width = int(self.model.get_output_embeddings().weight.shape[0])
         return compiled(self.tokenizer, schema, vocab_size=width, eos_ids=self.eos_token_ids)
 
@@ -185,8 +177,6 @@ class LocalPredictor:
 
         processors = LogitsProcessorList()
         if any(schema is not None for schema in schemas):
-            from routerlib.constrained import SchemaLogitsProcessor
-
             per_row = [self.compiled_schema(s) if s is not None else None for s in schemas]
             # greedy decoding with no processor after it: the processor picks the token itself
             # and makes a row's mask only when its best-scored token breaks the schema
@@ -238,189 +228,98 @@ class LocalPredictor:
         return results
 
 
-# --------------------------------------------------------------------------- request parsing
+def checkpoint_name(checkpoint: str | Path) -> str:
+    """How a checkpoint served on this machine names its model (cache key, report source):
+    ``checkpoint:<absolute folder>`` (a base model's name as it is)."""
+    path = Path(checkpoint)
+    return f"checkpoint:{path.resolve() if path.exists() else checkpoint}"
 
 
-@dataclass(frozen=True)
-class Instance:
-    """One parsed predict instance."""
+class InProcessPredictor:
+    """Kind ``local``: a checkpoint generated from in this process, no HTTP: the prompts go to
+    :class:`LocalPredictor` in batches of ``max_batch`` (greedy; constrained: every row under the
+    generation schema). ``loader``: how the folder is loaded (default: the local trainer's)."""
 
-    prompt: str
-    max_tokens: int = DEFAULT_MAX_TOKENS
-    temperature: float = 0.0
-    raw_response: bool = False
-    #: JSON Schema the answer is constrained to (None: the server's default).
-    schema: dict[str, Any] | None = None
-    #: Sent as a chat-completions instance (``"@requestFormat": "chatCompletions"``): answered
-    #: with a chat completion object instead of a text.
-    chat: bool = False
+    kind = "local"
+    mode = "local"
 
+    def __init__(
+        self, checkpoint: str | Path, *, loader: Loader | None = None, max_batch: int = 16
+    ) -> None:
+        self.generator = LocalPredictor(checkpoint, loader=loader, max_batch=max_batch)
+        self.name = checkpoint_name(checkpoint)
 
-#: The instance field and value that make Model Garden's vLLM predict handler read an instance
-#: as an OpenAI chat-completions request (``messages``, ``response_format``, …) and answer a
-#: chat completion object (vertex-ai-samples, community-content/vertex_model_garden/model_oss/
-#: vllm/vllm.patch; notebooks/community/model_garden/model_garden_llama_guard_deployment.ipynb).
-REQUEST_FORMAT = "@requestFormat"
-CHAT_COMPLETIONS = "chatCompletions"
+    def predict(
+        self,
+        prompts: Mapping[int, str],
+        *,
+        max_tokens: int,
+        constrained: bool = False,
+        progress: bool = False,
+    ) -> Iterator[dict[int, Result]]:
+        """One group of answers per generation batch."""
+        schema = completion_json_schema(generation=True) if constrained else None
+        rows = list(prompts.items())
+        size = self.generator.max_batch
+        for start in range(0, len(rows), size):
+            batch = rows[start : start + size]
+            results = self.generator.generate(
+                [prompt for _, prompt in batch], max_tokens, schemas=[schema] * len(batch)
+            )
+            yield {
+                index: Completion(r.text, r.seconds, r.prompt_tokens, r.completion_tokens)
+                for (index, _), r in zip(batch, results, strict=True)
+            }
 
+    def describe(self) -> dict[str, Any]:
+        return {"mode": self.mode, "kind": self.kind, "max_batch": self.generator.max_batch}
 
-#: Request fields that carry a JSON Schema, as each server documents them: OpenAI's
-#: ``response_format`` (type json_schema), vLLM's ``structured_outputs.json`` and its older
-#: ``guided_json`` (an object or a JSON string).
-SCHEMA_FIELDS = ("response_format", "structured_outputs", "guided_json")
-
-
-def _as_schema(value: Any, where: str) -> dict[str, Any]:
-    if isinstance(value, str):
-        try:
-            value = json.loads(value)
-        except ValueError:
-            raise ValueError(f"{where}: not valid JSON") from None
-    if not isinstance(value, dict):
-        raise ValueError(f"{where}: must be a JSON Schema object")
-    return _whole_numbers(value)
-
-
-def _whole_numbers(value: Any) -> Any:
-    """``8.0`` → ``8`` throughout: Endpoint.predict sends numbers as protobuf Values, and a
-    schema's maxLength or maxItems must be an integer."""
-    if isinstance(value, dict):
-        return {key: _whole_numbers(item) for key, item in value.items()}
-    if isinstance(value, list):
-        return [_whole_numbers(item) for item in value]
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    return value
-
-
-def schema_from_fields(item: dict[str, Any], where: str) -> dict[str, Any] | None:
-    """The JSON Schema a request object carries in one of :data:`SCHEMA_FIELDS`, else None.
-    ValueError names the field when its shape is wrong or two fields are given."""
-    given = [name for name in SCHEMA_FIELDS if item.get(name) is not None]
-    if len(given) > 1:
-        raise ValueError(f"{where}: give one of {', '.join(given)}, not several")
-    if not given:
-        return None
-    name = given[0]
-    value = item[name]
-    if name == "guided_json":
-        return _as_schema(value, f"{where}.guided_json")
-    if name == "structured_outputs":
-        if not isinstance(value, dict) or "json" not in value:
-            raise ValueError(f"{where}.structured_outputs: must be an object with 'json'")
-        return _as_schema(value["json"], f"{where}.structured_outputs.json")
-    if not isinstance(value, dict) or value.get("type") != "json_schema":
-        raise ValueError(f"{where}.response_format: type must be 'json_schema'")
-    inner = value.get("json_schema")
-    if not isinstance(inner, dict) or "schema" not in inner:
-        raise ValueError(f"{where}.response_format.json_schema: must be an object with 'schema'")
-    return _as_schema(inner["schema"], f"{where}.response_format.json_schema.schema")
-
-
-def parse_predict_body(body: bytes) -> list[Instance]:
-    """The instances of a predict request; ValueError names the first bad field."""
-    try:
-        data = json.loads(body or b"")
-    except (ValueError, UnicodeDecodeError):
-        raise ValueError("body: not valid JSON") from None
-    if not isinstance(data, dict):
-        raise ValueError("body: must be a JSON object with an 'instances' list")
-    instances = data.get("instances")
-    if not isinstance(instances, list) or not instances:
-        raise ValueError("instances: must be a non-empty list")
-    parsed = []
-    for i, item in enumerate(instances):
-        where = f"instances[{i}]"
-        if not isinstance(item, dict):
-            raise ValueError(f"{where}: must be an object with a 'prompt'")
-        chat = item.get(REQUEST_FORMAT) == CHAT_COMPLETIONS
-        prompt = _chat_prompt(item.get("messages"), where) if chat else item.get("prompt")
-        if not isinstance(prompt, str):
-            raise ValueError(f"{where}.prompt: must be a string")
-        max_tokens = item.get("max_tokens", DEFAULT_MAX_TOKENS)
-        # Endpoint.predict sends numbers as protobuf Values, so 256 arrives as 256.0.
-        if isinstance(max_tokens, float) and max_tokens.is_integer():
-            max_tokens = int(max_tokens)
-        if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1:
-            raise ValueError(f"{where}.max_tokens: must be a positive integer")
-        temperature = item.get("temperature", 0.0)
-        if (
-            isinstance(temperature, bool)
-            or not isinstance(temperature, int | float)
-            or temperature < 0
-        ):
-            raise ValueError(f"{where}.temperature: must be a number >= 0")
-        raw = item.get("raw_response", False)
-        if not isinstance(raw, bool):
-            raise ValueError(f"{where}.raw_response: must be true or false")
-        schema = schema_from_fields(item, where)
-        parsed.append(Instance(prompt, max_tokens, float(temperature), raw, schema, chat))
-    return parsed
-
-
-def _chat_prompt(messages: Any, where: str) -> str:
-    """The prompt of a chat-completions instance: its turns' texts joined by newlines (a turn's
-    ``content`` is a string or a list of ``{"type": "text", "text": …}`` parts)."""
-    if not isinstance(messages, list) or not messages:
-        raise ValueError(f"{where}.messages: must be a non-empty list of chat turns")
-    texts = []
-    for j, turn in enumerate(messages):
-        content = turn.get("content") if isinstance(turn, dict) else None
-        if isinstance(content, list):
-            parts = [c.get("text") for c in content if isinstance(c, dict)]
-            content = "".join(p for p in parts if isinstance(p, str)) if parts else None
-        if not isinstance(content, str):
-            raise ValueError(f"{where}.messages[{j}].content: must be text")
-        texts.append(content)
-    return "\n".join(texts)
-
-
-def parse_completions_body(body: bytes) -> list[Instance]:
-    """The prompts of an OpenAI-style ``/v1/completions`` request (``prompt`` a string or a
-    list of strings; OpenAI's defaults: max_tokens 16, temperature 1)."""
-    try:
-        data = json.loads(body or b"")
-    except (ValueError, UnicodeDecodeError):
-        raise ValueError("body: not valid JSON") from None
-    if not isinstance(data, dict):
-        raise ValueError("body: must be a JSON object with a 'prompt'")
-    prompt = data.get("prompt")
-    prompts = [prompt] if isinstance(prompt, str) else prompt
-    if not isinstance(prompts, list) or not prompts or not all(isinstance(p, str) for p in prompts):
-        raise ValueError("prompt: must be a string or a non-empty list of strings")
-    item = {
-        "max_tokens": data.get("max_tokens", 16),
-        "temperature": data.get("temperature", 1.0),
-        "raw_response": True,
-        **{name: data[name] for name in SCHEMA_FIELDS if name in data},
-    }
-    encoded = json.dumps({"instances": [{**item, "prompt": p} for p in prompts]}).encode()
-    try:
-        return parse_predict_body(encoded)
-    except ValueError as exc:
-        raise ValueError(str(exc).split(".", 1)[-1]) from None
-
-
-def format_prediction(instance: Instance, text: str) -> Any:
-    """The prediction: a chat completion object for a chat-completions instance, else the bare
-    text with raw_response and Model Garden's frame without."""
-    if instance.chat:
-        return {
-            "object": "chat.completion",
-            "choices": [
-                {
-                    "index": 0,
-                    "message": {"role": "assistant", "content": text},
-                    "finish_reason": "stop",
-                }
-            ],
-        }
-    if instance.raw_response:
-        return text
-    return MODEL_GARDEN_FORMAT.format(prompt=instance.prompt, text=text)
+    def close(self) -> None:
+        """Nothing to stop: the model is freed with the predictor."""
 
 
 # --------------------------------------------------------------------------- batching server
+
+
+#: The largest request body the server reads, in bytes; a larger one is refused with 413 before
+#: any of it is read. The size Vertex AI accepts for one online prediction request ("the payload
+#: limit size (currently, 1.5MB)", ``gcloud ai endpoints predict`` reference), so a request that
+#: works here is not refused by an endpoint for its size.
+MAX_BODY_BYTES = 1_500_000
+#: Seconds a connection may stay silent (idle between requests, or stalled mid-request) before
+#: the server closes it.
+READ_TIMEOUT_S = 60.0
+#: google.rpc status names of the HTTP errors the server answers.
+_STATUS = {
+    400: "INVALID_ARGUMENT",
+    404: "NOT_FOUND",
+    411: "INVALID_ARGUMENT",
+    413: "INVALID_ARGUMENT",
+    414: "INVALID_ARGUMENT",
+    431: "INVALID_ARGUMENT",
+    500: "INTERNAL",
+    501: "UNIMPLEMENTED",
+    503: "UNAVAILABLE",
+    504: "DEADLINE_EXCEEDED",
+    505: "UNIMPLEMENTED",
+}
+_DIGITS = re.compile(r"[0-9]+")
+
+
+class _HTTPServer(ThreadingHTTPServer):
+    """A threading server whose failures outside a request handler (a client that hung up while
+    its request line was read) cost one line on stderr, never a traceback."""
+
+    daemon_threads = True
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        error = sys.exc_info()[1]
+        if isinstance(error, ConnectionError | TimeoutError):
+            return  # the client went away: nothing to answer
+        print(
+            f"routerlib serve: {client_address[0]}: {type(error).__name__}: {error}",
+            file=sys.stderr,
+        )
 
 
 #: How long (in batch windows after the first request) a batch may keep gathering requests
@@ -503,10 +402,9 @@ class LocalServer:
         if self._httpd is not None:
             return self
         try:
-            self._httpd = ThreadingHTTPServer((self.host, self.port), self._handler_class())
+            self._httpd = _HTTPServer((self.host, self.port), self._handler_class())
         except OSError as exc:
             raise InputError(f"serve: cannot listen on {self.host}:{self.port}: {exc}") from None
-        self._httpd.daemon_threads = True
         worker = threading.Thread(target=self._work, name="routerlib-batcher", daemon=True)
         http = threading.Thread(
             target=self._httpd.serve_forever,
@@ -675,9 +573,64 @@ class LocalServer:
             protocol_version = "HTTP/1.1"
             # headers and body go out in two writes: without this, Nagle + delayed ACK add ~40 ms
             disable_nagle_algorithm = True
+            timeout = READ_TIMEOUT_S
 
             def log_message(self, *args: Any) -> None:
                 pass
+
+            def send_error(
+                self, code: int, message: str | None = None, explain: str | None = None
+            ) -> None:
+                """http.server's own refusals (a bad request line, headers too long, a method
+                with no route) as JSON errors too; the connection is closed after them."""
+                self.close_connection = True
+                if self.request_version == "HTTP/0.9":  # no version on the line: answer 1.1
+                    self.request_version = self.protocol_version
+                reason = self.responses.get(code, ("error",))[0]
+                self._error(code, _STATUS.get(code, "UNKNOWN"), message or reason)
+
+            def _refuse(self, status: int, message: str) -> None:
+                """Answer an error and close the connection: the bytes still on it (an unread
+                or half-sent body) cannot be told from the next request."""
+                self.close_connection = True
+                self._error(status, _STATUS.get(status, "INVALID_ARGUMENT"), message)
+
+            def _body(self) -> bytes | None:
+                """The request body (``Content-Length`` bytes; none without the header), or None
+                once a refusal was sent: a length that is not a byte count, two lengths, a
+                chunked body, more than MAX_BODY_BYTES, or a body that ends early."""
+                if self.headers.get("Transfer-Encoding"):
+                    self._refuse(
+                        411, "Transfer-Encoding (chunked) is not read; send Content-Length"
+                    )
+                    return None
+                values = {v.strip() for v in self.headers.get_all("Content-Length") or []}
+                if not values:
+                    return b""
+                if len(values) > 1:
+                    self._refuse(400, f"Content-Length: given twice ({', '.join(sorted(values))})")
+                    return None
+                (value,) = values
+                if not _DIGITS.fullmatch(value):
+                    self._refuse(400, f"Content-Length: {value[:40]!r} is not a byte count")
+                    return None
+                length = int(value)
+                if length > MAX_BODY_BYTES:
+                    self._refuse(
+                        413,
+                        f"body: {length} bytes is over the limit of {MAX_BODY_BYTES} bytes "
+                        "(routerlib.serving.local.MAX_BODY_BYTES)",
+                    )
+                    return None
+                try:
+                    body = self.rfile.read(length)
+                except (TimeoutError, ConnectionError):
+                    self.close_connection = True  # stalled or gone: nobody to answer
+                    return None
+                if len(body) < length:
+                    self._refuse(400, f"body: ended after {len(body)} of {length} bytes")
+                    return None
+                return body
 
             def _reply(self, status: int, body: dict[str, Any]) -> None:
                 payload = json.dumps(body, ensure_ascii=False).encode()
@@ -730,14 +683,20 @@ class LocalServer:
 
             def do_POST(self) -> None:  # noqa: N802
                 path = urlsplit(self.path).path
-                length = int(self.headers.get("Content-Length") or 0)
-                body = self.rfile.read(length) if length else b""
-                if path == "/v1/completions":
-                    self._completions(body)
-                elif PREDICT_PATH.fullmatch(path):
-                    self._predict(body)
-                else:
-                    self._error(404, "NOT_FOUND", f"no route POST {path}")
+                body = self._body()
+                if body is None:
+                    return
+                try:
+                    if path == "/v1/completions":
+                        self._completions(body)
+                    elif PREDICT_PATH.fullmatch(path):
+                        self._predict(body)
+                    else:
+                        self._error(404, "NOT_FOUND", f"no route POST {path}")
+                except (ConnectionError, TimeoutError):
+                    self.close_connection = True  # the client went away mid-answer
+                except Exception as exc:  # a bug: one JSON error, the server keeps serving
+                    self._refuse(500, f"internal error: {type(exc).__name__}: {exc}")
 
             def _predict(self, body: bytes) -> None:
                 try:
@@ -808,34 +767,3 @@ class LocalServer:
                 )
 
         return _Handler
-
-
-def serve(
-    checkpoint_dir: str | Path,
-    host: str = "127.0.0.1",
-    port: int = 0,
-    *,
-    on_ready: Callable[[LocalServer], None] | None = None,
-    loader: Loader | None = None,
-    max_batch: int = 16,
-    constrained: bool = False,
-) -> None:
-    """Serve ``checkpoint_dir`` until interrupted (Ctrl-C); ``on_ready`` gets the running server.
-    With ``constrained`` every request without a schema of its own is constrained to the
-    completion's generation schema."""
-    with LocalServer(
-        checkpoint_dir,
-        host=host,
-        port=port,
-        loader=loader,
-        max_batch=max_batch,
-        constrained=constrained,
-    ) as server:
-        if on_ready is not None:
-            on_ready(server)
-        stop = threading.Event()
-        try:
-            while not stop.wait(3600):
-                pass
-        except KeyboardInterrupt:
-            pass

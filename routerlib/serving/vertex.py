@@ -8,10 +8,12 @@ safe form notebooks use: whatever it deployed is deleted when the block ends, al
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import json
 import re
 import secrets
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -19,16 +21,16 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from routerlib import atomic
-from routerlib.config import run_default
+from routerlib import atomic, auth
 from routerlib.errors import InputError, RemoteError
 from routerlib.paths import outputs_root
+from routerlib.serving import hardware as hw
+from routerlib.serving.client import is_retryable
+from routerlib.serving.settings import DEFAULT_LOCATION, VertexSettings
 
 REGISTRY_FILE = "endpoints.json"
 #: The key of the registry's list of deployments.
 REGISTRY_KEY = "endpoints"
-#: Where endpoints live by default (RunConfig ``deploy_location``, a region, never global).
-DEFAULT_LOCATION: str = run_default("deploy_location")
 ENDPOINT_NAME = re.compile(
     r"projects/(?P<project>[^/]+)/locations/(?P<location>[^/]+)/endpoints/(?P<id>[^/:]+)"
 )
@@ -81,63 +83,6 @@ class PredictError(RemoteError):
         self.status_code = status_code
         self.code = status_code  # the attribute google.api_core errors carry
         self.retryable = retryable
-
-
-# --------------------------------------------------------------------------- SDK setup
-
-
-def _default_api_endpoint(location: str) -> str:
-    from google.cloud.aiplatform import utils
-
-    if location == "global":
-        return "aiplatform.googleapis.com"
-    if utils.is_mrep_location(location):
-        return utils.mrep_endpoint("aiplatform.googleapis.com", location)
-    return f"{location}-aiplatform.googleapis.com"
-
-
-_init_lock = threading.Lock()
-_current: tuple[str, str, str] | None = None
-
-
-def init_vertex(project: str, location: str = DEFAULT_LOCATION, api_endpoint: str = "") -> None:
-    """Point the aiplatform SDK (REST transport) at ``api_endpoint`` for ``project``/``location``.
-
-    An ``http://`` endpoint is a local stand-in and gets anonymous credentials (aiplatform's
-    REST transport keeps the ``http://`` scheme it is given); anything else uses the
-    application-default credentials. Without ``api_endpoint`` the regional Google endpoint is
-    set explicitly, so an earlier stand-in address never lingers in the SDK's global config.
-    """
-    global _current
-    if not project:
-        raise InputError("a Google Cloud project is required: pass --project (or set `project`)")
-    key = (project, location, api_endpoint)
-    with _init_lock:
-        if _current == key:
-            return
-    import vertexai
-
-    from routerlib import auth
-
-    credentials = auth.sdk_credentials(api_endpoint)
-    with _init_lock:
-        vertexai.init(
-            project=project,
-            location=location,
-            api_transport="rest",
-            api_endpoint=api_endpoint or _default_api_endpoint(location),
-            credentials=credentials,
-        )
-        _current = key
-
-
-def _sdk_errors() -> tuple[type[BaseException], ...]:
-    """What a failed call to the SDK raises: API errors, transport errors, auth errors."""
-    import requests
-    from google.api_core.exceptions import GoogleAPIError
-    from google.auth.exceptions import GoogleAuthError
-
-    return (GoogleAPIError, requests.exceptions.RequestException, GoogleAuthError)
 
 
 def _remote_error(action: str, exc: BaseException) -> RemoteError:
@@ -278,42 +223,38 @@ def _deploy_request(
 
 def deploy(
     checkpoint_uri: str,
+    settings: VertexSettings,
     *,
-    machine_type: str | None = None,
-    accelerator_type: str | None = None,
-    accelerator_count: int | None = None,
     base_model: str = "",
     endpoint_display_name: str | None = None,
     model_display_name: str | None = None,
-    project: str,
-    location: str = DEFAULT_LOCATION,
-    api_endpoint: str = "",
     deploy_timeout: float | None = None,
     check_fit: bool = True,
 ) -> Deployment:
     """Deploy a tuned checkpoint (``gs://…/checkpoints/final``) through Model Garden and record it.
 
-    Hardware left unset comes from the base model's contract (routerlib.serving.hardware); a
+    ``settings``: project, region, API address and machine. Hardware left unset comes from the
+    base model's contract (routerlib.serving.hardware); a
     machine whose accelerator memory cannot hold the checkpoint is refused before any request.
     The deploy starts through the Model Garden service client the SDK's ``CustomModel.deploy``
     uses; the endpoint is recorded (state ``deploying``, with the operation name) before the
     wait. A deploy that fails is cleaned up at once; Ctrl-C or the timeout leaves the record and
     names the cleanup command. Blocks until the endpoint serves.
     """
-    from routerlib.serving import hardware as hw
-
     if not checkpoint_uri.startswith("gs://"):
         raise InputError(f"{checkpoint_uri}: a Vertex deploy needs a gs:// checkpoint URI")
-    if accelerator_count is not None and accelerator_count < 1:
-        raise InputError(f"accelerator_count must be at least 1, got {accelerator_count}")
+    count = settings.accelerator_count
+    if count is not None and count < 1:
+        raise InputError(f"accelerator_count must be at least 1, got {count}")
+    project, location, api_endpoint = settings.project, settings.region, settings.api_endpoint
     if not project:
         raise InputError("a Google Cloud project is required: pass --project (or set `project`)")
-    chosen = hw.choose(base_model, machine_type, accelerator_type, accelerator_count)
+    chosen = settings.hardware(base_model)
     if check_fit:
         hw.check_fit(checkpoint_uri, chosen)
     display_name = endpoint_display_name or default_display_name()
     ids = resource_id(display_name)
-    init_vertex(project, location, api_endpoint)
+    auth.init_vertex(project, location, api_endpoint)
     from vertexai.preview.model_garden import CustomModel
 
     parent = f"projects/{project}/locations/{location}"
@@ -342,7 +283,7 @@ def deploy(
     _record(deployment)
     try:
         operation = client.deploy(request)
-    except _sdk_errors() as exc:
+    except auth.sdk_errors() as exc:
         error = _remote_error(f"deploy {checkpoint_uri}", exc)
         code = getattr(exc, "code", None)
         if isinstance(code, int) and 400 <= code < 500:  # refused: nothing was created
@@ -364,9 +305,6 @@ def _still_recorded(deployment: Deployment, why: str) -> str:
 
 
 def _wait_for_deploy(operation: Any, deployment: Deployment, timeout: float) -> Deployment:
-    import concurrent.futures
-    import sys
-
     from google.cloud import aiplatform
 
     try:
@@ -378,7 +316,7 @@ def _wait_for_deploy(operation: Any, deployment: Deployment, timeout: float) -> 
         raise RemoteError(
             _still_recorded(deployment, f"deploy still running after {timeout:g} s")
         ) from None
-    except (*_sdk_errors(), ValueError) as exc:  # type: ignore[misc]
+    except (*auth.sdk_errors(), ValueError) as exc:  # type: ignore[misc]
         error = _remote_error(f"deploy {deployment.checkpoint_uri}", exc)
         if not getattr(operation, "_result_set", True):
             # Polling failed (a lost connection, a 5xx on the operation), not the deploy: it may
@@ -396,15 +334,13 @@ def _wait_for_deploy(operation: Any, deployment: Deployment, timeout: float) -> 
     try:
         endpoint = aiplatform.Endpoint(response.endpoint or deployment.endpoint_name)
         deployed_models = list(endpoint.gca_resource.deployed_models)
-    except _sdk_errors() as exc:
+    except auth.sdk_errors() as exc:
         raise RemoteError(
             _still_recorded(deployment, str(_remote_error("read the deployed endpoint", exc)))
         ) from None
     try:  # a label lets `endpoints cleanup --project` find it without this machine's registry
         endpoint.update(labels={**dict(endpoint.gca_resource.labels), LABEL: "deploy"})
-    except _sdk_errors() as exc:
-        import sys
-
+    except auth.sdk_errors() as exc:
         print(f"warning: could not label {endpoint.resource_name}: {exc}", file=sys.stderr)
     deployment.endpoint_name = endpoint.resource_name
     deployment.model_name = response.model or (
@@ -427,7 +363,7 @@ def _delete_models(names: list[str]) -> None:
             aiplatform.Model(name).delete()
         except gexc.NotFound:
             continue
-        except _sdk_errors() as exc:
+        except auth.sdk_errors() as exc:
             raise _remote_error(f"delete model {name}", exc) from None
 
 
@@ -443,7 +379,7 @@ def delete_endpoint(
     named in ``delete_models`` (the ones a routerlib deploy uploaded). Returns the undeployed
     model ids. An endpoint or model that is already gone counts as deleted."""
     name, project, location, api = _resolve(endpoint_name, project, location, api_endpoint)
-    init_vertex(project, location, api)
+    auth.init_vertex(project, location, api)
     from google.api_core import exceptions as gexc
     from google.cloud import aiplatform
 
@@ -455,7 +391,7 @@ def delete_endpoint(
         endpoint.delete()
     except gexc.NotFound:
         pass
-    except _sdk_errors() as exc:
+    except auth.sdk_errors() as exc:
         raise _remote_error(f"delete {name}", exc) from None
     with _endpoint_cache_lock:
         _endpoint_cache.pop((name, api), None)
@@ -491,12 +427,12 @@ def cleanup(
         except RemoteError as exc:
             problems.append(f"{name}: {exc}")
     if project:
-        init_vertex(project, location, api_endpoint)
+        auth.init_vertex(project, location, api_endpoint)
         from google.cloud import aiplatform
 
         try:
             live = aiplatform.Endpoint.list(project=project, location=location)
-        except _sdk_errors() as exc:
+        except auth.sdk_errors() as exc:
             raise _remote_error(f"list endpoints of {project}/{location}", exc) from None
         for endpoint in live:
             gca = endpoint.gca_resource
@@ -542,12 +478,12 @@ def list_endpoints(
             )
             for r in records
         ]
-    init_vertex(project, location, api_endpoint)
+    auth.init_vertex(project, location, api_endpoint)
     from google.cloud import aiplatform
 
     try:
         endpoints = aiplatform.Endpoint.list(project=project, location=location)
-    except _sdk_errors() as exc:
+    except auth.sdk_errors() as exc:
         raise _remote_error(f"list endpoints of {project}/{location}", exc) from None
     known = {r["endpoint_name"]: r for r in records}
     out = []
@@ -569,16 +505,11 @@ def list_endpoints(
 @contextlib.contextmanager
 def deployed(
     checkpoint_uri: str,
+    settings: VertexSettings,
     *,
-    machine_type: str | None = None,
-    accelerator_type: str | None = None,
-    accelerator_count: int | None = None,
     base_model: str = "",
     endpoint_display_name: str | None = None,
     model_display_name: str | None = None,
-    project: str,
-    location: str = DEFAULT_LOCATION,
-    api_endpoint: str = "",
     deploy_timeout: float | None = None,
 ) -> Iterator[Deployment]:
     """Deploy for the length of a ``with`` block and always delete the endpoint and the model
@@ -586,24 +517,24 @@ def deployed(
     :func:`deploy` itself; an interrupted one stays recorded for ``routerlib endpoints cleanup``.
 
     A failed cleanup raises RemoteError naming the endpoint and the command that deletes it."""
-    cloud: dict[str, Any] = {"project": project, "location": location, "api_endpoint": api_endpoint}
     deployment = deploy(
         checkpoint_uri,
-        machine_type=machine_type,
-        accelerator_type=accelerator_type,
-        accelerator_count=accelerator_count,
+        settings,
         base_model=base_model,
         endpoint_display_name=endpoint_display_name,
         model_display_name=model_display_name,
         deploy_timeout=deploy_timeout,
-        **cloud,
     )
     try:
         yield deployment
     finally:
         try:
             delete_endpoint(
-                deployment.endpoint_name, delete_models=[deployment.model_name], **cloud
+                deployment.endpoint_name,
+                delete_models=[deployment.model_name],
+                project=deployment.project,
+                location=deployment.location,
+                api_endpoint=deployment.api_endpoint,
             )
         except RemoteError as exc:
             raise RemoteError(
@@ -611,6 +542,63 @@ def deployed(
                 f"run `{CLEANUP_COMMAND}` (or `routerlib endpoints delete "
                 f"{deployment.endpoint_name}`)"
             ) from None
+
+
+# --------------------------------------------------------------------------- deploy options
+
+
+@dataclass(frozen=True)
+class DeployOption:
+    """One deploy option Vertex recommends for a checkpoint."""
+
+    hardware: hw.Hardware
+    region: str = ""
+    quota: str = ""  # QUOTA_STATE_USER_HAS_QUOTA | QUOTA_STATE_NO_USER_QUOTA | "" (not checked)
+
+    @property
+    def has_quota(self) -> bool | None:
+        if not self.quota:
+            return None
+        return self.quota == "QUOTA_STATE_USER_HAS_QUOTA"
+
+
+def deploy_options(
+    checkpoint_uri: str, *, project: str, location: str, api_endpoint: str = ""
+) -> list[DeployOption]:
+    """The request under ``CustomModel.list_deploy_options()`` (ModelService.RecommendSpec) read
+    as data: every recommended option, with or without quota (the SDK drops those without)."""
+    auth.init_vertex(project, location, api_endpoint)
+    from google.cloud.aiplatform_v1beta1 import types
+    from vertexai.preview.model_garden import CustomModel
+
+    model = CustomModel(gcs_uri=checkpoint_uri)
+    request = types.RecommendSpecRequest(
+        gcs_uri=checkpoint_uri,
+        parent=f"projects/{project}/locations/{location}",
+        check_machine_availability=True,
+        check_user_quota=True,
+    )
+    try:
+        response = model._model_service_client.recommend_spec(request, timeout=60)
+    except Exception as exc:  # API, transport and auth errors alike
+        raise RemoteError(f"recommend deploy options for {checkpoint_uri}: {exc}") from None
+
+    def shape(spec: Any) -> hw.Hardware:
+        m = spec.machine_spec
+        return hw.Hardware(m.machine_type, m.accelerator_type.name, int(m.accelerator_count))
+
+    unspecified = types.RecommendSpecResponse.Recommendation.QuotaState.QUOTA_STATE_UNSPECIFIED
+    if response.recommendations:
+        return [
+            DeployOption(
+                shape(r.spec),
+                r.region,
+                r.user_quota_state.name if r.user_quota_state != unspecified else "",
+            )
+            for r in response.recommendations
+            if r.spec
+        ]
+    return [DeployOption(shape(s)) for s in response.specs]
 
 
 # --------------------------------------------------------------------------- predict
@@ -629,12 +617,6 @@ def _endpoint_for(name: str, api_endpoint: str) -> Any:
         if key not in _endpoint_cache:
             _endpoint_cache[key] = aiplatform.Endpoint(name)
         return _endpoint_cache[key]
-
-
-def is_retryable(status: int | None) -> bool:
-    """Whether a predict failure with this HTTP status may pass when tried again (429, 5xx;
-    None = a timeout, a dropped connection or an endpoint not ready yet)."""
-    return status is None or status == 429 or status >= 500
 
 
 def dedicated_error(exc: ValueError) -> tuple[int | None, str] | None:
@@ -679,15 +661,14 @@ def predict(
     from google.auth.exceptions import GoogleAuthError
 
     try:
-        init_vertex(project, location, api)
+        auth.init_vertex(project, location, api)
         endpoint = _endpoint_for(name, api)
         response = endpoint.predict(instances=instances, timeout=timeout)
     except gexc.GoogleAPICallError as exc:
         code = exc.code if isinstance(exc.code, int) else None
-        retryable = is_retryable(code) or isinstance(
-            exc, gexc.DeadlineExceeded | gexc.ServiceUnavailable | gexc.TooManyRequests
-        )
-        raise PredictError(f"predict {name}: {code} {exc.message}", code, retryable) from None
+        raise PredictError(
+            f"predict {name}: {code} {exc.message}", code, is_retryable(code)
+        ) from None
     except gexc.RetryError as exc:
         raise PredictError(f"predict {name}: {exc}", None, True) from None
     except GoogleAuthError as exc:

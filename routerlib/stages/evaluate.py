@@ -43,8 +43,9 @@ from routerlib.runfolder import (
     RunInfo,
     TuningInfo,
 )
-from routerlib.serving import hardware
-from routerlib.serving.base import Predictor, open_predictor
+from routerlib.serving import factory, hardware
+from routerlib.serving.base import Predictor
+from routerlib.serving.cache import load_cache
 from routerlib.stages.prepare import gold_file
 from routerlib.stages.run import Report, Run, decodings, open_run, saved, thresholds_path
 from routerlib.stages.tune import chosen_checkpoint, job_table, tuned_job
@@ -80,14 +81,16 @@ __all__ = [
 
 @contextmanager
 def serving(run: Run, job: Job) -> Iterator[Predictor]:
-    """The serving Predictor for the tuned checkpoint, for the block (routerlib.serving.base):
-    a local server, a Vertex endpoint deployed for the block, a batch job (``eval_mode: batch``)
-    or the configured ``endpoint`` left as it is. Whatever it started is cleaned up."""
+    """The serving Predictor for the tuned checkpoint, for the block (the serving factory's
+    choice, ``factory.for_run``): a local server, a Vertex endpoint deployed for the block, a
+    batch job (``eval_mode: batch``) or the configured ``endpoint`` left as it is. Whatever it
+    started is cleaned up."""
 
     checkpoint = job.checkpoint_uri or job.spec.checkpoint_uri()
     if not run.config.endpoint:  # best (checkpoints.json), final, or epoch-N
         checkpoint = chosen_checkpoint(run, job)
-    with open_predictor(run.config, str(checkpoint), params_file=str(run.params_file)) as predictor:
+    params_file = str(run.params_file)
+    with factory.open_predictor(run.config, str(checkpoint), params_file=params_file) as predictor:
         yield predictor
 
 
@@ -107,13 +110,12 @@ def baselines(run: Run, gold: Path | None = None) -> dict[str, Report]:
         preds = _baseline_predictions(run, kind)
         if not preds.exists():
             previous.write_baseline(gold, preds, kind=kind)
-        reports[kind] = runner.evaluate(
+        reports[kind] = runner.score_predictions(
             gold,
-            pred=preds,
+            preds,
             out=run.sub(runfolder.baseline_report_file(kind)),
             thresholds=thresholds_path(run),
             limit=run.config.eval_limit,
-            progress=False,
         )
     return reports
 
@@ -126,9 +128,9 @@ def report_path(run: Run, decoding: str = "free") -> Path:
 
 def evaluation_settings(run: Run) -> dict[str, Any]:
     """The keyword arguments of ``routerlib.evaluate.evaluate`` that a run's evaluation uses
-    besides its source, output and decoding: the gate, the previous router's predictions (the
-    configured baseline, scored first when missing), the limits and the cloud address. Anything
-    scored on a run's test rows (its decodings, a reference model beside it) uses these."""
+    besides its predictor, output and decoding: the gate, the previous router's predictions (the
+    configured baseline, scored first when missing) and the limits. Anything scored on a run's
+    test rows (its decodings, a reference model beside it) uses these."""
     cfg = run.config
     baseline_preds = _baseline_predictions(run, cfg.baseline)
     if not baseline_preds.exists():
@@ -136,12 +138,8 @@ def evaluation_settings(run: Run) -> dict[str, Any]:
     return {
         "thresholds": thresholds_path(run),
         "compare_to": baseline_preds,
-        "concurrency": cfg.concurrency,
         "max_tokens": cfg.max_tokens,
         "limit": cfg.eval_limit,
-        "project": cfg.project or None,
-        "location": cfg.deploy_location,
-        "api_endpoint": cfg.api_endpoint or None,
     }
 
 
@@ -151,19 +149,22 @@ def evaluate(run: Run, endpoint: Predictor | str, decoding: str = "free") -> Rep
     against the gold completions, the gate and the previous router (the configured baseline)."""
 
     cfg = run.config
+    if isinstance(endpoint, str):  # an address: the predictor the run's settings make for it
+        spec = factory.for_address(cfg, endpoint)
+        with factory.opened(spec.kind, spec.target, **spec.options) as predictor:
+            return evaluate(run, predictor, decoding)
     settings = evaluation_settings(run)
     cache = runner.artifact_paths(report_path(run, decoding))["cache"]
-    before = len(runner.load_cache(cache)) if cache.exists() else 0
+    before = len(load_cache(cache)) if cache.exists() else 0
     start = time.perf_counter()
-    source = {"endpoint": endpoint} if isinstance(endpoint, str) else {"predictor": endpoint}
     report = runner.evaluate(
+        endpoint,
         gold_file(run),
-        **source,
         out=report_path(run, decoding),
         constrained=decoding == "constrained",
         **settings,
     )
-    generated = len(runner.load_cache(cache)) - before
+    generated = len(load_cache(cache)) - before
     # rows answered now by the headline decoding, the one the serving cost is priced on (a
     # resumed evaluation measures only its new rows)
     if generated > 0 and decoding == decodings(run)[0]:
@@ -220,6 +221,10 @@ def run_cost(run: Run, job: Job, report: dict[str, Any]) -> dict[str, Any]:
 #: Columns of the per-notebook headline table: (metric, label); strict values with intervals.
 def evaluate_all(run: Run, endpoint: Predictor | str) -> dict[str, Report]:
     """:func:`evaluate` once per configured decoding, on the same test rows, headline first."""
+    if isinstance(endpoint, str):  # an address: one predictor for every decoding
+        spec = factory.for_address(run.config, endpoint)
+        with factory.opened(spec.kind, spec.target, **spec.options) as predictor:
+            return evaluate_all(run, predictor)
     return {decoding: evaluate(run, endpoint, decoding) for decoding in decodings(run)}
 
 

@@ -3,7 +3,6 @@ and recorded in the run folder), and the checkpoint the run serves."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +12,8 @@ from routerlib import checkpoints, display, jobs, runfolder
 from routerlib.checkpoint_names import BEST, FINAL
 from routerlib.checkpoints import CheckpointChoice, Scorer
 from routerlib.errors import InputError
+from routerlib.serving import factory
+from routerlib.serving.base import Predictor
 from routerlib.stages.prepare import dataset_uris, prepare, prepared_manifest, split_table
 from routerlib.stages.run import Run, decodings, fields, open_run, thresholds_path
 from routerlib.tuning.base import Job, TuningSpec, read_job, write_job
@@ -168,31 +169,21 @@ def checkpoint_settings(run: Run) -> dict[str, Any]:
 
 
 def _checkpoint_scorer(run: Run) -> Scorer:
-    """How this run scores a checkpoint on validation: served locally, or deployed on Vertex
-    (the decoding comes with each call, from :func:`checkpoint_settings`)."""
-
+    """How this run scores a checkpoint on validation: each through the predictor the serving
+    factory makes for it (served locally, or deployed on Vertex; ``factory.for_run`` decides),
+    the decoding with each call, from :func:`checkpoint_settings`."""
     cfg = run.config
     settings = checkpoint_settings(run)
-    common: dict[str, Any] = {
-        "max_tokens": settings["max_tokens"],
-        "limit": settings["limit"],
-        "concurrency": cfg.concurrency,
-        "thresholds": thresholds_path(run),
-    }
-    if cfg.backend == "local":
-        return checkpoints.local_scorer(**common)
-    project = cfg.project or os.environ.get("GOOGLE_CLOUD_PROJECT", "")
-    if not project:
-        raise InputError(f"{run.params_file}: project: set it or GOOGLE_CLOUD_PROJECT to deploy")
-    return checkpoints.endpoint_scorer(
-        **common,
-        project=project,
-        location=cfg.deploy_location or cfg.location,
-        api_endpoint=cfg.api_endpoint,
-        machine_type=cfg.machine_type,
-        accelerator_type=cfg.accelerator_type,
-        accelerator_count=cfg.accelerator_count,
-        base_model=cfg.base_model,
+
+    def serve(uri: str) -> Predictor:
+        spec = factory.for_run(cfg, uri, params_file=str(run.params_file), scoring=True)
+        return factory.make_spec(spec)
+
+    return checkpoints.predictor_scorer(
+        serve,
+        max_tokens=settings["max_tokens"],
+        limit=settings["limit"],
+        thresholds=thresholds_path(run),
     )
 
 

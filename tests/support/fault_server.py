@@ -8,7 +8,8 @@ Routes (on RecordingServer, so every request is logged):
 - ``GET  /v1/projects/…/endpoints/ID``  the endpoint resource (aiplatform reads it first)
 
 Faults, chosen per request by ``plan(prompt, attempt)`` (attempt counts from 0 for each prompt):
-``"429"`` and ``"503"`` (with a JSON error body), ``"timeout"``
+``"429"`` and ``"503"`` (with a JSON error body, and ``Retry-After: retry_after`` when the
+server has one), ``"timeout"``
 (sleep ``hang_s`` then answer, long after the client gave up), ``"torn"`` (close the connection
 without an answer). ``None`` answers normally.
 """
@@ -74,6 +75,7 @@ class FaultServer:
         hang_s: float = 2.0,
         wrap: Callable[[str], str] | None = None,
         usage: bool = True,
+        retry_after: str | None = None,
     ) -> None:
         self.answers = answers or {}
         self.default = default
@@ -82,6 +84,7 @@ class FaultServer:
         self.hang_s = hang_s
         self.wrap = wrap
         self.usage = usage
+        self.retry_after = retry_after
         self.attempts: Counter[str] = Counter()  # requests seen per prompt
         self.faults: Counter[str] = Counter()  # faults injected, by kind
         self._lock = threading.Lock()
@@ -135,7 +138,7 @@ class FaultServer:
         return self._srv.bodies(method, path_regex)
 
     # -- behaviour -------------------------------------------------------------------------
-    def _fault(self, prompt: str) -> tuple[int, Any] | None:
+    def _fault(self, prompt: str) -> tuple[Any, ...] | None:
         with self._lock:
             attempt = self.attempts[prompt]
             self.attempts[prompt] += 1
@@ -144,10 +147,11 @@ class FaultServer:
             return None
         with self._lock:
             self.faults[fault] += 1
+        wait = {"Retry-After": self.retry_after} if self.retry_after is not None else {}
         if fault == "429":
-            return 429, {"error": {"code": 429, "message": "rate limited"}}
+            return 429, {"error": {"code": 429, "message": "rate limited"}}, wait
         if fault == "503":
-            return 503, {"error": {"code": 503, "message": "model is loading"}}
+            return 503, {"error": {"code": 503, "message": "model is loading"}}, wait
         if fault == "500":
             return 500, {"error": {"code": 500, "message": "internal"}}
         if fault == "400":
@@ -163,7 +167,7 @@ class FaultServer:
         text = self.answers.get(prompt, self.default)
         return self.wrap(text) if self.wrap else text
 
-    def _predict(self, request: Request, match: Any) -> tuple[int, Any]:
+    def _predict(self, request: Request, match: Any) -> tuple[Any, ...]:
         instances = request.json()["instances"]
         for inst in instances:
             failed = self._fault(inst["prompt"])
@@ -179,7 +183,7 @@ class FaultServer:
             preds.append(text)
         return 200, {"predictions": preds, "deployedModelId": "1"}
 
-    def _completions(self, request: Request, match: Any) -> tuple[int, Any]:
+    def _completions(self, request: Request, match: Any) -> tuple[Any, ...]:
         body = request.json()
         prompt = body["prompt"]
         failed = self._fault(prompt)

@@ -30,8 +30,9 @@ class Request:
         return json.loads(self.body or b"null")
 
 
-#: A handler gets the request and the regex match; it returns (status, JSON-able body or bytes).
-Handler = Callable[[Request, "re.Match[str]"], tuple[int, Any]]
+#: A handler gets the request and the regex match; it returns (status, JSON-able body or bytes),
+#: or (status, body, extra response headers).
+Handler = Callable[[Request, "re.Match[str]"], tuple[Any, ...]]
 
 
 @dataclass
@@ -74,14 +75,21 @@ class RecordingServer:
                     self.rfile.read(length) if length else b"",
                 )
                 server.requests.append(request)
-                status, body = 404, {"error": {"code": 404, "message": f"no route {parts.path}"}}
+                answer: tuple[Any, ...] = (
+                    404,
+                    {"error": {"code": 404, "message": f"no route {parts.path}"}},
+                )
                 for method, pattern, handler in server.routes:
                     match = pattern.fullmatch(parts.path)
                     if method == self.command and match:
-                        status, body = handler(request, match)
+                        answer = handler(request, match)
                         break
+                status, body = answer[0], answer[1]
+                headers: dict[str, str] = answer[2] if len(answer) > 2 else {}
                 payload = body if isinstance(body, bytes) else json.dumps(body).encode()
                 self.send_response(status)
+                for name, value in headers.items():
+                    self.send_header(name, value)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(payload)))
                 self.end_headers()

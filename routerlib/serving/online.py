@@ -1,0 +1,310 @@
+"""Online prediction: prompts through a transport, ``concurrency`` requests in flight
+(``concurrent.futures``), each retried under the one retry policy (``serving.client``).
+
+The serving kinds that answer request by request are subclasses that only choose the transport:
+a ``:predict`` URL, an OpenAI-compatible URL, a Vertex endpoint, a checkpoint deployed to its own
+Vertex endpoint for the predictor's life, and the local HTTP server.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Iterator, Mapping
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import replace
+from typing import Any
+
+from routerlib.config import run_default
+from routerlib.errors import InputError, RemoteError
+from routerlib.schema import completion_json_schema
+from routerlib.serving import vertex
+from routerlib.serving.base import Completion, Result
+from routerlib.serving.client import BACKOFF_S, Stopped, call_with_retries, retry_policy
+from routerlib.serving.local import LocalServer, checkpoint_name
+from routerlib.serving.settings import VertexSettings
+from routerlib.serving.transports import (
+    DEFAULT_TIMEOUT_S,
+    OpenAIClient,
+    PredictClient,
+    Transport,
+    VertexEndpointClient,
+)
+from routerlib.serving.wire import extra_tag
+
+#: Retries per row after the first attempt, unless told otherwise.
+DEFAULT_RETRIES = 5
+
+
+class OnlinePredictor:
+    """Request by request through ``transport`` with bounded concurrency and retries.
+
+    A row that still fails after ``retries`` retries stops the run: requests not yet sent are
+    cancelled, those in flight finish (their answers are still yielded), and a RemoteError names
+    the lowest such row. Any other error (bad input, a bug) is raised as it is.
+    """
+
+    kind = "client"
+    mode = "endpoint"
+
+    def __init__(
+        self,
+        transport: Transport,
+        *,
+        concurrency: int = run_default("concurrency"),
+        retries: int = DEFAULT_RETRIES,
+        backoff_s: float = BACKOFF_S,
+        name: str | None = None,
+    ) -> None:
+        if concurrency < 1:
+            raise InputError(f"concurrency must be >= 1, got {concurrency}")
+        if retries < 0:
+            raise InputError(f"retries must be >= 0, got {retries}")
+        self.transport = transport
+        self.concurrency = concurrency
+        self.retries = retries
+        self.backoff_s = backoff_s
+        self.name = name or str(getattr(transport, "name", type(transport).__name__))
+
+    def predict(
+        self,
+        prompts: Mapping[int, str],
+        *,
+        max_tokens: int,
+        constrained: bool = False,
+        progress: bool = False,
+    ) -> Iterator[dict[int, Result]]:
+        """Answers in groups as they arrive (every request that finished since the last group)."""
+        if not prompts:
+            return
+        schema = completion_json_schema(generation=True) if constrained else None
+        stop = threading.Event()
+        policy = retry_policy(self.retries, self.backoff_s, stop)
+
+        def ask(prompt: str) -> Completion:
+            if stop.is_set():  # another row failed for good: send nothing more
+                raise Stopped
+            try:
+                answer, attempts = call_with_retries(
+                    lambda: self.transport.complete(prompt, max_tokens, schema), policy.copy()
+                )
+            except Stopped:
+                raise
+            except BaseException:
+                stop.set()  # at once, before this worker takes the next row
+                raise
+            return replace(answer, attempts=attempts)
+
+        pool = ThreadPoolExecutor(
+            max_workers=min(self.concurrency, len(prompts)), thread_name_prefix="predict"
+        )
+        todo = iter(prompts.items())
+        rows: dict[Future[Completion], int] = {}
+        errors: list[tuple[int, BaseException]] = []
+        finished = False
+
+        def submit() -> None:
+            """Keep twice ``concurrency`` rows queued, so no worker waits for the next one (and
+            waiting on them stays cheap however many rows there are)."""
+            while not errors and len(rows) < 2 * self.concurrency:
+                item = next(todo, None)
+                if item is None:
+                    return
+                rows[pool.submit(ask, item[1])] = item[0]
+
+        try:
+            submit()
+            while rows:
+                done, _ = wait(rows, return_when=FIRST_COMPLETED)
+                chunk: dict[int, Result] = {}
+                for future in done:
+                    index = rows.pop(future)
+                    if future.cancelled():
+                        continue
+                    error = future.exception()
+                    if error is None:
+                        chunk[index] = future.result()
+                    elif not isinstance(error, Stopped):
+                        errors.append((index, error))
+                if errors:  # send nothing more; what is in flight finishes
+                    for future in rows:
+                        future.cancel()
+                submit()
+                if chunk:
+                    yield chunk
+            finished = True
+        finally:
+            stop.set()
+            # abandoned (Ctrl-C, the consumer stopped): do not wait for requests in flight
+            pool.shutdown(wait=finished, cancel_futures=True)
+        if errors:
+            index, error = min(errors, key=lambda e: e[0])
+            if isinstance(error, RemoteError):
+                raise RemoteError(f"row {index}: {error}") from None
+            raise error  # bad input (InputError) or a bug: as it is, with its traceback
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "mode": self.mode,
+            "kind": self.kind,
+            "concurrency": self.concurrency,
+            "retries": self.retries,
+        }
+
+    def close(self) -> None:
+        self.transport.close()
+
+
+class PredictURLPredictor(OnlinePredictor):
+    """Kind ``predict``: an http(s) URL speaking the vLLM predict JSON (``…:predict``)."""
+
+    kind = "predict"
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        timeout: float = DEFAULT_TIMEOUT_S,
+        extra: dict[str, Any] | None = None,
+        name: str | None = None,
+        **online: Any,
+    ) -> None:
+        super().__init__(PredictClient(url, timeout=timeout, extra=extra, name=name), **online)
+
+
+class OpenAIPredictor(OnlinePredictor):
+    """Kind ``openai``: an OpenAI-compatible ``…/v1`` (``model``: default the first listed)."""
+
+    kind = "openai"
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        model: str | None = None,
+        timeout: float = DEFAULT_TIMEOUT_S,
+        **online: Any,
+    ) -> None:
+        super().__init__(OpenAIClient(url, model=model, timeout=timeout), **online)
+
+
+class EndpointPredictor(OnlinePredictor):
+    """Kind ``endpoint``: a Vertex endpoint that exists (shared or dedicated), by resource name
+    or numeric id; ``cloud`` holds project, location and API endpoint."""
+
+    kind = "endpoint"
+
+    def __init__(
+        self,
+        endpoint: str,
+        *,
+        project: str | None = None,
+        location: str | None = None,
+        api_endpoint: str | None = None,
+        timeout: float = DEFAULT_TIMEOUT_S,
+        extra: dict[str, Any] | None = None,
+        **online: Any,
+    ) -> None:
+        transport = VertexEndpointClient(
+            endpoint,
+            project=project,
+            location=location,
+            api_endpoint=api_endpoint,
+            timeout=timeout,
+            extra=extra,
+        )
+        super().__init__(transport, **online)
+
+
+class LocalServerPredictor(OnlinePredictor):
+    """Kind ``local-server``: a checkpoint folder (or a base model the local trainer loads)
+    served by routerlib's own HTTP server on 127.0.0.1 for the predictor's life, and asked
+    through the predict JSON like any endpoint (its batch window gathers concurrent requests).
+    ``host``/``port``: where it listens (port 0: any free port); ``constrained``: the server
+    decodes every request without a schema of its own under the generation schema."""
+
+    kind = "local-server"
+
+    def __init__(
+        self,
+        checkpoint: str,
+        *,
+        timeout: float = DEFAULT_TIMEOUT_S,
+        extra: dict[str, Any] | None = None,
+        max_batch: int = 16,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        constrained: bool = False,
+        **online: Any,
+    ) -> None:
+        self.server = LocalServer(
+            checkpoint, host=host, port=port, max_batch=max_batch, constrained=constrained
+        ).start()
+        try:
+            transport = PredictClient(
+                self.server.endpoint_url,
+                timeout=timeout,
+                extra=extra,
+                name=checkpoint_name(checkpoint),
+            )
+            super().__init__(transport, **online)
+        except BaseException:
+            self.server.close()
+            raise
+
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), "max_batch": self.server.max_batch}
+
+    def close(self) -> None:
+        try:
+            super().close()
+        finally:
+            self.server.close()
+
+
+class DeployedPredictor(EndpointPredictor):
+    """Kind ``vertex``: a ``gs://`` checkpoint deployed to its own Vertex endpoint for the
+    predictor's life (``settings``: project, region, API address, machine); the endpoint and the
+    model it uploaded are deleted on close, also after an error."""
+
+    kind = "vertex"
+
+    def __init__(
+        self,
+        checkpoint: str,
+        *,
+        settings: VertexSettings,
+        base_model: str = "",
+        timeout: float = DEFAULT_TIMEOUT_S,
+        extra: dict[str, Any] | None = None,
+        **online: Any,
+    ) -> None:
+        self._stack = contextlib.ExitStack()
+        deployment = self._stack.enter_context(
+            vertex.deployed(checkpoint, settings, base_model=base_model)
+        )
+        self.deployment = deployment
+        try:
+            super().__init__(
+                deployment.endpoint_name,
+                project=deployment.project,
+                location=deployment.location,
+                api_endpoint=deployment.api_endpoint,
+                timeout=timeout,
+                extra=extra,
+                **online,
+            )
+        except BaseException:
+            self._stack.close()
+            raise
+        # the checkpoint names the model: a redeploy to resume a run reads the same cache
+        self.name = f"vertex:{checkpoint}" + extra_tag(dict(extra or {}))
+
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), "endpoint": self.deployment.endpoint_name}
+
+    def close(self) -> None:
+        try:
+            super().close()
+        finally:
+            self._stack.close()

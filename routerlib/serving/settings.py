@@ -1,0 +1,53 @@
+"""Where and on what Vertex serves a checkpoint: the six values a deploy, an endpoint deployed for
+a block and a batch job share, in one object built from the run's settings."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+from routerlib.config import run_default
+from routerlib.serving import hardware as hw
+
+#: Where endpoints live by default (RunConfig ``deploy_location``, a region, never global).
+DEFAULT_LOCATION: str = run_default("deploy_location")
+
+
+@dataclass(frozen=True)
+class VertexSettings:
+    """Project, region and API address of the endpoints and jobs, and the machine they run on
+    (None: the base model's contract, else ``hardware.FALLBACK``)."""
+
+    project: str = ""
+    #: A region; empty: the one recorded for the resource, else DEFAULT_LOCATION.
+    location: str = ""
+    api_endpoint: str = ""
+    machine_type: str | None = None
+    accelerator_type: str | None = None
+    accelerator_count: int | None = None
+
+    @classmethod
+    def from_config(cls, cfg: Any) -> VertexSettings:
+        """From a RunConfig: ``project`` (else ``$GOOGLE_CLOUD_PROJECT``), ``deploy_location``
+        (endpoints live in a region; ``location`` is where tuning runs), ``api_endpoint`` and
+        the machine keys."""
+        return cls(
+            project=cfg.project or os.environ.get("GOOGLE_CLOUD_PROJECT", ""),
+            location=cfg.deploy_location or cfg.location,
+            api_endpoint=cfg.api_endpoint or "",
+            machine_type=cfg.machine_type,
+            accelerator_type=cfg.accelerator_type,
+            accelerator_count=cfg.accelerator_count,
+        )
+
+    def hardware(self, base_model: str = "") -> hw.Hardware:
+        """The machine: each value given wins, the rest from ``base_model``'s contract."""
+        return hw.choose(
+            base_model, self.machine_type, self.accelerator_type, self.accelerator_count
+        )
+
+    @property
+    def region(self) -> str:
+        """``location``, or :data:`DEFAULT_LOCATION` when unset."""
+        return self.location or DEFAULT_LOCATION

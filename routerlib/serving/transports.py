@@ -1,0 +1,225 @@
+"""One request, one answer: the transports an online predictor sends prompts through.
+
+- :class:`PredictClient`: the vLLM predict JSON (a local ``routerlib serve`` or any ``…:predict``
+  URL; an https Vertex address gets application-default credentials),
+- :class:`OpenAIClient`: an OpenAI-compatible ``http://host:port/v1`` (vLLM, Ollama, TGI),
+- :class:`VertexEndpointClient`: a Vertex endpoint resource name or numeric id, through the
+  aiplatform SDK (``serving.vertex.predict``: shared or dedicated endpoints alike).
+
+A transport tries once: a failure worth retrying is a :class:`~routerlib.serving.client.
+TransientError`, and the predictor's retry policy decides what happens next.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from typing import Any, Protocol
+
+from routerlib import auth
+from routerlib.errors import RemoteError
+from routerlib.serving import vertex
+from routerlib.serving.base import Completion
+from routerlib.serving.client import JsonClient, TransientError, cache_name, path_of
+from routerlib.serving.wire import (
+    CONSTRAINED_SUFFIX,
+    extra_tag,
+    openai_schema_fields,
+    predict_instance,
+    prediction_text,
+)
+
+#: Seconds a transport waits for one answer unless told otherwise.
+DEFAULT_TIMEOUT_S = 120.0
+
+
+class Transport(Protocol):
+    """Anything that completes one prompt. ``name`` identifies the model behind it."""
+
+    name: str
+
+    def complete(
+        self, prompt: str, max_tokens: int, schema: dict[str, Any] | None = None
+    ) -> Completion: ...
+
+    def close(self) -> None: ...
+
+
+class PredictClient:
+    """vLLM predict JSON: ``POST URL {"instances": [{prompt, max_tokens, temperature, raw_response}]}``.
+
+    ``url`` ends with ``:predict``. ``extra``: more instance fields; ``schema``: the JSON Schema
+    every request is constrained to unless a call names its own (a chat-completions instance,
+    :func:`~routerlib.serving.wire.predict_instance`).
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        timeout: float = DEFAULT_TIMEOUT_S,
+        name: str | None = None,
+        headers: dict[str, str] | None = None,
+        extra: dict[str, Any] | None = None,
+        schema: dict[str, Any] | None = None,
+        keepalive: bool = True,
+    ) -> None:
+        self.url = url
+        self.extra = dict(extra or {})
+        self.schema = schema
+        self.name = (name or cache_name(url)) + extra_tag(self.extra)
+        self.name += CONSTRAINED_SUFFIX if schema else ""
+        self._http = JsonClient(
+            url, timeout, headers, token=auth.headers_for(url), keepalive=keepalive
+        )
+        self._path = path_of(url)
+
+    def instance(
+        self, prompt: str, max_tokens: int, schema: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        """The predict instance sent for ``prompt`` (a chat-completions instance with the JSON
+        Schema in ``response_format`` when constrained)."""
+        return predict_instance(prompt, max_tokens, self.extra, schema or self.schema)
+
+    def complete(
+        self, prompt: str, max_tokens: int, schema: dict[str, Any] | None = None
+    ) -> Completion:
+        start = time.perf_counter()
+        body = self._http.request(
+            "POST", self._path, {"instances": [self.instance(prompt, max_tokens, schema)]}
+        )
+        latency = time.perf_counter() - start
+        preds = body.get("predictions") if isinstance(body, dict) else None
+        if not isinstance(preds, list) or not preds:
+            raise RemoteError(f"{self._http.label}: answer has no predictions: {str(body)[:120]}")
+        return Completion(prediction_text(preds[0], self._http.label), latency)
+
+    def close(self) -> None:
+        self._http.close()
+
+
+class OpenAIClient:
+    """An OpenAI-compatible server (vLLM, Ollama, TGI): ``POST {base}/completions``.
+
+    ``base_url`` is ``http://host:port/v1``. Without ``model`` the first id of ``GET {base}/models``
+    is used. A bearer key is read from ``OPENAI_API_KEY`` when set (never written anywhere).
+    A schema travels in ``schema_field`` (OpenAI's ``response_format`` by default).
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        model: str | None = None,
+        timeout: float = DEFAULT_TIMEOUT_S,
+        schema: dict[str, Any] | None = None,
+        schema_field: str = "response_format",
+        keepalive: bool = True,
+    ) -> None:
+        self.schema_field = schema_field
+        self.schema_fields = openai_schema_fields(schema, schema_field) if schema else {}
+        self.base_url = base_url.rstrip("/")
+        if self.base_url.endswith("/completions"):
+            self.base_url = self.base_url[: -len("/completions")]
+        key = os.environ.get("OPENAI_API_KEY")
+        headers = {"Authorization": f"Bearer {key}"} if key else None
+        self._http = JsonClient(self.base_url, timeout, headers, keepalive=keepalive)
+        self._base_path = path_of(self.base_url).rstrip("/")
+        self._model = model
+        self._lock = threading.Lock()
+        self.name = cache_name(self.base_url) + (f"#{model}" if model else "")
+        self.name += CONSTRAINED_SUFFIX if schema else ""
+
+    def model(self) -> str:
+        """The model id to request (given, else the first one the server lists)."""
+        with self._lock:
+            if self._model is None:
+                body = self._http.request("GET", f"{self._base_path}/models")
+                data = body.get("data") if isinstance(body, dict) else None
+                ids = [m.get("id") for m in data or [] if isinstance(m, dict) and m.get("id")]
+                if not ids:
+                    raise RemoteError(
+                        f"{self._http.label}/models lists no model; pass a model name"
+                    )
+                self._model = str(ids[0])
+            return self._model
+
+    def complete(
+        self, prompt: str, max_tokens: int, schema: dict[str, Any] | None = None
+    ) -> Completion:
+        fields = openai_schema_fields(schema, self.schema_field) if schema else self.schema_fields
+        request = {
+            "model": self.model(),
+            "prompt": prompt,
+            "max_tokens": max_tokens,
+            "temperature": 0,
+            **fields,
+        }
+        start = time.perf_counter()
+        body = self._http.request("POST", f"{self._base_path}/completions", request)
+        latency = time.perf_counter() - start
+        choices = body.get("choices") if isinstance(body, dict) else None
+        if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
+            raise RemoteError(f"{self._http.label}/completions: answer has no choices")
+        text = choices[0].get("text")
+        if not isinstance(text, str):
+            raise RemoteError(f"{self._http.label}/completions: choice has no text")
+        usage = body.get("usage") if isinstance(body.get("usage"), dict) else {}
+        return Completion(text, latency, usage.get("prompt_tokens"), usage.get("completion_tokens"))
+
+    def close(self) -> None:
+        self._http.close()
+
+
+class VertexEndpointClient:
+    """A Vertex AI endpoint (resource name ``projects/…/endpoints/…`` or a numeric id) through
+    ``routerlib.serving.vertex.predict``; instances are the same vLLM form as PredictClient's."""
+
+    def __init__(
+        self,
+        endpoint: str,
+        *,
+        project: str | None = None,
+        location: str | None = None,
+        api_endpoint: str | None = None,
+        timeout: float = DEFAULT_TIMEOUT_S,
+        extra: dict[str, Any] | None = None,
+        schema: dict[str, Any] | None = None,
+    ) -> None:
+        if endpoint.isdigit() and project and location:
+            endpoint = f"projects/{project}/locations/{location}/endpoints/{endpoint}"
+        self.endpoint = endpoint
+        self.schema = schema
+        self.project = project
+        self.location = location
+        self.api_endpoint = api_endpoint
+        self.timeout = timeout
+        self.extra = dict(extra or {})
+        self.name = endpoint + extra_tag(self.extra) + (CONSTRAINED_SUFFIX if schema else "")
+
+    def complete(
+        self, prompt: str, max_tokens: int, schema: dict[str, Any] | None = None
+    ) -> Completion:
+        instance = predict_instance(prompt, max_tokens, self.extra, schema or self.schema)
+        start = time.perf_counter()
+        try:
+            preds = vertex.predict(
+                self.endpoint,
+                [instance],
+                project=self.project,
+                location=self.location,
+                api_endpoint=self.api_endpoint,
+                timeout=self.timeout,
+            )
+        except vertex.PredictError as exc:  # carries whether a retry may help
+            if exc.retryable:
+                raise TransientError(str(exc)) from None
+            raise
+        latency = time.perf_counter() - start
+        if not isinstance(preds, list) or not preds:
+            raise RemoteError(f"{self.endpoint}: answer has no predictions")
+        return Completion(prediction_text(preds[0], self.endpoint), latency)
+
+    def close(self) -> None:
+        """Nothing to release: the SDK keeps its own sessions."""
