@@ -16,6 +16,7 @@ import tomllib
 
 from routerlib import pipeline, tinymodel
 from routerlib.config import load_config
+from tests.support.vertex_params import edits_for
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCKERFILE = ROOT / "Dockerfile"
@@ -102,4 +103,4 @@ def test_what_the_image_copies_is_enough_for_the_chain(
     for stage in ("01", "02", "03", "04", "05"):
         assert pipeline.find_notebook(stage).parent == tmp_path / "notebooks"
     for params in sorted((tmp_path / "params").glob("*.yaml")):
-        load_config(params)
+        load_config(params, edits_for(params))  # the Vertex files with their EDIT lines edited

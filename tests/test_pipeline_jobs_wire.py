@@ -23,6 +23,7 @@ from tests.support.fake_vertex_pipelines import (
     cron_problem,
     project_number_here,
 )
+from tests.support.vertex_params import edited_copy
 
 pytest.importorskip("kfp", reason="the pipelines extra (kfp) compiles the pipeline under test")
 pytestmark = pytest.mark.wire
@@ -37,8 +38,9 @@ LOCATION_PATH = "/v1/projects/proj-1/locations/us-central1"
 @pytest.fixture(scope="module")
 def compiled(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("compiled") / "pipeline.yaml"
+    llama = edited_copy("params/llama31_8b.yaml", out.parent / "params")  # EDIT lines edited
     code = main(
-        ["pipeline", "compile", "params/llama31_8b.yaml", "--grid", "adapter_size=8,16"]
+        ["pipeline", "compile", str(llama), "--grid", "adapter_size=8,16"]
         + ["--outputs", OUTPUTS, "--image", IMAGE, "--max-concurrent", "2", "--out", str(out)]
     )
     assert code == 0

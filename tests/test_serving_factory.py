@@ -29,6 +29,7 @@ from routerlib.stages.run import Run
 from routerlib.tuning.base import SUCCEEDED, Job, TuningSpec
 from tests.support.fault_server import FaultServer, gold_answers
 from tests.support.tiny_serving_model import tiny_checkpoint_fixture
+from tests.support.vertex_params import EDITS
 
 tiny_checkpoint = pytest.fixture(scope="session")(tiny_checkpoint_fixture)
 CKPT = "gs://tuning-bucket/runs/r1/postprocess/node-0/checkpoints/final"
@@ -119,7 +120,12 @@ def test_every_serving_kind_is_built_by_the_factory_only(
     with stage04.serving(local, _job(str(tiny_checkpoint))) as predictor:
         assert predictor.describe()["kind"] == "local-server"
     monkeypatch.setattr(vertex, "deployed", _fake_deploy)
-    cloud = {"project": "proj-1", "checkpoint": "final", "gcs_prefix": "gs://eval-bucket/r"}
+    cloud = {
+        **EDITS,
+        "project": "proj-1",
+        "checkpoint": "final",
+        "gcs_prefix": "gs://eval-bucket/r",
+    }
     remote = Run(tmp_path / "v", load_config("params/qwen3_32b.yaml", cloud), "p")
     with stage04.serving(remote, _job(CKPT)) as predictor:
         assert predictor.describe()["kind"] == "vertex"

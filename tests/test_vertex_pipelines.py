@@ -22,6 +22,7 @@ import yaml
 from routerlib import pipeline, runfolder, vertex_pipelines
 from routerlib.cli import main
 from routerlib.config import load_config
+from tests.support.vertex_params import edited_copy
 
 pytest.importorskip("kfp", reason="the pipelines extra (kfp)")
 
@@ -42,8 +43,9 @@ def _no_network(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_compile_a_two_point_grid_offline(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     _no_network(monkeypatch)
     out = tmp_path / "pipeline.yaml"
+    llama = edited_copy("params/llama31_8b.yaml", tmp_path / "params")  # EDIT lines edited
     code = main(
-        ["pipeline", "compile", "params/llama31_8b.yaml", "--grid", "adapter_size=8,16"]
+        ["pipeline", "compile", str(llama), "--grid", "adapter_size=8,16"]
         + ["--outputs", "gs://team-bucket/nightly", "--image", IMAGE]
         + ["--max-concurrent", "2", "--out", str(out)]
     )
@@ -66,7 +68,7 @@ def test_compile_a_two_point_grid_offline(tmp_path: Path, monkeypatch: pytest.Mo
         point = tmp_path / f"{item['index']}.yaml"
         point.write_text(item["params"], encoding="utf-8")
         config = load_config(point)  # each point's params are valid params on their own
-        expected = load_config("params/llama31_8b.yaml", {"adapter_size": size})
+        expected = load_config(llama, {"adapter_size": size})
         assert config == expected.model_copy(update={"name": item["label"]})
 
     body = spec["components"]["comp-for-loop-2"]["dag"]["tasks"]["point-task"]
