@@ -450,7 +450,7 @@ class LocalBackend:
         if name in self._known:
             return self._known[name]
         as_path = Path(name).expanduser()
-        if (as_path / JOB_FILE).is_file():
+        if _is_local_record(as_path):
             return as_path.resolve()
         root = self._root()
         if root.is_dir():
