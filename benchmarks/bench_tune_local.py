@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import tempfile
 import time
@@ -29,7 +30,7 @@ sys.path.insert(0, str(ROOT))
 
 from routerlib import schema, synth  # noqa: E402
 from routerlib.models import EMBEDDED_MODEL  # noqa: E402
-from routerlib.tuning import examples, local, model_io, trainer  # noqa: E402
+from routerlib.tuning import cache, examples, local, model_io, trainer  # noqa: E402
 from routerlib.tuning.base import TuningSpec  # noqa: E402
 
 GOAL = 1.0
@@ -146,6 +147,7 @@ def main() -> int:
 
     from routerlib.tinymodel import ensure_embedded_model
 
+    os.environ[cache.ENV] = "off"  # a cached tuning would report its old train_seconds
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
     ensure_embedded_model()
