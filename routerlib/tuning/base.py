@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import builtins
+import hashlib
+import json
 import os
 from pathlib import Path
 from typing import Any, Literal, Protocol
@@ -35,20 +37,8 @@ DENIED = "DENIED"
 UNKNOWN = "UNKNOWN"
 
 #: Every JobState of the SDK (a test checks this against google.genai.types.JobState).
-JOB_STATES = (
-    UNSPECIFIED,
-    QUEUED,
-    PENDING,
-    RUNNING,
-    SUCCEEDED,
-    FAILED,
-    CANCELLING,
-    CANCELLED,
-    PAUSED,
-    EXPIRED,
-    UPDATING,
-    PARTIALLY_SUCCEEDED,
-)
+JOB_STATES: tuple[str, ...] = (UNSPECIFIED, QUEUED, PENDING, RUNNING, SUCCEEDED, FAILED)
+JOB_STATES += (CANCELLING, CANCELLED, PAUSED, EXPIRED, UPDATING, PARTIALLY_SUCCEEDED)
 #: Our own list of end states (the SDK's misses EXPIRED and PARTIALLY_SUCCEEDED). CANCELLING is
 #: not one: a cancelling job may still end SUCCEEDED or FAILED. PAUSED can be resumed.
 END_STATES = frozenset({SUCCEEDED, FAILED, CANCELLED, EXPIRED, PARTIALLY_SUCCEEDED, DENIED})
@@ -151,9 +141,6 @@ class TuningSpec(BaseModel):
 
         Lowercase hex, so it is a valid Vertex label value (<= 63 chars, [a-z0-9_-]).
         """
-        import hashlib
-        import json
-
         data = self.model_dump(mode="json")
         data["labels"] = {k: v for k, v in self.labels.items() if k != SPEC_LABEL}
         text = json.dumps(data, sort_keys=True)
@@ -173,6 +160,21 @@ class Checkpoint(BaseModel):
     epoch: int | None = None
     step: int | None = None
     uri: str
+
+
+def int_or_none(value: Any) -> int | None:
+    """``int(value)``, or None for None and what is not a number."""
+    try:
+        return int(value) if value is not None else None
+    except (TypeError, ValueError):
+        return None
+
+
+def with_final(points: list[Checkpoint], uri: str) -> list[Checkpoint]:
+    """``points`` followed by ``final`` at ``uri`` (the last point's epoch and step)."""
+    last = points[-1] if points else Checkpoint(checkpoint_id="", uri="")
+    final = Checkpoint(checkpoint_id="final", epoch=last.epoch, step=last.step, uri=uri)
+    return [*points, final]
 
 
 class Job(BaseModel):

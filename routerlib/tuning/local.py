@@ -1,32 +1,14 @@
 """The local tuning backend: runs a TuningSpec on this machine (routerlib.tuning.trainer) and keeps
 the record of the job.
 
-**One record per local job**: ``job.json`` in the job's output folder (``spec.output_uri``). It
-is the Job every reader takes (tuning.base.Job: state, statistics, loss curve, checkpoints) plus,
-under the key ``"local"``, this backend's bookkeeping (the run identity that resume checks, the pid
-and host of the training process, the backend options, the cache entry a re-attached tuning came
-from). Only this backend writes it. Everything else is read from it or derived:
-
-- a local run's output folder is the run folder's ``tuning/full`` (``tuning/smoke``), so this
-  file *is* the run's job.json (the tune stage writes its own copy only for a job whose output is
-  elsewhere, such as a Vertex job's gs:// folder);
-- ``<outputs>/jobs.json`` (routerlib.jobs) indexes the Job ``submit`` returns, and asks ``get``
-  (which reads this file) for a job that has not ended;
-- ``get``, ``list`` and ``cancel`` find jobs by scanning for these files under the outputs root;
-- the tuning cache (routerlib.tuning.cache) keeps a copy of a finished one beside its checkpoints.
-
-Output folder, in Vertex AI's layout::
-
-    job.json                                   the job's one record (above)
-    loss_curve.json                            [{"epoch", "step", "train_loss", "val_loss"}]
-    CANCEL                                     present while a cancel is asked for
-    postprocess/node-0/checkpoints/epoch-<n>/  one loadable checkpoint per finished epoch
-    postprocess/node-0/checkpoints/final/      the last epoch's checkpoint
-
-A run that stopped (killed, failed, interrupted) resumes from its last finished epoch when the
-same spec is submitted again with the same output_uri; finished epochs are not redone, and the
-result equals that of an uninterrupted run. A finished tuning is also kept in the tuning cache:
-the same spec on the same data in another output folder copies it instead of training again.
+One record per local job: ``job.json`` in its output folder (a local run's ``tuning/full``, so it is
+the run's job.json), the Job every reader takes plus, under ``"local"``, this backend's
+bookkeeping (LocalRun). Only this backend writes it; ``<outputs>/jobs.json`` indexes it and the
+tuning cache keeps a copy of a finished one. The folder has Vertex AI's layout (``loss_curve.json``,
+``postprocess/node-0/checkpoints/epoch-<n>/`` and ``final/``) and a ``CANCEL`` file while a
+cancel is asked for. A stopped run resumes from its last finished epoch when the same spec is
+submitted again with the same output_uri, and ends equal to an uninterrupted run
+(docs/architecture.md, "The local tuning backend"; docs/outputs.md).
 """
 
 from __future__ import annotations
@@ -45,7 +27,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from routerlib import paths, runfolder
 from routerlib.atomic import write_json
-from routerlib.checkpoint_names import CHECKPOINT_MARKER, CHECKPOINTS_DIR, FINAL_CHECKPOINT
+from routerlib.checkpoint_names import CHECKPOINT_MARKER as CHECKPOINT_MARKER
+from routerlib.checkpoint_names import CHECKPOINTS_DIR, FINAL_CHECKPOINT
 from routerlib.config import run_default
 from routerlib.errors import InputError
 from routerlib.tuning import cache, trainer
@@ -57,9 +40,13 @@ from routerlib.tuning.base import (
     Checkpoint,
     Job,
     TuningSpec,
+    int_or_none,
+    with_final,
 )
-from routerlib.tuning.examples import encode_prompt, read_prompt_completion
-from routerlib.tuning.model_io import TRAINING_STATE, load_for_inference, plan_for
+from routerlib.tuning.examples import read_prompt_completion as read_prompt_completion
+from routerlib.tuning.model_io import TRAINING_STATE as TRAINING_STATE
+from routerlib.tuning.model_io import load_for_inference as load_for_inference
+from routerlib.tuning.model_io import plan_for
 
 #: The job's one record in its output folder: the run folder's job.json for a local run.
 JOB_FILE = runfolder.JOB_FILE
@@ -90,46 +77,48 @@ def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
+def _raw_record(out: Path) -> dict[str, Any] | None:
+    """The JSON object in ``out``'s record, or None when there is no readable one."""
+    try:
+        data = json.loads((out / JOB_FILE).read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
 def read_record(out: Path) -> tuple[Job | None, LocalRun]:
     """The Job recorded in output folder ``out`` and the backend's bookkeeping beside it
     ((None, empty bookkeeping) when there is no readable record)."""
+    data = _raw_record(out)
     try:
-        data = json.loads((out / JOB_FILE).read_text(encoding="utf-8"))
-    except (FileNotFoundError, NotADirectoryError, json.JSONDecodeError):
-        return None, LocalRun()
-    if not isinstance(data, dict):
-        return None, LocalRun()
-    try:
-        job = Job.model_validate(data)
-        run = LocalRun.model_validate(data.get(LOCAL_KEY) or {})
+        if data is not None:
+            return Job.model_validate(data), LocalRun.model_validate(data.get(LOCAL_KEY) or {})
     except ValueError:
-        return None, LocalRun()
-    return job, run
+        pass
+    return None, LocalRun()
 
 
 def _write_record(out: Path, job: Job, run: LocalRun | None = None) -> None:
     """Write the record atomically; without ``run`` the bookkeeping on file is kept."""
-    if run is None:
-        run = read_record(out)[1]
     payload = job.model_dump(mode="json")
-    payload[LOCAL_KEY] = run.model_dump(mode="json", exclude_none=True)
+    payload[LOCAL_KEY] = (run or read_record(out)[1]).model_dump(mode="json", exclude_none=True)
     write_json(out / JOB_FILE, payload)
 
 
 def _is_local_record(out: Path) -> bool:
     """True when ``out`` holds a record this backend wrote (not a copy of some other job)."""
-    try:
-        data = json.loads((out / JOB_FILE).read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError):
-        return False
-    return isinstance(data, dict) and data.get("backend") == "local" and LOCAL_KEY in data
+    data = _raw_record(out)
+    return data is not None and data.get("backend") == "local" and LOCAL_KEY in data
 
 
-def _pid_alive(pid: int | None, host: str | None) -> bool:
-    if not pid or host != socket.gethostname():
+def _alive(out: Path, run: LocalRun) -> bool:
+    """True while ``out`` is trained by this process, or by another live process on this host."""
+    if str(out) in _ACTIVE:
+        return True
+    if not run.pid or run.pid == os.getpid() or run.host != socket.gethostname():
         return False
     try:
-        os.kill(pid, 0)
+        os.kill(run.pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
@@ -139,28 +128,10 @@ def _pid_alive(pid: int | None, host: str | None) -> bool:
 
 def _with_liveness(job: Job, run: LocalRun, out: Path) -> Job:
     """A job recorded as RUNNING whose process is gone is reported FAILED (resumable)."""
-    if job.state != RUNNING or str(out) in _ACTIVE:
+    if job.state != RUNNING or _alive(out, run):
         return job
-    if run.pid != os.getpid() and _pid_alive(run.pid, run.host):
-        return job
-    return job.model_copy(
-        update={
-            "state": FAILED,
-            "error": "the tuning process ended before finishing; submit the same spec again "
-            "to resume from the last finished epoch",
-        }
-    )
-
-
-def _final_ok(out: Path) -> bool:
-    return (out / FINAL_CHECKPOINT / CHECKPOINT_MARKER).is_file()
-
-
-def _int_or_none(value: Any) -> int | None:
-    try:
-        return int(value) if value is not None else None
-    except (TypeError, ValueError):
-        return None
+    error = "the tuning process ended before finishing; submit the same spec again to resume "
+    return job.model_copy(update={"state": FAILED, "error": error + "from the last finished epoch"})
 
 
 @dataclass
@@ -196,20 +167,13 @@ class LocalBackend:
 
     def preflight(self, spec: TuningSpec) -> list[str]:
         """Local runs read and write local paths only."""
-        problems = []
-        for key in (
-            "training_dataset_uri",
-            "validation_dataset_uri",
-            "output_uri",
-            "custom_base_model",
-        ):
-            value = getattr(spec, key)
-            if value and value.startswith("gs:"):
-                problems.append(
-                    f"{key}: {value!r}: the local backend reads and writes local paths (download "
-                    "it, or use --backend vertex)"
-                )
-        return problems
+        keys = ("training_dataset_uri", "validation_dataset_uri", "output_uri", "custom_base_model")
+        return [
+            f"{key}: {value!r}: the local backend reads and writes local paths (download it, or "
+            "use --backend vertex)"
+            for key in keys
+            if (value := getattr(spec, key)) and value.startswith("gs:")
+        ]
 
     def preview(self, spec: TuningSpec) -> dict[str, Any]:
         """What ``submit`` would train (for --dry-run)."""
@@ -222,7 +186,6 @@ class LocalBackend:
     def checkpoints(self, job: Job) -> list[Checkpoint]:
         """``epoch-<n>/`` folders (oldest first), then ``final/``, under the job's output."""
         root = self._output_dir(job.spec) / CHECKPOINTS_DIR
-        found = []
         epochs = sorted(
             (int(p.name.split("-", 1)[1]), p)
             for p in root.glob("epoch-*")
@@ -233,27 +196,16 @@ class LocalBackend:
             for e in job.loss_curve
             if isinstance(e.get("epoch"), (int, float)) and float(e["epoch"]).is_integer()
         }
-        for epoch, folder in epochs:
-            found.append(
-                Checkpoint(
-                    checkpoint_id=f"epoch-{epoch}",
-                    epoch=epoch,
-                    step=_int_or_none(steps.get(epoch)),
-                    uri=str(folder),
-                )
+        found = [
+            Checkpoint(
+                checkpoint_id=f"epoch-{epoch}",
+                epoch=epoch,
+                step=int_or_none(steps.get(epoch)),
+                uri=str(folder),
             )
-        final = root / "final"
-        if final.is_dir():
-            last = found[-1] if found else None
-            found.append(
-                Checkpoint(
-                    checkpoint_id="final",
-                    epoch=last.epoch if last else None,
-                    step=last.step if last else None,
-                    uri=str(final),
-                )
-            )
-        return found
+            for epoch, folder in epochs
+        ]
+        return with_final(found, str(root / "final")) if (root / "final").is_dir() else found
 
     def submit(self, spec: TuningSpec) -> Job:
         """Train ``spec`` (resuming a stopped run of the same spec) and return the ended Job."""
@@ -266,25 +218,21 @@ class LocalBackend:
                 f"output_uri: {out} already holds job {previous.name} of a different spec; "
                 "choose a new output_uri"
             )
-        if previous is not None and previous.state == SUCCEEDED and _final_ok(out):
+        if (
+            previous is not None
+            and previous.state == SUCCEEDED
+            and (out / FINAL_CHECKPOINT / CHECKPOINT_MARKER).is_file()
+        ):
             self._known[previous.name] = out
             return previous
-        key = str(out)
-        if key in _ACTIVE or (
-            previous is not None
-            and previous.state == RUNNING
-            and run.pid != os.getpid()
-            and _pid_alive(run.pid, run.host)
-        ):
+        if str(out) in _ACTIVE or (previous and previous.state == RUNNING and _alive(out, run)):
             raise InputError(f"output_uri: {out} is being tuned right now (job {name})")
         (out / CANCEL_FILE).unlink(missing_ok=True)
         plan = plan_for(spec)  # fails early on a bad custom base
-        for key_name, uri in (
-            ("training_dataset_uri", spec.training_dataset_uri),
-            ("validation_dataset_uri", spec.validation_dataset_uri),
-        ):
+        for key in ("training_dataset_uri", "validation_dataset_uri"):
+            uri = getattr(spec, key)
             if uri and not paths.resolve(uri).is_file():
-                raise InputError(f"{key_name}: {uri} does not exist")
+                raise InputError(f"{key}: {uri} does not exist")
         cache_key, cache_inputs = None, None
         if cache.cache_dir() is not None:
             cache_inputs = cache.key_inputs(spec, self._options())
@@ -302,7 +250,7 @@ class LocalBackend:
             if self.on_epoch_end is not None:
                 self.on_epoch_end(done.epoch)
 
-        _ACTIVE.add(key)
+        _ACTIVE.add(str(out))
         try:
             trainer.train(
                 spec,
@@ -329,7 +277,7 @@ class LocalBackend:
         except Exception as exc:  # noqa: BLE001 - recorded as the job's error
             job.state, job.error = FAILED, f"{type(exc).__name__}: {exc}"
         finally:
-            _ACTIVE.discard(key)
+            _ACTIVE.discard(str(out))
             job.tuning_data_stats, job.loss_curve = progress.stats, progress.curve
             job.train_seconds = progress.train_seconds or job.train_seconds
             job.checkpoints = self.checkpoints(job)
@@ -366,7 +314,7 @@ class LocalBackend:
             return job
         (out / CANCEL_FILE).write_text(_now() + "\n", encoding="utf-8")
         run = read_record(out)[1]
-        if str(out) not in _ACTIVE and not _pid_alive(run.pid, run.host):
+        if not _alive(out, run):
             job.state, job.error, job.update_time = CANCELLED, "cancelled", _now()
             _write_record(out, job, run)
         return job
@@ -420,9 +368,8 @@ class LocalBackend:
         from_cache: dict[str, str] | None = None,
         **fields: Any,
     ) -> Job:
-        """Record a (re)started or re-attached job in ``out``: the Job (keeping the first
-        submission's create_time) with the bookkeeping of which spec, process and options own
-        the folder (and the cache entry it came from); the job is remembered by name."""
+        """Record a (re)started or re-attached job in ``out`` (keeping the first submission's
+        create_time) with the bookkeeping of which spec, process and options own the folder."""
         job = Job(
             name=name,
             backend="local",
@@ -453,25 +400,19 @@ class LocalBackend:
         if _is_local_record(as_path):
             return as_path.resolve()
         root = self._root()
-        if root.is_dir():
-            for record in root.rglob(JOB_FILE):
-                if not _is_local_record(record.parent):
-                    continue
-                job = read_record(record.parent)[0]
-                if job is not None and job.name == name:
-                    self._known[name] = record.parent
-                    return record.parent
+        for record in root.rglob(JOB_FILE) if root.is_dir() else []:
+            job = read_record(record.parent)[0] if _is_local_record(record.parent) else None
+            if job is not None and job.name == name:
+                self._known[name] = record.parent
+                return record.parent
         return None
-
-    def _device(self) -> trainer.Device:
-        return trainer.training_device(self.bf16)
 
     def _settings(self) -> trainer.Settings:
         return trainer.Settings(
             batch_size=self.batch_size,
             max_train_tokens=self.max_train_tokens,
             seed=self.seed,
-            device=self._device(),
+            device=trainer.training_device(self.bf16),
             num_threads=self.num_threads,
             progress=self.progress,
         )
@@ -479,16 +420,14 @@ class LocalBackend:
     def _options(self) -> dict[str, Any]:
         """What, besides the spec, decides the trained weights (the identity and cache key);
         the device is named only when it is not the CPU, so CPU keys stay as they were."""
-        device = self._device()
+        device = trainer.training_device(self.bf16)
         options: dict[str, Any] = {
             "batch_size": self.batch_size,
             "max_train_tokens": self.max_train_tokens,
             "seed": self.seed,
             "bf16": device.bf16,
         }
-        if device.type != "cpu":
-            options["device"] = device.type
-        return options
+        return options | ({"device": device.type} if device.type != "cpu" else {})
 
     def _identity(self, spec: TuningSpec) -> str:
         """Hash of everything that changes the trained weights (not labels or display name)."""
@@ -498,11 +437,8 @@ class LocalBackend:
 
     @staticmethod
     def _output_dir(spec: TuningSpec) -> Path:
-        for key, uri in (
-            ("output_uri", spec.output_uri),
-            ("training_dataset_uri", spec.training_dataset_uri),
-            ("validation_dataset_uri", spec.validation_dataset_uri or ""),
-        ):
+        for key in ("output_uri", "training_dataset_uri", "validation_dataset_uri"):
+            uri = getattr(spec, key) or ""
             if uri.startswith("gs://"):
                 raise InputError(
                     f"{key}: {uri} is in Cloud Storage; the local backend reads and writes local "
@@ -511,18 +447,3 @@ class LocalBackend:
         out = paths.resolve(spec.output_uri)
         out.mkdir(parents=True, exist_ok=True)
         return out
-
-
-__all__ = [
-    "CHECKPOINTS_DIR",
-    "CHECKPOINT_MARKER",
-    "JOB_FILE",
-    "LOCAL_KEY",
-    "TRAINING_STATE",
-    "LocalBackend",
-    "LocalRun",
-    "encode_prompt",
-    "load_for_inference",
-    "read_prompt_completion",
-    "read_record",
-]

@@ -1,16 +1,10 @@
 """Vertex AI managed tuning through google-genai's ``Client(vertexai=True).tunings``.
 
-The only module that imports google-genai (inside functions, so importing it is cheap). Endpoint
-and credential choices live here:
-
-- no ``api_endpoint``: the SDK's regional endpoint with application-default credentials;
-- an https:// (or bare host) ``api_endpoint``: that regional/private endpoint, same credentials;
-- an http:// loopback address (a local stand-in): a static test token, never real credentials;
-- any other http:// address is refused, so credentials never travel unencrypted.
-
-Open models (Llama, Gemma, Qwen) are tuned by naming them as ``base_model``; the spec becomes a
-``supervisedTuningSpec`` (datasets, ``tuningMode``, ``hyperParameters``) plus ``outputUri``,
-``customBaseModel``, ``labels`` and ``tunedModelDisplayName`` at the top of the REST body.
+The only module that imports google-genai (inside functions, so importing it is cheap). Endpoints
+and credentials: no ``api_endpoint`` means the SDK's regional endpoint with application-default
+credentials; an https:// (or bare host) ``api_endpoint`` that endpoint with the same credentials;
+an http:// loopback stand-in a static test token; any other http:// address is refused, so
+credentials never travel unencrypted (docs/vertex-tuning.md).
 """
 
 from __future__ import annotations
@@ -18,7 +12,7 @@ from __future__ import annotations
 import builtins
 import os
 import re
-from datetime import datetime
+import warnings
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -39,6 +33,8 @@ from routerlib.tuning.base import (
     SubmissionRefused,
     SubmissionUnknown,
     TuningSpec,
+    int_or_none,
+    with_final,
 )
 
 API_VERSION = "v1beta1"
@@ -50,7 +46,6 @@ TIMEOUT_MS = 60_000
 #: The SDK's endpoint for location ``global`` (google-genai _api_client: no region prefix).
 GLOBAL_HOST = "https://aiplatform.googleapis.com"
 
-
 TUNING_MODES = {"PEFT_ADAPTER": "TUNING_MODE_PEFT_ADAPTER", "FULL": "TUNING_MODE_FULL"}
 ADAPTER_SIZE_ENUM = {
     1: "ADAPTER_SIZE_ONE",
@@ -60,6 +55,10 @@ ADAPTER_SIZE_ENUM = {
     16: "ADAPTER_SIZE_SIXTEEN",
     32: "ADAPTER_SIZE_THIRTY_TWO",
 }
+#: CreateTuningJobConfig keys that go into the REST body's ``hyperParameters``; the other
+#: optional keys sit at the top of the body (both camelCased).
+HYPER_PARAMETERS = ("epoch_count", "adapter_size", "learning_rate", "learning_rate_multiplier")
+TOP_LEVEL = ("tuned_model_display_name", "custom_base_model", "labels")
 #: Statistics kept from supervisedTuningDataStats (Vertex's names).
 STAT_KEYS = (
     "tuning_dataset_example_count",
@@ -68,10 +67,14 @@ STAT_KEYS = (
     "total_truncated_example_count",
     "total_billable_character_count",
 )
-
-
 #: The region in a resource name, e.g. projects/P/locations/europe-west4/models/M.
 _LOCATION = re.compile(r"/locations/([^/]+)/")
+#: A permission named in a 403 message, e.g. "Permission 'aiplatform.tuningJobs.create' denied".
+_PERMISSION = re.compile(r"\b([a-z]+\.[a-zA-Z]+\.[a-zA-Z]+)\b")
+#: Vertex label keys and values (google-genai's CreateTuningJobConfig.labels: no longer than 64
+#: characters; lowercase letters, numeric characters, underscores and dashes; international
+#: characters allowed).
+_LABEL = re.compile(r"[\w-]{0,64}")
 
 
 def ran_in(tuning_job: Any) -> str | None:
@@ -87,35 +90,9 @@ def ran_in(tuning_job: Any) -> str | None:
     return None
 
 
-#: A permission named in a 403 message, e.g. "Permission 'aiplatform.tuningJobs.create' denied".
-_PERMISSION = re.compile(r"\b([a-z]+\.[a-zA-Z]+\.[a-zA-Z]+)\b")
-
-
-#: Vertex label keys and values (google-genai's CreateTuningJobConfig.labels: no longer than 64
-#: characters; lowercase letters, numeric characters, underscores and dashes; international
-#: characters allowed).
-_LABEL = re.compile(r"[\w-]{0,64}")
-
-
 def valid_label(text: str) -> bool:
     """True for a valid Vertex label key or value."""
     return bool(_LABEL.fullmatch(text)) and text == text.lower()
-
-
-def named_permission(message: str) -> str | None:
-    """The IAM permission a 401/403 message names, if any."""
-    match = _PERMISSION.search(message or "")
-    return match.group(1) if match else None
-
-
-__all__ = [
-    "ApiUnreachable",
-    "CredentialsProblem",
-    "QuotaExhausted",
-    "SubmissionRefused",
-    "SubmissionUnknown",
-    "VertexBackend",
-]
 
 
 def resolve_project(project: str | None) -> str:
@@ -128,16 +105,9 @@ def resolve_project(project: str | None) -> str:
     return value
 
 
-def resolve_location(location: str | None) -> str:
-    """``location`` or $GOOGLE_CLOUD_REGION or us-central1."""
-    return (location or os.environ.get("GOOGLE_CLOUD_REGION") or DEFAULT_LOCATION).strip()
-
-
 def normalize_endpoint(api_endpoint: str | None) -> str | None:
-    """The base URL to give the SDK (None = its regional default).
-
-    A bare host gets https://; http:// is accepted for loopback stand-ins only.
-    """
+    """The base URL to give the SDK (None = its regional default): a bare host gets https://;
+    http:// is accepted for loopback stand-ins only."""
     value = (api_endpoint or "").strip().rstrip("/")
     if not value:
         return None
@@ -172,62 +142,44 @@ def config_fields(spec: TuningSpec) -> dict[str, Any]:
         "custom_base_model": spec.custom_base_model,
         "labels": dict(spec.labels) or None,
     }
-    fields.update({k: v for k, v in optional.items() if v is not None})
-    return fields
+    return fields | {k: v for k, v in optional.items() if v is not None}
+
+
+def _camel(name: str) -> str:
+    head, *rest = name.split("_")
+    return head + "".join(word.title() for word in rest)
 
 
 def request_body(spec: TuningSpec) -> dict[str, Any]:
-    """The REST body of tuningJobs.create for ``spec``, as google-genai 2.x lays it out.
-
-    Used for --dry-run; a wire test checks it equals what the SDK really sends.
-    """
-    hyper: dict[str, Any] = {"epochCount": spec.epochs}
-    if spec.tuning_mode == "PEFT_ADAPTER" and spec.adapter_size is not None:
-        hyper["adapterSize"] = ADAPTER_SIZE_ENUM[spec.adapter_size]
-    if spec.learning_rate is not None:
-        hyper["learningRate"] = spec.learning_rate
-    if spec.learning_rate_multiplier is not None:
-        hyper["learningRateMultiplier"] = spec.learning_rate_multiplier
+    """The REST body of tuningJobs.create for ``spec``, as google-genai 2.x lays it out (for
+    --dry-run; a wire test checks it equals what the SDK really sends)."""
+    fields = config_fields(spec)
     sft: dict[str, Any] = {"trainingDatasetUri": spec.training_dataset_uri}
     if spec.validation_dataset_uri:
         sft["validationDatasetUri"] = spec.validation_dataset_uri
-    sft["hyperParameters"] = hyper
-    sft["tuningMode"] = TUNING_MODES[spec.tuning_mode]
+    sft["hyperParameters"] = {_camel(k): fields[k] for k in HYPER_PARAMETERS if k in fields}
+    sft["tuningMode"] = fields["tuning_mode"]
     body: dict[str, Any] = {"baseModel": spec.base_model, "supervisedTuningSpec": sft}
-    if spec.tuned_model_display_name:
-        body["tunedModelDisplayName"] = spec.tuned_model_display_name
-    if spec.custom_base_model:
-        body["customBaseModel"] = spec.custom_base_model
-    if spec.labels:
-        body["labels"] = dict(spec.labels)
-    body["outputUri"] = spec.output_uri
-    return body
+    body.update({_camel(k): fields[k] for k in TOP_LEVEL if k in fields})
+    return body | {"outputUri": spec.output_uri}
 
 
-def _iso(value: datetime | None) -> str | None:
-    return value.isoformat() if value is not None else None
-
-
-def _state(value: Any) -> str:
-    if value is None:
-        return "JOB_STATE_UNSPECIFIED"
-    return str(getattr(value, "value", value))
+def _enum(value: Any, unset: str = "JOB_STATE_UNSPECIFIED") -> str:
+    return unset if value is None else str(getattr(value, "value", value))
 
 
 def data_stats(tuning_job: Any) -> dict[str, Any]:
     """Example count, billable tokens, steps (and truncation) from a job's tuning_data_stats."""
     stats = getattr(tuning_job, "tuning_data_stats", None)
-    sft = getattr(stats, "supervised_tuning_data_stats", None) if stats is not None else None
-    if sft is None:
-        return {}
+    sft = getattr(stats, "supervised_tuning_data_stats", None)
     return {k: getattr(sft, k) for k in STAT_KEYS if getattr(sft, k, None) is not None}
 
 
 def spec_from_job(tuning_job: Any) -> TuningSpec:
     """Best-effort TuningSpec from a TuningJob the API returned (for jobs not in the registry)."""
     sft = getattr(tuning_job, "supervised_tuning_spec", None)
-    hyper = getattr(sft, "hyper_parameters", None) if sft is not None else None
-    mode = _state(getattr(sft, "tuning_mode", None)).removeprefix("TUNING_MODE_")
+    hyper = getattr(sft, "hyper_parameters", None)
+    mode = _enum(getattr(sft, "tuning_mode", None)).removeprefix("TUNING_MODE_")
     sizes = {v: k for k, v in ADAPTER_SIZE_ENUM.items()}
     fields: dict[str, Any] = {
         "base_model": tuning_job.base_model or "",
@@ -235,7 +187,7 @@ def spec_from_job(tuning_job: Any) -> TuningSpec:
         "validation_dataset_uri": getattr(sft, "validation_dataset_uri", None),
         "output_uri": tuning_job.output_uri or "",
         "tuning_mode": mode if mode in TUNING_MODES else "PEFT_ADAPTER",
-        "adapter_size": sizes.get(_state(getattr(hyper, "adapter_size", None))),
+        "adapter_size": sizes.get(_enum(getattr(hyper, "adapter_size", None))),
         "epochs": getattr(hyper, "epoch_count", None) or 1,
         "learning_rate": getattr(hyper, "learning_rate", None),
         "learning_rate_multiplier": getattr(hyper, "learning_rate_multiplier", None),
@@ -247,13 +199,6 @@ def spec_from_job(tuning_job: Any) -> TuningSpec:
         return TuningSpec(**fields)
     except Exception:  # an API job routerlib would not submit: keep what it says as is
         return TuningSpec.model_construct(**fields)
-
-
-def _num(value: Any) -> int | None:
-    try:
-        return int(value) if value is not None else None
-    except (TypeError, ValueError):
-        return None
 
 
 def _dir_order(name: str) -> tuple[int, str]:
@@ -276,7 +221,9 @@ class VertexBackend:
         api_endpoint: str | None = None,
     ) -> None:
         self.project = resolve_project(project)
-        self.location = resolve_location(location)
+        self.location = (
+            location or os.environ.get("GOOGLE_CLOUD_REGION") or DEFAULT_LOCATION
+        ).strip()
         self.api_endpoint = normalize_endpoint(api_endpoint)
         self._client: Any = None
         self._gcs: Any = None
@@ -299,28 +246,22 @@ class VertexBackend:
             return GLOBAL_HOST
         return f"https://{self.location}-aiplatform.googleapis.com"
 
-    def parent(self) -> str:
-        return f"projects/{self.project}/locations/{self.location}"
-
-    def _credentials(self) -> Any:
-        """Under routerlib.auth's rule: a loopback stand-in gets a placeholder token (genai wants
-        one; the stand-in ignores it), anything else application-default credentials."""
-        if self.api_endpoint and auth.is_loopback(self.api_endpoint):
-            from google.oauth2.credentials import Credentials
-
-            return Credentials(token=TEST_TOKEN)
-        try:
-            return auth.application_default_credentials()
-        except InputError as exc:
-            raise CredentialsProblem(str(exc)) from None
-
     def client(self) -> Any:
         """The google-genai client, built on first use. No client-level retry options are set,
-        so the SDK sends each request once (its default when retry_options is None)."""
+        so the SDK sends each request once (its default when retry_options is None). A loopback
+        stand-in gets a placeholder token (genai wants one; the stand-in ignores it)."""
         if self._client is None:
             from google import genai
             from google.genai import types
+            from google.oauth2.credentials import Credentials
 
+            if self.api_endpoint and auth.is_loopback(self.api_endpoint):
+                credentials = Credentials(token=TEST_TOKEN)
+            else:
+                try:
+                    credentials = auth.application_default_credentials()
+                except InputError as exc:
+                    raise CredentialsProblem(str(exc)) from None
             options: dict[str, Any] = {"api_version": API_VERSION, "timeout": TIMEOUT_MS}
             if self.api_endpoint:
                 options["base_url"] = self.api_endpoint
@@ -328,7 +269,7 @@ class VertexBackend:
                 vertexai=True,
                 project=self.project,
                 location=self.location,
-                credentials=self._credentials(),
+                credentials=credentials,
                 http_options=types.HttpOptions(**options),
             )
         return self._client
@@ -337,14 +278,12 @@ class VertexBackend:
 
     def preflight(self, spec: TuningSpec) -> list[str]:
         """What Vertex would refuse, from routerlib's contract table; nothing is sent."""
-        problems = []
-        for key in ("training_dataset_uri", "validation_dataset_uri", "output_uri"):
-            value = getattr(spec, key)
-            if value and not value.startswith("gs://"):
-                problems.append(
-                    f"{key}: {value!r} must be a gs:// URI for Vertex AI (upload it, or use "
-                    "--backend local)"
-                )
+        problems = [
+            f"{key}: {value!r} must be a gs:// URI for Vertex AI (upload it, or use "
+            "--backend local)"
+            for key in ("training_dataset_uri", "validation_dataset_uri", "output_uri")
+            if (value := getattr(spec, key)) and not value.startswith("gs://")
+        ]
         if spec.custom_base_model and not spec.custom_base_model.startswith("gs://"):
             problems.append(f"custom_base_model: {spec.custom_base_model!r} must be a gs:// URI")
         if spec.base_model == models.EMBEDDED_MODEL:
@@ -352,12 +291,12 @@ class VertexBackend:
                 f"base_model: {models.EMBEDDED_MODEL} is the embedded local model: use --backend "
                 "local or a Vertex model id such as meta/llama3_1@llama-3.1-8b-instruct"
             )
-        for key, value in spec.labels.items():
-            if not (valid_label(key) and key[:1].isalpha()) or not valid_label(value):
-                problems.append(
-                    f"labels: {key}={value!r}: Vertex label keys and values are up to 64 lowercase "
-                    "letters, digits, underscores or dashes (keys start with a letter)"
-                )
+        problems += [
+            f"labels: {key}={value!r}: Vertex label keys and values are up to 64 lowercase "
+            "letters, digits, underscores or dashes (keys start with a letter)"
+            for key, value in spec.labels.items()
+            if not (valid_label(key) and key[:1].isalpha()) or not valid_label(value)
+        ]
         problems += models.contract_problems(
             spec.base_model,
             tuning_mode=spec.tuning_mode,
@@ -371,9 +310,7 @@ class VertexBackend:
         )
         if not known:
             problems.append(Advice(models.unchecked_line(spec.base_model)))
-        problems += self.validation_problems(spec)
-        problems += self.bucket_advice(spec)
-        return problems
+        return problems + self.validation_problems(spec) + self.bucket_advice(spec)
 
     def validation_problems(self, spec: TuningSpec) -> list[str]:
         """The validation file against Vertex's limits (rows, share of the training file's
@@ -386,9 +323,8 @@ class VertexBackend:
         try:
             train = storage.size(spec.training_dataset_uri, client)
             validation = storage.size(spec.validation_dataset_uri, client)
-            rows = sum(
-                1 for line in storage.open_text(spec.validation_dataset_uri, client) if line.strip()
-            )
+            lines = storage.open_text(spec.validation_dataset_uri, client)
+            rows = sum(1 for line in lines if line.strip())
         except (RemoteError, OSError):
             return []
         return models.validation_problems(train, validation, rows)
@@ -400,11 +336,9 @@ class VertexBackend:
         advice: list[str] = []
         seen: set[str] = set()
         client = self._storage_client()
-        if client is None:
-            return []
         for key in ("training_dataset_uri", "validation_dataset_uri", "output_uri"):
             uri = getattr(spec, key)
-            if not uri or not uri.startswith("gs://"):
+            if client is None or not (uri or "").startswith("gs://"):
                 continue
             bucket, _ = storage.parse_gcs_uri(uri)
             if bucket in seen:
@@ -444,9 +378,10 @@ class VertexBackend:
 
     def request_preview(self, spec: TuningSpec) -> dict[str, Any]:
         """The request ``submit`` would send: method, URL and body (nothing is sent)."""
+        parent = f"projects/{self.project}/locations/{self.location}"
         return {
             "method": "POST",
-            "url": f"{self.base_url}/{API_VERSION}/{self.parent()}/tuningJobs",
+            "url": f"{self.base_url}/{API_VERSION}/{parent}/tuningJobs",
             "body": request_body(spec.labelled()),
         }
 
@@ -464,81 +399,75 @@ class VertexBackend:
         import httpx
         from google.genai import errors
 
+        where = f"{action} at {self.base_url}"
         try:
             return fn(**kwargs)
         except errors.APIError as exc:
-            detail = exc.message or str(exc)
-            code = exc.code or 0
-            where = f"{action} at {self.base_url}"
-            message = f"{where} failed: HTTP {exc.code} {exc.status or ''}".rstrip() + f": {detail}"
+            detail, code, status = exc.message or str(exc), exc.code or 0, exc.status or ""
+            message = f"{where} failed: HTTP {exc.code} {status}".rstrip() + f": {detail}"
             if code in (401, 403):
-                permission = named_permission(detail)
+                match = _PERMISSION.search(detail)
+                permission = match.group(1) if match else None
                 hint = (
                     f"the credentials lack the IAM permission {permission}"
                     if permission
                     else "the credentials are missing, expired or lack a permission"
                 )
                 raise CredentialsProblem(
-                    f"{where}: {hint} (HTTP {code} {exc.status or ''}): {detail}; grant it (e.g. "
+                    f"{where}: {hint} (HTTP {code} {status}): {detail}; grant it (e.g. "
                     "roles/aiplatform.user) or run `gcloud auth application-default login`",
                     permission=permission,
                 ) from None
-            if action == "submit":
-                if code == 429:
-                    raise QuotaExhausted(
-                        f"{where}: quota exhausted (HTTP 429 {exc.status or ''}): {detail}; the "
-                        "default quota is one concurrent open-model tuning job per project: wait "
-                        "for the running one, or pass --wait-for-quota"
-                    ) from None
-                if code >= 500:
-                    raise SubmissionUnknown(message) from None
-                raise SubmissionRefused(
-                    message, code=exc.code, status=exc.status, detail=detail
+            if action != "submit":
+                raise (ApiUnreachable if code == 429 or code >= 500 else RemoteError)(
+                    message
                 ) from None
-            if code == 429 or code >= 500:
-                raise ApiUnreachable(message) from None
-            raise RemoteError(message) from None
+            if code == 429:
+                raise QuotaExhausted(
+                    f"{where}: quota exhausted (HTTP 429 {status}): {detail}; the default quota is "
+                    "one concurrent open-model tuning job per project: wait for the running one, "
+                    "or pass --wait-for-quota"
+                ) from None
+            if code >= 500:
+                raise SubmissionUnknown(message) from None
+            raise SubmissionRefused(
+                message, code=exc.code, status=exc.status, detail=detail
+            ) from None
         except httpx.ConnectError as exc:
             raise ApiUnreachable(
                 f"{action}: cannot reach Vertex AI at {self.base_url}: {exc or type(exc).__name__}"
             ) from None
         except (httpx.TransportError, OSError) as exc:
             text = f"{action}: no answer from Vertex AI at {self.base_url}: {exc or type(exc).__name__}"
-            if action == "submit":
-                raise SubmissionUnknown(text) from None
-            raise ApiUnreachable(text) from None
+            raise (SubmissionUnknown if action == "submit" else ApiUnreachable)(text) from None
 
     def to_job(self, tuning_job: Any, spec: TuningSpec | None = None) -> Job:
         """A registry Job from an SDK TuningJob (``spec`` wins over what the API echoes)."""
         spec = spec or spec_from_job(tuning_job)
-        state = _state(tuning_job.state)
+        state = _enum(tuning_job.state)
         error = getattr(tuning_job, "error", None)
         message = None
         if error is not None:
             message = error.message or (f"error code {error.code}" if error.code else None)
-        checkpoint = None
-        if state == SUCCEEDED:
-            output = (tuning_job.output_uri or spec.output_uri or "").rstrip("/")
-            checkpoint = f"{output}/{FINAL_CHECKPOINT}" if output else None
-        sub = getattr(tuning_job, "tuning_job_state", None)
-        sub_state = _state(sub) if sub is not None else None
-        if sub_state == "TUNING_JOB_STATE_UNSPECIFIED":
-            sub_state = None
+        output = (tuning_job.output_uri or spec.output_uri or "").rstrip("/")
+        sub_state = _enum(getattr(tuning_job, "tuning_job_state", None), "")
         tuned = getattr(tuning_job, "tuned_model", None)
-        region = self.location if self.location != "global" else ran_in(tuning_job)
+        times = (tuning_job.create_time, tuning_job.update_time or tuning_job.end_time)
         return Job(
             name=tuning_job.name or "",
             backend="vertex",
             state=state,
             spec=spec,
-            region=region,
+            region=self.location if self.location != "global" else ran_in(tuning_job),
             tuned_model=getattr(tuned, "model", None) or None,
-            create_time=_iso(tuning_job.create_time),
-            update_time=_iso(tuning_job.update_time or tuning_job.end_time),
+            create_time=times[0].isoformat() if times[0] else None,
+            update_time=times[1].isoformat() if times[1] else None,
             error=message,
             tuning_data_stats=data_stats(tuning_job),
-            checkpoint_uri=checkpoint,
-            sub_state=sub_state,
+            checkpoint_uri=f"{output}/{FINAL_CHECKPOINT}"
+            if state == SUCCEEDED and output
+            else None,
+            sub_state=None if sub_state in ("", "TUNING_JOB_STATE_UNSPECIFIED") else sub_state,
             project=self.project,
             location=self.location,
             api_endpoint=self.api_endpoint,
@@ -550,8 +479,6 @@ class VertexBackend:
         The create request carries HttpRetryOptions(attempts=1): a re-sent create is a second
         billed job, so a timeout or 5xx raises SubmissionUnknown instead of retrying.
         """
-        import warnings
-
         from google.genai import types
 
         spec = spec.labelled()
@@ -561,7 +488,6 @@ class VertexBackend:
                 gcs_uri=spec.validation_dataset_uri
             )
         fields["http_options"] = types.HttpOptions(retry_options=types.HttpRetryOptions(attempts=1))
-        config = types.CreateTuningJobConfig(**fields)
         with warnings.catch_warnings():  # "tuning is experimental" on every call
             warnings.simplefilter("ignore")
             tuning_job = self._call(
@@ -569,7 +495,7 @@ class VertexBackend:
                 self.client().tunings.tune,
                 base_model=spec.base_model,
                 training_dataset=types.TuningDataset(gcs_uri=spec.training_dataset_uri),
-                config=config,
+                config=types.CreateTuningJobConfig(**fields),
             )
         return self.to_job(tuning_job, spec)
 
@@ -587,26 +513,23 @@ class VertexBackend:
         listed and matched: a filter the server reads differently can neither return someone
         else's job nor hide ours."""
 
-        def fetch_all(filter_text: str | None) -> builtins.list[Any]:
+        def fetch_all(filter_text: str | None = None) -> builtins.list[Any]:
             config: dict[str, Any] = {"page_size": self.page_size}
             if filter_text:
                 config["filter"] = filter_text
             return list(self.client().tunings.list(config=config))
 
-        items: list[Any]
-        if label is None:
-            items = self._call("list", fetch_all, filter_text=None)
-        else:
+        def matching(found: builtins.list[Any]) -> builtins.list[Any]:
+            return [i for i in found if label is None or (i.labels or {}).get(label[0]) == label[1]]
 
-            def matching(found: builtins.list[Any]) -> builtins.list[Any]:
-                return [i for i in found if (i.labels or {}).get(label[0]) == label[1]]
-
+        items: builtins.list[Any] = []
+        if label is not None:
             try:
                 items = matching(fetch_all(f'labels.{label[0]}="{label[1]}"'))
             except Exception:  # noqa: BLE001 - filter refused or a blip: list all, match here
-                items = []
-            if not items:
-                items = matching(self._call("list", fetch_all, filter_text=None))
+                pass
+        if not items:
+            items = matching(self._call("list", fetch_all))
         return [self.to_job(item) for item in items]
 
     def find_submitted(self, spec: TuningSpec) -> Job | None:
@@ -633,34 +556,25 @@ class VertexBackend:
         tuned = getattr(raw, "tuned_model", None)
         api = sorted(
             getattr(tuned, "checkpoints", None) or [],
-            key=lambda c: (_num(c.step) or 0, _num(c.epoch) or 0),
+            key=lambda c: (int_or_none(c.step) or 0, int_or_none(c.epoch) or 0),
         )
         output = (raw.output_uri or job.spec.output_uri or "").rstrip("/")
         base = f"{output}/{CHECKPOINTS_DIR}" if output else ""
         folders = [d for d in self._folders(base) if d != "final"]
-        result = []
-        for i, point in enumerate(api):
-            epoch = _num(point.epoch)
-            result.append(
-                Checkpoint(
-                    checkpoint_id=f"epoch-{epoch}" if epoch else str(point.checkpoint_id or i + 1),
-                    epoch=epoch,
-                    step=_num(point.step),
-                    uri=f"{base}/{folders[i]}" if i < len(folders) else "",
-                )
+        result = [
+            Checkpoint(
+                checkpoint_id=f"epoch-{epoch}" if epoch else str(point.checkpoint_id or i + 1),
+                epoch=epoch,
+                step=int_or_none(point.step),
+                uri=f"{base}/{folders[i]}" if i < len(folders) else "",
             )
+            for i, point in enumerate(api)
+            for epoch in [int_or_none(point.epoch)]
+        ]
         if not api:
-            result += [Checkpoint(checkpoint_id=d, uri=f"{base}/{d}") for d in folders]
-        if _state(raw.state) == SUCCEEDED and base:
-            last = result[-1] if result else None
-            result.append(
-                Checkpoint(
-                    checkpoint_id="final",
-                    epoch=last.epoch if last else None,
-                    step=last.step if last else None,
-                    uri=f"{base}/final",
-                )
-            )
+            result = [Checkpoint(checkpoint_id=d, uri=f"{base}/{d}") for d in folders]
+        if _enum(raw.state) == SUCCEEDED and base:
+            return with_final(result, f"{base}/final")
         return result
 
     def _folders(self, base: str) -> builtins.list[str]:
@@ -669,11 +583,9 @@ class VertexBackend:
             return []
         try:
             bucket, prefix = storage.parse_gcs_uri(base)
-            client = storage.gcs_client(self.project)
+            blobs = storage.gcs_client(self.project).list_blobs(bucket, prefix=prefix + "/")
             names = {
-                blob.name[len(prefix) + 1 :].split("/", 1)[0]
-                for blob in client.list_blobs(bucket, prefix=prefix + "/")
-                if "/" in blob.name[len(prefix) + 1 :]
+                rest.split("/", 1)[0] for b in blobs if "/" in (rest := b.name[len(prefix) + 1 :])
             }
         except Exception:  # noqa: BLE001 - URIs are best effort; the API's list stands
             return []
