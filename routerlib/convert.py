@@ -25,9 +25,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tqdm import tqdm
-
-from routerlib import models, schema
+from routerlib import models, progress, schema
+from routerlib.errors import InputError
+from routerlib.progress import is_terminal
 
 #: At most this many problem lines are listed in one error (the count of the rest follows).
 MAX_PROBLEMS = 200
@@ -107,73 +107,59 @@ def _json_problem(text: str) -> str:
     return "row: invalid JSON"  # pragma: no cover - the line failed to parse just before
 
 
-def _quick_valid(row: Any) -> bool:
-    """A fast check that implies ``schema.validate_row(row) == []``; False means "ask the schema".
+#: Field -> (the exact JSON types it takes, whether items must be str, whether it is required).
+_EXACT = {
+    "str": (str,),
+    "list[str]": (list,),
+    "dict": (dict,),
+    "number": (int, float),
+    "bool": (bool,),
+}
+_REQUIRED = frozenset(schema.REQUIRED_ROW_KEYS)
+_FIELDS = tuple(
+    (key, _EXACT.get(kind, ()), kind == "list[str]", key in _REQUIRED)
+    for key, kind in schema.ROW_FIELD_TYPES.items()
+)
+_MISSING = object()
 
-    It is stricter than the schema (exact JSON types only), so a False for a valid row only
-    costs the slower full validation.
-    """
+
+def _quick_valid(row: Any) -> bool:
+    """A fast check that implies ``schema.validate_row(row) == []``; False means "ask the schema"
+    (it takes exact JSON types only, so a False for a valid row only costs the full validation)."""
     if type(row) is not dict:
         return False
-    for key, expected in _FIELD_TYPES:
+    for key, kinds, of_str, required in _FIELDS:
         value = row.get(key, _MISSING)
         if value is _MISSING:
-            if key in _REQUIRED:
+            if required:
                 return False
-            continue
-        kind = type(value)
-        if expected == "str":
-            if kind is not str:
-                return False
-        elif expected == "list[str]":
-            if kind is not list:
-                return False
+        elif type(value) not in kinds:
+            return False
+        elif of_str:
             for item in value:
                 if type(item) is not str:
                     return False
-        elif expected == "dict":
-            if kind is not dict:
-                return False
-        elif expected == "number":
-            if kind is not int and kind is not float:
-                return False
-        elif expected == "bool":
-            if kind is not bool:
-                return False
-        else:
-            return False
     plan = row["route_plan"]
     if not plan or row["difficulty"] not in schema.DIFFICULTIES:
         return False
     return all(schema.validate_route_step(step) is None for step in plan)
 
 
-_MISSING = object()
-_FIELD_TYPES: tuple[tuple[str, str], ...] = tuple(schema.ROW_FIELD_TYPES.items())
-_REQUIRED = frozenset(schema.REQUIRED_ROW_KEYS)
-
-
 def _encode_line(prompt: str, completion: str) -> bytes:
     """``json.dumps({"prompt": prompt, "completion": completion}, ensure_ascii=False) + "\n"``
-    as UTF-8, built from the encoder's own string escaper (the same bytes, less overhead).
-
-    ``completion`` is itself json.dumps output, which holds no control characters (the encoder
-    escapes them), so escaping it only means doubling backslashes and escaping quotes: the same
-    result as the escaper, done by two fast ``str.replace`` calls.
-    """
+    as UTF-8, from the encoder's own string escaper (the same bytes, less overhead). The
+    completion is json.dumps output (no control characters), so two ``str.replace`` calls escape
+    it as the escaper would."""
     quoted = completion.replace("\\", "\\\\").replace('"', '\\"')
     return ('{"prompt": ' + _escape(prompt) + ', "completion": "' + quoted + '"}\n').encode("utf-8")
 
 
-def messages_line(prompt: str, completion: str) -> bytes:
-    """One ``messages`` line: ``{"messages": [user prompt, assistant completion]}`` + newline."""
-    turns = [{"role": "user", "content": prompt}, {"role": "assistant", "content": completion}]
-    return (json.dumps({"messages": turns}, ensure_ascii=False) + "\n").encode("utf-8")
-
-
 def to_messages(line: bytes) -> bytes:
+    """A prompt/completion line as a ``messages`` line: one user turn, one assistant turn."""
     obj = json.loads(line)
-    return messages_line(obj["prompt"], obj["completion"])
+    turns = [{"role": "user", "content": obj["prompt"]}]
+    turns.append({"role": "assistant", "content": obj["completion"]})
+    return (json.dumps({"messages": turns}, ensure_ascii=False) + "\n").encode("utf-8")
 
 
 def example_pair(obj: Any) -> tuple[str, str] | None:
@@ -196,6 +182,46 @@ def example_pair(obj: Any) -> tuple[str, str] | None:
     ):
         return "\n".join(t["content"] for t in turns[:-1]), turns[-1]["content"]
     return None
+
+
+def read_prompt_completion(path: str | os.PathLike[str]) -> list[tuple[str, str]]:
+    """(prompt, completion) pairs of a JSONL file in either line format; InputError naming the
+    file and line of every bad line."""
+    file = Path(path)
+    if not file.is_file():
+        raise InputError(f"{file}: dataset not found")
+    pairs: list[tuple[str, str]] = []
+    problems: list[str] = []
+    with open(file, encoding="utf-8") as handle:
+        for number, line in enumerate(handle, 1):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as exc:
+                problems.append(f"{file}:{number}: not JSON ({exc.msg})")
+                continue
+            pair = example_pair(obj)
+            if pair is not None:
+                pairs.append(pair)
+            elif not isinstance(obj, dict):
+                problems.append(f"{file}:{number}: expected an object with prompt and completion")
+            elif "messages" in obj:
+                problems.append(
+                    f"{file}:{number}: messages: expected chat turns ending with the assistant's"
+                )
+            else:
+                problems += [
+                    f"{file}:{number}: {key}: must be a string (got "
+                    f"{'missing' if key not in obj else type(obj[key]).__name__})"
+                    for key in ("prompt", "completion")
+                    if not isinstance(obj.get(key), str)
+                ]
+    if problems:
+        raise InputError(f"{file}: {len(problems)} bad line(s)", problems[:20])
+    if not pairs:
+        raise InputError(f"{file}: no examples")
+    return pairs
 
 
 def _scan_range(
@@ -350,10 +376,6 @@ def auto_workers(size: int, limit: int | None) -> int:
     return max(1, min(MAX_WORKERS, os.cpu_count() or 1))
 
 
-def _can_fork() -> bool:
-    return "fork" in multiprocessing.get_all_start_methods()
-
-
 def remove_spools(spool_dir: Path) -> None:
     for spool in spool_dir.glob(f".prepare-spool.{os.getpid()}.*.tmp"):
         with contextlib.suppress(FileNotFoundError):
@@ -361,23 +383,17 @@ def remove_spools(spool_dir: Path) -> None:
 
 
 def scan_all(
-    source: Path, spool_dir: Path, limit: int | None, workers: int, progress: bool
+    source: Path, spool_dir: Path, limit: int | None, workers: int, show: bool
 ) -> tuple[Scan, list[tuple[str, int, int]], list[Path], tuple[str, int]]:
     """Pass 1 over the whole input, in ``workers`` processes when above 1."""
     size = source.stat().st_size
     tag = f"{os.getpid()}"
     if workers <= 1 or limit is not None:
         spool = spool_dir / f".prepare-spool.{tag}.0.tmp"
-        bar = progress_bar(progress, size, f"prepare: reading {source.name}", "B")
-        on_bytes = None
-        if bar is not None:
-
-            def on_bytes(position: int) -> None:
-                bar.update(position - bar.n)
-
-        part = _scan_range(str(source), 0, None, str(spool), limit, on_bytes)
-        if bar is not None:
-            bar.close()
+        with progress_bar(show, size, f"prepare: reading {source.name}", "B") as bar:
+            part = _scan_range(
+                str(source), 0, None, str(spool), limit, lambda at: bar.update(at - bar.n)
+            )
         merged, duplicates = _merge([part])
         return merged, duplicates, [spool], hash_file(source)
 
@@ -385,10 +401,11 @@ def scan_all(
     spools = [spool_dir / f".prepare-spool.{tag}.{i}.tmp" for i in range(len(bounds))]
     # fork is cheapest, but forking a process that runs other threads (a Jupyter kernel) can
     # deadlock a child on a lock held at fork time; spawn starts clean interpreters instead.
-    method = "fork" if threading.active_count() == 1 and _can_fork() else "spawn"
+    can_fork = "fork" in multiprocessing.get_all_start_methods()
+    method = "fork" if threading.active_count() == 1 and can_fork else "spawn"
     context = multiprocessing.get_context(method)
-    bar = progress_bar(progress, len(bounds), f"prepare: reading {source.name}", "chunk")
-    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+    bar = progress_bar(show, len(bounds), f"prepare: reading {source.name}", "chunk")
+    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool, bar:
         futures = [
             pool.submit(_scan_range, str(source), start, end, str(spool))
             for (start, end), spool in zip(bounds, spools, strict=True)
@@ -397,26 +414,15 @@ def scan_all(
         parts = []
         for future in futures:
             parts.append(future.result())
-            if bar is not None:
-                bar.update(1)
-    if bar is not None:
-        bar.close()
+            bar.update(1)
     merged, duplicates = _merge(parts)
     return merged, duplicates, spools, digest
 
 
 def progress_bar(enabled: bool, total: int, desc: str, unit: str = "it") -> Any:
-    """A plain text bar on stderr (no ipywidgets needed), or None. ``disable=None`` is tqdm's own
-    rule: no bar when stderr is not a terminal, so logs and captured notebook streams never get
-    partial ``0%|  | 0/7039058`` lines; byte counts are shown scaled (kB, MB)."""
-    if not enabled:
-        return None
-    return tqdm(
-        total=total,
-        unit=unit,
-        unit_scale=unit == "B",
-        desc=desc,
-        file=sys.stderr,
-        leave=False,
-        disable=None,
+    """A tqdm bar on stderr when it is a terminal; silent elsewhere (logs and notebook streams
+    never get partial lines). Byte counts are shown scaled (kB, MB)."""
+    on = enabled and is_terminal(sys.stderr)
+    return progress.progress_bar(
+        on, total, desc=desc, unit=unit, unit_scale=unit == "B", leave=False
     )

@@ -6,18 +6,18 @@ blank lines skipped, ``--limit`` keeps the first N, ``random.Random(seed).shuffl
 ``val = int(N * val_ratio)``, ``test = int(N * test_ratio)``, train first, then validation, then
 test; each line ``json.dumps({"prompt": ..., "completion": ...}, ensure_ascii=False)``.
 
-Pass 1 (routerlib.convert) reads the input, validates and converts every row to a spool file
-beside the splits, keeping only a few small numbers per row. ``Random.shuffle`` moves items by
-position only (its swaps depend on the list length, not the values), so shuffling the list of
-row indices gives the same permutation as shuffling the rows. Pass 2 (here) copies each line
-from the spool, by offset, into its split, and writes the manifest with each split's statistics.
-Nothing is written under the final names until every row is valid.
+Pass 1 (routerlib.convert) validates and converts every row to a spool file, keeping a few small
+numbers per row. ``Random.shuffle`` moves items by position only, so shuffling the row indices
+gives the same permutation as shuffling the rows. Pass 2 (here) copies each line from the spool
+into its split and writes the manifest. Nothing is written under the final names until every row
+is valid.
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
+import itertools
 import json
 import os
 import random
@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 from routerlib import __version__, convert, models, schema, storage, synth
 from routerlib.atomic import write_json
 from routerlib.config import run_default
-from routerlib.convert import example_pair
+from routerlib.convert import example_pair as example_pair
 from routerlib.errors import InputError
 from routerlib.runfolder import PREPARE_FILE
 
@@ -82,38 +82,39 @@ class PrepareResult:
 
 
 def _check_flags(
-    val_ratio: float,
-    test_ratio: float,
-    limit: int | None,
-    max_seq_len: int | None,
-    tuning_mode: str,
+    val_ratio: float, test_ratio: float, limit: int | None, max_seq_len: int | None, mode: str
 ) -> None:
-    problems = []
-    for name, value in (("--val-ratio", val_ratio), ("--test-ratio", test_ratio)):
-        if not 0.0 <= value < 1.0:
-            problems.append(f"{name} must be in [0, 1), got {value}")
+    problems = [
+        f"{name} must be in [0, 1), got {value}"
+        for name, value in (("--val-ratio", val_ratio), ("--test-ratio", test_ratio))
+        if not 0.0 <= value < 1.0
+    ]
     if not problems and val_ratio + test_ratio >= 1.0:
         problems.append(
             f"--val-ratio + --test-ratio must be below 1 (got {val_ratio + test_ratio}): "
             "nothing would be left for train"
         )
-    if limit is not None and limit < 1:
-        problems.append(f"--limit must be at least 1, got {limit}")
-    if max_seq_len is not None and max_seq_len < 1:
-        problems.append(f"--max-seq-len must be at least 1, got {max_seq_len}")
-    if tuning_mode not in TUNING_MODES:
-        problems.append(
-            f"--tuning-mode must be one of {', '.join(TUNING_MODES)}, got {tuning_mode!r}"
-        )
+    problems += [
+        f"{name} must be at least 1, got {value}"
+        for name, value in (("--limit", limit), ("--max-seq-len", max_seq_len))
+        if value is not None and value < 1
+    ]
+    if mode not in TUNING_MODES:
+        problems.append(f"--tuning-mode must be one of {', '.join(TUNING_MODES)}, got {mode!r}")
     if problems:
         raise InputError("invalid prepare options: " + "; ".join(problems))
 
 
 def split_sizes(n: int, val_ratio: float, test_ratio: float) -> dict[str, int]:
     """Rows per split exactly as the original: val = int(n*val_ratio), test = int(n*test_ratio)."""
-    val = int(n * val_ratio)
-    test = int(n * test_ratio)
+    val, test = int(n * val_ratio), int(n * test_ratio)
     return {"train": n - val - test, "validation": val, "test": test}
+
+
+def _split_rows(order: list[int], sizes: dict[str, int]) -> dict[str, list[int]]:
+    """The row indices of each split: train first, then validation, then test."""
+    ends = dict(zip(SPLITS, itertools.accumulate(sizes[name] for name in SPLITS), strict=True))
+    return {name: order[ends[name] - sizes[name] : ends[name]] for name in SPLITS}
 
 
 # --------------------------------------------------------------------------------------------
@@ -131,8 +132,7 @@ def _warnings(
     scan: convert.Scan,
     duplicates: list[tuple[str, int, int]],
     label: str,
-    order: list[int],
-    sizes: dict[str, int],
+    splits: dict[str, list[int]],
     max_seq_len: int,
     limit_note: str,
 ) -> list[str]:
@@ -143,20 +143,16 @@ def _warnings(
         out.append(f"{label}: {len(duplicates) - MAX_NAMED_LINES} more duplicate ids")
 
     # The same (stripped) user_query in two splits leaks evaluation data into training.
-    split_of: dict[int, tuple[int, int]] = {}
+    split_of: dict[int, tuple[str, int]] = {}
     leaks: list[str] = []
-    position = 0
-    for split_index, name in enumerate(SPLITS):
-        for row in order[position : position + sizes[name]]:
-            key = scan.query_keys[row]
-            seen = split_of.setdefault(key, (split_index, row))
-            if seen[0] != split_index:
+    for name, rows in splits.items():
+        for row in rows:
+            seen_in, at = split_of.setdefault(scan.query_keys[row], (name, row))
+            if seen_in != name:
                 leaks.append(
                     f"{label}:{scan.line_numbers[row]}: user_query: same query as line "
-                    f"{scan.line_numbers[seen[1]]}, which is in {SPLITS[seen[0]]} while this one "
-                    f"is in {name}"
+                    f"{scan.line_numbers[at]}, which is in {seen_in} while this one is in {name}"
                 )
-        position += sizes[name]
     out.extend(leaks[:MAX_NAMED_LINES])
     if len(leaks) > MAX_NAMED_LINES:
         out.append(f"{label}: {len(leaks) - MAX_NAMED_LINES} more queries appear in two splits")
@@ -212,8 +208,7 @@ class _Sink:
 def _write_splits(
     spools: list[Path],
     scan: convert.Scan,
-    order: list[int],
-    sizes: dict[str, int],
+    splits: dict[str, list[int]],
     output_dir: Path,
     progress: bool,
     data_format: str = "prompt_completion",
@@ -223,12 +218,11 @@ def _write_splits(
     temps: dict[str, Path] = {}
     info: dict[str, dict[str, Any]] = {}
     offsets, lengths, which = scan.spool_offsets, scan.spool_lengths, scan.spool_index
-    bar = convert.progress_bar(progress, len(order), "prepare: writing splits", "row")
+    bar = convert.progress_bar(progress, len(scan.spool_offsets), "prepare: writing splits", "row")
     fds = [os.open(spool, os.O_RDONLY) for spool in spools]
     pread = os.pread
     try:
-        position = 0
-        for name in SPLITS:
+        for name, rows in splits.items():
             target = output_dir / SPLIT_FILES[name]
             temp = output_dir / f".{target.name}.{os.getpid()}.tmp"
             temps[name] = temp
@@ -244,7 +238,7 @@ def _write_splits(
                 sink = _Sink(hasher, out)
                 try:
                     buffer = bytearray()
-                    for row in order[position : position + sizes[name]]:
+                    for row in rows:
                         line = pread(fds[which[row]], lengths[row], offsets[row])
                         buffer += rewrite(line) if rewrite is not None else line
                         if len(buffer) >= _WRITE_BUFFER:
@@ -254,20 +248,16 @@ def _write_splits(
                 finally:
                     written = sink.close()
                 os.fsync(out.fileno())
-            position += sizes[name]
-            if bar is not None:
-                bar.update(sizes[name])
+            bar.update(len(rows))
             info[name] = {
                 "file": target.name,
-                "rows": sizes[name],
+                "rows": len(rows),
                 "bytes": written,
                 "sha256": hasher.hexdigest(),
             }
-        paths = {}
-        for name in SPLITS:
-            final = output_dir / SPLIT_FILES[name]
+        paths = {name: output_dir / SPLIT_FILES[name] for name in SPLITS}
+        for name, final in paths.items():
             os.replace(temps[name], final)
-            paths[name] = final
         return paths, info
     except BaseException:
         for temp in temps.values():
@@ -277,8 +267,7 @@ def _write_splits(
     finally:
         for fd in fds:
             os.close(fd)
-        if bar is not None:
-            bar.close()
+        bar.close()
 
 
 # --------------------------------------------------------------------------------------------
@@ -299,12 +288,8 @@ def _split_stats(scan: convert.Scan, rows: list[int]) -> dict[str, Any]:
             str(k): v for k, v in sorted(Counter(scan.route_length[i] for i in rows).items())
         },
         "difficulty": {
-            d: c
-            for d, c in (
-                (d, sum(1 for i in rows if scan.difficulty[i] == k))
-                for k, d in enumerate(schema.DIFFICULTIES)
-            )
-            if c
+            schema.DIFFICULTIES[k]: c
+            for k, c in sorted(Counter(scan.difficulty[i] for i in rows).items())
         },
         "metrics_shapes": dict(Counter(shapes[scan.metrics_shape[i]] for i in rows).most_common()),
         "est_tokens_mean": round(sum(tokens) / len(tokens), 2) if tokens else 0.0,
@@ -402,16 +387,15 @@ def prepare(
         sizes = split_sizes(n, val_ratio, test_ratio)
         order = list(range(n))
         random.Random(seed).shuffle(order)
+        splits = _split_rows(order, sizes)
         note = f" ({base_model}, {tuning_mode})" if max_seq_len is None else ""
-        warnings = _warnings(scan, duplicates, label, order, sizes, limit_seq, note)
+        warnings = _warnings(scan, duplicates, label, splits, limit_seq, note)
         if strict and warnings:
             raise InputError(
                 f"{label}: {len(warnings)} warning(s) are errors under --strict; nothing was written",
                 warnings,
             )
-        split_paths, info = _write_splits(
-            spools, scan, order, sizes, out_dir, progress, data_format
-        )
+        split_paths, info = _write_splits(spools, scan, splits, out_dir, progress, data_format)
     except BaseException:
         convert.remove_spools(out_dir)
         if created_dir:
@@ -420,10 +404,8 @@ def prepare(
         raise
     convert.remove_spools(out_dir)
 
-    position = 0
-    for name in SPLITS:
-        info[name]["stats"] = _split_stats(scan, order[position : position + sizes[name]])
-        position += sizes[name]
+    for name, rows in splits.items():
+        info[name]["stats"] = _split_stats(scan, rows)
 
     manifest: dict[str, Any] = {
         "tool": "routerlib prepare",
@@ -513,24 +495,14 @@ def stats_frame(output_dir: str | os.PathLike[str]) -> pd.DataFrame:
         if not path.is_file():
             raise InputError(f"{path}: not found (run routerlib prepare first)")
         with open(path, encoding="utf-8") as handle:
-            for line in handle:
-                pair = example_pair(json.loads(line))
-                if pair is None:
-                    raise InputError(f"{path}: a line is neither prompt/completion nor messages")
-                example = {"prompt": pair[0], "completion": pair[1]}
-                completion = json.loads(example["completion"])
-                plan = completion["route_plan"]
-                records.append(
-                    {
-                        "split": name,
-                        "first_tool": schema.step_tool(plan[0]) if plan else "",
-                        "route_length": len(plan),
-                        "difficulty": completion["difficulty"],
-                        "est_tokens": models.estimate_tokens(
-                            example["prompt"] + example["completion"]
-                        ),
-                    }
-                )
+            pairs = [example_pair(json.loads(line)) for line in handle]
+        for pair in pairs:
+            if pair is None:
+                raise InputError(f"{path}: a line is neither prompt/completion nor messages")
+            completion = json.loads(pair[1])
+            plan, tokens = completion["route_plan"], models.estimate_tokens(pair[0] + pair[1])
+            first = schema.step_tool(plan[0]) if plan else ""
+            records.append((name, first, len(plan), completion["difficulty"], tokens))
     frame = pd.DataFrame.from_records(
         records, columns=["split", "first_tool", "route_length", "difficulty", "est_tokens"]
     )

@@ -18,7 +18,7 @@ import json
 import os
 import random
 import string
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
@@ -106,7 +106,10 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
 
-class _TopicEntry(_Strict):
+class Topic(_Strict):
+    """One research area: tags (the first from the real top-tag lists), subjects, what the math
+    and code agents do there, search terms, a domain metric and a validation check."""
+
     tags: Annotated[list[str], Field(min_length=2)]
     subjects: _Texts
     derivations: _Texts
@@ -118,7 +121,7 @@ class _TopicEntry(_Strict):
 
 
 class _TopicsFile(_Strict):
-    topics: Annotated[list[_TopicEntry], Field(min_length=1)]
+    topics: Annotated[list[Topic], Field(min_length=1)]
 
 
 class _PhrasesFile(_Strict):
@@ -226,30 +229,17 @@ def _read_table(folder: Any, name: str, model: type[_Strict]) -> Any:
 
 
 @dataclass(frozen=True)
-class Topic:
-    """One research area: tags (the first from the real top-tag lists), subjects, what the math
-    and code agents do there, search terms, a domain metric and a validation check."""
-
-    tags: tuple[str, ...]
-    subjects: tuple[str, ...]
-    derivations: tuple[str, ...]
-    implementations: tuple[str, ...]
-    search_terms: tuple[str, ...]
-    metric: tuple[str, str]
-    check: str
-
-
-@dataclass(frozen=True)
 class Tables:
-    """Everything the generator draws from, as read from the three packaged YAML files."""
+    """Everything the generator draws from, as read from the three packaged YAML files; the
+    weights are (item, weight) pairs in file order (the generator draws by position)."""
 
-    topics: tuple[Topic, ...]
+    topics: list[Topic]
     phrases: _PhrasesFile
-    route_templates: tuple[tuple[tuple[str, ...], float], ...]
-    difficulty_weights: tuple[tuple[str, int], ...]
-    metrics_shapes: tuple[tuple[tuple[str, ...], int], ...]
+    route_templates: list[tuple[tuple[str, ...], float]]
+    difficulty_weights: list[tuple[str, int]]
+    metrics_shapes: list[tuple[tuple[str, ...], int]]
     dict_value_share: dict[str, float]
-    search_modes: tuple[tuple[str, int], ...]
+    search_modes: list[tuple[str, int]]
 
 
 def load_tables(folder: str | os.PathLike[str] | None = None) -> Tables:
@@ -271,24 +261,13 @@ def load_tables(folder: str | os.PathLike[str] | None = None) -> Tables:
             weight = route.length_rows * share * route.order_share
         routes.append((tuple(route.tools), weight))
     return Tables(
-        topics=tuple(
-            Topic(
-                tuple(t.tags),
-                tuple(t.subjects),
-                tuple(t.derivations),
-                tuple(t.implementations),
-                tuple(t.search_terms),
-                (t.metric_name, t.metric_formula),
-                t.check,
-            )
-            for t in topics
-        ),
+        topics=topics,
         phrases=phrases,
-        route_templates=tuple(routes),
-        difficulty_weights=tuple(dist.difficulty.items()),
-        metrics_shapes=tuple((tuple(s.keys), s.rows) for s in dist.metrics_shapes),
+        route_templates=routes,
+        difficulty_weights=list(dist.difficulty.items()),
+        metrics_shapes=[(tuple(s.keys), s.rows) for s in dist.metrics_shapes],
         dict_value_share={k: v.objects / v.rows for k, v in dist.object_values.items()},
-        search_modes=tuple(dist.search_modes.items()),
+        search_modes=list(dist.search_modes.items()),
     )
 
 
@@ -303,7 +282,7 @@ def tables() -> Tables:
 # --------------------------------------------------------------------------------------------
 
 
-def _weighted(rng: random.Random, items: tuple[tuple[Any, float], ...]) -> Any:
+def _weighted(rng: random.Random, items: Sequence[tuple[Any, float]]) -> Any:
     values = [item for item, _ in items]
     weights = [weight for _, weight in items]
     return rng.choices(values, weights=weights, k=1)[0]
@@ -313,7 +292,6 @@ def _query(
     t: Tables, rng: random.Random, topic: Topic, difficulty: str, ctx: dict[str, Any]
 ) -> str:
     p = t.phrases
-    fmt = dict(ctx)
     if difficulty == "introductory":
         parts = [rng.choice(p.intro_openers), rng.choice(p.intro_asks)]
         setting = rng.choice(p.settings)
@@ -324,7 +302,7 @@ def _query(
         parts.append(rng.choice(p.validate_asks))
         if difficulty == "advanced":
             parts.append(rng.choice(p.advanced_asks))
-    text = " ".join(part.format(**fmt) for part in parts) + rng.choice(p.cite_asks)
+    text = " ".join(part.format(**ctx) for part in parts) + rng.choice(p.cite_asks)
     return text[0].upper() + text[1:]
 
 
@@ -522,10 +500,10 @@ def _make_row(t: Tables, rng: random.Random, index: int, seen: set[bytes]) -> di
             "framework": rng.choice(t.phrases.frameworks),
             "search": rng.choice(topic.search_terms),
             "check": topic.check,
-            "metric": topic.metric[0],
-            "metric_name": topic.metric[0],
-            "metric_formula": topic.metric[1],
-            "metric_key": topic.metric[0].replace(" ", "_").replace("-", "_").lower(),
+            "metric": topic.metric_name,
+            "metric_name": topic.metric_name,
+            "metric_formula": topic.metric_formula,
+            "metric_key": topic.metric_name.replace(" ", "_").replace("-", "_").lower(),
             "tag": topic.tags[0].replace("-", " "),
             "tag2": topic.tags[1].replace("-", " "),
             "seeds": rng.choice((3, 5, 10, 20)),
@@ -553,9 +531,8 @@ def _make_row(t: Tables, rng: random.Random, index: int, seen: set[bytes]) -> di
         else:
             plan.append(_code_step(t, rng, topic, ctx, second))
 
-    extra_tags = [tag for tag in topic.tags[1:]]
     tag_count = rng.choices((2, 3, 4), weights=(3, 92, 5))[0]
-    tags = [topic.tags[0], *extra_tags][: min(tag_count, len(topic.tags))]
+    tags = list(topic.tags[: min(tag_count, len(topic.tags))])
     if tag_count == 4:
         tags.append(rng.choice(t.topics).tags[0])
         tags = list(dict.fromkeys(tags))

@@ -13,11 +13,14 @@ proves the pipeline runs end to end on a CPU; it says nothing about routing qual
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import os
 import shutil
 import tempfile
+import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -57,8 +60,6 @@ INIT_SEED = 0
 #: File written last into a built model folder; its presence means the build finished.
 BUILD_MARKER = "routerlib_build.json"
 
-_corpus_digest_cache: dict[tuple[int, int], str] = {}
-
 
 def corpus_texts(rows: int, seed: int) -> list[str]:
     """Prompt + completion text of ``rows`` synthetic Week-2 rows: the tokenizer's corpus."""
@@ -72,15 +73,12 @@ def corpus_texts(rows: int, seed: int) -> list[str]:
 FINGERPRINT_ROWS = 64
 
 
+@functools.cache
 def _corpus_digest(rows: int, seed: int) -> str:
-    key = (rows, seed)
-    if key not in _corpus_digest_cache:
-        digest = hashlib.sha256(f"{rows}:{seed}:".encode())
-        for text in corpus_texts(min(rows, FINGERPRINT_ROWS), seed):
-            digest.update(text.encode("utf-8"))
-            digest.update(b"\0")
-        _corpus_digest_cache[key] = digest.hexdigest()
-    return _corpus_digest_cache[key]
+    digest = hashlib.sha256(f"{rows}:{seed}:".encode())
+    for text in corpus_texts(min(rows, FINGERPRINT_ROWS), seed):
+        digest.update(text.encode("utf-8") + b"\0")
+    return digest.hexdigest()
 
 
 def build_settings(seed: int = INIT_SEED) -> dict[str, Any]:
@@ -128,23 +126,16 @@ def train_tokenizer(texts: list[str], vocab_size: int, min_frequency: int = 2) -
 
 
 def build_model(dest: Path, seed: int = INIT_SEED) -> Path:
-    """Build the embedded model into ``dest`` (which must not exist) atomically: everything is
-    written to a temp folder beside it, then renamed. Returns ``dest``."""
-    from transformers import (
-        GenerationConfig,
-        LlamaConfig,
-        LlamaForCausalLM,
-        PreTrainedTokenizerFast,
-    )
+    """Build the embedded model into ``dest`` atomically (a temp folder beside it, renamed);
+    returns ``dest``."""
+    import torch
+    import transformers as hf
 
-    dest = Path(dest)
-    dest.parent.mkdir(parents=True, exist_ok=True)
     settings = build_settings(seed)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent))
-    try:
+    with atomic_folder(Path(dest)) as tmp:
         texts = corpus_texts(TOKENIZER["corpus_rows"], TOKENIZER["corpus_seed"])
         raw = train_tokenizer(texts, TOKENIZER["vocab_size"], TOKENIZER["min_frequency"])
-        tokenizer = PreTrainedTokenizerFast(
+        tokenizer = hf.PreTrainedTokenizerFast(
             tokenizer_object=raw,
             bos_token=BOS_TOKEN,
             eos_token=EOS_TOKEN,
@@ -155,44 +146,52 @@ def build_model(dest: Path, seed: int = INIT_SEED) -> Path:
         )
         ids: dict[str, Any] = {"pad_token_id": 0, "bos_token_id": 1, "eos_token_id": 2}
         assert [tokenizer.pad_token_id, tokenizer.bos_token_id, tokenizer.eos_token_id] == [0, 1, 2]
-        config = LlamaConfig(vocab_size=raw.get_vocab_size(), **ARCHITECTURE, **ids)
-        with _fork_rng(seed):
-            model = LlamaForCausalLM(config)
-        model.generation_config = GenerationConfig(**ids)
-        from transformers.utils import logging as hf_logging
-
-        bars = hf_logging.is_progress_bar_enabled()
-        hf_logging.disable_progress_bar()  # no per-file bars for a 20 MB model
-        try:
+        config = hf.LlamaConfig(vocab_size=raw.get_vocab_size(), **ARCHITECTURE, **ids)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            model = hf.LlamaForCausalLM(config)
+        model.generation_config = hf.GenerationConfig(**ids)
+        with quiet_transformers():
             model.save_pretrained(tmp, safe_serialization=True)
             tokenizer.save_pretrained(tmp)
-        finally:
-            if bars:
-                hf_logging.enable_progress_bar()
         params = sum(p.numel() for p in model.parameters())
         info = {"model": EMBEDDED_MODEL, "parameters": params, **settings}
         (tmp / BUILD_MARKER).write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
-        os.chmod(tmp, 0o755)
-        try:
-            os.rename(tmp, dest)
-        except OSError:
-            if not (dest / BUILD_MARKER).exists():  # not a concurrent builder that won the race
-                raise
-            shutil.rmtree(tmp, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return dest
+    return Path(dest)
 
 
 @contextlib.contextmanager
-def _fork_rng(seed: int) -> Any:
-    """Seed torch's CPU generator for the block, restoring the caller's state afterwards."""
-    import torch
+def atomic_folder(dest: Path) -> Iterator[Path]:
+    """A temporary folder beside ``dest`` that replaces ``dest`` when the block ends without an
+    error (and is removed when it raises): readers never see a half-written model folder."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent))
+    try:
+        yield tmp
+        os.chmod(tmp, 0o755)
+        if dest.exists():
+            shutil.rmtree(dest)
+        os.rename(tmp, dest)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
 
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        yield
+
+@contextlib.contextmanager
+def quiet_transformers() -> Iterator[None]:
+    """Hide transformers' per-file progress bars and peft's deprecation noise (peft asks
+    transformers a deprecated question; nothing a user can act on)."""
+    from transformers.utils import logging as hf_logging
+
+    was = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", ".*is_gradient_checkpointing", FutureWarning)
+            yield
+    finally:
+        if was:
+            hf_logging.enable_progress_bar()
 
 
 def ensure_embedded_model(seed: int = INIT_SEED) -> Path:
@@ -219,13 +218,7 @@ def resolve_base_model(base_model: str) -> str:
 def load_embedded(seed: int = INIT_SEED) -> tuple[Any, Any]:
     """(model, tokenizer) of the embedded model, loaded with ``from_pretrained``."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
-    from transformers.utils import logging as hf_logging
 
     folder = ensure_embedded_model(seed)
-    bars = hf_logging.is_progress_bar_enabled()
-    hf_logging.disable_progress_bar()
-    try:
+    with quiet_transformers():
         return AutoModelForCausalLM.from_pretrained(folder), AutoTokenizer.from_pretrained(folder)
-    finally:
-        if bars:
-            hf_logging.enable_progress_bar()

@@ -1,20 +1,12 @@
 """A cache of finished local tunings, keyed by what decides the trained weights.
 
-The local backend is deterministic: the same spec on the same data, with the same options and the
-same training code, gives the same checkpoint. So a finished tuning is kept under
-``<cache>/tuning/<key>/`` and a later submission with the same key (a notebook run alone, a second
-run folder of the same params) copies it instead of training again.
-
-The key hashes the spec without where it writes or how it is labelled (output_uri, labels,
-display name), the *contents* of the training and validation files (not their paths), the base
-model (the embedded model's build hash, or the contents of a local checkpoint folder or GGUF
-file), the backend options (batch size, token limit, seed, bf16, the device when not the CPU),
-the training code (the files of TRAINING_MODULES) and the versions of torch, transformers and
-peft. Anything else changes the key, so a hit is always a tuning that would have come out
-identical.
-
+The local backend is deterministic, so a finished tuning is kept under ``<cache>/tuning/<key>/``
+and a later submission with the same key copies it instead of training again. The key hashes the
+spec without where it writes or how it is labelled, the contents of the data files and of a local
+base model, the backend options, the training code (TRAINING_MODULES) and the versions of torch,
+transformers and peft: a hit is always a tuning that would have come out identical.
 ``ROUTERLIB_TUNING_CACHE`` moves the cache (a folder) or turns it off (``off``, ``0``, ``no``);
-by default it lives under ``ROUTERLIB_CACHE`` (see paths.cache_root).
+by default it lives under ``ROUTERLIB_CACHE`` (docs/outputs.md).
 """
 
 from __future__ import annotations
@@ -24,15 +16,15 @@ import importlib.util
 import json
 import os
 import shutil
-import tempfile
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 from routerlib import paths
+from routerlib.atomic import write_text
 from routerlib.checkpoint_names import FINAL_CHECKPOINT
 from routerlib.models import EMBEDDED_MODEL, gguf_path
-from routerlib.tinymodel import config_hash
+from routerlib.tinymodel import atomic_folder, config_hash
 from routerlib.tuning.base import TuningSpec
 
 ENV = "ROUTERLIB_TUNING_CACHE"
@@ -45,14 +37,8 @@ JOB_RECORD = "job.json"
 ENTRY_ITEMS = ("loss_curve.json", "postprocess")
 #: Spec fields that say where a tuning writes or how it is labelled, not what it learns.
 NOT_IN_KEY = frozenset(
-    {
-        "output_uri",
-        "labels",
-        "tuned_model_display_name",
-        "training_dataset_uri",
-        "validation_dataset_uri",
-        "custom_base_model",
-    }
+    "output_uri labels tuned_model_display_name training_dataset_uri validation_dataset_uri "
+    "custom_base_model".split()
 )
 #: The modules whose source decides the trained weights: their files are hashed into the key,
 #: found with importlib.util.find_spec and never imported (the local backend imports this module).
@@ -62,7 +48,6 @@ TRAINING_MODULES = (
     "routerlib.tuning.examples",
     "routerlib.tinymodel",
 )
-_CHUNK = 1 << 20
 
 
 def cache_dir() -> Path | None:
@@ -75,11 +60,8 @@ def cache_dir() -> Path | None:
 
 def file_digest(path: Path) -> str:
     """sha256 of a file's bytes."""
-    digest = hashlib.sha256()
     with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(_CHUNK), b""):
-            digest.update(block)
-    return digest.hexdigest()
+        return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
 def folder_digest(folder: Path) -> str:
@@ -166,51 +148,40 @@ def lookup(key: str) -> Path | None:
     return None
 
 
+def _copy(src: Path, dest: Path) -> None:
+    if src.is_dir():
+        shutil.copytree(src, dest, dirs_exist_ok=True)
+    elif src.is_file():
+        shutil.copy2(src, dest)
+
+
 def store(key: str, inputs: dict[str, Any], out: Path, job: dict[str, Any]) -> Path | None:
     """Copy a finished tuning folder ``out`` and its Job record ``job`` into the cache as ``key``
-    (atomically: a temporary folder renamed into place; an entry another process wrote first is
-    kept)."""
+    (atomically; an entry another process wrote first is kept)."""
     root = cache_dir()
     if root is None:
         return None
     entry = root / key
     if lookup(key) is not None:
         return entry
-    root.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{key[:12]}.", suffix=".tmp", dir=root))
     try:
-        for item in ENTRY_ITEMS:
-            src = out / item
-            if src.is_dir():
-                shutil.copytree(src, tmp / item)
-            elif src.is_file():
-                shutil.copy2(src, tmp / item)
-        (tmp / JOB_RECORD).write_text(json.dumps(job, indent=1), "utf-8")
-        (tmp / KEY_FILE).write_text(json.dumps(inputs, indent=1, sort_keys=True), "utf-8")
-        if entry.exists():
-            shutil.rmtree(entry)
-        os.rename(tmp, entry)
+        with atomic_folder(entry) as tmp:
+            for item in ENTRY_ITEMS:
+                _copy(out / item, tmp / item)
+            (tmp / JOB_RECORD).write_text(json.dumps(job, indent=1), "utf-8")
+            (tmp / KEY_FILE).write_text(json.dumps(inputs, indent=1, sort_keys=True), "utf-8")
     except OSError:
-        shutil.rmtree(tmp, ignore_errors=True)
         return entry if lookup(key) is not None else None
     return entry
 
 
 def restore(entry: Path, out: Path) -> dict[str, Any]:
-    """Copy an entry's checkpoints and loss curve into the output folder ``out`` (each folder
+    """Copy an entry's checkpoints and loss curve into the output folder ``out`` (each one
     atomically) and return the job record the entry was made from."""
     for item in ENTRY_ITEMS:
-        src = entry / item
-        if not src.exists():
-            continue
-        dest = out / item
-        tmp = out / f".{item}.from-cache.tmp"
-        shutil.rmtree(tmp, ignore_errors=True)
-        if src.is_dir():
-            shutil.copytree(src, tmp)
-        else:
-            shutil.copy2(src, tmp)
-        if dest.is_dir():
-            shutil.rmtree(dest)
-        os.replace(tmp, dest)
+        if (entry / item).is_dir():
+            with atomic_folder(out / item) as tmp:
+                _copy(entry / item, tmp)
+        elif (entry / item).is_file():
+            write_text(out / item, (entry / item).read_text(encoding="utf-8"))
     return dict(json.loads((entry / JOB_RECORD).read_text(encoding="utf-8")))

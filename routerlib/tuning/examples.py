@@ -7,59 +7,17 @@ tokenizes them (:func:`encode_prompt`), so the boundary the model learns is the 
 
 from __future__ import annotations
 
-import json
 import math
-import os
 import random
 import statistics
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-from routerlib.dataset import example_pair
+from routerlib.convert import read_prompt_completion as read_prompt_completion
 from routerlib.errors import InputError
 
 #: The target id cross-entropy skips (prompt tokens and padding).
 IGNORE_INDEX = -100
-
-
-def read_prompt_completion(path: str | os.PathLike[str]) -> list[tuple[str, str]]:
-    """(prompt, completion) pairs of a JSONL file; a bad line raises InputError naming it."""
-    file = Path(path)
-    if not file.is_file():
-        raise InputError(f"{file}: dataset not found")
-    pairs: list[tuple[str, str]] = []
-    problems: list[str] = []
-    with open(file, encoding="utf-8") as handle:
-        for number, line in enumerate(handle, 1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as exc:
-                problems.append(f"{file}:{number}: not JSON ({exc.msg})")
-                continue
-            if not isinstance(obj, dict):
-                problems.append(f"{file}:{number}: expected an object with prompt and completion")
-                continue
-            pair = example_pair(obj)  # prompt/completion, or prepare --format messages
-            if pair is not None:
-                pairs.append(pair)
-                continue
-            if "messages" in obj:
-                problems.append(
-                    f"{file}:{number}: messages: expected chat turns ending with the assistant's"
-                )
-                continue
-            for key in ("prompt", "completion"):
-                if not isinstance(obj.get(key), str):
-                    got = "missing" if key not in obj else type(obj[key]).__name__
-                    problems.append(f"{file}:{number}: {key}: must be a string (got {got})")
-    if problems:
-        raise InputError(f"{file}: {len(problems)} bad line(s)", problems[:20])
-    if not pairs:
-        raise InputError(f"{file}: no examples")
-    return pairs
 
 
 def encode_prompt(tokenizer: Any, prompt: str) -> list[int]:

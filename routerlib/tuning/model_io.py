@@ -2,13 +2,10 @@
 checkpoint is written and read back.
 
 A base model is the embedded tiny model, a Hugging Face id or folder, or a ``.gguf`` file
-(transformers de-quantizes it to float weights: ``from_pretrained(folder, gguf_file=name)``).
-PEFT_ADAPTER trains a LoRA adapter (r = adapter_size, alpha = 2r, on every linear projection of
-attention and MLP); FULL trains every weight.
-
-A checkpoint loads on its own: a PEFT one holds the adapter, the tokenizer and a
-CHECKPOINT_MARKER (``routerlib_checkpoint.json``: what kind it is, which base model it sits on); a
-FULL one the whole model and tokenizer.
+(transformers de-quantizes it: ``from_pretrained(folder, gguf_file=name)``). PEFT_ADAPTER trains
+a LoRA adapter (r = adapter_size, alpha = 2r); FULL trains every weight. A checkpoint loads on
+its own: a PEFT one holds the adapter, the tokenizer and a CHECKPOINT_MARKER (what kind it is,
+which base model it sits on); a FULL one the whole model and tokenizer.
 """
 
 from __future__ import annotations
@@ -17,9 +14,7 @@ import contextlib
 import json
 import os
 import shutil
-import tempfile
-import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,7 +23,7 @@ from routerlib.atomic import write_json
 from routerlib.checkpoint_names import CHECKPOINT_MARKER
 from routerlib.errors import InputError
 from routerlib.models import EMBEDDED_MODEL, gguf_path
-from routerlib.tinymodel import resolve_base_model
+from routerlib.tinymodel import atomic_folder, quiet_transformers, resolve_base_model
 from routerlib.tuning.base import TuningSpec
 
 #: Optimizer state and progress of a finished epoch, kept in the last epoch checkpoint only.
@@ -40,41 +35,34 @@ LORA_TARGETS = "all-linear"
 #: The embedded model's weights are random, so its embeddings and output head carry no meaning an
 #: adapter on the projections alone could build on (validation loss stalls near 7.5 nats against
 #: 5.1 with these): on it, LoRA also adapts the token embeddings and the LM head.
-EMBEDDED_LORA_TARGETS = (
-    "q_proj",
-    "k_proj",
-    "v_proj",
-    "o_proj",
-    "gate_proj",
-    "up_proj",
-    "down_proj",
-    "embed_tokens",
-    "lm_head",
+EMBEDDED_LORA_TARGETS = tuple(
+    "q_proj k_proj v_proj o_proj gate_proj up_proj down_proj embed_tokens lm_head".split()
 )
 
 
 # ---------------------------------------------------------------- loading
 
 
+def _marker(folder: Path) -> dict[str, Any] | None:
+    marker = folder / CHECKPOINT_MARKER
+    return dict(json.loads(marker.read_text(encoding="utf-8"))) if marker.is_file() else None
+
+
 def checkpoint_kind(folder: Path) -> str | None:
     """ "peft", "full" or None (not a local folder / not a model)."""
     if not folder.is_dir():
         return None
-    marker = folder / CHECKPOINT_MARKER
-    if marker.is_file():
-        return str(json.loads(marker.read_text(encoding="utf-8"))["kind"])
+    if (marker := _marker(folder)) is not None:
+        return str(marker["kind"])
     if (folder / "adapter_config.json").is_file():
         return "peft"
-    if (folder / "config.json").is_file():
-        return "full"
-    return None
+    return "full" if (folder / "config.json").is_file() else None
 
 
 def adapter_base_of(folder: Path) -> str:
     """The base model a PEFT checkpoint sits on (routerlib marker, else peft's own config)."""
-    marker = folder / CHECKPOINT_MARKER
-    if marker.is_file():
-        return str(json.loads(marker.read_text(encoding="utf-8"))["base_model"])
+    if (marker := _marker(folder)) is not None:
+        return str(marker["base_model"])
     config = json.loads((folder / "adapter_config.json").read_text(encoding="utf-8"))
     return str(config["base_model_name_or_path"])
 
@@ -109,6 +97,15 @@ def load_lm(name_or_path: str) -> Any:
     return AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32, **extra)
 
 
+def _merged(adapter: Path) -> Any:
+    """A PEFT checkpoint's adapter merged into its base model."""
+    from peft import PeftModel
+
+    return PeftModel.from_pretrained(
+        load_lm(adapter_base_of(adapter)), str(adapter)
+    ).merge_and_unload()
+
+
 def load_tokenizer(name_or_path: str) -> Any:
     """The tokenizer of a model or checkpoint, with a pad token (EOS when it has none)."""
     from transformers import AutoTokenizer
@@ -132,13 +129,7 @@ def load_for_inference(checkpoint_dir: str | os.PathLike[str]) -> tuple[Any, Any
         raise InputError(f"{checkpoint_dir}: not a model checkpoint folder")
     name = str(folder.resolve()) if kind else str(checkpoint_dir)
     with quiet_transformers():
-        if kind == "peft":
-            from peft import PeftModel
-
-            base = load_lm(adapter_base_of(folder))
-            model = PeftModel.from_pretrained(base, name).merge_and_unload()
-        else:
-            model = load_lm(name)
+        model = _merged(folder.resolve()) if kind == "peft" else load_lm(name)
         tokenizer = load_tokenizer(name)
     model.eval()
     return model, tokenizer
@@ -174,10 +165,8 @@ def plan_for(spec: TuningSpec) -> Plan:
     if spec.tuning_mode == "PEFT_ADAPTER":
         if custom is None:
             adapter_base = local_or_id(spec.base_model)
-        elif kind == "peft":
-            adapter_base = adapter_base_of(custom)
         else:
-            adapter_base = str(custom)
+            adapter_base = adapter_base_of(custom) if kind == "peft" else str(custom)
     return Plan(spec.tuning_mode, adapter_base, custom, kind)
 
 
@@ -192,14 +181,12 @@ def build_model(spec: TuningSpec, plan: Plan, resume: Path | None, seed: int) ->
     """The trainable model: from the resume checkpoint, the custom base, or the base model."""
     import torch
 
+    custom_peft = plan.custom if plan.custom_kind == "peft" else None
     if plan.mode == "FULL":
         if resume is not None:
             model = load_lm(str(resume))
-        elif plan.custom is not None and plan.custom_kind == "peft":
-            from peft import PeftModel
-
-            base = load_lm(adapter_base_of(plan.custom))
-            model = PeftModel.from_pretrained(base, str(plan.custom)).merge_and_unload()
+        elif custom_peft is not None:
+            model = _merged(custom_peft)
         else:
             model = load_lm(str(plan.custom) if plan.custom else spec.base_model)
         return model.requires_grad_(True)  # a merged adapter leaves the base frozen
@@ -209,14 +196,14 @@ def build_model(spec: TuningSpec, plan: Plan, resume: Path | None, seed: int) ->
     assert plan.adapter_base is not None
     base = load_lm(plan.adapter_base)
     source = resume
-    if source is None and plan.custom is not None and plan.custom_kind == "peft":
-        config = json.loads((plan.custom / "adapter_config.json").read_text(encoding="utf-8"))
+    if source is None and custom_peft is not None:
+        config = json.loads((custom_peft / "adapter_config.json").read_text(encoding="utf-8"))
         if config.get("r") != spec.adapter_size:
             raise InputError(
-                f"custom_base_model: {plan.custom} is an adapter of size {config.get('r')}; "
+                f"custom_base_model: {custom_peft} is an adapter of size {config.get('r')}; "
                 f"continue it with adapter_size {config.get('r')} (or tune FULL from it)"
             )
-        source = plan.custom
+        source = custom_peft
     if source is not None:
         return PeftModel.from_pretrained(base, str(source), is_trainable=True)
     size = int(spec.adapter_size or 16)
@@ -236,67 +223,27 @@ def build_model(spec: TuningSpec, plan: Plan, resume: Path | None, seed: int) ->
 
 
 def save_checkpoint(
-    model: Any,
-    tokenizer: Any,
-    dest: Path,
-    marker: dict[str, Any],
-    extra: Callable[[Path], None] | None = None,
+    model: Any, tokenizer: Any, dest: Path, marker: dict[str, Any], state: Any = None
 ) -> None:
-    """Write a loadable checkpoint to ``dest`` atomically (temp folder, then rename)."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent))
-    try:
-        with quiet_transformers():
-            if hasattr(model, "peft_config"):  # the adapter only, not the frozen embeddings
-                model.save_pretrained(tmp, safe_serialization=True, save_embedding_layers=False)
-            else:
-                model.save_pretrained(tmp, safe_serialization=True)
-            tokenizer.save_pretrained(tmp)
+    """Write a loadable checkpoint to ``dest`` atomically; ``state`` (when given) goes with it as
+    TRAINING_STATE."""
+    with atomic_folder(dest) as tmp, quiet_transformers():
+        if hasattr(model, "peft_config"):  # the adapter only, not the frozen embeddings
+            model.save_pretrained(tmp, safe_serialization=True, save_embedding_layers=False)
+        else:
+            model.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
         write_json(tmp / CHECKPOINT_MARKER, marker)
-        if extra is not None:
-            extra(tmp)
-        os.chmod(tmp, 0o755)
-        if dest.exists():
-            shutil.rmtree(dest)
-        os.rename(tmp, dest)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        if state is not None:
+            import torch
+
+            torch.save(state, tmp / TRAINING_STATE)
 
 
 def copy_checkpoint(src: Path, dest: Path) -> None:
     """Copy a checkpoint (without its training state) atomically."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent))
-    try:
-        shutil.rmtree(tmp)
-        shutil.copytree(src, tmp, ignore=shutil.ignore_patterns(TRAINING_STATE))
-        if dest.exists():
-            shutil.rmtree(dest)
-        os.rename(tmp, dest)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-
-
-# ---------------------------------------------------------------- quiet, threads
-
-
-@contextlib.contextmanager
-def quiet_transformers() -> Iterator[None]:
-    """Hide transformers' per-file progress bars and peft's deprecation noise (peft asks
-    transformers a deprecated question; nothing a user can act on)."""
-    from transformers.utils import logging as hf_logging
-
-    was = hf_logging.is_progress_bar_enabled()
-    hf_logging.disable_progress_bar()
-    try:
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", ".*is_gradient_checkpointing", FutureWarning)
-            yield
-    finally:
-        if was:
-            hf_logging.enable_progress_bar()
+    with atomic_folder(dest) as tmp:
+        shutil.copytree(src, tmp, ignore=shutil.ignore_patterns(TRAINING_STATE), dirs_exist_ok=True)
 
 
 @contextlib.contextmanager

@@ -1,21 +1,17 @@
 """The local training loop: one TuningSpec trained on this machine with torch, transformers and
 peft, epoch by epoch, each finished epoch a loadable checkpoint.
 
-It runs on CUDA when a GPU is present (bfloat16 autocast when the GPU supports it) and on the CPU
-otherwise (bfloat16 autocast when the CPU's kernels support it): :func:`choose_device`. The
-learning rate warms up linearly over the first WARMUP_FRACTION of the steps, then follows a cosine
-down to MIN_LR_FRACTION of the peak: torch's LinearLR, then transformers' cosine-with-min-lr
-schedule (:func:`lr_scheduler`). AdamW, no weight decay, gradients clipped to MAX_GRAD_NORM.
-
-The last finished epoch's checkpoint also holds the optimizer state and the progress so far
+CUDA when a GPU is present, else the CPU, with bfloat16 autocast where the device supports it
+(:func:`choose_device`); linear warmup then a cosine to MIN_LR_FRACTION of the peak
+(:func:`lr_scheduler`); AdamW, no weight decay, gradients clipped to MAX_GRAD_NORM. The last
+finished epoch's checkpoint also holds the optimizer state and the progress so far
 (TRAINING_STATE, tagged with the caller's ``identity``), so a stopped run resumes from it and ends
-equal to an uninterrupted one. This module knows nothing of jobs: the caller (the local backend)
-records progress through the ``on_epoch_end`` callback and asks to stop through ``stop_requested``.
+equal to an uninterrupted one. This module knows nothing of jobs: the caller records progress
+through ``on_epoch_end`` and asks to stop through ``stop_requested``.
 """
 
 from __future__ import annotations
 
-import functools
 import math
 import time
 import warnings
@@ -30,6 +26,7 @@ from routerlib.checkpoint_names import CHECKPOINTS_DIR, FINAL_CHECKPOINT
 from routerlib.models import EMBEDDED_MODEL
 from routerlib.progress import milestone, progress_bar
 from routerlib.runfolder import LOSS_CURVE_FILE
+from routerlib.tinymodel import quiet_transformers
 from routerlib.tuning.base import TuningSpec
 from routerlib.tuning.examples import (
     IGNORE_INDEX,
@@ -46,7 +43,6 @@ from routerlib.tuning.model_io import (
     build_model,
     copy_checkpoint,
     load_tokenizer,
-    quiet_transformers,
     save_checkpoint,
     threads,
 )
@@ -81,9 +77,8 @@ def choose_device(
 ) -> Device:
     """CUDA when a GPU is available, else the CPU; bfloat16 autocast where that device supports
     it, unless ``bf16`` says otherwise (True or False wins over the default)."""
-    if cuda_available:
-        return Device("cuda", cuda_bf16 if bf16 is None else bool(bf16))
-    return Device("cpu", cpu_bf16 if bf16 is None else bool(bf16))
+    supported = cuda_bf16 if cuda_available else cpu_bf16
+    return Device("cuda" if cuda_available else "cpu", supported if bf16 is None else bool(bf16))
 
 
 def training_device(bf16: bool | None = None) -> Device:
@@ -161,12 +156,6 @@ def _adamw(params: list[Any], lr: float) -> Any:
 # ---------------------------------------------------------------- loss
 
 
-def _causal_lm_parts(model: Any) -> tuple[Any, Any]:
-    """(backbone, lm_head) of a causal LM, through a PEFT wrapper when there is one."""
-    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
-    return inner.base_model, inner.get_output_embeddings()
-
-
 def completion_loss(model: Any, inputs: Any, targets: Any) -> tuple[Any, int]:
     """Summed cross-entropy over target positions and their count.
 
@@ -174,10 +163,10 @@ def completion_loss(model: Any, inputs: Any, targets: Any) -> tuple[Any, int]:
     attention mask is needed; the LM head runs on target positions only (not the prompt)."""
     import torch
 
-    backbone, head = _causal_lm_parts(model)
-    hidden = backbone(input_ids=inputs, use_cache=False).last_hidden_state
+    inner = model.get_base_model() if hasattr(model, "get_base_model") else model  # PEFT or not
+    hidden = inner.base_model(input_ids=inputs, use_cache=False).last_hidden_state
     keep = targets != IGNORE_INDEX
-    logits = head(hidden[keep])
+    logits = inner.get_output_embeddings()(hidden[keep])
     loss = torch.nn.functional.cross_entropy(logits.float(), targets[keep], reduction="sum")
     return loss, int(keep.sum())
 
@@ -247,16 +236,11 @@ def train(
     if settings.max_train_tokens is not None:
         limit = min(limit or settings.max_train_tokens, settings.max_train_tokens)
 
-    train_rows = encode_examples(
-        tokenizer, read_prompt_completion(paths.resolve(spec.training_dataset_uri)), limit
-    )
-    val_rows = (
-        encode_examples(
-            tokenizer, read_prompt_completion(paths.resolve(spec.validation_dataset_uri)), limit
-        )
-        if spec.validation_dataset_uri
-        else []
-    )
+    def encode(uri: str) -> list[Encoded]:
+        return encode_examples(tokenizer, read_prompt_completion(paths.resolve(uri)), limit)
+
+    train_rows = encode(spec.training_dataset_uri)
+    val_rows = encode(spec.validation_dataset_uri) if spec.validation_dataset_uri else []
     lengths = [len(e.ids) for e in train_rows]
     batch_size = settings.batch_size
     steps_per_epoch = math.ceil(len(train_rows) / batch_size)
@@ -381,11 +365,7 @@ def train(
                 }
                 dest = ckpt_root / f"epoch-{epoch + 1}"
                 save_checkpoint(
-                    model,
-                    tokenizer,
-                    dest,
-                    {**marker, "epoch": epoch + 1, "step": step},
-                    functools.partial(_save_state, state),
+                    model, tokenizer, dest, {**marker, "epoch": epoch + 1, "step": step}, state
                 )
                 for older in ckpt_root.glob(f"epoch-*/{TRAINING_STATE}"):
                     if older.parent != dest:
@@ -401,14 +381,14 @@ def train(
     final = out / FINAL_CHECKPOINT
     if last.resolve() != final.resolve():
         copy_checkpoint(last, final)
-    stats["train_seconds"] = round(train_seconds, 3)
-    stats["trained_token_count"] = tokens_seen
-    stats["train_tokens_per_second"] = (
-        round(tokens_seen / train_seconds, 1) if train_seconds else None
+    stats.update(
+        train_seconds=round(train_seconds, 3),
+        trained_token_count=tokens_seen,
+        train_tokens_per_second=round(tokens_seen / train_seconds, 1) if train_seconds else None,
+        epoch_seconds=epoch_seconds,
+        learning_rate=peak_lr,
+        bf16=device.bf16,
     )
-    stats["epoch_seconds"] = epoch_seconds
-    stats["learning_rate"] = peak_lr
-    stats["bf16"] = device.bf16
     if device.type != "cpu":
         stats["device"] = device.type
     progress.stats, progress.curve = stats, curve
@@ -424,12 +404,6 @@ def _fast_forward(scheduler: Any, steps: int) -> None:
         warnings.simplefilter("ignore", UserWarning)
         for _ in range(steps):
             scheduler.step()
-
-
-def _save_state(state: dict[str, Any], folder: Path) -> None:
-    import torch
-
-    torch.save(state, folder / TRAINING_STATE)
 
 
 def _point(
