@@ -1,16 +1,14 @@
 """Week-2 rows -> training lines: read, validate and convert every row (pass 1 of ``prepare``).
 
-Memory does not grow with row payloads. The input is read line by line; each row is validated
-(``schema.validate_row``, behind a fast exact-type check), converted to its prompt/completion
-line and appended to a spool file beside the splits, keeping only the spool offset, length and a
-few small numbers per row (a ``Scan``). Inputs of PARALLEL_MIN_BYTES or more are scanned in byte
-ranges by several processes and the range scans merged in file order, so the result does not
-depend on the number of workers. The line formats (prompt/completion, messages) live here too.
+Memory does not grow with row payloads: each row is validated (``schema.validate_row``, behind a
+fast exact-type check), converted and appended to a spool file, keeping only a few small numbers
+per row (a ``Scan``). Inputs of PARALLEL_MIN_BYTES or more are scanned in byte ranges by several
+processes and merged in file order, so the result does not depend on the number of workers. The
+training line formats (prompt/completion, messages) and their reader live here too.
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import math
@@ -80,21 +78,6 @@ class Scan:
 def _query_key(query: str) -> int:
     digest = hashlib.blake2b(query.strip().encode("utf-8", "surrogatepass"), digest_size=8).digest()
     return int.from_bytes(digest, "little", signed=True)
-
-
-def _estimate_tokens(chars: int) -> int:
-    """models.estimate_tokens of a text of ``chars`` characters, without building the text."""
-    return math.ceil(chars / models.CHARS_PER_TOKEN)
-
-
-def _tool_index(step: str) -> int:
-    name = schema.step_tool(step)
-    return schema.TOOLS.index(name) if name in schema.TOOLS else -1
-
-
-def _decode_problem(raw: bytes, exc: UnicodeDecodeError) -> str:
-    bad = raw[exc.start : exc.start + 1]
-    return f"row: not valid UTF-8 (byte 0x{bad.hex()} at byte {exc.start + 1} of the line)"
 
 
 def _json_problem(text: str) -> str:
@@ -242,7 +225,7 @@ def _scan_range(
     validate_row = schema.validate_row
     quick_valid = _quick_valid
     encode_line = _encode_line
-    difficulties = schema.DIFFICULTIES
+    difficulties, tools, chars_per_token = schema.DIFFICULTIES, schema.TOOLS, models.CHARS_PER_TOKEN
     spool_offset = 0
     number = 0
     position = start
@@ -263,7 +246,8 @@ def _scan_range(
             try:
                 text = raw.decode("utf-8")
             except UnicodeDecodeError as exc:
-                scan.problem(number, _decode_problem(raw, exc))
+                bad = f"byte 0x{raw[exc.start : exc.start + 1].hex()} at byte {exc.start + 1}"
+                scan.problem(number, f"row: not valid UTF-8 ({bad} of the line)")
                 continue
             if not text.strip():
                 continue
@@ -295,9 +279,11 @@ def _scan_range(
             spool_offset += len(encoded)
             scan.line_numbers.append(number)
             scan.query_keys.append(_query_key(row["user_query"]))
-            scan.est_tokens.append(_estimate_tokens(len(prompt) + len(completion)))
+            # models.estimate_tokens of prompt + completion, without building the text
+            scan.est_tokens.append(math.ceil((len(prompt) + len(completion)) / chars_per_token))
             plan = row["route_plan"]
-            scan.first_tool.append(_tool_index(plan[0]))
+            tool = schema.step_tool(plan[0])
+            scan.first_tool.append(tools.index(tool) if tool in tools else -1)
             scan.route_length.append(len(plan))
             scan.difficulty.append(difficulties.index(row["difficulty"]))
             shape = ", ".join(sorted(row["metrics"]))
@@ -378,8 +364,7 @@ def auto_workers(size: int, limit: int | None) -> int:
 
 def remove_spools(spool_dir: Path) -> None:
     for spool in spool_dir.glob(f".prepare-spool.{os.getpid()}.*.tmp"):
-        with contextlib.suppress(FileNotFoundError):
-            spool.unlink()
+        spool.unlink(missing_ok=True)
 
 
 def scan_all(

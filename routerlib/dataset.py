@@ -22,7 +22,7 @@ import json
 import os
 import random
 from collections import Counter
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -76,11 +76,6 @@ class PrepareResult:
         return self.output_dir / MANIFEST_FILE
 
 
-# --------------------------------------------------------------------------------------------
-# Validation of the flags (before any work)
-# --------------------------------------------------------------------------------------------
-
-
 def _check_flags(
     val_ratio: float, test_ratio: float, limit: int | None, max_seq_len: int | None, mode: str
 ) -> None:
@@ -113,19 +108,20 @@ def split_sizes(n: int, val_ratio: float, test_ratio: float) -> dict[str, int]:
 
 def _split_rows(order: list[int], sizes: dict[str, int]) -> dict[str, list[int]]:
     """The row indices of each split: train first, then validation, then test."""
-    ends = dict(zip(SPLITS, itertools.accumulate(sizes[name] for name in SPLITS), strict=True))
-    return {name: order[ends[name] - sizes[name] : ends[name]] for name in SPLITS}
-
-
-# --------------------------------------------------------------------------------------------
-# Warnings
-# --------------------------------------------------------------------------------------------
+    cuts = [0, *itertools.accumulate(sizes[name] for name in SPLITS)]
+    return {name: order[cuts[i] : cuts[i + 1]] for i, name in enumerate(SPLITS)}
 
 
 def _name_lines(numbers: list[int]) -> str:
     shown = ", ".join(str(n) for n in numbers[:MAX_NAMED_LINES])
     more = len(numbers) - MAX_NAMED_LINES
     return shown + (f" (and {more} more)" if more > 0 else "")
+
+
+def _capped(lines: list[str], label: str, more: str) -> list[str]:
+    """The first MAX_NAMED_LINES of ``lines`` and one line counting the rest."""
+    extra = len(lines) - MAX_NAMED_LINES
+    return lines[:MAX_NAMED_LINES] + ([f"{label}: {extra} more {more}"] if extra > 0 else [])
 
 
 def _warnings(
@@ -136,11 +132,10 @@ def _warnings(
     max_seq_len: int,
     limit_note: str,
 ) -> list[str]:
-    out: list[str] = []
-    for row_id, first, line in duplicates[:MAX_NAMED_LINES]:
-        out.append(f"{label}:{line}: id: duplicate id {row_id!r} (first on line {first})")
-    if len(duplicates) > MAX_NAMED_LINES:
-        out.append(f"{label}: {len(duplicates) - MAX_NAMED_LINES} more duplicate ids")
+    dups = [
+        f"{label}:{line}: id: duplicate id {i!r} (first on line {at})" for i, at, line in duplicates
+    ]
+    out = _capped(dups, label, "duplicate ids")
 
     # The same (stripped) user_query in two splits leaks evaluation data into training.
     split_of: dict[int, tuple[str, int]] = {}
@@ -153,9 +148,7 @@ def _warnings(
                     f"{label}:{scan.line_numbers[row]}: user_query: same query as line "
                     f"{scan.line_numbers[at]}, which is in {seen_in} while this one is in {name}"
                 )
-    out.extend(leaks[:MAX_NAMED_LINES])
-    if len(leaks) > MAX_NAMED_LINES:
-        out.append(f"{label}: {len(leaks) - MAX_NAMED_LINES} more queries appear in two splits")
+    out += _capped(leaks, label, "queries appear in two splits")
 
     long_lines = [
         scan.line_numbers[i] for i in range(scan.rows) if scan.est_tokens[i] > max_seq_len
@@ -168,41 +161,9 @@ def _warnings(
     return out
 
 
-# --------------------------------------------------------------------------------------------
-# Pass 2: write the splits from the spool
-# --------------------------------------------------------------------------------------------
-
-
-class _Sink:
-    """Hash and write buffers in one helper thread, in order, one buffer in flight."""
-
-    def __init__(self, hasher: Any, out: Any) -> None:
-        self._hasher = hasher
-        self._out = out
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="prepare-sink")
-        self._pending: Any = None
-        self.written = 0
-
-    def _consume(self, buffer: bytearray) -> None:
-        self._hasher.update(buffer)
-        view = memoryview(buffer)
-        while view:
-            done = self._out.write(view)
-            view = view[done:]
-        self.written += len(buffer)
-
-    def put(self, buffer: bytearray) -> None:
-        if self._pending is not None:
-            self._pending.result()
-        self._pending = self._pool.submit(self._consume, buffer)
-
-    def close(self) -> int:
-        try:
-            if self._pending is not None:
-                self._pending.result()
-        finally:
-            self._pool.shutdown(wait=True)
-        return self.written
+def _consume(hasher: Any, out: Any, buffer: bytearray) -> None:
+    hasher.update(buffer)
+    out.write(buffer)
 
 
 def _write_splits(
@@ -215,64 +176,51 @@ def _write_splits(
 ) -> tuple[dict[str, Path], dict[str, dict[str, Any]]]:
     """Write every split to a temp file, then rename all of them; returns paths and file info.
     Under ``messages`` the training splits' lines are rewritten as chat turns."""
-    temps: dict[str, Path] = {}
+    temps = {name: output_dir / f".{SPLIT_FILES[name]}.{os.getpid()}.tmp" for name in SPLITS}
     info: dict[str, dict[str, Any]] = {}
     offsets, lengths, which = scan.spool_offsets, scan.spool_lengths, scan.spool_index
-    bar = convert.progress_bar(progress, len(scan.spool_offsets), "prepare: writing splits", "row")
+    bar = convert.progress_bar(progress, scan.rows, "prepare: writing splits", "row")
     fds = [os.open(spool, os.O_RDONLY) for spool in spools]
     pread = os.pread
+    # hashing and writing release the GIL: a helper thread does them while this thread gathers
+    # the next buffer (at most two buffers exist at a time).
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="prepare-sink")
     try:
         for name, rows in splits.items():
-            target = output_dir / SPLIT_FILES[name]
-            temp = output_dir / f".{target.name}.{os.getpid()}.tmp"
-            temps[name] = temp
             hasher = hashlib.sha256()
-            rewrite = (
-                convert.to_messages
-                if data_format == "messages" and name in MESSAGES_SPLITS
-                else None
-            )
-            with open(temp, "wb", buffering=0) as out:
-                # hashing and writing release the GIL: a helper thread does them while this
-                # thread gathers the next buffer (at most two buffers exist at a time).
-                sink = _Sink(hasher, out)
+            messages = data_format == "messages" and name in MESSAGES_SPLITS
+            with open(temps[name], "wb") as out:
+                pending: Future[None] = pool.submit(lambda: None)
                 try:
                     buffer = bytearray()
                     for row in rows:
                         line = pread(fds[which[row]], lengths[row], offsets[row])
-                        buffer += rewrite(line) if rewrite is not None else line
+                        buffer += convert.to_messages(line) if messages else line
                         if len(buffer) >= _WRITE_BUFFER:
-                            sink.put(buffer)
+                            pending.result()
+                            pending = pool.submit(_consume, hasher, out, buffer)
                             buffer = bytearray()
-                    sink.put(buffer)
                 finally:
-                    written = sink.close()
+                    pending.result()
+                _consume(hasher, out, buffer)
+                out.flush()
                 os.fsync(out.fileno())
+                info[name] = {"file": SPLIT_FILES[name], "rows": len(rows), "bytes": out.tell()}
+            info[name]["sha256"] = hasher.hexdigest()
             bar.update(len(rows))
-            info[name] = {
-                "file": target.name,
-                "rows": len(rows),
-                "bytes": written,
-                "sha256": hasher.hexdigest(),
-            }
         paths = {name: output_dir / SPLIT_FILES[name] for name in SPLITS}
         for name, final in paths.items():
             os.replace(temps[name], final)
         return paths, info
     except BaseException:
         for temp in temps.values():
-            with contextlib.suppress(FileNotFoundError):
-                temp.unlink()
+            temp.unlink(missing_ok=True)
         raise
     finally:
+        pool.shutdown(wait=True)
         for fd in fds:
             os.close(fd)
         bar.close()
-
-
-# --------------------------------------------------------------------------------------------
-# Stats
-# --------------------------------------------------------------------------------------------
 
 
 def _split_stats(scan: convert.Scan, rows: list[int]) -> dict[str, Any]:
@@ -295,11 +243,6 @@ def _split_stats(scan: convert.Scan, rows: list[int]) -> dict[str, Any]:
         "est_tokens_mean": round(sum(tokens) / len(tokens), 2) if tokens else 0.0,
         "est_tokens_max": max(tokens) if tokens else 0,
     }
-
-
-# --------------------------------------------------------------------------------------------
-# The public entry point
-# --------------------------------------------------------------------------------------------
 
 
 def prepare(

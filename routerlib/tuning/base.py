@@ -137,10 +137,8 @@ class TuningSpec(BaseModel):
         return self.output_uri.rstrip("/") + "/" + FINAL_CHECKPOINT
 
     def spec_hash(self) -> str:
-        """A short hash of the spec without its routerlib label: equal specs, equal hashes.
-
-        Lowercase hex, so it is a valid Vertex label value (<= 63 chars, [a-z0-9_-]).
-        """
+        """A short hash of the spec without its routerlib label: equal specs, equal hashes
+        (lowercase hex, so a valid Vertex label value)."""
         data = self.model_dump(mode="json")
         data["labels"] = {k: v for k, v in self.labels.items() if k != SPEC_LABEL}
         text = json.dumps(data, sort_keys=True)
@@ -216,10 +214,8 @@ class Job(BaseModel):
 
 
 class TuningBackend(Protocol):
-    """What a tuning backend provides. Local runs synchronously; vertex returns at once.
-
-    jobs.py talks to this interface only: it never branches on the backend's name.
-    """
+    """What a tuning backend provides (local runs synchronously; vertex returns at once). jobs.py
+    talks to this interface only: it never branches on the backend's name."""
 
     name: str
     #: True when ``submit`` creates a job elsewhere that outlives this process (Vertex): an
@@ -229,40 +225,31 @@ class TuningBackend(Protocol):
     @property
     def where(self) -> dict[str, str | None]:
         """Where jobs are recorded as submitted to (vertex: project, location, endpoint)."""
-        ...
 
     def preflight(self, spec: TuningSpec) -> list[str]:
         """What the backend would refuse, found without sending anything (one line each); an
         ``Advice`` line is printed, not refused."""
-        ...
 
     def preview(self, spec: TuningSpec) -> dict[str, Any]:
         """What ``submit`` would send (for --dry-run); nothing is sent."""
-        ...
 
     def find_submitted(self, spec: TuningSpec) -> Job | None:
         """A job the backend already has for ``spec`` (by its hash label), or None."""
-        ...
 
     def submit(self, spec: TuningSpec) -> Job:
         """Start a job for ``spec`` (refusals raise RemoteError)."""
-        ...
 
     def get(self, name: str) -> Job:
         """The job's current state."""
-        ...
 
     def list(self) -> list[Job]:
         """Jobs known to the backend."""
-        ...
 
     def cancel(self, name: str) -> Job:
         """Ask the backend to cancel the job (asynchronous on Vertex: may answer CANCELLING)."""
-        ...
 
     def checkpoints(self, job: Job) -> builtins.list[Checkpoint]:
         """The job's saved checkpoints (final and per epoch), oldest first."""
-        ...
 
 
 def read_job(path: str | os.PathLike[str]) -> Job:
@@ -271,6 +258,5 @@ def read_job(path: str | os.PathLike[str]) -> Job:
 
 
 def write_job(path: str | os.PathLike[str], job: Job) -> Path:
-    """Write a Job as JSON, atomically (a run's job.json for a job whose output is elsewhere:
-    a local job's own record in its output folder is the local backend's, runfolder.JOB_FILE)."""
+    """Write a Job as JSON, atomically (a run's job.json for a job whose output is elsewhere)."""
     return runfolder.write_record(path, job)

@@ -47,25 +47,16 @@ TIMEOUT_MS = 60_000
 GLOBAL_HOST = "https://aiplatform.googleapis.com"
 
 TUNING_MODES = {"PEFT_ADAPTER": "TUNING_MODE_PEFT_ADAPTER", "FULL": "TUNING_MODE_FULL"}
-ADAPTER_SIZE_ENUM = {
-    1: "ADAPTER_SIZE_ONE",
-    2: "ADAPTER_SIZE_TWO",
-    4: "ADAPTER_SIZE_FOUR",
-    8: "ADAPTER_SIZE_EIGHT",
-    16: "ADAPTER_SIZE_SIXTEEN",
-    32: "ADAPTER_SIZE_THIRTY_TWO",
-}
+_SIZE_WORDS = {1: "ONE", 2: "TWO", 4: "FOUR", 8: "EIGHT", 16: "SIXTEEN", 32: "THIRTY_TWO"}
+ADAPTER_SIZE_ENUM = {size: f"ADAPTER_SIZE_{word}" for size, word in _SIZE_WORDS.items()}
 #: CreateTuningJobConfig keys that go into the REST body's ``hyperParameters``; the other
 #: optional keys sit at the top of the body (both camelCased).
 HYPER_PARAMETERS = ("epoch_count", "adapter_size", "learning_rate", "learning_rate_multiplier")
 TOP_LEVEL = ("tuned_model_display_name", "custom_base_model", "labels")
 #: Statistics kept from supervisedTuningDataStats (Vertex's names).
-STAT_KEYS = (
-    "tuning_dataset_example_count",
-    "total_billable_token_count",
-    "tuning_step_count",
-    "total_truncated_example_count",
-    "total_billable_character_count",
+STAT_KEYS = tuple(
+    "tuning_dataset_example_count total_billable_token_count tuning_step_count "
+    "total_truncated_example_count total_billable_character_count".split()
 )
 #: The region in a resource name, e.g. projects/P/locations/europe-west4/models/M.
 _LOCATION = re.compile(r"/locations/([^/]+)/")
@@ -128,21 +119,20 @@ def normalize_endpoint(api_endpoint: str | None) -> str | None:
 
 def config_fields(spec: TuningSpec) -> dict[str, Any]:
     """Keyword arguments of google-genai's CreateTuningJobConfig for ``spec`` (unset ones left out)."""
-    fields: dict[str, Any] = {
+    fields = {
         "tuning_mode": TUNING_MODES[spec.tuning_mode],
         "epoch_count": spec.epochs,
         "output_uri": spec.output_uri,
-    }
-    if spec.tuning_mode == "PEFT_ADAPTER" and spec.adapter_size is not None:
-        fields["adapter_size"] = ADAPTER_SIZE_ENUM[spec.adapter_size]
-    optional = {
+        "adapter_size": ADAPTER_SIZE_ENUM[spec.adapter_size]
+        if spec.tuning_mode == "PEFT_ADAPTER" and spec.adapter_size is not None
+        else None,
         "learning_rate": spec.learning_rate,
         "learning_rate_multiplier": spec.learning_rate_multiplier,
         "tuned_model_display_name": spec.tuned_model_display_name,
         "custom_base_model": spec.custom_base_model,
         "labels": dict(spec.labels) or None,
     }
-    return fields | {k: v for k, v in optional.items() if v is not None}
+    return {key: value for key, value in fields.items() if value is not None}
 
 
 def _camel(name: str) -> str:
@@ -231,11 +221,7 @@ class VertexBackend:
     @property
     def where(self) -> dict[str, str | None]:
         """What the registry keeps to re-attach to this backend's jobs."""
-        return {
-            "project": self.project,
-            "location": self.location,
-            "api_endpoint": self.api_endpoint,
-        }
+        return dict(project=self.project, location=self.location, api_endpoint=self.api_endpoint)
 
     @property
     def base_url(self) -> str:
