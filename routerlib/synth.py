@@ -1,12 +1,9 @@
 """Deterministic, realistic synthetic Week-2 router rows: the embedded default input.
 
-Distributions follow the original team's statistics of its full train split (6,962 rows; the
-counts are in routerlib/data/synth_distributions.yaml, copied from that split's metrics file):
-first tool, route length and template, difficulty mix, metrics key shapes and value types, top
-tags. Queries are composed from the sentence templates of routerlib/data/synth_phrases.yaml and
-the per-topic vocabularies of routerlib/data/synth_topics.yaml with numeric details, and a query
-is never repeated within one file. Every row passes ``schema.validate_row``; the same (n, seed)
-always gives the same rows, so the written file is byte-identical across runs and machines.
+Rows are drawn from the packaged tables in routerlib/data/ (synth_distributions.yaml: the
+original team's statistics of its train split; synth_phrases.yaml: sentence templates;
+synth_topics.yaml: per-topic vocabularies; docs/scoring.md). A query is never repeated within one
+file, every row passes ``schema.validate_row``, and the same (n, seed) always gives the same bytes.
 """
 
 from __future__ import annotations
@@ -24,14 +21,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import yaml
-from pydantic import (
-    AfterValidator,
-    BaseModel,
-    ConfigDict,
-    Field,
-    ValidationError,
-    model_validator,
-)
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from routerlib import schema
 from routerlib.atomic import atomic_writer
@@ -49,10 +39,6 @@ EMBEDDED_FILE = SYNTHETIC_ROWS_FILE
 TOPICS_FILE = "synth_topics.yaml"
 PHRASES_FILE = "synth_phrases.yaml"
 DISTRIBUTIONS_FILE = "synth_distributions.yaml"
-
-# --------------------------------------------------------------------------------------------
-# The tables: packaged YAML, validated when read
-# --------------------------------------------------------------------------------------------
 
 
 def _one_of(allowed: tuple[str, ...], what: str) -> Any:
@@ -277,14 +263,8 @@ def tables() -> Tables:
     return load_tables()
 
 
-# --------------------------------------------------------------------------------------------
-# Composition
-# --------------------------------------------------------------------------------------------
-
-
 def _weighted(rng: random.Random, items: Sequence[tuple[Any, float]]) -> Any:
-    values = [item for item, _ in items]
-    weights = [weight for _, weight in items]
+    values, weights = zip(*items, strict=True)
     return rng.choices(values, weights=weights, k=1)[0]
 
 
@@ -350,12 +330,8 @@ def _rationale(t: Tables, plan: list[str], ctx: dict[str, Any]) -> str:
     for index, tool in enumerate(plan):
         role = t.phrases.agent_roles[tool].format(**ctx)
         if index == 0:
-            lead = (
-                "The blue /general-search agent first"
-                if tool == "/general-search"
-                else f"The {tool} agent first"
-            )
-            sentences.append(f"{lead} {role}.")
+            blue = "blue " if tool == "/general-search" else ""
+            sentences.append(f"The {blue}{tool} agent first {role}.")
         elif index == len(plan) - 1:
             sentences.append(f"Finally, the {tool} agent {role}, closing the loop.")
         else:
@@ -485,15 +461,13 @@ def _make_row(t: Tables, rng: random.Random, index: int, seen: set[bytes]) -> di
     difficulty = _weighted(rng, t.difficulty_weights)
     plan_tools = list(_weighted(rng, t.route_templates))
     for _attempt in range(100):
-        setting_values = {
+        ctx: dict[str, Any] = {  # drawn in this order: the digests pin it
             "n": rng.randrange(1, 200) * 500,
             "seed": rng.randrange(0, 10_000),
             "dim": rng.choice((16, 32, 64, 128, 256, 512, 1024)) * rng.randrange(1, 9),
             "batch": rng.choice((32, 64, 128, 256, 512)),
             "epochs": rng.randrange(5, 400),
             "workers": rng.randrange(2, 65),
-        }
-        ctx: dict[str, Any] = {
             "subject": rng.choice(topic.subjects),
             "derivation": rng.choice(topic.derivations),
             "implementation": rng.choice(topic.implementations),
@@ -507,7 +481,6 @@ def _make_row(t: Tables, rng: random.Random, index: int, seen: set[bytes]) -> di
             "tag": topic.tags[0].replace("-", " "),
             "tag2": topic.tags[1].replace("-", " "),
             "seeds": rng.choice((3, 5, 10, 20)),
-            **setting_values,
         }
         ctx["setting"] = rng.choice(t.phrases.settings).format(**ctx)
         query = _query(t, rng, topic, difficulty, ctx)
@@ -520,10 +493,8 @@ def _make_row(t: Tables, rng: random.Random, index: int, seen: set[bytes]) -> di
     ctx["slug"] = _slug(ctx["implementation"])
 
     plan: list[str] = []
-    seen_tools: set[str] = set()
-    for tool in plan_tools:
-        second = tool in seen_tools
-        seen_tools.add(tool)
+    for i, tool in enumerate(plan_tools):
+        second = tool in plan_tools[:i]
         if tool == "/general-search":
             plan.append(_search_step(t, rng, ctx))
         elif tool == "/math":
@@ -537,7 +508,7 @@ def _make_row(t: Tables, rng: random.Random, index: int, seen: set[bytes]) -> di
         tags.append(rng.choice(t.topics).tags[0])
         tags = list(dict.fromkeys(tags))
 
-    row: dict[str, Any] = {
+    return {
         "id": f"synth_{index:06d}",
         "user_query": query,
         "task_summary": query[:120],
@@ -566,7 +537,6 @@ def _make_row(t: Tables, rng: random.Random, index: int, seen: set[bytes]) -> di
             "outputs": ["report.md", f"{ctx['slug']}.py", "metrics.json"],
         },
     }
-    return row
 
 
 def generate_rows(n: int, seed: int) -> Iterator[dict[str, Any]]:
@@ -584,11 +554,6 @@ def write_rows(path: str | os.PathLike[str], n: int, seed: int) -> Path:
     """Write ``n`` rows from ``seed`` as JSONL to ``path`` (atomically) and return the path."""
     target = Path(path)
     with atomic_writer(target, "wb") as handle:
-        buffer: list[bytes] = []
         for row in generate_rows(n, seed):
-            buffer.append((json.dumps(row, ensure_ascii=False) + "\n").encode("utf-8"))
-            if len(buffer) >= 1000:
-                handle.write(b"".join(buffer))
-                buffer.clear()
-        handle.write(b"".join(buffer))
+            handle.write((json.dumps(row, ensure_ascii=False) + "\n").encode("utf-8"))
     return target
