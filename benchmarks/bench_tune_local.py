@@ -77,7 +77,6 @@ def run_trainer(mode: str, train: Path, out: Path) -> tuple[float, int, float]:
     from routerlib.tinymodel import load_embedded
 
     model, tokenizer = load_embedded()
-    backend = local.LocalBackend(batch_size=BATCH_SIZE)
     spec = TuningSpec.build(
         base_model=EMBEDDED_MODEL,
         training_dataset_uri=str(train),
@@ -113,7 +112,7 @@ def run_trainer(mode: str, train: Path, out: Path) -> tuple[float, int, float]:
         output_dir=str(out),
         per_device_train_batch_size=BATCH_SIZE,
         num_train_epochs=1,
-        learning_rate=backend.default_learning_rate(spec),
+        learning_rate=trainer.default_learning_rate(spec),
         lr_scheduler_type="cosine",
         warmup_steps=max(1, int(trainer.WARMUP_FRACTION * -(-len(dataset) // BATCH_SIZE))),
         weight_decay=0.0,

@@ -298,14 +298,13 @@ def test_bad_inputs_fail_with_one_line_naming_the_place(splits, tmp_path):
 
 
 def test_learning_rate_defaults_and_multiplier(splits, tmp_path):
-    backend = LocalBackend()
     peft = _spec(splits, tmp_path, learning_rate_multiplier=0.5)
     assert (
-        backend.default_learning_rate(peft) == trainer.EMBEDDED_LEARNING_RATES["PEFT_ADAPTER"] / 2
+        trainer.default_learning_rate(peft) == trainer.EMBEDDED_LEARNING_RATES["PEFT_ADAPTER"] / 2
     )
-    assert backend.default_learning_rate(_spec(splits, tmp_path, learning_rate=1e-3)) == 1e-3
+    assert trainer.default_learning_rate(_spec(splits, tmp_path, learning_rate=1e-3)) == 1e-3
     hub = _spec(splits, tmp_path, base_model="Qwen/Qwen3-0.6B", tuning_mode="FULL")
-    assert backend.default_learning_rate(hub) == trainer.PRETRAINED_LEARNING_RATES["FULL"]
+    assert trainer.default_learning_rate(hub) == trainer.PRETRAINED_LEARNING_RATES["FULL"]
 
 
 def test_batches_are_deterministic_length_buckets():

@@ -144,7 +144,7 @@ def test_multiplier_on_an_open_model_is_refused_by_preflight_and_by_the_server(
 def test_dry_run_body_is_what_the_sdk_sends(fake_vertex: FakeVertex, overrides: dict) -> None:
     spec = _spec(**overrides)
     backend = _backend(fake_vertex)
-    preview = backend.request_preview(spec)
+    preview = backend.preview(spec)
     assert fake_vertex.server.requests == []  # building the preview sends nothing
     backend.submit(spec)
     (request,) = fake_vertex.server.requests

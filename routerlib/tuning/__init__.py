@@ -21,14 +21,16 @@ REGISTRY: dict[str, str] = {
 BACKENDS: tuple[str, ...] = tuple(REGISTRY)
 
 
+def _known(name: str) -> str:
+    if name not in REGISTRY:
+        raise InputError(f"unknown tuning backend {name!r}: use one of {', '.join(BACKENDS)}")
+    return name
+
+
 def choose_backend(train_uri: str, explicit: str | None = None) -> str:
     """The backend to use: ``explicit`` when given, else vertex for gs:// and local otherwise."""
     if explicit:
-        if explicit not in BACKENDS:
-            raise InputError(
-                f"unknown tuning backend {explicit!r}: use one of {', '.join(BACKENDS)}"
-            )
-        return explicit
+        return _known(explicit)
     return "vertex" if str(train_uri).strip().lower().startswith("gs:") else "local"
 
 
@@ -42,9 +44,7 @@ def get_backend(
 ) -> TuningBackend:
     """A backend instance. project/location/api_endpoint apply to vertex only; ``local_options``
     (batch_size, max_train_tokens, seed, ...) are LocalBackend's settings."""
-    if name not in REGISTRY:
-        raise InputError(f"unknown tuning backend {name!r}: use one of {', '.join(BACKENDS)}")
-    module, _, cls = REGISTRY[name].partition(":")
+    module, _, cls = REGISTRY[_known(name)].partition(":")
     backend = getattr(importlib.import_module(module), cls)
     if name == "vertex":
         return backend(project=project, location=location, api_endpoint=api_endpoint)  # type: ignore[no-any-return]

@@ -45,8 +45,8 @@ from routerlib.tuning.base import (
 )
 from routerlib.tuning.examples import read_prompt_completion as read_prompt_completion
 from routerlib.tuning.model_io import TRAINING_STATE as TRAINING_STATE
+from routerlib.tuning.model_io import epoch_folders, plan_for
 from routerlib.tuning.model_io import load_for_inference as load_for_inference
-from routerlib.tuning.model_io import plan_for
 
 #: The job's one record in its output folder: the run folder's job.json for a local run.
 JOB_FILE = runfolder.JOB_FILE
@@ -77,25 +77,14 @@ def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
-def _raw_record(out: Path) -> dict[str, Any] | None:
-    """The JSON object in ``out``'s record, or None when there is no readable one."""
-    try:
-        data = json.loads((out / JOB_FILE).read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError):
-        return None
-    return data if isinstance(data, dict) else None
-
-
 def read_record(out: Path) -> tuple[Job | None, LocalRun]:
     """The Job recorded in output folder ``out`` and the backend's bookkeeping beside it
     ((None, empty bookkeeping) when there is no readable record)."""
-    data = _raw_record(out)
     try:
-        if data is not None:
-            return Job.model_validate(data), LocalRun.model_validate(data.get(LOCAL_KEY) or {})
-    except ValueError:
-        pass
-    return None, LocalRun()
+        data = json.loads((out / JOB_FILE).read_text(encoding="utf-8"))
+        return Job.model_validate(data), LocalRun.model_validate(data.get(LOCAL_KEY) or {})
+    except (OSError, ValueError, AttributeError):  # missing, not JSON, not a job, not an object
+        return None, LocalRun()
 
 
 def _write_record(out: Path, job: Job, run: LocalRun | None = None) -> None:
@@ -107,8 +96,13 @@ def _write_record(out: Path, job: Job, run: LocalRun | None = None) -> None:
 
 def _is_local_record(out: Path) -> bool:
     """True when ``out`` holds a record this backend wrote (not a copy of some other job)."""
-    data = _raw_record(out)
-    return data is not None and data.get("backend") == "local" and LOCAL_KEY in data
+    job, run = read_record(out)
+    return job is not None and job.backend == "local" and run.identity is not None
+
+
+def _local_folders(root: Path) -> list[Path]:
+    """The output folders under ``root`` holding a record this backend wrote."""
+    return [p.parent for p in root.rglob(JOB_FILE) if _is_local_record(p.parent)]
 
 
 def _alive(out: Path, run: LocalRun) -> bool:
@@ -186,11 +180,6 @@ class LocalBackend:
     def checkpoints(self, job: Job) -> list[Checkpoint]:
         """``epoch-<n>/`` folders (oldest first), then ``final/``, under the job's output."""
         root = self._output_dir(job.spec) / CHECKPOINTS_DIR
-        epochs = sorted(
-            (int(p.name.split("-", 1)[1]), p)
-            for p in root.glob("epoch-*")
-            if p.is_dir() and p.name.split("-", 1)[1].isdigit()
-        )
         steps = {  # the loss curve's epoch-end points (epoch is step / steps per epoch)
             int(e["epoch"]): e.get("step")
             for e in job.loss_curve
@@ -203,7 +192,7 @@ class LocalBackend:
                 step=int_or_none(steps.get(epoch)),
                 uri=str(folder),
             )
-            for epoch, folder in epochs
+            for epoch, folder in epoch_folders(root)
         ]
         return with_final(found, str(root / "final")) if (root / "final").is_dir() else found
 
@@ -298,9 +287,8 @@ class LocalBackend:
 
     def list(self) -> list[Job]:
         """Every local job recorded under the root and submitted by this backend."""
-        folders = {p.parent for p in self._root().rglob(JOB_FILE) if _is_local_record(p.parent)}
         jobs = []
-        for out in sorted(folders | set(self._known.values())):
+        for out in sorted({*_local_folders(self._root()), *self._known.values()}):
             job, run = read_record(out)
             if job is not None and job.backend == "local":
                 jobs.append(_with_liveness(job, run, out))
@@ -318,10 +306,6 @@ class LocalBackend:
             job.state, job.error, job.update_time = CANCELLED, "cancelled", _now()
             _write_record(out, job, run)
         return job
-
-    def default_learning_rate(self, spec: TuningSpec) -> float:
-        """learning_rate, else the mode's default (tiny or pretrained model) × the multiplier."""
-        return trainer.default_learning_rate(spec)
 
     # ------------------------------------------------------------ helpers
 
@@ -399,12 +383,11 @@ class LocalBackend:
         as_path = Path(name).expanduser()
         if _is_local_record(as_path):
             return as_path.resolve()
-        root = self._root()
-        for record in root.rglob(JOB_FILE) if root.is_dir() else []:
-            job = read_record(record.parent)[0] if _is_local_record(record.parent) else None
+        for out in _local_folders(self._root()):
+            job = read_record(out)[0]
             if job is not None and job.name == name:
-                self._known[name] = record.parent
-                return record.parent
+                self._known[name] = out
+                return out
         return None
 
     def _settings(self) -> trainer.Settings:

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from routerlib.atomic import write_json
-from routerlib.checkpoint_names import CHECKPOINT_MARKER
+from routerlib.checkpoint_names import CHECKPOINT_MARKER, EPOCH_NAME
 from routerlib.errors import InputError
 from routerlib.models import EMBEDDED_MODEL, gguf_path
 from routerlib.tinymodel import atomic_folder, quiet_transformers, resolve_base_model
@@ -238,6 +238,12 @@ def save_checkpoint(
             import torch
 
             torch.save(state, tmp / TRAINING_STATE)
+
+
+def epoch_folders(root: Path) -> list[tuple[int, Path]]:
+    """(epoch, folder) of the ``epoch-<n>`` checkpoint folders under ``root``, oldest first."""
+    found = ((EPOCH_NAME.match(p.name), p) for p in root.glob("epoch-*") if p.is_dir())
+    return sorted((int(match[1]), p) for match, p in found if match)
 
 
 def copy_checkpoint(src: Path, dest: Path) -> None:

@@ -42,6 +42,7 @@ from routerlib.tuning.model_io import (
     Plan,
     build_model,
     copy_checkpoint,
+    epoch_folders,
     load_tokenizer,
     save_checkpoint,
     threads,
@@ -144,15 +145,6 @@ def lr_scheduler(optimizer: Any, total_steps: int) -> Any:
     return SequentialLR(optimizer, [ramp, cosine], milestones=[warmup])
 
 
-def _adamw(params: list[Any], lr: float) -> Any:
-    import torch
-
-    try:
-        return torch.optim.AdamW(params, lr=lr, weight_decay=0.0, fused=True)
-    except (RuntimeError, TypeError):
-        return torch.optim.AdamW(params, lr=lr, weight_decay=0.0, foreach=True)
-
-
 # ---------------------------------------------------------------- loss
 
 
@@ -247,7 +239,10 @@ def train(
     total_steps = steps_per_epoch * spec.epochs
     peak_lr = default_learning_rate(spec)
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = _adamw(params, peak_lr)
+    try:
+        optimizer = torch.optim.AdamW(params, lr=peak_lr, weight_decay=0.0, fused=True)
+    except (RuntimeError, TypeError):
+        optimizer = torch.optim.AdamW(params, lr=peak_lr, weight_decay=0.0, foreach=True)
     scheduler = lr_scheduler(optimizer, total_steps)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
 
@@ -421,14 +416,9 @@ def _last_epoch_state(ckpt_root: Path, identity: str) -> tuple[Path | None, dict
     """The newest epoch checkpoint holding a training state of this run, and that state."""
     import torch
 
-    candidates = []
-    for state_file in ckpt_root.glob(f"epoch-*/{TRAINING_STATE}"):
-        try:
-            candidates.append((int(state_file.parent.name.split("-", 1)[1]), state_file))
-        except ValueError:
-            continue
-    for _, state_file in sorted(candidates, reverse=True):
-        state = torch.load(state_file, map_location="cpu", weights_only=False)
-        if state.get("identity") == identity:
-            return state_file.parent, state
+    for _, folder in reversed(epoch_folders(ckpt_root)):
+        if (folder / TRAINING_STATE).is_file():
+            state = torch.load(folder / TRAINING_STATE, map_location="cpu", weights_only=False)
+            if state.get("identity") == identity:
+                return folder, state
     return None, None

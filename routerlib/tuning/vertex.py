@@ -86,16 +86,6 @@ def valid_label(text: str) -> bool:
     return bool(_LABEL.fullmatch(text)) and text == text.lower()
 
 
-def resolve_project(project: str | None) -> str:
-    """``project`` or $GOOGLE_CLOUD_PROJECT; InputError when neither is set."""
-    value = (project or os.environ.get("GOOGLE_CLOUD_PROJECT") or "").strip()
-    if not value:
-        raise InputError(
-            "no Google Cloud project: pass --project or set GOOGLE_CLOUD_PROJECT (params: project)"
-        )
-    return value
-
-
 def normalize_endpoint(api_endpoint: str | None) -> str | None:
     """The base URL to give the SDK (None = its regional default): a bare host gets https://;
     http:// is accepted for loopback stand-ins only."""
@@ -210,7 +200,11 @@ class VertexBackend:
         location: str | None = None,
         api_endpoint: str | None = None,
     ) -> None:
-        self.project = resolve_project(project)
+        self.project = (project or os.environ.get("GOOGLE_CLOUD_PROJECT") or "").strip()
+        if not self.project:
+            raise InputError(
+                "no Google Cloud project: pass --project or set GOOGLE_CLOUD_PROJECT (params: project)"
+            )
         self.location = (
             location or os.environ.get("GOOGLE_CLOUD_REGION") or DEFAULT_LOCATION
         ).strip()
@@ -362,7 +356,7 @@ class VertexBackend:
         count = self._call("list", first_page)
         return f"{self.base_url}: tuningJobs.list answered ({count} job(s) on the first page)"
 
-    def request_preview(self, spec: TuningSpec) -> dict[str, Any]:
+    def preview(self, spec: TuningSpec) -> dict[str, Any]:
         """The request ``submit`` would send: method, URL and body (nothing is sent)."""
         parent = f"projects/{self.project}/locations/{self.location}"
         return {
@@ -370,8 +364,6 @@ class VertexBackend:
             "url": f"{self.base_url}/{API_VERSION}/{parent}/tuningJobs",
             "body": request_body(spec.labelled()),
         }
-
-    preview = request_preview
 
     # ------------------------------------------------------------------ SDK calls
 
