@@ -43,11 +43,8 @@ _WRITE_BUFFER = 1 << 20
 
 @dataclass
 class Scan:
-    """Pass-1 result: per-row small numbers (no payloads) and the problems found.
-
-    A scan of one byte range of the input numbers its lines from 1 (``line_numbers``,
-    ``problems``); merging ranges shifts them to file line numbers.
-    """
+    """Pass-1 result: per-row small numbers (no payloads) and the problems found. A scan of one
+    byte range numbers its lines from 1; merging ranges shifts them to file line numbers."""
 
     spool_index: array = field(default_factory=lambda: array("h"))
     spool_offsets: array = field(default_factory=lambda: array("q"))
@@ -147,10 +144,8 @@ def to_messages(line: bytes) -> bytes:
 
 def example_pair(obj: Any) -> tuple[str, str] | None:
     """(prompt, completion) of one training line in either format, or None when it is neither.
-
-    A ``messages`` line's prompt is its turns before the last joined by newlines (one user turn
-    for the lines prepare writes), its completion the last turn, which must be the assistant's.
-    """
+    A ``messages`` line's prompt is its turns before the last joined by newlines, its completion
+    the last turn, which must be the assistant's."""
     if not isinstance(obj, dict):
         return None
     prompt, completion = obj.get("prompt"), obj.get("completion")

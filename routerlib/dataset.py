@@ -23,7 +23,7 @@ import os
 import random
 from collections import Counter
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -61,19 +61,17 @@ TOKEN_ESTIMATE_NOTE = (
 
 @dataclass
 class PrepareResult:
-    """What prepare wrote: the folder, split files, row counts, the manifest and warnings."""
+    """What prepare wrote: the folder, the split files and the manifest (prepare.json), whose
+    row counts, warnings and uploaded URIs are also properties."""
 
     output_dir: Path
     split_paths: dict[str, Path]
-    counts: dict[str, int]
     manifest: dict[str, Any]
-    warnings: list[str] = field(default_factory=list)
-    uris: dict[str, str] = field(default_factory=dict)
 
-    @property
-    def manifest_path(self) -> Path:
-        """Path of prepare.json."""
-        return self.output_dir / MANIFEST_FILE
+    manifest_path = property(lambda self: self.output_dir / MANIFEST_FILE)
+    counts = property(lambda self: self.manifest["counts"])
+    warnings = property(lambda self: self.manifest["warnings"])
+    uris = property(lambda self: self.manifest["uris"])
 
 
 def _check_flags(
@@ -266,15 +264,11 @@ def prepare(
 ) -> PrepareResult:
     """Convert Week-2 rows at ``input_path`` into train/validation/test JSONL in ``output_dir``.
 
-    ``input_path`` None means the embedded synthetic rows (``synth_rows`` rows from
-    ``synth_seed``), written to ``output_dir/synthetic_rows.jsonl`` first. A gs:// input is
-    downloaded beside the splits. Raises InputError (every problem, one line each) before
-    writing any split when a row is invalid, and under ``strict`` when there are warnings.
-    ``workers`` processes read the input (default: one per core, up to MAX_WORKERS, for inputs
-    of PARALLEL_MIN_BYTES or more without ``limit``); the output does not depend on it.
-    ``data_format`` is the training splits' line format (DATA_FORMATS; the default is the
-    original prompt/completion, byte for byte).
-    """
+    ``input_path`` None means the embedded synthetic rows (``synth_rows`` from ``synth_seed``); a
+    gs:// input is downloaded beside the splits. Raises InputError (every problem, one line each)
+    before writing any split when a row is invalid, and under ``strict`` when there are warnings.
+    ``workers`` reader processes (default: convert.auto_workers) never change the output;
+    ``data_format`` is the training splits' line format (DATA_FORMATS)."""
     _check_flags(val_ratio, test_ratio, limit, max_seq_len, tuning_mode)
     if data_format not in DATA_FORMATS:
         raise InputError(f"--format {data_format!r}: use one of {', '.join(DATA_FORMATS)}")
@@ -385,24 +379,14 @@ def prepare(
     manifest_path = out_dir / MANIFEST_FILE
     write_json(manifest_path, manifest)
 
-    uris: dict[str, str] = {}
     if gcs_prefix is not None:
         client = storage.gcs_client()
         uploaded = storage.upload_splits(out_dir, gcs_prefix, storage.SPLIT_FILES, client)
-        uris = {name: uploaded[SPLIT_FILES[name]] for name in SPLITS}
-        manifest["uris"] = {**uris, "manifest": storage.join_uri(gcs_prefix, MANIFEST_FILE)}
+        manifest["uris"] = {name: uploaded[SPLIT_FILES[name]] for name in SPLITS}
+        manifest["uris"]["manifest"] = storage.join_uri(gcs_prefix, MANIFEST_FILE)
         write_json(manifest_path, manifest)
         storage.upload_file(manifest_path, manifest["uris"]["manifest"], client)
-        uris["manifest"] = manifest["uris"]["manifest"]
-
-    return PrepareResult(
-        output_dir=out_dir,
-        split_paths=split_paths,
-        counts={"total": n, **sizes},
-        manifest=manifest,
-        warnings=warnings,
-        uris=uris,
-    )
+    return PrepareResult(out_dir, split_paths, manifest)
 
 
 def load_manifest(output_dir: str | os.PathLike[str]) -> dict[str, Any]:

@@ -1,13 +1,10 @@
 """The embedded base model: a tiny Llama-style causal LM that routerlib builds offline.
 
-On first use, :func:`ensure_embedded_model` trains a byte-level BPE tokenizer on synthetic Week-2
-rows (``routerlib.synth``), initialises a small ``LlamaForCausalLM`` from a fixed seed and saves
-both with ``save_pretrained`` under ``cache_root()/tiny-router-lm-<hash>``. Everything else loads
-it back with ``from_pretrained``, exactly as it would load a Hugging Face model. The same settings
-rebuild the same bytes, so the folder is a cache (never committed), not an artifact.
-
-The weights are random: tuning teaches the model the router format from scratch. A tiny model
-proves the pipeline runs end to end on a CPU; it says nothing about routing quality.
+On first use, :func:`ensure_embedded_model` trains a byte-level BPE tokenizer on synthetic rows,
+initialises a small ``LlamaForCausalLM`` from a fixed seed and saves both with ``save_pretrained``
+under ``cache_root()/tiny-router-lm-<hash>``; the same settings rebuild the same bytes, so the
+folder is a cache. Its weights are random: tuning teaches it the router format from scratch, which
+proves the pipeline runs end to end on a CPU and says nothing about routing quality.
 """
 
 from __future__ import annotations

@@ -46,6 +46,8 @@ END_STATES = frozenset({SUCCEEDED, FAILED, CANCELLED, EXPIRED, PARTIALLY_SUCCEED
 REATTACH_STATES = frozenset({QUEUED, PENDING, RUNNING, SUCCEEDED, UPDATING, PAUSED, CANCELLING})
 #: The label every submission carries: a hash of its spec (see ``TuningSpec.spec_hash``).
 SPEC_LABEL = "routerlib-spec"
+#: The spec fields that name files: data, output, then the custom base model.
+URI_FIELDS = ("training_dataset_uri", "validation_dataset_uri", "output_uri", "custom_base_model")
 
 
 class Advice(str):

@@ -114,17 +114,10 @@ def _base_model(spec: TuningSpec) -> dict[str, str]:
 
 def key_inputs(spec: TuningSpec, options: dict[str, Any]) -> dict[str, Any]:
     """Everything the key hashes (see the module docstring)."""
-    data = {
-        "train": file_digest(paths.resolve(spec.training_dataset_uri)),
-        "validation": (
-            file_digest(paths.resolve(spec.validation_dataset_uri))
-            if spec.validation_dataset_uri
-            else None
-        ),
-    }
+    files = {"train": spec.training_dataset_uri, "validation": spec.validation_dataset_uri}
     return {
         "spec": spec.model_dump(mode="json", exclude=set(NOT_IN_KEY)),
-        "data": data,
+        "data": {k: file_digest(paths.resolve(v)) if v else None for k, v in files.items()},
         "base": _base_model(spec),
         "options": options,
         "code": _code_fingerprint(),

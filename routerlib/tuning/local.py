@@ -37,6 +37,7 @@ from routerlib.tuning.base import (
     FAILED,
     RUNNING,
     SUCCEEDED,
+    URI_FIELDS,
     Checkpoint,
     Job,
     TuningSpec,
@@ -152,8 +153,6 @@ class LocalBackend:
     remote: bool = False
     _known: dict[str, Path] = field(default_factory=dict, repr=False)
 
-    # ------------------------------------------------------------ protocol
-
     @property
     def where(self) -> dict[str, str | None]:
         """Local jobs are found by name under the outputs root: nothing to keep."""
@@ -161,11 +160,10 @@ class LocalBackend:
 
     def preflight(self, spec: TuningSpec) -> list[str]:
         """Local runs read and write local paths only."""
-        keys = ("training_dataset_uri", "validation_dataset_uri", "output_uri", "custom_base_model")
         return [
             f"{key}: {value!r}: the local backend reads and writes local paths (download it, or "
             "use --backend vertex)"
-            for key in keys
+            for key in URI_FIELDS
             if (value := getattr(spec, key)) and value.startswith("gs:")
         ]
 
@@ -307,8 +305,6 @@ class LocalBackend:
             _write_record(out, job, run)
         return job
 
-    # ------------------------------------------------------------ helpers
-
     def _attach(
         self,
         spec: TuningSpec,
@@ -420,7 +416,7 @@ class LocalBackend:
 
     @staticmethod
     def _output_dir(spec: TuningSpec) -> Path:
-        for key in ("output_uri", "training_dataset_uri", "validation_dataset_uri"):
+        for key in URI_FIELDS[:3]:
             uri = getattr(spec, key) or ""
             if uri.startswith("gs://"):
                 raise InputError(

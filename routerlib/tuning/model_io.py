@@ -40,9 +40,6 @@ EMBEDDED_LORA_TARGETS = tuple(
 )
 
 
-# ---------------------------------------------------------------- loading
-
-
 def _marker(folder: Path) -> dict[str, Any] | None:
     marker = folder / CHECKPOINT_MARKER
     return dict(json.loads(marker.read_text(encoding="utf-8"))) if marker.is_file() else None
@@ -135,9 +132,6 @@ def load_for_inference(checkpoint_dir: str | os.PathLike[str]) -> tuple[Any, Any
     return model, tokenizer
 
 
-# ---------------------------------------------------------------- the trainable model
-
-
 @dataclass
 class Plan:
     """How the trainable model is made for a spec."""
@@ -219,14 +213,10 @@ def build_model(spec: TuningSpec, plan: Plan, resume: Path | None, seed: int) ->
     return get_peft_model(base, lora)
 
 
-# ---------------------------------------------------------------- writing checkpoints
-
-
 def save_checkpoint(
-    model: Any, tokenizer: Any, dest: Path, marker: dict[str, Any], state: Any = None
+    model: Any, tokenizer: Any, dest: Path, marker: dict[str, Any], state: dict[str, Any]
 ) -> None:
-    """Write a loadable checkpoint to ``dest`` atomically; ``state`` (when given) goes with it as
-    TRAINING_STATE."""
+    """Write a loadable checkpoint to ``dest`` atomically, ``state`` with it as TRAINING_STATE."""
     with atomic_folder(dest) as tmp, quiet_transformers():
         if hasattr(model, "peft_config"):  # the adapter only, not the frozen embeddings
             model.save_pretrained(tmp, safe_serialization=True, save_embedding_layers=False)
@@ -234,10 +224,9 @@ def save_checkpoint(
             model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
         write_json(tmp / CHECKPOINT_MARKER, marker)
-        if state is not None:
-            import torch
+        import torch
 
-            torch.save(state, tmp / TRAINING_STATE)
+        torch.save(state, tmp / TRAINING_STATE)
 
 
 def epoch_folders(root: Path) -> list[tuple[int, Path]]:

@@ -62,9 +62,6 @@ MIN_LR_FRACTION = 0.1
 MAX_GRAD_NORM = 1.0
 
 
-# ---------------------------------------------------------------- device
-
-
 @dataclass(frozen=True)
 class Device:
     """Where training runs and whether it autocasts to bfloat16."""
@@ -105,9 +102,6 @@ def cpu_bf16_supported() -> bool:
         return False
 
 
-# ---------------------------------------------------------------- learning rate
-
-
 def default_learning_rate(spec: TuningSpec) -> float:
     """learning_rate, else the mode's default (tiny or pretrained model) × the multiplier."""
     if spec.learning_rate is not None:
@@ -145,9 +139,6 @@ def lr_scheduler(optimizer: Any, total_steps: int) -> Any:
     return SequentialLR(optimizer, [ramp, cosine], milestones=[warmup])
 
 
-# ---------------------------------------------------------------- loss
-
-
 def completion_loss(model: Any, inputs: Any, targets: Any) -> tuple[Any, int]:
     """Summed cross-entropy over target positions and their count.
 
@@ -161,9 +152,6 @@ def completion_loss(model: Any, inputs: Any, targets: Any) -> tuple[Any, int]:
     logits = inner.get_output_embeddings()(hidden[keep])
     loss = torch.nn.functional.cross_entropy(logits.float(), targets[keep], reduction="sum")
     return loss, int(keep.sum())
-
-
-# ---------------------------------------------------------------- the loop
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,7 @@ from routerlib.tuning.base import (
     REATTACH_STATES,
     SPEC_LABEL,
     SUCCEEDED,
+    URI_FIELDS,
     Advice,
     ApiUnreachable,
     Checkpoint,
@@ -254,18 +255,14 @@ class VertexBackend:
             )
         return self._client
 
-    # ------------------------------------------------------------------ before sending
-
     def preflight(self, spec: TuningSpec) -> list[str]:
         """What Vertex would refuse, from routerlib's contract table; nothing is sent."""
         problems = [
             f"{key}: {value!r} must be a gs:// URI for Vertex AI (upload it, or use "
             "--backend local)"
-            for key in ("training_dataset_uri", "validation_dataset_uri", "output_uri")
+            for key in URI_FIELDS
             if (value := getattr(spec, key)) and not value.startswith("gs://")
         ]
-        if spec.custom_base_model and not spec.custom_base_model.startswith("gs://"):
-            problems.append(f"custom_base_model: {spec.custom_base_model!r} must be a gs:// URI")
         if spec.base_model == models.EMBEDDED_MODEL:
             problems.append(
                 f"base_model: {models.EMBEDDED_MODEL} is the embedded local model: use --backend "
@@ -316,7 +313,7 @@ class VertexBackend:
         advice: list[str] = []
         seen: set[str] = set()
         client = self._storage_client()
-        for key in ("training_dataset_uri", "validation_dataset_uri", "output_uri"):
+        for key in URI_FIELDS[:3]:
             uri = getattr(spec, key)
             if client is None or not (uri or "").startswith("gs://"):
                 continue
@@ -364,8 +361,6 @@ class VertexBackend:
             "url": f"{self.base_url}/{API_VERSION}/{parent}/tuningJobs",
             "body": request_body(spec.labelled()),
         }
-
-    # ------------------------------------------------------------------ SDK calls
 
     def _call(self, action: str, fn: Any, **kwargs: Any) -> Any:
         """Run one SDK call, turning its exceptions into RemoteError subclasses.
