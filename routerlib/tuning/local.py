@@ -228,14 +228,12 @@ class LocalBackend:
             if entry is not None:
                 return self._attach(spec, out, name, identity, entry, previous)
         job = self._open_job(spec, out, name, identity, previous, state=RUNNING)
-        progress = trainer.Progress()
 
-        def epoch_done(done: trainer.Progress) -> None:
-            job.tuning_data_stats, job.loss_curve = done.stats, done.curve
-            job.train_seconds, job.update_time = done.train_seconds, _now()
+        def epoch_done(epoch: int) -> None:
+            job.update_time = _now()
             _write_record(out, job)
             if self.on_epoch_end is not None:
-                self.on_epoch_end(done.epoch)
+                self.on_epoch_end(epoch)
 
         _ACTIVE.add(str(out))
         try:
@@ -245,8 +243,7 @@ class LocalBackend:
                 out,
                 identity,
                 self._settings(),
-                marker={"job": name},
-                progress=progress,
+                job=job,
                 on_epoch_end=epoch_done,
                 stop_requested=(out / CANCEL_FILE).exists,
             )
@@ -265,8 +262,6 @@ class LocalBackend:
             job.state, job.error = FAILED, f"{type(exc).__name__}: {exc}"
         finally:
             _ACTIVE.discard(str(out))
-            job.tuning_data_stats, job.loss_curve = progress.stats, progress.curve
-            job.train_seconds = progress.train_seconds or job.train_seconds
             job.checkpoints = self.checkpoints(job)
             job.update_time = _now()
             if job.state != RUNNING:

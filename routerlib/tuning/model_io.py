@@ -136,7 +136,6 @@ def load_for_inference(checkpoint_dir: str | os.PathLike[str]) -> tuple[Any, Any
 class Plan:
     """How the trainable model is made for a spec."""
 
-    mode: str
     adapter_base: str | None  # PEFT: the model the adapter sits on (recorded in the marker)
     custom: Path | None
     custom_kind: str | None
@@ -161,7 +160,7 @@ def plan_for(spec: TuningSpec) -> Plan:
             adapter_base = local_or_id(spec.base_model)
         else:
             adapter_base = adapter_base_of(custom) if kind == "peft" else str(custom)
-    return Plan(spec.tuning_mode, adapter_base, custom, kind)
+    return Plan(adapter_base, custom, kind)
 
 
 def lora_targets(spec: TuningSpec, plan: Plan) -> str | list[str]:
@@ -176,7 +175,7 @@ def build_model(spec: TuningSpec, plan: Plan, resume: Path | None, seed: int) ->
     import torch
 
     custom_peft = plan.custom if plan.custom_kind == "peft" else None
-    if plan.mode == "FULL":
+    if spec.tuning_mode == "FULL":
         if resume is not None:
             model = load_lm(str(resume))
         elif custom_peft is not None:

@@ -6,8 +6,9 @@ CUDA when a GPU is present, else the CPU, with bfloat16 autocast where the devic
 (:func:`lr_scheduler`); AdamW, no weight decay, gradients clipped to MAX_GRAD_NORM. The last
 finished epoch's checkpoint also holds the optimizer state and the progress so far
 (TRAINING_STATE, tagged with the caller's ``identity``), so a stopped run resumes from it and ends
-equal to an uninterrupted one. This module knows nothing of jobs: the caller records progress
-through ``on_epoch_end`` and asks to stop through ``stop_requested``.
+equal to an uninterrupted one. The loop fills the training fields of the caller's Job (statistics,
+loss curve, seconds); the caller records it in ``on_epoch_end`` and asks to stop through
+``stop_requested``.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import math
 import time
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -27,7 +28,7 @@ from routerlib.models import EMBEDDED_MODEL
 from routerlib.progress import milestone, progress_bar
 from routerlib.runfolder import LOSS_CURVE_FILE
 from routerlib.tinymodel import quiet_transformers
-from routerlib.tuning.base import TuningSpec
+from routerlib.tuning.base import Job, TuningSpec
 from routerlib.tuning.examples import (
     IGNORE_INDEX,
     Encoded,
@@ -167,16 +168,6 @@ class Settings:
     progress: bool = True
 
 
-@dataclass
-class Progress:
-    """What the loop has done so far; the caller reads it after each epoch and after a failure."""
-
-    stats: dict[str, Any] = field(default_factory=dict)
-    curve: list[dict[str, Any]] = field(default_factory=list)
-    train_seconds: float = 0.0
-    epoch: int = 0
-
-
 class Cancelled(Exception):
     """``stop_requested`` answered True: the loop stopped after its current step."""
 
@@ -188,16 +179,14 @@ def train(
     identity: str,
     settings: Settings,
     *,
-    marker: dict[str, Any],
-    progress: Progress,
-    on_epoch_end: Callable[[Progress], None] = lambda _: None,
+    job: Job,
+    on_epoch_end: Callable[[int], None] = lambda _: None,
     stop_requested: Callable[[], bool] = lambda: False,
 ) -> None:
     """Train ``spec`` into ``out`` (checkpoints under CHECKPOINTS_DIR, LOSS_CURVE_FILE), resuming
-    from the newest epoch state tagged ``identity``. ``marker`` adds fields to every checkpoint's
-    CHECKPOINT_MARKER (the caller's job name); ``progress`` is updated as the loop goes and is
-    handed to ``on_epoch_end`` once each epoch's checkpoint is written. Raises Cancelled when
-    ``stop_requested`` says so."""
+    from the newest epoch state tagged ``identity``. ``job``'s statistics, loss curve and seconds
+    are kept up to date (its name goes into every CHECKPOINT_MARKER); ``on_epoch_end`` hears each
+    finished epoch once its checkpoint is written. Raises Cancelled when ``stop_requested``."""
     import torch
 
     ckpt_root = out / CHECKPOINTS_DIR
@@ -243,17 +232,16 @@ def train(
             return inputs.to(device.type), targets.to(device.type)
         return inputs, targets
 
-    stats = data_stats(train_rows, val_rows, spec.epochs, steps_per_epoch)
-    progress.stats = stats
+    stats = job.tuning_data_stats = data_stats(train_rows, val_rows, spec.epochs, steps_per_epoch)
     marker = {
-        "kind": "peft" if plan.mode == "PEFT_ADAPTER" else "full",
-        "base_model": plan.adapter_base if plan.mode == "PEFT_ADAPTER" else None,
+        "kind": "peft" if spec.tuning_mode == "PEFT_ADAPTER" else "full",
+        "base_model": plan.adapter_base,  # None for FULL
         "spec_base_model": spec.base_model,
         "custom_base_model": spec.custom_base_model,
         "tuning_mode": spec.tuning_mode,
         "adapter_size": spec.adapter_size,
         "learning_rate": peak_lr,
-        **marker,
+        "job": job.name,
     }
 
     def validate() -> float | None:
@@ -283,8 +271,7 @@ def train(
         tokens_seen, epoch_seconds = int(state["tokens_seen"]), list(state["epoch_seconds"])
     if not curve:
         curve.append({"epoch": 0, "step": 0, "train_loss": None, "val_loss": validate()})
-    progress.curve, progress.epoch = curve, start_epoch
-    progress.train_seconds = round(train_seconds, 3)
+    job.loss_curve, job.train_seconds = curve, round(train_seconds, 3) or None
     log_every = max(1, total_steps // 25)
     # A terminal redraws one line every second; a notebook or run.log gets one whole line at
     # each epoch's end instead (every redraw there would be kept as a partial line).
@@ -354,9 +341,8 @@ def train(
                     if older.parent != dest:
                         older.unlink()
                 write_json(out / LOSS_CURVE_FILE, curve)
-                progress.curve, progress.train_seconds = curve, round(train_seconds, 3)
-                progress.epoch = epoch + 1
-                on_epoch_end(progress)
+                job.loss_curve, job.train_seconds = curve, round(train_seconds, 3)
+                on_epoch_end(epoch + 1)
     finally:
         bar.close()
 
@@ -374,8 +360,8 @@ def train(
     )
     if device.type != "cpu":
         stats["device"] = device.type
-    progress.stats, progress.curve = stats, curve
-    progress.train_seconds = round(train_seconds, 3)
+    job.tuning_data_stats, job.loss_curve = stats, curve
+    job.train_seconds = round(train_seconds, 3) or job.train_seconds
     write_json(out / LOSS_CURVE_FILE, curve)
     (last / TRAINING_STATE).unlink(missing_ok=True)
 

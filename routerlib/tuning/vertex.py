@@ -486,11 +486,8 @@ class VertexBackend:
         listed and matched: a filter the server reads differently can neither return someone
         else's job nor hide ours."""
 
-        def fetch_all(filter_text: str | None = None) -> builtins.list[Any]:
-            config: dict[str, Any] = {"page_size": self.page_size}
-            if filter_text:
-                config["filter"] = filter_text
-            return list(self.client().tunings.list(config=config))
+        def fetch_all(**filters: str) -> builtins.list[Any]:
+            return list(self.client().tunings.list(config={"page_size": self.page_size, **filters}))
 
         def matching(found: builtins.list[Any]) -> builtins.list[Any]:
             return [i for i in found if label is None or (i.labels or {}).get(label[0]) == label[1]]
@@ -498,7 +495,7 @@ class VertexBackend:
         items: builtins.list[Any] = []
         if label is not None:
             try:
-                items = matching(fetch_all(f'labels.{label[0]}="{label[1]}"'))
+                items = matching(fetch_all(filter=f'labels.{label[0]}="{label[1]}"'))
             except Exception:  # noqa: BLE001 - filter refused or a blip: list all, match here
                 pass
         if not items:
