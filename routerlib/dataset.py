@@ -389,17 +389,16 @@ def prepare(
     return PrepareResult(out_dir, split_paths, manifest)
 
 
-def load_manifest(output_dir: str | os.PathLike[str]) -> dict[str, Any]:
-    """prepare.json of ``output_dir``."""
-    path = Path(output_dir) / MANIFEST_FILE
+def _prepared(output_dir: str | os.PathLike[str], name: str) -> Path:
+    path = Path(output_dir) / name
     if not path.is_file():
         raise InputError(f"{path}: not found (run routerlib prepare first)")
-    return dict(json.loads(path.read_text(encoding="utf-8")))
+    return path
 
 
 def verify_outputs(output_dir: str | os.PathLike[str]) -> None:
     """Raise InputError when a split no longer matches the sha256 recorded in prepare.json."""
-    manifest = load_manifest(output_dir)
+    manifest = json.loads(_prepared(output_dir, MANIFEST_FILE).read_text(encoding="utf-8"))
     problems = []
     for name, entry in manifest["splits"].items():
         path = Path(output_dir) / entry["file"]
@@ -418,9 +417,7 @@ def stats_frame(output_dir: str | os.PathLike[str]) -> pd.DataFrame:
 
     records = []
     for name in SPLITS:
-        path = Path(output_dir) / SPLIT_FILES[name]
-        if not path.is_file():
-            raise InputError(f"{path}: not found (run routerlib prepare first)")
+        path = _prepared(output_dir, SPLIT_FILES[name])
         with open(path, encoding="utf-8") as handle:
             pairs = [example_pair(json.loads(line)) for line in handle]
         for pair in pairs:
