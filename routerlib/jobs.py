@@ -1,18 +1,11 @@
-"""The job registry and the high-level tuning API the notebooks and the CLI call.
+"""The tuning job registry (``<outputs root>/jobs.json``, one record per submission or refusal,
+kept with ``atomic.update_registry``) and the tuning API the notebooks and the CLI call.
 
-Every submission and every refusal is one record in ``<outputs root>/jobs.json`` (a JSON object
-``{"version": 1, "jobs": [...]}``). Updates take a file lock, re-read the file, change one record
-and replace the file atomically (temp file + fsync + rename), so a crash mid-write leaves the
-previous registry intact. Each record keeps the project, location and endpoint it was submitted
-to, so ``show``/``wait``/``cancel`` re-attach by name from any process.
-
-``tune`` is the whole submission path: validate the spec, run the backend's preflight (the
-contract table: nothing is sent or recorded when it refuses), check the datasets exist, print a
-cost estimate, (dry run: print the request and stop), re-attach to a job of the same spec (in the
-registry, or on the server by the spec-hash label), submit once, record, wait.
-
-This module talks to the tuning backend interface only (routerlib.tuning.base.TuningBackend): it
-never branches on a backend's name and never imports a backend module.
+``tune`` validates the spec, runs the backend's preflight, prints a cost estimate, re-attaches to
+a job of the same spec (recorded, or found on the server by its spec-hash label), else submits
+once, records and waits (docs/vertex-tuning.md). Each record keeps where it was submitted, so
+``show``/``wait``/``cancel`` re-attach from any process. This module talks to the
+``tuning.base.TuningBackend`` interface only and never branches on a backend's name.
 """
 
 from __future__ import annotations
@@ -22,7 +15,7 @@ import json
 import os
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -33,7 +26,6 @@ from routerlib.models import max_seq_len
 from routerlib.paths import outputs_root, resolve
 from routerlib.tuning import choose_backend, get_backend
 from routerlib.tuning.base import (
-    CANCELLING,
     DENIED,
     REATTACH_STATES,
     SUCCEEDED,
@@ -49,9 +41,17 @@ from routerlib.tuning.base import (
 )
 
 REGISTRY_FILE = "jobs.json"
-REGISTRY_VERSION = 1
 #: State of the Job that a dry run returns (never recorded).
 DRY_RUN = "DRY_RUN"
+#: The columns of ``routerlib jobs list``.
+TABLE_HEADER = (
+    "Vertex Job ID",
+    "Base model",
+    "Tuning mode",
+    "Adapter size",
+    "Output URI",
+    "Status",
+)
 
 Out = Callable[[str], Any]
 
@@ -62,6 +62,14 @@ class WaitInterrupted(RouterlibError):
     exit_code = 130
 
 
+def text_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """``rows`` as left-aligned columns two spaces apart, under ``header`` and a rule of dashes."""
+    widths = [max(len(str(cell)) for cell in column) for column in zip(header, *rows, strict=True)]
+    line = "  ".join(f"{{:<{w}}}" for w in widths)
+    body = [header, ["-" * w for w in widths], *rows]
+    return "\n".join(line.format(*map(str, row)).rstrip() for row in body)
+
+
 # --------------------------------------------------------------------------- registry file
 
 
@@ -70,47 +78,49 @@ def registry_path() -> Path:
     return outputs_root() / REGISTRY_FILE
 
 
-def _locked() -> contextlib.AbstractContextManager[None]:
-    """An exclusive lock beside the registry, held for one read-modify-write."""
-    return atomic.file_lock(registry_path().with_name(REGISTRY_FILE + ".lock"))
+def _invalid(problem: object) -> InputError:
+    path = registry_path()
+    text = str(problem).removeprefix(f"{path}: ")
+    return InputError(f"{path}: not a routerlib job registry ({text}); move it away to start anew")
+
+
+def _parse(records: list[dict[str, Any]]) -> list[Job]:
+    try:
+        return [Job.model_validate(r) for r in records]
+    except ValueError as exc:
+        raise _invalid(exc) from None
 
 
 def load_registry() -> list[Job]:
     """Every recorded job, in recording order ([] when there is no registry yet)."""
-    path = registry_path()
     try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        return []
-    try:
-        data = json.loads(text)
-        records = data["jobs"]
-        if not isinstance(records, list):
-            raise TypeError("jobs is not a list")
-        return [Job.model_validate(r) for r in records]
-    except Exception as exc:
-        raise InputError(
-            f"{path}: not a routerlib job registry ({type(exc).__name__}: {exc}); "
-            "move it away to start a new one"
-        ) from None
+        records = atomic.read_registry(registry_path(), "jobs")
+    except InputError as exc:
+        raise _invalid(exc) from None
+    return _parse(records)
 
 
-def _write(jobs: list[Job]) -> None:
-    payload = {"version": REGISTRY_VERSION, "jobs": [j.model_dump(mode="json") for j in jobs]}
-    atomic.write_json(registry_path(), payload)
+@contextlib.contextmanager
+def _editing() -> Iterator[list[Job]]:
+    """The recorded jobs under the registry's lock; the list as the block leaves it is written."""
+    with atomic.update_registry(registry_path(), "jobs") as records:
+        jobs = _parse(records)
+        yield jobs
+        records[:] = [j.model_dump(mode="json") for j in jobs]
 
 
 def record(job: Job) -> Job:
     """Insert or replace (by name) one job in the registry, atomically."""
-    with _locked():
-        jobs = load_registry()
-        for i, existing in enumerate(jobs):
-            if existing.name == job.name:
-                jobs[i] = job
-                break
-        else:
-            jobs.append(job)
-        _write(jobs)
+    return replace(job.name, job)
+
+
+def replace(old_name: str, job: Job) -> Job:
+    """Put ``job`` in the place of the record called ``old_name`` (else at the end), atomically;
+    another record already called ``job.name`` is dropped."""
+    with _editing() as jobs:
+        jobs[:] = [j for j in jobs if j.name != job.name or j.name == old_name]
+        at = next((i for i, j in enumerate(jobs) if j.name == old_name), len(jobs))
+        jobs[at : at + 1] = [job]
     return job
 
 
@@ -118,12 +128,10 @@ def find(name: str) -> Job:
     """The recorded job whose resource name is ``name`` or ends with ``/name`` (its id)."""
     jobs = load_registry()
     exact = [j for j in jobs if j.name == name]
-    if exact:
-        return exact[-1]
     tail = [j for j in jobs if j.name.endswith("/" + name)]
-    if len(tail) == 1:
-        return tail[0]
-    if len(tail) > 1:
+    if exact or len(tail) == 1:
+        return (exact or tail)[-1]
+    if tail:
         raise InputError(f"job id {name!r} matches several jobs: give the full resource name")
     raise InputError(
         f"no job {name!r} in {registry_path()}: `routerlib jobs list` shows the recorded ones"
@@ -133,21 +141,6 @@ def find(name: str) -> Job:
 def spec_key(spec: TuningSpec) -> str:
     """The spec's hash (its label value), equal for equal specs with or without the label."""
     return spec.spec_hash()
-
-
-def replace(old_name: str, job: Job) -> Job:
-    """Put ``job`` in the place of the record called ``old_name`` (an UNKNOWN submission that was
-    found on the server), atomically; a record already called ``job.name`` is dropped."""
-    with _locked():
-        jobs = [j for j in load_registry() if j.name != job.name or j.name == old_name]
-        for i, existing in enumerate(jobs):
-            if existing.name == old_name:
-                jobs[i] = job
-                break
-        else:
-            jobs.append(job)
-        _write(jobs)
-    return job
 
 
 # --------------------------------------------------------------------------- helpers
@@ -165,26 +158,21 @@ def _backend_for(job: Job) -> TuningBackend:
 
 def _merge(recorded: Job, remote: Job) -> Job:
     """The recorded job updated with what the API says now (the recorded spec is kept)."""
-    update: dict[str, Any] = {
-        "state": remote.state,
-        "error": remote.error,
-        "sub_state": remote.sub_state,
-    }
-    if remote.update_time:
-        update["update_time"] = remote.update_time
+    update: dict[str, Any] = {"state": remote.state, "error": remote.error}
+    update["sub_state"] = remote.sub_state
+    for key in ("update_time", "tuning_data_stats", "checkpoints", "region", "tuned_model"):
+        if getattr(remote, key):
+            update[key] = getattr(remote, key)
     if remote.create_time and not recorded.create_time:
         update["create_time"] = remote.create_time
-    if remote.tuning_data_stats:
-        update["tuning_data_stats"] = remote.tuning_data_stats
-    if remote.checkpoints:
-        update["checkpoints"] = remote.checkpoints
-    if remote.region:
-        update["region"] = remote.region
-    if remote.tuned_model:
-        update["tuned_model"] = remote.tuned_model
     if remote.state == SUCCEEDED:
         update["checkpoint_uri"] = remote.checkpoint_uri or recorded.spec.checkpoint_uri()
     return recorded.model_copy(update=update)
+
+
+def _poll(job: Job, backend: TuningBackend | None = None) -> Job:
+    """Ask the backend for ``job`` once and record what it says."""
+    return record(_merge(job, (backend or _backend_for(job)).get(job.name)))
 
 
 def short_id(name: str) -> str:
@@ -205,12 +193,11 @@ def refresh(job: Job, out: Out | None = None) -> Job:
     if not _asks_server(job):
         return job
     try:
-        remote = _backend_for(job).get(job.name)
+        return _poll(job)
     except RemoteError as exc:
         if out is not None:
             out(f"{short_id(job.name)}: showing the recorded state ({exc})")
         return job
-    return record(_merge(job, remote))
 
 
 def resolve_unknown(job: Job, out: Out | None = None) -> Job:
@@ -224,15 +211,9 @@ def resolve_unknown(job: Job, out: Out | None = None) -> Job:
         return job
     if found is None:
         return job
-    found = found.model_copy(
-        update={
-            "cost_estimate_usd": job.cost_estimate_usd,
-            "project": found.project or job.project,
-            "location": found.location or job.location,
-            "api_endpoint": found.api_endpoint or job.api_endpoint,
-            "create_time": found.create_time or job.create_time,
-        }
-    )
+    kept = ("project", "location", "api_endpoint", "create_time")
+    update = {k: getattr(found, k) or getattr(job, k) for k in kept}
+    found = found.model_copy(update={**update, "cost_estimate_usd": job.cost_estimate_usd})
     if out is not None:
         out(f"found {found.name} ({found.state}) for the unanswered submission {job.name}")
     return replace(job.name, found)
@@ -248,9 +229,8 @@ def ensure_success(job: Job) -> Job:
 
 def _stats_text(job: Job) -> str:
     """The scalar statistics (example count, billable tokens, steps, ...) as k=v pairs."""
-    return ", ".join(
-        f"{k}={v}" for k, v in job.tuning_data_stats.items() if not isinstance(v, (dict, list))
-    )
+    stats = job.tuning_data_stats.items()
+    return ", ".join(f"{k}={v}" for k, v in stats if not isinstance(v, (dict, list)))
 
 
 def state_text(job: Job) -> str:
@@ -264,125 +244,90 @@ def state_text(job: Job) -> str:
 
 def describe(job: Job) -> str:
     """Several lines about one job: name, state, spec, statistics, checkpoints."""
-    spec = job.spec
-    lines = [
-        f"job:         {job.name}",
-        f"state:       {job.state}"
-        + (f" · {job.sub_state}" if job.sub_state else "")
-        + (f" ({job.error})" if job.error else ""),
-        f"backend:     {job.backend}"
-        + (f" · {job.project}/{job.location}" if job.project else "")
-        + (f" (ran in {job.region})" if job.region and job.region != job.location else "")
-        + (f" · {job.api_endpoint}" if job.api_endpoint else ""),
-        f"base model:  {spec.base_model}"
-        + (f" (continuing from {spec.custom_base_model})" if spec.custom_base_model else ""),
-        f"tuning:      {spec.tuning_mode}"
-        + (f", adapter {spec.adapter_size}" if spec.tuning_mode == "PEFT_ADAPTER" else "")
-        + f", {spec.epochs} epoch(s)"
-        + (f", learning rate {spec.learning_rate:g}" if spec.learning_rate else "")
-        + (
-            f", learning-rate multiplier {spec.learning_rate_multiplier:g}"
-            if spec.learning_rate_multiplier
-            else ""
+    spec, usd = job.spec, job.cost_estimate_usd
+    lr = spec.learning_rate
+    multiplier = spec.learning_rate_multiplier
+    rows = [
+        ("job", job.name),
+        (
+            "state",
+            job.state
+            + (f" · {job.sub_state}" if job.sub_state else "")
+            + (f" ({job.error})" if job.error else ""),
         ),
-        f"training:    {spec.training_dataset_uri}",
+        (
+            "backend",
+            job.backend
+            + (f" · {job.project}/{job.location}" if job.project else "")
+            + (f" (ran in {job.region})" if job.region and job.region != job.location else "")
+            + (f" · {job.api_endpoint}" if job.api_endpoint else ""),
+        ),
+        (
+            "base model",
+            spec.base_model
+            + (f" (continuing from {spec.custom_base_model})" if spec.custom_base_model else ""),
+        ),
+        (
+            "tuning",
+            spec.tuning_mode
+            + (f", adapter {spec.adapter_size}" if spec.tuning_mode == "PEFT_ADAPTER" else "")
+            + f", {spec.epochs} epoch(s)"
+            + (f", learning rate {lr:g}" if lr else "")
+            + (f", learning-rate multiplier {multiplier:g}" if multiplier else ""),
+        ),
+        ("training", spec.training_dataset_uri),
+        ("validation", spec.validation_dataset_uri),
+        ("output", spec.output_uri),
+        ("created", job.create_time),
+        ("estimate", None if usd is None else f"~${usd:,.2f}"),
+        ("statistics", job.tuning_data_stats and _stats_text(job)),
+        ("checkpoint", job.checkpoint_uri),
     ]
-    if spec.validation_dataset_uri:
-        lines.append(f"validation:  {spec.validation_dataset_uri}")
-    lines.append(f"output:      {spec.output_uri}")
-    if job.create_time:
-        lines.append(f"created:     {job.create_time}")
-    if job.cost_estimate_usd is not None:
-        lines.append(f"estimate:    ~${job.cost_estimate_usd:,.2f}")
-    if job.tuning_data_stats:
-        lines.append(f"statistics:  {_stats_text(job)}")
-    if job.checkpoint_uri:
-        lines.append(f"checkpoint:  {job.checkpoint_uri}")
+    lines = [f"{label + ':':<13}{value}" for label, value in rows if value]
     if job.checkpoints:
         lines.append("checkpoints: ID          EPOCH  STEP    URI")
         for c in job.checkpoints:
-            epoch = "-" if c.epoch is None else str(c.epoch)
-            step = "-" if c.step is None else str(c.step)
+            epoch, step = ("-" if n is None else str(n) for n in (c.epoch, c.step))
             lines.append(f"             {c.checkpoint_id:<11} {epoch:<6} {step:<7} {c.uri or '-'}")
     return "\n".join(lines)
 
 
-def _job_cell(job: Job) -> str:
-    """The job column: the full resource name, or why there is none."""
-    if job.state == DENIED:
-        reason = (job.error or "").lower()
-        return "*(pending allowlist)*" if "allowlist" in reason else "*(refused)*"
+def _row(job: Job) -> tuple[str, ...]:
+    """One row of the jobs table: the full resource name (or why there is none), the spec, and
+    the status in words with the reason of a denial or failure."""
+    peft = job.spec.tuning_mode == "PEFT_ADAPTER"
+    name, status = job.name, state_text(job).capitalize()
     if job.state == UNKNOWN:
-        return "*(unknown: create unanswered)*"
-    return job.name
-
-
-def _status_cell(job: Job) -> str:
-    """Status in words, with the reason of a denial or failure."""
-    if job.state == DENIED:
-        return f"Denied – {job.error}" if job.error else "Denied"
-    words = state_text(job).capitalize() if job.state != UNKNOWN else "Unknown"
+        name, status = "*(unknown: create unanswered)*", "Unknown"
     if job.error and job.ended:
-        words += f" – {job.error}"
-    return words
-
-
-def _rows(jobs: list[Job]) -> list[tuple[str, ...]]:
-    return [
-        (
-            _job_cell(j),
-            j.spec.base_model,
-            "PEFT" if j.spec.tuning_mode == "PEFT_ADAPTER" else j.spec.tuning_mode,
-            str(j.spec.adapter_size) if j.spec.tuning_mode == "PEFT_ADAPTER" else "-",
-            j.spec.output_uri,
-            _status_cell(j),
-        )
-        for j in jobs
-    ]
-
-
-TABLE_HEADER = (
-    "Vertex Job ID",
-    "Base model",
-    "Tuning mode",
-    "Adapter size",
-    "Output URI",
-    "Status",
-)
+        status += f" – {job.error}"
+    if job.state == DENIED:
+        allowlist = "allowlist" in (job.error or "").lower()
+        name = "*(pending allowlist)*" if allowlist else "*(refused)*"
+        status = f"Denied – {job.error}" if job.error else "Denied"
+    size = str(job.spec.adapter_size) if peft else "-"
+    mode = "PEFT" if peft else job.spec.tuning_mode
+    return (name, job.spec.base_model, mode, size, job.spec.output_uri, status)
 
 
 def jobs_table(jobs: list[Job], fmt: str = "plain") -> str:
     """The "Active Tuning Jobs" table: full job name (or why none), base model, tuning mode,
     adapter size, output URI, status with the reason of a denial. ``fmt`` is ``plain`` (aligned
     columns) or ``markdown`` (the seed README's table, ready to paste)."""
-    rows = _rows(jobs)
+    rows = [_row(j) for j in jobs]
     if fmt == "markdown":
-        lines = [
-            "Active Tuning Jobs",
-            "------------------",
-            "| " + " | ".join(TABLE_HEADER) + " |",
-            "| " + " | ".join("---" for _ in TABLE_HEADER) + " |",
-        ]
+        lines = ["Active Tuning Jobs", "-" * 18, "| " + " | ".join(TABLE_HEADER) + " |"]
+        lines.append("| " + " | ".join("---" for _ in TABLE_HEADER) + " |")
         for r in rows:
             job, model, mode, size, output, status = (c.replace("|", "\\|") for c in r)
-            if not job.startswith("*"):
-                job = f"`{job}`"
+            job = job if job.startswith("*") else f"`{job}`"
             lines.append(f"| {job} | `{model}` | {mode} | {size} | `{output}` | {status} |")
         return "\n".join(lines)
     if fmt != "plain":
         raise InputError(f"--format {fmt!r}: use plain or markdown")
     if not rows:
         return f"Active Tuning Jobs\n(no jobs recorded in {registry_path()})"
-    header = tuple(h.upper() for h in TABLE_HEADER)
-    widths = [max(len(r[i]) for r in (header, *rows)) for i in range(len(header))]
-    line = "  ".join(f"{{:<{w}}}" for w in widths)
-    out = [
-        "Active Tuning Jobs",
-        line.format(*header).rstrip(),
-        line.format(*("-" * w for w in widths)),
-    ]
-    out += [line.format(*r).rstrip() for r in rows]
-    return "\n".join(out)
+    return "Active Tuning Jobs\n" + text_table([h.upper() for h in TABLE_HEADER], rows)
 
 
 # --------------------------------------------------------------------------- checks before submit
@@ -397,10 +342,8 @@ def preflight(spec: TuningSpec, backend: TuningBackend, out: Out = print) -> Non
             out(line)
     problems = [line for line in lines if not isinstance(line, Advice)]
     if problems:
-        extra = (
-            f" (+{len(problems) - 1} more: {'; '.join(problems[1:])})" if len(problems) > 1 else ""
-        )
-        raise InputError(f"preflight: {problems[0]}{extra}; nothing was sent")
+        more = f" (+{len(problems) - 1} more: {'; '.join(problems[1:])})" if problems[1:] else ""
+        raise InputError(f"preflight: {problems[0]}{more}; nothing was sent")
 
 
 def _check_datasets(spec: TuningSpec) -> None:
@@ -436,19 +379,21 @@ def _place(where: dict[str, str | None]) -> dict[str, Any]:
     return {key: where.get(key) for key in ("project", "location", "api_endpoint")}
 
 
-def _same_place(job: Job, where: dict[str, str | None]) -> bool:
-    return all(getattr(job, key) == value for key, value in where.items())
+def _same_spec(job: Job, spec: TuningSpec, backend: TuningBackend) -> bool:
+    """True for a record of ``spec`` submitted to the same backend at the same place."""
+    return (
+        job.backend == backend.name
+        and spec_key(job.spec) == spec_key(spec)
+        and all(getattr(job, key) == value for key, value in backend.where.items())
+    )
 
 
 def _find_reattachable(spec: TuningSpec, backend: TuningBackend, out: Out) -> Job | None:
     """A job of the same spec at the same place: a recorded live or succeeded one, a recorded
     UNKNOWN submission the server turns out to have, or (records lost) one the server has."""
-    key = spec_key(spec)
     unknown_seen = False
     for job in reversed(load_registry()):
-        if job.backend != backend.name or spec_key(job.spec) != key:
-            continue
-        if not _same_place(job, backend.where):
+        if not _same_spec(job, spec, backend):
             continue
         if job.state == UNKNOWN:
             unknown_seen = True
@@ -460,13 +405,11 @@ def _find_reattachable(spec: TuningSpec, backend: TuningBackend, out: Out) -> Jo
         job = refresh(job, out)
         if job.state not in REATTACH_STATES:
             continue
-        if job.state == SUCCEEDED and job.checkpoint_uri and "://" not in job.checkpoint_uri:
-            if not os.path.exists(job.checkpoint_uri):
-                continue  # the local checkpoint is gone: train again
+        local = job.checkpoint_uri and "://" not in job.checkpoint_uri
+        if job.state == SUCCEEDED and local and not os.path.exists(str(job.checkpoint_uri)):
+            continue  # the local checkpoint is gone: train again
         return job
-    if unknown_seen:
-        return None  # already looked on the server
-    found = backend.find_submitted(spec)
+    found = None if unknown_seen else backend.find_submitted(spec)  # unknown: already looked
     if found is not None:
         out(f"found {found.name} ({found.state}) on the server with this spec's label")
         return record(found)
@@ -502,7 +445,6 @@ def tune(
     request went unanswered (recorded as UNKNOWN: the next tune or ``jobs list`` finds the job by
     its label), or the job ends unsuccessfully; WaitInterrupted on Ctrl-C while waiting.
     """
-
     if not isinstance(spec, TuningSpec):
         spec = TuningSpec.build(**spec)
     name = choose_backend(spec.training_dataset_uri, backend)
@@ -513,24 +455,20 @@ def tune(
         api_endpoint=api_endpoint,
         local_options=local_options,
     )
-    where = tuning_backend.where
     preflight(spec, tuning_backend, out)
     _check_datasets(spec)
 
     train = spec.training_dataset_uri
     characters = pricing.example_characters(train if "://" in train else resolve(train))
     ratio = pricing.billed_ratio(spec.base_model, spec.tuning_mode)
-    counts = [pricing.tokens_from_characters(c, ratio) for c in characters]
-    _check_lengths(spec, counts, strict, out)
+    _check_lengths(
+        spec, [pricing.tokens_from_characters(c, ratio) for c in characters], strict, out
+    )
     estimate = pricing.estimate(
-        spec.base_model,
-        spec.training_dataset_uri,
-        spec.epochs,
-        tuning_mode=spec.tuning_mode,
-        char_counts=characters,
+        spec.base_model, train, spec.epochs, tuning_mode=spec.tuning_mode, char_counts=characters
     )
     out(estimate.line())
-
+    where = _place(tuning_backend.where)
     if dry_run:
         out("dry run: nothing was sent. The request would be:")
         out(json.dumps(tuning_backend.preview(spec), indent=2))
@@ -540,19 +478,18 @@ def tune(
             state=DRY_RUN,
             spec=spec,
             cost_estimate_usd=estimate.usd,
-            **_place(where),
+            **where,
         )
 
-    if not force:
-        existing = _find_reattachable(spec, tuning_backend, out)
-        if existing is not None:
-            out(
-                f"re-attaching to {existing.name} ({existing.state}), submitted earlier with the same "
-                "spec; pass force=True (--force) to submit a new job"
-            )
-            if wait and not existing.ended:
-                return wait_for(existing, poll_interval=poll_interval, out=out)
-            return existing
+    existing = None if force else _find_reattachable(spec, tuning_backend, out)
+    if existing is not None:
+        out(
+            f"re-attaching to {existing.name} ({existing.state}), submitted earlier with the same "
+            "spec; pass force=True (--force) to submit a new job"
+        )
+        if wait and not existing.ended:
+            return wait_for(existing, poll_interval=poll_interval, out=out)
+        return existing
 
     job = _submit_once(tuning_backend, spec, estimate.usd, wait_for_quota, quota_interval, out)
     job = record(
@@ -560,20 +497,23 @@ def tune(
             update={
                 "cost_estimate_usd": estimate.usd,
                 "create_time": job.create_time or _now(),
-                **{k: getattr(job, k) or v for k, v in where.items()},
+                **{k: getattr(job, k) or v for k, v in tuning_backend.where.items()},
             }
         )
     )
     if not force:  # UNKNOWN records of this spec were looked for above and not found
-        _drop_unknown(spec, tuning_backend)
+        with _editing() as jobs:
+            jobs[:] = [
+                j for j in jobs if not (j.state == UNKNOWN and _same_spec(j, spec, tuning_backend))
+            ]
     out(f"{'submitted' if not job.ended else 'tuned'} {job.name} ({job.state})")
     if job.succeeded:
         job = _with_checkpoints(job)
-    if not wait:
-        if not job.ended:
-            out(f"follow it with: routerlib jobs wait {job.name}")
-        return job
-    return wait_for(job, poll_interval=poll_interval, out=out)
+    if wait:
+        return wait_for(job, poll_interval=poll_interval, out=out)
+    if not job.ended:
+        out(f"follow it with: routerlib jobs wait {job.name}")
+    return job
 
 
 def _record_attempt(
@@ -595,26 +535,6 @@ def _record_attempt(
     )
 
 
-def _drop_unknown(spec: TuningSpec, backend: TuningBackend) -> None:
-    """Forget UNKNOWN records of ``spec`` at this place once a job was created for it: they were
-    looked for by label first and not found, so no job stands behind them."""
-    key = spec_key(spec)
-    with _locked():
-        jobs = load_registry()
-        kept = [
-            j
-            for j in jobs
-            if not (
-                j.state == UNKNOWN
-                and j.backend == backend.name
-                and spec_key(j.spec) == key
-                and _same_place(j, backend.where)
-            )
-        ]
-        if len(kept) != len(jobs):
-            _write(kept)
-
-
 def _submit_once(
     backend: TuningBackend,
     spec: TuningSpec,
@@ -625,6 +545,7 @@ def _submit_once(
 ) -> Job:
     """One create request (again after a 429 only with ``wait_for_quota``); refusals and
     unanswered requests are recorded, credential problems and quota are not."""
+    again = "Run the same tune again (or `routerlib jobs list`): routerlib first looks for the job by its label"
     while True:
         try:
             return backend.submit(spec)
@@ -637,8 +558,7 @@ def _submit_once(
             job = _record_attempt(spec, backend, UNKNOWN, str(exc), usd)
             raise RemoteError(
                 f"the create request got no usable answer, so a job may exist (recorded as "
-                f"{UNKNOWN}: {job.name}): {exc}. Run the same tune again (or `routerlib jobs "
-                "list`): routerlib first looks for the job by its label; do not pass --force"
+                f"{UNKNOWN}: {job.name}): {exc}. {again}; do not pass --force"
             ) from None
         except KeyboardInterrupt:
             if not backend.remote:
@@ -646,8 +566,7 @@ def _submit_once(
             job = _record_attempt(spec, backend, UNKNOWN, "interrupted during the create", usd)
             raise WaitInterrupted(
                 f"interrupted while the create request was in flight: a job may exist (recorded "
-                f"as {UNKNOWN}: {job.name}). Run the same tune again (or `routerlib jobs list`): "
-                "routerlib first looks for the job by its label"
+                f"as {UNKNOWN}: {job.name}). {again}"
             ) from None
         except QuotaExhausted as exc:
             if not wait_for_quota:
@@ -674,7 +593,7 @@ def wait_for(
     max_unreachable: int = 5,
 ) -> Job:
     """Poll ``job`` until one of our end states, printing a progress line (state and sub-state,
-    time waited) whenever either changes.
+    time waited) whenever either changes (and every five minutes).
 
     With ``check`` a job that did not succeed raises RemoteError with its state and message.
     The API being unreachable ``max_unreachable`` polls in a row raises RemoteError; Ctrl-C raises
@@ -695,7 +614,7 @@ def wait_for(
     try:
         while True:
             try:
-                job = record(_merge(job, backend.get(job.name)))
+                job = _poll(job, backend)
                 failures = 0
             except ApiUnreachable as exc:
                 failures += 1
@@ -706,10 +625,8 @@ def wait_for(
                 waited = int(time.monotonic() - start)
                 now = state_text(job)
                 if now != last or polls % heartbeat == 0 or job.ended:
-                    out(
-                        f"{short_id(job.name)}: {now} · waited "
-                        f"{waited // 3600}:{waited % 3600 // 60:02d}:{waited % 60:02d}"
-                    )
+                    clock = f"{waited // 3600}:{waited % 3600 // 60:02d}:{waited % 60:02d}"
+                    out(f"{short_id(job.name)}: {now} · waited {clock}")
                     last = now
                 if job.ended:
                     break
@@ -747,12 +664,11 @@ def list_jobs(refresh: bool = True, out: Out = print) -> list[Job]:
             job = resolve_unknown(job, out)
         elif _asks_server(job) and where not in down:
             try:
-                job = record(_merge(job, _backend_for(job).get(job.name)))
+                job = _poll(job)
             except ApiUnreachable as exc:
                 down.add(where)
-                out(
-                    f"API unreachable, showing recorded states for {job.project}/{job.location}: {exc}"
-                )
+                place = f"{job.project}/{job.location}"
+                out(f"API unreachable, showing recorded states for {place}: {exc}")
             except RemoteError as exc:
                 out(f"{short_id(job.name)}: showing the recorded state ({exc})")
         result.append(job)
@@ -816,7 +732,7 @@ def cancel(
     while not job.ended and time.monotonic() < deadline:
         time.sleep(poll_interval)
         try:
-            job = record(_merge(job, backend.get(job.name)))
+            job = _poll(job, backend)
         except ApiUnreachable as exc:
             out(f"{exc} (retrying)")
     if job.ended:
@@ -827,22 +743,3 @@ def cancel(
             f"end SUCCEEDED or FAILED; check with: routerlib jobs show {job.name}"
         )
     return job
-
-
-__all__ = [
-    "CANCELLING",
-    "DRY_RUN",
-    "WaitInterrupted",
-    "cancel",
-    "describe",
-    "find",
-    "jobs_table",
-    "list_jobs",
-    "load_registry",
-    "record",
-    "select_checkpoint",
-    "show",
-    "tune",
-    "wait",
-    "wait_for",
-]
