@@ -1,14 +1,10 @@
-"""Batch runs: execute the numbered notebook chain with papermill into one run folder per params file.
+"""Batch runs: the numbered notebooks executed with papermill into one run folder per params file.
 
-Each run folder records its stages in ``pipeline.json`` (written atomically after every change):
-``{"params_file", "params_name", "run_dir", "stages": [{"stage", "notebook", "status", "seconds",
-"error"}], "status": "running" | "failed" | "interrupted" | "finished", "created", "finished"}``.
-A stage status is ``pending``, ``running``, ``ok``, ``failed`` or ``interrupted`` (Ctrl-C). A
-finished run folder is never touched again; ``resume`` continues an unfinished one from its first
-stage that is not ``ok``, with the run's own params.yaml and stage list.
-
-Each notebook gets exactly two papermill parameters: ``params_file`` (the run's resolved
-params.yaml, so a resumed run uses the params it started with) and ``run_dir``.
+Each run folder records its stages in ``pipeline.json`` (``runfolder.PipelineRecord``, written
+atomically after every change; a stage is pending, running, ok, failed or interrupted). A finished
+run folder is never touched again; ``resume`` continues an unfinished one from its first stage that
+is not ``ok``, with the run's own params.yaml and stages. Each notebook gets exactly two papermill
+parameters, ``params_file`` (the run's params.yaml) and ``run_dir`` (docs/notebooks.md).
 """
 
 from __future__ import annotations
@@ -37,25 +33,24 @@ from routerlib.metric_names import DECIDING_METRICS
 from routerlib.metrics import gate_line
 from routerlib.progress import WholeLines
 from routerlib.report import scan_text
+from routerlib.runfolder import FAILED, FINISHED, INTERRUPTED, RUNNING
 
 DEFAULT_STAGES: tuple[str, ...] = ("01", "02", "03", "04")
+COMPARISON_STAGE = "05"
+#: ``--with all``: every finished run under the outputs root joins the comparison.
+ALL_RUNS = "all"
 PIPELINE_FILE = runfolder.PIPELINE_FILE
 #: The only parameters papermill ever passes to a notebook (never credentials); ``runs`` (the
 #: run folders to compare) goes to the comparison notebook only.
 NOTEBOOK_PARAMETERS = frozenset({"params_file", "run_dir"})
 COMPARISON_PARAMETERS = NOTEBOOK_PARAMETERS | {"runs"}
-
-#: Arguments for every kernel papermill starts: ipykernel's own log (the kernel process's stderr,
-#: which is the console's) keeps only CRITICAL lines. Below that it printed a "Kernel is running
-#: over TCP without encryption" warning once per notebook (the kernel listens on 127.0.0.1 only)
-#: and, now and then, "ERROR | KeyboardInterrupt caught in kernel" after a notebook had finished:
-#: jupyter_client interrupts every kernel (SIGINT) before asking it to shut down. A failing cell
-#: still fails the stage (papermill raises), and the notebook's own output is not affected.
+#: ipykernel logs only CRITICAL lines: below that every kernel warned that it runs over TCP
+#: without encryption (it listens on 127.0.0.1 only) and, after a notebook ended, now and then
+#: "KeyboardInterrupt caught in kernel" (jupyter_client interrupts a kernel before shutting it
+#: down). A failing cell still fails its stage; the notebook's own output is not affected.
 KERNEL_ARGUMENTS = ("--IPKernelApp.log_level=CRITICAL",)
 
-STATUS_RUNNING = "running"
-STATUS_FAILED = "failed"
-STATUS_FINISHED = "finished"
+Out = Callable[[str], None]
 
 
 @dataclass
@@ -73,7 +68,7 @@ class RunResult:
     @property
     def ok(self) -> bool:
         """True when every stage finished."""
-        return self.status == STATUS_FINISHED
+        return self.status == FINISHED
 
 
 def require_notebooks() -> Path:
@@ -94,9 +89,25 @@ def find_notebook(stage: str, root: Path | None = None) -> Path:
     if not found:
         raise InputError(f"stage {stage}: no notebook {folder}/{stage}_*.ipynb")
     if len(found) > 1:
-        names = ", ".join(p.name for p in found)
-        raise InputError(f"stage {stage}: several notebooks match ({names})")
+        raise InputError(
+            f"stage {stage}: several notebooks match ({', '.join(p.name for p in found)})"
+        )
     return found[0]
+
+
+def check_stages(stages: str | Sequence[str] | None, notebooks: bool = False) -> list[str]:
+    """``--stages`` (comma-separated text or a list; default 01,02,03,04) as a list: at least
+    one, none twice, and with ``notebooks`` each a notebook of the project."""
+    stages = DEFAULT_STAGES if stages is None else stages
+    items = stages.split(",") if isinstance(stages, str) else stages
+    chosen = [str(s).strip() for s in items if str(s).strip()]
+    if not chosen:
+        raise InputError("--stages: name at least one stage (e.g. 01,02,03,04)")
+    if len(set(chosen)) != len(chosen):
+        raise InputError(f"--stages: a stage is listed twice ({','.join(chosen)})")
+    for stage in chosen if notebooks else ():
+        find_notebook(stage)
+    return chosen
 
 
 def read_state(run_dir: Path) -> dict[str, Any]:
@@ -105,8 +116,7 @@ def read_state(run_dir: Path) -> dict[str, Any]:
     file = Path(run_dir) / PIPELINE_FILE
     if not file.is_file():
         raise InputError(f"{file}: not a pipeline run folder (no {PIPELINE_FILE})")
-    state: dict[str, Any] = runfolder.read_pipeline(run_dir).model_dump(exclude_unset=True)
-    return state
+    return runfolder.read_pipeline(run_dir).model_dump(exclude_unset=True)
 
 
 def _save_state(run_dir: Path, state: dict[str, Any]) -> None:
@@ -120,10 +130,6 @@ def _now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S%z")
 
 
-def _params_name(params_file: str | os.PathLike[str]) -> str:
-    return Path(params_file).stem
-
-
 def find_unfinished_run(params_name: str, outputs: Path | None = None) -> Path | None:
     """The newest run folder of ``params_name`` under the outputs root that is not finished."""
     candidates = []
@@ -132,29 +138,30 @@ def find_unfinished_run(params_name: str, outputs: Path | None = None) -> Path |
             state = runfolder.read_pipeline(folder)
         except runfolder.RunFolderError:  # not a pipeline state: not a run to resume
             continue
-        if state.params_name == params_name and state.status != STATUS_FINISHED:
+        if state.params_name == params_name and state.status != FINISHED:
             candidates.append((state.created or "", folder.name, folder))
     return max(candidates)[2] if candidates else None
 
 
-def _failure_line(notebook: str, exc: Exception, params_cell: int | None) -> str:
+def _failure_line(notebook: Path, exc: Exception) -> str:
     """One line naming the notebook, the failing cell (in the source notebook) and the error."""
     from papermill.exceptions import PapermillExecutionError
 
-    if isinstance(exc, PapermillExecutionError):
-        index = exc.cell_index
-        # papermill inserted its injected-parameters cell right after the parameters cell (at the
-        # top when there is none); count cells of the notebook as written.
-        after = params_cell if params_cell is not None else -1
-        if index > after:
-            index -= 1
-        first = next((ln.strip() for ln in str(exc.source).splitlines() if ln.strip()), "")
-        where = f"cell {index + 1} (In [{exc.exec_count}]"
-        where += f": {first[:60]!r})" if first else ")"
-        evalue = " ".join(str(exc.evalue).split())[:200]
-        return f"{notebook}: {where} raised {exc.ename}: {evalue}"
-    text = " ".join(str(exc).split())[:200]
-    return f"{notebook}: {type(exc).__name__}: {text}"
+    name = f"notebooks/{notebook.name}"
+    if not isinstance(exc, PapermillExecutionError):
+        return f"{name}: {type(exc).__name__}: {' '.join(str(exc).split())[:200]}"
+    # papermill inserted its injected-parameters cell right after the parameters cell (at the
+    # top when there is none); count cells of the notebook as written.
+    try:
+        cells = json.loads(notebook.read_text(encoding="utf-8")).get("cells", [])
+    except (OSError, json.JSONDecodeError):
+        cells = []
+    tags = [c.get("metadata", {}).get("tags", []) for c in cells]
+    after = next((i for i, t in enumerate(tags) if "parameters" in t), -1)
+    index = exc.cell_index - (exc.cell_index > after)
+    first = next((ln.strip() for ln in str(exc.source).splitlines() if ln.strip()), "")
+    where = f"cell {index + 1} (In [{exc.exec_count}]" + (f": {first[:60]!r})" if first else ")")
+    return f"{name}: {where} raised {exc.ename}: {' '.join(str(exc.evalue).split())[:200]}"
 
 
 def error_lines(exc: Exception) -> list[str]:
@@ -165,20 +172,7 @@ def error_lines(exc: Exception) -> list[str]:
 
     if isinstance(exc, PapermillExecutionError):
         return lines_from_notebook(exc.traceback) or []
-    if isinstance(exc, RouterlibError):
-        return exc.lines()
-    return []
-
-
-def _parameters_cell_index(notebook: Path) -> int | None:
-    try:
-        nb = json.loads(notebook.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError):
-        return None
-    for index, cell in enumerate(nb.get("cells", [])):
-        if "parameters" in cell.get("metadata", {}).get("tags", []):
-            return index
-    return None
+    return exc.lines() if isinstance(exc, RouterlibError) else []
 
 
 def notebook_parameters(
@@ -194,37 +188,35 @@ def notebook_parameters(
         parameters["runs"] = [str(Path(r).resolve()) for r in runs]
     allowed = COMPARISON_PARAMETERS if runs is not None else NOTEBOOK_PARAMETERS
     assert set(parameters) == allowed, "papermill receives only params_file and run_dir"
-
     values = [parameters["params_file"], parameters["run_dir"], *parameters.get("runs", [])]
-    leaks = [hit for value in values for hit in scan_text(value)]
-    assert not leaks, "papermill parameters must never carry credentials"
+    assert not any(scan_text(v) for v in values), "papermill parameters never carry credentials"
     return parameters
 
 
 @contextlib.contextmanager
-def _outputs_env(outputs: Path | None) -> Iterator[None]:
-    """Point ROUTERLIB_OUTPUTS at ``outputs`` while kernels start, so notebooks agree with us."""
-    if outputs is None:
-        yield
-        return
+def outputs_env(outputs: Path | None) -> Iterator[None]:
+    """Point ROUTERLIB_OUTPUTS at ``outputs`` (when given) for the block, so kernels agree."""
     old = os.environ.get("ROUTERLIB_OUTPUTS")
-    os.environ["ROUTERLIB_OUTPUTS"] = str(outputs)
+    if outputs is not None:
+        os.environ["ROUTERLIB_OUTPUTS"] = str(outputs)
     try:
         yield
     finally:
-        if old is None:
+        if outputs is not None and old is None:
             os.environ.pop("ROUTERLIB_OUTPUTS", None)
-        else:
+        elif outputs is not None and old is not None:
             os.environ["ROUTERLIB_OUTPUTS"] = old
 
 
 def _execute_stage(
-    notebook: Path, run_dir: Path, params_file: Path, log: IO[str], runs: Sequence[Path] | None
+    notebook: Path, run_dir: Path, log: IO[str], runs: Sequence[Path] | None
 ) -> None:
     """Run one notebook; its stdout and stderr go to ``log`` as whole lines (a progress bar's
     carriage-return redraws leave only the state each line ends with)."""
     import papermill as pm
 
+    if not notebook.is_file():
+        raise InputError(f"notebook {notebook} is missing")
     stdout, stderr = WholeLines(log), WholeLines(log)
     output = run_dir / runfolder.NOTEBOOKS_DIR / notebook.name
     output.parent.mkdir(parents=True, exist_ok=True)
@@ -232,7 +224,7 @@ def _execute_stage(
         pm.execute_notebook(
             str(notebook),
             str(output),
-            parameters=notebook_parameters(params_file, run_dir, runs),
+            parameters=notebook_parameters(run_dir / runfolder.PARAMS_FILE, run_dir, runs),
             kernel_name="python3",
             cwd=str(paths.project_root()),
             progress_bar=False,
@@ -246,79 +238,69 @@ def _execute_stage(
 
 
 def _run_one(
-    run_dir: Path,
-    state: dict[str, Any],
-    label: str,
-    out: Callable[[str], None],
-    runs: Sequence[Path] | None = None,
+    run_dir: Path, state: dict[str, Any], label: str, out: Out, runs: Sequence[Path] | None = None
 ) -> RunResult:
     """Execute every stage of ``state`` that is not ``ok`` yet, in order; stop at the first failure."""
-    root = paths.project_root()
-    params_copy = run_dir / runfolder.PARAMS_FILE
-    state["status"] = STATUS_RUNNING
-    _save_state(run_dir, state)
+
+    def save(overall: str, entry: dict[str, Any] | None = None, **fields: Any) -> None:
+        """Set the run's status (and a stage's ``fields``) and write pipeline.json."""
+        state["status"] = overall
+        if entry is not None:
+            entry.update(fields)
+        _save_state(run_dir, state)
+
+    save(RUNNING)
     with open(run_dir / runfolder.LOG_FILE, "a", encoding="utf-8") as log:
-        for entry in state["stages"]:
-            if entry["status"] == "ok":
-                continue
-            notebook = root / "notebooks" / entry["notebook"]
+        for entry in [e for e in state["stages"] if e["status"] != "ok"]:
+            notebook = paths.project_root() / "notebooks" / entry["notebook"]
             name = notebook.stem
-            entry.update(status=STATUS_RUNNING, started=_now(), error=None, seconds=None)
-            _save_state(run_dir, state)
+            save(RUNNING, entry, status=RUNNING, started=_now(), error=None, seconds=None)
             log.write(f"\n==== {_now()} {name} ====\n")
             log.flush()
             start = time.perf_counter()
             try:
-                if not notebook.is_file():
-                    raise InputError(f"notebook {notebook} is missing")
-                _execute_stage(notebook, run_dir, params_copy, log, runs)
+                _execute_stage(notebook, run_dir, log, runs)
             except KeyboardInterrupt:
-                entry.update(status="interrupted", seconds=round(time.perf_counter() - start, 3))
-                state["status"] = "interrupted"
-                _save_state(run_dir, state)
+                seconds = round(time.perf_counter() - start, 3)
+                save(INTERRUPTED, entry, status=INTERRUPTED, seconds=seconds)
                 log.write(f"==== {name} interrupted\n")
                 raise
             except Exception as exc:  # a stage failure never stops the other runs
                 seconds = time.perf_counter() - start
-                line = _failure_line(
-                    f"notebooks/{notebook.name}", exc, _parameters_cell_index(notebook)
-                )
+                line = _failure_line(notebook, exc)
                 problems = error_lines(exc)[:-1]  # the summary is the end of ``line``
-                entry.update(status=STATUS_FAILED, seconds=round(seconds, 3), error=line)
-                state["status"] = STATUS_FAILED
-                _save_state(run_dir, state)
+                save(FAILED, entry, status=FAILED, seconds=round(seconds, 3), error=line)
                 log.writelines(f"{problem}\n" for problem in problems)
                 log.write(f"==== {name} FAILED ({seconds:.1f} s): {line}\n")
+                executed = run_dir / runfolder.NOTEBOOKS_DIR / notebook.name
                 out(f"[{label}] {name} ... FAILED ({seconds:.1f} s)")
-                for problem in problems:  # as the CLI prints them: one line each, no prefix
-                    out(problem)
-                out(f"[{label}] {line}")
-                out(
-                    f"[{label}] executed notebook: {run_dir / runfolder.NOTEBOOKS_DIR / notebook.name}"
-                )
+                for text in [
+                    *problems,
+                    f"[{label}] {line}",
+                    f"[{label}] executed notebook: {executed}",
+                ]:
+                    out(text)  # the problems as the CLI prints them: one line each, no prefix
                 return RunResult(
-                    state["params_file"], run_dir, STATUS_FAILED, line, state["stages"], problems
+                    state["params_file"], run_dir, FAILED, line, state["stages"], problems
                 )
             seconds = time.perf_counter() - start
-            entry.update(status="ok", seconds=round(seconds, 3))
-            _save_state(run_dir, state)
+            save(RUNNING, entry, status="ok", seconds=round(seconds, 3))
             log.write(f"==== {name} ok ({seconds:.1f} s)\n")
             out(f"[{label}] {name} ... ok ({seconds:.1f} s)")
-        state["status"] = STATUS_FINISHED
         state["finished"] = _now()
-        _save_state(run_dir, state)
+        save(FINISHED)
         log.write(f"==== {_now()} run finished\n")
     out(f"[{label}] finished: {run_dir}")
-    return RunResult(state["params_file"], run_dir, STATUS_FINISHED, "", state["stages"])
+    return RunResult(state["params_file"], run_dir, FINISHED, "", state["stages"])
 
 
 def _new_run(
     params_file: str, stages: Sequence[str], outputs: Path | None, name: str | None = None
-) -> tuple[Path, dict]:
-
+) -> tuple[Path, dict[str, Any]]:
+    """A new run folder with its params.yaml and every stage pending."""
     config = load_config(params_file)
     notebooks = [find_notebook(stage).name for stage in stages]
-    label = name or _params_name(params_file)
+    label = name or Path(params_file).stem
     run_dir = paths.new_run_dir(label, root=outputs)
     dump_config(config, run_dir / runfolder.PARAMS_FILE)
     state = {
@@ -329,7 +311,7 @@ def _new_run(
             {"stage": s, "notebook": nb, "status": "pending", "seconds": None, "error": None}
             for s, nb in zip(stages, notebooks, strict=True)
         ],
-        "status": STATUS_RUNNING,
+        "status": RUNNING,
         "created": _now(),
         "finished": None,
     }
@@ -337,27 +319,32 @@ def _new_run(
     return run_dir, state
 
 
+def _refuse_finished(run_dir: Path, state: dict[str, Any]) -> None:
+    if state.get("status") == FINISHED:
+        raise InputError(f"{run_dir}: run is finished and is never edited again; start a new run")
+
+
 def _resume_target(target: str, outputs: Path | None, stages: Sequence[str] | None) -> Path:
     """A run folder given directly, or the newest unfinished run of a params file's name."""
     path = paths.resolve(target)
-    if path.is_dir():
-        run_dir = path
-    else:
-        found = find_unfinished_run(_params_name(target), outputs)
-        if found is None:
-            root = outputs or paths.outputs_root()
-            raise InputError(
-                f"{target}: no unfinished run of {_params_name(target)!r} under {root}"
-            )
-        run_dir = found
+    run_dir = path if path.is_dir() else find_unfinished_run(Path(target).stem, outputs)
+    if run_dir is None:
+        root = outputs or paths.outputs_root()
+        raise InputError(f"{target}: no unfinished run of {Path(target).stem!r} under {root}")
     state = read_state(run_dir)
-    if state.get("status") == STATUS_FINISHED:
-        raise InputError(f"{run_dir}: run is finished and is never edited again; start a new run")
+    _refuse_finished(run_dir, state)
     if not (run_dir / runfolder.PARAMS_FILE).is_file():
         raise InputError(f"{run_dir}: {runfolder.PARAMS_FILE} is missing; cannot resume")
     edited = target if not path.is_dir() else str(state.get("params_file") or "")
-    if edited and paths.resolve(edited).is_file():
-        refuse_edited_params(edited, run_dir)
+    changes = params_changes(edited, run_dir) if edited and paths.resolve(edited).is_file() else []
+    if changes:
+        raise InputError(
+            f"{edited} was edited after {run_dir.name} started ({len(changes)} key(s) "
+            f"above, started -> now); a resumed run keeps its own {runfolder.PARAMS_FILE}, so "
+            f"the edit would not apply. Start a new run with the edited file: `routerlib run "
+            f"{edited}` (or undo the edit to resume)",
+            changes,
+        )
     recorded = [str(e.get("stage")) for e in state["stages"]]
     if stages is not None and tuple(stages) != DEFAULT_STAGES and list(stages) != recorded:
         raise InputError(
@@ -384,36 +371,13 @@ def params_changes(params_file: str, run_dir: Path) -> list[str]:
     ]
 
 
-def refuse_edited_params(params_file: str, run_dir: Path) -> None:
-    """Refuse to resume ``run_dir`` when ``params_file`` was edited since the run started: a
-    resumed run keeps the params it started with, so the edit would silently not apply."""
-    changes = params_changes(params_file, run_dir)
-    if changes:
-        raise InputError(
-            f"{params_file} was edited after {run_dir.name} started ({len(changes)} key(s) "
-            f"above, started -> now); a resumed run keeps its own {runfolder.PARAMS_FILE}, so "
-            f"the edit would not apply. Start a new run with the edited file: `routerlib run "
-            f"{params_file}` (or undo the edit to resume)",
-            changes,
-        )
-
-
-def _check_stages(stages: Sequence[str]) -> list[str]:
-    stages = [str(s).strip() for s in stages if str(s).strip()]
-    if not stages:
-        raise InputError("--stages: name at least one stage (e.g. 01,02,03,04)")
-    if len(set(stages)) != len(stages):
-        raise InputError(f"--stages: a stage is listed twice ({','.join(stages)})")
-    return stages
-
-
 def run_pipeline(
     params_files: list[str],
     *,
     stages: Sequence[str] | None = DEFAULT_STAGES,
     outputs: str | os.PathLike[str] | None = None,
     resume: bool = False,
-    out: Callable[[str], None] = print,
+    out: Out = print,
     name: str | None = None,
 ) -> list[RunResult]:
     """Run the notebook chain for each params file into its own run folder; return one result each.
@@ -428,22 +392,18 @@ def run_pipeline(
         raise InputError("name at least one params file (e.g. params/local.yaml)")
     require_notebooks()
     outputs_dir = paths.resolve(outputs) if outputs else None
-    chosen = _check_stages(stages if stages is not None else DEFAULT_STAGES)
+    chosen = check_stages(stages)
     # Check everything first: bad input fails before hours of work start.
     plans: list[tuple[str, Path | None]] = []
     problems: list[str] = []
     for item in params_files:
         try:
-            if resume:
-                run_dir = _resume_target(item, outputs_dir, stages)
-                frozen = run_dir / runfolder.PARAMS_FILE
-                problems.extend(cloud_problems(load_config(frozen), str(frozen)))
-                plans.append((item, run_dir))
-            else:
-                problems.extend(cloud_problems(load_config(item), item))
-                for stage in chosen:
-                    find_notebook(stage)
-                plans.append((item, None))
+            run_dir = _resume_target(item, outputs_dir, stages) if resume else None
+            params = run_dir / runfolder.PARAMS_FILE if run_dir else item
+            problems.extend(cloud_problems(load_config(params), str(params)))
+            for stage in chosen if not resume else ():
+                find_notebook(stage)
+            plans.append((item, run_dir))
         except InputError as exc:
             if len(params_files) == 1 and not problems:
                 raise  # one params file: its own error, summary last
@@ -454,7 +414,7 @@ def run_pipeline(
         raise InputError(f"{len(problems)} problem(s) in the arguments; nothing was run", problems)
 
     results: list[RunResult] = []
-    with _outputs_env(outputs_dir):
+    with outputs_env(outputs_dir):
         for item, existing in plans:
             if existing is None:
                 run_dir, state = _new_run(item, chosen, outputs_dir, name=name)
@@ -481,8 +441,7 @@ def run_headline(result: RunResult) -> list[str]:
         stages = ",".join(str(s.get("stage")) for s in result.stages) or "-"
         return [*lines, f"  no evaluation in this run (stages {stages}); 04_deploy_eval scores it"]
     try:
-        record = runfolder.read_metrics(run_dir)
-        evaluation = record.evaluation or runfolder.EvaluationInfo()
+        evaluation = runfolder.read_metrics(run_dir).evaluation or runfolder.EvaluationInfo()
         report = runfolder.read_report(run_dir / evaluation.report)
     except runfolder.RunFolderError as exc:
         return [*lines, f"  {exc}"]
@@ -506,13 +465,6 @@ def run_headline(result: RunResult) -> list[str]:
     return lines
 
 
-COMPARISON_STAGE = "05"
-
-
-#: ``--with all``: every finished run under the outputs root joins the comparison.
-ALL_RUNS = "all"
-
-
 def comparison_runs(
     made: Sequence[Path],
     extra: Sequence[str] = (),
@@ -523,7 +475,7 @@ def comparison_runs(
     one (a run folder path, or a folder name under the outputs root; ``all`` adds every finished
     run), each once. A name that is no finished run folder is an InputError naming it."""
     root = paths.resolve(outputs) if outputs else paths.outputs_root()
-    chosen = [Path(p).resolve() for p in made if runfolder.has_evaluation(p)]
+    chosen = [Path(p) for p in made if runfolder.has_evaluation(p)]
     problems = []
     for item in extra:
         if item == ALL_RUNS:
@@ -542,18 +494,14 @@ def comparison_runs(
         raise InputError(problems[0])
     if problems:
         raise InputError(f"{len(problems)} --with run(s) are not finished run folders", problems)
-    unique: list[Path] = []
-    for path in (p.resolve() for p in chosen):
-        if path not in unique:
-            unique.append(path)
-    return unique
+    return list(dict.fromkeys(p.resolve() for p in chosen))
 
 
 def run_comparison(
     params_file: str,
     *,
     outputs: str | os.PathLike[str] | None = None,
-    out: Callable[[str], None] = print,
+    out: Out = print,
     runs: Sequence[Path] | None = None,
 ) -> RunResult:
     """Execute the comparison notebook (05) into its own ``comparison-<time>`` run folder, with
@@ -561,7 +509,7 @@ def run_comparison(
     every finished run under the outputs root."""
     require_notebooks()
     outputs_dir = paths.resolve(outputs) if outputs else None
-    with _outputs_env(outputs_dir):
+    with outputs_env(outputs_dir):
         run_dir, state = _new_run(params_file, [COMPARISON_STAGE], outputs_dir, name="comparison")
         out(f"[comparison] run folder: {run_dir}")
         return _run_one(run_dir, state, "comparison", out, runs)
@@ -577,17 +525,11 @@ def start_run(
     """Make a new run folder for ``params_file`` (named ``name``, default the file's stem) with
     every stage pending; run it with :func:`continue_run`. Used by sweeps, which record the
     folder before its first notebook starts."""
-    run_dir, _ = _new_run(params_file, _check_stages(stages), outputs, name=name)
-    return run_dir
+    return _new_run(params_file, check_stages(stages), outputs, name=name)[0]
 
 
-def continue_run(run_dir: Path, out: Callable[[str], None] = print) -> RunResult:
+def continue_run(run_dir: Path, out: Out = print) -> RunResult:
     """Execute every stage of ``run_dir`` that is not ``ok`` yet (a finished run is refused)."""
     state = read_state(run_dir)
-    if state.get("status") == STATUS_FINISHED:
-        raise InputError(f"{run_dir}: run is finished and is never edited again; start a new run")
-    label = str(state.get("params_name") or Path(run_dir).name)
-    return _run_one(Path(run_dir), state, label, out)
-
-
-outputs_env = _outputs_env
+    _refuse_finished(run_dir, state)
+    return _run_one(Path(run_dir), state, str(state.get("params_name") or Path(run_dir).name), out)

@@ -409,7 +409,7 @@ def cancel(ref: str, out: Out = print) -> dict[str, Any]:
     from google.cloud import aiplatform
 
     record = refresh(find(ref), out)
-    kind, state, name = record["kind"], record.get("state"), record.get("name")
+    kind, state, name = record["kind"], record.get("state"), str(record.get("name"))
     if state == UNKNOWN:
         raise InputError(
             f"{ref}: its create got no answer; `routerlib pipeline submit` again first"

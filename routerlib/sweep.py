@@ -1,18 +1,12 @@
-"""Sweeps: one params file, a grid of values for any of its keys, one run folder per point.
+"""Sweeps: one params file, a grid of values for any of its keys, one run folder per point
+(``routerlib run PARAMS --grid KEY=V1,V2 ...``; docs/choosing-the-model.md).
 
-``routerlib run params/local.yaml --grid adapter_size=4,16 --grid learning_rate=1e-3,4e-3`` runs
-the cross product (``--max-runs`` guards its size). Every point is validated before anything runs;
-an invalid value is refused naming its key and value. Each point gets a params file
-``sweep-<time>/points/<nn>.yaml`` (the base params with the point's values and its own ``name``)
-and one run folder under the outputs root, run through the same papermill chain as
-``routerlib run``. ``sweep-<time>/sweep.json`` (:class:`SweepRecord`) records the grid, the
-folders and their states after every change; ``--resume`` continues it without redoing a finished
-point (an unfinished point continues in its own run folder from its first unfinished stage).
-
-Local points run one at a time. Vertex points run up to ``max_concurrent`` at once (the
-open-model tuning quota; one by default). A point whose tuning job is refused with HTTP 429
-(RESOURCE_EXHAUSTED) on create does not fail the sweep: it waits until another point frees a slot
-(or ``quota_wait_s`` when none is running) and resumes from the stage that failed.
+Every point is validated before anything runs. Each gets a params file
+``sweep-<time>/points/<nn>.yaml`` and one run folder, run through the same papermill chain as
+``routerlib run``; ``sweep.json`` (:class:`~routerlib.runfolder.SweepRecord`) records the grid,
+the folders and their states after every change, and ``--resume`` continues it. Local points run
+one at a time; Vertex points up to ``max_concurrent`` at once (the open-model tuning quota). A
+point whose tuning create is refused with HTTP 429 waits for a slot and resumes from that stage.
 """
 
 from __future__ import annotations
@@ -51,10 +45,6 @@ QUOTA_REFUSAL = re.compile(r"HTTP 429|RESOURCE_EXHAUSTED")
 FIXED_KEYS = frozenset({"name"})
 
 
-def _now() -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%S%z")
-
-
 def parse_value(text: str) -> Any:
     """A grid value as YAML reads it, with ``1e-3`` read as a number (YAML 1.1 reads a string)."""
     text = text.strip()
@@ -66,6 +56,20 @@ def parse_value(text: str) -> Any:
     return yaml.safe_load(text) if text else ""
 
 
+def _grid_problem(key: str, rest: str, grid: dict[str, Any]) -> str:
+    """What is wrong with one ``--grid KEY=VALUES`` item ("" when nothing)."""
+    if key not in RunConfig.model_fields:
+        return f"{key} is not a params key"
+    if key in FIXED_KEYS:
+        return f"{key} cannot vary (the sweep names its points)"
+    if key in grid:
+        return f"{key} is given twice; list its values once"
+    values = [parse_value(v) for v in rest.split(",")]
+    if any(v == "" for v in values):
+        return "an empty value"
+    return "a value is listed twice" if len(set(map(repr, values))) != len(values) else ""
+
+
 def parse_grid(items: Sequence[str]) -> dict[str, list[Any]]:
     """``["key=v1,v2", ...]`` as ``{key: [v1, v2]}``; InputError naming the bad item."""
     grid: dict[str, list[Any]] = {}
@@ -73,22 +77,11 @@ def parse_grid(items: Sequence[str]) -> dict[str, list[Any]]:
     for item in items:
         key, sep, rest = item.partition("=")
         key = key.strip()
-        if not sep or not key:
-            problems.append(f"--grid {item}: expected key=value[,value...]")
-        elif key not in RunConfig.model_fields:
-            problems.append(f"--grid {item}: {key} is not a params key")
-        elif key in FIXED_KEYS:
-            problems.append(f"--grid {item}: {key} cannot vary (the sweep names its points)")
-        elif key in grid:
-            problems.append(f"--grid {item}: {key} is given twice; list its values once")
+        problem = _grid_problem(key, rest, grid) if sep and key else "expected key=value[,value...]"
+        if problem:
+            problems.append(f"--grid {item}: {problem}")
         else:
-            values = [parse_value(v) for v in rest.split(",")]
-            if any(v == "" for v in values):
-                problems.append(f"--grid {item}: an empty value")
-            elif len(set(map(repr, values))) != len(values):
-                problems.append(f"--grid {item}: a value is listed twice")
-            else:
-                grid[key] = values
+            grid[key] = [parse_value(v) for v in rest.split(",")]
     if problems:
         raise InputError(f"{len(problems)} problem(s) in --grid; nothing was run", problems)
     if not grid:
@@ -98,22 +91,13 @@ def parse_grid(items: Sequence[str]) -> dict[str, list[Any]]:
 
 def grid_points(grid: dict[str, list[Any]]) -> list[dict[str, Any]]:
     """The cross product, the first key varying slowest."""
-    keys = list(grid)
-    return [dict(zip(keys, combo, strict=True)) for combo in itertools.product(*grid.values())]
-
-
-def _slug(values: dict[str, Any]) -> str:
-    text = "-".join(f"{k}{v}" for k, v in values.items())
-    return re.sub(r"[^A-Za-z0-9_.]+", "-", text).strip("-")
+    return [dict(zip(grid, combo, strict=True)) for combo in itertools.product(*grid.values())]
 
 
 def point_name(base: str, values: dict[str, Any]) -> str:
     """A point's run name: the base params' name and its grid values (``local-adapter_size4``)."""
-    return f"{base}-{_slug(values)}"
-
-
-def _value_line(key: str, value: Any) -> str:
-    return f"{key}={value}"
+    text = "-".join(f"{k}{v}" for k, v in values.items())
+    return f"{base}-{re.sub(r'[^A-Za-z0-9_.]+', '-', text).strip('-')}"
 
 
 def check_points(params_file: str, grid: dict[str, list[Any]], max_runs: int) -> list[Any]:
@@ -122,7 +106,6 @@ def check_points(params_file: str, grid: dict[str, list[Any]], max_runs: int) ->
     Each value is first checked alone against the base params, so a bad one is named by key and
     value; then every combination. Nothing runs when anything is wrong.
     """
-
     points = grid_points(grid)
     if len(points) > max_runs:
         raise InputError(
@@ -131,13 +114,11 @@ def check_points(params_file: str, grid: dict[str, list[Any]], max_runs: int) ->
         )
     base = load_config(params_file)
     problems: list[str] = []
-    for key, values in grid.items():
-        for value in values:
-            try:
-                load_config(params_file, {key: value})
-            except InputError as exc:
-                for line in exc.problems or [str(exc)]:
-                    problems.append(f"--grid {_value_line(key, value)}: {line}")
+    for key, value in ((k, v) for k, values in grid.items() for v in values):
+        try:
+            load_config(params_file, {key: value})
+        except InputError as exc:
+            problems.extend(f"--grid {key}={value}: {line}" for line in exc.problems or [str(exc)])
     if problems:
         raise InputError(f"{len(problems)} invalid grid value(s); nothing was run", problems)
     configs = []
@@ -145,16 +126,11 @@ def check_points(params_file: str, grid: dict[str, list[Any]], max_runs: int) ->
         try:
             configs.append(load_config(params_file, {**point, "name": base.name}))
         except InputError as exc:
-            where = ", ".join(_value_line(k, v) for k, v in point.items())
+            where = ", ".join(f"{k}={v}" for k, v in point.items())
             problems.extend(f"--grid point {where}: {line}" for line in exc.problems)
     if problems:
         raise InputError(f"{len(problems)} invalid grid point(s); nothing was run", problems)
     return configs
-
-
-def find_sweeps(root: Path | None = None) -> list[Path]:
-    """Every sweep folder under the outputs root (or ``root``), by name (oldest first)."""
-    return runfolder.find_folders(SWEEP_FILE, root=root)
 
 
 def find_unfinished_sweep(
@@ -162,29 +138,11 @@ def find_unfinished_sweep(
 ) -> Path | None:
     """The newest unfinished sweep of the same params file and grid."""
     wanted = str(paths.resolve(params_file))
-    for folder in reversed(find_sweeps(root)):
+    for folder in reversed(runfolder.find_folders(SWEEP_FILE, root=root)):
         record = read_sweep(folder)
         if record.status != FINISHED and record.params_file == wanted and record.grid == grid:
             return folder
     return None
-
-
-class _Recorder:
-    """Writes sweep.json after every change (from any worker thread)."""
-
-    def __init__(self, folder: Path, record: SweepRecord) -> None:
-        self.folder, self.record = folder, record
-        self._lock = threading.Lock()
-
-    def update(self, point: SweepPoint | None = None, **fields: Any) -> None:
-        with self._lock:
-            if point is not None:
-                for key, value in fields.items():
-                    setattr(point, key, value)
-            else:
-                for key, value in fields.items():
-                    setattr(self.record, key, value)
-            write_json(self.folder / SWEEP_FILE, self.record.model_dump(mode="json"))
 
 
 def new_sweep(
@@ -198,7 +156,6 @@ def new_sweep(
 ) -> Path:
     """Validate the grid, then make ``sweep-<time>/`` with one params file per point and its
     sweep.json (every point pending). Nothing is written when a point is invalid."""
-
     if max_concurrent < 1:
         raise InputError(f"--max-concurrent must be at least 1, got {max_concurrent}")
     stages = [str(s) for s in stages]
@@ -206,11 +163,11 @@ def new_sweep(
     for stage in stages:
         pipeline.find_notebook(stage)
     folder = paths.new_run_dir("sweep", root=outputs)
+    (folder / "points").mkdir()
     points = []
     for index, (values, config) in enumerate(zip(grid_points(grid), configs, strict=True)):
         name = point_name(config.name, values)
         rel = f"points/{index:02d}.yaml"
-        (folder / "points").mkdir(exist_ok=True)
         dump_config(config.model_copy(update={"name": name}), folder / rel)
         points.append(SweepPoint(index=index, values=values, name=name, params=rel))
     backends = {c.backend for c in configs}
@@ -222,9 +179,9 @@ def new_sweep(
         backend=backends.pop() if len(backends) == 1 else "mixed",
         max_concurrent=max_concurrent,
         points=points,
-        created=_now(),
+        created=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     )
-    write_text(folder / "grid.txt", "\n".join(f"{k}={v}" for k, v in grid.items()) + "\n")
+    write_text(folder / "grid.txt", "".join(f"{k}={v}\n" for k, v in grid.items()))
     write_json(folder / SWEEP_FILE, record.model_dump(mode="json"))
     return folder
 
@@ -245,10 +202,6 @@ class _Inline:
         """Nothing to wait for."""
 
 
-def _is_quota_refusal(message: str) -> bool:
-    return bool(QUOTA_REFUSAL.search(message or ""))
-
-
 def run_sweep(
     folder: Path,
     *,
@@ -266,8 +219,16 @@ def run_sweep(
     record = read_sweep(folder)
     if record.status == FINISHED:
         raise InputError(f"{folder}: sweep is finished; start a new one")
-    rec = _Recorder(Path(folder), record)
-    rec.update(status=RUNNING, finished=None)
+    lock = threading.Lock()
+
+    def update(point: SweepPoint | None = None, **fields: Any) -> None:
+        """Set ``fields`` on the point (or the sweep) and write sweep.json, from any thread."""
+        with lock:
+            for key, value in fields.items():
+                setattr(record if point is None else point, key, value)
+            write_json(Path(folder) / SWEEP_FILE, record.model_dump(mode="json"))
+
+    update(status=RUNNING, finished=None)
     slots = record.max_concurrent if record.backend == "vertex" else 1
     queue = [p for p in record.points if p.status != FINISHED]
     done = len(record.points) - len(queue)
@@ -279,11 +240,11 @@ def run_sweep(
             run_dir = pipeline.start_run(
                 str(Path(folder) / point.params), record.stages, outputs=outputs, name=point.name
             )
-            rec.update(point, run_dir=str(run_dir))
+            update(point, run_dir=str(run_dir))
             out(f"[{point.name}] run folder: {run_dir}")
         else:
             out(f"[{point.name}] resuming {point.run_dir}")
-        rec.update(point, status=RUNNING, message="")
+        update(point, status=RUNNING, message="")
         return pipeline.continue_run(Path(str(point.run_dir)), out)
 
     limit, not_before = slots, 0.0
@@ -302,41 +263,30 @@ def run_sweep(
                 for future in finished:
                     point = running.pop(future)
                     result = future.result()  # bugs propagate; a stage failure is a result
-                    quota = _is_quota_refusal(result.message)
+                    quota = bool(QUOTA_REFUSAL.search(result.message or "")) and not result.ok
                     if result.ok:
-                        rec.update(point, status=FINISHED, message="")
+                        update(point, status=FINISHED, message="")
                     elif quota and point.quota_waits < max_quota_waits:
-                        rec.update(
-                            point,
-                            status=WAITING,
-                            message=result.message,
-                            quota_waits=point.quota_waits + 1,
-                        )
+                        waits = point.quota_waits + 1
+                        update(point, status=WAITING, message=result.message, quota_waits=waits)
                         out(f"[{point.name}] tuning quota full (HTTP 429): waiting for a slot")
                         queue.insert(0, point)
                     else:
-                        rec.update(point, status=FAILED, message=result.message)
-                    if quota and not result.ok:
-                        # The quota holds what runs now: wait for one of them (or a while).
-                        limit = max(1, len(running))
-                        if not running:
-                            not_before = time.monotonic() + quota_wait_s
-                    else:
-                        limit = slots
+                        update(point, status=FAILED, message=result.message)
+                    # The quota holds what runs now: wait for one of them (or a while).
+                    limit = max(1, len(running)) if quota else slots
+                    if quota and not running:
+                        not_before = time.monotonic() + quota_wait_s
         except BaseException:
             for point in record.points:
                 if point.status == RUNNING:
-                    rec.update(point, status=INTERRUPTED)
-            rec.update(status=INTERRUPTED)
+                    update(point, status=INTERRUPTED)
+            update(status=INTERRUPTED)
             raise
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
     failed = [p for p in record.points if p.status != FINISHED]
-    rec.update(status=FAILED if failed else FINISHED, finished=None if failed else _now())
+    finished_at = None if failed else time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    update(status=FAILED if failed else FINISHED, finished=finished_at)
     out(f"[sweep] {len(record.points) - len(failed)} of {len(record.points)} point(s) finished")
     return record
-
-
-def sweep_runs(record: SweepRecord) -> list[Path]:
-    """The run folders of the sweep's finished points."""
-    return [Path(p.run_dir) for p in record.points if p.run_dir and p.status == FINISHED]
