@@ -17,6 +17,11 @@ from routerlib.errors import RouterlibError
 COMMAND_MODULES = ("data", "tune", "serve", "evaluate", "run", "pipeline", "schema", "doctor")
 
 
+def echo(line: str) -> None:
+    """Print one line at once (a long run's progress, read as it comes)."""
+    print(line, flush=True)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The full ``routerlib`` parser with every subcommand."""
     parser = argparse.ArgumentParser(

@@ -29,6 +29,38 @@ Convert = Callable[[Any], Any]
 Keys = Mapping[str, str | tuple[str, Convert]]
 
 
+def option(parser: Any, *flags: str, key: str = "", help: str = "", **kwargs: Any) -> Any:
+    """``parser.add_argument`` whose help ends with the default, so the two never disagree;
+    with ``key`` the default is RunConfig's value of that key."""
+    if key:
+        kwargs["default"] = run_default(key)
+    default = kwargs["default"]
+    text = f"{help} (default {default})" if help else f"default: {default}"
+    return parser.add_argument(*flags, help=text, **kwargs)
+
+
+def checked(kind: Callable[[str], Any], ok: Callable[[Any], bool], rule: str) -> Convert:
+    """An argparse ``type``: ``kind(text)`` when ``ok`` accepts it, else an error saying ``rule``."""
+
+    def convert(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            what = "an integer" if kind is int else "a number"
+            raise argparse.ArgumentTypeError(f"not {what}: {text!r}") from None
+        if not ok(value):
+            raise argparse.ArgumentTypeError(f"must be {rule}, got {text}")
+        return value
+
+    return convert
+
+
+RATIO = checked(float, lambda v: 0.0 <= v < 1.0, "in [0, 1)")
+POSITIVE_INT = checked(int, lambda v: v >= 1, "at least 1")
+COUNT = checked(int, lambda v: v >= 0, "at least 0")
+POSITIVE = checked(float, lambda v: v > 0, "> 0")
+
+
 def _record_given(action: argparse.Action) -> None:
     """Make ``action`` note its dest in the namespace when the user gives the flag."""
     base = type(action)
