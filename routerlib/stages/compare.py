@@ -17,17 +17,8 @@ from routerlib import compare, compare_plots, runfolder
 from routerlib.compare import RunSummary
 from routerlib.errors import InputError
 from routerlib.stages.evaluate import evaluate_run
-from routerlib.stages.run import Run, image, open_run
-
-__all__ = [
-    "COMPARISON_FILES",
-    "comparison_plots",
-    "image",
-    "open_run",
-    "runs_to_compare",
-    "sweep_plot",
-    "write_comparison",
-]
+from routerlib.stages.run import Run, open_run
+from routerlib.stages.run import image as image
 
 
 def runs_to_compare(run: Run, runs: list[str]) -> list[RunSummary]:

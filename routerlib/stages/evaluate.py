@@ -29,7 +29,6 @@ from routerlib import (
     runfolder,
 )
 from routerlib import evaluate as runner
-from routerlib.compare import seconds_per_token
 from routerlib.config import load_config
 from routerlib.data_plots import shown
 from routerlib.display import HTMLTable
@@ -47,36 +46,11 @@ from routerlib.serving import factory, hardware
 from routerlib.serving.base import Predictor
 from routerlib.serving.cache import load_cache
 from routerlib.stages.prepare import gold_file
-from routerlib.stages.run import Report, Run, decodings, open_run, saved, thresholds_path
-from routerlib.stages.tune import chosen_checkpoint, job_table, tuned_job
+from routerlib.stages.run import Report, Run, decodings, open_run, thresholds_path
+from routerlib.stages.run import saved as saved
+from routerlib.stages.tune import chosen_checkpoint, tuned_job
+from routerlib.stages.tune import job_table as job_table
 from routerlib.tuning.base import Job, write_job
-
-__all__ = [
-    "THROUGHPUT_FILE",
-    "baselines",
-    "comparison_table",
-    "confusion_figure",
-    "decoding_table",
-    "evaluate",
-    "evaluate_all",
-    "evaluate_run",
-    "evaluation_settings",
-    "gate_table",
-    "gate_verdict",
-    "headline_report",
-    "headline_table",
-    "job_table",
-    "open_run",
-    "record_run",
-    "report_path",
-    "run_cost",
-    "saved",
-    "serving",
-    "tool_figure",
-    "tuned_job",
-    "worst_errors",
-    "write_metrics",
-]
 
 
 @contextmanager
@@ -143,32 +117,38 @@ def evaluation_settings(run: Run) -> dict[str, Any]:
     }
 
 
+@contextmanager
+def _predictor(run: Run, endpoint: Predictor | str) -> Iterator[Predictor]:
+    """``endpoint`` itself, or for an address the predictor the run's settings make for it."""
+    if not isinstance(endpoint, str):
+        yield endpoint
+        return
+    spec = factory.for_address(run.config, endpoint)
+    with factory.opened(spec.kind, spec.target, **spec.options) as predictor:
+        yield predictor
+
+
 def evaluate(run: Run, endpoint: Predictor | str, decoding: str = "free") -> Report:
     """Generate predictions for the test split through ``endpoint`` (a serving Predictor from
     :func:`serving`, or an endpoint address; ``decoding`` free or constrained) and score them
     against the gold completions, the gate and the previous router (the configured baseline)."""
-
-    cfg = run.config
-    if isinstance(endpoint, str):  # an address: the predictor the run's settings make for it
-        spec = factory.for_address(cfg, endpoint)
-        with factory.opened(spec.kind, spec.target, **spec.options) as predictor:
-            return evaluate(run, predictor, decoding)
-    settings = evaluation_settings(run)
+    cfg, settings = run.config, evaluation_settings(run)
     cache = runner.artifact_paths(report_path(run, decoding))["cache"]
     before = len(load_cache(cache)) if cache.exists() else 0
-    start = time.perf_counter()
-    report = runner.evaluate(
-        endpoint,
-        gold_file(run),
-        out=report_path(run, decoding),
-        constrained=decoding == "constrained",
-        **settings,
-    )
+    with _predictor(run, endpoint) as predictor:
+        start = time.perf_counter()
+        report = runner.evaluate(
+            predictor,
+            gold_file(run),
+            out=report_path(run, decoding),
+            constrained=decoding == "constrained",
+            **settings,
+        )
+        seconds = time.perf_counter() - start
     generated = len(load_cache(cache)) - before
     # rows answered now by the headline decoding, the one the serving cost is priced on (a
     # resumed evaluation measures only its new rows)
     if generated > 0 and decoding == decodings(run)[0]:
-        seconds = time.perf_counter() - start
         runfolder.write_record(
             run.sub(THROUGHPUT_FILE),
             runfolder.ThroughputRecord(
@@ -190,42 +170,31 @@ def run_cost(run: Run, job: Job, report: dict[str, Any]) -> dict[str, Any]:
     """What the run cost or would cost (pricing.RunCost as a dict): tuning from the job's billable
     tokens x epochs, serving per 1,000 routes from the machine's hourly price and the measured
     throughput, latency p50/p95 from the report."""
-
     cfg = run.config
     stats = job.tuning_data_stats or {}
     tokens = stats.get("total_billable_token_count")
     if isinstance(tokens, int) and job.backend == "local" and stats.get("epochs"):
         tokens //= int(stats["epochs"])  # the local backend counts every epoch; Vertex one pass
-    throughput_file = run.sub(THROUGHPUT_FILE)
-    throughput = (
-        runfolder.read_json(throughput_file, runfolder.ThroughputRecord)
-        if throughput_file.exists()
-        else None
-    )
-
+    file = run.sub(THROUGHPUT_FILE)
+    throughput = runfolder.read_json(file, runfolder.ThroughputRecord) if file.exists() else None
     shape = hardware.choose(
         cfg.base_model, cfg.machine_type, cfg.accelerator_type, cfg.accelerator_count
     )
-    machine = pricing.serving_machine(cfg.backend, shape.machine_type)
     cost = pricing.run_cost(
         base_model=job.spec.base_model,
         billable_tokens=tokens if isinstance(tokens, int) else None,
         epochs=job.spec.epochs,
-        machine=machine,
+        machine=pricing.serving_machine(cfg.backend, shape.machine_type),
         routes_per_hour=throughput.routes_per_hour if throughput else None,
         latency=report.get("latency"),
     )
     return asdict(cost)
 
 
-#: Columns of the per-notebook headline table: (metric, label); strict values with intervals.
 def evaluate_all(run: Run, endpoint: Predictor | str) -> dict[str, Report]:
     """:func:`evaluate` once per configured decoding, on the same test rows, headline first."""
-    if isinstance(endpoint, str):  # an address: one predictor for every decoding
-        spec = factory.for_address(run.config, endpoint)
-        with factory.opened(spec.kind, spec.target, **spec.options) as predictor:
-            return evaluate_all(run, predictor)
-    return {decoding: evaluate(run, endpoint, decoding) for decoding in decodings(run)}
+    with _predictor(run, endpoint) as predictor:  # an address: one predictor for every decoding
+        return {decoding: evaluate(run, predictor, decoding) for decoding in decodings(run)}
 
 
 def headline_report(reports: dict[str, Report]) -> Report:
@@ -273,30 +242,28 @@ HEADLINE_VIEW = (
 )
 
 
+def _overall(report: Report, block: str) -> dict[str, Any]:
+    """The ``overall`` bucket of one block of a report (``strict``, ``metrics``, ...)."""
+    return dict((report.get(block) or {}).get("overall", {}))
+
+
+def _gate_pass(report: Report) -> bool | None:
+    return (report.get("threshold_results") or {}).get("overall_pass")
+
+
 def headline_table(reports: dict[str, Report]) -> pd.DataFrame:
     """Routers side by side: gate, the headline metrics (strict, with their 95% intervals) and the
     median length ratio of valid predictions; text rounded for reading."""
-
     rows = {}
     for label, report in reports.items():
-        strict = (report.get("strict") or {}).get("overall", {})
-        intervals = (report.get("intervals") or {}).get("overall", {})
-        passed = (report.get("threshold_results") or {}).get("overall_pass")
-        row: dict[str, Any] = {
-            "gate": display.MISSING if passed is None else "pass" if passed else "fail"
-        }
+        strict, intervals = _overall(report, "strict"), _overall(report, "intervals")
+        passed = _gate_pass(report)
+        row = {"gate": display.MISSING if passed is None else "pass" if passed else "fail"}
         for metric, name in HEADLINE_VIEW:
             lo, hi = (intervals.get(metric) or [None, None])[:2]
-            row[name] = display.with_interval(
-                {
-                    f"{metric} strict": strict.get(metric),
-                    f"{metric} strict lo": lo,
-                    f"{metric} strict hi": hi,
-                },
-                metric,
-            )
-        ratio = report["metrics"].get("overall", {}).get("length_ratio")
-        row["length ratio"] = display.fmt(ratio, 2)
+            cell = {metric: strict.get(metric), f"{metric} strict lo": lo}
+            row[name] = display.with_interval({**cell, f"{metric} strict hi": hi}, metric)
+        row["length ratio"] = display.fmt(_overall(report, "metrics").get("length_ratio"), 2)
         rows[label] = row
     return pd.DataFrame(rows).T
 
@@ -312,36 +279,22 @@ def gate_table(report: Report) -> pd.DataFrame:
     (``≥ 0.98`` / ``≤ 0.30``) and ``passed``; a bucket the test split has no rows of is one line
     that says its checks were skipped (``passed``: skipped), as ``metrics.apply_gate`` judged
     it. Empty when the report was not gated."""
-
-    columns = ["bucket", "metric", "value", "rule", "passed"]
     results = report.get("threshold_results")
-    if not results:
-        return pd.DataFrame(columns=columns).set_index("bucket")
-    gate = runfolder.validate(results, runfolder.GateResults, "threshold_results")
-    rows = []
-    for bucket, checks in gate.checks().items():
-        if checks and all(c.skipped for c in checks.values()):
-            rows.append(  # one line for a bucket the test split has no rows of
-                {
-                    "bucket": bucket,
-                    "metric": f"all {len(checks)} checks",
-                    "value": f"no test rows ({gate.skipped_buckets().get(bucket, 0)})",
-                    "rule": display.MISSING,
-                    "passed": "skipped",
-                }
-            )
+    gate = (
+        runfolder.validate(results, runfolder.GateResults, "threshold_results") if results else None
+    )
+    rows: list[tuple[str, ...]] = []
+    for bucket, checks in (gate.checks() if gate else {}).items():
+        if gate and checks and all(c.skipped for c in checks.values()):  # a bucket with no rows
+            found = f"no test rows ({gate.skipped_buckets().get(bucket, 0)})"
+            rows.append((bucket, f"all {len(checks)} checks", found, display.MISSING, "skipped"))
             continue
-        for metric, check in checks.items():
-            sign = "≤" if check.kind == "max" else "≥"
-            rows.append(
-                {
-                    "bucket": bucket,
-                    "metric": metric,
-                    "value": "no value" if check.value is None else display.fmt(check.value),
-                    "rule": f"{sign} {display.fmt(check.threshold, 2)}",
-                    "passed": "skipped" if check.skipped else "pass" if check.passed else "fail",
-                }
-            )
+        for metric, c in checks.items():
+            value = "no value" if c.value is None else display.fmt(c.value)
+            rule = f"{'≤' if c.kind == 'max' else '≥'} {display.fmt(c.threshold, 2)}"
+            passed = "skipped" if c.skipped else "pass" if c.passed else "fail"
+            rows.append((bucket, metric, value, rule, passed))
+    columns = ["bucket", "metric", "value", "rule", "passed"]
     return pd.DataFrame(rows, columns=columns).set_index("bucket")
 
 
@@ -435,7 +388,6 @@ def write_metrics(
     """Write the run's metrics.json: the run, its tuning, the evaluation (``report``: the headline
     decoding), one entry per scored decoding, and the baseline summaries."""
 
-    cfg = run.config
     decoding_reports = decoding_reports or {decodings(run)[0]: report}
     matching = [d for d, r in decoding_reports.items() if r is report]
     headline_decoding = matching[0] if matching else decodings(run)[0]
@@ -444,16 +396,13 @@ def write_metrics(
         return str(report_path(run, decoding).relative_to(run.path))
 
     def figures(r: Report, block: str) -> dict[str, Any]:
-        values = (r.get(block) or {}).get("overall", {})
-        return {m: values.get(m) for m in HEADLINE}
+        return {m: _overall(r, block).get(m) for m in HEADLINE}
 
-    overall = report["metrics"].get("overall", {})
-    strict = (report.get("strict") or {}).get("overall", {})
     record = MetricsRecord(
         run=RunInfo(
             params_file=run.params_file,
             created=time.strftime("%Y-%m-%dT%H:%M:%S"),
-            **cfg.model_dump(include=RUN_FIELDS),
+            **run.config.model_dump(include=RUN_FIELDS),
         ),
         tuning=TuningInfo(
             job_name=job.name,
@@ -464,26 +413,23 @@ def write_metrics(
         evaluation=EvaluationInfo(
             report=relative(headline_decoding),
             decoding=headline_decoding,
-            gate_pass=(report.get("threshold_results") or {}).get("overall_pass"),
-            headline={m: overall.get(m) for m in HEADLINE},
-            strict={m: strict.get(m) for m in HEADLINE},
+            gate_pass=_gate_pass(report),
+            headline=figures(report, "metrics"),
+            strict=figures(report, "strict"),
         ),
         decodings={
             decoding: DecodingInfo(
                 report=relative(decoding),
-                gate_pass=(r.get("threshold_results") or {}).get("overall_pass"),
+                gate_pass=_gate_pass(r),
                 headline=figures(r, "metrics"),
                 strict=figures(r, "strict"),
-                schema_valid=(r.get("strict") or {}).get("overall", {}).get("schema_valid"),
-                seconds_per_token=seconds_per_token(r),
+                schema_valid=_overall(r, "strict").get("schema_valid"),
+                seconds_per_token=compare.seconds_per_token(r),
             )
             for decoding, r in decoding_reports.items()
         },
         baselines={
-            kind: BaselineInfo(
-                report=runfolder.baseline_report_file(kind),
-                gate_pass=(r.get("threshold_results") or {}).get("overall_pass"),
-            )
+            kind: BaselineInfo(report=runfolder.baseline_report_file(kind), gate_pass=_gate_pass(r))
             for kind, r in baseline_reports.items()
         },
     )
@@ -493,15 +439,12 @@ def write_metrics(
 def comparison_table(report: Report, bucket: str = "overall") -> pd.DataFrame:
     """Strict per-metric deltas against the previous router, with the paired test's p-value and
     the number of test rows fixed and broken, one row per metric (rounded for reading)."""
-
     comparison = report.get("comparison") or {}
-    deltas = (comparison.get("strict") or {}).get(bucket, {})
     tests = (comparison.get("significance") or {}).get(bucket, {})
     changes = comparison.get("changes") or {}
     rows = []
-    for metric, values in deltas.items():
-        test = tests.get(metric, {})
-        delta = values.get("delta")
+    for metric, values in (comparison.get("strict") or {}).get(bucket, {}).items():
+        test, delta, changed = tests.get(metric, {}), values.get("delta"), changes.get(metric, {})
         rows.append(
             {
                 "metric": metric,
@@ -510,8 +453,8 @@ def comparison_table(report: Report, bucket: str = "overall") -> pd.DataFrame:
                 "delta": display.MISSING if display.missing(delta) else f"{delta:+.3f}",
                 "test": display.fmt(test.get("test")),
                 "p_value": display.fmt(test.get("p_value"), 4),
-                "fixed": len(changes.get(metric, {}).get("fixed", [])),
-                "broken": len(changes.get(metric, {}).get("broken", [])),
+                "fixed": len(changed.get("fixed", [])),
+                "broken": len(changed.get("broken", [])),
             }
         )
     return pd.DataFrame(rows).set_index("metric") if rows else pd.DataFrame()

@@ -14,20 +14,8 @@ from routerlib.config import require_cloud
 from routerlib.dataset import PrepareResult
 from routerlib.errors import InputError
 from routerlib.runfolder import SPLITS
-from routerlib.stages.run import Run, fields, open_run
-
-__all__ = [
-    "dataset_uris",
-    "fields",
-    "gold_file",
-    "open_run",
-    "prepare",
-    "prepared_manifest",
-    "source_rows",
-    "split_files",
-    "split_frame",
-    "split_table",
-]
+from routerlib.stages.run import Run, fields
+from routerlib.stages.run import open_run as open_run
 
 
 def source_rows(run: Run) -> Path | str:

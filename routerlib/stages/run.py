@@ -6,25 +6,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
 from IPython import get_ipython
 from IPython.display import Image, Markdown
 
-from routerlib import display, metrics, paths, runfolder
+from routerlib import metrics, paths, runfolder
 from routerlib.config import RunConfig, default_params_file, dump_config, load_config
+from routerlib.display import fields as fields
 from routerlib.errors import InputError, RouterlibError, notebook_traceback
-
-__all__ = [
-    "Report",
-    "Run",
-    "decodings",
-    "fields",
-    "image",
-    "open_run",
-    "saved",
-    "show_errors_as_lines",
-    "thresholds_path",
-]
 
 #: A scored report (``runfolder.ReportRecord``) as the scorer returns it.
 Report = dict[str, Any]
@@ -78,11 +66,6 @@ def open_run(params_file: str, run_dir: str = "", overrides: dict[str, Any] | No
     else:
         dump_config(config, resolved)
     return Run(folder, config, str(params_file))
-
-
-def fields(mapping: dict[str, Any]) -> pd.DataFrame:
-    """Any flat or nested dict (counts, statistics, URIs) as a two-column table."""
-    return display.fields(mapping)
 
 
 def thresholds_path(run: Run) -> Path:
