@@ -44,13 +44,8 @@ REGISTRY_FILE = "jobs.json"
 #: State of the Job that a dry run returns (never recorded).
 DRY_RUN = "DRY_RUN"
 #: The columns of ``routerlib jobs list``.
-TABLE_HEADER = (
-    "Vertex Job ID",
-    "Base model",
-    "Tuning mode",
-    "Adapter size",
-    "Output URI",
-    "Status",
+TABLE_HEADER = tuple(
+    "Vertex Job ID|Base model|Tuning mode|Adapter size|Output URI|Status".split("|")
 )
 
 Out = Callable[[str], Any]
@@ -136,11 +131,6 @@ def find(name: str) -> Job:
     raise InputError(
         f"no job {name!r} in {registry_path()}: `routerlib jobs list` shows the recorded ones"
     )
-
-
-def spec_key(spec: TuningSpec) -> str:
-    """The spec's hash (its label value), equal for equal specs with or without the label."""
-    return spec.spec_hash()
 
 
 # --------------------------------------------------------------------------- helpers
@@ -383,7 +373,7 @@ def _same_spec(job: Job, spec: TuningSpec, backend: TuningBackend) -> bool:
     """True for a record of ``spec`` submitted to the same backend at the same place."""
     return (
         job.backend == backend.name
-        and spec_key(job.spec) == spec_key(spec)
+        and job.spec.spec_hash() == spec.spec_hash()
         and all(getattr(job, key) == value for key, value in backend.where.items())
     )
 
@@ -438,12 +428,10 @@ def tune(
 ) -> Job:
     """Submit ``spec`` (or re-attach to its job) and, with ``wait``, follow it to the end.
 
-    Raises InputError (exit 2) before anything is sent when preflight refuses (the contract
-    table, datasets, ``strict`` sequence limits); RemoteError when the server refuses (recorded
-    as DENIED), the credentials lack a permission (not recorded), quota is exhausted (not
-    recorded; retried every ``quota_interval`` seconds with ``wait_for_quota``), the create
-    request went unanswered (recorded as UNKNOWN: the next tune or ``jobs list`` finds the job by
-    its label), or the job ends unsuccessfully; WaitInterrupted on Ctrl-C while waiting.
+    InputError (exit 2) when preflight refuses, before anything is sent; RemoteError when the
+    server refuses (recorded DENIED), the create goes unanswered (recorded UNKNOWN, found by its
+    label next time), quota is exhausted (``wait_for_quota``: retried every ``quota_interval``
+    seconds) or the job fails; WaitInterrupted on Ctrl-C while waiting (docs/vertex-tuning.md).
     """
     if not isinstance(spec, TuningSpec):
         spec = TuningSpec.build(**spec)

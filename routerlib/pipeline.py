@@ -40,10 +40,6 @@ COMPARISON_STAGE = "05"
 #: ``--with all``: every finished run under the outputs root joins the comparison.
 ALL_RUNS = "all"
 PIPELINE_FILE = runfolder.PIPELINE_FILE
-#: The only parameters papermill ever passes to a notebook (never credentials); ``runs`` (the
-#: run folders to compare) goes to the comparison notebook only.
-NOTEBOOK_PARAMETERS = frozenset({"params_file", "run_dir"})
-COMPARISON_PARAMETERS = NOTEBOOK_PARAMETERS | {"runs"}
 #: ipykernel logs only CRITICAL lines: below that every kernel warned that it runs over TCP
 #: without encryption (it listens on 127.0.0.1 only) and, after a notebook ended, now and then
 #: "KeyboardInterrupt caught in kernel" (jupyter_client interrupts a kernel before shutting it
@@ -82,9 +78,9 @@ def require_notebooks() -> Path:
     return folder
 
 
-def find_notebook(stage: str, root: Path | None = None) -> Path:
+def find_notebook(stage: str) -> Path:
     """``notebooks/<stage>_*.ipynb`` under the project root; InputError when none or several."""
-    folder = (root or paths.project_root()) / "notebooks"
+    folder = paths.project_root() / "notebooks"
     found = sorted(p for p in folder.glob(f"{stage}_*.ipynb") if not p.name.startswith("."))
     if not found:
         raise InputError(f"stage {stage}: no notebook {folder}/{stage}_*.ipynb")
@@ -178,33 +174,28 @@ def error_lines(exc: Exception) -> list[str]:
 def notebook_parameters(
     params_file: Path, run_dir: Path, runs: Sequence[Path] | None = None
 ) -> dict[str, Any]:
-    """The papermill parameters for one stage: exactly ``params_file`` and ``run_dir``, plus
-    ``runs`` (run folders) for the comparison notebook."""
-    parameters: dict[str, Any] = {
-        "params_file": str(Path(params_file).resolve()),
-        "run_dir": str(Path(run_dir).resolve()),
-    }
-    if runs is not None:
-        parameters["runs"] = [str(Path(r).resolve()) for r in runs]
-    allowed = COMPARISON_PARAMETERS if runs is not None else NOTEBOOK_PARAMETERS
-    assert set(parameters) == allowed, "papermill receives only params_file and run_dir"
-    values = [parameters["params_file"], parameters["run_dir"], *parameters.get("runs", [])]
+    """The only papermill parameters a stage gets: ``params_file`` and ``run_dir``, plus ``runs``
+    (run folders) for the comparison notebook; never credentials (AssertionError)."""
+    values = [str(Path(p).resolve()) for p in (params_file, run_dir, *(runs or []))]
     assert not any(scan_text(v) for v in values), "papermill parameters never carry credentials"
-    return parameters
+    parameters: dict[str, Any] = {"params_file": values[0], "run_dir": values[1]}
+    return parameters if runs is None else {**parameters, "runs": values[2:]}
 
 
 @contextlib.contextmanager
 def outputs_env(outputs: Path | None) -> Iterator[None]:
     """Point ROUTERLIB_OUTPUTS at ``outputs`` (when given) for the block, so kernels agree."""
+    if outputs is None:
+        yield
+        return
     old = os.environ.get("ROUTERLIB_OUTPUTS")
-    if outputs is not None:
-        os.environ["ROUTERLIB_OUTPUTS"] = str(outputs)
+    os.environ["ROUTERLIB_OUTPUTS"] = str(outputs)
     try:
         yield
     finally:
-        if outputs is not None and old is None:
+        if old is None:
             os.environ.pop("ROUTERLIB_OUTPUTS", None)
-        elif outputs is not None and old is not None:
+        else:
             os.environ["ROUTERLIB_OUTPUTS"] = old
 
 

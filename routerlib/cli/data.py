@@ -128,23 +128,8 @@ def _prepare(args: argparse.Namespace) -> int:
             f"({args.synth_rows or synth.DEFAULT_ROWS} rows, seed "
             f"{synth.DEFAULT_SEED if args.synth_seed is None else args.synth_seed})"
         )
-    result = dataset.prepare(
-        args.input,
-        args.output_dir,
-        val_ratio=args.val_ratio,
-        test_ratio=args.test_ratio,
-        seed=args.seed,
-        limit=args.limit,
-        max_seq_len=args.max_seq_len,
-        base_model=args.base_model,
-        tuning_mode=args.tuning_mode,
-        strict=args.strict,
-        gcs_prefix=args.gcs_prefix,
-        progress=not args.no_progress,
-        synth_rows=args.synth_rows,
-        synth_seed=args.synth_seed,
-        data_format=args.data_format,
-    )
+    options = {dest: getattr(args, dest) for dest in PREPARE_PARAMS if dest != "input"}
+    result = dataset.prepare(args.input, args.output_dir, progress=not args.no_progress, **options)
     for warning in result.warnings:
         print(f"warning: {warning}")
     counts = result.counts

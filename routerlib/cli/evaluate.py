@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from routerlib.cli.params import Keys, add_params_option, option, thresholds_flag
+from routerlib.cli.params import Keys, add_params_option, option, pick, thresholds_flag
 from routerlib.config import run_default
 from routerlib.errors import InputError
 from routerlib.metrics import gate_line
@@ -144,11 +144,9 @@ def predictor_from_args(args: argparse.Namespace) -> Any:
         project=args.project or "",
         location=args.location or "",
         api_endpoint=args.api_endpoint or "",
-        machine_type=args.machine_type,
-        accelerator_type=args.accelerator_type,
-        accelerator_count=args.accelerator_count,
+        **pick(args, "machine_type accelerator_type accelerator_count"),
     )
-    online = {"concurrency": args.concurrency, "retries": args.retries, "timeout": args.timeout}
+    online = pick(args, "concurrency retries timeout")
     if args.endpoint is not None:
         kind, target = factory.kind_of(args.endpoint)
         options = factory.address_options(kind, settings, model=args.model, **online)

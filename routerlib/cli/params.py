@@ -61,6 +61,11 @@ COUNT = checked(int, lambda v: v >= 0, "at least 0")
 POSITIVE = checked(float, lambda v: v > 0, "> 0")
 
 
+def pick(args: argparse.Namespace, names: str) -> dict[str, Any]:
+    """The values ``args`` holds for the space-separated ``names``, as keyword arguments."""
+    return {name: getattr(args, name) for name in names.split()}
+
+
 def _record_given(action: argparse.Action) -> None:
     """Make ``action`` note its dest in the namespace when the user gives the flag."""
     base = type(action)

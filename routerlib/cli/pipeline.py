@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import argparse
 import os
+from typing import Any
 
 from routerlib.cli import echo
+from routerlib.cli.params import pick
 from routerlib.cli.run import sweep_args
 from routerlib.serving.settings import DEFAULT_LOCATION
 
@@ -99,18 +101,23 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         action.set_defaults(func=_records)
 
 
+def _points(args: argparse.Namespace) -> dict[str, Any]:
+    """What compile and run pass on of the points' arguments."""
+    from routerlib.sweep import DEFAULT_MAX_RUNS
+
+    options = {"grid": args.grid or (), "max_runs": args.max_runs or DEFAULT_MAX_RUNS}
+    return {**options, **pick(args, "stages max_concurrent")}
+
+
 def _compile(args: argparse.Namespace) -> int:
-    from routerlib import sweep, vertex_pipelines
+    from routerlib import vertex_pipelines
 
     target, points = vertex_pipelines.compile_pipeline(
         args.params,
         args.out,
         outputs=args.outputs,
-        grid=args.grid or (),
-        stages=args.stages,
         image=args.image or vertex_pipelines.DEFAULT_IMAGE,
-        max_concurrent=args.max_concurrent,
-        max_runs=args.max_runs or sweep.DEFAULT_MAX_RUNS,
+        **_points(args),
     )
     for point in points:
         echo(f"point {point.index}: {point.name}")
@@ -124,16 +131,10 @@ def _compile(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from routerlib import sweep, vertex_pipelines
+    from routerlib import vertex_pipelines
 
     result = vertex_pipelines.run_local(
-        args.params,
-        grid=args.grid or (),
-        stages=args.stages,
-        outputs=args.outputs,
-        max_concurrent=args.max_concurrent,
-        max_runs=args.max_runs or sweep.DEFAULT_MAX_RUNS,
-        out=echo,
+        args.params, outputs=args.outputs, out=echo, **_points(args)
     )
     echo(f"pipeline run folder: {result.folder}")
     return 0 if result.ok else 1
@@ -142,15 +143,8 @@ def _run(args: argparse.Namespace) -> int:
 def _submit(args: argparse.Namespace) -> int:
     from routerlib import pipeline_jobs
 
-    record = pipeline_jobs.submit(
-        args.pipeline,
-        project=args.project,
-        location=args.location,
-        api_endpoint=args.api_endpoint,
-        service_account=args.service_account,
-        schedule=args.schedule,
-        out=echo,
-    )
+    options = pick(args, "project location api_endpoint service_account schedule")
+    record = pipeline_jobs.submit(args.pipeline, out=echo, **options)
     echo(pipeline_jobs.describe(record))
     return 0
 

@@ -10,7 +10,7 @@ import threading
 from typing import Any
 
 from routerlib import storage
-from routerlib.cli.params import Keys, add_params_option
+from routerlib.cli.params import Keys, add_params_option, pick
 from routerlib.serving.settings import DEFAULT_LOCATION
 
 #: ``routerlib deploy --params FILE``: flag dest -> the RunConfig key notebook 04 deploys with.
@@ -134,17 +134,10 @@ def _deploy(args: argparse.Namespace) -> int:
         project=args.project,
         location=args.location or DEFAULT_LOCATION,
         api_endpoint=args.api_endpoint or "",
-        machine_type=args.machine_type,
-        accelerator_type=args.accelerator_type,
-        accelerator_count=args.accelerator_count,
+        **pick(args, "machine_type accelerator_type accelerator_count"),
     )
-    deployment = vertex.deploy(
-        args.checkpoint,
-        settings,
-        base_model=args.base_model,
-        deploy_timeout=args.deploy_timeout,
-        endpoint_display_name=args.endpoint_display_name,
-    )
+    options = pick(args, "base_model deploy_timeout endpoint_display_name")
+    deployment = vertex.deploy(args.checkpoint, settings, **options)
     print(deployment.endpoint_name)
     return 0
 

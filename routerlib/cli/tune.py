@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 
-from routerlib.cli.params import POSITIVE, Keys, add_params_option, labels_flag, option
+from routerlib.cli.params import POSITIVE, Keys, add_params_option, labels_flag, option, pick
 from routerlib.config import run_default
 from routerlib.errors import InputError
 from routerlib.models import ADAPTER_SIZES
@@ -55,29 +55,15 @@ def _tune(args: argparse.Namespace) -> int:
         training_dataset_uri=args.train_uri,
         validation_dataset_uri=args.validation_uri,
         output_uri=args.output_uri,
-        tuning_mode=args.tuning_mode,
         adapter_size=adapter_size,
-        epochs=args.epochs,
-        learning_rate=args.learning_rate,
-        learning_rate_multiplier=args.learning_rate_multiplier,
         tuned_model_display_name=args.display_name,
         labels=_labels(args.labels),
         custom_base_model=args.custom_base,
+        **pick(args, "tuning_mode epochs learning_rate learning_rate_multiplier"),
     )
-    job = jobs.tune(
-        spec,
-        backend=backend,
-        wait=args.wait,
-        force=args.force,
-        dry_run=args.dry_run,
-        strict=args.strict,
-        wait_for_quota=args.wait_for_quota,
-        quota_interval=args.quota_interval,
-        project=args.project,
-        location=args.location,
-        api_endpoint=args.api_endpoint,
-        poll_interval=args.poll_interval,
-    )
+    options = "wait force dry_run strict wait_for_quota quota_interval poll_interval"
+    place = pick(args, "project location api_endpoint")
+    job = jobs.tune(spec, backend=backend, **pick(args, options), **place)
     if not args.dry_run:
         print(jobs.describe(job))
     return 0

@@ -17,6 +17,10 @@ from routerlib.runfolder import SPLITS
 from routerlib.stages.run import Run, fields
 from routerlib.stages.run import open_run as open_run
 
+#: The settings ``dataset.prepare`` takes from the run's params as they are.
+PREPARE_KEYS = {"val_ratio", "test_ratio", "seed", "max_seq_len", "base_model", "tuning_mode"}
+PREPARE_KEYS |= {"strict", "data_format"}
+
 
 def source_rows(run: Run) -> Path | str:
     """The Week-2 input: the configured file (a path, or a gs:// URI read in place), or
@@ -48,16 +52,9 @@ def prepare(run: Run, smoke: bool = False) -> PrepareResult:
     return dataset.prepare(
         source_rows(run),
         run.sub(runfolder.data_dir(smoke)),
-        val_ratio=cfg.val_ratio,
-        test_ratio=cfg.test_ratio,
-        seed=cfg.seed,
         limit=limit,
-        max_seq_len=cfg.max_seq_len,
-        base_model=cfg.base_model,
-        tuning_mode=cfg.tuning_mode,
-        strict=cfg.strict,
         gcs_prefix=gcs_prefix,
-        data_format=cfg.data_format,
+        **cfg.model_dump(include=PREPARE_KEYS),
     )
 
 
