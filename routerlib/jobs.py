@@ -24,21 +24,8 @@ from routerlib import atomic, pricing, storage
 from routerlib.errors import InputError, RemoteError, RouterlibError
 from routerlib.models import max_seq_len
 from routerlib.paths import outputs_root, resolve
-from routerlib.tuning import choose_backend, get_backend
-from routerlib.tuning.base import (
-    DENIED,
-    REATTACH_STATES,
-    SUCCEEDED,
-    UNKNOWN,
-    Advice,
-    ApiUnreachable,
-    Job,
-    QuotaExhausted,
-    SubmissionRefused,
-    SubmissionUnknown,
-    TuningBackend,
-    TuningSpec,
-)
+from routerlib.tuning import base, choose_backend, get_backend
+from routerlib.tuning.base import DENIED, SUCCEEDED, UNKNOWN, Job, TuningBackend, TuningSpec
 
 REGISTRY_FILE = "jobs.json"
 #: State of the Job that a dry run returns (never recorded).
@@ -301,9 +288,8 @@ def _row(job: Job) -> tuple[str, ...]:
 
 
 def jobs_table(jobs: list[Job], fmt: str = "plain") -> str:
-    """The "Active Tuning Jobs" table: full job name (or why none), base model, tuning mode,
-    adapter size, output URI, status with the reason of a denial. ``fmt`` is ``plain`` (aligned
-    columns) or ``markdown`` (the seed README's table, ready to paste)."""
+    """The "Active Tuning Jobs" table, ``plain`` (aligned columns) or ``markdown`` (the seed
+    README's table, ready to paste)."""
     rows = [_row(j) for j in jobs]
     if fmt == "markdown":
         lines = ["Active Tuning Jobs", "-" * 18, "| " + " | ".join(TABLE_HEADER) + " |"]
@@ -328,9 +314,9 @@ def preflight(spec: TuningSpec, backend: TuningBackend, out: Out = print) -> Non
     lines (``tuning.base.Advice``: an unchecked id, a bucket elsewhere) are printed."""
     lines = backend.preflight(spec)
     for line in lines:
-        if isinstance(line, Advice):
+        if isinstance(line, base.Advice):
             out(line)
-    problems = [line for line in lines if not isinstance(line, Advice)]
+    problems = [line for line in lines if not isinstance(line, base.Advice)]
     if problems:
         more = f" (+{len(problems) - 1} more: {'; '.join(problems[1:])})" if problems[1:] else ""
         raise InputError(f"preflight: {problems[0]}{more}; nothing was sent")
@@ -390,10 +376,10 @@ def _find_reattachable(spec: TuningSpec, backend: TuningBackend, out: Out) -> Jo
             job = resolve_unknown(job, out)
             if job.state == UNKNOWN:
                 continue
-        elif job.state not in REATTACH_STATES:
+        elif job.state not in base.REATTACH_STATES:
             continue
         job = refresh(job, out)
-        if job.state not in REATTACH_STATES:
+        if job.state not in base.REATTACH_STATES:
             continue
         local = job.checkpoint_uri and "://" not in job.checkpoint_uri
         if job.state == SUCCEEDED and local and not os.path.exists(str(job.checkpoint_uri)):
@@ -537,12 +523,12 @@ def _submit_once(
     while True:
         try:
             return backend.submit(spec)
-        except SubmissionRefused as exc:
+        except base.SubmissionRefused as exc:
             _record_attempt(spec, backend, DENIED, exc.detail, usd)
             raise RemoteError(
                 f"the server refused the tuning job (recorded as {DENIED}): {exc}"
             ) from None
-        except SubmissionUnknown as exc:
+        except base.SubmissionUnknown as exc:
             job = _record_attempt(spec, backend, UNKNOWN, str(exc), usd)
             raise RemoteError(
                 f"the create request got no usable answer, so a job may exist (recorded as "
@@ -556,7 +542,7 @@ def _submit_once(
                 f"interrupted while the create request was in flight: a job may exist (recorded "
                 f"as {UNKNOWN}: {job.name}). {again}"
             ) from None
-        except QuotaExhausted as exc:
+        except base.QuotaExhausted as exc:
             if not wait_for_quota:
                 raise
             out(f"{exc}; trying again in {quota_interval:g}s (--wait-for-quota)")
@@ -580,13 +566,9 @@ def wait_for(
     check: bool = True,
     max_unreachable: int = 5,
 ) -> Job:
-    """Poll ``job`` until one of our end states, printing a progress line (state and sub-state,
-    time waited) whenever either changes (and every five minutes).
-
-    With ``check`` a job that did not succeed raises RemoteError with its state and message.
-    The API being unreachable ``max_unreachable`` polls in a row raises RemoteError; Ctrl-C raises
-    WaitInterrupted. Either way the job keeps running and can be re-attached.
-    """
+    """Poll ``job`` until it ends, printing its state when it changes (and every five minutes).
+    RemoteError when it did not succeed (with ``check``) or the API stays unreachable
+    ``max_unreachable`` polls; WaitInterrupted on Ctrl-C. The job keeps running either way."""
     hint = f"re-attach with: routerlib jobs wait {job.name}"
     if job.state == UNKNOWN:
         job = resolve_unknown(job, out)
@@ -604,7 +586,7 @@ def wait_for(
             try:
                 job = _poll(job, backend)
                 failures = 0
-            except ApiUnreachable as exc:
+            except base.ApiUnreachable as exc:
                 failures += 1
                 if failures >= max_unreachable:
                     raise RemoteError(f"{exc}; the job may still be running: {hint}") from None
@@ -638,9 +620,8 @@ def wait(name: str, *, poll_interval: float = 30.0, out: Out = print, check: boo
 
 
 def list_jobs(refresh: bool = True, out: Out = print) -> list[Job]:
-    """Recorded jobs; with ``refresh`` the live ones are updated from their backend where it can
-    be reached (otherwise their recorded states are kept and ``out`` says so), and UNKNOWN
-    submissions are looked for on the server by their label."""
+    """Recorded jobs; with ``refresh`` live ones are asked for their state where reachable and
+    UNKNOWN submissions looked for by their label."""
     jobs = load_registry()
     if not refresh:
         return jobs
@@ -653,7 +634,7 @@ def list_jobs(refresh: bool = True, out: Out = print) -> list[Job]:
         elif _asks_server(job) and where not in down:
             try:
                 job = _poll(job)
-            except ApiUnreachable as exc:
+            except base.ApiUnreachable as exc:
                 down.add(where)
                 place = f"{job.project}/{job.location}"
                 out(f"API unreachable, showing recorded states for {place}: {exc}")
@@ -699,9 +680,8 @@ def select_checkpoint(job: Job, checkpoint: str = "final") -> str:
 def cancel(
     name: str, *, out: Out = print, wait_seconds: float = 60.0, poll_interval: float = 5.0
 ) -> Job:
-    """Cancel a job. Cancellation is asynchronous on Vertex: this polls until the job has ended
-    (CANCELLED, or SUCCEEDED/FAILED if it finished first) for up to ``wait_seconds``, and says so
-    when it is still CANCELLING."""
+    """Cancel a job and poll up to ``wait_seconds`` until it ended (Vertex cancels
+    asynchronously; a job still CANCELLING is said so)."""
     job = find(name)
     if job.state == DENIED:
         raise InputError(f"{job.name} was refused by the server: there is no job to cancel")
@@ -721,7 +701,7 @@ def cancel(
         time.sleep(poll_interval)
         try:
             job = _poll(job, backend)
-        except ApiUnreachable as exc:
+        except base.ApiUnreachable as exc:
             out(f"{exc} (retrying)")
     if job.ended:
         out(f"cancel requested for {job.name}: it ended {job.state}")

@@ -18,16 +18,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from routerlib import paths, runfolder
+from routerlib import config, paths, runfolder
 from routerlib.atomic import write_json
-from routerlib.config import (
-    RunConfig,
-    cloud_problems,
-    dump_config,
-    load_config,
-    read_params_file,
-    run_default,
-)
+from routerlib.config import RunConfig, cloud_problems, dump_config, load_config
 from routerlib.errors import InputError, RouterlibError, lines_from_notebook
 from routerlib.metric_names import DECIDING_METRICS
 from routerlib.metrics import gate_line
@@ -161,9 +154,8 @@ def _failure_line(notebook: Path, exc: Exception) -> str:
 
 
 def error_lines(exc: Exception) -> list[str]:
-    """The lines a routerlib error raised inside a notebook carries (``file:line: field: …``,
-    then its summary), read back from the executed notebook's error output; for a routerlib
-    error raised here, its own lines; empty for anything else (a traceback)."""
+    """The lines of a routerlib error (``file:line: field: …``, then its summary), read back
+    from the executed notebook when raised there; [] for anything else."""
     from papermill.exceptions import PapermillExecutionError
 
     if isinstance(exc, PapermillExecutionError):
@@ -346,15 +338,14 @@ def _resume_target(target: str, outputs: Path | None, stages: Sequence[str] | No
 
 
 def params_changes(params_file: str, run_dir: Path) -> list[str]:
-    """``key: old -> new`` for each setting ``params_file`` now gives differently from the
-    params.yaml ``run_dir`` was started with (the file validated when it can be, else as
-    written over RunConfig's defaults)."""
+    """``file: key: old -> new`` for each setting ``params_file`` now gives differently from the
+    params.yaml ``run_dir`` started with."""
     frozen = load_config(run_dir / runfolder.PARAMS_FILE).model_dump()
     try:
         current = load_config(params_file).model_dump()
     except InputError:
-        defaults = {key: run_default(key) for key in RunConfig.model_fields}
-        current = {**defaults, **read_params_file(params_file)}
+        defaults = {key: config.run_default(key) for key in RunConfig.model_fields}
+        current = {**defaults, **config.read_params_file(params_file)}
     return [
         f"{params_file}: {key}: {frozen.get(key)!r} -> {current.get(key)!r}"
         for key in RunConfig.model_fields
@@ -371,14 +362,9 @@ def run_pipeline(
     out: Out = print,
     name: str | None = None,
 ) -> list[RunResult]:
-    """Run the notebook chain for each params file into its own run folder; return one result each.
-
-    Every params file (and, with ``resume``, every run folder or params name) is checked before any
-    notebook runs, so a typo fails at once. A failing stage stops its own run only. With ``resume``,
-    each item is a run folder, or a params file whose newest unfinished run is continued from its
-    first stage that is not ``ok``; a finished run is refused. ``name`` names new run folders
-    (default: the params file's stem).
-    """
+    """Run the notebook chain for each params file into its own run folder (with ``resume``:
+    continue each run folder, or a params file's newest unfinished run); one result each.
+    Every item is checked before any notebook runs; a failing stage stops its own run only."""
     if not params_files:
         raise InputError("name at least one params file (e.g. params/local.yaml)")
     require_notebooks()
@@ -421,9 +407,8 @@ def run_pipeline(
 
 
 def run_headline(result: RunResult) -> list[str]:
-    """What a run came to, for the end of ``routerlib run``: a failed run's stage and error
-    lines; a finished run's deciding metrics (strict, on its test rows), the gate (with skipped
-    buckets), failed batch rows when there were any, and where metrics.json and the report are."""
+    """What a run came to, for the end of ``routerlib run``: a failure's lines, or the deciding
+    metrics, the gate, failed batch rows and where metrics.json and the report are."""
     run_dir = Path(result.run_dir)
     if not result.ok:
         return [f"FAILED {run_dir}: {result.message}", *result.problems]
@@ -461,10 +446,9 @@ def comparison_runs(
     extra: Sequence[str] = (),
     outputs: str | os.PathLike[str] | None = None,
 ) -> list[Path]:
-    """The run folders a comparison shows: the runs just made that finished an evaluation (a run
-    of only the comparison stage, or one that stopped early, is no candidate), then each ``extra``
-    one (a run folder path, or a folder name under the outputs root; ``all`` adds every finished
-    run), each once. A name that is no finished run folder is an InputError naming it."""
+    """The run folders a comparison shows, each once: the runs just made that finished an
+    evaluation, then each ``extra`` one (a path, a folder name under the outputs root, or
+    ``all``); InputError naming one that is no finished run folder."""
     root = paths.resolve(outputs) if outputs else paths.outputs_root()
     chosen = [Path(p) for p in made if runfolder.has_evaluation(p)]
     problems = []
@@ -495,9 +479,8 @@ def run_comparison(
     out: Out = print,
     runs: Sequence[Path] | None = None,
 ) -> RunResult:
-    """Execute the comparison notebook (05) into its own ``comparison-<time>`` run folder, with
-    ``params_file`` for its defaults. It compares ``runs`` (see comparison_runs) when given, else
-    every finished run under the outputs root."""
+    """Execute notebook 05 into its own ``comparison-<time>`` run folder over ``runs`` (default:
+    every finished run under the outputs root), ``params_file`` giving its defaults."""
     require_notebooks()
     outputs_dir = paths.resolve(outputs) if outputs else None
     with outputs_env(outputs_dir):
@@ -513,9 +496,8 @@ def start_run(
     outputs: Path | None = None,
     name: str | None = None,
 ) -> Path:
-    """Make a new run folder for ``params_file`` (named ``name``, default the file's stem) with
-    every stage pending; run it with :func:`continue_run`. Used by sweeps, which record the
-    folder before its first notebook starts."""
+    """A new run folder for ``params_file`` with every stage pending (sweeps record it before
+    running it with :func:`continue_run`)."""
     return _new_run(params_file, check_stages(stages), outputs, name=name)[0]
 
 

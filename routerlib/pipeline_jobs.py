@@ -21,17 +21,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from routerlib import atomic, auth, runfolder, storage
+from routerlib import atomic, auth, runfolder, storage, vertex_pipelines
 from routerlib.errors import InputError, PermissionDenied, RemoteError
 from routerlib.jobs import text_table
 from routerlib.paths import outputs_root, resolve
 from routerlib.serving.settings import DEFAULT_LOCATION
-from routerlib.vertex_pipelines import (
-    compiled_defaults,
-    compiled_images,
-    read_compiled,
-    run_folder_name,
-)
 
 REGISTRY_KEY = "pipelines"
 JOB, SCHEDULE = "job", "schedule"
@@ -114,8 +108,8 @@ def submission_key(spec: dict[str, Any], **place: Any) -> str:
 def preflight(template: str | os.PathLike[str]) -> tuple[dict[str, Any], dict[str, Any]]:
     """The compiled pipeline and its parameter defaults; InputError naming what Vertex would
     refuse or could not run (nothing is sent)."""
-    spec = read_compiled(template)
-    defaults = compiled_defaults(spec)
+    spec = vertex_pipelines.read_compiled(template)
+    defaults = vertex_pipelines.compiled_defaults(spec)
     outputs = str(defaults.get("outputs") or "")
     problems = []
     if not storage.is_gcs_uri(outputs):
@@ -124,7 +118,7 @@ def preflight(template: str | os.PathLike[str]) -> tuple[dict[str, Any], dict[st
         f"{template}: image {image!r} is in no registry Vertex can pull from; build and push it "
         "(docs/pipelines.md), then compile with --image "
         "REGION-docker.pkg.dev/PROJECT/REPO/routerlib:TAG"
-        for image in compiled_images(spec)
+        for image in vertex_pipelines.compiled_images(spec)
         if not _REGISTRY_IMAGE.match(image)
     ]
     if problems:
@@ -384,7 +378,9 @@ def describe(record: dict[str, Any]) -> str:
     lines = [f"{record['kind']}: {get('name') or record['ref'] + ' (create unanswered)'}"]
     lines += [f"{label + ':':<10}{value}" for label, value in rows if value]
     if record["kind"] == JOB:
-        folder = storage.join_uri(record["outputs"], run_folder_name(record["ref"]))
+        folder = storage.join_uri(
+            record["outputs"], vertex_pipelines.run_folder_name(record["ref"])
+        )
         lines.append(f"folder:   {folder} (run folders, comparison, report/index.html)")
         lines.extend(_points(folder))
     return "\n".join(lines)

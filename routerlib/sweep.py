@@ -26,17 +26,7 @@ from routerlib import paths, pipeline, runfolder
 from routerlib.atomic import write_json, write_text
 from routerlib.config import RunConfig, dump_config, load_config
 from routerlib.errors import InputError
-from routerlib.runfolder import (
-    FAILED,
-    FINISHED,
-    INTERRUPTED,
-    RUNNING,
-    SWEEP_FILE,
-    WAITING,
-    SweepPoint,
-    SweepRecord,
-    read_sweep,
-)
+from routerlib.runfolder import FAILED, FINISHED, INTERRUPTED, RUNNING, SWEEP_FILE, read_sweep
 
 DEFAULT_MAX_RUNS = 16
 #: How a refused create because of the tuning quota reads in a stage's failure line.
@@ -101,11 +91,8 @@ def point_name(base: str, values: dict[str, Any]) -> str:
 
 
 def check_points(params_file: str, grid: dict[str, list[Any]], max_runs: int) -> list[Any]:
-    """Validate every point (the base params with its values); return their RunConfigs.
-
-    Each value is first checked alone against the base params, so a bad one is named by key and
-    value; then every combination. Nothing runs when anything is wrong.
-    """
+    """Every point's RunConfig (the base params with its values), each value first checked
+    alone so a bad one is named by key and value; nothing runs when anything is wrong."""
     points = grid_points(grid)
     if len(points) > max_runs:
         raise InputError(
@@ -169,9 +156,9 @@ def new_sweep(
         name = point_name(config.name, values)
         rel = f"points/{index:02d}.yaml"
         dump_config(config.model_copy(update={"name": name}), folder / rel)
-        points.append(SweepPoint(index=index, values=values, name=name, params=rel))
+        points.append(runfolder.SweepPoint(index=index, values=values, name=name, params=rel))
     backends = {c.backend for c in configs}
-    record = SweepRecord(
+    record = runfolder.SweepRecord(
         sweep=folder.name,
         params_file=str(paths.resolve(params_file)),
         grid=grid,
@@ -209,19 +196,16 @@ def run_sweep(
     out: Callable[[str], None] = print,
     quota_wait_s: float = 60.0,
     max_quota_waits: int = 30,
-) -> SweepRecord:
-    """Run (or continue) every point of the sweep in ``folder`` that is not finished.
-
-    Vertex points run up to ``max_concurrent`` at a time, local points one at a time. A point
-    refused by the tuning quota (HTTP 429) goes back in the queue and resumes once a slot frees
-    (after ``quota_wait_s`` when no other point runs), at most ``max_quota_waits`` times.
-    """
+) -> runfolder.SweepRecord:
+    """Run (or continue) every unfinished point: Vertex points ``max_concurrent`` at a time,
+    local ones one by one; a point refused by the tuning quota (HTTP 429) waits for a slot
+    (``quota_wait_s`` when none runs) and resumes, at most ``max_quota_waits`` times."""
     record = read_sweep(folder)
     if record.status == FINISHED:
         raise InputError(f"{folder}: sweep is finished; start a new one")
     lock = threading.Lock()
 
-    def update(point: SweepPoint | None = None, **fields: Any) -> None:
+    def update(point: runfolder.SweepPoint | None = None, **fields: Any) -> None:
         """Set ``fields`` on the point (or the sweep) and write sweep.json, from any thread."""
         with lock:
             for key, value in fields.items():
@@ -235,7 +219,7 @@ def run_sweep(
     if done:
         out(f"[sweep] {done} of {len(record.points)} point(s) already finished; not run again")
 
-    def run_point(point: SweepPoint) -> pipeline.RunResult:
+    def run_point(point: runfolder.SweepPoint) -> pipeline.RunResult:
         if point.run_dir is None:
             run_dir = pipeline.start_run(
                 str(Path(folder) / point.params), record.stages, outputs=outputs, name=point.name
@@ -248,7 +232,7 @@ def run_sweep(
         return pipeline.continue_run(Path(str(point.run_dir)), out)
 
     limit, not_before = slots, 0.0
-    running: dict[Future[pipeline.RunResult], SweepPoint] = {}
+    running: dict[Future[pipeline.RunResult], runfolder.SweepPoint] = {}
     pool = ThreadPoolExecutor(max_workers=slots) if slots > 1 else _Inline()
     with pipeline.outputs_env(outputs):
         try:
@@ -268,7 +252,7 @@ def run_sweep(
                         update(point, status=FINISHED, message="")
                     elif quota and point.quota_waits < max_quota_waits:
                         waits = point.quota_waits + 1
-                        update(point, status=WAITING, message=result.message, quota_waits=waits)
+                        update(point, status=runfolder.WAITING, message=result.message, quota_waits=waits)
                         out(f"[{point.name}] tuning quota full (HTTP 429): waiting for a slot")
                         queue.insert(0, point)
                     else:

@@ -89,9 +89,8 @@ def plan_points(
     *,
     max_runs: int = sweep.DEFAULT_MAX_RUNS,
 ) -> tuple[list[Point], dict[str, list[Any]]]:
-    """The points of a pipeline, every one validated before anything is written: with ``--grid``
-    the points of one params file exactly as ``routerlib run --grid`` checks them (same errors),
-    else one point per params file (named after the file, as ``routerlib run`` names runs)."""
+    """The points, every one validated first: a ``--grid`` over one params file exactly as
+    ``routerlib run --grid`` checks it, else one point per params file."""
     if not params_files:
         raise InputError("name at least one params file (e.g. params/local.yaml)")
     pipeline.require_notebooks()
@@ -150,9 +149,8 @@ def fuse_path(uri: str) -> Path:
 
 
 def run_folder_name(job: str) -> str:
-    """The pipeline run's folder name from its job name: the job id, whether the placeholder
-    gives the id, the resource name (``projects/.../pipelineJobs/ID``) or, under KFP's local
-    runner, ``RUN/for-loop-...`` inside a loop."""
+    """The pipeline run's folder name: the job id, from the id, the resource name
+    (``projects/.../pipelineJobs/ID``) or KFP's local ``RUN/for-loop-...``."""
     text = str(job)
     head = text.split("/pipelineJobs/", 1)[1] if "/pipelineJobs/" in text else text
     head = head.split("/", 1)[0]
@@ -178,9 +176,8 @@ def _outcome(index: str, label: str, run_dir: str, status: str, message: str) ->
 def run_point(
     index: str, label: str, params_yaml: str, stages: str, outputs: str, job: str
 ) -> PointOutputs:
-    """One point: the notebook chain ``routerlib run`` runs (``pipeline.start_run`` then
-    ``continue_run``) into a run folder under the pipeline run's folder, with points/NN/ as its
-    outputs root. Never raises (but on Ctrl-C): a failure is its status and message."""
+    """One point: ``pipeline.start_run`` and ``continue_run`` under the pipeline run's folder,
+    points/NN/ its outputs root. Never raises (but on Ctrl-C): a failure is its status."""
     run_dir = ""
     try:
         folder = pipeline_run_folder(outputs, job)
@@ -210,9 +207,8 @@ def point_task(
 
 
 def report_points(outcomes: list, outputs: str, job: str, plan: str) -> str:
-    """The fan-in: record every point in sweep.json, compare the points that finished an
-    evaluation (notebook 05, as ``routerlib run --compare``), render the report of every point
-    under the same folder; return a one-line-per-point summary."""
+    """The fan-in: record the points in sweep.json, compare those that finished an evaluation
+    (notebook 05), render the report; return a one-line-per-point summary."""
     folder = pipeline_run_folder(outputs, job)
     folder.mkdir(parents=True, exist_ok=True)
     info = json.loads(plan)
@@ -284,8 +280,7 @@ def build_pipeline(
     pipeline_root: str | None = None,
 ) -> tuple[Any, list[Point]]:
     """The KFP pipeline function (a ParallelFor over the points, ``max_concurrent`` at once, then
-    the fan-in over the collected outcomes; caching off: every task has side effects) and its
-    points, every one validated first."""
+    the fan-in; caching off) and its points, every one validated first."""
     require_kfp()
     from kfp import dsl
 
@@ -332,9 +327,8 @@ def build_pipeline(
 def compile_pipeline(
     params_files: Sequence[str], out: str | os.PathLike[str], *, outputs: str, **options: Any
 ) -> tuple[Path, list[Point]]:
-    """Validate every point, then write the pipeline's IR YAML to ``out`` (atomically; the
-    ``options`` of :func:`build_pipeline`). Needs no network and no account; Vertex keeps the
-    pipeline's own artifacts under ``<outputs>/pipeline-root``."""
+    """Validate every point, then write the pipeline's IR YAML to ``out`` atomically (the
+    ``options`` of :func:`build_pipeline`); no network, no account."""
     kfp = require_kfp()
     storage.parse_gcs_uri(outputs)
     root = storage.join_uri(outputs, "pipeline-root")

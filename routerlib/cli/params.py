@@ -114,9 +114,8 @@ def add_params_option(parser: argparse.ArgumentParser, keys: Keys) -> None:
 
 
 def apply_params(args: argparse.Namespace, keys: Keys) -> RunConfig | None:
-    """Merge ``args.params`` into ``args``: validate the file with the flags given as overrides
-    (every problem named with file and key), then set each flag not given from the file when
-    the file changes its RunConfig default. Returns the merged config (None without --params)."""
+    """Merge ``args.params`` into ``args``: validate it with the flags given as overrides, then
+    set each flag not given whose key the file changes. Returns the config (None without it)."""
     params = getattr(args, "params", None)
     if not params:
         return None

@@ -22,11 +22,8 @@ from routerlib.stages.run import image as image
 
 
 def runs_to_compare(run: Run, runs: list[str]) -> list[RunSummary]:
-    """The given run folders that finished an evaluation (others are named in one printed line,
-    never a model row), else every finished run under the outputs root; when there is none, one
-    run of this notebook's params is made first (tuned, served and evaluated in this process) so
-    the comparison always has a model to show. This notebook's own run folder is never among
-    them."""
+    """The given run folders that finished an evaluation (others named in one line), else every
+    finished run; with none, one run of these params is made here first. Never this folder."""
     own = run.path.resolve()
     given = [Path(p) for p in runs]
     skipped = [p for p in given if not runfolder.has_evaluation(p) or p.resolve() == own]

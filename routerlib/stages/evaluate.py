@@ -34,14 +34,6 @@ from routerlib.data_plots import shown
 from routerlib.display import HTMLTable
 from routerlib.errors import InputError
 from routerlib.metric_names import HEADLINE
-from routerlib.runfolder import (
-    BaselineInfo,
-    DecodingInfo,
-    EvaluationInfo,
-    MetricsRecord,
-    RunInfo,
-    TuningInfo,
-)
 from routerlib.serving import factory, hardware
 from routerlib.serving.base import Predictor
 from routerlib.serving.cache import load_cache
@@ -55,11 +47,8 @@ from routerlib.tuning.base import Job, write_job
 
 @contextmanager
 def serving(run: Run, job: Job) -> Iterator[Predictor]:
-    """The serving Predictor for the tuned checkpoint, for the block (the serving factory's
-    choice, ``factory.for_run``): a local server, a Vertex endpoint deployed for the block, a
-    batch job (``eval_mode: batch``) or the configured ``endpoint`` left as it is. Whatever it
-    started is cleaned up."""
-
+    """The serving Predictor for the tuned checkpoint for the block (``factory.for_run``
+    decides); whatever it started is cleaned up."""
     checkpoint = job.checkpoint_uri or job.spec.checkpoint_uri()
     if not run.config.endpoint:  # best (checkpoints.json), final, or epoch-N
         checkpoint = chosen_checkpoint(run, job)
@@ -73,11 +62,8 @@ def _baseline_predictions(run: Run, kind: str) -> Path:
 
 
 def baselines(run: Run, gold: Path | None = None) -> dict[str, Report]:
-    """Score the previous router logic (majority template and keyword rules) on the test rows
-    the models are scored on (the first ``eval_limit`` when set; the predictions cover the whole
-    split, since they are also what each model is compared to). ``gold``: the run's test split
-    unless given."""
-
+    """Score the previous router logic (majority and rules) on the test rows the models are
+    scored on (``gold``: the run's test split unless given)."""
     gold = gold or gold_file(run)
     reports = {}
     for kind in previous.KINDS:
@@ -101,10 +87,8 @@ def report_path(run: Run, decoding: str = "free") -> Path:
 
 
 def evaluation_settings(run: Run) -> dict[str, Any]:
-    """The keyword arguments of ``routerlib.evaluate.evaluate`` that a run's evaluation uses
-    besides its predictor, output and decoding: the gate, the previous router's predictions (the
-    configured baseline, scored first when missing) and the limits. Anything scored on a run's
-    test rows (its decodings, a reference model beside it) uses these."""
+    """``routerlib.evaluate.evaluate``'s settings for anything scored on the run's test rows: the
+    gate, the configured baseline's predictions (scored first when missing) and the limits."""
     cfg = run.config
     baseline_preds = _baseline_predictions(run, cfg.baseline)
     if not baseline_preds.exists():
@@ -129,9 +113,8 @@ def _predictor(run: Run, endpoint: Predictor | str) -> Iterator[Predictor]:
 
 
 def evaluate(run: Run, endpoint: Predictor | str, decoding: str = "free") -> Report:
-    """Generate predictions for the test split through ``endpoint`` (a serving Predictor from
-    :func:`serving`, or an endpoint address; ``decoding`` free or constrained) and score them
-    against the gold completions, the gate and the previous router (the configured baseline)."""
+    """Predict the test split through ``endpoint`` (a Predictor or an address) with ``decoding``
+    and score it against gold, the gate and the configured baseline."""
     cfg, settings = run.config, evaluation_settings(run)
     cache = runner.artifact_paths(report_path(run, decoding))["cache"]
     before = len(load_cache(cache)) if cache.exists() else 0
@@ -167,9 +150,8 @@ THROUGHPUT_FILE = runfolder.THROUGHPUT_FILE
 
 
 def run_cost(run: Run, job: Job, report: dict[str, Any]) -> dict[str, Any]:
-    """What the run cost or would cost (pricing.RunCost as a dict): tuning from the job's billable
-    tokens x epochs, serving per 1,000 routes from the machine's hourly price and the measured
-    throughput, latency p50/p95 from the report."""
+    """What the run cost or would cost (``pricing.RunCost`` as a dict): tuning, serving per
+    1,000 routes at the measured throughput, and latency."""
     cfg = run.config
     stats = job.tuning_data_stats or {}
     tokens = stats.get("total_billable_token_count")
@@ -205,7 +187,6 @@ def headline_report(reports: dict[str, Report]) -> Report:
 def decoding_table(reports: dict[str, Report]) -> pd.DataFrame:
     """Free against constrained on the same rows: strict figures, time per token and the paired
     test of constrained minus free per metric (McNemar / paired bootstrap, compare.py)."""
-
     shown_metrics = ("json_valid", "schema_valid", *HEADLINE[1:6], "tool_sequence_exact")
     rows = {}
     for decoding, report in reports.items():
@@ -275,10 +256,8 @@ def gate_verdict(report: Report) -> Markdown:
 
 
 def gate_table(report: Report) -> pd.DataFrame:
-    """Every check of the report's gate, one row each (indexed by bucket): metric, value, the rule
-    (``≥ 0.98`` / ``≤ 0.30``) and ``passed``; a bucket the test split has no rows of is one line
-    that says its checks were skipped (``passed``: skipped), as ``metrics.apply_gate`` judged
-    it. Empty when the report was not gated."""
+    """Every check of the report's gate, one row each (indexed by bucket); a bucket without test
+    rows is one ``skipped`` line. Empty when the report was not gated."""
     results = report.get("threshold_results")
     gate = (
         runfolder.validate(results, runfolder.GateResults, "threshold_results") if results else None
@@ -311,7 +290,6 @@ ERROR_CHECKS = (
 def _problem(record: runfolder.SampleRecord) -> str:
     """What went wrong with one prediction, without character positions (so alike failures
     group together)."""
-
     if not record.valid:
         reason = record.reason or "invalid"
         return re.sub(r":? ?(line \d+ column \d+ )?\(char \d+\)", "", reason).strip()
@@ -320,10 +298,8 @@ def _problem(record: runfolder.SampleRecord) -> str:
 
 
 def worst_errors(run: Run, n: int = 10) -> HTMLTable:
-    """The tuned model's worst failures, alike ones grouped: each row is one kind of problem with
-    how many test rows have it, which ones, the checks met and how the first one's output starts
-    (shown whole; the table is in ``.frame``)."""
-
+    """The tuned model's failures grouped by kind of problem: how many rows, which, the checks
+    met, how the first output starts (the table is in ``.frame``)."""
     records = runfolder.read_samples(runfolder.samples_path(run.sub(runfolder.REPORT_FILE)))
     groups: dict[tuple[str, int], list[int]] = {}
     starts: dict[tuple[str, int], str] = {}
@@ -387,7 +363,6 @@ def write_metrics(
 ) -> Path:
     """Write the run's metrics.json: the run, its tuning, the evaluation (``report``: the headline
     decoding), one entry per scored decoding, and the baseline summaries."""
-
     decoding_reports = decoding_reports or {decodings(run)[0]: report}
     matching = [d for d, r in decoding_reports.items() if r is report]
     headline_decoding = matching[0] if matching else decodings(run)[0]
@@ -398,19 +373,19 @@ def write_metrics(
     def figures(r: Report, block: str) -> dict[str, Any]:
         return {m: _overall(r, block).get(m) for m in HEADLINE}
 
-    record = MetricsRecord(
-        run=RunInfo(
+    record = runfolder.MetricsRecord(
+        run=runfolder.RunInfo(
             params_file=run.params_file,
             created=time.strftime("%Y-%m-%dT%H:%M:%S"),
             **run.config.model_dump(include=RUN_FIELDS),
         ),
-        tuning=TuningInfo(
+        tuning=runfolder.TuningInfo(
             job_name=job.name,
             checkpoint=_checkpoint_summary(run),
             **job.model_dump(include=TUNING_FIELDS),
         ),
         cost=run_cost(run, job, report),
-        evaluation=EvaluationInfo(
+        evaluation=runfolder.EvaluationInfo(
             report=relative(headline_decoding),
             decoding=headline_decoding,
             gate_pass=_gate_pass(report),
@@ -418,7 +393,7 @@ def write_metrics(
             strict=figures(report, "strict"),
         ),
         decodings={
-            decoding: DecodingInfo(
+            decoding: runfolder.DecodingInfo(
                 report=relative(decoding),
                 gate_pass=_gate_pass(r),
                 headline=figures(r, "metrics"),
@@ -429,7 +404,9 @@ def write_metrics(
             for decoding, r in decoding_reports.items()
         },
         baselines={
-            kind: BaselineInfo(report=runfolder.baseline_report_file(kind), gate_pass=_gate_pass(r))
+            kind: runfolder.BaselineInfo(
+                report=runfolder.baseline_report_file(kind), gate_pass=_gate_pass(r)
+            )
             for kind, r in baseline_reports.items()
         },
     )
@@ -461,9 +438,8 @@ def comparison_table(report: Report, bucket: str = "overall") -> pd.DataFrame:
 
 
 def evaluate_run(run: Run) -> Path:
-    """What notebook 04 does, without its tables: the tuned job (tuning first when there is
-    none), the baselines, each decoding served and scored, and the run's metrics.json (its path
-    is returned). Notebook 05 uses it to make a run when it has none to compare."""
+    """What notebook 04 does, without its tables; returns the metrics.json written. Notebook 05
+    uses it to make a run when it has none to compare."""
     job = tuned_job(run)
     baseline_reports = baselines(run)
     with serving(run, job) as endpoint:
@@ -472,14 +448,8 @@ def evaluate_run(run: Run) -> Path:
 
 
 def record_run(params_file: str, report_file: str | Path, job_name: str, name: str = "") -> Path:
-    """Gather a run made with the CLI steps (``routerlib prepare``, ``tune``, ``deploy``,
-    ``evaluate --params``) into a run folder the comparison and ``routerlib report`` read, as
-    notebook 04 would have written it: params.yaml, the test split (data/test.jsonl), the
-    evaluation report with its per-sample records, both previous routers scored on the same
-    rows, the tuning job (from the job registry) and metrics.json. The folder is
-    ``<outputs>/<name>-<time>`` (``name`` defaults to the params file's name, as ``routerlib
-    run`` names its folders). Returns the run folder."""
-
+    """Gather a run made with the CLI steps (prepare, tune, deploy, evaluate --params) into a
+    run folder ``<outputs>/<name>-<time>`` as notebook 04 writes it; returns the folder."""
     source = Path(report_file)
     report = runfolder.read_report(source)
     gold = Path(report["config"]["gold_path"])

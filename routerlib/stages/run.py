@@ -43,14 +43,8 @@ class Run:
 
 
 def open_run(params_file: str, run_dir: str = "", overrides: dict[str, Any] | None = None) -> Run:
-    """Validate the params file and open the run folder (a new one when ``run_dir`` is empty).
-
-    An empty ``params_file`` (the notebooks' default) is :func:`config.default_params_file`:
-    ``$ROUTERLIB_PARAMS``, else params/local.yaml.
-
-    The resolved params are written once as params.yaml; a run folder whose params.yaml differs
-    from the given params is refused, so one folder never mixes two configurations.
-    """
+    """Validate the params file (empty: :func:`config.default_params_file`) and open the run
+    folder (a new one when ``run_dir`` is empty); a folder made with other params is refused."""
     params_file = params_file or default_params_file()
     config = load_config(params_file, overrides)
     folder = Path(run_dir).resolve() if run_dir else paths.new_run_dir(config.name)
@@ -108,11 +102,8 @@ def _error_lines(
 
 
 def show_errors_as_lines() -> bool:
-    """In an IPython kernel, show every RouterlibError a cell raises as its lines (``file:line:
-    field: message`` … then the summary) instead of a traceback. The cell still fails (papermill
-    and nbval see an error), and the batch runner reads the lines back from the executed
-    notebook (errors.lines_from_notebook). Every stage module imports this one, so each notebook
-    has it from its first cell. Returns whether a kernel was there to set up."""
+    """In an IPython kernel, show a RouterlibError as its lines (as the CLI prints them) instead of
+    a traceback; the cell still fails. Returns whether there was a kernel."""
     shell = get_ipython()
     if shell is None:
         return False

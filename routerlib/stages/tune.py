@@ -140,9 +140,8 @@ def spec_table(spec: TuningSpec) -> pd.DataFrame:
 
 
 def checkpoint_settings(run: Run) -> dict[str, Any]:
-    """What this run scores each checkpoint with (recorded per checkpoint; a change re-scores):
-    the generation limit, the validation rows, and the decoding, constrained when the run
-    evaluates constrained decoding, else free (:func:`checkpoints.scoring_decoding`)."""
+    """What this run scores each checkpoint with (a change re-scores): the generation limit,
+    the validation rows and the decoding (:func:`checkpoints.scoring_decoding`)."""
     decoding = checkpoints.scoring_decoding(decodings(run))
     return {
         "max_tokens": run.config.max_tokens,
@@ -152,9 +151,7 @@ def checkpoint_settings(run: Run) -> dict[str, Any]:
 
 
 def _checkpoint_scorer(run: Run) -> Scorer:
-    """How this run scores a checkpoint on validation: each through the predictor the serving
-    factory makes for it (served locally, or deployed on Vertex; ``factory.for_run`` decides),
-    the decoding with each call, from :func:`checkpoint_settings`."""
+    """Scores a checkpoint on validation through the predictor the serving factory makes for it."""
     cfg = run.config
     settings = checkpoint_settings(run)
 
@@ -171,10 +168,9 @@ def _checkpoint_scorer(run: Run) -> Scorer:
 
 
 def choose_checkpoint(run: Run, job: Job) -> CheckpointChoice:
-    """Score each epoch checkpoint of ``job`` on the validation split (skipping those already
-    scored with the same :func:`checkpoint_settings`; constrained decoding when the run evaluates
-    it), pick one by ``select_metric`` and record it in checkpoints.json. With ``checkpoint:
-    final`` or ``epoch-N`` (or a configured ``endpoint``) nothing is scored: that one is served."""
+    """Score each epoch checkpoint on validation (not again with the same settings), pick one by
+    ``select_metric``, record it in checkpoints.json; a named checkpoint or ``endpoint`` is
+    recorded without scoring."""
     cfg = run.config
     if cfg.checkpoint != BEST or cfg.endpoint:
         named = cfg.checkpoint if cfg.checkpoint != BEST else FINAL
@@ -206,9 +202,8 @@ def choose_checkpoint(run: Run, job: Job) -> CheckpointChoice:
 
 
 def chosen_checkpoint(run: Run, job: Job) -> str:
-    """The checkpoint notebook 04 serves: ``final`` / ``epoch-N`` as named; ``best`` from
-    checkpoints.json, scoring first when the record is missing or stale (a notebook run alone, or
-    scored with other settings, e.g. free decoding by an older routerlib)."""
+    """The checkpoint notebook 04 serves: as named, or ``best`` from checkpoints.json (scoring
+    first when the record is missing or was scored with other settings)."""
     if run.config.checkpoint != BEST:
         return jobs.select_checkpoint(job, run.config.checkpoint)
     choice = checkpoints.read_choice(run.path)
