@@ -13,6 +13,7 @@ from routerlib.cli.params import (
     add_params_option,
     option,
     path_flag,
+    same,
 )
 
 _PREPARE_EPILOG = """\
@@ -36,18 +37,8 @@ characters per token for Llama/Gemma/Qwen vocabularies on English text.
 #: ``routerlib prepare --params FILE``: flag dest -> the RunConfig key notebook 01 prepares with.
 PREPARE_PARAMS: Keys = {
     "input": ("input_path", path_flag),
-    "val_ratio": "val_ratio",
-    "test_ratio": "test_ratio",
-    "seed": "seed",
-    "limit": "limit",
-    "gcs_prefix": "gcs_prefix",
-    "max_seq_len": "max_seq_len",
-    "base_model": "base_model",
-    "tuning_mode": "tuning_mode",
-    "strict": "strict",
-    "data_format": "data_format",
-    "synth_rows": "synth_rows",
-    "synth_seed": "synth_seed",
+    **same("val_ratio test_ratio seed limit gcs_prefix max_seq_len base_model tuning_mode strict"),
+    **same("data_format synth_rows synth_seed"),
 }
 
 

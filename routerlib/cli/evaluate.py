@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from routerlib.cli.params import Keys, add_params_option, option, pick, thresholds_flag
+from routerlib.cli.params import Keys, add_params_option, option, pick, same, thresholds_flag
 from routerlib.config import run_default
 from routerlib.errors import InputError
 from routerlib.metrics import gate_line
@@ -24,17 +24,11 @@ SUMMARY_METRICS = tuple(
 #: ``routerlib evaluate --params FILE``: flag dest -> the RunConfig key notebook 04 scores with
 #: (with --params the run is gated as notebook 04 gates it: ``thresholds``, else the packaged).
 EVALUATE_PARAMS: Keys = {
-    "max_tokens": "max_tokens",
-    "concurrency": "concurrency",
     "limit": "eval_limit",
     "thresholds": ("thresholds", thresholds_flag),
-    "project": "project",
     "location": "deploy_location",
-    "api_endpoint": "api_endpoint",
-    "gcs_prefix": "gcs_prefix",
-    "machine_type": "machine_type",
-    "accelerator_type": "accelerator_type",
-    "accelerator_count": "accelerator_count",
+    **same("max_tokens concurrency project api_endpoint gcs_prefix"),
+    **same("machine_type accelerator_type accelerator_count"),
 }
 
 

@@ -61,6 +61,11 @@ COUNT = checked(int, lambda v: v >= 0, "at least 0")
 POSITIVE = checked(float, lambda v: v > 0, "> 0")
 
 
+def same(names: str) -> dict[str, str]:
+    """``Keys`` for flags whose dest is the RunConfig key's own name (space-separated)."""
+    return {name: name for name in names.split()}
+
+
 def pick(args: argparse.Namespace, names: str) -> dict[str, Any]:
     """The values ``args`` holds for the space-separated ``names``, as keyword arguments."""
     return {name: getattr(args, name) for name in names.split()}

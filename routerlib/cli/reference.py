@@ -97,24 +97,14 @@ def _rewrite(page: Path, start: str, end: str, body: str) -> None:
     page.write_text(f"{head}{start}\n{body}\n{end}{tail}", encoding="utf-8")
 
 
-def write_cli_reference(page: Path) -> None:
-    """Replace the generated CLI reference in ``page`` with the parsers' current help."""
-    _rewrite(page, START, END, reference_markdown())
-
-
-def write_params_reference(page: Path) -> None:
-    """Replace the generated params table in ``page`` with RunConfig's current fields."""
-    _rewrite(page, PARAMS_START, PARAMS_END, params_markdown())
-
-
 def write_docs(docs: Path) -> list[Path]:
     """Regenerate both references in the docs folder; returns the pages written. Both pages are
     checked for their markers before either is written, so a bad page leaves both as they were."""
     cli_page, params_page = docs / CLI_PAGE, docs / PARAMS_PAGE
     _split(cli_page, START, END)
     _split(params_page, PARAMS_START, PARAMS_END)
-    write_cli_reference(cli_page)
-    write_params_reference(params_page)
+    _rewrite(cli_page, START, END, reference_markdown())
+    _rewrite(params_page, PARAMS_START, PARAMS_END, params_markdown())
     return [cli_page, params_page]
 
 

@@ -10,18 +10,13 @@ import threading
 from typing import Any
 
 from routerlib import storage
-from routerlib.cli.params import Keys, add_params_option, pick
+from routerlib.cli.params import Keys, add_params_option, pick, same
 from routerlib.serving.settings import DEFAULT_LOCATION
 
 #: ``routerlib deploy --params FILE``: flag dest -> the RunConfig key notebook 04 deploys with.
 DEPLOY_PARAMS: Keys = {
-    "base_model": "base_model",
-    "machine_type": "machine_type",
-    "accelerator_type": "accelerator_type",
-    "accelerator_count": "accelerator_count",
-    "project": "project",
     "location": "deploy_location",
-    "api_endpoint": "api_endpoint",
+    **same("base_model machine_type accelerator_type accelerator_count project api_endpoint"),
 }
 
 

@@ -5,27 +5,18 @@ from __future__ import annotations
 import argparse
 import os
 
-from routerlib.cli.params import POSITIVE, Keys, add_params_option, labels_flag, option, pick
+from routerlib.cli.params import POSITIVE, Keys, add_params_option, labels_flag, option, pick, same
 from routerlib.config import run_default
 from routerlib.errors import InputError
 from routerlib.models import ADAPTER_SIZES
 
 #: ``routerlib tune --params FILE``: flag dest -> the RunConfig key notebook 03 tunes with.
 TUNE_PARAMS: Keys = {
-    "backend": "backend",
-    "base_model": "base_model",
-    "tuning_mode": "tuning_mode",
-    "adapter_size": "adapter_size",
-    "epochs": "epochs",
-    "learning_rate": "learning_rate",
-    "learning_rate_multiplier": "learning_rate_multiplier",
     "display_name": "tuned_model_display_name",
     "labels": ("labels", labels_flag),
     "custom_base": "custom_base_model",
-    "strict": "strict",
-    "project": "project",
-    "location": "location",
-    "api_endpoint": "api_endpoint",
+    **same("backend base_model tuning_mode adapter_size epochs learning_rate strict project"),
+    **same("learning_rate_multiplier location api_endpoint"),
 }
 
 
