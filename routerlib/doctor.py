@@ -1,10 +1,6 @@
-"""``routerlib doctor``: before a first real run, check what would make it fail late, and say the
-fix for each. Every check only reads (credentials, one page of the tuning-job list, bucket
-metadata, ``testIamPermissions``, ``ModelService.RecommendSpec``, the price table); nothing is
-created or billed. docs/vertex-facts.md lists the checks, how each is made and its fix.
-
-A check is ``ok``, ``warn`` (worth knowing, not blocking), ``FAIL`` (fix it first; the command
-exits non-zero) or ``skip`` (an earlier check failed, or nothing to check).
+"""``routerlib doctor``: before a first real run, check what would make it fail late, each with
+its fix (docs/vertex-facts.md lists the checks). Every check only reads: nothing is created or
+billed. A check is ``ok``, ``warn``, ``FAIL`` (the command exits non-zero) or ``skip``.
 """
 
 from __future__ import annotations
@@ -59,8 +55,7 @@ def _api_fix(message: str, service: str, project: str) -> str:
 
 
 class Doctor:
-    """The checks for one run configuration (``checkpoint``: a checkpoint folder for the deploy
-    check; default: the params' custom_base_model, else the newest succeeded job's)."""
+    """The checks for one run config (``checkpoint``: a folder for the deploy check)."""
 
     def __init__(self, cfg: RunConfig, checkpoint: str | None = None) -> None:
         self.cfg = cfg

@@ -1,11 +1,7 @@
-"""The tuning job registry (``<outputs root>/jobs.json``, one record per submission or refusal,
-kept with ``atomic.update_registry``) and the tuning API the notebooks and the CLI call.
-
-``tune`` validates the spec, runs the backend's preflight, prints a cost estimate, re-attaches to
-a job of the same spec (recorded, or found on the server by its spec-hash label), else submits
-once, records and waits (docs/vertex-tuning.md). Each record keeps where it was submitted, so
-``show``/``wait``/``cancel`` re-attach from any process. This module talks to the
-``tuning.base.TuningBackend`` interface only and never branches on a backend's name.
+"""The tuning job registry (``<outputs>/jobs.json``, one record per submission or refusal) and the
+tuning API the notebooks and the CLI call (docs/vertex-tuning.md): ``tune`` checks, estimates,
+re-attaches to a job of the same spec or submits once, records and waits; ``show``, ``wait`` and
+``cancel`` re-attach by name from any process. It talks to ``tuning.base.TuningBackend`` only.
 """
 
 from __future__ import annotations
@@ -97,8 +93,7 @@ def record(job: Job) -> Job:
 
 
 def replace(old_name: str, job: Job) -> Job:
-    """Put ``job`` in the place of the record called ``old_name`` (else at the end), atomically;
-    another record already called ``job.name`` is dropped."""
+    """Put ``job`` where the record ``old_name`` was (or last), dropping any other of its name."""
     with _editing() as jobs:
         jobs[:] = [j for j in jobs if j.name != job.name or j.name == old_name]
         at = next((i for i, j in enumerate(jobs) if j.name == old_name), len(jobs))
@@ -270,8 +265,7 @@ def describe(job: Job) -> str:
 
 
 def _row(job: Job) -> tuple[str, ...]:
-    """One row of the jobs table: the full resource name (or why there is none), the spec, and
-    the status in words with the reason of a denial or failure."""
+    """One row of the jobs table: the name (or why none), the spec, the status in words."""
     peft = job.spec.tuning_mode == "PEFT_ADAPTER"
     name, status = job.name, state_text(job).capitalize()
     if job.state == UNKNOWN:
@@ -288,8 +282,7 @@ def _row(job: Job) -> tuple[str, ...]:
 
 
 def jobs_table(jobs: list[Job], fmt: str = "plain") -> str:
-    """The "Active Tuning Jobs" table, ``plain`` (aligned columns) or ``markdown`` (the seed
-    README's table, ready to paste)."""
+    """The "Active Tuning Jobs" table, ``plain`` (aligned) or ``markdown`` (ready to paste)."""
     rows = [_row(j) for j in jobs]
     if fmt == "markdown":
         lines = ["Active Tuning Jobs", "-" * 18, "| " + " | ".join(TABLE_HEADER) + " |"]
@@ -365,20 +358,16 @@ def _same_spec(job: Job, spec: TuningSpec, backend: TuningBackend) -> bool:
 
 
 def _find_reattachable(spec: TuningSpec, backend: TuningBackend, out: Out) -> Job | None:
-    """A job of the same spec at the same place: a recorded live or succeeded one, a recorded
-    UNKNOWN submission the server turns out to have, or (records lost) one the server has."""
+    """A live or succeeded job of the same spec at the same place, recorded or on the server."""
     unknown_seen = False
     for job in reversed(load_registry()):
         if not _same_spec(job, spec, backend):
             continue
         if job.state == UNKNOWN:
             unknown_seen = True
-            job = resolve_unknown(job, out)
-            if job.state == UNKNOWN:
-                continue
         elif job.state not in base.REATTACH_STATES:
             continue
-        job = refresh(job, out)
+        job = refresh(job, out)  # an UNKNOWN one is looked for on the server by its label
         if job.state not in base.REATTACH_STATES:
             continue
         local = job.checkpoint_uri and "://" not in job.checkpoint_uri
@@ -517,8 +506,7 @@ def _submit_once(
     quota_interval: float,
     out: Out,
 ) -> Job:
-    """One create request (again after a 429 only with ``wait_for_quota``); refusals and
-    unanswered requests are recorded, credential problems and quota are not."""
+    """One create (again after a 429 with ``wait_for_quota``); refusals and no answers recorded."""
     again = "Run the same tune again (or `routerlib jobs list`): routerlib first looks for the job by its label"
     while True:
         try:
@@ -680,8 +668,7 @@ def select_checkpoint(job: Job, checkpoint: str = "final") -> str:
 def cancel(
     name: str, *, out: Out = print, wait_seconds: float = 60.0, poll_interval: float = 5.0
 ) -> Job:
-    """Cancel a job and poll up to ``wait_seconds`` until it ended (Vertex cancels
-    asynchronously; a job still CANCELLING is said so)."""
+    """Cancel a job and poll up to ``wait_seconds`` until it ended (else say it is CANCELLING)."""
     job = find(name)
     if job.state == DENIED:
         raise InputError(f"{job.name} was refused by the server: there is no job to cancel")

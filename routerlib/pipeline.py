@@ -194,8 +194,7 @@ def outputs_env(outputs: Path | None) -> Iterator[None]:
 def _execute_stage(
     notebook: Path, run_dir: Path, log: IO[str], runs: Sequence[Path] | None
 ) -> None:
-    """Run one notebook; its stdout and stderr go to ``log`` as whole lines (a progress bar's
-    carriage-return redraws leave only the state each line ends with)."""
+    """Run one notebook, its output written to ``log`` as whole lines (a bar's final state)."""
     import papermill as pm
 
     if not notebook.is_file():
@@ -496,8 +495,7 @@ def start_run(
     outputs: Path | None = None,
     name: str | None = None,
 ) -> Path:
-    """A new run folder for ``params_file`` with every stage pending (sweeps record it before
-    running it with :func:`continue_run`)."""
+    """A new run folder for ``params_file``, every stage pending (run it with continue_run)."""
     return _new_run(params_file, check_stages(stages), outputs, name=name)[0]
 
 

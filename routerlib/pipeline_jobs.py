@@ -1,13 +1,8 @@
-"""Submit a compiled routerlib pipeline to Vertex AI Pipelines (a PipelineJob, or a schedule)
-through the aiplatform SDK, and the registry ``<outputs root>/pipelines.json`` that ``routerlib
-pipeline list / show / cancel`` read (docs/pipelines.md).
-
-Before anything is sent the file is checked (a pipeline routerlib compiled, its image in a
-registry Vertex can pull from, a five-field cron) and the output bucket (so the SDK never creates
-one). Each submission is recorded as ``UNKNOWN`` before its create leaves, under the id
-``routerlib-<hash>-<attempt>`` and the label ``routerlib-pipeline=<hash>``: a lost answer is looked
-for under that id, and the same command run again re-attaches instead of submitting twice; only a
-job that ended unsuccessfully is submitted again. A 403 is a PermissionDenied naming the permission.
+"""Submit a compiled routerlib pipeline to Vertex AI Pipelines (a PipelineJob, or a schedule) with
+the aiplatform SDK, and the registry ``<outputs>/pipelines.json`` that ``routerlib pipeline list /
+show / cancel`` read (docs/pipelines.md). Each submission is recorded as UNKNOWN before its create
+leaves, under an id made from its hash, so a lost answer is found and the same command run again
+re-attaches instead of submitting twice. A 403 is a PermissionDenied naming the permission.
 """
 
 from __future__ import annotations

@@ -1,12 +1,7 @@
-"""Sweeps: one params file, a grid of values for any of its keys, one run folder per point
-(``routerlib run PARAMS --grid KEY=V1,V2 ...``; docs/choosing-the-model.md).
-
-Every point is validated before anything runs. Each gets a params file
-``sweep-<time>/points/<nn>.yaml`` and one run folder, run through the same papermill chain as
-``routerlib run``; ``sweep.json`` (:class:`~routerlib.runfolder.SweepRecord`) records the grid,
-the folders and their states after every change, and ``--resume`` continues it. Local points run
-one at a time; Vertex points up to ``max_concurrent`` at once (the open-model tuning quota). A
-point whose tuning create is refused with HTTP 429 waits for a slot and resumes from that stage.
+"""Sweeps (``routerlib run PARAMS --grid KEY=V1,V2 ...``; docs/choosing-the-model.md): one params
+file, a grid of values for any of its keys, one run folder per point, every point validated before
+anything runs; ``sweep-<time>/sweep.json`` records the grid, folders and states, and ``--resume``
+continues it. Vertex points run ``max_concurrent`` at once; a quota refusal (429) waits for a slot.
 """
 
 from __future__ import annotations
@@ -174,8 +169,7 @@ def new_sweep(
 
 
 class _Inline:
-    """An executor that runs each call at once in this thread (local points: Ctrl-C reaches the
-    running notebook exactly as in ``routerlib run``)."""
+    """An executor running each call at once in this thread, so Ctrl-C reaches the notebook."""
 
     def submit(self, fn: Callable[..., Any], *args: Any) -> Future[Any]:
         future: Future[Any] = Future()
@@ -252,7 +246,12 @@ def run_sweep(
                         update(point, status=FINISHED, message="")
                     elif quota and point.quota_waits < max_quota_waits:
                         waits = point.quota_waits + 1
-                        update(point, status=runfolder.WAITING, message=result.message, quota_waits=waits)
+                        update(
+                            point,
+                            status=runfolder.WAITING,
+                            message=result.message,
+                            quota_waits=waits,
+                        )
                         out(f"[{point.name}] tuning quota full (HTTP 429): waiting for a slot")
                         queue.insert(0, point)
                     else:

@@ -74,13 +74,10 @@ class Point:
     values: dict[str, Any]
     config: RunConfig
 
-    def params_yaml(self) -> str:
-        """The point's resolved params as YAML (what its task writes to points/NN/params.yaml)."""
-        return yaml.safe_dump(self.config.model_dump(mode="json"), sort_keys=False)
-
     def item(self) -> dict[str, str]:
-        """The ParallelFor item (string values; ``name`` is no key: it is a channel attribute)."""
-        return {"index": self.index, "label": self.name, "params": self.params_yaml()}
+        """The ParallelFor item (strings; ``name`` is a channel attribute: the key is ``label``)."""
+        params = yaml.safe_dump(self.config.model_dump(mode="json"), sort_keys=False)
+        return {"index": self.index, "label": self.name, "params": params}
 
 
 def plan_points(
@@ -199,8 +196,7 @@ def run_point(
 def point_task(
     index: str, label: str, params_yaml: str, stages: str, outputs: str, job: str
 ) -> NamedTuple("PointOutputs", [("run_dir", str), ("status", str), ("outcome", str)]):  # type: ignore[valid-type]
-    """One grid point: the notebook chain into its own run folder; returns its run folder,
-    status and a JSON outcome, and never raises."""
+    """One grid point into its own run folder: its run folder, status and JSON outcome."""
     from routerlib.vertex_pipelines import run_point
 
     return run_point(index, label, params_yaml, stages, outputs, job)

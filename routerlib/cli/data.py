@@ -5,16 +5,8 @@ from __future__ import annotations
 import argparse
 
 from routerlib import synth
-from routerlib.cli.params import (
-    COUNT,
-    POSITIVE_INT,
-    RATIO,
-    Keys,
-    add_params_option,
-    option,
-    path_flag,
-    same,
-)
+from routerlib.cli import params
+from routerlib.cli.params import COUNT, POSITIVE_INT, RATIO, Keys, add_params_option, option, same
 
 _PREPARE_EPILOG = """\
 Output (in --output-dir): train.jsonl, validation.jsonl, test.jsonl, one
@@ -36,7 +28,7 @@ characters per token for Llama/Gemma/Qwen vocabularies on English text.
 
 #: ``routerlib prepare --params FILE``: flag dest -> the RunConfig key notebook 01 prepares with.
 PREPARE_PARAMS: Keys = {
-    "input": ("input_path", path_flag),
+    "input": ("input_path", params.path_flag),
     **same("val_ratio test_ratio seed limit gcs_prefix max_seq_len base_model tuning_mode strict"),
     **same("data_format synth_rows synth_seed"),
 }

@@ -129,8 +129,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def predictor_from_args(args: argparse.Namespace) -> Any:
-    """The predictor ``--endpoint``, ``--checkpoint`` or ``--batch`` names, made by the serving
-    factory (close it when done)."""
+    """The predictor ``--endpoint``, ``--checkpoint`` or ``--batch`` names (close it when done)."""
     from routerlib.serving import factory
     from routerlib.serving.settings import VertexSettings
 

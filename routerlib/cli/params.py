@@ -1,14 +1,7 @@
-"""``--params FILE`` for the CLI steps: a command takes the settings the notebooks use from a
-params file (validated as a RunConfig, placeholders refused), each flag the user gives
-overriding its key. Without ``--params`` nothing changes: every flag's default is RunConfig's.
-
-A command adds it in one line, after its ``set_defaults(func=...)``::
-
-    add_params_option(parser, {"epochs": "epochs", "display_name": "tuned_model_display_name"})
-
-The mapping is flag dest -> RunConfig key; a value may instead be ``(key, convert)`` where
-``convert`` turns the params value into the flag's (then it is applied even when the value is
-RunConfig's default). The handler then sees the merged settings in ``args``.
+"""``--params FILE`` for the CLI steps (docs/params.md): a command takes the notebooks' settings
+from a validated params file, each flag given overriding its key; ``add_params_option(parser,
+keys)`` after ``set_defaults(func=...)`` adds it, ``keys`` mapping flag dest -> RunConfig key (or
+``(key, convert)``). Also the small argparse helpers the commands share.
 """
 
 from __future__ import annotations
@@ -93,8 +86,7 @@ def _record_given(action: argparse.Action) -> None:
 
 
 def add_params_option(parser: argparse.ArgumentParser, keys: Keys) -> None:
-    """Add ``--params FILE`` to ``parser``; its handler (``func``) first merges the file's
-    settings into ``args`` for the flags ``keys`` maps (dest -> RunConfig key)."""
+    """Add ``--params FILE``: the handler first merges the file into the flags ``keys`` maps."""
     known = {a.dest: a for a in parser._actions}
     missing = [dest for dest in keys if dest not in known]
     assert not missing, f"no such flags: {missing}"

@@ -97,8 +97,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _sweep(args: argparse.Namespace) -> list[Any] | None:
-    """With --grid, or --resume of sweep folders: run or resume the sweep(s) and return one
-    RunResult per point; None for a plain run."""
+    """Run or resume the sweep(s) of --grid or --resume: a RunResult per point (None: no sweep)."""
     from routerlib import sweep
     from routerlib.errors import InputError
     from routerlib.paths import resolve

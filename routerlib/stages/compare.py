@@ -1,8 +1,5 @@
-"""Notebook 05: finished runs side by side (which runs, the plots, the saved comparison).
-
-The comparison never starts papermill: ``routerlib run PARAMS... --compare`` makes the runs first.
-Run alone with nothing to compare, it makes one run of its own params in this process
-(:func:`routerlib.stages.evaluate.evaluate_run`), so the notebook always has a model to show.
+"""Notebook 05: finished runs side by side (which runs, the plots, the saved comparison). It never
+starts papermill; run alone with nothing to compare, it makes one run of its own params here.
 """
 
 from __future__ import annotations

@@ -47,8 +47,7 @@ from routerlib.tuning.base import Job, write_job
 
 @contextmanager
 def serving(run: Run, job: Job) -> Iterator[Predictor]:
-    """The serving Predictor for the tuned checkpoint for the block (``factory.for_run``
-    decides); whatever it started is cleaned up."""
+    """The Predictor of the tuned checkpoint for the block (``factory.for_run`` decides)."""
     checkpoint = job.checkpoint_uri or job.spec.checkpoint_uri()
     if not run.config.endpoint:  # best (checkpoints.json), final, or epoch-N
         checkpoint = chosen_checkpoint(run, job)
@@ -81,8 +80,7 @@ def baselines(run: Run, gold: Path | None = None) -> dict[str, Report]:
 
 
 def report_path(run: Run, decoding: str = "free") -> Path:
-    """Where a decoding's report lives: eval/report.json (free), eval/constrained/report.json
-    (each with its samples.jsonl, cache and predictions beside it)."""
+    """A decoding's report: eval/report.json (free), eval/constrained/report.json."""
     return run.sub(runfolder.decoding_report_file(runfolder.EVAL_DIR, decoding))
 
 
@@ -188,12 +186,10 @@ def decoding_table(reports: dict[str, Report]) -> pd.DataFrame:
     """Free against constrained on the same rows: strict figures, time per token and the paired
     test of constrained minus free per metric (McNemar / paired bootstrap, compare.py)."""
     shown_metrics = ("json_valid", "schema_valid", *HEADLINE[1:6], "tool_sequence_exact")
-    rows = {}
+    rows: dict[str, dict[str, Any]] = {}
     for decoding, report in reports.items():
-        strict = (report.get("strict") or {}).get("overall", {})
-        row: dict[str, Any] = {m: strict.get(m) for m in shown_metrics}
-        row["s_per_token"] = compare.seconds_per_token(report)
-        rows[decoding] = row
+        rows[decoding] = {m: _overall(report, "strict").get(m) for m in shown_metrics}
+        rows[decoding]["s_per_token"] = compare.seconds_per_token(report)
     table = pd.DataFrame(rows).T
     if {"free", "constrained"} <= set(reports):
         tests = compare.paired_reports(reports["constrained"], reports["free"])
@@ -288,8 +284,7 @@ ERROR_CHECKS = (
 
 
 def _problem(record: runfolder.SampleRecord) -> str:
-    """What went wrong with one prediction, without character positions (so alike failures
-    group together)."""
+    """What went wrong with one prediction, without positions (so alike failures group)."""
     if not record.valid:
         reason = record.reason or "invalid"
         return re.sub(r":? ?(line \d+ column \d+ )?\(char \d+\)", "", reason).strip()

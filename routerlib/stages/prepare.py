@@ -23,8 +23,7 @@ PREPARE_KEYS |= {"strict", "data_format"}
 
 
 def source_rows(run: Run) -> Path | str:
-    """The Week-2 input: the configured file (a path, or a gs:// URI read in place), or
-    synthetic rows written into the run folder."""
+    """The Week-2 input: the configured file or gs:// URI, else synthetic rows in the run."""
     cfg = run.config
     if storage.is_gcs_uri(cfg.input_path):
         return cfg.input_path
@@ -98,8 +97,7 @@ def dataset_uris(run: Run, smoke: bool = False) -> dict[str, str]:
 
 
 def gold_file(run: Run) -> Path:
-    """The gold file evaluation reads: the test split in the run folder, which prepare writes
-    whether or not it also uploads the splits (a gs:// URI serves tuning, not scoring)."""
+    """The test split in the run folder (what evaluation reads, uploaded or not)."""
     prepared_manifest(run)
     return run.sub(runfolder.split_file("test"))
 

@@ -50,25 +50,19 @@ def open_run(params_file: str, run_dir: str = "", overrides: dict[str, Any] | No
     folder = Path(run_dir).resolve() if run_dir else paths.new_run_dir(config.name)
     folder.mkdir(parents=True, exist_ok=True)
     resolved = folder / runfolder.PARAMS_FILE
-    if resolved.exists():
-        recorded = load_config(resolved)
-        if recorded != config:
-            raise InputError(
-                f"{resolved}: the run folder was made with other params; "
-                "use an empty run_dir for a new run"
-            )
-    else:
+    if not resolved.exists():
         dump_config(config, resolved)
+    elif load_config(resolved) != config:
+        raise InputError(
+            f"{resolved}: the run folder was made with other params; use an empty run_dir for a new run"
+        )
     return Run(folder, config, str(params_file))
 
 
 def thresholds_path(run: Run) -> Path:
     """The gate file: the configured one, else the team's original gates in params/."""
-    return (
-        paths.resolve(run.config.thresholds)
-        if run.config.thresholds
-        else Path(metrics.DEFAULT_THRESHOLDS_PATH)
-    )
+    configured = run.config.thresholds
+    return paths.resolve(configured) if configured else Path(metrics.DEFAULT_THRESHOLDS_PATH)
 
 
 def decodings(run: Run) -> list[str]:
@@ -92,8 +86,7 @@ def saved(path: Path) -> Markdown:
 def _error_lines(
     shell: Any, etype: type, value: BaseException, tb: Any, tb_offset: int | None = None
 ) -> list[str]:
-    """IPython's custom exception handler for a RouterlibError: the cell's error output is the
-    error's lines (errors.notebook_traceback), as the CLI prints them, not a traceback."""
+    """IPython's handler for a RouterlibError: its lines as the cell's error output."""
     if not isinstance(value, RouterlibError):  # pragma: no cover - IPython filters by type
         return list(shell.InteractiveTB.structured_traceback(etype, value, tb, tb_offset))
     lines = notebook_traceback(value)

@@ -222,6 +222,5 @@ def chosen_checkpoint(run: Run, job: Job) -> str:
 
 
 def checkpoint_table(choice: CheckpointChoice) -> pd.DataFrame:
-    """One row per scored checkpoint: validation loss, the selection figures, the pick, as
-    display text (rounded numbers, yes/no, ``–`` for a checkpoint that was not scored)."""
+    """One row per scored checkpoint (loss, selection figures, the pick) as display text."""
     return display.readable(checkpoints.scores_frame(choice))
