@@ -214,39 +214,26 @@ def state_text(job: Job) -> str:
     return text
 
 
+def when(value: Any, template: str) -> str:
+    """``template`` filled with ``value`` when there is one, else "" (optional parts of a line)."""
+    return template.format(value) if value else ""
+
+
 def describe(job: Job) -> str:
     """Several lines about one job: name, state, spec, statistics, checkpoints."""
     spec, usd = job.spec, job.cost_estimate_usd
-    lr = spec.learning_rate
-    multiplier = spec.learning_rate_multiplier
+    place = job.project and f"{job.project}/{job.location}"
+    backend = job.backend + when(place, " · {}")
+    backend += when(job.region != job.location and job.region, " (ran in {})")
+    peft = spec.tuning_mode == "PEFT_ADAPTER"
+    tuning = spec.tuning_mode + when(peft and spec.adapter_size, ", adapter {}")
+    tuning += f", {spec.epochs} epoch(s)" + when(spec.learning_rate, ", learning rate {:g}")
     rows = [
         ("job", job.name),
-        (
-            "state",
-            job.state
-            + (f" · {job.sub_state}" if job.sub_state else "")
-            + (f" ({job.error})" if job.error else ""),
-        ),
-        (
-            "backend",
-            job.backend
-            + (f" · {job.project}/{job.location}" if job.project else "")
-            + (f" (ran in {job.region})" if job.region and job.region != job.location else "")
-            + (f" · {job.api_endpoint}" if job.api_endpoint else ""),
-        ),
-        (
-            "base model",
-            spec.base_model
-            + (f" (continuing from {spec.custom_base_model})" if spec.custom_base_model else ""),
-        ),
-        (
-            "tuning",
-            spec.tuning_mode
-            + (f", adapter {spec.adapter_size}" if spec.tuning_mode == "PEFT_ADAPTER" else "")
-            + f", {spec.epochs} epoch(s)"
-            + (f", learning rate {lr:g}" if lr else "")
-            + (f", learning-rate multiplier {multiplier:g}" if multiplier else ""),
-        ),
+        ("state", job.state + when(job.sub_state, " · {}") + when(job.error, " ({})")),
+        ("backend", backend + when(job.api_endpoint, " · {}")),
+        ("base model", spec.base_model + when(spec.custom_base_model, " (continuing from {})")),
+        ("tuning", tuning + when(spec.learning_rate_multiplier, ", learning-rate multiplier {:g}")),
         ("training", spec.training_dataset_uri),
         ("validation", spec.validation_dataset_uri),
         ("output", spec.output_uri),

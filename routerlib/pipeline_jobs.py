@@ -18,7 +18,7 @@ from typing import Any
 
 from routerlib import atomic, auth, runfolder, storage, vertex_pipelines
 from routerlib.errors import InputError, PermissionDenied, RemoteError
-from routerlib.jobs import text_table
+from routerlib.jobs import text_table, when
 from routerlib.paths import outputs_root, resolve
 from routerlib.serving.settings import DEFAULT_LOCATION
 
@@ -355,27 +355,18 @@ def describe(record: dict[str, Any]) -> str:
     """Several lines about one submission, and its points when the fan-in has written them."""
     get = record.get
     rows = [
-        ("state", f"{get('state')}" + (f" ({record['error']})" if get("error") else "")),
-        (
-            "where",
-            f"{record['project']}/{record['location']}"
-            + (f" · {record['api_endpoint']}" if get("api_endpoint") else ""),
-        ),
+        ("state", f"{get('state')}" + when(get("error"), " ({})")),
+        ("where", f"{get('project')}/{get('location')}" + when(get("api_endpoint"), " · {}")),
         ("pipeline", get("template")),
         ("outputs", get("outputs")),
-        (
-            "cron",
-            get("cron")
-            and record["cron"] + (f" (next run {record['next_run']})" if get("next_run") else ""),
-        ),
+        ("cron", get("cron") and f"{get('cron')}" + when(get("next_run"), " (next run {})")),
         ("runs as", get("service_account")),
     ]
     lines = [f"{record['kind']}: {get('name') or record['ref'] + ' (create unanswered)'}"]
     lines += [f"{label + ':':<10}{value}" for label, value in rows if value]
     if record["kind"] == JOB:
-        folder = storage.join_uri(
-            record["outputs"], vertex_pipelines.run_folder_name(record["ref"])
-        )
+        name = vertex_pipelines.run_folder_name(record["ref"])
+        folder = storage.join_uri(record["outputs"], name)
         lines.append(f"folder:   {folder} (run folders, comparison, report/index.html)")
         lines.extend(_points(folder))
     return "\n".join(lines)
