@@ -10,7 +10,7 @@ import itertools
 import re
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import Any
@@ -85,9 +85,11 @@ def point_name(base: str, values: dict[str, Any]) -> str:
     return f"{base}-{re.sub(r'[^A-Za-z0-9_.]+', '-', text).strip('-')}"
 
 
-def check_points(params_file: str, grid: dict[str, list[Any]], max_runs: int) -> list[Any]:
-    """Every point's RunConfig (the base params with its values), each value first checked
-    alone so a bad one is named by key and value; nothing runs when anything is wrong."""
+def check_points(
+    params_file: str, grid: dict[str, list[Any]], max_runs: int
+) -> list[tuple[str, dict[str, Any], RunConfig]]:
+    """Every point's name, values and RunConfig (the base params with its values and name),
+    each value first checked alone so a bad one is named; nothing runs when anything is wrong."""
     points = grid_points(grid)
     if len(points) > max_runs:
         raise InputError(
@@ -103,16 +105,23 @@ def check_points(params_file: str, grid: dict[str, list[Any]], max_runs: int) ->
             problems.extend(f"--grid {key}={value}: {line}" for line in exc.problems or [str(exc)])
     if problems:
         raise InputError(f"{len(problems)} invalid grid value(s); nothing was run", problems)
-    configs = []
+    named = []
     for point in points:
+        name = point_name(base.name, point)
         try:
-            configs.append(load_config(params_file, {**point, "name": base.name}))
+            named.append((name, point, load_config(params_file, {**point, "name": name})))
         except InputError as exc:
             where = ", ".join(f"{k}={v}" for k, v in point.items())
             problems.extend(f"--grid point {where}: {line}" for line in exc.problems)
     if problems:
         raise InputError(f"{len(problems)} invalid grid point(s); nothing was run", problems)
-    return configs
+    return named
+
+
+def backend_of(configs: Iterable[RunConfig]) -> str:
+    """The points' one backend, or ``mixed``."""
+    backends = {c.backend for c in configs}
+    return backends.pop() if len(backends) == 1 else "mixed"
 
 
 def find_unfinished_sweep(
@@ -141,24 +150,22 @@ def new_sweep(
     if max_concurrent < 1:
         raise InputError(f"--max-concurrent must be at least 1, got {max_concurrent}")
     stages = [str(s) for s in stages]
-    configs = check_points(params_file, grid, max_runs)
+    named = check_points(params_file, grid, max_runs)
     for stage in stages:
         pipeline.find_notebook(stage)
     folder = paths.new_run_dir("sweep", root=outputs)
     (folder / "points").mkdir()
     points = []
-    for index, (values, config) in enumerate(zip(grid_points(grid), configs, strict=True)):
-        name = point_name(config.name, values)
+    for index, (name, values, config) in enumerate(named):
         rel = f"points/{index:02d}.yaml"
-        dump_config(config.model_copy(update={"name": name}), folder / rel)
+        dump_config(config, folder / rel)
         points.append(runfolder.SweepPoint(index=index, values=values, name=name, params=rel))
-    backends = {c.backend for c in configs}
     record = runfolder.SweepRecord(
         sweep=folder.name,
         params_file=str(paths.resolve(params_file)),
         grid=grid,
         stages=stages,
-        backend=backends.pop() if len(backends) == 1 else "mixed",
+        backend=backend_of(config for _, _, config in named),
         max_concurrent=max_concurrent,
         points=points,
         created=time.strftime("%Y-%m-%dT%H:%M:%S%z"),

@@ -97,11 +97,7 @@ def plan_points(
         if len(params_files) != 1:
             raise InputError("--grid: give exactly one params file (the base of the sweep)")
         grid = sweep.parse_grid(list(grid_items))
-        configs = sweep.check_points(params_files[0], grid, max_runs)
-        named = []
-        for values, config in zip(sweep.grid_points(grid), configs, strict=True):
-            name = sweep.point_name(config.name, values)  # as run --grid names its points
-            named.append((name, values, config.model_copy(update={"name": name})))
+        named = sweep.check_points(params_files[0], grid, max_runs)  # as run --grid names them
     else:
         problems: list[str] = []
         for item in params_files:
@@ -121,13 +117,12 @@ def plan_points(
 
 def _plan(points: Sequence[Point], params_files: Sequence[str], grid: dict, stages: list) -> str:
     """What the fan-in records in sweep.json, as JSON."""
-    backends = {p.config.backend for p in points}
     return json.dumps(
         {
             "params_file": ", ".join(str(paths.resolve(p)) for p in params_files),
             "grid": grid,
             "stages": stages,
-            "backend": backends.pop() if len(backends) == 1 else "mixed",
+            "backend": sweep.backend_of(p.config for p in points),
             "points": [{"index": p.index, "name": p.name, "values": p.values} for p in points],
         }
     )
