@@ -13,7 +13,7 @@ from typing import Protocol, cast
 from routerlib import auth, jobs, models, pricing, storage
 from routerlib.config import RunConfig
 from routerlib.errors import InputError, RemoteError
-from routerlib.jobs import text_table
+from routerlib.jobs import text_table, when
 from routerlib.serving import hardware, vertex
 from routerlib.tuning import get_backend
 
@@ -64,6 +64,8 @@ class Doctor:
         self.project = ""
         self.who: str | None = None
         self._adc_project: str | None = None
+        hw = (cfg.machine_type, cfg.accelerator_type, cfg.accelerator_count)
+        self.shape = hardware.choose(cfg.base_model, *hw)
 
     def add(self, name: str, status: str, found: str, fix: str = "") -> None:
         self.checks.append(Check(name, status, found, fix if status in (FAIL, WARN) else ""))
@@ -215,17 +217,16 @@ class Doctor:
         wanted = models.short_id(self.cfg.base_model)
         for job in reversed(jobs.load_registry()):
             uri = job.checkpoint_uri or ""
-            if job.succeeded and uri.startswith("gs://"):
-                if models.short_id(job.spec.base_model) == wanted:
-                    return uri
+            if (
+                job.succeeded
+                and uri.startswith("gs://")
+                and models.short_id(job.spec.base_model) == wanted
+            ):
+                return uri
         return None
 
     def deploy_machine(self) -> None:
-        cfg = self.cfg
-        shape = hardware.choose(
-            cfg.base_model, cfg.machine_type, cfg.accelerator_type, cfg.accelerator_count
-        )
-        region = cfg.deploy_location
+        cfg, shape, region = self.cfg, self.shape, self.cfg.deploy_location
         what = f"{shape.label()} in {region}"
         checkpoint = self._checkpoint() if self.project else None
         if not self.project or checkpoint is None:
@@ -270,7 +271,7 @@ class Doctor:
             quota = "with quota" if any(o.has_quota for o in same) else "quota not reported"
             self.add("deploy machine", OK, f"{what} available, {quota}")
 
-    def price_table(self, today: dt.date | None = None) -> None:
+    def price_table(self) -> None:
         cfg = self.cfg
         try:
             table = pricing.load_pricing()
@@ -278,24 +279,17 @@ class Doctor:
             self.add("price table", FAIL, str(exc), "fix the file named above")
             return
         oldest = table.oldest_source_date()
-        age = ((today or dt.date.today()) - oldest).days if oldest else None
-        shape = hardware.choose(
-            cfg.base_model, cfg.machine_type, cfg.accelerator_type, cfg.accelerator_count
-        )
-        machine = pricing.serving_machine(cfg.backend, shape.machine_type)
+        age = (dt.date.today() - oldest).days if oldest else None
+        machine = pricing.serving_machine(cfg.backend, self.shape.machine_type)
         found = f"dated {table.date}; oldest source {oldest} ({age} days)"
-        prices = (
-            (cfg.base_model, table.price(cfg.base_model)),
-            (machine, table.machine_price(machine)),
-        )
-        missing = [name for name, price in prices if price is None]
+        missing = [cfg.base_model] if table.price(cfg.base_model) is None else []
+        missing += [machine] if table.machine_price(machine) is None else []
         unverified = table.unverified(cfg.base_model, machine) if cfg.backend == "vertex" else []
+        stale = age is not None and age > pricing.STALE_AFTER_DAYS
         notes = [
-            f"no price for {', '.join(missing)}" if missing else "",
-            f"not verified: {', '.join(unverified)}" if unverified else "",
-            f"older than {pricing.STALE_AFTER_DAYS} days"
-            if age is not None and age > pricing.STALE_AFTER_DAYS
-            else "",
+            when(", ".join(missing), "no price for {}"),
+            when(", ".join(unverified), "not verified: {}"),
+            when(stale and pricing.STALE_AFTER_DAYS, "older than {} days"),
         ]
         if any(notes):
             self.add(

@@ -26,6 +26,8 @@ from routerlib.tuning.base import DENIED, SUCCEEDED, UNKNOWN, Job, TuningBackend
 REGISTRY_FILE = "jobs.json"
 #: State of the Job that a dry run returns (never recorded).
 DRY_RUN = "DRY_RUN"
+#: Polls in a row the API may be unreachable before ``wait_for`` gives up (the job runs on).
+MAX_UNREACHABLE = 5
 #: The columns of ``routerlib jobs list``.
 TABLE_HEADER = tuple(
     "Vertex Job ID|Base model|Tuning mode|Adapter size|Output URI|Status".split("|")
@@ -538,19 +540,17 @@ def wait_for(
     *,
     poll_interval: float = 30.0,
     out: Out = print,
-    check: bool = True,
-    max_unreachable: int = 5,
 ) -> Job:
     """Poll ``job`` until it ends, printing its state when it changes (and every five minutes).
-    RemoteError when it did not succeed (with ``check``) or the API stays unreachable
-    ``max_unreachable`` polls; WaitInterrupted on Ctrl-C. The job keeps running either way."""
+    RemoteError when it did not succeed or the API stays unreachable
+    ``MAX_UNREACHABLE`` polls; WaitInterrupted on Ctrl-C. The job keeps running either way."""
     hint = f"re-attach with: routerlib jobs wait {job.name}"
     if job.state == UNKNOWN:
         job = resolve_unknown(job, out)
         if job.state == UNKNOWN:
             raise RemoteError(f"{job.name}: no job with this spec's label was found yet; {hint}")
     if not _asks_server(job):
-        return ensure_success(job) if check else job
+        return ensure_success(job)
     backend = _backend_for(job)
     start = time.monotonic()
     last = None
@@ -563,7 +563,7 @@ def wait_for(
                 failures = 0
             except base.ApiUnreachable as exc:
                 failures += 1
-                if failures >= max_unreachable:
+                if failures >= MAX_UNREACHABLE:
                     raise RemoteError(f"{exc}; the job may still be running: {hint}") from None
                 out(f"{exc} (retrying)")
             else:
@@ -586,12 +586,12 @@ def wait_for(
         out(f"succeeded · checkpoint {job.checkpoint_uri}")
         if job.tuning_data_stats:
             out(f"statistics: {_stats_text(job)}")
-    return ensure_success(job) if check else job
+    return ensure_success(job)
 
 
-def wait(name: str, *, poll_interval: float = 30.0, out: Out = print, check: bool = True) -> Job:
+def wait(name: str, *, poll_interval: float = 30.0, out: Out = print) -> Job:
     """Re-attach to a recorded job by name (or id) and wait for it; see ``wait_for``."""
-    return wait_for(find(name), poll_interval=poll_interval, out=out, check=check)
+    return wait_for(find(name), poll_interval=poll_interval, out=out)
 
 
 def list_jobs(refresh: bool = True, out: Out = print) -> list[Job]:
@@ -619,12 +619,12 @@ def list_jobs(refresh: bool = True, out: Out = print) -> list[Job]:
     return result
 
 
-def show(name: str, *, refresh_state: bool = True, out: Out = print) -> Job:
+def show(name: str, *, out: Out = print) -> Job:
     """One recorded job, refreshed from its backend when it has not ended, with its checkpoints."""
     job = find(name)
-    if refresh_state and (not job.ended or job.state == UNKNOWN):
+    if not job.ended or job.state == UNKNOWN:
         job = refresh(job, out)
-    if refresh_state and job.state not in (DENIED, UNKNOWN) and (job.succeeded or not job.ended):
+    if job.state not in (DENIED, UNKNOWN) and (job.succeeded or not job.ended):
         job = _with_checkpoints(job)
     return job
 

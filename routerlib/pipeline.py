@@ -359,7 +359,6 @@ def run_pipeline(
     outputs: str | os.PathLike[str] | None = None,
     resume: bool = False,
     out: Out = print,
-    name: str | None = None,
 ) -> list[RunResult]:
     """Run the notebook chain for each params file into its own run folder (with ``resume``:
     continue each run folder, or a params file's newest unfinished run); one result each.
@@ -393,7 +392,7 @@ def run_pipeline(
     with outputs_env(outputs_dir):
         for item, existing in plans:
             if existing is None:
-                run_dir, state = _new_run(item, chosen, outputs_dir, name=name)
+                run_dir, state = _new_run(item, chosen, outputs_dir)
                 label = state["params_name"]
                 out(f"[{label}] run folder: {run_dir}")
             else:

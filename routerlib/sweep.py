@@ -24,6 +24,8 @@ from routerlib.errors import InputError
 from routerlib.runfolder import FAILED, FINISHED, INTERRUPTED, RUNNING, SWEEP_FILE, read_sweep
 
 DEFAULT_MAX_RUNS = 16
+#: How often one point waits for a tuning-quota slot before it fails.
+MAX_QUOTA_WAITS = 30
 #: How a refused create because of the tuning quota reads in a stage's failure line.
 QUOTA_REFUSAL = re.compile(r"HTTP 429|RESOURCE_EXHAUSTED")
 #: Keys a grid may not vary: the sweep names its points itself.
@@ -196,11 +198,10 @@ def run_sweep(
     outputs: Path | None = None,
     out: Callable[[str], None] = print,
     quota_wait_s: float = 60.0,
-    max_quota_waits: int = 30,
 ) -> runfolder.SweepRecord:
     """Run (or continue) every unfinished point: Vertex points ``max_concurrent`` at a time,
     local ones one by one; a point refused by the tuning quota (HTTP 429) waits for a slot
-    (``quota_wait_s`` when none runs) and resumes, at most ``max_quota_waits`` times."""
+    (``quota_wait_s`` when none runs) and resumes, at most MAX_QUOTA_WAITS times."""
     record = read_sweep(folder)
     if record.status == FINISHED:
         raise InputError(f"{folder}: sweep is finished; start a new one")
@@ -251,7 +252,7 @@ def run_sweep(
                     quota = bool(QUOTA_REFUSAL.search(result.message or "")) and not result.ok
                     if result.ok:
                         update(point, status=FINISHED, message="")
-                    elif quota and point.quota_waits < max_quota_waits:
+                    elif quota and point.quota_waits < MAX_QUOTA_WAITS:
                         waits = point.quota_waits + 1
                         update(
                             point,
