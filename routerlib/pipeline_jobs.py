@@ -379,10 +379,7 @@ def _points(folder: str) -> list[str]:
         record = runfolder.SweepRecord.model_validate_json(text)
     except (RemoteError, InputError, ValueError):
         return []
-    return [
-        f"point:    {p.name}: {p.status}" + (f": {p.message}" if p.message else "")
-        for p in record.points
-    ]
+    return [f"point:    {p.name}: {p.status}" + when(p.message, ": {}") for p in record.points]
 
 
 def cancel(ref: str, out: Out = print) -> dict[str, Any]:

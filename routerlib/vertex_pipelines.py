@@ -334,29 +334,15 @@ def compile_pipeline(
     return target, points
 
 
-@dataclass
-class LocalRun:
-    """What ``routerlib pipeline run --local`` made: the pipeline run's folder and its summary."""
-
-    folder: Path
-    summary: str
-    record: SweepRecord
-
-    @property
-    def ok(self) -> bool:
-        """True when every point finished."""
-        return self.record.status == FINISHED
-
-
 def run_local(
     params_files: Sequence[str],
     *,
     outputs: str | os.PathLike[str] | None = None,
     out: Callable[[str], None] = print,
     **options: Any,
-) -> LocalRun:
-    """Run the pipeline on this machine with KFP's local runner (``SubprocessRunner``, this
-    Python, no Docker), the run folders under ``outputs`` (default: the outputs root)."""
+) -> tuple[Path, SweepRecord]:
+    """Run the pipeline here with KFP's local runner (``SubprocessRunner``, this Python, no
+    Docker) under ``outputs`` (default: the outputs root); its folder and sweep record."""
     require_kfp()
     from kfp import local
 
@@ -378,7 +364,7 @@ def run_local(
     if len(made) != 1:
         raise InputError(f"{root}: the local pipeline left {len(made)} new run folder(s), not 1")
     out(summary)
-    return LocalRun(made[0], summary, runfolder.read_sweep(made[0]))
+    return made[0], runfolder.read_sweep(made[0])
 
 
 def read_compiled(path: str | os.PathLike[str]) -> dict[str, Any]:

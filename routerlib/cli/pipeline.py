@@ -133,11 +133,12 @@ def _compile(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace) -> int:
     from routerlib import vertex_pipelines
 
-    result = vertex_pipelines.run_local(
-        args.params, outputs=args.outputs, out=echo, **_points(args)
+    options = _points(args)
+    folder, record = vertex_pipelines.run_local(
+        args.params, outputs=args.outputs, out=echo, **options
     )
-    echo(f"pipeline run folder: {result.folder}")
-    return 0 if result.ok else 1
+    echo(f"pipeline run folder: {folder}")
+    return 0 if record.status == "finished" else 1
 
 
 def _submit(args: argparse.Namespace) -> int:
