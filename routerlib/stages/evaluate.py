@@ -296,34 +296,29 @@ def worst_errors(run: Run, n: int = 10) -> HTMLTable:
     """The tuned model's failures grouped by kind of problem: how many rows, which, the checks
     met, how the first output starts (the table is in ``.frame``)."""
     records = runfolder.read_samples(runfolder.samples_path(run.sub(runfolder.REPORT_FILE)))
-    groups: dict[tuple[str, int], list[int]] = {}
-    starts: dict[tuple[str, int], str] = {}
-    for rec in records:
-        met = sum(bool(rec.metrics.get(m)) for m in ERROR_CHECKS) if rec.valid else -1
-        key = (_problem(rec), met)
-        groups.setdefault(key, []).append(rec.index)
-        starts.setdefault(key, " ".join((rec.raw or "").split())[:60])
-    rows = []
-    for (problem, met), indices in groups.items():
-        if met == len(ERROR_CHECKS):
-            continue  # nothing wrong to show
-        shown = ", ".join(str(i) for i in indices[:6]) + (
-            f" … (+{len(indices) - 6})" if len(indices) > 6 else ""
-        )
-        rows.append(
-            {
-                "problem": problem,
-                "rows": len(indices),
-                "test rows": shown,
-                "checks met": "invalid" if met < 0 else f"{met}/{len(ERROR_CHECKS)}",
-                "first output starts": starts[(problem, met)] or "(empty)",
-                "_met": met,
-            }
-        )
-    frame = pd.DataFrame(rows)
-    if not frame.empty:
-        frame = frame.sort_values(["_met", "rows"], ascending=[True, False], kind="stable")
-        frame = frame.drop(columns="_met").head(n).reset_index(drop=True)
+    checks = len(ERROR_CHECKS)
+    samples = pd.DataFrame(
+        {
+            "problem": _problem(rec),
+            "_met": sum(bool(rec.metrics.get(m)) for m in ERROR_CHECKS) if rec.valid else -1,
+            "index": rec.index,
+            "start": " ".join((rec.raw or "").split())[:60],
+        }
+        for rec in records
+    )
+    if samples.empty or (samples["_met"] == checks).all():  # nothing wrong to show
+        return display.whole(pd.DataFrame())
+    groups = samples[samples["_met"] != checks].groupby(["problem", "_met"], sort=False)
+    frame = groups.agg(rows=("index", "size"), indices=("index", list), start=("start", "first"))
+    frame = frame.reset_index().sort_values(
+        ["_met", "rows"], ascending=[True, False], kind="stable"
+    )
+    more = frame["indices"].map(lambda i: f" … (+{len(i) - 6})" if len(i) > 6 else "")
+    frame["test rows"] = frame["indices"].map(lambda i: ", ".join(map(str, i[:6]))) + more
+    frame["checks met"] = frame["_met"].map(lambda m: "invalid" if m < 0 else f"{m}/{checks}")
+    frame["first output starts"] = frame["start"].replace("", "(empty)")
+    columns = ["problem", "rows", "test rows", "checks met", "first output starts"]
+    frame = frame[columns].head(n).reset_index(drop=True)
     return display.whole(frame)
 
 
