@@ -22,6 +22,10 @@ Convert = Callable[[Any], Any]
 Keys = Mapping[str, str | tuple[str, Convert]]
 
 
+PROJECT_HELP = "Google Cloud project (default: $GOOGLE_CLOUD_PROJECT)"
+API_ENDPOINT_HELP = "Vertex API address, e.g. http://127.0.0.1:PORT for a stand-in"
+
+
 def option(parser: Any, *flags: str, key: str = "", help: str = "", **kwargs: Any) -> Any:
     """``parser.add_argument`` whose help ends with the default, so the two never disagree;
     with ``key`` the default is RunConfig's value of that key."""

@@ -7,7 +7,7 @@ import argparse
 import os
 from typing import Any
 
-from routerlib.cli import echo
+from routerlib.cli import echo, params
 from routerlib.cli.params import pick
 from routerlib.cli.run import sweep_args
 from routerlib.serving.settings import DEFAULT_LOCATION
@@ -80,14 +80,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     s.add_argument("--schedule", default="", metavar="CRON", help=note)
     note = "the service account the tasks run as (default: the project's Compute Engine one)"
     s.add_argument("--service-account", default="", metavar="EMAIL", help=note)
-    note = "Google Cloud project (default: $GOOGLE_CLOUD_PROJECT)"
-    s.add_argument("--project", default=os.environ.get("GOOGLE_CLOUD_PROJECT", ""), help=note)
+    project = os.environ.get("GOOGLE_CLOUD_PROJECT", "")
+    s.add_argument("--project", default=project, help=params.PROJECT_HELP)
     note = f"Vertex AI Pipelines region (default: $GOOGLE_CLOUD_REGION or {DEFAULT_LOCATION})"
     s.add_argument(
         "--location", default=os.environ.get("GOOGLE_CLOUD_REGION", DEFAULT_LOCATION), help=note
     )
-    note = "Vertex API address, e.g. http://127.0.0.1:PORT for a stand-in"
-    s.add_argument("--api-endpoint", default="", help=note)
+    s.add_argument("--api-endpoint", default="", help=params.API_ENDPOINT_HELP)
     s.set_defaults(func=_submit)
 
     ls = sub.add_parser("list", help="the recorded pipeline jobs and schedules")

@@ -10,6 +10,7 @@ import threading
 from typing import Any
 
 from routerlib import storage
+from routerlib.cli import params
 from routerlib.cli.params import Keys, add_params_option, pick, same
 from routerlib.serving.settings import DEFAULT_LOCATION
 
@@ -21,22 +22,14 @@ DEPLOY_PARAMS: Keys = {
 
 
 def _cloud_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--project",
-        default=os.environ.get("GOOGLE_CLOUD_PROJECT", ""),
-        help="Google Cloud project (default: $GOOGLE_CLOUD_PROJECT)",
-    )
+    project = os.environ.get("GOOGLE_CLOUD_PROJECT", "")
+    parser.add_argument("--project", default=project, help=params.PROJECT_HELP)
     parser.add_argument(
         "--location",
-        default=None,
-        help=f"Vertex AI region endpoints live in (params: deploy_location; a region, never "
+        help="Vertex AI region endpoints live in (params: deploy_location; a region, never "
         f"global; default: {DEFAULT_LOCATION}, or the recorded one)",
     )
-    parser.add_argument(
-        "--api-endpoint",
-        default=None,
-        help="Vertex API address, e.g. http://127.0.0.1:PORT for a stand-in",
-    )
+    parser.add_argument("--api-endpoint", help=params.API_ENDPOINT_HELP)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

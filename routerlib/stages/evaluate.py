@@ -17,23 +17,15 @@ import pandas as pd
 from IPython.display import Markdown
 
 from routerlib import baselines as previous
-from routerlib import (
-    checkpoints,
-    compare,
-    diagnostics_plots,
-    display,
-    jobs,
-    metrics,
-    paths,
-    pricing,
-    runfolder,
-)
+from routerlib import checkpoints, compare, diagnostics_plots, display, metrics, paths, runfolder
 from routerlib import evaluate as runner
 from routerlib.config import load_config
 from routerlib.data_plots import shown
-from routerlib.display import HTMLTable
 from routerlib.errors import InputError
+from routerlib.jobs import find as find_job
 from routerlib.metric_names import HEADLINE
+from routerlib.pricing import run_cost as cost_of_run
+from routerlib.pricing import serving_machine
 from routerlib.serving import factory, hardware
 from routerlib.serving.base import Predictor
 from routerlib.serving.cache import load_cache
@@ -160,11 +152,11 @@ def run_cost(run: Run, job: Job, report: dict[str, Any]) -> dict[str, Any]:
     shape = hardware.choose(
         cfg.base_model, cfg.machine_type, cfg.accelerator_type, cfg.accelerator_count
     )
-    cost = pricing.run_cost(
+    cost = cost_of_run(
         base_model=job.spec.base_model,
         billable_tokens=tokens if isinstance(tokens, int) else None,
         epochs=job.spec.epochs,
-        machine=pricing.serving_machine(cfg.backend, shape.machine_type),
+        machine=serving_machine(cfg.backend, shape.machine_type),
         routes_per_hour=throughput.routes_per_hour if throughput else None,
         latency=report.get("latency"),
     )
@@ -292,7 +284,7 @@ def _problem(record: runfolder.SampleRecord) -> str:
     return "missed " + ", ".join(missed) if missed else "all checks met"
 
 
-def worst_errors(run: Run, n: int = 10) -> HTMLTable:
+def worst_errors(run: Run, n: int = 10) -> display.HTMLTable:
     """The tuned model's failures grouped by kind of problem: how many rows, which, the checks
     met, how the first output starts (the table is in ``.frame``)."""
     records = runfolder.read_samples(runfolder.samples_path(run.sub(runfolder.REPORT_FILE)))
@@ -449,7 +441,7 @@ def record_run(params_file: str, report_file: str | Path, job_name: str, name: s
     for needed, what in ((gold, "its gold file"), (samples, "its samples.jsonl")):
         if not needed.is_file():
             raise InputError(f"{source}: {what} {needed} is missing; cannot record the run")
-    job = jobs.find(job_name)
+    job = find_job(job_name)
     if not job.succeeded:
         raise InputError(f"{job.name}: ended {job.state}, not succeeded; record a tuned run")
     load_config(params_file)  # every problem of the params file before a folder is made
