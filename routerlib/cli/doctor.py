@@ -22,14 +22,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "doctor",
         help="check credentials, project, APIs, bucket, region, deploy quota and prices "
         "before a real run (creates nothing)",
-        description=(
-            "One table of checks for the params file's run, each with its fix: application-"
-            "default credentials (and whose), the project, the Vertex AI and Cloud Storage APIs, "
-            "the gcs_prefix bucket (exists, location fits the tuning location, you may write to "
-            "it), the tuning location for the base model, the deploy machine's availability and "
-            "quota in deploy_location (needs a checkpoint folder), the price table's date. "
-            "Nothing is created or billed. Exits 1 when a check fails."
-        ),
+        description="One table of checks for the params file's run, each with its fix: application-"
+        "default credentials (and whose), the project, the Vertex AI and Cloud Storage APIs, "
+        "the gcs_prefix bucket (exists, location fits the tuning location, you may write to "
+        "it), the tuning location for the base model, the deploy machine's availability and "
+        "quota in deploy_location (needs a checkpoint folder), the price table's date. "
+        "Nothing is created or billed. Exits 1 when a check fails.",
     )
     p.add_argument(
         "params",

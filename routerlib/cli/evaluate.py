@@ -38,12 +38,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "evaluate",
         help="score predictions (or generate them from an endpoint / checkpoint / batch job) "
         "against gold",
-        description=(
-            "Score predictions against gold exactly as the team's earlier evaluator, plus strict "
-            "figures, schema validity, intervals and per-sample records. With --endpoint, "
-            "--checkpoint or --batch the predictions are generated first (cached beside the "
-            "report; a killed run resumes or re-attaches). Exit 1 when a --thresholds gate fails."
-        ),
+        description="Score predictions against gold exactly as the team's earlier evaluator, plus strict "
+        "figures, schema validity, intervals and per-sample records. With --endpoint, "
+        "--checkpoint or --batch the predictions are generated first (cached beside the "
+        "report; a killed run resumes or re-attaches). Exit 1 when a --thresholds gate fails.",
     )
     p.add_argument("--gold", required=True, metavar="FILE", help="gold JSONL (prompt, completion)")
     source = p.add_mutually_exclusive_group(required=True)

@@ -25,14 +25,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     run = subparsers.add_parser(
         "run",
         help="execute the notebook chain for each params file into its own run folder",
-        description=(
-            "Execute notebooks/01_… to 04_… with papermill for each params file into "
-            "outputs/<params-name>-<time>/. A failing stage stops that run only. With --resume, "
-            "each argument is a run folder, or a params file whose newest unfinished run continues "
-            "from its first unfinished stage. With --grid, one params file is swept: one run "
-            "folder per point, recorded in outputs/sweep-<time>/sweep.json (--resume with the same "
-            "--grid, or with the sweep folder, continues it)."
-        ),
+        description="Execute notebooks/01_… to 04_… with papermill for each params file into "
+        "outputs/<params-name>-<time>/. A failing stage stops that run only. With --resume, "
+        "each argument is a run folder, or a params file whose newest unfinished run continues "
+        "from its first unfinished stage. With --grid, one params file is swept: one run "
+        "folder per point, recorded in outputs/sweep-<time>/sweep.json (--resume with the same "
+        "--grid, or with the sweep folder, continues it).",
     )
     note = "params/*.yaml (or, with --resume, a run folder)"
     run.add_argument("params", nargs="+", metavar="PARAMS_OR_RUN", help=note)
@@ -75,13 +73,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     record = subparsers.add_parser(
         "record",
         help="gather a run made with the CLI steps into a run folder the comparison reads",
-        description=(
-            "Make outputs/<params-name>-<time>/ from a run done step by step (routerlib prepare, "
-            "tune, deploy, evaluate --params): params.yaml, the test split, the evaluation report "
-            "and its per-sample records, both previous routers scored on the same rows, the "
-            "tuning job and metrics.json, as notebook 04 writes them. `routerlib report` and "
-            "notebook 05 then compare it with every other run. Prints the run folder."
-        ),
+        description="Make outputs/<params-name>-<time>/ from a run done step by step (routerlib prepare, "
+        "tune, deploy, evaluate --params): params.yaml, the test split, the evaluation report "
+        "and its per-sample records, both previous routers scored on the same rows, the "
+        "tuning job and metrics.json, as notebook 04 writes them. `routerlib report` and "
+        "notebook 05 then compare it with every other run. Prints the run folder.",
     )
     record.add_argument(
         "--params", required=True, metavar="FILE", help="the params file the steps used"

@@ -82,11 +82,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "tune",
         help="submit a tuning job (Vertex AI or local) and optionally wait for it",
-        description=(
-            "Tune a base model on prompt/completion JSONL. gs:// datasets go to Vertex AI managed "
-            "tuning, local paths to the local CPU backend (override with --backend). Prints a cost "
-            "estimate first; --dry-run prints the request and sends nothing. Exit 0 only on success."
-        ),
+        description="Tune a base model on prompt/completion JSONL. gs:// datasets go to Vertex AI managed "
+        "tuning, local paths to the local CPU backend (override with --backend). Prints a cost "
+        "estimate first; --dry-run prints the request and sends nothing. Exit 0 only on success.",
     )
     p.add_argument("--train-uri", required=True, help="training JSONL (gs://… or a local path)")
     p.add_argument("--validation-uri", help="validation JSONL")
