@@ -90,8 +90,6 @@ class Doctor:
         self.price_table()
         return self.checks
 
-    # ------------------------------------------------------------------ the checks
-
     def credentials(self) -> None:
         try:
             found, self._adc_project = auth.application_default()

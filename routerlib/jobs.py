@@ -132,8 +132,9 @@ def _backend_for(job: Job) -> TuningBackend:
 
 def _merge(recorded: Job, remote: Job) -> Job:
     """The recorded job updated with what the API says now (the recorded spec is kept)."""
-    update: dict[str, Any] = {"state": remote.state, "error": remote.error}
-    update["sub_state"] = remote.sub_state
+    update: dict[str, Any] = dict(
+        state=remote.state, error=remote.error, sub_state=remote.sub_state
+    )
     for key in ("update_time", "tuning_data_stats", "checkpoints", "region", "tuned_model"):
         if getattr(remote, key):
             update[key] = getattr(remote, key)
@@ -159,7 +160,7 @@ def _asks_server(job: Job) -> bool:
     return job.state not in (DENIED, UNKNOWN) and not job.ended
 
 
-def refresh(job: Job, out: Out | None = None) -> Job:
+def refresh(job: Job, out: Out) -> Job:
     """Ask the backend for the job's state and record it; on failure keep the record and say why.
     An UNKNOWN submission is looked for on the server by its label first."""
     if job.state == UNKNOWN:
@@ -169,27 +170,24 @@ def refresh(job: Job, out: Out | None = None) -> Job:
     try:
         return _poll(job)
     except RemoteError as exc:
-        if out is not None:
-            out(f"{short_id(job.name)}: showing the recorded state ({exc})")
+        out(f"{short_id(job.name)}: showing the recorded state ({exc})")
         return job
 
 
-def resolve_unknown(job: Job, out: Out | None = None) -> Job:
+def resolve_unknown(job: Job, out: Out) -> Job:
     """Look for an UNKNOWN submission's job by its spec-hash label (every page of the list):
     found, it replaces the UNKNOWN record; not found, the record stays UNKNOWN."""
     try:
         found = _backend_for(job).find_submitted(job.spec)
     except RemoteError as exc:
-        if out is not None:
-            out(f"{job.name}: could not look for the job on the server ({exc})")
+        out(f"{job.name}: could not look for the job on the server ({exc})")
         return job
     if found is None:
         return job
     kept = ("project", "location", "api_endpoint", "create_time")
     update = {k: getattr(found, k) or getattr(job, k) for k in kept}
     found = found.model_copy(update={**update, "cost_estimate_usd": job.cost_estimate_usd})
-    if out is not None:
-        out(f"found {found.name} ({found.state}) for the unanswered submission {job.name}")
+    out(f"found {found.name} ({found.state}) for the unanswered submission {job.name}")
     return replace(job.name, found)
 
 

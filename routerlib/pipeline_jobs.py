@@ -46,9 +46,6 @@ NEEDS = {
 Out = Callable[[str], Any]
 
 
-# --------------------------------------------------------------------------- registry
-
-
 def registry_path() -> Path:
     """``<outputs root>/pipelines.json`` (beside jobs.json)."""
     return outputs_root() / runfolder.PIPELINES_FILE
@@ -78,9 +75,6 @@ def find(ref: str) -> dict[str, Any]:
 
 def _now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-
-
-# --------------------------------------------------------------------------- checks
 
 
 def check_cron(cron: str) -> str:
@@ -119,9 +113,6 @@ def preflight(template: str | os.PathLike[str]) -> tuple[dict[str, Any], dict[st
     if problems:
         raise InputError("the pipeline cannot run on Vertex; nothing was sent", problems)
     return spec, defaults
-
-
-# --------------------------------------------------------------------------- SDK calls
 
 
 def _failure(action: str, exc: BaseException, needs: str) -> RemoteError:
@@ -167,13 +158,12 @@ def _get(record: dict[str, Any]) -> Any | None:
         return None
 
 
-def refresh(record: dict[str, Any], out: Out | None = None) -> dict[str, Any]:
+def refresh(record: dict[str, Any], out: Out) -> dict[str, Any]:
     """Ask Vertex for the state of ``record`` and record it (on failure keep the record)."""
     try:
         resource = _get(record)
     except auth.sdk_errors() as exc:
-        if out is not None:
-            out(f"{record['ref']}: showing the recorded state ({_failure('get', exc, '')})")
+        out(f"{record['ref']}: showing the recorded state ({_failure('get', exc, '')})")
         return record
     if resource is None:
         if record.get("state") == UNKNOWN:
@@ -187,9 +177,6 @@ def _live(record: dict[str, Any]) -> bool:
     if record["kind"] == SCHEDULE:
         return record.get("state") in SCHEDULE_LIVE
     return record.get("state") not in ENDED - {SUCCEEDED} | {"NOT_FOUND"}
-
-
-# --------------------------------------------------------------------------- submit
 
 
 def submit(
@@ -323,10 +310,7 @@ def _create(
     return saved
 
 
-# --------------------------------------------------------------------------- list / show / cancel
-
-
-def list_pipelines(refresh_states: bool = True, out: Out | None = None) -> list[dict[str, Any]]:
+def list_pipelines(refresh_states: bool = True, out: Out = print) -> list[dict[str, Any]]:
     """Every recorded submission; live ones asked for their state first."""
     records = read_registry()
     if not refresh_states:

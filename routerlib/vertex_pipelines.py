@@ -62,9 +62,6 @@ def require_kfp() -> Any:
     return kfp
 
 
-# --------------------------------------------------------------------------- points
-
-
 @dataclass(frozen=True)
 class Point:
     """One point of the pipeline: its index (``00``), run name, grid values and params."""
@@ -128,9 +125,6 @@ def _plan(points: Sequence[Point], params_files: Sequence[str], grid: dict, stag
     )
 
 
-# --------------------------------------------------------------------------- paths
-
-
 def fuse_path(uri: str) -> Path:
     """Where a task sees ``uri``: ``gs://BUCKET/PATH`` is ``/gcs/BUCKET/PATH`` (Cloud Storage
     FUSE); a local path stays as it is."""
@@ -152,9 +146,6 @@ def run_folder_name(job: str) -> str:
 def pipeline_run_folder(outputs: str, job: str) -> Path:
     """``<outputs>/<pipeline job>`` as a task sees it."""
     return fuse_path(outputs) / run_folder_name(job)
-
-
-# --------------------------------------------------------------------------- the tasks
 
 
 PointOutputs = collections.namedtuple("PointOutputs", ["run_dir", "status", "outcome"])
@@ -254,9 +245,6 @@ def report_task(outcomes: list, outputs: str, job: str, plan: str) -> str:
     from routerlib.vertex_pipelines import report_points
 
     return report_points(outcomes, outputs, job, plan)
-
-
-# --------------------------------------------------------------------------- the pipeline
 
 
 def build_pipeline(
