@@ -418,18 +418,10 @@ def tune(
         spec.base_model, train, spec.epochs, tuning_mode=spec.tuning_mode, char_counts=characters
     )
     out(estimate.line())
-    where = _place(tuning_backend.where)
     if dry_run:
         out("dry run: nothing was sent. The request would be:")
         out(json.dumps(tuning_backend.preview(spec), indent=2))
-        return Job(
-            name="(dry run)",
-            backend=name,  # type: ignore[arg-type]
-            state=DRY_RUN,
-            spec=spec,
-            cost_estimate_usd=estimate.usd,
-            **where,
-        )
+        return _new_job("(dry run)", tuning_backend, DRY_RUN, spec, estimate.usd)
 
     existing = None if force else _find_reattachable(spec, tuning_backend, out)
     if existing is not None:
@@ -466,23 +458,22 @@ def tune(
     return job
 
 
+def _new_job(
+    name: str, backend: TuningBackend, state: str, spec: TuningSpec, usd: Any, **fields: Any
+) -> Job:
+    """A Job record made here (a dry run, a refusal, an unanswered create) at ``backend``'s place."""
+    fields = {**_place(backend.where), **fields, "cost_estimate_usd": usd, "spec": spec}
+    return Job.model_validate({"name": name, "backend": backend.name, "state": state, **fields})
+
+
 def _record_attempt(
     spec: TuningSpec, backend: TuningBackend, state: str, error: str, usd: Any
 ) -> Job:
-    prefix = "denied" if state == DENIED else "unknown"
-    return record(
-        Job(
-            name=f"{prefix}/{datetime.now(timezone.utc):%Y%m%d-%H%M%S}-{uuid.uuid4().hex[:6]}",
-            backend=backend.name,  # type: ignore[arg-type]
-            state=state,
-            spec=spec.labelled() if state == UNKNOWN else spec,
-            create_time=_now(),
-            update_time=_now(),
-            error=error,
-            cost_estimate_usd=usd,
-            **_place(backend.where),
-        )
-    )
+    stamp = f"{datetime.now(timezone.utc):%Y%m%d-%H%M%S}-{uuid.uuid4().hex[:6]}"
+    name = f"{'denied' if state == DENIED else 'unknown'}/{stamp}"
+    spec = spec.labelled() if state == UNKNOWN else spec
+    fields = {"create_time": _now(), "update_time": _now(), "error": error}
+    return record(_new_job(name, backend, state, spec, usd, **fields))
 
 
 def _submit_once(

@@ -232,6 +232,7 @@ def _run_one(
         _save_state(run_dir, state)
 
     save(RUNNING)
+    params_file = state["params_file"]
     with open(run_dir / runfolder.LOG_FILE, "a", encoding="utf-8") as log:
         for entry in [e for e in state["stages"] if e["status"] != "ok"]:
             notebook = paths.project_root() / "notebooks" / entry["notebook"]
@@ -262,9 +263,7 @@ def _run_one(
                     f"[{label}] executed notebook: {executed}",
                 ]:
                     out(text)  # the problems as the CLI prints them: one line each, no prefix
-                return RunResult(
-                    state["params_file"], run_dir, FAILED, line, state["stages"], problems
-                )
+                return RunResult(params_file, run_dir, FAILED, line, state["stages"], problems)
             seconds = time.perf_counter() - start
             save(RUNNING, entry, status="ok", seconds=round(seconds, 3))
             log.write(f"==== {name} ok ({seconds:.1f} s)\n")
@@ -273,7 +272,7 @@ def _run_one(
         save(FINISHED)
         log.write(f"==== {_now()} run finished\n")
     out(f"[{label}] finished: {run_dir}")
-    return RunResult(state["params_file"], run_dir, FINISHED, "", state["stages"])
+    return RunResult(params_file, run_dir, FINISHED, "", state["stages"])
 
 
 def _new_run(

@@ -225,13 +225,8 @@ def _reattach(
     kind: str, key: str, place: dict[str, str], out: Out
 ) -> tuple[dict[str, Any] | None, int]:
     """The record to re-attach to (or None) and the attempt number a new submission takes."""
-    mine = [
-        r
-        for r in read_registry()
-        if r.get("key") == key
-        and r.get("kind") == kind
-        and all(r.get(k) == v for k, v in place.items())
-    ]
+    same = {"key": key, "kind": kind, **place}.items()
+    mine = [r for r in read_registry() if same <= r.items()]
     if not mine:
         return None, 1
     record = mine[-1]

@@ -6,6 +6,7 @@ continues it. Vertex points run ``max_concurrent`` at once; a quota refusal (429
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import re
 import threading
@@ -36,10 +37,8 @@ def parse_value(text: str) -> Any:
     """A grid value as YAML reads it, with ``1e-3`` read as a number (YAML 1.1 reads a string)."""
     text = text.strip()
     for kind in (int, float):
-        try:
+        with contextlib.suppress(ValueError):
             return kind(text)
-        except ValueError:
-            pass
     return yaml.safe_load(text) if text else ""
 
 

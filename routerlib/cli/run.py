@@ -142,9 +142,7 @@ def _run(args: argparse.Namespace) -> int:
             args.params, stages=stages, outputs=args.outputs, resume=args.resume, out=echo
         )
     failed = [r for r in results if not r.ok]
-    for result in results:  # each run's headline last, where the eye lands
-        for line in run_headline(result):
-            echo(line)
+    echo("\n".join(line for r in results for line in run_headline(r)))  # last, where eyes land
     if len(results) > 1:
         echo(f"{len(results) - len(failed)} of {len(results)} run(s) finished")
     if (args.compare or args.with_runs) and len(failed) < len(results):

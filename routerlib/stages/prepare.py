@@ -62,8 +62,7 @@ def prepared_manifest(run: Run, smoke: bool = False) -> dict[str, Any]:
     manifest = run.sub(runfolder.data_dir(smoke)) / runfolder.PREPARE_FILE
     if not manifest.exists():
         prepare(run, smoke=smoke)
-    data: dict[str, Any] = json.loads(manifest.read_text(encoding="utf-8"))
-    return data
+    return dict(json.loads(manifest.read_text(encoding="utf-8")))
 
 
 def split_frame(run: Run, smoke: bool = False) -> pd.DataFrame:
