@@ -29,9 +29,7 @@ API_ENDPOINT_HELP = "Vertex API address, e.g. http://127.0.0.1:PORT for a stand-
 def option(parser: Any, *flags: str, key: str = "", help: str = "", **kwargs: Any) -> Any:
     """``parser.add_argument`` whose help ends with the default, so the two never disagree;
     with ``key`` the default is RunConfig's value of that key."""
-    if key:
-        kwargs["default"] = run_default(key)
-    default = kwargs["default"]
+    default = kwargs["default"] = run_default(key) if key else kwargs["default"]
     text = f"{help} (default {default})" if help else f"default: {default}"
     return parser.add_argument(*flags, help=text, **kwargs)
 
@@ -73,17 +71,9 @@ def _record_given(action: argparse.Action) -> None:
     base = type(action)
 
     class Given(base):  # type: ignore[valid-type,misc]
-        def __call__(
-            self,
-            parser: argparse.ArgumentParser,
-            namespace: argparse.Namespace,
-            values: Any,
-            option_string: str | None = None,
-        ) -> None:
-            super().__call__(parser, namespace, values, option_string)
-            if getattr(namespace, _GIVEN, None) is None:
-                setattr(namespace, _GIVEN, set())
-            getattr(namespace, _GIVEN).add(self.dest)
+        def __call__(self, parser: Any, namespace: argparse.Namespace, *rest: Any) -> None:
+            super().__call__(parser, namespace, *rest)
+            setattr(namespace, _GIVEN, (getattr(namespace, _GIVEN, None) or set()) | {self.dest})
 
     Given.__name__ = base.__name__
     action.__class__ = Given
@@ -153,6 +143,4 @@ def thresholds_flag(thresholds: str) -> str:
 def path_flag(path: str) -> str | None:
     """A params path as a flag's: empty is None, gs:// as it is, a relative path from the
     project root (where the notebooks read it)."""
-    if not path:
-        return None
-    return path if path.startswith("gs://") else str(resolve(path))
+    return (path if path.startswith("gs://") else str(resolve(path))) if path else None
