@@ -174,16 +174,14 @@ def choose_checkpoint(run: Run, job: Job) -> CheckpointChoice:
     cfg = run.config
     if cfg.checkpoint != BEST or cfg.endpoint:
         named = cfg.checkpoint if cfg.checkpoint != BEST else FINAL
+        why = f"checkpoint: {named} names it"
+        why = f"endpoint: {cfg.endpoint} is evaluated as it is" if cfg.endpoint else why
         choice = checkpoints.CheckpointChoice(
             select_metric=cfg.select_metric,
             mode=cfg.checkpoint,
             chosen=named,
             chosen_uri=cfg.endpoint or jobs.select_checkpoint(job, named),
-            reason=(
-                f"endpoint: {cfg.endpoint} is evaluated as it is; checkpoints were not scored"
-                if cfg.endpoint
-                else f"checkpoint: {named} names it; checkpoints were not scored"
-            ),
+            reason=f"{why}; checkpoints were not scored",
             complete=True,
         )
         checkpoints.write_choice(run.path, choice)
