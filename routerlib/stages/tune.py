@@ -8,7 +8,7 @@ from typing import Any
 
 import pandas as pd
 
-from routerlib import checkpoints, display, jobs, runfolder
+from routerlib import checkpoints, display, jobs, paths, runfolder
 from routerlib.checkpoint_names import BEST, FINAL
 from routerlib.checkpoints import CheckpointChoice, Scorer
 from routerlib.errors import InputError
@@ -61,7 +61,8 @@ def _label(value: str) -> str:
 
 
 def tune(run: Run, smoke: bool = False) -> Job:
-    """Submit (or re-attach to) the tuning job, wait for it, record it as job.json in the run."""
+    """Submit (or re-attach to) the tuning job, wait for it, record it as job.json in the run
+    (a local job's output folder is the run's tuning folder: its record is already there)."""
     cfg = run.config
     job = jobs.tune(
         tuning_spec(run, smoke),
@@ -73,7 +74,10 @@ def tune(run: Run, smoke: bool = False) -> Job:
         api_endpoint=cfg.api_endpoint or None,
         local_options={"batch_size": cfg.batch_size, "max_train_tokens": cfg.max_train_tokens},
     )
-    write_job(run.sub(runfolder.job_file(smoke)), job)
+    record = run.sub(runfolder.job_file(smoke))
+    output = job.spec.output_uri
+    if "://" in output or paths.resolve(output).resolve() != record.parent.resolve():
+        write_job(record, job)  # a local job's own record is there already
     if not job.succeeded:
         raise InputError(f"tuning job {job.name} ended in {job.state}: {job.error or 'no message'}")
     return _deploy_where_it_ran(run, job)
