@@ -33,10 +33,8 @@ COMPARISON_STAGE = "05"
 #: ``--with all``: every finished run under the outputs root joins the comparison.
 ALL_RUNS = "all"
 PIPELINE_FILE = runfolder.PIPELINE_FILE
-#: ipykernel logs only CRITICAL lines: below that every kernel warned that it runs over TCP
-#: without encryption (it listens on 127.0.0.1 only) and, after a notebook ended, now and then
-#: "KeyboardInterrupt caught in kernel" (jupyter_client interrupts a kernel before shutting it
-#: down). A failing cell still fails its stage; the notebook's own output is not affected.
+#: ipykernel logs only CRITICAL lines (else each kernel warns it runs over TCP unencrypted, on
+#: 127.0.0.1 only, and at shutdown of a KeyboardInterrupt); a failing cell still fails its stage.
 KERNEL_ARGUMENTS = ("--IPKernelApp.log_level=CRITICAL",)
 
 Out = Callable[[str], None]
