@@ -10,8 +10,10 @@ parameters, ``params_file`` (the run's params.yaml) and ``run_dir`` (docs/notebo
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -349,6 +351,80 @@ def params_changes(params_file: str, run_dir: Path) -> list[str]:
     ]
 
 
+def side_by_side(backends: Sequence[str], requested: int | None = None) -> int:
+    """How many runs go at once: ``requested`` when given (at most one per run); else local runs
+    side by side up to the core count (each kernel gets its share of the cores through
+    OMP_NUM_THREADS: the tiny model gains little from a second thread, so two runs at one thread
+    finish sooner than one after the other at two) and any other run alone (a sweep's
+    ``--max-concurrent`` manages the tuning quota)."""
+    if requested is not None:
+        return max(1, min(requested, len(backends)))
+    if backends and all(backend == "local" for backend in backends):
+        return max(1, min(len(backends), os.cpu_count() or 1))
+    return 1
+
+
+@contextlib.contextmanager
+def _threads_per_run(at_once: int) -> Iterator[None]:
+    """Each kernel's torch threads: ``cores // at_once`` while runs go side by side (a value the
+    user set is kept)."""
+    if at_once <= 1 or os.environ.get("OMP_NUM_THREADS"):
+        yield
+        return
+    os.environ["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // at_once))
+    try:
+        yield
+    finally:
+        os.environ.pop("OMP_NUM_THREADS", None)
+
+
+def _run_side_by_side(
+    jobs: Sequence[Callable[[], RunResult]], at_once: int, out: Out, run_dirs: dict[int, Path]
+) -> list[RunResult]:
+    """Run ``jobs`` on ``at_once`` daemon threads; results in job order. Ctrl-C reaches only this
+    thread (kernels run in a session of their own), so here every run still going is recorded as
+    interrupted and the interrupt goes on at once: the threads end with the process, and so do
+    their kernels, which watch it. ``run_dirs``: each started job's run folder, by job index."""
+    results: list[RunResult | None] = [None] * len(jobs)
+    failures: list[BaseException] = []
+    pending = list(enumerate(jobs))
+    lock = threading.Lock()
+
+    def worker() -> None:
+        while True:
+            with lock:
+                if not pending or failures:
+                    return
+                index, job = pending.pop(0)
+            try:
+                results[index] = job()
+            except BaseException as exc:  # a bug (a stage failure is a result)
+                with lock:
+                    failures.append(exc)
+
+    threads = [threading.Thread(target=worker, daemon=True) for _ in range(at_once)]
+    for thread in threads:
+        thread.start()
+    try:
+        while any(thread.is_alive() for thread in threads):
+            for thread in threads:
+                thread.join(timeout=0.5)
+    except KeyboardInterrupt:
+        for index, run_dir in sorted(run_dirs.items()):
+            if results[index] is None:
+                state = read_state(run_dir)
+                state["status"] = INTERRUPTED
+                for entry in state["stages"]:
+                    if entry.get("status") == RUNNING:
+                        entry["status"] = INTERRUPTED
+                _save_state(run_dir, state)
+                out(f"interrupted: {run_dir} (`routerlib run --resume {run_dir}` continues it)")
+        raise
+    if failures:
+        raise failures[0]
+    return [result for result in results if result is not None]
+
+
 def run_pipeline(
     params_files: list[str],
     *,
@@ -356,10 +432,12 @@ def run_pipeline(
     outputs: str | os.PathLike[str] | None = None,
     resume: bool = False,
     out: Out = print,
+    parallel: int | None = None,
 ) -> list[RunResult]:
     """Run the notebook chain for each params file into its own run folder (with ``resume``:
     continue each run folder, or a params file's newest unfinished run); one result each.
-    Every item is checked before any notebook runs; a failing stage stops its own run only."""
+    Every item is checked before any notebook runs; a failing stage stops its own run only.
+    ``parallel``: runs at once (default :func:`side_by_side`)."""
     if not params_files:
         raise InputError("name at least one params file (e.g. params/local.yaml)")
     require_notebooks()
@@ -367,12 +445,15 @@ def run_pipeline(
     chosen = check_stages(stages)
     # Check everything first: bad input fails before hours of work start.
     plans: list[tuple[str, Path | None]] = []
+    backends: list[str] = []
     problems: list[str] = []
     for item in params_files:
         try:
             run_dir = _resume_target(item, outputs_dir, stages) if resume else None
             params = run_dir / runfolder.PARAMS_FILE if run_dir else item
-            problems.extend(cloud_problems(load_config(params), str(params)))
+            loaded = load_config(params)
+            backends.append(loaded.backend)
+            problems.extend(cloud_problems(loaded, str(params)))
             for stage in chosen if not resume else ():
                 find_notebook(stage)
             plans.append((item, run_dir))
@@ -385,20 +466,28 @@ def run_pipeline(
     if problems:
         raise InputError(f"{len(problems)} problem(s) in the arguments; nothing was run", problems)
 
-    results: list[RunResult] = []
-    with outputs_env(outputs_dir):
-        for item, existing in plans:
-            if existing is None:
-                run_dir, state = _new_run(item, chosen, outputs_dir)
-                label = state["params_name"]
-                out(f"[{label}] run folder: {run_dir}")
-            else:
-                run_dir, state = existing, read_state(existing)
-                label = str(state.get("params_name") or run_dir.name)
-                todo = [e["stage"] for e in state["stages"] if e.get("status") != "ok"]
-                out(f"[{label}] resuming {run_dir} from stage {todo[0] if todo else '(none left)'}")
-            results.append(_run_one(run_dir, state, label, out))
-    return results
+    run_dirs: dict[int, Path] = {}
+
+    def run_one(index: int, item: str, existing: Path | None) -> RunResult:
+        if existing is None:
+            run_dir, state = _new_run(item, chosen, outputs_dir)
+            label = state["params_name"]
+            out(f"[{label}] run folder: {run_dir}")
+        else:
+            run_dir, state = existing, read_state(existing)
+            label = str(state.get("params_name") or run_dir.name)
+            todo = [e["stage"] for e in state["stages"] if e.get("status") != "ok"]
+            out(f"[{label}] resuming {run_dir} from stage {todo[0] if todo else '(none left)'}")
+        run_dirs[index] = run_dir
+        return _run_one(run_dir, state, label, out)
+
+    jobs = [functools.partial(run_one, i, *plan) for i, plan in enumerate(plans)]
+    at_once = side_by_side(backends, parallel)
+    with outputs_env(outputs_dir), _threads_per_run(at_once):
+        if at_once == 1:
+            return [job() for job in jobs]
+        out(f"{len(jobs)} runs, {at_once} at a time")
+        return _run_side_by_side(jobs, at_once, out, run_dirs)
 
 
 def run_headline(result: RunResult) -> list[str]:

@@ -45,6 +45,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         concurrent="vertex sweeps: tuning jobs at once, the project's tuning quota (default 1); "
         "local points always run one at a time",
     )
+    note = (
+        "runs at once (several params files); default: local runs side by side up to the core "
+        "count, each kernel with its share of the cores; other runs one at a time"
+    )
+    run.add_argument("--parallel", type=int, metavar="N", help=note)
     note = "then run notebook 05 over the runs just made into outputs/comparison-<time>/"
     run.add_argument("--compare", action="store_true", help=note)
     run.add_argument(
@@ -139,7 +144,12 @@ def _run(args: argparse.Namespace) -> int:
     if results is None:
         stages = args.stages.split(",") if args.stages else None if args.resume else DEFAULT_STAGES
         results = run_pipeline(
-            args.params, stages=stages, outputs=args.outputs, resume=args.resume, out=echo
+            args.params,
+            stages=stages,
+            outputs=args.outputs,
+            resume=args.resume,
+            out=echo,
+            parallel=args.parallel,
         )
     failed = [r for r in results if not r.ok]
     echo("\n".join(line for r in results for line in run_headline(r)))  # last, where eyes land
