@@ -39,60 +39,18 @@ _STOPWORDS = frozenset(
     you your also both each any all between over under via about after before more most very just
     like want show give make get then it's i'm can't let help explain write""".split()
 )
-_MATH_WORDS = (
-    "derive",
-    "derivation",
-    "proof",
-    "prove",
-    "theorem",
-    "lemma",
-    "formal",
-    "formally",
-    "closed-form",
-    "analytic",
-    "bound",
-    "convergence",
-    "complexity",
-    "equation",
-    "gradient",
-    "eigen",
-    "probability",
-    "optimization",
-    "theoretical",
-    "mathematical",
+_MATH_WORDS = tuple(
+    "derive derivation proof prove theorem lemma formal formally closed-form analytic bound "
+    "convergence complexity equation gradient eigen probability optimization theoretical "
+    "mathematical".split()
 )
-_CODE_WORDS = (
-    "implement",
-    "code",
-    "python",
-    "script",
-    "simulate",
-    "simulation",
-    "benchmark",
-    "train",
-    "pytorch",
-    "jax",
-    "tensorflow",
-    "program",
-    "experiment",
-    "empirical",
-    "numerical",
-    "plot",
+_CODE_WORDS = tuple(
+    "implement code python script simulate simulation benchmark train pytorch jax tensorflow "
+    "program experiment empirical numerical plot".split()
 )
-_SEARCH_WORDS = (
-    "paper",
-    "literature",
-    "survey",
-    "citation",
-    "cite",
-    "arxiv",
-    "state-of-the-art",
-    "references",
-    "sources",
-    "review",
-    "recent",
-    "seminal",
-    "published",
+_SEARCH_WORDS = tuple(
+    "paper literature survey citation cite arxiv state-of-the-art references sources review "
+    "recent seminal published".split()
 )
 _VERIFY_WORDS = ("verify", "verification", "cross-check", "confirm that", "consistent with")
 _INTRO_WORDS = ("simple", "beginner", "introduction", "intuition", "basic", "understand")
