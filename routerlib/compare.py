@@ -33,18 +33,10 @@ if TYPE_CHECKING:
 TIE_TOLERANCE = 1e-9
 #: Per-sample metrics tested for paired significance between runs (binary → McNemar, rates →
 #: bootstrap).
-SIGNIFICANCE_METRICS = (
-    "json_valid",
-    "route_plan_exact",
-    "tool_sequence_exact",
-    "route_first_tool_match",
-    "route_length_match",
-    "metrics_keys_match",
-    "todo_covers_all_tools",
-    "handoff_tools_covered",
-    "route_tool_precision",
-    "route_tool_recall",
-    "todo_tool_alignment",
+SIGNIFICANCE_METRICS = tuple(
+    "json_valid route_plan_exact tool_sequence_exact route_first_tool_match route_length_match "
+    "metrics_keys_match todo_covers_all_tools handoff_tools_covered route_tool_precision "
+    "route_tool_recall todo_tool_alignment".split()
 )
 ALPHA = 0.05
 #: Cost columns of the leaderboard (from metrics.json ``cost``, priced by the pricing table).
@@ -81,25 +73,17 @@ class RunSummary:
         """The run folder's name."""
         return self.path.name
 
-    def _recorded(self, value: str | None, default: Path | None) -> Path | None:
-        file = Path(value) if value else default
+    @property
+    def samples_path(self) -> Path | None:
+        """The per-sample records: the report's ``samples_path``, else samples.jsonl beside it."""
+        value = (self.report or {}).get("samples_path")
+        file = (
+            Path(value) if value else self.report_path and runfolder.samples_path(self.report_path)
+        )
         if file is None:
             return None
         file = file if file.is_absolute() else self.path / file
         return file if file.is_file() else None
-
-    @property
-    def samples_path(self) -> Path | None:
-        """The per-sample records: the report's ``samples_path``, else samples.jsonl beside it."""
-        default = runfolder.samples_path(self.report_path) if self.report_path else None
-        return self._recorded((self.report or {}).get("samples_path"), default)
-
-    @property
-    def predictions_path(self) -> Path | None:
-        """The scored predictions: the report's ``config.pred_path``, else the run folder's name
-        for them (``runfolder.predictions_path``)."""
-        default = runfolder.predictions_path(self.report_path) if self.report_path else None
-        return self._recorded(((self.report or {}).get("config") or {}).get("pred_path"), default)
 
     def samples(self) -> list[SampleRecord]:
         """Per-sample records (none, and a line in ``problems``, when the file is bad)."""
@@ -127,14 +111,9 @@ class RunSummary:
 
     def test_key(self) -> str | None:
         """A fingerprint of the gold test rows (the gold file's bytes), to pair two routers."""
-        gold = ((self.report or {}).get("config") or {}).get("gold_path")
-        if not gold:
-            return None
-        file = Path(gold)
-        if not file.is_absolute():
-            file = paths.resolve(file)
+        gold = _get(self.report, "config", "gold_path")
         try:
-            return hashlib.sha256(file.read_bytes()).hexdigest()
+            return hashlib.sha256(paths.resolve(gold).read_bytes()).hexdigest() if gold else None
         except OSError:
             return None
 
@@ -147,14 +126,6 @@ def _get(obj: Any, *keys: str) -> Any:
     return obj
 
 
-def _load_report(file: Path, problems: list[str]) -> dict[str, Any] | None:
-    try:
-        return runfolder.read_report(file)
-    except RunFolderError as exc:
-        problems.extend(exc.lines())
-        return None
-
-
 def load_run(run_dir: str | Path) -> RunSummary:
     """Read one run folder into a RunSummary (model) with its baseline routers attached."""
     run_dir = Path(run_dir).resolve()
@@ -165,56 +136,35 @@ def load_run(run_dir: str | Path) -> RunSummary:
     except RunFolderError as exc:
         problems.extend(exc.lines())
     evaluation = record.evaluation if record else None
-    report_file = run_dir / (evaluation.report if evaluation else runfolder.REPORT_FILE)
-    run = RunSummary(
-        name=record.run.name if record else run_dir.name,
-        path=run_dir,
-        kind="model",
-        metrics=record,
-        report=_load_report(report_file, problems),
-        report_path=report_file,
-        problems=problems,
-    )
-    kinds: dict[str, Path] = {}
-    for kind, entry in (record.baselines if record else {}).items():
-        kinds[kind] = run_dir / entry.report
-    base_dir = run_dir / runfolder.BASELINES_DIR
-    if base_dir.is_dir():
-        for folder in sorted(base_dir.iterdir()):
-            file = run_dir / runfolder.baseline_report_file(folder.name)
-            if file.is_file():
-                kinds.setdefault(folder.name, file)
-    run.decoding = evaluation.decoding if evaluation else "free"
+
+    def scored(name: str, report: str, problems: list[str], **fields: Any) -> RunSummary:
+        file, loaded = run_dir / report, None
+        try:
+            loaded = runfolder.read_report(file)
+        except RunFolderError as exc:
+            problems.extend(exc.lines())
+        return RunSummary(
+            name, run_dir, report=loaded, report_path=file, problems=problems, **fields
+        )
+
+    name = record.run.name if record else run_dir.name
+    head = evaluation.decoding if evaluation else "free"
+    report = evaluation.report if evaluation else runfolder.REPORT_FILE
+    run = scored(name, report, problems, kind="model", metrics=record, decoding=head)
     for decoding, info in (record.decodings if record else {}).items():
-        if decoding == run.decoding:
-            continue
-        file = run_dir / info.report
-        run.variants.append(
-            RunSummary(
-                name=f"{run.name} [{decoding}]",
-                path=run_dir,
-                kind="model",
-                metrics=record,
-                report=_load_report(file, problems),
-                report_path=file,
-                baselines=run.baselines,
-                problems=problems,
-                decoding=decoding,
-            )
-        )
-    for kind, file in sorted(kinds.items()):
-        base_problems: list[str] = []
-        run.baselines.append(
-            RunSummary(
-                name=f"baseline:{kind}",
-                path=run_dir,
-                kind="baseline",
-                report=_load_report(file, base_problems),
-                report_path=file,
-                baseline_kind=kind,
-                problems=base_problems,
-            )
-        )
+        if decoding != head:
+            variant = scored(f"{name} [{decoding}]", info.report, problems, kind="model")
+            variant.metrics, variant.baselines, variant.decoding = record, run.baselines, decoding
+            run.variants.append(variant)
+    kinds = {kind: entry.report for kind, entry in (record.baselines if record else {}).items()}
+    base_dir = run_dir / runfolder.BASELINES_DIR
+    for folder in sorted(base_dir.iterdir()) if base_dir.is_dir() else []:
+        if (run_dir / runfolder.baseline_report_file(folder.name)).is_file():
+            kinds.setdefault(folder.name, runfolder.baseline_report_file(folder.name))
+    run.baselines.extend(
+        scored(f"baseline:{kind}", report, [], kind="baseline", baseline_kind=kind)
+        for kind, report in sorted(kinds.items())
+    )
     return run
 
 
@@ -253,11 +203,8 @@ def routers(runs: Iterable[RunSummary]) -> list[RunSummary]:
 
 
 def _num(value: Any) -> float:
-    if isinstance(value, bool):
-        return float(value)
-    if isinstance(value, (int, float)) and not (isinstance(value, float) and math.isnan(value)):
-        return float(value)
-    return NAN
+    """``value`` as a float (a bool counts 1/0); NaN when it is no number."""
+    return float(value) if isinstance(value, int | float) and value == value else NAN
 
 
 def _headline_metrics(runs: Sequence[RunSummary]) -> list[str]:
@@ -272,10 +219,7 @@ def _headline_metrics(runs: Sequence[RunSummary]) -> list[str]:
     return (
         names
         if len(names) > len(DECIDING_METRICS)
-        else [
-            *names,
-            *(m for m in HEADLINE if m not in names),
-        ]
+        else [*names, *(m for m in HEADLINE if m not in names)]
     )
 
 
@@ -307,10 +251,8 @@ def leaderboard(runs: Sequence[RunSummary]) -> pd.DataFrame:
         strict = _get(report, "strict", "overall") or {}
         intervals = _get(report, "intervals", "overall") or {}
         record = run.metrics
-        info = record.run if record else None
-        tuning = record.tuning if record else None
-        evaluation = record.evaluation if record else None
-        section: Any = evaluation
+        info, tuning = (record.run, record.tuning) if record else (None, None)
+        section: Any = record.evaluation if record else None
         if record and not _is_headline(run):
             section = record.decodings.get(run.decoding)
         head = section.headline if section else {}
@@ -320,11 +262,9 @@ def leaderboard(runs: Sequence[RunSummary]) -> pd.DataFrame:
             "kind": run.kind,
             "decoding": run.decoding if run.kind == "model" else "",
             "run": run.run_name,
-            "backend": info.backend if info else None,
-            "base_model": info.base_model if info else None,
-            "tuning_mode": info.tuning_mode if info else None,
-            "adapter_size": _num(info.adapter_size if info else None),
-            "epochs": _num(info.epochs if info else None),
+            **{key: getattr(info, key, None) for key in ("backend", "base_model", "tuning_mode")},
+            "adapter_size": _num(getattr(info, "adapter_size", None)),
+            "epochs": _num(getattr(info, "epochs", None)),
             "gate_pass": _gate_pass(run),
             "samples": _num(overall.get("samples")),
         }
@@ -332,23 +272,25 @@ def leaderboard(runs: Sequence[RunSummary]) -> pd.DataFrame:
             rec[metric] = _num(head.get(metric, overall.get(metric)))
             rec[f"{metric} strict"] = _num(head_strict.get(metric, strict.get(metric)))
             interval = intervals.get(metric)
-            if not (isinstance(interval, (list, tuple)) and len(interval) == 2):
-                interval = (NAN, NAN)
-            rec[f"{metric} strict lo"] = _num(interval[0])
-            rec[f"{metric} strict hi"] = _num(interval[1])
+            ok = isinstance(interval, (list, tuple)) and len(interval) == 2
+            rec[f"{metric} strict lo"], rec[f"{metric} strict hi"] = map(
+                _num, interval if ok else (NAN, NAN)
+            )
         for bucket in BUCKETS[1:]:
             block = _get(report, "strict", bucket) or _get(report, "metrics", bucket) or {}
             rec[f"{bucket}: {PRIMARY}"] = _num(block.get(PRIMARY))
-        rec["cost_usd"] = _num(tuning.cost_estimate_usd if tuning else None)
-        rec["train_seconds"] = _num(tuning.train_seconds if tuning else None)
         cost = (record.cost if record else None) or {}
-        rec["checkpoint"] = ((tuning.checkpoint if tuning else None) or {}).get("served")
+        rec.update(
+            cost_usd=_num(getattr(tuning, "cost_estimate_usd", None)),
+            train_seconds=_num(getattr(tuning, "train_seconds", None)),
+            checkpoint=(getattr(tuning, "checkpoint", None) or {}).get("served"),
+        )
         rec[TUNING_USD] = _num(cost.get("tuning_usd"))
         rec[SERVING_USD] = _num(cost.get("serving_usd_per_1000_routes"))
         rec[PRICES_VERIFIED] = pricing.prices_verified(cost) if record else None
         rec["routes_per_hour"] = _num(cost.get("routes_per_hour"))
         # which price rows were not read from a Google source (pricing.RunCost.unverified)
-        rec[UNVERIFIED] = ", ".join(cost.get("unverified") or []) if cost else ""
+        rec[UNVERIFIED] = ", ".join(cost.get("unverified") or [])
         rec["latency_p50_s"] = _num(_get(report, "latency", "p50_s"))
         rec["latency_p95_s"] = _num(_get(report, "latency", "p95_s"))
         rec["s_per_token"] = _num(seconds_per_token(report))
@@ -406,27 +348,14 @@ def compare_pair(
             continue
         # The reference goes first, so delta and b01 (fixed) read "model minus reference".
         test = paired_test(ys, xs, metric, seed=seed)
-        p_value = _num(test.get("p_value"))
-        out.append(
-            {
-                "model": a.name,
-                "model_run": a.run_name,
-                "reference": b.name,
-                "reference_run": b.run_name,
-                "metric": metric,
-                "n": len(xs),
-                "model_rate": sum(xs) / len(xs),
-                "reference_rate": sum(ys) / len(ys),
-                "delta": sum(xs) / len(xs) - sum(ys) / len(ys),
-                "ci_low": _num(test.get("ci_low")),
-                "ci_high": _num(test.get("ci_high")),
-                "test": test["test"],
-                "p_value": p_value,
-                "b01": test.get("b01"),
-                "b10": test.get("b10"),
-                "significant": bool(p_value < ALPHA) if not math.isnan(p_value) else False,
-            }
+        p_value, mx, my = _num(test.get("p_value")), sum(xs) / len(xs), sum(ys) / len(ys)
+        rec = dict(model=a.name, model_run=a.run_name, reference=b.name, reference_run=b.run_name)
+        rec.update(metric=metric, test=test["test"], n=len(xs), model_rate=mx, reference_rate=my)
+        rec.update(delta=mx - my, ci_low=_num(test["ci_low"]), ci_high=_num(test["ci_high"]))
+        rec.update(
+            p_value=p_value, significant=bool(p_value < ALPHA), b01=test["b01"], b10=test["b10"]
         )
+        out.append(rec)
     return out
 
 
@@ -445,24 +374,10 @@ def paired_reports(
     return {rec["metric"]: rec for rec in compare_pair(summary(a, "a"), summary(b, "b"), metrics)}
 
 
-SIGNIFICANCE_COLUMNS = [
-    "model",
-    "model_run",
-    "reference",
-    "reference_run",
-    "metric",
-    "test",
-    "n",
-    "model_rate",
-    "reference_rate",
-    "delta",
-    "ci_low",
-    "ci_high",
-    "p_value",
-    "significant",
-    "b01",
-    "b10",
-]
+SIGNIFICANCE_COLUMNS = (
+    "model model_run reference reference_run metric test n model_rate reference_rate delta ci_low "
+    "ci_high p_value significant b01 b10".split()
+)
 
 
 def _strength(run: RunSummary) -> tuple[float, ...]:
@@ -566,10 +481,6 @@ def _rank_key(row: pd.Series) -> tuple[float, ...]:
     return tuple(-math.inf if math.isnan(v := _score(row, m)) else v for m in DECIDING_METRICS)
 
 
-def _label(row: pd.Series, board: pd.DataFrame) -> str:
-    return router_label(row, board)
-
-
 def deciding_metric(a: pd.Series, b: pd.Series) -> str:
     """The first deciding metric on which routers ``a`` and ``b`` differ (PRIMARY when none)."""
     for metric in DECIDING_METRICS:
@@ -581,7 +492,7 @@ def deciding_metric(a: pd.Series, b: pd.Series) -> str:
 
 def why_ranked(a: pd.Series, b: pd.Series, board: pd.DataFrame) -> str:
     """One sentence with the numbers that put router ``a`` above ``b`` (or say they tie)."""
-    first, second = f"`{_label(a, board)}`", f"`{_label(b, board)}`"
+    first, second = f"`{router_label(a, board)}`", f"`{router_label(b, board)}`"
     tied: list[str] = []
     for metric in DECIDING_METRICS:
         x, y = _score(a, metric), _score(b, metric)
@@ -628,9 +539,11 @@ def tie_sentence(board: pd.DataFrame) -> str:
 
 def embedded_note(board: pd.DataFrame) -> str:
     """What the numbers of runs on the embedded tiny model do and do not show ('' otherwise)."""
-    if board is None or board.empty or "base_model" not in board:
-        return ""
-    if not (board["base_model"] == EMBEDDED_MODEL).any():
+    if (
+        board is None
+        or "base_model" not in board
+        or not (board["base_model"] == EMBEDDED_MODEL).any()
+    ):
         return ""
     return (
         f"**What these numbers show.** Runs on `{EMBEDDED_MODEL}` tune the embedded tiny model "
@@ -697,7 +610,7 @@ def conclusion(board: pd.DataFrame, sig: pd.DataFrame | None, with_note: bool = 
         lines.append("**No tuned model passes the gate.**")
         if top_base is not None and not beats_base:
             lines.append(
-                f"Keep the previous router `{_label(top_base, board)}` "
+                f"Keep the previous router `{router_label(top_base, board)}` "
                 f"({PRIMARY} {_fmt(_score(top_base, PRIMARY))}): no tuned model ranks above it."
             )
             lines.append(f"Closest tuned model: {describe(best)}.")
@@ -708,18 +621,10 @@ def conclusion(board: pd.DataFrame, sig: pd.DataFrame | None, with_note: bool = 
             )
         failed = str(best.get("failed_checks") or "")
         if failed and failed != "nan":
-            lines.append(
-                "Its failing checks include: "
-                + ", ".join(f"`{c}`" for c in failed.split("; "))
-                + "."
-            )
-    skipped = _skipped_sentence(best)
-    if skipped:
-        lines.append(skipped)
-    reasons: list[str] = []
-    tie = tie_sentence(board)
-    if tie:
-        reasons.append(tie)
+            checks = ", ".join(f"`{c}`" for c in failed.split("; "))
+            lines.append(f"Its failing checks include: {checks}.")
+    lines.append(_skipped_sentence(best))
+    reasons = [tie_sentence(board)]
     # One sentence per pick: the chosen model against the router it was preferred to, the
     # runner-up model, and the previous router chosen among the baselines.
     if top_base is not None:
@@ -747,19 +652,19 @@ def conclusion(board: pd.DataFrame, sig: pd.DataFrame | None, with_note: bool = 
                 f"Δ{tested} = {row['delta']:+.3f} ({row['test']} p = {_fmt(row['p_value'], 4)}, "
                 f"{verdict} at {ALPHA})."
             )
-    extras = []
-    if not math.isnan(_num(best.get("cost_usd"))):
-        extras.append(f"estimated tuning cost ${_num(best['cost_usd']):.2f}")
-    if not math.isnan(_num(best.get("train_seconds"))):
-        extras.append(f"train time {_num(best['train_seconds']):.0f} s")
-    if not math.isnan(_num(best.get("latency_p95_s"))):
-        extras.append(f"latency p95 {_num(best['latency_p95_s']):.2f} s")
-    if extras:
-        reasons.append(f"For **{best['model']}**: " + ", ".join(extras) + ".")
-    note = price_note(board)
-    if note:
-        reasons.append(note)
-    text = " ".join(lines) + "".join(f"\n- {reason}" for reason in reasons)
+    facts = [
+        text.format(value)
+        for column, text in (
+            ("cost_usd", "estimated tuning cost ${:.2f}"),
+            ("train_seconds", "train time {:.0f} s"),
+            ("latency_p95_s", "latency p95 {:.2f} s"),
+        )
+        if not math.isnan(value := _num(best.get(column)))
+    ]
+    if facts:
+        reasons.append(f"For **{best['model']}**: " + ", ".join(facts) + ".")
+    reasons = [reason for reason in (*reasons, price_note(board)) if reason]
+    text = " ".join(line for line in lines if line) + "".join(f"\n- {r}" for r in reasons)
     if reasons:
         text = text.replace("\n- ", "\n\n- ", 1)
     note = embedded_note(board) if with_note else ""
