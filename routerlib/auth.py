@@ -48,22 +48,6 @@ def needs_credentials(url: str) -> bool:
     )
 
 
-def application_default_credentials() -> Any:
-    """``google.auth.default()`` with the cloud-platform scope, or an InputError saying how to
-    set it up (no traceback, no secret in the message)."""
-    import google.auth
-    from google.auth.exceptions import DefaultCredentialsError
-
-    try:
-        credentials, _ = google.auth.default(scopes=list(SCOPES))
-    except DefaultCredentialsError:
-        raise InputError(
-            "no Google application-default credentials: run "
-            "`gcloud auth application-default login` or set GOOGLE_APPLICATION_CREDENTIALS"
-        ) from None
-    return credentials
-
-
 def application_default() -> tuple[Any, str | None]:
     """(credentials, project) of the application-default credentials (the project the
     credentials or the environment name, if any); InputError when there are none. Nothing is
@@ -80,6 +64,11 @@ def application_default() -> tuple[Any, str | None]:
             f"({str(exc).splitlines()[0][:160]})"
         ) from None
     return credentials, project or None
+
+
+def application_default_credentials() -> Any:
+    """The credentials of :func:`application_default` (InputError saying how to set them up)."""
+    return application_default()[0]
 
 
 def principal(credentials: Any) -> str | None:
