@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -85,15 +85,17 @@ class RunSummary:
         file = file if file.is_absolute() else self.path / file
         return file if file.is_file() else None
 
-    def samples(self) -> list[SampleRecord]:
-        """Per-sample records (none, and a line in ``problems``, when the file is bad)."""
-        if self.samples_path is None:
-            return []
+    def _read(self, read: Callable[[Path], list[Any]], file: Path | None) -> list[Any]:
+        """``read(file)``; none (and the file's problem in ``problems``) when it is bad."""
         try:
-            return runfolder.read_samples(self.samples_path)
+            return read(file) if file is not None and file.is_file() else []
         except RunFolderError as exc:
             self.problems.extend(exc.lines())
             return []
+
+    def samples(self) -> list[SampleRecord]:
+        """Per-sample records (none, and a line in ``problems``, when the file is bad)."""
+        return self._read(runfolder.read_samples, self.samples_path)
 
     def loss_curve(self) -> list[dict[str, Any]]:
         """Tuning loss points ``{"epoch", "step", "train_loss", "val_loss"}``: metrics.json's,
@@ -101,13 +103,7 @@ class RunSummary:
         if self.metrics is not None and self.metrics.tuning and self.metrics.tuning.loss_curve:
             return self.metrics.tuning.loss_curve
         file = self.path / runfolder.FULL_TUNING_DIR / runfolder.LOSS_CURVE_FILE
-        if not file.is_file():
-            return []
-        try:
-            return runfolder.read_loss_curve(file)
-        except RunFolderError as exc:
-            self.problems.extend(exc.lines())
-            return []
+        return self._read(runfolder.read_loss_curve, file)
 
     def test_key(self) -> str | None:
         """A fingerprint of the gold test rows (the gold file's bytes), to pair two routers."""
@@ -192,10 +188,9 @@ def routers(runs: Iterable[RunSummary]) -> list[RunSummary]:
     for run in runs:
         for base in [run] if run.kind == "baseline" else run.baselines:
             key = json.dumps([base.baseline_kind, _get(base.report, "metrics")], sort_keys=True)
-            if key in seen:
-                continue
-            seen.add(key)
-            out.append(base)
+            if key not in seen:
+                seen.add(key)
+                out.append(base)
     return out
 
 
@@ -238,10 +233,10 @@ def _gate_pass(run: RunSummary) -> bool | None:
 
 
 def leaderboard(runs: Sequence[RunSummary]) -> pd.DataFrame:
-    """One row per tuned model and per distinct baseline router, best ``route_plan_exact`` (strict)
-    first (ties broken by the other deciding metrics). Columns: identity and settings, gate pass, each headline metric (original value, strict
-    value, 95% bootstrap interval of the strict value as ``<m> strict lo/hi``), the primary metric
-    per bucket (strict), cost, train time, latency p50/p95 and the failing gate checks."""
+    """One row per tuned model and per distinct baseline router, ranked on the deciding metrics
+    (strict). Columns: identity and settings, gate pass, each headline metric (original, strict,
+    the strict value's 95% interval as ``<m> strict lo/hi``), the primary metric per bucket
+    (strict), cost, train time, latency and the failing gate checks."""
     rows = routers(runs)
     headline = _headline_metrics([r for r in rows if r.kind == "model"])
     records = []
@@ -272,10 +267,9 @@ def leaderboard(runs: Sequence[RunSummary]) -> pd.DataFrame:
             rec[metric] = _num(head.get(metric, overall.get(metric)))
             rec[f"{metric} strict"] = _num(head_strict.get(metric, strict.get(metric)))
             interval = intervals.get(metric)
-            ok = isinstance(interval, (list, tuple)) and len(interval) == 2
-            rec[f"{metric} strict lo"], rec[f"{metric} strict hi"] = map(
-                _num, interval if ok else (NAN, NAN)
-            )
+            if not (isinstance(interval, (list, tuple)) and len(interval) == 2):
+                interval = (NAN, NAN)
+            rec[f"{metric} strict lo"], rec[f"{metric} strict hi"] = map(_num, interval)
         for bucket in BUCKETS[1:]:
             block = _get(report, "strict", bucket) or _get(report, "metrics", bucket) or {}
             rec[f"{bucket}: {PRIMARY}"] = _num(block.get(PRIMARY))
@@ -349,13 +343,11 @@ def compare_pair(
         # The reference goes first, so delta and b01 (fixed) read "model minus reference".
         test = paired_test(ys, xs, metric, seed=seed)
         p_value, mx, my = _num(test.get("p_value")), sum(xs) / len(xs), sum(ys) / len(ys)
-        rec = dict(model=a.name, model_run=a.run_name, reference=b.name, reference_run=b.run_name)
-        rec.update(metric=metric, test=test["test"], n=len(xs), model_rate=mx, reference_rate=my)
-        rec.update(delta=mx - my, ci_low=_num(test["ci_low"]), ci_high=_num(test["ci_high"]))
-        rec.update(
-            p_value=p_value, significant=bool(p_value < ALPHA), b01=test["b01"], b10=test["b10"]
-        )
-        out.append(rec)
+        rec: dict[str, Any] = {"model": a.name, "model_run": a.run_name, "reference": b.name}
+        rec.update(reference_run=b.run_name, metric=metric, test=test["test"], n=len(xs))
+        rec.update(model_rate=mx, reference_rate=my, delta=mx - my, ci_low=_num(test["ci_low"]))
+        rec.update(ci_high=_num(test["ci_high"]), p_value=p_value, significant=p_value < ALPHA)
+        out.append({**rec, "b01": test["b01"], "b10": test["b10"]})
     return out
 
 
