@@ -205,7 +205,11 @@ def confusion_figure(runs: Sequence[RunSummary]) -> Any:
 def length_ratios(run: RunSummary) -> list[float]:
     """Per-sample ``length_ratio`` of valid predictions (the scorer's ``metrics`` block)."""
     found = (sample.metrics.get("length_ratio") for sample in run.samples())
-    return [float(v) for v in found if not isinstance(v, bool) and _valid(v)]
+    return [
+        float(v)
+        for v in found
+        if isinstance(v, float | int) and not isinstance(v, bool) and _valid(v)
+    ]
 
 
 #: The gate's length-ratio bands: (value, label).
