@@ -65,9 +65,7 @@ def todo_tool(entry: Any) -> str | None:
     if not isinstance(entry, str):
         return None
     match = _TODO_TOOL_RE.search(entry)
-    if match:
-        return match.group(0)
-    return "router QA" if "router qa" in entry.lower() else None
+    return match.group(0) if match else "router QA" if "router qa" in entry.lower() else None
 
 
 def todo_alignment(todo: list[Any], gold_tools: list[str]) -> float:
@@ -140,12 +138,8 @@ def sample_metrics(
 
     out["route_plan_exact"] = pred_plan == gold_plan
     out["route_length_match"] = len(plan_steps(pred_plan)) == len(plan_steps(gold_plan))
-    out["route_first_tool_match"] = (pred_tools[0] if pred_tools else None) == (
-        gold_tools[0] if gold_tools else None
-    )
-    out["route_last_tool_match"] = (pred_tools[-1] if pred_tools else None) == (
-        gold_tools[-1] if gold_tools else None
-    )
+    out["route_first_tool_match"] = pred_tools[:1] == gold_tools[:1]  # both empty: a match
+    out["route_last_tool_match"] = pred_tools[-1:] == gold_tools[-1:]
     gold_set, pred_set = set(gold_tools), set(pred_tools)
     common = len(gold_set & pred_set)
     out["route_tool_precision"] = common / len(pred_set) if pred_set else 1.0
@@ -234,8 +228,7 @@ def _decodes_to_null(row: Any) -> bool:
 
 def first_tool(plan: Any) -> str | None:
     """The first step's tool of a plan; None when it has no steps."""
-    tools = plan_tools(plan)
-    return tools[0] if tools else None
+    return next(iter(plan_tools(plan)), None)
 
 
 def gold_completion(row: Any) -> dict[str, Any]:
@@ -445,9 +438,8 @@ def load_gold(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
 def score_pred_file(
     gold_path: str | os.PathLike[str], pred_path: str | os.PathLike[str]
 ) -> tuple[list[dict[str, Any]], list[Any]]:
-    """Per-sample records of a prediction file against a gold file, and the decoded pred lines.
-
-    Raises InputError for a missing file, an unreadable line or a count mismatch."""
+    """Per-sample records of a prediction file against a gold file, and the decoded pred lines;
+    InputError for a missing file, an unreadable line (file:line) or a count mismatch."""
     gold_rows = load_gold(gold_path)
     pred_lines = read_jsonl(pred_path, "pred")
     if len(pred_lines) != len(gold_rows):
@@ -471,11 +463,8 @@ def score_report(
     bootstrap: int = 1000,
     seed: int = 0,
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """The report of a prediction file against a gold file, and its per-sample records.
-
-    Raises InputError for a missing file, an unreadable line (file:line) or a gold/pred count
-    mismatch (both counts named). ``thresholds`` (a dict or a gate file path) adds
-    ``threshold_results``."""
+    """The report of a prediction file against a gold file, and its per-sample records;
+    ``thresholds`` (a dict or a gate file path) adds ``threshold_results``."""
     records, pred_rows = score_pred_file(gold_path, pred_path)
     report = build_report(records, gold_path, pred_path, pred_rows, bootstrap=bootstrap, seed=seed)
     if thresholds is not None:
@@ -641,15 +630,10 @@ def apply_gate(
     report: dict[str, Any], thresholds: dict[str, Any], *, figures: str = "metrics"
 ) -> dict[str, Any]:
     """Check ``report[figures]`` (``metrics`` or ``strict``) against a gate; set and return
-    ``report["threshold_results"]``: ``{bucket: {metric: {value, threshold, kind, passed}}}`` plus
-    ``overall_pass`` and ``failed`` ("bucket.metric" of each failing check).
-
-    A bucket the test rows have none of (``has_computation`` on a small split) is not judged: its
-    checks are skipped (``passed`` null, ``skipped`` true, ``samples`` 0; :func:`skipped_buckets`
-    lists them) and do not fail the gate.
-    ``overall`` is never skipped. A metric missing from a bucket that has rows (no valid
-    prediction in it) fails its check. Extra metrics (schema_valid, tool_sequence_exact) named
-    under ``metrics`` are read from ``extra``."""
+    ``report["threshold_results"]`` (runfolder.GateResults: the checks per bucket, ``overall_pass``
+    and the ``failed`` "bucket.metric"s). A bucket other than ``overall`` with no test rows is
+    skipped, not failed; a metric missing from a bucket with rows fails. Extra metrics named under
+    ``metrics`` are read from ``extra``."""
     problems = validate_thresholds(thresholds)
     if problems:
         raise InputError("invalid thresholds", problems=problems)
