@@ -1,16 +1,6 @@
-"""The router logic a team had before tuning, written as prediction files that score like a model.
-
-* ``majority``: every query gets the majority template ``/general-search -> /math -> /code``
-  (263 of the 291 real benchmark rows follow it), with the steps and the other nine keys filled
-  from the query in the shape of the real rows.
-* ``rules``: a keyword router. Tools are chosen by wording (derivation/proof words -> /math;
-  implement/code/benchmark words -> /code; papers/literature/citation words -> /general-search),
-  /math goes first when the query opens with "Derive"/"Prove" and asks for no literature, and a
-  fourth step (/math verification after /code) is added when both a derivation and a
-  verification are asked for.
-
-Both read the query from the gold prompt (the text after ``User query:\\n``) and write one line
-``{"completion": "<json string>"}`` per gold row, in gold order.
+"""The router logic a team had before tuning (``majority``: the majority template; ``rules``: a
+keyword router), written as prediction files that score like a model: one line per gold row, in
+gold order (docs/scoring.md, "The previous routers"; their words and texts: data/baselines.yaml).
 """
 
 from __future__ import annotations

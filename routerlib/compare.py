@@ -1,10 +1,7 @@
-"""Comparing finished runs side by side (the leaderboard, paired significance and a
-conclusion written from the numbers).
-
-Scoring is metrics.py's; this module reads what it wrote (through runfolder's records) and never
-recomputes a per-sample or strict value. A run folder's pieces are optional here: a run with a
-missing, unreadable or foreign file still gets a leaderboard row, with NaN where the number would
-be, and the file's problem (file and field) in ``RunSummary.problems``.
+"""Comparing finished runs side by side: the leaderboard, paired significance and a conclusion
+written from the numbers. It reads what metrics.py wrote (through runfolder's records) and never
+recomputes a score; a run with a missing or foreign file still gets a row, with NaN where the number
+would be and the file's problem in ``RunSummary.problems``.
 """
 
 from __future__ import annotations

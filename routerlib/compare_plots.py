@@ -1,6 +1,5 @@
-"""Comparison figures (matplotlib, no pyplot state). Each ``*_figure`` builds one Figure; the
-function beside it writes it as a PNG into a folder and returns its Path (notebooks show them with
-``IPython.display.Image(path)``). Routers are named by ``run_labels`` (the run is added when two
+"""Comparison figures (matplotlib, no pyplot state): each ``*_figure`` builds one Figure and
+:func:`all_plots` writes them as PNGs. Routers are named by ``run_labels`` (with the run when two
 share a name); whatever a figure cannot draw is named in a note at its foot."""
 
 from __future__ import annotations

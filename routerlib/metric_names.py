@@ -1,7 +1,5 @@
-"""The names every layer shares about scoring: buckets, metric names and their kinds, the headline.
-
-The evaluator (metrics.py) records these names; config validates ``select_metric`` against them,
-and the comparison, the checkpoint pick and the displays read them, so they live below all of them.
+"""The names every layer shares about scoring: buckets, metric names and their kinds, the headline
+(metrics.py records them; config, the comparison, the checkpoint pick and the displays read them).
 """
 
 from __future__ import annotations

@@ -1,9 +1,6 @@
 """Shared reports: executed notebooks → HTML with code hidden, plus an ``index.html`` that links
-every run and carries the comparison (leaderboard, significance, conclusion, plots as data URIs), so
-every page opens straight from disk.
-
-No report is written when a credential-like string appears in a source notebook or a rendered page:
-``scan_for_secrets`` finds them and ``render_report`` refuses.
+every run and carries the comparison (plots as data URIs), so every page opens from disk. Nothing
+is written when a notebook or page holds a credential-like string (``scan_for_secrets``).
 """
 
 from __future__ import annotations

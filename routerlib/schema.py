@@ -1,8 +1,5 @@
-"""The router contract, defined once: completion keys, Week-2 row schema, tool-call grammar, prompt.
-
-Used by prepare (dataset.py), the synthetic generator (synth.py), scoring (metrics.py) and the
-baselines, so every stage agrees on what a valid row and a valid completion are.
-"""
+"""The router contract, defined once: completion keys, Week-2 row schema, tool-call grammar, prompt,
+JSON Schema; prepare, the synthetic generator, scoring and the baselines all use it."""
 
 from __future__ import annotations
 

@@ -1,9 +1,6 @@
-"""Local paths and Cloud Storage (gs://) URIs: parse, check, upload with verification, read.
-
-This is the only module that imports google-cloud-storage, and it does so inside functions so
-``import routerlib`` stays fast. The client honours STORAGE_EMULATOR_HOST (the library switches to
-that endpoint and to anonymous credentials), which is how the tests run against
-gcp-storage-emulator on 127.0.0.1.
+"""Local paths and Cloud Storage (gs://) URIs: parse, check, upload with verification, read. The
+only importer of google-cloud-storage (inside functions); its client honours STORAGE_EMULATOR_HOST,
+which is how the tests run against gcp-storage-emulator on 127.0.0.1.
 """
 
 from __future__ import annotations
