@@ -33,17 +33,12 @@ def is_loopback(url: str) -> bool:
     return parts.scheme == "http" and (parts.hostname or "") in _LOOPBACK_HOSTS
 
 
-def is_vertex_host(host: str) -> bool:
-    """A Google Vertex AI API host or a dedicated-endpoint host."""
-    return bool(_VERTEX_HOST.match(host.lower()))
-
-
 def needs_credentials(url: str) -> bool:
     """True for an https Vertex predict address (shared regional or dedicated DNS)."""
     parts = urlsplit(url)
     return (
         parts.scheme == "https"
-        and is_vertex_host(parts.hostname or "")
+        and bool(_VERTEX_HOST.match((parts.hostname or "").lower()))
         and bool(_PREDICT_PATH.match(parts.path))
     )
 

@@ -33,12 +33,6 @@ class InputError(RouterlibError):
     """Bad input file or value (exit 2)."""
 
 
-class GateFailed(RouterlibError):
-    """An evaluation gate did not pass (exit 1)."""
-
-    exit_code = 1
-
-
 class RemoteError(RouterlibError):
     """A remote service refused or failed a request (exit 3)."""
 

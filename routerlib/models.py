@@ -114,8 +114,6 @@ class ModelTable(BaseModel):
 
 
 TABLE = read_yaml(packaged_file(MODELS_FILE), ModelTable, "model table")
-#: Kept for callers of the older name: a contract row is what ``model_info`` returns.
-ModelInfo = ModelContract
 CHECKED = TABLE.checked
 OPEN_MODEL_REGIONS = TABLE.open_model_regions
 #: Where a ``global`` job really runs; its tuned model and checkpoints carry that region.
