@@ -57,6 +57,10 @@ def _valid(value: Any) -> bool:
     return isinstance(value, (int, float)) and not (isinstance(value, float) and math.isnan(value))
 
 
+def _float(value: Any) -> float:
+    return float(value) if _valid(value) else math.nan
+
+
 def run_labels(routers: Sequence[RunSummary]) -> list[str]:
     """Each router's name, with its run when another router has the same name."""
     counts = Counter(r.name for r in routers)
@@ -72,45 +76,26 @@ def _note(fig: Any, lines: Sequence[str]) -> None:
         fig.supxlabel("\n".join(lines), x=0.01, ha="left", fontsize=8, color="0.35")
 
 
-def _bucket_values(run: RunSummary, metric: str, buckets: Sequence[str]) -> list[float]:
-    strict = (run.report or {}).get("strict") or {}
-    out = []
-    for bucket in buckets:
-        value: Any = (strict.get(bucket) or {}).get(metric)
-        out.append(float(value) if _valid(value) else math.nan)
-    return out
-
-
 BUCKET_METRICS = (PRIMARY, "tool_sequence_exact")
 
 
-def bucket_figure(
-    board: pd.DataFrame, metric: str = PRIMARY, routers: Sequence[RunSummary] | None = None
-) -> Any:
-    """Grouped bars per bucket, one bar per router: ``metric`` (strict) and, from the routers'
-    reports when given, ``tool_sequence_exact``, which still separates routers when no plan is
-    exact. A zero bar is marked with a 0 so it is not mistaken for a missing one."""
-    metrics = [metric] + ([m for m in BUCKET_METRICS if m != metric] if routers else [])
+def bucket_figure(routers: Sequence[RunSummary], metric: str = PRIMARY) -> Any:
+    """Grouped bars per bucket, one bar per router, from the routers' reports (strict): ``metric``
+    and ``tool_sequence_exact``, which still separates routers when no plan is exact. A zero bar
+    is marked with a 0 so it is not mistaken for a missing one."""
+    metrics = [metric, *(m for m in BUCKET_METRICS if m != metric)]
     fig = _figure(12, 3.6 * len(metrics) + 0.6)
     axes = [fig.add_subplot(len(metrics), 1, k + 1) for k in range(len(metrics))]
     series: list[tuple[str, bool, dict[str, list[float]]]] = []
     buckets = list(BUCKETS)
     skipped: list[str] = []
-    if routers:
-        for label, run in zip(run_labels(routers), routers, strict=True):
-            values = {m: _bucket_values(run, m, buckets) for m in metrics}
-            if any(_valid(v) for vals in values.values() for v in vals):
-                series.append((label, run.kind == "baseline", values))
-            else:
-                skipped.append(label)
-    elif not board.empty:
-        columns = [f"{metric} strict"] + [f"{b}: {metric}" for b in BUCKETS[1:]]
-        for label, (_, row) in zip(router_labels(board), board.iterrows(), strict=True):
-            vals = [float(row[c]) if c in board and _valid(row[c]) else math.nan for c in columns]
-            if any(_valid(v) for v in vals):
-                series.append((label, row.get("kind") == "baseline", {metric: vals}))
-            else:
-                skipped.append(label)
+    for label, run in zip(run_labels(routers), routers, strict=True):
+        strict = (run.report or {}).get("strict") or {}
+        values = {m: [_float((strict.get(b) or {}).get(m)) for b in buckets] for m in metrics}
+        if any(_valid(v) for vals in values.values() for v in vals):
+            series.append((label, run.kind == "baseline", values))
+        else:
+            skipped.append(label)
     for ax, name in zip(axes, metrics, strict=True):
         if not series:
             _empty(ax, "no scored runs")
@@ -449,7 +434,7 @@ def all_plots(
     board = leaderboard(runs) if board is None else board
     rows = routers(runs)
     figures = {
-        "bucket_scores": bucket_figure(board, routers=rows),
+        "bucket_scores": bucket_figure(rows),
         "route_confusion": confusion_figure(rows),
         "length_ratio": length_figure(rows),
         "quality_vs_cost": scatter_figure(board, "cost_usd", "tuning cost estimate (USD)"),
