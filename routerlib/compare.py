@@ -164,11 +164,7 @@ def load_run(run_dir: str | Path) -> RunSummary:
 def load_runs(run_paths: Sequence[str | Path] | None = None) -> list[RunSummary]:
     """The given run folders, or every run folder with a metrics.json under the outputs root; a
     run scored under several decodings gives one model per decoding (headline first)."""
-    dirs = (
-        [Path(p) for p in run_paths]
-        if run_paths
-        else runfolder.find_folders(runfolder.METRICS_FILE)
-    )
+    dirs = [Path(p) for p in run_paths or runfolder.find_folders(runfolder.METRICS_FILE)]
     out: list[RunSummary] = []
     for folder in dirs:
         run = load_run(folder)
@@ -208,11 +204,8 @@ def _headline_metrics(runs: Sequence[RunSummary]) -> list[str]:
         if evaluation is not None:
             for block in (evaluation.headline, evaluation.strict):
                 names.extend(k for k in block if k not in names)
-    return (
-        names
-        if len(names) > len(DECIDING_METRICS)
-        else [*names, *(m for m in HEADLINE if m not in names)]
-    )
+    recorded = len(names) > len(DECIDING_METRICS)
+    return names if recorded else [*names, *(m for m in HEADLINE if m not in names)]
 
 
 def _is_headline(run: RunSummary) -> bool:
@@ -528,11 +521,8 @@ def tie_sentence(board: pd.DataFrame) -> str:
 
 def embedded_note(board: pd.DataFrame) -> str:
     """What the numbers of runs on the embedded tiny model do and do not show ('' otherwise)."""
-    if (
-        board is None
-        or "base_model" not in board
-        or not (board["base_model"] == EMBEDDED_MODEL).any()
-    ):
+    models = board["base_model"] if board is not None and "base_model" in board else []
+    if EMBEDDED_MODEL not in list(models):
         return ""
     return (
         f"**What these numbers show.** Runs on `{EMBEDDED_MODEL}` tune the embedded tiny model "

@@ -114,11 +114,7 @@ def headline_board(board: pd.DataFrame) -> pd.DataFrame:
         return pd.DataFrame(columns=["router"])
     rows = []
     for label, (_, row) in zip(router_labels(board), board.iterrows(), strict=True):
-        rec: dict[str, Any] = {
-            "router": label,
-            "run": str(row.get("run")),
-            "gate": gate_cell(row),
-        }
+        rec: dict[str, Any] = {"router": label, "run": str(row.get("run")), "gate": gate_cell(row)}
         for metric in DECIDING_METRICS:
             rec[SHORT_NAMES.get(metric, metric)] = with_interval(row, metric)
         cost = row.get("cost_usd")
@@ -165,10 +161,8 @@ def significance_view(sig: pd.DataFrame, metrics: Iterable[str] | None = None) -
             delta = (
                 f"{row['delta']:+.3f} [{fmt(row.get('ci_low'), 2)}, {fmt(row.get('ci_high'), 2)}]"
             )
-        pair = (
-            name(str(row["model"]), row["model_run"]),
-            name(str(row["reference"]), row.get("reference_run")),
-        )
+        router, against = name(str(row["model"]), row["model_run"]), str(row["reference"])
+        pair = router, name(against, row.get("reference_run"))
         rates = fmt(row.get("n")), fmt(row.get("model_rate")), fmt(row.get("reference_rate"))
         verdict = "yes" if row.get("significant") else "no"
         out.append((*pair, row["metric"], *rates, delta, fmt(row.get("p_value"), 4), verdict))

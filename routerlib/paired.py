@@ -86,11 +86,9 @@ def compare_scored(
         hits = [
             (_good(name, o["strict"][name]), _good(name, c["strict"][name]), c) for o, c in both
         ]
-        fixed = [cur["index"] for was, now, cur in hits if now and not was]
-        changes[name] = {
-            "fixed": fixed,
-            "broken": [c["index"] for was, now, c in hits if was and not now],
-        }
+        fixed = [c["index"] for was, now, c in hits if now and not was]
+        broken = [c["index"] for was, now, c in hits if was and not now]
+        changes[name] = {"fixed": fixed, "broken": broken}
     result["changes"] = changes
     significance: dict[str, dict[str, Any]] = {}
     for bucket in sorted({bucket for record in new_records for bucket in record["buckets"]}):

@@ -91,11 +91,8 @@ class PricingTable(BaseModel):
     def price(self, base_model: str) -> float | None:
         """USD per million training tokens for ``base_model`` (None when unknown)."""
         row = self.model_row(base_model)
-        return (
-            row.usd_per_million_training_tokens
-            if row
-            else self.default_usd_per_million_training_tokens
-        )
+        default = self.default_usd_per_million_training_tokens
+        return row.usd_per_million_training_tokens if row else default
 
     def tokens_per_character(self, base_model: str, tuning_mode: str = PEFT) -> float | None:
         """The model's billed tokens per character under ``tuning_mode`` (None: not in the table)."""

@@ -257,10 +257,8 @@ def completion_json_schema(
     and :func:`generation_step_pattern`, so a constrained decoder must close the object early."""
     b = {**GENERATION_BOUNDS, **(bounds or {})}
     gen = generation
-    step: dict[str, Any] = {
-        "type": "string",
-        "pattern": generation_step_pattern() if gen else STEP_PATTERN,
-    }
+    pattern = generation_step_pattern() if gen else STEP_PATTERN
+    step: dict[str, Any] = {"type": "string", "pattern": pattern}
     if gen:
         step["maxLength"] = b["step_chars"]
     route_plan: dict[str, Any] = {"type": "array", "minItems": 1, "items": step}
