@@ -83,7 +83,7 @@ def _keywords(query: str, limit: int = 8) -> list[str]:
 
 
 def _has(text: str, words: str | tuple[str, ...]) -> bool:
-    """Whether ``text`` holds one of ``words`` (a tuple, or the name of a list of baselines.yaml)."""
+    """Whether ``text`` holds one of ``words`` (a tuple, or the name of a baselines.yaml list)."""
     lists: dict[Any, tuple[str, ...]] = texts().words
     return any(word in text for word in (lists[words] if isinstance(words, str) else words))
 

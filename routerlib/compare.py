@@ -447,11 +447,9 @@ def _skipped_sentence(row: pd.Series) -> str:
     skipped = str(row.get("skipped_checks") or "")
     if not skipped or skipped == "nan":
         return ""
-    return (
-        "The gate skipped "
-        + ", ".join(f"`{item}`" for item in skipped.split("; "))
-        + ": the test split has no rows of that bucket, so its checks were not judged."
-    )
+    items = ", ".join(f"`{item}`" for item in skipped.split("; "))
+    why = "the test split has no rows of that bucket, so its checks were not judged"
+    return f"The gate skipped {items}: {why}."
 
 
 def _score(row: pd.Series, metric: str) -> float:
@@ -463,13 +461,15 @@ def _rank_key(row: pd.Series) -> tuple[float, ...]:
     return tuple(-math.inf if math.isnan(v := _score(row, m)) else v for m in DECIDING_METRICS)
 
 
+def _differs(x: float, y: float) -> bool:
+    """Two values differ: one is known and the other not, or they are further apart than a tie."""
+    return math.isnan(x) != math.isnan(y) or abs(x - y) >= TIE_TOLERANCE
+
+
 def deciding_metric(a: pd.Series, b: pd.Series) -> str:
     """The first deciding metric on which routers ``a`` and ``b`` differ (PRIMARY when none)."""
-    for metric in DECIDING_METRICS:
-        x, y = _score(a, metric), _score(b, metric)
-        if math.isnan(x) != math.isnan(y) or abs(x - y) >= TIE_TOLERANCE:
-            return metric
-    return PRIMARY
+    differ = (m for m in DECIDING_METRICS if _differs(_score(a, m), _score(b, m)))
+    return next(differ, PRIMARY)
 
 
 def why_ranked(a: pd.Series, b: pd.Series, board: pd.DataFrame) -> str:
@@ -478,13 +478,11 @@ def why_ranked(a: pd.Series, b: pd.Series, board: pd.DataFrame) -> str:
     tied: list[str] = []
     for metric in DECIDING_METRICS:
         x, y = _score(a, metric), _score(b, metric)
-        if math.isnan(x) and math.isnan(y):
-            continue
-        if not (math.isnan(x) or math.isnan(y)) and abs(x - y) < TIE_TOLERANCE:
+        if _differs(x, y):
+            same = f" after tying on {', '.join(tied)}" if tied else ""
+            return f"{first} ranks above {second} on {metric} ({_fmt(x)} vs {_fmt(y)}){same}."
+        if not math.isnan(x):
             tied.append(f"{metric} {_fmt(x)}")
-            continue
-        same = f" after tying on {', '.join(tied)}" if tied else ""
-        return f"{first} ranks above {second} on {metric} ({_fmt(x)} vs {_fmt(y)}){same}."
     shown = ", ".join(tied) if tied else "no recorded metric"
     return f"{first} and {second} tie on every headline metric ({shown})."
 

@@ -108,8 +108,8 @@ def read_yaml(
     path: str | os.PathLike[str], model: type[M], what: str, *, with_lines: bool = True
 ) -> M:
     """A YAML file validated as ``model``. InputError ``<file>: <what> not found``, ``<file>: not
-    valid YAML: …`` or ``<file>: invalid <what>`` with one line per problem (:func:`problem_lines`;
-    ``with_lines=False`` leaves the line numbers out)."""
+    valid YAML: …`` or ``<file>: invalid <what>`` with one line per problem
+    (:func:`problem_lines`; ``with_lines=False`` leaves the line numbers out)."""
     file = Path(path)
     try:
         text = file.read_text(encoding="utf-8")

@@ -248,7 +248,8 @@ def score(
 ) -> list[dict[str, Any]]:
     """Per-sample records (runfolder.SampleRecord's fields, plus ``listed_by_original`` and
     ``prompt_preview`` for the error listings) for aligned gold rows and parsed predictions (None =
-    invalid); ``pred_rows``, the prediction lines, give ``raw`` and ``thinking`` when they hold them."""
+    invalid); ``pred_rows``, the prediction lines, give ``raw`` and ``thinking`` when they hold
+    them."""
     if len(gold_rows) != len(preds):
         raise InputError(f"gold has {len(gold_rows)} rows but predictions have {len(preds)}")
     records: list[dict[str, Any]] = []

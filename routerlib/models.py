@@ -31,9 +31,9 @@ FULL = "FULL"
 #: longer form `publishers/{publisher}/models/{model_id}@{version_id}` is also accepted").
 LONG_ID = re.compile(r"publishers/([^/]+)/models/([^/]+)")
 #: Hyperparameters Vertex takes for open models (SDK field names): google-genai 2.34.0
-#: types.CreateTuningJobConfig says ``learning_rate`` "OSS models only", ``learning_rate_multiplier``
-#: "1P models only. Mutually exclusive with learning_rate" (Gemini models), ``batch_size`` "only
-#: supported for OSS models".
+#: types.CreateTuningJobConfig says ``learning_rate`` "OSS models only",
+#: ``learning_rate_multiplier`` "1P models only. Mutually exclusive with learning_rate" (Gemini
+#: models), ``batch_size`` "only supported for OSS models".
 OPEN_MODEL_HYPERPARAMETERS = frozenset({"epoch_count", "learning_rate", "adapter_size"})
 #: LoRA ranks. The open-model page lists none; google-cloud-aiplatform 2.7.0
 #: vertexai/tuning/_supervised_tuning.py ``train`` takes exactly ``Literal[1, 4, 8, 16, 32]``

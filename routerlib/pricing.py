@@ -254,7 +254,8 @@ class CostEstimate:
             f"characters x {how})"
         )
         if self.usd is None:
-            return f"{head}; no price for {self.base_model} in {self.table_path}: add one to get a cost"
+            missing = f"no price for {self.base_model} in {self.table_path}"
+            return f"{head}; {missing}: add one to get a cost"
         when = f" of {self.source_date}" if self.source_date else ""
         return (
             f"{head} x ${self.usd_per_million:g}/M = ~${self.usd:,.2f} ({self.table_path} dated "

@@ -16,7 +16,8 @@ COMPLETION_KEYS: tuple[str, ...] = tuple(
 
 #: Fields of a Week-2 source row that are not part of the completion.
 SOURCE_ONLY_KEYS: tuple[str, ...] = tuple(
-    "task_summary quality_score compute_budget repro requires_browse citation_policy io_schema".split()
+    "task_summary quality_score compute_budget repro requires_browse citation_policy "
+    "io_schema".split()
 )
 
 DIFFICULTIES: tuple[str, ...] = ("introductory", "intermediate", "advanced")
