@@ -560,12 +560,11 @@ def conclusion(board: pd.DataFrame, sig: pd.DataFrame | None, with_note: bool = 
         return sorted(rows, key=_rank_key, reverse=True)  # stable: board order breaks ties
 
     def describe(row: pd.Series) -> str:
-        bits = [str(row.get("tuning_mode") or "?")]
-        if not math.isnan(_num(row.get("adapter_size"))):
-            bits.append(f"adapter {int(row['adapter_size'])}")
-        return (
-            f"**{row['model']}** ({row.get('base_model')}, {', '.join(bits)}; run `{row['run']}`)"
+        size = _num(row.get("adapter_size"))
+        mode = str(row.get("tuning_mode") or "?") + (
+            "" if math.isnan(size) else f", adapter {size:.0f}"
         )
+        return f"**{row['model']}** ({row.get('base_model')}, {mode}; run `{row['run']}`)"
 
     def interval(row: pd.Series, metric: str = PRIMARY) -> str:
         lo, hi = _num(row.get(f"{metric} strict lo")), _num(row.get(f"{metric} strict hi"))
@@ -641,9 +640,8 @@ def conclusion(board: pd.DataFrame, sig: pd.DataFrame | None, with_note: bool = 
     if facts:
         reasons.append(f"For **{best['model']}**: " + ", ".join(facts) + ".")
     reasons = [reason for reason in (*reasons, price_note(board)) if reason]
-    text = " ".join(line for line in lines if line) + "".join(f"\n- {r}" for r in reasons)
-    if reasons:
-        text = text.replace("\n- ", "\n\n- ", 1)
+    bullets = "\n" + "".join(f"\n- {r}" for r in reasons) if reasons else ""
+    text = " ".join(line for line in lines if line) + bullets
     note = embedded_note(board) if with_note else ""
     return text + ("\n\n" + note if note else "")
 
