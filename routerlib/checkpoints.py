@@ -1,26 +1,13 @@
-"""Choosing the checkpoint: score every per-epoch checkpoint on the validation split with the
-router scorer, pick one by ``select_metric`` and record why.
-
-Candidates come from the tuning job: the epoch checkpoints the local backend writes under
-``<output_uri>/postprocess/node-0/checkpoints/epoch-<n>/`` (``final`` is a copy of the last epoch,
-so it is not scored twice), or the job's own ``checkpoints`` records when the job model has them
-(Vertex). Each checkpoint's validation report lands in ``eval/checkpoints/<name>/report.json``
-(``…/<name>/constrained/report.json`` when scored constrained) and the choice in
-``checkpoints.json`` in the run folder (:class:`CheckpointChoice`), rewritten after every
-checkpoint, so an interrupted scoring resumes and a checkpoint already scored with the same
-settings (max tokens, rows, decoding) is never scored again.
-
-The decoding (:func:`scoring_decoding`): constrained when the run evaluates constrained decoding,
-else free, so the pick follows the router's metrics under the decoding whose answers parse.
-
-The pick: highest strict ``select_metric`` (overall bucket); ties go to the higher strict
-``tool_sequence_exact``, then the lower validation loss, then the later epoch. The
-``checkpoint`` key of the run decides what notebook 04 serves: ``best`` (this pick, the default),
-``final`` (the last epoch, as before) or ``epoch-<n>``.
+"""Choosing the checkpoint: score every per-epoch checkpoint of the tuning job on the validation
+split, pick one by ``select_metric`` and record why in the run's ``checkpoints.json``
+(:class:`CheckpointChoice`, rewritten after every checkpoint, so an interrupted scoring resumes and
+a checkpoint already scored with the same settings is not scored again). The rules and what the
+run keeps: docs/choosing-the-model.md.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -64,12 +51,7 @@ Scorer = Callable[[str, Path, Path, str], dict[str, Any]]
 
 def scoring_decoding(decodings: Sequence[str]) -> str:
     """The decoding checkpoints are scored with, for a run that evaluates ``decodings``:
-    constrained when it is among them, else free.
-
-    Constrained decoding is the one whose answers parse: free decoding of a weak model rarely
-    closes a valid object, so every checkpoint would score 0 and the tie-breaks alone would pick.
-    A run that evaluates constrained decoding can serve it, so its checkpoint is chosen by the
-    router's metrics under it; a free-only run is chosen as it is served."""
+    constrained (the one whose answers parse) when it is among them, else free."""
     return CONSTRAINED if CONSTRAINED in decodings else FREE
 
 
@@ -191,15 +173,11 @@ def strict_value(report: dict[str, Any], metric: str) -> float | None:
     return None
 
 
-def _lower_is_better(metric: str) -> bool:
-    return metric in LOWER_IS_BETTER
-
-
 def rank_key(score: CheckpointScore, metric: str) -> tuple[float, float, float, int]:
     """Sort key, larger is better: metric (sign-flipped when lower is better), tie-break metric,
     minus validation loss, epoch. A missing figure ranks last."""
     value = score.metric
-    primary = -math.inf if value is None else (-value if _lower_is_better(metric) else value)
+    primary = -math.inf if value is None else (-value if metric in LOWER_IS_BETTER else value)
     tie = -math.inf if score.tie_break is None else score.tie_break
     loss = -math.inf if score.val_loss is None else -score.val_loss
     return (primary, tie, loss, score.epoch)
@@ -223,7 +201,7 @@ def _reason(best: CheckpointScore, scores: Sequence[CheckpointScore], metric: st
     runner_key = rank_key(runner, metric)
     fmt = "{:.3f}".format
     if key[0] != runner_key[0]:
-        why = f"highest strict {metric}" if not _lower_is_better(metric) else f"lowest {metric}"
+        why = f"lowest {metric}" if metric in LOWER_IS_BETTER else f"highest strict {metric}"
         return (
             f"{best.name}: {why} on validation ({fmt(best.metric or 0)} vs "
             f"{fmt(runner.metric or 0)} for {runner.name})"
@@ -341,8 +319,6 @@ def score_checkpoints(
 
 def _recorded(run_dir: Path, score: CheckpointScore, metric: str, fallback: float | None) -> Any:
     """``metric`` re-read from a reused checkpoint's saved report (select_metric may change)."""
-    import json
-
     file = run_dir / score.report
     try:
         return strict_value(json.loads(file.read_text(encoding="utf-8")), metric)
