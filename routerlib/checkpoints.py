@@ -7,6 +7,7 @@ run keeps: docs/choosing-the-model.md.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import time
@@ -250,14 +251,10 @@ def score_checkpoints(
     settings: dict[str, Any] | None = None,
     out: Callable[[str], None] | None = None,
 ) -> CheckpointChoice:
-    """Score every candidate of ``job`` not scored yet with the same ``settings``, then pick
-    (a job with a single checkpoint is not scored: there is nothing to choose).
-
-    ``scorer`` writes one validation report per checkpoint; ``settings`` (max tokens, row limit,
-    ``decoding``: free or constrained, :data:`DEFAULT_DECODING` when absent) must match for a
-    recorded score to be reused, and the decoding is what the scorer decodes with. The record is
-    rewritten after each checkpoint, so Ctrl-C loses at most the checkpoint being scored.
-    """
+    """Score every candidate of ``job`` not scored yet with the same ``settings`` (max tokens,
+    row limit, ``decoding``: :data:`DEFAULT_DECODING` when absent; what the scorer decodes with),
+    then pick; a job with a single checkpoint is not scored. The record is rewritten after each
+    checkpoint, so Ctrl-C loses at most the checkpoint being scored."""
     run_dir = Path(run_dir)
     settings = {"decoding": DEFAULT_DECODING, **(settings or {})}
     decoding = settings["decoding"]
@@ -271,11 +268,9 @@ def score_checkpoints(
     if len(todo) == 1 and target in (BEST, FINAL, todo[0].epoch):
         # One checkpoint: nothing to choose, so nothing is served or deployed to score it.
         only = CheckpointScore(**todo[0].model_dump(), settings=settings, scored_at=_now())
-        choice.scores, choice.best, choice.chosen = [only], only.name, only.name
-        choice.chosen_uri, choice.complete = only.uri, True
-        choice.reason = f"{only.name} is the only checkpoint: nothing to choose, not scored"
-        write_choice(run_dir, choice)
-        return choice
+        choice.scores = [only]
+        why = f"{only.name} is the only checkpoint: nothing to choose, not scored"
+        return _chose(run_dir, choice, only, only, why)
     for cand in todo:
         old = kept.get(cand.name)
         if old is not None and old.uri == cand.uri and _same_settings(old, settings):
@@ -299,20 +294,24 @@ def score_checkpoints(
         choice.scores.append(score)
         write_choice(run_dir, choice)
     best = pick(choice.scores, select_metric)
-    choice.best = best.name
     if target == BEST:
-        chosen = best
         why = f"{_reason(best, choice.scores, select_metric)}; scored with {decoding} decoding"
-    else:
-        epoch = choice.scores[-1].epoch if target == FINAL else int(target)
-        match = next((s for s in choice.scores if s.epoch == epoch), None)
-        if match is None:
-            names = ", ".join(s.name for s in choice.scores)
-            raise InputError(f"checkpoint: {mode} is not among the job's checkpoints ({names})")
-        chosen = match
-        why = f"{match.name}: named by checkpoint: {mode} (select_metric would pick {best.name})"
-    choice.chosen, choice.chosen_uri, choice.reason = chosen.name, chosen.uri, why
-    choice.complete = True
+        return _chose(run_dir, choice, best, best, why)
+    epoch = choice.scores[-1].epoch if target == FINAL else int(target)
+    match = next((s for s in choice.scores if s.epoch == epoch), None)
+    if match is None:
+        names = ", ".join(s.name for s in choice.scores)
+        raise InputError(f"checkpoint: {mode} is not among the job's checkpoints ({names})")
+    why = f"{match.name}: named by checkpoint: {mode} (select_metric would pick {best.name})"
+    return _chose(run_dir, choice, best, match, why)
+
+
+def _chose(
+    run_dir: Path, choice: CheckpointChoice, best: Candidate, chosen: Candidate, why: str
+) -> CheckpointChoice:
+    """``choice`` complete: ``best`` picked, ``chosen`` served, for the reason ``why``; written."""
+    choice.best, choice.chosen, choice.chosen_uri = best.name, chosen.name, chosen.uri
+    choice.reason, choice.complete = why, True
     write_choice(run_dir, choice)
     return choice
 
@@ -362,8 +361,7 @@ def predictor_scorer(
     ``evaluate --constrained`` sends it."""
 
     def score(uri: str, validation: Path, report_path: Path, decoding: str) -> dict[str, Any]:
-        predictor = serve(uri)
-        try:
+        with contextlib.closing(serve(uri)) as predictor:
             return evaluate.evaluate(
                 predictor,
                 validation,
@@ -374,7 +372,5 @@ def predictor_scorer(
                 constrained=decoding == CONSTRAINED,
                 progress=False,
             )
-        finally:
-            predictor.close()
 
     return score

@@ -1,10 +1,7 @@
-"""The resumable prediction cache, as a wrapper around any predictor (lm-evaluation-harness's
-``CachingLM`` is the model): rows answered before by the same model with the same settings are
-read back, every new answer is appended to a JSONL file the moment it arrives (fsync'd once per
-group of answers that arrived together), so a killed run resumes where it stopped.
-
-One writer per cache: the file is locked (``fcntl.flock``) while a run appends to it; the OS
-drops the lock when the process dies. A torn last line (a kill mid-write) is cut off.
+"""The resumable prediction cache, a wrapper around any predictor (lm-evaluation-harness's
+``CachingLM``): answers are appended to a JSONL file as they arrive (fsync'd per group) and read
+back on the next run. One writer per cache (``fcntl.flock``, dropped by the OS when the process
+dies); a torn last line (a kill mid-write) is cut off. See docs/serving.md.
 """
 
 from __future__ import annotations
@@ -21,6 +18,9 @@ from routerlib.errors import InputError, RemoteError
 from routerlib.models import estimate_tokens
 from routerlib.serving.base import Completion, Predictor, Result
 from routerlib.serving.wire import CONSTRAINED_SUFFIX
+
+#: The Completion fields a cache record holds, in record order.
+_FIELDS = ("attempts", "text", "latency_s", "prompt_tokens", "completion_tokens")
 
 
 def prompt_sha(text: str) -> str:
@@ -70,19 +70,9 @@ def cache_record(
 ) -> dict[str, Any]:
     """The cache line of one answer; token counts the server did not report are estimated from
     the text (chars/4) and marked ``tokens_estimated``."""
-    rec: dict[str, Any] = {
-        "index": index,
-        "prompt_sha": prompt_sha(prompt),
-        "target": target,
-        "max_tokens": max_tokens,
-        "attempts": answer.attempts,
-        "text": answer.text,
-        "latency_s": answer.latency_s,
-        "prompt_tokens": answer.prompt_tokens,
-        "completion_tokens": answer.completion_tokens,
-        **answer.meta,
-    }
-    if answer.tokens_estimated or answer.prompt_tokens is None or answer.completion_tokens is None:
+    rec: dict[str, Any] = {"index": index, "prompt_sha": prompt_sha(prompt), "target": target}
+    rec |= {"max_tokens": max_tokens, **{k: getattr(answer, k) for k in _FIELDS}, **answer.meta}
+    if answer.tokens_estimated or None in (answer.prompt_tokens, answer.completion_tokens):
         if answer.prompt_tokens is None:
             rec["prompt_tokens"] = estimate_tokens(prompt)
         if answer.completion_tokens is None:
@@ -93,8 +83,7 @@ def cache_record(
 
 def completion_of(rec: dict[str, Any]) -> Completion:
     """A cache record read back as the answer it holds."""
-    known = {"index", "prompt_sha", "target", "max_tokens", "attempts", "text", "latency_s"}
-    known |= {"prompt_tokens", "completion_tokens", "tokens_estimated"}
+    known = {"index", "prompt_sha", "target", "max_tokens", *_FIELDS, "tokens_estimated"}
     return Completion(
         text=rec["text"],
         latency_s=rec.get("latency_s"),

@@ -1,24 +1,10 @@
 """Schema-constrained decoding for Hugging Face ``generate``, with llguidance.
 
-:func:`compiled` turns (tokenizer, JSON Schema) into a :class:`CompiledSchema` once and caches it
-(the tokenizer conversion is the costly part; the grammar text is shared by every matcher).
-:meth:`CompiledSchema.processor` gives a fresh ``LogitsProcessor`` for one ``generate`` call: one
-matcher per batch row; disallowed logits set to -inf. A row whose object is complete may only
-end (EOS); padding rows of a finished sequence are left alone. Given each row's token limit, a
-row whose remaining budget only just covers closing the object (closing mode simulated on a copy
-of its matcher) switches to closing mode: only the tokens that end the object soonest stay
-allowed (see :func:`closing_choice`), so it is complete before the limit.
-
-For greedy decoding (``greedy=True``, what ``LocalPredictor`` uses) the processor checks each
-row's best-scored token alone and makes the row's whole mask only when the grammar refuses that
-token or forces the next text; the generated tokens are the same as with a mask at every step.
-Closing checks come rarely while the budget is far, and the simulation decides most of its steps
-with single-token checks instead of masks.
-
-Why llguidance (measured in ``benchmarks/bench_constrained.py`` on the embedded model): its
-``pattern`` support works on the decoded JSON string (route steps hold escaped quotes, which
-xgrammar 0.2.9's pattern rejected on every real row), and it compiles the schema in under 0.1 s.
-outlines-core could not compile the generation schema. docs/structured-output.md has the measured ratios.
+:func:`compiled` turns (tokenizer, JSON Schema) into a :class:`CompiledSchema` once and caches it;
+a :class:`SchemaLogitsProcessor` keeps each row of one ``generate`` call inside its schema and,
+given each row's token limit, switches a row to closing mode in time to finish its object before
+the limit. Greedy decoding makes a row's mask only when its best-scored token breaks the schema.
+How closing works, why llguidance and what it costs: docs/structured-output.md.
 """
 
 from __future__ import annotations
@@ -463,30 +449,17 @@ def next_check(used: int, needed: int, budget: int) -> int:
 
 
 class SchemaLogitsProcessor:
-    """A ``transformers`` logits processor keeping rows of a batch inside their schema.
+    """A ``transformers`` logits processor keeping rows of a batch inside their schema; one
+    instance per ``generate`` call.
 
-    ``schemas`` is one compiled schema for every row, or one per row (None = that row decodes
-    freely). ``max_new_tokens`` (one limit or one per row, as given to ``generate``) lets each
-    row finish its object before its limit: once the simulated closing cost (closing mode run
-    on a copy of the row's matcher) no longer fits the remaining budget, the row switches to
-    closing mode, where only the first allowed category of :data:`CLOSERS` (else the shortest
-    allowed tokens) stays open to the model. Use one instance per ``generate`` call (it tracks
-    each row from the first step).
-
-    Two ways to apply the schema:
-
-    - masked (the default, needed for sampling): each step every row still inside its object
-      gets its whole token mask (one llguidance call for the batch), unpacked in one pass and
-      applied with one ``masked_fill``; a finished row may only end (EOS).
-    - ``greedy`` (greedy decoding with this processor last, as ``LocalPredictor`` uses it): the
-      processor picks each row's token itself, the one ``generate`` will take. When the row's
-      best-scored token is one the grammar takes (checked for that token alone), it is the
-      pick and the row's scores are left as they are; only otherwise is the row's mask made
-      and applied, and the pick is the best allowed token. Either way the argmax, hence the
-      generated text, is the masked path's; only the scores of tokens that are not picked can
-      differ. The pick is consumed at once; if ``generate`` takes another token after all, the
-      next call rolls the pick back and consumes that token instead (an error if the grammar
-      refuses it)."""
+    ``schemas``: one compiled schema for every row, or one per row (None: that row is free).
+    ``max_new_tokens`` (one limit or one per row, as given to ``generate``): once the simulated
+    closing cost no longer fits a row's remaining budget, the row switches to closing mode.
+    Masked (the default, needed for sampling): every live row gets its whole token mask each
+    step; a finished row may only end (EOS). ``greedy`` (this processor last): the processor
+    picks each row's token itself, masking the row only when the grammar refuses its
+    best-scored token; the argmax, hence the text, is the masked path's. If ``generate`` takes
+    another token after all, the next call rolls the pick back and consumes that one."""
 
     def __init__(
         self,
