@@ -450,8 +450,7 @@ def _create_job(
         display_name=f"routerlib-batch-{key}",
         model=model_name,
         input_config=types.BatchPredictionJob.InputConfig(
-            instances_format="jsonl",
-            gcs_source=types.GcsSource(uris=[f"{base}/instances.jsonl"]),
+            instances_format="jsonl", gcs_source=types.GcsSource(uris=[f"{base}/instances.jsonl"])
         ),
         output_config=types.BatchPredictionJob.OutputConfig(
             predictions_format="jsonl",

@@ -17,13 +17,10 @@ from typing import Any
 
 from routerlib.errors import RouterlibError
 
-#: JSON separators of the original conversion (``json.dumps`` defaults): the model was tuned on
-#: exactly these, so the grammar allows exactly these (no free whitespace).
-SEPARATORS: dict[str, Any] = {
-    "item_separator": ", ",
-    "key_separator": ": ",
-    "whitespace_flexible": False,
-}
+#: JSON separators of the original conversion (``json.dumps`` defaults), the only ones allowed.
+SEPARATORS: dict[str, Any] = dict(
+    item_separator=", ", key_separator=": ", whitespace_flexible=False
+)
 
 _lock = threading.Lock()
 _tokenizers: weakref.WeakKeyDictionary[Any, dict[tuple[Any, ...], Any]] = (
@@ -74,8 +71,7 @@ class CompiledSchema:
     _start_cost: int | None = field(default=None, repr=False, compare=False)
 
     def token_table(self) -> TokenTable:
-        """Each token's decoded length and closing category (built once, kept beside the
-        compiled schema)."""
+        """Each token's decoded length and closing category (built once)."""
         with _lock:
             if self._table is None:
                 self._table = TokenTable.build(self.ll_tokenizer, self.vocab_size)
@@ -92,10 +88,8 @@ class CompiledSchema:
         return cost
 
     def step_ending(self, matcher: Any) -> list[int] | None:
-        """Tokens that end the string ``matcher`` is inside, when a route step's pattern keeps
-        ``"`` from being allowed yet (an open ``/math(`` call, a ``/general-search(`` without
-        its ``mode=``): the first of :data:`STEP_ENDINGS` the grammar takes, after which ``"``
-        is allowed. None when none applies."""
+        """The first of :data:`STEP_ENDINGS` the grammar takes after which ``"`` is allowed, for a
+        route step that cannot end yet (an open ``/math(``); None when none applies."""
         table = self.token_table()
         words = None
         for ending in STEP_ENDINGS:
@@ -124,9 +118,7 @@ class CompiledSchema:
     def processor(
         self, max_new_tokens: int | list[int] | None = None, greedy: bool = False
     ) -> SchemaLogitsProcessor:
-        """A logits processor for one (batched) ``generate`` call, every row constrained;
-        ``max_new_tokens`` (the limit given to ``generate``) makes rows close before it;
-        ``greedy`` for greedy decoding (see :class:`SchemaLogitsProcessor`)."""
+        """A :class:`SchemaLogitsProcessor` for one ``generate`` call, every row constrained."""
         return SchemaLogitsProcessor(self, max_new_tokens=max_new_tokens, greedy=greedy)
 
     def accepts(self, token_ids: list[int]) -> bool:
@@ -142,10 +134,8 @@ def compiled(
     vocab_size: int | None = None,
     eos_ids: list[int] | tuple[int, ...] | None = None,
 ) -> CompiledSchema:
-    """The compiled form of ``schema`` for ``tokenizer``, built on first use and cached.
-
-    ``vocab_size`` is the model's logits width (it may exceed the tokenizer's); ``eos_ids`` the
-    tokens that end a completed object (default: the tokenizer's EOS)."""
+    """The compiled form of ``schema`` for ``tokenizer``, built on first use and cached;
+    ``vocab_size``: the model's logits width; ``eos_ids``: default the tokenizer's EOS."""
     import time
 
     import llguidance
@@ -190,8 +180,8 @@ STEP_ENDINGS = (")", "x)", ", mode=web)", "x, mode=web)")
 
 @dataclass
 class TokenTable:
-    """Per token id: decoded byte length (0 for special or padding ids) and closing category,
-    plus the boolean views of them closing mode asks for (computed once)."""
+    """Per token id: decoded byte length (0: special or padding) and closing category, and the
+    boolean views of them closing mode asks for."""
 
     nbytes: Any  # torch int32 [vocab]
     category: Any  # torch int8 [vocab]
@@ -236,9 +226,8 @@ class TokenTable:
         return bool((allowed[:width] & self.of_category[k][:width]).any())
 
     def closer(self, allowed: Any) -> Any | None:
-        """The tokens of the first closing category present among ``allowed`` (bool [vocab]):
-        the bare closer (``"`` alone, ``)`` alone...) when allowed, else every allowed token of
-        that category (left to the model's score). None when no closer is allowed."""
+        """The tokens of the first closing category among ``allowed`` (bool [vocab]): the bare
+        closer when allowed, else that category's allowed tokens; None when there is none."""
         import torch
 
         width = min(int(allowed.shape[0]), int(self.category.shape[0]))
@@ -270,11 +259,9 @@ def _bit(position: int) -> int:
     return -(1 << 31) if position == 31 else 1 << position
 
 
-# Token bitmasks are numpy int32 arrays [rows, words] in llguidance's layout: token ``t`` is
-# allowed when bit ``t % 32`` of word ``t // 32`` is set. Read as little-endian bytes, that is bit
-# ``t % 8`` of byte ``t // 8``, which ``np.unpackbits(..., bitorder="little")`` expands in one
-# pass (no [rows, words, 32] intermediate, and no import of ``llguidance.torch``, whose
-# ``torch.compile`` decorator costs seconds the first time).
+# Token bitmasks are numpy int32 arrays [rows, words] in llguidance's layout (token ``t``: bit
+# ``t % 32`` of word ``t // 32``), unpacked as little-endian bytes in one pass (no import of
+# ``llguidance.torch``, whose ``torch.compile`` costs seconds the first time).
 
 
 def new_bitmask(rows: int, vocab_size: int) -> Any:
@@ -346,9 +333,8 @@ def blocked_tokens(bitmask: Any, width: int) -> Any:
 def simulate_closing(
     schema: CompiledSchema, matcher: Any, limit: int, queue: list[int] | None = None
 ) -> int | None:
-    """Tokens closing mode needs to complete ``matcher``'s object (run on a copy of it, ties
-    broken by the lowest token id), None when more than ``limit``. Steps that
-    :func:`quick_closing_choice` decides cost one token check instead of a whole mask."""
+    """Tokens closing mode needs to complete ``matcher``'s object (run on a copy, ties broken by
+    the lowest token id), None when more than ``limit``."""
     import torch
 
     copy = matcher.deep_copy()
@@ -375,10 +361,8 @@ def simulate_closing(
 
 
 def quick_closing_choice(schema: CompiledSchema, matcher: Any, queue: list[int]) -> list[int]:
-    """:func:`closing_choice` without a mask, where token checks decide it: the next planned
-    token when the grammar still takes it (consumed from ``queue``), else the bare ``"`` tokens
-    the grammar takes. Empty when the full choice is needed (a refused plan is dropped from
-    ``queue`` first, as :func:`closing_choice` does)."""
+    """:func:`closing_choice` where token checks decide it, without a mask (the next planned
+    token, else the bare ``"`` tokens the grammar takes); empty when the full choice is needed."""
     if queue:
         if matcher.validate_tokens(queue[:1]) == 1:
             return [queue.pop(0)]
@@ -389,18 +373,15 @@ def quick_closing_choice(schema: CompiledSchema, matcher: Any, queue: list[int])
 
 
 def has_forced_text(matcher: Any) -> bool:
-    """Whether the grammar forces the next bytes. There llguidance's mask keeps only the tokens
-    of the forced text's own tokenization (after ``"thinking_outline`` it allows ``":`` but not
-    a bare ``"``), so a token check, which takes any split, may allow more than the mask."""
+    """Whether the grammar forces the next bytes (there the mask keeps only the forced text's
+    own tokenization, so a token check may allow more than the mask)."""
     return bool(matcher.compute_ff_bytes())
 
 
 def closing_choice(schema: CompiledSchema, matcher: Any, allowed: Any, queue: list[int]) -> Any:
-    """Closing mode's choice (bool [vocab]) for one row, whose grammar allows ``allowed``: the
-    next token of a planned ending (``queue``, consumed here) if still allowed; inside a route
-    step that cannot end with ``"`` yet, :meth:`CompiledSchema.step_ending`; else the first
-    closer category (:meth:`TokenTable.closer`); else the grammar's forced tokens (the rest of
-    a key); else the shortest allowed tokens."""
+    """Closing mode's choice (bool [vocab]) for one row whose grammar allows ``allowed``: a
+    planned ending's next token (``queue``), a route step's ending, the first closer category,
+    the grammar's forced tokens, else the shortest allowed tokens."""
     table = schema.token_table()
 
     def only(token: int) -> Any:
@@ -426,12 +407,9 @@ def closing_choice(schema: CompiledSchema, matcher: Any, allowed: Any, queue: li
     return table.shortest(allowed)
 
 
-#: Closing checks: the first estimate once half the budget is used (earlier when the budget is
-#: short beside closing from the start); the row closes when used + needed + SAFETY_MARGIN
-#: reaches the budget. Otherwise the next check comes when the slack left (budget - margin -
-#: used - needed) could be used up, were the closing cost to grow by COST_GROWTH tokens per
-#: generated token meanwhile, and at least CHECK_EVERY steps later: few checks while the
-#: budget is far, every CHECK_EVERY steps near it.
+#: Closing checks (docs/structured-output.md, "Closing before the cap"): a row closes when used +
+#: needed + SAFETY_MARGIN reaches its budget; checks come at least CHECK_EVERY steps apart, as if
+#: the closing cost grew by COST_GROWTH tokens per generated token.
 CHECK_EVERY = 8
 SAFETY_MARGIN = 8 + CHECK_EVERY
 COST_GROWTH = 2

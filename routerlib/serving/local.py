@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 from urllib.parse import urlsplit
 
 from routerlib.errors import InputError, RouterlibError
@@ -285,6 +285,7 @@ class _HTTPServer(ThreadingHTTPServer):
     its request line was read) cost one line on stderr, never a traceback."""
 
     daemon_threads = True
+    local: LocalServer
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         error = sys.exc_info()[1]
@@ -359,7 +360,7 @@ class LocalServer:
         self._gate = threading.Event()
         self._gate.set()
         self._counted = threading.Condition()  # guards stats
-        self._httpd: ThreadingHTTPServer | None = None
+        self._httpd: _HTTPServer | None = None
         self._threads: list[threading.Thread] = []
 
     def start(self) -> LocalServer:
@@ -367,9 +368,10 @@ class LocalServer:
         if self._httpd is not None:
             return self
         try:
-            self._httpd = _HTTPServer((self.host, self.port), self._handler_class())
+            self._httpd = _HTTPServer((self.host, self.port), _Handler)
         except OSError as exc:
             raise InputError(f"serve: cannot listen on {self.host}:{self.port}: {exc}") from None
+        self._httpd.local = self
         self._threads = [
             threading.Thread(target=self._work, name="routerlib-batcher", daemon=True),
             threading.Thread(
@@ -510,174 +512,162 @@ class LocalServer:
                 item.result = result
                 item.done.set()
 
-    def _handler_class(self) -> type[BaseHTTPRequestHandler]:
-        server = self
 
-        class _Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-            # headers and body go out in two writes: without this, Nagle + delayed ACK add ~40 ms
-            disable_nagle_algorithm = True
-            timeout = READ_TIMEOUT_S
+class _Handler(BaseHTTPRequestHandler):
+    """One connection of a :class:`LocalServer` (``self.local``)."""
 
-            def log_message(self, *args: Any) -> None:
-                pass
+    protocol_version = "HTTP/1.1"
+    # headers and body go out in two writes: without this, Nagle + delayed ACK add ~40 ms
+    disable_nagle_algorithm = True
+    timeout = READ_TIMEOUT_S
 
-            def send_error(
-                self, code: int, message: str | None = None, explain: str | None = None
-            ) -> None:
-                """http.server's own refusals (a bad request line, headers too long, a method
-                with no route) as JSON errors too; the connection is closed after them."""
-                if self.request_version == "HTTP/0.9":  # no version on the line: answer 1.1
-                    self.request_version = self.protocol_version
-                reason = self.responses.get(code, ("error",))[0]
-                self._error(code, message or reason, close=True)
+    def log_message(self, *args: Any) -> None:
+        pass
 
-            def _error(
-                self, status: int, message: str, state: str = "", *, close: bool = False
-            ) -> None:
-                """A JSON error (``state``: default the google.rpc name of ``status``).
-                ``close``: then close the connection, whose remaining bytes (an unread or
-                half-sent body) cannot be told from the next request."""
-                if close:
-                    self.close_connection = True
-                state = state or _STATUS.get(status, "INVALID_ARGUMENT")
-                self._reply(
-                    status, {"error": {"code": status, "message": message, "status": state}}
-                )
+    @property
+    def local(self) -> LocalServer:
+        return cast(_HTTPServer, self.server).local
 
-            def _body(self) -> bytes:
-                """The request body (``Content-Length`` bytes; none without the header). Refused
-                (:class:`_Refused`): a length that is not a byte count, two lengths, a chunked
-                body, more than MAX_BODY_BYTES, or a body that ends early."""
-                if self.headers.get("Transfer-Encoding"):
-                    raise _Refused(
-                        411, "Transfer-Encoding (chunked) is not read; send Content-Length"
-                    )
-                values = {v.strip() for v in self.headers.get_all("Content-Length") or []}
-                if not values:
-                    return b""
-                if len(values) > 1:
-                    raise _Refused(
-                        400, f"Content-Length: given twice ({', '.join(sorted(values))})"
-                    )
-                (value,) = values
-                if not _DIGITS.fullmatch(value):
-                    raise _Refused(400, f"Content-Length: {value[:40]!r} is not a byte count")
-                length = int(value)
-                if length > MAX_BODY_BYTES:
-                    raise _Refused(
-                        413,
-                        f"body: {length} bytes is over the limit of {MAX_BODY_BYTES} bytes "
-                        "(routerlib.serving.local.MAX_BODY_BYTES)",
-                    )
-                body = self.rfile.read(length)  # stalled or gone: do_POST closes the connection
-                if len(body) < length:
-                    raise _Refused(400, f"body: ended after {len(body)} of {length} bytes")
-                return body
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        """http.server's own refusals (a bad request line, headers too long, a method
+        with no route) as JSON errors too; the connection is closed after them."""
+        if self.request_version == "HTTP/0.9":  # no version on the line: answer 1.1
+            self.request_version = self.protocol_version
+        reason = self.responses.get(code, ("error",))[0]
+        self._error(code, message or reason, close=True)
 
-            def _reply(self, status: int, body: dict[str, Any]) -> None:
-                payload = json.dumps(body, ensure_ascii=False).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(payload)))
-                self.end_headers()
-                self.wfile.write(payload)
+    def _error(self, status: int, message: str, state: str = "", *, close: bool = False) -> None:
+        """A JSON error (``state``: default the google.rpc name of ``status``).
+        ``close``: then close the connection, whose remaining bytes (an unread or
+        half-sent body) cannot be told from the next request."""
+        if close:
+            self.close_connection = True
+        state = state or _STATUS.get(status, "INVALID_ARGUMENT")
+        self._reply(status, {"error": {"code": status, "message": message, "status": state}})
 
-            def _complete(self, instances: list[Instance]) -> list[GenerationResult] | None:
-                """The results, or None once an error was answered."""
-                try:
-                    return server.complete(instances)
-                except TimeoutError as exc:
-                    self._error(504, str(exc))
-                except RuntimeError as exc:
-                    self._error(503 if "shutting down" in str(exc) else 500, str(exc))
-                return None
+    def _body(self) -> bytes:
+        """The request body (``Content-Length`` bytes; none without the header). Refused
+        (:class:`_Refused`): a length that is not a byte count, two lengths, a chunked
+        body, more than MAX_BODY_BYTES, or a body that ends early."""
+        if self.headers.get("Transfer-Encoding"):
+            raise _Refused(411, "Transfer-Encoding (chunked) is not read; send Content-Length")
+        values = {v.strip() for v in self.headers.get_all("Content-Length") or []}
+        if not values:
+            return b""
+        if len(values) > 1:
+            raise _Refused(400, f"Content-Length: given twice ({', '.join(sorted(values))})")
+        (value,) = values
+        if not _DIGITS.fullmatch(value):
+            raise _Refused(400, f"Content-Length: {value[:40]!r} is not a byte count")
+        length = int(value)
+        if length > MAX_BODY_BYTES:
+            raise _Refused(
+                413,
+                f"body: {length} bytes is over the limit of {MAX_BODY_BYTES} bytes "
+                "(routerlib.serving.local.MAX_BODY_BYTES)",
+            )
+        body = self.rfile.read(length)  # stalled or gone: do_POST closes the connection
+        if len(body) < length:
+            raise _Refused(400, f"body: ended after {len(body)} of {length} bytes")
+        return body
 
-            def do_GET(self) -> None:  # noqa: N802
-                path = urlsplit(self.path).path
-                if path in ("/health", "/"):
-                    health = {"status": "ok", "checkpoint": str(server.checkpoint_dir)}
-                    self._reply(200, {**health, "deployedModelId": server.endpoint_id})
-                elif path == "/v1/models":
-                    model = {"id": server.model_id, "object": "model", "owned_by": "routerlib"}
-                    self._reply(200, {"object": "list", "data": [model]})
-                else:
-                    self._error(404, f"no route GET {path}")
+    def _reply(self, status: int, body: dict[str, Any]) -> None:
+        payload = json.dumps(body, ensure_ascii=False).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
 
-            def do_POST(self) -> None:  # noqa: N802
-                path = urlsplit(self.path).path
-                try:
-                    body = self._body()
-                    if path == "/v1/completions":
-                        self._completions(body)
-                    elif PREDICT_PATH.fullmatch(path):
-                        self._predict(body)
-                    else:
-                        self._error(404, f"no route POST {path}")
-                except _Refused as refused:
-                    self._error(refused.status, str(refused), close=True)
-                except (ConnectionError, TimeoutError):
-                    self.close_connection = True  # the client stalled or went away
-                except Exception as exc:  # a bug: one JSON error, the server keeps serving
-                    self._error(500, f"internal error: {type(exc).__name__}: {exc}", close=True)
+    def _complete(self, instances: list[Instance]) -> list[GenerationResult] | None:
+        """The results, or None once an error was answered."""
+        try:
+            return self.local.complete(instances)
+        except TimeoutError as exc:
+            self._error(504, str(exc))
+        except RuntimeError as exc:
+            self._error(503 if "shutting down" in str(exc) else 500, str(exc))
+        return None
 
-            def _predict(self, body: bytes) -> None:
-                try:
-                    instances = parse_predict_body(body)
-                except ValueError as exc:
-                    self._error(400, str(exc))
-                    return
-                results = self._complete(instances)
-                if results is None:
-                    return
-                pairs = zip(instances, results, strict=True)
-                usage = [
-                    {k: v for k, v in asdict(r).items() if k not in ("text", "seconds")}
-                    for r in results
-                ]
-                self._reply(
-                    200,
-                    {
-                        "predictions": [format_prediction(i, r.text) for i, r in pairs],
-                        "deployedModelId": server.endpoint_id,
-                        "model": server.model_id,
-                        "modelDisplayName": str(server.checkpoint_dir),
-                        # Not sent by Vertex's vLLM containers; clients may use it when present.
-                        "metadata": {"usage": usage},
-                    },
-                )
+    def do_GET(self) -> None:  # noqa: N802
+        path = urlsplit(self.path).path
+        if path in ("/health", "/"):
+            health = {"status": "ok", "checkpoint": str(self.local.checkpoint_dir)}
+            self._reply(200, {**health, "deployedModelId": self.local.endpoint_id})
+        elif path == "/v1/models":
+            model = {"id": self.local.model_id, "object": "model", "owned_by": "routerlib"}
+            self._reply(200, {"object": "list", "data": [model]})
+        else:
+            self._error(404, f"no route GET {path}")
 
-            def _completions(self, body: bytes) -> None:
-                try:
-                    instances = parse_completions_body(body)
-                except ValueError as exc:
-                    self._error(400, str(exc), "invalid_request_error")
-                    return
-                results = self._complete(instances)
-                if results is None:
-                    return
-                used = (
-                    sum(r.prompt_tokens for r in results),
-                    sum(r.completion_tokens for r in results),
-                )
-                choices = [
-                    {"index": n, "text": r.text, "finish_reason": r.finish_reason, "logprobs": None}
-                    for n, r in enumerate(results)
-                ]
-                self._reply(
-                    200,
-                    {
-                        "id": f"cmpl-{time.time_ns()}",
-                        "object": "text_completion",
-                        "created": int(time.time()),
-                        "model": server.model_id,
-                        "choices": choices,
-                        "usage": {
-                            "prompt_tokens": used[0],
-                            "completion_tokens": used[1],
-                            "total_tokens": sum(used),
-                        },
-                    },
-                )
+    def do_POST(self) -> None:  # noqa: N802
+        path = urlsplit(self.path).path
+        try:
+            body = self._body()
+            if path == "/v1/completions":
+                self._completions(body)
+            elif PREDICT_PATH.fullmatch(path):
+                self._predict(body)
+            else:
+                self._error(404, f"no route POST {path}")
+        except _Refused as refused:
+            self._error(refused.status, str(refused), close=True)
+        except (ConnectionError, TimeoutError):
+            self.close_connection = True  # the client stalled or went away
+        except Exception as exc:  # a bug: one JSON error, the server keeps serving
+            self._error(500, f"internal error: {type(exc).__name__}: {exc}", close=True)
 
-        return _Handler
+    def _predict(self, body: bytes) -> None:
+        try:
+            instances = parse_predict_body(body)
+        except ValueError as exc:
+            self._error(400, str(exc))
+            return
+        results = self._complete(instances)
+        if results is None:
+            return
+        pairs = zip(instances, results, strict=True)
+        usage = [
+            {k: v for k, v in asdict(r).items() if k not in ("text", "seconds")} for r in results
+        ]
+        self._reply(
+            200,
+            {
+                "predictions": [format_prediction(i, r.text) for i, r in pairs],
+                "deployedModelId": self.local.endpoint_id,
+                "model": self.local.model_id,
+                "modelDisplayName": str(self.local.checkpoint_dir),
+                # Not sent by Vertex's vLLM containers; clients may use it when present.
+                "metadata": {"usage": usage},
+            },
+        )
+
+    def _completions(self, body: bytes) -> None:
+        try:
+            instances = parse_completions_body(body)
+        except ValueError as exc:
+            self._error(400, str(exc), "invalid_request_error")
+            return
+        results = self._complete(instances)
+        if results is None:
+            return
+        used = (sum(r.prompt_tokens for r in results), sum(r.completion_tokens for r in results))
+        choices = [
+            {"index": n, "text": r.text, "finish_reason": r.finish_reason, "logprobs": None}
+            for n, r in enumerate(results)
+        ]
+        self._reply(
+            200,
+            {
+                "id": f"cmpl-{time.time_ns()}",
+                "object": "text_completion",
+                "created": int(time.time()),
+                "model": self.local.model_id,
+                "choices": choices,
+                "usage": {
+                    "prompt_tokens": used[0],
+                    "completion_tokens": used[1],
+                    "total_tokens": sum(used),
+                },
+            },
+        )
