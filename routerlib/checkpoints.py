@@ -131,12 +131,8 @@ def _val_losses(job: Any) -> dict[int, float]:
 
 
 def candidates(job: Any) -> list[Candidate]:
-    """The job's per-epoch checkpoints, first epoch first.
-
-    Reads ``job.checkpoints`` when the job records them (each with an epoch and a URI); otherwise
-    the local layout under the spec's output URI. A job without per-epoch checkpoints (a remote
-    job that keeps only ``final``) gives one candidate: its final checkpoint as the last epoch.
-    """
+    """The job's per-epoch checkpoints, first epoch first: ``job.checkpoints``, else the local
+    layout under the output URI, else (only ``final`` kept) the final checkpoint as the last."""
     losses = _val_losses(job)
     found: dict[int, str] = {}
     for record in getattr(job, "checkpoints", None) or []:
@@ -354,11 +350,8 @@ def predictor_scorer(
     limit: int | None = None,
     thresholds: Any = None,
 ) -> Scorer:
-    """Score each checkpoint through the predictor ``serve(uri)`` makes for it (the serving
-    factory's: a local server on this machine, or an endpoint deployed for that checkpoint
-    alone), closed as soon as the checkpoint is scored, also on errors, so at most one
-    endpoint is ever up. Constrained: every request carries the generation schema as
-    ``evaluate --constrained`` sends it."""
+    """Score each checkpoint through the predictor ``serve(uri)`` makes for it, closed as soon
+    as the checkpoint is scored (also on errors), so at most one endpoint is ever up."""
 
     def score(uri: str, validation: Path, report_path: Path, decoding: str) -> dict[str, Any]:
         with contextlib.closing(serve(uri)) as predictor:

@@ -48,11 +48,9 @@ def label(model: str, decoding: str) -> str:
 
 
 def finished_local_run(run_dir: str | Path) -> Run:
-    """The run folder opened with its own params.yaml, or InputError naming what is missing: a
-    finished local run has its params, prepared test split, metrics.json with a constrained
-    decoding, each decoding's and baseline's report and samples, and (when run by the batch
-    runner) a finished pipeline.json. Runs evaluated on an endpoint or a batch job are refused:
-    their base model is not served here."""
+    """The run folder opened with its own params.yaml, or InputError naming what a finished
+    local run lacks (params, test split, metrics.json with a constrained decoding, reports and
+    samples, a finished pipeline.json); runs evaluated elsewhere are refused."""
 
     folder = Path(run_dir).resolve()
     if not folder.is_dir():
@@ -138,11 +136,9 @@ def base_dir(run: Run, out_root: str | Path) -> Path:
 
 
 def evaluate_base(run: Run, out_dir: str | Path, *, progress: bool = True) -> dict[str, Report]:
-    """Score the untuned ``base_model`` of a finished local run on the run's test rows, free then
-    constrained, into ``out_dir/<decoding>/report.json``: served by one local server as
-    ``stages.evaluate.serving`` serves the tuned checkpoint (``serving.factory.open_predictor``),
-    with the run's settings (max_tokens, eval_limit, concurrency, gate, previous router). A
-    second call reuses the prediction cache beside each report."""
+    """Score the untuned ``base_model`` of a finished local run on its test rows, free then
+    constrained, into ``out_dir/<decoding>/report.json``, served and scored as the run's own
+    evaluation was; a second call reuses the prediction cache beside each report."""
     out = Path(out_dir).resolve()
     if out == run.path or run.path in out.parents:
         raise InputError(f"{out}: inside the run folder; a finished run folder is never edited")

@@ -234,13 +234,9 @@ def recorded_model(checkpoint_uri: str) -> str:
 
 
 class BatchPredictor:
-    """Kind ``batch``: one Vertex batch prediction job on a Model Registry model per call.
-
-    ``model``: a full ``projects/…/models/ID``, an id with the settings' project, or an endpoint
-    or model routerlib recorded. ``settings``: project, region, API address and the job's machine
-    (unset: what the model's deploy ran on). Rows a job failed come back as :class:`Failed`;
-    they are submitted again only with ``rerun_failed`` (otherwise listed from the record).
-    """
+    """Kind ``batch``: one Vertex batch prediction job per call on ``model`` (as
+    :func:`resolve_model` takes it); ``settings``' machine unset: what its deploy ran on. Rows a
+    job failed come back as :class:`Failed`, submitted again only with ``rerun_failed``."""
 
     kind = "batch"
     mode = "batch"
@@ -341,8 +337,7 @@ class BatchPredictor:
         schema: dict[str, Any] | None,
     ) -> dict[str, Any]:
         """The recorded job for ``key`` (also one Vertex has but the registry lost), else a new
-        job for ``prompts``, recorded the moment it exists (``what``: model, gold, decoding and
-        where it runs)."""
+        job for ``prompts``, recorded (with ``what``) the moment it exists."""
         assert self.outcome is not None
         s = self.settings
         auth.init_vertex(s.project, s.location, s.api_endpoint)
@@ -438,11 +433,9 @@ class BatchPredictor:
 def _create_job(
     key: str, model_name: str, base: str, shape: Any, project: str, location: str
 ) -> str:
-    """Create the batch prediction job for ``key``; returns its resource name.
-
-    The request ``BatchPredictionJob.submit`` sends (JSONL in and out, the machine, one replica,
-    the ``routerlib`` label) plus ``instanceConfig.keyField``, which ``submit`` does not offer:
-    created through the JobService client the SDK itself uses, with the SDK's settings."""
+    """Create the batch prediction job for ``key``; returns its resource name. The request
+    ``BatchPredictionJob.submit`` sends plus ``instanceConfig.keyField`` (which ``submit`` does
+    not offer), through the SDK's own JobService client."""
     from google.cloud.aiplatform import initializer, utils
     from google.cloud.aiplatform_v1 import types
 

@@ -34,11 +34,8 @@ def target_name(predictor: Predictor, constrained: bool) -> str:
 
 
 def load_cache(cache_path: str | os.PathLike[str]) -> dict[int, dict[str, Any]]:
-    """Records of a prediction cache by gold index (the last one wins).
-
-    A torn last line (a run killed mid-write) is cut off the file so appends stay line-aligned;
-    any other line that does not parse is skipped (its row is simply asked again).
-    """
+    """Records of a prediction cache by gold index (the last one wins). A torn last line is cut
+    off the file; any other line that does not parse is skipped (its row is asked again)."""
     path = Path(cache_path)
     if not path.exists():
         return {}
@@ -107,12 +104,8 @@ def _lock_or_refuse(handle: IO[str], cache: Path) -> None:
 
 
 class CachingPredictor:
-    """``inner`` behind the cache file ``cache_path``: the same interface, resumable.
-
-    A cached row whose prompt changed (another gold file at this index) is asked again; a cache
-    made by another model or another ``max_tokens`` is refused (never mixed in). When ``inner``
-    fails for good, the RemoteError says how many answers are cached and that a rerun resumes.
-    """
+    """``inner`` behind the cache file ``cache_path``: the same interface, resumable. A row whose
+    prompt changed is asked again; a cache of another model or ``max_tokens`` is refused."""
 
     def __init__(self, inner: Predictor, cache_path: str | os.PathLike[str]) -> None:
         self.inner = inner

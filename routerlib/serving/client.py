@@ -172,11 +172,9 @@ class _Bearer(httpx.Auth):
 
 
 class JsonClient:
-    """JSON requests to one server over a pooled keep-alive ``httpx.Client`` (thread-safe).
-
-    ``token``: a bearer token source (``routerlib.auth.headers_for``) sent with every request.
-    ``keepalive=False`` opens a new connection for every request (benchmarks compare both).
-    """
+    """JSON requests to one server over a pooled keep-alive ``httpx.Client`` (thread-safe);
+    ``token``: a bearer token source (``auth.headers_for``); ``keepalive=False``: a new
+    connection per request (benchmarks compare both)."""
 
     def __init__(
         self,
@@ -206,11 +204,8 @@ class JsonClient:
         )
 
     def request(self, method: str, path: str, body: Any = None) -> Any:
-        """Send one request; return the parsed JSON of a 2xx answer.
-
-        Raises TransientError on a retryable status (:data:`RETRYABLE_STATUSES`), a timeout or a
-        connection failure; RemoteError on any other status or a 2xx answer that is not JSON.
-        """
+        """Send one request; return the parsed JSON of a 2xx answer. TransientError: a
+        retryable status, a timeout or no connection; RemoteError: any other failure."""
         content = None if body is None else json.dumps(body).encode("utf-8")
         try:
             response = self._http.request(method, path, content=content)

@@ -36,14 +36,10 @@ DEFAULT_RETRIES = 5
 
 
 class OnlinePredictor:
-    """Request by request through ``transport`` with bounded concurrency and retries.
-
-    A subclass names its ``transport_class`` and is made from a target (URL, endpoint): the
-    options that are not the predictor's own go to the transport. A row that still fails after
-    ``retries`` retries stops the run: requests not yet sent are cancelled, those in flight
-    finish (their answers are still yielded), and a RemoteError names the lowest such row. Any
-    other error (bad input, a bug) is raised as it is.
-    """
+    """Request by request through ``transport`` (a subclass makes its ``transport_class`` from
+    a target and the options not its own) with bounded concurrency and retries. A row failing
+    for good stops the run: nothing more is sent, requests in flight finish and are yielded, and
+    a RemoteError names the lowest such row; any other error is raised as it is."""
 
     kind = "client"
     mode = "endpoint"
@@ -188,11 +184,9 @@ class EndpointPredictor(OnlinePredictor):
 
 
 class LocalServerPredictor(OnlinePredictor):
-    """Kind ``local-server``: a checkpoint folder (or a base model the local trainer loads)
-    served by routerlib's own HTTP server on 127.0.0.1 for the predictor's life, asked through
-    the predict JSON like any endpoint. ``host``/``port``: where it listens (port 0: any free
-    port); ``constrained``: the server decodes requests without a schema under the generation
-    schema."""
+    """Kind ``local-server``: a checkpoint folder (or a base model) served by routerlib's own
+    HTTP server for the predictor's life, asked through the predict JSON like any endpoint;
+    ``constrained``: the server decodes requests without a schema under the generation schema."""
 
     kind = "local-server"
     transport_class = PredictClient

@@ -41,12 +41,8 @@ class Transport(Protocol):
 
 
 class PredictClient:
-    """vLLM predict JSON: ``POST URL {"instances": [{prompt, max_tokens, temperature, raw_response}]}``.
-
-    ``url`` ends with ``:predict``. ``extra``: more instance fields; ``schema``: the JSON Schema
-    every request is constrained to unless a call names its own (a chat-completions instance,
-    :func:`~routerlib.serving.wire.predict_instance`).
-    """
+    """vLLM predict JSON to a ``…:predict`` URL (``wire.predict_instance``). ``extra``: more
+    instance fields; ``schema``: the JSON Schema of every request that names none."""
 
     def __init__(
         self,
@@ -91,12 +87,9 @@ class PredictClient:
 
 
 class OpenAIClient:
-    """An OpenAI-compatible server (vLLM, Ollama, TGI): ``POST {base}/completions``.
-
-    ``base_url`` is ``http://host:port/v1``. Without ``model`` the first id of ``GET {base}/models``
-    is used. A bearer key is read from ``OPENAI_API_KEY`` when set (never written anywhere).
-    A schema travels in ``schema_field`` (OpenAI's ``response_format`` by default).
-    """
+    """An OpenAI-compatible ``http://host:port/v1`` (vLLM, Ollama, TGI): ``POST …/completions``
+    for ``model`` (default: the first the server lists), the schema in ``schema_field``, the
+    bearer key from ``OPENAI_API_KEY`` when set."""
 
     def __init__(
         self,

@@ -171,11 +171,8 @@ _DEFAULT_NAME = re.compile(rf"{NAME_PREFIX}\d{{8}}-\d{{6}}-[0-9a-f]{{6}}")
 
 
 def resource_id(display_name: str) -> str:
-    """The endpoint and model id routerlib asks for (``endpoint_user_id`` / ``model_user_id``):
-    lowercase ``[a-z0-9-]``, starting with a letter, at most 63 characters, so both resource
-    names are known before Vertex answers. A name of the caller's gets a random suffix (a second
-    deploy under the same display name must not collide); routerlib's default names are unique
-    already and are used as they are."""
+    """The endpoint and model id routerlib asks for (``[a-z][a-z0-9-]``, at most 63 characters),
+    so both resource names are known before Vertex answers; a caller's name gets a random suffix."""
     if _DEFAULT_NAME.fullmatch(display_name):
         return display_name
     slug = re.sub(r"[^a-z0-9-]+", "-", display_name.lower()).strip("-")
@@ -376,11 +373,9 @@ def _live_endpoints(project: str, location: str, api_endpoint: str) -> list[Any]
 def cleanup(
     *, project: str | None = None, location: str = DEFAULT_LOCATION, api_endpoint: str = ""
 ) -> list[str]:
-    """Undeploy and delete every endpoint routerlib recorded that is not deleted yet, and the
-    Model Registry models those deploys uploaded; with ``project`` also every live endpoint of
-    that project/location that routerlib named (``routerlib-…``) or labelled. Returns the
-    endpoints removed. One failure does not stop the rest; the RemoteError at the end lists
-    what is left."""
+    """Delete every recorded endpoint not deleted yet and the models its deploy uploaded; with
+    ``project`` also the live endpoints there routerlib named or labelled. Returns those removed;
+    one failure does not stop the rest (the RemoteError at the end lists what is left)."""
     done: list[str] = []
     problems: list[str] = []
 
