@@ -12,7 +12,7 @@ import json
 import os
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 from routerlib.errors import InputError, RemoteError
 from routerlib.models import estimate_tokens
@@ -92,17 +92,6 @@ def completion_of(rec: dict[str, Any]) -> Completion:
     )
 
 
-def _lock_or_refuse(handle: IO[str], cache: Path) -> None:
-    """Take an exclusive lock on the open cache, or refuse: another run is writing it now."""
-    try:
-        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        raise InputError(
-            f"{cache}: another run is writing this cache right now; wait for it to end or "
-            "write the report elsewhere"
-        ) from None
-
-
 class CachingPredictor:
     """``inner`` behind the cache file ``cache_path``: the same interface, resumable. A row whose
     prompt changed is asked again; a cache of another model or ``max_tokens`` is refused."""
@@ -125,7 +114,13 @@ class CachingPredictor:
         cache.parent.mkdir(parents=True, exist_ok=True)
         target = target_name(self.inner, constrained)
         with open(cache, "a", encoding="utf-8") as handle:
-            _lock_or_refuse(handle, cache)
+            try:  # one writer at a time
+                fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise InputError(
+                    f"{cache}: another run is writing this cache right now; wait for it to end "
+                    "or write the report elsewhere"
+                ) from None
             kept: dict[int, Result] = {}
             for index, rec in load_cache(cache).items():
                 if index not in prompts or rec.get("prompt_sha") != prompt_sha(prompts[index]):

@@ -48,9 +48,6 @@ class Stopped(Exception):
     """A wait between two attempts was cut short: another row failed for good."""
 
 
-# --------------------------------------------------------------------------- retry policy
-
-
 def retry_policy(
     retries: int, backoff_s: float = BACKOFF_S, stop: threading.Event | None = None
 ) -> tenacity.Retrying:
@@ -95,8 +92,6 @@ def call_with_retries(call: Callable[[], T], policy: tenacity.Retrying) -> tuple
         ) from None
 
 
-# --------------------------------------------------------------------------- addresses
-
 _LOOPBACK = ("127.0.0.1", "localhost", "::1", "0.0.0.0")
 
 
@@ -124,9 +119,6 @@ def path_of(url: str) -> str:
     """The path and query of ``url`` (what a request line carries)."""
     parts = urlsplit(url)
     return (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-
-
-# --------------------------------------------------------------------------- the client
 
 
 def retry_after_seconds(value: str | None) -> float | None:

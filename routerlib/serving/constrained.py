@@ -531,8 +531,7 @@ class SchemaLogitsProcessor:
             if picked != last[row]:
                 if picked is not None:
                     matcher.rollback(1)
-                if not matcher.consume_token(int(last[row])):
-                    raise ConstraintError(f"row {row}: {matcher.get_error()}")
+                self._consume(row, int(last[row]))
             if matcher.is_stopped():
                 self._finish(row)
         self._picks.clear()
@@ -581,6 +580,12 @@ class SchemaLogitsProcessor:
         blocked[rows] = self._blocked(rows, int(scores.shape[-1]))
         return scores.masked_fill(blocked.to(scores.device), float("-inf"))
 
+    def _consume(self, row: int, token: int) -> None:
+        """Row ``row``'s matcher takes ``token`` (the pick of this step), or ConstraintError."""
+        if not self.matchers[row].consume_token(token):
+            raise ConstraintError(f"row {row}: {self.matchers[row].get_error()}")
+        self._picks[row] = token
+
     def _takes(self, row: int, token: int) -> bool:
         """Whether row ``row``'s grammar takes ``token`` now; if so it is consumed."""
         schema, matcher = self.row_schemas[row], self.matchers[row]
@@ -622,9 +627,7 @@ class SchemaLogitsProcessor:
             out[row, self.eos_ids] = keep
         for row, tokens in forced.items():
             token = max(tokens, key=lambda t: float(scores[row, t]))  # the first best, as argmax
-            if not self.matchers[row].consume_token(token):
-                raise ConstraintError(f"row {row}: {self.matchers[row].get_error()}")
-            self._picks[row] = token
+            self._consume(row, token)
             out[row] = float("-inf")
             out[row, token] = scores[row, token] if torch.isfinite(scores[row, token]) else 0.0
         if misses:
@@ -637,7 +640,5 @@ class SchemaLogitsProcessor:
             )
             out[index] = masked
             for row, token in zip(misses, masked.argmax(dim=-1).tolist(), strict=True):
-                if not self.matchers[row].consume_token(int(token)):
-                    raise ConstraintError(f"row {row}: {self.matchers[row].get_error()}")
-                self._picks[row] = int(token)
+                self._consume(row, int(token))
         return out

@@ -35,9 +35,6 @@ CHAT_COMPLETIONS = "chatCompletions"
 OPENAI_SCHEMA_FIELDS = ("response_format", "structured_outputs", "guided_json")
 
 
-# --------------------------------------------------------------------------- what is sent
-
-
 def predict_instance(
     prompt: str,
     max_tokens: int,
@@ -90,9 +87,6 @@ def openai_schema_fields(schema: dict[str, Any], field: str = "response_format")
     return {field: carried[field]}
 
 
-# --------------------------------------------------------------------------- what comes back
-
-
 def prediction_text(pred: Any, where: str) -> str:
     """The text of one predict-JSON prediction (a string, or an object holding the text)."""
     if isinstance(pred, str):
@@ -109,9 +103,6 @@ def prediction_text(pred: Any, where: str) -> str:
             if isinstance(message, dict) and isinstance(message.get("content"), str):
                 return str(message["content"])
     raise RemoteError(f"{where}: prediction is not text: {json.dumps(pred)[:120]}")
-
-
-# --------------------------------------------------------------------------- what a server reads
 
 
 @dataclass(frozen=True)
