@@ -496,12 +496,8 @@ def _batch_hardware(model_name: str, settings: VertexSettings) -> hw.Hardware:
     record: dict[str, Any] = next(
         (r for r in reversed(vertex.read_registry()) if r.get("model_name") == model_name), {}
     )
-    shape = hw.choose(
-        "",
-        settings.machine_type or record.get("machine_type"),
-        settings.accelerator_type or record.get("accelerator_type"),
-        settings.accelerator_count or record.get("accelerator_count"),
-    )
+    keys = ("machine_type", "accelerator_type", "accelerator_count")
+    shape = hw.choose("", **{k: getattr(settings, k) or record.get(k) for k in keys})
     if record.get("checkpoint_uri"):
         hw.check_fit(record["checkpoint_uri"], shape)
     return shape

@@ -452,8 +452,6 @@ class SchemaLogitsProcessor:
         self.started = False
         self.finished: list[bool] = []
         self.closing: list[bool] = []
-        #: the step at which each row entered closing mode (None: never), for diagnostics
-        self.closed_at: list[int | None] = []
         #: closing-cost simulations run so far (all rows), for diagnostics
         self.checks = 0
         #: rows whose mask was made, summed over steps (greedy: the rows whose best token the
@@ -479,7 +477,6 @@ class SchemaLogitsProcessor:
         self.matchers = [s.matcher() if s is not None else None for s in per_row]
         self.finished = [False] * batch
         self.closing = [False] * batch
-        self.closed_at = [None] * batch
         self.queues: list[list[int]] = [[] for _ in range(batch)]
         self.eos_ids = sorted({i for s in per_row if s is not None for i in s.eos_ids})
         self.vocab_size = max(s.vocab_size for s in per_row if s is not None)
@@ -500,14 +497,6 @@ class SchemaLogitsProcessor:
         for eos in self.eos_ids:
             self.bitmask[row, eos // 32] |= _bit(eos % 32)
 
-    def closing_cost(self, row: int, limit: int) -> int | None:
-        """Tokens closing mode needs to complete row ``row``'s object from here (simulated on
-        a copy of its matcher, ties broken by the lowest token id), None if over ``limit``."""
-        schema = self.row_schemas[row]
-        assert schema is not None
-        self.checks += 1
-        return simulate_closing(schema, self.matchers[row], limit, self.queues[row])
-
     def _update_closing(self, row: int) -> None:
         budget, check_at = self.budgets[row], self.check_at[row]
         if budget is None or check_at is None or self.closing[row] or self.finished[row]:
@@ -515,11 +504,13 @@ class SchemaLogitsProcessor:
         used = self.steps - 1  # tokens this row has generated so far
         if used < check_at:
             return
-        left = budget - used - SAFETY_MARGIN
-        needed = self.closing_cost(row, max(left, 0))
+        schema = self.row_schemas[row]
+        assert schema is not None
+        self.checks += 1
+        left = max(budget - used - SAFETY_MARGIN, 0)
+        needed = simulate_closing(schema, self.matchers[row], left, self.queues[row])
         if needed is None or used + needed + SAFETY_MARGIN >= budget:
             self.closing[row] = True
-            self.closed_at[row] = used
         else:
             self.check_at[row] = next_check(used, needed, budget)
 
