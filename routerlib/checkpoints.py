@@ -224,12 +224,7 @@ def write_choice(run_dir: Path, choice: CheckpointChoice) -> Path:
 def read_choice(run_dir: Path) -> CheckpointChoice | None:
     """The run's ``checkpoints.json``, or None when there is none yet."""
     file = Path(run_dir) / CHECKPOINTS_FILE
-    if not file.is_file():
-        return None
-    try:
-        return CheckpointChoice.model_validate_json(file.read_text(encoding="utf-8"))
-    except ValueError as exc:
-        raise InputError(f"{file}: not a checkpoints record ({exc.__class__.__name__})") from None
+    return runfolder.read_json(file, CheckpointChoice) if file.is_file() else None
 
 
 def _now() -> str:

@@ -310,12 +310,9 @@ class BatchPredictor:
         if progress and outcome.reattached:
             print(f"re-attached to {record['job_name']}", file=sys.stderr)
         answered, failed = self._run(record, prompts, progress)
-        yield {
-            **{
-                i: Completion(text, None, meta={"batch_job": record["job_name"]})
-                for i, text in answered.items()
-            },
-            **{i: Failed(message) for i, message in failed.items()},
+        meta = {"batch_job": record["job_name"]}
+        yield {i: Failed(message) for i, message in failed.items()} | {
+            i: Completion(text, None, meta=dict(meta)) for i, text in answered.items()
         }
 
     def _known_failures(self, keys: dict[int, str], decoding: str) -> dict[int, str]:

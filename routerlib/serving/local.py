@@ -92,9 +92,8 @@ class LocalPredictor:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         self.eos_token_ids: list[int] = self._eos_ids()
         #: The schema every prompt is constrained to unless a request names its own (None: free).
-        self.default_schema: dict[str, Any] | None = None
-        if constrained:
-            self.default_schema = completion_json_schema(generation=True)
+        schema = completion_json_schema(generation=True) if constrained else None
+        self.default_schema: dict[str, Any] | None = schema
         self._lock = threading.Lock()
 
     def compiled_schema(self, schema: dict[str, Any]) -> Any:
