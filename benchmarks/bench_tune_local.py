@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import tempfile
 import time
@@ -29,7 +30,7 @@ sys.path.insert(0, str(ROOT))
 
 from routerlib import schema, synth  # noqa: E402
 from routerlib.models import EMBEDDED_MODEL  # noqa: E402
-from routerlib.tuning import local  # noqa: E402
+from routerlib.tuning import cache, examples, local, model_io, trainer  # noqa: E402
 from routerlib.tuning.base import TuningSpec  # noqa: E402
 
 GOAL = 1.0
@@ -88,36 +89,36 @@ def run_trainer(mode: str, train: Path, out: Path) -> tuple[float, int, float]:
     if mode == "PEFT_ADAPTER":
         from peft import LoraConfig, get_peft_model
 
-        plan = local._plan(spec)
+        plan = model_io.plan_for(spec)
         config = LoraConfig(
             r=ADAPTER_SIZE,
             lora_alpha=2 * ADAPTER_SIZE,
             lora_dropout=0.0,
-            target_modules=local.lora_targets(spec, plan),
+            target_modules=model_io.lora_targets(spec, plan),
             task_type="CAUSAL_LM",
         )
         torch.manual_seed(0)
         model = get_peft_model(model, config)
-    examples = local.encode_examples(tokenizer, local.read_prompt_completion(train))
+    rows = examples.encode_examples(tokenizer, examples.read_prompt_completion(train))
     dataset = [
         {
             "input_ids": ex.ids,
             "attention_mask": [1] * len(ex.ids),
             "labels": [-100] * ex.n_prompt + ex.ids[ex.n_prompt :],
         }
-        for ex in examples
+        for ex in rows
     ]
-    tokens = sum(len(ex.ids) for ex in examples)
+    tokens = sum(len(ex.ids) for ex in rows)
     args = TrainingArguments(
         output_dir=str(out),
         per_device_train_batch_size=BATCH_SIZE,
         num_train_epochs=1,
         learning_rate=backend.default_learning_rate(spec),
         lr_scheduler_type="cosine",
-        warmup_steps=max(1, int(local.WARMUP_FRACTION * -(-len(dataset) // BATCH_SIZE))),
+        warmup_steps=max(1, int(trainer.WARMUP_FRACTION * -(-len(dataset) // BATCH_SIZE))),
         weight_decay=0.0,
-        max_grad_norm=local.MAX_GRAD_NORM,
-        bf16=local._bf16_default(),
+        max_grad_norm=trainer.MAX_GRAD_NORM,
+        bf16=trainer.cpu_bf16_supported(),
         use_cpu=True,
         report_to=[],
         save_strategy="no",
@@ -128,9 +129,9 @@ def run_trainer(mode: str, train: Path, out: Path) -> tuple[float, int, float]:
         seed=0,
     )
     collator = DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=-100)
-    trainer = Trainer(model=model, args=args, train_dataset=dataset, data_collator=collator)
-    with local._threads(None):
-        result = trainer.train()
+    hf_trainer = Trainer(model=model, args=args, train_dataset=dataset, data_collator=collator)
+    with model_io.threads(None):
+        result = hf_trainer.train()
     seconds = float(result.metrics["train_runtime"])
     return tokens / seconds, tokens, seconds
 
@@ -146,6 +147,7 @@ def main() -> int:
 
     from routerlib.tinymodel import ensure_embedded_model
 
+    os.environ[cache.ENV] = "off"  # a cached tuning would report its old train_seconds
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
     ensure_embedded_model()

@@ -15,9 +15,24 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass, field
+from pathlib import Path
+
+from routerlib import paths
 
 #: The embedded default: a tiny Llama-style model routerlib builds offline (see tinymodel.py).
 EMBEDDED_MODEL = "routerlib/tiny-router-lm"
+#: A base model naming a file with this suffix is a GGUF file (local backend: transformers loads
+#: it with ``gguf_file=``, de-quantized to float weights).
+GGUF_SUFFIX = ".gguf"
+
+
+def gguf_path(base_model: str) -> Path | None:
+    """The GGUF file ``base_model`` names (absolute, or relative to the project root like every
+    user path), or None when it names no ``.gguf`` file."""
+    if not base_model.lower().endswith(GGUF_SUFFIX):
+        return None
+    return paths.resolve(base_model)
+
 
 #: Pages the table was read from (stored copies, read 2026-12-01).
 #: OPEN_MODEL_TUNING: "Supervised and distillation fine-tuning for open models", footer
@@ -291,6 +306,9 @@ def tuning_problems(
     Each line starts with the key to change.
     """
     problems = []
+    gguf = gguf_path(base_model)
+    if gguf is not None and not gguf.is_file():
+        problems.append(f"base_model: {gguf}: no such GGUF file")
     if learning_rate is not None and learning_rate_multiplier is not None:
         problems.append(
             "learning_rate: learning_rate and learning_rate_multiplier are exclusive; set one, not both"

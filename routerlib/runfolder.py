@@ -8,7 +8,8 @@ Layout of ``<outputs>/<name>-<time>/`` (names relative to the run folder)::
     run.log, notebooks/                the batch runner's log and executed notebooks
     data/ (data/smoke/)                synthetic_rows.jsonl, train/validation/test.jsonl, prepare.json
     tuning/full/ (tuning/smoke/)       job.json (tuning.base.Job), loss_curve.json (LossPoint),
-                                       the local backend's own files and checkpoints
+                                       checkpoints; a local run's job.json is the local
+                                       backend's one record of its job (tuning/local.py)
     eval/report.json                   ReportRecord (metrics.write_report)
     eval/samples.jsonl                 one SampleRecord per test row (metrics.write_report)
     eval/report.predictions.jsonl      one PredictionRecord per test row (evaluate)
@@ -53,10 +54,10 @@ PREPARE_FILE = "prepare.json"
 SPLITS: tuple[str, ...] = ("train", "validation", "test")
 SMOKE_TUNING_DIR = "tuning/smoke"
 FULL_TUNING_DIR = "tuning/full"
+#: A tuning job's record: in a local job's output folder (tuning/full for a local run) the local
+#: backend's one record of it, written by that backend alone; for a job whose output is elsewhere
+#: (a Vertex job's gs:// folder) stages.tune's copy of it in the run.
 JOB_FILE = "job.json"
-#: The local backend's own Job record in its output folder (tuning/full for a local run), apart
-#: from the run's job.json so that each file has one writer.
-LOCAL_JOB_FILE = "local_job.json"
 LOSS_CURVE_FILE = "loss_curve.json"
 EVAL_DIR = "eval"
 REPORT_FILE = "eval/report.json"
@@ -94,7 +95,7 @@ def tuning_dir(smoke: bool = False) -> str:
 
 
 def job_file(smoke: bool = False) -> str:
-    """The run's record of its tuning job (written by stages.tune only)."""
+    """The run's record of its tuning job (see JOB_FILE for its one writer)."""
     return f"{tuning_dir(smoke)}/{JOB_FILE}"
 
 

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from routerlib import paths, schema, synth
+from routerlib.atomic import file_lock
 from routerlib.models import EMBEDDED_MODEL
 
 #: Bump when the build recipe changes in a way the settings below do not capture.
@@ -199,9 +200,13 @@ def ensure_embedded_model(seed: int = INIT_SEED) -> Path:
     dest = embedded_model_dir(seed)
     if (dest / BUILD_MARKER).exists():
         return dest
-    if dest.exists():  # a folder without the marker is not ours to trust; rebuild it
-        shutil.rmtree(dest)
-    return build_model(dest, seed)
+    # Runs started together (``routerlib run A B`` runs local chains side by side) build it once.
+    with file_lock(dest.with_name(dest.name + ".lock")):
+        if (dest / BUILD_MARKER).exists():
+            return dest
+        if dest.exists():  # a folder without the marker is not ours to trust; rebuild it
+            shutil.rmtree(dest)
+        return build_model(dest, seed)
 
 
 def resolve_base_model(base_model: str) -> str:

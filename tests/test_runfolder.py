@@ -98,9 +98,10 @@ def test_job_json_has_one_writer(tmp_path: Path) -> None:
     from routerlib.tuning import local
     from routerlib.tuning.base import Job, TuningSpec, read_job, write_job
 
-    # The local backend keeps its own record in its output folder, which is the run's
-    # tuning/full: a different name from the run's job.json, which tune_stage.tune alone writes.
-    assert local.JOB_FILE != runfolder.JOB_FILE
+    # The local backend keeps its job's one record in its output folder, which is the run's
+    # tuning/full: it is the run's job.json (stages.tune writes a copy only for a job whose
+    # output is elsewhere), so the run holds no second copy under another name.
+    assert local.JOB_FILE == runfolder.JOB_FILE
     spec = TuningSpec.build(training_dataset_uri="t.jsonl", output_uri=str(tmp_path / "o"))
     job = Job(name="local/x", backend="local", state="JOB_STATE_SUCCEEDED", spec=spec)
     target = tmp_path / runfolder.job_file()

@@ -109,7 +109,8 @@ def test_crashed_build_leaves_nothing_and_half_folder_is_rebuilt(tmp_path, monke
     monkeypatch.setattr(os, "rename", crash)
     with pytest.raises(OSError, match="simulated"):
         tinymodel.ensure_embedded_model()
-    assert list(tmp_path.iterdir()) == []  # neither the model folder nor a temp folder
+    # neither the model folder nor a temp folder (only the build's lock file stays, by design)
+    assert [p.name for p in tmp_path.iterdir() if p.suffix != ".lock"] == []
 
     monkeypatch.setattr(os, "rename", real_rename)
     dest = tinymodel.embedded_model_dir()
@@ -118,3 +119,31 @@ def test_crashed_build_leaves_nothing_and_half_folder_is_rebuilt(tmp_path, monke
     assert tinymodel.ensure_embedded_model() == dest
     assert (dest / tinymodel.BUILD_MARKER).is_file()
     assert (dest / "model.safetensors").is_file()
+
+
+def test_builds_started_together_build_once(tmp_path, monkeypatch):
+    """Two runs started side by side on a fresh cache: one builds, the other waits and reuses it."""
+    import threading
+    import time
+
+    monkeypatch.setenv("ROUTERLIB_CACHE", str(tmp_path))
+    builds = []
+
+    def slow_build(dest, seed):
+        builds.append(seed)
+        time.sleep(0.5)  # long enough for the other thread to find no marker and wait
+        dest.mkdir(parents=True)
+        (dest / tinymodel.BUILD_MARKER).write_text("{}", encoding="utf-8")
+        return dest
+
+    monkeypatch.setattr(tinymodel, "build_model", slow_build)
+    found = []
+    threads = [
+        threading.Thread(target=lambda: found.append(tinymodel.ensure_embedded_model()))
+        for _ in range(2)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(builds) == 1 and len(found) == 2 and found[0] == found[1]

@@ -90,7 +90,7 @@ def test_same_spec_and_data_is_a_hit_with_identical_checkpoints(splits, cache_on
     assert second.tuning_data_stats == first.tuning_data_stats
     recorded = json.loads((tmp_path / "b" / local.JOB_FILE).read_text())
     assert recorded["state"] == SUCCEEDED and recorded["spec"]["output_uri"] == str(tmp_path / "b")
-    run = json.loads((tmp_path / "b" / local.RUN_FILE).read_text())
+    run = recorded[local.LOCAL_KEY]
     assert run["from_cache"]["job"] == first.name
     # the attached job is found like any other, and a resubmit re-attaches to the folder itself
     assert LocalBackend(root=tmp_path).get(second.name).state == SUCCEEDED
@@ -107,7 +107,8 @@ def test_other_data_is_a_miss(splits, cache_on, tmp_path):
     trained: list[int] = []
     job = _backend(trained).submit(_spec(changed, val, tmp_path / "b"))
     assert job.state == SUCCEEDED and trained == [1]
-    assert "from_cache" not in json.loads((tmp_path / "b" / local.RUN_FILE).read_text())
+    record = json.loads((tmp_path / "b" / local.JOB_FILE).read_text())
+    assert "from_cache" not in record[local.LOCAL_KEY]
     assert len([p for p in cache_on.iterdir() if not p.name.startswith(".")]) == 2
 
 
@@ -146,3 +147,49 @@ def test_cache_off_and_a_torn_entry_train(splits, tmp_path, monkeypatch):
     trained.clear()
     _backend(trained).submit(spec)
     assert trained == [1] and cache.lookup(key) is not None
+
+
+def test_the_key_follows_the_training_code_files(splits, tmp_path, monkeypatch):
+    """The key hashes the files of the trainer, its model and data code and the embedded model's
+    recipe, found without importing them; a change in any of them changes the key."""
+    import subprocess
+    import sys
+
+    from routerlib.tuning import examples, model_io, trainer
+
+    files = cache.code_files()
+    for module in (trainer, model_io, examples):
+        assert Path(module.__file__) in files
+    assert any(p.name == "tinymodel.py" for p in files)
+
+    train, val = splits
+    spec = _spec(train, val, tmp_path / "x")
+    options = LocalBackend(batch_size=4)._options()
+    before = cache.cache_key(cache.key_inputs(spec, options))
+    copies = []
+    for file in files:
+        copy = tmp_path / "code" / file.name
+        copy.parent.mkdir(exist_ok=True)
+        copy.write_bytes(file.read_bytes())
+        copies.append(copy)
+    monkeypatch.setattr(cache, "code_files", lambda: copies)
+    assert cache.cache_key(cache.key_inputs(spec, options)) == before  # same bytes, same key
+    trainer_copy = copies[[p.name for p in copies].index("trainer.py")]
+    trainer_copy.write_text(trainer_copy.read_text() + "\n# a change\n")
+    assert cache.cache_key(cache.key_inputs(spec, options)) != before
+
+    # computing a key imports no training code (the cache sits below the backend)
+    probe = (
+        "import sys, json; from routerlib.tuning import cache, base;"
+        f"spec = base.TuningSpec.model_validate_json({spec.model_dump_json()!r});"
+        "cache.key_inputs(spec, {});"
+        "print(json.dumps(sorted(m for m in sys.modules if m.startswith('routerlib.tuning'))))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True
+    ).stdout
+    assert json.loads(out) == [
+        "routerlib.tuning",
+        "routerlib.tuning.base",
+        "routerlib.tuning.cache",
+    ]

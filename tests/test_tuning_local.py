@@ -12,7 +12,7 @@ import pytest
 from routerlib.checkpoint_names import FINAL_CHECKPOINT
 from routerlib.errors import InputError
 from routerlib.models import EMBEDDED_MODEL
-from routerlib.tuning import local
+from routerlib.tuning import examples, local, trainer
 from routerlib.tuning.base import CANCELLED, FAILED, RUNNING, SUCCEEDED, TuningSpec
 from routerlib.tuning.local import LocalBackend, load_for_inference
 from tests.support.local_tuning_data import synthetic_splits
@@ -114,7 +114,7 @@ def test_peft_run_writes_vertex_layout_stats_and_curve(splits, tmp_path):
     assert stats["total_truncated_example_count"] == 8
     inputs = stats["user_input_token_distribution"]
     assert inputs["min"] <= inputs["median"] <= inputs["max"] and inputs["sum"] > 8 * 150
-    assert stats["learning_rate"] == local.EMBEDDED_LEARNING_RATES["PEFT_ADAPTER"]
+    assert stats["learning_rate"] == trainer.EMBEDDED_LEARNING_RATES["PEFT_ADAPTER"]
     assert stats["train_tokens_per_second"] > 0 and len(stats["epoch_seconds"]) == 2
     assert job.train_seconds and job.train_seconds > 0
 
@@ -147,11 +147,11 @@ def test_full_run_and_checkpoints_load_for_inference(splits, tmp_path):
     final = Path(full.checkpoint_uri)
     assert (final / "model.safetensors").is_file() and (final / "config.json").is_file()
     assert json.loads((final / local.CHECKPOINT_MARKER).read_text())["kind"] == "full"
-    assert full.tuning_data_stats["learning_rate"] == local.EMBEDDED_LEARNING_RATES["FULL"]
+    assert full.tuning_data_stats["learning_rate"] == trainer.EMBEDDED_LEARNING_RATES["FULL"]
 
     model, tokenizer = load_for_inference(final)
     assert isinstance(model, LlamaForCausalLM) and not model.training
-    prompt = local.encode_prompt(tokenizer, "User query:\nroute this\n")
+    prompt = examples.encode_prompt(tokenizer, "User query:\nroute this\n")
     out = model.generate(torch.tensor([prompt]), max_new_tokens=5, do_sample=False)
     assert out.shape[1] >= len(prompt) + 1
 
@@ -191,9 +191,9 @@ def test_interrupted_run_resumes_from_last_epoch_and_matches_uninterrupted(split
     dead.wait()
     record = json.loads((out / local.JOB_FILE).read_text())
     record["state"] = RUNNING
+    run = record[local.LOCAL_KEY]
+    record[local.LOCAL_KEY] = {**run, "pid": dead.pid}
     (out / local.JOB_FILE).write_text(json.dumps(record))
-    run = json.loads((out / local.RUN_FILE).read_text())
-    (out / local.RUN_FILE).write_text(json.dumps({**run, "pid": dead.pid}))
     seen = LocalBackend(root=tmp_path).get(failed.name)
     assert seen.state == FAILED and "resume" in seen.error
 
@@ -300,17 +300,19 @@ def test_bad_inputs_fail_with_one_line_naming_the_place(splits, tmp_path):
 def test_learning_rate_defaults_and_multiplier(splits, tmp_path):
     backend = LocalBackend()
     peft = _spec(splits, tmp_path, learning_rate_multiplier=0.5)
-    assert backend.default_learning_rate(peft) == local.EMBEDDED_LEARNING_RATES["PEFT_ADAPTER"] / 2
+    assert (
+        backend.default_learning_rate(peft) == trainer.EMBEDDED_LEARNING_RATES["PEFT_ADAPTER"] / 2
+    )
     assert backend.default_learning_rate(_spec(splits, tmp_path, learning_rate=1e-3)) == 1e-3
     hub = _spec(splits, tmp_path, base_model="Qwen/Qwen3-0.6B", tuning_mode="FULL")
-    assert backend.default_learning_rate(hub) == local.PRETRAINED_LEARNING_RATES["FULL"]
+    assert backend.default_learning_rate(hub) == trainer.PRETRAINED_LEARNING_RATES["FULL"]
 
 
 def test_batches_are_deterministic_length_buckets():
     lengths = [10, 500, 12, 480, 11, 490, 13, 470] * 4
-    first = local.make_batches(lengths, 4, seed=3, epoch=0)
-    assert first == local.make_batches(lengths, 4, seed=3, epoch=0)
-    assert first != local.make_batches(lengths, 4, seed=3, epoch=1)
+    first = examples.make_batches(lengths, 4, seed=3, epoch=0)
+    assert first == examples.make_batches(lengths, 4, seed=3, epoch=0)
+    assert first != examples.make_batches(lengths, 4, seed=3, epoch=1)
     assert sorted(i for b in first for i in b) == list(range(len(lengths)))
     assert all(max(lengths[i] for i in b) - min(lengths[i] for i in b) < 50 for b in first)
 
@@ -319,13 +321,13 @@ def test_prompt_tokens_are_masked_and_eos_closes_the_completion():
     from routerlib.tinymodel import load_embedded
 
     _, tokenizer = load_embedded()
-    [ex] = local.encode_examples(tokenizer, [("Route this:\n", '{"route_plan": []}')])
-    inputs, targets = local._collate([ex], [0], tokenizer.pad_token_id)
+    [ex] = examples.encode_examples(tokenizer, [("Route this:\n", '{"route_plan": []}')])
+    inputs, targets = examples.collate([ex], [0], tokenizer.pad_token_id)
     completion = tokenizer('{"route_plan": []}', add_special_tokens=False)["input_ids"]
     assert ex.ids[0] == tokenizer.bos_token_id and ex.ids[-1] == tokenizer.eos_token_id
-    labelled = [int(t) for t in targets[0] if t != local.IGNORE_INDEX]
+    labelled = [int(t) for t in targets[0] if t != examples.IGNORE_INDEX]
     assert labelled == completion + [tokenizer.eos_token_id]
-    assert int((targets[0] == local.IGNORE_INDEX).sum()) == ex.n_prompt
+    assert int((targets[0] == examples.IGNORE_INDEX).sum()) == ex.n_prompt
 
 
 @pytest.mark.slow

@@ -1,18 +1,24 @@
 """Tuning backends behind one protocol (routerlib.tuning.base.TuningBackend).
 
 ``choose_backend`` picks vertex for gs:// datasets and local for local paths; ``get_backend`` builds
-one. Both backend modules are imported lazily, so importing this package costs nothing.
+one. Backends are registered by name as ``"module:Class"`` strings (:data:`REGISTRY`) and imported
+when first asked for, so importing this package loads neither torch nor google-genai.
 """
 
 from __future__ import annotations
 
-from typing import Any, Literal
+import importlib
+from typing import Any
 
 from routerlib.errors import InputError
 from routerlib.tuning.base import TuningBackend
 
-BackendName = Literal["local", "vertex"]
-BACKENDS: tuple[str, ...] = ("local", "vertex")
+#: Backend name -> the class that implements it, imported on first use.
+REGISTRY: dict[str, str] = {
+    "local": "routerlib.tuning.local:LocalBackend",
+    "vertex": "routerlib.tuning.vertex:VertexBackend",
+}
+BACKENDS: tuple[str, ...] = tuple(REGISTRY)
 
 
 def choose_backend(train_uri: str, explicit: str | None = None) -> str:
@@ -36,15 +42,13 @@ def get_backend(
 ) -> TuningBackend:
     """A backend instance. project/location/api_endpoint apply to vertex only; ``local_options``
     (batch_size, max_train_tokens, seed, ...) are LocalBackend's settings."""
+    if name not in REGISTRY:
+        raise InputError(f"unknown tuning backend {name!r}: use one of {', '.join(BACKENDS)}")
+    module, _, cls = REGISTRY[name].partition(":")
+    backend = getattr(importlib.import_module(module), cls)
     if name == "vertex":
-        from routerlib.tuning.vertex import VertexBackend
-
-        return VertexBackend(project=project, location=location, api_endpoint=api_endpoint)
-    if name == "local":
-        from routerlib.tuning.local import LocalBackend
-
-        return LocalBackend(**(local_options or {}))  # type: ignore[no-any-return]
-    raise InputError(f"unknown tuning backend {name!r}: use one of {', '.join(BACKENDS)}")
+        return backend(project=project, location=location, api_endpoint=api_endpoint)  # type: ignore[no-any-return]
+    return backend(**(local_options or {}))  # type: ignore[no-any-return]
 
 
 __all__ = ["BACKENDS", "choose_backend", "get_backend"]

@@ -269,5 +269,6 @@ def read_job(path: str | os.PathLike[str]) -> Job:
 
 
 def write_job(path: str | os.PathLike[str], job: Job) -> Path:
-    """Write a Job as JSON, atomically (a run's job.json: stages.tune is its one writer)."""
+    """Write a Job as JSON, atomically (a run's job.json for a job whose output is elsewhere:
+    a local job's own record in its output folder is the local backend's, runfolder.JOB_FILE)."""
     return runfolder.write_record(path, job)

@@ -7,10 +7,11 @@ run folder of the same params) copies it instead of training again.
 
 The key hashes the spec without where it writes or how it is labelled (output_uri, labels,
 display name), the *contents* of the training and validation files (not their paths), the base
-model (the embedded model's build hash, or the contents of a local checkpoint folder), the
-backend options (batch size, token limit, seed, bf16), the training code and the versions of
-torch, transformers and peft. Anything else changes the key, so a hit is always a tuning that
-would have come out identical.
+model (the embedded model's build hash, or the contents of a local checkpoint folder or GGUF
+file), the backend options (batch size, token limit, seed, bf16, the device when not the CPU),
+the training code (the files of TRAINING_MODULES) and the versions of torch, transformers and
+peft. Anything else changes the key, so a hit is always a tuning that would have come out
+identical.
 
 ``ROUTERLIB_TUNING_CACHE`` moves the cache (a folder) or turns it off (``off``, ``0``, ``no``);
 by default it lives under ``ROUTERLIB_CACHE`` (see paths.cache_root).
@@ -19,15 +20,19 @@ by default it lives under ``ROUTERLIB_CACHE`` (see paths.cache_root).
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import os
 import shutil
 import tempfile
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 from routerlib import paths
 from routerlib.checkpoint_names import FINAL_CHECKPOINT
+from routerlib.models import EMBEDDED_MODEL, gguf_path
+from routerlib.tinymodel import config_hash
 from routerlib.tuning.base import TuningSpec
 
 ENV = "ROUTERLIB_TUNING_CACHE"
@@ -48,6 +53,14 @@ NOT_IN_KEY = frozenset(
         "validation_dataset_uri",
         "custom_base_model",
     }
+)
+#: The modules whose source decides the trained weights: their files are hashed into the key,
+#: found with importlib.util.find_spec and never imported (the local backend imports this module).
+TRAINING_MODULES = (
+    "routerlib.tuning.trainer",
+    "routerlib.tuning.model_io",
+    "routerlib.tuning.examples",
+    "routerlib.tinymodel",
 )
 _CHUNK = 1 << 20
 
@@ -78,13 +91,19 @@ def folder_digest(folder: Path) -> str:
     return digest.hexdigest()
 
 
+def code_files() -> list[Path]:
+    """The source files of the training code (TRAINING_MODULES), found without importing them."""
+    files = []
+    for name in TRAINING_MODULES:
+        spec = importlib.util.find_spec(name)
+        if spec is None or spec.origin is None:
+            raise RuntimeError(f"{name}: training code not found")  # an installation problem
+        files.append(Path(spec.origin))
+    return files
+
+
 def _code_fingerprint() -> dict[str, str]:
     """The training code and the libraries whose versions can change the weights."""
-    from importlib import metadata
-
-    from routerlib import tinymodel
-    from routerlib.tuning import local
-
     versions = {}
     for name in ("torch", "transformers", "peft"):
         try:
@@ -92,18 +111,18 @@ def _code_fingerprint() -> dict[str, str]:
         except metadata.PackageNotFoundError:
             versions[name] = "absent"
     code = hashlib.sha256()
-    for module in (local, tinymodel):
-        code.update(Path(str(module.__file__)).read_bytes())
+    for file in code_files():
+        code.update(file.read_bytes())
     return {"code": code.hexdigest(), **versions}
 
 
 def _base_model(spec: TuningSpec) -> dict[str, str]:
-    from routerlib.models import EMBEDDED_MODEL
-    from routerlib.tinymodel import config_hash
-
     base = {"base_model": spec.base_model}
+    gguf = gguf_path(spec.base_model)
     if spec.base_model == EMBEDDED_MODEL:
         base["embedded_build"] = config_hash()
+    elif gguf is not None and gguf.is_file():
+        base["base_model_contents"] = file_digest(gguf)
     elif Path(spec.base_model).expanduser().is_dir():
         base["base_model_contents"] = folder_digest(Path(spec.base_model).expanduser())
     if spec.custom_base_model:

@@ -1,0 +1,314 @@
+"""Models and checkpoints of the local trainer: what is loaded, how LoRA is put on, how a
+checkpoint is written and read back.
+
+A base model is the embedded tiny model, a Hugging Face id or folder, or a ``.gguf`` file
+(transformers de-quantizes it to float weights: ``from_pretrained(folder, gguf_file=name)``).
+PEFT_ADAPTER trains a LoRA adapter (r = adapter_size, alpha = 2r, on every linear projection of
+attention and MLP); FULL trains every weight.
+
+A checkpoint loads on its own: a PEFT one holds the adapter, the tokenizer and a
+CHECKPOINT_MARKER (``routerlib_checkpoint.json``: what kind it is, which base model it sits on); a
+FULL one the whole model and tokenizer.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import tempfile
+import warnings
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from routerlib.atomic import write_json
+from routerlib.checkpoint_names import CHECKPOINT_MARKER
+from routerlib.errors import InputError
+from routerlib.models import EMBEDDED_MODEL, gguf_path
+from routerlib.tinymodel import resolve_base_model
+from routerlib.tuning.base import TuningSpec
+
+#: Optimizer state and progress of a finished epoch, kept in the last epoch checkpoint only.
+TRAINING_STATE = "training_state.pt"
+
+#: LoRA goes on every linear projection of attention and MLP ("all-linear" in peft: any
+#: architecture, the output head excluded).
+LORA_TARGETS = "all-linear"
+#: The embedded model's weights are random, so its embeddings and output head carry no meaning an
+#: adapter on the projections alone could build on (validation loss stalls near 7.5 nats against
+#: 5.1 with these): on it, LoRA also adapts the token embeddings and the LM head.
+EMBEDDED_LORA_TARGETS = (
+    "q_proj",
+    "k_proj",
+    "v_proj",
+    "o_proj",
+    "gate_proj",
+    "up_proj",
+    "down_proj",
+    "embed_tokens",
+    "lm_head",
+)
+
+
+# ---------------------------------------------------------------- loading
+
+
+def checkpoint_kind(folder: Path) -> str | None:
+    """ "peft", "full" or None (not a local folder / not a model)."""
+    if not folder.is_dir():
+        return None
+    marker = folder / CHECKPOINT_MARKER
+    if marker.is_file():
+        return str(json.loads(marker.read_text(encoding="utf-8"))["kind"])
+    if (folder / "adapter_config.json").is_file():
+        return "peft"
+    if (folder / "config.json").is_file():
+        return "full"
+    return None
+
+
+def adapter_base_of(folder: Path) -> str:
+    """The base model a PEFT checkpoint sits on (routerlib marker, else peft's own config)."""
+    marker = folder / CHECKPOINT_MARKER
+    if marker.is_file():
+        return str(json.loads(marker.read_text(encoding="utf-8"))["base_model"])
+    config = json.loads((folder / "adapter_config.json").read_text(encoding="utf-8"))
+    return str(config["base_model_name_or_path"])
+
+
+def local_or_id(name: str) -> str:
+    """An existing local folder (or a GGUF file) as an absolute path; anything else (a hub id)
+    unchanged."""
+    gguf = gguf_path(name)
+    if gguf is not None:
+        return str(gguf.resolve())
+    path = Path(name).expanduser()
+    return str(path.resolve()) if path.is_dir() else name
+
+
+def _pretrained_args(name_or_path: str) -> tuple[str, dict[str, Any]]:
+    """What ``from_pretrained`` takes for a model name: (folder or id, extra keyword arguments);
+    a GGUF file is its folder plus ``gguf_file``."""
+    gguf = gguf_path(name_or_path)
+    if gguf is None:
+        return resolve_base_model(name_or_path), {}
+    if not gguf.is_file():
+        raise InputError(f"base_model: {gguf}: no such GGUF file")
+    return str(gguf.parent), {"gguf_file": gguf.name}
+
+
+def load_lm(name_or_path: str) -> Any:
+    """A causal LM in float32 on the CPU (the embedded model, an id, a folder or a GGUF file)."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    source, extra = _pretrained_args(name_or_path)
+    return AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32, **extra)
+
+
+def load_tokenizer(name_or_path: str) -> Any:
+    """The tokenizer of a model or checkpoint, with a pad token (EOS when it has none)."""
+    from transformers import AutoTokenizer
+
+    source, extra = _pretrained_args(name_or_path)
+    tokenizer = AutoTokenizer.from_pretrained(source, **extra)
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def load_for_inference(checkpoint_dir: str | os.PathLike[str]) -> tuple[Any, Any]:
+    """(model, tokenizer) of a checkpoint, ready to generate: LoRA merged, eval mode.
+
+    Takes a PEFT or FULL checkpoint folder written by the local trainer, any Hugging Face model
+    folder, a hub id, a GGUF file or EMBEDDED_MODEL (the untuned base)."""
+    folder = Path(checkpoint_dir).expanduser()
+    kind = checkpoint_kind(folder)
+    gguf = gguf_path(str(checkpoint_dir))
+    if kind is None and gguf is None and (folder.exists() or folder.is_absolute()):
+        raise InputError(f"{checkpoint_dir}: not a model checkpoint folder")
+    name = str(folder.resolve()) if kind else str(checkpoint_dir)
+    with quiet_transformers():
+        if kind == "peft":
+            from peft import PeftModel
+
+            base = load_lm(adapter_base_of(folder))
+            model = PeftModel.from_pretrained(base, name).merge_and_unload()
+        else:
+            model = load_lm(name)
+        tokenizer = load_tokenizer(name)
+    model.eval()
+    return model, tokenizer
+
+
+# ---------------------------------------------------------------- the trainable model
+
+
+@dataclass
+class Plan:
+    """How the trainable model is made for a spec."""
+
+    mode: str
+    adapter_base: str | None  # PEFT: the model the adapter sits on (recorded in the marker)
+    custom: Path | None
+    custom_kind: str | None
+
+
+def plan_for(spec: TuningSpec) -> Plan:
+    """The Plan of ``spec``; a custom base that is no local checkpoint raises InputError."""
+    custom = kind = None
+    if spec.custom_base_model:
+        if spec.custom_base_model.startswith("gs://"):
+            raise InputError(
+                f"custom_base_model: {spec.custom_base_model} is in Cloud Storage; the local "
+                "backend needs a local checkpoint folder (copy it down first)"
+            )
+        custom = Path(spec.custom_base_model).expanduser().resolve()
+        kind = checkpoint_kind(custom)
+        if kind is None:
+            raise InputError(f"custom_base_model: {custom} is not a checkpoint folder")
+    adapter_base = None
+    if spec.tuning_mode == "PEFT_ADAPTER":
+        if custom is None:
+            adapter_base = local_or_id(spec.base_model)
+        elif kind == "peft":
+            adapter_base = adapter_base_of(custom)
+        else:
+            adapter_base = str(custom)
+    return Plan(spec.tuning_mode, adapter_base, custom, kind)
+
+
+def lora_targets(spec: TuningSpec, plan: Plan) -> str | list[str]:
+    """Modules LoRA adapts for this spec: see LORA_TARGETS and EMBEDDED_LORA_TARGETS."""
+    if spec.base_model == EMBEDDED_MODEL and plan.custom is None:
+        return list(EMBEDDED_LORA_TARGETS)
+    return LORA_TARGETS
+
+
+def build_model(spec: TuningSpec, plan: Plan, resume: Path | None, seed: int) -> Any:
+    """The trainable model: from the resume checkpoint, the custom base, or the base model."""
+    import torch
+
+    if plan.mode == "FULL":
+        if resume is not None:
+            model = load_lm(str(resume))
+        elif plan.custom is not None and plan.custom_kind == "peft":
+            from peft import PeftModel
+
+            base = load_lm(adapter_base_of(plan.custom))
+            model = PeftModel.from_pretrained(base, str(plan.custom)).merge_and_unload()
+        else:
+            model = load_lm(str(plan.custom) if plan.custom else spec.base_model)
+        return model.requires_grad_(True)  # a merged adapter leaves the base frozen
+
+    from peft import LoraConfig, PeftModel, get_peft_model
+
+    assert plan.adapter_base is not None
+    base = load_lm(plan.adapter_base)
+    source = resume
+    if source is None and plan.custom is not None and plan.custom_kind == "peft":
+        config = json.loads((plan.custom / "adapter_config.json").read_text(encoding="utf-8"))
+        if config.get("r") != spec.adapter_size:
+            raise InputError(
+                f"custom_base_model: {plan.custom} is an adapter of size {config.get('r')}; "
+                f"continue it with adapter_size {config.get('r')} (or tune FULL from it)"
+            )
+        source = plan.custom
+    if source is not None:
+        return PeftModel.from_pretrained(base, str(source), is_trainable=True)
+    size = int(spec.adapter_size or 16)
+    lora = LoraConfig(
+        r=size,
+        lora_alpha=2 * size,
+        lora_dropout=0.0,
+        target_modules=lora_targets(spec, plan),
+        bias="none",
+        task_type="CAUSAL_LM",
+    )
+    torch.manual_seed(seed)
+    return get_peft_model(base, lora)
+
+
+# ---------------------------------------------------------------- writing checkpoints
+
+
+def save_checkpoint(
+    model: Any,
+    tokenizer: Any,
+    dest: Path,
+    marker: dict[str, Any],
+    extra: Callable[[Path], None] | None = None,
+) -> None:
+    """Write a loadable checkpoint to ``dest`` atomically (temp folder, then rename)."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent))
+    try:
+        with quiet_transformers():
+            if hasattr(model, "peft_config"):  # the adapter only, not the frozen embeddings
+                model.save_pretrained(tmp, safe_serialization=True, save_embedding_layers=False)
+            else:
+                model.save_pretrained(tmp, safe_serialization=True)
+            tokenizer.save_pretrained(tmp)
+        write_json(tmp / CHECKPOINT_MARKER, marker)
+        if extra is not None:
+            extra(tmp)
+        os.chmod(tmp, 0o755)
+        if dest.exists():
+            shutil.rmtree(dest)
+        os.rename(tmp, dest)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def copy_checkpoint(src: Path, dest: Path) -> None:
+    """Copy a checkpoint (without its training state) atomically."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent))
+    try:
+        shutil.rmtree(tmp)
+        shutil.copytree(src, tmp, ignore=shutil.ignore_patterns(TRAINING_STATE))
+        if dest.exists():
+            shutil.rmtree(dest)
+        os.rename(tmp, dest)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+# ---------------------------------------------------------------- quiet, threads
+
+
+@contextlib.contextmanager
+def quiet_transformers() -> Iterator[None]:
+    """Hide transformers' per-file progress bars and peft's deprecation noise (peft asks
+    transformers a deprecated question; nothing a user can act on)."""
+    from transformers.utils import logging as hf_logging
+
+    was = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", ".*is_gradient_checkpointing", FutureWarning)
+            yield
+    finally:
+        if was:
+            hf_logging.enable_progress_bar()
+
+
+@contextlib.contextmanager
+def threads(count: int | None) -> Iterator[None]:
+    """``count`` torch threads; None = ``$OMP_NUM_THREADS`` when set, else every core."""
+    import torch
+
+    before = torch.get_num_threads()
+    env = os.environ.get("OMP_NUM_THREADS", "").strip()
+    default = int(env) if env.isdigit() else os.cpu_count()
+    torch.set_num_threads(max(1, count or default or 1))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)

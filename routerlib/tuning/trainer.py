@@ -1,0 +1,460 @@
+"""The local training loop: one TuningSpec trained on this machine with torch, transformers and
+peft, epoch by epoch, each finished epoch a loadable checkpoint.
+
+It runs on CUDA when a GPU is present (bfloat16 autocast when the GPU supports it) and on the CPU
+otherwise (bfloat16 autocast when the CPU's kernels support it): :func:`choose_device`. The
+learning rate warms up linearly over the first WARMUP_FRACTION of the steps, then follows a cosine
+down to MIN_LR_FRACTION of the peak: torch's LinearLR, then transformers' cosine-with-min-lr
+schedule (:func:`lr_scheduler`). AdamW, no weight decay, gradients clipped to MAX_GRAD_NORM.
+
+The last finished epoch's checkpoint also holds the optimizer state and the progress so far
+(TRAINING_STATE, tagged with the caller's ``identity``), so a stopped run resumes from it and ends
+equal to an uninterrupted one. This module knows nothing of jobs: the caller (the local backend)
+records progress through the ``on_epoch_end`` callback and asks to stop through ``stop_requested``.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from routerlib import paths
+from routerlib.atomic import write_json
+from routerlib.checkpoint_names import CHECKPOINTS_DIR, FINAL_CHECKPOINT
+from routerlib.models import EMBEDDED_MODEL
+from routerlib.progress import milestone, progress_bar
+from routerlib.runfolder import LOSS_CURVE_FILE
+from routerlib.tuning.base import TuningSpec
+from routerlib.tuning.examples import (
+    IGNORE_INDEX,
+    Encoded,
+    collate,
+    data_stats,
+    encode_examples,
+    make_batches,
+    read_prompt_completion,
+)
+from routerlib.tuning.model_io import (
+    TRAINING_STATE,
+    Plan,
+    build_model,
+    copy_checkpoint,
+    load_tokenizer,
+    quiet_transformers,
+    save_checkpoint,
+    threads,
+)
+
+#: Default learning rates of the embedded tiny model (random init: it learns the format from
+#: scratch). Validation loss after 100 steps (200 synthetic rows, 2 epochs, batch 4):
+#: FULL 1e-3 1.57, 2e-3 1.41, 3e-3 1.67; PEFT 3e-3 2.08, 4e-3 1.89, 5e-3 1.86, 8e-3 5.34
+#: (unstable), so PEFT keeps a margin below the edge.
+EMBEDDED_LEARNING_RATES = {"PEFT_ADAPTER": 4e-3, "FULL": 2e-3}
+#: Defaults for a pretrained Hugging Face model (the usual LoRA and full fine-tuning rates).
+PRETRAINED_LEARNING_RATES = {"PEFT_ADAPTER": 2e-4, "FULL": 2e-5}
+#: Share of the steps spent warming up (at least one step).
+WARMUP_FRACTION = 0.06
+#: Where the cosine ends, as a share of the peak learning rate.
+MIN_LR_FRACTION = 0.1
+MAX_GRAD_NORM = 1.0
+
+
+# ---------------------------------------------------------------- device
+
+
+@dataclass(frozen=True)
+class Device:
+    """Where training runs and whether it autocasts to bfloat16."""
+
+    type: Literal["cpu", "cuda"]
+    bf16: bool
+
+
+def choose_device(
+    *, cuda_available: bool, cuda_bf16: bool, cpu_bf16: bool, bf16: bool | None = None
+) -> Device:
+    """CUDA when a GPU is available, else the CPU; bfloat16 autocast where that device supports
+    it, unless ``bf16`` says otherwise (True or False wins over the default)."""
+    if cuda_available:
+        return Device("cuda", cuda_bf16 if bf16 is None else bool(bf16))
+    return Device("cpu", cpu_bf16 if bf16 is None else bool(bf16))
+
+
+def training_device(bf16: bool | None = None) -> Device:
+    """:func:`choose_device` for this machine (asks torch what it has)."""
+    import torch
+
+    cuda = bool(torch.cuda.is_available())
+    return choose_device(
+        cuda_available=cuda,
+        cuda_bf16=cuda and bool(torch.cuda.is_bf16_supported()),
+        cpu_bf16=not cuda and cpu_bf16_supported(),
+        bf16=bf16,
+    )
+
+
+def cpu_bf16_supported() -> bool:
+    """True when the CPU's oneDNN kernels run bfloat16 natively."""
+    import torch
+
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+# ---------------------------------------------------------------- learning rate
+
+
+def default_learning_rate(spec: TuningSpec) -> float:
+    """learning_rate, else the mode's default (tiny or pretrained model) × the multiplier."""
+    if spec.learning_rate is not None:
+        return float(spec.learning_rate)
+    table = (
+        EMBEDDED_LEARNING_RATES if spec.base_model == EMBEDDED_MODEL else PRETRAINED_LEARNING_RATES
+    )
+    return table[spec.tuning_mode] * float(spec.learning_rate_multiplier or 1.0)
+
+
+def warmup_steps(total_steps: int) -> int:
+    """Steps of the linear warmup: WARMUP_FRACTION of the run, at least one."""
+    return max(1, int(WARMUP_FRACTION * total_steps))
+
+
+def lr_scheduler(optimizer: Any, total_steps: int) -> Any:
+    """The schedule, stepped once after each optimizer step: step s (from 0) of the first
+    ``w = warmup_steps(total)`` runs at peak × (s + 1) / w (torch's LinearLR from 1/w to 1), then
+    transformers' ``cosine_with_min_lr`` from the peak down to MIN_LR_FRACTION of it over the
+    remaining steps (``get_scheduler``, no warmup of its own). transformers has no single
+    schedule with this warmup (its ``cosine`` starts at 0, its ``cosine_warmup_with_min_lr``
+    decays one step earlier), so the two are chained with torch's SequentialLR."""
+    from torch.optim.lr_scheduler import LinearLR, SequentialLR
+    from transformers import get_scheduler
+
+    warmup = warmup_steps(total_steps)
+    ramp = LinearLR(optimizer, start_factor=1 / warmup, end_factor=1.0, total_iters=warmup - 1)
+    cosine = get_scheduler(
+        "cosine_with_min_lr",
+        optimizer,
+        num_warmup_steps=0,
+        num_training_steps=max(1, total_steps - warmup),
+        scheduler_specific_kwargs={"min_lr_rate": MIN_LR_FRACTION},
+    )
+    return SequentialLR(optimizer, [ramp, cosine], milestones=[warmup])
+
+
+def _adamw(params: list[Any], lr: float) -> Any:
+    import torch
+
+    try:
+        return torch.optim.AdamW(params, lr=lr, weight_decay=0.0, fused=True)
+    except (RuntimeError, TypeError):
+        return torch.optim.AdamW(params, lr=lr, weight_decay=0.0, foreach=True)
+
+
+# ---------------------------------------------------------------- loss
+
+
+def _causal_lm_parts(model: Any) -> tuple[Any, Any]:
+    """(backbone, lm_head) of a causal LM, through a PEFT wrapper when there is one."""
+    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return inner.base_model, inner.get_output_embeddings()
+
+
+def completion_loss(model: Any, inputs: Any, targets: Any) -> tuple[Any, int]:
+    """Summed cross-entropy over target positions and their count.
+
+    Padding is on the right and attention is causal, so real tokens never see padding and no
+    attention mask is needed; the LM head runs on target positions only (not the prompt)."""
+    import torch
+
+    backbone, head = _causal_lm_parts(model)
+    hidden = backbone(input_ids=inputs, use_cache=False).last_hidden_state
+    keep = targets != IGNORE_INDEX
+    logits = head(hidden[keep])
+    loss = torch.nn.functional.cross_entropy(logits.float(), targets[keep], reduction="sum")
+    return loss, int(keep.sum())
+
+
+# ---------------------------------------------------------------- the loop
+
+
+@dataclass(frozen=True)
+class Settings:
+    """How to train: examples per step, token limit (None = the model's context), seed (LoRA
+    init and data order), device, torch threads (None = all cores), a progress bar or not."""
+
+    batch_size: int
+    max_train_tokens: int | None
+    seed: int
+    device: Device
+    num_threads: int | None = None
+    progress: bool = True
+
+
+@dataclass
+class Progress:
+    """What the loop has done so far; the caller reads it after each epoch and after a failure."""
+
+    stats: dict[str, Any] = field(default_factory=dict)
+    curve: list[dict[str, Any]] = field(default_factory=list)
+    train_seconds: float = 0.0
+    epoch: int = 0
+
+
+class Cancelled(Exception):
+    """``stop_requested`` answered True: the loop stopped after its current step."""
+
+
+def train(
+    spec: TuningSpec,
+    plan: Plan,
+    out: Path,
+    identity: str,
+    settings: Settings,
+    *,
+    marker: dict[str, Any],
+    progress: Progress,
+    on_epoch_end: Callable[[Progress], None] = lambda _: None,
+    stop_requested: Callable[[], bool] = lambda: False,
+) -> None:
+    """Train ``spec`` into ``out`` (checkpoints under CHECKPOINTS_DIR, LOSS_CURVE_FILE), resuming
+    from the newest epoch state tagged ``identity``. ``marker`` adds fields to every checkpoint's
+    CHECKPOINT_MARKER (the caller's job name); ``progress`` is updated as the loop goes and is
+    handed to ``on_epoch_end`` once each epoch's checkpoint is written. Raises Cancelled when
+    ``stop_requested`` says so."""
+    import torch
+
+    ckpt_root = out / CHECKPOINTS_DIR
+    resume_dir, state = _last_epoch_state(ckpt_root, identity)
+    device = settings.device
+    with threads(settings.num_threads), quiet_transformers():
+        tokenizer = load_tokenizer(
+            str(resume_dir) if resume_dir else str(plan.custom or spec.base_model)
+        )
+        model = build_model(spec, plan, resume_dir, settings.seed)
+    if device.type != "cpu":
+        model = model.to(device.type)
+    model.train()
+    config = (model.get_base_model() if hasattr(model, "get_base_model") else model).config
+    limit = getattr(config, "max_position_embeddings", None)
+    if settings.max_train_tokens is not None:
+        limit = min(limit or settings.max_train_tokens, settings.max_train_tokens)
+
+    train_rows = encode_examples(
+        tokenizer, read_prompt_completion(paths.resolve(spec.training_dataset_uri)), limit
+    )
+    val_rows = (
+        encode_examples(
+            tokenizer, read_prompt_completion(paths.resolve(spec.validation_dataset_uri)), limit
+        )
+        if spec.validation_dataset_uri
+        else []
+    )
+    lengths = [len(e.ids) for e in train_rows]
+    batch_size = settings.batch_size
+    steps_per_epoch = math.ceil(len(train_rows) / batch_size)
+    total_steps = steps_per_epoch * spec.epochs
+    peak_lr = default_learning_rate(spec)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = _adamw(params, peak_lr)
+    scheduler = lr_scheduler(optimizer, total_steps)
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+
+    def autocast() -> Any:
+        return torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.bf16)
+
+    def batch(rows: list[Encoded], idxs: list[int]) -> tuple[Any, Any]:
+        inputs, targets = collate(rows, idxs, pad_id)
+        if device.type != "cpu":
+            return inputs.to(device.type), targets.to(device.type)
+        return inputs, targets
+
+    stats = data_stats(train_rows, val_rows, spec.epochs, steps_per_epoch)
+    progress.stats = stats
+    marker = {
+        "kind": "peft" if plan.mode == "PEFT_ADAPTER" else "full",
+        "base_model": plan.adapter_base if plan.mode == "PEFT_ADAPTER" else None,
+        "spec_base_model": spec.base_model,
+        "custom_base_model": spec.custom_base_model,
+        "tuning_mode": spec.tuning_mode,
+        "adapter_size": spec.adapter_size,
+        "learning_rate": peak_lr,
+        **marker,
+    }
+
+    def validate() -> float | None:
+        if not val_rows:
+            return None
+        model.eval()
+        total, count = 0.0, 0
+        order = sorted(range(len(val_rows)), key=lambda i: -len(val_rows[i].ids))
+        with torch.inference_mode(), threads(settings.num_threads), autocast():
+            for start in range(0, len(order), batch_size * 2):
+                inputs, targets = batch(val_rows, order[start : start + batch_size * 2])
+                loss, n = completion_loss(model, inputs, targets)
+                total, count = total + float(loss), count + n
+        model.train()
+        return total / max(count, 1)
+
+    start_epoch, step = 0, 0
+    curve: list[dict[str, Any]] = []
+    train_seconds, tokens_seen, epoch_seconds = 0.0, 0, []
+    if state is not None:
+        start_epoch, step = int(state["epoch"]), int(state["step"])
+        _fast_forward(scheduler, step)  # before the optimizer state: the ramp multiplies the lr
+        optimizer.load_state_dict(state["optimizer"])
+        for group, lr in zip(optimizer.param_groups, scheduler.get_last_lr(), strict=True):
+            group["lr"] = lr  # the schedule's rate for this step, whatever the state held
+        curve, train_seconds = list(state["curve"]), float(state["train_seconds"])
+        tokens_seen, epoch_seconds = int(state["tokens_seen"]), list(state["epoch_seconds"])
+    if not curve:
+        curve.append({"epoch": 0, "step": 0, "train_loss": None, "val_loss": validate()})
+    progress.curve, progress.epoch = curve, start_epoch
+    progress.train_seconds = round(train_seconds, 3)
+    log_every = max(1, total_steps // 25)
+    # A terminal redraws one line every second; a notebook or run.log gets one whole line at
+    # each epoch's end instead (every redraw there would be kept as a partial line).
+    bar = progress_bar(
+        settings.progress,
+        total_steps,
+        desc=f"tune {spec.tuning_mode} (local)",
+        unit="step",
+        initial=step,
+        every=None,
+        mininterval=1.0,
+        maxinterval=10.0,
+    )
+    try:
+        with threads(settings.num_threads):
+            for epoch in range(start_epoch, spec.epochs):
+                window_loss, window_tokens = 0.0, 0
+                began = time.perf_counter()
+                for idxs in make_batches(lengths, batch_size, settings.seed, epoch):
+                    if stop_requested():
+                        raise Cancelled()
+                    inputs, targets = batch(train_rows, idxs)
+                    with autocast():
+                        loss_sum, n = completion_loss(model, inputs, targets)
+                    (loss_sum / max(n, 1)).backward()
+                    torch.nn.utils.clip_grad_norm_(params, MAX_GRAD_NORM)
+                    optimizer.step()
+                    scheduler.step()
+                    optimizer.zero_grad(set_to_none=True)
+                    step += 1
+                    tokens_seen += sum(lengths[i] for i in idxs)
+                    window_loss += float(loss_sum.detach())
+                    window_tokens += n
+                    bar.update(1)
+                    if step % log_every == 0:
+                        mean = window_loss / max(window_tokens, 1)
+                        bar.set_postfix(loss=f"{mean:.3f}", refresh=False)
+                        if step % steps_per_epoch:  # epoch ends log below, with val loss
+                            curve.append(_point(step, steps_per_epoch, mean, None))
+                            window_loss, window_tokens = 0.0, 0
+                elapsed = time.perf_counter() - began
+                train_seconds += elapsed
+                epoch_seconds.append(round(elapsed, 3))
+                val_loss = validate()
+                tail = window_loss / window_tokens if window_tokens else None
+                curve.append(_point(step, steps_per_epoch, tail, val_loss))
+                bar.set_postfix(
+                    loss=f"{tail:.3f}" if tail is not None else "-",
+                    val=f"{val_loss:.3f}" if val_loss is not None else "-",
+                )
+                milestone(bar)
+                state = {
+                    "optimizer": optimizer.state_dict(),
+                    "epoch": epoch + 1,
+                    "step": step,
+                    "curve": curve,
+                    "train_seconds": train_seconds,
+                    "tokens_seen": tokens_seen,
+                    "epoch_seconds": epoch_seconds,
+                    "identity": identity,
+                }
+                dest = ckpt_root / f"epoch-{epoch + 1}"
+                save_checkpoint(
+                    model,
+                    tokenizer,
+                    dest,
+                    {**marker, "epoch": epoch + 1, "step": step},
+                    functools.partial(_save_state, state),
+                )
+                for older in ckpt_root.glob(f"epoch-*/{TRAINING_STATE}"):
+                    if older.parent != dest:
+                        older.unlink()
+                write_json(out / LOSS_CURVE_FILE, curve)
+                progress.curve, progress.train_seconds = curve, round(train_seconds, 3)
+                progress.epoch = epoch + 1
+                on_epoch_end(progress)
+    finally:
+        bar.close()
+
+    last = ckpt_root / f"epoch-{spec.epochs}"
+    final = out / FINAL_CHECKPOINT
+    if last.resolve() != final.resolve():
+        copy_checkpoint(last, final)
+    stats["train_seconds"] = round(train_seconds, 3)
+    stats["trained_token_count"] = tokens_seen
+    stats["train_tokens_per_second"] = (
+        round(tokens_seen / train_seconds, 1) if train_seconds else None
+    )
+    stats["epoch_seconds"] = epoch_seconds
+    stats["learning_rate"] = peak_lr
+    stats["bf16"] = device.bf16
+    if device.type != "cpu":
+        stats["device"] = device.type
+    progress.stats, progress.curve = stats, curve
+    progress.train_seconds = round(train_seconds, 3)
+    write_json(out / LOSS_CURVE_FILE, curve)
+    (last / TRAINING_STATE).unlink(missing_ok=True)
+
+
+def _fast_forward(scheduler: Any, steps: int) -> None:
+    """Bring a new schedule to where a resumed run stopped: the same ``steps`` calls an
+    uninterrupted run made, so the rates that follow are the same floats."""
+    with warnings.catch_warnings():  # no optimizer.step() yet: torch warns about the order
+        warnings.simplefilter("ignore", UserWarning)
+        for _ in range(steps):
+            scheduler.step()
+
+
+def _save_state(state: dict[str, Any], folder: Path) -> None:
+    import torch
+
+    torch.save(state, folder / TRAINING_STATE)
+
+
+def _point(
+    step: int, steps_per_epoch: int, train: float | None, val: float | None
+) -> dict[str, Any]:
+    return {
+        "epoch": round(step / steps_per_epoch, 4),
+        "step": step,
+        "train_loss": None if train is None else round(train, 5),
+        "val_loss": None if val is None else round(val, 5),
+    }
+
+
+def _last_epoch_state(ckpt_root: Path, identity: str) -> tuple[Path | None, dict[str, Any] | None]:
+    """The newest epoch checkpoint holding a training state of this run, and that state."""
+    import torch
+
+    candidates = []
+    for state_file in ckpt_root.glob(f"epoch-*/{TRAINING_STATE}"):
+        try:
+            candidates.append((int(state_file.parent.name.split("-", 1)[1]), state_file))
+        except ValueError:
+            continue
+    for _, state_file in sorted(candidates, reverse=True):
+        state = torch.load(state_file, map_location="cpu", weights_only=False)
+        if state.get("identity") == identity:
+            return state_file.parent, state
+    return None, None
