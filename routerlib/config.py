@@ -93,7 +93,8 @@ class RunConfig(BaseModel):
     # --- tuning (03_full_tune); names as in Vertex's CreateTuningJobConfig ---
     base_model: str = Field(
         models.EMBEDDED_MODEL,
-        description="Vertex model id (routerlib/models.py); local: any HF id or path, by default "
+        description="Vertex model id (routerlib/data/models.yaml); local: any HF id or path, a "
+        ".gguf file, by default "
         "the embedded tiny model (built offline).",
     )
     tuning_mode: TuningMode = Field(

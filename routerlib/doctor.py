@@ -193,7 +193,7 @@ class Doctor:
                 "tuning location",
                 WARN,
                 models.unchecked_line(cfg.base_model).removeprefix("note: "),
-                "use a model from routerlib/models.py to have its region checked",
+                "use a model from routerlib/data/models.yaml to have its region checked",
             )
         elif cfg.location not in row.tuning_regions:
             self.add(

@@ -106,8 +106,8 @@ def test_the_texts_are_packaged_data_and_the_predictions_unchanged(
 
 
 def test_a_broken_texts_file_names_file_line_and_field(tmp_path: Path) -> None:
-    from routerlib.tables import read_yaml
     from routerlib.paths import packaged_file
+    from routerlib.tables import read_yaml
 
     text = packaged_file(baselines.TEXTS_FILE).read_text(encoding="utf-8")
     broken = tmp_path / "baselines.yaml"

@@ -151,8 +151,8 @@ def test_config_accepts_global_and_epoch_checkpoints() -> None:
 def test_the_table_is_packaged_yaml_and_a_broken_row_names_file_line_and_field(
     tmp_path: Path,
 ) -> None:
-    from routerlib.tables import read_yaml
     from routerlib.paths import packaged_file
+    from routerlib.tables import read_yaml
 
     source = packaged_file(models.MODELS_FILE)
     assert read_yaml(source, models.ModelTable, "model table") == models.TABLE
