@@ -33,35 +33,14 @@ def is_loopback(url: str) -> bool:
     return parts.scheme == "http" and (parts.hostname or "") in _LOOPBACK_HOSTS
 
 
-def is_vertex_host(host: str) -> bool:
-    """A Google Vertex AI API host or a dedicated-endpoint host."""
-    return bool(_VERTEX_HOST.match(host.lower()))
-
-
 def needs_credentials(url: str) -> bool:
     """True for an https Vertex predict address (shared regional or dedicated DNS)."""
     parts = urlsplit(url)
     return (
         parts.scheme == "https"
-        and is_vertex_host(parts.hostname or "")
+        and bool(_VERTEX_HOST.match((parts.hostname or "").lower()))
         and bool(_PREDICT_PATH.match(parts.path))
     )
-
-
-def application_default_credentials() -> Any:
-    """``google.auth.default()`` with the cloud-platform scope, or an InputError saying how to
-    set it up (no traceback, no secret in the message)."""
-    import google.auth
-    from google.auth.exceptions import DefaultCredentialsError
-
-    try:
-        credentials, _ = google.auth.default(scopes=list(SCOPES))
-    except DefaultCredentialsError:
-        raise InputError(
-            "no Google application-default credentials: run "
-            "`gcloud auth application-default login` or set GOOGLE_APPLICATION_CREDENTIALS"
-        ) from None
-    return credentials
 
 
 def application_default() -> tuple[Any, str | None]:
@@ -80,6 +59,11 @@ def application_default() -> tuple[Any, str | None]:
             f"({str(exc).splitlines()[0][:160]})"
         ) from None
     return credentials, project or None
+
+
+def application_default_credentials() -> Any:
+    """The credentials of :func:`application_default` (InputError saying how to set them up)."""
+    return application_default()[0]
 
 
 def principal(credentials: Any) -> str | None:

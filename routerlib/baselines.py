@@ -1,114 +1,56 @@
-"""The router logic a team had before tuning, written as prediction files that score like a model.
-
-* ``majority``: every query gets the majority template ``/general-search -> /math -> /code``
-  (263 of the 291 real benchmark rows follow it), with the steps and the other nine keys filled
-  from the query in the shape of the real rows.
-* ``rules``: a keyword router. Tools are chosen by wording (derivation/proof words -> /math;
-  implement/code/benchmark words -> /code; papers/literature/citation words -> /general-search),
-  /math goes first when the query opens with "Derive"/"Prove" and asks for no literature, and a
-  fourth step (/math verification after /code) is added when both a derivation and a
-  verification are asked for.
-
-Both read the query from the gold prompt (the text after ``User query:\\n``) and write one line
-``{"completion": "<json string>"}`` per gold row, in gold order.
+"""The router logic a team had before tuning (``majority``: the majority template; ``rules``: a
+keyword router), written as prediction files that score like a model: one line per gold row, in
+gold order (docs/scoring.md, "The previous routers"; their words and texts: data/baselines.yaml).
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict
 
 from routerlib.config import run_default
 from routerlib.errors import InputError
 from routerlib.metrics import read_jsonl
+from routerlib.paths import packaged_file
 from routerlib.runfolder import PredictionRecord, write_predictions
 from routerlib.schema import COMPLETION_KEYS
+from routerlib.tables import read_yaml
 
 KINDS: tuple[str, ...] = ("majority", "rules")
 MAJORITY_TOOLS: tuple[str, ...] = ("/general-search", "/math", "/code")
+TEXTS_FILE = "baselines.yaml"
 
 _QUERY_MARKER = "User query:\n"
 _WORD_RE = re.compile(r"[A-Za-z][A-Za-z0-9'-]+")
-_STOPWORDS = frozenset(
-    """a an and are as at be but by can could do does for from has have how i if in into is it
-    its me my need of on or our please provide should so such than that the their them then there
-    these this those to up use using was we what when where which while who why will with would
-    you your also both each any all between over under via about after before more most very just
-    like want show give make get then it's i'm can't let help explain write""".split()
-)
-_MATH_WORDS = (
-    "derive",
-    "derivation",
-    "proof",
-    "prove",
-    "theorem",
-    "lemma",
-    "formal",
-    "formally",
-    "closed-form",
-    "analytic",
-    "bound",
-    "convergence",
-    "complexity",
-    "equation",
-    "gradient",
-    "eigen",
-    "probability",
-    "optimization",
-    "theoretical",
-    "mathematical",
-)
-_CODE_WORDS = (
-    "implement",
-    "code",
-    "python",
-    "script",
-    "simulate",
-    "simulation",
-    "benchmark",
-    "train",
-    "pytorch",
-    "jax",
-    "tensorflow",
-    "program",
-    "experiment",
-    "empirical",
-    "numerical",
-    "plot",
-)
-_SEARCH_WORDS = (
-    "paper",
-    "literature",
-    "survey",
-    "citation",
-    "cite",
-    "arxiv",
-    "state-of-the-art",
-    "references",
-    "sources",
-    "review",
-    "recent",
-    "seminal",
-    "published",
-)
-_VERIFY_WORDS = ("verify", "verification", "cross-check", "confirm that", "consistent with")
-_INTRO_WORDS = ("simple", "beginner", "introduction", "intuition", "basic", "understand")
 
-GENERIC_METRICS = {
-    "primary": [
-        "Define at least one domain-specific performance metric with formulas and acceptance "
-        "thresholds."
-    ],
-    "secondary": [
-        "Report runtime/memory usage and summarize failure cases discovered during evaluation."
-    ],
-}
-ROUTER_QA_TODO = (
-    "- [ ] router QA: consolidate tool outputs, verify citations, and approve the response."
-)
+
+class Texts(BaseModel):
+    """routerlib/data/baselines.yaml: the words the keyword router reads and the texts both
+    routers write."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    stopwords: str
+    words: dict[Literal["math", "code", "search", "verify", "intro"], tuple[str, ...]]
+    rationale: dict[Literal["majority", "rules"], str]
+    steps: dict[Literal["/general-search", "/math", "/code", "verify"], str]
+    todo: dict[Literal["/general-search", "/math", "/code", "verify", "router_qa"], str]
+    expected_artifacts: list[str]
+    handoff_plan: str
+    acceptance_criteria: list[str]
+    metrics: dict[str, list[str]]
+
+
+@functools.cache
+def texts() -> Texts:
+    """The packaged words and texts, read once."""
+    return read_yaml(packaged_file(TEXTS_FILE), Texts, "baseline texts")
 
 
 def query_of(prompt: str) -> str:
@@ -131,106 +73,65 @@ def _topic(query: str, words: int = 24) -> str:
 
 def _keywords(query: str, limit: int = 8) -> list[str]:
     seen: list[str] = []
+    stopwords = set(texts().stopwords.split())
     for word in _WORD_RE.findall(query):
         low = word.lower().strip("'-")
-        if len(low) > 2 and low not in _STOPWORDS and low not in seen:
+        if len(low) > 2 and low not in stopwords and low not in seen:
             seen.append(low)
         if len(seen) == limit:
             break
     return seen
 
 
-def _has(text: str, words: tuple[str, ...]) -> bool:
-    return any(word in text for word in words)
+def _has(text: str, words: str | tuple[str, ...]) -> bool:
+    """Whether ``text`` holds one of ``words`` (a tuple, or the name of a baselines.yaml list)."""
+    lists: dict[Any, tuple[str, ...]] = texts().words
+    return any(word in text for word in (lists[words] if isinstance(words, str) else words))
 
 
-def _step(tool: str, query: str, verify: bool = False) -> str:
-    topic = _topic(query)
-    if tool == "/general-search":
-        terms = " ".join(_keywords(query)) or "survey"
-        return f'/general-search(query="site:arxiv.org {terms}", mode=both)'
-    if tool == "/math":
-        if verify:
-            return (
-                "/math(Verify that the implementation and its results agree with the derivation "
-                f"for: {topic}. Check assumptions, edge cases and convergence claims.)"
-            )
-        return (
-            f"/math(Derive and formalize the core quantities for: {topic}. State assumptions, "
-            "give the key equations and check them on a small case.)"
-        )
-    return (
-        f"/code(Implement and validate: {topic}. Report the requested metrics and plots., "
-        "using Python)"
-    )
-
-
-def _todo(tool: str, query: str, verify: bool = False) -> str:
-    topic = _topic(query, 14)
-    if tool == "/general-search":
-        return f"- [ ] /general-search: Find and summarize at least two authoritative sources on {topic}."
-    if tool == "/math":
-        if verify:
-            return "- [ ] /math: Verify that the /code results are consistent with the derivation."
-        return f"- [ ] /math: Derive the governing equations and assumptions for {topic}."
-    return f"- [ ] /code: Implement {topic} in Python and collect the requested metrics."
-
-
-def _completion(query: str, tools: list[str], difficulty: str, rationale: str) -> dict[str, Any]:
+def _completion(
+    query: str, tools: list[str], difficulty: str, kind: Literal["majority", "rules"]
+) -> dict[str, Any]:
+    t = texts()
     verify_at = len(tools) - 1 if len(tools) >= 4 and tools[-1] == "/math" else -1
-    steps = [_step(tool, query, verify=i == verify_at) for i, tool in enumerate(tools)]
-    todo = [_todo(tool, query, verify=i == verify_at) for i, tool in enumerate(tools)]
-    todo.append(ROUTER_QA_TODO)
-    chain = " -> ".join(tools)
-    topic = _topic(query, 14)
-    keywords = _keywords(query, 4)
+    kinds = ["verify" if i == verify_at else tool for i, tool in enumerate(tools)]
+    topic, terms = _topic(query, 14), " ".join(_keywords(query)) or "survey"
+    step_texts: dict[Any, str] = t.steps
+    todo_texts: dict[Any, str] = t.todo
+    steps = [step_texts[k].format(topic=_topic(query), terms=terms) for k in kinds]
+    todo = [todo_texts[k].format(topic=topic) for k in kinds]
+    outline = [
+        f"{i + 1}. {tool.lstrip('/')} step: {'verify' if i == verify_at else 'work on'} {topic}."
+        for i, tool in enumerate(tools)
+    ]
+    tags = [re.sub(r"[^a-z0-9-]", "", word) or "router" for word in _keywords(query, 4)]
     obj = {
         "route_plan": steps,
-        "route_rationale": rationale,
-        "expected_artifacts": [
-            f"A short report on {topic} with the derivation and cited sources.",
-            "A Python script implementing the method with its validation checks.",
-            "A JSON file with the measured metrics.",
-        ],
-        "thinking_outline": [
-            f"{i + 1}. {tool.lstrip('/')} step: {'verify' if i == verify_at else 'work on'} {topic}."
-            for i, tool in enumerate(tools)
-        ],
-        "handoff_plan": (
-            f"{chain} -> router QA (verification: results of each step are checked against the "
-            "previous one; fallback: return to the earlier tool when a check fails)."
-        ),
-        "todo_list": todo,
+        "route_rationale": t.rationale[kind],
+        "expected_artifacts": [text.format(topic=topic) for text in t.expected_artifacts],
+        "thinking_outline": outline,
+        "handoff_plan": t.handoff_plan.format(chain=" -> ".join(tools)),
+        "todo_list": [*todo, t.todo["router_qa"]],
         "difficulty": difficulty,
-        "tags": [re.sub(r"[^a-z0-9-]", "", word) or "router" for word in keywords] or ["router"],
-        "acceptance_criteria": [
-            "- The derivation is complete and its assumptions are stated.",
-            "- The implementation runs and reproduces the reported metrics.",
-            "- At least two relevant sources are cited.",
-        ],
-        "metrics": json.loads(json.dumps(GENERIC_METRICS)),
+        "tags": tags or ["router"],
+        "acceptance_criteria": list(t.acceptance_criteria),
+        "metrics": {key: list(value) for key, value in t.metrics.items()},
     }
     return {key: obj[key] for key in COMPLETION_KEYS}
 
 
 def majority_completion(query: str) -> dict[str, Any]:
     """The majority-template completion for ``query``."""
-    return _completion(
-        query,
-        list(MAJORITY_TOOLS),
-        "advanced",
-        "Majority template: /general-search gathers sources, /math derives the core results, "
-        "/code implements and validates them.",
-    )
+    return _completion(query, list(MAJORITY_TOOLS), "advanced", "majority")
 
 
 def rules_tools(query: str) -> list[str]:
     """The keyword router's tool sequence for ``query``."""
     low = query.lower()
     opening = low.split()[0].strip(".,:;") if low.split() else ""
-    wants_math = _has(low, _MATH_WORDS)
-    wants_code = _has(low, _CODE_WORDS)
-    wants_search = _has(low, _SEARCH_WORDS)
+    wants_math = _has(low, "math")
+    wants_code = _has(low, "code")
+    wants_search = _has(low, "search")
     if not (wants_math or wants_code or wants_search):
         return list(MAJORITY_TOOLS)
     math_first = opening in ("derive", "prove", "formally", "formalize") and not wants_search
@@ -245,12 +146,7 @@ def rules_tools(query: str) -> list[str]:
             tools.append("/math")
         if wants_code:
             tools.append("/code")
-        if (
-            wants_math
-            and wants_code
-            and _has(low, _VERIFY_WORDS)
-            and _has(low, ("derive", "proof"))
-        ):
+        if wants_math and wants_code and _has(low, "verify") and _has(low, ("derive", "proof")):
             tools.append("/math")
     return tools
 
@@ -258,21 +154,14 @@ def rules_tools(query: str) -> list[str]:
 def rules_completion(query: str) -> dict[str, Any]:
     """The keyword router's completion for ``query``."""
     low = query.lower()
-    if _has(low, _INTRO_WORDS) and len(query.split()) < 60:
+    if _has(low, "intro") and len(query.split()) < 60:
         difficulty = "introductory"
     elif len(query.split()) >= 40 or _has(low, ("rigorous", "formal", "proof")):
         difficulty = "advanced"
     else:
         difficulty = "intermediate"
     tools = rules_tools(query)
-    return _completion(
-        query,
-        tools,
-        difficulty,
-        "Keyword rules: literature wording routes to /general-search, derivation wording to "
-        "/math, implementation wording to /code; a derivation plus a verification adds a final "
-        "/math check.",
-    )
+    return _completion(query, tools, difficulty, "rules")
 
 
 def write_baseline(

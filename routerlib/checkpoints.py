@@ -1,26 +1,14 @@
-"""Choosing the checkpoint: score every per-epoch checkpoint on the validation split with the
-router scorer, pick one by ``select_metric`` and record why.
-
-Candidates come from the tuning job: the epoch checkpoints the local backend writes under
-``<output_uri>/postprocess/node-0/checkpoints/epoch-<n>/`` (``final`` is a copy of the last epoch,
-so it is not scored twice), or the job's own ``checkpoints`` records when the job model has them
-(Vertex). Each checkpoint's validation report lands in ``eval/checkpoints/<name>/report.json``
-(``…/<name>/constrained/report.json`` when scored constrained) and the choice in
-``checkpoints.json`` in the run folder (:class:`CheckpointChoice`), rewritten after every
-checkpoint, so an interrupted scoring resumes and a checkpoint already scored with the same
-settings (max tokens, rows, decoding) is never scored again.
-
-The decoding (:func:`scoring_decoding`): constrained when the run evaluates constrained decoding,
-else free, so the pick follows the router's metrics under the decoding whose answers parse.
-
-The pick: highest strict ``select_metric`` (overall bucket); ties go to the higher strict
-``tool_sequence_exact``, then the lower validation loss, then the later epoch. The
-``checkpoint`` key of the run decides what notebook 04 serves: ``best`` (this pick, the default),
-``final`` (the last epoch, as before) or ``epoch-<n>``.
+"""Choosing the checkpoint: score every per-epoch checkpoint of the tuning job on the validation
+split, pick one by ``select_metric`` and record why in the run's ``checkpoints.json``
+(:class:`CheckpointChoice`, rewritten after every checkpoint, so an interrupted scoring resumes and
+a checkpoint already scored with the same settings is not scored again). The rules and what the
+run keeps: docs/choosing-the-model.md.
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -64,12 +52,7 @@ Scorer = Callable[[str, Path, Path, str], dict[str, Any]]
 
 def scoring_decoding(decodings: Sequence[str]) -> str:
     """The decoding checkpoints are scored with, for a run that evaluates ``decodings``:
-    constrained when it is among them, else free.
-
-    Constrained decoding is the one whose answers parse: free decoding of a weak model rarely
-    closes a valid object, so every checkpoint would score 0 and the tie-breaks alone would pick.
-    A run that evaluates constrained decoding can serve it, so its checkpoint is chosen by the
-    router's metrics under it; a free-only run is chosen as it is served."""
+    constrained (the one whose answers parse) when it is among them, else free."""
     return CONSTRAINED if CONSTRAINED in decodings else FREE
 
 
@@ -148,12 +131,8 @@ def _val_losses(job: Any) -> dict[int, float]:
 
 
 def candidates(job: Any) -> list[Candidate]:
-    """The job's per-epoch checkpoints, first epoch first.
-
-    Reads ``job.checkpoints`` when the job records them (each with an epoch and a URI); otherwise
-    the local layout under the spec's output URI. A job without per-epoch checkpoints (a remote
-    job that keeps only ``final``) gives one candidate: its final checkpoint as the last epoch.
-    """
+    """The job's per-epoch checkpoints, first epoch first: ``job.checkpoints``, else the local
+    layout under the output URI, else (only ``final`` kept) the final checkpoint as the last."""
     losses = _val_losses(job)
     found: dict[int, str] = {}
     for record in getattr(job, "checkpoints", None) or []:
@@ -191,15 +170,11 @@ def strict_value(report: dict[str, Any], metric: str) -> float | None:
     return None
 
 
-def _lower_is_better(metric: str) -> bool:
-    return metric in LOWER_IS_BETTER
-
-
 def rank_key(score: CheckpointScore, metric: str) -> tuple[float, float, float, int]:
     """Sort key, larger is better: metric (sign-flipped when lower is better), tie-break metric,
     minus validation loss, epoch. A missing figure ranks last."""
     value = score.metric
-    primary = -math.inf if value is None else (-value if _lower_is_better(metric) else value)
+    primary = -math.inf if value is None else (-value if metric in LOWER_IS_BETTER else value)
     tie = -math.inf if score.tie_break is None else score.tie_break
     loss = -math.inf if score.val_loss is None else -score.val_loss
     return (primary, tie, loss, score.epoch)
@@ -223,7 +198,7 @@ def _reason(best: CheckpointScore, scores: Sequence[CheckpointScore], metric: st
     runner_key = rank_key(runner, metric)
     fmt = "{:.3f}".format
     if key[0] != runner_key[0]:
-        why = f"highest strict {metric}" if not _lower_is_better(metric) else f"lowest {metric}"
+        why = f"lowest {metric}" if metric in LOWER_IS_BETTER else f"highest strict {metric}"
         return (
             f"{best.name}: {why} on validation ({fmt(best.metric or 0)} vs "
             f"{fmt(runner.metric or 0)} for {runner.name})"
@@ -249,12 +224,7 @@ def write_choice(run_dir: Path, choice: CheckpointChoice) -> Path:
 def read_choice(run_dir: Path) -> CheckpointChoice | None:
     """The run's ``checkpoints.json``, or None when there is none yet."""
     file = Path(run_dir) / CHECKPOINTS_FILE
-    if not file.is_file():
-        return None
-    try:
-        return CheckpointChoice.model_validate_json(file.read_text(encoding="utf-8"))
-    except ValueError as exc:
-        raise InputError(f"{file}: not a checkpoints record ({exc.__class__.__name__})") from None
+    return runfolder.read_json(file, CheckpointChoice) if file.is_file() else None
 
 
 def _now() -> str:
@@ -272,14 +242,10 @@ def score_checkpoints(
     settings: dict[str, Any] | None = None,
     out: Callable[[str], None] | None = None,
 ) -> CheckpointChoice:
-    """Score every candidate of ``job`` not scored yet with the same ``settings``, then pick
-    (a job with a single checkpoint is not scored: there is nothing to choose).
-
-    ``scorer`` writes one validation report per checkpoint; ``settings`` (max tokens, row limit,
-    ``decoding``: free or constrained, :data:`DEFAULT_DECODING` when absent) must match for a
-    recorded score to be reused, and the decoding is what the scorer decodes with. The record is
-    rewritten after each checkpoint, so Ctrl-C loses at most the checkpoint being scored.
-    """
+    """Score every candidate of ``job`` not scored yet with the same ``settings`` (max tokens,
+    row limit, ``decoding``: :data:`DEFAULT_DECODING` when absent; what the scorer decodes with),
+    then pick; a job with a single checkpoint is not scored. The record is rewritten after each
+    checkpoint, so Ctrl-C loses at most the checkpoint being scored."""
     run_dir = Path(run_dir)
     settings = {"decoding": DEFAULT_DECODING, **(settings or {})}
     decoding = settings["decoding"]
@@ -293,11 +259,9 @@ def score_checkpoints(
     if len(todo) == 1 and target in (BEST, FINAL, todo[0].epoch):
         # One checkpoint: nothing to choose, so nothing is served or deployed to score it.
         only = CheckpointScore(**todo[0].model_dump(), settings=settings, scored_at=_now())
-        choice.scores, choice.best, choice.chosen = [only], only.name, only.name
-        choice.chosen_uri, choice.complete = only.uri, True
-        choice.reason = f"{only.name} is the only checkpoint: nothing to choose, not scored"
-        write_choice(run_dir, choice)
-        return choice
+        choice.scores = [only]
+        why = f"{only.name} is the only checkpoint: nothing to choose, not scored"
+        return _chose(run_dir, choice, only, only, why)
     for cand in todo:
         old = kept.get(cand.name)
         if old is not None and old.uri == cand.uri and _same_settings(old, settings):
@@ -321,28 +285,30 @@ def score_checkpoints(
         choice.scores.append(score)
         write_choice(run_dir, choice)
     best = pick(choice.scores, select_metric)
-    choice.best = best.name
     if target == BEST:
-        chosen = best
         why = f"{_reason(best, choice.scores, select_metric)}; scored with {decoding} decoding"
-    else:
-        epoch = choice.scores[-1].epoch if target == FINAL else int(target)
-        match = next((s for s in choice.scores if s.epoch == epoch), None)
-        if match is None:
-            names = ", ".join(s.name for s in choice.scores)
-            raise InputError(f"checkpoint: {mode} is not among the job's checkpoints ({names})")
-        chosen = match
-        why = f"{match.name}: named by checkpoint: {mode} (select_metric would pick {best.name})"
-    choice.chosen, choice.chosen_uri, choice.reason = chosen.name, chosen.uri, why
-    choice.complete = True
+        return _chose(run_dir, choice, best, best, why)
+    epoch = choice.scores[-1].epoch if target == FINAL else int(target)
+    match = next((s for s in choice.scores if s.epoch == epoch), None)
+    if match is None:
+        names = ", ".join(s.name for s in choice.scores)
+        raise InputError(f"checkpoint: {mode} is not among the job's checkpoints ({names})")
+    why = f"{match.name}: named by checkpoint: {mode} (select_metric would pick {best.name})"
+    return _chose(run_dir, choice, best, match, why)
+
+
+def _chose(
+    run_dir: Path, choice: CheckpointChoice, best: Candidate, chosen: Candidate, why: str
+) -> CheckpointChoice:
+    """``choice`` complete: ``best`` picked, ``chosen`` served, for the reason ``why``; written."""
+    choice.best, choice.chosen, choice.chosen_uri = best.name, chosen.name, chosen.uri
+    choice.reason, choice.complete = why, True
     write_choice(run_dir, choice)
     return choice
 
 
 def _recorded(run_dir: Path, score: CheckpointScore, metric: str, fallback: float | None) -> Any:
     """``metric`` re-read from a reused checkpoint's saved report (select_metric may change)."""
-    import json
-
     file = run_dir / score.report
     try:
         return strict_value(json.loads(file.read_text(encoding="utf-8")), metric)
@@ -379,15 +345,11 @@ def predictor_scorer(
     limit: int | None = None,
     thresholds: Any = None,
 ) -> Scorer:
-    """Score each checkpoint through the predictor ``serve(uri)`` makes for it (the serving
-    factory's: a local server on this machine, or an endpoint deployed for that checkpoint
-    alone), closed as soon as the checkpoint is scored, also on errors, so at most one
-    endpoint is ever up. Constrained: every request carries the generation schema as
-    ``evaluate --constrained`` sends it."""
+    """Score each checkpoint through the predictor ``serve(uri)`` makes for it, closed as soon
+    as the checkpoint is scored (also on errors), so at most one endpoint is ever up."""
 
     def score(uri: str, validation: Path, report_path: Path, decoding: str) -> dict[str, Any]:
-        predictor = serve(uri)
-        try:
+        with contextlib.closing(serve(uri)) as predictor:
             return evaluate.evaluate(
                 predictor,
                 validation,
@@ -398,7 +360,5 @@ def predictor_scorer(
                 constrained=decoding == CONSTRAINED,
                 progress=False,
             )
-        finally:
-            predictor.close()
 
     return score

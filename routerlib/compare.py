@@ -1,10 +1,7 @@
-"""Comparing finished runs side by side (the leaderboard, paired significance and a
-conclusion written from the numbers).
-
-Scoring is metrics.py's; this module reads what it wrote (through runfolder's records) and never
-recomputes a per-sample or strict value. A run folder's pieces are optional here: a run with a
-missing, unreadable or foreign file still gets a leaderboard row, with NaN where the number would
-be, and the file's problem (file and field) in ``RunSummary.problems``.
+"""Comparing finished runs side by side: the leaderboard, paired significance and a conclusion
+written from the numbers. It reads what metrics.py wrote (through runfolder's records) and never
+recomputes a score; a run with a missing or foreign file still gets a row, with NaN where the number
+would be and the file's problem in ``RunSummary.problems``.
 """
 
 from __future__ import annotations
@@ -12,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -33,18 +30,10 @@ if TYPE_CHECKING:
 TIE_TOLERANCE = 1e-9
 #: Per-sample metrics tested for paired significance between runs (binary → McNemar, rates →
 #: bootstrap).
-SIGNIFICANCE_METRICS = (
-    "json_valid",
-    "route_plan_exact",
-    "tool_sequence_exact",
-    "route_first_tool_match",
-    "route_length_match",
-    "metrics_keys_match",
-    "todo_covers_all_tools",
-    "handoff_tools_covered",
-    "route_tool_precision",
-    "route_tool_recall",
-    "todo_tool_alignment",
+SIGNIFICANCE_METRICS = tuple(
+    "json_valid route_plan_exact tool_sequence_exact route_first_tool_match route_length_match "
+    "metrics_keys_match todo_covers_all_tools handoff_tools_covered route_tool_precision "
+    "route_tool_recall todo_tool_alignment".split()
 )
 ALPHA = 0.05
 #: Cost columns of the leaderboard (from metrics.json ``cost``, priced by the pricing table).
@@ -81,35 +70,29 @@ class RunSummary:
         """The run folder's name."""
         return self.path.name
 
-    def _recorded(self, value: str | None, default: Path | None) -> Path | None:
-        file = Path(value) if value else default
+    @property
+    def samples_path(self) -> Path | None:
+        """The per-sample records: the report's ``samples_path``, else samples.jsonl beside it."""
+        value = (self.report or {}).get("samples_path")
+        file = (
+            Path(value) if value else self.report_path and runfolder.samples_path(self.report_path)
+        )
         if file is None:
             return None
         file = file if file.is_absolute() else self.path / file
         return file if file.is_file() else None
 
-    @property
-    def samples_path(self) -> Path | None:
-        """The per-sample records: the report's ``samples_path``, else samples.jsonl beside it."""
-        default = runfolder.samples_path(self.report_path) if self.report_path else None
-        return self._recorded((self.report or {}).get("samples_path"), default)
-
-    @property
-    def predictions_path(self) -> Path | None:
-        """The scored predictions: the report's ``config.pred_path``, else the run folder's name
-        for them (``runfolder.predictions_path``)."""
-        default = runfolder.predictions_path(self.report_path) if self.report_path else None
-        return self._recorded(((self.report or {}).get("config") or {}).get("pred_path"), default)
-
-    def samples(self) -> list[SampleRecord]:
-        """Per-sample records (none, and a line in ``problems``, when the file is bad)."""
-        if self.samples_path is None:
-            return []
+    def _read(self, read: Callable[[Path], list[Any]], file: Path | None) -> list[Any]:
+        """``read(file)``; none (and the file's problem in ``problems``) when it is bad."""
         try:
-            return runfolder.read_samples(self.samples_path)
+            return read(file) if file is not None and file.is_file() else []
         except RunFolderError as exc:
             self.problems.extend(exc.lines())
             return []
+
+    def samples(self) -> list[SampleRecord]:
+        """Per-sample records (none, and a line in ``problems``, when the file is bad)."""
+        return self._read(runfolder.read_samples, self.samples_path)
 
     def loss_curve(self) -> list[dict[str, Any]]:
         """Tuning loss points ``{"epoch", "step", "train_loss", "val_loss"}``: metrics.json's,
@@ -117,24 +100,13 @@ class RunSummary:
         if self.metrics is not None and self.metrics.tuning and self.metrics.tuning.loss_curve:
             return self.metrics.tuning.loss_curve
         file = self.path / runfolder.FULL_TUNING_DIR / runfolder.LOSS_CURVE_FILE
-        if not file.is_file():
-            return []
-        try:
-            return runfolder.read_loss_curve(file)
-        except RunFolderError as exc:
-            self.problems.extend(exc.lines())
-            return []
+        return self._read(runfolder.read_loss_curve, file)
 
     def test_key(self) -> str | None:
         """A fingerprint of the gold test rows (the gold file's bytes), to pair two routers."""
-        gold = ((self.report or {}).get("config") or {}).get("gold_path")
-        if not gold:
-            return None
-        file = Path(gold)
-        if not file.is_absolute():
-            file = paths.resolve(file)
+        gold = _get(self.report, "config", "gold_path")
         try:
-            return hashlib.sha256(file.read_bytes()).hexdigest()
+            return hashlib.sha256(paths.resolve(gold).read_bytes()).hexdigest() if gold else None
         except OSError:
             return None
 
@@ -147,14 +119,6 @@ def _get(obj: Any, *keys: str) -> Any:
     return obj
 
 
-def _load_report(file: Path, problems: list[str]) -> dict[str, Any] | None:
-    try:
-        return runfolder.read_report(file)
-    except RunFolderError as exc:
-        problems.extend(exc.lines())
-        return None
-
-
 def load_run(run_dir: str | Path) -> RunSummary:
     """Read one run folder into a RunSummary (model) with its baseline routers attached."""
     run_dir = Path(run_dir).resolve()
@@ -165,67 +129,42 @@ def load_run(run_dir: str | Path) -> RunSummary:
     except RunFolderError as exc:
         problems.extend(exc.lines())
     evaluation = record.evaluation if record else None
-    report_file = run_dir / (evaluation.report if evaluation else runfolder.REPORT_FILE)
-    run = RunSummary(
-        name=record.run.name if record else run_dir.name,
-        path=run_dir,
-        kind="model",
-        metrics=record,
-        report=_load_report(report_file, problems),
-        report_path=report_file,
-        problems=problems,
-    )
-    kinds: dict[str, Path] = {}
-    for kind, entry in (record.baselines if record else {}).items():
-        kinds[kind] = run_dir / entry.report
-    base_dir = run_dir / runfolder.BASELINES_DIR
-    if base_dir.is_dir():
-        for folder in sorted(base_dir.iterdir()):
-            file = run_dir / runfolder.baseline_report_file(folder.name)
-            if file.is_file():
-                kinds.setdefault(folder.name, file)
-    run.decoding = evaluation.decoding if evaluation else "free"
+
+    def scored(name: str, report: str, problems: list[str], **fields: Any) -> RunSummary:
+        file, loaded = run_dir / report, None
+        try:
+            loaded = runfolder.read_report(file)
+        except RunFolderError as exc:
+            problems.extend(exc.lines())
+        return RunSummary(
+            name, run_dir, report=loaded, report_path=file, problems=problems, **fields
+        )
+
+    name = record.run.name if record else run_dir.name
+    head = evaluation.decoding if evaluation else "free"
+    report = evaluation.report if evaluation else runfolder.REPORT_FILE
+    run = scored(name, report, problems, kind="model", metrics=record, decoding=head)
     for decoding, info in (record.decodings if record else {}).items():
-        if decoding == run.decoding:
-            continue
-        file = run_dir / info.report
-        run.variants.append(
-            RunSummary(
-                name=f"{run.name} [{decoding}]",
-                path=run_dir,
-                kind="model",
-                metrics=record,
-                report=_load_report(file, problems),
-                report_path=file,
-                baselines=run.baselines,
-                problems=problems,
-                decoding=decoding,
-            )
-        )
-    for kind, file in sorted(kinds.items()):
-        base_problems: list[str] = []
-        run.baselines.append(
-            RunSummary(
-                name=f"baseline:{kind}",
-                path=run_dir,
-                kind="baseline",
-                report=_load_report(file, base_problems),
-                report_path=file,
-                baseline_kind=kind,
-                problems=base_problems,
-            )
-        )
+        if decoding != head:
+            variant = scored(f"{name} [{decoding}]", info.report, problems, kind="model")
+            variant.metrics, variant.baselines, variant.decoding = record, run.baselines, decoding
+            run.variants.append(variant)
+    kinds = {kind: entry.report for kind, entry in (record.baselines if record else {}).items()}
+    base_dir = run_dir / runfolder.BASELINES_DIR
+    for folder in sorted(base_dir.iterdir()) if base_dir.is_dir() else []:
+        if (run_dir / runfolder.baseline_report_file(folder.name)).is_file():
+            kinds.setdefault(folder.name, runfolder.baseline_report_file(folder.name))
+    run.baselines.extend(
+        scored(f"baseline:{kind}", report, [], kind="baseline", baseline_kind=kind)
+        for kind, report in sorted(kinds.items())
+    )
     return run
 
 
 def load_runs(run_paths: Sequence[str | Path] | None = None) -> list[RunSummary]:
     """The given run folders, or every run folder with a metrics.json under the outputs root; a
     run scored under several decodings gives one model per decoding (headline first)."""
-    dirs = (
-        [Path(p) for p in run_paths]
-        if run_paths
-        else runfolder.find_folders(runfolder.METRICS_FILE)
-    )
+    dirs = [Path(p) for p in run_paths or runfolder.find_folders(runfolder.METRICS_FILE)]
     out: list[RunSummary] = []
     for folder in dirs:
         run = load_run(folder)
@@ -242,10 +181,9 @@ def routers(runs: Iterable[RunSummary]) -> list[RunSummary]:
     for run in runs:
         for base in [run] if run.kind == "baseline" else run.baselines:
             key = json.dumps([base.baseline_kind, _get(base.report, "metrics")], sort_keys=True)
-            if key in seen:
-                continue
-            seen.add(key)
-            out.append(base)
+            if key not in seen:
+                seen.add(key)
+                out.append(base)
     return out
 
 
@@ -253,11 +191,8 @@ def routers(runs: Iterable[RunSummary]) -> list[RunSummary]:
 
 
 def _num(value: Any) -> float:
-    if isinstance(value, bool):
-        return float(value)
-    if isinstance(value, (int, float)) and not (isinstance(value, float) and math.isnan(value)):
-        return float(value)
-    return NAN
+    """``value`` as a float (a bool counts 1/0); NaN when it is no number."""
+    return float(value) if isinstance(value, int | float) and value == value else NAN
 
 
 def _headline_metrics(runs: Sequence[RunSummary]) -> list[str]:
@@ -269,14 +204,8 @@ def _headline_metrics(runs: Sequence[RunSummary]) -> list[str]:
         if evaluation is not None:
             for block in (evaluation.headline, evaluation.strict):
                 names.extend(k for k in block if k not in names)
-    return (
-        names
-        if len(names) > len(DECIDING_METRICS)
-        else [
-            *names,
-            *(m for m in HEADLINE if m not in names),
-        ]
-    )
+    recorded = len(names) > len(DECIDING_METRICS)
+    return names if recorded else [*names, *(m for m in HEADLINE if m not in names)]
 
 
 def _is_headline(run: RunSummary) -> bool:
@@ -294,10 +223,10 @@ def _gate_pass(run: RunSummary) -> bool | None:
 
 
 def leaderboard(runs: Sequence[RunSummary]) -> pd.DataFrame:
-    """One row per tuned model and per distinct baseline router, best ``route_plan_exact`` (strict)
-    first (ties broken by the other deciding metrics). Columns: identity and settings, gate pass, each headline metric (original value, strict
-    value, 95% bootstrap interval of the strict value as ``<m> strict lo/hi``), the primary metric
-    per bucket (strict), cost, train time, latency p50/p95 and the failing gate checks."""
+    """One row per tuned model and per distinct baseline router, ranked on the deciding metrics
+    (strict). Columns: identity and settings, gate pass, each headline metric (original, strict,
+    the strict value's 95% interval as ``<m> strict lo/hi``), the primary metric per bucket
+    (strict), cost, train time, latency and the failing gate checks."""
     rows = routers(runs)
     headline = _headline_metrics([r for r in rows if r.kind == "model"])
     records = []
@@ -307,10 +236,8 @@ def leaderboard(runs: Sequence[RunSummary]) -> pd.DataFrame:
         strict = _get(report, "strict", "overall") or {}
         intervals = _get(report, "intervals", "overall") or {}
         record = run.metrics
-        info = record.run if record else None
-        tuning = record.tuning if record else None
-        evaluation = record.evaluation if record else None
-        section: Any = evaluation
+        info, tuning = (record.run, record.tuning) if record else (None, None)
+        section: Any = record.evaluation if record else None
         if record and not _is_headline(run):
             section = record.decodings.get(run.decoding)
         head = section.headline if section else {}
@@ -320,11 +247,9 @@ def leaderboard(runs: Sequence[RunSummary]) -> pd.DataFrame:
             "kind": run.kind,
             "decoding": run.decoding if run.kind == "model" else "",
             "run": run.run_name,
-            "backend": info.backend if info else None,
-            "base_model": info.base_model if info else None,
-            "tuning_mode": info.tuning_mode if info else None,
-            "adapter_size": _num(info.adapter_size if info else None),
-            "epochs": _num(info.epochs if info else None),
+            **{key: getattr(info, key, None) for key in ("backend", "base_model", "tuning_mode")},
+            "adapter_size": _num(getattr(info, "adapter_size", None)),
+            "epochs": _num(getattr(info, "epochs", None)),
             "gate_pass": _gate_pass(run),
             "samples": _num(overall.get("samples")),
         }
@@ -334,21 +259,22 @@ def leaderboard(runs: Sequence[RunSummary]) -> pd.DataFrame:
             interval = intervals.get(metric)
             if not (isinstance(interval, (list, tuple)) and len(interval) == 2):
                 interval = (NAN, NAN)
-            rec[f"{metric} strict lo"] = _num(interval[0])
-            rec[f"{metric} strict hi"] = _num(interval[1])
+            rec[f"{metric} strict lo"], rec[f"{metric} strict hi"] = map(_num, interval)
         for bucket in BUCKETS[1:]:
             block = _get(report, "strict", bucket) or _get(report, "metrics", bucket) or {}
             rec[f"{bucket}: {PRIMARY}"] = _num(block.get(PRIMARY))
-        rec["cost_usd"] = _num(tuning.cost_estimate_usd if tuning else None)
-        rec["train_seconds"] = _num(tuning.train_seconds if tuning else None)
         cost = (record.cost if record else None) or {}
-        rec["checkpoint"] = ((tuning.checkpoint if tuning else None) or {}).get("served")
+        rec.update(
+            cost_usd=_num(getattr(tuning, "cost_estimate_usd", None)),
+            train_seconds=_num(getattr(tuning, "train_seconds", None)),
+            checkpoint=(getattr(tuning, "checkpoint", None) or {}).get("served"),
+        )
         rec[TUNING_USD] = _num(cost.get("tuning_usd"))
         rec[SERVING_USD] = _num(cost.get("serving_usd_per_1000_routes"))
         rec[PRICES_VERIFIED] = pricing.prices_verified(cost) if record else None
         rec["routes_per_hour"] = _num(cost.get("routes_per_hour"))
         # which price rows were not read from a Google source (pricing.RunCost.unverified)
-        rec[UNVERIFIED] = ", ".join(cost.get("unverified") or []) if cost else ""
+        rec[UNVERIFIED] = ", ".join(cost.get("unverified") or [])
         rec["latency_p50_s"] = _num(_get(report, "latency", "p50_s"))
         rec["latency_p95_s"] = _num(_get(report, "latency", "p95_s"))
         rec["s_per_token"] = _num(seconds_per_token(report))
@@ -406,27 +332,12 @@ def compare_pair(
             continue
         # The reference goes first, so delta and b01 (fixed) read "model minus reference".
         test = paired_test(ys, xs, metric, seed=seed)
-        p_value = _num(test.get("p_value"))
-        out.append(
-            {
-                "model": a.name,
-                "model_run": a.run_name,
-                "reference": b.name,
-                "reference_run": b.run_name,
-                "metric": metric,
-                "n": len(xs),
-                "model_rate": sum(xs) / len(xs),
-                "reference_rate": sum(ys) / len(ys),
-                "delta": sum(xs) / len(xs) - sum(ys) / len(ys),
-                "ci_low": _num(test.get("ci_low")),
-                "ci_high": _num(test.get("ci_high")),
-                "test": test["test"],
-                "p_value": p_value,
-                "b01": test.get("b01"),
-                "b10": test.get("b10"),
-                "significant": bool(p_value < ALPHA) if not math.isnan(p_value) else False,
-            }
-        )
+        p_value, mx, my = _num(test.get("p_value")), sum(xs) / len(xs), sum(ys) / len(ys)
+        rec: dict[str, Any] = {"model": a.name, "model_run": a.run_name, "reference": b.name}
+        rec.update(reference_run=b.run_name, metric=metric, test=test["test"], n=len(xs))
+        rec.update(model_rate=mx, reference_rate=my, delta=mx - my, ci_low=_num(test["ci_low"]))
+        rec.update(ci_high=_num(test["ci_high"]), p_value=p_value, significant=p_value < ALPHA)
+        out.append({**rec, "b01": test["b01"], "b10": test["b10"]})
     return out
 
 
@@ -445,24 +356,10 @@ def paired_reports(
     return {rec["metric"]: rec for rec in compare_pair(summary(a, "a"), summary(b, "b"), metrics)}
 
 
-SIGNIFICANCE_COLUMNS = [
-    "model",
-    "model_run",
-    "reference",
-    "reference_run",
-    "metric",
-    "test",
-    "n",
-    "model_rate",
-    "reference_rate",
-    "delta",
-    "ci_low",
-    "ci_high",
-    "p_value",
-    "significant",
-    "b01",
-    "b10",
-]
+SIGNIFICANCE_COLUMNS = (
+    "model model_run reference reference_run metric test n model_rate reference_rate delta ci_low "
+    "ci_high p_value significant b01 b10".split()
+)
 
 
 def _strength(run: RunSummary) -> tuple[float, ...]:
@@ -550,11 +447,9 @@ def _skipped_sentence(row: pd.Series) -> str:
     skipped = str(row.get("skipped_checks") or "")
     if not skipped or skipped == "nan":
         return ""
-    return (
-        "The gate skipped "
-        + ", ".join(f"`{item}`" for item in skipped.split("; "))
-        + ": the test split has no rows of that bucket, so its checks were not judged."
-    )
+    items = ", ".join(f"`{item}`" for item in skipped.split("; "))
+    why = "the test split has no rows of that bucket, so its checks were not judged"
+    return f"The gate skipped {items}: {why}."
 
 
 def _score(row: pd.Series, metric: str) -> float:
@@ -566,32 +461,28 @@ def _rank_key(row: pd.Series) -> tuple[float, ...]:
     return tuple(-math.inf if math.isnan(v := _score(row, m)) else v for m in DECIDING_METRICS)
 
 
-def _label(row: pd.Series, board: pd.DataFrame) -> str:
-    return router_label(row, board)
+def _differs(x: float, y: float) -> bool:
+    """Two values differ: one is known and the other not, or they are further apart than a tie."""
+    return math.isnan(x) != math.isnan(y) or abs(x - y) >= TIE_TOLERANCE
 
 
 def deciding_metric(a: pd.Series, b: pd.Series) -> str:
     """The first deciding metric on which routers ``a`` and ``b`` differ (PRIMARY when none)."""
-    for metric in DECIDING_METRICS:
-        x, y = _score(a, metric), _score(b, metric)
-        if math.isnan(x) != math.isnan(y) or abs(x - y) >= TIE_TOLERANCE:
-            return metric
-    return PRIMARY
+    differ = (m for m in DECIDING_METRICS if _differs(_score(a, m), _score(b, m)))
+    return next(differ, PRIMARY)
 
 
 def why_ranked(a: pd.Series, b: pd.Series, board: pd.DataFrame) -> str:
     """One sentence with the numbers that put router ``a`` above ``b`` (or say they tie)."""
-    first, second = f"`{_label(a, board)}`", f"`{_label(b, board)}`"
+    first, second = f"`{router_label(a, board)}`", f"`{router_label(b, board)}`"
     tied: list[str] = []
     for metric in DECIDING_METRICS:
         x, y = _score(a, metric), _score(b, metric)
-        if math.isnan(x) and math.isnan(y):
-            continue
-        if not (math.isnan(x) or math.isnan(y)) and abs(x - y) < TIE_TOLERANCE:
+        if _differs(x, y):
+            same = f" after tying on {', '.join(tied)}" if tied else ""
+            return f"{first} ranks above {second} on {metric} ({_fmt(x)} vs {_fmt(y)}){same}."
+        if not math.isnan(x):
             tied.append(f"{metric} {_fmt(x)}")
-            continue
-        same = f" after tying on {', '.join(tied)}" if tied else ""
-        return f"{first} ranks above {second} on {metric} ({_fmt(x)} vs {_fmt(y)}){same}."
     shown = ", ".join(tied) if tied else "no recorded metric"
     return f"{first} and {second} tie on every headline metric ({shown})."
 
@@ -628,9 +519,8 @@ def tie_sentence(board: pd.DataFrame) -> str:
 
 def embedded_note(board: pd.DataFrame) -> str:
     """What the numbers of runs on the embedded tiny model do and do not show ('' otherwise)."""
-    if board is None or board.empty or "base_model" not in board:
-        return ""
-    if not (board["base_model"] == EMBEDDED_MODEL).any():
+    models = board["base_model"] if board is not None and "base_model" in board else []
+    if EMBEDDED_MODEL not in list(models):
         return ""
     return (
         f"**What these numbers show.** Runs on `{EMBEDDED_MODEL}` tune the embedded tiny model "
@@ -670,12 +560,11 @@ def conclusion(board: pd.DataFrame, sig: pd.DataFrame | None, with_note: bool = 
         return sorted(rows, key=_rank_key, reverse=True)  # stable: board order breaks ties
 
     def describe(row: pd.Series) -> str:
-        bits = [str(row.get("tuning_mode") or "?")]
-        if not math.isnan(_num(row.get("adapter_size"))):
-            bits.append(f"adapter {int(row['adapter_size'])}")
-        return (
-            f"**{row['model']}** ({row.get('base_model')}, {', '.join(bits)}; run `{row['run']}`)"
+        size = _num(row.get("adapter_size"))
+        mode = str(row.get("tuning_mode") or "?") + (
+            "" if math.isnan(size) else f", adapter {size:.0f}"
         )
+        return f"**{row['model']}** ({row.get('base_model')}, {mode}; run `{row['run']}`)"
 
     def interval(row: pd.Series, metric: str = PRIMARY) -> str:
         lo, hi = _num(row.get(f"{metric} strict lo")), _num(row.get(f"{metric} strict hi"))
@@ -697,7 +586,7 @@ def conclusion(board: pd.DataFrame, sig: pd.DataFrame | None, with_note: bool = 
         lines.append("**No tuned model passes the gate.**")
         if top_base is not None and not beats_base:
             lines.append(
-                f"Keep the previous router `{_label(top_base, board)}` "
+                f"Keep the previous router `{router_label(top_base, board)}` "
                 f"({PRIMARY} {_fmt(_score(top_base, PRIMARY))}): no tuned model ranks above it."
             )
             lines.append(f"Closest tuned model: {describe(best)}.")
@@ -708,18 +597,10 @@ def conclusion(board: pd.DataFrame, sig: pd.DataFrame | None, with_note: bool = 
             )
         failed = str(best.get("failed_checks") or "")
         if failed and failed != "nan":
-            lines.append(
-                "Its failing checks include: "
-                + ", ".join(f"`{c}`" for c in failed.split("; "))
-                + "."
-            )
-    skipped = _skipped_sentence(best)
-    if skipped:
-        lines.append(skipped)
-    reasons: list[str] = []
-    tie = tie_sentence(board)
-    if tie:
-        reasons.append(tie)
+            checks = ", ".join(f"`{c}`" for c in failed.split("; "))
+            lines.append(f"Its failing checks include: {checks}.")
+    lines.append(_skipped_sentence(best))
+    reasons = [tie_sentence(board)]
     # One sentence per pick: the chosen model against the router it was preferred to, the
     # runner-up model, and the previous router chosen among the baselines.
     if top_base is not None:
@@ -747,21 +628,20 @@ def conclusion(board: pd.DataFrame, sig: pd.DataFrame | None, with_note: bool = 
                 f"Δ{tested} = {row['delta']:+.3f} ({row['test']} p = {_fmt(row['p_value'], 4)}, "
                 f"{verdict} at {ALPHA})."
             )
-    extras = []
-    if not math.isnan(_num(best.get("cost_usd"))):
-        extras.append(f"estimated tuning cost ${_num(best['cost_usd']):.2f}")
-    if not math.isnan(_num(best.get("train_seconds"))):
-        extras.append(f"train time {_num(best['train_seconds']):.0f} s")
-    if not math.isnan(_num(best.get("latency_p95_s"))):
-        extras.append(f"latency p95 {_num(best['latency_p95_s']):.2f} s")
-    if extras:
-        reasons.append(f"For **{best['model']}**: " + ", ".join(extras) + ".")
-    note = price_note(board)
-    if note:
-        reasons.append(note)
-    text = " ".join(lines) + "".join(f"\n- {reason}" for reason in reasons)
-    if reasons:
-        text = text.replace("\n- ", "\n\n- ", 1)
+    facts = [
+        text.format(value)
+        for column, text in (
+            ("cost_usd", "estimated tuning cost ${:.2f}"),
+            ("train_seconds", "train time {:.0f} s"),
+            ("latency_p95_s", "latency p95 {:.2f} s"),
+        )
+        if not math.isnan(value := _num(best.get(column)))
+    ]
+    if facts:
+        reasons.append(f"For **{best['model']}**: " + ", ".join(facts) + ".")
+    reasons = [reason for reason in (*reasons, price_note(board)) if reason]
+    bullets = "\n" + "".join(f"\n- {r}" for r in reasons) if reasons else ""
+    text = " ".join(line for line in lines if line) + bullets
     note = embedded_note(board) if with_note else ""
     return text + ("\n\n" + note if note else "")
 

@@ -1,6 +1,5 @@
-"""Comparison figures (matplotlib, no pyplot state). Each ``*_figure`` builds one Figure; the
-function beside it writes it as a PNG into a folder and returns its Path (notebooks show them with
-``IPython.display.Image(path)``). Routers are named by ``run_labels`` (the run is added when two
+"""Comparison figures (matplotlib, no pyplot state): each ``*_figure`` builds one Figure and
+:func:`all_plots` writes them as PNGs. Routers are named by ``run_labels`` (with the run when two
 share a name); whatever a figure cannot draw is named in a note at its foot."""
 
 from __future__ import annotations
@@ -40,7 +39,6 @@ def _figure(width: float = 8.0, height: float = 4.5) -> Any:
 
 
 def _save(fig: Any, folder: Path, name: str) -> Path:
-
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / name
@@ -59,6 +57,10 @@ def _valid(value: Any) -> bool:
     return isinstance(value, (int, float)) and not (isinstance(value, float) and math.isnan(value))
 
 
+def _float(value: Any) -> float:
+    return float(value) if _valid(value) else math.nan
+
+
 def run_labels(routers: Sequence[RunSummary]) -> list[str]:
     """Each router's name, with its run when another router has the same name."""
     counts = Counter(r.name for r in routers)
@@ -74,55 +76,26 @@ def _note(fig: Any, lines: Sequence[str]) -> None:
         fig.supxlabel("\n".join(lines), x=0.01, ha="left", fontsize=8, color="0.35")
 
 
-def _bucket_values(run: RunSummary, metric: str, buckets: Sequence[str]) -> list[float]:
-    strict = (run.report or {}).get("strict") or {}
-    out = []
-    for bucket in buckets:
-        value: Any = (strict.get(bucket) or {}).get(metric)
-        out.append(float(value) if _valid(value) else math.nan)
-    return out
-
-
 BUCKET_METRICS = (PRIMARY, "tool_sequence_exact")
 
 
-def bucket_scores(
-    board: pd.DataFrame,
-    folder: Path,
-    metric: str = PRIMARY,
-    routers: Sequence[RunSummary] | None = None,
-) -> Path:
-    """``bucket_figure`` saved as bucket_scores.png."""
-    return _save(bucket_figure(board, metric, routers), folder, "bucket_scores.png")
-
-
-def bucket_figure(
-    board: pd.DataFrame, metric: str = PRIMARY, routers: Sequence[RunSummary] | None = None
-) -> Any:
-    """Grouped bars per bucket, one bar per router: ``metric`` (strict) and, from the routers'
-    reports when given, ``tool_sequence_exact``, which still separates routers when no plan is
-    exact. A zero bar is marked with a 0 so it is not mistaken for a missing one."""
-    metrics = [metric] + ([m for m in BUCKET_METRICS if m != metric] if routers else [])
+def bucket_figure(routers: Sequence[RunSummary], metric: str = PRIMARY) -> Any:
+    """Grouped bars per bucket, one bar per router, from the routers' reports (strict): ``metric``
+    and ``tool_sequence_exact``, which still separates routers when no plan is exact. A zero bar
+    is marked with a 0 so it is not mistaken for a missing one."""
+    metrics = [metric, *(m for m in BUCKET_METRICS if m != metric)]
     fig = _figure(12, 3.6 * len(metrics) + 0.6)
     axes = [fig.add_subplot(len(metrics), 1, k + 1) for k in range(len(metrics))]
     series: list[tuple[str, bool, dict[str, list[float]]]] = []
     buckets = list(BUCKETS)
     skipped: list[str] = []
-    if routers:
-        for label, run in zip(run_labels(routers), routers, strict=True):
-            values = {m: _bucket_values(run, m, buckets) for m in metrics}
-            if any(_valid(v) for vals in values.values() for v in vals):
-                series.append((label, run.kind == "baseline", values))
-            else:
-                skipped.append(label)
-    elif not board.empty:
-        columns = [f"{metric} strict"] + [f"{b}: {metric}" for b in BUCKETS[1:]]
-        for label, (_, row) in zip(router_labels(board), board.iterrows(), strict=True):
-            vals = [float(row[c]) if c in board and _valid(row[c]) else math.nan for c in columns]
-            if any(_valid(v) for v in vals):
-                series.append((label, row.get("kind") == "baseline", {metric: vals}))
-            else:
-                skipped.append(label)
+    for label, run in zip(run_labels(routers), routers, strict=True):
+        strict = (run.report or {}).get("strict") or {}
+        values = {m: [_float((strict.get(b) or {}).get(m)) for b in buckets] for m in metrics}
+        if any(_valid(v) for vals in values.values() for v in vals):
+            series.append((label, run.kind == "baseline", values))
+        else:
+            skipped.append(label)
     for ax, name in zip(axes, metrics, strict=True):
         if not series:
             _empty(ax, "no scored runs")
@@ -133,28 +106,14 @@ def bucket_figure(
         for i, (label, baseline, values) in enumerate(series):
             xs = [j + (i - (len(series) - 1) / 2) * width for j in range(len(buckets))]
             ys = values[name]
-            bars = ax.bar(
-                xs,
-                [0.0 if math.isnan(v) else v for v in ys],
-                width=width * 0.95,
-                label=label,
-                color=f"C{i % 10}",
-                hatch="//" if baseline else None,
-                edgecolor="white" if not baseline else "0.3",
-            )
+            style = {"hatch": "//", "edgecolor": "0.3"} if baseline else {"edgecolor": "white"}
+            heights = [0.0 if math.isnan(v) else v for v in ys]
+            bars = ax.bar(xs, heights, width * 0.95, label=label, color=f"C{i % 10}", **style)
             for bar, value in zip(bars, ys, strict=True):
-                if math.isnan(value) or value == 0:
-                    ax.text(
-                        bar.get_x() + bar.get_width() / 2,
-                        0.01,
-                        "–" if math.isnan(value) else "0",
-                        ha="center",
-                        va="bottom",
-                        fontsize=7,
-                        color="0.3",
-                    )
-                if _valid(value) and value > 0:
-                    all_zero = False
+                if math.isnan(value) or value == 0:  # marked, so it is not taken for a gap
+                    x, mark = bar.get_x() + bar.get_width() / 2, "–" if math.isnan(value) else "0"
+                    ax.text(x, 0.01, mark, ha="center", va="bottom", fontsize=7, color="0.3")
+                all_zero = all_zero and not value > 0
         ax.set_xticks(range(len(buckets)), buckets)
         ax.set_ylim(0, 1.05)
         ax.set_ylabel("strict rate")
@@ -185,11 +144,6 @@ def first_tool_pairs(run: RunSummary) -> list[tuple[str, str]]:
         )
         for sample in run.samples()
     ]
-
-
-def route_confusion(runs: Sequence[RunSummary], folder: Path) -> Path:
-    """``confusion_figure`` saved as route_confusion.png."""
-    return _save(confusion_figure(runs), folder, "route_confusion.png")
 
 
 def confusion_figure(runs: Sequence[RunSummary]) -> Any:
@@ -234,21 +188,16 @@ def confusion_figure(runs: Sequence[RunSummary]) -> Any:
 
 def length_ratios(run: RunSummary) -> list[float]:
     """Per-sample ``length_ratio`` of valid predictions (the scorer's ``metrics`` block)."""
-    values: list[float] = []
-    for sample in run.samples():
-        value = sample.metrics.get("length_ratio")
-        if isinstance(value, (int, float)) and not isinstance(value, bool) and _valid(value):
-            values.append(float(value))
-    return values
+    found = (sample.metrics.get("length_ratio") for sample in run.samples())
+    return [
+        float(v)
+        for v in found
+        if isinstance(v, float | int) and not isinstance(v, bool) and _valid(v)
+    ]
 
 
 #: The gate's length-ratio bands: (value, label).
 LENGTH_BANDS = ((0.9, "0.9 short"), (1.1, "1.1 long"), (1.25, "1.25 too long"))
-
-
-def length_ratio(runs: Sequence[RunSummary], folder: Path) -> Path:
-    """``length_figure`` saved as length_ratio.png."""
-    return _save(length_figure(runs), folder, "length_ratio.png")
 
 
 def length_figure(runs: Sequence[RunSummary]) -> Any:
@@ -341,7 +290,9 @@ def _place_labels(ax: Any, points: list[tuple[float, float, str]]) -> None:
 
 
 def scatter_figure(board: pd.DataFrame, column: str, xlabel: str) -> Any:
-    """Strict route-plan accuracy against ``column``, one labelled point per router."""
+    """Strict route-plan accuracy against ``column``, one labelled point per router; against the
+    serving cost (SERVING_USD) the Pareto front is joined and ringed and the cheapest run that
+    passes the gate is named in the title."""
     fig = _figure(7.5, 4.8)
     ax = fig.add_subplot()
     quality = f"{PRIMARY} strict"
@@ -354,30 +305,28 @@ def scatter_figure(board: pd.DataFrame, column: str, xlabel: str) -> Any:
             if column == "cost_usd" and baseline and not _valid(x):
                 x = 0.0  # a baseline router is not tuned: nothing to pay
             if _valid(x) and _valid(y):
-                ax.scatter(
-                    [x],
-                    [y],
-                    marker="s" if baseline else "o",
-                    s=60,
-                    color="0.45" if baseline else "C0",
-                    zorder=3,
-                )
+                style = {"marker": "s", "color": "0.45"} if baseline else {"color": "C0"}
+                ax.scatter([x], [y], s=60, zorder=3, **style)
                 points.append((float(x), float(y), label))
             else:
                 skipped.append(label)
+    title = f"Quality vs {xlabel}"
     if points:
-        ax.set_xlim(
-            *_x_window(
-                [p[0] for p in points],
-                unit=1.0 if column == "cost_usd" else 0.1,
-                non_negative=column in ("cost_usd", "latency_p95_s"),
-            )
-        )
+        unit = 0.1 if column == "latency_p95_s" else 1.0
+        ax.set_xlim(*_x_window([p[0] for p in points], unit=unit, non_negative=True))
         ax.set_ylim(-0.05, 1.05)
         ax.set_xlabel(xlabel)
         ax.set_ylabel(f"{PRIMARY} (strict)")
         ax.scatter([], [], marker="o", color="C0", label="tuned model")
         ax.scatter([], [], marker="s", color="0.45", label="baseline router")
+        if column == SERVING_USD:
+            rows = board[board[column].notna() & board[quality].notna()]
+            on = rows[pareto_front(rows)].sort_values(column)
+            ax.step(on[column], on[quality], where="post", color="C3", lw=1)
+            ring = {"s": 160, "facecolors": "none", "edgecolors": "C3"}
+            ax.scatter(on[column], on[quality], label="Pareto front", **ring)
+            best = cheapest_passing(board)
+            title += f" · cheapest passing: {best['model']}" if best is not None else ""
         ax.legend(fontsize="small", loc="upper left")
         _place_labels(ax, points)
         notes = []
@@ -388,57 +337,13 @@ def scatter_figure(board: pd.DataFrame, column: str, xlabel: str) -> Any:
         _note(fig, notes)
     else:
         _empty(ax, f"no runs with both {xlabel} and {PRIMARY}")
-    ax.set_title(f"Quality vs {xlabel}")
+    ax.set_title(title)
     return fig
 
 
-def quality_vs_cost(board: pd.DataFrame, folder: Path) -> Path:
-    """Strict route-plan accuracy against the tuning cost estimate (USD)."""
-    fig = scatter_figure(board, "cost_usd", "tuning cost estimate (USD)")
-    return _save(fig, folder, "quality_vs_cost.png")
-
-
 def quality_vs_serving_cost(board: pd.DataFrame, folder: Path) -> Path:
-    """Strict route-plan accuracy against serving USD per 1,000 routes: the Pareto front joined
-    and ringed, the cheapest run that passes the gate named in the title."""
-
-    fig = _figure(6.5, 4.5)
-    ax = fig.add_subplot()
-    quality = f"{PRIMARY} strict"
-    rows = (
-        board[board[SERVING_USD].notna() & board[quality].notna()]
-        if SERVING_USD in board
-        else board.iloc[0:0]
-    )
-    if rows.empty:
-        _empty(ax, f"no runs with both {SERVING_USD} and {PRIMARY}")
-    else:
-        front = pareto_front(rows)
-        ax.scatter(rows[SERVING_USD], rows[quality], s=50, color="C0", label="run")
-        on = rows[front].sort_values(SERVING_USD)
-        ax.step(on[SERVING_USD], on[quality], where="post", color="C3", lw=1)
-        ax.scatter(
-            on[SERVING_USD],
-            on[quality],
-            s=160,
-            facecolors="none",
-            edgecolors="C3",
-            label="Pareto front",
-        )
-
-        labels = dict(zip(board.index, router_labels(board), strict=True))
-        ax.set_xlabel("serving USD per 1,000 routes")
-        ax.set_ylabel(f"{PRIMARY} (strict)")
-        ax.set_ylim(-0.05, 1.05)
-        ax.set_xlim(*_x_window(list(rows[SERVING_USD].astype(float)), unit=1.0, non_negative=True))
-        ax.legend(fontsize="small")
-        _place_labels(  # one label per spot, none over another
-            ax,
-            [(float(r[SERVING_USD]), float(r[quality]), labels[i]) for i, r in rows.iterrows()],
-        )
-    best = cheapest_passing(board)
-    title = "Quality vs serving cost"
-    ax.set_title(title + (f" · cheapest passing: {best['model']}" if best is not None else ""))
+    """``scatter_figure`` against serving USD per 1,000 routes, as quality_vs_serving_cost.png."""
+    fig = scatter_figure(board, SERVING_USD, "serving USD per 1,000 routes")
     return _save(fig, folder, "quality_vs_serving_cost.png")
 
 
@@ -472,15 +377,9 @@ def sweep_metric(rows: pd.DataFrame, folder: Path, metric: str = f"{PRIMARY} str
     return _save(fig, folder, "sweep_metric.png")
 
 
-def quality_vs_latency(board: pd.DataFrame, folder: Path) -> Path:
-    """Strict route-plan accuracy against p95 prediction latency (s)."""
-    fig = scatter_figure(board, "latency_p95_s", "latency p95 (s)")
-    return _save(fig, folder, "quality_vs_latency.png")
-
-
-def loss_curves(runs: Sequence[RunSummary], folder: Path) -> Path:
-    """``loss_figure`` saved as loss_curves.png."""
-    return _save(loss_figure(runs), folder, "loss_curves.png")
+#: Line styles of the loss curves.
+TRAIN: dict[str, Any] = {"linestyle": "-", "markersize": 3}
+VALIDATION: dict[str, Any] = {"linestyle": "--", "marker": "o", "markersize": 3}
 
 
 def loss_figure(runs: Sequence[RunSummary]) -> Any:
@@ -497,38 +396,24 @@ def loss_figure(runs: Sequence[RunSummary]) -> Any:
     for k, (label, run) in enumerate(zip(run_labels(models), models, strict=True)):
         curve = run.loss_curve()
         color = f"C{k % 10}"
-        drawn = False
         lines = {}
-        for key, style, marker in (("train_loss", "-", None), ("val_loss", "--", "o")):
+        for key, style in (("train_loss", TRAIN), ("val_loss", VALIDATION)):
             points = [(p.get("step", i), p.get(key)) for i, p in enumerate(curve)]
-            points = [(x, y) for x, y in points if _valid(x) and _valid(y)]
-            lines[key] = points
-            if points:
-                ax.plot(
-                    *zip(*points, strict=True),
-                    linestyle=style,
-                    marker=marker,
-                    markersize=3,
-                    color=color,
-                    linewidth=1.6 - 0.3 * (k % 3),
-                )
-                drawn = True
-        if not drawn:
+            lines[key] = [(x, y) for x, y in points if _valid(x) and _valid(y)]
+            if lines[key]:
+                width = 1.6 - 0.3 * (k % 3)
+                ax.plot(*zip(*lines[key], strict=True), color=color, linewidth=width, **style)
+        if not any(lines.values()):
             skipped.append(label)
             continue
         fingerprint = json.dumps(lines, sort_keys=True)
-        legend = label
-        if fingerprint in seen:
-            legend = f"{label} (same curve as {seen[fingerprint]})"
-        else:
-            seen[fingerprint] = label
+        same = seen.setdefault(fingerprint, label)
+        legend = label if same == label else f"{label} (same curve as {same})"
         handles.append(Line2D([], [], color=color, label=legend))
     if handles:
         handles += [
-            Line2D([], [], color="0.3", linestyle="-", label="train"),
-            Line2D(
-                [], [], color="0.3", linestyle="--", marker="o", markersize=3, label="validation"
-            ),
+            Line2D([], [], color="0.3", label="train", **TRAIN),
+            Line2D([], [], color="0.3", label="validation", **VALIDATION),
         ]
         ax.set_xlabel("step")
         ax.set_ylabel("loss")
@@ -544,18 +429,19 @@ def loss_figure(runs: Sequence[RunSummary]) -> Any:
 def all_plots(
     runs: Sequence[RunSummary], folder: Path, board: pd.DataFrame | None = None
 ) -> list[Path]:
-    """Every comparison figure for these runs and their baselines (the leaderboard is built from
-    ``runs`` when not given)."""
-
-    if board is None:
-        board = leaderboard(runs)
+    """Every comparison figure for these runs and their baselines, as PNGs in ``folder`` (the
+    leaderboard is built from ``runs`` when not given)."""
+    board = leaderboard(runs) if board is None else board
     rows = routers(runs)
-    return [
-        bucket_scores(board, folder, routers=rows),
-        route_confusion(rows, folder),
-        length_ratio(rows, folder),
-        quality_vs_cost(board, folder),
-        quality_vs_latency(board, folder),
-        quality_vs_serving_cost(board, folder),
-        loss_curves(runs, folder),
-    ]
+    figures = {
+        "bucket_scores": bucket_figure(rows),
+        "route_confusion": confusion_figure(rows),
+        "length_ratio": length_figure(rows),
+        "quality_vs_cost": scatter_figure(board, "cost_usd", "tuning cost estimate (USD)"),
+        "quality_vs_latency": scatter_figure(board, "latency_p95_s", "latency p95 (s)"),
+        "quality_vs_serving_cost": scatter_figure(
+            board, SERVING_USD, "serving USD per 1,000 routes"
+        ),
+        "loss_curves": loss_figure(runs),
+    }
+    return [_save(fig, folder, f"{name}.png") for name, fig in figures.items()]

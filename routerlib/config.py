@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from routerlib import models
 from routerlib.atomic import write_text
 from routerlib.checkpoint_names import parse_checkpoint_key
-from routerlib.errors import InputError
+from routerlib.errors import InputError, problem_lines
 from routerlib.metric_names import KNOWN_METRICS, NOT_STRICT
 from routerlib.paths import resolve
 
@@ -93,7 +93,8 @@ class RunConfig(BaseModel):
     # --- tuning (03_full_tune); names as in Vertex's CreateTuningJobConfig ---
     base_model: str = Field(
         models.EMBEDDED_MODEL,
-        description="Vertex model id (routerlib/models.py); local: any HF id or path, by default "
+        description="Vertex model id (routerlib/data/models.yaml); local: any HF id or path, a "
+        ".gguf file, by default "
         "the embedded tiny model (built offline).",
     )
     tuning_mode: TuningMode = Field(
@@ -275,20 +276,6 @@ def _checkpoint_problems(v: dict[str, Any]) -> list[str]:
     return problems
 
 
-def _format_errors(source: str, error: ValidationError) -> list[str]:
-    lines = []
-    for item in error.errors():
-        key = ".".join(str(part) for part in item["loc"])
-        message = item["msg"].removeprefix("Value error, ")
-        if item["type"] == "extra_forbidden":
-            lines.append(f"{source}: {key}: unknown key")
-        elif key:
-            lines.append(f"{source}: {key}: {message}")
-        else:  # cross-field checks: one line each, already naming their key
-            lines.extend(f"{source}: {line}" for line in message.splitlines())
-    return lines
-
-
 def read_params_file(path: str | os.PathLike[str]) -> dict[str, Any]:
     """The flat mapping in a params YAML; an error names the file when it is not one."""
     file = resolve(path)
@@ -326,15 +313,10 @@ def placeholder_problems(values: dict[str, Any]) -> dict[str, str]:
     """Key -> problem (without the key) for each value that is a placeholder left to edit."""
     problems = {}
     for key, value in values.items():
-        texts = (
-            [value]
-            if isinstance(value, str)
-            else [str(v) for v in value.values()]
-            if isinstance(value, dict)
-            else [str(v) for v in value]
-            if isinstance(value, list)
-            else []
+        items = (
+            value.values() if isinstance(value, dict) else value if isinstance(value, list) else []
         )
+        texts = [value] if isinstance(value, str) else [str(v) for v in items]
         found = next((m for t in texts if (m := PLACEHOLDER.search(t))), None)
         if found is not None:
             hint = _PLACEHOLDER_HINTS.get(key, "replace it with your own value")
@@ -382,7 +364,7 @@ def load_config(
     try:
         config = RunConfig(**known)
     except ValidationError as exc:
-        found = _format_errors(source, exc)
+        found = problem_lines(exc, source)
         if not any(not e["loc"] for e in exc.errors()):  # cross-field checks did not run yet
             found += [f"{source}: {line}" for line in cross_field_problems(known)]
         synthetic = f"{source}: {SYNTHETIC_ON_VERTEX}"

@@ -3,12 +3,13 @@ estimated token length per split (from ``dataset.stats_frame``)."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, TypeVar
 
 if TYPE_CHECKING:
     import pandas as pd
     from matplotlib.figure import Figure
 
+F = TypeVar("F", bound="Figure")
 _SPLIT_ORDER = ("train", "validation", "test")
 _DIFFICULTY_ORDER = ("introductory", "intermediate", "advanced")
 
@@ -63,7 +64,7 @@ def plot_split_stats(frame: pd.DataFrame) -> Figure:
     return fig
 
 
-def shown(fig: Any) -> Any:
+def shown(fig: F) -> F:
     """Return ``fig`` ready to be a notebook cell's last expression: displayed once, as PNG, in
     Jupyter, papermill and nbconvert alike (importing pyplot activates the inline formatter;
     closing the figure stops the inline backend from showing it a second time)."""
@@ -75,5 +76,4 @@ def shown(fig: Any) -> Any:
 
 def split_figure(frame: pd.DataFrame) -> Figure:
     """Notebook 01's figure of the prepared splits (``stages.split_frame``)."""
-    fig: Figure = shown(plot_split_stats(frame))
-    return fig
+    return shown(plot_split_stats(frame))

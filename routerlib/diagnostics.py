@@ -1,39 +1,13 @@
-"""Tool-level diagnostics of routing plans, per bucket, beside the original metrics.
-
-Per sample, :func:`sample_plan` keeps the gold and predicted tool sequences and search modes
-(``tools(plan)`` as in metrics.py: each step's text before the first ``(``; a search step's mode
-is the first ``mode=`` value in it, as ``schema.validate_route_step`` reads it, else None). An
-invalid prediction (not a JSON object) has no plan: it predicts no tool. Per bucket,
-:func:`by_bucket` reports:
-
-``tools``
-    For each tool T (the three contract tools, plus any other name either side used), over the
-    samples of the bucket: TP = samples whose gold and prediction both use T, FP = prediction
-    uses T and gold does not, FN = gold uses T and the prediction does not (presence per sample,
-    not counts). ``precision`` = TP / (TP + FP), ``recall`` = TP / (TP + FN), ``f1`` = 2PR / (P + R);
-    each is None when its denominator is 0 (F1 is None when P or R is None, 0.0 when P + R = 0).
-    ``support`` = TP + FN (samples whose gold uses T).
-``search_mode_accuracy``
-    Gold and predicted search steps are paired in order (the k-th ``/general-search`` step of
-    each, up to the shorter count); accuracy = pairs whose modes are equal / pairs (None without
-    pairs); ``search_mode_pairs`` = the number of pairs.
-``plan_edit_distance``
-    Mean Levenshtein distance between the gold and predicted tool sequences (insert, delete,
-    substitute a whole tool, each cost 1; an invalid prediction is the empty sequence), and
-    ``plan_edit_distance_norm``: the same divided by max(len(gold), len(pred), 1), averaged.
-``first_tool_confusion``
-    ``{gold first tool: {predicted first tool: count}}``; the predicted side is ``(invalid)`` for
-    an invalid prediction and ``(none)`` for an empty plan.
-``schema_breaking``
-    Over predictions that are valid JSON objects: ``share`` = those with at least one schema
-    violation (``schema.validate_completion``) / valid ones, and ``by_field`` = for each
-    top-level field, the share of valid predictions with a violation there (``route_plan[2]``
-    counts under ``route_plan``); ``valid_json`` = the number of valid predictions.
+"""Tool-level diagnostics of routing plans, per bucket, beside the original metrics: per-tool
+precision/recall/F1, search-mode accuracy, plan edit distance, the first-tool confusion matrix and
+the share of valid-JSON answers that break the schema (defined in docs/scoring.md, "Tool-level
+diagnostics").
 """
 
 from __future__ import annotations
 
 import re
+from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
@@ -42,10 +16,6 @@ from routerlib.schema import TOOLS, plan_steps, plan_tools, step_tool
 _MODE = re.compile(r"mode\s*=\s*[\"']?([A-Za-z_-]*)")
 SEARCH = "/general-search"
 INVALID, NONE = "(invalid)", "(none)"
-
-
-def _tools(plan: Any) -> list[str]:
-    return plan_tools(plan)
 
 
 def _modes(plan: Any) -> list[str | None]:
@@ -62,8 +32,8 @@ def sample_plan(gold: dict[str, Any], pred: dict[str, Any] | None) -> dict[str, 
     gold_plan = gold.get("route_plan", [])
     pred_plan = pred.get("route_plan", []) if pred is not None else []
     return {
-        "gold_tools": _tools(gold_plan),
-        "pred_tools": _tools(pred_plan) if pred is not None else None,
+        "gold_tools": plan_tools(gold_plan),
+        "pred_tools": plan_tools(pred_plan) if pred is not None else None,
         "gold_modes": _modes(gold_plan),
         "pred_modes": _modes(pred_plan) if pred is not None else [],
     }
@@ -85,7 +55,7 @@ def _ratio(num: int, den: int) -> float | None:
 
 
 def tool_scores(plans: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """Per-tool precision, recall, F1 and support over ``plans`` (see the module docstring)."""
+    """Per-tool precision, recall, F1, support and the counts behind them over ``plans``."""
     names = list(TOOLS)
     for plan in plans:
         for tool in [*plan["gold_tools"], *(plan["pred_tools"] or [])]:
@@ -100,19 +70,9 @@ def tool_scores(plans: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
             tp += in_gold and in_pred
             fp += in_pred and not in_gold
             fn += in_gold and not in_pred
-        precision, recall = _ratio(tp, tp + fp), _ratio(tp, tp + fn)
-        f1 = None
-        if precision is not None and recall is not None:
-            f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-        out[tool] = {
-            "precision": precision,
-            "recall": recall,
-            "f1": f1,
-            "support": tp + fn,
-            "tp": tp,
-            "fp": fp,
-            "fn": fn,
-        }
+        p, r = _ratio(tp, tp + fp), _ratio(tp, tp + fn)
+        f1 = None if p is None or r is None else (2 * p * r / (p + r) if p + r else 0.0)
+        out[tool] = dict(precision=p, recall=r, f1=f1, support=tp + fn, tp=tp, fp=fp, fn=fn)
     return out
 
 
@@ -123,7 +83,7 @@ def summarize(records: list[dict[str, Any]]) -> dict[str, Any]:
     pairs = hits = 0
     distances: list[float] = []
     normalized: list[float] = []
-    confusion: dict[str, dict[str, int]] = {}
+    confusion: dict[str, Counter[str]] = {}
     for plan in plans:
         pred_tools = plan["pred_tools"] or []
         for gold_mode, pred_mode in zip(plan["gold_modes"], plan["pred_modes"], strict=False):
@@ -132,21 +92,12 @@ def summarize(records: list[dict[str, Any]]) -> dict[str, Any]:
         distance = edit_distance(plan["gold_tools"], pred_tools)
         distances.append(distance)
         normalized.append(distance / max(len(plan["gold_tools"]), len(pred_tools), 1))
-        gold_first = plan["gold_tools"][0] if plan["gold_tools"] else NONE
-        if plan["pred_tools"] is None:
-            pred_first = INVALID
-        else:
-            pred_first = pred_tools[0] if pred_tools else NONE
-        row = confusion.setdefault(gold_first, {})
-        row[pred_first] = row.get(pred_first, 0) + 1
+        gold_first = (plan["gold_tools"] or [NONE])[0]
+        pred_first = (pred_tools or [NONE])[0] if plan["pred_tools"] is not None else INVALID
+        confusion.setdefault(gold_first, Counter())[pred_first] += 1
     valid = [r for r in records if r["valid"]]
-    fields: dict[str, int] = {}
-    breaking = 0
-    for record in valid:
-        names = {_top_field(v) for v in record.get("schema_violations") or []}
-        breaking += bool(names)
-        for name in names:
-            fields[name] = fields.get(name, 0) + 1
+    broken = [{_top_field(v) for v in r.get("schema_violations") or []} for r in valid]
+    fields = Counter(name for names in broken for name in names)
     return {
         "samples": len(records),
         "tools": tool_scores(plans),
@@ -159,7 +110,7 @@ def summarize(records: list[dict[str, Any]]) -> dict[str, Any]:
         },
         "schema_breaking": {
             "valid_json": len(valid),
-            "share": _ratio(breaking, len(valid)),
+            "share": _ratio(sum(1 for names in broken if names), len(valid)),
             "by_field": {name: fields[name] / len(valid) for name in sorted(fields)},
         },
     }

@@ -60,10 +60,7 @@ def fmt(value: Any, digits: int = 3) -> str:
 
 def readable(frame: pd.DataFrame, digits: int = 3) -> pd.DataFrame:
     """Every cell as display text: rounded numbers, yes/no, one missing-value marker."""
-    out = frame.copy().astype(object)
-    for column in out.columns:
-        out[column] = [fmt(v, digits) for v in frame[column]]
-    return out
+    return frame.map(lambda value: fmt(value, digits)).astype(object)
 
 
 def run_suffix(model: str, run: str) -> str:
@@ -117,11 +114,7 @@ def headline_board(board: pd.DataFrame) -> pd.DataFrame:
         return pd.DataFrame(columns=["router"])
     rows = []
     for label, (_, row) in zip(router_labels(board), board.iterrows(), strict=True):
-        rec: dict[str, Any] = {
-            "router": label,
-            "run": str(row.get("run")),
-            "gate": gate_cell(row),
-        }
+        rec: dict[str, Any] = {"router": label, "run": str(row.get("run")), "gate": gate_cell(row)}
         for metric in DECIDING_METRICS:
             rec[SHORT_NAMES.get(metric, metric)] = with_interval(row, metric)
         cost = row.get("cost_usd")
@@ -163,19 +156,16 @@ def significance_view(sig: pd.DataFrame, metrics: Iterable[str] | None = None) -
     name = _pair_namer(sig)
     out = []
     for _, row in sig.iterrows():
-        out.append(
-            {
-                "router": name(str(row["model"]), row["model_run"]),
-                "against": name(str(row["reference"]), row.get("reference_run")),
-                "metric": row["metric"],
-                "rows": fmt(row.get("n")),
-                "router rate": fmt(row.get("model_rate")),
-                "against rate": fmt(row.get("reference_rate")),
-                "Δ [95% CI]": _delta(row),
-                "p": fmt(row.get("p_value"), 4),
-                "significant": "yes" if row.get("significant") else "no",
-            }
-        )
+        delta = MISSING
+        if not missing(row.get("delta")):
+            delta = (
+                f"{row['delta']:+.3f} [{fmt(row.get('ci_low'), 2)}, {fmt(row.get('ci_high'), 2)}]"
+            )
+        router, against = name(str(row["model"]), row["model_run"]), str(row["reference"])
+        pair = router, name(against, row.get("reference_run"))
+        rates = fmt(row.get("n")), fmt(row.get("model_rate")), fmt(row.get("reference_rate"))
+        verdict = "yes" if row.get("significant") else "no"
+        out.append((*pair, row["metric"], *rates, delta, fmt(row.get("p_value"), 4), verdict))
     return pd.DataFrame(out, columns=columns)
 
 
@@ -201,23 +191,12 @@ def _significance_pairs_view(sig: pd.DataFrame, metrics: list[str]) -> pd.DataFr
     if sig is None or sig.empty:
         return pd.DataFrame(columns=columns)
     name = _pair_namer(sig)
-    pairs: dict[tuple[str, str, str, str], dict[str, Any]] = {}
+    pairs: dict[tuple[str, ...], dict[str, Any]] = {}
     for _, row in sig[sig["metric"].isin(metrics)].iterrows():
-        key = (
-            str(row["model"]),
-            str(row["model_run"]),
-            str(row["reference"]),
-            str(row.get("reference_run")),
-        )
-        rec = pairs.setdefault(
-            key,
-            {
-                "router": name(key[0], row["model_run"]),
-                "against": name(key[2], row.get("reference_run")),
-                "rows": MISSING,
-                **dict.fromkeys(heads, MISSING),
-            },
-        )
+        key = tuple(str(row.get(k)) for k in ("model", "model_run", "reference", "reference_run"))
+        against = name(key[2], row.get("reference_run"))
+        start = {"router": name(key[0], row["model_run"]), "against": against, "rows": MISSING}
+        rec = pairs.setdefault(key, {**start, **dict.fromkeys(heads, MISSING)})
         if rec["rows"] == MISSING and not missing(row.get("n")):
             rec["rows"] = fmt(row.get("n"))
         metric = str(row["metric"])
@@ -227,17 +206,6 @@ def _significance_pairs_view(sig: pd.DataFrame, metrics: list[str]) -> pd.DataFr
             cell += " significant" if row.get("significant") else ""
         rec[SHORT_NAMES.get(metric, metric)] = cell
     return pd.DataFrame(list(pairs.values()), columns=columns)
-
-
-def _delta(row: Mapping[str, Any]) -> str:
-    if missing(row.get("delta")):
-        return MISSING
-    return f"{row['delta']:+.3f} [{fmt(row.get('ci_low'), 2)}, {fmt(row.get('ci_high'), 2)}]"
-
-
-def facts(mapping: Mapping[str, Any], digits: int = 3) -> str:
-    """One line of Markdown, ``**key** value · **key** value``, for a few short facts."""
-    return " · ".join(f"**{key}** {fmt(value, digits)}" for key, value in mapping.items())
 
 
 def fields(mapping: Mapping[str, Any], digits: int = 3) -> pd.DataFrame:
@@ -290,27 +258,20 @@ def runs_table(runs: Iterable[Any]) -> pd.DataFrame:
     rows = []
     for run in runs:
         info = run.metrics.run if run.metrics is not None else None
-        settings = info.model_dump() if info is not None else {}
-        mode = settings.get("tuning_mode")
-        if mode and settings.get("adapter_size"):
-            mode = f"{mode} r={settings['adapter_size']}"
+        mode, size = getattr(info, "tuning_mode", None), getattr(info, "adapter_size", None)
         rows.append(
-            {
-                "run": run.run_name,
-                "model": run.name,
-                "base model": settings.get("base_model"),
-                "tuning": mode,
-                "epochs": settings.get("epochs"),
-                "baselines": ", ".join(b.baseline_kind for b in run.baselines) or None,
-                "problems": len(run.problems) or None,
-            }
+            (
+                run.run_name,
+                run.name,
+                getattr(info, "base_model", None),
+                f"{mode} r={size}" if mode and size else mode,
+                getattr(info, "epochs", None),
+                ", ".join(b.baseline_kind for b in run.baselines) or None,
+                len(run.problems) or None,
+            )
         )
-    return readable(
-        pd.DataFrame(
-            rows,
-            columns=["run", "model", "base model", "tuning", "epochs", "baselines", "problems"],
-        )
-    )
+    columns = ["run", "model", "base model", "tuning", "epochs", "baselines", "problems"]
+    return readable(pd.DataFrame(rows, columns=columns))
 
 
 def saved(folder: Path, files: Iterable[str]) -> str:

@@ -1,24 +1,6 @@
-"""``routerlib doctor``: before a first real run, check what would make it fail late, and say the
-fix for each. Nothing is created or billed: every check reads (credentials from the environment,
-one page of the tuning-job list, bucket metadata, Cloud Storage ``testIamPermissions``,
-``ModelService.RecommendSpec``, the price table).
-
-Checks, in order (docs/vertex-facts.md lists each with its fix):
-
-1. application-default credentials found, and whose (the account the credentials name);
-2. the project is set (params ``project``, $GOOGLE_CLOUD_PROJECT or the credentials' project);
-3. the Vertex AI API answers (tuningJobs.list in the tuning location, first page only);
-4. the Cloud Storage API answers (the ``gcs_prefix`` bucket's metadata);
-5. the ``gcs_prefix`` bucket exists;
-6. its location fits the tuning location (routerlib.models.bucket_problem);
-7. the caller may write to it (``testIamPermissions``: object create, get, list);
-8. the tuning location is offered for the base model (routerlib/models.py);
-9. the deploy machine is available in the deploy region with quota (RecommendSpec with
-   ``check_machine_availability`` and ``check_user_quota``; it needs a checkpoint folder);
-10. the price table: its date, the age of its sources, the rows this run uses.
-
-A check is ``ok``, ``warn`` (worth knowing, not blocking), ``FAIL`` (fix it first; the command
-exits non-zero) or ``skip`` (an earlier check failed, or nothing to check).
+"""``routerlib doctor``: before a first real run, check what would make it fail late, each with
+its fix (docs/vertex-facts.md lists the checks). Every check only reads: nothing is created or
+billed. A check is ``ok``, ``warn``, ``FAIL`` (the command exits non-zero) or ``skip``.
 """
 
 from __future__ import annotations
@@ -31,12 +13,14 @@ from typing import Protocol, cast
 from routerlib import auth, jobs, models, pricing, storage
 from routerlib.config import RunConfig
 from routerlib.errors import InputError, RemoteError
+from routerlib.jobs import text_table, when
 from routerlib.serving import hardware, vertex
 from routerlib.tuning import get_backend
 
 OK, WARN, FAIL, SKIP = "ok", "warn", "FAIL", "skip"
 #: What the caller needs on the bucket: write outputs, read datasets, list checkpoint folders.
 BUCKET_PERMISSIONS = ("storage.objects.create", "storage.objects.get", "storage.objects.list")
+VERTEX_API, STORAGE_API = "aiplatform.googleapis.com", "storage.googleapis.com"
 
 
 @dataclass(frozen=True)
@@ -63,9 +47,7 @@ def _api_fix(message: str, service: str, project: str) -> str:
     if "SERVICE_DISABLED" in message or "has not been used in project" in message:
         return f"gcloud services enable {service} --project={project}"
     if "403" in message or "PERMISSION_DENIED" in message or "permission" in message.lower():
-        role = (
-            "roles/aiplatform.user" if service.startswith("aiplatform") else "roles/storage.admin"
-        )
+        role = "roles/aiplatform.user" if service == VERTEX_API else "roles/storage.admin"
         return f"grant the caller {role} on project {project} (or the permission named above)"
     if "401" in message or "credentials" in message.lower():
         return "gcloud auth application-default login"
@@ -73,8 +55,7 @@ def _api_fix(message: str, service: str, project: str) -> str:
 
 
 class Doctor:
-    """The checks for one run configuration (``checkpoint``: a checkpoint folder for the deploy
-    check; default: the params' custom_base_model, else the newest succeeded job's)."""
+    """The checks for one run config (``checkpoint``: a folder for the deploy check)."""
 
     def __init__(self, cfg: RunConfig, checkpoint: str | None = None) -> None:
         self.cfg = cfg
@@ -83,21 +64,22 @@ class Doctor:
         self.project = ""
         self.who: str | None = None
         self._adc_project: str | None = None
+        hw = (cfg.machine_type, cfg.accelerator_type, cfg.accelerator_count)
+        self.shape = hardware.choose(cfg.base_model, *hw)
 
-    def add(self, name: str, status: str, found: str, fix: str = "") -> Check:
-        check = Check(name, status, found, fix if status in (FAIL, WARN) else "")
-        self.checks.append(check)
-        return check
+    def add(self, name: str, status: str, found: str, fix: str = "") -> None:
+        self.checks.append(Check(name, status, found, fix if status in (FAIL, WARN) else ""))
+
+    def api_failed(self, name: str, exc: RemoteError, service: str) -> None:
+        self.add(name, FAIL, str(exc), _api_fix(str(exc), service, self.project))
 
     def run(self) -> list[Check]:
         """Every check, in order; later checks are skipped when what they need failed."""
-        cfg = self.cfg
-        if cfg.backend != "vertex":
-            self.add(
-                "cloud checks",
-                SKIP,
-                f"backend {cfg.backend}: this run needs no cloud (pass a vertex params file)",
+        if self.cfg.backend != "vertex":
+            found = (
+                f"backend {self.cfg.backend}: this run needs no cloud (pass a vertex params file)"
             )
+            self.add("cloud checks", SKIP, found)
         else:
             self.credentials()
             self.project_set()
@@ -108,31 +90,22 @@ class Doctor:
         self.price_table()
         return self.checks
 
-    # ------------------------------------------------------------------ the checks
-
     def credentials(self) -> None:
         try:
-            found, project = auth.application_default()
+            found, self._adc_project = auth.application_default()
         except InputError as exc:
-            self.add(
-                "credentials",
-                FAIL,
-                str(exc).split(":", 1)[0],
-                "gcloud auth application-default login (or set GOOGLE_APPLICATION_CREDENTIALS)",
-            )
+            fix = "gcloud auth application-default login (or set GOOGLE_APPLICATION_CREDENTIALS)"
+            self.add("credentials", FAIL, str(exc).split(":", 1)[0], fix)
             return
         self.who = auth.principal(found)
         info = getattr(found, "get_cred_info", lambda: None)() or {}
         kind = info.get("credential_type") or type(found).__name__
         whose = self.who or "an account the credentials do not name"
         self.add("credentials", OK, f"application-default credentials of {whose} ({kind})")
-        self._adc_project = project
 
     def project_set(self) -> None:
-        cfg = self.cfg
         env = os.environ.get("GOOGLE_CLOUD_PROJECT", "").strip()
-        adc = self._adc_project or ""
-        self.project = cfg.project or env or adc
+        self.project = self.cfg.project or env or self._adc_project or ""
         if not self.project:
             self.add(
                 "project",
@@ -141,14 +114,14 @@ class Doctor:
                 "set project in the params file or `export GOOGLE_CLOUD_PROJECT=<id>`",
             )
             return
-        origin = "params" if cfg.project else "GOOGLE_CLOUD_PROJECT" if env else "credentials"
+        origin = "params" if self.cfg.project else "GOOGLE_CLOUD_PROJECT" if env else "credentials"
         self.add("project", OK, f"{self.project} (from {origin})")
 
     def vertex_api(self) -> None:
-        cfg = self.cfg
         if not self.project:
             self.add("Vertex AI API", SKIP, "no project")
             return
+        cfg = self.cfg
         try:
             backend = get_backend(
                 "vertex",
@@ -156,17 +129,9 @@ class Doctor:
                 location=cfg.location,
                 api_endpoint=cfg.api_endpoint or None,
             )
-            found = cast(_Probe, backend).probe()
+            self.add("Vertex AI API", OK, cast(_Probe, backend).probe())
         except RemoteError as exc:
-            message = str(exc)
-            self.add(
-                "Vertex AI API",
-                FAIL,
-                message,
-                _api_fix(message, "aiplatform.googleapis.com", self.project),
-            )
-            return
-        self.add("Vertex AI API", OK, found)
+            self.api_failed("Vertex AI API", exc, VERTEX_API)
 
     def bucket(self) -> None:
         cfg = self.cfg
@@ -182,23 +147,13 @@ class Doctor:
             info = storage.bucket_info(prefix, client)
         except storage.BucketNotFound:
             self.add("Cloud Storage API", OK, "answered (bucket metadata: 404)")
-            self.add(
-                "bucket exists",
-                FAIL,
-                f"gs://{bucket} does not exist (gcs_prefix {prefix})",
-                _bucket_cmd(bucket, cfg.location),
-            )
-            self.add("bucket location", SKIP, "no bucket")
-            self.add("bucket write access", SKIP, "no bucket")
+            found = f"gs://{bucket} does not exist (gcs_prefix {prefix})"
+            self.add("bucket exists", FAIL, found, _bucket_cmd(bucket, cfg.location))
+            for name in names[2:]:
+                self.add(name, SKIP, "no bucket")
             return
         except RemoteError as exc:
-            message = str(exc)
-            self.add(
-                "Cloud Storage API",
-                FAIL,
-                message,
-                _api_fix(message, "storage.googleapis.com", self.project),
-            )
+            self.api_failed("Cloud Storage API", exc, STORAGE_API)
             for name in names[1:]:
                 self.add(name, SKIP, "Cloud Storage did not answer")
             return
@@ -208,19 +163,11 @@ class Doctor:
             cfg.location, bucket, info.location, info.location_type, info.data_locations
         )
         if problem:
-            self.add(
-                "bucket location",
-                FAIL,
-                problem,
-                f"{_bucket_cmd(bucket + '-' + cfg.location.lower(), cfg.location)} "
-                "and point gcs_prefix at it",
-            )
+            fix = _bucket_cmd(f"{bucket}-{cfg.location.lower()}", cfg.location)
+            self.add("bucket location", FAIL, problem, f"{fix} and point gcs_prefix at it")
         else:
-            self.add(
-                "bucket location",
-                OK,
-                f"{info.location} ({info.location_type}) serves tuning in {cfg.location}",
-            )
+            found = f"{info.location} ({info.location_type}) serves tuning in {cfg.location}"
+            self.add("bucket location", OK, found)
         try:
             missing = storage.missing_permissions(prefix, BUCKET_PERMISSIONS, client)
         except RemoteError as exc:
@@ -246,23 +193,19 @@ class Doctor:
                 "tuning location",
                 WARN,
                 models.unchecked_line(cfg.base_model).removeprefix("note: "),
-                "use a model from routerlib/models.py to have its region checked",
+                "use a model from routerlib/data/models.yaml to have its region checked",
             )
-            return
-        if cfg.location not in row.tuning_regions:
+        elif cfg.location not in row.tuning_regions:
             self.add(
                 "tuning location",
                 FAIL,
                 f"{row.display} is not tuned in {cfg.location!r}",
                 f"set location to one of {', '.join(row.tuning_regions)} ({row.regions_source})",
             )
-            return
-        note = (
-            f"; Vertex runs a global job in {' or '.join(models.GLOBAL_RUNS_IN)}"
-            if cfg.location == "global"
-            else ""
-        )
-        self.add("tuning location", OK, f"{row.display} is tuned in {cfg.location}{note}")
+        else:
+            runs_in = " or ".join(models.GLOBAL_RUNS_IN)
+            note = f"; Vertex runs a global job in {runs_in}" if cfg.location == "global" else ""
+            self.add("tuning location", OK, f"{row.display} is tuned in {cfg.location}{note}")
 
     def _checkpoint(self) -> str | None:
         if self.checkpoint:
@@ -272,45 +215,28 @@ class Doctor:
         wanted = models.short_id(self.cfg.base_model)
         for job in reversed(jobs.load_registry()):
             uri = job.checkpoint_uri or ""
-            if job.succeeded and uri.startswith("gs://"):
-                if models.short_id(job.spec.base_model) == wanted:
-                    return uri
+            if (
+                job.succeeded
+                and uri.startswith("gs://")
+                and models.short_id(job.spec.base_model) == wanted
+            ):
+                return uri
         return None
 
     def deploy_machine(self) -> None:
-        cfg = self.cfg
-        shape = hardware.choose(
-            cfg.base_model, cfg.machine_type, cfg.accelerator_type, cfg.accelerator_count
-        )
-        region = cfg.deploy_location
+        cfg, shape, region = self.cfg, self.shape, self.cfg.deploy_location
         what = f"{shape.label()} in {region}"
-        if not self.project:
-            self.add("deploy machine", SKIP, "no project")
-            return
-        checkpoint = self._checkpoint()
-        if checkpoint is None:
-            self.add(
-                "deploy machine",
-                SKIP,
-                f"{what}: RecommendSpec needs a checkpoint folder and this run has none yet",
-                "",
-            )
+        checkpoint = self._checkpoint() if self.project else None
+        if not self.project or checkpoint is None:
+            why = f"{what}: RecommendSpec needs a checkpoint folder and this run has none yet"
+            self.add("deploy machine", SKIP, why if self.project else "no project")
             return
         try:
             options = vertex.deploy_options(
-                checkpoint,
-                project=self.project,
-                location=region,
-                api_endpoint=cfg.api_endpoint,
+                checkpoint, project=self.project, location=region, api_endpoint=cfg.api_endpoint
             )
         except RemoteError as exc:
-            message = str(exc)
-            self.add(
-                "deploy machine",
-                FAIL,
-                message,
-                _api_fix(message, "aiplatform.googleapis.com", self.project),
-            )
+            self.api_failed("deploy machine", exc, VERTEX_API)
             return
         same = [
             o
@@ -343,44 +269,31 @@ class Doctor:
             quota = "with quota" if any(o.has_quota for o in same) else "quota not reported"
             self.add("deploy machine", OK, f"{what} available, {quota}")
 
-    def price_table(self, today: dt.date | None = None) -> None:
+    def price_table(self) -> None:
         cfg = self.cfg
         try:
             table = pricing.load_pricing()
         except InputError as exc:
             self.add("price table", FAIL, str(exc), "fix the file named above")
             return
-        today = today or dt.date.today()
         oldest = table.oldest_source_date()
-        age = (today - oldest).days if oldest else None
-        machine = pricing.serving_machine(
-            cfg.backend,
-            hardware.choose(
-                cfg.base_model, cfg.machine_type, cfg.accelerator_type, cfg.accelerator_count
-            ).machine_type,
-        )
+        age = (dt.date.today() - oldest).days if oldest else None
+        machine = pricing.serving_machine(cfg.backend, self.shape.machine_type)
         found = f"dated {table.date}; oldest source {oldest} ({age} days)"
-        missing = [
-            name
-            for name, price in (
-                (cfg.base_model, table.price(cfg.base_model)),
-                (machine, table.machine_price(machine)),
-            )
-            if price is None
-        ]
+        missing = [cfg.base_model] if table.price(cfg.base_model) is None else []
+        missing += [machine] if table.machine_price(machine) is None else []
         unverified = table.unverified(cfg.base_model, machine) if cfg.backend == "vertex" else []
-        if missing or unverified or (age is not None and age > pricing.STALE_AFTER_DAYS):
-            notes = []
-            if missing:
-                notes.append(f"no price for {', '.join(missing)}")
-            if unverified:
-                notes.append(f"not verified: {', '.join(unverified)}")
-            if age is not None and age > pricing.STALE_AFTER_DAYS:
-                notes.append(f"older than {pricing.STALE_AFTER_DAYS} days")
+        stale = age is not None and age > pricing.STALE_AFTER_DAYS
+        notes = [
+            when(", ".join(missing), "no price for {}"),
+            when(", ".join(unverified), "not verified: {}"),
+            when(stale and pricing.STALE_AFTER_DAYS, "older than {} days"),
+        ]
+        if any(notes):
             self.add(
                 "price table",
                 WARN,
-                f"{found}; {'; '.join(notes)}",
+                f"{found}; {'; '.join(n for n in notes if n)}",
                 "re-read the sources docs/vertex-facts.md names and update "
                 f"{pricing.default_pricing_path().name} (rows, sources, dates)",
             )
@@ -399,21 +312,9 @@ def failed(checks: list[Check]) -> bool:
 
 
 def render(checks: list[Check]) -> str:
-    """One table: check, status, what was found, the fix."""
-    rows = [("CHECK", "STATUS", "FOUND", "FIX")] + [
-        (c.name, c.status, c.found, c.fix or "-") for c in checks
-    ]
-    widths = [max(len(r[i]) for r in rows) for i in range(2)]
-    lines = [f"{r[0]:<{widths[0]}}  {r[1]:<{widths[1]}}  {r[2]}  |  fix: {r[3]}" for r in rows[1:]]
-    head = f"{'CHECK':<{widths[0]}}  {'STATUS':<{widths[1]}}  FOUND  |  fix: FIX"
-    summary = {s: sum(1 for c in checks if c.status == s) for s in (OK, WARN, FAIL, SKIP)}
-    tail = ", ".join(f"{n} {s}" for s, n in summary.items() if n)
-    return "\n".join([head, *lines, f"({tail}; nothing was created or billed)"])
-
-
-def explain(checks: list[Check]) -> list[str]:
-    """The failed checks as one line each (for the exit message)."""
-    return [f"{c.name}: {c.found} -> {c.fix}" for c in checks if c.status == FAIL]
-
-
-__all__ = ["Check", "Doctor", "explain", "failed", "render", "run_checks"]
+    """One aligned table (check, status, what was found, the fix) and a count of each status."""
+    rows = [(c.name, c.status, c.found, c.fix or "-") for c in checks]
+    counts = {s: sum(1 for c in checks if c.status == s) for s in (OK, WARN, FAIL, SKIP)}
+    tail = ", ".join(f"{n} {s}" for s, n in counts.items() if n)
+    table = text_table(("CHECK", "STATUS", "FOUND", "FIX"), rows)
+    return f"{table}\n({tail}; nothing was created or billed)"

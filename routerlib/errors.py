@@ -1,9 +1,16 @@
-"""User-facing errors: the CLI prints them as one line each, without a traceback."""
+"""User-facing errors: the CLI prints them as one line each, without a traceback; and the one
+way a validated file's problems become such lines (``file:line: field: message``)."""
 
 from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from typing import Any, TypeVar
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+M = TypeVar("M", bound=BaseModel)
 
 
 class RouterlibError(Exception):
@@ -22,12 +29,6 @@ class RouterlibError(Exception):
 
 class InputError(RouterlibError):
     """Bad input file or value (exit 2)."""
-
-
-class GateFailed(RouterlibError):
-    """An evaluation gate did not pass (exit 1)."""
-
-    exit_code = 1
 
 
 class RemoteError(RouterlibError):
@@ -60,3 +61,42 @@ def lines_from_notebook(traceback: Sequence[str] | None) -> list[str] | None:
     if not lines or lines[0].strip() != NOTEBOOK_MARKER:
         return None
     return [line for line in lines[1:] if line.strip()]
+
+
+def _yaml_line(text: str, loc: tuple[Any, ...]) -> int | None:
+    """The 1-based line of the YAML node at ``loc`` (the deepest one that exists)."""
+    try:
+        node: Any = yaml.compose(text)
+    except yaml.YAMLError:
+        return None
+    for part in loc:
+        if isinstance(node, yaml.MappingNode):
+            match = [v for k, v in node.value if k.value == str(part)]
+        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int):
+            match = node.value[part : part + 1]
+        else:
+            match = []
+        if not match:
+            break
+        node = match[0]
+    return None if node is None else int(node.start_mark.line) + 1
+
+
+def problem_lines(error: ValidationError, where: str, text: str | None = None) -> list[str]:
+    """One ``where: field: message`` line per problem of ``error`` (``where:line:`` when the
+    YAML ``text`` it was read from is given); a problem of no field (a cross-field check) gives
+    one line per line of its message, each already naming its key."""
+    lines = []
+    for item in error.errors():
+        loc = tuple(item["loc"])
+        field = ".".join(str(part) for part in loc)
+        message = str(item["msg"]).removeprefix("Value error, ")
+        if item["type"] in ("extra_forbidden", "unexpected_keyword_argument"):
+            message = "unknown key"
+        line = _yaml_line(text, loc) if text is not None and loc else None
+        place = f"{where}:{line}" if line else where
+        if field:
+            lines.append(f"{place}: {field}: {message}")
+        else:
+            lines.extend(f"{place}: {part}" for part in message.splitlines())
+    return lines

@@ -39,5 +39,4 @@ def bucket_figure(reports: dict[str, dict[str, Any]], metric: str = "route_plan_
     ax.set_title(title, fontsize=10)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    result: Figure = shown(fig)
-    return result
+    return shown(fig)

@@ -1,14 +1,11 @@
-"""Score a router against gold: answers from any serving predictor, or a prediction file.
-
-:func:`evaluate` asks a :class:`~routerlib.serving.base.Predictor` (whatever serves it: this
-machine, an endpoint, a batch job; ``serving.factory`` makes it) for every gold prompt through the
-resumable cache (``serving.cache.CachingPredictor``), writes the prediction file in gold order and
-scores it with the evaluator in ``metrics.py``. :func:`score_predictions` scores a prediction file
-that already exists. Neither knows anything of clouds.
+"""Score a router against gold: :func:`evaluate` asks any serving predictor for every gold prompt
+through the resumable cache, writes the prediction file and scores it (``metrics.score_files``);
+:func:`score_predictions` scores a prediction file that exists. Neither knows of clouds.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 from collections import Counter
@@ -24,10 +21,6 @@ from routerlib.progress import progress_bar
 from routerlib.runfolder import PredictionRecord, write_predictions
 from routerlib.serving.base import Completion, Failed, Predictor
 from routerlib.serving.cache import CachingPredictor, load_cache, target_name
-
-# --------------------------------------------------------------------------------------------
-# Gold prompts and prediction files
-# --------------------------------------------------------------------------------------------
 
 
 def read_gold_prompts(gold_path: str | os.PathLike[str], limit: int | None = None) -> list[str]:
@@ -73,31 +66,13 @@ def prediction_record(index: int, rec: dict[str, Any]) -> dict[str, Any]:
     obj, note = extract_json_object(raw)
     thinking, _ = split_thinking(raw)
     completion = json.dumps(obj, ensure_ascii=False) if obj is not None else raw
-    out: dict[str, Any] = {
-        "index": index,
-        "completion": completion,
-        "raw": raw,
-        "extraction": note,
-        "latency_s": rec.get("latency_s"),
-        "prompt_tokens": rec.get("prompt_tokens"),
-        "completion_tokens": rec.get("completion_tokens"),
-    }
+    out: dict[str, Any] = {"index": index, "completion": completion, "raw": raw, "extraction": note}
+    out |= {k: rec.get(k) for k in ("latency_s", "prompt_tokens", "completion_tokens")}
     if rec.get("tokens_estimated"):
         out["tokens_estimated"] = True
     if thinking is not None:
         out["thinking"] = thinking  # dropped before extraction (Qwen 3 <think> block)
     return out
-
-
-def _failed_record(index: int, failure: Failed) -> PredictionRecord:
-    """A row the backend could not answer: scored as an invalid prediction."""
-    return PredictionRecord(
-        index=index,
-        completion=None,
-        raw=None,
-        extraction=f"batch error: {failure.message}",
-        batch_error=failure.message,
-    )
 
 
 def generate_predictions(
@@ -111,12 +86,10 @@ def generate_predictions(
     progress: bool = True,
     pred_path: str | os.PathLike[str] | None = None,
 ) -> Path:
-    """Ask ``predictor`` for every gold prompt not yet in ``cache_path``; write the prediction
-    file (default beside the cache, ``*.predictions.jsonl``, one line per gold row); return it.
-
-    Each answer is appended to the cache as it arrives; rows already there (same prompt, same
-    model, same max_tokens and decoding) are not asked again. A row still failing after the
-    predictor's retries stops the run with a RemoteError; what arrived stays cached."""
+    """Ask ``predictor`` for every gold prompt not yet in ``cache_path`` (each answer cached as
+    it arrives); write the prediction file (default beside the cache, ``*.predictions.jsonl``,
+    one line per gold row) and return it. A row still failing after the predictor's retries
+    stops the run with a RemoteError; what arrived stays cached."""
     prompts = read_gold_prompts(gold_path, limit)
     cached = CachingPredictor(predictor, cache_path)
     answers: dict[int, Completion | Failed] = {}
@@ -137,17 +110,18 @@ def generate_predictions(
         raise RouterlibError(f"{predictor.name} left {len(missing)} rows unanswered: {missing[:5]}")
     lines = [
         PredictionRecord(**prediction_record(i, vars(a)))
-        if isinstance(a, Completion)
-        else _failed_record(i, a)
+        if isinstance(a, Completion)  # else Failed: scored as an invalid prediction
+        else PredictionRecord(
+            index=i,
+            completion=None,
+            raw=None,
+            extraction=f"batch error: {a.message}",
+            batch_error=a.message,
+        )
         for i, a in sorted(answers.items())
     ]
     out = Path(pred_path) if pred_path else prediction_path_for(cache_path)
     return write_predictions(out, lines)
-
-
-# --------------------------------------------------------------------------------------------
-# evaluate: a predictor (or a prediction file) → scored report
-# --------------------------------------------------------------------------------------------
 
 
 def artifact_paths(out: str | os.PathLike[str]) -> dict[str, Path]:
@@ -164,18 +138,17 @@ def artifact_paths(out: str | os.PathLike[str]) -> dict[str, Path]:
     }
 
 
-def _first_lines(src: Path, dst: Path, limit: int, what: str) -> Path:
-    """Copy the first ``limit`` non-blank lines of ``src`` to ``dst`` (atomically)."""
+def _subset(src: Path, dst: Path, limit: int | None, what: str) -> Path:
+    """``src`` (InputError when missing), or with ``limit`` its first ``limit`` non-blank lines
+    copied to ``dst`` (atomically)."""
     if not src.is_file():
         raise InputError(f"{src}: {what} file not found")
-    kept = 0
+    if limit is None:
+        return src
+    dst.parent.mkdir(parents=True, exist_ok=True)
     with open(src, encoding="utf-8") as reader, atomic_writer(dst) as writer:
-        for line in reader:
-            if kept >= limit:
-                break
-            if line.strip():
-                writer.write(line.rstrip("\n") + "\n")
-                kept += 1
+        lines = (line.rstrip("\n") + "\n" for line in reader if line.strip())
+        writer.writelines(itertools.islice(lines, limit))
     return dst
 
 
@@ -189,29 +162,14 @@ def _inputs(
     the report), and the report's artifact paths; checks they exist."""
     if limit is not None and limit < 1:
         raise InputError(f"--limit must be >= 1, got {limit}")
-    gold_path = Path(gold)
-    if not gold_path.is_file():
-        raise InputError(f"{gold_path}: gold file not found")
     paths = artifact_paths(out)
+    gold_path = _subset(Path(gold), paths["gold_subset"], limit, "gold")
+    previous = None
+    if compare_to is not None:
+        what = "--compare-to prediction"
+        previous = _subset(Path(compare_to), paths["compare_subset"], limit, what)
     paths["report"].parent.mkdir(parents=True, exist_ok=True)
-    if limit is not None:
-        gold_path = _first_lines(gold_path, paths["gold_subset"], limit, "gold")
-    previous = Path(compare_to) if compare_to is not None else None
-    if previous is not None:
-        if not previous.is_file():
-            raise InputError(f"{previous}: --compare-to prediction file not found")
-        if limit is not None:
-            previous = _first_lines(previous, paths["compare_subset"], limit, "previous")
     return gold_path, previous, paths
-
-
-def _score(
-    gold: Path, pred: Path, out: Path, thresholds: Any, compare_to: Path | None
-) -> dict[str, Any]:
-    """The report of ``pred`` against ``gold`` (with the paired comparison to ``compare_to``)."""
-    return metrics.score_files(
-        gold, pred, out_path=out, thresholds=thresholds, compare_to=compare_to
-    )
 
 
 def score_predictions(
@@ -226,12 +184,10 @@ def score_predictions(
     """Score the prediction file ``pred`` against ``gold``; write the report to ``out`` (samples
     beside it) and return it. ``limit``: the first N rows of both (subset files beside)."""
     gold_path, previous, paths = _inputs(gold, out, compare_to, limit)
-    pred_path = Path(pred)
-    if not pred_path.is_file():
-        raise InputError(f"{pred_path}: prediction file not found")
-    if limit is not None:
-        pred_path = _first_lines(pred_path, paths["pred_subset"], limit, "prediction")
-    return _score(gold_path, pred_path, paths["report"], thresholds, previous)
+    pred_path = _subset(Path(pred), paths["pred_subset"], limit, "prediction")
+    return metrics.score_files(
+        gold_path, pred_path, out_path=paths["report"], thresholds=thresholds, compare_to=previous
+    )
 
 
 def evaluate(
@@ -271,7 +227,9 @@ def evaluate(
         constrained=constrained,
         progress=progress,
     )
-    report = _score(gold_path, pred_path, paths["report"], thresholds, previous)
+    report = metrics.score_files(
+        gold_path, pred_path, out_path=paths["report"], thresholds=thresholds, compare_to=previous
+    )
     report["generation"] = {
         **generation_summary(pred_path, paths["cache"], source=target_name(predictor, constrained)),
         "max_tokens": max_tokens,

@@ -1,14 +1,8 @@
-"""Turn prediction lines and raw model text into completion objects.
-
-Two jobs, kept apart on purpose:
-
-* :func:`parse_prediction_line` reads one line of a prediction file exactly as the team's earlier
-  evaluator did (the shapes it accepts are listed in its docstring). It is strict: whatever
-  cannot be read as a JSON object is an *invalid* prediction (``None``). Scoring uses only this.
-* :func:`extract_json_object` is for the generation step: a model's raw text may wrap the JSON in
-  an echoed prompt, a ``Prompt:\\n…\\nOutput:\\n…`` envelope (Model Garden vLLM containers without
-  ``raw_response``), code fences, chatter before or words after. It finds the best JSON object in
-  the text and says how it found it, so the prediction file can hold the object and the raw text.
+"""Turn prediction lines and raw model text into completion objects, two jobs kept apart:
+:func:`parse_prediction_line` reads a prediction file's line exactly as the team's earlier
+evaluator did (strict: whatever is not a JSON object is an invalid prediction; scoring uses only
+this), and :func:`extract_json_object` finds the best JSON object in a model's raw text (an echoed
+prompt, a ``Prompt:…Output:`` envelope, code fences, chatter around it) and says how it found it.
 """
 
 from __future__ import annotations
@@ -26,6 +20,29 @@ _THINK_OPEN, _THINK_CLOSE = "<think>", "</think>"
 THINK_NOTE = " (after a <think> block)"
 
 
+def _read_line(obj: Any) -> tuple[dict[str, Any] | None, str]:
+    """The completion object of a decoded prediction line, or None and why there is none."""
+    if isinstance(obj, dict):
+        if "completion" not in obj:
+            return obj, ""
+        obj = obj["completion"]
+        if isinstance(obj, dict):
+            return obj, ""
+        if not isinstance(obj, str):
+            return None, f"completion is {_kind(obj)}, not a JSON string or object"
+    if not isinstance(obj, str):
+        return None, f"prediction is {_kind(obj)}, not a JSON object"
+    try:
+        value = json.loads(obj)
+    except ValueError as exc:
+        return None, f"not valid JSON ({exc})"
+    except RecursionError:
+        return None, "JSON nested too deeply"
+    if not isinstance(value, dict):
+        return None, f"JSON is {_kind(value)}, not an object"
+    return value, ""
+
+
 def parse_prediction_line(obj: Any) -> dict[str, Any] | None:
     """The completion object held by one decoded prediction line, or None when it is invalid.
 
@@ -34,40 +51,12 @@ def parse_prediction_line(obj: Any) -> dict[str, Any] | None:
     key) and a JSON string holding the object. A ``completion`` that is neither a string nor a
     dict, a string that is not JSON, and JSON that is not an object are all invalid.
     """
-    if isinstance(obj, dict):
-        if "completion" not in obj:
-            return obj
-        obj = obj["completion"]
-        if isinstance(obj, dict):
-            return obj
-    if isinstance(obj, str):
-        try:
-            value = json.loads(obj)
-        except (ValueError, RecursionError):
-            return None
-        return value if isinstance(value, dict) else None
-    return None
+    return _read_line(obj)[0]
 
 
 def why_invalid(obj: Any) -> str:
     """A short reason why :func:`parse_prediction_line` rejects ``obj`` ("" when it accepts it)."""
-    if isinstance(obj, dict):
-        if "completion" not in obj:
-            return ""
-        obj = obj["completion"]
-        if isinstance(obj, dict):
-            return ""
-        if not isinstance(obj, str):
-            return f"completion is {_kind(obj)}, not a JSON string or object"
-    if isinstance(obj, str):
-        try:
-            value = json.loads(obj)
-        except ValueError as exc:
-            return f"not valid JSON ({exc})"
-        except RecursionError:
-            return "JSON nested too deeply"
-        return "" if isinstance(value, dict) else f"JSON is {_kind(value)}, not an object"
-    return f"prediction is {_kind(obj)}, not a JSON object"
+    return _read_line(obj)[1]
 
 
 def _kind(value: Any) -> str:

@@ -1,18 +1,7 @@
-"""The job registry and the high-level tuning API the notebooks and the CLI call.
-
-Every submission and every refusal is one record in ``<outputs root>/jobs.json`` (a JSON object
-``{"version": 1, "jobs": [...]}``). Updates take a file lock, re-read the file, change one record
-and replace the file atomically (temp file + fsync + rename), so a crash mid-write leaves the
-previous registry intact. Each record keeps the project, location and endpoint it was submitted
-to, so ``show``/``wait``/``cancel`` re-attach by name from any process.
-
-``tune`` is the whole submission path: validate the spec, run the backend's preflight (the
-contract table: nothing is sent or recorded when it refuses), check the datasets exist, print a
-cost estimate, (dry run: print the request and stop), re-attach to a job of the same spec (in the
-registry, or on the server by the spec-hash label), submit once, record, wait.
-
-This module talks to the tuning backend interface only (routerlib.tuning.base.TuningBackend): it
-never branches on a backend's name and never imports a backend module.
+"""The tuning job registry (``<outputs>/jobs.json``, one record per submission or refusal) and the
+tuning API the notebooks and the CLI call (docs/vertex-tuning.md): ``tune`` checks, estimates,
+re-attaches to a job of the same spec or submits once, records and waits; ``show``, ``wait`` and
+``cancel`` re-attach by name from any process. It talks to ``tuning.base.TuningBackend`` only.
 """
 
 from __future__ import annotations
@@ -22,7 +11,7 @@ import json
 import os
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -31,27 +20,18 @@ from routerlib import atomic, pricing, storage
 from routerlib.errors import InputError, RemoteError, RouterlibError
 from routerlib.models import max_seq_len
 from routerlib.paths import outputs_root, resolve
-from routerlib.tuning import choose_backend, get_backend
-from routerlib.tuning.base import (
-    CANCELLING,
-    DENIED,
-    REATTACH_STATES,
-    SUCCEEDED,
-    UNKNOWN,
-    Advice,
-    ApiUnreachable,
-    Job,
-    QuotaExhausted,
-    SubmissionRefused,
-    SubmissionUnknown,
-    TuningBackend,
-    TuningSpec,
-)
+from routerlib.tuning import base, choose_backend, get_backend
+from routerlib.tuning.base import DENIED, SUCCEEDED, UNKNOWN, Job, TuningBackend, TuningSpec
 
 REGISTRY_FILE = "jobs.json"
-REGISTRY_VERSION = 1
 #: State of the Job that a dry run returns (never recorded).
 DRY_RUN = "DRY_RUN"
+#: Polls in a row the API may be unreachable before ``wait_for`` gives up (the job runs on).
+MAX_UNREACHABLE = 5
+#: The columns of ``routerlib jobs list``.
+TABLE_HEADER = tuple(
+    "Vertex Job ID|Base model|Tuning mode|Adapter size|Output URI|Status".split("|")
+)
 
 Out = Callable[[str], Any]
 
@@ -62,6 +42,14 @@ class WaitInterrupted(RouterlibError):
     exit_code = 130
 
 
+def text_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """``rows`` as left-aligned columns two spaces apart, under ``header`` and a rule of dashes."""
+    widths = [max(len(str(cell)) for cell in column) for column in zip(header, *rows, strict=True)]
+    line = "  ".join(f"{{:<{w}}}" for w in widths)
+    body = [header, ["-" * w for w in widths], *rows]
+    return "\n".join(line.format(*map(str, row)).rstrip() for row in body)
+
+
 # --------------------------------------------------------------------------- registry file
 
 
@@ -70,47 +58,48 @@ def registry_path() -> Path:
     return outputs_root() / REGISTRY_FILE
 
 
-def _locked() -> contextlib.AbstractContextManager[None]:
-    """An exclusive lock beside the registry, held for one read-modify-write."""
-    return atomic.file_lock(registry_path().with_name(REGISTRY_FILE + ".lock"))
+def _invalid(problem: object) -> InputError:
+    path = registry_path()
+    text = str(problem).removeprefix(f"{path}: ")
+    return InputError(f"{path}: not a routerlib job registry ({text}); move it away to start anew")
+
+
+def _parse(records: list[dict[str, Any]]) -> list[Job]:
+    try:
+        return [Job.model_validate(r) for r in records]
+    except ValueError as exc:
+        raise _invalid(exc) from None
 
 
 def load_registry() -> list[Job]:
     """Every recorded job, in recording order ([] when there is no registry yet)."""
-    path = registry_path()
     try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        return []
-    try:
-        data = json.loads(text)
-        records = data["jobs"]
-        if not isinstance(records, list):
-            raise TypeError("jobs is not a list")
-        return [Job.model_validate(r) for r in records]
-    except Exception as exc:
-        raise InputError(
-            f"{path}: not a routerlib job registry ({type(exc).__name__}: {exc}); "
-            "move it away to start a new one"
-        ) from None
+        records = atomic.read_registry(registry_path(), "jobs")
+    except InputError as exc:
+        raise _invalid(exc) from None
+    return _parse(records)
 
 
-def _write(jobs: list[Job]) -> None:
-    payload = {"version": REGISTRY_VERSION, "jobs": [j.model_dump(mode="json") for j in jobs]}
-    atomic.write_json(registry_path(), payload)
+@contextlib.contextmanager
+def _editing() -> Iterator[list[Job]]:
+    """The recorded jobs under the registry's lock; the list as the block leaves it is written."""
+    with atomic.update_registry(registry_path(), "jobs") as records:
+        jobs = _parse(records)
+        yield jobs
+        records[:] = [j.model_dump(mode="json") for j in jobs]
 
 
 def record(job: Job) -> Job:
     """Insert or replace (by name) one job in the registry, atomically."""
-    with _locked():
-        jobs = load_registry()
-        for i, existing in enumerate(jobs):
-            if existing.name == job.name:
-                jobs[i] = job
-                break
-        else:
-            jobs.append(job)
-        _write(jobs)
+    return replace(job.name, job)
+
+
+def replace(old_name: str, job: Job) -> Job:
+    """Put ``job`` where the record ``old_name`` was (or last), dropping any other of its name."""
+    with _editing() as jobs:
+        jobs[:] = [j for j in jobs if j.name != job.name or j.name == old_name]
+        at = next((i for i, j in enumerate(jobs) if j.name == old_name), len(jobs))
+        jobs[at : at + 1] = [job]
     return job
 
 
@@ -118,36 +107,14 @@ def find(name: str) -> Job:
     """The recorded job whose resource name is ``name`` or ends with ``/name`` (its id)."""
     jobs = load_registry()
     exact = [j for j in jobs if j.name == name]
-    if exact:
-        return exact[-1]
     tail = [j for j in jobs if j.name.endswith("/" + name)]
-    if len(tail) == 1:
-        return tail[0]
-    if len(tail) > 1:
+    if exact or len(tail) == 1:
+        return (exact or tail)[-1]
+    if tail:
         raise InputError(f"job id {name!r} matches several jobs: give the full resource name")
     raise InputError(
         f"no job {name!r} in {registry_path()}: `routerlib jobs list` shows the recorded ones"
     )
-
-
-def spec_key(spec: TuningSpec) -> str:
-    """The spec's hash (its label value), equal for equal specs with or without the label."""
-    return spec.spec_hash()
-
-
-def replace(old_name: str, job: Job) -> Job:
-    """Put ``job`` in the place of the record called ``old_name`` (an UNKNOWN submission that was
-    found on the server), atomically; a record already called ``job.name`` is dropped."""
-    with _locked():
-        jobs = [j for j in load_registry() if j.name != job.name or j.name == old_name]
-        for i, existing in enumerate(jobs):
-            if existing.name == old_name:
-                jobs[i] = job
-                break
-        else:
-            jobs.append(job)
-        _write(jobs)
-    return job
 
 
 # --------------------------------------------------------------------------- helpers
@@ -165,26 +132,22 @@ def _backend_for(job: Job) -> TuningBackend:
 
 def _merge(recorded: Job, remote: Job) -> Job:
     """The recorded job updated with what the API says now (the recorded spec is kept)."""
-    update: dict[str, Any] = {
-        "state": remote.state,
-        "error": remote.error,
-        "sub_state": remote.sub_state,
-    }
-    if remote.update_time:
-        update["update_time"] = remote.update_time
+    update: dict[str, Any] = dict(
+        state=remote.state, error=remote.error, sub_state=remote.sub_state
+    )
+    for key in ("update_time", "tuning_data_stats", "checkpoints", "region", "tuned_model"):
+        if getattr(remote, key):
+            update[key] = getattr(remote, key)
     if remote.create_time and not recorded.create_time:
         update["create_time"] = remote.create_time
-    if remote.tuning_data_stats:
-        update["tuning_data_stats"] = remote.tuning_data_stats
-    if remote.checkpoints:
-        update["checkpoints"] = remote.checkpoints
-    if remote.region:
-        update["region"] = remote.region
-    if remote.tuned_model:
-        update["tuned_model"] = remote.tuned_model
     if remote.state == SUCCEEDED:
         update["checkpoint_uri"] = remote.checkpoint_uri or recorded.spec.checkpoint_uri()
     return recorded.model_copy(update=update)
+
+
+def _poll(job: Job, backend: TuningBackend | None = None) -> Job:
+    """Ask the backend for ``job`` once and record what it says."""
+    return record(_merge(job, (backend or _backend_for(job)).get(job.name)))
 
 
 def short_id(name: str) -> str:
@@ -197,7 +160,7 @@ def _asks_server(job: Job) -> bool:
     return job.state not in (DENIED, UNKNOWN) and not job.ended
 
 
-def refresh(job: Job, out: Out | None = None) -> Job:
+def refresh(job: Job, out: Out) -> Job:
     """Ask the backend for the job's state and record it; on failure keep the record and say why.
     An UNKNOWN submission is looked for on the server by its label first."""
     if job.state == UNKNOWN:
@@ -205,36 +168,26 @@ def refresh(job: Job, out: Out | None = None) -> Job:
     if not _asks_server(job):
         return job
     try:
-        remote = _backend_for(job).get(job.name)
+        return _poll(job)
     except RemoteError as exc:
-        if out is not None:
-            out(f"{short_id(job.name)}: showing the recorded state ({exc})")
+        out(f"{short_id(job.name)}: showing the recorded state ({exc})")
         return job
-    return record(_merge(job, remote))
 
 
-def resolve_unknown(job: Job, out: Out | None = None) -> Job:
+def resolve_unknown(job: Job, out: Out) -> Job:
     """Look for an UNKNOWN submission's job by its spec-hash label (every page of the list):
     found, it replaces the UNKNOWN record; not found, the record stays UNKNOWN."""
     try:
         found = _backend_for(job).find_submitted(job.spec)
     except RemoteError as exc:
-        if out is not None:
-            out(f"{job.name}: could not look for the job on the server ({exc})")
+        out(f"{job.name}: could not look for the job on the server ({exc})")
         return job
     if found is None:
         return job
-    found = found.model_copy(
-        update={
-            "cost_estimate_usd": job.cost_estimate_usd,
-            "project": found.project or job.project,
-            "location": found.location or job.location,
-            "api_endpoint": found.api_endpoint or job.api_endpoint,
-            "create_time": found.create_time or job.create_time,
-        }
-    )
-    if out is not None:
-        out(f"found {found.name} ({found.state}) for the unanswered submission {job.name}")
+    kept = ("project", "location", "api_endpoint", "create_time")
+    update = {k: getattr(found, k) or getattr(job, k) for k in kept}
+    found = found.model_copy(update={**update, "cost_estimate_usd": job.cost_estimate_usd})
+    out(f"found {found.name} ({found.state}) for the unanswered submission {job.name}")
     return replace(job.name, found)
 
 
@@ -248,9 +201,8 @@ def ensure_success(job: Job) -> Job:
 
 def _stats_text(job: Job) -> str:
     """The scalar statistics (example count, billable tokens, steps, ...) as k=v pairs."""
-    return ", ".join(
-        f"{k}={v}" for k, v in job.tuning_data_stats.items() if not isinstance(v, (dict, list))
-    )
+    stats = job.tuning_data_stats.items()
+    return ", ".join(f"{k}={v}" for k, v in stats if not isinstance(v, (dict, list)))
 
 
 def state_text(job: Job) -> str:
@@ -262,127 +214,76 @@ def state_text(job: Job) -> str:
     return text
 
 
+def when(value: Any, template: str) -> str:
+    """``template`` filled with ``value`` when there is one, else "" (optional parts of a line)."""
+    return template.format(value) if value else ""
+
+
 def describe(job: Job) -> str:
     """Several lines about one job: name, state, spec, statistics, checkpoints."""
-    spec = job.spec
-    lines = [
-        f"job:         {job.name}",
-        f"state:       {job.state}"
-        + (f" · {job.sub_state}" if job.sub_state else "")
-        + (f" ({job.error})" if job.error else ""),
-        f"backend:     {job.backend}"
-        + (f" · {job.project}/{job.location}" if job.project else "")
-        + (f" (ran in {job.region})" if job.region and job.region != job.location else "")
-        + (f" · {job.api_endpoint}" if job.api_endpoint else ""),
-        f"base model:  {spec.base_model}"
-        + (f" (continuing from {spec.custom_base_model})" if spec.custom_base_model else ""),
-        f"tuning:      {spec.tuning_mode}"
-        + (f", adapter {spec.adapter_size}" if spec.tuning_mode == "PEFT_ADAPTER" else "")
-        + f", {spec.epochs} epoch(s)"
-        + (f", learning rate {spec.learning_rate:g}" if spec.learning_rate else "")
-        + (
-            f", learning-rate multiplier {spec.learning_rate_multiplier:g}"
-            if spec.learning_rate_multiplier
-            else ""
-        ),
-        f"training:    {spec.training_dataset_uri}",
+    spec, usd = job.spec, job.cost_estimate_usd
+    place = job.project and f"{job.project}/{job.location}"
+    backend = job.backend + when(place, " · {}")
+    backend += when(job.region != job.location and job.region, " (ran in {})")
+    peft = spec.tuning_mode == "PEFT_ADAPTER"
+    tuning = spec.tuning_mode + when(peft and spec.adapter_size, ", adapter {}")
+    tuning += f", {spec.epochs} epoch(s)" + when(spec.learning_rate, ", learning rate {:g}")
+    rows = [
+        ("job", job.name),
+        ("state", job.state + when(job.sub_state, " · {}") + when(job.error, " ({})")),
+        ("backend", backend + when(job.api_endpoint, " · {}")),
+        ("base model", spec.base_model + when(spec.custom_base_model, " (continuing from {})")),
+        ("tuning", tuning + when(spec.learning_rate_multiplier, ", learning-rate multiplier {:g}")),
+        ("training", spec.training_dataset_uri),
+        ("validation", spec.validation_dataset_uri),
+        ("output", spec.output_uri),
+        ("created", job.create_time),
+        ("estimate", None if usd is None else f"~${usd:,.2f}"),
+        ("statistics", job.tuning_data_stats and _stats_text(job)),
+        ("checkpoint", job.checkpoint_uri),
     ]
-    if spec.validation_dataset_uri:
-        lines.append(f"validation:  {spec.validation_dataset_uri}")
-    lines.append(f"output:      {spec.output_uri}")
-    if job.create_time:
-        lines.append(f"created:     {job.create_time}")
-    if job.cost_estimate_usd is not None:
-        lines.append(f"estimate:    ~${job.cost_estimate_usd:,.2f}")
-    if job.tuning_data_stats:
-        lines.append(f"statistics:  {_stats_text(job)}")
-    if job.checkpoint_uri:
-        lines.append(f"checkpoint:  {job.checkpoint_uri}")
+    lines = [f"{label + ':':<13}{value}" for label, value in rows if value]
     if job.checkpoints:
         lines.append("checkpoints: ID          EPOCH  STEP    URI")
         for c in job.checkpoints:
-            epoch = "-" if c.epoch is None else str(c.epoch)
-            step = "-" if c.step is None else str(c.step)
+            epoch, step = ("-" if n is None else str(n) for n in (c.epoch, c.step))
             lines.append(f"             {c.checkpoint_id:<11} {epoch:<6} {step:<7} {c.uri or '-'}")
     return "\n".join(lines)
 
 
-def _job_cell(job: Job) -> str:
-    """The job column: the full resource name, or why there is none."""
-    if job.state == DENIED:
-        reason = (job.error or "").lower()
-        return "*(pending allowlist)*" if "allowlist" in reason else "*(refused)*"
+def _row(job: Job) -> tuple[str, ...]:
+    """One row of the jobs table: the name (or why none), the spec, the status in words."""
+    peft = job.spec.tuning_mode == "PEFT_ADAPTER"
+    name, status = job.name, state_text(job).capitalize()
     if job.state == UNKNOWN:
-        return "*(unknown: create unanswered)*"
-    return job.name
-
-
-def _status_cell(job: Job) -> str:
-    """Status in words, with the reason of a denial or failure."""
-    if job.state == DENIED:
-        return f"Denied – {job.error}" if job.error else "Denied"
-    words = state_text(job).capitalize() if job.state != UNKNOWN else "Unknown"
+        name, status = "*(unknown: create unanswered)*", "Unknown"
     if job.error and job.ended:
-        words += f" – {job.error}"
-    return words
-
-
-def _rows(jobs: list[Job]) -> list[tuple[str, ...]]:
-    return [
-        (
-            _job_cell(j),
-            j.spec.base_model,
-            "PEFT" if j.spec.tuning_mode == "PEFT_ADAPTER" else j.spec.tuning_mode,
-            str(j.spec.adapter_size) if j.spec.tuning_mode == "PEFT_ADAPTER" else "-",
-            j.spec.output_uri,
-            _status_cell(j),
-        )
-        for j in jobs
-    ]
-
-
-TABLE_HEADER = (
-    "Vertex Job ID",
-    "Base model",
-    "Tuning mode",
-    "Adapter size",
-    "Output URI",
-    "Status",
-)
+        status += f" – {job.error}"
+    if job.state == DENIED:
+        allowlist = "allowlist" in (job.error or "").lower()
+        name = "*(pending allowlist)*" if allowlist else "*(refused)*"
+        status = f"Denied – {job.error}" if job.error else "Denied"
+    size = str(job.spec.adapter_size) if peft else "-"
+    mode = "PEFT" if peft else job.spec.tuning_mode
+    return (name, job.spec.base_model, mode, size, job.spec.output_uri, status)
 
 
 def jobs_table(jobs: list[Job], fmt: str = "plain") -> str:
-    """The "Active Tuning Jobs" table: full job name (or why none), base model, tuning mode,
-    adapter size, output URI, status with the reason of a denial. ``fmt`` is ``plain`` (aligned
-    columns) or ``markdown`` (the seed README's table, ready to paste)."""
-    rows = _rows(jobs)
+    """The "Active Tuning Jobs" table, ``plain`` (aligned) or ``markdown`` (ready to paste)."""
+    rows = [_row(j) for j in jobs]
     if fmt == "markdown":
-        lines = [
-            "Active Tuning Jobs",
-            "------------------",
-            "| " + " | ".join(TABLE_HEADER) + " |",
-            "| " + " | ".join("---" for _ in TABLE_HEADER) + " |",
-        ]
+        lines = ["Active Tuning Jobs", "-" * 18, "| " + " | ".join(TABLE_HEADER) + " |"]
+        lines.append("| " + " | ".join("---" for _ in TABLE_HEADER) + " |")
         for r in rows:
             job, model, mode, size, output, status = (c.replace("|", "\\|") for c in r)
-            if not job.startswith("*"):
-                job = f"`{job}`"
+            job = job if job.startswith("*") else f"`{job}`"
             lines.append(f"| {job} | `{model}` | {mode} | {size} | `{output}` | {status} |")
         return "\n".join(lines)
     if fmt != "plain":
         raise InputError(f"--format {fmt!r}: use plain or markdown")
     if not rows:
         return f"Active Tuning Jobs\n(no jobs recorded in {registry_path()})"
-    header = tuple(h.upper() for h in TABLE_HEADER)
-    widths = [max(len(r[i]) for r in (header, *rows)) for i in range(len(header))]
-    line = "  ".join(f"{{:<{w}}}" for w in widths)
-    out = [
-        "Active Tuning Jobs",
-        line.format(*header).rstrip(),
-        line.format(*("-" * w for w in widths)),
-    ]
-    out += [line.format(*r).rstrip() for r in rows]
-    return "\n".join(out)
+    return "Active Tuning Jobs\n" + text_table([h.upper() for h in TABLE_HEADER], rows)
 
 
 # --------------------------------------------------------------------------- checks before submit
@@ -393,14 +294,12 @@ def preflight(spec: TuningSpec, backend: TuningBackend, out: Out = print) -> Non
     lines (``tuning.base.Advice``: an unchecked id, a bucket elsewhere) are printed."""
     lines = backend.preflight(spec)
     for line in lines:
-        if isinstance(line, Advice):
+        if isinstance(line, base.Advice):
             out(line)
-    problems = [line for line in lines if not isinstance(line, Advice)]
+    problems = [line for line in lines if not isinstance(line, base.Advice)]
     if problems:
-        extra = (
-            f" (+{len(problems) - 1} more: {'; '.join(problems[1:])})" if len(problems) > 1 else ""
-        )
-        raise InputError(f"preflight: {problems[0]}{extra}; nothing was sent")
+        more = f" (+{len(problems) - 1} more: {'; '.join(problems[1:])})" if problems[1:] else ""
+        raise InputError(f"preflight: {problems[0]}{more}; nothing was sent")
 
 
 def _check_datasets(spec: TuningSpec) -> None:
@@ -436,37 +335,33 @@ def _place(where: dict[str, str | None]) -> dict[str, Any]:
     return {key: where.get(key) for key in ("project", "location", "api_endpoint")}
 
 
-def _same_place(job: Job, where: dict[str, str | None]) -> bool:
-    return all(getattr(job, key) == value for key, value in where.items())
+def _same_spec(job: Job, spec: TuningSpec, backend: TuningBackend) -> bool:
+    """True for a record of ``spec`` submitted to the same backend at the same place."""
+    return (
+        job.backend == backend.name
+        and job.spec.spec_hash() == spec.spec_hash()
+        and all(getattr(job, key) == value for key, value in backend.where.items())
+    )
 
 
 def _find_reattachable(spec: TuningSpec, backend: TuningBackend, out: Out) -> Job | None:
-    """A job of the same spec at the same place: a recorded live or succeeded one, a recorded
-    UNKNOWN submission the server turns out to have, or (records lost) one the server has."""
-    key = spec_key(spec)
+    """A live or succeeded job of the same spec at the same place, recorded or on the server."""
     unknown_seen = False
     for job in reversed(load_registry()):
-        if job.backend != backend.name or spec_key(job.spec) != key:
-            continue
-        if not _same_place(job, backend.where):
+        if not _same_spec(job, spec, backend):
             continue
         if job.state == UNKNOWN:
             unknown_seen = True
-            job = resolve_unknown(job, out)
-            if job.state == UNKNOWN:
-                continue
-        elif job.state not in REATTACH_STATES:
+        elif job.state not in base.REATTACH_STATES:
             continue
-        job = refresh(job, out)
-        if job.state not in REATTACH_STATES:
+        job = refresh(job, out)  # an UNKNOWN one is looked for on the server by its label
+        if job.state not in base.REATTACH_STATES:
             continue
-        if job.state == SUCCEEDED and job.checkpoint_uri and "://" not in job.checkpoint_uri:
-            if not os.path.exists(job.checkpoint_uri):
-                continue  # the local checkpoint is gone: train again
+        local = job.checkpoint_uri and "://" not in job.checkpoint_uri
+        if job.state == SUCCEEDED and local and not os.path.exists(str(job.checkpoint_uri)):
+            continue  # the local checkpoint is gone: train again
         return job
-    if unknown_seen:
-        return None  # already looked on the server
-    found = backend.find_submitted(spec)
+    found = None if unknown_seen else backend.find_submitted(spec)  # unknown: already looked
     if found is not None:
         out(f"found {found.name} ({found.state}) on the server with this spec's label")
         return record(found)
@@ -495,14 +390,11 @@ def tune(
 ) -> Job:
     """Submit ``spec`` (or re-attach to its job) and, with ``wait``, follow it to the end.
 
-    Raises InputError (exit 2) before anything is sent when preflight refuses (the contract
-    table, datasets, ``strict`` sequence limits); RemoteError when the server refuses (recorded
-    as DENIED), the credentials lack a permission (not recorded), quota is exhausted (not
-    recorded; retried every ``quota_interval`` seconds with ``wait_for_quota``), the create
-    request went unanswered (recorded as UNKNOWN: the next tune or ``jobs list`` finds the job by
-    its label), or the job ends unsuccessfully; WaitInterrupted on Ctrl-C while waiting.
+    InputError (exit 2) when preflight refuses, before anything is sent; RemoteError when the
+    server refuses (recorded DENIED), the create goes unanswered (recorded UNKNOWN, found by its
+    label next time), quota is exhausted (``wait_for_quota``: retried every ``quota_interval``
+    seconds) or the job fails; WaitInterrupted on Ctrl-C while waiting (docs/vertex-tuning.md).
     """
-
     if not isinstance(spec, TuningSpec):
         spec = TuningSpec.build(**spec)
     name = choose_backend(spec.training_dataset_uri, backend)
@@ -513,46 +405,33 @@ def tune(
         api_endpoint=api_endpoint,
         local_options=local_options,
     )
-    where = tuning_backend.where
     preflight(spec, tuning_backend, out)
     _check_datasets(spec)
 
     train = spec.training_dataset_uri
     characters = pricing.example_characters(train if "://" in train else resolve(train))
     ratio = pricing.billed_ratio(spec.base_model, spec.tuning_mode)
-    counts = [pricing.tokens_from_characters(c, ratio) for c in characters]
-    _check_lengths(spec, counts, strict, out)
+    _check_lengths(
+        spec, [pricing.tokens_from_characters(c, ratio) for c in characters], strict, out
+    )
     estimate = pricing.estimate(
-        spec.base_model,
-        spec.training_dataset_uri,
-        spec.epochs,
-        tuning_mode=spec.tuning_mode,
-        char_counts=characters,
+        spec.base_model, train, spec.epochs, tuning_mode=spec.tuning_mode, char_counts=characters
     )
     out(estimate.line())
-
     if dry_run:
         out("dry run: nothing was sent. The request would be:")
         out(json.dumps(tuning_backend.preview(spec), indent=2))
-        return Job(
-            name="(dry run)",
-            backend=name,  # type: ignore[arg-type]
-            state=DRY_RUN,
-            spec=spec,
-            cost_estimate_usd=estimate.usd,
-            **_place(where),
-        )
+        return _new_job("(dry run)", tuning_backend, DRY_RUN, spec, estimate.usd)
 
-    if not force:
-        existing = _find_reattachable(spec, tuning_backend, out)
-        if existing is not None:
-            out(
-                f"re-attaching to {existing.name} ({existing.state}), submitted earlier with the same "
-                "spec; pass force=True (--force) to submit a new job"
-            )
-            if wait and not existing.ended:
-                return wait_for(existing, poll_interval=poll_interval, out=out)
-            return existing
+    existing = None if force else _find_reattachable(spec, tuning_backend, out)
+    if existing is not None:
+        out(
+            f"re-attaching to {existing.name} ({existing.state}), submitted earlier with the same "
+            "spec; pass force=True (--force) to submit a new job"
+        )
+        if wait and not existing.ended:
+            return wait_for(existing, poll_interval=poll_interval, out=out)
+        return existing
 
     job = _submit_once(tuning_backend, spec, estimate.usd, wait_for_quota, quota_interval, out)
     job = record(
@@ -560,59 +439,41 @@ def tune(
             update={
                 "cost_estimate_usd": estimate.usd,
                 "create_time": job.create_time or _now(),
-                **{k: getattr(job, k) or v for k, v in where.items()},
+                **{k: getattr(job, k) or v for k, v in tuning_backend.where.items()},
             }
         )
     )
     if not force:  # UNKNOWN records of this spec were looked for above and not found
-        _drop_unknown(spec, tuning_backend)
+        with _editing() as jobs:
+            jobs[:] = [
+                j for j in jobs if not (j.state == UNKNOWN and _same_spec(j, spec, tuning_backend))
+            ]
     out(f"{'submitted' if not job.ended else 'tuned'} {job.name} ({job.state})")
     if job.succeeded:
         job = _with_checkpoints(job)
-    if not wait:
-        if not job.ended:
-            out(f"follow it with: routerlib jobs wait {job.name}")
-        return job
-    return wait_for(job, poll_interval=poll_interval, out=out)
+    if wait:
+        return wait_for(job, poll_interval=poll_interval, out=out)
+    if not job.ended:
+        out(f"follow it with: routerlib jobs wait {job.name}")
+    return job
+
+
+def _new_job(
+    name: str, backend: TuningBackend, state: str, spec: TuningSpec, usd: Any, **fields: Any
+) -> Job:
+    """A Job record made here (a dry run, a refusal, an unanswered create) at ``backend``'s place."""
+    fields = {**_place(backend.where), **fields, "cost_estimate_usd": usd, "spec": spec}
+    return Job.model_validate({"name": name, "backend": backend.name, "state": state, **fields})
 
 
 def _record_attempt(
     spec: TuningSpec, backend: TuningBackend, state: str, error: str, usd: Any
 ) -> Job:
-    prefix = "denied" if state == DENIED else "unknown"
-    return record(
-        Job(
-            name=f"{prefix}/{datetime.now(timezone.utc):%Y%m%d-%H%M%S}-{uuid.uuid4().hex[:6]}",
-            backend=backend.name,  # type: ignore[arg-type]
-            state=state,
-            spec=spec.labelled() if state == UNKNOWN else spec,
-            create_time=_now(),
-            update_time=_now(),
-            error=error,
-            cost_estimate_usd=usd,
-            **_place(backend.where),
-        )
-    )
-
-
-def _drop_unknown(spec: TuningSpec, backend: TuningBackend) -> None:
-    """Forget UNKNOWN records of ``spec`` at this place once a job was created for it: they were
-    looked for by label first and not found, so no job stands behind them."""
-    key = spec_key(spec)
-    with _locked():
-        jobs = load_registry()
-        kept = [
-            j
-            for j in jobs
-            if not (
-                j.state == UNKNOWN
-                and j.backend == backend.name
-                and spec_key(j.spec) == key
-                and _same_place(j, backend.where)
-            )
-        ]
-        if len(kept) != len(jobs):
-            _write(kept)
+    stamp = f"{datetime.now(timezone.utc):%Y%m%d-%H%M%S}-{uuid.uuid4().hex[:6]}"
+    name = f"{'denied' if state == DENIED else 'unknown'}/{stamp}"
+    spec = spec.labelled() if state == UNKNOWN else spec
+    fields = {"create_time": _now(), "update_time": _now(), "error": error}
+    return record(_new_job(name, backend, state, spec, usd, **fields))
 
 
 def _submit_once(
@@ -623,22 +484,21 @@ def _submit_once(
     quota_interval: float,
     out: Out,
 ) -> Job:
-    """One create request (again after a 429 only with ``wait_for_quota``); refusals and
-    unanswered requests are recorded, credential problems and quota are not."""
+    """One create (again after a 429 with ``wait_for_quota``); refusals and no answers recorded."""
+    again = "Run the same tune again (or `routerlib jobs list`): routerlib first looks for the job by its label"
     while True:
         try:
             return backend.submit(spec)
-        except SubmissionRefused as exc:
+        except base.SubmissionRefused as exc:
             _record_attempt(spec, backend, DENIED, exc.detail, usd)
             raise RemoteError(
                 f"the server refused the tuning job (recorded as {DENIED}): {exc}"
             ) from None
-        except SubmissionUnknown as exc:
+        except base.SubmissionUnknown as exc:
             job = _record_attempt(spec, backend, UNKNOWN, str(exc), usd)
             raise RemoteError(
                 f"the create request got no usable answer, so a job may exist (recorded as "
-                f"{UNKNOWN}: {job.name}): {exc}. Run the same tune again (or `routerlib jobs "
-                "list`): routerlib first looks for the job by its label; do not pass --force"
+                f"{UNKNOWN}: {job.name}): {exc}. {again}; do not pass --force"
             ) from None
         except KeyboardInterrupt:
             if not backend.remote:
@@ -646,10 +506,9 @@ def _submit_once(
             job = _record_attempt(spec, backend, UNKNOWN, "interrupted during the create", usd)
             raise WaitInterrupted(
                 f"interrupted while the create request was in flight: a job may exist (recorded "
-                f"as {UNKNOWN}: {job.name}). Run the same tune again (or `routerlib jobs list`): "
-                "routerlib first looks for the job by its label"
+                f"as {UNKNOWN}: {job.name}). {again}"
             ) from None
-        except QuotaExhausted as exc:
+        except base.QuotaExhausted as exc:
             if not wait_for_quota:
                 raise
             out(f"{exc}; trying again in {quota_interval:g}s (--wait-for-quota)")
@@ -670,23 +529,17 @@ def wait_for(
     *,
     poll_interval: float = 30.0,
     out: Out = print,
-    check: bool = True,
-    max_unreachable: int = 5,
 ) -> Job:
-    """Poll ``job`` until one of our end states, printing a progress line (state and sub-state,
-    time waited) whenever either changes.
-
-    With ``check`` a job that did not succeed raises RemoteError with its state and message.
-    The API being unreachable ``max_unreachable`` polls in a row raises RemoteError; Ctrl-C raises
-    WaitInterrupted. Either way the job keeps running and can be re-attached.
-    """
+    """Poll ``job`` until it ends, printing its state when it changes (and every five minutes).
+    RemoteError when it did not succeed or the API stays unreachable
+    ``MAX_UNREACHABLE`` polls; WaitInterrupted on Ctrl-C. The job keeps running either way."""
     hint = f"re-attach with: routerlib jobs wait {job.name}"
     if job.state == UNKNOWN:
         job = resolve_unknown(job, out)
         if job.state == UNKNOWN:
             raise RemoteError(f"{job.name}: no job with this spec's label was found yet; {hint}")
     if not _asks_server(job):
-        return ensure_success(job) if check else job
+        return ensure_success(job)
     backend = _backend_for(job)
     start = time.monotonic()
     last = None
@@ -695,21 +548,19 @@ def wait_for(
     try:
         while True:
             try:
-                job = record(_merge(job, backend.get(job.name)))
+                job = _poll(job, backend)
                 failures = 0
-            except ApiUnreachable as exc:
+            except base.ApiUnreachable as exc:
                 failures += 1
-                if failures >= max_unreachable:
+                if failures >= MAX_UNREACHABLE:
                     raise RemoteError(f"{exc}; the job may still be running: {hint}") from None
                 out(f"{exc} (retrying)")
             else:
                 waited = int(time.monotonic() - start)
                 now = state_text(job)
                 if now != last or polls % heartbeat == 0 or job.ended:
-                    out(
-                        f"{short_id(job.name)}: {now} · waited "
-                        f"{waited // 3600}:{waited % 3600 // 60:02d}:{waited % 60:02d}"
-                    )
+                    clock = f"{waited // 3600}:{waited % 3600 // 60:02d}:{waited % 60:02d}"
+                    out(f"{short_id(job.name)}: {now} · waited {clock}")
                     last = now
                 if job.ended:
                     break
@@ -724,18 +575,17 @@ def wait_for(
         out(f"succeeded · checkpoint {job.checkpoint_uri}")
         if job.tuning_data_stats:
             out(f"statistics: {_stats_text(job)}")
-    return ensure_success(job) if check else job
+    return ensure_success(job)
 
 
-def wait(name: str, *, poll_interval: float = 30.0, out: Out = print, check: bool = True) -> Job:
+def wait(name: str, *, poll_interval: float = 30.0, out: Out = print) -> Job:
     """Re-attach to a recorded job by name (or id) and wait for it; see ``wait_for``."""
-    return wait_for(find(name), poll_interval=poll_interval, out=out, check=check)
+    return wait_for(find(name), poll_interval=poll_interval, out=out)
 
 
 def list_jobs(refresh: bool = True, out: Out = print) -> list[Job]:
-    """Recorded jobs; with ``refresh`` the live ones are updated from their backend where it can
-    be reached (otherwise their recorded states are kept and ``out`` says so), and UNKNOWN
-    submissions are looked for on the server by their label."""
+    """Recorded jobs; with ``refresh`` live ones are asked for their state where reachable and
+    UNKNOWN submissions looked for by their label."""
     jobs = load_registry()
     if not refresh:
         return jobs
@@ -747,24 +597,23 @@ def list_jobs(refresh: bool = True, out: Out = print) -> list[Job]:
             job = resolve_unknown(job, out)
         elif _asks_server(job) and where not in down:
             try:
-                job = record(_merge(job, _backend_for(job).get(job.name)))
-            except ApiUnreachable as exc:
+                job = _poll(job)
+            except base.ApiUnreachable as exc:
                 down.add(where)
-                out(
-                    f"API unreachable, showing recorded states for {job.project}/{job.location}: {exc}"
-                )
+                place = f"{job.project}/{job.location}"
+                out(f"API unreachable, showing recorded states for {place}: {exc}")
             except RemoteError as exc:
                 out(f"{short_id(job.name)}: showing the recorded state ({exc})")
         result.append(job)
     return result
 
 
-def show(name: str, *, refresh_state: bool = True, out: Out = print) -> Job:
+def show(name: str, *, out: Out = print) -> Job:
     """One recorded job, refreshed from its backend when it has not ended, with its checkpoints."""
     job = find(name)
-    if refresh_state and (not job.ended or job.state == UNKNOWN):
+    if not job.ended or job.state == UNKNOWN:
         job = refresh(job, out)
-    if refresh_state and job.state not in (DENIED, UNKNOWN) and (job.succeeded or not job.ended):
+    if job.state not in (DENIED, UNKNOWN) and (job.succeeded or not job.ended):
         job = _with_checkpoints(job)
     return job
 
@@ -795,9 +644,7 @@ def select_checkpoint(job: Job, checkpoint: str = "final") -> str:
 def cancel(
     name: str, *, out: Out = print, wait_seconds: float = 60.0, poll_interval: float = 5.0
 ) -> Job:
-    """Cancel a job. Cancellation is asynchronous on Vertex: this polls until the job has ended
-    (CANCELLED, or SUCCEEDED/FAILED if it finished first) for up to ``wait_seconds``, and says so
-    when it is still CANCELLING."""
+    """Cancel a job and poll up to ``wait_seconds`` until it ended (else say it is CANCELLING)."""
     job = find(name)
     if job.state == DENIED:
         raise InputError(f"{job.name} was refused by the server: there is no job to cancel")
@@ -816,8 +663,8 @@ def cancel(
     while not job.ended and time.monotonic() < deadline:
         time.sleep(poll_interval)
         try:
-            job = record(_merge(job, backend.get(job.name)))
-        except ApiUnreachable as exc:
+            job = _poll(job, backend)
+        except base.ApiUnreachable as exc:
             out(f"{exc} (retrying)")
     if job.ended:
         out(f"cancel requested for {job.name}: it ended {job.state}")
@@ -827,22 +674,3 @@ def cancel(
             f"end SUCCEEDED or FAILED; check with: routerlib jobs show {job.name}"
         )
     return job
-
-
-__all__ = [
-    "CANCELLING",
-    "DRY_RUN",
-    "WaitInterrupted",
-    "cancel",
-    "describe",
-    "find",
-    "jobs_table",
-    "list_jobs",
-    "load_registry",
-    "record",
-    "select_checkpoint",
-    "show",
-    "tune",
-    "wait",
-    "wait_for",
-]

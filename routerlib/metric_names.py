@@ -1,54 +1,28 @@
-"""The names every layer shares about scoring: buckets, metric names and their kinds, the headline.
-
-The evaluator (metrics.py) records these names; config validates ``select_metric`` against them,
-and the comparison, the checkpoint pick and the displays read them, so they live below all of them.
+"""The names every layer shares about scoring: buckets, metric names and their kinds, the headline
+(metrics.py records them; config, the comparison, the checkpoint pick and the displays read them).
 """
 
 from __future__ import annotations
 
 #: Buckets besides ``overall``, in the order the original evaluator tested them.
-BUCKETS: tuple[str, ...] = (
-    "math_first",
-    "four_step",
-    "has_guidance",
-    "has_computation",
-    "advanced",
+BUCKETS: tuple[str, ...] = tuple(
+    "math_first four_step has_guidance has_computation advanced".split()
 )
 ALL_BUCKETS: tuple[str, ...] = ("overall", *BUCKETS)
 
-RETAINED_KEYS: tuple[str, ...] = (
-    "primary_guidance",
-    "secondary_guidance",
-    "primary_computation",
-    "secondary_computation",
+RETAINED_KEYS: tuple[str, ...] = tuple(
+    f"{rank}_{kind}" for kind in ("guidance", "computation") for rank in ("primary", "secondary")
 )
 
 #: Every metric name the original evaluator can record, in the order it records them.
 ORIGINAL_METRICS: tuple[str, ...] = (
-    "json_valid",
-    "route_plan_exact",
-    "route_length_match",
-    "route_first_tool_match",
-    "route_last_tool_match",
-    "route_tool_precision",
-    "route_tool_recall",
-    "metrics_keys_match",
-    "metrics_primary_list",
-    "metrics_primary_nonempty",
-    "metrics_secondary_list",
-    "metrics_secondary_nonempty",
+    *"json_valid route_plan_exact route_length_match route_first_tool_match route_last_tool_match "
+    "route_tool_precision route_tool_recall metrics_keys_match metrics_primary_list "
+    "metrics_primary_nonempty metrics_secondary_list metrics_secondary_nonempty".split(),
     *(f"{key}_retained" for key in RETAINED_KEYS),
-    "todo_tool_alignment",
-    "todo_covers_all_tools",
-    "expected_artifacts_nonempty",
-    "acceptance_criteria_nonempty",
-    "handoff_tools_covered",
-    "handoff_router_qa",
-    "total_token_count",
-    "length_ratio",
-    "length_ratio_gt_1.1",
-    "length_ratio_gt_1.25",
-    "length_ratio_lt_0.9",
+    *"todo_tool_alignment todo_covers_all_tools expected_artifacts_nonempty "
+    "acceptance_criteria_nonempty handoff_tools_covered handoff_router_qa total_token_count "
+    "length_ratio length_ratio_gt_1.1 length_ratio_gt_1.25 length_ratio_lt_0.9".split(),
 )
 #: Metrics added by routerlib (only in ``strict`` and ``extra``).
 EXTRA_METRICS: tuple[str, ...] = ("schema_valid", "tool_sequence_exact")
@@ -64,17 +38,10 @@ RATE_METRICS: frozenset[str] = frozenset(
 )
 KNOWN_METRICS: frozenset[str] = frozenset(ORIGINAL_METRICS) | frozenset(EXTRA_METRICS)
 #: The headline metrics every summary and table shows (metrics.json, notebooks 04 and 05).
-HEADLINE: tuple[str, ...] = (
-    "json_valid",
-    "route_plan_exact",
-    "route_first_tool_match",
-    "route_tool_precision",
-    "route_tool_recall",
-    "metrics_keys_match",
-    "todo_tool_alignment",
-    "todo_covers_all_tools",
-    "handoff_tools_covered",
-    "length_ratio",
+HEADLINE: tuple[str, ...] = tuple(
+    "json_valid route_plan_exact route_first_tool_match route_tool_precision route_tool_recall "
+    "metrics_keys_match todo_tool_alignment todo_covers_all_tools handoff_tools_covered "
+    "length_ratio".split()
 )
 
 #: The metric a bucket column and the ranking use.

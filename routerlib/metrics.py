@@ -1,56 +1,8 @@
-"""Scoring of routing plans: the team's earlier evaluator reproduced exactly, plus what it lacked.
-
-The original figures (docs/scoring.md; tests/test_metrics_parity.py holds them to the original's
-values) live under ``report["metrics"]`` with the original
-layout and identical floats: per-sample values are computed the same way and averaged by plain
-left-to-right float summation in sample order, per bucket, over the samples that recorded each
-metric (so everything except ``json_valid`` is averaged over valid predictions only).
-
-Added beside them, never instead:
-
-``strict``
-    Same layout, every sample counts. An invalid prediction takes the failing value of each metric:
-    0 for the booleans and rates, and 1 for the three lower-is-better flags ``length_ratio_gt_1.1``,
-    ``length_ratio_gt_1.25`` and ``length_ratio_lt_0.9`` (a broken output is out of band, so it can
-    never make a ``max`` gate look better). ``total_token_count`` and ``length_ratio`` have no
-    "miss" value and are left out of ``strict`` (read them, over valid predictions, in ``metrics``).
-    ``{k}_retained`` stays recorded only for samples whose gold has ``k``, as in the original.
-    Strict also holds ``schema_valid`` (the prediction passes ``schema.validate_completion``) and
-    ``tool_sequence_exact`` (the tool names of the plan equal the gold's, in order).
-``extra``
-    ``schema_valid`` and ``tool_sequence_exact`` averaged like the original metrics (over valid
-    predictions), so ``metrics`` itself keeps exactly the original names.
-``intervals``
-    ``{bucket: {metric: [lo, hi]}}``: 95% percentile bootstrap of the strict per-sample values
-    (seeded; ``bootstrap`` resamples).
-``latency`` / ``tokens``
-    From ``latency_s`` / ``prompt_tokens`` / ``completion_tokens`` fields of the prediction lines
-    when present, else null.
-``diagnostics``
-    Tool-level diagnostics per bucket (per-tool precision/recall/F1, search-mode accuracy,
-    ordered plan edit distance, first-tool confusion matrix, share of valid-JSON answers that
-    break the schema by field); defined in ``routerlib.diagnostics``.
-``error_samples``
-    As the original chooses them: the first 15 samples with anything to show, each
-    ``{"index", "prompt_preview" (first 140 characters of the gold prompt), "details"}``; details hold
-    ``error`` for an invalid prediction ("Failed to parse prediction: <reason>"), else
-    ``route_plan_pred``/``route_plan_gold`` when the plan is not exact,
-    ``metrics_keys_pred``/``metrics_keys_gold`` when the metric keys differ, and ``todo_list`` when
-    todo alignment is below 1. A prediction whose completion is the JSON text ``null`` is invalid
-    but, as in the original, not listed.
-``error_samples_all``
-    routerlib's fuller listing, same form and limit: also the predictions that decode to ``null``.
-``samples.jsonl``
-    Written beside the report: one record per sample (index, buckets, valid, reason, every original
-    metric, the strict values, schema violations, the first tool of the gold and predicted plans,
-    and the raw text when the prediction line has ``raw``); see ``runfolder.SampleRecord``.
-
-Decisions where the original evaluator would crash or is silent (documented, used consistently):
-a ``todo_list`` that is not a list counts as an empty list (as the original); a todo entry that is
-not a string has no tool; a ``route_plan`` that is null, a number or a boolean has no steps (a
-string or dict is iterated as Python iterates it, as the original did); a non-string step's tool is
-the text of ``str(step)`` before ``(``; a ``handoff_plan`` that is not a string covers no tool and
-mentions no router QA (with no gold tools, any non-empty value covers, as the original).
+"""Scoring of routing plans: the team's earlier evaluator reproduced exactly (same inputs, same
+floats, same report layout), plus what it lacked (strict figures, schema validity, intervals,
+latency, diagnostics, per-sample records, the gate). Every figure and every decision where the
+original would crash is defined in docs/scoring.md ("Metric definitions");
+tests/test_metrics_parity.py holds the original figures to the original's values.
 """
 
 from __future__ import annotations
@@ -102,18 +54,10 @@ def _metrics_keys(block: Any) -> frozenset[str]:
 
 
 def _value_type(block: Any, key: str) -> str:
-    """The original's type tag of ``block[key]``: list, dict, missing (absent or null), or the
-    Python type name (str, int, float, bool)."""
-    if not isinstance(block, dict):
-        return "missing"
-    value = block.get(key)
-    if value is None:
-        return "missing"
-    if isinstance(value, list):
-        return "list"
-    if isinstance(value, dict):
-        return "dict"
-    return type(value).__name__
+    """The original's type tag of ``block[key]``: its Python type name (list, dict, str, int,
+    float, bool), or missing (absent or null)."""
+    value = block.get(key) if isinstance(block, dict) else None
+    return "missing" if value is None else type(value).__name__
 
 
 def todo_tool(entry: Any) -> str | None:
@@ -121,20 +65,17 @@ def todo_tool(entry: Any) -> str | None:
     if not isinstance(entry, str):
         return None
     match = _TODO_TOOL_RE.search(entry)
-    if match:
-        return match.group(0)
-    return "router QA" if "router qa" in entry.lower() else None
+    return match.group(0) if match else "router QA" if "router qa" in entry.lower() else None
 
 
 def todo_alignment(todo: list[Any], gold_tools: list[str]) -> float:
     """Share of todo entries whose tool is a gold tool or starts with "router"."""
     if not todo:
         return 1.0 if not gold_tools else 0.0
-    hits = 0
-    for entry in todo:
-        tool = todo_tool(entry)
-        if tool is not None and (tool in gold_tools or tool.lower().startswith("router")):
-            hits += 1
+    tools = [todo_tool(entry) for entry in todo]
+    hits = sum(
+        1 for t in tools if t is not None and (t in gold_tools or t.lower().startswith("router"))
+    )
     return hits / len(todo)
 
 
@@ -197,12 +138,8 @@ def sample_metrics(
 
     out["route_plan_exact"] = pred_plan == gold_plan
     out["route_length_match"] = len(plan_steps(pred_plan)) == len(plan_steps(gold_plan))
-    out["route_first_tool_match"] = (pred_tools[0] if pred_tools else None) == (
-        gold_tools[0] if gold_tools else None
-    )
-    out["route_last_tool_match"] = (pred_tools[-1] if pred_tools else None) == (
-        gold_tools[-1] if gold_tools else None
-    )
+    out["route_first_tool_match"] = pred_tools[:1] == gold_tools[:1]  # both empty: a match
+    out["route_last_tool_match"] = pred_tools[-1:] == gold_tools[-1:]
     gold_set, pred_set = set(gold_tools), set(pred_tools)
     common = len(gold_set & pred_set)
     out["route_tool_precision"] = common / len(pred_set) if pred_set else 1.0
@@ -260,19 +197,11 @@ def strict_metrics(
     if pred is None:
         gold_metrics = gold.get("metrics", {})
         for name in ORIGINAL_METRICS:
-            if name in NOT_STRICT:
+            key = name.removesuffix("_retained")
+            if name in NOT_STRICT or (key != name and _value_type(gold_metrics, key) == "missing"):
                 continue
-            if name.endswith("_retained"):
-                key = name[: -len("_retained")]
-                if _value_type(gold_metrics, key) == "missing":
-                    continue
-            if name in RATE_METRICS:
-                out[name] = 0.0
-            else:
-                out[name] = name in LOWER_IS_BETTER
-        out["schema_valid"] = False
-        out["tool_sequence_exact"] = False
-        return out
+            out[name] = 0.0 if name in RATE_METRICS else name in LOWER_IS_BETTER
+        return {**out, "schema_valid": False, "tool_sequence_exact": False}
     for name, value in original.items():
         if name not in NOT_STRICT:
             out[name] = value  # type: ignore[assignment]
@@ -299,8 +228,7 @@ def _decodes_to_null(row: Any) -> bool:
 
 def first_tool(plan: Any) -> str | None:
     """The first step's tool of a plan; None when it has no steps."""
-    tools = plan_tools(plan)
-    return tools[0] if tools else None
+    return next(iter(plan_tools(plan)), None)
 
 
 def gold_completion(row: Any) -> dict[str, Any]:
@@ -318,15 +246,10 @@ def score(
     reasons: list[str] | None = None,
     pred_rows: list[Any] | None = None,
 ) -> list[dict[str, Any]]:
-    """Per-sample records for aligned gold rows and parsed predictions (None = invalid).
-
-    Each record: ``index``, ``buckets`` (names incl. "overall"), ``valid``, ``reason`` (why invalid,
-    else ""), ``metrics`` (the original per-sample values), ``strict``, ``extra``
-    (schema_valid/tool_sequence_exact when valid), ``schema_violations``, ``debug`` (the original's
-    error details), ``listed_by_original`` (whether the original shows ``debug`` in its
-    error_samples), ``gold_first_tool``/``pred_first_tool`` (None: no steps, or invalid) and
-    ``raw`` when the prediction line carried one (``pred_rows``).
-    """
+    """Per-sample records (runfolder.SampleRecord's fields, plus ``listed_by_original`` and
+    ``prompt_preview`` for the error listings) for aligned gold rows and parsed predictions (None =
+    invalid); ``pred_rows``, the prediction lines, give ``raw`` and ``thinking`` when they hold
+    them."""
     if len(gold_rows) != len(preds):
         raise InputError(f"gold has {len(gold_rows)} rows but predictions have {len(preds)}")
     records: list[dict[str, Any]] = []
@@ -360,11 +283,11 @@ def score(
             "pred_first_tool": first_tool(pred.get("route_plan", [])) if pred is not None else None,
             "plan": sample_plan(gold, pred),
         }
-        if pred_rows is not None and isinstance(pred_rows[index], dict):
-            if "raw" in pred_rows[index]:
-                record["raw"] = pred_rows[index]["raw"]
-            if "thinking" in pred_rows[index]:  # a <think> block dropped before extraction
-                record["thinking"] = pred_rows[index]["thinking"]
+        line = pred_rows[index] if pred_rows is not None else None
+        # the raw text, and a <think> block dropped before extraction
+        record.update(
+            {k: line[k] for k in ("raw", "thinking") if isinstance(line, dict) and k in line}
+        )
         if isinstance(row, dict) and "prompt" in row:
             record["prompt_preview"] = str(row.get("prompt", ""))[:PROMPT_PREVIEW_CHARS]
         records.append(record)
@@ -375,35 +298,22 @@ def aggregate(records: list[dict[str, Any]], field: str = "metrics") -> dict[str
     """Per-bucket means of ``record[field]`` exactly as the original: booleans count 1/0, None and
     NaN are skipped, sums are plain float additions in sample order; buckets and metric names
     sorted, ``samples`` first, a bucket only when it has samples (``overall`` always)."""
-    sums: dict[str, dict[str, float]] = {"overall": {}}
-    counts: dict[str, dict[str, int]] = {"overall": {}}
     samples: dict[str, int] = {"overall": 0}
+    values: dict[str, dict[str, list[float]]] = {}
     for record in records:
-        values = record[field]
         for bucket in record["buckets"]:
             samples[bucket] = samples.get(bucket, 0) + 1
-            bucket_sums = sums.setdefault(bucket, {})
-            bucket_counts = counts.setdefault(bucket, {})
-            for name, value in values.items():
-                if value is None:
-                    continue
-                if isinstance(value, bool):
-                    number = 1.0 if value else 0.0
-                elif isinstance(value, int | float):
-                    if math.isnan(value):
-                        continue
-                    number = float(value)
-                else:
-                    continue
-                bucket_sums[name] = bucket_sums.get(name, 0.0) + number
-                bucket_counts[name] = bucket_counts.get(name, 0) + 1
+            for name, value in record[field].items():
+                if isinstance(value, int | float) and not math.isnan(value):
+                    values.setdefault(bucket, {}).setdefault(name, []).append(float(value))
     out: dict[str, dict[str, Any]] = {}
     for bucket in sorted(samples):
-        rendered: dict[str, Any] = {"samples": samples[bucket]}
-        for name in sorted(sums[bucket]):
-            if counts[bucket][name]:
-                rendered[name] = sums[bucket][name] / counts[bucket][name]
-        out[bucket] = rendered
+        out[bucket] = {"samples": samples[bucket]}
+        for name, numbers in sorted(values.get(bucket, {}).items()):
+            total = 0.0
+            for number in numbers:  # left to right, as the original (not sum(): 3.12 compensates)
+                total += number
+            out[bucket][name] = total / len(numbers)
     return out
 
 
@@ -430,30 +340,22 @@ def intervals(
     records: list[dict[str, Any]], n: int = 1000, seed: int = 0
 ) -> dict[str, dict[str, list[float]]]:
     """95% percentile bootstrap interval of each strict metric per bucket."""
-    per_bucket: dict[str, dict[str, list[float]]] = {}
+    values: dict[str, dict[str, list[float]]] = {}
     for record in records:
         for bucket in record["buckets"]:
-            store = per_bucket.setdefault(bucket, {})
             for name, value in record["strict"].items():
-                store.setdefault(name, []).append(float(value))
-    out: dict[str, dict[str, list[float]]] = {}
-    for bucket in sorted(per_bucket):
-        out[bucket] = {}
-        for name in sorted(per_bucket[bucket]):
-            lo, hi = bootstrap_ci(per_bucket[bucket][name], n=n, seed=seed)
-            out[bucket][name] = [lo, hi]
-    return out
+                values.setdefault(bucket, {}).setdefault(name, []).append(float(value))
+    return {
+        bucket: {name: list(bootstrap_ci(v, n=n, seed=seed)) for name, v in sorted(by_name.items())}
+        for bucket, by_name in sorted(values.items())
+    }
 
 
 def _numbers(rows: Iterable[Any], key: str) -> list[float]:
-    found = []
-    for row in rows:
-        if isinstance(row, dict):
-            value = row.get(key)
-            if isinstance(value, int | float) and not isinstance(value, bool):
-                if not math.isnan(value):
-                    found.append(float(value))
-    return found
+    found = (row.get(key) for row in rows if isinstance(row, dict))
+    return [
+        float(v) for v in found if isinstance(v, int | float) and not isinstance(v, bool) and v == v
+    ]  # v == v: not NaN
 
 
 def latency_summary(pred_rows: list[Any]) -> dict[str, float | int] | None:
@@ -522,28 +424,23 @@ def load_gold(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
     """Gold rows; each must hold a ``completion`` that is a JSON object (string or dict)."""
     rows = read_jsonl(path, "gold")
     problems = []
-    out = []
     for number, row in rows:
-        if not isinstance(row, dict) or "completion" not in row:
-            problems.append(f"{path}:{number}: completion: missing")
-            continue
         try:
+            if not isinstance(row, dict) or "completion" not in row:
+                raise ValueError("missing")
             gold_completion(row)
         except ValueError as exc:
             problems.append(f"{path}:{number}: completion: {exc}")
-            continue
-        out.append(row)
     if problems:
         raise InputError(f"{path}: {len(problems)} bad gold row(s)", problems=problems[:10])
-    return out
+    return [row for _, row in rows]
 
 
 def score_pred_file(
     gold_path: str | os.PathLike[str], pred_path: str | os.PathLike[str]
 ) -> tuple[list[dict[str, Any]], list[Any]]:
-    """Per-sample records of a prediction file against a gold file, and the decoded pred lines.
-
-    Raises InputError for a missing file, an unreadable line or a count mismatch."""
+    """Per-sample records of a prediction file against a gold file, and the decoded pred lines;
+    InputError for a missing file, an unreadable line (file:line) or a count mismatch."""
     gold_rows = load_gold(gold_path)
     pred_lines = read_jsonl(pred_path, "pred")
     if len(pred_lines) != len(gold_rows):
@@ -567,11 +464,8 @@ def score_report(
     bootstrap: int = 1000,
     seed: int = 0,
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """The report of a prediction file against a gold file, and its per-sample records.
-
-    Raises InputError for a missing file, an unreadable line (file:line) or a gold/pred count
-    mismatch (both counts named). ``thresholds`` (a dict or a gate file path) adds
-    ``threshold_results``."""
+    """The report of a prediction file against a gold file, and its per-sample records;
+    ``thresholds`` (a dict or a gate file path) adds ``threshold_results``."""
     records, pred_rows = score_pred_file(gold_path, pred_path)
     report = build_report(records, gold_path, pred_path, pred_rows, bootstrap=bootstrap, seed=seed)
     if thresholds is not None:
@@ -643,24 +537,8 @@ def build_report(
 
 
 def sample_line(record: dict[str, Any]) -> dict[str, Any]:
-    """The ``samples.jsonl`` form of a per-sample record."""
-    keys = (
-        "index",
-        "buckets",
-        "valid",
-        "reason",
-        "metrics",
-        "strict",
-        "extra",
-        "schema_violations",
-        "debug",
-        "gold_first_tool",
-        "pred_first_tool",
-        "plan",
-        "raw",
-        "thinking",
-    )
-    return {key: record[key] for key in keys if key in record}
+    """The ``samples.jsonl`` form of a per-sample record (the fields of runfolder.SampleRecord)."""
+    return {key: record[key] for key in runfolder.SampleRecord.model_fields if key in record}
 
 
 def write_report(
@@ -739,11 +617,6 @@ def load_thresholds(path: str | os.PathLike[str]) -> dict[str, Any]:
     return data
 
 
-def validate_thresholds_file(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """Load and validate a gate file; raises InputError listing every problem."""
-    return load_thresholds(path)
-
-
 def bucket_rows(report: dict[str, Any], bucket: str) -> int | None:
     """Test rows of ``bucket`` in a scored report (0 when the report has no row of it; None when
     the report carries no per-bucket counts to tell)."""
@@ -758,15 +631,10 @@ def apply_gate(
     report: dict[str, Any], thresholds: dict[str, Any], *, figures: str = "metrics"
 ) -> dict[str, Any]:
     """Check ``report[figures]`` (``metrics`` or ``strict``) against a gate; set and return
-    ``report["threshold_results"]``: ``{bucket: {metric: {value, threshold, kind, passed}}}`` plus
-    ``overall_pass`` and ``failed`` ("bucket.metric" of each failing check).
-
-    A bucket the test rows have none of (``has_computation`` on a small split) is not judged: its
-    checks are skipped (``passed`` null, ``skipped`` true, ``samples`` 0; :func:`skipped_buckets`
-    lists them) and do not fail the gate.
-    ``overall`` is never skipped. A metric missing from a bucket that has rows (no valid
-    prediction in it) fails its check. Extra metrics (schema_valid, tool_sequence_exact) named
-    under ``metrics`` are read from ``extra``."""
+    ``report["threshold_results"]`` (runfolder.GateResults: the checks per bucket, ``overall_pass``
+    and the ``failed`` "bucket.metric"s). A bucket other than ``overall`` with no test rows is
+    skipped, not failed; a metric missing from a bucket with rows fails. Extra metrics named under
+    ``metrics`` are read from ``extra``."""
     problems = validate_thresholds(thresholds)
     if problems:
         raise InputError("invalid thresholds", problems=problems)

@@ -1,26 +1,28 @@
-"""The per-model contract table, in one place: what Vertex AI accepts for each base model.
+"""The per-model contract table: what Vertex AI accepts for each base model (its id, tuning modes,
+adapter sizes, sequence limits, hyperparameters, tuning regions and default deploy hardware).
 
-Every rule about a base model lives here: its Vertex model id, the tuning modes and adapter sizes
-it takes, its sequence limit per mode, the hyperparameters it accepts, the regions it is tuned in
-and the hardware a tuned copy is deployed on by default. Config validation (config.py), the tuning
-spec (tuning/base.py), routerlib's preflight (jobs.py) and the Vertex stand-in
-(tests/support/fake_vertex.py) all read this table; nothing else restates it.
-
-Each block names the page it was read from and the date it was checked. The docs move fast:
-re-check them (and the installed google-genai's ``CreateTuningJobConfig``) before trusting a row.
+The rows, each with the page it was read from and the date it was checked, live in
+routerlib/data/models.yaml (docs/vertex-facts.md); this module reads and validates them once, on
+import, and holds the rules built on them. Config validation, the tuning spec, the preflight and
+the Vertex stand-in of the tests all read this table; nothing else restates it.
 """
 
 from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass, field
+from dataclasses import field
 from pathlib import Path
 
-from routerlib import paths
+from pydantic import BaseModel, ConfigDict
+from pydantic.dataclasses import dataclass
+
+from routerlib.paths import packaged_file, resolve
+from routerlib.tables import read_yaml
 
 #: The embedded default: a tiny Llama-style model routerlib builds offline (see tinymodel.py).
 EMBEDDED_MODEL = "routerlib/tiny-router-lm"
+MODELS_FILE = "models.yaml"
 #: A base model naming a file with this suffix is a GGUF file (local backend: transformers loads
 #: it with ``gguf_file=``, de-quantized to float weights).
 GGUF_SUFFIX = ".gguf"
@@ -31,86 +33,39 @@ def gguf_path(base_model: str) -> Path | None:
     user path), or None when it names no ``.gguf`` file."""
     if not base_model.lower().endswith(GGUF_SUFFIX):
         return None
-    return paths.resolve(base_model)
+    return resolve(base_model)
 
-
-#: Pages the table was read from (stored copies, read 2026-12-01).
-#: OPEN_MODEL_TUNING: "Supervised and distillation fine-tuning for open models", footer
-#: "Last updated 2026-09-25 UTC" (the page moved from vertex-ai/generative-ai/docs/models/
-#: open-model-tuning, whose older copy listed us-central1 and europe-west4 only).
-OPEN_MODEL_TUNING = (
-    "https://docs.cloud.google.com/gemini-enterprise-agent-platform/models/tuning/open-model-tuning"
-)
-OPEN_MODEL_TUNING_OLD = (
-    "https://docs.cloud.google.com/vertex-ai/generative-ai/docs/models/open-model-tuning"
-)
-#: google-genai 2.34.0 types.CreateTuningJobConfig: ``learning_rate`` "OSS models only",
-#: ``learning_rate_multiplier`` "1P models only. Mutually exclusive with learning_rate",
-#: ``batch_size`` "only supported for OSS models"; AdapterSize has 1, 2, 4, 8, 16, 32.
-SDK_SOURCE = "google-genai 2.34.0 google/genai/types.py CreateTuningJobConfig, AdapterSize"
-#: google-cloud-aiplatform 2.7.0 vertexai/tuning/_supervised_tuning.py ``train``: adapter_size is
-#: ``Literal[1, 4, 8, 16, 32]``; learning_rate "Can only be used with OSS models",
-#: learning_rate_multiplier "Can only be used with 1P models".
-AIPLATFORM_SOURCE = "google-cloud-aiplatform 2.7.0 vertexai/tuning/_supervised_tuning.py train"
-CHECKED = "2026-12-01"
 
 PEFT = "PEFT_ADAPTER"
 FULL = "FULL"
 
-#: Where the tuning regions were read: Google's agent skill for open-model tuning (google/skills,
-#: skills/cloud/agent-platform-tuning/SKILL.md section 0.2 "Open Models", commit 1730bfd of
-#: 2026-08-19; the file states no date of its own): "These are the only locations available for
-#: open model tuning": ``global`` (recommended: the service picks a region with capacity) and five
-#: regions. vertex-ai-samples skills/vertex-tuning/open-model/SKILL.md (2026-03-11) lists the same
-#: five regions. No source read lists asia-southeast2, which the table held before.
-REGIONS_SOURCE = (
-    "google/skills skills/cloud/agent-platform-tuning/SKILL.md (0.2 Open Models; commit "
-    "2026-08-19, no date stated in the file)"
-)
-OPEN_MODEL_REGIONS = (
-    "global",
-    "us-central1",
-    "europe-west4",
-    "us-west1",
-    "us-east5",
-    "asia-southeast1",
-)
-#: Where a ``global`` job really runs (same SKILL.md: "`global` currently runs the job in either
-#: `us-central1` or `europe-west4`"); its tuned model and checkpoints carry that region.
-GLOBAL_RUNS_IN = ("us-central1", "europe-west4")
 #: The long form of a publisher model id Vertex also accepts (google/skills
 #: skills/cloud/agent-platform-tuning/references/models.md, "Model Resource Name Format": "The
 #: longer form `publishers/{publisher}/models/{model_id}@{version_id}` is also accepted").
 LONG_ID = re.compile(r"publishers/([^/]+)/models/([^/]+)")
-#: Hyperparameters Vertex takes for open models (SDK field names). ``learning_rate_multiplier``
-#: is documented for Google's own (Gemini) models only.
+#: Hyperparameters Vertex takes for open models (SDK field names): google-genai 2.34.0
+#: types.CreateTuningJobConfig says ``learning_rate`` "OSS models only",
+#: ``learning_rate_multiplier`` "1P models only. Mutually exclusive with learning_rate" (Gemini
+#: models), ``batch_size`` "only supported for OSS models".
 OPEN_MODEL_HYPERPARAMETERS = frozenset({"epoch_count", "learning_rate", "adapter_size"})
-#: LoRA ranks. The open-model page lists none; the Vertex AI SDK's sft.train takes exactly
-#: 1, 4, 8, 16, 32 (AIPLATFORM_SOURCE); google-genai's AdapterSize enum also has 2.
+#: LoRA ranks. The open-model page lists none; google-cloud-aiplatform 2.7.0
+#: vertexai/tuning/_supervised_tuning.py ``train`` takes exactly ``Literal[1, 4, 8, 16, 32]``
+#: (google-genai's AdapterSize enum also has 2).
 ADAPTER_SIZES: tuple[int, ...] = (1, 4, 8, 16, 32)
 #: Used for a base model that is not in the table (a Hugging Face id or local path).
 DEFAULT_MAX_SEQ_LEN = 4096
 #: Where endpoints live when the config does not say: a deployment needs a real region.
 DEFAULT_DEPLOY_LOCATION = "us-central1"
-
-#: Validation split limits of open-model tuning (google/skills
-#: skills/cloud/agent-platform-tuning/references/data_prep.md, "Dataset Requirements": "no more
-#: than 25% of the training dataset **file size in bytes**, and no more than 5000 rows"; its
-#: scripts/prepare_dataset.py: MAX_VALIDATION_RATIO = 0.25; commit 2026-08-19, no date stated).
-MAX_VALIDATION_ROWS = 5000
-MAX_VALIDATION_BYTES_SHARE = 0.25
-VALIDATION_SOURCE = (
-    "google/skills skills/cloud/agent-platform-tuning/references/data_prep.md (Dataset "
-    "Requirements; commit 2026-08-19, no date stated in the file)"
-)
-
 #: Characters per token of the generic estimate (sequence limits at prepare, a model without a
 #: billed ratio in the price table): ceil(characters / 4) of prompt + completion. The cost estimate
 #: uses each model's billed tokens per character instead (routerlib/data/pricing.yaml).
 CHARS_PER_TOKEN = 4.0
 
 
-@dataclass(frozen=True)
+_STRICT = ConfigDict(extra="forbid")
+
+
+@dataclass(frozen=True, config=_STRICT)
 class DeployHardware:
     """The machine an endpoint for a tuned copy of the model runs on (``source``: where it was
     read; not part of equality, so a params file's three values compare equal to the row)."""
@@ -121,7 +76,7 @@ class DeployHardware:
     source: str = field(default="", compare=False)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=_STRICT)
 class ModelContract:
     """What Vertex AI accepts for one base model, with where and when that was read."""
 
@@ -135,8 +90,8 @@ class ModelContract:
     source: str
     adapter_sizes: tuple[int, ...] = ADAPTER_SIZES
     hyperparameters: frozenset[str] = OPEN_MODEL_HYPERPARAMETERS
-    tuning_regions: tuple[str, ...] = OPEN_MODEL_REGIONS
-    regions_source: str = REGIONS_SOURCE
+    tuning_regions: tuple[str, ...] = ()
+    regions_source: str = ""
     deploy_source: str = ""
     #: Other machines Google's own notebooks deploy this model on (e.g. H100 instead of L4).
     deploy_alternatives: tuple[DeployHardware, ...] = ()
@@ -152,107 +107,38 @@ class ModelContract:
         return hyperparameter in self.hyperparameters
 
 
-#: Kept for callers of the older name: a contract row is what ``model_info`` returns.
-ModelInfo = ModelContract
+class ModelTable(BaseModel):
+    """routerlib/data/models.yaml: the contracts and the facts they share, with their sources."""
 
-#: Deploy hardware, each row read from a Google notebook that deploys that model (dates: the
-#: notebook's last commit in GoogleCloudPlatform/vertex-ai-samples; the notebooks state none).
-VAS = "GoogleCloudPlatform/vertex-ai-samples"
-_LLAMA_NOTEBOOK = (
-    f"{VAS} notebooks/community/model_garden/model_garden_pytorch_llama3_1_deployment.ipynb "
-    "(vLLM: an 8B model on g2-standard-12 with 1 NVIDIA_L4; Fast Deployment of "
-    "llama-3.1-8b-instruct on a2-ultragpu-1g; last commit 2026-02-05)"
-)
-_AGENT_NOTEBOOK = (
-    f"{VAS} notebooks/community/model_garden/model_garden_integration_with_agent.ipynb "
-    "(deploy cell: gemma-3-27b-it and Qwen3-32B on g2-standard-48 with 4 NVIDIA_L4, or "
-    "a3-highgpu-2g with 2 NVIDIA_H100_80GB; last commit 2026-06-03)"
-)
-#: The open-model tuning page deploys a tuned Llama 3.1 8B with g2-standard-12 + 1 NVIDIA_L4.
-_DEPLOY_DOC = OPEN_MODEL_TUNING + " (Deploy tuned model)"
-_L4_ONE = DeployHardware("g2-standard-12", "NVIDIA_L4", 1, _LLAMA_NOTEBOOK)
-_A100_80_ONE = DeployHardware("a2-ultragpu-1g", "NVIDIA_A100_80GB", 1, _LLAMA_NOTEBOOK)
-_L4_FOUR = DeployHardware("g2-standard-48", "NVIDIA_L4", 4, _AGENT_NOTEBOOK)
-_H100_TWO = DeployHardware("a3-highgpu-2g", "NVIDIA_H100_80GB", 2, _AGENT_NOTEBOOK)
+    model_config = _STRICT
 
-CONTRACTS: dict[str, ModelContract] = {
-    c.model_id: c
-    for c in (
-        ModelContract(
-            model_id="meta/llama3_1@llama-3.1-8b-instruct",
-            display="Llama 3.1 8B Instruct",
-            tuning_modes=(PEFT, FULL),
-            max_seq_len_peft=4096,
-            max_seq_len_full=8192,
-            deploy=_L4_ONE,
-            deploy_source=f"{_LLAMA_NOTEBOOK}; {_DEPLOY_DOC}",
-            deploy_alternatives=(_A100_80_ONE,),
-            checked=CHECKED,
-            source=OPEN_MODEL_TUNING,
-            note="4,096 (PEFT) / 8,192 (FULL) as the older page states; the 2026-09-25 page's "
-            "table (flattened in the copy read) shows 8,192: the stricter limit is kept",
-        ),
-        ModelContract(
-            model_id="meta/llama3_1@llama-3.1-8b",
-            display="Llama 3.1 8B",
-            tuning_modes=(PEFT, FULL),
-            max_seq_len_peft=4096,
-            max_seq_len_full=8192,
-            deploy=_L4_ONE,
-            deploy_source=f"{_LLAMA_NOTEBOOK}; {_DEPLOY_DOC}",
-            deploy_alternatives=(_A100_80_ONE,),
-            checked=CHECKED,
-            source=OPEN_MODEL_TUNING,
-        ),
-        ModelContract(
-            model_id="google/gemma3@gemma-3-27b-it",
-            display="Gemma 3 27B IT",
-            tuning_modes=(PEFT, FULL),
-            max_seq_len_peft=8192,
-            max_seq_len_full=8192,
-            deploy=_L4_FOUR,
-            deploy_source=_AGENT_NOTEBOOK,
-            deploy_alternatives=(_H100_TWO,),
-            checked=CHECKED,
-            source=OPEN_MODEL_TUNING,
-            note="was google/gemma-3-27b-it on the older page",
-        ),
-        ModelContract(
-            model_id="qwen/qwen3@qwen3-32b",
-            display="Qwen 3 32B",
-            tuning_modes=(PEFT, FULL),
-            max_seq_len_peft=8192,
-            max_seq_len_full=8192,
-            deploy=_L4_FOUR,
-            deploy_source=_AGENT_NOTEBOOK,
-            deploy_alternatives=(_H100_TWO,),
-            checked=CHECKED,
-            source=OPEN_MODEL_TUNING,
-            note="listed as tunable (PEFT and FULL); the seed's refusal was for "
-            "qwen3-30b-a3b-instruct-2507, which the page does not list",
-        ),
-    )
-}
+    checked: str
+    sources: dict[str, str]  # shared by the rows (YAML anchors)
+    hardware: dict[str, DeployHardware]  # ditto
+    open_model_regions: tuple[str, ...]
+    regions_source: str
+    global_runs_in: tuple[str, ...]
+    max_validation_rows: int
+    max_validation_bytes_share: float
+    validation_source: str
+    renamed: dict[str, str]
+    contracts: list[ModelContract]
+    embedded: ModelContract
 
+
+TABLE = read_yaml(packaged_file(MODELS_FILE), ModelTable, "model table")
+CHECKED = TABLE.checked
+OPEN_MODEL_REGIONS = TABLE.open_model_regions
+#: Where a ``global`` job really runs; its tuned model and checkpoints carry that region.
+GLOBAL_RUNS_IN = TABLE.global_runs_in
+MAX_VALIDATION_ROWS = TABLE.max_validation_rows
+MAX_VALIDATION_BYTES_SHARE = TABLE.max_validation_bytes_share
 #: Older ids that now have a current one: config validation names the replacement.
-RENAMED: dict[str, str] = {"google/gemma-3-27b-it": "google/gemma3@gemma-3-27b-it"}
-
+RENAMED = TABLE.renamed
+CONTRACTS: dict[str, ModelContract] = {c.model_id: c for c in TABLE.contracts}
 #: The embedded model trains locally only; it has limits but no Vertex contract.
-EMBEDDED_INFO = ModelContract(
-    model_id=EMBEDDED_MODEL,
-    display="routerlib tiny LM (embedded, CPU)",
-    tuning_modes=(PEFT, FULL),
-    max_seq_len_peft=4096,
-    max_seq_len_full=4096,
-    deploy=DeployHardware("local-cpu", "", 0),
-    checked=CHECKED,
-    source="routerlib/tinymodel.py",
-    hyperparameters=frozenset({"epoch_count", "learning_rate", "learning_rate_multiplier"}),
-    tuning_regions=(),
-    managed_tuning=False,
-)
-
-#: Kept for callers of the older name: every row routerlib knows, the embedded model included.
+EMBEDDED_INFO = TABLE.embedded
+#: Every row routerlib knows, the embedded model included.
 MODELS: dict[str, ModelContract] = {**CONTRACTS, EMBEDDED_MODEL: EMBEDDED_INFO}
 
 
@@ -277,8 +163,9 @@ def model_info(base_model: str) -> ModelContract | None:
 def unchecked_line(base_model: str) -> str:
     """The one line printed when an id the table does not know goes to the server."""
     return (
-        f"note: {base_model} is not in routerlib's model table (routerlib/models.py): preflight "
-        "could not check its modes, adapter sizes, regions or sequence limit; the server decides"
+        f"note: {base_model} is not in routerlib's model table (routerlib/data/models.yaml): "
+        "preflight could not check its modes, adapter sizes, regions or sequence limit; the "
+        "server decides"
     )
 
 
@@ -301,10 +188,8 @@ def tuning_problems(
     learning_rate: float | None,
     learning_rate_multiplier: float | None,
 ) -> list[str]:
-    """The cross-field rules of a tuning setup, for RunConfig and TuningSpec alike.
-
-    Each line starts with the key to change.
-    """
+    """The cross-field rules of a tuning setup, for RunConfig and TuningSpec alike; each line
+    starts with the key to change."""
     problems = []
     gguf = gguf_path(base_model)
     if gguf is not None and not gguf.is_file():
@@ -334,16 +219,13 @@ def contract_problems(
     learning_rate_multiplier: float | None = None,
     location: str | None = None,
 ) -> list[str]:
-    """What the table says Vertex would refuse for this request; each line starts with the key.
-
-    Only rules the table holds are checked here (model x mode x adapter, hyperparameters,
-    tuning region); an id the table does not know gives one line naming the current id when it
-    was renamed, and nothing otherwise (the server decides).
-    """
+    """What the table says Vertex would refuse for this request (model x mode x adapter,
+    hyperparameters, tuning region); each line starts with the key. An id the table does not know
+    gives one line naming the current id when it was renamed, nothing otherwise."""
     if short_id(base_model) in RENAMED:
         return [
             f"base_model: {base_model} is an older id; the current Vertex id is "
-            f"{RENAMED[short_id(base_model)]} (routerlib/models.py, checked {CHECKED})"
+            f"{RENAMED[short_id(base_model)]} (routerlib/data/models.yaml, checked {CHECKED})"
         ]
     row = contract(base_model)
     if row is None:

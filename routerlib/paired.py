@@ -1,17 +1,6 @@
 """The paired comparison of two routers on the same test rows: the one paired test of routerlib
 (the report's ``comparison``, notebook 04, and the significance table of notebook 05) and the
-comparison block of two scored prediction files.
-
-The comparison of two prediction files on the same gold holds:
-
-* ``metrics`` / ``strict`` / ``extra``: per bucket, per metric ``{new, previous, delta}`` with
-  ``delta = new - previous`` (a metric present on one side only has ``delta`` null), read from the
-  two reports' own figures;
-* ``changes``: for every binary strict metric over all samples, the indices ``fixed`` (the previous
-  prediction missed, the new one hits) and ``broken`` (the reverse). For the lower-is-better flags
-  (``length_ratio_gt_1.1`` …) "hit" means the flag is off;
-* ``significance``: per bucket, per strict metric, :func:`paired_test` of the previous against the
-  new per-sample strict values.
+``comparison`` block of two scored prediction files (defined in docs/scoring.md).
 """
 
 from __future__ import annotations
@@ -92,18 +81,13 @@ def compare_scored(
     pairs = list(zip(old_records, new_records, strict=True))
     names = sorted({name for record in new_records for name in record["strict"]})
     changes: dict[str, dict[str, list[int]]] = {}
-    for name in names:
-        if name in RATE_METRICS:
-            continue
-        fixed, broken = [], []
-        for old, cur in pairs:
-            if name not in cur["strict"] or name not in old["strict"]:
-                continue
-            was, now = _good(name, old["strict"][name]), _good(name, cur["strict"][name])
-            if now and not was:
-                fixed.append(cur["index"])
-            elif was and not now:
-                broken.append(cur["index"])
+    for name in (n for n in names if n not in RATE_METRICS):
+        both = [(o, c) for o, c in pairs if name in c["strict"] and name in o["strict"]]
+        hits = [
+            (_good(name, o["strict"][name]), _good(name, c["strict"][name]), c) for o, c in both
+        ]
+        fixed = [c["index"] for was, now, c in hits if now and not was]
+        broken = [c["index"] for was, now, c in hits if was and not now]
         changes[name] = {"fixed": fixed, "broken": broken}
     result["changes"] = changes
     significance: dict[str, dict[str, Any]] = {}

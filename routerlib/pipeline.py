@@ -1,61 +1,45 @@
-"""Batch runs: execute the numbered notebook chain with papermill into one run folder per params file.
+"""Batch runs: the numbered notebooks executed with papermill into one run folder per params file.
 
-Each run folder records its stages in ``pipeline.json`` (written atomically after every change):
-``{"params_file", "params_name", "run_dir", "stages": [{"stage", "notebook", "status", "seconds",
-"error"}], "status": "running" | "failed" | "interrupted" | "finished", "created", "finished"}``.
-A stage status is ``pending``, ``running``, ``ok``, ``failed`` or ``interrupted`` (Ctrl-C). A
-finished run folder is never touched again; ``resume`` continues an unfinished one from its first
-stage that is not ``ok``, with the run's own params.yaml and stage list.
-
-Each notebook gets exactly two papermill parameters: ``params_file`` (the run's resolved
-params.yaml, so a resumed run uses the params it started with) and ``run_dir``.
+Each run folder records its stages in ``pipeline.json`` (``runfolder.PipelineRecord``, written
+atomically after every change; a stage is pending, running, ok, failed or interrupted). A finished
+run folder is never touched again; ``resume`` continues an unfinished one from its first stage that
+is not ``ok``, with the run's own params.yaml and stages. Each notebook gets exactly two papermill
+parameters, ``params_file`` (the run's params.yaml) and ``run_dir`` (docs/notebooks.md).
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from routerlib import paths, runfolder
+from routerlib import config, paths, runfolder
 from routerlib.atomic import write_json
-from routerlib.config import (
-    RunConfig,
-    cloud_problems,
-    dump_config,
-    load_config,
-    read_params_file,
-    run_default,
-)
+from routerlib.config import RunConfig, cloud_problems, dump_config, load_config
 from routerlib.errors import InputError, RouterlibError, lines_from_notebook
 from routerlib.metric_names import DECIDING_METRICS
 from routerlib.metrics import gate_line
 from routerlib.progress import WholeLines
 from routerlib.report import scan_text
+from routerlib.runfolder import FAILED, FINISHED, INTERRUPTED, RUNNING
 
 DEFAULT_STAGES: tuple[str, ...] = ("01", "02", "03", "04")
+COMPARISON_STAGE = "05"
+#: ``--with all``: every finished run under the outputs root joins the comparison.
+ALL_RUNS = "all"
 PIPELINE_FILE = runfolder.PIPELINE_FILE
-#: The only parameters papermill ever passes to a notebook (never credentials); ``runs`` (the
-#: run folders to compare) goes to the comparison notebook only.
-NOTEBOOK_PARAMETERS = frozenset({"params_file", "run_dir"})
-COMPARISON_PARAMETERS = NOTEBOOK_PARAMETERS | {"runs"}
-
-#: Arguments for every kernel papermill starts: ipykernel's own log (the kernel process's stderr,
-#: which is the console's) keeps only CRITICAL lines. Below that it printed a "Kernel is running
-#: over TCP without encryption" warning once per notebook (the kernel listens on 127.0.0.1 only)
-#: and, now and then, "ERROR | KeyboardInterrupt caught in kernel" after a notebook had finished:
-#: jupyter_client interrupts every kernel (SIGINT) before asking it to shut down. A failing cell
-#: still fails the stage (papermill raises), and the notebook's own output is not affected.
+#: ipykernel logs only CRITICAL lines (else each kernel warns it runs over TCP unencrypted, on
+#: 127.0.0.1 only, and at shutdown of a KeyboardInterrupt); a failing cell still fails its stage.
 KERNEL_ARGUMENTS = ("--IPKernelApp.log_level=CRITICAL",)
 
-STATUS_RUNNING = "running"
-STATUS_FAILED = "failed"
-STATUS_FINISHED = "finished"
+Out = Callable[[str], None]
 
 
 @dataclass
@@ -73,7 +57,7 @@ class RunResult:
     @property
     def ok(self) -> bool:
         """True when every stage finished."""
-        return self.status == STATUS_FINISHED
+        return self.status == FINISHED
 
 
 def require_notebooks() -> Path:
@@ -87,16 +71,32 @@ def require_notebooks() -> Path:
     return folder
 
 
-def find_notebook(stage: str, root: Path | None = None) -> Path:
+def find_notebook(stage: str) -> Path:
     """``notebooks/<stage>_*.ipynb`` under the project root; InputError when none or several."""
-    folder = (root or paths.project_root()) / "notebooks"
+    folder = paths.project_root() / "notebooks"
     found = sorted(p for p in folder.glob(f"{stage}_*.ipynb") if not p.name.startswith("."))
     if not found:
         raise InputError(f"stage {stage}: no notebook {folder}/{stage}_*.ipynb")
     if len(found) > 1:
-        names = ", ".join(p.name for p in found)
-        raise InputError(f"stage {stage}: several notebooks match ({names})")
+        raise InputError(
+            f"stage {stage}: several notebooks match ({', '.join(p.name for p in found)})"
+        )
     return found[0]
+
+
+def check_stages(stages: str | Sequence[str] | None, notebooks: bool = False) -> list[str]:
+    """``--stages`` (comma-separated text or a list; default 01,02,03,04) as a list: at least
+    one, none twice, and with ``notebooks`` each a notebook of the project."""
+    stages = DEFAULT_STAGES if stages is None else stages
+    items = stages.split(",") if isinstance(stages, str) else stages
+    chosen = [str(s).strip() for s in items if str(s).strip()]
+    if not chosen:
+        raise InputError("--stages: name at least one stage (e.g. 01,02,03,04)")
+    if len(set(chosen)) != len(chosen):
+        raise InputError(f"--stages: a stage is listed twice ({','.join(chosen)})")
+    for stage in chosen if notebooks else ():
+        find_notebook(stage)
+    return chosen
 
 
 def read_state(run_dir: Path) -> dict[str, Any]:
@@ -105,8 +105,7 @@ def read_state(run_dir: Path) -> dict[str, Any]:
     file = Path(run_dir) / PIPELINE_FILE
     if not file.is_file():
         raise InputError(f"{file}: not a pipeline run folder (no {PIPELINE_FILE})")
-    state: dict[str, Any] = runfolder.read_pipeline(run_dir).model_dump(exclude_unset=True)
-    return state
+    return runfolder.read_pipeline(run_dir).model_dump(exclude_unset=True)
 
 
 def _save_state(run_dir: Path, state: dict[str, Any]) -> None:
@@ -120,10 +119,6 @@ def _now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S%z")
 
 
-def _params_name(params_file: str | os.PathLike[str]) -> str:
-    return Path(params_file).stem
-
-
 def find_unfinished_run(params_name: str, outputs: Path | None = None) -> Path | None:
     """The newest run folder of ``params_name`` under the outputs root that is not finished."""
     candidates = []
@@ -132,78 +127,56 @@ def find_unfinished_run(params_name: str, outputs: Path | None = None) -> Path |
             state = runfolder.read_pipeline(folder)
         except runfolder.RunFolderError:  # not a pipeline state: not a run to resume
             continue
-        if state.params_name == params_name and state.status != STATUS_FINISHED:
+        if state.params_name == params_name and state.status != FINISHED:
             candidates.append((state.created or "", folder.name, folder))
     return max(candidates)[2] if candidates else None
 
 
-def _failure_line(notebook: str, exc: Exception, params_cell: int | None) -> str:
+def _failure_line(notebook: Path, exc: Exception) -> str:
     """One line naming the notebook, the failing cell (in the source notebook) and the error."""
     from papermill.exceptions import PapermillExecutionError
 
-    if isinstance(exc, PapermillExecutionError):
-        index = exc.cell_index
-        # papermill inserted its injected-parameters cell right after the parameters cell (at the
-        # top when there is none); count cells of the notebook as written.
-        after = params_cell if params_cell is not None else -1
-        if index > after:
-            index -= 1
-        first = next((ln.strip() for ln in str(exc.source).splitlines() if ln.strip()), "")
-        where = f"cell {index + 1} (In [{exc.exec_count}]"
-        where += f": {first[:60]!r})" if first else ")"
-        evalue = " ".join(str(exc.evalue).split())[:200]
-        return f"{notebook}: {where} raised {exc.ename}: {evalue}"
-    text = " ".join(str(exc).split())[:200]
-    return f"{notebook}: {type(exc).__name__}: {text}"
+    name = f"notebooks/{notebook.name}"
+    if not isinstance(exc, PapermillExecutionError):
+        return f"{name}: {type(exc).__name__}: {' '.join(str(exc).split())[:200]}"
+    # papermill inserted its injected-parameters cell right after the parameters cell (at the
+    # top when there is none); count cells of the notebook as written.
+    try:
+        cells = json.loads(notebook.read_text(encoding="utf-8")).get("cells", [])
+    except (OSError, json.JSONDecodeError):
+        cells = []
+    tags = [c.get("metadata", {}).get("tags", []) for c in cells]
+    after = next((i for i, t in enumerate(tags) if "parameters" in t), -1)
+    index = exc.cell_index - (exc.cell_index > after)
+    first = next((ln.strip() for ln in str(exc.source).splitlines() if ln.strip()), "")
+    where = f"cell {index + 1} (In [{exc.exec_count}]" + (f": {first[:60]!r})" if first else ")")
+    return f"{name}: {where} raised {exc.ename}: {' '.join(str(exc.evalue).split())[:200]}"
 
 
 def error_lines(exc: Exception) -> list[str]:
-    """The lines a routerlib error raised inside a notebook carries (``file:line: field: …``,
-    then its summary), read back from the executed notebook's error output; for a routerlib
-    error raised here, its own lines; empty for anything else (a traceback)."""
+    """The lines of a routerlib error (``file:line: field: …``, then its summary), read back
+    from the executed notebook when raised there; [] for anything else."""
     from papermill.exceptions import PapermillExecutionError
 
     if isinstance(exc, PapermillExecutionError):
         return lines_from_notebook(exc.traceback) or []
-    if isinstance(exc, RouterlibError):
-        return exc.lines()
-    return []
-
-
-def _parameters_cell_index(notebook: Path) -> int | None:
-    try:
-        nb = json.loads(notebook.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError):
-        return None
-    for index, cell in enumerate(nb.get("cells", [])):
-        if "parameters" in cell.get("metadata", {}).get("tags", []):
-            return index
-    return None
+    return exc.lines() if isinstance(exc, RouterlibError) else []
 
 
 def notebook_parameters(
     params_file: Path, run_dir: Path, runs: Sequence[Path] | None = None
 ) -> dict[str, Any]:
-    """The papermill parameters for one stage: exactly ``params_file`` and ``run_dir``, plus
-    ``runs`` (run folders) for the comparison notebook."""
-    parameters: dict[str, Any] = {
-        "params_file": str(Path(params_file).resolve()),
-        "run_dir": str(Path(run_dir).resolve()),
-    }
-    if runs is not None:
-        parameters["runs"] = [str(Path(r).resolve()) for r in runs]
-    allowed = COMPARISON_PARAMETERS if runs is not None else NOTEBOOK_PARAMETERS
-    assert set(parameters) == allowed, "papermill receives only params_file and run_dir"
-
-    values = [parameters["params_file"], parameters["run_dir"], *parameters.get("runs", [])]
-    leaks = [hit for value in values for hit in scan_text(value)]
-    assert not leaks, "papermill parameters must never carry credentials"
-    return parameters
+    """The only papermill parameters a stage gets: ``params_file`` and ``run_dir``, plus ``runs``
+    (run folders) for the comparison notebook; never credentials (AssertionError)."""
+    values = [str(Path(p).resolve()) for p in (params_file, run_dir, *(runs or []))]
+    assert not any(scan_text(v) for v in values), "papermill parameters never carry credentials"
+    parameters: dict[str, Any] = {"params_file": values[0], "run_dir": values[1]}
+    return parameters if runs is None else {**parameters, "runs": values[2:]}
 
 
 @contextlib.contextmanager
-def _outputs_env(outputs: Path | None) -> Iterator[None]:
-    """Point ROUTERLIB_OUTPUTS at ``outputs`` while kernels start, so notebooks agree with us."""
+def outputs_env(outputs: Path | None) -> Iterator[None]:
+    """Point ROUTERLIB_OUTPUTS at ``outputs`` (when given) for the block, so kernels agree."""
     if outputs is None:
         yield
         return
@@ -219,12 +192,13 @@ def _outputs_env(outputs: Path | None) -> Iterator[None]:
 
 
 def _execute_stage(
-    notebook: Path, run_dir: Path, params_file: Path, log: IO[str], runs: Sequence[Path] | None
+    notebook: Path, run_dir: Path, log: IO[str], runs: Sequence[Path] | None
 ) -> None:
-    """Run one notebook; its stdout and stderr go to ``log`` as whole lines (a progress bar's
-    carriage-return redraws leave only the state each line ends with)."""
+    """Run one notebook, its output written to ``log`` as whole lines (a bar's final state)."""
     import papermill as pm
 
+    if not notebook.is_file():
+        raise InputError(f"notebook {notebook} is missing")
     stdout, stderr = WholeLines(log), WholeLines(log)
     output = run_dir / runfolder.NOTEBOOKS_DIR / notebook.name
     output.parent.mkdir(parents=True, exist_ok=True)
@@ -232,7 +206,7 @@ def _execute_stage(
         pm.execute_notebook(
             str(notebook),
             str(output),
-            parameters=notebook_parameters(params_file, run_dir, runs),
+            parameters=notebook_parameters(run_dir / runfolder.PARAMS_FILE, run_dir, runs),
             kernel_name="python3",
             cwd=str(paths.project_root()),
             progress_bar=False,
@@ -246,79 +220,68 @@ def _execute_stage(
 
 
 def _run_one(
-    run_dir: Path,
-    state: dict[str, Any],
-    label: str,
-    out: Callable[[str], None],
-    runs: Sequence[Path] | None = None,
+    run_dir: Path, state: dict[str, Any], label: str, out: Out, runs: Sequence[Path] | None = None
 ) -> RunResult:
     """Execute every stage of ``state`` that is not ``ok`` yet, in order; stop at the first failure."""
-    root = paths.project_root()
-    params_copy = run_dir / runfolder.PARAMS_FILE
-    state["status"] = STATUS_RUNNING
-    _save_state(run_dir, state)
+
+    def save(overall: str, entry: dict[str, Any] | None = None, **fields: Any) -> None:
+        """Set the run's status (and a stage's ``fields``) and write pipeline.json."""
+        state["status"] = overall
+        if entry is not None:
+            entry.update(fields)
+        _save_state(run_dir, state)
+
+    save(RUNNING)
+    params_file = state["params_file"]
     with open(run_dir / runfolder.LOG_FILE, "a", encoding="utf-8") as log:
-        for entry in state["stages"]:
-            if entry["status"] == "ok":
-                continue
-            notebook = root / "notebooks" / entry["notebook"]
+        for entry in [e for e in state["stages"] if e["status"] != "ok"]:
+            notebook = paths.project_root() / "notebooks" / entry["notebook"]
             name = notebook.stem
-            entry.update(status=STATUS_RUNNING, started=_now(), error=None, seconds=None)
-            _save_state(run_dir, state)
+            save(RUNNING, entry, status=RUNNING, started=_now(), error=None, seconds=None)
             log.write(f"\n==== {_now()} {name} ====\n")
             log.flush()
             start = time.perf_counter()
             try:
-                if not notebook.is_file():
-                    raise InputError(f"notebook {notebook} is missing")
-                _execute_stage(notebook, run_dir, params_copy, log, runs)
+                _execute_stage(notebook, run_dir, log, runs)
             except KeyboardInterrupt:
-                entry.update(status="interrupted", seconds=round(time.perf_counter() - start, 3))
-                state["status"] = "interrupted"
-                _save_state(run_dir, state)
+                seconds = round(time.perf_counter() - start, 3)
+                save(INTERRUPTED, entry, status=INTERRUPTED, seconds=seconds)
                 log.write(f"==== {name} interrupted\n")
                 raise
             except Exception as exc:  # a stage failure never stops the other runs
                 seconds = time.perf_counter() - start
-                line = _failure_line(
-                    f"notebooks/{notebook.name}", exc, _parameters_cell_index(notebook)
-                )
+                line = _failure_line(notebook, exc)
                 problems = error_lines(exc)[:-1]  # the summary is the end of ``line``
-                entry.update(status=STATUS_FAILED, seconds=round(seconds, 3), error=line)
-                state["status"] = STATUS_FAILED
-                _save_state(run_dir, state)
+                save(FAILED, entry, status=FAILED, seconds=round(seconds, 3), error=line)
                 log.writelines(f"{problem}\n" for problem in problems)
                 log.write(f"==== {name} FAILED ({seconds:.1f} s): {line}\n")
+                executed = run_dir / runfolder.NOTEBOOKS_DIR / notebook.name
                 out(f"[{label}] {name} ... FAILED ({seconds:.1f} s)")
-                for problem in problems:  # as the CLI prints them: one line each, no prefix
-                    out(problem)
-                out(f"[{label}] {line}")
-                out(
-                    f"[{label}] executed notebook: {run_dir / runfolder.NOTEBOOKS_DIR / notebook.name}"
-                )
-                return RunResult(
-                    state["params_file"], run_dir, STATUS_FAILED, line, state["stages"], problems
-                )
+                for text in [
+                    *problems,
+                    f"[{label}] {line}",
+                    f"[{label}] executed notebook: {executed}",
+                ]:
+                    out(text)  # the problems as the CLI prints them: one line each, no prefix
+                return RunResult(params_file, run_dir, FAILED, line, state["stages"], problems)
             seconds = time.perf_counter() - start
-            entry.update(status="ok", seconds=round(seconds, 3))
-            _save_state(run_dir, state)
+            save(RUNNING, entry, status="ok", seconds=round(seconds, 3))
             log.write(f"==== {name} ok ({seconds:.1f} s)\n")
             out(f"[{label}] {name} ... ok ({seconds:.1f} s)")
-        state["status"] = STATUS_FINISHED
         state["finished"] = _now()
-        _save_state(run_dir, state)
+        save(FINISHED)
         log.write(f"==== {_now()} run finished\n")
     out(f"[{label}] finished: {run_dir}")
-    return RunResult(state["params_file"], run_dir, STATUS_FINISHED, "", state["stages"])
+    return RunResult(params_file, run_dir, FINISHED, "", state["stages"])
 
 
 def _new_run(
     params_file: str, stages: Sequence[str], outputs: Path | None, name: str | None = None
-) -> tuple[Path, dict]:
-
+) -> tuple[Path, dict[str, Any]]:
+    """A new run folder with its params.yaml and every stage pending."""
     config = load_config(params_file)
     notebooks = [find_notebook(stage).name for stage in stages]
-    label = name or _params_name(params_file)
+    label = name or Path(params_file).stem
     run_dir = paths.new_run_dir(label, root=outputs)
     dump_config(config, run_dir / runfolder.PARAMS_FILE)
     state = {
@@ -329,7 +292,7 @@ def _new_run(
             {"stage": s, "notebook": nb, "status": "pending", "seconds": None, "error": None}
             for s, nb in zip(stages, notebooks, strict=True)
         ],
-        "status": STATUS_RUNNING,
+        "status": RUNNING,
         "created": _now(),
         "finished": None,
     }
@@ -337,27 +300,32 @@ def _new_run(
     return run_dir, state
 
 
+def _refuse_finished(run_dir: Path, state: dict[str, Any]) -> None:
+    if state.get("status") == FINISHED:
+        raise InputError(f"{run_dir}: run is finished and is never edited again; start a new run")
+
+
 def _resume_target(target: str, outputs: Path | None, stages: Sequence[str] | None) -> Path:
     """A run folder given directly, or the newest unfinished run of a params file's name."""
     path = paths.resolve(target)
-    if path.is_dir():
-        run_dir = path
-    else:
-        found = find_unfinished_run(_params_name(target), outputs)
-        if found is None:
-            root = outputs or paths.outputs_root()
-            raise InputError(
-                f"{target}: no unfinished run of {_params_name(target)!r} under {root}"
-            )
-        run_dir = found
+    run_dir = path if path.is_dir() else find_unfinished_run(Path(target).stem, outputs)
+    if run_dir is None:
+        root = outputs or paths.outputs_root()
+        raise InputError(f"{target}: no unfinished run of {Path(target).stem!r} under {root}")
     state = read_state(run_dir)
-    if state.get("status") == STATUS_FINISHED:
-        raise InputError(f"{run_dir}: run is finished and is never edited again; start a new run")
+    _refuse_finished(run_dir, state)
     if not (run_dir / runfolder.PARAMS_FILE).is_file():
         raise InputError(f"{run_dir}: {runfolder.PARAMS_FILE} is missing; cannot resume")
     edited = target if not path.is_dir() else str(state.get("params_file") or "")
-    if edited and paths.resolve(edited).is_file():
-        refuse_edited_params(edited, run_dir)
+    changes = params_changes(edited, run_dir) if edited and paths.resolve(edited).is_file() else []
+    if changes:
+        raise InputError(
+            f"{edited} was edited after {run_dir.name} started ({len(changes)} key(s) "
+            f"above, started -> now); a resumed run keeps its own {runfolder.PARAMS_FILE}, so "
+            f"the edit would not apply. Start a new run with the edited file: `routerlib run "
+            f"{edited}` (or undo the edit to resume)",
+            changes,
+        )
     recorded = [str(e.get("stage")) for e in state["stages"]]
     if stages is not None and tuple(stages) != DEFAULT_STAGES and list(stages) != recorded:
         raise InputError(
@@ -368,15 +336,14 @@ def _resume_target(target: str, outputs: Path | None, stages: Sequence[str] | No
 
 
 def params_changes(params_file: str, run_dir: Path) -> list[str]:
-    """``key: old -> new`` for each setting ``params_file`` now gives differently from the
-    params.yaml ``run_dir`` was started with (the file validated when it can be, else as
-    written over RunConfig's defaults)."""
+    """``file: key: old -> new`` for each setting ``params_file`` now gives differently from the
+    params.yaml ``run_dir`` started with."""
     frozen = load_config(run_dir / runfolder.PARAMS_FILE).model_dump()
     try:
         current = load_config(params_file).model_dump()
     except InputError:
-        defaults = {key: run_default(key) for key in RunConfig.model_fields}
-        current = {**defaults, **read_params_file(params_file)}
+        defaults = {key: config.run_default(key) for key in RunConfig.model_fields}
+        current = {**defaults, **config.read_params_file(params_file)}
     return [
         f"{params_file}: {key}: {frozen.get(key)!r} -> {current.get(key)!r}"
         for key in RunConfig.model_fields
@@ -384,27 +351,78 @@ def params_changes(params_file: str, run_dir: Path) -> list[str]:
     ]
 
 
-def refuse_edited_params(params_file: str, run_dir: Path) -> None:
-    """Refuse to resume ``run_dir`` when ``params_file`` was edited since the run started: a
-    resumed run keeps the params it started with, so the edit would silently not apply."""
-    changes = params_changes(params_file, run_dir)
-    if changes:
-        raise InputError(
-            f"{params_file} was edited after {run_dir.name} started ({len(changes)} key(s) "
-            f"above, started -> now); a resumed run keeps its own {runfolder.PARAMS_FILE}, so "
-            f"the edit would not apply. Start a new run with the edited file: `routerlib run "
-            f"{params_file}` (or undo the edit to resume)",
-            changes,
-        )
+def side_by_side(backends: Sequence[str], requested: int | None = None) -> int:
+    """How many runs go at once: ``requested`` when given (at most one per run); else local runs
+    side by side up to the core count (each kernel gets its share of the cores through
+    OMP_NUM_THREADS: the tiny model gains little from a second thread, so two runs at one thread
+    finish sooner than one after the other at two) and any other run alone (a sweep's
+    ``--max-concurrent`` manages the tuning quota)."""
+    if requested is not None:
+        return max(1, min(requested, len(backends)))
+    if backends and all(backend == "local" for backend in backends):
+        return max(1, min(len(backends), os.cpu_count() or 1))
+    return 1
 
 
-def _check_stages(stages: Sequence[str]) -> list[str]:
-    stages = [str(s).strip() for s in stages if str(s).strip()]
-    if not stages:
-        raise InputError("--stages: name at least one stage (e.g. 01,02,03,04)")
-    if len(set(stages)) != len(stages):
-        raise InputError(f"--stages: a stage is listed twice ({','.join(stages)})")
-    return stages
+@contextlib.contextmanager
+def _threads_per_run(at_once: int) -> Iterator[None]:
+    """Each kernel's torch threads: ``cores // at_once`` while runs go side by side (a value the
+    user set is kept)."""
+    if at_once <= 1 or os.environ.get("OMP_NUM_THREADS"):
+        yield
+        return
+    os.environ["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // at_once))
+    try:
+        yield
+    finally:
+        os.environ.pop("OMP_NUM_THREADS", None)
+
+
+def _run_side_by_side(
+    jobs: Sequence[Callable[[], RunResult]], at_once: int, out: Out, run_dirs: dict[int, Path]
+) -> list[RunResult]:
+    """Run ``jobs`` on ``at_once`` daemon threads; results in job order. Ctrl-C reaches only this
+    thread (kernels run in a session of their own), so here every run still going is recorded as
+    interrupted and the interrupt goes on at once: the threads end with the process, and so do
+    their kernels, which watch it. ``run_dirs``: each started job's run folder, by job index."""
+    results: list[RunResult | None] = [None] * len(jobs)
+    failures: list[BaseException] = []
+    pending = list(enumerate(jobs))
+    lock = threading.Lock()
+
+    def worker() -> None:
+        while True:
+            with lock:
+                if not pending or failures:
+                    return
+                index, job = pending.pop(0)
+            try:
+                results[index] = job()
+            except BaseException as exc:  # a bug (a stage failure is a result)
+                with lock:
+                    failures.append(exc)
+
+    threads = [threading.Thread(target=worker, daemon=True) for _ in range(at_once)]
+    for thread in threads:
+        thread.start()
+    try:
+        while any(thread.is_alive() for thread in threads):
+            for thread in threads:
+                thread.join(timeout=0.5)
+    except KeyboardInterrupt:
+        for index, run_dir in sorted(run_dirs.items()):
+            if results[index] is None:
+                state = read_state(run_dir)
+                state["status"] = INTERRUPTED
+                for entry in state["stages"]:
+                    if entry.get("status") == RUNNING:
+                        entry["status"] = INTERRUPTED
+                _save_state(run_dir, state)
+                out(f"interrupted: {run_dir} (`routerlib run --resume {run_dir}` continues it)")
+        raise
+    if failures:
+        raise failures[0]
+    return [result for result in results if result is not None]
 
 
 def run_pipeline(
@@ -413,37 +431,32 @@ def run_pipeline(
     stages: Sequence[str] | None = DEFAULT_STAGES,
     outputs: str | os.PathLike[str] | None = None,
     resume: bool = False,
-    out: Callable[[str], None] = print,
-    name: str | None = None,
+    out: Out = print,
+    parallel: int | None = None,
 ) -> list[RunResult]:
-    """Run the notebook chain for each params file into its own run folder; return one result each.
-
-    Every params file (and, with ``resume``, every run folder or params name) is checked before any
-    notebook runs, so a typo fails at once. A failing stage stops its own run only. With ``resume``,
-    each item is a run folder, or a params file whose newest unfinished run is continued from its
-    first stage that is not ``ok``; a finished run is refused. ``name`` names new run folders
-    (default: the params file's stem).
-    """
+    """Run the notebook chain for each params file into its own run folder (with ``resume``:
+    continue each run folder, or a params file's newest unfinished run); one result each.
+    Every item is checked before any notebook runs; a failing stage stops its own run only.
+    ``parallel``: runs at once (default :func:`side_by_side`)."""
     if not params_files:
         raise InputError("name at least one params file (e.g. params/local.yaml)")
     require_notebooks()
     outputs_dir = paths.resolve(outputs) if outputs else None
-    chosen = _check_stages(stages if stages is not None else DEFAULT_STAGES)
+    chosen = check_stages(stages)
     # Check everything first: bad input fails before hours of work start.
     plans: list[tuple[str, Path | None]] = []
+    backends: list[str] = []
     problems: list[str] = []
     for item in params_files:
         try:
-            if resume:
-                run_dir = _resume_target(item, outputs_dir, stages)
-                frozen = run_dir / runfolder.PARAMS_FILE
-                problems.extend(cloud_problems(load_config(frozen), str(frozen)))
-                plans.append((item, run_dir))
-            else:
-                problems.extend(cloud_problems(load_config(item), item))
-                for stage in chosen:
-                    find_notebook(stage)
-                plans.append((item, None))
+            run_dir = _resume_target(item, outputs_dir, stages) if resume else None
+            params = run_dir / runfolder.PARAMS_FILE if run_dir else item
+            loaded = load_config(params)
+            backends.append(loaded.backend)
+            problems.extend(cloud_problems(loaded, str(params)))
+            for stage in chosen if not resume else ():
+                find_notebook(stage)
+            plans.append((item, run_dir))
         except InputError as exc:
             if len(params_files) == 1 and not problems:
                 raise  # one params file: its own error, summary last
@@ -453,26 +466,33 @@ def run_pipeline(
     if problems:
         raise InputError(f"{len(problems)} problem(s) in the arguments; nothing was run", problems)
 
-    results: list[RunResult] = []
-    with _outputs_env(outputs_dir):
-        for item, existing in plans:
-            if existing is None:
-                run_dir, state = _new_run(item, chosen, outputs_dir, name=name)
-                label = state["params_name"]
-                out(f"[{label}] run folder: {run_dir}")
-            else:
-                run_dir, state = existing, read_state(existing)
-                label = str(state.get("params_name") or run_dir.name)
-                todo = [e["stage"] for e in state["stages"] if e.get("status") != "ok"]
-                out(f"[{label}] resuming {run_dir} from stage {todo[0] if todo else '(none left)'}")
-            results.append(_run_one(run_dir, state, label, out))
-    return results
+    run_dirs: dict[int, Path] = {}
+
+    def run_one(index: int, item: str, existing: Path | None) -> RunResult:
+        if existing is None:
+            run_dir, state = _new_run(item, chosen, outputs_dir)
+            label = state["params_name"]
+            out(f"[{label}] run folder: {run_dir}")
+        else:
+            run_dir, state = existing, read_state(existing)
+            label = str(state.get("params_name") or run_dir.name)
+            todo = [e["stage"] for e in state["stages"] if e.get("status") != "ok"]
+            out(f"[{label}] resuming {run_dir} from stage {todo[0] if todo else '(none left)'}")
+        run_dirs[index] = run_dir
+        return _run_one(run_dir, state, label, out)
+
+    jobs = [functools.partial(run_one, i, *plan) for i, plan in enumerate(plans)]
+    at_once = side_by_side(backends, parallel)
+    with outputs_env(outputs_dir), _threads_per_run(at_once):
+        if at_once == 1:
+            return [job() for job in jobs]
+        out(f"{len(jobs)} runs, {at_once} at a time")
+        return _run_side_by_side(jobs, at_once, out, run_dirs)
 
 
 def run_headline(result: RunResult) -> list[str]:
-    """What a run came to, for the end of ``routerlib run``: a failed run's stage and error
-    lines; a finished run's deciding metrics (strict, on its test rows), the gate (with skipped
-    buckets), failed batch rows when there were any, and where metrics.json and the report are."""
+    """What a run came to, for the end of ``routerlib run``: a failure's lines, or the deciding
+    metrics, the gate, failed batch rows and where metrics.json and the report are."""
     run_dir = Path(result.run_dir)
     if not result.ok:
         return [f"FAILED {run_dir}: {result.message}", *result.problems]
@@ -481,8 +501,7 @@ def run_headline(result: RunResult) -> list[str]:
         stages = ",".join(str(s.get("stage")) for s in result.stages) or "-"
         return [*lines, f"  no evaluation in this run (stages {stages}); 04_deploy_eval scores it"]
     try:
-        record = runfolder.read_metrics(run_dir)
-        evaluation = record.evaluation or runfolder.EvaluationInfo()
+        evaluation = runfolder.read_metrics(run_dir).evaluation or runfolder.EvaluationInfo()
         report = runfolder.read_report(run_dir / evaluation.report)
     except runfolder.RunFolderError as exc:
         return [*lines, f"  {exc}"]
@@ -506,24 +525,16 @@ def run_headline(result: RunResult) -> list[str]:
     return lines
 
 
-COMPARISON_STAGE = "05"
-
-
-#: ``--with all``: every finished run under the outputs root joins the comparison.
-ALL_RUNS = "all"
-
-
 def comparison_runs(
     made: Sequence[Path],
     extra: Sequence[str] = (),
     outputs: str | os.PathLike[str] | None = None,
 ) -> list[Path]:
-    """The run folders a comparison shows: the runs just made that finished an evaluation (a run
-    of only the comparison stage, or one that stopped early, is no candidate), then each ``extra``
-    one (a run folder path, or a folder name under the outputs root; ``all`` adds every finished
-    run), each once. A name that is no finished run folder is an InputError naming it."""
+    """The run folders a comparison shows, each once: the runs just made that finished an
+    evaluation, then each ``extra`` one (a path, a folder name under the outputs root, or
+    ``all``); InputError naming one that is no finished run folder."""
     root = paths.resolve(outputs) if outputs else paths.outputs_root()
-    chosen = [Path(p).resolve() for p in made if runfolder.has_evaluation(p)]
+    chosen = [Path(p) for p in made if runfolder.has_evaluation(p)]
     problems = []
     for item in extra:
         if item == ALL_RUNS:
@@ -542,26 +553,21 @@ def comparison_runs(
         raise InputError(problems[0])
     if problems:
         raise InputError(f"{len(problems)} --with run(s) are not finished run folders", problems)
-    unique: list[Path] = []
-    for path in (p.resolve() for p in chosen):
-        if path not in unique:
-            unique.append(path)
-    return unique
+    return list(dict.fromkeys(p.resolve() for p in chosen))
 
 
 def run_comparison(
     params_file: str,
     *,
     outputs: str | os.PathLike[str] | None = None,
-    out: Callable[[str], None] = print,
+    out: Out = print,
     runs: Sequence[Path] | None = None,
 ) -> RunResult:
-    """Execute the comparison notebook (05) into its own ``comparison-<time>`` run folder, with
-    ``params_file`` for its defaults. It compares ``runs`` (see comparison_runs) when given, else
-    every finished run under the outputs root."""
+    """Execute notebook 05 into its own ``comparison-<time>`` run folder over ``runs`` (default:
+    every finished run under the outputs root), ``params_file`` giving its defaults."""
     require_notebooks()
     outputs_dir = paths.resolve(outputs) if outputs else None
-    with _outputs_env(outputs_dir):
+    with outputs_env(outputs_dir):
         run_dir, state = _new_run(params_file, [COMPARISON_STAGE], outputs_dir, name="comparison")
         out(f"[comparison] run folder: {run_dir}")
         return _run_one(run_dir, state, "comparison", out, runs)
@@ -574,20 +580,12 @@ def start_run(
     outputs: Path | None = None,
     name: str | None = None,
 ) -> Path:
-    """Make a new run folder for ``params_file`` (named ``name``, default the file's stem) with
-    every stage pending; run it with :func:`continue_run`. Used by sweeps, which record the
-    folder before its first notebook starts."""
-    run_dir, _ = _new_run(params_file, _check_stages(stages), outputs, name=name)
-    return run_dir
+    """A new run folder for ``params_file``, every stage pending (run it with continue_run)."""
+    return _new_run(params_file, check_stages(stages), outputs, name=name)[0]
 
 
-def continue_run(run_dir: Path, out: Callable[[str], None] = print) -> RunResult:
+def continue_run(run_dir: Path, out: Out = print) -> RunResult:
     """Execute every stage of ``run_dir`` that is not ``ok`` yet (a finished run is refused)."""
     state = read_state(run_dir)
-    if state.get("status") == STATUS_FINISHED:
-        raise InputError(f"{run_dir}: run is finished and is never edited again; start a new run")
-    label = str(state.get("params_name") or Path(run_dir).name)
-    return _run_one(Path(run_dir), state, label, out)
-
-
-outputs_env = _outputs_env
+    _refuse_finished(run_dir, state)
+    return _run_one(Path(run_dir), state, str(state.get("params_name") or Path(run_dir).name), out)

@@ -1,14 +1,8 @@
 """What a run costs: tuning (training tokens x epochs x a price per million tokens), serving (a
 machine's hourly price / measured routes per hour) and batch prediction (node hours x the
-machine's hourly price), from a dated price table whose every row names its source.
-
-The price table is a user-editable YAML file (the default ships inside the package as
-routerlib/data/pricing.yaml); ``load_pricing`` validates it (unknown keys are rejected, every
-problem reported together). A row is ``verified`` only when it was read from a Google source; a
-row without the flag takes the table's. Training tokens are the training file's characters
-(prompt + completion, or every message's content) x the model's billed tokens per character for
-the tuning mode (Google's measured ratio, kept beside the price), so the estimate needs no
-tokenizer; a model without a ratio is estimated at ``1 / models.CHARS_PER_TOKEN``.
+machine's hourly price), from the dated price table routerlib/data/pricing.yaml, whose every row
+names its source (docs/vertex-facts.md). Training tokens are the training file's characters x the
+model's billed tokens per character for the tuning mode, so the estimate needs no tokenizer.
 """
 
 from __future__ import annotations
@@ -22,14 +16,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from routerlib import storage
 from routerlib.dataset import example_pair
 from routerlib.errors import InputError
 from routerlib.models import CHARS_PER_TOKEN, FULL, PEFT, short_id
 from routerlib.paths import packaged_file, project_root
+from routerlib.tables import read_yaml
 
 PRICING_FILE = "pricing.yaml"
 #: Google's deploy cost script warns when its price snapshot is older than this many days
@@ -98,17 +92,13 @@ class PricingTable(BaseModel):
     def price(self, base_model: str) -> float | None:
         """USD per million training tokens for ``base_model`` (None when unknown)."""
         row = self.model_row(base_model)
-        if row is not None:
-            return row.usd_per_million_training_tokens
-        return self.default_usd_per_million_training_tokens
+        default = self.default_usd_per_million_training_tokens
+        return row.usd_per_million_training_tokens if row else default
 
     def tokens_per_character(self, base_model: str, tuning_mode: str = PEFT) -> float | None:
         """The model's billed tokens per character under ``tuning_mode`` (None: not in the table)."""
         row = self.model_row(base_model)
         return row.ratio(tuning_mode) if row is not None else None
-
-    def machine_row(self, machine: str) -> MachinePrice | None:
-        return self.machines.get(machine)
 
     def machine_price(self, machine: str) -> float | None:
         """USD per hour of one replica of ``machine`` (None when the table has no price)."""
@@ -117,23 +107,16 @@ class PricingTable(BaseModel):
 
     def is_verified(self, row: _Sourced | None) -> bool:
         """A row's flag (the table's when the row has none); False for a missing row."""
-        if row is None:
-            return False
-        return self.verified if row.verified is None else row.verified
+        return row is not None and (self.verified if row.verified is None else row.verified)
 
     def unverified(self, base_model: str | None = None, machine: str | None = None) -> list[str]:
         """The names of the rows used for ``base_model`` / ``machine`` that are priced but not
         verified (a row the table lacks gives no price, so it is not listed)."""
-        names = []
-        if base_model is not None:
-            row = self.model_row(base_model)
-            if row is not None and not self.is_verified(row):
-                names.append(short_id(base_model))
-        if machine is not None:
-            row_m = self.machines.get(machine)
-            if row_m is not None and not self.is_verified(row_m):
-                names.append(machine)
-        return names
+        used: list[tuple[str, _Sourced | None]] = [
+            (short_id(base_model or ""), self.model_row(base_model) if base_model else None),
+            (machine or "", self.machines.get(machine) if machine else None),
+        ]
+        return [name for name, row in used if row is not None and not self.is_verified(row)]
 
     def oldest_source_date(self) -> dt.date | None:
         """The oldest date a verified row's source states (how old the newest price can be)."""
@@ -151,35 +134,10 @@ def default_pricing_path() -> Path:
 
 
 def load_pricing(path: str | os.PathLike[str] | None = None) -> PricingTable:
-    """Read and validate a pricing table; InputError lists every problem with file and key."""
+    """Read and validate a price table (default: the packaged one); InputError lists every
+    problem with file and key."""
     file = Path(path) if path is not None else default_pricing_path()
-    try:
-        data = yaml.safe_load(file.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise InputError(f"{file}: pricing table not found") from None
-    except yaml.YAMLError as exc:
-        raise InputError(f"{file}: not valid YAML: {exc}") from None
-    if not isinstance(data, dict):
-        raise InputError(f"{file}: expected a mapping of keys (date, source, models, ...)")
-    try:
-        return PricingTable.model_validate(data)
-    except ValidationError as exc:
-        lines = []
-        for err in exc.errors():
-            key = ".".join(str(p) for p in err["loc"]) or "(table)"
-            msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
-            lines.append(f"{file}: {key}: {msg}")
-        raise InputError(f"{file}: invalid pricing table", lines) from None
-
-
-def _table(
-    table: PricingTable | None, table_path: str | os.PathLike[str] | None
-) -> tuple[PricingTable | None, Path]:
-    """``table`` or the one at ``table_path`` (default: packaged); None when no file is there."""
-    path = Path(table_path) if table_path is not None else default_pricing_path()
-    if table is None and path.is_file():
-        table = load_pricing(path)
-    return table, path
+    return read_yaml(file, PricingTable, "pricing table", with_lines=False)
 
 
 # ----------------------------------------------------------------------------- training tokens
@@ -200,17 +158,17 @@ def example_characters(uri: str | os.PathLike[str]) -> list[int]:
         if not isinstance(obj, dict):
             raise InputError(f"{uri}:{number}: expected a JSON object with prompt and completion")
         pair = example_pair(obj)
-        if pair is None and "messages" in obj:
-            raise InputError(
-                f"{uri}:{number}: messages: expected chat turns ending with the assistant's"
-            )
-        for key in ("prompt", "completion"):
-            if pair is None and not isinstance(obj.get(key), str):
-                raise InputError(f"{uri}:{number}: {key}: missing or not a string")
-        if isinstance(obj.get("messages"), list) and not isinstance(obj.get("prompt"), str):
-            counts.append(sum(len(turn["content"]) for turn in obj["messages"]))
+        if pair is None:
+            if "messages" in obj:
+                raise InputError(
+                    f"{uri}:{number}: messages: expected chat turns ending with the assistant's"
+                )
+            key = "completion" if isinstance(obj.get("prompt"), str) else "prompt"
+            raise InputError(f"{uri}:{number}: {key}: missing or not a string")
+        turns = obj.get("messages")
+        if isinstance(turns, list) and not isinstance(obj.get("prompt"), str):
+            counts.append(sum(len(turn["content"]) for turn in turns))
         else:
-            assert pair is not None
             counts.append(len(pair[0]) + len(pair[1]))
     return counts
 
@@ -228,28 +186,33 @@ def example_tokens(
     return [tokens_from_characters(c, tokens_per_character) for c in example_characters(uri)]
 
 
-def billed_ratio(
-    base_model: str,
-    tuning_mode: str = PEFT,
-    table: PricingTable | None = None,
-    table_path: str | os.PathLike[str] | None = None,
-) -> float | None:
+def billed_ratio(base_model: str, tuning_mode: str = PEFT) -> float | None:
     """The model's billed tokens per character under ``tuning_mode`` (None: not in the table)."""
-    table, _ = _table(table, table_path)
-    return table.tokens_per_character(base_model, tuning_mode) if table is not None else None
+    return load_pricing().tokens_per_character(base_model, tuning_mode)
 
 
 def training_tokens(
     uri: str | os.PathLike[str],
     base_model: str | None = None,
     tuning_mode: str = PEFT,
-    table: PricingTable | None = None,
 ) -> tuple[int, int]:
     """(examples, estimated training tokens of one pass) of a training JSONL file: its
     characters x ``base_model``'s billed ratio (the generic ratio without a model or a ratio)."""
     counts = example_characters(uri)
-    ratio = billed_ratio(base_model, tuning_mode, table) if base_model else None
+    ratio = billed_ratio(base_model, tuning_mode) if base_model else None
     return len(counts), tokens_from_characters(sum(counts), ratio)
+
+
+def _trust(verified: bool) -> str:
+    return "" if verified else "; UNVERIFIED price: not read from a Google source"
+
+
+def _shown(path: Path) -> str:
+    """``path`` relative to the project root when it lies inside it."""
+    try:
+        return str(path.resolve().relative_to(project_root()))
+    except ValueError:
+        return str(path)
 
 
 # ----------------------------------------------------------------------------- tuning estimate
@@ -265,10 +228,10 @@ class CostEstimate:
     epochs: int
     usd_per_million: float | None
     usd: float | None
-    table_date: str | None
+    table_date: str
     verified: bool
     table_path: str
-    characters: int | None = None
+    characters: int
     tokens_per_character: float | None = None
     tuning_mode: str = PEFT
     source: str = ""
@@ -281,30 +244,23 @@ class CostEstimate:
 
     def line(self) -> str:
         """One human line for the console and the notebooks."""
+        how = (
+            f"{self.tokens_per_character:g} billed tokens per character ({self.tuning_mode})"
+            if self.tokens_per_character is not None
+            else f"1 token per {CHARS_PER_TOKEN:g} characters (no billed ratio in the table)"
+        )
         head = (
             f"cost estimate: {self.examples:,} examples, ~{self.tokens:,} tokens x {self.epochs} "
-            f"epoch(s) = ~{self.training_tokens:,} training tokens"
+            f"epoch(s) = ~{self.training_tokens:,} training tokens ({self.characters:,} "
+            f"characters x {how})"
         )
-        if self.characters is not None:
-            how = (
-                f"{self.tokens_per_character:g} billed tokens per character ({self.tuning_mode})"
-                if self.tokens_per_character is not None
-                else f"1 token per {CHARS_PER_TOKEN:g} characters (no billed ratio in the table)"
-            )
-            head += f" ({self.characters:,} characters x {how})"
         if self.usd is None:
-            if self.table_date is None:
-                return f"{head}; no price table at {self.table_path}: cost unknown"
-            return (
-                f"{head}; no price for {self.base_model} in {self.table_path}: add one to get a "
-                "cost"
-            )
-        where = self.source or self.table_path
+            missing = f"no price for {self.base_model} in {self.table_path}"
+            return f"{head}; {missing}: add one to get a cost"
         when = f" of {self.source_date}" if self.source_date else ""
-        trust = "" if self.verified else "; UNVERIFIED price: not read from a Google source"
         return (
-            f"{head} x ${self.usd_per_million:g}/M = ~${self.usd:,.2f} "
-            f"({self.table_path} dated {self.table_date}: {where}{when}{trust})"
+            f"{head} x ${self.usd_per_million:g}/M = ~${self.usd:,.2f} ({self.table_path} dated "
+            f"{self.table_date}: {self.source or self.table_path}{when}{_trust(self.verified)})"
         )
 
 
@@ -313,56 +269,36 @@ def estimate(
     train_uri: str | os.PathLike[str],
     epochs: int,
     table: PricingTable | None = None,
-    table_path: str | os.PathLike[str] | None = None,
-    token_counts: list[int] | None = None,
     *,
     tuning_mode: str = PEFT,
     char_counts: list[int] | None = None,
 ) -> CostEstimate:
-    """Estimate the cost of tuning ``base_model`` on ``train_uri`` for ``epochs`` epochs.
-
-    Tokens = the file's characters x the model's billed ratio under ``tuning_mode``. Without
-    ``table`` the table is loaded from ``table_path`` (default: the packaged table); a missing
-    table gives an estimate without a price, an invalid one raises InputError. ``char_counts``
-    (from ``example_characters``) saves reading the file a second time; ``token_counts`` (older
-    callers) gives the tokens directly.
-    """
-    table, path = _table(table, table_path)
-    row = table.model_row(base_model) if table is not None else None
-    ratio = table.tokens_per_character(base_model, tuning_mode) if table is not None else None
-    characters: int | None = None
-    if token_counts is not None and char_counts is None:
-        examples, tokens = len(token_counts), sum(token_counts)
-    else:
-        counts = example_characters(train_uri) if char_counts is None else char_counts
-        examples, characters = len(counts), sum(counts)
-        tokens = tokens_from_characters(characters, ratio)
-    price = table.price(base_model) if table is not None else None
-    usd = None if price is None else tokens * epochs * price / 1e6
+    """Estimate the cost of tuning ``base_model`` on ``train_uri`` for ``epochs`` epochs: the
+    file's characters x the model's billed ratio under ``tuning_mode``, x the table's price (the
+    packaged table unless ``table`` is given). ``char_counts`` (from ``example_characters``) saves
+    reading the file a second time."""
+    table = table or load_pricing()
+    row = table.model_row(base_model)
+    ratio = table.tokens_per_character(base_model, tuning_mode)
+    counts = example_characters(train_uri) if char_counts is None else char_counts
+    tokens = tokens_from_characters(sum(counts), ratio)
+    price = table.price(base_model)
     return CostEstimate(
         base_model=base_model,
-        examples=examples,
+        examples=len(counts),
         tokens=tokens,
         epochs=epochs,
         usd_per_million=price,
-        usd=usd,
-        table_date=table.date.isoformat() if table is not None else None,
-        verified=table.is_verified(row) if table is not None else False,
-        table_path=_shown(path),
-        characters=characters,
+        usd=None if price is None else tokens * epochs * price / 1e6,
+        table_date=table.date.isoformat(),
+        verified=table.is_verified(row),
+        table_path=_shown(default_pricing_path()),
+        characters=sum(counts),
         tokens_per_character=ratio,
         tuning_mode=tuning_mode,
         source=row.source if row is not None else "",
         source_date=row.date.isoformat() if row is not None and row.date else None,
     )
-
-
-def _shown(path: Path) -> str:
-    """``path`` relative to the project root when it lies inside it."""
-    try:
-        return str(path.resolve().relative_to(project_root()))
-    except ValueError:
-        return str(path)
 
 
 # ----------------------------------------------------------------------------- serving
@@ -380,12 +316,10 @@ def serving_machine(backend: str, machine_type: str) -> str:
 
 @dataclass(frozen=True)
 class RunCost:
-    """What one run cost or would cost; any figure is None when its input is unknown.
-
-    ``tuning_usd`` = billable tokens (of one pass over the training file) x epochs x the model's
-    price per million tokens. ``serving_usd_per_1000_routes`` = the machine's hourly price /
-    measured routes per hour x 1,000. ``verified`` is True only when every priced row used is
-    verified; ``unverified`` names the rows that are not.
+    """What one run cost or would cost (metrics.json ``cost``); a figure is None when its input
+    is unknown. ``tuning_usd`` = billable tokens (one pass) x epochs x the price per million
+    tokens; ``serving_usd_per_1000_routes`` = the machine's hourly price / measured routes per
+    hour x 1,000; ``verified`` only when every priced row used is (``unverified`` names the rest).
     """
 
     base_model: str
@@ -414,38 +348,34 @@ def run_cost(
     machine: str,
     routes_per_hour: float | None,
     latency: dict | None = None,
-    table: PricingTable | None = None,
-    table_path: str | os.PathLike[str] | None = None,
 ) -> RunCost:
-    """The run's tuning and serving cost from the price table (loaded from ``table_path``, default
-    the packaged table, when ``table`` is not given; a missing table gives no prices)."""
-    table, path = _table(table, table_path)
-    per_million = table.price(base_model) if table is not None else None
-    hourly = table.machine_price(machine) if table is not None else None
-    tuning = (
-        None
-        if per_million is None or billable_tokens is None
-        else billable_tokens * epochs * per_million / 1e6
-    )
-    serving = None if hourly is None or not routes_per_hour else hourly / routes_per_hour * 1000
-    latency = latency or {}
-    unverified = table.unverified(base_model, machine) if table is not None else []
-    machine_row = table.machine_row(machine) if table is not None else None
+    """The run's tuning and serving cost from the packaged price table."""
+    table = load_pricing()
+    per_million = table.price(base_model)
+    hourly = table.machine_price(machine)
+    unverified = table.unverified(base_model, machine)
+    machine_row = table.machines.get(machine)
     return RunCost(
         base_model=base_model,
         billable_tokens=billable_tokens,
         epochs=epochs,
         usd_per_million_training_tokens=per_million,
-        tuning_usd=tuning,
+        tuning_usd=(
+            None
+            if per_million is None or billable_tokens is None
+            else billable_tokens * epochs * per_million / 1e6
+        ),
         machine=machine,
         usd_per_hour=hourly,
         routes_per_hour=routes_per_hour,
-        serving_usd_per_1000_routes=serving,
-        latency_p50_s=latency.get("p50_s"),
-        latency_p95_s=latency.get("p95_s"),
-        table_date=table.date.isoformat() if table is not None else None,
-        verified=bool(table and table.verified and not unverified),
-        table_path=_shown(path),
+        serving_usd_per_1000_routes=(
+            None if hourly is None or not routes_per_hour else hourly / routes_per_hour * 1000
+        ),
+        latency_p50_s=(latency or {}).get("p50_s"),
+        latency_p95_s=(latency or {}).get("p95_s"),
+        table_date=table.date.isoformat(),
+        verified=table.verified and not unverified,
+        table_path=_shown(default_pricing_path()),
         unverified=unverified,
         machine_region=machine_row.region if machine_row is not None else "",
     )
@@ -480,73 +410,51 @@ class BatchCost:
                 f"batch cost: no price for {self.machine} in the price table: add one to get a cost"
             )
         rate = f"${self.usd_per_node_hour:g} per node hour of {self.machine}"
-        trust = "" if self.verified else "; UNVERIFIED price: not read from a Google source"
-        cited = f" ({self.source}{' of ' + self.source_date if self.source_date else ''}{trust})"
+        when = f" of {self.source_date}" if self.source_date else ""
+        cited = f" ({self.source}{when}{_trust(self.verified)})"
         if self.measured:
-            return (
-                f"batch cost: {self.node_hours:.4g} node hour(s) x {rate} = ~${self.usd:,.2f}"
-                + cited
-            )
+            cost = f"{self.node_hours:.4g} node hour(s) x {rate} = ~${self.usd:,.2f}"
+            return f"batch cost: {cost}{cited}"
         if self.node_hours is None:
             return (
                 f"batch cost estimate: {self.rows:,} rows at {rate}; the job bills the node hours "
-                "it runs (no earlier job on this machine to estimate them from)" + cited
+                f"it runs (no earlier job on this machine to estimate them from){cited}"
             )
         return (
             f"batch cost estimate: {self.rows:,} rows ~ {self.node_hours:.4g} node hour(s) "
-            f"({self.basis}) x {rate} = ~${self.usd:,.2f}" + cited
+            f"({self.basis}) x {rate} = ~${self.usd:,.2f}{cited}"
         )
 
     def record(self) -> dict[str, Any]:
         """The fields a batch job's registry record keeps."""
-        key = "cost" if self.measured else "cost_estimate"
-        return {
-            key: {
-                "machine": self.machine,
-                "node_hours": self.node_hours,
-                "usd_per_node_hour": self.usd_per_node_hour,
-                "usd": self.usd,
-                "verified": self.verified,
-            }
-        }
+        keep = ("machine", "node_hours", "usd_per_node_hour", "usd", "verified")
+        return {"cost" if self.measured else "cost_estimate": {k: getattr(self, k) for k in keep}}
 
 
 def _batch(
-    machine: str,
-    rows: int,
-    node_hours: float | None,
-    measured: bool,
-    table: PricingTable | None,
-    basis: str = "",
+    machine: str, rows: int, node_hours: float | None, measured: bool, basis: str = ""
 ) -> BatchCost:
-    row = table.machine_row(machine) if table is not None else None
+    table = load_pricing()
+    row = table.machines.get(machine)
     rate = row.usd_per_hour if row is not None else None
-    usd = None if rate is None or node_hours is None else node_hours * rate
     return BatchCost(
         machine=machine,
         rows=rows,
         usd_per_node_hour=rate,
         node_hours=node_hours,
-        usd=usd,
+        usd=None if rate is None or node_hours is None else node_hours * rate,
         measured=measured,
-        verified=table.is_verified(row) if table is not None else False,
+        verified=table.is_verified(row),
         source=row.source if row is not None else "",
         source_date=row.date.isoformat() if row is not None and row.date else None,
         basis=basis,
     )
 
 
-def batch_estimate(
-    machine: str,
-    rows: int,
-    earlier: Iterable[dict[str, Any]] = (),
-    table: PricingTable | None = None,
-    table_path: str | os.PathLike[str] | None = None,
-) -> BatchCost:
+def batch_estimate(machine: str, rows: int, earlier: Iterable[dict[str, Any]] = ()) -> BatchCost:
     """Before a batch job: node hours estimated from ``earlier`` job records on the same machine
     (each with ``rows`` and ``cost.node_hours``: rows per node hour measured by Vertex), x the
     machine's hourly price. Without such a record only the rate is known."""
-    table, _ = _table(table, table_path)
     done_rows, done_hours = 0, 0.0
     for record in earlier:
         cost = record.get("cost") or {}
@@ -557,38 +465,27 @@ def batch_estimate(
     if done_rows and done_hours:
         per_hour = done_rows / done_hours
         basis = f"{per_hour:,.0f} rows per node hour measured on earlier jobs"
-        return _batch(machine, rows, rows / per_hour, False, table, basis)
-    return _batch(machine, rows, None, False, table)
+        return _batch(machine, rows, rows / per_hour, False, basis)
+    return _batch(machine, rows, None, False)
 
 
-def batch_cost(
-    machine: str,
-    rows: int,
-    node_hours: float | None,
-    table: PricingTable | None = None,
-    table_path: str | os.PathLike[str] | None = None,
-) -> BatchCost:
+def batch_cost(machine: str, rows: int, node_hours: float | None) -> BatchCost:
     """After a batch job: its node hours (``resourcesConsumed.replicaHours``) x the rate."""
-    table, _ = _table(table, table_path)
-    return _batch(machine, rows, node_hours, True, table)
+    return _batch(machine, rows, node_hours, True)
 
 
-def table_verified(path: str | os.PathLike[str] | None = None) -> bool | None:
+def table_verified(path: str | os.PathLike[str] | None = None) -> bool:
     """Whether the price table (default: the packaged one) is verified: every row by its own
-    ``verified`` flag, else the table's (:meth:`PricingTable.is_verified`); None without a table."""
-    file = Path(path) if path is not None else default_pricing_path()
-    if not file.is_file():
-        return None
-    table = load_pricing(file)
+    ``verified`` flag, else the table's (:meth:`PricingTable.is_verified`)."""
+    table = load_pricing(path)
     rows = [*table.models.values(), *table.machines.values()]
     return all(table.is_verified(row) for row in rows) if rows else table.verified
 
 
 def prices_verified(cost: Mapping[str, Any] | None) -> bool | None:
-    """Whether the prices behind a run's recorded cost (metrics.json ``cost``: a RunCost as a
-    dict) were verified: False when it names ``unverified`` rows or records ``verified: false``;
-    None without a cost or a flag (a cost recorded before the flag existed: then the table's
-    own flag, :func:`table_verified`)."""
+    """Whether the prices behind a run's recorded cost (metrics.json ``cost``) were verified:
+    False when it names ``unverified`` rows or records ``verified: false``; None without a cost;
+    the table's own flag (:func:`table_verified`) for a cost recorded before the flag existed."""
     if not cost:
         return None
     if cost.get("unverified"):

@@ -1,9 +1,6 @@
-"""Progress on stderr that a log can hold: a live tqdm bar on a terminal, whole lines elsewhere.
-
-A notebook kernel's stderr and the batch runner's run.log are not terminals; there a redrawn bar
-(carriage returns, no newline) leaves partial lines. Off a terminal, :class:`LineProgress` writes
-one complete line at each milestone instead: every ``every`` of the total, whenever the caller
-marks one (an epoch's end), and at the end.
+"""Progress on stderr that a log can hold: a live tqdm bar on a terminal; elsewhere (a notebook
+kernel, the batch runner's run.log, where a redrawn bar leaves partial lines) one whole line per
+milestone (:class:`LineProgress`).
 """
 
 from __future__ import annotations

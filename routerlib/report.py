@@ -1,9 +1,6 @@
 """Shared reports: executed notebooks → HTML with code hidden, plus an ``index.html`` that links
-every run and carries the comparison (leaderboard, significance, conclusion, plots as data URIs), so
-every page opens straight from disk.
-
-No report is written when a credential-like string appears in a source notebook or a rendered page:
-``scan_for_secrets`` finds them and ``render_report`` refuses.
+every run and carries the comparison (plots as data URIs), so every page opens from disk. Nothing
+is written when a notebook or page holds a credential-like string (``scan_for_secrets``).
 """
 
 from __future__ import annotations
@@ -64,10 +61,9 @@ COMPARISON_STAGE = "05"
 #: headline table's deciding metrics, as notebook 05 shows them (display.HEADLINE_TESTS).
 SIGNIFICANCE_HEADLINE = display.HEADLINE_TESTS
 #: The page's CSV downloads carry the names a comparison run gives the same tables.
-LEADERBOARD_CSV = LEADERBOARD_FILE
+LEADERBOARD_CSV, SIGNIFICANCE_CSV = LEADERBOARD_FILE, SIGNIFICANCE_FILE
 #: Plots shown at full page width (many panels or bars).
 WIDE_PLOTS = ("bucket_scores", "route_confusion")
-SIGNIFICANCE_CSV = SIGNIFICANCE_FILE
 
 
 class SecretFound(RouterlibError):
@@ -151,31 +147,24 @@ def html_exporter() -> Any:
     compiles its templates once)."""
     from nbconvert import HTMLExporter
 
-    return HTMLExporter(
-        exclude_input=True,
-        exclude_input_prompt=True,
-        exclude_output_prompt=True,
-        embed_images=True,
-    )
+    hide = {"exclude_input": True, "exclude_input_prompt": True, "exclude_output_prompt": True}
+    return HTMLExporter(embed_images=True, **hide)
 
 
-def notebook_to_html(notebook: Path, exporter: Any = None, keep_stderr: bool = False) -> str:
+def notebook_to_html(notebook: Path, exporter: Any) -> str:
     """One executed notebook as a standalone HTML page: outputs only (no code, no prompts), images
-    embedded as data URIs (nbconvert writes image outputs as ``data:`` URIs; ``embed_images``
-    also inlines images that markdown cells reference by path). Stderr streams (progress bars,
-    library warnings) are left out unless ``keep_stderr``; errors are always shown."""
+    embedded as data URIs. Stderr streams (progress bars, library warnings) are left out; errors
+    are always shown."""
     import nbformat
 
     nb = nbformat.read(str(notebook), as_version=4)
-    if not keep_stderr:
-        for cell in nb.cells:
-            if cell.get("outputs"):
-                cell.outputs = [
-                    o
-                    for o in cell.outputs
-                    if not (o.get("output_type") == "stream" and o.get("name") == "stderr")
-                ]
-    body, _ = (exporter or html_exporter()).from_notebook_node(nb)
+    for cell in nb.cells:
+        if cell.get("outputs"):
+            stderr = ("stream", "stderr")
+            cell.outputs = [
+                o for o in cell.outputs if (o.get("output_type"), o.get("name")) != stderr
+            ]
+    body, _ = exporter.from_notebook_node(nb)
     return str(body)
 
 
@@ -192,10 +181,6 @@ def _run_status(run: Path) -> str:
         return "finished" if (run / METRICS_FILE).is_file() else "unknown"
     failed = [s for s in state.stages if s.status == "failed" and s.error]
     return f"{state.status}: {failed[0].error}" if failed else state.status
-
-
-def _data_uri(png: Path) -> str:
-    return "data:image/png;base64," + base64.b64encode(png.read_bytes()).decode("ascii")
 
 
 @functools.cache
@@ -218,48 +203,9 @@ def _render(template: str, **values: Any) -> Markup:
 
 def _markdown(text: str) -> Markup:
     """Markdown to HTML (the conclusion; routerlib writes it, so its inline HTML is trusted)."""
-    try:
-        import mistune
+    import mistune  # nbconvert's own markdown library
 
-        return Markup(str(mistune.html(text)))
-    except ImportError:  # pragma: no cover - nbconvert depends on mistune
-        return Markup("<p>{}</p>").format(text)
-
-
-def _index_html(
-    run_links: list[tuple[str, str, list[tuple[str, str]]]],
-    comparison_links: list[tuple[str, str]],
-    board_html: str,
-    sig_html: str,
-    conclusion_html: str,
-    plots: list[Path],
-) -> str:
-    """The index page: the comparison (conclusion, leaderboard, significance, plots as data
-    URIs) above the table of runs and their notebook pages."""
-    return _render(
-        "report_index.html",
-        generated=time.strftime("%Y-%m-%d %H:%M:%S %Z"),
-        comparison_links=comparison_links,
-        conclusion=Markup(conclusion_html),
-        leaderboard=Markup(board_html),
-        significance=Markup(sig_html),
-        plots=[
-            {
-                "alt": png.stem.replace("_", " "),
-                "size": "wide" if png.stem in WIDE_PLOTS else "half",
-                "src": _data_uri(png),
-            }
-            for png in plots
-        ],
-        runs=[
-            {"name": name, "status": status, "links": links} for name, status, links in run_links
-        ],
-    )
-
-
-def display_board(board: Any) -> Any:
-    """The full leaderboard for reading (kept for callers; see ``display.full_board``)."""
-    return display.full_board(board)
+    return Markup(str(mistune.html(text)))
 
 
 def _table(frame: Any, **kwargs: Any) -> Markup:
@@ -267,19 +213,14 @@ def _table(frame: Any, **kwargs: Any) -> Markup:
     return Markup(frame.to_html(index=False, border=0, **kwargs))
 
 
-def _comparison(run_dirs: list[Path], out: Path) -> tuple[str, str, str, list[Path]]:
-    """Leaderboard HTML (compact table, the full one folded, both as CSV in ``out``),
-    significance HTML, conclusion HTML and plot PNGs for these runs."""
+def _comparison(run_dirs: list[Path], out: Path) -> dict[str, Any]:
+    """The index page's comparison: conclusion, leaderboard (compact table, the full one folded,
+    both as CSV in ``out``), significance and plots (PNGs in ``out``, shown as data URIs)."""
 
     scored = [r for r in run_dirs if (r / METRICS_FILE).is_file()]
     runs = compare.load_runs(scored) if scored else []
     board = compare.leaderboard(runs)
-    try:
-        sig = compare.significance_table(runs)
-    except ImportError:  # routerlib.stats missing: still publish the rest
-        import pandas as pd
-
-        sig = pd.DataFrame(columns=compare.SIGNIFICANCE_COLUMNS)
+    sig = compare.significance_table(runs)
     note = compare.embedded_note(board)
     conclusion_html = _render(
         "report_conclusion.html",
@@ -315,9 +256,28 @@ def _comparison(run_dirs: list[Path], out: Path) -> tuple[str, str, str, list[Pa
     board_values["problems"] = [
         line.replace(root, "") for run in runs for r in (run, *run.baselines) for line in r.problems
     ]
-    board_html = _render("report_leaderboard.html", **board_values)
-    sig_html = _render("report_significance.html", **sig_values)
-    return board_html, sig_html, conclusion_html, plots
+    return {
+        "conclusion": conclusion_html,
+        "leaderboard": _render("report_leaderboard.html", **board_values),
+        "significance": _render("report_significance.html", **sig_values),
+        "plots": [
+            {
+                "alt": png.stem.replace("_", " "),
+                "size": "wide" if png.stem in WIDE_PLOTS else "half",
+                "src": "data:image/png;base64," + base64.b64encode(png.read_bytes()).decode(),
+            }
+            for png in plots
+        ],
+    }
+
+
+def _refuse_secrets(targets: Sequence[Path]) -> None:
+    """Raise SecretFound when :func:`scan_for_secrets` finds anything in ``targets``."""
+    found = scan_for_secrets(targets)
+    if found:
+        raise SecretFound(
+            f"refusing to write a report: {len(found)} credential-like string(s)", found
+        )
 
 
 def _replace_dir(staging: Path, out_dir: Path) -> None:
@@ -345,16 +305,12 @@ def render_report(
         raise InputError(f"{missing[0]}: run folder not found")
     out = resolve(out_dir) if out_dir else outputs_root() / "report"
     notebooks = {run: sorted((run / NOTEBOOKS_DIR).glob("*.ipynb")) for run in run_dirs}
-    found = scan_for_secrets([nb for nbs in notebooks.values() for nb in nbs])
-    if found:
-        raise SecretFound(
-            f"refusing to write a report: {len(found)} credential-like string(s)", found
-        )
+    _refuse_secrets([nb for nbs in notebooks.values() for nb in nbs])
 
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     try:
-        run_links: list[tuple[str, str, list[tuple[str, str]]]] = []
+        run_links: list[dict[str, Any]] = []
         comparison_links: list[tuple[str, str]] = []
         used: set[str] = set()
         exporter = html_exporter()
@@ -371,18 +327,16 @@ def render_report(
                 links.append((nb.stem, href))
                 if nb.name.startswith(COMPARISON_STAGE):
                     comparison_links.append((f"{run.name} / {nb.stem}", href))
-            run_links.append((run.name, _run_status(run), links))
-        board_html, sig_html, conclusion_html, plots = _comparison(run_dirs, staging)
-        index = staging / "index.html"
-        index.write_text(
-            _index_html(run_links, comparison_links, board_html, sig_html, conclusion_html, plots),
-            encoding="utf-8",
+            run_links.append({"name": run.name, "status": _run_status(run), "links": links})
+        index = _render(
+            "report_index.html",
+            generated=time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+            comparison_links=comparison_links,
+            runs=run_links,
+            **_comparison(run_dirs, staging),
         )
-        found = scan_for_secrets([staging])
-        if found:
-            raise SecretFound(
-                f"refusing to write a report: {len(found)} credential-like string(s)", found
-            )
+        (staging / "index.html").write_text(index, encoding="utf-8")
+        _refuse_secrets([staging])
         _replace_dir(staging, out)
     except BaseException:
         with contextlib.suppress(OSError):

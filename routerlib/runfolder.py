@@ -1,31 +1,7 @@
 """What a run folder holds: every file name, and a pydantic record for each file that more than one
-module touches.
-
-Layout of ``<outputs>/<name>-<time>/`` (names relative to the run folder)::
-
-    params.yaml                        the resolved RunConfig (stages.open_run / pipeline)
-    pipeline.json                      PipelineRecord: the batch runner's state (pipeline)
-    run.log, notebooks/                the batch runner's log and executed notebooks
-    data/ (data/smoke/)                synthetic_rows.jsonl, train/validation/test.jsonl, prepare.json
-    tuning/full/ (tuning/smoke/)       job.json (tuning.base.Job), loss_curve.json (LossPoint),
-                                       checkpoints; a local run's job.json is the local
-                                       backend's one record of its job (tuning/local.py)
-    eval/report.json                   ReportRecord (metrics.write_report)
-    eval/samples.jsonl                 one SampleRecord per test row (metrics.write_report)
-    eval/report.predictions.jsonl      one PredictionRecord per test row (evaluate)
-    eval/baselines/<kind>/             the same three files for a previous router (baselines)
-    metrics.json                       MetricsRecord: the run's summary (stages.write_metrics)
-    checkpoints.json                   checkpoints.CheckpointChoice: each epoch checkpoint's
-                                       validation score, the pick and why (stages.choose_checkpoint)
-    eval/checkpoints/<epoch>/          the validation report of each scored checkpoint
-                                       (constrained/ beneath when scored constrained)
-    eval/throughput.json               routes per hour measured on the test split (stages.evaluate)
-    leaderboard.csv, significance.csv, comparison.json, plots/
-                                       a comparison run (notebook 05; ComparisonRecord)
-
-Every file has one writer; readers load through :func:`read_json` / :func:`read_jsonl` with a
-record, so an old or foreign file fails with one line per problem naming the file (and line) and
-the field.
+module touches (the layout: docs/outputs.md). Every file has one writer; readers load through
+:func:`read_json` / :func:`read_jsonl` with a record, so an old or foreign file fails with one line
+per problem naming the file (and line) and the field.
 """
 
 from __future__ import annotations
@@ -39,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from routerlib import paths
 from routerlib.atomic import atomic_writer, write_json, write_text
-from routerlib.errors import InputError
+from routerlib.errors import InputError, problem_lines
 
 # ----------------------------------------------------------------------------- names
 
@@ -103,9 +79,7 @@ def decoding_report_file(folder: str, decoding: str) -> str:
     """Where one decoding's report lives in an evaluation folder: ``<folder>/report.json`` for
     free decoding, ``<folder>/<decoding>/report.json`` for another (``eval/constrained/…``), so
     each decoding keeps its own samples, predictions and resume cache."""
-    if decoding == "free":
-        return f"{folder}/report.json"
-    return f"{folder}/{decoding}/report.json"
+    return f"{folder}/report.json" if decoding == "free" else f"{folder}/{decoding}/report.json"
 
 
 def baseline_dir(kind: str) -> str:
@@ -123,22 +97,17 @@ def samples_path(report: str | os.PathLike[str]) -> Path:
     return Path(report).with_name(SAMPLES_FILE)
 
 
-def _stem(report: Path) -> str:
-    return report.name[:-5] if report.name.endswith(".json") else report.name
+def report_artifact(report: str | os.PathLike[str], kind: str) -> Path:
+    """A file evaluate writes beside a report ``X.json``: ``X.<kind>.jsonl`` (kind is
+    ``predictions``, ``cache``, ``gold``, ``pred`` or ``compare``)."""
+    report = Path(report)
+    return report.with_name(f"{report.name.removesuffix('.json')}.{kind}.jsonl")
 
 
 def predictions_path(report: str | os.PathLike[str]) -> Path:
     """The predictions scored by a report ``X.json``: ``X.predictions.jsonl`` beside it (models
     and baselines alike)."""
-    report = Path(report)
-    return report.with_name(f"{_stem(report)}.predictions.jsonl")
-
-
-def report_artifact(report: str | os.PathLike[str], kind: str) -> Path:
-    """Another file evaluate writes beside a report ``X.json``: ``X.<kind>.jsonl`` (kind is
-    ``cache``, ``gold``, ``pred`` or ``compare``)."""
-    report = Path(report)
-    return report.with_name(f"{_stem(report)}.{kind}.jsonl")
+    return report_artifact(report, "predictions")
 
 
 # ----------------------------------------------------------------------------- records
@@ -224,32 +193,30 @@ class TuningInfo(Record):
     checkpoint: dict[str, Any] | None = None
 
 
-class EvaluationInfo(Record):
-    """Where the evaluation report is and its headline figures."""
-
-    report: str = REPORT_FILE
-    gate_pass: bool | None = None
-    headline: dict[str, float | None] = Field(default_factory=dict)
-    strict: dict[str, float | None] = Field(default_factory=dict)
-    decoding: str = "free"  # the headline decoding: free or constrained
-
-
-class DecodingInfo(Record):
-    """One decoding (free / constrained) scored on the run's test rows."""
+class BaselineInfo(Record):
+    """One previous router scored in the run: its report and whether it passed the gate."""
 
     report: str
     gate_pass: bool | None = None
+
+
+class DecodingInfo(BaselineInfo):
+    """One decoding (free / constrained) scored on the run's test rows, with its figures."""
+
     headline: dict[str, float | None] = Field(default_factory=dict)
     strict: dict[str, float | None] = Field(default_factory=dict)
     schema_valid: float | None = None
     seconds_per_token: float | None = None
 
 
-class BaselineInfo(Record):
-    """One previous router scored in the run."""
+class EvaluationInfo(Record):
+    """Where the headline decoding's report is (free or constrained) and its figures."""
 
-    report: str
+    report: str = REPORT_FILE
     gate_pass: bool | None = None
+    headline: dict[str, float | None] = Field(default_factory=dict)
+    strict: dict[str, float | None] = Field(default_factory=dict)
+    decoding: str = "free"
 
 
 class MetricsRecord(Record):
@@ -437,54 +404,50 @@ class RunFolderError(InputError):
     """A run-folder file that is missing, unreadable or not what its record says."""
 
 
-def _problems(where: str, error: ValidationError) -> list[str]:
-    lines = []
-    for item in error.errors():
-        field = ".".join(str(part) for part in item["loc"]) or "(file)"
-        lines.append(f"{where}: {field}: {item['msg']}")
-    return lines
-
-
 def validate(data: Any, record: type[M], where: str) -> M:
     """``data`` as ``record``; RunFolderError with one line per field otherwise."""
     try:
         return record.model_validate(data)
     except ValidationError as exc:
-        problems = _problems(where, exc)
+        problems = problem_lines(exc, where)
         if len(problems) == 1:
             raise RunFolderError(problems[0]) from None
         raise RunFolderError(f"{where}: {len(problems)} problem(s)", problems) from None
 
 
-def read_json(path: str | os.PathLike[str], record: type[M]) -> M:
-    """Load one JSON file of the run folder as ``record``."""
-    file = Path(path)
+def _text(file: Path) -> str:
     try:
-        data = json.loads(file.read_text(encoding="utf-8"))
+        return file.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise RunFolderError(f"{file}: missing") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise RunFolderError(f"{file}: unreadable ({exc})") from None
+
+
+def _json(file: Path, shape: type, what: str) -> Any:
+    """The JSON of ``file``; RunFolderError when it is not valid JSON or not a ``shape``."""
+    try:
+        data = json.loads(_text(file))
     except json.JSONDecodeError as exc:
         raise RunFolderError(f"{file}: line {exc.lineno}: not valid JSON") from None
-    name = record.__name__.removesuffix("Record")
-    if not isinstance(data, dict):
-        raise RunFolderError(f"{file}: (file): not a {name} object")
+    if not isinstance(data, shape):
+        raise RunFolderError(f"{file}: (file): not a {what}")
+    return data
+
+
+def read_json(path: str | os.PathLike[str], record: type[M]) -> M:
+    """Load one JSON file of the run folder as ``record``."""
+    file = Path(path)
+    data = _json(file, dict, f"{record.__name__.removesuffix('Record')} object")
     return validate(data, record, str(file))
 
 
 def read_jsonl(path: str | os.PathLike[str], record: type[M]) -> list[M]:
     """Load every non-blank line of a JSONL file of the run folder as ``record``."""
     file = Path(path)
-    try:
-        lines = file.read_text(encoding="utf-8").splitlines()
-    except FileNotFoundError:
-        raise RunFolderError(f"{file}: missing") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise RunFolderError(f"{file}: unreadable ({exc})") from None
     out: list[M] = []
     problems: list[str] = []
-    for number, line in enumerate(lines, 1):
+    for number, line in enumerate(_text(file).splitlines(), 1):
         if not line.strip():
             continue
         where = f"{file}:{number}"
@@ -496,11 +459,10 @@ def read_jsonl(path: str | os.PathLike[str], record: type[M]) -> list[M]:
             problems.extend(exc.problems or exc.lines())
         if len(problems) >= 10:
             break
+    if len(problems) == 1:
+        raise RunFolderError(problems[0])
     if problems:
-        raise RunFolderError(
-            problems[0] if len(problems) == 1 else f"{file}: {len(problems)} bad line(s)",
-            problems if len(problems) > 1 else None,
-        )
+        raise RunFolderError(f"{file}: {len(problems)} bad line(s)", problems)
     return out
 
 
@@ -509,21 +471,17 @@ def read_jsonl(path: str | os.PathLike[str], record: type[M]) -> list[M]:
 
 def write_record(path: str | os.PathLike[str], record: BaseModel) -> Path:
     """Write a record as JSON, atomically."""
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    write_json(target, record.model_dump(mode="json"))
-    return target
+    write_json(path, record.model_dump(mode="json"))
+    return Path(path)
 
 
 def write_records(path: str | os.PathLike[str], records: list[BaseModel]) -> Path:
     """Write records as JSONL, one per line (the fields that were given), atomically."""
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_writer(target) as handle:
+    with atomic_writer(path) as handle:
         for record in records:
             line = record.model_dump(mode="json", exclude_unset=True)
             handle.write(json.dumps(line, ensure_ascii=False) + "\n")
-    return target
+    return Path(path)
 
 
 # ----------------------------------------------------------------------------- per file
@@ -532,18 +490,15 @@ def write_records(path: str | os.PathLike[str], records: list[BaseModel]) -> Pat
 def write_report(path: str | os.PathLike[str], report: dict[str, Any]) -> Path:
     """Check ``report`` against ReportRecord, then write it as it is (key order and numbers
     kept: the original sections come first)."""
-
     validate(report, ReportRecord, str(path))
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    write_json(target, report)
-    return target
+    write_json(path, report)
+    return Path(path)
 
 
 def read_report(path: str | os.PathLike[str]) -> dict[str, Any]:
     """A report.json, checked against ReportRecord, as the dict the scorer wrote."""
-    read_json(path, ReportRecord)
-    data: dict[str, Any] = json.loads(Path(path).read_text(encoding="utf-8"))
+    data: dict[str, Any] = _json(Path(path), dict, "Report object")
+    validate(data, ReportRecord, str(path))
     return data
 
 
@@ -562,14 +517,7 @@ def read_samples(path: str | os.PathLike[str]) -> list[SampleRecord]:
 def read_loss_curve(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
     """A tuning folder's loss_curve.json: its points, each checked against LossPoint."""
     file = Path(path)
-    try:
-        data = json.loads(file.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise RunFolderError(f"{file}: missing") from None
-    except (OSError, ValueError) as exc:
-        raise RunFolderError(f"{file}: unreadable ({exc})") from None
-    if not isinstance(data, list):
-        raise RunFolderError(f"{file}: (file): not a list of loss points")
+    data = _json(file, list, "list of loss points")
     for n, point in enumerate(data):
         validate(point, LossPoint, f"{file}: [{n}]")
     return data

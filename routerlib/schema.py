@@ -1,8 +1,5 @@
-"""The router contract, defined once: completion keys, Week-2 row schema, tool-call grammar, prompt.
-
-Used by prepare (dataset.py), the synthetic generator (synth.py), scoring (metrics.py) and the
-baselines, so every stage agrees on what a valid row and a valid completion are.
-"""
+"""The router contract, defined once: completion keys, Week-2 row schema, tool-call grammar, prompt,
+JSON Schema; prepare, the synthetic generator, scoring and the baselines all use it."""
 
 from __future__ import annotations
 
@@ -12,28 +9,15 @@ from dataclasses import dataclass
 from typing import Any
 
 #: The 10 keys of a completion, in the order the original conversion wrote them.
-COMPLETION_KEYS: tuple[str, ...] = (
-    "route_plan",
-    "route_rationale",
-    "expected_artifacts",
-    "thinking_outline",
-    "handoff_plan",
-    "todo_list",
-    "difficulty",
-    "tags",
-    "acceptance_criteria",
-    "metrics",
+COMPLETION_KEYS: tuple[str, ...] = tuple(
+    "route_plan route_rationale expected_artifacts thinking_outline handoff_plan todo_list "
+    "difficulty tags acceptance_criteria metrics".split()
 )
 
 #: Fields of a Week-2 source row that are not part of the completion.
-SOURCE_ONLY_KEYS: tuple[str, ...] = (
-    "task_summary",
-    "quality_score",
-    "compute_budget",
-    "repro",
-    "requires_browse",
-    "citation_policy",
-    "io_schema",
+SOURCE_ONLY_KEYS: tuple[str, ...] = tuple(
+    "task_summary quality_score compute_budget repro requires_browse citation_policy "
+    "io_schema".split()
 )
 
 DIFFICULTIES: tuple[str, ...] = ("introductory", "intermediate", "advanced")
@@ -42,25 +26,13 @@ SEARCH_MODES: tuple[str, ...] = ("web", "rag", "both")
 
 #: Expected JSON type of each Week-2 field ("list[str]" means a list whose items are strings).
 ROW_FIELD_TYPES: dict[str, str] = {
-    "id": "str",
-    "user_query": "str",
-    "task_summary": "str",
-    "route_plan": "list[str]",
-    "route_rationale": "str",
-    "expected_artifacts": "list[str]",
-    "thinking_outline": "list[str]",
-    "handoff_plan": "str",
-    "todo_list": "list[str]",
-    "difficulty": "str",
-    "tags": "list[str]",
+    **dict.fromkeys(("id", "user_query", "task_summary", "route_rationale"), "str"),
+    **dict.fromkeys(("handoff_plan", "difficulty", "citation_policy"), "str"),
+    **dict.fromkeys(("route_plan", "expected_artifacts", "thinking_outline"), "list[str]"),
+    **dict.fromkeys(("todo_list", "tags", "acceptance_criteria"), "list[str]"),
+    **dict.fromkeys(("metrics", "compute_budget", "repro", "io_schema"), "dict"),
     "quality_score": "number",
-    "acceptance_criteria": "list[str]",
-    "metrics": "dict",
-    "compute_budget": "dict",
-    "repro": "dict",
     "requires_browse": "bool",
-    "citation_policy": "str",
-    "io_schema": "dict",
 }
 
 #: Fields a row must have for prepare: the id, the query and every completion key.
@@ -131,32 +103,27 @@ def plan_tools(plan: Any) -> list[str]:
     return [step_tool(step) for step in plan_steps(plan)]
 
 
-def _type_ok(value: Any, expected: str) -> bool:
-    if expected == "str":
-        return isinstance(value, str)
-    if expected == "bool":
-        return isinstance(value, bool)
-    if expected == "number":
-        return isinstance(value, int | float) and not isinstance(value, bool)
-    if expected == "dict":
-        return isinstance(value, dict)
-    if expected == "list[str]":
-        return isinstance(value, list) and all(isinstance(item, str) for item in value)
-    raise ValueError(expected)
+#: The JSON type names the row schema and its messages use, with the Python types they are.
+_JSON_TYPES: tuple[tuple[str, type | tuple[type, ...]], ...] = (
+    ("null", type(None)),
+    ("bool", bool),
+    ("number", (int, float)),
+    ("str", str),
+    ("list", list),
+    ("dict", dict),
+)
 
 
 def _json_type(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "bool"
-    if isinstance(value, int | float):
-        return "number"
-    if isinstance(value, str):
-        return "str"
-    if isinstance(value, list):
-        return "list"
-    return "dict" if isinstance(value, dict) else type(value).__name__
+    return next(
+        (name for name, kind in _JSON_TYPES if isinstance(value, kind)), type(value).__name__
+    )
+
+
+def _type_ok(value: Any, expected: str) -> bool:
+    if expected == "list[str]":
+        return isinstance(value, list) and all(isinstance(item, str) for item in value)
+    return _json_type(value) == expected
 
 
 def validate_route_step(step: Any) -> str | None:
@@ -291,10 +258,8 @@ def completion_json_schema(
     and :func:`generation_step_pattern`, so a constrained decoder must close the object early."""
     b = {**GENERATION_BOUNDS, **(bounds or {})}
     gen = generation
-    step: dict[str, Any] = {
-        "type": "string",
-        "pattern": generation_step_pattern() if gen else STEP_PATTERN,
-    }
+    pattern = generation_step_pattern() if gen else STEP_PATTERN
+    step: dict[str, Any] = {"type": "string", "pattern": pattern}
     if gen:
         step["maxLength"] = b["step_chars"]
     route_plan: dict[str, Any] = {"type": "array", "minItems": 1, "items": step}

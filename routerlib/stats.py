@@ -1,8 +1,5 @@
-"""Small statistics for evaluation reports: bootstrap intervals and paired tests (numpy only).
-
-Conventions: in the paired functions ``a`` is the *before* system (previous router) and ``b`` the
-*after* system (new model), sample by sample in the same order.
-"""
+"""Small statistics for evaluation reports: bootstrap intervals and paired tests (numpy only). In
+the paired functions ``a`` is the *before* system and ``b`` the *after* one, sample by sample."""
 
 from __future__ import annotations
 

@@ -1,14 +1,12 @@
-"""Local paths and Cloud Storage (gs://) URIs: parse, check, upload with verification, read.
-
-This is the only module that imports google-cloud-storage, and it does so inside functions so
-``import routerlib`` stays fast. The client honours STORAGE_EMULATOR_HOST (the library switches to
-that endpoint and to anonymous credentials), which is how the tests run against
-gcp-storage-emulator on 127.0.0.1.
+"""Local paths and Cloud Storage (gs://) URIs: parse, check, upload with verification, read. The
+only importer of google-cloud-storage (inside functions); its client honours STORAGE_EMULATOR_HOST,
+which is how the tests run against gcp-storage-emulator on 127.0.0.1.
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
 import os
 import re
 from collections.abc import Iterable, Iterator
@@ -103,9 +101,17 @@ def _blob(uri: str, client: Any = None) -> Any:
     return client.bucket(bucket).blob(path)
 
 
-def _remote(action: str, uri: str, exc: Exception) -> RemoteError:
-    message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-    return RemoteError(f"{action} {uri} failed: {message}")
+@contextlib.contextmanager
+def _remote(action: str, uri: str) -> Iterator[None]:
+    """Turn a failed Cloud Storage call into RemoteError ``<action> <uri> failed: <first line>``
+    (an InputError, a bad URI, passes through)."""
+    try:
+        yield
+    except (InputError, RemoteError):
+        raise
+    except Exception as exc:
+        message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise RemoteError(f"{action} {uri} failed: {message}") from exc
 
 
 def file_crc32c(path: str | os.PathLike[str]) -> str:
@@ -123,10 +129,8 @@ def check_bucket(prefix: str, client: Any = None) -> None:
     """Raise RemoteError when the bucket of ``prefix`` does not exist or cannot be reached."""
     bucket_name, _ = parse_gcs_uri(prefix)
     client = client or gcs_client()
-    try:
+    with _remote("checking bucket of", prefix):
         found = client.bucket(bucket_name).exists()
-    except Exception as exc:
-        raise _remote("checking bucket of", prefix, exc) from exc
     if not found:
         raise RemoteError(f"bucket gs://{bucket_name} does not exist (from {prefix})")
 
@@ -155,12 +159,13 @@ def bucket_info(prefix: str, client: Any = None) -> BucketInfo:
 
     bucket_name, _ = parse_gcs_uri(prefix)
     client = client or gcs_client()
-    try:
-        bucket = client.get_bucket(bucket_name)
-    except exceptions.NotFound:
-        raise BucketNotFound(f"bucket gs://{bucket_name} does not exist (from {prefix})") from None
-    except Exception as exc:
-        raise _remote("reading the metadata of bucket", f"gs://{bucket_name}", exc) from exc
+    with _remote("reading the metadata of bucket", f"gs://{bucket_name}"):
+        try:
+            bucket = client.get_bucket(bucket_name)
+        except exceptions.NotFound:
+            raise BucketNotFound(
+                f"bucket gs://{bucket_name} does not exist (from {prefix})"
+            ) from None
     return BucketInfo(
         name=bucket_name,
         location=str(bucket.location or ""),
@@ -177,12 +182,13 @@ def missing_permissions(prefix: str, permissions: Iterable[str], client: Any = N
     bucket_name, _ = parse_gcs_uri(prefix)
     wanted = list(permissions)
     client = client or gcs_client()
-    try:
-        held = set(client.bucket(bucket_name).test_iam_permissions(wanted))
-    except exceptions.NotFound:
-        raise BucketNotFound(f"bucket gs://{bucket_name} does not exist (from {prefix})") from None
-    except Exception as exc:
-        raise _remote("testing permissions on bucket", f"gs://{bucket_name}", exc) from exc
+    with _remote("testing permissions on bucket", f"gs://{bucket_name}"):
+        try:
+            held = set(client.bucket(bucket_name).test_iam_permissions(wanted))
+        except exceptions.NotFound:
+            raise BucketNotFound(
+                f"bucket gs://{bucket_name} does not exist (from {prefix})"
+            ) from None
     return [p for p in wanted if p not in held]
 
 
@@ -191,10 +197,8 @@ def size(uri: str | os.PathLike[str], client: Any = None) -> int:
     if not is_gcs_uri(uri):
         return Path(uri).stat().st_size
     blob = _blob(str(uri), client)
-    try:
+    with _remote("reading metadata of", str(uri)):
         blob.reload()
-    except Exception as exc:
-        raise _remote("reading metadata of", str(uri), exc) from exc
     return int(blob.size or 0)
 
 
@@ -202,12 +206,8 @@ def exists(uri: str | os.PathLike[str], client: Any = None) -> bool:
     """Whether a local path or a gs:// object exists."""
     if not is_gcs_uri(uri):
         return Path(uri).exists()
-    try:
+    with _remote("checking", str(uri)):
         return bool(_blob(str(uri), client).exists())
-    except InputError:
-        raise
-    except Exception as exc:
-        raise _remote("checking", str(uri), exc) from exc
 
 
 def folder_has_files(uri: str | os.PathLike[str], client: Any = None) -> bool:
@@ -218,10 +218,8 @@ def folder_has_files(uri: str | os.PathLike[str], client: Any = None) -> bool:
     bucket, path = parse_gcs_uri(str(uri))
     prefix = path.rstrip("/") + "/" if path else ""
     client = client or gcs_client()
-    try:
+    with _remote("listing", str(uri)):
         return any(True for _ in client.list_blobs(bucket, prefix=prefix, max_results=1))
-    except Exception as exc:
-        raise _remote("listing", str(uri), exc) from exc
 
 
 def require_checkpoint(uri: str, client: Any = None) -> bool:
@@ -247,10 +245,8 @@ def require_checkpoint(uri: str, client: Any = None) -> bool:
 def verify_upload(local: str | os.PathLike[str], uri: str, client: Any = None) -> None:
     """Compare the stored object's size and crc32c with the local file; RemoteError if they differ."""
     blob = _blob(uri, client)
-    try:
+    with _remote("reading metadata of", uri):
         blob.reload()
-    except Exception as exc:
-        raise _remote("reading metadata of", uri, exc) from exc
     size = os.path.getsize(local)
     crc = file_crc32c(local)
     if blob.size is None or int(blob.size) != size:
@@ -267,10 +263,8 @@ def upload_file(local: str | os.PathLike[str], gs_uri: str, client: Any = None) 
     client = client or gcs_client()
     blob = _blob(gs_uri, client)
     content_type = "application/json" if str(local).endswith(".json") else "application/jsonl"
-    try:
+    with _remote("uploading to", gs_uri):
         blob.upload_from_filename(str(local), content_type=content_type, checksum="crc32c")
-    except Exception as exc:
-        raise _remote("uploading to", gs_uri, exc) from exc
     verify_upload(local, gs_uri, client)
     return gs_uri
 
@@ -296,11 +290,8 @@ def upload_splits(
 def download_file(uri: str, local: str | os.PathLike[str], client: Any = None) -> Path:
     """Download a gs:// object to ``local`` (atomically) and return the path."""
     blob = _blob(uri, client)
-    try:
-        with atomic_writer(local, "wb") as handle:
-            blob.download_to_file(handle)
-    except Exception as exc:
-        raise _remote("downloading", uri, exc) from exc
+    with _remote("downloading", uri), atomic_writer(local, "wb") as handle:
+        blob.download_to_file(handle)
     return Path(local)
 
 
@@ -308,12 +299,8 @@ def read_text(uri: str | os.PathLike[str], client: Any = None) -> str:
     """The whole UTF-8 text of a local file or gs:// object."""
     if not is_gcs_uri(uri):
         return Path(uri).read_text(encoding="utf-8")
-    try:
+    with _remote("reading", str(uri)):
         return str(_blob(str(uri), client).download_as_text(encoding="utf-8"))
-    except InputError:
-        raise
-    except Exception as exc:
-        raise _remote("reading", str(uri), exc) from exc
 
 
 def open_text(uri: str | os.PathLike[str], client: Any = None) -> Iterator[str]:
@@ -323,10 +310,5 @@ def open_text(uri: str | os.PathLike[str], client: Any = None) -> Iterator[str]:
             yield from handle
         return
     blob = _blob(str(uri), client)
-    try:
-        with blob.open("r", encoding="utf-8", newline="") as handle:
-            yield from handle
-    except InputError:
-        raise
-    except Exception as exc:
-        raise _remote("reading", str(uri), exc) from exc
+    with _remote("reading", str(uri)), blob.open("r", encoding="utf-8", newline="") as handle:
+        yield from handle

@@ -1,27 +1,17 @@
-"""Sweeps: one params file, a grid of values for any of its keys, one run folder per point.
-
-``routerlib run params/local.yaml --grid adapter_size=4,16 --grid learning_rate=1e-3,4e-3`` runs
-the cross product (``--max-runs`` guards its size). Every point is validated before anything runs;
-an invalid value is refused naming its key and value. Each point gets a params file
-``sweep-<time>/points/<nn>.yaml`` (the base params with the point's values and its own ``name``)
-and one run folder under the outputs root, run through the same papermill chain as
-``routerlib run``. ``sweep-<time>/sweep.json`` (:class:`SweepRecord`) records the grid, the
-folders and their states after every change; ``--resume`` continues it without redoing a finished
-point (an unfinished point continues in its own run folder from its first unfinished stage).
-
-Local points run one at a time. Vertex points run up to ``max_concurrent`` at once (the
-open-model tuning quota; one by default). A point whose tuning job is refused with HTTP 429
-(RESOURCE_EXHAUSTED) on create does not fail the sweep: it waits until another point frees a slot
-(or ``quota_wait_s`` when none is running) and resumes from the stage that failed.
+"""Sweeps (``routerlib run PARAMS --grid KEY=V1,V2 ...``; docs/choosing-the-model.md): one params
+file, a grid of values for any of its keys, one run folder per point, every point validated before
+anything runs; ``sweep-<time>/sweep.json`` records the grid, folders and states, and ``--resume``
+continues it. Vertex points run ``max_concurrent`` at once; a quota refusal (429) waits for a slot.
 """
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import re
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import Any
@@ -32,38 +22,38 @@ from routerlib import paths, pipeline, runfolder
 from routerlib.atomic import write_json, write_text
 from routerlib.config import RunConfig, dump_config, load_config
 from routerlib.errors import InputError
-from routerlib.runfolder import (
-    FAILED,
-    FINISHED,
-    INTERRUPTED,
-    RUNNING,
-    SWEEP_FILE,
-    WAITING,
-    SweepPoint,
-    SweepRecord,
-    read_sweep,
-)
+from routerlib.runfolder import FAILED, FINISHED, INTERRUPTED, RUNNING, SWEEP_FILE, read_sweep
 
 DEFAULT_MAX_RUNS = 16
+#: How often one point waits for a tuning-quota slot before it fails.
+MAX_QUOTA_WAITS = 30
 #: How a refused create because of the tuning quota reads in a stage's failure line.
 QUOTA_REFUSAL = re.compile(r"HTTP 429|RESOURCE_EXHAUSTED")
 #: Keys a grid may not vary: the sweep names its points itself.
 FIXED_KEYS = frozenset({"name"})
 
 
-def _now() -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%S%z")
-
-
 def parse_value(text: str) -> Any:
     """A grid value as YAML reads it, with ``1e-3`` read as a number (YAML 1.1 reads a string)."""
     text = text.strip()
     for kind in (int, float):
-        try:
+        with contextlib.suppress(ValueError):
             return kind(text)
-        except ValueError:
-            pass
     return yaml.safe_load(text) if text else ""
+
+
+def _grid_problem(key: str, rest: str, grid: dict[str, Any]) -> str:
+    """What is wrong with one ``--grid KEY=VALUES`` item ("" when nothing)."""
+    if key not in RunConfig.model_fields:
+        return f"{key} is not a params key"
+    if key in FIXED_KEYS:
+        return f"{key} cannot vary (the sweep names its points)"
+    if key in grid:
+        return f"{key} is given twice; list its values once"
+    values = [parse_value(v) for v in rest.split(",")]
+    if any(v == "" for v in values):
+        return "an empty value"
+    return "a value is listed twice" if len(set(map(repr, values))) != len(values) else ""
 
 
 def parse_grid(items: Sequence[str]) -> dict[str, list[Any]]:
@@ -73,22 +63,11 @@ def parse_grid(items: Sequence[str]) -> dict[str, list[Any]]:
     for item in items:
         key, sep, rest = item.partition("=")
         key = key.strip()
-        if not sep or not key:
-            problems.append(f"--grid {item}: expected key=value[,value...]")
-        elif key not in RunConfig.model_fields:
-            problems.append(f"--grid {item}: {key} is not a params key")
-        elif key in FIXED_KEYS:
-            problems.append(f"--grid {item}: {key} cannot vary (the sweep names its points)")
-        elif key in grid:
-            problems.append(f"--grid {item}: {key} is given twice; list its values once")
+        problem = _grid_problem(key, rest, grid) if sep and key else "expected key=value[,value...]"
+        if problem:
+            problems.append(f"--grid {item}: {problem}")
         else:
-            values = [parse_value(v) for v in rest.split(",")]
-            if any(v == "" for v in values):
-                problems.append(f"--grid {item}: an empty value")
-            elif len(set(map(repr, values))) != len(values):
-                problems.append(f"--grid {item}: a value is listed twice")
-            else:
-                grid[key] = values
+            grid[key] = [parse_value(v) for v in rest.split(",")]
     if problems:
         raise InputError(f"{len(problems)} problem(s) in --grid; nothing was run", problems)
     if not grid:
@@ -98,31 +77,20 @@ def parse_grid(items: Sequence[str]) -> dict[str, list[Any]]:
 
 def grid_points(grid: dict[str, list[Any]]) -> list[dict[str, Any]]:
     """The cross product, the first key varying slowest."""
-    keys = list(grid)
-    return [dict(zip(keys, combo, strict=True)) for combo in itertools.product(*grid.values())]
-
-
-def _slug(values: dict[str, Any]) -> str:
-    text = "-".join(f"{k}{v}" for k, v in values.items())
-    return re.sub(r"[^A-Za-z0-9_.]+", "-", text).strip("-")
+    return [dict(zip(grid, combo, strict=True)) for combo in itertools.product(*grid.values())]
 
 
 def point_name(base: str, values: dict[str, Any]) -> str:
     """A point's run name: the base params' name and its grid values (``local-adapter_size4``)."""
-    return f"{base}-{_slug(values)}"
+    text = "-".join(f"{k}{v}" for k, v in values.items())
+    return f"{base}-{re.sub(r'[^A-Za-z0-9_.]+', '-', text).strip('-')}"
 
 
-def _value_line(key: str, value: Any) -> str:
-    return f"{key}={value}"
-
-
-def check_points(params_file: str, grid: dict[str, list[Any]], max_runs: int) -> list[Any]:
-    """Validate every point (the base params with its values); return their RunConfigs.
-
-    Each value is first checked alone against the base params, so a bad one is named by key and
-    value; then every combination. Nothing runs when anything is wrong.
-    """
-
+def check_points(
+    params_file: str, grid: dict[str, list[Any]], max_runs: int
+) -> list[tuple[str, dict[str, Any], RunConfig]]:
+    """Every point's name, values and RunConfig (the base params with its values and name),
+    each value first checked alone so a bad one is named; nothing runs when anything is wrong."""
     points = grid_points(grid)
     if len(points) > max_runs:
         raise InputError(
@@ -131,30 +99,30 @@ def check_points(params_file: str, grid: dict[str, list[Any]], max_runs: int) ->
         )
     base = load_config(params_file)
     problems: list[str] = []
-    for key, values in grid.items():
-        for value in values:
-            try:
-                load_config(params_file, {key: value})
-            except InputError as exc:
-                for line in exc.problems or [str(exc)]:
-                    problems.append(f"--grid {_value_line(key, value)}: {line}")
+    for key, value in ((k, v) for k, values in grid.items() for v in values):
+        try:
+            load_config(params_file, {key: value})
+        except InputError as exc:
+            problems.extend(f"--grid {key}={value}: {line}" for line in exc.problems or [str(exc)])
     if problems:
         raise InputError(f"{len(problems)} invalid grid value(s); nothing was run", problems)
-    configs = []
+    named = []
     for point in points:
+        name = point_name(base.name, point)
         try:
-            configs.append(load_config(params_file, {**point, "name": base.name}))
+            named.append((name, point, load_config(params_file, {**point, "name": name})))
         except InputError as exc:
-            where = ", ".join(_value_line(k, v) for k, v in point.items())
+            where = ", ".join(f"{k}={v}" for k, v in point.items())
             problems.extend(f"--grid point {where}: {line}" for line in exc.problems)
     if problems:
         raise InputError(f"{len(problems)} invalid grid point(s); nothing was run", problems)
-    return configs
+    return named
 
 
-def find_sweeps(root: Path | None = None) -> list[Path]:
-    """Every sweep folder under the outputs root (or ``root``), by name (oldest first)."""
-    return runfolder.find_folders(SWEEP_FILE, root=root)
+def backend_of(configs: Iterable[RunConfig]) -> str:
+    """The points' one backend, or ``mixed``."""
+    backends = {c.backend for c in configs}
+    return backends.pop() if len(backends) == 1 else "mixed"
 
 
 def find_unfinished_sweep(
@@ -162,29 +130,11 @@ def find_unfinished_sweep(
 ) -> Path | None:
     """The newest unfinished sweep of the same params file and grid."""
     wanted = str(paths.resolve(params_file))
-    for folder in reversed(find_sweeps(root)):
+    for folder in reversed(runfolder.find_folders(SWEEP_FILE, root=root)):
         record = read_sweep(folder)
         if record.status != FINISHED and record.params_file == wanted and record.grid == grid:
             return folder
     return None
-
-
-class _Recorder:
-    """Writes sweep.json after every change (from any worker thread)."""
-
-    def __init__(self, folder: Path, record: SweepRecord) -> None:
-        self.folder, self.record = folder, record
-        self._lock = threading.Lock()
-
-    def update(self, point: SweepPoint | None = None, **fields: Any) -> None:
-        with self._lock:
-            if point is not None:
-                for key, value in fields.items():
-                    setattr(point, key, value)
-            else:
-                for key, value in fields.items():
-                    setattr(self.record, key, value)
-            write_json(self.folder / SWEEP_FILE, self.record.model_dump(mode="json"))
 
 
 def new_sweep(
@@ -198,40 +148,36 @@ def new_sweep(
 ) -> Path:
     """Validate the grid, then make ``sweep-<time>/`` with one params file per point and its
     sweep.json (every point pending). Nothing is written when a point is invalid."""
-
     if max_concurrent < 1:
         raise InputError(f"--max-concurrent must be at least 1, got {max_concurrent}")
     stages = [str(s) for s in stages]
-    configs = check_points(params_file, grid, max_runs)
+    named = check_points(params_file, grid, max_runs)
     for stage in stages:
         pipeline.find_notebook(stage)
     folder = paths.new_run_dir("sweep", root=outputs)
+    (folder / "points").mkdir()
     points = []
-    for index, (values, config) in enumerate(zip(grid_points(grid), configs, strict=True)):
-        name = point_name(config.name, values)
+    for index, (name, values, config) in enumerate(named):
         rel = f"points/{index:02d}.yaml"
-        (folder / "points").mkdir(exist_ok=True)
-        dump_config(config.model_copy(update={"name": name}), folder / rel)
-        points.append(SweepPoint(index=index, values=values, name=name, params=rel))
-    backends = {c.backend for c in configs}
-    record = SweepRecord(
+        dump_config(config, folder / rel)
+        points.append(runfolder.SweepPoint(index=index, values=values, name=name, params=rel))
+    record = runfolder.SweepRecord(
         sweep=folder.name,
         params_file=str(paths.resolve(params_file)),
         grid=grid,
         stages=stages,
-        backend=backends.pop() if len(backends) == 1 else "mixed",
+        backend=backend_of(config for _, _, config in named),
         max_concurrent=max_concurrent,
         points=points,
-        created=_now(),
+        created=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     )
-    write_text(folder / "grid.txt", "\n".join(f"{k}={v}" for k, v in grid.items()) + "\n")
+    write_text(folder / "grid.txt", "".join(f"{k}={v}\n" for k, v in grid.items()))
     write_json(folder / SWEEP_FILE, record.model_dump(mode="json"))
     return folder
 
 
 class _Inline:
-    """An executor that runs each call at once in this thread (local points: Ctrl-C reaches the
-    running notebook exactly as in ``routerlib run``)."""
+    """An executor running each call at once in this thread, so Ctrl-C reaches the notebook."""
 
     def submit(self, fn: Callable[..., Any], *args: Any) -> Future[Any]:
         future: Future[Any] = Future()
@@ -245,49 +191,49 @@ class _Inline:
         """Nothing to wait for."""
 
 
-def _is_quota_refusal(message: str) -> bool:
-    return bool(QUOTA_REFUSAL.search(message or ""))
-
-
 def run_sweep(
     folder: Path,
     *,
     outputs: Path | None = None,
     out: Callable[[str], None] = print,
     quota_wait_s: float = 60.0,
-    max_quota_waits: int = 30,
-) -> SweepRecord:
-    """Run (or continue) every point of the sweep in ``folder`` that is not finished.
-
-    Vertex points run up to ``max_concurrent`` at a time, local points one at a time. A point
-    refused by the tuning quota (HTTP 429) goes back in the queue and resumes once a slot frees
-    (after ``quota_wait_s`` when no other point runs), at most ``max_quota_waits`` times.
-    """
+) -> runfolder.SweepRecord:
+    """Run (or continue) every unfinished point: Vertex points ``max_concurrent`` at a time,
+    local ones one by one; a point refused by the tuning quota (HTTP 429) waits for a slot
+    (``quota_wait_s`` when none runs) and resumes, at most MAX_QUOTA_WAITS times."""
     record = read_sweep(folder)
     if record.status == FINISHED:
         raise InputError(f"{folder}: sweep is finished; start a new one")
-    rec = _Recorder(Path(folder), record)
-    rec.update(status=RUNNING, finished=None)
+    lock = threading.Lock()
+
+    def update(point: runfolder.SweepPoint | None = None, **fields: Any) -> None:
+        """Set ``fields`` on the point (or the sweep) and write sweep.json, from any thread."""
+        with lock:
+            for key, value in fields.items():
+                setattr(record if point is None else point, key, value)
+            write_json(Path(folder) / SWEEP_FILE, record.model_dump(mode="json"))
+
+    update(status=RUNNING, finished=None)
     slots = record.max_concurrent if record.backend == "vertex" else 1
     queue = [p for p in record.points if p.status != FINISHED]
     done = len(record.points) - len(queue)
     if done:
         out(f"[sweep] {done} of {len(record.points)} point(s) already finished; not run again")
 
-    def run_point(point: SweepPoint) -> pipeline.RunResult:
+    def run_point(point: runfolder.SweepPoint) -> pipeline.RunResult:
         if point.run_dir is None:
             run_dir = pipeline.start_run(
                 str(Path(folder) / point.params), record.stages, outputs=outputs, name=point.name
             )
-            rec.update(point, run_dir=str(run_dir))
+            update(point, run_dir=str(run_dir))
             out(f"[{point.name}] run folder: {run_dir}")
         else:
             out(f"[{point.name}] resuming {point.run_dir}")
-        rec.update(point, status=RUNNING, message="")
+        update(point, status=RUNNING, message="")
         return pipeline.continue_run(Path(str(point.run_dir)), out)
 
     limit, not_before = slots, 0.0
-    running: dict[Future[pipeline.RunResult], SweepPoint] = {}
+    running: dict[Future[pipeline.RunResult], runfolder.SweepPoint] = {}
     pool = ThreadPoolExecutor(max_workers=slots) if slots > 1 else _Inline()
     with pipeline.outputs_env(outputs):
         try:
@@ -302,41 +248,35 @@ def run_sweep(
                 for future in finished:
                     point = running.pop(future)
                     result = future.result()  # bugs propagate; a stage failure is a result
-                    quota = _is_quota_refusal(result.message)
+                    quota = bool(QUOTA_REFUSAL.search(result.message or "")) and not result.ok
                     if result.ok:
-                        rec.update(point, status=FINISHED, message="")
-                    elif quota and point.quota_waits < max_quota_waits:
-                        rec.update(
+                        update(point, status=FINISHED, message="")
+                    elif quota and point.quota_waits < MAX_QUOTA_WAITS:
+                        waits = point.quota_waits + 1
+                        update(
                             point,
-                            status=WAITING,
+                            status=runfolder.WAITING,
                             message=result.message,
-                            quota_waits=point.quota_waits + 1,
+                            quota_waits=waits,
                         )
                         out(f"[{point.name}] tuning quota full (HTTP 429): waiting for a slot")
                         queue.insert(0, point)
                     else:
-                        rec.update(point, status=FAILED, message=result.message)
-                    if quota and not result.ok:
-                        # The quota holds what runs now: wait for one of them (or a while).
-                        limit = max(1, len(running))
-                        if not running:
-                            not_before = time.monotonic() + quota_wait_s
-                    else:
-                        limit = slots
+                        update(point, status=FAILED, message=result.message)
+                    # The quota holds what runs now: wait for one of them (or a while).
+                    limit = max(1, len(running)) if quota else slots
+                    if quota and not running:
+                        not_before = time.monotonic() + quota_wait_s
         except BaseException:
             for point in record.points:
                 if point.status == RUNNING:
-                    rec.update(point, status=INTERRUPTED)
-            rec.update(status=INTERRUPTED)
+                    update(point, status=INTERRUPTED)
+            update(status=INTERRUPTED)
             raise
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
     failed = [p for p in record.points if p.status != FINISHED]
-    rec.update(status=FAILED if failed else FINISHED, finished=None if failed else _now())
+    finished_at = None if failed else time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    update(status=FAILED if failed else FINISHED, finished=finished_at)
     out(f"[sweep] {len(record.points) - len(failed)} of {len(record.points)} point(s) finished")
     return record
-
-
-def sweep_runs(record: SweepRecord) -> list[Path]:
-    """The run folders of the sweep's finished points."""
-    return [Path(p.run_dir) for p in record.points if p.run_dir and p.status == FINISHED]

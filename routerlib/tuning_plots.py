@@ -29,5 +29,4 @@ def loss_figure(job: Job) -> Figure:
     ax.set_title(f"{job.spec.tuning_mode} · {job.spec.base_model.rsplit('/', 1)[-1]}")
     ax.legend()
     fig.tight_layout()
-    result: Figure = shown(fig)
-    return result
+    return shown(fig)

@@ -1,12 +1,9 @@
 """The untuned base model beside a finished local run: does tuning beat it, and the majority?
 
-:func:`evaluate_base` scores the run's ``base_model`` as it was before tuning on exactly the
-run's test rows, free and constrained, through the same predictor path and settings as the
-run's own evaluation (``stages.evaluate.evaluation_settings``), into a folder outside the run (a run
-folder is never edited after the run). :func:`router_reports` sets those reports beside the
-run's own (tuned free and constrained, the previous routers), :func:`figures_table` shows their
-strict figures and :func:`paired_table` tests the tuned model under constrained decoding
-against the others with compare.py's one paired test.
+:func:`evaluate_base` scores the run's ``base_model`` before tuning on the run's test rows, free
+and constrained, with the run's own evaluation settings, into a folder outside the run;
+:func:`router_reports` sets those beside the run's own reports, :func:`figures_table` shows their
+strict figures and :func:`paired_table` tests the tuned constrained model against the others.
 """
 
 from __future__ import annotations
@@ -51,11 +48,9 @@ def label(model: str, decoding: str) -> str:
 
 
 def finished_local_run(run_dir: str | Path) -> Run:
-    """The run folder opened with its own params.yaml, or InputError naming what is missing: a
-    finished local run has its params, prepared test split, metrics.json with a constrained
-    decoding, each decoding's and baseline's report and samples, and (when run by the batch
-    runner) a finished pipeline.json. Runs evaluated on an endpoint or a batch job are refused:
-    their base model is not served here."""
+    """The run folder opened with its own params.yaml, or InputError naming what a finished
+    local run lacks (params, test split, metrics.json with a constrained decoding, reports and
+    samples, a finished pipeline.json); runs evaluated elsewhere are refused."""
 
     folder = Path(run_dir).resolve()
     if not folder.is_dir():
@@ -141,11 +136,9 @@ def base_dir(run: Run, out_root: str | Path) -> Path:
 
 
 def evaluate_base(run: Run, out_dir: str | Path, *, progress: bool = True) -> dict[str, Report]:
-    """Score the untuned ``base_model`` of a finished local run on the run's test rows, free then
-    constrained, into ``out_dir/<decoding>/report.json``: served by one local server as
-    ``stages.evaluate.serving`` serves the tuned checkpoint (``serving.factory.open_predictor``),
-    with the run's settings (max_tokens, eval_limit, concurrency, gate, previous router). A
-    second call reuses the prediction cache beside each report."""
+    """Score the untuned ``base_model`` of a finished local run on its test rows, free then
+    constrained, into ``out_dir/<decoding>/report.json``, served and scored as the run's own
+    evaluation was; a second call reuses the prediction cache beside each report."""
     out = Path(out_dir).resolve()
     if out == run.path or run.path in out.parents:
         raise InputError(f"{out}: inside the run folder; a finished run folder is never edited")
@@ -205,31 +198,15 @@ def paired_table(
     for yes/no metrics, paired bootstrap for rates) on the strict per-sample values of the same
     test rows; ``delta`` is subject minus reference, ``b01``/``b10`` the rows it fixed/broke."""
 
-    columns = ["reference", "metric", "test", "n", "subject_rate", "reference_rate", "delta"]
-    columns += ["p_value", "b01", "b10"]
+    # table column <- paired test field
+    fields = {"test": "test", "n": "n", "subject_rate": "model_rate"}
+    fields |= {k: k for k in ("reference_rate", "delta", "p_value", "b01", "b10")}
     if subject not in reports:
         raise InputError(f"no {subject!r} report to test (routers: {', '.join(reports)})")
     rows = []
-    for reference in references:
-        if reference not in reports:
-            continue
+    for reference in (r for r in references if r in reports):
         tests = compare.paired_reports(reports[subject], reports[reference], metrics)
-        for metric in metrics:
-            if metric not in tests:
-                continue
-            test = tests[metric]
-            rows.append(
-                {
-                    "reference": reference,
-                    "metric": metric,
-                    "test": test["test"],
-                    "n": test["n"],
-                    "subject_rate": test["model_rate"],
-                    "reference_rate": test["reference_rate"],
-                    "delta": test["delta"],
-                    "p_value": test["p_value"],
-                    "b01": test["b01"],
-                    "b10": test["b10"],
-                }
-            )
-    return pd.DataFrame(rows, columns=columns)
+        for metric in (m for m in metrics if m in tests):
+            figures = {column: tests[metric][key] for column, key in fields.items()}
+            rows.append({"reference": reference, "metric": metric, **figures})
+    return pd.DataFrame(rows, columns=["reference", "metric", *fields])

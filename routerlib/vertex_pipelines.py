@@ -1,34 +1,19 @@
-"""The notebook chain and sweeps as a Kubeflow (KFP 2.x) pipeline, for Vertex AI Pipelines.
+"""The notebook chain and sweeps as a Kubeflow (KFP 2.x) pipeline for Vertex AI Pipelines
+(docs/pipelines.md: what compile writes, what a pipeline run's folder holds, what it costs).
 
-``routerlib pipeline compile`` checks every point exactly as ``routerlib run --grid`` does
-(:func:`routerlib.sweep.check_points`: same errors, before anything is written), then writes the
-pipeline's IR YAML: one lightweight Python component per point inside a ``ParallelFor`` (its
-parallelism is ``--max-concurrent``) and one fan-in component after it. ``routerlib pipeline run
---local`` executes the same pipeline on this machine with KFP's own local runner (``kfp.local``,
-``SubprocessRunner``, no Docker); ``routerlib.pipeline_jobs`` submits a compiled file to Vertex.
-
-Each pipeline run writes one folder, ``<outputs>/<pipeline job>/``::
-
-    <point run folders>        one per point, made by the code ``routerlib run`` uses
-    points/NN/params.yaml      the point's params; points/NN/ is the point's own outputs root
-                               (its jobs.json, endpoints.json: file locks do not span machines)
-    comparison-<time>/         notebook 05 over the points' run folders
-    report/index.html          the report (runs table: each point's status and why it failed)
-    sweep.json                 the grid, each point's run folder, status and message
-
-On Vertex ``<outputs>`` is a ``gs://`` prefix; a task sees it through the Cloud Storage FUSE mount
-(``gs://BUCKET/PATH`` is ``/gcs/BUCKET/PATH``). A local copy of that folder is an outputs root:
-``ROUTERLIB_OUTPUTS=<copy> routerlib report`` and notebook 05 read it.
-
-A point task never raises: it returns its run folder, status and message, so the fan-in always
-runs. kfp is an optional extra (``pip install '.[pipelines]'``) imported inside functions only.
+``compile_pipeline`` checks every point as ``routerlib run --grid`` does, then writes the IR YAML:
+one lightweight component per point inside a ``ParallelFor`` (parallelism ``--max-concurrent``)
+and one fan-in that records sweep.json, runs notebook 05 over the points and renders the report.
+``run_local`` executes the same pipeline with ``kfp.local``'s SubprocessRunner (no Docker). A point
+task never raises (its failure is its status), so the fan-in always runs. On Vertex the outputs
+are a ``gs://`` prefix the tasks see through Cloud Storage FUSE (``/gcs/BUCKET/PATH``). kfp is an
+optional extra (``pip install '.[pipelines]'``), imported inside functions only.
 
 No ``from __future__ import annotations`` here: KFP reads the component functions' annotations
 at run time, and a component's source runs alone in the task, so it imports its body from here.
 """
 
 import collections
-import contextlib
 import json
 import os
 import re
@@ -77,9 +62,6 @@ def require_kfp() -> Any:
     return kfp
 
 
-# --------------------------------------------------------------------------- points
-
-
 @dataclass(frozen=True)
 class Point:
     """One point of the pipeline: its index (``00``), run name, grid values and params."""
@@ -89,26 +71,10 @@ class Point:
     values: dict[str, Any]
     config: RunConfig
 
-    def params_yaml(self) -> str:
-        """The point's resolved params as YAML (what its task writes to points/NN/params.yaml)."""
-        return yaml.safe_dump(self.config.model_dump(mode="json"), sort_keys=False)
-
     def item(self) -> dict[str, str]:
-        """The ParallelFor item (string values; ``name`` is no key: it is a channel attribute)."""
-        return {"index": self.index, "label": self.name, "params": self.params_yaml()}
-
-
-def check_stages(text: str | Sequence[str] | None) -> list[str]:
-    """``--stages`` as ``routerlib run`` reads it (default 01,02,03,04); each must be a notebook."""
-    items = text.split(",") if isinstance(text, str) else list(text or pipeline.DEFAULT_STAGES)
-    stages = [str(s).strip() for s in items if str(s).strip()]
-    if not stages:
-        raise InputError("--stages: name at least one stage (e.g. 01,02,03,04)")
-    if len(set(stages)) != len(stages):
-        raise InputError(f"--stages: a stage is listed twice ({','.join(stages)})")
-    for stage in stages:
-        pipeline.find_notebook(stage)
-    return stages
+        """The ParallelFor item (strings; ``name`` is a channel attribute: the key is ``label``)."""
+        params = yaml.safe_dump(self.config.model_dump(mode="json"), sort_keys=False)
+        return {"index": self.index, "label": self.name, "params": params}
 
 
 def plan_points(
@@ -117,55 +83,46 @@ def plan_points(
     *,
     max_runs: int = sweep.DEFAULT_MAX_RUNS,
 ) -> tuple[list[Point], dict[str, list[Any]]]:
-    """The points of a pipeline, every one validated before anything is written: with ``--grid``
-    the points of one params file exactly as ``routerlib run --grid`` checks them (same errors),
-    else one point per params file (named after the file, as ``routerlib run`` names runs)."""
+    """The points, every one validated first: a ``--grid`` over one params file exactly as
+    ``routerlib run --grid`` checks it, else one point per params file."""
     if not params_files:
         raise InputError("name at least one params file (e.g. params/local.yaml)")
     pipeline.require_notebooks()
+    grid: dict[str, list[Any]] = {}
+    configs: list[RunConfig] = []
     if grid_items:
         if len(params_files) != 1:
             raise InputError("--grid: give exactly one params file (the base of the sweep)")
         grid = sweep.parse_grid(list(grid_items))
-        configs = sweep.check_points(params_files[0], grid, max_runs)
-        points = []
-        for i, (values, config) in enumerate(zip(sweep.grid_points(grid), configs, strict=True)):
-            name = sweep.point_name(config.name, values)  # as run --grid names its points
-            points.append(Point(f"{i:02d}", name, values, config.model_copy(update={"name": name})))
-        return points, grid
-    problems: list[str] = []
-    configs = []
-    for item in params_files:
-        try:
-            configs.append(load_config(item))
-        except InputError as exc:
-            problems.extend(exc.lines())
-    if problems:
-        raise InputError(f"{len(problems)} problem(s) in the params; nothing was written", problems)
-    names = [Path(p).stem for p in params_files]
-    if len(set(names)) != len(names):
-        raise InputError("two params files share a name; each point needs its own run name")
-    points = [
-        Point(f"{i:02d}", n, {}, c) for i, (n, c) in enumerate(zip(names, configs, strict=True))
-    ]
-    return points, {}
+        named = sweep.check_points(params_files[0], grid, max_runs)  # as run --grid names them
+    else:
+        problems: list[str] = []
+        for item in params_files:
+            try:
+                configs.append(load_config(item))
+            except InputError as exc:
+                problems.extend(exc.lines())
+        if problems:
+            raise InputError(
+                f"{len(problems)} problem(s) in the params; nothing was written", problems
+            )
+        named = [(Path(p).stem, {}, c) for p, c in zip(params_files, configs, strict=True)]
+        if len({n for n, _, _ in named}) != len(named):
+            raise InputError("two params files share a name; each point needs its own run name")
+    return [Point(f"{i:02d}", *point) for i, point in enumerate(named)], grid
 
 
 def _plan(points: Sequence[Point], params_files: Sequence[str], grid: dict, stages: list) -> str:
     """What the fan-in records in sweep.json, as JSON."""
-    backends = {p.config.backend for p in points}
     return json.dumps(
         {
             "params_file": ", ".join(str(paths.resolve(p)) for p in params_files),
             "grid": grid,
             "stages": stages,
-            "backend": backends.pop() if len(backends) == 1 else "mixed",
+            "backend": sweep.backend_of(p.config for p in points),
             "points": [{"index": p.index, "name": p.name, "values": p.values} for p in points],
         }
     )
-
-
-# --------------------------------------------------------------------------- paths
 
 
 def fuse_path(uri: str) -> Path:
@@ -178,9 +135,8 @@ def fuse_path(uri: str) -> Path:
 
 
 def run_folder_name(job: str) -> str:
-    """The pipeline run's folder name from its job name: the job id, whether the placeholder
-    gives the id, the resource name (``projects/.../pipelineJobs/ID``) or, under KFP's local
-    runner, ``RUN/for-loop-...`` inside a loop."""
+    """The pipeline run's folder name: the job id, from the id, the resource name
+    (``projects/.../pipelineJobs/ID``) or KFP's local ``RUN/for-loop-...``."""
     text = str(job)
     head = text.split("/pipelineJobs/", 1)[1] if "/pipelineJobs/" in text else text
     head = head.split("/", 1)[0]
@@ -192,36 +148,26 @@ def pipeline_run_folder(outputs: str, job: str) -> Path:
     return fuse_path(outputs) / run_folder_name(job)
 
 
-# --------------------------------------------------------------------------- the tasks
-
-
 PointOutputs = collections.namedtuple("PointOutputs", ["run_dir", "status", "outcome"])
 
 
 def _outcome(index: str, label: str, run_dir: str, status: str, message: str) -> PointOutputs:
-    record = {
-        "index": index,
-        "name": label,
-        "run_dir": run_dir,
-        "status": status,
-        "message": message,
-    }
-    return PointOutputs(run_dir, status, json.dumps(record))
+    record = {"index": index, "name": label, "run_dir": run_dir, "status": status}
+    return PointOutputs(run_dir, status, json.dumps({**record, "message": message}))
 
 
 def run_point(
     index: str, label: str, params_yaml: str, stages: str, outputs: str, job: str
 ) -> PointOutputs:
-    """One point: the notebook chain ``routerlib run`` runs (``pipeline.start_run`` then
-    ``continue_run``) into a run folder under the pipeline run's folder, with points/NN/ as its
-    outputs root. Never raises (but on Ctrl-C): a failure is its status and message."""
+    """One point: ``pipeline.start_run`` and ``continue_run`` under the pipeline run's folder,
+    points/NN/ its outputs root. Never raises (but on Ctrl-C): a failure is its status."""
     run_dir = ""
     try:
         folder = pipeline_run_folder(outputs, job)
         point_root = folder / POINTS_DIR / index
         params = point_root / runfolder.PARAMS_FILE
         write_text(params, params_yaml)
-        made = pipeline.start_run(str(params), check_stages(stages), outputs=folder, name=label)
+        made = pipeline.start_run(str(params), stages, outputs=folder, name=label)
         run_dir = str(made)
         with pipeline.outputs_env(point_root):
             result = pipeline.continue_run(made, out=lambda line: print(line, flush=True))
@@ -236,17 +182,15 @@ def run_point(
 def point_task(
     index: str, label: str, params_yaml: str, stages: str, outputs: str, job: str
 ) -> NamedTuple("PointOutputs", [("run_dir", str), ("status", str), ("outcome", str)]):  # type: ignore[valid-type]
-    """One grid point: the notebook chain into its own run folder; returns its run folder,
-    status and a JSON outcome, and never raises."""
+    """One grid point into its own run folder: its run folder, status and JSON outcome."""
     from routerlib.vertex_pipelines import run_point
 
     return run_point(index, label, params_yaml, stages, outputs, job)
 
 
 def report_points(outcomes: list, outputs: str, job: str, plan: str) -> str:
-    """The fan-in: record every point in sweep.json, compare the points that finished an
-    evaluation (notebook 05, as ``routerlib run --compare``), render the report of every point
-    under the same folder; return a one-line-per-point summary."""
+    """The fan-in: record the points in sweep.json, compare those that finished an evaluation
+    (notebook 05), render the report; return a one-line-per-point summary."""
     folder = pipeline_run_folder(outputs, job)
     folder.mkdir(parents=True, exist_ok=True)
     info = json.loads(plan)
@@ -254,7 +198,7 @@ def report_points(outcomes: list, outputs: str, job: str, plan: str) -> str:
     points = []
     for number, item in enumerate(info["points"]):
         got = done.get(item["index"], {})
-        ok = got.get("status") == pipeline.STATUS_FINISHED
+        ok = got.get("status") == FINISHED
         points.append(
             SweepPoint(
                 index=number,
@@ -269,20 +213,15 @@ def report_points(outcomes: list, outputs: str, job: str, plan: str) -> str:
     failed = [p for p in points if p.status != FINISHED]
     record = SweepRecord(
         sweep=folder.name,
-        params_file=info["params_file"],
-        grid=info["grid"],
-        stages=info["stages"],
-        backend=info["backend"],
         points=points,
         status=FAILED if failed else FINISHED,
         created=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        **{key: info[key] for key in ("params_file", "grid", "stages", "backend")},
     )
     write_json(folder / runfolder.SWEEP_FILE, record.model_dump(mode="json"))
     runs = [Path(p.run_dir) for p in points if p.run_dir]
     shown = list(runs)
-    lines = [
-        f"{p.name}: {p.status}" + (f": {p.message}" if p.message else "") for p in record.points
-    ]
+    lines = [f"{p.name}: {p.status}" + (f": {p.message}" if p.message else "") for p in points]
     with pipeline.outputs_env(folder):
         if any(runfolder.has_evaluation(r) for r in runs):
             first = next(folder / p.params for p in points if (folder / p.params).is_file())
@@ -308,32 +247,31 @@ def report_task(outcomes: list, outputs: str, job: str, plan: str) -> str:
     return report_points(outcomes, outputs, job, plan)
 
 
-# --------------------------------------------------------------------------- the pipeline
-
-
 def build_pipeline(
-    points: Sequence[Point],
-    *,
     params_files: Sequence[str],
-    grid: dict[str, list[Any]],
-    stages: list[str],
+    *,
+    grid: Sequence[str] = (),
+    stages: str | Sequence[str] | None = None,
     outputs: str,
     image: str = DEFAULT_IMAGE,
     max_concurrent: int = 1,
+    max_runs: int = sweep.DEFAULT_MAX_RUNS,
     pipeline_root: str | None = None,
-) -> Any:
-    """The KFP pipeline function: a ParallelFor over the points (``max_concurrent`` at once),
-    then the fan-in over the collected outcomes. Caching is off: every task has side effects."""
+) -> tuple[Any, list[Point]]:
+    """The KFP pipeline function (a ParallelFor over the points, ``max_concurrent`` at once, then
+    the fan-in; caching off) and its points, every one validated first."""
     require_kfp()
     from kfp import dsl
 
     if max_concurrent < 1:
         raise InputError(f"--max-concurrent must be at least 1, got {max_concurrent}")
+    chosen = pipeline.check_stages(stages, notebooks=True)
+    points, parsed_grid = plan_points(params_files, grid, max_runs=max_runs)
     point_op = dsl.component(point_task, base_image=image, install_kfp_package=False)
     report_op = dsl.component(report_task, base_image=image, install_kfp_package=False)
     items = [p.item() for p in points]
-    plan = _plan(points, params_files, grid, stages)
-    default_outputs, default_stages = outputs, ",".join(stages)
+    plan = _plan(points, params_files, parsed_grid, chosen)
+    default_outputs, default_stages = outputs, ",".join(chosen)
 
     @dsl.pipeline(
         name=PIPELINE_NAME,
@@ -362,95 +300,43 @@ def build_pipeline(
         fan_in.set_display_name("compare-and-report")
         return fan_in.output
 
-    return routerlib_chain
-
-
-def default_pipeline_root(outputs: str) -> str:
-    """Where Vertex keeps the pipeline's own artifacts: ``<outputs>/pipeline-root``."""
-    return storage.join_uri(outputs, "pipeline-root")
+    return routerlib_chain, points
 
 
 def compile_pipeline(
-    params_files: Sequence[str],
-    out: str | os.PathLike[str],
-    *,
-    outputs: str,
-    grid: Sequence[str] = (),
-    stages: str | Sequence[str] | None = None,
-    image: str = DEFAULT_IMAGE,
-    max_concurrent: int = 1,
-    max_runs: int = sweep.DEFAULT_MAX_RUNS,
+    params_files: Sequence[str], out: str | os.PathLike[str], *, outputs: str, **options: Any
 ) -> tuple[Path, list[Point]]:
-    """Validate every point, then write the pipeline's IR YAML to ``out`` (atomically). Needs no
-    network and no account."""
+    """Validate every point, then write the pipeline's IR YAML to ``out`` atomically (the
+    ``options`` of :func:`build_pipeline`); no network, no account."""
     kfp = require_kfp()
     storage.parse_gcs_uri(outputs)
-    chosen = check_stages(stages)
-    points, parsed_grid = plan_points(params_files, grid, max_runs=max_runs)
-    func = build_pipeline(
-        points,
-        params_files=params_files,
-        grid=parsed_grid,
-        stages=chosen,
-        outputs=outputs.rstrip("/"),
-        image=image,
-        max_concurrent=max_concurrent,
-        pipeline_root=default_pipeline_root(outputs),
+    root = storage.join_uri(outputs, "pipeline-root")
+    func, points = build_pipeline(
+        params_files, outputs=outputs.rstrip("/"), pipeline_root=root, **options
     )
     target = paths.resolve(out)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".yaml", dir=target.parent)
-    os.close(fd)
-    try:
-        kfp.compiler.Compiler().compile(func, tmp)
-        os.replace(tmp, target)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
+    with tempfile.TemporaryDirectory() as folder:
+        compiled = Path(folder) / "pipeline.yaml"
+        kfp.compiler.Compiler().compile(func, str(compiled))
+        write_text(target, compiled.read_text(encoding="utf-8"))
     return target, points
-
-
-@dataclass
-class LocalRun:
-    """What ``routerlib pipeline run --local`` made: the pipeline run's folder and its summary."""
-
-    folder: Path
-    summary: str
-    record: SweepRecord
-
-    @property
-    def ok(self) -> bool:
-        """True when every point finished."""
-        return self.record.status == FINISHED
 
 
 def run_local(
     params_files: Sequence[str],
     *,
-    grid: Sequence[str] = (),
-    stages: str | Sequence[str] | None = None,
     outputs: str | os.PathLike[str] | None = None,
-    max_concurrent: int = 1,
-    max_runs: int = sweep.DEFAULT_MAX_RUNS,
     out: Callable[[str], None] = print,
-) -> LocalRun:
-    """Run the pipeline on this machine with KFP's local runner (``SubprocessRunner``, this
-    Python, no Docker), the run folders under ``outputs`` (default: the outputs root)."""
+    **options: Any,
+) -> tuple[Path, SweepRecord]:
+    """Run the pipeline here with KFP's local runner (``SubprocessRunner``, this Python, no
+    Docker) under ``outputs`` (default: the outputs root); its folder and sweep record."""
     require_kfp()
     from kfp import local
 
-    chosen = check_stages(stages)
-    points, parsed_grid = plan_points(params_files, grid, max_runs=max_runs)
     root = paths.resolve(outputs) if outputs else paths.outputs_root()
+    func, _ = build_pipeline(params_files, outputs=str(root), **options)
     root.mkdir(parents=True, exist_ok=True)
-    func = build_pipeline(
-        points,
-        params_files=params_files,
-        grid=parsed_grid,
-        stages=chosen,
-        outputs=str(root),
-        max_concurrent=max_concurrent,
-    )
     local.init(
         runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(root / ".kfp-local")
     )
@@ -466,7 +352,7 @@ def run_local(
     if len(made) != 1:
         raise InputError(f"{root}: the local pipeline left {len(made)} new run folder(s), not 1")
     out(summary)
-    return LocalRun(made[0], summary, runfolder.read_sweep(made[0]))
+    return made[0], runfolder.read_sweep(made[0])
 
 
 def read_compiled(path: str | os.PathLike[str]) -> dict[str, Any]:

@@ -85,3 +85,36 @@ def test_baseline_bad_input(tmp_path: Path) -> None:
     with pytest.raises(InputError, match=r"g.jsonl:1: prompt"):
         baselines.write_baseline(gold, tmp_path / "o.jsonl")
     assert not (tmp_path / "o.jsonl").exists()
+
+
+#: The predictions on the real benchmark before the words and texts moved to
+#: routerlib/data/baselines.yaml: the move changed no byte.
+DIGESTS = {
+    "majority": "bab38661558c6416a6b0ed68b1b1e6701173b82a0bd9debd7d3bb7262192fd16",
+    "rules": "a65a5c8c25f25672515768c0a62f2749d04cea5e078ed8b1cbafff5be3267ed8",
+}
+
+
+@pytest.mark.parametrize("kind", sorted(DIGESTS))
+def test_the_texts_are_packaged_data_and_the_predictions_unchanged(
+    real_data: Path, tmp_path: Path, kind: str
+) -> None:
+    import hashlib
+
+    out = baselines.write_baseline(real_data / BENCH, tmp_path / f"{kind}.jsonl", kind=kind)
+    assert hashlib.sha256(out.read_bytes()).hexdigest() == DIGESTS[kind]
+
+
+def test_a_broken_texts_file_names_file_line_and_field(tmp_path: Path) -> None:
+    from routerlib.paths import packaged_file
+    from routerlib.tables import read_yaml
+
+    text = packaged_file(baselines.TEXTS_FILE).read_text(encoding="utf-8")
+    broken = tmp_path / "baselines.yaml"
+    broken.write_text(text.replace("  intro: [", "  intros: ["), encoding="utf-8")
+    line = text.splitlines().index(next(x for x in text.splitlines() if x.startswith("  intro:")))
+    with pytest.raises(InputError) as info:
+        read_yaml(broken, baselines.Texts, "baseline texts")
+    assert any(
+        p.startswith(f"{broken}:{line + 1}: words.intros.[key]: ") for p in info.value.problems
+    )

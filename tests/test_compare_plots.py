@@ -92,7 +92,7 @@ def test_all_zero_buckets_say_so(tmp_path: Path) -> None:
     for block in run.report["strict"].values():  # type: ignore[index]
         block["route_plan_exact"] = 0.0
     run.baselines = []
-    fig = compare_plots.bucket_figure(compare.leaderboard([run]), routers=[run])
+    fig = compare_plots.bucket_figure([run])
     assert "every router scores 0 in every bucket" in fig.axes[0].get_title()
     assert "0" in _texts(fig)  # zero bars are marked, not left blank
     assert fig.axes[1].get_title().startswith("tool_sequence_exact by bucket")
@@ -103,7 +103,7 @@ def test_a_router_without_scores_is_named_not_dropped(
 ) -> None:
     partial = compare.load_run(make_partial_run(tmp_path))
     routers = [*compare.routers(twins), partial]
-    fig = compare_plots.bucket_figure(compare.leaderboard(routers), routers=routers)
+    fig = compare_plots.bucket_figure(routers)
     assert "Not drawn (no scores): partial" in fig.get_supxlabel()
 
 

@@ -238,3 +238,21 @@ def test_a_local_run_needs_no_cloud(env: DoctorEnv) -> None:
     assert code == 0
     assert "cloud checks" in out and "backend local: this run needs no cloud" in out
     assert env.fake.server.requests == [] and env.gcs.server.requests == []
+
+
+def test_the_table_is_aligned_in_columns() -> None:
+    from routerlib.doctor import FAIL, OK, SKIP, Check, render
+
+    checks = [
+        Check("credentials", OK, "application-default credentials of dev@example.com"),
+        Check("bucket exists", FAIL, "gs://b does not exist", "gcloud storage buckets create"),
+        Check("deploy machine", SKIP, "no project"),
+    ]
+    header, rule, *rows, summary = render(checks).splitlines()
+    assert header.split() == ["CHECK", "STATUS", "FOUND", "FIX"]
+    for column in ("STATUS", "FOUND", "FIX"):  # every cell starts under its heading
+        at = header.index(column)
+        assert all(row[at - 2 : at] == "  " and row[at] != " " for row in rows), column
+    assert set(rule) <= {"-", " "} and len(rows) == 3
+    assert rows[1].endswith("gcloud storage buckets create") and rows[0].endswith("-")
+    assert summary == "(1 ok, 1 FAIL, 1 skip; nothing was created or billed)"

@@ -42,7 +42,7 @@ def test_default_yaml_equals_the_original_json(real_data: Path) -> None:
     ids=lambda p: p.name,
 )
 def test_every_thresholds_file_in_params_validates(path: Path) -> None:
-    assert metrics.validate_thresholds_file(path)
+    assert metrics.load_thresholds(path)
 
 
 def test_invalid_thresholds_list_every_problem(tmp_path: Path) -> None:
@@ -53,7 +53,7 @@ def test_invalid_thresholds_list_every_problem(tmp_path: Path) -> None:
         "utf-8",
     )
     with pytest.raises(InputError) as info:
-        metrics.validate_thresholds_file(bad)
+        metrics.load_thresholds(bad)
     text = "\n".join(info.value.problems)
     assert "overall.min.route_plan_exakt: unknown metric" in text
     assert "overall.min.json_valid: must be a number" in text

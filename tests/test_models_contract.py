@@ -146,3 +146,31 @@ def test_config_accepts_global_and_epoch_checkpoints() -> None:
     assert load_config(overrides={"learning_rate_multiplier": 2.0}).learning_rate_multiplier == 2.0
     local = load_config(overrides={"base_model": "google/gemma-3-27b-it", "location": "global"})
     assert local.base_model == "google/gemma-3-27b-it"
+
+
+def test_the_table_is_packaged_yaml_and_a_broken_row_names_file_line_and_field(
+    tmp_path: Path,
+) -> None:
+    from routerlib.paths import packaged_file
+    from routerlib.tables import read_yaml
+
+    source = packaged_file(models.MODELS_FILE)
+    assert read_yaml(source, models.ModelTable, "model table") == models.TABLE
+    text = source.read_text(encoding="utf-8")
+    broken = tmp_path / "models.yaml"
+    edited = text.replace("    max_seq_len_full: 8192\n", "    max_seq_len_full: lots\n", 1)
+    edited = edited.replace(
+        "    display: Llama 3.1 8B\n", "    display: Llama 3.1 8B\n    gpus: 2\n", 1
+    )
+    broken.write_text(edited, encoding="utf-8")
+    lines = text.splitlines()
+    bad_len = lines.index("    max_seq_len_full: 8192") + 1
+    unknown = lines.index("    display: Llama 3.1 8B") + 2
+    with pytest.raises(InputError) as info:
+        read_yaml(broken, models.ModelTable, "model table")
+    assert str(info.value) == f"{broken}: invalid model table"
+    problems = info.value.problems
+    assert any(
+        p.startswith(f"{broken}:{bad_len}: contracts.0.max_seq_len_full: ") for p in problems
+    )
+    assert f"{broken}:{unknown}: contracts.1.gpus: unknown key" in problems, problems

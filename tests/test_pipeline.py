@@ -44,7 +44,9 @@ def _state(run: Path) -> dict:
 def test_failing_stage_stops_its_run_only(
     project: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    code = main(["run", "params/boom.yaml", "params/ok.yaml", "--stages", "01,02"])
+    code = main(
+        ["run", "params/boom.yaml", "params/ok.yaml", "--stages", "01,02", "--parallel", "1"]
+    )
     out = capsys.readouterr().out
     assert code == 1
     outputs = tmp_path / "outputs"

@@ -102,7 +102,7 @@ def test_headline_view_has_one_row_per_pair(sweep: list[Path]) -> None:
 
 
 def test_report_index_shows_pairs_and_links_every_test(sweep: list[Path], tmp_path: Path) -> None:
-    _, sig_html, _, _ = report._comparison(sweep, tmp_path)
+    sig_html = report._comparison(sweep, tmp_path)["significance"]
     main = sig_html.split("<details>")[0]
     assert main.count("<tr") == 1 + 18  # header + one row per pair
     csv = (tmp_path / report.SIGNIFICANCE_CSV).read_text().splitlines()

@@ -1,6 +1,5 @@
-"""The ``routerlib`` command. Each subcommand module registers its own parser.
-
-A handler returns an exit code; a RouterlibError is printed as one line per problem (no traceback).
+"""The ``routerlib`` command: each subcommand module registers its own parser; a handler returns
+an exit code, and a RouterlibError is printed as one line per problem (no traceback).
 """
 
 from __future__ import annotations
@@ -15,6 +14,11 @@ from routerlib.errors import RouterlibError
 
 #: Modules under routerlib.cli that each define ``register(subparsers)``, in help order.
 COMMAND_MODULES = ("data", "tune", "serve", "evaluate", "run", "pipeline", "schema", "doctor")
+
+
+def echo(line: str) -> None:
+    """Print one line at once (a long run's progress, read as it comes)."""
+    print(line, flush=True)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -41,11 +45,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except RouterlibError as exc:
-        for line in exc.lines():
-            print(
-                f"routerlib {args.command}: {line}" if line is exc.lines()[-1] else line,
-                file=sys.stderr,
-            )
+        *problems, summary = exc.lines()
+        print(*problems, f"routerlib {args.command}: {summary}", sep="\n", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

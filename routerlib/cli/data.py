@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 
 from routerlib import synth
-from routerlib.cli.params import Keys, add_params_option, path_flag
-from routerlib.config import run_default
+from routerlib.cli import params
+from routerlib.cli.params import COUNT, POSITIVE_INT, RATIO, Keys, add_params_option, option, same
 
 _PREPARE_EPILOG = """\
 Output (in --output-dir): train.jsonl, validation.jsonl, test.jsonl, one
@@ -28,50 +28,10 @@ characters per token for Llama/Gemma/Qwen vocabularies on English text.
 
 #: ``routerlib prepare --params FILE``: flag dest -> the RunConfig key notebook 01 prepares with.
 PREPARE_PARAMS: Keys = {
-    "input": ("input_path", path_flag),
-    "val_ratio": "val_ratio",
-    "test_ratio": "test_ratio",
-    "seed": "seed",
-    "limit": "limit",
-    "gcs_prefix": "gcs_prefix",
-    "max_seq_len": "max_seq_len",
-    "base_model": "base_model",
-    "tuning_mode": "tuning_mode",
-    "strict": "strict",
-    "data_format": "data_format",
-    "synth_rows": "synth_rows",
-    "synth_seed": "synth_seed",
+    "input": ("input_path", params.path_flag),
+    **same("val_ratio test_ratio seed limit gcs_prefix max_seq_len base_model tuning_mode strict"),
+    **same("data_format synth_rows synth_seed"),
 }
-
-
-def _ratio(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from exc
-    if not 0.0 <= value < 1.0:
-        raise argparse.ArgumentTypeError(f"must be in [0, 1), got {text}")
-    return value
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from exc
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {text}")
-    return value
-
-
-def _count(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from exc
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be at least 0, got {text}")
-    return value
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -90,26 +50,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "(see --synth-rows, --synth-seed), written to OUTPUT_DIR/synthetic_rows.jsonl",
     )
     prepare.add_argument("--output-dir", required=True, metavar="DIR", help="folder for the splits")
+    option(prepare, "--val-ratio", key="val_ratio", type=RATIO)
+    option(prepare, "--test-ratio", key="test_ratio", type=RATIO)
+    option(prepare, "--seed", key="seed", type=int, help="shuffle seed")
     prepare.add_argument(
-        "--val-ratio",
-        type=_ratio,
-        default=run_default("val_ratio"),
-        help=f"default: {run_default('val_ratio')}",
-    )
-    prepare.add_argument(
-        "--test-ratio",
-        type=_ratio,
-        default=run_default("test_ratio"),
-        help=f"default: {run_default('test_ratio')}",
-    )
-    prepare.add_argument(
-        "--seed",
-        type=int,
-        default=run_default("seed"),
-        help=f"shuffle seed (default: {run_default('seed')})",
-    )
-    prepare.add_argument(
-        "--limit", type=_positive_int, metavar="N", help="keep only the first N rows of the file"
+        "--limit", type=POSITIVE_INT, metavar="N", help="keep only the first N rows of the file"
     )
     prepare.add_argument(
         "--gcs-prefix",
@@ -118,45 +63,30 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     prepare.add_argument(
         "--max-seq-len",
-        type=_positive_int,
+        type=POSITIVE_INT,
         metavar="N",
         help="warn above this many estimated tokens (default: the limit of --base-model "
         "under --tuning-mode)",
     )
-    prepare.add_argument(
-        "--base-model",
-        default=run_default("base_model"),
-        metavar="MODEL",
-        help=f"model whose sequence limit applies (default: {run_default('base_model')})",
-    )
-    prepare.add_argument(
-        "--tuning-mode",
-        choices=("PEFT_ADAPTER", "FULL"),
-        default=run_default("tuning_mode"),
-        help=f"default: {run_default('tuning_mode')}",
-    )
+    note = "model whose sequence limit applies"
+    option(prepare, "--base-model", key="base_model", metavar="MODEL", help=note)
+    option(prepare, "--tuning-mode", key="tuning_mode", choices=("PEFT_ADAPTER", "FULL"))
     prepare.add_argument("--strict", action="store_true", help="treat warnings as errors")
-    prepare.add_argument(
+    option(
+        prepare,
         "--format",
+        key="data_format",
         dest="data_format",
         choices=("prompt_completion", "messages"),
-        default=run_default("data_format"),
-        help="training splits' line format: prompt_completion (default: the original "
-        "conversion, byte for byte) or messages (user/assistant chat turns, the format Vertex "
-        "documents for chat; test.jsonl stays prompt/completion)",
+        help="training splits' line format: prompt_completion (the original conversion, byte for "
+        "byte) or messages (user/assistant chat turns, the format Vertex documents for chat; "
+        "test.jsonl stays prompt/completion)",
     )
-    prepare.add_argument(
-        "--synth-rows",
-        type=_positive_int,
-        metavar="N",
-        help=f"rows of the embedded input (default {synth.DEFAULT_ROWS})",
-    )
-    prepare.add_argument(
-        "--synth-seed",
-        type=int,
-        metavar="S",
-        help=f"seed of the embedded input (default {synth.DEFAULT_SEED})",
-    )
+    rows, seed = synth.DEFAULT_ROWS, synth.DEFAULT_SEED
+    note = f"rows of the embedded input (default {rows})"
+    prepare.add_argument("--synth-rows", type=POSITIVE_INT, metavar="N", help=note)
+    note = f"seed of the embedded input (default {seed})"
+    prepare.add_argument("--synth-seed", type=int, metavar="S", help=note)
     prepare.add_argument("--no-progress", action="store_true", help="hide progress bars")
     prepare.set_defaults(func=_prepare)
     add_params_option(prepare, PREPARE_PARAMS)
@@ -166,20 +96,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="write deterministic, realistic synthetic Week-2 rows (the embedded default input)",
         description="Write N synthetic Week-2 router rows; the same --seed gives the same bytes.",
     )
-    synth_cmd.add_argument(
-        "--rows",
-        type=_count,
-        default=synth.DEFAULT_ROWS,
-        metavar="N",
-        help=f"default: {synth.DEFAULT_ROWS}",
-    )
-    synth_cmd.add_argument(
-        "--seed",
-        type=int,
-        default=synth.DEFAULT_SEED,
-        metavar="S",
-        help=f"default: {synth.DEFAULT_SEED}",
-    )
+    option(synth_cmd, "--rows", type=COUNT, default=rows, metavar="N")
+    option(synth_cmd, "--seed", type=int, default=seed, metavar="S")
     synth_cmd.add_argument("--out", required=True, metavar="FILE", help="output JSONL file")
     synth_cmd.set_defaults(func=_synth)
 
@@ -193,23 +111,8 @@ def _prepare(args: argparse.Namespace) -> int:
             f"({args.synth_rows or synth.DEFAULT_ROWS} rows, seed "
             f"{synth.DEFAULT_SEED if args.synth_seed is None else args.synth_seed})"
         )
-    result = dataset.prepare(
-        args.input,
-        args.output_dir,
-        val_ratio=args.val_ratio,
-        test_ratio=args.test_ratio,
-        seed=args.seed,
-        limit=args.limit,
-        max_seq_len=args.max_seq_len,
-        base_model=args.base_model,
-        tuning_mode=args.tuning_mode,
-        strict=args.strict,
-        gcs_prefix=args.gcs_prefix,
-        progress=not args.no_progress,
-        synth_rows=args.synth_rows,
-        synth_seed=args.synth_seed,
-        data_format=args.data_format,
-    )
+    options = {dest: getattr(args, dest) for dest in PREPARE_PARAMS if dest != "input"}
+    result = dataset.prepare(args.input, args.output_dir, progress=not args.no_progress, **options)
     for warning in result.warnings:
         print(f"warning: {warning}")
     counts = result.counts

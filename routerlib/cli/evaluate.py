@@ -8,41 +8,27 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from routerlib.cli.params import Keys, add_params_option, thresholds_flag
+from routerlib.cli.params import Keys, add_params_option, option, pick, same, thresholds_flag
 from routerlib.config import run_default
 from routerlib.errors import InputError
 from routerlib.metrics import gate_line
 
 #: Overall metrics shown in the summary table (original figure beside the strict one).
-SUMMARY_METRICS = (
-    "json_valid",
-    "schema_valid",
-    "route_plan_exact",
-    "route_tool_precision",
-    "route_tool_recall",
-    "route_first_tool_match",
-    "metrics_keys_match",
-    "todo_tool_alignment",
-    "todo_covers_all_tools",
-    "handoff_tools_covered",
-    "length_ratio",
+SUMMARY_METRICS = tuple(
+    "json_valid schema_valid route_plan_exact route_tool_precision route_tool_recall "
+    "route_first_tool_match metrics_keys_match todo_tool_alignment todo_covers_all_tools "
+    "handoff_tools_covered length_ratio".split()
 )
 
 
 #: ``routerlib evaluate --params FILE``: flag dest -> the RunConfig key notebook 04 scores with
 #: (with --params the run is gated as notebook 04 gates it: ``thresholds``, else the packaged).
 EVALUATE_PARAMS: Keys = {
-    "max_tokens": "max_tokens",
-    "concurrency": "concurrency",
     "limit": "eval_limit",
     "thresholds": ("thresholds", thresholds_flag),
-    "project": "project",
     "location": "deploy_location",
-    "api_endpoint": "api_endpoint",
-    "gcs_prefix": "gcs_prefix",
-    "machine_type": "machine_type",
-    "accelerator_type": "accelerator_type",
-    "accelerator_count": "accelerator_count",
+    **same("max_tokens concurrency project api_endpoint gcs_prefix"),
+    **same("machine_type accelerator_type accelerator_count"),
 }
 
 
@@ -52,12 +38,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "evaluate",
         help="score predictions (or generate them from an endpoint / checkpoint / batch job) "
         "against gold",
-        description=(
-            "Score predictions against gold exactly as the team's earlier evaluator, plus strict "
-            "figures, schema validity, intervals and per-sample records. With --endpoint, "
-            "--checkpoint or --batch the predictions are generated first (cached beside the "
-            "report; a killed run resumes or re-attaches). Exit 1 when a --thresholds gate fails."
-        ),
+        description="Score predictions against gold exactly as the team's earlier evaluator, plus strict "
+        "figures, schema validity, intervals and per-sample records. With --endpoint, "
+        "--checkpoint or --batch the predictions are generated first (cached beside the "
+        "report; a killed run resumes or re-attaches). Exit 1 when a --thresholds gate fails.",
     )
     p.add_argument("--gold", required=True, metavar="FILE", help="gold JSONL (prompt, completion)")
     source = p.add_mutually_exclusive_group(required=True)
@@ -68,105 +52,50 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="http://host:port/v1 (OpenAI-compatible), an http URL ending in :predict (vLLM "
         "predict JSON), or a Vertex endpoint (projects/…/endpoints/ID or numeric id)",
     )
-    source.add_argument(
-        "--checkpoint", metavar="DIR", help="local checkpoint folder: serve it here and evaluate"
-    )
-    p.add_argument(
-        "--in-process",
-        dest="in_process",
-        action="store_true",
-        help="with --checkpoint: generate in this process (batches of 16), no local HTTP server",
-    )
+    note = "local checkpoint folder: serve it here and evaluate"
+    source.add_argument("--checkpoint", metavar="DIR", help=note)
+    note = "with --checkpoint: generate in this process (batches of 16), no local HTTP server"
+    p.add_argument("--in-process", action="store_true", help=note)
     source.add_argument(
         "--batch",
         metavar="MODEL",
         help="a Vertex batch prediction job on this Model Registry model (the one a deploy "
         "uploaded, as recorded; or projects/…/models/ID): no endpoint, no 429s",
     )
-    p.add_argument(
-        "--out",
-        required=True,
-        metavar="REPORT.json",
-        help="report JSON; samples, cache and predictions are written beside it",
-    )
+    note = "report JSON; samples, cache and predictions are written beside it"
+    p.add_argument("--out", required=True, metavar="REPORT.json", help=note)
     p.add_argument(
         "--thresholds",
         metavar="FILE",
         help="gate file (router_benchmark_thresholds.json format); 'default' = the packaged gates "
         "(with --params: the params' thresholds, else the packaged gates, as notebook 04)",
     )
-    p.add_argument(
-        "--compare-to",
-        dest="compare_to",
-        metavar="PREV_PREDS",
-        help="the previous router's prediction JSONL: deltas, fixed/broken samples, significance",
-    )
-    p.add_argument(
-        "--concurrency",
-        type=int,
-        default=run_default("concurrency"),
-        metavar="N",
-        help=f"requests in flight (default {run_default('concurrency')})",
-    )
-    p.add_argument(
-        "--max-tokens",
-        dest="max_tokens",
-        type=int,
-        default=run_default("max_tokens"),
-        metavar="N",
-        help=f"generation limit per row (default {run_default('max_tokens')})",
-    )
+    note = "the previous router's prediction JSONL: deltas, fixed/broken samples, significance"
+    p.add_argument("--compare-to", metavar="PREV_PREDS", help=note)
+    option(p, "--concurrency", key="concurrency", type=int, metavar="N", help="requests in flight")
+    note = "generation limit per row"
+    option(p, "--max-tokens", key="max_tokens", type=int, metavar="N", help=note)
     p.add_argument("--limit", type=int, metavar="N", help="evaluate the first N gold rows only")
-    p.add_argument(
-        "--model", help="model name for an OpenAI-compatible endpoint (default: the first listed)"
-    )
-    p.add_argument(
-        "--timeout",
-        type=float,
-        default=120.0,
-        metavar="S",
-        help="seconds per request (default 120)",
-    )
-    p.add_argument(
-        "--retries",
-        type=int,
-        default=5,
-        metavar="N",
-        help="retries per row on 429, 5xx, timeouts, dropped connections (default 5)",
-    )
+    note = "model name for an OpenAI-compatible endpoint (default: the first listed)"
+    p.add_argument("--model", help=note)
+    option(p, "--timeout", type=float, default=120.0, metavar="S", help="seconds per request")
+    note = "retries per row on 429, 5xx, timeouts, dropped connections"
+    option(p, "--retries", type=int, default=5, metavar="N", help=note)
     p.add_argument("--project", metavar="P", help="Google Cloud project (Vertex endpoints)")
     p.add_argument("--location", metavar="L", help="Vertex region (Vertex endpoints)")
-    p.add_argument(
-        "--api-endpoint",
-        dest="api_endpoint",
-        metavar="URL",
-        help="Vertex API address (default: the regional Google one)",
-    )
+    note = "Vertex API address (default: the regional Google one)"
+    p.add_argument("--api-endpoint", metavar="URL", help=note)
     batch = p.add_argument_group("batch prediction (--batch)")
-    batch.add_argument(
-        "--gcs-prefix",
-        dest="gcs_prefix",
-        metavar="gs://BUCKET/PREFIX",
-        help="where the instances JSONL and the job's output go",
-    )
-    batch.add_argument("--machine-type", dest="machine_type", help="default: g2-standard-12")
-    batch.add_argument("--accelerator-type", dest="accelerator_type", help="default: NVIDIA_L4")
-    batch.add_argument(
-        "--accelerator-count", dest="accelerator_count", type=int, metavar="N", help="default 1"
-    )
-    batch.add_argument(
-        "--rerun-failed",
-        dest="rerun_failed",
-        action="store_true",
-        help="submit a job for the rows the last job failed (otherwise they are only listed)",
-    )
-    batch.add_argument(
-        "--poll-interval",
-        dest="poll_s",
-        type=float,
-        default=30.0,
-        metavar="S",
-        help="seconds between job status checks (default 30)",
+    note = "where the instances JSONL and the job's output go"
+    batch.add_argument("--gcs-prefix", metavar="gs://BUCKET/PREFIX", help=note)
+    batch.add_argument("--machine-type", help="default: g2-standard-12")
+    batch.add_argument("--accelerator-type", help="default: NVIDIA_L4")
+    batch.add_argument("--accelerator-count", type=int, metavar="N", help="default: 1")
+    note = "submit a job for the rows the last job failed (otherwise they are only listed)"
+    batch.add_argument("--rerun-failed", action="store_true", help=note)
+    note = "seconds between job status checks"
+    option(
+        batch, "--poll-interval", dest="poll_s", type=float, default=30.0, metavar="S", help=note
     )
     p.add_argument(
         "--constrained",
@@ -175,9 +104,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--batch): response_format on /v1; on :predict, Vertex endpoints and batch jobs a "
         "chatCompletions instance with response_format",
     )
-    p.add_argument(
-        "--no-progress", dest="progress", action="store_false", help="hide the progress bar"
-    )
+    note = "hide the progress bar"
+    p.add_argument("--no-progress", dest="progress", action="store_false", help=note)
     p.set_defaults(func=run_evaluate)
     add_params_option(p, EVALUATE_PARAMS)
 
@@ -198,14 +126,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     b.set_defaults(func=run_baseline)
 
 
-def _positive(name: str, value: int | float | None) -> None:
-    if value is not None and value < 1:
-        raise InputError(f"{name} must be >= 1, got {value}")
-
-
 def predictor_from_args(args: argparse.Namespace) -> Any:
-    """The predictor ``--endpoint``, ``--checkpoint`` or ``--batch`` names, made by the serving
-    factory (close it when done)."""
+    """The predictor ``--endpoint``, ``--checkpoint`` or ``--batch`` names (close it when done)."""
     from routerlib.serving import factory
     from routerlib.serving.settings import VertexSettings
 
@@ -213,11 +135,9 @@ def predictor_from_args(args: argparse.Namespace) -> Any:
         project=args.project or "",
         location=args.location or "",
         api_endpoint=args.api_endpoint or "",
-        machine_type=args.machine_type,
-        accelerator_type=args.accelerator_type,
-        accelerator_count=args.accelerator_count,
+        **pick(args, "machine_type accelerator_type accelerator_count"),
     )
-    online = {"concurrency": args.concurrency, "retries": args.retries, "timeout": args.timeout}
+    online = pick(args, "concurrency retries timeout")
     if args.endpoint is not None:
         kind, target = factory.kind_of(args.endpoint)
         options = factory.address_options(kind, settings, model=args.model, **online)
@@ -242,11 +162,10 @@ def run_evaluate(args: argparse.Namespace) -> int:
     """Handler of ``routerlib evaluate``: 0 on success, 1 when the gate fails."""
     from routerlib.evaluate import evaluate, score_predictions
 
-    _positive("--concurrency", args.concurrency)
-    _positive("--max-tokens", args.max_tokens)
-    _positive("--limit", args.limit)
-    if args.retries < 0:
-        raise InputError(f"--retries must be >= 0, got {args.retries}")
+    for flag, least in (("concurrency", 1), ("max_tokens", 1), ("limit", 1), ("retries", 0)):
+        value = getattr(args, flag)
+        if value is not None and value < least:
+            raise InputError(f"--{flag.replace('_', '-')} must be >= {least}, got {value}")
     if args.constrained and args.pred is not None:
         raise InputError("--constrained applies to --endpoint, --checkpoint or --batch")
     if args.in_process and args.checkpoint is None:
@@ -290,23 +209,13 @@ def run_evaluate(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     gate = report.get("threshold_results") or {}
-    if args.thresholds and gate.get("overall_pass") is not True:
-        return 1
-    return 0
+    return 1 if args.thresholds and gate.get("overall_pass") is not True else 0
 
 
 def _fmt(value: Any, signed: bool = False) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, float | int) and not isinstance(value, bool):
-        return (
-            f"{value:+.3f}"
-            if signed
-            else f"{value:.3f}"
-            if isinstance(value, float)
-            else str(value)
-        )
-    return str(value)
+    if isinstance(value, bool) or not isinstance(value, float | int):
+        return "-" if value is None else str(value)
+    return f"{value:+.3f}" if signed else f"{value:.3f}" if isinstance(value, float) else str(value)
 
 
 def summary(report: dict[str, Any], out: str | Path) -> str:

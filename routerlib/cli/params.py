@@ -1,14 +1,7 @@
-"""``--params FILE`` for the CLI steps: a command takes the settings the notebooks use from a
-params file (validated as a RunConfig, placeholders refused), each flag the user gives
-overriding its key. Without ``--params`` nothing changes: every flag's default is RunConfig's.
-
-A command adds it in one line, after its ``set_defaults(func=...)``::
-
-    add_params_option(parser, {"epochs": "epochs", "display_name": "tuned_model_display_name"})
-
-The mapping is flag dest -> RunConfig key; a value may instead be ``(key, convert)`` where
-``convert`` turns the params value into the flag's (then it is applied even when the value is
-RunConfig's default). The handler then sees the merged settings in ``args``.
+"""``--params FILE`` for the CLI steps (docs/params.md): a command takes the notebooks' settings
+from a validated params file, each flag given overriding its key; ``add_params_option(parser,
+keys)`` after ``set_defaults(func=...)`` adds it, ``keys`` mapping flag dest -> RunConfig key (or
+``(key, convert)``). Also the small argparse helpers the commands share.
 """
 
 from __future__ import annotations
@@ -29,30 +22,65 @@ Convert = Callable[[Any], Any]
 Keys = Mapping[str, str | tuple[str, Convert]]
 
 
+PROJECT_HELP = "Google Cloud project (default: $GOOGLE_CLOUD_PROJECT)"
+API_ENDPOINT_HELP = "Vertex API address, e.g. http://127.0.0.1:PORT for a stand-in"
+
+
+def option(parser: Any, *flags: str, key: str = "", help: str = "", **kwargs: Any) -> Any:
+    """``parser.add_argument`` whose help ends with the default, so the two never disagree;
+    with ``key`` the default is RunConfig's value of that key."""
+    default = kwargs["default"] = run_default(key) if key else kwargs["default"]
+    text = f"{help} (default {default})" if help else f"default: {default}"
+    return parser.add_argument(*flags, help=text, **kwargs)
+
+
+def checked(kind: Callable[[str], Any], ok: Callable[[Any], bool], rule: str) -> Convert:
+    """An argparse ``type``: ``kind(text)`` when ``ok`` accepts it, else an error saying ``rule``."""
+
+    def convert(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            what = "an integer" if kind is int else "a number"
+            raise argparse.ArgumentTypeError(f"not {what}: {text!r}") from None
+        if not ok(value):
+            raise argparse.ArgumentTypeError(f"must be {rule}, got {text}")
+        return value
+
+    return convert
+
+
+RATIO = checked(float, lambda v: 0.0 <= v < 1.0, "in [0, 1)")
+POSITIVE_INT = checked(int, lambda v: v >= 1, "at least 1")
+COUNT = checked(int, lambda v: v >= 0, "at least 0")
+POSITIVE = checked(float, lambda v: v > 0, "> 0")
+
+
+def same(names: str) -> dict[str, str]:
+    """``Keys`` for flags whose dest is the RunConfig key's own name (space-separated)."""
+    return {name: name for name in names.split()}
+
+
+def pick(args: argparse.Namespace, names: str) -> dict[str, Any]:
+    """The values ``args`` holds for the space-separated ``names``, as keyword arguments."""
+    return {name: getattr(args, name) for name in names.split()}
+
+
 def _record_given(action: argparse.Action) -> None:
     """Make ``action`` note its dest in the namespace when the user gives the flag."""
     base = type(action)
 
     class Given(base):  # type: ignore[valid-type,misc]
-        def __call__(
-            self,
-            parser: argparse.ArgumentParser,
-            namespace: argparse.Namespace,
-            values: Any,
-            option_string: str | None = None,
-        ) -> None:
-            super().__call__(parser, namespace, values, option_string)
-            if getattr(namespace, _GIVEN, None) is None:
-                setattr(namespace, _GIVEN, set())
-            getattr(namespace, _GIVEN).add(self.dest)
+        def __call__(self, parser: Any, namespace: argparse.Namespace, *rest: Any) -> None:
+            super().__call__(parser, namespace, *rest)
+            setattr(namespace, _GIVEN, (getattr(namespace, _GIVEN, None) or set()) | {self.dest})
 
     Given.__name__ = base.__name__
     action.__class__ = Given
 
 
 def add_params_option(parser: argparse.ArgumentParser, keys: Keys) -> None:
-    """Add ``--params FILE`` to ``parser``; its handler (``func``) first merges the file's
-    settings into ``args`` for the flags ``keys`` maps (dest -> RunConfig key)."""
+    """Add ``--params FILE``: the handler first merges the file into the flags ``keys`` maps."""
     known = {a.dest: a for a in parser._actions}
     missing = [dest for dest in keys if dest not in known]
     assert not missing, f"no such flags: {missing}"
@@ -77,9 +105,8 @@ def add_params_option(parser: argparse.ArgumentParser, keys: Keys) -> None:
 
 
 def apply_params(args: argparse.Namespace, keys: Keys) -> RunConfig | None:
-    """Merge ``args.params`` into ``args``: validate the file with the flags given as overrides
-    (every problem named with file and key), then set each flag not given from the file when
-    the file changes its RunConfig default. Returns the merged config (None without --params)."""
+    """Merge ``args.params`` into ``args``: validate it with the flags given as overrides, then
+    set each flag not given whose key the file changes. Returns the config (None without it)."""
     params = getattr(args, "params", None)
     if not params:
         return None
@@ -116,6 +143,4 @@ def thresholds_flag(thresholds: str) -> str:
 def path_flag(path: str) -> str | None:
     """A params path as a flag's: empty is None, gs:// as it is, a relative path from the
     project root (where the notebooks read it)."""
-    if not path:
-        return None
-    return path if path.startswith("gs://") else str(resolve(path))
+    return (path if path.startswith("gs://") else str(resolve(path))) if path else None

@@ -5,56 +5,23 @@ from __future__ import annotations
 
 import argparse
 import os
+from typing import Any
 
-DEFAULT_LOCATION = "us-central1"
+from routerlib.cli import echo, params
+from routerlib.cli.params import pick
+from routerlib.cli.run import sweep_args
+from routerlib.serving.settings import DEFAULT_LOCATION
 
 
 def _points_args(parser: argparse.ArgumentParser) -> None:
     """The arguments compile and run share: what ``routerlib run --grid`` takes."""
     parser.add_argument("params", nargs="+", metavar="PARAMS", help="params/*.yaml")
-    parser.add_argument(
-        "--grid",
-        action="append",
-        default=None,
-        metavar="KEY=V1,V2",
-        help="one point per value of the cross product of every --grid (any params key), checked "
+    sweep_args(
+        parser,
+        grid="one point per value of the cross product of every --grid (any params key), checked "
         "as `routerlib run --grid` checks them; without it, one point per params file",
-    )
-    parser.add_argument(
-        "--stages", default=None, help="comma-separated stages each point runs, default 01,02,03,04"
-    )
-    parser.add_argument(
-        "--max-concurrent",
-        type=int,
-        default=1,
-        metavar="N",
-        help="points running at once (the ParallelFor's parallelism; for Vertex points the "
+        concurrent="points running at once (the ParallelFor's parallelism; for Vertex points the "
         "project's open-model tuning quota), default 1",
-    )
-    parser.add_argument(
-        "--max-runs",
-        type=int,
-        default=None,
-        metavar="N",
-        help="refuse a grid of more than N points (default 16)",
-    )
-
-
-def _cloud_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--project",
-        default=os.environ.get("GOOGLE_CLOUD_PROJECT", ""),
-        help="Google Cloud project (default: $GOOGLE_CLOUD_PROJECT)",
-    )
-    parser.add_argument(
-        "--location",
-        default=os.environ.get("GOOGLE_CLOUD_REGION", DEFAULT_LOCATION),
-        help=f"Vertex AI Pipelines region (default: $GOOGLE_CLOUD_REGION or {DEFAULT_LOCATION})",
-    )
-    parser.add_argument(
-        "--api-endpoint",
-        default="",
-        help="Vertex API address, e.g. http://127.0.0.1:PORT for a stand-in",
     )
 
 
@@ -76,15 +43,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "written when one is wrong), then write the pipeline to --out.",
     )
     _points_args(c)
-    c.add_argument(
-        "--outputs",
-        required=True,
-        metavar="gs://BUCKET/PREFIX",
-        help="where each pipeline run writes its folder (run folders, comparison, report)",
-    )
+    note = "where each pipeline run writes its folder (run folders, comparison, report)"
+    c.add_argument("--outputs", required=True, metavar="gs://BUCKET/PREFIX", help=note)
     c.add_argument(
         "--image",
-        default=None,
         metavar="URI",
         help="the image the tasks run in (Dockerfile; docs/pipelines.md), e.g. "
         "us-central1-docker.pkg.dev/PROJECT/REPO/routerlib:TAG (default routerlib:latest)",
@@ -100,12 +62,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "root). Exit 1 when a point failed (the report says which and why).",
     )
     _points_args(r)
-    r.add_argument(
-        "--local", action="store_true", required=True, help="run here (the only mode for now)"
-    )
-    r.add_argument(
-        "--outputs", default=None, metavar="DIR", help="outputs root (default: ROUTERLIB_OUTPUTS)"
-    )
+    note = "run here (the only mode for now)"
+    r.add_argument("--local", action="store_true", required=True, help=note)
+    note = "outputs root (default: ROUTERLIB_OUTPUTS)"
+    r.add_argument("--outputs", metavar="DIR", help=note)
     r.set_defaults(func=_run)
 
     s = sub.add_parser(
@@ -116,44 +76,36 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "submitted again re-attaches to its job instead of starting a second one.",
     )
     s.add_argument("pipeline", metavar="PIPELINE_YAML", help="the file `pipeline compile` wrote")
+    note = "a recurring run, e.g. '0 3 * * *' (03:00 UTC nightly; 'TZ=Europe/Paris 0 3 * * *')"
+    s.add_argument("--schedule", default="", metavar="CRON", help=note)
+    note = "the service account the tasks run as (default: the project's Compute Engine one)"
+    s.add_argument("--service-account", default="", metavar="EMAIL", help=note)
+    project = os.environ.get("GOOGLE_CLOUD_PROJECT", "")
+    s.add_argument("--project", default=project, help=params.PROJECT_HELP)
+    note = f"Vertex AI Pipelines region (default: $GOOGLE_CLOUD_REGION or {DEFAULT_LOCATION})"
     s.add_argument(
-        "--schedule",
-        default="",
-        metavar="CRON",
-        help="a recurring run, e.g. '0 3 * * *' (03:00 UTC nightly; 'TZ=Europe/Paris 0 3 * * *')",
+        "--location", default=os.environ.get("GOOGLE_CLOUD_REGION", DEFAULT_LOCATION), help=note
     )
-    s.add_argument(
-        "--service-account",
-        default="",
-        metavar="EMAIL",
-        help="the service account the tasks run as (default: the project's Compute Engine one)",
-    )
-    _cloud_args(s)
+    s.add_argument("--api-endpoint", default="", help=params.API_ENDPOINT_HELP)
     s.set_defaults(func=_submit)
 
     ls = sub.add_parser("list", help="the recorded pipeline jobs and schedules")
     ls.add_argument("--no-refresh", action="store_true", help="show recorded states only")
-    ls.set_defaults(func=_list)
-
     sh = sub.add_parser("show", help="one pipeline job or schedule, and its points when written")
-    sh.add_argument("ref", metavar="ID", help="a job id, schedule id or resource name")
-    sh.set_defaults(func=_show)
-
-    ca = sub.add_parser(
-        "cancel", help="cancel a running pipeline job, or pause a schedule (no more runs start)"
-    )
-    ca.add_argument("ref", metavar="ID", help="a job id, schedule id or resource name")
-    ca.set_defaults(func=_cancel)
+    note = "cancel a running pipeline job, or pause a schedule (no more runs start)"
+    ca = sub.add_parser("cancel", help=note)
+    for action in (sh, ca):
+        action.add_argument("ref", metavar="ID", help="a job id, schedule id or resource name")
+    for action in (ls, sh, ca):
+        action.set_defaults(func=_records)
 
 
-def _out(line: str) -> None:
-    print(line, flush=True)
-
-
-def _max_runs(args: argparse.Namespace) -> int:
+def _points(args: argparse.Namespace) -> dict[str, Any]:
+    """What compile and run pass on of the points' arguments."""
     from routerlib.sweep import DEFAULT_MAX_RUNS
 
-    return args.max_runs or DEFAULT_MAX_RUNS
+    options = {"grid": args.grid or (), "max_runs": args.max_runs or DEFAULT_MAX_RUNS}
+    return {**options, **pick(args, "stages max_concurrent")}
 
 
 def _compile(args: argparse.Namespace) -> int:
@@ -163,71 +115,49 @@ def _compile(args: argparse.Namespace) -> int:
         args.params,
         args.out,
         outputs=args.outputs,
-        grid=args.grid or (),
-        stages=args.stages,
         image=args.image or vertex_pipelines.DEFAULT_IMAGE,
-        max_concurrent=args.max_concurrent,
-        max_runs=_max_runs(args),
+        **_points(args),
     )
     for point in points:
-        _out(f"point {point.index}: {point.name}")
+        echo(f"point {point.index}: {point.name}")
     if not args.image:
-        _out(
+        echo(
             f"note: the tasks run in {vertex_pipelines.DEFAULT_IMAGE}; Vertex needs an image in a "
             "registry: build and push it, then compile with --image (docs/pipelines.md)"
         )
-    _out(f"wrote {target} ({len(points)} point(s), {args.max_concurrent} at once)")
+    echo(f"wrote {target} ({len(points)} point(s), {args.max_concurrent} at once)")
     return 0
 
 
 def _run(args: argparse.Namespace) -> int:
     from routerlib import vertex_pipelines
 
-    result = vertex_pipelines.run_local(
-        args.params,
-        grid=args.grid or (),
-        stages=args.stages,
-        outputs=args.outputs,
-        max_concurrent=args.max_concurrent,
-        max_runs=_max_runs(args),
-        out=_out,
+    options = _points(args)
+    folder, record = vertex_pipelines.run_local(
+        args.params, outputs=args.outputs, out=echo, **options
     )
-    _out(f"pipeline run folder: {result.folder}")
-    return 0 if result.ok else 1
+    echo(f"pipeline run folder: {folder}")
+    return 0 if record.status == "finished" else 1
 
 
 def _submit(args: argparse.Namespace) -> int:
     from routerlib import pipeline_jobs
 
-    record = pipeline_jobs.submit(
-        args.pipeline,
-        project=args.project,
-        location=args.location,
-        api_endpoint=args.api_endpoint,
-        service_account=args.service_account,
-        schedule=args.schedule,
-        out=_out,
-    )
-    _out(pipeline_jobs.describe(record))
+    options = pick(args, "project location api_endpoint service_account schedule")
+    record = pipeline_jobs.submit(args.pipeline, out=echo, **options)
+    echo(pipeline_jobs.describe(record))
     return 0
 
 
-def _list(args: argparse.Namespace) -> int:
+def _records(args: argparse.Namespace) -> int:
+    """``pipeline list``, ``show`` and ``cancel``: the recorded submissions."""
     from routerlib import pipeline_jobs
 
-    _out(pipeline_jobs.table(pipeline_jobs.list_pipelines(not args.no_refresh, out=_out)))
-    return 0
-
-
-def _show(args: argparse.Namespace) -> int:
-    from routerlib import pipeline_jobs
-
-    _out(pipeline_jobs.describe(pipeline_jobs.refresh(pipeline_jobs.find(args.ref), _out)))
-    return 0
-
-
-def _cancel(args: argparse.Namespace) -> int:
-    from routerlib import pipeline_jobs
-
-    pipeline_jobs.cancel(args.ref, out=_out)
+    action = args.pipeline_command
+    if action == "list":
+        echo(pipeline_jobs.table(pipeline_jobs.list_pipelines(not args.no_refresh, out=echo)))
+    elif action == "show":
+        echo(pipeline_jobs.describe(pipeline_jobs.refresh(pipeline_jobs.find(args.ref), echo)))
+    else:
+        pipeline_jobs.cancel(args.ref, out=echo)
     return 0

@@ -11,6 +11,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from routerlib.cli import build_parser
 from routerlib.config import RunConfig, run_default
 from routerlib.errors import InputError
@@ -42,18 +44,9 @@ def reference_markdown() -> str:
 
 
 def _yaml_value(value: Any) -> str:
-    """A default as a params file spells it."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if value == "":
-        return '""'
-    if isinstance(value, list):
-        return "[" + ", ".join(_yaml_value(v) for v in value) + "]"
-    if isinstance(value, dict):
-        return "{" + ", ".join(f"{k}: {_yaml_value(v)}" for k, v in value.items()) + "}"
-    return str(value)
+    """A default as a params file spells it (flow style, one line)."""
+    text = yaml.safe_dump(value, default_flow_style=True, width=1000)
+    return '""' if value == "" else text.removesuffix("\n...\n").strip()
 
 
 def params_markdown() -> str:
@@ -66,8 +59,7 @@ def params_markdown() -> str:
 
 
 def _split(page: Path, start: str, end: str) -> tuple[str, str, str]:
-    """The page's text before the start marker, between the markers, and from the end marker on;
-    a page without both markers (in that order) is an InputError naming the page and the marker."""
+    """The page before, between and after the markers; InputError naming a missing marker."""
     if not page.is_file():
         raise InputError(f"{page}: no such page (it holds the generated block {start} … {end})")
     text = page.read_text(encoding="utf-8")
@@ -97,24 +89,13 @@ def _rewrite(page: Path, start: str, end: str, body: str) -> None:
     page.write_text(f"{head}{start}\n{body}\n{end}{tail}", encoding="utf-8")
 
 
-def write_cli_reference(page: Path) -> None:
-    """Replace the generated CLI reference in ``page`` with the parsers' current help."""
-    _rewrite(page, START, END, reference_markdown())
-
-
-def write_params_reference(page: Path) -> None:
-    """Replace the generated params table in ``page`` with RunConfig's current fields."""
-    _rewrite(page, PARAMS_START, PARAMS_END, params_markdown())
-
-
 def write_docs(docs: Path) -> list[Path]:
-    """Regenerate both references in the docs folder; returns the pages written. Both pages are
-    checked for their markers before either is written, so a bad page leaves both as they were."""
+    """Regenerate both references (both pages checked before either is written); the pages."""
     cli_page, params_page = docs / CLI_PAGE, docs / PARAMS_PAGE
     _split(cli_page, START, END)
     _split(params_page, PARAMS_START, PARAMS_END)
-    write_cli_reference(cli_page)
-    write_params_reference(params_page)
+    _rewrite(cli_page, START, END, reference_markdown())
+    _rewrite(params_page, PARAMS_START, PARAMS_END, params_markdown())
     return [cli_page, params_page]
 
 

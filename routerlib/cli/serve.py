@@ -3,42 +3,33 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
+import threading
+from typing import Any
 
 from routerlib import storage
-from routerlib.cli.params import Keys, add_params_option
+from routerlib.cli import params
+from routerlib.cli.params import Keys, add_params_option, pick, same
 from routerlib.serving.settings import DEFAULT_LOCATION
 
 #: ``routerlib deploy --params FILE``: flag dest -> the RunConfig key notebook 04 deploys with.
 DEPLOY_PARAMS: Keys = {
-    "base_model": "base_model",
-    "machine_type": "machine_type",
-    "accelerator_type": "accelerator_type",
-    "accelerator_count": "accelerator_count",
-    "project": "project",
     "location": "deploy_location",
-    "api_endpoint": "api_endpoint",
+    **same("base_model machine_type accelerator_type accelerator_count project api_endpoint"),
 }
 
 
 def _cloud_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--project",
-        default=os.environ.get("GOOGLE_CLOUD_PROJECT", ""),
-        help="Google Cloud project (default: $GOOGLE_CLOUD_PROJECT)",
-    )
+    project = os.environ.get("GOOGLE_CLOUD_PROJECT", "")
+    parser.add_argument("--project", default=project, help=params.PROJECT_HELP)
     parser.add_argument(
         "--location",
-        default=None,
-        help=f"Vertex AI region endpoints live in (params: deploy_location; a region, never "
+        help="Vertex AI region endpoints live in (params: deploy_location; a region, never "
         f"global; default: {DEFAULT_LOCATION}, or the recorded one)",
     )
-    parser.add_argument(
-        "--api-endpoint",
-        default=None,
-        help="Vertex API address, e.g. http://127.0.0.1:PORT for a stand-in",
-    )
+    parser.add_argument("--api-endpoint", help=params.API_ENDPOINT_HELP)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -52,43 +43,28 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "endpoint resource name. A machine too small for the checkpoint is refused up front.",
     )
     deploy.add_argument("--checkpoint", required=True, help="gs:// URI of the final checkpoint")
-    deploy.add_argument(
-        "--base-model",
-        default="",
-        help="Vertex base model id: its contract gives the default hardware",
-    )
-    deploy.add_argument(
-        "--machine-type", default=None, help="default: the contract's (or g2-standard-12)"
-    )
-    deploy.add_argument(
-        "--accelerator-type", default=None, help="default: the contract's (or NVIDIA_L4)"
-    )
-    deploy.add_argument(
-        "--accelerator-count", type=int, default=None, help="default: the contract's (or 1)"
-    )
+    note = "Vertex base model id: its contract gives the default hardware"
+    deploy.add_argument("--base-model", default="", help=note)
+    for flag, fallback in (("machine-type", "g2-standard-12"), ("accelerator-type", "NVIDIA_L4")):
+        deploy.add_argument(f"--{flag}", help=f"default: the contract's (or {fallback})")
+    deploy.add_argument("--accelerator-count", type=int, help="default: the contract's (or 1)")
     deploy.add_argument(
         "--list-options",
         action="store_true",
         help="print the deploy options Vertex recommends for the checkpoint (with quota state) "
         "and whether each fits its size; deploys nothing",
     )
-    deploy.add_argument(
-        "--deploy-timeout", type=float, default=None, metavar="S", help="default: 2 hours"
-    )
-    deploy.add_argument(
-        "--endpoint-display-name",
-        default=None,
-        help="default: a unique routerlib-<time>-<hex> name",
-    )
+    deploy.add_argument("--deploy-timeout", type=float, metavar="S", help="default: 2 hours")
+    note = "default: a unique routerlib-<time>-<hex> name"
+    deploy.add_argument("--endpoint-display-name", help=note)
     _cloud_args(deploy)
     deploy.set_defaults(func=_deploy)
     add_params_option(deploy, DEPLOY_PARAMS)
 
     endpoints = subparsers.add_parser("endpoints", help="list or delete deployed endpoints")
     actions = endpoints.add_subparsers(dest="action", metavar="ACTION", required=True)
-    listing = actions.add_parser(
-        "list", help="recorded endpoints; with --project, the live ones of that project"
-    )
+    note = "recorded endpoints; with --project, the live ones of that project"
+    listing = actions.add_parser("list", help=note)
     _cloud_args(listing)
     listing.set_defaults(func=_list)
     delete = actions.add_parser("delete", help="undeploy every model and delete the endpoint")
@@ -107,10 +83,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="also remove the live endpoints of this project that routerlib named or labelled "
         "(without it: only what the registry recorded, each in its own project)",
     )
-    clean.add_argument(
-        "--location", default=None, help=f"with --project (default: {DEFAULT_LOCATION})"
-    )
-    clean.add_argument("--api-endpoint", default=None, help="with --project: Vertex API address")
+    clean.add_argument("--location", help=f"with --project (default: {DEFAULT_LOCATION})")
+    clean.add_argument("--api-endpoint", help="with --project: Vertex API address")
     clean.set_defaults(func=_cleanup)
 
     serve = subparsers.add_parser(
@@ -148,17 +122,10 @@ def _deploy(args: argparse.Namespace) -> int:
         project=args.project,
         location=args.location or DEFAULT_LOCATION,
         api_endpoint=args.api_endpoint or "",
-        machine_type=args.machine_type,
-        accelerator_type=args.accelerator_type,
-        accelerator_count=args.accelerator_count,
+        **pick(args, "machine_type accelerator_type accelerator_count"),
     )
-    deployment = vertex.deploy(
-        args.checkpoint,
-        settings,
-        base_model=args.base_model,
-        deploy_timeout=args.deploy_timeout,
-        endpoint_display_name=args.endpoint_display_name,
-    )
+    options = pick(args, "base_model deploy_timeout endpoint_display_name")
+    deployment = vertex.deploy(args.checkpoint, settings, **options)
     print(deployment.endpoint_name)
     return 0
 
@@ -181,21 +148,12 @@ def _list_options(args: argparse.Namespace) -> int:
         return 0
     quota_label = {True: "has quota", False: "NO QUOTA", None: "not checked"}
     fit_label = {True: "fits", False: "too small", None: "unknown memory"}
-    print("\t".join(["machine_type", "accelerator_type", "count", "region", "quota", "fit"]))
-    for option in options:
-        h = option.hardware
-        fit = hw.fits(size, h) if size is not None else None
+    print("machine_type\taccelerator_type\tcount\tregion\tquota\tfit")
+    for o in options:
+        h, fit = o.hardware, fit_label[hw.fits(size, o.hardware) if size is not None else None]
         print(
-            "\t".join(
-                [
-                    h.machine_type,
-                    h.accelerator_type,
-                    str(h.accelerator_count),
-                    option.region or "-",
-                    quota_label[option.has_quota],
-                    fit_label[fit],
-                ]
-            )
+            f"{h.machine_type}\t{h.accelerator_type}\t{h.accelerator_count}\t{o.region or '-'}\t"
+            f"{quota_label[o.has_quota]}\t{fit}"
         )
     lacking = [o for o in options if o.has_quota is False]
     if lacking:
@@ -207,16 +165,18 @@ def _list_options(args: argparse.Namespace) -> int:
     return 0
 
 
+def _where(args: argparse.Namespace) -> dict[str, Any]:
+    """Where ``endpoints list`` and ``cleanup`` look: the project (None: the recorded ones)."""
+    where = {"project": args.project or None, "api_endpoint": args.api_endpoint or ""}
+    return {**where, "location": args.location or DEFAULT_LOCATION}
+
+
 def _cleanup(args: argparse.Namespace) -> int:
     from routerlib.serving import batch, vertex
 
     for job in batch.cancel_running():
         print(f"cancelled {job}")
-    removed = vertex.cleanup(
-        project=args.project or None,
-        location=args.location or DEFAULT_LOCATION,
-        api_endpoint=args.api_endpoint or "",
-    )
+    removed = vertex.cleanup(**_where(args))
     for name in removed:
         print(f"deleted {name}")
     if not removed:
@@ -227,26 +187,15 @@ def _cleanup(args: argparse.Namespace) -> int:
 def _list(args: argparse.Namespace) -> int:
     from routerlib.serving import vertex
 
-    rows = vertex.list_endpoints(
-        project=args.project or None,
-        location=args.location or DEFAULT_LOCATION,
-        api_endpoint=args.api_endpoint or "",
-    )
+    rows = vertex.list_endpoints(**_where(args))
     if not rows:
         print("no endpoints", file=sys.stderr)
         return 0
-    print("\t".join(["endpoint", "display_name", "state", "deployed_models", "checkpoint"]))
-    for row in rows:
+    print("endpoint\tdisplay_name\tstate\tdeployed_models\tcheckpoint")
+    for r in rows:
+        models = ",".join(r.deployed_model_ids) or "-"
         print(
-            "\t".join(
-                [
-                    row.endpoint_name,
-                    row.display_name,
-                    row.state,
-                    ",".join(row.deployed_model_ids) or "-",
-                    row.checkpoint_uri or "-",
-                ]
-            )
+            f"{r.endpoint_name}\t{r.display_name}\t{r.state}\t{models}\t{r.checkpoint_uri or '-'}"
         )
     return 0
 
@@ -266,12 +215,8 @@ def _delete(args: argparse.Namespace) -> int:
 
 
 def _wait_for_ctrl_c() -> None:
-    import threading
-
-    try:
+    with contextlib.suppress(KeyboardInterrupt):
         threading.Event().wait()
-    except KeyboardInterrupt:
-        pass
 
 
 def _serve(args: argparse.Namespace) -> int:

@@ -5,10 +5,19 @@ from __future__ import annotations
 import argparse
 import os
 
-from routerlib.cli.params import Keys, add_params_option, labels_flag
+from routerlib.cli.params import POSITIVE, Keys, add_params_option, labels_flag, option, pick, same
 from routerlib.config import run_default
 from routerlib.errors import InputError
 from routerlib.models import ADAPTER_SIZES
+
+#: ``routerlib tune --params FILE``: flag dest -> the RunConfig key notebook 03 tunes with.
+TUNE_PARAMS: Keys = {
+    "display_name": "tuned_model_display_name",
+    "labels": ("labels", labels_flag),
+    "custom_base": "custom_base_model",
+    **same("backend base_model tuning_mode adapter_size epochs learning_rate strict project"),
+    **same("learning_rate_multiplier location api_endpoint"),
+}
 
 
 def _labels(items: list[str] | None) -> dict[str, str]:
@@ -37,90 +46,35 @@ def _tune(args: argparse.Namespace) -> int:
         training_dataset_uri=args.train_uri,
         validation_dataset_uri=args.validation_uri,
         output_uri=args.output_uri,
-        tuning_mode=args.tuning_mode,
         adapter_size=adapter_size,
-        epochs=args.epochs,
-        learning_rate=args.learning_rate,
-        learning_rate_multiplier=args.learning_rate_multiplier,
         tuned_model_display_name=args.display_name,
         labels=_labels(args.labels),
         custom_base_model=args.custom_base,
+        **pick(args, "tuning_mode epochs learning_rate learning_rate_multiplier"),
     )
-    job = jobs.tune(
-        spec,
-        backend=backend,
-        wait=args.wait,
-        force=args.force,
-        dry_run=args.dry_run,
-        strict=args.strict,
-        wait_for_quota=args.wait_for_quota,
-        quota_interval=args.quota_interval,
-        project=args.project,
-        location=args.location,
-        api_endpoint=args.api_endpoint,
-        poll_interval=args.poll_interval,
-    )
+    options = "wait force dry_run strict wait_for_quota quota_interval poll_interval"
+    place = pick(args, "project location api_endpoint")
+    job = jobs.tune(spec, backend=backend, **pick(args, options), **place)
     if not args.dry_run:
         print(jobs.describe(job))
     return 0
 
 
-def _jobs_list(args: argparse.Namespace) -> int:
+def _jobs(args: argparse.Namespace) -> int:
+    """``routerlib jobs ACTION``: the table, or one job in detail after show, wait or cancel."""
     from routerlib import jobs
 
-    print(jobs.jobs_table(jobs.list_jobs(refresh=not args.no_refresh), fmt=args.format))
+    action = args.jobs_command
+    if action == "list":
+        print(jobs.jobs_table(jobs.list_jobs(refresh=not args.no_refresh), fmt=args.format))
+    elif action == "show":
+        print(jobs.describe(jobs.show(args.name)))
+    elif action == "wait":
+        print(jobs.describe(jobs.wait(args.name, poll_interval=args.poll_interval)))
+    else:
+        wait_seconds, poll = args.wait_seconds, args.poll_interval
+        print(jobs.describe(jobs.cancel(args.name, wait_seconds=wait_seconds, poll_interval=poll)))
     return 0
-
-
-def _jobs_show(args: argparse.Namespace) -> int:
-    from routerlib import jobs
-
-    print(jobs.describe(jobs.show(args.name)))
-    return 0
-
-
-def _jobs_wait(args: argparse.Namespace) -> int:
-    from routerlib import jobs
-
-    print(jobs.describe(jobs.wait(args.name, poll_interval=args.poll_interval)))
-    return 0
-
-
-def _jobs_cancel(args: argparse.Namespace) -> int:
-    from routerlib import jobs
-
-    job = jobs.cancel(args.name, wait_seconds=args.wait_seconds, poll_interval=args.poll_interval)
-    print(jobs.describe(job))
-    return 0
-
-
-#: ``routerlib tune --params FILE``: flag dest -> the RunConfig key notebook 03 tunes with.
-TUNE_PARAMS: Keys = {
-    "backend": "backend",
-    "base_model": "base_model",
-    "tuning_mode": "tuning_mode",
-    "adapter_size": "adapter_size",
-    "epochs": "epochs",
-    "learning_rate": "learning_rate",
-    "learning_rate_multiplier": "learning_rate_multiplier",
-    "display_name": "tuned_model_display_name",
-    "labels": ("labels", labels_flag),
-    "custom_base": "custom_base_model",
-    "strict": "strict",
-    "project": "project",
-    "location": "location",
-    "api_endpoint": "api_endpoint",
-}
-
-#: The LoRA ranks the help names (models.ADAPTER_SIZES).
-_SIZES = ", ".join(map(str, ADAPTER_SIZES[:-1])) + f" or {ADAPTER_SIZES[-1]}"
-
-
-def _positive(value: str) -> float:
-    number = float(value)
-    if number <= 0:
-        raise argparse.ArgumentTypeError("must be > 0")
-    return number
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -128,11 +82,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "tune",
         help="submit a tuning job (Vertex AI or local) and optionally wait for it",
-        description=(
-            "Tune a base model on prompt/completion JSONL. gs:// datasets go to Vertex AI managed "
-            "tuning, local paths to the local CPU backend (override with --backend). Prints a cost "
-            "estimate first; --dry-run prints the request and sends nothing. Exit 0 only on success."
-        ),
+        description="Tune a base model on prompt/completion JSONL. gs:// datasets go to Vertex AI managed "
+        "tuning, local paths to the local CPU backend (override with --backend). Prints a cost "
+        "estimate first; --dry-run prints the request and sends nothing. Exit 0 only on success.",
     )
     p.add_argument("--train-uri", required=True, help="training JSONL (gs://… or a local path)")
     p.add_argument("--validation-uri", help="validation JSONL")
@@ -142,20 +94,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="vertex: meta/llama3_1@llama-3.1-8b-instruct (default); local: the embedded tiny "
         "model (default), a Hugging Face id or a local path",
     )
-    p.add_argument(
-        "--tuning-mode", choices=("PEFT_ADAPTER", "FULL"), default=run_default("tuning_mode")
-    )
-    p.add_argument(
-        "--adapter-size",
-        type=int,
-        help=f"LoRA rank {_SIZES} (PEFT only; default {run_default('adapter_size')})",
-    )
-    p.add_argument(
-        "--epochs",
-        type=int,
-        default=run_default("epochs"),
-        help=f"default {run_default('epochs')}",
-    )
+    option(p, "--tuning-mode", key="tuning_mode", choices=("PEFT_ADAPTER", "FULL"))
+    sizes = ", ".join(map(str, ADAPTER_SIZES[:-1])) + f" or {ADAPTER_SIZES[-1]}"
+    note = f"LoRA rank {sizes} (PEFT only; default {run_default('adapter_size')})"
+    p.add_argument("--adapter-size", type=int, help=note)
+    option(p, "--epochs", key="epochs", type=int)
     lr = p.add_mutually_exclusive_group()
     lr.add_argument("--learning-rate", type=float, help="the learning rate (open models on Vertex)")
     lr.add_argument(
@@ -168,72 +111,50 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--labels", nargs="*", metavar="KEY=VALUE", help="labels on the job")
     p.add_argument("--custom-base", help="continue from this checkpoint (…/checkpoints/final)")
     p.add_argument("--wait", action="store_true", help="poll until the job ends")
-    p.add_argument("--poll-interval", type=_positive, default=30.0, metavar="SECONDS")
+    p.add_argument("--poll-interval", type=POSITIVE, default=30.0, metavar="SECONDS")
     p.add_argument(
         "--dry-run", action="store_true", help="print estimate and request, send nothing"
     )
     p.add_argument("--force", action="store_true", help="submit even if the same spec has a job")
-    p.add_argument(
-        "--strict",
-        action="store_true",
-        help="refuse (exit 2) when training examples exceed the model's sequence limit",
-    )
+    note = "refuse (exit 2) when training examples exceed the model's sequence limit"
+    p.add_argument("--strict", action="store_true", help=note)
     p.add_argument(
         "--wait-for-quota",
         action="store_true",
         help="on 429 RESOURCE_EXHAUSTED (quota: one concurrent open-model job by default), "
         "try again every --quota-interval seconds instead of stopping",
     )
-    p.add_argument("--quota-interval", type=_positive, default=300.0, metavar="SECONDS")
+    p.add_argument("--quota-interval", type=POSITIVE, default=300.0, metavar="SECONDS")
     p.add_argument("--backend", choices=("vertex", "local"))
-    p.add_argument(
-        "--project",
-        default=os.environ.get("GOOGLE_CLOUD_PROJECT"),
-        help="Google Cloud project (default $GOOGLE_CLOUD_PROJECT)",
-    )
+    note = "Google Cloud project (default $GOOGLE_CLOUD_PROJECT)"
+    p.add_argument("--project", default=os.environ.get("GOOGLE_CLOUD_PROJECT"), help=note)
     p.add_argument(
         "--location",
         default=os.environ.get("GOOGLE_CLOUD_REGION", run_default("location")),
         help="where tuning runs: global (Vertex picks a region with capacity) or a tuning region "
-        f"(default $GOOGLE_CLOUD_REGION or {run_default('location')}); endpoints: `routerlib deploy --location`",
+        f"(default $GOOGLE_CLOUD_REGION or {run_default('location')}); endpoints: "
+        "`routerlib deploy --location`",
     )
-    p.add_argument(
-        "--api-endpoint",
-        help="regional/private endpoint URL; an http:// loopback address gets a test token",
-    )
+    note = "regional/private endpoint URL; an http:// loopback address gets a test token"
+    p.add_argument("--api-endpoint", help=note)
     p.set_defaults(func=_tune)
     add_params_option(p, TUNE_PARAMS)
 
     j = subparsers.add_parser("jobs", help="list, show, wait for or cancel recorded tuning jobs")
+    j.set_defaults(func=_jobs)
     sub = j.add_subparsers(dest="jobs_command", metavar="ACTION", required=True)
-    jl = sub.add_parser(
-        "list", help="the Active Tuning Jobs table (states refreshed when reachable)"
-    )
+    note = "the Active Tuning Jobs table (states refreshed when reachable)"
+    jl = sub.add_parser("list", help=note)
     jl.add_argument("--no-refresh", action="store_true", help="show recorded states only")
-    jl.add_argument(
-        "--format",
-        choices=("plain", "markdown"),
-        default="plain",
-        help="markdown: the original team's Active Tuning Jobs table, ready to paste",
-    )
-    jl.set_defaults(func=_jobs_list)
+    note = "markdown: the original team's Active Tuning Jobs table, ready to paste"
+    jl.add_argument("--format", choices=("plain", "markdown"), default="plain", help=note)
     js = sub.add_parser("show", help="one job in detail, with its sub-state and checkpoints")
-    js.add_argument("name", help="resource name or job id")
-    js.set_defaults(func=_jobs_show)
     jw = sub.add_parser("wait", help="re-attach and wait until the job ends (exit 0 on success)")
-    jw.add_argument("name", help="resource name or job id")
-    jw.add_argument("--poll-interval", type=_positive, default=30.0, metavar="SECONDS")
-    jw.set_defaults(func=_jobs_wait)
-    jc = sub.add_parser(
-        "cancel", help="cancel a running job; returns once it ended or says it is still CANCELLING"
-    )
-    jc.add_argument("name", help="resource name or job id")
-    jc.add_argument(
-        "--wait-seconds",
-        type=float,
-        default=60.0,
-        metavar="SECONDS",
-        help="how long to wait for the cancellation to take effect (default 60)",
-    )
-    jc.add_argument("--poll-interval", type=_positive, default=5.0, metavar="SECONDS")
-    jc.set_defaults(func=_jobs_cancel)
+    note = "cancel a running job; returns once it ended or says it is still CANCELLING"
+    jc = sub.add_parser("cancel", help=note)
+    for action in (js, jw, jc):
+        action.add_argument("name", help="resource name or job id")
+    jw.add_argument("--poll-interval", type=POSITIVE, default=30.0, metavar="SECONDS")
+    note = "how long to wait for the cancellation to take effect"
+    option(jc, "--wait-seconds", type=float, default=60.0, metavar="SECONDS", help=note)
+    jc.add_argument("--poll-interval", type=POSITIVE, default=5.0, metavar="SECONDS")

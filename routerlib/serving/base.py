@@ -1,11 +1,6 @@
 """The serving interface: a :class:`Predictor` answers a batch of prompts, free or constrained to
-the completion's generation schema, says what it is, and closes what it started.
-
-Every way of serving a checkpoint (in-process, the local HTTP server, a Vertex endpoint, an
-OpenAI-compatible URL, a batch job) is one Predictor, made by ``routerlib.serving.factory`` (the
-one place deciding how a checkpoint is served). ``routerlib.evaluate`` only calls this
-interface; the resumable cache is a wrapper around any Predictor (``serving.cache``).
-"""
+the completion's generation schema, says what it is, and closes what it started. Every way of
+serving is one Predictor made by ``serving.factory``; see docs/serving.md."""
 
 from __future__ import annotations
 
@@ -43,10 +38,8 @@ Result = Completion | Failed
 
 @runtime_checkable
 class Predictor(Protocol):
-    """Anything that answers prompts.
-
-    ``name`` identifies the model behind it: the cache key and the report's
-    ``generation.source`` (``#constrained`` is appended for constrained decoding)."""
+    """Anything that answers prompts. ``name`` identifies the model behind it: the cache key and
+    the report's ``generation.source`` (``#constrained`` is appended for constrained decoding)."""
 
     name: str
 
@@ -60,8 +53,8 @@ class Predictor(Protocol):
     ) -> Iterator[dict[int, Result]]:
         """Answer every prompt (keyed by its gold row index), greedy, at most ``max_tokens``
         tokens each; ``constrained``: under the completion's generation JSON Schema. Yields the
-        answers in groups as they arrive (so a cache can keep them the moment they do), every
-        index exactly once. ``progress``: the backend may print its own status lines."""
+        answers in groups as they arrive, every index exactly once. ``progress``: the backend
+        may print its own status lines."""
         ...
 
     def describe(self) -> dict[str, Any]:
@@ -71,15 +64,3 @@ class Predictor(Protocol):
     def close(self) -> None:
         """Release what the predictor started (a server, an endpoint, connections)."""
         ...
-
-
-def predict_all(
-    predictor: Predictor, prompts: list[str], *, max_tokens: int, constrained: bool = False
-) -> list[Result]:
-    """Every answer of ``predictor`` for ``prompts``, in order (no cache, no progress)."""
-    answers: dict[int, Result] = {}
-    for chunk in predictor.predict(
-        dict(enumerate(prompts)), max_tokens=max_tokens, constrained=constrained
-    ):
-        answers.update(chunk)
-    return [answers[i] for i in range(len(prompts))]

@@ -1,20 +1,10 @@
 """Evaluate through a Vertex AI batch prediction job: no endpoint, no 429s, one job per gold set.
 
-The gold prompts become the same vLLM predict instances an endpoint gets
-(``serving.wire.predict_instance``: a prompt instance for free decoding, a chatCompletions
-instance with the generation schema in ``response_format`` for constrained decoding), written as
-JSONL to Cloud Storage; a BatchPredictionJob on the Model Registry model a deploy uploaded runs
-them. The job is recorded in ``<outputs>/batch_jobs.json`` the moment it exists, so the same
-command re-attaches after Ctrl-C or a kill instead of paying for a second job. The output files
-are read back by prefix (``prediction.results-*`` and ``prediction.errors_stats-*``) and matched
-to gold rows by a row key (``routerlib_key``) in each JSONL line: the output order is not the
-input order. The job names that field as ``instanceConfig.keyField``, so Vertex drops it from the
-instance the container gets (Model Garden's vLLM handler passes a prompt instance's other fields
-to ``SamplingParams``, which refuses unknown ones) and writes it back as each output line's
-``key``; ``BatchPredictionJob.submit`` has no such argument, so the job is created through the
-SDK's JobService client. Answers (plain text or a chat completion object) are read by the
-endpoint path's reader and, behind the cache wrapper (``serving.cache``), land in the same cache
-as endpoint predictions; rows the job failed are listed and re-run with ``rerun_failed``.
+The gold prompts become the vLLM predict instances an endpoint gets (``wire.predict_instance``),
+each with a row key the job names as ``instanceConfig.keyField``, written as JSONL to Cloud
+Storage; a BatchPredictionJob on the model a deploy uploaded runs them. The job is recorded in
+``<outputs>/batch_jobs.json`` the moment it exists, so the same command re-attaches after Ctrl-C.
+Output lines are matched to gold rows by their key. See docs/serving.md, "Batch prediction".
 """
 
 from __future__ import annotations
@@ -24,7 +14,7 @@ import re
 import sys
 import time
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -45,13 +35,9 @@ REGISTRY_FILE = "batch_jobs.json"
 REGISTRY_KEY = "jobs"
 KEY_FIELD = "routerlib_key"
 RESULT_PREFIXES = ("prediction.results-", "prediction.errors_stats-")
-_TERMINAL = {
-    "JOB_STATE_SUCCEEDED",
-    "JOB_STATE_FAILED",
-    "JOB_STATE_CANCELLED",
-    "JOB_STATE_EXPIRED",
-    "JOB_STATE_PARTIALLY_SUCCEEDED",
-}
+_SUCCEEDED = ("JOB_STATE_SUCCEEDED", "JOB_STATE_PARTIALLY_SUCCEEDED")
+_DEAD = ("JOB_STATE_FAILED", "JOB_STATE_CANCELLED", "JOB_STATE_EXPIRED")
+_TERMINAL = frozenset(_SUCCEEDED + _DEAD)
 
 
 @dataclass
@@ -61,11 +47,8 @@ class BatchOutcome:
     job_name: str = ""
     state: str = ""
     output_dir: str = ""
-    answered: int = 0
     failed_rows: dict[int, str] = field(default_factory=dict)
-    unmatched_lines: int = 0
     reattached: bool = False
-    submitted: bool = False
 
 
 # ------------------------------------------------------------------------------ registry
@@ -251,13 +234,9 @@ def recorded_model(checkpoint_uri: str) -> str:
 
 
 class BatchPredictor:
-    """Kind ``batch``: one Vertex batch prediction job on a Model Registry model per call.
-
-    ``model``: a full ``projects/…/models/ID``, an id with the settings' project, or an endpoint
-    or model routerlib recorded. ``settings``: project, region, API address and the job's machine
-    (unset: what the model's deploy ran on). Rows a job failed come back as :class:`Failed`;
-    they are submitted again only with ``rerun_failed`` (otherwise listed from the record).
-    """
+    """Kind ``batch``: one Vertex batch prediction job per call on ``model`` (as
+    :func:`resolve_model` takes it); ``settings``' machine unset: what its deploy ran on. Rows a
+    job failed come back as :class:`Failed`, submitted again only with ``rerun_failed``."""
 
     kind = "batch"
     mode = "batch"
@@ -325,17 +304,15 @@ class BatchPredictor:
             yield {i: Failed(known_failed[i]) for i in prompts}
             return
         rows_id = _sha("\n".join(sorted(keys.values())))
-        what = {"model": self.model, "gold": rows_id, "decoding": decoding}
+        where = {k: getattr(self.settings, k) for k in ("project", "location", "api_endpoint")}
+        what = {"model": self.model, "gold": rows_id, "decoding": decoding, **where}
         record = self._attach_or_submit(key, existing, what, prompts, keys, max_tokens, schema)
         if progress and outcome.reattached:
             print(f"re-attached to {record['job_name']}", file=sys.stderr)
         answered, failed = self._run(record, prompts, progress)
-        yield {
-            **{
-                i: Completion(text, None, meta={"batch_job": record["job_name"]})
-                for i, text in answered.items()
-            },
-            **{i: Failed(message) for i, message in failed.items()},
+        meta = {"batch_job": record["job_name"]}
+        yield {i: Failed(message) for i, message in failed.items()} | {
+            i: Completion(text, None, meta=dict(meta)) for i, text in answered.items()
         }
 
     def _known_failures(self, keys: dict[int, str], decoding: str) -> dict[int, str]:
@@ -357,50 +334,33 @@ class BatchPredictor:
         schema: dict[str, Any] | None,
     ) -> dict[str, Any]:
         """The recorded job for ``key`` (also one Vertex has but the registry lost), else a new
-        job for ``prompts``, recorded the moment it exists."""
+        job for ``prompts``, recorded (with ``what``) the moment it exists."""
         assert self.outcome is not None
         s = self.settings
         auth.init_vertex(s.project, s.location, s.api_endpoint)
         if existing is None:
-            existing = _submitted_unrecorded(key, s.project, s.location, s.api_endpoint, what)
+            existing = _submitted_unrecorded(key, s, what)
         if existing is not None:
             self.outcome.reattached = True
             return existing
         base = f"{self.gcs_prefix.rstrip('/')}/batch/{key}"
         shape = _batch_hardware(self.model, s)
-        lines = [
-            json.dumps(
-                {
-                    **predict_instance(prompt, max_tokens, self.extra, schema),
-                    KEY_FIELD: keys[i],
-                },
-                ensure_ascii=False,
-            )
-            + "\n"
+        instances = (
+            {**predict_instance(prompt, max_tokens, self.extra, schema), KEY_FIELD: keys[i]}
             for i, prompt in sorted(prompts.items())
-        ]
-        _gcs_write(f"{base}/instances.jsonl", "".join(lines))
+        )
+        lines = "".join(json.dumps(x, ensure_ascii=False) + "\n" for x in instances)
+        _gcs_write(f"{base}/instances.jsonl", lines)
         estimate = pricing.batch_estimate(shape.machine_type, len(prompts), read_registry())
         print(estimate.line(), file=sys.stderr)
         try:
             job_name = _create_job(key, self.model, base, shape, s.project, s.location)
         except auth.sdk_errors() as exc:
             raise vertex._remote_error(f"submit batch job on {self.model}", exc) from None
-        record = {
-            "key": key,
-            "job_name": job_name,
-            **what,
-            "rows": len(prompts),
-            "input_uri": f"{base}/instances.jsonl",
-            "state": "JOB_STATE_PENDING",
-            "project": s.project,
-            "location": s.location,
-            "api_endpoint": s.api_endpoint,
-            "submitted_at": vertex._now(),
-            **estimate.record(),
-        }
+        record = {"key": key, "job_name": job_name, **what, "state": "JOB_STATE_PENDING"}
+        record.update(rows=len(prompts), input_uri=f"{base}/instances.jsonl")
+        record.update(submitted_at=vertex._now(), **estimate.record())
         _save(record)
-        self.outcome.submitted = True
         return record
 
     def _run(
@@ -425,18 +385,15 @@ class BatchPredictor:
         except auth.sdk_errors() as exc:
             raise vertex._remote_error(f"poll {record['job_name']}", exc) from None
         outcome.state = record["state"] = state
-        if state not in ("JOB_STATE_SUCCEEDED", "JOB_STATE_PARTIALLY_SUCCEEDED"):
+        if state not in _SUCCEEDED:
             _save(record)
             error = job.gca_resource.error.message or "no message"
             raise RemoteError(f"batch job {record['job_name']} ended {state}: {error}")
         info = job.output_info
         outcome.output_dir = info.gcs_output_directory if info is not None else ""
-        answered, failed, unmatched = _read_back(outcome.output_dir, prompts)
+        answered, failed = _read_back(outcome.output_dir, prompts)
         missing = {i: "no output line for this row" for i in prompts if i not in answered}
-        missing.update(failed)
-        outcome.answered = len(answered)
-        outcome.failed_rows = dict(sorted(missing.items()))
-        outcome.unmatched_lines = unmatched
+        outcome.failed_rows = dict(sorted({**missing, **failed}.items()))
         record["failed_rows"] = {str(k): v for k, v in outcome.failed_rows.items()}
         record["failed_keys"] = {row_key(i, prompts[i]): v for i, v in outcome.failed_rows.items()}
         record["output_dir"] = outcome.output_dir
@@ -473,11 +430,9 @@ class BatchPredictor:
 def _create_job(
     key: str, model_name: str, base: str, shape: Any, project: str, location: str
 ) -> str:
-    """Create the batch prediction job for ``key``; returns its resource name.
-
-    The request ``BatchPredictionJob.submit`` sends (JSONL in and out, the machine, one replica,
-    the ``routerlib`` label) plus ``instanceConfig.keyField``, which ``submit`` does not offer:
-    created through the JobService client the SDK itself uses, with the SDK's settings."""
+    """Create the batch prediction job for ``key``; returns its resource name. The request
+    ``BatchPredictionJob.submit`` sends plus ``instanceConfig.keyField`` (which ``submit`` does
+    not offer), through the SDK's own JobService client."""
     from google.cloud.aiplatform import initializer, utils
     from google.cloud.aiplatform_v1 import types
 
@@ -485,8 +440,7 @@ def _create_job(
         display_name=f"routerlib-batch-{key}",
         model=model_name,
         input_config=types.BatchPredictionJob.InputConfig(
-            instances_format="jsonl",
-            gcs_source=types.GcsSource(uris=[f"{base}/instances.jsonl"]),
+            instances_format="jsonl", gcs_source=types.GcsSource(uris=[f"{base}/instances.jsonl"])
         ),
         output_config=types.BatchPredictionJob.OutputConfig(
             predictions_format="jsonl",
@@ -494,11 +448,7 @@ def _create_job(
         ),
         instance_config=types.BatchPredictionJob.InstanceConfig(key_field=KEY_FIELD),
         dedicated_resources=types.BatchDedicatedResources(
-            machine_spec=types.MachineSpec(
-                machine_type=shape.machine_type,
-                accelerator_type=shape.accelerator_type,
-                accelerator_count=shape.accelerator_count,
-            ),
+            machine_spec=types.MachineSpec(**asdict(shape)),
             starting_replica_count=1,
             max_replica_count=1,
         ),
@@ -514,38 +464,25 @@ def _create_job(
 
 
 def _submitted_unrecorded(
-    key: str, project: str, location: str, api: str, what: dict[str, Any]
+    key: str, settings: VertexSettings, what: dict[str, Any]
 ) -> dict[str, Any] | None:
     """A job for ``key`` that Vertex has but the registry lacks (killed between submit and the
-    record): found by its display name, recorded now (with ``what``: model, gold, decoding), so
-    it is re-attached, not paid twice."""
+    record): found by its display name and recorded now, so it is re-attached, not paid twice."""
     from google.cloud import aiplatform
 
-    name = f"routerlib-batch-{key}"
+    name, project, location = f"routerlib-batch-{key}", settings.project, settings.location
     try:
         found = aiplatform.BatchPredictionJob.list(
             filter=f'display_name="{name}"', project=project, location=location
         )
     except auth.sdk_errors() as exc:
         raise vertex._remote_error(f"list batch jobs of {project}/{location}", exc) from None
-    alive = [
-        j
-        for j in found
-        if j.display_name == name
-        and _state_name(j) not in ("JOB_STATE_FAILED", "JOB_STATE_CANCELLED", "JOB_STATE_EXPIRED")
-    ]
+    alive = [j for j in found if j.display_name == name and _state_name(j) not in _DEAD]
     if not alive:
         return None
-    record = {
-        "key": key,
-        "job_name": alive[0].resource_name,
-        **what,
-        "state": _state_name(alive[0]),
-        "project": project,
-        "location": location,
-        "api_endpoint": api,
-        "submitted_at": "",
-    }
+    job = alive[0]
+    record = {"key": key, "job_name": job.resource_name, **what, "state": _state_name(job)}
+    record["submitted_at"] = ""
     _save(record)
     return record
 
@@ -556,12 +493,8 @@ def _batch_hardware(model_name: str, settings: VertexSettings) -> hw.Hardware:
     record: dict[str, Any] = next(
         (r for r in reversed(vertex.read_registry()) if r.get("model_name") == model_name), {}
     )
-    shape = hw.choose(
-        "",
-        settings.machine_type or record.get("machine_type"),
-        settings.accelerator_type or record.get("accelerator_type"),
-        settings.accelerator_count or record.get("accelerator_count"),
-    )
+    keys = ("machine_type", "accelerator_type", "accelerator_count")
+    shape = hw.choose("", **{k: getattr(settings, k) or record.get(k) for k in keys})
     if record.get("checkpoint_uri"):
         hw.check_fit(record["checkpoint_uri"], shape)
     return shape
@@ -569,18 +502,16 @@ def _batch_hardware(model_name: str, settings: VertexSettings) -> hw.Hardware:
 
 def _read_back(
     output_dir: str, prompts: Mapping[int, str]
-) -> tuple[dict[int, str], dict[int, str], int]:
-    """Answers and failures by gold index out of the job's output files; also the number of
-    lines whose key matched no wanted row."""
+) -> tuple[dict[int, str], dict[int, str]]:
+    """Answers and failures by gold index out of the job's output files (a line whose key
+    matches no wanted row is skipped)."""
     answered: dict[int, str] = {}
     failed: dict[int, str] = {}
-    unmatched = 0
     for row in output_lines(output_dir):
         found = row.get("instance")
         instance: dict[str, Any] = found if isinstance(found, dict) else {}
         parsed = _parse_key(row.get("key") or instance.get(KEY_FIELD))
         if parsed is None or parsed[0] not in prompts or parsed[1] != _sha(prompts[parsed[0]]):
-            unmatched += 1
             continue
         index = parsed[0]
         if "prediction" in row:
@@ -594,4 +525,4 @@ def _read_back(
             message = error.get("message", "") if isinstance(error, dict) else str(error)
             status = error.get("status", error.get("code", "")) if isinstance(error, dict) else ""
             failed[index] = " ".join(f"{status} {message}".split()) or "failed"
-    return answered, failed, unmatched
+    return answered, failed

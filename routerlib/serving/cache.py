@@ -1,10 +1,7 @@
-"""The resumable prediction cache, as a wrapper around any predictor (lm-evaluation-harness's
-``CachingLM`` is the model): rows answered before by the same model with the same settings are
-read back, every new answer is appended to a JSONL file the moment it arrives (fsync'd once per
-group of answers that arrived together), so a killed run resumes where it stopped.
-
-One writer per cache: the file is locked (``fcntl.flock``) while a run appends to it; the OS
-drops the lock when the process dies. A torn last line (a kill mid-write) is cut off.
+"""The resumable prediction cache, a wrapper around any predictor (lm-evaluation-harness's
+``CachingLM``): answers are appended to a JSONL file as they arrive (fsync'd per group) and read
+back on the next run. One writer per cache (``fcntl.flock``, dropped by the OS when the process
+dies); a torn last line (a kill mid-write) is cut off. See docs/serving.md.
 """
 
 from __future__ import annotations
@@ -15,12 +12,15 @@ import json
 import os
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 from routerlib.errors import InputError, RemoteError
 from routerlib.models import estimate_tokens
 from routerlib.serving.base import Completion, Predictor, Result
 from routerlib.serving.wire import CONSTRAINED_SUFFIX
+
+#: The Completion fields a cache record holds, in record order.
+_FIELDS = ("attempts", "text", "latency_s", "prompt_tokens", "completion_tokens")
 
 
 def prompt_sha(text: str) -> str:
@@ -34,11 +34,8 @@ def target_name(predictor: Predictor, constrained: bool) -> str:
 
 
 def load_cache(cache_path: str | os.PathLike[str]) -> dict[int, dict[str, Any]]:
-    """Records of a prediction cache by gold index (the last one wins).
-
-    A torn last line (a run killed mid-write) is cut off the file so appends stay line-aligned;
-    any other line that does not parse is skipped (its row is simply asked again).
-    """
+    """Records of a prediction cache by gold index (the last one wins). A torn last line is cut
+    off the file; any other line that does not parse is skipped (its row is asked again)."""
     path = Path(cache_path)
     if not path.exists():
         return {}
@@ -70,19 +67,9 @@ def cache_record(
 ) -> dict[str, Any]:
     """The cache line of one answer; token counts the server did not report are estimated from
     the text (chars/4) and marked ``tokens_estimated``."""
-    rec: dict[str, Any] = {
-        "index": index,
-        "prompt_sha": prompt_sha(prompt),
-        "target": target,
-        "max_tokens": max_tokens,
-        "attempts": answer.attempts,
-        "text": answer.text,
-        "latency_s": answer.latency_s,
-        "prompt_tokens": answer.prompt_tokens,
-        "completion_tokens": answer.completion_tokens,
-        **answer.meta,
-    }
-    if answer.tokens_estimated or answer.prompt_tokens is None or answer.completion_tokens is None:
+    rec: dict[str, Any] = {"index": index, "prompt_sha": prompt_sha(prompt), "target": target}
+    rec |= {"max_tokens": max_tokens, **{k: getattr(answer, k) for k in _FIELDS}, **answer.meta}
+    if answer.tokens_estimated or None in (answer.prompt_tokens, answer.completion_tokens):
         if answer.prompt_tokens is None:
             rec["prompt_tokens"] = estimate_tokens(prompt)
         if answer.completion_tokens is None:
@@ -93,8 +80,7 @@ def cache_record(
 
 def completion_of(rec: dict[str, Any]) -> Completion:
     """A cache record read back as the answer it holds."""
-    known = {"index", "prompt_sha", "target", "max_tokens", "attempts", "text", "latency_s"}
-    known |= {"prompt_tokens", "completion_tokens", "tokens_estimated"}
+    known = {"index", "prompt_sha", "target", "max_tokens", *_FIELDS, "tokens_estimated"}
     return Completion(
         text=rec["text"],
         latency_s=rec.get("latency_s"),
@@ -106,24 +92,9 @@ def completion_of(rec: dict[str, Any]) -> Completion:
     )
 
 
-def _lock_or_refuse(handle: IO[str], cache: Path) -> None:
-    """Take an exclusive lock on the open cache, or refuse: another run is writing it now."""
-    try:
-        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        raise InputError(
-            f"{cache}: another run is writing this cache right now; wait for it to end or "
-            "write the report elsewhere"
-        ) from None
-
-
 class CachingPredictor:
-    """``inner`` behind the cache file ``cache_path``: the same interface, resumable.
-
-    A cached row whose prompt changed (another gold file at this index) is asked again; a cache
-    made by another model or another ``max_tokens`` is refused (never mixed in). When ``inner``
-    fails for good, the RemoteError says how many answers are cached and that a rerun resumes.
-    """
+    """``inner`` behind the cache file ``cache_path``: the same interface, resumable. A row whose
+    prompt changed is asked again; a cache of another model or ``max_tokens`` is refused."""
 
     def __init__(self, inner: Predictor, cache_path: str | os.PathLike[str]) -> None:
         self.inner = inner
@@ -143,7 +114,13 @@ class CachingPredictor:
         cache.parent.mkdir(parents=True, exist_ok=True)
         target = target_name(self.inner, constrained)
         with open(cache, "a", encoding="utf-8") as handle:
-            _lock_or_refuse(handle, cache)
+            try:  # one writer at a time
+                fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise InputError(
+                    f"{cache}: another run is writing this cache right now; wait for it to end "
+                    "or write the report elsewhere"
+                ) from None
             kept: dict[int, Result] = {}
             for index, rec in load_cache(cache).items():
                 if index not in prompts or rec.get("prompt_sha") != prompt_sha(prompts[index]):

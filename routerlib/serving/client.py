@@ -1,14 +1,6 @@
-"""HTTP for every online transport: JSON over httpx, one retry policy on tenacity.
-
-- :class:`JsonClient` posts and gets JSON on one pooled ``httpx.Client`` (keep-alive connections,
-  shared by the prediction threads: httpx documents its Client as safe to share between threads,
-  ``httpx/_client.py``). A server that closed an idle keep-alive socket is noticed by httpcore's
-  pool before the socket is reused.
-- :data:`RETRYABLE_STATUSES` is the one rule of which HTTP status is worth another attempt; the
-  Vertex SDK path (``serving.vertex.predict``) uses the same rule through :func:`is_retryable`.
-- :func:`retry_policy` is the one retry policy: up to ``retries`` more attempts on a
-  :class:`TransientError`, exponential backoff with jitter, never shorter than the server's
-  ``Retry-After``, capped at :data:`MAX_BACKOFF_S`; a stop event cuts a wait short.
+"""HTTP for every online transport: JSON over one pooled httpx client (thread-safe, keep-alive),
+and the one retry policy (tenacity) with the one rule of which HTTP status is retryable
+(:data:`RETRYABLE_STATUSES`, also used by the Vertex SDK path). See docs/serving.md, "Retries".
 """
 
 from __future__ import annotations
@@ -56,33 +48,22 @@ class Stopped(Exception):
     """A wait between two attempts was cut short: another row failed for good."""
 
 
-# --------------------------------------------------------------------------- retry policy
-
-
-class _WaitRetryAfter(tenacity.wait.wait_base):
-    """Exponential backoff with jitter, at least the Retry-After the failure carried, capped."""
-
-    def __init__(self, base: float, cap: float) -> None:
-        self.backoff = tenacity.wait_exponential_jitter(initial=base, max=cap, jitter=base)
-        self.cap = cap
-
-    def __call__(self, retry_state: tenacity.RetryCallState) -> float:
-        delay = float(self.backoff(retry_state))
-        outcome = retry_state.outcome
-        error = outcome.exception() if outcome is not None else None
-        retry_after = getattr(error, "retry_after", None)
-        if retry_after is not None:
-            delay = max(delay, float(retry_after))
-        return min(delay, self.cap)
-
-
 def retry_policy(
     retries: int, backoff_s: float = BACKOFF_S, stop: threading.Event | None = None
 ) -> tenacity.Retrying:
     """Up to ``retries`` retries of a :class:`TransientError` (``retries + 1`` attempts in all);
-    waits as :class:`_WaitRetryAfter`. When ``stop`` is set during a wait, :class:`Stopped`."""
+    exponential backoff with jitter, at least the failure's ``retry_after``, at most
+    :data:`MAX_BACKOFF_S`. When ``stop`` is set during a wait, :class:`Stopped`."""
     if retries < 0:
         raise InputError(f"retries must be >= 0, got {retries}")
+    backoff = tenacity.wait_exponential_jitter(
+        initial=backoff_s, max=MAX_BACKOFF_S, jitter=backoff_s
+    )
+
+    def wait(state: tenacity.RetryCallState) -> float:
+        error = state.outcome.exception() if state.outcome is not None else None
+        retry_after = getattr(error, "retry_after", None) or 0.0
+        return min(max(float(backoff(state)), float(retry_after)), MAX_BACKOFF_S)
 
     def sleep(seconds: float) -> None:
         if stop is None:
@@ -93,7 +74,7 @@ def retry_policy(
     return tenacity.Retrying(
         retry=tenacity.retry_if_exception_type(TransientError),
         stop=tenacity.stop_after_attempt(retries + 1),
-        wait=_WaitRetryAfter(backoff_s, MAX_BACKOFF_S),
+        wait=wait,
         sleep=sleep,
         reraise=True,
     )
@@ -102,22 +83,14 @@ def retry_policy(
 def call_with_retries(call: Callable[[], T], policy: tenacity.Retrying) -> tuple[T, int]:
     """``call()`` under ``policy``; returns its result and the attempts it took. A transient
     failure on the last attempt becomes a RemoteError saying how many attempts were made."""
-    retries = int(getattr(policy.stop, "max_attempt_number", 1)) - 1
-    state = {"attempts": 0}
-
-    def attempt() -> T:
-        state["attempts"] += 1
-        return call()
-
     try:
-        return policy(attempt), state["attempts"]
+        return policy(call), policy.statistics["attempt_number"]
     except TransientError as exc:
+        attempts = policy.statistics["attempt_number"]
         raise RemoteError(
-            f"gave up after {state['attempts']} attempts (retries={retries}): {exc}"
+            f"gave up after {attempts} attempts (retries={attempts - 1}): {exc}"
         ) from None
 
-
-# --------------------------------------------------------------------------- addresses
 
 _LOOPBACK = ("127.0.0.1", "localhost", "::1", "0.0.0.0")
 
@@ -146,9 +119,6 @@ def path_of(url: str) -> str:
     """The path and query of ``url`` (what a request line carries)."""
     parts = urlsplit(url)
     return (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-
-
-# --------------------------------------------------------------------------- the client
 
 
 def retry_after_seconds(value: str | None) -> float | None:
@@ -194,11 +164,9 @@ class _Bearer(httpx.Auth):
 
 
 class JsonClient:
-    """JSON requests to one server over a pooled keep-alive ``httpx.Client`` (thread-safe).
-
-    ``token``: a bearer token source (``routerlib.auth.headers_for``) sent with every request.
-    ``keepalive=False`` opens a new connection for every request (benchmarks compare both).
-    """
+    """JSON requests to one server over a pooled keep-alive ``httpx.Client`` (thread-safe);
+    ``token``: a bearer token source (``auth.headers_for``); ``keepalive=False``: a new
+    connection per request (benchmarks compare both)."""
 
     def __init__(
         self,
@@ -228,11 +196,8 @@ class JsonClient:
         )
 
     def request(self, method: str, path: str, body: Any = None) -> Any:
-        """Send one request; return the parsed JSON of a 2xx answer.
-
-        Raises TransientError on a retryable status (:data:`RETRYABLE_STATUSES`), a timeout or a
-        connection failure; RemoteError on any other status or a 2xx answer that is not JSON.
-        """
+        """Send one request; return the parsed JSON of a 2xx answer. TransientError: a
+        retryable status, a timeout or no connection; RemoteError: any other failure."""
         content = None if body is None else json.dumps(body).encode("utf-8")
         try:
             response = self._http.request(method, path, content=content)

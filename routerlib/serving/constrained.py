@@ -1,24 +1,10 @@
 """Schema-constrained decoding for Hugging Face ``generate``, with llguidance.
 
-:func:`compiled` turns (tokenizer, JSON Schema) into a :class:`CompiledSchema` once and caches it
-(the tokenizer conversion is the costly part; the grammar text is shared by every matcher).
-:meth:`CompiledSchema.processor` gives a fresh ``LogitsProcessor`` for one ``generate`` call: one
-matcher per batch row; disallowed logits set to -inf. A row whose object is complete may only
-end (EOS); padding rows of a finished sequence are left alone. Given each row's token limit, a
-row whose remaining budget only just covers closing the object (closing mode simulated on a copy
-of its matcher) switches to closing mode: only the tokens that end the object soonest stay
-allowed (see :func:`closing_choice`), so it is complete before the limit.
-
-For greedy decoding (``greedy=True``, what ``LocalPredictor`` uses) the processor checks each
-row's best-scored token alone and makes the row's whole mask only when the grammar refuses that
-token or forces the next text; the generated tokens are the same as with a mask at every step.
-Closing checks come rarely while the budget is far, and the simulation decides most of its steps
-with single-token checks instead of masks.
-
-Why llguidance (measured in ``benchmarks/bench_constrained.py`` on the embedded model): its
-``pattern`` support works on the decoded JSON string (route steps hold escaped quotes, which
-xgrammar 0.2.9's pattern rejected on every real row), and it compiles the schema in under 0.1 s.
-outlines-core could not compile the generation schema. docs/structured-output.md has the measured ratios.
+:func:`compiled` turns (tokenizer, JSON Schema) into a :class:`CompiledSchema` once and caches it;
+a :class:`SchemaLogitsProcessor` keeps each row of one ``generate`` call inside its schema and,
+given each row's token limit, switches a row to closing mode in time to finish its object before
+the limit. Greedy decoding makes a row's mask only when its best-scored token breaks the schema.
+How closing works, why llguidance and what it costs: docs/structured-output.md.
 """
 
 from __future__ import annotations
@@ -31,13 +17,10 @@ from typing import Any
 
 from routerlib.errors import RouterlibError
 
-#: JSON separators of the original conversion (``json.dumps`` defaults): the model was tuned on
-#: exactly these, so the grammar allows exactly these (no free whitespace).
-SEPARATORS: dict[str, Any] = {
-    "item_separator": ", ",
-    "key_separator": ": ",
-    "whitespace_flexible": False,
-}
+#: JSON separators of the original conversion (``json.dumps`` defaults), the only ones allowed.
+SEPARATORS: dict[str, Any] = dict(
+    item_separator=", ", key_separator=": ", whitespace_flexible=False
+)
 
 _lock = threading.Lock()
 _tokenizers: weakref.WeakKeyDictionary[Any, dict[tuple[Any, ...], Any]] = (
@@ -88,8 +71,7 @@ class CompiledSchema:
     _start_cost: int | None = field(default=None, repr=False, compare=False)
 
     def token_table(self) -> TokenTable:
-        """Each token's decoded length and closing category (built once, kept beside the
-        compiled schema)."""
+        """Each token's decoded length and closing category (built once)."""
         with _lock:
             if self._table is None:
                 self._table = TokenTable.build(self.ll_tokenizer, self.vocab_size)
@@ -106,10 +88,8 @@ class CompiledSchema:
         return cost
 
     def step_ending(self, matcher: Any) -> list[int] | None:
-        """Tokens that end the string ``matcher`` is inside, when a route step's pattern keeps
-        ``"`` from being allowed yet (an open ``/math(`` call, a ``/general-search(`` without
-        its ``mode=``): the first of :data:`STEP_ENDINGS` the grammar takes, after which ``"``
-        is allowed. None when none applies."""
+        """The first of :data:`STEP_ENDINGS` the grammar takes after which ``"`` is allowed, for a
+        route step that cannot end yet (an open ``/math(``); None when none applies."""
         table = self.token_table()
         words = None
         for ending in STEP_ENDINGS:
@@ -138,9 +118,7 @@ class CompiledSchema:
     def processor(
         self, max_new_tokens: int | list[int] | None = None, greedy: bool = False
     ) -> SchemaLogitsProcessor:
-        """A logits processor for one (batched) ``generate`` call, every row constrained;
-        ``max_new_tokens`` (the limit given to ``generate``) makes rows close before it;
-        ``greedy`` for greedy decoding (see :class:`SchemaLogitsProcessor`)."""
+        """A :class:`SchemaLogitsProcessor` for one ``generate`` call, every row constrained."""
         return SchemaLogitsProcessor(self, max_new_tokens=max_new_tokens, greedy=greedy)
 
     def accepts(self, token_ids: list[int]) -> bool:
@@ -156,10 +134,8 @@ def compiled(
     vocab_size: int | None = None,
     eos_ids: list[int] | tuple[int, ...] | None = None,
 ) -> CompiledSchema:
-    """The compiled form of ``schema`` for ``tokenizer``, built on first use and cached.
-
-    ``vocab_size`` is the model's logits width (it may exceed the tokenizer's); ``eos_ids`` the
-    tokens that end a completed object (default: the tokenizer's EOS)."""
+    """The compiled form of ``schema`` for ``tokenizer``, built on first use and cached;
+    ``vocab_size``: the model's logits width; ``eos_ids``: default the tokenizer's EOS."""
     import time
 
     import llguidance
@@ -204,8 +180,8 @@ STEP_ENDINGS = (")", "x)", ", mode=web)", "x, mode=web)")
 
 @dataclass
 class TokenTable:
-    """Per token id: decoded byte length (0 for special or padding ids) and closing category,
-    plus the boolean views of them closing mode asks for (computed once)."""
+    """Per token id: decoded byte length (0: special or padding) and closing category, and the
+    boolean views of them closing mode asks for."""
 
     nbytes: Any  # torch int32 [vocab]
     category: Any  # torch int8 [vocab]
@@ -250,9 +226,8 @@ class TokenTable:
         return bool((allowed[:width] & self.of_category[k][:width]).any())
 
     def closer(self, allowed: Any) -> Any | None:
-        """The tokens of the first closing category present among ``allowed`` (bool [vocab]):
-        the bare closer (``"`` alone, ``)`` alone...) when allowed, else every allowed token of
-        that category (left to the model's score). None when no closer is allowed."""
+        """The tokens of the first closing category among ``allowed`` (bool [vocab]): the bare
+        closer when allowed, else that category's allowed tokens; None when there is none."""
         import torch
 
         width = min(int(allowed.shape[0]), int(self.category.shape[0]))
@@ -284,11 +259,9 @@ def _bit(position: int) -> int:
     return -(1 << 31) if position == 31 else 1 << position
 
 
-# Token bitmasks are numpy int32 arrays [rows, words] in llguidance's layout: token ``t`` is
-# allowed when bit ``t % 32`` of word ``t // 32`` is set. Read as little-endian bytes, that is bit
-# ``t % 8`` of byte ``t // 8``, which ``np.unpackbits(..., bitorder="little")`` expands in one
-# pass (no [rows, words, 32] intermediate, and no import of ``llguidance.torch``, whose
-# ``torch.compile`` decorator costs seconds the first time).
+# Token bitmasks are numpy int32 arrays [rows, words] in llguidance's layout (token ``t``: bit
+# ``t % 32`` of word ``t // 32``), unpacked as little-endian bytes in one pass (no import of
+# ``llguidance.torch``, whose ``torch.compile`` costs seconds the first time).
 
 
 def new_bitmask(rows: int, vocab_size: int) -> Any:
@@ -360,9 +333,8 @@ def blocked_tokens(bitmask: Any, width: int) -> Any:
 def simulate_closing(
     schema: CompiledSchema, matcher: Any, limit: int, queue: list[int] | None = None
 ) -> int | None:
-    """Tokens closing mode needs to complete ``matcher``'s object (run on a copy of it, ties
-    broken by the lowest token id), None when more than ``limit``. Steps that
-    :func:`quick_closing_choice` decides cost one token check instead of a whole mask."""
+    """Tokens closing mode needs to complete ``matcher``'s object (run on a copy, ties broken by
+    the lowest token id), None when more than ``limit``."""
     import torch
 
     copy = matcher.deep_copy()
@@ -389,10 +361,8 @@ def simulate_closing(
 
 
 def quick_closing_choice(schema: CompiledSchema, matcher: Any, queue: list[int]) -> list[int]:
-    """:func:`closing_choice` without a mask, where token checks decide it: the next planned
-    token when the grammar still takes it (consumed from ``queue``), else the bare ``"`` tokens
-    the grammar takes. Empty when the full choice is needed (a refused plan is dropped from
-    ``queue`` first, as :func:`closing_choice` does)."""
+    """:func:`closing_choice` where token checks decide it, without a mask (the next planned
+    token, else the bare ``"`` tokens the grammar takes); empty when the full choice is needed."""
     if queue:
         if matcher.validate_tokens(queue[:1]) == 1:
             return [queue.pop(0)]
@@ -403,18 +373,15 @@ def quick_closing_choice(schema: CompiledSchema, matcher: Any, queue: list[int])
 
 
 def has_forced_text(matcher: Any) -> bool:
-    """Whether the grammar forces the next bytes. There llguidance's mask keeps only the tokens
-    of the forced text's own tokenization (after ``"thinking_outline`` it allows ``":`` but not
-    a bare ``"``), so a token check, which takes any split, may allow more than the mask."""
+    """Whether the grammar forces the next bytes (there the mask keeps only the forced text's
+    own tokenization, so a token check may allow more than the mask)."""
     return bool(matcher.compute_ff_bytes())
 
 
 def closing_choice(schema: CompiledSchema, matcher: Any, allowed: Any, queue: list[int]) -> Any:
-    """Closing mode's choice (bool [vocab]) for one row, whose grammar allows ``allowed``: the
-    next token of a planned ending (``queue``, consumed here) if still allowed; inside a route
-    step that cannot end with ``"`` yet, :meth:`CompiledSchema.step_ending`; else the first
-    closer category (:meth:`TokenTable.closer`); else the grammar's forced tokens (the rest of
-    a key); else the shortest allowed tokens."""
+    """Closing mode's choice (bool [vocab]) for one row whose grammar allows ``allowed``: a
+    planned ending's next token (``queue``), a route step's ending, the first closer category,
+    the grammar's forced tokens, else the shortest allowed tokens."""
     table = schema.token_table()
 
     def only(token: int) -> Any:
@@ -440,12 +407,9 @@ def closing_choice(schema: CompiledSchema, matcher: Any, allowed: Any, queue: li
     return table.shortest(allowed)
 
 
-#: Closing checks: the first estimate once half the budget is used (earlier when the budget is
-#: short beside closing from the start); the row closes when used + needed + SAFETY_MARGIN
-#: reaches the budget. Otherwise the next check comes when the slack left (budget - margin -
-#: used - needed) could be used up, were the closing cost to grow by COST_GROWTH tokens per
-#: generated token meanwhile, and at least CHECK_EVERY steps later: few checks while the
-#: budget is far, every CHECK_EVERY steps near it.
+#: Closing checks (docs/structured-output.md, "Closing before the cap"): a row closes when used +
+#: needed + SAFETY_MARGIN reaches its budget; checks come at least CHECK_EVERY steps apart, as if
+#: the closing cost grew by COST_GROWTH tokens per generated token.
 CHECK_EVERY = 8
 SAFETY_MARGIN = 8 + CHECK_EVERY
 COST_GROWTH = 2
@@ -463,30 +427,17 @@ def next_check(used: int, needed: int, budget: int) -> int:
 
 
 class SchemaLogitsProcessor:
-    """A ``transformers`` logits processor keeping rows of a batch inside their schema.
+    """A ``transformers`` logits processor keeping rows of a batch inside their schema; one
+    instance per ``generate`` call.
 
-    ``schemas`` is one compiled schema for every row, or one per row (None = that row decodes
-    freely). ``max_new_tokens`` (one limit or one per row, as given to ``generate``) lets each
-    row finish its object before its limit: once the simulated closing cost (closing mode run
-    on a copy of the row's matcher) no longer fits the remaining budget, the row switches to
-    closing mode, where only the first allowed category of :data:`CLOSERS` (else the shortest
-    allowed tokens) stays open to the model. Use one instance per ``generate`` call (it tracks
-    each row from the first step).
-
-    Two ways to apply the schema:
-
-    - masked (the default, needed for sampling): each step every row still inside its object
-      gets its whole token mask (one llguidance call for the batch), unpacked in one pass and
-      applied with one ``masked_fill``; a finished row may only end (EOS).
-    - ``greedy`` (greedy decoding with this processor last, as ``LocalPredictor`` uses it): the
-      processor picks each row's token itself, the one ``generate`` will take. When the row's
-      best-scored token is one the grammar takes (checked for that token alone), it is the
-      pick and the row's scores are left as they are; only otherwise is the row's mask made
-      and applied, and the pick is the best allowed token. Either way the argmax, hence the
-      generated text, is the masked path's; only the scores of tokens that are not picked can
-      differ. The pick is consumed at once; if ``generate`` takes another token after all, the
-      next call rolls the pick back and consumes that token instead (an error if the grammar
-      refuses it)."""
+    ``schemas``: one compiled schema for every row, or one per row (None: that row is free).
+    ``max_new_tokens`` (one limit or one per row, as given to ``generate``): once the simulated
+    closing cost no longer fits a row's remaining budget, the row switches to closing mode.
+    Masked (the default, needed for sampling): every live row gets its whole token mask each
+    step; a finished row may only end (EOS). ``greedy`` (this processor last): the processor
+    picks each row's token itself, masking the row only when the grammar refuses its
+    best-scored token; the argmax, hence the text, is the masked path's. If ``generate`` takes
+    another token after all, the next call rolls the pick back and consumes that one."""
 
     def __init__(
         self,
@@ -501,8 +452,6 @@ class SchemaLogitsProcessor:
         self.started = False
         self.finished: list[bool] = []
         self.closing: list[bool] = []
-        #: the step at which each row entered closing mode (None: never), for diagnostics
-        self.closed_at: list[int | None] = []
         #: closing-cost simulations run so far (all rows), for diagnostics
         self.checks = 0
         #: rows whose mask was made, summed over steps (greedy: the rows whose best token the
@@ -528,7 +477,6 @@ class SchemaLogitsProcessor:
         self.matchers = [s.matcher() if s is not None else None for s in per_row]
         self.finished = [False] * batch
         self.closing = [False] * batch
-        self.closed_at = [None] * batch
         self.queues: list[list[int]] = [[] for _ in range(batch)]
         self.eos_ids = sorted({i for s in per_row if s is not None for i in s.eos_ids})
         self.vocab_size = max(s.vocab_size for s in per_row if s is not None)
@@ -549,14 +497,6 @@ class SchemaLogitsProcessor:
         for eos in self.eos_ids:
             self.bitmask[row, eos // 32] |= _bit(eos % 32)
 
-    def closing_cost(self, row: int, limit: int) -> int | None:
-        """Tokens closing mode needs to complete row ``row``'s object from here (simulated on
-        a copy of its matcher, ties broken by the lowest token id), None if over ``limit``."""
-        schema = self.row_schemas[row]
-        assert schema is not None
-        self.checks += 1
-        return simulate_closing(schema, self.matchers[row], limit, self.queues[row])
-
     def _update_closing(self, row: int) -> None:
         budget, check_at = self.budgets[row], self.check_at[row]
         if budget is None or check_at is None or self.closing[row] or self.finished[row]:
@@ -564,11 +504,13 @@ class SchemaLogitsProcessor:
         used = self.steps - 1  # tokens this row has generated so far
         if used < check_at:
             return
-        left = budget - used - SAFETY_MARGIN
-        needed = self.closing_cost(row, max(left, 0))
+        schema = self.row_schemas[row]
+        assert schema is not None
+        self.checks += 1
+        left = max(budget - used - SAFETY_MARGIN, 0)
+        needed = simulate_closing(schema, self.matchers[row], left, self.queues[row])
         if needed is None or used + needed + SAFETY_MARGIN >= budget:
             self.closing[row] = True
-            self.closed_at[row] = used
         else:
             self.check_at[row] = next_check(used, needed, budget)
 
@@ -580,8 +522,7 @@ class SchemaLogitsProcessor:
             if picked != last[row]:
                 if picked is not None:
                     matcher.rollback(1)
-                if not matcher.consume_token(int(last[row])):
-                    raise ConstraintError(f"row {row}: {matcher.get_error()}")
+                self._consume(row, int(last[row]))
             if matcher.is_stopped():
                 self._finish(row)
         self._picks.clear()
@@ -630,6 +571,12 @@ class SchemaLogitsProcessor:
         blocked[rows] = self._blocked(rows, int(scores.shape[-1]))
         return scores.masked_fill(blocked.to(scores.device), float("-inf"))
 
+    def _consume(self, row: int, token: int) -> None:
+        """Row ``row``'s matcher takes ``token`` (the pick of this step), or ConstraintError."""
+        if not self.matchers[row].consume_token(token):
+            raise ConstraintError(f"row {row}: {self.matchers[row].get_error()}")
+        self._picks[row] = token
+
     def _takes(self, row: int, token: int) -> bool:
         """Whether row ``row``'s grammar takes ``token`` now; if so it is consumed."""
         schema, matcher = self.row_schemas[row], self.matchers[row]
@@ -671,9 +618,7 @@ class SchemaLogitsProcessor:
             out[row, self.eos_ids] = keep
         for row, tokens in forced.items():
             token = max(tokens, key=lambda t: float(scores[row, t]))  # the first best, as argmax
-            if not self.matchers[row].consume_token(token):
-                raise ConstraintError(f"row {row}: {self.matchers[row].get_error()}")
-            self._picks[row] = token
+            self._consume(row, token)
             out[row] = float("-inf")
             out[row, token] = scores[row, token] if torch.isfinite(scores[row, token]) else 0.0
         if misses:
@@ -686,7 +631,5 @@ class SchemaLogitsProcessor:
             )
             out[index] = masked
             for row, token in zip(misses, masked.argmax(dim=-1).tolist(), strict=True):
-                if not self.matchers[row].consume_token(int(token)):
-                    raise ConstraintError(f"row {row}: {self.matchers[row].get_error()}")
-                self._picks[row] = int(token)
+                self._consume(row, int(token))
         return out

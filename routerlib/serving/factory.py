@@ -1,19 +1,9 @@
 """The one place that decides how a checkpoint is served, and the only constructor of predictors.
 
-Serving kinds are registered by name as ``"module:Class"`` strings and imported when first asked
-for (lm-evaluation-harness's model registry, ``lm_eval/models/__init__.py`` ``MODEL_MAPPING``),
-so serving a checkpoint on this machine never loads a Google SDK and a Vertex path never loads
-torch. Three doors, one constructor (:func:`make`):
-
-- :func:`make` — a kind and its target, e.g. ``make("local-server", "runs/r/…/final")``;
-- :func:`kind_of` — which kind an address is (``--endpoint``): ``…/v1`` OpenAI-compatible,
-  ``…:predict`` vLLM predict JSON, ``projects/…/endpoints/ID`` or an id a Vertex endpoint;
-- :func:`for_run` / :func:`open_predictor` — what a run's settings ask for (notebook 04, the
-  untuned base, checkpoint scoring).
-
-Adding a backend: write a class with ``name``, ``predict``, ``describe`` and ``close``
-(``serving.base.Predictor``), add its kind to :data:`REGISTRY`, and let :func:`for_run` or the
-CLI choose it (docs/serving.md, "Adding a serving backend").
+Kinds are registered as lazy ``"module:Class"`` strings (lm-evaluation-harness's model registry),
+so local serving never loads a Google SDK and a Vertex path never loads torch. Doors: :func:`make`
+(a kind and its target), :func:`kind_of` (an ``--endpoint`` address), :func:`for_run` /
+:func:`open_predictor` (a run's settings). Adding a backend: docs/serving.md.
 """
 
 from __future__ import annotations
@@ -43,8 +33,7 @@ REGISTRY: dict[str, str] = {
     "batch": "routerlib.serving.batch:BatchPredictor",
 }
 
-#: The kind being built right now (None outside :func:`make`): tests check that every
-#: predictor is made here.
+#: The kind being built right now (None outside :func:`make`; tests check it).
 building: contextvars.ContextVar[str | None] = contextvars.ContextVar("building", default=None)
 
 
@@ -61,11 +50,8 @@ def predictor_class(kind: str) -> type[Any]:
 
 
 def make(kind: str, target: str, **options: Any) -> Predictor:
-    """A predictor of ``kind`` serving ``target`` (a checkpoint, URL, endpoint or model).
-
-    ``options`` go to the kind's class: e.g. ``concurrency``, ``retries``, ``timeout``, ``extra``
-    for the online kinds, ``settings`` (VertexSettings) for ``vertex`` and ``batch``. Close it
-    when done (or use :func:`opened`)."""
+    """A predictor of ``kind`` serving ``target`` (a checkpoint, URL, endpoint or model);
+    ``options`` go to the kind's class. Close it when done (or use :func:`opened`)."""
     cls = predictor_class(kind)
     token = building.set(kind)
     try:
@@ -90,12 +76,9 @@ _ENDPOINT_PATH = re.compile(r"/endpoints/[^/:]+$")
 
 
 def kind_of(target: str) -> tuple[str, str]:
-    """The serving kind of an address and the address as that kind takes it:
-
-    - ``http(s)://…/v1`` (or ``…/v1/completions``): ``openai``;
-    - ``http(s)://…:predict`` (or ``…/endpoints/ID``, ``:predict`` added): ``predict``;
-    - ``projects/P/locations/L/endpoints/ID`` or a numeric id: ``endpoint`` (Vertex).
-    """
+    """The serving kind of an address and the address as that kind takes it: ``…/v1``
+    (``…/v1/completions``) ``openai``; ``…:predict`` (``…/endpoints/ID``, ``:predict`` added)
+    ``predict``; ``projects/P/locations/L/endpoints/ID`` or a numeric id ``endpoint``."""
     target = target.strip()
     if target.startswith(("http://", "https://")):
         path = urlsplit(target).path.rstrip("/")
@@ -125,10 +108,9 @@ def address_options(
     extra: dict[str, Any] | None = None,
     **online: Any,
 ) -> dict[str, Any]:
-    """The options of an address kind (:func:`kind_of`): every kind ``online`` (concurrency,
-    retries, timeout); an OpenAI-compatible server the ``model`` to ask for; the predict JSON
-    kinds the ``extra`` instance fields; a Vertex endpoint its project, region and API address
-    (empty ones are looked up in the endpoint registry)."""
+    """The options of an address kind (:func:`kind_of`): ``online`` (concurrency, retries,
+    timeout), ``model`` (openai) or ``extra`` (predict JSON), a Vertex endpoint's project, region
+    and API address (empty ones are looked up in the endpoint registry)."""
     options = dict(online)
     if kind == "openai":
         options["model"] = model
@@ -169,29 +151,26 @@ def for_address(cfg: Any, address: str) -> ServingSpec:
 def for_run(
     cfg: Any, checkpoint: str, *, params_file: str = "params", scoring: bool = False
 ) -> ServingSpec:
-    """How a run (a RunConfig) serves ``checkpoint``:
-
-    ``endpoint`` set: that address as it is. ``eval_mode: batch``: a batch job on the model the
-    checkpoint's deploy uploaded. Local backend: the local HTTP server. Vertex backend: an
-    endpoint deployed for the predictor's life. ``scoring`` (choosing among epoch checkpoints):
-    each checkpoint itself, served locally or deployed, whatever ``endpoint`` and ``eval_mode``
-    say."""
+    """How a run (a RunConfig) serves ``checkpoint``: its ``endpoint`` address; a batch job
+    (``eval_mode: batch``); the local HTTP server (local backend); an endpoint deployed for the
+    predictor's life (vertex backend). ``scoring``: each checkpoint itself, whatever
+    ``endpoint`` and ``eval_mode`` say."""
     if cfg.endpoint and not scoring:
         return for_address(cfg, cfg.endpoint)
-    extra = _extra(cfg)
     settings = VertexSettings.from_config(cfg)
+    online: dict[str, Any] = {"concurrency": cfg.concurrency, "extra": _extra(cfg)}
     if cfg.eval_mode == "batch" and not scoring:
         if not cfg.gcs_prefix:
             raise InputError(f"{params_file}: gcs_prefix: eval_mode batch writes instances there")
-        options = {"gcs_prefix": cfg.gcs_prefix, "settings": settings, "extra": extra}
-        return ServingSpec("batch", checkpoint, options)  # the model its deploy uploaded
-    online: dict[str, Any] = {"concurrency": cfg.concurrency, "extra": extra}
+        batch = {"gcs_prefix": cfg.gcs_prefix, "settings": settings, "extra": online["extra"]}
+        return ServingSpec("batch", checkpoint, batch)  # the model its deploy uploaded
     if cfg.backend == "local":
         return ServingSpec("local-server", checkpoint, online)
     if not settings.project:
         raise InputError(f"{params_file}: project: set it or GOOGLE_CLOUD_PROJECT to deploy")
-    options = {**online, "settings": settings, "base_model": cfg.base_model}
-    return ServingSpec("vertex", checkpoint, options)
+    return ServingSpec(
+        "vertex", checkpoint, {**online, "settings": settings, "base_model": cfg.base_model}
+    )
 
 
 def make_spec(spec: ServingSpec) -> Predictor:

@@ -54,17 +54,13 @@ class Hardware:
         per = ACCELERATOR_MEMORY_GB.get(self.accelerator_type)
         return per * self.accelerator_count if per is not None else None
 
+    @classmethod
+    def of(cls, row: Any) -> Hardware:
+        """The shape of a row with the three fields (``models.DeployHardware``, a record)."""
+        return cls(row.machine_type, row.accelerator_type, int(row.accelerator_count))
+
     def label(self) -> str:
         return f"{self.machine_type} with {self.accelerator_count} x {self.accelerator_type}"
-
-
-def contract_hardware(base_model: str) -> Hardware | None:
-    """The deploy hardware of ``base_model``'s contract (routerlib.models), when it has one."""
-    row = models.contract(base_model) if base_model else None
-    deploy = getattr(row, "deploy", None)
-    if deploy is None or not deploy.accelerator_type or deploy.accelerator_count < 1:
-        return None  # no Vertex deploy shape (e.g. the embedded CPU model)
-    return Hardware(deploy.machine_type, deploy.accelerator_type, int(deploy.accelerator_count))
 
 
 def choose(
@@ -73,9 +69,12 @@ def choose(
     accelerator_type: str | None,
     accelerator_count: int | None,
 ) -> Hardware:
-    """What to deploy on: each value given wins, the rest come from the model's contract, then
-    from FALLBACK."""
-    default = contract_hardware(base_model) or Hardware(*FALLBACK)
+    """What to deploy on: each value given wins, the rest come from the model's contract
+    (``routerlib.models``), then from FALLBACK."""
+    row = models.contract(base_model) if base_model else None
+    default = Hardware(*FALLBACK)
+    if row is not None and row.deploy.accelerator_type and row.deploy.accelerator_count >= 1:
+        default = Hardware.of(row.deploy)  # not the embedded model's CPU
     return Hardware(
         machine_type or default.machine_type,
         accelerator_type or default.accelerator_type,
@@ -87,14 +86,10 @@ def checkpoint_bytes(checkpoint_uri: str, client: Any = None) -> int | None:
     """Size of the weights in a checkpoint folder (gs:// or local): ``metadata.total_size`` of
     ``model.safetensors.index.json`` when present, else the sum of ``*.safetensors`` (or
     ``*.bin``) sizes. None when the folder holds no weights routerlib recognises."""
+    index = "model.safetensors.index.json"
     if not storage.is_gcs_uri(checkpoint_uri):
-        folder = Path(checkpoint_uri)
-        files = {p.name: p.stat().st_size for p in folder.glob("*") if p.is_file()}
-        index_text = (
-            (folder / "model.safetensors.index.json").read_text(encoding="utf-8")
-            if "model.safetensors.index.json" in files
-            else None
-        )
+        files = {p.name: p.stat().st_size for p in Path(checkpoint_uri).glob("*") if p.is_file()}
+        index_uri = str(Path(checkpoint_uri) / index)
     else:
         bucket, prefix = storage.parse_gcs_uri(checkpoint_uri)
         prefix = prefix.rstrip("/") + "/" if prefix else ""
@@ -104,15 +99,10 @@ def checkpoint_bytes(checkpoint_uri: str, client: Any = None) -> int | None:
         except Exception as exc:
             raise RemoteError(f"listing {checkpoint_uri} failed: {exc}") from exc
         files = {b.name[len(prefix) :]: int(b.size or 0) for b in blobs}
-        index_text = None
-        if "model.safetensors.index.json" in files:
-            index_text = storage.read_text(
-                f"gs://{bucket}/{prefix}model.safetensors.index.json", client
-            )
-    if index_text is not None:
+        index_uri = f"gs://{bucket}/{prefix}{index}"
+    if index in files:
         try:
-            total = json.loads(index_text)["metadata"]["total_size"]
-            return int(total)
+            return int(json.loads(storage.read_text(index_uri, client))["metadata"]["total_size"])
         except (ValueError, KeyError, TypeError):
             pass  # fall back to the file sizes
     for suffix in (".safetensors", ".bin"):
@@ -128,33 +118,19 @@ def fits(weights: int, hardware: Hardware) -> bool | None:
     return None if memory is None else weights <= WEIGHT_SHARE * memory * GB
 
 
-def fitting(weights: int, options: list[Hardware]) -> list[Hardware]:
-    """The options among ``options`` whose accelerator memory is known to hold ``weights``."""
-    return [o for o in options if fits(weights, o)]
-
-
-#: Shapes offered when a deploy is refused (Vertex machine types and their accelerators).
-KNOWN_SHAPES = (
-    Hardware("g2-standard-12", "NVIDIA_L4", 1),
-    Hardware("g2-standard-24", "NVIDIA_L4", 2),
-    Hardware("g2-standard-48", "NVIDIA_L4", 4),
-    Hardware("g2-standard-96", "NVIDIA_L4", 8),
-    Hardware("a2-highgpu-1g", "NVIDIA_TESLA_A100", 1),
-    Hardware("a2-highgpu-2g", "NVIDIA_TESLA_A100", 2),
-    Hardware("a2-highgpu-4g", "NVIDIA_TESLA_A100", 4),
-    Hardware("a2-ultragpu-1g", "NVIDIA_A100_80GB", 1),
-    Hardware("a2-ultragpu-2g", "NVIDIA_A100_80GB", 2),
-    Hardware("a3-highgpu-1g", "NVIDIA_H100_80GB", 1),
-    Hardware("a3-highgpu-2g", "NVIDIA_H100_80GB", 2),
-)
+def known_shapes() -> list[Hardware]:
+    """The deploy shapes of the model contracts (``routerlib.models``: each read from a Google
+    notebook that deploys the model), smallest accelerator memory first: what a refused deploy
+    offers instead."""
+    rows = {d for c in models.CONTRACTS.values() for d in (c.deploy, *c.deploy_alternatives)}
+    shapes = {Hardware.of(d) for d in rows}
+    return sorted(shapes, key=lambda h: (h.memory_gb() or 0, h.machine_type))
 
 
 def check_fit(checkpoint_uri: str, hardware: Hardware, client: Any = None) -> int | None:
     """Refuse (InputError, before any deploy request) a machine whose accelerator memory is known
-    to be too small for the checkpoint; the message lists shapes that fit. Returns the size.
-
-    A checkpoint whose size cannot be read here (no Cloud Storage access from this machine) is
-    not refused: a warning says the fit was not checked and Vertex judges the deploy itself."""
+    to be too small for the checkpoint, listing shapes that fit; returns the size. A size that
+    cannot be read here is not refused: a warning says the fit was not checked."""
     try:
         weights = checkpoint_bytes(checkpoint_uri, client)
     except RemoteError as exc:
@@ -162,7 +138,7 @@ def check_fit(checkpoint_uri: str, hardware: Hardware, client: Any = None) -> in
         return None
     if weights is None or fits(weights, hardware) is not False:
         return weights
-    options = fitting(weights, list(KNOWN_SHAPES))
+    options = [shape for shape in known_shapes() if fits(weights, shape)]
     listed = "; ".join(o.label() for o in options[:5]) or "none of the known shapes"
     raise InputError(
         f"{checkpoint_uri}: {weights / GB:.1f} GB of weights do not fit {hardware.label()} "

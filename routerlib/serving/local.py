@@ -1,16 +1,9 @@
 """Serve a checkpoint on this machine: batched generation (:class:`LocalPredictor`), the
-in-process serving kind (:class:`InProcessPredictor`) and an HTTP server speaking the predict JSON
-of a vLLM-backed Vertex AI endpoint (:class:`LocalServer`), so one client evaluates both.
-
-The server reads requests as ``serving.wire`` parses them (Model Garden's prompt and
-chatCompletions instances, a JSON Schema in ``guided_json`` / ``structured_outputs`` /
-``response_format``, decoded under it by ``serving.constrained``; more lenient than a Vertex
-container, which refuses a schema field on a prompt instance) and also answers OpenAI-style
-``POST /v1/completions`` and ``GET /v1/models``. Concurrent requests are gathered by one worker
-thread into batches (a sliding window, up to ``max_batch`` prompts) and run as one left-padded
-``generate``. A malformed request (a ``Content-Length`` that is not a byte count, a chunked body,
-a body that ends early, a bad request line) gets a 400-class JSON error and the connection is
-closed; a body over :data:`MAX_BODY_BYTES` a 413 before any of it is read; never a traceback.
+in-process serving kind (:class:`InProcessPredictor`) and an HTTP server speaking a vLLM-backed
+Vertex endpoint's predict JSON plus OpenAI-style ``/v1/completions`` (:class:`LocalServer`), so
+one client evaluates both. Concurrent requests are gathered into batches (a sliding window); a
+malformed request gets a 400-class JSON error, never a traceback. See docs/serving.md, "The local
+server and its limits".
 """
 
 from __future__ import annotations
@@ -23,10 +16,10 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 from urllib.parse import urlsplit
 
 from routerlib.errors import InputError, RouterlibError
@@ -67,11 +60,8 @@ def _default_loader(checkpoint_dir: str | Path) -> tuple[Any, Any]:
 
 class LocalPredictor:
     """Greedy (temperature 0) or sampled batched generation from a checkpoint folder (with the
-    default loader also anything ``routerlib.tuning.local.load_for_inference`` takes, such as
-    the embedded base model's name).
-
-    Thread-safe: calls to :meth:`generate` run one at a time.
-    """
+    default loader also anything ``tuning.local.load_for_inference`` takes, such as the embedded
+    base model's name). Thread-safe: calls to :meth:`generate` run one at a time."""
 
     def __init__(
         self,
@@ -102,9 +92,8 @@ class LocalPredictor:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         self.eos_token_ids: list[int] = self._eos_ids()
         #: The schema every prompt is constrained to unless a request names its own (None: free).
-        self.default_schema: dict[str, Any] | None = None
-        if constrained:
-            self.default_schema = completion_json_schema(generation=True)
+        schema = completion_json_schema(generation=True) if constrained else None
+        self.default_schema: dict[str, Any] | None = schema
         self._lock = threading.Lock()
 
     def compiled_schema(self, schema: dict[str, Any]) -> Any:
@@ -113,15 +102,10 @@ class LocalPredictor:
         return compiled(self.tokenizer, schema, vocab_size=width, eos_ids=self.eos_token_ids)
 
     def _eos_ids(self) -> list[int]:
-        ids: set[int] = set()
-        if self.tokenizer.eos_token_id is not None:
-            ids.add(int(self.tokenizer.eos_token_id))
         config_eos = getattr(getattr(self.model, "generation_config", None), "eos_token_id", None)
-        if isinstance(config_eos, int):
-            ids.add(config_eos)
-        elif config_eos:
-            ids.update(int(i) for i in config_eos)
-        return sorted(ids)
+        ids = [config_eos] if isinstance(config_eos, int) else list(config_eos or [])
+        ids.append(self.tokenizer.eos_token_id)
+        return sorted({int(i) for i in ids if i is not None})
 
     def generate(
         self,
@@ -151,26 +135,24 @@ class LocalPredictor:
                 raise InputError(f"max_tokens[{i}]: must be a positive integer, got {limit!r}")
         if not isinstance(temperature, int | float) or temperature < 0:
             raise InputError(f"temperature: must be a number >= 0, got {temperature!r}")
-        results: list[GenerationResult] = []
         with self._lock:
-            for start in range(0, len(prompts), self.max_batch):
-                stop = start + self.max_batch
-                results.extend(
-                    self._generate_batch(
-                        prompts[start:stop],
-                        limits[start:stop],
-                        float(temperature),
-                        schemas[start:stop],
-                    )
+            return [
+                result
+                for at in range(0, len(prompts), self.max_batch)
+                for result in self._generate_batch(
+                    prompts[at : at + self.max_batch],
+                    limits[at : at + self.max_batch],
+                    schemas[at : at + self.max_batch],
+                    float(temperature),
                 )
-        return results
+            ]
 
     def _generate_batch(
         self,
         prompts: list[str],
         limits: list[int],
-        temperature: float,
         schemas: list[dict[str, Any] | None],
+        temperature: float,
     ) -> list[GenerationResult]:
         import torch
         from transformers import GenerationConfig, LogitsProcessorList
@@ -216,15 +198,8 @@ class LocalPredictor:
                     finish, kept, new_tokens = "stop", new_tokens[:pos], new_tokens[: pos + 1]
                     break
             text = self.tokenizer.decode(kept, skip_special_tokens=True)
-            results.append(
-                GenerationResult(
-                    text=text,
-                    prompt_tokens=int(attention_mask[row].sum()),
-                    completion_tokens=len(new_tokens),
-                    seconds=seconds,
-                    finish_reason=finish,
-                )
-            )
+            prompt_tokens = int(attention_mask[row].sum())
+            results.append(GenerationResult(text, prompt_tokens, len(new_tokens), seconds, finish))
         return results
 
 
@@ -286,17 +261,12 @@ class InProcessPredictor:
 #: limit size (currently, 1.5MB)", ``gcloud ai endpoints predict`` reference), so a request that
 #: works here is not refused by an endpoint for its size.
 MAX_BODY_BYTES = 1_500_000
-#: Seconds a connection may stay silent (idle between requests, or stalled mid-request) before
-#: the server closes it.
+#: Seconds a connection may stay silent (idle, or stalled mid-request) before it is closed.
 READ_TIMEOUT_S = 60.0
-#: google.rpc status names of the HTTP errors the server answers.
+#: google.rpc status names of the HTTP errors the server answers (any other 4xx:
+#: INVALID_ARGUMENT).
 _STATUS = {
-    400: "INVALID_ARGUMENT",
     404: "NOT_FOUND",
-    411: "INVALID_ARGUMENT",
-    413: "INVALID_ARGUMENT",
-    414: "INVALID_ARGUMENT",
-    431: "INVALID_ARGUMENT",
     500: "INTERNAL",
     501: "UNIMPLEMENTED",
     503: "UNAVAILABLE",
@@ -304,6 +274,9 @@ _STATUS = {
     505: "UNIMPLEMENTED",
 }
 _DIGITS = re.compile(r"[0-9]+")
+#: How long (in batch windows after the first request) a batch may keep gathering requests
+#: that keep arriving within a window of each other.
+MAX_WINDOWS = 10
 
 
 class _HTTPServer(ThreadingHTTPServer):
@@ -311,20 +284,12 @@ class _HTTPServer(ThreadingHTTPServer):
     its request line was read) cost one line on stderr, never a traceback."""
 
     daemon_threads = True
+    local: LocalServer
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         error = sys.exc_info()[1]
-        if isinstance(error, ConnectionError | TimeoutError):
-            return  # the client went away: nothing to answer
-        print(
-            f"routerlib serve: {client_address[0]}: {type(error).__name__}: {error}",
-            file=sys.stderr,
-        )
-
-
-#: How long (in batch windows after the first request) a batch may keep gathering requests
-#: that keep arriving within a window of each other.
-MAX_WINDOWS = 10
+        if not isinstance(error, ConnectionError | TimeoutError):  # else: the client went away
+            print(f"routerlib serve: {client_address[0]}: {error!r}", file=sys.stderr)
 
 
 @dataclass
@@ -349,11 +314,22 @@ class ServerStats:
 _STOP = object()
 
 
-class LocalServer:
-    """A checkpoint served over HTTP on ``host:port`` (port 0 = any free port).
+class _Refused(Exception):
+    """A request the server answers with ``status`` and closes the connection after."""
 
-    Use as a context manager. ``url`` is the base address, ``endpoint_url`` the full predict URL.
-    """
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class LocalServer:
+    """A checkpoint (or a ready ``predictor``) served over HTTP on ``host:port`` (port 0: any
+    free port). Use as a context manager. ``url`` is the base address, ``endpoint_url`` the full
+    predict URL; ``on_batch(size)`` is called as each batch starts."""
+
+    endpoint_id = "local"
+    #: Seconds a request waits for its answer before a 504.
+    request_timeout = 600.0
 
     def __init__(
         self,
@@ -362,57 +338,48 @@ class LocalServer:
         host: str = "127.0.0.1",
         port: int = 0,
         predictor: LocalPredictor | None = None,
-        loader: Loader | None = None,
         max_batch: int = 16,
         batch_window: float = 0.02,
-        endpoint_id: str = "local",
-        request_timeout: float = 600.0,
         on_batch: Callable[[int], None] | None = None,
         constrained: bool = False,
     ) -> None:
         if predictor is None:
             if checkpoint_dir is None:
                 raise InputError("serve: give a checkpoint folder or a predictor")
-            predictor = LocalPredictor(
-                checkpoint_dir, loader=loader, max_batch=max_batch, constrained=constrained
-            )
+            predictor = LocalPredictor(checkpoint_dir, max_batch=max_batch, constrained=constrained)
         self.predictor = predictor
         self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir else predictor.checkpoint_dir
         self.host, self.port = host, port
         self.max_batch = max_batch
         self.batch_window = batch_window
-        self.endpoint_id = endpoint_id
         self.model_id = f"local/{self.checkpoint_dir.name}"
-        self.request_timeout = request_timeout
         self.on_batch = on_batch
         self.stats = ServerStats()
         self._queue: queue.Queue[Any] = queue.Queue()
         self._gate = threading.Event()
         self._gate.set()
-        self._queued = 0
-        self._queued_cond = threading.Condition()
-        self._stats_lock = threading.Lock()
-        self._httpd: ThreadingHTTPServer | None = None
+        self._counted = threading.Condition()  # guards stats
+        self._httpd: _HTTPServer | None = None
         self._threads: list[threading.Thread] = []
-
-    # ---- lifecycle
 
     def start(self) -> LocalServer:
         """Bind, start the HTTP and batch-worker threads; returns self."""
         if self._httpd is not None:
             return self
         try:
-            self._httpd = _HTTPServer((self.host, self.port), self._handler_class())
+            self._httpd = _HTTPServer((self.host, self.port), _Handler)
         except OSError as exc:
             raise InputError(f"serve: cannot listen on {self.host}:{self.port}: {exc}") from None
-        worker = threading.Thread(target=self._work, name="routerlib-batcher", daemon=True)
-        http = threading.Thread(
-            target=self._httpd.serve_forever,
-            kwargs={"poll_interval": 0.05},
-            name="routerlib-http",
-            daemon=True,
-        )
-        self._threads = [worker, http]
+        self._httpd.local = self
+        self._threads = [
+            threading.Thread(target=self._work, name="routerlib-batcher", daemon=True),
+            threading.Thread(
+                target=self._httpd.serve_forever,
+                kwargs={"poll_interval": 0.05},
+                name="routerlib-http",
+                daemon=True,
+            ),
+        ]
         for thread in self._threads:
             thread.start()
         return self
@@ -427,11 +394,8 @@ class LocalServer:
         self._queue.put(_STOP)
         for thread in self._threads:
             thread.join(timeout=30)
-        while True:  # anything left behind gets an answer instead of hanging
-            try:
-                item = self._queue.get_nowait()
-            except queue.Empty:
-                break
+        while not self._queue.empty():  # anything left behind gets an answer instead of hanging
+            item = self._queue.get_nowait()
             if isinstance(item, _Pending):
                 item.error = "server shutting down"
                 item.done.set()
@@ -449,16 +413,12 @@ class LocalServer:
         if self._httpd is None:
             raise RouterlibError("the server is not running")
         host, port = self._httpd.server_address[:2]
-        if isinstance(host, bytes):
-            host = host.decode()
-        return f"http://{host}:{port}"
+        return f"http://{host.decode() if isinstance(host, bytes) else host}:{port}"
 
     @property
     def endpoint_url(self) -> str:
         """The full predict URL a Vertex-style client posts to."""
         return f"{self.url}/v1/projects/local/locations/local/endpoints/{self.endpoint_id}:predict"
-
-    # ---- batching control (tests and benchmarks)
 
     @contextlib.contextmanager
     def hold(self) -> Iterator[None]:
@@ -471,39 +431,27 @@ class LocalServer:
 
     def wait_queued(self, count: int, timeout: float = 30.0) -> bool:
         """Block until ``count`` instances have been queued in total (or ``timeout``)."""
-        with self._queued_cond:
-            return self._queued_cond.wait_for(lambda: self._queued >= count, timeout=timeout)
-
-    # ---- request path
+        with self._counted:
+            return self._counted.wait_for(lambda: self.stats.instances >= count, timeout)
 
     def complete(self, instances: list[Instance]) -> list[GenerationResult]:
         """Queue ``instances`` for the batch worker and wait for their results (in order).
-
         Raises TimeoutError after ``request_timeout`` and RuntimeError when generation failed
         or the server is shutting down."""
         items = [_Pending(inst, time.monotonic()) for inst in instances]
         for item in items:
             self._queue.put(item)
-        with self._queued_cond:
-            self._queued += len(items)
-            self._queued_cond.notify_all()
-        with self._stats_lock:
+        with self._counted:
             self.stats.requests += 1
             self.stats.instances += len(items)
+            self._counted.notify_all()
         deadline = time.monotonic() + self.request_timeout
-        results = []
         for item in items:
             if not item.done.wait(max(0.0, deadline - time.monotonic())):
                 raise TimeoutError("prediction timed out")
             if item.error is not None or item.result is None:
                 raise RuntimeError(item.error or "no result")
-            results.append(item.result)
-        return results
-
-    def predict(self, instances: list[Instance]) -> list[Any]:
-        """The predictions of ``instances``, texts or chat completions (:func:`format_prediction`)."""
-        results = self.complete(instances)
-        return [format_prediction(i, r.text) for i, r in zip(instances, results, strict=True)]
+        return [item.result for item in items if item.result is not None]
 
     def _work(self) -> None:
         stopping = False
@@ -536,7 +484,7 @@ class LocalServer:
             self._run(batch)
 
     def _run(self, batch: list[_Pending]) -> None:
-        with self._stats_lock:
+        with self._counted:
             self.stats.batches += 1
             self.stats.batch_sizes.append(len(batch))
         if self.on_batch is not None:
@@ -545,18 +493,15 @@ class LocalServer:
         groups: dict[float, list[_Pending]] = {}
         for item in batch:  # one generate per temperature; schemas may differ per row
             groups.setdefault(item.instance.temperature, []).append(item)
-        default = getattr(self.predictor, "default_schema", None)
+        default = self.predictor.default_schema
         for temperature, items in groups.items():
-            schemas = [i.instance.schema or default for i in items]
-            args: list[Any] = [
-                [i.instance.prompt for i in items],
-                [i.instance.max_tokens for i in items],
-                temperature,
-            ]
-            if any(s is not None for s in schemas):
-                args.append(schemas)
             try:
-                results = self.predictor.generate(*args)
+                results = self.predictor.generate(
+                    [i.instance.prompt for i in items],
+                    [i.instance.max_tokens for i in items],
+                    temperature,
+                    [i.instance.schema or default for i in items],
+                )
             except Exception as exc:  # answer every waiter, keep the worker alive
                 for item in items:
                     item.error = f"generation failed: {exc}"
@@ -566,204 +511,162 @@ class LocalServer:
                 item.result = result
                 item.done.set()
 
-    def _handler_class(self) -> type[BaseHTTPRequestHandler]:
-        server = self
 
-        class _Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-            # headers and body go out in two writes: without this, Nagle + delayed ACK add ~40 ms
-            disable_nagle_algorithm = True
-            timeout = READ_TIMEOUT_S
+class _Handler(BaseHTTPRequestHandler):
+    """One connection of a :class:`LocalServer` (``self.local``)."""
 
-            def log_message(self, *args: Any) -> None:
-                pass
+    protocol_version = "HTTP/1.1"
+    # headers and body go out in two writes: without this, Nagle + delayed ACK add ~40 ms
+    disable_nagle_algorithm = True
+    timeout = READ_TIMEOUT_S
 
-            def send_error(
-                self, code: int, message: str | None = None, explain: str | None = None
-            ) -> None:
-                """http.server's own refusals (a bad request line, headers too long, a method
-                with no route) as JSON errors too; the connection is closed after them."""
-                self.close_connection = True
-                if self.request_version == "HTTP/0.9":  # no version on the line: answer 1.1
-                    self.request_version = self.protocol_version
-                reason = self.responses.get(code, ("error",))[0]
-                self._error(code, _STATUS.get(code, "UNKNOWN"), message or reason)
+    def log_message(self, *args: Any) -> None:
+        pass
 
-            def _refuse(self, status: int, message: str) -> None:
-                """Answer an error and close the connection: the bytes still on it (an unread
-                or half-sent body) cannot be told from the next request."""
-                self.close_connection = True
-                self._error(status, _STATUS.get(status, "INVALID_ARGUMENT"), message)
+    @property
+    def local(self) -> LocalServer:
+        return cast(_HTTPServer, self.server).local
 
-            def _body(self) -> bytes | None:
-                """The request body (``Content-Length`` bytes; none without the header), or None
-                once a refusal was sent: a length that is not a byte count, two lengths, a
-                chunked body, more than MAX_BODY_BYTES, or a body that ends early."""
-                if self.headers.get("Transfer-Encoding"):
-                    self._refuse(
-                        411, "Transfer-Encoding (chunked) is not read; send Content-Length"
-                    )
-                    return None
-                values = {v.strip() for v in self.headers.get_all("Content-Length") or []}
-                if not values:
-                    return b""
-                if len(values) > 1:
-                    self._refuse(400, f"Content-Length: given twice ({', '.join(sorted(values))})")
-                    return None
-                (value,) = values
-                if not _DIGITS.fullmatch(value):
-                    self._refuse(400, f"Content-Length: {value[:40]!r} is not a byte count")
-                    return None
-                length = int(value)
-                if length > MAX_BODY_BYTES:
-                    self._refuse(
-                        413,
-                        f"body: {length} bytes is over the limit of {MAX_BODY_BYTES} bytes "
-                        "(routerlib.serving.local.MAX_BODY_BYTES)",
-                    )
-                    return None
-                try:
-                    body = self.rfile.read(length)
-                except (TimeoutError, ConnectionError):
-                    self.close_connection = True  # stalled or gone: nobody to answer
-                    return None
-                if len(body) < length:
-                    self._refuse(400, f"body: ended after {len(body)} of {length} bytes")
-                    return None
-                return body
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        """http.server's own refusals (a bad request line, headers too long, a method
+        with no route) as JSON errors too; the connection is closed after them."""
+        if self.request_version == "HTTP/0.9":  # no version on the line: answer 1.1
+            self.request_version = self.protocol_version
+        reason = self.responses.get(code, ("error",))[0]
+        self._error(code, message or reason, close=True)
 
-            def _reply(self, status: int, body: dict[str, Any]) -> None:
-                payload = json.dumps(body, ensure_ascii=False).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(payload)))
-                self.end_headers()
-                self.wfile.write(payload)
+    def _error(self, status: int, message: str, state: str = "", *, close: bool = False) -> None:
+        """A JSON error (``state``: default the google.rpc name of ``status``).
+        ``close``: then close the connection, whose remaining bytes (an unread or
+        half-sent body) cannot be told from the next request."""
+        if close:
+            self.close_connection = True
+        state = state or _STATUS.get(status, "INVALID_ARGUMENT")
+        self._reply(status, {"error": {"code": status, "message": message, "status": state}})
 
-            def _error(self, status: int, state: str, message: str) -> None:
-                self._reply(
-                    status, {"error": {"code": status, "message": message, "status": state}}
-                )
+    def _body(self) -> bytes:
+        """The request body (``Content-Length`` bytes; none without the header). Refused
+        (:class:`_Refused`): a length that is not a byte count, two lengths, a chunked
+        body, more than MAX_BODY_BYTES, or a body that ends early."""
+        if self.headers.get("Transfer-Encoding"):
+            raise _Refused(411, "Transfer-Encoding (chunked) is not read; send Content-Length")
+        values = {v.strip() for v in self.headers.get_all("Content-Length") or []}
+        if not values:
+            return b""
+        if len(values) > 1:
+            raise _Refused(400, f"Content-Length: given twice ({', '.join(sorted(values))})")
+        (value,) = values
+        if not _DIGITS.fullmatch(value):
+            raise _Refused(400, f"Content-Length: {value[:40]!r} is not a byte count")
+        length = int(value)
+        if length > MAX_BODY_BYTES:
+            raise _Refused(
+                413,
+                f"body: {length} bytes is over the limit of {MAX_BODY_BYTES} bytes "
+                "(routerlib.serving.local.MAX_BODY_BYTES)",
+            )
+        body = self.rfile.read(length)  # stalled or gone: do_POST closes the connection
+        if len(body) < length:
+            raise _Refused(400, f"body: ended after {len(body)} of {length} bytes")
+        return body
 
-            def _run(self, instances: list[Instance]) -> list[GenerationResult] | None:
-                try:
-                    return server.complete(instances)
-                except TimeoutError as exc:
-                    self._error(504, "DEADLINE_EXCEEDED", str(exc))
-                except RuntimeError as exc:
-                    if "shutting down" in str(exc):
-                        self._error(503, "UNAVAILABLE", str(exc))
-                    else:
-                        self._error(500, "INTERNAL", str(exc))
-                return None
+    def _reply(self, status: int, body: dict[str, Any]) -> None:
+        payload = json.dumps(body, ensure_ascii=False).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
 
-            def do_GET(self) -> None:  # noqa: N802
-                path = urlsplit(self.path).path
-                if path in ("/health", "/"):
-                    self._reply(
-                        200,
-                        {
-                            "status": "ok",
-                            "checkpoint": str(server.checkpoint_dir),
-                            "deployedModelId": server.endpoint_id,
-                        },
-                    )
-                elif path == "/v1/models":
-                    self._reply(
-                        200,
-                        {
-                            "object": "list",
-                            "data": [
-                                {"id": server.model_id, "object": "model", "owned_by": "routerlib"}
-                            ],
-                        },
-                    )
-                else:
-                    self._error(404, "NOT_FOUND", f"no route GET {path}")
+    def _complete(self, instances: list[Instance]) -> list[GenerationResult] | None:
+        """The results, or None once an error was answered."""
+        try:
+            return self.local.complete(instances)
+        except TimeoutError as exc:
+            self._error(504, str(exc))
+        except RuntimeError as exc:
+            self._error(503 if "shutting down" in str(exc) else 500, str(exc))
+        return None
 
-            def do_POST(self) -> None:  # noqa: N802
-                path = urlsplit(self.path).path
-                body = self._body()
-                if body is None:
-                    return
-                try:
-                    if path == "/v1/completions":
-                        self._completions(body)
-                    elif PREDICT_PATH.fullmatch(path):
-                        self._predict(body)
-                    else:
-                        self._error(404, "NOT_FOUND", f"no route POST {path}")
-                except (ConnectionError, TimeoutError):
-                    self.close_connection = True  # the client went away mid-answer
-                except Exception as exc:  # a bug: one JSON error, the server keeps serving
-                    self._refuse(500, f"internal error: {type(exc).__name__}: {exc}")
+    def do_GET(self) -> None:  # noqa: N802
+        path = urlsplit(self.path).path
+        if path in ("/health", "/"):
+            health = {"status": "ok", "checkpoint": str(self.local.checkpoint_dir)}
+            self._reply(200, {**health, "deployedModelId": self.local.endpoint_id})
+        elif path == "/v1/models":
+            model = {"id": self.local.model_id, "object": "model", "owned_by": "routerlib"}
+            self._reply(200, {"object": "list", "data": [model]})
+        else:
+            self._error(404, f"no route GET {path}")
 
-            def _predict(self, body: bytes) -> None:
-                try:
-                    instances = parse_predict_body(body)
-                except ValueError as exc:
-                    self._error(400, "INVALID_ARGUMENT", str(exc))
-                    return
-                results = self._run(instances)
-                if results is None:
-                    return
-                self._reply(
-                    200,
-                    {
-                        "predictions": [
-                            format_prediction(i, r.text)
-                            for i, r in zip(instances, results, strict=True)
-                        ],
-                        "deployedModelId": server.endpoint_id,
-                        "model": server.model_id,
-                        "modelDisplayName": str(server.checkpoint_dir),
-                        # Not sent by Vertex's vLLM containers; clients may use it when present.
-                        "metadata": {
-                            "usage": [
-                                {
-                                    "prompt_tokens": r.prompt_tokens,
-                                    "completion_tokens": r.completion_tokens,
-                                    "finish_reason": r.finish_reason,
-                                }
-                                for r in results
-                            ]
-                        },
-                    },
-                )
+    def do_POST(self) -> None:  # noqa: N802
+        path = urlsplit(self.path).path
+        try:
+            body = self._body()
+            if path == "/v1/completions":
+                self._completions(body)
+            elif PREDICT_PATH.fullmatch(path):
+                self._predict(body)
+            else:
+                self._error(404, f"no route POST {path}")
+        except _Refused as refused:
+            self._error(refused.status, str(refused), close=True)
+        except (ConnectionError, TimeoutError):
+            self.close_connection = True  # the client stalled or went away
+        except Exception as exc:  # a bug: one JSON error, the server keeps serving
+            self._error(500, f"internal error: {type(exc).__name__}: {exc}", close=True)
 
-            def _completions(self, body: bytes) -> None:
-                try:
-                    instances = parse_completions_body(body)
-                except ValueError as exc:
-                    self._error(400, "invalid_request_error", str(exc))
-                    return
-                results = self._run(instances)
-                if results is None:
-                    return
-                prompt_tokens = sum(r.prompt_tokens for r in results)
-                completion_tokens = sum(r.completion_tokens for r in results)
-                self._reply(
-                    200,
-                    {
-                        "id": f"cmpl-{time.time_ns()}",
-                        "object": "text_completion",
-                        "created": int(time.time()),
-                        "model": server.model_id,
-                        "choices": [
-                            {
-                                "index": n,
-                                "text": r.text,
-                                "finish_reason": r.finish_reason,
-                                "logprobs": None,
-                            }
-                            for n, r in enumerate(results)
-                        ],
-                        "usage": {
-                            "prompt_tokens": prompt_tokens,
-                            "completion_tokens": completion_tokens,
-                            "total_tokens": prompt_tokens + completion_tokens,
-                        },
-                    },
-                )
+    def _predict(self, body: bytes) -> None:
+        try:
+            instances = parse_predict_body(body)
+        except ValueError as exc:
+            self._error(400, str(exc))
+            return
+        results = self._complete(instances)
+        if results is None:
+            return
+        pairs = zip(instances, results, strict=True)
+        usage = [
+            {k: v for k, v in asdict(r).items() if k not in ("text", "seconds")} for r in results
+        ]
+        self._reply(
+            200,
+            {
+                "predictions": [format_prediction(i, r.text) for i, r in pairs],
+                "deployedModelId": self.local.endpoint_id,
+                "model": self.local.model_id,
+                "modelDisplayName": str(self.local.checkpoint_dir),
+                # Not sent by Vertex's vLLM containers; clients may use it when present.
+                "metadata": {"usage": usage},
+            },
+        )
 
-        return _Handler
+    def _completions(self, body: bytes) -> None:
+        try:
+            instances = parse_completions_body(body)
+        except ValueError as exc:
+            self._error(400, str(exc), "invalid_request_error")
+            return
+        results = self._complete(instances)
+        if results is None:
+            return
+        used = (sum(r.prompt_tokens for r in results), sum(r.completion_tokens for r in results))
+        choices = [
+            {"index": n, "text": r.text, "finish_reason": r.finish_reason, "logprobs": None}
+            for n, r in enumerate(results)
+        ]
+        self._reply(
+            200,
+            {
+                "id": f"cmpl-{time.time_ns()}",
+                "object": "text_completion",
+                "created": int(time.time()),
+                "model": self.local.model_id,
+                "choices": choices,
+                "usage": {
+                    "prompt_tokens": used[0],
+                    "completion_tokens": used[1],
+                    "total_tokens": sum(used),
+                },
+            },
+        )

@@ -24,7 +24,6 @@ from routerlib.serving.client import BACKOFF_S, Stopped, call_with_retries, retr
 from routerlib.serving.local import LocalServer, checkpoint_name
 from routerlib.serving.settings import VertexSettings
 from routerlib.serving.transports import (
-    DEFAULT_TIMEOUT_S,
     OpenAIClient,
     PredictClient,
     Transport,
@@ -37,34 +36,37 @@ DEFAULT_RETRIES = 5
 
 
 class OnlinePredictor:
-    """Request by request through ``transport`` with bounded concurrency and retries.
-
-    A row that still fails after ``retries`` retries stops the run: requests not yet sent are
-    cancelled, those in flight finish (their answers are still yielded), and a RemoteError names
-    the lowest such row. Any other error (bad input, a bug) is raised as it is.
-    """
+    """Request by request through ``transport`` (a subclass makes its ``transport_class`` from
+    a target and the options not its own) with bounded concurrency and retries. A row failing
+    for good stops the run: nothing more is sent, requests in flight finish and are yielded, and
+    a RemoteError names the lowest such row; any other error is raised as it is."""
 
     kind = "client"
     mode = "endpoint"
+    transport_class: Any = None
+    _started: contextlib.ExitStack | None = None
 
     def __init__(
         self,
-        transport: Transport,
+        transport: Transport | str,
         *,
         concurrency: int = run_default("concurrency"),
         retries: int = DEFAULT_RETRIES,
         backoff_s: float = BACKOFF_S,
-        name: str | None = None,
+        **transport_options: Any,
     ) -> None:
         if concurrency < 1:
             raise InputError(f"concurrency must be >= 1, got {concurrency}")
         if retries < 0:
             raise InputError(f"retries must be >= 0, got {retries}")
-        self.transport = transport
+        if isinstance(transport, str):  # a subclass's target
+            self.transport: Transport = self.transport_class(transport, **transport_options)
+        else:
+            self.transport = transport
         self.concurrency = concurrency
         self.retries = retries
         self.backoff_s = backoff_s
-        self.name = name or str(getattr(transport, "name", type(transport).__name__))
+        self.name = self.transport.name
 
     def predict(
         self,
@@ -152,114 +154,63 @@ class OnlinePredictor:
         }
 
     def close(self) -> None:
-        self.transport.close()
+        try:
+            self.transport.close()
+        finally:
+            if self._started is not None:  # a server or an endpoint the subclass started
+                self._started.close()
 
 
 class PredictURLPredictor(OnlinePredictor):
     """Kind ``predict``: an http(s) URL speaking the vLLM predict JSON (``…:predict``)."""
 
     kind = "predict"
-
-    def __init__(
-        self,
-        url: str,
-        *,
-        timeout: float = DEFAULT_TIMEOUT_S,
-        extra: dict[str, Any] | None = None,
-        name: str | None = None,
-        **online: Any,
-    ) -> None:
-        super().__init__(PredictClient(url, timeout=timeout, extra=extra, name=name), **online)
+    transport_class = PredictClient
 
 
 class OpenAIPredictor(OnlinePredictor):
     """Kind ``openai``: an OpenAI-compatible ``…/v1`` (``model``: default the first listed)."""
 
     kind = "openai"
-
-    def __init__(
-        self,
-        url: str,
-        *,
-        model: str | None = None,
-        timeout: float = DEFAULT_TIMEOUT_S,
-        **online: Any,
-    ) -> None:
-        super().__init__(OpenAIClient(url, model=model, timeout=timeout), **online)
+    transport_class = OpenAIClient
 
 
 class EndpointPredictor(OnlinePredictor):
     """Kind ``endpoint``: a Vertex endpoint that exists (shared or dedicated), by resource name
-    or numeric id; ``cloud`` holds project, location and API endpoint."""
+    or numeric id, with its ``project``, ``location`` and ``api_endpoint``."""
 
     kind = "endpoint"
-
-    def __init__(
-        self,
-        endpoint: str,
-        *,
-        project: str | None = None,
-        location: str | None = None,
-        api_endpoint: str | None = None,
-        timeout: float = DEFAULT_TIMEOUT_S,
-        extra: dict[str, Any] | None = None,
-        **online: Any,
-    ) -> None:
-        transport = VertexEndpointClient(
-            endpoint,
-            project=project,
-            location=location,
-            api_endpoint=api_endpoint,
-            timeout=timeout,
-            extra=extra,
-        )
-        super().__init__(transport, **online)
+    transport_class = VertexEndpointClient
 
 
 class LocalServerPredictor(OnlinePredictor):
-    """Kind ``local-server``: a checkpoint folder (or a base model the local trainer loads)
-    served by routerlib's own HTTP server on 127.0.0.1 for the predictor's life, and asked
-    through the predict JSON like any endpoint (its batch window gathers concurrent requests).
-    ``host``/``port``: where it listens (port 0: any free port); ``constrained``: the server
-    decodes every request without a schema of its own under the generation schema."""
+    """Kind ``local-server``: a checkpoint folder (or a base model) served by routerlib's own
+    HTTP server for the predictor's life, asked through the predict JSON like any endpoint;
+    ``constrained``: the server decodes requests without a schema under the generation schema."""
 
     kind = "local-server"
+    transport_class = PredictClient
 
     def __init__(
         self,
         checkpoint: str,
         *,
-        timeout: float = DEFAULT_TIMEOUT_S,
-        extra: dict[str, Any] | None = None,
         max_batch: int = 16,
         host: str = "127.0.0.1",
         port: int = 0,
         constrained: bool = False,
-        **online: Any,
+        **options: Any,
     ) -> None:
-        self.server = LocalServer(
+        server = LocalServer(
             checkpoint, host=host, port=port, max_batch=max_batch, constrained=constrained
-        ).start()
-        try:
-            transport = PredictClient(
-                self.server.endpoint_url,
-                timeout=timeout,
-                extra=extra,
-                name=checkpoint_name(checkpoint),
-            )
-            super().__init__(transport, **online)
-        except BaseException:
-            self.server.close()
-            raise
+        )
+        with contextlib.ExitStack() as stack:
+            self.server = stack.enter_context(server)
+            super().__init__(server.endpoint_url, name=checkpoint_name(checkpoint), **options)
+            self._started = stack.pop_all()
 
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "max_batch": self.server.max_batch}
-
-    def close(self) -> None:
-        try:
-            super().close()
-        finally:
-            self.server.close()
 
 
 class DeployedPredictor(EndpointPredictor):
@@ -275,36 +226,24 @@ class DeployedPredictor(EndpointPredictor):
         *,
         settings: VertexSettings,
         base_model: str = "",
-        timeout: float = DEFAULT_TIMEOUT_S,
         extra: dict[str, Any] | None = None,
-        **online: Any,
+        **options: Any,
     ) -> None:
-        self._stack = contextlib.ExitStack()
-        deployment = self._stack.enter_context(
-            vertex.deployed(checkpoint, settings, base_model=base_model)
-        )
-        self.deployment = deployment
-        try:
-            super().__init__(
-                deployment.endpoint_name,
-                project=deployment.project,
-                location=deployment.location,
-                api_endpoint=deployment.api_endpoint,
-                timeout=timeout,
-                extra=extra,
-                **online,
+        with contextlib.ExitStack() as stack:
+            self.deployment = d = stack.enter_context(
+                vertex.deployed(checkpoint, settings, base_model=base_model)
             )
-        except BaseException:
-            self._stack.close()
-            raise
+            super().__init__(
+                d.endpoint_name,
+                project=d.project,
+                location=d.location,
+                api_endpoint=d.api_endpoint,
+                extra=extra,
+                **options,
+            )
+            self._started = stack.pop_all()
         # the checkpoint names the model: a redeploy to resume a run reads the same cache
         self.name = f"vertex:{checkpoint}" + extra_tag(dict(extra or {}))
 
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "endpoint": self.deployment.endpoint_name}
-
-    def close(self) -> None:
-        try:
-            super().close()
-        finally:
-            self._stack.close()

@@ -30,8 +30,7 @@ class VertexSettings:
     @classmethod
     def from_config(cls, cfg: Any) -> VertexSettings:
         """From a RunConfig: ``project`` (else ``$GOOGLE_CLOUD_PROJECT``), ``deploy_location``
-        (endpoints live in a region; ``location`` is where tuning runs), ``api_endpoint`` and
-        the machine keys."""
+        (else ``location``), ``api_endpoint`` and the machine keys."""
         return cls(
             project=cfg.project or os.environ.get("GOOGLE_CLOUD_PROJECT", ""),
             location=cfg.deploy_location or cfg.location,

@@ -1,13 +1,7 @@
-"""One request, one answer: the transports an online predictor sends prompts through.
-
-- :class:`PredictClient`: the vLLM predict JSON (a local ``routerlib serve`` or any ``…:predict``
-  URL; an https Vertex address gets application-default credentials),
-- :class:`OpenAIClient`: an OpenAI-compatible ``http://host:port/v1`` (vLLM, Ollama, TGI),
-- :class:`VertexEndpointClient`: a Vertex endpoint resource name or numeric id, through the
-  aiplatform SDK (``serving.vertex.predict``: shared or dedicated endpoints alike).
-
-A transport tries once: a failure worth retrying is a :class:`~routerlib.serving.client.
-TransientError`, and the predictor's retry policy decides what happens next.
+"""One request, one answer, per protocol: the vLLM predict JSON (:class:`PredictClient`), an
+OpenAI-compatible ``/v1`` (:class:`OpenAIClient`) and a Vertex endpoint through the SDK
+(:class:`VertexEndpointClient`). A transport tries once: a failure worth retrying is a
+``client.TransientError``; the predictor's retry policy decides what happens next.
 """
 
 from __future__ import annotations
@@ -47,12 +41,8 @@ class Transport(Protocol):
 
 
 class PredictClient:
-    """vLLM predict JSON: ``POST URL {"instances": [{prompt, max_tokens, temperature, raw_response}]}``.
-
-    ``url`` ends with ``:predict``. ``extra``: more instance fields; ``schema``: the JSON Schema
-    every request is constrained to unless a call names its own (a chat-completions instance,
-    :func:`~routerlib.serving.wire.predict_instance`).
-    """
+    """vLLM predict JSON to a ``…:predict`` URL (``wire.predict_instance``). ``extra``: more
+    instance fields; ``schema``: the JSON Schema of every request that names none."""
 
     def __init__(
         self,
@@ -60,7 +50,6 @@ class PredictClient:
         *,
         timeout: float = DEFAULT_TIMEOUT_S,
         name: str | None = None,
-        headers: dict[str, str] | None = None,
         extra: dict[str, Any] | None = None,
         schema: dict[str, Any] | None = None,
         keepalive: bool = True,
@@ -70,9 +59,7 @@ class PredictClient:
         self.schema = schema
         self.name = (name or cache_name(url)) + extra_tag(self.extra)
         self.name += CONSTRAINED_SUFFIX if schema else ""
-        self._http = JsonClient(
-            url, timeout, headers, token=auth.headers_for(url), keepalive=keepalive
-        )
+        self._http = JsonClient(url, timeout, token=auth.headers_for(url), keepalive=keepalive)
         self._path = path_of(url)
 
     def instance(
@@ -100,12 +87,9 @@ class PredictClient:
 
 
 class OpenAIClient:
-    """An OpenAI-compatible server (vLLM, Ollama, TGI): ``POST {base}/completions``.
-
-    ``base_url`` is ``http://host:port/v1``. Without ``model`` the first id of ``GET {base}/models``
-    is used. A bearer key is read from ``OPENAI_API_KEY`` when set (never written anywhere).
-    A schema travels in ``schema_field`` (OpenAI's ``response_format`` by default).
-    """
+    """An OpenAI-compatible ``http://host:port/v1`` (vLLM, Ollama, TGI): ``POST …/completions``
+    for ``model`` (default: the first the server lists), the schema in ``schema_field``, the
+    bearer key from ``OPENAI_API_KEY`` when set."""
 
     def __init__(
         self,
@@ -119,9 +103,7 @@ class OpenAIClient:
     ) -> None:
         self.schema_field = schema_field
         self.schema_fields = openai_schema_fields(schema, schema_field) if schema else {}
-        self.base_url = base_url.rstrip("/")
-        if self.base_url.endswith("/completions"):
-            self.base_url = self.base_url[: -len("/completions")]
+        self.base_url = base_url.rstrip("/").removesuffix("/completions")
         key = os.environ.get("OPENAI_API_KEY")
         headers = {"Authorization": f"Bearer {key}"} if key else None
         self._http = JsonClient(self.base_url, timeout, headers, keepalive=keepalive)
@@ -149,15 +131,9 @@ class OpenAIClient:
         self, prompt: str, max_tokens: int, schema: dict[str, Any] | None = None
     ) -> Completion:
         fields = openai_schema_fields(schema, self.schema_field) if schema else self.schema_fields
-        request = {
-            "model": self.model(),
-            "prompt": prompt,
-            "max_tokens": max_tokens,
-            "temperature": 0,
-            **fields,
-        }
+        request = dict(model=self.model(), prompt=prompt, max_tokens=max_tokens, temperature=0)
         start = time.perf_counter()
-        body = self._http.request("POST", f"{self._base_path}/completions", request)
+        body = self._http.request("POST", f"{self._base_path}/completions", request | fields)
         latency = time.perf_counter() - start
         choices = body.get("choices") if isinstance(body, dict) else None
         if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
@@ -185,39 +161,28 @@ class VertexEndpointClient:
         api_endpoint: str | None = None,
         timeout: float = DEFAULT_TIMEOUT_S,
         extra: dict[str, Any] | None = None,
-        schema: dict[str, Any] | None = None,
     ) -> None:
         if endpoint.isdigit() and project and location:
             endpoint = f"projects/{project}/locations/{location}/endpoints/{endpoint}"
         self.endpoint = endpoint
-        self.schema = schema
-        self.project = project
-        self.location = location
-        self.api_endpoint = api_endpoint
+        self.cloud = {"project": project, "location": location, "api_endpoint": api_endpoint}
         self.timeout = timeout
         self.extra = dict(extra or {})
-        self.name = endpoint + extra_tag(self.extra) + (CONSTRAINED_SUFFIX if schema else "")
+        self.name = endpoint + extra_tag(self.extra)
 
     def complete(
         self, prompt: str, max_tokens: int, schema: dict[str, Any] | None = None
     ) -> Completion:
-        instance = predict_instance(prompt, max_tokens, self.extra, schema or self.schema)
+        instance = predict_instance(prompt, max_tokens, self.extra, schema)
         start = time.perf_counter()
         try:
-            preds = vertex.predict(
-                self.endpoint,
-                [instance],
-                project=self.project,
-                location=self.location,
-                api_endpoint=self.api_endpoint,
-                timeout=self.timeout,
-            )
+            preds = vertex.predict(self.endpoint, [instance], timeout=self.timeout, **self.cloud)
         except vertex.PredictError as exc:  # carries whether a retry may help
             if exc.retryable:
                 raise TransientError(str(exc)) from None
             raise
         latency = time.perf_counter() - start
-        if not isinstance(preds, list) or not preds:
+        if not preds:
             raise RemoteError(f"{self.endpoint}: answer has no predictions")
         return Completion(prediction_text(preds[0], self.endpoint), latency)
 

@@ -1,9 +1,7 @@
-"""Deploy a tuned checkpoint to a Vertex AI endpoint, predict on it, and clean it up.
-
-The only module that imports google-cloud-aiplatform (lazily, inside functions). Every
-deployment is recorded in ``<outputs>/endpoints.json`` with the project, location and API
-endpoint used, so ``routerlib endpoints delete NAME`` finds it again. ``deployed(...)`` is the
-safe form notebooks use: whatever it deployed is deleted when the block ends, also on error.
+"""Deploy a tuned checkpoint to a Vertex AI endpoint, predict on it, and clean it up (the only
+module that deploys; google-cloud-aiplatform is imported inside functions). Every deployment is
+recorded in ``<outputs>/endpoints.json``; ``deployed(...)`` deletes what it deployed when the
+block ends. See docs/serving.md ("Cleanup", "Dedicated endpoints").
 """
 
 from __future__ import annotations
@@ -75,14 +73,13 @@ class EndpointInfo:
 
 
 class PredictError(RemoteError):
-    """A predict call failed. ``status_code`` is the HTTP status (None for a timeout or a lost
-    connection); ``retryable`` says whether trying again may help (429, 5xx, timeouts)."""
+    """A predict call failed. ``status_code`` is the HTTP status (None for a timeout, a lost
+    connection or an endpoint not ready); ``retryable``: whether trying again may help."""
 
-    def __init__(self, message: str, status_code: int | None, retryable: bool) -> None:
+    def __init__(self, message: str, status_code: int | None) -> None:
         super().__init__(message)
-        self.status_code = status_code
-        self.code = status_code  # the attribute google.api_core errors carry
-        self.retryable = retryable
+        self.status_code = self.code = status_code  # ``code``: as google.api_core errors carry
+        self.retryable = is_retryable(status_code)
 
 
 def _remote_error(action: str, exc: BaseException) -> RemoteError:
@@ -141,13 +138,9 @@ def _resolve(
     match = ENDPOINT_NAME.fullmatch(endpoint_name)
     complete = match is not None and api_endpoint is not None
     entry = {} if complete else (_registry_entry(endpoint_name) or {})
-    project = (match["project"] if match else None) or project or entry.get("project") or ""
-    location = (
-        (match["location"] if match else None)
-        or location
-        or entry.get("location")
-        or DEFAULT_LOCATION
-    )
+    named = match.groupdict() if match else {}
+    project = named.get("project") or project or entry.get("project") or ""
+    location = named.get("location") or location or entry.get("location") or DEFAULT_LOCATION
     api = api_endpoint if api_endpoint is not None else entry.get("api_endpoint", "")
     if not project:
         raise InputError(f"{endpoint_name}: give the full endpoint resource name or --project")
@@ -178,47 +171,14 @@ _DEFAULT_NAME = re.compile(rf"{NAME_PREFIX}\d{{8}}-\d{{6}}-[0-9a-f]{{6}}")
 
 
 def resource_id(display_name: str) -> str:
-    """The endpoint and model id routerlib asks for (``endpoint_user_id`` / ``model_user_id``):
-    lowercase ``[a-z0-9-]``, starting with a letter, at most 63 characters, so both resource
-    names are known before Vertex answers. A name of the caller's gets a random suffix (a second
-    deploy under the same display name must not collide); routerlib's default names are unique
-    already and are used as they are."""
+    """The endpoint and model id routerlib asks for (``[a-z][a-z0-9-]``, at most 63 characters),
+    so both resource names are known before Vertex answers; a caller's name gets a random suffix."""
     if _DEFAULT_NAME.fullmatch(display_name):
         return display_name
     slug = re.sub(r"[^a-z0-9-]+", "-", display_name.lower()).strip("-")
     if not slug or not slug[0].isalpha():
         slug = f"r-{slug}"
     return f"{slug[:56].rstrip('-')}-{secrets.token_hex(3)}"
-
-
-def _deploy_request(
-    checkpoint_uri: str,
-    parent: str,
-    hardware: Any,
-    display_name: str,
-    model_display_name: str | None,
-    ids: str,
-) -> Any:
-    """The Model Garden DeployRequest ``CustomModel.deploy`` builds, plus the endpoint and
-    model ids routerlib chooses (so the resources can be recorded before the wait)."""
-    from google.cloud.aiplatform_v1beta1 import types
-
-    request = types.DeployRequest(destination=parent)
-    request.custom_model = types.DeployRequest.CustomModel(gcs_uri=checkpoint_uri)
-    request.endpoint_config.endpoint_display_name = display_name
-    request.endpoint_config.endpoint_user_id = ids
-    request.model_config.model_display_name = model_display_name or display_name
-    request.model_config.model_user_id = ids
-    request.deploy_config.dedicated_resources = types.DedicatedResources(
-        machine_spec=types.MachineSpec(
-            machine_type=hardware.machine_type,
-            accelerator_type=hardware.accelerator_type,
-            accelerator_count=hardware.accelerator_count,
-        ),
-        min_replica_count=1,
-        max_replica_count=1,
-    )
-    return request
 
 
 def deploy(
@@ -231,16 +191,11 @@ def deploy(
     deploy_timeout: float | None = None,
     check_fit: bool = True,
 ) -> Deployment:
-    """Deploy a tuned checkpoint (``gs://…/checkpoints/final``) through Model Garden and record it.
-
-    ``settings``: project, region, API address and machine. Hardware left unset comes from the
-    base model's contract (routerlib.serving.hardware); a
-    machine whose accelerator memory cannot hold the checkpoint is refused before any request.
-    The deploy starts through the Model Garden service client the SDK's ``CustomModel.deploy``
-    uses; the endpoint is recorded (state ``deploying``, with the operation name) before the
-    wait. A deploy that fails is cleaned up at once; Ctrl-C or the timeout leaves the record and
-    names the cleanup command. Blocks until the endpoint serves.
-    """
+    """Deploy a tuned checkpoint (``gs://…/checkpoints/final``) through Model Garden, record it,
+    and block until the endpoint serves. ``settings``: project, region, API address and machine
+    (unset: the base model's contract); a machine too small for the checkpoint is refused before
+    any request. The endpoint is recorded before the wait; a failed deploy is cleaned up at
+    once; Ctrl-C or the timeout leaves the record and names the cleanup command."""
     if not checkpoint_uri.startswith("gs://"):
         raise InputError(f"{checkpoint_uri}: a Vertex deploy needs a gs:// checkpoint URI")
     count = settings.accelerator_count
@@ -255,10 +210,21 @@ def deploy(
     display_name = endpoint_display_name or default_display_name()
     ids = resource_id(display_name)
     auth.init_vertex(project, location, api_endpoint)
+    from google.cloud.aiplatform_v1beta1 import types
     from vertexai.preview.model_garden import CustomModel
 
+    # The Model Garden DeployRequest ``CustomModel.deploy`` builds, plus the endpoint and model
+    # ids routerlib chooses (so the resources can be recorded before the wait).
     parent = f"projects/{project}/locations/{location}"
-    request = _deploy_request(checkpoint_uri, parent, chosen, display_name, model_display_name, ids)
+    request = types.DeployRequest(destination=parent)
+    request.custom_model = types.DeployRequest.CustomModel(gcs_uri=checkpoint_uri)
+    request.endpoint_config.endpoint_display_name = display_name
+    request.endpoint_config.endpoint_user_id = ids
+    request.model_config.model_display_name = model_display_name or display_name
+    request.model_config.model_user_id = ids
+    request.deploy_config.dedicated_resources = types.DedicatedResources(
+        machine_spec=types.MachineSpec(**asdict(chosen)), min_replica_count=1, max_replica_count=1
+    )
     client = CustomModel(gcs_uri=checkpoint_uri)._model_garden_client
     deployment = Deployment(
         endpoint_name=f"{parent}/endpoints/{ids}",
@@ -266,9 +232,7 @@ def deploy(
         deployed_model_ids=[],
         checkpoint_uri=checkpoint_uri,
         endpoint_display_name=display_name,
-        machine_type=chosen.machine_type,
-        accelerator_type=chosen.accelerator_type,
-        accelerator_count=chosen.accelerator_count,
+        **asdict(chosen),
         project=project,
         location=location,
         api_endpoint=api_endpoint,
@@ -354,19 +318,6 @@ def _wait_for_deploy(operation: Any, deployment: Deployment, timeout: float) -> 
     return deployment
 
 
-def _delete_models(names: list[str]) -> None:
-    from google.api_core import exceptions as gexc
-    from google.cloud import aiplatform
-
-    for name in names:
-        try:
-            aiplatform.Model(name).delete()
-        except gexc.NotFound:
-            continue
-        except auth.sdk_errors() as exc:
-            raise _remote_error(f"delete model {name}", exc) from None
-
-
 def delete_endpoint(
     endpoint_name: str,
     *,
@@ -395,66 +346,71 @@ def delete_endpoint(
         raise _remote_error(f"delete {name}", exc) from None
     with _endpoint_cache_lock:
         _endpoint_cache.pop((name, api), None)
-    _delete_models(list(delete_models or []))
+    for model in delete_models or []:
+        try:
+            aiplatform.Model(model).delete()
+        except gexc.NotFound:
+            continue
+        except auth.sdk_errors() as exc:
+            raise _remote_error(f"delete model {model}", exc) from None
     _mark_deleted(name, models_deleted=bool(delete_models))
     return model_ids
+
+
+def _live_endpoints(project: str, location: str, api_endpoint: str) -> list[Any]:
+    """The endpoint resources (``gca_resource``) of a project and location, as Vertex lists them."""
+    auth.init_vertex(project, location, api_endpoint)
+    from google.cloud import aiplatform
+
+    try:
+        return [
+            e.gca_resource for e in aiplatform.Endpoint.list(project=project, location=location)
+        ]
+    except auth.sdk_errors() as exc:
+        raise _remote_error(f"list endpoints of {project}/{location}", exc) from None
 
 
 def cleanup(
     *, project: str | None = None, location: str = DEFAULT_LOCATION, api_endpoint: str = ""
 ) -> list[str]:
-    """Undeploy and delete every endpoint routerlib recorded that is not deleted yet (deploying,
-    deployed or failed), and the Model Registry models those deploys uploaded. With ``project``
-    also every live endpoint of that project/location that routerlib named (``routerlib-…``) or
-    labelled (``routerlib`` label). Returns the endpoints removed. Errors are collected: one
-    failure does not stop the rest, and the RemoteError at the end lists what is left."""
+    """Delete every recorded endpoint not deleted yet and the models its deploy uploaded; with
+    ``project`` also the live endpoints there routerlib named or labelled. Returns those removed;
+    one failure does not stop the rest (the RemoteError at the end lists what is left)."""
     done: list[str] = []
     problems: list[str] = []
-    for record in read_registry():
-        model_left = record.get("model_state") == "present" and record.get("model_name")
-        if record.get("state") in ("deleted", "refused") and not model_left:
-            continue
-        name = record["endpoint_name"]
+
+    def remove(name: str, **where: Any) -> None:
         try:
-            delete_endpoint(
-                name,
-                project=record.get("project"),
-                location=record.get("location"),
-                api_endpoint=record.get("api_endpoint", ""),
-                delete_models=[record["model_name"]] if record.get("model_name") else [],
-            )
+            delete_endpoint(name, **where)
             done.append(name)
         except RemoteError as exc:
             problems.append(f"{name}: {exc}")
-    if project:
-        auth.init_vertex(project, location, api_endpoint)
-        from google.cloud import aiplatform
 
-        try:
-            live = aiplatform.Endpoint.list(project=project, location=location)
-        except auth.sdk_errors() as exc:
-            raise _remote_error(f"list endpoints of {project}/{location}", exc) from None
-        for endpoint in live:
-            gca = endpoint.gca_resource
-            ours = gca.display_name.startswith(NAME_PREFIX) or LABEL in gca.labels
-            if not ours or gca.name in done:
-                continue
-            models = [
-                d.model
-                for d in gca.deployed_models
-                if d.model.rsplit("/", 1)[-1] == gca.name.rsplit("/", 1)[-1]
-            ]
-            try:
-                delete_endpoint(
-                    gca.name,
-                    project=project,
-                    location=location,
-                    api_endpoint=api_endpoint,
-                    delete_models=models,
-                )
-                done.append(gca.name)
-            except RemoteError as exc:
-                problems.append(f"{gca.name}: {exc}")
+    for record in read_registry():
+        model = record.get("model_name")
+        if record.get("state") in ("deleted", "refused") and not (
+            model and record.get("model_state") == "present"
+        ):
+            continue
+        remove(
+            record["endpoint_name"],
+            project=record.get("project"),
+            location=record.get("location"),
+            api_endpoint=record.get("api_endpoint", ""),
+            delete_models=[model] if model else [],
+        )
+    for gca in _live_endpoints(project, location, api_endpoint) if project else []:
+        ours = gca.display_name.startswith(NAME_PREFIX) or LABEL in gca.labels
+        if ours and gca.name not in done:
+            own_id = gca.name.rsplit("/", 1)[-1]
+            models = [d.model for d in gca.deployed_models if d.model.rsplit("/", 1)[-1] == own_id]
+            remove(
+                gca.name,
+                project=project,
+                location=location,
+                api_endpoint=api_endpoint,
+                delete_models=models,
+            )
     if problems:
         raise RemoteError(f"{len(problems)} endpoint(s) could not be cleaned up", problems)
     return done
@@ -478,53 +434,25 @@ def list_endpoints(
             )
             for r in records
         ]
-    auth.init_vertex(project, location, api_endpoint)
-    from google.cloud import aiplatform
-
-    try:
-        endpoints = aiplatform.Endpoint.list(project=project, location=location)
-    except auth.sdk_errors() as exc:
-        raise _remote_error(f"list endpoints of {project}/{location}", exc) from None
-    known = {r["endpoint_name"]: r for r in records}
-    out = []
-    for endpoint in endpoints:
-        gca = endpoint.gca_resource
-        models = list(gca.deployed_models)
-        out.append(
-            EndpointInfo(
-                endpoint_name=gca.name,
-                display_name=gca.display_name,
-                deployed_model_ids=[d.id for d in models],
-                model_names=[d.model for d in models],
-                checkpoint_uri=known.get(gca.name, {}).get("checkpoint_uri", ""),
-            )
+    checkpoints = {r["endpoint_name"]: r.get("checkpoint_uri", "") for r in records}
+    return [
+        EndpointInfo(
+            gca.name,
+            gca.display_name,
+            [d.id for d in gca.deployed_models],
+            [d.model for d in gca.deployed_models],
+            checkpoints.get(gca.name, ""),
         )
-    return out
+        for gca in _live_endpoints(project, location, api_endpoint)
+    ]
 
 
 @contextlib.contextmanager
-def deployed(
-    checkpoint_uri: str,
-    settings: VertexSettings,
-    *,
-    base_model: str = "",
-    endpoint_display_name: str | None = None,
-    model_display_name: str | None = None,
-    deploy_timeout: float | None = None,
-) -> Iterator[Deployment]:
-    """Deploy for the length of a ``with`` block and always delete the endpoint and the model
-    it uploaded when the block ends or raises. A deploy that fails is cleaned up by
-    :func:`deploy` itself; an interrupted one stays recorded for ``routerlib endpoints cleanup``.
-
-    A failed cleanup raises RemoteError naming the endpoint and the command that deletes it."""
-    deployment = deploy(
-        checkpoint_uri,
-        settings,
-        base_model=base_model,
-        endpoint_display_name=endpoint_display_name,
-        model_display_name=model_display_name,
-        deploy_timeout=deploy_timeout,
-    )
+def deployed(checkpoint_uri: str, settings: VertexSettings, **options: Any) -> Iterator[Deployment]:
+    """:func:`deploy` (``options`` as it takes them) for the length of a ``with`` block; the
+    endpoint and the model it uploaded are deleted when the block ends or raises. A failed
+    cleanup raises RemoteError naming the endpoint and the command that deletes it."""
+    deployment = deploy(checkpoint_uri, settings, **options)
     try:
         yield deployment
     finally:
@@ -557,9 +485,7 @@ class DeployOption:
 
     @property
     def has_quota(self) -> bool | None:
-        if not self.quota:
-            return None
-        return self.quota == "QUOTA_STATE_USER_HAS_QUOTA"
+        return self.quota == "QUOTA_STATE_USER_HAS_QUOTA" if self.quota else None
 
 
 def deploy_options(
@@ -649,13 +575,9 @@ def predict(
     api_endpoint: str | None = None,
     timeout: float | None = None,
 ) -> list[Any]:
-    """``Endpoint.predict(instances)`` on a deployed endpoint; returns the predictions.
-
-    Works on both paths the SDK takes: the shared regional address (gRPC-style API errors) and a
-    dedicated endpoint (``https://{dedicatedEndpointDns}/v1/…:predict``, whose failures arrive as
-    ValueError text). Raises PredictError carrying the HTTP status and whether a retry may help.
-    Thread-safe; the Endpoint object is looked up once per endpoint and reused.
-    """
+    """``Endpoint.predict(instances)`` on a deployed endpoint (shared or dedicated); returns the
+    predictions. Raises PredictError with the HTTP status. Thread-safe; the Endpoint object is
+    looked up once per endpoint and reused."""
     name, project, location, api = _resolve(endpoint_name, project, location, api_endpoint)
     from google.api_core import exceptions as gexc
     from google.auth.exceptions import GoogleAuthError
@@ -666,16 +588,14 @@ def predict(
         response = endpoint.predict(instances=instances, timeout=timeout)
     except gexc.GoogleAPICallError as exc:
         code = exc.code if isinstance(exc.code, int) else None
-        raise PredictError(
-            f"predict {name}: {code} {exc.message}", code, is_retryable(code)
-        ) from None
+        raise PredictError(f"predict {name}: {code} {exc.message}", code) from None
     except gexc.RetryError as exc:
-        raise PredictError(f"predict {name}: {exc}", None, True) from None
+        raise PredictError(f"predict {name}: {exc}", None) from None
     except GoogleAuthError as exc:
         # A dedicated endpoint answering 401 makes the SDK's AuthorizedSession refresh the
         # credentials; credentials that cannot be refreshed end here.
         raise PredictError(
-            f"predict {name}: HTTP 401: credentials refused and not refreshable: {exc}", 401, False
+            f"predict {name}: HTTP 401: credentials refused and not refreshable: {exc}", 401
         ) from None
     except ValueError as exc:
         found = dedicated_error(exc)
@@ -684,14 +604,12 @@ def predict(
         status, message = found
         label = f"HTTP {status}" if status else "not ready"
         raise PredictError(
-            f"predict {name} (dedicated endpoint): {label}: {message}",
-            status,
-            is_retryable(status),
+            f"predict {name} (dedicated endpoint): {label}: {message}", status
         ) from None
     except Exception as exc:  # requests timeouts and dropped connections
         kind = type(exc).__name__
         if "Timeout" in kind or "Connection" in kind:
-            raise PredictError(f"predict {name}: {kind}: {exc}", None, True) from None
+            raise PredictError(f"predict {name}: {kind}: {exc}", None) from None
         raise
     predictions = response.predictions
     # A chatCompletions instance is answered with one chat completion object, which the SDK

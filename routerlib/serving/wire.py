@@ -1,16 +1,8 @@
 """The predict JSON, both ways: what routerlib sends (a prompt instance, or a chat-completions
 instance carrying the generation schema), what it reads back, and how the local server parses a
-request. One place, so the local server, the online transports and batch jobs agree.
-
-Wire format (Model Garden's vLLM containers behind ``Endpoint.predict``)::
-
-    {"instances": [{"prompt": "...", "max_tokens": 256, "temperature": 0, "raw_response": true}]}
-    -> {"predictions": ["..."], ...}
-
-An instance with ``"@requestFormat": "chatCompletions"`` is a chat request (``messages``,
-``max_tokens``, ``response_format``…) answered with a chat completion object. A schema may also
-travel in ``guided_json`` or ``structured_outputs: {"json": …}`` (vLLM's own fields; see
-docs/structured-output.md, "Endpoints").
+request; one place, so the local server, the online transports and batch jobs agree. Model
+Garden's vLLM containers behind ``Endpoint.predict``: ``{"instances": [{"prompt", "max_tokens",
+"temperature", "raw_response"}]} -> {"predictions": ["..."]}`` (docs/structured-output.md).
 """
 
 from __future__ import annotations
@@ -37,14 +29,10 @@ CONSTRAINED_SUFFIX = "#constrained"
 REQUEST_FORMAT = "@requestFormat"
 CHAT_COMPLETIONS = "chatCompletions"
 
-#: How an OpenAI-compatible request carries a schema: OpenAI's documented ``response_format``,
-#: vLLM's ``structured_outputs`` (v0.12+) or its older ``guided_json``.
+#: How an OpenAI-compatible request carries a schema (and where the local server reads one):
+#: OpenAI's documented ``response_format``, vLLM's ``structured_outputs`` (v0.12+) or its older
+#: ``guided_json``.
 OPENAI_SCHEMA_FIELDS = ("response_format", "structured_outputs", "guided_json")
-#: Request fields the local server reads a JSON Schema from (the same three).
-SCHEMA_FIELDS = OPENAI_SCHEMA_FIELDS
-
-
-# --------------------------------------------------------------------------- what is sent
 
 
 def predict_instance(
@@ -54,16 +42,10 @@ def predict_instance(
     schema: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The vLLM predict instance for ``prompt`` (greedy), the same for a local server, a Vertex
-    endpoint and a batch job. ``extra`` adds container fields (e.g. ``chat_template_kwargs``).
-
-    Free: a prompt instance (raw text, no Prompt/Output wrapper). With ``schema``: a
-    chat-completions instance carrying it in ``response_format``, the one way Model Garden's
-    vLLM predict handler documents to reach vLLM's structured outputs; its prompt instances pass
-    every other field to vLLM's ``SamplingParams``, which has no ``guided_json``
-    (docs/structured-output.md, "Endpoints"). The server then applies the model's chat template
-    to the prompt. ``chat_template_kwargs`` in ``extra``
-    (Qwen 3's thinking switch) also makes a chat instance: only the chat route applies a
-    template, and ``SamplingParams`` refuses the field."""
+    endpoint and a batch job; ``extra`` adds container fields. Free: a prompt instance (raw
+    text). With ``schema`` (in ``response_format``) or ``chat_template_kwargs`` in ``extra``: a
+    chat-completions instance, the one route of Model Garden's vLLM handler that reaches
+    structured outputs and applies a chat template (docs/structured-output.md, "Endpoints")."""
     chat = schema is not None or "chat_template_kwargs" in (extra or {})
     if not chat:
         instance: dict[str, Any] = {
@@ -92,23 +74,17 @@ def extra_tag(extra: dict[str, Any]) -> str:
 
 def openai_schema_fields(schema: dict[str, Any], field: str = "response_format") -> dict[str, Any]:
     """The request fields that send ``schema`` to an OpenAI-compatible server as ``field``."""
-    if field == "response_format":
-        return {
-            "response_format": {
-                "type": "json_schema",
-                "json_schema": {"name": "router_completion", "schema": schema, "strict": True},
-            }
-        }
-    if field == "structured_outputs":
-        return {"structured_outputs": {"json": schema}}
-    if field == "guided_json":
-        return {"guided_json": schema}
-    raise InputError(
-        f"schema field must be one of {', '.join(OPENAI_SCHEMA_FIELDS)}, got {field!r}"
-    )
-
-
-# --------------------------------------------------------------------------- what comes back
+    json_schema = {"name": "router_completion", "schema": schema, "strict": True}
+    carried = {
+        "response_format": {"type": "json_schema", "json_schema": json_schema},
+        "structured_outputs": {"json": schema},
+        "guided_json": schema,
+    }
+    if field not in carried:
+        raise InputError(
+            f"schema field must be one of {', '.join(OPENAI_SCHEMA_FIELDS)}, got {field!r}"
+        )
+    return {field: carried[field]}
 
 
 def prediction_text(pred: Any, where: str) -> str:
@@ -127,9 +103,6 @@ def prediction_text(pred: Any, where: str) -> str:
             if isinstance(message, dict) and isinstance(message.get("content"), str):
                 return str(message["content"])
     raise RemoteError(f"{where}: prediction is not text: {json.dumps(pred)[:120]}")
-
-
-# --------------------------------------------------------------------------- what a server reads
 
 
 @dataclass(frozen=True)
@@ -171,9 +144,9 @@ def _whole_numbers(value: Any) -> Any:
 
 
 def schema_from_fields(item: dict[str, Any], where: str) -> dict[str, Any] | None:
-    """The JSON Schema a request object carries in one of :data:`SCHEMA_FIELDS`, else None.
+    """The JSON Schema a request object carries in one of :data:`OPENAI_SCHEMA_FIELDS`, else None.
     ValueError names the field when its shape is wrong or two fields are given."""
-    given = [name for name in SCHEMA_FIELDS if item.get(name) is not None]
+    given = [name for name in OPENAI_SCHEMA_FIELDS if item.get(name) is not None]
     if len(given) > 1:
         raise ValueError(f"{where}: give one of {', '.join(given)}, not several")
     if not given:
@@ -194,12 +167,16 @@ def schema_from_fields(item: dict[str, Any], where: str) -> dict[str, Any] | Non
     return _as_schema(inner["schema"], f"{where}.response_format.json_schema.schema")
 
 
-def parse_predict_body(body: bytes) -> list[Instance]:
-    """The instances of a predict request; ValueError names the first bad field."""
+def _json_body(body: bytes) -> Any:
     try:
-        data = json.loads(body or b"")
+        return json.loads(body or b"")
     except (ValueError, UnicodeDecodeError):
         raise ValueError("body: not valid JSON") from None
+
+
+def parse_predict_body(body: bytes) -> list[Instance]:
+    """The instances of a predict request; ValueError names the first bad field."""
+    data = _json_body(body)
     if not isinstance(data, dict):
         raise ValueError("body: must be a JSON object with an 'instances' list")
     instances = data.get("instances")
@@ -214,10 +191,8 @@ def parse_predict_body(body: bytes) -> list[Instance]:
         prompt = _chat_prompt(item.get("messages"), where) if chat else item.get("prompt")
         if not isinstance(prompt, str):
             raise ValueError(f"{where}.prompt: must be a string")
-        max_tokens = item.get("max_tokens", DEFAULT_MAX_TOKENS)
         # Endpoint.predict sends numbers as protobuf Values, so 256 arrives as 256.0.
-        if isinstance(max_tokens, float) and max_tokens.is_integer():
-            max_tokens = int(max_tokens)
+        max_tokens = _whole_numbers(item.get("max_tokens", DEFAULT_MAX_TOKENS))
         if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1:
             raise ValueError(f"{where}.max_tokens: must be a positive integer")
         temperature = item.get("temperature", 0.0)
@@ -255,10 +230,7 @@ def _chat_prompt(messages: Any, where: str) -> str:
 def parse_completions_body(body: bytes) -> list[Instance]:
     """The prompts of an OpenAI-style ``/v1/completions`` request (``prompt`` a string or a
     list of strings; OpenAI's defaults: max_tokens 16, temperature 1)."""
-    try:
-        data = json.loads(body or b"")
-    except (ValueError, UnicodeDecodeError):
-        raise ValueError("body: not valid JSON") from None
+    data = _json_body(body)
     if not isinstance(data, dict):
         raise ValueError("body: must be a JSON object with a 'prompt'")
     prompt = data.get("prompt")
@@ -269,7 +241,7 @@ def parse_completions_body(body: bytes) -> list[Instance]:
         "max_tokens": data.get("max_tokens", 16),
         "temperature": data.get("temperature", 1.0),
         "raw_response": True,
-        **{name: data[name] for name in SCHEMA_FIELDS if name in data},
+        **{name: data[name] for name in OPENAI_SCHEMA_FIELDS if name in data},
     }
     encoded = json.dumps({"instances": [{**item, "prompt": p} for p in prompts]}).encode()
     try:
@@ -282,16 +254,9 @@ def format_prediction(instance: Instance, text: str) -> Any:
     """The prediction: a chat completion object for a chat-completions instance, else the bare
     text with raw_response and Model Garden's frame without."""
     if instance.chat:
-        return {
-            "object": "chat.completion",
-            "choices": [
-                {
-                    "index": 0,
-                    "message": {"role": "assistant", "content": text},
-                    "finish_reason": "stop",
-                }
-            ],
-        }
+        message = {"role": "assistant", "content": text}
+        choice = {"index": 0, "message": message, "finish_reason": "stop"}
+        return {"object": "chat.completion", "choices": [choice]}
     if instance.raw_response:
         return text
     return MODEL_GARDEN_FORMAT.format(prompt=instance.prompt, text=text)

@@ -1,8 +1,5 @@
-"""Notebook 05: finished runs side by side (which runs, the plots, the saved comparison).
-
-The comparison never starts papermill: ``routerlib run PARAMS... --compare`` makes the runs first.
-Run alone with nothing to compare, it makes one run of its own params in this process
-(:func:`routerlib.stages.evaluate.evaluate_run`), so the notebook always has a model to show.
+"""Notebook 05: finished runs side by side (which runs, the plots, the saved comparison). It never
+starts papermill; run alone with nothing to compare, it makes one run of its own params here.
 """
 
 from __future__ import annotations
@@ -17,25 +14,13 @@ from routerlib import compare, compare_plots, runfolder
 from routerlib.compare import RunSummary
 from routerlib.errors import InputError
 from routerlib.stages.evaluate import evaluate_run
-from routerlib.stages.run import Run, image, open_run
-
-__all__ = [
-    "COMPARISON_FILES",
-    "comparison_plots",
-    "image",
-    "open_run",
-    "runs_to_compare",
-    "sweep_plot",
-    "write_comparison",
-]
+from routerlib.stages.run import Run, open_run
+from routerlib.stages.run import image as image
 
 
 def runs_to_compare(run: Run, runs: list[str]) -> list[RunSummary]:
-    """The given run folders that finished an evaluation (others are named in one printed line,
-    never a model row), else every finished run under the outputs root; when there is none, one
-    run of this notebook's params is made first (tuned, served and evaluated in this process) so
-    the comparison always has a model to show. This notebook's own run folder is never among
-    them."""
+    """The given run folders that finished an evaluation (others named in one line), else every
+    finished run; with none, one run of these params is made here first. Never this folder."""
     own = run.path.resolve()
     given = [Path(p) for p in runs]
     skipped = [p for p in given if not runfolder.has_evaluation(p) or p.resolve() == own]

@@ -17,75 +17,29 @@ import pandas as pd
 from IPython.display import Markdown
 
 from routerlib import baselines as previous
-from routerlib import (
-    checkpoints,
-    compare,
-    diagnostics_plots,
-    display,
-    jobs,
-    metrics,
-    paths,
-    pricing,
-    runfolder,
-)
+from routerlib import checkpoints, compare, diagnostics_plots, display, metrics, paths, runfolder
 from routerlib import evaluate as runner
-from routerlib.compare import seconds_per_token
 from routerlib.config import load_config
 from routerlib.data_plots import shown
-from routerlib.display import HTMLTable
 from routerlib.errors import InputError
+from routerlib.jobs import find as find_job
 from routerlib.metric_names import HEADLINE
-from routerlib.runfolder import (
-    BaselineInfo,
-    DecodingInfo,
-    EvaluationInfo,
-    MetricsRecord,
-    RunInfo,
-    TuningInfo,
-)
+from routerlib.pricing import run_cost as cost_of_run
+from routerlib.pricing import serving_machine
 from routerlib.serving import factory, hardware
 from routerlib.serving.base import Predictor
 from routerlib.serving.cache import load_cache
 from routerlib.stages.prepare import gold_file
-from routerlib.stages.run import Report, Run, decodings, open_run, saved, thresholds_path
-from routerlib.stages.tune import chosen_checkpoint, job_table, tuned_job
+from routerlib.stages.run import Report, Run, decodings, open_run, thresholds_path
+from routerlib.stages.run import saved as saved
+from routerlib.stages.tune import chosen_checkpoint, tuned_job
+from routerlib.stages.tune import job_table as job_table
 from routerlib.tuning.base import Job, write_job
-
-__all__ = [
-    "THROUGHPUT_FILE",
-    "baselines",
-    "comparison_table",
-    "confusion_figure",
-    "decoding_table",
-    "evaluate",
-    "evaluate_all",
-    "evaluate_run",
-    "evaluation_settings",
-    "gate_table",
-    "gate_verdict",
-    "headline_report",
-    "headline_table",
-    "job_table",
-    "open_run",
-    "record_run",
-    "report_path",
-    "run_cost",
-    "saved",
-    "serving",
-    "tool_figure",
-    "tuned_job",
-    "worst_errors",
-    "write_metrics",
-]
 
 
 @contextmanager
 def serving(run: Run, job: Job) -> Iterator[Predictor]:
-    """The serving Predictor for the tuned checkpoint, for the block (the serving factory's
-    choice, ``factory.for_run``): a local server, a Vertex endpoint deployed for the block, a
-    batch job (``eval_mode: batch``) or the configured ``endpoint`` left as it is. Whatever it
-    started is cleaned up."""
-
+    """The Predictor of the tuned checkpoint for the block (``factory.for_run`` decides)."""
     checkpoint = job.checkpoint_uri or job.spec.checkpoint_uri()
     if not run.config.endpoint:  # best (checkpoints.json), final, or epoch-N
         checkpoint = chosen_checkpoint(run, job)
@@ -99,11 +53,8 @@ def _baseline_predictions(run: Run, kind: str) -> Path:
 
 
 def baselines(run: Run, gold: Path | None = None) -> dict[str, Report]:
-    """Score the previous router logic (majority template and keyword rules) on the test rows
-    the models are scored on (the first ``eval_limit`` when set; the predictions cover the whole
-    split, since they are also what each model is compared to). ``gold``: the run's test split
-    unless given."""
-
+    """Score the previous router logic (majority and rules) on the test rows the models are
+    scored on (``gold``: the run's test split unless given)."""
     gold = gold or gold_file(run)
     reports = {}
     for kind in previous.KINDS:
@@ -121,16 +72,13 @@ def baselines(run: Run, gold: Path | None = None) -> dict[str, Report]:
 
 
 def report_path(run: Run, decoding: str = "free") -> Path:
-    """Where a decoding's report lives: eval/report.json (free), eval/constrained/report.json
-    (each with its samples.jsonl, cache and predictions beside it)."""
+    """A decoding's report: eval/report.json (free), eval/constrained/report.json."""
     return run.sub(runfolder.decoding_report_file(runfolder.EVAL_DIR, decoding))
 
 
 def evaluation_settings(run: Run) -> dict[str, Any]:
-    """The keyword arguments of ``routerlib.evaluate.evaluate`` that a run's evaluation uses
-    besides its predictor, output and decoding: the gate, the previous router's predictions (the
-    configured baseline, scored first when missing) and the limits. Anything scored on a run's
-    test rows (its decodings, a reference model beside it) uses these."""
+    """``routerlib.evaluate.evaluate``'s settings for anything scored on the run's test rows: the
+    gate, the configured baseline's predictions (scored first when missing) and the limits."""
     cfg = run.config
     baseline_preds = _baseline_predictions(run, cfg.baseline)
     if not baseline_preds.exists():
@@ -143,32 +91,37 @@ def evaluation_settings(run: Run) -> dict[str, Any]:
     }
 
 
-def evaluate(run: Run, endpoint: Predictor | str, decoding: str = "free") -> Report:
-    """Generate predictions for the test split through ``endpoint`` (a serving Predictor from
-    :func:`serving`, or an endpoint address; ``decoding`` free or constrained) and score them
-    against the gold completions, the gate and the previous router (the configured baseline)."""
+@contextmanager
+def _predictor(run: Run, endpoint: Predictor | str) -> Iterator[Predictor]:
+    """``endpoint`` itself, or for an address the predictor the run's settings make for it."""
+    if not isinstance(endpoint, str):
+        yield endpoint
+        return
+    spec = factory.for_address(run.config, endpoint)
+    with factory.opened(spec.kind, spec.target, **spec.options) as predictor:
+        yield predictor
 
-    cfg = run.config
-    if isinstance(endpoint, str):  # an address: the predictor the run's settings make for it
-        spec = factory.for_address(cfg, endpoint)
-        with factory.opened(spec.kind, spec.target, **spec.options) as predictor:
-            return evaluate(run, predictor, decoding)
-    settings = evaluation_settings(run)
+
+def evaluate(run: Run, endpoint: Predictor | str, decoding: str = "free") -> Report:
+    """Predict the test split through ``endpoint`` (a Predictor or an address) with ``decoding``
+    and score it against gold, the gate and the configured baseline."""
+    cfg, settings = run.config, evaluation_settings(run)
     cache = runner.artifact_paths(report_path(run, decoding))["cache"]
     before = len(load_cache(cache)) if cache.exists() else 0
-    start = time.perf_counter()
-    report = runner.evaluate(
-        endpoint,
-        gold_file(run),
-        out=report_path(run, decoding),
-        constrained=decoding == "constrained",
-        **settings,
-    )
+    with _predictor(run, endpoint) as predictor:
+        start = time.perf_counter()
+        report = runner.evaluate(
+            predictor,
+            gold_file(run),
+            out=report_path(run, decoding),
+            constrained=decoding == "constrained",
+            **settings,
+        )
+        seconds = time.perf_counter() - start
     generated = len(load_cache(cache)) - before
     # rows answered now by the headline decoding, the one the serving cost is priced on (a
     # resumed evaluation measures only its new rows)
     if generated > 0 and decoding == decodings(run)[0]:
-        seconds = time.perf_counter() - start
         runfolder.write_record(
             run.sub(THROUGHPUT_FILE),
             runfolder.ThroughputRecord(
@@ -187,45 +140,33 @@ THROUGHPUT_FILE = runfolder.THROUGHPUT_FILE
 
 
 def run_cost(run: Run, job: Job, report: dict[str, Any]) -> dict[str, Any]:
-    """What the run cost or would cost (pricing.RunCost as a dict): tuning from the job's billable
-    tokens x epochs, serving per 1,000 routes from the machine's hourly price and the measured
-    throughput, latency p50/p95 from the report."""
-
+    """What the run cost or would cost (``pricing.RunCost`` as a dict): tuning, serving per
+    1,000 routes at the measured throughput, and latency."""
     cfg = run.config
     stats = job.tuning_data_stats or {}
     tokens = stats.get("total_billable_token_count")
     if isinstance(tokens, int) and job.backend == "local" and stats.get("epochs"):
         tokens //= int(stats["epochs"])  # the local backend counts every epoch; Vertex one pass
-    throughput_file = run.sub(THROUGHPUT_FILE)
-    throughput = (
-        runfolder.read_json(throughput_file, runfolder.ThroughputRecord)
-        if throughput_file.exists()
-        else None
-    )
-
+    file = run.sub(THROUGHPUT_FILE)
+    throughput = runfolder.read_json(file, runfolder.ThroughputRecord) if file.exists() else None
     shape = hardware.choose(
         cfg.base_model, cfg.machine_type, cfg.accelerator_type, cfg.accelerator_count
     )
-    machine = pricing.serving_machine(cfg.backend, shape.machine_type)
-    cost = pricing.run_cost(
+    cost = cost_of_run(
         base_model=job.spec.base_model,
         billable_tokens=tokens if isinstance(tokens, int) else None,
         epochs=job.spec.epochs,
-        machine=machine,
+        machine=serving_machine(cfg.backend, shape.machine_type),
         routes_per_hour=throughput.routes_per_hour if throughput else None,
         latency=report.get("latency"),
     )
     return asdict(cost)
 
 
-#: Columns of the per-notebook headline table: (metric, label); strict values with intervals.
 def evaluate_all(run: Run, endpoint: Predictor | str) -> dict[str, Report]:
     """:func:`evaluate` once per configured decoding, on the same test rows, headline first."""
-    if isinstance(endpoint, str):  # an address: one predictor for every decoding
-        spec = factory.for_address(run.config, endpoint)
-        with factory.opened(spec.kind, spec.target, **spec.options) as predictor:
-            return evaluate_all(run, predictor)
-    return {decoding: evaluate(run, endpoint, decoding) for decoding in decodings(run)}
+    with _predictor(run, endpoint) as predictor:  # an address: one predictor for every decoding
+        return {decoding: evaluate(run, predictor, decoding) for decoding in decodings(run)}
 
 
 def headline_report(reports: dict[str, Report]) -> Report:
@@ -236,14 +177,11 @@ def headline_report(reports: dict[str, Report]) -> Report:
 def decoding_table(reports: dict[str, Report]) -> pd.DataFrame:
     """Free against constrained on the same rows: strict figures, time per token and the paired
     test of constrained minus free per metric (McNemar / paired bootstrap, compare.py)."""
-
     shown_metrics = ("json_valid", "schema_valid", *HEADLINE[1:6], "tool_sequence_exact")
-    rows = {}
+    rows: dict[str, dict[str, Any]] = {}
     for decoding, report in reports.items():
-        strict = (report.get("strict") or {}).get("overall", {})
-        row: dict[str, Any] = {m: strict.get(m) for m in shown_metrics}
-        row["s_per_token"] = compare.seconds_per_token(report)
-        rows[decoding] = row
+        rows[decoding] = {m: _overall(report, "strict").get(m) for m in shown_metrics}
+        rows[decoding]["s_per_token"] = compare.seconds_per_token(report)
     table = pd.DataFrame(rows).T
     if {"free", "constrained"} <= set(reports):
         tests = compare.paired_reports(reports["constrained"], reports["free"])
@@ -273,30 +211,28 @@ HEADLINE_VIEW = (
 )
 
 
+def _overall(report: Report, block: str) -> dict[str, Any]:
+    """The ``overall`` bucket of one block of a report (``strict``, ``metrics``, ...)."""
+    return dict((report.get(block) or {}).get("overall", {}))
+
+
+def _gate_pass(report: Report) -> bool | None:
+    return (report.get("threshold_results") or {}).get("overall_pass")
+
+
 def headline_table(reports: dict[str, Report]) -> pd.DataFrame:
     """Routers side by side: gate, the headline metrics (strict, with their 95% intervals) and the
     median length ratio of valid predictions; text rounded for reading."""
-
     rows = {}
     for label, report in reports.items():
-        strict = (report.get("strict") or {}).get("overall", {})
-        intervals = (report.get("intervals") or {}).get("overall", {})
-        passed = (report.get("threshold_results") or {}).get("overall_pass")
-        row: dict[str, Any] = {
-            "gate": display.MISSING if passed is None else "pass" if passed else "fail"
-        }
+        strict, intervals = _overall(report, "strict"), _overall(report, "intervals")
+        passed = _gate_pass(report)
+        row = {"gate": display.MISSING if passed is None else "pass" if passed else "fail"}
         for metric, name in HEADLINE_VIEW:
             lo, hi = (intervals.get(metric) or [None, None])[:2]
-            row[name] = display.with_interval(
-                {
-                    f"{metric} strict": strict.get(metric),
-                    f"{metric} strict lo": lo,
-                    f"{metric} strict hi": hi,
-                },
-                metric,
-            )
-        ratio = report["metrics"].get("overall", {}).get("length_ratio")
-        row["length ratio"] = display.fmt(ratio, 2)
+            cell = {metric: strict.get(metric), f"{metric} strict lo": lo}
+            row[name] = display.with_interval({**cell, f"{metric} strict hi": hi}, metric)
+        row["length ratio"] = display.fmt(_overall(report, "metrics").get("length_ratio"), 2)
         rows[label] = row
     return pd.DataFrame(rows).T
 
@@ -308,40 +244,24 @@ def gate_verdict(report: Report) -> Markdown:
 
 
 def gate_table(report: Report) -> pd.DataFrame:
-    """Every check of the report's gate, one row each (indexed by bucket): metric, value, the rule
-    (``≥ 0.98`` / ``≤ 0.30``) and ``passed``; a bucket the test split has no rows of is one line
-    that says its checks were skipped (``passed``: skipped), as ``metrics.apply_gate`` judged
-    it. Empty when the report was not gated."""
-
-    columns = ["bucket", "metric", "value", "rule", "passed"]
+    """Every check of the report's gate, one row each (indexed by bucket); a bucket without test
+    rows is one ``skipped`` line. Empty when the report was not gated."""
     results = report.get("threshold_results")
-    if not results:
-        return pd.DataFrame(columns=columns).set_index("bucket")
-    gate = runfolder.validate(results, runfolder.GateResults, "threshold_results")
-    rows = []
-    for bucket, checks in gate.checks().items():
-        if checks and all(c.skipped for c in checks.values()):
-            rows.append(  # one line for a bucket the test split has no rows of
-                {
-                    "bucket": bucket,
-                    "metric": f"all {len(checks)} checks",
-                    "value": f"no test rows ({gate.skipped_buckets().get(bucket, 0)})",
-                    "rule": display.MISSING,
-                    "passed": "skipped",
-                }
-            )
+    gate = (
+        runfolder.validate(results, runfolder.GateResults, "threshold_results") if results else None
+    )
+    rows: list[tuple[str, ...]] = []
+    for bucket, checks in (gate.checks() if gate else {}).items():
+        if gate and checks and all(c.skipped for c in checks.values()):  # a bucket with no rows
+            found = f"no test rows ({gate.skipped_buckets().get(bucket, 0)})"
+            rows.append((bucket, f"all {len(checks)} checks", found, display.MISSING, "skipped"))
             continue
-        for metric, check in checks.items():
-            sign = "≤" if check.kind == "max" else "≥"
-            rows.append(
-                {
-                    "bucket": bucket,
-                    "metric": metric,
-                    "value": "no value" if check.value is None else display.fmt(check.value),
-                    "rule": f"{sign} {display.fmt(check.threshold, 2)}",
-                    "passed": "skipped" if check.skipped else "pass" if check.passed else "fail",
-                }
-            )
+        for metric, c in checks.items():
+            value = "no value" if c.value is None else display.fmt(c.value)
+            rule = f"{'≤' if c.kind == 'max' else '≥'} {display.fmt(c.threshold, 2)}"
+            passed = "skipped" if c.skipped else "pass" if c.passed else "fail"
+            rows.append((bucket, metric, value, rule, passed))
+    columns = ["bucket", "metric", "value", "rule", "passed"]
     return pd.DataFrame(rows, columns=columns).set_index("bucket")
 
 
@@ -356,9 +276,7 @@ ERROR_CHECKS = (
 
 
 def _problem(record: runfolder.SampleRecord) -> str:
-    """What went wrong with one prediction, without character positions (so alike failures
-    group together)."""
-
+    """What went wrong with one prediction, without positions (so alike failures group)."""
     if not record.valid:
         reason = record.reason or "invalid"
         return re.sub(r":? ?(line \d+ column \d+ )?\(char \d+\)", "", reason).strip()
@@ -366,40 +284,33 @@ def _problem(record: runfolder.SampleRecord) -> str:
     return "missed " + ", ".join(missed) if missed else "all checks met"
 
 
-def worst_errors(run: Run, n: int = 10) -> HTMLTable:
-    """The tuned model's worst failures, alike ones grouped: each row is one kind of problem with
-    how many test rows have it, which ones, the checks met and how the first one's output starts
-    (shown whole; the table is in ``.frame``)."""
-
+def worst_errors(run: Run, n: int = 10) -> display.HTMLTable:
+    """The tuned model's failures grouped by kind of problem: how many rows, which, the checks
+    met, how the first output starts (the table is in ``.frame``)."""
     records = runfolder.read_samples(runfolder.samples_path(run.sub(runfolder.REPORT_FILE)))
-    groups: dict[tuple[str, int], list[int]] = {}
-    starts: dict[tuple[str, int], str] = {}
-    for rec in records:
-        met = sum(bool(rec.metrics.get(m)) for m in ERROR_CHECKS) if rec.valid else -1
-        key = (_problem(rec), met)
-        groups.setdefault(key, []).append(rec.index)
-        starts.setdefault(key, " ".join((rec.raw or "").split())[:60])
-    rows = []
-    for (problem, met), indices in groups.items():
-        if met == len(ERROR_CHECKS):
-            continue  # nothing wrong to show
-        shown = ", ".join(str(i) for i in indices[:6]) + (
-            f" … (+{len(indices) - 6})" if len(indices) > 6 else ""
-        )
-        rows.append(
-            {
-                "problem": problem,
-                "rows": len(indices),
-                "test rows": shown,
-                "checks met": "invalid" if met < 0 else f"{met}/{len(ERROR_CHECKS)}",
-                "first output starts": starts[(problem, met)] or "(empty)",
-                "_met": met,
-            }
-        )
-    frame = pd.DataFrame(rows)
-    if not frame.empty:
-        frame = frame.sort_values(["_met", "rows"], ascending=[True, False], kind="stable")
-        frame = frame.drop(columns="_met").head(n).reset_index(drop=True)
+    checks = len(ERROR_CHECKS)
+    samples = pd.DataFrame(
+        {
+            "problem": _problem(rec),
+            "_met": sum(bool(rec.metrics.get(m)) for m in ERROR_CHECKS) if rec.valid else -1,
+            "index": rec.index,
+            "start": " ".join((rec.raw or "").split())[:60],
+        }
+        for rec in records
+    )
+    if samples.empty or (samples["_met"] == checks).all():  # nothing wrong to show
+        return display.whole(pd.DataFrame())
+    groups = samples[samples["_met"] != checks].groupby(["problem", "_met"], sort=False)
+    frame = groups.agg(rows=("index", "size"), indices=("index", list), start=("start", "first"))
+    frame = frame.reset_index().sort_values(
+        ["_met", "rows"], ascending=[True, False], kind="stable"
+    )
+    more = frame["indices"].map(lambda i: f" … (+{len(i) - 6})" if len(i) > 6 else "")
+    frame["test rows"] = frame["indices"].map(lambda i: ", ".join(map(str, i[:6]))) + more
+    frame["checks met"] = frame["_met"].map(lambda m: "invalid" if m < 0 else f"{m}/{checks}")
+    frame["first output starts"] = frame["start"].replace("", "(empty)")
+    columns = ["problem", "rows", "test rows", "checks met", "first output starts"]
+    frame = frame[columns].head(n).reset_index(drop=True)
     return display.whole(frame)
 
 
@@ -434,8 +345,6 @@ def write_metrics(
 ) -> Path:
     """Write the run's metrics.json: the run, its tuning, the evaluation (``report``: the headline
     decoding), one entry per scored decoding, and the baseline summaries."""
-
-    cfg = run.config
     decoding_reports = decoding_reports or {decodings(run)[0]: report}
     matching = [d for d, r in decoding_reports.items() if r is report]
     headline_decoding = matching[0] if matching else decodings(run)[0]
@@ -444,45 +353,41 @@ def write_metrics(
         return str(report_path(run, decoding).relative_to(run.path))
 
     def figures(r: Report, block: str) -> dict[str, Any]:
-        values = (r.get(block) or {}).get("overall", {})
-        return {m: values.get(m) for m in HEADLINE}
+        return {m: _overall(r, block).get(m) for m in HEADLINE}
 
-    overall = report["metrics"].get("overall", {})
-    strict = (report.get("strict") or {}).get("overall", {})
-    record = MetricsRecord(
-        run=RunInfo(
+    record = runfolder.MetricsRecord(
+        run=runfolder.RunInfo(
             params_file=run.params_file,
             created=time.strftime("%Y-%m-%dT%H:%M:%S"),
-            **cfg.model_dump(include=RUN_FIELDS),
+            **run.config.model_dump(include=RUN_FIELDS),
         ),
-        tuning=TuningInfo(
+        tuning=runfolder.TuningInfo(
             job_name=job.name,
             checkpoint=_checkpoint_summary(run),
             **job.model_dump(include=TUNING_FIELDS),
         ),
         cost=run_cost(run, job, report),
-        evaluation=EvaluationInfo(
+        evaluation=runfolder.EvaluationInfo(
             report=relative(headline_decoding),
             decoding=headline_decoding,
-            gate_pass=(report.get("threshold_results") or {}).get("overall_pass"),
-            headline={m: overall.get(m) for m in HEADLINE},
-            strict={m: strict.get(m) for m in HEADLINE},
+            gate_pass=_gate_pass(report),
+            headline=figures(report, "metrics"),
+            strict=figures(report, "strict"),
         ),
         decodings={
-            decoding: DecodingInfo(
+            decoding: runfolder.DecodingInfo(
                 report=relative(decoding),
-                gate_pass=(r.get("threshold_results") or {}).get("overall_pass"),
+                gate_pass=_gate_pass(r),
                 headline=figures(r, "metrics"),
                 strict=figures(r, "strict"),
-                schema_valid=(r.get("strict") or {}).get("overall", {}).get("schema_valid"),
-                seconds_per_token=seconds_per_token(r),
+                schema_valid=_overall(r, "strict").get("schema_valid"),
+                seconds_per_token=compare.seconds_per_token(r),
             )
             for decoding, r in decoding_reports.items()
         },
         baselines={
-            kind: BaselineInfo(
-                report=runfolder.baseline_report_file(kind),
-                gate_pass=(r.get("threshold_results") or {}).get("overall_pass"),
+            kind: runfolder.BaselineInfo(
+                report=runfolder.baseline_report_file(kind), gate_pass=_gate_pass(r)
             )
             for kind, r in baseline_reports.items()
         },
@@ -493,15 +398,12 @@ def write_metrics(
 def comparison_table(report: Report, bucket: str = "overall") -> pd.DataFrame:
     """Strict per-metric deltas against the previous router, with the paired test's p-value and
     the number of test rows fixed and broken, one row per metric (rounded for reading)."""
-
     comparison = report.get("comparison") or {}
-    deltas = (comparison.get("strict") or {}).get(bucket, {})
     tests = (comparison.get("significance") or {}).get(bucket, {})
     changes = comparison.get("changes") or {}
     rows = []
-    for metric, values in deltas.items():
-        test = tests.get(metric, {})
-        delta = values.get("delta")
+    for metric, values in (comparison.get("strict") or {}).get(bucket, {}).items():
+        test, delta, changed = tests.get(metric, {}), values.get("delta"), changes.get(metric, {})
         rows.append(
             {
                 "metric": metric,
@@ -510,17 +412,16 @@ def comparison_table(report: Report, bucket: str = "overall") -> pd.DataFrame:
                 "delta": display.MISSING if display.missing(delta) else f"{delta:+.3f}",
                 "test": display.fmt(test.get("test")),
                 "p_value": display.fmt(test.get("p_value"), 4),
-                "fixed": len(changes.get(metric, {}).get("fixed", [])),
-                "broken": len(changes.get(metric, {}).get("broken", [])),
+                "fixed": len(changed.get("fixed", [])),
+                "broken": len(changed.get("broken", [])),
             }
         )
     return pd.DataFrame(rows).set_index("metric") if rows else pd.DataFrame()
 
 
 def evaluate_run(run: Run) -> Path:
-    """What notebook 04 does, without its tables: the tuned job (tuning first when there is
-    none), the baselines, each decoding served and scored, and the run's metrics.json (its path
-    is returned). Notebook 05 uses it to make a run when it has none to compare."""
+    """What notebook 04 does, without its tables; returns the metrics.json written. Notebook 05
+    uses it to make a run when it has none to compare."""
     job = tuned_job(run)
     baseline_reports = baselines(run)
     with serving(run, job) as endpoint:
@@ -529,14 +430,8 @@ def evaluate_run(run: Run) -> Path:
 
 
 def record_run(params_file: str, report_file: str | Path, job_name: str, name: str = "") -> Path:
-    """Gather a run made with the CLI steps (``routerlib prepare``, ``tune``, ``deploy``,
-    ``evaluate --params``) into a run folder the comparison and ``routerlib report`` read, as
-    notebook 04 would have written it: params.yaml, the test split (data/test.jsonl), the
-    evaluation report with its per-sample records, both previous routers scored on the same
-    rows, the tuning job (from the job registry) and metrics.json. The folder is
-    ``<outputs>/<name>-<time>`` (``name`` defaults to the params file's name, as ``routerlib
-    run`` names its folders). Returns the run folder."""
-
+    """Gather a run made with the CLI steps (prepare, tune, deploy, evaluate --params) into a
+    run folder ``<outputs>/<name>-<time>`` as notebook 04 writes it; returns the folder."""
     source = Path(report_file)
     report = runfolder.read_report(source)
     gold = Path(report["config"]["gold_path"])
@@ -546,7 +441,7 @@ def record_run(params_file: str, report_file: str | Path, job_name: str, name: s
     for needed, what in ((gold, "its gold file"), (samples, "its samples.jsonl")):
         if not needed.is_file():
             raise InputError(f"{source}: {what} {needed} is missing; cannot record the run")
-    job = jobs.find(job_name)
+    job = find_job(job_name)
     if not job.succeeded:
         raise InputError(f"{job.name}: ended {job.state}, not succeeded; record a tuned run")
     load_config(params_file)  # every problem of the params file before a folder is made

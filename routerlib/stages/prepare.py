@@ -14,25 +14,16 @@ from routerlib.config import require_cloud
 from routerlib.dataset import PrepareResult
 from routerlib.errors import InputError
 from routerlib.runfolder import SPLITS
-from routerlib.stages.run import Run, fields, open_run
+from routerlib.stages.run import Run, fields
+from routerlib.stages.run import open_run as open_run
 
-__all__ = [
-    "dataset_uris",
-    "fields",
-    "gold_file",
-    "open_run",
-    "prepare",
-    "prepared_manifest",
-    "source_rows",
-    "split_files",
-    "split_frame",
-    "split_table",
-]
+#: The settings ``dataset.prepare`` takes from the run's params as they are.
+PREPARE_KEYS = {"val_ratio", "test_ratio", "seed", "max_seq_len", "base_model", "tuning_mode"}
+PREPARE_KEYS |= {"strict", "data_format"}
 
 
 def source_rows(run: Run) -> Path | str:
-    """The Week-2 input: the configured file (a path, or a gs:// URI read in place), or
-    synthetic rows written into the run folder."""
+    """The Week-2 input: the configured file or gs:// URI, else synthetic rows in the run."""
     cfg = run.config
     if storage.is_gcs_uri(cfg.input_path):
         return cfg.input_path
@@ -60,16 +51,9 @@ def prepare(run: Run, smoke: bool = False) -> PrepareResult:
     return dataset.prepare(
         source_rows(run),
         run.sub(runfolder.data_dir(smoke)),
-        val_ratio=cfg.val_ratio,
-        test_ratio=cfg.test_ratio,
-        seed=cfg.seed,
         limit=limit,
-        max_seq_len=cfg.max_seq_len,
-        base_model=cfg.base_model,
-        tuning_mode=cfg.tuning_mode,
-        strict=cfg.strict,
         gcs_prefix=gcs_prefix,
-        data_format=cfg.data_format,
+        **cfg.model_dump(include=PREPARE_KEYS),
     )
 
 
@@ -78,8 +62,7 @@ def prepared_manifest(run: Run, smoke: bool = False) -> dict[str, Any]:
     manifest = run.sub(runfolder.data_dir(smoke)) / runfolder.PREPARE_FILE
     if not manifest.exists():
         prepare(run, smoke=smoke)
-    data: dict[str, Any] = json.loads(manifest.read_text(encoding="utf-8"))
-    return data
+    return dict(json.loads(manifest.read_text(encoding="utf-8")))
 
 
 def split_frame(run: Run, smoke: bool = False) -> pd.DataFrame:
@@ -113,8 +96,7 @@ def dataset_uris(run: Run, smoke: bool = False) -> dict[str, str]:
 
 
 def gold_file(run: Run) -> Path:
-    """The gold file evaluation reads: the test split in the run folder, which prepare writes
-    whether or not it also uploads the splits (a gs:// URI serves tuning, not scoring)."""
+    """The test split in the run folder (what evaluation reads, uploaded or not)."""
     prepared_manifest(run)
     return run.sub(runfolder.split_file("test"))
 

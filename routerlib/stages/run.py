@@ -6,25 +6,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
 from IPython import get_ipython
 from IPython.display import Image, Markdown
 
-from routerlib import display, metrics, paths, runfolder
+from routerlib import metrics, paths, runfolder
 from routerlib.config import RunConfig, default_params_file, dump_config, load_config
+from routerlib.display import fields as fields
 from routerlib.errors import InputError, RouterlibError, notebook_traceback
-
-__all__ = [
-    "Report",
-    "Run",
-    "decodings",
-    "fields",
-    "image",
-    "open_run",
-    "saved",
-    "show_errors_as_lines",
-    "thresholds_path",
-]
 
 #: A scored report (``runfolder.ReportRecord``) as the scorer returns it.
 Report = dict[str, Any]
@@ -55,43 +43,26 @@ class Run:
 
 
 def open_run(params_file: str, run_dir: str = "", overrides: dict[str, Any] | None = None) -> Run:
-    """Validate the params file and open the run folder (a new one when ``run_dir`` is empty).
-
-    An empty ``params_file`` (the notebooks' default) is :func:`config.default_params_file`:
-    ``$ROUTERLIB_PARAMS``, else params/local.yaml.
-
-    The resolved params are written once as params.yaml; a run folder whose params.yaml differs
-    from the given params is refused, so one folder never mixes two configurations.
-    """
+    """Validate the params file (empty: :func:`config.default_params_file`) and open the run
+    folder (a new one when ``run_dir`` is empty); a folder made with other params is refused."""
     params_file = params_file or default_params_file()
     config = load_config(params_file, overrides)
     folder = Path(run_dir).resolve() if run_dir else paths.new_run_dir(config.name)
     folder.mkdir(parents=True, exist_ok=True)
     resolved = folder / runfolder.PARAMS_FILE
-    if resolved.exists():
-        recorded = load_config(resolved)
-        if recorded != config:
-            raise InputError(
-                f"{resolved}: the run folder was made with other params; "
-                "use an empty run_dir for a new run"
-            )
-    else:
+    if not resolved.exists():
         dump_config(config, resolved)
+    elif load_config(resolved) != config:
+        raise InputError(
+            f"{resolved}: the run folder was made with other params; use an empty run_dir for a new run"
+        )
     return Run(folder, config, str(params_file))
-
-
-def fields(mapping: dict[str, Any]) -> pd.DataFrame:
-    """Any flat or nested dict (counts, statistics, URIs) as a two-column table."""
-    return display.fields(mapping)
 
 
 def thresholds_path(run: Run) -> Path:
     """The gate file: the configured one, else the team's original gates in params/."""
-    return (
-        paths.resolve(run.config.thresholds)
-        if run.config.thresholds
-        else Path(metrics.DEFAULT_THRESHOLDS_PATH)
-    )
+    configured = run.config.thresholds
+    return paths.resolve(configured) if configured else Path(metrics.DEFAULT_THRESHOLDS_PATH)
 
 
 def decodings(run: Run) -> list[str]:
@@ -115,8 +86,7 @@ def saved(path: Path) -> Markdown:
 def _error_lines(
     shell: Any, etype: type, value: BaseException, tb: Any, tb_offset: int | None = None
 ) -> list[str]:
-    """IPython's custom exception handler for a RouterlibError: the cell's error output is the
-    error's lines (errors.notebook_traceback), as the CLI prints them, not a traceback."""
+    """IPython's handler for a RouterlibError: its lines as the cell's error output."""
     if not isinstance(value, RouterlibError):  # pragma: no cover - IPython filters by type
         return list(shell.InteractiveTB.structured_traceback(etype, value, tb, tb_offset))
     lines = notebook_traceback(value)
@@ -125,11 +95,8 @@ def _error_lines(
 
 
 def show_errors_as_lines() -> bool:
-    """In an IPython kernel, show every RouterlibError a cell raises as its lines (``file:line:
-    field: message`` … then the summary) instead of a traceback. The cell still fails (papermill
-    and nbval see an error), and the batch runner reads the lines back from the executed
-    notebook (errors.lines_from_notebook). Every stage module imports this one, so each notebook
-    has it from its first cell. Returns whether a kernel was there to set up."""
+    """In an IPython kernel, show a RouterlibError as its lines (as the CLI prints them) instead of
+    a traceback; the cell still fails. Returns whether there was a kernel."""
     shell = get_ipython()
     if shell is None:
         return False

@@ -14,25 +14,13 @@ from routerlib.checkpoints import CheckpointChoice, Scorer
 from routerlib.errors import InputError
 from routerlib.serving import factory
 from routerlib.serving.base import Predictor
-from routerlib.stages.prepare import dataset_uris, prepare, prepared_manifest, split_table
-from routerlib.stages.run import Run, decodings, fields, open_run, thresholds_path
+from routerlib.stages.prepare import dataset_uris, prepared_manifest
+from routerlib.stages.prepare import prepare as prepare
+from routerlib.stages.prepare import split_table as split_table
+from routerlib.stages.run import Run, decodings, thresholds_path
+from routerlib.stages.run import fields as fields
+from routerlib.stages.run import open_run as open_run
 from routerlib.tuning.base import Job, TuningSpec, read_job, write_job
-
-__all__ = [
-    "checkpoint_settings",
-    "checkpoint_table",
-    "choose_checkpoint",
-    "chosen_checkpoint",
-    "fields",
-    "job_table",
-    "open_run",
-    "prepare",
-    "spec_table",
-    "split_table",
-    "tune",
-    "tuned_job",
-    "tuning_spec",
-]
 
 
 def _output_uri(run: Run, smoke: bool) -> str:
@@ -118,7 +106,6 @@ def tuned_job(run: Run, smoke: bool = False) -> Job:
 def job_table(job: Job) -> pd.DataFrame:
     """A job as a two-column table: state, mode, adapter, epochs, data statistics, time, cost and
     where the checkpoint is (numbers rounded; the job.json keeps them whole)."""
-
     stats = job.tuning_data_stats or {}
     cost = job.cost_estimate_usd
     seconds = job.train_seconds
@@ -145,37 +132,30 @@ def _short_path(uri: str | None) -> str | None:
     if not uri or uri.startswith("gs://"):
         return uri
     parts = Path(uri).parts
-    for anchor in ("tuning",):
-        if anchor in parts:
-            return str(Path(*parts[parts.index(anchor) :]))
-    return Path(uri).name
+    return str(Path(*parts[parts.index("tuning") :])) if "tuning" in parts else Path(uri).name
 
 
 def spec_table(spec: TuningSpec) -> pd.DataFrame:
     """The tuning spec as a two-column table (field names as the Vertex SDK spells them)."""
-    fields = spec.model_dump()
+    values = spec.model_dump()
     for key in ("training_dataset_uri", "validation_dataset_uri", "output_uri"):
-        fields[key] = _short_path(fields.get(key)) if fields.get(key) else None
-    return display.fields(fields)
+        values[key] = _short_path(values.get(key)) if values.get(key) else None
+    return display.fields(values)
 
 
 def checkpoint_settings(run: Run) -> dict[str, Any]:
-    """What this run scores each checkpoint with (recorded per checkpoint; a change re-scores):
-    the generation limit, the validation rows, and the decoding, constrained when the run
-    evaluates constrained decoding, else free (:func:`checkpoints.scoring_decoding`)."""
-
-    cfg = run.config
+    """What this run scores each checkpoint with (a change re-scores): the generation limit,
+    the validation rows and the decoding (:func:`checkpoints.scoring_decoding`)."""
+    decoding = checkpoints.scoring_decoding(decodings(run))
     return {
-        "max_tokens": cfg.max_tokens,
-        "limit": cfg.select_limit,
-        "decoding": checkpoints.scoring_decoding(decodings(run)),
+        "max_tokens": run.config.max_tokens,
+        "limit": run.config.select_limit,
+        "decoding": decoding,
     }
 
 
 def _checkpoint_scorer(run: Run) -> Scorer:
-    """How this run scores a checkpoint on validation: each through the predictor the serving
-    factory makes for it (served locally, or deployed on Vertex; ``factory.for_run`` decides),
-    the decoding with each call, from :func:`checkpoint_settings`."""
+    """Scores a checkpoint on validation through the predictor the serving factory makes for it."""
     cfg = run.config
     settings = checkpoint_settings(run)
 
@@ -192,24 +172,20 @@ def _checkpoint_scorer(run: Run) -> Scorer:
 
 
 def choose_checkpoint(run: Run, job: Job) -> CheckpointChoice:
-    """Score each epoch checkpoint of ``job`` on the validation split (skipping those already
-    scored with the same :func:`checkpoint_settings`; constrained decoding when the run evaluates
-    it), pick one by ``select_metric`` and record it in checkpoints.json. With ``checkpoint:
-    final`` or ``epoch-N`` (or a configured ``endpoint``) nothing is scored: that one is served."""
-
+    """Score each epoch checkpoint on validation (not again with the same settings), pick one by
+    ``select_metric``, record it in checkpoints.json; a named checkpoint or ``endpoint`` is
+    recorded without scoring."""
     cfg = run.config
     if cfg.checkpoint != BEST or cfg.endpoint:
         named = cfg.checkpoint if cfg.checkpoint != BEST else FINAL
+        why = f"checkpoint: {named} names it"
+        why = f"endpoint: {cfg.endpoint} is evaluated as it is" if cfg.endpoint else why
         choice = checkpoints.CheckpointChoice(
             select_metric=cfg.select_metric,
             mode=cfg.checkpoint,
             chosen=named,
             chosen_uri=cfg.endpoint or jobs.select_checkpoint(job, named),
-            reason=(
-                f"endpoint: {cfg.endpoint} is evaluated as it is; checkpoints were not scored"
-                if cfg.endpoint
-                else f"checkpoint: {named} names it; checkpoints were not scored"
-            ),
+            reason=f"{why}; checkpoints were not scored",
             complete=True,
         )
         checkpoints.write_choice(run.path, choice)
@@ -228,10 +204,8 @@ def choose_checkpoint(run: Run, job: Job) -> CheckpointChoice:
 
 
 def chosen_checkpoint(run: Run, job: Job) -> str:
-    """The checkpoint notebook 04 serves: ``final`` / ``epoch-N`` as named; ``best`` from
-    checkpoints.json, scoring first when the record is missing or stale (a notebook run alone, or
-    scored with other settings, e.g. free decoding by an older routerlib)."""
-
+    """The checkpoint notebook 04 serves: as named, or ``best`` from checkpoints.json (scoring
+    first when the record is missing or was scored with other settings)."""
     if run.config.checkpoint != BEST:
         return jobs.select_checkpoint(job, run.config.checkpoint)
     choice = checkpoints.read_choice(run.path)
@@ -250,7 +224,5 @@ def chosen_checkpoint(run: Run, job: Job) -> str:
 
 
 def checkpoint_table(choice: CheckpointChoice) -> pd.DataFrame:
-    """One row per scored checkpoint: validation loss, the selection figures, the pick, as
-    display text (rounded numbers, yes/no, ``–`` for a checkpoint that was not scored)."""
-
+    """One row per scored checkpoint (loss, selection figures, the pick) as display text."""
     return display.readable(checkpoints.scores_frame(choice))
