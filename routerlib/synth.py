@@ -20,14 +20,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
-import yaml
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 from routerlib import schema
 from routerlib.atomic import atomic_writer
 from routerlib.config import run_default
 from routerlib.errors import InputError
 from routerlib.runfolder import SYNTHETIC_ROWS_FILE
+from routerlib.tables import read_yaml
 
 #: Rows and seed of the embedded input: RunConfig's defaults (``synth_rows``, ``synth_seed``).
 DEFAULT_ROWS: int = run_default("synth_rows")
@@ -168,52 +168,6 @@ class _DistributionsFile(_Strict):
     search_modes: dict[Annotated[str, _one_of(schema.SEARCH_MODES, "search mode")], int]
 
 
-def _line_of(text: str, loc: tuple[Any, ...]) -> int | None:
-    """The 1-based line of the YAML node at ``loc`` (the deepest one that exists)."""
-    node: Any = yaml.compose(text)
-    for part in loc:
-        if isinstance(node, yaml.MappingNode):
-            match = [v for k, v in node.value if k.value == str(part)]
-        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int):
-            match = node.value[part : part + 1]
-        else:
-            match = []
-        if not match:
-            break
-        node = match[0]
-    return None if node is None else int(node.start_mark.line) + 1
-
-
-def _read_table(folder: Any, name: str, model: type[_Strict]) -> Any:
-    """One table file validated by ``model``; InputError naming the file, line and field of
-    every problem."""
-    file = folder.joinpath(name)
-    try:
-        text = file.read_text(encoding="utf-8")
-        data = yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
-    except FileNotFoundError:
-        raise InputError(f"{file}: synthetic-data table not found") from None
-    except yaml.YAMLError as exc:
-        raise InputError(f"{file}: not valid YAML: {exc}") from None
-    try:
-        return model.model_validate(data)
-    except ValidationError as exc:
-        lines = []
-        for err in exc.errors():
-            loc = tuple(err["loc"])
-            field = ".".join(str(p) for p in loc) or "(file)"
-            line = _line_of(text, loc) if isinstance(data, dict) else None
-            where = f"{file}:{line}" if line else str(file)
-            if err["type"] == "extra_forbidden":
-                msg = "unknown key"
-            elif err["type"] == "value_error":
-                msg = str(err["ctx"]["error"])
-            else:
-                msg = err["msg"]
-            lines.append(f"{where}: {field}: {msg}")
-        raise InputError(f"{file}: invalid synthetic-data table", lines) from None
-
-
 @dataclass(frozen=True)
 class Tables:
     """Everything the generator draws from, as read from the three packaged YAML files; the
@@ -234,14 +188,15 @@ def load_tables(folder: str | os.PathLike[str] | None = None) -> Tables:
     where: Any = (
         Path(folder) if folder is not None else importlib.resources.files("routerlib") / "data"
     )
-    topics = _read_table(where, TOPICS_FILE, _TopicsFile).topics
-    phrases = _read_table(where, PHRASES_FILE, _PhrasesFile)
-    dist = _read_table(where, DISTRIBUTIONS_FILE, _DistributionsFile)
+    what = "synthetic-data table"
+    topics = read_yaml(where.joinpath(TOPICS_FILE), _TopicsFile, what).topics
+    phrases = read_yaml(where.joinpath(PHRASES_FILE), _PhrasesFile, what)
+    dist = read_yaml(where.joinpath(DISTRIBUTIONS_FILE), _DistributionsFile, what)
     math_share = dist.math_first_rows / dist.train_rows
     routes = []
     for route in dist.route_templates:
-        if route.weight is not None:
-            weight = float(route.weight)
+        if route.length_rows is None:  # then the weight is given (_RouteTemplate checks it)
+            weight = float(route.weight or 0)
         else:  # the length's count, times the first tool's share, times the order's share
             share = math_share if route.tools[0] == "/math" else 1 - math_share
             weight = route.length_rows * share * route.order_share
