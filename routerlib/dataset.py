@@ -282,21 +282,20 @@ def prepare(
     if gcs_prefix is not None:
         storage.check_bucket(gcs_prefix)
 
-    embedded = input_path is None
-    if embedded:
+    if input_path is None:
         rows_n = synth_rows or synth.DEFAULT_ROWS
         seed_n = synth.DEFAULT_SEED if synth_seed is None else synth_seed
         source = synth.write_rows(out_dir / synth.EMBEDDED_FILE, rows_n, seed_n)
         label = str(source)
         input_info: dict[str, Any] = {"embedded": True, "synth_rows": rows_n, "synth_seed": seed_n}
-    elif storage.is_gcs_uri(input_path):  # type: ignore[arg-type]
+    elif storage.is_gcs_uri(input_path):
         uri = str(input_path)
         storage.parse_gcs_uri(uri, allow_empty_path=False)
         source = storage.download_file(uri, out_dir / ("input-" + uri.rsplit("/", 1)[-1]))
         label = uri
         input_info = {"embedded": False, "uri": uri}
     else:
-        source = Path(input_path)  # type: ignore[arg-type]
+        source = Path(input_path)
         label = str(input_path)
         if not source.is_file():
             raise InputError(f"{label}: input file not found")
