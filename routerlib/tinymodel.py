@@ -13,16 +13,14 @@ import contextlib
 import functools
 import hashlib
 import json
-import os
 import shutil
-import tempfile
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from routerlib import paths, schema, synth
-from routerlib.atomic import file_lock
+from routerlib.atomic import atomic_folder, file_lock
 from routerlib.models import EMBEDDED_MODEL
 
 #: Bump when the build recipe changes in a way the settings below do not capture.
@@ -155,23 +153,6 @@ def build_model(dest: Path, seed: int = INIT_SEED) -> Path:
         info = {"model": EMBEDDED_MODEL, "parameters": params, **settings}
         (tmp / BUILD_MARKER).write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
     return Path(dest)
-
-
-@contextlib.contextmanager
-def atomic_folder(dest: Path) -> Iterator[Path]:
-    """A temporary folder beside ``dest`` that replaces ``dest`` when the block ends without an
-    error (and is removed when it raises): readers never see a half-written model folder."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent))
-    try:
-        yield tmp
-        os.chmod(tmp, 0o755)
-        if dest.exists():
-            shutil.rmtree(dest)
-        os.rename(tmp, dest)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
 
 @contextlib.contextmanager

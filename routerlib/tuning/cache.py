@@ -21,10 +21,10 @@ from pathlib import Path
 from typing import Any
 
 from routerlib import paths
-from routerlib.atomic import write_text
+from routerlib.atomic import atomic_folder, write_text
 from routerlib.checkpoint_names import FINAL_CHECKPOINT
 from routerlib.models import EMBEDDED_MODEL, gguf_path
-from routerlib.tinymodel import atomic_folder, config_hash
+from routerlib.tinymodel import config_hash
 from routerlib.tuning.base import TuningSpec
 
 ENV = "ROUTERLIB_TUNING_CACHE"

@@ -19,11 +19,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from routerlib.atomic import write_json
+from routerlib.atomic import atomic_folder, write_json
 from routerlib.checkpoint_names import CHECKPOINT_MARKER, EPOCH_NAME
 from routerlib.errors import InputError
 from routerlib.models import EMBEDDED_MODEL, gguf_path
-from routerlib.tinymodel import atomic_folder, quiet_transformers, resolve_base_model
+from routerlib.tinymodel import quiet_transformers, resolve_base_model
 from routerlib.tuning.base import TuningSpec
 
 #: Optimizer state and progress of a finished epoch, kept in the last epoch checkpoint only.
