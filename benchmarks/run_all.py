@@ -20,7 +20,8 @@ GOALS = {
     ("bench_prepare", "mem_ratio"): ("<= 0.25 (routerlib / load-everything)", lambda v: v <= 0.25),
     ("bench_tune_local", "ratio"): (">= 1.00 (tokens/s vs HF Trainer)", lambda v: v >= 1.0),
     ("bench_eval", "ratio"): (">= 0.85 (rows/s vs ideal C/L)", lambda v: v >= 0.85),
-    ("bench_make_run", "ratio"): ("<= 1.00 (wall time / 600 s)", lambda v: v <= 1.0),
+    # 600 s on a fresh clone with margin: 450 s where we measure (a slower machine took 1.4x)
+    ("bench_make_run", "ratio"): ("<= 0.75 (wall time / 600 s)", lambda v: v <= 0.75),
     **{
         ("bench_constrained", key): ("<= 1.15 (constrained / free time)", lambda v: v <= 1.15)
         for key in ("ratio_b1", "ratio_b8", "pipeline_b1", "pipeline_b8")
