@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from routerlib.config import load_config
+
 ROOT = Path(__file__).resolve().parent.parent
 PARAMS = "tests/data/e2e_tiny.yaml"
 
@@ -70,10 +72,13 @@ def test_one_self_contained_run_folder(finished: tuple[Path, subprocess.Complete
 def test_recorded_values_agree_with_the_run_files(finished) -> None:
     outputs, _ = finished
     run = next(d for d in outputs.iterdir() if d.name.startswith("e2e_tiny-"))
+    config = load_config(ROOT / PARAMS)
+    rows, smoke = config.synth_rows, config.smoke_limit
     test_rows = _jsonl(run / "data" / "test.jsonl")
-    assert len(test_rows) == int(60 * 0.1)  # the original split arithmetic
-    assert len(_jsonl(run / "data" / "validation.jsonl")) == int(60 * 0.1)
-    assert len(_jsonl(run / "data" / "smoke" / "train.jsonl")) == 20 - 2 * int(20 * 0.1)
+    assert len(test_rows) == int(rows * config.test_ratio)  # the original split arithmetic
+    assert len(_jsonl(run / "data" / "validation.jsonl")) == int(rows * config.val_ratio)
+    smoke_held_out = int(smoke * config.test_ratio) + int(smoke * config.val_ratio)
+    assert len(_jsonl(run / "data" / "smoke" / "train.jsonl")) == smoke - smoke_held_out
 
     metrics = json.loads((run / "metrics.json").read_text())
     report = json.loads((run / "eval" / "report.json").read_text())
