@@ -10,7 +10,7 @@ default), so nbval runs each of them alone on the smallest params, tests/data/e2
 same run the end-to-end test makes through papermill: their tunings re-attach to its. ``make run``
 and benchmarks/bench_make_run.py run the notebooks on params/local.yaml, the full default.
 
-Under pytest-xdist (``make test`` runs two workers) the workers share the controller's session
+Under pytest-xdist (``make test`` runs three workers) the workers share the controller's session
 folder, and the notebooks and the end-to-end test form one unit of work that runs first, in
 order, on one worker, so the notebooks find the end-to-end run's tunings in the cache.
 """

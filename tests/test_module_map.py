@@ -4,14 +4,13 @@ circle)."""
 
 from __future__ import annotations
 
+import json
 import os
 import pkgutil
 import re
 import subprocess
 import sys
 from pathlib import Path
-
-import pytest
 
 import routerlib
 
@@ -67,21 +66,28 @@ def test_every_module_file_is_an_importable_module() -> None:
         assert dotted in names | {"routerlib"}, f"{path} is not reachable as a module"
 
 
-@pytest.mark.parametrize("module", _modules())
-def test_module_imports_in_isolation(module: str) -> None:
+def test_every_module_imports_in_isolation() -> None:
+    """Each module imports in a process where no other routerlib module was loaded first
+    (tests/support/import_each.py forks one per module); the CLI's __main__ runs as a command."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    # a __main__ module runs the CLI when imported: run it the way it is meant to be run
-    code = (
-        ["-m", module.removesuffix(".__main__"), "--help"]
-        if module.endswith(".__main__")
-        else ["-c", f"import {module}"]
-    )
+    modules = [m for m in _modules() if not m.endswith(".__main__")]
     proc = subprocess.run(
-        [sys.executable, *code],
+        [sys.executable, str(ROOT / "tests" / "support" / "import_each.py"), *modules],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    failures = json.loads(proc.stdout)
+    assert not failures, "\n\n".join(f"import {m}:\n{tb[-1500:]}" for m, tb in failures.items())
+    cli = subprocess.run(
+        [sys.executable, "-m", "routerlib", "--help"],
         cwd=ROOT,
         env=env,
         capture_output=True,
         text=True,
         timeout=120,
     )
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert cli.returncode == 0, cli.stderr[-3000:]

@@ -18,10 +18,16 @@ from tests.support.toy_project import _notebook, make_project
 
 pytestmark = pytest.mark.timeout(180)
 
+# Each run records when it started and ended. With CLOCK_MEET set, a run waits (at most 60 s)
+# until every run of the batch has started: runs that go side by side all meet at once, and runs
+# that went one at a time would each wait out the 60 s (the test's timeout stops that first).
 CLOCK = (
     "import json, os, time\n"
     "start = time.time()\n"
-    "time.sleep(4)\n"
+    "(run / 'started').touch()\n"
+    "meet = int(os.environ.get('CLOCK_MEET', '0'))\n"
+    "while meet and len(list(run.parent.glob('*/started'))) < meet and time.time() < start + 60:\n"
+    "    time.sleep(0.1)\n"
     "(run / 'clock.json').write_text(json.dumps({'start': start, 'end': time.time(), "
     "'threads': os.environ.get('OMP_NUM_THREADS')}))"
 )
@@ -56,8 +62,12 @@ def test_how_many_runs_go_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="side by side needs two cores")
 def test_local_runs_go_side_by_side_with_their_share_of_the_cores(
-    project: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    project: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    monkeypatch.setenv("CLOCK_MEET", "2")
     assert main(["run", "params/ok.yaml", "params/flaky.yaml", "--stages", "03"]) == 0
     assert "2 runs, 2 at a time" in capsys.readouterr().out
     first, second = _clocks(tmp_path / "outputs")
