@@ -11,8 +11,7 @@ export PATH := $(abspath $(BIN)):$(PATH)
 export ROUTERLIB_CACHE ?= $(abspath .cache)
 # pytest-xdist workers for `make test` (conftest.py keeps the notebooks and the end-to-end run on
 # one worker), one torch thread each. The tests spend much of their time waiting on kernels,
-# subprocesses and local servers, so on two cores a third worker fills the idle time (measured on
-# 2 cores: 2 workers 316 s, 3 workers 248 s).
+# subprocesses and local servers, so on two cores a third worker fills the idle time.
 TEST_WORKERS ?= 3
 
 .PHONY: help setup run test lint typecheck bench lab docs clean
