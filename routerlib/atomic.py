@@ -10,7 +10,7 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
@@ -67,14 +67,26 @@ def append_jsonl(path: str | os.PathLike[str], obj: Any) -> None:
 
 
 @contextlib.contextmanager
-def file_lock(lock_path: str | os.PathLike[str]) -> Iterator[None]:
+def file_lock(
+    lock_path: str | os.PathLike[str], on_wait: Callable[[], None] | None = None
+) -> Iterator[None]:
     """Hold an exclusive lock on ``lock_path`` (created when missing) for one read-modify-write,
-    waiting as long as another process or thread holds it. The operating system drops the lock
-    when its holder exits, even on a crash; the lock file stays in place."""
+    waiting as long as another process or thread holds it (``on_wait`` is called once when it
+    has to wait). The operating system drops the lock when its holder exits, even on a crash;
+    the lock file stays in place."""
     lock = Path(lock_path)
     lock.parent.mkdir(parents=True, exist_ok=True)
-    with filelock.FileLock(lock):
+    held = filelock.FileLock(lock)
+    try:
+        held.acquire(timeout=0)
+    except filelock.Timeout:
+        if on_wait is not None:
+            on_wait()
+        held.acquire()
+    try:
         yield
+    finally:
+        held.release()
 
 
 def read_registry(path: str | os.PathLike[str], key: str) -> list[dict[str, Any]]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import threading
 from pathlib import Path
 
 import pytest
@@ -95,6 +96,32 @@ def test_same_spec_and_data_is_a_hit_with_identical_checkpoints(splits, cache_on
     # the attached job is found like any other, and a resubmit re-attaches to the folder itself
     assert LocalBackend(root=tmp_path).get(second.name).state == SUCCEEDED
     assert _backend(again).submit(spec).name == second.name and again == []
+
+
+def test_the_same_tuning_submitted_twice_at_once_trains_once(splits, cache_on, tmp_path, capsys):
+    """Two runs going side by side that make the same tuning: one trains, the other waits for it
+    (saying so) and re-attaches to the entry instead of training the same weights again."""
+    train, val = splits
+    trained: list[int] = []
+    jobs: dict[str, local.Job] = {}
+
+    def submit(name: str) -> None:
+        backend = LocalBackend(batch_size=4, max_train_tokens=96, on_epoch_end=trained.append)
+        jobs[name] = backend.submit(_spec(train, val, tmp_path / name))
+
+    threads = [threading.Thread(target=submit, args=(name,)) for name in ("a", "b")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=300)
+    assert sorted(jobs) == ["a", "b"] and trained == [1]  # one epoch trained, once
+    records = {n: json.loads((tmp_path / n / local.JOB_FILE).read_text()) for n in jobs}
+    attached = [n for n, r in records.items() if r[local.LOCAL_KEY].get("from_cache")]
+    assert len(attached) == 1
+    maker = "b" if attached == ["a"] else "a"
+    assert records[attached[0]][local.LOCAL_KEY]["from_cache"]["job"] == jobs[maker].name
+    assert all(job.state == SUCCEEDED for job in jobs.values())
+    assert local.WAITING in capsys.readouterr().out
 
 
 def test_other_data_is_a_miss(splits, cache_on, tmp_path):

@@ -11,17 +11,19 @@ by default it lives under ``ROUTERLIB_CACHE`` (docs/outputs.md).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.util
 import json
 import os
 import shutil
+from collections.abc import Callable, Iterator
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 from routerlib import paths
-from routerlib.atomic import atomic_folder, write_text
+from routerlib.atomic import atomic_folder, file_lock, write_text
 from routerlib.checkpoint_names import FINAL_CHECKPOINT
 from routerlib.models import EMBEDDED_MODEL, gguf_path
 from routerlib.tinymodel import config_hash
@@ -139,6 +141,19 @@ def lookup(key: str) -> Path | None:
     if (entry / JOB_RECORD).is_file() and final.is_dir() and any(final.iterdir()):
         return entry
     return None
+
+
+@contextlib.contextmanager
+def claimed(key: str | None, on_wait: Callable[[], None] | None = None) -> Iterator[None]:
+    """Hold ``key`` while looking it up and making it: a second submission of the same tuning
+    (another run going side by side) waits here, then finds the entry instead of training the
+    same weights again. Nothing is held when the cache is off (``key`` None)."""
+    root = cache_dir()
+    if root is None or key is None:
+        yield
+        return
+    with file_lock(root / f".{key}.lock", on_wait):
+        yield
 
 
 def _copy(src: Path, dest: Path) -> None:

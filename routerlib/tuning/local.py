@@ -46,7 +46,7 @@ from routerlib.tuning.base import (
 )
 from routerlib.tuning.examples import read_prompt_completion as read_prompt_completion
 from routerlib.tuning.model_io import TRAINING_STATE as TRAINING_STATE
-from routerlib.tuning.model_io import epoch_folders, plan_for
+from routerlib.tuning.model_io import Plan, epoch_folders, plan_for
 from routerlib.tuning.model_io import load_for_inference as load_for_inference
 
 #: The job's one record in its output folder: the run folder's job.json for a local run.
@@ -59,6 +59,9 @@ CANCEL_FILE = "CANCEL"
 # Output folders trained by this process right now (a record saying RUNNING with our pid is only
 # alive when its folder is in here).
 _ACTIVE: set[str] = set()
+
+#: Said when a submission waits for the identical tuning another run is making (runs side by side).
+WAITING = "another run is making the same tuning; waiting to re-attach to it (tuning cache)"
 
 
 class LocalRun(BaseModel):
@@ -216,17 +219,30 @@ class LocalBackend:
             raise InputError(f"output_uri: {out} is being tuned right now (job {name})")
         (out / CANCEL_FILE).unlink(missing_ok=True)
         plan = plan_for(spec)  # fails early on a bad custom base
-        for key in ("training_dataset_uri", "validation_dataset_uri"):
-            uri = getattr(spec, key)
+        for field_name in ("training_dataset_uri", "validation_dataset_uri"):
+            uri = getattr(spec, field_name)
             if uri and not paths.resolve(uri).is_file():
-                raise InputError(f"{key}: {uri} does not exist")
-        cache_key, cache_inputs = None, None
-        if cache.cache_dir() is not None:
-            cache_inputs = cache.key_inputs(spec, self._options())
-            cache_key = cache.cache_key(cache_inputs)
-            entry = cache.lookup(cache_key)
-            if entry is not None:
+                raise InputError(f"{field_name}: {uri} does not exist")
+        inputs = cache.key_inputs(spec, self._options()) if cache.cache_dir() else None
+        key = cache.cache_key(inputs) if inputs is not None else None
+        with cache.claimed(key, lambda: self._say(f"tune (local): {name}: {WAITING}")):
+            if key is not None and (entry := cache.lookup(key)) is not None:
                 return self._attach(spec, out, name, identity, entry, previous)
+            return self._train(spec, plan, out, name, identity, previous, key, inputs)
+
+    def _train(
+        self,
+        spec: TuningSpec,
+        plan: Plan,
+        out: Path,
+        name: str,
+        identity: str,
+        previous: Job | None,
+        cache_key: str | None,
+        cache_inputs: dict[str, Any] | None,
+    ) -> Job:
+        """Train ``spec`` into ``out``; a finished tuning goes into the cache under
+        ``cache_key`` (None: the cache is off)."""
         job = self._open_job(spec, out, name, identity, previous, state=RUNNING)
 
         def epoch_done(epoch: int) -> None:
@@ -327,9 +343,12 @@ class LocalBackend:
         )
         job.checkpoints = self.checkpoints(job)
         _write_record(out, job)
-        if self.progress:
-            print(f"tune (local): same spec and data as {cached.name}; re-attached from {entry}")
+        self._say(f"tune (local): same spec and data as {cached.name}; re-attached from {entry}")
         return job
+
+    def _say(self, line: str) -> None:
+        if self.progress:
+            print(line, flush=True)
 
     def _open_job(
         self,
