@@ -421,9 +421,12 @@ def first_check(schema: CompiledSchema, budget: int) -> int:
 
 
 def next_check(used: int, needed: int, budget: int) -> int:
-    """The step of the next closing check after one at ``used`` found ``needed`` tokens."""
+    """The step of the next closing check after one at ``used`` found ``needed`` tokens: when
+    the slack could be used up, at least CHECK_EVERY steps on, but never so late that a closing
+    cost growing COST_GROWTH per token would no longer fit in the tokens left."""
     slack = budget - SAFETY_MARGIN - used - needed
-    return used + max(CHECK_EVERY, slack // (1 + COST_GROWTH))
+    latest = max(1, (budget - used - needed) // (1 + COST_GROWTH))
+    return used + min(max(CHECK_EVERY, slack // (1 + COST_GROWTH)), latest)
 
 
 class SchemaLogitsProcessor:
