@@ -57,10 +57,13 @@ def _in_pipeline_group(nodeid: str) -> bool:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """The pipeline group first (end-to-end test, then notebooks 01–05 in order), then the rest
-    in collection order."""
+    """The pipeline group first (end-to-end test, then notebooks 01–05 in order), then the tests
+    marked slow, then the rest, each in collection order: under xdist the long tests start
+    early instead of one of them running alone at the end."""
     group = [item for item in items if _in_pipeline_group(item.nodeid)]
-    items[:] = group + [item for item in items if not _in_pipeline_group(item.nodeid)]
+    rest = [item for item in items if not _in_pipeline_group(item.nodeid)]
+    slow = [item for item in rest if item.get_closest_marker("slow")]
+    items[:] = group + slow + [item for item in rest if not item.get_closest_marker("slow")]
 
 
 if importlib.util.find_spec("xdist") is not None:  # a dev dependency; plain pytest works without

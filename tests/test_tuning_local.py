@@ -170,6 +170,7 @@ def test_full_run_and_checkpoints_load_for_inference(splits, tmp_path):
         load_for_inference(tmp_path)
 
 
+@pytest.mark.slow
 def test_interrupted_run_resumes_from_last_epoch_and_matches_uninterrupted(splits, tmp_path):
     spec_a = _spec(splits, tmp_path / "straight", epochs=3)
     straight = _backend().submit(spec_a)
@@ -223,6 +224,7 @@ def test_cancel_stops_after_the_current_step_and_resubmit_finishes(splits, tmp_p
     assert done.state == SUCCEEDED and not (out / local.CANCEL_FILE).exists()
 
 
+@pytest.mark.slow
 def test_custom_base_model_continues_from_peft_and_full_checkpoints(splits, tmp_path):
     peft = _backend().submit(_spec(splits, tmp_path / "peft", epochs=1))
     full = _backend().submit(_spec(splits, tmp_path / "full", tuning_mode="FULL", epochs=1))
