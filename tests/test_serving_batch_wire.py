@@ -7,6 +7,7 @@ chatCompletions instances with the generation schema; the row key is the job's k
 
 from __future__ import annotations
 
+import _thread
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -32,7 +33,6 @@ from tests.support.fake_vertex_serving import (
     ServingStandIn,
     ServingState,
     _gcs,
-    ctrl_c_while_polled,
 )
 from tests.support.fault_server import gold_answers
 from tests.support.gcs_emulator import GcsEmulator
@@ -227,7 +227,8 @@ def test_a_killed_wait_reattaches_and_failed_rows_rerun(
     def run(**kw: Any) -> dict[str, Any]:
         return evaluate_batch(gold, deployment.model_name, server, out=out, poll_s=0.05, **kw)
 
-    with ctrl_c_while_polled(state), pytest.raises(KeyboardInterrupt):
+    state.on_poll = _thread.interrupt_main  # Ctrl-C while it waits
+    with pytest.raises(KeyboardInterrupt):
         run()
     assert "run the same command again to re-attach" in capsys.readouterr().err
     (record,) = batch.read_registry()
@@ -272,7 +273,8 @@ def test_cleanup_cancels_a_batch_job_left_running(
     gold = _gold(real_data, tmp_path, 3)
     deployment = vertex.deploy(CKPT, VertexSettings(**cloud(server)))
     state.batch_polls = 10_000
-    with ctrl_c_while_polled(state), pytest.raises(KeyboardInterrupt):
+    state.on_poll = _thread.interrupt_main  # Ctrl-C while it waits
+    with pytest.raises(KeyboardInterrupt):
         evaluate_batch(gold, deployment.model_name, server, out=tmp_path / "r.json", poll_s=0.05)
     capsys.readouterr()
     (job,) = state.batch_jobs

@@ -18,14 +18,12 @@ holds the fake resources so tests can inspect and seed them.
 
 from __future__ import annotations
 
-import _thread
-import contextlib
 import datetime
 import itertools
 import json
 import re
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -748,23 +746,3 @@ class ServingStandIn:
             self.tls.requests.clear()
             self.state.dedicated_dns = self.tls.url.removeprefix("https://") if dedicated else ""
         return self.server, self.state
-
-
-@contextlib.contextmanager
-def ctrl_c_while_polled(state: ServingState) -> Iterator[None]:
-    """Press Ctrl-C (interrupt the main thread) at every poll the stand-in answers until the
-    block ends. One simulated Ctrl-C can be lost (it may land where Python ignores exceptions,
-    in a finalizer), and a lost one must not leave the wait polling until the test times out."""
-    armed = True
-
-    def press() -> None:
-        if armed:
-            state.on_poll = press
-            _thread.interrupt_main()
-
-    state.on_poll = press
-    try:
-        yield
-    finally:
-        armed = False
-        state.on_poll = None
