@@ -20,6 +20,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import shutil
+import signal
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -36,6 +37,11 @@ PIPELINE_GROUP = "pipeline"
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        # A run started in the background (`make test &`) inherits Ctrl-C ignored, and Python
+        # then leaves it ignored: the tests that press Ctrl-C (in this process or in the
+        # commands they start) would wait for ever. They get Python's own handler back.
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     inherited = os.environ.get(_SESSION_ENV, "")
     if inherited and os.environ.get("PYTEST_XDIST_WORKER"):
         base = Path(inherited)  # a worker: the controller owns (and removes) the folder
