@@ -298,16 +298,9 @@ def _smollm2_file() -> Path:
 @pytest.mark.slow
 def test_real_instruct_model_writes_schema_valid_rows() -> None:
     """SmolLM2-135M-Instruct (GGUF, loaded by transformers) with its own chat template."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
     gguf = _smollm2_file()
-
-    def load(folder: Any) -> tuple[Any, Any]:
-        tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-        model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
-        return model, tok
-
-    predictor = LocalPredictor(gguf.parent, loader=load, max_batch=2)
+    # loaded as a GGUF base model is (de-quantized once into the model cache)
+    predictor = LocalPredictor(gguf, max_batch=2)
     tok = predictor.tokenizer
     prompts = [
         tok.apply_chat_template(

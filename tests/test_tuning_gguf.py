@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from routerlib.config import load_config
 from routerlib.errors import InputError
 from routerlib.serving.local import LocalPredictor
-from routerlib.tuning import local
+from routerlib.tuning import local, model_io
 from routerlib.tuning.base import SUCCEEDED, TuningSpec
 from routerlib.tuning.local import LocalBackend
 from tests.support.smollm2 import smollm2_gguf
@@ -33,9 +34,23 @@ def _write(path: Path, rows: list[tuple[str, str]]) -> str:
 
 
 @pytest.mark.slow
-def test_gguf_base_model_tunes_peft_and_serves(tmp_path: Path) -> None:
+def test_gguf_base_model_tunes_peft_and_serves(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Tuning and serving load the base twice; the GGUF file is parsed at most once (none when
+    an earlier test or run left its de-quantized copy in the cache)."""
     from safetensors.torch import load_file
+    from transformers import AutoModelForCausalLM
 
+    parsed: list[str] = []
+    original = AutoModelForCausalLM.from_pretrained
+
+    def spy(*args: Any, **kwargs: Any) -> Any:
+        if kwargs.get("gguf_file"):
+            parsed.append(kwargs["gguf_file"])
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(AutoModelForCausalLM, "from_pretrained", spy)
     gguf = smollm2_gguf()
     spec = TuningSpec.build(
         base_model=str(gguf),
@@ -61,6 +76,10 @@ def test_gguf_base_model_tunes_peft_and_serves(tmp_path: Path) -> None:
     [result] = predictor.generate([ROWS[0][0]], max_tokens=6)
     assert isinstance(result.text, str) and result.completion_tokens >= 1
     assert result.prompt_tokens == len(predictor.tokenizer(ROWS[0][0])["input_ids"])
+    assert len(parsed) <= 1
+    copy = model_io.dequantized(gguf)
+    assert json.loads((copy / "source.json").read_text())["gguf"] == str(gguf.resolve())
+    assert (copy / "model.safetensors").is_file() and len(parsed) <= 1
 
 
 def test_a_missing_gguf_file_is_refused_naming_key_and_path(tmp_path: Path) -> None:

@@ -23,6 +23,7 @@ from typing import Any, cast
 from urllib.parse import urlsplit
 
 from routerlib.errors import InputError, RouterlibError
+from routerlib.models import gguf_path
 from routerlib.schema import completion_json_schema
 from routerlib.serving.base import Completion, Result
 from routerlib.serving.constrained import SchemaLogitsProcessor, compiled
@@ -77,7 +78,7 @@ class LocalPredictor:
                 "down first (or deploy it with `routerlib deploy`)"
             )
         path = Path(checkpoint_dir)
-        if path.exists() and not path.is_dir():
+        if path.exists() and not path.is_dir() and gguf_path(str(path)) is None:
             raise InputError(f"{checkpoint_dir}: not a checkpoint folder")
         if not path.exists() and loader is not None:
             raise InputError(f"{checkpoint_dir}: checkpoint folder not found")

@@ -11,6 +11,7 @@ which base model it sits on); a FULL one the whole model and tokenizer.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import shutil
@@ -19,7 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from routerlib.atomic import atomic_folder, write_json
+from routerlib import paths
+from routerlib.atomic import atomic_folder, file_lock, write_json
 from routerlib.checkpoint_names import CHECKPOINT_MARKER, EPOCH_NAME
 from routerlib.errors import InputError
 from routerlib.models import EMBEDDED_MODEL, gguf_path
@@ -76,13 +78,52 @@ def local_or_id(name: str) -> str:
 
 def _pretrained_args(name_or_path: str) -> tuple[str, dict[str, Any]]:
     """What ``from_pretrained`` takes for a model name: (folder or id, extra keyword arguments);
-    a GGUF file is its folder plus ``gguf_file``."""
+    a GGUF file is its de-quantized copy (:func:`dequantized`) or, when too large to keep, its
+    folder plus ``gguf_file``."""
     gguf = gguf_path(name_or_path)
     if gguf is None:
         return resolve_base_model(name_or_path), {}
     if not gguf.is_file():
         raise InputError(f"base_model: {gguf}: no such GGUF file")
-    return str(gguf.parent), {"gguf_file": gguf.name}
+    if gguf.stat().st_size > GGUF_CACHE_MAX_BYTES:
+        return str(gguf.parent), {"gguf_file": gguf.name}
+    return str(dequantized(gguf)), {}
+
+
+#: GGUF files up to this size are de-quantized once and kept (their float32 copy is about four
+#: to eight times the file); larger ones are parsed again at every load.
+GGUF_CACHE_MAX_BYTES = 2 * 1024**3
+
+
+def dequantized(gguf: Path) -> Path:
+    """A Hugging Face folder holding ``gguf``'s de-quantized weights, tokenizer and config, made
+    on first use under ``<ROUTERLIB_CACHE>/gguf/<sha256>/``: transformers parses and
+    de-quantizes a GGUF file at every ``from_pretrained`` (about 20 s for a 135M model on a CPU),
+    which tuning and every later load of the base would otherwise repeat."""
+    import torch
+    from safetensors.torch import save_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    with gguf.open("rb") as handle:
+        digest = hashlib.file_digest(handle, "sha256").hexdigest()
+    folder = paths.cache_root() / "gguf" / digest[:32]
+    with file_lock(folder.with_name(folder.name + ".lock")):
+        if (folder / "config.json").is_file():
+            return folder
+        with quiet_transformers():
+            source = {"pretrained_model_name_or_path": gguf.parent, "gguf_file": gguf.name}
+            tokenizer = AutoTokenizer.from_pretrained(**source)
+            model = AutoModelForCausalLM.from_pretrained(**source, dtype=torch.float32)
+        # save_pretrained refuses a GGUF-loaded model: the weights, then the config without the
+        # GGUF quantization entry (the weights are plain float32 now), then the tokenizer
+        config = model.config.to_dict()
+        config.pop("quantization_config", None)
+        with atomic_folder(folder) as tmp:
+            save_model(model, str(tmp / "model.safetensors"))
+            type(model.config).from_dict(config).save_pretrained(tmp)
+            tokenizer.save_pretrained(tmp)
+            write_json(tmp / "source.json", {"gguf": str(gguf.resolve()), "sha256": digest})
+    return folder
 
 
 def load_lm(name_or_path: str) -> Any:
