@@ -203,20 +203,43 @@ def _execute_stage(
     output = run_dir / runfolder.NOTEBOOKS_DIR / notebook.name
     output.parent.mkdir(parents=True, exist_ok=True)
     try:
-        pm.execute_notebook(
-            str(notebook),
-            str(output),
-            parameters=notebook_parameters(run_dir / runfolder.PARAMS_FILE, run_dir, runs),
-            kernel_name="python3",
-            cwd=str(paths.project_root()),
-            progress_bar=False,
-            extra_arguments=list(KERNEL_ARGUMENTS),
-            stdout_file=stdout,
-            stderr_file=stderr,
-        )
+        for attempt in range(1, KERNEL_START_ATTEMPTS + 1):
+            try:
+                pm.execute_notebook(
+                    str(notebook),
+                    str(output),
+                    parameters=notebook_parameters(run_dir / runfolder.PARAMS_FILE, run_dir, runs),
+                    kernel_name="python3",
+                    cwd=str(paths.project_root()),
+                    progress_bar=False,
+                    extra_arguments=list(KERNEL_ARGUMENTS),
+                    stdout_file=stdout,
+                    stderr_file=stderr,
+                )
+                return
+            except Exception as exc:  # noqa: BLE001 - only a kernel that never started is retried
+                if attempt == KERNEL_START_ATTEMPTS or not kernel_did_not_start(exc):
+                    raise
+                log.write(f"{notebook.name}: the kernel did not start ({exc}); starting it again\n")
     finally:
         stdout.finish()
         stderr.finish()
+
+
+#: Kernels started at the same moment (runs side by side) can race for a port; a kernel that
+#: never started ran no cell, so its stage is started again, this many times in all.
+KERNEL_START_ATTEMPTS = 2
+KERNEL_START_FAILURES = ("Kernel didn't respond", "Kernel died before replying", "Address already")
+
+
+def kernel_did_not_start(exc: BaseException) -> bool:
+    """Whether ``exc`` says the notebook's kernel never started (no cell ran; a cell's own
+    error is never this, whatever it says)."""
+    from papermill.exceptions import PapermillExecutionError
+
+    if isinstance(exc, InputError | PapermillExecutionError):
+        return False
+    return any(text in str(exc) for text in KERNEL_START_FAILURES)
 
 
 def _run_one(

@@ -153,3 +153,33 @@ def test_parameters_never_carry_credentials(tmp_path: Path) -> None:
     assert set(params) == {"params_file", "run_dir"}
     with pytest.raises(AssertionError):
         pipeline.notebook_parameters(tmp_path / "ya29.a0AfH6SMBxxxxxxxxxxxxxxxxxxxxxxx", tmp_path)
+
+
+def test_a_kernel_that_never_started_is_started_again_once(
+    project: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two kernels started at one moment can race for a port (seen: ZMQError 'Address already in
+    use', then "Kernel didn't respond in 60 seconds"); no cell ran, so the stage starts again.
+    A cell's own error, whatever it says, is not retried."""
+    import papermill as pm
+    from papermill.exceptions import PapermillExecutionError
+
+    real = pm.execute_notebook
+    calls: list[str] = []
+
+    def flaky(notebook: str, *args: object, **kwargs: object) -> object:
+        calls.append(Path(notebook).name)
+        if len(calls) == 1:
+            raise RuntimeError("Kernel didn't respond in 60 seconds")
+        return real(notebook, *args, **kwargs)
+
+    monkeypatch.setattr(pm, "execute_notebook", flaky)
+    assert main(["run", "params/ok.yaml", "--stages", "01"]) == 0
+    assert calls == ["01_write.ipynb", "01_write.ipynb"]
+    run = next((tmp_path / "outputs").glob("ok-*"))
+    assert "the kernel did not start" in (run / "run.log").read_text()
+
+    cell_error = PapermillExecutionError(0, 1, "Address already in use", "OSError", "", [])
+    assert not pipeline.kernel_did_not_start(cell_error)
+    assert not pipeline.kernel_did_not_start(InputError("Kernel didn't respond"))
+    assert pipeline.kernel_did_not_start(RuntimeError("Kernel died before replying to kernel_info"))
