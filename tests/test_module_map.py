@@ -69,25 +69,18 @@ def test_every_module_file_is_an_importable_module() -> None:
 def test_every_module_imports_in_isolation() -> None:
     """Each module imports in a process where no other routerlib module was loaded first
     (tests/support/import_each.py forks one per module); the CLI's __main__ runs as a command."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
     modules = [m for m in _modules() if not m.endswith(".__main__")]
-    proc = subprocess.run(
-        [sys.executable, str(ROOT / "tests" / "support" / "import_each.py"), *modules],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    proc = _python(str(ROOT / "tests" / "support" / "import_each.py"), *modules)
     assert proc.returncode == 0, proc.stderr[-3000:]
     failures = json.loads(proc.stdout)
     assert not failures, "\n\n".join(f"import {m}:\n{tb[-1500:]}" for m, tb in failures.items())
-    cli = subprocess.run(
-        [sys.executable, "-m", "routerlib", "--help"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    cli = _python("-m", "routerlib", "--help")
     assert cli.returncode == 0, cli.stderr[-3000:]
+
+
+def _python(*args: str) -> subprocess.CompletedProcess[str]:
+    """This interpreter run from the project root with the package on its path."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.run(
+        [sys.executable, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
+    )

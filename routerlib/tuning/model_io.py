@@ -11,6 +11,7 @@ which base model it sits on); a FULL one the whole model and tokenizer.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import os
@@ -95,6 +96,14 @@ def _pretrained_args(name_or_path: str) -> tuple[str, dict[str, Any]]:
 GGUF_CACHE_MAX_BYTES = 2 * 1024**3
 
 
+@functools.lru_cache(maxsize=8)
+def _file_sha256(path: Path, size: int, mtime_ns: int) -> str:
+    """sha256 of ``path``, read once per (size, mtime): a load asks for it twice (model and
+    tokenizer)."""
+    with path.open("rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()
+
+
 def dequantized(gguf: Path) -> Path:
     """A Hugging Face folder holding ``gguf``'s de-quantized weights, tokenizer and config, made
     on first use under ``<ROUTERLIB_CACHE>/gguf/<sha256>/``: transformers parses and
@@ -104,8 +113,8 @@ def dequantized(gguf: Path) -> Path:
     from safetensors.torch import save_model
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    with gguf.open("rb") as handle:
-        digest = hashlib.file_digest(handle, "sha256").hexdigest()
+    stat = gguf.resolve().stat()
+    digest = _file_sha256(gguf.resolve(), stat.st_size, stat.st_mtime_ns)
     folder = paths.cache_root() / "gguf" / digest[:32]
     with file_lock(folder.with_name(folder.name + ".lock")):
         if (folder / "config.json").is_file():
