@@ -132,13 +132,16 @@ def find_unfinished_run(params_name: str, outputs: Path | None = None) -> Path |
     return max(candidates)[2] if candidates else None
 
 
-def _failure_line(notebook: Path, exc: Exception) -> str:
-    """One line naming the notebook, the failing cell (in the source notebook) and the error."""
+def _failure(notebook: Path, exc: Exception) -> tuple[str, list[str]]:
+    """One line naming the notebook, the failing cell (in the source notebook) and the error,
+    and a routerlib error's problem lines (``file:line: field: …``), read back from the executed
+    notebook when raised there."""
     from papermill.exceptions import PapermillExecutionError
 
     name = f"notebooks/{notebook.name}"
     if not isinstance(exc, PapermillExecutionError):
-        return f"{name}: {type(exc).__name__}: {' '.join(str(exc).split())[:200]}"
+        problems = exc.lines()[:-1] if isinstance(exc, RouterlibError) else []
+        return f"{name}: {type(exc).__name__}: {' '.join(str(exc).split())[:200]}", problems
     # papermill inserted its injected-parameters cell right after the parameters cell (at the
     # top when there is none); count cells of the notebook as written.
     try:
@@ -150,17 +153,8 @@ def _failure_line(notebook: Path, exc: Exception) -> str:
     index = exc.cell_index - (exc.cell_index > after)
     first = next((ln.strip() for ln in str(exc.source).splitlines() if ln.strip()), "")
     where = f"cell {index + 1} (In [{exc.exec_count}]" + (f": {first[:60]!r})" if first else ")")
-    return f"{name}: {where} raised {exc.ename}: {' '.join(str(exc.evalue).split())[:200]}"
-
-
-def error_lines(exc: Exception) -> list[str]:
-    """The lines of a routerlib error (``file:line: field: …``, then its summary), read back
-    from the executed notebook when raised there; [] for anything else."""
-    from papermill.exceptions import PapermillExecutionError
-
-    if isinstance(exc, PapermillExecutionError):
-        return lines_from_notebook(exc.traceback) or []
-    return exc.lines() if isinstance(exc, RouterlibError) else []
+    line = f"{name}: {where} raised {exc.ename}: {' '.join(str(exc.evalue).split())[:200]}"
+    return line, (lines_from_notebook(exc.traceback) or [])[:-1]  # the summary ends ``line``
 
 
 def notebook_parameters(
@@ -175,20 +169,25 @@ def notebook_parameters(
 
 
 @contextlib.contextmanager
-def outputs_env(outputs: Path | None) -> Iterator[None]:
-    """Point ROUTERLIB_OUTPUTS at ``outputs`` (when given) for the block, so kernels agree."""
-    if outputs is None:
+def _env(name: str, value: str | None) -> Iterator[None]:
+    """Set the environment variable ``name`` to ``value`` for the block (None: leave it alone)."""
+    if value is None:
         yield
         return
-    old = os.environ.get("ROUTERLIB_OUTPUTS")
-    os.environ["ROUTERLIB_OUTPUTS"] = str(outputs)
+    old = os.environ.get(name)
+    os.environ[name] = value
     try:
         yield
     finally:
         if old is None:
-            os.environ.pop("ROUTERLIB_OUTPUTS", None)
+            os.environ.pop(name, None)
         else:
-            os.environ["ROUTERLIB_OUTPUTS"] = old
+            os.environ[name] = old
+
+
+def outputs_env(outputs: Path | None) -> contextlib.AbstractContextManager[None]:
+    """Point ROUTERLIB_OUTPUTS at ``outputs`` (when given) for the block, so kernels agree."""
+    return _env("ROUTERLIB_OUTPUTS", None if outputs is None else str(outputs))
 
 
 def _execute_stage(
@@ -273,8 +272,7 @@ def _run_one(
                 raise
             except Exception as exc:  # a stage failure never stops the other runs
                 seconds = time.perf_counter() - start
-                line = _failure_line(notebook, exc)
-                problems = error_lines(exc)[:-1]  # the summary is the end of ``line``
+                line, problems = _failure(notebook, exc)
                 save(FAILED, entry, status=FAILED, seconds=round(seconds, 3), error=line)
                 log.writelines(f"{problem}\n" for problem in problems)
                 log.write(f"==== {name} FAILED ({seconds:.1f} s): {line}\n")
@@ -376,29 +374,13 @@ def params_changes(params_file: str, run_dir: Path) -> list[str]:
 
 def side_by_side(backends: Sequence[str], requested: int | None = None) -> int:
     """How many runs go at once: ``requested`` when given (at most one per run); else local runs
-    side by side up to the core count (each kernel gets its share of the cores through
-    OMP_NUM_THREADS: the tiny model gains little from a second thread, so two runs at one thread
-    finish sooner than one after the other at two) and any other run alone (a sweep's
-    ``--max-concurrent`` manages the tuning quota)."""
+    up to the core count, each kernel with its share of the cores (the tiny model gains little
+    from a second thread; docs/development.md measures it), and any other run alone."""
     if requested is not None:
         return max(1, min(requested, len(backends)))
     if backends and all(backend == "local" for backend in backends):
         return max(1, min(len(backends), os.cpu_count() or 1))
     return 1
-
-
-@contextlib.contextmanager
-def _threads_per_run(at_once: int) -> Iterator[None]:
-    """Each kernel's torch threads: ``cores // at_once`` while runs go side by side (a value the
-    user set is kept)."""
-    if at_once <= 1 or os.environ.get("OMP_NUM_THREADS"):
-        yield
-        return
-    os.environ["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // at_once))
-    try:
-        yield
-    finally:
-        os.environ.pop("OMP_NUM_THREADS", None)
 
 
 def _run_side_by_side(
@@ -506,7 +488,10 @@ def run_pipeline(
 
     jobs = [functools.partial(run_one, i, *plan) for i, plan in enumerate(plans)]
     at_once = side_by_side(backends, parallel)
-    with outputs_env(outputs_dir), _threads_per_run(at_once):
+    # each kernel's torch threads: its share of the cores (a value the user set is kept)
+    threads = str(max(1, (os.cpu_count() or 1) // at_once))
+    keep = at_once <= 1 or os.environ.get("OMP_NUM_THREADS")
+    with outputs_env(outputs_dir), _env("OMP_NUM_THREADS", None if keep else threads):
         if at_once == 1:
             return [job() for job in jobs]
         out(f"{len(jobs)} runs, {at_once} at a time")
