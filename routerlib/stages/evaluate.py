@@ -7,8 +7,7 @@ import json
 import re
 import shutil
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -37,15 +36,12 @@ from routerlib.stages.tune import job_table as job_table
 from routerlib.tuning.base import Job, write_job
 
 
-@contextmanager
-def serving(run: Run, job: Job) -> Iterator[Predictor]:
+def serving(run: Run, job: Job) -> AbstractContextManager[Predictor]:
     """The Predictor of the tuned checkpoint for the block (``factory.for_run`` decides)."""
     checkpoint = job.checkpoint_uri or job.spec.checkpoint_uri()
     if not run.config.endpoint:  # best (checkpoints.json), final, or epoch-N
         checkpoint = chosen_checkpoint(run, job)
-    params_file = str(run.params_file)
-    with factory.open_predictor(run.config, str(checkpoint), params_file=params_file) as predictor:
-        yield predictor
+    return factory.open_predictor(run.config, str(checkpoint), params_file=str(run.params_file))
 
 
 def _baseline_predictions(run: Run, kind: str) -> Path:
@@ -91,15 +87,12 @@ def evaluation_settings(run: Run) -> dict[str, Any]:
     }
 
 
-@contextmanager
-def _predictor(run: Run, endpoint: Predictor | str) -> Iterator[Predictor]:
+def _predictor(run: Run, endpoint: Predictor | str) -> AbstractContextManager[Predictor]:
     """``endpoint`` itself, or for an address the predictor the run's settings make for it."""
     if not isinstance(endpoint, str):
-        yield endpoint
-        return
+        return nullcontext(endpoint)
     spec = factory.for_address(run.config, endpoint)
-    with factory.opened(spec.kind, spec.target, **spec.options) as predictor:
-        yield predictor
+    return factory.opened(spec.kind, spec.target, **spec.options)
 
 
 def evaluate(run: Run, endpoint: Predictor | str, decoding: str = "free") -> Report:
@@ -266,12 +259,9 @@ def gate_table(report: Report) -> pd.DataFrame:
 
 
 #: Per-sample yes/no checks counted in ``worst_errors``.
-ERROR_CHECKS = (
-    "route_plan_exact",
-    "route_first_tool_match",
-    "metrics_keys_match",
-    "todo_covers_all_tools",
-    "handoff_tools_covered",
+ERROR_CHECKS = tuple(
+    "route_plan_exact route_first_tool_match metrics_keys_match todo_covers_all_tools "
+    "handoff_tools_covered".split()
 )
 
 
@@ -349,11 +339,18 @@ def write_metrics(
     matching = [d for d, r in decoding_reports.items() if r is report]
     headline_decoding = matching[0] if matching else decodings(run)[0]
 
-    def relative(decoding: str) -> str:
-        return str(report_path(run, decoding).relative_to(run.path))
+    def info(r: Report, decoding: str) -> runfolder.DecodingInfo:
+        return runfolder.DecodingInfo(
+            report=str(report_path(run, decoding).relative_to(run.path)),
+            gate_pass=_gate_pass(r),
+            headline={m: _overall(r, "metrics").get(m) for m in HEADLINE},
+            strict={m: _overall(r, "strict").get(m) for m in HEADLINE},
+            schema_valid=_overall(r, "strict").get("schema_valid"),
+            seconds_per_token=compare.seconds_per_token(r),
+        )
 
-    def figures(r: Report, block: str) -> dict[str, Any]:
-        return {m: _overall(r, block).get(m) for m in HEADLINE}
+    shared = {"report", "gate_pass", "headline", "strict"}  # EvaluationInfo's figures
+    headline = info(report, headline_decoding).model_dump(include=shared)
 
     record = runfolder.MetricsRecord(
         run=runfolder.RunInfo(
@@ -367,24 +364,8 @@ def write_metrics(
             **job.model_dump(include=TUNING_FIELDS),
         ),
         cost=run_cost(run, job, report),
-        evaluation=runfolder.EvaluationInfo(
-            report=relative(headline_decoding),
-            decoding=headline_decoding,
-            gate_pass=_gate_pass(report),
-            headline=figures(report, "metrics"),
-            strict=figures(report, "strict"),
-        ),
-        decodings={
-            decoding: runfolder.DecodingInfo(
-                report=relative(decoding),
-                gate_pass=_gate_pass(r),
-                headline=figures(r, "metrics"),
-                strict=figures(r, "strict"),
-                schema_valid=_overall(r, "strict").get("schema_valid"),
-                seconds_per_token=compare.seconds_per_token(r),
-            )
-            for decoding, r in decoding_reports.items()
-        },
+        evaluation=runfolder.EvaluationInfo(decoding=headline_decoding, **headline),
+        decodings={decoding: info(r, decoding) for decoding, r in decoding_reports.items()},
         baselines={
             kind: runfolder.BaselineInfo(
                 report=runfolder.baseline_report_file(kind), gate_pass=_gate_pass(r)
