@@ -85,9 +85,8 @@ def tune(run: Run, smoke: bool = False) -> Job:
 
 def _deploy_where_it_ran(run: Run, job: Job) -> Job:
     """A ``global`` job ran in a region Vertex chose: deploy there (``jobs.deploy_region``)."""
-    region = jobs.deploy_region(job, run.config.deploy_location)
-    if region != run.config.deploy_location:
-        was = run.config.deploy_location
+    region, was = jobs.deploy_region(job, run.config.deploy_location), run.config.deploy_location
+    if region != was:
         print(f"{job.name} ran in {region}: deploy_location {region} (was {was})")
         run.config.deploy_location = region
     return job
@@ -156,12 +155,12 @@ def checkpoint_settings(run: Run) -> dict[str, Any]:
 
 def _checkpoint_scorer(run: Run) -> Scorer:
     """Scores a checkpoint on validation through the predictor the serving factory makes for it."""
-    cfg = run.config
     settings = checkpoint_settings(run)
 
     def serve(uri: str) -> Predictor:
-        spec = factory.for_run(cfg, uri, params_file=str(run.params_file), scoring=True)
-        return factory.make_spec(spec)
+        return factory.make_spec(
+            factory.for_run(run.config, uri, params_file=run.params_file, scoring=True)
+        )
 
     return checkpoints.predictor_scorer(
         serve,
