@@ -8,7 +8,6 @@ from __future__ import annotations
 import datetime as dt
 import os
 from dataclasses import dataclass
-from typing import Protocol, cast
 
 from routerlib import auth, jobs, models, pricing, storage
 from routerlib.config import RunConfig
@@ -31,10 +30,6 @@ class Check:
     status: str
     found: str
     fix: str = ""
-
-
-class _Probe(Protocol):
-    def probe(self) -> str: ...
 
 
 def _bucket_cmd(bucket: str, location: str) -> str:
@@ -72,6 +67,9 @@ class Doctor:
 
     def api_failed(self, name: str, exc: RemoteError, service: str) -> None:
         self.add(name, FAIL, str(exc), _api_fix(str(exc), service, self.project))
+
+    def skip(self, names: tuple[str, ...], why: str) -> None:
+        self.checks += [Check(name, SKIP, why) for name in names]
 
     def run(self) -> list[Check]:
         """Every check, in order; later checks are skipped when what they need failed."""
@@ -129,7 +127,7 @@ class Doctor:
                 location=cfg.location,
                 api_endpoint=cfg.api_endpoint or None,
             )
-            self.add("Vertex AI API", OK, cast(_Probe, backend).probe())
+            self.add("Vertex AI API", OK, backend.probe())  # type: ignore[attr-defined]
         except RemoteError as exc:
             self.api_failed("Vertex AI API", exc, VERTEX_API)
 
@@ -138,9 +136,7 @@ class Doctor:
         prefix = cfg.gcs_prefix or (cfg.output_uri if cfg.output_uri.startswith("gs://") else "")
         names = ("Cloud Storage API", "bucket exists", "bucket location", "bucket write access")
         if not prefix:
-            for name in names:
-                self.add(name, SKIP, "no gcs_prefix in the params")
-            return
+            return self.skip(names, "no gcs_prefix in the params")
         bucket, _ = storage.parse_gcs_uri(prefix)
         try:
             client = storage.gcs_client(self.project or None)
@@ -149,14 +145,10 @@ class Doctor:
             self.add("Cloud Storage API", OK, "answered (bucket metadata: 404)")
             found = f"gs://{bucket} does not exist (gcs_prefix {prefix})"
             self.add("bucket exists", FAIL, found, _bucket_cmd(bucket, cfg.location))
-            for name in names[2:]:
-                self.add(name, SKIP, "no bucket")
-            return
+            return self.skip(names[2:], "no bucket")
         except RemoteError as exc:
             self.api_failed("Cloud Storage API", exc, STORAGE_API)
-            for name in names[1:]:
-                self.add(name, SKIP, "Cloud Storage did not answer")
-            return
+            return self.skip(names[1:], "Cloud Storage did not answer")
         self.add("Cloud Storage API", OK, "answered (bucket metadata)")
         self.add("bucket exists", OK, f"gs://{bucket}")
         problem = models.bucket_problem(
