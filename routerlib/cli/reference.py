@@ -84,19 +84,15 @@ def params_block(page: Path) -> str:
     return _split(page, PARAMS_START, PARAMS_END)[1].strip("\n")
 
 
-def _rewrite(page: Path, start: str, end: str, body: str) -> None:
-    head, _, tail = _split(page, start, end)
-    page.write_text(f"{head}{start}\n{body}\n{end}{tail}", encoding="utf-8")
-
-
 def write_docs(docs: Path) -> list[Path]:
     """Regenerate both references (both pages checked before either is written); the pages."""
-    cli_page, params_page = docs / CLI_PAGE, docs / PARAMS_PAGE
-    _split(cli_page, START, END)
-    _split(params_page, PARAMS_START, PARAMS_END)
-    _rewrite(cli_page, START, END, reference_markdown())
-    _rewrite(params_page, PARAMS_START, PARAMS_END, params_markdown())
-    return [cli_page, params_page]
+    pages = [(docs / CLI_PAGE, START, END), (docs / PARAMS_PAGE, PARAMS_START, PARAMS_END)]
+    parts = [_split(*page) for page in pages]  # a missing marker fails before any write
+    for (page, start, end), (head, _, tail), body in zip(
+        pages, parts, (reference_markdown(), params_markdown()), strict=True
+    ):
+        page.write_text(f"{head}{start}\n{body}\n{end}{tail}", encoding="utf-8")
+    return [page for page, _, _ in pages]
 
 
 def main(argv: list[str] | None = None) -> int:
