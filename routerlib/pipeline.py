@@ -1,11 +1,6 @@
-"""Batch runs: the numbered notebooks executed with papermill into one run folder per params file.
-
-Each run folder records its stages in ``pipeline.json`` (``runfolder.PipelineRecord``, written
-atomically after every change; a stage is pending, running, ok, failed or interrupted). A finished
-run folder is never touched again; ``resume`` continues an unfinished one from its first stage that
-is not ``ok``, with the run's own params.yaml and stages. Each notebook gets exactly two papermill
-parameters, ``params_file`` (the run's params.yaml) and ``run_dir`` (docs/notebooks.md).
-"""
+"""Batch runs: the numbered notebooks executed with papermill into one run folder per params file,
+each stage's status in its ``pipeline.json``; a finished run folder is never touched again, and
+``resume`` continues an unfinished one from its first stage not ``ok`` (docs/notebooks.md)."""
 
 from __future__ import annotations
 

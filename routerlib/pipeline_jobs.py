@@ -1,9 +1,6 @@
-"""Submit a compiled routerlib pipeline to Vertex AI Pipelines (a PipelineJob, or a schedule) with
-the aiplatform SDK, and the registry ``<outputs>/pipelines.json`` that ``routerlib pipeline list /
-show / cancel`` read (docs/pipelines.md). Each submission is recorded as UNKNOWN before its create
-leaves, under an id made from its hash, so a lost answer is found and the same command run again
-re-attaches instead of submitting twice. A 403 is a PermissionDenied naming the permission.
-"""
+"""Submit a compiled routerlib pipeline to Vertex AI Pipelines (a PipelineJob, or a schedule), and
+the registry ``<outputs>/pipelines.json`` that ``routerlib pipeline list / show / cancel`` read;
+how a submission is recorded and re-attached to: docs/pipelines.md."""
 
 from __future__ import annotations
 

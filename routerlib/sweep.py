@@ -1,8 +1,5 @@
-"""Sweeps (``routerlib run PARAMS --grid KEY=V1,V2 ...``; docs/choosing-the-model.md): one params
-file, a grid of values for any of its keys, one run folder per point, every point validated before
-anything runs; ``sweep-<time>/sweep.json`` records the grid, folders and states, and ``--resume``
-continues it. Vertex points run ``max_concurrent`` at once; a quota refusal (429) waits for a slot.
-"""
+"""Sweeps (``routerlib run PARAMS --grid KEY=V1,V2 ...``; docs/choosing-the-model.md): one run
+folder per point of a grid over params keys, recorded in ``sweep-<time>/sweep.json``."""
 
 from __future__ import annotations
 

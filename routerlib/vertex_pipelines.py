@@ -1,13 +1,7 @@
 """The notebook chain and sweeps as a Kubeflow (KFP 2.x) pipeline for Vertex AI Pipelines
-(docs/pipelines.md: what compile writes, what a pipeline run's folder holds, what it costs).
-
-``compile_pipeline`` checks every point as ``routerlib run --grid`` does, then writes the IR YAML:
-one lightweight component per point inside a ``ParallelFor`` (parallelism ``--max-concurrent``)
-and one fan-in that records sweep.json, runs notebook 05 over the points and renders the report.
-``run_local`` executes the same pipeline with ``kfp.local``'s SubprocessRunner (no Docker). A point
-task never raises (its failure is its status), so the fan-in always runs. On Vertex the outputs
-are a ``gs://`` prefix the tasks see through Cloud Storage FUSE (``/gcs/BUCKET/PATH``). kfp is an
-optional extra (``pip install '.[pipelines]'``), imported inside functions only.
+(docs/pipelines.md: what compile writes, what a pipeline run's folder holds, what it costs):
+one component per point inside a ``ParallelFor``, then a fan-in that compares and reports.
+kfp is an optional extra (``pip install '.[pipelines]'``), imported inside functions only.
 
 No ``from __future__ import annotations`` here: KFP reads the component functions' annotations
 at run time, and a component's source runs alone in the task, so it imports its body from here.
@@ -47,10 +41,6 @@ REPORT_DIR = "report"
 FUSE_ROOT = "/gcs"
 #: The parameters of the compiled pipeline (``runtimeConfig.parameterValues`` may set them).
 PARAMETERS = ("outputs", "stages")
-INSTALL_HINT = (
-    "routerlib pipeline needs the kfp package: pip install 'routerlib[pipelines]' "
-    "(in a clone: pip install -e '.[pipelines]'; `make setup` installs it)"
-)
 
 
 def require_kfp() -> Any:
@@ -58,7 +48,10 @@ def require_kfp() -> Any:
     try:
         import kfp
     except ImportError:
-        raise InputError(INSTALL_HINT) from None
+        raise InputError(
+            "routerlib pipeline needs the kfp package: pip install 'routerlib[pipelines]' "
+            "(in a clone: pip install -e '.[pipelines]'; `make setup` installs it)"
+        ) from None
     return kfp
 
 
