@@ -162,11 +162,10 @@ def refresh(record: dict[str, Any], out: Out) -> dict[str, Any]:
     except auth.sdk_errors() as exc:
         out(f"{record['ref']}: showing the recorded state ({_failure('get', exc, '')})")
         return record
-    if resource is None:
-        if record.get("state") == UNKNOWN:
-            return record
-        return _save({**record, "state": "NOT_FOUND", "updated": _now()})
-    return _save({**record, **_fields(record["kind"], resource)})
+    if resource is None and record.get("state") == UNKNOWN:
+        return record
+    found = _fields(record["kind"], resource) if resource is not None else {"state": "NOT_FOUND"}
+    return _save({**record, "updated": _now(), **found})
 
 
 def _live(record: dict[str, Any]) -> bool:
