@@ -5,6 +5,7 @@ an exit code, and a RouterlibError is printed as one line per problem (no traceb
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib
 import sys
 from collections.abc import Sequence
@@ -16,9 +17,8 @@ from routerlib.errors import RouterlibError
 COMMAND_MODULES = ("data", "tune", "serve", "evaluate", "run", "pipeline", "schema", "doctor")
 
 
-def echo(line: str) -> None:
-    """Print one line at once (a long run's progress, read as it comes)."""
-    print(line, flush=True)
+#: Print one line at once (a long run's progress, read as it comes).
+echo = functools.partial(print, flush=True)
 
 
 def build_parser() -> argparse.ArgumentParser:
