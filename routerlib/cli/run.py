@@ -137,37 +137,33 @@ def _sweep(args: argparse.Namespace) -> list[Any] | None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from routerlib.pipeline import DEFAULT_STAGES, comparison_runs, run_headline, run_pipeline
+    from routerlib import pipeline
+    from routerlib.runfolder import has_evaluation
 
-    comparison_runs([], args.with_runs, args.outputs)  # a bad --with fails before any run starts
+    pipeline.comparison_runs([], args.with_runs, args.outputs)  # a bad --with fails first
     results = _sweep(args)
     if results is None:
-        stages = args.stages.split(",") if args.stages else None if args.resume else DEFAULT_STAGES
-        results = run_pipeline(
+        default = None if args.resume else pipeline.DEFAULT_STAGES
+        results = pipeline.run_pipeline(
             args.params,
-            stages=stages,
+            stages=args.stages.split(",") if args.stages else default,
             outputs=args.outputs,
             resume=args.resume,
             out=echo,
             parallel=args.parallel,
         )
     failed = [r for r in results if not r.ok]
-    echo("\n".join(line for r in results for line in run_headline(r)))  # last, where eyes land
+    echo("\n".join(line for r in results for line in pipeline.run_headline(r)))  # where eyes land
     if len(results) > 1:
         echo(f"{len(results) - len(failed)} of {len(results)} run(s) finished")
     if (args.compare or args.with_runs) and len(failed) < len(results):
-        from routerlib.pipeline import run_comparison
-        from routerlib.runfolder import has_evaluation
-
         made = [r.run_dir for r in results if r.ok]
         for folder in made:
             if not has_evaluation(folder):
                 echo(f"[comparison] {folder.name}: no finished evaluation, not compared")
-        comparison = run_comparison(
-            results[0].params_file,
-            outputs=args.outputs,
-            out=echo,
-            runs=comparison_runs(made, args.with_runs, args.outputs),
+        runs = pipeline.comparison_runs(made, args.with_runs, args.outputs)
+        comparison = pipeline.run_comparison(
+            results[0].params_file, outputs=args.outputs, out=echo, runs=runs
         )
         if not comparison.ok:
             echo(f"FAILED {comparison.run_dir}: {comparison.message}")
