@@ -4,11 +4,13 @@ baseline`` (the previous router logic written as a prediction file)."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 from pathlib import Path
 from typing import Any
 
-from routerlib.cli.params import Keys, add_params_option, option, pick, same, thresholds_flag
+from routerlib.cli import params
+from routerlib.cli.params import Keys, add_params_option, option, pick, same
 from routerlib.config import run_default
 from routerlib.errors import InputError
 from routerlib.metrics import gate_line
@@ -25,7 +27,7 @@ SUMMARY_METRICS = tuple(
 #: (with --params the run is gated as notebook 04 gates it: ``thresholds``, else the packaged).
 EVALUATE_PARAMS: Keys = {
     "limit": "eval_limit",
-    "thresholds": ("thresholds", thresholds_flag),
+    "thresholds": ("thresholds", params.thresholds_flag),
     "location": "deploy_location",
     **same("max_tokens concurrency project api_endpoint gcs_prefix"),
     **same("machine_type accelerator_type accelerator_count"),
@@ -129,14 +131,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def predictor_from_args(args: argparse.Namespace) -> Any:
     """The predictor ``--endpoint``, ``--checkpoint`` or ``--batch`` names (close it when done)."""
     from routerlib.serving import factory
-    from routerlib.serving.settings import VertexSettings
 
-    settings = VertexSettings(
-        project=args.project or "",
-        location=args.location or "",
-        api_endpoint=args.api_endpoint or "",
-        **pick(args, "machine_type accelerator_type accelerator_count"),
-    )
+    settings = params.vertex_settings(args)
     online = pick(args, "concurrency retries timeout")
     if args.endpoint is not None:
         kind, target = factory.kind_of(args.endpoint)
@@ -174,20 +170,15 @@ def run_evaluate(args: argparse.Namespace) -> int:
         from routerlib.metrics import thresholds_file
 
         args.thresholds = str(thresholds_file(args.thresholds))  # "default": the packaged gates
-    for flag, value in (
-        ("--gold", args.gold),
-        ("--pred", args.pred),
-        ("--thresholds", args.thresholds),
-        ("--compare-to", args.compare_to),
-    ):
+    for dest in ("gold", "pred", "thresholds", "compare_to"):
+        value = getattr(args, dest)
         if value is not None and not Path(value).is_file():
-            raise InputError(f"{value}: {flag} file not found")
+            raise InputError(f"{value}: --{dest.replace('_', '-')} file not found")
     scoring = {"out": args.out, "thresholds": args.thresholds, "compare_to": args.compare_to}
     if args.pred is not None:
         report = score_predictions(args.gold, args.pred, limit=args.limit, **scoring)
     else:
-        predictor = predictor_from_args(args)
-        try:
+        with contextlib.closing(predictor_from_args(args)) as predictor:
             report = evaluate(
                 predictor,
                 args.gold,
@@ -197,8 +188,6 @@ def run_evaluate(args: argparse.Namespace) -> int:
                 progress=args.progress,
                 **scoring,
             )
-        finally:
-            predictor.close()
     print(summary(report, args.out))
     failed = (report.get("generation") or {}).get("failed_rows") or []
     if failed:

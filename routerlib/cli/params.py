@@ -12,6 +12,7 @@ from typing import Any
 
 from routerlib.config import RunConfig, load_config, run_default
 from routerlib.paths import resolve
+from routerlib.serving.settings import VertexSettings
 
 #: Namespace attribute holding the dests the user gave on the command line.
 _GIVEN = "_params_given"
@@ -64,6 +65,17 @@ def same(names: str) -> dict[str, str]:
 def pick(args: argparse.Namespace, names: str) -> dict[str, Any]:
     """The values ``args`` holds for the space-separated ``names``, as keyword arguments."""
     return {name: getattr(args, name) for name in names.split()}
+
+
+def vertex_settings(args: argparse.Namespace, location: str = "") -> VertexSettings:
+    """What ``--project``, ``--location`` (else ``location``), ``--api-endpoint`` and the
+    hardware flags name."""
+    return VertexSettings(
+        project=args.project or "",
+        location=args.location or location,
+        api_endpoint=args.api_endpoint or "",
+        **pick(args, "machine_type accelerator_type accelerator_count"),
+    )
 
 
 def _record_given(action: argparse.Action) -> None:

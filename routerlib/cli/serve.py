@@ -108,7 +108,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def _deploy(args: argparse.Namespace) -> int:
     from routerlib.errors import InputError
     from routerlib.serving import vertex
-    from routerlib.serving.settings import VertexSettings
 
     if args.location == "global":
         raise InputError(
@@ -118,12 +117,7 @@ def _deploy(args: argparse.Namespace) -> int:
     if args.list_options:
         return _list_options(args)
     storage.require_checkpoint(args.checkpoint)  # a missing checkpoint: refused, nothing created
-    settings = VertexSettings(
-        project=args.project,
-        location=args.location or DEFAULT_LOCATION,
-        api_endpoint=args.api_endpoint or "",
-        **pick(args, "machine_type accelerator_type accelerator_count"),
-    )
+    settings = params.vertex_settings(args, DEFAULT_LOCATION)
     options = pick(args, "base_model deploy_timeout endpoint_display_name")
     deployment = vertex.deploy(args.checkpoint, settings, **options)
     print(deployment.endpoint_name)
