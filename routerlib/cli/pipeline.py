@@ -132,10 +132,8 @@ def _compile(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace) -> int:
     from routerlib import vertex_pipelines
 
-    options = _points(args)
-    folder, record = vertex_pipelines.run_local(
-        args.params, outputs=args.outputs, out=echo, **options
-    )
+    options = {"outputs": args.outputs, "out": echo, **_points(args)}
+    folder, record = vertex_pipelines.run_local(args.params, **options)
     echo(f"pipeline run folder: {folder}")
     return 0 if record.status == "finished" else 1
 
