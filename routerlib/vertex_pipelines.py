@@ -106,16 +106,21 @@ def plan_points(
 
 
 def _plan(points: Sequence[Point], params_files: Sequence[str], grid: dict, stages: list) -> str:
-    """What the fan-in records in sweep.json, as JSON."""
-    return json.dumps(
-        {
-            "params_file": ", ".join(str(paths.resolve(p)) for p in params_files),
-            "grid": grid,
-            "stages": stages,
-            "backend": sweep.backend_of(p.config for p in points),
-            "points": [{"index": p.index, "name": p.name, "values": p.values} for p in points],
-        }
-    )
+    """The sweep.json the fan-in completes (every point pending), as JSON."""
+    file = runfolder.PARAMS_FILE
+    return SweepRecord(
+        sweep="",
+        params_file=", ".join(str(paths.resolve(p)) for p in params_files),
+        grid=grid,
+        stages=stages,
+        backend=sweep.backend_of(p.config for p in points),
+        points=[
+            SweepPoint(
+                index=n, values=p.values, name=p.name, params=f"{POINTS_DIR}/{p.index}/{file}"
+            )
+            for n, p in enumerate(points)
+        ],
+    ).model_dump_json()
 
 
 def fuse_path(uri: str) -> Path:
@@ -186,31 +191,18 @@ def report_points(outcomes: list, outputs: str, job: str, plan: str) -> str:
     (notebook 05), render the report; return a one-line-per-point summary."""
     folder = pipeline_run_folder(outputs, job)
     folder.mkdir(parents=True, exist_ok=True)
-    info = json.loads(plan)
+    record = SweepRecord.model_validate_json(plan)
     done = {o["index"]: o for o in (json.loads(str(x)) for x in outcomes)}
-    points = []
-    for number, item in enumerate(info["points"]):
-        got = done.get(item["index"], {})
+    for point in record.points:
+        got = done.get(f"{point.index:02d}", {})
         ok = got.get("status") == FINISHED
-        points.append(
-            SweepPoint(
-                index=number,
-                values=item["values"],
-                name=item["name"],
-                params=f"{POINTS_DIR}/{item['index']}/{runfolder.PARAMS_FILE}",
-                run_dir=got.get("run_dir") or None,
-                status=FINISHED if ok else FAILED,
-                message="" if ok else got.get("message") or "the point's task returned nothing",
-            )
-        )
+        point.run_dir = got.get("run_dir") or None
+        point.status = FINISHED if ok else FAILED
+        point.message = "" if ok else got.get("message") or "the point's task returned nothing"
+    points = record.points
     failed = [p for p in points if p.status != FINISHED]
-    record = SweepRecord(
-        sweep=folder.name,
-        points=points,
-        status=FAILED if failed else FINISHED,
-        created=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        **{key: info[key] for key in ("params_file", "grid", "stages", "backend")},
-    )
+    record.sweep, record.created = folder.name, time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    record.status = FAILED if failed else FINISHED
     write_json(folder / runfolder.SWEEP_FILE, record.model_dump(mode="json"))
     runs = [Path(p.run_dir) for p in points if p.run_dir]
     shown = list(runs)
