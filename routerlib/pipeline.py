@@ -273,12 +273,10 @@ def _run_one(
                 log.write(f"==== {name} FAILED ({seconds:.1f} s): {line}\n")
                 executed = run_dir / runfolder.NOTEBOOKS_DIR / notebook.name
                 out(f"[{label}] {name} ... FAILED ({seconds:.1f} s)")
-                for text in [
-                    *problems,
-                    f"[{label}] {line}",
-                    f"[{label}] executed notebook: {executed}",
-                ]:
-                    out(text)  # the problems as the CLI prints them: one line each, no prefix
+                for text in problems:  # as the CLI prints them: one line each, no prefix
+                    out(text)
+                out(f"[{label}] {line}")
+                out(f"[{label}] executed notebook: {executed}")
                 return RunResult(params_file, run_dir, FAILED, line, state["stages"], problems)
             seconds = time.perf_counter() - start
             save(RUNNING, entry, status="ok", seconds=round(seconds, 3))
@@ -443,7 +441,6 @@ def run_pipeline(
     require_notebooks()
     outputs_dir = paths.resolve(outputs) if outputs else None
     chosen = check_stages(stages)
-    # Check everything first: bad input fails before hours of work start.
     plans: list[tuple[str, Path | None]] = []
     backends: list[str] = []
     problems: list[str] = []
