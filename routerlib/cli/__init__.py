@@ -5,7 +5,6 @@ an exit code, and a RouterlibError is printed as one line per problem (no traceb
 from __future__ import annotations
 
 import argparse
-import functools
 import importlib
 import sys
 from collections.abc import Sequence
@@ -17,8 +16,9 @@ from routerlib.errors import RouterlibError
 COMMAND_MODULES = ("data", "tune", "serve", "evaluate", "run", "pipeline", "schema", "doctor")
 
 
-#: Print one line at once (a long run's progress, read as it comes).
-echo = functools.partial(print, flush=True)
+def echo(line: str) -> None:
+    """Print one line at once (a long run's progress, read as it comes)."""
+    print(line, flush=True)
 
 
 def build_parser() -> argparse.ArgumentParser:
