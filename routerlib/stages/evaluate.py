@@ -121,8 +121,7 @@ def evaluate(run: Run, endpoint: Predictor | str, decoding: str = "free") -> Rep
                 rows=generated,
                 seconds=round(seconds, 3),
                 routes_per_hour=round(generated / seconds * 3600, 3),
-                concurrency=cfg.concurrency,
-                max_tokens=cfg.max_tokens,
+                **cfg.model_dump(include={"concurrency", "max_tokens"}),
             ),
         )
     return report
