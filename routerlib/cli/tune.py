@@ -53,8 +53,7 @@ def _tune(args: argparse.Namespace) -> int:
         **pick(args, "tuning_mode epochs learning_rate learning_rate_multiplier"),
     )
     options = "wait force dry_run strict wait_for_quota quota_interval poll_interval"
-    place = pick(args, "project location api_endpoint")
-    job = jobs.tune(spec, backend=backend, **pick(args, options), **place)
+    job = jobs.tune(spec, backend=backend, **pick(args, f"{options} project location api_endpoint"))
     if not args.dry_run:
         print(jobs.describe(job))
     return 0
