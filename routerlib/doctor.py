@@ -230,12 +230,11 @@ class Doctor:
         except RemoteError as exc:
             self.api_failed("deploy machine", exc, VERTEX_API)
             return
+        wanted = (shape.machine_type, shape.accelerator_count, region)
         same = [
             o
             for o in options
-            if o.hardware.machine_type == shape.machine_type
-            and o.hardware.accelerator_count == shape.accelerator_count
-            and (o.region or region) == region
+            if (o.hardware.machine_type, o.hardware.accelerator_count, o.region or region) == wanted
         ]
         offered = "; ".join(
             f"{o.hardware.machine_type} in {o.region or region}" for o in options[:4]
