@@ -138,7 +138,7 @@ class LocalBackend:
 
     batch_size: examples per optimizer step; max_train_tokens: truncate longer examples (None =
     the model's context; truncating completions stops the model learning to close the JSON);
-    seed: LoRA init and data order; bf16: bfloat16 autocast (None = when the device supports it);
+    seed: LoRA init and data order; bf16: bfloat16 autocast (None = on a GPU that supports it);
     num_threads: torch threads (None = all cores); root: where ``get``/``list`` look for jobs
     (None = the outputs root); on_epoch_end: test hook called with the epoch after its checkpoint.
     Training runs on CUDA when a GPU is present, else on the CPU (trainer.choose_device).

@@ -1,7 +1,7 @@
 """The local training loop: one TuningSpec trained on this machine with torch, transformers and
 peft, epoch by epoch, each finished epoch a loadable checkpoint.
 
-CUDA when a GPU is present, else the CPU, with bfloat16 autocast where the device supports it
+CUDA when a GPU is present (bfloat16 autocast where it supports it), else the CPU in float32
 (:func:`choose_device`); linear warmup then a cosine to MIN_LR_FRACTION of the peak
 (:func:`lr_scheduler`); AdamW, no weight decay, gradients clipped to MAX_GRAD_NORM. The last
 finished epoch's checkpoint also holds the optimizer state and the progress so far
@@ -71,13 +71,12 @@ class Device:
     bf16: bool
 
 
-def choose_device(
-    *, cuda_available: bool, cuda_bf16: bool, cpu_bf16: bool, bf16: bool | None = None
-) -> Device:
-    """CUDA when a GPU is available, else the CPU; bfloat16 autocast where that device supports
-    it, unless ``bf16`` says otherwise (True or False wins over the default)."""
-    supported = cuda_bf16 if cuda_available else cpu_bf16
-    return Device("cuda" if cuda_available else "cpu", supported if bf16 is None else bool(bf16))
+def choose_device(*, cuda_available: bool, cuda_bf16: bool, bf16: bool | None = None) -> Device:
+    """CUDA when a GPU is available, with bfloat16 autocast when it supports it; else the CPU in
+    float32 (bfloat16 autocast trained the tiny model slower there: benchmarks/bench_tune_local.py
+    prints the ratio). ``bf16`` True or False wins over the default."""
+    default = cuda_available and cuda_bf16
+    return Device("cuda" if cuda_available else "cpu", default if bf16 is None else bool(bf16))
 
 
 def training_device(bf16: bool | None = None) -> Device:
@@ -86,21 +85,8 @@ def training_device(bf16: bool | None = None) -> Device:
 
     cuda = bool(torch.cuda.is_available())
     return choose_device(
-        cuda_available=cuda,
-        cuda_bf16=cuda and bool(torch.cuda.is_bf16_supported()),
-        cpu_bf16=not cuda and cpu_bf16_supported(),
-        bf16=bf16,
+        cuda_available=cuda, cuda_bf16=cuda and bool(torch.cuda.is_bf16_supported()), bf16=bf16
     )
-
-
-def cpu_bf16_supported() -> bool:
-    """True when the CPU's oneDNN kernels run bfloat16 natively."""
-    import torch
-
-    try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
-        return False
 
 
 def default_learning_rate(spec: TuningSpec) -> float:
