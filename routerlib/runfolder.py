@@ -30,9 +30,7 @@ PREPARE_FILE = "prepare.json"
 SPLITS: tuple[str, ...] = ("train", "validation", "test")
 SMOKE_TUNING_DIR = "tuning/smoke"
 FULL_TUNING_DIR = "tuning/full"
-#: A tuning job's record: in a local job's output folder (tuning/full for a local run) the local
-#: backend's one record of it, written by that backend alone; for a job whose output is elsewhere
-#: (a Vertex job's gs:// folder) stages.tune's copy of it in the run.
+#: A tuning job's record (one writer: the local backend in its output folder, else stages.tune).
 JOB_FILE = "job.json"
 LOSS_CURVE_FILE = "loss_curve.json"
 EVAL_DIR = "eval"
@@ -71,14 +69,13 @@ def tuning_dir(smoke: bool = False) -> str:
 
 
 def job_file(smoke: bool = False) -> str:
-    """The run's record of its tuning job (see JOB_FILE for its one writer)."""
+    """The run's record of its tuning job."""
     return f"{tuning_dir(smoke)}/{JOB_FILE}"
 
 
 def decoding_report_file(folder: str, decoding: str) -> str:
-    """Where one decoding's report lives in an evaluation folder: ``<folder>/report.json`` for
-    free decoding, ``<folder>/<decoding>/report.json`` for another (``eval/constrained/…``), so
-    each decoding keeps its own samples, predictions and resume cache."""
+    """``<folder>/report.json`` for free decoding, ``<folder>/<decoding>/report.json`` for another
+    (each decoding keeps its own samples, predictions and resume cache)."""
     return f"{folder}/report.json" if decoding == "free" else f"{folder}/{decoding}/report.json"
 
 
@@ -105,8 +102,7 @@ def report_artifact(report: str | os.PathLike[str], kind: str) -> Path:
 
 
 def predictions_path(report: str | os.PathLike[str]) -> Path:
-    """The predictions scored by a report ``X.json``: ``X.predictions.jsonl`` beside it (models
-    and baselines alike)."""
+    """The predictions scored by a report ``X.json``: ``X.predictions.jsonl`` beside it."""
     return report_artifact(report, "predictions")
 
 
@@ -124,9 +120,6 @@ class OpenRecord(BaseModel):
     versions may extend)."""
 
     model_config = ConfigDict(extra="allow")
-
-
-# --- pipeline.json
 
 
 class StageRecord(Record):
@@ -152,19 +145,13 @@ class PipelineRecord(Record):
     finished: str | None = None
 
 
-# --- loss_curve.json
-
-
 class LossPoint(OpenRecord):
-    """One point of a tuning loss curve (``loss_curve.json`` is a list of them)."""
+    """One point of ``loss_curve.json`` (a list of them)."""
 
     epoch: float | None = None
     step: int
     train_loss: float | None = None
     val_loss: float | None = None
-
-
-# --- metrics.json
 
 
 class RunInfo(Record):
@@ -229,9 +216,6 @@ class MetricsRecord(Record):
     baselines: dict[str, BaselineInfo] = Field(default_factory=dict)
     #: pricing.RunCost: tuning USD, serving USD per 1,000 routes, latency, the table's date
     cost: dict[str, Any] | None = None
-
-
-# --- report.json
 
 
 class ReportConfig(OpenRecord):
@@ -331,9 +315,6 @@ class ReportRecord(OpenRecord):
     generation: dict[str, Any] | None = None
 
 
-# --- samples.jsonl, predictions
-
-
 class SampleRecord(Record):
     """One line of ``samples.jsonl``: one scored test row."""
 
@@ -354,10 +335,8 @@ class SampleRecord(Record):
 
 
 class PredictionRecord(Record):
-    """One line of a predictions file routerlib writes (evaluate, baselines): the completion text
-    and, when generated, the test row, the raw answer, how the JSON was extracted, timing and
-    token counts (``tokens_estimated`` when they are chars/4 estimates). Files from elsewhere are
-    read by the scorer in every shape the original evaluator accepts."""
+    """One line of a predictions file routerlib writes (``tokens_estimated``: chars/4 counts).
+    Files from elsewhere are read by the scorer in every shape the original evaluator accepts."""
 
     index: int | None = None
     completion: str | None  # None: a batch row that got no answer (``batch_error`` says why)
@@ -371,21 +350,15 @@ class PredictionRecord(Record):
     batch_error: str | None = None
 
 
-# --- eval/throughput.json
-
-
 class ThroughputRecord(Record):
-    """Routes per hour measured while notebook 04 predicted the test split (stages writes and
-    reads it for the serving cost)."""
+    """``eval/throughput.json``: routes per hour measured while notebook 04 predicted the test
+    split (read back for the serving cost)."""
 
     rows: int
     seconds: float
     routes_per_hour: float
     concurrency: int | None = None
     max_tokens: int | None = None
-
-
-# --- comparison run
 
 
 class ComparisonRecord(Record):
@@ -395,7 +368,7 @@ class ComparisonRecord(Record):
     significance: list[dict[str, Any]]
 
 
-# ----------------------------------------------------------------------------- reading
+# ----------------------------------------------------------------- reading and writing
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -466,9 +439,6 @@ def read_jsonl(path: str | os.PathLike[str], record: type[M]) -> list[M]:
     return out
 
 
-# ----------------------------------------------------------------------------- writing
-
-
 def write_record(path: str | os.PathLike[str], record: BaseModel) -> Path:
     """Write a record as JSON, atomically."""
     write_json(path, record.model_dump(mode="json"))
@@ -482,9 +452,6 @@ def write_records(path: str | os.PathLike[str], records: list[BaseModel]) -> Pat
             line = record.model_dump(mode="json", exclude_unset=True)
             handle.write(json.dumps(line, ensure_ascii=False) + "\n")
     return Path(path)
-
-
-# ----------------------------------------------------------------------------- per file
 
 
 def write_report(path: str | os.PathLike[str], report: dict[str, Any]) -> Path:
@@ -524,7 +491,7 @@ def read_loss_curve(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
 
 
 def read_pipeline(run_dir: str | os.PathLike[str]) -> PipelineRecord:
-    """A run's pipeline.json (the batch runner's state; pipeline.py writes it)."""
+    """A run's pipeline.json."""
     return read_json(Path(run_dir) / PIPELINE_FILE, PipelineRecord)
 
 
@@ -534,7 +501,7 @@ def read_metrics(run_dir: str | os.PathLike[str]) -> MetricsRecord:
 
 
 def write_metrics(run_dir: str | os.PathLike[str], record: MetricsRecord) -> Path:
-    """Write a run's metrics.json (stages.write_metrics is its one caller)."""
+    """Write a run's metrics.json."""
     return write_record(Path(run_dir) / METRICS_FILE, record)
 
 
@@ -611,10 +578,9 @@ def read_sweep(folder: str | os.PathLike[str]) -> SweepRecord:
 
 
 def find_folders(*markers: str, root: str | os.PathLike[str] | None = None) -> list[Path]:
-    """The folders directly under the outputs root (or ``root``) that hold any of the files or
-    folders ``markers`` (names relative to the folder: ``METRICS_FILE`` for runs that finished an
-    evaluation, ``PIPELINE_FILE`` for batch runs, ``SWEEP_FILE`` for sweeps), sorted by name;
-    hidden folders are skipped. The one finder of run and sweep folders."""
+    """The folders directly under the outputs root (or ``root``) holding any of ``markers`` (e.g.
+    ``PIPELINE_FILE`` for batch runs, ``SWEEP_FILE`` for sweeps), sorted by name, hidden ones
+    skipped. The one finder of run and sweep folders."""
     base = Path(root) if root is not None else paths.outputs_root()
     if not base.is_dir():
         return []
@@ -628,7 +594,5 @@ def find_folders(*markers: str, root: str | os.PathLike[str] | None = None) -> l
 
 
 def has_evaluation(folder: str | os.PathLike[str]) -> bool:
-    """Whether a run folder is a comparison candidate: its evaluation wrote metrics.json. A folder
-    without one (a run that stopped early, or one that ran only the comparison) is never a model
-    row."""
+    """Whether a run folder is a comparison candidate: its evaluation wrote metrics.json."""
     return (Path(folder) / METRICS_FILE).is_file()
