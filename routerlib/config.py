@@ -224,22 +224,28 @@ def cross_field_problems(values: dict[str, Any]) -> list[str]:
             v["learning_rate_multiplier"],
         )
         if v["backend"] == "vertex":  # the table is Vertex's contract; local takes any HF id
-            problems += [
-                line
-                for line in models.contract_problems(
-                    str(v["base_model"]),
-                    tuning_mode=str(v["tuning_mode"]),
-                    adapter_size=v["adapter_size"],
-                    learning_rate_multiplier=v["learning_rate_multiplier"],
-                    location=str(v["location"]),
-                )
-                if not line.startswith("adapter_size:")  # said once, above
-            ]
+            problems += models.contract_problems(
+                str(v["base_model"]),
+                tuning_mode=str(v["tuning_mode"]),
+                learning_rate_multiplier=v["learning_rate_multiplier"],
+                location=str(v["location"]),
+            )
         if v["deploy_location"] == "global":
             problems.append(
                 "deploy_location: endpoints live in a region, not global (e.g. us-central1)"
             )
-        problems.extend(_checkpoint_problems(v))
+        try:
+            key = parse_checkpoint_key(str(v["checkpoint"]))
+            if isinstance(key, int) and key > int(v["epochs"]):
+                problems.append(f"checkpoint: epoch-{key} is past the last epoch ({v['epochs']})")
+        except ValueError as exc:
+            problems.append(f"checkpoint: {exc}")
+        strict = KNOWN_METRICS - NOT_STRICT
+        if v["select_metric"] not in strict:
+            problems.append(
+                f"select_metric: {v['select_metric']!r} is not a strict metric "
+                f"({', '.join(sorted(strict))})"
+            )
         decoding = list(v["decoding"])
         if not decoding or len(set(decoding)) != len(decoding):
             problems.append("decoding: give free and/or constrained, each once")
@@ -258,21 +264,6 @@ def cross_field_problems(values: dict[str, Any]) -> list[str]:
             problems.append(SYNTHETIC_ON_VERTEX)
     except TypeError:  # ill-typed values are reported by field validation
         pass
-    return problems
-
-
-def _checkpoint_problems(v: dict[str, Any]) -> list[str]:
-    """``checkpoint`` names best, final or an epoch the run has; ``select_metric`` a strict one."""
-    problems = []
-    try:
-        key = parse_checkpoint_key(str(v["checkpoint"]))
-        if isinstance(key, int) and key > int(v["epochs"]):
-            problems.append(f"checkpoint: epoch-{key} is past the last epoch ({v['epochs']})")
-    except ValueError as exc:
-        problems.append(f"checkpoint: {exc}")
-    if v["select_metric"] not in KNOWN_METRICS - NOT_STRICT:
-        names = ", ".join(sorted(KNOWN_METRICS - NOT_STRICT))
-        problems.append(f"select_metric: {v['select_metric']!r} is not a strict metric ({names})")
     return problems
 
 
@@ -392,20 +383,14 @@ def cloud_problems(config: RunConfig, source: str = "config") -> list[str]:
 def require_cloud(config: RunConfig, source: str = "config") -> None:
     """Raise InputError with :func:`cloud_problems` when there are any."""
     problems = cloud_problems(config, source)
-    if problems:
-        raise InputError(problems[0] if len(problems) == 1 else f"{source}: not ready", problems)
-
-
-#: The params file a notebook opens when its ``params_file`` parameter is empty and
-#: :data:`PARAMS_ENV` is unset: the embedded default run.
-DEFAULT_PARAMS_FILE = "params/local.yaml"
-#: Environment variable naming the params file for notebooks opened without one (JupyterLab, nbval).
-PARAMS_ENV = "ROUTERLIB_PARAMS"
+    if problems:  # at most one today
+        raise InputError(problems[0], problems)
 
 
 def default_params_file() -> str:
-    """``$ROUTERLIB_PARAMS`` when set, else :data:`DEFAULT_PARAMS_FILE`."""
-    return os.environ.get(PARAMS_ENV, "").strip() or DEFAULT_PARAMS_FILE
+    """The params file of a notebook opened without one (JupyterLab, nbval): ``$ROUTERLIB_PARAMS``
+    when set, else params/local.yaml (the embedded default run)."""
+    return os.environ.get("ROUTERLIB_PARAMS", "").strip() or "params/local.yaml"
 
 
 def dump_config(config: RunConfig, path: str | os.PathLike[str]) -> None:

@@ -136,10 +136,8 @@ MAX_VALIDATION_BYTES_SHARE = TABLE.max_validation_bytes_share
 #: Older ids that now have a current one: config validation names the replacement.
 RENAMED = TABLE.renamed
 CONTRACTS: dict[str, ModelContract] = {c.model_id: c for c in TABLE.contracts}
-#: The embedded model trains locally only; it has limits but no Vertex contract.
-EMBEDDED_INFO = TABLE.embedded
-#: Every row routerlib knows, the embedded model included.
-MODELS: dict[str, ModelContract] = {**CONTRACTS, EMBEDDED_MODEL: EMBEDDED_INFO}
+#: Every row routerlib knows, the embedded model (local only: limits, no Vertex contract) included.
+MODELS: dict[str, ModelContract] = {**CONTRACTS, EMBEDDED_MODEL: TABLE.embedded}
 
 
 def short_id(base_model: str) -> str:
@@ -215,13 +213,12 @@ def contract_problems(
     base_model: str,
     *,
     tuning_mode: str,
-    adapter_size: int | None,
     learning_rate_multiplier: float | None = None,
     location: str | None = None,
 ) -> list[str]:
-    """What the table says Vertex would refuse for this request (model x mode x adapter,
-    hyperparameters, tuning region); each line starts with the key. An id the table does not know
-    gives one line naming the current id when it was renamed, nothing otherwise."""
+    """What the table says Vertex would refuse for this request (model x mode, hyperparameters,
+    tuning region; the adapter size is :func:`tuning_problems`'); each line starts with the key.
+    An id the table does not know gives one line naming the current id when it was renamed."""
     if short_id(base_model) in RENAMED:
         return [
             f"base_model: {base_model} is an older id; the current Vertex id is "
@@ -235,11 +232,6 @@ def contract_problems(
         problems.append(
             f"tuning_mode: {row.display} ({base_model}) is tuned with "
             f"{' or '.join(row.tuning_modes)} only, not {tuning_mode}"
-        )
-    if tuning_mode == PEFT and adapter_size not in row.adapter_sizes:
-        problems.append(
-            f"adapter_size: {adapter_size} is not offered for {row.display}: use one of "
-            f"{', '.join(map(str, row.adapter_sizes))}"
         )
     if learning_rate_multiplier is not None and not row.takes("learning_rate_multiplier"):
         problems.append(

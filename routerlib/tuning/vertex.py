@@ -277,7 +277,6 @@ class VertexBackend:
         problems += models.contract_problems(
             spec.base_model,
             tuning_mode=spec.tuning_mode,
-            adapter_size=spec.adapter_size,
             learning_rate_multiplier=spec.learning_rate_multiplier,
             location=self.location,
         )
