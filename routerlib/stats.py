@@ -12,11 +12,15 @@ import numpy as np
 MCNEMAR_EXACT_BELOW = 25
 
 
-def _as_array(values: Sequence[float] | Sequence[bool], name: str) -> np.ndarray:
-    arr = np.asarray([float(v) for v in values], dtype=float)
-    if arr.ndim != 1:
-        raise ValueError(f"{name} must be one-dimensional")
-    return arr
+def _resampled_means(
+    values: np.ndarray, n: int, seed: int, level: float
+) -> tuple[np.ndarray, float, float]:
+    """The means of ``n`` seeded resamples of ``values`` and their percentile interval."""
+    idx = np.random.default_rng(seed).integers(0, values.size, size=(n, values.size))
+    means = values[idx].mean(axis=1)
+    tail = (1.0 - level) / 2.0 * 100.0
+    lo, hi = np.percentile(means, [tail, 100.0 - tail])
+    return means, float(lo), float(hi)
 
 
 def bootstrap_ci(
@@ -26,15 +30,10 @@ def bootstrap_ci(
 
     Empty input gives ``(nan, nan)``; a constant input gives ``(c, c)``.
     """
-    arr = _as_array(values, "values")
+    arr = np.asarray(values, dtype=float)
     if arr.size == 0 or n <= 0:
         return (math.nan, math.nan)
-    rng = np.random.default_rng(seed)
-    idx = rng.integers(0, arr.size, size=(n, arr.size))
-    means = arr[idx].mean(axis=1)
-    tail = (1.0 - level) / 2.0 * 100.0
-    lo, hi = np.percentile(means, [tail, 100.0 - tail])
-    return (float(lo), float(hi))
+    return _resampled_means(arr, n, seed, level)[1:]
 
 
 def _binom_two_sided(k: int, n: int) -> float:
@@ -76,21 +75,16 @@ def paired_bootstrap(
     bounds; ``p_value`` is two-sided against "no difference", from the resampled differences
     shifted to mean zero: ``(1 + #{|d* - delta| >= |delta|}) / (n + 1)`` (1.0 when delta is 0).
     """
-    xa = _as_array(a, "a")
-    xb = _as_array(b, "b")
+    xa, xb = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
     if xa.size != xb.size:
         raise ValueError(f"paired samples differ in length: {xa.size} vs {xb.size}")
     if xa.size == 0:
         return {"delta": math.nan, "ci_low": math.nan, "ci_high": math.nan, "p_value": math.nan}
     diff = xb - xa
     delta = float(diff.mean())
-    rng = np.random.default_rng(seed)
-    idx = rng.integers(0, diff.size, size=(n, diff.size))
-    boots = diff[idx].mean(axis=1)
-    tail = (1.0 - level) / 2.0 * 100.0
-    lo, hi = np.percentile(boots, [tail, 100.0 - tail])
+    boots, lo, hi = _resampled_means(diff, n, seed, level)
     # A tolerance keeps float noise in the resampled means from deciding ties.
     tol = 1e-12
     extreme = int(np.count_nonzero(np.abs(boots - delta) >= abs(delta) - tol))
     p_value = 1.0 if abs(delta) <= tol else min(1.0, (1 + extreme) / (n + 1))
-    return {"delta": delta, "ci_low": float(lo), "ci_high": float(hi), "p_value": p_value}
+    return {"delta": delta, "ci_low": lo, "ci_high": hi, "p_value": p_value}
