@@ -1,13 +1,7 @@
-"""Which Vertex addresses get Google credentials, and how: the one rule for tuning and serving;
-and the aiplatform SDK pointed at a project, region and address (:func:`init_vertex`), for
-serving, batch prediction and pipeline submission alike.
-
-- A loopback ``http://`` address (a stand-in in tests, a local ``routerlib serve``) is anonymous.
-- An ``https://`` address on ``*aiplatform.googleapis.com`` or a dedicated endpoint host
-  ``*.prediction.vertexai.goog`` whose path is a Vertex predict path
-  (``/v1…/projects/P/locations/L/endpoints/E:predict``) gets an application-default bearer token
-  (``google.auth.default()``, cloud-platform scope), refreshed when it expires.
-- Anything else (an OpenAI-compatible server, a vLLM box of your own) gets no Google token.
+"""Which Vertex addresses get Google credentials, and how: the one rule for tuning and serving
+(docs/serving.md#credentials: a Vertex predict path over https gets an application-default bearer
+token, a loopback ``http://`` stand-in and any other host none); and the aiplatform SDK pointed at
+a project, region and address (:func:`init_vertex`), for serving, batch prediction and pipelines.
 """
 
 from __future__ import annotations
@@ -44,9 +38,8 @@ def needs_credentials(url: str) -> bool:
 
 
 def application_default() -> tuple[Any, str | None]:
-    """(credentials, project) of the application-default credentials (the project the
-    credentials or the environment name, if any); InputError when there are none. Nothing is
-    sent: the token is not fetched."""
+    """(credentials, project or None) of the application-default credentials; InputError saying
+    how to set them up when there are none. Nothing is sent: the token is not fetched."""
     import google.auth
     from google.auth.exceptions import DefaultCredentialsError
 
@@ -78,16 +71,6 @@ def principal(credentials: Any) -> str | None:
         if isinstance(value, str) and "@" in value:
             return value
     return None
-
-
-def sdk_credentials(api_endpoint: str) -> Any:
-    """Credentials for an SDK client aimed at ``api_endpoint``: anonymous for a loopback
-    ``http://`` stand-in, application-default otherwise."""
-    if api_endpoint and is_loopback(api_endpoint):
-        from google.auth.credentials import AnonymousCredentials
-
-        return AnonymousCredentials()
-    return application_default_credentials()
 
 
 class BearerToken:
@@ -147,8 +130,10 @@ def init_vertex(project: str, location: str, api_endpoint: str = "") -> None:
         if _current == key:
             return
     import vertexai
+    from google.auth.credentials import AnonymousCredentials
 
-    credentials = sdk_credentials(api_endpoint)
+    stand_in = api_endpoint and is_loopback(api_endpoint)
+    credentials = AnonymousCredentials() if stand_in else application_default_credentials()
     with _init_lock:
         vertexai.init(
             project=project,
