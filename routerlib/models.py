@@ -1,11 +1,7 @@
-"""The per-model contract table: what Vertex AI accepts for each base model (its id, tuning modes,
-adapter sizes, sequence limits, hyperparameters, tuning regions and default deploy hardware).
-
-The rows, each with the page it was read from and the date it was checked, live in
-routerlib/data/models.yaml (docs/vertex-facts.md); this module reads and validates them once, on
-import, and holds the rules built on them. Config validation, the tuning spec, the preflight and
-the Vertex stand-in of the tests all read this table; nothing else restates it.
-"""
+"""The per-model contract table: what Vertex AI accepts for each base model (id, tuning modes,
+adapter sizes, sequence limits, hyperparameters, tuning regions, default deploy hardware), read
+once from routerlib/data/models.yaml (each row with its source and date: docs/vertex-facts.md),
+and the rules built on it. Nothing else restates the table."""
 
 from __future__ import annotations
 
@@ -29,11 +25,8 @@ GGUF_SUFFIX = ".gguf"
 
 
 def gguf_path(base_model: str) -> Path | None:
-    """The GGUF file ``base_model`` names (absolute, or relative to the project root like every
-    user path), or None when it names no ``.gguf`` file."""
-    if not base_model.lower().endswith(GGUF_SUFFIX):
-        return None
-    return resolve(base_model)
+    """The GGUF file ``base_model`` names (a user path), or None when it names no ``.gguf`` file."""
+    return resolve(base_model) if base_model.lower().endswith(GGUF_SUFFIX) else None
 
 
 PEFT = "PEFT_ADAPTER"
@@ -97,10 +90,6 @@ class ModelContract:
     deploy_alternatives: tuple[DeployHardware, ...] = ()
     managed_tuning: bool = True
     note: str = ""
-
-    def max_seq_len(self, tuning_mode: str) -> int:
-        """The sequence limit under ``tuning_mode`` (PEFT_ADAPTER or FULL)."""
-        return self.max_seq_len_full if tuning_mode == FULL else self.max_seq_len_peft
 
     def takes(self, hyperparameter: str) -> bool:
         """True when Vertex accepts ``hyperparameter`` (an SDK field name) for this model."""
@@ -170,7 +159,9 @@ def unchecked_line(base_model: str) -> str:
 def max_seq_len(base_model: str, tuning_mode: str = PEFT) -> int:
     """The sequence limit to check examples against for this model and mode."""
     info = model_info(base_model)
-    return info.max_seq_len(tuning_mode) if info else DEFAULT_MAX_SEQ_LEN
+    if info is None:
+        return DEFAULT_MAX_SEQ_LEN
+    return info.max_seq_len_full if tuning_mode == FULL else info.max_seq_len_peft
 
 
 def adapter_sizes(base_model: str) -> tuple[int, ...]:
