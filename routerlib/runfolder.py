@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
@@ -24,11 +25,9 @@ PIPELINE_FILE = "pipeline.json"
 LOG_FILE = "run.log"
 NOTEBOOKS_DIR = "notebooks"
 DATA_DIR = "data"
-SMOKE_DATA_DIR = "data/smoke"
 SYNTHETIC_ROWS_FILE = "synthetic_rows.jsonl"
 PREPARE_FILE = "prepare.json"
 SPLITS: tuple[str, ...] = ("train", "validation", "test")
-SMOKE_TUNING_DIR = "tuning/smoke"
 FULL_TUNING_DIR = "tuning/full"
 #: A tuning job's record (one writer: the local backend in its output folder, else stages.tune).
 JOB_FILE = "job.json"
@@ -53,7 +52,7 @@ PIPELINES_FILE = "pipelines.json"
 
 def data_dir(smoke: bool = False) -> str:
     """The folder of the prepared splits (the smoke subset's when ``smoke``)."""
-    return SMOKE_DATA_DIR if smoke else DATA_DIR
+    return f"{DATA_DIR}/smoke" if smoke else DATA_DIR
 
 
 def split_file(split: str, smoke: bool = False) -> str:
@@ -65,7 +64,7 @@ def split_file(split: str, smoke: bool = False) -> str:
 
 def tuning_dir(smoke: bool = False) -> str:
     """The folder of a tuning run: tuning/smoke or tuning/full."""
-    return SMOKE_TUNING_DIR if smoke else FULL_TUNING_DIR
+    return "tuning/smoke" if smoke else FULL_TUNING_DIR
 
 
 def job_file(smoke: bool = False) -> str:
@@ -445,8 +444,9 @@ def write_record(path: str | os.PathLike[str], record: BaseModel) -> Path:
     return Path(path)
 
 
-def write_records(path: str | os.PathLike[str], records: list[BaseModel]) -> Path:
-    """Write records as JSONL, one per line (the fields that were given), atomically."""
+def write_records(path: str | os.PathLike[str], records: Sequence[BaseModel]) -> Path:
+    """Write records (a predictions file's, samples.jsonl's) as JSONL, one per line, with the
+    fields that were given, atomically."""
     with atomic_writer(path) as handle:
         for record in records:
             line = record.model_dump(mode="json", exclude_unset=True)
@@ -503,11 +503,6 @@ def read_metrics(run_dir: str | os.PathLike[str]) -> MetricsRecord:
 def write_metrics(run_dir: str | os.PathLike[str], record: MetricsRecord) -> Path:
     """Write a run's metrics.json."""
     return write_record(Path(run_dir) / METRICS_FILE, record)
-
-
-def write_predictions(path: str | os.PathLike[str], lines: list[PredictionRecord]) -> Path:
-    """Write a predictions file, one PredictionRecord a line."""
-    return write_records(path, list(lines))
 
 
 def write_comparison(
