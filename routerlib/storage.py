@@ -1,7 +1,5 @@
 """Local paths and Cloud Storage (gs://) URIs: parse, check, upload with verification, read. The
-only importer of google-cloud-storage (inside functions); its client honours STORAGE_EMULATOR_HOST,
-which is how the tests run against gcp-storage-emulator on 127.0.0.1.
-"""
+only importer of google-cloud-storage (inside functions)."""
 
 from __future__ import annotations
 
@@ -32,11 +30,8 @@ def is_gcs_uri(value: str | os.PathLike[str]) -> bool:
 
 
 def parse_gcs_uri(uri: str, *, allow_empty_path: bool = True) -> tuple[str, str]:
-    """Split ``gs://bucket/path`` into (bucket, path) or raise InputError saying what is wrong.
-
-    The path comes back without leading or trailing ``/``; it may be empty (the bucket root)
-    unless ``allow_empty_path`` is False.
-    """
+    """Split ``gs://bucket/path`` into (bucket, path without outer ``/``; empty for the bucket
+    root unless ``allow_empty_path`` is False) or raise InputError saying what is wrong."""
     text = str(uri)
     scheme = text.split(":", 1)[0] + ":" if ":" in text else ""
     wrong_scheme = not text.startswith("gs://")
@@ -73,12 +68,8 @@ def join_uri(prefix: str, name: str) -> str:
 
 
 def gcs_client(project: str | None = None) -> Any:
-    """A google.cloud.storage Client.
-
-    With STORAGE_EMULATOR_HOST set the library talks to that endpoint with anonymous
-    credentials; ``project`` then defaults to GOOGLE_CLOUD_PROJECT or "routerlib-local".
-    Without it, Application Default Credentials and their project are used.
-    """
+    """A google.cloud.storage Client on the application-default credentials; with
+    STORAGE_EMULATOR_HOST set (the tests), anonymous on that emulator."""
     from google.cloud import storage as gcs  # type: ignore[attr-defined]
 
     if os.environ.get("STORAGE_EMULATOR_HOST"):
@@ -200,10 +191,9 @@ def exists(uri: str | os.PathLike[str], client: Any = None) -> bool:
 
 
 def require_checkpoint(uri: str, client: Any = None) -> bool:
-    """Refuse (InputError) a gs:// checkpoint folder that holds no file, before anything is
-    created for it (a deploy). Returns whether the folder could be checked: a local path is left
-    to the caller, and a folder that cannot be listed from here (no Cloud Storage access; Vertex
-    reads it with its own service account) is not refused."""
+    """Refuse (InputError) a gs:// checkpoint folder that holds no file, before a deploy. Returns
+    whether it could be checked: a local path, or a folder this machine cannot list (Vertex reads
+    it with its own service account), is not refused."""
     if not is_gcs_uri(uri):
         return False
     try:
@@ -250,16 +240,13 @@ def upload_file(local: str | os.PathLike[str], gs_uri: str, client: Any = None) 
 
 
 def upload_splits(
-    local_dir: str | os.PathLike[str],
-    gcs_prefix: str,
-    names: Iterable[str] = SPLIT_FILES,
-    client: Any = None,
+    local_dir: str | os.PathLike[str], gcs_prefix: str, client: Any = None
 ) -> dict[str, str]:
-    """Upload each named file of ``local_dir`` under ``gcs_prefix``; returns file name -> URI."""
+    """Upload the SPLIT_FILES of ``local_dir`` under ``gcs_prefix``; returns file name -> URI."""
     parse_gcs_uri(gcs_prefix)
     client = client or gcs_client()
     out: dict[str, str] = {}
-    for name in names:
+    for name in SPLIT_FILES:
         local = Path(local_dir) / name
         if not local.is_file():
             raise InputError(f"{local}: not found, nothing to upload")
