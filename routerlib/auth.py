@@ -1,8 +1,7 @@
 """Which Vertex addresses get Google credentials, and how: the one rule for tuning and serving
 (docs/serving.md#credentials: a Vertex predict path over https gets an application-default bearer
 token, a loopback ``http://`` stand-in and any other host none); and the aiplatform SDK pointed at
-a project, region and address (:func:`init_vertex`), for serving, batch prediction and pipelines.
-"""
+a project, region and address (:func:`init_vertex`), for serving, batch prediction and pipelines."""
 
 from __future__ import annotations
 
@@ -115,13 +114,10 @@ _current: tuple[str, str, str] | None = None
 
 
 def init_vertex(project: str, location: str, api_endpoint: str = "") -> None:
-    """Point the aiplatform SDK (REST transport) at ``api_endpoint`` for ``project``/``location``.
-
-    An ``http://`` endpoint is a local stand-in and gets anonymous credentials (aiplatform's
-    REST transport keeps the ``http://`` scheme it is given); anything else uses the
-    application-default credentials. Without ``api_endpoint`` the regional Google endpoint is
-    set explicitly, so an earlier stand-in address never lingers in the SDK's global config.
-    """
+    """Point the aiplatform SDK (REST transport) at ``api_endpoint`` for ``project``/``location``:
+    anonymous for a loopback ``http://`` stand-in, application-default credentials otherwise.
+    Without ``api_endpoint`` the regional Google endpoint is set explicitly, so an earlier
+    stand-in address never lingers in the SDK's global config."""
     global _current
     if not project:
         raise InputError("a Google Cloud project is required: pass --project (or set `project`)")

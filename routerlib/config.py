@@ -1,12 +1,6 @@
-"""RunConfig: one flat params YAML (params/*.yaml) plus overrides, validated with pydantic.
-
-RunConfig's defaults are the embedded default run (``make run`` with params/local.yaml); they are
-the only defaults of a run setting: a params file states only what it changes, and a CLI flag or
-function parameter taking the same setting defaults to :func:`run_default`. Unknown keys are rejected
-(papermill only warns about them), and every problem in a file is reported together, each line
-naming the file and the key. The rules between fields are :func:`cross_field_problems` (the
-tuning ones are :func:`routerlib.models.tuning_problems`, shared with ``TuningSpec``).
-"""
+"""RunConfig: one flat params YAML (params/*.yaml) plus overrides, validated with pydantic
+(docs/params.md). Its defaults are the only defaults of a run setting (CLI flags and functions use
+:func:`run_default`); every problem of a file is reported together, each naming file and key."""
 
 from __future__ import annotations
 
@@ -316,10 +310,8 @@ def _where(source: str, lines: dict[str, int], *keys: str) -> str:
 def load_config(
     params_file: str | os.PathLike[str] | None = None, overrides: dict[str, Any] | None = None
 ) -> RunConfig:
-    """Validate ``params_file`` merged with ``overrides``; collect every problem into one error.
-
-    A placeholder left in the file (``gs://your-bucket``) and synthetic rows on the vertex backend
-    without ``allow_synthetic`` are refused as ``file:line: key: ...``, naming the line to edit."""
+    """Validate ``params_file`` merged with ``overrides``; every problem (unknown keys and
+    placeholders such as ``gs://your-bucket`` too) in one InputError, as ``file:line: key: ...``."""
     data = read_params_file(params_file) if params_file else {}
     source = str(params_file) if params_file else "config"
     overrides = overrides or {}

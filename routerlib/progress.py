@@ -1,7 +1,5 @@
 """Progress on stderr that a log can hold: a live tqdm bar on a terminal; elsewhere (a notebook
-kernel, the batch runner's run.log, where a redrawn bar leaves partial lines) one whole line per
-milestone (:class:`LineProgress`).
-"""
+kernel, the batch runner's run.log) one whole line per milestone (:class:`LineProgress`)."""
 
 from __future__ import annotations
 

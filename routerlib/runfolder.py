@@ -1,8 +1,6 @@
-"""What a run folder holds: every file name, and a pydantic record for each file that more than one
-module touches (the layout: docs/outputs.md). Every file has one writer; readers load through
-:func:`read_json` / :func:`read_jsonl` with a record, so an old or foreign file fails with one line
-per problem naming the file (and line) and the field.
-"""
+"""What a run folder holds (docs/outputs.md): every file name, and a pydantic record for each file
+more than one module touches. Readers load through :func:`read_json` / :func:`read_jsonl`, so an
+old or foreign file fails with one line per problem naming the file (and line) and the field."""
 
 from __future__ import annotations
 

@@ -26,10 +26,8 @@ def _resampled_means(
 def bootstrap_ci(
     values: Sequence[float] | Sequence[bool], n: int = 1000, seed: int = 0, level: float = 0.95
 ) -> tuple[float, float]:
-    """Percentile bootstrap interval of the mean of ``values`` (``n`` resamples, seeded).
-
-    Empty input gives ``(nan, nan)``; a constant input gives ``(c, c)``.
-    """
+    """Percentile bootstrap interval of the mean of ``values`` (``n`` resamples, seeded);
+    ``(nan, nan)`` for no values."""
     arr = np.asarray(values, dtype=float)
     if arr.size == 0 or n <= 0:
         return (math.nan, math.nan)
@@ -46,14 +44,9 @@ def _binom_two_sided(k: int, n: int) -> float:
 
 
 def mcnemar(a: Sequence[bool], b: Sequence[bool]) -> dict[str, float | int | str]:
-    """McNemar's test on paired binary outcomes.
-
-    ``b01`` counts pairs where ``a`` failed and ``b`` passed (fixed), ``b10`` where ``a`` passed
-    and ``b`` failed (broken). With fewer than 25 discordant pairs the p-value is the exact
-    two-sided binomial test (b01 of b01+b10 at 1/2); otherwise the chi-square statistic with
-    continuity correction, ``(|b01 - b10| - 1)^2 / (b01 + b10)``, on 1 degree of freedom.
-    No discordant pairs gives p = 1.
-    """
+    """McNemar's test on paired binary outcomes: ``b01`` pairs ``a`` failed and ``b`` passed
+    (fixed), ``b10`` the reverse (broken); the exact two-sided binomial test below
+    MCNEMAR_EXACT_BELOW discordant pairs, else chi-square with continuity correction on 1 df."""
     if len(a) != len(b):
         raise ValueError(f"paired samples differ in length: {len(a)} vs {len(b)}")
     b01 = sum(1 for x, y in zip(a, b, strict=True) if not x and y)
@@ -69,12 +62,9 @@ def mcnemar(a: Sequence[bool], b: Sequence[bool]) -> dict[str, float | int | str
 def paired_bootstrap(
     a: Sequence[float], b: Sequence[float], n: int = 2000, seed: int = 0, level: float = 0.95
 ) -> dict[str, float]:
-    """Paired bootstrap of the mean difference ``mean(b) - mean(a)``.
-
-    Resamples sample indices (the same for both systems). ``ci_low``/``ci_high`` are percentile
-    bounds; ``p_value`` is two-sided against "no difference", from the resampled differences
-    shifted to mean zero: ``(1 + #{|d* - delta| >= |delta|}) / (n + 1)`` (1.0 when delta is 0).
-    """
+    """Paired bootstrap (the same indices for both systems) of ``mean(b) - mean(a)``: percentile
+    ``ci_low``/``ci_high`` and a two-sided ``p_value`` from the differences shifted to mean zero,
+    ``(1 + #{|d* - delta| >= |delta|}) / (n + 1)`` (1.0 when delta is 0)."""
     xa, xb = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
     if xa.size != xb.size:
         raise ValueError(f"paired samples differ in length: {xa.size} vs {xb.size}")
