@@ -181,8 +181,7 @@ SYNTHETIC_ON_VERTEX = (
 
 def cross_field_problems(values: dict[str, Any]) -> list[str]:
     """Problems between fields; each line starts with the key to change."""
-    v = {name: run_default(name) for name in RunConfig.model_fields}
-    v.update(values)
+    v = {name: run_default(name) for name in RunConfig.model_fields} | values
     problems = []
     try:
         if v["val_ratio"] + v["test_ratio"] >= 1.0:
@@ -340,15 +339,13 @@ def load_config(
 def cloud_problems(config: RunConfig, source: str = "config") -> list[str]:
     """What a run on ``config`` lacks from its environment before anything is written or
     uploaded: the vertex backend needs a project (``project``, else $GOOGLE_CLOUD_PROJECT)."""
-    problems = []
-    if config.backend == "vertex" and not (
-        config.project or os.environ.get("GOOGLE_CLOUD_PROJECT", "").strip()
-    ):
-        problems.append(
-            f"{source}: project: backend vertex needs a Google Cloud project: set `project:` in "
-            "the params file or export GOOGLE_CLOUD_PROJECT (nothing was written or uploaded)"
-        )
-    return problems
+    env_project = os.environ.get("GOOGLE_CLOUD_PROJECT", "").strip()
+    if config.backend != "vertex" or config.project or env_project:
+        return []
+    return [
+        f"{source}: project: backend vertex needs a Google Cloud project: set `project:` in "
+        "the params file or export GOOGLE_CLOUD_PROJECT (nothing was written or uploaded)"
+    ]
 
 
 def require_cloud(config: RunConfig, source: str = "config") -> None:

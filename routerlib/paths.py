@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib.resources
 import os
 import re
@@ -55,9 +56,7 @@ def new_run_dir(name: str, root: Path | None = None) -> Path:
     stamp = time.strftime("%Y%m%d-%H%M%S")
     for attempt in range(1000):
         candidate = base / (f"{slug}-{stamp}" + (f"-{attempt}" if attempt else ""))
-        try:
-            candidate.mkdir(parents=True, exist_ok=False)
+        with contextlib.suppress(FileExistsError):
+            candidate.mkdir(parents=True)
             return candidate
-        except FileExistsError:
-            continue
     raise RuntimeError(f"could not create a run folder under {base}")

@@ -88,9 +88,7 @@ def completion_text(row: dict[str, Any]) -> str:
 
 def plan_steps(plan: Any) -> list[Any]:
     """The steps of a route plan as the original iterated it (null/number/bool: no steps)."""
-    if isinstance(plan, list | str | dict | tuple):
-        return list(plan)
-    return []
+    return list(plan) if isinstance(plan, list | str | dict | tuple) else []
 
 
 def step_tool(step: Any) -> str:
