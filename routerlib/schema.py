@@ -72,14 +72,10 @@ def build_prompt(user_query: str) -> str:
     return PROMPT_TEMPLATE + user_query.strip() + "\n"
 
 
-def completion_object(row: dict[str, Any]) -> dict[str, Any]:
-    """The 10 completion keys of ``row``, in contract order."""
-    return {key: row[key] for key in COMPLETION_KEYS}
-
-
 def completion_text(row: dict[str, Any]) -> str:
-    """The completion string exactly as the original conversion wrote it."""
-    return json.dumps(completion_object(row), ensure_ascii=False)
+    """The completion string exactly as the original conversion wrote it: the 10 keys of ``row``
+    in contract order."""
+    return json.dumps({key: row[key] for key in COMPLETION_KEYS}, ensure_ascii=False)
 
 
 # --------------------------------------------------------------- tool sequences of a plan
