@@ -34,15 +34,6 @@ def bootstrap_ci(
     return _resampled_means(arr, n, seed, level)[1:]
 
 
-def _binom_two_sided(k: int, n: int) -> float:
-    """Exact two-sided binomial p-value for k successes of n at p = 1/2."""
-    if n == 0:
-        return 1.0
-    k = min(k, n - k)
-    tail = sum(math.comb(n, i) for i in range(k + 1)) / 2.0**n
-    return min(1.0, 2.0 * tail)
-
-
 def mcnemar(a: Sequence[bool], b: Sequence[bool]) -> dict[str, float | int | str]:
     """McNemar's test on paired binary outcomes: ``b01`` pairs ``a`` failed and ``b`` passed
     (fixed), ``b10`` the reverse (broken); the exact two-sided binomial test below
@@ -52,8 +43,9 @@ def mcnemar(a: Sequence[bool], b: Sequence[bool]) -> dict[str, float | int | str
     b01 = sum(1 for x, y in zip(a, b, strict=True) if not x and y)
     b10 = sum(1 for x, y in zip(a, b, strict=True) if x and not y)
     n = b01 + b10
-    if n < MCNEMAR_EXACT_BELOW:
-        return {"b01": b01, "b10": b10, "p_value": _binom_two_sided(b01, n), "method": "exact"}
+    if n < MCNEMAR_EXACT_BELOW:  # two-sided binomial, b01 of n at 1/2 (p = 1 when n is 0)
+        tail = sum(math.comb(n, i) for i in range(min(b01, b10) + 1)) / 2.0**n
+        return {"b01": b01, "b10": b10, "p_value": min(1.0, 2.0 * tail), "method": "exact"}
     stat = (abs(b01 - b10) - 1.0) ** 2 / n
     p_value = math.erfc(math.sqrt(stat / 2.0))  # chi-square(1) survival function
     return {"b01": b01, "b10": b10, "p_value": p_value, "method": "chi2-cc", "statistic": stat}
