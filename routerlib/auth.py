@@ -53,11 +53,6 @@ def application_default() -> tuple[Any, str | None]:
     return credentials, project or None
 
 
-def application_default_credentials() -> Any:
-    """The credentials of :func:`application_default` (InputError saying how to set them up)."""
-    return application_default()[0]
-
-
 def principal(credentials: Any) -> str | None:
     """The account the credentials say they are for (a user's email, a service account's), or
     None when they do not say."""
@@ -85,7 +80,7 @@ class BearerToken:
 
         with self._lock:
             if self._credentials is None:
-                self._credentials = application_default_credentials()
+                self._credentials = application_default()[0]
             if not self._credentials.valid:
                 self._credentials.refresh(google.auth.transport.requests.Request())
             return {"Authorization": f"Bearer {self._credentials.token}"}
@@ -129,7 +124,7 @@ def init_vertex(project: str, location: str, api_endpoint: str = "") -> None:
     from google.auth.credentials import AnonymousCredentials
 
     stand_in = api_endpoint and is_loopback(api_endpoint)
-    credentials = AnonymousCredentials() if stand_in else application_default_credentials()
+    credentials = AnonymousCredentials() if stand_in else application_default()[0]
     with _init_lock:
         vertexai.init(
             project=project,

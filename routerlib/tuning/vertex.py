@@ -240,7 +240,7 @@ class VertexBackend:
                 credentials = Credentials(token=TEST_TOKEN)
             else:
                 try:
-                    credentials = auth.application_default_credentials()
+                    credentials = auth.application_default()[0]
                 except InputError as exc:
                     raise CredentialsProblem(str(exc)) from None
             options: dict[str, Any] = {"api_version": API_VERSION, "timeout": TIMEOUT_MS}
