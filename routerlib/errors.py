@@ -5,12 +5,10 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from typing import Any, TypeVar
+from typing import Any
 
 import yaml
-from pydantic import BaseModel, ValidationError
-
-M = TypeVar("M", bound=BaseModel)
+from pydantic import ValidationError
 
 
 class RouterlibError(Exception):

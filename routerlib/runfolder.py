@@ -557,14 +557,11 @@ class SweepRecord(BaseModel):
 
 
 def read_sweep(folder: str | os.PathLike[str]) -> SweepRecord:
-    """The sweep.json of ``folder``; InputError when it is missing or unreadable."""
+    """The sweep.json of ``folder``; InputError when it is missing or not a sweep record."""
     file = Path(folder) / SWEEP_FILE
-    try:
-        return SweepRecord.model_validate_json(file.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise InputError(f"{file}: not a sweep folder (no {SWEEP_FILE})") from None
-    except ValueError as exc:
-        raise InputError(f"{file}: not a sweep record ({type(exc).__name__})") from None
+    if not file.is_file():
+        raise InputError(f"{file}: not a sweep folder (no {SWEEP_FILE})")
+    return read_json(file, SweepRecord)
 
 
 # ----------------------------------------------------------------------------- finding folders
