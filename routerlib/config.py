@@ -21,8 +21,6 @@ from routerlib.paths import resolve
 
 TuningMode = Literal["PEFT_ADAPTER", "FULL"]
 Decoding = Literal["free", "constrained"]
-Backend = Literal["local", "vertex"]
-DataFormat = Literal["prompt_completion", "messages"]
 #: gs://bucket[/prefix] with a bucket name as Cloud Storage allows it.
 _GCS_PREFIX = re.compile(r"^gs://[a-z0-9][a-z0-9._-]{1,220}[a-z0-9](/.*)?$")
 
@@ -40,7 +38,7 @@ class RunConfig(BaseModel):
     """Run name: the tuned model is router-NAME; a notebook opened alone makes outputs/NAME-TIME.
     `routerlib run` names its folder after the params file (outputs/FILE-TIME; --name sets
     another)."""
-    backend: Backend = "local"
+    backend: Literal["local", "vertex"] = "local"
     """local (CPU, offline) or vertex (Vertex AI managed tuning)."""
 
     # --- data (01_prepare) ---
@@ -67,7 +65,7 @@ class RunConfig(BaseModel):
     """true: duplicate ids, cross-split queries, long rows are errors."""
     gcs_prefix: str = ""
     """gs://bucket/prefix for the splits (vertex: and checkpoints); empty = none."""
-    data_format: DataFormat = "prompt_completion"
+    data_format: Literal["prompt_completion", "messages"] = "prompt_completion"
     """Training splits' format: prompt_completion (the original rows) or messages."""
 
     # --- smoke tune (02_smoke_tune) ---

@@ -221,16 +221,6 @@ def generation_step_pattern() -> str:
     return rf"^(?:/math\([^\n]+\)|/code\([^\n]+\)|{search})$"
 
 
-def _str_list(max_items: int | None = None, max_chars: int | None = None) -> dict[str, Any]:
-    item: dict[str, Any] = {"type": "string"}
-    if max_chars is not None:
-        item["maxLength"] = max_chars
-    out: dict[str, Any] = {"type": "array", "items": item}
-    if max_items is not None:
-        out.update(minItems=1, maxItems=max_items)
-    return out
-
-
 def completion_json_schema(
     generation: bool = False, bounds: dict[str, int] | None = None
 ) -> dict[str, Any]:
@@ -246,7 +236,8 @@ def completion_json_schema(
         return {"type": "string", **fields, **({"maxLength": b[key]} if b else {})}
 
     def items(key: str, chars: str = "item_chars") -> dict[str, Any]:
-        return _str_list(b.get(f"{key}_items"), b.get(chars))
+        counted = {"minItems": 1, "maxItems": b[f"{key}_items"]} if b else {}
+        return {"type": "array", "items": text(chars), **counted}
 
     pattern = generation_step_pattern() if generation else STEP_PATTERN
     route_plan = {"type": "array", "minItems": 1, "items": text("step_chars", pattern=pattern)}
