@@ -1,7 +1,6 @@
-"""Atomic file writes (write to a temp file in the same folder, fsync, then rename), and the
-locked read-modify-write of a registry: a JSON object holding one list of records under one key
-(``<outputs>/endpoints.json``, ``<outputs>/batch_jobs.json``). Locks are the ``filelock``
-library's OS file locks (flock on Linux and macOS)."""
+"""Atomic file writes (temp file in the same folder, fsync, rename), and the locked (``filelock``)
+read-modify-write of a registry: a JSON object holding one list of records under one key
+(``<outputs>/endpoints.json``, ``<outputs>/batch_jobs.json``)."""
 
 from __future__ import annotations
 

@@ -238,9 +238,8 @@ def contract_problems(
 
 
 def validation_problems(train_bytes: int, validation_bytes: int, validation_rows: int) -> list[str]:
-    """Where a validation file breaks Vertex's limits (at most MAX_VALIDATION_ROWS rows and
-    MAX_VALIDATION_BYTES_SHARE of the training file's bytes); each line names the numbers and the
-    fix and starts with the key to change."""
+    """Where a validation file breaks Vertex's limits (MAX_VALIDATION_ROWS rows,
+    MAX_VALIDATION_BYTES_SHARE of the training bytes); each line starts with the key to change."""
     problems = []
     if validation_rows > MAX_VALIDATION_ROWS:
         problems.append(
@@ -291,9 +290,8 @@ def bucket_problem(
             "multi-region bucket (US, or EU): use one, or pin location to the bucket's region"
         )
     region = tuning_location.lower()
-    if where == region or region in placed:
-        return None
-    if kind == "multi-region" and region.startswith(_MULTI_REGIONS.get(where, ("\0",))):
+    held = kind == "multi-region" and region.startswith(_MULTI_REGIONS.get(where, ("\0",)))
+    if where == region or region in placed or held:
         return None
     return (
         f"bucket gs://{bucket} is in {bucket_location} ({location_type}), not in "

@@ -24,9 +24,8 @@ def project_root() -> Path:
 
 
 def packaged_file(name: str) -> Path:
-    """A default file shipped inside the package, ``routerlib/data/<name>`` (the gates
-    thresholds.yaml, the price table pricing.yaml); found the same way in a clone and in an
-    installed wheel."""
+    """A default file shipped inside the package, ``routerlib/data/<name>`` (thresholds.yaml,
+    pricing.yaml, …), found the same way in a clone and in an installed wheel."""
     return Path(str(importlib.resources.files("routerlib").joinpath("data", name)))
 
 

@@ -224,12 +224,9 @@ def generation_step_pattern() -> str:
 def completion_json_schema(
     generation: bool = False, bounds: dict[str, int] | None = None
 ) -> dict[str, Any]:
-    """The completion's JSON Schema (draft 2020-12), built from the contract above.
-
-    ``generation=False`` (validation): the 10 keys required, their types, the difficulty enum and
-    :data:`STEP_PATTERN`; it accepts what :func:`validate_completion` accepts. ``generation=True``:
-    the same shape with every length and count bounded (:data:`GENERATION_BOUNDS`), no extra keys
-    and :func:`generation_step_pattern`, so a constrained decoder must close the object early."""
+    """The completion's JSON Schema (draft 2020-12). For validation it accepts what
+    :func:`validate_completion` accepts; for ``generation`` every length and count is bounded
+    (:data:`GENERATION_BOUNDS`), no extra keys, so a constrained decoder must close the object."""
     b = {**GENERATION_BOUNDS, **(bounds or {})} if generation else {}
 
     def text(key: str, **fields: Any) -> dict[str, Any]:

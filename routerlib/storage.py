@@ -121,8 +121,7 @@ def check_bucket(prefix: str, client: Any = None) -> None:
 @dataclass(frozen=True)
 class BucketInfo:
     """A bucket's placement as Cloud Storage reports it (``location`` e.g. US-CENTRAL1, US, NAM4;
-    ``location_type`` region, dual-region or multi-region; ``data_locations`` the regions of a
-    configurable dual-region)."""
+    ``location_type`` region, dual-region or multi-region; ``data_locations`` a dual's regions)."""
 
     name: str
     location: str
@@ -136,8 +135,7 @@ class BucketNotFound(RemoteError):
 
 @contextlib.contextmanager
 def _bucket_call(action: str, prefix: str) -> Iterator[str]:
-    """:func:`_remote` for a call on the bucket of ``prefix`` (yields its name); a 404 is
-    BucketNotFound."""
+    """:func:`_remote` on the bucket of ``prefix``, yielding its name; 404 is BucketNotFound."""
     from google.api_core import exceptions
 
     bucket_name, _ = parse_gcs_uri(prefix)
@@ -151,9 +149,8 @@ def _bucket_call(action: str, prefix: str) -> Iterator[str]:
 
 
 def bucket_info(prefix: str, client: Any = None) -> BucketInfo:
-    """The location of the bucket of ``prefix`` (a bucket get: metadata only, nothing written).
-
-    BucketNotFound when it does not exist; RemoteError when it cannot be read (403, no answer)."""
+    """The location of the bucket of ``prefix`` (a bucket get, nothing written); BucketNotFound
+    when it does not exist, RemoteError when it cannot be read (403, no answer)."""
     client = client or gcs_client()
     with _bucket_call("reading the metadata of bucket", prefix) as name:
         bucket = client.get_bucket(name)
