@@ -168,9 +168,8 @@ def validate_row(obj: Any) -> list[Violation]:
     """Violations of the Week-2 row schema; source-only fields are checked only when present."""
     if not isinstance(obj, dict):
         return [Violation("row", f"must be a JSON object, got {_json_type(obj)}")]
-    out = _validate_fields(obj, REQUIRED_ROW_KEYS)
     present = tuple(key for key in SOURCE_ONLY_KEYS if key in obj)
-    return out + _validate_fields(obj, present)
+    return _validate_fields(obj, REQUIRED_ROW_KEYS + present)
 
 
 # --------------------------------------------------------------------------- JSON Schema
