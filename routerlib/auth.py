@@ -54,8 +54,7 @@ def application_default() -> tuple[Any, str | None]:
 
 
 def principal(credentials: Any) -> str | None:
-    """The account the credentials say they are for (a user's email, a service account's), or
-    None when they do not say."""
+    """The account (an email) the credentials say they are for, or None."""
     info = getattr(credentials, "get_cred_info", lambda: None)() or {}
     for value in (
         info.get("principal"),

@@ -165,8 +165,7 @@ class RunConfig(BaseModel):
 
 
 def run_default(key: str) -> Any:
-    """RunConfig's default for ``key``: the one home of a run setting's default (CLI flags and
-    function signatures that take the same setting use this)."""
+    """RunConfig's default for ``key``: the one home of a run setting's default."""
     return RunConfig.model_fields[key].get_default(call_default_factory=True)
 
 
@@ -287,8 +286,7 @@ def placeholder_problems(values: dict[str, Any]) -> dict[str, str]:
 
 
 def key_lines(path: str | os.PathLike[str]) -> dict[str, int]:
-    """The line (1-based) of each top-level key of a params YAML, from yaml's composed nodes;
-    empty when the file is not a YAML mapping."""
+    """The 1-based line of each top-level key of a params YAML ({} when it is not a mapping)."""
     try:
         node = yaml.compose(resolve(path).read_text(encoding="utf-8"))
     except (OSError, yaml.YAMLError):

@@ -48,8 +48,7 @@ _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
 
 def lines_from_notebook(traceback: Sequence[str] | None) -> list[str] | None:
-    """The error's lines from a notebook error output that starts with NOTEBOOK_MARKER; None for
-    an ordinary traceback."""
+    """The error's lines in a notebook error output, or None when it lacks NOTEBOOK_MARKER."""
     lines = [_ANSI.sub("", str(line)) for line in traceback or []]
     if not lines or lines[0].strip() != NOTEBOOK_MARKER:
         return None

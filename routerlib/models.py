@@ -137,8 +137,7 @@ def short_id(base_model: str) -> str:
 
 
 def contract(base_model: str) -> ModelContract | None:
-    """The Vertex contract of ``base_model``, short or ``publishers/…/models/…`` form (None for
-    the embedded model and unknown ids)."""
+    """The Vertex contract of ``base_model`` (short or long id); None for any other."""
     return CONTRACTS.get(short_id(base_model))
 
 
@@ -177,8 +176,7 @@ def tuning_problems(
     learning_rate: float | None,
     learning_rate_multiplier: float | None,
 ) -> list[str]:
-    """The cross-field rules of a tuning setup, for RunConfig and TuningSpec alike; each line
-    starts with the key to change."""
+    """The cross-field tuning rules (RunConfig, TuningSpec); each line starts with its key."""
     problems = []
     gguf = gguf_path(base_model)
     if gguf is not None and not gguf.is_file():

@@ -36,8 +36,7 @@ def outputs_root() -> Path:
 
 
 def cache_root() -> Path:
-    """Where built artifacts (the embedded tiny model) are cached: ROUTERLIB_CACHE or
-    ~/.cache/routerlib. Never inside the repository."""
+    """Where built artifacts are cached: ROUTERLIB_CACHE or ~/.cache/routerlib, never the repo."""
     env = os.environ.get("ROUTERLIB_CACHE")
     return Path(env).resolve() if env else Path.home() / ".cache" / "routerlib"
 

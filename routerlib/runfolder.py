@@ -113,8 +113,7 @@ class Record(BaseModel):
 
 
 class OpenRecord(BaseModel):
-    """A record whose known fields are checked; other fields are kept (files other tools or later
-    versions may extend)."""
+    """A record whose known fields are checked and whose other fields are kept."""
 
     model_config = ConfigDict(extra="allow")
 
@@ -348,8 +347,7 @@ class PredictionRecord(Record):
 
 
 class ThroughputRecord(Record):
-    """``eval/throughput.json``: routes per hour measured while notebook 04 predicted the test
-    split (read back for the serving cost)."""
+    """``eval/throughput.json``: routes per hour while notebook 04 predicted the test split."""
 
     rows: int
     seconds: float
@@ -443,8 +441,7 @@ def write_record(path: str | os.PathLike[str], record: BaseModel) -> Path:
 
 
 def write_records(path: str | os.PathLike[str], records: Sequence[BaseModel]) -> Path:
-    """Write records (a predictions file's, samples.jsonl's) as JSONL, one per line, with the
-    fields that were given, atomically."""
+    """Write records as JSONL, one a line with the fields that were given, atomically."""
     with atomic_writer(path) as handle:
         for record in records:
             line = record.model_dump(mode="json", exclude_unset=True)

@@ -73,8 +73,7 @@ def build_prompt(user_query: str) -> str:
 
 
 def completion_text(row: dict[str, Any]) -> str:
-    """The completion string exactly as the original conversion wrote it: the 10 keys of ``row``
-    in contract order."""
+    """The completion exactly as the original conversion wrote it (the 10 keys, in order)."""
     return json.dumps({key: row[key] for key in COMPLETION_KEYS}, ensure_ascii=False)
 
 

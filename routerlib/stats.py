@@ -26,8 +26,7 @@ def _resampled_means(
 def bootstrap_ci(
     values: Sequence[float] | Sequence[bool], n: int = 1000, seed: int = 0, level: float = 0.95
 ) -> tuple[float, float]:
-    """Percentile bootstrap interval of the mean of ``values`` (``n`` resamples, seeded);
-    ``(nan, nan)`` for no values."""
+    """Seeded percentile bootstrap interval of the mean of ``values``; (nan, nan) for none."""
     arr = np.asarray(values, dtype=float)
     if arr.size == 0 or n <= 0:
         return (math.nan, math.nan)

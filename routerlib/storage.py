@@ -225,8 +225,7 @@ def verify_upload(local: str | os.PathLike[str], uri: str, client: Any = None) -
 
 
 def upload_file(local: str | os.PathLike[str], gs_uri: str, client: Any = None) -> str:
-    """Upload ``local`` to ``gs_uri`` (the client sends a crc32c the service checks), then verify
-    size and crc32c of the stored object. Returns the URI."""
+    """Upload ``local`` with a crc32c, then verify the stored size and crc32c; returns the URI."""
     client = client or gcs_client()
     blob = _blob(gs_uri, client)
     content_type = "application/json" if str(local).endswith(".json") else "application/jsonl"
