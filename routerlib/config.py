@@ -148,9 +148,7 @@ class RunConfig(BaseModel):
     """Gate file; empty = the packaged original gates."""
     baseline: Literal["majority", "rules"] = "majority"
     """Previous router to diff against: majority or rules."""
-    decoding: list[Decoding] = Field(
-        default_factory=lambda: list[Decoding](["free", "constrained"])
-    )
+    decoding: list[Decoding] = ["free", "constrained"]  # pydantic copies it for each config
     """Decodings scored on the same test rows (constrained: the completion's JSON Schema goes with
     every request); the first is the headline."""
     constrained: bool | None = None
