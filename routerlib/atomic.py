@@ -1,7 +1,6 @@
-"""Atomic file writes (write to a temp file in the same folder, fsync, then rename), and the
-locked read-modify-write of a registry: a JSON object holding one list of records under one key
-(``<outputs>/endpoints.json``, ``<outputs>/batch_jobs.json``). Locks are the ``filelock``
-library's OS file locks (flock on Linux and macOS)."""
+"""Atomic file writes (temp file in the same folder, fsync, rename), and the locked (``filelock``)
+read-modify-write of a registry: a JSON object holding one list of records under one key
+(``<outputs>/endpoints.json``, ``<outputs>/batch_jobs.json``)."""
 
 from __future__ import annotations
 
@@ -23,18 +22,15 @@ os.umask(_UMASK)
 
 
 @contextlib.contextmanager
-def atomic_writer(
-    path: str | os.PathLike[str], mode: str = "w", **open_kwargs: Any
-) -> Iterator[IO[Any]]:
-    """Open a temp file beside ``path``; on success rename it over ``path``, on error remove it."""
+def atomic_writer(path: str | os.PathLike[str], mode: str = "w") -> Iterator[IO[Any]]:
+    """Open a temp file beside ``path`` (UTF-8 text unless ``mode`` is binary); on success rename
+    it over ``path``, on error remove it."""
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    if "b" not in mode:
-        open_kwargs.setdefault("encoding", "utf-8")
-        open_kwargs.setdefault("newline", "")
+    text: dict[str, Any] = {} if "b" in mode else {"encoding": "utf-8", "newline": ""}
     try:
-        with os.fdopen(fd, mode, **open_kwargs) as handle:
+        with os.fdopen(fd, mode, **text) as handle:
             yield handle
             handle.flush()
             os.fsync(handle.fileno())
@@ -52,16 +48,15 @@ def write_text(path: str | os.PathLike[str], text: str) -> None:
         handle.write(text)
 
 
-def write_json(path: str | os.PathLike[str], obj: Any, indent: int = 2) -> None:
+def write_json(path: str | os.PathLike[str], obj: Any) -> None:
     """Atomically replace ``path`` with ``obj`` as pretty JSON."""
-    write_text(path, json.dumps(obj, indent=indent, ensure_ascii=False, sort_keys=False) + "\n")
+    write_text(path, json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
 
 
 def append_jsonl(path: str | os.PathLike[str], obj: Any) -> None:
     """Append one JSON line and fsync, so a killed process loses at most the line being written."""
-    line = json.dumps(obj, ensure_ascii=False) + "\n"
     with open(path, "a", encoding="utf-8") as handle:
-        handle.write(line)
+        handle.write(json.dumps(obj, ensure_ascii=False) + "\n")
         handle.flush()
         os.fsync(handle.fileno())
 
@@ -70,13 +65,11 @@ def append_jsonl(path: str | os.PathLike[str], obj: Any) -> None:
 def file_lock(
     lock_path: str | os.PathLike[str], on_wait: Callable[[], None] | None = None
 ) -> Iterator[None]:
-    """Hold an exclusive lock on ``lock_path`` (created when missing) for one read-modify-write,
-    waiting as long as another process or thread holds it (``on_wait`` is called once when it
-    has to wait). The operating system drops the lock when its holder exits, even on a crash;
-    the lock file stays in place."""
-    lock = Path(lock_path)
-    lock.parent.mkdir(parents=True, exist_ok=True)
-    held = filelock.FileLock(lock)
+    """Hold an exclusive lock on ``lock_path`` (created when missing), waiting as long as another
+    process or thread holds it (``on_wait`` is called once when it has to wait). The OS drops the
+    lock when its holder exits, even on a crash; the lock file stays in place."""
+    Path(lock_path).parent.mkdir(parents=True, exist_ok=True)
+    held = filelock.FileLock(lock_path)
     try:
         held.acquire(timeout=0)
     except filelock.Timeout:

@@ -1,14 +1,7 @@
-"""Which Vertex addresses get Google credentials, and how: the one rule for tuning and serving;
-and the aiplatform SDK pointed at a project, region and address (:func:`init_vertex`), for
-serving, batch prediction and pipeline submission alike.
-
-- A loopback ``http://`` address (a stand-in in tests, a local ``routerlib serve``) is anonymous.
-- An ``https://`` address on ``*aiplatform.googleapis.com`` or a dedicated endpoint host
-  ``*.prediction.vertexai.goog`` whose path is a Vertex predict path
-  (``/v1…/projects/P/locations/L/endpoints/E:predict``) gets an application-default bearer token
-  (``google.auth.default()``, cloud-platform scope), refreshed when it expires.
-- Anything else (an OpenAI-compatible server, a vLLM box of your own) gets no Google token.
-"""
+"""Which Vertex addresses get Google credentials, and how: the one rule for tuning and serving
+(docs/serving.md#credentials: a Vertex predict path over https gets an application-default bearer
+token, a loopback ``http://`` stand-in and any other host none); and the aiplatform SDK pointed at
+a project, region and address (:func:`init_vertex`), for serving, batch prediction and pipelines."""
 
 from __future__ import annotations
 
@@ -44,9 +37,8 @@ def needs_credentials(url: str) -> bool:
 
 
 def application_default() -> tuple[Any, str | None]:
-    """(credentials, project) of the application-default credentials (the project the
-    credentials or the environment name, if any); InputError when there are none. Nothing is
-    sent: the token is not fetched."""
+    """(credentials, project or None) of the application-default credentials; InputError saying
+    how to set them up when there are none. Nothing is sent: the token is not fetched."""
     import google.auth
     from google.auth.exceptions import DefaultCredentialsError
 
@@ -61,14 +53,8 @@ def application_default() -> tuple[Any, str | None]:
     return credentials, project or None
 
 
-def application_default_credentials() -> Any:
-    """The credentials of :func:`application_default` (InputError saying how to set them up)."""
-    return application_default()[0]
-
-
 def principal(credentials: Any) -> str | None:
-    """The account the credentials say they are for (a user's email, a service account's), or
-    None when they do not say."""
+    """The account (an email) the credentials say they are for, or None."""
     info = getattr(credentials, "get_cred_info", lambda: None)() or {}
     for value in (
         info.get("principal"),
@@ -78,16 +64,6 @@ def principal(credentials: Any) -> str | None:
         if isinstance(value, str) and "@" in value:
             return value
     return None
-
-
-def sdk_credentials(api_endpoint: str) -> Any:
-    """Credentials for an SDK client aimed at ``api_endpoint``: anonymous for a loopback
-    ``http://`` stand-in, application-default otherwise."""
-    if api_endpoint and is_loopback(api_endpoint):
-        from google.auth.credentials import AnonymousCredentials
-
-        return AnonymousCredentials()
-    return application_default_credentials()
 
 
 class BearerToken:
@@ -103,7 +79,7 @@ class BearerToken:
 
         with self._lock:
             if self._credentials is None:
-                self._credentials = application_default_credentials()
+                self._credentials = application_default()[0]
             if not self._credentials.valid:
                 self._credentials.refresh(google.auth.transport.requests.Request())
             return {"Authorization": f"Bearer {self._credentials.token}"}
@@ -132,13 +108,10 @@ _current: tuple[str, str, str] | None = None
 
 
 def init_vertex(project: str, location: str, api_endpoint: str = "") -> None:
-    """Point the aiplatform SDK (REST transport) at ``api_endpoint`` for ``project``/``location``.
-
-    An ``http://`` endpoint is a local stand-in and gets anonymous credentials (aiplatform's
-    REST transport keeps the ``http://`` scheme it is given); anything else uses the
-    application-default credentials. Without ``api_endpoint`` the regional Google endpoint is
-    set explicitly, so an earlier stand-in address never lingers in the SDK's global config.
-    """
+    """Point the aiplatform SDK (REST transport) at ``api_endpoint`` for ``project``/``location``:
+    anonymous for a loopback ``http://`` stand-in, application-default credentials otherwise.
+    Without ``api_endpoint`` the regional Google endpoint is set explicitly, so an earlier
+    stand-in address never lingers in the SDK's global config."""
     global _current
     if not project:
         raise InputError("a Google Cloud project is required: pass --project (or set `project`)")
@@ -147,8 +120,10 @@ def init_vertex(project: str, location: str, api_endpoint: str = "") -> None:
         if _current == key:
             return
     import vertexai
+    from google.auth.credentials import AnonymousCredentials
 
-    credentials = sdk_credentials(api_endpoint)
+    stand_in = api_endpoint and is_loopback(api_endpoint)
+    credentials = AnonymousCredentials() if stand_in else application_default()[0]
     with _init_lock:
         vertexai.init(
             project=project,

@@ -18,7 +18,7 @@ from routerlib.config import run_default
 from routerlib.errors import InputError
 from routerlib.metrics import read_jsonl
 from routerlib.paths import packaged_file
-from routerlib.runfolder import PredictionRecord, write_predictions
+from routerlib.runfolder import PredictionRecord, write_records
 from routerlib.schema import COMPLETION_KEYS
 from routerlib.tables import read_yaml
 
@@ -180,4 +180,4 @@ def write_baseline(
             raise InputError(f"{gold_path}:{number}: prompt: missing or not a string")
         completion = build(query_of(row["prompt"]))
         lines.append(PredictionRecord(completion=json.dumps(completion, ensure_ascii=False)))
-    return write_predictions(out_path, lines)
+    return write_records(out_path, lines)

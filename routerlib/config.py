@@ -1,12 +1,6 @@
-"""RunConfig: one flat params YAML (params/*.yaml) plus overrides, validated with pydantic.
-
-RunConfig's defaults are the embedded default run (``make run`` with params/local.yaml); they are
-the only defaults of a run setting: a params file states only what it changes, and a CLI flag or
-function parameter taking the same setting defaults to :func:`run_default`. Unknown keys are rejected
-(papermill only warns about them), and every problem in a file is reported together, each line
-naming the file and the key. The rules between fields are :func:`cross_field_problems` (the
-tuning ones are :func:`routerlib.models.tuning_problems`, shared with ``TuningSpec``).
-"""
+"""RunConfig: one flat params YAML (params/*.yaml) plus overrides, validated with pydantic
+(docs/params.md). Its defaults are the only defaults of a run setting (CLI flags and functions use
+:func:`run_default`); every problem of a file is reported together, each naming file and key."""
 
 from __future__ import annotations
 
@@ -27,163 +21,138 @@ from routerlib.paths import resolve
 
 TuningMode = Literal["PEFT_ADAPTER", "FULL"]
 Decoding = Literal["free", "constrained"]
-Backend = Literal["local", "vertex"]
-DataFormat = Literal["prompt_completion", "messages"]
 #: gs://bucket[/prefix] with a bucket name as Cloud Storage allows it.
 _GCS_PREFIX = re.compile(r"^gs://[a-z0-9][a-z0-9._-]{1,220}[a-z0-9](/.*)?$")
 
 
 class RunConfig(BaseModel):
     """Every setting of one pipeline run. Field names follow the Vertex SDK where it has one; each
-    field's description is what docs/params.md's table says about it (cli/reference.py)."""
+    field's docstring is what docs/params.md's table says about it (cli/reference.py)."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = ConfigDict(
+        extra="forbid", validate_assignment=True, use_attribute_docstrings=True
+    )
 
     # --- run ---
-    name: str = Field(
-        "local",
-        description="Run name: the tuned model is router-NAME; a notebook opened alone makes "
-        "outputs/NAME-TIME. `routerlib run` names its folder after the params file "
-        "(outputs/FILE-TIME; --name sets another).",
-    )
-    backend: Backend = Field(
-        "local", description="local (CPU, offline) or vertex (Vertex AI managed tuning)."
-    )
+    name: str = "local"
+    """Run name: the tuned model is router-NAME; a notebook opened alone makes outputs/NAME-TIME.
+    `routerlib run` names its folder after the params file (outputs/FILE-TIME; --name sets
+    another)."""
+    backend: Literal["local", "vertex"] = "local"
+    """local (CPU, offline) or vertex (Vertex AI managed tuning)."""
 
     # --- data (01_prepare) ---
-    input_path: str = Field(
-        "", description="Week-2 rows JSONL (a path or gs://); empty = the embedded synthetic rows."
-    )
-    synth_rows: int = Field(300, ge=1, description="Synthetic rows made when input_path is empty.")
-    synth_seed: int = Field(7, description="Seed of the synthetic rows (same seed, same bytes).")
-    allow_synthetic: bool = Field(
-        False,
-        description="vertex: true lets an empty input_path tune on synthetic rows (a paid job on "
-        "made-up data; a dry run of the pipeline); the local backend needs no opt-in.",
-    )
-    val_ratio: float = Field(
-        0.1, ge=0.0, lt=1.0, description="Share of rows in validation (the original conversion's)."
-    )
-    test_ratio: float = Field(
-        0.05, ge=0.0, lt=1.0, description="Share of rows in test (the original conversion's)."
-    )
-    seed: int = Field(7, description="Shuffle seed of the split (the original conversion's).")
-    limit: int | None = Field(
-        None, ge=1, description="Keep only the first N rows (smoke subsets); null = all."
-    )
-    max_seq_len: int | None = Field(
-        None, ge=1, description="Warn above this many estimated tokens; null = the model's limit."
-    )
-    strict: bool = Field(
-        False, description="true: duplicate ids, cross-split queries, long rows are errors."
-    )
-    gcs_prefix: str = Field(
-        "",
-        description="gs://bucket/prefix for the splits (vertex: and checkpoints); empty = none.",
-    )
-    data_format: DataFormat = Field(
-        "prompt_completion",
-        description="Training splits' format: prompt_completion (the original rows) or messages.",
-    )
+    input_path: str = ""
+    """Week-2 rows JSONL (a path or gs://); empty = the embedded synthetic rows."""
+    synth_rows: int = Field(300, ge=1)
+    """Synthetic rows made when input_path is empty."""
+    synth_seed: int = 7
+    """Seed of the synthetic rows (same seed, same bytes)."""
+    allow_synthetic: bool = False
+    """vertex: true lets an empty input_path tune on synthetic rows (a paid job on made-up data; a
+    dry run of the pipeline); the local backend needs no opt-in."""
+    val_ratio: float = Field(0.1, ge=0.0, lt=1.0)
+    """Share of rows in validation (the original conversion's)."""
+    test_ratio: float = Field(0.05, ge=0.0, lt=1.0)
+    """Share of rows in test (the original conversion's)."""
+    seed: int = 7
+    """Shuffle seed of the split (the original conversion's)."""
+    limit: int | None = Field(None, ge=1)
+    """Keep only the first N rows (smoke subsets); null = all."""
+    max_seq_len: int | None = Field(None, ge=1)
+    """Warn above this many estimated tokens; null = the model's limit."""
+    strict: bool = False
+    """true: duplicate ids, cross-split queries, long rows are errors."""
+    gcs_prefix: str = ""
+    """gs://bucket/prefix for the splits (vertex: and checkpoints); empty = none."""
+    data_format: Literal["prompt_completion", "messages"] = "prompt_completion"
+    """Training splits' format: prompt_completion (the original rows) or messages."""
 
     # --- smoke tune (02_smoke_tune) ---
-    smoke_limit: int = Field(40, ge=3, description="Rows in the smoke subset.")
-    smoke_epochs: int = Field(1, ge=1, description="Epochs of the smoke tune.")
+    smoke_limit: int = Field(40, ge=3)
+    """Rows in the smoke subset."""
+    smoke_epochs: int = Field(1, ge=1)
+    """Epochs of the smoke tune."""
 
     # --- tuning (03_full_tune); names as in Vertex's CreateTuningJobConfig ---
-    base_model: str = Field(
-        models.EMBEDDED_MODEL,
-        description="Vertex model id (routerlib/data/models.yaml); local: any HF id or path, a "
-        ".gguf file, by default "
-        "the embedded tiny model (built offline).",
-    )
-    tuning_mode: TuningMode = Field(
-        "PEFT_ADAPTER", description="PEFT_ADAPTER (LoRA) or FULL (every weight)."
-    )
+    base_model: str = models.EMBEDDED_MODEL
+    """Vertex model id (routerlib/data/models.yaml); local: any HF id or path, a .gguf file, by
+    default the embedded tiny model (built offline)."""
+    tuning_mode: TuningMode = "PEFT_ADAPTER"
+    """PEFT_ADAPTER (LoRA) or FULL (every weight)."""
     adapter_size: int | None = Field(
         16,
         description=f"LoRA rank ({', '.join(map(str, models.ADAPTER_SIZES))} on Vertex): more "
         "capacity, more memory; null for FULL.",
     )
-    epochs: int = Field(2, ge=1, description="Epochs of the full tune.")
-    learning_rate: float | None = Field(
-        None, gt=0, description="Open models on Vertex; null = the backend's default for the mode."
-    )
-    learning_rate_multiplier: float | None = Field(
-        None, gt=0, description="Scales the default rate (Gemini and the local backend only)."
-    )
-    tuned_model_display_name: str = Field("", description="Empty = router-NAME.")
-    output_uri: str = Field(
-        "", description="Tuning output; empty = tuning/ in the run folder (vertex: gcs_prefix)."
-    )
-    custom_base_model: str = Field(
-        "", description="Continue from this checkpoint (…/checkpoints/final)."
-    )
-    labels: dict[str, str] = Field(default_factory=dict, description="Labels on the tuning job.")
-    batch_size: int = Field(4, ge=1, description="Examples per optimizer step (local backend).")
-    max_train_tokens: int | None = Field(
-        None, ge=16, description="Local backend: truncate longer examples; null = the context."
-    )
+    epochs: int = Field(2, ge=1)
+    """Epochs of the full tune."""
+    learning_rate: float | None = Field(None, gt=0)
+    """Open models on Vertex; null = the backend's default for the mode."""
+    learning_rate_multiplier: float | None = Field(None, gt=0)
+    """Scales the default rate (Gemini and the local backend only)."""
+    tuned_model_display_name: str = ""
+    """Empty = router-NAME."""
+    output_uri: str = ""
+    """Tuning output; empty = tuning/ in the run folder (vertex: gcs_prefix)."""
+    custom_base_model: str = ""
+    """Continue from this checkpoint (…/checkpoints/final)."""
+    labels: dict[str, str] = Field(default_factory=dict)
+    """Labels on the tuning job."""
+    batch_size: int = Field(4, ge=1)
+    """Examples per optimizer step (local backend)."""
+    max_train_tokens: int | None = Field(None, ge=16)
+    """Local backend: truncate longer examples; null = the context."""
 
     # --- checkpoint choice (03_full_tune scores, 04_deploy_eval serves) ---
-    checkpoint: str = Field(
-        "best", description="best (by select_metric on validation), final or epoch-N."
-    )
-    select_metric: str = Field(
-        "route_plan_exact",
-        description="Strict metric picking best, scored with constrained decoding when decoding "
-        "lists it (else free); ties: tool_sequence_exact.",
-    )
-    select_limit: int | None = Field(
-        4, ge=1, description="Validation rows scored per checkpoint; null = all."
-    )
+    checkpoint: str = "best"
+    """best (by select_metric on validation), final or epoch-N."""
+    select_metric: str = "route_plan_exact"
+    """Strict metric picking best, scored with constrained decoding when decoding lists it (else
+    free); ties: tool_sequence_exact."""
+    select_limit: int | None = Field(4, ge=1)
+    """Validation rows scored per checkpoint; null = all."""
 
     # --- Google Cloud (vertex backend; credentials never go here) ---
-    project: str = Field("", description="Google Cloud project; empty = $GOOGLE_CLOUD_PROJECT.")
-    location: str = Field(
-        "us-central1", description="Where tuning runs: global or a tuning region."
-    )
-    deploy_location: str = Field(
-        models.DEFAULT_DEPLOY_LOCATION, description="Region endpoints live in (never global)."
-    )
-    api_endpoint: str = Field("", description="Regional or private API endpoint URL.")
+    project: str = ""
+    """Google Cloud project; empty = $GOOGLE_CLOUD_PROJECT."""
+    location: str = "us-central1"
+    """Where tuning runs: global or a tuning region."""
+    deploy_location: str = models.DEFAULT_DEPLOY_LOCATION
+    """Region endpoints live in (never global)."""
+    api_endpoint: str = ""
+    """Regional or private API endpoint URL."""
 
     # --- deploy (04_deploy_eval, vertex) ---
-    machine_type: str | None = Field(None, description="null = the base model's contract.")
-    accelerator_type: str | None = Field(None, description="null = the base model's contract.")
-    accelerator_count: int | None = Field(
-        None, ge=1, description="null = the base model's contract."
-    )
-    endpoint: str = Field("", description="Evaluate this endpoint instead of deploying.")
-    eval_mode: Literal["endpoint", "batch"] = Field(
-        "endpoint",
-        description="endpoint (online predict) or batch (a Vertex batch prediction job).",
-    )
-    enable_thinking: bool | None = Field(
-        None,
-        description="Qwen 3 thinking switch, sent as chat_template_kwargs; null = not sent.",
-    )
+    machine_type: str | None = None
+    """null = the base model's contract."""
+    accelerator_type: str | None = None
+    """null = the base model's contract."""
+    accelerator_count: int | None = Field(None, ge=1)
+    """null = the base model's contract."""
+    endpoint: str = ""
+    """Evaluate this endpoint instead of deploying."""
+    eval_mode: Literal["endpoint", "batch"] = "endpoint"
+    """endpoint (online predict) or batch (a Vertex batch prediction job)."""
+    enable_thinking: bool | None = None
+    """Qwen 3 thinking switch, sent as chat_template_kwargs; null = not sent."""
 
     # --- evaluation (04_deploy_eval) ---
-    eval_limit: int | None = Field(
-        None, ge=1, description="Score the first N test rows; null = all."
-    )
-    max_tokens: int = Field(
-        1280, ge=1, description="Generation limit per test prompt (synthetic rows need ~1,140)."
-    )
-    concurrency: int = Field(8, ge=1, description="Requests in flight.")
-    thresholds: str = Field("", description="Gate file; empty = the packaged original gates.")
-    baseline: Literal["majority", "rules"] = Field(
-        "majority", description="Previous router to diff against: majority or rules."
-    )
-    decoding: list[Decoding] = Field(
-        default_factory=lambda: list[Decoding](["free", "constrained"]),
-        description="Decodings scored on the same test rows (constrained: the completion's "
-        "JSON Schema goes with every request); the first is the headline.",
-    )
-    constrained: bool | None = Field(
-        None, description="Shorthand: true = decoding [constrained], false = [free]."
-    )
+    eval_limit: int | None = Field(None, ge=1)
+    """Score the first N test rows; null = all."""
+    max_tokens: int = Field(1280, ge=1)
+    """Generation limit per test prompt (synthetic rows need ~1,140)."""
+    concurrency: int = Field(8, ge=1)
+    """Requests in flight."""
+    thresholds: str = ""
+    """Gate file; empty = the packaged original gates."""
+    baseline: Literal["majority", "rules"] = "majority"
+    """Previous router to diff against: majority or rules."""
+    decoding: list[Decoding] = ["free", "constrained"]  # pydantic copies it for each config
+    """Decodings scored on the same test rows (constrained: the completion's JSON Schema goes with
+    every request); the first is the headline."""
+    constrained: bool | None = None
+    """Shorthand: true = decoding [constrained], false = [free]."""
 
     @model_validator(mode="after")
     def _check_combinations(self) -> RunConfig:
@@ -194,8 +163,7 @@ class RunConfig(BaseModel):
 
 
 def run_default(key: str) -> Any:
-    """RunConfig's default for ``key``: the one home of a run setting's default (CLI flags and
-    function signatures that take the same setting use this)."""
+    """RunConfig's default for ``key``: the one home of a run setting's default."""
     return RunConfig.model_fields[key].get_default(call_default_factory=True)
 
 
@@ -208,8 +176,7 @@ SYNTHETIC_ON_VERTEX = (
 
 def cross_field_problems(values: dict[str, Any]) -> list[str]:
     """Problems between fields; each line starts with the key to change."""
-    v = {name: run_default(name) for name in RunConfig.model_fields}
-    v.update(values)
+    v = {name: run_default(name) for name in RunConfig.model_fields} | values
     problems = []
     try:
         if v["val_ratio"] + v["test_ratio"] >= 1.0:
@@ -224,22 +191,28 @@ def cross_field_problems(values: dict[str, Any]) -> list[str]:
             v["learning_rate_multiplier"],
         )
         if v["backend"] == "vertex":  # the table is Vertex's contract; local takes any HF id
-            problems += [
-                line
-                for line in models.contract_problems(
-                    str(v["base_model"]),
-                    tuning_mode=str(v["tuning_mode"]),
-                    adapter_size=v["adapter_size"],
-                    learning_rate_multiplier=v["learning_rate_multiplier"],
-                    location=str(v["location"]),
-                )
-                if not line.startswith("adapter_size:")  # said once, above
-            ]
+            problems += models.contract_problems(
+                str(v["base_model"]),
+                tuning_mode=str(v["tuning_mode"]),
+                learning_rate_multiplier=v["learning_rate_multiplier"],
+                location=str(v["location"]),
+            )
         if v["deploy_location"] == "global":
             problems.append(
                 "deploy_location: endpoints live in a region, not global (e.g. us-central1)"
             )
-        problems.extend(_checkpoint_problems(v))
+        try:
+            key = parse_checkpoint_key(str(v["checkpoint"]))
+            if isinstance(key, int) and key > int(v["epochs"]):
+                problems.append(f"checkpoint: epoch-{key} is past the last epoch ({v['epochs']})")
+        except ValueError as exc:
+            problems.append(f"checkpoint: {exc}")
+        strict = KNOWN_METRICS - NOT_STRICT
+        if v["select_metric"] not in strict:
+            problems.append(
+                f"select_metric: {v['select_metric']!r} is not a strict metric "
+                f"({', '.join(sorted(strict))})"
+            )
         decoding = list(v["decoding"])
         if not decoding or len(set(decoding)) != len(decoding):
             problems.append("decoding: give free and/or constrained, each once")
@@ -258,21 +231,6 @@ def cross_field_problems(values: dict[str, Any]) -> list[str]:
             problems.append(SYNTHETIC_ON_VERTEX)
     except TypeError:  # ill-typed values are reported by field validation
         pass
-    return problems
-
-
-def _checkpoint_problems(v: dict[str, Any]) -> list[str]:
-    """``checkpoint`` names best, final or an epoch the run has; ``select_metric`` a strict one."""
-    problems = []
-    try:
-        key = parse_checkpoint_key(str(v["checkpoint"]))
-        if isinstance(key, int) and key > int(v["epochs"]):
-            problems.append(f"checkpoint: epoch-{key} is past the last epoch ({v['epochs']})")
-    except ValueError as exc:
-        problems.append(f"checkpoint: {exc}")
-    if v["select_metric"] not in KNOWN_METRICS - NOT_STRICT:
-        names = ", ".join(sorted(KNOWN_METRICS - NOT_STRICT))
-        problems.append(f"select_metric: {v['select_metric']!r} is not a strict metric ({names})")
     return problems
 
 
@@ -326,8 +284,7 @@ def placeholder_problems(values: dict[str, Any]) -> dict[str, str]:
 
 
 def key_lines(path: str | os.PathLike[str]) -> dict[str, int]:
-    """The line (1-based) of each top-level key of a params YAML, from yaml's composed nodes;
-    empty when the file is not a YAML mapping."""
+    """The 1-based line of each top-level key of a params YAML ({} when it is not a mapping)."""
     try:
         node = yaml.compose(resolve(path).read_text(encoding="utf-8"))
     except (OSError, yaml.YAMLError):
@@ -346,10 +303,8 @@ def _where(source: str, lines: dict[str, int], *keys: str) -> str:
 def load_config(
     params_file: str | os.PathLike[str] | None = None, overrides: dict[str, Any] | None = None
 ) -> RunConfig:
-    """Validate ``params_file`` merged with ``overrides``; collect every problem into one error.
-
-    A placeholder left in the file (``gs://your-bucket``) and synthetic rows on the vertex backend
-    without ``allow_synthetic`` are refused as ``file:line: key: ...``, naming the line to edit."""
+    """Validate ``params_file`` merged with ``overrides``; every problem (unknown keys and
+    placeholders such as ``gs://your-bucket`` too) in one InputError, as ``file:line: key: ...``."""
     data = read_params_file(params_file) if params_file else {}
     source = str(params_file) if params_file else "config"
     overrides = overrides or {}
@@ -378,34 +333,26 @@ def load_config(
 def cloud_problems(config: RunConfig, source: str = "config") -> list[str]:
     """What a run on ``config`` lacks from its environment before anything is written or
     uploaded: the vertex backend needs a project (``project``, else $GOOGLE_CLOUD_PROJECT)."""
-    problems = []
-    if config.backend == "vertex" and not (
-        config.project or os.environ.get("GOOGLE_CLOUD_PROJECT", "").strip()
-    ):
-        problems.append(
-            f"{source}: project: backend vertex needs a Google Cloud project: set `project:` in "
-            "the params file or export GOOGLE_CLOUD_PROJECT (nothing was written or uploaded)"
-        )
-    return problems
+    env_project = os.environ.get("GOOGLE_CLOUD_PROJECT", "").strip()
+    if config.backend != "vertex" or config.project or env_project:
+        return []
+    return [
+        f"{source}: project: backend vertex needs a Google Cloud project: set `project:` in "
+        "the params file or export GOOGLE_CLOUD_PROJECT (nothing was written or uploaded)"
+    ]
 
 
 def require_cloud(config: RunConfig, source: str = "config") -> None:
     """Raise InputError with :func:`cloud_problems` when there are any."""
     problems = cloud_problems(config, source)
-    if problems:
-        raise InputError(problems[0] if len(problems) == 1 else f"{source}: not ready", problems)
-
-
-#: The params file a notebook opens when its ``params_file`` parameter is empty and
-#: :data:`PARAMS_ENV` is unset: the embedded default run.
-DEFAULT_PARAMS_FILE = "params/local.yaml"
-#: Environment variable naming the params file for notebooks opened without one (JupyterLab, nbval).
-PARAMS_ENV = "ROUTERLIB_PARAMS"
+    if problems:  # at most one today
+        raise InputError(problems[0], problems)
 
 
 def default_params_file() -> str:
-    """``$ROUTERLIB_PARAMS`` when set, else :data:`DEFAULT_PARAMS_FILE`."""
-    return os.environ.get(PARAMS_ENV, "").strip() or DEFAULT_PARAMS_FILE
+    """The params file of a notebook opened without one (JupyterLab, nbval): ``$ROUTERLIB_PARAMS``
+    when set, else params/local.yaml (the embedded default run)."""
+    return os.environ.get("ROUTERLIB_PARAMS", "").strip() or "params/local.yaml"
 
 
 def dump_config(config: RunConfig, path: str | os.PathLike[str]) -> None:

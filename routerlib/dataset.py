@@ -380,7 +380,7 @@ def prepare(
 
     if gcs_prefix is not None:
         client = storage.gcs_client()
-        uploaded = storage.upload_splits(out_dir, gcs_prefix, storage.SPLIT_FILES, client)
+        uploaded = storage.upload_splits(out_dir, gcs_prefix, client)
         manifest["uris"] = {name: uploaded[SPLIT_FILES[name]] for name in SPLITS}
         manifest["uris"]["manifest"] = storage.join_uri(gcs_prefix, MANIFEST_FILE)
         write_json(manifest_path, manifest)

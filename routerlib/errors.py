@@ -5,12 +5,10 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from typing import Any, TypeVar
+from typing import Any
 
 import yaml
-from pydantic import BaseModel, ValidationError
-
-M = TypeVar("M", bound=BaseModel)
+from pydantic import ValidationError
 
 
 class RouterlibError(Exception):
@@ -42,21 +40,15 @@ class PermissionDenied(RemoteError):
 
 
 #: The first line of a RouterlibError's error output in a notebook (routerlib.stages shows the
-#: error this way in a kernel): the lines after it are exactly what the CLI prints, no traceback,
-#: and the batch runner reads them back from the executed notebook.
+#: error this way in a kernel): the lines after it are ``exc.lines()``, exactly what the CLI
+#: prints, no traceback, and the batch runner reads them back from the executed notebook.
 NOTEBOOK_MARKER = "routerlib stopped (what to fix is below; no traceback):"
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
 
-def notebook_traceback(exc: RouterlibError) -> list[str]:
-    """The "traceback" a notebook shows for ``exc``: the marker, then ``exc.lines()``."""
-    return [NOTEBOOK_MARKER, *exc.lines()]
-
-
 def lines_from_notebook(traceback: Sequence[str] | None) -> list[str] | None:
-    """The error's lines from a notebook error output written by :func:`notebook_traceback`;
-    None for an ordinary traceback."""
+    """The error's lines in a notebook error output, or None when it lacks NOTEBOOK_MARKER."""
     lines = [_ANSI.sub("", str(line)) for line in traceback or []]
     if not lines or lines[0].strip() != NOTEBOOK_MARKER:
         return None

@@ -18,7 +18,7 @@ from routerlib.config import run_default
 from routerlib.errors import InputError, RouterlibError
 from routerlib.extract import extract_json_object, split_thinking
 from routerlib.progress import progress_bar
-from routerlib.runfolder import PredictionRecord, write_predictions
+from routerlib.runfolder import PredictionRecord, write_records
 from routerlib.serving.base import Completion, Failed, Predictor
 from routerlib.serving.cache import CachingPredictor, load_cache, target_name
 
@@ -121,7 +121,7 @@ def generate_predictions(
         for i, a in sorted(answers.items())
     ]
     out = Path(pred_path) if pred_path else prediction_path_for(cache_path)
-    return write_predictions(out, lines)
+    return write_records(out, lines)
 
 
 def artifact_paths(out: str | os.PathLike[str]) -> dict[str, Path]:

@@ -1,6 +1,5 @@
 """The names every layer shares about scoring: buckets, metric names and their kinds, the headline
-(metrics.py records them; config, the comparison, the checkpoint pick and the displays read them).
-"""
+(metrics.py records them; config, comparison, checkpoint pick and displays read them)."""
 
 from __future__ import annotations
 

@@ -1,11 +1,7 @@
-"""The per-model contract table: what Vertex AI accepts for each base model (its id, tuning modes,
-adapter sizes, sequence limits, hyperparameters, tuning regions and default deploy hardware).
-
-The rows, each with the page it was read from and the date it was checked, live in
-routerlib/data/models.yaml (docs/vertex-facts.md); this module reads and validates them once, on
-import, and holds the rules built on them. Config validation, the tuning spec, the preflight and
-the Vertex stand-in of the tests all read this table; nothing else restates it.
-"""
+"""The per-model contract table: what Vertex AI accepts for each base model (id, tuning modes,
+adapter sizes, sequence limits, hyperparameters, tuning regions, default deploy hardware), read
+once from routerlib/data/models.yaml (each row with its source and date: docs/vertex-facts.md),
+and the rules built on it. Nothing else restates the table."""
 
 from __future__ import annotations
 
@@ -29,11 +25,8 @@ GGUF_SUFFIX = ".gguf"
 
 
 def gguf_path(base_model: str) -> Path | None:
-    """The GGUF file ``base_model`` names (absolute, or relative to the project root like every
-    user path), or None when it names no ``.gguf`` file."""
-    if not base_model.lower().endswith(GGUF_SUFFIX):
-        return None
-    return resolve(base_model)
+    """The GGUF file ``base_model`` names (a user path), or None when it names no ``.gguf`` file."""
+    return resolve(base_model) if base_model.lower().endswith(GGUF_SUFFIX) else None
 
 
 PEFT = "PEFT_ADAPTER"
@@ -98,10 +91,6 @@ class ModelContract:
     managed_tuning: bool = True
     note: str = ""
 
-    def max_seq_len(self, tuning_mode: str) -> int:
-        """The sequence limit under ``tuning_mode`` (PEFT_ADAPTER or FULL)."""
-        return self.max_seq_len_full if tuning_mode == FULL else self.max_seq_len_peft
-
     def takes(self, hyperparameter: str) -> bool:
         """True when Vertex accepts ``hyperparameter`` (an SDK field name) for this model."""
         return hyperparameter in self.hyperparameters
@@ -136,10 +125,8 @@ MAX_VALIDATION_BYTES_SHARE = TABLE.max_validation_bytes_share
 #: Older ids that now have a current one: config validation names the replacement.
 RENAMED = TABLE.renamed
 CONTRACTS: dict[str, ModelContract] = {c.model_id: c for c in TABLE.contracts}
-#: The embedded model trains locally only; it has limits but no Vertex contract.
-EMBEDDED_INFO = TABLE.embedded
-#: Every row routerlib knows, the embedded model included.
-MODELS: dict[str, ModelContract] = {**CONTRACTS, EMBEDDED_MODEL: EMBEDDED_INFO}
+#: Every row routerlib knows, the embedded model (local only: limits, no Vertex contract) included.
+MODELS: dict[str, ModelContract] = {**CONTRACTS, EMBEDDED_MODEL: TABLE.embedded}
 
 
 def short_id(base_model: str) -> str:
@@ -150,8 +137,7 @@ def short_id(base_model: str) -> str:
 
 
 def contract(base_model: str) -> ModelContract | None:
-    """The Vertex contract of ``base_model``, short or ``publishers/…/models/…`` form (None for
-    the embedded model and unknown ids)."""
+    """The Vertex contract of ``base_model`` (short or long id); None for any other."""
     return CONTRACTS.get(short_id(base_model))
 
 
@@ -172,7 +158,9 @@ def unchecked_line(base_model: str) -> str:
 def max_seq_len(base_model: str, tuning_mode: str = PEFT) -> int:
     """The sequence limit to check examples against for this model and mode."""
     info = model_info(base_model)
-    return info.max_seq_len(tuning_mode) if info else DEFAULT_MAX_SEQ_LEN
+    if info is None:
+        return DEFAULT_MAX_SEQ_LEN
+    return info.max_seq_len_full if tuning_mode == FULL else info.max_seq_len_peft
 
 
 def adapter_sizes(base_model: str) -> tuple[int, ...]:
@@ -188,8 +176,7 @@ def tuning_problems(
     learning_rate: float | None,
     learning_rate_multiplier: float | None,
 ) -> list[str]:
-    """The cross-field rules of a tuning setup, for RunConfig and TuningSpec alike; each line
-    starts with the key to change."""
+    """The cross-field tuning rules (RunConfig, TuningSpec); each line starts with its key."""
     problems = []
     gguf = gguf_path(base_model)
     if gguf is not None and not gguf.is_file():
@@ -215,13 +202,12 @@ def contract_problems(
     base_model: str,
     *,
     tuning_mode: str,
-    adapter_size: int | None,
     learning_rate_multiplier: float | None = None,
     location: str | None = None,
 ) -> list[str]:
-    """What the table says Vertex would refuse for this request (model x mode x adapter,
-    hyperparameters, tuning region); each line starts with the key. An id the table does not know
-    gives one line naming the current id when it was renamed, nothing otherwise."""
+    """What the table says Vertex would refuse for this request (model x mode, hyperparameters,
+    tuning region; the adapter size is :func:`tuning_problems`'); each line starts with the key.
+    An id the table does not know gives one line naming the current id when it was renamed."""
     if short_id(base_model) in RENAMED:
         return [
             f"base_model: {base_model} is an older id; the current Vertex id is "
@@ -235,11 +221,6 @@ def contract_problems(
         problems.append(
             f"tuning_mode: {row.display} ({base_model}) is tuned with "
             f"{' or '.join(row.tuning_modes)} only, not {tuning_mode}"
-        )
-    if tuning_mode == PEFT and adapter_size not in row.adapter_sizes:
-        problems.append(
-            f"adapter_size: {adapter_size} is not offered for {row.display}: use one of "
-            f"{', '.join(map(str, row.adapter_sizes))}"
         )
     if learning_rate_multiplier is not None and not row.takes("learning_rate_multiplier"):
         problems.append(
@@ -255,9 +236,8 @@ def contract_problems(
 
 
 def validation_problems(train_bytes: int, validation_bytes: int, validation_rows: int) -> list[str]:
-    """Where a validation file breaks Vertex's limits (at most MAX_VALIDATION_ROWS rows and
-    MAX_VALIDATION_BYTES_SHARE of the training file's bytes); each line names the numbers and the
-    fix and starts with the key to change."""
+    """Where a validation file breaks Vertex's limits (MAX_VALIDATION_ROWS rows,
+    MAX_VALIDATION_BYTES_SHARE of the training bytes); each line starts with the key to change."""
     problems = []
     if validation_rows > MAX_VALIDATION_ROWS:
         problems.append(
@@ -308,9 +288,8 @@ def bucket_problem(
             "multi-region bucket (US, or EU): use one, or pin location to the bucket's region"
         )
     region = tuning_location.lower()
-    if where == region or region in placed:
-        return None
-    if kind == "multi-region" and region.startswith(_MULTI_REGIONS.get(where, ("\0",))):
+    held = kind == "multi-region" and region.startswith(_MULTI_REGIONS.get(where, ("\0",)))
+    if where == region or region in placed or held:
         return None
     return (
         f"bucket gs://{bucket} is in {bucket_location} ({location_type}), not in "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib.resources
 import os
 import re
@@ -23,9 +24,8 @@ def project_root() -> Path:
 
 
 def packaged_file(name: str) -> Path:
-    """A default file shipped inside the package, ``routerlib/data/<name>`` (the gates
-    thresholds.yaml, the price table pricing.yaml); found the same way in a clone and in an
-    installed wheel."""
+    """A default file shipped inside the package, ``routerlib/data/<name>`` (thresholds.yaml,
+    pricing.yaml, …), found the same way in a clone and in an installed wheel."""
     return Path(str(importlib.resources.files("routerlib").joinpath("data", name)))
 
 
@@ -36,8 +36,7 @@ def outputs_root() -> Path:
 
 
 def cache_root() -> Path:
-    """Where built artifacts (the embedded tiny model) are cached: ROUTERLIB_CACHE or
-    ~/.cache/routerlib. Never inside the repository."""
+    """Where built artifacts are cached: ROUTERLIB_CACHE or ~/.cache/routerlib, never the repo."""
     env = os.environ.get("ROUTERLIB_CACHE")
     return Path(env).resolve() if env else Path.home() / ".cache" / "routerlib"
 
@@ -55,9 +54,7 @@ def new_run_dir(name: str, root: Path | None = None) -> Path:
     stamp = time.strftime("%Y%m%d-%H%M%S")
     for attempt in range(1000):
         candidate = base / (f"{slug}-{stamp}" + (f"-{attempt}" if attempt else ""))
-        try:
-            candidate.mkdir(parents=True, exist_ok=False)
+        with contextlib.suppress(FileExistsError):
+            candidate.mkdir(parents=True)
             return candidate
-        except FileExistsError:
-            continue
     raise RuntimeError(f"could not create a run folder under {base}")

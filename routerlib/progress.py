@@ -1,7 +1,5 @@
 """Progress on stderr that a log can hold: a live tqdm bar on a terminal; elsewhere (a notebook
-kernel, the batch runner's run.log, where a redrawn bar leaves partial lines) one whole line per
-milestone (:class:`LineProgress`).
-"""
+kernel, the batch runner's run.log) one whole line per milestone (:class:`LineProgress`)."""
 
 from __future__ import annotations
 
@@ -19,7 +17,7 @@ def is_terminal(stream: Any) -> bool:
 
 
 class LineProgress:
-    """tqdm's ``update``/``set_postfix``/``close`` as whole lines:
+    """tqdm's ``update``/``set_postfix``/``refresh``/``close`` as whole lines:
     ``<desc>: <n>/<total> <unit> (<pct>%) key=value …``."""
 
     def __init__(
@@ -51,61 +49,38 @@ class LineProgress:
         extra = "".join(f" {k}={v}" for k, v in self.postfix.items())
         return f"{self.desc}: {self.n}/{self.total} {self.unit}{pct}{extra}"
 
-    def mark(self) -> None:
-        """Write the current state now (once per state: a repeated mark writes nothing)."""
-        if self._shown == self.n:
-            return
-        self._shown = self.n
-        print(self.line(), file=self.file or sys.stderr, flush=True)
+    def refresh(self) -> None:
+        """Write the current state now (once per state: a repeated refresh writes nothing)."""
+        if self._shown != self.n:
+            self._shown = self.n
+            print(self.line(), file=self.file or sys.stderr, flush=True)
 
     def update(self, n: int = 1) -> None:
         self.n += n
         if self._next is not None and self.n >= self._next:
             self._next = self._milestone_after(self.n)
             if self.n < self.total:  # the end is written by close(), with the last postfix
-                self.mark()
+                self.refresh()
 
     def set_postfix(self, refresh: bool = True, **values: Any) -> None:
         self.postfix = dict(values)
 
     def close(self) -> None:
-        self.mark()
+        self.refresh()
 
 
 def progress_bar(
-    enabled: bool,
-    total: int,
-    *,
-    desc: str,
-    unit: str = "it",
-    initial: int = 0,
-    every: float | None = 0.1,
-    **tqdm_options: Any,
+    enabled: bool, total: int, *, desc: str, every: float | None = 0.1, **tqdm_options: Any
 ) -> Any:
     """A tqdm bar on stderr when it is a terminal, :class:`LineProgress` (one whole line per
-    ``every`` of ``total``, per :meth:`LineProgress.mark` and at the end) when it is not, and a
-    silent tqdm when ``enabled`` is False."""
+    ``every`` of ``total``, per ``refresh()`` and at the end) when it is not, and a silent tqdm
+    when ``enabled`` is False. Either way ``refresh()`` shows the current state now."""
     from tqdm import tqdm  # plain text bar: no ipywidgets needed in notebooks
 
     if enabled and not is_terminal(sys.stderr):
+        unit, initial = tqdm_options.get("unit", "it"), tqdm_options.get("initial", 0)
         return LineProgress(total, desc=desc, unit=unit, initial=initial, every=every)
-    return tqdm(
-        total=total,
-        initial=initial,
-        desc=desc,
-        unit=unit,
-        disable=not enabled,
-        file=sys.stderr,
-        **tqdm_options,
-    )
-
-
-def milestone(bar: Any) -> None:
-    """Show ``bar``'s current state now: one line off a terminal, a redraw on one."""
-    if isinstance(bar, LineProgress):
-        bar.mark()
-    else:
-        bar.refresh()
+    return tqdm(total=total, desc=desc, disable=not enabled, file=sys.stderr, **tqdm_options)
 
 
 class WholeLines:

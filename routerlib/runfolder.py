@@ -1,13 +1,12 @@
-"""What a run folder holds: every file name, and a pydantic record for each file that more than one
-module touches (the layout: docs/outputs.md). Every file has one writer; readers load through
-:func:`read_json` / :func:`read_jsonl` with a record, so an old or foreign file fails with one line
-per problem naming the file (and line) and the field.
-"""
+"""What a run folder holds (docs/outputs.md): every file name, and a pydantic record for each file
+more than one module touches. Readers load through :func:`read_json` / :func:`read_jsonl`, so an
+old or foreign file fails with one line per problem naming the file (and line) and the field."""
 
 from __future__ import annotations
 
 import json
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
@@ -24,15 +23,11 @@ PIPELINE_FILE = "pipeline.json"
 LOG_FILE = "run.log"
 NOTEBOOKS_DIR = "notebooks"
 DATA_DIR = "data"
-SMOKE_DATA_DIR = "data/smoke"
 SYNTHETIC_ROWS_FILE = "synthetic_rows.jsonl"
 PREPARE_FILE = "prepare.json"
 SPLITS: tuple[str, ...] = ("train", "validation", "test")
-SMOKE_TUNING_DIR = "tuning/smoke"
 FULL_TUNING_DIR = "tuning/full"
-#: A tuning job's record: in a local job's output folder (tuning/full for a local run) the local
-#: backend's one record of it, written by that backend alone; for a job whose output is elsewhere
-#: (a Vertex job's gs:// folder) stages.tune's copy of it in the run.
+#: A tuning job's record (one writer: the local backend in its output folder, else stages.tune).
 JOB_FILE = "job.json"
 LOSS_CURVE_FILE = "loss_curve.json"
 EVAL_DIR = "eval"
@@ -55,7 +50,7 @@ PIPELINES_FILE = "pipelines.json"
 
 def data_dir(smoke: bool = False) -> str:
     """The folder of the prepared splits (the smoke subset's when ``smoke``)."""
-    return SMOKE_DATA_DIR if smoke else DATA_DIR
+    return f"{DATA_DIR}/smoke" if smoke else DATA_DIR
 
 
 def split_file(split: str, smoke: bool = False) -> str:
@@ -67,18 +62,17 @@ def split_file(split: str, smoke: bool = False) -> str:
 
 def tuning_dir(smoke: bool = False) -> str:
     """The folder of a tuning run: tuning/smoke or tuning/full."""
-    return SMOKE_TUNING_DIR if smoke else FULL_TUNING_DIR
+    return "tuning/smoke" if smoke else FULL_TUNING_DIR
 
 
 def job_file(smoke: bool = False) -> str:
-    """The run's record of its tuning job (see JOB_FILE for its one writer)."""
+    """The run's record of its tuning job."""
     return f"{tuning_dir(smoke)}/{JOB_FILE}"
 
 
 def decoding_report_file(folder: str, decoding: str) -> str:
-    """Where one decoding's report lives in an evaluation folder: ``<folder>/report.json`` for
-    free decoding, ``<folder>/<decoding>/report.json`` for another (``eval/constrained/…``), so
-    each decoding keeps its own samples, predictions and resume cache."""
+    """``<folder>/report.json`` for free decoding, ``<folder>/<decoding>/report.json`` for another
+    (each decoding keeps its own samples, predictions and resume cache)."""
     return f"{folder}/report.json" if decoding == "free" else f"{folder}/{decoding}/report.json"
 
 
@@ -105,8 +99,7 @@ def report_artifact(report: str | os.PathLike[str], kind: str) -> Path:
 
 
 def predictions_path(report: str | os.PathLike[str]) -> Path:
-    """The predictions scored by a report ``X.json``: ``X.predictions.jsonl`` beside it (models
-    and baselines alike)."""
+    """The predictions scored by a report ``X.json``: ``X.predictions.jsonl`` beside it."""
     return report_artifact(report, "predictions")
 
 
@@ -120,13 +113,9 @@ class Record(BaseModel):
 
 
 class OpenRecord(BaseModel):
-    """A record whose known fields are checked; other fields are kept (files other tools or later
-    versions may extend)."""
+    """A record whose known fields are checked and whose other fields are kept."""
 
     model_config = ConfigDict(extra="allow")
-
-
-# --- pipeline.json
 
 
 class StageRecord(Record):
@@ -152,19 +141,13 @@ class PipelineRecord(Record):
     finished: str | None = None
 
 
-# --- loss_curve.json
-
-
 class LossPoint(OpenRecord):
-    """One point of a tuning loss curve (``loss_curve.json`` is a list of them)."""
+    """One point of ``loss_curve.json`` (a list of them)."""
 
     epoch: float | None = None
     step: int
     train_loss: float | None = None
     val_loss: float | None = None
-
-
-# --- metrics.json
 
 
 class RunInfo(Record):
@@ -229,9 +212,6 @@ class MetricsRecord(Record):
     baselines: dict[str, BaselineInfo] = Field(default_factory=dict)
     #: pricing.RunCost: tuning USD, serving USD per 1,000 routes, latency, the table's date
     cost: dict[str, Any] | None = None
-
-
-# --- report.json
 
 
 class ReportConfig(OpenRecord):
@@ -331,9 +311,6 @@ class ReportRecord(OpenRecord):
     generation: dict[str, Any] | None = None
 
 
-# --- samples.jsonl, predictions
-
-
 class SampleRecord(Record):
     """One line of ``samples.jsonl``: one scored test row."""
 
@@ -354,10 +331,8 @@ class SampleRecord(Record):
 
 
 class PredictionRecord(Record):
-    """One line of a predictions file routerlib writes (evaluate, baselines): the completion text
-    and, when generated, the test row, the raw answer, how the JSON was extracted, timing and
-    token counts (``tokens_estimated`` when they are chars/4 estimates). Files from elsewhere are
-    read by the scorer in every shape the original evaluator accepts."""
+    """One line of a predictions file routerlib writes (``tokens_estimated``: chars/4 counts).
+    Files from elsewhere are read by the scorer in every shape the original evaluator accepts."""
 
     index: int | None = None
     completion: str | None  # None: a batch row that got no answer (``batch_error`` says why)
@@ -371,21 +346,14 @@ class PredictionRecord(Record):
     batch_error: str | None = None
 
 
-# --- eval/throughput.json
-
-
 class ThroughputRecord(Record):
-    """Routes per hour measured while notebook 04 predicted the test split (stages writes and
-    reads it for the serving cost)."""
+    """``eval/throughput.json``: routes per hour while notebook 04 predicted the test split."""
 
     rows: int
     seconds: float
     routes_per_hour: float
     concurrency: int | None = None
     max_tokens: int | None = None
-
-
-# --- comparison run
 
 
 class ComparisonRecord(Record):
@@ -395,7 +363,7 @@ class ComparisonRecord(Record):
     significance: list[dict[str, Any]]
 
 
-# ----------------------------------------------------------------------------- reading
+# ----------------------------------------------------------------- reading and writing
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -466,25 +434,19 @@ def read_jsonl(path: str | os.PathLike[str], record: type[M]) -> list[M]:
     return out
 
 
-# ----------------------------------------------------------------------------- writing
-
-
 def write_record(path: str | os.PathLike[str], record: BaseModel) -> Path:
     """Write a record as JSON, atomically."""
     write_json(path, record.model_dump(mode="json"))
     return Path(path)
 
 
-def write_records(path: str | os.PathLike[str], records: list[BaseModel]) -> Path:
-    """Write records as JSONL, one per line (the fields that were given), atomically."""
+def write_records(path: str | os.PathLike[str], records: Sequence[BaseModel]) -> Path:
+    """Write records as JSONL, one a line with the fields that were given, atomically."""
     with atomic_writer(path) as handle:
         for record in records:
             line = record.model_dump(mode="json", exclude_unset=True)
             handle.write(json.dumps(line, ensure_ascii=False) + "\n")
     return Path(path)
-
-
-# ----------------------------------------------------------------------------- per file
 
 
 def write_report(path: str | os.PathLike[str], report: dict[str, Any]) -> Path:
@@ -524,7 +486,7 @@ def read_loss_curve(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
 
 
 def read_pipeline(run_dir: str | os.PathLike[str]) -> PipelineRecord:
-    """A run's pipeline.json (the batch runner's state; pipeline.py writes it)."""
+    """A run's pipeline.json."""
     return read_json(Path(run_dir) / PIPELINE_FILE, PipelineRecord)
 
 
@@ -534,13 +496,8 @@ def read_metrics(run_dir: str | os.PathLike[str]) -> MetricsRecord:
 
 
 def write_metrics(run_dir: str | os.PathLike[str], record: MetricsRecord) -> Path:
-    """Write a run's metrics.json (stages.write_metrics is its one caller)."""
+    """Write a run's metrics.json."""
     return write_record(Path(run_dir) / METRICS_FILE, record)
-
-
-def write_predictions(path: str | os.PathLike[str], lines: list[PredictionRecord]) -> Path:
-    """Write a predictions file, one PredictionRecord a line."""
-    return write_records(path, list(lines))
 
 
 def write_comparison(
@@ -597,24 +554,20 @@ class SweepRecord(BaseModel):
 
 
 def read_sweep(folder: str | os.PathLike[str]) -> SweepRecord:
-    """The sweep.json of ``folder``; InputError when it is missing or unreadable."""
+    """The sweep.json of ``folder``; InputError when it is missing or not a sweep record."""
     file = Path(folder) / SWEEP_FILE
-    try:
-        return SweepRecord.model_validate_json(file.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise InputError(f"{file}: not a sweep folder (no {SWEEP_FILE})") from None
-    except ValueError as exc:
-        raise InputError(f"{file}: not a sweep record ({type(exc).__name__})") from None
+    if not file.is_file():
+        raise InputError(f"{file}: not a sweep folder (no {SWEEP_FILE})")
+    return read_json(file, SweepRecord)
 
 
 # ----------------------------------------------------------------------------- finding folders
 
 
 def find_folders(*markers: str, root: str | os.PathLike[str] | None = None) -> list[Path]:
-    """The folders directly under the outputs root (or ``root``) that hold any of the files or
-    folders ``markers`` (names relative to the folder: ``METRICS_FILE`` for runs that finished an
-    evaluation, ``PIPELINE_FILE`` for batch runs, ``SWEEP_FILE`` for sweeps), sorted by name;
-    hidden folders are skipped. The one finder of run and sweep folders."""
+    """The folders directly under the outputs root (or ``root``) holding any of ``markers`` (e.g.
+    ``PIPELINE_FILE`` for batch runs, ``SWEEP_FILE`` for sweeps), sorted by name, hidden ones
+    skipped. The one finder of run and sweep folders."""
     base = Path(root) if root is not None else paths.outputs_root()
     if not base.is_dir():
         return []
@@ -628,7 +581,5 @@ def find_folders(*markers: str, root: str | os.PathLike[str] | None = None) -> l
 
 
 def has_evaluation(folder: str | os.PathLike[str]) -> bool:
-    """Whether a run folder is a comparison candidate: its evaluation wrote metrics.json. A folder
-    without one (a run that stopped early, or one that ran only the comparison) is never a model
-    row."""
+    """Whether a run folder is a comparison candidate: its evaluation wrote metrics.json."""
     return (Path(folder) / METRICS_FILE).is_file()

@@ -72,14 +72,9 @@ def build_prompt(user_query: str) -> str:
     return PROMPT_TEMPLATE + user_query.strip() + "\n"
 
 
-def completion_object(row: dict[str, Any]) -> dict[str, Any]:
-    """The 10 completion keys of ``row``, in contract order."""
-    return {key: row[key] for key in COMPLETION_KEYS}
-
-
 def completion_text(row: dict[str, Any]) -> str:
-    """The completion string exactly as the original conversion wrote it."""
-    return json.dumps(completion_object(row), ensure_ascii=False)
+    """The completion exactly as the original conversion wrote it (the 10 keys, in order)."""
+    return json.dumps({key: row[key] for key in COMPLETION_KEYS}, ensure_ascii=False)
 
 
 # --------------------------------------------------------------- tool sequences of a plan
@@ -88,9 +83,7 @@ def completion_text(row: dict[str, Any]) -> str:
 
 def plan_steps(plan: Any) -> list[Any]:
     """The steps of a route plan as the original iterated it (null/number/bool: no steps)."""
-    if isinstance(plan, list | str | dict | tuple):
-        return list(plan)
-    return []
+    return list(plan) if isinstance(plan, list | str | dict | tuple) else []
 
 
 def step_tool(step: Any) -> str:
@@ -140,20 +133,6 @@ def validate_route_step(step: Any) -> str | None:
     return None
 
 
-def validate_route_plan(plan: Any, field: str = "route_plan") -> list[Violation]:
-    """Violations of the route-plan rules: a non-empty list of valid steps."""
-    if not isinstance(plan, list):
-        return [Violation(field, f"must be a list of strings, got {_json_type(plan)}")]
-    if not plan:
-        return [Violation(field, "must not be empty")]
-    out = []
-    for index, step in enumerate(plan):
-        problem = validate_route_step(step)
-        if problem:
-            out.append(Violation(f"{field}[{index}]", problem))
-    return out
-
-
 def _validate_fields(obj: dict[str, Any], keys: tuple[str, ...]) -> list[Violation]:
     out: list[Violation] = []
     for key in keys:
@@ -162,8 +141,12 @@ def _validate_fields(obj: dict[str, Any], keys: tuple[str, ...]) -> list[Violati
             continue
         expected = ROW_FIELD_TYPES[key]
         value = obj[key]
-        if key == "route_plan":
-            out.extend(validate_route_plan(value))
+        if key == "route_plan" and isinstance(value, list):  # a non-empty list of valid steps
+            out += [] if value else [Violation(key, "must not be empty")]
+            steps = [(f"{key}[{n}]", validate_route_step(step)) for n, step in enumerate(value)]
+            out += [Violation(where, problem) for where, problem in steps if problem]
+        elif key == "route_plan":
+            out.append(Violation(key, f"must be a list of strings, got {_json_type(value)}"))
         elif not _type_ok(value, expected):
             out.append(Violation(key, f"must be {expected}, got {_json_type(value)}"))
         elif key == "difficulty" and value not in DIFFICULTIES:
@@ -184,9 +167,8 @@ def validate_row(obj: Any) -> list[Violation]:
     """Violations of the Week-2 row schema; source-only fields are checked only when present."""
     if not isinstance(obj, dict):
         return [Violation("row", f"must be a JSON object, got {_json_type(obj)}")]
-    out = _validate_fields(obj, REQUIRED_ROW_KEYS)
     present = tuple(key for key in SOURCE_ONLY_KEYS if key in obj)
-    return out + _validate_fields(obj, present)
+    return _validate_fields(obj, REQUIRED_ROW_KEYS + present)
 
 
 # --------------------------------------------------------------------------- JSON Schema
@@ -237,66 +219,43 @@ def generation_step_pattern() -> str:
     return rf"^(?:/math\([^\n]+\)|/code\([^\n]+\)|{search})$"
 
 
-def _str_list(max_items: int | None = None, max_chars: int | None = None) -> dict[str, Any]:
-    item: dict[str, Any] = {"type": "string"}
-    if max_chars is not None:
-        item["maxLength"] = max_chars
-    out: dict[str, Any] = {"type": "array", "items": item}
-    if max_items is not None:
-        out.update(minItems=1, maxItems=max_items)
-    return out
-
-
 def completion_json_schema(
     generation: bool = False, bounds: dict[str, int] | None = None
 ) -> dict[str, Any]:
-    """The completion's JSON Schema (draft 2020-12), built from the contract above.
+    """The completion's JSON Schema (draft 2020-12). For validation it accepts what
+    :func:`validate_completion` accepts; for ``generation`` every length and count is bounded
+    (:data:`GENERATION_BOUNDS`), no extra keys, so a constrained decoder must close the object."""
+    b = {**GENERATION_BOUNDS, **(bounds or {})} if generation else {}
 
-    ``generation=False`` (validation): the 10 keys required, their types, the difficulty enum and
-    :data:`STEP_PATTERN`; it accepts what :func:`validate_completion` accepts. ``generation=True``:
-    the same shape with every length and count bounded (:data:`GENERATION_BOUNDS`), no extra keys
-    and :func:`generation_step_pattern`, so a constrained decoder must close the object early."""
-    b = {**GENERATION_BOUNDS, **(bounds or {})}
-    gen = generation
-    pattern = generation_step_pattern() if gen else STEP_PATTERN
-    step: dict[str, Any] = {"type": "string", "pattern": pattern}
-    if gen:
-        step["maxLength"] = b["step_chars"]
-    route_plan: dict[str, Any] = {"type": "array", "minItems": 1, "items": step}
-    if gen:
-        route_plan["maxItems"] = b["route_plan_items"]
-    metrics: dict[str, Any] = {"type": "object"}
-    if gen:
-        # Keys in the order real rows write them: primary, its guidance/computation string,
-        # secondary, its string, then the rarer keys; no others (a grammar fixes key order).
-        value = {"type": "string", "maxLength": b["metrics_chars"]}
-        metrics_list = _str_list(b["metrics_items"], b["metrics_chars"])
-        metrics = {
-            "type": "object",
-            "properties": {
-                "primary": metrics_list,
-                "primary_guidance": value,
-                "primary_computation": value,
-                "secondary": metrics_list,
-                "secondary_guidance": value,
-                "secondary_computation": value,
-                "computation_guidance": {  # free-form keys, bounded by pattern
-                    "type": "object",
-                    "patternProperties": {rf"^[A-Za-z0-9_ -]{{1,{b['tag_chars']}}}$": value},
-                    "additionalProperties": False,
-                    "maxProperties": b["metrics_items"] + 2,
-                },
-                "guidance": value,
-            },
-            "required": ["primary", "secondary"],
-            "additionalProperties": False,
-        }
-
-    def text(key: str) -> dict[str, Any]:
-        return {"type": "string", "maxLength": b[key]} if gen else {"type": "string"}
+    def text(key: str, **fields: Any) -> dict[str, Any]:
+        return {"type": "string", **fields, **({"maxLength": b[key]} if b else {})}
 
     def items(key: str, chars: str = "item_chars") -> dict[str, Any]:
-        return _str_list(b[f"{key}_items"], b[chars]) if gen else _str_list()
+        counted = {"minItems": 1, "maxItems": b[f"{key}_items"]} if b else {}
+        return {"type": "array", "items": text(chars), **counted}
+
+    pattern = generation_step_pattern() if generation else STEP_PATTERN
+    route_plan = {"type": "array", "minItems": 1, "items": text("step_chars", pattern=pattern)}
+    metrics: dict[str, Any] = {"type": "object"}
+    if generation:
+        route_plan["maxItems"] = b["route_plan_items"]
+        # Keys in the order real rows write them: primary, its guidance/computation string,
+        # secondary, its string, then the rarer keys; no others (a grammar fixes key order).
+        value = text("metrics_chars")
+        metrics["properties"] = {
+            f"{rank}{part}": value if part else items("metrics", "metrics_chars")
+            for rank in ("primary", "secondary")
+            for part in ("", "_guidance", "_computation")
+        } | {
+            "computation_guidance": {  # free-form keys, bounded by pattern
+                "type": "object",
+                "patternProperties": {rf"^[A-Za-z0-9_ -]{{1,{b['tag_chars']}}}$": value},
+                "additionalProperties": False,
+                "maxProperties": b["metrics_items"] + 2,
+            },
+            "guidance": value,
+        }
+        metrics.update(required=["primary", "secondary"], additionalProperties=False)
 
     properties: dict[str, Any] = {
         "route_plan": route_plan,
@@ -313,11 +272,11 @@ def completion_json_schema(
     assert tuple(properties) == COMPLETION_KEYS
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
-        "title": "Router completion" + (" (generation)" if gen else ""),
+        "title": "Router completion" + (" (generation)" if generation else ""),
         "type": "object",
         "properties": properties,
         "required": list(COMPLETION_KEYS),
-        "additionalProperties": not gen,
+        "additionalProperties": not generation,
     }
 
 

@@ -12,56 +12,39 @@ import numpy as np
 MCNEMAR_EXACT_BELOW = 25
 
 
-def _as_array(values: Sequence[float] | Sequence[bool], name: str) -> np.ndarray:
-    arr = np.asarray([float(v) for v in values], dtype=float)
-    if arr.ndim != 1:
-        raise ValueError(f"{name} must be one-dimensional")
-    return arr
+def _resampled_means(
+    values: np.ndarray, n: int, seed: int, level: float
+) -> tuple[np.ndarray, float, float]:
+    """The means of ``n`` seeded resamples of ``values`` and their percentile interval."""
+    idx = np.random.default_rng(seed).integers(0, values.size, size=(n, values.size))
+    means = values[idx].mean(axis=1)
+    tail = (1.0 - level) / 2.0 * 100.0
+    lo, hi = np.percentile(means, [tail, 100.0 - tail])
+    return means, float(lo), float(hi)
 
 
 def bootstrap_ci(
     values: Sequence[float] | Sequence[bool], n: int = 1000, seed: int = 0, level: float = 0.95
 ) -> tuple[float, float]:
-    """Percentile bootstrap interval of the mean of ``values`` (``n`` resamples, seeded).
-
-    Empty input gives ``(nan, nan)``; a constant input gives ``(c, c)``.
-    """
-    arr = _as_array(values, "values")
+    """Seeded percentile bootstrap interval of the mean of ``values``; (nan, nan) for none."""
+    arr = np.asarray(values, dtype=float)
     if arr.size == 0 or n <= 0:
         return (math.nan, math.nan)
-    rng = np.random.default_rng(seed)
-    idx = rng.integers(0, arr.size, size=(n, arr.size))
-    means = arr[idx].mean(axis=1)
-    tail = (1.0 - level) / 2.0 * 100.0
-    lo, hi = np.percentile(means, [tail, 100.0 - tail])
-    return (float(lo), float(hi))
-
-
-def _binom_two_sided(k: int, n: int) -> float:
-    """Exact two-sided binomial p-value for k successes of n at p = 1/2."""
-    if n == 0:
-        return 1.0
-    k = min(k, n - k)
-    tail = sum(math.comb(n, i) for i in range(k + 1)) / 2.0**n
-    return min(1.0, 2.0 * tail)
+    return _resampled_means(arr, n, seed, level)[1:]
 
 
 def mcnemar(a: Sequence[bool], b: Sequence[bool]) -> dict[str, float | int | str]:
-    """McNemar's test on paired binary outcomes.
-
-    ``b01`` counts pairs where ``a`` failed and ``b`` passed (fixed), ``b10`` where ``a`` passed
-    and ``b`` failed (broken). With fewer than 25 discordant pairs the p-value is the exact
-    two-sided binomial test (b01 of b01+b10 at 1/2); otherwise the chi-square statistic with
-    continuity correction, ``(|b01 - b10| - 1)^2 / (b01 + b10)``, on 1 degree of freedom.
-    No discordant pairs gives p = 1.
-    """
+    """McNemar's test on paired binary outcomes: ``b01`` pairs ``a`` failed and ``b`` passed
+    (fixed), ``b10`` the reverse (broken); the exact two-sided binomial test below
+    MCNEMAR_EXACT_BELOW discordant pairs, else chi-square with continuity correction on 1 df."""
     if len(a) != len(b):
         raise ValueError(f"paired samples differ in length: {len(a)} vs {len(b)}")
     b01 = sum(1 for x, y in zip(a, b, strict=True) if not x and y)
     b10 = sum(1 for x, y in zip(a, b, strict=True) if x and not y)
     n = b01 + b10
-    if n < MCNEMAR_EXACT_BELOW:
-        return {"b01": b01, "b10": b10, "p_value": _binom_two_sided(b01, n), "method": "exact"}
+    if n < MCNEMAR_EXACT_BELOW:  # two-sided binomial, b01 of n at 1/2 (p = 1 when n is 0)
+        tail = sum(math.comb(n, i) for i in range(min(b01, b10) + 1)) / 2.0**n
+        return {"b01": b01, "b10": b10, "p_value": min(1.0, 2.0 * tail), "method": "exact"}
     stat = (abs(b01 - b10) - 1.0) ** 2 / n
     p_value = math.erfc(math.sqrt(stat / 2.0))  # chi-square(1) survival function
     return {"b01": b01, "b10": b10, "p_value": p_value, "method": "chi2-cc", "statistic": stat}
@@ -70,27 +53,19 @@ def mcnemar(a: Sequence[bool], b: Sequence[bool]) -> dict[str, float | int | str
 def paired_bootstrap(
     a: Sequence[float], b: Sequence[float], n: int = 2000, seed: int = 0, level: float = 0.95
 ) -> dict[str, float]:
-    """Paired bootstrap of the mean difference ``mean(b) - mean(a)``.
-
-    Resamples sample indices (the same for both systems). ``ci_low``/``ci_high`` are percentile
-    bounds; ``p_value`` is two-sided against "no difference", from the resampled differences
-    shifted to mean zero: ``(1 + #{|d* - delta| >= |delta|}) / (n + 1)`` (1.0 when delta is 0).
-    """
-    xa = _as_array(a, "a")
-    xb = _as_array(b, "b")
+    """Paired bootstrap (the same indices for both systems) of ``mean(b) - mean(a)``: percentile
+    ``ci_low``/``ci_high`` and a two-sided ``p_value`` from the differences shifted to mean zero,
+    ``(1 + #{|d* - delta| >= |delta|}) / (n + 1)`` (1.0 when delta is 0)."""
+    xa, xb = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
     if xa.size != xb.size:
         raise ValueError(f"paired samples differ in length: {xa.size} vs {xb.size}")
     if xa.size == 0:
         return {"delta": math.nan, "ci_low": math.nan, "ci_high": math.nan, "p_value": math.nan}
     diff = xb - xa
     delta = float(diff.mean())
-    rng = np.random.default_rng(seed)
-    idx = rng.integers(0, diff.size, size=(n, diff.size))
-    boots = diff[idx].mean(axis=1)
-    tail = (1.0 - level) / 2.0 * 100.0
-    lo, hi = np.percentile(boots, [tail, 100.0 - tail])
+    boots, lo, hi = _resampled_means(diff, n, seed, level)
     # A tolerance keeps float noise in the resampled means from deciding ties.
     tol = 1e-12
     extreme = int(np.count_nonzero(np.abs(boots - delta) >= abs(delta) - tol))
     p_value = 1.0 if abs(delta) <= tol else min(1.0, (1 + extreme) / (n + 1))
-    return {"delta": delta, "ci_low": float(lo), "ci_high": float(hi), "p_value": p_value}
+    return {"delta": delta, "ci_low": lo, "ci_high": hi, "p_value": p_value}

@@ -1,7 +1,5 @@
 """Local paths and Cloud Storage (gs://) URIs: parse, check, upload with verification, read. The
-only importer of google-cloud-storage (inside functions); its client honours STORAGE_EMULATOR_HOST,
-which is how the tests run against gcp-storage-emulator on 127.0.0.1.
-"""
+only importer of google-cloud-storage (inside functions)."""
 
 from __future__ import annotations
 
@@ -32,43 +30,34 @@ def is_gcs_uri(value: str | os.PathLike[str]) -> bool:
 
 
 def parse_gcs_uri(uri: str, *, allow_empty_path: bool = True) -> tuple[str, str]:
-    """Split ``gs://bucket/path`` into (bucket, path) or raise InputError saying what is wrong.
-
-    The path comes back without leading or trailing ``/``; it may be empty (the bucket root)
-    unless ``allow_empty_path`` is False.
-    """
+    """Split ``gs://bucket/path`` into (bucket, path without outer ``/``; empty for the bucket
+    root unless ``allow_empty_path`` is False) or raise InputError saying what is wrong."""
     text = str(uri)
-    shown = repr(text)
-    if text != text.strip():
-        raise InputError(f"bad Cloud Storage URI {shown}: remove the surrounding whitespace")
-    if not text.startswith("gs://"):
-        scheme = text.split(":", 1)[0] + ":" if ":" in text else ""
-        if scheme.lower() == "gs:":
-            hint = "write it as gs://BUCKET/PATH (two slashes after gs:)"
-        elif scheme:
-            hint = f"the scheme must be gs://, not {scheme}//"
-        else:
-            hint = "it must start with gs://"
-        raise InputError(f"bad Cloud Storage URI {shown}: {hint}")
-    rest = text[len("gs://") :]
-    bucket, _, path = rest.partition("/")
-    if not bucket:
-        raise InputError(f"bad Cloud Storage URI {shown}: no bucket name after gs://")
-    if not _BUCKET_RE.match(bucket) or ".." in bucket:
-        raise InputError(
-            f"bad Cloud Storage URI {shown}: {bucket!r} is not a valid bucket name "
-            "(3-63 lowercase letters, digits, '-', '_' or '.', starting and ending with a "
-            "letter or digit)"
-        )
+    scheme = text.split(":", 1)[0] + ":" if ":" in text else ""
+    wrong_scheme = not text.startswith("gs://")
+    bucket, _, path = text.removeprefix("gs://").partition("/")
     path = path.rstrip("/")
-    if "//" in path or path.startswith("/"):
-        raise InputError(f"bad Cloud Storage URI {shown}: empty path segment ('//')")
-    if any(ch in path for ch in "\r\n\x00"):
-        raise InputError(f"bad Cloud Storage URI {shown}: control characters in the path")
-    if path in {".", ".."} or "/./" in f"/{path}/" or "/../" in f"/{path}/":
-        raise InputError(f"bad Cloud Storage URI {shown}: '.' and '..' segments are not allowed")
-    if not path and not allow_empty_path:
-        raise InputError(f"bad Cloud Storage URI {shown}: no object path after the bucket")
+    for bad, hint in (
+        (text != text.strip(), "remove the surrounding whitespace"),
+        (
+            wrong_scheme and scheme.lower() == "gs:",
+            "write it as gs://BUCKET/PATH (two slashes after gs:)",
+        ),
+        (wrong_scheme and scheme, f"the scheme must be gs://, not {scheme}//"),
+        (wrong_scheme, "it must start with gs://"),
+        (not bucket, "no bucket name after gs://"),
+        (
+            not _BUCKET_RE.match(bucket) or ".." in bucket,
+            f"{bucket!r} is not a valid bucket name (3-63 lowercase letters, digits, '-', '_' or "
+            "'.', starting and ending with a letter or digit)",
+        ),
+        ("//" in path or path.startswith("/"), "empty path segment ('//')"),
+        (any(ch in path for ch in "\r\n\x00"), "control characters in the path"),
+        ({".", ".."} & set(path.split("/")), "'.' and '..' segments are not allowed"),
+        (not path and not allow_empty_path, "no object path after the bucket"),
+    ):
+        if bad:
+            raise InputError(f"bad Cloud Storage URI {text!r}: {hint}")
     return bucket, path
 
 
@@ -79,12 +68,8 @@ def join_uri(prefix: str, name: str) -> str:
 
 
 def gcs_client(project: str | None = None) -> Any:
-    """A google.cloud.storage Client.
-
-    With STORAGE_EMULATOR_HOST set the library talks to that endpoint with anonymous
-    credentials; ``project`` then defaults to GOOGLE_CLOUD_PROJECT or "routerlib-local".
-    Without it, Application Default Credentials and their project are used.
-    """
+    """A google.cloud.storage Client on the application-default credentials; with
+    STORAGE_EMULATOR_HOST set (the tests), anonymous on that emulator."""
     from google.cloud import storage as gcs  # type: ignore[attr-defined]
 
     if os.environ.get("STORAGE_EMULATOR_HOST"):
@@ -95,10 +80,13 @@ def gcs_client(project: str | None = None) -> Any:
         raise RemoteError(f"cannot create a Cloud Storage client: {exc}") from exc
 
 
-def _blob(uri: str, client: Any = None) -> Any:
+def _blob(uri: str, client: Any = None, reload: bool = False) -> Any:
     bucket, path = parse_gcs_uri(uri, allow_empty_path=False)
-    client = client or gcs_client()
-    return client.bucket(bucket).blob(path)
+    blob = (client or gcs_client()).bucket(bucket).blob(path)
+    if reload:
+        with _remote("reading metadata of", uri):
+            blob.reload()
+    return blob
 
 
 @contextlib.contextmanager
@@ -127,19 +115,13 @@ def file_crc32c(path: str | os.PathLike[str]) -> str:
 
 def check_bucket(prefix: str, client: Any = None) -> None:
     """Raise RemoteError when the bucket of ``prefix`` does not exist or cannot be reached."""
-    bucket_name, _ = parse_gcs_uri(prefix)
-    client = client or gcs_client()
-    with _remote("checking bucket of", prefix):
-        found = client.bucket(bucket_name).exists()
-    if not found:
-        raise RemoteError(f"bucket gs://{bucket_name} does not exist (from {prefix})")
+    bucket_info(prefix, client)
 
 
 @dataclass(frozen=True)
 class BucketInfo:
     """A bucket's placement as Cloud Storage reports it (``location`` e.g. US-CENTRAL1, US, NAM4;
-    ``location_type`` region, dual-region or multi-region; ``data_locations`` the regions of a
-    configurable dual-region)."""
+    ``location_type`` region, dual-region or multi-region; ``data_locations`` a dual's regions)."""
 
     name: str
     location: str
@@ -151,23 +133,29 @@ class BucketNotFound(RemoteError):
     """The bucket does not exist (Cloud Storage answered 404)."""
 
 
-def bucket_info(prefix: str, client: Any = None) -> BucketInfo:
-    """The location of the bucket of ``prefix`` (a bucket get: metadata only, nothing written).
-
-    BucketNotFound when it does not exist; RemoteError when it cannot be read (403, no answer)."""
+@contextlib.contextmanager
+def _bucket_call(action: str, prefix: str) -> Iterator[str]:
+    """:func:`_remote` on the bucket of ``prefix``, yielding its name; 404 is BucketNotFound."""
     from google.api_core import exceptions
 
     bucket_name, _ = parse_gcs_uri(prefix)
-    client = client or gcs_client()
-    with _remote("reading the metadata of bucket", f"gs://{bucket_name}"):
+    with _remote(action, f"gs://{bucket_name}"):
         try:
-            bucket = client.get_bucket(bucket_name)
+            yield bucket_name
         except exceptions.NotFound:
             raise BucketNotFound(
                 f"bucket gs://{bucket_name} does not exist (from {prefix})"
             ) from None
+
+
+def bucket_info(prefix: str, client: Any = None) -> BucketInfo:
+    """The location of the bucket of ``prefix`` (a bucket get, nothing written); BucketNotFound
+    when it does not exist, RemoteError when it cannot be read (403, no answer)."""
+    client = client or gcs_client()
+    with _bucket_call("reading the metadata of bucket", prefix) as name:
+        bucket = client.get_bucket(name)
     return BucketInfo(
-        name=bucket_name,
+        name=name,
         location=str(bucket.location or ""),
         location_type=str(bucket.location_type or ""),
         data_locations=tuple(bucket.data_locations or ()),
@@ -177,18 +165,10 @@ def bucket_info(prefix: str, client: Any = None) -> BucketInfo:
 def missing_permissions(prefix: str, permissions: Iterable[str], client: Any = None) -> list[str]:
     """The ``permissions`` the caller lacks on the bucket of ``prefix`` (Cloud Storage
     ``testIamPermissions``: it answers the subset the caller holds; nothing is written)."""
-    from google.api_core import exceptions
-
-    bucket_name, _ = parse_gcs_uri(prefix)
     wanted = list(permissions)
     client = client or gcs_client()
-    with _remote("testing permissions on bucket", f"gs://{bucket_name}"):
-        try:
-            held = set(client.bucket(bucket_name).test_iam_permissions(wanted))
-        except exceptions.NotFound:
-            raise BucketNotFound(
-                f"bucket gs://{bucket_name} does not exist (from {prefix})"
-            ) from None
+    with _bucket_call("testing permissions on bucket", prefix) as name:
+        held = set(client.bucket(name).test_iam_permissions(wanted))
     return [p for p in wanted if p not in held]
 
 
@@ -196,10 +176,7 @@ def size(uri: str | os.PathLike[str], client: Any = None) -> int:
     """Bytes of a local file or gs:// object (RemoteError when it cannot be read)."""
     if not is_gcs_uri(uri):
         return Path(uri).stat().st_size
-    blob = _blob(str(uri), client)
-    with _remote("reading metadata of", str(uri)):
-        blob.reload()
-    return int(blob.size or 0)
+    return int(_blob(str(uri), client, reload=True).size or 0)
 
 
 def exists(uri: str | os.PathLike[str], client: Any = None) -> bool:
@@ -210,27 +187,19 @@ def exists(uri: str | os.PathLike[str], client: Any = None) -> bool:
         return bool(_blob(str(uri), client).exists())
 
 
-def folder_has_files(uri: str | os.PathLike[str], client: Any = None) -> bool:
-    """Whether a local folder or a gs:// "folder" (an object prefix) holds at least one file."""
-    if not is_gcs_uri(uri):
-        folder = Path(uri)
-        return folder.is_dir() and any(p.is_file() for p in folder.rglob("*"))
-    bucket, path = parse_gcs_uri(str(uri))
-    prefix = path.rstrip("/") + "/" if path else ""
-    client = client or gcs_client()
-    with _remote("listing", str(uri)):
-        return any(True for _ in client.list_blobs(bucket, prefix=prefix, max_results=1))
-
-
 def require_checkpoint(uri: str, client: Any = None) -> bool:
-    """Refuse (InputError) a gs:// checkpoint folder that holds no file, before anything is
-    created for it (a deploy). Returns whether the folder could be checked: a local path is left
-    to the caller, and a folder that cannot be listed from here (no Cloud Storage access; Vertex
-    reads it with its own service account) is not refused."""
+    """Refuse (InputError) a gs:// checkpoint folder that holds no file, before a deploy. Returns
+    whether it could be checked: a local path, or a folder this machine cannot list (Vertex reads
+    it with its own service account), is not refused."""
     if not is_gcs_uri(uri):
         return False
     try:
-        found = folder_has_files(uri, client)
+        bucket, path = parse_gcs_uri(uri)
+        with _remote("listing", uri):
+            client = client or gcs_client()
+            found = any(
+                True for _ in client.list_blobs(bucket, prefix=path and f"{path}/", max_results=1)
+            )
     except (RemoteError, InputError):
         return False
     if not found:
@@ -244,9 +213,7 @@ def require_checkpoint(uri: str, client: Any = None) -> bool:
 
 def verify_upload(local: str | os.PathLike[str], uri: str, client: Any = None) -> None:
     """Compare the stored object's size and crc32c with the local file; RemoteError if they differ."""
-    blob = _blob(uri, client)
-    with _remote("reading metadata of", uri):
-        blob.reload()
+    blob = _blob(uri, client, reload=True)
     size = os.path.getsize(local)
     crc = file_crc32c(local)
     if blob.size is None or int(blob.size) != size:
@@ -258,8 +225,7 @@ def verify_upload(local: str | os.PathLike[str], uri: str, client: Any = None) -
 
 
 def upload_file(local: str | os.PathLike[str], gs_uri: str, client: Any = None) -> str:
-    """Upload ``local`` to ``gs_uri`` (the client sends a crc32c the service checks), then verify
-    size and crc32c of the stored object. Returns the URI."""
+    """Upload ``local`` with a crc32c, then verify the stored size and crc32c; returns the URI."""
     client = client or gcs_client()
     blob = _blob(gs_uri, client)
     content_type = "application/json" if str(local).endswith(".json") else "application/jsonl"
@@ -270,16 +236,13 @@ def upload_file(local: str | os.PathLike[str], gs_uri: str, client: Any = None) 
 
 
 def upload_splits(
-    local_dir: str | os.PathLike[str],
-    gcs_prefix: str,
-    names: Iterable[str] = SPLIT_FILES,
-    client: Any = None,
+    local_dir: str | os.PathLike[str], gcs_prefix: str, client: Any = None
 ) -> dict[str, str]:
-    """Upload each named file of ``local_dir`` under ``gcs_prefix``; returns file name -> URI."""
+    """Upload the SPLIT_FILES of ``local_dir`` under ``gcs_prefix``; returns file name -> URI."""
     parse_gcs_uri(gcs_prefix)
     client = client or gcs_client()
     out: dict[str, str] = {}
-    for name in names:
+    for name in SPLIT_FILES:
         local = Path(local_dir) / name
         if not local.is_file():
             raise InputError(f"{local}: not found, nothing to upload")

@@ -100,7 +100,6 @@ def test_vertex_params_files_validate_against_the_table(name: str, model_id: str
     problems = models.contract_problems(
         cfg.base_model,
         tuning_mode=cfg.tuning_mode,
-        adapter_size=cfg.adapter_size,
         learning_rate_multiplier=cfg.learning_rate_multiplier,
         location=cfg.location,
     )

@@ -142,7 +142,7 @@ def test_real_search_steps_with_text_after_the_mode_are_covered(real_data: Path)
 
 
 def _valid_completion() -> dict:
-    return schema.completion_object(_valid_row())
+    return {key: _valid_row()[key] for key in schema.COMPLETION_KEYS}
 
 
 BAD_STEPS = [

@@ -53,7 +53,7 @@ def params_markdown() -> str:
     """Every params key, its default and what it does, in RunConfig's order, as a Markdown table."""
     lines = ["| key | default | what it does |", "| --- | --- | --- |"]
     for key, field in RunConfig.model_fields.items():
-        what = (field.description or "").replace("|", "\\|").replace("<", "&lt;")
+        what = " ".join((field.description or "").split()).replace("|", "\\|").replace("<", "&lt;")
         lines.append(f"| `{key}` | `{_yaml_value(run_default(key))}` | {what} |")
     return "\n".join(lines) + "\n"
 

@@ -12,7 +12,7 @@ from IPython.display import Image, Markdown
 from routerlib import metrics, paths, runfolder
 from routerlib.config import RunConfig, default_params_file, dump_config, load_config
 from routerlib.display import fields as fields
-from routerlib.errors import InputError, RouterlibError, notebook_traceback
+from routerlib.errors import NOTEBOOK_MARKER, InputError, RouterlibError
 
 #: A scored report (``runfolder.ReportRecord``) as the scorer returns it.
 Report = dict[str, Any]
@@ -89,7 +89,7 @@ def _error_lines(
     """IPython's handler for a RouterlibError: its lines as the cell's error output."""
     if not isinstance(value, RouterlibError):  # pragma: no cover - IPython filters by type
         return list(shell.InteractiveTB.structured_traceback(etype, value, tb, tb_offset))
-    lines = notebook_traceback(value)
+    lines = [NOTEBOOK_MARKER, *value.lines()]
     shell._showtraceback(etype, value, lines)  # what showtraceback ends with: the error output
     return lines
 

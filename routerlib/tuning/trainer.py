@@ -25,7 +25,7 @@ from routerlib import paths
 from routerlib.atomic import write_json
 from routerlib.checkpoint_names import CHECKPOINTS_DIR, FINAL_CHECKPOINT
 from routerlib.models import EMBEDDED_MODEL
-from routerlib.progress import milestone, progress_bar
+from routerlib.progress import progress_bar
 from routerlib.runfolder import LOSS_CURVE_FILE
 from routerlib.tinymodel import quiet_transformers
 from routerlib.tuning.base import Job, TuningSpec
@@ -308,7 +308,7 @@ def train(
                     loss=f"{tail:.3f}" if tail is not None else "-",
                     val=f"{val_loss:.3f}" if val_loss is not None else "-",
                 )
-                milestone(bar)
+                bar.refresh()
                 state = {
                     "optimizer": optimizer.state_dict(),
                     "epoch": epoch + 1,

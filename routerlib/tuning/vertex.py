@@ -240,7 +240,7 @@ class VertexBackend:
                 credentials = Credentials(token=TEST_TOKEN)
             else:
                 try:
-                    credentials = auth.application_default_credentials()
+                    credentials = auth.application_default()[0]
                 except InputError as exc:
                     raise CredentialsProblem(str(exc)) from None
             options: dict[str, Any] = {"api_version": API_VERSION, "timeout": TIMEOUT_MS}
@@ -277,7 +277,6 @@ class VertexBackend:
         problems += models.contract_problems(
             spec.base_model,
             tuning_mode=spec.tuning_mode,
-            adapter_size=spec.adapter_size,
             learning_rate_multiplier=spec.learning_rate_multiplier,
             location=self.location,
         )
