@@ -107,13 +107,6 @@ def row_key(index: int, prompt: str) -> str:
     return f"{index}-{_sha(prompt)}"
 
 
-def _parse_key(value: Any) -> tuple[int, str] | None:
-    if not isinstance(value, str) or "-" not in value:
-        return None
-    index, _, sha = value.partition("-")
-    return (int(index), sha) if index.isdigit() else None
-
-
 def resolve_model(
     model: str, project: str | None, location: str | None
 ) -> tuple[str, str, str, str]:
@@ -507,19 +500,20 @@ def _read_back(
     matches no wanted row is skipped)."""
     answered: dict[int, str] = {}
     failed: dict[int, str] = {}
+    wanted = {row_key(i, prompt): i for i, prompt in prompts.items()}
     for row in output_lines(output_dir):
         found = row.get("instance")
         instance: dict[str, Any] = found if isinstance(found, dict) else {}
-        parsed = _parse_key(row.get("key") or instance.get(KEY_FIELD))
-        if parsed is None or parsed[0] not in prompts or parsed[1] != _sha(prompts[parsed[0]]):
+        index = wanted.get(str(row.get("key") or instance.get(KEY_FIELD)))
+        if index is None:
             continue
-        index = parsed[0]
         if "prediction" in row:
             try:
                 answered[index] = prediction_text(row["prediction"], output_dir)
+                failed.pop(index, None)
             except RemoteError as exc:
-                failed[index] = str(exc)
-            failed.pop(index, None) if index in answered else None
+                if index not in answered:
+                    failed[index] = str(exc)
         elif "error" in row and index not in answered:
             error = row["error"]
             message = error.get("message", "") if isinstance(error, dict) else str(error)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 import weakref
 from dataclasses import dataclass, field
 from typing import Any
@@ -79,13 +80,9 @@ class CompiledSchema:
 
     def start_cost(self) -> int:
         """Tokens closing mode needs for a whole object from its start (computed once)."""
-        with _lock:
-            cost = self._start_cost
-        if cost is None:
-            cost = simulate_closing(self, self.matcher(), 1 << 16) or 0
-            with _lock:
-                self._start_cost = cost
-        return cost
+        if self._start_cost is None:  # two threads may both compute it: same value
+            self._start_cost = simulate_closing(self, self.matcher(), 1 << 16) or 0
+        return self._start_cost
 
     def step_ending(self, matcher: Any) -> list[int] | None:
         """The first of :data:`STEP_ENDINGS` the grammar takes after which ``"`` is allowed, for a
@@ -136,8 +133,6 @@ def compiled(
 ) -> CompiledSchema:
     """The compiled form of ``schema`` for ``tokenizer``, built on first use and cached;
     ``vocab_size``: the model's logits width; ``eos_ids``: default the tokenizer's EOS."""
-    import time
-
     import llguidance
 
     vocab = int(vocab_size or len(tokenizer))
@@ -271,14 +266,17 @@ def new_bitmask(rows: int, vocab_size: int) -> Any:
     return np.full((rows, (vocab_size + 31) // 32), -1, dtype=np.int32)
 
 
+def _checked(bitmask: Any) -> Any:
+    """``bitmask`` itself, once it is known to be memory llguidance may write into."""
+    if bitmask.dtype != "int32" or not bitmask.flags.c_contiguous:
+        raise ConstraintError("a token bitmask must be a C-contiguous int32 array")
+    return bitmask
+
+
 def fill_bitmask(matcher: Any, bitmask: Any, row: int) -> None:
     """Write ``matcher``'s allowed next tokens into row ``row`` of ``bitmask`` (llguidance
     writes the whole row, with the GIL released)."""
-    import numpy as np
-
-    target = bitmask[row]
-    if target.dtype != np.int32 or not target.flags.c_contiguous:
-        raise ConstraintError("a token bitmask must be a C-contiguous int32 array")
+    target = _checked(bitmask[row])
     matcher.unsafe_compute_mask_ptr(target.ctypes.data, target.nbytes)
 
 
@@ -288,13 +286,10 @@ _executor: Any = None
 def fill_bitmasks(matchers: list[tuple[Any, int]], bitmask: Any) -> None:
     """Rows ``row`` of ``bitmask`` get the allowed next tokens of their ``matcher``, for every
     ``(matcher, row)`` pair, in one call to llguidance's executor (the GIL released)."""
-    import numpy as np
-
     global _executor
     if not matchers:
         return
-    if bitmask.dtype != np.int32 or not bitmask.flags.c_contiguous:
-        raise ConstraintError("a token bitmask must be a C-contiguous int32 array")
+    _checked(bitmask)
     with _lock:
         if _executor is None:
             import llguidance
@@ -325,9 +320,8 @@ def allowed_tokens(bitmask: Any, width: int) -> Any:
 def blocked_tokens(bitmask: Any, width: int) -> Any:
     """Torch bool [..., width]: True where ``bitmask`` forbids the token."""
     import numpy as np
-    import torch
 
-    return torch.from_numpy(_bits(np.invert(bitmask), width).view(bool))
+    return allowed_tokens(np.invert(bitmask), width)
 
 
 def simulate_closing(
@@ -431,16 +425,11 @@ def next_check(used: int, needed: int, budget: int) -> int:
 
 class SchemaLogitsProcessor:
     """A ``transformers`` logits processor keeping rows of a batch inside their schema; one
-    instance per ``generate`` call.
-
-    ``schemas``: one compiled schema for every row, or one per row (None: that row is free).
-    ``max_new_tokens`` (one limit or one per row, as given to ``generate``): once the simulated
-    closing cost no longer fits a row's remaining budget, the row switches to closing mode.
-    Masked (the default, needed for sampling): every live row gets its whole token mask each
-    step; a finished row may only end (EOS). ``greedy`` (this processor last): the processor
-    picks each row's token itself, masking the row only when the grammar refuses its
-    best-scored token; the argmax, hence the text, is the masked path's. If ``generate`` takes
-    another token after all, the next call rolls the pick back and consumes that one."""
+    instance per ``generate`` call. ``schemas``: one for every row, or one per row (None: free).
+    ``max_new_tokens`` (as given to ``generate``): a row whose simulated closing cost no longer
+    fits its budget switches to closing mode. Every live row is masked each step (as sampling
+    needs), or with ``greedy`` (this processor last) only a row whose best token the grammar
+    refuses: docs/structured-output.md, "Greedy decoding skips most masks"."""
 
     def __init__(
         self,

@@ -57,8 +57,7 @@ class OnlinePredictor:
     ) -> None:
         if concurrency < 1:
             raise InputError(f"concurrency must be >= 1, got {concurrency}")
-        if retries < 0:
-            raise InputError(f"retries must be >= 0, got {retries}")
+        retry_policy(retries, backoff_s)  # refuses retries < 0 now, not at the first row
         if isinstance(transport, str):  # a subclass's target
             self.transport: Transport = self.transport_class(transport, **transport_options)
         else:

@@ -46,24 +46,14 @@ def predict_instance(
     text). With ``schema`` (in ``response_format``) or ``chat_template_kwargs`` in ``extra``: a
     chat-completions instance, the one route of Model Garden's vLLM handler that reaches
     structured outputs and applies a chat template (docs/structured-output.md, "Endpoints")."""
-    chat = schema is not None or "chat_template_kwargs" in (extra or {})
-    if not chat:
-        instance: dict[str, Any] = {
-            "prompt": prompt,
-            "max_tokens": max_tokens,
-            "temperature": 0,
-            "raw_response": True,
-        }
+    greedy = {"max_tokens": max_tokens, "temperature": 0}
+    if schema is None and "chat_template_kwargs" not in (extra or {}):
+        instance: dict[str, Any] = {"prompt": prompt, **greedy, "raw_response": True}
     else:
-        instance = {
-            REQUEST_FORMAT: CHAT_COMPLETIONS,
-            "messages": [{"role": "user", "content": prompt}],
-            "max_tokens": max_tokens,
-            "temperature": 0,
-            **(openai_schema_fields(schema) if schema is not None else {}),
-        }
-    instance.update(extra or {})
-    return instance
+        messages = [{"role": "user", "content": prompt}]
+        instance = {REQUEST_FORMAT: CHAT_COMPLETIONS, "messages": messages, **greedy}
+        instance |= openai_schema_fields(schema) if schema is not None else {}
+    return instance | (extra or {})
 
 
 def extra_tag(extra: dict[str, Any]) -> str:
