@@ -1,10 +1,7 @@
-"""Evaluate through a Vertex AI batch prediction job: no endpoint, no 429s, one job per gold set.
-
-The gold prompts become the vLLM predict instances an endpoint gets (``wire.predict_instance``),
-each with a row key the job names as ``instanceConfig.keyField``, written as JSONL to Cloud
-Storage; a BatchPredictionJob on the model a deploy uploaded runs them. The job is recorded in
-``<outputs>/batch_jobs.json`` the moment it exists, so the same command re-attaches after Ctrl-C.
-Output lines are matched to gold rows by their key. See docs/serving.md, "Batch prediction".
+"""Evaluate through a Vertex AI batch prediction job: no endpoint, no 429s, one job per gold set,
+recorded in ``<outputs>/batch_jobs.json`` the moment it exists (the same command re-attaches
+after Ctrl-C); output lines are matched to gold rows by their key. See docs/serving.md, "Batch
+prediction".
 """
 
 from __future__ import annotations
@@ -51,9 +48,6 @@ class BatchOutcome:
     reattached: bool = False
 
 
-# ------------------------------------------------------------------------------ registry
-
-
 def registry_path() -> Path:
     """``<outputs>/batch_jobs.json``."""
     return outputs_root() / REGISTRY_FILE
@@ -97,9 +91,6 @@ def cancel_running() -> list[str]:
         record["state"] = state
         _save(record)
     return cancelled
-
-
-# ------------------------------------------------------------------------------ helpers
 
 
 def row_key(index: int, prompt: str) -> str:
@@ -204,9 +195,6 @@ def _wait(job: Any, rows: int, poll_s: float, progress: bool) -> str:
         if state in _TERMINAL:
             return state
         time.sleep(poll_s)
-
-
-# ------------------------------------------------------------------------------ the predictor
 
 
 def recorded_model(checkpoint_uri: str) -> str:
@@ -423,9 +411,8 @@ class BatchPredictor:
 def _create_job(
     key: str, model_name: str, base: str, shape: Any, project: str, location: str
 ) -> str:
-    """Create the batch prediction job for ``key``; returns its resource name. The request
-    ``BatchPredictionJob.submit`` sends plus ``instanceConfig.keyField`` (which ``submit`` does
-    not offer), through the SDK's own JobService client."""
+    """Create the batch prediction job for ``key`` with ``instanceConfig.keyField`` (which
+    ``BatchPredictionJob.submit`` does not offer: docs/serving.md); returns its resource name."""
     from google.cloud.aiplatform import initializer, utils
     from google.cloud.aiplatform_v1 import types
 

@@ -52,9 +52,8 @@ class Stopped(Exception):
 def retry_policy(
     retries: int, backoff_s: float = BACKOFF_S, stop: threading.Event | None = None
 ) -> tenacity.Retrying:
-    """Up to ``retries`` retries of a :class:`TransientError` (``retries + 1`` attempts in all);
-    exponential backoff with jitter, at least the failure's ``retry_after``, at most
-    :data:`MAX_BACKOFF_S`. When ``stop`` is set during a wait, :class:`Stopped`."""
+    """Up to ``retries`` retries of a :class:`TransientError` (docs/serving.md, "Retries"); when
+    ``stop`` is set during a wait, :class:`Stopped`."""
     if retries < 0:
         raise InputError(f"retries must be >= 0, got {retries}")
     backoff = tenacity.wait_exponential_jitter(

@@ -1,10 +1,7 @@
-"""Schema-constrained decoding for Hugging Face ``generate``, with llguidance.
-
-:func:`compiled` turns (tokenizer, JSON Schema) into a :class:`CompiledSchema` once and caches it;
-a :class:`SchemaLogitsProcessor` keeps each row of one ``generate`` call inside its schema and,
-given each row's token limit, switches a row to closing mode in time to finish its object before
-the limit. Greedy decoding makes a row's mask only when its best-scored token breaks the schema.
-How closing works, why llguidance and what it costs: docs/structured-output.md.
+"""Schema-constrained decoding for Hugging Face ``generate``, with llguidance: :func:`compiled`
+(tokenizer, JSON Schema) -> :class:`CompiledSchema`, cached; a :class:`SchemaLogitsProcessor`
+keeps each row of one ``generate`` call inside its schema and closes its object before the row's
+token limit. How closing works, why llguidance and what it costs: docs/structured-output.md.
 """
 
 from __future__ import annotations
@@ -415,21 +412,17 @@ def first_check(schema: CompiledSchema, budget: int) -> int:
 
 
 def next_check(used: int, needed: int, budget: int) -> int:
-    """The step of the next closing check after one at ``used`` found ``needed`` tokens: when
-    the slack could be used up, at least CHECK_EVERY steps on, but never so late that a closing
-    cost growing COST_GROWTH per token would no longer fit in the tokens left."""
+    """The step of the next closing check after one at ``used`` found ``needed`` tokens
+    (docs/structured-output.md, "Closing before the cap")."""
     slack = budget - SAFETY_MARGIN - used - needed
     latest = max(1, (budget - used - needed) // (1 + COST_GROWTH))
     return used + min(max(CHECK_EVERY, slack // (1 + COST_GROWTH)), latest)
 
 
 class SchemaLogitsProcessor:
-    """A ``transformers`` logits processor keeping rows of a batch inside their schema; one
-    instance per ``generate`` call. ``schemas``: one for every row, or one per row (None: free).
-    ``max_new_tokens`` (as given to ``generate``): a row whose simulated closing cost no longer
-    fits its budget switches to closing mode. Every live row is masked each step (as sampling
-    needs), or with ``greedy`` (this processor last) only a row whose best token the grammar
-    refuses: docs/structured-output.md, "Greedy decoding skips most masks"."""
+    """A ``transformers`` logits processor keeping rows of a batch inside their schema (one, or
+    one per row; None: free), closing each before its ``max_new_tokens``; one per ``generate``
+    call. ``greedy``: it must be the last processor (docs/structured-output.md)."""
 
     def __init__(
         self,

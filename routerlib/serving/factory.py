@@ -1,9 +1,7 @@
-"""The one place that decides how a checkpoint is served, and the only constructor of predictors.
-
-Kinds are registered as lazy ``"module:Class"`` strings (lm-evaluation-harness's model registry),
-so local serving never loads a Google SDK and a Vertex path never loads torch. Doors: :func:`make`
-(a kind and its target), :func:`kind_of` (an ``--endpoint`` address), :func:`for_run` /
-:func:`open_predictor` (a run's settings). Adding a backend: docs/serving.md.
+"""The one place that decides how a checkpoint is served, and the only constructor of predictors:
+kinds registered as lazy ``"module:Class"`` strings (lm-evaluation-harness's model registry), so
+local serving never loads a Google SDK and a Vertex path never loads torch. Doors and adding a
+backend: docs/serving.md.
 """
 
 from __future__ import annotations
@@ -151,10 +149,8 @@ def for_address(cfg: Any, address: str) -> ServingSpec:
 def for_run(
     cfg: Any, checkpoint: str, *, params_file: str = "params", scoring: bool = False
 ) -> ServingSpec:
-    """How a run (a RunConfig) serves ``checkpoint``: its ``endpoint`` address; a batch job
-    (``eval_mode: batch``); the local HTTP server (local backend); an endpoint deployed for the
-    predictor's life (vertex backend). ``scoring``: each checkpoint itself, whatever
-    ``endpoint`` and ``eval_mode`` say."""
+    """How a run (a RunConfig) serves ``checkpoint`` (docs/serving.md, "The factory");
+    ``scoring``: each checkpoint itself, whatever ``endpoint`` and ``eval_mode`` say."""
     if cfg.endpoint and not scoring:
         return for_address(cfg, cfg.endpoint)
     settings = VertexSettings.from_config(cfg)

@@ -1,9 +1,7 @@
 """Serve a checkpoint on this machine: batched generation (:class:`LocalPredictor`), the
-in-process serving kind (:class:`InProcessPredictor`) and an HTTP server speaking a vLLM-backed
-Vertex endpoint's predict JSON plus OpenAI-style ``/v1/completions`` (:class:`LocalServer`), so
-one client evaluates both. Concurrent requests are gathered into batches (a sliding window); a
-malformed request gets a 400-class JSON error, never a traceback. See docs/serving.md, "The local
-server and its limits".
+in-process serving kind (:class:`InProcessPredictor`) and an HTTP server speaking the predict
+JSON of a vLLM-backed Vertex endpoint plus OpenAI-style ``/v1/completions`` (:class:`LocalServer`).
+See docs/serving.md, "The local server and its limits".
 """
 
 from __future__ import annotations
@@ -111,10 +109,9 @@ class LocalPredictor:
         temperature: float = 0.0,
         schemas: Sequence[dict[str, Any] | None] | None = None,
     ) -> list[GenerationResult]:
-        """Complete every prompt. ``max_tokens`` is one limit or one per prompt; each sequence
-        stops at its own EOS or limit. Prompts run in left-padded batches of ``max_batch``.
-        ``schemas`` (one per prompt; None = free) constrains decoding to a JSON Schema; without
-        it every prompt uses :attr:`default_schema`."""
+        """Complete every prompt in batches of ``max_batch``, each at its own EOS or limit
+        (``max_tokens``: one, or one per prompt) and under its schema (``schemas``: one per
+        prompt, None = free; default :attr:`default_schema` for all)."""
         prompts = list(prompts)
         schemas = [self.default_schema] * len(prompts) if schemas is None else list(schemas)
         limits = [max_tokens] * len(prompts) if isinstance(max_tokens, int) else list(max_tokens)
@@ -527,9 +524,8 @@ class _Handler(BaseHTTPRequestHandler):
         self._reply(status, {"error": {"code": status, "message": message, "status": state}})
 
     def _body(self) -> bytes:
-        """The request body (``Content-Length`` bytes; none without the header). Refused
-        (:class:`_Refused`): a length that is not a byte count, two lengths, a chunked
-        body, more than MAX_BODY_BYTES, or a body that ends early."""
+        """The request body (``Content-Length`` bytes; none without the header), or
+        :class:`_Refused` (docs/serving.md, "The local server and its limits")."""
         if self.headers.get("Transfer-Encoding"):
             raise _Refused(411, "Transfer-Encoding (chunked) is not read; send Content-Length")
         values = {v.strip() for v in self.headers.get_all("Content-Length") or []}

@@ -1,9 +1,6 @@
 """Online prediction: prompts through a transport, ``concurrency`` requests in flight
-(``concurrent.futures``), each retried under the one retry policy (``serving.client``).
-
-The serving kinds that answer request by request are subclasses that only choose the transport:
-a ``:predict`` URL, an OpenAI-compatible URL, a Vertex endpoint, a checkpoint deployed to its own
-Vertex endpoint for the predictor's life, and the local HTTP server.
+(``concurrent.futures``), each retried under the one retry policy (``serving.client``). The
+kinds that answer request by request are subclasses that only choose the transport.
 """
 
 from __future__ import annotations
@@ -37,9 +34,8 @@ DEFAULT_RETRIES = 5
 
 class OnlinePredictor:
     """Request by request through ``transport`` (a subclass makes its ``transport_class`` from
-    a target and the options not its own) with bounded concurrency and retries. A row failing
-    for good stops the run: nothing more is sent, requests in flight finish and are yielded, and
-    a RemoteError names the lowest such row; any other error is raised as it is."""
+    a target) with bounded concurrency and retries. A row failing for good stops the run: what
+    is in flight finishes and is yielded, then the lowest such row's error is raised."""
 
     kind = "client"
     mode = "endpoint"

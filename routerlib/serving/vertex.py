@@ -92,9 +92,6 @@ def _now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
 
-# --------------------------------------------------------------------------- registry
-
-
 def registry_path() -> Path:
     """``<outputs>/endpoints.json``."""
     return outputs_root() / REGISTRY_FILE
@@ -149,8 +146,6 @@ def _resolve(
         endpoint_name = f"projects/{project}/locations/{location}/endpoints/{endpoint_name}"
     return endpoint_name, project, location, api or ""
 
-
-# --------------------------------------------------------------------------- deploy / delete
 
 #: How long a deploy may take before routerlib stops waiting (the SDK's own default: 2 hours).
 DEFAULT_DEPLOY_TIMEOUT_S = 2 * 60 * 60
@@ -455,9 +450,6 @@ def deployed(checkpoint_uri: str, settings: VertexSettings, **options: Any) -> I
             ) from None
 
 
-# --------------------------------------------------------------------------- deploy options
-
-
 @dataclass(frozen=True)
 class DeployOption:
     """One deploy option Vertex recommends for a checkpoint."""
@@ -509,8 +501,6 @@ def deploy_options(
         ]
     return [DeployOption(shape(s)) for s in response.specs]
 
-
-# --------------------------------------------------------------------------- predict
 
 _endpoint_cache: dict[tuple[str, str], Any] = {}
 _endpoint_cache_lock = threading.Lock()

@@ -1,8 +1,6 @@
-"""The predict JSON, both ways: what routerlib sends (a prompt instance, or a chat-completions
-instance carrying the generation schema), what it reads back, and how the local server parses a
-request; one place, so the local server, the online transports and batch jobs agree. Model
-Garden's vLLM containers behind ``Endpoint.predict``: ``{"instances": [{"prompt", "max_tokens",
-"temperature", "raw_response"}]} -> {"predictions": ["..."]}`` (docs/structured-output.md).
+"""The predict JSON, both ways: what routerlib sends, what it reads back, and how the local
+server parses a request; one place, so the local server, the online transports and batch jobs
+agree (docs/structured-output.md, "Endpoints").
 """
 
 from __future__ import annotations
@@ -41,11 +39,9 @@ def predict_instance(
     extra: dict[str, Any] | None = None,
     schema: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The vLLM predict instance for ``prompt`` (greedy), the same for a local server, a Vertex
-    endpoint and a batch job; ``extra`` adds container fields. Free: a prompt instance (raw
-    text). With ``schema`` (in ``response_format``) or ``chat_template_kwargs`` in ``extra``: a
-    chat-completions instance, the one route of Model Garden's vLLM handler that reaches
-    structured outputs and applies a chat template (docs/structured-output.md, "Endpoints")."""
+    """The vLLM predict instance for ``prompt`` (greedy) of every predict route; ``extra`` adds
+    container fields. A prompt instance, or with ``schema`` or ``chat_template_kwargs`` a
+    chat-completions instance (docs/structured-output.md, "Endpoints")."""
     greedy = {"max_tokens": max_tokens, "temperature": 0}
     if schema is None and "chat_template_kwargs" not in (extra or {}):
         instance: dict[str, Any] = {"prompt": prompt, **greedy, "raw_response": True}
