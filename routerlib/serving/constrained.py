@@ -246,11 +246,6 @@ class TokenTable:
         return sized & (nbytes == least)
 
 
-def _bit(position: int) -> int:
-    """The int32 value with only bit ``position`` set (bit 31 is the sign bit)."""
-    return -(1 << 31) if position == 31 else 1 << position
-
-
 # Token bitmasks are numpy int32 arrays [rows, words] in llguidance's layout (token ``t``: bit
 # ``t % 32`` of word ``t // 32``), unpacked as little-endian bytes in one pass (no import of
 # ``llguidance.torch``, whose ``torch.compile`` costs seconds the first time).
@@ -433,10 +428,7 @@ class SchemaLogitsProcessor:
         self.schemas = schemas
         self.max_new_tokens = max_new_tokens
         self.greedy = greedy
-        self.matchers: list[Any] = []
         self.started = False
-        self.finished: list[bool] = []
-        self.closing: list[bool] = []
         #: closing-cost simulations run so far (all rows), for diagnostics
         self.checks = 0
         #: rows whose mask was made, summed over steps (greedy: the rows whose best token the
@@ -459,7 +451,7 @@ class SchemaLogitsProcessor:
             raise ConstraintError(f"{len(budgets)} token limits for a batch of {batch} rows")
         self.row_schemas = per_row
         self.budgets: list[int | None] = list(budgets)
-        self.matchers = [s.matcher() if s is not None else None for s in per_row]
+        self.matchers: list[Any] = [s.matcher() if s is not None else None for s in per_row]
         self.finished = [False] * batch
         self.closing = [False] * batch
         self.queues: list[list[int]] = [[] for _ in range(batch)]
@@ -478,9 +470,10 @@ class SchemaLogitsProcessor:
         """The object is complete: from now on only an end token may follow."""
         self.finished[row] = True
         self._ending.append(row)
-        self.bitmask[row] = 0
+        words = self.bitmask[row].view("uint32")  # bit 31 as any other, not as the sign
+        words[:] = 0
         for eos in self.eos_ids:
-            self.bitmask[row, eos // 32] |= _bit(eos % 32)
+            words[eos // 32] |= 1 << (eos % 32)
 
     def _update_closing(self, row: int) -> None:
         budget, check_at = self.budgets[row], self.check_at[row]

@@ -10,7 +10,6 @@ import contextlib
 import contextvars
 import importlib
 import re
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
@@ -59,14 +58,9 @@ def make(kind: str, target: str, **options: Any) -> Predictor:
     return predictor
 
 
-@contextlib.contextmanager
-def opened(kind: str, target: str, **options: Any) -> Iterator[Predictor]:
+def opened(kind: str, target: str, **options: Any) -> contextlib.closing[Predictor]:
     """:func:`make` for the length of a ``with`` block; closed when it ends (also on error)."""
-    predictor = make(kind, target, **options)
-    try:
-        yield predictor
-    finally:
-        predictor.close()
+    return contextlib.closing(make(kind, target, **options))
 
 
 _VERTEX_ENDPOINT = re.compile(r"projects/[^/]+/locations/[^/]+/endpoints/[^/]+")
@@ -174,12 +168,10 @@ def make_spec(spec: ServingSpec) -> Predictor:
     return make(spec.kind, spec.target, **spec.options)
 
 
-@contextlib.contextmanager
 def open_predictor(
     cfg: Any, checkpoint: str, *, params_file: str = "params", scoring: bool = False
-) -> Iterator[Predictor]:
+) -> contextlib.closing[Predictor]:
     """The predictor a run's settings ask for (:func:`for_run`), for the length of the block;
     whatever it started (a server, an endpoint) is cleaned up when the block ends."""
     spec = for_run(cfg, checkpoint, params_file=params_file, scoring=scoring)
-    with opened(spec.kind, spec.target, **spec.options) as predictor:
-        yield predictor
+    return opened(spec.kind, spec.target, **spec.options)

@@ -186,19 +186,10 @@ class LocalServerPredictor(OnlinePredictor):
     kind = "local-server"
     transport_class = PredictClient
 
-    def __init__(
-        self,
-        checkpoint: str,
-        *,
-        max_batch: int = 16,
-        host: str = "127.0.0.1",
-        port: int = 0,
-        constrained: bool = False,
-        **options: Any,
-    ) -> None:
-        server = LocalServer(
-            checkpoint, host=host, port=port, max_batch=max_batch, constrained=constrained
-        )
+    def __init__(self, checkpoint: str, *, max_batch: int = 16, **options: Any) -> None:
+        """``host``, ``port`` and ``constrained`` go to the server, the rest to OnlinePredictor."""
+        served = {k: options.pop(k) for k in ("host", "port", "constrained") if k in options}
+        server = LocalServer(checkpoint, max_batch=max_batch, **served)
         with contextlib.ExitStack() as stack:
             self.server = stack.enter_context(server)
             super().__init__(server.endpoint_url, name=checkpoint_name(checkpoint), **options)
@@ -228,14 +219,8 @@ class DeployedPredictor(EndpointPredictor):
             self.deployment = d = stack.enter_context(
                 vertex.deployed(checkpoint, settings, base_model=base_model)
             )
-            super().__init__(
-                d.endpoint_name,
-                project=d.project,
-                location=d.location,
-                api_endpoint=d.api_endpoint,
-                extra=extra,
-                **options,
-            )
+            cloud = {k: getattr(d, k) for k in ("project", "location", "api_endpoint")}
+            super().__init__(d.endpoint_name, extra=extra, **cloud, **options)
             self._started = stack.pop_all()
         # the checkpoint names the model: a redeploy to resume a run reads the same cache
         self.name = f"vertex:{checkpoint}" + extra_tag(dict(extra or {}))
