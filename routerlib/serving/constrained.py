@@ -247,8 +247,7 @@ class TokenTable:
 
 
 # Token bitmasks are numpy int32 arrays [rows, words] in llguidance's layout (token ``t``: bit
-# ``t % 32`` of word ``t // 32``), unpacked as little-endian bytes in one pass (no import of
-# ``llguidance.torch``, whose ``torch.compile`` costs seconds the first time).
+# ``t % 32`` of word ``t // 32``); why not ``llguidance.torch``: docs/structured-output.md.
 
 
 def new_bitmask(rows: int, vocab_size: int) -> Any:

@@ -246,8 +246,7 @@ class InProcessPredictor:
 MAX_BODY_BYTES = 1_500_000
 #: Seconds a connection may stay silent (idle, or stalled mid-request) before it is closed.
 READ_TIMEOUT_S = 60.0
-#: google.rpc status names of the HTTP errors the server answers (any other 4xx:
-#: INVALID_ARGUMENT).
+#: google.rpc status names of the HTTP errors answered (any other 4xx: INVALID_ARGUMENT).
 _STATUS = {
     404: "NOT_FOUND",
     500: "INTERNAL",

@@ -6,6 +6,7 @@ kinds that answer request by request are subclasses that only choose the transpo
 from __future__ import annotations
 
 import contextlib
+import itertools
 import threading
 from collections.abc import Iterator, Mapping
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
@@ -103,11 +104,9 @@ class OnlinePredictor:
         def submit() -> None:
             """Keep twice ``concurrency`` rows queued, so no worker waits for the next one (and
             waiting on them stays cheap however many rows there are)."""
-            while not errors and len(rows) < 2 * self.concurrency:
-                item = next(todo, None)
-                if item is None:
-                    return
-                rows[pool.submit(ask, item[1])] = item[0]
+            if not errors:
+                for index, prompt in itertools.islice(todo, 2 * self.concurrency - len(rows)):
+                    rows[pool.submit(ask, prompt)] = index
 
         try:
             submit()

@@ -110,6 +110,7 @@ class OpenAIClient:
         key = os.environ.get("OPENAI_API_KEY")
         headers = {"Authorization": f"Bearer {key}"} if key else None
         self._http = JsonClient(self.base_url, timeout, headers, keepalive=keepalive)
+        self.label = self._http.label
         self._base_path = path_of(self.base_url).rstrip("/")
         self._model = model
         self._lock = threading.Lock()
@@ -124,9 +125,7 @@ class OpenAIClient:
                 data = body.get("data") if isinstance(body, dict) else None
                 ids = [m.get("id") for m in data or [] if isinstance(m, dict) and m.get("id")]
                 if not ids:
-                    raise RemoteError(
-                        f"{self._http.label}/models lists no model; pass a model name"
-                    )
+                    raise RemoteError(f"{self.label}/models lists no model; pass a model name")
                 self._model = str(ids[0])
             return self._model
 
@@ -140,10 +139,10 @@ class OpenAIClient:
         latency = time.perf_counter() - start
         choices = body.get("choices") if isinstance(body, dict) else None
         if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
-            raise RemoteError(f"{self._http.label}/completions: answer has no choices")
+            raise RemoteError(f"{self.label}/completions: answer has no choices")
         text = choices[0].get("text")
         if not isinstance(text, str):
-            raise RemoteError(f"{self._http.label}/completions: choice has no text")
+            raise RemoteError(f"{self.label}/completions: choice has no text")
         usage = body.get("usage") if isinstance(body.get("usage"), dict) else {}
         return Completion(text, latency, usage.get("prompt_tokens"), usage.get("completion_tokens"))
 

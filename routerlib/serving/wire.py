@@ -21,9 +21,8 @@ DEFAULT_MAX_TOKENS = 256
 CONSTRAINED_SUFFIX = "#constrained"
 
 #: The instance field and value that make Model Garden's vLLM predict handler read an instance
-#: as an OpenAI chat-completions request (``messages``, ``response_format``, …) and answer a
-#: chat completion object (vertex-ai-samples, community-content/vertex_model_garden/model_oss/
-#: vllm/vllm.patch; notebooks/community/model_garden/model_garden_llama_guard_deployment.ipynb).
+#: as an OpenAI chat-completions request and answer a chat completion object (sources, the
+#: vllm.patch of vertex-ai-samples and its Llama Guard notebook: docs/structured-output.md).
 REQUEST_FORMAT = "@requestFormat"
 CHAT_COMPLETIONS = "chatCompletions"
 
