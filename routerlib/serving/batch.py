@@ -24,7 +24,7 @@ from routerlib.serving import hardware as hw
 from routerlib.serving import vertex
 from routerlib.serving.base import Completion, Failed, Result
 from routerlib.serving.cache import prompt_sha as _sha
-from routerlib.serving.settings import DEFAULT_LOCATION, VertexSettings
+from routerlib.serving.settings import DEFAULT_LOCATION, PLACE, VertexSettings
 from routerlib.serving.wire import extra_tag, predict_instance, prediction_text
 
 REGISTRY_FILE = "batch_jobs.json"
@@ -71,9 +71,7 @@ def cancel_running() -> list[str]:
     for record in read_registry():
         if record.get("state") in _TERMINAL:
             continue
-        auth.init_vertex(
-            record.get("project", ""), record.get("location", ""), record.get("api_endpoint", "")
-        )
+        auth.init_vertex(*(record.get(k, "") for k in PLACE))
         from google.api_core import exceptions as gexc
         from google.cloud import aiplatform
 
@@ -163,8 +161,6 @@ def output_lines(output_dir: str) -> Iterator[dict[str, Any]]:
                     continue
                 if isinstance(row, dict):
                     yield row
-    except RemoteError:
-        raise
     except Exception as exc:
         raise RemoteError(f"reading {output_dir} failed: {str(exc).splitlines()[0]}") from exc
 
@@ -285,7 +281,7 @@ class BatchPredictor:
             yield {i: Failed(known_failed[i]) for i in prompts}
             return
         rows_id = _sha("\n".join(sorted(keys.values())))
-        where = {k: getattr(self.settings, k) for k in ("project", "location", "api_endpoint")}
+        where = {k: getattr(self.settings, k) for k in PLACE}
         what = {"model": self.model, "gold": rows_id, "decoding": decoding, **where}
         record = self._attach_or_submit(key, existing, what, prompts, keys, max_tokens, schema)
         if progress and outcome.reattached:

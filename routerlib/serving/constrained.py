@@ -138,8 +138,7 @@ def compiled(
         raise ConstraintError("constrained decoding needs an EOS token id")
     text = json.dumps(schema, sort_keys=True)
     key = (id(tokenizer), f"{vocab}:{eos}:{text}")
-    with _lock:
-        hit = _schemas.get(key)
+    hit = _schemas.get(key)  # one dict read: no lock needed
     if hit is not None:
         return hit
     begin = time.perf_counter()

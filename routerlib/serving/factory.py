@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 from routerlib.errors import InputError
 from routerlib.serving.base import Predictor
 from routerlib.serving.client import public_url
-from routerlib.serving.settings import VertexSettings
+from routerlib.serving.settings import PLACE, VertexSettings
 
 #: Serving kind -> the class that serves it, imported on first use.
 REGISTRY: dict[str, str] = {
@@ -109,9 +109,7 @@ def address_options(
     else:
         options["extra"] = extra
     if kind == "endpoint":
-        options["project"] = settings.project or None
-        options["location"] = settings.location or None
-        options["api_endpoint"] = settings.api_endpoint or None
+        options |= {k: getattr(settings, k) or None for k in PLACE}
     return options
 
 

@@ -7,6 +7,7 @@ See docs/serving.md, "The local server and its limits".
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import queue
 import re
@@ -353,14 +354,10 @@ class LocalServer:
         except OSError as exc:
             raise InputError(f"serve: cannot listen on {self.host}:{self.port}: {exc}") from None
         self._httpd.local = self
+        serve = functools.partial(self._httpd.serve_forever, poll_interval=0.05)
         self._threads = [
-            threading.Thread(target=self._work, name="routerlib-batcher", daemon=True),
-            threading.Thread(
-                target=self._httpd.serve_forever,
-                kwargs={"poll_interval": 0.05},
-                name="routerlib-http",
-                daemon=True,
-            ),
+            threading.Thread(target=target, name=f"routerlib-{name}", daemon=True)
+            for target, name in ((self._work, "batcher"), (serve, "http"))
         ]
         for thread in self._threads:
             thread.start()

@@ -20,7 +20,7 @@ from routerlib.serving import vertex
 from routerlib.serving.base import Completion, Result
 from routerlib.serving.client import BACKOFF_S, Stopped, call_with_retries, retry_policy
 from routerlib.serving.local import LocalServer, checkpoint_name
-from routerlib.serving.settings import VertexSettings
+from routerlib.serving.settings import PLACE, VertexSettings
 from routerlib.serving.transports import (
     OpenAIClient,
     PredictClient,
@@ -218,7 +218,7 @@ class DeployedPredictor(EndpointPredictor):
             self.deployment = d = stack.enter_context(
                 vertex.deployed(checkpoint, settings, base_model=base_model)
             )
-            cloud = {k: getattr(d, k) for k in ("project", "location", "api_endpoint")}
+            cloud = {k: getattr(d, k) for k in PLACE}
             super().__init__(d.endpoint_name, extra=extra, **cloud, **options)
             self._started = stack.pop_all()
         # the checkpoint names the model: a redeploy to resume a run reads the same cache

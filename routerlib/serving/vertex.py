@@ -23,7 +23,7 @@ from routerlib.errors import InputError, RemoteError
 from routerlib.paths import outputs_root
 from routerlib.serving import hardware as hw
 from routerlib.serving.client import error_text, is_retryable
-from routerlib.serving.settings import DEFAULT_LOCATION, VertexSettings
+from routerlib.serving.settings import DEFAULT_LOCATION, PLACE, VertexSettings
 
 REGISTRY_FILE = "endpoints.json"
 #: The key of the registry's list of deployments.
@@ -83,8 +83,7 @@ class PredictError(RemoteError):
 
 def _remote_error(action: str, exc: BaseException) -> RemoteError:
     code = getattr(exc, "code", None)
-    message = getattr(exc, "message", None) or str(exc)
-    message = " ".join(str(message).split())
+    message = " ".join(str(getattr(exc, "message", None) or exc).split())
     return RemoteError(f"{action}: {code} {message}" if code else f"{action}: {message}")
 
 
@@ -112,8 +111,7 @@ def _mark_deleted(endpoint_name: str, models_deleted: bool = False) -> None:
     with atomic.update_registry(registry_path(), REGISTRY_KEY) as records:
         for record in records:
             if record.get("endpoint_name") == endpoint_name:
-                record["state"] = "deleted"
-                record["deleted_at"] = _now()
+                record.update(state="deleted", deleted_at=_now())
                 if models_deleted:
                     record["model_state"] = "deleted"
 
@@ -381,7 +379,7 @@ def cleanup(
             model and record.get("model_state") == "present"
         ):
             continue
-        where = {k: record.get(k) for k in ("project", "location", "api_endpoint")}
+        where = {k: record.get(k) for k in PLACE}
         remove(record["endpoint_name"], [model] if model else [], **where)
     for gca in _live_endpoints(project, location, api_endpoint) if project else []:
         ours = gca.display_name.startswith(NAME_PREFIX) or LABEL in gca.labels
@@ -435,12 +433,9 @@ def deployed(checkpoint_uri: str, settings: VertexSettings, **options: Any) -> I
         yield deployment
     finally:
         try:
+            cloud = {k: getattr(deployment, k) for k in PLACE}
             delete_endpoint(
-                deployment.endpoint_name,
-                delete_models=[deployment.model_name],
-                project=deployment.project,
-                location=deployment.location,
-                api_endpoint=deployment.api_endpoint,
+                deployment.endpoint_name, delete_models=[deployment.model_name], **cloud
             )
         except RemoteError as exc:
             raise RemoteError(
