@@ -181,11 +181,7 @@ def parse_predict_body(body: bytes) -> list[Instance]:
         if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1:
             raise ValueError(f"{where}.max_tokens: must be a positive integer")
         temperature = item.get("temperature", 0.0)
-        if (
-            isinstance(temperature, bool)
-            or not isinstance(temperature, int | float)
-            or temperature < 0
-        ):
+        if type(temperature) not in (int, float) or temperature < 0:  # bool is not a number
             raise ValueError(f"{where}.temperature: must be a number >= 0")
         raw = item.get("raw_response", False)
         if not isinstance(raw, bool):
