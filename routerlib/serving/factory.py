@@ -36,12 +36,9 @@ building: contextvars.ContextVar[str | None] = contextvars.ContextVar("building"
 
 def predictor_class(kind: str) -> type[Any]:
     """The class registered for ``kind`` (its module is imported now)."""
-    try:
-        module, _, name = REGISTRY[kind].partition(":")
-    except KeyError:
-        raise InputError(
-            f"serving kind {kind!r}: not one of {', '.join(sorted(REGISTRY))}"
-        ) from None
+    if kind not in REGISTRY:
+        raise InputError(f"serving kind {kind!r}: not one of {', '.join(sorted(REGISTRY))}")
+    module, _, name = REGISTRY[kind].partition(":")
     cls: type[Any] = getattr(importlib.import_module(module), name)
     return cls
 
