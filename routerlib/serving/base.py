@@ -51,10 +51,8 @@ class Predictor(Protocol):
         constrained: bool = False,
         progress: bool = False,
     ) -> Iterator[dict[int, Result]]:
-        """Answer every prompt (keyed by its gold row index), greedy, at most ``max_tokens``
-        tokens each; ``constrained``: under the completion's generation JSON Schema. Yields the
-        answers in groups as they arrive, every index exactly once. ``progress``: the backend
-        may print its own status lines."""
+        """Answer every prompt (keyed by its gold row index), greedy; yield the answers in groups
+        as they arrive, every index exactly once (docs/serving.md, "The Predictor interface")."""
         ...
 
     def describe(self) -> dict[str, Any]:

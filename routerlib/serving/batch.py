@@ -1,10 +1,7 @@
-"""Evaluate through a Vertex AI batch prediction job: no endpoint, no 429s, one job per gold set.
-
-The gold prompts become the vLLM predict instances an endpoint gets (``wire.predict_instance``),
-each with a row key the job names as ``instanceConfig.keyField``, written as JSONL to Cloud
-Storage; a BatchPredictionJob on the model a deploy uploaded runs them. The job is recorded in
-``<outputs>/batch_jobs.json`` the moment it exists, so the same command re-attaches after Ctrl-C.
-Output lines are matched to gold rows by their key. See docs/serving.md, "Batch prediction".
+"""Evaluate through a Vertex AI batch prediction job: no endpoint, no 429s, one job per gold set,
+recorded in ``<outputs>/batch_jobs.json`` the moment it exists (the same command re-attaches
+after Ctrl-C); output lines are matched to gold rows by their key. See docs/serving.md, "Batch
+prediction".
 """
 
 from __future__ import annotations
@@ -27,7 +24,7 @@ from routerlib.serving import hardware as hw
 from routerlib.serving import vertex
 from routerlib.serving.base import Completion, Failed, Result
 from routerlib.serving.cache import prompt_sha as _sha
-from routerlib.serving.settings import DEFAULT_LOCATION, VertexSettings
+from routerlib.serving.settings import DEFAULT_LOCATION, PLACE, VertexSettings
 from routerlib.serving.wire import extra_tag, predict_instance, prediction_text
 
 REGISTRY_FILE = "batch_jobs.json"
@@ -49,9 +46,6 @@ class BatchOutcome:
     output_dir: str = ""
     failed_rows: dict[int, str] = field(default_factory=dict)
     reattached: bool = False
-
-
-# ------------------------------------------------------------------------------ registry
 
 
 def registry_path() -> Path:
@@ -77,9 +71,7 @@ def cancel_running() -> list[str]:
     for record in read_registry():
         if record.get("state") in _TERMINAL:
             continue
-        auth.init_vertex(
-            record.get("project", ""), record.get("location", ""), record.get("api_endpoint", "")
-        )
+        auth.init_vertex(*(record.get(k, "") for k in PLACE))
         from google.api_core import exceptions as gexc
         from google.cloud import aiplatform
 
@@ -99,19 +91,9 @@ def cancel_running() -> list[str]:
     return cancelled
 
 
-# ------------------------------------------------------------------------------ helpers
-
-
 def row_key(index: int, prompt: str) -> str:
     """The key carried in a row's instance: its gold index and a hash of its prompt."""
     return f"{index}-{_sha(prompt)}"
-
-
-def _parse_key(value: Any) -> tuple[int, str] | None:
-    if not isinstance(value, str) or "-" not in value:
-        return None
-    index, _, sha = value.partition("-")
-    return (int(index), sha) if index.isdigit() else None
 
 
 def resolve_model(
@@ -179,8 +161,6 @@ def output_lines(output_dir: str) -> Iterator[dict[str, Any]]:
                     continue
                 if isinstance(row, dict):
                     yield row
-    except RemoteError:
-        raise
     except Exception as exc:
         raise RemoteError(f"reading {output_dir} failed: {str(exc).splitlines()[0]}") from exc
 
@@ -211,9 +191,6 @@ def _wait(job: Any, rows: int, poll_s: float, progress: bool) -> str:
         if state in _TERMINAL:
             return state
         time.sleep(poll_s)
-
-
-# ------------------------------------------------------------------------------ the predictor
 
 
 def recorded_model(checkpoint_uri: str) -> str:
@@ -304,7 +281,7 @@ class BatchPredictor:
             yield {i: Failed(known_failed[i]) for i in prompts}
             return
         rows_id = _sha("\n".join(sorted(keys.values())))
-        where = {k: getattr(self.settings, k) for k in ("project", "location", "api_endpoint")}
+        where = {k: getattr(self.settings, k) for k in PLACE}
         what = {"model": self.model, "gold": rows_id, "decoding": decoding, **where}
         record = self._attach_or_submit(key, existing, what, prompts, keys, max_tokens, schema)
         if progress and outcome.reattached:
@@ -430,9 +407,8 @@ class BatchPredictor:
 def _create_job(
     key: str, model_name: str, base: str, shape: Any, project: str, location: str
 ) -> str:
-    """Create the batch prediction job for ``key``; returns its resource name. The request
-    ``BatchPredictionJob.submit`` sends plus ``instanceConfig.keyField`` (which ``submit`` does
-    not offer), through the SDK's own JobService client."""
+    """Create the batch prediction job for ``key`` with ``instanceConfig.keyField`` (which
+    ``BatchPredictionJob.submit`` does not offer: docs/serving.md); returns its resource name."""
     from google.cloud.aiplatform import initializer, utils
     from google.cloud.aiplatform_v1 import types
 
@@ -507,19 +483,20 @@ def _read_back(
     matches no wanted row is skipped)."""
     answered: dict[int, str] = {}
     failed: dict[int, str] = {}
+    wanted = {row_key(i, prompt): i for i, prompt in prompts.items()}
     for row in output_lines(output_dir):
         found = row.get("instance")
         instance: dict[str, Any] = found if isinstance(found, dict) else {}
-        parsed = _parse_key(row.get("key") or instance.get(KEY_FIELD))
-        if parsed is None or parsed[0] not in prompts or parsed[1] != _sha(prompts[parsed[0]]):
+        index = wanted.get(str(row.get("key") or instance.get(KEY_FIELD)))
+        if index is None:
             continue
-        index = parsed[0]
         if "prediction" in row:
             try:
                 answered[index] = prediction_text(row["prediction"], output_dir)
+                failed.pop(index, None)
             except RemoteError as exc:
-                failed[index] = str(exc)
-            failed.pop(index, None) if index in answered else None
+                if index not in answered:
+                    failed[index] = str(exc)
         elif "error" in row and index not in answered:
             error = row["error"]
             message = error.get("message", "") if isinstance(error, dict) else str(error)

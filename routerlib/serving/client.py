@@ -5,11 +5,12 @@ and the one retry policy (tenacity) with the one rule of which HTTP status is re
 
 from __future__ import annotations
 
+import contextlib
 import email.utils
 import json
 import threading
 import time
-from collections.abc import Callable, Generator
+from collections.abc import Callable
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
@@ -51,9 +52,8 @@ class Stopped(Exception):
 def retry_policy(
     retries: int, backoff_s: float = BACKOFF_S, stop: threading.Event | None = None
 ) -> tenacity.Retrying:
-    """Up to ``retries`` retries of a :class:`TransientError` (``retries + 1`` attempts in all);
-    exponential backoff with jitter, at least the failure's ``retry_after``, at most
-    :data:`MAX_BACKOFF_S`. When ``stop`` is set during a wait, :class:`Stopped`."""
+    """Up to ``retries`` retries of a :class:`TransientError` (docs/serving.md, "Retries"); when
+    ``stop`` is set during a wait, :class:`Stopped`."""
     if retries < 0:
         raise InputError(f"retries must be >= 0, got {retries}")
     backoff = tenacity.wait_exponential_jitter(
@@ -66,9 +66,7 @@ def retry_policy(
         return min(max(float(backoff(state)), float(retry_after)), MAX_BACKOFF_S)
 
     def sleep(seconds: float) -> None:
-        if stop is None:
-            time.sleep(seconds)
-        elif stop.wait(seconds):
+        if (stop or threading.Event()).wait(seconds):
             raise Stopped
 
     return tenacity.Retrying(
@@ -125,15 +123,11 @@ def retry_after_seconds(value: str | None) -> float | None:
     """A ``Retry-After`` header in seconds: delta-seconds or an HTTP date (RFC 9110, 10.2.3)."""
     if not value:
         return None
-    try:
+    with contextlib.suppress(ValueError):
         return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, when.timestamp() - time.time())
+    with contextlib.suppress(TypeError, ValueError):
+        return max(0.0, email.utils.parsedate_to_datetime(value).timestamp() - time.time())
+    return None
 
 
 def error_text(payload: bytes) -> str:
@@ -150,17 +144,6 @@ def error_text(payload: bytes) -> str:
         if err is not None:
             return str(err)[:200]
     return text[:200]
-
-
-class _Bearer(httpx.Auth):
-    """Adds a bearer token (``routerlib.auth.BearerToken``: refreshed when it expires)."""
-
-    def __init__(self, token: Any) -> None:
-        self.token = token
-
-    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
-        request.headers.update(self.token.header())
-        yield request
 
 
 class JsonClient:
@@ -180,16 +163,19 @@ class JsonClient:
         parts = urlsplit(base_url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise InputError(f"{public_url(base_url)}: not an http(s) URL")
-        self.base_url = base_url
         self.label = public_url(base_url)
         self.timeout = timeout
-        self._origin = f"{parts.scheme}://{parts.netloc}"
+
+        def sign(request: httpx.Request) -> httpx.Request:
+            request.headers.update(token.header())  # a BearerToken: refreshed when it expires
+            return request
+
         self._http = httpx.Client(
-            base_url=self._origin,
+            base_url=f"{parts.scheme}://{parts.netloc}",
             timeout=timeout,
             headers={"Content-Type": "application/json", "Accept": "application/json"}
             | (headers or {}),
-            auth=_Bearer(token) if token is not None else None,
+            auth=sign if token is not None else None,
             limits=httpx.Limits(
                 max_connections=None, max_keepalive_connections=64 if keepalive else 0
             ),

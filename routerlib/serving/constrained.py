@@ -1,16 +1,14 @@
-"""Schema-constrained decoding for Hugging Face ``generate``, with llguidance.
-
-:func:`compiled` turns (tokenizer, JSON Schema) into a :class:`CompiledSchema` once and caches it;
-a :class:`SchemaLogitsProcessor` keeps each row of one ``generate`` call inside its schema and,
-given each row's token limit, switches a row to closing mode in time to finish its object before
-the limit. Greedy decoding makes a row's mask only when its best-scored token breaks the schema.
-How closing works, why llguidance and what it costs: docs/structured-output.md.
+"""Schema-constrained decoding for Hugging Face ``generate``, with llguidance: :func:`compiled`
+(tokenizer, JSON Schema) -> :class:`CompiledSchema`, cached; a :class:`SchemaLogitsProcessor`
+keeps each row of one ``generate`` call inside its schema and closes its object before the row's
+token limit. How closing works, why llguidance and what it costs: docs/structured-output.md.
 """
 
 from __future__ import annotations
 
 import json
 import threading
+import time
 import weakref
 from dataclasses import dataclass, field
 from typing import Any
@@ -79,13 +77,9 @@ class CompiledSchema:
 
     def start_cost(self) -> int:
         """Tokens closing mode needs for a whole object from its start (computed once)."""
-        with _lock:
-            cost = self._start_cost
-        if cost is None:
-            cost = simulate_closing(self, self.matcher(), 1 << 16) or 0
-            with _lock:
-                self._start_cost = cost
-        return cost
+        if self._start_cost is None:  # two threads may both compute it: same value
+            self._start_cost = simulate_closing(self, self.matcher(), 1 << 16) or 0
+        return self._start_cost
 
     def step_ending(self, matcher: Any) -> list[int] | None:
         """The first of :data:`STEP_ENDINGS` the grammar takes after which ``"`` is allowed, for a
@@ -136,8 +130,6 @@ def compiled(
 ) -> CompiledSchema:
     """The compiled form of ``schema`` for ``tokenizer``, built on first use and cached;
     ``vocab_size``: the model's logits width; ``eos_ids``: default the tokenizer's EOS."""
-    import time
-
     import llguidance
 
     vocab = int(vocab_size or len(tokenizer))
@@ -146,8 +138,7 @@ def compiled(
         raise ConstraintError("constrained decoding needs an EOS token id")
     text = json.dumps(schema, sort_keys=True)
     key = (id(tokenizer), f"{vocab}:{eos}:{text}")
-    with _lock:
-        hit = _schemas.get(key)
+    hit = _schemas.get(key)  # one dict read: no lock needed
     if hit is not None:
         return hit
     begin = time.perf_counter()
@@ -254,14 +245,8 @@ class TokenTable:
         return sized & (nbytes == least)
 
 
-def _bit(position: int) -> int:
-    """The int32 value with only bit ``position`` set (bit 31 is the sign bit)."""
-    return -(1 << 31) if position == 31 else 1 << position
-
-
 # Token bitmasks are numpy int32 arrays [rows, words] in llguidance's layout (token ``t``: bit
-# ``t % 32`` of word ``t // 32``), unpacked as little-endian bytes in one pass (no import of
-# ``llguidance.torch``, whose ``torch.compile`` costs seconds the first time).
+# ``t % 32`` of word ``t // 32``); why not ``llguidance.torch``: docs/structured-output.md.
 
 
 def new_bitmask(rows: int, vocab_size: int) -> Any:
@@ -271,14 +256,17 @@ def new_bitmask(rows: int, vocab_size: int) -> Any:
     return np.full((rows, (vocab_size + 31) // 32), -1, dtype=np.int32)
 
 
+def _checked(bitmask: Any) -> Any:
+    """``bitmask`` itself, once it is known to be memory llguidance may write into."""
+    if bitmask.dtype != "int32" or not bitmask.flags.c_contiguous:
+        raise ConstraintError("a token bitmask must be a C-contiguous int32 array")
+    return bitmask
+
+
 def fill_bitmask(matcher: Any, bitmask: Any, row: int) -> None:
     """Write ``matcher``'s allowed next tokens into row ``row`` of ``bitmask`` (llguidance
     writes the whole row, with the GIL released)."""
-    import numpy as np
-
-    target = bitmask[row]
-    if target.dtype != np.int32 or not target.flags.c_contiguous:
-        raise ConstraintError("a token bitmask must be a C-contiguous int32 array")
+    target = _checked(bitmask[row])
     matcher.unsafe_compute_mask_ptr(target.ctypes.data, target.nbytes)
 
 
@@ -288,13 +276,10 @@ _executor: Any = None
 def fill_bitmasks(matchers: list[tuple[Any, int]], bitmask: Any) -> None:
     """Rows ``row`` of ``bitmask`` get the allowed next tokens of their ``matcher``, for every
     ``(matcher, row)`` pair, in one call to llguidance's executor (the GIL released)."""
-    import numpy as np
-
     global _executor
     if not matchers:
         return
-    if bitmask.dtype != np.int32 or not bitmask.flags.c_contiguous:
-        raise ConstraintError("a token bitmask must be a C-contiguous int32 array")
+    _checked(bitmask)
     with _lock:
         if _executor is None:
             import llguidance
@@ -325,9 +310,8 @@ def allowed_tokens(bitmask: Any, width: int) -> Any:
 def blocked_tokens(bitmask: Any, width: int) -> Any:
     """Torch bool [..., width]: True where ``bitmask`` forbids the token."""
     import numpy as np
-    import torch
 
-    return torch.from_numpy(_bits(np.invert(bitmask), width).view(bool))
+    return allowed_tokens(np.invert(bitmask), width)
 
 
 def simulate_closing(
@@ -421,26 +405,17 @@ def first_check(schema: CompiledSchema, budget: int) -> int:
 
 
 def next_check(used: int, needed: int, budget: int) -> int:
-    """The step of the next closing check after one at ``used`` found ``needed`` tokens: when
-    the slack could be used up, at least CHECK_EVERY steps on, but never so late that a closing
-    cost growing COST_GROWTH per token would no longer fit in the tokens left."""
+    """The step of the next closing check after one at ``used`` found ``needed`` tokens
+    (docs/structured-output.md, "Closing before the cap")."""
     slack = budget - SAFETY_MARGIN - used - needed
     latest = max(1, (budget - used - needed) // (1 + COST_GROWTH))
     return used + min(max(CHECK_EVERY, slack // (1 + COST_GROWTH)), latest)
 
 
 class SchemaLogitsProcessor:
-    """A ``transformers`` logits processor keeping rows of a batch inside their schema; one
-    instance per ``generate`` call.
-
-    ``schemas``: one compiled schema for every row, or one per row (None: that row is free).
-    ``max_new_tokens`` (one limit or one per row, as given to ``generate``): once the simulated
-    closing cost no longer fits a row's remaining budget, the row switches to closing mode.
-    Masked (the default, needed for sampling): every live row gets its whole token mask each
-    step; a finished row may only end (EOS). ``greedy`` (this processor last): the processor
-    picks each row's token itself, masking the row only when the grammar refuses its
-    best-scored token; the argmax, hence the text, is the masked path's. If ``generate`` takes
-    another token after all, the next call rolls the pick back and consumes that one."""
+    """A ``transformers`` logits processor keeping rows of a batch inside their schema (one, or
+    one per row; None: free), closing each before its ``max_new_tokens``; one per ``generate``
+    call. ``greedy``: it must be the last processor (docs/structured-output.md)."""
 
     def __init__(
         self,
@@ -451,10 +426,7 @@ class SchemaLogitsProcessor:
         self.schemas = schemas
         self.max_new_tokens = max_new_tokens
         self.greedy = greedy
-        self.matchers: list[Any] = []
         self.started = False
-        self.finished: list[bool] = []
-        self.closing: list[bool] = []
         #: closing-cost simulations run so far (all rows), for diagnostics
         self.checks = 0
         #: rows whose mask was made, summed over steps (greedy: the rows whose best token the
@@ -477,7 +449,7 @@ class SchemaLogitsProcessor:
             raise ConstraintError(f"{len(budgets)} token limits for a batch of {batch} rows")
         self.row_schemas = per_row
         self.budgets: list[int | None] = list(budgets)
-        self.matchers = [s.matcher() if s is not None else None for s in per_row]
+        self.matchers: list[Any] = [s.matcher() if s is not None else None for s in per_row]
         self.finished = [False] * batch
         self.closing = [False] * batch
         self.queues: list[list[int]] = [[] for _ in range(batch)]
@@ -496,9 +468,10 @@ class SchemaLogitsProcessor:
         """The object is complete: from now on only an end token may follow."""
         self.finished[row] = True
         self._ending.append(row)
-        self.bitmask[row] = 0
+        words = self.bitmask[row].view("uint32")  # bit 31 as any other, not as the sign
+        words[:] = 0
         for eos in self.eos_ids:
-            self.bitmask[row, eos // 32] |= _bit(eos % 32)
+            words[eos // 32] |= 1 << (eos % 32)
 
     def _update_closing(self, row: int) -> None:
         budget, check_at = self.budgets[row], self.check_at[row]

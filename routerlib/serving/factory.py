@@ -1,9 +1,7 @@
-"""The one place that decides how a checkpoint is served, and the only constructor of predictors.
-
-Kinds are registered as lazy ``"module:Class"`` strings (lm-evaluation-harness's model registry),
-so local serving never loads a Google SDK and a Vertex path never loads torch. Doors: :func:`make`
-(a kind and its target), :func:`kind_of` (an ``--endpoint`` address), :func:`for_run` /
-:func:`open_predictor` (a run's settings). Adding a backend: docs/serving.md.
+"""The one place that decides how a checkpoint is served, and the only constructor of predictors:
+kinds registered as lazy ``"module:Class"`` strings (lm-evaluation-harness's model registry), so
+local serving never loads a Google SDK and a Vertex path never loads torch. Doors and adding a
+backend: docs/serving.md.
 """
 
 from __future__ import annotations
@@ -12,7 +10,6 @@ import contextlib
 import contextvars
 import importlib
 import re
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
@@ -20,7 +17,7 @@ from urllib.parse import urlsplit
 from routerlib.errors import InputError
 from routerlib.serving.base import Predictor
 from routerlib.serving.client import public_url
-from routerlib.serving.settings import VertexSettings
+from routerlib.serving.settings import PLACE, VertexSettings
 
 #: Serving kind -> the class that serves it, imported on first use.
 REGISTRY: dict[str, str] = {
@@ -39,12 +36,9 @@ building: contextvars.ContextVar[str | None] = contextvars.ContextVar("building"
 
 def predictor_class(kind: str) -> type[Any]:
     """The class registered for ``kind`` (its module is imported now)."""
-    try:
-        module, _, name = REGISTRY[kind].partition(":")
-    except KeyError:
-        raise InputError(
-            f"serving kind {kind!r}: not one of {', '.join(sorted(REGISTRY))}"
-        ) from None
+    if kind not in REGISTRY:
+        raise InputError(f"serving kind {kind!r}: not one of {', '.join(sorted(REGISTRY))}")
+    module, _, name = REGISTRY[kind].partition(":")
     cls: type[Any] = getattr(importlib.import_module(module), name)
     return cls
 
@@ -61,14 +55,9 @@ def make(kind: str, target: str, **options: Any) -> Predictor:
     return predictor
 
 
-@contextlib.contextmanager
-def opened(kind: str, target: str, **options: Any) -> Iterator[Predictor]:
+def opened(kind: str, target: str, **options: Any) -> contextlib.closing[Predictor]:
     """:func:`make` for the length of a ``with`` block; closed when it ends (also on error)."""
-    predictor = make(kind, target, **options)
-    try:
-        yield predictor
-    finally:
-        predictor.close()
+    return contextlib.closing(make(kind, target, **options))
 
 
 _VERTEX_ENDPOINT = re.compile(r"projects/[^/]+/locations/[^/]+/endpoints/[^/]+")
@@ -117,9 +106,7 @@ def address_options(
     else:
         options["extra"] = extra
     if kind == "endpoint":
-        options["project"] = settings.project or None
-        options["location"] = settings.location or None
-        options["api_endpoint"] = settings.api_endpoint or None
+        options |= {k: getattr(settings, k) or None for k in PLACE}
     return options
 
 
@@ -151,10 +138,8 @@ def for_address(cfg: Any, address: str) -> ServingSpec:
 def for_run(
     cfg: Any, checkpoint: str, *, params_file: str = "params", scoring: bool = False
 ) -> ServingSpec:
-    """How a run (a RunConfig) serves ``checkpoint``: its ``endpoint`` address; a batch job
-    (``eval_mode: batch``); the local HTTP server (local backend); an endpoint deployed for the
-    predictor's life (vertex backend). ``scoring``: each checkpoint itself, whatever
-    ``endpoint`` and ``eval_mode`` say."""
+    """How a run (a RunConfig) serves ``checkpoint`` (docs/serving.md, "The factory");
+    ``scoring``: each checkpoint itself, whatever ``endpoint`` and ``eval_mode`` say."""
     if cfg.endpoint and not scoring:
         return for_address(cfg, cfg.endpoint)
     settings = VertexSettings.from_config(cfg)
@@ -178,12 +163,10 @@ def make_spec(spec: ServingSpec) -> Predictor:
     return make(spec.kind, spec.target, **spec.options)
 
 
-@contextlib.contextmanager
 def open_predictor(
     cfg: Any, checkpoint: str, *, params_file: str = "params", scoring: bool = False
-) -> Iterator[Predictor]:
+) -> contextlib.closing[Predictor]:
     """The predictor a run's settings ask for (:func:`for_run`), for the length of the block;
     whatever it started (a server, an endpoint) is cleaned up when the block ends."""
     spec = for_run(cfg, checkpoint, params_file=params_file, scoring=scoring)
-    with opened(spec.kind, spec.target, **spec.options) as predictor:
-        yield predictor
+    return opened(spec.kind, spec.target, **spec.options)

@@ -1,12 +1,6 @@
-"""Deploy hardware that fits: accelerator memory per type, the checkpoint's size, the fit check,
-(Vertex's own recommendations are ``serving.vertex.deploy_options``).
-
-Accelerator memory (GB of device memory per accelerator) is read from Google Cloud's GPU
-machine-type page ("GPU machine types", Compute Engine docs: G2 = L4 24 GB, A2 = A100 40/80 GB,
-A3 = H100 80 GB, A3 Ultra = H200 141 GB, A4 = B200 180 GB, N1 = T4/V100 16 GB, P100 16 GB,
-P4 8 GB). A checkpoint fits when its weights take at most ``WEIGHT_SHARE`` (80 %) of the
-machine's accelerator memory: the vLLM serving container claims 90 % of device memory by default
-(``--gpu-memory-utilization 0.9``) and what the weights leave of that must hold the KV cache.
+"""Deploy hardware that fits: accelerator memory per type (Google Cloud "GPU machine types",
+Compute Engine docs), the checkpoint's size, the fit check (weights may take ``WEIGHT_SHARE`` of
+the accelerator memory: docs/serving.md, "Hardware that fits").
 """
 
 from __future__ import annotations
@@ -119,18 +113,16 @@ def fits(weights: int, hardware: Hardware) -> bool | None:
 
 
 def known_shapes() -> list[Hardware]:
-    """The deploy shapes of the model contracts (``routerlib.models``: each read from a Google
-    notebook that deploys the model), smallest accelerator memory first: what a refused deploy
-    offers instead."""
+    """The deploy shapes of the model contracts, smallest accelerator memory first: what a
+    refused deploy offers instead."""
     rows = {d for c in models.CONTRACTS.values() for d in (c.deploy, *c.deploy_alternatives)}
     shapes = {Hardware.of(d) for d in rows}
     return sorted(shapes, key=lambda h: (h.memory_gb() or 0, h.machine_type))
 
 
 def check_fit(checkpoint_uri: str, hardware: Hardware, client: Any = None) -> int | None:
-    """Refuse (InputError, before any deploy request) a machine whose accelerator memory is known
-    to be too small for the checkpoint, listing shapes that fit; returns the size. A size that
-    cannot be read here is not refused: a warning says the fit was not checked."""
+    """Refuse (InputError) a machine known to be too small for the checkpoint, listing shapes
+    that fit; returns the size (None, with a warning, when it cannot be read)."""
     try:
         weights = checkpoint_bytes(checkpoint_uri, client)
     except RemoteError as exc:

@@ -1,14 +1,13 @@
 """Serve a checkpoint on this machine: batched generation (:class:`LocalPredictor`), the
-in-process serving kind (:class:`InProcessPredictor`) and an HTTP server speaking a vLLM-backed
-Vertex endpoint's predict JSON plus OpenAI-style ``/v1/completions`` (:class:`LocalServer`), so
-one client evaluates both. Concurrent requests are gathered into batches (a sliding window); a
-malformed request gets a 400-class JSON error, never a traceback. See docs/serving.md, "The local
-server and its limits".
+in-process serving kind (:class:`InProcessPredictor`) and an HTTP server speaking the predict
+JSON of a vLLM-backed Vertex endpoint plus OpenAI-style ``/v1/completions`` (:class:`LocalServer`).
+See docs/serving.md, "The local server and its limits".
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import queue
 import re
@@ -91,22 +90,18 @@ class LocalPredictor:
         self.tokenizer.padding_side = "left"
         if self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
-        self.eos_token_ids: list[int] = self._eos_ids()
+        config_eos = getattr(getattr(self.model, "generation_config", None), "eos_token_id", None)
+        ids = [config_eos] if isinstance(config_eos, int) else list(config_eos or [])
+        ids.append(self.tokenizer.eos_token_id)
+        self.eos_token_ids: list[int] = sorted({int(i) for i in ids if i is not None})
         #: The schema every prompt is constrained to unless a request names its own (None: free).
-        schema = completion_json_schema(generation=True) if constrained else None
-        self.default_schema: dict[str, Any] | None = schema
+        self.default_schema = completion_json_schema(generation=True) if constrained else None
         self._lock = threading.Lock()
 
     def compiled_schema(self, schema: dict[str, Any]) -> Any:
         """``schema`` compiled for this model's tokenizer (cached across calls)."""
         width = int(self.model.get_output_embeddings().weight.shape[0])
         return compiled(self.tokenizer, schema, vocab_size=width, eos_ids=self.eos_token_ids)
-
-    def _eos_ids(self) -> list[int]:
-        config_eos = getattr(getattr(self.model, "generation_config", None), "eos_token_id", None)
-        ids = [config_eos] if isinstance(config_eos, int) else list(config_eos or [])
-        ids.append(self.tokenizer.eos_token_id)
-        return sorted({int(i) for i in ids if i is not None})
 
     def generate(
         self,
@@ -115,23 +110,18 @@ class LocalPredictor:
         temperature: float = 0.0,
         schemas: Sequence[dict[str, Any] | None] | None = None,
     ) -> list[GenerationResult]:
-        """Complete every prompt. ``max_tokens`` is one limit or one per prompt; each sequence
-        stops at its own EOS or limit. Prompts run in left-padded batches of ``max_batch``.
-        ``schemas`` (one per prompt; None = free) constrains decoding to a JSON Schema; without
-        it every prompt uses :attr:`default_schema`."""
+        """Complete every prompt in batches of ``max_batch``, each at its own EOS or limit
+        (``max_tokens``: one, or one per prompt) and under its schema (``schemas``: one per
+        prompt, None = free; default :attr:`default_schema` for all)."""
         prompts = list(prompts)
-        if schemas is None:
-            schemas = [self.default_schema] * len(prompts)
-        schemas = list(schemas)
-        if len(schemas) != len(prompts):
-            raise InputError(f"schemas: {len(schemas)} schemas for {len(prompts)} prompts")
+        schemas = [self.default_schema] * len(prompts) if schemas is None else list(schemas)
         limits = [max_tokens] * len(prompts) if isinstance(max_tokens, int) else list(max_tokens)
-        if len(limits) != len(prompts):
-            raise InputError(f"max_tokens: {len(limits)} limits for {len(prompts)} prompts")
-        for i, prompt in enumerate(prompts):
+        for name, given in (("schemas", schemas), ("max_tokens", limits)):
+            if len(given) != len(prompts):
+                raise InputError(f"{name}: {len(given)} values for {len(prompts)} prompts")
+        for i, (prompt, limit) in enumerate(zip(prompts, limits, strict=True)):
             if not isinstance(prompt, str):
                 raise InputError(f"prompts[{i}]: must be a string")
-        for i, limit in enumerate(limits):
             if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
                 raise InputError(f"max_tokens[{i}]: must be a positive integer, got {limit!r}")
         if not isinstance(temperature, int | float) or temperature < 0:
@@ -193,14 +183,12 @@ class LocalPredictor:
         results = []
         for row, limit in enumerate(limits):
             new_tokens = output[row, input_ids.shape[1] :].tolist()[:limit]
-            finish, kept = "length", new_tokens
-            for pos, token in enumerate(new_tokens):
-                if token in eos:
-                    finish, kept, new_tokens = "stop", new_tokens[:pos], new_tokens[: pos + 1]
-                    break
+            end = next((pos for pos, token in enumerate(new_tokens) if token in eos), None)
+            finish, kept = ("length", new_tokens) if end is None else ("stop", new_tokens[:end])
             text = self.tokenizer.decode(kept, skip_special_tokens=True)
+            used = len(new_tokens) if end is None else end + 1  # the EOS token counts
             prompt_tokens = int(attention_mask[row].sum())
-            results.append(GenerationResult(text, prompt_tokens, len(new_tokens), seconds, finish))
+            results.append(GenerationResult(text, prompt_tokens, used, seconds, finish))
         return results
 
 
@@ -254,18 +242,12 @@ class InProcessPredictor:
         """Nothing to stop: the model is freed with the predictor."""
 
 
-# --------------------------------------------------------------------------- batching server
-
-
-#: The largest request body the server reads, in bytes; a larger one is refused with 413 before
-#: any of it is read. The size Vertex AI accepts for one online prediction request ("the payload
-#: limit size (currently, 1.5MB)", ``gcloud ai endpoints predict`` reference), so a request that
-#: works here is not refused by an endpoint for its size.
+#: The largest request body read, in bytes (a larger one: 413 before any of it is read): what
+#: Vertex AI accepts for one online prediction (source: docs/serving.md, "The local server").
 MAX_BODY_BYTES = 1_500_000
 #: Seconds a connection may stay silent (idle, or stalled mid-request) before it is closed.
 READ_TIMEOUT_S = 60.0
-#: google.rpc status names of the HTTP errors the server answers (any other 4xx:
-#: INVALID_ARGUMENT).
+#: google.rpc status names of the HTTP errors answered (any other 4xx: INVALID_ARGUMENT).
 _STATUS = {
     404: "NOT_FOUND",
     500: "INTERNAL",
@@ -372,14 +354,10 @@ class LocalServer:
         except OSError as exc:
             raise InputError(f"serve: cannot listen on {self.host}:{self.port}: {exc}") from None
         self._httpd.local = self
+        serve = functools.partial(self._httpd.serve_forever, poll_interval=0.05)
         self._threads = [
-            threading.Thread(target=self._work, name="routerlib-batcher", daemon=True),
-            threading.Thread(
-                target=self._httpd.serve_forever,
-                kwargs={"poll_interval": 0.05},
-                name="routerlib-http",
-                daemon=True,
-            ),
+            threading.Thread(target=target, name=f"routerlib-{name}", daemon=True)
+            for target, name in ((self._work, "batcher"), (serve, "http"))
         ]
         for thread in self._threads:
             thread.start()
@@ -470,11 +448,7 @@ class LocalServer:
             while len(batch) < self.max_batch:
                 remaining = min(latest + self.batch_window, cap) - time.monotonic()
                 try:
-                    item = (
-                        self._queue.get(timeout=remaining)
-                        if remaining > 0
-                        else self._queue.get_nowait()
-                    )
+                    item = self._queue.get(timeout=max(0.0, remaining))  # 0: only what is queued
                 except queue.Empty:
                     break
                 if item is _STOP:
@@ -546,9 +520,8 @@ class _Handler(BaseHTTPRequestHandler):
         self._reply(status, {"error": {"code": status, "message": message, "status": state}})
 
     def _body(self) -> bytes:
-        """The request body (``Content-Length`` bytes; none without the header). Refused
-        (:class:`_Refused`): a length that is not a byte count, two lengths, a chunked
-        body, more than MAX_BODY_BYTES, or a body that ends early."""
+        """The request body (``Content-Length`` bytes; none without the header), or
+        :class:`_Refused` (docs/serving.md, "The local server and its limits")."""
         if self.headers.get("Transfer-Encoding"):
             raise _Refused(411, "Transfer-Encoding (chunked) is not read; send Content-Length")
         values = {v.strip() for v in self.headers.get_all("Content-Length") or []}
@@ -579,16 +552,6 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(payload)
 
-    def _complete(self, instances: list[Instance]) -> list[GenerationResult] | None:
-        """The results, or None once an error was answered."""
-        try:
-            return self.local.complete(instances)
-        except TimeoutError as exc:
-            self._error(504, str(exc))
-        except RuntimeError as exc:
-            self._error(503 if "shutting down" in str(exc) else 500, str(exc))
-        return None
-
     def do_GET(self) -> None:  # noqa: N802
         path = urlsplit(self.path).path
         if path in ("/health", "/"):
@@ -605,9 +568,11 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             body = self._body()
             if path == "/v1/completions":
-                self._completions(body)
+                self._answer(
+                    body, parse_completions_body, self._completions, "invalid_request_error"
+                )
             elif PREDICT_PATH.fullmatch(path):
-                self._predict(body)
+                self._answer(body, parse_predict_body, self._predictions)
             else:
                 self._error(404, f"no route POST {path}")
         except _Refused as refused:
@@ -617,57 +582,59 @@ class _Handler(BaseHTTPRequestHandler):
         except Exception as exc:  # a bug: one JSON error, the server keeps serving
             self._error(500, f"internal error: {type(exc).__name__}: {exc}", close=True)
 
-    def _predict(self, body: bytes) -> None:
+    def _answer(
+        self,
+        body: bytes,
+        parse: Callable[[bytes], list[Instance]],
+        answer: Callable[[list[Instance], list[GenerationResult]], dict[str, Any]],
+        state: str = "",
+    ) -> None:
+        """Parse a request (400 naming its first bad field), generate, reply with ``answer``."""
         try:
-            instances = parse_predict_body(body)
+            instances = parse(body)
         except ValueError as exc:
-            self._error(400, str(exc))
+            self._error(400, str(exc), state)
             return
-        results = self._complete(instances)
-        if results is None:
-            return
+        try:
+            results = self.local.complete(instances)
+        except TimeoutError as exc:
+            self._error(504, str(exc))
+        except RuntimeError as exc:
+            self._error(503 if "shutting down" in str(exc) else 500, str(exc))
+        else:
+            self._reply(200, answer(instances, results))
+
+    def _predictions(
+        self, instances: list[Instance], results: list[GenerationResult]
+    ) -> dict[str, Any]:
         pairs = zip(instances, results, strict=True)
         usage = [
             {k: v for k, v in asdict(r).items() if k not in ("text", "seconds")} for r in results
         ]
-        self._reply(
-            200,
-            {
-                "predictions": [format_prediction(i, r.text) for i, r in pairs],
-                "deployedModelId": self.local.endpoint_id,
-                "model": self.local.model_id,
-                "modelDisplayName": str(self.local.checkpoint_dir),
-                # Not sent by Vertex's vLLM containers; clients may use it when present.
-                "metadata": {"usage": usage},
-            },
-        )
+        return {
+            "predictions": [format_prediction(i, r.text) for i, r in pairs],
+            "deployedModelId": self.local.endpoint_id,
+            "model": self.local.model_id,
+            "modelDisplayName": str(self.local.checkpoint_dir),
+            # Not sent by Vertex's vLLM containers; clients may use it when present.
+            "metadata": {"usage": usage},
+        }
 
-    def _completions(self, body: bytes) -> None:
-        try:
-            instances = parse_completions_body(body)
-        except ValueError as exc:
-            self._error(400, str(exc), "invalid_request_error")
-            return
-        results = self._complete(instances)
-        if results is None:
-            return
-        used = (sum(r.prompt_tokens for r in results), sum(r.completion_tokens for r in results))
+    def _completions(
+        self, instances: list[Instance], results: list[GenerationResult]
+    ) -> dict[str, Any]:
+        usage = {
+            k: sum(getattr(r, k) for r in results) for k in ("prompt_tokens", "completion_tokens")
+        }
         choices = [
             {"index": n, "text": r.text, "finish_reason": r.finish_reason, "logprobs": None}
             for n, r in enumerate(results)
         ]
-        self._reply(
-            200,
-            {
-                "id": f"cmpl-{time.time_ns()}",
-                "object": "text_completion",
-                "created": int(time.time()),
-                "model": self.local.model_id,
-                "choices": choices,
-                "usage": {
-                    "prompt_tokens": used[0],
-                    "completion_tokens": used[1],
-                    "total_tokens": sum(used),
-                },
-            },
-        )
+        return {
+            "id": f"cmpl-{time.time_ns()}",
+            "object": "text_completion",
+            "created": int(time.time()),
+            "model": self.local.model_id,
+            "choices": choices,
+            "usage": {**usage, "total_tokens": sum(usage.values())},
+        }

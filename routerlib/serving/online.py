@@ -1,14 +1,12 @@
 """Online prediction: prompts through a transport, ``concurrency`` requests in flight
-(``concurrent.futures``), each retried under the one retry policy (``serving.client``).
-
-The serving kinds that answer request by request are subclasses that only choose the transport:
-a ``:predict`` URL, an OpenAI-compatible URL, a Vertex endpoint, a checkpoint deployed to its own
-Vertex endpoint for the predictor's life, and the local HTTP server.
+(``concurrent.futures``), each retried under the one retry policy (``serving.client``). The
+kinds that answer request by request are subclasses that only choose the transport.
 """
 
 from __future__ import annotations
 
 import contextlib
+import itertools
 import threading
 from collections.abc import Iterator, Mapping
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
@@ -22,7 +20,7 @@ from routerlib.serving import vertex
 from routerlib.serving.base import Completion, Result
 from routerlib.serving.client import BACKOFF_S, Stopped, call_with_retries, retry_policy
 from routerlib.serving.local import LocalServer, checkpoint_name
-from routerlib.serving.settings import VertexSettings
+from routerlib.serving.settings import PLACE, VertexSettings
 from routerlib.serving.transports import (
     OpenAIClient,
     PredictClient,
@@ -37,9 +35,8 @@ DEFAULT_RETRIES = 5
 
 class OnlinePredictor:
     """Request by request through ``transport`` (a subclass makes its ``transport_class`` from
-    a target and the options not its own) with bounded concurrency and retries. A row failing
-    for good stops the run: nothing more is sent, requests in flight finish and are yielded, and
-    a RemoteError names the lowest such row; any other error is raised as it is."""
+    a target) with bounded concurrency and retries. A row failing for good stops the run: what
+    is in flight finishes and is yielded, then the lowest such row's error is raised."""
 
     kind = "client"
     mode = "endpoint"
@@ -57,8 +54,7 @@ class OnlinePredictor:
     ) -> None:
         if concurrency < 1:
             raise InputError(f"concurrency must be >= 1, got {concurrency}")
-        if retries < 0:
-            raise InputError(f"retries must be >= 0, got {retries}")
+        retry_policy(retries, backoff_s)  # refuses retries < 0 now, not at the first row
         if isinstance(transport, str):  # a subclass's target
             self.transport: Transport = self.transport_class(transport, **transport_options)
         else:
@@ -108,11 +104,9 @@ class OnlinePredictor:
         def submit() -> None:
             """Keep twice ``concurrency`` rows queued, so no worker waits for the next one (and
             waiting on them stays cheap however many rows there are)."""
-            while not errors and len(rows) < 2 * self.concurrency:
-                item = next(todo, None)
-                if item is None:
-                    return
-                rows[pool.submit(ask, item[1])] = item[0]
+            if not errors:
+                for index, prompt in itertools.islice(todo, 2 * self.concurrency - len(rows)):
+                    rows[pool.submit(ask, prompt)] = index
 
         try:
             submit()
@@ -191,19 +185,10 @@ class LocalServerPredictor(OnlinePredictor):
     kind = "local-server"
     transport_class = PredictClient
 
-    def __init__(
-        self,
-        checkpoint: str,
-        *,
-        max_batch: int = 16,
-        host: str = "127.0.0.1",
-        port: int = 0,
-        constrained: bool = False,
-        **options: Any,
-    ) -> None:
-        server = LocalServer(
-            checkpoint, host=host, port=port, max_batch=max_batch, constrained=constrained
-        )
+    def __init__(self, checkpoint: str, *, max_batch: int = 16, **options: Any) -> None:
+        """``host``, ``port`` and ``constrained`` go to the server, the rest to OnlinePredictor."""
+        served = {k: options.pop(k) for k in ("host", "port", "constrained") if k in options}
+        server = LocalServer(checkpoint, max_batch=max_batch, **served)
         with contextlib.ExitStack() as stack:
             self.server = stack.enter_context(server)
             super().__init__(server.endpoint_url, name=checkpoint_name(checkpoint), **options)
@@ -233,14 +218,8 @@ class DeployedPredictor(EndpointPredictor):
             self.deployment = d = stack.enter_context(
                 vertex.deployed(checkpoint, settings, base_model=base_model)
             )
-            super().__init__(
-                d.endpoint_name,
-                project=d.project,
-                location=d.location,
-                api_endpoint=d.api_endpoint,
-                extra=extra,
-                **options,
-            )
+            cloud = {k: getattr(d, k) for k in PLACE}
+            super().__init__(d.endpoint_name, extra=extra, **cloud, **options)
             self._started = stack.pop_all()
         # the checkpoint names the model: a redeploy to resume a run reads the same cache
         self.name = f"vertex:{checkpoint}" + extra_tag(dict(extra or {}))

@@ -12,6 +12,8 @@ from routerlib.serving import hardware as hw
 
 #: Where endpoints live by default (RunConfig ``deploy_location``, a region, never global).
 DEFAULT_LOCATION: str = run_default("deploy_location")
+#: The fields that say where a Vertex resource lives (of settings, a deployment, a record).
+PLACE = ("project", "location", "api_endpoint")
 
 
 @dataclass(frozen=True)

@@ -61,6 +61,7 @@ class PredictClient:
         self.name += CONSTRAINED_SUFFIX if schema else ""
         self._http = JsonClient(url, timeout, token=auth.headers_for(url), keepalive=keepalive)
         self._path = path_of(url)
+        self.label = self._http.label
 
     def instance(
         self, prompt: str, max_tokens: int, schema: dict[str, Any] | None = None
@@ -73,14 +74,16 @@ class PredictClient:
         self, prompt: str, max_tokens: int, schema: dict[str, Any] | None = None
     ) -> Completion:
         start = time.perf_counter()
-        body = self._http.request(
-            "POST", self._path, {"instances": [self.instance(prompt, max_tokens, schema)]}
-        )
-        latency = time.perf_counter() - start
+        preds = self._predictions(self.instance(prompt, max_tokens, schema))
+        return Completion(prediction_text(preds[0], self.label), time.perf_counter() - start)
+
+    def _predictions(self, instance: dict[str, Any]) -> list[Any]:
+        """The predictions (at least one) answering ``instance``."""
+        body = self._http.request("POST", self._path, {"instances": [instance]})
         preds = body.get("predictions") if isinstance(body, dict) else None
         if not isinstance(preds, list) or not preds:
-            raise RemoteError(f"{self._http.label}: answer has no predictions: {str(body)[:120]}")
-        return Completion(prediction_text(preds[0], self._http.label), latency)
+            raise RemoteError(f"{self.label}: answer has no predictions: {str(body)[:120]}")
+        return preds
 
     def close(self) -> None:
         self._http.close()
@@ -107,6 +110,7 @@ class OpenAIClient:
         key = os.environ.get("OPENAI_API_KEY")
         headers = {"Authorization": f"Bearer {key}"} if key else None
         self._http = JsonClient(self.base_url, timeout, headers, keepalive=keepalive)
+        self.label = self._http.label
         self._base_path = path_of(self.base_url).rstrip("/")
         self._model = model
         self._lock = threading.Lock()
@@ -121,9 +125,7 @@ class OpenAIClient:
                 data = body.get("data") if isinstance(body, dict) else None
                 ids = [m.get("id") for m in data or [] if isinstance(m, dict) and m.get("id")]
                 if not ids:
-                    raise RemoteError(
-                        f"{self._http.label}/models lists no model; pass a model name"
-                    )
+                    raise RemoteError(f"{self.label}/models lists no model; pass a model name")
                 self._model = str(ids[0])
             return self._model
 
@@ -137,10 +139,10 @@ class OpenAIClient:
         latency = time.perf_counter() - start
         choices = body.get("choices") if isinstance(body, dict) else None
         if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
-            raise RemoteError(f"{self._http.label}/completions: answer has no choices")
+            raise RemoteError(f"{self.label}/completions: answer has no choices")
         text = choices[0].get("text")
         if not isinstance(text, str):
-            raise RemoteError(f"{self._http.label}/completions: choice has no text")
+            raise RemoteError(f"{self.label}/completions: choice has no text")
         usage = body.get("usage") if isinstance(body.get("usage"), dict) else {}
         return Completion(text, latency, usage.get("prompt_tokens"), usage.get("completion_tokens"))
 
@@ -148,7 +150,7 @@ class OpenAIClient:
         self._http.close()
 
 
-class VertexEndpointClient:
+class VertexEndpointClient(PredictClient):
     """A Vertex AI endpoint (resource name ``projects/…/endpoints/…`` or a numeric id) through
     ``routerlib.serving.vertex.predict``; instances are the same vLLM form as PredictClient's."""
 
@@ -168,23 +170,19 @@ class VertexEndpointClient:
         self.cloud = {"project": project, "location": location, "api_endpoint": api_endpoint}
         self.timeout = timeout
         self.extra = dict(extra or {})
+        self.schema, self.label = None, endpoint
         self.name = endpoint + extra_tag(self.extra)
 
-    def complete(
-        self, prompt: str, max_tokens: int, schema: dict[str, Any] | None = None
-    ) -> Completion:
-        instance = predict_instance(prompt, max_tokens, self.extra, schema)
-        start = time.perf_counter()
+    def _predictions(self, instance: dict[str, Any]) -> list[Any]:
         try:
             preds = vertex.predict(self.endpoint, [instance], timeout=self.timeout, **self.cloud)
         except vertex.PredictError as exc:  # carries whether a retry may help
             if exc.retryable:
                 raise TransientError(str(exc)) from None
             raise
-        latency = time.perf_counter() - start
         if not preds:
             raise RemoteError(f"{self.endpoint}: answer has no predictions")
-        return Completion(prediction_text(preds[0], self.endpoint), latency)
+        return preds
 
     def close(self) -> None:
         """Nothing to release: the SDK keeps its own sessions."""

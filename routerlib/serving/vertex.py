@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
-import json
 import re
 import secrets
 import sys
@@ -23,8 +22,8 @@ from routerlib import atomic, auth
 from routerlib.errors import InputError, RemoteError
 from routerlib.paths import outputs_root
 from routerlib.serving import hardware as hw
-from routerlib.serving.client import is_retryable
-from routerlib.serving.settings import DEFAULT_LOCATION, VertexSettings
+from routerlib.serving.client import error_text, is_retryable
+from routerlib.serving.settings import DEFAULT_LOCATION, PLACE, VertexSettings
 
 REGISTRY_FILE = "endpoints.json"
 #: The key of the registry's list of deployments.
@@ -84,16 +83,12 @@ class PredictError(RemoteError):
 
 def _remote_error(action: str, exc: BaseException) -> RemoteError:
     code = getattr(exc, "code", None)
-    message = getattr(exc, "message", None) or str(exc)
-    message = " ".join(str(message).split())
+    message = " ".join(str(getattr(exc, "message", None) or exc).split())
     return RemoteError(f"{action}: {code} {message}" if code else f"{action}: {message}")
 
 
 def _now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-
-
-# --------------------------------------------------------------------------- registry
 
 
 def registry_path() -> Path:
@@ -116,8 +111,7 @@ def _mark_deleted(endpoint_name: str, models_deleted: bool = False) -> None:
     with atomic.update_registry(registry_path(), REGISTRY_KEY) as records:
         for record in records:
             if record.get("endpoint_name") == endpoint_name:
-                record["state"] = "deleted"
-                record["deleted_at"] = _now()
+                record.update(state="deleted", deleted_at=_now())
                 if models_deleted:
                     record["model_state"] = "deleted"
 
@@ -150,8 +144,6 @@ def _resolve(
         endpoint_name = f"projects/{project}/locations/{location}/endpoints/{endpoint_name}"
     return endpoint_name, project, location, api or ""
 
-
-# --------------------------------------------------------------------------- deploy / delete
 
 #: How long a deploy may take before routerlib stops waiting (the SDK's own default: 2 hours).
 DEFAULT_DEPLOY_TIMEOUT_S = 2 * 60 * 60
@@ -187,15 +179,11 @@ def deploy(
     *,
     base_model: str = "",
     endpoint_display_name: str | None = None,
-    model_display_name: str | None = None,
     deploy_timeout: float | None = None,
-    check_fit: bool = True,
 ) -> Deployment:
-    """Deploy a tuned checkpoint (``gs://…/checkpoints/final``) through Model Garden, record it,
-    and block until the endpoint serves. ``settings``: project, region, API address and machine
-    (unset: the base model's contract); a machine too small for the checkpoint is refused before
-    any request. The endpoint is recorded before the wait; a failed deploy is cleaned up at
-    once; Ctrl-C or the timeout leaves the record and names the cleanup command."""
+    """Deploy a tuned checkpoint (``gs://…/checkpoints/final``) through Model Garden on
+    ``settings``' machine (unset: the base model's contract, checked to fit) and block until it
+    serves. Recorded before the wait; what happens on failure: docs/serving.md, "Cleanup"."""
     if not checkpoint_uri.startswith("gs://"):
         raise InputError(f"{checkpoint_uri}: a Vertex deploy needs a gs:// checkpoint URI")
     count = settings.accelerator_count
@@ -205,8 +193,7 @@ def deploy(
     if not project:
         raise InputError("a Google Cloud project is required: pass --project (or set `project`)")
     chosen = settings.hardware(base_model)
-    if check_fit:
-        hw.check_fit(checkpoint_uri, chosen)
+    hw.check_fit(checkpoint_uri, chosen)
     display_name = endpoint_display_name or default_display_name()
     ids = resource_id(display_name)
     auth.init_vertex(project, location, api_endpoint)
@@ -220,7 +207,7 @@ def deploy(
     request.custom_model = types.DeployRequest.CustomModel(gcs_uri=checkpoint_uri)
     request.endpoint_config.endpoint_display_name = display_name
     request.endpoint_config.endpoint_user_id = ids
-    request.model_config.model_display_name = model_display_name or display_name
+    request.model_config.model_display_name = display_name
     request.model_config.model_user_id = ids
     request.deploy_config.dedicated_resources = types.DedicatedResources(
         machine_spec=types.MachineSpec(**asdict(chosen)), min_replica_count=1, max_replica_count=1
@@ -379,9 +366,9 @@ def cleanup(
     done: list[str] = []
     problems: list[str] = []
 
-    def remove(name: str, **where: Any) -> None:
+    def remove(name: str, models: list[str], **where: Any) -> None:
         try:
-            delete_endpoint(name, **where)
+            delete_endpoint(name, delete_models=models, **where)
             done.append(name)
         except RemoteError as exc:
             problems.append(f"{name}: {exc}")
@@ -392,25 +379,14 @@ def cleanup(
             model and record.get("model_state") == "present"
         ):
             continue
-        remove(
-            record["endpoint_name"],
-            project=record.get("project"),
-            location=record.get("location"),
-            api_endpoint=record.get("api_endpoint", ""),
-            delete_models=[model] if model else [],
-        )
+        where = {k: record.get(k) for k in PLACE}
+        remove(record["endpoint_name"], [model] if model else [], **where)
     for gca in _live_endpoints(project, location, api_endpoint) if project else []:
         ours = gca.display_name.startswith(NAME_PREFIX) or LABEL in gca.labels
         if ours and gca.name not in done:
             own_id = gca.name.rsplit("/", 1)[-1]
             models = [d.model for d in gca.deployed_models if d.model.rsplit("/", 1)[-1] == own_id]
-            remove(
-                gca.name,
-                project=project,
-                location=location,
-                api_endpoint=api_endpoint,
-                delete_models=models,
-            )
+            remove(gca.name, models, project=project, location=location, api_endpoint=api_endpoint)
     if problems:
         raise RemoteError(f"{len(problems)} endpoint(s) could not be cleaned up", problems)
     return done
@@ -457,12 +433,9 @@ def deployed(checkpoint_uri: str, settings: VertexSettings, **options: Any) -> I
         yield deployment
     finally:
         try:
+            cloud = {k: getattr(deployment, k) for k in PLACE}
             delete_endpoint(
-                deployment.endpoint_name,
-                delete_models=[deployment.model_name],
-                project=deployment.project,
-                location=deployment.location,
-                api_endpoint=deployment.api_endpoint,
+                deployment.endpoint_name, delete_models=[deployment.model_name], **cloud
             )
         except RemoteError as exc:
             raise RemoteError(
@@ -470,9 +443,6 @@ def deployed(checkpoint_uri: str, settings: VertexSettings, **options: Any) -> I
                 f"run `{CLEANUP_COMMAND}` (or `routerlib endpoints delete "
                 f"{deployment.endpoint_name}`)"
             ) from None
-
-
-# --------------------------------------------------------------------------- deploy options
 
 
 @dataclass(frozen=True)
@@ -527,8 +497,6 @@ def deploy_options(
     return [DeployOption(shape(s)) for s in response.specs]
 
 
-# --------------------------------------------------------------------------- predict
-
 _endpoint_cache: dict[tuple[str, str], Any] = {}
 _endpoint_cache_lock = threading.Lock()
 _STATUS_IN_TEXT = re.compile(r"Status code:\s*(\d{3})")
@@ -556,14 +524,7 @@ def dedicated_error(exc: ValueError) -> tuple[int | None, str] | None:
     if not match:
         return None if "prediction request" not in text else (None, text[:200])
     body = text.split("response:", 1)[1].strip().rstrip(".") if "response:" in text else ""
-    message = body
-    try:
-        parsed = json.loads(body)
-        error = parsed.get("error", parsed) if isinstance(parsed, dict) else parsed
-        message = error.get("message", body) if isinstance(error, dict) else str(error)
-    except ValueError:
-        pass
-    return int(match.group(1)), " ".join(str(message).split())[:200]
+    return int(match.group(1)), " ".join(error_text(body.encode()).split())
 
 
 def predict(

@@ -1,8 +1,6 @@
-"""The predict JSON, both ways: what routerlib sends (a prompt instance, or a chat-completions
-instance carrying the generation schema), what it reads back, and how the local server parses a
-request; one place, so the local server, the online transports and batch jobs agree. Model
-Garden's vLLM containers behind ``Endpoint.predict``: ``{"instances": [{"prompt", "max_tokens",
-"temperature", "raw_response"}]} -> {"predictions": ["..."]}`` (docs/structured-output.md).
+"""The predict JSON, both ways: what routerlib sends, what it reads back, and how the local
+server parses a request; one place, so the local server, the online transports and batch jobs
+agree (docs/structured-output.md, "Endpoints").
 """
 
 from __future__ import annotations
@@ -23,9 +21,8 @@ DEFAULT_MAX_TOKENS = 256
 CONSTRAINED_SUFFIX = "#constrained"
 
 #: The instance field and value that make Model Garden's vLLM predict handler read an instance
-#: as an OpenAI chat-completions request (``messages``, ``response_format``, …) and answer a
-#: chat completion object (vertex-ai-samples, community-content/vertex_model_garden/model_oss/
-#: vllm/vllm.patch; notebooks/community/model_garden/model_garden_llama_guard_deployment.ipynb).
+#: as an OpenAI chat-completions request and answer a chat completion object (sources, the
+#: vllm.patch of vertex-ai-samples and its Llama Guard notebook: docs/structured-output.md).
 REQUEST_FORMAT = "@requestFormat"
 CHAT_COMPLETIONS = "chatCompletions"
 
@@ -41,29 +38,17 @@ def predict_instance(
     extra: dict[str, Any] | None = None,
     schema: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The vLLM predict instance for ``prompt`` (greedy), the same for a local server, a Vertex
-    endpoint and a batch job; ``extra`` adds container fields. Free: a prompt instance (raw
-    text). With ``schema`` (in ``response_format``) or ``chat_template_kwargs`` in ``extra``: a
-    chat-completions instance, the one route of Model Garden's vLLM handler that reaches
-    structured outputs and applies a chat template (docs/structured-output.md, "Endpoints")."""
-    chat = schema is not None or "chat_template_kwargs" in (extra or {})
-    if not chat:
-        instance: dict[str, Any] = {
-            "prompt": prompt,
-            "max_tokens": max_tokens,
-            "temperature": 0,
-            "raw_response": True,
-        }
+    """The vLLM predict instance for ``prompt`` (greedy) of every predict route; ``extra`` adds
+    container fields. A prompt instance, or with ``schema`` or ``chat_template_kwargs`` a
+    chat-completions instance (docs/structured-output.md, "Endpoints")."""
+    greedy = {"max_tokens": max_tokens, "temperature": 0}
+    if schema is None and "chat_template_kwargs" not in (extra or {}):
+        instance: dict[str, Any] = {"prompt": prompt, **greedy, "raw_response": True}
     else:
-        instance = {
-            REQUEST_FORMAT: CHAT_COMPLETIONS,
-            "messages": [{"role": "user", "content": prompt}],
-            "max_tokens": max_tokens,
-            "temperature": 0,
-            **(openai_schema_fields(schema) if schema is not None else {}),
-        }
-    instance.update(extra or {})
-    return instance
+        messages = [{"role": "user", "content": prompt}]
+        instance = {REQUEST_FORMAT: CHAT_COMPLETIONS, "messages": messages, **greedy}
+        instance |= openai_schema_fields(schema) if schema is not None else {}
+    return instance | (extra or {})
 
 
 def extra_tag(extra: dict[str, Any]) -> str:
@@ -196,11 +181,7 @@ def parse_predict_body(body: bytes) -> list[Instance]:
         if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1:
             raise ValueError(f"{where}.max_tokens: must be a positive integer")
         temperature = item.get("temperature", 0.0)
-        if (
-            isinstance(temperature, bool)
-            or not isinstance(temperature, int | float)
-            or temperature < 0
-        ):
+        if type(temperature) not in (int, float) or temperature < 0:  # bool is not a number
             raise ValueError(f"{where}.temperature: must be a number >= 0")
         raw = item.get("raw_response", False)
         if not isinstance(raw, bool):
