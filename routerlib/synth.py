@@ -223,14 +223,11 @@ def _weighted(rng: random.Random, items: Sequence[tuple[Any, float]]) -> Any:
     return rng.choices(values, weights=weights, k=1)[0]
 
 
-def _query(
-    t: Tables, rng: random.Random, topic: Topic, difficulty: str, ctx: dict[str, Any]
-) -> str:
+def _query(t: Tables, rng: random.Random, difficulty: str, ctx: dict[str, Any]) -> str:
     p = t.phrases
     if difficulty == "introductory":
-        parts = [rng.choice(p.intro_openers), rng.choice(p.intro_asks)]
-        setting = rng.choice(p.settings)
-        parts[1] = parts[1].rstrip(".") + setting + "."
+        opener, ask = rng.choice(p.intro_openers), rng.choice(p.intro_asks)
+        parts = [opener, ask.rstrip(".") + rng.choice(p.settings) + "."]
     else:
         parts = [rng.choice(p.openers), rng.choice(p.math_asks)]
         parts.append(rng.choice(p.code_asks) + rng.choice(p.settings) + ".")
@@ -241,32 +238,24 @@ def _query(
     return text[0].upper() + text[1:]
 
 
-def _search_step(t: Tables, rng: random.Random, ctx: dict[str, Any]) -> str:
-    terms = ctx["search"]
-    extra = rng.choice(t.phrases.search_suffixes).format(**ctx)
-    site = rng.choice(t.phrases.search_sites)
-    mode = _weighted(rng, t.search_modes)
-    return f'/general-search(query="{site}{terms}{extra}", mode={mode})'
-
-
-def _math_step(t: Tables, rng: random.Random, ctx: dict[str, Any], second: bool) -> str:
-    if second:
+def _step(t: Tables, rng: random.Random, tool: str, ctx: dict[str, Any], second: bool) -> str:
+    """One route_plan step of ``tool`` (``second``: the tool's second step in the plan)."""
+    if tool == "/general-search":
+        extra = rng.choice(t.phrases.search_suffixes).format(**ctx)
+        site = rng.choice(t.phrases.search_sites)
+        mode = _weighted(rng, t.search_modes)
+        return f'/general-search(query="{site}{ctx["search"]}{extra}", mode={mode})'
+    if tool == "/math" and second:
         body = (
             f"Validate the empirical results from the code agent against {ctx['derivation']}. "
             f"Quantify the discrepancy using {ctx['metric_name']} and justify any deviation "
             "with the assumptions of the derivation."
         )
-    else:
+    elif tool == "/math":
         body = f"Derive {ctx['derivation']} for {ctx['subject']}. " + rng.choice(
             t.phrases.math_remarks
         )
-    return f"/math({body})"
-
-
-def _code_step(
-    t: Tables, rng: random.Random, topic: Topic, ctx: dict[str, Any], second: bool
-) -> str:
-    if second:
+    elif second:
         body = (
             f"Run an ablation of {ctx['implementation']} over {ctx['seeds']} seeds, logging "
             f"{ctx['metric_name']} and runtime, and export the tables."
@@ -274,10 +263,10 @@ def _code_step(
     else:
         body = (
             f"Implement {ctx['implementation']} in {ctx['framework']} for {ctx['subject']}. "
-            f"Track {ctx['metric_name']} and validate with {topic.check}."
+            f"Track {ctx['metric_name']} and validate with {ctx['check']}."
         )
-    suffix = rng.choice(t.phrases.code_suffixes)
-    return f"/code({body}{suffix})"
+    suffix = rng.choice(t.phrases.code_suffixes) if tool == "/code" else ""
+    return f"{tool}({body}{suffix})"
 
 
 def _rationale(t: Tables, plan: list[str], ctx: dict[str, Any]) -> str:
@@ -348,10 +337,8 @@ def _handoff(t: Tables, rng: random.Random, plan: list[str], ctx: dict[str, Any]
 def _todo(t: Tables, rng: random.Random, plan: list[str], ctx: dict[str, Any]) -> list[str]:
     items = []
     for tool in plan:
-        templates = t.phrases.todo[tool]
         count = 2 if rng.random() < 0.8 else 1
-        for template in templates[:count]:
-            items.append(f"- [ ] {tool}: {template.format(**ctx)}")
+        items += [f"- [ ] {tool}: {text.format(**ctx)}" for text in t.phrases.todo[tool][:count]]
     items.append(f"- [ ] /math: Check {ctx['check']} against the derivation.")
     if "/code" in plan and rng.random() < 0.7:
         items.append(
@@ -376,39 +363,26 @@ def _acceptance(rng: random.Random, ctx: dict[str, Any]) -> list[str]:
     return items
 
 
-def _guidance_text(t: Tables, rng: random.Random, ctx: dict[str, Any], role: str) -> str:
-    if role == "computation":
-        return f"Calculate {ctx['metric_name']} as {ctx['metric_formula']}."
-    return rng.choice(t.phrases.guidance).format(**ctx)
-
-
 def _metrics(t: Tables, rng: random.Random, ctx: dict[str, Any]) -> dict[str, Any]:
-    shape = _weighted(rng, t.metrics_shapes)
+    share = t.dict_value_share
     out: dict[str, Any] = {}
-    for key in shape:
+    for key in _weighted(rng, t.metrics_shapes):
         if key == "primary":
             out[key] = [t.phrases.primary_metric]
         elif key == "secondary":
             out[key] = [t.phrases.secondary_metric]
         elif key.endswith("_computation"):
-            out[key] = _guidance_text(t, rng, ctx, "computation")
+            out[key] = f"Calculate {ctx['metric_name']} as {ctx['metric_formula']}."
         elif key.endswith("_description"):
             out[key] = f"{ctx['metric_name'][0].upper()}{ctx['metric_name'][1:]}, reported per run."
-        elif key.endswith("_guidance") and key not in t.dict_value_share:
-            out[key] = _guidance_text(t, rng, ctx, "guidance")
-        elif rng.random() < t.dict_value_share.get(key, 0.0):
+        elif (key.endswith("_guidance") and key not in share) or rng.random() >= share.get(key, 0):
+            out[key] = rng.choice(t.phrases.guidance).format(**ctx)
+        else:  # an object, in the share the original rows hold one
             out[key] = {
                 ctx["metric_key"]: f"{ctx['metric_formula']}.",
                 "runtime_seconds": "Wall-clock time of the full experiment on one machine.",
             }
-        else:
-            out[key] = _guidance_text(t, rng, ctx, "guidance")
     return out
-
-
-def _slug(text: str) -> str:
-    words = "".join(ch if ch.isalnum() else " " for ch in text.lower()).split()
-    return "_".join(words[:3]) or "experiment"
 
 
 def _make_row(t: Tables, rng: random.Random, index: int, seen: set[bytes]) -> dict[str, Any]:
@@ -438,27 +412,20 @@ def _make_row(t: Tables, rng: random.Random, index: int, seen: set[bytes]) -> di
             "seeds": rng.choice((3, 5, 10, 20)),
         }
         ctx["setting"] = rng.choice(t.phrases.settings).format(**ctx)
-        query = _query(t, rng, topic, difficulty, ctx)
+        query = _query(t, rng, difficulty, ctx)
         key = hashlib.blake2b(query.encode("utf-8"), digest_size=12).digest()
         if key not in seen:
             seen.add(key)
             break
     else:  # pragma: no cover - 100 collisions in a row cannot happen with these vocabularies
         raise RuntimeError("could not compose a new query")
-    ctx["slug"] = _slug(ctx["implementation"])
+    words = "".join(ch if ch.isalnum() else " " for ch in ctx["implementation"].lower()).split()
+    ctx["slug"] = "_".join(words[:3]) or "experiment"
 
-    plan: list[str] = []
-    for i, tool in enumerate(plan_tools):
-        second = tool in plan_tools[:i]
-        if tool == "/general-search":
-            plan.append(_search_step(t, rng, ctx))
-        elif tool == "/math":
-            plan.append(_math_step(t, rng, ctx, second))
-        else:
-            plan.append(_code_step(t, rng, topic, ctx, second))
+    plan = [_step(t, rng, tool, ctx, tool in plan_tools[:i]) for i, tool in enumerate(plan_tools)]
 
     tag_count = rng.choices((2, 3, 4), weights=(3, 92, 5))[0]
-    tags = list(topic.tags[: min(tag_count, len(topic.tags))])
+    tags = list(topic.tags[:tag_count])
     if tag_count == 4:
         tags.append(rng.choice(t.topics).tags[0])
         tags = list(dict.fromkeys(tags))
@@ -500,9 +467,8 @@ def generate_rows(n: int, seed: int) -> Iterator[dict[str, Any]]:
         raise InputError(f"--rows must be at least 0, got {n}")
     rng = random.Random(f"routerlib-synth:{seed}")
     seen: set[bytes] = set()
-    t = tables()
     for index in range(n):
-        yield _make_row(t, rng, index, seen)
+        yield _make_row(tables(), rng, index, seen)
 
 
 def write_rows(path: str | os.PathLike[str], n: int, seed: int) -> Path:
