@@ -110,12 +110,6 @@ def _split_rows(order: list[int], sizes: dict[str, int]) -> dict[str, list[int]]
     return {name: order[cuts[i] : cuts[i + 1]] for i, name in enumerate(SPLITS)}
 
 
-def _name_lines(numbers: list[int]) -> str:
-    shown = ", ".join(str(n) for n in numbers[:MAX_NAMED_LINES])
-    more = len(numbers) - MAX_NAMED_LINES
-    return shown + (f" (and {more} more)" if more > 0 else "")
-
-
 def _capped(lines: list[str], label: str, more: str) -> list[str]:
     """The first MAX_NAMED_LINES of ``lines`` and one line counting the rest."""
     extra = len(lines) - MAX_NAMED_LINES
@@ -152,9 +146,11 @@ def _warnings(
         scan.line_numbers[i] for i in range(scan.rows) if scan.est_tokens[i] > max_seq_len
     ]
     if long_lines:
+        more = len(long_lines) - MAX_NAMED_LINES
         out.append(
             f"{label}: {len(long_lines)} example(s) exceed --max-seq-len {max_seq_len} estimated "
-            f"tokens{limit_note} on line(s) {_name_lines(long_lines)}"
+            f"tokens{limit_note} on line(s) {', '.join(map(str, long_lines[:MAX_NAMED_LINES]))}"
+            + (f" (and {more} more)" if more > 0 else "")
         )
     return out
 
@@ -282,24 +278,21 @@ def prepare(
     if gcs_prefix is not None:
         storage.check_bucket(gcs_prefix)
 
+    input_info: dict[str, Any] = {"embedded": input_path is None}
     if input_path is None:
         rows_n = synth_rows or synth.DEFAULT_ROWS
         seed_n = synth.DEFAULT_SEED if synth_seed is None else synth_seed
         source = synth.write_rows(out_dir / synth.EMBEDDED_FILE, rows_n, seed_n)
-        label = str(source)
-        input_info: dict[str, Any] = {"embedded": True, "synth_rows": rows_n, "synth_seed": seed_n}
+        input_info.update(synth_rows=rows_n, synth_seed=seed_n)
     elif storage.is_gcs_uri(input_path):
-        uri = str(input_path)
+        uri = input_info["uri"] = str(input_path)
         storage.parse_gcs_uri(uri, allow_empty_path=False)
         source = storage.download_file(uri, out_dir / ("input-" + uri.rsplit("/", 1)[-1]))
-        label = uri
-        input_info = {"embedded": False, "uri": uri}
     else:
         source = Path(input_path)
-        label = str(input_path)
         if not source.is_file():
-            raise InputError(f"{label}: input file not found")
-        input_info = {"embedded": False}
+            raise InputError(f"{input_path}: input file not found")
+    label = str(source if input_path is None else input_path)
 
     out_dir.mkdir(parents=True, exist_ok=True)
     n_workers = (

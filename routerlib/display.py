@@ -117,9 +117,8 @@ def headline_board(board: pd.DataFrame) -> pd.DataFrame:
         rec: dict[str, Any] = {"router": label, "run": str(row.get("run")), "gate": gate_cell(row)}
         for metric in DECIDING_METRICS:
             rec[SHORT_NAMES.get(metric, metric)] = with_interval(row, metric)
-        cost = row.get("cost_usd")
+        cost, latency = row.get("cost_usd"), row.get("latency_p95_s")
         rec["tuning cost"] = MISSING if missing(cost) else f"${cost:,.2f}"
-        latency = row.get("latency_p95_s")
         rec["latency p95"] = MISSING if missing(latency) else f"{latency:.2f} s"
         rows.append(rec)
     return pd.DataFrame(rows)
@@ -248,9 +247,8 @@ class HTMLTable:
         return readable(self.frame).to_string(index=self.index)
 
 
-def whole(frame: pd.DataFrame, index: bool = False) -> HTMLTable:
-    """``frame`` for a notebook cell's last line: every row and column, rounded."""
-    return HTMLTable(frame, index=index)
+#: ``whole(frame)`` for a notebook cell's last line: every row and column, rounded.
+whole = HTMLTable
 
 
 def runs_table(runs: Iterable[Any]) -> pd.DataFrame:
