@@ -98,18 +98,6 @@ def _check_flags(
         raise InputError("invalid prepare options: " + "; ".join(problems))
 
 
-def split_sizes(n: int, val_ratio: float, test_ratio: float) -> dict[str, int]:
-    """Rows per split exactly as the original: val = int(n*val_ratio), test = int(n*test_ratio)."""
-    val, test = int(n * val_ratio), int(n * test_ratio)
-    return {"train": n - val - test, "validation": val, "test": test}
-
-
-def _split_rows(order: list[int], sizes: dict[str, int]) -> dict[str, list[int]]:
-    """The row indices of each split: train first, then validation, then test."""
-    cuts = [0, *itertools.accumulate(sizes[name] for name in SPLITS)]
-    return {name: order[cuts[i] : cuts[i + 1]] for i, name in enumerate(SPLITS)}
-
-
 def _capped(lines: list[str], label: str, more: str) -> list[str]:
     """The first MAX_NAMED_LINES of ``lines`` and one line counting the rest."""
     extra = len(lines) - MAX_NAMED_LINES
@@ -313,10 +301,12 @@ def prepare(
             raise InputError(f"{label}: no rows (the file is empty or holds only blank lines)")
 
         n = scan.rows
-        sizes = split_sizes(n, val_ratio, test_ratio)
+        val, test = int(n * val_ratio), int(n * test_ratio)  # as the original
+        sizes = {"train": n - val - test, "validation": val, "test": test}
         order = list(range(n))
         random.Random(seed).shuffle(order)
-        splits = _split_rows(order, sizes)
+        cuts = [0, *itertools.accumulate(sizes.values())]  # train, then validation, then test
+        splits = {name: order[cuts[i] : cuts[i + 1]] for i, name in enumerate(SPLITS)}
         note = f" ({base_model}, {tuning_mode})" if max_seq_len is None else ""
         warnings = _warnings(scan, duplicates, label, splits, limit_seq, note)
         if strict and warnings:

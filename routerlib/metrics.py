@@ -619,25 +619,15 @@ def gate_line(results: dict[str, Any] | None, limit: int = 6) -> str:
     if not isinstance(results, dict) or "overall_pass" not in results:
         return "gate: not checked"
     failed = [str(c) for c in results.get("failed") or []]
-    judged = sum(
-        1
-        for checks in results.values()
-        if isinstance(checks, dict)
-        for check in checks.values()
-        if isinstance(check, dict) and not check.get("skipped")
-    )
-    parts = []
-    if failed:
-        more = " …" if len(failed) > limit else ""
-        parts.append(f"{len(failed)} of {judged} checks failed: {', '.join(failed[:limit])}{more}")
-    else:
-        parts.append(f"{judged} checks passed")
-    skipped = skipped_buckets(results)
-    if skipped:
-        shown = ", ".join(
-            f"{b} ({rows} test rows, {n} check{'s' if n != 1 else ''})"
-            for b, (rows, n) in skipped.items()
-        )
-        parts.append(f"skipped: {shown}")
+    checks = [c for b in results.values() if isinstance(b, dict) for c in b.values()]
+    judged = sum(1 for c in checks if isinstance(c, dict) and not c.get("skipped"))
+    more = " …" if len(failed) > limit else ""
+    failures = f"{len(failed)} of {judged} checks failed: {', '.join(failed[:limit])}{more}"
+    parts = [failures if failed else f"{judged} checks passed"]
+    skipped = [
+        f"{b} ({rows} test rows, {n} check{'s' if n != 1 else ''})"
+        for b, (rows, n) in skipped_buckets(results).items()
+    ]
+    parts += [f"skipped: {', '.join(skipped)}"] if skipped else []
     verdict = "PASS" if results["overall_pass"] else "FAIL"
     return f"gate: {verdict} ({'; '.join(parts)})"
