@@ -1,16 +1,6 @@
-"""Week-2 router rows -> Vertex AI prompt/completion JSONL splits (``routerlib prepare``).
-
-The output is byte-identical to the original conversion (docs/scoring.md, "The data contract";
-the tests check it on the real rows in tests/data/coursegpt_router): rows in file order,
-blank lines skipped, ``--limit`` keeps the first N, ``random.Random(seed).shuffle`` of the list,
-``val = int(N * val_ratio)``, ``test = int(N * test_ratio)``, train first, then validation, then
-test; each line ``json.dumps({"prompt": ..., "completion": ...}, ensure_ascii=False)``.
-
-Pass 1 (routerlib.convert) validates and converts every row to a spool file, keeping a few small
-numbers per row. ``Random.shuffle`` moves items by position only, so shuffling the row indices
-gives the same permutation as shuffling the rows. Pass 2 (here) copies each line from the spool
-into its split and writes the manifest. Nothing is written under the final names until every row
-is valid.
+"""Week-2 router rows -> Vertex AI prompt/completion JSONL splits (``routerlib prepare``), byte for
+byte as the original conversion: pass 2, after routerlib.convert; docs/scoring.md ("The data
+contract") states the rules and the two passes.
 """
 
 from __future__ import annotations
@@ -32,14 +22,13 @@ from routerlib.atomic import write_json
 from routerlib.config import run_default
 from routerlib.convert import example_pair as example_pair
 from routerlib.errors import InputError
-from routerlib.runfolder import PREPARE_FILE
+from routerlib.runfolder import PREPARE_FILE, SYNTHETIC_ROWS_FILE
 
 if TYPE_CHECKING:
     import pandas as pd
 
 SPLITS: tuple[str, ...] = ("train", "validation", "test")
 SPLIT_FILES: dict[str, str] = {name: f"{name}.jsonl" for name in SPLITS}
-MANIFEST_FILE = PREPARE_FILE
 #: Line formats of the training splits. ``prompt_completion`` is the original conversion's
 #: (byte-identical); ``messages`` is the turn-based chat format Vertex documents for open models:
 #: one user turn (the prompt) and one assistant turn (the completion). The test split keeps
@@ -68,7 +57,7 @@ class PrepareResult:
     split_paths: dict[str, Path]
     manifest: dict[str, Any]
 
-    manifest_path = property(lambda self: self.output_dir / MANIFEST_FILE)
+    manifest_path = property(lambda self: self.output_dir / PREPARE_FILE)
     counts = property(lambda self: self.manifest["counts"])
     warnings = property(lambda self: self.manifest["warnings"])
     uris = property(lambda self: self.manifest["uris"])
@@ -270,7 +259,7 @@ def prepare(
     if input_path is None:
         rows_n = synth_rows or synth.DEFAULT_ROWS
         seed_n = synth.DEFAULT_SEED if synth_seed is None else synth_seed
-        source = synth.write_rows(out_dir / synth.EMBEDDED_FILE, rows_n, seed_n)
+        source = synth.write_rows(out_dir / SYNTHETIC_ROWS_FILE, rows_n, seed_n)
         input_info.update(synth_rows=rows_n, synth_seed=seed_n)
     elif storage.is_gcs_uri(input_path):
         uri = input_info["uri"] = str(input_path)
@@ -358,14 +347,14 @@ def prepare(
         "warnings": warnings,
         "uris": {},
     }
-    manifest_path = out_dir / MANIFEST_FILE
+    manifest_path = out_dir / PREPARE_FILE
     write_json(manifest_path, manifest)
 
     if gcs_prefix is not None:
         client = storage.gcs_client()
         uploaded = storage.upload_splits(out_dir, gcs_prefix, storage.SPLIT_FILES, client)
         manifest["uris"] = {name: uploaded[SPLIT_FILES[name]] for name in SPLITS}
-        manifest["uris"]["manifest"] = storage.join_uri(gcs_prefix, MANIFEST_FILE)
+        manifest["uris"]["manifest"] = storage.join_uri(gcs_prefix, PREPARE_FILE)
         write_json(manifest_path, manifest)
         storage.upload_file(manifest_path, manifest["uris"]["manifest"], client)
     return PrepareResult(out_dir, split_paths, manifest)
@@ -380,7 +369,7 @@ def _prepared(output_dir: str | os.PathLike[str], name: str) -> Path:
 
 def verify_outputs(output_dir: str | os.PathLike[str]) -> None:
     """Raise InputError when a split no longer matches the sha256 recorded in prepare.json."""
-    manifest = json.loads(_prepared(output_dir, MANIFEST_FILE).read_text(encoding="utf-8"))
+    manifest = json.loads(_prepared(output_dir, PREPARE_FILE).read_text(encoding="utf-8"))
     problems = []
     for name, entry in manifest["splits"].items():
         path = Path(output_dir) / entry["file"]

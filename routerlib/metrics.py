@@ -390,12 +390,10 @@ def load_gold(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
     rows = read_jsonl(path, "gold")
     problems = []
     for number, row in rows:
-        try:
-            if not isinstance(row, dict) or "completion" not in row:
-                raise ValueError("missing")
-            gold_completion(row)
-        except ValueError as exc:
-            problems.append(f"{path}:{number}: completion: {exc}")
+        if not isinstance(row, dict) or "completion" not in row:
+            problems.append(f"{path}:{number}: completion: missing")
+        elif parse_prediction_line(row) is None:
+            problems.append(f"{path}:{number}: completion: {why_invalid(row)}")
     if problems:
         raise InputError(f"{path}: {len(problems)} bad gold row(s)", problems=problems[:10])
     return [row for _, row in rows]

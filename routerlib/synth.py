@@ -26,14 +26,11 @@ from routerlib import schema
 from routerlib.atomic import atomic_writer
 from routerlib.config import run_default
 from routerlib.errors import InputError
-from routerlib.runfolder import SYNTHETIC_ROWS_FILE
 from routerlib.tables import read_yaml
 
 #: Rows and seed of the embedded input: RunConfig's defaults (``synth_rows``, ``synth_seed``).
 DEFAULT_ROWS: int = run_default("synth_rows")
 DEFAULT_SEED: int = run_default("synth_seed")
-#: File name of the embedded rows prepare writes when no --input is given.
-EMBEDDED_FILE = SYNTHETIC_ROWS_FILE
 
 #: The generator's tables, shipped in the package under routerlib/data/.
 TOPICS_FILE = "synth_topics.yaml"
