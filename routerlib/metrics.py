@@ -205,14 +205,6 @@ def first_tool(plan: Any) -> str | None:
     return next(iter(plan_tools(plan)), None)
 
 
-def gold_completion(row: Any) -> dict[str, Any]:
-    """The gold completion object of a gold row (``completion`` string or dict, or the object)."""
-    value = parse_prediction_line(row)
-    if value is None:
-        raise ValueError(why_invalid(row) or "completion is not a JSON object")
-    return value
-
-
 def score(
     gold_rows: list[dict[str, Any]],
     preds: list[dict[str, Any] | None],
@@ -228,10 +220,9 @@ def score(
         raise InputError(f"gold has {len(gold_rows)} rows but predictions have {len(preds)}")
     records: list[dict[str, Any]] = []
     for index, (row, pred) in enumerate(zip(gold_rows, preds, strict=True)):
-        try:
-            gold = gold_completion(row)
-        except ValueError as exc:
-            raise InputError(f"gold row {index + 1}: completion: {exc}") from None
+        gold = parse_prediction_line(row)  # the gold row's completion, read the same way
+        if gold is None:
+            raise InputError(f"gold row {index + 1}: completion: {why_invalid(row)}")
         flags = bucket_flags(gold)
         original, debug = sample_metrics(gold, pred)
         strict = strict_metrics(gold, pred, original)
@@ -287,17 +278,15 @@ def aggregate(records: list[dict[str, Any]], field: str = "metrics") -> dict[str
     return out
 
 
-def error_samples(
-    records: list[dict[str, Any]], limit: int = MAX_ERROR_SAMPLES, *, as_original: bool = True
-) -> list[dict[str, Any]]:
-    """The first ``limit`` samples with details to show: as the original chooses them, else
-    (``as_original=False``) routerlib's fuller list."""
+def error_samples(records: list[dict[str, Any]], as_original: bool = True) -> list[dict[str, Any]]:
+    """The first MAX_ERROR_SAMPLES samples with details to show: as the original chooses them,
+    else (``as_original=False``) routerlib's fuller list."""
     shown = [
         r for r in records if r["debug"] and (r.get("listed_by_original", True) or not as_original)
     ]
     return [
         {"index": r["index"], "prompt_preview": r.get("prompt_preview", ""), "details": r["debug"]}
-        for r in shown[:limit]
+        for r in shown[:MAX_ERROR_SAMPLES]
     ]
 
 
