@@ -1,10 +1,8 @@
-"""Week-2 rows -> training lines: read, validate and convert every row (pass 1 of ``prepare``).
-
-Memory does not grow with row payloads: each row is validated (``schema.validate_row``, behind a
-fast exact-type check), converted and appended to a spool file, keeping only a few small numbers
-per row (a ``Scan``). Inputs of PARALLEL_MIN_BYTES or more are scanned in byte ranges by several
-processes and merged in file order, so the result does not depend on the number of workers. The
-training line formats (prompt/completion, messages) and their reader live here too.
+"""Week-2 rows -> training lines, pass 1 of ``prepare`` (docs/scoring.md, "The data contract"):
+each row is validated (a fast exact-type check before ``schema.validate_row``), converted and
+appended to a spool file, keeping a few small numbers per row (a ``Scan``); inputs of
+PARALLEL_MIN_BYTES or more are scanned in byte ranges by several processes and merged in file
+order (the same result for any number of workers). The training line formats and their reader.
 """
 
 from __future__ import annotations
