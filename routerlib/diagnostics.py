@@ -21,12 +21,8 @@ INVALID, NONE = "(invalid)", "(none)"
 
 
 def _modes(plan: Any) -> list[str | None]:
-    modes: list[str | None] = []
-    for step in plan_steps(plan):
-        if step_tool(step) == SEARCH:
-            found = _MODE.search(str(step))
-            modes.append(found.group(1) if found else None)
-    return modes
+    found = [_MODE.search(str(step)) for step in plan_steps(plan) if step_tool(step) == SEARCH]
+    return [match.group(1) if match else None for match in found]
 
 
 def sample_plan(gold: dict[str, Any], pred: dict[str, Any] | None) -> dict[str, Any]:

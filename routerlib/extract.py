@@ -111,11 +111,8 @@ def split_thinking(text: str) -> tuple[str | None, str]:
     stripped = text.lstrip().lstrip("\ufeff").lstrip()
     if not stripped.startswith(_THINK_OPEN):
         return None, text
-    body = stripped[len(_THINK_OPEN) :]
-    end = body.find(_THINK_CLOSE)
-    if end == -1:
-        return body.strip(), ""
-    return body[:end].strip(), body[end + len(_THINK_CLOSE) :]
+    thinking, _, rest = stripped[len(_THINK_OPEN) :].partition(_THINK_CLOSE)
+    return thinking.strip(), rest
 
 
 def extract_json_object(text: str) -> tuple[dict[str, Any] | None, str]:
