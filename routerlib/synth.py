@@ -297,12 +297,10 @@ def _outline(t: Tables, rng: random.Random, plan: list[str], ctx: dict[str, Any]
 
 
 def _handoff(t: Tables, rng: random.Random, plan: list[str], ctx: dict[str, Any]) -> str:
-    chain = " -> ".join([*plan, "router QA"])
-    parts = [f"{chain}."]
+    parts = [" -> ".join([*plan, "router QA"]) + "."]
     for before, after in zip(plan, plan[1:], strict=False):
         parts.append(f"The {after} agent receives the {t.phrases.products[before]} from {before}.")
-    parts.append(t.phrases.handoff_check.format(**ctx))
-    parts.append("Fallback: " + rng.choice(t.phrases.fallbacks))
+    parts += [t.phrases.handoff_check.format(**ctx), "Fallback: " + rng.choice(t.phrases.fallbacks)]
     return " ".join(parts)
 
 
