@@ -90,8 +90,7 @@ def _objects_in(text: str) -> list[tuple[int, int, dict[str, Any]]]:
 
 def _score(obj: dict[str, Any]) -> int:
     """How much ``obj`` looks like a completion: route_plan dominates, then contract keys."""
-    keys = sum(1 for key in COMPLETION_KEYS if key in obj)
-    return (100 if "route_plan" in obj else 0) + keys
+    return (100 if "route_plan" in obj else 0) + sum(key in obj for key in COMPLETION_KEYS)
 
 
 def _best(candidates: list[tuple[int, int, dict[str, Any]]]) -> dict[str, Any] | None:
