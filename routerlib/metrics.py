@@ -102,12 +102,9 @@ def sample_metrics(
     debug: dict[str, Any] = {}
     if pred is None:
         return out, debug
-    gold_plan = gold.get("route_plan", [])
-    gold_tools = plan_tools(gold_plan)
-    gold_metrics = gold.get("metrics", {})
-    pred_plan = pred.get("route_plan", [])
-    pred_tools = plan_tools(pred_plan)
-    pred_metrics = pred.get("metrics", {})
+    gold_plan, pred_plan = gold.get("route_plan", []), pred.get("route_plan", [])
+    gold_tools, pred_tools = plan_tools(gold_plan), plan_tools(pred_plan)
+    gold_metrics, pred_metrics = gold.get("metrics", {}), pred.get("metrics", {})
 
     out["route_plan_exact"] = pred_plan == gold_plan
     out["route_length_match"] = len(plan_steps(pred_plan)) == len(plan_steps(gold_plan))
@@ -137,8 +134,7 @@ def sample_metrics(
     out["todo_covers_all_tools"] = all(tool in todo_tools for tool in gold_tools)
 
     for key in ("expected_artifacts", "acceptance_criteria"):
-        value = pred.get(key, [])
-        out[f"{key}_nonempty"] = isinstance(value, list) and len(value) > 0
+        out[f"{key}_nonempty"] = isinstance(pred.get(key), list) and len(pred[key]) > 0
 
     handoff = pred.get("handoff_plan", "")
     lowered = handoff.lower() if isinstance(handoff, str) else None
@@ -154,8 +150,7 @@ def sample_metrics(
     out["length_ratio_lt_0.9"] = ratio < 0.9
 
     if not out["route_plan_exact"]:
-        debug["route_plan_pred"] = pred_plan
-        debug["route_plan_gold"] = gold_plan
+        debug.update(route_plan_pred=pred_plan, route_plan_gold=gold_plan)
     if not out["metrics_keys_match"]:
         debug["metrics_keys_pred"] = sorted(_metrics_keys(pred_metrics))
         debug["metrics_keys_gold"] = sorted(_metrics_keys(gold_metrics))
