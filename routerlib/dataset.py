@@ -1,6 +1,6 @@
 """Week-2 router rows -> Vertex AI prompt/completion JSONL splits (``routerlib prepare``), byte for
-byte as the original conversion: pass 2, after routerlib.convert; docs/scoring.md ("The data
-contract") states the rules and the two passes.
+byte as the original conversion. Pass 2, after routerlib.convert: split, write, manifest; the rules
+and both passes are in docs/scoring.md ("The data contract").
 """
 
 from __future__ import annotations
