@@ -1,10 +1,8 @@
-"""Week-2 rows -> training lines: read, validate and convert every row (pass 1 of ``prepare``).
-
-Memory does not grow with row payloads: each row is validated (``schema.validate_row``, behind a
-fast exact-type check), converted and appended to a spool file, keeping only a few small numbers
-per row (a ``Scan``). Inputs of PARALLEL_MIN_BYTES or more are scanned in byte ranges by several
-processes and merged in file order, so the result does not depend on the number of workers. The
-training line formats (prompt/completion, messages) and their reader live here too.
+"""Week-2 rows -> training lines, pass 1 of ``prepare`` (docs/scoring.md, "The data contract"):
+each row is validated (a fast exact-type check before ``schema.validate_row``), converted and
+appended to a spool file, keeping a few small numbers per row (a ``Scan``); inputs of
+PARALLEL_MIN_BYTES or more are scanned in byte ranges by several processes and merged in file
+order (the same result for any number of workers). The training line formats and their reader.
 """
 
 from __future__ import annotations
@@ -115,10 +113,8 @@ def _quick_valid(row: Any) -> bool:
                 return False
         elif type(value) not in kinds:
             return False
-        elif of_str:
-            for item in value:
-                if type(item) is not str:
-                    return False
+        elif of_str and any(type(item) is not str for item in value):
+            return False
     plan = row["route_plan"]
     if not plan or row["difficulty"] not in schema.DIFFICULTIES:
         return False
@@ -214,15 +210,8 @@ def _scan_range(
     the end of the file), appending output lines to ``spool_path``. ``start`` is 0 or just
     after a newline. Stops after ``limit`` rows. ``on_bytes`` hears of progress now and then."""
     scan = Scan()
-    loads = json.loads
-    build_prompt = schema.build_prompt
-    completion_text = schema.completion_text
-    validate_row = schema.validate_row
-    quick_valid = _quick_valid
-    encode_line = _encode_line
     difficulties, tools, chars_per_token = schema.DIFFICULTIES, schema.TOOLS, models.CHARS_PER_TOKEN
-    spool_offset = 0
-    number = 0
+    spool_offset = number = 0
     position = start
     with (
         open(path, "rb", buffering=_READ_BUFFER) as handle,
@@ -247,20 +236,20 @@ def _scan_range(
             if not text.strip():
                 continue
             try:
-                row = loads(text)
+                row = json.loads(text)
             except json.JSONDecodeError:
                 scan.problem(number, _json_problem(text))
                 continue
-            if not quick_valid(row):
-                violations = validate_row(row)
+            if not _quick_valid(row):
+                violations = schema.validate_row(row)
                 if violations:
                     for violation in violations:
                         scan.problem(number, str(violation))
                     continue
-            prompt = build_prompt(row["user_query"])
-            completion = completion_text(row)
+            prompt = schema.build_prompt(row["user_query"])
+            completion = schema.completion_text(row)
             try:
-                encoded = encode_line(prompt, completion)
+                encoded = _encode_line(prompt, completion)
             except UnicodeEncodeError as exc:
                 scan.problem(
                     number,

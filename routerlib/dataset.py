@@ -1,16 +1,6 @@
-"""Week-2 router rows -> Vertex AI prompt/completion JSONL splits (``routerlib prepare``).
-
-The output is byte-identical to the original conversion (docs/scoring.md, "The data contract";
-the tests check it on the real rows in tests/data/coursegpt_router): rows in file order,
-blank lines skipped, ``--limit`` keeps the first N, ``random.Random(seed).shuffle`` of the list,
-``val = int(N * val_ratio)``, ``test = int(N * test_ratio)``, train first, then validation, then
-test; each line ``json.dumps({"prompt": ..., "completion": ...}, ensure_ascii=False)``.
-
-Pass 1 (routerlib.convert) validates and converts every row to a spool file, keeping a few small
-numbers per row. ``Random.shuffle`` moves items by position only, so shuffling the row indices
-gives the same permutation as shuffling the rows. Pass 2 (here) copies each line from the spool
-into its split and writes the manifest. Nothing is written under the final names until every row
-is valid.
+"""Week-2 router rows -> Vertex AI prompt/completion JSONL splits (``routerlib prepare``), byte for
+byte as the original conversion. Pass 2, after routerlib.convert: split, write, manifest; the rules
+and both passes are in docs/scoring.md ("The data contract").
 """
 
 from __future__ import annotations
@@ -32,14 +22,13 @@ from routerlib.atomic import write_json
 from routerlib.config import run_default
 from routerlib.convert import example_pair as example_pair
 from routerlib.errors import InputError
-from routerlib.runfolder import PREPARE_FILE
+from routerlib.runfolder import PREPARE_FILE, SYNTHETIC_ROWS_FILE
 
 if TYPE_CHECKING:
     import pandas as pd
 
 SPLITS: tuple[str, ...] = ("train", "validation", "test")
 SPLIT_FILES: dict[str, str] = {name: f"{name}.jsonl" for name in SPLITS}
-MANIFEST_FILE = PREPARE_FILE
 #: Line formats of the training splits. ``prompt_completion`` is the original conversion's
 #: (byte-identical); ``messages`` is the turn-based chat format Vertex documents for open models:
 #: one user turn (the prompt) and one assistant turn (the completion). The test split keeps
@@ -68,7 +57,7 @@ class PrepareResult:
     split_paths: dict[str, Path]
     manifest: dict[str, Any]
 
-    manifest_path = property(lambda self: self.output_dir / MANIFEST_FILE)
+    manifest_path = property(lambda self: self.output_dir / PREPARE_FILE)
     counts = property(lambda self: self.manifest["counts"])
     warnings = property(lambda self: self.manifest["warnings"])
     uris = property(lambda self: self.manifest["uris"])
@@ -96,24 +85,6 @@ def _check_flags(
         problems.append(f"--tuning-mode must be one of {', '.join(TUNING_MODES)}, got {mode!r}")
     if problems:
         raise InputError("invalid prepare options: " + "; ".join(problems))
-
-
-def split_sizes(n: int, val_ratio: float, test_ratio: float) -> dict[str, int]:
-    """Rows per split exactly as the original: val = int(n*val_ratio), test = int(n*test_ratio)."""
-    val, test = int(n * val_ratio), int(n * test_ratio)
-    return {"train": n - val - test, "validation": val, "test": test}
-
-
-def _split_rows(order: list[int], sizes: dict[str, int]) -> dict[str, list[int]]:
-    """The row indices of each split: train first, then validation, then test."""
-    cuts = [0, *itertools.accumulate(sizes[name] for name in SPLITS)]
-    return {name: order[cuts[i] : cuts[i + 1]] for i, name in enumerate(SPLITS)}
-
-
-def _name_lines(numbers: list[int]) -> str:
-    shown = ", ".join(str(n) for n in numbers[:MAX_NAMED_LINES])
-    more = len(numbers) - MAX_NAMED_LINES
-    return shown + (f" (and {more} more)" if more > 0 else "")
 
 
 def _capped(lines: list[str], label: str, more: str) -> list[str]:
@@ -152,9 +123,11 @@ def _warnings(
         scan.line_numbers[i] for i in range(scan.rows) if scan.est_tokens[i] > max_seq_len
     ]
     if long_lines:
+        more = len(long_lines) - MAX_NAMED_LINES
         out.append(
             f"{label}: {len(long_lines)} example(s) exceed --max-seq-len {max_seq_len} estimated "
-            f"tokens{limit_note} on line(s) {_name_lines(long_lines)}"
+            f"tokens{limit_note} on line(s) {', '.join(map(str, long_lines[:MAX_NAMED_LINES]))}"
+            + (f" (and {more} more)" if more > 0 else "")
         )
     return out
 
@@ -282,24 +255,21 @@ def prepare(
     if gcs_prefix is not None:
         storage.check_bucket(gcs_prefix)
 
+    input_info: dict[str, Any] = {"embedded": input_path is None}
     if input_path is None:
         rows_n = synth_rows or synth.DEFAULT_ROWS
         seed_n = synth.DEFAULT_SEED if synth_seed is None else synth_seed
-        source = synth.write_rows(out_dir / synth.EMBEDDED_FILE, rows_n, seed_n)
-        label = str(source)
-        input_info: dict[str, Any] = {"embedded": True, "synth_rows": rows_n, "synth_seed": seed_n}
+        source = synth.write_rows(out_dir / SYNTHETIC_ROWS_FILE, rows_n, seed_n)
+        input_info.update(synth_rows=rows_n, synth_seed=seed_n)
     elif storage.is_gcs_uri(input_path):
-        uri = str(input_path)
+        uri = input_info["uri"] = str(input_path)
         storage.parse_gcs_uri(uri, allow_empty_path=False)
         source = storage.download_file(uri, out_dir / ("input-" + uri.rsplit("/", 1)[-1]))
-        label = uri
-        input_info = {"embedded": False, "uri": uri}
     else:
         source = Path(input_path)
-        label = str(input_path)
         if not source.is_file():
-            raise InputError(f"{label}: input file not found")
-        input_info = {"embedded": False}
+            raise InputError(f"{input_path}: input file not found")
+    label = str(source if input_path is None else input_path)
 
     out_dir.mkdir(parents=True, exist_ok=True)
     n_workers = (
@@ -320,10 +290,12 @@ def prepare(
             raise InputError(f"{label}: no rows (the file is empty or holds only blank lines)")
 
         n = scan.rows
-        sizes = split_sizes(n, val_ratio, test_ratio)
+        val, test = int(n * val_ratio), int(n * test_ratio)  # as the original
+        sizes = {"train": n - val - test, "validation": val, "test": test}
         order = list(range(n))
         random.Random(seed).shuffle(order)
-        splits = _split_rows(order, sizes)
+        cuts = [0, *itertools.accumulate(sizes.values())]  # train, then validation, then test
+        splits = {name: order[cuts[i] : cuts[i + 1]] for i, name in enumerate(SPLITS)}
         note = f" ({base_model}, {tuning_mode})" if max_seq_len is None else ""
         warnings = _warnings(scan, duplicates, label, splits, limit_seq, note)
         if strict and warnings:
@@ -375,14 +347,14 @@ def prepare(
         "warnings": warnings,
         "uris": {},
     }
-    manifest_path = out_dir / MANIFEST_FILE
+    manifest_path = out_dir / PREPARE_FILE
     write_json(manifest_path, manifest)
 
     if gcs_prefix is not None:
         client = storage.gcs_client()
         uploaded = storage.upload_splits(out_dir, gcs_prefix, client)
         manifest["uris"] = {name: uploaded[SPLIT_FILES[name]] for name in SPLITS}
-        manifest["uris"]["manifest"] = storage.join_uri(gcs_prefix, MANIFEST_FILE)
+        manifest["uris"]["manifest"] = storage.join_uri(gcs_prefix, PREPARE_FILE)
         write_json(manifest_path, manifest)
         storage.upload_file(manifest_path, manifest["uris"]["manifest"], client)
     return PrepareResult(out_dir, split_paths, manifest)
@@ -397,7 +369,7 @@ def _prepared(output_dir: str | os.PathLike[str], name: str) -> Path:
 
 def verify_outputs(output_dir: str | os.PathLike[str]) -> None:
     """Raise InputError when a split no longer matches the sha256 recorded in prepare.json."""
-    manifest = json.loads(_prepared(output_dir, MANIFEST_FILE).read_text(encoding="utf-8"))
+    manifest = json.loads(_prepared(output_dir, PREPARE_FILE).read_text(encoding="utf-8"))
     problems = []
     for name, entry in manifest["splits"].items():
         path = Path(output_dir) / entry["file"]

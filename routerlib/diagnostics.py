@@ -14,17 +14,15 @@ from typing import Any
 from routerlib.schema import TOOLS, plan_steps, plan_tools, step_tool
 
 _MODE = re.compile(r"mode\s*=\s*[\"']?([A-Za-z_-]*)")
+#: Ends the top field a schema violation names ("route_plan[2]: unknown tool …": route_plan).
+_TOP_FIELD = re.compile(r"[\[.:]")
 SEARCH = "/general-search"
 INVALID, NONE = "(invalid)", "(none)"
 
 
 def _modes(plan: Any) -> list[str | None]:
-    modes: list[str | None] = []
-    for step in plan_steps(plan):
-        if step_tool(step) == SEARCH:
-            found = _MODE.search(str(step))
-            modes.append(found.group(1) if found else None)
-    return modes
+    found = [_MODE.search(str(step)) for step in plan_steps(plan) if step_tool(step) == SEARCH]
+    return [match.group(1) if match else None for match in found]
 
 
 def sample_plan(gold: dict[str, Any], pred: dict[str, Any] | None) -> dict[str, Any]:
@@ -56,23 +54,22 @@ def _ratio(num: int, den: int) -> float | None:
 
 def tool_scores(plans: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     """Per-tool precision, recall, F1, support and the counts behind them over ``plans``."""
-    names = list(TOOLS)
+    names = dict.fromkeys(TOOLS)
+    tp: Counter[str] = Counter()
+    fp: Counter[str] = Counter()
+    fn: Counter[str] = Counter()
     for plan in plans:
-        for tool in [*plan["gold_tools"], *(plan["pred_tools"] or [])]:
-            if tool not in names:
-                names.append(tool)
+        gold, pred = plan["gold_tools"], plan["pred_tools"] or []
+        names.update(dict.fromkeys([*gold, *pred]))
+        tp.update(set(gold) & set(pred))
+        fp.update(set(pred) - set(gold))
+        fn.update(set(gold) - set(pred))
     out: dict[str, dict[str, Any]] = {}
     for tool in names:
-        tp = fp = fn = 0
-        for plan in plans:
-            in_gold = tool in plan["gold_tools"]
-            in_pred = tool in (plan["pred_tools"] or [])
-            tp += in_gold and in_pred
-            fp += in_pred and not in_gold
-            fn += in_gold and not in_pred
-        p, r = _ratio(tp, tp + fp), _ratio(tp, tp + fn)
+        p, r = _ratio(tp[tool], tp[tool] + fp[tool]), _ratio(tp[tool], tp[tool] + fn[tool])
         f1 = None if p is None or r is None else (2 * p * r / (p + r) if p + r else 0.0)
-        out[tool] = dict(precision=p, recall=r, f1=f1, support=tp + fn, tp=tp, fp=fp, fn=fn)
+        counts = {"support": tp[tool] + fn[tool], "tp": tp[tool], "fp": fp[tool], "fn": fn[tool]}
+        out[tool] = {"precision": p, "recall": r, "f1": f1, **counts}
     return out
 
 
@@ -96,7 +93,10 @@ def summarize(records: list[dict[str, Any]]) -> dict[str, Any]:
         pred_first = (pred_tools or [NONE])[0] if plan["pred_tools"] is not None else INVALID
         confusion.setdefault(gold_first, Counter())[pred_first] += 1
     valid = [r for r in records if r["valid"]]
-    broken = [{_top_field(v) for v in r.get("schema_violations") or []} for r in valid]
+    broken = [
+        {_TOP_FIELD.split(str(v), 1)[0].strip() for v in r.get("schema_violations") or []}
+        for r in valid
+    ]
     fields = Counter(name for names in broken for name in names)
     return {
         "samples": len(records),
@@ -114,12 +114,6 @@ def summarize(records: list[dict[str, Any]]) -> dict[str, Any]:
             "by_field": {name: fields[name] / len(valid) for name in sorted(fields)},
         },
     }
-
-
-def _top_field(violation: str) -> str:
-    """``"route_plan[2]: unknown tool …"`` → ``route_plan``."""
-    head = str(violation).split(":", 1)[0]
-    return re.split(r"[\[.]", head, maxsplit=1)[0].strip()
 
 
 def by_bucket(records: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:

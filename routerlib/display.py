@@ -117,9 +117,8 @@ def headline_board(board: pd.DataFrame) -> pd.DataFrame:
         rec: dict[str, Any] = {"router": label, "run": str(row.get("run")), "gate": gate_cell(row)}
         for metric in DECIDING_METRICS:
             rec[SHORT_NAMES.get(metric, metric)] = with_interval(row, metric)
-        cost = row.get("cost_usd")
+        cost, latency = row.get("cost_usd"), row.get("latency_p95_s")
         rec["tuning cost"] = MISSING if missing(cost) else f"${cost:,.2f}"
-        latency = row.get("latency_p95_s")
         rec["latency p95"] = MISSING if missing(latency) else f"{latency:.2f} s"
         rows.append(rec)
     return pd.DataFrame(rows)
@@ -145,32 +144,17 @@ def significance_view(sig: pd.DataFrame, metrics: Iterable[str] | None = None) -
     """Paired tests for reading, routers named with their run when one name has several runs.
 
     Without ``metrics``: one row per test (router, against, metric, rows, both rates, Δ with its
-    95% interval, p-value, verdict). With ``metrics``: one row per pair of routers and one column
-    per metric, ``Δ (p …)`` with "significant" when it is, so many runs stay readable."""
-    if metrics is not None:
-        return _significance_pairs_view(sig, list(metrics))
-    columns = ["router", "against", "metric", "rows", "router rate", "against rate"]
-    columns += ["Δ [95% CI]", "p", "significant"]
+    95% interval, p-value, verdict). With ``metrics``: one row per pair of routers in table order
+    and one column per metric, ``Δ (p …)`` with "significant" when it is, so many runs stay
+    readable."""
+    if metrics is None:
+        columns = ["router", "against", "metric", "rows", "router rate", "against rate"]
+        columns += ["Δ [95% CI]", "p", "significant"]
+    else:
+        metrics = list(metrics)
+        columns = ["router", "against", "rows", *(SHORT_NAMES.get(m, m) for m in metrics)]
     if sig is None or sig.empty:
         return pd.DataFrame(columns=columns)
-    name = _pair_namer(sig)
-    out = []
-    for _, row in sig.iterrows():
-        delta = MISSING
-        if not missing(row.get("delta")):
-            delta = (
-                f"{row['delta']:+.3f} [{fmt(row.get('ci_low'), 2)}, {fmt(row.get('ci_high'), 2)}]"
-            )
-        router, against = name(str(row["model"]), row["model_run"]), str(row["reference"])
-        pair = router, name(against, row.get("reference_run"))
-        rates = fmt(row.get("n")), fmt(row.get("model_rate")), fmt(row.get("reference_rate"))
-        verdict = "yes" if row.get("significant") else "no"
-        out.append((*pair, row["metric"], *rates, delta, fmt(row.get("p_value"), 4), verdict))
-    return pd.DataFrame(out, columns=columns)
-
-
-def _pair_namer(sig: pd.DataFrame) -> Any:
-    """A function naming a router of ``sig``: its name, plus its run when the name has several."""
     runs_of: dict[str, set[str]] = {}
     for _, row in sig.iterrows():
         runs_of.setdefault(str(row["model"]), set()).add(str(row["model_run"]))
@@ -181,30 +165,29 @@ def _pair_namer(sig: pd.DataFrame) -> Any:
         several = len(runs_of.get(router, ())) > 1 and not router.startswith("baseline:")
         return f"{router} · {run_suffix(router, str(run))}" if several else router
 
-    return name
-
-
-def _significance_pairs_view(sig: pd.DataFrame, metrics: list[str]) -> pd.DataFrame:
-    """One row per (router, against) pair in table order, one ``Δ (p …)`` cell per metric."""
-    heads = [SHORT_NAMES.get(m, m) for m in metrics]
-    columns = ["router", "against", "rows", *heads]
-    if sig is None or sig.empty:
-        return pd.DataFrame(columns=columns)
-    name = _pair_namer(sig)
+    if metrics is None:
+        out = []
+        for _, row in sig.iterrows():
+            ci = f"[{fmt(row.get('ci_low'), 2)}, {fmt(row.get('ci_high'), 2)}]"
+            delta = MISSING if missing(row.get("delta")) else f"{row['delta']:+.3f} {ci}"
+            router, against = name(str(row["model"]), row["model_run"]), str(row["reference"])
+            pair = router, name(against, row.get("reference_run"))
+            rates = fmt(row.get("n")), fmt(row.get("model_rate")), fmt(row.get("reference_rate"))
+            verdict = "yes" if row.get("significant") else "no"
+            out.append((*pair, row["metric"], *rates, delta, fmt(row.get("p_value"), 4), verdict))
+        return pd.DataFrame(out, columns=columns)
     pairs: dict[tuple[str, ...], dict[str, Any]] = {}
     for _, row in sig[sig["metric"].isin(metrics)].iterrows():
         key = tuple(str(row.get(k)) for k in ("model", "model_run", "reference", "reference_run"))
         against = name(key[2], row.get("reference_run"))
         start = {"router": name(key[0], row["model_run"]), "against": against, "rows": MISSING}
-        rec = pairs.setdefault(key, {**start, **dict.fromkeys(heads, MISSING)})
+        rec = pairs.setdefault(key, dict.fromkeys(columns, MISSING) | start)
         if rec["rows"] == MISSING and not missing(row.get("n")):
             rec["rows"] = fmt(row.get("n"))
-        metric = str(row["metric"])
-        cell = MISSING
         if not missing(row.get("delta")):
-            cell = f"{row['delta']:+.3f} (p {fmt(row.get('p_value'), 4)})"
-            cell += " significant" if row.get("significant") else ""
-        rec[SHORT_NAMES.get(metric, metric)] = cell
+            verdict = " significant" if row.get("significant") else ""
+            cell = f"{row['delta']:+.3f} (p {fmt(row.get('p_value'), 4)}){verdict}"
+            rec[SHORT_NAMES.get(str(row["metric"]), str(row["metric"]))] = cell
     return pd.DataFrame(list(pairs.values()), columns=columns)
 
 
@@ -248,9 +231,8 @@ class HTMLTable:
         return readable(self.frame).to_string(index=self.index)
 
 
-def whole(frame: pd.DataFrame, index: bool = False) -> HTMLTable:
-    """``frame`` for a notebook cell's last line: every row and column, rounded."""
-    return HTMLTable(frame, index=index)
+#: ``whole(frame)`` for a notebook cell's last line: every row and column, rounded.
+whole = HTMLTable
 
 
 def runs_table(runs: Iterable[Any]) -> pd.DataFrame:

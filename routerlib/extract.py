@@ -83,26 +83,20 @@ def _objects_in(text: str) -> list[tuple[int, int, dict[str, Any]]]:
         except (ValueError, RecursionError):
             pos = text.find("{", pos + 1)
             continue
-        if isinstance(value, dict):
-            found.append((pos, end, value))
-            pos = text.find("{", end)
-        else:  # pragma: no cover - raw_decode at "{" always yields a dict
-            pos = text.find("{", pos + 1)
+        found.append((pos, end, value))  # raw_decode at "{" always yields a dict
+        pos = text.find("{", end)
     return found
 
 
 def _score(obj: dict[str, Any]) -> int:
     """How much ``obj`` looks like a completion: route_plan dominates, then contract keys."""
-    keys = sum(1 for key in COMPLETION_KEYS if key in obj)
-    return (100 if "route_plan" in obj else 0) + keys
+    return (100 if "route_plan" in obj else 0) + sum(key in obj for key in COMPLETION_KEYS)
 
 
 def _best(candidates: list[tuple[int, int, dict[str, Any]]]) -> dict[str, Any] | None:
-    if not candidates:
-        return None
     # Highest score wins; among equals the longest, then the earliest.
-    best = max(candidates, key=lambda c: (_score(c[2]), c[1] - c[0], -c[0]))
-    return best[2]
+    best = max(candidates, key=lambda c: (_score(c[2]), c[1] - c[0], -c[0]), default=None)
+    return best[2] if best else None
 
 
 def split_thinking(text: str) -> tuple[str | None, str]:
@@ -116,11 +110,8 @@ def split_thinking(text: str) -> tuple[str | None, str]:
     stripped = text.lstrip().lstrip("\ufeff").lstrip()
     if not stripped.startswith(_THINK_OPEN):
         return None, text
-    body = stripped[len(_THINK_OPEN) :]
-    end = body.find(_THINK_CLOSE)
-    if end == -1:
-        return body.strip(), ""
-    return body[:end].strip(), body[end + len(_THINK_CLOSE) :]
+    thinking, _, rest = stripped[len(_THINK_OPEN) :].partition(_THINK_CLOSE)
+    return thinking.strip(), rest
 
 
 def extract_json_object(text: str) -> tuple[dict[str, Any] | None, str]:
@@ -154,29 +145,21 @@ def extract_json_object(text: str) -> tuple[dict[str, Any] | None, str]:
         if inner is not None:
             return inner, "whole (JSON string)"
 
-    tail_found: dict[str, Any] | None = None
     marker = stripped.rfind(_OUTPUT_MARKER)
-    if marker != -1:
-        tail = stripped[marker + len(_OUTPUT_MARKER) :]
-        tail_found = _best(_objects_in(tail))
-        if tail_found is not None and "route_plan" in tail_found:
-            return tail_found, "after Output:"
-
-    fenced: list[tuple[int, int, dict[str, Any]]] = []
-    for match in _FENCE_RE.finditer(stripped):
-        fenced.extend(_objects_in(match.group(1)))
-    fenced_best = _best(fenced)
-    if fenced_best is not None and "route_plan" in fenced_best:
-        return fenced_best, "fenced"
-
-    scanned = _best(_objects_in(stripped))
-    if scanned is not None and "route_plan" in scanned:
-        return scanned, "scan"
-    for candidate, note in ((tail_found, "after Output:"), (fenced_best, "fenced")):
-        if candidate is not None:
-            return candidate, f"{note}, no route_plan"
-    if scanned is not None:
-        return scanned, "scan, no route_plan"
+    tail = stripped[marker + len(_OUTPUT_MARKER) :] if marker != -1 else ""
+    fenced = [obj for match in _FENCE_RE.finditer(stripped) for obj in _objects_in(match.group(1))]
+    # in order of trust; the first with a route_plan wins, else the first object at all
+    found = {
+        "after Output:": _best(_objects_in(tail)),
+        "fenced": _best(fenced),
+        "scan": _best(_objects_in(stripped)),
+    }
+    for note, best in found.items():
+        if best is not None and "route_plan" in best:
+            return best, note
+    for note, best in found.items():
+        if best is not None:
+            return best, f"{note}, no route_plan"
     if "{" in stripped:
         return None, "no complete JSON object (truncated or malformed)"
     return None, "no JSON object in text"

@@ -7,8 +7,10 @@ tests/test_metrics_parity.py holds the original figures to the original's values
 
 from __future__ import annotations
 
+import functools
 import json
 import math
+import operator
 import os
 import re
 from collections.abc import Iterable
@@ -68,35 +70,6 @@ def todo_tool(entry: Any) -> str | None:
     return match.group(0) if match else "router QA" if "router qa" in entry.lower() else None
 
 
-def todo_alignment(todo: list[Any], gold_tools: list[str]) -> float:
-    """Share of todo entries whose tool is a gold tool or starts with "router"."""
-    if not todo:
-        return 1.0 if not gold_tools else 0.0
-    tools = [todo_tool(entry) for entry in todo]
-    hits = sum(
-        1 for t in tools if t is not None and (t in gold_tools or t.lower().startswith("router"))
-    )
-    return hits / len(todo)
-
-
-def todo_covers(todo: list[Any], gold_tools: list[str]) -> bool:
-    """Every gold tool is the tool of some todo entry."""
-    if not gold_tools:
-        return True
-    seen = {todo_tool(entry) for entry in todo}
-    return all(tool in seen for tool in gold_tools)
-
-
-def handoff_covers(handoff: Any, gold_tools: list[str]) -> bool:
-    """Every gold tool occurs in the handoff plan (any case); with no gold tools: non-empty."""
-    if not gold_tools:
-        return bool(handoff)
-    if not isinstance(handoff, str):
-        return False
-    lowered = handoff.lower()
-    return all(tool.lower() in lowered for tool in gold_tools)
-
-
 def count_tokens(value: Any) -> int:
     """Whitespace-split words over every string leaf (lists and dict values recursively)."""
     if isinstance(value, str):
@@ -129,12 +102,9 @@ def sample_metrics(
     debug: dict[str, Any] = {}
     if pred is None:
         return out, debug
-    gold_plan = gold.get("route_plan", [])
-    gold_tools = plan_tools(gold_plan)
-    gold_metrics = gold.get("metrics", {})
-    pred_plan = pred.get("route_plan", [])
-    pred_tools = plan_tools(pred_plan)
-    pred_metrics = pred.get("metrics", {})
+    gold_plan, pred_plan = gold.get("route_plan", []), pred.get("route_plan", [])
+    gold_tools, pred_tools = plan_tools(gold_plan), plan_tools(pred_plan)
+    gold_metrics, pred_metrics = gold.get("metrics", {}), pred.get("metrics", {})
 
     out["route_plan_exact"] = pred_plan == gold_plan
     out["route_length_match"] = len(plan_steps(pred_plan)) == len(plan_steps(gold_plan))
@@ -157,29 +127,30 @@ def sample_metrics(
 
     raw_todo = pred.get("todo_list")
     todo = raw_todo if isinstance(raw_todo, list) else []
-    out["todo_tool_alignment"] = todo_alignment(todo, gold_tools)
-    out["todo_covers_all_tools"] = todo_covers(todo, gold_tools)
+    todo_tools = [todo_tool(entry) for entry in todo]
+    aligned = [t for t in todo_tools if t and (t in gold_tools or t.lower().startswith("router"))]
+    empty_score = 1.0 if not gold_tools else 0.0  # an empty todo list
+    out["todo_tool_alignment"] = len(aligned) / len(todo) if todo else empty_score
+    out["todo_covers_all_tools"] = all(tool in todo_tools for tool in gold_tools)
 
     for key in ("expected_artifacts", "acceptance_criteria"):
-        value = pred.get(key, [])
-        out[f"{key}_nonempty"] = isinstance(value, list) and len(value) > 0
+        out[f"{key}_nonempty"] = isinstance(pred.get(key), list) and len(pred[key]) > 0
 
     handoff = pred.get("handoff_plan", "")
-    out["handoff_tools_covered"] = handoff_covers(handoff, gold_tools)
-    out["handoff_router_qa"] = isinstance(handoff, str) and "router qa" in handoff.lower()
+    lowered = handoff.lower() if isinstance(handoff, str) else None
+    covered = lowered is not None and all(tool.lower() in lowered for tool in gold_tools)
+    out["handoff_tools_covered"] = covered if gold_tools else bool(handoff)
+    out["handoff_router_qa"] = lowered is not None and "router qa" in lowered
 
     out["total_token_count"] = count_tokens(pred)
-    gold_json = json.dumps(gold, sort_keys=True)
-    pred_json = json.dumps(pred, sort_keys=True)
-    ratio = len(pred_json) / len(gold_json)
+    ratio = len(json.dumps(pred, sort_keys=True)) / len(json.dumps(gold, sort_keys=True))
     out["length_ratio"] = ratio
     out["length_ratio_gt_1.1"] = ratio > 1.1
     out["length_ratio_gt_1.25"] = ratio > 1.25
     out["length_ratio_lt_0.9"] = ratio < 0.9
 
     if not out["route_plan_exact"]:
-        debug["route_plan_pred"] = pred_plan
-        debug["route_plan_gold"] = gold_plan
+        debug.update(route_plan_pred=pred_plan, route_plan_gold=gold_plan)
     if not out["metrics_keys_match"]:
         debug["metrics_keys_pred"] = sorted(_metrics_keys(pred_metrics))
         debug["metrics_keys_gold"] = sorted(_metrics_keys(gold_metrics))
@@ -193,8 +164,8 @@ def strict_metrics(
 ) -> dict[str, bool | float]:
     """Strict per-sample values: the original ones, or the failing value when ``pred`` is invalid,
     plus ``schema_valid`` and ``tool_sequence_exact``."""
-    out: dict[str, bool | float] = {}
     if pred is None:
+        out: dict[str, bool | float] = {}
         gold_metrics = gold.get("metrics", {})
         for name in ORIGINAL_METRICS:
             key = name.removesuffix("_retained")
@@ -202,9 +173,7 @@ def strict_metrics(
                 continue
             out[name] = 0.0 if name in RATE_METRICS else name in LOWER_IS_BETTER
         return {**out, "schema_valid": False, "tool_sequence_exact": False}
-    for name, value in original.items():
-        if name not in NOT_STRICT:
-            out[name] = value  # type: ignore[assignment]
+    out = {name: value for name, value in original.items() if name not in NOT_STRICT}
     out["schema_valid"] = not validate_completion(pred)
     out["tool_sequence_exact"] = plan_tools(pred.get("route_plan", [])) == plan_tools(
         gold.get("route_plan", [])
@@ -231,14 +200,6 @@ def first_tool(plan: Any) -> str | None:
     return next(iter(plan_tools(plan)), None)
 
 
-def gold_completion(row: Any) -> dict[str, Any]:
-    """The gold completion object of a gold row (``completion`` string or dict, or the object)."""
-    value = parse_prediction_line(row)
-    if value is None:
-        raise ValueError(why_invalid(row) or "completion is not a JSON object")
-    return value
-
-
 def score(
     gold_rows: list[dict[str, Any]],
     preds: list[dict[str, Any] | None],
@@ -254,40 +215,37 @@ def score(
         raise InputError(f"gold has {len(gold_rows)} rows but predictions have {len(preds)}")
     records: list[dict[str, Any]] = []
     for index, (row, pred) in enumerate(zip(gold_rows, preds, strict=True)):
-        try:
-            gold = gold_completion(row)
-        except ValueError as exc:
-            raise InputError(f"gold row {index + 1}: completion: {exc}") from None
+        gold = parse_prediction_line(row)  # the gold row's completion, read the same way
+        if gold is None:
+            raise InputError(f"gold row {index + 1}: completion: {why_invalid(row)}")
         flags = bucket_flags(gold)
         original, debug = sample_metrics(gold, pred)
         strict = strict_metrics(gold, pred, original)
-        reason = ""
+        valid, reason = pred is not None, ""
         if pred is None:
             reason = (reasons[index] if reasons else "") or "not a JSON object"
             debug = {"error": f"Failed to parse prediction: {reason}"}
-        violations = [str(v) for v in validate_completion(pred)] if pred is not None else []
+            violations = [f"completion: {reason}"]
+        else:
+            violations = [str(v) for v in validate_completion(pred)]
+        line = pred_rows[index] if pred_rows is not None else None
         record: dict[str, Any] = {
             "index": index,
             "buckets": ["overall", *(name for name in BUCKETS if flags[name])],
-            "valid": pred is not None,
+            "valid": valid,
             "reason": reason,
             "metrics": original,
             "strict": strict,
-            "extra": {name: strict[name] for name in EXTRA_METRICS} if pred is not None else {},
-            "schema_violations": violations if pred is not None else [f"completion: {reason}"],
+            "extra": {name: strict[name] for name in EXTRA_METRICS} if valid else {},
+            "schema_violations": violations,
             "debug": debug,
-            "listed_by_original": not (
-                pred is None and pred_rows is not None and _decodes_to_null(pred_rows[index])
-            ),
+            "listed_by_original": valid or line is None or not _decodes_to_null(line),
             "gold_first_tool": first_tool(gold.get("route_plan", [])),
             "pred_first_tool": first_tool(pred.get("route_plan", [])) if pred is not None else None,
             "plan": sample_plan(gold, pred),
+            # the raw text, and a <think> block dropped before extraction
+            **{k: line[k] for k in ("raw", "thinking") if isinstance(line, dict) and k in line},
         }
-        line = pred_rows[index] if pred_rows is not None else None
-        # the raw text, and a <think> block dropped before extraction
-        record.update(
-            {k: line[k] for k in ("raw", "thinking") if isinstance(line, dict) and k in line}
-        )
         if isinstance(row, dict) and "prompt" in row:
             record["prompt_preview"] = str(row.get("prompt", ""))[:PROMPT_PREVIEW_CHARS]
         records.append(record)
@@ -310,30 +268,21 @@ def aggregate(records: list[dict[str, Any]], field: str = "metrics") -> dict[str
     for bucket in sorted(samples):
         out[bucket] = {"samples": samples[bucket]}
         for name, numbers in sorted(values.get(bucket, {}).items()):
-            total = 0.0
-            for number in numbers:  # left to right, as the original (not sum(): 3.12 compensates)
-                total += number
-            out[bucket][name] = total / len(numbers)
+            # left to right, as the original (not sum(): 3.12 compensates)
+            out[bucket][name] = functools.reduce(operator.add, numbers, 0.0) / len(numbers)
     return out
 
 
-def error_samples(
-    records: list[dict[str, Any]], limit: int = MAX_ERROR_SAMPLES, *, as_original: bool = True
-) -> list[dict[str, Any]]:
-    """The first ``limit`` samples with details to show: as the original chooses them, else
-    (``as_original=False``) routerlib's fuller list."""
-    out: list[dict[str, Any]] = []
-    for record in records:
-        shown = record.get("listed_by_original", True) or not as_original
-        if record["debug"] and shown and len(out) < limit:
-            out.append(
-                {
-                    "index": record["index"],
-                    "prompt_preview": record.get("prompt_preview", ""),
-                    "details": record["debug"],
-                }
-            )
-    return out
+def error_samples(records: list[dict[str, Any]], as_original: bool = True) -> list[dict[str, Any]]:
+    """The first MAX_ERROR_SAMPLES samples with details to show: as the original chooses them,
+    else (``as_original=False``) routerlib's fuller list."""
+    shown = [
+        r for r in records if r["debug"] and (r.get("listed_by_original", True) or not as_original)
+    ]
+    return [
+        {"index": r["index"], "prompt_preview": r.get("prompt_preview", ""), "details": r["debug"]}
+        for r in shown[:MAX_ERROR_SAMPLES]
+    ]
 
 
 def intervals(
@@ -413,10 +362,10 @@ def read_jsonl(path: str | os.PathLike[str], what: str) -> list[tuple[int, Any]]
     except OSError as exc:
         raise InputError(f"cannot read {what} file {file}: {exc.strerror or exc}") from None
     if problems:
-        shown = problems[:10]
-        if len(problems) > len(shown):
-            shown.append(f"... and {len(problems) - len(shown)} more unreadable lines")
-        raise InputError(f"{file}: {len(problems)} unreadable line(s)", problems=shown)
+        more = [f"... and {len(problems) - 10} more unreadable lines"] if len(problems) > 10 else []
+        raise InputError(
+            f"{file}: {len(problems)} unreadable line(s)", problems=problems[:10] + more
+        )
     return rows
 
 
@@ -425,35 +374,13 @@ def load_gold(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
     rows = read_jsonl(path, "gold")
     problems = []
     for number, row in rows:
-        try:
-            if not isinstance(row, dict) or "completion" not in row:
-                raise ValueError("missing")
-            gold_completion(row)
-        except ValueError as exc:
-            problems.append(f"{path}:{number}: completion: {exc}")
+        if not isinstance(row, dict) or "completion" not in row:
+            problems.append(f"{path}:{number}: completion: missing")
+        elif parse_prediction_line(row) is None:
+            problems.append(f"{path}:{number}: completion: {why_invalid(row)}")
     if problems:
         raise InputError(f"{path}: {len(problems)} bad gold row(s)", problems=problems[:10])
     return [row for _, row in rows]
-
-
-def score_pred_file(
-    gold_path: str | os.PathLike[str], pred_path: str | os.PathLike[str]
-) -> tuple[list[dict[str, Any]], list[Any]]:
-    """Per-sample records of a prediction file against a gold file, and the decoded pred lines;
-    InputError for a missing file, an unreadable line (file:line) or a count mismatch."""
-    gold_rows = load_gold(gold_path)
-    pred_lines = read_jsonl(pred_path, "pred")
-    if len(pred_lines) != len(gold_rows):
-        raise InputError(
-            f"gold {gold_path} has {len(gold_rows)} rows but pred {pred_path} has "
-            f"{len(pred_lines)} rows; they must match line for line"
-        )
-    pred_rows = [row for _, row in pred_lines]
-    preds = [parse_prediction_line(row) for row in pred_rows]
-    reasons = [
-        why_invalid(row) if pred is None else "" for row, pred in zip(pred_rows, preds, strict=True)
-    ]
-    return score(gold_rows, preds, reasons=reasons, pred_rows=pred_rows), pred_rows
 
 
 def score_report(
@@ -465,9 +392,41 @@ def score_report(
     seed: int = 0,
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """The report of a prediction file against a gold file, and its per-sample records;
-    ``thresholds`` (a dict or a gate file path) adds ``threshold_results``."""
-    records, pred_rows = score_pred_file(gold_path, pred_path)
-    report = build_report(records, gold_path, pred_path, pred_rows, bootstrap=bootstrap, seed=seed)
+    ``thresholds`` (a dict or a gate file path) adds ``threshold_results``. InputError for a
+    missing file, an unreadable line (file:line) or a count mismatch."""
+    gold_rows = load_gold(gold_path)
+    pred_rows = [row for _, row in read_jsonl(pred_path, "pred")]
+    if len(pred_rows) != len(gold_rows):
+        raise InputError(
+            f"gold {gold_path} has {len(gold_rows)} rows but pred {pred_path} has "
+            f"{len(pred_rows)} rows; they must match line for line"
+        )
+    preds = [parse_prediction_line(row) for row in pred_rows]
+    reasons = [why_invalid(row) for row in pred_rows]
+    records = score(gold_rows, preds, reasons=reasons, pred_rows=pred_rows)
+    report: dict[str, Any] = {  # the original three sections first, then routerlib's
+        "config": {
+            "gold_path": str(gold_path),
+            "pred_path": str(pred_path),
+            "total_samples": len(records),
+        },
+        "metrics": aggregate(records, "metrics"),
+        "error_samples": error_samples(records),
+        "error_samples_all": error_samples(records, as_original=False),
+        "strict": aggregate(records, "strict"),
+        "extra": aggregate(records, "extra"),
+        "intervals": intervals(records, n=bootstrap, seed=seed) if bootstrap > 0 else None,
+        "intervals_config": {
+            "method": "percentile bootstrap",
+            "level": 0.95,
+            "resamples": bootstrap,
+            "seed": seed,
+            "over": "strict",
+        },
+        "latency": latency_summary(pred_rows),
+        "tokens": token_summary(pred_rows),
+        "diagnostics": diagnostics_by_bucket(records),
+    }
     if thresholds is not None:
         gate = thresholds if isinstance(thresholds, dict) else load_thresholds(thresholds)
         apply_gate(report, gate)
@@ -500,42 +459,6 @@ def score_files(
     return report
 
 
-def build_report(
-    records: list[dict[str, Any]],
-    gold_path: Any,
-    pred_path: Any,
-    pred_rows: list[Any] | None = None,
-    *,
-    bootstrap: int = 1000,
-    seed: int = 0,
-) -> dict[str, Any]:
-    """The report dict: the original three sections first, then routerlib's additions."""
-    rows = pred_rows or []
-    return {
-        "config": {
-            "gold_path": str(gold_path),
-            "pred_path": str(pred_path),
-            "total_samples": len(records),
-        },
-        "metrics": aggregate(records, "metrics"),
-        "error_samples": error_samples(records),
-        "error_samples_all": error_samples(records, as_original=False),
-        "strict": aggregate(records, "strict"),
-        "extra": aggregate(records, "extra"),
-        "intervals": intervals(records, n=bootstrap, seed=seed) if bootstrap > 0 else None,
-        "intervals_config": {
-            "method": "percentile bootstrap",
-            "level": 0.95,
-            "resamples": bootstrap,
-            "seed": seed,
-            "over": "strict",
-        },
-        "latency": latency_summary(rows),
-        "tokens": token_summary(rows),
-        "diagnostics": diagnostics_by_bucket(records),
-    }
-
-
 def sample_line(record: dict[str, Any]) -> dict[str, Any]:
     """The ``samples.jsonl`` form of a per-sample record (the fields of runfolder.SampleRecord)."""
     return {key: record[key] for key in runfolder.SampleRecord.model_fields if key in record}
@@ -546,7 +469,6 @@ def write_report(
 ) -> Path:
     """Write the report JSON and ``samples.jsonl`` beside it, each atomically, through their
     run-folder records (the one writer of both files)."""
-
     target = Path(out_path)
     samples = runfolder.samples_path(target)
     report["samples_path"] = str(samples)
@@ -617,16 +539,6 @@ def load_thresholds(path: str | os.PathLike[str]) -> dict[str, Any]:
     return data
 
 
-def bucket_rows(report: dict[str, Any], bucket: str) -> int | None:
-    """Test rows of ``bucket`` in a scored report (0 when the report has no row of it; None when
-    the report carries no per-bucket counts to tell)."""
-    block = report.get("metrics")
-    if not isinstance(block, dict) or not isinstance(block.get("overall"), dict):
-        return None
-    samples = (block.get(bucket) or {}).get("samples", 0)
-    return int(samples) if isinstance(samples, int | float) else None
-
-
 def apply_gate(
     report: dict[str, Any], thresholds: dict[str, Any], *, figures: str = "metrics"
 ) -> dict[str, Any]:
@@ -640,11 +552,14 @@ def apply_gate(
         raise InputError("invalid thresholds", problems=problems)
     source = report.get(figures) or {}
     extra = report.get("extra") or {}
+    counts = report.get("metrics")  # samples per bucket; a report without them skips nothing
+    if not (isinstance(counts, dict) and isinstance(counts.get("overall"), dict)):
+        counts = None
     results: dict[str, Any] = {}
     failed: list[str] = []
     for bucket, checks in thresholds.items():
         bucket_values = source.get(bucket, {})
-        rows = bucket_rows(report, bucket)
+        rows = (counts.get(bucket) or {}).get("samples", 0) if counts else None
         empty = rows == 0 and bucket != "overall"
         for kind in ("min", "max"):
             for metric, threshold in (checks.get(kind) or {}).items():
@@ -662,9 +577,7 @@ def apply_gate(
                     if not passed:
                         failed.append(f"{bucket}.{metric}")
                 results.setdefault(bucket, {})[metric] = check
-    results["overall_pass"] = not failed
-    results["failed"] = failed
-    results["figures"] = figures
+    results.update(overall_pass=not failed, failed=failed, figures=figures)
     report["threshold_results"] = results
     return report
 
@@ -688,25 +601,15 @@ def gate_line(results: dict[str, Any] | None, limit: int = 6) -> str:
     if not isinstance(results, dict) or "overall_pass" not in results:
         return "gate: not checked"
     failed = [str(c) for c in results.get("failed") or []]
-    judged = sum(
-        1
-        for checks in results.values()
-        if isinstance(checks, dict)
-        for check in checks.values()
-        if isinstance(check, dict) and not check.get("skipped")
-    )
-    parts = []
-    if failed:
-        more = " …" if len(failed) > limit else ""
-        parts.append(f"{len(failed)} of {judged} checks failed: {', '.join(failed[:limit])}{more}")
-    else:
-        parts.append(f"{judged} checks passed")
-    skipped = skipped_buckets(results)
-    if skipped:
-        shown = ", ".join(
-            f"{b} ({rows} test rows, {n} check{'s' if n != 1 else ''})"
-            for b, (rows, n) in skipped.items()
-        )
-        parts.append(f"skipped: {shown}")
+    checks = [c for b in results.values() if isinstance(b, dict) for c in b.values()]
+    judged = sum(1 for c in checks if isinstance(c, dict) and not c.get("skipped"))
+    more = " …" if len(failed) > limit else ""
+    failures = f"{len(failed)} of {judged} checks failed: {', '.join(failed[:limit])}{more}"
+    parts = [failures if failed else f"{judged} checks passed"]
+    skipped = [
+        f"{b} ({rows} test rows, {n} check{'s' if n != 1 else ''})"
+        for b, (rows, n) in skipped_buckets(results).items()
+    ]
+    parts += [f"skipped: {', '.join(skipped)}"] if skipped else []
     verdict = "PASS" if results["overall_pass"] else "FAIL"
     return f"gate: {verdict} ({'; '.join(parts)})"

@@ -26,14 +26,11 @@ from routerlib import schema
 from routerlib.atomic import atomic_writer
 from routerlib.config import run_default
 from routerlib.errors import InputError
-from routerlib.runfolder import SYNTHETIC_ROWS_FILE
 from routerlib.tables import read_yaml
 
 #: Rows and seed of the embedded input: RunConfig's defaults (``synth_rows``, ``synth_seed``).
 DEFAULT_ROWS: int = run_default("synth_rows")
 DEFAULT_SEED: int = run_default("synth_seed")
-#: File name of the embedded rows prepare writes when no --input is given.
-EMBEDDED_FILE = SYNTHETIC_ROWS_FILE
 
 #: The generator's tables, shipped in the package under routerlib/data/.
 TOPICS_FILE = "synth_topics.yaml"
@@ -54,7 +51,7 @@ def _one_of(allowed: tuple[str, ...], what: str) -> Any:
 PLACEHOLDERS = frozenset(
     (
         "subject derivation implementation framework search check metric metric_name "
-        "metric_formula metric_key tag tag2 seeds n seed dim batch epochs workers setting"
+        "metric_formula metric_key tag tag2 seeds n seed dim batch epochs workers setting slug Check"
     ).split()
 )
 
@@ -126,12 +123,25 @@ class _PhrasesFile(_Strict):
     cite_asks: _Texts
     search_sites: _Texts
     search_suffixes: _Templates
+    math_step: _Template
+    math_step_again: _Template
+    code_step: _Template
+    code_step_again: _Template
     math_remarks: _Texts
     code_suffixes: _Texts
     agent_roles: Annotated[dict[_Tool, _Template], AfterValidator(_every_tool)]
+    rationale_close: _Template
+    artifacts: Annotated[list[_Template], Field(min_length=4)]
+    outline: Annotated[list[_Template], Field(min_length=4)]
+    outline_survey: _Template
+    handoff_check: _Template
     products: Annotated[dict[_Tool, str], AfterValidator(_every_tool)]
     fallbacks: _Texts
     todo: Annotated[dict[_Tool, _Templates], AfterValidator(_every_tool)]
+    todo_check: _Template
+    todo_measure: _Template
+    acceptance: _Templates
+    acceptance_plots: _Template
     guidance: _Templates
 
 
@@ -223,14 +233,11 @@ def _weighted(rng: random.Random, items: Sequence[tuple[Any, float]]) -> Any:
     return rng.choices(values, weights=weights, k=1)[0]
 
 
-def _query(
-    t: Tables, rng: random.Random, topic: Topic, difficulty: str, ctx: dict[str, Any]
-) -> str:
+def _query(t: Tables, rng: random.Random, difficulty: str, ctx: dict[str, Any]) -> str:
     p = t.phrases
     if difficulty == "introductory":
-        parts = [rng.choice(p.intro_openers), rng.choice(p.intro_asks)]
-        setting = rng.choice(p.settings)
-        parts[1] = parts[1].rstrip(".") + setting + "."
+        opener, ask = rng.choice(p.intro_openers), rng.choice(p.intro_asks)
+        parts = [opener, ask.rstrip(".") + rng.choice(p.settings) + "."]
     else:
         parts = [rng.choice(p.openers), rng.choice(p.math_asks)]
         parts.append(rng.choice(p.code_asks) + rng.choice(p.settings) + ".")
@@ -241,43 +248,20 @@ def _query(
     return text[0].upper() + text[1:]
 
 
-def _search_step(t: Tables, rng: random.Random, ctx: dict[str, Any]) -> str:
-    terms = ctx["search"]
-    extra = rng.choice(t.phrases.search_suffixes).format(**ctx)
-    site = rng.choice(t.phrases.search_sites)
-    mode = _weighted(rng, t.search_modes)
-    return f'/general-search(query="{site}{terms}{extra}", mode={mode})'
-
-
-def _math_step(t: Tables, rng: random.Random, ctx: dict[str, Any], second: bool) -> str:
-    if second:
-        body = (
-            f"Validate the empirical results from the code agent against {ctx['derivation']}. "
-            f"Quantify the discrepancy using {ctx['metric_name']} and justify any deviation "
-            "with the assumptions of the derivation."
-        )
-    else:
-        body = f"Derive {ctx['derivation']} for {ctx['subject']}. " + rng.choice(
-            t.phrases.math_remarks
-        )
-    return f"/math({body})"
-
-
-def _code_step(
-    t: Tables, rng: random.Random, topic: Topic, ctx: dict[str, Any], second: bool
-) -> str:
-    if second:
-        body = (
-            f"Run an ablation of {ctx['implementation']} over {ctx['seeds']} seeds, logging "
-            f"{ctx['metric_name']} and runtime, and export the tables."
-        )
-    else:
-        body = (
-            f"Implement {ctx['implementation']} in {ctx['framework']} for {ctx['subject']}. "
-            f"Track {ctx['metric_name']} and validate with {topic.check}."
-        )
-    suffix = rng.choice(t.phrases.code_suffixes)
-    return f"/code({body}{suffix})"
+def _step(t: Tables, rng: random.Random, tool: str, ctx: dict[str, Any], second: bool) -> str:
+    """One route_plan step of ``tool`` (``second``: the tool's second step in the plan)."""
+    if tool == "/general-search":
+        extra = rng.choice(t.phrases.search_suffixes).format(**ctx)
+        site = rng.choice(t.phrases.search_sites)
+        mode = _weighted(rng, t.search_modes)
+        return f'/general-search(query="{site}{ctx["search"]}{extra}", mode={mode})'
+    p = t.phrases
+    if tool == "/math" and second:
+        return f"/math({p.math_step_again.format(**ctx)})"
+    if tool == "/math":
+        return f"/math({p.math_step.format(**ctx)} {rng.choice(p.math_remarks)})"
+    body = (p.code_step_again if second else p.code_step).format(**ctx)
+    return f"/code({body}{rng.choice(p.code_suffixes)})"
 
 
 def _rationale(t: Tables, plan: list[str], ctx: dict[str, Any]) -> str:
@@ -291,124 +275,74 @@ def _rationale(t: Tables, plan: list[str], ctx: dict[str, Any]) -> str:
             sentences.append(f"Finally, the {tool} agent {role}, closing the loop.")
         else:
             sentences.append(f"The {tool} agent then {role}.")
-    sentences.append(
-        "Splitting the work this way keeps derivation, implementation and evidence separately "
-        "checkable before the router's final review, and each hand-off carries a concrete "
-        f"artifact: sources, equations for {ctx['subject']}, then code and measurements of "
-        f"{ctx['metric_name']}."
-    )
+    sentences.append(t.phrases.rationale_close.format(**ctx))
     return " ".join(sentences)
 
 
-def _artifacts(rng: random.Random, ctx: dict[str, Any]) -> list[str]:
+def _artifacts(t: Tables, rng: random.Random, ctx: dict[str, Any]) -> list[str]:
     dash = "- " if rng.random() < 0.3 else ""
-    items = [
-        f"A PDF or LaTeX document with the step-by-step derivation of {ctx['derivation']}.",
-        f"A Python script (`{ctx['slug']}.py`) implementing {ctx['implementation']} with a fixed seed.",
-        f"PNG plots of {ctx['metric_name']} versus iterations for every configuration.",
-        f"A JSON file with the final {ctx['metric_name']} and runtime for each run.",
-        "A short report citing at least two relevant arXiv papers with their IDs.",
-    ]
+    items = [text.format(**ctx) for text in t.phrases.artifacts]
     if rng.random() < 0.3:
         items.pop(rng.randrange(2, 4))
     return [dash + item for item in items]
 
 
-def _outline(rng: random.Random, plan: list[str], ctx: dict[str, Any]) -> list[str]:
-    steps = [
-        f"Formulate {ctx['subject']} precisely, fixing notation, assumptions and the quantities to be computed.",
-        f"Derive {ctx['derivation']}, checking each intermediate identity and the conditions it relies on.",
-        f"Implement {ctx['implementation']} in {ctx['framework']}, keeping the code structure aligned with the derivation.",
-        f"Validate the implementation with {ctx['check']} before running the full experiments.",
-        f"Run the experiments{ctx['setting']} and record {ctx['metric_name']} for every configuration.",
-        f"Check that the empirical behaviour agrees with the theory and explain any discrepancy in {ctx['metric_name']}.",
-    ]
+def _outline(t: Tables, rng: random.Random, plan: list[str], ctx: dict[str, Any]) -> list[str]:
+    steps = [text.format(**ctx) for text in t.phrases.outline]
     if "/general-search" in plan:
-        steps.insert(
-            rng.randrange(0, 2),
-            f"Survey the literature on {ctx['search']} and extract the key results to build on.",
-        )
+        steps.insert(rng.randrange(0, 2), t.phrases.outline_survey.format(**ctx))
     if rng.random() < 0.25:
         steps.pop(rng.randrange(3, len(steps)))
     return [f"{index}. {step}" for index, step in enumerate(steps, start=1)]
 
 
 def _handoff(t: Tables, rng: random.Random, plan: list[str], ctx: dict[str, Any]) -> str:
-    chain = " -> ".join([*plan, "router QA"])
-    parts = [f"{chain}."]
+    parts = [" -> ".join([*plan, "router QA"]) + "."]
     for before, after in zip(plan, plan[1:], strict=False):
         parts.append(f"The {after} agent receives the {t.phrases.products[before]} from {before}.")
-    parts.append(
-        f"Verification: {ctx['check']} must pass and {ctx['metric_name']} must be reported."
-    )
-    parts.append("Fallback: " + rng.choice(t.phrases.fallbacks))
+    parts += [t.phrases.handoff_check.format(**ctx), "Fallback: " + rng.choice(t.phrases.fallbacks)]
     return " ".join(parts)
 
 
 def _todo(t: Tables, rng: random.Random, plan: list[str], ctx: dict[str, Any]) -> list[str]:
     items = []
     for tool in plan:
-        templates = t.phrases.todo[tool]
         count = 2 if rng.random() < 0.8 else 1
-        for template in templates[:count]:
-            items.append(f"- [ ] {tool}: {template.format(**ctx)}")
-    items.append(f"- [ ] /math: Check {ctx['check']} against the derivation.")
+        items += [f"- [ ] {tool}: {text.format(**ctx)}" for text in t.phrases.todo[tool][:count]]
+    items.append(t.phrases.todo_check.format(**ctx))
     if "/code" in plan and rng.random() < 0.7:
-        items.append(
-            f"- [ ] /code: Record runtime and peak memory for every run and list the failure "
-            f"cases observed while measuring {ctx['metric_name']}."
-        )
+        items.append(t.phrases.todo_measure.format(**ctx))
     items.append(t.phrases.router_qa)
     return items
 
 
-def _acceptance(rng: random.Random, ctx: dict[str, Any]) -> list[str]:
-    items = [
-        f"- The derivation of {ctx['derivation']} is complete and every step is justified.",
-        f"- The code runs from a clean environment and reproduces {ctx['metric_name']} with the fixed seed.",
-        f"- {ctx['check'][0].upper() + ctx['check'][1:]} passes and is documented in the report.",
-        "- The report cites at least two relevant arXiv papers with their IDs.",
-    ]
+def _acceptance(t: Tables, rng: random.Random, ctx: dict[str, Any]) -> list[str]:
+    items = [text.format(**ctx) for text in t.phrases.acceptance]
     if rng.random() < 0.3:
-        items.append(
-            f"- Plots show {ctx['metric_name']} for every configuration with labelled axes."
-        )
+        items.append(t.phrases.acceptance_plots.format(**ctx))
     return items
 
 
-def _guidance_text(t: Tables, rng: random.Random, ctx: dict[str, Any], role: str) -> str:
-    if role == "computation":
-        return f"Calculate {ctx['metric_name']} as {ctx['metric_formula']}."
-    return rng.choice(t.phrases.guidance).format(**ctx)
-
-
 def _metrics(t: Tables, rng: random.Random, ctx: dict[str, Any]) -> dict[str, Any]:
-    shape = _weighted(rng, t.metrics_shapes)
+    share = t.dict_value_share
     out: dict[str, Any] = {}
-    for key in shape:
+    for key in _weighted(rng, t.metrics_shapes):
         if key == "primary":
             out[key] = [t.phrases.primary_metric]
         elif key == "secondary":
             out[key] = [t.phrases.secondary_metric]
         elif key.endswith("_computation"):
-            out[key] = _guidance_text(t, rng, ctx, "computation")
+            out[key] = f"Calculate {ctx['metric_name']} as {ctx['metric_formula']}."
         elif key.endswith("_description"):
             out[key] = f"{ctx['metric_name'][0].upper()}{ctx['metric_name'][1:]}, reported per run."
-        elif key.endswith("_guidance") and key not in t.dict_value_share:
-            out[key] = _guidance_text(t, rng, ctx, "guidance")
-        elif rng.random() < t.dict_value_share.get(key, 0.0):
+        elif (key.endswith("_guidance") and key not in share) or rng.random() >= share.get(key, 0):
+            out[key] = rng.choice(t.phrases.guidance).format(**ctx)
+        else:  # an object, in the share the original rows hold one
             out[key] = {
                 ctx["metric_key"]: f"{ctx['metric_formula']}.",
                 "runtime_seconds": "Wall-clock time of the full experiment on one machine.",
             }
-        else:
-            out[key] = _guidance_text(t, rng, ctx, "guidance")
     return out
-
-
-def _slug(text: str) -> str:
-    words = "".join(ch if ch.isalnum() else " " for ch in text.lower()).split()
-    return "_".join(words[:3]) or "experiment"
 
 
 def _make_row(t: Tables, rng: random.Random, index: int, seen: set[bytes]) -> dict[str, Any]:
@@ -437,28 +371,22 @@ def _make_row(t: Tables, rng: random.Random, index: int, seen: set[bytes]) -> di
             "tag2": topic.tags[1].replace("-", " "),
             "seeds": rng.choice((3, 5, 10, 20)),
         }
+        words = "".join(ch if ch.isalnum() else " " for ch in ctx["implementation"].lower())
+        ctx["slug"] = "_".join(words.split()[:3]) or "experiment"
+        ctx["Check"] = topic.check[0].upper() + topic.check[1:]
         ctx["setting"] = rng.choice(t.phrases.settings).format(**ctx)
-        query = _query(t, rng, topic, difficulty, ctx)
+        query = _query(t, rng, difficulty, ctx)
         key = hashlib.blake2b(query.encode("utf-8"), digest_size=12).digest()
         if key not in seen:
             seen.add(key)
             break
     else:  # pragma: no cover - 100 collisions in a row cannot happen with these vocabularies
         raise RuntimeError("could not compose a new query")
-    ctx["slug"] = _slug(ctx["implementation"])
 
-    plan: list[str] = []
-    for i, tool in enumerate(plan_tools):
-        second = tool in plan_tools[:i]
-        if tool == "/general-search":
-            plan.append(_search_step(t, rng, ctx))
-        elif tool == "/math":
-            plan.append(_math_step(t, rng, ctx, second))
-        else:
-            plan.append(_code_step(t, rng, topic, ctx, second))
+    plan = [_step(t, rng, tool, ctx, tool in plan_tools[:i]) for i, tool in enumerate(plan_tools)]
 
     tag_count = rng.choices((2, 3, 4), weights=(3, 92, 5))[0]
-    tags = list(topic.tags[: min(tag_count, len(topic.tags))])
+    tags = list(topic.tags[:tag_count])
     if tag_count == 4:
         tags.append(rng.choice(t.topics).tags[0])
         tags = list(dict.fromkeys(tags))
@@ -469,14 +397,14 @@ def _make_row(t: Tables, rng: random.Random, index: int, seen: set[bytes]) -> di
         "task_summary": query[:120],
         "route_plan": plan,
         "route_rationale": _rationale(t, plan_tools, ctx),
-        "expected_artifacts": _artifacts(rng, ctx),
-        "thinking_outline": _outline(rng, plan_tools, ctx),
+        "expected_artifacts": _artifacts(t, rng, ctx),
+        "thinking_outline": _outline(t, rng, plan_tools, ctx),
         "handoff_plan": _handoff(t, rng, plan_tools, ctx),
         "todo_list": _todo(t, rng, plan_tools, ctx),
         "difficulty": difficulty,
         "tags": tags,
         "quality_score": round(rng.uniform(0.8, 0.98), 2),
-        "acceptance_criteria": _acceptance(rng, ctx),
+        "acceptance_criteria": _acceptance(t, rng, ctx),
         "metrics": _metrics(t, rng, ctx),
         "compute_budget": {
             "gpu_hours": rng.choice((0, 1, 2, 4, 8)),
@@ -500,9 +428,8 @@ def generate_rows(n: int, seed: int) -> Iterator[dict[str, Any]]:
         raise InputError(f"--rows must be at least 0, got {n}")
     rng = random.Random(f"routerlib-synth:{seed}")
     seen: set[bytes] = set()
-    t = tables()
     for index in range(n):
-        yield _make_row(t, rng, index, seen)
+        yield _make_row(tables(), rng, index, seen)
 
 
 def write_rows(path: str | os.PathLike[str], n: int, seed: int) -> Path:

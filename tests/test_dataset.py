@@ -14,6 +14,7 @@ import pytest
 from routerlib import dataset, schema, synth
 from routerlib.cli import main
 from routerlib.errors import InputError
+from routerlib.runfolder import SYNTHETIC_ROWS_FILE
 
 SPLIT_NAMES = ("train.jsonl", "validation.jsonl", "test.jsonl")
 
@@ -287,7 +288,7 @@ def test_embedded_default_input(tmp_path: Path, capsys: pytest.CaptureFixture[st
     assert manifest["input"]["embedded"] is True and manifest["counts"]["total"] == 120
     again = tmp_path / "again.jsonl"
     synth.write_rows(again, 120, synth.DEFAULT_SEED)
-    assert again.read_bytes() == (tmp_path / "out" / synth.EMBEDDED_FILE).read_bytes()
+    assert again.read_bytes() == (tmp_path / "out" / SYNTHETIC_ROWS_FILE).read_bytes()
 
 
 def test_memory_does_not_grow_with_payloads(tmp_path: Path) -> None:
