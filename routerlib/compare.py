@@ -164,12 +164,8 @@ def load_run(run_dir: str | Path) -> RunSummary:
 def load_runs(run_paths: Sequence[str | Path] | None = None) -> list[RunSummary]:
     """The given run folders, or every run folder with a metrics.json under the outputs root; a
     run scored under several decodings gives one model per decoding (headline first)."""
-    dirs = [Path(p) for p in run_paths or runfolder.find_folders(runfolder.METRICS_FILE)]
-    out: list[RunSummary] = []
-    for folder in dirs:
-        run = load_run(folder)
-        out += [run, *run.variants]
-    return out
+    runs = [load_run(p) for p in run_paths or runfolder.find_folders(runfolder.METRICS_FILE)]
+    return [r for run in runs for r in (run, *run.variants)]
 
 
 def routers(runs: Iterable[RunSummary]) -> list[RunSummary]:
@@ -269,8 +265,8 @@ def leaderboard(runs: Sequence[RunSummary]) -> pd.DataFrame:
             train_seconds=_num(getattr(tuning, "train_seconds", None)),
             checkpoint=(getattr(tuning, "checkpoint", None) or {}).get("served"),
         )
-        rec[TUNING_USD] = _num(cost.get("tuning_usd"))
-        rec[SERVING_USD] = _num(cost.get("serving_usd_per_1000_routes"))
+        rec[TUNING_USD] = _num(cost.get(TUNING_USD))
+        rec[SERVING_USD] = _num(cost.get(SERVING_USD))
         rec[PRICES_VERIFIED] = pricing.prices_verified(cost) if record else None
         rec["routes_per_hour"] = _num(cost.get("routes_per_hour"))
         # which price rows were not read from a Google source (pricing.RunCost.unverified)
@@ -278,8 +274,13 @@ def leaderboard(runs: Sequence[RunSummary]) -> pd.DataFrame:
         rec["latency_p50_s"] = _num(_get(report, "latency", "p50_s"))
         rec["latency_p95_s"] = _num(_get(report, "latency", "p95_s"))
         rec["s_per_token"] = _num(seconds_per_token(report))
-        rec["failed_checks"] = "; ".join(_failed_checks(run.report))
-        rec["skipped_checks"] = "; ".join(skipped_buckets(run.report))
+        # The gate's failed checks ("bucket.metric", the first four) and the buckets it skipped
+        # for want of test rows (metrics.apply_gate).
+        gate = report.get("threshold_results")
+        failed = _get(gate, "failed")
+        rec["failed_checks"] = "; ".join(map(str, failed[:4] if isinstance(failed, list) else []))
+        skipped = metrics.skipped_buckets(gate if isinstance(gate, dict) else None)
+        rec["skipped_checks"] = "; ".join(f"{b} ({n} test rows)" for b, (n, _) in skipped.items())
         records.append(rec)
     import pandas as pd
 
@@ -305,33 +306,25 @@ def seconds_per_token(report: dict[str, Any] | None) -> float | None:
 # ----------------------------------------------------------------------------- significance
 
 
-def _paired(
-    a_rows: list[SampleRecord], b_rows: list[SampleRecord], metric: str
-) -> tuple[list[float], list[float]]:
-    """The strict values metrics.py recorded for ``metric`` on the test rows both scored."""
-    b_by_index = {row.index: row for row in b_rows}
-    xs, ys = [], []
-    for row in a_rows:
-        other = b_by_index.get(row.index)
-        if other is not None and metric in row.strict and metric in other.strict:
-            xs.append(float(row.strict[metric]))
-            ys.append(float(other.strict[metric]))
-    return xs, ys
-
-
 def compare_pair(
-    a: RunSummary, b: RunSummary, metrics: Sequence[str] = SIGNIFICANCE_METRICS, seed: int = 0
+    a: RunSummary, b: RunSummary, metrics: Sequence[str] = SIGNIFICANCE_METRICS
 ) -> list[dict[str, Any]]:
     """Paired tests (:func:`paired_test`) of router ``a`` against ``b`` on the test rows both
     scored (by ``index``), on the strict values (an invalid prediction is a miss)."""
-    a_rows, b_rows = a.samples(), b.samples()
+    b_by_index = {row.index: row for row in b.samples()}
+    both = [
+        (row.strict, b_by_index[row.index].strict) for row in a.samples() if row.index in b_by_index
+    ]
     out = []
     for metric in metrics:
-        xs, ys = _paired(a_rows, b_rows, metric)
-        if not xs:
+        pairs = [
+            (float(x[metric]), float(y[metric])) for x, y in both if metric in x and metric in y
+        ]
+        if not pairs:
             continue
+        xs, ys = (list(values) for values in zip(*pairs, strict=True))
         # The reference goes first, so delta and b01 (fixed) read "model minus reference".
-        test = paired_test(ys, xs, metric, seed=seed)
+        test = paired_test(ys, xs, metric)
         p_value, mx, my = _num(test.get("p_value")), sum(xs) / len(xs), sum(ys) / len(ys)
         rec: dict[str, Any] = {"model": a.name, "model_run": a.run_name, "reference": b.name}
         rec.update(reference_run=b.run_name, metric=metric, test=test["test"], n=len(xs))
@@ -428,28 +421,10 @@ def _fmt(value: Any, digits: int = 3) -> str:
     return "n/a" if math.isnan(number) else f"{number:.{digits}f}"
 
 
-def _failed_checks(report: dict[str, Any] | None, limit: int = 4) -> list[str]:
-    """The gate checks that failed ("bucket.metric"), as ``metrics.apply_gate`` lists them."""
-    failed = _get(report, "threshold_results", "failed")
-    return [str(item) for item in failed[:limit]] if isinstance(failed, list) else []
-
-
-def skipped_buckets(report: dict[str, Any] | None) -> list[str]:
-    """The gate's skipped buckets with their test rows (``has_computation (0 test rows)``): a
-    bucket the test split has none of is not judged (``metrics.apply_gate``)."""
-    results = _get(report, "threshold_results")
-    skipped = metrics.skipped_buckets(results if isinstance(results, dict) else None)
-    return [f"{b} ({rows} test rows)" for b, (rows, _) in skipped.items()]
-
-
-def _skipped_sentence(row: pd.Series) -> str:
-    """'Skipped by the gate (no test rows): ...' for a leaderboard row, '' when none."""
-    skipped = str(row.get("skipped_checks") or "")
-    if not skipped or skipped == "nan":
-        return ""
-    items = ", ".join(f"`{item}`" for item in skipped.split("; "))
-    why = "the test split has no rows of that bucket, so its checks were not judged"
-    return f"The gate skipped {items}: {why}."
+def _listed(row: pd.Series, column: str) -> str:
+    """A leaderboard row's "; "-separated ``column`` as "`a`, `b`" ('' when empty)."""
+    text = str(row.get(column) or "")
+    return "" if text in ("", "nan") else ", ".join(f"`{item}`" for item in text.split("; "))
 
 
 def _score(row: pd.Series, metric: str) -> float:
@@ -466,12 +441,6 @@ def _differs(x: float, y: float) -> bool:
     return math.isnan(x) != math.isnan(y) or abs(x - y) >= TIE_TOLERANCE
 
 
-def deciding_metric(a: pd.Series, b: pd.Series) -> str:
-    """The first deciding metric on which routers ``a`` and ``b`` differ (PRIMARY when none)."""
-    differ = (m for m in DECIDING_METRICS if _differs(_score(a, m), _score(b, m)))
-    return next(differ, PRIMARY)
-
-
 def why_ranked(a: pd.Series, b: pd.Series, board: pd.DataFrame) -> str:
     """One sentence with the numbers that put router ``a`` above ``b`` (or say they tie)."""
     first, second = f"`{router_label(a, board)}`", f"`{router_label(b, board)}`"
@@ -485,10 +454,6 @@ def why_ranked(a: pd.Series, b: pd.Series, board: pd.DataFrame) -> str:
             tied.append(f"{metric} {_fmt(x)}")
     shown = ", ".join(tied) if tied else "no recorded metric"
     return f"{first} and {second} tie on every headline metric ({shown})."
-
-
-def _and(items: Sequence[str]) -> str:
-    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
 
 
 def tie_sentence(board: pd.DataFrame) -> str:
@@ -511,10 +476,9 @@ def tie_sentence(board: pd.DataFrame) -> str:
             f"All {len(scored)} candidates tie on every headline metric ({', '.join(tied)}): "
             "these numbers do not separate them."
         )
-    return (
-        f"All {len(scored)} candidates tie on {', '.join(tied)}; what separates them is "
-        f"{_and(separating)}."
-    )
+    *others, last = separating
+    which = f"{', '.join(others)} and {last}" if others else last
+    return f"All {len(scored)} candidates tie on {', '.join(tied)}; what separates them is {which}."
 
 
 def embedded_note(board: pd.DataFrame) -> str:
@@ -531,16 +495,15 @@ def embedded_note(board: pd.DataFrame) -> str:
     )
 
 
-def no_runs_message(params_file: str | None = None) -> str:
+def no_runs_message() -> str:
     """What to do when there is nothing to compare: run the chain on the params file in use
-    (``params_file``, else $ROUTERLIB_PARAMS, else params/local.yaml, which runs offline), or
-    gather a run made with the CLI steps into a run folder."""
-    chosen = params_file or default_params_file()
+    ($ROUTERLIB_PARAMS, else params/local.yaml, which runs offline), or gather a run made with
+    the CLI steps into a run folder."""
     return (
-        f"**No runs to compare yet.** Run `routerlib run {chosen}` (notebooks 01–04 into one run "
-        "folder), or, after the CLI steps (`routerlib prepare`, `tune`, `deploy`, `evaluate "
-        "--params FILE --out REPORT.json`), gather them with `routerlib record --params FILE "
-        "--report REPORT.json --job NAME`."
+        f"**No runs to compare yet.** Run `routerlib run {default_params_file()}` (notebooks 01–04 "
+        "into one run folder), or, after the CLI steps (`routerlib prepare`, `tune`, `deploy`, "
+        "`evaluate --params FILE --out REPORT.json`), gather them with `routerlib record --params "
+        "FILE --report REPORT.json --job NAME`."
     )
 
 
@@ -595,11 +558,11 @@ def conclusion(board: pd.DataFrame, sig: pd.DataFrame | None, with_note: bool = 
                 f"Closest: {describe(best)} with {PRIMARY} {_fmt(_score(best, PRIMARY))} "
                 f"strict{interval(best)}."
             )
-        failed = str(best.get("failed_checks") or "")
-        if failed and failed != "nan":
-            checks = ", ".join(f"`{c}`" for c in failed.split("; "))
-            lines.append(f"Its failing checks include: {checks}.")
-    lines.append(_skipped_sentence(best))
+        if failed := _listed(best, "failed_checks"):
+            lines.append(f"Its failing checks include: {failed}.")
+    if skipped := _listed(best, "skipped_checks"):
+        why = "the test split has no rows of that bucket, so its checks were not judged"
+        lines.append(f"The gate skipped {skipped}: {why}.")
     reasons = [tie_sentence(board)]
     # One sentence per pick: the chosen model against the router it was preferred to, the
     # runner-up model, and the previous router chosen among the baselines.
@@ -611,7 +574,9 @@ def conclusion(board: pd.DataFrame, sig: pd.DataFrame | None, with_note: bool = 
         reasons.append(why_ranked(best, others[0], board))
     if len(ranked_bases) > 1:
         reasons.append(why_ranked(ranked_bases[0], ranked_bases[1], board))
-    tested = deciding_metric(best, top_base) if top_base is not None else PRIMARY
+    # the first deciding metric on which the pick and the top baseline differ
+    differ = (m for m in DECIDING_METRICS if _differs(_score(best, m), _score(top_base, m)))
+    tested = next(differ, PRIMARY) if top_base is not None else PRIMARY
     if sig is not None and not sig.empty:
         rows = sig[
             (sig["model_run"] == best["run"])
@@ -649,13 +614,12 @@ def conclusion(board: pd.DataFrame, sig: pd.DataFrame | None, with_note: bool = 
 # ----------------------------------------------------------------------------- quality vs cost
 
 
-def pareto_front(
-    board: pd.DataFrame, quality: str = f"{PRIMARY} strict", cost: str = SERVING_USD
-) -> pd.Series:
-    """True for each row no other row beats: none has at least its ``quality`` at no more than
-    its ``cost`` and is better in one of them. Rows missing either figure are never on it."""
+def pareto_front(board: pd.DataFrame) -> pd.Series:
+    """True for each row no other row beats: none has at least its strict primary metric at no
+    more than its serving cost and is better in one of them. Rows missing either are never on it."""
     import pandas as pd
 
+    quality, cost = f"{PRIMARY} strict", SERVING_USD
     front = pd.Series(False, index=board.index, dtype=bool)
     if board.empty or quality not in board or cost not in board:
         return front
@@ -669,19 +633,19 @@ def pareto_front(
     return front
 
 
-def cheapest_passing(board: pd.DataFrame, cost: str = SERVING_USD) -> pd.Series | None:
-    """The cheapest row by ``cost`` whose gate passes and whose quality is known (ties: the
+def cheapest_passing(board: pd.DataFrame) -> pd.Series | None:
+    """The cheapest row by serving cost whose gate passes and whose quality is known (ties: the
     better strict primary metric); None when no such row."""
-    if board.empty or cost not in board or "gate_pass" not in board:
+    if board.empty or SERVING_USD not in board or "gate_pass" not in board:
         return None
     quality = f"{PRIMARY} strict"
-    keep = (board["gate_pass"] == True) & board[cost].notna()  # noqa: E712
+    keep = (board["gate_pass"] == True) & board[SERVING_USD].notna()  # noqa: E712
     if quality in board:
         keep &= board[quality].notna()
     priced = board[keep]
     if priced.empty:
         return None
-    order = [cost, quality] if quality in priced else [cost]
+    order = [SERVING_USD, quality] if quality in priced else [SERVING_USD]
     return priced.sort_values(order, ascending=[True, False][: len(order)]).iloc[0]
 
 
@@ -704,11 +668,11 @@ def price_note(board: pd.DataFrame) -> str:
     )
 
 
-def cost_line(board: pd.DataFrame, cost: str = SERVING_USD) -> str:
+def cost_line(board: pd.DataFrame) -> str:
     """One sentence naming the cheapest run that passes the gate, or saying none does."""
-    row = cheapest_passing(board, cost)
+    row = cheapest_passing(board)
     if row is None:
-        return f"No priced run passes the gate (cost column `{cost}`)."
+        return f"No priced run passes the gate (cost column `{SERVING_USD}`)."
     unverified = row.get(UNVERIFIED)
     trust = (
         f" The price is not verified ({unverified}: not read from a Google source)."
@@ -717,7 +681,7 @@ def cost_line(board: pd.DataFrame, cost: str = SERVING_USD) -> str:
     )
     return (
         f"Cheapest run that passes the gate: **{row['model']}** ({row['run']}) at "
-        f"${row[cost]:,.4f} per 1,000 routes, strict {PRIMARY} {_fmt(row.get(f'{PRIMARY} strict'))}."
+        f"${row[SERVING_USD]:,.4f} per 1,000 routes, strict {PRIMARY} {_fmt(row.get(f'{PRIMARY} strict'))}."
         + trust
     )
 
@@ -725,12 +689,12 @@ def cost_line(board: pd.DataFrame, cost: str = SERVING_USD) -> str:
 # ----------------------------------------------------------------------------- sweeps
 
 
-def sweep_board(board: pd.DataFrame, sweep_dir: str | Path | None = None) -> pd.DataFrame:
-    """The leaderboard rows of one sweep (default: the newest under the outputs root) with its
-    varied keys as the first columns, best first. Empty when there is no sweep."""
+def sweep_board(board: pd.DataFrame) -> pd.DataFrame:
+    """The leaderboard rows of the newest sweep under the outputs root with its varied keys as
+    the first columns, best first. Empty when there is no sweep."""
     import pandas as pd
 
-    folders = [Path(sweep_dir)] if sweep_dir else runfolder.find_folders(runfolder.SWEEP_FILE)[-1:]
+    folders = runfolder.find_folders(runfolder.SWEEP_FILE)[-1:]
     if not folders or board.empty:
         return pd.DataFrame()
     record = runfolder.read_sweep(folders[0])
