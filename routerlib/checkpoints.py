@@ -30,14 +30,13 @@ from routerlib.config import run_default
 from routerlib.errors import InputError
 from routerlib.metric_names import LOWER_IS_BETTER
 from routerlib.serving.base import Predictor
+from routerlib.tuning.base import Job
 
 if TYPE_CHECKING:
     import pandas as pd
 
 #: The choice record in the run folder.
 CHECKPOINTS_FILE = runfolder.CHECKPOINTS_FILE
-#: Per-checkpoint validation reports: ``eval/checkpoints/<name>/report.json``.
-SCORES_DIR = runfolder.CHECKPOINT_REPORTS_DIR
 #: Breaks ties of ``select_metric`` (strict, overall).
 TIE_BREAK = "tool_sequence_exact"
 DEFAULT_SELECT_METRIC: str = run_default("select_metric")
@@ -120,31 +119,23 @@ def _same_settings(score: CheckpointScore, settings: dict[str, Any]) -> bool:
     return {"decoding": FREE, **score.settings} == settings
 
 
-def _val_losses(job: Any) -> dict[int, float]:
-    """Validation loss at the end of each whole epoch, from the job's loss curve."""
-    out: dict[int, float] = {}
-    for point in getattr(job, "loss_curve", None) or []:
-        epoch, loss = point.get("epoch"), point.get("val_loss")
-        if isinstance(epoch, int | float) and loss is not None and float(epoch).is_integer():
-            out[int(epoch)] = float(loss)
-    return out
-
-
-def candidates(job: Any) -> list[Candidate]:
+def candidates(job: Job) -> list[Candidate]:
     """The job's per-epoch checkpoints, first epoch first: ``job.checkpoints``, else the local
     layout under the output URI, else (only ``final`` kept) the final checkpoint as the last."""
-    losses = _val_losses(job)
+    # validation loss at the end of each whole epoch, from the job's loss curve
+    losses: dict[int, float] = {}
+    for point in job.loss_curve:
+        epoch, loss = point.get("epoch"), point.get("val_loss")
+        if isinstance(epoch, int | float) and loss is not None and float(epoch).is_integer():
+            losses[int(epoch)] = float(loss)
     found: dict[int, str] = {}
-    for record in getattr(job, "checkpoints", None) or []:
-        get = record.get if isinstance(record, dict) else lambda k, r=record: getattr(r, k, None)
-        name, epoch, uri = str(get("checkpoint_id") or ""), get("epoch"), get("uri")
-        if name == FINAL:  # a copy of the last epoch's (same epoch number): not a candidate
+    for record in job.checkpoints:
+        if record.checkpoint_id == FINAL:  # a copy of the last epoch's (same epoch): no candidate
             continue
-        match = EPOCH_NAME.match(name)
-        if epoch is None and match:
-            epoch = int(match.group(1))
-        if isinstance(epoch, int) and epoch >= 1 and uri:
-            found[epoch] = str(uri)
+        match = EPOCH_NAME.match(record.checkpoint_id)
+        epoch = int(match.group(1)) if record.epoch is None and match else record.epoch
+        if epoch is not None and epoch >= 1 and record.uri:
+            found[epoch] = record.uri
     output = str(job.spec.output_uri).rstrip("/")
     if not found and not output.startswith("gs://"):
         for folder in (Path(output) / CHECKPOINTS_DIR).glob("epoch-*"):
@@ -163,8 +154,6 @@ def candidates(job: Any) -> list[Candidate]:
 def strict_value(report: dict[str, Any], metric: str) -> float | None:
     """The strict overall figure of ``metric`` in a scorer report (None when absent)."""
     value = ((report.get("strict") or {}).get("overall") or {}).get(metric)
-    if isinstance(value, bool):
-        return float(value)
     if isinstance(value, int | float) and not math.isnan(float(value)):
         return float(value)
     return None
@@ -232,7 +221,7 @@ def _now() -> str:
 
 
 def score_checkpoints(
-    job: Any,
+    job: Job,
     validation: Path,
     run_dir: Path,
     scorer: Scorer,
@@ -271,7 +260,8 @@ def score_checkpoints(
         else:
             if out:
                 out(f"scoring {cand.name} on {validation.name} ({decoding} decoding)")
-            report_rel = runfolder.decoding_report_file(f"{SCORES_DIR}/{cand.name}", decoding)
+            folder = f"{runfolder.CHECKPOINT_REPORTS_DIR}/{cand.name}"  # <name>/report.json
+            report_rel = runfolder.decoding_report_file(folder, decoding)
             report = scorer(cand.uri, Path(validation), run_dir / report_rel, decoding)
             score = CheckpointScore(
                 **cand.model_dump(),
