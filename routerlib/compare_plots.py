@@ -23,6 +23,7 @@ from routerlib.compare import (
     pareto_front,
     routers,
 )
+from routerlib.data_plots import grouped_bars
 from routerlib.display import router_labels, run_suffix
 from routerlib.metric_names import ALL_BUCKETS as BUCKETS
 
@@ -57,10 +58,6 @@ def _valid(value: Any) -> bool:
     return isinstance(value, (int, float)) and not (isinstance(value, float) and math.isnan(value))
 
 
-def _float(value: Any) -> float:
-    return float(value) if _valid(value) else math.nan
-
-
 def run_labels(routers: Sequence[RunSummary]) -> list[str]:
     """Each router's name, with its run when another router has the same name."""
     counts = Counter(r.name for r in routers)
@@ -86,40 +83,25 @@ def bucket_figure(routers: Sequence[RunSummary], metric: str = PRIMARY) -> Any:
     metrics = [metric, *(m for m in BUCKET_METRICS if m != metric)]
     fig = _figure(12, 3.6 * len(metrics) + 0.6)
     axes = [fig.add_subplot(len(metrics), 1, k + 1) for k in range(len(metrics))]
-    series: list[tuple[str, bool, dict[str, list[float]]]] = []
-    buckets = list(BUCKETS)
+    series: list[tuple[str, dict[str, list[Any]]]] = []
     skipped: list[str] = []
+    hatched: list[str] = []  # the baseline routers
     for label, run in zip(run_labels(routers), routers, strict=True):
         strict = (run.report or {}).get("strict") or {}
-        values = {m: [_float((strict.get(b) or {}).get(m)) for b in buckets] for m in metrics}
+        values = {m: [(strict.get(b) or {}).get(m) for b in BUCKETS] for m in metrics}
         if any(_valid(v) for vals in values.values() for v in vals):
-            series.append((label, run.kind == "baseline", values))
+            series.append((label, values))
         else:
             skipped.append(label)
+        if run.kind == "baseline":
+            hatched.append(label)
     for ax, name in zip(axes, metrics, strict=True):
+        title = f"{name} by bucket (strict)"
         if not series:
             _empty(ax, "no scored runs")
-            ax.set_title(f"{name} by bucket (strict)")
-            continue
-        width = 0.8 / len(series)
-        all_zero = True
-        for i, (label, baseline, values) in enumerate(series):
-            xs = [j + (i - (len(series) - 1) / 2) * width for j in range(len(buckets))]
-            ys = values[name]
-            style = {"hatch": "//", "edgecolor": "0.3"} if baseline else {"edgecolor": "white"}
-            heights = [0.0 if math.isnan(v) else v for v in ys]
-            bars = ax.bar(xs, heights, width * 0.95, label=label, color=f"C{i % 10}", **style)
-            for bar, value in zip(bars, ys, strict=True):
-                if math.isnan(value) or value == 0:  # marked, so it is not taken for a gap
-                    x, mark = bar.get_x() + bar.get_width() / 2, "–" if math.isnan(value) else "0"
-                    ax.text(x, 0.01, mark, ha="center", va="bottom", fontsize=7, color="0.3")
-                all_zero = all_zero and not value > 0
-        ax.set_xticks(range(len(buckets)), buckets)
-        ax.set_ylim(0, 1.05)
-        ax.set_ylabel("strict rate")
-        title = f"{name} by bucket (strict)"
-        if all_zero:
+        elif grouped_bars(ax, BUCKETS, [(lab, v[name]) for lab, v in series], hatched):
             title += ": every router scores 0 in every bucket"
+        ax.set_ylabel("strict rate")
         ax.set_title(title, fontsize="medium")
     if series:
         axes[0].legend(
@@ -359,14 +341,9 @@ def sweep_metric(rows: pd.DataFrame, folder: Path, metric: str = f"{PRIMARY} str
         ax = fig.add_subplot(1, len(keys), n)
         others = [k for k in keys if k != key]
         groups = rows.groupby(others, dropna=False) if others else [((), rows)]
-        for label, group in groups:
+        for label, group in groups:  # label: the other keys' values, a tuple
             group = group.sort_values(key)
-            text = ", ".join(
-                f"{k}={v}"
-                for k, v in zip(
-                    others, (label if isinstance(label, tuple) else (label,)), strict=False
-                )
-            )
+            text = ", ".join(f"{k}={v}" for k, v in zip(others, label, strict=True))
             ax.plot(group[key].astype(str), group[metric], "o-", label=text or None)
         ax.set_xlabel(key)
         ax.set_ylabel(metric)

@@ -1,9 +1,13 @@
 """Figures of the prepared splits for notebook 01: first tool, route length, difficulty and
-estimated token length per split (from ``dataset.stats_frame``)."""
+estimated token length per split (from ``dataset.stats_frame``); and what every figure module
+shares: :func:`shown` and :func:`grouped_bars`."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, TypeVar
+import math
+import numbers
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, TypeVar
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -77,3 +81,30 @@ def shown(fig: F) -> F:
 def split_figure(frame: pd.DataFrame) -> Figure:
     """Notebook 01's figure of the prepared splits (``stages.split_frame``)."""
     return shown(plot_split_stats(frame))
+
+
+def grouped_bars(
+    ax: Any,
+    groups: Sequence[str],
+    series: Sequence[tuple[str, Sequence[Any]]],
+    hatched: Sequence[str] = (),
+) -> bool:
+    """Rates as bars on ``ax``: per group, one bar per ``(label, values)`` series (those in
+    ``hatched`` hatched); a zero or missing (not a number, or NaN) bar is marked 0 or – so it is
+    not taken for a gap. True when some value is known and none is above 0."""
+    width = 0.8 / max(len(series), 1)
+    known: list[float] = []
+    for i, (label, raw) in enumerate(series):
+        values = [float(v) if isinstance(v, numbers.Real) else math.nan for v in raw]
+        xs = [j + (i - (len(series) - 1) / 2) * width for j in range(len(groups))]
+        style = {"hatch": "//", "edgecolor": "0.3"} if label in hatched else {"edgecolor": "white"}
+        heights = [0.0 if math.isnan(v) else v for v in values]
+        bars = ax.bar(xs, heights, width * 0.95, label=label, color=f"C{i % 10}", **style)
+        for bar, value in zip(bars, values, strict=True):
+            if math.isnan(value) or value == 0:
+                x, mark = bar.get_x() + bar.get_width() / 2, "–" if math.isnan(value) else "0"
+                ax.text(x, 0.01, mark, ha="center", va="bottom", fontsize=7, color="0.3")
+        known += [v for v in values if not math.isnan(v)]
+    ax.set_xticks(range(len(groups)), groups)
+    ax.set_ylim(0, 1.05)
+    return bool(known) and not any(v > 0 for v in known)
