@@ -6,7 +6,6 @@ is written when a notebook or page holds a credential-like string (``scan_for_se
 from __future__ import annotations
 
 import base64
-import contextlib
 import functools
 import json
 import os
@@ -70,10 +69,6 @@ class SecretFound(RouterlibError):
     """A credential-like string was found in what would be published (exit 2)."""
 
 
-def _mask(text: str) -> str:
-    return text[:6] + "…" if len(text) > 6 else "…"
-
-
 def scan_text(text: str) -> list[str]:
     """Credential-like strings in ``text`` as ``"<kind> (<first chars>…)"`` (never the whole value).
     Base64 data URIs (embedded images) are skipped."""
@@ -84,7 +79,7 @@ def scan_text(text: str) -> list[str]:
             value = match.group(0).split("=")[-1].split(":")[-1].strip(" \"'")
             if value and set(value) <= {"*", "•", "x", "X"}:
                 continue  # an already masked placeholder
-            hits.append(f"{kind} ({_mask(match.group(0))})")
+            hits.append(f"{kind} ({match.group(0)[:6]}…)")  # every pattern matches > 6 chars
     return hits
 
 
@@ -111,13 +106,8 @@ def scan_for_secrets(targets: Sequence[str | os.PathLike[str]]) -> list[str]:
     """Scan notebooks (.ipynb, cell by cell), HTML and any other text files, or folders of them;
     return one line per finding: ``<file>: <where>: <kind> (<first chars>…)``."""
     findings: list[str] = []
-    files: list[Path] = []
-    for target in targets:
-        path = Path(target)
-        if path.is_dir():
-            files.extend(sorted(p for p in path.rglob("*") if p.is_file()))
-        elif path.is_file():
-            files.append(path)
+    paths = [Path(t) for t in targets]
+    files = [f for p in paths for f in (sorted(p.rglob("*")) if p.is_dir() else [p]) if f.is_file()]
     for file in files:
         if file.suffix.lower() in (".png", ".jpg", ".jpeg", ".gif", ".pt", ".bin", ".safetensors"):
             continue
@@ -229,7 +219,6 @@ def _comparison(run_dirs: list[Path], out: Path) -> dict[str, Any]:
     )
     board_values: dict[str, Any] = {"headline": None, "csv": LEADERBOARD_CSV}
     if not board.empty:
-        out.mkdir(parents=True, exist_ok=True)
         write_text(out / LEADERBOARD_CSV, board.to_csv(index=False))
         full = display.full_board(board)
         board_values.update(
@@ -308,8 +297,12 @@ def render_report(
     _refuse_secrets([nb for nbs in notebooks.values() for nb in nbs])
 
     out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    try:
+    # removed on any error or Ctrl-C; after the swap into place there is nothing left to remove
+    temp = tempfile.TemporaryDirectory(
+        prefix=f".{out.name}.tmp-", dir=out.parent, ignore_cleanup_errors=True
+    )
+    with temp as folder:
+        staging = Path(folder)
         run_links: list[dict[str, Any]] = []
         comparison_links: list[tuple[str, str]] = []
         used: set[str] = set()
@@ -320,9 +313,7 @@ def render_report(
             links = []
             for nb in notebooks[run]:
                 page = Path("runs") / slug / f"{nb.stem}.html"
-                target = staging / page
-                target.parent.mkdir(parents=True, exist_ok=True)
-                target.write_text(notebook_to_html(nb, exporter), encoding="utf-8")
+                write_text(staging / page, notebook_to_html(nb, exporter))
                 href = quote(page.as_posix())
                 links.append((nb.stem, href))
                 if nb.name.startswith(COMPARISON_STAGE):
@@ -335,11 +326,7 @@ def render_report(
             runs=run_links,
             **_comparison(run_dirs, staging),
         )
-        (staging / "index.html").write_text(index, encoding="utf-8")
+        write_text(staging / "index.html", index)
         _refuse_secrets([staging])
         _replace_dir(staging, out)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            shutil.rmtree(staging)
-        raise
     return out / "index.html"
