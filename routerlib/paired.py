@@ -37,13 +37,7 @@ def paired_test(
     if not binary:
         return {"test": "paired_bootstrap", **boot, "b01": None, "b10": None}
     test = stats.mcnemar([_good(metric, v) for v in previous], [_good(metric, v) for v in new])
-    return {
-        "test": "mcnemar",
-        **test,
-        "delta": boot["delta"],
-        "ci_low": boot["ci_low"],
-        "ci_high": boot["ci_high"],
-    }
+    return {"test": "mcnemar", **test, **{k: boot[k] for k in ("delta", "ci_low", "ci_high")}}
 
 
 def _deltas(new: dict[str, dict[str, Any]], old: dict[str, dict[str, Any]]) -> dict[str, Any]:
@@ -82,27 +76,27 @@ def compare_scored(
     names = sorted({name for record in new_records for name in record["strict"]})
     changes: dict[str, dict[str, list[int]]] = {}
     for name in (n for n in names if n not in RATE_METRICS):
-        both = [(o, c) for o, c in pairs if name in c["strict"] and name in o["strict"]]
         hits = [
-            (_good(name, o["strict"][name]), _good(name, c["strict"][name]), c) for o, c in both
+            (_good(name, o["strict"][name]), _good(name, c["strict"][name]), c["index"])
+            for o, c in pairs
+            if name in c["strict"] and name in o["strict"]
         ]
-        fixed = [c["index"] for was, now, c in hits if now and not was]
-        broken = [c["index"] for was, now, c in hits if was and not now]
-        changes[name] = {"fixed": fixed, "broken": broken}
+        changes[name] = {
+            "fixed": [i for was, now, i in hits if now and not was],
+            "broken": [i for was, now, i in hits if was and not now],
+        }
     result["changes"] = changes
     significance: dict[str, dict[str, Any]] = {}
     for bucket in sorted({bucket for record in new_records for bucket in record["buckets"]}):
-        in_bucket = [(old, cur) for old, cur in pairs if bucket in cur["buckets"]]
-        tests: dict[str, Any] = {}
+        significance[bucket] = {}
         for name in names:
             both = [
-                (o["strict"][name], c["strict"][name]) for o, c in in_bucket if name in o["strict"]
+                (float(o["strict"][name]), float(c["strict"][name]))
+                for o, c in pairs
+                if bucket in c["buckets"] and name in o["strict"]
             ]
             if both:
                 a, b = zip(*both, strict=True)
-                tests[name] = paired_test(
-                    [float(x) for x in a], [float(x) for x in b], name, seed=seed
-                )
-        significance[bucket] = tests
+                significance[bucket][name] = paired_test(list(a), list(b), name, seed=seed)
     result["significance"] = significance
     return result
