@@ -129,25 +129,18 @@ def rules_tools(query: str) -> list[str]:
     """The keyword router's tool sequence for ``query``."""
     low = query.lower()
     opening = low.split()[0].strip(".,:;") if low.split() else ""
-    wants_math = _has(low, "math")
-    wants_code = _has(low, "code")
-    wants_search = _has(low, "search")
+    wants_math, wants_code, wants_search = (_has(low, k) for k in ("math", "code", "search"))
     if not (wants_math or wants_code or wants_search):
         return list(MAJORITY_TOOLS)
-    math_first = opening in ("derive", "prove", "formally", "formalize") and not wants_search
-    tools: list[str] = []
-    if math_first:
-        tools = (
-            ["/math", "/code", "/general-search"] if wants_code else ["/math", "/general-search"]
-        )
-    else:
-        tools = ["/general-search"]
-        if wants_math:
-            tools.append("/math")
-        if wants_code:
-            tools.append("/code")
-        if wants_math and wants_code and _has(low, "verify") and _has(low, ("derive", "proof")):
-            tools.append("/math")
+    if opening in ("derive", "prove", "formally", "formalize") and not wants_search:  # math first
+        return ["/math", "/code", "/general-search"] if wants_code else ["/math", "/general-search"]
+    tools = ["/general-search"]
+    if wants_math:
+        tools.append("/math")
+    if wants_code:
+        tools.append("/code")
+    if wants_math and wants_code and _has(low, "verify") and _has(low, ("derive", "proof")):
+        tools.append("/math")
     return tools
 
 
@@ -160,8 +153,7 @@ def rules_completion(query: str) -> dict[str, Any]:
         difficulty = "advanced"
     else:
         difficulty = "intermediate"
-    tools = rules_tools(query)
-    return _completion(query, tools, difficulty, "rules")
+    return _completion(query, rules_tools(query), difficulty, "rules")
 
 
 def write_baseline(
@@ -172,7 +164,6 @@ def write_baseline(
     """Write baseline predictions for every gold row (same count and order); returns out_path."""
     if kind not in KINDS:
         raise InputError(f"unknown baseline kind {kind!r} (expected {' or '.join(KINDS)})")
-
     build = majority_completion if kind == "majority" else rules_completion
     lines = []
     for number, row in read_jsonl(gold_path, "gold"):
