@@ -1,15 +1,13 @@
-"""Comparing finished runs side by side: the leaderboard, paired significance and a conclusion
-written from the numbers. It reads what metrics.py wrote (through runfolder's records) and never
-recomputes a score; a run with a missing or foreign file still gets a row, with NaN where the number
-would be and the file's problem in ``RunSummary.problems``.
-"""
+"""Finished runs side by side (docs/scoring.md): the leaderboard, paired significance and a
+conclusion written from the numbers metrics.py recorded (never recomputed). A run with a missing or
+foreign file still gets a row: NaN for the number, the problem in ``RunSummary.problems``."""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import math
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -95,8 +93,7 @@ class RunSummary:
         return self._read(runfolder.read_samples, self.samples_path)
 
     def loss_curve(self) -> list[dict[str, Any]]:
-        """Tuning loss points ``{"epoch", "step", "train_loss", "val_loss"}``: metrics.json's,
-        else the tuning folder's loss_curve.json."""
+        """Tuning loss points: metrics.json's, else the tuning folder's loss_curve.json."""
         if self.metrics is not None and self.metrics.tuning and self.metrics.tuning.loss_curve:
             return self.metrics.tuning.loss_curve
         file = self.path / runfolder.FULL_TUNING_DIR / runfolder.LOSS_CURVE_FILE
@@ -192,8 +189,7 @@ def _num(value: Any) -> float:
 
 
 def _headline_metrics(runs: Sequence[RunSummary]) -> list[str]:
-    """The deciding metrics, then the headline metrics the runs' metrics.json recorded, else
-    ``metrics.HEADLINE``."""
+    """The deciding metrics, then the headline metrics metrics.json recorded (else HEADLINE)."""
     names: list[str] = list(DECIDING_METRICS)
     for run in runs:
         evaluation = run.metrics.evaluation if run.metrics else None
@@ -356,24 +352,16 @@ SIGNIFICANCE_COLUMNS = (
 
 
 def _strength(run: RunSummary) -> tuple[float, ...]:
-    """How a model ranks for picking the comparison's reference: passing the gate first, then the
-    deciding metrics (strict), as the leaderboard and the conclusion order them."""
-    strict = _get(run.report, "strict", "overall") or {}
-    values = [_num(strict.get(m)) for m in DECIDING_METRICS]
+    """How a model ranks for picking the comparison's reference: passing the gate, then
+    :func:`_rank_key` of its strict figures."""
     gate = 1.0 if _gate_pass(run) is True else 0.0
-    return (gate, *(-math.inf if math.isnan(v) else v for v in values))
+    return (gate, *_rank_key(_get(run.report, "strict", "overall") or {}))
 
 
 def significance_pairs(runs: Sequence[RunSummary]) -> list[tuple[RunSummary, RunSummary]]:
-    """The (router, reference) pairs the significance table tests, each once:
-
-    * every tuned model against each previous router (baseline) scored on its own test rows;
-    * every further decoding of a run against that run's headline decoding (same rows);
-    * the best-ranked model (gate first, then the deciding metrics) against every other model
-      scored on identical test rows, one star per set of test rows.
-
-    Testing every candidate against one reference keeps the table linear in the number of runs
-    (a sweep of n runs under two decodings has about 3n pairs, not n²)."""
+    """The (router, reference) pairs the significance table tests, each once: every model against
+    its baselines, every further decoding against its run's headline decoding, and per set of test
+    rows the best-ranked model against every other (docs/scoring.md; linear in the runs, not n²)."""
     models = [r for r in runs if r.kind == "model" and r.samples_path is not None]
     pairs: list[tuple[RunSummary, RunSummary]] = []
     for run in models:
@@ -402,10 +390,9 @@ def significance_pairs(runs: Sequence[RunSummary]) -> list[tuple[RunSummary, Run
 def significance_table(runs: Sequence[RunSummary]) -> pd.DataFrame:
     """Paired tests of the :func:`significance_pairs` of ``runs``; one row per (model, reference,
     metric), Δ = model minus reference."""
-    records: list[dict[str, Any]] = []
-    for model, reference in significance_pairs(runs):
-        records.extend(compare_pair(model, reference))
     import pandas as pd
+
+    records = [rec for pair in significance_pairs(runs) for rec in compare_pair(*pair)]
 
     table = pd.DataFrame.from_records(records, columns=SIGNIFICANCE_COLUMNS)
     for column in ("n", "b01", "b10"):
@@ -427,11 +414,11 @@ def _listed(row: pd.Series, column: str) -> str:
     return "" if text in ("", "nan") else ", ".join(f"`{item}`" for item in text.split("; "))
 
 
-def _score(row: pd.Series, metric: str) -> float:
+def _score(row: Mapping[str, Any], metric: str) -> float:
     return _num(row.get(f"{metric} strict", row.get(metric)))
 
 
-def _rank_key(row: pd.Series) -> tuple[float, ...]:
+def _rank_key(row: Mapping[str, Any]) -> tuple[float, ...]:
     """Lexicographic on the deciding metrics (strict); unknown values rank last."""
     return tuple(-math.inf if math.isnan(v := _score(row, m)) else v for m in DECIDING_METRICS)
 
@@ -463,8 +450,7 @@ def tie_sentence(board: pd.DataFrame) -> str:
         return ""
     tied, separating = [], []
     for metric in DECIDING_METRICS:
-        values = [_score(r, metric) for _, r in scored.iterrows()]
-        values = [v for v in values if not math.isnan(v)]
+        values = [v for _, r in scored.iterrows() if not math.isnan(v := _score(r, metric))]
         if values and max(values) - min(values) < TIE_TOLERANCE:
             tied.append(f"{metric} {_fmt(values[0])}")
         elif values:
@@ -496,9 +482,7 @@ def embedded_note(board: pd.DataFrame) -> str:
 
 
 def no_runs_message() -> str:
-    """What to do when there is nothing to compare: run the chain on the params file in use
-    ($ROUTERLIB_PARAMS, else params/local.yaml, which runs offline), or gather a run made with
-    the CLI steps into a run folder."""
+    """What to do when there is nothing to compare: run the chain on the params file in use."""
     return (
         f"**No runs to compare yet.** Run `routerlib run {default_params_file()}` (notebooks 01–04 "
         "into one run folder), or, after the CLI steps (`routerlib prepare`, `tune`, `deploy`, "
@@ -508,19 +492,14 @@ def no_runs_message() -> str:
 
 
 def conclusion(board: pd.DataFrame, sig: pd.DataFrame | None, with_note: bool = True) -> str:
-    """Short markdown from the numbers: which router to use and why (one sentence per pick, with
-    its numbers), whether the candidates tie, and (``with_note``) what embedded-model runs do not
-    show."""
+    """Short markdown from the numbers: which router to use and why, whether the candidates tie,
+    and (``with_note``) what embedded-model runs do not show."""
     if board is None or board.empty or "kind" not in board:
         return no_runs_message()
     models = board[board["kind"] == "model"]
     baselines = board[board["kind"] == "baseline"]
     if models.empty:
         return "**No tuned model has been evaluated yet**; only the baseline routers are scored."
-
-    def rank(frame: pd.DataFrame) -> list[pd.Series]:
-        rows = [row for _, row in frame.iterrows()]
-        return sorted(rows, key=_rank_key, reverse=True)  # stable: board order breaks ties
 
     def describe(row: pd.Series) -> str:
         size = _num(row.get("adapter_size"))
@@ -529,11 +508,14 @@ def conclusion(board: pd.DataFrame, sig: pd.DataFrame | None, with_note: bool = 
         )
         return f"**{row['model']}** ({row.get('base_model')}, {mode}; run `{row['run']}`)"
 
-    def interval(row: pd.Series, metric: str = PRIMARY) -> str:
-        lo, hi = _num(row.get(f"{metric} strict lo")), _num(row.get(f"{metric} strict hi"))
+    def interval(row: pd.Series) -> str:
+        lo, hi = _num(row.get(f"{PRIMARY} strict lo")), _num(row.get(f"{PRIMARY} strict hi"))
         return "" if math.isnan(lo) or math.isnan(hi) else f" (95% interval {lo:.3f}–{hi:.3f})"
 
-    ranked_models, ranked_bases = rank(models), rank(baselines)
+    ranked_models, ranked_bases = (  # sorted is stable: board order breaks ties
+        sorted((row for _, row in frame.iterrows()), key=_rank_key, reverse=True)
+        for frame in (models, baselines)
+    )
     passing = [r for r in ranked_models if r["gate_pass"] is True]
     best = passing[0] if passing else ranked_models[0]
     top_base = ranked_bases[0] if ranked_bases else None
@@ -574,9 +556,11 @@ def conclusion(board: pd.DataFrame, sig: pd.DataFrame | None, with_note: bool = 
         reasons.append(why_ranked(best, others[0], board))
     if len(ranked_bases) > 1:
         reasons.append(why_ranked(ranked_bases[0], ranked_bases[1], board))
-    # the first deciding metric on which the pick and the top baseline differ
-    differ = (m for m in DECIDING_METRICS if _differs(_score(best, m), _score(top_base, m)))
-    tested = next(differ, PRIMARY) if top_base is not None else PRIMARY
+    # the tested metric: the first deciding one on which the pick and the top baseline differ
+    ref = best if top_base is None else top_base
+    tested = next(
+        (m for m in DECIDING_METRICS if _differs(_score(best, m), _score(ref, m))), PRIMARY
+    )
     if sig is not None and not sig.empty:
         rows = sig[
             (sig["model_run"] == best["run"])
