@@ -40,9 +40,7 @@ def _figure(width: float = 8.0, height: float = 4.5) -> Any:
 
 
 def _save(fig: Any, folder: Path, name: str) -> Path:
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / name
+    path = Path(folder) / name
     with atomic_writer(path, "wb") as handle:
         fig.savefig(handle, format="png")
     return path
@@ -76,11 +74,11 @@ def _note(fig: Any, lines: Sequence[str]) -> None:
 BUCKET_METRICS = (PRIMARY, "tool_sequence_exact")
 
 
-def bucket_figure(routers: Sequence[RunSummary], metric: str = PRIMARY) -> Any:
-    """Grouped bars per bucket, one bar per router, from the routers' reports (strict): ``metric``
-    and ``tool_sequence_exact``, which still separates routers when no plan is exact. A zero bar
-    is marked with a 0 so it is not mistaken for a missing one."""
-    metrics = [metric, *(m for m in BUCKET_METRICS if m != metric)]
+def bucket_figure(routers: Sequence[RunSummary]) -> Any:
+    """Grouped bars per bucket, one bar per router, from the routers' reports (strict): the
+    primary metric and ``tool_sequence_exact``, which still separates routers when no plan is
+    exact. Zero and missing bars are marked so they are not taken for gaps."""
+    metrics = BUCKET_METRICS
     fig = _figure(12, 3.6 * len(metrics) + 0.6)
     axes = [fig.add_subplot(len(metrics), 1, k + 1) for k in range(len(metrics))]
     series: list[tuple[str, dict[str, list[Any]]]] = []
@@ -329,9 +327,10 @@ def quality_vs_serving_cost(board: pd.DataFrame, folder: Path) -> Path:
     return _save(fig, folder, "quality_vs_serving_cost.png")
 
 
-def sweep_metric(rows: pd.DataFrame, folder: Path, metric: str = f"{PRIMARY} strict") -> Path:
-    """``metric`` against each varied key of a sweep (``compare.sweep_board``), one panel per
-    key; points sharing the other keys' values are joined."""
+def sweep_metric(rows: pd.DataFrame, folder: Path) -> Path:
+    """The strict primary metric against each varied key of a sweep (``compare.sweep_board``),
+    one panel per key; points sharing the other keys' values are joined."""
+    metric = f"{PRIMARY} strict"
     keys = list(rows.attrs.get("varied_keys", [])) if not rows.empty else []
     fig = _figure(4.0 * max(len(keys), 1), 3.8)
     if not keys or metric not in rows:
