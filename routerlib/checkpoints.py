@@ -1,9 +1,6 @@
-"""Choosing the checkpoint: score every per-epoch checkpoint of the tuning job on the validation
-split, pick one by ``select_metric`` and record why in the run's ``checkpoints.json``
-(:class:`CheckpointChoice`, rewritten after every checkpoint, so an interrupted scoring resumes and
-a checkpoint already scored with the same settings is not scored again). The rules and what the
-run keeps: docs/choosing-the-model.md.
-"""
+"""Choosing the checkpoint (docs/choosing-the-model.md): score every per-epoch checkpoint of the
+tuning job on the validation split, pick one by ``select_metric`` and record why in the run's
+``checkpoints.json``, rewritten after every checkpoint so an interrupted scoring resumes."""
 
 from __future__ import annotations
 
@@ -80,9 +77,12 @@ class CheckpointScore(Candidate):
 
     @property
     def decoding(self) -> str | None:
-        """The decoding this checkpoint was scored with (None when it was not scored); records
-        from before the decoding was recorded were scored free."""
+        """The decoding this checkpoint was scored with (None: not scored; no record: free)."""
         return str(self.settings.get("decoding", FREE)) if self.report else None
+
+    def made_with(self, settings: dict[str, Any]) -> bool:
+        """Whether this score was made with ``settings`` (a record without a decoding was free)."""
+        return {"decoding": FREE, **self.settings} == settings
 
 
 class CheckpointChoice(BaseModel):
@@ -105,18 +105,13 @@ class CheckpointChoice(BaseModel):
 
     def scored_with(self, settings: dict[str, Any]) -> bool:
         """Whether every checkpoint was scored (or recorded unscored) with ``settings``."""
-        return bool(self.scores) and all(_same_settings(s, settings) for s in self.scores)
+        return bool(self.scores) and all(s.made_with(settings) for s in self.scores)
 
     @property
     def decoding(self) -> str | None:
         """The decoding the checkpoints were scored with (None when none was scored)."""
         found = {s.decoding for s in self.scores if s.decoding is not None}
         return found.pop() if len(found) == 1 else None
-
-
-def _same_settings(score: CheckpointScore, settings: dict[str, Any]) -> bool:
-    """Whether ``score`` was made with ``settings`` (a record without a decoding was free)."""
-    return {"decoding": FREE, **score.settings} == settings
 
 
 def candidates(job: Job) -> list[Candidate]:
@@ -154,9 +149,7 @@ def candidates(job: Job) -> list[Candidate]:
 def strict_value(report: dict[str, Any], metric: str) -> float | None:
     """The strict overall figure of ``metric`` in a scorer report (None when absent)."""
     value = ((report.get("strict") or {}).get("overall") or {}).get(metric)
-    if isinstance(value, int | float) and not math.isnan(float(value)):
-        return float(value)
-    return None
+    return float(value) if isinstance(value, int | float) and not math.isnan(value) else None
 
 
 def rank_key(score: CheckpointScore, metric: str) -> tuple[float, float, float, int]:
@@ -181,10 +174,8 @@ def _reason(best: CheckpointScore, scores: Sequence[CheckpointScore], metric: st
     """Why ``best`` won, in one sentence."""
     if len(scores) == 1:
         return f"{best.name} is the only checkpoint"
-    others = [s for s in scores if s is not best]
-    key = rank_key(best, metric)
-    runner = max(others, key=lambda s: rank_key(s, metric))
-    runner_key = rank_key(runner, metric)
+    runner = max((s for s in scores if s is not best), key=lambda s: rank_key(s, metric))
+    key, runner_key = rank_key(best, metric), rank_key(runner, metric)
     fmt = "{:.3f}".format
     if key[0] != runner_key[0]:
         why = f"lowest {metric}" if metric in LOWER_IS_BETTER else f"highest strict {metric}"
@@ -253,7 +244,7 @@ def score_checkpoints(
         return _chose(run_dir, choice, only, only, why)
     for cand in todo:
         old = kept.get(cand.name)
-        if old is not None and old.uri == cand.uri and _same_settings(old, settings):
+        if old is not None and old.uri == cand.uri and old.made_with(settings):
             score = old.model_copy(update={"val_loss": cand.val_loss, "settings": settings})
             score.metric = _recorded(run_dir, score, select_metric, score.metric)
             score.tie_break = _recorded(run_dir, score, TIE_BREAK, score.tie_break)
