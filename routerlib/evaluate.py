@@ -243,11 +243,7 @@ def evaluate(
 def generation_summary(pred_path: Path, cache_path: Path, *, source: str) -> dict[str, Any]:
     """What a report says about generated predictions: where from, how they were extracted
     (how often the JSON came wrapped), and how many attempts they took."""
-    notes: Counter[str] = Counter()
-    with open(pred_path, encoding="utf-8") as handle:
-        for line in handle:
-            if line.strip():
-                notes[json.loads(line).get("extraction", "")] += 1
+    notes = Counter(line.get("extraction", "") for _, line in metrics.read_jsonl(pred_path, "pred"))
     attempts = [int(rec.get("attempts", 1)) for rec in load_cache(cache_path).values()]
     return {
         "source": source,
