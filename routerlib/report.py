@@ -1,7 +1,6 @@
 """Shared reports: executed notebooks → HTML with code hidden, plus an ``index.html`` that links
 every run and carries the comparison (plots as data URIs), so every page opens from disk. Nothing
-is written when a notebook or page holds a credential-like string (``scan_for_secrets``).
-"""
+is written when a notebook or page holds a credential-like string (``scan_for_secrets``)."""
 
 from __future__ import annotations
 
@@ -132,19 +131,9 @@ def scan_for_secrets(targets: Sequence[str | os.PathLike[str]]) -> list[str]:
 # ----------------------------------------------------------------------------- rendering
 
 
-def html_exporter() -> Any:
-    """nbconvert's HTML exporter set to hide code and prompts and embed images (reuse it: it
-    compiles its templates once)."""
-    from nbconvert import HTMLExporter
-
-    hide = {"exclude_input": True, "exclude_input_prompt": True, "exclude_output_prompt": True}
-    return HTMLExporter(embed_images=True, **hide)
-
-
 def notebook_to_html(notebook: Path, exporter: Any) -> str:
-    """One executed notebook as a standalone HTML page: outputs only (no code, no prompts), images
-    embedded as data URIs. Stderr streams (progress bars, library warnings) are left out; errors
-    are always shown."""
+    """One executed notebook as a standalone HTML page by nbconvert's ``exporter``; stderr streams
+    (progress bars, library warnings) are left out, errors always shown."""
     import nbformat
 
     nb = nbformat.read(str(notebook), as_version=4)
@@ -306,7 +295,10 @@ def render_report(
         run_links: list[dict[str, Any]] = []
         comparison_links: list[tuple[str, str]] = []
         used: set[str] = set()
-        exporter = html_exporter()
+        from nbconvert import HTMLExporter  # one for every page: it compiles its templates once
+
+        hide = {"exclude_input": True, "exclude_input_prompt": True, "exclude_output_prompt": True}
+        exporter = HTMLExporter(embed_images=True, **hide)  # outputs only, images as data URIs
         for run in run_dirs:
             slug = run.name if run.name not in used else f"{run.name}-{len(used)}"
             used.add(slug)
