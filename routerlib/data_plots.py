@@ -18,36 +18,28 @@ _SPLIT_ORDER = ("train", "validation", "test")
 _DIFFICULTY_ORDER = ("introductory", "intermediate", "advanced")
 
 
-def _shares(frame: pd.DataFrame, column: str, order: list | None = None) -> pd.DataFrame:
-    """Share of each value of ``column`` within each split (rows: values, columns: splits)."""
-    import pandas as pd
-
-    counts = pd.crosstab(frame[column], frame["split"].astype(str))
-    splits = [s for s in _SPLIT_ORDER if s in counts.columns]
-    counts = counts.reindex(columns=splits, fill_value=0)
-    if order is not None:
-        counts = counts.reindex([v for v in order if v in counts.index])
-    totals = counts.sum(axis=0).replace(0, 1)
-    return counts / totals
-
-
 def plot_split_stats(frame: pd.DataFrame) -> Figure:
     """A 2x2 figure: first tool, route length, difficulty (share per split, grouped bars) and
     the estimated token length distribution per split (box plot)."""
+    import pandas as pd
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(11, 7), layout="constrained")
     axes = fig.subplots(2, 2)
-    panels = (
+    panels = (  # values in sorted order, but difficulty's own
         ("first_tool", "First tool", None),
-        ("route_length", "Route length (steps)", sorted(frame["route_length"].unique().tolist())),
-        ("difficulty", "Difficulty", list(_DIFFICULTY_ORDER)),
+        ("route_length", "Route length (steps)", None),
+        ("difficulty", "Difficulty", _DIFFICULTY_ORDER),
     )
     for ax, (column, title, order) in zip(axes.flat[:3], panels, strict=True):
         if frame.empty:
             ax.set_title(f"{title} (no rows)")
             continue
-        shares = _shares(frame, column, order)
+        # the share of each value within each split (rows: values, columns: splits)
+        shares = pd.crosstab(frame[column], frame["split"].astype(str), normalize="columns")
+        shares = shares.reindex(columns=[s for s in _SPLIT_ORDER if s in shares.columns])
+        if order is not None:
+            shares = shares.reindex([v for v in order if v in shares.index])
         shares.plot.bar(ax=ax, rot=0, width=0.8)
         ax.set_title(title)
         ax.set_xlabel("")
