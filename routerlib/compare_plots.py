@@ -1,6 +1,6 @@
-"""Comparison figures (matplotlib, no pyplot state): each ``*_figure`` builds one Figure and
-:func:`all_plots` writes them as PNGs. Routers are named by ``run_labels`` (with the run when two
-share a name); whatever a figure cannot draw is named in a note at its foot."""
+"""Notebook 05's figures (matplotlib, no pyplot state; docs/notebooks.md): each ``*_figure``
+builds one Figure, :func:`all_plots` writes them as PNGs; what a figure cannot draw is named at
+its foot."""
 
 from __future__ import annotations
 
@@ -115,8 +115,7 @@ def _tool_label(tool: str | None) -> str:
 
 
 def first_tool_pairs(run: RunSummary) -> list[tuple[str, str]]:
-    """(gold first tool, predicted first tool) per test row, from the per-sample records
-    (``(invalid)`` for an invalid prediction, ``(none)`` for a plan with no steps)."""
+    """(gold, predicted) first tool per test row: ``(invalid)``, ``(none)`` for no steps."""
     return [
         (
             _tool_label(sample.gold_first_tool),
@@ -129,8 +128,8 @@ def first_tool_pairs(run: RunSummary) -> list[tuple[str, str]]:
 def confusion_figure(runs: Sequence[RunSummary]) -> Any:
     """One confusion matrix per router, titled by router and run: first tool of the gold plan
     (rows) vs predicted (columns). Routers without predictions are named in a note."""
-    labels = run_labels(runs)
-    items = [(label, r, first_tool_pairs(r)) for label, r in zip(labels, runs, strict=True)]
+    labelled = zip(run_labels(runs), runs, strict=True)
+    items = [(label, r, first_tool_pairs(r)) for label, r in labelled]
     skipped = [label for label, _, pairs in items if not pairs]
     items = [item for item in items if item[2]]
     per_row = min(max(len(items), 1), 3)
@@ -169,11 +168,7 @@ def confusion_figure(runs: Sequence[RunSummary]) -> Any:
 def length_ratios(run: RunSummary) -> list[float]:
     """Per-sample ``length_ratio`` of valid predictions (the scorer's ``metrics`` block)."""
     found = (sample.metrics.get("length_ratio") for sample in run.samples())
-    return [
-        float(v)
-        for v in found
-        if isinstance(v, float | int) and not isinstance(v, bool) and _valid(v)
-    ]
+    return [float(v) for v in found if _valid(v) and not isinstance(v, bool)]
 
 
 #: The gate's length-ratio bands: (value, label).
