@@ -1,7 +1,6 @@
 """The router logic a team had before tuning (``majority``: the majority template; ``rules``: a
-keyword router), written as prediction files that score like a model: one line per gold row, in
-gold order (docs/scoring.md, "The previous routers"; their words and texts: data/baselines.yaml).
-"""
+keyword router) as prediction files that score like a model, one line per gold row (docs/scoring.md,
+"The previous routers"; their words and texts: data/baselines.yaml)."""
 
 from __future__ import annotations
 

@@ -1,7 +1,6 @@
-"""Score a router against gold: :func:`evaluate` asks any serving predictor for every gold prompt
-through the resumable cache, writes the prediction file and scores it (``metrics.score_files``);
-:func:`score_predictions` scores a prediction file that exists. Neither knows of clouds.
-"""
+"""Score a router against gold (docs/scoring.md): :func:`evaluate` asks any serving predictor for
+every gold prompt through the resumable cache, writes the prediction file and scores it;
+:func:`score_predictions` scores a prediction file that exists. Neither knows of clouds."""
 
 from __future__ import annotations
 

@@ -1,7 +1,5 @@
-"""The paired comparison of two routers on the same test rows: the one paired test of routerlib
-(the report's ``comparison``, notebook 04, and the significance table of notebook 05) and the
-``comparison`` block of two scored prediction files (defined in docs/scoring.md).
-"""
+"""The paired comparison of two routers on the same test rows (docs/scoring.md): routerlib's one
+paired test, and the ``comparison`` block of two scored prediction files."""
 
 from __future__ import annotations
 
@@ -24,14 +22,10 @@ def _good(metric: str, value: float) -> bool:
 def paired_test(
     previous: Sequence[float], new: Sequence[float], metric: str, *, seed: int = 0
 ) -> dict[str, Any]:
-    """The one paired test of routerlib (the report's comparison, notebook 04, and the
-    significance table, notebook 05): ``previous`` and ``new`` are the strict per-sample values
-    of one metric on the same test rows, in the same order.
-
-    Always ``delta`` (mean new - mean previous), ``ci_low``/``ci_high`` (paired bootstrap, 95%,
-    ``N_BOOT`` resamples, seeded). Binary metrics: ``test = "mcnemar"`` on hits (b01 = fixed,
-    b10 = broken) with its ``p_value``; rates: ``test = "paired_bootstrap"`` and the bootstrap's
-    ``p_value``, ``b01``/``b10`` None."""
+    """The paired test of ``previous`` against ``new``, the strict per-sample values of one metric
+    on the same rows in the same order: ``delta`` (new - previous) with its 95% paired bootstrap
+    ``ci_low``/``ci_high``; ``test`` McNemar on hits for yes/no metrics (``b01`` fixed, ``b10``
+    broken), else the bootstrap (``b01``/``b10`` None), with its ``p_value``."""
     boot = stats.paired_bootstrap(previous, new, n=N_BOOT, seed=seed)
     binary = metric not in RATE_METRICS and all(v in (0.0, 1.0) for v in (*previous, *new))
     if not binary:
