@@ -75,10 +75,8 @@ class RunSummary:
         file = (
             Path(value) if value else self.report_path and runfolder.samples_path(self.report_path)
         )
-        if file is None:
-            return None
-        file = file if file.is_absolute() else self.path / file
-        return file if file.is_file() else None
+        file = file and self.path / file  # a relative path is the run folder's
+        return file if file and file.is_file() else None
 
     def _read(self, read: Callable[[Path], list[Any]], file: Path | None) -> list[Any]:
         """``read(file)``; none (and the file's problem in ``problems``) when it is bad."""
