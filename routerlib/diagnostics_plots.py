@@ -53,11 +53,7 @@ def tool_bars(reports: dict[str, dict[str, Any]], bucket: str = "overall") -> An
         ax.set_title(metric)
     axes[0].legend(fontsize=8)
     if others:
-        fig.text(
-            0.01,
-            0.01,
-            f"{others} other predicted step name(s) (not a router tool) are left out",
-            fontsize=8,
-        )
+        note = f"{others} other predicted step name(s) (not a router tool) are left out"
+        fig.text(0.01, 0.01, note, fontsize=8)
     fig.tight_layout(rect=(0, 0.05 if others else 0, 1, 1))
     return fig
