@@ -9,7 +9,7 @@ import math
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
 import pandas as pd
 
@@ -52,7 +52,7 @@ def _empty(ax: Any, text: str) -> None:
     ax.set_yticks([])
 
 
-def _valid(value: Any) -> bool:
+def _valid(value: Any) -> TypeGuard[float]:
     return isinstance(value, (int, float)) and not (isinstance(value, float) and math.isnan(value))
 
 
