@@ -216,9 +216,9 @@ def length_figure(runs: Sequence[RunSummary]) -> Any:
     return fig
 
 
-def _x_window(xs: Sequence[float], unit: float, non_negative: bool = False) -> tuple[float, float]:
-    """An x range that reads: a window of ``unit`` around equal values (all $0, say), else the
-    data with room for labels on the right; a non-negative axis starts just left of zero."""
+def _x_window(xs: Sequence[float], unit: float) -> tuple[float, float]:
+    """A non-negative x range that reads: a window of ``unit`` around equal values (all $0, say),
+    else the data with room for labels on the right; it starts just left of zero."""
     lo, hi = min(xs), max(xs)
     span = hi - lo
     if span < 1e-12:
@@ -226,9 +226,7 @@ def _x_window(xs: Sequence[float], unit: float, non_negative: bool = False) -> t
         lo, hi = lo - pad, hi + pad
     else:
         lo, hi = lo - 0.1 * span, hi + 0.35 * span
-    if non_negative:
-        lo = max(lo, -0.05 * (hi - max(lo, 0.0)))
-    return lo, hi
+    return max(lo, -0.05 * (hi - max(lo, 0.0))), hi
 
 
 def _place_labels(ax: Any, points: list[tuple[float, float, str]]) -> None:
@@ -243,7 +241,9 @@ def _place_labels(ax: Any, points: list[tuple[float, float, str]]) -> None:
     placed: list[Any] = []
     for (x, y), names in sorted(groups.items()):
         text = ", ".join(names)
-        for step in (0, 1, -1, 2, -2, 3, -3, 4, -4, 5, -5, 6, -6):
+        # the last try, with no free spot left, keeps the label beside its point, overlapping
+        steps = (0, 1, -1, 2, -2, 3, -3, 4, -4, 5, -5, 6, -6, 0)
+        for n, step in enumerate(steps, 1):
             note = ax.annotate(
                 text,
                 (x, y),
@@ -254,14 +254,10 @@ def _place_labels(ax: Any, points: list[tuple[float, float, str]]) -> None:
             )
             note.set_in_layout(False)
             box = note.get_window_extent(renderer)
-            if not any(box.overlaps(other) for other in placed):
+            if n == len(steps) or not any(box.overlaps(other) for other in placed):
                 placed.append(box)
                 break
             note.remove()
-        else:  # no free spot left: keep the label beside its point, even if it overlaps
-            note = ax.annotate(text, (x, y), textcoords="offset points", xytext=(7, 4), fontsize=8)
-            note.set_in_layout(False)
-            placed.append(note.get_window_extent(renderer))
 
 
 def scatter_figure(board: pd.DataFrame, column: str, xlabel: str) -> Any:
@@ -288,7 +284,7 @@ def scatter_figure(board: pd.DataFrame, column: str, xlabel: str) -> Any:
     title = f"Quality vs {xlabel}"
     if points:
         unit = 0.1 if column == "latency_p95_s" else 1.0
-        ax.set_xlim(*_x_window([p[0] for p in points], unit=unit, non_negative=True))
+        ax.set_xlim(*_x_window([p[0] for p in points], unit=unit))
         ax.set_ylim(-0.05, 1.05)
         ax.set_xlabel(xlabel)
         ax.set_ylabel(f"{PRIMARY} (strict)")
