@@ -188,14 +188,10 @@ def _num(value: Any) -> float:
 
 def _headline_metrics(runs: Sequence[RunSummary]) -> list[str]:
     """The deciding metrics, then the headline metrics metrics.json recorded (else HEADLINE)."""
-    names: list[str] = list(DECIDING_METRICS)
-    for run in runs:
-        evaluation = run.metrics.evaluation if run.metrics else None
-        if evaluation is not None:
-            for block in (evaluation.headline, evaluation.strict):
-                names.extend(k for k in block if k not in names)
-    recorded = len(names) > len(DECIDING_METRICS)
-    return names if recorded else [*names, *(m for m in HEADLINE if m not in names)]
+    evaluations = [r.metrics.evaluation for r in runs if r.metrics and r.metrics.evaluation]
+    found = [k for e in evaluations for block in (e.headline, e.strict) for k in block]
+    extra = [k for k in found if k not in DECIDING_METRICS]
+    return list(dict.fromkeys([*DECIDING_METRICS, *(extra or HEADLINE)]))
 
 
 def _is_headline(run: RunSummary) -> bool:
