@@ -167,15 +167,11 @@ def routers(runs: Iterable[RunSummary]) -> list[RunSummary]:
     """Models, then their baselines, with identical baseline results (same kind, same test rows,
     same numbers) shown once."""
     runs = list(runs)
-    out: list[RunSummary] = [r for r in runs if r.kind == "model"]
-    seen: set[str] = set()
-    for run in runs:
-        for base in [run] if run.kind == "baseline" else run.baselines:
-            key = json.dumps([base.baseline_kind, _get(base.report, "metrics")], sort_keys=True)
-            if key not in seen:
-                seen.add(key)
-                out.append(base)
-    return out
+    unique: dict[str, RunSummary] = {}
+    for base in (b for r in runs for b in ([r] if r.kind == "baseline" else r.baselines)):
+        key = json.dumps([base.baseline_kind, _get(base.report, "metrics")], sort_keys=True)
+        unique.setdefault(key, base)
+    return [*(r for r in runs if r.kind == "model"), *unique.values()]
 
 
 # ----------------------------------------------------------------------------- leaderboard
