@@ -5,6 +5,7 @@ keyword router) as prediction files that score like a model, one line per gold r
 from __future__ import annotations
 
 import functools
+import itertools
 import json
 import os
 import re
@@ -71,15 +72,10 @@ def _topic(query: str, words: int = 24) -> str:
 
 
 def _keywords(query: str, limit: int = 8) -> list[str]:
-    seen: list[str] = []
     stopwords = set(texts().stopwords.split())
-    for word in _WORD_RE.findall(query):
-        low = word.lower().strip("'-")
-        if len(low) > 2 and low not in stopwords and low not in seen:
-            seen.append(low)
-        if len(seen) == limit:
-            break
-    return seen
+    words = (word.lower().strip("'-") for word in _WORD_RE.findall(query))
+    unique = dict.fromkeys(w for w in words if len(w) > 2 and w not in stopwords)  # in order
+    return list(itertools.islice(unique, limit))
 
 
 def _has(text: str, words: str | tuple[str, ...]) -> bool:
