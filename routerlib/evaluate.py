@@ -30,12 +30,8 @@ def read_gold_prompts(gold_path: str | os.PathLike[str], limit: int | None = Non
     prompts: list[str] = []
     try:
         with open(path, encoding="utf-8") as handle:
-            for lineno, line in enumerate(handle, 1):
-                line = line.strip()
-                if not line:
-                    continue
-                if limit is not None and len(prompts) >= limit:
-                    break
+            lines = ((lineno, line) for lineno, line in enumerate(handle, 1) if line.strip())
+            for lineno, line in itertools.islice(lines, limit):
                 try:
                     row = json.loads(line)
                 except json.JSONDecodeError as exc:
