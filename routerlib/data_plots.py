@@ -47,13 +47,10 @@ def plot_split_stats(frame: pd.DataFrame) -> Figure:
         ax.set_ylim(0, 1.05)
         ax.legend(title="split", fontsize=8)
     ax = axes.flat[3]
-    groups = [
-        (name, frame.loc[frame["split"].astype(str) == name, "est_tokens"].to_numpy())
-        for name in _SPLIT_ORDER
-    ]
-    groups = [(name, values) for name, values in groups if len(values)]
-    if groups:
-        ax.boxplot([values for _, values in groups], tick_labels=[name for name, _ in groups])
+    by_split = dict(list(frame.groupby(frame["split"].astype(str))["est_tokens"]))
+    names = [name for name in _SPLIT_ORDER if name in by_split]
+    if names:
+        ax.boxplot([by_split[name].to_numpy() for name in names], tick_labels=names)
     ax.set_title("Estimated tokens per example (prompt + completion)")
     ax.set_ylabel("tokens (ceil(chars / 4))")
     fig.suptitle("Prepared splits")
