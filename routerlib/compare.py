@@ -353,27 +353,22 @@ def significance_pairs(runs: Sequence[RunSummary]) -> list[tuple[RunSummary, Run
     its baselines, every further decoding against its run's headline decoding, and per set of test
     rows the best-ranked model against every other (docs/scoring.md; linear in the runs, not n²)."""
     models = [r for r in runs if r.kind == "model" and r.samples_path is not None]
-    pairs: list[tuple[RunSummary, RunSummary]] = []
-    for run in models:
-        pairs.extend((run, base) for base in run.baselines if base.samples_path is not None)
-    seen: set[tuple[int, int]] = set()
+    pairs = [(r, base) for r in models for base in r.baselines if base.samples_path is not None]
+    seen: set[frozenset[int]] = set()  # the decoding pairs, either way round
     heads = {r.path: r for r in models if _is_headline(r)}
     for run in models:
         head = heads.get(run.path)
         if head is not None and head is not run and run.test_key() == head.test_key():
             pairs.append((run, head))
-            seen.add((id(run), id(head)))
+            seen.add(frozenset((id(run), id(head))))
     groups: dict[str, list[RunSummary]] = {}
     for run in models:
-        key = run.test_key()
-        if key is not None:
+        if (key := run.test_key()) is not None:
             groups.setdefault(key, []).append(run)
     for group in groups.values():
         best = max(group, key=_strength)  # max keeps the first of equals: run order breaks ties
-        for other in group:
-            if other is best or {(id(best), id(other)), (id(other), id(best))} & seen:
-                continue
-            pairs.append((best, other))
+        fresh = (o for o in group if o is not best and frozenset((id(best), id(o))) not in seen)
+        pairs.extend((best, other) for other in fresh)
     return pairs
 
 
