@@ -32,7 +32,6 @@ from routerlib.tuning.base import Job
 if TYPE_CHECKING:
     import pandas as pd
 
-#: The choice record in the run folder.
 CHECKPOINTS_FILE = runfolder.CHECKPOINTS_FILE
 #: Breaks ties of ``select_metric`` (strict, overall).
 TIE_BREAK = "tool_sequence_exact"

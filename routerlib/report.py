@@ -55,8 +55,7 @@ SECRET_PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
 _DATA_URI = re.compile(r"data:[\w/+.\-]+;base64,[A-Za-z0-9+/=\s]+")
 
 COMPARISON_STAGE = "05"
-#: Metrics whose paired tests are shown on the index (the rest sit in a collapsed table): the
-#: headline table's deciding metrics, as notebook 05 shows them (display.HEADLINE_TESTS).
+#: Metrics whose paired tests the index shows up front (the rest folded), as notebook 05 does.
 SIGNIFICANCE_HEADLINE = display.HEADLINE_TESTS
 #: The page's CSV downloads carry the names a comparison run gives the same tables.
 LEADERBOARD_CSV, SIGNIFICANCE_CSV = LEADERBOARD_FILE, SIGNIFICANCE_FILE
@@ -219,7 +218,6 @@ def _comparison(run_dirs: list[Path], out: Path) -> dict[str, Any]:
         )
     sig_values: dict[str, Any] = {"headline": None, "csv": SIGNIFICANCE_CSV}
     if not sig.empty:
-        # The headline tests up front; every metric one click away.
         write_text(out / SIGNIFICANCE_CSV, sig.to_csv(index=False))
         sig_values.update(
             headline=_table(
