@@ -4,6 +4,7 @@ every gold prompt through the resumable cache, writes the prediction file and sc
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import os
@@ -89,7 +90,7 @@ def generate_predictions(
     cached = CachingPredictor(predictor, cache_path)
     answers: dict[int, Completion | Failed] = {}
     bar = progress_bar(progress, len(prompts), desc="predict", unit="row", dynamic_ncols=True)
-    try:
+    with contextlib.closing(bar):
         for chunk in cached.predict(
             dict(enumerate(prompts)),
             max_tokens=max_tokens,
@@ -98,8 +99,6 @@ def generate_predictions(
         ):
             answers.update(chunk)
             bar.update(len(chunk))
-    finally:
-        bar.close()
     missing = [i for i in range(len(prompts)) if i not in answers]
     if missing:
         raise RouterlibError(f"{predictor.name} left {len(missing)} rows unanswered: {missing[:5]}")
