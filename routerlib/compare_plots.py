@@ -24,7 +24,7 @@ from routerlib.compare import (
     routers,
 )
 from routerlib.data_plots import grouped_bars
-from routerlib.display import router_labels, run_suffix
+from routerlib.display import router_labels
 from routerlib.metric_names import ALL_BUCKETS as BUCKETS
 
 DPI = 100
@@ -58,11 +58,8 @@ def _valid(value: Any) -> TypeGuard[float]:
 
 def run_labels(routers: Sequence[RunSummary]) -> list[str]:
     """Each router's name, with its run when another router has the same name."""
-    counts = Counter(r.name for r in routers)
-    return [
-        f"{r.name} · {run_suffix(r.name, r.run_name)}" if counts[r.name] > 1 else r.name
-        for r in routers
-    ]
+    names = {"model": [r.name for r in routers], "run": [r.run_name for r in routers]}
+    return router_labels(pd.DataFrame(names))  # the leaderboard's own rule
 
 
 def _note(fig: Any, lines: Sequence[str]) -> None:
