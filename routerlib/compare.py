@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from routerlib import metrics, paths, pricing, runfolder
 from routerlib.config import default_params_file
-from routerlib.display import router_label
+from routerlib.display import fmt, router_label
 from routerlib.metric_names import ALL_BUCKETS as BUCKETS
 from routerlib.metric_names import DECIDING_METRICS, HEADLINE, PRIMARY
 from routerlib.models import EMBEDDED_MODEL
@@ -388,11 +388,6 @@ def significance_table(runs: Sequence[RunSummary]) -> pd.DataFrame:
 # ----------------------------------------------------------------------------- conclusion
 
 
-def _fmt(value: Any, digits: int = 3) -> str:
-    number = _num(value)
-    return "n/a" if math.isnan(number) else f"{number:.{digits}f}"
-
-
 def _listed(row: pd.Series, column: str) -> str:
     """A leaderboard row's "; "-separated ``column`` as "`a`, `b`" ('' when empty)."""
     text = str(row.get(column) or "")
@@ -421,9 +416,9 @@ def why_ranked(a: pd.Series, b: pd.Series, board: pd.DataFrame) -> str:
         x, y = _score(a, metric), _score(b, metric)
         if _differs(x, y):
             same = f" after tying on {', '.join(tied)}" if tied else ""
-            return f"{first} ranks above {second} on {metric} ({_fmt(x)} vs {_fmt(y)}){same}."
+            return f"{first} ranks above {second} on {metric} ({fmt(x)} vs {fmt(y)}){same}."
         if not math.isnan(x):
-            tied.append(f"{metric} {_fmt(x)}")
+            tied.append(f"{metric} {fmt(x)}")
     shown = ", ".join(tied) if tied else "no recorded metric"
     return f"{first} and {second} tie on every headline metric ({shown})."
 
@@ -437,7 +432,7 @@ def tie_sentence(board: pd.DataFrame) -> str:
     for metric in DECIDING_METRICS:
         values = [v for _, r in scored.iterrows() if not math.isnan(v := _score(r, metric))]
         if values and max(values) - min(values) < TIE_TOLERANCE:
-            tied.append(f"{metric} {_fmt(values[0])}")
+            tied.append(f"{metric} {fmt(values[0])}")
         elif values:
             separating.append(metric)
     if not tied:
@@ -509,20 +504,20 @@ def conclusion(board: pd.DataFrame, sig: pd.DataFrame | None, with_note: bool = 
     if passing:
         lines.append(
             f"Ship {describe(best)}: it passes the evaluation gate and scores {PRIMARY} "
-            f"{_fmt(_score(best, PRIMARY))} strict{interval(best)}, JSON valid "
-            f"{_fmt(_score(best, 'json_valid'))}."
+            f"{fmt(_score(best, PRIMARY))} strict{interval(best)}, JSON valid "
+            f"{fmt(_score(best, 'json_valid'))}."
         )
     else:
         lines.append("**No tuned model passes the gate.**")
         if top_base is not None and not beats_base:
             lines.append(
                 f"Keep the previous router `{router_label(top_base, board)}` "
-                f"({PRIMARY} {_fmt(_score(top_base, PRIMARY))}): no tuned model ranks above it."
+                f"({PRIMARY} {fmt(_score(top_base, PRIMARY))}): no tuned model ranks above it."
             )
             lines.append(f"Closest tuned model: {describe(best)}.")
         else:
             lines.append(
-                f"Closest: {describe(best)} with {PRIMARY} {_fmt(_score(best, PRIMARY))} "
+                f"Closest: {describe(best)} with {PRIMARY} {fmt(_score(best, PRIMARY))} "
                 f"strict{interval(best)}."
             )
         if failed := _listed(best, "failed_checks"):
@@ -559,7 +554,7 @@ def conclusion(board: pd.DataFrame, sig: pd.DataFrame | None, with_note: bool = 
             verdict = "significant" if row["significant"] else "not significant"
             reasons.append(
                 f"Against `{row['reference']}` on the same {int(row['n'])} test rows: "
-                f"Δ{tested} = {row['delta']:+.3f} ({row['test']} p = {_fmt(row['p_value'], 4)}, "
+                f"Δ{tested} = {row['delta']:+.3f} ({row['test']} p = {fmt(row['p_value'], 4)}, "
                 f"{verdict} at {ALPHA})."
             )
     facts = [
@@ -650,7 +645,7 @@ def cost_line(board: pd.DataFrame) -> str:
     )
     return (
         f"Cheapest run that passes the gate: **{row['model']}** ({row['run']}) at "
-        f"${row[SERVING_USD]:,.4f} per 1,000 routes, strict {PRIMARY} {_fmt(row.get(f'{PRIMARY} strict'))}."
+        f"${row[SERVING_USD]:,.4f} per 1,000 routes, strict {PRIMARY} {fmt(row.get(f'{PRIMARY} strict'))}."
         + trust
     )
 
