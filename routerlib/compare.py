@@ -378,7 +378,6 @@ def significance_table(runs: Sequence[RunSummary]) -> pd.DataFrame:
     import pandas as pd
 
     records = [rec for pair in significance_pairs(runs) for rec in compare_pair(*pair)]
-
     table = pd.DataFrame.from_records(records, columns=SIGNIFICANCE_COLUMNS)
     for column in ("n", "b01", "b10"):
         table[column] = table[column].astype("Int64")  # counts; <NA> for bootstrap rows
