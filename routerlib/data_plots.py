@@ -26,7 +26,7 @@ def plot_split_stats(frame: pd.DataFrame) -> Figure:
 
     fig = Figure(figsize=(11, 7), layout="constrained")
     axes = fig.subplots(2, 2)
-    panels = (  # values in sorted order, but difficulty's own
+    panels = (  # crosstab sorts the values; difficulty keeps its own order
         ("first_tool", "First tool", None),
         ("route_length", "Route length (steps)", None),
         ("difficulty", "Difficulty", _DIFFICULTY_ORDER),
