@@ -482,9 +482,8 @@ def conclusion(board: pd.DataFrame, sig: pd.DataFrame | None, with_note: bool = 
 
     def describe(row: pd.Series) -> str:
         size = _num(row.get("adapter_size"))
-        mode = str(row.get("tuning_mode") or "?") + (
-            "" if math.isnan(size) else f", adapter {size:.0f}"
-        )
+        adapter = "" if math.isnan(size) else f", adapter {size:.0f}"
+        mode = str(row.get("tuning_mode") or "?") + adapter
         return f"**{row['model']}** ({row.get('base_model')}, {mode}; run `{row['run']}`)"
 
     def interval(row: pd.Series) -> str:
