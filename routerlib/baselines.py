@@ -1,11 +1,11 @@
 """The router logic a team had before tuning (``majority``: the majority template; ``rules``: a
-keyword router), written as prediction files that score like a model: one line per gold row, in
-gold order (docs/scoring.md, "The previous routers"; their words and texts: data/baselines.yaml).
-"""
+keyword router) as prediction files that score like a model, one line per gold row (docs/scoring.md,
+"The previous routers"; their words and texts: data/baselines.yaml)."""
 
 from __future__ import annotations
 
 import functools
+import itertools
 import json
 import os
 import re
@@ -72,15 +72,10 @@ def _topic(query: str, words: int = 24) -> str:
 
 
 def _keywords(query: str, limit: int = 8) -> list[str]:
-    seen: list[str] = []
     stopwords = set(texts().stopwords.split())
-    for word in _WORD_RE.findall(query):
-        low = word.lower().strip("'-")
-        if len(low) > 2 and low not in stopwords and low not in seen:
-            seen.append(low)
-        if len(seen) == limit:
-            break
-    return seen
+    words = (word.lower().strip("'-") for word in _WORD_RE.findall(query))
+    unique = dict.fromkeys(w for w in words if len(w) > 2 and w not in stopwords)  # in order
+    return list(itertools.islice(unique, limit))
 
 
 def _has(text: str, words: str | tuple[str, ...]) -> bool:
@@ -129,25 +124,18 @@ def rules_tools(query: str) -> list[str]:
     """The keyword router's tool sequence for ``query``."""
     low = query.lower()
     opening = low.split()[0].strip(".,:;") if low.split() else ""
-    wants_math = _has(low, "math")
-    wants_code = _has(low, "code")
-    wants_search = _has(low, "search")
+    wants_math, wants_code, wants_search = (_has(low, k) for k in ("math", "code", "search"))
     if not (wants_math or wants_code or wants_search):
         return list(MAJORITY_TOOLS)
-    math_first = opening in ("derive", "prove", "formally", "formalize") and not wants_search
-    tools: list[str] = []
-    if math_first:
-        tools = (
-            ["/math", "/code", "/general-search"] if wants_code else ["/math", "/general-search"]
-        )
-    else:
-        tools = ["/general-search"]
-        if wants_math:
-            tools.append("/math")
-        if wants_code:
-            tools.append("/code")
-        if wants_math and wants_code and _has(low, "verify") and _has(low, ("derive", "proof")):
-            tools.append("/math")
+    if opening in ("derive", "prove", "formally", "formalize") and not wants_search:  # math first
+        return ["/math", "/code", "/general-search"] if wants_code else ["/math", "/general-search"]
+    tools = ["/general-search"]
+    if wants_math:
+        tools.append("/math")
+    if wants_code:
+        tools.append("/code")
+    if wants_math and wants_code and _has(low, "verify") and _has(low, ("derive", "proof")):
+        tools.append("/math")
     return tools
 
 
@@ -160,8 +148,7 @@ def rules_completion(query: str) -> dict[str, Any]:
         difficulty = "advanced"
     else:
         difficulty = "intermediate"
-    tools = rules_tools(query)
-    return _completion(query, tools, difficulty, "rules")
+    return _completion(query, rules_tools(query), difficulty, "rules")
 
 
 def write_baseline(
@@ -172,7 +159,6 @@ def write_baseline(
     """Write baseline predictions for every gold row (same count and order); returns out_path."""
     if kind not in KINDS:
         raise InputError(f"unknown baseline kind {kind!r} (expected {' or '.join(KINDS)})")
-
     build = majority_completion if kind == "majority" else rules_completion
     lines = []
     for number, row in read_jsonl(gold_path, "gold"):

@@ -15,11 +15,10 @@ def checkpoint_figure(choice: CheckpointChoice, job: Any) -> Any:
     checkpoint is starred."""
     import matplotlib.pyplot as plt
 
-    loss_curve: list[dict[str, Any]] = job.loss_curve
     fig, ax = plt.subplots(figsize=(6.5, 3.4), layout="constrained")
     losses = [
         (float(p["epoch"]), float(p["val_loss"]))
-        for p in loss_curve
+        for p in job.loss_curve
         if p.get("val_loss") is not None and isinstance(p.get("epoch"), int | float)
     ]
     if losses:

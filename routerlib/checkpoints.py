@@ -1,9 +1,6 @@
-"""Choosing the checkpoint: score every per-epoch checkpoint of the tuning job on the validation
-split, pick one by ``select_metric`` and record why in the run's ``checkpoints.json``
-(:class:`CheckpointChoice`, rewritten after every checkpoint, so an interrupted scoring resumes and
-a checkpoint already scored with the same settings is not scored again). The rules and what the
-run keeps: docs/choosing-the-model.md.
-"""
+"""Choosing the checkpoint (docs/choosing-the-model.md): score every per-epoch checkpoint of the
+tuning job on the validation split, pick one by ``select_metric`` and record why in the run's
+``checkpoints.json``, rewritten after every checkpoint so an interrupted scoring resumes."""
 
 from __future__ import annotations
 
@@ -30,14 +27,12 @@ from routerlib.config import run_default
 from routerlib.errors import InputError
 from routerlib.metric_names import LOWER_IS_BETTER
 from routerlib.serving.base import Predictor
+from routerlib.tuning.base import Job
 
 if TYPE_CHECKING:
     import pandas as pd
 
-#: The choice record in the run folder.
 CHECKPOINTS_FILE = runfolder.CHECKPOINTS_FILE
-#: Per-checkpoint validation reports: ``eval/checkpoints/<name>/report.json``.
-SCORES_DIR = runfolder.CHECKPOINT_REPORTS_DIR
 #: Breaks ties of ``select_metric`` (strict, overall).
 TIE_BREAK = "tool_sequence_exact"
 DEFAULT_SELECT_METRIC: str = run_default("select_metric")
@@ -81,9 +76,12 @@ class CheckpointScore(Candidate):
 
     @property
     def decoding(self) -> str | None:
-        """The decoding this checkpoint was scored with (None when it was not scored); records
-        from before the decoding was recorded were scored free."""
+        """The decoding this checkpoint was scored with (None: not scored; no record: free)."""
         return str(self.settings.get("decoding", FREE)) if self.report else None
+
+    def made_with(self, settings: dict[str, Any]) -> bool:
+        """Whether this score was made with ``settings`` (a record without a decoding was free)."""
+        return {"decoding": FREE, **self.settings} == settings
 
 
 class CheckpointChoice(BaseModel):
@@ -106,7 +104,7 @@ class CheckpointChoice(BaseModel):
 
     def scored_with(self, settings: dict[str, Any]) -> bool:
         """Whether every checkpoint was scored (or recorded unscored) with ``settings``."""
-        return bool(self.scores) and all(_same_settings(s, settings) for s in self.scores)
+        return bool(self.scores) and all(s.made_with(settings) for s in self.scores)
 
     @property
     def decoding(self) -> str | None:
@@ -115,36 +113,23 @@ class CheckpointChoice(BaseModel):
         return found.pop() if len(found) == 1 else None
 
 
-def _same_settings(score: CheckpointScore, settings: dict[str, Any]) -> bool:
-    """Whether ``score`` was made with ``settings`` (a record without a decoding was free)."""
-    return {"decoding": FREE, **score.settings} == settings
-
-
-def _val_losses(job: Any) -> dict[int, float]:
-    """Validation loss at the end of each whole epoch, from the job's loss curve."""
-    out: dict[int, float] = {}
-    for point in getattr(job, "loss_curve", None) or []:
-        epoch, loss = point.get("epoch"), point.get("val_loss")
-        if isinstance(epoch, int | float) and loss is not None and float(epoch).is_integer():
-            out[int(epoch)] = float(loss)
-    return out
-
-
-def candidates(job: Any) -> list[Candidate]:
+def candidates(job: Job) -> list[Candidate]:
     """The job's per-epoch checkpoints, first epoch first: ``job.checkpoints``, else the local
     layout under the output URI, else (only ``final`` kept) the final checkpoint as the last."""
-    losses = _val_losses(job)
+    # validation loss at the end of each whole epoch, from the job's loss curve
+    losses: dict[int, float] = {}
+    for point in job.loss_curve:
+        epoch, loss = point.get("epoch"), point.get("val_loss")
+        if isinstance(epoch, int | float) and loss is not None and float(epoch).is_integer():
+            losses[int(epoch)] = float(loss)
     found: dict[int, str] = {}
-    for record in getattr(job, "checkpoints", None) or []:
-        get = record.get if isinstance(record, dict) else lambda k, r=record: getattr(r, k, None)
-        name, epoch, uri = str(get("checkpoint_id") or ""), get("epoch"), get("uri")
-        if name == FINAL:  # a copy of the last epoch's (same epoch number): not a candidate
+    for record in job.checkpoints:
+        if record.checkpoint_id == FINAL:  # a copy of the last epoch's (same epoch): no candidate
             continue
-        match = EPOCH_NAME.match(name)
-        if epoch is None and match:
-            epoch = int(match.group(1))
-        if isinstance(epoch, int) and epoch >= 1 and uri:
-            found[epoch] = str(uri)
+        match = EPOCH_NAME.match(record.checkpoint_id)
+        epoch = int(match.group(1)) if record.epoch is None and match else record.epoch
+        if epoch is not None and epoch >= 1 and record.uri:
+            found[epoch] = record.uri
     output = str(job.spec.output_uri).rstrip("/")
     if not found and not output.startswith("gs://"):
         for folder in (Path(output) / CHECKPOINTS_DIR).glob("epoch-*"):
@@ -163,11 +148,7 @@ def candidates(job: Any) -> list[Candidate]:
 def strict_value(report: dict[str, Any], metric: str) -> float | None:
     """The strict overall figure of ``metric`` in a scorer report (None when absent)."""
     value = ((report.get("strict") or {}).get("overall") or {}).get(metric)
-    if isinstance(value, bool):
-        return float(value)
-    if isinstance(value, int | float) and not math.isnan(float(value)):
-        return float(value)
-    return None
+    return float(value) if isinstance(value, int | float) and not math.isnan(value) else None
 
 
 def rank_key(score: CheckpointScore, metric: str) -> tuple[float, float, float, int]:
@@ -192,10 +173,8 @@ def _reason(best: CheckpointScore, scores: Sequence[CheckpointScore], metric: st
     """Why ``best`` won, in one sentence."""
     if len(scores) == 1:
         return f"{best.name} is the only checkpoint"
-    others = [s for s in scores if s is not best]
-    key = rank_key(best, metric)
-    runner = max(others, key=lambda s: rank_key(s, metric))
-    runner_key = rank_key(runner, metric)
+    runner = max((s for s in scores if s is not best), key=lambda s: rank_key(s, metric))
+    key, runner_key = rank_key(best, metric), rank_key(runner, metric)
     fmt = "{:.3f}".format
     if key[0] != runner_key[0]:
         why = f"lowest {metric}" if metric in LOWER_IS_BETTER else f"highest strict {metric}"
@@ -232,7 +211,7 @@ def _now() -> str:
 
 
 def score_checkpoints(
-    job: Any,
+    job: Job,
     validation: Path,
     run_dir: Path,
     scorer: Scorer,
@@ -264,14 +243,15 @@ def score_checkpoints(
         return _chose(run_dir, choice, only, only, why)
     for cand in todo:
         old = kept.get(cand.name)
-        if old is not None and old.uri == cand.uri and _same_settings(old, settings):
+        if old is not None and old.uri == cand.uri and old.made_with(settings):
             score = old.model_copy(update={"val_loss": cand.val_loss, "settings": settings})
             score.metric = _recorded(run_dir, score, select_metric, score.metric)
             score.tie_break = _recorded(run_dir, score, TIE_BREAK, score.tie_break)
         else:
             if out:
                 out(f"scoring {cand.name} on {validation.name} ({decoding} decoding)")
-            report_rel = runfolder.decoding_report_file(f"{SCORES_DIR}/{cand.name}", decoding)
+            folder = f"{runfolder.CHECKPOINT_REPORTS_DIR}/{cand.name}"  # <name>/report.json
+            report_rel = runfolder.decoding_report_file(folder, decoding)
             report = scorer(cand.uri, Path(validation), run_dir / report_rel, decoding)
             score = CheckpointScore(
                 **cand.model_dump(),

@@ -1,22 +1,20 @@
-"""Comparing finished runs side by side: the leaderboard, paired significance and a conclusion
-written from the numbers. It reads what metrics.py wrote (through runfolder's records) and never
-recomputes a score; a run with a missing or foreign file still gets a row, with NaN where the number
-would be and the file's problem in ``RunSummary.problems``.
-"""
+"""Finished runs side by side (docs/scoring.md): the leaderboard, paired significance and a
+conclusion written from the numbers metrics.py recorded (never recomputed). A run with a missing or
+foreign file still gets a row: NaN for the number, the problem in ``RunSummary.problems``."""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import math
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from routerlib import metrics, paths, pricing, runfolder
 from routerlib.config import default_params_file
-from routerlib.display import router_label
+from routerlib.display import fmt, router_label
 from routerlib.metric_names import ALL_BUCKETS as BUCKETS
 from routerlib.metric_names import DECIDING_METRICS, HEADLINE, PRIMARY
 from routerlib.models import EMBEDDED_MODEL
@@ -77,10 +75,8 @@ class RunSummary:
         file = (
             Path(value) if value else self.report_path and runfolder.samples_path(self.report_path)
         )
-        if file is None:
-            return None
-        file = file if file.is_absolute() else self.path / file
-        return file if file.is_file() else None
+        file = file and self.path / file  # a relative path is the run folder's
+        return file if file and file.is_file() else None
 
     def _read(self, read: Callable[[Path], list[Any]], file: Path | None) -> list[Any]:
         """``read(file)``; none (and the file's problem in ``problems``) when it is bad."""
@@ -95,8 +91,7 @@ class RunSummary:
         return self._read(runfolder.read_samples, self.samples_path)
 
     def loss_curve(self) -> list[dict[str, Any]]:
-        """Tuning loss points ``{"epoch", "step", "train_loss", "val_loss"}``: metrics.json's,
-        else the tuning folder's loss_curve.json."""
+        """Tuning loss points: metrics.json's, else the tuning folder's loss_curve.json."""
         if self.metrics is not None and self.metrics.tuning and self.metrics.tuning.loss_curve:
             return self.metrics.tuning.loss_curve
         file = self.path / runfolder.FULL_TUNING_DIR / runfolder.LOSS_CURVE_FILE
@@ -164,27 +159,19 @@ def load_run(run_dir: str | Path) -> RunSummary:
 def load_runs(run_paths: Sequence[str | Path] | None = None) -> list[RunSummary]:
     """The given run folders, or every run folder with a metrics.json under the outputs root; a
     run scored under several decodings gives one model per decoding (headline first)."""
-    dirs = [Path(p) for p in run_paths or runfolder.find_folders(runfolder.METRICS_FILE)]
-    out: list[RunSummary] = []
-    for folder in dirs:
-        run = load_run(folder)
-        out += [run, *run.variants]
-    return out
+    runs = [load_run(p) for p in run_paths or runfolder.find_folders(runfolder.METRICS_FILE)]
+    return [r for run in runs for r in (run, *run.variants)]
 
 
 def routers(runs: Iterable[RunSummary]) -> list[RunSummary]:
     """Models, then their baselines, with identical baseline results (same kind, same test rows,
     same numbers) shown once."""
     runs = list(runs)
-    out: list[RunSummary] = [r for r in runs if r.kind == "model"]
-    seen: set[str] = set()
-    for run in runs:
-        for base in [run] if run.kind == "baseline" else run.baselines:
-            key = json.dumps([base.baseline_kind, _get(base.report, "metrics")], sort_keys=True)
-            if key not in seen:
-                seen.add(key)
-                out.append(base)
-    return out
+    unique: dict[str, RunSummary] = {}
+    for base in (b for r in runs for b in ([r] if r.kind == "baseline" else r.baselines)):
+        key = json.dumps([base.baseline_kind, _get(base.report, "metrics")], sort_keys=True)
+        unique.setdefault(key, base)
+    return [*(r for r in runs if r.kind == "model"), *unique.values()]
 
 
 # ----------------------------------------------------------------------------- leaderboard
@@ -196,16 +183,11 @@ def _num(value: Any) -> float:
 
 
 def _headline_metrics(runs: Sequence[RunSummary]) -> list[str]:
-    """The deciding metrics, then the headline metrics the runs' metrics.json recorded, else
-    ``metrics.HEADLINE``."""
-    names: list[str] = list(DECIDING_METRICS)
-    for run in runs:
-        evaluation = run.metrics.evaluation if run.metrics else None
-        if evaluation is not None:
-            for block in (evaluation.headline, evaluation.strict):
-                names.extend(k for k in block if k not in names)
-    recorded = len(names) > len(DECIDING_METRICS)
-    return names if recorded else [*names, *(m for m in HEADLINE if m not in names)]
+    """The deciding metrics, then the headline metrics metrics.json recorded (else HEADLINE)."""
+    evaluations = [r.metrics.evaluation for r in runs if r.metrics and r.metrics.evaluation]
+    found = [k for e in evaluations for block in (e.headline, e.strict) for k in block]
+    extra = [k for k in found if k not in DECIDING_METRICS]
+    return list(dict.fromkeys([*DECIDING_METRICS, *(extra or HEADLINE)]))
 
 
 def _is_headline(run: RunSummary) -> bool:
@@ -269,8 +251,8 @@ def leaderboard(runs: Sequence[RunSummary]) -> pd.DataFrame:
             train_seconds=_num(getattr(tuning, "train_seconds", None)),
             checkpoint=(getattr(tuning, "checkpoint", None) or {}).get("served"),
         )
-        rec[TUNING_USD] = _num(cost.get("tuning_usd"))
-        rec[SERVING_USD] = _num(cost.get("serving_usd_per_1000_routes"))
+        rec[TUNING_USD] = _num(cost.get(TUNING_USD))
+        rec[SERVING_USD] = _num(cost.get(SERVING_USD))
         rec[PRICES_VERIFIED] = pricing.prices_verified(cost) if record else None
         rec["routes_per_hour"] = _num(cost.get("routes_per_hour"))
         # which price rows were not read from a Google source (pricing.RunCost.unverified)
@@ -278,8 +260,13 @@ def leaderboard(runs: Sequence[RunSummary]) -> pd.DataFrame:
         rec["latency_p50_s"] = _num(_get(report, "latency", "p50_s"))
         rec["latency_p95_s"] = _num(_get(report, "latency", "p95_s"))
         rec["s_per_token"] = _num(seconds_per_token(report))
-        rec["failed_checks"] = "; ".join(_failed_checks(run.report))
-        rec["skipped_checks"] = "; ".join(skipped_buckets(run.report))
+        # The gate's failed checks ("bucket.metric", the first four) and the buckets it skipped
+        # for want of test rows (metrics.apply_gate).
+        gate = report.get("threshold_results")
+        failed = _get(gate, "failed")
+        rec["failed_checks"] = "; ".join(map(str, failed[:4] if isinstance(failed, list) else []))
+        skipped = metrics.skipped_buckets(gate if isinstance(gate, dict) else None)
+        rec["skipped_checks"] = "; ".join(f"{b} ({n} test rows)" for b, (n, _) in skipped.items())
         records.append(rec)
     import pandas as pd
 
@@ -305,33 +292,25 @@ def seconds_per_token(report: dict[str, Any] | None) -> float | None:
 # ----------------------------------------------------------------------------- significance
 
 
-def _paired(
-    a_rows: list[SampleRecord], b_rows: list[SampleRecord], metric: str
-) -> tuple[list[float], list[float]]:
-    """The strict values metrics.py recorded for ``metric`` on the test rows both scored."""
-    b_by_index = {row.index: row for row in b_rows}
-    xs, ys = [], []
-    for row in a_rows:
-        other = b_by_index.get(row.index)
-        if other is not None and metric in row.strict and metric in other.strict:
-            xs.append(float(row.strict[metric]))
-            ys.append(float(other.strict[metric]))
-    return xs, ys
-
-
 def compare_pair(
-    a: RunSummary, b: RunSummary, metrics: Sequence[str] = SIGNIFICANCE_METRICS, seed: int = 0
+    a: RunSummary, b: RunSummary, metrics: Sequence[str] = SIGNIFICANCE_METRICS
 ) -> list[dict[str, Any]]:
     """Paired tests (:func:`paired_test`) of router ``a`` against ``b`` on the test rows both
     scored (by ``index``), on the strict values (an invalid prediction is a miss)."""
-    a_rows, b_rows = a.samples(), b.samples()
+    b_by_index = {row.index: row for row in b.samples()}
+    both = [
+        (row.strict, b_by_index[row.index].strict) for row in a.samples() if row.index in b_by_index
+    ]
     out = []
     for metric in metrics:
-        xs, ys = _paired(a_rows, b_rows, metric)
-        if not xs:
+        pairs = [
+            (float(x[metric]), float(y[metric])) for x, y in both if metric in x and metric in y
+        ]
+        if not pairs:
             continue
+        xs, ys = (list(values) for values in zip(*pairs, strict=True))
         # The reference goes first, so delta and b01 (fixed) read "model minus reference".
-        test = paired_test(ys, xs, metric, seed=seed)
+        test = paired_test(ys, xs, metric)
         p_value, mx, my = _num(test.get("p_value")), sum(xs) / len(xs), sum(ys) / len(ys)
         rec: dict[str, Any] = {"model": a.name, "model_run": a.run_name, "reference": b.name}
         rec.update(reference_run=b.run_name, metric=metric, test=test["test"], n=len(xs))
@@ -363,57 +342,42 @@ SIGNIFICANCE_COLUMNS = (
 
 
 def _strength(run: RunSummary) -> tuple[float, ...]:
-    """How a model ranks for picking the comparison's reference: passing the gate first, then the
-    deciding metrics (strict), as the leaderboard and the conclusion order them."""
-    strict = _get(run.report, "strict", "overall") or {}
-    values = [_num(strict.get(m)) for m in DECIDING_METRICS]
+    """How a model ranks for picking the comparison's reference: passing the gate, then
+    :func:`_rank_key` of its strict figures."""
     gate = 1.0 if _gate_pass(run) is True else 0.0
-    return (gate, *(-math.inf if math.isnan(v) else v for v in values))
+    return (gate, *_rank_key(_get(run.report, "strict", "overall") or {}))
 
 
 def significance_pairs(runs: Sequence[RunSummary]) -> list[tuple[RunSummary, RunSummary]]:
-    """The (router, reference) pairs the significance table tests, each once:
-
-    * every tuned model against each previous router (baseline) scored on its own test rows;
-    * every further decoding of a run against that run's headline decoding (same rows);
-    * the best-ranked model (gate first, then the deciding metrics) against every other model
-      scored on identical test rows, one star per set of test rows.
-
-    Testing every candidate against one reference keeps the table linear in the number of runs
-    (a sweep of n runs under two decodings has about 3n pairs, not n²)."""
+    """The (router, reference) pairs the significance table tests, each once: every model against
+    its baselines, every further decoding against its run's headline decoding, and per set of test
+    rows the best-ranked model against every other (docs/scoring.md; linear in the runs, not n²)."""
     models = [r for r in runs if r.kind == "model" and r.samples_path is not None]
-    pairs: list[tuple[RunSummary, RunSummary]] = []
-    for run in models:
-        pairs.extend((run, base) for base in run.baselines if base.samples_path is not None)
-    seen: set[tuple[int, int]] = set()
+    pairs = [(r, base) for r in models for base in r.baselines if base.samples_path is not None]
+    seen: set[frozenset[int]] = set()  # the decoding pairs, either way round
     heads = {r.path: r for r in models if _is_headline(r)}
     for run in models:
         head = heads.get(run.path)
         if head is not None and head is not run and run.test_key() == head.test_key():
             pairs.append((run, head))
-            seen.add((id(run), id(head)))
+            seen.add(frozenset((id(run), id(head))))
     groups: dict[str, list[RunSummary]] = {}
     for run in models:
-        key = run.test_key()
-        if key is not None:
+        if (key := run.test_key()) is not None:
             groups.setdefault(key, []).append(run)
     for group in groups.values():
         best = max(group, key=_strength)  # max keeps the first of equals: run order breaks ties
-        for other in group:
-            if other is best or {(id(best), id(other)), (id(other), id(best))} & seen:
-                continue
-            pairs.append((best, other))
+        fresh = (o for o in group if o is not best and frozenset((id(best), id(o))) not in seen)
+        pairs.extend((best, other) for other in fresh)
     return pairs
 
 
 def significance_table(runs: Sequence[RunSummary]) -> pd.DataFrame:
     """Paired tests of the :func:`significance_pairs` of ``runs``; one row per (model, reference,
     metric), Δ = model minus reference."""
-    records: list[dict[str, Any]] = []
-    for model, reference in significance_pairs(runs):
-        records.extend(compare_pair(model, reference))
     import pandas as pd
 
+    records = [rec for pair in significance_pairs(runs) for rec in compare_pair(*pair)]
     table = pd.DataFrame.from_records(records, columns=SIGNIFICANCE_COLUMNS)
     for column in ("n", "b01", "b10"):
         table[column] = table[column].astype("Int64")  # counts; <NA> for bootstrap rows
@@ -423,40 +387,17 @@ def significance_table(runs: Sequence[RunSummary]) -> pd.DataFrame:
 # ----------------------------------------------------------------------------- conclusion
 
 
-def _fmt(value: Any, digits: int = 3) -> str:
-    number = _num(value)
-    return "n/a" if math.isnan(number) else f"{number:.{digits}f}"
+def _listed(row: pd.Series, column: str) -> str:
+    """A leaderboard row's "; "-separated ``column`` as "`a`, `b`" ('' when empty)."""
+    text = str(row.get(column) or "")
+    return "" if text in ("", "nan") else ", ".join(f"`{item}`" for item in text.split("; "))
 
 
-def _failed_checks(report: dict[str, Any] | None, limit: int = 4) -> list[str]:
-    """The gate checks that failed ("bucket.metric"), as ``metrics.apply_gate`` lists them."""
-    failed = _get(report, "threshold_results", "failed")
-    return [str(item) for item in failed[:limit]] if isinstance(failed, list) else []
-
-
-def skipped_buckets(report: dict[str, Any] | None) -> list[str]:
-    """The gate's skipped buckets with their test rows (``has_computation (0 test rows)``): a
-    bucket the test split has none of is not judged (``metrics.apply_gate``)."""
-    results = _get(report, "threshold_results")
-    skipped = metrics.skipped_buckets(results if isinstance(results, dict) else None)
-    return [f"{b} ({rows} test rows)" for b, (rows, _) in skipped.items()]
-
-
-def _skipped_sentence(row: pd.Series) -> str:
-    """'Skipped by the gate (no test rows): ...' for a leaderboard row, '' when none."""
-    skipped = str(row.get("skipped_checks") or "")
-    if not skipped or skipped == "nan":
-        return ""
-    items = ", ".join(f"`{item}`" for item in skipped.split("; "))
-    why = "the test split has no rows of that bucket, so its checks were not judged"
-    return f"The gate skipped {items}: {why}."
-
-
-def _score(row: pd.Series, metric: str) -> float:
+def _score(row: Mapping[str, Any], metric: str) -> float:
     return _num(row.get(f"{metric} strict", row.get(metric)))
 
 
-def _rank_key(row: pd.Series) -> tuple[float, ...]:
+def _rank_key(row: Mapping[str, Any]) -> tuple[float, ...]:
     """Lexicographic on the deciding metrics (strict); unknown values rank last."""
     return tuple(-math.inf if math.isnan(v := _score(row, m)) else v for m in DECIDING_METRICS)
 
@@ -464,12 +405,6 @@ def _rank_key(row: pd.Series) -> tuple[float, ...]:
 def _differs(x: float, y: float) -> bool:
     """Two values differ: one is known and the other not, or they are further apart than a tie."""
     return math.isnan(x) != math.isnan(y) or abs(x - y) >= TIE_TOLERANCE
-
-
-def deciding_metric(a: pd.Series, b: pd.Series) -> str:
-    """The first deciding metric on which routers ``a`` and ``b`` differ (PRIMARY when none)."""
-    differ = (m for m in DECIDING_METRICS if _differs(_score(a, m), _score(b, m)))
-    return next(differ, PRIMARY)
 
 
 def why_ranked(a: pd.Series, b: pd.Series, board: pd.DataFrame) -> str:
@@ -480,15 +415,11 @@ def why_ranked(a: pd.Series, b: pd.Series, board: pd.DataFrame) -> str:
         x, y = _score(a, metric), _score(b, metric)
         if _differs(x, y):
             same = f" after tying on {', '.join(tied)}" if tied else ""
-            return f"{first} ranks above {second} on {metric} ({_fmt(x)} vs {_fmt(y)}){same}."
+            return f"{first} ranks above {second} on {metric} ({fmt(x)} vs {fmt(y)}){same}."
         if not math.isnan(x):
-            tied.append(f"{metric} {_fmt(x)}")
+            tied.append(f"{metric} {fmt(x)}")
     shown = ", ".join(tied) if tied else "no recorded metric"
     return f"{first} and {second} tie on every headline metric ({shown})."
-
-
-def _and(items: Sequence[str]) -> str:
-    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
 
 
 def tie_sentence(board: pd.DataFrame) -> str:
@@ -498,10 +429,9 @@ def tie_sentence(board: pd.DataFrame) -> str:
         return ""
     tied, separating = [], []
     for metric in DECIDING_METRICS:
-        values = [_score(r, metric) for _, r in scored.iterrows()]
-        values = [v for v in values if not math.isnan(v)]
+        values = [v for _, r in scored.iterrows() if not math.isnan(v := _score(r, metric))]
         if values and max(values) - min(values) < TIE_TOLERANCE:
-            tied.append(f"{metric} {_fmt(values[0])}")
+            tied.append(f"{metric} {fmt(values[0])}")
         elif values:
             separating.append(metric)
     if not tied:
@@ -511,10 +441,9 @@ def tie_sentence(board: pd.DataFrame) -> str:
             f"All {len(scored)} candidates tie on every headline metric ({', '.join(tied)}): "
             "these numbers do not separate them."
         )
-    return (
-        f"All {len(scored)} candidates tie on {', '.join(tied)}; what separates them is "
-        f"{_and(separating)}."
-    )
+    *others, last = separating
+    which = f"{', '.join(others)} and {last}" if others else last
+    return f"All {len(scored)} candidates tie on {', '.join(tied)}; what separates them is {which}."
 
 
 def embedded_note(board: pd.DataFrame) -> str:
@@ -531,23 +460,19 @@ def embedded_note(board: pd.DataFrame) -> str:
     )
 
 
-def no_runs_message(params_file: str | None = None) -> str:
-    """What to do when there is nothing to compare: run the chain on the params file in use
-    (``params_file``, else $ROUTERLIB_PARAMS, else params/local.yaml, which runs offline), or
-    gather a run made with the CLI steps into a run folder."""
-    chosen = params_file or default_params_file()
+def no_runs_message() -> str:
+    """What to do when there is nothing to compare: run the chain on the params file in use."""
     return (
-        f"**No runs to compare yet.** Run `routerlib run {chosen}` (notebooks 01–04 into one run "
-        "folder), or, after the CLI steps (`routerlib prepare`, `tune`, `deploy`, `evaluate "
-        "--params FILE --out REPORT.json`), gather them with `routerlib record --params FILE "
-        "--report REPORT.json --job NAME`."
+        f"**No runs to compare yet.** Run `routerlib run {default_params_file()}` (notebooks 01–04 "
+        "into one run folder), or, after the CLI steps (`routerlib prepare`, `tune`, `deploy`, "
+        "`evaluate --params FILE --out REPORT.json`), gather them with `routerlib record --params "
+        "FILE --report REPORT.json --job NAME`."
     )
 
 
 def conclusion(board: pd.DataFrame, sig: pd.DataFrame | None, with_note: bool = True) -> str:
-    """Short markdown from the numbers: which router to use and why (one sentence per pick, with
-    its numbers), whether the candidates tie, and (``with_note``) what embedded-model runs do not
-    show."""
+    """Short markdown from the numbers: which router to use and why, whether the candidates tie,
+    and (``with_note``) what embedded-model runs do not show."""
     if board is None or board.empty or "kind" not in board:
         return no_runs_message()
     models = board[board["kind"] == "model"]
@@ -555,22 +480,20 @@ def conclusion(board: pd.DataFrame, sig: pd.DataFrame | None, with_note: bool = 
     if models.empty:
         return "**No tuned model has been evaluated yet**; only the baseline routers are scored."
 
-    def rank(frame: pd.DataFrame) -> list[pd.Series]:
-        rows = [row for _, row in frame.iterrows()]
-        return sorted(rows, key=_rank_key, reverse=True)  # stable: board order breaks ties
-
     def describe(row: pd.Series) -> str:
         size = _num(row.get("adapter_size"))
-        mode = str(row.get("tuning_mode") or "?") + (
-            "" if math.isnan(size) else f", adapter {size:.0f}"
-        )
+        adapter = "" if math.isnan(size) else f", adapter {size:.0f}"
+        mode = str(row.get("tuning_mode") or "?") + adapter
         return f"**{row['model']}** ({row.get('base_model')}, {mode}; run `{row['run']}`)"
 
-    def interval(row: pd.Series, metric: str = PRIMARY) -> str:
-        lo, hi = _num(row.get(f"{metric} strict lo")), _num(row.get(f"{metric} strict hi"))
+    def interval(row: pd.Series) -> str:
+        lo, hi = _num(row.get(f"{PRIMARY} strict lo")), _num(row.get(f"{PRIMARY} strict hi"))
         return "" if math.isnan(lo) or math.isnan(hi) else f" (95% interval {lo:.3f}–{hi:.3f})"
 
-    ranked_models, ranked_bases = rank(models), rank(baselines)
+    ranked_models, ranked_bases = (  # sorted is stable: board order breaks ties
+        sorted((row for _, row in frame.iterrows()), key=_rank_key, reverse=True)
+        for frame in (models, baselines)
+    )
     passing = [r for r in ranked_models if r["gate_pass"] is True]
     best = passing[0] if passing else ranked_models[0]
     top_base = ranked_bases[0] if ranked_bases else None
@@ -579,27 +502,27 @@ def conclusion(board: pd.DataFrame, sig: pd.DataFrame | None, with_note: bool = 
     if passing:
         lines.append(
             f"Ship {describe(best)}: it passes the evaluation gate and scores {PRIMARY} "
-            f"{_fmt(_score(best, PRIMARY))} strict{interval(best)}, JSON valid "
-            f"{_fmt(_score(best, 'json_valid'))}."
+            f"{fmt(_score(best, PRIMARY))} strict{interval(best)}, JSON valid "
+            f"{fmt(_score(best, 'json_valid'))}."
         )
     else:
         lines.append("**No tuned model passes the gate.**")
         if top_base is not None and not beats_base:
             lines.append(
                 f"Keep the previous router `{router_label(top_base, board)}` "
-                f"({PRIMARY} {_fmt(_score(top_base, PRIMARY))}): no tuned model ranks above it."
+                f"({PRIMARY} {fmt(_score(top_base, PRIMARY))}): no tuned model ranks above it."
             )
             lines.append(f"Closest tuned model: {describe(best)}.")
         else:
             lines.append(
-                f"Closest: {describe(best)} with {PRIMARY} {_fmt(_score(best, PRIMARY))} "
+                f"Closest: {describe(best)} with {PRIMARY} {fmt(_score(best, PRIMARY))} "
                 f"strict{interval(best)}."
             )
-        failed = str(best.get("failed_checks") or "")
-        if failed and failed != "nan":
-            checks = ", ".join(f"`{c}`" for c in failed.split("; "))
-            lines.append(f"Its failing checks include: {checks}.")
-    lines.append(_skipped_sentence(best))
+        if failed := _listed(best, "failed_checks"):
+            lines.append(f"Its failing checks include: {failed}.")
+    if skipped := _listed(best, "skipped_checks"):
+        why = "the test split has no rows of that bucket, so its checks were not judged"
+        lines.append(f"The gate skipped {skipped}: {why}.")
     reasons = [tie_sentence(board)]
     # One sentence per pick: the chosen model against the router it was preferred to, the
     # runner-up model, and the previous router chosen among the baselines.
@@ -611,7 +534,11 @@ def conclusion(board: pd.DataFrame, sig: pd.DataFrame | None, with_note: bool = 
         reasons.append(why_ranked(best, others[0], board))
     if len(ranked_bases) > 1:
         reasons.append(why_ranked(ranked_bases[0], ranked_bases[1], board))
-    tested = deciding_metric(best, top_base) if top_base is not None else PRIMARY
+    # the tested metric: the first deciding one on which the pick and the top baseline differ
+    ref = best if top_base is None else top_base
+    tested = next(
+        (m for m in DECIDING_METRICS if _differs(_score(best, m), _score(ref, m))), PRIMARY
+    )
     if sig is not None and not sig.empty:
         rows = sig[
             (sig["model_run"] == best["run"])
@@ -625,7 +552,7 @@ def conclusion(board: pd.DataFrame, sig: pd.DataFrame | None, with_note: bool = 
             verdict = "significant" if row["significant"] else "not significant"
             reasons.append(
                 f"Against `{row['reference']}` on the same {int(row['n'])} test rows: "
-                f"Δ{tested} = {row['delta']:+.3f} ({row['test']} p = {_fmt(row['p_value'], 4)}, "
+                f"Δ{tested} = {row['delta']:+.3f} ({row['test']} p = {fmt(row['p_value'], 4)}, "
                 f"{verdict} at {ALPHA})."
             )
     facts = [
@@ -649,13 +576,12 @@ def conclusion(board: pd.DataFrame, sig: pd.DataFrame | None, with_note: bool = 
 # ----------------------------------------------------------------------------- quality vs cost
 
 
-def pareto_front(
-    board: pd.DataFrame, quality: str = f"{PRIMARY} strict", cost: str = SERVING_USD
-) -> pd.Series:
-    """True for each row no other row beats: none has at least its ``quality`` at no more than
-    its ``cost`` and is better in one of them. Rows missing either figure are never on it."""
+def pareto_front(board: pd.DataFrame) -> pd.Series:
+    """True for each row no other row beats: none has at least its strict primary metric at no
+    more than its serving cost and is better in one of them. Rows missing either are never on it."""
     import pandas as pd
 
+    quality, cost = f"{PRIMARY} strict", SERVING_USD
     front = pd.Series(False, index=board.index, dtype=bool)
     if board.empty or quality not in board or cost not in board:
         return front
@@ -669,19 +595,19 @@ def pareto_front(
     return front
 
 
-def cheapest_passing(board: pd.DataFrame, cost: str = SERVING_USD) -> pd.Series | None:
-    """The cheapest row by ``cost`` whose gate passes and whose quality is known (ties: the
+def cheapest_passing(board: pd.DataFrame) -> pd.Series | None:
+    """The cheapest row by serving cost whose gate passes and whose quality is known (ties: the
     better strict primary metric); None when no such row."""
-    if board.empty or cost not in board or "gate_pass" not in board:
+    if board.empty or SERVING_USD not in board or "gate_pass" not in board:
         return None
     quality = f"{PRIMARY} strict"
-    keep = (board["gate_pass"] == True) & board[cost].notna()  # noqa: E712
+    keep = (board["gate_pass"] == True) & board[SERVING_USD].notna()  # noqa: E712
     if quality in board:
         keep &= board[quality].notna()
     priced = board[keep]
     if priced.empty:
         return None
-    order = [cost, quality] if quality in priced else [cost]
+    order = [SERVING_USD, quality] if quality in priced else [SERVING_USD]
     return priced.sort_values(order, ascending=[True, False][: len(order)]).iloc[0]
 
 
@@ -704,11 +630,11 @@ def price_note(board: pd.DataFrame) -> str:
     )
 
 
-def cost_line(board: pd.DataFrame, cost: str = SERVING_USD) -> str:
+def cost_line(board: pd.DataFrame) -> str:
     """One sentence naming the cheapest run that passes the gate, or saying none does."""
-    row = cheapest_passing(board, cost)
+    row = cheapest_passing(board)
     if row is None:
-        return f"No priced run passes the gate (cost column `{cost}`)."
+        return f"No priced run passes the gate (cost column `{SERVING_USD}`)."
     unverified = row.get(UNVERIFIED)
     trust = (
         f" The price is not verified ({unverified}: not read from a Google source)."
@@ -717,7 +643,7 @@ def cost_line(board: pd.DataFrame, cost: str = SERVING_USD) -> str:
     )
     return (
         f"Cheapest run that passes the gate: **{row['model']}** ({row['run']}) at "
-        f"${row[cost]:,.4f} per 1,000 routes, strict {PRIMARY} {_fmt(row.get(f'{PRIMARY} strict'))}."
+        f"${row[SERVING_USD]:,.4f} per 1,000 routes, strict {PRIMARY} {fmt(row.get(f'{PRIMARY} strict'))}."
         + trust
     )
 
@@ -725,12 +651,12 @@ def cost_line(board: pd.DataFrame, cost: str = SERVING_USD) -> str:
 # ----------------------------------------------------------------------------- sweeps
 
 
-def sweep_board(board: pd.DataFrame, sweep_dir: str | Path | None = None) -> pd.DataFrame:
-    """The leaderboard rows of one sweep (default: the newest under the outputs root) with its
-    varied keys as the first columns, best first. Empty when there is no sweep."""
+def sweep_board(board: pd.DataFrame) -> pd.DataFrame:
+    """The leaderboard rows of the newest sweep under the outputs root with its varied keys as
+    the first columns, best first. Empty when there is no sweep."""
     import pandas as pd
 
-    folders = [Path(sweep_dir)] if sweep_dir else runfolder.find_folders(runfolder.SWEEP_FILE)[-1:]
+    folders = runfolder.find_folders(runfolder.SWEEP_FILE)[-1:]
     if not folders or board.empty:
         return pd.DataFrame()
     record = runfolder.read_sweep(folders[0])

@@ -1,6 +1,6 @@
-"""Comparison figures (matplotlib, no pyplot state): each ``*_figure`` builds one Figure and
-:func:`all_plots` writes them as PNGs. Routers are named by ``run_labels`` (with the run when two
-share a name); whatever a figure cannot draw is named in a note at its foot."""
+"""Notebook 05's figures (matplotlib, no pyplot state; docs/notebooks.md): each ``*_figure``
+builds one Figure, :func:`all_plots` writes them as PNGs; what a figure cannot draw is named at
+its foot."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import math
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
 import pandas as pd
 
@@ -23,7 +23,8 @@ from routerlib.compare import (
     pareto_front,
     routers,
 )
-from routerlib.display import router_labels, run_suffix
+from routerlib.data_plots import grouped_bars
+from routerlib.display import router_labels
 from routerlib.metric_names import ALL_BUCKETS as BUCKETS
 
 DPI = 100
@@ -39,9 +40,7 @@ def _figure(width: float = 8.0, height: float = 4.5) -> Any:
 
 
 def _save(fig: Any, folder: Path, name: str) -> Path:
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / name
+    path = Path(folder) / name
     with atomic_writer(path, "wb") as handle:
         fig.savefig(handle, format="png")
     return path
@@ -53,21 +52,14 @@ def _empty(ax: Any, text: str) -> None:
     ax.set_yticks([])
 
 
-def _valid(value: Any) -> bool:
+def _valid(value: Any) -> TypeGuard[float]:
     return isinstance(value, (int, float)) and not (isinstance(value, float) and math.isnan(value))
-
-
-def _float(value: Any) -> float:
-    return float(value) if _valid(value) else math.nan
 
 
 def run_labels(routers: Sequence[RunSummary]) -> list[str]:
     """Each router's name, with its run when another router has the same name."""
-    counts = Counter(r.name for r in routers)
-    return [
-        f"{r.name} · {run_suffix(r.name, r.run_name)}" if counts[r.name] > 1 else r.name
-        for r in routers
-    ]
+    names = {"model": [r.name for r in routers], "run": [r.run_name for r in routers]}
+    return router_labels(pd.DataFrame(names))  # the leaderboard's own rule
 
 
 def _note(fig: Any, lines: Sequence[str]) -> None:
@@ -79,47 +71,32 @@ def _note(fig: Any, lines: Sequence[str]) -> None:
 BUCKET_METRICS = (PRIMARY, "tool_sequence_exact")
 
 
-def bucket_figure(routers: Sequence[RunSummary], metric: str = PRIMARY) -> Any:
-    """Grouped bars per bucket, one bar per router, from the routers' reports (strict): ``metric``
-    and ``tool_sequence_exact``, which still separates routers when no plan is exact. A zero bar
-    is marked with a 0 so it is not mistaken for a missing one."""
-    metrics = [metric, *(m for m in BUCKET_METRICS if m != metric)]
+def bucket_figure(routers: Sequence[RunSummary]) -> Any:
+    """Grouped bars per bucket, one bar per router, from the routers' reports (strict): the
+    primary metric and ``tool_sequence_exact``, which still separates routers when no plan is
+    exact. Zero and missing bars are marked so they are not taken for gaps."""
+    metrics = BUCKET_METRICS
     fig = _figure(12, 3.6 * len(metrics) + 0.6)
     axes = [fig.add_subplot(len(metrics), 1, k + 1) for k in range(len(metrics))]
-    series: list[tuple[str, bool, dict[str, list[float]]]] = []
-    buckets = list(BUCKETS)
+    series: list[tuple[str, dict[str, list[Any]]]] = []
     skipped: list[str] = []
+    hatched: list[str] = []  # the baseline routers
     for label, run in zip(run_labels(routers), routers, strict=True):
         strict = (run.report or {}).get("strict") or {}
-        values = {m: [_float((strict.get(b) or {}).get(m)) for b in buckets] for m in metrics}
+        values = {m: [(strict.get(b) or {}).get(m) for b in BUCKETS] for m in metrics}
         if any(_valid(v) for vals in values.values() for v in vals):
-            series.append((label, run.kind == "baseline", values))
+            series.append((label, values))
         else:
             skipped.append(label)
+        if run.kind == "baseline":
+            hatched.append(label)
     for ax, name in zip(axes, metrics, strict=True):
+        title = f"{name} by bucket (strict)"
         if not series:
             _empty(ax, "no scored runs")
-            ax.set_title(f"{name} by bucket (strict)")
-            continue
-        width = 0.8 / len(series)
-        all_zero = True
-        for i, (label, baseline, values) in enumerate(series):
-            xs = [j + (i - (len(series) - 1) / 2) * width for j in range(len(buckets))]
-            ys = values[name]
-            style = {"hatch": "//", "edgecolor": "0.3"} if baseline else {"edgecolor": "white"}
-            heights = [0.0 if math.isnan(v) else v for v in ys]
-            bars = ax.bar(xs, heights, width * 0.95, label=label, color=f"C{i % 10}", **style)
-            for bar, value in zip(bars, ys, strict=True):
-                if math.isnan(value) or value == 0:  # marked, so it is not taken for a gap
-                    x, mark = bar.get_x() + bar.get_width() / 2, "–" if math.isnan(value) else "0"
-                    ax.text(x, 0.01, mark, ha="center", va="bottom", fontsize=7, color="0.3")
-                all_zero = all_zero and not value > 0
-        ax.set_xticks(range(len(buckets)), buckets)
-        ax.set_ylim(0, 1.05)
-        ax.set_ylabel("strict rate")
-        title = f"{name} by bucket (strict)"
-        if all_zero:
+        elif grouped_bars(ax, BUCKETS, [(lab, v[name]) for lab, v in series], hatched):
             title += ": every router scores 0 in every bucket"
+        ax.set_ylabel("strict rate")
         ax.set_title(title, fontsize="medium")
     if series:
         axes[0].legend(
@@ -135,8 +112,7 @@ def _tool_label(tool: str | None) -> str:
 
 
 def first_tool_pairs(run: RunSummary) -> list[tuple[str, str]]:
-    """(gold first tool, predicted first tool) per test row, from the per-sample records
-    (``(invalid)`` for an invalid prediction, ``(none)`` for a plan with no steps)."""
+    """(gold, predicted) first tool per test row: ``(invalid)``, ``(none)`` for no steps."""
     return [
         (
             _tool_label(sample.gold_first_tool),
@@ -149,8 +125,8 @@ def first_tool_pairs(run: RunSummary) -> list[tuple[str, str]]:
 def confusion_figure(runs: Sequence[RunSummary]) -> Any:
     """One confusion matrix per router, titled by router and run: first tool of the gold plan
     (rows) vs predicted (columns). Routers without predictions are named in a note."""
-    labels = run_labels(runs)
-    items = [(label, r, first_tool_pairs(r)) for label, r in zip(labels, runs, strict=True)]
+    labelled = zip(run_labels(runs), runs, strict=True)
+    items = [(label, r, first_tool_pairs(r)) for label, r in labelled]
     skipped = [label for label, _, pairs in items if not pairs]
     items = [item for item in items if item[2]]
     per_row = min(max(len(items), 1), 3)
@@ -189,11 +165,7 @@ def confusion_figure(runs: Sequence[RunSummary]) -> Any:
 def length_ratios(run: RunSummary) -> list[float]:
     """Per-sample ``length_ratio`` of valid predictions (the scorer's ``metrics`` block)."""
     found = (sample.metrics.get("length_ratio") for sample in run.samples())
-    return [
-        float(v)
-        for v in found
-        if isinstance(v, float | int) and not isinstance(v, bool) and _valid(v)
-    ]
+    return [float(v) for v in found if _valid(v) and not isinstance(v, bool)]
 
 
 #: The gate's length-ratio bands: (value, label).
@@ -241,9 +213,9 @@ def length_figure(runs: Sequence[RunSummary]) -> Any:
     return fig
 
 
-def _x_window(xs: Sequence[float], unit: float, non_negative: bool = False) -> tuple[float, float]:
-    """An x range that reads: a window of ``unit`` around equal values (all $0, say), else the
-    data with room for labels on the right; a non-negative axis starts just left of zero."""
+def _x_window(xs: Sequence[float], unit: float) -> tuple[float, float]:
+    """A non-negative x range that reads: a window of ``unit`` around equal values (all $0, say),
+    else the data with room for labels on the right; it starts just left of zero."""
     lo, hi = min(xs), max(xs)
     span = hi - lo
     if span < 1e-12:
@@ -251,9 +223,7 @@ def _x_window(xs: Sequence[float], unit: float, non_negative: bool = False) -> t
         lo, hi = lo - pad, hi + pad
     else:
         lo, hi = lo - 0.1 * span, hi + 0.35 * span
-    if non_negative:
-        lo = max(lo, -0.05 * (hi - max(lo, 0.0)))
-    return lo, hi
+    return max(lo, -0.05 * (hi - max(lo, 0.0))), hi
 
 
 def _place_labels(ax: Any, points: list[tuple[float, float, str]]) -> None:
@@ -268,7 +238,9 @@ def _place_labels(ax: Any, points: list[tuple[float, float, str]]) -> None:
     placed: list[Any] = []
     for (x, y), names in sorted(groups.items()):
         text = ", ".join(names)
-        for step in (0, 1, -1, 2, -2, 3, -3, 4, -4, 5, -5, 6, -6):
+        # the last try, with no free spot left, keeps the label beside its point, overlapping
+        steps = (0, 1, -1, 2, -2, 3, -3, 4, -4, 5, -5, 6, -6, 0)
+        for n, step in enumerate(steps, 1):
             note = ax.annotate(
                 text,
                 (x, y),
@@ -279,14 +251,10 @@ def _place_labels(ax: Any, points: list[tuple[float, float, str]]) -> None:
             )
             note.set_in_layout(False)
             box = note.get_window_extent(renderer)
-            if not any(box.overlaps(other) for other in placed):
+            if n == len(steps) or not any(box.overlaps(other) for other in placed):
                 placed.append(box)
                 break
             note.remove()
-        else:  # no free spot left: keep the label beside its point, even if it overlaps
-            note = ax.annotate(text, (x, y), textcoords="offset points", xytext=(7, 4), fontsize=8)
-            note.set_in_layout(False)
-            placed.append(note.get_window_extent(renderer))
 
 
 def scatter_figure(board: pd.DataFrame, column: str, xlabel: str) -> Any:
@@ -313,7 +281,7 @@ def scatter_figure(board: pd.DataFrame, column: str, xlabel: str) -> Any:
     title = f"Quality vs {xlabel}"
     if points:
         unit = 0.1 if column == "latency_p95_s" else 1.0
-        ax.set_xlim(*_x_window([p[0] for p in points], unit=unit, non_negative=True))
+        ax.set_xlim(*_x_window([p[0] for p in points], unit=unit))
         ax.set_ylim(-0.05, 1.05)
         ax.set_xlabel(xlabel)
         ax.set_ylabel(f"{PRIMARY} (strict)")
@@ -347,9 +315,10 @@ def quality_vs_serving_cost(board: pd.DataFrame, folder: Path) -> Path:
     return _save(fig, folder, "quality_vs_serving_cost.png")
 
 
-def sweep_metric(rows: pd.DataFrame, folder: Path, metric: str = f"{PRIMARY} strict") -> Path:
-    """``metric`` against each varied key of a sweep (``compare.sweep_board``), one panel per
-    key; points sharing the other keys' values are joined."""
+def sweep_metric(rows: pd.DataFrame, folder: Path) -> Path:
+    """The strict primary metric against each varied key of a sweep (``compare.sweep_board``),
+    one panel per key; points sharing the other keys' values are joined."""
+    metric = f"{PRIMARY} strict"
     keys = list(rows.attrs.get("varied_keys", [])) if not rows.empty else []
     fig = _figure(4.0 * max(len(keys), 1), 3.8)
     if not keys or metric not in rows:
@@ -359,14 +328,9 @@ def sweep_metric(rows: pd.DataFrame, folder: Path, metric: str = f"{PRIMARY} str
         ax = fig.add_subplot(1, len(keys), n)
         others = [k for k in keys if k != key]
         groups = rows.groupby(others, dropna=False) if others else [((), rows)]
-        for label, group in groups:
+        for label, group in groups:  # label: the other keys' values, a tuple
             group = group.sort_values(key)
-            text = ", ".join(
-                f"{k}={v}"
-                for k, v in zip(
-                    others, (label if isinstance(label, tuple) else (label,)), strict=False
-                )
-            )
+            text = ", ".join(f"{k}={v}" for k, v in zip(others, label, strict=True))
             ax.plot(group[key].astype(str), group[metric], "o-", label=text or None)
         ax.set_xlabel(key)
         ax.set_ylabel(metric)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from routerlib.data_plots import grouped_bars
 from routerlib.diagnostics import confusion_table, tool_table
 from routerlib.schema import TOOLS
 
@@ -35,7 +36,6 @@ def confusion_matrix(report: dict[str, Any], bucket: str = "overall", title: str
 def tool_bars(reports: dict[str, dict[str, Any]], bucket: str = "overall") -> Any:
     """Per-tool precision, recall and F1 bars, one panel per metric, one bar per report."""
     import matplotlib.pyplot as plt
-    import numpy as np
 
     tables = {label: tool_table(report, bucket) for label, report in reports.items()}
     named = {tool for table in tables.values() for tool in table.index}
@@ -43,26 +43,17 @@ def tool_bars(reports: dict[str, dict[str, Any]], bucket: str = "overall") -> An
     tools = [tool for tool in TOOLS if tool in named] or list(TOOLS)
     others = len(named - set(TOOLS))
     fig, axes = plt.subplots(1, 3, figsize=(10, 3.2), sharey=True)
-    width = 0.8 / max(len(tables), 1)
     for ax, metric in zip(axes, ("precision", "recall", "f1"), strict=True):
-        for i, (label, table) in enumerate(tables.items()):
-            values = [
-                float(table.loc[t, metric])
-                if t in table.index and table.loc[t, metric] is not None
-                else np.nan
-                for t in tools
-            ]
-            ax.bar(np.arange(len(tools)) + i * width, values, width, label=label)
-        ax.set_xticks(np.arange(len(tools)) + width * (len(tables) - 1) / 2, tools, rotation=15)
-        ax.set_ylim(0, 1.05)
+        series = [
+            (label, [table.loc[t, metric] if t in table.index else None for t in tools])
+            for label, table in tables.items()
+        ]
+        grouped_bars(ax, tools, series)
+        ax.tick_params(axis="x", labelrotation=15)
         ax.set_title(metric)
     axes[0].legend(fontsize=8)
     if others:
-        fig.text(
-            0.01,
-            0.01,
-            f"{others} other predicted step name(s) (not a router tool) are left out",
-            fontsize=8,
-        )
+        note = f"{others} other predicted step name(s) (not a router tool) are left out"
+        fig.text(0.01, 0.01, note, fontsize=8)
     fig.tight_layout(rect=(0, 0.05 if others else 0, 1, 1))
     return fig

@@ -1,10 +1,10 @@
-"""Score a router against gold: :func:`evaluate` asks any serving predictor for every gold prompt
-through the resumable cache, writes the prediction file and scores it (``metrics.score_files``);
-:func:`score_predictions` scores a prediction file that exists. Neither knows of clouds.
-"""
+"""Score a router against gold (docs/scoring.md): :func:`evaluate` asks any serving predictor for
+every gold prompt through the resumable cache, writes the prediction file and scores it;
+:func:`score_predictions` scores a prediction file that exists. Neither knows of clouds."""
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import os
@@ -31,12 +31,8 @@ def read_gold_prompts(gold_path: str | os.PathLike[str], limit: int | None = Non
     prompts: list[str] = []
     try:
         with open(path, encoding="utf-8") as handle:
-            for lineno, line in enumerate(handle, 1):
-                line = line.strip()
-                if not line:
-                    continue
-                if limit is not None and len(prompts) >= limit:
-                    break
+            lines = ((lineno, line) for lineno, line in enumerate(handle, 1) if line.strip())
+            for lineno, line in itertools.islice(lines, limit):
                 try:
                     row = json.loads(line)
                 except json.JSONDecodeError as exc:
@@ -94,7 +90,7 @@ def generate_predictions(
     cached = CachingPredictor(predictor, cache_path)
     answers: dict[int, Completion | Failed] = {}
     bar = progress_bar(progress, len(prompts), desc="predict", unit="row", dynamic_ncols=True)
-    try:
+    with contextlib.closing(bar):
         for chunk in cached.predict(
             dict(enumerate(prompts)),
             max_tokens=max_tokens,
@@ -103,8 +99,6 @@ def generate_predictions(
         ):
             answers.update(chunk)
             bar.update(len(chunk))
-    finally:
-        bar.close()
     missing = [i for i in range(len(prompts)) if i not in answers]
     if missing:
         raise RouterlibError(f"{predictor.name} left {len(missing)} rows unanswered: {missing[:5]}")
@@ -243,11 +237,7 @@ def evaluate(
 def generation_summary(pred_path: Path, cache_path: Path, *, source: str) -> dict[str, Any]:
     """What a report says about generated predictions: where from, how they were extracted
     (how often the JSON came wrapped), and how many attempts they took."""
-    notes: Counter[str] = Counter()
-    with open(pred_path, encoding="utf-8") as handle:
-        for line in handle:
-            if line.strip():
-                notes[json.loads(line).get("extraction", "")] += 1
+    notes = Counter(line.get("extraction", "") for _, line in metrics.read_jsonl(pred_path, "pred"))
     attempts = [int(rec.get("attempts", 1)) for rec in load_cache(cache_path).values()]
     return {
         "source": source,

@@ -1,7 +1,5 @@
-"""The paired comparison of two routers on the same test rows: the one paired test of routerlib
-(the report's ``comparison``, notebook 04, and the significance table of notebook 05) and the
-``comparison`` block of two scored prediction files (defined in docs/scoring.md).
-"""
+"""The paired comparison of two routers on the same test rows (docs/scoring.md): routerlib's one
+paired test, and the ``comparison`` block of two scored prediction files."""
 
 from __future__ import annotations
 
@@ -24,26 +22,16 @@ def _good(metric: str, value: float) -> bool:
 def paired_test(
     previous: Sequence[float], new: Sequence[float], metric: str, *, seed: int = 0
 ) -> dict[str, Any]:
-    """The one paired test of routerlib (the report's comparison, notebook 04, and the
-    significance table, notebook 05): ``previous`` and ``new`` are the strict per-sample values
-    of one metric on the same test rows, in the same order.
-
-    Always ``delta`` (mean new - mean previous), ``ci_low``/``ci_high`` (paired bootstrap, 95%,
-    ``N_BOOT`` resamples, seeded). Binary metrics: ``test = "mcnemar"`` on hits (b01 = fixed,
-    b10 = broken) with its ``p_value``; rates: ``test = "paired_bootstrap"`` and the bootstrap's
-    ``p_value``, ``b01``/``b10`` None."""
+    """The paired test of ``previous`` against ``new``, the strict per-sample values of one metric
+    on the same rows in the same order: ``delta`` (new - previous) with its 95% paired bootstrap
+    ``ci_low``/``ci_high``; ``test`` McNemar on hits for yes/no metrics (``b01`` fixed, ``b10``
+    broken), else the bootstrap (``b01``/``b10`` None), with its ``p_value``."""
     boot = stats.paired_bootstrap(previous, new, n=N_BOOT, seed=seed)
     binary = metric not in RATE_METRICS and all(v in (0.0, 1.0) for v in (*previous, *new))
     if not binary:
         return {"test": "paired_bootstrap", **boot, "b01": None, "b10": None}
     test = stats.mcnemar([_good(metric, v) for v in previous], [_good(metric, v) for v in new])
-    return {
-        "test": "mcnemar",
-        **test,
-        "delta": boot["delta"],
-        "ci_low": boot["ci_low"],
-        "ci_high": boot["ci_high"],
-    }
+    return {"test": "mcnemar", **test, **{k: boot[k] for k in ("delta", "ci_low", "ci_high")}}
 
 
 def _deltas(new: dict[str, dict[str, Any]], old: dict[str, dict[str, Any]]) -> dict[str, Any]:
@@ -82,27 +70,27 @@ def compare_scored(
     names = sorted({name for record in new_records for name in record["strict"]})
     changes: dict[str, dict[str, list[int]]] = {}
     for name in (n for n in names if n not in RATE_METRICS):
-        both = [(o, c) for o, c in pairs if name in c["strict"] and name in o["strict"]]
         hits = [
-            (_good(name, o["strict"][name]), _good(name, c["strict"][name]), c) for o, c in both
+            (_good(name, o["strict"][name]), _good(name, c["strict"][name]), c["index"])
+            for o, c in pairs
+            if name in c["strict"] and name in o["strict"]
         ]
-        fixed = [c["index"] for was, now, c in hits if now and not was]
-        broken = [c["index"] for was, now, c in hits if was and not now]
-        changes[name] = {"fixed": fixed, "broken": broken}
+        changes[name] = {
+            "fixed": [i for was, now, i in hits if now and not was],
+            "broken": [i for was, now, i in hits if was and not now],
+        }
     result["changes"] = changes
     significance: dict[str, dict[str, Any]] = {}
     for bucket in sorted({bucket for record in new_records for bucket in record["buckets"]}):
-        in_bucket = [(old, cur) for old, cur in pairs if bucket in cur["buckets"]]
-        tests: dict[str, Any] = {}
+        significance[bucket] = {}
         for name in names:
             both = [
-                (o["strict"][name], c["strict"][name]) for o, c in in_bucket if name in o["strict"]
+                (float(o["strict"][name]), float(c["strict"][name]))
+                for o, c in pairs
+                if bucket in c["buckets"] and name in o["strict"]
             ]
             if both:
                 a, b = zip(*both, strict=True)
-                tests[name] = paired_test(
-                    [float(x) for x in a], [float(x) for x in b], name, seed=seed
-                )
-        significance[bucket] = tests
+                significance[bucket][name] = paired_test(list(a), list(b), name, seed=seed)
     result["significance"] = significance
     return result

@@ -1,12 +1,10 @@
 """Shared reports: executed notebooks → HTML with code hidden, plus an ``index.html`` that links
 every run and carries the comparison (plots as data URIs), so every page opens from disk. Nothing
-is written when a notebook or page holds a credential-like string (``scan_for_secrets``).
-"""
+is written when a notebook or page holds a credential-like string (``scan_for_secrets``)."""
 
 from __future__ import annotations
 
 import base64
-import contextlib
 import functools
 import json
 import os
@@ -57,8 +55,7 @@ SECRET_PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
 _DATA_URI = re.compile(r"data:[\w/+.\-]+;base64,[A-Za-z0-9+/=\s]+")
 
 COMPARISON_STAGE = "05"
-#: Metrics whose paired tests are shown on the index (the rest sit in a collapsed table): the
-#: headline table's deciding metrics, as notebook 05 shows them (display.HEADLINE_TESTS).
+#: Metrics whose paired tests the index shows up front (the rest folded), as notebook 05 does.
 SIGNIFICANCE_HEADLINE = display.HEADLINE_TESTS
 #: The page's CSV downloads carry the names a comparison run gives the same tables.
 LEADERBOARD_CSV, SIGNIFICANCE_CSV = LEADERBOARD_FILE, SIGNIFICANCE_FILE
@@ -68,10 +65,6 @@ WIDE_PLOTS = ("bucket_scores", "route_confusion")
 
 class SecretFound(RouterlibError):
     """A credential-like string was found in what would be published (exit 2)."""
-
-
-def _mask(text: str) -> str:
-    return text[:6] + "…" if len(text) > 6 else "…"
 
 
 def scan_text(text: str) -> list[str]:
@@ -84,7 +77,7 @@ def scan_text(text: str) -> list[str]:
             value = match.group(0).split("=")[-1].split(":")[-1].strip(" \"'")
             if value and set(value) <= {"*", "•", "x", "X"}:
                 continue  # an already masked placeholder
-            hits.append(f"{kind} ({_mask(match.group(0))})")
+            hits.append(f"{kind} ({match.group(0)[:6]}…)")  # every pattern matches > 6 chars
     return hits
 
 
@@ -111,13 +104,8 @@ def scan_for_secrets(targets: Sequence[str | os.PathLike[str]]) -> list[str]:
     """Scan notebooks (.ipynb, cell by cell), HTML and any other text files, or folders of them;
     return one line per finding: ``<file>: <where>: <kind> (<first chars>…)``."""
     findings: list[str] = []
-    files: list[Path] = []
-    for target in targets:
-        path = Path(target)
-        if path.is_dir():
-            files.extend(sorted(p for p in path.rglob("*") if p.is_file()))
-        elif path.is_file():
-            files.append(path)
+    paths = [Path(t) for t in targets]
+    files = [f for p in paths for f in (sorted(p.rglob("*")) if p.is_dir() else [p]) if f.is_file()]
     for file in files:
         if file.suffix.lower() in (".png", ".jpg", ".jpeg", ".gif", ".pt", ".bin", ".safetensors"):
             continue
@@ -142,19 +130,9 @@ def scan_for_secrets(targets: Sequence[str | os.PathLike[str]]) -> list[str]:
 # ----------------------------------------------------------------------------- rendering
 
 
-def html_exporter() -> Any:
-    """nbconvert's HTML exporter set to hide code and prompts and embed images (reuse it: it
-    compiles its templates once)."""
-    from nbconvert import HTMLExporter
-
-    hide = {"exclude_input": True, "exclude_input_prompt": True, "exclude_output_prompt": True}
-    return HTMLExporter(embed_images=True, **hide)
-
-
 def notebook_to_html(notebook: Path, exporter: Any) -> str:
-    """One executed notebook as a standalone HTML page: outputs only (no code, no prompts), images
-    embedded as data URIs. Stderr streams (progress bars, library warnings) are left out; errors
-    are always shown."""
+    """One executed notebook as a standalone HTML page by nbconvert's ``exporter``; stderr streams
+    (progress bars, library warnings) are left out, errors always shown."""
     import nbformat
 
     nb = nbformat.read(str(notebook), as_version=4)
@@ -229,7 +207,6 @@ def _comparison(run_dirs: list[Path], out: Path) -> dict[str, Any]:
     )
     board_values: dict[str, Any] = {"headline": None, "csv": LEADERBOARD_CSV}
     if not board.empty:
-        out.mkdir(parents=True, exist_ok=True)
         write_text(out / LEADERBOARD_CSV, board.to_csv(index=False))
         full = display.full_board(board)
         board_values.update(
@@ -241,7 +218,6 @@ def _comparison(run_dirs: list[Path], out: Path) -> dict[str, Any]:
         )
     sig_values: dict[str, Any] = {"headline": None, "csv": SIGNIFICANCE_CSV}
     if not sig.empty:
-        # The headline tests up front; every metric one click away.
         write_text(out / SIGNIFICANCE_CSV, sig.to_csv(index=False))
         sig_values.update(
             headline=_table(
@@ -308,21 +284,26 @@ def render_report(
     _refuse_secrets([nb for nbs in notebooks.values() for nb in nbs])
 
     out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    try:
+    # removed on any error or Ctrl-C; after the swap into place there is nothing left to remove
+    temp = tempfile.TemporaryDirectory(
+        prefix=f".{out.name}.tmp-", dir=out.parent, ignore_cleanup_errors=True
+    )
+    with temp as folder:
+        staging = Path(folder)
         run_links: list[dict[str, Any]] = []
         comparison_links: list[tuple[str, str]] = []
         used: set[str] = set()
-        exporter = html_exporter()
+        from nbconvert import HTMLExporter  # one for every page: it compiles its templates once
+
+        hide = {"exclude_input": True, "exclude_input_prompt": True, "exclude_output_prompt": True}
+        exporter = HTMLExporter(embed_images=True, **hide)  # outputs only, images as data URIs
         for run in run_dirs:
             slug = run.name if run.name not in used else f"{run.name}-{len(used)}"
             used.add(slug)
             links = []
             for nb in notebooks[run]:
                 page = Path("runs") / slug / f"{nb.stem}.html"
-                target = staging / page
-                target.parent.mkdir(parents=True, exist_ok=True)
-                target.write_text(notebook_to_html(nb, exporter), encoding="utf-8")
+                write_text(staging / page, notebook_to_html(nb, exporter))
                 href = quote(page.as_posix())
                 links.append((nb.stem, href))
                 if nb.name.startswith(COMPARISON_STAGE):
@@ -335,11 +316,7 @@ def render_report(
             runs=run_links,
             **_comparison(run_dirs, staging),
         )
-        (staging / "index.html").write_text(index, encoding="utf-8")
+        write_text(staging / "index.html", index)
         _refuse_secrets([staging])
         _replace_dir(staging, out)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            shutil.rmtree(staging)
-        raise
     return out / "index.html"
