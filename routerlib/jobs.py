@@ -160,9 +160,13 @@ def _asks_server(job: Job) -> bool:
     return job.state not in (DENIED, UNKNOWN) and not job.ended
 
 
-def refresh(job: Job, out: Out) -> Job:
+def _refresh(job: Job, out: Out, down: set[tuple[Any, ...]] | None = None) -> Job:
     """Ask the backend for the job's state and record it; on failure keep the record and say why.
-    An UNKNOWN submission is looked for on the server by its label first."""
+    An UNKNOWN submission is looked for on the server by its label first. With ``down``, places
+    whose API was unreachable are collected there and not asked again."""
+    where = (job.backend, job.project, job.location, job.api_endpoint)
+    if down is not None and where in down:
+        return job
     if job.state == UNKNOWN:
         return resolve_unknown(job, out)
     if not _asks_server(job):
@@ -170,8 +174,12 @@ def refresh(job: Job, out: Out) -> Job:
     try:
         return _poll(job)
     except RemoteError as exc:
-        out(f"{short_id(job.name)}: showing the recorded state ({exc})")
-        return job
+        if down is not None and isinstance(exc, base.ApiUnreachable):
+            down.add(where)
+            out(f"API unreachable, showing recorded states for {job.project}/{job.location}: {exc}")
+        else:
+            out(f"{short_id(job.name)}: showing the recorded state ({exc})")
+    return job
 
 
 def resolve_unknown(job: Job, out: Out) -> Job:
@@ -189,6 +197,13 @@ def resolve_unknown(job: Job, out: Out) -> Job:
     found = found.model_copy(update={**update, "cost_estimate_usd": job.cost_estimate_usd})
     out(f"found {found.name} ({found.state}) for the unanswered submission {job.name}")
     return replace(job.name, found)
+
+
+def _found(job: Job, out: Out, error: type[RouterlibError], problem: str) -> Job:
+    """``job``, or for an UNKNOWN one the job found by its label; ``error`` when none is."""
+    if job.state == UNKNOWN and (job := resolve_unknown(job, out)).state == UNKNOWN:
+        raise error(f"{job.name}: no job with {problem}")
+    return job
 
 
 def ensure_success(job: Job) -> Job:
@@ -330,11 +345,6 @@ def _check_lengths(spec: TuningSpec, counts: list[int], strict: bool, out: Out) 
     out(f"warning: {text}; they may be truncated or dropped")
 
 
-def _place(where: dict[str, str | None]) -> dict[str, Any]:
-    """Job keyword arguments for where a backend submits (project, location, endpoint)."""
-    return {key: where.get(key) for key in ("project", "location", "api_endpoint")}
-
-
 def _same_spec(job: Job, spec: TuningSpec, backend: TuningBackend) -> bool:
     """True for a record of ``spec`` submitted to the same backend at the same place."""
     return (
@@ -354,7 +364,7 @@ def _find_reattachable(spec: TuningSpec, backend: TuningBackend, out: Out) -> Jo
             unknown_seen = True
         elif job.state not in base.REATTACH_STATES:
             continue
-        job = refresh(job, out)  # an UNKNOWN one is looked for on the server by its label
+        job = _refresh(job, out)  # an UNKNOWN one is looked for on the server by its label
         if job.state not in base.REATTACH_STATES:
             continue
         local = job.checkpoint_uri and "://" not in job.checkpoint_uri
@@ -381,14 +391,12 @@ def tune(
     strict: bool = False,
     wait_for_quota: bool = False,
     quota_interval: float = 300.0,
-    project: str | None = None,
-    location: str | None = None,
-    api_endpoint: str | None = None,
     poll_interval: float = 30.0,
     out: Out = print,
-    local_options: dict[str, Any] | None = None,
+    **backend_options: Any,
 ) -> Job:
-    """Submit ``spec`` (or re-attach to its job) and, with ``wait``, follow it to the end.
+    """Submit ``spec`` (or re-attach to its job) and, with ``wait``, follow it to the end;
+    ``backend_options`` go to ``tuning.get_backend`` (project, location, ..., local_options).
 
     InputError (exit 2) when preflight refuses, before anything is sent; RemoteError when the
     server refuses (recorded DENIED), the create goes unanswered (recorded UNKNOWN, found by its
@@ -398,24 +406,18 @@ def tune(
     if not isinstance(spec, TuningSpec):
         spec = TuningSpec.build(**spec)
     name = choose_backend(spec.training_dataset_uri, backend)
-    tuning_backend = get_backend(
-        name,
-        project=project,
-        location=location,
-        api_endpoint=api_endpoint,
-        local_options=local_options,
-    )
+    tuning_backend = get_backend(name, **backend_options)
     preflight(spec, tuning_backend, out)
     _check_datasets(spec)
 
     train = spec.training_dataset_uri
     characters = pricing.example_characters(train if "://" in train else resolve(train))
-    ratio = pricing.billed_ratio(spec.base_model, spec.tuning_mode)
-    _check_lengths(
-        spec, [pricing.tokens_from_characters(c, ratio) for c in characters], strict, out
-    )
     estimate = pricing.estimate(
         spec.base_model, train, spec.epochs, tuning_mode=spec.tuning_mode, char_counts=characters
+    )
+    ratio = estimate.tokens_per_character
+    _check_lengths(
+        spec, [pricing.tokens_from_characters(c, ratio) for c in characters], strict, out
     )
     out(estimate.line())
     if dry_run:
@@ -462,7 +464,8 @@ def _new_job(
     name: str, backend: TuningBackend, state: str, spec: TuningSpec, usd: Any, **fields: Any
 ) -> Job:
     """A Job record made here (a dry run, a refusal, an unanswered create) at ``backend``'s place."""
-    fields = {**_place(backend.where), **fields, "cost_estimate_usd": usd, "spec": spec}
+    place = {key: backend.where.get(key) for key in ("project", "location", "api_endpoint")}
+    fields = {**place, **fields, "cost_estimate_usd": usd, "spec": spec}
     return Job.model_validate({"name": name, "backend": backend.name, "state": state, **fields})
 
 
@@ -534,10 +537,7 @@ def wait_for(
     RemoteError when it did not succeed or the API stays unreachable
     ``MAX_UNREACHABLE`` polls; WaitInterrupted on Ctrl-C. The job keeps running either way."""
     hint = f"re-attach with: routerlib jobs wait {job.name}"
-    if job.state == UNKNOWN:
-        job = resolve_unknown(job, out)
-        if job.state == UNKNOWN:
-            raise RemoteError(f"{job.name}: no job with this spec's label was found yet; {hint}")
+    job = _found(job, out, RemoteError, f"this spec's label was found yet; {hint}")
     if not _asks_server(job):
         return ensure_success(job)
     backend = _backend_for(job)
@@ -590,29 +590,14 @@ def list_jobs(refresh: bool = True, out: Out = print) -> list[Job]:
     if not refresh:
         return jobs
     down: set[tuple[Any, ...]] = set()
-    result = []
-    for job in jobs:
-        where = (job.backend, job.project, job.location, job.api_endpoint)
-        if job.state == UNKNOWN and where not in down:
-            job = resolve_unknown(job, out)
-        elif _asks_server(job) and where not in down:
-            try:
-                job = _poll(job)
-            except base.ApiUnreachable as exc:
-                down.add(where)
-                place = f"{job.project}/{job.location}"
-                out(f"API unreachable, showing recorded states for {place}: {exc}")
-            except RemoteError as exc:
-                out(f"{short_id(job.name)}: showing the recorded state ({exc})")
-        result.append(job)
-    return result
+    return [_refresh(job, out, down) for job in jobs]
 
 
 def show(name: str, *, out: Out = print) -> Job:
     """One recorded job, refreshed from its backend when it has not ended, with its checkpoints."""
     job = find(name)
     if not job.ended or job.state == UNKNOWN:
-        job = refresh(job, out)
+        job = _refresh(job, out)
     if job.state not in (DENIED, UNKNOWN) and (job.succeeded or not job.ended):
         job = _with_checkpoints(job)
     return job
@@ -648,12 +633,7 @@ def cancel(
     job = find(name)
     if job.state == DENIED:
         raise InputError(f"{job.name} was refused by the server: there is no job to cancel")
-    if job.state == UNKNOWN:
-        job = resolve_unknown(job, out)
-        if job.state == UNKNOWN:
-            raise InputError(
-                f"{job.name}: no job with its label was found on the server; nothing to cancel"
-            )
+    job = _found(job, out, InputError, "its label was found on the server; nothing to cancel")
     if job.ended:
         out(f"{job.name} has already ended ({job.state}); nothing to cancel")
         return job

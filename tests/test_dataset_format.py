@@ -10,8 +10,8 @@ import pytest
 from routerlib import dataset, pricing
 from routerlib.cli import main
 from routerlib.config import load_config
+from routerlib.convert import read_prompt_completion
 from routerlib.errors import InputError
-from routerlib.tuning.local import read_prompt_completion
 
 ROWS = 40
 
