@@ -44,7 +44,6 @@ from routerlib.tuning.base import (
     int_or_none,
     with_final,
 )
-from routerlib.tuning.examples import read_prompt_completion as read_prompt_completion
 from routerlib.tuning.model_io import TRAINING_STATE as TRAINING_STATE
 from routerlib.tuning.model_io import Plan, epoch_folders, plan_for
 from routerlib.tuning.model_io import load_for_inference as load_for_inference
@@ -119,8 +118,8 @@ def _alive(out: Path, run: LocalRun) -> bool:
         os.kill(run.pid, 0)
     except ProcessLookupError:
         return False
-    except PermissionError:
-        return True
+    except PermissionError:  # alive, another user's
+        pass
     return True
 
 
@@ -164,8 +163,8 @@ class LocalBackend:
     def preflight(self, spec: TuningSpec) -> list[str]:
         """Local runs read and write local paths only."""
         return [
-            f"{key}: {value!r}: the local backend reads and writes local paths (download it, or "
-            "use --backend vertex)"
+            f"{key}: {value!r}: the local backend reads and writes local paths, not Cloud Storage "
+            "(download it, or use --backend vertex)"
             for key in URI_FIELDS
             if (value := getattr(spec, key)) and value.startswith("gs:")
         ]
@@ -225,25 +224,26 @@ class LocalBackend:
                 raise InputError(f"{field_name}: {uri} does not exist")
         inputs = cache.key_inputs(spec, self._options()) if cache.cache_dir() else None
         key = cache.cache_key(inputs) if inputs is not None else None
+        # the first submission's create_time is kept when a stopped run is resumed
+        created = previous.create_time if previous else _now()
+        job = Job(name=name, backend="local", state=RUNNING, spec=spec, create_time=created)
         with cache.claimed(key, lambda: self._say(f"tune (local): {name}: {WAITING}")):
             if key is not None and (entry := cache.lookup(key)) is not None:
-                return self._attach(spec, out, name, identity, entry, previous)
-            return self._train(spec, plan, out, name, identity, previous, key, inputs)
+                return self._attach(job, out, identity, entry)
+            return self._train(job, plan, out, identity, key, inputs)
 
     def _train(
         self,
-        spec: TuningSpec,
+        job: Job,
         plan: Plan,
         out: Path,
-        name: str,
         identity: str,
-        previous: Job | None,
         cache_key: str | None,
         cache_inputs: dict[str, Any] | None,
     ) -> Job:
-        """Train ``spec`` into ``out``; a finished tuning goes into the cache under
+        """Train ``job``'s spec into ``out``; a finished tuning goes into the cache under
         ``cache_key`` (None: the cache is off)."""
-        job = self._open_job(spec, out, name, identity, previous, state=RUNNING)
+        self._open(job, out, identity)
 
         def epoch_done(epoch: int) -> None:
             job.update_time = _now()
@@ -254,7 +254,7 @@ class LocalBackend:
         _ACTIVE.add(str(out))
         try:
             trainer.train(
-                spec,
+                job.spec,
                 plan,
                 out,
                 identity,
@@ -316,31 +316,14 @@ class LocalBackend:
             _write_record(out, job, run)
         return job
 
-    def _attach(
-        self,
-        spec: TuningSpec,
-        out: Path,
-        name: str,
-        identity: str,
-        entry: Path,
-        previous: Job | None,
-    ) -> Job:
-        """Finish ``spec`` from a cached tuning with the same key: its checkpoints and curve are
+    def _attach(self, job: Job, out: Path, identity: str, entry: Path) -> Job:
+        """Finish ``job`` from a cached tuning with the same key: its checkpoints and curve are
         copied into ``out``; the record's bookkeeping names the entry they came from."""
         cached = Job.model_validate(cache.restore(entry, out))
-        job = self._open_job(
-            spec,
-            out,
-            name,
-            identity,
-            previous,
-            state=SUCCEEDED,
-            from_cache={"entry": str(entry), "job": cached.name},
-            checkpoint_uri=str(out / FINAL_CHECKPOINT),
-            tuning_data_stats=cached.tuning_data_stats,
-            loss_curve=cached.loss_curve,
-            train_seconds=cached.train_seconds,
-        )
+        job.state, job.checkpoint_uri = SUCCEEDED, str(out / FINAL_CHECKPOINT)
+        for key in ("tuning_data_stats", "loss_curve", "train_seconds"):
+            setattr(job, key, getattr(cached, key))
+        self._open(job, out, identity, {"entry": str(entry), "job": cached.name})
         job.checkpoints = self.checkpoints(job)
         _write_record(out, job)
         self._say(f"tune (local): same spec and data as {cached.name}; re-attached from {entry}")
@@ -350,29 +333,12 @@ class LocalBackend:
         if self.progress:
             print(line, flush=True)
 
-    def _open_job(
-        self,
-        spec: TuningSpec,
-        out: Path,
-        name: str,
-        identity: str,
-        previous: Job | None,
-        *,
-        state: str,
-        from_cache: dict[str, str] | None = None,
-        **fields: Any,
-    ) -> Job:
-        """Record a (re)started or re-attached job in ``out`` (keeping the first submission's
-        create_time) with the bookkeeping of which spec, process and options own the folder."""
-        job = Job(
-            name=name,
-            backend="local",
-            state=state,
-            spec=spec,
-            create_time=previous.create_time if previous else _now(),
-            update_time=_now(),
-            **fields,
-        )
+    def _open(
+        self, job: Job, out: Path, identity: str, from_cache: dict[str, str] | None = None
+    ) -> None:
+        """Record a (re)started or re-attached job in ``out`` with the bookkeeping of which spec,
+        process and options own the folder."""
+        job.update_time = _now()
         run = LocalRun(
             identity=identity,
             pid=os.getpid(),
@@ -381,8 +347,7 @@ class LocalBackend:
             from_cache=from_cache,
         )
         _write_record(out, job, run)
-        self._known[name] = out
-        return job
+        self._known[job.name] = out
 
     def _root(self) -> Path:
         return Path(self.root) if self.root else paths.outputs_root()
@@ -428,15 +393,9 @@ class LocalBackend:
         blob = json.dumps({"spec": fields, "options": self._options()}, sort_keys=True)
         return hashlib.sha256(blob.encode("utf-8")).hexdigest()
 
-    @staticmethod
-    def _output_dir(spec: TuningSpec) -> Path:
-        for key in URI_FIELDS[:3]:
-            uri = getattr(spec, key) or ""
-            if uri.startswith("gs://"):
-                raise InputError(
-                    f"{key}: {uri} is in Cloud Storage; the local backend reads and writes local "
-                    "paths (use --backend vertex, or local files)"
-                )
+    def _output_dir(self, spec: TuningSpec) -> Path:
+        if problems := self.preflight(spec):
+            raise InputError(problems[0])
         out = paths.resolve(spec.output_uri)
         out.mkdir(parents=True, exist_ok=True)
         return out

@@ -194,12 +194,7 @@ class Plan:
 def plan_for(spec: TuningSpec) -> Plan:
     """The Plan of ``spec``; a custom base that is no local checkpoint raises InputError."""
     custom = kind = None
-    if spec.custom_base_model:
-        if spec.custom_base_model.startswith("gs://"):
-            raise InputError(
-                f"custom_base_model: {spec.custom_base_model} is in Cloud Storage; the local "
-                "backend needs a local checkpoint folder (copy it down first)"
-            )
+    if spec.custom_base_model:  # a gs:// one was refused by the backend's preflight
         custom = Path(spec.custom_base_model).expanduser().resolve()
         kind = checkpoint_kind(custom)
         if kind is None:
