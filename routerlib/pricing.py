@@ -109,6 +109,12 @@ class PricingTable(BaseModel):
         """A row's flag (the table's when the row has none); False for a missing row."""
         return row is not None and (self.verified if row.verified is None else row.verified)
 
+    def cited(self, row: _Sourced | None) -> dict[str, Any]:
+        """``verified``, ``source`` and ``source_date`` of a row (a missing row: unverified)."""
+        date = row.date.isoformat() if row is not None and row.date else None
+        source = row.source if row is not None else ""
+        return {"verified": self.is_verified(row), "source": source, "source_date": date}
+
     def unverified(self, base_model: str | None = None, machine: str | None = None) -> list[str]:
         """The names of the rows used for ``base_model`` / ``machine`` that are priced but not
         verified (a row the table lacks gives no price, so it is not listed)."""
@@ -186,11 +192,6 @@ def example_tokens(
     return [tokens_from_characters(c, tokens_per_character) for c in example_characters(uri)]
 
 
-def billed_ratio(base_model: str, tuning_mode: str = PEFT) -> float | None:
-    """The model's billed tokens per character under ``tuning_mode`` (None: not in the table)."""
-    return load_pricing().tokens_per_character(base_model, tuning_mode)
-
-
 def training_tokens(
     uri: str | os.PathLike[str],
     base_model: str | None = None,
@@ -199,7 +200,7 @@ def training_tokens(
     """(examples, estimated training tokens of one pass) of a training JSONL file: its
     characters x ``base_model``'s billed ratio (the generic ratio without a model or a ratio)."""
     counts = example_characters(uri)
-    ratio = billed_ratio(base_model, tuning_mode) if base_model else None
+    ratio = load_pricing().tokens_per_character(base_model, tuning_mode) if base_model else None
     return len(counts), tokens_from_characters(sum(counts), ratio)
 
 
@@ -291,13 +292,11 @@ def estimate(
         usd_per_million=price,
         usd=None if price is None else tokens * epochs * price / 1e6,
         table_date=table.date.isoformat(),
-        verified=table.is_verified(row),
         table_path=_shown(default_pricing_path()),
         characters=sum(counts),
         tokens_per_character=ratio,
         tuning_mode=tuning_mode,
-        source=row.source if row is not None else "",
-        source_date=row.date.isoformat() if row is not None and row.date else None,
+        **table.cited(row),
     )
 
 
@@ -444,10 +443,8 @@ def _batch(
         node_hours=node_hours,
         usd=None if rate is None or node_hours is None else node_hours * rate,
         measured=measured,
-        verified=table.is_verified(row),
-        source=row.source if row is not None else "",
-        source_date=row.date.isoformat() if row is not None and row.date else None,
         basis=basis,
+        **table.cited(row),
     )
 
 
