@@ -1,14 +1,8 @@
 """The local training loop: one TuningSpec trained on this machine with torch, transformers and
-peft, epoch by epoch, each finished epoch a loadable checkpoint.
-
-CUDA when a GPU is present (bfloat16 autocast where it supports it), else the CPU in float32
-(:func:`choose_device`); linear warmup then a cosine to MIN_LR_FRACTION of the peak
-(:func:`lr_scheduler`); AdamW, no weight decay, gradients clipped to MAX_GRAD_NORM. The last
-finished epoch's checkpoint also holds the optimizer state and the progress so far
-(TRAINING_STATE, tagged with the caller's ``identity``), so a stopped run resumes from it and ends
-equal to an uninterrupted one. The loop fills the training fields of the caller's Job (statistics,
-loss curve, seconds); the caller records it in ``on_epoch_end`` and asks to stop through
-``stop_requested``.
+peft, epoch by epoch, each finished epoch a loadable checkpoint (docs/architecture.md, "The local
+tuning backend"). AdamW, no weight decay, gradients clipped to MAX_GRAD_NORM; the last finished
+epoch's checkpoint also holds the optimizer state and progress (TRAINING_STATE), so a stopped run
+resumes from it and ends equal to an uninterrupted one.
 """
 
 from __future__ import annotations
@@ -143,8 +137,7 @@ def completion_loss(model: Any, inputs: Any, targets: Any) -> tuple[Any, int]:
 
 @dataclass(frozen=True)
 class Settings:
-    """How to train: examples per step, token limit (None = the model's context), seed (LoRA
-    init and data order), device, torch threads (None = all cores), a progress bar or not."""
+    """How to train (LocalBackend's options; see there)."""
 
     batch_size: int
     max_train_tokens: int | None
@@ -183,8 +176,7 @@ def train(
             str(resume_dir) if resume_dir else str(plan.custom or spec.base_model)
         )
         model = build_model(spec, plan, resume_dir, settings.seed)
-    if device.type != "cpu":
-        model = model.to(device.type)
+    model = model.to(device.type)
     model.train()
     config = (model.get_base_model() if hasattr(model, "get_base_model") else model).config
     limit = getattr(config, "max_position_embeddings", None)
@@ -214,9 +206,7 @@ def train(
 
     def batch(rows: list[Encoded], idxs: list[int]) -> tuple[Any, Any]:
         inputs, targets = collate(rows, idxs, pad_id)
-        if device.type != "cpu":
-            return inputs.to(device.type), targets.to(device.type)
-        return inputs, targets
+        return inputs.to(device.type), targets.to(device.type)
 
     stats = job.tuning_data_stats = data_stats(train_rows, val_rows, spec.epochs, steps_per_epoch)
     marker = {
@@ -346,7 +336,6 @@ def train(
     )
     if device.type != "cpu":
         stats["device"] = device.type
-    job.tuning_data_stats, job.loss_curve = stats, curve
     job.train_seconds = round(train_seconds, 3) or job.train_seconds
     write_json(out / LOSS_CURVE_FILE, curve)
     (last / TRAINING_STATE).unlink(missing_ok=True)
