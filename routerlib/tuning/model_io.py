@@ -1,18 +1,13 @@
-"""Models and checkpoints of the local trainer: what is loaded, how LoRA is put on, how a
-checkpoint is written and read back.
-
-A base model is the embedded tiny model, a Hugging Face id or folder, or a ``.gguf`` file
-(transformers de-quantizes it: ``from_pretrained(folder, gguf_file=name)``). PEFT_ADAPTER trains
-a LoRA adapter (r = adapter_size, alpha = 2r); FULL trains every weight. A checkpoint loads on
-its own: a PEFT one holds the adapter, the tokenizer and a CHECKPOINT_MARKER (what kind it is,
-which base model it sits on); a FULL one the whole model and tokenizer.
+"""Models and checkpoints of the local trainer: what is loaded (the embedded model, a Hugging Face
+id or folder, a ``.gguf`` file), how LoRA is put on (r = adapter_size, alpha = 2r), how a
+checkpoint is written and read back. A checkpoint loads on its own: a PEFT one holds the adapter,
+the tokenizer and a CHECKPOINT_MARKER (its kind and base model); a FULL one the whole model.
 """
 
 from __future__ import annotations
 
 import contextlib
 import functools
-import hashlib
 import json
 import os
 import shutil
@@ -28,6 +23,7 @@ from routerlib.errors import InputError
 from routerlib.models import EMBEDDED_MODEL, gguf_path
 from routerlib.tinymodel import quiet_transformers, resolve_base_model
 from routerlib.tuning.base import TuningSpec
+from routerlib.tuning.cache import file_digest
 
 #: Optimizer state and progress of a finished epoch, kept in the last epoch checkpoint only.
 TRAINING_STATE = "training_state.pt"
@@ -98,10 +94,8 @@ GGUF_CACHE_MAX_BYTES = 2 * 1024**3
 
 @functools.lru_cache(maxsize=8)
 def _file_sha256(path: Path, size: int, mtime_ns: int) -> str:
-    """sha256 of ``path``, read once per (size, mtime): a load asks for it twice (model and
-    tokenizer)."""
-    with path.open("rb") as handle:
-        return hashlib.file_digest(handle, "sha256").hexdigest()
+    """sha256 of ``path``, read once per (size, mtime): a load asks twice (model, tokenizer)."""
+    return file_digest(path)
 
 
 def dequantized(gguf: Path) -> Path:
