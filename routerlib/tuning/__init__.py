@@ -18,12 +18,11 @@ REGISTRY: dict[str, str] = {
     "local": "routerlib.tuning.local:LocalBackend",
     "vertex": "routerlib.tuning.vertex:VertexBackend",
 }
-BACKENDS: tuple[str, ...] = tuple(REGISTRY)
 
 
 def _known(name: str) -> str:
     if name not in REGISTRY:
-        raise InputError(f"unknown tuning backend {name!r}: use one of {', '.join(BACKENDS)}")
+        raise InputError(f"unknown tuning backend {name!r}: use one of {', '.join(REGISTRY)}")
     return name
 
 
@@ -35,20 +34,14 @@ def choose_backend(train_uri: str, explicit: str | None = None) -> str:
 
 
 def get_backend(
-    name: str,
-    *,
-    project: str | None = None,
-    location: str | None = None,
-    api_endpoint: str | None = None,
-    local_options: dict[str, Any] | None = None,
+    name: str, *, local_options: dict[str, Any] | None = None, **vertex_options: Any
 ) -> TuningBackend:
-    """A backend instance. project/location/api_endpoint apply to vertex only; ``local_options``
-    (batch_size, max_train_tokens, seed, ...) are LocalBackend's settings."""
+    """A backend instance: ``vertex_options`` (project, location, api_endpoint) apply to vertex
+    only; ``local_options`` (batch_size, max_train_tokens, seed, ...) are LocalBackend's settings."""
     module, _, cls = REGISTRY[_known(name)].partition(":")
     backend = getattr(importlib.import_module(module), cls)
-    if name == "vertex":
-        return backend(project=project, location=location, api_endpoint=api_endpoint)  # type: ignore[no-any-return]
-    return backend(**(local_options or {}))  # type: ignore[no-any-return]
+    options = vertex_options if name == "vertex" else local_options or {}
+    return backend(**options)  # type: ignore[no-any-return]
 
 
-__all__ = ["BACKENDS", "choose_backend", "get_backend"]
+__all__ = ["choose_backend", "get_backend"]
