@@ -1,13 +1,7 @@
 """The local tuning backend: runs a TuningSpec on this machine (routerlib.tuning.trainer) and keeps
-the record of the job.
-
-One record per local job: ``job.json`` in its output folder (a local run's ``tuning/full``, so it is
-the run's job.json), the Job every reader takes plus, under ``"local"``, this backend's
-bookkeeping (LocalRun). Only this backend writes it; ``<outputs>/jobs.json`` indexes it and the
-tuning cache keeps a copy of a finished one. The folder has Vertex AI's layout (``loss_curve.json``,
-``postprocess/node-0/checkpoints/epoch-<n>/`` and ``final/``) and a ``CANCEL`` file while a
-cancel is asked for. A stopped run resumes from its last finished epoch when the same spec is
-submitted again with the same output_uri, and ends equal to an uninterrupted run
+the job's one record, ``job.json`` in its output folder (the Job, plus this backend's bookkeeping
+under ``"local"``). The folder has Vertex AI's checkpoint layout and a ``CANCEL`` file while a
+cancel is asked for; submitting the same spec to the same output_uri resumes a stopped run
 (docs/architecture.md, "The local tuning backend"; docs/outputs.md).
 """
 
@@ -55,8 +49,7 @@ LOCAL_KEY = "local"
 LOSS_CURVE_FILE = runfolder.LOSS_CURVE_FILE
 CANCEL_FILE = "CANCEL"
 
-# Output folders trained by this process right now (a record saying RUNNING with our pid is only
-# alive when its folder is in here).
+#: Output folders this process trains right now (a RUNNING record with our pid is alive only then).
 _ACTIVE: set[str] = set()
 
 #: Said when a submission waits for the identical tuning another run is making (runs side by side).
@@ -133,14 +126,12 @@ def _with_liveness(job: Job, run: LocalRun, out: Path) -> Job:
 
 @dataclass
 class LocalBackend:
-    """Tune on this machine. ``submit`` trains synchronously and returns the finished Job.
+    """Tune on this machine (CUDA when present, else the CPU): ``submit`` trains synchronously.
 
-    batch_size: examples per optimizer step; max_train_tokens: truncate longer examples (None =
-    the model's context; truncating completions stops the model learning to close the JSON);
-    seed: LoRA init and data order; bf16: bfloat16 autocast (None = on a GPU that supports it);
-    num_threads: torch threads (None = all cores); root: where ``get``/``list`` look for jobs
-    (None = the outputs root); on_epoch_end: test hook called with the epoch after its checkpoint.
-    Training runs on CUDA when a GPU is present, else on the CPU (trainer.choose_device).
+    max_train_tokens: truncate longer examples (None = the model's context; a cut completion never
+    learns to close the JSON); seed: LoRA init and data order; bf16: autocast (None = where the
+    device supports it); num_threads: torch threads (None = all cores); root: where ``get``/``list``
+    look (None = the outputs root); on_epoch_end: test hook called after each epoch's checkpoint.
     """
 
     batch_size: int = run_default("batch_size")
@@ -323,9 +314,8 @@ class LocalBackend:
         job.state, job.checkpoint_uri = SUCCEEDED, str(out / FINAL_CHECKPOINT)
         for key in ("tuning_data_stats", "loss_curve", "train_seconds"):
             setattr(job, key, getattr(cached, key))
-        self._open(job, out, identity, {"entry": str(entry), "job": cached.name})
         job.checkpoints = self.checkpoints(job)
-        _write_record(out, job)
+        self._open(job, out, identity, {"entry": str(entry), "job": cached.name})
         self._say(f"tune (local): same spec and data as {cached.name}; re-attached from {entry}")
         return job
 
