@@ -50,9 +50,6 @@ def text_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     return "\n".join(line.format(*map(str, row)).rstrip() for row in body)
 
 
-# --------------------------------------------------------------------------- registry file
-
-
 def registry_path() -> Path:
     """``<outputs root>/jobs.json`` (ROUTERLIB_OUTPUTS, default outputs/)."""
     return outputs_root() / REGISTRY_FILE
@@ -117,9 +114,6 @@ def find(name: str) -> Job:
     )
 
 
-# --------------------------------------------------------------------------- helpers
-
-
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
@@ -161,9 +155,8 @@ def _asks_server(job: Job) -> bool:
 
 
 def _refresh(job: Job, out: Out, down: set[tuple[Any, ...]] | None = None) -> Job:
-    """Ask the backend for the job's state and record it; on failure keep the record and say why.
-    An UNKNOWN submission is looked for on the server by its label first. With ``down``, places
-    whose API was unreachable are collected there and not asked again."""
+    """Ask the backend for the job's state (an UNKNOWN one: look for it by label) and record it;
+    on failure keep the record and say why. Places whose API was unreachable go into ``down``."""
     where = (job.backend, job.project, job.location, job.api_endpoint)
     if down is not None and where in down:
         return job
@@ -183,8 +176,8 @@ def _refresh(job: Job, out: Out, down: set[tuple[Any, ...]] | None = None) -> Jo
 
 
 def resolve_unknown(job: Job, out: Out) -> Job:
-    """Look for an UNKNOWN submission's job by its spec-hash label (every page of the list):
-    found, it replaces the UNKNOWN record; not found, the record stays UNKNOWN."""
+    """Look for an UNKNOWN submission's job by its spec-hash label; found, it replaces the
+    UNKNOWN record."""
     try:
         found = _backend_for(job).find_submitted(job.spec)
     except RemoteError as exc:
@@ -301,12 +294,9 @@ def jobs_table(jobs: list[Job], fmt: str = "plain") -> str:
     return "Active Tuning Jobs\n" + text_table([h.upper() for h in TABLE_HEADER], rows)
 
 
-# --------------------------------------------------------------------------- checks before submit
-
-
 def preflight(spec: TuningSpec, backend: TuningBackend, out: Out = print) -> None:
-    """The backend's refusals found before sending: InputError (exit 2), one line; its advice
-    lines (``tuning.base.Advice``: an unchecked id, a bucket elsewhere) are printed."""
+    """The backend's refusals found before sending: InputError (exit 2), one line; its
+    ``tuning.base.Advice`` lines are printed."""
     lines = backend.preflight(spec)
     for line in lines:
         if isinstance(line, base.Advice):
@@ -378,9 +368,6 @@ def _find_reattachable(spec: TuningSpec, backend: TuningBackend, out: Out) -> Jo
     return None
 
 
-# --------------------------------------------------------------------------- the high-level API
-
-
 def tune(
     spec: TuningSpec | dict[str, Any],
     *,
@@ -396,13 +383,10 @@ def tune(
     **backend_options: Any,
 ) -> Job:
     """Submit ``spec`` (or re-attach to its job) and, with ``wait``, follow it to the end;
-    ``backend_options`` go to ``tuning.get_backend`` (project, location, ..., local_options).
-
-    InputError (exit 2) when preflight refuses, before anything is sent; RemoteError when the
-    server refuses (recorded DENIED), the create goes unanswered (recorded UNKNOWN, found by its
-    label next time), quota is exhausted (``wait_for_quota``: retried every ``quota_interval``
-    seconds) or the job fails; WaitInterrupted on Ctrl-C while waiting (docs/vertex-tuning.md).
-    """
+    ``backend_options`` go to ``tuning.get_backend``. InputError (exit 2) when preflight refuses;
+    RemoteError when the server refuses (recorded DENIED), the create goes unanswered (recorded
+    UNKNOWN), quota is exhausted (``wait_for_quota``: retried every ``quota_interval`` seconds) or
+    the job fails; WaitInterrupted on Ctrl-C while waiting (docs/vertex-tuning.md)."""
     if not isinstance(spec, TuningSpec):
         spec = TuningSpec.build(**spec)
     name = choose_backend(spec.training_dataset_uri, backend)
@@ -436,15 +420,9 @@ def tune(
         return existing
 
     job = _submit_once(tuning_backend, spec, estimate.usd, wait_for_quota, quota_interval, out)
-    job = record(
-        job.model_copy(
-            update={
-                "cost_estimate_usd": estimate.usd,
-                "create_time": job.create_time or _now(),
-                **{k: getattr(job, k) or v for k, v in tuning_backend.where.items()},
-            }
-        )
-    )
+    update = {k: getattr(job, k) or v for k, v in tuning_backend.where.items()}
+    update |= {"cost_estimate_usd": estimate.usd, "create_time": job.create_time or _now()}
+    job = record(job.model_copy(update=update))
     if not force:  # UNKNOWN records of this spec were looked for above and not found
         with _editing() as jobs:
             jobs[:] = [
@@ -527,15 +505,10 @@ def _with_checkpoints(job: Job) -> Job:
     return record(job.model_copy(update={"checkpoints": points})) if points else job
 
 
-def wait_for(
-    job: Job,
-    *,
-    poll_interval: float = 30.0,
-    out: Out = print,
-) -> Job:
+def wait_for(job: Job, *, poll_interval: float = 30.0, out: Out = print) -> Job:
     """Poll ``job`` until it ends, printing its state when it changes (and every five minutes).
-    RemoteError when it did not succeed or the API stays unreachable
-    ``MAX_UNREACHABLE`` polls; WaitInterrupted on Ctrl-C. The job keeps running either way."""
+    RemoteError when it did not succeed or the API stays unreachable ``MAX_UNREACHABLE`` polls;
+    WaitInterrupted on Ctrl-C. The job keeps running either way."""
     hint = f"re-attach with: routerlib jobs wait {job.name}"
     job = _found(job, out, RemoteError, f"this spec's label was found yet; {hint}")
     if not _asks_server(job):
@@ -584,8 +557,7 @@ def wait(name: str, *, poll_interval: float = 30.0, out: Out = print) -> Job:
 
 
 def list_jobs(refresh: bool = True, out: Out = print) -> list[Job]:
-    """Recorded jobs; with ``refresh`` live ones are asked for their state where reachable and
-    UNKNOWN submissions looked for by their label."""
+    """Recorded jobs; with ``refresh`` asked for their state where reachable."""
     jobs = load_registry()
     if not refresh:
         return jobs
@@ -604,8 +576,8 @@ def show(name: str, *, out: Out = print) -> Job:
 
 
 def deploy_region(job: Job, configured: str) -> str:
-    """Where a tuned copy of ``job`` is deployed: the region a ``global`` job ran in (its tuned
-    model and checkpoints live there; Vertex deploys need a real region), else ``configured``."""
+    """Where a tuned copy of ``job`` is deployed: the region a ``global`` job ran in (Vertex
+    deploys need a real region), else ``configured``."""
     if job.location == "global" and job.region and job.region != "global":
         return job.region
     return configured

@@ -1,8 +1,6 @@
-"""What a run costs: tuning (training tokens x epochs x a price per million tokens), serving (a
-machine's hourly price / measured routes per hour) and batch prediction (node hours x the
-machine's hourly price), from the dated price table routerlib/data/pricing.yaml, whose every row
-names its source (docs/vertex-facts.md). Training tokens are the training file's characters x the
-model's billed tokens per character for the tuning mode, so the estimate needs no tokenizer.
+"""What a run costs: tuning, serving and batch prediction, from the dated price table
+routerlib/data/pricing.yaml, whose every row names its source (docs/vertex-facts.md). Training
+tokens are the file's characters x the model's billed tokens per character: no tokenizer needed.
 """
 
 from __future__ import annotations
@@ -146,9 +144,6 @@ def load_pricing(path: str | os.PathLike[str] | None = None) -> PricingTable:
     return read_yaml(file, PricingTable, "pricing table", with_lines=False)
 
 
-# ----------------------------------------------------------------------------- training tokens
-
-
 def example_characters(uri: str | os.PathLike[str]) -> list[int]:
     """Characters of each example of a training JSONL file: prompt + completion, or the content
     of every message (what Google's cost script counts). Reads local paths and gs:// URIs; a line
@@ -193,9 +188,7 @@ def example_tokens(
 
 
 def training_tokens(
-    uri: str | os.PathLike[str],
-    base_model: str | None = None,
-    tuning_mode: str = PEFT,
+    uri: str | os.PathLike[str], base_model: str | None = None, tuning_mode: str = PEFT
 ) -> tuple[int, int]:
     """(examples, estimated training tokens of one pass) of a training JSONL file: its
     characters x ``base_model``'s billed ratio (the generic ratio without a model or a ratio)."""
@@ -214,9 +207,6 @@ def _shown(path: Path) -> str:
         return str(path.resolve().relative_to(project_root()))
     except ValueError:
         return str(path)
-
-
-# ----------------------------------------------------------------------------- tuning estimate
 
 
 @dataclass(frozen=True)
@@ -274,10 +264,8 @@ def estimate(
     tuning_mode: str = PEFT,
     char_counts: list[int] | None = None,
 ) -> CostEstimate:
-    """Estimate the cost of tuning ``base_model`` on ``train_uri`` for ``epochs`` epochs: the
-    file's characters x the model's billed ratio under ``tuning_mode``, x the table's price (the
-    packaged table unless ``table`` is given). ``char_counts`` (from ``example_characters``) saves
-    reading the file a second time."""
+    """The cost of tuning ``base_model`` on ``train_uri`` for ``epochs`` epochs (the packaged
+    table unless ``table`` is given); ``char_counts`` (``example_characters``) saves a re-read."""
     table = table or load_pricing()
     row = table.model_row(base_model)
     ratio = table.tokens_per_character(base_model, tuning_mode)
@@ -300,9 +288,6 @@ def estimate(
     )
 
 
-# ----------------------------------------------------------------------------- serving
-
-
 #: The machine name the local backend serves on (priced in the table's ``machines``).
 LOCAL_MACHINE = "local-cpu"
 
@@ -315,10 +300,8 @@ def serving_machine(backend: str, machine_type: str) -> str:
 
 @dataclass(frozen=True)
 class RunCost:
-    """What one run cost or would cost (metrics.json ``cost``); a figure is None when its input
-    is unknown. ``tuning_usd`` = billable tokens (one pass) x epochs x the price per million
-    tokens; ``serving_usd_per_1000_routes`` = the machine's hourly price / measured routes per
-    hour x 1,000; ``verified`` only when every priced row used is (``unverified`` names the rest).
+    """What one run cost or would cost (metrics.json ``cost``; a figure is None when its input
+    is unknown); ``verified`` only when every priced row used is (``unverified`` names the rest).
     """
 
     base_model: str
@@ -380,16 +363,10 @@ def run_cost(
     )
 
 
-# ----------------------------------------------------------------------------- batch prediction
-
-
 @dataclass(frozen=True)
 class BatchCost:
-    """A batch prediction job's cost: node hours of its machine x the machine's hourly price.
-
-    Before the job ``node_hours`` is an estimate from earlier jobs of the same model and machine
-    (their rows per node hour), or None when there were none; after it, the job's own
-    ``resourcesConsumed.replicaHours``."""
+    """A batch prediction job's cost: node hours of its machine x the machine's hourly price
+    (``measured``: the job's own node hours; else estimated, or None: docs/vertex-facts.md)."""
 
     machine: str
     rows: int
