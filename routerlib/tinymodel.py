@@ -1,10 +1,7 @@
-"""The embedded base model: a tiny Llama-style causal LM that routerlib builds offline.
-
-On first use, :func:`ensure_embedded_model` trains a byte-level BPE tokenizer on synthetic rows,
-initialises a small ``LlamaForCausalLM`` from a fixed seed and saves both with ``save_pretrained``
-under ``cache_root()/tiny-router-lm-<hash>``; the same settings rebuild the same bytes, so the
-folder is a cache. Its weights are random: tuning teaches it the router format from scratch, which
-proves the pipeline runs end to end on a CPU and says nothing about routing quality.
+"""The embedded base model: a tiny Llama-style causal LM that routerlib builds offline on first
+use (a byte-level BPE tokenizer trained on synthetic rows, a small ``LlamaForCausalLM`` from a
+fixed seed) under ``cache_root()/tiny-router-lm-<hash>``. Its weights are random: tuning it proves
+the pipeline runs end to end on a CPU and says nothing about routing quality.
 """
 
 from __future__ import annotations

@@ -27,13 +27,9 @@ Report = dict[str, Any]
 
 DECODINGS = ("free", "constrained")
 #: Strict metrics the tables show and test, in this order.
-SHOWN = (
-    "json_valid",
-    "schema_valid",
-    "tool_sequence_exact",
-    "route_plan_exact",
-    "route_tool_recall",
-    "route_first_tool_match",
+SHOWN = tuple(
+    "json_valid schema_valid tool_sequence_exact route_plan_exact route_tool_recall "
+    "route_first_tool_match".split()
 )
 TUNED = "tuned"
 BASE = "base"
@@ -51,7 +47,6 @@ def finished_local_run(run_dir: str | Path) -> Run:
     """The run folder opened with its own params.yaml, or InputError naming what a finished
     local run lacks (params, test split, metrics.json with a constrained decoding, reports and
     samples, a finished pipeline.json); runs evaluated elsewhere are refused."""
-
     folder = Path(run_dir).resolve()
     if not folder.is_dir():
         raise InputError(f"{run_dir}: no such run folder")
@@ -118,7 +113,6 @@ def _read(file: Path) -> Report:
 def run_reports(run: Run) -> dict[str, Report]:
     """The run's own scored routers: ``tuned free``, ``tuned constrained`` (as scored), then
     ``baseline <kind>`` for each previous router the run scored."""
-
     reports = {
         label(TUNED, decoding): _read(file)
         for decoding, file in sorted(_report_files(run.path).items(), key=lambda i: i[0] != "free")
@@ -197,7 +191,6 @@ def paired_table(
     """``subject`` against each reference present, per metric: compare.paired_reports (McNemar
     for yes/no metrics, paired bootstrap for rates) on the strict per-sample values of the same
     test rows; ``delta`` is subject minus reference, ``b01``/``b10`` the rows it fixed/broke."""
-
     # table column <- paired test field
     fields = {"test": "test", "n": "n", "subject_rate": "model_rate"}
     fields |= {k: k for k in ("reference_rate", "delta", "p_value", "b01", "b10")}

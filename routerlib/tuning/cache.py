@@ -1,12 +1,8 @@
-"""A cache of finished local tunings, keyed by what decides the trained weights.
-
-The local backend is deterministic, so a finished tuning is kept under ``<cache>/tuning/<key>/``
-and a later submission with the same key copies it instead of training again. The key hashes the
-spec without where it writes or how it is labelled, the contents of the data files and of a local
-base model, the backend options, the training code (TRAINING_MODULES) and the versions of torch,
-transformers and peft: a hit is always a tuning that would have come out identical.
-``ROUTERLIB_TUNING_CACHE`` moves the cache (a folder) or turns it off (``off``, ``0``, ``no``);
-by default it lives under ``ROUTERLIB_CACHE`` (docs/outputs.md).
+"""A cache of finished local tunings under ``<cache>/tuning/<key>/``: the local backend is
+deterministic, so a submission with the same key copies the entry instead of training again. The
+key hashes the spec (not where it writes or its labels), the data and a local base model's bytes,
+the backend options, the training code and the torch, transformers and peft versions.
+``ROUTERLIB_TUNING_CACHE`` moves the cache or turns it off (``off``, ``0``, ``no``; docs/outputs.md).
 """
 
 from __future__ import annotations
@@ -42,8 +38,8 @@ NOT_IN_KEY = frozenset(
     "output_uri labels tuned_model_display_name training_dataset_uri validation_dataset_uri "
     "custom_base_model".split()
 )
-#: The modules whose source decides the trained weights: their files are hashed into the key,
-#: found with importlib.util.find_spec and never imported (the local backend imports this module).
+#: The modules whose source decides the trained weights: their files are hashed into the key
+#: (found with importlib.util.find_spec, not imported).
 TRAINING_MODULES = (
     "routerlib.tuning.trainer",
     "routerlib.tuning.model_io",
@@ -146,8 +142,7 @@ def lookup(key: str) -> Path | None:
 @contextlib.contextmanager
 def claimed(key: str | None, on_wait: Callable[[], None] | None = None) -> Iterator[None]:
     """Hold ``key`` while looking it up and making it: a second submission of the same tuning
-    (another run going side by side) waits here, then finds the entry instead of training the
-    same weights again. Nothing is held when the cache is off (``key`` None)."""
+    waits here, then finds the entry instead of training again (nothing held for ``key`` None)."""
     root = cache_dir()
     if root is None or key is None:
         yield

@@ -70,8 +70,7 @@ def make_batches(lengths: list[int], batch_size: int, seed: int, epoch: int) -> 
 
 
 def collate(examples: list[Encoded], idxs: list[int], pad_id: int) -> tuple[Any, Any]:
-    """Right-padded input ids and next-token targets (prompt, padding = IGNORE_INDEX), on the
-    CPU."""
+    """Right-padded input ids and next-token targets (prompt, padding = IGNORE_INDEX)."""
     import torch
 
     width = max(len(examples[i].ids) for i in idxs)

@@ -1,10 +1,6 @@
-"""Vertex AI managed tuning through google-genai's ``Client(vertexai=True).tunings``.
-
-The only module that imports google-genai (inside functions, so importing it is cheap). Endpoints
-and credentials: no ``api_endpoint`` means the SDK's regional endpoint with application-default
-credentials; an https:// (or bare host) ``api_endpoint`` that endpoint with the same credentials;
-an http:// loopback stand-in a static test token; any other http:// address is refused, so
-credentials never travel unencrypted (docs/vertex-tuning.md).
+"""Vertex AI managed tuning through google-genai's ``Client(vertexai=True).tunings``, the only
+module that imports google-genai (inside functions, so importing it is cheap). Credentials go to
+https:// endpoints only; an http:// loopback stand-in gets a test token (docs/vertex-tuning.md).
 """
 
 from __future__ import annotations
@@ -307,8 +303,7 @@ class VertexBackend:
 
     def bucket_advice(self, spec: TuningSpec) -> list[str]:
         """A warning per bucket (datasets, output) whose location may not serve the tuning
-        location (Cloud Storage bucket metadata; a bucket that cannot be read is left to the
-        dataset check)."""
+        location (a bucket that cannot be read is left to the dataset check)."""
         advice: list[str] = []
         seen: set[str] = set()
         client = self._storage_client()
@@ -332,8 +327,7 @@ class VertexBackend:
         return advice
 
     def _storage_client(self) -> Any:
-        """A Cloud Storage client for preflight reads (None when none can be made here: no
-        credentials; the dataset check that follows reports what it cannot read)."""
+        """A Cloud Storage client for preflight reads (None without credentials)."""
         if self._gcs is None:
             try:
                 self._gcs = storage.gcs_client(self.project)
@@ -362,12 +356,9 @@ class VertexBackend:
         }
 
     def _call(self, action: str, fn: Any, **kwargs: Any) -> Any:
-        """Run one SDK call, turning its exceptions into RemoteError subclasses.
-
-        On ``submit``: 401/403 -> CredentialsProblem, 429 -> QuotaExhausted, other 4xx ->
-        SubmissionRefused, 5xx or a lost answer -> SubmissionUnknown (a job may exist), connection
-        refused -> ApiUnreachable (nothing arrived). On reads: 429/5xx/transport -> ApiUnreachable.
-        """
+        """Run one SDK call, its exceptions turned into RemoteError subclasses: 401/403
+        CredentialsProblem; on ``submit`` 429 QuotaExhausted, other 4xx SubmissionRefused, 5xx or
+        a lost answer SubmissionUnknown; refused connections and failed reads ApiUnreachable."""
         import httpx
         from google.genai import errors
 
@@ -446,11 +437,8 @@ class VertexBackend:
         )
 
     def submit(self, spec: TuningSpec) -> Job:
-        """Create the tuning job, labelled with the spec's hash, sent exactly once.
-
-        The create request carries HttpRetryOptions(attempts=1): a re-sent create is a second
-        billed job, so a timeout or 5xx raises SubmissionUnknown instead of retrying.
-        """
+        """Create the tuning job, labelled with the spec's hash, sent exactly once
+        (HttpRetryOptions(attempts=1): a re-sent create is a second billed job)."""
         from google.genai import types
 
         spec = spec.labelled()
@@ -480,10 +468,8 @@ class VertexBackend:
 
     def list(self, label: tuple[str, str] | None = None) -> list[Job]:
         """Every tuning job of the project and location (all pages); with ``label`` (key, value)
-        only the jobs carrying it. The label goes to the list filter too, but matching is done
-        here, and when the filtered list has no match (or the filter is refused) every job is
-        listed and matched: a filter the server reads differently can neither return someone
-        else's job nor hide ours."""
+        only the jobs carrying it, matched here too, and against every job when the filtered
+        list has no match (a filter the server reads differently can neither add nor hide one)."""
 
         def fetch_all(**filters: str) -> builtins.list[Any]:
             return list(self.client().tunings.list(config={"page_size": self.page_size, **filters}))
