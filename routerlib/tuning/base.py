@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from routerlib import models, runfolder
 from routerlib.checkpoint_names import FINAL_CHECKPOINT
 from routerlib.config import run_default
-from routerlib.errors import InputError, RemoteError
+from routerlib.errors import InputError, RemoteError, problem_lines
 
 DEFAULT_BASE_MODEL = "meta/llama3_1@llama-3.1-8b-instruct"
 
@@ -119,7 +119,7 @@ class TuningSpec(BaseModel):
             self.learning_rate_multiplier,
         )
         if problems:
-            raise ValueError("; ".join(problems))
+            raise ValueError("\n".join(problems))
         return self
 
     @classmethod
@@ -128,11 +128,7 @@ class TuningSpec(BaseModel):
         try:
             return cls(**fields)
         except ValidationError as exc:
-            lines = [
-                f"{'.'.join(str(p) for p in e['loc']) or 'spec'}: {e['msg'].removeprefix('Value error, ')}"
-                for e in exc.errors()
-            ]
-            raise InputError("invalid tuning spec", lines) from None
+            raise InputError("invalid tuning spec", problem_lines(exc, "spec")) from None
 
     def checkpoint_uri(self) -> str:
         """Where the final checkpoint lands: ``<output_uri>/postprocess/node-0/checkpoints/final``."""
