@@ -8,7 +8,6 @@ strict figures and :func:`paired_table` tests the tuned constrained model agains
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -170,36 +169,32 @@ def _with_samples(report: Report) -> Report:
     return report
 
 
-def figures_table(reports: dict[str, Report], metrics: Sequence[str] = SHOWN) -> pd.DataFrame:
-    """One row per router: test rows scored and the strict overall figure of each metric."""
+def figures_table(reports: dict[str, Report]) -> pd.DataFrame:
+    """One row per router: test rows scored and the strict overall figure of each SHOWN metric."""
     rows = {}
     for name, report in reports.items():
         strict = (report.get("strict") or {}).get("overall", {})
         rows[name] = {
             "rows": (report.get("config") or {}).get("total_samples"),
-            **{m: strict.get(m) for m in metrics},
+            **{m: strict.get(m) for m in SHOWN},
         }
     return pd.DataFrame.from_dict(rows, orient="index")
 
 
-def paired_table(
-    reports: dict[str, Report],
-    subject: str = SUBJECT,
-    references: Sequence[str] = REFERENCES,
-    metrics: Sequence[str] = SHOWN,
-) -> pd.DataFrame:
-    """``subject`` against each reference present, per metric: compare.paired_reports (McNemar
-    for yes/no metrics, paired bootstrap for rates) on the strict per-sample values of the same
-    test rows; ``delta`` is subject minus reference, ``b01``/``b10`` the rows it fixed/broke."""
+def paired_table(reports: dict[str, Report]) -> pd.DataFrame:
+    """SUBJECT against each of REFERENCES present, per SHOWN metric: compare.paired_reports
+    (McNemar for yes/no metrics, paired bootstrap for rates) on the strict per-sample values of
+    the same test rows; ``delta`` is subject minus reference, ``b01``/``b10`` the rows it
+    fixed/broke."""
     # table column <- paired test field
     fields = {"test": "test", "n": "n", "subject_rate": "model_rate"}
     fields |= {k: k for k in ("reference_rate", "delta", "p_value", "b01", "b10")}
-    if subject not in reports:
-        raise InputError(f"no {subject!r} report to test (routers: {', '.join(reports)})")
+    if SUBJECT not in reports:
+        raise InputError(f"no {SUBJECT!r} report to test (routers: {', '.join(reports)})")
     rows = []
-    for reference in (r for r in references if r in reports):
-        tests = compare.paired_reports(reports[subject], reports[reference], metrics)
-        for metric in (m for m in metrics if m in tests):
+    for reference in (r for r in REFERENCES if r in reports):
+        tests = compare.paired_reports(reports[SUBJECT], reports[reference], SHOWN)
+        for metric in (m for m in SHOWN if m in tests):
             figures = {column: tests[metric][key] for column, key in fields.items()}
             rows.append({"reference": reference, "metric": metric, **figures})
     return pd.DataFrame(rows, columns=["reference", "metric", *fields])
