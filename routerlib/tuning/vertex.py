@@ -6,6 +6,7 @@ https:// endpoints only; an http:// loopback stand-in gets a test token (docs/ve
 from __future__ import annotations
 
 import builtins
+import contextlib
 import os
 import re
 import warnings
@@ -479,10 +480,8 @@ class VertexBackend:
 
         items: builtins.list[Any] = []
         if label is not None:
-            try:
+            with contextlib.suppress(Exception):  # filter refused or a blip: list all, match here
                 items = matching(fetch_all(filter=f'labels.{label[0]}="{label[1]}"'))
-            except Exception:  # noqa: BLE001 - filter refused or a blip: list all, match here
-                pass
         if not items:
             items = matching(self._call("list", fetch_all))
         return [self.to_job(item) for item in items]
