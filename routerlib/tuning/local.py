@@ -130,15 +130,14 @@ class LocalBackend:
 
     max_train_tokens: truncate longer examples (None = the model's context; a cut completion never
     learns to close the JSON); seed: LoRA init and data order; bf16: autocast (None = where the
-    device supports it); num_threads: torch threads (None = all cores); root: where ``get``/``list``
-    look (None = the outputs root); on_epoch_end: test hook called after each epoch's checkpoint.
+    device supports it); root: where ``get``/``list`` look (None = the outputs root);
+    on_epoch_end: test hook called after each epoch's checkpoint. Torch uses $OMP_NUM_THREADS.
     """
 
     batch_size: int = run_default("batch_size")
     max_train_tokens: int | None = run_default("max_train_tokens")
     seed: int = 0
     bf16: bool | None = None
-    num_threads: int | None = None
     progress: bool = True
     root: Path | None = None
     on_epoch_end: Callable[[int], None] | None = None
@@ -361,7 +360,6 @@ class LocalBackend:
             max_train_tokens=self.max_train_tokens,
             seed=self.seed,
             device=trainer.training_device(self.bf16),
-            num_threads=self.num_threads,
             progress=self.progress,
         )
 

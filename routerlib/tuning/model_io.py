@@ -280,14 +280,14 @@ def copy_checkpoint(src: Path, dest: Path) -> None:
 
 
 @contextlib.contextmanager
-def threads(count: int | None) -> Iterator[None]:
-    """``count`` torch threads; None = ``$OMP_NUM_THREADS`` when set, else every core."""
+def threads() -> Iterator[None]:
+    """``$OMP_NUM_THREADS`` torch threads when set, else one per core."""
     import torch
 
     before = torch.get_num_threads()
     env = os.environ.get("OMP_NUM_THREADS", "").strip()
-    default = int(env) if env.isdigit() else os.cpu_count()
-    torch.set_num_threads(max(1, count or default or 1))
+    count = int(env) if env.isdigit() else os.cpu_count()
+    torch.set_num_threads(max(1, count or 1))
     try:
         yield
     finally:

@@ -143,7 +143,6 @@ class Settings:
     max_train_tokens: int | None
     seed: int
     device: Device
-    num_threads: int | None = None
     progress: bool = True
 
 
@@ -171,7 +170,7 @@ def train(
     ckpt_root = out / CHECKPOINTS_DIR
     resume_dir, state = _last_epoch_state(ckpt_root, identity)
     device = settings.device
-    with threads(settings.num_threads), quiet_transformers():
+    with threads(), quiet_transformers():
         tokenizer = load_tokenizer(
             str(resume_dir) if resume_dir else str(plan.custom or spec.base_model)
         )
@@ -226,7 +225,7 @@ def train(
         model.eval()
         total, count = 0.0, 0
         order = sorted(range(len(val_rows)), key=lambda i: -len(val_rows[i].ids))
-        with torch.inference_mode(), threads(settings.num_threads), autocast():
+        with torch.inference_mode(), threads(), autocast():
             for start in range(0, len(order), batch_size * 2):
                 inputs, targets = batch(val_rows, order[start : start + batch_size * 2])
                 loss, n = completion_loss(model, inputs, targets)
@@ -262,7 +261,7 @@ def train(
         maxinterval=10.0,
     )
     try:
-        with threads(settings.num_threads):
+        with threads():
             for epoch in range(start_epoch, spec.epochs):
                 window_loss, window_tokens = 0.0, 0
                 began = time.perf_counter()
@@ -317,15 +316,13 @@ def train(
                     if older.parent != dest:
                         older.unlink()
                 write_json(out / LOSS_CURVE_FILE, curve)
-                job.loss_curve, job.train_seconds = curve, round(train_seconds, 3)
+                job.train_seconds = round(train_seconds, 3)  # job.loss_curve is ``curve``
                 on_epoch_end(epoch + 1)
     finally:
         bar.close()
 
     last = ckpt_root / f"epoch-{spec.epochs}"
-    final = out / FINAL_CHECKPOINT
-    if last.resolve() != final.resolve():
-        copy_checkpoint(last, final)
+    copy_checkpoint(last, out / FINAL_CHECKPOINT)
     stats.update(
         train_seconds=round(train_seconds, 3),
         trained_token_count=tokens_seen,
@@ -336,7 +333,6 @@ def train(
     )
     if device.type != "cpu":
         stats["device"] = device.type
-    job.train_seconds = round(train_seconds, 3) or job.train_seconds
     write_json(out / LOSS_CURVE_FILE, curve)
     (last / TRAINING_STATE).unlink(missing_ok=True)
 
