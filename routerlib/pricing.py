@@ -50,13 +50,6 @@ class ModelPrice(_Sourced):
     usd_per_million_training_tokens: float = Field(ge=0)
     billed_tokens_per_character: float | dict[TuningMode, float] | None = None
 
-    def ratio(self, tuning_mode: str) -> float | None:
-        """Billed training tokens per dataset character under ``tuning_mode`` (None: unknown)."""
-        value = self.billed_tokens_per_character
-        if isinstance(value, dict):
-            return value.get(FULL if tuning_mode == FULL else PEFT)  # type: ignore[call-overload]
-        return value
-
 
 class MachinePrice(_Sourced):
     """The hourly price of one replica of a machine type (its accelerators included)."""
@@ -94,9 +87,12 @@ class PricingTable(BaseModel):
         return row.usd_per_million_training_tokens if row else default
 
     def tokens_per_character(self, base_model: str, tuning_mode: str = PEFT) -> float | None:
-        """The model's billed tokens per character under ``tuning_mode`` (None: not in the table)."""
+        """The model's billed tokens per character under ``tuning_mode`` (None: unknown)."""
         row = self.model_row(base_model)
-        return row.ratio(tuning_mode) if row is not None else None
+        value = row.billed_tokens_per_character if row is not None else None
+        if isinstance(value, dict):
+            return value.get(FULL if tuning_mode == FULL else PEFT)  # type: ignore[call-overload]
+        return value
 
     def machine_price(self, machine: str) -> float | None:
         """USD per hour of one replica of ``machine`` (None when the table has no price)."""
