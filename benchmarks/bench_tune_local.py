@@ -132,7 +132,7 @@ def run_trainer(mode: str, train: Path, out: Path) -> tuple[float, int, float]:
     )
     collator = DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=-100)
     hf_trainer = Trainer(model=model, args=args, train_dataset=dataset, data_collator=collator)
-    with model_io.threads(None):
+    with model_io.threads():
         result = hf_trainer.train()
     seconds = float(result.metrics["train_runtime"])
     return tokens / seconds, tokens, seconds
