@@ -129,8 +129,8 @@ class LocalBackend:
     """Tune on this machine (CUDA when present, else the CPU): ``submit`` trains synchronously.
 
     max_train_tokens: truncate longer examples (None = the model's context; a cut completion never
-    learns to close the JSON); seed: LoRA init and data order; bf16: autocast (None = where the
-    device supports it); root: where ``get``/``list`` look (None = the outputs root);
+    learns to close the JSON); seed: LoRA init and data order; bf16: autocast (None = on a GPU
+    that supports it); root: where ``get``/``list`` look (None = the outputs root);
     on_epoch_end: test hook called after each epoch's checkpoint. Torch uses $OMP_NUM_THREADS.
     """
 
