@@ -176,8 +176,7 @@ def _refresh(job: Job, out: Out, down: set[tuple[Any, ...]] | None = None) -> Jo
 
 
 def resolve_unknown(job: Job, out: Out) -> Job:
-    """Look for an UNKNOWN submission's job by its spec-hash label; found, it replaces the
-    UNKNOWN record."""
+    """Look for an UNKNOWN submission's job by its spec label; found, it replaces the record."""
     try:
         found = _backend_for(job).find_submitted(job.spec)
     except RemoteError as exc:

@@ -134,8 +134,7 @@ def default_pricing_path() -> Path:
 
 
 def load_pricing(path: str | os.PathLike[str] | None = None) -> PricingTable:
-    """Read and validate a price table (default: the packaged one); InputError lists every
-    problem with file and key."""
+    """Read and validate a price table (default: the packaged one); InputError names problems."""
     file = Path(path) if path is not None else default_pricing_path()
     return read_yaml(file, PricingTable, "pricing table", with_lines=False)
 
@@ -445,8 +444,7 @@ def batch_cost(machine: str, rows: int, node_hours: float | None) -> BatchCost:
 
 
 def table_verified(path: str | os.PathLike[str] | None = None) -> bool:
-    """Whether the price table (default: the packaged one) is verified: every row by its own
-    ``verified`` flag, else the table's (:meth:`PricingTable.is_verified`)."""
+    """Whether every row of a price table (default: the packaged one) passes ``is_verified``."""
     table = load_pricing(path)
     rows = [*table.models.values(), *table.machines.values()]
     return all(table.is_verified(row) for row in rows) if rows else table.verified

@@ -497,8 +497,7 @@ class VertexBackend:
         return newest.model_copy(update={"spec": spec.labelled()})
 
     def cancel(self, name: str) -> Job:
-        """Ask the API to cancel (asynchronous: the job may answer CANCELLING for a while, and
-        may still end SUCCEEDED or FAILED), then return the job as it stands."""
+        """Ask the API to cancel (the job may stay CANCELLING, then end SUCCEEDED or FAILED)."""
         self._call("cancel", self.client().tunings.cancel, name=name)
         return self.get(name)
 
