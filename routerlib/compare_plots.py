@@ -309,12 +309,6 @@ def scatter_figure(board: pd.DataFrame, column: str, xlabel: str) -> Any:
     return fig
 
 
-def quality_vs_serving_cost(board: pd.DataFrame, folder: Path) -> Path:
-    """``scatter_figure`` against serving USD per 1,000 routes, as quality_vs_serving_cost.png."""
-    fig = scatter_figure(board, SERVING_USD, "serving USD per 1,000 routes")
-    return _save(fig, folder, "quality_vs_serving_cost.png")
-
-
 def sweep_metric(rows: pd.DataFrame, folder: Path) -> Path:
     """The strict primary metric against each varied key of a sweep (``compare.sweep_board``),
     one panel per key; points sharing the other keys' values are joined."""

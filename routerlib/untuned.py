@@ -14,7 +14,6 @@ from typing import Any
 import pandas as pd
 
 from routerlib import compare, evaluate, runfolder, tinymodel
-from routerlib.baselines import KINDS
 from routerlib.errors import InputError
 from routerlib.serving.factory import open_predictor
 from routerlib.stages.evaluate import evaluation_settings
@@ -72,7 +71,10 @@ def finished_local_run(run_dir: str | Path) -> Run:
             f"{folder}: not a local run served on this machine ({how}); only such a run's base "
             "model is evaluated here"
         )
-    files = _report_files(folder)
+    own = compare.load_run(folder)
+    if own.problems:
+        raise InputError(f"{folder}: not a finished local run", own.problems)
+    files = {r.decoding: r.report_path for r in (own, *own.variants)}
     if "constrained" not in files:
         raise InputError(
             f"{folder}: {runfolder.METRICS_FILE} records no constrained decoding (decoding: "
@@ -90,37 +92,11 @@ def finished_local_run(run_dir: str | Path) -> Run:
     return run
 
 
-def _report_files(folder: Path) -> dict[str, Path]:
-    """The run's scored decodings (``free``/``constrained`` -> report.json) from metrics.json;
-    a run from before decodings were recorded has its one evaluation."""
-    record = runfolder.read_metrics(folder)
-    if record.decodings:
-        return {name: folder / info.report for name, info in record.decodings.items()}
-    if record.evaluation is not None:
-        return {record.evaluation.decoding: folder / record.evaluation.report}
-    return {}
-
-
-def _read(file: Path) -> Report:
-    """A report with its ``samples_path`` pointing at the samples.jsonl beside it (a run folder
-    may have been moved since it was scored)."""
-    report = runfolder.read_report(file)
-    report["samples_path"] = str(runfolder.samples_path(file))
-    return report
-
-
-def run_reports(run: Run) -> dict[str, Report]:
-    """The run's own scored routers: ``tuned free``, ``tuned constrained`` (as scored), then
-    ``baseline <kind>`` for each previous router the run scored."""
-    reports = {
-        label(TUNED, decoding): _read(file)
-        for decoding, file in sorted(_report_files(run.path).items(), key=lambda i: i[0] != "free")
-    }
-    for kind in KINDS:
-        file = run.sub(runfolder.baseline_report_file(kind))
-        if file.is_file():
-            reports[label("baseline", kind)] = _read(file)
-    return reports
+def _scored(router: compare.RunSummary) -> Report:
+    """A router's report with its ``samples_path`` pointing at the samples.jsonl beside it (a run
+    folder may have been moved since it was scored)."""
+    assert router.report is not None
+    return {**router.report, "samples_path": str(runfolder.samples_path(router.report_path))}
 
 
 def base_dir(run: Run, out_root: str | Path) -> Path:
@@ -152,13 +128,16 @@ def evaluate_base(run: Run, out_dir: str | Path, *, progress: bool = True) -> di
 
 
 def router_reports(run: Run, base: dict[str, Report]) -> dict[str, Report]:
-    """Every router on the run's test rows, in table order: tuned free and constrained, base free
-    and constrained (``base``: :func:`evaluate_base`'s reports), then the previous routers."""
-    own = run_reports(run)
-    tuned = {name: report for name, report in own.items() if name.startswith(TUNED)}
-    previous = {name: report for name, report in own.items() if name not in tuned}
-    base_reports = {label(BASE, d): _with_samples(report) for d, report in base.items()}
-    return {**tuned, **base_reports, **previous}
+    """Every router on the run's test rows, in table order: tuned free and constrained (as
+    scored), base free and constrained (``base``: :func:`evaluate_base`'s reports), then each
+    previous router the run scored (``baseline <kind>``)."""
+    own = compare.load_run(run.path)
+    tuned = sorted((own, *own.variants), key=lambda r: r.decoding != "free")
+    return {
+        **{label(TUNED, r.decoding): _scored(r) for r in tuned},
+        **{label(BASE, d): _with_samples(report) for d, report in base.items()},
+        **{label("baseline", b.baseline_kind): _scored(b) for b in own.baselines if b.report},
+    }
 
 
 def _with_samples(report: Report) -> Report:

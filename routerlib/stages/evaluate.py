@@ -116,7 +116,7 @@ def evaluate(run: Run, endpoint: Predictor | str, decoding: str = "free") -> Rep
     # resumed evaluation measures only its new rows)
     if generated > 0 and decoding == decodings(run)[0]:
         runfolder.write_record(
-            run.sub(THROUGHPUT_FILE),
+            run.sub(runfolder.THROUGHPUT_FILE),
             runfolder.ThroughputRecord(
                 rows=generated,
                 seconds=round(seconds, 3),
@@ -127,10 +127,6 @@ def evaluate(run: Run, endpoint: Predictor | str, decoding: str = "free") -> Rep
     return report
 
 
-#: Routes per hour measured while notebook 04 predicted the test split (with its scoring).
-THROUGHPUT_FILE = runfolder.THROUGHPUT_FILE
-
-
 def run_cost(run: Run, job: Job, report: dict[str, Any]) -> dict[str, Any]:
     """What the run cost or would cost (``pricing.RunCost`` as a dict): tuning, serving per
     1,000 routes at the measured throughput, and latency."""
@@ -139,7 +135,7 @@ def run_cost(run: Run, job: Job, report: dict[str, Any]) -> dict[str, Any]:
     tokens = stats.get("total_billable_token_count")
     if isinstance(tokens, int) and job.backend == "local" and stats.get("epochs"):
         tokens //= int(stats["epochs"])  # the local backend counts every epoch; Vertex one pass
-    file = run.sub(THROUGHPUT_FILE)
+    file = run.sub(runfolder.THROUGHPUT_FILE)
     throughput = runfolder.read_json(file, runfolder.ThroughputRecord) if file.exists() else None
     shape = hardware.choose(
         cfg.base_model, cfg.machine_type, cfg.accelerator_type, cfg.accelerator_count
@@ -315,14 +311,8 @@ def _checkpoint_summary(run: Run) -> dict[str, Any] | None:
     choice = checkpoints.read_choice(run.path)
     if choice is None:
         return None
-    return {
-        "served": choice.chosen,
-        "best": choice.best,
-        "mode": choice.mode,
-        "select_metric": choice.select_metric,
-        "reason": choice.reason,
-        "record": runfolder.CHECKPOINTS_FILE,
-    }
+    figures = choice.model_dump(include={"best", "mode", "select_metric", "reason"})
+    return {"served": choice.chosen, **figures, "record": runfolder.CHECKPOINTS_FILE}
 
 
 def write_metrics(
