@@ -9,8 +9,6 @@ import functools
 import json
 import os
 import re
-import shutil
-import tempfile
 import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -21,7 +19,7 @@ import jinja2
 from markupsafe import Markup
 
 from routerlib import compare, compare_plots, display, runfolder
-from routerlib.atomic import write_text
+from routerlib.atomic import atomic_folder, write_text
 from routerlib.errors import InputError, RouterlibError
 from routerlib.paths import outputs_root, resolve
 from routerlib.runfolder import (
@@ -256,17 +254,6 @@ def _refuse_secrets(targets: Sequence[Path]) -> None:
         )
 
 
-def _replace_dir(staging: Path, out_dir: Path) -> None:
-    """Swap ``staging`` into place as ``out_dir`` (the old report is removed only afterwards)."""
-    old = None
-    if out_dir.exists():
-        old = out_dir.with_name(f".{out_dir.name}.old-{os.getpid()}")
-        os.replace(out_dir, old)
-    os.replace(staging, out_dir)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
-
-
 def render_report(
     runs: Sequence[str | os.PathLike[str]] | None = None,
     out_dir: str | os.PathLike[str] | None = None,
@@ -283,13 +270,7 @@ def render_report(
     notebooks = {run: sorted((run / NOTEBOOKS_DIR).glob("*.ipynb")) for run in run_dirs}
     _refuse_secrets([nb for nbs in notebooks.values() for nb in nbs])
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    # removed on any error or Ctrl-C; after the swap into place there is nothing left to remove
-    temp = tempfile.TemporaryDirectory(
-        prefix=f".{out.name}.tmp-", dir=out.parent, ignore_cleanup_errors=True
-    )
-    with temp as folder:
-        staging = Path(folder)
+    with atomic_folder(out) as staging:  # removed on any error or Ctrl-C
         run_links: list[dict[str, Any]] = []
         comparison_links: list[tuple[str, str]] = []
         used: set[str] = set()
@@ -318,5 +299,4 @@ def render_report(
         )
         write_text(staging / "index.html", index)
         _refuse_secrets([staging])
-        _replace_dir(staging, out)
     return out / "index.html"

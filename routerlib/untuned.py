@@ -9,7 +9,6 @@ strict figures and :func:`paired_table` tests the tuned constrained model agains
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import pandas as pd
 
@@ -18,10 +17,7 @@ from routerlib.errors import InputError
 from routerlib.serving.factory import open_predictor
 from routerlib.stages.evaluate import evaluation_settings
 from routerlib.stages.prepare import gold_file
-from routerlib.stages.run import Run, open_run
-
-#: A scored report (``runfolder.ReportRecord``) as the scorer returns it.
-Report = dict[str, Any]
+from routerlib.stages.run import Report, Run, open_run
 
 DECODINGS = ("free", "constrained")
 #: Strict metrics the tables show and test, in this order.
@@ -29,16 +25,9 @@ SHOWN = tuple(
     "json_valid schema_valid tool_sequence_exact route_plan_exact route_tool_recall "
     "route_first_tool_match".split()
 )
-TUNED = "tuned"
-BASE = "base"
 #: The router the question is about, and the references it is tested against (when present).
 SUBJECT = "tuned constrained"
 REFERENCES = ("base constrained", "tuned free", "baseline majority")
-
-
-def label(model: str, decoding: str) -> str:
-    """A router's row name: ``tuned constrained``, ``base free``, ``baseline majority``…"""
-    return f"{model} {decoding}"
 
 
 def finished_local_run(run_dir: str | Path) -> Run:
@@ -80,7 +69,7 @@ def finished_local_run(run_dir: str | Path) -> Run:
             f"{folder}: {runfolder.METRICS_FILE} records no constrained decoding (decoding: "
             f"{', '.join(files) or 'none'}); the comparison is about the constrained tuned model"
         )
-    files[label("baseline", cfg.baseline)] = folder / runfolder.baseline_report_file(cfg.baseline)
+    files[f"baseline {cfg.baseline}"] = folder / runfolder.baseline_report_file(cfg.baseline)
     absent = [
         str(needed_file.relative_to(folder) if folder in needed_file.parents else needed_file)
         for file in files.values()
@@ -134,9 +123,9 @@ def router_reports(run: Run, base: dict[str, Report]) -> dict[str, Report]:
     own = compare.load_run(run.path)
     tuned = sorted((own, *own.variants), key=lambda r: r.decoding != "free")
     return {
-        **{label(TUNED, r.decoding): _scored(r) for r in tuned},
-        **{label(BASE, d): _with_samples(report) for d, report in base.items()},
-        **{label("baseline", b.baseline_kind): _scored(b) for b in own.baselines if b.report},
+        **{f"tuned {r.decoding}": _scored(r) for r in tuned},
+        **{f"base {d}": _with_samples(report) for d, report in base.items()},
+        **{f"baseline {b.baseline_kind}": _scored(b) for b in own.baselines if b.report},
     }
 
 
