@@ -55,8 +55,6 @@ _DATA_URI = re.compile(r"data:[\w/+.\-]+;base64,[A-Za-z0-9+/=\s]+")
 COMPARISON_STAGE = "05"
 #: Metrics whose paired tests the index shows up front (the rest folded), as notebook 05 does.
 SIGNIFICANCE_HEADLINE = display.HEADLINE_TESTS
-#: The page's CSV downloads carry the names a comparison run gives the same tables.
-LEADERBOARD_CSV, SIGNIFICANCE_CSV = LEADERBOARD_FILE, SIGNIFICANCE_FILE
 #: Plots shown at full page width (many panels or bars).
 WIDE_PLOTS = ("bucket_scores", "route_confusion")
 
@@ -203,9 +201,9 @@ def _comparison(run_dirs: list[Path], out: Path) -> dict[str, Any]:
         conclusion=_markdown(compare.conclusion(board, sig, with_note=False)),
         note=_markdown(note) if note else None,
     )
-    board_values: dict[str, Any] = {"headline": None, "csv": LEADERBOARD_CSV}
+    board_values: dict[str, Any] = {"headline": None, "csv": LEADERBOARD_FILE}
     if not board.empty:
-        write_text(out / LEADERBOARD_CSV, board.to_csv(index=False))
+        write_text(out / LEADERBOARD_FILE, board.to_csv(index=False))
         full = display.full_board(board)
         board_values.update(
             headline=_table(
@@ -214,9 +212,9 @@ def _comparison(run_dirs: list[Path], out: Path) -> dict[str, Any]:
             full=_table(full, classes="leaderboard-full"),
             full_columns=len(full.columns),
         )
-    sig_values: dict[str, Any] = {"headline": None, "csv": SIGNIFICANCE_CSV}
+    sig_values: dict[str, Any] = {"headline": None, "csv": SIGNIFICANCE_FILE}
     if not sig.empty:
-        write_text(out / SIGNIFICANCE_CSV, sig.to_csv(index=False))
+        write_text(out / SIGNIFICANCE_FILE, sig.to_csv(index=False))
         sig_values.update(
             headline=_table(
                 display.significance_view(sig, SIGNIFICANCE_HEADLINE), classes="significance"

@@ -1,10 +1,6 @@
 """The untuned base model beside a finished local run: does tuning beat it, and the majority?
-
-:func:`evaluate_base` scores the run's ``base_model`` before tuning on the run's test rows, free
-and constrained, with the run's own evaluation settings, into a folder outside the run;
-:func:`router_reports` sets those beside the run's own reports, :func:`figures_table` shows their
-strict figures and :func:`paired_table` tests the tuned constrained model against the others.
-"""
+Scored on the run's test rows, outside the run folder (docs/scoring.md, "Tuned against the
+untuned base and the majority baseline")."""
 
 from __future__ import annotations
 

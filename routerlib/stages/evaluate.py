@@ -325,8 +325,8 @@ def write_metrics(
     """Write the run's metrics.json: the run, its tuning, the evaluation (``report``: the headline
     decoding), one entry per scored decoding, and the baseline summaries."""
     decoding_reports = decoding_reports or {decodings(run)[0]: report}
-    matching = [d for d, r in decoding_reports.items() if r is report]
-    headline_decoding = matching[0] if matching else decodings(run)[0]
+    matching = (d for d, r in decoding_reports.items() if r is report)
+    headline_decoding = next(matching, decodings(run)[0])
 
     def info(r: Report, decoding: str) -> runfolder.DecodingInfo:
         return runfolder.DecodingInfo(
