@@ -19,7 +19,6 @@ from routerlib.compare import (
     SERVING_USD,
     RunSummary,
     cheapest_passing,
-    leaderboard,
     pareto_front,
     routers,
 )
@@ -384,12 +383,9 @@ def loss_figure(runs: Sequence[RunSummary]) -> Any:
     return fig
 
 
-def all_plots(
-    runs: Sequence[RunSummary], folder: Path, board: pd.DataFrame | None = None
-) -> list[Path]:
-    """Every comparison figure for these runs and their baselines, as PNGs in ``folder`` (the
-    leaderboard is built from ``runs`` when not given)."""
-    board = leaderboard(runs) if board is None else board
+def all_plots(runs: Sequence[RunSummary], folder: Path, board: pd.DataFrame) -> list[Path]:
+    """Every comparison figure for these runs and their baselines (``board``: their
+    ``compare.leaderboard``), as PNGs in ``folder``."""
     rows = routers(runs)
     figures = {
         "bucket_scores": bucket_figure(rows),
