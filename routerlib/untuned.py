@@ -11,7 +11,7 @@ import pandas as pd
 from routerlib import compare, evaluate, runfolder, tinymodel
 from routerlib.errors import InputError
 from routerlib.serving.factory import open_predictor
-from routerlib.stages.evaluate import evaluation_settings
+from routerlib.stages.evaluate import evaluation_settings, strict_figures
 from routerlib.stages.prepare import gold_file
 from routerlib.stages.run import Report, Run, open_run
 
@@ -135,14 +135,11 @@ def _with_samples(report: Report) -> Report:
 
 def figures_table(reports: dict[str, Report]) -> pd.DataFrame:
     """One row per router: test rows scored and the strict overall figure of each SHOWN metric."""
-    rows = {}
-    for name, report in reports.items():
-        strict = (report.get("strict") or {}).get("overall", {})
-        rows[name] = {
-            "rows": (report.get("config") or {}).get("total_samples"),
-            **{m: strict.get(m) for m in SHOWN},
-        }
-    return pd.DataFrame.from_dict(rows, orient="index")
+    table = strict_figures(reports, SHOWN)
+    table.insert(
+        0, "rows", [(r.get("config") or {}).get("total_samples") for r in reports.values()]
+    )
+    return table
 
 
 def paired_table(reports: dict[str, Report]) -> pd.DataFrame:

@@ -7,6 +7,7 @@ import json
 import re
 import shutil
 import time
+from collections.abc import Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import asdict
 from pathlib import Path
@@ -162,15 +163,18 @@ def headline_report(reports: dict[str, Report]) -> Report:
     return next(iter(reports.values()))
 
 
+def strict_figures(reports: dict[str, Report], metrics: Sequence[str]) -> pd.DataFrame:
+    """One row per report: the strict overall figure of each of ``metrics``."""
+    rows = {name: {m: _overall(r, "strict").get(m) for m in metrics} for name, r in reports.items()}
+    return pd.DataFrame.from_dict(rows, orient="index")
+
+
 def decoding_table(reports: dict[str, Report]) -> pd.DataFrame:
     """Free against constrained on the same rows: strict figures, time per token and the paired
     test of constrained minus free per metric (McNemar / paired bootstrap, compare.py)."""
     shown_metrics = ("json_valid", "schema_valid", *HEADLINE[1:6], "tool_sequence_exact")
-    rows: dict[str, dict[str, Any]] = {}
-    for decoding, report in reports.items():
-        rows[decoding] = {m: _overall(report, "strict").get(m) for m in shown_metrics}
-        rows[decoding]["s_per_token"] = compare.seconds_per_token(report)
-    table = pd.DataFrame(rows).T
+    table = strict_figures(reports, shown_metrics)
+    table["s_per_token"] = [compare.seconds_per_token(r) for r in reports.values()]
     if {"free", "constrained"} <= set(reports):
         tests = compare.paired_reports(reports["constrained"], reports["free"])
         for metric, test in tests.items():
