@@ -305,8 +305,6 @@ def worst_errors(run: Run, n: int = 10) -> display.HTMLTable:
 
 #: What metrics.json copies from the RunConfig and from the Job.
 RUN_FIELDS = {"name", "backend", "base_model", "tuning_mode", "adapter_size", "epochs"}
-
-
 TUNING_FIELDS = {"state", "train_seconds", "cost_estimate_usd", "tuning_data_stats", "loss_curve"}
 
 

@@ -64,13 +64,10 @@ def tune(run: Run, smoke: bool = False) -> Job:
     cfg = run.config
     job = jobs.tune(
         tuning_spec(run, smoke),
-        backend=cfg.backend,
-        wait=True,
-        strict=cfg.strict,
         project=cfg.project or None,
-        location=cfg.location,
         api_endpoint=cfg.api_endpoint or None,
         local_options={"batch_size": cfg.batch_size, "max_train_tokens": cfg.max_train_tokens},
+        **cfg.model_dump(include={"backend", "strict", "location"}),
     )
     record = run.sub(runfolder.job_file(smoke))
     output = job.spec.output_uri
