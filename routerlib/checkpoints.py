@@ -32,7 +32,6 @@ from routerlib.tuning.base import Job
 if TYPE_CHECKING:
     import pandas as pd
 
-CHECKPOINTS_FILE = runfolder.CHECKPOINTS_FILE
 #: Breaks ties of ``select_metric`` (strict, overall).
 TIE_BREAK = "tool_sequence_exact"
 DEFAULT_SELECT_METRIC: str = run_default("select_metric")
@@ -197,12 +196,12 @@ def _reason(best: CheckpointScore, scores: Sequence[CheckpointScore], metric: st
 
 def write_choice(run_dir: Path, choice: CheckpointChoice) -> Path:
     """Write the run's checkpoints.json (the one writer of it)."""
-    return runfolder.write_record(Path(run_dir) / CHECKPOINTS_FILE, choice)
+    return runfolder.write_record(Path(run_dir) / runfolder.CHECKPOINTS_FILE, choice)
 
 
 def read_choice(run_dir: Path) -> CheckpointChoice | None:
     """The run's ``checkpoints.json``, or None when there is none yet."""
-    file = Path(run_dir) / CHECKPOINTS_FILE
+    file = Path(run_dir) / runfolder.CHECKPOINTS_FILE
     return runfolder.read_json(file, CheckpointChoice) if file.is_file() else None
 
 

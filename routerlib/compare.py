@@ -54,9 +54,9 @@ class RunSummary:
     name: str
     path: Path
     kind: str  # "model" | "baseline"
+    report_path: Path
     metrics: MetricsRecord | None = None  # metrics.json (models only)
     report: dict[str, Any] | None = None  # report.json, checked against runfolder.ReportRecord
-    report_path: Path | None = None
     baseline_kind: str = ""
     baselines: list[RunSummary] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
@@ -72,11 +72,10 @@ class RunSummary:
     def samples_path(self) -> Path | None:
         """The per-sample records: the report's ``samples_path``, else samples.jsonl beside it."""
         value = (self.report or {}).get("samples_path")
-        file = (
-            Path(value) if value else self.report_path and runfolder.samples_path(self.report_path)
-        )
-        file = file and self.path / file  # a relative path is the run folder's
-        return file if file and file.is_file() else None
+        file = self.path / (
+            value or runfolder.samples_path(self.report_path)
+        )  # relative: the run's
+        return file if file.is_file() else None
 
     def _read(self, read: Callable[[Path], list[Any]], file: Path | None) -> list[Any]:
         """``read(file)``; none (and the file's problem in ``problems``) when it is bad."""
@@ -132,7 +131,7 @@ def load_run(run_dir: str | Path) -> RunSummary:
         except RunFolderError as exc:
             problems.extend(exc.lines())
         return RunSummary(
-            name, run_dir, report=loaded, report_path=file, problems=problems, **fields
+            name, run_dir, report_path=file, report=loaded, problems=problems, **fields
         )
 
     name = record.run.name if record else run_dir.name
@@ -251,14 +250,12 @@ def leaderboard(runs: Sequence[RunSummary]) -> pd.DataFrame:
             train_seconds=_num(getattr(tuning, "train_seconds", None)),
             checkpoint=(getattr(tuning, "checkpoint", None) or {}).get("served"),
         )
-        rec[TUNING_USD] = _num(cost.get(TUNING_USD))
-        rec[SERVING_USD] = _num(cost.get(SERVING_USD))
+        rec |= {key: _num(cost.get(key)) for key in (TUNING_USD, SERVING_USD, "routes_per_hour")}
         rec[PRICES_VERIFIED] = pricing.prices_verified(cost) if record else None
-        rec["routes_per_hour"] = _num(cost.get("routes_per_hour"))
         # which price rows were not read from a Google source (pricing.RunCost.unverified)
         rec[UNVERIFIED] = ", ".join(cost.get("unverified") or [])
-        rec["latency_p50_s"] = _num(_get(report, "latency", "p50_s"))
-        rec["latency_p95_s"] = _num(_get(report, "latency", "p95_s"))
+        for p in ("p50", "p95"):
+            rec[f"latency_{p}_s"] = _num(_get(report, "latency", f"{p}_s"))
         rec["s_per_token"] = _num(seconds_per_token(report))
         # The gate's failed checks ("bucket.metric", the first four) and the buckets it skipped
         # for want of test rows (metrics.apply_gate).
@@ -460,21 +457,16 @@ def embedded_note(board: pd.DataFrame) -> str:
     )
 
 
-def no_runs_message() -> str:
-    """What to do when there is nothing to compare: run the chain on the params file in use."""
-    return (
-        f"**No runs to compare yet.** Run `routerlib run {default_params_file()}` (notebooks 01–04 "
-        "into one run folder), or, after the CLI steps (`routerlib prepare`, `tune`, `deploy`, "
-        "`evaluate --params FILE --out REPORT.json`), gather them with `routerlib record --params "
-        "FILE --report REPORT.json --job NAME`."
-    )
-
-
 def conclusion(board: pd.DataFrame, sig: pd.DataFrame | None, with_note: bool = True) -> str:
     """Short markdown from the numbers: which router to use and why, whether the candidates tie,
     and (``with_note``) what embedded-model runs do not show."""
-    if board is None or board.empty or "kind" not in board:
-        return no_runs_message()
+    if board is None or board.empty or "kind" not in board:  # the chain on the params in use
+        return (
+            f"**No runs to compare yet.** Run `routerlib run {default_params_file()}` (notebooks "
+            "01–04 into one run folder), or, after the CLI steps (`routerlib prepare`, `tune`, "
+            "`deploy`, `evaluate --params FILE --out REPORT.json`), gather them with `routerlib "
+            "record --params FILE --report REPORT.json --job NAME`."
+        )
     models = board[board["kind"] == "model"]
     baselines = board[board["kind"] == "baseline"]
     if models.empty:

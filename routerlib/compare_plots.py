@@ -19,7 +19,6 @@ from routerlib.compare import (
     SERVING_USD,
     RunSummary,
     cheapest_passing,
-    leaderboard,
     pareto_front,
     routers,
 )
@@ -309,12 +308,6 @@ def scatter_figure(board: pd.DataFrame, column: str, xlabel: str) -> Any:
     return fig
 
 
-def quality_vs_serving_cost(board: pd.DataFrame, folder: Path) -> Path:
-    """``scatter_figure`` against serving USD per 1,000 routes, as quality_vs_serving_cost.png."""
-    fig = scatter_figure(board, SERVING_USD, "serving USD per 1,000 routes")
-    return _save(fig, folder, "quality_vs_serving_cost.png")
-
-
 def sweep_metric(rows: pd.DataFrame, folder: Path) -> Path:
     """The strict primary metric against each varied key of a sweep (``compare.sweep_board``),
     one panel per key; points sharing the other keys' values are joined."""
@@ -390,12 +383,9 @@ def loss_figure(runs: Sequence[RunSummary]) -> Any:
     return fig
 
 
-def all_plots(
-    runs: Sequence[RunSummary], folder: Path, board: pd.DataFrame | None = None
-) -> list[Path]:
-    """Every comparison figure for these runs and their baselines, as PNGs in ``folder`` (the
-    leaderboard is built from ``runs`` when not given)."""
-    board = leaderboard(runs) if board is None else board
+def all_plots(runs: Sequence[RunSummary], folder: Path, board: pd.DataFrame) -> list[Path]:
+    """Every comparison figure for these runs and their baselines (``board``: their
+    ``compare.leaderboard``), as PNGs in ``folder``."""
     rows = routers(runs)
     figures = {
         "bucket_scores": bucket_figure(rows),

@@ -9,8 +9,6 @@ import functools
 import json
 import os
 import re
-import shutil
-import tempfile
 import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -21,7 +19,7 @@ import jinja2
 from markupsafe import Markup
 
 from routerlib import compare, compare_plots, display, runfolder
-from routerlib.atomic import write_text
+from routerlib.atomic import atomic_folder, write_text
 from routerlib.errors import InputError, RouterlibError
 from routerlib.paths import outputs_root, resolve
 from routerlib.runfolder import (
@@ -57,8 +55,6 @@ _DATA_URI = re.compile(r"data:[\w/+.\-]+;base64,[A-Za-z0-9+/=\s]+")
 COMPARISON_STAGE = "05"
 #: Metrics whose paired tests the index shows up front (the rest folded), as notebook 05 does.
 SIGNIFICANCE_HEADLINE = display.HEADLINE_TESTS
-#: The page's CSV downloads carry the names a comparison run gives the same tables.
-LEADERBOARD_CSV, SIGNIFICANCE_CSV = LEADERBOARD_FILE, SIGNIFICANCE_FILE
 #: Plots shown at full page width (many panels or bars).
 WIDE_PLOTS = ("bucket_scores", "route_confusion")
 
@@ -205,9 +201,9 @@ def _comparison(run_dirs: list[Path], out: Path) -> dict[str, Any]:
         conclusion=_markdown(compare.conclusion(board, sig, with_note=False)),
         note=_markdown(note) if note else None,
     )
-    board_values: dict[str, Any] = {"headline": None, "csv": LEADERBOARD_CSV}
+    board_values: dict[str, Any] = {"headline": None, "csv": LEADERBOARD_FILE}
     if not board.empty:
-        write_text(out / LEADERBOARD_CSV, board.to_csv(index=False))
+        write_text(out / LEADERBOARD_FILE, board.to_csv(index=False))
         full = display.full_board(board)
         board_values.update(
             headline=_table(
@@ -216,9 +212,9 @@ def _comparison(run_dirs: list[Path], out: Path) -> dict[str, Any]:
             full=_table(full, classes="leaderboard-full"),
             full_columns=len(full.columns),
         )
-    sig_values: dict[str, Any] = {"headline": None, "csv": SIGNIFICANCE_CSV}
+    sig_values: dict[str, Any] = {"headline": None, "csv": SIGNIFICANCE_FILE}
     if not sig.empty:
-        write_text(out / SIGNIFICANCE_CSV, sig.to_csv(index=False))
+        write_text(out / SIGNIFICANCE_FILE, sig.to_csv(index=False))
         sig_values.update(
             headline=_table(
                 display.significance_view(sig, SIGNIFICANCE_HEADLINE), classes="significance"
@@ -256,17 +252,6 @@ def _refuse_secrets(targets: Sequence[Path]) -> None:
         )
 
 
-def _replace_dir(staging: Path, out_dir: Path) -> None:
-    """Swap ``staging`` into place as ``out_dir`` (the old report is removed only afterwards)."""
-    old = None
-    if out_dir.exists():
-        old = out_dir.with_name(f".{out_dir.name}.old-{os.getpid()}")
-        os.replace(out_dir, old)
-    os.replace(staging, out_dir)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
-
-
 def render_report(
     runs: Sequence[str | os.PathLike[str]] | None = None,
     out_dir: str | os.PathLike[str] | None = None,
@@ -283,13 +268,7 @@ def render_report(
     notebooks = {run: sorted((run / NOTEBOOKS_DIR).glob("*.ipynb")) for run in run_dirs}
     _refuse_secrets([nb for nbs in notebooks.values() for nb in nbs])
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    # removed on any error or Ctrl-C; after the swap into place there is nothing left to remove
-    temp = tempfile.TemporaryDirectory(
-        prefix=f".{out.name}.tmp-", dir=out.parent, ignore_cleanup_errors=True
-    )
-    with temp as folder:
-        staging = Path(folder)
+    with atomic_folder(out) as staging:  # removed on any error or Ctrl-C
         run_links: list[dict[str, Any]] = []
         comparison_links: list[tuple[str, str]] = []
         used: set[str] = set()
@@ -318,5 +297,4 @@ def render_report(
         )
         write_text(staging / "index.html", index)
         _refuse_secrets([staging])
-        _replace_dir(staging, out)
     return out / "index.html"

@@ -1,28 +1,19 @@
 """The untuned base model beside a finished local run: does tuning beat it, and the majority?
-
-:func:`evaluate_base` scores the run's ``base_model`` before tuning on the run's test rows, free
-and constrained, with the run's own evaluation settings, into a folder outside the run;
-:func:`router_reports` sets those beside the run's own reports, :func:`figures_table` shows their
-strict figures and :func:`paired_table` tests the tuned constrained model against the others.
-"""
+Scored on the run's test rows, outside the run folder (docs/scoring.md, "Tuned against the
+untuned base and the majority baseline")."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import pandas as pd
 
 from routerlib import compare, evaluate, runfolder, tinymodel
-from routerlib.baselines import KINDS
 from routerlib.errors import InputError
 from routerlib.serving.factory import open_predictor
-from routerlib.stages.evaluate import evaluation_settings
+from routerlib.stages.evaluate import evaluation_settings, strict_figures
 from routerlib.stages.prepare import gold_file
-from routerlib.stages.run import Run, open_run
-
-#: A scored report (``runfolder.ReportRecord``) as the scorer returns it.
-Report = dict[str, Any]
+from routerlib.stages.run import Report, Run, open_run
 
 DECODINGS = ("free", "constrained")
 #: Strict metrics the tables show and test, in this order.
@@ -30,16 +21,9 @@ SHOWN = tuple(
     "json_valid schema_valid tool_sequence_exact route_plan_exact route_tool_recall "
     "route_first_tool_match".split()
 )
-TUNED = "tuned"
-BASE = "base"
 #: The router the question is about, and the references it is tested against (when present).
 SUBJECT = "tuned constrained"
 REFERENCES = ("base constrained", "tuned free", "baseline majority")
-
-
-def label(model: str, decoding: str) -> str:
-    """A router's row name: ``tuned constrained``, ``base free``, ``baseline majority``…"""
-    return f"{model} {decoding}"
 
 
 def finished_local_run(run_dir: str | Path) -> Run:
@@ -72,13 +56,16 @@ def finished_local_run(run_dir: str | Path) -> Run:
             f"{folder}: not a local run served on this machine ({how}); only such a run's base "
             "model is evaluated here"
         )
-    files = _report_files(folder)
+    own = compare.load_run(folder)
+    if own.problems:
+        raise InputError(f"{folder}: not a finished local run", own.problems)
+    files = {r.decoding: r.report_path for r in (own, *own.variants)}
     if "constrained" not in files:
         raise InputError(
             f"{folder}: {runfolder.METRICS_FILE} records no constrained decoding (decoding: "
             f"{', '.join(files) or 'none'}); the comparison is about the constrained tuned model"
         )
-    files[label("baseline", cfg.baseline)] = folder / runfolder.baseline_report_file(cfg.baseline)
+    files[f"baseline {cfg.baseline}"] = folder / runfolder.baseline_report_file(cfg.baseline)
     absent = [
         str(needed_file.relative_to(folder) if folder in needed_file.parents else needed_file)
         for file in files.values()
@@ -90,37 +77,11 @@ def finished_local_run(run_dir: str | Path) -> Run:
     return run
 
 
-def _report_files(folder: Path) -> dict[str, Path]:
-    """The run's scored decodings (``free``/``constrained`` -> report.json) from metrics.json;
-    a run from before decodings were recorded has its one evaluation."""
-    record = runfolder.read_metrics(folder)
-    if record.decodings:
-        return {name: folder / info.report for name, info in record.decodings.items()}
-    if record.evaluation is not None:
-        return {record.evaluation.decoding: folder / record.evaluation.report}
-    return {}
-
-
-def _read(file: Path) -> Report:
-    """A report with its ``samples_path`` pointing at the samples.jsonl beside it (a run folder
-    may have been moved since it was scored)."""
-    report = runfolder.read_report(file)
-    report["samples_path"] = str(runfolder.samples_path(file))
-    return report
-
-
-def run_reports(run: Run) -> dict[str, Report]:
-    """The run's own scored routers: ``tuned free``, ``tuned constrained`` (as scored), then
-    ``baseline <kind>`` for each previous router the run scored."""
-    reports = {
-        label(TUNED, decoding): _read(file)
-        for decoding, file in sorted(_report_files(run.path).items(), key=lambda i: i[0] != "free")
-    }
-    for kind in KINDS:
-        file = run.sub(runfolder.baseline_report_file(kind))
-        if file.is_file():
-            reports[label("baseline", kind)] = _read(file)
-    return reports
+def _scored(router: compare.RunSummary) -> Report:
+    """A router's report with its ``samples_path`` pointing at the samples.jsonl beside it (a run
+    folder may have been moved since it was scored)."""
+    assert router.report is not None
+    return {**router.report, "samples_path": str(runfolder.samples_path(router.report_path))}
 
 
 def base_dir(run: Run, out_root: str | Path) -> Path:
@@ -152,13 +113,16 @@ def evaluate_base(run: Run, out_dir: str | Path, *, progress: bool = True) -> di
 
 
 def router_reports(run: Run, base: dict[str, Report]) -> dict[str, Report]:
-    """Every router on the run's test rows, in table order: tuned free and constrained, base free
-    and constrained (``base``: :func:`evaluate_base`'s reports), then the previous routers."""
-    own = run_reports(run)
-    tuned = {name: report for name, report in own.items() if name.startswith(TUNED)}
-    previous = {name: report for name, report in own.items() if name not in tuned}
-    base_reports = {label(BASE, d): _with_samples(report) for d, report in base.items()}
-    return {**tuned, **base_reports, **previous}
+    """Every router on the run's test rows, in table order: tuned free and constrained (as
+    scored), base free and constrained (``base``: :func:`evaluate_base`'s reports), then each
+    previous router the run scored (``baseline <kind>``)."""
+    own = compare.load_run(run.path)
+    tuned = sorted((own, *own.variants), key=lambda r: r.decoding != "free")
+    return {
+        **{f"tuned {r.decoding}": _scored(r) for r in tuned},
+        **{f"base {d}": _with_samples(report) for d, report in base.items()},
+        **{f"baseline {b.baseline_kind}": _scored(b) for b in own.baselines if b.report},
+    }
 
 
 def _with_samples(report: Report) -> Report:
@@ -171,14 +135,11 @@ def _with_samples(report: Report) -> Report:
 
 def figures_table(reports: dict[str, Report]) -> pd.DataFrame:
     """One row per router: test rows scored and the strict overall figure of each SHOWN metric."""
-    rows = {}
-    for name, report in reports.items():
-        strict = (report.get("strict") or {}).get("overall", {})
-        rows[name] = {
-            "rows": (report.get("config") or {}).get("total_samples"),
-            **{m: strict.get(m) for m in SHOWN},
-        }
-    return pd.DataFrame.from_dict(rows, orient="index")
+    table = strict_figures(reports, SHOWN)
+    table.insert(
+        0, "rows", [(r.get("config") or {}).get("total_samples") for r in reports.values()]
+    )
+    return table
 
 
 def paired_table(reports: dict[str, Report]) -> pd.DataFrame:

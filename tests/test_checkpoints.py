@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from routerlib import checkpoints, metrics
+from routerlib import checkpoints, metrics, runfolder
 from routerlib.checkpoint_names import CHECKPOINTS_DIR
 from routerlib.checkpoints import CheckpointScore, pick
 from routerlib.config import load_config
@@ -145,7 +145,7 @@ def test_picked_checkpoint_is_the_best_by_the_recorded_scores(
     assert scorer.calls == ["epoch-1", "epoch-2", "epoch-3"]  # final is a copy: not scored
 
     # Work the best out again from what is on disk: the record and each checkpoint's report.
-    record = json.loads((run / checkpoints.CHECKPOINTS_FILE).read_text())
+    record = json.loads((run / runfolder.CHECKPOINTS_FILE).read_text())
     figures = {}
     for entry in record["scores"]:
         report = json.loads((run / entry["report"]).read_text())
@@ -321,10 +321,10 @@ def test_a_change_of_decoding_rescores_every_checkpoint(tmp_path: Path, validati
     free_stamps = {s.name: (run / s.report).stat().st_mtime_ns for s in choice.scores}
 
     # A record written before the decoding was recorded was scored free: still reused as such.
-    record = json.loads((run / checkpoints.CHECKPOINTS_FILE).read_text())
+    record = json.loads((run / runfolder.CHECKPOINTS_FILE).read_text())
     for entry in record["scores"]:
         del entry["settings"]["decoding"]
-    (run / checkpoints.CHECKPOINTS_FILE).write_text(json.dumps(record))
+    (run / runfolder.CHECKPOINTS_FILE).write_text(json.dumps(record))
     reused = FileScorer(*answers)
     again = checkpoints.score_checkpoints(
         job, validation, run, reused, settings={"max_tokens": 9, "decoding": "free"}
@@ -386,10 +386,10 @@ def test_notebook_04_rescores_a_choice_made_with_another_decoding(
     checkpoints.score_checkpoints(
         job, validation, run.path, scorer, settings={**old, "decoding": "free"}
     )
-    record = json.loads((run.path / checkpoints.CHECKPOINTS_FILE).read_text())
+    record = json.loads((run.path / runfolder.CHECKPOINTS_FILE).read_text())
     for entry in record["scores"]:
         entry["settings"] = old  # as routerlib wrote it before the decoding was recorded
-    (run.path / checkpoints.CHECKPOINTS_FILE).write_text(json.dumps(record))
+    (run.path / runfolder.CHECKPOINTS_FILE).write_text(json.dumps(record))
     # A free-only run would serve that record's pick as it is.
     free_run = run_stage.Run(
         run.path,

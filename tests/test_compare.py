@@ -120,7 +120,7 @@ def test_conclusion_when_no_model_passes(runs: list[compare.RunSummary]) -> None
 
 
 def test_plots_are_written(runs: list[compare.RunSummary], tmp_path: Path) -> None:
-    written = compare_plots.all_plots(runs, tmp_path / "plots")
+    written = compare_plots.all_plots(runs, tmp_path / "plots", compare.leaderboard(runs))
     names = sorted(p.name for p in written)
     assert names == sorted(
         [

@@ -10,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from routerlib import compare, compare_plots, pricing, sweep
+from routerlib import compare, compare_plots, pricing, runfolder, sweep
 from routerlib.atomic import write_json
 from routerlib.stages import evaluate as evaluate_stage
 from routerlib.stages import prepare as prepare_stage
@@ -68,7 +68,8 @@ def test_pareto_front_on_hand_made_runs() -> None:
 
 def test_quality_vs_serving_cost_plot(tmp_path: Path) -> None:
     board = _board([("a", 0.9, 3.0, True), ("b", 0.8, 1.0, True), ("c", 0.7, 2.0, True)])
-    png = compare_plots.quality_vs_serving_cost(board, tmp_path)
+    plots = compare_plots.all_plots([], tmp_path, board)
+    png = next(p for p in plots if p.stem == "quality_vs_serving_cost")
     assert png.name == "quality_vs_serving_cost.png" and png.read_bytes()[:4] == b"\x89PNG"
 
 
@@ -93,7 +94,7 @@ def test_cost_columns_follow_from_the_price_table(tmp_path: Path) -> None:
         tuning_data_stats={"total_billable_token_count": 1_234_567},
     )
     write_json(
-        run.sub(evaluate_stage.THROUGHPUT_FILE),
+        run.sub(runfolder.THROUGHPUT_FILE),
         {"rows": 40, "seconds": 90.0, "routes_per_hour": 1600.0},
     )
     report = {"latency": {"p50_s": 0.8, "p95_s": 2.5, "mean_s": 1.0, "n": 40}}
@@ -182,14 +183,14 @@ def test_throughput_is_measured_on_new_rows_only(tmp_path: Path) -> None:
         endpoint = state.add_endpoint("p", "us-central1", "router")
         url = f"{server.url}/v1/{endpoint['name']}:predict"
         evaluate_stage.evaluate(run, url)
-        measured = json.loads(run.sub(evaluate_stage.THROUGHPUT_FILE).read_text())
+        measured = json.loads(run.sub(runfolder.THROUGHPUT_FILE).read_text())
         assert measured["rows"] == 3 and measured["seconds"] > 0
         assert measured["routes_per_hour"] == pytest.approx(
             3 / measured["seconds"] * 3600, rel=0.02
         )
-        before = run.sub(evaluate_stage.THROUGHPUT_FILE).stat().st_mtime_ns
+        before = run.sub(runfolder.THROUGHPUT_FILE).stat().st_mtime_ns
         evaluate_stage.evaluate(run, url)  # every row cached: nothing new to measure
-        assert run.sub(evaluate_stage.THROUGHPUT_FILE).stat().st_mtime_ns == before
+        assert run.sub(runfolder.THROUGHPUT_FILE).stat().st_mtime_ns == before
 
 
 def test_throughput_is_the_headline_decodings(tmp_path: Path) -> None:
@@ -209,9 +210,9 @@ def test_throughput_is_the_headline_decodings(tmp_path: Path) -> None:
         url = f"{server.url}/v1/{endpoint['name']}:predict"
         prepare_stage.prepare(only)
         evaluate_stage.evaluate(only, url, "constrained")
-        assert json.loads(only.sub(evaluate_stage.THROUGHPUT_FILE).read_text())["rows"] == 2
+        assert json.loads(only.sub(runfolder.THROUGHPUT_FILE).read_text())["rows"] == 2
         prepare_stage.prepare(both)
         evaluate_stage.evaluate(both, url, "free")
-        before = both.sub(evaluate_stage.THROUGHPUT_FILE).read_bytes()
+        before = both.sub(runfolder.THROUGHPUT_FILE).read_bytes()
         evaluate_stage.evaluate(both, url, "constrained")
-        assert both.sub(evaluate_stage.THROUGHPUT_FILE).read_bytes() == before
+        assert both.sub(runfolder.THROUGHPUT_FILE).read_bytes() == before

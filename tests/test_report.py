@@ -82,7 +82,7 @@ def test_planted_token_in_a_notebook_refuses_the_report(
     assert TOKEN not in err  # the finding never repeats the secret
     assert "Traceback" not in err
     assert not out_dir.exists()
-    assert not list(tmp_path.glob(".site.tmp-*"))  # staging removed
+    assert not list(tmp_path.glob(".site.*"))  # staging removed
 
 
 def test_secret_reaching_a_page_refuses_the_report(outputs: Path, tmp_path: Path) -> None:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from routerlib import compare, display, metrics, report
+from routerlib import compare, display, metrics, report, runfolder
 from tests.support import compare_runs
 from tests.support.compare_runs import gold_object
 
@@ -105,9 +105,9 @@ def test_report_index_shows_pairs_and_links_every_test(sweep: list[Path], tmp_pa
     sig_html = report._comparison(sweep, tmp_path)["significance"]
     main = sig_html.split("<details>")[0]
     assert main.count("<tr") == 1 + 18  # header + one row per pair
-    csv = (tmp_path / report.SIGNIFICANCE_CSV).read_text().splitlines()
+    csv = (tmp_path / runfolder.SIGNIFICANCE_FILE).read_text().splitlines()
     assert len(csv) == 1 + 18 * len(compare.SIGNIFICANCE_METRICS)
-    assert f'href="{report.SIGNIFICANCE_CSV}"' in sig_html
+    assert f'href="{runfolder.SIGNIFICANCE_FILE}"' in sig_html
 
 
 def test_notebook_05_pair_cells_show_notebook_04s_p_values(tmp_path: Path) -> None:

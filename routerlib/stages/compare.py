@@ -42,9 +42,9 @@ def runs_to_compare(run: Run, runs: list[str]) -> list[RunSummary]:
     return found
 
 
-def comparison_plots(run: Run, found: list[RunSummary]) -> list[Path]:
-    """Every comparison plot, saved as PNG in the run folder."""
-    return compare_plots.all_plots(found, run.sub(runfolder.PLOTS_DIR))
+def comparison_plots(run: Run, found: list[RunSummary], board: pd.DataFrame) -> list[Path]:
+    """Every comparison plot (``board``: the runs' leaderboard), saved as PNG in the run folder."""
+    return compare_plots.all_plots(found, run.sub(runfolder.PLOTS_DIR), board)
 
 
 def sweep_plot(run: Run, rows: Any) -> Path:

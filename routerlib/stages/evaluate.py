@@ -7,6 +7,7 @@ import json
 import re
 import shutil
 import time
+from collections.abc import Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import asdict
 from pathlib import Path
@@ -116,7 +117,7 @@ def evaluate(run: Run, endpoint: Predictor | str, decoding: str = "free") -> Rep
     # resumed evaluation measures only its new rows)
     if generated > 0 and decoding == decodings(run)[0]:
         runfolder.write_record(
-            run.sub(THROUGHPUT_FILE),
+            run.sub(runfolder.THROUGHPUT_FILE),
             runfolder.ThroughputRecord(
                 rows=generated,
                 seconds=round(seconds, 3),
@@ -127,10 +128,6 @@ def evaluate(run: Run, endpoint: Predictor | str, decoding: str = "free") -> Rep
     return report
 
 
-#: Routes per hour measured while notebook 04 predicted the test split (with its scoring).
-THROUGHPUT_FILE = runfolder.THROUGHPUT_FILE
-
-
 def run_cost(run: Run, job: Job, report: dict[str, Any]) -> dict[str, Any]:
     """What the run cost or would cost (``pricing.RunCost`` as a dict): tuning, serving per
     1,000 routes at the measured throughput, and latency."""
@@ -139,7 +136,7 @@ def run_cost(run: Run, job: Job, report: dict[str, Any]) -> dict[str, Any]:
     tokens = stats.get("total_billable_token_count")
     if isinstance(tokens, int) and job.backend == "local" and stats.get("epochs"):
         tokens //= int(stats["epochs"])  # the local backend counts every epoch; Vertex one pass
-    file = run.sub(THROUGHPUT_FILE)
+    file = run.sub(runfolder.THROUGHPUT_FILE)
     throughput = runfolder.read_json(file, runfolder.ThroughputRecord) if file.exists() else None
     shape = hardware.choose(
         cfg.base_model, cfg.machine_type, cfg.accelerator_type, cfg.accelerator_count
@@ -166,15 +163,18 @@ def headline_report(reports: dict[str, Report]) -> Report:
     return next(iter(reports.values()))
 
 
+def strict_figures(reports: dict[str, Report], metrics: Sequence[str]) -> pd.DataFrame:
+    """One row per report: the strict overall figure of each of ``metrics``."""
+    rows = {name: {m: _overall(r, "strict").get(m) for m in metrics} for name, r in reports.items()}
+    return pd.DataFrame.from_dict(rows, orient="index")
+
+
 def decoding_table(reports: dict[str, Report]) -> pd.DataFrame:
     """Free against constrained on the same rows: strict figures, time per token and the paired
     test of constrained minus free per metric (McNemar / paired bootstrap, compare.py)."""
     shown_metrics = ("json_valid", "schema_valid", *HEADLINE[1:6], "tool_sequence_exact")
-    rows: dict[str, dict[str, Any]] = {}
-    for decoding, report in reports.items():
-        rows[decoding] = {m: _overall(report, "strict").get(m) for m in shown_metrics}
-        rows[decoding]["s_per_token"] = compare.seconds_per_token(report)
-    table = pd.DataFrame(rows).T
+    table = strict_figures(reports, shown_metrics)
+    table["s_per_token"] = [compare.seconds_per_token(r) for r in reports.values()]
     if {"free", "constrained"} <= set(reports):
         tests = compare.paired_reports(reports["constrained"], reports["free"])
         for metric, test in tests.items():
@@ -305,8 +305,6 @@ def worst_errors(run: Run, n: int = 10) -> display.HTMLTable:
 
 #: What metrics.json copies from the RunConfig and from the Job.
 RUN_FIELDS = {"name", "backend", "base_model", "tuning_mode", "adapter_size", "epochs"}
-
-
 TUNING_FIELDS = {"state", "train_seconds", "cost_estimate_usd", "tuning_data_stats", "loss_curve"}
 
 
@@ -315,14 +313,8 @@ def _checkpoint_summary(run: Run) -> dict[str, Any] | None:
     choice = checkpoints.read_choice(run.path)
     if choice is None:
         return None
-    return {
-        "served": choice.chosen,
-        "best": choice.best,
-        "mode": choice.mode,
-        "select_metric": choice.select_metric,
-        "reason": choice.reason,
-        "record": runfolder.CHECKPOINTS_FILE,
-    }
+    figures = choice.model_dump(include={"best", "mode", "select_metric", "reason"})
+    return {"served": choice.chosen, **figures, "record": runfolder.CHECKPOINTS_FILE}
 
 
 def write_metrics(
@@ -335,8 +327,8 @@ def write_metrics(
     """Write the run's metrics.json: the run, its tuning, the evaluation (``report``: the headline
     decoding), one entry per scored decoding, and the baseline summaries."""
     decoding_reports = decoding_reports or {decodings(run)[0]: report}
-    matching = [d for d, r in decoding_reports.items() if r is report]
-    headline_decoding = matching[0] if matching else decodings(run)[0]
+    matching = (d for d, r in decoding_reports.items() if r is report)
+    headline_decoding = next(matching, decodings(run)[0])
 
     def info(r: Report, decoding: str) -> runfolder.DecodingInfo:
         return runfolder.DecodingInfo(

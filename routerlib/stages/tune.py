@@ -41,15 +41,13 @@ def tuning_spec(run: Run, smoke: bool = False) -> TuningSpec:
     uris = dataset_uris(run, smoke)
     name = cfg.tuned_model_display_name or f"router-{cfg.name}"
     return TuningSpec.build(
-        base_model=cfg.base_model,
         training_dataset_uri=uris["train"],
         validation_dataset_uri=uris["validation"],
         output_uri=_output_uri(run, smoke),
         tuning_mode="PEFT_ADAPTER" if smoke else cfg.tuning_mode,
         adapter_size=(cfg.adapter_size or 16) if smoke else cfg.adapter_size,
         epochs=cfg.smoke_epochs if smoke else cfg.epochs,
-        learning_rate=cfg.learning_rate,
-        learning_rate_multiplier=cfg.learning_rate_multiplier,
+        **cfg.model_dump(include={"base_model", "learning_rate", "learning_rate_multiplier"}),
         tuned_model_display_name=name + ("-smoke" if smoke else ""),
         labels={"routerlib-run": _label(run.path.name), **cfg.labels},
         custom_base_model=None if smoke else (cfg.custom_base_model or None),
@@ -66,13 +64,10 @@ def tune(run: Run, smoke: bool = False) -> Job:
     cfg = run.config
     job = jobs.tune(
         tuning_spec(run, smoke),
-        backend=cfg.backend,
-        wait=True,
-        strict=cfg.strict,
         project=cfg.project or None,
-        location=cfg.location,
         api_endpoint=cfg.api_endpoint or None,
         local_options={"batch_size": cfg.batch_size, "max_train_tokens": cfg.max_train_tokens},
+        **cfg.model_dump(include={"backend", "strict", "location"}),
     )
     record = run.sub(runfolder.job_file(smoke))
     output = job.spec.output_uri
