@@ -85,7 +85,7 @@ def cancel_running() -> list[str]:
         except gexc.NotFound:
             state = "JOB_STATE_CANCELLED"
         except auth.sdk_errors() as exc:
-            raise vertex._remote_error(f"cancel {record['job_name']}", exc) from None
+            raise auth.remote_error(f"cancel {record['job_name']}", exc) from None
         record["state"] = state
         _save(record)
     return cancelled
@@ -333,7 +333,7 @@ class BatchPredictor:
         try:
             job_name = _create_job(key, self.model, base, shape, s.project, s.location)
         except auth.sdk_errors() as exc:
-            raise vertex._remote_error(f"submit batch job on {self.model}", exc) from None
+            raise auth.remote_error(f"submit batch job on {self.model}", exc) from None
         record = {"key": key, "job_name": job_name, **what, "state": "JOB_STATE_PENDING"}
         record.update(rows=len(prompts), input_uri=f"{base}/instances.jsonl")
         record.update(submitted_at=vertex._now(), **estimate.record())
@@ -360,7 +360,7 @@ class BatchPredictor:
             )
             raise
         except auth.sdk_errors() as exc:
-            raise vertex._remote_error(f"poll {record['job_name']}", exc) from None
+            raise auth.remote_error(f"poll {record['job_name']}", exc) from None
         outcome.state = record["state"] = state
         if state not in _SUCCEEDED:
             _save(record)
@@ -452,7 +452,7 @@ def _submitted_unrecorded(
             filter=f'display_name="{name}"', project=project, location=location
         )
     except auth.sdk_errors() as exc:
-        raise vertex._remote_error(f"list batch jobs of {project}/{location}", exc) from None
+        raise auth.remote_error(f"list batch jobs of {project}/{location}", exc) from None
     alive = [j for j in found if j.display_name == name and _state_name(j) not in _DEAD]
     if not alive:
         return None
