@@ -103,22 +103,28 @@ def resolve_model(
     ``projects/…/models/ID``, an id with ``project``, an endpoint routerlib recorded (then the
     model its deploy uploaded) or a checkpoint's ``gs://`` URI (the model its latest deploy
     uploaded, as ``eval_mode: batch`` asks)."""
-    if storage.is_gcs_uri(model):
-        model = recorded_model(model)
+    checkpoint = storage.is_gcs_uri(model)
     for record in reversed(vertex.read_registry()):
         names = (record.get("endpoint_name", ""), record.get("model_name", ""))
-        if model in names or any(n.rsplit("/", 1)[-1] == model for n in names if n):
-            if record.get("model_state") == "deleted":
-                raise InputError(
-                    f"--batch {model}: the model {record.get('model_name')} was deleted by a "
-                    "cleanup; deploy the checkpoint again (`routerlib deploy`) to upload one"
-                )
-            return (
-                record["model_name"],
-                record.get("project", ""),
-                record.get("location", ""),
-                record.get("api_endpoint", ""),
+        deleted = record.get("model_state") == "deleted"
+        if checkpoint:  # the latest deploy of it whose model still exists
+            if record.get("checkpoint_uri") != model or not names[1] or deleted:
+                continue
+        elif not (model in names or any(n.rsplit("/", 1)[-1] == model for n in names if n)):
+            continue
+        elif deleted:
+            raise InputError(
+                f"--batch {model}: the model {names[1]} was deleted by a cleanup; deploy the "
+                "checkpoint again (`routerlib deploy`) to upload one"
             )
+        recorded = [str(record.get(k, "")) for k in PLACE]
+        return record["model_name"], recorded[0], recorded[1], recorded[2]
+    if checkpoint:
+        raise InputError(
+            f"eval_mode batch: no Model Registry model recorded for {model}; run "
+            f"`routerlib deploy --checkpoint {model}` then `routerlib endpoints delete "
+            "NAME` (keeps the model), or use eval_mode: endpoint"
+        )
     match = re.fullmatch(r"projects/([^/]+)/locations/([^/]+)/models/[^/]+", model)
     if match:
         return model, match.group(1), match.group(2), ""
@@ -191,23 +197,6 @@ def _wait(job: Any, rows: int, poll_s: float, progress: bool) -> str:
         if state in _TERMINAL:
             return state
         time.sleep(poll_s)
-
-
-def recorded_model(checkpoint_uri: str) -> str:
-    """The Model Registry model the latest routerlib deploy of ``checkpoint_uri`` uploaded and
-    that still exists (what ``eval_mode: batch`` predicts with)."""
-    for record in reversed(vertex.read_registry()):
-        if (
-            record.get("checkpoint_uri") == checkpoint_uri
-            and record.get("model_name")
-            and record.get("model_state", "present") == "present"
-        ):
-            return str(record["model_name"])
-    raise InputError(
-        f"eval_mode batch: no Model Registry model recorded for {checkpoint_uri}; run "
-        f"`routerlib deploy --checkpoint {checkpoint_uri}` then `routerlib endpoints delete "
-        "NAME` (keeps the model), or use eval_mode: endpoint"
-    )
 
 
 class BatchPredictor:

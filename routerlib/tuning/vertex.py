@@ -432,9 +432,7 @@ class VertexBackend:
             if state == SUCCEEDED and output
             else None,
             sub_state=None if sub_state in ("", "TUNING_JOB_STATE_UNSPECIFIED") else sub_state,
-            project=self.project,
-            location=self.location,
-            api_endpoint=self.api_endpoint,
+            **self.where,
         )
 
     def submit(self, spec: TuningSpec) -> Job:
