@@ -299,13 +299,30 @@ class BatchPredictor:
         max_tokens: int,
         schema: dict[str, Any] | None,
     ) -> dict[str, Any]:
-        """The recorded job for ``key`` (also one Vertex has but the registry lost), else a new
-        job for ``prompts``, recorded (with ``what``) the moment it exists."""
+        """The recorded job for ``key``, else one Vertex has under its display name but the
+        registry lacks (killed between create and record: recorded now, not paid twice), else a
+        new job for ``prompts``, recorded (with ``what``) the moment it exists."""
+        from google.cloud import aiplatform
+
         assert self.outcome is not None
         s = self.settings
         auth.init_vertex(s.project, s.location, s.api_endpoint)
         if existing is None:
-            existing = _submitted_unrecorded(key, s, what)
+            name = f"routerlib-batch-{key}"
+            try:
+                found = aiplatform.BatchPredictionJob.list(
+                    filter=f'display_name="{name}"', project=s.project, location=s.location
+                )
+            except auth.sdk_errors() as exc:
+                raise auth.remote_error(
+                    f"list batch jobs of {s.project}/{s.location}", exc
+                ) from None
+            for job in (j for j in found if j.display_name == name):
+                if _state_name(job) not in _DEAD:
+                    existing = {"key": key, "job_name": job.resource_name, **what}
+                    existing.update(state=_state_name(job), submitted_at="")
+                    _save(existing)
+                    break
         if existing is not None:
             self.outcome.reattached = True
             return existing
@@ -426,30 +443,6 @@ def _create_job(
         parent=f"projects/{project}/locations/{location}", batch_prediction_job=job
     )
     return str(created.name)
-
-
-def _submitted_unrecorded(
-    key: str, settings: VertexSettings, what: dict[str, Any]
-) -> dict[str, Any] | None:
-    """A job for ``key`` that Vertex has but the registry lacks (killed between submit and the
-    record): found by its display name and recorded now, so it is re-attached, not paid twice."""
-    from google.cloud import aiplatform
-
-    name, project, location = f"routerlib-batch-{key}", settings.project, settings.location
-    try:
-        found = aiplatform.BatchPredictionJob.list(
-            filter=f'display_name="{name}"', project=project, location=location
-        )
-    except auth.sdk_errors() as exc:
-        raise auth.remote_error(f"list batch jobs of {project}/{location}", exc) from None
-    alive = [j for j in found if j.display_name == name and _state_name(j) not in _DEAD]
-    if not alive:
-        return None
-    job = alive[0]
-    record = {"key": key, "job_name": job.resource_name, **what, "state": _state_name(job)}
-    record["submitted_at"] = ""
-    _save(record)
-    return record
 
 
 def _batch_hardware(model_name: str, settings: VertexSettings) -> hw.Hardware:
