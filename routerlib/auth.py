@@ -1,7 +1,8 @@
 """Which Vertex addresses get Google credentials, and how: the one rule for tuning and serving
 (docs/serving.md#credentials: a Vertex predict path over https gets an application-default bearer
 token, a loopback ``http://`` stand-in and any other host none); and the aiplatform SDK pointed at
-a project, region and address (:func:`init_vertex`), for serving, batch prediction and pipelines."""
+a project, region and address (:func:`init_vertex`), for serving, batch prediction and pipelines,
+and what a failed SDK call becomes (:func:`remote_error`)."""
 
 from __future__ import annotations
 
