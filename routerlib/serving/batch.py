@@ -39,13 +39,14 @@ _TERMINAL = frozenset(_SUCCEEDED + _DEAD)
 
 @dataclass
 class BatchOutcome:
-    """What a batch evaluation produced: the job, and the rows it answered and failed."""
+    """What a batch evaluation produced: the job, and the rows it failed (by gold index); the
+    fields are the keys ``describe`` reports."""
 
-    job_name: str = ""
-    state: str = ""
-    output_dir: str = ""
+    batch_job: str = ""
+    batch_state: str = ""
+    batch_output_dir: str = ""
+    batch_reattached: bool = False
     failed_rows: dict[int, str] = field(default_factory=dict)
-    reattached: bool = False
 
 
 def registry_path() -> Path:
@@ -273,7 +274,7 @@ class BatchPredictor:
         where = {k: getattr(self.settings, k) for k in PLACE}
         what = {"model": self.model, "gold": rows_id, "decoding": decoding, **where}
         record = self._attach_or_submit(key, existing, what, prompts, keys, max_tokens, schema)
-        if progress and outcome.reattached:
+        if progress and outcome.batch_reattached:
             print(f"re-attached to {record['job_name']}", file=sys.stderr)
         answered, failed = self._run(record, prompts, progress)
         meta = {"batch_job": record["job_name"]}
@@ -324,7 +325,7 @@ class BatchPredictor:
                     _save(existing)
                     break
         if existing is not None:
-            self.outcome.reattached = True
+            self.outcome.batch_reattached = True
             return existing
         base = f"{self.gcs_prefix.rstrip('/')}/batch/{key}"
         shape = _batch_hardware(self.model, s)
@@ -354,7 +355,7 @@ class BatchPredictor:
 
         outcome = self.outcome
         assert outcome is not None
-        outcome.job_name = record["job_name"]
+        outcome.batch_job = record["job_name"]
         try:
             job = aiplatform.BatchPredictionJob(record["job_name"])
             state = _wait(job, len(prompts), self.poll_s, progress)
@@ -367,19 +368,19 @@ class BatchPredictor:
             raise
         except auth.sdk_errors() as exc:
             raise auth.remote_error(f"poll {record['job_name']}", exc) from None
-        outcome.state = record["state"] = state
+        outcome.batch_state = record["state"] = state
         if state not in _SUCCEEDED:
             _save(record)
             error = job.gca_resource.error.message or "no message"
             raise RemoteError(f"batch job {record['job_name']} ended {state}: {error}")
         info = job.output_info
-        outcome.output_dir = info.gcs_output_directory if info is not None else ""
-        answered, failed = _read_back(outcome.output_dir, prompts)
+        outcome.batch_output_dir = info.gcs_output_directory if info is not None else ""
+        answered, failed = _read_back(outcome.batch_output_dir, prompts)
         missing = {i: "no output line for this row" for i in prompts if i not in answered}
         outcome.failed_rows = dict(sorted({**missing, **failed}.items()))
         record["failed_rows"] = {str(k): v for k, v in outcome.failed_rows.items()}
         record["failed_keys"] = {row_key(i, prompts[i]): v for i, v in outcome.failed_rows.items()}
-        record["output_dir"] = outcome.output_dir
+        record["output_dir"] = outcome.batch_output_dir
         done = job.gca_resource  # billed: node hours of its machine x the machine's rate
         spent = pricing.batch_cost(
             done.dedicated_resources.machine_spec.machine_type,
@@ -392,19 +393,12 @@ class BatchPredictor:
         return answered, outcome.failed_rows
 
     def describe(self) -> dict[str, Any]:
-        o = self.outcome
         info: dict[str, Any] = {"mode": self.mode, "kind": self.kind}
-        if o is None:
+        if self.outcome is None:
             return info
-        return {
-            **info,
-            "batch_job": o.job_name,
-            "batch_state": o.state,
-            "batch_output_dir": o.output_dir,
-            "batch_reattached": o.reattached,
-            "failed_rows": sorted(o.failed_rows),
-            "failed_reasons": {str(k): v for k, v in o.failed_rows.items()},
-        }
+        failed = self.outcome.failed_rows
+        info |= asdict(self.outcome) | {"failed_rows": sorted(failed)}
+        return info | {"failed_reasons": {str(k): v for k, v in failed.items()}}
 
     def close(self) -> None:
         """Nothing to release: a finished job holds no machine."""
