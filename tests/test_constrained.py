@@ -274,7 +274,7 @@ def test_a_slow_tokenizer_is_refused() -> None:
         pass
 
     with pytest.raises(constrained.ConstraintError, match="fast"):
-        constrained._fast_tokenizer(Slow.__new__(Slow))
+        constrained._ll_tokenizer(Slow.__new__(Slow), 8, (0,))
 
 
 @pytest.mark.slow

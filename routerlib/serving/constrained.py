@@ -31,23 +31,18 @@ class ConstraintError(RouterlibError):
     """The schema cannot be compiled for this tokenizer, or a matcher reached an error state."""
 
 
-def _fast_tokenizer(tokenizer: Any) -> Any:
+def _ll_tokenizer(tokenizer: Any, vocab_size: int, eos_ids: tuple[int, ...]) -> Any:
+    """llguidance's view of ``tokenizer`` (cached per tokenizer object, vocab size and EOS)."""
+    import llguidance.hf
     from transformers import PreTrainedTokenizerFast
 
     if not isinstance(tokenizer, PreTrainedTokenizerFast):
         raise ConstraintError(
             f"constrained decoding needs a fast (Rust) tokenizer, got {type(tokenizer).__name__}"
         )
-    return tokenizer
-
-
-def _ll_tokenizer(tokenizer: Any, vocab_size: int, eos_ids: tuple[int, ...]) -> Any:
-    """llguidance's view of ``tokenizer`` (cached per tokenizer object, vocab size and EOS)."""
-    import llguidance.hf
-
     key = (vocab_size, eos_ids)
     with _lock:
-        per_tok = _tokenizers.setdefault(_fast_tokenizer(tokenizer), {})
+        per_tok = _tokenizers.setdefault(tokenizer, {})
         if key not in per_tok:
             eos: int | list[int] = list(eos_ids) if len(eos_ids) > 1 else eos_ids[0]
             per_tok[key] = llguidance.hf.from_tokenizer(
