@@ -9,13 +9,12 @@ import json
 import os
 import re
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from routerlib import atomic, auth, runfolder, storage, vertex_pipelines
 from routerlib.errors import InputError, RemoteError
-from routerlib.jobs import text_table, when
+from routerlib.jobs import Out, text_table, when
 from routerlib.paths import outputs_root, resolve
 from routerlib.serving.settings import DEFAULT_LOCATION
 
@@ -39,8 +38,6 @@ NEEDS = {
     ("cancel", JOB): "aiplatform.pipelineJobs.cancel",
     ("pause", SCHEDULE): "aiplatform.schedules.update",
 }
-
-Out = Callable[[str], Any]
 
 
 def registry_path() -> Path:
