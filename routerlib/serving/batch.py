@@ -130,7 +130,7 @@ def resolve_model(
     if match:
         return model, match.group(1), match.group(2), ""
     if project and re.fullmatch(r"[A-Za-z0-9_-]+", model):
-        loc = location or vertex.DEFAULT_LOCATION
+        loc = location or DEFAULT_LOCATION
         return f"projects/{project}/locations/{loc}/models/{model}", project, loc, ""
     raise InputError(
         f"--batch {model}: not a Model Registry model (projects/P/locations/L/models/ID, an id "
