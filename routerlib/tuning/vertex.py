@@ -432,7 +432,9 @@ class VertexBackend:
             if state == SUCCEEDED and output
             else None,
             sub_state=None if sub_state in ("", "TUNING_JOB_STATE_UNSPECIFIED") else sub_state,
-            **self.where,
+            project=self.project,
+            location=self.location,
+            api_endpoint=self.api_endpoint,
         )
 
     def submit(self, spec: TuningSpec) -> Job:
