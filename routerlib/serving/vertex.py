@@ -101,15 +101,6 @@ def _record(deployment: Deployment) -> None:
         records.append(asdict(deployment))
 
 
-def _mark_deleted(endpoint_name: str, models_deleted: bool = False) -> None:
-    with atomic.update_registry(registry_path(), REGISTRY_KEY) as records:
-        for record in records:
-            if record.get("endpoint_name") == endpoint_name:
-                record.update(state="deleted", deleted_at=_now())
-                if models_deleted:
-                    record["model_state"] = "deleted"
-
-
 def _registry_entry(endpoint_name: str) -> dict[str, Any] | None:
     for record in reversed(read_registry()):
         name = record.get("endpoint_name", "")
@@ -334,7 +325,11 @@ def delete_endpoint(
             continue
         except auth.sdk_errors() as exc:
             raise auth.remote_error(f"delete model {model}", exc) from None
-    _mark_deleted(name, models_deleted=bool(delete_models))
+    with atomic.update_registry(registry_path(), REGISTRY_KEY) as records:
+        for record in (r for r in records if r.get("endpoint_name") == name):
+            record.update(state="deleted", deleted_at=_now())
+            if delete_models:
+                record["model_state"] = "deleted"
     return model_ids
 
 
