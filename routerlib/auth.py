@@ -1,7 +1,8 @@
 """Which Vertex addresses get Google credentials, and how: the one rule for tuning and serving
 (docs/serving.md#credentials: a Vertex predict path over https gets an application-default bearer
 token, a loopback ``http://`` stand-in and any other host none); and the aiplatform SDK pointed at
-a project, region and address (:func:`init_vertex`), for serving, batch prediction and pipelines."""
+a project, region and address (:func:`init_vertex`), for serving, batch prediction and pipelines,
+and what a failed SDK call becomes (:func:`remote_error`)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import threading
 from typing import Any
 from urllib.parse import urlsplit
 
-from routerlib.errors import InputError
+from routerlib.errors import InputError, PermissionDenied, RemoteError
 
 SCOPES = ("https://www.googleapis.com/auth/cloud-platform",)
 _LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
@@ -142,3 +143,17 @@ def sdk_errors() -> tuple[type[BaseException], ...]:
     from google.auth.exceptions import GoogleAuthError
 
     return (GoogleAPIError, requests.exceptions.RequestException, GoogleAuthError)
+
+
+def remote_error(action: str, exc: BaseException, needs: str = "") -> RemoteError:
+    """The RemoteError for a failed SDK call, ``<action>: <code> <message>``; a 403 is a
+    PermissionDenied naming ``needs`` (the permissions the call needs) when given."""
+    code = getattr(exc, "code", None)
+    message = " ".join(str(getattr(exc, "message", None) or exc).split())
+    if code == 403 and needs:
+        return PermissionDenied(
+            f"{action}: permission denied ({message}); the credentials need {needs} "
+            "(role roles/aiplatform.user), and running as a service account needs "
+            "iam.serviceAccounts.actAs on it"
+        )
+    return RemoteError(f"{action}: {code} {message}" if code else f"{action}: {message}")

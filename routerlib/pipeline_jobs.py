@@ -9,13 +9,12 @@ import json
 import os
 import re
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from routerlib import atomic, auth, runfolder, storage, vertex_pipelines
-from routerlib.errors import InputError, PermissionDenied, RemoteError
-from routerlib.jobs import text_table, when
+from routerlib.errors import InputError, RemoteError
+from routerlib.jobs import Out, text_table, when
 from routerlib.paths import outputs_root, resolve
 from routerlib.serving.settings import DEFAULT_LOCATION
 
@@ -39,8 +38,6 @@ NEEDS = {
     ("cancel", JOB): "aiplatform.pipelineJobs.cancel",
     ("pause", SCHEDULE): "aiplatform.schedules.update",
 }
-
-Out = Callable[[str], Any]
 
 
 def registry_path() -> Path:
@@ -85,12 +82,6 @@ def check_cron(cron: str) -> str:
     return text
 
 
-def submission_key(spec: dict[str, Any], **place: Any) -> str:
-    """The hash of a submission: the compiled pipeline and where and how it runs."""
-    text = json.dumps({"spec": spec, **place}, sort_keys=True, default=str)
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:12]
-
-
 def preflight(template: str | os.PathLike[str]) -> tuple[dict[str, Any], dict[str, Any]]:
     """The compiled pipeline and its parameter defaults; InputError naming what Vertex would
     refuse or could not run (nothing is sent)."""
@@ -110,19 +101,6 @@ def preflight(template: str | os.PathLike[str]) -> tuple[dict[str, Any], dict[st
     if problems:
         raise InputError("the pipeline cannot run on Vertex; nothing was sent", problems)
     return spec, defaults
-
-
-def _failure(action: str, exc: BaseException, needs: str) -> RemoteError:
-    """RemoteError for a failed call; a 403 is a PermissionDenied naming the permission."""
-    code = getattr(exc, "code", None)
-    message = " ".join(str(getattr(exc, "message", None) or exc).split())[:300]
-    if code == 403:
-        return PermissionDenied(
-            f"{action}: permission denied ({message}); the credentials need {needs} "
-            "(role roles/aiplatform.user), and running as a service account needs "
-            "iam.serviceAccounts.actAs on it"
-        )
-    return RemoteError(f"{action}: {code} {message}" if code else f"{action}: {message}")
 
 
 def _fields(kind: str, resource: Any) -> dict[str, Any]:
@@ -160,7 +138,7 @@ def refresh(record: dict[str, Any], out: Out) -> dict[str, Any]:
     try:
         resource = _get(record)
     except auth.sdk_errors() as exc:
-        out(f"{record['ref']}: showing the recorded state ({_failure('get', exc, '')})")
+        out(f"{record['ref']}: showing the recorded state ({auth.remote_error('get', exc)})")
         return record
     if resource is None and record.get("state") == UNKNOWN:
         return record
@@ -194,7 +172,9 @@ def submit(
     storage.check_bucket(str(defaults["outputs"]))  # the SDK would create a missing bucket
     kind = SCHEDULE if cron else JOB
     place = {"project": project, "location": location, "api_endpoint": api_endpoint}
-    key = submission_key(spec, service_account=service_account, cron=cron, **place)
+    # the submission's hash: the compiled pipeline and where and how it runs
+    what = {"spec": spec, "service_account": service_account, "cron": cron, **place}
+    key = hashlib.sha256(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()[:12]
     auth.init_vertex(project, location, api_endpoint)
     found, attempt = _reattach(kind, key, place, out)
     if found is not None:
@@ -284,14 +264,14 @@ def _create(
         code = getattr(exc, "code", None)
         if isinstance(code, int) and code < 500:  # an answer: the create did not happen
             _save(record, keep=False)
-            raise _failure(f"create {kind} {ref}", exc, needs) from None
+            raise auth.remote_error(f"create {kind} {ref}", exc, needs) from None
         try:
             resource = _get(record)
         except auth.sdk_errors():
             resource = None
         if resource is None:
             raise RemoteError(
-                f"create {kind} {ref}: no answer ({_failure('create', exc, needs)}); it is "
+                f"create {kind} {ref}: no answer ({auth.remote_error('create', exc, needs)}); it is "
                 f"recorded as {UNKNOWN} in {registry_path()}: run the same command again, it "
                 "re-attaches if Vertex made it and sends it again under the same id if not"
             ) from None
@@ -380,7 +360,7 @@ def cancel(ref: str, out: Out = print) -> dict[str, Any]:
         else:
             aiplatform.PipelineJobSchedule.get(name).pause()
     except auth.sdk_errors() as exc:
-        raise _failure(f"{action} {name}", exc, NEEDS[(action, kind)]) from None
+        raise auth.remote_error(f"{action} {name}", exc, NEEDS[(action, kind)]) from None
     record = refresh(record, out)
     out(f"{action} requested: {record['name']} ({record['state']})")
     return record

@@ -130,7 +130,7 @@ def test_closing_priority_on_hand_made_masks(embedded: LocalPredictor) -> None:
     import torch
 
     compiled = embedded.compiled_schema(SMALL_SCHEMA)
-    table = compiled.token_table()
+    table = compiled.token_table
     tok = embedded.tokenizer
 
     def ids(text: str) -> list[int]:
@@ -151,7 +151,7 @@ def test_closing_priority_on_hand_made_masks(embedded: LocalPredictor) -> None:
     assert table.closer(mask(word, letter)) is None
     assert torch.nonzero(table.shortest(mask(word, letter))).flatten().tolist() == [letter]
     # from the start, closing mode writes a whole minimal object the grammar accepts
-    cost = compiled.start_cost()
+    cost = compiled.start_cost
     assert 0 < cost == constrained.simulate_closing(compiled, compiled.matcher(), 10_000)
 
 
@@ -274,7 +274,7 @@ def test_a_slow_tokenizer_is_refused() -> None:
         pass
 
     with pytest.raises(constrained.ConstraintError, match="fast"):
-        constrained._fast_tokenizer(Slow.__new__(Slow))
+        constrained._ll_tokenizer(Slow.__new__(Slow), 8, (0,))
 
 
 @pytest.mark.slow
@@ -313,7 +313,7 @@ def test_greedy_picks_the_masked_argmax(embedded: LocalPredictor, follow: str) -
     greedy = constrained.SchemaLogitsProcessor(
         [compiled, compiled, None], max_new_tokens=budget, greedy=True
     )
-    quote = compiled.token_table().bare[0][0]  # a bare `"`: refused by the mask at forced text
+    quote = compiled.token_table.bare[0][0]  # a bare `"`: refused by the mask at forced text
     generator = torch.Generator().manual_seed(3)
     ids = torch.zeros((3, 1), dtype=torch.long)
     for step in range(60):

@@ -190,7 +190,7 @@ def test_evaluate_checkpoint_constrained_writes_a_valid_report(
     """``evaluate --checkpoint --constrained``: every answer parses and passes the schema."""
     from routerlib.serving import local
 
-    monkeypatch.setattr(local, "_default_loader", load_plain)
+    monkeypatch.setattr(local, "load_for_inference", load_plain)
     monkeypatch.setattr(schema, "GENERATION_BOUNDS", {**schema.GENERATION_BOUNDS, **SMALL})
     gold = tmp_path / "gold.jsonl"
     row = {"route_plan": ["/math(x)"], **{k: v for k, v in _gold().items() if k != "route_plan"}}

@@ -39,13 +39,14 @@ _TERMINAL = frozenset(_SUCCEEDED + _DEAD)
 
 @dataclass
 class BatchOutcome:
-    """What a batch evaluation produced: the job, and the rows it answered and failed."""
+    """What a batch evaluation produced: the job, and the rows it failed (by gold index); the
+    fields are the keys ``describe`` reports."""
 
-    job_name: str = ""
-    state: str = ""
-    output_dir: str = ""
+    batch_job: str = ""
+    batch_state: str = ""
+    batch_output_dir: str = ""
+    batch_reattached: bool = False
     failed_rows: dict[int, str] = field(default_factory=dict)
-    reattached: bool = False
 
 
 def registry_path() -> Path:
@@ -85,7 +86,7 @@ def cancel_running() -> list[str]:
         except gexc.NotFound:
             state = "JOB_STATE_CANCELLED"
         except auth.sdk_errors() as exc:
-            raise vertex._remote_error(f"cancel {record['job_name']}", exc) from None
+            raise auth.remote_error(f"cancel {record['job_name']}", exc) from None
         record["state"] = state
         _save(record)
     return cancelled
@@ -103,27 +104,33 @@ def resolve_model(
     ``projects/…/models/ID``, an id with ``project``, an endpoint routerlib recorded (then the
     model its deploy uploaded) or a checkpoint's ``gs://`` URI (the model its latest deploy
     uploaded, as ``eval_mode: batch`` asks)."""
-    if storage.is_gcs_uri(model):
-        model = recorded_model(model)
+    checkpoint = storage.is_gcs_uri(model)
     for record in reversed(vertex.read_registry()):
         names = (record.get("endpoint_name", ""), record.get("model_name", ""))
-        if model in names or any(n.rsplit("/", 1)[-1] == model for n in names if n):
-            if record.get("model_state") == "deleted":
-                raise InputError(
-                    f"--batch {model}: the model {record.get('model_name')} was deleted by a "
-                    "cleanup; deploy the checkpoint again (`routerlib deploy`) to upload one"
-                )
-            return (
-                record["model_name"],
-                record.get("project", ""),
-                record.get("location", ""),
-                record.get("api_endpoint", ""),
+        deleted = record.get("model_state") == "deleted"
+        if checkpoint:  # the latest deploy of it whose model still exists
+            if record.get("checkpoint_uri") != model or not names[1] or deleted:
+                continue
+        elif not (model in names or any(n.rsplit("/", 1)[-1] == model for n in names if n)):
+            continue
+        elif deleted:
+            raise InputError(
+                f"--batch {model}: the model {names[1]} was deleted by a cleanup; deploy the "
+                "checkpoint again (`routerlib deploy`) to upload one"
             )
+        recorded = [str(record.get(k, "")) for k in PLACE]
+        return record["model_name"], recorded[0], recorded[1], recorded[2]
+    if checkpoint:
+        raise InputError(
+            f"eval_mode batch: no Model Registry model recorded for {model}; run "
+            f"`routerlib deploy --checkpoint {model}` then `routerlib endpoints delete "
+            "NAME` (keeps the model), or use eval_mode: endpoint"
+        )
     match = re.fullmatch(r"projects/([^/]+)/locations/([^/]+)/models/[^/]+", model)
     if match:
         return model, match.group(1), match.group(2), ""
     if project and re.fullmatch(r"[A-Za-z0-9_-]+", model):
-        loc = location or vertex.DEFAULT_LOCATION
+        loc = location or DEFAULT_LOCATION
         return f"projects/{project}/locations/{loc}/models/{model}", project, loc, ""
     raise InputError(
         f"--batch {model}: not a Model Registry model (projects/P/locations/L/models/ID, an id "
@@ -191,23 +198,6 @@ def _wait(job: Any, rows: int, poll_s: float, progress: bool) -> str:
         if state in _TERMINAL:
             return state
         time.sleep(poll_s)
-
-
-def recorded_model(checkpoint_uri: str) -> str:
-    """The Model Registry model the latest routerlib deploy of ``checkpoint_uri`` uploaded and
-    that still exists (what ``eval_mode: batch`` predicts with)."""
-    for record in reversed(vertex.read_registry()):
-        if (
-            record.get("checkpoint_uri") == checkpoint_uri
-            and record.get("model_name")
-            and record.get("model_state", "present") == "present"
-        ):
-            return str(record["model_name"])
-    raise InputError(
-        f"eval_mode batch: no Model Registry model recorded for {checkpoint_uri}; run "
-        f"`routerlib deploy --checkpoint {checkpoint_uri}` then `routerlib endpoints delete "
-        "NAME` (keeps the model), or use eval_mode: endpoint"
-    )
 
 
 class BatchPredictor:
@@ -284,7 +274,7 @@ class BatchPredictor:
         where = {k: getattr(self.settings, k) for k in PLACE}
         what = {"model": self.model, "gold": rows_id, "decoding": decoding, **where}
         record = self._attach_or_submit(key, existing, what, prompts, keys, max_tokens, schema)
-        if progress and outcome.reattached:
+        if progress and outcome.batch_reattached:
             print(f"re-attached to {record['job_name']}", file=sys.stderr)
         answered, failed = self._run(record, prompts, progress)
         meta = {"batch_job": record["job_name"]}
@@ -310,15 +300,32 @@ class BatchPredictor:
         max_tokens: int,
         schema: dict[str, Any] | None,
     ) -> dict[str, Any]:
-        """The recorded job for ``key`` (also one Vertex has but the registry lost), else a new
-        job for ``prompts``, recorded (with ``what``) the moment it exists."""
+        """The recorded job for ``key``, else one Vertex has under its display name but the
+        registry lacks (killed between create and record: recorded now, not paid twice), else a
+        new job for ``prompts``, recorded (with ``what``) the moment it exists."""
+        from google.cloud import aiplatform
+
         assert self.outcome is not None
         s = self.settings
         auth.init_vertex(s.project, s.location, s.api_endpoint)
         if existing is None:
-            existing = _submitted_unrecorded(key, s, what)
+            name = f"routerlib-batch-{key}"
+            try:
+                found = aiplatform.BatchPredictionJob.list(
+                    filter=f'display_name="{name}"', project=s.project, location=s.location
+                )
+            except auth.sdk_errors() as exc:
+                raise auth.remote_error(
+                    f"list batch jobs of {s.project}/{s.location}", exc
+                ) from None
+            for job in (j for j in found if j.display_name == name):
+                if _state_name(job) not in _DEAD:
+                    existing = {"key": key, "job_name": job.resource_name, **what}
+                    existing.update(state=_state_name(job), submitted_at="")
+                    _save(existing)
+                    break
         if existing is not None:
-            self.outcome.reattached = True
+            self.outcome.batch_reattached = True
             return existing
         base = f"{self.gcs_prefix.rstrip('/')}/batch/{key}"
         shape = _batch_hardware(self.model, s)
@@ -333,7 +340,7 @@ class BatchPredictor:
         try:
             job_name = _create_job(key, self.model, base, shape, s.project, s.location)
         except auth.sdk_errors() as exc:
-            raise vertex._remote_error(f"submit batch job on {self.model}", exc) from None
+            raise auth.remote_error(f"submit batch job on {self.model}", exc) from None
         record = {"key": key, "job_name": job_name, **what, "state": "JOB_STATE_PENDING"}
         record.update(rows=len(prompts), input_uri=f"{base}/instances.jsonl")
         record.update(submitted_at=vertex._now(), **estimate.record())
@@ -348,7 +355,7 @@ class BatchPredictor:
 
         outcome = self.outcome
         assert outcome is not None
-        outcome.job_name = record["job_name"]
+        outcome.batch_job = record["job_name"]
         try:
             job = aiplatform.BatchPredictionJob(record["job_name"])
             state = _wait(job, len(prompts), self.poll_s, progress)
@@ -360,20 +367,20 @@ class BatchPredictor:
             )
             raise
         except auth.sdk_errors() as exc:
-            raise vertex._remote_error(f"poll {record['job_name']}", exc) from None
-        outcome.state = record["state"] = state
+            raise auth.remote_error(f"poll {record['job_name']}", exc) from None
+        outcome.batch_state = record["state"] = state
         if state not in _SUCCEEDED:
             _save(record)
             error = job.gca_resource.error.message or "no message"
             raise RemoteError(f"batch job {record['job_name']} ended {state}: {error}")
         info = job.output_info
-        outcome.output_dir = info.gcs_output_directory if info is not None else ""
-        answered, failed = _read_back(outcome.output_dir, prompts)
+        outcome.batch_output_dir = info.gcs_output_directory if info is not None else ""
+        answered, failed = _read_back(outcome.batch_output_dir, prompts)
         missing = {i: "no output line for this row" for i in prompts if i not in answered}
         outcome.failed_rows = dict(sorted({**missing, **failed}.items()))
         record["failed_rows"] = {str(k): v for k, v in outcome.failed_rows.items()}
         record["failed_keys"] = {row_key(i, prompts[i]): v for i, v in outcome.failed_rows.items()}
-        record["output_dir"] = outcome.output_dir
+        record["output_dir"] = outcome.batch_output_dir
         done = job.gca_resource  # billed: node hours of its machine x the machine's rate
         spent = pricing.batch_cost(
             done.dedicated_resources.machine_spec.machine_type,
@@ -386,19 +393,12 @@ class BatchPredictor:
         return answered, outcome.failed_rows
 
     def describe(self) -> dict[str, Any]:
-        o = self.outcome
         info: dict[str, Any] = {"mode": self.mode, "kind": self.kind}
-        if o is None:
+        if self.outcome is None:
             return info
-        return {
-            **info,
-            "batch_job": o.job_name,
-            "batch_state": o.state,
-            "batch_output_dir": o.output_dir,
-            "batch_reattached": o.reattached,
-            "failed_rows": sorted(o.failed_rows),
-            "failed_reasons": {str(k): v for k, v in o.failed_rows.items()},
-        }
+        failed = self.outcome.failed_rows
+        info |= asdict(self.outcome) | {"failed_rows": sorted(failed)}
+        return info | {"failed_reasons": {str(k): v for k, v in failed.items()}}
 
     def close(self) -> None:
         """Nothing to release: a finished job holds no machine."""
@@ -437,30 +437,6 @@ def _create_job(
         parent=f"projects/{project}/locations/{location}", batch_prediction_job=job
     )
     return str(created.name)
-
-
-def _submitted_unrecorded(
-    key: str, settings: VertexSettings, what: dict[str, Any]
-) -> dict[str, Any] | None:
-    """A job for ``key`` that Vertex has but the registry lacks (killed between submit and the
-    record): found by its display name and recorded now, so it is re-attached, not paid twice."""
-    from google.cloud import aiplatform
-
-    name, project, location = f"routerlib-batch-{key}", settings.project, settings.location
-    try:
-        found = aiplatform.BatchPredictionJob.list(
-            filter=f'display_name="{name}"', project=project, location=location
-        )
-    except auth.sdk_errors() as exc:
-        raise vertex._remote_error(f"list batch jobs of {project}/{location}", exc) from None
-    alive = [j for j in found if j.display_name == name and _state_name(j) not in _DEAD]
-    if not alive:
-        return None
-    job = alive[0]
-    record = {"key": key, "job_name": job.resource_name, **what, "state": _state_name(job)}
-    record["submitted_at"] = ""
-    _save(record)
-    return record
 
 
 def _batch_hardware(model_name: str, settings: VertexSettings) -> hw.Hardware:

@@ -31,23 +31,18 @@ class ConstraintError(RouterlibError):
     """The schema cannot be compiled for this tokenizer, or a matcher reached an error state."""
 
 
-def _fast_tokenizer(tokenizer: Any) -> Any:
+def _ll_tokenizer(tokenizer: Any, vocab_size: int, eos_ids: tuple[int, ...]) -> Any:
+    """llguidance's view of ``tokenizer`` (cached per tokenizer object, vocab size and EOS)."""
+    import llguidance.hf
     from transformers import PreTrainedTokenizerFast
 
     if not isinstance(tokenizer, PreTrainedTokenizerFast):
         raise ConstraintError(
             f"constrained decoding needs a fast (Rust) tokenizer, got {type(tokenizer).__name__}"
         )
-    return tokenizer
-
-
-def _ll_tokenizer(tokenizer: Any, vocab_size: int, eos_ids: tuple[int, ...]) -> Any:
-    """llguidance's view of ``tokenizer`` (cached per tokenizer object, vocab size and EOS)."""
-    import llguidance.hf
-
     key = (vocab_size, eos_ids)
     with _lock:
-        per_tok = _tokenizers.setdefault(_fast_tokenizer(tokenizer), {})
+        per_tok = _tokenizers.setdefault(tokenizer, {})
         if key not in per_tok:
             eos: int | list[int] = list(eos_ids) if len(eos_ids) > 1 else eos_ids[0]
             per_tok[key] = llguidance.hf.from_tokenizer(
@@ -64,27 +59,16 @@ class CompiledSchema:
     grammar: str
     vocab_size: int
     eos_ids: tuple[int, ...]
-    compile_seconds: float
-    _table: TokenTable | None = field(default=None, repr=False, compare=False)
-    _start_cost: int | None = field(default=None, repr=False, compare=False)
-
-    def token_table(self) -> TokenTable:
-        """Each token's decoded length and closing category (built once)."""
-        with _lock:
-            if self._table is None:
-                self._table = TokenTable.build(self.ll_tokenizer, self.vocab_size)
-            return self._table
-
-    def start_cost(self) -> int:
-        """Tokens closing mode needs for a whole object from its start (computed once)."""
-        if self._start_cost is None:  # two threads may both compute it: same value
-            self._start_cost = simulate_closing(self, self.matcher(), 1 << 16) or 0
-        return self._start_cost
+    #: each token's decoded length and closing category
+    token_table: TokenTable = field(repr=False, compare=False)
+    #: tokens closing mode needs for a whole object from its start
+    start_cost: int = 0
+    compile_seconds: float = 0.0
 
     def step_ending(self, matcher: Any) -> list[int] | None:
         """The first of :data:`STEP_ENDINGS` the grammar takes after which ``"`` is allowed, for a
         route step that cannot end yet (an open ``/math(``); None when none applies."""
-        table = self.token_table()
+        table = self.token_table
         words = None
         for ending in STEP_ENDINGS:
             ids = list(self.ll_tokenizer.tokenize_str(ending))
@@ -147,12 +131,11 @@ def compiled(
     is_error, messages = llguidance.LLMatcher.validate_grammar_with_warnings(grammar, ll_tok)
     if is_error:
         raise ConstraintError(f"schema cannot be compiled: {'; '.join(messages)}")
-    result = CompiledSchema(ll_tok, grammar, vocab, eos, 0.0)
+    result = CompiledSchema(ll_tok, grammar, vocab, eos, TokenTable.build(ll_tok, vocab))
     # One-off work a first processor would otherwise pay, counted here: the first matcher and
     # mask (llguidance's lazily built tables), the closing token table and the start cost.
     fill_bitmask(result.matcher(), new_bitmask(1, vocab), 0)
-    result.token_table()
-    result.start_cost()
+    result.start_cost = simulate_closing(result, result.matcher(), 1 << 16) or 0
     result.compile_seconds = time.perf_counter() - begin
     with _lock:
         _schemas[key] = result
@@ -353,7 +336,7 @@ def quick_closing_choice(schema: CompiledSchema, matcher: Any, queue: list[int])
         queue.clear()
     if has_forced_text(matcher):
         return []
-    return schema.token_table().bare_allowed(matcher, 0)
+    return schema.token_table.bare_allowed(matcher, 0)
 
 
 def has_forced_text(matcher: Any) -> bool:
@@ -366,7 +349,7 @@ def closing_choice(schema: CompiledSchema, matcher: Any, allowed: Any, queue: li
     """Closing mode's choice (bool [vocab]) for one row whose grammar allows ``allowed``: a
     planned ending's next token (``queue``), a route step's ending, the first closer category,
     the grammar's forced tokens, else the shortest allowed tokens."""
-    table = schema.token_table()
+    table = schema.token_table
 
     def only(token: int) -> Any:
         chosen = allowed.new_zeros(allowed.shape)
@@ -401,7 +384,7 @@ COST_GROWTH = 2
 
 def first_check(schema: CompiledSchema, budget: int) -> int:
     """The step of a row's first closing check, for a row limited to ``budget`` tokens."""
-    return max(0, min(budget // 2, budget - 2 * schema.start_cost() - SAFETY_MARGIN))
+    return max(0, min(budget // 2, budget - 2 * schema.start_cost - SAFETY_MARGIN))
 
 
 def next_check(used: int, needed: int, budget: int) -> int:

@@ -54,10 +54,6 @@ class GenerationResult:
     finish_reason: str = "stop"  # "stop" (EOS) or "length" (max_tokens reached)
 
 
-def _default_loader(checkpoint_dir: str | Path) -> tuple[Any, Any]:
-    return load_for_inference(checkpoint_dir)
-
-
 class LocalPredictor:
     """Greedy (temperature 0) or sampled batched generation from a checkpoint folder (with the
     default loader also anything ``tuning.local.load_for_inference`` takes, such as the embedded
@@ -85,7 +81,7 @@ class LocalPredictor:
             raise InputError(f"max_batch must be at least 1, got {max_batch}")
         self.checkpoint_dir = path
         self.max_batch = max_batch
-        self.model, self.tokenizer = (loader or _default_loader)(path)
+        self.model, self.tokenizer = (loader or load_for_inference)(path)
         self.model.eval()
         self.tokenizer.padding_side = "left"
         if self.tokenizer.pad_token_id is None:

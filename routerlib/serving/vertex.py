@@ -81,12 +81,6 @@ class PredictError(RemoteError):
         self.retryable = is_retryable(status_code)
 
 
-def _remote_error(action: str, exc: BaseException) -> RemoteError:
-    code = getattr(exc, "code", None)
-    message = " ".join(str(getattr(exc, "message", None) or exc).split())
-    return RemoteError(f"{action}: {code} {message}" if code else f"{action}: {message}")
-
-
 def _now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
@@ -105,15 +99,6 @@ def _record(deployment: Deployment) -> None:
     with atomic.update_registry(registry_path(), REGISTRY_KEY) as records:
         records[:] = [r for r in records if r.get("endpoint_name") != deployment.endpoint_name]
         records.append(asdict(deployment))
-
-
-def _mark_deleted(endpoint_name: str, models_deleted: bool = False) -> None:
-    with atomic.update_registry(registry_path(), REGISTRY_KEY) as records:
-        for record in records:
-            if record.get("endpoint_name") == endpoint_name:
-                record.update(state="deleted", deleted_at=_now())
-                if models_deleted:
-                    record["model_state"] = "deleted"
 
 
 def _registry_entry(endpoint_name: str) -> dict[str, Any] | None:
@@ -235,7 +220,7 @@ def deploy(
     try:
         operation = client.deploy(request)
     except auth.sdk_errors() as exc:
-        error = _remote_error(f"deploy {checkpoint_uri}", exc)
+        error = auth.remote_error(f"deploy {checkpoint_uri}", exc)
         code = getattr(exc, "code", None)
         if isinstance(code, int) and 400 <= code < 500:  # refused: nothing was created
             deployment.state, deployment.model_state = "refused", "deleted"
@@ -268,7 +253,7 @@ def _wait_for_deploy(operation: Any, deployment: Deployment, timeout: float) -> 
             _still_recorded(deployment, f"deploy still running after {timeout:g} s")
         ) from None
     except (*auth.sdk_errors(), ValueError) as exc:  # type: ignore[misc]
-        error = _remote_error(f"deploy {deployment.checkpoint_uri}", exc)
+        error = auth.remote_error(f"deploy {deployment.checkpoint_uri}", exc)
         if not getattr(operation, "_result_set", True):
             # Polling failed (a lost connection, a 5xx on the operation), not the deploy: it may
             # still be running, so nothing is deleted under it.
@@ -287,7 +272,7 @@ def _wait_for_deploy(operation: Any, deployment: Deployment, timeout: float) -> 
         deployed_models = list(endpoint.gca_resource.deployed_models)
     except auth.sdk_errors() as exc:
         raise RemoteError(
-            _still_recorded(deployment, str(_remote_error("read the deployed endpoint", exc)))
+            _still_recorded(deployment, str(auth.remote_error("read the deployed endpoint", exc)))
         ) from None
     try:  # a label lets `endpoints cleanup --project` find it without this machine's registry
         endpoint.update(labels={**dict(endpoint.gca_resource.labels), LABEL: "deploy"})
@@ -330,7 +315,7 @@ def delete_endpoint(
     except gexc.NotFound:
         pass
     except auth.sdk_errors() as exc:
-        raise _remote_error(f"delete {name}", exc) from None
+        raise auth.remote_error(f"delete {name}", exc) from None
     with _endpoint_cache_lock:
         _endpoint_cache.pop((name, api), None)
     for model in delete_models or []:
@@ -339,8 +324,12 @@ def delete_endpoint(
         except gexc.NotFound:
             continue
         except auth.sdk_errors() as exc:
-            raise _remote_error(f"delete model {model}", exc) from None
-    _mark_deleted(name, models_deleted=bool(delete_models))
+            raise auth.remote_error(f"delete model {model}", exc) from None
+    with atomic.update_registry(registry_path(), REGISTRY_KEY) as records:
+        for record in (r for r in records if r.get("endpoint_name") == name):
+            record.update(state="deleted", deleted_at=_now())
+            if delete_models:
+                record["model_state"] = "deleted"
     return model_ids
 
 
@@ -354,7 +343,7 @@ def _live_endpoints(project: str, location: str, api_endpoint: str) -> list[Any]
             e.gca_resource for e in aiplatform.Endpoint.list(project=project, location=location)
         ]
     except auth.sdk_errors() as exc:
-        raise _remote_error(f"list endpoints of {project}/{location}", exc) from None
+        raise auth.remote_error(f"list endpoints of {project}/{location}", exc) from None
 
 
 def cleanup(
