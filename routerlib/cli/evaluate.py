@@ -83,16 +83,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     option(p, "--timeout", type=float, default=120.0, metavar="S", help="seconds per request")
     note = "retries per row on 429, 5xx, timeouts, dropped connections"
     option(p, "--retries", type=int, default=5, metavar="N", help=note)
-    p.add_argument("--project", metavar="P", help="Google Cloud project (Vertex endpoints)")
-    p.add_argument("--location", metavar="L", help="Vertex region (Vertex endpoints)")
-    note = "Vertex API address (default: the regional Google one)"
-    p.add_argument("--api-endpoint", metavar="URL", help=note)
+    params.cloud_flags(p, "Vertex region (Vertex endpoints, batch jobs)", project=None)
     batch = p.add_argument_group("batch prediction (--batch)")
     note = "where the instances JSONL and the job's output go"
     batch.add_argument("--gcs-prefix", metavar="gs://BUCKET/PREFIX", help=note)
-    batch.add_argument("--machine-type", help="default: g2-standard-12")
-    batch.add_argument("--accelerator-type", help="default: NVIDIA_L4")
-    batch.add_argument("--accelerator-count", type=int, metavar="N", help="default: 1")
+    params.hardware_flags(batch)
     note = "submit a job for the rows the last job failed (otherwise they are only listed)"
     batch.add_argument("--rerun-failed", action="store_true", help=note)
     note = "seconds between job status checks"
