@@ -113,11 +113,6 @@ def file_crc32c(path: str | os.PathLike[str]) -> str:
     return base64.b64encode(checksum.digest()).decode("ascii")
 
 
-def check_bucket(prefix: str, client: Any = None) -> None:
-    """Raise RemoteError when the bucket of ``prefix`` does not exist or cannot be reached."""
-    bucket_info(prefix, client)
-
-
 @dataclass(frozen=True)
 class BucketInfo:
     """A bucket's placement as Cloud Storage reports it (``location`` e.g. US-CENTRAL1, US, NAM4;
