@@ -195,7 +195,7 @@ class Doctor:
                 f"set location to one of {', '.join(row.tuning_regions)} ({row.regions_source})",
             )
         else:
-            runs_in = " or ".join(models.GLOBAL_RUNS_IN)
+            runs_in = " or ".join(models.TABLE.global_runs_in)
             note = f"; Vertex runs a global job in {runs_in}" if cfg.location == "global" else ""
             self.add("tuning location", OK, f"{row.display} is tuned in {cfg.location}{note}")
 
