@@ -13,7 +13,7 @@ from routerlib.cli import params
 from routerlib.cli.params import Keys, add_params_option, option, pick, same
 from routerlib.config import run_default
 from routerlib.errors import InputError
-from routerlib.metrics import gate_line
+from routerlib.metrics import gate_line, thresholds_file
 
 #: Overall metrics shown in the summary table (original figure beside the strict one).
 SUMMARY_METRICS = tuple(
@@ -162,8 +162,6 @@ def run_evaluate(args: argparse.Namespace) -> int:
     if args.in_process and args.checkpoint is None:
         raise InputError("--in-process applies to --checkpoint")
     if args.thresholds is not None:
-        from routerlib.metrics import thresholds_file
-
         args.thresholds = str(thresholds_file(args.thresholds))  # "default": the packaged gates
     for dest in ("gold", "pred", "thresholds", "compare_to"):
         value = getattr(args, dest)

@@ -11,6 +11,7 @@ from typing import Any
 from routerlib import storage
 from routerlib.cli import params
 from routerlib.cli.params import Keys, add_params_option, pick, same
+from routerlib.errors import InputError
 from routerlib.serving.settings import DEFAULT_LOCATION
 
 #: ``routerlib deploy --params FILE``: flag dest -> the RunConfig key notebook 04 deploys with.
@@ -99,7 +100,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _deploy(args: argparse.Namespace) -> int:
-    from routerlib.errors import InputError
     from routerlib.serving import vertex
 
     if args.location == "global":

@@ -8,7 +8,7 @@ from routerlib.cli import params
 from routerlib.cli.params import POSITIVE, Keys, add_params_option, labels_flag, option, pick, same
 from routerlib.config import run_default
 from routerlib.errors import InputError
-from routerlib.models import ADAPTER_SIZES
+from routerlib.models import ADAPTER_SIZES, EMBEDDED_MODEL
 
 #: ``routerlib tune --params FILE``: flag dest -> the RunConfig key notebook 03 tunes with.
 TUNE_PARAMS: Keys = {
@@ -32,7 +32,6 @@ def _labels(items: list[str] | None) -> dict[str, str]:
 
 def _tune(args: argparse.Namespace) -> int:
     from routerlib import jobs
-    from routerlib.models import EMBEDDED_MODEL
     from routerlib.tuning import choose_backend
     from routerlib.tuning.base import DEFAULT_BASE_MODEL, TuningSpec
 
