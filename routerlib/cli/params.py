@@ -15,9 +15,8 @@ from routerlib.config import RunConfig, load_config, run_default
 from routerlib.paths import resolve
 from routerlib.serving.settings import VertexSettings
 
-#: The parse-time default of a flag ``--params`` may set: not given (its own default is kept in
-#: the namespace attribute _DEFAULTS until apply_params puts it back).
-_UNSET, _DEFAULTS = object(), "_params_defaults"
+#: Namespace attribute holding the dests the user gave on the command line.
+_GIVEN = "_params_given"
 
 #: Turns a params value into the flag's value.
 Convert = Callable[[Any], Any]
@@ -97,10 +96,26 @@ def vertex_settings(args: argparse.Namespace, location: str = "") -> VertexSetti
     )
 
 
+def _record_given(action: argparse.Action) -> None:
+    """Make ``action`` note its dest in the namespace when the user gives the flag."""
+    base = type(action)
+
+    class Given(base):  # type: ignore[valid-type,misc]
+        def __call__(self, parser: Any, namespace: argparse.Namespace, *rest: Any) -> None:
+            super().__call__(parser, namespace, *rest)
+            setattr(namespace, _GIVEN, (getattr(namespace, _GIVEN, None) or set()) | {self.dest})
+
+    Given.__name__ = base.__name__
+    action.__class__ = Given
+
+
 def add_params_option(parser: argparse.ArgumentParser, keys: Keys) -> None:
     """Add ``--params FILE``: the handler first merges the file into the flags ``keys`` maps."""
-    missing = set(keys) - {a.dest for a in parser._actions}
+    known = {a.dest: a for a in parser._actions}
+    missing = [dest for dest in keys if dest not in known]
     assert not missing, f"no such flags: {missing}"
+    for dest in keys:
+        _record_given(known[dest])
     parser.add_argument(
         "--params",
         metavar="FILE",
@@ -108,6 +123,7 @@ def add_params_option(parser: argparse.ArgumentParser, keys: Keys) -> None:
         help="params YAML (params/*.yaml): take the settings the notebooks use from it; a flag "
         "given overrides its key (docs/params.md)",
     )
+    parser.set_defaults(**{_GIVEN: None})
     handler = parser.get_default("func")
     assert handler is not None, "call add_params_option after set_defaults(func=...)"
 
@@ -115,19 +131,16 @@ def add_params_option(parser: argparse.ArgumentParser, keys: Keys) -> None:
         apply_params(args, keys)
         return handler(args)
 
-    defaults = {dest: parser.get_default(dest) for dest in keys}
-    parser.set_defaults(func=with_params, **{_DEFAULTS: defaults}, **dict.fromkeys(keys, _UNSET))
+    parser.set_defaults(func=with_params)
 
 
 def apply_params(args: argparse.Namespace, keys: Keys) -> RunConfig | None:
     """Merge ``args.params`` into ``args``: validate it with the flags given as overrides, then
     set each flag not given whose key the file changes. Returns the config (None without it)."""
-    given = {dest for dest in keys if getattr(args, dest) is not _UNSET}
-    for dest in set(keys) - given:
-        setattr(args, dest, getattr(args, _DEFAULTS)[dest])
     params = getattr(args, "params", None)
     if not params:
         return None
+    given: set[str] = set(getattr(args, _GIVEN, None) or ())
     mapping = {dest: (spec, None) if isinstance(spec, str) else spec for dest, spec in keys.items()}
     overrides = {
         key: getattr(args, dest)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 
 from routerlib.cli import params
 from routerlib.cli.params import POSITIVE, Keys, add_params_option, labels_flag, option, pick, same
@@ -129,7 +130,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         f"(default $GOOGLE_CLOUD_REGION or {run_default('location')}); endpoints: "
         "`routerlib deploy --location`"
     )
-    params.cloud_flags(p, where)
+    params.cloud_flags(p, where, os.environ.get("GOOGLE_CLOUD_REGION", run_default("location")))
     p.set_defaults(func=_tune)
     add_params_option(p, TUNE_PARAMS)
 
