@@ -25,10 +25,10 @@ Keys = Mapping[str, str | tuple[str, Convert]]
 
 
 def cloud_flags(parser: Any, where: str, location: str | None = None, **defaults: Any) -> None:
-    """``--project`` (default $GOOGLE_CLOUD_PROJECT; ``project=None``: the recorded one),
-    ``--location`` (help ``where``) and ``--api-endpoint`` (``api_endpoint=...``: its default)."""
+    """``--project`` (default $GOOGLE_CLOUD_PROJECT; ``project=...``: that, standing for the
+    recorded one), ``--location`` (help ``where``) and ``--api-endpoint`` (``api_endpoint=...``)."""
     project = defaults.get("project", os.environ.get("GOOGLE_CLOUD_PROJECT", ""))
-    origin = "the recorded one" if project is None else "$GOOGLE_CLOUD_PROJECT"
+    origin = "the recorded one" if "project" in defaults else "$GOOGLE_CLOUD_PROJECT"
     parser.add_argument(
         "--project", default=project, help=f"Google Cloud project (default: {origin})"
     )

@@ -71,14 +71,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "or labelled) plus the Model Registry models those deploys uploaded; cancel recorded "
         "batch jobs still running",
     )
-    clean.add_argument(
-        "--project",
-        default="",
-        help="also remove the live endpoints of this project that routerlib named or labelled "
-        "(without it: only what the registry recorded, each in its own project)",
-    )
-    clean.add_argument("--location", help=f"with --project (default: {DEFAULT_LOCATION})")
-    clean.add_argument("--api-endpoint", help="with --project: Vertex API address")
+    params.cloud_flags(clean, f"with --project (default: {DEFAULT_LOCATION})", project="")
     clean.set_defaults(func=_cleanup)
 
     serve = subparsers.add_parser(
