@@ -155,12 +155,6 @@ def max_seq_len(base_model: str, tuning_mode: str = PEFT) -> int:
     return info.max_seq_len_full if tuning_mode == FULL else info.max_seq_len_peft
 
 
-def adapter_sizes(base_model: str) -> tuple[int, ...]:
-    """The LoRA ranks allowed for ``base_model`` (routerlib's set for models not in the table)."""
-    info = model_info(base_model)
-    return info.adapter_sizes if info else ADAPTER_SIZES
-
-
 def tuning_problems(
     base_model: str,
     tuning_mode: str,
@@ -177,7 +171,8 @@ def tuning_problems(
         problems.append(
             "learning_rate: learning_rate and learning_rate_multiplier are exclusive; set one, not both"
         )
-    sizes = adapter_sizes(base_model)
+    info = model_info(base_model)  # routerlib's ranks for a model not in the table
+    sizes = info.adapter_sizes if info else ADAPTER_SIZES
     if tuning_mode == PEFT and adapter_size not in sizes:
         problems.append(
             f"adapter_size: adapter_size {adapter_size} is not allowed under PEFT_ADAPTER; "
