@@ -114,12 +114,7 @@ def _list_options(args: argparse.Namespace) -> int:
     from routerlib.serving import hardware as hw
     from routerlib.serving import vertex
 
-    options = vertex.deploy_options(
-        args.checkpoint,
-        project=args.project,
-        location=args.location or DEFAULT_LOCATION,
-        api_endpoint=args.api_endpoint or "",
-    )
+    options = vertex.deploy_options(args.checkpoint, **_where(args))
     size = hw.checkpoint_bytes(args.checkpoint)
     if size is not None:
         print(f"checkpoint weights: {size / hw.GB:.1f} GB", file=sys.stderr)
@@ -146,7 +141,8 @@ def _list_options(args: argparse.Namespace) -> int:
 
 
 def _where(args: argparse.Namespace) -> dict[str, Any]:
-    """Where ``endpoints list`` and ``cleanup`` look: the project (None: the recorded ones)."""
+    """Where ``deploy --list-options``, ``endpoints list`` and ``cleanup`` look: the project
+    (None: the recorded ones), the region and the API address."""
     where = {"project": args.project or None, "api_endpoint": args.api_endpoint or ""}
     return {**where, "location": args.location or DEFAULT_LOCATION}
 
