@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from routerlib import models
 from routerlib.atomic import write_text
 from routerlib.checkpoint_names import parse_checkpoint_key
-from routerlib.errors import InputError, problem_lines
+from routerlib.errors import InputError, problem_lines, yaml_line
 from routerlib.metric_names import KNOWN_METRICS, NOT_STRICT
 from routerlib.paths import resolve
 
@@ -283,20 +283,9 @@ def placeholder_problems(values: dict[str, Any]) -> dict[str, str]:
     return problems
 
 
-def key_lines(path: str | os.PathLike[str]) -> dict[str, int]:
-    """The 1-based line of each top-level key of a params YAML ({} when it is not a mapping)."""
-    try:
-        node = yaml.compose(resolve(path).read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError):
-        return {}
-    if not isinstance(node, yaml.MappingNode):
-        return {}
-    return {str(key.value): key.start_mark.line + 1 for key, _ in node.value}
-
-
-def _where(source: str, lines: dict[str, int], *keys: str) -> str:
+def _where(source: str, lines: dict[str, int | None], *keys: str) -> str:
     """``file:line`` of the first of ``keys`` the file sets, else ``file``."""
-    found = next((lines[k] for k in keys if k in lines), None)
+    found = next((lines[k] for k in keys if lines.get(k)), None)
     return f"{source}:{found}" if found is not None else source
 
 
@@ -309,7 +298,8 @@ def load_config(
     source = str(params_file) if params_file else "config"
     overrides = overrides or {}
     merged = {**data, **overrides}
-    marks = key_lines(params_file) if params_file else {}
+    text = resolve(params_file).read_text(encoding="utf-8") if params_file else ""
+    marks = {key: yaml_line(text, (key,)) for key in data}
     # Unknown keys are reported beside every other problem, not instead of them.
     lines = [f"{source}: {key}: unknown key" for key in merged if key not in RunConfig.model_fields]
     for key, problem in placeholder_problems(merged).items():

@@ -253,7 +253,7 @@ def prepare(
     if out_dir.exists() and not out_dir.is_dir():
         raise InputError(f"{out_dir}: --output-dir exists and is not a folder")
     if gcs_prefix is not None:
-        storage.check_bucket(gcs_prefix)
+        storage.bucket_info(gcs_prefix)
 
     input_info: dict[str, Any] = {"embedded": input_path is None}
     if input_path is None:

@@ -187,15 +187,8 @@ class Doctor:
                 models.unchecked_line(cfg.base_model).removeprefix("note: "),
                 "use a model from routerlib/data/models.yaml to have its region checked",
             )
-        elif cfg.location not in row.tuning_regions:
-            self.add(
-                "tuning location",
-                FAIL,
-                f"{row.display} is not tuned in {cfg.location!r}",
-                f"set location to one of {', '.join(row.tuning_regions)} ({row.regions_source})",
-            )
-        else:
-            runs_in = " or ".join(models.GLOBAL_RUNS_IN)
+        else:  # a region the model is not tuned in: load_config refused it (models.contract_problems)
+            runs_in = " or ".join(models.TABLE.global_runs_in)
             note = f"; Vertex runs a global job in {runs_in}" if cfg.location == "global" else ""
             self.add("tuning location", OK, f"{row.display} is tuned in {cfg.location}{note}")
 

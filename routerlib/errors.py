@@ -55,7 +55,7 @@ def lines_from_notebook(traceback: Sequence[str] | None) -> list[str] | None:
     return [line for line in lines[1:] if line.strip()]
 
 
-def _yaml_line(text: str, loc: tuple[Any, ...]) -> int | None:
+def yaml_line(text: str, loc: tuple[Any, ...]) -> int | None:
     """The 1-based line of the YAML node at ``loc`` (the deepest one that exists)."""
     try:
         node: Any = yaml.compose(text)
@@ -85,7 +85,7 @@ def problem_lines(error: ValidationError, where: str, text: str | None = None) -
         message = str(item["msg"]).removeprefix("Value error, ")
         if item["type"] in ("extra_forbidden", "unexpected_keyword_argument"):
             message = "unknown key"
-        line = _yaml_line(text, loc) if text is not None and loc else None
+        line = yaml_line(text, loc) if text is not None and loc else None
         place = f"{where}:{line}" if line else where
         if field:
             lines.append(f"{place}: {field}: {message}")

@@ -316,7 +316,7 @@ def _check_datasets(spec: TuningSpec) -> None:
     if problems:
         raise InputError("dataset not found: run prepare (and upload) first", problems)
     if storage.is_gcs_uri(spec.output_uri):
-        storage.check_bucket(spec.output_uri)
+        storage.bucket_info(spec.output_uri)
 
 
 def _check_lengths(spec: TuningSpec, counts: list[int], strict: bool, out: Out) -> None:

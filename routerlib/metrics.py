@@ -17,6 +17,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from routerlib import runfolder
 from routerlib.diagnostics import by_bucket as diagnostics_by_bucket
 from routerlib.diagnostics import sample_plan
@@ -525,12 +527,7 @@ def load_thresholds(path: str | os.PathLike[str]) -> dict[str, Any]:
         raise InputError(f"thresholds file not found: {file}")
     text = file.read_text(encoding="utf-8")
     try:
-        if file.suffix.lower() == ".json":
-            data = json.loads(text)
-        else:
-            import yaml
-
-            data = yaml.safe_load(text)
+        data = json.loads(text) if file.suffix.lower() == ".json" else yaml.safe_load(text)
     except Exception as exc:  # json and yaml raise different types
         raise InputError(f"{file}: cannot parse thresholds ({exc})") from None
     problems = validate_thresholds(data, str(file))

@@ -106,24 +106,16 @@ class ModelTable(BaseModel):
     hardware: dict[str, DeployHardware]  # ditto
     open_model_regions: tuple[str, ...]
     regions_source: str
-    global_runs_in: tuple[str, ...]
+    global_runs_in: tuple[str, ...]  # where a global job runs (its tuned model carries that region)
     max_validation_rows: int
     max_validation_bytes_share: float
     validation_source: str
-    renamed: dict[str, str]
+    renamed: dict[str, str]  # older id -> current id (config validation names the replacement)
     contracts: list[ModelContract]
     embedded: ModelContract
 
 
 TABLE = read_yaml(packaged_file(MODELS_FILE), ModelTable, "model table")
-CHECKED = TABLE.checked
-OPEN_MODEL_REGIONS = TABLE.open_model_regions
-#: Where a ``global`` job really runs; its tuned model and checkpoints carry that region.
-GLOBAL_RUNS_IN = TABLE.global_runs_in
-MAX_VALIDATION_ROWS = TABLE.max_validation_rows
-MAX_VALIDATION_BYTES_SHARE = TABLE.max_validation_bytes_share
-#: Older ids that now have a current one: config validation names the replacement.
-RENAMED = TABLE.renamed
 CONTRACTS: dict[str, ModelContract] = {c.model_id: c for c in TABLE.contracts}
 #: Every row routerlib knows, the embedded model (local only: limits, no Vertex contract) included.
 MODELS: dict[str, ModelContract] = {**CONTRACTS, EMBEDDED_MODEL: TABLE.embedded}
@@ -163,12 +155,6 @@ def max_seq_len(base_model: str, tuning_mode: str = PEFT) -> int:
     return info.max_seq_len_full if tuning_mode == FULL else info.max_seq_len_peft
 
 
-def adapter_sizes(base_model: str) -> tuple[int, ...]:
-    """The LoRA ranks allowed for ``base_model`` (routerlib's set for models not in the table)."""
-    info = model_info(base_model)
-    return info.adapter_sizes if info else ADAPTER_SIZES
-
-
 def tuning_problems(
     base_model: str,
     tuning_mode: str,
@@ -185,7 +171,8 @@ def tuning_problems(
         problems.append(
             "learning_rate: learning_rate and learning_rate_multiplier are exclusive; set one, not both"
         )
-    sizes = adapter_sizes(base_model)
+    info = model_info(base_model)  # routerlib's ranks for a model not in the table
+    sizes = info.adapter_sizes if info else ADAPTER_SIZES
     if tuning_mode == PEFT and adapter_size not in sizes:
         problems.append(
             f"adapter_size: adapter_size {adapter_size} is not allowed under PEFT_ADAPTER; "
@@ -208,10 +195,11 @@ def contract_problems(
     """What the table says Vertex would refuse for this request (model x mode, hyperparameters,
     tuning region; the adapter size is :func:`tuning_problems`'); each line starts with the key.
     An id the table does not know gives one line naming the current id when it was renamed."""
-    if short_id(base_model) in RENAMED:
+    current = TABLE.renamed.get(short_id(base_model))
+    if current:
         return [
-            f"base_model: {base_model} is an older id; the current Vertex id is "
-            f"{RENAMED[short_id(base_model)]} (routerlib/data/models.yaml, checked {CHECKED})"
+            f"base_model: {base_model} is an older id; the current Vertex id is {current} "
+            f"(routerlib/data/models.yaml, checked {TABLE.checked})"
         ]
     row = contract(base_model)
     if row is None:
@@ -236,21 +224,21 @@ def contract_problems(
 
 
 def validation_problems(train_bytes: int, validation_bytes: int, validation_rows: int) -> list[str]:
-    """Where a validation file breaks Vertex's limits (MAX_VALIDATION_ROWS rows,
-    MAX_VALIDATION_BYTES_SHARE of the training bytes); each line starts with the key to change."""
+    """Where a validation file breaks Vertex's limits (the table's max_validation_rows rows and
+    max_validation_bytes_share of the training bytes); each line starts with the key to change."""
     problems = []
-    if validation_rows > MAX_VALIDATION_ROWS:
+    if validation_rows > TABLE.max_validation_rows:
         problems.append(
             f"val_ratio: the validation file has {validation_rows:,} rows; Vertex takes at most "
-            f"{MAX_VALIDATION_ROWS:,}: lower val_ratio (or limit the validation rows)"
+            f"{TABLE.max_validation_rows:,}: lower val_ratio (or limit the validation rows)"
         )
-    limit = MAX_VALIDATION_BYTES_SHARE * train_bytes
+    limit = TABLE.max_validation_bytes_share * train_bytes
     if validation_bytes > limit:
         share = validation_bytes / train_bytes if train_bytes else float("inf")
         problems.append(
             f"val_ratio: the validation file is {validation_bytes:,} bytes, {share:.1%} of the "
             f"training file's {train_bytes:,}; Vertex takes at most "
-            f"{MAX_VALIDATION_BYTES_SHARE:.0%}: lower val_ratio (0.1 leaves about 11%)"
+            f"{TABLE.max_validation_bytes_share:.0%}: lower val_ratio (0.1 leaves about 11%)"
         )
     return problems
 
@@ -284,7 +272,7 @@ def bucket_problem(
             return None
         return (
             f"bucket gs://{bucket} is in {bucket_location} ({location_type}); a "
-            f"global tuning job runs in {' or '.join(GLOBAL_RUNS_IN)}, so Google advises a "
+            f"global tuning job runs in {' or '.join(TABLE.global_runs_in)}, so Google advises a "
             "multi-region bucket (US, or EU): use one, or pin location to the bucket's region"
         )
     region = tuning_location.lower()

@@ -169,7 +169,7 @@ def submit(
         raise InputError("a Google Cloud project is required: pass --project")
     spec, defaults = preflight(template)
     cron = check_cron(schedule) if schedule else ""
-    storage.check_bucket(str(defaults["outputs"]))  # the SDK would create a missing bucket
+    storage.bucket_info(str(defaults["outputs"]))  # the SDK would create a missing bucket
     kind = SCHEDULE if cron else JOB
     place = {"project": project, "location": location, "api_endpoint": api_endpoint}
     # the submission's hash: the compiled pipeline and where and how it runs

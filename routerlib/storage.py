@@ -113,11 +113,6 @@ def file_crc32c(path: str | os.PathLike[str]) -> str:
     return base64.b64encode(checksum.digest()).decode("ascii")
 
 
-def check_bucket(prefix: str, client: Any = None) -> None:
-    """Raise RemoteError when the bucket of ``prefix`` does not exist or cannot be reached."""
-    bucket_info(prefix, client)
-
-
 @dataclass(frozen=True)
 class BucketInfo:
     """A bucket's placement as Cloud Storage reports it (``location`` e.g. US-CENTRAL1, US, NAM4;
@@ -187,28 +182,25 @@ def exists(uri: str | os.PathLike[str], client: Any = None) -> bool:
         return bool(_blob(str(uri), client).exists())
 
 
-def require_checkpoint(uri: str, client: Any = None) -> bool:
-    """Refuse (InputError) a gs:// checkpoint folder that holds no file, before a deploy. Returns
-    whether it could be checked: a local path, or a folder this machine cannot list (Vertex reads
-    it with its own service account), is not refused."""
+def require_checkpoint(uri: str) -> None:
+    """Refuse (InputError) a gs:// checkpoint folder that holds no file, before a deploy. A local
+    path, or a folder this machine cannot list (Vertex reads it with its own service account), is
+    not refused."""
     if not is_gcs_uri(uri):
-        return False
+        return
     try:
         bucket, path = parse_gcs_uri(uri)
         with _remote("listing", uri):
-            client = client or gcs_client()
-            found = any(
-                True for _ in client.list_blobs(bucket, prefix=path and f"{path}/", max_results=1)
-            )
+            blobs = gcs_client().list_blobs(bucket, prefix=path and f"{path}/", max_results=1)
+            found = any(True for _ in blobs)
     except (RemoteError, InputError):
-        return False
+        return
     if not found:
         raise InputError(
             f"{uri}: no checkpoint there (the folder holds no file); nothing was created. A "
             "tuning job's checkpoint is <output_uri>/postprocess/node-0/checkpoints/final "
             "(`routerlib jobs show NAME` prints it)"
         )
-    return True
 
 
 def verify_upload(local: str | os.PathLike[str], uri: str, client: Any = None) -> None:

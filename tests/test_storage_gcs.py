@@ -77,7 +77,7 @@ def test_upload_verify_exists_and_read(gcs_emulator, tmp_path: Path) -> None:
 
 def test_missing_bucket_is_a_remote_error(gcs_emulator, tmp_path: Path) -> None:
     with pytest.raises(RemoteError, match="bucket gs://nowhere does not exist"):
-        storage.check_bucket("gs://nowhere/prefix")
+        storage.bucket_info("gs://nowhere/prefix")
     src = synth.write_rows(tmp_path / "rows.jsonl", 20, 1)
     code = main(
         [

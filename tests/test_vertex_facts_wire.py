@@ -257,8 +257,8 @@ def test_an_unknown_id_goes_to_the_server_with_one_line(tuning_env: TuningEnv) -
 
 
 def test_asia_southeast2_is_refused_before_anything_is_sent(tuning_env: TuningEnv) -> None:
-    assert "asia-southeast2" not in models.OPEN_MODEL_REGIONS
-    assert models.OPEN_MODEL_REGIONS == (
+    assert "asia-southeast2" not in models.TABLE.open_model_regions
+    assert models.TABLE.open_model_regions == (
         "global",
         "us-central1",
         "europe-west4",

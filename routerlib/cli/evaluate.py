@@ -13,7 +13,7 @@ from routerlib.cli import params
 from routerlib.cli.params import Keys, add_params_option, option, pick, same
 from routerlib.config import run_default
 from routerlib.errors import InputError
-from routerlib.metrics import gate_line
+from routerlib.metrics import gate_line, thresholds_file
 
 #: Overall metrics shown in the summary table (original figure beside the strict one).
 SUMMARY_METRICS = tuple(
@@ -83,16 +83,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     option(p, "--timeout", type=float, default=120.0, metavar="S", help="seconds per request")
     note = "retries per row on 429, 5xx, timeouts, dropped connections"
     option(p, "--retries", type=int, default=5, metavar="N", help=note)
-    p.add_argument("--project", metavar="P", help="Google Cloud project (Vertex endpoints)")
-    p.add_argument("--location", metavar="L", help="Vertex region (Vertex endpoints)")
-    note = "Vertex API address (default: the regional Google one)"
-    p.add_argument("--api-endpoint", metavar="URL", help=note)
+    params.cloud_flags(p, "Vertex region (Vertex endpoints, batch jobs)", project=None)
     batch = p.add_argument_group("batch prediction (--batch)")
     note = "where the instances JSONL and the job's output go"
     batch.add_argument("--gcs-prefix", metavar="gs://BUCKET/PREFIX", help=note)
-    batch.add_argument("--machine-type", help="default: g2-standard-12")
-    batch.add_argument("--accelerator-type", help="default: NVIDIA_L4")
-    batch.add_argument("--accelerator-count", type=int, metavar="N", help="default: 1")
+    params.hardware_flags(batch)
     note = "submit a job for the rows the last job failed (otherwise they are only listed)"
     batch.add_argument("--rerun-failed", action="store_true", help=note)
     note = "seconds between job status checks"
@@ -167,8 +162,6 @@ def run_evaluate(args: argparse.Namespace) -> int:
     if args.in_process and args.checkpoint is None:
         raise InputError("--in-process applies to --checkpoint")
     if args.thresholds is not None:
-        from routerlib.metrics import thresholds_file
-
         args.thresholds = str(thresholds_file(args.thresholds))  # "default": the packaged gates
     for dest in ("gold", "pred", "thresholds", "compare_to"):
         value = getattr(args, dest)
@@ -251,8 +244,5 @@ def run_baseline(args: argparse.Namespace) -> int:
     """Handler of ``routerlib baseline``."""
     from routerlib.baselines import write_baseline
 
-    if not Path(args.gold).is_file():
-        raise InputError(f"{args.gold}: --gold file not found")
-    out = write_baseline(args.gold, args.out, args.kind)
-    print(f"baseline {args.kind}: {out or args.out}", file=sys.stdout)
+    print(f"baseline {args.kind}: {write_baseline(args.gold, args.out, args.kind)}")
     return 0

@@ -7,6 +7,7 @@ keys)`` after ``set_defaults(func=...)`` adds it, ``keys`` mapping flag dest -> 
 from __future__ import annotations
 
 import argparse
+import os
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -23,8 +24,25 @@ Convert = Callable[[Any], Any]
 Keys = Mapping[str, str | tuple[str, Convert]]
 
 
-PROJECT_HELP = "Google Cloud project (default: $GOOGLE_CLOUD_PROJECT)"
-API_ENDPOINT_HELP = "Vertex API address, e.g. http://127.0.0.1:PORT for a stand-in"
+def cloud_flags(parser: Any, where: str, location: str | None = None, **defaults: Any) -> None:
+    """``--project`` (default $GOOGLE_CLOUD_PROJECT; ``project=...``: that, standing for the
+    recorded one), ``--location`` (help ``where``) and ``--api-endpoint`` (``api_endpoint=...``)."""
+    project = defaults.get("project", os.environ.get("GOOGLE_CLOUD_PROJECT", ""))
+    origin = "the recorded one" if "project" in defaults else "$GOOGLE_CLOUD_PROJECT"
+    parser.add_argument(
+        "--project", default=project, help=f"Google Cloud project (default: {origin})"
+    )
+    parser.add_argument("--location", default=location, help=where)
+    note = "Vertex API address, e.g. http://127.0.0.1:PORT for a stand-in"
+    parser.add_argument("--api-endpoint", default=defaults.get("api_endpoint"), help=note)
+
+
+def hardware_flags(parser: Any) -> None:
+    """``--machine-type``, ``--accelerator-type`` and ``--accelerator-count``; None: the base
+    model's contract (deploy) or its recorded deploy (batch), else hardware.FALLBACK."""
+    for flag, fallback in (("machine-type", "g2-standard-12"), ("accelerator-type", "NVIDIA_L4")):
+        parser.add_argument(f"--{flag}", help=f"default: the model's (or {fallback})")
+    parser.add_argument("--accelerator-count", type=int, help="default: the model's (or 1)")
 
 
 def option(parser: Any, *flags: str, key: str = "", help: str = "", **kwargs: Any) -> Any:

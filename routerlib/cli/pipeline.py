@@ -80,13 +80,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     s.add_argument("--schedule", default="", metavar="CRON", help=note)
     note = "the service account the tasks run as (default: the project's Compute Engine one)"
     s.add_argument("--service-account", default="", metavar="EMAIL", help=note)
-    project = os.environ.get("GOOGLE_CLOUD_PROJECT", "")
-    s.add_argument("--project", default=project, help=params.PROJECT_HELP)
+    region = os.environ.get("GOOGLE_CLOUD_REGION", DEFAULT_LOCATION)
     note = f"Vertex AI Pipelines region (default: $GOOGLE_CLOUD_REGION or {DEFAULT_LOCATION})"
-    s.add_argument(
-        "--location", default=os.environ.get("GOOGLE_CLOUD_REGION", DEFAULT_LOCATION), help=note
-    )
-    s.add_argument("--api-endpoint", default="", help=params.API_ENDPOINT_HELP)
+    params.cloud_flags(s, note, region, api_endpoint="")
     s.set_defaults(func=_submit)
 
     ls = sub.add_parser("list", help="the recorded pipeline jobs and schedules")

@@ -8,6 +8,9 @@ import os
 from typing import Any
 
 from routerlib.cli import echo
+from routerlib.errors import InputError
+from routerlib.paths import resolve
+from routerlib.runfolder import has_evaluation
 
 
 def sweep_args(parser: argparse.ArgumentParser, grid: str, concurrent: str) -> None:
@@ -100,8 +103,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def _sweep(args: argparse.Namespace) -> list[Any] | None:
     """Run or resume the sweep(s) of --grid or --resume: a RunResult per point (None: no sweep)."""
     from routerlib import sweep
-    from routerlib.errors import InputError
-    from routerlib.paths import resolve
     from routerlib.pipeline import DEFAULT_STAGES, RunResult
 
     outputs = resolve(args.outputs) if args.outputs else None
@@ -138,7 +139,6 @@ def _sweep(args: argparse.Namespace) -> list[Any] | None:
 
 def _run(args: argparse.Namespace) -> int:
     from routerlib import pipeline
-    from routerlib.runfolder import has_evaluation
 
     pipeline.comparison_runs([], args.with_runs, args.outputs)  # a bad --with fails first
     results = _sweep(args)
@@ -169,7 +169,6 @@ def _run(args: argparse.Namespace) -> int:
             echo(f"FAILED {comparison.run_dir}: {comparison.message}")
             failed.append(comparison)
     if args.report:
-        from routerlib.paths import resolve
         from routerlib.report import render_report
 
         if args.outputs:  # the report reads the same outputs root the runs were written to

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
+
+from routerlib.atomic import write_text
+from routerlib.schema import schema_text
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -26,11 +30,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run_schema(args: argparse.Namespace) -> int:
     """Handler of ``routerlib schema``."""
-    from pathlib import Path
-
-    from routerlib.atomic import write_text
-    from routerlib.schema import schema_text
-
     text = schema_text(generation=args.generation)
     if args.out:
         write_text(Path(args.out), text)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import os
 import sys
 import threading
 from typing import Any
@@ -12,6 +11,7 @@ from typing import Any
 from routerlib import storage
 from routerlib.cli import params
 from routerlib.cli.params import Keys, add_params_option, pick, same
+from routerlib.errors import InputError
 from routerlib.serving.settings import DEFAULT_LOCATION
 
 #: ``routerlib deploy --params FILE``: flag dest -> the RunConfig key notebook 04 deploys with.
@@ -21,15 +21,11 @@ DEPLOY_PARAMS: Keys = {
 }
 
 
-def _cloud_args(parser: argparse.ArgumentParser) -> None:
-    project = os.environ.get("GOOGLE_CLOUD_PROJECT", "")
-    parser.add_argument("--project", default=project, help=params.PROJECT_HELP)
-    parser.add_argument(
-        "--location",
-        help="Vertex AI region endpoints live in (params: deploy_location; a region, never "
-        f"global; default: {DEFAULT_LOCATION}, or the recorded one)",
-    )
-    parser.add_argument("--api-endpoint", help=params.API_ENDPOINT_HELP)
+#: Where endpoints live, as deploy and endpoints take --location.
+_REGION = (
+    "Vertex AI region endpoints live in (params: deploy_location; a region, never global; "
+    f"default: {DEFAULT_LOCATION}, or the recorded one)"
+)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -45,9 +41,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     deploy.add_argument("--checkpoint", required=True, help="gs:// URI of the final checkpoint")
     note = "Vertex base model id: its contract gives the default hardware"
     deploy.add_argument("--base-model", default="", help=note)
-    for flag, fallback in (("machine-type", "g2-standard-12"), ("accelerator-type", "NVIDIA_L4")):
-        deploy.add_argument(f"--{flag}", help=f"default: the contract's (or {fallback})")
-    deploy.add_argument("--accelerator-count", type=int, help="default: the contract's (or 1)")
+    params.hardware_flags(deploy)
     deploy.add_argument(
         "--list-options",
         action="store_true",
@@ -57,7 +51,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     deploy.add_argument("--deploy-timeout", type=float, metavar="S", help="default: 2 hours")
     note = "default: a unique routerlib-<time>-<hex> name"
     deploy.add_argument("--endpoint-display-name", help=note)
-    _cloud_args(deploy)
+    params.cloud_flags(deploy, _REGION)
     deploy.set_defaults(func=_deploy)
     add_params_option(deploy, DEPLOY_PARAMS)
 
@@ -65,11 +59,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     actions = endpoints.add_subparsers(dest="action", metavar="ACTION", required=True)
     note = "recorded endpoints; with --project, the live ones of that project"
     listing = actions.add_parser("list", help=note)
-    _cloud_args(listing)
+    params.cloud_flags(listing, _REGION)
     listing.set_defaults(func=_list)
     delete = actions.add_parser("delete", help="undeploy every model and delete the endpoint")
     delete.add_argument("name", help="endpoint resource name (or id with --project)")
-    _cloud_args(delete)
+    params.cloud_flags(delete, _REGION)
     delete.set_defaults(func=_delete)
     clean = actions.add_parser(
         "cleanup",
@@ -77,14 +71,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "or labelled) plus the Model Registry models those deploys uploaded; cancel recorded "
         "batch jobs still running",
     )
-    clean.add_argument(
-        "--project",
-        default="",
-        help="also remove the live endpoints of this project that routerlib named or labelled "
-        "(without it: only what the registry recorded, each in its own project)",
-    )
-    clean.add_argument("--location", help=f"with --project (default: {DEFAULT_LOCATION})")
-    clean.add_argument("--api-endpoint", help="with --project: Vertex API address")
+    params.cloud_flags(clean, f"with --project (default: {DEFAULT_LOCATION})", project="")
     clean.set_defaults(func=_cleanup)
 
     serve = subparsers.add_parser(
@@ -106,7 +93,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _deploy(args: argparse.Namespace) -> int:
-    from routerlib.errors import InputError
     from routerlib.serving import vertex
 
     if args.location == "global":
@@ -128,12 +114,7 @@ def _list_options(args: argparse.Namespace) -> int:
     from routerlib.serving import hardware as hw
     from routerlib.serving import vertex
 
-    options = vertex.deploy_options(
-        args.checkpoint,
-        project=args.project,
-        location=args.location or DEFAULT_LOCATION,
-        api_endpoint=args.api_endpoint or "",
-    )
+    options = vertex.deploy_options(args.checkpoint, **_where(args))
     size = hw.checkpoint_bytes(args.checkpoint)
     if size is not None:
         print(f"checkpoint weights: {size / hw.GB:.1f} GB", file=sys.stderr)
@@ -160,7 +141,8 @@ def _list_options(args: argparse.Namespace) -> int:
 
 
 def _where(args: argparse.Namespace) -> dict[str, Any]:
-    """Where ``endpoints list`` and ``cleanup`` look: the project (None: the recorded ones)."""
+    """Where ``deploy --list-options``, ``endpoints list`` and ``cleanup`` look: the project
+    (None: the recorded ones), the region and the API address."""
     where = {"project": args.project or None, "api_endpoint": args.api_endpoint or ""}
     return {**where, "location": args.location or DEFAULT_LOCATION}
 

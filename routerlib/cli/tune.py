@@ -5,10 +5,11 @@ from __future__ import annotations
 import argparse
 import os
 
+from routerlib.cli import params
 from routerlib.cli.params import POSITIVE, Keys, add_params_option, labels_flag, option, pick, same
 from routerlib.config import run_default
 from routerlib.errors import InputError
-from routerlib.models import ADAPTER_SIZES
+from routerlib.models import ADAPTER_SIZES, EMBEDDED_MODEL
 
 #: ``routerlib tune --params FILE``: flag dest -> the RunConfig key notebook 03 tunes with.
 TUNE_PARAMS: Keys = {
@@ -32,7 +33,6 @@ def _labels(items: list[str] | None) -> dict[str, str]:
 
 def _tune(args: argparse.Namespace) -> int:
     from routerlib import jobs
-    from routerlib.models import EMBEDDED_MODEL
     from routerlib.tuning import choose_backend
     from routerlib.tuning.base import DEFAULT_BASE_MODEL, TuningSpec
 
@@ -125,17 +125,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--quota-interval", type=POSITIVE, default=300.0, metavar="SECONDS")
     p.add_argument("--backend", choices=("vertex", "local"))
-    note = "Google Cloud project (default $GOOGLE_CLOUD_PROJECT)"
-    p.add_argument("--project", default=os.environ.get("GOOGLE_CLOUD_PROJECT"), help=note)
-    p.add_argument(
-        "--location",
-        default=os.environ.get("GOOGLE_CLOUD_REGION", run_default("location")),
-        help="where tuning runs: global (Vertex picks a region with capacity) or a tuning region "
+    where = (
+        "where tuning runs: global (Vertex picks a region with capacity) or a tuning region "
         f"(default $GOOGLE_CLOUD_REGION or {run_default('location')}); endpoints: "
-        "`routerlib deploy --location`",
+        "`routerlib deploy --location`"
     )
-    note = "regional/private endpoint URL; an http:// loopback address gets a test token"
-    p.add_argument("--api-endpoint", help=note)
+    params.cloud_flags(p, where, os.environ.get("GOOGLE_CLOUD_REGION", run_default("location")))
     p.set_defaults(func=_tune)
     add_params_option(p, TUNE_PARAMS)
 

@@ -278,7 +278,7 @@ class VertexBackend:
             location=self.location,
         )
         known = models.contract(spec.base_model) or models.short_id(spec.base_model) in (
-            *models.RENAMED,
+            *models.TABLE.renamed,
             models.EMBEDDED_MODEL,
         )
         if not known:

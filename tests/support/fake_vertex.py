@@ -314,9 +314,9 @@ class FakeVertex:
         train_bytes = len(self.dataset_reader(sft["trainingDatasetUri"]))
         data = self.dataset_reader(validation)
         rows = sum(1 for line in data.splitlines() if line.strip())
-        if rows > models.MAX_VALIDATION_ROWS:
+        if rows > models.TABLE.max_validation_rows:
             return invalid(f"Validation dataset has {rows} rows; at most 5000 are allowed.")
-        if len(data) > models.MAX_VALIDATION_BYTES_SHARE * train_bytes:
+        if len(data) > models.TABLE.max_validation_bytes_share * train_bytes:
             return invalid(
                 "Validation dataset must be no more than 25% of the training dataset size."
             )
