@@ -216,9 +216,10 @@ def kernel_did_not_start(exc: BaseException) -> bool:
 
 
 def _run_one(
-    run_dir: Path, state: PipelineRecord, label: str, out: Out, runs: Sequence[Path] | None = None
+    run_dir: Path, state: PipelineRecord, out: Out, runs: Sequence[Path] | None = None
 ) -> RunResult:
     """Execute every stage of ``state`` that is not ``ok`` yet, in order; stop at the first failure."""
+    label = state.params_name or run_dir.name
 
     def save(overall: runfolder.RunStatus, entry: StageRecord | None = None, **fields: Any) -> None:
         """Set the run's status (and a stage's ``fields``) and write pipeline.json."""
@@ -443,15 +444,13 @@ def run_pipeline(
     def run_one(index: int, item: str, existing: Path | None) -> RunResult:
         if existing is None:
             run_dir, state = _new_run(item, chosen, outputs_dir)
-            label = str(state.params_name)
-            out(f"[{label}] run folder: {run_dir}")
+            out(f"[{state.params_name}] run folder: {run_dir}")
         else:
             run_dir, state = existing, runfolder.read_pipeline(existing)
-            label = state.params_name or run_dir.name
-            todo = [e.stage for e in state.stages if e.status != "ok"]
-            out(f"[{label}] resuming {run_dir} from stage {todo[0] if todo else '(none left)'}")
+            first = next((e.stage for e in state.stages if e.status != "ok"), "(none left)")
+            out(f"[{state.params_name or run_dir.name}] resuming {run_dir} from stage {first}")
         run_dirs[index] = run_dir
-        return _run_one(run_dir, state, label, out)
+        return _run_one(run_dir, state, out)
 
     jobs = [functools.partial(run_one, i, *plan) for i, plan in enumerate(plans)]
     at_once = side_by_side(backends, parallel)
@@ -545,7 +544,7 @@ def run_comparison(
     with outputs_env(outputs_dir):
         run_dir, state = _new_run(params_file, [COMPARISON_STAGE], outputs_dir, name="comparison")
         out(f"[comparison] run folder: {run_dir}")
-        return _run_one(run_dir, state, "comparison", out, runs)
+        return _run_one(run_dir, state, out, runs)
 
 
 def start_run(
@@ -563,4 +562,4 @@ def continue_run(run_dir: Path, out: Out = print) -> RunResult:
     """Execute every stage of ``run_dir`` that is not ``ok`` yet (a finished run is refused)."""
     state = runfolder.read_pipeline(run_dir)
     _refuse_finished(run_dir, state)
-    return _run_one(Path(run_dir), state, state.params_name or Path(run_dir).name, out)
+    return _run_one(Path(run_dir), state, out)
