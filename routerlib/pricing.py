@@ -17,6 +17,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from routerlib import storage
+from routerlib.config import TuningMode
 from routerlib.dataset import example_pair
 from routerlib.errors import InputError
 from routerlib.models import CHARS_PER_TOKEN, FULL, PEFT, short_id
@@ -28,7 +29,6 @@ PRICING_FILE = "pricing.yaml"
 #: (google/skills skills/cloud/agent-platform-deploy/scripts/calculate_cost.py,
 #: _STALENESS_THRESHOLD_DAYS); routerlib's doctor warns the same way.
 STALE_AFTER_DAYS = 90
-TuningMode = Literal["PEFT_ADAPTER", "FULL"]
 
 
 class _Sourced(BaseModel):
@@ -192,8 +192,12 @@ def training_tokens(
     return len(counts), tokens_from_characters(sum(counts), ratio)
 
 
-def _trust(verified: bool) -> str:
-    return "" if verified else "; UNVERIFIED price: not read from a Google source"
+def _cited(source: str, source_date: str | None, verified: bool) -> str:
+    """A price's source as a line cites it: its date, and a warning when it is not verified."""
+    when = f" of {source_date}" if source_date else ""
+    return f"{source}{when}" + (
+        "" if verified else "; UNVERIFIED price: not read from a Google source"
+    )
 
 
 def _shown(path: Path) -> str:
@@ -243,10 +247,10 @@ class CostEstimate:
         if self.usd is None:
             missing = f"no price for {self.base_model} in {self.table_path}"
             return f"{head}; {missing}: add one to get a cost"
-        when = f" of {self.source_date}" if self.source_date else ""
+        cited = _cited(self.source or self.table_path, self.source_date, self.verified)
         return (
             f"{head} x ${self.usd_per_million:g}/M = ~${self.usd:,.2f} ({self.table_path} dated "
-            f"{self.table_date}: {self.source or self.table_path}{when}{_trust(self.verified)})"
+            f"{self.table_date}: {cited})"
         )
 
 
@@ -381,8 +385,7 @@ class BatchCost:
                 f"batch cost: no price for {self.machine} in the price table: add one to get a cost"
             )
         rate = f"${self.usd_per_node_hour:g} per node hour of {self.machine}"
-        when = f" of {self.source_date}" if self.source_date else ""
-        cited = f" ({self.source}{when}{_trust(self.verified)})"
+        cited = f" ({_cited(self.source, self.source_date, self.verified)})"
         if self.measured:
             cost = f"{self.node_hours:.4g} node hour(s) x {rate} = ~${self.usd:,.2f}"
             return f"batch cost: {cost}{cited}"
