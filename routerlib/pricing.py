@@ -227,11 +227,6 @@ class CostEstimate:
     source: str = ""
     source_date: str | None = None
 
-    @property
-    def training_tokens(self) -> int:
-        """Tokens processed over all epochs."""
-        return self.tokens * self.epochs
-
     def line(self) -> str:
         """One human line for the console and the notebooks."""
         how = (
@@ -241,7 +236,7 @@ class CostEstimate:
         )
         head = (
             f"cost estimate: {self.examples:,} examples, ~{self.tokens:,} tokens x {self.epochs} "
-            f"epoch(s) = ~{self.training_tokens:,} training tokens ({self.characters:,} "
+            f"epoch(s) = ~{self.tokens * self.epochs:,} training tokens ({self.characters:,} "
             f"characters x {how})"
         )
         if self.usd is None:
@@ -287,14 +282,10 @@ def estimate(
     )
 
 
-#: The machine name the local backend serves on (priced in the table's ``machines``).
-LOCAL_MACHINE = "local-cpu"
-
-
 def serving_machine(backend: str, machine_type: str) -> str:
     """The ``machines`` key of a deployment: ``local-cpu`` on the local backend, else the machine
     type (its price includes the accelerators the shape comes with)."""
-    return LOCAL_MACHINE if backend == "local" else machine_type
+    return "local-cpu" if backend == "local" else machine_type
 
 
 @dataclass(frozen=True)

@@ -209,11 +209,10 @@ class DecodingInfo(BaselineInfo):
     seconds_per_token: float | None = None
 
 
-class EvaluationInfo(Record):
+class EvaluationInfo(BaselineInfo):
     """Where the headline decoding's report is (free or constrained) and its figures."""
 
     report: str = REPORT_FILE
-    gate_pass: bool | None = None
     headline: dict[str, float | None] = Field(default_factory=dict)
     strict: dict[str, float | None] = Field(default_factory=dict)
     decoding: str = "free"
