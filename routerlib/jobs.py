@@ -150,8 +150,8 @@ def short_id(name: str) -> str:
 
 
 def _asks_server(job: Job) -> bool:
-    """True when the job exists on a backend and can change: not refused, unknown or ended."""
-    return job.state not in (DENIED, UNKNOWN) and not job.ended
+    """True when the job exists on a backend and can change: not unknown or ended (refused)."""
+    return job.state != UNKNOWN and not job.ended
 
 
 def _refresh(job: Job, out: Out, down: set[tuple[Any, ...]] | None = None) -> Job:
@@ -566,10 +566,8 @@ def list_jobs(refresh: bool = True, out: Out = print) -> list[Job]:
 
 def show(name: str, *, out: Out = print) -> Job:
     """One recorded job, refreshed from its backend when it has not ended, with its checkpoints."""
-    job = find(name)
-    if not job.ended or job.state == UNKNOWN:
-        job = _refresh(job, out)
-    if job.state not in (DENIED, UNKNOWN) and (job.succeeded or not job.ended):
+    job = _refresh(find(name), out)  # an ended one stays as recorded
+    if job.state != UNKNOWN and (job.succeeded or not job.ended):
         job = _with_checkpoints(job)
     return job
 
