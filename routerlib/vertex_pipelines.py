@@ -113,17 +113,12 @@ def pipeline_run_folder(outputs: str, job: str) -> Path:
 PointOutputs = collections.namedtuple("PointOutputs", ["run_dir", "status", "outcome"])
 
 
-def _outcome(index: str, label: str, run_dir: str, status: str, message: str) -> PointOutputs:
-    record = {"index": index, "name": label, "run_dir": run_dir, "status": status}
-    return PointOutputs(run_dir, status, json.dumps({**record, "message": message}))
-
-
 def run_point(
     index: str, label: str, params_yaml: str, stages: str, outputs: str, job: str
 ) -> PointOutputs:
     """One point: ``pipeline.start_run`` and ``continue_run`` under the pipeline run's folder,
     points/NN/ its outputs root. Never raises (but on Ctrl-C): a failure is its status."""
-    run_dir = ""
+    run_dir, status = "", FAILED
     try:
         folder = pipeline_run_folder(outputs, job)
         point_root = folder / POINTS_DIR / index
@@ -133,12 +128,13 @@ def run_point(
         run_dir = str(made)
         with pipeline.outputs_env(point_root):
             result = pipeline.continue_run(made, out=lambda line: print(line, flush=True))
-        return _outcome(index, label, run_dir, result.status, result.message)
+        status, message = result.status, result.message
     except Exception as exc:  # noqa: BLE001 - the fan-in reports it; the pipeline goes on
         lines = exc.lines() if isinstance(exc, RouterlibError) else [str(exc)]
-        text = " ".join("; ".join(lines).split())[:500]
-        print(f"[{label}] FAILED: {type(exc).__name__}: {text}", flush=True)
-        return _outcome(index, label, run_dir, FAILED, f"{type(exc).__name__}: {text}")
+        message = f"{type(exc).__name__}: " + " ".join("; ".join(lines).split())[:500]
+        print(f"[{label}] FAILED: {message}", flush=True)
+    outcome = {"index": index, "name": label, "run_dir": run_dir, "status": status}
+    return PointOutputs(run_dir, status, json.dumps({**outcome, "message": message}))
 
 
 def point_task(
