@@ -319,7 +319,7 @@ def _check_datasets(spec: TuningSpec) -> None:
         storage.check_bucket(spec.output_uri)
 
 
-def _check_lengths(spec: TuningSpec, counts: list[int], strict: bool, out: Out) -> None:
+def _check_lengths(spec: TuningSpec, counts: Sequence[int], strict: bool, out: Out) -> None:
     """Examples over the model's sequence limit: an error under ``strict``, else a warning."""
     limit = max_seq_len(spec.base_model, spec.tuning_mode)
     over = sum(1 for c in counts if c > limit)
@@ -394,14 +394,11 @@ def tune(
     _check_datasets(spec)
 
     train = spec.training_dataset_uri
-    characters = pricing.example_characters(train if "://" in train else resolve(train))
+    train_file = train if "://" in train else resolve(train)
     estimate = pricing.estimate(
-        spec.base_model, train, spec.epochs, tuning_mode=spec.tuning_mode, char_counts=characters
+        spec.base_model, train_file, spec.epochs, tuning_mode=spec.tuning_mode
     )
-    ratio = estimate.tokens_per_character
-    _check_lengths(
-        spec, [pricing.tokens_from_characters(c, ratio) for c in characters], strict, out
-    )
+    _check_lengths(spec, estimate.example_tokens, strict, out)
     out(estimate.line())
     if dry_run:
         out("dry run: nothing was sent. The request would be:")

@@ -226,6 +226,8 @@ class CostEstimate:
     tuning_mode: str = PEFT
     source: str = ""
     source_date: str | None = None
+    #: Each example's estimated tokens (what the sequence-length check compares).
+    example_tokens: tuple[int, ...] = ()
 
     def line(self) -> str:
         """One human line for the console and the notebooks."""
@@ -256,14 +258,13 @@ def estimate(
     table: PricingTable | None = None,
     *,
     tuning_mode: str = PEFT,
-    char_counts: list[int] | None = None,
 ) -> CostEstimate:
     """The cost of tuning ``base_model`` on ``train_uri`` for ``epochs`` epochs (the packaged
-    table unless ``table`` is given); ``char_counts`` (``example_characters``) saves a re-read."""
+    table unless ``table`` is given)."""
     table = table or load_pricing()
     row = table.model_row(base_model)
     ratio = table.tokens_per_character(base_model, tuning_mode)
-    counts = example_characters(train_uri) if char_counts is None else char_counts
+    counts = example_characters(train_uri)
     tokens = tokens_from_characters(sum(counts), ratio)
     price = table.price(base_model)
     return CostEstimate(
@@ -278,6 +279,7 @@ def estimate(
         characters=sum(counts),
         tokens_per_character=ratio,
         tuning_mode=tuning_mode,
+        example_tokens=tuple(tokens_from_characters(c, ratio) for c in counts),
         **table.cited(row),
     )
 
