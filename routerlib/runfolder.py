@@ -250,11 +250,10 @@ class GateCheck(Record):
     samples: int | None = None
 
 
-class GateResults(BaseModel):
+class GateResults(OpenRecord):
     """``threshold_results``: ``{bucket: {metric: GateCheck}}`` plus the verdict. This is the
     only gate shape; readers take the failed checks from ``failed``."""
 
-    model_config = ConfigDict(extra="allow")
     __pydantic_extra__: dict[str, dict[str, GateCheck]] = Field(init=False)  # type: ignore[assignment]
 
     overall_pass: bool
