@@ -21,14 +21,12 @@ from routerlib.errors import InputError, RouterlibError, lines_from_notebook
 from routerlib.metric_names import DECIDING_METRICS
 from routerlib.metrics import gate_line
 from routerlib.progress import WholeLines
-from routerlib.report import scan_text
+from routerlib.report import COMPARISON_STAGE, scan_text
 from routerlib.runfolder import FAILED, FINISHED, INTERRUPTED, RUNNING, PipelineRecord, StageRecord
 
 DEFAULT_STAGES: tuple[str, ...] = ("01", "02", "03", "04")
-COMPARISON_STAGE = "05"
 #: ``--with all``: every finished run under the outputs root joins the comparison.
 ALL_RUNS = "all"
-PIPELINE_FILE = runfolder.PIPELINE_FILE
 #: ipykernel logs only CRITICAL lines (else each kernel warns it runs over TCP unencrypted, on
 #: 127.0.0.1 only, and at shutdown of a KeyboardInterrupt); a failing cell still fails its stage.
 KERNEL_ARGUMENTS = ("--IPKernelApp.log_level=CRITICAL",)
@@ -96,7 +94,7 @@ def check_stages(stages: str | Sequence[str] | None, notebooks: bool = False) ->
 def find_unfinished_run(params_name: str, outputs: Path | None = None) -> Path | None:
     """The newest run folder of ``params_name`` under the outputs root that is not finished."""
     candidates = []
-    for folder in runfolder.find_folders(PIPELINE_FILE, root=outputs):
+    for folder in runfolder.find_folders(runfolder.PIPELINE_FILE, root=outputs):
         try:
             state = runfolder.read_pipeline(folder)
         except runfolder.RunFolderError:  # not a pipeline state: not a run to resume
@@ -226,7 +224,7 @@ def _run_one(
         state.status = overall
         for key, value in fields.items():
             setattr(entry, key, value)
-        runfolder.write_record(run_dir / PIPELINE_FILE, state)
+        runfolder.write_record(run_dir / runfolder.PIPELINE_FILE, state)
 
     save(RUNNING)
     params_file = str(state.params_file)
@@ -286,7 +284,7 @@ def _new_run(
         status=RUNNING,
         created=runfolder.now(),
     )
-    runfolder.write_record(run_dir / PIPELINE_FILE, state)
+    runfolder.write_record(run_dir / runfolder.PIPELINE_FILE, state)
     return run_dir, state
 
 
@@ -391,7 +389,7 @@ def _run_side_by_side(
                 for entry in state.stages:
                     if entry.status == RUNNING:
                         entry.status = INTERRUPTED
-                runfolder.write_record(run_dir / PIPELINE_FILE, state)
+                runfolder.write_record(run_dir / runfolder.PIPELINE_FILE, state)
                 out(f"interrupted: {run_dir} (`routerlib run --resume {run_dir}` continues it)")
         raise
     if failures:
