@@ -150,8 +150,8 @@ def short_id(name: str) -> str:
 
 
 def _asks_server(job: Job) -> bool:
-    """True when the job exists on a backend and can change: not refused, unknown or ended."""
-    return job.state not in (DENIED, UNKNOWN) and not job.ended
+    """True when the job exists on a backend and can change: not unknown or ended (refused)."""
+    return job.state != UNKNOWN and not job.ended
 
 
 def _refresh(job: Job, out: Out, down: set[tuple[Any, ...]] | None = None) -> Job:
@@ -319,7 +319,7 @@ def _check_datasets(spec: TuningSpec) -> None:
         storage.bucket_info(spec.output_uri)
 
 
-def _check_lengths(spec: TuningSpec, counts: list[int], strict: bool, out: Out) -> None:
+def _check_lengths(spec: TuningSpec, counts: Sequence[int], strict: bool, out: Out) -> None:
     """Examples over the model's sequence limit: an error under ``strict``, else a warning."""
     limit = max_seq_len(spec.base_model, spec.tuning_mode)
     over = sum(1 for c in counts if c > limit)
@@ -394,14 +394,11 @@ def tune(
     _check_datasets(spec)
 
     train = spec.training_dataset_uri
-    characters = pricing.example_characters(train if "://" in train else resolve(train))
+    train_file = train if "://" in train else resolve(train)
     estimate = pricing.estimate(
-        spec.base_model, train, spec.epochs, tuning_mode=spec.tuning_mode, char_counts=characters
+        spec.base_model, train_file, spec.epochs, tuning_mode=spec.tuning_mode
     )
-    ratio = estimate.tokens_per_character
-    _check_lengths(
-        spec, [pricing.tokens_from_characters(c, ratio) for c in characters], strict, out
-    )
+    _check_lengths(spec, estimate.example_tokens, strict, out)
     out(estimate.line())
     if dry_run:
         out("dry run: nothing was sent. The request would be:")
@@ -566,10 +563,8 @@ def list_jobs(refresh: bool = True, out: Out = print) -> list[Job]:
 
 def show(name: str, *, out: Out = print) -> Job:
     """One recorded job, refreshed from its backend when it has not ended, with its checkpoints."""
-    job = find(name)
-    if not job.ended or job.state == UNKNOWN:
-        job = _refresh(job, out)
-    if job.state not in (DENIED, UNKNOWN) and (job.succeeded or not job.ended):
+    job = _refresh(find(name), out)  # an ended one stays as recorded
+    if job.state != UNKNOWN and (job.succeeded or not job.ended):
         job = _with_checkpoints(job)
     return job
 

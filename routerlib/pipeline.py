@@ -16,20 +16,17 @@ from pathlib import Path
 from typing import IO, Any
 
 from routerlib import config, paths, runfolder
-from routerlib.atomic import write_json
 from routerlib.config import RunConfig, cloud_problems, dump_config, load_config
 from routerlib.errors import InputError, RouterlibError, lines_from_notebook
 from routerlib.metric_names import DECIDING_METRICS
 from routerlib.metrics import gate_line
 from routerlib.progress import WholeLines
-from routerlib.report import scan_text
-from routerlib.runfolder import FAILED, FINISHED, INTERRUPTED, RUNNING
+from routerlib.report import COMPARISON_STAGE, scan_text
+from routerlib.runfolder import FAILED, FINISHED, INTERRUPTED, RUNNING, PipelineRecord, StageRecord
 
 DEFAULT_STAGES: tuple[str, ...] = ("01", "02", "03", "04")
-COMPARISON_STAGE = "05"
 #: ``--with all``: every finished run under the outputs root joins the comparison.
 ALL_RUNS = "all"
-PIPELINE_FILE = runfolder.PIPELINE_FILE
 #: ipykernel logs only CRITICAL lines (else each kernel warns it runs over TCP unencrypted, on
 #: 127.0.0.1 only, and at shutdown of a KeyboardInterrupt); a failing cell still fails its stage.
 KERNEL_ARGUMENTS = ("--IPKernelApp.log_level=CRITICAL",)
@@ -45,7 +42,7 @@ class RunResult:
     run_dir: Path
     status: str  # "finished" | "failed"
     message: str = ""
-    stages: list[dict[str, Any]] = field(default_factory=list)
+    stages: list[StageRecord] = field(default_factory=list)
     #: The failing routerlib error's lines before its summary (``file:line: field: …``).
     problems: list[str] = field(default_factory=list)
 
@@ -94,30 +91,10 @@ def check_stages(stages: str | Sequence[str] | None, notebooks: bool = False) ->
     return chosen
 
 
-def read_state(run_dir: Path) -> dict[str, Any]:
-    """The run's pipeline.json (checked against ``runfolder.PipelineRecord``); InputError when it
-    is missing, unreadable or not a pipeline state."""
-    file = Path(run_dir) / PIPELINE_FILE
-    if not file.is_file():
-        raise InputError(f"{file}: not a pipeline run folder (no {PIPELINE_FILE})")
-    return runfolder.read_pipeline(run_dir).model_dump(exclude_unset=True)
-
-
-def _save_state(run_dir: Path, state: dict[str, Any]) -> None:
-    """Write pipeline.json (checked against ``runfolder.PipelineRecord`` first)."""
-    file = run_dir / PIPELINE_FILE
-    runfolder.validate(state, runfolder.PipelineRecord, str(file))
-    write_json(file, state)
-
-
-def _now() -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%S%z")
-
-
 def find_unfinished_run(params_name: str, outputs: Path | None = None) -> Path | None:
     """The newest run folder of ``params_name`` under the outputs root that is not finished."""
     candidates = []
-    for folder in runfolder.find_folders(PIPELINE_FILE, root=outputs):
+    for folder in runfolder.find_folders(runfolder.PIPELINE_FILE, root=outputs):
         try:
             state = runfolder.read_pipeline(folder)
         except runfolder.RunFolderError:  # not a pipeline state: not a run to resume
@@ -237,25 +214,26 @@ def kernel_did_not_start(exc: BaseException) -> bool:
 
 
 def _run_one(
-    run_dir: Path, state: dict[str, Any], label: str, out: Out, runs: Sequence[Path] | None = None
+    run_dir: Path, state: PipelineRecord, out: Out, runs: Sequence[Path] | None = None
 ) -> RunResult:
     """Execute every stage of ``state`` that is not ``ok`` yet, in order; stop at the first failure."""
+    label = state.params_name or run_dir.name
 
-    def save(overall: str, entry: dict[str, Any] | None = None, **fields: Any) -> None:
+    def save(overall: runfolder.RunStatus, entry: StageRecord | None = None, **fields: Any) -> None:
         """Set the run's status (and a stage's ``fields``) and write pipeline.json."""
-        state["status"] = overall
-        if entry is not None:
-            entry.update(fields)
-        _save_state(run_dir, state)
+        state.status = overall
+        for key, value in fields.items():
+            setattr(entry, key, value)
+        runfolder.write_record(run_dir / runfolder.PIPELINE_FILE, state)
 
     save(RUNNING)
-    params_file = state["params_file"]
+    params_file = str(state.params_file)
     with open(run_dir / runfolder.LOG_FILE, "a", encoding="utf-8") as log:
-        for entry in [e for e in state["stages"] if e["status"] != "ok"]:
-            notebook = paths.project_root() / "notebooks" / entry["notebook"]
+        for entry in [e for e in state.stages if e.status != "ok"]:
+            notebook = paths.project_root() / "notebooks" / entry.notebook
             name = notebook.stem
-            save(RUNNING, entry, status=RUNNING, started=_now(), error=None, seconds=None)
-            log.write(f"\n==== {_now()} {name} ====\n")
+            save(RUNNING, entry, status=RUNNING, started=runfolder.now(), error=None, seconds=None)
+            log.write(f"\n==== {runfolder.now()} {name} ====\n")
             log.flush()
             start = time.perf_counter()
             try:
@@ -277,45 +255,41 @@ def _run_one(
                     out(text)
                 out(f"[{label}] {line}")
                 out(f"[{label}] executed notebook: {executed}")
-                return RunResult(params_file, run_dir, FAILED, line, state["stages"], problems)
+                return RunResult(params_file, run_dir, FAILED, line, state.stages, problems)
             seconds = time.perf_counter() - start
             save(RUNNING, entry, status="ok", seconds=round(seconds, 3))
             log.write(f"==== {name} ok ({seconds:.1f} s)\n")
             out(f"[{label}] {name} ... ok ({seconds:.1f} s)")
-        state["finished"] = _now()
+        state.finished = runfolder.now()
         save(FINISHED)
-        log.write(f"==== {_now()} run finished\n")
+        log.write(f"==== {runfolder.now()} run finished\n")
     out(f"[{label}] finished: {run_dir}")
-    return RunResult(params_file, run_dir, FINISHED, "", state["stages"])
+    return RunResult(params_file, run_dir, FINISHED, "", state.stages)
 
 
 def _new_run(
     params_file: str, stages: Sequence[str], outputs: Path | None, name: str | None = None
-) -> tuple[Path, dict[str, Any]]:
+) -> tuple[Path, PipelineRecord]:
     """A new run folder with its params.yaml and every stage pending."""
     config = load_config(params_file)
     notebooks = [find_notebook(stage).name for stage in stages]
     label = name or Path(params_file).stem
     run_dir = paths.new_run_dir(label, root=outputs)
     dump_config(config, run_dir / runfolder.PARAMS_FILE)
-    state = {
-        "params_file": str(paths.resolve(params_file)),
-        "params_name": label,
-        "run_dir": str(run_dir),
-        "stages": [
-            {"stage": s, "notebook": nb, "status": "pending", "seconds": None, "error": None}
-            for s, nb in zip(stages, notebooks, strict=True)
-        ],
-        "status": RUNNING,
-        "created": _now(),
-        "finished": None,
-    }
-    _save_state(run_dir, state)
+    state = PipelineRecord(
+        params_file=str(paths.resolve(params_file)),
+        params_name=label,
+        run_dir=str(run_dir),
+        stages=[StageRecord(stage=s, notebook=nb) for s, nb in zip(stages, notebooks, strict=True)],
+        status=RUNNING,
+        created=runfolder.now(),
+    )
+    runfolder.write_record(run_dir / runfolder.PIPELINE_FILE, state)
     return run_dir, state
 
 
-def _refuse_finished(run_dir: Path, state: dict[str, Any]) -> None:
-    if state.get("status") == FINISHED:
+def _refuse_finished(run_dir: Path, state: PipelineRecord) -> None:
+    if state.status == FINISHED:
         raise InputError(f"{run_dir}: run is finished and is never edited again; start a new run")
 
 
@@ -326,11 +300,11 @@ def _resume_target(target: str, outputs: Path | None, stages: Sequence[str] | No
     if run_dir is None:
         root = outputs or paths.outputs_root()
         raise InputError(f"{target}: no unfinished run of {Path(target).stem!r} under {root}")
-    state = read_state(run_dir)
+    state = runfolder.read_pipeline(run_dir)
     _refuse_finished(run_dir, state)
     if not (run_dir / runfolder.PARAMS_FILE).is_file():
         raise InputError(f"{run_dir}: {runfolder.PARAMS_FILE} is missing; cannot resume")
-    edited = target if not path.is_dir() else str(state.get("params_file") or "")
+    edited = target if not path.is_dir() else str(state.params_file or "")
     changes = params_changes(edited, run_dir) if edited and paths.resolve(edited).is_file() else []
     if changes:
         raise InputError(
@@ -340,7 +314,7 @@ def _resume_target(target: str, outputs: Path | None, stages: Sequence[str] | No
             f"{edited}` (or undo the edit to resume)",
             changes,
         )
-    recorded = [str(e.get("stage")) for e in state["stages"]]
+    recorded = [e.stage for e in state.stages]
     if stages is not None and tuple(stages) != DEFAULT_STAGES and list(stages) != recorded:
         raise InputError(
             f"{run_dir}: --stages {','.join(stages)} differs from the run's own stages "
@@ -410,12 +384,12 @@ def _run_side_by_side(
     except KeyboardInterrupt:
         for index, run_dir in sorted(run_dirs.items()):
             if results[index] is None:
-                state = read_state(run_dir)
-                state["status"] = INTERRUPTED
-                for entry in state["stages"]:
-                    if entry.get("status") == RUNNING:
-                        entry["status"] = INTERRUPTED
-                _save_state(run_dir, state)
+                state = runfolder.read_pipeline(run_dir)
+                state.status = INTERRUPTED
+                for entry in state.stages:
+                    if entry.status == RUNNING:
+                        entry.status = INTERRUPTED
+                runfolder.write_record(run_dir / runfolder.PIPELINE_FILE, state)
                 out(f"interrupted: {run_dir} (`routerlib run --resume {run_dir}` continues it)")
         raise
     if failures:
@@ -468,15 +442,13 @@ def run_pipeline(
     def run_one(index: int, item: str, existing: Path | None) -> RunResult:
         if existing is None:
             run_dir, state = _new_run(item, chosen, outputs_dir)
-            label = state["params_name"]
-            out(f"[{label}] run folder: {run_dir}")
+            out(f"[{state.params_name}] run folder: {run_dir}")
         else:
-            run_dir, state = existing, read_state(existing)
-            label = str(state.get("params_name") or run_dir.name)
-            todo = [e["stage"] for e in state["stages"] if e.get("status") != "ok"]
-            out(f"[{label}] resuming {run_dir} from stage {todo[0] if todo else '(none left)'}")
+            run_dir, state = existing, runfolder.read_pipeline(existing)
+            first = next((e.stage for e in state.stages if e.status != "ok"), "(none left)")
+            out(f"[{state.params_name or run_dir.name}] resuming {run_dir} from stage {first}")
         run_dirs[index] = run_dir
-        return _run_one(run_dir, state, label, out)
+        return _run_one(run_dir, state, out)
 
     jobs = [functools.partial(run_one, i, *plan) for i, plan in enumerate(plans)]
     at_once = side_by_side(backends, parallel)
@@ -498,7 +470,7 @@ def run_headline(result: RunResult) -> list[str]:
         return [f"FAILED {run_dir}: {result.message}", *result.problems]
     lines = [f"finished {run_dir}"]
     if not runfolder.has_evaluation(run_dir):
-        stages = ",".join(str(s.get("stage")) for s in result.stages) or "-"
+        stages = ",".join(s.stage for s in result.stages) or "-"
         return [*lines, f"  no evaluation in this run (stages {stages}); 04_deploy_eval scores it"]
     try:
         evaluation = runfolder.read_metrics(run_dir).evaluation or runfolder.EvaluationInfo()
@@ -570,7 +542,7 @@ def run_comparison(
     with outputs_env(outputs_dir):
         run_dir, state = _new_run(params_file, [COMPARISON_STAGE], outputs_dir, name="comparison")
         out(f"[comparison] run folder: {run_dir}")
-        return _run_one(run_dir, state, "comparison", out, runs)
+        return _run_one(run_dir, state, out, runs)
 
 
 def start_run(
@@ -586,6 +558,6 @@ def start_run(
 
 def continue_run(run_dir: Path, out: Out = print) -> RunResult:
     """Execute every stage of ``run_dir`` that is not ``ok`` yet (a finished run is refused)."""
-    state = read_state(run_dir)
+    state = runfolder.read_pipeline(run_dir)
     _refuse_finished(run_dir, state)
-    return _run_one(Path(run_dir), state, str(state.get("params_name") or Path(run_dir).name), out)
+    return _run_one(Path(run_dir), state, out)

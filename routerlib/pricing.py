@@ -17,6 +17,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from routerlib import storage
+from routerlib.config import TuningMode
 from routerlib.dataset import example_pair
 from routerlib.errors import InputError
 from routerlib.models import CHARS_PER_TOKEN, FULL, PEFT, short_id
@@ -28,7 +29,6 @@ PRICING_FILE = "pricing.yaml"
 #: (google/skills skills/cloud/agent-platform-deploy/scripts/calculate_cost.py,
 #: _STALENESS_THRESHOLD_DAYS); routerlib's doctor warns the same way.
 STALE_AFTER_DAYS = 90
-TuningMode = Literal["PEFT_ADAPTER", "FULL"]
 
 
 class _Sourced(BaseModel):
@@ -192,8 +192,12 @@ def training_tokens(
     return len(counts), tokens_from_characters(sum(counts), ratio)
 
 
-def _trust(verified: bool) -> str:
-    return "" if verified else "; UNVERIFIED price: not read from a Google source"
+def _cited(source: str, source_date: str | None, verified: bool) -> str:
+    """A price's source as a line cites it: its date, and a warning when it is not verified."""
+    when = f" of {source_date}" if source_date else ""
+    return f"{source}{when}" + (
+        "" if verified else "; UNVERIFIED price: not read from a Google source"
+    )
 
 
 def _shown(path: Path) -> str:
@@ -222,11 +226,8 @@ class CostEstimate:
     tuning_mode: str = PEFT
     source: str = ""
     source_date: str | None = None
-
-    @property
-    def training_tokens(self) -> int:
-        """Tokens processed over all epochs."""
-        return self.tokens * self.epochs
+    #: Each example's estimated tokens (what the sequence-length check compares).
+    example_tokens: tuple[int, ...] = ()
 
     def line(self) -> str:
         """One human line for the console and the notebooks."""
@@ -237,16 +238,16 @@ class CostEstimate:
         )
         head = (
             f"cost estimate: {self.examples:,} examples, ~{self.tokens:,} tokens x {self.epochs} "
-            f"epoch(s) = ~{self.training_tokens:,} training tokens ({self.characters:,} "
+            f"epoch(s) = ~{self.tokens * self.epochs:,} training tokens ({self.characters:,} "
             f"characters x {how})"
         )
         if self.usd is None:
             missing = f"no price for {self.base_model} in {self.table_path}"
             return f"{head}; {missing}: add one to get a cost"
-        when = f" of {self.source_date}" if self.source_date else ""
+        cited = _cited(self.source or self.table_path, self.source_date, self.verified)
         return (
             f"{head} x ${self.usd_per_million:g}/M = ~${self.usd:,.2f} ({self.table_path} dated "
-            f"{self.table_date}: {self.source or self.table_path}{when}{_trust(self.verified)})"
+            f"{self.table_date}: {cited})"
         )
 
 
@@ -257,14 +258,13 @@ def estimate(
     table: PricingTable | None = None,
     *,
     tuning_mode: str = PEFT,
-    char_counts: list[int] | None = None,
 ) -> CostEstimate:
     """The cost of tuning ``base_model`` on ``train_uri`` for ``epochs`` epochs (the packaged
-    table unless ``table`` is given); ``char_counts`` (``example_characters``) saves a re-read."""
+    table unless ``table`` is given)."""
     table = table or load_pricing()
     row = table.model_row(base_model)
     ratio = table.tokens_per_character(base_model, tuning_mode)
-    counts = example_characters(train_uri) if char_counts is None else char_counts
+    counts = example_characters(train_uri)
     tokens = tokens_from_characters(sum(counts), ratio)
     price = table.price(base_model)
     return CostEstimate(
@@ -279,18 +279,15 @@ def estimate(
         characters=sum(counts),
         tokens_per_character=ratio,
         tuning_mode=tuning_mode,
+        example_tokens=tuple(tokens_from_characters(c, ratio) for c in counts),
         **table.cited(row),
     )
-
-
-#: The machine name the local backend serves on (priced in the table's ``machines``).
-LOCAL_MACHINE = "local-cpu"
 
 
 def serving_machine(backend: str, machine_type: str) -> str:
     """The ``machines`` key of a deployment: ``local-cpu`` on the local backend, else the machine
     type (its price includes the accelerators the shape comes with)."""
-    return LOCAL_MACHINE if backend == "local" else machine_type
+    return "local-cpu" if backend == "local" else machine_type
 
 
 @dataclass(frozen=True)
@@ -381,8 +378,7 @@ class BatchCost:
                 f"batch cost: no price for {self.machine} in the price table: add one to get a cost"
             )
         rate = f"${self.usd_per_node_hour:g} per node hour of {self.machine}"
-        when = f" of {self.source_date}" if self.source_date else ""
-        cited = f" ({self.source}{when}{_trust(self.verified)})"
+        cited = f" ({_cited(self.source, self.source_date, self.verified)})"
         if self.measured:
             cost = f"{self.node_hours:.4g} node hour(s) x {rate} = ~${self.usd:,.2f}"
             return f"batch cost: {cost}{cited}"

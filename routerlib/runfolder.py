@@ -6,9 +6,10 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, Final, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -46,6 +47,19 @@ PLOTS_DIR = "plots"
 SWEEP_FILE = "sweep.json"
 #: The registry of submitted Vertex AI pipelines, beside jobs.json under the outputs root.
 PIPELINES_FILE = "pipelines.json"
+
+#: States of a run, a sweep and their stages or points.
+PENDING: Final = "pending"
+RUNNING: Final = "running"
+WAITING: Final = "waiting"
+FINISHED: Final = "finished"
+FAILED: Final = "failed"
+INTERRUPTED: Final = "interrupted"
+
+
+def now() -> str:
+    """The local time as run and sweep records write it (``created``, ``finished``)."""
+    return time.strftime("%Y-%m-%dT%H:%M:%S%z")
 
 
 def data_dir(smoke: bool = False) -> str:
@@ -118,12 +132,15 @@ class OpenRecord(BaseModel):
     model_config = ConfigDict(extra="allow")
 
 
+RunStatus = Literal["running", "failed", "interrupted", "finished"]
+
+
 class StageRecord(Record):
     """One stage of a batch run."""
 
     stage: str
     notebook: str
-    status: Literal["pending", "running", "ok", "failed", "interrupted"]
+    status: Literal["pending", "running", "ok", "failed", "interrupted"] = PENDING
     seconds: float | None = None
     error: str | None = None
     started: str | None = None
@@ -136,7 +153,7 @@ class PipelineRecord(Record):
     params_name: str | None = None
     run_dir: str | None = None
     stages: list[StageRecord]
-    status: Literal["running", "failed", "interrupted", "finished"]
+    status: RunStatus
     created: str | None = None
     finished: str | None = None
 
@@ -192,11 +209,10 @@ class DecodingInfo(BaselineInfo):
     seconds_per_token: float | None = None
 
 
-class EvaluationInfo(Record):
+class EvaluationInfo(BaselineInfo):
     """Where the headline decoding's report is (free or constrained) and its figures."""
 
     report: str = REPORT_FILE
-    gate_pass: bool | None = None
     headline: dict[str, float | None] = Field(default_factory=dict)
     strict: dict[str, float | None] = Field(default_factory=dict)
     decoding: str = "free"
@@ -234,11 +250,10 @@ class GateCheck(Record):
     samples: int | None = None
 
 
-class GateResults(BaseModel):
+class GateResults(OpenRecord):
     """``threshold_results``: ``{bucket: {metric: GateCheck}}`` plus the verdict. This is the
     only gate shape; readers take the failed checks from ``failed``."""
 
-    model_config = ConfigDict(extra="allow")
     __pydantic_extra__: dict[str, dict[str, GateCheck]] = Field(init=False)  # type: ignore[assignment]
 
     overall_pass: bool
@@ -485,9 +500,17 @@ def read_loss_curve(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
     return data
 
 
+def _read_marked(folder: str | os.PathLike[str], name: str, record: type[M], what: str) -> M:
+    """``folder/name`` as ``record``; RunFolderError saying ``folder`` is no ``what`` without it."""
+    file = Path(folder) / name
+    if not file.is_file():
+        raise RunFolderError(f"{file}: not a {what} (no {name})")
+    return read_json(file, record)
+
+
 def read_pipeline(run_dir: str | os.PathLike[str]) -> PipelineRecord:
     """A run's pipeline.json."""
-    return read_json(Path(run_dir) / PIPELINE_FILE, PipelineRecord)
+    return _read_marked(run_dir, PIPELINE_FILE, PipelineRecord, "pipeline run folder")
 
 
 def read_metrics(run_dir: str | os.PathLike[str]) -> MetricsRecord:
@@ -514,11 +537,6 @@ def write_comparison(
 
 
 # ----------------------------------------------------------------------------- sweeps
-
-
-#: States of a sweep and of its points.
-PENDING, RUNNING, WAITING = "pending", "running", "waiting"
-FINISHED, FAILED, INTERRUPTED = "finished", "failed", "interrupted"
 
 
 class SweepPoint(BaseModel):
@@ -555,10 +573,7 @@ class SweepRecord(BaseModel):
 
 def read_sweep(folder: str | os.PathLike[str]) -> SweepRecord:
     """The sweep.json of ``folder``; InputError when it is missing or not a sweep record."""
-    file = Path(folder) / SWEEP_FILE
-    if not file.is_file():
-        raise InputError(f"{file}: not a sweep folder (no {SWEEP_FILE})")
-    return read_json(file, SweepRecord)
+    return _read_marked(folder, SWEEP_FILE, SweepRecord, "sweep folder")
 
 
 # ----------------------------------------------------------------------------- finding folders

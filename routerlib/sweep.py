@@ -8,7 +8,7 @@ import itertools
 import re
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import Any
@@ -16,7 +16,7 @@ from typing import Any
 import yaml
 
 from routerlib import paths, pipeline, runfolder
-from routerlib.atomic import write_json, write_text
+from routerlib.atomic import write_text
 from routerlib.config import RunConfig, dump_config, load_config
 from routerlib.errors import InputError
 from routerlib.runfolder import FAILED, FINISHED, INTERRUPTED, RUNNING, SWEEP_FILE, read_sweep
@@ -116,10 +116,27 @@ def check_points(
     return named
 
 
-def backend_of(configs: Iterable[RunConfig]) -> str:
-    """The points' one backend, or ``mixed``."""
-    backends = {c.backend for c in configs}
-    return backends.pop() if len(backends) == 1 else "mixed"
+def plan(
+    named: Sequence[tuple[str, dict[str, Any], RunConfig]],
+    params_file: str,
+    grid: dict[str, list[Any]],
+    stages: Sequence[str],
+    params: Callable[[int], str],
+) -> runfolder.SweepRecord:
+    """The sweep.json of the points :func:`check_points` named, every one pending (``params``:
+    a point's params file by index, relative to the sweep folder; backend ``mixed`` when several)."""
+    backends = {config.backend for _, _, config in named}
+    return runfolder.SweepRecord(
+        sweep="",
+        params_file=params_file,
+        grid=grid,
+        stages=list(stages),
+        backend=backends.pop() if len(backends) == 1 else "mixed",
+        points=[
+            runfolder.SweepPoint(index=i, values=values, name=name, params=params(i))
+            for i, (name, values, _) in enumerate(named)
+        ],
+    )
 
 
 def find_unfinished_sweep(
@@ -147,29 +164,17 @@ def new_sweep(
     sweep.json (every point pending). Nothing is written when a point is invalid."""
     if max_concurrent < 1:
         raise InputError(f"--max-concurrent must be at least 1, got {max_concurrent}")
-    stages = [str(s) for s in stages]
     named = check_points(params_file, grid, max_runs)
-    for stage in stages:
-        pipeline.find_notebook(stage)
+    chosen = pipeline.check_stages(stages, notebooks=True)
     folder = paths.new_run_dir("sweep", root=outputs)
     (folder / "points").mkdir()
-    points = []
-    for index, (name, values, config) in enumerate(named):
-        rel = f"points/{index:02d}.yaml"
-        dump_config(config, folder / rel)
-        points.append(runfolder.SweepPoint(index=index, values=values, name=name, params=rel))
-    record = runfolder.SweepRecord(
-        sweep=folder.name,
-        params_file=str(paths.resolve(params_file)),
-        grid=grid,
-        stages=stages,
-        backend=backend_of(config for _, _, config in named),
-        max_concurrent=max_concurrent,
-        points=points,
-        created=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-    )
+    record = plan(named, str(paths.resolve(params_file)), grid, chosen, "points/{:02d}.yaml".format)
+    record.sweep, record.created = folder.name, runfolder.now()
+    record.max_concurrent = max_concurrent
+    for point, (_, _, config) in zip(record.points, named, strict=True):
+        dump_config(config, folder / point.params)
     write_text(folder / "grid.txt", "".join(f"{k}={v}\n" for k, v in grid.items()))
-    write_json(folder / SWEEP_FILE, record.model_dump(mode="json"))
+    runfolder.write_record(folder / SWEEP_FILE, record)
     return folder
 
 
@@ -208,7 +213,7 @@ def run_sweep(
         with lock:
             for key, value in fields.items():
                 setattr(record if point is None else point, key, value)
-            write_json(Path(folder) / SWEEP_FILE, record.model_dump(mode="json"))
+            runfolder.write_record(Path(folder) / SWEEP_FILE, record)
 
     update(status=RUNNING, finished=None)
     slots = record.max_concurrent if record.backend == "vertex" else 1
@@ -273,7 +278,6 @@ def run_sweep(
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
     failed = [p for p in record.points if p.status != FINISHED]
-    finished_at = None if failed else time.strftime("%Y-%m-%dT%H:%M:%S%z")
-    update(status=FAILED if failed else FINISHED, finished=finished_at)
+    update(status=FAILED if failed else FINISHED, finished=None if failed else runfolder.now())
     out(f"[sweep] {len(record.points) - len(failed)} of {len(record.points)} point(s) finished")
     return record

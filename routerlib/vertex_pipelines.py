@@ -12,17 +12,15 @@ import json
 import os
 import re
 import tempfile
-import time
 import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import yaml
 
 from routerlib import paths, pipeline, runfolder, storage, sweep
-from routerlib.atomic import write_json, write_text
+from routerlib.atomic import write_text
 from routerlib.config import RunConfig, load_config
 from routerlib.errors import InputError, RouterlibError
 from routerlib.report import render_report
@@ -55,34 +53,17 @@ def require_kfp() -> Any:
     return kfp
 
 
-@dataclass(frozen=True)
-class Point:
-    """One point of the pipeline: its index (``00``), run name, grid values and params."""
-
-    index: str
-    name: str
-    values: dict[str, Any]
-    config: RunConfig
-
-    def item(self) -> dict[str, str]:
-        """The ParallelFor item (strings; ``name`` is a channel attribute: the key is ``label``)."""
-        params = yaml.safe_dump(self.config.model_dump(mode="json"), sort_keys=False)
-        return {"index": self.index, "label": self.name, "params": params}
-
-
 def plan_points(
-    params_files: Sequence[str],
-    grid_items: Sequence[str] = (),
-    *,
-    max_runs: int = sweep.DEFAULT_MAX_RUNS,
-) -> tuple[list[Point], dict[str, list[Any]]]:
-    """The points, every one validated first: a ``--grid`` over one params file exactly as
-    ``routerlib run --grid`` checks it, else one point per params file."""
+    params_files: Sequence[str], grid_items: Sequence[str], stages: list[str], max_runs: int
+) -> tuple[SweepRecord, list[RunConfig]]:
+    """The sweep.json the fan-in completes and each point's params, every one validated first: a
+    ``--grid`` over one params file exactly as ``routerlib run --grid`` checks it, else one point
+    per params file."""
     if not params_files:
         raise InputError("name at least one params file (e.g. params/local.yaml)")
     pipeline.require_notebooks()
     grid: dict[str, list[Any]] = {}
-    configs: list[RunConfig] = []
+    named: list[tuple[str, dict[str, Any], RunConfig]] = []
     if grid_items:
         if len(params_files) != 1:
             raise InputError("--grid: give exactly one params file (the base of the sweep)")
@@ -92,35 +73,18 @@ def plan_points(
         problems: list[str] = []
         for item in params_files:
             try:
-                configs.append(load_config(item))
+                named.append((Path(item).stem, {}, load_config(item)))
             except InputError as exc:
                 problems.extend(exc.lines())
         if problems:
             raise InputError(
                 f"{len(problems)} problem(s) in the params; nothing was written", problems
             )
-        named = [(Path(p).stem, {}, c) for p, c in zip(params_files, configs, strict=True)]
         if len({n for n, _, _ in named}) != len(named):
             raise InputError("two params files share a name; each point needs its own run name")
-    return [Point(f"{i:02d}", *point) for i, point in enumerate(named)], grid
-
-
-def _plan(points: Sequence[Point], params_files: Sequence[str], grid: dict, stages: list) -> str:
-    """The sweep.json the fan-in completes (every point pending), as JSON."""
-    file = runfolder.PARAMS_FILE
-    return SweepRecord(
-        sweep="",
-        params_file=", ".join(str(paths.resolve(p)) for p in params_files),
-        grid=grid,
-        stages=stages,
-        backend=sweep.backend_of(p.config for p in points),
-        points=[
-            SweepPoint(
-                index=n, values=p.values, name=p.name, params=f"{POINTS_DIR}/{p.index}/{file}"
-            )
-            for n, p in enumerate(points)
-        ],
-    ).model_dump_json()
+    files = ", ".join(str(paths.resolve(p)) for p in params_files)
+    where = f"{POINTS_DIR}/{{:02d}}/{runfolder.PARAMS_FILE}".format
+    return sweep.plan(named, files, grid, stages, where), [c for _, _, c in named]
 
 
 def fuse_path(uri: str) -> Path:
@@ -149,17 +113,12 @@ def pipeline_run_folder(outputs: str, job: str) -> Path:
 PointOutputs = collections.namedtuple("PointOutputs", ["run_dir", "status", "outcome"])
 
 
-def _outcome(index: str, label: str, run_dir: str, status: str, message: str) -> PointOutputs:
-    record = {"index": index, "name": label, "run_dir": run_dir, "status": status}
-    return PointOutputs(run_dir, status, json.dumps({**record, "message": message}))
-
-
 def run_point(
     index: str, label: str, params_yaml: str, stages: str, outputs: str, job: str
 ) -> PointOutputs:
     """One point: ``pipeline.start_run`` and ``continue_run`` under the pipeline run's folder,
     points/NN/ its outputs root. Never raises (but on Ctrl-C): a failure is its status."""
-    run_dir = ""
+    run_dir, status = "", FAILED
     try:
         folder = pipeline_run_folder(outputs, job)
         point_root = folder / POINTS_DIR / index
@@ -169,12 +128,13 @@ def run_point(
         run_dir = str(made)
         with pipeline.outputs_env(point_root):
             result = pipeline.continue_run(made, out=lambda line: print(line, flush=True))
-        return _outcome(index, label, run_dir, result.status, result.message)
+        status, message = result.status, result.message
     except Exception as exc:  # noqa: BLE001 - the fan-in reports it; the pipeline goes on
         lines = exc.lines() if isinstance(exc, RouterlibError) else [str(exc)]
-        text = " ".join("; ".join(lines).split())[:500]
-        print(f"[{label}] FAILED: {type(exc).__name__}: {text}", flush=True)
-        return _outcome(index, label, run_dir, FAILED, f"{type(exc).__name__}: {text}")
+        message = f"{type(exc).__name__}: " + " ".join("; ".join(lines).split())[:500]
+        print(f"[{label}] FAILED: {message}", flush=True)
+    outcome = {"index": index, "name": label, "run_dir": run_dir, "status": status}
+    return PointOutputs(run_dir, status, json.dumps({**outcome, "message": message}))
 
 
 def point_task(
@@ -201,9 +161,9 @@ def report_points(outcomes: list, outputs: str, job: str, plan: str) -> str:
         point.message = "" if ok else got.get("message") or "the point's task returned nothing"
     points = record.points
     failed = [p for p in points if p.status != FINISHED]
-    record.sweep, record.created = folder.name, time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    record.sweep, record.created = folder.name, runfolder.now()
     record.status = FAILED if failed else FINISHED
-    write_json(folder / runfolder.SWEEP_FILE, record.model_dump(mode="json"))
+    runfolder.write_record(folder / runfolder.SWEEP_FILE, record)
     runs = [Path(p.run_dir) for p in points if p.run_dir]
     shown = list(runs)
     lines = [f"{p.name}: {p.status}" + (f": {p.message}" if p.message else "") for p in points]
@@ -242,7 +202,7 @@ def build_pipeline(
     max_concurrent: int = 1,
     max_runs: int = sweep.DEFAULT_MAX_RUNS,
     pipeline_root: str | None = None,
-) -> tuple[Any, list[Point]]:
+) -> tuple[Any, list[SweepPoint]]:
     """The KFP pipeline function (a ParallelFor over the points, ``max_concurrent`` at once, then
     the fan-in; caching off) and its points, every one validated first."""
     require_kfp()
@@ -251,11 +211,19 @@ def build_pipeline(
     if max_concurrent < 1:
         raise InputError(f"--max-concurrent must be at least 1, got {max_concurrent}")
     chosen = pipeline.check_stages(stages, notebooks=True)
-    points, parsed_grid = plan_points(params_files, grid, max_runs=max_runs)
+    record, configs = plan_points(params_files, grid, chosen, max_runs)
     point_op = dsl.component(point_task, base_image=image, install_kfp_package=False)
     report_op = dsl.component(report_task, base_image=image, install_kfp_package=False)
-    items = [p.item() for p in points]
-    plan = _plan(points, params_files, parsed_grid, chosen)
+    # the ParallelFor items are strings; ``name`` is a channel attribute: the key is ``label``
+    items = [
+        {
+            "index": f"{p.index:02d}",
+            "label": p.name,
+            "params": yaml.safe_dump(c.model_dump(mode="json"), sort_keys=False),
+        }
+        for p, c in zip(record.points, configs, strict=True)
+    ]
+    plan = record.model_dump_json()
     default_outputs, default_stages = outputs, ",".join(chosen)
 
     @dsl.pipeline(
@@ -285,12 +253,12 @@ def build_pipeline(
         fan_in.set_display_name("compare-and-report")
         return fan_in.output
 
-    return routerlib_chain, points
+    return routerlib_chain, record.points
 
 
 def compile_pipeline(
     params_files: Sequence[str], out: str | os.PathLike[str], *, outputs: str, **options: Any
-) -> tuple[Path, list[Point]]:
+) -> tuple[Path, list[SweepPoint]]:
     """Validate every point, then write the pipeline's IR YAML to ``out`` atomically (the
     ``options`` of :func:`build_pipeline`); no network, no account."""
     kfp = require_kfp()

@@ -115,7 +115,7 @@ def _compile(args: argparse.Namespace) -> int:
         **_points(args),
     )
     for point in points:
-        echo(f"point {point.index}: {point.name}")
+        echo(f"point {point.index:02d}: {point.name}")
     if not args.image:
         echo(
             f"note: the tasks run in {vertex_pipelines.DEFAULT_IMAGE}; Vertex needs an image in a "
