@@ -115,15 +115,24 @@ def update_registry(path: str | os.PathLike[str], key: str) -> Iterator[list[dic
 @contextlib.contextmanager
 def atomic_folder(dest: Path) -> Iterator[Path]:
     """A temporary folder beside ``dest`` that replaces ``dest`` when the block ends without an
-    error (and is removed when it raises): readers never see a half-written model folder."""
+    error (and is removed when it raises): readers never see a half-written folder. An old
+    ``dest`` is renamed aside first and deleted only once the new one is in place (put back if
+    that rename fails)."""
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent))
+    old = tmp.with_suffix(".old")
     try:
         yield tmp
         os.chmod(tmp, 0o755)
         if dest.exists():
-            shutil.rmtree(dest)
-        os.rename(tmp, dest)
+            os.rename(dest, old)
+        try:
+            os.rename(tmp, dest)
+        except BaseException:
+            if old.exists():
+                os.rename(old, dest)
+            raise
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    shutil.rmtree(old, ignore_errors=True)

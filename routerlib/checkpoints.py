@@ -7,7 +7,6 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -205,10 +204,6 @@ def read_choice(run_dir: Path) -> CheckpointChoice | None:
     return runfolder.read_json(file, CheckpointChoice) if file.is_file() else None
 
 
-def _now() -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%S%z")
-
-
 def score_checkpoints(
     job: Job,
     validation: Path,
@@ -236,7 +231,7 @@ def score_checkpoints(
     todo = candidates(job)
     if len(todo) == 1 and target in (BEST, FINAL, todo[0].epoch):
         # One checkpoint: nothing to choose, so nothing is served or deployed to score it.
-        only = CheckpointScore(**todo[0].model_dump(), settings=settings, scored_at=_now())
+        only = CheckpointScore(**todo[0].model_dump(), settings=settings, scored_at=runfolder.now())
         choice.scores = [only]
         why = f"{only.name} is the only checkpoint: nothing to choose, not scored"
         return _chose(run_dir, choice, only, only, why)
@@ -259,7 +254,7 @@ def score_checkpoints(
                 rows=int((report.get("config") or {}).get("total_samples") or 0),
                 report=report_rel,
                 settings=settings,
-                scored_at=_now(),
+                scored_at=runfolder.now(),
             )
         choice.scores.append(score)
         write_choice(run_dir, choice)

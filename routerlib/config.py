@@ -283,9 +283,10 @@ def placeholder_problems(values: dict[str, Any]) -> dict[str, str]:
     return problems
 
 
-def _where(source: str, lines: dict[str, int | None], *keys: str) -> str:
-    """``file:line`` of the first of ``keys`` the file sets, else ``file``."""
-    found = next((lines[k] for k in keys if lines.get(k)), None)
+def _where(source: str, text: str, data: dict[str, Any], *keys: str) -> str:
+    """``file:line`` of the first of ``keys`` the file (``text``, parsed as ``data``) sets, else
+    ``file``; the file is parsed for a line only here, when a problem is reported."""
+    found = next((n for k in keys if k in data and (n := yaml_line(text, (k,)))), None)
     return f"{source}:{found}" if found is not None else source
 
 
@@ -293,17 +294,17 @@ def load_config(
     params_file: str | os.PathLike[str] | None = None, overrides: dict[str, Any] | None = None
 ) -> RunConfig:
     """Validate ``params_file`` merged with ``overrides``; every problem (unknown keys and
-    placeholders such as ``gs://your-bucket`` too) in one InputError, as ``file:line: key: ...``."""
+    placeholders such as ``gs://your-bucket`` too) in one InputError, as ``file: key: ...``
+    (placeholders and synthetic rows on vertex as ``file:line: key: ...``)."""
     data = read_params_file(params_file) if params_file else {}
     source = str(params_file) if params_file else "config"
     overrides = overrides or {}
     merged = {**data, **overrides}
     text = resolve(params_file).read_text(encoding="utf-8") if params_file else ""
-    marks = {key: yaml_line(text, (key,)) for key in data}
     # Unknown keys are reported beside every other problem, not instead of them.
     lines = [f"{source}: {key}: unknown key" for key in merged if key not in RunConfig.model_fields]
     for key, problem in placeholder_problems(merged).items():
-        where = _where(source, marks, key) if key not in overrides else source
+        where = _where(source, text, data, key) if key not in overrides else source
         lines.append(f"{where}: {key}: {problem}")
     known = {key: value for key, value in merged.items() if key in RunConfig.model_fields}
     try:
@@ -313,7 +314,7 @@ def load_config(
         if not any(not e["loc"] for e in exc.errors()):  # cross-field checks did not run yet
             found += [f"{source}: {line}" for line in cross_field_problems(known)]
         synthetic = f"{source}: {SYNTHETIC_ON_VERTEX}"
-        where = _where(source, marks, "input_path", "synth_rows", "backend")
+        where = _where(source, text, data, "input_path", "synth_rows", "backend")
         lines += [f"{where}: {SYNTHETIC_ON_VERTEX}" if x == synthetic else x for x in found]
     if lines:
         raise InputError(f"{source}: {len(lines)} problem(s) in the config", lines)

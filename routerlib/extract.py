@@ -147,14 +147,18 @@ def extract_json_object(text: str) -> tuple[dict[str, Any] | None, str]:
 
     marker = stripped.rfind(_OUTPUT_MARKER)
     tail = stripped[marker + len(_OUTPUT_MARKER) :] if marker != -1 else ""
-    fenced = [obj for match in _FENCE_RE.finditer(stripped) for obj in _objects_in(match.group(1))]
-    # in order of trust; the first with a route_plan wins, else the first object at all
-    found = {
-        "after Output:": _best(_objects_in(tail)),
-        "fenced": _best(fenced),
-        "scan": _best(_objects_in(stripped)),
+    # in order of trust, each searched only when the ones before held no route_plan: the first
+    # with a route_plan wins, else the first object at all
+    searches = {
+        "after Output:": lambda: _objects_in(tail),
+        "fenced": lambda: [
+            obj for match in _FENCE_RE.finditer(stripped) for obj in _objects_in(match.group(1))
+        ],
+        "scan": lambda: _objects_in(stripped),
     }
-    for note, best in found.items():
+    found = {}
+    for note, search in searches.items():
+        found[note] = best = _best(search())
         if best is not None and "route_plan" in best:
             return best, note
     for note, best in found.items():

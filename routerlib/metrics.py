@@ -404,7 +404,9 @@ def score_report(
             f"{len(pred_rows)} rows; they must match line for line"
         )
     preds = [parse_prediction_line(row) for row in pred_rows]
-    reasons = [why_invalid(row) for row in pred_rows]
+    reasons = [
+        why_invalid(row) if p is None else "" for row, p in zip(pred_rows, preds, strict=True)
+    ]
     records = score(gold_rows, preds, reasons=reasons, pred_rows=pred_rows)
     report: dict[str, Any] = {  # the original three sections first, then routerlib's
         "config": {

@@ -12,7 +12,7 @@ import pytest
 from routerlib.checkpoint_names import FINAL_CHECKPOINT
 from routerlib.errors import InputError
 from routerlib.models import EMBEDDED_MODEL
-from routerlib.tuning import examples, local, trainer
+from routerlib.tuning import examples, get_backend, local, trainer
 from routerlib.tuning.base import CANCELLED, FAILED, RUNNING, SUCCEEDED, TuningSpec
 from routerlib.tuning.local import LocalBackend, load_for_inference
 from tests.support.local_tuning_data import synthetic_splits
@@ -351,3 +351,8 @@ def test_validation_loss_falls_on_embedded_synthetic_data(tmp_path):
     assert len(losses) == 3
     assert losses[0] > losses[1] > losses[2]
     assert losses[2] < losses[0] - 1.0  # nats per completion token
+
+
+def test_a_misspelled_backend_option_is_refused_for_every_backend() -> None:
+    with pytest.raises(TypeError, match="loction"):
+        get_backend("local", loction="us-central1")

@@ -24,14 +24,16 @@ Convert = Callable[[Any], Any]
 Keys = Mapping[str, str | tuple[str, Convert]]
 
 
-def cloud_flags(parser: Any, where: str, location: str | None = None, **defaults: Any) -> None:
+def cloud_flags(
+    parser: Any, where: str, location: str | None = None, project_help: str = "", **defaults: Any
+) -> None:
     """``--project`` (default $GOOGLE_CLOUD_PROJECT; ``project=...``: that, standing for the
-    recorded one), ``--location`` (help ``where``) and ``--api-endpoint`` (``api_endpoint=...``)."""
+    recorded one; ``project_help`` replaces its help), ``--location`` (help ``where``) and
+    ``--api-endpoint`` (``api_endpoint=...``)."""
     project = defaults.get("project", os.environ.get("GOOGLE_CLOUD_PROJECT", ""))
     origin = "the recorded one" if "project" in defaults else "$GOOGLE_CLOUD_PROJECT"
-    parser.add_argument(
-        "--project", default=project, help=f"Google Cloud project (default: {origin})"
-    )
+    help_text = project_help or f"Google Cloud project (default: {origin})"
+    parser.add_argument("--project", default=project, help=help_text)
     parser.add_argument("--location", default=location, help=where)
     note = "Vertex API address, e.g. http://127.0.0.1:PORT for a stand-in"
     parser.add_argument("--api-endpoint", default=defaults.get("api_endpoint"), help=note)

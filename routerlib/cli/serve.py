@@ -71,7 +71,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "or labelled) plus the Model Registry models those deploys uploaded; cancel recorded "
         "batch jobs still running",
     )
-    params.cloud_flags(clean, f"with --project (default: {DEFAULT_LOCATION})", project="")
+    params.cloud_flags(
+        clean,
+        f"with --project (default: {DEFAULT_LOCATION})",
+        project_help="also remove the live endpoints of this project that routerlib named or "
+        "labelled (without it: only what the registry recorded, each in its own project)",
+        project="",
+    )
     clean.set_defaults(func=_cleanup)
 
     serve = subparsers.add_parser(

@@ -20,6 +20,10 @@ REGISTRY: dict[str, str] = {
 }
 
 
+#: The options ``get_backend`` passes to the vertex backend (and ignores for local).
+VERTEX_OPTIONS = {"project", "location", "api_endpoint"}
+
+
 def _known(name: str) -> str:
     if name not in REGISTRY:
         raise InputError(f"unknown tuning backend {name!r}: use one of {', '.join(REGISTRY)}")
@@ -40,6 +44,9 @@ def get_backend(
     only; ``local_options`` (batch_size, max_train_tokens, seed, ...) are LocalBackend's settings."""
     module, _, cls = REGISTRY[_known(name)].partition(":")
     backend = getattr(importlib.import_module(module), cls)
+    unknown = set(vertex_options) - VERTEX_OPTIONS
+    if unknown:
+        raise TypeError(f"get_backend: unknown option(s) {', '.join(sorted(unknown))}")
     options = vertex_options if name == "vertex" else local_options or {}
     return backend(**options)  # type: ignore[no-any-return]
 

@@ -100,7 +100,7 @@ def _file_sha256(path: Path, size: int, mtime_ns: int) -> str:
 
 def dequantized(gguf: Path) -> Path:
     """A Hugging Face folder holding ``gguf``'s de-quantized weights, tokenizer and config, made
-    on first use under ``<ROUTERLIB_CACHE>/gguf/<sha256>/``: transformers parses and
+    on first use under ``<ROUTERLIB_CACHE>/gguf/<sha256[:32]>/``: transformers parses and
     de-quantizes a GGUF file at every ``from_pretrained`` (about 20 s for a 135M model on a CPU),
     which tuning and every later load of the base would otherwise repeat."""
     import torch

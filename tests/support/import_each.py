@@ -1,4 +1,5 @@
-"""Import each named routerlib module in a process of its own, as a fresh interpreter would.
+"""Import each named routerlib module in a process of its own, with no other routerlib module
+loaded (third-party modules any of them pulls in are loaded already).
 
 Run as ``python tests/support/import_each.py MODULE...``; prints a JSON object mapping each module
 that failed to its traceback. A throwaway child first imports every module to learn which
@@ -34,7 +35,10 @@ def _in_child(work: Callable[[], bytes]) -> bytes:
     os.close(write)
     with os.fdopen(read, "rb") as inp:
         data = inp.read()
-    os.waitpid(pid, 0)
+    _, status = os.waitpid(pid, 0)
+    code = os.waitstatus_to_exitcode(status)
+    if code and not data:  # killed (a crash in a C extension, out of memory) before it wrote
+        return f"\0the child died (exit status {code})".encode()
     return data
 
 
