@@ -13,7 +13,7 @@ import pytest
 from routerlib.config import load_config
 from routerlib.errors import InputError
 from routerlib.serving.local import LocalPredictor
-from routerlib.tuning import local, model_io
+from routerlib.tuning import cache, local, model_io
 from routerlib.tuning.base import SUCCEEDED, TuningSpec
 from routerlib.tuning.local import LocalBackend
 from tests.support.smollm2 import smollm2_gguf
@@ -100,3 +100,54 @@ def test_a_missing_gguf_file_is_refused_naming_key_and_path(tmp_path: Path) -> N
     )
     assert spec.base_model == str(present)
     assert load_config(overrides={"base_model": str(present)}).base_model == str(present)
+
+
+def _gguf_spec(tmp_path: Path) -> tuple[Path, TuningSpec]:
+    gguf = tmp_path / "model.gguf"
+    gguf.write_bytes(b"GGUF not really")
+    spec = TuningSpec.build(
+        base_model=str(gguf),
+        training_dataset_uri=_write(tmp_path / "train.jsonl", ROWS),
+        output_uri=str(tmp_path / "out"),
+        epochs=1,
+    )
+    return gguf, spec
+
+
+def test_a_gguf_base_is_hashed_once_per_submission(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The cache key and the de-quantized copy's folder both need the file's sha256: one read."""
+    import hashlib
+
+    monkeypatch.setenv("ROUTERLIB_CACHE", str(tmp_path / "cache"))
+    gguf, spec = _gguf_spec(tmp_path)
+    folder = model_io.dequantized_dir(gguf)
+    folder.mkdir(parents=True)
+    (folder / "config.json").write_text("{}", "utf-8")  # as if de-quantized before
+    cache._stat_digest.cache_clear()
+    reads: list[str] = []
+    original = hashlib.file_digest
+
+    def counting(handle: Any, digest: Any) -> Any:
+        reads.append(handle.name)
+        return original(handle, digest)
+
+    monkeypatch.setattr(hashlib, "file_digest", counting)
+    inputs = cache.key_inputs(spec, {})
+    assert model_io.dequantized(gguf) == folder
+    assert reads.count(str(gguf.resolve())) == 1
+    assert inputs["base"]["base_model_contents"] == hashlib.sha256(gguf.read_bytes()).hexdigest()
+
+
+def test_the_dequantized_copy_is_kept_per_transformers_version(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A copy de-quantized by another transformers version is not reused."""
+    monkeypatch.setenv("ROUTERLIB_CACHE", str(tmp_path / "cache"))
+    gguf, _ = _gguf_spec(tmp_path)
+    digest = cache.model_file_digest(gguf)[:32]
+    current = model_io.dequantized_dir(gguf)
+    assert current.name == f"{digest}-transformers-{cache.library_version('transformers')}"
+    monkeypatch.setattr(model_io, "library_version", lambda name: "0.0.1")
+    assert model_io.dequantized_dir(gguf).name == f"{digest}-transformers-0.0.1"

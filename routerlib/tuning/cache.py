@@ -8,6 +8,7 @@ the backend options, the training code and the torch, transformers and peft vers
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import importlib.util
 import json
@@ -62,6 +63,26 @@ def file_digest(path: Path) -> str:
         return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
+@functools.lru_cache(maxsize=8)
+def _stat_digest(path: Path, size: int, mtime_ns: int) -> str:
+    return file_digest(path)
+
+
+def model_file_digest(path: Path) -> str:
+    """sha256 of a model file (a GGUF base), read once per path, size and mtime: a submission
+    needs it for its cache key and again for the de-quantized copy's folder."""
+    stat = path.resolve().stat()
+    return _stat_digest(path.resolve(), stat.st_size, stat.st_mtime_ns)
+
+
+def library_version(name: str) -> str:
+    """The installed version of package ``name``, or "absent"."""
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return "absent"
+
+
 def folder_digest(folder: Path) -> str:
     """sha256 over every file below ``folder``: relative path and contents, in sorted order."""
     digest = hashlib.sha256()
@@ -84,12 +105,7 @@ def code_files() -> list[Path]:
 
 def _code_fingerprint() -> dict[str, str]:
     """The training code and the libraries whose versions can change the weights."""
-    versions = {}
-    for name in ("torch", "transformers", "peft"):
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            versions[name] = "absent"
+    versions = {name: library_version(name) for name in ("torch", "transformers", "peft")}
     code = hashlib.sha256()
     for file in code_files():
         code.update(file.read_bytes())
@@ -102,7 +118,7 @@ def _base_model(spec: TuningSpec) -> dict[str, str]:
     if spec.base_model == EMBEDDED_MODEL:
         base["embedded_build"] = config_hash()
     elif gguf is not None and gguf.is_file():
-        base["base_model_contents"] = file_digest(gguf)
+        base["base_model_contents"] = model_file_digest(gguf)
     elif Path(spec.base_model).expanduser().is_dir():
         base["base_model_contents"] = folder_digest(Path(spec.base_model).expanduser())
     if spec.custom_base_model:

@@ -7,7 +7,6 @@ the tokenizer and a CHECKPOINT_MARKER (its kind and base model); a FULL one the 
 from __future__ import annotations
 
 import contextlib
-import functools
 import json
 import os
 import shutil
@@ -23,7 +22,7 @@ from routerlib.errors import InputError
 from routerlib.models import EMBEDDED_MODEL, gguf_path
 from routerlib.tinymodel import quiet_transformers, resolve_base_model
 from routerlib.tuning.base import TuningSpec
-from routerlib.tuning.cache import file_digest
+from routerlib.tuning.cache import library_version, model_file_digest
 
 #: Optimizer state and progress of a finished epoch, kept in the last epoch checkpoint only.
 TRAINING_STATE = "training_state.pt"
@@ -92,27 +91,26 @@ def _pretrained_args(name_or_path: str) -> tuple[str, dict[str, Any]]:
 GGUF_CACHE_MAX_BYTES = 2 * 1024**3
 
 
-@functools.lru_cache(maxsize=8)
-def _file_sha256(path: Path, size: int, mtime_ns: int) -> str:
-    """sha256 of ``path``, read once per (size, mtime): a load asks twice (model, tokenizer)."""
-    return file_digest(path)
+def dequantized_dir(gguf: Path) -> Path:
+    """Where :func:`dequantized` keeps ``gguf``'s copy: ``<ROUTERLIB_CACHE>/gguf/<sha256[:32]>-
+    transformers-<version>/`` (another transformers may de-quantize differently)."""
+    digest = model_file_digest(gguf)[:32]
+    return paths.cache_root() / "gguf" / f"{digest}-transformers-{library_version('transformers')}"
 
 
 def dequantized(gguf: Path) -> Path:
     """A Hugging Face folder holding ``gguf``'s de-quantized weights, tokenizer and config, made
-    on first use under ``<ROUTERLIB_CACHE>/gguf/<sha256[:32]>/``: transformers parses and
-    de-quantizes a GGUF file at every ``from_pretrained`` (about 20 s for a 135M model on a CPU),
-    which tuning and every later load of the base would otherwise repeat."""
-    import torch
-    from safetensors.torch import save_model
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    stat = gguf.resolve().stat()
-    digest = _file_sha256(gguf.resolve(), stat.st_size, stat.st_mtime_ns)
-    folder = paths.cache_root() / "gguf" / digest[:32]
+    on first use in :func:`dequantized_dir`: transformers parses and de-quantizes a GGUF file at
+    every ``from_pretrained`` (about 20 s for a 135M model on a CPU), which tuning and every later
+    load of the base would otherwise repeat."""
+    folder = dequantized_dir(gguf)
     with file_lock(folder.with_name(folder.name + ".lock")):
         if (folder / "config.json").is_file():
             return folder
+        import torch
+        from safetensors.torch import save_model
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
         with quiet_transformers():
             source = {"pretrained_model_name_or_path": gguf.parent, "gguf_file": gguf.name}
             tokenizer = AutoTokenizer.from_pretrained(**source)
@@ -125,7 +123,8 @@ def dequantized(gguf: Path) -> Path:
             save_model(model, str(tmp / "model.safetensors"))
             type(model.config).from_dict(config).save_pretrained(tmp)
             tokenizer.save_pretrained(tmp)
-            write_json(tmp / "source.json", {"gguf": str(gguf.resolve()), "sha256": digest})
+            record = {"gguf": str(gguf.resolve()), "sha256": model_file_digest(gguf)}
+            write_json(tmp / "source.json", record)
     return folder
 
 
