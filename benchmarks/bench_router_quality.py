@@ -91,11 +91,11 @@ def main(argv: list[str] | None = None) -> int:
         folders = [Path(p) for p in args.runs] or [newest_local_run()]
         runs = [untuned.finished_local_run(folder) for folder in folders]
         result: list[tuple[str, float]] = []
-        for number, run in enumerate(runs, 1):
+        for number, (run, own) in enumerate(runs, 1):
             base = untuned.evaluate_base(
                 run, untuned.base_dir(run, out_root), progress=not args.no_progress
             )
-            reports = untuned.router_reports(run, base)
+            reports = untuned.router_reports(own, base)
             figures = untuned.figures_table(reports)
             tests = untuned.paired_table(reports)
             cfg = run.config

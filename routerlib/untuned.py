@@ -26,10 +26,11 @@ SUBJECT = "tuned constrained"
 REFERENCES = ("base constrained", "tuned free", "baseline majority")
 
 
-def finished_local_run(run_dir: str | Path) -> Run:
-    """The run folder opened with its own params.yaml, or InputError naming what a finished
-    local run lacks (params, test split, metrics.json with a constrained decoding, reports and
-    samples, a finished pipeline.json); runs evaluated elsewhere are refused."""
+def finished_local_run(run_dir: str | Path) -> tuple[Run, compare.RunSummary]:
+    """The run folder opened with its own params.yaml and its scored routers (read once, for
+    :func:`router_reports`), or InputError naming what a finished local run lacks (params, test
+    split, metrics.json with a constrained decoding, reports and samples, a finished
+    pipeline.json); runs evaluated elsewhere are refused."""
     folder = Path(run_dir).resolve()
     if not folder.is_dir():
         raise InputError(f"{run_dir}: no such run folder")
@@ -74,7 +75,7 @@ def finished_local_run(run_dir: str | Path) -> Run:
     ]
     if absent:
         raise InputError(f"{folder}: not a finished local run: no {', '.join(absent)}")
-    return run
+    return run, own
 
 
 def _scored(router: compare.RunSummary) -> Report:
@@ -112,11 +113,10 @@ def evaluate_base(run: Run, out_dir: str | Path, *, progress: bool = True) -> di
     return reports
 
 
-def router_reports(run: Run, base: dict[str, Report]) -> dict[str, Report]:
-    """Every router on the run's test rows, in table order: tuned free and constrained (as
-    scored), base free and constrained (``base``: :func:`evaluate_base`'s reports), then each
-    previous router the run scored (``baseline <kind>``)."""
-    own = compare.load_run(run.path)
+def router_reports(own: compare.RunSummary, base: dict[str, Report]) -> dict[str, Report]:
+    """Every router on the run's test rows (``own``: :func:`finished_local_run`'s), in table
+    order: tuned free and constrained (as scored), base free and constrained (``base``:
+    :func:`evaluate_base`'s reports), then each previous router the run scored."""
     tuned = sorted((own, *own.variants), key=lambda r: r.decoding != "free")
     return {
         **{f"tuned {r.decoding}": _scored(r) for r in tuned},

@@ -73,7 +73,7 @@ def _bench() -> ModuleType:
 
 
 def test_the_script_scores_the_base_model_beside_the_run(
-    tiny_run: Path, tmp_path: Path, capsys
+    tiny_run: Path, tmp_path: Path, capsys, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     before = _fingerprint(tiny_run)
     out = tmp_path / "quality"
@@ -105,8 +105,17 @@ def test_the_script_scores_the_base_model_beside_the_run(
     assert "scored on all" not in printed
 
     # the paired figures are compare.paired_reports' on the same reports, subject minus reference
-    run = untuned.finished_local_run(tiny_run)
-    reports = untuned.router_reports(run, base)
+    loads: list[Path] = []
+    load_run = compare.load_run
+
+    def counted(path: Path) -> compare.RunSummary:
+        loads.append(path)
+        return load_run(path)
+
+    monkeypatch.setattr(compare, "load_run", counted)
+    _, own = untuned.finished_local_run(tiny_run)
+    reports = untuned.router_reports(own, base)
+    assert len(loads) == 1  # the run's reports are read once
     assert list(reports)[:4] == ["tuned free", "tuned constrained", "base free", "base constrained"]
     tests = untuned.paired_table(reports)
     assert set(tests["reference"]) == set(untuned.REFERENCES)
@@ -206,6 +215,6 @@ def test_a_folder_that_is_not_a_finished_local_run_is_refused(
     (copy / "eval" / "constrained" / "samples.jsonl").unlink()
     with pytest.raises(InputError, match=r"no eval/constrained/samples\.jsonl"):
         untuned.finished_local_run(copy)
-    run = untuned.finished_local_run(tiny_run)
+    run, _ = untuned.finished_local_run(tiny_run)
     with pytest.raises(InputError, match="inside the run folder"):
         untuned.evaluate_base(run, tiny_run / "base")
