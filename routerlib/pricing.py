@@ -175,23 +175,6 @@ def tokens_from_characters(characters: int, tokens_per_character: float | None =
     return math.ceil(round(characters * ratio, 9))
 
 
-def example_tokens(
-    uri: str | os.PathLike[str], tokens_per_character: float | None = None
-) -> list[int]:
-    """Estimated tokens of each example (``tokens_from_characters`` of its characters)."""
-    return [tokens_from_characters(c, tokens_per_character) for c in example_characters(uri)]
-
-
-def training_tokens(
-    uri: str | os.PathLike[str], base_model: str | None = None, tuning_mode: str = PEFT
-) -> tuple[int, int]:
-    """(examples, estimated training tokens of one pass) of a training JSONL file: its
-    characters x ``base_model``'s billed ratio (the generic ratio without a model or a ratio)."""
-    counts = example_characters(uri)
-    ratio = load_pricing().tokens_per_character(base_model, tuning_mode) if base_model else None
-    return len(counts), tokens_from_characters(sum(counts), ratio)
-
-
 def _cited(source: str, source_date: str | None, verified: bool) -> str:
     """A price's source as a line cites it: its date, and a warning when it is not verified."""
     when = f" of {source_date}" if source_date else ""

@@ -57,7 +57,7 @@ def test_messages_format_holds_the_same_examples_as_chat_turns(tmp_path: Path) -
     dataset.verify_outputs(chat.output_dir)  # the manifest's hashes are those of what was written
     # the estimate and the local backend read both formats alike
     train_plain, train_chat = plain.output_dir / "train.jsonl", chat.output_dir / "train.jsonl"
-    assert pricing.example_tokens(train_chat) == pricing.example_tokens(train_plain)
+    assert pricing.example_characters(train_chat) == pricing.example_characters(train_plain)
     assert read_prompt_completion(train_chat) == read_prompt_completion(train_plain)
     assert len(dataset.stats_frame(chat.output_dir)) == ROWS
 
@@ -71,7 +71,7 @@ def test_bad_messages_lines_are_named(tmp_path: Path) -> None:
         read_prompt_completion(bad)
     assert any(f"{bad}:1: messages:" in line for line in info.value.lines())
     with pytest.raises(InputError, match=r"bad.jsonl:1: messages:"):
-        pricing.example_tokens(bad)
+        pricing.example_characters(bad)
 
 
 def test_cli_and_config_take_the_format(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -58,9 +58,10 @@ def test_wait_to_success_records_stats_checkpoint_and_estimate(tuning_env: Tunin
     assert job.checkpoint_uri == checkpoint
     # the estimate: 12 examples of the fixture, default table price for Llama 3.1 8B, tokens from
     # the model's billed tokens per character under the spec's mode
-    examples, tokens = pricing.training_tokens(
-        tuning_env.train_uri, job.spec.base_model, job.spec.tuning_mode
+    estimate = pricing.estimate(
+        job.spec.base_model, tuning_env.train_uri, 1, tuning_mode=job.spec.tuning_mode
     )
+    examples, tokens = estimate.examples, estimate.tokens
     assert examples == 12
     price = pricing.load_pricing().price(job.spec.base_model)
     epochs = run_default("epochs")  # the spec's default epoch count is RunConfig's

@@ -96,7 +96,7 @@ def test_models_and_baselines_share_one_predictions_name(tmp_path: Path) -> None
 
 def test_job_json_has_one_writer(tmp_path: Path) -> None:
     from routerlib.tuning import local
-    from routerlib.tuning.base import Job, TuningSpec, read_job, write_job
+    from routerlib.tuning.base import Job, TuningSpec
 
     # The local backend keeps its job's one record in its output folder, which is the run's
     # tuning/full: it is the run's job.json (stages.tune writes a copy only for a job whose
@@ -105,13 +105,13 @@ def test_job_json_has_one_writer(tmp_path: Path) -> None:
     spec = TuningSpec.build(training_dataset_uri="t.jsonl", output_uri=str(tmp_path / "o"))
     job = Job(name="local/x", backend="local", state="JOB_STATE_SUCCEEDED", spec=spec)
     target = tmp_path / runfolder.job_file()
-    write_job(target, job)
-    assert read_job(target) == job
+    runfolder.write_record(target, job)
+    assert runfolder.read_json(target, Job) == job
     data = json.loads(target.read_text())
     data["spec"]["epochs"] = 0
     target.write_text(json.dumps(data))
     with pytest.raises(RunFolderError, match=r"job.json: spec.epochs:"):
-        read_job(target)
+        runfolder.read_json(target, Job)
 
 
 def test_notebooks_04_and_05_show_the_same_p_values(good_run: Path) -> None:

@@ -141,7 +141,7 @@ def test_other_data_is_a_miss(splits, cache_on, tmp_path):
 
 def test_the_key_ignores_places_and_labels_only(splits, tmp_path):
     train, val = splits
-    options = LocalBackend(batch_size=4)._options()
+    options = LocalBackend(batch_size=4).options()
 
     def key(**fields) -> str:
         return cache.cache_key(
@@ -167,7 +167,7 @@ def test_cache_off_and_a_torn_entry_train(splits, tmp_path, monkeypatch):
     folder = tmp_path / "tuning-cache"
     monkeypatch.setenv(cache.ENV, str(folder))
     spec = _spec(train, val, tmp_path / "b")
-    key = cache.cache_key(cache.key_inputs(spec, _backend([])._options()))
+    key = cache.cache_key(cache.key_inputs(spec, _backend([]).options()))
     (folder / key).mkdir(parents=True)
     (folder / key / cache.ENTRY_ITEMS[0]).write_text("{}")  # no checkpoint: not an entry
     assert cache.lookup(key) is None
@@ -191,7 +191,7 @@ def test_the_key_follows_the_training_code_files(splits, tmp_path, monkeypatch):
 
     train, val = splits
     spec = _spec(train, val, tmp_path / "x")
-    options = LocalBackend(batch_size=4)._options()
+    options = LocalBackend(batch_size=4).options()
     before = cache.cache_key(cache.key_inputs(spec, options))
     copies = []
     for file in files:

@@ -151,7 +151,7 @@ def test_full_run_and_checkpoints_load_for_inference(splits, tmp_path):
 
     model, tokenizer = load_for_inference(final)
     assert isinstance(model, LlamaForCausalLM) and not model.training
-    prompt = examples.encode_prompt(tokenizer, "User query:\nroute this\n")
+    prompt = tokenizer("User query:\nroute this\n")["input_ids"]  # as training encodes it
     out = model.generate(torch.tensor([prompt]), max_new_tokens=5, do_sample=False)
     assert out.shape[1] >= len(prompt) + 1
 

@@ -95,15 +95,15 @@ def test_training_device_asks_torch(monkeypatch: pytest.MonkeyPatch) -> None:
     cpu = trainer.training_device()
     assert cpu == trainer.Device("cpu", False)  # this machine: no GPU
     backend = LocalBackend(batch_size=4)
-    cpu_options = backend._options()
+    cpu_options = backend.options()
     assert "device" not in cpu_options  # CPU identities and cache keys stay as they were
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
     assert trainer.training_device() == trainer.Device("cuda", True)
     assert trainer.training_device(bf16=False) == trainer.Device("cuda", False)
-    assert backend._options() == {**cpu_options, "bf16": True, "device": "cuda"}
-    assert backend._settings().device == trainer.Device("cuda", True)
+    assert backend.options() == {**cpu_options, "bf16": True, "device": "cuda"}
+    assert trainer.training_device(backend.bf16) == trainer.Device("cuda", True)  # train()'s
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
     assert trainer.training_device() == trainer.Device("cuda", False)
 

@@ -18,7 +18,7 @@ from routerlib import jobs, models, pricing, runfolder
 from routerlib.errors import InputError, RemoteError
 from routerlib.stages import run as stage_run
 from routerlib.stages import tune as stage_tune
-from routerlib.tuning.base import SUCCEEDED, SubmissionRefused, write_job
+from routerlib.tuning.base import SUCCEEDED, SubmissionRefused
 from routerlib.tuning.vertex import VertexBackend
 from tests.support.tuning_env import (  # noqa: F401  (pytest fixtures)
     BUCKET,
@@ -311,7 +311,7 @@ def test_a_global_job_is_deployed_where_it_ran(tuning_env: TuningEnv, tmp_path: 
     run = stage_run.open_run(
         "params/llama31_8b.yaml", str(tmp_path / "run"), {**EDITS, "gcs_prefix": f"gs://{BUCKET}/p"}
     )
-    write_job(run.sub(runfolder.job_file(False)), job)
+    runfolder.write_record(run.sub(runfolder.job_file(False)), job)
     assert run.config.deploy_location == "us-central1"
     stage_tune.tuned_job(run)
     assert run.config.deploy_location == "europe-west4"

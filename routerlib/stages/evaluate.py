@@ -34,7 +34,7 @@ from routerlib.stages.run import Report, Run, decodings, open_run, thresholds_pa
 from routerlib.stages.run import saved as saved
 from routerlib.stages.tune import chosen_checkpoint, tuned_job
 from routerlib.stages.tune import job_table as job_table
-from routerlib.tuning.base import Job, write_job
+from routerlib.tuning.base import Job
 
 
 def serving(run: Run, job: Job) -> AbstractContextManager[Predictor]:
@@ -428,6 +428,6 @@ def record_run(params_file: str, report_file: str | Path, job_name: str, name: s
     ]
     metrics.write_report(report, records, report_path(run))
     baseline_reports = baselines(run, gold=test)
-    write_job(run.sub(runfolder.job_file(False)), job)
+    runfolder.write_record(run.sub(runfolder.job_file(False)), job)
     write_metrics(run, job, report, baseline_reports)
     return run.path

@@ -20,7 +20,7 @@ from routerlib.stages.prepare import split_table as split_table
 from routerlib.stages.run import Run, decodings, thresholds_path
 from routerlib.stages.run import fields as fields
 from routerlib.stages.run import open_run as open_run
-from routerlib.tuning.base import Job, TuningSpec, read_job, write_job
+from routerlib.tuning.base import Job, TuningSpec
 
 
 def _output_uri(run: Run, smoke: bool) -> str:
@@ -72,7 +72,7 @@ def tune(run: Run, smoke: bool = False) -> Job:
     record = run.sub(runfolder.job_file(smoke))
     output = job.spec.output_uri
     if "://" in output or paths.resolve(output).resolve() != record.parent.resolve():
-        write_job(record, job)  # a local job's own record is there already
+        runfolder.write_record(record, job)  # a local job's own record is there already
     if not job.succeeded:
         raise InputError(f"tuning job {job.name} ended in {job.state}: {job.error or 'no message'}")
     return _deploy_where_it_ran(run, job)
@@ -91,7 +91,7 @@ def tuned_job(run: Run, smoke: bool = False) -> Job:
     """The run's finished tuning job, tuning first when there is none yet."""
     record = run.sub(runfolder.job_file(smoke))
     if record.exists():
-        job = read_job(record)
+        job = runfolder.read_json(record, Job)
         if job.succeeded:
             return _deploy_where_it_ran(run, job)
     return tune(run, smoke)

@@ -5,13 +5,11 @@ from __future__ import annotations
 import builtins
 import hashlib
 import json
-import os
-from pathlib import Path
 from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from routerlib import models, runfolder
+from routerlib import models
 from routerlib.checkpoint_names import FINAL_CHECKPOINT
 from routerlib.config import run_default
 from routerlib.errors import InputError, RemoteError, problem_lines
@@ -248,13 +246,3 @@ class TuningBackend(Protocol):
 
     def checkpoints(self, job: Job) -> builtins.list[Checkpoint]:
         """The job's saved checkpoints (final and per epoch), oldest first."""
-
-
-def read_job(path: str | os.PathLike[str]) -> Job:
-    """A job.json as the tuning interface's Job (a field that does not fit is named)."""
-    return runfolder.read_json(path, Job)
-
-
-def write_job(path: str | os.PathLike[str], job: Job) -> Path:
-    """Write a Job as JSON, atomically (a run's job.json for a job whose output is elsewhere)."""
-    return runfolder.write_record(path, job)

@@ -2,7 +2,8 @@
 
 The loss covers completion tokens only (the prompt is masked with IGNORE_INDEX) and an EOS token
 closes each completion, so the model learns where to stop. Prompts are tokenized as serving
-tokenizes them (:func:`encode_prompt`), so the boundary the model learns is the one it meets.
+tokenizes them (with the tokenizer's special tokens), so the boundary the model learns is the one
+it meets.
 """
 
 from __future__ import annotations
@@ -18,12 +19,6 @@ from routerlib.errors import InputError
 
 #: The target id cross-entropy skips (prompt tokens and padding).
 IGNORE_INDEX = -100
-
-
-def encode_prompt(tokenizer: Any, prompt: str) -> list[int]:
-    """Token ids of a prompt as training saw it (with the tokenizer's BOS when it adds one).
-    Serving must encode prompts the same way."""
-    return list(tokenizer(prompt, add_special_tokens=True)["input_ids"])
 
 
 @dataclass

@@ -7,7 +7,6 @@ cancel is asked for; submitting the same spec to the same output_uri resumes a s
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import socket
@@ -23,7 +22,6 @@ from routerlib import paths, runfolder
 from routerlib.atomic import write_json
 from routerlib.checkpoint_names import CHECKPOINT_MARKER as CHECKPOINT_MARKER
 from routerlib.checkpoint_names import CHECKPOINTS_DIR, FINAL_CHECKPOINT
-from routerlib.config import run_default
 from routerlib.errors import InputError
 from routerlib.tuning import cache, trainer
 from routerlib.tuning.base import (
@@ -125,20 +123,11 @@ def _with_liveness(job: Job, run: LocalRun, out: Path) -> Job:
 
 
 @dataclass
-class LocalBackend:
-    """Tune on this machine (CUDA when present, else the CPU): ``submit`` trains synchronously.
+class LocalBackend(trainer.Settings):
+    """Tune on this machine (CUDA when present, else the CPU): ``submit`` trains synchronously
+    with these settings (see trainer.Settings). root: where ``get``/``list`` look (None = the
+    outputs root); on_epoch_end: test hook called after each epoch's checkpoint."""
 
-    max_train_tokens: truncate longer examples (None = the model's context; a cut completion never
-    learns to close the JSON); seed: LoRA init and data order; bf16: autocast (None = on a GPU
-    that supports it); root: where ``get``/``list`` look (None = the outputs root);
-    on_epoch_end: test hook called after each epoch's checkpoint. Torch uses $OMP_NUM_THREADS.
-    """
-
-    batch_size: int = run_default("batch_size")
-    max_train_tokens: int | None = run_default("max_train_tokens")
-    seed: int = 0
-    bf16: bool | None = None
-    progress: bool = True
     root: Path | None = None
     on_epoch_end: Callable[[int], None] | None = None
     name: str = "local"
@@ -212,7 +201,7 @@ class LocalBackend:
             uri = getattr(spec, field_name)
             if uri and not paths.resolve(uri).is_file():
                 raise InputError(f"{field_name}: {uri} does not exist")
-        inputs = cache.key_inputs(spec, self._options()) if cache.cache_dir() else None
+        inputs = cache.key_inputs(spec, self.options()) if cache.cache_dir() else None
         key = cache.cache_key(inputs) if inputs is not None else None
         # the first submission's create_time is kept when a stopped run is resumed
         created = previous.create_time if previous else _now()
@@ -248,7 +237,7 @@ class LocalBackend:
                 plan,
                 out,
                 identity,
-                self._settings(),
+                self,
                 job=job,
                 on_epoch_end=epoch_done,
                 stop_requested=(out / CANCEL_FILE).exists,
@@ -276,13 +265,18 @@ class LocalBackend:
             cache.store(cache_key, cache_inputs, out, job.model_dump(mode="json"))
         return job
 
-    def get(self, name: str) -> Job:
-        """The job called ``name`` (or the job in output folder ``name``)."""
+    def _record(self, name: str) -> tuple[Path, Job, LocalRun]:
+        """The output folder, Job (liveness applied) and bookkeeping of the job called ``name``
+        (or of the job in output folder ``name``)."""
         out = self._find(name)
         job, run = read_record(out) if out else (None, LocalRun())
         if job is None or out is None:
             raise InputError(f"no local tuning job {name} (looked under {self._root()})")
-        return _with_liveness(job, run, out)
+        return out, _with_liveness(job, run, out), run
+
+    def get(self, name: str) -> Job:
+        """The job called ``name`` (or the job in output folder ``name``)."""
+        return self._record(name)[1]
 
     def list(self) -> list[Job]:
         """Every local job recorded under the root and submitted by this backend."""
@@ -295,12 +289,10 @@ class LocalBackend:
 
     def cancel(self, name: str) -> Job:
         """Ask a running job to stop after its current step; a dead run is marked cancelled."""
-        out = self._find(name)
-        job = self.get(name)
-        if job.ended or out is None:
+        out, job, run = self._record(name)
+        if job.ended:
             return job
         (out / CANCEL_FILE).write_text(_now() + "\n", encoding="utf-8")
-        run = read_record(out)[1]
         if not _alive(out, run):
             job.state, job.error, job.update_time = CANCELLED, "cancelled", _now()
             _write_record(out, job, run)
@@ -332,7 +324,7 @@ class LocalBackend:
             identity=identity,
             pid=os.getpid(),
             host=socket.gethostname(),
-            options=self._options(),
+            options=self.options(),
             from_cache=from_cache,
         )
         _write_record(out, job, run)
@@ -354,32 +346,10 @@ class LocalBackend:
                 return out
         return None
 
-    def _settings(self) -> trainer.Settings:
-        return trainer.Settings(
-            batch_size=self.batch_size,
-            max_train_tokens=self.max_train_tokens,
-            seed=self.seed,
-            device=trainer.training_device(self.bf16),
-            progress=self.progress,
-        )
-
-    def _options(self) -> dict[str, Any]:
-        """What, besides the spec, decides the trained weights (the identity and cache key);
-        the device is named only when it is not the CPU, so CPU keys stay as they were."""
-        device = trainer.training_device(self.bf16)
-        options: dict[str, Any] = {
-            "batch_size": self.batch_size,
-            "max_train_tokens": self.max_train_tokens,
-            "seed": self.seed,
-            "bf16": device.bf16,
-        }
-        return options | ({"device": device.type} if device.type != "cpu" else {})
-
     def _identity(self, spec: TuningSpec) -> str:
         """Hash of everything that changes the trained weights (not labels or display name)."""
         fields = spec.model_dump(exclude={"labels", "tuned_model_display_name"})
-        blob = json.dumps({"spec": fields, "options": self._options()}, sort_keys=True)
-        return hashlib.sha256(blob.encode("utf-8")).hexdigest()
+        return cache.cache_key({"spec": fields, "options": self.options()})
 
     def _output_dir(self, spec: TuningSpec) -> Path:
         if problems := self.preflight(spec):

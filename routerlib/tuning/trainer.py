@@ -18,6 +18,7 @@ from typing import Any, Literal
 from routerlib import paths
 from routerlib.atomic import write_json
 from routerlib.checkpoint_names import CHECKPOINTS_DIR, FINAL_CHECKPOINT
+from routerlib.config import run_default
 from routerlib.models import EMBEDDED_MODEL
 from routerlib.progress import progress_bar
 from routerlib.runfolder import LOSS_CURVE_FILE
@@ -135,15 +136,30 @@ def completion_loss(model: Any, inputs: Any, targets: Any) -> tuple[Any, int]:
     return loss, int(keep.sum())
 
 
-@dataclass(frozen=True)
+@dataclass
 class Settings:
-    """How to train (LocalBackend's options; see there)."""
+    """How to train besides the spec (the local backend's options). max_train_tokens: truncate
+    longer examples (None = the model's context; a cut completion never learns to close the
+    JSON); seed: LoRA init and data order; bf16: autocast (None = on a GPU that supports it).
+    Torch uses $OMP_NUM_THREADS."""
 
-    batch_size: int
-    max_train_tokens: int | None
-    seed: int
-    device: Device
+    batch_size: int = run_default("batch_size")
+    max_train_tokens: int | None = run_default("max_train_tokens")
+    seed: int = 0
+    bf16: bool | None = None
     progress: bool = True
+
+    def options(self) -> dict[str, Any]:
+        """What, besides the spec, decides the trained weights (a run's identity and cache key);
+        the device is named only when it is not the CPU, so CPU keys stay as they were."""
+        device = training_device(self.bf16)
+        options: dict[str, Any] = {
+            "batch_size": self.batch_size,
+            "max_train_tokens": self.max_train_tokens,
+            "seed": self.seed,
+            "bf16": device.bf16,
+        }
+        return options | ({"device": device.type} if device.type != "cpu" else {})
 
 
 class Cancelled(Exception):
@@ -169,7 +185,7 @@ def train(
 
     ckpt_root = out / CHECKPOINTS_DIR
     resume_dir, state = _last_epoch_state(ckpt_root, identity)
-    device = settings.device
+    device = training_device(settings.bf16)
     with threads(), quiet_transformers():
         tokenizer = load_tokenizer(
             str(resume_dir) if resume_dir else str(plan.custom or spec.base_model)
