@@ -45,9 +45,11 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from routerlib import schema, synth, tinymodel  # noqa: E402
+from routerlib import schema, synth  # noqa: E402
 from routerlib.config import RunConfig  # noqa: E402
+from routerlib.models import EMBEDDED_MODEL  # noqa: E402
 from routerlib.serving import constrained  # noqa: E402
+from routerlib.tuning.model_io import load_for_inference  # noqa: E402
 
 TOKENS = 128
 REPEATS = 5
@@ -60,8 +62,10 @@ OUTLINES_SNIPPET = """
 import json, sys, time
 from outlines_core import Index, Vocabulary
 from outlines_core.json_schema import build_regex_from_schema
-from routerlib import schema, tinymodel
-tok = tinymodel.load_embedded()[1]
+from routerlib import schema
+from routerlib.models import EMBEDDED_MODEL
+from routerlib.tuning.model_io import load_for_inference
+tok = load_for_inference(EMBEDDED_MODEL)[1]
 start = time.perf_counter()
 regex = build_regex_from_schema(json.dumps(schema.completion_json_schema(generation=True)))
 vocab = {}
@@ -139,7 +143,7 @@ def main() -> None:
     args = parser.parse_args()
 
     torch.set_num_threads(args.threads)
-    model, tok = tinymodel.load_embedded()
+    model, tok = load_for_inference(EMBEDDED_MODEL)
     model.eval()
     vocab = int(model.get_output_embeddings().weight.shape[0])
     document = schema.completion_json_schema(generation=True)

@@ -77,9 +77,7 @@ def run_trainer(mode: str, train: Path, out: Path) -> tuple[float, int, float]:
     import torch
     from transformers import DataCollatorForSeq2Seq, Trainer, TrainingArguments
 
-    from routerlib.tinymodel import load_embedded
-
-    model, tokenizer = load_embedded()
+    model, tokenizer = model_io.load_for_inference(EMBEDDED_MODEL)
     spec = TuningSpec.build(
         base_model=EMBEDDED_MODEL,
         training_dataset_uri=str(train),

@@ -188,12 +188,3 @@ def resolve_base_model(base_model: str) -> str:
     if base_model == EMBEDDED_MODEL:
         return str(ensure_embedded_model())
     return base_model
-
-
-def load_embedded(seed: int = INIT_SEED) -> tuple[Any, Any]:
-    """(model, tokenizer) of the embedded model, loaded with ``from_pretrained``."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    folder = ensure_embedded_model(seed)
-    with quiet_transformers():
-        return AutoModelForCausalLM.from_pretrained(folder), AutoTokenizer.from_pretrained(folder)

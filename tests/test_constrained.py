@@ -39,9 +39,11 @@ def _check_valid(text: str) -> dict[str, Any]:
 @pytest.fixture(scope="module")
 def embedded() -> LocalPredictor:
     from routerlib import tinymodel
+    from routerlib.models import EMBEDDED_MODEL
+    from routerlib.tuning.model_io import load_for_inference
 
     return LocalPredictor(
-        tinymodel.ensure_embedded_model(), loader=lambda _: tinymodel.load_embedded()
+        tinymodel.ensure_embedded_model(), loader=lambda _: load_for_inference(EMBEDDED_MODEL)
     )
 
 

@@ -10,6 +10,7 @@ import pytest
 
 from routerlib import schema, tinymodel
 from routerlib.models import EMBEDDED_MODEL
+from routerlib.tuning.model_io import load_for_inference
 
 
 def _tensors(folder: Path) -> dict:
@@ -48,7 +49,7 @@ def test_round_trip_through_from_pretrained():
     import torch
     from transformers import LlamaForCausalLM
 
-    model, tokenizer = tinymodel.load_embedded()
+    model, tokenizer = load_for_inference(EMBEDDED_MODEL)
     assert isinstance(model, LlamaForCausalLM)
     params = sum(p.numel() for p in model.parameters())
     assert 4_000_000 < params < 7_000_000
@@ -80,7 +81,7 @@ def test_tokenizer_keeps_completions_short():
     """The guide's budget: a completion is about 1,200 tokens or fewer with the trained vocab."""
     from routerlib import synth
 
-    _, tokenizer = tinymodel.load_embedded()
+    _, tokenizer = load_for_inference(EMBEDDED_MODEL)
     rows = list(synth.generate_rows(40, 999))  # rows the tokenizer was not trained on
     counts = [
         len(tokenizer(schema.completion_text(r), add_special_tokens=False)["input_ids"])

@@ -319,9 +319,7 @@ def test_batches_are_deterministic_length_buckets():
 
 
 def test_prompt_tokens_are_masked_and_eos_closes_the_completion():
-    from routerlib.tinymodel import load_embedded
-
-    _, tokenizer = load_embedded()
+    _, tokenizer = load_for_inference(EMBEDDED_MODEL)
     [ex] = examples.encode_examples(tokenizer, [("Route this:\n", '{"route_plan": []}')])
     inputs, targets = examples.collate([ex], [0], tokenizer.pad_token_id)
     completion = tokenizer('{"route_plan": []}', add_special_tokens=False)["input_ids"]

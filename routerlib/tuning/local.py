@@ -233,7 +233,6 @@ class LocalBackend(trainer.Settings):
         _ACTIVE.add(str(out))
         try:
             trainer.train(
-                job.spec,
                 plan,
                 out,
                 identity,

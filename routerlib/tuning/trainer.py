@@ -167,7 +167,6 @@ class Cancelled(Exception):
 
 
 def train(
-    spec: TuningSpec,
     plan: Plan,
     out: Path,
     identity: str,
@@ -177,12 +176,14 @@ def train(
     on_epoch_end: Callable[[int], None] = lambda _: None,
     stop_requested: Callable[[], bool] = lambda: False,
 ) -> None:
-    """Train ``spec`` into ``out`` (checkpoints under CHECKPOINTS_DIR, LOSS_CURVE_FILE), resuming
-    from the newest epoch state tagged ``identity``. ``job``'s statistics, loss curve and seconds
-    are kept up to date (its name goes into every CHECKPOINT_MARKER); ``on_epoch_end`` hears each
-    finished epoch once its checkpoint is written. Raises Cancelled when ``stop_requested``."""
+    """Train ``job``'s spec into ``out`` (checkpoints under CHECKPOINTS_DIR, LOSS_CURVE_FILE),
+    resuming from the newest epoch state tagged ``identity``. ``job``'s statistics, loss curve and
+    seconds are kept up to date (its name goes into every CHECKPOINT_MARKER); ``on_epoch_end``
+    hears each finished epoch once its checkpoint is written. Raises Cancelled when
+    ``stop_requested``."""
     import torch
 
+    spec = job.spec
     ckpt_root = out / CHECKPOINTS_DIR
     resume_dir, state = _last_epoch_state(ckpt_root, identity)
     device = training_device(settings.bf16)
