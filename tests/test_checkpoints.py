@@ -11,13 +11,12 @@ from pathlib import Path
 import pytest
 
 from routerlib import checkpoints, metrics, runfolder
-from routerlib.checkpoint_names import CHECKPOINTS_DIR
+from routerlib.checkpoint_names import CHECKPOINT_MARKER, CHECKPOINTS_DIR
 from routerlib.checkpoints import CheckpointScore, pick
 from routerlib.config import load_config
 from routerlib.errors import InputError
 from routerlib.serving import factory
 from routerlib.tuning.base import SUCCEEDED, Job, TuningSpec
-from routerlib.tuning.local import CHECKPOINT_MARKER
 from tests.support.local_tuning_data import synthetic_splits
 
 

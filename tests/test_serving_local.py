@@ -146,7 +146,7 @@ def test_missing_checkpoint_is_an_input_error(tmp_path: Path) -> None:
 def test_default_loader_reads_a_plain_hugging_face_folder(
     checkpoint: Path, predictor: LocalPredictor
 ) -> None:
-    default = LocalPredictor(checkpoint)  # routerlib.tuning.local.load_for_inference
+    default = LocalPredictor(checkpoint)  # routerlib.tuning.model_io.load_for_inference
     assert [r.text for r in default.generate(PROMPTS[:2], 6)] == [
         r.text for r in predictor.generate(PROMPTS[:2], 6)
     ]

@@ -14,7 +14,8 @@ from routerlib.errors import InputError
 from routerlib.models import EMBEDDED_MODEL
 from routerlib.tuning import examples, get_backend, local, trainer
 from routerlib.tuning.base import CANCELLED, FAILED, RUNNING, SUCCEEDED, TuningSpec
-from routerlib.tuning.local import LocalBackend, load_for_inference
+from routerlib.tuning.local import LocalBackend
+from routerlib.tuning.model_io import TRAINING_STATE, load_for_inference
 from tests.support.local_tuning_data import synthetic_splits
 
 #: Examples are cut to this many tokens in the mechanics tests (keeps each step cheap).
@@ -87,7 +88,7 @@ def test_peft_run_writes_vertex_layout_stats_and_curve(splits, tmp_path):
         assert (folder / "tokenizer.json").is_file()
         marker = json.loads((folder / local.CHECKPOINT_MARKER).read_text())
         assert marker["kind"] == "peft" and marker["base_model"] == EMBEDDED_MODEL
-        assert not (folder / local.TRAINING_STATE).exists()  # dropped once the job succeeded
+        assert not (folder / TRAINING_STATE).exists()  # dropped once the job succeeded
     assert json.loads((ckpts / "epoch-1" / local.CHECKPOINT_MARKER).read_text())["epoch"] == 1
     assert _same(_weights(ckpts / "epoch-2"), _weights(ckpts / "final"))
     assert not _same(_weights(ckpts / "epoch-1"), _weights(ckpts / "final"))
@@ -184,7 +185,7 @@ def test_interrupted_run_resumes_from_last_epoch_and_matches_uninterrupted(split
     spec_b = _spec(splits, out, epochs=3)
     failed = _backend(on_epoch_end=crash).submit(spec_b)
     assert failed.state == FAILED and "power cut" in failed.error
-    assert (out / local.CHECKPOINTS_DIR / "epoch-1" / local.TRAINING_STATE).is_file()
+    assert (out / local.CHECKPOINTS_DIR / "epoch-1" / TRAINING_STATE).is_file()
     assert not (out / FINAL_CHECKPOINT).exists()
 
     # as if the process had been killed: the record says RUNNING, its process is gone

@@ -32,7 +32,7 @@ from routerlib.serving.wire import (
     parse_completions_body,
     parse_predict_body,
 )
-from routerlib.tuning.local import load_for_inference
+from routerlib.tuning.model_io import load_for_inference
 
 #: ``loader(checkpoint_dir) -> (model, tokenizer)``.
 Loader = Callable[[str | Path], tuple[Any, Any]]
@@ -56,7 +56,7 @@ class GenerationResult:
 
 class LocalPredictor:
     """Greedy (temperature 0) or sampled batched generation from a checkpoint folder (with the
-    default loader also anything ``tuning.local.load_for_inference`` takes, such as the embedded
+    default loader also anything ``tuning.model_io.load_for_inference`` takes, such as the embedded
     base model's name). Thread-safe: calls to :meth:`generate` run one at a time."""
 
     def __init__(

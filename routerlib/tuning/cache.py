@@ -174,12 +174,13 @@ def _copy(src: Path, dest: Path) -> None:
         shutil.copy2(src, dest)
 
 
-def store(key: str, inputs: dict[str, Any], out: Path, job: dict[str, Any]) -> Path | None:
-    """Copy a finished tuning folder ``out`` and its Job record ``job`` into the cache as ``key``
-    (atomically; an entry another process wrote first is kept)."""
+def store(inputs: dict[str, Any], out: Path, job: dict[str, Any]) -> Path | None:
+    """Copy a finished tuning folder ``out`` and its Job record ``job`` into the cache under the
+    key of ``inputs`` (atomically; an entry another process wrote first is kept)."""
     root = cache_dir()
     if root is None:
         return None
+    key = cache_key(inputs)
     entry = root / key
     if lookup(key) is not None:
         return entry

@@ -20,8 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from routerlib import paths, runfolder
 from routerlib.atomic import write_json
-from routerlib.checkpoint_names import CHECKPOINT_MARKER as CHECKPOINT_MARKER
-from routerlib.checkpoint_names import CHECKPOINTS_DIR, FINAL_CHECKPOINT
+from routerlib.checkpoint_names import CHECKPOINT_MARKER, CHECKPOINTS_DIR, FINAL_CHECKPOINT
 from routerlib.errors import InputError
 from routerlib.tuning import cache, trainer
 from routerlib.tuning.base import (
@@ -36,9 +35,7 @@ from routerlib.tuning.base import (
     int_or_none,
     with_final,
 )
-from routerlib.tuning.model_io import TRAINING_STATE as TRAINING_STATE
 from routerlib.tuning.model_io import Plan, epoch_folders, plan_for
-from routerlib.tuning.model_io import load_for_inference as load_for_inference
 
 #: The job's one record in its output folder: the run folder's job.json for a local run.
 JOB_FILE = runfolder.JOB_FILE
@@ -209,19 +206,13 @@ class LocalBackend(trainer.Settings):
         with cache.claimed(key, lambda: self._say(f"tune (local): {name}: {WAITING}")):
             if key is not None and (entry := cache.lookup(key)) is not None:
                 return self._attach(job, out, identity, entry)
-            return self._train(job, plan, out, identity, key, inputs)
+            return self._train(job, plan, out, identity, inputs)
 
     def _train(
-        self,
-        job: Job,
-        plan: Plan,
-        out: Path,
-        identity: str,
-        cache_key: str | None,
-        cache_inputs: dict[str, Any] | None,
+        self, job: Job, plan: Plan, out: Path, identity: str, cache_inputs: dict[str, Any] | None
     ) -> Job:
-        """Train ``job``'s spec into ``out``; a finished tuning goes into the cache under
-        ``cache_key`` (None: the cache is off)."""
+        """Train ``job``'s spec into ``out``; a finished tuning goes into the cache under the key
+        of ``cache_inputs`` (None: the cache is off)."""
         self._open(job, out, identity)
 
         def epoch_done(epoch: int) -> None:
@@ -260,8 +251,8 @@ class LocalBackend(trainer.Settings):
             job.update_time = _now()
             if job.state != RUNNING:
                 _write_record(out, job)
-        if job.succeeded and cache_key is not None and cache_inputs is not None:
-            cache.store(cache_key, cache_inputs, out, job.model_dump(mode="json"))
+        if job.succeeded and cache_inputs is not None:
+            cache.store(cache_inputs, out, job.model_dump(mode="json"))
         return job
 
     def _record(self, name: str) -> tuple[Path, Job, LocalRun]:
