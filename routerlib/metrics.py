@@ -13,7 +13,8 @@ import math
 import operator
 import os
 import re
-from collections.abc import Iterable
+from collections import Counter
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -202,35 +203,28 @@ def first_tool(plan: Any) -> str | None:
     return next(iter(plan_tools(plan)), None)
 
 
-def score(
-    gold_rows: list[dict[str, Any]],
-    preds: list[dict[str, Any] | None],
-    *,
-    reasons: list[str] | None = None,
-    pred_rows: list[Any] | None = None,
-) -> list[dict[str, Any]]:
+def score(gold_rows: list[dict[str, Any]], pred_rows: list[Any]) -> list[dict[str, Any]]:
     """Per-sample records (runfolder.SampleRecord's fields, plus ``listed_by_original`` and
-    ``prompt_preview`` for the error listings) for aligned gold rows and parsed predictions (None =
-    invalid); ``pred_rows``, the prediction lines, give ``raw`` and ``thinking`` when they hold
-    them."""
-    if len(gold_rows) != len(preds):
-        raise InputError(f"gold has {len(gold_rows)} rows but predictions have {len(preds)}")
+    ``prompt_preview`` for the error listings) of aligned gold rows and decoded prediction lines
+    (read by extract.parse_prediction_line; their ``raw`` and ``thinking`` are kept)."""
+    if len(gold_rows) != len(pred_rows):
+        raise InputError(f"gold has {len(gold_rows)} rows but predictions have {len(pred_rows)}")
     records: list[dict[str, Any]] = []
-    for index, (row, pred) in enumerate(zip(gold_rows, preds, strict=True)):
+    for index, (row, line) in enumerate(zip(gold_rows, pred_rows, strict=True)):
         gold = parse_prediction_line(row)  # the gold row's completion, read the same way
         if gold is None:
             raise InputError(f"gold row {index + 1}: completion: {why_invalid(row)}")
+        pred = parse_prediction_line(line)
         flags = bucket_flags(gold)
         original, debug = sample_metrics(gold, pred)
         strict = strict_metrics(gold, pred, original)
         valid, reason = pred is not None, ""
         if pred is None:
-            reason = (reasons[index] if reasons else "") or "not a JSON object"
+            reason = why_invalid(line)
             debug = {"error": f"Failed to parse prediction: {reason}"}
             violations = [f"completion: {reason}"]
         else:
             violations = [str(v) for v in validate_completion(pred)]
-        line = pred_rows[index] if pred_rows is not None else None
         record: dict[str, Any] = {
             "index": index,
             "buckets": ["overall", *(name for name in BUCKETS if flags[name])],
@@ -241,7 +235,7 @@ def score(
             "extra": {name: strict[name] for name in EXTRA_METRICS} if valid else {},
             "schema_violations": violations,
             "debug": debug,
-            "listed_by_original": valid or line is None or not _decodes_to_null(line),
+            "listed_by_original": valid or not _decodes_to_null(line),
             "gold_first_tool": first_tool(gold.get("route_plan", [])),
             "pred_first_tool": first_tool(pred.get("route_plan", [])) if pred is not None else None,
             "plan": sample_plan(gold, pred),
@@ -254,20 +248,26 @@ def score(
     return records
 
 
-def aggregate(records: list[dict[str, Any]], field: str = "metrics") -> dict[str, dict[str, Any]]:
-    """Per-bucket means of ``record[field]`` exactly as the original: booleans count 1/0, None and
-    NaN are skipped, sums are plain float additions in sample order; buckets and metric names
-    sorted, ``samples`` first, a bucket only when it has samples (``overall`` always)."""
-    samples: dict[str, int] = {"overall": 0}
+def _bucket_values(records: list[dict[str, Any]], field: str) -> dict[str, dict[str, list[float]]]:
+    """Per bucket and metric, the numbers of ``record[field]`` in sample order (booleans count
+    1/0; None and NaN are skipped)."""
     values: dict[str, dict[str, list[float]]] = {}
     for record in records:
         for bucket in record["buckets"]:
-            samples[bucket] = samples.get(bucket, 0) + 1
             for name, value in record[field].items():
                 if isinstance(value, int | float) and not math.isnan(value):
                     values.setdefault(bucket, {}).setdefault(name, []).append(float(value))
+    return values
+
+
+def aggregate(records: list[dict[str, Any]], field: str = "metrics") -> dict[str, dict[str, Any]]:
+    """Per-bucket means of ``record[field]`` exactly as the original (see _bucket_values): sums
+    are plain float additions in sample order; buckets and metric names sorted, ``samples``
+    first, a bucket only when it has samples (``overall`` always)."""
+    samples = Counter(bucket for record in records for bucket in record["buckets"])
+    values = _bucket_values(records, field)
     out: dict[str, dict[str, Any]] = {}
-    for bucket in sorted(samples):
+    for bucket in sorted({"overall", *samples}):
         out[bucket] = {"samples": samples[bucket]}
         for name, numbers in sorted(values.get(bucket, {}).items()):
             # left to right, as the original (not sum(): 3.12 compensates)
@@ -291,14 +291,9 @@ def intervals(
     records: list[dict[str, Any]], n: int = 1000, seed: int = 0
 ) -> dict[str, dict[str, list[float]]]:
     """95% percentile bootstrap interval of each strict metric per bucket."""
-    values: dict[str, dict[str, list[float]]] = {}
-    for record in records:
-        for bucket in record["buckets"]:
-            for name, value in record["strict"].items():
-                values.setdefault(bucket, {}).setdefault(name, []).append(float(value))
     return {
         bucket: {name: list(bootstrap_ci(v, n=n, seed=seed)) for name, v in sorted(by_name.items())}
-        for bucket, by_name in sorted(values.items())
+        for bucket, by_name in sorted(_bucket_values(records, "strict").items())
     }
 
 
@@ -342,8 +337,12 @@ def token_summary(pred_rows: list[Any]) -> dict[str, float | int | None] | None:
 # --------------------------------------------------------------------------- files
 
 
-def read_jsonl(path: str | os.PathLike[str], what: str) -> list[tuple[int, Any]]:
-    """Decoded non-blank lines of a JSONL file with their 1-based line numbers."""
+def read_jsonl(
+    path: str | os.PathLike[str], what: str, check: Callable[[Any], str] | None = None
+) -> list[tuple[int, Any]]:
+    """Decoded non-blank lines of a JSONL file with their 1-based line numbers. InputError names
+    the file and line of every line that is not JSON or in which ``check`` (decoded line ->
+    its problem, "" for none) finds a problem."""
     file = Path(path)
     if not file.is_file():
         raise InputError(f"{what} file not found: {file}")
@@ -356,33 +355,33 @@ def read_jsonl(path: str | os.PathLike[str], what: str) -> list[tuple[int, Any]]
                 if not line:
                     continue
                 try:
-                    rows.append((number, json.loads(line)))
+                    row = json.loads(line)
                 except (ValueError, RecursionError) as exc:
                     problems.append(f"{file}:{number}: not valid JSON ({exc})")
+                    continue
+                rows.append((number, row))
+                if check and (problem := check(row)):
+                    problems.append(f"{file}:{number}: {problem}")
     except UnicodeDecodeError as exc:
         raise InputError(f"{file}: not UTF-8 text ({exc})") from None
     except OSError as exc:
         raise InputError(f"cannot read {what} file {file}: {exc.strerror or exc}") from None
     if problems:
-        more = [f"... and {len(problems) - 10} more unreadable lines"] if len(problems) > 10 else []
-        raise InputError(
-            f"{file}: {len(problems)} unreadable line(s)", problems=problems[:10] + more
-        )
+        more = [f"... and {len(problems) - 10} more bad lines"] if len(problems) > 10 else []
+        raise InputError(f"{file}: {len(problems)} bad line(s)", problems=problems[:10] + more)
     return rows
+
+
+def _gold_problem(row: Any) -> str:
+    if not isinstance(row, dict) or "completion" not in row:
+        return "completion: missing"
+    reason = why_invalid(row)
+    return f"completion: {reason}" if reason else ""
 
 
 def load_gold(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
     """Gold rows; each must hold a ``completion`` that is a JSON object (string or dict)."""
-    rows = read_jsonl(path, "gold")
-    problems = []
-    for number, row in rows:
-        if not isinstance(row, dict) or "completion" not in row:
-            problems.append(f"{path}:{number}: completion: missing")
-        elif parse_prediction_line(row) is None:
-            problems.append(f"{path}:{number}: completion: {why_invalid(row)}")
-    if problems:
-        raise InputError(f"{path}: {len(problems)} bad gold row(s)", problems=problems[:10])
-    return [row for _, row in rows]
+    return [row for _, row in read_jsonl(path, "gold", _gold_problem)]
 
 
 def score_report(
@@ -403,11 +402,7 @@ def score_report(
             f"gold {gold_path} has {len(gold_rows)} rows but pred {pred_path} has "
             f"{len(pred_rows)} rows; they must match line for line"
         )
-    preds = [parse_prediction_line(row) for row in pred_rows]
-    reasons = [
-        why_invalid(row) if p is None else "" for row, p in zip(pred_rows, preds, strict=True)
-    ]
-    records = score(gold_rows, preds, reasons=reasons, pred_rows=pred_rows)
+    records = score(gold_rows, pred_rows)
     report: dict[str, Any] = {  # the original three sections first, then routerlib's
         "config": {
             "gold_path": str(gold_path),
