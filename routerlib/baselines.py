@@ -160,10 +160,12 @@ def write_baseline(
     if kind not in KINDS:
         raise InputError(f"unknown baseline kind {kind!r} (expected {' or '.join(KINDS)})")
     build = majority_completion if kind == "majority" else rules_completion
-    lines = []
-    for number, row in read_jsonl(gold_path, "gold"):
-        if not isinstance(row, dict) or not isinstance(row.get("prompt"), str):
-            raise InputError(f"{gold_path}:{number}: prompt: missing or not a string")
-        completion = build(query_of(row["prompt"]))
-        lines.append(PredictionRecord(completion=json.dumps(completion, ensure_ascii=False)))
+    rows = read_jsonl(gold_path, "gold", _prompt_problem)
+    completions = [build(query_of(row["prompt"])) for _, row in rows]
+    lines = [PredictionRecord(completion=json.dumps(c, ensure_ascii=False)) for c in completions]
     return write_records(out_path, lines)
+
+
+def _prompt_problem(row: Any) -> str:
+    ok = isinstance(row, dict) and isinstance(row.get("prompt"), str)
+    return "" if ok else "prompt: missing or not a string"

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from routerlib import models, progress, schema
+from routerlib import metrics, models, progress, schema
 from routerlib.errors import InputError
 from routerlib.progress import is_terminal
 
@@ -158,44 +158,28 @@ def example_pair(obj: Any) -> tuple[str, str] | None:
     return None
 
 
+def example_problem(obj: Any) -> str:
+    """Why a decoded line is not a training line in either format ("" when it is one)."""
+    if example_pair(obj) is not None:
+        return ""
+    if not isinstance(obj, dict):
+        return "expected an object with prompt and completion"
+    if "messages" in obj:
+        return "messages: expected chat turns ending with the assistant's"
+    return "; ".join(
+        f"{key}: must be a string (got {type(obj[key]).__name__ if key in obj else 'missing'})"
+        for key in ("prompt", "completion")
+        if not isinstance(obj.get(key), str)
+    )
+
+
 def read_prompt_completion(path: str | os.PathLike[str]) -> list[tuple[str, str]]:
     """(prompt, completion) pairs of a JSONL file in either line format; InputError naming the
-    file and line of every bad line."""
-    file = Path(path)
-    if not file.is_file():
-        raise InputError(f"{file}: dataset not found")
-    pairs: list[tuple[str, str]] = []
-    problems: list[str] = []
-    with open(file, encoding="utf-8") as handle:
-        for number, line in enumerate(handle, 1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as exc:
-                problems.append(f"{file}:{number}: not JSON ({exc.msg})")
-                continue
-            pair = example_pair(obj)
-            if pair is not None:
-                pairs.append(pair)
-            elif not isinstance(obj, dict):
-                problems.append(f"{file}:{number}: expected an object with prompt and completion")
-            elif "messages" in obj:
-                problems.append(
-                    f"{file}:{number}: messages: expected chat turns ending with the assistant's"
-                )
-            else:
-                problems += [
-                    f"{file}:{number}: {key}: must be a string (got "
-                    f"{'missing' if key not in obj else type(obj[key]).__name__})"
-                    for key in ("prompt", "completion")
-                    if not isinstance(obj.get(key), str)
-                ]
-    if problems:
-        raise InputError(f"{file}: {len(problems)} bad line(s)", problems[:20])
-    if not pairs:
-        raise InputError(f"{file}: no examples")
-    return pairs
+    file and line of every bad line (metrics.read_jsonl, example_problem)."""
+    rows = metrics.read_jsonl(path, "dataset", example_problem)
+    if not rows:
+        raise InputError(f"{path}: no examples")
+    return [pair for _, obj in rows if (pair := example_pair(obj)) is not None]
 
 
 def _scan_range(

@@ -284,7 +284,7 @@ def test_bad_inputs_fail_with_one_line_naming_the_place(splits, tmp_path):
     with pytest.raises(InputError) as info:
         _backend().submit(_spec(splits, tmp_path / "o1", training_dataset_uri=str(bad)))
     assert f"{bad}:3: completion: must be a string (got int)" in info.value.problems
-    assert any(line.startswith(f"{bad}:4: not JSON") for line in info.value.problems)
+    assert any(line.startswith(f"{bad}:4: not valid JSON") for line in info.value.problems)
     assert json.loads((tmp_path / "o1" / local.JOB_FILE).read_text())["state"] == FAILED
 
     with pytest.raises(InputError, match="does not exist"):
