@@ -11,9 +11,8 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
-from routerlib.schema import TOOLS, plan_steps, plan_tools, step_tool
+from routerlib.schema import MODE_RE, TOOLS, plan_steps, plan_tools, step_tool
 
-_MODE = re.compile(r"mode\s*=\s*[\"']?([A-Za-z_-]*)")
 #: Ends the top field a schema violation names ("route_plan[2]: unknown tool …": route_plan).
 _TOP_FIELD = re.compile(r"[\[.:]")
 SEARCH = "/general-search"
@@ -21,7 +20,7 @@ INVALID, NONE = "(invalid)", "(none)"
 
 
 def _modes(plan: Any) -> list[str | None]:
-    found = [_MODE.search(str(step)) for step in plan_steps(plan) if step_tool(step) == SEARCH]
+    found = [MODE_RE.search(str(step)) for step in plan_steps(plan) if step_tool(step) == SEARCH]
     return [match.group(1) if match else None for match in found]
 
 

@@ -11,13 +11,14 @@ import json
 import re
 from typing import Any
 
-from routerlib.schema import COMPLETION_KEYS
+from routerlib.schema import COMPLETION_KEYS, json_type
 
 _DECODER = json.JSONDecoder()
 _FENCE_RE = re.compile(r"```[ \t]*(?:json|JSON)?[ \t]*\r?\n?(.*?)```", re.DOTALL)
 _OUTPUT_MARKER = "Output:"
 _THINK_OPEN, _THINK_CLOSE = "<think>", "</think>"
 THINK_NOTE = " (after a <think> block)"
+_ARTICLES = {"bool": "a boolean", "number": "a number", "str": "a string", "list": "a list"}
 
 
 def _read_line(obj: Any) -> tuple[dict[str, Any] | None, str]:
@@ -60,17 +61,8 @@ def why_invalid(obj: Any) -> str:
 
 
 def _kind(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, int | float):
-        return "a number"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, list):
-        return "a list"
-    return type(value).__name__
+    name = json_type(value)
+    return _ARTICLES.get(name, name)
 
 
 def _objects_in(text: str) -> list[tuple[int, int, dict[str, Any]]]:

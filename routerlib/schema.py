@@ -53,7 +53,8 @@ PROMPT_TEMPLATE = (
 )
 
 _STEP_RE = re.compile(r"^/(math|code|general-search)\(")
-_MODE_RE = re.compile(r"mode\s*=\s*[\"']?([A-Za-z_-]*)")
+#: A search step's ``mode=`` value (spaces and one optional quote skipped).
+MODE_RE = re.compile(r"mode\s*=\s*[\"']?([A-Za-z_-]*)")
 
 
 @dataclass(frozen=True)
@@ -107,7 +108,8 @@ _JSON_TYPES: tuple[tuple[str, type | tuple[type, ...]], ...] = (
 )
 
 
-def _json_type(value: Any) -> str:
+def json_type(value: Any) -> str:
+    """The JSON type name of a decoded value (null, bool, number, str, list, dict)."""
     return next(
         (name for name, kind in _JSON_TYPES if isinstance(value, kind)), type(value).__name__
     )
@@ -116,18 +118,18 @@ def _json_type(value: Any) -> str:
 def _type_ok(value: Any, expected: str) -> bool:
     if expected == "list[str]":
         return isinstance(value, list) and all(isinstance(item, str) for item in value)
-    return _json_type(value) == expected
+    return json_type(value) == expected
 
 
 def validate_route_step(step: Any) -> str | None:
     """Why a route step breaks the grammar, or None when it is valid."""
     if not isinstance(step, str):
-        return f"must be a string, got {_json_type(step)}"
+        return f"must be a string, got {json_type(step)}"
     if not _STEP_RE.match(step):
         shown = step if len(step) <= 40 else step[:37] + "..."
         return f"unknown tool in {shown!r} (expected /math(, /code( or /general-search()"
     if step.startswith("/general-search("):
-        for mode in _MODE_RE.findall(step):
+        for mode in MODE_RE.findall(step):
             if mode not in SEARCH_MODES:
                 return f"bad search mode {mode!r} (expected web, rag or both)"
     return None
@@ -146,9 +148,9 @@ def _validate_fields(obj: dict[str, Any], keys: tuple[str, ...]) -> list[Violati
             steps = [(f"{key}[{n}]", validate_route_step(step)) for n, step in enumerate(value)]
             out += [Violation(where, problem) for where, problem in steps if problem]
         elif key == "route_plan":
-            out.append(Violation(key, f"must be a list of strings, got {_json_type(value)}"))
+            out.append(Violation(key, f"must be a list of strings, got {json_type(value)}"))
         elif not _type_ok(value, expected):
-            out.append(Violation(key, f"must be {expected}, got {_json_type(value)}"))
+            out.append(Violation(key, f"must be {expected}, got {json_type(value)}"))
         elif key == "difficulty" and value not in DIFFICULTIES:
             out.append(
                 Violation(key, f"unknown difficulty {value!r} (expected {', '.join(DIFFICULTIES)})")
@@ -159,21 +161,21 @@ def _validate_fields(obj: dict[str, Any], keys: tuple[str, ...]) -> list[Violati
 def validate_completion(obj: Any) -> list[Violation]:
     """Violations of the completion contract (the 10 keys, their types, the route grammar)."""
     if not isinstance(obj, dict):
-        return [Violation("completion", f"must be a JSON object, got {_json_type(obj)}")]
+        return [Violation("completion", f"must be a JSON object, got {json_type(obj)}")]
     return _validate_fields(obj, COMPLETION_KEYS)
 
 
 def validate_row(obj: Any) -> list[Violation]:
     """Violations of the Week-2 row schema; source-only fields are checked only when present."""
     if not isinstance(obj, dict):
-        return [Violation("row", f"must be a JSON object, got {_json_type(obj)}")]
+        return [Violation("row", f"must be a JSON object, got {json_type(obj)}")]
     present = tuple(key for key in SOURCE_ONLY_KEYS if key in obj)
     return _validate_fields(obj, REQUIRED_ROW_KEYS + present)
 
 
 # --------------------------------------------------------------------------- JSON Schema
 
-#: A search step breaks the grammar when some ``mode=`` in it (as ``_MODE_RE`` reads it: spaces
+#: A search step breaks the grammar when some ``mode=`` in it (as ``MODE_RE`` reads it: spaces
 #: and one optional quote skipped, then the longest run of letters, ``_`` and ``-``) is not one of
 #: SEARCH_MODES. The lookaheads say exactly that in ECMA-262 regex, the dialect of JSON Schema.
 _MODE_VALUE_OK = "(?:" + "|".join(SEARCH_MODES) + ")(?![A-Za-z_-])"
