@@ -198,11 +198,6 @@ def _decodes_to_null(row: Any) -> bool:
         return False
 
 
-def first_tool(plan: Any) -> str | None:
-    """The first step's tool of a plan; None when it has no steps."""
-    return next(iter(plan_tools(plan)), None)
-
-
 def score(gold_rows: list[dict[str, Any]], pred_rows: list[Any]) -> list[dict[str, Any]]:
     """Per-sample records (runfolder.SampleRecord's fields, plus ``listed_by_original`` and
     ``prompt_preview`` for the error listings) of aligned gold rows and decoded prediction lines
@@ -218,6 +213,7 @@ def score(gold_rows: list[dict[str, Any]], pred_rows: list[Any]) -> list[dict[st
         flags = bucket_flags(gold)
         original, debug = sample_metrics(gold, pred)
         strict = strict_metrics(gold, pred, original)
+        plan = sample_plan(gold, pred)
         valid, reason = pred is not None, ""
         if pred is None:
             reason = why_invalid(line)
@@ -236,9 +232,9 @@ def score(gold_rows: list[dict[str, Any]], pred_rows: list[Any]) -> list[dict[st
             "schema_violations": violations,
             "debug": debug,
             "listed_by_original": valid or not _decodes_to_null(line),
-            "gold_first_tool": first_tool(gold.get("route_plan", [])),
-            "pred_first_tool": first_tool(pred.get("route_plan", [])) if pred is not None else None,
-            "plan": sample_plan(gold, pred),
+            "gold_first_tool": next(iter(plan["gold_tools"]), None),
+            "pred_first_tool": next(iter(plan["pred_tools"] or []), None),
+            "plan": plan,
             # the raw text, and a <think> block dropped before extraction
             **{k: line[k] for k in ("raw", "thinking") if isinstance(line, dict) and k in line},
         }
