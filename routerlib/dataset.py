@@ -389,13 +389,9 @@ def stats_frame(output_dir: str | os.PathLike[str]) -> pd.DataFrame:
     records = []
     for name in SPLITS:
         path = _prepared(output_dir, SPLIT_FILES[name])
-        with open(path, encoding="utf-8") as handle:
-            pairs = [example_pair(json.loads(line)) for line in handle]
-        for pair in pairs:
-            if pair is None:
-                raise InputError(f"{path}: a line is neither prompt/completion nor messages")
-            completion = json.loads(pair[1])
-            plan, tokens = completion["route_plan"], models.estimate_tokens(pair[0] + pair[1])
+        for prompt, text in convert.read_prompt_completion(path) if path.stat().st_size else []:
+            completion = json.loads(text)
+            plan, tokens = completion["route_plan"], models.estimate_tokens(prompt + text)
             first = schema.step_tool(plan[0]) if plan else ""
             records.append((name, first, len(plan), completion["difficulty"], tokens))
     frame = pd.DataFrame.from_records(
