@@ -86,16 +86,9 @@ def _json_problem(text: str) -> str:
 
 
 #: Field -> (the exact JSON types it takes, whether items must be str, whether it is required).
-_EXACT = {
-    "str": (str,),
-    "list[str]": (list,),
-    "dict": (dict,),
-    "number": (int, float),
-    "bool": (bool,),
-}
 _REQUIRED = frozenset(schema.REQUIRED_ROW_KEYS)
 _FIELDS = tuple(
-    (key, _EXACT.get(kind, ()), kind == "list[str]", key in _REQUIRED)
+    (key, schema.JSON_TYPES[kind.removesuffix("[str]")], kind == "list[str]", key in _REQUIRED)
     for key, kind in schema.ROW_FIELD_TYPES.items()
 )
 _MISSING = object()

@@ -98,20 +98,20 @@ def plan_tools(plan: Any) -> list[str]:
 
 
 #: The JSON type names the row schema and its messages use, with the Python types they are.
-_JSON_TYPES: tuple[tuple[str, type | tuple[type, ...]], ...] = (
-    ("null", type(None)),
-    ("bool", bool),
-    ("number", (int, float)),
-    ("str", str),
-    ("list", list),
-    ("dict", dict),
-)
+JSON_TYPES: dict[str, tuple[type, ...]] = {
+    "null": (type(None),),
+    "bool": (bool,),
+    "number": (int, float),
+    "str": (str,),
+    "list": (list,),
+    "dict": (dict,),
+}
 
 
 def json_type(value: Any) -> str:
     """The JSON type name of a decoded value (null, bool, number, str, list, dict)."""
     return next(
-        (name for name, kind in _JSON_TYPES if isinstance(value, kind)), type(value).__name__
+        (name for name, kind in JSON_TYPES.items() if isinstance(value, kind)), type(value).__name__
     )
 
 
