@@ -15,7 +15,7 @@ import json
 import os
 import random
 import string
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
@@ -180,16 +180,14 @@ class _DistributionsFile(_Strict):
 
 @dataclass(frozen=True)
 class Tables:
-    """Everything the generator draws from, as read from the three packaged YAML files; the
-    weights are (item, weight) pairs in file order (the generator draws by position)."""
+    """Everything the generator draws from, as read from the three packaged YAML files, and the
+    weights derived from them as (item, weight) pairs in file order (drawn by position)."""
 
     topics: list[Topic]
     phrases: _PhrasesFile
+    dist: _DistributionsFile
     route_templates: list[tuple[tuple[str, ...], float]]
-    difficulty_weights: list[tuple[str, int]]
-    metrics_shapes: list[tuple[tuple[str, ...], int]]
     dict_value_share: dict[str, float]
-    search_modes: list[tuple[str, int]]
 
 
 def load_tables(folder: str | os.PathLike[str] | None = None) -> Tables:
@@ -211,15 +209,8 @@ def load_tables(folder: str | os.PathLike[str] | None = None) -> Tables:
             share = math_share if route.tools[0] == "/math" else 1 - math_share
             weight = route.length_rows * share * route.order_share
         routes.append((tuple(route.tools), weight))
-    return Tables(
-        topics=topics,
-        phrases=phrases,
-        route_templates=routes,
-        difficulty_weights=list(dist.difficulty.items()),
-        metrics_shapes=[(tuple(s.keys), s.rows) for s in dist.metrics_shapes],
-        dict_value_share={k: v.objects / v.rows for k, v in dist.object_values.items()},
-        search_modes=list(dist.search_modes.items()),
-    )
+    shares = {k: v.objects / v.rows for k, v in dist.object_values.items()}
+    return Tables(topics, phrases, dist, routes, shares)
 
 
 @functools.cache
@@ -228,7 +219,7 @@ def tables() -> Tables:
     return load_tables()
 
 
-def _weighted(rng: random.Random, items: Sequence[tuple[Any, float]]) -> Any:
+def _weighted(rng: random.Random, items: Iterable[tuple[Any, float]]) -> Any:
     values, weights = zip(*items, strict=True)
     return rng.choices(values, weights=weights, k=1)[0]
 
@@ -253,7 +244,7 @@ def _step(t: Tables, rng: random.Random, tool: str, ctx: dict[str, Any], second:
     if tool == "/general-search":
         extra = rng.choice(t.phrases.search_suffixes).format(**ctx)
         site = rng.choice(t.phrases.search_sites)
-        mode = _weighted(rng, t.search_modes)
+        mode = _weighted(rng, t.dist.search_modes.items())
         return f'/general-search(query="{site}{ctx["search"]}{extra}", mode={mode})'
     p = t.phrases
     if tool == "/math" and second:
@@ -326,7 +317,7 @@ def _acceptance(t: Tables, rng: random.Random, ctx: dict[str, Any]) -> list[str]
 def _metrics(t: Tables, rng: random.Random, ctx: dict[str, Any]) -> dict[str, Any]:
     share = t.dict_value_share
     out: dict[str, Any] = {}
-    for key in _weighted(rng, t.metrics_shapes):
+    for key in _weighted(rng, [(s.keys, s.rows) for s in t.dist.metrics_shapes]):
         if key == "primary":
             out[key] = [t.phrases.primary_metric]
         elif key == "secondary":
@@ -347,7 +338,7 @@ def _metrics(t: Tables, rng: random.Random, ctx: dict[str, Any]) -> dict[str, An
 
 def _make_row(t: Tables, rng: random.Random, index: int, seen: set[bytes]) -> dict[str, Any]:
     topic = rng.choice(t.topics)
-    difficulty = _weighted(rng, t.difficulty_weights)
+    difficulty = _weighted(rng, t.dist.difficulty.items())
     plan_tools = list(_weighted(rng, t.route_templates))
     for _attempt in range(100):
         ctx: dict[str, Any] = {  # drawn in this order: the digests pin it
