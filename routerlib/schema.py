@@ -183,13 +183,8 @@ _BAD_MODE = rf"mode\s*=\s*(?!\s)(?:[\"'](?!{_MODE_VALUE_OK})|(?![\"'])(?!{_MODE_
 #: Validation pattern of one route step: what :func:`validate_route_step` accepts.
 STEP_PATTERN = r"^(?:/math\(|/code\(|/general-search\((?![\s\S]*" + _BAD_MODE + "))"
 
-#: Generation bounds, measured on the 291 real rows (tests/data/coursegpt_router/
-#: deep_router_benchmark.jsonl) and on
-#: 2,000 rows of the embedded generator (synth.py; the embedded model is tuned on them), rounded
-#: up. Real: longest step 394 characters; at most 4 steps, 5 artifacts, 6 outline lines, 8 todo entries, 4 tags, 5 criteria, 1 item
-#: per metrics list; longest rationale 561, handoff 687, list item 341, tag 37, metrics string
-#: 290. Synthetic: rationale up to 815, 7 outline lines, 11 todo entries. Every real row fits
-#: (tests/test_schema.py checks it).
+#: Generation bounds, measured on the real rows and the embedded generator's and rounded up
+#: (the figures: docs/structured-output.md; tests/test_schema.py checks every real row fits).
 GENERATION_BOUNDS: dict[str, int] = {
     "step_chars": 420,
     "route_plan_items": 4,
