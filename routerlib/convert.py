@@ -329,11 +329,12 @@ def remove_spools(spool_dir: Path) -> None:
 
 
 def scan_all(
-    source: Path, spool_dir: Path, limit: int | None, workers: int, show: bool
+    source: Path, spool_dir: Path, limit: int | None, workers: int | None, show: bool
 ) -> tuple[Scan, list[tuple[str, int, int]], list[Path], tuple[str, int]]:
-    """Pass 1 over the whole input, in ``workers`` processes when above 1."""
+    """Pass 1 over the whole input, in ``workers`` processes (None: auto_workers) when above 1."""
     size = source.stat().st_size
     tag = f"{os.getpid()}"
+    workers = auto_workers(size, limit) if workers is None else workers
     if workers <= 1 or limit is not None:
         spool = spool_dir / f".prepare-spool.{tag}.0.tmp"
         with progress_bar(show, size, f"prepare: reading {source.name}", "B") as bar:

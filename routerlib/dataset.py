@@ -272,12 +272,9 @@ def prepare(
     label = str(source if input_path is None else input_path)
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    n_workers = (
-        workers if workers is not None else convert.auto_workers(source.stat().st_size, limit)
-    )
     try:
         scan, duplicates, spools, (sha256, physical_lines) = convert.scan_all(
-            source, out_dir, limit, n_workers, progress
+            source, out_dir, limit, workers, progress
         )
         if scan.problem_count:
             more = scan.problem_count - len(scan.problems)
