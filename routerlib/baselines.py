@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict
 
 from routerlib.config import run_default
 from routerlib.errors import InputError
-from routerlib.metrics import read_jsonl
+from routerlib.metrics import prompt_problem, read_jsonl
 from routerlib.paths import packaged_file
 from routerlib.runfolder import PredictionRecord, write_records
 from routerlib.schema import COMPLETION_KEYS
@@ -160,12 +160,7 @@ def write_baseline(
     if kind not in KINDS:
         raise InputError(f"unknown baseline kind {kind!r} (expected {' or '.join(KINDS)})")
     build = majority_completion if kind == "majority" else rules_completion
-    rows = read_jsonl(gold_path, "gold", _prompt_problem)
+    rows = read_jsonl(gold_path, "gold", prompt_problem)
     completions = [build(query_of(row["prompt"])) for _, row in rows]
     lines = [PredictionRecord(completion=json.dumps(c, ensure_ascii=False)) for c in completions]
     return write_records(out_path, lines)
-
-
-def _prompt_problem(row: Any) -> str:
-    ok = isinstance(row, dict) and isinstance(row.get("prompt"), str)
-    return "" if ok else "prompt: missing or not a string"

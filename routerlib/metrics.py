@@ -368,6 +368,12 @@ def read_jsonl(
     return rows
 
 
+def prompt_problem(row: Any) -> str:
+    """A gold line's problem when it has no string ``prompt`` ("" when it has one)."""
+    ok = isinstance(row, dict) and isinstance(row.get("prompt"), str)
+    return "" if ok else "prompt: missing or not a string"
+
+
 def _gold_problem(row: Any) -> str:
     if not isinstance(row, dict) or "completion" not in row:
         return "completion: missing"
