@@ -145,8 +145,8 @@ def _write_splits(
     progress: bool,
     data_format: str = "prompt_completion",
 ) -> tuple[dict[str, Path], dict[str, dict[str, Any]]]:
-    """Write every split to a temp file, then rename all of them; returns paths and file info.
-    Under ``messages`` the training splits' lines are rewritten as chat turns."""
+    """Write every split to a temp file, then rename all of them; returns paths and file info
+    with stats. Under ``messages`` the training splits' lines are rewritten as chat turns."""
     temps = {name: output_dir / f".{SPLIT_FILES[name]}.{os.getpid()}.tmp" for name in SPLITS}
     info: dict[str, dict[str, Any]] = {}
     offsets, lengths, which = scan.spool_offsets, scan.spool_lengths, scan.spool_index
@@ -177,7 +177,7 @@ def _write_splits(
                 out.flush()
                 os.fsync(out.fileno())
                 info[name] = {"file": SPLIT_FILES[name], "rows": len(rows), "bytes": out.tell()}
-            info[name]["sha256"] = hasher.hexdigest()
+            info[name].update(sha256=hasher.hexdigest(), stats=_split_stats(scan, rows))
             bar.update(len(rows))
         paths = {name: output_dir / SPLIT_FILES[name] for name in SPLITS}
         for name, final in paths.items():
@@ -308,9 +308,6 @@ def prepare(
                 out_dir.rmdir()  # only when empty: never removes anything else
         raise
     convert.remove_spools(out_dir)
-
-    for name, rows in splits.items():
-        info[name]["stats"] = _split_stats(scan, rows)
 
     manifest: dict[str, Any] = {
         "tool": "routerlib prepare",
