@@ -49,6 +49,8 @@ DEFAULT_THRESHOLDS_PATH = packaged_file("thresholds.yaml")
 DEFAULT_THRESHOLDS = "default"
 
 _TODO_TOOL_RE = re.compile(r"/[a-zA-Z0-9_-]+")
+#: Why a completion that is the JSON text ``null`` is invalid: the original lists no error for it.
+_NULL_REASON = "JSON is null, not an object"
 
 
 # --------------------------------------------------------------------------- per-sample pieces
@@ -187,17 +189,6 @@ def strict_metrics(
 # --------------------------------------------------------------------------- scoring
 
 
-def _decodes_to_null(row: Any) -> bool:
-    """The prediction line's completion is the JSON text ``null`` (the original lists no error)."""
-    text = row.get("completion") if isinstance(row, dict) and "completion" in row else row
-    if not isinstance(text, str):
-        return False
-    try:
-        return json.loads(text) is None
-    except (ValueError, RecursionError):
-        return False
-
-
 def score(gold_rows: list[dict[str, Any]], pred_rows: list[Any]) -> list[dict[str, Any]]:
     """Per-sample records (runfolder.SampleRecord's fields, plus ``listed_by_original`` and
     ``prompt_preview`` for the error listings) of aligned gold rows and decoded prediction lines
@@ -231,7 +222,7 @@ def score(gold_rows: list[dict[str, Any]], pred_rows: list[Any]) -> list[dict[st
             "extra": {name: strict[name] for name in EXTRA_METRICS} if valid else {},
             "schema_violations": violations,
             "debug": debug,
-            "listed_by_original": valid or not _decodes_to_null(line),
+            "listed_by_original": reason != _NULL_REASON,
             "gold_first_tool": next(iter(plan["gold_tools"]), None),
             "pred_first_tool": next(iter(plan["pred_tools"] or []), None),
             "plan": plan,
