@@ -165,24 +165,21 @@ def sample_metrics(
 
 
 def strict_metrics(
-    gold: dict[str, Any], pred: dict[str, Any] | None, original: dict[str, Any]
+    gold: dict[str, Any], original: dict[str, Any], plan: dict[str, Any], violations: list[str]
 ) -> dict[str, bool | float]:
-    """Strict per-sample values: the original ones, or the failing value when ``pred`` is invalid,
-    plus ``schema_valid`` and ``tool_sequence_exact``."""
-    if pred is None:
-        out: dict[str, bool | float] = {}
-        gold_metrics = gold.get("metrics", {})
+    """Strict per-sample values: the original ones, or each one's failing value for an invalid
+    prediction, plus ``schema_valid`` (no ``violations``) and ``tool_sequence_exact`` (from the
+    sample's ``plan``, diagnostics.sample_plan)."""
+    out: dict[str, bool | float] = {}
+    if not original["json_valid"]:  # the failing values, where the original records none
         for name in ORIGINAL_METRICS:
             key = name.removesuffix("_retained")
-            if name in NOT_STRICT or (key != name and _value_type(gold_metrics, key) == "missing"):
-                continue
-            out[name] = 0.0 if name in RATE_METRICS else name in LOWER_IS_BETTER
-        return {**out, "schema_valid": False, "tool_sequence_exact": False}
-    out = {name: value for name, value in original.items() if name not in NOT_STRICT}
-    out["schema_valid"] = not validate_completion(pred)
-    out["tool_sequence_exact"] = plan_tools(pred.get("route_plan", [])) == plan_tools(
-        gold.get("route_plan", [])
-    )
+            unrecorded = key != name and _value_type(gold.get("metrics"), key) == "missing"
+            if name not in NOT_STRICT and not unrecorded:
+                out[name] = 0.0 if name in RATE_METRICS else name in LOWER_IS_BETTER
+    out |= {name: value for name, value in original.items() if name not in NOT_STRICT}
+    out["schema_valid"] = not violations
+    out["tool_sequence_exact"] = plan["pred_tools"] == plan["gold_tools"]
     return out
 
 
@@ -203,7 +200,6 @@ def score(gold_rows: list[dict[str, Any]], pred_rows: list[Any]) -> list[dict[st
         pred = parse_prediction_line(line)
         flags = bucket_flags(gold)
         original, debug = sample_metrics(gold, pred)
-        strict = strict_metrics(gold, pred, original)
         plan = sample_plan(gold, pred)
         valid, reason = pred is not None, ""
         if pred is None:
@@ -212,6 +208,7 @@ def score(gold_rows: list[dict[str, Any]], pred_rows: list[Any]) -> list[dict[st
             violations = [f"completion: {reason}"]
         else:
             violations = [str(v) for v in validate_completion(pred)]
+        strict = strict_metrics(gold, original, plan, violations)
         record: dict[str, Any] = {
             "index": index,
             "buckets": ["overall", *(name for name in BUCKETS if flags[name])],
