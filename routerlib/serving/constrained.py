@@ -273,21 +273,16 @@ def fill_bitmasks(matchers: list[tuple[Any, int]], bitmask: Any) -> None:
     executor.unsafe_compute_mask_ptr(matchers, bitmask.ctypes.data, bitmask.nbytes // rows, rows)
 
 
-def _bits(bitmask: Any, width: int) -> Any:
-    """The first ``width`` bits of each bitmask row, as numpy uint8 0/1 [..., width]."""
+def allowed_tokens(bitmask: Any, width: int) -> Any:
+    """Torch bool [..., width]: True where ``bitmask`` allows the token (its first ``width`` bits)."""
     import numpy as np
+    import torch
 
     if width > 32 * bitmask.shape[-1]:
         raise ConstraintError(f"a bitmask of {bitmask.shape[-1]} words has no bit {width - 1}")
     little = bitmask.astype("<i4", copy=False)  # a no-op on little-endian machines
-    return np.unpackbits(little.view(np.uint8), axis=-1, count=width, bitorder="little")
-
-
-def allowed_tokens(bitmask: Any, width: int) -> Any:
-    """Torch bool [..., width]: True where ``bitmask`` allows the token."""
-    import torch
-
-    return torch.from_numpy(_bits(bitmask, width).view(bool))
+    bits = np.unpackbits(little.view(np.uint8), axis=-1, count=width, bitorder="little")
+    return torch.from_numpy(bits.view(bool))
 
 
 def blocked_tokens(bitmask: Any, width: int) -> Any:
