@@ -175,6 +175,7 @@ class VertexEndpointClient(PredictJson):
         location: str | None = None,
         api_endpoint: str | None = None,
         timeout: float = DEFAULT_TIMEOUT_S,
+        name: str | None = None,
         extra: dict[str, Any] | None = None,
     ) -> None:
         if endpoint.isdigit() and project and location:
@@ -182,7 +183,7 @@ class VertexEndpointClient(PredictJson):
         self.endpoint = endpoint
         self.cloud = {"project": project, "location": location, "api_endpoint": api_endpoint}
         self.timeout = timeout
-        super().__init__(endpoint, endpoint, extra, None)
+        super().__init__(name or endpoint, endpoint, extra, None)
 
     def _predictions(self, instance: dict[str, Any]) -> Any:
         try:
