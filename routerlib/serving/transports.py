@@ -15,7 +15,7 @@ from routerlib import auth
 from routerlib.errors import RemoteError
 from routerlib.serving import vertex
 from routerlib.serving.base import Completion
-from routerlib.serving.client import JsonClient, TransientError, cache_name, path_of
+from routerlib.serving.client import JsonClient, TransientError, cache_name
 from routerlib.serving.wire import (
     CONSTRAINED_SUFFIX,
     extra_tag,
@@ -92,11 +92,10 @@ class PredictClient(PredictJson):
     ) -> None:
         self.url = url
         self._http = JsonClient(url, timeout, token=auth.headers_for(url), keepalive=keepalive)
-        self._path = path_of(url)
         super().__init__(name or cache_name(url), self._http.label, extra, schema)
 
     def _predictions(self, instance: dict[str, Any]) -> Any:
-        body = self._http.request("POST", self._path, {"instances": [instance]})
+        body = self._http.request("POST", self._http.path, {"instances": [instance]})
         return body.get("predictions", body) if isinstance(body, dict) else body
 
     def close(self) -> None:
@@ -124,7 +123,7 @@ class OpenAIClient:
         headers = {"Authorization": f"Bearer {key}"} if key else None
         self._http = JsonClient(self.base_url, timeout, headers)
         self.label = self._http.label
-        self._base_path = path_of(self.base_url).rstrip("/")
+        self._base_path = self._http.path.rstrip("/")
         self._model = model
         self._lock = threading.Lock()
         self.name = cache_name(self.base_url) + (f"#{model}" if model else "")
