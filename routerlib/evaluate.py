@@ -224,26 +224,20 @@ def evaluate(
     report = metrics.score_files(
         gold_path, pred_path, out_path=paths["report"], thresholds=thresholds, compare_to=previous
     )
+    # where the answers came from, how they were extracted (how often the JSON came wrapped),
+    # how many attempts they took, and the backend
+    notes = Counter(line.get("extraction", "") for _, line in metrics.read_jsonl(pred_path, "pred"))
+    attempts = [int(rec.get("attempts", 1)) for rec in load_cache(paths["cache"]).values()]
     report["generation"] = {
-        **generation_summary(pred_path, paths["cache"], source=target_name(predictor, constrained)),
+        "source": target_name(predictor, constrained),
+        "predictions_path": str(pred_path),
+        "cache_path": str(paths["cache"]),
+        "extraction": dict(sorted(notes.items())),
+        "retried_rows": sum(1 for a in attempts if a > 1),
+        "attempts_total": sum(attempts),
         "max_tokens": max_tokens,
         "decoding": "constrained" if constrained else "free",
         **predictor.describe(),
     }
     runfolder.write_report(paths["report"], report)
     return report
-
-
-def generation_summary(pred_path: Path, cache_path: Path, *, source: str) -> dict[str, Any]:
-    """What a report says about generated predictions: where from, how they were extracted
-    (how often the JSON came wrapped), and how many attempts they took."""
-    notes = Counter(line.get("extraction", "") for _, line in metrics.read_jsonl(pred_path, "pred"))
-    attempts = [int(rec.get("attempts", 1)) for rec in load_cache(cache_path).values()]
-    return {
-        "source": source,
-        "predictions_path": str(pred_path),
-        "cache_path": str(cache_path),
-        "extraction": dict(sorted(notes.items())),
-        "retried_rows": sum(1 for a in attempts if a > 1),
-        "attempts_total": sum(attempts),
-    }

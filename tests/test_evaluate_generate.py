@@ -341,6 +341,18 @@ def test_endpoint_numeric_id_and_bad_values() -> None:
         _address("my-endpoint")
 
 
+def test_vertex_client_is_no_predict_client() -> None:
+    """The Vertex transport shares the predict JSON with PredictClient through a base both set
+    up, not by inheriting a PredictClient whose __init__ it never ran."""
+    assert not issubclass(VertexEndpointClient, PredictClient)
+    client = VertexEndpointClient("projects/p/locations/l/endpoints/1", extra={"seed": 1})
+    assert client.instance("hi", 4) == PredictClient(
+        "http://h/x:predict", extra={"seed": 1}
+    ).instance("hi", 4)
+    assert (client.schema, client.label) == (None, "projects/p/locations/l/endpoints/1")
+    client.close()
+
+
 def test_bad_gold_lines_name_file_and_line(tmp_path: Path) -> None:
     gold = tmp_path / "g.jsonl"
     gold.write_text('{"prompt": "a"}\n\n{"completion": "x"}\n', encoding="utf-8")

@@ -16,7 +16,7 @@ class Completion:
     it took; ``meta`` holds backend facts for the cache record (a batch job's name)."""
 
     text: str
-    latency_s: float | None
+    latency_s: float | None = None
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
     attempts: int = 1

@@ -80,16 +80,9 @@ def cache_record(
 
 def completion_of(rec: dict[str, Any]) -> Completion:
     """A cache record read back as the answer it holds."""
-    known = {"index", "prompt_sha", "target", "max_tokens", *_FIELDS, "tokens_estimated"}
-    return Completion(
-        text=rec["text"],
-        latency_s=rec.get("latency_s"),
-        prompt_tokens=rec.get("prompt_tokens"),
-        completion_tokens=rec.get("completion_tokens"),
-        attempts=int(rec.get("attempts", 1)),
-        tokens_estimated=bool(rec.get("tokens_estimated", False)),
-        meta={k: v for k, v in rec.items() if k not in known},
-    )
+    answer = {k: rec[k] for k in (*_FIELDS, "tokens_estimated") if k in rec}
+    known = {"index", "prompt_sha", "target", "max_tokens", *answer}
+    return Completion(**answer, meta={k: v for k, v in rec.items() if k not in known})
 
 
 class CachingPredictor:

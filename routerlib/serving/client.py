@@ -113,12 +113,6 @@ def cache_name(url: str) -> str:
     return public_url(url, loopback_port=False)
 
 
-def path_of(url: str) -> str:
-    """The path and query of ``url`` (what a request line carries)."""
-    parts = urlsplit(url)
-    return (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-
-
 def retry_after_seconds(value: str | None) -> float | None:
     """A ``Retry-After`` header in seconds: delta-seconds or an HTTP date (RFC 9110, 10.2.3)."""
     if not value:
@@ -147,9 +141,9 @@ def error_text(payload: bytes) -> str:
 
 
 class JsonClient:
-    """JSON requests to one server over a pooled keep-alive ``httpx.Client`` (thread-safe);
-    ``token``: a bearer token source (``auth.headers_for``); ``keepalive=False``: a new
-    connection per request (benchmarks compare both)."""
+    """JSON requests to the server of ``base_url`` over a pooled keep-alive ``httpx.Client``
+    (thread-safe); ``path``: the URL's path and query. ``token``: a bearer token source
+    (``auth.headers_for``); ``keepalive=False``: a new connection per request (benchmarks)."""
 
     def __init__(
         self,
@@ -164,6 +158,7 @@ class JsonClient:
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise InputError(f"{public_url(base_url)}: not an http(s) URL")
         self.label = public_url(base_url)
+        self.path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
         self.timeout = timeout
 
         def sign(request: httpx.Request) -> httpx.Request:

@@ -21,10 +21,9 @@ SEPARATORS: dict[str, Any] = dict(
 )
 
 _lock = threading.Lock()
-_tokenizers: weakref.WeakKeyDictionary[Any, dict[tuple[Any, ...], Any]] = (
-    weakref.WeakKeyDictionary()
-)
-_schemas: dict[tuple[int, str], CompiledSchema] = {}
+#: Per tokenizer (kept while it lives): its llguidance view by ``(vocab, eos)`` and its compiled
+#: schemas by ``(vocab, eos, schema JSON)``.
+_cache: weakref.WeakKeyDictionary[Any, dict[tuple[Any, ...], Any]] = weakref.WeakKeyDictionary()
 
 
 class ConstraintError(RouterlibError):
@@ -42,7 +41,7 @@ def _ll_tokenizer(tokenizer: Any, vocab_size: int, eos_ids: tuple[int, ...]) -> 
         )
     key = (vocab_size, eos_ids)
     with _lock:
-        per_tok = _tokenizers.setdefault(tokenizer, {})
+        per_tok = _cache.setdefault(tokenizer, {})
         if key not in per_tok:
             eos: int | list[int] = list(eos_ids) if len(eos_ids) > 1 else eos_ids[0]
             per_tok[key] = llguidance.hf.from_tokenizer(
@@ -120,9 +119,8 @@ def compiled(
     eos = tuple(sorted(int(i) for i in (eos_ids or [tokenizer.eos_token_id]) if i is not None))
     if not eos:
         raise ConstraintError("constrained decoding needs an EOS token id")
-    text = json.dumps(schema, sort_keys=True)
-    key = (id(tokenizer), f"{vocab}:{eos}:{text}")
-    hit = _schemas.get(key)  # one dict read: no lock needed
+    key = (vocab, eos, json.dumps(schema, sort_keys=True))
+    hit: CompiledSchema | None = _cache.get(tokenizer, {}).get(key)  # reads need no lock
     if hit is not None:
         return hit
     begin = time.perf_counter()
@@ -138,8 +136,7 @@ def compiled(
     result.start_cost = simulate_closing(result, result.matcher(), 1 << 16) or 0
     result.compile_seconds = time.perf_counter() - begin
     with _lock:
-        _schemas[key] = result
-        weakref.finalize(tokenizer, _schemas.pop, key, None)
+        _cache.setdefault(tokenizer, {})[key] = result
     return result
 
 
@@ -273,21 +270,16 @@ def fill_bitmasks(matchers: list[tuple[Any, int]], bitmask: Any) -> None:
     executor.unsafe_compute_mask_ptr(matchers, bitmask.ctypes.data, bitmask.nbytes // rows, rows)
 
 
-def _bits(bitmask: Any, width: int) -> Any:
-    """The first ``width`` bits of each bitmask row, as numpy uint8 0/1 [..., width]."""
+def allowed_tokens(bitmask: Any, width: int) -> Any:
+    """Torch bool [..., width]: True where ``bitmask`` allows the token (its first ``width`` bits)."""
     import numpy as np
+    import torch
 
     if width > 32 * bitmask.shape[-1]:
         raise ConstraintError(f"a bitmask of {bitmask.shape[-1]} words has no bit {width - 1}")
     little = bitmask.astype("<i4", copy=False)  # a no-op on little-endian machines
-    return np.unpackbits(little.view(np.uint8), axis=-1, count=width, bitorder="little")
-
-
-def allowed_tokens(bitmask: Any, width: int) -> Any:
-    """Torch bool [..., width]: True where ``bitmask`` allows the token."""
-    import torch
-
-    return torch.from_numpy(_bits(bitmask, width).view(bool))
+    bits = np.unpackbits(little.view(np.uint8), axis=-1, count=width, bitorder="little")
+    return torch.from_numpy(bits.view(bool))
 
 
 def blocked_tokens(bitmask: Any, width: int) -> Any:

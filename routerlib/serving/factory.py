@@ -158,11 +158,6 @@ def for_run(
     )
 
 
-def make_spec(spec: ServingSpec) -> Predictor:
-    """:func:`make` for what :func:`for_run` or :func:`for_address` decided."""
-    return make(spec.kind, spec.target, **spec.options)
-
-
 def open_predictor(
     cfg: Any, checkpoint: str, *, params_file: str = "params", scoring: bool = False
 ) -> contextlib.closing[Predictor]:

@@ -27,7 +27,6 @@ from routerlib.serving.transports import (
     Transport,
     VertexEndpointClient,
 )
-from routerlib.serving.wire import extra_tag
 
 #: Retries per row after the first attempt, unless told otherwise.
 DEFAULT_RETRIES = 5
@@ -211,7 +210,6 @@ class DeployedPredictor(EndpointPredictor):
         *,
         settings: VertexSettings,
         base_model: str = "",
-        extra: dict[str, Any] | None = None,
         **options: Any,
     ) -> None:
         with contextlib.ExitStack() as stack:
@@ -219,10 +217,9 @@ class DeployedPredictor(EndpointPredictor):
                 vertex.deployed(checkpoint, settings, base_model=base_model)
             )
             cloud = {k: getattr(d, k) for k in PLACE}
-            super().__init__(d.endpoint_name, extra=extra, **cloud, **options)
+            # the checkpoint names the model: a redeploy to resume a run reads the same cache
+            super().__init__(d.endpoint_name, name=f"vertex:{checkpoint}", **cloud, **options)
             self._started = stack.pop_all()
-        # the checkpoint names the model: a redeploy to resume a run reads the same cache
-        self.name = f"vertex:{checkpoint}" + extra_tag(dict(extra or {}))
 
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "endpoint": self.deployment.endpoint_name}

@@ -14,6 +14,8 @@ from routerlib.serving import hardware as hw
 DEFAULT_LOCATION: str = run_default("deploy_location")
 #: The fields that say where a Vertex resource lives (of settings, a deployment, a record).
 PLACE = ("project", "location", "api_endpoint")
+#: The fields that say what machine it runs on (RunConfig keys of the same names).
+MACHINE = ("machine_type", "accelerator_type", "accelerator_count")
 
 
 @dataclass(frozen=True)
@@ -37,9 +39,7 @@ class VertexSettings:
             project=cfg.project or os.environ.get("GOOGLE_CLOUD_PROJECT", ""),
             location=cfg.deploy_location or cfg.location,
             api_endpoint=cfg.api_endpoint or "",
-            machine_type=cfg.machine_type,
-            accelerator_type=cfg.accelerator_type,
-            accelerator_count=cfg.accelerator_count,
+            **{key: getattr(cfg, key) for key in MACHINE},
         )
 
     def hardware(self, base_model: str = "") -> hw.Hardware:

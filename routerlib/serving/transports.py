@@ -15,7 +15,7 @@ from routerlib import auth
 from routerlib.errors import RemoteError
 from routerlib.serving import vertex
 from routerlib.serving.base import Completion
-from routerlib.serving.client import JsonClient, TransientError, cache_name, path_of
+from routerlib.serving.client import JsonClient, TransientError, cache_name
 from routerlib.serving.wire import (
     CONSTRAINED_SUFFIX,
     extra_tag,
@@ -40,28 +40,18 @@ class Transport(Protocol):
     def close(self) -> None: ...
 
 
-class PredictClient:
-    """vLLM predict JSON to a ``…:predict`` URL (``wire.predict_instance``). ``extra``: more
-    instance fields; ``schema``: the JSON Schema of every request that names none."""
+class PredictJson:
+    """What the two vLLM predict-JSON transports share: the instance sent for a prompt
+    (``wire.predict_instance``; ``extra``: more instance fields, ``schema``: the JSON Schema of
+    every request that names none) and the text read back; a subclass sends the instance."""
 
     def __init__(
-        self,
-        url: str,
-        *,
-        timeout: float = DEFAULT_TIMEOUT_S,
-        name: str | None = None,
-        extra: dict[str, Any] | None = None,
-        schema: dict[str, Any] | None = None,
-        keepalive: bool = True,
+        self, name: str, label: str, extra: dict[str, Any] | None, schema: dict[str, Any] | None
     ) -> None:
-        self.url = url
         self.extra = dict(extra or {})
         self.schema = schema
-        self.name = (name or cache_name(url)) + extra_tag(self.extra)
-        self.name += CONSTRAINED_SUFFIX if schema else ""
-        self._http = JsonClient(url, timeout, token=auth.headers_for(url), keepalive=keepalive)
-        self._path = path_of(url)
-        self.label = self._http.label
+        self.label = label
+        self.name = name + extra_tag(self.extra) + (CONSTRAINED_SUFFIX if schema else "")
 
     def instance(
         self, prompt: str, max_tokens: int, schema: dict[str, Any] | None = None
@@ -75,15 +65,38 @@ class PredictClient:
     ) -> Completion:
         start = time.perf_counter()
         preds = self._predictions(self.instance(prompt, max_tokens, schema))
+        if not isinstance(preds, list) or not preds:
+            raise RemoteError(f"{self.label}: answer has no predictions: {str(preds)[:120]}")
         return Completion(prediction_text(preds[0], self.label), time.perf_counter() - start)
 
-    def _predictions(self, instance: dict[str, Any]) -> list[Any]:
-        """The predictions (at least one) answering ``instance``."""
-        body = self._http.request("POST", self._path, {"instances": [instance]})
-        preds = body.get("predictions") if isinstance(body, dict) else None
-        if not isinstance(preds, list) or not preds:
-            raise RemoteError(f"{self.label}: answer has no predictions: {str(body)[:120]}")
-        return preds
+    def _predictions(self, instance: dict[str, Any]) -> Any:
+        """The predictions answering ``instance`` (a non-empty list, else a RemoteError)."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Nothing to release."""
+
+
+class PredictClient(PredictJson):
+    """vLLM predict JSON to a ``…:predict`` URL, with the bearer token ``auth.headers_for`` gives."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        timeout: float = DEFAULT_TIMEOUT_S,
+        name: str | None = None,
+        extra: dict[str, Any] | None = None,
+        schema: dict[str, Any] | None = None,
+        keepalive: bool = True,
+    ) -> None:
+        self.url = url
+        self._http = JsonClient(url, timeout, token=auth.headers_for(url), keepalive=keepalive)
+        super().__init__(name or cache_name(url), self._http.label, extra, schema)
+
+    def _predictions(self, instance: dict[str, Any]) -> Any:
+        body = self._http.request("POST", self._http.path, {"instances": [instance]})
+        return body.get("predictions", body) if isinstance(body, dict) else body
 
     def close(self) -> None:
         self._http.close()
@@ -102,16 +115,15 @@ class OpenAIClient:
         timeout: float = DEFAULT_TIMEOUT_S,
         schema: dict[str, Any] | None = None,
         schema_field: str = "response_format",
-        keepalive: bool = True,
     ) -> None:
         self.schema_field = schema_field
         self.schema_fields = openai_schema_fields(schema, schema_field) if schema else {}
         self.base_url = base_url.rstrip("/").removesuffix("/completions")
         key = os.environ.get("OPENAI_API_KEY")
         headers = {"Authorization": f"Bearer {key}"} if key else None
-        self._http = JsonClient(self.base_url, timeout, headers, keepalive=keepalive)
+        self._http = JsonClient(self.base_url, timeout, headers)
         self.label = self._http.label
-        self._base_path = path_of(self.base_url).rstrip("/")
+        self._base_path = self._http.path.rstrip("/")
         self._model = model
         self._lock = threading.Lock()
         self.name = cache_name(self.base_url) + (f"#{model}" if model else "")
@@ -150,7 +162,7 @@ class OpenAIClient:
         self._http.close()
 
 
-class VertexEndpointClient(PredictClient):
+class VertexEndpointClient(PredictJson):
     """A Vertex AI endpoint (resource name ``projects/…/endpoints/…`` or a numeric id) through
     ``routerlib.serving.vertex.predict``; instances are the same vLLM form as PredictClient's."""
 
@@ -162,6 +174,7 @@ class VertexEndpointClient(PredictClient):
         location: str | None = None,
         api_endpoint: str | None = None,
         timeout: float = DEFAULT_TIMEOUT_S,
+        name: str | None = None,
         extra: dict[str, Any] | None = None,
     ) -> None:
         if endpoint.isdigit() and project and location:
@@ -169,20 +182,12 @@ class VertexEndpointClient(PredictClient):
         self.endpoint = endpoint
         self.cloud = {"project": project, "location": location, "api_endpoint": api_endpoint}
         self.timeout = timeout
-        self.extra = dict(extra or {})
-        self.schema, self.label = None, endpoint
-        self.name = endpoint + extra_tag(self.extra)
+        super().__init__(name or endpoint, endpoint, extra, None)
 
-    def _predictions(self, instance: dict[str, Any]) -> list[Any]:
+    def _predictions(self, instance: dict[str, Any]) -> Any:
         try:
-            preds = vertex.predict(self.endpoint, [instance], timeout=self.timeout, **self.cloud)
+            return vertex.predict(self.endpoint, [instance], timeout=self.timeout, **self.cloud)
         except vertex.PredictError as exc:  # carries whether a retry may help
             if exc.retryable:
                 raise TransientError(str(exc)) from None
             raise
-        if not preds:
-            raise RemoteError(f"{self.endpoint}: answer has no predictions")
-        return preds
-
-    def close(self) -> None:
-        """Nothing to release: the SDK keeps its own sessions."""

@@ -153,9 +153,8 @@ def _checkpoint_scorer(run: Run) -> Scorer:
     settings = checkpoint_settings(run)
 
     def serve(uri: str) -> Predictor:
-        return factory.make_spec(
-            factory.for_run(run.config, uri, params_file=run.params_file, scoring=True)
-        )
+        spec = factory.for_run(run.config, uri, params_file=run.params_file, scoring=True)
+        return factory.make(spec.kind, spec.target, **spec.options)
 
     return checkpoints.predictor_scorer(
         serve,
