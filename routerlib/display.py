@@ -58,6 +58,11 @@ def fmt(value: Any, digits: int = 3) -> str:
     return str(value)
 
 
+def spoken(value: Any, digits: int = 3) -> str:
+    """:func:`fmt` for a number inside a sentence: an unknown one is "unknown", never MISSING."""
+    return "unknown" if missing(value) else fmt(value, digits)
+
+
 def readable(frame: pd.DataFrame, digits: int = 3) -> pd.DataFrame:
     """Every cell as display text: rounded numbers, yes/no, one missing-value marker."""
     return frame.map(lambda value: fmt(value, digits)).astype(object)
