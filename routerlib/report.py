@@ -196,11 +196,6 @@ def _comparison(run_dirs: list[Path], out: Path) -> dict[str, Any]:
     board = compare.leaderboard(runs)
     sig = compare.significance_table(runs)
     note = compare.embedded_note(board)
-    conclusion_html = _render(
-        "report_conclusion.html",
-        conclusion=_markdown(compare.conclusion(board, sig, with_note=False)),
-        note=_markdown(note) if note else None,
-    )
     board_values: dict[str, Any] = {"headline": None, "csv": LEADERBOARD_FILE}
     if not board.empty:
         write_text(out / LEADERBOARD_FILE, board.to_csv(index=False))
@@ -229,7 +224,8 @@ def _comparison(run_dirs: list[Path], out: Path) -> dict[str, Any]:
         line.replace(root, "") for run in runs for r in (run, *run.baselines) for line in r.problems
     ]
     return {
-        "conclusion": conclusion_html,
+        "conclusion": _markdown(compare.conclusion(board, sig, with_note=False)),
+        "note": _markdown(note) if note else None,
         "leaderboard": _render("report_leaderboard.html", **board_values),
         "significance": _render("report_significance.html", **sig_values),
         "plots": [
