@@ -574,17 +574,13 @@ def pareto_front(board: pd.DataFrame) -> pd.Series:
 def cheapest_passing(board: pd.DataFrame) -> pd.Series | None:
     """The cheapest row by serving cost whose gate passes and whose quality is known (ties: the
     better strict primary metric); None when no such row."""
-    if board.empty or SERVING_USD not in board or "gate_pass" not in board:
-        return None
     quality = f"{PRIMARY} strict"
-    keep = (board["gate_pass"] == True) & board[SERVING_USD].notna()  # noqa: E712
-    if quality in board:
-        keep &= board[quality].notna()
-    priced = board[keep]
-    if priced.empty:
+    if board.empty or not {SERVING_USD, quality, "gate_pass"} <= set(board):
         return None
-    order = [SERVING_USD, quality] if quality in priced else [SERVING_USD]
-    return priced.sort_values(order, ascending=[True, False][: len(order)]).iloc[0]
+    known = board[SERVING_USD].notna() & board[quality].notna()
+    priced = board[known & (board["gate_pass"] == True)]  # noqa: E712
+    order = priced.sort_values([SERVING_USD, quality], ascending=[True, False])
+    return None if order.empty else order.iloc[0]
 
 
 def price_note(board: pd.DataFrame) -> str:

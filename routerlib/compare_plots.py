@@ -286,8 +286,7 @@ def scatter_figure(board: pd.DataFrame, column: str, xlabel: str) -> Any:
         ax.scatter([], [], marker="o", color="C0", label="tuned model")
         ax.scatter([], [], marker="s", color="0.45", label="baseline router")
         if column == SERVING_USD:
-            rows = board[board[column].notna() & board[quality].notna()]
-            on = rows[pareto_front(rows)].sort_values(column)
+            on = board[pareto_front(board)].sort_values(column)
             ax.step(on[column], on[quality], where="post", color="C3", lw=1)
             ring = {"s": 160, "facecolors": "none", "edgecolors": "C3"}
             ax.scatter(on[column], on[quality], label="Pareto front", **ring)
