@@ -133,11 +133,8 @@ def notebook_to_html(notebook: Path, exporter: Any) -> str:
 
     nb = nbformat.read(str(notebook), as_version=4)
     for cell in nb.cells:
-        if cell.get("outputs"):
-            stderr = ("stream", "stderr")
-            cell.outputs = [
-                o for o in cell.outputs if (o.get("output_type"), o.get("name")) != stderr
-            ]
+        if cell.get("outputs"):  # only a stream output has a name: stdout or stderr
+            cell.outputs = [o for o in cell.outputs if o.get("name") != "stderr"]
     body, _ = exporter.from_notebook_node(nb)
     return str(body)
 
