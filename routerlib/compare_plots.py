@@ -178,13 +178,9 @@ def length_figure(runs: Sequence[RunSummary]) -> Any:
 
     fig = _figure(9, 4.5)
     ax = fig.add_subplot()
-    series, skipped = [], []
-    for label, run in zip(run_labels(runs), runs, strict=True):
-        values = length_ratios(run)
-        if values:
-            series.append((f"{label} ({len(values)} valid)", values))
-        else:
-            skipped.append(label)
+    found = [(label, length_ratios(run)) for label, run in zip(run_labels(runs), runs, strict=True)]
+    series = [(f"{label} ({len(values)} valid)", values) for label, values in found if values]
+    skipped = [label for label, values in found if not values]
     if series:
         every = [v for _, values in series for v in values]
         lo = min(min(every), LENGTH_BANDS[0][0]) - 0.05
