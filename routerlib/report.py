@@ -225,14 +225,8 @@ def _comparison(run_dirs: list[Path], out: Path) -> dict[str, Any]:
         "note": _markdown(note) if note else None,
         "leaderboard": _render("report_leaderboard.html", **board_values),
         "significance": _render("report_significance.html", **sig_values),
-        "plots": [
-            {
-                "alt": png.stem.replace("_", " "),
-                "size": "wide" if png.stem in WIDE_PLOTS else "half",
-                "src": "data:image/png;base64," + base64.b64encode(png.read_bytes()).decode(),
-            }
-            for png in plots
-        ],
+        "plots": {png.stem: base64.b64encode(png.read_bytes()).decode() for png in plots},
+        "wide_plots": WIDE_PLOTS,
     }
 
 
