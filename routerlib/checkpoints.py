@@ -23,6 +23,7 @@ from routerlib.checkpoint_names import (
     parse_checkpoint_key,
 )
 from routerlib.config import run_default
+from routerlib.display import spoken
 from routerlib.errors import InputError
 from routerlib.metric_names import LOWER_IS_BETTER
 from routerlib.serving.base import Predictor
@@ -168,28 +169,22 @@ def pick(scores: Sequence[CheckpointScore], metric: str) -> CheckpointScore:
 
 
 def _reason(best: CheckpointScore, scores: Sequence[CheckpointScore], metric: str) -> str:
-    """Why ``best`` won, in one sentence."""
+    """Why ``best`` won, in one sentence (a figure not known says so)."""
     if len(scores) == 1:
         return f"{best.name} is the only checkpoint"
     runner = max((s for s in scores if s is not best), key=lambda s: rank_key(s, metric))
     key, runner_key = rank_key(best, metric), rank_key(runner, metric)
-    fmt = "{:.3f}".format
     if key[0] != runner_key[0]:
         why = f"lowest {metric}" if metric in LOWER_IS_BETTER else f"highest strict {metric}"
-        return (
-            f"{best.name}: {why} on validation ({fmt(best.metric or 0)} vs "
-            f"{fmt(runner.metric or 0)} for {runner.name})"
-        )
+        versus = f"{spoken(best.metric)} vs {spoken(runner.metric)} for {runner.name}"
+        return f"{best.name}: {why} on validation ({versus})"
+    tied = f"{best.name}: ties on strict {metric}"
     if key[1] != runner_key[1]:
-        return (
-            f"{best.name}: ties on strict {metric} ({fmt(best.metric or 0)}); higher strict "
-            f"{TIE_BREAK} ({fmt(best.tie_break or 0)} vs {fmt(runner.tie_break or 0)})"
-        )
+        versus = f"{spoken(best.tie_break)} vs {spoken(runner.tie_break)}"
+        return f"{tied} ({spoken(best.metric)}); higher strict {TIE_BREAK} ({versus})"
     if key[2] != runner_key[2]:
-        return (
-            f"{best.name}: ties on strict {metric} and {TIE_BREAK}; lower validation loss "
-            f"({best.val_loss:.4f} vs {runner.val_loss if runner.val_loss is not None else 'n/a'})"
-        )
+        versus = f"{spoken(best.val_loss, 4)} vs {spoken(runner.val_loss, 4)}"
+        return f"{tied} and {TIE_BREAK}; lower validation loss ({versus})"
     return f"{best.name}: ties on every figure; the later epoch"
 
 
@@ -239,8 +234,10 @@ def score_checkpoints(
         old = kept.get(cand.name)
         if old is not None and old.uri == cand.uri and old.made_with(settings):
             score = old.model_copy(update={"val_loss": cand.val_loss, "settings": settings})
-            score.metric = _recorded(run_dir, score, select_metric, score.metric)
-            score.tie_break = _recorded(run_dir, score, TIE_BREAK, score.tie_break)
+            with contextlib.suppress(OSError, ValueError):  # select_metric may have changed
+                saved = json.loads((run_dir / score.report).read_text(encoding="utf-8"))
+                score.metric = strict_value(saved, select_metric)
+                score.tie_break = strict_value(saved, TIE_BREAK)
         else:
             if out:
                 out(f"scoring {cand.name} on {validation.name} ({decoding} decoding)")
@@ -279,15 +276,6 @@ def _chose(
     choice.reason, choice.complete = why, True
     write_choice(run_dir, choice)
     return choice
-
-
-def _recorded(run_dir: Path, score: CheckpointScore, metric: str, fallback: float | None) -> Any:
-    """``metric`` re-read from a reused checkpoint's saved report (select_metric may change)."""
-    file = run_dir / score.report
-    try:
-        return strict_value(json.loads(file.read_text(encoding="utf-8")), metric)
-    except (OSError, ValueError):
-        return fallback
 
 
 def scores_frame(choice: CheckpointChoice) -> pd.DataFrame:

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from routerlib import metrics, paths, pricing, runfolder
 from routerlib.config import default_params_file
-from routerlib.display import fmt, router_label
+from routerlib.display import router_label, spoken
 from routerlib.metric_names import ALL_BUCKETS as BUCKETS
 from routerlib.metric_names import DECIDING_METRICS, HEADLINE, PRIMARY
 from routerlib.models import EMBEDDED_MODEL
@@ -71,10 +71,8 @@ class RunSummary:
     @property
     def samples_path(self) -> Path | None:
         """The per-sample records: the report's ``samples_path``, else samples.jsonl beside it."""
-        value = (self.report or {}).get("samples_path")
-        file = self.path / (
-            value or runfolder.samples_path(self.report_path)
-        )  # relative: the run's
+        value = (self.report or {}).get("samples_path")  # relative: the run's
+        file = self.path / (value or runfolder.samples_path(self.report_path))
         return file if file.is_file() else None
 
     def _read(self, read: Callable[[Path], list[Any]], file: Path | None) -> list[Any]:
@@ -229,33 +227,28 @@ def leaderboard(runs: Sequence[RunSummary]) -> pd.DataFrame:
             "decoding": run.decoding if run.kind == "model" else "",
             "run": run.run_name,
             **{key: getattr(info, key, None) for key in ("backend", "base_model", "tuning_mode")},
-            "adapter_size": _num(getattr(info, "adapter_size", None)),
-            "epochs": _num(getattr(info, "epochs", None)),
+            **{key: _num(getattr(info, key, None)) for key in ("adapter_size", "epochs")},
             "gate_pass": _gate_pass(run),
             "samples": _num(overall.get("samples")),
         }
         for metric in headline:
             rec[metric] = _num(head.get(metric, overall.get(metric)))
             rec[f"{metric} strict"] = _num(head_strict.get(metric, strict.get(metric)))
-            interval = intervals.get(metric)
-            if not (isinstance(interval, (list, tuple)) and len(interval) == 2):
-                interval = (NAN, NAN)
-            rec[f"{metric} strict lo"], rec[f"{metric} strict hi"] = map(_num, interval)
+            pair = intervals.get(metric)
+            pair = pair if isinstance(pair, list | tuple) and len(pair) == 2 else (NAN, NAN)
+            rec[f"{metric} strict lo"], rec[f"{metric} strict hi"] = map(_num, pair)
         for bucket in BUCKETS[1:]:
             block = _get(report, "strict", bucket) or _get(report, "metrics", bucket) or {}
             rec[f"{bucket}: {PRIMARY}"] = _num(block.get(PRIMARY))
         cost = (record.cost if record else None) or {}
-        rec.update(
-            cost_usd=_num(getattr(tuning, "cost_estimate_usd", None)),
-            train_seconds=_num(getattr(tuning, "train_seconds", None)),
-            checkpoint=(getattr(tuning, "checkpoint", None) or {}).get("served"),
-        )
+        rec["cost_usd"] = _num(getattr(tuning, "cost_estimate_usd", None))
+        rec["train_seconds"] = _num(getattr(tuning, "train_seconds", None))
+        rec["checkpoint"] = (getattr(tuning, "checkpoint", None) or {}).get("served")
         rec |= {key: _num(cost.get(key)) for key in (TUNING_USD, SERVING_USD, "routes_per_hour")}
         rec[PRICES_VERIFIED] = pricing.prices_verified(cost) if record else None
         # which price rows were not read from a Google source (pricing.RunCost.unverified)
         rec[UNVERIFIED] = ", ".join(cost.get("unverified") or [])
-        for p in ("p50", "p95"):
-            rec[f"latency_{p}_s"] = _num(_get(report, "latency", f"{p}_s"))
+        rec |= {f"latency_{p}_s": _num(_get(report, "latency", f"{p}_s")) for p in ("p50", "p95")}
         rec["s_per_token"] = _num(seconds_per_token(report))
         # The gate's failed checks ("bucket.metric", the first four) and the buckets it skipped
         # for want of test rows (metrics.apply_gate).
@@ -294,10 +287,8 @@ def compare_pair(
 ) -> list[dict[str, Any]]:
     """Paired tests (:func:`paired_test`) of router ``a`` against ``b`` on the test rows both
     scored (by ``index``), on the strict values (an invalid prediction is a miss)."""
-    b_by_index = {row.index: row for row in b.samples()}
-    both = [
-        (row.strict, b_by_index[row.index].strict) for row in a.samples() if row.index in b_by_index
-    ]
+    b_by_index = {row.index: row.strict for row in b.samples()}
+    both = [(row.strict, b_by_index[row.index]) for row in a.samples() if row.index in b_by_index]
     out = []
     for metric in metrics:
         pairs = [
@@ -412,9 +403,9 @@ def why_ranked(a: pd.Series, b: pd.Series, board: pd.DataFrame) -> str:
         x, y = _score(a, metric), _score(b, metric)
         if _differs(x, y):
             same = f" after tying on {', '.join(tied)}" if tied else ""
-            return f"{first} ranks above {second} on {metric} ({fmt(x)} vs {fmt(y)}){same}."
+            return f"{first} ranks above {second} on {metric} ({spoken(x)} vs {spoken(y)}){same}."
         if not math.isnan(x):
-            tied.append(f"{metric} {fmt(x)}")
+            tied.append(f"{metric} {spoken(x)}")
     shown = ", ".join(tied) if tied else "no recorded metric"
     return f"{first} and {second} tie on every headline metric ({shown})."
 
@@ -428,7 +419,7 @@ def tie_sentence(board: pd.DataFrame) -> str:
     for metric in DECIDING_METRICS:
         values = [v for _, r in scored.iterrows() if not math.isnan(v := _score(r, metric))]
         if values and max(values) - min(values) < TIE_TOLERANCE:
-            tied.append(f"{metric} {fmt(values[0])}")
+            tied.append(f"{metric} {spoken(values[0])}")
         elif values:
             separating.append(metric)
     if not tied:
@@ -467,9 +458,11 @@ def conclusion(board: pd.DataFrame, sig: pd.DataFrame | None, with_note: bool = 
             "`deploy`, `evaluate --params FILE --out REPORT.json`), gather them with `routerlib "
             "record --params FILE --report REPORT.json --job NAME`."
         )
-    models = board[board["kind"] == "model"]
-    baselines = board[board["kind"] == "baseline"]
-    if models.empty:
+    ranked_models, ranked_bases = (  # sorted is stable: board order breaks ties
+        sorted((r for _, r in board[board["kind"] == k].iterrows()), key=_rank_key, reverse=True)
+        for k in ("model", "baseline")
+    )
+    if not ranked_models:
         return "**No tuned model has been evaluated yet**; only the baseline routers are scored."
 
     def describe(row: pd.Series) -> str:
@@ -478,14 +471,14 @@ def conclusion(board: pd.DataFrame, sig: pd.DataFrame | None, with_note: bool = 
         mode = str(row.get("tuning_mode") or "?") + adapter
         return f"**{row['model']}** ({row.get('base_model')}, {mode}; run `{row['run']}`)"
 
-    def interval(row: pd.Series) -> str:
+    def primary(row: pd.Series) -> str:
+        """``<PRIMARY> 0.900 strict (95% interval …)``, or that the figure is unknown."""
+        if math.isnan(value := _score(row, PRIMARY)):
+            return f"{PRIMARY} unknown"
         lo, hi = _num(row.get(f"{PRIMARY} strict lo")), _num(row.get(f"{PRIMARY} strict hi"))
-        return "" if math.isnan(lo) or math.isnan(hi) else f" (95% interval {lo:.3f}–{hi:.3f})"
+        span = "" if math.isnan(lo) or math.isnan(hi) else f" (95% interval {lo:.3f}–{hi:.3f})"
+        return f"{PRIMARY} {spoken(value)} strict{span}"
 
-    ranked_models, ranked_bases = (  # sorted is stable: board order breaks ties
-        sorted((row for _, row in frame.iterrows()), key=_rank_key, reverse=True)
-        for frame in (models, baselines)
-    )
     passing = [r for r in ranked_models if r["gate_pass"] is True]
     best = passing[0] if passing else ranked_models[0]
     top_base = ranked_bases[0] if ranked_bases else None
@@ -493,23 +486,19 @@ def conclusion(board: pd.DataFrame, sig: pd.DataFrame | None, with_note: bool = 
     lines: list[str] = []
     if passing:
         lines.append(
-            f"Ship {describe(best)}: it passes the evaluation gate and scores {PRIMARY} "
-            f"{fmt(_score(best, PRIMARY))} strict{interval(best)}, JSON valid "
-            f"{fmt(_score(best, 'json_valid'))}."
+            f"Ship {describe(best)}: it passes the evaluation gate and scores {primary(best)}, "
+            f"JSON valid {spoken(_score(best, 'json_valid'))}."
         )
     else:
         lines.append("**No tuned model passes the gate.**")
         if top_base is not None and not beats_base:
             lines.append(
                 f"Keep the previous router `{router_label(top_base, board)}` "
-                f"({PRIMARY} {fmt(_score(top_base, PRIMARY))}): no tuned model ranks above it."
+                f"({PRIMARY} {spoken(_score(top_base, PRIMARY))}): no tuned model ranks above it."
             )
             lines.append(f"Closest tuned model: {describe(best)}.")
         else:
-            lines.append(
-                f"Closest: {describe(best)} with {PRIMARY} {fmt(_score(best, PRIMARY))} "
-                f"strict{interval(best)}."
-            )
+            lines.append(f"Closest: {describe(best)} with {primary(best)}.")
         if failed := _listed(best, "failed_checks"):
             lines.append(f"Its failing checks include: {failed}.")
     if skipped := _listed(best, "skipped_checks"):
@@ -526,25 +515,20 @@ def conclusion(board: pd.DataFrame, sig: pd.DataFrame | None, with_note: bool = 
         reasons.append(why_ranked(best, others[0], board))
     if len(ranked_bases) > 1:
         reasons.append(why_ranked(ranked_bases[0], ranked_bases[1], board))
-    # the tested metric: the first deciding one on which the pick and the top baseline differ
+    # the tested metric: the first deciding one on which the pick and the top baseline differ;
+    # a test without a p-value is left out
     ref = best if top_base is None else top_base
     tested = next(
         (m for m in DECIDING_METRICS if _differs(_score(best, m), _score(ref, m))), PRIMARY
     )
-    if sig is not None and not sig.empty:
-        rows = sig[
-            (sig["model_run"] == best["run"])
-            & (sig["model"] == best["model"])
-            & (sig["metric"] == tested)
-            & sig["reference"].astype(str).str.startswith("baseline:")
-        ]
-        for _, row in rows.iterrows():
-            if math.isnan(_num(row["p_value"])):
-                continue
+    which = (best["model"], best["run"], tested)
+    for _, row in sig.iterrows() if sig is not None else ():
+        ours = (row["model"], row["model_run"], row["metric"]) == which
+        if ours and str(row["reference"]).startswith("baseline:") and _num(row["p_value"]) >= 0:
             verdict = "significant" if row["significant"] else "not significant"
             reasons.append(
                 f"Against `{row['reference']}` on the same {int(row['n'])} test rows: "
-                f"Δ{tested} = {row['delta']:+.3f} ({row['test']} p = {fmt(row['p_value'], 4)}, "
+                f"Δ{tested} = {row['delta']:+.3f} ({row['test']} p = {spoken(row['p_value'], 4)}, "
                 f"{verdict} at {ALPHA})."
             )
     facts = [
@@ -590,17 +574,13 @@ def pareto_front(board: pd.DataFrame) -> pd.Series:
 def cheapest_passing(board: pd.DataFrame) -> pd.Series | None:
     """The cheapest row by serving cost whose gate passes and whose quality is known (ties: the
     better strict primary metric); None when no such row."""
-    if board.empty or SERVING_USD not in board or "gate_pass" not in board:
-        return None
     quality = f"{PRIMARY} strict"
-    keep = (board["gate_pass"] == True) & board[SERVING_USD].notna()  # noqa: E712
-    if quality in board:
-        keep &= board[quality].notna()
-    priced = board[keep]
-    if priced.empty:
+    if board.empty or not {SERVING_USD, quality, "gate_pass"} <= set(board):
         return None
-    order = [SERVING_USD, quality] if quality in priced else [SERVING_USD]
-    return priced.sort_values(order, ascending=[True, False][: len(order)]).iloc[0]
+    known = board[SERVING_USD].notna() & board[quality].notna()
+    priced = board[known & (board["gate_pass"] == True)]  # noqa: E712
+    order = priced.sort_values([SERVING_USD, quality], ascending=[True, False])
+    return None if order.empty else order.iloc[0]
 
 
 def price_note(board: pd.DataFrame) -> str:
@@ -635,7 +615,7 @@ def cost_line(board: pd.DataFrame) -> str:
     )
     return (
         f"Cheapest run that passes the gate: **{row['model']}** ({row['run']}) at "
-        f"${row[SERVING_USD]:,.4f} per 1,000 routes, strict {PRIMARY} {fmt(row.get(f'{PRIMARY} strict'))}."
+        f"${row[SERVING_USD]:,.4f} per 1,000 routes, strict {PRIMARY} {spoken(row.get(f'{PRIMARY} strict'))}."
         + trust
     )
 

@@ -61,8 +61,10 @@ def run_labels(routers: Sequence[RunSummary]) -> list[str]:
     return router_labels(pd.DataFrame(names))  # the leaderboard's own rule
 
 
-def _note(fig: Any, lines: Sequence[str]) -> None:
-    """A grey note at the foot of the figure for what it leaves out (the layout makes room)."""
+def _note(fig: Any, lines: Sequence[str] = (), why: str = "", skipped: Sequence[str] = ()) -> None:
+    """A grey note at the foot of the figure for what it leaves out (the layout makes room):
+    ``lines``, then ``why`` and the routers ``skipped``, when there are any."""
+    lines = [*lines, *([f"{why}: {', '.join(skipped)}."] if skipped else [])]
     if lines:
         fig.supxlabel("\n".join(lines), x=0.01, ha="left", fontsize=8, color="0.35")
 
@@ -101,8 +103,7 @@ def bucket_figure(routers: Sequence[RunSummary]) -> Any:
         axes[0].legend(
             fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False
         )
-        if skipped:
-            _note(fig, [f"Not drawn (no scores): {', '.join(skipped)}."])
+        _note(fig, why="Not drawn (no scores)", skipped=skipped)
     return fig
 
 
@@ -124,10 +125,10 @@ def first_tool_pairs(run: RunSummary) -> list[tuple[str, str]]:
 def confusion_figure(runs: Sequence[RunSummary]) -> Any:
     """One confusion matrix per router, titled by router and run: first tool of the gold plan
     (rows) vs predicted (columns). Routers without predictions are named in a note."""
-    labelled = zip(run_labels(runs), runs, strict=True)
-    items = [(label, r, first_tool_pairs(r)) for label, r in labelled]
-    skipped = [label for label, _, pairs in items if not pairs]
-    items = [item for item in items if item[2]]
+    found = [
+        (label, r, first_tool_pairs(r)) for label, r in zip(run_labels(runs), runs, strict=True)
+    ]
+    items, skipped = [i for i in found if i[2]], [label for label, _, pairs in found if not pairs]
     per_row = min(max(len(items), 1), 3)
     n_rows = max(math.ceil(len(items) / per_row), 1)
     fig = _figure(4.6 * per_row, 4.2 * n_rows + (0.3 if skipped else 0))
@@ -156,8 +157,7 @@ def confusion_figure(runs: Sequence[RunSummary]) -> Any:
             label if run.kind == "baseline" or " · " in label else f"{label} ({run.run_name})",
             fontsize=10,
         )
-    if skipped:
-        _note(fig, [f"No predictions to tabulate: {', '.join(skipped)}."])
+    _note(fig, why="No predictions to tabulate", skipped=skipped)
     return fig
 
 
@@ -178,13 +178,9 @@ def length_figure(runs: Sequence[RunSummary]) -> Any:
 
     fig = _figure(9, 4.5)
     ax = fig.add_subplot()
-    series, skipped = [], []
-    for label, run in zip(run_labels(runs), runs, strict=True):
-        values = length_ratios(run)
-        if values:
-            series.append((f"{label} ({len(values)} valid)", values))
-        else:
-            skipped.append(label)
+    found = [(label, length_ratios(run)) for label, run in zip(run_labels(runs), runs, strict=True)]
+    series = [(f"{label} ({len(values)} valid)", values) for label, values in found if values]
+    skipped = [label for label, values in found if not values]
     if series:
         every = [v for _, values in series for v in values]
         lo = min(min(every), LENGTH_BANDS[0][0]) - 0.05
@@ -204,10 +200,9 @@ def length_figure(runs: Sequence[RunSummary]) -> Any:
         ax.set_xlabel("length ratio (prediction / gold, JSON characters)")
         ax.set_ylabel("samples")
         ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
+        _note(fig, why="Not drawn (no valid prediction)", skipped=skipped)
     else:
         _empty(ax, "no valid predictions, so no length ratios")
-    if skipped and series:
-        _note(fig, [f"Not drawn (no valid prediction): {', '.join(skipped)}."])
     ax.set_title("Length-ratio distribution (valid predictions)")
     return fig
 
@@ -287,8 +282,7 @@ def scatter_figure(board: pd.DataFrame, column: str, xlabel: str) -> Any:
         ax.scatter([], [], marker="o", color="C0", label="tuned model")
         ax.scatter([], [], marker="s", color="0.45", label="baseline router")
         if column == SERVING_USD:
-            rows = board[board[column].notna() & board[quality].notna()]
-            on = rows[pareto_front(rows)].sort_values(column)
+            on = board[pareto_front(board)].sort_values(column)
             ax.step(on[column], on[quality], where="post", color="C3", lw=1)
             ring = {"s": 160, "facecolors": "none", "edgecolors": "C3"}
             ax.scatter(on[column], on[quality], label="Pareto front", **ring)
@@ -296,12 +290,9 @@ def scatter_figure(board: pd.DataFrame, column: str, xlabel: str) -> Any:
             title += f" · cheapest passing: {best['model']}" if best is not None else ""
         ax.legend(fontsize="small", loc="upper left")
         _place_labels(ax, points)
-        notes = []
-        if column == "cost_usd" and any(lab.startswith("baseline:") for *_, lab in points):
-            notes.append("Baseline routers are not tuned: drawn at $0.")
-        if skipped:
-            notes.append(f"Not drawn (no {xlabel}): {', '.join(skipped)}.")
-        _note(fig, notes)
+        at_zero = column == "cost_usd" and any(lab.startswith("baseline:") for *_, lab in points)
+        notes = ["Baseline routers are not tuned: drawn at $0."] if at_zero else []
+        _note(fig, notes, f"Not drawn (no {xlabel})", skipped)
     else:
         _empty(ax, f"no runs with both {xlabel} and {PRIMARY}")
     ax.set_title(title)
@@ -375,8 +366,7 @@ def loss_figure(runs: Sequence[RunSummary]) -> Any:
         ax.set_xlabel("step")
         ax.set_ylabel("loss")
         ax.legend(handles=handles, fontsize="small", loc="upper right")
-        if skipped:
-            _note(fig, [f"No loss curve recorded: {', '.join(skipped)}."])
+        _note(fig, why="No loss curve recorded", skipped=skipped)
     else:
         _empty(ax, "no loss curves recorded")
     ax.set_title("Tuning loss")

@@ -18,9 +18,10 @@ _SPLIT_ORDER = ("train", "validation", "test")
 _DIFFICULTY_ORDER = ("introductory", "intermediate", "advanced")
 
 
-def plot_split_stats(frame: pd.DataFrame) -> Figure:
-    """A 2x2 figure: first tool, route length, difficulty (share per split, grouped bars) and
-    the estimated token length distribution per split (box plot)."""
+def split_figure(frame: pd.DataFrame) -> Figure:
+    """Notebook 01's 2x2 figure of the prepared splits (``stages.split_frame``): first tool, route
+    length, difficulty (share per split, grouped bars) and the estimated token length
+    distribution per split (box plot)."""
     import pandas as pd
     from matplotlib.figure import Figure
 
@@ -54,7 +55,7 @@ def plot_split_stats(frame: pd.DataFrame) -> Figure:
     ax.set_title("Estimated tokens per example (prompt + completion)")
     ax.set_ylabel("tokens (ceil(chars / 4))")
     fig.suptitle("Prepared splits")
-    return fig
+    return shown(fig)
 
 
 def shown(fig: F) -> F:
@@ -65,11 +66,6 @@ def shown(fig: F) -> F:
 
     plt.close(fig)
     return fig
-
-
-def split_figure(frame: pd.DataFrame) -> Figure:
-    """Notebook 01's figure of the prepared splits (``stages.split_frame``)."""
-    return shown(plot_split_stats(frame))
 
 
 def grouped_bars(

@@ -58,6 +58,11 @@ def fmt(value: Any, digits: int = 3) -> str:
     return str(value)
 
 
+def spoken(value: Any, digits: int = 3) -> str:
+    """:func:`fmt` for a number inside a sentence: an unknown one is "unknown", never MISSING."""
+    return "unknown" if missing(value) else fmt(value, digits)
+
+
 def readable(frame: pd.DataFrame, digits: int = 3) -> pd.DataFrame:
     """Every cell as display text: rounded numbers, yes/no, one missing-value marker."""
     return frame.map(lambda value: fmt(value, digits)).astype(object)
@@ -147,12 +152,12 @@ def significance_view(sig: pd.DataFrame, metrics: Iterable[str] | None = None) -
     95% interval, p-value, verdict). With ``metrics``: one row per pair of routers in table order
     and one column per metric, ``Δ (p …)`` with "significant" when it is, so many runs stay
     readable."""
-    if metrics is None:
+    shown = None if metrics is None else list(metrics)
+    if shown is None:
         columns = ["router", "against", "metric", "rows", "router rate", "against rate"]
         columns += ["Δ [95% CI]", "p", "significant"]
     else:
-        metrics = list(metrics)
-        columns = ["router", "against", "rows", *(SHORT_NAMES.get(m, m) for m in metrics)]
+        columns = ["router", "against", "rows", *(SHORT_NAMES.get(m, m) for m in shown)]
     if sig is None or sig.empty:
         return pd.DataFrame(columns=columns)
     runs_of: dict[str, set[str]] = {}
@@ -165,30 +170,28 @@ def significance_view(sig: pd.DataFrame, metrics: Iterable[str] | None = None) -
         several = len(runs_of.get(router, ())) > 1 and not router.startswith("baseline:")
         return f"{router} · {run_suffix(router, str(run))}" if several else router
 
-    if metrics is None:
-        out = []
-        for _, row in sig.iterrows():
+    tests: list[tuple[Any, ...]] = []
+    pairs: dict[tuple[str, str], dict[str, Any]] = {}
+    for _, row in sig.iterrows():
+        router = name(str(row["model"]), row["model_run"])
+        against = name(str(row["reference"]), row.get("reference_run"))
+        delta, p_value = row.get("delta"), fmt(row.get("p_value"), 4)
+        if shown is None:
             ci = f"[{fmt(row.get('ci_low'), 2)}, {fmt(row.get('ci_high'), 2)}]"
-            delta = MISSING if missing(row.get("delta")) else f"{row['delta']:+.3f} {ci}"
-            router, against = name(str(row["model"]), row["model_run"]), str(row["reference"])
-            pair = router, name(against, row.get("reference_run"))
             rates = fmt(row.get("n")), fmt(row.get("model_rate")), fmt(row.get("reference_rate"))
+            cells = MISSING if missing(delta) else f"{delta:+.3f} {ci}", p_value
             verdict = "yes" if row.get("significant") else "no"
-            out.append((*pair, row["metric"], *rates, delta, fmt(row.get("p_value"), 4), verdict))
-        return pd.DataFrame(out, columns=columns)
-    pairs: dict[tuple[str, ...], dict[str, Any]] = {}
-    for _, row in sig[sig["metric"].isin(metrics)].iterrows():
-        key = tuple(str(row.get(k)) for k in ("model", "model_run", "reference", "reference_run"))
-        against = name(key[2], row.get("reference_run"))
-        start = {"router": name(key[0], row["model_run"]), "against": against, "rows": MISSING}
-        rec = pairs.setdefault(key, dict.fromkeys(columns, MISSING) | start)
-        if rec["rows"] == MISSING and not missing(row.get("n")):
-            rec["rows"] = fmt(row.get("n"))
-        if not missing(row.get("delta")):
-            verdict = " significant" if row.get("significant") else ""
-            cell = f"{row['delta']:+.3f} (p {fmt(row.get('p_value'), 4)}){verdict}"
-            rec[SHORT_NAMES.get(str(row["metric"]), str(row["metric"]))] = cell
-    return pd.DataFrame(list(pairs.values()), columns=columns)
+            tests.append((router, against, row["metric"], *rates, *cells, verdict))
+        elif row["metric"] in shown:  # one row per pair: its names tell its runs apart
+            start = dict.fromkeys(columns, MISSING) | {"router": router, "against": against}
+            rec = pairs.setdefault((router, against), start)
+            if rec["rows"] == MISSING:  # the first test that counted them
+                rec["rows"] = fmt(row.get("n"))
+            if not missing(delta):
+                verdict = " significant" if row.get("significant") else ""
+                cell = f"{delta:+.3f} (p {p_value}){verdict}"
+                rec[SHORT_NAMES.get(row["metric"], row["metric"])] = cell
+    return pd.DataFrame(tests if shown is None else list(pairs.values()), columns=columns)
 
 
 def fields(mapping: Mapping[str, Any], digits: int = 3) -> pd.DataFrame:

@@ -133,11 +133,8 @@ def notebook_to_html(notebook: Path, exporter: Any) -> str:
 
     nb = nbformat.read(str(notebook), as_version=4)
     for cell in nb.cells:
-        if cell.get("outputs"):
-            stderr = ("stream", "stderr")
-            cell.outputs = [
-                o for o in cell.outputs if (o.get("output_type"), o.get("name")) != stderr
-            ]
+        if cell.get("outputs"):  # only a stream output has a name: stdout or stderr
+            cell.outputs = [o for o in cell.outputs if o.get("name") != "stderr"]
     body, _ = exporter.from_notebook_node(nb)
     return str(body)
 
@@ -196,11 +193,6 @@ def _comparison(run_dirs: list[Path], out: Path) -> dict[str, Any]:
     board = compare.leaderboard(runs)
     sig = compare.significance_table(runs)
     note = compare.embedded_note(board)
-    conclusion_html = _render(
-        "report_conclusion.html",
-        conclusion=_markdown(compare.conclusion(board, sig, with_note=False)),
-        note=_markdown(note) if note else None,
-    )
     board_values: dict[str, Any] = {"headline": None, "csv": LEADERBOARD_FILE}
     if not board.empty:
         write_text(out / LEADERBOARD_FILE, board.to_csv(index=False))
@@ -229,17 +221,12 @@ def _comparison(run_dirs: list[Path], out: Path) -> dict[str, Any]:
         line.replace(root, "") for run in runs for r in (run, *run.baselines) for line in r.problems
     ]
     return {
-        "conclusion": conclusion_html,
+        "conclusion": _markdown(compare.conclusion(board, sig, with_note=False)),
+        "note": _markdown(note) if note else None,
         "leaderboard": _render("report_leaderboard.html", **board_values),
         "significance": _render("report_significance.html", **sig_values),
-        "plots": [
-            {
-                "alt": png.stem.replace("_", " "),
-                "size": "wide" if png.stem in WIDE_PLOTS else "half",
-                "src": "data:image/png;base64," + base64.b64encode(png.read_bytes()).decode(),
-            }
-            for png in plots
-        ],
+        "plots": {png.stem: base64.b64encode(png.read_bytes()).decode() for png in plots},
+        "wide_plots": WIDE_PLOTS,
     }
 
 

@@ -50,6 +50,19 @@ def test_pick_metric_first_then_tool_sequence_then_loss_then_later_epoch() -> No
         pick([], "route_plan_exact")
 
 
+def test_reason_says_unknown_for_a_figure_not_recorded() -> None:
+    """A figure a checkpoint lacks reads "unknown" in the reason, never 0.000 (nor "–")."""
+    scores = [_score("epoch-1", None, None, 0.1), _score("epoch-2", 0.25, 0.0, 3.0)]
+    assert "(0.250 vs unknown for epoch-1)" in checkpoints._reason(
+        scores[1], scores, "route_plan_exact"
+    )
+    scores = [_score("epoch-1", None, 0.5, 2.0), _score("epoch-2", None, 0.25, None)]
+    reason = checkpoints._reason(scores[0], scores, "route_plan_exact")
+    assert "ties on strict route_plan_exact (unknown)" in reason and "(0.500 vs 0.250)" in reason
+    scores = [_score("epoch-1", 0.5, 0.5, 2.0), _score("epoch-2", 0.5, 0.5, None)]
+    assert "(2.0000 vs unknown)" in checkpoints._reason(scores[0], scores, "route_plan_exact")
+
+
 def test_run_keys_are_checked() -> None:
     config = load_config("params/local.yaml")
     assert (config.checkpoint, config.select_metric) == ("best", "route_plan_exact")

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
-from routerlib import compare, compare_plots
+from routerlib import compare, compare_plots, display
 from tests.support.compare_runs import make_partial_run, make_run
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -117,6 +118,21 @@ def test_conclusion_when_no_model_passes(runs: list[compare.RunSummary]) -> None
     assert "Keep the previous router `baseline:majority` (route_plan_exact 0.600)" in text
     assert "`baseline:majority` ranks above `weak` on route_plan_exact (0.600 vs 0.500)" in text
     assert compare.conclusion(compare.leaderboard([]), None).startswith("**No runs")
+
+
+def test_conclusion_says_unknown_numbers_in_words(runs: list[compare.RunSummary]) -> None:
+    """A number the runs did not record reads "unknown" inside a sentence; tables keep "–"."""
+    weak_only = [r for r in runs if r.name in ("weak", "partial")]
+    board = compare.leaderboard(weak_only)
+    text = compare.conclusion(board, compare.significance_table(weak_only))
+    assert "`weak` ranks above `partial` on route_plan_exact (0.500 vs unknown)" in text
+    assert not re.search(r"(vs|=|valid|exact|p) –", text)
+    partial = compare.leaderboard([r for r in runs if r.name == "partial"])
+    assert compare.conclusion(partial, None).startswith(
+        "**No tuned model passes the gate.** Closest: **partial**"
+    )
+    assert "with route_plan_exact unknown." in compare.conclusion(partial, None)
+    assert display.headline_board(partial)["plan exact"].tolist() == [display.MISSING]
 
 
 def test_plots_are_written(runs: list[compare.RunSummary], tmp_path: Path) -> None:

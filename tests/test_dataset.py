@@ -204,7 +204,7 @@ def test_stats_frame_and_plot(synth_file: Path, tmp_path: Path) -> None:
         "test": 10,
     }
     assert set(frame["first_tool"]) <= set(schema.TOOLS)
-    fig = data_plots.plot_split_stats(frame)
+    fig = data_plots.split_figure(frame)
     assert len(fig.axes) == 4
     fig.savefig(tmp_path / "stats.png")
     assert (tmp_path / "stats.png").stat().st_size > 1000
