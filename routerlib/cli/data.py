@@ -88,8 +88,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     note = f"seed of the embedded input (default {seed})"
     prepare.add_argument("--synth-seed", type=int, metavar="S", help=note)
     prepare.add_argument("--no-progress", action="store_true", help="hide progress bars")
-    prepare.set_defaults(func=_prepare)
-    add_params_option(prepare, PREPARE_PARAMS)
+    add_params_option(prepare, PREPARE_PARAMS, _prepare)
 
     synth_cmd = subparsers.add_parser(
         "synth",

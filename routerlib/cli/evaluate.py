@@ -103,8 +103,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     note = "hide the progress bar"
     p.add_argument("--no-progress", dest="progress", action="store_false", help=note)
-    p.set_defaults(func=run_evaluate)
-    add_params_option(p, EVALUATE_PARAMS)
+    add_params_option(p, EVALUATE_PARAMS, run_evaluate)
 
     b = subparsers.add_parser(
         "baseline",
