@@ -276,37 +276,28 @@ class VertexBackend:
         )
         if not known:
             problems.append(Advice(models.unchecked_line(spec.base_model)))
-        return problems + self.validation_problems(spec) + self.bucket_advice(spec)
+        return problems + self.storage_problems(spec)
 
-    def validation_problems(self, spec: TuningSpec) -> list[str]:
-        """The validation file against Vertex's limits (rows, share of the training file's
-        bytes); files that cannot be read here are left to the dataset check that follows."""
-        if not (spec.validation_dataset_uri and spec.training_dataset_uri.startswith("gs://")):
-            return []
+    def storage_problems(self, spec: TuningSpec) -> list[str]:
+        """The validation file against Vertex's limits (rows, share of the training file's bytes),
+        and a warning per bucket (datasets, output) whose location may not serve the tuning
+        location; what cannot be read here is left to the dataset check that follows."""
         client = self._storage_client()
         if client is None:
             return []
-        try:
-            train = storage.size(spec.training_dataset_uri, client)
-            validation = storage.size(spec.validation_dataset_uri, client)
-            lines = storage.open_text(spec.validation_dataset_uri, client)
-            rows = sum(1 for line in lines if line.strip())
-        except (RemoteError, OSError):
-            return []
-        return models.validation_problems(train, validation, rows)
-
-    def bucket_advice(self, spec: TuningSpec) -> list[str]:
-        """A warning per bucket (datasets, output) whose location may not serve the tuning
-        location (a bucket that cannot be read is left to the dataset check)."""
-        advice: list[str] = []
+        problems: list[str] = []
+        if spec.validation_dataset_uri and spec.training_dataset_uri.startswith("gs://"):
+            with contextlib.suppress(RemoteError, OSError):
+                train = storage.size(spec.training_dataset_uri, client)
+                validation = storage.size(spec.validation_dataset_uri, client)
+                lines = storage.open_text(spec.validation_dataset_uri, client)
+                rows = sum(1 for line in lines if line.strip())
+                problems += models.validation_problems(train, validation, rows)
         seen: set[str] = set()
-        client = self._storage_client()
         for key in URI_FIELDS[:3]:
-            uri = getattr(spec, key)
-            if client is None or not (uri or "").startswith("gs://"):
-                continue
-            bucket, _ = storage.parse_gcs_uri(uri)
-            if bucket in seen:
+            uri = getattr(spec, key) or ""
+            bucket = storage.parse_gcs_uri(uri)[0] if uri.startswith("gs://") else ""
+            if not bucket or bucket in seen:
                 continue
             seen.add(bucket)
             try:
@@ -317,8 +308,8 @@ class VertexBackend:
                 self.location, bucket, info.location, info.location_type, info.data_locations
             )
             if problem:
-                advice.append(Advice(f"warning: {key}: {problem}"))
-        return advice
+                problems.append(Advice(f"warning: {key}: {problem}"))
+        return problems
 
     def _storage_client(self) -> Any:
         """A Cloud Storage client for preflight reads (None without credentials)."""
