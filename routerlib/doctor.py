@@ -13,7 +13,8 @@ from routerlib import auth, jobs, models, pricing, storage
 from routerlib.config import RunConfig
 from routerlib.errors import InputError, RemoteError
 from routerlib.jobs import text_table, when
-from routerlib.serving import hardware, vertex
+from routerlib.serving import vertex
+from routerlib.serving.settings import VertexSettings
 from routerlib.tuning import get_backend
 
 OK, WARN, FAIL, SKIP = "ok", "warn", "FAIL", "skip"
@@ -59,8 +60,7 @@ class Doctor:
         self.project = ""
         self.who: str | None = None
         self._adc_project: str | None = None
-        hw = (cfg.machine_type, cfg.accelerator_type, cfg.accelerator_count)
-        self.shape = hardware.choose(cfg.base_model, *hw)
+        self.shape = VertexSettings.from_config(cfg).hardware(cfg.base_model)
 
     def add(self, name: str, status: str, found: str, fix: str = "") -> None:
         self.checks.append(Check(name, status, found, fix if status in (FAIL, WARN) else ""))
