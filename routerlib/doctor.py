@@ -13,7 +13,8 @@ from routerlib import auth, jobs, models, pricing, storage
 from routerlib.config import RunConfig
 from routerlib.errors import InputError, RemoteError
 from routerlib.jobs import text_table, when
-from routerlib.serving import hardware, vertex
+from routerlib.serving import vertex
+from routerlib.serving.settings import VertexSettings
 from routerlib.tuning import get_backend
 
 OK, WARN, FAIL, SKIP = "ok", "warn", "FAIL", "skip"
@@ -59,8 +60,7 @@ class Doctor:
         self.project = ""
         self.who: str | None = None
         self._adc_project: str | None = None
-        hw = (cfg.machine_type, cfg.accelerator_type, cfg.accelerator_count)
-        self.shape = hardware.choose(cfg.base_model, *hw)
+        self.shape = VertexSettings.from_config(cfg).hardware(cfg.base_model)
 
     def add(self, name: str, status: str, found: str, fix: str = "") -> None:
         self.checks.append(Check(name, status, found, fix if status in (FAIL, WARN) else ""))
@@ -72,7 +72,8 @@ class Doctor:
         self.checks += [Check(name, SKIP, why) for name in names]
 
     def run(self) -> list[Check]:
-        """Every check, in order; later checks are skipped when what they need failed."""
+        """Every check, in order (see the module docstring); later checks are skipped when what
+        they need failed."""
         if self.cfg.backend != "vertex":
             found = (
                 f"backend {self.cfg.backend}: this run needs no cloud (pass a vertex params file)"
@@ -285,18 +286,9 @@ class Doctor:
             self.add("price table", OK, found)
 
 
-def run_checks(cfg: RunConfig, checkpoint: str | None = None) -> list[Check]:
-    """Every check for ``cfg`` (see the module docstring)."""
-    return Doctor(cfg, checkpoint).run()
-
-
-def failed(checks: list[Check]) -> bool:
-    """True when a check failed (the command then exits non-zero)."""
-    return any(c.status == FAIL for c in checks)
-
-
 def render(checks: list[Check]) -> str:
-    """One aligned table (check, status, what was found, the fix) and a count of each status."""
+    """One aligned table (check, status, what was found, the fix) and a count of each status
+    (the command exits non-zero when one is FAIL)."""
     rows = [(c.name, c.status, c.found, c.fix or "-") for c in checks]
     counts = {s: sum(1 for c in checks if c.status == s) for s in (OK, WARN, FAIL, SKIP)}
     tail = ", ".join(f"{n} {s}" for s, n in counts.items() if n)

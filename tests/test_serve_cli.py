@@ -100,6 +100,19 @@ def test_bad_input_is_one_line_exit_2(
     assert "Traceback" not in err[0]
 
 
+def test_list_options_without_a_project_is_refused_before_any_call(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("GOOGLE_CLOUD_PROJECT", raising=False)
+    asked: list[dict] = []
+    monkeypatch.setattr(vertex, "deploy_options", lambda *a, **kw: asked.append(kw) or [])
+    assert main(["deploy", "--list-options", "--checkpoint", CKPT]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert "no Google Cloud project" in line and "--project" in line
+    assert "GOOGLE_CLOUD_PROJECT" in line and "--params" in line
+    assert asked == []
+
+
 @pytest.mark.wire
 def test_remote_failure_is_exit_3(
     stand_in: tuple[RecordingServer, ServingState], capsys: pytest.CaptureFixture[str]

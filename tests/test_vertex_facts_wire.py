@@ -289,9 +289,9 @@ def test_a_bucket_elsewhere_is_warned_about_before_submission(tuning_env: Tuning
     # a global job wants a multi-region bucket: US is fine, a single region is not
     tuning_env.gcs.place_bucket(BUCKET, "US", "multi-region")
     backend = VertexBackend(**{**tuning_env.backend_kwargs(), "location": "global"})
-    assert backend.bucket_advice(tuning_env.spec()) == []
+    assert backend.storage_problems(tuning_env.spec()) == []
     tuning_env.gcs.place_bucket(BUCKET, "US-CENTRAL1")
-    (advice,) = backend.bucket_advice(tuning_env.spec())
+    (advice,) = backend.storage_problems(tuning_env.spec())
     assert "runs in us-central1 or europe-west4" in advice and "multi-region" in advice
 
 

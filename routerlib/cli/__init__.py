@@ -13,7 +13,7 @@ from routerlib import __version__
 from routerlib.errors import RouterlibError
 
 #: Modules under routerlib.cli that each define ``register(subparsers)``, in help order.
-COMMAND_MODULES = ("data", "tune", "serve", "evaluate", "run", "pipeline", "schema", "doctor")
+COMMAND_MODULES = ("data", "tune", "serve", "evaluate", "run", "pipeline", "doctor")
 
 
 def echo(line: str) -> None:

@@ -1,12 +1,17 @@
-"""CLI: ``routerlib prepare`` (Week-2 rows -> Vertex JSONL splits) and ``routerlib synth``."""
+"""CLI: ``routerlib prepare`` (Week-2 rows -> Vertex JSONL splits), ``routerlib synth`` and
+``routerlib schema`` (the completion's JSON Schema)."""
 
 from __future__ import annotations
 
 import argparse
+import sys
+from pathlib import Path
 
 from routerlib import synth
+from routerlib.atomic import write_text
 from routerlib.cli import params
 from routerlib.cli.params import COUNT, POSITIVE_INT, RATIO, Keys, add_params_option, option, same
+from routerlib.schema import schema_text
 
 _PREPARE_EPILOG = """\
 Output (in --output-dir): train.jsonl, validation.jsonl, test.jsonl, one
@@ -35,7 +40,7 @@ PREPARE_PARAMS: Keys = {
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    """Add ``prepare`` and ``synth``."""
+    """Add ``prepare``, ``synth`` and ``schema``."""
     prepare = subparsers.add_parser(
         "prepare",
         help="convert Week-2 router rows into train/validation/test JSONL for Vertex AI tuning",
@@ -88,8 +93,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     note = f"seed of the embedded input (default {seed})"
     prepare.add_argument("--synth-seed", type=int, metavar="S", help=note)
     prepare.add_argument("--no-progress", action="store_true", help="hide progress bars")
-    prepare.set_defaults(func=_prepare)
-    add_params_option(prepare, PREPARE_PARAMS)
+    add_params_option(prepare, PREPARE_PARAMS, _prepare)
 
     synth_cmd = subparsers.add_parser(
         "synth",
@@ -100,6 +104,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     option(synth_cmd, "--seed", type=int, default=seed, metavar="S")
     synth_cmd.add_argument("--out", required=True, metavar="FILE", help="output JSONL file")
     synth_cmd.set_defaults(func=_synth)
+
+    schema = subparsers.add_parser(
+        "schema",
+        help="write the completion's JSON Schema (from the contract in routerlib.schema)",
+        description="The 10 completion keys, their types, the difficulty enum and the route-step "
+        "grammar as a JSON Schema (draft 2020-12). --generation writes the bounded variant a "
+        "constrained decoder uses; the default is the validation schema every real row passes.",
+    )
+    schema.add_argument("--out", metavar="FILE", help="file to write (default: standard output)")
+    schema.add_argument(
+        "--generation",
+        action="store_true",
+        help="the generation schema (bounded lengths and counts, no extra keys)",
+    )
+    schema.set_defaults(func=_schema)
 
 
 def _prepare(args: argparse.Namespace) -> int:
@@ -131,4 +150,14 @@ def _prepare(args: argparse.Namespace) -> int:
 def _synth(args: argparse.Namespace) -> int:
     path = synth.write_rows(args.out, args.rows, args.seed)
     print(f"synth: wrote {args.rows} rows (seed {args.seed}) to {path}")
+    return 0
+
+
+def _schema(args: argparse.Namespace) -> int:
+    text = schema_text(generation=args.generation)
+    if args.out:
+        write_text(Path(args.out), text)
+        print(args.out)
+    else:
+        sys.stdout.write(text)
     return 0

@@ -52,6 +52,6 @@ def run(args: argparse.Namespace) -> int:
 
     overrides = {key: getattr(args, key) for key in OVERRIDES if getattr(args, key) is not None}
     cfg = load_config(args.params or default_params_file(), overrides)
-    checks = doctor.run_checks(cfg, args.checkpoint)
+    checks = doctor.Doctor(cfg, args.checkpoint).run()
     print(doctor.render(checks))
-    return 1 if doctor.failed(checks) else 0
+    return 1 if any(c.status == doctor.FAIL for c in checks) else 0

@@ -1,7 +1,7 @@
 """``--params FILE`` for the CLI steps (docs/params.md): a command takes the notebooks' settings
 from a validated params file, each flag given overriding its key; ``add_params_option(parser,
-keys)`` after ``set_defaults(func=...)`` adds it, ``keys`` mapping flag dest -> RunConfig key (or
-``(key, convert)``). Also the small argparse helpers the commands share.
+keys, handler)`` adds it, ``keys`` mapping flag dest -> RunConfig key (or ``(key, convert)``).
+Also the small argparse helpers the commands share.
 """
 
 from __future__ import annotations
@@ -22,6 +22,8 @@ _GIVEN = "_params_given"
 Convert = Callable[[Any], Any]
 #: Flag dest -> RunConfig key, or (key, Convert).
 Keys = Mapping[str, str | tuple[str, Convert]]
+#: A command's handler: the parsed arguments -> the exit code.
+Handler = Callable[[argparse.Namespace], int]
 
 
 def cloud_flags(
@@ -111,8 +113,9 @@ def _record_given(action: argparse.Action) -> None:
     action.__class__ = Given
 
 
-def add_params_option(parser: argparse.ArgumentParser, keys: Keys) -> None:
-    """Add ``--params FILE``: the handler first merges the file into the flags ``keys`` maps."""
+def add_params_option(parser: argparse.ArgumentParser, keys: Keys, handler: Handler) -> None:
+    """Add ``--params FILE`` and make ``handler`` the command's: it runs once the file is merged
+    into the flags ``keys`` maps."""
     known = {a.dest: a for a in parser._actions}
     missing = [dest for dest in keys if dest not in known]
     assert not missing, f"no such flags: {missing}"
@@ -125,15 +128,12 @@ def add_params_option(parser: argparse.ArgumentParser, keys: Keys) -> None:
         help="params YAML (params/*.yaml): take the settings the notebooks use from it; a flag "
         "given overrides its key (docs/params.md)",
     )
-    parser.set_defaults(**{_GIVEN: None})
-    handler = parser.get_default("func")
-    assert handler is not None, "call add_params_option after set_defaults(func=...)"
 
     def with_params(args: argparse.Namespace) -> Any:
         apply_params(args, keys)
         return handler(args)
 
-    parser.set_defaults(func=with_params)
+    parser.set_defaults(func=with_params, **{_GIVEN: None})
 
 
 def apply_params(args: argparse.Namespace, keys: Keys) -> RunConfig | None:

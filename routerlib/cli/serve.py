@@ -52,8 +52,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     note = "default: a unique routerlib-<time>-<hex> name"
     deploy.add_argument("--endpoint-display-name", help=note)
     params.cloud_flags(deploy, _REGION)
-    deploy.set_defaults(func=_deploy)
-    add_params_option(deploy, DEPLOY_PARAMS)
+    add_params_option(deploy, DEPLOY_PARAMS, _deploy)
 
     endpoints = subparsers.add_parser("endpoints", help="list or delete deployed endpoints")
     actions = endpoints.add_subparsers(dest="action", metavar="ACTION", required=True)
@@ -120,7 +119,13 @@ def _list_options(args: argparse.Namespace) -> int:
     from routerlib.serving import hardware as hw
     from routerlib.serving import vertex
 
-    options = vertex.deploy_options(args.checkpoint, **_where(args))
+    where = _where(args)
+    if not where["project"]:  # RecommendSpec is asked of one project: refuse before any call
+        raise InputError(
+            "deploy --list-options: no Google Cloud project: pass --project, set "
+            "GOOGLE_CLOUD_PROJECT, or give a --params file whose project is set"
+        )
+    options = vertex.deploy_options(args.checkpoint, **where)
     size = hw.checkpoint_bytes(args.checkpoint)
     if size is not None:
         print(f"checkpoint weights: {size / hw.GB:.1f} GB", file=sys.stderr)

@@ -131,8 +131,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "`routerlib deploy --location`"
     )
     params.cloud_flags(p, where, os.environ.get("GOOGLE_CLOUD_REGION", run_default("location")))
-    p.set_defaults(func=_tune)
-    add_params_option(p, TUNE_PARAMS)
+    add_params_option(p, TUNE_PARAMS, _tune)
 
     j = subparsers.add_parser("jobs", help="list, show, wait for or cancel recorded tuning jobs")
     j.set_defaults(func=_jobs)

@@ -13,6 +13,8 @@ import warnings
 from typing import Any
 from urllib.parse import urlsplit
 
+from pydantic.alias_generators import to_camel
+
 from routerlib import auth, models, storage
 from routerlib.checkpoint_names import CHECKPOINTS_DIR, FINAL_CHECKPOINT
 from routerlib.config import run_default
@@ -62,8 +64,8 @@ _LOCATION = re.compile(r"/locations/([^/]+)/")
 _PERMISSION = re.compile(r"\b([a-z]+\.[a-zA-Z]+\.[a-zA-Z]+)\b")
 #: Vertex label keys and values (google-genai's CreateTuningJobConfig.labels: no longer than 64
 #: characters; lowercase letters, numeric characters, underscores and dashes; international
-#: characters allowed).
-_LABEL = re.compile(r"[\w-]{0,64}")
+#: characters allowed); a key starts with a letter.
+_LABEL_KEY, _LABEL_VALUE = re.compile(r"[^\W\d_][\w-]{0,63}"), re.compile(r"[\w-]{0,64}")
 
 
 def ran_in(tuning_job: Any) -> str | None:
@@ -77,11 +79,6 @@ def ran_in(tuning_job: Any) -> str | None:
         if match and match[1] != "global":
             return match[1]
     return None
-
-
-def valid_label(text: str) -> bool:
-    """True for a valid Vertex label key or value."""
-    return bool(_LABEL.fullmatch(text)) and text == text.lower()
 
 
 def normalize_endpoint(api_endpoint: str | None) -> str | None:
@@ -123,11 +120,6 @@ def config_fields(spec: TuningSpec) -> dict[str, Any]:
     return {key: value for key, value in fields.items() if value is not None}
 
 
-def _camel(name: str) -> str:
-    head, *rest = name.split("_")
-    return head + "".join(word.title() for word in rest)
-
-
 def request_body(spec: TuningSpec) -> dict[str, Any]:
     """The REST body of tuningJobs.create for ``spec``, as google-genai 2.x lays it out (for
     --dry-run; a wire test checks it equals what the SDK really sends)."""
@@ -135,10 +127,10 @@ def request_body(spec: TuningSpec) -> dict[str, Any]:
     sft: dict[str, Any] = {"trainingDatasetUri": spec.training_dataset_uri}
     if spec.validation_dataset_uri:
         sft["validationDatasetUri"] = spec.validation_dataset_uri
-    sft["hyperParameters"] = {_camel(k): fields[k] for k in HYPER_PARAMETERS if k in fields}
+    sft["hyperParameters"] = {to_camel(k): fields[k] for k in HYPER_PARAMETERS if k in fields}
     sft["tuningMode"] = fields["tuning_mode"]
     body: dict[str, Any] = {"baseModel": spec.base_model, "supervisedTuningSpec": sft}
-    body.update({_camel(k): fields[k] for k in TOP_LEVEL if k in fields})
+    body.update({to_camel(k): fields[k] for k in TOP_LEVEL if k in fields})
     return body | {"outputUri": spec.output_uri}
 
 
@@ -269,7 +261,8 @@ class VertexBackend:
             f"labels: {key}={value!r}: Vertex label keys and values are up to 64 lowercase "
             "letters, digits, underscores or dashes (keys start with a letter)"
             for key, value in spec.labels.items()
-            if not (valid_label(key) and key[:1].isalpha()) or not valid_label(value)
+            if not (_LABEL_KEY.fullmatch(key) and _LABEL_VALUE.fullmatch(value))
+            or f"{key}{value}" != f"{key}{value}".lower()
         ]
         problems += models.contract_problems(
             spec.base_model,
@@ -283,37 +276,28 @@ class VertexBackend:
         )
         if not known:
             problems.append(Advice(models.unchecked_line(spec.base_model)))
-        return problems + self.validation_problems(spec) + self.bucket_advice(spec)
+        return problems + self.storage_problems(spec)
 
-    def validation_problems(self, spec: TuningSpec) -> list[str]:
-        """The validation file against Vertex's limits (rows, share of the training file's
-        bytes); files that cannot be read here are left to the dataset check that follows."""
-        if not (spec.validation_dataset_uri and spec.training_dataset_uri.startswith("gs://")):
-            return []
+    def storage_problems(self, spec: TuningSpec) -> list[str]:
+        """The validation file against Vertex's limits (rows, share of the training file's bytes),
+        and a warning per bucket (datasets, output) whose location may not serve the tuning
+        location; what cannot be read here is left to the dataset check that follows."""
         client = self._storage_client()
         if client is None:
             return []
-        try:
-            train = storage.size(spec.training_dataset_uri, client)
-            validation = storage.size(spec.validation_dataset_uri, client)
-            lines = storage.open_text(spec.validation_dataset_uri, client)
-            rows = sum(1 for line in lines if line.strip())
-        except (RemoteError, OSError):
-            return []
-        return models.validation_problems(train, validation, rows)
-
-    def bucket_advice(self, spec: TuningSpec) -> list[str]:
-        """A warning per bucket (datasets, output) whose location may not serve the tuning
-        location (a bucket that cannot be read is left to the dataset check)."""
-        advice: list[str] = []
+        problems: list[str] = []
+        if spec.validation_dataset_uri and spec.training_dataset_uri.startswith("gs://"):
+            with contextlib.suppress(RemoteError, OSError):
+                train = storage.size(spec.training_dataset_uri, client)
+                validation = storage.size(spec.validation_dataset_uri, client)
+                lines = storage.open_text(spec.validation_dataset_uri, client)
+                rows = sum(1 for line in lines if line.strip())
+                problems += models.validation_problems(train, validation, rows)
         seen: set[str] = set()
-        client = self._storage_client()
         for key in URI_FIELDS[:3]:
-            uri = getattr(spec, key)
-            if client is None or not (uri or "").startswith("gs://"):
-                continue
-            bucket, _ = storage.parse_gcs_uri(uri)
-            if bucket in seen:
+            uri = getattr(spec, key) or ""
+            bucket = storage.parse_gcs_uri(uri)[0] if uri.startswith("gs://") else ""
+            if not bucket or bucket in seen:
                 continue
             seen.add(bucket)
             try:
@@ -324,8 +308,8 @@ class VertexBackend:
                 self.location, bucket, info.location, info.location_type, info.data_locations
             )
             if problem:
-                advice.append(Advice(f"warning: {key}: {problem}"))
-        return advice
+                problems.append(Advice(f"warning: {key}: {problem}"))
+        return problems
 
     def _storage_client(self) -> Any:
         """A Cloud Storage client for preflight reads (None without credentials)."""
