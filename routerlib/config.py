@@ -333,13 +333,6 @@ def cloud_problems(config: RunConfig, source: str = "config") -> list[str]:
     ]
 
 
-def require_cloud(config: RunConfig, source: str = "config") -> None:
-    """Raise InputError with :func:`cloud_problems` when there are any."""
-    problems = cloud_problems(config, source)
-    if problems:  # at most one today
-        raise InputError(problems[0], problems)
-
-
 def default_params_file() -> str:
     """The params file of a notebook opened without one (JupyterLab, nbval): ``$ROUTERLIB_PARAMS``
     when set, else params/local.yaml (the embedded default run)."""

@@ -243,9 +243,10 @@ def gate_table(report: Report) -> pd.DataFrame:
         runfolder.validate(results, runfolder.GateResults, "threshold_results") if results else None
     )
     rows: list[tuple[str, ...]] = []
+    skipped = gate.skipped_buckets() if gate else {}  # buckets the test rows have none of
     for bucket, checks in (gate.checks() if gate else {}).items():
-        if gate and checks and all(c.skipped for c in checks.values()):  # a bucket with no rows
-            found = f"no test rows ({gate.skipped_buckets().get(bucket, 0)})"
+        if bucket in skipped:
+            found = f"no test rows ({skipped[bucket]})"
             rows.append((bucket, f"all {len(checks)} checks", found, display.MISSING, "skipped"))
             continue
         for metric, c in checks.items():
@@ -346,7 +347,7 @@ def write_metrics(
     record = runfolder.MetricsRecord(
         run=runfolder.RunInfo(
             params_file=run.params_file,
-            created=time.strftime("%Y-%m-%dT%H:%M:%S"),
+            created=runfolder.now(),
             **run.config.model_dump(include=RUN_FIELDS),
         ),
         tuning=runfolder.TuningInfo(
@@ -364,7 +365,7 @@ def write_metrics(
             for kind, r in baseline_reports.items()
         },
     )
-    return runfolder.write_metrics(run.path, record)
+    return runfolder.write_record(run.sub(runfolder.METRICS_FILE), record)
 
 
 def comparison_table(report: Report, bucket: str = "overall") -> pd.DataFrame:
