@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from routerlib import config, paths, runfolder
+from routerlib import config, display, paths, runfolder
 from routerlib.config import RunConfig, cloud_problems, dump_config, load_config
 from routerlib.errors import InputError, RouterlibError, lines_from_notebook
 from routerlib.metric_names import DECIDING_METRICS
@@ -488,10 +488,7 @@ def run_headline(result: RunResult) -> list[str]:
         return [*lines, f"  {exc}"]
     strict = (report.get("strict") or {}).get("overall", {})
     rows = (report.get("config") or {}).get("total_samples")
-    figures = ", ".join(
-        f"{m} {strict[m]:.3f}" if isinstance(strict.get(m), float | int) else f"{m} –"
-        for m in DECIDING_METRICS
-    )
+    figures = ", ".join(f"{m} {display.fmt(strict.get(m))}" for m in DECIDING_METRICS)
     lines.append(f"  {figures} (strict, {rows} test rows, {evaluation.decoding} decoding)")
     lines.append(f"  {gate_line(report.get('threshold_results'))}")
     failed = (report.get("generation") or {}).get("failed_rows") or []
