@@ -8,7 +8,7 @@ import re
 import shutil
 import time
 from collections.abc import Sequence
-from contextlib import AbstractContextManager, nullcontext
+from contextlib import AbstractContextManager, closing, nullcontext
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -92,8 +92,7 @@ def _predictor(run: Run, endpoint: Predictor | str) -> AbstractContextManager[Pr
     """``endpoint`` itself, or for an address the predictor the run's settings make for it."""
     if not isinstance(endpoint, str):
         return nullcontext(endpoint)
-    spec = factory.for_address(run.config, endpoint)
-    return factory.opened(spec.kind, spec.target, **spec.options)
+    return closing(factory.make_spec(factory.for_address(run.config, endpoint)))
 
 
 def evaluate(run: Run, endpoint: Predictor | str, decoding: str = "free") -> Report:

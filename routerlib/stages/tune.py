@@ -140,17 +140,15 @@ def spec_table(spec: TuningSpec) -> pd.DataFrame:
 def checkpoint_settings(run: Run) -> dict[str, Any]:
     """What this run scores each checkpoint with (a change re-scores): the generation limit,
     the validation rows and the decoding (:func:`checkpoints.scoring_decoding`)."""
-    decoding = checkpoints.scoring_decoding(decodings(run))
     return {
         "max_tokens": run.config.max_tokens,
         "limit": run.config.select_limit,
-        "decoding": decoding,
+        "decoding": checkpoints.scoring_decoding(decodings(run)),
     }
 
 
 def _checkpoint_scorer(run: Run) -> Scorer:
     """Scores a checkpoint on validation through the predictor the serving factory makes for it."""
-    settings = checkpoint_settings(run)
 
     def serve(uri: str) -> Predictor:
         return factory.make_spec(
@@ -159,8 +157,8 @@ def _checkpoint_scorer(run: Run) -> Scorer:
 
     return checkpoints.predictor_scorer(
         serve,
-        max_tokens=settings["max_tokens"],
-        limit=settings["limit"],
+        max_tokens=run.config.max_tokens,
+        limit=run.config.select_limit,
         thresholds=thresholds_path(run),
     )
 
