@@ -196,22 +196,12 @@ def choose_checkpoint(run: Run, job: Job) -> CheckpointChoice:
 
 
 def chosen_checkpoint(run: Run, job: Job) -> str:
-    """The checkpoint notebook 04 serves: as named, or ``best`` from checkpoints.json (scoring
-    first when the record is missing or was scored with other settings)."""
+    """The checkpoint notebook 04 serves: as named, or ``best`` by :func:`choose_checkpoint`
+    (checkpoints.json's scores made with the same settings are reused, not scored again)."""
     if run.config.checkpoint != BEST:
         return jobs.select_checkpoint(job, run.config.checkpoint)
-    choice = checkpoints.read_choice(run.path)
-    fresh = (
-        choice is not None
-        and choice.complete
-        and choice.chosen_uri
-        and choice.mode == run.config.checkpoint
-        and choice.select_metric == run.config.select_metric
-        and choice.scored_with(checkpoint_settings(run))
-    )
-    if not fresh:
-        choice = choose_checkpoint(run, job)
-    assert choice is not None and choice.chosen_uri
+    choice = choose_checkpoint(run, job)
+    assert choice.chosen_uri
     return choice.chosen_uri
 
 
