@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from typing import Any, TypeVar
+from typing import Any
 
 import yaml
 from pydantic import ValidationError
@@ -25,13 +25,9 @@ class RouterlibError(Exception):
         return [*self.problems, str(self)] if self.problems else [str(self)]
 
     @classmethod
-    def of(cls: type[E], problems: list[str], summary: str) -> E:
-        """The error of one or more ``problems``: one alone is the message, several go under
-        ``summary``."""
+    def of(cls, problems: list[str], summary: str) -> RouterlibError:
+        """A ``cls`` of ``problems``: one alone is the message, several go under ``summary``."""
         return cls(problems[0]) if len(problems) == 1 else cls(summary, problems)
-
-
-E = TypeVar("E", bound=RouterlibError)
 
 
 class InputError(RouterlibError):
