@@ -183,13 +183,7 @@ def cross_field_problems(values: dict[str, Any]) -> list[str]:
             problems.append(
                 "val_ratio: val_ratio + test_ratio must be < 1 (rows are left to train)"
             )
-        problems += models.tuning_problems(
-            str(v["base_model"]),
-            str(v["tuning_mode"]),
-            v["adapter_size"],
-            v["learning_rate"],
-            v["learning_rate_multiplier"],
-        )
+        problems += models.tuning_problems(v)
         if v["backend"] == "vertex":  # the table is Vertex's contract; local takes any HF id
             problems += models.contract_problems(
                 str(v["base_model"]),
