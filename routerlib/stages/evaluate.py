@@ -26,9 +26,10 @@ from routerlib.jobs import find as find_job
 from routerlib.metric_names import HEADLINE
 from routerlib.pricing import run_cost as cost_of_run
 from routerlib.pricing import serving_machine
-from routerlib.serving import factory, hardware
+from routerlib.serving import factory
 from routerlib.serving.base import Predictor
 from routerlib.serving.cache import load_cache
+from routerlib.serving.settings import VertexSettings
 from routerlib.stages.prepare import gold_file
 from routerlib.stages.run import Report, Run, decodings, open_run, thresholds_path
 from routerlib.stages.run import saved as saved
@@ -137,9 +138,7 @@ def run_cost(run: Run, job: Job, report: dict[str, Any]) -> dict[str, Any]:
         tokens //= int(stats["epochs"])  # the local backend counts every epoch; Vertex one pass
     file = run.sub(runfolder.THROUGHPUT_FILE)
     throughput = runfolder.read_json(file, runfolder.ThroughputRecord) if file.exists() else None
-    shape = hardware.choose(
-        cfg.base_model, cfg.machine_type, cfg.accelerator_type, cfg.accelerator_count
-    )
+    shape = VertexSettings.from_config(cfg).hardware(cfg.base_model)
     cost = cost_of_run(
         base_model=job.spec.base_model,
         billable_tokens=tokens if isinstance(tokens, int) else None,
