@@ -185,12 +185,7 @@ def cross_field_problems(values: dict[str, Any]) -> list[str]:
             )
         problems += models.tuning_problems(v)
         if v["backend"] == "vertex":  # the table is Vertex's contract; local takes any HF id
-            problems += models.contract_problems(
-                str(v["base_model"]),
-                tuning_mode=str(v["tuning_mode"]),
-                learning_rate_multiplier=v["learning_rate_multiplier"],
-                location=str(v["location"]),
-            )
+            problems += models.contract_problems(v)
         if v["deploy_location"] == "global":
             problems.append(
                 "deploy_location: endpoints live in a region, not global (e.g. us-central1)"

@@ -185,16 +185,13 @@ def tuning_problems(fields: Mapping[str, Any]) -> list[str]:
     return problems
 
 
-def contract_problems(
-    base_model: str,
-    *,
-    tuning_mode: str,
-    learning_rate_multiplier: float | None = None,
-    location: str | None = None,
-) -> list[str]:
-    """What the table says Vertex would refuse for this request (model x mode, hyperparameters,
-    tuning region; the adapter size is :func:`tuning_problems`'); each line starts with the key.
-    An id the table does not know gives one line naming the current id when it was renamed."""
+def contract_problems(fields: Mapping[str, Any]) -> list[str]:
+    """What the table says Vertex would refuse for a request's ``fields`` (base_model x
+    tuning_mode, learning_rate_multiplier, the tuning ``location`` when given; the adapter size is
+    :func:`tuning_problems`'); each line starts with the key. An id the table does not know gives
+    one line naming the current id when it was renamed."""
+    base_model, tuning_mode = str(fields["base_model"]), str(fields["tuning_mode"])
+    location, multiplier = fields.get("location"), fields.get("learning_rate_multiplier")
     current = TABLE.renamed.get(short_id(base_model))
     if current:
         return [
@@ -210,7 +207,7 @@ def contract_problems(
             f"tuning_mode: {row.display} ({base_model}) is tuned with "
             f"{' or '.join(row.tuning_modes)} only, not {tuning_mode}"
         )
-    if learning_rate_multiplier is not None and not row.takes("learning_rate_multiplier"):
+    if multiplier is not None and not row.takes("learning_rate_multiplier"):
         problems.append(
             f"learning_rate_multiplier: {row.display} is an open model; Vertex takes "
             "learning_rate for it (the multiplier is for Gemini models only): use learning_rate"

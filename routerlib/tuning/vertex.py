@@ -271,12 +271,7 @@ class VertexBackend:
             for key, value in spec.labels.items()
             if not (valid_label(key) and key[:1].isalpha()) or not valid_label(value)
         ]
-        problems += models.contract_problems(
-            spec.base_model,
-            tuning_mode=spec.tuning_mode,
-            learning_rate_multiplier=spec.learning_rate_multiplier,
-            location=self.location,
-        )
+        problems += models.contract_problems({**dict(spec), "location": self.location})
         known = models.contract(spec.base_model) or models.short_id(spec.base_model) in (
             *models.TABLE.renamed,
             models.EMBEDDED_MODEL,
