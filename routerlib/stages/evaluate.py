@@ -19,7 +19,6 @@ from IPython.display import Markdown
 from routerlib import baselines as previous
 from routerlib import checkpoints, compare, diagnostics_plots, display, metrics, paths, runfolder
 from routerlib import evaluate as runner
-from routerlib.config import load_config
 from routerlib.data_plots import shown
 from routerlib.errors import InputError
 from routerlib.jobs import find as find_job
@@ -415,9 +414,7 @@ def record_run(params_file: str, report_file: str | Path, job_name: str, name: s
     job = find_job(job_name)
     if not job.succeeded:
         raise InputError(f"{job.name}: ended {job.state}, not succeeded; record a tuned run")
-    load_config(params_file)  # every problem of the params file before a folder is made
-    folder = paths.new_run_dir(name or Path(params_file).stem)
-    run = open_run(params_file, str(folder))
+    run = open_run(params_file, name=name or Path(params_file).stem)
     test = run.sub(runfolder.split_file("test"))
     test.parent.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(gold, test)
