@@ -101,10 +101,6 @@ class CheckpointChoice(BaseModel):
         """The recorded score of checkpoint ``name``."""
         return next((s for s in self.scores if s.name == name), None)
 
-    def scored_with(self, settings: dict[str, Any]) -> bool:
-        """Whether every checkpoint was scored (or recorded unscored) with ``settings``."""
-        return bool(self.scores) and all(s.made_with(settings) for s in self.scores)
-
     @property
     def decoding(self) -> str | None:
         """The decoding the checkpoints were scored with (None when none was scored)."""

@@ -183,20 +183,9 @@ def cross_field_problems(values: dict[str, Any]) -> list[str]:
             problems.append(
                 "val_ratio: val_ratio + test_ratio must be < 1 (rows are left to train)"
             )
-        problems += models.tuning_problems(
-            str(v["base_model"]),
-            str(v["tuning_mode"]),
-            v["adapter_size"],
-            v["learning_rate"],
-            v["learning_rate_multiplier"],
-        )
+        problems += models.tuning_problems(v)
         if v["backend"] == "vertex":  # the table is Vertex's contract; local takes any HF id
-            problems += models.contract_problems(
-                str(v["base_model"]),
-                tuning_mode=str(v["tuning_mode"]),
-                learning_rate_multiplier=v["learning_rate_multiplier"],
-                location=str(v["location"]),
-            )
+            problems += models.contract_problems(v)
         if v["deploy_location"] == "global":
             problems.append(
                 "deploy_location: endpoints live in a region, not global (e.g. us-central1)"
@@ -331,13 +320,6 @@ def cloud_problems(config: RunConfig, source: str = "config") -> list[str]:
         f"{source}: project: backend vertex needs a Google Cloud project: set `project:` in "
         "the params file or export GOOGLE_CLOUD_PROJECT (nothing was written or uploaded)"
     ]
-
-
-def require_cloud(config: RunConfig, source: str = "config") -> None:
-    """Raise InputError with :func:`cloud_problems` when there are any."""
-    problems = cloud_problems(config, source)
-    if problems:  # at most one today
-        raise InputError(problems[0], problems)
 
 
 def default_params_file() -> str:

@@ -346,8 +346,7 @@ def prepare(
 
     if gcs_prefix is not None:
         client = storage.gcs_client()
-        uploaded = storage.upload_splits(out_dir, gcs_prefix, client)
-        manifest["uris"] = {name: uploaded[SPLIT_FILES[name]] for name in SPLITS}
+        manifest["uris"] = storage.upload_splits(split_paths, gcs_prefix, client)
         manifest["uris"]["manifest"] = storage.join_uri(gcs_prefix, PREPARE_FILE)
         write_json(manifest_path, manifest)
         storage.upload_file(manifest_path, manifest["uris"]["manifest"], client)

@@ -24,6 +24,11 @@ class RouterlibError(Exception):
         """Every line to print: the problems, then the summary message."""
         return [*self.problems, str(self)] if self.problems else [str(self)]
 
+    @classmethod
+    def of(cls, problems: list[str], summary: str) -> RouterlibError:
+        """A ``cls`` of ``problems``: one alone is the message, several go under ``summary``."""
+        return cls(problems[0]) if len(problems) == 1 else cls(summary, problems)
+
 
 class InputError(RouterlibError):
     """Bad input file or value (exit 2)."""

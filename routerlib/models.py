@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Mapping
 from dataclasses import field
 from pathlib import Path
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 from pydantic.dataclasses import dataclass
@@ -155,19 +157,17 @@ def max_seq_len(base_model: str, tuning_mode: str = PEFT) -> int:
     return info.max_seq_len_full if tuning_mode == FULL else info.max_seq_len_peft
 
 
-def tuning_problems(
-    base_model: str,
-    tuning_mode: str,
-    adapter_size: int | None,
-    learning_rate: float | None,
-    learning_rate_multiplier: float | None,
-) -> list[str]:
-    """The cross-field tuning rules (RunConfig, TuningSpec); each line starts with its key."""
+def tuning_problems(fields: Mapping[str, Any]) -> list[str]:
+    """The cross-field tuning rules over a RunConfig's or a TuningSpec's ``fields`` (base_model,
+    tuning_mode, adapter_size, learning_rate, learning_rate_multiplier); each line starts with
+    its key."""
+    base_model, tuning_mode = str(fields["base_model"]), str(fields["tuning_mode"])
+    adapter_size = fields["adapter_size"]
     problems = []
     gguf = gguf_path(base_model)
     if gguf is not None and not gguf.is_file():
         problems.append(f"base_model: {gguf}: no such GGUF file")
-    if learning_rate is not None and learning_rate_multiplier is not None:
+    if fields["learning_rate"] is not None and fields["learning_rate_multiplier"] is not None:
         problems.append(
             "learning_rate: learning_rate and learning_rate_multiplier are exclusive; set one, not both"
         )
@@ -185,16 +185,13 @@ def tuning_problems(
     return problems
 
 
-def contract_problems(
-    base_model: str,
-    *,
-    tuning_mode: str,
-    learning_rate_multiplier: float | None = None,
-    location: str | None = None,
-) -> list[str]:
-    """What the table says Vertex would refuse for this request (model x mode, hyperparameters,
-    tuning region; the adapter size is :func:`tuning_problems`'); each line starts with the key.
-    An id the table does not know gives one line naming the current id when it was renamed."""
+def contract_problems(fields: Mapping[str, Any]) -> list[str]:
+    """What the table says Vertex would refuse for a request's ``fields`` (base_model x
+    tuning_mode, learning_rate_multiplier, the tuning ``location`` when given; the adapter size is
+    :func:`tuning_problems`'); each line starts with the key. An id the table does not know gives
+    one line naming the current id when it was renamed."""
+    base_model, tuning_mode = str(fields["base_model"]), str(fields["tuning_mode"])
+    location, multiplier = fields.get("location"), fields.get("learning_rate_multiplier")
     current = TABLE.renamed.get(short_id(base_model))
     if current:
         return [
@@ -210,7 +207,7 @@ def contract_problems(
             f"tuning_mode: {row.display} ({base_model}) is tuned with "
             f"{' or '.join(row.tuning_modes)} only, not {tuning_mode}"
         )
-    if learning_rate_multiplier is not None and not row.takes("learning_rate_multiplier"):
+    if multiplier is not None and not row.takes("learning_rate_multiplier"):
         problems.append(
             f"learning_rate_multiplier: {row.display} is an open model; Vertex takes "
             "learning_rate for it (the multiplier is for Gemini models only): use learning_rate"

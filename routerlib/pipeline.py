@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from routerlib import config, paths, runfolder
+from routerlib import config, display, paths, runfolder
 from routerlib.config import RunConfig, cloud_problems, dump_config, load_config
 from routerlib.errors import InputError, RouterlibError, lines_from_notebook
 from routerlib.metric_names import DECIDING_METRICS
@@ -213,10 +213,44 @@ def kernel_did_not_start(exc: BaseException) -> bool:
     return any(text in str(exc) for text in KERNEL_START_FAILURES)
 
 
-def _run_one(
-    run_dir: Path, state: PipelineRecord, out: Out, runs: Sequence[Path] | None = None
-) -> RunResult:
-    """Execute every stage of ``state`` that is not ``ok`` yet, in order; stop at the first failure."""
+def start_run(
+    params_file: str,
+    stages: Sequence[str] = DEFAULT_STAGES,
+    *,
+    outputs: Path | None = None,
+    name: str | None = None,
+) -> Path:
+    """A new run folder for ``params_file`` with its params.yaml and every stage pending (run it
+    with :func:`continue_run`); named after ``name``, else the params file."""
+    config = load_config(params_file)
+    stages = check_stages(stages)
+    notebooks = [find_notebook(stage).name for stage in stages]
+    label = name or Path(params_file).stem
+    run_dir = paths.new_run_dir(label, root=outputs)
+    dump_config(config, run_dir / runfolder.PARAMS_FILE)
+    state = PipelineRecord(
+        params_file=str(paths.resolve(params_file)),
+        params_name=label,
+        run_dir=str(run_dir),
+        stages=[StageRecord(stage=s, notebook=nb) for s, nb in zip(stages, notebooks, strict=True)],
+        status=RUNNING,
+        created=runfolder.now(),
+    )
+    runfolder.write_record(run_dir / runfolder.PIPELINE_FILE, state)
+    return run_dir
+
+
+def _refuse_finished(run_dir: Path, state: PipelineRecord) -> None:
+    if state.status == FINISHED:
+        raise InputError(f"{run_dir}: run is finished and is never edited again; start a new run")
+
+
+def continue_run(run_dir: Path, out: Out = print, runs: Sequence[Path] | None = None) -> RunResult:
+    """Execute every stage of ``run_dir`` that is not ``ok`` yet, in order, and stop at the first
+    failure (a finished run is refused); ``runs``: the comparison notebook's run folders."""
+    run_dir = Path(run_dir)
+    state = runfolder.read_pipeline(run_dir)
+    _refuse_finished(run_dir, state)
     label = state.params_name or run_dir.name
 
     def save(overall: runfolder.RunStatus, entry: StageRecord | None = None, **fields: Any) -> None:
@@ -265,32 +299,6 @@ def _run_one(
         log.write(f"==== {runfolder.now()} run finished\n")
     out(f"[{label}] finished: {run_dir}")
     return RunResult(params_file, run_dir, FINISHED, "", state.stages)
-
-
-def _new_run(
-    params_file: str, stages: Sequence[str], outputs: Path | None, name: str | None = None
-) -> tuple[Path, PipelineRecord]:
-    """A new run folder with its params.yaml and every stage pending."""
-    config = load_config(params_file)
-    notebooks = [find_notebook(stage).name for stage in stages]
-    label = name or Path(params_file).stem
-    run_dir = paths.new_run_dir(label, root=outputs)
-    dump_config(config, run_dir / runfolder.PARAMS_FILE)
-    state = PipelineRecord(
-        params_file=str(paths.resolve(params_file)),
-        params_name=label,
-        run_dir=str(run_dir),
-        stages=[StageRecord(stage=s, notebook=nb) for s, nb in zip(stages, notebooks, strict=True)],
-        status=RUNNING,
-        created=runfolder.now(),
-    )
-    runfolder.write_record(run_dir / runfolder.PIPELINE_FILE, state)
-    return run_dir, state
-
-
-def _refuse_finished(run_dir: Path, state: PipelineRecord) -> None:
-    if state.status == FINISHED:
-        raise InputError(f"{run_dir}: run is finished and is never edited again; start a new run")
 
 
 def _resume_target(target: str, outputs: Path | None, stages: Sequence[str] | None) -> Path:
@@ -432,23 +440,24 @@ def run_pipeline(
             if len(params_files) == 1 and not problems:
                 raise  # one params file: its own error, summary last
             problems.extend(exc.lines())
-    if len(problems) == 1:
-        raise InputError(problems[0])
     if problems:
-        raise InputError(f"{len(problems)} problem(s) in the arguments; nothing was run", problems)
+        raise InputError.of(
+            problems, f"{len(problems)} problem(s) in the arguments; nothing was run"
+        )
 
     run_dirs: dict[int, Path] = {}
 
     def run_one(index: int, item: str, existing: Path | None) -> RunResult:
-        if existing is None:
-            run_dir, state = _new_run(item, chosen, outputs_dir)
-            out(f"[{state.params_name}] run folder: {run_dir}")
-        else:
-            run_dir, state = existing, runfolder.read_pipeline(existing)
-            first = next((e.stage for e in state.stages if e.status != "ok"), "(none left)")
-            out(f"[{state.params_name or run_dir.name}] resuming {run_dir} from stage {first}")
-        run_dirs[index] = run_dir
-        return _run_one(run_dir, state, out)
+        run_dirs[index] = run_dir = existing or start_run(item, chosen, outputs=outputs_dir)
+        state = runfolder.read_pipeline(run_dir)
+        first = next((e.stage for e in state.stages if e.status != "ok"), "(none left)")
+        where = (
+            f"run folder: {run_dir}"
+            if existing is None
+            else f"resuming {run_dir} from stage {first}"
+        )
+        out(f"[{state.params_name or run_dir.name}] {where}")
+        return continue_run(run_dir, out)
 
     jobs = [functools.partial(run_one, i, *plan) for i, plan in enumerate(plans)]
     at_once = side_by_side(backends, parallel)
@@ -479,10 +488,7 @@ def run_headline(result: RunResult) -> list[str]:
         return [*lines, f"  {exc}"]
     strict = (report.get("strict") or {}).get("overall", {})
     rows = (report.get("config") or {}).get("total_samples")
-    figures = ", ".join(
-        f"{m} {strict[m]:.3f}" if isinstance(strict.get(m), float | int) else f"{m} –"
-        for m in DECIDING_METRICS
-    )
+    figures = ", ".join(f"{m} {display.fmt(strict.get(m))}" for m in DECIDING_METRICS)
     lines.append(f"  {figures} (strict, {rows} test rows, {evaluation.decoding} decoding)")
     lines.append(f"  {gate_line(report.get('threshold_results'))}")
     failed = (report.get("generation") or {}).get("failed_rows") or []
@@ -521,10 +527,8 @@ def comparison_runs(
             )
         else:
             chosen.append(found)
-    if len(problems) == 1:
-        raise InputError(problems[0])
     if problems:
-        raise InputError(f"{len(problems)} --with run(s) are not finished run folders", problems)
+        raise InputError.of(problems, f"{len(problems)} --with run(s) are not finished run folders")
     return list(dict.fromkeys(p.resolve() for p in chosen))
 
 
@@ -540,24 +544,6 @@ def run_comparison(
     require_notebooks()
     outputs_dir = paths.resolve(outputs) if outputs else None
     with outputs_env(outputs_dir):
-        run_dir, state = _new_run(params_file, [COMPARISON_STAGE], outputs_dir, name="comparison")
+        run_dir = start_run(params_file, [COMPARISON_STAGE], outputs=outputs_dir, name="comparison")
         out(f"[comparison] run folder: {run_dir}")
-        return _run_one(run_dir, state, out, runs)
-
-
-def start_run(
-    params_file: str,
-    stages: Sequence[str] = DEFAULT_STAGES,
-    *,
-    outputs: Path | None = None,
-    name: str | None = None,
-) -> Path:
-    """A new run folder for ``params_file``, every stage pending (run it with continue_run)."""
-    return _new_run(params_file, check_stages(stages), outputs, name=name)[0]
-
-
-def continue_run(run_dir: Path, out: Out = print) -> RunResult:
-    """Execute every stage of ``run_dir`` that is not ``ok`` yet (a finished run is refused)."""
-    state = runfolder.read_pipeline(run_dir)
-    _refuse_finished(run_dir, state)
-    return _run_one(Path(run_dir), state, out)
+        return continue_run(run_dir, out, runs)

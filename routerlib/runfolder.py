@@ -14,7 +14,7 @@ from typing import Any, Final, Literal, TypeVar
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from routerlib import paths
-from routerlib.atomic import atomic_writer, write_json, write_text
+from routerlib.atomic import atomic_writer, write_json
 from routerlib.errors import InputError, problem_lines
 
 # ----------------------------------------------------------------------------- names
@@ -90,14 +90,10 @@ def decoding_report_file(folder: str, decoding: str) -> str:
     return f"{folder}/report.json" if decoding == "free" else f"{folder}/{decoding}/report.json"
 
 
-def baseline_dir(kind: str) -> str:
-    """The evaluation folder of one previous router (``majority`` or ``rules``)."""
-    return f"{BASELINES_DIR}/{kind}"
-
-
 def baseline_report_file(kind: str) -> str:
-    """``eval/baselines/<kind>/report.json``."""
-    return f"{baseline_dir(kind)}/report.json"
+    """``eval/baselines/<kind>/report.json``: the report of one previous router (``majority`` or
+    ``rules``)."""
+    return f"{BASELINES_DIR}/{kind}/report.json"
 
 
 def samples_path(report: str | os.PathLike[str]) -> Path:
@@ -393,9 +389,7 @@ def validate(data: Any, record: type[M], where: str) -> M:
         return record.model_validate(data)
     except ValidationError as exc:
         problems = problem_lines(exc, where)
-        if len(problems) == 1:
-            raise RunFolderError(problems[0]) from None
-        raise RunFolderError(f"{where}: {len(problems)} problem(s)", problems) from None
+        raise RunFolderError.of(problems, f"{where}: {len(problems)} problem(s)") from None
 
 
 def _text(file: Path) -> str:
@@ -442,10 +436,8 @@ def read_jsonl(path: str | os.PathLike[str], record: type[M]) -> list[M]:
             problems.extend(exc.problems or exc.lines())
         if len(problems) >= 10:
             break
-    if len(problems) == 1:
-        raise RunFolderError(problems[0])
     if problems:
-        raise RunFolderError(f"{file}: {len(problems)} bad line(s)", problems)
+        raise RunFolderError.of(problems, f"{file}: {len(problems)} bad line(s)")
     return out
 
 
@@ -516,24 +508,6 @@ def read_pipeline(run_dir: str | os.PathLike[str]) -> PipelineRecord:
 def read_metrics(run_dir: str | os.PathLike[str]) -> MetricsRecord:
     """A run's metrics.json."""
     return read_json(Path(run_dir) / METRICS_FILE, MetricsRecord)
-
-
-def write_metrics(run_dir: str | os.PathLike[str], record: MetricsRecord) -> Path:
-    """Write a run's metrics.json."""
-    return write_record(Path(run_dir) / METRICS_FILE, record)
-
-
-def write_comparison(
-    run_dir: str | os.PathLike[str],
-    leaderboard_csv: str,
-    significance_csv: str,
-    record: ComparisonRecord,
-) -> Path:
-    """Write a comparison run's leaderboard.csv, significance.csv and comparison.json."""
-    folder = Path(run_dir)
-    write_text(folder / LEADERBOARD_FILE, leaderboard_csv)
-    write_text(folder / SIGNIFICANCE_FILE, significance_csv)
-    return write_record(folder / COMPARISON_FILE, record)
 
 
 # ----------------------------------------------------------------------------- sweeps

@@ -18,9 +18,6 @@ from routerlib.errors import InputError, RemoteError
 #: Bucket names per Cloud Storage naming rules (dotted names may be up to 222 characters).
 _BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{1,220}[a-z0-9]$")
 
-#: The files prepare uploads, in upload order.
-SPLIT_FILES: tuple[str, ...] = ("train.jsonl", "validation.jsonl", "test.jsonl")
-
 _CHUNK = 1 << 20
 
 
@@ -227,18 +224,16 @@ def upload_file(local: str | os.PathLike[str], gs_uri: str, client: Any = None) 
     return gs_uri
 
 
-def upload_splits(
-    local_dir: str | os.PathLike[str], gcs_prefix: str, client: Any = None
-) -> dict[str, str]:
-    """Upload the SPLIT_FILES of ``local_dir`` under ``gcs_prefix``; returns file name -> URI."""
+def upload_splits(files: dict[str, Path], gcs_prefix: str, client: Any = None) -> dict[str, str]:
+    """Upload each split file (split -> path) under ``gcs_prefix`` by its file name, in order;
+    returns split -> URI."""
     parse_gcs_uri(gcs_prefix)
     client = client or gcs_client()
     out: dict[str, str] = {}
-    for name in SPLIT_FILES:
-        local = Path(local_dir) / name
+    for split, local in files.items():
         if not local.is_file():
             raise InputError(f"{local}: not found, nothing to upload")
-        out[name] = upload_file(local, join_uri(gcs_prefix, name), client)
+        out[split] = upload_file(local, join_uri(gcs_prefix, local.name), client)
     return out
 
 

@@ -31,12 +31,15 @@ FIXED_KEYS = frozenset({"name"})
 
 
 def parse_value(text: str) -> Any:
-    """A grid value as YAML reads it, with ``1e-3`` read as a number (YAML 1.1 reads a string)."""
+    """A grid value as YAML reads it, with ``1e-3`` read as a number (YAML 1.1 reads a string);
+    text that is not YAML (``[1``) stays text, for the config check to name."""
     text = text.strip()
     for kind in (int, float):
         with contextlib.suppress(ValueError):
             return kind(text)
-    return yaml.safe_load(text) if text else ""
+    with contextlib.suppress(yaml.YAMLError):
+        return yaml.safe_load(text) if text else ""
+    return text
 
 
 def _grid_problem(key: str, rest: str, grid: dict[str, Any]) -> str:

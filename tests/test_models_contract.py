@@ -97,12 +97,7 @@ def test_vertex_params_files_validate_against_the_table(name: str, model_id: str
         models.DeployHardware(cfg.machine_type, cfg.accelerator_type, cfg.accelerator_count)
         == row.deploy
     )
-    problems = models.contract_problems(
-        cfg.base_model,
-        tuning_mode=cfg.tuning_mode,
-        learning_rate_multiplier=cfg.learning_rate_multiplier,
-        location=cfg.location,
-    )
+    problems = models.contract_problems(dict(cfg))
     assert problems == []
 
 

@@ -80,7 +80,7 @@ def test_models_and_baselines_share_one_predictions_name(tmp_path: Path) -> None
     run = run_stage.open_run(str(PARAMS / "local.yaml"), str(tmp_path / "run"), {"synth_rows": 40})
     reports = evaluate_stage.baselines(run)
     for kind, report in reports.items():
-        folder = run.path / runfolder.baseline_dir(kind)
+        folder = (run.path / runfolder.baseline_report_file(kind)).parent
         assert Path(report["config"]["pred_path"]) == folder / "report.predictions.jsonl"
         assert runfolder.predictions_path(folder / "report.json") == folder / (
             "report.predictions.jsonl"

@@ -95,6 +95,10 @@ def test_invalid_grid_value_is_refused_before_anything_runs(
     err = capsys.readouterr().err
     assert code == 2
     assert "--grid point val_ratio=0.5, test_ratio=0.5: params/ok.yaml: val_ratio: " in err
+    # A value that is not YAML is named by the config check, not a traceback.
+    assert main(["run", "params/ok.yaml", "--grid", "epochs=[1,2"]) == 2
+    err = capsys.readouterr().err
+    assert "--grid epochs=[1: params/ok.yaml: epochs: " in err and "Traceback" not in err
     # The size guard.
     assert main(["run", "params/ok.yaml", "--grid", "seed=1,2,3", "--max-runs", "2"]) == 2
     assert "3 points exceed --max-runs 2" in capsys.readouterr().err

@@ -11,6 +11,7 @@ from typing import Any
 import pandas as pd
 
 from routerlib import compare, compare_plots, runfolder
+from routerlib.atomic import write_text
 from routerlib.compare import RunSummary
 from routerlib.errors import InputError
 from routerlib.stages.evaluate import evaluate_run
@@ -52,13 +53,20 @@ def sweep_plot(run: Run, rows: Any) -> Path:
     return compare_plots.sweep_metric(rows, run.sub(runfolder.PLOTS_DIR))
 
 
-COMPARISON_FILES = ("leaderboard.csv", "significance.csv", "comparison.json")
+COMPARISON_FILES = (
+    runfolder.LEADERBOARD_FILE,
+    runfolder.SIGNIFICANCE_FILE,
+    runfolder.COMPARISON_FILE,
+)
 
 
 def write_comparison(run: Run, board: pd.DataFrame, significance: pd.DataFrame) -> Path:
-    """Save the leaderboard and significance table (CSV and JSON) in the comparison run folder."""
+    """Save the leaderboard and significance table (CSV, and both in comparison.json) in the
+    comparison run folder."""
+    write_text(run.sub(runfolder.LEADERBOARD_FILE), board.to_csv())
+    write_text(run.sub(runfolder.SIGNIFICANCE_FILE), significance.to_csv())
     record = runfolder.ComparisonRecord(
         leaderboard=json.loads(board.to_json(orient="index")),
         significance=json.loads(significance.to_json(orient="records")),
     )
-    return runfolder.write_comparison(run.path, board.to_csv(), significance.to_csv(), record)
+    return runfolder.write_record(run.sub(runfolder.COMPARISON_FILE), record)

@@ -8,7 +8,7 @@ import re
 import shutil
 import time
 from collections.abc import Sequence
-from contextlib import AbstractContextManager, nullcontext
+from contextlib import AbstractContextManager, closing, nullcontext
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -19,16 +19,16 @@ from IPython.display import Markdown
 from routerlib import baselines as previous
 from routerlib import checkpoints, compare, diagnostics_plots, display, metrics, paths, runfolder
 from routerlib import evaluate as runner
-from routerlib.config import load_config
 from routerlib.data_plots import shown
 from routerlib.errors import InputError
 from routerlib.jobs import find as find_job
 from routerlib.metric_names import HEADLINE
 from routerlib.pricing import run_cost as cost_of_run
 from routerlib.pricing import serving_machine
-from routerlib.serving import factory, hardware
+from routerlib.serving import factory
 from routerlib.serving.base import Predictor
 from routerlib.serving.cache import load_cache
+from routerlib.serving.settings import VertexSettings
 from routerlib.stages.prepare import gold_file
 from routerlib.stages.run import Report, Run, decodings, open_run, thresholds_path
 from routerlib.stages.run import saved as saved
@@ -92,8 +92,7 @@ def _predictor(run: Run, endpoint: Predictor | str) -> AbstractContextManager[Pr
     """``endpoint`` itself, or for an address the predictor the run's settings make for it."""
     if not isinstance(endpoint, str):
         return nullcontext(endpoint)
-    spec = factory.for_address(run.config, endpoint)
-    return factory.opened(spec.kind, spec.target, **spec.options)
+    return closing(factory.make_spec(factory.for_address(run.config, endpoint)))
 
 
 def evaluate(run: Run, endpoint: Predictor | str, decoding: str = "free") -> Report:
@@ -138,9 +137,7 @@ def run_cost(run: Run, job: Job, report: dict[str, Any]) -> dict[str, Any]:
         tokens //= int(stats["epochs"])  # the local backend counts every epoch; Vertex one pass
     file = run.sub(runfolder.THROUGHPUT_FILE)
     throughput = runfolder.read_json(file, runfolder.ThroughputRecord) if file.exists() else None
-    shape = hardware.choose(
-        cfg.base_model, cfg.machine_type, cfg.accelerator_type, cfg.accelerator_count
-    )
+    shape = VertexSettings.from_config(cfg).hardware(cfg.base_model)
     cost = cost_of_run(
         base_model=job.spec.base_model,
         billable_tokens=tokens if isinstance(tokens, int) else None,
@@ -243,9 +240,10 @@ def gate_table(report: Report) -> pd.DataFrame:
         runfolder.validate(results, runfolder.GateResults, "threshold_results") if results else None
     )
     rows: list[tuple[str, ...]] = []
+    skipped = gate.skipped_buckets() if gate else {}  # buckets the test rows have none of
     for bucket, checks in (gate.checks() if gate else {}).items():
-        if gate and checks and all(c.skipped for c in checks.values()):  # a bucket with no rows
-            found = f"no test rows ({gate.skipped_buckets().get(bucket, 0)})"
+        if bucket in skipped:
+            found = f"no test rows ({skipped[bucket]})"
             rows.append((bucket, f"all {len(checks)} checks", found, display.MISSING, "skipped"))
             continue
         for metric, c in checks.items():
@@ -346,7 +344,7 @@ def write_metrics(
     record = runfolder.MetricsRecord(
         run=runfolder.RunInfo(
             params_file=run.params_file,
-            created=time.strftime("%Y-%m-%dT%H:%M:%S"),
+            created=runfolder.now(),
             **run.config.model_dump(include=RUN_FIELDS),
         ),
         tuning=runfolder.TuningInfo(
@@ -364,7 +362,7 @@ def write_metrics(
             for kind, r in baseline_reports.items()
         },
     )
-    return runfolder.write_metrics(run.path, record)
+    return runfolder.write_record(run.sub(runfolder.METRICS_FILE), record)
 
 
 def comparison_table(report: Report, bucket: str = "overall") -> pd.DataFrame:
@@ -416,9 +414,7 @@ def record_run(params_file: str, report_file: str | Path, job_name: str, name: s
     job = find_job(job_name)
     if not job.succeeded:
         raise InputError(f"{job.name}: ended {job.state}, not succeeded; record a tuned run")
-    load_config(params_file)  # every problem of the params file before a folder is made
-    folder = paths.new_run_dir(name or Path(params_file).stem)
-    run = open_run(params_file, str(folder))
+    run = open_run(params_file, name=name or Path(params_file).stem)
     test = run.sub(runfolder.split_file("test"))
     test.parent.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(gold, test)

@@ -10,7 +10,7 @@ from typing import Any
 import pandas as pd
 
 from routerlib import dataset, paths, runfolder, storage, synth
-from routerlib.config import require_cloud
+from routerlib.config import cloud_problems
 from routerlib.dataset import PrepareResult
 from routerlib.errors import InputError
 from routerlib.runfolder import SPLITS
@@ -43,7 +43,9 @@ def prepare(run: Run, smoke: bool = False) -> PrepareResult:
     """Convert, validate and split the rows (the smoke subset keeps the first ``smoke_limit``).
     A vertex run without a project is refused first, before anything is written or uploaded."""
     cfg = run.config
-    require_cloud(cfg, run.params_file)
+    problems = cloud_problems(cfg, run.params_file)
+    if problems:  # at most one today
+        raise InputError(problems[0], problems)
     limit = cfg.smoke_limit if smoke else cfg.limit
     gcs_prefix = (
         cfg.gcs_prefix.rstrip("/") + ("/smoke" if smoke else "") if cfg.gcs_prefix else None

@@ -42,12 +42,15 @@ class Run:
         )
 
 
-def open_run(params_file: str, run_dir: str = "", overrides: dict[str, Any] | None = None) -> Run:
+def open_run(
+    params_file: str, run_dir: str = "", overrides: dict[str, Any] | None = None, name: str = ""
+) -> Run:
     """Validate the params file (empty: :func:`config.default_params_file`) and open the run
-    folder (a new one when ``run_dir`` is empty); a folder made with other params is refused."""
+    folder (when ``run_dir`` is empty, a new one named ``name``, else the config's name); a
+    folder made with other params is refused."""
     params_file = params_file or default_params_file()
     config = load_config(params_file, overrides)
-    folder = Path(run_dir).resolve() if run_dir else paths.new_run_dir(config.name)
+    folder = Path(run_dir).resolve() if run_dir else paths.new_run_dir(name or config.name)
     folder.mkdir(parents=True, exist_ok=True)
     resolved = folder / runfolder.PARAMS_FILE
     if not resolved.exists():

@@ -140,17 +140,15 @@ def spec_table(spec: TuningSpec) -> pd.DataFrame:
 def checkpoint_settings(run: Run) -> dict[str, Any]:
     """What this run scores each checkpoint with (a change re-scores): the generation limit,
     the validation rows and the decoding (:func:`checkpoints.scoring_decoding`)."""
-    decoding = checkpoints.scoring_decoding(decodings(run))
     return {
         "max_tokens": run.config.max_tokens,
         "limit": run.config.select_limit,
-        "decoding": decoding,
+        "decoding": checkpoints.scoring_decoding(decodings(run)),
     }
 
 
 def _checkpoint_scorer(run: Run) -> Scorer:
     """Scores a checkpoint on validation through the predictor the serving factory makes for it."""
-    settings = checkpoint_settings(run)
 
     def serve(uri: str) -> Predictor:
         spec = factory.for_run(run.config, uri, params_file=run.params_file, scoring=True)
@@ -158,8 +156,8 @@ def _checkpoint_scorer(run: Run) -> Scorer:
 
     return checkpoints.predictor_scorer(
         serve,
-        max_tokens=settings["max_tokens"],
-        limit=settings["limit"],
+        max_tokens=run.config.max_tokens,
+        limit=run.config.select_limit,
         thresholds=thresholds_path(run),
     )
 
@@ -197,22 +195,12 @@ def choose_checkpoint(run: Run, job: Job) -> CheckpointChoice:
 
 
 def chosen_checkpoint(run: Run, job: Job) -> str:
-    """The checkpoint notebook 04 serves: as named, or ``best`` from checkpoints.json (scoring
-    first when the record is missing or was scored with other settings)."""
+    """The checkpoint notebook 04 serves: as named, or ``best`` by :func:`choose_checkpoint`
+    (checkpoints.json's scores made with the same settings are reused, not scored again)."""
     if run.config.checkpoint != BEST:
         return jobs.select_checkpoint(job, run.config.checkpoint)
-    choice = checkpoints.read_choice(run.path)
-    fresh = (
-        choice is not None
-        and choice.complete
-        and choice.chosen_uri
-        and choice.mode == run.config.checkpoint
-        and choice.select_metric == run.config.select_metric
-        and choice.scored_with(checkpoint_settings(run))
-    )
-    if not fresh:
-        choice = choose_checkpoint(run, job)
-    assert choice is not None and choice.chosen_uri
+    choice = choose_checkpoint(run, job)
+    assert choice.chosen_uri
     return choice.chosen_uri
 
 

@@ -109,13 +109,7 @@ class TuningSpec(BaseModel):
 
     @model_validator(mode="after")
     def _check(self) -> TuningSpec:
-        problems = models.tuning_problems(
-            self.base_model,
-            self.tuning_mode,
-            self.adapter_size,
-            self.learning_rate,
-            self.learning_rate_multiplier,
-        )
+        problems = models.tuning_problems(dict(self))
         if problems:
             raise ValueError("\n".join(problems))
         return self

@@ -264,12 +264,7 @@ class VertexBackend:
             if not (_LABEL_KEY.fullmatch(key) and _LABEL_VALUE.fullmatch(value))
             or f"{key}{value}" != f"{key}{value}".lower()
         ]
-        problems += models.contract_problems(
-            spec.base_model,
-            tuning_mode=spec.tuning_mode,
-            learning_rate_multiplier=spec.learning_rate_multiplier,
-            location=self.location,
-        )
+        problems += models.contract_problems({**dict(spec), "location": self.location})
         known = models.contract(spec.base_model) or models.short_id(spec.base_model) in (
             *models.TABLE.renamed,
             models.EMBEDDED_MODEL,
