@@ -92,7 +92,8 @@ def _predictor(run: Run, endpoint: Predictor | str) -> AbstractContextManager[Pr
     """``endpoint`` itself, or for an address the predictor the run's settings make for it."""
     if not isinstance(endpoint, str):
         return nullcontext(endpoint)
-    return closing(factory.make_spec(factory.for_address(run.config, endpoint)))
+    spec = factory.for_address(run.config, endpoint)
+    return closing(factory.make(spec.kind, spec.target, **spec.options))
 
 
 def evaluate(run: Run, endpoint: Predictor | str, decoding: str = "free") -> Report:
