@@ -54,11 +54,11 @@ def test_vertex_and_batch_read_their_own_key(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("ROUTERLIB_OUTPUTS", str(tmp_path))
-    vertex.registry_path().write_text('{"endpoints": [{"endpoint_name": "e"}]}')
-    batch.registry_path().write_text('{"endpoints": []}')  # the wrong key for batch jobs
-    assert vertex.read_registry() == [{"endpoint_name": "e"}]
+    vertex.REGISTRY.path().write_text('{"endpoints": [{"endpoint_name": "e"}]}')
+    batch.REGISTRY.path().write_text('{"endpoints": []}')  # the wrong key for batch jobs
+    assert vertex.REGISTRY.read() == [{"endpoint_name": "e"}]
     with pytest.raises(InputError, match=r"batch_jobs\.json: jobs: must be a list"):
-        batch.read_registry()
+        batch.REGISTRY.read()
 
 
 _HOLDER = """
