@@ -15,6 +15,8 @@ from routerlib.errors import InputError, PermissionDenied, RemoteError
 
 SCOPES = ("https://www.googleapis.com/auth/cloud-platform",)
 _LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+#: Characters of an SDK error's text a RemoteError quotes (the rest is cut, with an ellipsis).
+SDK_TEXT_LIMIT = 300
 _VERTEX_HOST = re.compile(r"(^|.*[.-])aiplatform\.googleapis\.com$|.*\.prediction\.vertexai\.goog$")
 _PREDICT_PATH = re.compile(
     r"^/v1(beta1)?/projects/[^/]+/locations/[^/]+/endpoints/[^/:]+:(predict|rawPredict)$"
@@ -146,10 +148,13 @@ def sdk_errors() -> tuple[type[BaseException], ...]:
 
 
 def remote_error(action: str, exc: BaseException, needs: str = "") -> RemoteError:
-    """The RemoteError for a failed SDK call, ``<action>: <code> <message>``; a 403 is a
-    PermissionDenied naming ``needs`` (the permissions the call needs) when given."""
+    """The RemoteError for a failed SDK call, ``<action>: <code> <message>`` (the message cut at
+    ``SDK_TEXT_LIMIT`` characters); a 403 is a PermissionDenied naming ``needs`` (the permissions
+    the call needs) when given."""
     code = getattr(exc, "code", None)
     message = " ".join(str(getattr(exc, "message", None) or exc).split())
+    if len(message) > SDK_TEXT_LIMIT:
+        message = message[: SDK_TEXT_LIMIT - 1] + "…"
     if code == 403 and needs:
         return PermissionDenied(
             f"{action}: permission denied ({message}); the credentials need {needs} "
