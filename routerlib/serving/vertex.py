@@ -64,7 +64,6 @@ class EndpointInfo:
     endpoint_name: str
     display_name: str
     deployed_model_ids: list[str] = field(default_factory=list)
-    model_names: list[str] = field(default_factory=list)
     checkpoint_uri: str = ""
     state: str = "deployed"
 
@@ -109,11 +108,6 @@ NAME_PREFIX = "routerlib-"
 LABEL = "routerlib"
 
 
-def default_display_name() -> str:
-    """A unique endpoint display name, so a failed deploy can still be found and removed."""
-    return f"{NAME_PREFIX}{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(3)}"
-
-
 _DEFAULT_NAME = re.compile(rf"{NAME_PREFIX}\d{{8}}-\d{{6}}-[0-9a-f]{{6}}")
 
 
@@ -149,7 +143,9 @@ def deploy(
         raise InputError("a Google Cloud project is required: pass --project (or set `project`)")
     chosen = settings.hardware(base_model)
     hw.check_fit(checkpoint_uri, chosen)
-    display_name = endpoint_display_name or default_display_name()
+    # unique, so a failed deploy can still be found and removed
+    stamp = f"{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(3)}"
+    display_name = endpoint_display_name or f"{NAME_PREFIX}{stamp}"
     ids = resource_id(display_name)
     auth.init_vertex(project, location, api_endpoint)
     from google.cloud.aiplatform_v1beta1 import types
@@ -363,7 +359,6 @@ def list_endpoints(
                 r["endpoint_name"],
                 r.get("endpoint_display_name", ""),
                 list(r.get("deployed_model_ids", [])),
-                [r["model_name"]] if r.get("model_name") else [],
                 r.get("checkpoint_uri", ""),
                 r.get("state", "deployed"),
             )
@@ -375,7 +370,6 @@ def list_endpoints(
             gca.name,
             gca.display_name,
             [d.id for d in gca.deployed_models],
-            [d.model for d in gca.deployed_models],
             checkpoints.get(gca.name, ""),
         )
         for gca in _live_endpoints(project, location, api_endpoint)
