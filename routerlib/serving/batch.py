@@ -79,13 +79,17 @@ def row_key(index: int, prompt: str) -> str:
     return f"{index}-{_sha(prompt)}"
 
 
-def resolve_model(
-    model: str, project: str | None, location: str | None
-) -> tuple[str, str, str, str]:
-    """Model resource name, project, location and API endpoint for ``--batch MODEL``: a full
-    ``projects/…/models/ID``, an id with ``project``, an endpoint routerlib recorded (then the
-    model its deploy uploaded) or a checkpoint's ``gs://`` URI (the model its latest deploy
-    uploaded, as ``eval_mode: batch`` asks)."""
+def resolve_model(model: str, settings: VertexSettings) -> tuple[str, VertexSettings]:
+    """The model resource name for ``--batch MODEL`` and ``settings`` with where it lives filled
+    in (what ``settings`` give wins): a full ``projects/…/models/ID``, an id with a project, an
+    endpoint routerlib recorded (then the model its deploy uploaded) or a checkpoint's ``gs://``
+    URI (the model its latest deploy uploaded, as ``eval_mode: batch`` asks)."""
+
+    def at(project: str, location: str, api_endpoint: str = "") -> VertexSettings:
+        found = {"project": project, "location": location, "api_endpoint": api_endpoint}
+        given: dict[str, Any] = {k: getattr(settings, k) or v for k, v in found.items()}
+        return replace(settings, **given)
+
     if storage.is_gcs_uri(model):  # the latest deploy of it whose model still exists
         kept = [r for r in vertex.REGISTRY.read() if r.get("model_state") != "deleted"]
         record = next((r for r in reversed(kept) if r.get("checkpoint_uri") == model), None)
@@ -104,13 +108,13 @@ def resolve_model(
             )
     if record is not None:
         project, location, api = (str(record.get(k, "")) for k in PLACE)
-        return record["model_name"], project, location, api
+        return record["model_name"], at(project, location or DEFAULT_LOCATION, api)
     match = re.fullmatch(r"projects/([^/]+)/locations/([^/]+)/models/[^/]+", model)
     if match:
-        return model, match.group(1), match.group(2), ""
-    if project and re.fullmatch(r"[A-Za-z0-9_-]+", model):
-        loc = location or DEFAULT_LOCATION
-        return f"projects/{project}/locations/{loc}/models/{model}", project, loc, ""
+        return model, at(match.group(1), match.group(2))
+    if settings.project and re.fullmatch(r"[A-Za-z0-9_-]+", model):
+        where = at(settings.project, DEFAULT_LOCATION)
+        return f"projects/{where.project}/locations/{where.location}/models/{model}", where
     raise InputError(
         f"--batch {model}: not a Model Registry model (projects/P/locations/L/models/ID, an id "
         "with --project, or an endpoint/model recorded in endpoints.json)"
@@ -203,24 +207,14 @@ class BatchPredictor:
             )
         if not storage.is_gcs_uri(gcs_prefix):
             raise InputError(f"--gcs-prefix {gcs_prefix!r}: must be gs://BUCKET/PREFIX")
-        settings = settings or VertexSettings()
-        model_name, project, location, api = resolve_model(
-            model, settings.project or None, settings.location or None
-        )
-        self.model = model_name
+        self.model, self.settings = resolve_model(model, settings or VertexSettings())
         self.gcs_prefix = gcs_prefix
-        self.settings = replace(
-            settings,
-            project=settings.project or project,
-            location=settings.location or location or DEFAULT_LOCATION,
-            api_endpoint=settings.api_endpoint or api,
-        )
         if not self.settings.project:
             raise InputError(f"--batch {model}: give --project (or a full model resource name)")
         self.extra = dict(extra or {})
         self.rerun_failed = rerun_failed
         self.poll_s = poll_s
-        self.name = f"batch:{model_name}" + extra_tag(self.extra)
+        self.name = f"batch:{self.model}" + extra_tag(self.extra)
         self.outcome: BatchOutcome | None = None
 
     def predict(
