@@ -97,12 +97,8 @@ def _get(record: dict[str, Any]) -> Any | None:
 
     auth.init_vertex(record["project"], record["location"], record.get("api_endpoint", ""))
     try:
-        if record["kind"] == JOB:
-            name = record.get("name") or (
-                f"projects/{record['project']}/locations/{record['location']}"
-                f"/pipelineJobs/{record['ref']}"
-            )
-            return aiplatform.PipelineJob.get(name).gca_resource
+        if record["kind"] == JOB:  # an id is read in the project and location just set
+            return aiplatform.PipelineJob.get(record.get("name") or record["ref"]).gca_resource
         if record.get("name"):
             return aiplatform.PipelineJobSchedule.get(record["name"]).gca_resource
         found = aiplatform.PipelineJobSchedule.list(filter=f'display_name="{record["ref"]}"')
