@@ -6,8 +6,10 @@ and what a failed SDK call becomes (:func:`remote_error`)."""
 
 from __future__ import annotations
 
+import contextlib
 import re
 import threading
+from collections.abc import Iterator
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -145,6 +147,15 @@ def sdk_errors() -> tuple[type[BaseException], ...]:
     from google.auth.exceptions import GoogleAuthError
 
     return (GoogleAPIError, requests.exceptions.RequestException, GoogleAuthError)
+
+
+@contextlib.contextmanager
+def sdk_call(action: str, needs: str = "") -> Iterator[None]:
+    """A failed SDK call in the block raises :func:`remote_error` for ``action`` instead."""
+    try:
+        yield
+    except sdk_errors() as exc:
+        raise remote_error(action, exc, needs) from None
 
 
 def remote_error(action: str, exc: BaseException, needs: str = "") -> RemoteError:

@@ -328,13 +328,11 @@ def cancel(ref: str, out: Out = print) -> dict[str, Any]:
         raise InputError(f"{name}: schedule is {state}; nothing to pause")
     auth.init_vertex(record["project"], record["location"], record.get("api_endpoint", ""))
     action = "cancel" if kind == JOB else "pause"
-    try:
+    with auth.sdk_call(f"{action} {name}", NEEDS[(action, kind)]):
         if kind == JOB:
             aiplatform.PipelineJob.get(name).cancel()
         else:
             aiplatform.PipelineJobSchedule.get(name).pause()
-    except auth.sdk_errors() as exc:
-        raise auth.remote_error(f"{action} {name}", exc, NEEDS[(action, kind)]) from None
     record = refresh(record, out)
     out(f"{action} requested: {record['name']} ({record['state']})")
     return record

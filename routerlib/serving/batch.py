@@ -69,8 +69,7 @@ def cancel_running() -> list[str]:
             state = "JOB_STATE_CANCELLED"
         except auth.sdk_errors() as exc:
             raise auth.remote_error(f"cancel {record['job_name']}", exc) from None
-        record["state"] = state
-        REGISTRY.save(record)
+        REGISTRY.save(record | {"state": state})
     return cancelled
 
 
@@ -277,12 +276,10 @@ class BatchPredictor:
         from google.cloud import aiplatform
 
         s, name = self.settings, f"routerlib-batch-{key}"
-        try:
+        with auth.sdk_call(f"list batch jobs of {s.project}/{s.location}"):
             found = aiplatform.BatchPredictionJob.list(
                 filter=f'display_name="{name}"', project=s.project, location=s.location
             )
-        except auth.sdk_errors() as exc:
-            raise auth.remote_error(f"list batch jobs of {s.project}/{s.location}", exc) from None
         for job in found:
             if job.display_name == name and _state_name(job) not in _DEAD:
                 record = {"key": key, "job_name": job.resource_name, **what}
@@ -299,10 +296,8 @@ class BatchPredictor:
         _gcs_write(f"{base}/instances.jsonl", "".join(lines))
         estimate = pricing.batch_estimate(shape.machine_type, len(lines), REGISTRY.read())
         print(estimate.line(), file=sys.stderr)
-        try:
+        with auth.sdk_call(f"submit batch job on {self.model}"):
             job_name = _create_job(key, self.model, base, shape, self.settings)
-        except auth.sdk_errors() as exc:
-            raise auth.remote_error(f"submit batch job on {self.model}", exc) from None
         record = {"key": key, "job_name": job_name, **what, "state": "JOB_STATE_PENDING"}
         record.update(rows=len(lines), input_uri=f"{base}/instances.jsonl")
         return REGISTRY.save(record | {"submitted_at": now(), **estimate.record()})

@@ -273,24 +273,16 @@ def delete_endpoint(
     from google.cloud import aiplatform
 
     model_ids: list[str] = []
-    try:
+    with auth.sdk_call(f"delete {name}"), contextlib.suppress(gexc.NotFound):
         endpoint = aiplatform.Endpoint(name)
         model_ids = [d.id for d in endpoint.list_models()]
         endpoint.undeploy_all()
         endpoint.delete()
-    except gexc.NotFound:
-        pass
-    except auth.sdk_errors() as exc:
-        raise auth.remote_error(f"delete {name}", exc) from None
     with _endpoint_cache_lock:
         _endpoint_cache.pop((name, api), None)
     for model in delete_models or []:
-        try:
+        with auth.sdk_call(f"delete model {model}"), contextlib.suppress(gexc.NotFound):
             aiplatform.Model(model).delete()
-        except gexc.NotFound:
-            continue
-        except auth.sdk_errors() as exc:
-            raise auth.remote_error(f"delete model {model}", exc) from None
     with REGISTRY.edit() as records:
         for record in (r for r in records if r.get("endpoint_name") == name):
             record.update(state="deleted", deleted_at=now())
@@ -304,12 +296,10 @@ def _live_endpoints(project: str, location: str, api_endpoint: str) -> list[Any]
     auth.init_vertex(project, location, api_endpoint)
     from google.cloud import aiplatform
 
-    try:
+    with auth.sdk_call(f"list endpoints of {project}/{location}"):
         return [
             e.gca_resource for e in aiplatform.Endpoint.list(project=project, location=location)
         ]
-    except auth.sdk_errors() as exc:
-        raise auth.remote_error(f"list endpoints of {project}/{location}", exc) from None
 
 
 def cleanup(
