@@ -156,7 +156,7 @@ def batch_vs_endpoint(rows: int) -> None:
             vertex_calls = len(server.requests)
             gcs_calls = 0
             if label == "batch":
-                (job,) = batch.read_registry()
+                (job,) = batch.REGISTRY.read()
                 assert len(list(batch.output_lines(job["output_dir"]))) == rows
                 gcs_calls = 1 + 1 + 3  # instances upload, output listing, 3 output files read
             table.append((label, vertex_calls, gcs_calls, seconds))

@@ -1,6 +1,5 @@
-"""Atomic file writes (temp file in the same folder, fsync, rename), and the locked (``filelock``)
-read-modify-write of a registry: a JSON object holding one list of records under one key
-(``<outputs>/endpoints.json``, ``<outputs>/batch_jobs.json``)."""
+"""Atomic file writes (temp file in the same folder, fsync, rename), folders swapped in whole, and
+a lock (``filelock``) held across processes."""
 
 from __future__ import annotations
 
@@ -14,8 +13,6 @@ from pathlib import Path
 from typing import IO, Any
 
 import filelock
-
-from routerlib.errors import InputError
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)
@@ -80,36 +77,6 @@ def file_lock(
         yield
     finally:
         held.release()
-
-
-def read_registry(path: str | os.PathLike[str], key: str) -> list[dict[str, Any]]:
-    """The records under ``key`` of the registry at ``path`` (newest last); [] when there is no
-    file yet. InputError naming the file and the field when it is not such a registry."""
-    file = Path(path)
-    try:
-        data = json.loads(file.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        return []
-    except ValueError as exc:
-        raise InputError(f"{file}: not valid JSON: {exc}") from None
-    records = data.get(key) if isinstance(data, dict) else None
-    if not isinstance(records, list):
-        raise InputError(f"{file}: {key}: must be a list")
-    for number, record in enumerate(records):
-        if not isinstance(record, dict):
-            raise InputError(f"{file}: {key}[{number}]: must be an object")
-    return records
-
-
-@contextlib.contextmanager
-def update_registry(path: str | os.PathLike[str], key: str) -> Iterator[list[dict[str, Any]]]:
-    """Read the registry's records under a lock (``<name>.lock`` beside it), let the caller
-    change the list in place, then write it back atomically (not when the block raises)."""
-    file = Path(path)
-    with file_lock(file.with_suffix(".lock")):
-        records = read_registry(file, key)
-        yield records
-        write_json(file, {key: records})
 
 
 @contextlib.contextmanager

@@ -6,8 +6,10 @@ and what a failed SDK call becomes (:func:`remote_error`)."""
 
 from __future__ import annotations
 
+import contextlib
 import re
 import threading
+from collections.abc import Iterator
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -15,6 +17,8 @@ from routerlib.errors import InputError, PermissionDenied, RemoteError
 
 SCOPES = ("https://www.googleapis.com/auth/cloud-platform",)
 _LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+#: Characters of an SDK error's text a RemoteError quotes (the rest is cut, with an ellipsis).
+SDK_TEXT_LIMIT = 300
 _VERTEX_HOST = re.compile(r"(^|.*[.-])aiplatform\.googleapis\.com$|.*\.prediction\.vertexai\.goog$")
 _PREDICT_PATH = re.compile(
     r"^/v1(beta1)?/projects/[^/]+/locations/[^/]+/endpoints/[^/:]+:(predict|rawPredict)$"
@@ -145,11 +149,23 @@ def sdk_errors() -> tuple[type[BaseException], ...]:
     return (GoogleAPIError, requests.exceptions.RequestException, GoogleAuthError)
 
 
+@contextlib.contextmanager
+def sdk_call(action: str, needs: str = "") -> Iterator[None]:
+    """A failed SDK call in the block raises :func:`remote_error` for ``action`` instead."""
+    try:
+        yield
+    except sdk_errors() as exc:
+        raise remote_error(action, exc, needs) from None
+
+
 def remote_error(action: str, exc: BaseException, needs: str = "") -> RemoteError:
-    """The RemoteError for a failed SDK call, ``<action>: <code> <message>``; a 403 is a
-    PermissionDenied naming ``needs`` (the permissions the call needs) when given."""
+    """The RemoteError for a failed SDK call, ``<action>: <code> <message>`` (the message cut at
+    ``SDK_TEXT_LIMIT`` characters); a 403 is a PermissionDenied naming ``needs`` (the permissions
+    the call needs) when given."""
     code = getattr(exc, "code", None)
     message = " ".join(str(getattr(exc, "message", None) or exc).split())
+    if len(message) > SDK_TEXT_LIMIT:
+        message = message[: SDK_TEXT_LIMIT - 1] + "…"
     if code == 403 and needs:
         return PermissionDenied(
             f"{action}: permission denied ({message}); the credentials need {needs} "

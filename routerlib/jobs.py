@@ -12,18 +12,17 @@ import os
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
-from datetime import datetime, timezone
-from pathlib import Path
 from typing import Any
 
-from routerlib import atomic, pricing, storage
+from routerlib import pricing, runfolder, storage
 from routerlib.errors import InputError, RemoteError, RouterlibError
 from routerlib.models import max_seq_len
-from routerlib.paths import outputs_root, resolve
+from routerlib.paths import resolve
 from routerlib.tuning import base, choose_backend, get_backend
 from routerlib.tuning.base import DENIED, SUCCEEDED, UNKNOWN, Job, TuningBackend, TuningSpec
 
-REGISTRY_FILE = "jobs.json"
+#: ``<outputs>/jobs.json``: one :class:`Job` record per submission or refusal, by its name.
+REGISTRY = runfolder.Registry("jobs.json", "jobs", "name")
 #: State of the Job that a dry run returns (never recorded).
 DRY_RUN = "DRY_RUN"
 #: Polls in a row the API may be unreachable before ``wait_for`` gives up (the job runs on).
@@ -50,13 +49,8 @@ def text_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     return "\n".join(line.format(*map(str, row)).rstrip() for row in body)
 
 
-def registry_path() -> Path:
-    """``<outputs root>/jobs.json`` (ROUTERLIB_OUTPUTS, default outputs/)."""
-    return outputs_root() / REGISTRY_FILE
-
-
 def _invalid(problem: object) -> InputError:
-    path = registry_path()
+    path = REGISTRY.path()
     text = str(problem).removeprefix(f"{path}: ")
     return InputError(f"{path}: not a routerlib job registry ({text}); move it away to start anew")
 
@@ -71,7 +65,7 @@ def _parse(records: list[dict[str, Any]]) -> list[Job]:
 def load_registry() -> list[Job]:
     """Every recorded job, in recording order ([] when there is no registry yet)."""
     try:
-        records = atomic.read_registry(registry_path(), "jobs")
+        records = REGISTRY.read()
     except InputError as exc:
         raise _invalid(exc) from None
     return _parse(records)
@@ -80,7 +74,7 @@ def load_registry() -> list[Job]:
 @contextlib.contextmanager
 def _editing() -> Iterator[list[Job]]:
     """The recorded jobs under the registry's lock; the list as the block leaves it is written."""
-    with atomic.update_registry(registry_path(), "jobs") as records:
+    with REGISTRY.edit() as records:
         jobs = _parse(records)
         yield jobs
         records[:] = [j.model_dump(mode="json") for j in jobs]
@@ -110,12 +104,8 @@ def find(name: str) -> Job:
     if tail:
         raise InputError(f"job id {name!r} matches several jobs: give the full resource name")
     raise InputError(
-        f"no job {name!r} in {registry_path()}: `routerlib jobs list` shows the recorded ones"
+        f"no job {name!r} in {REGISTRY.path()}: `routerlib jobs list` shows the recorded ones"
     )
-
-
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
 def _backend_for(job: Job) -> TuningBackend:
@@ -289,7 +279,7 @@ def jobs_table(jobs: list[Job], fmt: str = "plain") -> str:
     if fmt != "plain":
         raise InputError(f"--format {fmt!r}: use plain or markdown")
     if not rows:
-        return f"Active Tuning Jobs\n(no jobs recorded in {registry_path()})"
+        return f"Active Tuning Jobs\n(no jobs recorded in {REGISTRY.path()})"
     return "Active Tuning Jobs\n" + text_table([h.upper() for h in TABLE_HEADER], rows)
 
 
@@ -417,7 +407,7 @@ def tune(
 
     job = _submit_once(tuning_backend, spec, estimate.usd, wait_for_quota, quota_interval, out)
     update = {k: getattr(job, k) or v for k, v in tuning_backend.where.items()}
-    update |= {"cost_estimate_usd": estimate.usd, "create_time": job.create_time or _now()}
+    update |= {"cost_estimate_usd": estimate.usd, "create_time": job.create_time or runfolder.now()}
     job = record(job.model_copy(update=update))
     if not force:  # UNKNOWN records of this spec were looked for above and not found
         with _editing() as jobs:
@@ -446,10 +436,10 @@ def _new_job(
 def _record_attempt(
     spec: TuningSpec, backend: TuningBackend, state: str, error: str, usd: Any
 ) -> Job:
-    stamp = f"{datetime.now(timezone.utc):%Y%m%d-%H%M%S}-{uuid.uuid4().hex[:6]}"
+    stamp = f"{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}-{uuid.uuid4().hex[:6]}"
     name = f"{'denied' if state == DENIED else 'unknown'}/{stamp}"
     spec = spec.labelled() if state == UNKNOWN else spec
-    fields = {"create_time": _now(), "update_time": _now(), "error": error}
+    fields = {"create_time": runfolder.now(), "update_time": runfolder.now(), "error": error}
     return record(_new_job(name, backend, state, spec, usd, **fields))
 
 

@@ -8,17 +8,16 @@ import hashlib
 import json
 import os
 import re
-import time
-from pathlib import Path
 from typing import Any
 
-from routerlib import atomic, auth, runfolder, storage, vertex_pipelines
+from routerlib import auth, runfolder, storage, vertex_pipelines
 from routerlib.errors import InputError, RemoteError
 from routerlib.jobs import Out, text_table, when
-from routerlib.paths import outputs_root, resolve
+from routerlib.paths import resolve
 from routerlib.serving.settings import DEFAULT_LOCATION
 
-REGISTRY_KEY = "pipelines"
+#: ``<outputs>/pipelines.json`` (beside jobs.json): every submission, known by its ``ref``.
+REGISTRY = runfolder.Registry(runfolder.PIPELINES_FILE, "pipelines", "ref")
 JOB, SCHEDULE = "job", "schedule"
 #: A create was sent and no answer seen: the same command looks for it before sending again.
 UNKNOWN = "UNKNOWN"
@@ -40,35 +39,14 @@ NEEDS = {
 }
 
 
-def registry_path() -> Path:
-    """``<outputs root>/pipelines.json`` (beside jobs.json)."""
-    return outputs_root() / runfolder.PIPELINES_FILE
-
-
-def read_registry() -> list[dict[str, Any]]:
-    """Every recorded submission (newest last)."""
-    return atomic.read_registry(registry_path(), REGISTRY_KEY)
-
-
-def _save(record: dict[str, Any], keep: bool = True) -> dict[str, Any]:
-    """Replace the record with ``record``'s ref by ``record`` (drop it when not ``keep``)."""
-    with atomic.update_registry(registry_path(), REGISTRY_KEY) as records:
-        records[:] = [r for r in records if r.get("ref") != record["ref"]] + [record] * keep
-    return record
-
-
 def find(ref: str) -> dict[str, Any]:
     """The record whose job id, schedule id, display name or resource name is ``ref``."""
-    for r in reversed(read_registry()):
-        if ref in (r.get("ref"), r.get("name"), (r.get("name") or "").rsplit("/", 1)[-1]):
-            return r
-    raise InputError(
-        f"no pipeline {ref!r} in {registry_path()}: `routerlib pipeline list` shows them"
-    )
-
-
-def _now() -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    found = REGISTRY.find(ref, "ref", "name")
+    if found is None:
+        raise InputError(
+            f"no pipeline {ref!r} in {REGISTRY.path()}: `routerlib pipeline list` shows them"
+        )
+    return found
 
 
 def check_cron(cron: str) -> str:
@@ -105,7 +83,7 @@ def preflight(template: str | os.PathLike[str]) -> tuple[dict[str, Any], dict[st
 
 def _fields(kind: str, resource: Any) -> dict[str, Any]:
     """What a record keeps of a job or schedule resource."""
-    fields = {"name": resource.name, "state": resource.state.name, "updated": _now()}
+    fields = {"name": resource.name, "state": resource.state.name, "updated": runfolder.now()}
     if kind == SCHEDULE:
         return {**fields, "next_run": str(resource.next_run_time or "")}
     error = getattr(resource, "error", None)
@@ -119,12 +97,8 @@ def _get(record: dict[str, Any]) -> Any | None:
 
     auth.init_vertex(record["project"], record["location"], record.get("api_endpoint", ""))
     try:
-        if record["kind"] == JOB:
-            name = record.get("name") or (
-                f"projects/{record['project']}/locations/{record['location']}"
-                f"/pipelineJobs/{record['ref']}"
-            )
-            return aiplatform.PipelineJob.get(name).gca_resource
+        if record["kind"] == JOB:  # an id is read in the project and location just set
+            return aiplatform.PipelineJob.get(record.get("name") or record["ref"]).gca_resource
         if record.get("name"):
             return aiplatform.PipelineJobSchedule.get(record["name"]).gca_resource
         found = aiplatform.PipelineJobSchedule.list(filter=f'display_name="{record["ref"]}"')
@@ -143,7 +117,7 @@ def refresh(record: dict[str, Any], out: Out) -> dict[str, Any]:
     if resource is None and record.get("state") == UNKNOWN:
         return record
     found = _fields(record["kind"], resource) if resource is not None else {"state": "NOT_FOUND"}
-    return _save({**record, "updated": _now(), **found})
+    return REGISTRY.save({**record, "updated": runfolder.now(), **found})
 
 
 def _live(record: dict[str, Any]) -> bool:
@@ -191,9 +165,9 @@ def submit(
         "outputs": str(defaults["outputs"]),
         "service_account": service_account,
         "cron": cron,
-        "created": _now(),
+        "created": runfolder.now(),
     }
-    _save(record)  # before the request leaves: a lost answer is looked for under this id
+    REGISTRY.save(record)  # before the request leaves: a lost answer is looked for under this id
     return _create(record, spec, defaults, out)
 
 
@@ -202,7 +176,7 @@ def _reattach(
 ) -> tuple[dict[str, Any] | None, int]:
     """The record to re-attach to (or None) and the attempt number a new submission takes."""
     same = {"key": key, "kind": kind, **place}.items()
-    mine = [r for r in read_registry() if same <= r.items()]
+    mine = [r for r in REGISTRY.read() if same <= r.items()]
     if not mine:
         return None, 1
     record = mine[-1]
@@ -244,7 +218,7 @@ def _create(
             location=record["location"],
         )
     except ValueError as exc:
-        _save(record, keep=False)
+        REGISTRY.save(record, keep=False)
         raise InputError(f"{record['template']}: {exc}") from None
     account = record["service_account"] or None
     try:
@@ -263,7 +237,7 @@ def _create(
     except auth.sdk_errors() as exc:
         code = getattr(exc, "code", None)
         if isinstance(code, int) and code < 500:  # an answer: the create did not happen
-            _save(record, keep=False)
+            REGISTRY.save(record, keep=False)
             raise auth.remote_error(f"create {kind} {ref}", exc, needs) from None
         try:
             resource = _get(record)
@@ -272,18 +246,18 @@ def _create(
         if resource is None:
             raise RemoteError(
                 f"create {kind} {ref}: no answer ({auth.remote_error('create', exc, needs)}); it is "
-                f"recorded as {UNKNOWN} in {registry_path()}: run the same command again, it "
+                f"recorded as {UNKNOWN} in {REGISTRY.path()}: run the same command again, it "
                 "re-attaches if Vertex made it and sends it again under the same id if not"
             ) from None
         out(f"the create answer was lost; found {resource.name} on Vertex")
-    saved = _save({**record, **_fields(kind, resource)})
+    saved = REGISTRY.save({**record, **_fields(kind, resource)})
     out(f"submitted {saved['name']} ({saved['state']})")
     return saved
 
 
 def list_pipelines(refresh_states: bool = True, out: Out = print) -> list[dict[str, Any]]:
     """Every recorded submission; live ones asked for their state first."""
-    records = read_registry()
+    records = REGISTRY.read()
     if not refresh_states:
         return records
     return [refresh(r, out) if _live(r) or r.get("state") == UNKNOWN else r for r in records]
@@ -292,7 +266,7 @@ def list_pipelines(refresh_states: bool = True, out: Out = print) -> list[dict[s
 def table(records: list[dict[str, Any]]) -> str:
     """The submissions as aligned columns."""
     if not records:
-        return f"no pipelines recorded in {registry_path()}"
+        return f"no pipelines recorded in {REGISTRY.path()}"
     rows = [
         (
             (r.get("name") or r["ref"]).rsplit("/", 1)[-1],
@@ -354,13 +328,11 @@ def cancel(ref: str, out: Out = print) -> dict[str, Any]:
         raise InputError(f"{name}: schedule is {state}; nothing to pause")
     auth.init_vertex(record["project"], record["location"], record.get("api_endpoint", ""))
     action = "cancel" if kind == JOB else "pause"
-    try:
+    with auth.sdk_call(f"{action} {name}", NEEDS[(action, kind)]):
         if kind == JOB:
             aiplatform.PipelineJob.get(name).cancel()
         else:
             aiplatform.PipelineJobSchedule.get(name).pause()
-    except auth.sdk_errors() as exc:
-        raise auth.remote_error(f"{action} {name}", exc, NEEDS[(action, kind)]) from None
     record = refresh(record, out)
     out(f"{action} requested: {record['name']} ({record['state']})")
     return record

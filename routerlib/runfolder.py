@@ -4,17 +4,19 @@ old or foreign file fails with one line per problem naming the file (and line) a
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from routerlib import paths
-from routerlib.atomic import atomic_writer, write_json
+from routerlib.atomic import atomic_writer, file_lock, write_json
 from routerlib.errors import InputError, problem_lines
 
 # ----------------------------------------------------------------------------- names
@@ -60,6 +62,64 @@ INTERRUPTED: Final = "interrupted"
 def now() -> str:
     """The local time as run and sweep records write it (``created``, ``finished``)."""
     return time.strftime("%Y-%m-%dT%H:%M:%S%z")
+
+
+@dataclass(frozen=True)
+class Registry:
+    """A JSON object under the outputs root holding one list of records under ``key``, newest
+    last (jobs.json, pipelines.json, endpoints.json, batch_jobs.json); a record is known by its
+    ``id_field``. Changed under a lock (``<name>.lock`` beside it) and written atomically."""
+
+    file: str
+    key: str
+    id_field: str
+
+    def path(self) -> Path:
+        """``<outputs root>/<file>`` (ROUTERLIB_OUTPUTS, default outputs/); ``file`` if absolute."""
+        return paths.outputs_root() / self.file
+
+    def read(self) -> list[dict[str, Any]]:
+        """Every record, newest last ([] when there is no file yet); InputError naming the file
+        and the field when it is not such a registry."""
+        file = self.path()
+        try:
+            data = json.loads(file.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return []
+        except ValueError as exc:
+            raise InputError(f"{file}: not valid JSON: {exc}") from None
+        records = data.get(self.key) if isinstance(data, dict) else None
+        if not isinstance(records, list):
+            raise InputError(f"{file}: {self.key}: must be a list")
+        for number, record in enumerate(records):
+            if not isinstance(record, dict):
+                raise InputError(f"{file}: {self.key}[{number}]: must be an object")
+        return records
+
+    @contextlib.contextmanager
+    def edit(self) -> Iterator[list[dict[str, Any]]]:
+        """The records under the lock, to change in place; written back when the block ends
+        (not when it raises)."""
+        with file_lock(self.path().with_suffix(".lock")):
+            records = self.read()
+            yield records
+            write_json(self.path(), {self.key: records})
+
+    def save(self, record: dict[str, Any], keep: bool = True) -> dict[str, Any]:
+        """Put ``record`` last in place of the records with its id (without ``keep``: drop them)."""
+        with self.edit() as records:
+            mine = record[self.id_field]
+            records[:] = [r for r in records if r.get(self.id_field) != mine] + [record] * keep
+        return record
+
+    def find(self, ref: str, *fields: str) -> dict[str, Any] | None:
+        """The newest record holding ``ref`` in one of ``fields`` (default: its id) or as the last
+        ``/`` segment of one; None when there is none."""
+        for record in reversed(self.read()):
+            values = [str(record.get(f) or "") for f in fields or (self.id_field,)]
+            if any(ref in (v, v.rsplit("/", 1)[-1]) for v in values if v):
+                return record
+        return None
 
 
 def data_dir(smoke: bool = False) -> str:

@@ -99,9 +99,7 @@ def fuse_path(uri: str) -> Path:
 def run_folder_name(job: str) -> str:
     """The pipeline run's folder name: the job id, from the id, the resource name
     (``projects/.../pipelineJobs/ID``) or KFP's local ``RUN/for-loop-...``."""
-    text = str(job)
-    head = text.split("/pipelineJobs/", 1)[1] if "/pipelineJobs/" in text else text
-    head = head.split("/", 1)[0]
+    head = str(job).split("/pipelineJobs/", 1)[-1].split("/", 1)[0]
     return re.sub(r"[^A-Za-z0-9_.-]+", "-", head).strip("-.") or "pipeline-run"
 
 

@@ -98,3 +98,16 @@ def test_loopback_predict_is_sent_without_a_token(monkeypatch: pytest.MonkeyPatc
         assert client.complete("p", 4).text == "ok"
         (request,) = server.requests
         assert "authorization" not in request.headers
+
+
+def test_remote_error_caps_the_sdk_text() -> None:
+    from google.api_core.exceptions import BadRequest, Forbidden
+
+    error = auth.remote_error("create job j", BadRequest("x " * 400))
+    text = str(error).removeprefix("create job j: 400 ")
+    assert len(text) == auth.SDK_TEXT_LIMIT and text.endswith("…")
+    denied = auth.remote_error("create job j", Forbidden("y" * 1000), "aiplatform.x.create")
+    assert "y" * (auth.SDK_TEXT_LIMIT - 1) + "…)" in str(denied)
+    assert "y" * auth.SDK_TEXT_LIMIT not in str(denied)
+    short = auth.remote_error("get", BadRequest("no such job"))
+    assert str(short) == "get: 400 no such job"

@@ -73,7 +73,7 @@ def test_batch_cost_is_estimated_before_and_recorded_after(
     assert "no earlier job on this machine" in lines[before]
     assert f"0.5 node hour(s) x ${RATE:g} per node hour" in lines[after]
     assert f"~${0.5 * RATE:,.2f}" in lines[after] and "2026-07-08" in lines[after]
-    (record,) = batch.read_registry()
+    (record,) = batch.REGISTRY.read()
     assert record["cost_estimate"]["node_hours"] is None
     assert record["cost"]["node_hours"] == 0.5
     assert record["cost"]["usd"] == pytest.approx(0.5 * RATE)
@@ -86,7 +86,7 @@ def test_batch_cost_is_estimated_before_and_recorded_after(
     hours = 6 / (12 / 0.5)
     assert f"6 rows ~ {hours:.4g} node hour(s) (24 rows per node hour measured" in estimate
     assert f"= ~${hours * RATE:,.2f}" in estimate
-    second = batch.read_registry()[-1]
+    second = batch.REGISTRY.read()[-1]
     assert second["cost_estimate"]["usd"] == pytest.approx(hours * RATE)
     assert second["cost"]["usd"] == pytest.approx(0.25 * RATE)
     assert pricing.batch_cost("z9-mega", 1, 1.0).usd is None  # no price: no figure, not zero

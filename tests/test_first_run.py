@@ -290,7 +290,7 @@ def test_deploy_of_a_missing_checkpoint_is_refused_before_anything_is_created(
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and err[0].startswith(f"routerlib deploy: {missing}: no checkpoint")
         assert server.requests == [] and state.endpoints == {}
-        assert vertex.read_registry() == []
+        assert vertex.REGISTRY.read() == []
         # a checkpoint folder with a file deploys
         bucket = gcs_emulator.client().bucket("tuning-bucket")
         bucket.blob("run/checkpoints/final/config.json").upload_from_string("{}")

@@ -249,7 +249,7 @@ def test_registry_survives_a_crash_mid_write() -> None:
     jobs.record(
         Job(name="projects/p/locations/l/tuningJobs/1", backend="vertex", state=RUNNING, spec=spec)
     )
-    before = jobs.registry_path().read_bytes()
+    before = jobs.REGISTRY.path().read_bytes()
     script = textwrap.dedent(
         """
         import os
@@ -269,7 +269,7 @@ def test_registry_survives_a_crash_mid_write() -> None:
         [sys.executable, "-c", script], env=dict(os.environ), cwd=ROOT, check=False
     )
     assert result.returncode == 9
-    assert jobs.registry_path().read_bytes() == before
+    assert jobs.REGISTRY.path().read_bytes() == before
     assert [j.name for j in jobs.load_registry()] == ["projects/p/locations/l/tuningJobs/1"]
     # the next write works and keeps the earlier record
     jobs.record(
@@ -279,7 +279,7 @@ def test_registry_survives_a_crash_mid_write() -> None:
 
 
 def test_corrupt_registry_is_a_clear_input_error() -> None:
-    path = jobs.registry_path()
+    path = jobs.REGISTRY.path()
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("{not json", encoding="utf-8")
     with pytest.raises(InputError, match="not a routerlib job registry"):

@@ -76,7 +76,7 @@ def test_submit_sends_the_pipeline_job_field_by_field(
     fake: PipelinesStandIn, compiled: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     assert _submit(fake, compiled, "--service-account", ACCOUNT) == 0
-    records = pipeline_jobs.read_registry()
+    records = pipeline_jobs.REGISTRY.read()
     assert len(records) == 1
     record = records[0]
     job_id = record["ref"]
@@ -112,7 +112,7 @@ def test_submit_sends_the_pipeline_job_field_by_field(
     assert len(fake.pipeline_creates()) == 1
     assert fake.requests("GET", rf"/pipelineJobs/{job_id}$")
     assert "already submitted" in capsys.readouterr().out
-    assert len(pipeline_jobs.read_registry()) == 1
+    assert len(pipeline_jobs.REGISTRY.read()) == 1
 
 
 def test_a_lost_create_answer_leaves_one_job(
@@ -121,7 +121,7 @@ def test_a_lost_create_answer_leaves_one_job(
     fake.create_faults = ["drop"]  # the job is made, the answer never arrives
     assert _submit(fake, compiled) == 0
     assert len(fake.pipeline_jobs) == 1 and len(fake.pipeline_creates()) == 1
-    [record] = pipeline_jobs.read_registry()
+    [record] = pipeline_jobs.REGISTRY.read()
     assert record["name"].endswith("/pipelineJobs/" + record["ref"])
     assert "answer was lost" in capsys.readouterr().out
     assert _submit(fake, compiled) == 0  # and again: re-attached
@@ -134,13 +134,13 @@ def test_an_unanswered_create_that_made_nothing_is_sent_again_under_its_id(
     fake.create_faults = ["503"]
     assert _submit(fake, compiled) == 3
     assert "recorded as UNKNOWN" in capsys.readouterr().err
-    [record] = pipeline_jobs.read_registry()
+    [record] = pipeline_jobs.REGISTRY.read()
     assert record["state"] == "UNKNOWN" and not fake.pipeline_jobs
     assert _submit(fake, compiled) == 0
     first, second = fake.pipeline_creates()
     assert first.query["pipelineJobId"] == second.query["pipelineJobId"] == [record["ref"]]
     assert list(fake.pipeline_jobs) == [record["ref"]]
-    assert pipeline_jobs.read_registry()[0]["state"] == "PIPELINE_STATE_PENDING"
+    assert pipeline_jobs.REGISTRY.read()[0]["state"] == "PIPELINE_STATE_PENDING"
 
 
 def test_a_403_is_a_permission_problem_and_records_nothing(
@@ -151,7 +151,7 @@ def test_a_403_is_a_permission_problem_and_records_nothing(
     err = capsys.readouterr().err
     assert "permission denied" in err and "aiplatform.pipelineJobs.create" in err
     assert "roles/aiplatform.user" in err
-    assert pipeline_jobs.read_registry() == []
+    assert pipeline_jobs.REGISTRY.read() == []
 
 
 def test_schedule_posts_the_cron_and_the_create_request(
@@ -161,7 +161,7 @@ def test_schedule_posts_the_cron_and_the_create_request(
     assert fake.pipeline_creates() == []  # a schedule starts the runs, not the submit
     [create] = fake.schedule_creates()
     body = create.json()
-    [record] = pipeline_jobs.read_registry()
+    [record] = pipeline_jobs.REGISTRY.read()
     assert set(body) == {"displayName", "cron", "maxConcurrentRunCount", "createPipelineJobRequest"}
     assert body["displayName"] == record["ref"]
     assert body["cron"] == "0 3 * * *"
@@ -184,7 +184,7 @@ def test_schedule_posts_the_cron_and_the_create_request(
     assert main(["pipeline", "cancel", "1001"]) == 0
     assert fake.requests("POST", r"/schedules/1001:pause$")
     assert fake.schedules["1001"]["state"] == "PAUSED"
-    assert pipeline_jobs.read_registry()[0]["state"] == "PAUSED"
+    assert pipeline_jobs.REGISTRY.read()[0]["state"] == "PAUSED"
 
 
 def test_a_lost_schedule_answer_is_found_by_its_display_name(
@@ -192,7 +192,7 @@ def test_a_lost_schedule_answer_is_found_by_its_display_name(
 ) -> None:
     fake.create_faults = ["drop"]
     assert _submit(fake, compiled, "--schedule", "0 3 * * *") == 0
-    [record] = pipeline_jobs.read_registry()
+    [record] = pipeline_jobs.REGISTRY.read()
     assert fake.requests("GET", r"/schedules$")[0].query["filter"] == [
         f'display_name="{record["ref"]}"'
     ]
@@ -208,7 +208,7 @@ def test_bad_cron_is_refused_before_or_by_vertex(
     assert _submit(fake, compiled, "--schedule", "61 3 * * *") == 3  # Vertex's refusal
     err = capsys.readouterr().err
     assert "400" in err and "Invalid cron" in err
-    assert fake.schedules == {} and pipeline_jobs.read_registry() == []
+    assert fake.schedules == {} and pipeline_jobs.REGISTRY.read() == []
 
 
 def test_missing_bucket_and_unpullable_image_send_nothing(
@@ -217,7 +217,7 @@ def test_missing_bucket_and_unpullable_image_send_nothing(
     fake.buckets.clear()
     assert _submit(fake, compiled) == 3
     assert f"bucket gs://{BUCKET} does not exist" in capsys.readouterr().err
-    assert fake.pipeline_creates() == [] and pipeline_jobs.read_registry() == []
+    assert fake.pipeline_creates() == [] and pipeline_jobs.REGISTRY.read() == []
 
     local = tmp_path / "local-image.yaml"
     local.write_text(compiled.read_text().replace(IMAGE, "routerlib:latest"))
@@ -232,7 +232,7 @@ def test_list_show_cancel_a_job(
 ) -> None:
     fake.progression = ["PIPELINE_STATE_PENDING", RUNNING]  # it keeps running
     assert _submit(fake, compiled) == 0
-    [record] = pipeline_jobs.read_registry()
+    [record] = pipeline_jobs.REGISTRY.read()
     capsys.readouterr()
     assert main(["pipeline", "list"]) == 0
     listed = capsys.readouterr().out
@@ -242,7 +242,7 @@ def test_list_show_cancel_a_job(
     assert f"job: {record['name']}" in shown and "state:    PIPELINE_STATE_RUNNING" in shown
     assert main(["pipeline", "cancel", record["ref"]]) == 0
     assert fake.requests("POST", rf"/pipelineJobs/{record['ref']}:cancel$")
-    assert pipeline_jobs.read_registry()[0]["state"] == "PIPELINE_STATE_CANCELLING"
+    assert pipeline_jobs.REGISTRY.read()[0]["state"] == "PIPELINE_STATE_CANCELLING"
     assert main(["pipeline", "show", record["ref"]]) == 0
     assert "PIPELINE_STATE_CANCELLED" in capsys.readouterr().out
     assert main(["pipeline", "cancel", record["ref"]]) == 2  # ended: nothing to cancel
@@ -252,7 +252,7 @@ def test_show_reads_the_points_from_the_prefix(
     fake: PipelinesStandIn, compiled: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     assert _submit(fake, compiled) == 0
-    [record] = pipeline_jobs.read_registry()
+    [record] = pipeline_jobs.REGISTRY.read()
     sweep = {
         "sweep": record["ref"],
         "params_file": "params/llama31_8b.yaml",

@@ -1,5 +1,6 @@
-"""One registry reader and writer (atomic.py) behind endpoints.json and batch_jobs.json: a bad file
-is named with its field, an update is locked and atomic, a failed update writes nothing."""
+"""One registry reader and writer (runfolder.Registry) behind jobs.json, pipelines.json,
+endpoints.json and batch_jobs.json: a bad file is named with its field, an update is locked and
+atomic, a failed update writes nothing."""
 
 from __future__ import annotations
 
@@ -11,13 +12,13 @@ from pathlib import Path
 
 import pytest
 
-from routerlib import atomic
 from routerlib.errors import InputError
+from routerlib.runfolder import Registry
 from routerlib.serving import batch, vertex
 
 
 def test_missing_file_is_an_empty_registry(tmp_path: Path) -> None:
-    assert atomic.read_registry(tmp_path / "none.json", "jobs") == []
+    assert Registry(str(tmp_path / "none.json"), "jobs", "key").read() == []
 
 
 @pytest.mark.parametrize(
@@ -33,18 +34,19 @@ def test_a_foreign_file_is_named_with_its_field(tmp_path: Path, text: str, messa
     path = tmp_path / "reg.json"
     path.write_text(text, encoding="utf-8")
     with pytest.raises(InputError) as info:
-        atomic.read_registry(path, "jobs")
+        Registry(str(path), "jobs", "key").read()
     assert str(info.value).startswith(f"{path}: ") and message in str(info.value)
 
 
 def test_update_writes_back_and_a_failed_update_writes_nothing(tmp_path: Path) -> None:
     path = tmp_path / "reg.json"
-    with atomic.update_registry(path, "endpoints") as records:
+    registry = Registry(str(path), "endpoints", "endpoint_name")
+    with registry.edit() as records:
         records.append({"endpoint_name": "e1"})
     assert json.loads(path.read_text()) == {"endpoints": [{"endpoint_name": "e1"}]}
     assert (tmp_path / "reg.lock").exists()
     before = path.read_bytes()
-    with pytest.raises(RuntimeError), atomic.update_registry(path, "endpoints") as records:
+    with pytest.raises(RuntimeError), registry.edit() as records:
         records.clear()
         raise RuntimeError("stopped half way")
     assert path.read_bytes() == before
@@ -54,17 +56,17 @@ def test_vertex_and_batch_read_their_own_key(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("ROUTERLIB_OUTPUTS", str(tmp_path))
-    vertex.registry_path().write_text('{"endpoints": [{"endpoint_name": "e"}]}')
-    batch.registry_path().write_text('{"endpoints": []}')  # the wrong key for batch jobs
-    assert vertex.read_registry() == [{"endpoint_name": "e"}]
+    vertex.REGISTRY.path().write_text('{"endpoints": [{"endpoint_name": "e"}]}')
+    batch.REGISTRY.path().write_text('{"endpoints": []}')  # the wrong key for batch jobs
+    assert vertex.REGISTRY.read() == [{"endpoint_name": "e"}]
     with pytest.raises(InputError, match=r"batch_jobs\.json: jobs: must be a list"):
-        batch.read_registry()
+        batch.REGISTRY.read()
 
 
 _HOLDER = """
 import sys, time
-from routerlib import atomic
-with atomic.update_registry(sys.argv[1], "jobs") as records:
+from routerlib.runfolder import Registry
+with Registry(sys.argv[1], "jobs", "by").edit() as records:
     print("holding", flush=True)
     time.sleep(float(sys.argv[2]))
     records.append({"by": "other process"})
@@ -81,7 +83,7 @@ def test_an_update_waits_for_another_process_holding_the_lock(tmp_path: Path) ->
     try:
         assert holder.stdout is not None and holder.stdout.readline().strip() == "holding"
         started = time.monotonic()
-        with atomic.update_registry(path, "jobs") as records:
+        with Registry(str(path), "jobs", "by").edit() as records:
             waited = time.monotonic() - started
             records.append({"by": "this process"})
     finally:
@@ -100,6 +102,6 @@ def test_the_lock_is_released_when_its_holder_dies(tmp_path: Path) -> None:
     assert holder.stdout is not None and holder.stdout.readline().strip() == "holding"
     holder.kill()
     holder.wait(timeout=60)
-    with atomic.update_registry(path, "jobs") as records:  # would wait forever if still held
+    with Registry(str(path), "jobs", "by").edit() as records:  # would wait forever if held
         records.append({"by": "this process"})
     assert json.loads(path.read_text()) == {"jobs": [{"by": "this process"}]}

@@ -76,7 +76,7 @@ def test_deploy_list_delete(
     assert main(["endpoints", "delete", name]) == 0  # project and stand-in from the registry
     assert capsys.readouterr().out.startswith(f"deleted {name}")
     assert state.endpoints == {} and state.deleted == [name]
-    assert vertex.read_registry()[0]["state"] == "deleted"
+    assert vertex.REGISTRY.read()[0]["state"] == "deleted"
 
 
 @pytest.mark.parametrize(

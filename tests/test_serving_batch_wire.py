@@ -231,7 +231,7 @@ def test_a_killed_wait_reattaches_and_failed_rows_rerun(
     with pytest.raises(KeyboardInterrupt):
         run()
     assert "run the same command again to re-attach" in capsys.readouterr().err
-    (record,) = batch.read_registry()
+    (record,) = batch.REGISTRY.read()
     assert record["job_name"] in state.batch_jobs and len(_creates(server)) == 1
     assert state.batch_jobs[record["job_name"]]["state"] == "JOB_STATE_RUNNING"
     # No machine given: the job runs on what the model's deploy ran on.
@@ -239,7 +239,7 @@ def test_a_killed_wait_reattaches_and_failed_rows_rerun(
     assert (spec["machineType"], spec["acceleratorCount"]) == ("g2-standard-24", 2)
 
     # Killed between submit and the record: the job is found by its display name instead.
-    batch.registry_path().unlink()
+    batch.REGISTRY.path().unlink()
     state.batch_polls = 0
     for job in state.batch_jobs.values():
         job["_polls"] = 0
@@ -389,7 +389,7 @@ def test_constrained_batch_sends_the_schema_and_scores_the_chat_answers(
             assert json.loads(pred["raw"]) == json.loads(answers[prompt])
     cached = [json.loads(line) for line in (tmp_path / "c" / "r.cache.jsonl").open()]
     assert {c["target"] for c in cached} == {f"batch:{deployment.model_name}#constrained"}
-    (record,) = batch.read_registry()
+    (record,) = batch.REGISTRY.read()
     assert record["decoding"] == "constrained"
 
 
@@ -504,4 +504,4 @@ def test_a_run_scores_each_decoding_with_its_own_batch_job(
         assert report["generation"]["mode"] == "batch"
         assert report["strict"]["overall"]["route_plan_exact"] == 1.0
     assert (run.path / "eval" / "constrained" / "samples.jsonl").is_file()
-    assert [r["decoding"] for r in batch.read_registry()] == ["free", "constrained"]
+    assert [r["decoding"] for r in batch.REGISTRY.read()] == ["free", "constrained"]

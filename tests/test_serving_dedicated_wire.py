@@ -191,7 +191,7 @@ def test_deploy_is_recorded_before_the_wait_and_a_timeout_names_cleanup(
             endpoint_display_name="slow-one",
             deploy_timeout=1.0,
         )
-    (record,) = vertex.read_registry()
+    (record,) = vertex.REGISTRY.read()
     assert record["state"] == "deploying"
     assert record["operation_name"] in state.operations
     ids = record["endpoint_name"].rsplit("/", 1)[1]
@@ -203,7 +203,7 @@ def test_deploy_is_recorded_before_the_wait_and_a_timeout_names_cleanup(
     removed = vertex.cleanup()
     assert removed == [record["endpoint_name"]]
     assert state.endpoints == {} and state.models == {}
-    (record,) = vertex.read_registry()
+    (record,) = vertex.REGISTRY.read()
     assert (record["state"], record["model_state"]) == ("deleted", "deleted")
 
 
@@ -216,7 +216,7 @@ def test_losing_the_operation_does_not_delete_a_deploy_still_running(
     with pytest.raises(RemoteError, match="lost track of the deploy") as info:
         vertex.deploy(CKPT, VertexSettings(**cloud(server)), deploy_timeout=30)
     assert "routerlib endpoints cleanup" in str(info.value)
-    (record,) = vertex.read_registry()
+    (record,) = vertex.REGISTRY.read()
     assert record["state"] == "deploying" and record["endpoint_name"] in state.endpoints
     assert not [r for r in server.requests if r.method == "DELETE"]
 
@@ -229,7 +229,7 @@ def test_ctrl_c_during_the_wait_leaves_the_record(
     state.on_poll = _thread.interrupt_main  # Ctrl-C while it waits
     with pytest.raises(KeyboardInterrupt):
         vertex.deploy(CKPT, VertexSettings(**cloud(server)))
-    (record,) = vertex.read_registry()
+    (record,) = vertex.REGISTRY.read()
     assert record["state"] == "deploying" and record["endpoint_name"] in state.endpoints
     assert "routerlib endpoints cleanup" in capsys.readouterr().err
 
@@ -242,7 +242,7 @@ def test_a_refused_deploy_is_recorded_as_refused_and_left_alone(
     state.add_endpoint("proj-1", "us-central1", "not ours", endpoint_id=taken)
     with pytest.raises(RemoteError, match="409"):
         vertex.deploy(CKPT, VertexSettings(**cloud(server)), endpoint_display_name=taken)
-    (refused,) = vertex.read_registry()
+    (refused,) = vertex.REGISTRY.read()
     assert (refused["state"], refused["model_state"], refused["operation_name"]) == (
         "refused",
         "deleted",
@@ -278,7 +278,7 @@ def test_endpoints_cleanup_cli_removes_recorded_and_named_but_not_others(
     assert state.endpoints[recorded.endpoint_name]["labels"] == {"routerlib": "deploy"}
     stray = state.add_endpoint("proj-1", "us-central1", "routerlib-20261130-000000-abcdef")
     labelled = vertex.deploy(CKPT, VertexSettings(**cloud(server)), endpoint_display_name="custom")
-    vertex.registry_path().unlink()  # another machine: only the label and the name remain
+    vertex.REGISTRY.path().unlink()  # another machine: only the label and the name remain
     other = state.add_endpoint("proj-1", "us-central1", "someone-elses")
 
     code = main(["endpoints", "cleanup", "--project", "proj-1", "--api-endpoint", server.url])

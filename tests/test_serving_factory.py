@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import json
 from collections.abc import Iterator
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -131,7 +132,7 @@ def test_every_serving_kind_is_built_by_the_factory_only(
         assert predictor.describe()["kind"] == "vertex"
         assert predictor.name.startswith(f"vertex:{CKPT}#")  # the checkpoint names the model
     with _fake_deploy(CKPT, None) as deployment:
-        vertex._record(deployment)  # the model a deploy of CKPT uploaded
+        vertex.REGISTRY.save(asdict(deployment))  # the model a deploy of CKPT uploaded
     batch_cfg = load_config("params/qwen3_32b.yaml", {**cloud, "eval_mode": "batch"})
     batched = Run(tmp_path / "b", batch_cfg, "p")
     with stage04.serving(batched, _job(CKPT)) as predictor:

@@ -87,7 +87,7 @@ def test_deploy_request_body_and_registry(stand_in: tuple[RecordingServer, Servi
     assert deployment.deployed_model_ids == [endpoint["deployedModels"][0]["id"]]
     assert state.models[deployment.model_name]["artifactUri"] == CKPT
 
-    registry = json.loads(vertex.registry_path().read_text())["endpoints"]
+    registry = json.loads(vertex.REGISTRY.path().read_text())["endpoints"]
     assert len(registry) == 1
     assert registry[0]["endpoint_name"] == deployment.endpoint_name
     assert registry[0]["checkpoint_uri"] == CKPT
@@ -111,7 +111,7 @@ def test_default_deploy_uses_l4_and_a_unique_display_name(
     assert first.endpoint_display_name.startswith("routerlib-")
     assert first.endpoint_display_name != second.endpoint_display_name
     assert first.endpoint_name.endswith("/endpoints/" + first.endpoint_display_name)
-    assert len(vertex.read_registry()) == 2
+    assert len(vertex.REGISTRY.read()) == 2
 
 
 def test_non_gcs_checkpoint_is_refused_before_any_request(
@@ -207,7 +207,7 @@ def test_delete_by_name_alone_finds_the_recorded_stand_in(
     deployment = vertex.deploy(CKPT, VertexSettings(**cloud(server)))
     assert vertex.delete_endpoint(deployment.endpoint_name) == deployment.deployed_model_ids
     assert state.endpoints == {}
-    (record,) = vertex.read_registry()
+    (record,) = vertex.REGISTRY.read()
     assert record["state"] == "deleted" and record["deleted_at"]
     # Deleting again is not an error: the endpoint is already gone.
     assert vertex.delete_endpoint(deployment.endpoint_name) == []
@@ -248,7 +248,7 @@ def test_failed_deploy_removes_the_endpoint_vertex_created(
             pytest.fail("the body must not run when deploy fails")
     assert state.endpoints == {}
     assert len(state.deleted) == 2  # the endpoint and the model it uploaded
-    (record,) = vertex.read_registry()
+    (record,) = vertex.REGISTRY.read()
     assert record["state"] == "deleted" and record["model_state"] == "deleted"
 
 
@@ -260,7 +260,7 @@ def test_failed_cleanup_names_the_endpoint_to_delete(
         with vertex.deployed(CKPT, VertexSettings(**cloud(server))) as deployment:
             state.delete_status = 500
     assert deployment.endpoint_name in str(info.value)
-    (record,) = vertex.read_registry()
+    (record,) = vertex.REGISTRY.read()
     assert record["state"] == "deployed"  # still listed by `routerlib endpoints list`
 
 

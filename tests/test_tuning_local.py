@@ -294,8 +294,11 @@ def test_bad_inputs_fail_with_one_line_naming_the_place(splits, tmp_path):
 
     out = tmp_path / "o3"
     assert _backend().submit(_spec(splits, out, epochs=1)).state == SUCCEEDED
-    with pytest.raises(InputError, match="different spec"):
+    with pytest.raises(InputError, match="different spec") as info:
         _backend().submit(_spec(splits, out, epochs=2))
+    assert "different spec (epochs 1 -> 2);" in str(info.value)  # the refusal names the change
+    with pytest.raises(InputError, match=r"different spec \(bf16 False -> True\);"):
+        _backend(bf16=True).submit(_spec(splits, out, epochs=1))  # an option, not the spec
     with pytest.raises(InputError, match="no local tuning job"):
         LocalBackend(root=tmp_path).get("local-000000000000")
 

@@ -12,13 +12,12 @@ import sys
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass, field, replace
-from pathlib import Path
 from typing import Any
 
-from routerlib import atomic, auth, pricing, storage
+from routerlib import auth, pricing, storage
 from routerlib.errors import InputError, RemoteError
-from routerlib.paths import outputs_root
 from routerlib.progress import is_terminal
+from routerlib.runfolder import Registry, now
 from routerlib.schema import completion_json_schema
 from routerlib.serving import hardware as hw
 from routerlib.serving import vertex
@@ -27,9 +26,8 @@ from routerlib.serving.cache import prompt_sha as _sha
 from routerlib.serving.settings import DEFAULT_LOCATION, PLACE, VertexSettings
 from routerlib.serving.wire import extra_tag, predict_instance, prediction_text
 
-REGISTRY_FILE = "batch_jobs.json"
-#: The key of the registry's list of jobs.
-REGISTRY_KEY = "jobs"
+#: ``<outputs>/batch_jobs.json``: every batch job, known by the key of its model and rows.
+REGISTRY = Registry("batch_jobs.json", "jobs", "key")
 KEY_FIELD = "routerlib_key"
 RESULT_PREFIXES = ("prediction.results-", "prediction.errors_stats-")
 _SUCCEEDED = ("JOB_STATE_SUCCEEDED", "JOB_STATE_PARTIALLY_SUCCEEDED")
@@ -49,27 +47,11 @@ class BatchOutcome:
     failed_rows: dict[int, str] = field(default_factory=dict)
 
 
-def registry_path() -> Path:
-    """``<outputs>/batch_jobs.json``."""
-    return outputs_root() / REGISTRY_FILE
-
-
-def read_registry() -> list[dict[str, Any]]:
-    """Every recorded batch job (newest last)."""
-    return atomic.read_registry(registry_path(), REGISTRY_KEY)
-
-
-def _save(record: dict[str, Any]) -> None:
-    with atomic.update_registry(registry_path(), REGISTRY_KEY) as jobs:
-        jobs[:] = [j for j in jobs if j.get("key") != record["key"]]
-        jobs.append(record)
-
-
 def cancel_running() -> list[str]:
     """Cancel every recorded batch job that is still running (what ``routerlib endpoints
     cleanup`` does for batch jobs); returns the jobs cancelled."""
     cancelled = []
-    for record in read_registry():
+    for record in REGISTRY.read():
         if record.get("state") in _TERMINAL:
             continue
         auth.init_vertex(*(record.get(k, "") for k in PLACE))
@@ -87,8 +69,7 @@ def cancel_running() -> list[str]:
             state = "JOB_STATE_CANCELLED"
         except auth.sdk_errors() as exc:
             raise auth.remote_error(f"cancel {record['job_name']}", exc) from None
-        record["state"] = state
-        _save(record)
+        REGISTRY.save(record | {"state": state})
     return cancelled
 
 
@@ -97,41 +78,42 @@ def row_key(index: int, prompt: str) -> str:
     return f"{index}-{_sha(prompt)}"
 
 
-def resolve_model(
-    model: str, project: str | None, location: str | None
-) -> tuple[str, str, str, str]:
-    """Model resource name, project, location and API endpoint for ``--batch MODEL``: a full
-    ``projects/…/models/ID``, an id with ``project``, an endpoint routerlib recorded (then the
-    model its deploy uploaded) or a checkpoint's ``gs://`` URI (the model its latest deploy
-    uploaded, as ``eval_mode: batch`` asks)."""
-    checkpoint = storage.is_gcs_uri(model)
-    for record in reversed(vertex.read_registry()):
-        names = (record.get("endpoint_name", ""), record.get("model_name", ""))
-        deleted = record.get("model_state") == "deleted"
-        if checkpoint:  # the latest deploy of it whose model still exists
-            if record.get("checkpoint_uri") != model or not names[1] or deleted:
-                continue
-        elif not (model in names or any(n.rsplit("/", 1)[-1] == model for n in names if n)):
-            continue
-        elif deleted:
+def resolve_model(model: str, settings: VertexSettings) -> tuple[str, VertexSettings]:
+    """The model resource name for ``--batch MODEL`` and ``settings`` with where it lives filled
+    in (what ``settings`` give wins): a full ``projects/…/models/ID``, an id with a project, an
+    endpoint routerlib recorded (then the model its deploy uploaded) or a checkpoint's ``gs://``
+    URI (the model its latest deploy uploaded, as ``eval_mode: batch`` asks)."""
+
+    def at(project: str, location: str, api_endpoint: str = "") -> VertexSettings:
+        found = {"project": project, "location": location, "api_endpoint": api_endpoint}
+        given: dict[str, Any] = {k: getattr(settings, k) or v for k, v in found.items()}
+        return replace(settings, **given)
+
+    if storage.is_gcs_uri(model):  # the latest deploy of it whose model still exists
+        kept = [r for r in vertex.REGISTRY.read() if r.get("model_state") != "deleted"]
+        record = next((r for r in reversed(kept) if r.get("checkpoint_uri") == model), None)
+        if record is None or not record.get("model_name"):
             raise InputError(
-                f"--batch {model}: the model {names[1]} was deleted by a cleanup; deploy the "
-                "checkpoint again (`routerlib deploy`) to upload one"
+                f"eval_mode batch: no Model Registry model recorded for {model}; run "
+                f"`routerlib deploy --checkpoint {model}` then `routerlib endpoints delete "
+                "NAME` (keeps the model), or use eval_mode: endpoint"
             )
-        recorded = [str(record.get(k, "")) for k in PLACE]
-        return record["model_name"], recorded[0], recorded[1], recorded[2]
-    if checkpoint:
-        raise InputError(
-            f"eval_mode batch: no Model Registry model recorded for {model}; run "
-            f"`routerlib deploy --checkpoint {model}` then `routerlib endpoints delete "
-            "NAME` (keeps the model), or use eval_mode: endpoint"
-        )
+    else:
+        record = vertex.REGISTRY.find(model, "endpoint_name", "model_name")
+        if record is not None and record.get("model_state") == "deleted":
+            raise InputError(
+                f"--batch {model}: the model {record['model_name']} was deleted by a cleanup; "
+                "deploy the checkpoint again (`routerlib deploy`) to upload one"
+            )
+    if record is not None:
+        project, location, api = (str(record.get(k, "")) for k in PLACE)
+        return record["model_name"], at(project, location or DEFAULT_LOCATION, api)
     match = re.fullmatch(r"projects/([^/]+)/locations/([^/]+)/models/[^/]+", model)
     if match:
-        return model, match.group(1), match.group(2), ""
-    if project and re.fullmatch(r"[A-Za-z0-9_-]+", model):
-        loc = location or DEFAULT_LOCATION
-        return f"projects/{project}/locations/{loc}/models/{model}", project, loc, ""
+        return model, at(match.group(1), match.group(2))
+    if settings.project and re.fullmatch(r"[A-Za-z0-9_-]+", model):
+        where = at(settings.project, DEFAULT_LOCATION)
+        return f"projects/{where.project}/locations/{where.location}/models/{model}", where
     raise InputError(
         f"--batch {model}: not a Model Registry model (projects/P/locations/L/models/ID, an id "
         "with --project, or an endpoint/model recorded in endpoints.json)"
@@ -224,24 +206,14 @@ class BatchPredictor:
             )
         if not storage.is_gcs_uri(gcs_prefix):
             raise InputError(f"--gcs-prefix {gcs_prefix!r}: must be gs://BUCKET/PREFIX")
-        settings = settings or VertexSettings()
-        model_name, project, location, api = resolve_model(
-            model, settings.project or None, settings.location or None
-        )
-        self.model = model_name
+        self.model, self.settings = resolve_model(model, settings or VertexSettings())
         self.gcs_prefix = gcs_prefix
-        self.settings = replace(
-            settings,
-            project=settings.project or project,
-            location=settings.location or location or DEFAULT_LOCATION,
-            api_endpoint=settings.api_endpoint or api,
-        )
         if not self.settings.project:
             raise InputError(f"--batch {model}: give --project (or a full model resource name)")
         self.extra = dict(extra or {})
         self.rerun_failed = rerun_failed
         self.poll_s = poll_s
-        self.name = f"batch:{model_name}" + extra_tag(self.extra)
+        self.name = f"batch:{self.model}" + extra_tag(self.extra)
         self.outcome: BatchOutcome | None = None
 
     def predict(
@@ -265,7 +237,7 @@ class BatchPredictor:
         if schema is not None:  # a free job keeps the key it always had
             parts.append({"schema": _sha(json.dumps(schema, sort_keys=True))})
         key = _sha(json.dumps(parts))
-        existing = next((r for r in read_registry() if r.get("key") == key), None)
+        existing = REGISTRY.find(key)
         if existing is None and set(prompts) <= set(known_failed) and not self.rerun_failed:
             outcome.failed_rows = {i: known_failed[i] for i in sorted(prompts)}
             yield {i: Failed(known_failed[i]) for i in prompts}
@@ -273,8 +245,16 @@ class BatchPredictor:
         rows_id = _sha("\n".join(sorted(keys.values())))
         where = {k: getattr(self.settings, k) for k in PLACE}
         what = {"model": self.model, "gold": rows_id, "decoding": decoding, **where}
-        record = self._attach_or_submit(key, existing, what, prompts, keys, max_tokens, schema)
-        if progress and outcome.batch_reattached:
+        auth.init_vertex(*where.values())
+        record = existing or self._lost_job(key, what)
+        outcome.batch_reattached = record is not None
+        if record is None:
+            instances = (
+                {**predict_instance(prompt, max_tokens, self.extra, schema), KEY_FIELD: keys[i]}
+                for i, prompt in sorted(prompts.items())
+            )
+            record = self._submit(key, what, instances)
+        elif progress:
             print(f"re-attached to {record['job_name']}", file=sys.stderr)
         answered, failed = self._run(record, prompts, progress)
         meta = {"batch_job": record["job_name"]}
@@ -285,67 +265,42 @@ class BatchPredictor:
     def _known_failures(self, keys: dict[int, str], decoding: str) -> dict[int, str]:
         """Rows (by index) a recorded job on this model and decoding failed, by their row key."""
         by_key: dict[str, str] = {}
-        for rec in read_registry():
+        for rec in REGISTRY.read():
             if (rec.get("model"), rec.get("decoding", "free")) == (self.model, decoding):
                 by_key.update(rec.get("failed_keys") or {})
         return {i: by_key[k] for i, k in keys.items() if k in by_key}
 
-    def _attach_or_submit(
-        self,
-        key: str,
-        existing: dict[str, Any] | None,
-        what: dict[str, Any],
-        prompts: Mapping[int, str],
-        keys: dict[int, str],
-        max_tokens: int,
-        schema: dict[str, Any] | None,
-    ) -> dict[str, Any]:
-        """The recorded job for ``key``, else one Vertex has under its display name but the
-        registry lacks (killed between create and record: recorded now, not paid twice), else a
-        new job for ``prompts``, recorded (with ``what``) the moment it exists."""
+    def _lost_job(self, key: str, what: dict[str, Any]) -> dict[str, Any] | None:
+        """A live job Vertex has under ``key``'s display name that the registry lacks (killed
+        between create and record): recorded now (with ``what``), so it is not paid twice."""
         from google.cloud import aiplatform
 
-        assert self.outcome is not None
-        s = self.settings
-        auth.init_vertex(s.project, s.location, s.api_endpoint)
-        if existing is None:
-            name = f"routerlib-batch-{key}"
-            try:
-                found = aiplatform.BatchPredictionJob.list(
-                    filter=f'display_name="{name}"', project=s.project, location=s.location
-                )
-            except auth.sdk_errors() as exc:
-                raise auth.remote_error(
-                    f"list batch jobs of {s.project}/{s.location}", exc
-                ) from None
-            for job in (j for j in found if j.display_name == name):
-                if _state_name(job) not in _DEAD:
-                    existing = {"key": key, "job_name": job.resource_name, **what}
-                    existing.update(state=_state_name(job), submitted_at="")
-                    _save(existing)
-                    break
-        if existing is not None:
-            self.outcome.batch_reattached = True
-            return existing
+        s, name = self.settings, f"routerlib-batch-{key}"
+        with auth.sdk_call(f"list batch jobs of {s.project}/{s.location}"):
+            found = aiplatform.BatchPredictionJob.list(
+                filter=f'display_name="{name}"', project=s.project, location=s.location
+            )
+        for job in found:
+            if job.display_name == name and _state_name(job) not in _DEAD:
+                record = {"key": key, "job_name": job.resource_name, **what}
+                return REGISTRY.save(record | {"state": _state_name(job), "submitted_at": ""})
+        return None
+
+    def _submit(
+        self, key: str, what: dict[str, Any], instances: Iterator[dict[str, Any]]
+    ) -> dict[str, Any]:
+        """A new job for ``instances``, recorded (with ``what``) the moment it exists."""
         base = f"{self.gcs_prefix.rstrip('/')}/batch/{key}"
-        shape = _batch_hardware(self.model, s)
-        instances = (
-            {**predict_instance(prompt, max_tokens, self.extra, schema), KEY_FIELD: keys[i]}
-            for i, prompt in sorted(prompts.items())
-        )
-        lines = "".join(json.dumps(x, ensure_ascii=False) + "\n" for x in instances)
-        _gcs_write(f"{base}/instances.jsonl", lines)
-        estimate = pricing.batch_estimate(shape.machine_type, len(prompts), read_registry())
+        shape = _batch_hardware(self.model, self.settings)
+        lines = [json.dumps(x, ensure_ascii=False) + "\n" for x in instances]
+        _gcs_write(f"{base}/instances.jsonl", "".join(lines))
+        estimate = pricing.batch_estimate(shape.machine_type, len(lines), REGISTRY.read())
         print(estimate.line(), file=sys.stderr)
-        try:
-            job_name = _create_job(key, self.model, base, shape, s.project, s.location)
-        except auth.sdk_errors() as exc:
-            raise auth.remote_error(f"submit batch job on {self.model}", exc) from None
+        with auth.sdk_call(f"submit batch job on {self.model}"):
+            job_name = _create_job(key, self.model, base, shape, self.settings)
         record = {"key": key, "job_name": job_name, **what, "state": "JOB_STATE_PENDING"}
-        record.update(rows=len(prompts), input_uri=f"{base}/instances.jsonl")
-        record.update(submitted_at=vertex._now(), **estimate.record())
-        _save(record)
-        return record
+        record.update(rows=len(lines), input_uri=f"{base}/instances.jsonl")
+        return REGISTRY.save(record | {"submitted_at": now(), **estimate.record()})
 
     def _run(
         self, record: dict[str, Any], prompts: Mapping[int, str], progress: bool
@@ -370,7 +325,7 @@ class BatchPredictor:
             raise auth.remote_error(f"poll {record['job_name']}", exc) from None
         outcome.batch_state = record["state"] = state
         if state not in _SUCCEEDED:
-            _save(record)
+            REGISTRY.save(record)
             error = job.gca_resource.error.message or "no message"
             raise RemoteError(f"batch job {record['job_name']} ended {state}: {error}")
         info = job.output_info
@@ -389,7 +344,7 @@ class BatchPredictor:
         )
         record.update(spent.record())
         print(spent.line(), file=sys.stderr)
-        _save(record)
+        REGISTRY.save(record)
         return answered, outcome.failed_rows
 
     def describe(self) -> dict[str, Any]:
@@ -404,9 +359,7 @@ class BatchPredictor:
         """Nothing to release: a finished job holds no machine."""
 
 
-def _create_job(
-    key: str, model_name: str, base: str, shape: Any, project: str, location: str
-) -> str:
+def _create_job(key: str, model_name: str, base: str, shape: Any, at: VertexSettings) -> str:
     """Create the batch prediction job for ``key`` with ``instanceConfig.keyField`` (which
     ``BatchPredictionJob.submit`` does not offer: docs/serving.md); returns its resource name."""
     from google.cloud.aiplatform import initializer, utils
@@ -431,10 +384,10 @@ def _create_job(
         labels={"routerlib": "batch"},
     )
     client = initializer.global_config.create_client(
-        client_class=utils.JobClientWithOverride, location_override=location
+        client_class=utils.JobClientWithOverride, location_override=at.location
     )
     created = client.create_batch_prediction_job(
-        parent=f"projects/{project}/locations/{location}", batch_prediction_job=job
+        parent=f"projects/{at.project}/locations/{at.location}", batch_prediction_job=job
     )
     return str(created.name)
 
@@ -442,9 +395,7 @@ def _create_job(
 def _batch_hardware(model_name: str, settings: VertexSettings) -> hw.Hardware:
     """The batch job's machine: what ``settings`` give, else what the model's deploy ran on (as
     recorded), checked against the checkpoint's size like a deploy."""
-    record: dict[str, Any] = next(
-        (r for r in reversed(vertex.read_registry()) if r.get("model_name") == model_name), {}
-    )
+    record = vertex.REGISTRY.find(model_name, "model_name") or {}
     keys = ("machine_type", "accelerator_type", "accelerator_count")
     shape = hw.choose("", **{k: getattr(settings, k) or record.get(k) for k in keys})
     if record.get("checkpoint_uri"):

@@ -112,14 +112,6 @@ def fits(weights: int, hardware: Hardware) -> bool | None:
     return None if memory is None else weights <= WEIGHT_SHARE * memory * GB
 
 
-def known_shapes() -> list[Hardware]:
-    """The deploy shapes of the model contracts, smallest accelerator memory first: what a
-    refused deploy offers instead."""
-    rows = {d for c in models.CONTRACTS.values() for d in (c.deploy, *c.deploy_alternatives)}
-    shapes = {Hardware.of(d) for d in rows}
-    return sorted(shapes, key=lambda h: (h.memory_gb() or 0, h.machine_type))
-
-
 def check_fit(checkpoint_uri: str, hardware: Hardware, client: Any = None) -> int | None:
     """Refuse (InputError) a machine known to be too small for the checkpoint, listing shapes
     that fit; returns the size (None, with a warning, when it cannot be read)."""
@@ -130,7 +122,11 @@ def check_fit(checkpoint_uri: str, hardware: Hardware, client: Any = None) -> in
         return None
     if weights is None or fits(weights, hardware) is not False:
         return weights
-    options = [shape for shape in known_shapes() if fits(weights, shape)]
+    # the model contracts' deploy shapes that fit, smallest accelerator memory first
+    rows = {d for c in models.CONTRACTS.values() for d in (c.deploy, *c.deploy_alternatives)}
+    shapes = {Hardware.of(d) for d in rows}
+    options = [h for h in shapes if fits(weights, h)]
+    options.sort(key=lambda h: (h.memory_gb() or 0, h.machine_type))
     listed = "; ".join(o.label() for o in options[:5]) or "none of the known shapes"
     raise InputError(
         f"{checkpoint_uri}: {weights / GB:.1f} GB of weights do not fit {hardware.label()} "

@@ -15,19 +15,17 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
-from routerlib import atomic, auth
+from routerlib import auth
 from routerlib.errors import InputError, RemoteError
-from routerlib.paths import outputs_root
+from routerlib.runfolder import Registry, now
 from routerlib.serving import hardware as hw
 from routerlib.serving.client import error_text, is_retryable
 from routerlib.serving.settings import DEFAULT_LOCATION, PLACE, VertexSettings
 
-REGISTRY_FILE = "endpoints.json"
-#: The key of the registry's list of deployments.
-REGISTRY_KEY = "endpoints"
+#: ``<outputs>/endpoints.json``: every deployment (a :class:`Deployment` each), newest last.
+REGISTRY = Registry("endpoints.json", "endpoints", "endpoint_name")
 ENDPOINT_NAME = re.compile(
     r"projects/(?P<project>[^/]+)/locations/(?P<location>[^/]+)/endpoints/(?P<id>[^/:]+)"
 )
@@ -66,7 +64,6 @@ class EndpointInfo:
     endpoint_name: str
     display_name: str
     deployed_model_ids: list[str] = field(default_factory=list)
-    model_names: list[str] = field(default_factory=list)
     checkpoint_uri: str = ""
     state: str = "deployed"
 
@@ -81,34 +78,6 @@ class PredictError(RemoteError):
         self.retryable = is_retryable(status_code)
 
 
-def _now() -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-
-
-def registry_path() -> Path:
-    """``<outputs>/endpoints.json``."""
-    return outputs_root() / REGISTRY_FILE
-
-
-def read_registry() -> list[dict[str, Any]]:
-    """Every recorded deployment (newest last); [] when none was recorded."""
-    return atomic.read_registry(registry_path(), REGISTRY_KEY)
-
-
-def _record(deployment: Deployment) -> None:
-    with atomic.update_registry(registry_path(), REGISTRY_KEY) as records:
-        records[:] = [r for r in records if r.get("endpoint_name") != deployment.endpoint_name]
-        records.append(asdict(deployment))
-
-
-def _registry_entry(endpoint_name: str) -> dict[str, Any] | None:
-    for record in reversed(read_registry()):
-        name = record.get("endpoint_name", "")
-        if name == endpoint_name or name.rsplit("/", 1)[-1] == endpoint_name:
-            return record
-    return None
-
-
 def _resolve(
     endpoint_name: str, project: str | None, location: str | None, api_endpoint: str | None
 ) -> tuple[str, str, str, str]:
@@ -116,7 +85,7 @@ def _resolve(
     arguments, then the registry entry, then the defaults."""
     match = ENDPOINT_NAME.fullmatch(endpoint_name)
     complete = match is not None and api_endpoint is not None
-    entry = {} if complete else (_registry_entry(endpoint_name) or {})
+    entry = {} if complete else (REGISTRY.find(endpoint_name) or {})
     named = match.groupdict() if match else {}
     project = named.get("project") or project or entry.get("project") or ""
     location = named.get("location") or location or entry.get("location") or DEFAULT_LOCATION
@@ -137,11 +106,6 @@ CLEANUP_COMMAND = "routerlib endpoints cleanup"
 NAME_PREFIX = "routerlib-"
 #: The label routerlib puts on every endpoint it deployed.
 LABEL = "routerlib"
-
-
-def default_display_name() -> str:
-    """A unique endpoint display name, so a failed deploy can still be found and removed."""
-    return f"{NAME_PREFIX}{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(3)}"
 
 
 _DEFAULT_NAME = re.compile(rf"{NAME_PREFIX}\d{{8}}-\d{{6}}-[0-9a-f]{{6}}")
@@ -179,7 +143,9 @@ def deploy(
         raise InputError("a Google Cloud project is required: pass --project (or set `project`)")
     chosen = settings.hardware(base_model)
     hw.check_fit(checkpoint_uri, chosen)
-    display_name = endpoint_display_name or default_display_name()
+    # unique, so a failed deploy can still be found and removed
+    stamp = f"{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(3)}"
+    display_name = endpoint_display_name or f"{NAME_PREFIX}{stamp}"
     ids = resource_id(display_name)
     auth.init_vertex(project, location, api_endpoint)
     from google.cloud.aiplatform_v1beta1 import types
@@ -210,13 +176,13 @@ def deploy(
         api_endpoint=api_endpoint,
         state="requested",  # recorded before the request: a kill right after it leaves a trace
     )
-    known = _registry_entry(deployment.endpoint_name)
+    known = REGISTRY.find(deployment.endpoint_name)
     if known and known.get("state") not in ("deleted", "refused"):
         raise InputError(
             f"{deployment.endpoint_name} is already recorded ({known.get('state')}); "
             "choose another --endpoint-display-name"
         )
-    _record(deployment)
+    REGISTRY.save(asdict(deployment))
     try:
         operation = client.deploy(request)
     except auth.sdk_errors() as exc:
@@ -224,12 +190,12 @@ def deploy(
         code = getattr(exc, "code", None)
         if isinstance(code, int) and 400 <= code < 500:  # refused: nothing was created
             deployment.state, deployment.model_state = "refused", "deleted"
-            _record(deployment)
+            REGISTRY.save(asdict(deployment))
             raise error from None
         raise RemoteError(f"{error}; {_still_recorded(deployment, 'no answer')}") from None
     deployment.state = "deploying"
     deployment.operation_name = operation.operation.name
-    _record(deployment)
+    REGISTRY.save(asdict(deployment))
     return _wait_for_deploy(operation, deployment, deploy_timeout or DEFAULT_DEPLOY_TIMEOUT_S)
 
 
@@ -261,7 +227,7 @@ def _wait_for_deploy(operation: Any, deployment: Deployment, timeout: float) -> 
                 _still_recorded(deployment, f"lost track of the deploy ({error})")
             ) from None
         deployment.state = "failed"
-        _record(deployment)
+        REGISTRY.save(asdict(deployment))
         try:
             delete_endpoint(deployment.endpoint_name, delete_models=[deployment.model_name])
         except RemoteError as cleanup:
@@ -285,8 +251,8 @@ def _wait_for_deploy(operation: Any, deployment: Deployment, timeout: float) -> 
     deployment.deployed_model_ids = [d.id for d in deployed_models]
     deployment.dedicated_endpoint_dns = endpoint.gca_resource.dedicated_endpoint_dns or ""
     deployment.state = "deployed"
-    deployment.deployed_at = _now()
-    _record(deployment)
+    deployment.deployed_at = now()
+    REGISTRY.save(asdict(deployment))
     return deployment
 
 
@@ -307,27 +273,19 @@ def delete_endpoint(
     from google.cloud import aiplatform
 
     model_ids: list[str] = []
-    try:
+    with auth.sdk_call(f"delete {name}"), contextlib.suppress(gexc.NotFound):
         endpoint = aiplatform.Endpoint(name)
         model_ids = [d.id for d in endpoint.list_models()]
         endpoint.undeploy_all()
         endpoint.delete()
-    except gexc.NotFound:
-        pass
-    except auth.sdk_errors() as exc:
-        raise auth.remote_error(f"delete {name}", exc) from None
     with _endpoint_cache_lock:
         _endpoint_cache.pop((name, api), None)
     for model in delete_models or []:
-        try:
+        with auth.sdk_call(f"delete model {model}"), contextlib.suppress(gexc.NotFound):
             aiplatform.Model(model).delete()
-        except gexc.NotFound:
-            continue
-        except auth.sdk_errors() as exc:
-            raise auth.remote_error(f"delete model {model}", exc) from None
-    with atomic.update_registry(registry_path(), REGISTRY_KEY) as records:
+    with REGISTRY.edit() as records:
         for record in (r for r in records if r.get("endpoint_name") == name):
-            record.update(state="deleted", deleted_at=_now())
+            record.update(state="deleted", deleted_at=now())
             if delete_models:
                 record["model_state"] = "deleted"
     return model_ids
@@ -338,12 +296,10 @@ def _live_endpoints(project: str, location: str, api_endpoint: str) -> list[Any]
     auth.init_vertex(project, location, api_endpoint)
     from google.cloud import aiplatform
 
-    try:
+    with auth.sdk_call(f"list endpoints of {project}/{location}"):
         return [
             e.gca_resource for e in aiplatform.Endpoint.list(project=project, location=location)
         ]
-    except auth.sdk_errors() as exc:
-        raise auth.remote_error(f"list endpoints of {project}/{location}", exc) from None
 
 
 def cleanup(
@@ -362,7 +318,7 @@ def cleanup(
         except RemoteError as exc:
             problems.append(f"{name}: {exc}")
 
-    for record in read_registry():
+    for record in REGISTRY.read():
         model = record.get("model_name")
         if record.get("state") in ("deleted", "refused") and not (
             model and record.get("model_state") == "present"
@@ -386,14 +342,13 @@ def list_endpoints(
 ) -> list[EndpointInfo]:
     """Without ``project``: the endpoints routerlib recorded (no network). With it: the live
     endpoints of that project/location, annotated with the recorded checkpoint."""
-    records = read_registry()
+    records = REGISTRY.read()
     if not project:
         return [
             EndpointInfo(
                 r["endpoint_name"],
                 r.get("endpoint_display_name", ""),
                 list(r.get("deployed_model_ids", [])),
-                [r["model_name"]] if r.get("model_name") else [],
                 r.get("checkpoint_uri", ""),
                 r.get("state", "deployed"),
             )
@@ -405,7 +360,6 @@ def list_endpoints(
             gca.name,
             gca.display_name,
             [d.id for d in gca.deployed_models],
-            [d.model for d in gca.deployed_models],
             checkpoints.get(gca.name, ""),
         )
         for gca in _live_endpoints(project, location, api_endpoint)

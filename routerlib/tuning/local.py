@@ -47,6 +47,8 @@ CANCEL_FILE = "CANCEL"
 #: Output folders this process trains right now (a RUNNING record with our pid is alive only then).
 _ACTIVE: set[str] = set()
 
+#: Spec fields that do not change the trained weights (left out of a job's identity).
+_NOT_IDENTITY = {"labels", "tuned_model_display_name"}
 #: Said when a submission waits for the identical tuning another run is making (runs side by side).
 WAITING = "another run is making the same tuning; waiting to re-attach to it (tuning cache)"
 
@@ -179,9 +181,16 @@ class LocalBackend(trainer.Settings):
         name = f"local-{identity[:12]}"
         previous, run = read_record(out)
         if previous is not None and run.identity not in (None, identity):
+            was = {**previous.spec.model_dump(exclude=_NOT_IDENTITY), **run.options}
+            wants = {**spec.model_dump(exclude=_NOT_IDENTITY), **self.options()}
+            changed = [
+                f"{k} {was.get(k)} -> {wants.get(k)}"
+                for k in {**was, **wants}
+                if was.get(k) != wants.get(k)
+            ]
             raise InputError(
-                f"output_uri: {out} already holds job {previous.name} of a different spec; "
-                "choose a new output_uri"
+                f"output_uri: {out} already holds job {previous.name} of a different spec "
+                f"({', '.join(changed) or 'the identity rule changed'}); choose a new output_uri"
             )
         if (
             previous is not None
@@ -338,7 +347,7 @@ class LocalBackend(trainer.Settings):
 
     def _identity(self, spec: TuningSpec) -> str:
         """Hash of everything that changes the trained weights (not labels or display name)."""
-        fields = spec.model_dump(exclude={"labels", "tuned_model_display_name"})
+        fields = spec.model_dump(exclude=_NOT_IDENTITY)
         return cache.cache_key({"spec": fields, "options": self.options()})
 
     def _output_dir(self, spec: TuningSpec) -> Path:
