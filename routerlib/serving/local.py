@@ -84,7 +84,9 @@ class LocalPredictor:
         if max_batch < 1:
             raise InputError(f"max_batch must be at least 1, got {max_batch}")
         self.checkpoint_dir = path
-        self.name = checkpoint_name(checkpoint_dir)
+        #: The model (cache key, report source): ``checkpoint:<absolute folder>`` or a base
+        #: model's name as it is.
+        self.name = f"checkpoint:{path.resolve() if path.exists() else checkpoint_dir}"
         self.max_batch = max_batch
         self.model, self.tokenizer = (loader or load_for_inference)(path)
         self.model.eval()
@@ -219,13 +221,6 @@ class LocalPredictor:
             prompt_tokens = int(attention_mask[row].sum())
             results.append(GenerationResult(text, prompt_tokens, used, seconds, finish))
         return results
-
-
-def checkpoint_name(checkpoint: str | Path) -> str:
-    """How a checkpoint served on this machine names its model (cache key, report source):
-    ``checkpoint:<absolute folder>`` (a base model's name as it is)."""
-    path = Path(checkpoint)
-    return f"checkpoint:{path.resolve() if path.exists() else checkpoint}"
 
 
 class InProcessPredictor(LocalPredictor):
