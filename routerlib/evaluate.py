@@ -124,7 +124,6 @@ def _subset(src: Path, dst: Path, limit: int | None, what: str) -> Path:
         raise InputError(f"{src}: {what} file not found")
     if limit is None:
         return src
-    dst.parent.mkdir(parents=True, exist_ok=True)
     with open(src, encoding="utf-8") as reader, atomic_writer(dst) as writer:
         lines = (line.rstrip("\n") + "\n" for line in reader if line.strip())
         writer.writelines(itertools.islice(lines, limit))
@@ -147,7 +146,6 @@ def _inputs(
     if compare_to is not None:
         what = "--compare-to prediction"
         previous = _subset(Path(compare_to), paths["compare_subset"], limit, what)
-    paths["report"].parent.mkdir(parents=True, exist_ok=True)
     return gold_path, previous, paths
 
 
