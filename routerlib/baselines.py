@@ -115,11 +115,6 @@ def _completion(
     return {key: obj[key] for key in COMPLETION_KEYS}
 
 
-def majority_completion(query: str) -> dict[str, Any]:
-    """The majority-template completion for ``query``."""
-    return _completion(query, list(MAJORITY_TOOLS), "advanced", "majority")
-
-
 def rules_tools(query: str) -> list[str]:
     """The keyword router's tool sequence for ``query``."""
     low = query.lower()
@@ -139,8 +134,10 @@ def rules_tools(query: str) -> list[str]:
     return tools
 
 
-def rules_completion(query: str) -> dict[str, Any]:
-    """The keyword router's completion for ``query``."""
+def completion(query: str, kind: str) -> dict[str, Any]:
+    """The completion the ``kind`` router writes for ``query``."""
+    if kind == "majority":
+        return _completion(query, list(MAJORITY_TOOLS), "advanced", "majority")
     low = query.lower()
     if _has(low, "intro") and len(query.split()) < 60:
         difficulty = "introductory"
@@ -159,8 +156,7 @@ def write_baseline(
     """Write baseline predictions for every gold row (same count and order); returns out_path."""
     if kind not in KINDS:
         raise InputError(f"unknown baseline kind {kind!r} (expected {' or '.join(KINDS)})")
-    build = majority_completion if kind == "majority" else rules_completion
     rows = read_jsonl(gold_path, "gold", prompt_problem)
-    completions = [build(query_of(row["prompt"])) for _, row in rows]
+    completions = [completion(query_of(row["prompt"]), kind) for _, row in rows]
     lines = [PredictionRecord(completion=json.dumps(c, ensure_ascii=False)) for c in completions]
     return write_records(out_path, lines)

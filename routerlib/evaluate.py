@@ -24,27 +24,12 @@ from routerlib.serving.cache import CachingPredictor, load_cache, target_name
 
 
 def read_gold_prompts(gold_path: str | os.PathLike[str], limit: int | None = None) -> list[str]:
-    """The ``prompt`` of every non-blank gold line, in order (the first ``limit`` when given)."""
-    path = Path(gold_path)
-    if not path.is_file():
-        raise InputError(f"{path}: gold file not found")
-    prompts: list[str] = []
-    try:
-        with open(path, encoding="utf-8") as handle:
-            lines = ((lineno, line) for lineno, line in enumerate(handle, 1) if line.strip())
-            for lineno, line in itertools.islice(lines, limit):
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise InputError(f"{path}:{lineno}: not JSON ({exc.msg})") from None
-                if not isinstance(row, dict) or not isinstance(row.get("prompt"), str):
-                    raise InputError(f"{path}:{lineno}: prompt: missing or not a string")
-                prompts.append(row["prompt"])
-    except UnicodeDecodeError as exc:
-        raise InputError(f"{path}: not UTF-8 text ({exc.reason})") from None
-    if not prompts:
-        raise InputError(f"{path}: no gold rows")
-    return prompts
+    """The ``prompt`` of every gold line, in order (the first ``limit`` when given); every bad
+    line is named (``metrics.read_jsonl``)."""
+    rows = metrics.read_jsonl(gold_path, "gold", metrics.prompt_problem)
+    if not rows:
+        raise InputError(f"{gold_path}: no gold rows")
+    return [row["prompt"] for _, row in rows[:limit]]
 
 
 def prediction_path_for(cache_path: str | os.PathLike[str]) -> Path:
@@ -139,7 +124,6 @@ def _subset(src: Path, dst: Path, limit: int | None, what: str) -> Path:
         raise InputError(f"{src}: {what} file not found")
     if limit is None:
         return src
-    dst.parent.mkdir(parents=True, exist_ok=True)
     with open(src, encoding="utf-8") as reader, atomic_writer(dst) as writer:
         lines = (line.rstrip("\n") + "\n" for line in reader if line.strip())
         writer.writelines(itertools.islice(lines, limit))
@@ -162,7 +146,6 @@ def _inputs(
     if compare_to is not None:
         what = "--compare-to prediction"
         previous = _subset(Path(compare_to), paths["compare_subset"], limit, what)
-    paths["report"].parent.mkdir(parents=True, exist_ok=True)
     return gold_path, previous, paths
 
 

@@ -356,11 +356,13 @@ def test_vertex_client_is_no_predict_client() -> None:
 def test_bad_gold_lines_name_file_and_line(tmp_path: Path) -> None:
     gold = tmp_path / "g.jsonl"
     gold.write_text('{"prompt": "a"}\n\n{"completion": "x"}\n', encoding="utf-8")
-    with pytest.raises(InputError, match=r"g\.jsonl:3: prompt: missing"):
+    with pytest.raises(InputError) as bad:
         ev.read_gold_prompts(gold)
+    assert any("g.jsonl:3: prompt: missing" in p for p in bad.value.problems)
     gold.write_text('{"prompt": "a"}\nnot json\n', encoding="utf-8")
-    with pytest.raises(InputError, match=r"g\.jsonl:2: not JSON"):
+    with pytest.raises(InputError) as bad:
         ev.read_gold_prompts(gold)
+    assert any("g.jsonl:2: not valid JSON" in p for p in bad.value.problems)
     with pytest.raises(InputError, match="gold file not found"):
         ev.read_gold_prompts(tmp_path / "missing.jsonl")
 

@@ -57,7 +57,11 @@ class GenerationResult:
 class LocalPredictor:
     """Greedy (temperature 0) or sampled batched generation from a checkpoint folder (with the
     default loader also anything ``tuning.model_io.load_for_inference`` takes, such as the embedded
-    base model's name). Thread-safe: calls to :meth:`generate` run one at a time."""
+    base model's name). Thread-safe: calls to :meth:`generate` run one at a time. Also a
+    ``serving.base.Predictor`` (its kind ``local`` is :class:`InProcessPredictor`)."""
+
+    kind = "local"
+    mode = "local"
 
     def __init__(
         self,
@@ -80,6 +84,9 @@ class LocalPredictor:
         if max_batch < 1:
             raise InputError(f"max_batch must be at least 1, got {max_batch}")
         self.checkpoint_dir = path
+        #: The model (cache key, report source): ``checkpoint:<absolute folder>`` or a base
+        #: model's name as it is.
+        self.name = f"checkpoint:{path.resolve() if path.exists() else checkpoint_dir}"
         self.max_batch = max_batch
         self.model, self.tokenizer = (loader or load_for_inference)(path)
         self.model.eval()
@@ -93,6 +100,34 @@ class LocalPredictor:
         #: The schema every prompt is constrained to unless a request names its own (None: free).
         self.default_schema = completion_json_schema(generation=True) if constrained else None
         self._lock = threading.Lock()
+
+    def predict(
+        self,
+        prompts: Mapping[int, str],
+        *,
+        max_tokens: int,
+        constrained: bool = False,
+        progress: bool = False,
+    ) -> Iterator[dict[int, Result]]:
+        """One group of answers per generation batch of ``max_batch`` (greedy; constrained: every
+        row under the generation schema)."""
+        schema = completion_json_schema(generation=True) if constrained else None
+        rows = list(prompts.items())
+        for start in range(0, len(rows), self.max_batch):
+            batch = rows[start : start + self.max_batch]
+            results = self.generate(
+                [prompt for _, prompt in batch], max_tokens, schemas=[schema] * len(batch)
+            )
+            yield {
+                index: Completion(r.text, r.seconds, r.prompt_tokens, r.completion_tokens)
+                for (index, _), r in zip(batch, results, strict=True)
+            }
+
+    def describe(self) -> dict[str, Any]:
+        return {"mode": self.mode, "kind": self.kind, "max_batch": self.max_batch}
+
+    def close(self) -> None:
+        """Nothing to stop: the model is freed with the predictor."""
 
     def compiled_schema(self, schema: dict[str, Any]) -> Any:
         """``schema`` compiled for this model's tokenizer (cached across calls)."""
@@ -188,54 +223,9 @@ class LocalPredictor:
         return results
 
 
-def checkpoint_name(checkpoint: str | Path) -> str:
-    """How a checkpoint served on this machine names its model (cache key, report source):
-    ``checkpoint:<absolute folder>`` (a base model's name as it is)."""
-    path = Path(checkpoint)
-    return f"checkpoint:{path.resolve() if path.exists() else checkpoint}"
-
-
-class InProcessPredictor:
-    """Kind ``local``: a checkpoint generated from in this process, no HTTP: the prompts go to
-    :class:`LocalPredictor` in batches of ``max_batch`` (greedy; constrained: every row under the
-    generation schema). ``loader``: how the folder is loaded (default: the local trainer's)."""
-
-    kind = "local"
-    mode = "local"
-
-    def __init__(
-        self, checkpoint: str | Path, *, loader: Loader | None = None, max_batch: int = 16
-    ) -> None:
-        self.generator = LocalPredictor(checkpoint, loader=loader, max_batch=max_batch)
-        self.name = checkpoint_name(checkpoint)
-
-    def predict(
-        self,
-        prompts: Mapping[int, str],
-        *,
-        max_tokens: int,
-        constrained: bool = False,
-        progress: bool = False,
-    ) -> Iterator[dict[int, Result]]:
-        """One group of answers per generation batch."""
-        schema = completion_json_schema(generation=True) if constrained else None
-        rows = list(prompts.items())
-        size = self.generator.max_batch
-        for start in range(0, len(rows), size):
-            batch = rows[start : start + size]
-            results = self.generator.generate(
-                [prompt for _, prompt in batch], max_tokens, schemas=[schema] * len(batch)
-            )
-            yield {
-                index: Completion(r.text, r.seconds, r.prompt_tokens, r.completion_tokens)
-                for (index, _), r in zip(batch, results, strict=True)
-            }
-
-    def describe(self) -> dict[str, Any]:
-        return {"mode": self.mode, "kind": self.kind, "max_batch": self.generator.max_batch}
-
-    def close(self) -> None:
-        """Nothing to stop: the model is freed with the predictor."""
+class InProcessPredictor(LocalPredictor):
+    """Kind ``local``: a checkpoint generated from in this process, no HTTP (``loader``: how the
+    folder is loaded, default the local trainer's)."""
 
 
 #: The largest request body read, in bytes (a larger one: 413 before any of it is read): what

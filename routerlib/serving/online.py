@@ -19,7 +19,7 @@ from routerlib.schema import completion_json_schema
 from routerlib.serving import vertex
 from routerlib.serving.base import Completion, Result
 from routerlib.serving.client import BACKOFF_S, Stopped, call_with_retries, retry_policy
-from routerlib.serving.local import LocalServer, checkpoint_name
+from routerlib.serving.local import LocalServer
 from routerlib.serving.settings import PLACE, VertexSettings
 from routerlib.serving.transports import (
     OpenAIClient,
@@ -190,7 +190,7 @@ class LocalServerPredictor(OnlinePredictor):
         server = LocalServer(checkpoint, max_batch=max_batch, **served)
         with contextlib.ExitStack() as stack:
             self.server = stack.enter_context(server)
-            super().__init__(server.endpoint_url, name=checkpoint_name(checkpoint), **options)
+            super().__init__(server.endpoint_url, name=server.predictor.name, **options)
             self._started = stack.pop_all()
 
     def describe(self) -> dict[str, Any]:
