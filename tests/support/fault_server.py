@@ -103,16 +103,7 @@ class FaultServer:
         # Headers and body go out in two writes: without TCP_NODELAY, Nagle + delayed ACK add
         # ~40 ms to every keep-alive answer.
         httpd.RequestHandlerClass.disable_nagle_algorithm = True
-        original = httpd.handle_error
-
-        def quiet_torn(request: Any, client_address: Any) -> None:
-            import sys
-
-            if isinstance(sys.exc_info()[1], TornConnection | ConnectionError):
-                return
-            original(request, client_address)
-
-        httpd.handle_error = quiet_torn  # type: ignore[method-assign]
+        httpd.quiet = (TornConnection, ConnectionError)  # torn on purpose
         return self
 
     def __exit__(self, *exc: Any) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -28,6 +29,19 @@ class Request:
 
     def json(self) -> Any:
         return json.loads(self.body or b"null")
+
+
+class _QuietServer(ThreadingHTTPServer):
+    """A server that says nothing when a client hangs up mid-answer (a timeout or retry test
+    does that on purpose); any other handler error is still printed."""
+
+    daemon_threads = True
+    #: exception types a handler may end with silently (a fake adds its own)
+    quiet: tuple[type[BaseException], ...] = (ConnectionError,)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        if not isinstance(sys.exc_info()[1], self.quiet):
+            super().handle_error(request, client_address)
 
 
 #: A handler gets the request and the regex match; it returns (status, JSON-able body or bytes),
@@ -97,8 +111,7 @@ class RecordingServer:
 
             do_GET = do_POST = do_DELETE = do_PATCH = do_PUT = _serve
 
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-        self._httpd.daemon_threads = True
+        self._httpd = _QuietServer(("127.0.0.1", 0), _Handler)
         if self.ssl_context is not None:
             self._httpd.socket = self.ssl_context.wrap_socket(self._httpd.socket, server_side=True)
         self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
