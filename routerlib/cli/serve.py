@@ -108,7 +108,7 @@ def _deploy(args: argparse.Namespace) -> int:
     if args.list_options:
         return _list_options(args)
     storage.require_checkpoint(args.checkpoint)  # a missing checkpoint: refused, nothing created
-    settings = params.vertex_settings(args, DEFAULT_LOCATION)
+    settings = params.vertex_settings(args)
     options = pick(args, "base_model deploy_timeout endpoint_display_name")
     deployment = vertex.deploy(args.checkpoint, settings, **options)
     print(deployment.endpoint_name)
