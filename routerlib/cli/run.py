@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 from typing import Any
 
 from routerlib.cli import echo
@@ -105,7 +104,7 @@ def _sweep(args: argparse.Namespace) -> list[Any] | None:
     from routerlib import sweep
     from routerlib.pipeline import DEFAULT_STAGES, RunResult
 
-    outputs = resolve(args.outputs) if args.outputs else None
+    outputs = args.outputs  # resolved by _run
     if args.grid:
         if len(args.params) != 1:
             raise InputError("--grid: give exactly one params file (the base of the sweep)")
@@ -140,6 +139,7 @@ def _sweep(args: argparse.Namespace) -> list[Any] | None:
 def _run(args: argparse.Namespace) -> int:
     from routerlib import pipeline
 
+    args.outputs = resolve(args.outputs) if args.outputs else None  # runs, comparison, report
     pipeline.comparison_runs([], args.with_runs, args.outputs)  # a bad --with fails first
     results = _sweep(args)
     if results is None:
@@ -171,9 +171,8 @@ def _run(args: argparse.Namespace) -> int:
     if args.report:
         from routerlib.report import render_report
 
-        if args.outputs:  # the report reads the same outputs root the runs were written to
-            os.environ["ROUTERLIB_OUTPUTS"] = str(resolve(args.outputs))
-        echo(f"report: {render_report(None, None)}")
+        with pipeline.outputs_env(args.outputs):  # the runs' outputs root
+            echo(f"report: {render_report()}")
     return 1 if failed else 0
 
 
