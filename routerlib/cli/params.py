@@ -91,7 +91,7 @@ def pick(args: argparse.Namespace, names: str) -> dict[str, Any]:
 
 def vertex_settings(args: argparse.Namespace) -> VertexSettings:
     """What ``--project``, ``--location``, ``--api-endpoint`` and the hardware flags name."""
-    place = {key: getattr(args, key) or "" for key in PLACE}
+    place: dict[str, Any] = {key: getattr(args, key) or "" for key in PLACE}
     return VertexSettings(**place, **{key: getattr(args, key) for key in MACHINE})
 
 
