@@ -25,7 +25,7 @@ SUMMARY_METRICS = (HEADLINE[0], "schema_valid", *HEADLINE[1:])
 #: (with --params the run is gated as notebook 04 gates it: ``thresholds``, else the packaged).
 EVALUATE_PARAMS: Keys = {
     "limit": "eval_limit",
-    "thresholds": ("thresholds", params.thresholds_flag),
+    "thresholds": ("thresholds", lambda path: params.path_flag(path) or "default"),
     "location": "deploy_location",
     **same("max_tokens concurrency project api_endpoint gcs_prefix"),
     **same("machine_type accelerator_type accelerator_count"),

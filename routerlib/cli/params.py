@@ -156,12 +156,6 @@ def apply_params(args: argparse.Namespace, keys: Keys) -> RunConfig | None:
     return config
 
 
-def thresholds_flag(thresholds: str) -> str:
-    """A params ``thresholds`` as ``--thresholds``: empty is the packaged gates (``default``),
-    as in the notebooks, so a command run with ``--params`` is gated as notebook 04 is."""
-    return path_flag(thresholds) or "default"
-
-
 def path_flag(path: str) -> str | None:
     """A params path as a flag's: empty is None, gs:// as it is, a relative path from the
     project root (where the notebooks read it)."""
