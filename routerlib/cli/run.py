@@ -104,19 +104,18 @@ def _sweep(args: argparse.Namespace) -> list[Any] | None:
     from routerlib import sweep
     from routerlib.pipeline import DEFAULT_STAGES, RunResult
 
-    outputs = args.outputs  # resolved by _run
     if args.grid:
         if len(args.params) != 1:
             raise InputError("--grid: give exactly one params file (the base of the sweep)")
         grid, params = sweep.parse_grid(args.grid), args.params[0]
-        found = sweep.find_unfinished_sweep(params, grid, outputs) if args.resume else None
+        found = sweep.find_unfinished_sweep(params, grid, args.outputs) if args.resume else None
         if args.resume and found is None:
             raise InputError(f"{params}: no unfinished sweep with this --grid to resume")
         folder = found or sweep.new_sweep(
             params,
             grid,
             stages=args.stages.split(",") if args.stages else DEFAULT_STAGES,
-            outputs=outputs,
+            outputs=args.outputs,
             max_runs=args.max_runs or sweep.DEFAULT_MAX_RUNS,
             max_concurrent=args.max_concurrent,
         )
@@ -129,7 +128,7 @@ def _sweep(args: argparse.Namespace) -> list[Any] | None:
     results = []
     for folder in folders:
         echo(f"[sweep] {folder / sweep.SWEEP_FILE}")
-        for point in sweep.run_sweep(folder, outputs=outputs, out=echo).points:
+        for point in sweep.run_sweep(folder, outputs=args.outputs, out=echo).points:
             run_dir = folder if point.run_dir is None else resolve(point.run_dir)
             status = "finished" if point.status == sweep.FINISHED else "failed"
             results.append(RunResult(str(folder / point.params), run_dir, status, point.message))
