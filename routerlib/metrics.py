@@ -597,3 +597,15 @@ def gate_line(results: dict[str, Any] | None, limit: int = 6) -> str:
     parts += [f"skipped: {', '.join(skipped)}"] if skipped else []
     verdict = "PASS" if results["overall_pass"] else "FAIL"
     return f"gate: {verdict} ({'; '.join(parts)})"
+
+
+def failed_rows_line(report: dict[str, Any]) -> str:
+    """The rows a batch job failed (scored invalid) and how to predict them again; "" if none."""
+    failed = (report.get("generation") or {}).get("failed_rows") or []
+    if not failed:
+        return ""
+    shown = ", ".join(map(str, failed[:10])) + (" …" if len(failed) > 10 else "")
+    return (
+        f"{len(failed)} row(s) failed in the batch job and were scored invalid: {shown} "
+        "(`routerlib evaluate --batch … --rerun-failed` predicts them again)"
+    )

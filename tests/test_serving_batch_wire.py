@@ -183,7 +183,7 @@ def test_batch_evaluate_matches_rows_by_key_and_scores_like_an_endpoint(
         for i in state.batch_instances
     )
     assert "JOB_STATE_SUCCEEDED 12/12 rows (2 failed)" in err
-    assert "2 row(s) failed in the batch job (scored invalid): 3, 7" in err
+    assert "2 row(s) failed in the batch job and were scored invalid: 3, 7" in err
 
     report = json.loads((tmp_path / "batch" / "r.json").read_text())
     generation = report["generation"]

@@ -14,7 +14,7 @@ from routerlib.cli.params import Keys, add_params_option, option, pick, same
 from routerlib.config import run_default
 from routerlib.errors import InputError
 from routerlib.metric_names import HEADLINE
-from routerlib.metrics import gate_line, thresholds_file
+from routerlib.metrics import failed_rows_line, gate_line, thresholds_file
 
 #: Overall metrics shown in the summary table (original figure beside the strict one): the
 #: headline, with schema validity beside JSON validity.
@@ -25,7 +25,7 @@ SUMMARY_METRICS = (HEADLINE[0], "schema_valid", *HEADLINE[1:])
 #: (with --params the run is gated as notebook 04 gates it: ``thresholds``, else the packaged).
 EVALUATE_PARAMS: Keys = {
     "limit": "eval_limit",
-    "thresholds": ("thresholds", params.thresholds_flag),
+    "thresholds": ("thresholds", lambda path: params.path_flag(path) or "default"),
     "location": "deploy_location",
     **same("max_tokens concurrency project api_endpoint gcs_prefix"),
     **same("machine_type accelerator_type accelerator_count"),
@@ -179,14 +179,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
                 **scoring,
             )
     print(summary(report, args.out))
-    failed = (report.get("generation") or {}).get("failed_rows") or []
-    if failed:
-        shown = ", ".join(str(i) for i in failed[:10]) + (" …" if len(failed) > 10 else "")
-        print(
-            f"{len(failed)} row(s) failed in the batch job (scored invalid): {shown}; "
-            "add --rerun-failed to predict them again",
-            file=sys.stderr,
-        )
+    if failed := failed_rows_line(report):
+        print(failed, file=sys.stderr)
     gate = report.get("threshold_results") or {}
     return 1 if args.thresholds and gate.get("overall_pass") is not True else 0
 

@@ -13,7 +13,7 @@ from typing import Any
 
 from routerlib.config import RunConfig, load_config, run_default
 from routerlib.paths import resolve
-from routerlib.serving.settings import VertexSettings
+from routerlib.serving.settings import MACHINE, PLACE, VertexSettings
 
 #: Namespace attribute holding the dests the user gave on the command line.
 _GIVEN = "_params_given"
@@ -89,15 +89,10 @@ def pick(args: argparse.Namespace, names: str) -> dict[str, Any]:
     return {name: getattr(args, name) for name in names.split()}
 
 
-def vertex_settings(args: argparse.Namespace, location: str = "") -> VertexSettings:
-    """What ``--project``, ``--location`` (else ``location``), ``--api-endpoint`` and the
-    hardware flags name."""
-    return VertexSettings(
-        project=args.project or "",
-        location=args.location or location,
-        api_endpoint=args.api_endpoint or "",
-        **pick(args, "machine_type accelerator_type accelerator_count"),
-    )
+def vertex_settings(args: argparse.Namespace) -> VertexSettings:
+    """What ``--project``, ``--location``, ``--api-endpoint`` and the hardware flags name."""
+    place: dict[str, Any] = {key: getattr(args, key) or "" for key in PLACE}
+    return VertexSettings(**place, **{key: getattr(args, key) for key in MACHINE})
 
 
 def _record_given(action: argparse.Action) -> None:
@@ -159,17 +154,6 @@ def apply_params(args: argparse.Namespace, keys: Keys) -> RunConfig | None:
         elif value != run_default(key):
             setattr(args, dest, value)
     return config
-
-
-def labels_flag(labels: dict[str, str]) -> list[str] | None:
-    """A params ``labels`` mapping as ``--labels KEY=VALUE`` items."""
-    return [f"{k}={v}" for k, v in labels.items()] or None
-
-
-def thresholds_flag(thresholds: str) -> str:
-    """A params ``thresholds`` as ``--thresholds``: empty is the packaged gates (``default``),
-    as in the notebooks, so a command run with ``--params`` is gated as notebook 04 is."""
-    return path_flag(thresholds) or "default"
 
 
 def path_flag(path: str) -> str | None:

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 from typing import Any
 
 from routerlib.cli import echo
@@ -105,19 +104,18 @@ def _sweep(args: argparse.Namespace) -> list[Any] | None:
     from routerlib import sweep
     from routerlib.pipeline import DEFAULT_STAGES, RunResult
 
-    outputs = resolve(args.outputs) if args.outputs else None
     if args.grid:
         if len(args.params) != 1:
             raise InputError("--grid: give exactly one params file (the base of the sweep)")
         grid, params = sweep.parse_grid(args.grid), args.params[0]
-        found = sweep.find_unfinished_sweep(params, grid, outputs) if args.resume else None
+        found = sweep.find_unfinished_sweep(params, grid, args.outputs) if args.resume else None
         if args.resume and found is None:
             raise InputError(f"{params}: no unfinished sweep with this --grid to resume")
         folder = found or sweep.new_sweep(
             params,
             grid,
             stages=args.stages.split(",") if args.stages else DEFAULT_STAGES,
-            outputs=outputs,
+            outputs=args.outputs,
             max_runs=args.max_runs or sweep.DEFAULT_MAX_RUNS,
             max_concurrent=args.max_concurrent,
         )
@@ -130,7 +128,7 @@ def _sweep(args: argparse.Namespace) -> list[Any] | None:
     results = []
     for folder in folders:
         echo(f"[sweep] {folder / sweep.SWEEP_FILE}")
-        for point in sweep.run_sweep(folder, outputs=outputs, out=echo).points:
+        for point in sweep.run_sweep(folder, outputs=args.outputs, out=echo).points:
             run_dir = folder if point.run_dir is None else resolve(point.run_dir)
             status = "finished" if point.status == sweep.FINISHED else "failed"
             results.append(RunResult(str(folder / point.params), run_dir, status, point.message))
@@ -140,6 +138,7 @@ def _sweep(args: argparse.Namespace) -> list[Any] | None:
 def _run(args: argparse.Namespace) -> int:
     from routerlib import pipeline
 
+    args.outputs = resolve(args.outputs) if args.outputs else None  # runs, comparison, report
     pipeline.comparison_runs([], args.with_runs, args.outputs)  # a bad --with fails first
     results = _sweep(args)
     if results is None:
@@ -171,9 +170,8 @@ def _run(args: argparse.Namespace) -> int:
     if args.report:
         from routerlib.report import render_report
 
-        if args.outputs:  # the report reads the same outputs root the runs were written to
-            os.environ["ROUTERLIB_OUTPUTS"] = str(resolve(args.outputs))
-        echo(f"report: {render_report(None, None)}")
+        with pipeline.outputs_env(args.outputs):  # the runs' outputs root
+            echo(f"report: {render_report()}")
     return 1 if failed else 0
 
 

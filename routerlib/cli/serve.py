@@ -58,12 +58,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     actions = endpoints.add_subparsers(dest="action", metavar="ACTION", required=True)
     note = "recorded endpoints; with --project, the live ones of that project"
     listing = actions.add_parser("list", help=note)
-    params.cloud_flags(listing, _REGION)
-    listing.set_defaults(func=_list)
     delete = actions.add_parser("delete", help="undeploy every model and delete the endpoint")
     delete.add_argument("name", help="endpoint resource name (or id with --project)")
-    params.cloud_flags(delete, _REGION)
-    delete.set_defaults(func=_delete)
+    for action, handler in ((listing, _list), (delete, _delete)):
+        params.cloud_flags(action, _REGION)
+        action.set_defaults(func=handler)
     clean = actions.add_parser(
         "cleanup",
         help="undeploy and delete every endpoint routerlib recorded (and, with --project, named "
@@ -108,7 +107,7 @@ def _deploy(args: argparse.Namespace) -> int:
     if args.list_options:
         return _list_options(args)
     storage.require_checkpoint(args.checkpoint)  # a missing checkpoint: refused, nothing created
-    settings = params.vertex_settings(args, DEFAULT_LOCATION)
+    settings = params.vertex_settings(args)
     options = pick(args, "base_model deploy_timeout endpoint_display_name")
     deployment = vertex.deploy(args.checkpoint, settings, **options)
     print(deployment.endpoint_name)

@@ -6,7 +6,7 @@ import argparse
 import os
 
 from routerlib.cli import params
-from routerlib.cli.params import POSITIVE, Keys, add_params_option, labels_flag, option, pick, same
+from routerlib.cli.params import POSITIVE, Keys, add_params_option, option, pick, same
 from routerlib.config import run_default
 from routerlib.errors import InputError
 from routerlib.models import ADAPTER_SIZES, EMBEDDED_MODEL
@@ -14,7 +14,7 @@ from routerlib.models import ADAPTER_SIZES, EMBEDDED_MODEL
 #: ``routerlib tune --params FILE``: flag dest -> the RunConfig key notebook 03 tunes with.
 TUNE_PARAMS: Keys = {
     "display_name": "tuned_model_display_name",
-    "labels": ("labels", labels_flag),
+    "labels": ("labels", lambda labels: [f"{k}={v}" for k, v in labels.items()] or None),
     "custom_base": "custom_base_model",
     **same("backend base_model tuning_mode adapter_size epochs learning_rate strict project"),
     **same("learning_rate_multiplier location api_endpoint"),

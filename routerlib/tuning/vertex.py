@@ -200,7 +200,6 @@ class VertexBackend:
         ).strip()
         self.api_endpoint = normalize_endpoint(api_endpoint)
         self._client: Any = None
-        self._gcs: Any = None
 
     @property
     def where(self) -> dict[str, str | None]:
@@ -277,8 +276,9 @@ class VertexBackend:
         """The validation file against Vertex's limits (rows, share of the training file's bytes),
         and a warning per bucket (datasets, output) whose location may not serve the tuning
         location; what cannot be read here is left to the dataset check that follows."""
-        client = self._storage_client()
-        if client is None:
+        try:
+            client = storage.gcs_client(self.project)
+        except RemoteError:  # no credentials: nothing to read here
             return []
         problems: list[str] = []
         if spec.validation_dataset_uri and spec.training_dataset_uri.startswith("gs://"):
@@ -305,15 +305,6 @@ class VertexBackend:
             if problem:
                 problems.append(Advice(f"warning: {key}: {problem}"))
         return problems
-
-    def _storage_client(self) -> Any:
-        """A Cloud Storage client for preflight reads (None without credentials)."""
-        if self._gcs is None:
-            try:
-                self._gcs = storage.gcs_client(self.project)
-            except RemoteError:
-                return None
-        return self._gcs
 
     def probe(self) -> str:
         """One cheap read (the first page of at most one tuning job): raises the classified
