@@ -374,24 +374,33 @@ def load_gold(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
     return [row for _, row in read_jsonl(path, "gold", _gold_problem)]
 
 
-def score_report(
+def _pred_rows(gold_path: Any, n_gold: int, pred_path: str | os.PathLike[str]) -> list[Any]:
+    rows = [row for _, row in read_jsonl(pred_path, "pred")]
+    if len(rows) != n_gold:
+        raise InputError(
+            f"gold {gold_path} has {n_gold} rows but pred {pred_path} has "
+            f"{len(rows)} rows; they must match line for line"
+        )
+    return rows
+
+
+def score_files(
     gold_path: str | os.PathLike[str],
     pred_path: str | os.PathLike[str],
     *,
+    compare_to: str | os.PathLike[str] | None = None,
+    out_path: str | os.PathLike[str] | None = None,
     thresholds: dict[str, Any] | str | os.PathLike[str] | None = None,
     bootstrap: int = 1000,
     seed: int = 0,
-) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """The report of a prediction file against a gold file, and its per-sample records;
-    ``thresholds`` (a dict or a gate file path) adds ``threshold_results``. InputError for a
-    missing file, an unreadable line (file:line) or a count mismatch."""
+) -> dict[str, Any]:
+    """Score a prediction file against a gold file and return the report. ``thresholds`` (a dict
+    or a gate file path) adds ``threshold_results``; ``compare_to`` (the previous router's
+    prediction file on the same gold) adds the ``comparison`` block (``paired.compare_scored``);
+    with ``out_path`` the report JSON and ``samples.jsonl`` beside it are written atomically.
+    InputError for a missing file, an unreadable line (file:line) or a count mismatch."""
     gold_rows = load_gold(gold_path)
-    pred_rows = [row for _, row in read_jsonl(pred_path, "pred")]
-    if len(pred_rows) != len(gold_rows):
-        raise InputError(
-            f"gold {gold_path} has {len(gold_rows)} rows but pred {pred_path} has "
-            f"{len(pred_rows)} rows; they must match line for line"
-        )
+    pred_rows = _pred_rows(gold_path, len(gold_rows), pred_path)
     records = score(gold_rows, pred_rows)
     report: dict[str, Any] = {  # the original three sections first, then routerlib's
         "config": {
@@ -419,29 +428,10 @@ def score_report(
     if thresholds is not None:
         gate = thresholds if isinstance(thresholds, dict) else load_thresholds(thresholds)
         apply_gate(report, gate)
-    return report, records
-
-
-def score_files(
-    gold_path: str | os.PathLike[str],
-    pred_path: str | os.PathLike[str],
-    *,
-    compare_to: str | os.PathLike[str] | None = None,
-    out_path: str | os.PathLike[str] | None = None,
-    thresholds: dict[str, Any] | str | os.PathLike[str] | None = None,
-    bootstrap: int = 1000,
-    seed: int = 0,
-) -> dict[str, Any]:
-    """Score a prediction file against a gold file and return the report (see
-    :func:`score_report`). With ``compare_to`` (the previous router's prediction file on the same
-    gold) the report gets its ``comparison`` block (``paired.compare_scored``). With ``out_path``
-    the report JSON and ``samples.jsonl`` beside it are written atomically."""
-    report, records = score_report(
-        gold_path, pred_path, thresholds=thresholds, bootstrap=bootstrap, seed=seed
-    )
     if compare_to is not None:
-        previous = score_report(gold_path, compare_to, bootstrap=0)
-        report["comparison"] = compare_scored((report, records), previous, seed=seed)
+        old = score(gold_rows, _pred_rows(gold_path, len(gold_rows), compare_to))
+        figures = {field: aggregate(old, field) for field in ("metrics", "strict", "extra")}
+        report["comparison"] = compare_scored((report, records), (figures, old), seed=seed)
         report["comparison"]["previous_pred_path"] = str(compare_to)
     if out_path is not None:
         write_report(report, records, out_path)
