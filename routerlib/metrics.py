@@ -24,7 +24,7 @@ from routerlib import runfolder
 from routerlib.diagnostics import by_bucket as diagnostics_by_bucket
 from routerlib.diagnostics import sample_plan
 from routerlib.errors import InputError
-from routerlib.extract import parse_prediction_line, why_invalid
+from routerlib.extract import read_prediction
 from routerlib.metric_names import (
     ALL_BUCKETS,
     BUCKETS,
@@ -189,21 +189,19 @@ def strict_metrics(
 def score(gold_rows: list[dict[str, Any]], pred_rows: list[Any]) -> list[dict[str, Any]]:
     """Per-sample records (runfolder.SampleRecord's fields, plus ``listed_by_original`` and
     ``prompt_preview`` for the error listings) of aligned gold rows and decoded prediction lines
-    (read by extract.parse_prediction_line; their ``raw`` and ``thinking`` are kept)."""
+    (read by extract.read_prediction; their ``raw`` and ``thinking`` are kept)."""
     if len(gold_rows) != len(pred_rows):
         raise InputError(f"gold has {len(gold_rows)} rows but predictions have {len(pred_rows)}")
     records: list[dict[str, Any]] = []
     for index, (row, line) in enumerate(zip(gold_rows, pred_rows, strict=True)):
-        gold = parse_prediction_line(row)  # the gold row's completion, read the same way
+        gold, problem = read_prediction(row)  # the gold row's completion, read the same way
         if gold is None:
-            raise InputError(f"gold row {index + 1}: completion: {why_invalid(row)}")
-        pred = parse_prediction_line(line)
+            raise InputError(f"gold row {index + 1}: completion: {problem}")
+        pred, reason = read_prediction(line)
         flags = bucket_flags(gold)
         original, debug = sample_metrics(gold, pred)
         plan = sample_plan(gold, pred)
-        valid, reason = pred is not None, ""
         if pred is None:
-            reason = why_invalid(line)
             debug = {"error": f"Failed to parse prediction: {reason}"}
             violations = [f"completion: {reason}"]
         else:
@@ -212,11 +210,11 @@ def score(gold_rows: list[dict[str, Any]], pred_rows: list[Any]) -> list[dict[st
         record: dict[str, Any] = {
             "index": index,
             "buckets": ["overall", *(name for name in BUCKETS if flags[name])],
-            "valid": valid,
+            "valid": pred is not None,
             "reason": reason,
             "metrics": original,
             "strict": strict,
-            "extra": {name: strict[name] for name in EXTRA_METRICS} if valid else {},
+            "extra": {name: strict[name] for name in EXTRA_METRICS} if pred is not None else {},
             "schema_violations": violations,
             "debug": debug,
             "listed_by_original": reason != _NULL_REASON,
@@ -365,7 +363,7 @@ def prompt_problem(row: Any) -> str:
 def _gold_problem(row: Any) -> str:
     if not isinstance(row, dict) or "completion" not in row:
         return "completion: missing"
-    reason = why_invalid(row)
+    reason = read_prediction(row)[1]
     return f"completion: {reason}" if reason else ""
 
 
