@@ -119,8 +119,6 @@ def by_bucket(records: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     """:func:`summarize` per bucket (``overall`` first, then the buckets with samples, sorted)."""
     buckets: dict[str, list[dict[str, Any]]] = {"overall": []}
     for record in records:
-        if "plan" not in record:
-            continue
         for bucket in record["buckets"]:
             buckets.setdefault(bucket, []).append(record)
     order = ["overall", *sorted(b for b in buckets if b != "overall")]
