@@ -556,15 +556,13 @@ def apply_gate(
 
 def skipped_buckets(results: dict[str, Any] | None) -> dict[str, tuple[int, int]]:
     """Each bucket whose gate checks were skipped (no test rows): bucket -> (its test rows, the
-    checks skipped), in gate order; empty without ``threshold_results``."""
-    out: dict[str, tuple[int, int]] = {}
-    for bucket, checks in (results or {}).items():
-        if not isinstance(checks, dict):
-            continue
-        skipped = [c for c in checks.values() if isinstance(c, dict) and c.get("skipped")]
-        if skipped:
-            out[bucket] = (int(skipped[0].get("samples") or 0), len(skipped))
-    return out
+    checks skipped), in gate order (runfolder.GateResults.skipped_buckets); empty without
+    ``threshold_results``."""
+    if not results:
+        return {}
+    gate = runfolder.GateResults.model_validate(results)
+    checks = gate.checks()
+    return {bucket: (rows, len(checks[bucket])) for bucket, rows in gate.skipped_buckets().items()}
 
 
 def gate_line(results: dict[str, Any] | None, limit: int = 6) -> str:
@@ -572,9 +570,9 @@ def gate_line(results: dict[str, Any] | None, limit: int = 6) -> str:
     (0 test rows, 2 checks))``); ``gate: not checked`` without ``threshold_results``."""
     if not isinstance(results, dict) or "overall_pass" not in results:
         return "gate: not checked"
-    failed = [str(c) for c in results.get("failed") or []]
-    checks = [c for b in results.values() if isinstance(b, dict) for c in b.values()]
-    judged = sum(1 for c in checks if isinstance(c, dict) and not c.get("skipped"))
+    gate = runfolder.GateResults.model_validate(results)
+    failed = gate.failed
+    judged = sum(not c.skipped for checks in gate.checks().values() for c in checks.values())
     more = " …" if len(failed) > limit else ""
     failures = f"{len(failed)} of {judged} checks failed: {', '.join(failed[:limit])}{more}"
     parts = [failures if failed else f"{judged} checks passed"]
@@ -583,5 +581,5 @@ def gate_line(results: dict[str, Any] | None, limit: int = 6) -> str:
         for b, (rows, n) in skipped_buckets(results).items()
     ]
     parts += [f"skipped: {', '.join(skipped)}"] if skipped else []
-    verdict = "PASS" if results["overall_pass"] else "FAIL"
+    verdict = "PASS" if gate.overall_pass else "FAIL"
     return f"gate: {verdict} ({'; '.join(parts)})"
