@@ -522,17 +522,13 @@ def apply_gate(
     problems = validate_thresholds(thresholds)
     if problems:
         raise InputError("invalid thresholds", problems=problems)
-    source = report.get(figures) or {}
-    extra = report.get("extra") or {}
-    counts = report.get("metrics")  # samples per bucket; a report without them skips nothing
-    if not (isinstance(counts, dict) and isinstance(counts.get("overall"), dict)):
-        counts = None
+    source, extra = report.get(figures) or {}, report.get("extra") or {}
+    counts = report.get("metrics") or {}  # samples per bucket; a report without them skips nothing
     results: dict[str, Any] = {}
     failed: list[str] = []
     for bucket, checks in thresholds.items():
         bucket_values = source.get(bucket, {})
-        rows = (counts.get(bucket) or {}).get("samples", 0) if counts else None
-        empty = rows == 0 and bucket != "overall"
+        empty = bucket != "overall" and bool(counts) and not counts.get(bucket, {}).get("samples")
         for kind in ("min", "max"):
             for metric, threshold in (checks.get(kind) or {}).items():
                 value = bucket_values.get(metric)
