@@ -333,35 +333,34 @@ def scan_all(
 ) -> tuple[Scan, list[tuple[str, int, int]], list[Path], tuple[str, int]]:
     """Pass 1 over the whole input, in ``workers`` processes (None: auto_workers) when above 1."""
     size = source.stat().st_size
-    tag = f"{os.getpid()}"
     workers = auto_workers(size, limit) if workers is None else workers
-    if workers <= 1 or limit is not None:
-        spool = spool_dir / f".prepare-spool.{tag}.0.tmp"
-        with progress_bar(show, size, f"prepare: reading {source.name}", "B") as bar:
+    one = workers <= 1 or limit is not None
+    bounds = [(0, None)] if one else _chunk_bounds(source, size, workers * CHUNKS_PER_WORKER)
+    spools = [spool_dir / f".prepare-spool.{os.getpid()}.{i}.tmp" for i in range(len(bounds))]
+    desc = f"prepare: reading {source.name}"
+    if one:
+        with progress_bar(show, size, desc, "B") as bar:
             part = _scan_range(
-                str(source), 0, None, str(spool), limit, lambda at: bar.update(at - bar.n)
+                str(source), 0, None, str(spools[0]), limit, lambda at: bar.update(at - bar.n)
             )
-        merged, duplicates = _merge([part])
-        return merged, duplicates, [spool], hash_file(source)
-
-    bounds = _chunk_bounds(source, size, workers * CHUNKS_PER_WORKER)
-    spools = [spool_dir / f".prepare-spool.{tag}.{i}.tmp" for i in range(len(bounds))]
-    # fork is cheapest, but forking a process that runs other threads (a Jupyter kernel) can
-    # deadlock a child on a lock held at fork time; spawn starts clean interpreters instead.
-    can_fork = "fork" in multiprocessing.get_all_start_methods()
-    method = "fork" if threading.active_count() == 1 and can_fork else "spawn"
-    context = multiprocessing.get_context(method)
-    bar = progress_bar(show, len(bounds), f"prepare: reading {source.name}", "chunk")
-    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool, bar:
-        futures = [
-            pool.submit(_scan_range, str(source), start, end, str(spool))
-            for (start, end), spool in zip(bounds, spools, strict=True)
-        ]
-        digest = hash_file(source)  # while the workers read
-        parts = []
-        for future in futures:
-            parts.append(future.result())
-            bar.update(1)
+        parts, digest = [part], hash_file(source)
+    else:
+        # fork is cheapest, but forking a process that runs other threads (a Jupyter kernel) can
+        # deadlock a child on a lock held at fork time; spawn starts clean interpreters instead.
+        can_fork = "fork" in multiprocessing.get_all_start_methods()
+        method = "fork" if threading.active_count() == 1 and can_fork else "spawn"
+        context = multiprocessing.get_context(method)
+        bar = progress_bar(show, len(bounds), desc, "chunk")
+        with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool, bar:
+            futures = [
+                pool.submit(_scan_range, str(source), start, end, str(spool))
+                for (start, end), spool in zip(bounds, spools, strict=True)
+            ]
+            digest = hash_file(source)  # while the workers read
+            parts = []
+            for future in futures:
+                parts.append(future.result())
+                bar.update(1)
     merged, duplicates = _merge(parts)
     return merged, duplicates, spools, digest
 
