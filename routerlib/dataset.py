@@ -20,7 +20,6 @@ from typing import TYPE_CHECKING, Any
 from routerlib import __version__, convert, models, schema, storage, synth
 from routerlib.atomic import write_json
 from routerlib.config import run_default
-from routerlib.convert import example_pair as example_pair
 from routerlib.errors import InputError
 from routerlib.runfolder import PREPARE_FILE, SYNTHETIC_ROWS_FILE
 
