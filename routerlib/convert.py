@@ -296,9 +296,8 @@ def _merge(parts: list[Scan]) -> tuple[Scan, list[tuple[str, int, int]]]:
             if first != line + line_offset:
                 duplicates.append((row_id, first, line + line_offset))
         for line, text in part.problems:
-            if len(merged.problems) < MAX_PROBLEMS:
-                merged.problems.append((line + line_offset, text))
-        merged.problem_count += part.problem_count
+            merged.problem(line + line_offset, text)  # counts the listed ones; then the rest
+        merged.problem_count += part.problem_count - len(part.problems)
         line_offset += part.lines
     merged.lines = line_offset
     return merged, duplicates
