@@ -41,8 +41,8 @@ _WRITE_BUFFER = 1 << 20
 
 @dataclass
 class Scan:
-    """Pass-1 result: per-row small numbers (no payloads) and the problems found. A scan of one
-    byte range numbers its lines from 1; merging ranges shifts them to file line numbers."""
+    """Pass-1 result: per-row small numbers (no payloads), the problems and the duplicate ids (id,
+    first line, line) found. A range's scan numbers lines from 1; merging shifts them to the file's."""
 
     spool_index: array = field(default_factory=lambda: array("h"))
     spool_offsets: array = field(default_factory=lambda: array("q"))
@@ -57,6 +57,7 @@ class Scan:
     shapes: dict[str, int] = field(default_factory=dict)
     ids: list[str] = field(default_factory=list)
     problems: list[tuple[int, str]] = field(default_factory=list)
+    duplicates: list[tuple[str, int, int]] = field(default_factory=list)
     problem_count: int = 0
     lines: int = 0
 
@@ -272,12 +273,11 @@ def _chunk_bounds(path: Path, size: int, chunks: int) -> list[tuple[int, int | N
     return list(zip(starts, ends, strict=True))
 
 
-def _merge(parts: list[Scan]) -> tuple[Scan, list[tuple[str, int, int]]]:
+def _merge(parts: list[Scan]) -> Scan:
     """Join range scans in file order: shift line numbers, number the spools, remap metrics
-    shapes; returns the merged scan and the duplicate ids (id, first line, line)."""
+    shapes, find the duplicate ids."""
     merged = Scan()
     id_lines: dict[str, int] = {}
-    duplicates: list[tuple[str, int, int]] = []
     line_offset = 0
     for index, part in enumerate(parts):
         merged.spool_index.extend(array("h", [index]) * part.rows)
@@ -294,13 +294,13 @@ def _merge(parts: list[Scan]) -> tuple[Scan, list[tuple[str, int, int]]]:
         for row_id, line in zip(part.ids, part.line_numbers, strict=True):
             first = id_lines.setdefault(row_id, line + line_offset)
             if first != line + line_offset:
-                duplicates.append((row_id, first, line + line_offset))
+                merged.duplicates.append((row_id, first, line + line_offset))
         for line, text in part.problems:
             merged.problem(line + line_offset, text)  # counts the listed ones; then the rest
         merged.problem_count += part.problem_count - len(part.problems)
         line_offset += part.lines
     merged.lines = line_offset
-    return merged, duplicates
+    return merged
 
 
 def hash_file(path: Path) -> tuple[str, int]:
@@ -329,7 +329,7 @@ def remove_spools(spool_dir: Path) -> None:
 
 def scan_all(
     source: Path, spool_dir: Path, limit: int | None, workers: int | None, show: bool
-) -> tuple[Scan, list[tuple[str, int, int]], list[Path], tuple[str, int]]:
+) -> tuple[Scan, list[Path], tuple[str, int]]:
     """Pass 1 over the whole input, in ``workers`` processes (None: auto_workers) when above 1."""
     size = source.stat().st_size
     workers = auto_workers(size, limit) if workers is None else workers
@@ -360,8 +360,7 @@ def scan_all(
             for future in futures:
                 parts.append(future.result())
                 bar.update(1)
-    merged, duplicates = _merge(parts)
-    return merged, duplicates, spools, digest
+    return _merge(parts), spools, digest
 
 
 def progress_bar(enabled: bool, total: int, desc: str, unit: str = "it") -> Any:
