@@ -187,8 +187,8 @@ def strict_metrics(
 
 
 def score(gold_rows: list[dict[str, Any]], pred_rows: list[Any]) -> list[dict[str, Any]]:
-    """Per-sample records (runfolder.SampleRecord's fields, plus ``listed_by_original`` and
-    ``prompt_preview`` for the error listings) of aligned gold rows and decoded prediction lines
+    """Per-sample records (runfolder.SampleRecord's fields, plus ``prompt_preview`` for the
+    error listings) of aligned gold rows and decoded prediction lines
     (read by extract.read_prediction; their ``raw`` and ``thinking`` are kept)."""
     if len(gold_rows) != len(pred_rows):
         raise InputError(f"gold has {len(gold_rows)} rows but predictions have {len(pred_rows)}")
@@ -217,7 +217,6 @@ def score(gold_rows: list[dict[str, Any]], pred_rows: list[Any]) -> list[dict[st
             "extra": {name: strict[name] for name in EXTRA_METRICS} if pred is not None else {},
             "schema_violations": violations,
             "debug": debug,
-            "listed_by_original": reason != _NULL_REASON,
             "gold_first_tool": next(iter(plan["gold_tools"]), None),
             "pred_first_tool": next(iter(plan["pred_tools"] or []), None),
             "plan": plan,
@@ -260,9 +259,7 @@ def aggregate(records: list[dict[str, Any]], field: str = "metrics") -> dict[str
 def error_samples(records: list[dict[str, Any]], as_original: bool = True) -> list[dict[str, Any]]:
     """The first MAX_ERROR_SAMPLES samples with details to show: as the original chooses them,
     else (``as_original=False``) routerlib's fuller list."""
-    shown = [
-        r for r in records if r["debug"] and (r.get("listed_by_original", True) or not as_original)
-    ]
+    shown = [r for r in records if r["debug"] and (r["reason"] != _NULL_REASON or not as_original)]
     return [
         {"index": r["index"], "prompt_preview": r.get("prompt_preview", ""), "details": r["debug"]}
         for r in shown[:MAX_ERROR_SAMPLES]
