@@ -41,8 +41,8 @@ _WRITE_BUFFER = 1 << 20
 
 @dataclass
 class Scan:
-    """Pass-1 result: per-row small numbers (no payloads) and the problems found. A scan of one
-    byte range numbers its lines from 1; merging ranges shifts them to file line numbers."""
+    """Pass-1 result: per-row small numbers (no payloads), the problems and the duplicate ids (id,
+    first line, line) found. A range's scan numbers lines from 1; merging shifts them to the file's."""
 
     spool_index: array = field(default_factory=lambda: array("h"))
     spool_offsets: array = field(default_factory=lambda: array("q"))
@@ -57,6 +57,7 @@ class Scan:
     shapes: dict[str, int] = field(default_factory=dict)
     ids: list[str] = field(default_factory=list)
     problems: list[tuple[int, str]] = field(default_factory=list)
+    duplicates: list[tuple[str, int, int]] = field(default_factory=list)
     problem_count: int = 0
     lines: int = 0
 
@@ -272,12 +273,11 @@ def _chunk_bounds(path: Path, size: int, chunks: int) -> list[tuple[int, int | N
     return list(zip(starts, ends, strict=True))
 
 
-def _merge(parts: list[Scan]) -> tuple[Scan, list[tuple[str, int, int]]]:
+def _merge(parts: list[Scan]) -> Scan:
     """Join range scans in file order: shift line numbers, number the spools, remap metrics
-    shapes; returns the merged scan and the duplicate ids (id, first line, line)."""
+    shapes, find the duplicate ids."""
     merged = Scan()
     id_lines: dict[str, int] = {}
-    duplicates: list[tuple[str, int, int]] = []
     line_offset = 0
     for index, part in enumerate(parts):
         merged.spool_index.extend(array("h", [index]) * part.rows)
@@ -294,14 +294,13 @@ def _merge(parts: list[Scan]) -> tuple[Scan, list[tuple[str, int, int]]]:
         for row_id, line in zip(part.ids, part.line_numbers, strict=True):
             first = id_lines.setdefault(row_id, line + line_offset)
             if first != line + line_offset:
-                duplicates.append((row_id, first, line + line_offset))
+                merged.duplicates.append((row_id, first, line + line_offset))
         for line, text in part.problems:
-            if len(merged.problems) < MAX_PROBLEMS:
-                merged.problems.append((line + line_offset, text))
-        merged.problem_count += part.problem_count
+            merged.problem(line + line_offset, text)  # counts the listed ones; then the rest
+        merged.problem_count += part.problem_count - len(part.problems)
         line_offset += part.lines
     merged.lines = line_offset
-    return merged, duplicates
+    return merged
 
 
 def hash_file(path: Path) -> tuple[str, int]:
@@ -330,40 +329,38 @@ def remove_spools(spool_dir: Path) -> None:
 
 def scan_all(
     source: Path, spool_dir: Path, limit: int | None, workers: int | None, show: bool
-) -> tuple[Scan, list[tuple[str, int, int]], list[Path], tuple[str, int]]:
+) -> tuple[Scan, list[Path], tuple[str, int]]:
     """Pass 1 over the whole input, in ``workers`` processes (None: auto_workers) when above 1."""
     size = source.stat().st_size
-    tag = f"{os.getpid()}"
     workers = auto_workers(size, limit) if workers is None else workers
-    if workers <= 1 or limit is not None:
-        spool = spool_dir / f".prepare-spool.{tag}.0.tmp"
-        with progress_bar(show, size, f"prepare: reading {source.name}", "B") as bar:
+    one = workers <= 1 or limit is not None
+    bounds = [(0, None)] if one else _chunk_bounds(source, size, workers * CHUNKS_PER_WORKER)
+    spools = [spool_dir / f".prepare-spool.{os.getpid()}.{i}.tmp" for i in range(len(bounds))]
+    desc = f"prepare: reading {source.name}"
+    if one:
+        with progress_bar(show, size, desc, "B") as bar:
             part = _scan_range(
-                str(source), 0, None, str(spool), limit, lambda at: bar.update(at - bar.n)
+                str(source), 0, None, str(spools[0]), limit, lambda at: bar.update(at - bar.n)
             )
-        merged, duplicates = _merge([part])
-        return merged, duplicates, [spool], hash_file(source)
-
-    bounds = _chunk_bounds(source, size, workers * CHUNKS_PER_WORKER)
-    spools = [spool_dir / f".prepare-spool.{tag}.{i}.tmp" for i in range(len(bounds))]
-    # fork is cheapest, but forking a process that runs other threads (a Jupyter kernel) can
-    # deadlock a child on a lock held at fork time; spawn starts clean interpreters instead.
-    can_fork = "fork" in multiprocessing.get_all_start_methods()
-    method = "fork" if threading.active_count() == 1 and can_fork else "spawn"
-    context = multiprocessing.get_context(method)
-    bar = progress_bar(show, len(bounds), f"prepare: reading {source.name}", "chunk")
-    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool, bar:
-        futures = [
-            pool.submit(_scan_range, str(source), start, end, str(spool))
-            for (start, end), spool in zip(bounds, spools, strict=True)
-        ]
-        digest = hash_file(source)  # while the workers read
-        parts = []
-        for future in futures:
-            parts.append(future.result())
-            bar.update(1)
-    merged, duplicates = _merge(parts)
-    return merged, duplicates, spools, digest
+        parts, digest = [part], hash_file(source)
+    else:
+        # fork is cheapest, but forking a process that runs other threads (a Jupyter kernel) can
+        # deadlock a child on a lock held at fork time; spawn starts clean interpreters instead.
+        can_fork = "fork" in multiprocessing.get_all_start_methods()
+        method = "fork" if threading.active_count() == 1 and can_fork else "spawn"
+        context = multiprocessing.get_context(method)
+        bar = progress_bar(show, len(bounds), desc, "chunk")
+        with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool, bar:
+            futures = [
+                pool.submit(_scan_range, str(source), start, end, str(spool))
+                for (start, end), spool in zip(bounds, spools, strict=True)
+            ]
+            digest = hash_file(source)  # while the workers read
+            parts = []
+            for future in futures:
+                parts.append(future.result())
+                bar.update(1)
+    return _merge(parts), spools, digest
 
 
 def progress_bar(enabled: bool, total: int, desc: str, unit: str = "it") -> Any:

@@ -20,7 +20,6 @@ from typing import TYPE_CHECKING, Any
 from routerlib import __version__, convert, models, schema, storage, synth
 from routerlib.atomic import write_json
 from routerlib.config import run_default
-from routerlib.convert import example_pair as example_pair
 from routerlib.errors import InputError
 from routerlib.runfolder import PREPARE_FILE, SYNTHETIC_ROWS_FILE
 
@@ -95,14 +94,14 @@ def _capped(lines: list[str], label: str, more: str) -> list[str]:
 
 def _warnings(
     scan: convert.Scan,
-    duplicates: list[tuple[str, int, int]],
     label: str,
     splits: dict[str, list[int]],
     max_seq_len: int,
     limit_note: str,
 ) -> list[str]:
     dups = [
-        f"{label}:{line}: id: duplicate id {i!r} (first on line {at})" for i, at, line in duplicates
+        f"{label}:{line}: id: duplicate id {i!r} (first on line {at})"
+        for i, at, line in scan.duplicates
     ]
     out = _capped(dups, label, "duplicate ids")
 
@@ -273,7 +272,7 @@ def prepare(
 
     out_dir.mkdir(parents=True, exist_ok=True)
     try:
-        scan, duplicates, spools, (sha256, physical_lines) = convert.scan_all(
+        scan, spools, (sha256, physical_lines) = convert.scan_all(
             source, out_dir, limit, workers, progress
         )
         if scan.problem_count:
@@ -294,7 +293,7 @@ def prepare(
         cuts = [0, *itertools.accumulate(sizes.values())]  # train, then validation, then test
         splits = {name: order[cuts[i] : cuts[i + 1]] for i, name in enumerate(SPLITS)}
         note = f" ({base_model}, {tuning_mode})" if max_seq_len is None else ""
-        warnings = _warnings(scan, duplicates, label, splits, limit_seq, note)
+        warnings = _warnings(scan, label, splits, limit_seq, note)
         if strict and warnings:
             raise InputError(
                 f"{label}: {len(warnings)} warning(s) are errors under --strict; nothing was written",

@@ -76,15 +76,12 @@ def summarize(records: list[dict[str, Any]]) -> dict[str, Any]:
     """Every diagnostic over ``records`` (score records carrying ``plan``, ``valid`` and
     ``schema_violations``)."""
     plans = [r["plan"] for r in records]
-    pairs = hits = 0
+    modes = [pair for p in plans for pair in zip(p["gold_modes"], p["pred_modes"], strict=False)]
     distances: list[float] = []
     normalized: list[float] = []
     confusion: dict[str, Counter[str]] = {}
     for plan in plans:
         pred_tools = plan["pred_tools"] or []
-        for gold_mode, pred_mode in zip(plan["gold_modes"], plan["pred_modes"], strict=False):
-            pairs += 1
-            hits += gold_mode == pred_mode
         distance = edit_distance(plan["gold_tools"], pred_tools)
         distances.append(distance)
         normalized.append(distance / max(len(plan["gold_tools"]), len(pred_tools), 1))
@@ -100,8 +97,8 @@ def summarize(records: list[dict[str, Any]]) -> dict[str, Any]:
     return {
         "samples": len(records),
         "tools": tool_scores(plans),
-        "search_mode_accuracy": _ratio(hits, pairs),
-        "search_mode_pairs": pairs,
+        "search_mode_accuracy": _ratio(sum(gold == pred for gold, pred in modes), len(modes)),
+        "search_mode_pairs": len(modes),
         "plan_edit_distance": sum(distances) / len(distances) if distances else None,
         "plan_edit_distance_norm": sum(normalized) / len(normalized) if normalized else None,
         "first_tool_confusion": {
@@ -119,8 +116,6 @@ def by_bucket(records: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     """:func:`summarize` per bucket (``overall`` first, then the buckets with samples, sorted)."""
     buckets: dict[str, list[dict[str, Any]]] = {"overall": []}
     for record in records:
-        if "plan" not in record:
-            continue
         for bucket in record["buckets"]:
             buckets.setdefault(bucket, []).append(record)
     order = ["overall", *sorted(b for b in buckets if b != "overall")]

@@ -22,10 +22,6 @@ SHORT_NAMES = {
     "route_tool_recall": "tool recall",
     "json_valid": "JSON valid",
 }
-#: Metrics whose paired tests are shown up front (the rest one click or one CSV away): the
-#: leaderboard's deciding metrics (metric_names.DECIDING_METRICS), not metric_names.HEADLINE, which is the
-#: wider list of rates a summary shows and lacks the strict-only tool_sequence_exact.
-HEADLINE_TESTS: tuple[str, ...] = DECIDING_METRICS
 #: The headline table never has more columns than this (router, run, gate, four metrics, cost,
 #: latency).
 HEADLINE_MAX_COLUMNS = 9

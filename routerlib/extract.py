@@ -1,5 +1,5 @@
 """Turn prediction lines and raw model text into completion objects, two jobs kept apart:
-:func:`parse_prediction_line` reads a prediction file's line exactly as the team's earlier
+:func:`read_prediction` reads a prediction file's line exactly as the team's earlier
 evaluator did (strict: whatever is not a JSON object is an invalid prediction; scoring uses only
 this), and :func:`extract_json_object` finds the best JSON object in a model's raw text (an echoed
 prompt, a ``Prompt:…Output:`` envelope, code fences, chatter around it) and says how it found it.
@@ -21,8 +21,15 @@ THINK_NOTE = " (after a <think> block)"
 _ARTICLES = {"bool": "a boolean", "number": "a number", "str": "a string", "list": "a list"}
 
 
-def _read_line(obj: Any) -> tuple[dict[str, Any] | None, str]:
-    """The completion object of a decoded prediction line, or None and why there is none."""
+def read_prediction(obj: Any) -> tuple[dict[str, Any] | None, str]:
+    """The completion object held by one decoded prediction line and "", or None and a short
+    reason why it is invalid.
+
+    Accepted shapes (as the original evaluator): ``{"completion": "<json string>"}``,
+    ``{"completion": {...}}``, the completion object itself (a dict without a ``completion``
+    key) and a JSON string holding the object. A ``completion`` that is neither a string nor a
+    dict, a string that is not JSON, and JSON that is not an object are all invalid.
+    """
     if isinstance(obj, dict):
         if "completion" not in obj:
             return obj, ""
@@ -42,22 +49,6 @@ def _read_line(obj: Any) -> tuple[dict[str, Any] | None, str]:
     if not isinstance(value, dict):
         return None, f"JSON is {_kind(value)}, not an object"
     return value, ""
-
-
-def parse_prediction_line(obj: Any) -> dict[str, Any] | None:
-    """The completion object held by one decoded prediction line, or None when it is invalid.
-
-    Accepted shapes (as the original evaluator): ``{"completion": "<json string>"}``,
-    ``{"completion": {...}}``, the completion object itself (a dict without a ``completion``
-    key) and a JSON string holding the object. A ``completion`` that is neither a string nor a
-    dict, a string that is not JSON, and JSON that is not an object are all invalid.
-    """
-    return _read_line(obj)[0]
-
-
-def why_invalid(obj: Any) -> str:
-    """A short reason why :func:`parse_prediction_line` rejects ``obj`` ("" when it accepts it)."""
-    return _read_line(obj)[1]
 
 
 def _kind(value: Any) -> str:
@@ -133,7 +124,7 @@ def extract_json_object(text: str) -> tuple[dict[str, Any] | None, str]:
     if isinstance(whole, dict):
         return whole, "whole"
     if isinstance(whole, str):
-        inner = parse_prediction_line(whole)
+        inner, _ = read_prediction(whole)
         if inner is not None:
             return inner, "whole (JSON string)"
 

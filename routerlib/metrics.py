@@ -24,7 +24,7 @@ from routerlib import runfolder
 from routerlib.diagnostics import by_bucket as diagnostics_by_bucket
 from routerlib.diagnostics import sample_plan
 from routerlib.errors import InputError
-from routerlib.extract import parse_prediction_line, why_invalid
+from routerlib.extract import read_prediction
 from routerlib.metric_names import (
     ALL_BUCKETS,
     BUCKETS,
@@ -187,23 +187,21 @@ def strict_metrics(
 
 
 def score(gold_rows: list[dict[str, Any]], pred_rows: list[Any]) -> list[dict[str, Any]]:
-    """Per-sample records (runfolder.SampleRecord's fields, plus ``listed_by_original`` and
-    ``prompt_preview`` for the error listings) of aligned gold rows and decoded prediction lines
-    (read by extract.parse_prediction_line; their ``raw`` and ``thinking`` are kept)."""
+    """Per-sample records (runfolder.SampleRecord's fields, plus ``prompt_preview`` for the
+    error listings) of aligned gold rows and decoded prediction lines
+    (read by extract.read_prediction; their ``raw`` and ``thinking`` are kept)."""
     if len(gold_rows) != len(pred_rows):
         raise InputError(f"gold has {len(gold_rows)} rows but predictions have {len(pred_rows)}")
     records: list[dict[str, Any]] = []
     for index, (row, line) in enumerate(zip(gold_rows, pred_rows, strict=True)):
-        gold = parse_prediction_line(row)  # the gold row's completion, read the same way
+        gold, problem = read_prediction(row)  # the gold row's completion, read the same way
         if gold is None:
-            raise InputError(f"gold row {index + 1}: completion: {why_invalid(row)}")
-        pred = parse_prediction_line(line)
+            raise InputError(f"gold row {index + 1}: completion: {problem}")
+        pred, reason = read_prediction(line)
         flags = bucket_flags(gold)
         original, debug = sample_metrics(gold, pred)
         plan = sample_plan(gold, pred)
-        valid, reason = pred is not None, ""
         if pred is None:
-            reason = why_invalid(line)
             debug = {"error": f"Failed to parse prediction: {reason}"}
             violations = [f"completion: {reason}"]
         else:
@@ -212,14 +210,13 @@ def score(gold_rows: list[dict[str, Any]], pred_rows: list[Any]) -> list[dict[st
         record: dict[str, Any] = {
             "index": index,
             "buckets": ["overall", *(name for name in BUCKETS if flags[name])],
-            "valid": valid,
+            "valid": pred is not None,
             "reason": reason,
             "metrics": original,
             "strict": strict,
-            "extra": {name: strict[name] for name in EXTRA_METRICS} if valid else {},
+            "extra": {name: strict[name] for name in EXTRA_METRICS} if pred is not None else {},
             "schema_violations": violations,
             "debug": debug,
-            "listed_by_original": reason != _NULL_REASON,
             "gold_first_tool": next(iter(plan["gold_tools"]), None),
             "pred_first_tool": next(iter(plan["pred_tools"] or []), None),
             "plan": plan,
@@ -262,9 +259,7 @@ def aggregate(records: list[dict[str, Any]], field: str = "metrics") -> dict[str
 def error_samples(records: list[dict[str, Any]], as_original: bool = True) -> list[dict[str, Any]]:
     """The first MAX_ERROR_SAMPLES samples with details to show: as the original chooses them,
     else (``as_original=False``) routerlib's fuller list."""
-    shown = [
-        r for r in records if r["debug"] and (r.get("listed_by_original", True) or not as_original)
-    ]
+    shown = [r for r in records if r["debug"] and (r["reason"] != _NULL_REASON or not as_original)]
     return [
         {"index": r["index"], "prompt_preview": r.get("prompt_preview", ""), "details": r["debug"]}
         for r in shown[:MAX_ERROR_SAMPLES]
@@ -365,7 +360,7 @@ def prompt_problem(row: Any) -> str:
 def _gold_problem(row: Any) -> str:
     if not isinstance(row, dict) or "completion" not in row:
         return "completion: missing"
-    reason = why_invalid(row)
+    reason = read_prediction(row)[1]
     return f"completion: {reason}" if reason else ""
 
 
@@ -374,24 +369,33 @@ def load_gold(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
     return [row for _, row in read_jsonl(path, "gold", _gold_problem)]
 
 
-def score_report(
+def _pred_rows(gold_path: Any, n_gold: int, pred_path: str | os.PathLike[str]) -> list[Any]:
+    rows = [row for _, row in read_jsonl(pred_path, "pred")]
+    if len(rows) != n_gold:
+        raise InputError(
+            f"gold {gold_path} has {n_gold} rows but pred {pred_path} has "
+            f"{len(rows)} rows; they must match line for line"
+        )
+    return rows
+
+
+def score_files(
     gold_path: str | os.PathLike[str],
     pred_path: str | os.PathLike[str],
     *,
+    compare_to: str | os.PathLike[str] | None = None,
+    out_path: str | os.PathLike[str] | None = None,
     thresholds: dict[str, Any] | str | os.PathLike[str] | None = None,
     bootstrap: int = 1000,
     seed: int = 0,
-) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """The report of a prediction file against a gold file, and its per-sample records;
-    ``thresholds`` (a dict or a gate file path) adds ``threshold_results``. InputError for a
-    missing file, an unreadable line (file:line) or a count mismatch."""
+) -> dict[str, Any]:
+    """Score a prediction file against a gold file and return the report. ``thresholds`` (a dict
+    or a gate file path) adds ``threshold_results``; ``compare_to`` (the previous router's
+    prediction file on the same gold) adds the ``comparison`` block (``paired.compare_scored``);
+    with ``out_path`` the report JSON and ``samples.jsonl`` beside it are written atomically.
+    InputError for a missing file, an unreadable line (file:line) or a count mismatch."""
     gold_rows = load_gold(gold_path)
-    pred_rows = [row for _, row in read_jsonl(pred_path, "pred")]
-    if len(pred_rows) != len(gold_rows):
-        raise InputError(
-            f"gold {gold_path} has {len(gold_rows)} rows but pred {pred_path} has "
-            f"{len(pred_rows)} rows; they must match line for line"
-        )
+    pred_rows = _pred_rows(gold_path, len(gold_rows), pred_path)
     records = score(gold_rows, pred_rows)
     report: dict[str, Any] = {  # the original three sections first, then routerlib's
         "config": {
@@ -419,29 +423,10 @@ def score_report(
     if thresholds is not None:
         gate = thresholds if isinstance(thresholds, dict) else load_thresholds(thresholds)
         apply_gate(report, gate)
-    return report, records
-
-
-def score_files(
-    gold_path: str | os.PathLike[str],
-    pred_path: str | os.PathLike[str],
-    *,
-    compare_to: str | os.PathLike[str] | None = None,
-    out_path: str | os.PathLike[str] | None = None,
-    thresholds: dict[str, Any] | str | os.PathLike[str] | None = None,
-    bootstrap: int = 1000,
-    seed: int = 0,
-) -> dict[str, Any]:
-    """Score a prediction file against a gold file and return the report (see
-    :func:`score_report`). With ``compare_to`` (the previous router's prediction file on the same
-    gold) the report gets its ``comparison`` block (``paired.compare_scored``). With ``out_path``
-    the report JSON and ``samples.jsonl`` beside it are written atomically."""
-    report, records = score_report(
-        gold_path, pred_path, thresholds=thresholds, bootstrap=bootstrap, seed=seed
-    )
     if compare_to is not None:
-        previous = score_report(gold_path, compare_to, bootstrap=0)
-        report["comparison"] = compare_scored((report, records), previous, seed=seed)
+        old = score(gold_rows, _pred_rows(gold_path, len(gold_rows), compare_to))
+        figures = {field: aggregate(old, field) for field in ("metrics", "strict", "extra")}
+        report["comparison"] = compare_scored((report, records), (figures, old), seed=seed)
         report["comparison"]["previous_pred_path"] = str(compare_to)
     if out_path is not None:
         write_report(report, records, out_path)
@@ -534,17 +519,13 @@ def apply_gate(
     problems = validate_thresholds(thresholds)
     if problems:
         raise InputError("invalid thresholds", problems=problems)
-    source = report.get(figures) or {}
-    extra = report.get("extra") or {}
-    counts = report.get("metrics")  # samples per bucket; a report without them skips nothing
-    if not (isinstance(counts, dict) and isinstance(counts.get("overall"), dict)):
-        counts = None
+    source, extra = report.get(figures) or {}, report.get("extra") or {}
+    counts = report.get("metrics") or {}  # samples per bucket; a report without them skips nothing
     results: dict[str, Any] = {}
     failed: list[str] = []
     for bucket, checks in thresholds.items():
         bucket_values = source.get(bucket, {})
-        rows = (counts.get(bucket) or {}).get("samples", 0) if counts else None
-        empty = rows == 0 and bucket != "overall"
+        empty = bucket != "overall" and bool(counts) and not counts.get(bucket, {}).get("samples")
         for kind in ("min", "max"):
             for metric, threshold in (checks.get(kind) or {}).items():
                 value = bucket_values.get(metric)
@@ -568,15 +549,13 @@ def apply_gate(
 
 def skipped_buckets(results: dict[str, Any] | None) -> dict[str, tuple[int, int]]:
     """Each bucket whose gate checks were skipped (no test rows): bucket -> (its test rows, the
-    checks skipped), in gate order; empty without ``threshold_results``."""
-    out: dict[str, tuple[int, int]] = {}
-    for bucket, checks in (results or {}).items():
-        if not isinstance(checks, dict):
-            continue
-        skipped = [c for c in checks.values() if isinstance(c, dict) and c.get("skipped")]
-        if skipped:
-            out[bucket] = (int(skipped[0].get("samples") or 0), len(skipped))
-    return out
+    checks skipped), in gate order (runfolder.GateResults.skipped_buckets); empty without
+    ``threshold_results``."""
+    if not results:
+        return {}
+    gate = runfolder.GateResults.model_validate(results)
+    checks = gate.checks()
+    return {bucket: (rows, len(checks[bucket])) for bucket, rows in gate.skipped_buckets().items()}
 
 
 def gate_line(results: dict[str, Any] | None, limit: int = 6) -> str:
@@ -584,9 +563,9 @@ def gate_line(results: dict[str, Any] | None, limit: int = 6) -> str:
     (0 test rows, 2 checks))``); ``gate: not checked`` without ``threshold_results``."""
     if not isinstance(results, dict) or "overall_pass" not in results:
         return "gate: not checked"
-    failed = [str(c) for c in results.get("failed") or []]
-    checks = [c for b in results.values() if isinstance(b, dict) for c in b.values()]
-    judged = sum(1 for c in checks if isinstance(c, dict) and not c.get("skipped"))
+    gate = runfolder.GateResults.model_validate(results)
+    failed = gate.failed
+    judged = sum(not c.skipped for checks in gate.checks().values() for c in checks.values())
     more = " …" if len(failed) > limit else ""
     failures = f"{len(failed)} of {judged} checks failed: {', '.join(failed[:limit])}{more}"
     parts = [failures if failed else f"{judged} checks passed"]
@@ -595,7 +574,7 @@ def gate_line(results: dict[str, Any] | None, limit: int = 6) -> str:
         for b, (rows, n) in skipped_buckets(results).items()
     ]
     parts += [f"skipped: {', '.join(skipped)}"] if skipped else []
-    verdict = "PASS" if results["overall_pass"] else "FAIL"
+    verdict = "PASS" if gate.overall_pass else "FAIL"
     return f"gate: {verdict} ({'; '.join(parts)})"
 
 

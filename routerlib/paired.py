@@ -56,7 +56,7 @@ def compare_scored(
     seed: int = 0,
 ) -> dict[str, Any]:
     """The comparison block of two scored prediction files on the same gold: each a
-    ``(report, records)`` pair from ``metrics.score_report``."""
+    ``(report, records)`` pair as ``metrics.score_files`` builds it."""
     (new_report, new_records), (old_report, old_records) = new, previous
     if len(new_records) != len(old_records):
         raise InputError(

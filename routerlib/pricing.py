@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from routerlib import storage
 from routerlib.config import TuningMode
-from routerlib.dataset import example_pair
+from routerlib.convert import example_pair
 from routerlib.errors import InputError
 from routerlib.models import CHARS_PER_TOKEN, FULL, PEFT, short_id
 from routerlib.paths import packaged_file, project_root

@@ -21,6 +21,7 @@ from markupsafe import Markup
 from routerlib import compare, compare_plots, display, runfolder
 from routerlib.atomic import atomic_folder, write_text
 from routerlib.errors import InputError, RouterlibError
+from routerlib.metric_names import DECIDING_METRICS
 from routerlib.paths import outputs_root, resolve
 from routerlib.runfolder import (
     LEADERBOARD_FILE,
@@ -54,7 +55,7 @@ _DATA_URI = re.compile(r"data:[\w/+.\-]+;base64,[A-Za-z0-9+/=\s]+")
 
 COMPARISON_STAGE = "05"
 #: Metrics whose paired tests the index shows up front (the rest folded), as notebook 05 does.
-SIGNIFICANCE_HEADLINE = display.HEADLINE_TESTS
+SIGNIFICANCE_HEADLINE = DECIDING_METRICS
 #: Plots shown at full page width (many panels or bars).
 WIDE_PLOTS = ("bucket_scores", "route_confusion")
 

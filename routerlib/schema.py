@@ -254,19 +254,13 @@ def completion_json_schema(
         }
         metrics.update(required=["primary", "secondary"], additionalProperties=False)
 
-    properties: dict[str, Any] = {
-        "route_plan": route_plan,
-        "route_rationale": text("route_rationale"),
-        "expected_artifacts": items("expected_artifacts"),
-        "thinking_outline": items("thinking_outline"),
-        "handoff_plan": text("handoff_plan"),
-        "todo_list": items("todo_list"),
-        "difficulty": {"type": "string", "enum": list(DIFFICULTIES)},
-        "tags": items("tags", "tag_chars"),
-        "acceptance_criteria": items("acceptance_criteria"),
-        "metrics": metrics,
+    # the other keys from their row type: strings and lists of strings
+    special = {"route_plan": route_plan, "tags": items("tags", "tag_chars"), "metrics": metrics}
+    special["difficulty"] = {"type": "string", "enum": list(DIFFICULTIES)}
+    properties = {
+        key: special.get(key) or (items(key) if ROW_FIELD_TYPES[key] == "list[str]" else text(key))
+        for key in COMPLETION_KEYS
     }
-    assert tuple(properties) == COMPLETION_KEYS
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "title": "Router completion" + (" (generation)" if generation else ""),

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import importlib.resources
 import json
 import os
 import random
@@ -26,6 +25,7 @@ from routerlib import schema
 from routerlib.atomic import atomic_writer
 from routerlib.config import run_default
 from routerlib.errors import InputError
+from routerlib.paths import packaged_file
 from routerlib.tables import read_yaml
 
 #: Rows and seed of the embedded input: RunConfig's defaults (``synth_rows``, ``synth_seed``).
@@ -192,14 +192,12 @@ class Tables:
 
 def load_tables(folder: str | os.PathLike[str] | None = None) -> Tables:
     """Read and validate the generator's tables from ``folder`` (default: the package's
-    routerlib/data, through importlib.resources, so a clone and an installed wheel agree)."""
-    where: Any = (
-        Path(folder) if folder is not None else importlib.resources.files("routerlib") / "data"
-    )
+    routerlib/data, paths.packaged_file, so a clone and an installed wheel agree)."""
+    where = Path(folder) if folder is not None else packaged_file(TOPICS_FILE).parent
     what = "synthetic-data table"
-    topics = read_yaml(where.joinpath(TOPICS_FILE), _TopicsFile, what).topics
-    phrases = read_yaml(where.joinpath(PHRASES_FILE), _PhrasesFile, what)
-    dist = read_yaml(where.joinpath(DISTRIBUTIONS_FILE), _DistributionsFile, what)
+    topics = read_yaml(where / TOPICS_FILE, _TopicsFile, what).topics
+    phrases = read_yaml(where / PHRASES_FILE, _PhrasesFile, what)
+    dist = read_yaml(where / DISTRIBUTIONS_FILE, _DistributionsFile, what)
     math_share = dist.math_first_rows / dist.train_rows
     routes = []
     for route in dist.route_templates:

@@ -10,7 +10,7 @@ import pytest
 from routerlib import dataset, pricing
 from routerlib.cli import main
 from routerlib.config import load_config
-from routerlib.convert import read_prompt_completion
+from routerlib.convert import example_pair, read_prompt_completion
 from routerlib.errors import InputError
 
 ROWS = 40
@@ -49,7 +49,7 @@ def test_messages_format_holds_the_same_examples_as_chat_turns(tmp_path: Path) -
                     {"role": "assistant", "content": pair["completion"]},
                 ]
             }
-            assert dataset.example_pair(json.loads(new)) == (pair["prompt"], pair["completion"])
+            assert example_pair(json.loads(new)) == (pair["prompt"], pair["completion"])
         assert chat.manifest["splits"][name]["sha256"] != plain.manifest["splits"][name]["sha256"]
     # the evaluator reads test.jsonl's prompts and gold completions: unchanged
     test = "test.jsonl"

@@ -6,13 +6,7 @@ import json
 
 import pytest
 
-from routerlib.extract import (
-    THINK_NOTE,
-    extract_json_object,
-    parse_prediction_line,
-    split_thinking,
-    why_invalid,
-)
+from routerlib.extract import THINK_NOTE, extract_json_object, read_prediction, split_thinking
 from routerlib.schema import PROMPT_TEMPLATE
 
 OBJ = {
@@ -28,9 +22,9 @@ TEXT = json.dumps(OBJ)
     [{"completion": TEXT}, {"completion": OBJ}, OBJ, TEXT],
     ids=["completion-string", "completion-dict", "object", "json-string"],
 )
-def test_parse_prediction_line_accepts_the_four_shapes(line: object) -> None:
-    assert parse_prediction_line(line) == OBJ
-    assert why_invalid(line) == ""
+def test_read_prediction_accepts_the_four_shapes(line: object) -> None:
+    assert read_prediction(line)[0] == OBJ
+    assert read_prediction(line)[1] == ""
 
 
 @pytest.mark.parametrize(
@@ -47,14 +41,14 @@ def test_parse_prediction_line_accepts_the_four_shapes(line: object) -> None:
         (None, "prediction is null"),
     ],
 )
-def test_parse_prediction_line_invalid(line: object, reason: str) -> None:
-    assert parse_prediction_line(line) is None
-    assert reason in why_invalid(line)
+def test_read_prediction_invalid(line: object, reason: str) -> None:
+    assert read_prediction(line)[0] is None
+    assert reason in read_prediction(line)[1]
 
 
 def test_any_object_without_completion_is_valid() -> None:
     # As the original: a dict without "completion" is the completion object itself.
-    assert parse_prediction_line({"foo": 1}) == {"foo": 1}
+    assert read_prediction({"foo": 1})[0] == {"foo": 1}
 
 
 def test_extract_whole_text() -> None:

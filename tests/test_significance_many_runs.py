@@ -82,8 +82,8 @@ def test_the_best_is_the_gate_passing_top_router(sweep: list[Path]) -> None:
 
 def test_headline_view_has_one_row_per_pair(sweep: list[Path]) -> None:
     sig = compare.significance_table(compare.load_runs(sweep))
-    view = display.significance_view(sig, display.HEADLINE_TESTS)
-    heads = [display.SHORT_NAMES[m] for m in display.HEADLINE_TESTS]
+    view = display.significance_view(sig, compare.DECIDING_METRICS)
+    heads = [display.SHORT_NAMES[m] for m in compare.DECIDING_METRICS]
     assert list(view.columns) == ["router", "against", "rows", *heads]
     assert len(view) == len(_pairs(sig)) == 18
     # each cell carries the long table's Δ and p-value for that pair and metric
@@ -125,9 +125,9 @@ def test_notebook_05_pair_cells_show_notebook_04s_p_values(tmp_path: Path) -> No
     )
     in_04 = evaluate_stage.comparison_table(report_04)
     sig = compare.significance_table(compare.load_runs([run]))
-    view = display.significance_view(sig, display.HEADLINE_TESTS)
+    view = display.significance_view(sig, compare.DECIDING_METRICS)
     (row,) = [r for _, r in view.iterrows() if r["against"] == "baseline:majority"]
-    for metric in display.HEADLINE_TESTS:
+    for metric in compare.DECIDING_METRICS:
         shown = in_04.loc[metric]
         assert row[display.SHORT_NAMES[metric]].startswith(
             f"{shown['delta']} (p {shown['p_value']})"
