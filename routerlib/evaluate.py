@@ -187,12 +187,7 @@ def evaluate(
     # Check everything scoring will read before spending time on generation.
     n_gold = len(metrics.load_gold(gold_path))
     if previous is not None:
-        n_prev = len(metrics.read_jsonl(previous, "previous prediction"))
-        if n_prev != n_gold:
-            raise InputError(
-                f"gold {gold_path} has {n_gold} rows but --compare-to {previous} has "
-                f"{n_prev} rows; they must match line for line"
-            )
+        metrics.matching_predictions(gold_path, n_gold, previous, "--compare-to")
     if thresholds is not None and not isinstance(thresholds, dict):
         metrics.load_thresholds(thresholds)
     pred_path = generate_predictions(

@@ -369,11 +369,14 @@ def load_gold(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
     return [row for _, row in read_jsonl(path, "gold", _gold_problem)]
 
 
-def _pred_rows(gold_path: Any, n_gold: int, pred_path: str | os.PathLike[str]) -> list[Any]:
-    rows = [row for _, row in read_jsonl(pred_path, "pred")]
+def matching_predictions(
+    gold_path: Any, n_gold: int, pred_path: str | os.PathLike[str], what: str = "pred"
+) -> list[Any]:
+    """The lines of a prediction file, which must match the gold file's ``n_gold`` rows."""
+    rows = [row for _, row in read_jsonl(pred_path, what)]
     if len(rows) != n_gold:
         raise InputError(
-            f"gold {gold_path} has {n_gold} rows but pred {pred_path} has "
+            f"gold {gold_path} has {n_gold} rows but {what} {pred_path} has "
             f"{len(rows)} rows; they must match line for line"
         )
     return rows
@@ -395,7 +398,7 @@ def score_files(
     with ``out_path`` the report JSON and ``samples.jsonl`` beside it are written atomically.
     InputError for a missing file, an unreadable line (file:line) or a count mismatch."""
     gold_rows = load_gold(gold_path)
-    pred_rows = _pred_rows(gold_path, len(gold_rows), pred_path)
+    pred_rows = matching_predictions(gold_path, len(gold_rows), pred_path)
     records = score(gold_rows, pred_rows)
     report: dict[str, Any] = {  # the original three sections first, then routerlib's
         "config": {
@@ -424,7 +427,7 @@ def score_files(
         gate = thresholds if isinstance(thresholds, dict) else load_thresholds(thresholds)
         apply_gate(report, gate)
     if compare_to is not None:
-        old = score(gold_rows, _pred_rows(gold_path, len(gold_rows), compare_to))
+        old = score(gold_rows, matching_predictions(gold_path, len(gold_rows), compare_to))
         figures = {field: aggregate(old, field) for field in ("metrics", "strict", "extra")}
         report["comparison"] = compare_scored((report, records), (figures, old), seed=seed)
         report["comparison"]["previous_pred_path"] = str(compare_to)

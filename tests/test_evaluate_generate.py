@@ -506,3 +506,29 @@ def test_a_second_writer_is_refused(real_data: Path, tmp_path: Path) -> None:
                 cache_path=cache,
                 progress=False,
             )
+
+
+def test_compare_to_of_another_length_is_refused_before_any_prediction(
+    real_data: Path, tmp_path: Path
+) -> None:
+    gold = _gold(real_data, tmp_path, 3)
+    previous = tmp_path / "previous.jsonl"
+    previous.write_text('{"completion": "{}"}\n' * 2, encoding="utf-8")
+
+    class Refuses:
+        """A predictor that fails the test if evaluate asks it anything."""
+
+        name, kind = "refuses", "test"
+
+        def predict(self, *args: object, **kwargs: object) -> list[Completion]:
+            raise AssertionError("predicted before checking --compare-to")
+
+        def describe(self) -> dict[str, str]:
+            return {"kind": self.kind}
+
+        def close(self) -> None:
+            pass
+
+    with pytest.raises(InputError, match=r"has 3 rows but --compare-to .*previous.jsonl has 2"):
+        ev.evaluate(Refuses(), gold, out=tmp_path / "r.json", compare_to=previous)  # type: ignore[arg-type]
+    assert not (tmp_path / "r.json").exists()
