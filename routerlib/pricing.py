@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from routerlib import storage
 from routerlib.config import TuningMode
-from routerlib.convert import example_pair
+from routerlib.convert import example_pair, example_problem
 from routerlib.errors import InputError
 from routerlib.models import CHARS_PER_TOKEN, FULL, PEFT, short_id
 from routerlib.paths import packaged_file, project_root
@@ -109,14 +109,14 @@ class PricingTable(BaseModel):
         source = row.source if row is not None else ""
         return {"verified": self.is_verified(row), "source": source, "source_date": date}
 
-    def unverified(self, base_model: str | None = None, machine: str | None = None) -> list[str]:
-        """The names of the rows used for ``base_model`` / ``machine`` that are priced but not
+    def unverified(self, base_model: str, machine: str) -> list[str]:
+        """The names of the rows used for ``base_model`` and ``machine`` that are priced but not
         verified (a row the table lacks gives no price, so it is not listed)."""
-        used: list[tuple[str, _Sourced | None]] = [
-            (short_id(base_model or ""), self.model_row(base_model) if base_model else None),
-            (machine or "", self.machines.get(machine) if machine else None),
-        ]
-        return [name for name, row in used if row is not None and not self.is_verified(row)]
+        used = {
+            short_id(base_model): self.model_row(base_model),
+            machine: self.machines.get(machine),
+        }
+        return [name for name, row in used.items() if row is not None and not self.is_verified(row)]
 
     def oldest_source_date(self) -> dt.date | None:
         """The oldest date a verified row's source states (how old the newest price can be)."""
@@ -142,7 +142,8 @@ def load_pricing(path: str | os.PathLike[str] | None = None) -> PricingTable:
 def example_characters(uri: str | os.PathLike[str]) -> list[int]:
     """Characters of each example of a training JSONL file: prompt + completion, or the content
     of every message (what Google's cost script counts). Reads local paths and gs:// URIs; a line
-    that is not a training example raises InputError naming the file and line."""
+    that is not a training example raises InputError naming the file, the line and its problem
+    (:func:`convert.example_problem`)."""
     counts = []
     for number, line in enumerate(storage.open_text(uri), start=1):
         if not line.strip():
@@ -151,16 +152,8 @@ def example_characters(uri: str | os.PathLike[str]) -> list[int]:
             obj = json.loads(line)
         except json.JSONDecodeError as exc:
             raise InputError(f"{uri}:{number}: not valid JSON ({exc.msg})") from None
-        if not isinstance(obj, dict):
-            raise InputError(f"{uri}:{number}: expected a JSON object with prompt and completion")
-        pair = example_pair(obj)
-        if pair is None:
-            if "messages" in obj:
-                raise InputError(
-                    f"{uri}:{number}: messages: expected chat turns ending with the assistant's"
-                )
-            key = "completion" if isinstance(obj.get("prompt"), str) else "prompt"
-            raise InputError(f"{uri}:{number}: {key}: missing or not a string")
+        if (pair := example_pair(obj)) is None:
+            raise InputError(f"{uri}:{number}: {example_problem(obj)}")
         turns = obj.get("messages")
         if isinstance(turns, list) and not isinstance(obj.get("prompt"), str):
             counts.append(sum(len(turn["content"]) for turn in turns))
@@ -195,43 +188,17 @@ def _shown(path: Path) -> str:
 class CostEstimate:
     """What a tuning run is expected to cost (``usd`` None when the table has no price)."""
 
-    base_model: str
     examples: int
     tokens: int
-    epochs: int
-    usd_per_million: float | None
     usd: float | None
-    table_date: str
-    verified: bool
-    table_path: str
-    characters: int
-    tokens_per_character: float | None = None
-    tuning_mode: str = PEFT
-    source: str = ""
-    source_date: str | None = None
     #: Each example's estimated tokens (what the sequence-length check compares).
-    example_tokens: tuple[int, ...] = ()
+    example_tokens: tuple[int, ...]
+    #: How the figure was reached: counts, ratio, price and the price's source.
+    text: str
 
     def line(self) -> str:
         """One human line for the console and the notebooks."""
-        how = (
-            f"{self.tokens_per_character:g} billed tokens per character ({self.tuning_mode})"
-            if self.tokens_per_character is not None
-            else f"1 token per {CHARS_PER_TOKEN:g} characters (no billed ratio in the table)"
-        )
-        head = (
-            f"cost estimate: {self.examples:,} examples, ~{self.tokens:,} tokens x {self.epochs} "
-            f"epoch(s) = ~{self.tokens * self.epochs:,} training tokens ({self.characters:,} "
-            f"characters x {how})"
-        )
-        if self.usd is None:
-            missing = f"no price for {self.base_model} in {self.table_path}"
-            return f"{head}; {missing}: add one to get a cost"
-        cited = _cited(self.source or self.table_path, self.source_date, self.verified)
-        return (
-            f"{head} x ${self.usd_per_million:g}/M = ~${self.usd:,.2f} ({self.table_path} dated "
-            f"{self.table_date}: {cited})"
-        )
+        return self.text
 
 
 def estimate(
@@ -245,26 +212,28 @@ def estimate(
     """The cost of tuning ``base_model`` on ``train_uri`` for ``epochs`` epochs (the packaged
     table unless ``table`` is given)."""
     table = table or load_pricing()
-    row = table.model_row(base_model)
     ratio = table.tokens_per_character(base_model, tuning_mode)
     counts = example_characters(train_uri)
     tokens = tokens_from_characters(sum(counts), ratio)
-    price = table.price(base_model)
-    return CostEstimate(
-        base_model=base_model,
-        examples=len(counts),
-        tokens=tokens,
-        epochs=epochs,
-        usd_per_million=price,
-        usd=None if price is None else tokens * epochs * price / 1e6,
-        table_date=table.date.isoformat(),
-        table_path=_shown(default_pricing_path()),
-        characters=sum(counts),
-        tokens_per_character=ratio,
-        tuning_mode=tuning_mode,
-        example_tokens=tuple(tokens_from_characters(c, ratio) for c in counts),
-        **table.cited(row),
+    price, path = table.price(base_model), _shown(default_pricing_path())
+    how = (
+        f"{ratio:g} billed tokens per character ({tuning_mode})"
+        if ratio is not None
+        else f"1 token per {CHARS_PER_TOKEN:g} characters (no billed ratio in the table)"
     )
+    text = (
+        f"cost estimate: {len(counts):,} examples, ~{tokens:,} tokens x {epochs} epoch(s) = "
+        f"~{tokens * epochs:,} training tokens ({sum(counts):,} characters x {how})"
+    )
+    usd = None if price is None else tokens * epochs * price / 1e6
+    if usd is None:
+        text += f"; no price for {base_model} in {path}: add one to get a cost"
+    else:
+        row = table.cited(table.model_row(base_model))
+        cited = _cited(row["source"] or path, row["source_date"], row["verified"])
+        text += f" x ${price:g}/M = ~${usd:,.2f} ({path} dated {table.date}: {cited})"
+    per_example = tuple(tokens_from_characters(c, ratio) for c in counts)
+    return CostEstimate(len(counts), tokens, usd, per_example, text)
 
 
 def serving_machine(backend: str, machine_type: str) -> str:

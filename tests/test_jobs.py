@@ -183,7 +183,7 @@ def test_bad_training_line_names_file_and_line(tuning_env: TuningEnv, tmp_path: 
     uri = "gs://router-tuning-test/data/bad.jsonl"
     # no validation file: the fixture's would be 10x this training file, which preflight refuses
     spec = tuning_env.spec(training_dataset_uri=uri, validation_dataset_uri=None)
-    with pytest.raises(InputError, match=f"{uri}:2: prompt: missing or not a string"):
+    with pytest.raises(InputError, match=f"{uri}:2: prompt: must be a string"):
         _tune(tuning_env, spec)
     assert tuning_env.fake.server.requests == []
 
