@@ -10,7 +10,6 @@ import contextlib
 import functools
 import hashlib
 import json
-import shutil
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -178,9 +177,7 @@ def ensure_embedded_model(seed: int = INIT_SEED) -> Path:
     with file_lock(dest.with_name(dest.name + ".lock")):
         if (dest / BUILD_MARKER).exists():
             return dest
-        if dest.exists():  # a folder without the marker is not ours to trust; rebuild it
-            shutil.rmtree(dest)
-        return build_model(dest, seed)
+        return build_model(dest, seed)  # replaces a folder without the marker (a half copy)
 
 
 def resolve_base_model(base_model: str) -> str:

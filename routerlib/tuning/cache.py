@@ -14,7 +14,8 @@ import importlib.util
 import json
 import os
 import shutil
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -103,15 +104,6 @@ def code_files() -> list[Path]:
     return files
 
 
-def _code_fingerprint() -> dict[str, str]:
-    """The training code and the libraries whose versions can change the weights."""
-    versions = {name: library_version(name) for name in ("torch", "transformers", "peft")}
-    code = hashlib.sha256()
-    for file in code_files():
-        code.update(file.read_bytes())
-    return {"code": code.hexdigest(), **versions}
-
-
 def _base_model(spec: TuningSpec) -> dict[str, str]:
     base = {"base_model": spec.base_model}
     gguf = gguf_path(spec.base_model)
@@ -129,12 +121,15 @@ def _base_model(spec: TuningSpec) -> dict[str, str]:
 def key_inputs(spec: TuningSpec, options: dict[str, Any]) -> dict[str, Any]:
     """Everything the key hashes (see the module docstring)."""
     files = {"train": spec.training_dataset_uri, "validation": spec.validation_dataset_uri}
+    # the training code, and the libraries whose versions can change the weights
+    code = hashlib.sha256(b"".join(file.read_bytes() for file in code_files())).hexdigest()
+    versions = {name: library_version(name) for name in ("torch", "transformers", "peft")}
     return {
         "spec": spec.model_dump(mode="json", exclude=set(NOT_IN_KEY)),
         "data": {k: file_digest(paths.resolve(v)) if v else None for k, v in files.items()},
         "base": _base_model(spec),
         "options": options,
-        "code": _code_fingerprint(),
+        "code": {"code": code, **versions},
     }
 
 
@@ -155,16 +150,13 @@ def lookup(key: str) -> Path | None:
     return None
 
 
-@contextlib.contextmanager
-def claimed(key: str | None, on_wait: Callable[[], None] | None = None) -> Iterator[None]:
+def claimed(key: str | None, on_wait: Callable[[], None]) -> AbstractContextManager[None]:
     """Hold ``key`` while looking it up and making it: a second submission of the same tuning
     waits here, then finds the entry instead of training again (nothing held for ``key`` None)."""
     root = cache_dir()
     if root is None or key is None:
-        yield
-        return
-    with file_lock(root / f".{key}.lock", on_wait):
-        yield
+        return contextlib.nullcontext()
+    return file_lock(root / f".{key}.lock", on_wait)
 
 
 def _copy(src: Path, dest: Path) -> None:
@@ -174,25 +166,18 @@ def _copy(src: Path, dest: Path) -> None:
         shutil.copy2(src, dest)
 
 
-def store(inputs: dict[str, Any], out: Path, job: dict[str, Any]) -> Path | None:
+def store(inputs: dict[str, Any], out: Path, job: dict[str, Any]) -> None:
     """Copy a finished tuning folder ``out`` and its Job record ``job`` into the cache under the
-    key of ``inputs`` (atomically; an entry another process wrote first is kept)."""
-    root = cache_dir()
-    if root is None:
-        return None
-    key = cache_key(inputs)
-    entry = root / key
-    if lookup(key) is not None:
-        return entry
-    try:
-        with atomic_folder(entry) as tmp:
-            for item in ENTRY_ITEMS:
-                _copy(out / item, tmp / item)
-            (tmp / JOB_RECORD).write_text(json.dumps(job, indent=1), "utf-8")
-            (tmp / KEY_FILE).write_text(json.dumps(inputs, indent=1, sort_keys=True), "utf-8")
-    except OSError:
-        return entry if lookup(key) is not None else None
-    return entry
+    key of ``inputs`` (atomically; an entry another process wrote first is kept; a copy that
+    fails leaves no entry and raises nothing: the tuning itself is done)."""
+    root, key = cache_dir(), cache_key(inputs)
+    if root is None or lookup(key) is not None:
+        return
+    with contextlib.suppress(OSError), atomic_folder(root / key) as tmp:
+        for item in ENTRY_ITEMS:
+            _copy(out / item, tmp / item)
+        (tmp / JOB_RECORD).write_text(json.dumps(job, indent=1), "utf-8")
+        (tmp / KEY_FILE).write_text(json.dumps(inputs, indent=1, sort_keys=True), "utf-8")
 
 
 def restore(entry: Path, out: Path) -> dict[str, Any]:

@@ -7,10 +7,11 @@ cancel is asked for; submitting the same spec to the same output_uri resumes a s
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -32,10 +33,9 @@ from routerlib.tuning.base import (
     Checkpoint,
     Job,
     TuningSpec,
-    int_or_none,
     with_final,
 )
-from routerlib.tuning.model_io import Plan, epoch_folders, plan_for
+from routerlib.tuning.model_io import Plan, checkpoint_marker, epoch_folders, plan_for
 
 #: The job's one record in its output folder: the run folder's job.json for a local run.
 JOB_FILE = runfolder.JOB_FILE
@@ -87,15 +87,13 @@ def _write_record(out: Path, job: Job, run: LocalRun | None = None) -> None:
     write_json(out / JOB_FILE, payload)
 
 
-def _is_local_record(out: Path) -> bool:
-    """True when ``out`` holds a record this backend wrote (not a copy of some other job)."""
-    job, run = read_record(out)
-    return job is not None and job.backend == "local" and run.identity is not None
-
-
-def _local_folders(root: Path) -> list[Path]:
-    """The output folders under ``root`` holding a record this backend wrote."""
-    return [p.parent for p in root.rglob(JOB_FILE) if _is_local_record(p.parent)]
+def _local_records(folders: Iterable[Path]) -> Iterator[tuple[Path, Job, LocalRun]]:
+    """(folder, Job, bookkeeping) of each of ``folders`` that holds a record this backend wrote
+    (not a copy of some other job)."""
+    for out in folders:
+        job, run = read_record(out)
+        if job is not None and job.backend == "local" and run.identity is not None:
+            yield out, job, run
 
 
 def _alive(out: Path, run: LocalRun) -> bool:
@@ -158,16 +156,11 @@ class LocalBackend(trainer.Settings):
     def checkpoints(self, job: Job) -> list[Checkpoint]:
         """``epoch-<n>/`` folders (oldest first), then ``final/``, under the job's output."""
         root = self._output_dir(job.spec) / CHECKPOINTS_DIR
-        steps = {  # the loss curve's epoch-end points (epoch is step / steps per epoch)
-            int(e["epoch"]): e.get("step")
-            for e in job.loss_curve
-            if isinstance(e.get("epoch"), (int, float)) and float(e["epoch"]).is_integer()
-        }
         found = [
             Checkpoint(
                 checkpoint_id=f"epoch-{epoch}",
                 epoch=epoch,
-                step=int_or_none(steps.get(epoch)),
+                step=(checkpoint_marker(folder) or {}).get("step"),
                 uri=str(folder),
             )
             for epoch, folder in epoch_folders(root)
@@ -267,11 +260,12 @@ class LocalBackend(trainer.Settings):
     def _record(self, name: str) -> tuple[Path, Job, LocalRun]:
         """The output folder, Job (liveness applied) and bookkeeping of the job called ``name``
         (or of the job in output folder ``name``)."""
-        out = self._find(name)
-        job, run = read_record(out) if out else (None, LocalRun())
-        if job is None or out is None:
-            raise InputError(f"no local tuning job {name} (looked under {self._root()})")
-        return out, _with_liveness(job, run, out), run
+        named = self._known.get(name) or Path(name).expanduser().resolve()
+        for out, job, run in _local_records(itertools.chain([named], self._folders())):
+            if out == named or job.name == name:
+                self._known[job.name] = out
+                return out, _with_liveness(job, run, out), run
+        raise InputError(f"no local tuning job {name} (looked under {self._root()})")
 
     def get(self, name: str) -> Job:
         """The job called ``name`` (or the job in output folder ``name``)."""
@@ -279,12 +273,8 @@ class LocalBackend(trainer.Settings):
 
     def list(self) -> list[Job]:
         """Every local job recorded under the root and submitted by this backend."""
-        jobs = []
-        for out in sorted({*_local_folders(self._root()), *self._known.values()}):
-            job, run = read_record(out)
-            if job is not None and job.backend == "local":
-                jobs.append(_with_liveness(job, run, out))
-        return jobs
+        found = _local_records(sorted({*self._folders(), *self._known.values()}))
+        return [_with_liveness(job, run, out) for out, job, run in found]
 
     def cancel(self, name: str) -> Job:
         """Ask a running job to stop after its current step; a dead run is marked cancelled."""
@@ -332,18 +322,9 @@ class LocalBackend(trainer.Settings):
     def _root(self) -> Path:
         return Path(self.root) if self.root else paths.outputs_root()
 
-    def _find(self, name: str) -> Path | None:
-        if name in self._known:
-            return self._known[name]
-        as_path = Path(name).expanduser()
-        if _is_local_record(as_path):
-            return as_path.resolve()
-        for out in _local_folders(self._root()):
-            job = read_record(out)[0]
-            if job is not None and job.name == name:
-                self._known[name] = out
-                return out
-        return None
+    def _folders(self) -> Iterator[Path]:
+        """The folders under the root that hold a job record (this backend's or not)."""
+        return (record.parent for record in self._root().rglob(JOB_FILE))
 
     def _identity(self, spec: TuningSpec) -> str:
         """Hash of everything that changes the trained weights (not labels or display name)."""

@@ -38,7 +38,8 @@ EMBEDDED_LORA_TARGETS = tuple(
 )
 
 
-def _marker(folder: Path) -> dict[str, Any] | None:
+def checkpoint_marker(folder: Path) -> dict[str, Any] | None:
+    """What the trainer recorded in a checkpoint (kind, base model, epoch, step...), or None."""
     marker = folder / CHECKPOINT_MARKER
     return dict(json.loads(marker.read_text(encoding="utf-8"))) if marker.is_file() else None
 
@@ -47,7 +48,7 @@ def checkpoint_kind(folder: Path) -> str | None:
     """ "peft", "full" or None (not a local folder / not a model)."""
     if not folder.is_dir():
         return None
-    if (marker := _marker(folder)) is not None:
+    if (marker := checkpoint_marker(folder)) is not None:
         return str(marker["kind"])
     if (folder / "adapter_config.json").is_file():
         return "peft"
@@ -56,7 +57,7 @@ def checkpoint_kind(folder: Path) -> str | None:
 
 def adapter_base_of(folder: Path) -> str:
     """The base model a PEFT checkpoint sits on (routerlib marker, else peft's own config)."""
-    if (marker := _marker(folder)) is not None:
+    if (marker := checkpoint_marker(folder)) is not None:
         return str(marker["base_model"])
     config = json.loads((folder / "adapter_config.json").read_text(encoding="utf-8"))
     return str(config["base_model_name_or_path"])
@@ -255,10 +256,9 @@ def save_checkpoint(
 ) -> None:
     """Write a loadable checkpoint to ``dest`` atomically, ``state`` with it as TRAINING_STATE."""
     with atomic_folder(dest) as tmp, quiet_transformers():
-        if hasattr(model, "peft_config"):  # the adapter only, not the frozen embeddings
-            model.save_pretrained(tmp, safe_serialization=True, save_embedding_layers=False)
-        else:
-            model.save_pretrained(tmp, safe_serialization=True)
+        # a PEFT model saves its adapter only, not the frozen embeddings
+        peft = {"save_embedding_layers": False} if hasattr(model, "peft_config") else {}
+        model.save_pretrained(tmp, safe_serialization=True, **peft)
         tokenizer.save_pretrained(tmp)
         write_json(tmp / CHECKPOINT_MARKER, marker)
         import torch

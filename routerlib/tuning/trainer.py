@@ -194,8 +194,7 @@ def train(
         model = build_model(spec, plan, resume_dir, settings.seed)
     model = model.to(device.type)
     model.train()
-    config = (model.get_base_model() if hasattr(model, "get_base_model") else model).config
-    limit = getattr(config, "max_position_embeddings", None)
+    limit = getattr(model.config, "max_position_embeddings", None)  # a PEFT model's: its base's
     if settings.max_train_tokens is not None:
         limit = min(limit or settings.max_train_tokens, settings.max_train_tokens)
 
