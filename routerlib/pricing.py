@@ -103,11 +103,14 @@ class PricingTable(BaseModel):
         """A row's flag (the table's when the row has none); False for a missing row."""
         return row is not None and (self.verified if row.verified is None else row.verified)
 
-    def cited(self, row: _Sourced | None) -> dict[str, Any]:
-        """``verified``, ``source`` and ``source_date`` of a row (a missing row: unverified)."""
-        date = row.date.isoformat() if row is not None and row.date else None
-        source = row.source if row is not None else ""
-        return {"verified": self.is_verified(row), "source": source, "source_date": date}
+    def cited(self, row: _Sourced | None, source: str = "") -> str:
+        """A row's source as a cost line cites it (``source`` when the row names none): its
+        date, and a warning when it is not verified (a missing row is not)."""
+        when = f" of {row.date}" if row is not None and row.date else ""
+        warning = (
+            "" if self.is_verified(row) else "; UNVERIFIED price: not read from a Google source"
+        )
+        return f"{row.source if row is not None and row.source else source}{when}{warning}"
 
     def unverified(self, base_model: str, machine: str) -> list[str]:
         """The names of the rows used for ``base_model`` and ``machine`` that are priced but not
@@ -168,14 +171,6 @@ def tokens_from_characters(characters: int, tokens_per_character: float | None =
     return math.ceil(round(characters * ratio, 9))
 
 
-def _cited(source: str, source_date: str | None, verified: bool) -> str:
-    """A price's source as a line cites it: its date, and a warning when it is not verified."""
-    when = f" of {source_date}" if source_date else ""
-    return f"{source}{when}" + (
-        "" if verified else "; UNVERIFIED price: not read from a Google source"
-    )
-
-
 def _shown(path: Path) -> str:
     """``path`` relative to the project root when it lies inside it."""
     try:
@@ -229,8 +224,7 @@ def estimate(
     if usd is None:
         text += f"; no price for {base_model} in {path}: add one to get a cost"
     else:
-        row = table.cited(table.model_row(base_model))
-        cited = _cited(row["source"] or path, row["source_date"], row["verified"])
+        cited = table.cited(table.model_row(base_model), path)
         text += f" x ${price:g}/M = ~${usd:,.2f} ({path} dated {table.date}: {cited})"
     per_example = tuple(tokens_from_characters(c, ratio) for c in counts)
     return CostEstimate(len(counts), tokens, usd, per_example, text)
@@ -319,8 +313,8 @@ class BatchCost:
     usd: float | None
     measured: bool
     verified: bool
-    source: str
-    source_date: str | None
+    #: Where the rate was read (PricingTable.cited).
+    cited: str
     basis: str = ""
 
     def line(self) -> str:
@@ -330,7 +324,7 @@ class BatchCost:
                 f"batch cost: no price for {self.machine} in the price table: add one to get a cost"
             )
         rate = f"${self.usd_per_node_hour:g} per node hour of {self.machine}"
-        cited = f" ({_cited(self.source, self.source_date, self.verified)})"
+        cited = f" ({self.cited})"
         if self.measured:
             cost = f"{self.node_hours:.4g} node hour(s) x {rate} = ~${self.usd:,.2f}"
             return f"batch cost: {cost}{cited}"
@@ -364,7 +358,8 @@ def _batch(
         usd=None if rate is None or node_hours is None else node_hours * rate,
         measured=measured,
         basis=basis,
-        **table.cited(row),
+        verified=table.is_verified(row),
+        cited=table.cited(row),
     )
 
 
