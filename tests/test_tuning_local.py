@@ -12,6 +12,7 @@ import pytest
 from routerlib.checkpoint_names import FINAL_CHECKPOINT
 from routerlib.errors import InputError
 from routerlib.models import EMBEDDED_MODEL
+from routerlib.runfolder import LOSS_CURVE_FILE
 from routerlib.tuning import examples, get_backend, local, trainer
 from routerlib.tuning.base import CANCELLED, FAILED, RUNNING, SUCCEEDED, TuningSpec
 from routerlib.tuning.local import LocalBackend
@@ -123,7 +124,7 @@ def test_peft_run_writes_vertex_layout_stats_and_curve(splits, tmp_path):
     assert curve[0] == {"epoch": 0, "step": 0, "train_loss": None, "val_loss": curve[0]["val_loss"]}
     assert [p["step"] for p in curve if p["val_loss"] is not None] == [0, 2, 4]
     assert all(p["train_loss"] > 0 for p in curve[1:])
-    assert json.loads((out / local.LOSS_CURVE_FILE).read_text()) == curve
+    assert json.loads((out / LOSS_CURVE_FILE).read_text()) == curve
 
     recorded = json.loads((out / local.JOB_FILE).read_text())
     assert recorded["state"] == SUCCEEDED and recorded["spec"]["labels"] == {"team": "router"}

@@ -33,15 +33,15 @@ from routerlib.tuning.base import (
     Checkpoint,
     Job,
     TuningSpec,
+    int_or_none,
     with_final,
 )
-from routerlib.tuning.model_io import Plan, checkpoint_marker, epoch_folders, plan_for
+from routerlib.tuning.model_io import Plan, epoch_folders, plan_for
 
 #: The job's one record in its output folder: the run folder's job.json for a local run.
 JOB_FILE = runfolder.JOB_FILE
 #: The key of this backend's bookkeeping (LocalRun) inside JOB_FILE.
 LOCAL_KEY = "local"
-LOSS_CURVE_FILE = runfolder.LOSS_CURVE_FILE
 CANCEL_FILE = "CANCEL"
 
 #: Output folders this process trains right now (a RUNNING record with our pid is alive only then).
@@ -156,11 +156,16 @@ class LocalBackend(trainer.Settings):
     def checkpoints(self, job: Job) -> list[Checkpoint]:
         """``epoch-<n>/`` folders (oldest first), then ``final/``, under the job's output."""
         root = self._output_dir(job.spec) / CHECKPOINTS_DIR
+        steps = {  # the loss curve's epoch-end points (epoch is step / steps per epoch)
+            int(e["epoch"]): e.get("step")
+            for e in job.loss_curve
+            if isinstance(e.get("epoch"), (int, float)) and float(e["epoch"]).is_integer()
+        }
         found = [
             Checkpoint(
                 checkpoint_id=f"epoch-{epoch}",
                 epoch=epoch,
-                step=(checkpoint_marker(folder) or {}).get("step"),
+                step=int_or_none(steps.get(epoch)),
                 uri=str(folder),
             )
             for epoch, folder in epoch_folders(root)

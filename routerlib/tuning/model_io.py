@@ -38,8 +38,7 @@ EMBEDDED_LORA_TARGETS = tuple(
 )
 
 
-def checkpoint_marker(folder: Path) -> dict[str, Any] | None:
-    """What the trainer recorded in a checkpoint (kind, base model, epoch, step...), or None."""
+def _marker(folder: Path) -> dict[str, Any] | None:
     marker = folder / CHECKPOINT_MARKER
     return dict(json.loads(marker.read_text(encoding="utf-8"))) if marker.is_file() else None
 
@@ -48,7 +47,7 @@ def checkpoint_kind(folder: Path) -> str | None:
     """ "peft", "full" or None (not a local folder / not a model)."""
     if not folder.is_dir():
         return None
-    if (marker := checkpoint_marker(folder)) is not None:
+    if (marker := _marker(folder)) is not None:
         return str(marker["kind"])
     if (folder / "adapter_config.json").is_file():
         return "peft"
@@ -57,7 +56,7 @@ def checkpoint_kind(folder: Path) -> str | None:
 
 def adapter_base_of(folder: Path) -> str:
     """The base model a PEFT checkpoint sits on (routerlib marker, else peft's own config)."""
-    if (marker := checkpoint_marker(folder)) is not None:
+    if (marker := _marker(folder)) is not None:
         return str(marker["base_model"])
     config = json.loads((folder / "adapter_config.json").read_text(encoding="utf-8"))
     return str(config["base_model_name_or_path"])
