@@ -31,7 +31,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from routerlib import schema, synth  # noqa: E402
+from routerlib import convert, schema, synth  # noqa: E402
 from routerlib.models import EMBEDDED_MODEL  # noqa: E402
 from routerlib.tuning import cache, examples, local, model_io, trainer  # noqa: E402
 from routerlib.tuning.base import TuningSpec  # noqa: E402
@@ -99,7 +99,7 @@ def run_trainer(mode: str, train: Path, out: Path) -> tuple[float, int, float]:
         )
         torch.manual_seed(0)
         model = get_peft_model(model, config)
-    rows = examples.encode_examples(tokenizer, examples.read_prompt_completion(train))
+    rows = examples.encode_examples(tokenizer, convert.read_prompt_completion(train))
     dataset = [
         {
             "input_ids": ex.ids,

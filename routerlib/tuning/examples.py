@@ -14,7 +14,6 @@ import statistics
 from dataclasses import dataclass
 from typing import Any
 
-from routerlib.convert import read_prompt_completion as read_prompt_completion
 from routerlib.errors import InputError
 
 #: The target id cross-entropy skips (prompt tokens and padding).

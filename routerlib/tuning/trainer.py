@@ -19,6 +19,7 @@ from routerlib import paths
 from routerlib.atomic import write_json
 from routerlib.checkpoint_names import CHECKPOINTS_DIR, FINAL_CHECKPOINT
 from routerlib.config import run_default
+from routerlib.convert import read_prompt_completion
 from routerlib.models import EMBEDDED_MODEL
 from routerlib.progress import progress_bar
 from routerlib.runfolder import LOSS_CURVE_FILE
@@ -31,7 +32,6 @@ from routerlib.tuning.examples import (
     data_stats,
     encode_examples,
     make_batches,
-    read_prompt_completion,
 )
 from routerlib.tuning.model_io import (
     TRAINING_STATE,
