@@ -54,18 +54,14 @@ def scoring_decoding(decodings: Sequence[str]) -> str:
 DEFAULT_DECODING = scoring_decoding(run_default("decoding"))
 
 
-class Candidate(BaseModel):
-    """One checkpoint that can be served."""
+class CheckpointScore(BaseModel):
+    """One checkpoint that can be served, with its validation figures once scored (strict,
+    overall bucket)."""
 
     name: str  # "epoch-<n>"
     epoch: int
     uri: str
     val_loss: float | None = None
-
-
-class CheckpointScore(Candidate):
-    """A candidate with its validation figures (strict, overall bucket)."""
-
     metric: float | None = None
     tie_break: float | None = None
     rows: int = 0
@@ -108,9 +104,9 @@ class CheckpointChoice(BaseModel):
         return found.pop() if len(found) == 1 else None
 
 
-def candidates(job: Job) -> list[Candidate]:
-    """The job's per-epoch checkpoints, first epoch first: ``job.checkpoints``, else the local
-    layout under the output URI, else (only ``final`` kept) the final checkpoint as the last."""
+def candidates(job: Job) -> list[CheckpointScore]:
+    """The job's per-epoch checkpoints (not scored yet), first epoch first: ``job.checkpoints``,
+    else the local layout under the output URI, else (only ``final`` kept) the final one."""
     # validation loss at the end of each whole epoch, from the job's loss curve
     losses: dict[int, float] = {}
     for point in job.loss_curve:
@@ -135,7 +131,7 @@ def candidates(job: Job) -> list[Candidate]:
         final = job.checkpoint_uri or job.spec.checkpoint_uri()
         found[int(job.spec.epochs)] = str(final)
     return [
-        Candidate(name=f"epoch-{e}", epoch=e, uri=found[e], val_loss=losses.get(e))
+        CheckpointScore(name=f"epoch-{e}", epoch=e, uri=found[e], val_loss=losses.get(e))
         for e in sorted(found)
     ]
 
@@ -222,53 +218,51 @@ def score_checkpoints(
     todo = candidates(job)
     if len(todo) == 1 and target in (BEST, FINAL, todo[0].epoch):
         # One checkpoint: nothing to choose, so nothing is served or deployed to score it.
-        only = CheckpointScore(**todo[0].model_dump(), settings=settings, scored_at=runfolder.now())
+        only = todo[0].model_copy(update={"settings": settings, "scored_at": runfolder.now()})
         choice.scores = [only]
         why = f"{only.name} is the only checkpoint: nothing to choose, not scored"
-        return _chose(run_dir, choice, only, only, why)
+        return _chose(run_dir, choice, only.name, only, why)
     for cand in todo:
         old = kept.get(cand.name)
+        report: dict[str, Any] | None = None
         if old is not None and old.uri == cand.uri and old.made_with(settings):
-            score = old.model_copy(update={"val_loss": cand.val_loss, "settings": settings})
+            score = old.model_copy(update={"val_loss": cand.val_loss})
             with contextlib.suppress(OSError, ValueError):  # select_metric may have changed
-                saved = json.loads((run_dir / score.report).read_text(encoding="utf-8"))
-                score.metric = strict_value(saved, select_metric)
-                score.tie_break = strict_value(saved, TIE_BREAK)
+                report = json.loads((run_dir / score.report).read_text(encoding="utf-8"))
         else:
             if out:
                 out(f"scoring {cand.name} on {validation.name} ({decoding} decoding)")
             folder = f"{runfolder.CHECKPOINT_REPORTS_DIR}/{cand.name}"  # <name>/report.json
             report_rel = runfolder.decoding_report_file(folder, decoding)
             report = scorer(cand.uri, Path(validation), run_dir / report_rel, decoding)
-            score = CheckpointScore(
-                **cand.model_dump(),
-                metric=strict_value(report, select_metric),
-                tie_break=strict_value(report, TIE_BREAK),
-                rows=int((report.get("config") or {}).get("total_samples") or 0),
-                report=report_rel,
-                settings=settings,
-                scored_at=runfolder.now(),
+            rows = int((report.get("config") or {}).get("total_samples") or 0)
+            score = cand.model_copy(
+                update={"rows": rows, "report": report_rel, "scored_at": runfolder.now()}
             )
+        score.settings = settings
+        if report is not None:
+            score.metric = strict_value(report, select_metric)
+            score.tie_break = strict_value(report, TIE_BREAK)
         choice.scores.append(score)
         write_choice(run_dir, choice)
     best = pick(choice.scores, select_metric)
     if target == BEST:
         why = f"{_reason(best, choice.scores, select_metric)}; scored with {decoding} decoding"
-        return _chose(run_dir, choice, best, best, why)
+        return _chose(run_dir, choice, best.name, best, why)
     epoch = choice.scores[-1].epoch if target == FINAL else int(target)
     match = next((s for s in choice.scores if s.epoch == epoch), None)
     if match is None:
         names = ", ".join(s.name for s in choice.scores)
         raise InputError(f"checkpoint: {mode} is not among the job's checkpoints ({names})")
     why = f"{match.name}: named by checkpoint: {mode} (select_metric would pick {best.name})"
-    return _chose(run_dir, choice, best, match, why)
+    return _chose(run_dir, choice, best.name, match, why)
 
 
 def _chose(
-    run_dir: Path, choice: CheckpointChoice, best: Candidate, chosen: Candidate, why: str
+    run_dir: Path, choice: CheckpointChoice, best: str, chosen: CheckpointScore, why: str
 ) -> CheckpointChoice:
     """``choice`` complete: ``best`` picked, ``chosen`` served, for the reason ``why``; written."""
-    choice.best, choice.chosen, choice.chosen_uri = best.name, chosen.name, chosen.uri
+    choice.best, choice.chosen, choice.chosen_uri = best, chosen.name, chosen.uri
     choice.reason, choice.complete = why, True
     write_choice(run_dir, choice)
     return choice
