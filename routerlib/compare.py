@@ -19,7 +19,7 @@ from routerlib.metric_names import ALL_BUCKETS as BUCKETS
 from routerlib.metric_names import DECIDING_METRICS, HEADLINE, PRIMARY
 from routerlib.models import EMBEDDED_MODEL
 from routerlib.paired import paired_test
-from routerlib.runfolder import MetricsRecord, RunFolderError, SampleRecord
+from routerlib.runfolder import BaselineInfo, MetricsRecord, RunFolderError, SampleRecord
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -62,6 +62,9 @@ class RunSummary:
     problems: list[str] = field(default_factory=list)
     decoding: str = "free"  # "free" | "constrained" (models; baselines write no text)
     variants: list[RunSummary] = field(default_factory=list)  # the run's other decodings
+    #: its metrics.json entry: ``evaluation`` (the headline decoding), ``decodings[…]`` or
+    #: ``baselines[…]``; None when metrics.json does not list it
+    section: BaselineInfo | None = None
 
     @property
     def run_name(self) -> str:
@@ -136,19 +139,24 @@ def load_run(run_dir: str | Path) -> RunSummary:
     head = evaluation.decoding if evaluation else "free"
     report = evaluation.report if evaluation else runfolder.REPORT_FILE
     run = scored(name, report, problems, kind="model", metrics=record, decoding=head)
+    run.section = evaluation
     for decoding, info in (record.decodings if record else {}).items():
         if decoding != head:
             variant = scored(f"{name} [{decoding}]", info.report, problems, kind="model")
             variant.metrics, variant.baselines, variant.decoding = record, run.baselines, decoding
+            variant.section = info
             run.variants.append(variant)
-    kinds = {kind: entry.report for kind, entry in (record.baselines if record else {}).items()}
+    kinds: dict[str, BaselineInfo] = dict(record.baselines) if record else {}
     base_dir = run_dir / runfolder.BASELINES_DIR
     for folder in sorted(base_dir.iterdir()) if base_dir.is_dir() else []:
-        if (run_dir / runfolder.baseline_report_file(folder.name)).is_file():
-            kinds.setdefault(folder.name, runfolder.baseline_report_file(folder.name))
+        file = runfolder.baseline_report_file(folder.name)
+        if (run_dir / file).is_file():
+            kinds.setdefault(folder.name, BaselineInfo(report=file))
     run.baselines.extend(
-        scored(f"baseline:{kind}", report, [], kind="baseline", baseline_kind=kind)
-        for kind, report in sorted(kinds.items())
+        scored(
+            f"baseline:{kind}", entry.report, [], kind="baseline", baseline_kind=kind, section=entry
+        )
+        for kind, entry in sorted(kinds.items())
     )
     return run
 
@@ -187,15 +195,8 @@ def _headline_metrics(runs: Sequence[RunSummary]) -> list[str]:
     return list(dict.fromkeys([*DECIDING_METRICS, *(extra or HEADLINE)]))
 
 
-def _is_headline(run: RunSummary) -> bool:
-    """Whether ``run`` is its run folder's headline decoding (metrics.json ``evaluation``)."""
-    evaluation = run.metrics.evaluation if run.metrics else None
-    return run.kind != "model" or run.decoding == (evaluation.decoding if evaluation else "free")
-
-
 def _gate_pass(run: RunSummary) -> bool | None:
-    evaluation = run.metrics.evaluation if run.metrics and _is_headline(run) else None
-    value = evaluation.gate_pass if evaluation else None
+    value = run.section.gate_pass if run.section else None
     if value is None:
         value = _get(run.report, "threshold_results", "overall_pass")
     return value if isinstance(value, bool) else None
@@ -216,11 +217,7 @@ def leaderboard(runs: Sequence[RunSummary]) -> pd.DataFrame:
         intervals = _get(report, "intervals", "overall") or {}
         record = run.metrics
         info, tuning = (record.run, record.tuning) if record else (None, None)
-        section: Any = record.evaluation if record else None
-        if record and not _is_headline(run):
-            section = record.decodings.get(run.decoding)
-        head = section.headline if section else {}
-        head_strict = section.strict if section else {}
+        head, head_strict = (getattr(run.section, key, {}) for key in ("headline", "strict"))
         rec: dict[str, Any] = {
             "model": run.name,
             "kind": run.kind,
@@ -343,12 +340,11 @@ def significance_pairs(runs: Sequence[RunSummary]) -> list[tuple[RunSummary, Run
     models = [r for r in runs if r.kind == "model" and r.samples_path is not None]
     pairs = [(r, base) for r in models for base in r.baselines if base.samples_path is not None]
     seen: set[frozenset[int]] = set()  # the decoding pairs, either way round
-    heads = {r.path: r for r in models if _is_headline(r)}
-    for run in models:
-        head = heads.get(run.path)
-        if head is not None and head is not run and run.test_key() == head.test_key():
-            pairs.append((run, head))
-            seen.add(frozenset((id(run), id(head))))
+    for head in models:
+        for run in head.variants:
+            if run.samples_path is not None and run.test_key() == head.test_key():
+                pairs.append((run, head))
+                seen.add(frozenset((id(run), id(head))))
     groups: dict[str, list[RunSummary]] = {}
     for run in models:
         if (key := run.test_key()) is not None:
