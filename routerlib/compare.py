@@ -630,12 +630,11 @@ def sweep_board(board: pd.DataFrame) -> pd.DataFrame:
     record = runfolder.read_sweep(folders[0])
     keys = record.varied_keys() or list(record.grid)
     by_run = {Path(p.run_dir).name: p.values for p in record.points if p.run_dir is not None}
-    rows = board[(board["kind"] == "model") & board["run"].isin(list(by_run))].copy()
+    rows = board[(board["kind"] == "model") & board["run"].isin(list(by_run))]
+    # a varied key that is a leaderboard column already (adapter_size, say) moves to the front
+    rows = rows.drop(columns=keys, errors="ignore")
     for position, key in enumerate(keys):
-        values = [by_run[r].get(key) for r in rows["run"]]
-        if key in rows:  # a leaderboard column already (adapter_size, say): the sweep's value first
-            rows.pop(key)
-        rows.insert(position, key, values)
+        rows.insert(position, key, [by_run[r].get(key) for r in rows["run"]])
     rows.attrs["sweep"] = record.sweep
     rows.attrs["varied_keys"] = keys
     return rows.reset_index(drop=True)

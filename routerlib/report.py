@@ -127,19 +127,6 @@ def scan_for_secrets(targets: Sequence[str | os.PathLike[str]]) -> list[str]:
 # ----------------------------------------------------------------------------- rendering
 
 
-def notebook_to_html(notebook: Path, exporter: Any) -> str:
-    """One executed notebook as a standalone HTML page by nbconvert's ``exporter``; stderr streams
-    (progress bars, library warnings) are left out, errors always shown."""
-    import nbformat
-
-    nb = nbformat.read(str(notebook), as_version=4)
-    for cell in nb.cells:
-        if cell.get("outputs"):  # only a stream output has a name: stdout or stderr
-            cell.outputs = [o for o in cell.outputs if o.get("name") != "stderr"]
-    body, _ = exporter.from_notebook_node(nb)
-    return str(body)
-
-
 def find_runs(root: Path | None = None) -> list[Path]:
     """Run folders under the outputs root (with pipeline.json, metrics.json or executed notebooks)."""
     return runfolder.find_folders(PIPELINE_FILE, METRICS_FILE, NOTEBOOKS_DIR, root=root)
@@ -260,6 +247,7 @@ def render_report(
         run_links: list[dict[str, Any]] = []
         comparison_links: list[tuple[str, str]] = []
         used: set[str] = set()
+        import nbformat
         from nbconvert import HTMLExporter  # one for every page: it compiles its templates once
 
         hide = {"exclude_input": True, "exclude_input_prompt": True, "exclude_output_prompt": True}
@@ -269,8 +257,12 @@ def render_report(
             used.add(slug)
             links = []
             for nb in notebooks[run]:
+                notebook = nbformat.read(str(nb), as_version=4)
+                for cell in notebook.cells:  # stderr streams (progress bars, warnings) left out
+                    if cell.get("outputs"):  # only a stream output has a name: stdout or stderr
+                        cell.outputs = [o for o in cell.outputs if o.get("name") != "stderr"]
                 page = Path("runs") / slug / f"{nb.stem}.html"
-                write_text(staging / page, notebook_to_html(nb, exporter))
+                write_text(staging / page, exporter.from_notebook_node(notebook)[0])
                 href = quote(page.as_posix())
                 links.append((nb.stem, href))
                 if nb.name.startswith(COMPARISON_STAGE):
