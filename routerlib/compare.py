@@ -182,8 +182,8 @@ def routers(runs: Iterable[RunSummary]) -> list[RunSummary]:
 # ----------------------------------------------------------------------------- leaderboard
 
 
-def _num(value: Any) -> float:
-    """``value`` as a float (a bool counts 1/0); NaN when it is no number."""
+def number(value: Any) -> float:
+    """``value`` as a float (a bool counts 1/0); NaN when it is no number (None, text, NaN)."""
     return float(value) if isinstance(value, int | float) and value == value else NAN
 
 
@@ -224,29 +224,29 @@ def leaderboard(runs: Sequence[RunSummary]) -> pd.DataFrame:
             "decoding": run.decoding if run.kind == "model" else "",
             "run": run.run_name,
             **{key: getattr(info, key, None) for key in ("backend", "base_model", "tuning_mode")},
-            **{key: _num(getattr(info, key, None)) for key in ("adapter_size", "epochs")},
+            **{key: number(getattr(info, key, None)) for key in ("adapter_size", "epochs")},
             "gate_pass": _gate_pass(run),
-            "samples": _num(overall.get("samples")),
+            "samples": number(overall.get("samples")),
         }
         for metric in headline:
-            rec[metric] = _num(head.get(metric, overall.get(metric)))
-            rec[f"{metric} strict"] = _num(head_strict.get(metric, strict.get(metric)))
+            rec[metric] = number(head.get(metric, overall.get(metric)))
+            rec[f"{metric} strict"] = number(head_strict.get(metric, strict.get(metric)))
             pair = intervals.get(metric)
             pair = pair if isinstance(pair, list | tuple) and len(pair) == 2 else (NAN, NAN)
-            rec[f"{metric} strict lo"], rec[f"{metric} strict hi"] = map(_num, pair)
+            rec[f"{metric} strict lo"], rec[f"{metric} strict hi"] = map(number, pair)
         for bucket in BUCKETS[1:]:
             block = _get(report, "strict", bucket) or _get(report, "metrics", bucket) or {}
-            rec[f"{bucket}: {PRIMARY}"] = _num(block.get(PRIMARY))
+            rec[f"{bucket}: {PRIMARY}"] = number(block.get(PRIMARY))
         cost = (record.cost if record else None) or {}
-        rec["cost_usd"] = _num(getattr(tuning, "cost_estimate_usd", None))
-        rec["train_seconds"] = _num(getattr(tuning, "train_seconds", None))
+        rec["cost_usd"] = number(getattr(tuning, "cost_estimate_usd", None))
+        rec["train_seconds"] = number(getattr(tuning, "train_seconds", None))
         rec["checkpoint"] = (getattr(tuning, "checkpoint", None) or {}).get("served")
-        rec |= {key: _num(cost.get(key)) for key in (TUNING_USD, SERVING_USD, "routes_per_hour")}
+        rec |= {key: number(cost.get(key)) for key in (TUNING_USD, SERVING_USD, "routes_per_hour")}
         rec[PRICES_VERIFIED] = pricing.prices_verified(cost) if record else None
         # which price rows were not read from a Google source (pricing.RunCost.unverified)
         rec[UNVERIFIED] = ", ".join(cost.get("unverified") or [])
-        rec |= {f"latency_{p}_s": _num(_get(report, "latency", f"{p}_s")) for p in ("p50", "p95")}
-        rec["s_per_token"] = _num(seconds_per_token(report))
+        rec |= {f"latency_{p}_s": number(_get(report, "latency", f"{p}_s")) for p in ("p50", "p95")}
+        rec["s_per_token"] = number(seconds_per_token(report))
         # The gate's failed checks ("bucket.metric", the first four) and the buckets it skipped
         # for want of test rows (metrics.apply_gate).
         gate = report.get("threshold_results")
@@ -296,11 +296,11 @@ def compare_pair(
         xs, ys = (list(values) for values in zip(*pairs, strict=True))
         # The reference goes first, so delta and b01 (fixed) read "model minus reference".
         test = paired_test(ys, xs, metric)
-        p_value, mx, my = _num(test.get("p_value")), sum(xs) / len(xs), sum(ys) / len(ys)
+        p_value, mx, my = number(test.get("p_value")), sum(xs) / len(xs), sum(ys) / len(ys)
         rec: dict[str, Any] = {"model": a.name, "model_run": a.run_name, "reference": b.name}
         rec.update(reference_run=b.run_name, metric=metric, test=test["test"], n=len(xs))
-        rec.update(model_rate=mx, reference_rate=my, delta=mx - my, ci_low=_num(test["ci_low"]))
-        rec.update(ci_high=_num(test["ci_high"]), p_value=p_value, significant=p_value < ALPHA)
+        rec.update(model_rate=mx, reference_rate=my, delta=mx - my, ci_low=number(test["ci_low"]))
+        rec.update(ci_high=number(test["ci_high"]), p_value=p_value, significant=p_value < ALPHA)
         out.append({**rec, "b01": test["b01"], "b10": test["b10"]})
     return out
 
@@ -378,7 +378,7 @@ def _listed(row: pd.Series, column: str) -> str:
 
 
 def _score(row: Mapping[str, Any], metric: str) -> float:
-    return _num(row.get(f"{metric} strict", row.get(metric)))
+    return number(row.get(f"{metric} strict", row.get(metric)))
 
 
 def _rank_key(row: Mapping[str, Any]) -> tuple[float, ...]:
@@ -462,7 +462,7 @@ def conclusion(board: pd.DataFrame, sig: pd.DataFrame | None, with_note: bool = 
         return "**No tuned model has been evaluated yet**; only the baseline routers are scored."
 
     def describe(row: pd.Series) -> str:
-        size = _num(row.get("adapter_size"))
+        size = number(row.get("adapter_size"))
         adapter = "" if math.isnan(size) else f", adapter {size:.0f}"
         mode = str(row.get("tuning_mode") or "?") + adapter
         return f"**{row['model']}** ({row.get('base_model')}, {mode}; run `{row['run']}`)"
@@ -471,7 +471,7 @@ def conclusion(board: pd.DataFrame, sig: pd.DataFrame | None, with_note: bool = 
         """``<PRIMARY> 0.900 strict (95% interval …)``, or that the figure is unknown."""
         if math.isnan(value := _score(row, PRIMARY)):
             return f"{PRIMARY} unknown"
-        lo, hi = _num(row.get(f"{PRIMARY} strict lo")), _num(row.get(f"{PRIMARY} strict hi"))
+        lo, hi = number(row.get(f"{PRIMARY} strict lo")), number(row.get(f"{PRIMARY} strict hi"))
         span = "" if math.isnan(lo) or math.isnan(hi) else f" (95% interval {lo:.3f}–{hi:.3f})"
         return f"{PRIMARY} {spoken(value)} strict{span}"
 
@@ -520,7 +520,7 @@ def conclusion(board: pd.DataFrame, sig: pd.DataFrame | None, with_note: bool = 
     which = (best["model"], best["run"], tested)
     for _, row in sig.iterrows() if sig is not None else ():
         ours = (row["model"], row["model_run"], row["metric"]) == which
-        if ours and str(row["reference"]).startswith("baseline:") and _num(row["p_value"]) >= 0:
+        if ours and str(row["reference"]).startswith("baseline:") and number(row["p_value"]) >= 0:
             verdict = "significant" if row["significant"] else "not significant"
             reasons.append(
                 f"Against `{row['reference']}` on the same {int(row['n'])} test rows: "
@@ -534,7 +534,7 @@ def conclusion(board: pd.DataFrame, sig: pd.DataFrame | None, with_note: bool = 
             ("train_seconds", "train time {:.0f} s"),
             ("latency_p95_s", "latency p95 {:.2f} s"),
         )
-        if not math.isnan(value := _num(best.get(column)))
+        if not math.isnan(value := number(best.get(column)))
     ]
     if facts:
         reasons.append(f"For **{best['model']}**: " + ", ".join(facts) + ".")

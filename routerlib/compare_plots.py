@@ -9,7 +9,7 @@ import math
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, TypeGuard
+from typing import Any
 
 import pandas as pd
 
@@ -19,6 +19,7 @@ from routerlib.compare import (
     SERVING_USD,
     RunSummary,
     cheapest_passing,
+    number,
     pareto_front,
     routers,
 )
@@ -51,10 +52,6 @@ def _empty(ax: Any, text: str) -> None:
     ax.set_yticks([])
 
 
-def _valid(value: Any) -> TypeGuard[float]:
-    return isinstance(value, (int, float)) and not (isinstance(value, float) and math.isnan(value))
-
-
 def run_labels(routers: Sequence[RunSummary]) -> list[str]:
     """Each router's name, with its run when another router has the same name."""
     names = {"model": [r.name for r in routers], "run": [r.run_name for r in routers]}
@@ -85,7 +82,7 @@ def bucket_figure(routers: Sequence[RunSummary]) -> Any:
     for label, run in zip(run_labels(routers), routers, strict=True):
         strict = (run.report or {}).get("strict") or {}
         values = {m: [(strict.get(b) or {}).get(m) for b in BUCKETS] for m in metrics}
-        if any(_valid(v) for vals in values.values() for v in vals):
+        if any(not math.isnan(number(v)) for vals in values.values() for v in vals):
             series.append((label, values))
         else:
             skipped.append(label)
@@ -164,7 +161,7 @@ def confusion_figure(runs: Sequence[RunSummary]) -> Any:
 def length_ratios(run: RunSummary) -> list[float]:
     """Per-sample ``length_ratio`` of valid predictions (the scorer's ``metrics`` block)."""
     found = (sample.metrics.get("length_ratio") for sample in run.samples())
-    return [float(v) for v in found if _valid(v) and not isinstance(v, bool)]
+    return [x for v in found if not isinstance(v, bool) and not math.isnan(x := number(v))]
 
 
 #: The gate's length-ratio bands: (value, label).
@@ -262,14 +259,14 @@ def scatter_figure(board: pd.DataFrame, column: str, xlabel: str) -> Any:
     skipped: list[str] = []
     if not board.empty and column in board and quality in board:
         for label, (_, row) in zip(router_labels(board), board.iterrows(), strict=True):
-            x, y = row[column], row[quality]
+            x, y = number(row[column]), number(row[quality])
             baseline = row.get("kind") == "baseline"
-            if column == "cost_usd" and baseline and not _valid(x):
+            if column == "cost_usd" and baseline and math.isnan(x):
                 x = 0.0  # a baseline router is not tuned: nothing to pay
-            if _valid(x) and _valid(y):
+            if not (math.isnan(x) or math.isnan(y)):
                 style = {"marker": "s", "color": "0.45"} if baseline else {"color": "C0"}
                 ax.scatter([x], [y], s=60, zorder=3, **style)
-                points.append((float(x), float(y), label))
+                points.append((x, y, label))
             else:
                 skipped.append(label)
     title = f"Quality vs {xlabel}"
@@ -347,7 +344,7 @@ def loss_figure(runs: Sequence[RunSummary]) -> Any:
         lines = {}
         for key, style in (("train_loss", TRAIN), ("val_loss", VALIDATION)):
             points = [(p.get("step", i), p.get(key)) for i, p in enumerate(curve)]
-            lines[key] = [(x, y) for x, y in points if _valid(x) and _valid(y)]
+            lines[key] = [(x, y) for x, y in points if not math.isnan(number(x) + number(y))]
             if lines[key]:
                 width = 1.6 - 0.3 * (k % 3)
                 ax.plot(*zip(*lines[key], strict=True), color=color, linewidth=width, **style)
