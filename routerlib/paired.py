@@ -39,9 +39,7 @@ def _deltas(new: dict[str, dict[str, Any]], old: dict[str, dict[str, Any]]) -> d
     for bucket in sorted(set(new) | set(old)):
         a, b = old.get(bucket, {}), new.get(bucket, {})
         rows = {}
-        for name in sorted(set(a) | set(b)):
-            if name == "samples":
-                continue
+        for name in sorted((set(a) | set(b)) - {"samples"}):
             n_val, p_val = b.get(name), a.get(name)
             delta = n_val - p_val if n_val is not None and p_val is not None else None
             rows[name] = {"new": n_val, "previous": p_val, "delta": delta}
