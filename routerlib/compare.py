@@ -196,10 +196,10 @@ def _headline_metrics(runs: Sequence[RunSummary]) -> list[str]:
 
 
 def _gate_pass(run: RunSummary) -> bool | None:
-    value = run.section.gate_pass if run.section else None
-    if value is None:
-        value = _get(run.report, "threshold_results", "overall_pass")
-    return value if isinstance(value, bool) else None
+    """Whether the router passed the gate: as metrics.json records it, else as its report does
+    (checked against runfolder.GateResults)."""
+    recorded = run.section.gate_pass if run.section else None
+    return _get(run.report, "threshold_results", "overall_pass") if recorded is None else recorded
 
 
 def leaderboard(runs: Sequence[RunSummary]) -> pd.DataFrame:
@@ -249,10 +249,9 @@ def leaderboard(runs: Sequence[RunSummary]) -> pd.DataFrame:
         rec["s_per_token"] = number(seconds_per_token(report))
         # The gate's failed checks ("bucket.metric", the first four) and the buckets it skipped
         # for want of test rows (metrics.apply_gate).
-        gate = report.get("threshold_results")
-        failed = _get(gate, "failed")
-        rec["failed_checks"] = "; ".join(map(str, failed[:4] if isinstance(failed, list) else []))
-        skipped = metrics.skipped_buckets(gate if isinstance(gate, dict) else None)
+        gate = report.get("threshold_results") or {}
+        rec["failed_checks"] = "; ".join(gate.get("failed", [])[:4])
+        skipped = metrics.skipped_buckets(gate)
         rec["skipped_checks"] = "; ".join(f"{b} ({n} test rows)" for b, (n, _) in skipped.items())
         records.append(rec)
     import pandas as pd
