@@ -10,7 +10,7 @@ import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from routerlib import metrics, paths, pricing, runfolder
 from routerlib.config import default_params_file
@@ -23,6 +23,8 @@ from routerlib.runfolder import BaselineInfo, MetricsRecord, RunFolderError, Sam
 
 if TYPE_CHECKING:
     import pandas as pd
+
+T = TypeVar("T")
 
 #: Two values closer than this are a tie.
 TIE_TOLERANCE = 1e-9
@@ -78,24 +80,18 @@ class RunSummary:
         file = self.path / (value or runfolder.samples_path(self.report_path))
         return file if file.is_file() else None
 
-    def _read(self, read: Callable[[Path], list[Any]], file: Path | None) -> list[Any]:
-        """``read(file)``; none (and the file's problem in ``problems``) when it is bad."""
-        try:
-            return read(file) if file is not None and file.is_file() else []
-        except RunFolderError as exc:
-            self.problems.extend(exc.lines())
-            return []
-
     def samples(self) -> list[SampleRecord]:
         """Per-sample records (none, and a line in ``problems``, when the file is bad)."""
-        return self._read(runfolder.read_samples, self.samples_path)
+        file = self.samples_path
+        return (_read(runfolder.read_samples, file, self.problems) or []) if file else []
 
     def loss_curve(self) -> list[dict[str, Any]]:
         """Tuning loss points: metrics.json's, else the tuning folder's loss_curve.json."""
         if self.metrics is not None and self.metrics.tuning and self.metrics.tuning.loss_curve:
             return self.metrics.tuning.loss_curve
         file = self.path / runfolder.FULL_TUNING_DIR / runfolder.LOSS_CURVE_FILE
-        return self._read(runfolder.read_loss_curve, file)
+        curve = _read(runfolder.read_loss_curve, file, self.problems) if file.is_file() else None
+        return curve or []
 
     def test_key(self) -> str | None:
         """A fingerprint of the gold test rows (the gold file's bytes), to pair two routers."""
@@ -104,6 +100,15 @@ class RunSummary:
             return hashlib.sha256(paths.resolve(gold).read_bytes()).hexdigest() if gold else None
         except OSError:
             return None
+
+
+def _read(read: Callable[[Path], T], file: Path, problems: list[str]) -> T | None:
+    """``read(file)``; None, and the file's problem in ``problems``, when it is bad."""
+    try:
+        return read(file)
+    except RunFolderError as exc:
+        problems.extend(exc.lines())
+        return None
 
 
 def _get(obj: Any, *keys: str) -> Any:
@@ -118,19 +123,12 @@ def load_run(run_dir: str | Path) -> RunSummary:
     """Read one run folder into a RunSummary (model) with its baseline routers attached."""
     run_dir = Path(run_dir).resolve()
     problems: list[str] = []
-    record: MetricsRecord | None = None
-    try:
-        record = runfolder.read_metrics(run_dir)
-    except RunFolderError as exc:
-        problems.extend(exc.lines())
+    record = _read(runfolder.read_metrics, run_dir, problems)
     evaluation = record.evaluation if record else None
 
     def scored(name: str, report: str, problems: list[str], **fields: Any) -> RunSummary:
-        file, loaded = run_dir / report, None
-        try:
-            loaded = runfolder.read_report(file)
-        except RunFolderError as exc:
-            problems.extend(exc.lines())
+        file = run_dir / report
+        loaded = _read(runfolder.read_report, file, problems)
         return RunSummary(
             name, run_dir, report_path=file, report=loaded, problems=problems, **fields
         )
