@@ -9,13 +9,14 @@ import numbers
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from routerlib.runfolder import SPLITS
+from routerlib.schema import DIFFICULTIES
+
 if TYPE_CHECKING:
     import pandas as pd
     from matplotlib.figure import Figure
 
 F = TypeVar("F", bound="Figure")
-_SPLIT_ORDER = ("train", "validation", "test")
-_DIFFICULTY_ORDER = ("introductory", "intermediate", "advanced")
 
 
 def split_figure(frame: pd.DataFrame) -> Figure:
@@ -30,7 +31,7 @@ def split_figure(frame: pd.DataFrame) -> Figure:
     panels = (  # crosstab sorts the values; difficulty keeps its own order
         ("first_tool", "First tool", None),
         ("route_length", "Route length (steps)", None),
-        ("difficulty", "Difficulty", _DIFFICULTY_ORDER),
+        ("difficulty", "Difficulty", DIFFICULTIES),
     )
     for ax, (column, title, order) in zip(axes.flat[:3], panels, strict=True):
         if frame.empty:
@@ -38,7 +39,7 @@ def split_figure(frame: pd.DataFrame) -> Figure:
             continue
         # the share of each value within each split (rows: values, columns: splits)
         shares = pd.crosstab(frame[column], frame["split"].astype(str), normalize="columns")
-        shares = shares.reindex(columns=[s for s in _SPLIT_ORDER if s in shares.columns])
+        shares = shares.reindex(columns=[s for s in SPLITS if s in shares.columns])
         if order is not None:
             shares = shares.reindex([v for v in order if v in shares.index])
         shares.plot.bar(ax=ax, rot=0, width=0.8)
@@ -49,7 +50,7 @@ def split_figure(frame: pd.DataFrame) -> Figure:
         ax.legend(title="split", fontsize=8)
     ax = axes.flat[3]
     by_split = dict(list(frame.groupby(frame["split"].astype(str))["est_tokens"]))
-    names = [name for name in _SPLIT_ORDER if name in by_split]
+    names = [name for name in SPLITS if name in by_split]
     if names:
         ax.boxplot([by_split[name].to_numpy() for name in names], tick_labels=names)
     ax.set_title("Estimated tokens per example (prompt + completion)")
