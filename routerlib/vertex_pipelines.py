@@ -37,8 +37,6 @@ POINTS_DIR = "points"
 REPORT_DIR = "report"
 #: Cloud Storage FUSE: how a Vertex AI Pipelines task sees ``gs://BUCKET/PATH``.
 FUSE_ROOT = "/gcs"
-#: The parameters of the compiled pipeline (``runtimeConfig.parameterValues`` may set them).
-PARAMETERS = ("outputs", "stages")
 
 
 def require_kfp() -> Any:
@@ -322,15 +320,3 @@ def read_compiled(path: str | os.PathLike[str]) -> dict[str, Any]:
             "`routerlib pipeline compile` wrote"
         )
     return dict(spec)
-
-
-def compiled_defaults(spec: dict[str, Any]) -> dict[str, Any]:
-    """The compiled pipeline's parameter defaults (``outputs``, ``stages``)."""
-    params = spec.get("root", {}).get("inputDefinitions", {}).get("parameters", {})
-    return {k: params[k].get("defaultValue") for k in PARAMETERS if k in params}
-
-
-def compiled_images(spec: dict[str, Any]) -> list[str]:
-    """Every image the compiled pipeline's components run in."""
-    executors = spec.get("deploymentSpec", {}).get("executors", {})
-    return sorted({e.get("container", {}).get("image", "") for e in executors.values()})
