@@ -228,6 +228,7 @@ def build_pipeline(
         pipeline_root=pipeline_root,
     )
     def routerlib_chain(outputs: str = default_outputs, stages: str = default_stages) -> str:
+        job = dsl.PIPELINE_JOB_NAME_PLACEHOLDER
         with dsl.ParallelFor(items, parallelism=max_concurrent) as item:
             point = point_op(
                 index=item.index,
@@ -235,19 +236,12 @@ def build_pipeline(
                 params_yaml=item.params,
                 stages=stages,
                 outputs=outputs,
-                job=dsl.PIPELINE_JOB_NAME_PLACEHOLDER,
+                job=job,
             )
-            point.set_caching_options(False)
-            point.set_display_name("point")
-        fan_in = report_op(
-            outcomes=dsl.Collected(point.outputs["outcome"]),
-            outputs=outputs,
-            job=dsl.PIPELINE_JOB_NAME_PLACEHOLDER,
-            plan=plan,
-        )
-        fan_in.set_caching_options(False)
-        fan_in.set_display_name("compare-and-report")
-        return fan_in.output
+            point.set_caching_options(False).set_display_name("point")
+        collected = dsl.Collected(point.outputs["outcome"])
+        fan_in = report_op(outcomes=collected, outputs=outputs, job=job, plan=plan)
+        return fan_in.set_caching_options(False).set_display_name("compare-and-report").output
 
     return routerlib_chain, record.points
 

@@ -60,17 +60,16 @@ def cancel_running() -> list[str]:
         from google.api_core import exceptions as gexc
         from google.cloud import aiplatform
 
-        try:
-            job = aiplatform.BatchPredictionJob(record["job_name"])
-            state = _state_name(job)
-            if state not in _TERMINAL:
-                job.cancel()
-                state = "JOB_STATE_CANCELLING"
-                cancelled.append(record["job_name"])
-        except gexc.NotFound:
-            state = "JOB_STATE_CANCELLED"
-        except auth.sdk_errors() as exc:
-            raise auth.remote_error(f"cancel {record['job_name']}", exc) from None
+        with auth.sdk_call(f"cancel {record['job_name']}"):
+            try:
+                job = aiplatform.BatchPredictionJob(record["job_name"])
+                state = _state_name(job)
+                if state not in _TERMINAL:
+                    job.cancel()
+                    state = "JOB_STATE_CANCELLING"
+                    cancelled.append(record["job_name"])
+            except gexc.NotFound:
+                state = "JOB_STATE_CANCELLED"
         REGISTRY.save(record | {"state": state})
     return cancelled
 
@@ -307,8 +306,9 @@ class BatchPredictor:
         assert outcome is not None
         outcome.batch_job = record["job_name"]
         try:
-            job = aiplatform.BatchPredictionJob(record["job_name"])
-            state = _wait(job, len(prompts), self.poll_s, progress)
+            with auth.sdk_call(f"poll {record['job_name']}"):
+                job = aiplatform.BatchPredictionJob(record["job_name"])
+                state = _wait(job, len(prompts), self.poll_s, progress)
         except KeyboardInterrupt:
             print(
                 f"\nbatch job {record['job_name']} keeps running on Vertex; run the same "
@@ -316,8 +316,6 @@ class BatchPredictor:
                 file=sys.stderr,
             )
             raise
-        except auth.sdk_errors() as exc:
-            raise auth.remote_error(f"poll {record['job_name']}", exc) from None
         outcome.batch_state = record["state"] = state
         if state not in _SUCCEEDED:
             REGISTRY.save(record)
