@@ -140,11 +140,6 @@ def short_id(name: str) -> str:
     return name.rsplit("/", 1)[-1]
 
 
-def _asks_server(job: Job) -> bool:
-    """True when the job exists on a backend and can change: not unknown or ended (refused)."""
-    return job.state != UNKNOWN and not job.ended
-
-
 def _refresh(job: Job, out: Out, down: set[tuple[Any, ...]] | None = None) -> Job:
     """Ask the backend for the job's state (an UNKNOWN one: look for it by label) and record it;
     on failure keep the record and say why. Places whose API was unreachable go into ``down``."""
@@ -153,7 +148,7 @@ def _refresh(job: Job, out: Out, down: set[tuple[Any, ...]] | None = None) -> Jo
         return job
     if job.state == UNKNOWN:
         return resolve_unknown(job, out)
-    if not _asks_server(job):
+    if job.ended:
         return job
     try:
         return _poll(job)
@@ -494,7 +489,7 @@ def wait_for(job: Job, *, poll_interval: float = 30.0, out: Out = print) -> Job:
     WaitInterrupted on Ctrl-C. The job keeps running either way."""
     hint = f"re-attach with: routerlib jobs wait {job.name}"
     job = _found(job, out, RemoteError, f"this spec's label was found yet; {hint}")
-    if not _asks_server(job):
+    if job.ended:
         return ensure_success(job)
     backend = _backend_for(job)
     start = time.monotonic()
