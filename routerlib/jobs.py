@@ -50,26 +50,21 @@ def text_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     return "\n".join(line.format(*map(str, row)).rstrip() for row in body)
 
 
-def _invalid(problem: object) -> InputError:
-    path = REGISTRY.path()
-    text = str(problem).removeprefix(f"{path}: ")
-    return InputError(f"{path}: not a routerlib job registry ({text}); move it away to start anew")
-
-
-def _parse(records: list[dict[str, Any]]) -> list[Job]:
+def _parse(records: list[dict[str, Any]] | None = None) -> list[Job]:
+    """The jobs of ``records`` (default: the registry's); InputError when they are not such."""
     try:
-        return [Job.model_validate(r) for r in records]
-    except ValueError as exc:
-        raise _invalid(exc) from None
+        return [Job.model_validate(r) for r in (REGISTRY.read() if records is None else records)]
+    except (InputError, ValueError) as exc:
+        path = REGISTRY.path()
+        text = str(exc).removeprefix(f"{path}: ")
+        raise InputError(
+            f"{path}: not a routerlib job registry ({text}); move it away to start anew"
+        ) from None
 
 
 def load_registry() -> list[Job]:
     """Every recorded job, in recording order ([] when there is no registry yet)."""
-    try:
-        records = REGISTRY.read()
-    except InputError as exc:
-        raise _invalid(exc) from None
-    return _parse(records)
+    return _parse()
 
 
 @contextlib.contextmanager
