@@ -252,7 +252,6 @@ def compile_pipeline(
     """Validate every point, then write the pipeline's IR YAML to ``out`` atomically (the
     ``options`` of :func:`build_pipeline`); no network, no account."""
     kfp = require_kfp()
-    storage.parse_gcs_uri(outputs)
     root = storage.join_uri(outputs, "pipeline-root")
     func, points = build_pipeline(
         params_files, outputs=outputs.rstrip("/"), pipeline_root=root, **options
