@@ -7,6 +7,7 @@ re-attaches to a job of the same spec or submits once, records and waits; ``show
 from __future__ import annotations
 
 import contextlib
+import datetime
 import json
 import os
 import time
@@ -49,26 +50,21 @@ def text_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     return "\n".join(line.format(*map(str, row)).rstrip() for row in body)
 
 
-def _invalid(problem: object) -> InputError:
-    path = REGISTRY.path()
-    text = str(problem).removeprefix(f"{path}: ")
-    return InputError(f"{path}: not a routerlib job registry ({text}); move it away to start anew")
-
-
-def _parse(records: list[dict[str, Any]]) -> list[Job]:
+def _parse(records: list[dict[str, Any]] | None = None) -> list[Job]:
+    """The jobs of ``records`` (default: the registry's); InputError when they are not such."""
     try:
-        return [Job.model_validate(r) for r in records]
-    except ValueError as exc:
-        raise _invalid(exc) from None
+        return [Job.model_validate(r) for r in (REGISTRY.read() if records is None else records)]
+    except (InputError, ValueError) as exc:
+        path = REGISTRY.path()
+        text = str(exc).removeprefix(f"{path}: ")
+        raise InputError(
+            f"{path}: not a routerlib job registry ({text}); move it away to start anew"
+        ) from None
 
 
 def load_registry() -> list[Job]:
     """Every recorded job, in recording order ([] when there is no registry yet)."""
-    try:
-        records = REGISTRY.read()
-    except InputError as exc:
-        raise _invalid(exc) from None
-    return _parse(records)
+    return _parse()
 
 
 @contextlib.contextmanager
@@ -139,11 +135,6 @@ def short_id(name: str) -> str:
     return name.rsplit("/", 1)[-1]
 
 
-def _asks_server(job: Job) -> bool:
-    """True when the job exists on a backend and can change: not unknown or ended (refused)."""
-    return job.state != UNKNOWN and not job.ended
-
-
 def _refresh(job: Job, out: Out, down: set[tuple[Any, ...]] | None = None) -> Job:
     """Ask the backend for the job's state (an UNKNOWN one: look for it by label) and record it;
     on failure keep the record and say why. Places whose API was unreachable go into ``down``."""
@@ -152,7 +143,7 @@ def _refresh(job: Job, out: Out, down: set[tuple[Any, ...]] | None = None) -> Jo
         return job
     if job.state == UNKNOWN:
         return resolve_unknown(job, out)
-    if not _asks_server(job):
+    if job.ended:
         return job
     try:
         return _poll(job)
@@ -379,8 +370,8 @@ def tune(
     if not isinstance(spec, TuningSpec):
         spec = TuningSpec.build(**spec)
     name = choose_backend(spec.training_dataset_uri, backend)
-    tuning_backend = get_backend(name, **backend_options)
-    preflight(spec, tuning_backend, out)
+    runner = get_backend(name, **backend_options)
+    preflight(spec, runner, out)
     _check_datasets(spec)
 
     train = spec.training_dataset_uri
@@ -392,31 +383,17 @@ def tune(
     out(estimate.line())
     if dry_run:
         out("dry run: nothing was sent. The request would be:")
-        out(json.dumps(tuning_backend.preview(spec), indent=2))
-        return _new_job("(dry run)", tuning_backend, DRY_RUN, spec, estimate.usd)
+        out(json.dumps(runner.preview(spec), indent=2))
+        return _new_job("(dry run)", runner, DRY_RUN, spec, estimate.usd)
 
-    existing = None if force else _find_reattachable(spec, tuning_backend, out)
-    if existing is not None:
+    job = None if force else _find_reattachable(spec, runner, out)
+    if job is not None:
         out(
-            f"re-attaching to {existing.name} ({existing.state}), submitted earlier with the same "
+            f"re-attaching to {job.name} ({job.state}), submitted earlier with the same "
             "spec; pass force=True (--force) to submit a new job"
         )
-        if wait and not existing.ended:
-            return wait_for(existing, poll_interval=poll_interval, out=out)
-        return existing
-
-    job = _submit_once(tuning_backend, spec, estimate.usd, wait_for_quota, quota_interval, out)
-    update = {k: getattr(job, k) or v for k, v in tuning_backend.where.items()}
-    update |= {"cost_estimate_usd": estimate.usd, "create_time": job.create_time or runfolder.now()}
-    job = record(job.model_copy(update=update))
-    if not force:  # UNKNOWN records of this spec were looked for above and not found
-        with _editing() as jobs:
-            jobs[:] = [
-                j for j in jobs if not (j.state == UNKNOWN and _same_spec(j, spec, tuning_backend))
-            ]
-    out(f"{'submitted' if not job.ended else 'tuned'} {job.name} ({job.state})")
-    if job.succeeded:
-        job = _with_checkpoints(job)
+    else:
+        job = _submit(runner, spec, estimate.usd, force, wait_for_quota, quota_interval, out)
     if wait:
         return wait_for(job, poll_interval=poll_interval, out=out)
     if not job.ended:
@@ -428,8 +405,7 @@ def _new_job(
     name: str, backend: TuningBackend, state: str, spec: TuningSpec, usd: Any, **fields: Any
 ) -> Job:
     """A Job record made here (a dry run, a refusal, an unanswered create) at ``backend``'s place."""
-    place = {key: backend.where.get(key) for key in ("project", "location", "api_endpoint")}
-    fields = {**place, **fields, "cost_estimate_usd": usd, "spec": spec}
+    fields = {**backend.where, **fields, "cost_estimate_usd": usd, "spec": spec}
     return Job.model_validate({"name": name, "backend": backend.name, "state": state, **fields})
 
 
@@ -443,19 +419,22 @@ def _record_attempt(
     return record(_new_job(name, backend, state, spec, usd, **fields))
 
 
-def _submit_once(
+def _submit(
     backend: TuningBackend,
     spec: TuningSpec,
     usd: Any,
+    force: bool,
     wait_for_quota: bool,
     quota_interval: float,
     out: Out,
 ) -> Job:
-    """One create (again after a 429 with ``wait_for_quota``); refusals and no answers recorded."""
+    """One create (again after a 429 with ``wait_for_quota``), recorded with its estimate (then
+    without ``force`` no UNKNOWN record of the spec is left); refusals and no answers recorded."""
     again = "Run the same tune again (or `routerlib jobs list`): routerlib first looks for the job by its label"
     while True:
         try:
-            return backend.submit(spec)
+            job = backend.submit(spec)
+            break
         except base.SubmissionRefused as exc:
             _record_attempt(spec, backend, DENIED, exc.detail, usd)
             raise RemoteError(
@@ -480,6 +459,14 @@ def _submit_once(
                 raise
             out(f"{exc}; trying again in {quota_interval:g}s (--wait-for-quota)")
             time.sleep(quota_interval)
+    update = {k: getattr(job, k) or v for k, v in backend.where.items()}
+    update |= {"cost_estimate_usd": usd, "create_time": job.create_time or runfolder.now()}
+    job = record(job.model_copy(update=update))
+    if not force:  # UNKNOWN records of this spec were looked for before and not found
+        with _editing() as jobs:
+            jobs[:] = [j for j in jobs if not (j.state == UNKNOWN and _same_spec(j, spec, backend))]
+    out(f"{'submitted' if not job.ended else 'tuned'} {job.name} ({job.state})")
+    return _with_checkpoints(job) if job.succeeded else job
 
 
 def _with_checkpoints(job: Job) -> Job:
@@ -497,7 +484,7 @@ def wait_for(job: Job, *, poll_interval: float = 30.0, out: Out = print) -> Job:
     WaitInterrupted on Ctrl-C. The job keeps running either way."""
     hint = f"re-attach with: routerlib jobs wait {job.name}"
     job = _found(job, out, RemoteError, f"this spec's label was found yet; {hint}")
-    if not _asks_server(job):
+    if job.ended:
         return ensure_success(job)
     backend = _backend_for(job)
     start = time.monotonic()
@@ -515,11 +502,10 @@ def wait_for(job: Job, *, poll_interval: float = 30.0, out: Out = print) -> Job:
                     raise RemoteError(f"{exc}; the job may still be running: {hint}") from None
                 out(f"{exc} (retrying)")
             else:
-                waited = int(time.monotonic() - start)
+                waited = datetime.timedelta(seconds=int(time.monotonic() - start))
                 now = state_text(job)
                 if now != last or polls % heartbeat == 0 or job.ended:
-                    clock = f"{waited // 3600}:{waited % 3600 // 60:02d}:{waited % 60:02d}"
-                    out(f"{short_id(job.name)}: {now} · waited {clock}")
+                    out(f"{short_id(job.name)}: {now} · waited {waited}")
                     last = now
                 if job.ended:
                     break

@@ -64,7 +64,9 @@ def preflight(template: str | os.PathLike[str]) -> tuple[dict[str, Any], dict[st
     """The compiled pipeline and its parameter defaults; InputError naming what Vertex would
     refuse or could not run (nothing is sent)."""
     spec = vertex_pipelines.read_compiled(template)
-    defaults = vertex_pipelines.compiled_defaults(spec)
+    params = spec.get("root", {}).get("inputDefinitions", {}).get("parameters", {})
+    defaults = {name: param.get("defaultValue") for name, param in params.items()}
+    executors = spec.get("deploymentSpec", {}).get("executors", {}).values()
     outputs = str(defaults.get("outputs") or "")
     problems = []
     if not storage.is_gcs_uri(outputs):
@@ -73,7 +75,7 @@ def preflight(template: str | os.PathLike[str]) -> tuple[dict[str, Any], dict[st
         f"{template}: image {image!r} is in no registry Vertex can pull from; build and push it "
         "(docs/pipelines.md), then compile with --image "
         "REGION-docker.pkg.dev/PROJECT/REPO/routerlib:TAG"
-        for image in vertex_pipelines.compiled_images(spec)
+        for image in sorted({e.get("container", {}).get("image", "") for e in executors})
         if not _REGISTRY_IMAGE.match(image)
     ]
     if problems:
@@ -139,8 +141,7 @@ def submit(
 ) -> dict[str, Any]:
     """Create the PipelineJob (or, with ``schedule``, a schedule running it by that cron) of a
     compiled pipeline, or re-attach to the one this same submission made; return its record."""
-    if not project:
-        raise InputError("a Google Cloud project is required: pass --project")
+    auth.init_vertex(project, location, api_endpoint)
     spec, defaults = preflight(template)
     cron = check_cron(schedule) if schedule else ""
     storage.bucket_info(str(defaults["outputs"]))  # the SDK would create a missing bucket
@@ -149,7 +150,6 @@ def submit(
     # the submission's hash: the compiled pipeline and where and how it runs
     what = {"spec": spec, "service_account": service_account, "cron": cron, **place}
     key = hashlib.sha256(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()[:12]
-    auth.init_vertex(project, location, api_endpoint)
     found, attempt = _reattach(kind, key, place, out)
     if found is not None:
         return found

@@ -37,8 +37,6 @@ POINTS_DIR = "points"
 REPORT_DIR = "report"
 #: Cloud Storage FUSE: how a Vertex AI Pipelines task sees ``gs://BUCKET/PATH``.
 FUSE_ROOT = "/gcs"
-#: The parameters of the compiled pipeline (``runtimeConfig.parameterValues`` may set them).
-PARAMETERS = ("outputs", "stages")
 
 
 def require_kfp() -> Any:
@@ -230,6 +228,7 @@ def build_pipeline(
         pipeline_root=pipeline_root,
     )
     def routerlib_chain(outputs: str = default_outputs, stages: str = default_stages) -> str:
+        job = dsl.PIPELINE_JOB_NAME_PLACEHOLDER
         with dsl.ParallelFor(items, parallelism=max_concurrent) as item:
             point = point_op(
                 index=item.index,
@@ -237,19 +236,12 @@ def build_pipeline(
                 params_yaml=item.params,
                 stages=stages,
                 outputs=outputs,
-                job=dsl.PIPELINE_JOB_NAME_PLACEHOLDER,
+                job=job,
             )
-            point.set_caching_options(False)
-            point.set_display_name("point")
-        fan_in = report_op(
-            outcomes=dsl.Collected(point.outputs["outcome"]),
-            outputs=outputs,
-            job=dsl.PIPELINE_JOB_NAME_PLACEHOLDER,
-            plan=plan,
-        )
-        fan_in.set_caching_options(False)
-        fan_in.set_display_name("compare-and-report")
-        return fan_in.output
+            point.set_caching_options(False).set_display_name("point")
+        collected = dsl.Collected(point.outputs["outcome"])
+        fan_in = report_op(outcomes=collected, outputs=outputs, job=job, plan=plan)
+        return fan_in.set_caching_options(False).set_display_name("compare-and-report").output
 
     return routerlib_chain, record.points
 
@@ -260,7 +252,6 @@ def compile_pipeline(
     """Validate every point, then write the pipeline's IR YAML to ``out`` atomically (the
     ``options`` of :func:`build_pipeline`); no network, no account."""
     kfp = require_kfp()
-    storage.parse_gcs_uri(outputs)
     root = storage.join_uri(outputs, "pipeline-root")
     func, points = build_pipeline(
         params_files, outputs=outputs.rstrip("/"), pipeline_root=root, **options
@@ -322,15 +313,3 @@ def read_compiled(path: str | os.PathLike[str]) -> dict[str, Any]:
             "`routerlib pipeline compile` wrote"
         )
     return dict(spec)
-
-
-def compiled_defaults(spec: dict[str, Any]) -> dict[str, Any]:
-    """The compiled pipeline's parameter defaults (``outputs``, ``stages``)."""
-    params = spec.get("root", {}).get("inputDefinitions", {}).get("parameters", {})
-    return {k: params[k].get("defaultValue") for k in PARAMETERS if k in params}
-
-
-def compiled_images(spec: dict[str, Any]) -> list[str]:
-    """Every image the compiled pipeline's components run in."""
-    executors = spec.get("deploymentSpec", {}).get("executors", {})
-    return sorted({e.get("container", {}).get("image", "") for e in executors.values()})

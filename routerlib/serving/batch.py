@@ -9,9 +9,11 @@ from __future__ import annotations
 import json
 import re
 import sys
+import tempfile
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 from routerlib import auth, pricing, storage
@@ -23,7 +25,7 @@ from routerlib.serving import hardware as hw
 from routerlib.serving import vertex
 from routerlib.serving.base import Completion, Failed, Result
 from routerlib.serving.cache import prompt_sha as _sha
-from routerlib.serving.settings import DEFAULT_LOCATION, PLACE, VertexSettings
+from routerlib.serving.settings import DEFAULT_LOCATION, MACHINE, PLACE, VertexSettings
 from routerlib.serving.wire import extra_tag, predict_instance, prediction_text
 
 #: ``<outputs>/batch_jobs.json``: every batch job, known by the key of its model and rows.
@@ -58,17 +60,16 @@ def cancel_running() -> list[str]:
         from google.api_core import exceptions as gexc
         from google.cloud import aiplatform
 
-        try:
-            job = aiplatform.BatchPredictionJob(record["job_name"])
-            state = _state_name(job)
-            if state not in _TERMINAL:
-                job.cancel()
-                state = "JOB_STATE_CANCELLING"
-                cancelled.append(record["job_name"])
-        except gexc.NotFound:
-            state = "JOB_STATE_CANCELLED"
-        except auth.sdk_errors() as exc:
-            raise auth.remote_error(f"cancel {record['job_name']}", exc) from None
+        with auth.sdk_call(f"cancel {record['job_name']}"):
+            try:
+                job = aiplatform.BatchPredictionJob(record["job_name"])
+                state = _state_name(job)
+                if state not in _TERMINAL:
+                    job.cancel()
+                    state = "JOB_STATE_CANCELLING"
+                    cancelled.append(record["job_name"])
+            except gexc.NotFound:
+                state = "JOB_STATE_CANCELLED"
         REGISTRY.save(record | {"state": state})
     return cancelled
 
@@ -118,16 +119,6 @@ def resolve_model(model: str, settings: VertexSettings) -> tuple[str, VertexSett
         f"--batch {model}: not a Model Registry model (projects/P/locations/L/models/ID, an id "
         "with --project, or an endpoint/model recorded in endpoints.json)"
     )
-
-
-def _gcs_write(uri: str, text: str) -> None:
-    bucket, path = storage.parse_gcs_uri(uri, allow_empty_path=False)
-    try:
-        storage.gcs_client().bucket(bucket).blob(path).upload_from_string(
-            text, content_type="application/jsonl"
-        )
-    except Exception as exc:
-        raise RemoteError(f"writing {uri} failed: {str(exc).splitlines()[0]}") from exc
 
 
 def output_lines(output_dir: str) -> Iterator[dict[str, Any]]:
@@ -293,7 +284,10 @@ class BatchPredictor:
         base = f"{self.gcs_prefix.rstrip('/')}/batch/{key}"
         shape = _batch_hardware(self.model, self.settings)
         lines = [json.dumps(x, ensure_ascii=False) + "\n" for x in instances]
-        _gcs_write(f"{base}/instances.jsonl", "".join(lines))
+        with tempfile.TemporaryDirectory() as folder:  # uploaded with a checksum, then verified
+            local = Path(folder, "instances.jsonl")
+            local.write_text("".join(lines), encoding="utf-8")
+            storage.upload_file(local, f"{base}/instances.jsonl")
         estimate = pricing.batch_estimate(shape.machine_type, len(lines), REGISTRY.read())
         print(estimate.line(), file=sys.stderr)
         with auth.sdk_call(f"submit batch job on {self.model}"):
@@ -312,8 +306,9 @@ class BatchPredictor:
         assert outcome is not None
         outcome.batch_job = record["job_name"]
         try:
-            job = aiplatform.BatchPredictionJob(record["job_name"])
-            state = _wait(job, len(prompts), self.poll_s, progress)
+            with auth.sdk_call(f"poll {record['job_name']}"):
+                job = aiplatform.BatchPredictionJob(record["job_name"])
+                state = _wait(job, len(prompts), self.poll_s, progress)
         except KeyboardInterrupt:
             print(
                 f"\nbatch job {record['job_name']} keeps running on Vertex; run the same "
@@ -321,8 +316,6 @@ class BatchPredictor:
                 file=sys.stderr,
             )
             raise
-        except auth.sdk_errors() as exc:
-            raise auth.remote_error(f"poll {record['job_name']}", exc) from None
         outcome.batch_state = record["state"] = state
         if state not in _SUCCEEDED:
             REGISTRY.save(record)
@@ -396,8 +389,7 @@ def _batch_hardware(model_name: str, settings: VertexSettings) -> hw.Hardware:
     """The batch job's machine: what ``settings`` give, else what the model's deploy ran on (as
     recorded), checked against the checkpoint's size like a deploy."""
     record = vertex.REGISTRY.find(model_name, "model_name") or {}
-    keys = ("machine_type", "accelerator_type", "accelerator_count")
-    shape = hw.choose("", **{k: getattr(settings, k) or record.get(k) for k in keys})
+    shape = hw.choose("", **{k: getattr(settings, k) or record.get(k) for k in MACHINE})
     if record.get("checkpoint_uri"):
         hw.check_fit(record["checkpoint_uri"], shape)
     return shape

@@ -76,7 +76,7 @@ def choose(
     )
 
 
-def checkpoint_bytes(checkpoint_uri: str, client: Any = None) -> int | None:
+def checkpoint_bytes(checkpoint_uri: str) -> int | None:
     """Size of the weights in a checkpoint folder (gs:// or local): ``metadata.total_size`` of
     ``model.safetensors.index.json`` when present, else the sum of ``*.safetensors`` (or
     ``*.bin``) sizes. None when the folder holds no weights routerlib recognises."""
@@ -87,16 +87,15 @@ def checkpoint_bytes(checkpoint_uri: str, client: Any = None) -> int | None:
     else:
         bucket, prefix = storage.parse_gcs_uri(checkpoint_uri)
         prefix = prefix.rstrip("/") + "/" if prefix else ""
-        client = client or storage.gcs_client()
         try:
-            blobs = list(client.list_blobs(bucket, prefix=prefix, delimiter="/"))
+            blobs = list(storage.gcs_client().list_blobs(bucket, prefix=prefix, delimiter="/"))
         except Exception as exc:
             raise RemoteError(f"listing {checkpoint_uri} failed: {exc}") from exc
         files = {b.name[len(prefix) :]: int(b.size or 0) for b in blobs}
         index_uri = f"gs://{bucket}/{prefix}{index}"
     if index in files:
         try:
-            return int(json.loads(storage.read_text(index_uri, client))["metadata"]["total_size"])
+            return int(json.loads(storage.read_text(index_uri))["metadata"]["total_size"])
         except (ValueError, KeyError, TypeError):
             pass  # fall back to the file sizes
     for suffix in (".safetensors", ".bin"):
@@ -112,11 +111,11 @@ def fits(weights: int, hardware: Hardware) -> bool | None:
     return None if memory is None else weights <= WEIGHT_SHARE * memory * GB
 
 
-def check_fit(checkpoint_uri: str, hardware: Hardware, client: Any = None) -> int | None:
+def check_fit(checkpoint_uri: str, hardware: Hardware) -> int | None:
     """Refuse (InputError) a machine known to be too small for the checkpoint, listing shapes
     that fit; returns the size (None, with a warning, when it cannot be read)."""
     try:
-        weights = checkpoint_bytes(checkpoint_uri, client)
+        weights = checkpoint_bytes(checkpoint_uri)
     except RemoteError as exc:
         print(f"warning: fit not checked: {exc}", file=sys.stderr)
         return None

@@ -139,15 +139,13 @@ def deploy(
     if count is not None and count < 1:
         raise InputError(f"accelerator_count must be at least 1, got {count}")
     project, location, api_endpoint = settings.project, settings.region, settings.api_endpoint
-    if not project:
-        raise InputError("a Google Cloud project is required: pass --project (or set `project`)")
+    auth.init_vertex(project, location, api_endpoint)
     chosen = settings.hardware(base_model)
     hw.check_fit(checkpoint_uri, chosen)
     # unique, so a failed deploy can still be found and removed
     stamp = f"{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(3)}"
     display_name = endpoint_display_name or f"{NAME_PREFIX}{stamp}"
     ids = resource_id(display_name)
-    auth.init_vertex(project, location, api_endpoint)
     from google.cloud.aiplatform_v1beta1 import types
     from vertexai.preview.model_garden import CustomModel
 
@@ -376,10 +374,8 @@ def deployed(checkpoint_uri: str, settings: VertexSettings, **options: Any) -> I
         yield deployment
     finally:
         try:
-            cloud = {k: getattr(deployment, k) for k in PLACE}
-            delete_endpoint(
-                deployment.endpoint_name, delete_models=[deployment.model_name], **cloud
-            )
+            name, api = deployment.endpoint_name, deployment.api_endpoint
+            delete_endpoint(name, delete_models=[deployment.model_name], api_endpoint=api)
         except RemoteError as exc:
             raise RemoteError(
                 f"could not delete {deployment.endpoint_name} ({exc}); it still costs money: "
@@ -417,10 +413,8 @@ def deploy_options(
         check_machine_availability=True,
         check_user_quota=True,
     )
-    try:
+    with auth.sdk_call(f"recommend deploy options for {checkpoint_uri}"):
         response = model._model_service_client.recommend_spec(request, timeout=60)
-    except Exception as exc:  # API, transport and auth errors alike
-        raise RemoteError(f"recommend deploy options for {checkpoint_uri}: {exc}") from None
 
     def shape(spec: Any) -> hw.Hardware:
         m = spec.machine_spec
