@@ -265,12 +265,10 @@ class DecodingInfo(BaselineInfo):
     seconds_per_token: float | None = None
 
 
-class EvaluationInfo(BaselineInfo):
-    """Where the headline decoding's report is (free or constrained) and its figures."""
+class EvaluationInfo(DecodingInfo):
+    """The headline decoding (free or constrained): its report and figures."""
 
     report: str = REPORT_FILE
-    headline: dict[str, float | None] = Field(default_factory=dict)
-    strict: dict[str, float | None] = Field(default_factory=dict)
     decoding: str = "free"
 
 

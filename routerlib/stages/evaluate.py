@@ -3,7 +3,6 @@ gold completions, the gate and the previous router, and write the run's metrics.
 
 from __future__ import annotations
 
-import json
 import re
 import shutil
 import time
@@ -46,7 +45,7 @@ def serving(run: Run, job: Job) -> AbstractContextManager[Predictor]:
 
 
 def _baseline_predictions(run: Run, kind: str) -> Path:
-    return runfolder.predictions_path(run.sub(runfolder.baseline_report_file(kind)))
+    return runfolder.report_artifact(run.sub(runfolder.baseline_report_file(kind)), "predictions")
 
 
 def baselines(run: Run, gold: Path | None = None) -> dict[str, Report]:
@@ -302,11 +301,6 @@ def worst_errors(run: Run, n: int = 10) -> display.HTMLTable:
     return display.whole(frame)
 
 
-#: What metrics.json copies from the RunConfig and from the Job.
-RUN_FIELDS = {"name", "backend", "base_model", "tuning_mode", "adapter_size", "epochs"}
-TUNING_FIELDS = {"state", "train_seconds", "cost_estimate_usd", "tuning_data_stats", "loss_curve"}
-
-
 def _checkpoint_summary(run: Run) -> dict[str, Any] | None:
     """What checkpoints.json says about the served checkpoint (None when there is none)."""
     choice = checkpoints.read_choice(run.path)
@@ -339,22 +333,21 @@ def write_metrics(
             seconds_per_token=compare.seconds_per_token(r),
         )
 
-    shared = {"report", "gate_pass", "headline", "strict"}  # EvaluationInfo's figures
-    headline = info(report, headline_decoding).model_dump(include=shared)
-
     record = runfolder.MetricsRecord(
         run=runfolder.RunInfo(
             params_file=run.params_file,
             created=runfolder.now(),
-            **run.config.model_dump(include=RUN_FIELDS),
+            **run.config.model_dump(include=set(runfolder.RunInfo.model_fields)),
         ),
         tuning=runfolder.TuningInfo(
             job_name=job.name,
             checkpoint=_checkpoint_summary(run),
-            **job.model_dump(include=TUNING_FIELDS),
+            **job.model_dump(include=set(runfolder.TuningInfo.model_fields)),
         ),
         cost=run_cost(run, job, report),
-        evaluation=runfolder.EvaluationInfo(decoding=headline_decoding, **headline),
+        evaluation=runfolder.EvaluationInfo(
+            decoding=headline_decoding, **dict(info(report, headline_decoding))
+        ),
         decodings={decoding: info(r, decoding) for decoding, r in decoding_reports.items()},
         baselines={
             kind: runfolder.BaselineInfo(
@@ -420,9 +413,7 @@ def record_run(params_file: str, report_file: str | Path, job_name: str, name: s
     test.parent.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(gold, test)
     report["config"]["gold_path"] = str(test)
-    records = [
-        json.loads(line) for line in samples.read_text(encoding="utf-8").splitlines() if line
-    ]
+    records = [line.model_dump(exclude_unset=True) for line in runfolder.read_samples(samples)]
     metrics.write_report(report, records, report_path(run))
     baseline_reports = baselines(run, gold=test)
     runfolder.write_record(run.sub(runfolder.job_file(False)), job)
