@@ -9,7 +9,7 @@ from typing import Any
 
 import pandas as pd
 
-from routerlib import dataset, paths, runfolder, storage, synth
+from routerlib import dataset, paths, runfolder, storage
 from routerlib.config import cloud_problems
 from routerlib.dataset import PrepareResult
 from routerlib.errors import InputError
@@ -19,41 +19,25 @@ from routerlib.stages.run import open_run as open_run
 
 #: The settings ``dataset.prepare`` takes from the run's params as they are.
 PREPARE_KEYS = {"val_ratio", "test_ratio", "seed", "max_seq_len", "base_model", "tuning_mode"}
-PREPARE_KEYS |= {"strict", "data_format"}
-
-
-def source_rows(run: Run) -> Path | str:
-    """The Week-2 input: the configured file or gs:// URI, else synthetic rows in the run."""
-    cfg = run.config
-    if storage.is_gcs_uri(cfg.input_path):
-        return cfg.input_path
-    if cfg.input_path:
-        path = paths.resolve(cfg.input_path)
-        if not path.is_file():
-            raise InputError(f"{cfg.input_path}: input file not found")
-        return path
-
-    target = run.sub(f"{runfolder.DATA_DIR}/{runfolder.SYNTHETIC_ROWS_FILE}")
-    if not target.exists():
-        synth.write_rows(target, cfg.synth_rows, cfg.synth_seed)
-    return target
+PREPARE_KEYS |= {"strict", "data_format", "synth_rows", "synth_seed"}
 
 
 def prepare(run: Run, smoke: bool = False) -> PrepareResult:
-    """Convert, validate and split the rows (the smoke subset keeps the first ``smoke_limit``).
-    A vertex run without a project is refused first, before anything is written or uploaded."""
+    """Convert, validate and split the rows (the smoke subset keeps the first ``smoke_limit``):
+    the configured file or gs:// URI, else synthetic rows made beside the splits. A vertex run
+    without a project is refused first, before anything is written or uploaded."""
     cfg = run.config
     problems = cloud_problems(cfg, run.params_file)
     if problems:  # at most one today
         raise InputError(problems[0], problems)
-    limit = cfg.smoke_limit if smoke else cfg.limit
+    source = cfg.input_path
     gcs_prefix = (
         cfg.gcs_prefix.rstrip("/") + ("/smoke" if smoke else "") if cfg.gcs_prefix else None
     )
     return dataset.prepare(
-        source_rows(run),
+        paths.resolve(source) if source and not storage.is_gcs_uri(source) else source or None,
         run.sub(runfolder.data_dir(smoke)),
-        limit=limit,
+        limit=cfg.smoke_limit if smoke else cfg.limit,
         gcs_prefix=gcs_prefix,
         **cfg.model_dump(include=PREPARE_KEYS),
     )
