@@ -361,28 +361,22 @@ def side_by_side(backends: Sequence[str], requested: int | None = None) -> int:
 def _run_side_by_side(
     jobs: Sequence[Callable[[], RunResult]], at_once: int, out: Out, run_dirs: dict[int, Path]
 ) -> list[RunResult]:
-    """Run ``jobs`` on ``at_once`` daemon threads; results in job order. Ctrl-C reaches only this
-    thread (kernels run in a session of their own), so here every run still going is recorded as
-    interrupted and the interrupt goes on at once: the threads end with the process, and so do
-    their kernels, which watch it. ``run_dirs``: each started job's run folder, by job index."""
+    """Run ``jobs`` ``at_once`` at a time, each on a daemon thread; results in job order. Ctrl-C
+    reaches only this thread (kernels run in a session of their own), so here every run still
+    going is recorded as interrupted and the interrupt goes on at once: the threads end with the
+    process, and so do their kernels, which watch it. ``run_dirs``: started jobs' run folders."""
     results: list[RunResult | None] = [None] * len(jobs)
     failures: list[BaseException] = []
-    pending = list(enumerate(jobs))
-    lock = threading.Lock()
+    slots = threading.BoundedSemaphore(at_once)
 
-    def worker() -> None:
-        while True:
-            with lock:
-                if not pending or failures:
-                    return
-                index, job = pending.pop(0)
+    def worker(index: int, job: Callable[[], RunResult]) -> None:
+        with slots:
             try:
-                results[index] = job()
+                results[index] = None if failures else job()
             except BaseException as exc:  # a bug (a stage failure is a result)
-                with lock:
-                    failures.append(exc)
+                failures.append(exc)
 
-    threads = [threading.Thread(target=worker, daemon=True) for _ in range(at_once)]
+    threads = [threading.Thread(target=worker, args=job, daemon=True) for job in enumerate(jobs)]
     for thread in threads:
         thread.start()
     try:

@@ -28,9 +28,7 @@ def _output_uri(run: Run, smoke: bool) -> str:
     leaf = runfolder.tuning_dir(smoke)
     if cfg.output_uri:
         return cfg.output_uri.rstrip("/") + ("/smoke" if smoke else "")
-    if cfg.backend == "vertex":
-        if not cfg.gcs_prefix:
-            raise InputError(f"{run.params_file}: output_uri: set it (or gcs_prefix) for vertex")
+    if cfg.backend == "vertex":  # RunConfig requires output_uri or gcs_prefix for it
         return f"{cfg.gcs_prefix.rstrip('/')}/{run.path.name}/{leaf}"
     return str(run.sub(leaf))
 
