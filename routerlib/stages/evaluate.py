@@ -215,8 +215,7 @@ def headline_table(reports: dict[str, Report]) -> pd.DataFrame:
     rows = {}
     for label, report in reports.items():
         strict, intervals = _overall(report, "strict"), _overall(report, "intervals")
-        passed = _gate_pass(report)
-        row = {"gate": display.MISSING if passed is None else "pass" if passed else "fail"}
+        row = {"gate": display.gate_cell({"gate_pass": _gate_pass(report)})}
         for metric, name in HEADLINE_VIEW:
             lo, hi = (intervals.get(metric) or [None, None])[:2]
             cell = {metric: strict.get(metric), f"{metric} strict lo": lo}

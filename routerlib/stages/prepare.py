@@ -27,9 +27,8 @@ def prepare(run: Run, smoke: bool = False) -> PrepareResult:
     the configured file or gs:// URI, else synthetic rows made beside the splits. A vertex run
     without a project is refused first, before anything is written or uploaded."""
     cfg = run.config
-    problems = cloud_problems(cfg, run.params_file)
-    if problems:  # at most one today
-        raise InputError(problems[0], problems)
+    if problems := cloud_problems(cfg, run.params_file):
+        raise InputError.of(problems, f"{len(problems)} problem(s); nothing was written")
     source = cfg.input_path
     gcs_prefix = (
         cfg.gcs_prefix.rstrip("/") + ("/smoke" if smoke else "") if cfg.gcs_prefix else None
