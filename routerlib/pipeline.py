@@ -403,7 +403,7 @@ def run_pipeline(
     params_files: list[str],
     *,
     stages: Sequence[str] | None = DEFAULT_STAGES,
-    outputs: str | os.PathLike[str] | None = None,
+    outputs: Path | None = None,
     resume: bool = False,
     out: Out = print,
     parallel: int | None = None,
@@ -415,14 +415,13 @@ def run_pipeline(
     if not params_files:
         raise InputError("name at least one params file (e.g. params/local.yaml)")
     require_notebooks()
-    outputs_dir = paths.resolve(outputs) if outputs else None
     chosen = check_stages(stages)
     plans: list[tuple[str, Path | None]] = []
     backends: list[str] = []
     problems: list[str] = []
     for item in params_files:
         try:
-            run_dir = _resume_target(item, outputs_dir, stages) if resume else None
+            run_dir = _resume_target(item, outputs, stages) if resume else None
             params = run_dir / runfolder.PARAMS_FILE if run_dir else item
             loaded = load_config(params)
             backends.append(loaded.backend)
@@ -442,7 +441,7 @@ def run_pipeline(
     run_dirs: dict[int, Path] = {}
 
     def run_one(index: int, item: str, existing: Path | None) -> RunResult:
-        run_dirs[index] = run_dir = existing or start_run(item, chosen, outputs=outputs_dir)
+        run_dirs[index] = run_dir = existing or start_run(item, chosen, outputs=outputs)
         state = runfolder.read_pipeline(run_dir)
         first = next((e.stage for e in state.stages if e.status != "ok"), "(none left)")
         where = (
@@ -458,7 +457,7 @@ def run_pipeline(
     # each kernel's torch threads: its share of the cores (a value the user set is kept)
     threads = str(max(1, (os.cpu_count() or 1) // at_once))
     keep = at_once <= 1 or os.environ.get("OMP_NUM_THREADS")
-    with outputs_env(outputs_dir), _env("OMP_NUM_THREADS", None if keep else threads):
+    with outputs_env(outputs), _env("OMP_NUM_THREADS", None if keep else threads):
         if at_once == 1:
             return [job() for job in jobs]
         out(f"{len(jobs)} runs, {at_once} at a time")
@@ -500,12 +499,12 @@ def run_headline(result: RunResult) -> list[str]:
 def comparison_runs(
     made: Sequence[Path],
     extra: Sequence[str] = (),
-    outputs: str | os.PathLike[str] | None = None,
+    outputs: Path | None = None,
 ) -> list[Path]:
     """The run folders a comparison shows, each once: the runs just made that finished an
     evaluation, then each ``extra`` one (a path, a folder name under the outputs root, or
     ``all``); InputError naming one that is no finished run folder."""
-    root = paths.resolve(outputs) if outputs else paths.outputs_root()
+    root = outputs or paths.outputs_root()
     chosen = [Path(p) for p in made if runfolder.has_evaluation(p)]
     problems = []
     for item in extra:
@@ -529,15 +528,14 @@ def comparison_runs(
 def run_comparison(
     params_file: str,
     *,
-    outputs: str | os.PathLike[str] | None = None,
+    outputs: Path | None = None,
     out: Out = print,
     runs: Sequence[Path] | None = None,
 ) -> RunResult:
     """Execute notebook 05 into its own ``comparison-<time>`` run folder over ``runs`` (default:
     every finished run under the outputs root), ``params_file`` giving its defaults."""
     require_notebooks()
-    outputs_dir = paths.resolve(outputs) if outputs else None
-    with outputs_env(outputs_dir):
-        run_dir = start_run(params_file, [COMPARISON_STAGE], outputs=outputs_dir, name="comparison")
+    with outputs_env(outputs):
+        run_dir = start_run(params_file, [COMPARISON_STAGE], outputs=outputs, name="comparison")
         out(f"[comparison] run folder: {run_dir}")
         return continue_run(run_dir, out, runs)

@@ -99,7 +99,7 @@ def test_resume_continues_from_first_unfinished_stage(project: Path, tmp_path: P
     lines: list[str] = []
     batch = tmp_path / "batch"
     [first] = pipeline.run_pipeline(
-        ["params/flaky.yaml"], stages=["01", "02"], outputs=str(batch), out=lines.append
+        ["params/flaky.yaml"], stages=["01", "02"], outputs=batch, out=lines.append
     )
     assert first.status == "failed" and "02_check.ipynb" in first.message
     run = first.run_dir
@@ -110,7 +110,7 @@ def test_resume_continues_from_first_unfinished_stage(project: Path, tmp_path: P
     (project / "FAIL_02").unlink()
     lines.clear()
     [again] = pipeline.run_pipeline(
-        ["params/flaky.yaml"], resume=True, outputs=str(batch), out=lines.append
+        ["params/flaky.yaml"], resume=True, outputs=batch, out=lines.append
     )
     assert again.ok and again.run_dir == run
     # Stage 01 was not executed again (it appends a line each time it runs).
@@ -127,9 +127,7 @@ def test_resume_continues_from_first_unfinished_stage(project: Path, tmp_path: P
     with pytest.raises(InputError, match="finished"):
         pipeline.run_pipeline([str(run)], resume=True, out=lines.append)
     with pytest.raises(InputError, match="no unfinished run"):
-        pipeline.run_pipeline(
-            ["params/flaky.yaml"], resume=True, outputs=str(batch), out=lines.append
-        )
+        pipeline.run_pipeline(["params/flaky.yaml"], resume=True, outputs=batch, out=lines.append)
     assert _snapshot(run) == before
 
 
