@@ -290,18 +290,16 @@ def load_config(
     overrides = overrides or {}
     merged = {**data, **overrides}
     text = resolve(params_file).read_text(encoding="utf-8") if params_file else ""
-    # Unknown keys are reported beside every other problem, not instead of them.
-    lines = [f"{source}: {key}: unknown key" for key in merged if key not in RunConfig.model_fields]
+    lines = []
     for key, problem in placeholder_problems(merged).items():
         where = _where(source, text, data, key) if key not in overrides else source
         lines.append(f"{where}: {key}: {problem}")
-    known = {key: value for key, value in merged.items() if key in RunConfig.model_fields}
-    try:
-        config = RunConfig(**known)
+    try:  # unknown keys are reported beside every other problem (extra="forbid")
+        config = RunConfig.model_validate(merged)
     except ValidationError as exc:
         found = problem_lines(exc, source)
         if not any(not e["loc"] for e in exc.errors()):  # cross-field checks did not run yet
-            found += [f"{source}: {line}" for line in cross_field_problems(known)]
+            found += [f"{source}: {line}" for line in cross_field_problems(merged)]
         synthetic = f"{source}: {SYNTHETIC_ON_VERTEX}"
         where = _where(source, text, data, "input_path", "synth_rows", "backend")
         lines += [f"{where}: {SYNTHETIC_ON_VERTEX}" if x == synthetic else x for x in found]
