@@ -38,10 +38,9 @@ from routerlib.tuning.base import Job
 
 def serving(run: Run, job: Job) -> AbstractContextManager[Predictor]:
     """The Predictor of the tuned checkpoint for the block (``factory.for_run`` decides)."""
-    checkpoint = job.checkpoint_uri or job.spec.checkpoint_uri()
-    if not run.config.endpoint:  # best (checkpoints.json), final, or epoch-N
-        checkpoint = chosen_checkpoint(run, job)
-    return factory.open_predictor(run.config, str(checkpoint), params_file=str(run.params_file))
+    # an endpoint is served as it is; else best (checkpoints.json), final, or epoch-N
+    checkpoint = run.config.endpoint or chosen_checkpoint(run, job)
+    return factory.open_predictor(run.config, checkpoint, params_file=str(run.params_file))
 
 
 def _baseline_predictions(run: Run, kind: str) -> Path:
@@ -100,7 +99,7 @@ def evaluate(run: Run, endpoint: Predictor | str, decoding: str = "free") -> Rep
     and score it against gold, the gate and the configured baseline."""
     cfg, settings = run.config, evaluation_settings(run)
     cache = runner.artifact_paths(report_path(run, decoding))["cache"]
-    before = len(load_cache(cache)) if cache.exists() else 0
+    before = len(load_cache(cache))
     with _predictor(run, endpoint) as predictor:
         start = time.perf_counter()
         report = runner.evaluate(
