@@ -225,16 +225,10 @@ def upload_file(local: str | os.PathLike[str], gs_uri: str, client: Any = None) 
 
 
 def upload_splits(files: dict[str, Path], gcs_prefix: str, client: Any = None) -> dict[str, str]:
-    """Upload each split file (split -> path) under ``gcs_prefix`` by its file name, in order;
-    returns split -> URI."""
-    parse_gcs_uri(gcs_prefix)
+    """Upload each split file prepare just wrote (split -> path) under ``gcs_prefix`` by its file
+    name, in order; returns split -> URI."""
     client = client or gcs_client()
-    out: dict[str, str] = {}
-    for split, local in files.items():
-        if not local.is_file():
-            raise InputError(f"{local}: not found, nothing to upload")
-        out[split] = upload_file(local, join_uri(gcs_prefix, local.name), client)
-    return out
+    return {s: upload_file(p, join_uri(gcs_prefix, p.name), client) for s, p in files.items()}
 
 
 def download_file(uri: str, local: str | os.PathLike[str], client: Any = None) -> Path:
