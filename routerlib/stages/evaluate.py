@@ -396,9 +396,7 @@ def record_run(params_file: str, report_file: str | Path, job_name: str, name: s
     run folder ``<outputs>/<name>-<time>`` as notebook 04 writes it; returns the folder."""
     source = Path(report_file)
     report = runfolder.read_report(source)
-    gold = Path(report["config"]["gold_path"])
-    if not gold.is_absolute():
-        gold = paths.resolve(gold)
+    gold = paths.resolve(report["config"]["gold_path"])
     samples = runfolder.samples_path(source)
     for needed, what in ((gold, "its gold file"), (samples, "its samples.jsonl")):
         if not needed.is_file():
