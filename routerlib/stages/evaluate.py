@@ -7,7 +7,7 @@ import re
 import shutil
 import time
 from collections.abc import Sequence
-from contextlib import AbstractContextManager, closing, nullcontext
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -91,7 +91,7 @@ def _predictor(run: Run, endpoint: Predictor | str) -> AbstractContextManager[Pr
     if not isinstance(endpoint, str):
         return nullcontext(endpoint)
     spec = factory.for_address(run.config, endpoint)
-    return closing(factory.make(spec.kind, spec.target, **spec.options))
+    return factory.opened(spec.kind, spec.target, **spec.options)
 
 
 def evaluate(run: Run, endpoint: Predictor | str, decoding: str = "free") -> Report:
