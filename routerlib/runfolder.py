@@ -82,12 +82,9 @@ class Registry:
         """Every record, newest last ([] when there is no file yet); InputError naming the file
         and the field when it is not such a registry."""
         file = self.path()
-        try:
-            data = json.loads(file.read_text(encoding="utf-8"))
-        except FileNotFoundError:
+        if not file.is_file():
             return []
-        except ValueError as exc:
-            raise InputError(f"{file}: not valid JSON: {exc}") from None
+        data = _json(file, object, "JSON value")
         records = data.get(self.key) if isinstance(data, dict) else None
         if not isinstance(records, list):
             raise InputError(f"{file}: {self.key}: must be a list")
