@@ -19,7 +19,7 @@ from routerlib import config, display, paths, runfolder
 from routerlib.config import RunConfig, cloud_problems, dump_config, load_config
 from routerlib.errors import InputError, RouterlibError, lines_from_notebook
 from routerlib.metric_names import DECIDING_METRICS
-from routerlib.metrics import gate_line
+from routerlib.metrics import failed_rows_line, gate_line
 from routerlib.progress import WholeLines
 from routerlib.report import COMPARISON_STAGE, scan_text
 from routerlib.runfolder import FAILED, FINISHED, INTERRUPTED, RUNNING, PipelineRecord, StageRecord
@@ -484,13 +484,8 @@ def run_headline(result: RunResult) -> list[str]:
     figures = ", ".join(f"{m} {display.fmt(strict.get(m))}" for m in DECIDING_METRICS)
     lines.append(f"  {figures} (strict, {rows} test rows, {evaluation.decoding} decoding)")
     lines.append(f"  {gate_line(report.get('threshold_results'))}")
-    failed = (report.get("generation") or {}).get("failed_rows") or []
-    if failed:
-        shown = ", ".join(str(i) for i in failed[:10]) + (" …" if len(failed) > 10 else "")
-        lines.append(
-            f"  batch: {len(failed)} row(s) failed in the batch job and were scored invalid: "
-            f"{shown} (`routerlib evaluate --batch … --rerun-failed` predicts them again)"
-        )
+    if failed := failed_rows_line(report):
+        lines.append(f"  batch: {failed}")
     lines.append(f"  metrics: {run_dir / runfolder.METRICS_FILE}")
     lines.append(f"  report: {run_dir / evaluation.report} (HTML of every run: `routerlib report`)")
     return lines
