@@ -189,12 +189,7 @@ def _list(args: argparse.Namespace) -> int:
 def _delete(args: argparse.Namespace) -> int:
     from routerlib.serving import vertex
 
-    undeployed = vertex.delete_endpoint(
-        args.name,
-        project=args.project or None,
-        location=args.location,
-        api_endpoint=args.api_endpoint,
-    )
+    undeployed = vertex.delete_endpoint(args.name, **pick(args, "project location api_endpoint"))
     models = ", ".join(undeployed) if undeployed else "none"
     print(f"deleted {args.name} (undeployed models: {models})")
     return 0
