@@ -138,14 +138,8 @@ def predictor_from_args(args: argparse.Namespace) -> Any:
         if args.in_process:
             return factory.make("local", args.checkpoint)
         return factory.make("local-server", args.checkpoint, **online)
-    return factory.make(
-        "batch",
-        args.batch,
-        gcs_prefix=args.gcs_prefix or "",
-        settings=settings,
-        rerun_failed=args.rerun_failed,
-        poll_s=args.poll_s,
-    )
+    batch = pick(args, "gcs_prefix rerun_failed poll_s")  # no --gcs-prefix: BatchPredictor says so
+    return factory.make("batch", args.batch, settings=settings, **batch)
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
