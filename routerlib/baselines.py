@@ -60,10 +60,10 @@ def query_of(prompt: str) -> str:
 
 
 def _topic(query: str, words: int = 24) -> str:
-    """The first sentence's first ``words`` words, safe inside a tool call (no quotes,
-    parentheses or ``=``; no space before punctuation)."""
-    first = re.sub(r"[\"()=`]", " ", re.split(r"(?<=[.?!])\s", query.strip(), maxsplit=1)[0])
-    parts = re.sub(r"\s+([.,;:?!])", r"\1", first).split()
+    """The first sentence's first ``words`` words, as text safe inside a tool call."""
+    first = re.split(r"(?<=[.?!])\s", query.strip(), maxsplit=1)[0]
+    first = re.sub(r"[\"()=`]", " ", first)  # no quotes, parentheses or ``=``
+    parts = re.sub(r"\s+([.,;:?!])", r"\1", first).split()  # no space before punctuation
     return " ".join(parts[:words]).rstrip(".,;:?!") or "the request"
 
 
