@@ -59,15 +59,11 @@ def query_of(prompt: str) -> str:
     return (prompt[at + len(_QUERY_MARKER) :] if at != -1 else prompt).strip()
 
 
-def _clean(text: str) -> str:
-    """Text safe inside a tool call: no quotes, parentheses or ``=``; single spaces."""
-    text = re.sub(r"[\"()=`]", " ", text)
-    return re.sub(r"\s+([.,;:?!])", r"\1", re.sub(r"\s+", " ", text)).strip()
-
-
 def _topic(query: str, words: int = 24) -> str:
+    """The first sentence's first ``words`` words, as text safe inside a tool call."""
     first = re.split(r"(?<=[.?!])\s", query.strip(), maxsplit=1)[0]
-    parts = _clean(first).split()
+    first = re.sub(r"[\"()=`]", " ", first)  # no quotes, parentheses or ``=``
+    parts = re.sub(r"\s+([.,;:?!])", r"\1", first).split()  # no space before punctuation
     return " ".join(parts[:words]).rstrip(".,;:?!") or "the request"
 
 

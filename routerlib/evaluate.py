@@ -104,17 +104,10 @@ def generate_predictions(
 
 
 def artifact_paths(out: str | os.PathLike[str]) -> dict[str, Path]:
-    """Files written beside a report ``X.json``: cache, predictions, and the gold/pred subsets of
-    ``--limit``."""
-    report = Path(out)
-    return {
-        "report": report,
-        "cache": runfolder.report_artifact(report, "cache"),
-        "predictions": runfolder.predictions_path(report),
-        "gold_subset": runfolder.report_artifact(report, "gold"),
-        "pred_subset": runfolder.report_artifact(report, "pred"),
-        "compare_subset": runfolder.report_artifact(report, "compare"),
-    }
+    """Files written beside a report ``X.json``, by ``runfolder.report_artifact`` kind: cache,
+    predictions, and the gold/pred/compare subsets of ``--limit``; ``report`` is X.json."""
+    kinds = ("cache", "predictions", "gold", "pred", "compare")
+    return {"report": Path(out)} | {kind: runfolder.report_artifact(out, kind) for kind in kinds}
 
 
 def _subset(src: Path, dst: Path, limit: int | None, what: str) -> Path:
@@ -141,11 +134,11 @@ def _inputs(
     if limit is not None and limit < 1:
         raise InputError(f"--limit must be >= 1, got {limit}")
     paths = artifact_paths(out)
-    gold_path = _subset(Path(gold), paths["gold_subset"], limit, "gold")
+    gold_path = _subset(Path(gold), paths["gold"], limit, "gold")
     previous = None
     if compare_to is not None:
         what = "--compare-to prediction"
-        previous = _subset(Path(compare_to), paths["compare_subset"], limit, what)
+        previous = _subset(Path(compare_to), paths["compare"], limit, what)
     return gold_path, previous, paths
 
 
@@ -161,7 +154,7 @@ def score_predictions(
     """Score the prediction file ``pred`` against ``gold``; write the report to ``out`` (samples
     beside it) and return it. ``limit``: the first N rows of both (subset files beside)."""
     gold_path, previous, paths = _inputs(gold, out, compare_to, limit)
-    pred_path = _subset(Path(pred), paths["pred_subset"], limit, "prediction")
+    pred_path = _subset(Path(pred), paths["pred"], limit, "prediction")
     return metrics.score_files(
         gold_path, pred_path, out_path=paths["report"], thresholds=thresholds, compare_to=previous
     )

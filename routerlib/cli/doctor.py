@@ -4,16 +4,10 @@ from __future__ import annotations
 
 import argparse
 
-from routerlib.config import default_params_file, load_config
+from routerlib.config import RunConfig, default_params_file, load_config
 
-#: The params keys a flag overrides, and what each is.
-OVERRIDES = {
-    "project": "Google Cloud project",
-    "location": "tuning location",
-    "deploy_location": "region endpoints live in",
-    "gcs_prefix": "gs://BUCKET/PREFIX",
-    "api_endpoint": "Vertex AI API endpoint",
-}
+#: The params keys a flag overrides (each flag's help is the key's RunConfig description).
+OVERRIDES = ("project", "location", "deploy_location", "gcs_prefix", "api_endpoint")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -36,8 +30,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="PARAMS",
         help="params/*.yaml of the run (default: $ROUTERLIB_PARAMS or params/local.yaml)",
     )
-    for flag, what in OVERRIDES.items():
-        p.add_argument(f"--{flag.replace('_', '-')}", help=f"{what} (params: {flag})")
+    for key in OVERRIDES:
+        what = str(RunConfig.model_fields[key].description).removesuffix(".")
+        p.add_argument(f"--{key.replace('_', '-')}", help=f"{what} (params: {key})")
     p.add_argument(
         "--checkpoint",
         metavar="GS_URI",

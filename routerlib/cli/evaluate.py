@@ -15,6 +15,7 @@ from routerlib.config import run_default
 from routerlib.errors import InputError
 from routerlib.metric_names import HEADLINE
 from routerlib.metrics import failed_rows_line, gate_line, thresholds_file
+from routerlib.serving.base import DEFAULT_RETRIES, DEFAULT_TIMEOUT_S
 
 #: Overall metrics shown in the summary table (original figure beside the strict one): the
 #: headline, with schema validity beside JSON validity.
@@ -78,9 +79,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--limit", type=int, metavar="N", help="evaluate the first N gold rows only")
     note = "model name for an OpenAI-compatible endpoint (default: the first listed)"
     p.add_argument("--model", help=note)
-    option(p, "--timeout", type=float, default=120.0, metavar="S", help="seconds per request")
+    note = "seconds per request"
+    option(p, "--timeout", type=float, default=DEFAULT_TIMEOUT_S, metavar="S", help=note)
     note = "retries per row on 429, 5xx, timeouts, dropped connections"
-    option(p, "--retries", type=int, default=5, metavar="N", help=note)
+    option(p, "--retries", type=int, default=DEFAULT_RETRIES, metavar="N", help=note)
     params.cloud_flags(p, "Vertex region (Vertex endpoints, batch jobs)", project=None)
     batch = p.add_argument_group("batch prediction (--batch)")
     note = "where the instances JSONL and the job's output go"
@@ -136,14 +138,8 @@ def predictor_from_args(args: argparse.Namespace) -> Any:
         if args.in_process:
             return factory.make("local", args.checkpoint)
         return factory.make("local-server", args.checkpoint, **online)
-    return factory.make(
-        "batch",
-        args.batch,
-        gcs_prefix=args.gcs_prefix or "",
-        settings=settings,
-        rerun_failed=args.rerun_failed,
-        poll_s=args.poll_s,
-    )
+    batch = pick(args, "gcs_prefix rerun_failed poll_s")  # no --gcs-prefix: BatchPredictor says so
+    return factory.make("batch", args.batch, settings=settings, **batch)
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
@@ -214,13 +210,11 @@ def summary(report: dict[str, Any], out: str | Path) -> str:
             p_value = (tests.get(name) or {}).get("p_value")
             line += f"{_fmt(delta, signed=True):>10}{_fmt(p_value):>8}"
         lines.append(line)
-    latency = report.get("latency") or {}
-    if latency:
+    if latency := report.get("latency"):
         lines.append(
             f"latency p50 {_fmt(latency.get('p50_s'))} s, p95 {_fmt(latency.get('p95_s'))} s"
         )
-    tokens = report.get("tokens") or {}
-    if tokens:
+    if tokens := report.get("tokens"):
         lines.append(
             f"tokens: prompt {tokens.get('prompt_tokens_total')}, "
             f"completion {tokens.get('completion_tokens_total')}"

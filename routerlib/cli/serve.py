@@ -189,12 +189,7 @@ def _list(args: argparse.Namespace) -> int:
 def _delete(args: argparse.Namespace) -> int:
     from routerlib.serving import vertex
 
-    undeployed = vertex.delete_endpoint(
-        args.name,
-        project=args.project or None,
-        location=args.location,
-        api_endpoint=args.api_endpoint,
-    )
+    undeployed = vertex.delete_endpoint(args.name, **pick(args, "project location api_endpoint"))
     models = ", ".join(undeployed) if undeployed else "none"
     print(f"deleted {args.name} (undeployed models: {models})")
     return 0
@@ -208,10 +203,8 @@ def _wait_for_ctrl_c() -> None:
 def _serve(args: argparse.Namespace) -> int:
     from routerlib.serving import factory
 
-    options = {"host": args.host, "port": args.port, "max_batch": args.max_batch}
-    with factory.opened(
-        "local-server", args.checkpoint, constrained=args.constrained, **options
-    ) as predictor:
+    options = pick(args, "host port max_batch constrained")
+    with factory.opened("local-server", args.checkpoint, **options) as predictor:
         print(predictor.server.endpoint_url, flush=True)  # type: ignore[attr-defined]
         print("serving; Ctrl-C stops", file=sys.stderr, flush=True)
         _wait_for_ctrl_c()

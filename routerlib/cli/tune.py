@@ -71,8 +71,7 @@ def _jobs(args: argparse.Namespace) -> int:
     elif action == "wait":
         print(jobs.describe(jobs.wait(args.name, poll_interval=args.poll_interval)))
     else:
-        wait_seconds, poll = args.wait_seconds, args.poll_interval
-        print(jobs.describe(jobs.cancel(args.name, wait_seconds=wait_seconds, poll_interval=poll)))
+        print(jobs.describe(jobs.cancel(args.name, **pick(args, "wait_seconds poll_interval"))))
     return 0
 
 

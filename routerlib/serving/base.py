@@ -8,6 +8,11 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
+#: Seconds an online transport waits for one answer, unless told otherwise.
+DEFAULT_TIMEOUT_S = 120.0
+#: Retries per row after the first attempt, unless told otherwise.
+DEFAULT_RETRIES = 5
+
 
 @dataclass(frozen=True)
 class Completion:

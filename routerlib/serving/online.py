@@ -17,7 +17,7 @@ from routerlib.config import run_default
 from routerlib.errors import InputError, RemoteError
 from routerlib.schema import completion_json_schema
 from routerlib.serving import vertex
-from routerlib.serving.base import Completion, Result
+from routerlib.serving.base import DEFAULT_RETRIES, Completion, Result
 from routerlib.serving.client import BACKOFF_S, Stopped, call_with_retries, retry_policy
 from routerlib.serving.local import LocalServer
 from routerlib.serving.settings import PLACE, VertexSettings
@@ -27,9 +27,6 @@ from routerlib.serving.transports import (
     Transport,
     VertexEndpointClient,
 )
-
-#: Retries per row after the first attempt, unless told otherwise.
-DEFAULT_RETRIES = 5
 
 
 class OnlinePredictor:

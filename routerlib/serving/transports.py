@@ -14,7 +14,7 @@ from typing import Any, Protocol
 from routerlib import auth
 from routerlib.errors import RemoteError
 from routerlib.serving import vertex
-from routerlib.serving.base import Completion
+from routerlib.serving.base import DEFAULT_TIMEOUT_S, Completion
 from routerlib.serving.client import JsonClient, TransientError, cache_name
 from routerlib.serving.wire import (
     CONSTRAINED_SUFFIX,
@@ -23,9 +23,6 @@ from routerlib.serving.wire import (
     predict_instance,
     prediction_text,
 )
-
-#: Seconds a transport waits for one answer unless told otherwise.
-DEFAULT_TIMEOUT_S = 120.0
 
 
 class Transport(Protocol):
