@@ -39,7 +39,7 @@ from routerlib.metric_names import (
 from routerlib.paired import compare_scored
 from routerlib.paths import packaged_file
 from routerlib.schema import plan_steps, plan_tools, validate_completion
-from routerlib.stats import bootstrap_ci
+from routerlib.stats import LEVEL, bootstrap_ci
 
 MAX_ERROR_SAMPLES = 15
 PROMPT_PREVIEW_CHARS = 140
@@ -414,7 +414,7 @@ def score_files(
         "intervals": intervals(records, n=bootstrap, seed=seed) if bootstrap > 0 else None,
         "intervals_config": {
             "method": "percentile bootstrap",
-            "level": 0.95,
+            "level": LEVEL,
             "resamples": bootstrap,
             "seed": seed,
             "over": "strict",
