@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import yaml
 
 from routerlib import runfolder
@@ -285,8 +286,6 @@ def _numbers(rows: Iterable[Any], key: str) -> list[float]:
 
 def latency_summary(pred_rows: list[Any]) -> dict[str, float | int] | None:
     """p50/p95/mean of ``latency_s`` over prediction lines that carry it, else None."""
-    import numpy as np
-
     values = _numbers(pred_rows, "latency_s")
     if not values:
         return None
