@@ -93,8 +93,8 @@ def bucket_figure(routers: Sequence[RunSummary]) -> Any:
         title = f"{name} by bucket (strict)"
         if not series:
             _empty(ax, "no scored runs")
-        elif grouped_bars(ax, BUCKETS, [(lab, v[name]) for lab, v in series], hatched):
-            title += ": every router scores 0 in every bucket"
+        else:
+            title += grouped_bars(ax, BUCKETS, [(lab, v[name]) for lab, v in series], hatched)
         ax.set_ylabel("strict rate")
         ax.set_title(title, fontsize="medium")
     if series:
