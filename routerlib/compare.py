@@ -10,7 +10,9 @@ import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
+
+import pandas as pd
 
 from routerlib import metrics, paths, pricing, runfolder
 from routerlib.config import default_params_file
@@ -20,9 +22,6 @@ from routerlib.metric_names import DECIDING_METRICS, HEADLINE, PRIMARY
 from routerlib.models import EMBEDDED_MODEL
 from routerlib.paired import paired_test
 from routerlib.runfolder import BaselineInfo, MetricsRecord, RunFolderError, SampleRecord
-
-if TYPE_CHECKING:
-    import pandas as pd
 
 T = TypeVar("T")
 
@@ -252,8 +251,6 @@ def leaderboard(runs: Sequence[RunSummary]) -> pd.DataFrame:
         skipped = metrics.skipped_buckets(gate)
         rec["skipped_checks"] = "; ".join(f"{b} ({n} test rows)" for b, (n, _) in skipped.items())
         records.append(rec)
-    import pandas as pd
-
     board = pd.DataFrame.from_records(records)
     if board.empty:
         return board
@@ -356,8 +353,6 @@ def significance_pairs(runs: Sequence[RunSummary]) -> list[tuple[RunSummary, Run
 def significance_table(runs: Sequence[RunSummary]) -> pd.DataFrame:
     """Paired tests of the :func:`significance_pairs` of ``runs``; one row per (model, reference,
     metric), Δ = model minus reference."""
-    import pandas as pd
-
     records = [rec for pair in significance_pairs(runs) for rec in compare_pair(*pair)]
     table = pd.DataFrame.from_records(records, columns=SIGNIFICANCE_COLUMNS)
     for column in ("n", "b01", "b10"):
@@ -548,8 +543,6 @@ def conclusion(board: pd.DataFrame, sig: pd.DataFrame | None, with_note: bool = 
 def pareto_front(board: pd.DataFrame) -> pd.Series:
     """True for each row no other row beats: none has at least its strict primary metric at no
     more than its serving cost and is better in one of them. Rows missing either are never on it."""
-    import pandas as pd
-
     quality, cost = f"{PRIMARY} strict", SERVING_USD
     front = pd.Series(False, index=board.index, dtype=bool)
     if board.empty or quality not in board or cost not in board:
@@ -619,8 +612,6 @@ def cost_line(board: pd.DataFrame) -> str:
 def sweep_board(board: pd.DataFrame) -> pd.DataFrame:
     """The leaderboard rows of the newest sweep under the outputs root with its varied keys as
     the first columns, best first. Empty when there is no sweep."""
-    import pandas as pd
-
     folders = runfolder.find_folders(runfolder.SWEEP_FILE)[-1:]
     if not folders or board.empty:
         return pd.DataFrame()

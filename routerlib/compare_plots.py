@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from routerlib.atomic import atomic_writer
@@ -92,8 +93,8 @@ def bucket_figure(routers: Sequence[RunSummary]) -> Any:
         title = f"{name} by bucket (strict)"
         if not series:
             _empty(ax, "no scored runs")
-        elif grouped_bars(ax, BUCKETS, [(lab, v[name]) for lab, v in series], hatched):
-            title += ": every router scores 0 in every bucket"
+        else:
+            title += grouped_bars(ax, BUCKETS, [(lab, v[name]) for lab, v in series], hatched)
         ax.set_ylabel("strict rate")
         ax.set_title(title, fontsize="medium")
     if series:
@@ -171,8 +172,6 @@ LENGTH_BANDS = ((0.9, "0.9 short"), (1.1, "1.1 long"), (1.25, "1.25 too long"))
 def length_figure(runs: Sequence[RunSummary]) -> Any:
     """Histogram of per-sample ``length_ratio`` (prediction chars / gold chars) per router, with
     the gate's bands labelled; routers without a valid prediction are named in a note."""
-    import numpy as np
-
     fig = _figure(9, 4.5)
     ax = fig.add_subplot()
     found = [(label, length_ratios(run)) for label, run in zip(run_labels(runs), runs, strict=True)]

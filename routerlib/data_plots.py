@@ -74,10 +74,10 @@ def grouped_bars(
     groups: Sequence[str],
     series: Sequence[tuple[str, Sequence[Any]]],
     hatched: Sequence[str] = (),
-) -> bool:
+) -> str:
     """Rates as bars on ``ax``: per group, one bar per ``(label, values)`` series (those in
     ``hatched`` hatched); a zero or missing (not a number, or NaN) bar is marked 0 or – so it is
-    not taken for a gap. True when some value is known and none is above 0."""
+    not taken for a gap. Returns a note for the title when values are known and all 0, else ""."""
     width = 0.8 / max(len(series), 1)
     known: list[float] = []
     for i, (label, raw) in enumerate(series):
@@ -93,4 +93,5 @@ def grouped_bars(
         known += [v for v in values if not math.isnan(v)]
     ax.set_xticks(range(len(groups)), groups)
     ax.set_ylim(0, 1.05)
-    return bool(known) and not any(v > 0 for v in known)
+    all_zero = bool(known) and not any(v > 0 for v in known)
+    return ": every router scores 0 in every bucket" if all_zero else ""

@@ -15,18 +15,17 @@ from collections import Counter
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, get_args
 
 from routerlib import __version__, convert, models, schema, storage, synth
 from routerlib.atomic import write_json
-from routerlib.config import run_default
+from routerlib.config import TuningMode, run_default
 from routerlib.errors import InputError
-from routerlib.runfolder import PREPARE_FILE, SYNTHETIC_ROWS_FILE
+from routerlib.runfolder import PREPARE_FILE, SPLITS, SYNTHETIC_ROWS_FILE
 
 if TYPE_CHECKING:
     import pandas as pd
 
-SPLITS: tuple[str, ...] = ("train", "validation", "test")
 SPLIT_FILES: dict[str, str] = {name: f"{name}.jsonl" for name in SPLITS}
 #: Line formats of the training splits. ``prompt_completion`` is the original conversion's
 #: (byte-identical); ``messages`` is the turn-based chat format Vertex documents for open models:
@@ -34,7 +33,7 @@ SPLIT_FILES: dict[str, str] = {name: f"{name}.jsonl" for name in SPLITS}
 #: prompt/completion in both: the evaluator reads its prompts and gold completions.
 DATA_FORMATS: tuple[str, ...] = ("prompt_completion", "messages")
 MESSAGES_SPLITS: tuple[str, ...] = ("train", "validation")
-TUNING_MODES: tuple[str, ...] = ("PEFT_ADAPTER", "FULL")
+TUNING_MODES: tuple[str, ...] = get_args(TuningMode)
 
 #: At most this many lines are named in one warning.
 MAX_NAMED_LINES = 20

@@ -22,9 +22,7 @@ def bucket_figure(reports: dict[str, dict[str, Any]], metric: str = "route_plan_
     series = [
         (label, [table.get(b, {}).get(metric) for b in buckets]) for label, table in tables.items()
     ]
-    title = f"{metric} by bucket (strict)"
-    if grouped_bars(ax, buckets, series):
-        title += ": every router scores 0 in every bucket"
+    title = f"{metric} by bucket (strict)" + grouped_bars(ax, buckets, series)
     ax.set_ylabel(f"{metric} (strict)")
     ax.set_title(title, fontsize=10)
     ax.legend(fontsize=8)

@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import yaml
 
 from routerlib import runfolder
@@ -39,7 +40,7 @@ from routerlib.metric_names import (
 from routerlib.paired import compare_scored
 from routerlib.paths import packaged_file
 from routerlib.schema import plan_steps, plan_tools, validate_completion
-from routerlib.stats import bootstrap_ci
+from routerlib.stats import LEVEL, bootstrap_ci
 
 MAX_ERROR_SAMPLES = 15
 PROMPT_PREVIEW_CHARS = 140
@@ -285,8 +286,6 @@ def _numbers(rows: Iterable[Any], key: str) -> list[float]:
 
 def latency_summary(pred_rows: list[Any]) -> dict[str, float | int] | None:
     """p50/p95/mean of ``latency_s`` over prediction lines that carry it, else None."""
-    import numpy as np
-
     values = _numbers(pred_rows, "latency_s")
     if not values:
         return None
@@ -414,7 +413,7 @@ def score_files(
         "intervals": intervals(records, n=bootstrap, seed=seed) if bootstrap > 0 else None,
         "intervals_config": {
             "method": "percentile bootstrap",
-            "level": 0.95,
+            "level": LEVEL,
             "resamples": bootstrap,
             "seed": seed,
             "over": "strict",

@@ -10,27 +10,27 @@ import numpy as np
 
 #: Below this many discordant pairs McNemar uses the exact binomial test.
 MCNEMAR_EXACT_BELOW = 25
+#: The level of every interval here (reports record it beside their intervals).
+LEVEL = 0.95
 
 
-def _resampled_means(
-    values: np.ndarray, n: int, seed: int, level: float
-) -> tuple[np.ndarray, float, float]:
+def _resampled_means(values: np.ndarray, n: int, seed: int) -> tuple[np.ndarray, float, float]:
     """The means of ``n`` seeded resamples of ``values`` and their percentile interval."""
     idx = np.random.default_rng(seed).integers(0, values.size, size=(n, values.size))
     means = values[idx].mean(axis=1)
-    tail = (1.0 - level) / 2.0 * 100.0
+    tail = (1.0 - LEVEL) / 2.0 * 100.0
     lo, hi = np.percentile(means, [tail, 100.0 - tail])
     return means, float(lo), float(hi)
 
 
 def bootstrap_ci(
-    values: Sequence[float] | Sequence[bool], n: int = 1000, seed: int = 0, level: float = 0.95
+    values: Sequence[float] | Sequence[bool], n: int = 1000, seed: int = 0
 ) -> tuple[float, float]:
     """Seeded percentile bootstrap interval of the mean of ``values``; (nan, nan) for none."""
     arr = np.asarray(values, dtype=float)
     if arr.size == 0 or n <= 0:
         return (math.nan, math.nan)
-    return _resampled_means(arr, n, seed, level)[1:]
+    return _resampled_means(arr, n, seed)[1:]
 
 
 def mcnemar(a: Sequence[bool], b: Sequence[bool]) -> dict[str, float | int | str]:
@@ -51,7 +51,7 @@ def mcnemar(a: Sequence[bool], b: Sequence[bool]) -> dict[str, float | int | str
 
 
 def paired_bootstrap(
-    a: Sequence[float], b: Sequence[float], n: int = 2000, seed: int = 0, level: float = 0.95
+    a: Sequence[float], b: Sequence[float], n: int = 2000, seed: int = 0
 ) -> dict[str, float]:
     """Paired bootstrap (the same indices for both systems) of ``mean(b) - mean(a)``: percentile
     ``ci_low``/``ci_high`` and a two-sided ``p_value`` from the differences shifted to mean zero,
@@ -63,7 +63,7 @@ def paired_bootstrap(
         return {"delta": math.nan, "ci_low": math.nan, "ci_high": math.nan, "p_value": math.nan}
     diff = xb - xa
     delta = float(diff.mean())
-    boots, lo, hi = _resampled_means(diff, n, seed, level)
+    boots, lo, hi = _resampled_means(diff, n, seed)
     # A tolerance keeps float noise in the resampled means from deciding ties.
     tol = 1e-12
     extreme = int(np.count_nonzero(np.abs(boots - delta) >= abs(delta) - tol))

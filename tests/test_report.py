@@ -151,3 +151,23 @@ def test_the_problems_list_names_twenty_and_counts_the_rest() -> None:
     assert "25 problem(s) reading the run folders" in html
     assert html.count("<li><code>") == 20 and "<li>… and 5 more</li>" in html
     assert "<code>run/eval/samples.jsonl:1: &lt;not json&gt;</code>" in html
+
+
+def test_the_problems_list_names_each_problem_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run scored under two decodings shares its baselines with both, and its samples are read
+    once per paired test: a broken file there is still listed once."""
+    from tests.support.compare_runs import add_constrained, make_run, predictions
+
+    root = tmp_path / "outputs"
+    monkeypatch.setenv("ROUTERLIB_OUTPUTS", str(root))
+    run = add_constrained(make_run(root, "two", "weak"), predictions("good"))
+    (run / "eval" / "baselines" / "majority" / "report.json").write_text("{", encoding="utf-8")
+    with (run / "eval" / "samples.jsonl").open("a", encoding="utf-8") as samples:
+        samples.write("<not json>\n")
+    index = report.render_report([run], tmp_path / "site").read_text(encoding="utf-8")
+    listed = re.findall(r"<li><code>(.*?)</code></li>", index)
+    assert len(listed) == len(set(listed)) == 2, listed
+    assert any("majority/report.json" in line for line in listed)
+    assert any("samples.jsonl:" in line for line in listed)
