@@ -35,10 +35,11 @@ KEY_FILE = "cache_key.json"
 JOB_RECORD = "job.json"
 #: What an entry copies from a tuning output folder (checkpoints and loss curve).
 ENTRY_ITEMS = ("loss_curve.json", "postprocess")
-#: Spec fields that say where a tuning writes or how it is labelled, not what it learns.
-NOT_IN_KEY = frozenset(
-    "output_uri labels tuned_model_display_name training_dataset_uri validation_dataset_uri "
-    "custom_base_model".split()
+#: Spec fields that say how a tuning is labelled, not what it learns (nor a local job's identity).
+NOT_LEARNED = {"labels", "tuned_model_display_name"}
+#: ... and where it reads and writes (the data and a custom base are hashed by their contents).
+NOT_IN_KEY = NOT_LEARNED | set(
+    "output_uri training_dataset_uri validation_dataset_uri custom_base_model".split()
 )
 #: The modules whose source decides the trained weights: their files are hashed into the key
 #: (found with importlib.util.find_spec, not imported).
@@ -125,7 +126,7 @@ def key_inputs(spec: TuningSpec, options: dict[str, Any]) -> dict[str, Any]:
     code = hashlib.sha256(b"".join(file.read_bytes() for file in code_files())).hexdigest()
     versions = {name: library_version(name) for name in ("torch", "transformers", "peft")}
     return {
-        "spec": spec.model_dump(mode="json", exclude=set(NOT_IN_KEY)),
+        "spec": spec.model_dump(mode="json", exclude=NOT_IN_KEY),
         "data": {k: file_digest(paths.resolve(v)) if v else None for k, v in files.items()},
         "base": _base_model(spec),
         "options": options,

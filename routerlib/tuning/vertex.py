@@ -138,13 +138,6 @@ def _enum(value: Any, unset: str = "JOB_STATE_UNSPECIFIED") -> str:
     return unset if value is None else str(getattr(value, "value", value))
 
 
-def data_stats(tuning_job: Any) -> dict[str, Any]:
-    """Example count, billable tokens, steps (and truncation) from a job's tuning_data_stats."""
-    stats = getattr(tuning_job, "tuning_data_stats", None)
-    sft = getattr(stats, "supervised_tuning_data_stats", None)
-    return {k: getattr(sft, k) for k in STAT_KEYS if getattr(sft, k, None) is not None}
-
-
 def spec_from_job(tuning_job: Any) -> TuningSpec:
     """Best-effort TuningSpec from a TuningJob the API returned (for jobs not in the registry)."""
     sft = getattr(tuning_job, "supervised_tuning_spec", None)
@@ -386,6 +379,7 @@ class VertexBackend:
         output = (tuning_job.output_uri or spec.output_uri or "").rstrip("/")
         sub_state = _enum(getattr(tuning_job, "tuning_job_state", None), "")
         tuned = getattr(tuning_job, "tuned_model", None)
+        stats = getattr(tuning_job.tuning_data_stats, "supervised_tuning_data_stats", None)
         times = (tuning_job.create_time, tuning_job.update_time or tuning_job.end_time)
         return Job(
             name=tuning_job.name or "",
@@ -397,7 +391,9 @@ class VertexBackend:
             create_time=times[0].isoformat() if times[0] else None,
             update_time=times[1].isoformat() if times[1] else None,
             error=message,
-            tuning_data_stats=data_stats(tuning_job),
+            tuning_data_stats={
+                k: v for k in STAT_KEYS if (v := getattr(stats, k, None)) is not None
+            },
             checkpoint_uri=f"{output}/{FINAL_CHECKPOINT}"
             if state == SUCCEEDED and output
             else None,
@@ -496,9 +492,7 @@ class VertexBackend:
         ]
         if not api:
             result = [Checkpoint(checkpoint_id=d, uri=f"{base}/{d}") for d in folders]
-        if _enum(raw.state) == SUCCEEDED and base:
-            return with_final(result, f"{base}/final")
-        return result
+        return with_final(result, self.to_job(raw, job.spec).checkpoint_uri)
 
     def _folders(self, base: str) -> builtins.list[str]:
         """Sub-folder names under a gs:// prefix, in checkpoint order ([] when not readable)."""
