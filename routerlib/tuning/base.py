@@ -150,14 +150,6 @@ class Checkpoint(BaseModel):
     uri: str
 
 
-def int_or_none(value: Any) -> int | None:
-    """``int(value)``, or None for None and what is not a number."""
-    try:
-        return int(value) if value is not None else None
-    except (TypeError, ValueError):
-        return None
-
-
 def with_final(points: list[Checkpoint], uri: str | None) -> list[Checkpoint]:
     """``points`` followed by ``final`` at ``uri`` (the last point's epoch and step); ``points``
     alone when there is no final checkpoint (``uri`` None)."""

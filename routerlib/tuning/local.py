@@ -33,7 +33,6 @@ from routerlib.tuning.base import (
     Checkpoint,
     Job,
     TuningSpec,
-    int_or_none,
     with_final,
 )
 from routerlib.tuning.model_io import Plan, epoch_folders, plan_for
@@ -158,7 +157,7 @@ class LocalBackend(trainer.Settings):
             Checkpoint(
                 checkpoint_id=f"epoch-{epoch}",
                 epoch=epoch,
-                step=int_or_none(ends.get(epoch, {}).get("step")),
+                step=ends.get(epoch, {}).get("step"),
                 uri=str(folder),
             )
             for epoch, folder in epoch_folders(root)

@@ -33,7 +33,6 @@ from routerlib.tuning.base import (
     SubmissionRefused,
     SubmissionUnknown,
     TuningSpec,
-    int_or_none,
     with_final,
 )
 
@@ -474,21 +473,21 @@ class VertexBackend:
         raw = self._raw(job.name)
         tuned = getattr(raw, "tuned_model", None)
         api = sorted(
-            getattr(tuned, "checkpoints", None) or [],
-            key=lambda c: (int_or_none(c.step) or 0, int_or_none(c.epoch) or 0),
+            getattr(tuned, "checkpoints", None) or [], key=lambda c: (c.step or 0, c.epoch or 0)
         )
         output = (raw.output_uri or job.spec.output_uri or "").rstrip("/")
         base = f"{output}/{CHECKPOINTS_DIR}" if output else ""
         folders = [d for d in self._folders(base) if d != "final"]
         result = [
             Checkpoint(
-                checkpoint_id=f"epoch-{epoch}" if epoch else str(point.checkpoint_id or i + 1),
-                epoch=epoch,
-                step=int_or_none(point.step),
+                checkpoint_id=f"epoch-{point.epoch}"
+                if point.epoch
+                else str(point.checkpoint_id or i + 1),
+                epoch=point.epoch,
+                step=point.step,
                 uri=f"{base}/{folders[i]}" if i < len(folders) else "",
             )
             for i, point in enumerate(api)
-            for epoch in [int_or_none(point.epoch)]
         ]
         if not api:
             result = [Checkpoint(checkpoint_id=d, uri=f"{base}/{d}") for d in folders]
