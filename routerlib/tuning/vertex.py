@@ -45,7 +45,6 @@ TIMEOUT_MS = 60_000
 #: The SDK's endpoint for location ``global`` (google-genai _api_client: no region prefix).
 GLOBAL_HOST = "https://aiplatform.googleapis.com"
 
-TUNING_MODES = {"PEFT_ADAPTER": "TUNING_MODE_PEFT_ADAPTER", "FULL": "TUNING_MODE_FULL"}
 _SIZE_WORDS = {1: "ONE", 2: "TWO", 4: "FOUR", 8: "EIGHT", 16: "SIXTEEN", 32: "THIRTY_TWO"}
 ADAPTER_SIZE_ENUM = {size: f"ADAPTER_SIZE_{word}" for size, word in _SIZE_WORDS.items()}
 #: CreateTuningJobConfig keys that go into the REST body's ``hyperParameters``; the other
@@ -104,7 +103,7 @@ def normalize_endpoint(api_endpoint: str | None) -> str | None:
 def config_fields(spec: TuningSpec) -> dict[str, Any]:
     """Keyword arguments of google-genai's CreateTuningJobConfig for ``spec`` (unset ones left out)."""
     fields = {
-        "tuning_mode": TUNING_MODES[spec.tuning_mode],
+        "tuning_mode": f"TUNING_MODE_{spec.tuning_mode}",
         "epoch_count": spec.epochs,
         "output_uri": spec.output_uri,
         "adapter_size": ADAPTER_SIZE_ENUM[spec.adapter_size]
@@ -148,7 +147,7 @@ def spec_from_job(tuning_job: Any) -> TuningSpec:
         "training_dataset_uri": getattr(sft, "training_dataset_uri", None) or "",
         "validation_dataset_uri": getattr(sft, "validation_dataset_uri", None),
         "output_uri": tuning_job.output_uri or "",
-        "tuning_mode": mode if mode in TUNING_MODES else "PEFT_ADAPTER",
+        "tuning_mode": mode if mode == models.FULL else models.PEFT,
         "adapter_size": sizes.get(_enum(getattr(hyper, "adapter_size", None))),
         "epochs": getattr(hyper, "epoch_count", None) or 1,
         "learning_rate": getattr(hyper, "learning_rate", None),
