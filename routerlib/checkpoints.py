@@ -28,6 +28,7 @@ from routerlib.errors import InputError
 from routerlib.metric_names import LOWER_IS_BETTER
 from routerlib.serving.base import Predictor
 from routerlib.tuning.base import Job
+from routerlib.tuning.model_io import epoch_folders
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -107,12 +108,8 @@ class CheckpointChoice(BaseModel):
 def candidates(job: Job) -> list[CheckpointScore]:
     """The job's per-epoch checkpoints (not scored yet), first epoch first: ``job.checkpoints``,
     else the local layout under the output URI, else (only ``final`` kept) the final one."""
-    # validation loss at the end of each whole epoch, from the job's loss curve
-    losses: dict[int, float] = {}
-    for point in job.loss_curve:
-        epoch, loss = point.get("epoch"), point.get("val_loss")
-        if isinstance(epoch, int | float) and loss is not None and float(epoch).is_integer():
-            losses[int(epoch)] = float(loss)
+    ends = job.epoch_ends()
+    losses = {e: float(p["val_loss"]) for e, p in ends.items() if p.get("val_loss") is not None}
     found: dict[int, str] = {}
     for record in job.checkpoints:
         if record.checkpoint_id == FINAL:  # a copy of the last epoch's (same epoch): no candidate
@@ -123,10 +120,8 @@ def candidates(job: Job) -> list[CheckpointScore]:
             found[epoch] = record.uri
     output = str(job.spec.output_uri).rstrip("/")
     if not found and not output.startswith("gs://"):
-        for folder in (Path(output) / CHECKPOINTS_DIR).glob("epoch-*"):
-            match = EPOCH_NAME.match(folder.name)
-            if match and (folder / CHECKPOINT_MARKER).is_file():
-                found[int(match.group(1))] = str(folder)
+        local = epoch_folders(Path(output) / CHECKPOINTS_DIR)
+        found = {e: str(f) for e, f in local if (f / CHECKPOINT_MARKER).is_file()}
     if not found:
         final = job.checkpoint_uri or job.spec.checkpoint_uri()
         found[int(job.spec.epochs)] = str(final)

@@ -150,16 +150,11 @@ class Checkpoint(BaseModel):
     uri: str
 
 
-def int_or_none(value: Any) -> int | None:
-    """``int(value)``, or None for None and what is not a number."""
-    try:
-        return int(value) if value is not None else None
-    except (TypeError, ValueError):
-        return None
-
-
-def with_final(points: list[Checkpoint], uri: str) -> list[Checkpoint]:
-    """``points`` followed by ``final`` at ``uri`` (the last point's epoch and step)."""
+def with_final(points: list[Checkpoint], uri: str | None) -> list[Checkpoint]:
+    """``points`` followed by ``final`` at ``uri`` (the last point's epoch and step); ``points``
+    alone when there is no final checkpoint (``uri`` None)."""
+    if uri is None:
+        return points
     last = points[-1] if points else Checkpoint(checkpoint_id="", uri="")
     final = Checkpoint(checkpoint_id="final", epoch=last.epoch, step=last.step, uri=uri)
     return [*points, final]
@@ -201,6 +196,15 @@ class Job(BaseModel):
     @property
     def succeeded(self) -> bool:
         return self.state == SUCCEEDED
+
+    def epoch_ends(self) -> dict[int, dict[str, Any]]:
+        """The loss curve's points at the end of a whole epoch (epoch = step / steps per epoch),
+        by epoch."""
+        return {
+            int(p["epoch"]): p
+            for p in self.loss_curve
+            if isinstance(p.get("epoch"), int | float) and float(p["epoch"]).is_integer()
+        }
 
 
 class TuningBackend(Protocol):

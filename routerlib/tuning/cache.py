@@ -20,9 +20,9 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from routerlib import paths
+from routerlib import paths, runfolder
 from routerlib.atomic import atomic_folder, file_lock, write_text
-from routerlib.checkpoint_names import FINAL_CHECKPOINT
+from routerlib.checkpoint_names import CHECKPOINTS_DIR, FINAL_CHECKPOINT
 from routerlib.models import EMBEDDED_MODEL, gguf_path
 from routerlib.tinymodel import config_hash
 from routerlib.tuning.base import TuningSpec
@@ -31,14 +31,14 @@ ENV = "ROUTERLIB_TUNING_CACHE"
 OFF_VALUES = frozenset({"off", "0", "no", "false"})
 #: Written into each entry: the key's inputs (for a reader wondering why two runs share it).
 KEY_FILE = "cache_key.json"
-#: The entry's copy of the finished Job (the backend's own record of it, under the cache's name).
-JOB_RECORD = "job.json"
-#: What an entry copies from a tuning output folder (checkpoints and loss curve).
-ENTRY_ITEMS = ("loss_curve.json", "postprocess")
-#: Spec fields that say where a tuning writes or how it is labelled, not what it learns.
-NOT_IN_KEY = frozenset(
-    "output_uri labels tuned_model_display_name training_dataset_uri validation_dataset_uri "
-    "custom_base_model".split()
+#: What an entry copies from a tuning output folder (loss curve and checkpoints) beside its copy
+#: of the finished Job (a runfolder.JOB_FILE).
+ENTRY_ITEMS = (runfolder.LOSS_CURVE_FILE, CHECKPOINTS_DIR.partition("/")[0])
+#: Spec fields that say how a tuning is labelled, not what it learns (nor a local job's identity).
+NOT_LEARNED = {"labels", "tuned_model_display_name"}
+#: ... and where it reads and writes (the data and a custom base are hashed by their contents).
+NOT_IN_KEY = NOT_LEARNED | set(
+    "output_uri training_dataset_uri validation_dataset_uri custom_base_model".split()
 )
 #: The modules whose source decides the trained weights: their files are hashed into the key
 #: (found with importlib.util.find_spec, not imported).
@@ -125,7 +125,7 @@ def key_inputs(spec: TuningSpec, options: dict[str, Any]) -> dict[str, Any]:
     code = hashlib.sha256(b"".join(file.read_bytes() for file in code_files())).hexdigest()
     versions = {name: library_version(name) for name in ("torch", "transformers", "peft")}
     return {
-        "spec": spec.model_dump(mode="json", exclude=set(NOT_IN_KEY)),
+        "spec": spec.model_dump(mode="json", exclude=NOT_IN_KEY),
         "data": {k: file_digest(paths.resolve(v)) if v else None for k, v in files.items()},
         "base": _base_model(spec),
         "options": options,
@@ -145,7 +145,7 @@ def lookup(key: str) -> Path | None:
         return None
     entry = root / key
     final = entry / FINAL_CHECKPOINT
-    if (entry / JOB_RECORD).is_file() and final.is_dir() and any(final.iterdir()):
+    if (entry / runfolder.JOB_FILE).is_file() and final.is_dir() and any(final.iterdir()):
         return entry
     return None
 
@@ -176,7 +176,7 @@ def store(inputs: dict[str, Any], out: Path, job: dict[str, Any]) -> None:
     with contextlib.suppress(OSError), atomic_folder(root / key) as tmp:
         for item in ENTRY_ITEMS:
             _copy(out / item, tmp / item)
-        (tmp / JOB_RECORD).write_text(json.dumps(job, indent=1), "utf-8")
+        (tmp / runfolder.JOB_FILE).write_text(json.dumps(job, indent=1), "utf-8")
         (tmp / KEY_FILE).write_text(json.dumps(inputs, indent=1, sort_keys=True), "utf-8")
 
 
@@ -189,4 +189,4 @@ def restore(entry: Path, out: Path) -> dict[str, Any]:
                 _copy(entry / item, tmp)
         elif (entry / item).is_file():
             write_text(out / item, (entry / item).read_text(encoding="utf-8"))
-    return dict(json.loads((entry / JOB_RECORD).read_text(encoding="utf-8")))
+    return dict(json.loads((entry / runfolder.JOB_FILE).read_text(encoding="utf-8")))

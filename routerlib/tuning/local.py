@@ -33,7 +33,6 @@ from routerlib.tuning.base import (
     Checkpoint,
     Job,
     TuningSpec,
-    int_or_none,
     with_final,
 )
 from routerlib.tuning.model_io import Plan, epoch_folders, plan_for
@@ -47,8 +46,6 @@ CANCEL_FILE = "CANCEL"
 #: Output folders this process trains right now (a RUNNING record with our pid is alive only then).
 _ACTIVE: set[str] = set()
 
-#: Spec fields that do not change the trained weights (left out of a job's identity).
-_NOT_IDENTITY = {"labels", "tuned_model_display_name"}
 #: Said when a submission waits for the identical tuning another run is making (runs side by side).
 WAITING = "another run is making the same tuning; waiting to re-attach to it (tuning cache)"
 
@@ -155,22 +152,17 @@ class LocalBackend(trainer.Settings):
 
     def checkpoints(self, job: Job) -> list[Checkpoint]:
         """``epoch-<n>/`` folders (oldest first), then ``final/``, under the job's output."""
-        root = self._output_dir(job.spec) / CHECKPOINTS_DIR
-        steps = {  # the loss curve's epoch-end points (epoch is step / steps per epoch)
-            int(e["epoch"]): e.get("step")
-            for e in job.loss_curve
-            if isinstance(e.get("epoch"), (int, float)) and float(e["epoch"]).is_integer()
-        }
+        root, ends = self._output_dir(job.spec) / CHECKPOINTS_DIR, job.epoch_ends()
         found = [
             Checkpoint(
                 checkpoint_id=f"epoch-{epoch}",
                 epoch=epoch,
-                step=int_or_none(steps.get(epoch)),
+                step=ends.get(epoch, {}).get("step"),
                 uri=str(folder),
             )
             for epoch, folder in epoch_folders(root)
         ]
-        return with_final(found, str(root / "final")) if (root / "final").is_dir() else found
+        return with_final(found, str(root / "final") if (root / "final").is_dir() else None)
 
     def submit(self, spec: TuningSpec) -> Job:
         """Train ``spec`` (resuming a stopped run of the same spec) and return the ended Job."""
@@ -179,8 +171,8 @@ class LocalBackend(trainer.Settings):
         name = f"local-{identity[:12]}"
         previous, run = read_record(out)
         if previous is not None and run.identity not in (None, identity):
-            was = {**previous.spec.model_dump(exclude=_NOT_IDENTITY), **run.options}
-            wants = {**spec.model_dump(exclude=_NOT_IDENTITY), **self.options()}
+            was = {**previous.spec.model_dump(exclude=cache.NOT_LEARNED), **run.options}
+            wants = {**spec.model_dump(exclude=cache.NOT_LEARNED), **self.options()}
             changed = [
                 f"{k} {was.get(k)} -> {wants.get(k)}"
                 for k in {**was, **wants}
@@ -333,7 +325,7 @@ class LocalBackend(trainer.Settings):
 
     def _identity(self, spec: TuningSpec) -> str:
         """Hash of everything that changes the trained weights (not labels or display name)."""
-        fields = spec.model_dump(exclude=_NOT_IDENTITY)
+        fields = spec.model_dump(exclude=cache.NOT_LEARNED)
         return cache.cache_key({"spec": fields, "options": self.options()})
 
     def _output_dir(self, spec: TuningSpec) -> Path:

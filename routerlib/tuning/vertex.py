@@ -33,7 +33,6 @@ from routerlib.tuning.base import (
     SubmissionRefused,
     SubmissionUnknown,
     TuningSpec,
-    int_or_none,
     with_final,
 )
 
@@ -46,7 +45,6 @@ TIMEOUT_MS = 60_000
 #: The SDK's endpoint for location ``global`` (google-genai _api_client: no region prefix).
 GLOBAL_HOST = "https://aiplatform.googleapis.com"
 
-TUNING_MODES = {"PEFT_ADAPTER": "TUNING_MODE_PEFT_ADAPTER", "FULL": "TUNING_MODE_FULL"}
 _SIZE_WORDS = {1: "ONE", 2: "TWO", 4: "FOUR", 8: "EIGHT", 16: "SIXTEEN", 32: "THIRTY_TWO"}
 ADAPTER_SIZE_ENUM = {size: f"ADAPTER_SIZE_{word}" for size, word in _SIZE_WORDS.items()}
 #: CreateTuningJobConfig keys that go into the REST body's ``hyperParameters``; the other
@@ -105,7 +103,7 @@ def normalize_endpoint(api_endpoint: str | None) -> str | None:
 def config_fields(spec: TuningSpec) -> dict[str, Any]:
     """Keyword arguments of google-genai's CreateTuningJobConfig for ``spec`` (unset ones left out)."""
     fields = {
-        "tuning_mode": TUNING_MODES[spec.tuning_mode],
+        "tuning_mode": f"TUNING_MODE_{spec.tuning_mode}",
         "epoch_count": spec.epochs,
         "output_uri": spec.output_uri,
         "adapter_size": ADAPTER_SIZE_ENUM[spec.adapter_size]
@@ -138,13 +136,6 @@ def _enum(value: Any, unset: str = "JOB_STATE_UNSPECIFIED") -> str:
     return unset if value is None else str(getattr(value, "value", value))
 
 
-def data_stats(tuning_job: Any) -> dict[str, Any]:
-    """Example count, billable tokens, steps (and truncation) from a job's tuning_data_stats."""
-    stats = getattr(tuning_job, "tuning_data_stats", None)
-    sft = getattr(stats, "supervised_tuning_data_stats", None)
-    return {k: getattr(sft, k) for k in STAT_KEYS if getattr(sft, k, None) is not None}
-
-
 def spec_from_job(tuning_job: Any) -> TuningSpec:
     """Best-effort TuningSpec from a TuningJob the API returned (for jobs not in the registry)."""
     sft = getattr(tuning_job, "supervised_tuning_spec", None)
@@ -156,7 +147,7 @@ def spec_from_job(tuning_job: Any) -> TuningSpec:
         "training_dataset_uri": getattr(sft, "training_dataset_uri", None) or "",
         "validation_dataset_uri": getattr(sft, "validation_dataset_uri", None),
         "output_uri": tuning_job.output_uri or "",
-        "tuning_mode": mode if mode in TUNING_MODES else "PEFT_ADAPTER",
+        "tuning_mode": mode if mode == models.FULL else models.PEFT,
         "adapter_size": sizes.get(_enum(getattr(hyper, "adapter_size", None))),
         "epochs": getattr(hyper, "epoch_count", None) or 1,
         "learning_rate": getattr(hyper, "learning_rate", None),
@@ -386,6 +377,7 @@ class VertexBackend:
         output = (tuning_job.output_uri or spec.output_uri or "").rstrip("/")
         sub_state = _enum(getattr(tuning_job, "tuning_job_state", None), "")
         tuned = getattr(tuning_job, "tuned_model", None)
+        stats = getattr(tuning_job.tuning_data_stats, "supervised_tuning_data_stats", None)
         times = (tuning_job.create_time, tuning_job.update_time or tuning_job.end_time)
         return Job(
             name=tuning_job.name or "",
@@ -397,7 +389,9 @@ class VertexBackend:
             create_time=times[0].isoformat() if times[0] else None,
             update_time=times[1].isoformat() if times[1] else None,
             error=message,
-            tuning_data_stats=data_stats(tuning_job),
+            tuning_data_stats={
+                k: v for k in STAT_KEYS if (v := getattr(stats, k, None)) is not None
+            },
             checkpoint_uri=f"{output}/{FINAL_CHECKPOINT}"
             if state == SUCCEEDED and output
             else None,
@@ -478,27 +472,25 @@ class VertexBackend:
         raw = self._raw(job.name)
         tuned = getattr(raw, "tuned_model", None)
         api = sorted(
-            getattr(tuned, "checkpoints", None) or [],
-            key=lambda c: (int_or_none(c.step) or 0, int_or_none(c.epoch) or 0),
+            getattr(tuned, "checkpoints", None) or [], key=lambda c: (c.step or 0, c.epoch or 0)
         )
         output = (raw.output_uri or job.spec.output_uri or "").rstrip("/")
         base = f"{output}/{CHECKPOINTS_DIR}" if output else ""
         folders = [d for d in self._folders(base) if d != "final"]
         result = [
             Checkpoint(
-                checkpoint_id=f"epoch-{epoch}" if epoch else str(point.checkpoint_id or i + 1),
-                epoch=epoch,
-                step=int_or_none(point.step),
+                checkpoint_id=f"epoch-{point.epoch}"
+                if point.epoch
+                else str(point.checkpoint_id or i + 1),
+                epoch=point.epoch,
+                step=point.step,
                 uri=f"{base}/{folders[i]}" if i < len(folders) else "",
             )
             for i, point in enumerate(api)
-            for epoch in [int_or_none(point.epoch)]
         ]
         if not api:
             result = [Checkpoint(checkpoint_id=d, uri=f"{base}/{d}") for d in folders]
-        if _enum(raw.state) == SUCCEEDED and base:
-            return with_final(result, f"{base}/final")
-        return result
+        return with_final(result, self.to_job(raw, job.spec).checkpoint_uri)
 
     def _folders(self, base: str) -> builtins.list[str]:
         """Sub-folder names under a gs:// prefix, in checkpoint order ([] when not readable)."""
