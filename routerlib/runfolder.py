@@ -106,7 +106,9 @@ class Registry:
         """Put ``record`` last in place of the records with its id (without ``keep``: drop them)."""
         with self.edit() as records:
             mine = record[self.id_field]
-            records[:] = [r for r in records if r.get(self.id_field) != mine] + [record] * keep
+            records[:] = [r for r in records if r.get(self.id_field) != mine]
+            if keep:
+                records.append(record)
         return record
 
     def find(self, ref: str, *fields: str) -> dict[str, Any] | None:
