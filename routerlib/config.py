@@ -308,11 +308,16 @@ def load_config(
     return config
 
 
+def default_project(given: str | None = None) -> str:
+    """The project a command uses: ``given`` (a params file's ``project`` or ``--project``), else
+    ``$GOOGLE_CLOUD_PROJECT``, stripped; "" when neither names one."""
+    return (given or os.environ.get("GOOGLE_CLOUD_PROJECT") or "").strip()
+
+
 def cloud_problems(config: RunConfig, source: str = "config") -> list[str]:
     """What a run on ``config`` lacks from its environment before anything is written or
     uploaded: the vertex backend needs a project (``project``, else $GOOGLE_CLOUD_PROJECT)."""
-    env_project = os.environ.get("GOOGLE_CLOUD_PROJECT", "").strip()
-    if config.backend != "vertex" or config.project or env_project:
+    if config.backend != "vertex" or default_project(config.project):
         return []
     return [
         f"{source}: project: backend vertex needs a Google Cloud project: set `project:` in "

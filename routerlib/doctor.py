@@ -6,11 +6,10 @@ billed. A check is ``ok``, ``warn``, ``FAIL`` (the command exits non-zero) or ``
 from __future__ import annotations
 
 import datetime as dt
-import os
 from dataclasses import dataclass
 
 from routerlib import auth, jobs, models, pricing, storage
-from routerlib.config import RunConfig
+from routerlib.config import RunConfig, default_project
 from routerlib.errors import InputError, RemoteError
 from routerlib.jobs import text_table, when
 from routerlib.serving import vertex
@@ -103,8 +102,8 @@ class Doctor:
         self.add("credentials", OK, f"application-default credentials of {whose} ({kind})")
 
     def project_set(self) -> None:
-        env = os.environ.get("GOOGLE_CLOUD_PROJECT", "").strip()
-        self.project = self.cfg.project or env or self._adc_project or ""
+        env = default_project()
+        self.project = default_project(self.cfg.project) or self._adc_project or ""
         if not self.project:
             self.add(
                 "project",

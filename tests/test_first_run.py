@@ -15,10 +15,12 @@ import pytest
 
 from routerlib import paths
 from routerlib.cli import main
-from routerlib.config import SYNTHETIC_ON_VERTEX, RunConfig, load_config
+from routerlib.config import SYNTHETIC_ON_VERTEX, RunConfig, cloud_problems, load_config
 from routerlib.errors import NOTEBOOK_MARKER, InputError, RouterlibError, lines_from_notebook
+from routerlib.serving.settings import VertexSettings
 from routerlib.stages import prepare as prepare_stage
 from routerlib.stages import run as run_stage
+from routerlib.tuning.vertex import VertexBackend
 from tests.support import gcs_emulator as emulator_support
 from tests.support.compare_runs import make_run
 from tests.support.toy_project import _notebook, make_project
@@ -311,3 +313,22 @@ def test_every_routerlib_error_line_is_parseable_from_a_toy_notebook(
     out = capsys.readouterr().out.splitlines()
     assert out[-2:] == ["gs://b/x: 403 Forbidden", "gs://b/y: 403"]
     assert re.search(r"raised RemoteError: upload failed$", out[-3])
+
+
+@pytest.mark.parametrize(("env", "expected"), [("  ", ""), (" my-proj ", "my-proj")])
+def test_every_command_reads_the_project_fallback_alike(
+    monkeypatch: pytest.MonkeyPatch, env: str, expected: str
+) -> None:
+    """A params file without ``project`` falls back to $GOOGLE_CLOUD_PROJECT, stripped, in the
+    config check, the serving settings and the tuning backend alike (blank means none)."""
+    monkeypatch.setenv("GOOGLE_CLOUD_PROJECT", env)
+    cfg = RunConfig(
+        backend="vertex", project="", gcs_prefix="gs://my-bucket/router", allow_synthetic=True
+    )
+    assert VertexSettings.from_config(cfg).project == expected
+    assert bool(cloud_problems(cfg)) == (not expected)
+    if expected:
+        assert VertexBackend(location="us-central1").project == expected
+    else:
+        with pytest.raises(InputError, match="no Google Cloud project"):
+            VertexBackend(location="us-central1")

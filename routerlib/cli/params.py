@@ -7,11 +7,10 @@ Also the small argparse helpers the commands share.
 from __future__ import annotations
 
 import argparse
-import os
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from routerlib.config import RunConfig, load_config, run_default
+from routerlib.config import RunConfig, default_project, load_config, run_default
 from routerlib.paths import resolve
 from routerlib.serving.settings import MACHINE, PLACE, VertexSettings
 
@@ -32,7 +31,7 @@ def cloud_flags(
     """``--project`` (default $GOOGLE_CLOUD_PROJECT; ``project=...``: that, standing for the
     recorded one; ``project_help`` replaces its help), ``--location`` (help ``where``) and
     ``--api-endpoint`` (``api_endpoint=...``)."""
-    project = defaults.get("project", os.environ.get("GOOGLE_CLOUD_PROJECT", ""))
+    project = defaults.get("project", default_project())
     origin = "the recorded one" if "project" in defaults else "$GOOGLE_CLOUD_PROJECT"
     help_text = project_help or f"Google Cloud project (default: {origin})"
     parser.add_argument("--project", default=project, help=help_text)

@@ -3,11 +3,10 @@ a block and a batch job share, in one object built from the run's settings."""
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from typing import Any
 
-from routerlib.config import run_default
+from routerlib.config import default_project, run_default
 from routerlib.serving import hardware as hw
 
 #: Where endpoints live by default (RunConfig ``deploy_location``, a region, never global).
@@ -36,7 +35,7 @@ class VertexSettings:
         """From a RunConfig: ``project`` (else ``$GOOGLE_CLOUD_PROJECT``), ``deploy_location``
         (else ``location``), ``api_endpoint`` and the machine keys."""
         return cls(
-            project=cfg.project or os.environ.get("GOOGLE_CLOUD_PROJECT", ""),
+            project=default_project(cfg.project),
             location=cfg.deploy_location or cfg.location,
             api_endpoint=cfg.api_endpoint or "",
             **{key: getattr(cfg, key) for key in MACHINE},

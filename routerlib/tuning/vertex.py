@@ -17,7 +17,7 @@ from pydantic.alias_generators import to_camel
 
 from routerlib import auth, models, storage
 from routerlib.checkpoint_names import CHECKPOINTS_DIR, FINAL_CHECKPOINT
-from routerlib.config import run_default
+from routerlib.config import default_project, run_default
 from routerlib.errors import InputError, RemoteError
 from routerlib.tuning.base import (
     REATTACH_STATES,
@@ -181,7 +181,7 @@ class VertexBackend:
         location: str | None = None,
         api_endpoint: str | None = None,
     ) -> None:
-        self.project = (project or os.environ.get("GOOGLE_CLOUD_PROJECT") or "").strip()
+        self.project = default_project(project)
         if not self.project:
             raise InputError(
                 "no Google Cloud project: pass --project or set GOOGLE_CLOUD_PROJECT (params: project)"
