@@ -141,7 +141,8 @@ def submit(
 ) -> dict[str, Any]:
     """Create the PipelineJob (or, with ``schedule``, a schedule running it by that cron) of a
     compiled pipeline, or re-attach to the one this same submission made; return its record."""
-    auth.init_vertex(project, location, api_endpoint)
+    if not project:  # the local checks come before credentials are loaded
+        raise InputError("a Google Cloud project is required: pass --project")
     spec, defaults = preflight(template)
     cron = check_cron(schedule) if schedule else ""
     storage.bucket_info(str(defaults["outputs"]))  # the SDK would create a missing bucket
@@ -150,6 +151,7 @@ def submit(
     # the submission's hash: the compiled pipeline and where and how it runs
     what = {"spec": spec, "service_account": service_account, "cron": cron, **place}
     key = hashlib.sha256(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()[:12]
+    auth.init_vertex(project, location, api_endpoint)
     found, attempt = _reattach(kind, key, place, out)
     if found is not None:
         return found

@@ -21,6 +21,7 @@ from routerlib.serving.client import cache_name
 from routerlib.serving.online import OnlinePredictor
 from routerlib.serving.transports import OpenAIClient, PredictClient, VertexEndpointClient
 from tests.support.fault_server import MODEL_ID, FaultServer, gold_answers, schedule
+from tests.support.recording_server import RecordingServer
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -351,6 +352,17 @@ def test_vertex_client_is_no_predict_client() -> None:
     ).instance("hi", 4)
     assert (client.schema, client.label) == (None, "projects/p/locations/l/endpoints/1")
     client.close()
+
+
+@pytest.mark.parametrize("answer", [["a bare list"], {"outputs": ["x"]}, {"predictions": []}])
+def test_an_answer_without_predictions_is_refused(answer: object) -> None:
+    """Only ``{"predictions": [...]}`` is a predict answer (vLLM and Vertex wrap the list)."""
+    with RecordingServer() as server:
+        server.route("POST", r"/v1/x:predict")(lambda request, match: (200, answer))
+        client = PredictClient(f"{server.url}/v1/x:predict")
+        with pytest.raises(RemoteError, match="answer has no predictions"):
+            client.complete("hi", 4)
+        client.close()
 
 
 def test_bad_gold_lines_name_file_and_line(tmp_path: Path) -> None:

@@ -17,6 +17,7 @@ import yaml
 
 from routerlib import pipeline_jobs
 from routerlib.cli import main
+from routerlib.errors import InputError
 from tests.support.fake_vertex_pipelines import (
     RUNNING,
     PipelinesStandIn,
@@ -308,3 +309,19 @@ def test_the_stand_in_refuses_what_vertex_refuses(fake: PipelinesStandIn, compil
         and cron_problem("TZ=Europe/Paris */15 1-5 * * 1,3") is None
     )
     assert cron_problem("0 24 * * *") and cron_problem("0 3 * *") and cron_problem("5-1 * * * *")
+
+
+def test_a_bad_template_is_refused_before_credentials_are_loaded(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The local checks (template, cron) run before the SDK looks for credentials, so a typo is
+    named at once, also on a machine without application-default credentials."""
+
+    def no_credentials(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError("credentials were loaded before the template was checked")
+
+    monkeypatch.setattr(pipeline_jobs.auth, "init_vertex", no_credentials)
+    with pytest.raises(InputError, match="not found"):
+        pipeline_jobs.submit(tmp_path / "missing.yaml", project="my-project")
+    with pytest.raises(InputError, match="project is required"):
+        pipeline_jobs.submit(tmp_path / "missing.yaml", project="")

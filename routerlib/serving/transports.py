@@ -93,7 +93,9 @@ class PredictClient(PredictJson):
 
     def _predictions(self, instance: dict[str, Any]) -> Any:
         body = self._http.request("POST", self._http.path, {"instances": [instance]})
-        return body.get("predictions", body) if isinstance(body, dict) else body
+        if not isinstance(body, dict) or "predictions" not in body:  # vLLM and Vertex wrap them
+            raise RemoteError(f"{self.label}: answer has no predictions: {str(body)[:120]}")
+        return body["predictions"]
 
     def close(self) -> None:
         self._http.close()
