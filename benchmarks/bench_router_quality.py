@@ -22,7 +22,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -41,17 +41,17 @@ RESULT_METRICS = {"tool_sequence_exact": "tool_seq", "route_plan_exact": "plan"}
 RESULT_REFERENCES = {"base constrained": "base_c", "baseline majority": "majority"}
 
 
-def newest_local_run() -> Path:
-    """The newest finished local run folder under the outputs root (by its metrics.json)."""
+def newest_local_run() -> tuple[Any, Any]:
+    """The newest finished local run under the outputs root (by its metrics.json), as
+    ``untuned.finished_local_run`` reads it (its reports read once)."""
     for folder in sorted(
         runfolder.find_folders(runfolder.METRICS_FILE),
         key=lambda p: (p / "metrics.json").stat().st_mtime,
     )[::-1]:
         try:
-            untuned.finished_local_run(folder)
+            return untuned.finished_local_run(folder)
         except InputError:
             continue
-        return folder
     raise InputError(
         f"no finished local run under {paths.outputs_root()}: make one with "
         "`routerlib run params/local.yaml`, or name RUN_DIR"
@@ -89,13 +89,12 @@ def main(argv: list[str] | None = None) -> int:
     out_root = Path(args.out) if args.out else paths.outputs_root() / OUT_NAME
     if not args.runs:
         try:
-            args.runs = [str(newest_local_run())]
+            newest = newest_local_run()
         except InputError as exc:  # nothing to measure on this machine yet: not a failure
             print(f"SKIPPED bench_router_quality: {exc}")
             return 0
     try:
-        folders = [Path(p) for p in args.runs]
-        runs = [untuned.finished_local_run(folder) for folder in folders]
+        runs = [untuned.finished_local_run(Path(p)) for p in args.runs] or [newest]
         result: list[tuple[str, float]] = []
         for number, (run, own) in enumerate(runs, 1):
             base = untuned.evaluate_base(

@@ -24,8 +24,8 @@ from routerlib.serving.cache import CachingPredictor, load_cache, target_name
 
 
 def read_gold_prompts(gold_path: str | os.PathLike[str], limit: int | None = None) -> list[str]:
-    """The ``prompt`` of every gold line, in order (the first ``limit`` when given); every bad
-    line is named (``metrics.read_jsonl``)."""
+    """The ``prompt`` of every gold line, in order (the first ``limit`` when given); every line
+    is checked, also past ``limit``, and every bad one is named (``metrics.read_jsonl``)."""
     rows = metrics.read_jsonl(gold_path, "gold", metrics.prompt_problem)
     if not rows:
         raise InputError(f"{gold_path}: no gold rows")

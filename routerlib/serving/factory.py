@@ -118,6 +118,14 @@ class ServingSpec:
     target: str
     options: dict[str, Any] = field(default_factory=dict)
 
+    def make(self) -> Predictor:
+        """The predictor this spec describes (:func:`make`); close it when done."""
+        return make(self.kind, self.target, **self.options)
+
+    def opened(self) -> contextlib.closing[Predictor]:
+        """:meth:`make` for the length of a ``with`` block."""
+        return contextlib.closing(self.make())
+
 
 def _extra(cfg: Any) -> dict[str, Any]:
     """Instance fields a run sends with every request (Qwen 3's thinking switch)."""
@@ -164,4 +172,4 @@ def open_predictor(
     """The predictor a run's settings ask for (:func:`for_run`), for the length of the block;
     whatever it started (a server, an endpoint) is cleaned up when the block ends."""
     spec = for_run(cfg, checkpoint, params_file=params_file, scoring=scoring)
-    return opened(spec.kind, spec.target, **spec.options)
+    return spec.opened()

@@ -90,8 +90,7 @@ def _predictor(run: Run, endpoint: Predictor | str) -> AbstractContextManager[Pr
     """``endpoint`` itself, or for an address the predictor the run's settings make for it."""
     if not isinstance(endpoint, str):
         return nullcontext(endpoint)
-    spec = factory.for_address(run.config, endpoint)
-    return factory.opened(spec.kind, spec.target, **spec.options)
+    return factory.for_address(run.config, endpoint).opened()
 
 
 def evaluate(run: Run, endpoint: Predictor | str, decoding: str = "free") -> Report:

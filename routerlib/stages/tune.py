@@ -149,8 +149,7 @@ def _checkpoint_scorer(run: Run) -> Scorer:
     """Scores a checkpoint on validation through the predictor the serving factory makes for it."""
 
     def serve(uri: str) -> Predictor:
-        spec = factory.for_run(run.config, uri, params_file=run.params_file, scoring=True)
-        return factory.make(spec.kind, spec.target, **spec.options)
+        return factory.for_run(run.config, uri, params_file=run.params_file, scoring=True).make()
 
     return checkpoints.predictor_scorer(
         serve,
