@@ -4,6 +4,7 @@ foreign file still gets a row: NaN for the number, the problem in ``RunSummary.p
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
@@ -79,10 +80,15 @@ class RunSummary:
         file = self.path / (value or runfolder.samples_path(self.report_path))
         return file if file.is_file() else None
 
-    def samples(self) -> list[SampleRecord]:
-        """Per-sample records (none, and a line in ``problems``, when the file is bad)."""
+    @functools.cached_property
+    def _samples(self) -> list[SampleRecord]:
         file = self.samples_path
         return (_read(runfolder.read_samples, file, self.problems) or []) if file else []
+
+    def samples(self) -> list[SampleRecord]:
+        """Per-sample records, read once (none, and one line in ``problems``, when the file is
+        bad)."""
+        return self._samples
 
     def loss_curve(self) -> list[dict[str, Any]]:
         """Tuning loss points: metrics.json's, else the tuning folder's loss_curve.json."""
@@ -92,13 +98,18 @@ class RunSummary:
         curve = _read(runfolder.read_loss_curve, file, self.problems) if file.is_file() else None
         return curve or []
 
-    def test_key(self) -> str | None:
-        """A fingerprint of the gold test rows (the gold file's bytes), to pair two routers."""
+    @functools.cached_property
+    def _test_key(self) -> str | None:
         gold = _get(self.report, "config", "gold_path")
         try:
             return hashlib.sha256(paths.resolve(gold).read_bytes()).hexdigest() if gold else None
         except OSError:
             return None
+
+    def test_key(self) -> str | None:
+        """A fingerprint of the gold test rows (the gold file's bytes, hashed once), to pair two
+        routers."""
+        return self._test_key
 
 
 def _read(read: Callable[[Path], T], file: Path, problems: list[str]) -> T | None:

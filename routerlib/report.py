@@ -205,7 +205,7 @@ def _comparison(run_dirs: list[Path], out: Path) -> dict[str, Any]:
     plots = compare_plots.all_plots(runs, out / "plots", board)
     root = f"{outputs_root()}/"
     # files that could not be read leave gaps: the leaderboard block says which, each once (a
-    # run's decodings share its problems and baselines; its samples are read once per test)
+    # run's decodings share its problems list and baselines, and read the same loss curve)
     lines = (line for run in runs for r in (run, *run.baselines) for line in r.problems)
     board_values["problems"] = [line.replace(root, "") for line in dict.fromkeys(lines)]
     return {

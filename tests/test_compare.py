@@ -167,3 +167,16 @@ def test_first_tool_pairs_from_gold_and_predictions(runs: list[compare.RunSummar
     assert pairs.count(("/general-search", "(invalid)")) + pairs.count(("/math", "(invalid)")) == 10
     assert pairs[0] == ("/general-search", "/general-search")
     assert pairs[3] == ("/math", "/math")  # i=3: reversed four-step plan ends with /math
+
+
+def test_each_samples_file_is_read_once_however_many_pairs(
+    runs: list[compare.RunSummary], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The paired tests and the plots ask a router for its samples many times; the file is read
+    (and a bad one named in ``problems``) once."""
+    reads: list[Path] = []
+    read = compare.runfolder.read_samples
+    monkeypatch.setattr(compare.runfolder, "read_samples", lambda f: reads.append(f) or read(f))
+    compare.significance_table(runs)
+    compare.significance_table(runs)
+    assert reads and len(reads) == len(set(reads))
