@@ -386,6 +386,8 @@ def tune(
         out(json.dumps(runner.preview(spec), indent=2))
         return _new_job("(dry run)", runner, DRY_RUN, spec, estimate.usd)
 
+    if force:
+        load_registry()  # a broken registry is named before a billed job is created, not after
     job = None if force else _find_reattachable(spec, runner, out)
     if job is not None:
         out(

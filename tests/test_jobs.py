@@ -286,6 +286,17 @@ def test_corrupt_registry_is_a_clear_input_error() -> None:
         jobs.load_registry()
 
 
+def test_forced_submit_checks_the_registry_before_creating_a_job(tuning_env: TuningEnv) -> None:
+    """Even with force (no re-attach lookup), a registry the job could not be recorded in is
+    refused before the create request, so no billed job goes unrecorded."""
+    path = jobs.REGISTRY.path()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("{not json", encoding="utf-8")
+    with pytest.raises(InputError, match="not a routerlib job registry"):
+        _tune(tuning_env, force=True)
+    assert tuning_env.fake.create_bodies() == []
+
+
 def test_pricing_table_validates_and_estimates(tmp_path: Path) -> None:
     table = pricing.load_pricing(ROOT / "routerlib" / "data" / "pricing.yaml")
     assert table.price("routerlib/tiny-router-lm") == 0.0
