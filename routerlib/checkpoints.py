@@ -200,7 +200,8 @@ def score_checkpoints(
     """Score every candidate of ``job`` not scored yet with the same ``settings`` (max tokens,
     row limit, ``decoding``: :data:`DEFAULT_DECODING` when absent; what the scorer decodes with),
     then pick; a job with a single checkpoint is not scored. The record is rewritten after each
-    checkpoint, so Ctrl-C loses at most the checkpoint being scored."""
+    checkpoint, so Ctrl-C loses at most the checkpoint being scored; a complete record made the
+    same way from the same checkpoints is returned as it is, unwritten."""
     run_dir = Path(run_dir)
     settings = {"decoding": DEFAULT_DECODING, **(settings or {})}
     decoding = settings["decoding"]
@@ -211,6 +212,14 @@ def score_checkpoints(
     kept = {s.name: s for s in previous.scores} if previous else {}
     target = parse_checkpoint_key(mode)
     todo = candidates(job)
+    if (
+        previous is not None
+        and previous.complete
+        and (previous.mode, previous.select_metric) == (mode, select_metric)
+        and [(s.name, s.uri) for s in previous.scores] == [(c.name, c.uri) for c in todo]
+        and all(s.made_with(settings) for s in previous.scores)
+    ):
+        return previous  # chosen with these settings from these checkpoints: kept as written
     if len(todo) == 1 and target in (BEST, FINAL, todo[0].epoch):
         # One checkpoint: nothing to choose, so nothing is served or deployed to score it.
         only = todo[0].model_copy(update={"settings": settings, "scored_at": runfolder.now()})

@@ -220,6 +220,15 @@ def test_scoring_resumes_without_rescoring(tmp_path: Path, validation: Path) -> 
     )
     assert none.calls == [] and [s.metric for s in by_json.scores] == [0.25, 0.5, 1.0]
 
+    # Asked again the same way (notebook 04 after notebook 03), the record stays byte for byte.
+    record = run / "checkpoints.json"
+    before = (record.read_bytes(), record.stat().st_mtime_ns)
+    same = checkpoints.score_checkpoints(
+        job, validation, run, none, select_metric="json_valid", settings={"max_tokens": 9}
+    )
+    assert none.calls == [] and same.chosen == by_json.chosen
+    assert (record.read_bytes(), record.stat().st_mtime_ns) == before
+
 
 @pytest.mark.slow
 def test_local_epoch_checkpoints_are_served_and_scored(tmp_path: Path) -> None:
