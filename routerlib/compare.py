@@ -81,14 +81,11 @@ class RunSummary:
         return file if file.is_file() else None
 
     @functools.cached_property
-    def _samples(self) -> list[SampleRecord]:
-        file = self.samples_path
-        return (_read(runfolder.read_samples, file, self.problems) or []) if file else []
-
     def samples(self) -> list[SampleRecord]:
         """Per-sample records, read once (none, and one line in ``problems``, when the file is
         bad)."""
-        return self._samples
+        file = self.samples_path
+        return (_read(runfolder.read_samples, file, self.problems) or []) if file else []
 
     def loss_curve(self) -> list[dict[str, Any]]:
         """Tuning loss points: metrics.json's, else the tuning folder's loss_curve.json."""
@@ -99,17 +96,14 @@ class RunSummary:
         return curve or []
 
     @functools.cached_property
-    def _test_key(self) -> str | None:
+    def test_key(self) -> str | None:
+        """A fingerprint of the gold test rows (the gold file's bytes, hashed once), to pair two
+        routers."""
         gold = _get(self.report, "config", "gold_path")
         try:
             return hashlib.sha256(paths.resolve(gold).read_bytes()).hexdigest() if gold else None
         except OSError:
             return None
-
-    def test_key(self) -> str | None:
-        """A fingerprint of the gold test rows (the gold file's bytes, hashed once), to pair two
-        routers."""
-        return self._test_key
 
 
 def _read(read: Callable[[Path], T], file: Path, problems: list[str]) -> T | None:
@@ -289,8 +283,8 @@ def compare_pair(
 ) -> list[dict[str, Any]]:
     """Paired tests (:func:`paired_test`) of router ``a`` against ``b`` on the test rows both
     scored (by ``index``), on the strict values (an invalid prediction is a miss)."""
-    b_by_index = {row.index: row.strict for row in b.samples()}
-    both = [(row.strict, b_by_index[row.index]) for row in a.samples() if row.index in b_by_index]
+    b_by_index = {row.index: row.strict for row in b.samples}
+    both = [(row.strict, b_by_index[row.index]) for row in a.samples if row.index in b_by_index]
     out = []
     for metric in metrics:
         pairs = [
@@ -347,12 +341,12 @@ def significance_pairs(runs: Sequence[RunSummary]) -> list[tuple[RunSummary, Run
     seen: set[frozenset[int]] = set()  # the decoding pairs, either way round
     for head in models:
         for run in head.variants:
-            if run.samples_path is not None and run.test_key() == head.test_key():
+            if run.samples_path is not None and run.test_key == head.test_key:
                 pairs.append((run, head))
                 seen.add(frozenset((id(run), id(head))))
     groups: dict[str, list[RunSummary]] = {}
     for run in models:
-        if (key := run.test_key()) is not None:
+        if (key := run.test_key) is not None:
             groups.setdefault(key, []).append(run)
     for group in groups.values():
         best = max(group, key=_strength)  # max keeps the first of equals: run order breaks ties

@@ -116,7 +116,7 @@ def first_tool_pairs(run: RunSummary) -> list[tuple[str, str]]:
             _tool_label(sample.gold_first_tool),
             _tool_label(sample.pred_first_tool) if sample.valid else "(invalid)",
         )
-        for sample in run.samples()
+        for sample in run.samples
     ]
 
 
@@ -161,7 +161,7 @@ def confusion_figure(runs: Sequence[RunSummary]) -> Any:
 
 def length_ratios(run: RunSummary) -> list[float]:
     """Per-sample ``length_ratio`` of valid predictions (the scorer's ``metrics`` block)."""
-    found = (sample.metrics.get("length_ratio") for sample in run.samples())
+    found = (sample.metrics.get("length_ratio") for sample in run.samples)
     return [x for v in found if not isinstance(v, bool) and not math.isnan(x := number(v))]
 
 

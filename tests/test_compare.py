@@ -40,7 +40,7 @@ def test_load_runs_finds_every_run_with_metrics(runs: list[compare.RunSummary]) 
     assert sorted(r.name for r in runs) == ["good", "partial", "weak"]
     good = next(r for r in runs if r.name == "good")
     assert [b.name for b in good.baselines] == ["baseline:majority"]
-    assert good.samples_path is not None and len(good.samples()) == 40
+    assert good.samples_path is not None and len(good.samples) == 40
     assert [p["train_loss"] for p in good.loss_curve()] == [2.0, 1.0, 2.0 / 3]
 
 
